@@ -1,0 +1,3 @@
+module github.com/turbomem/turbomem
+
+go 1.26
