@@ -1,0 +1,185 @@
+package quant
+
+import (
+	"fmt"
+	"math"
+	"sort"
+)
+
+// Codebook is an optimal scalar quantizer (Lloyd–Max) for one density:
+// 2^Bits centroids in ascending order and the cell boundaries between
+// them (ALGORITHMS.md §2).
+type Codebook struct {
+	Bits      int
+	Centroids []float32 // ascending, len 2^Bits
+	Bounds    []float32 // Bounds[i] = (Centroids[i]+Centroids[i+1])/2
+	// MSE is the expected squared error per coordinate under the density
+	// the codebook was designed for.
+	MSE float64
+}
+
+// Index returns the index of the centroid nearest to v.
+func (c *Codebook) Index(v float32) int {
+	// Branch-light binary search over the sorted boundaries.
+	b := c.Bounds
+	lo, n := 0, len(b)
+	for n > 0 {
+		half := n >> 1
+		if v > b[lo+half] {
+			lo += half + 1
+			n -= half + 1
+		} else {
+			n = half
+		}
+	}
+	return lo
+}
+
+// moments gives the cumulative integrals of a density over (-inf, t]:
+// mass ∫f, first moment ∫t·f and second moment ∫t²·f.
+type moments func(t float64) (m0, m1, m2 float64)
+
+// lloydMax solves for the 2^bits-level Lloyd–Max quantizer of the density
+// described by mom on [lo, hi]. quantile gives a starting point: the
+// inverse of the cumulative mass.
+func lloydMax(bits int, lo, hi float64, mom moments, quantile func(p float64) float64) *Codebook {
+	n := 1 << bits
+	c := make([]float64, n)
+	for i := range c {
+		c[i] = quantile((float64(i) + 0.5) / float64(n))
+	}
+	t := make([]float64, n+1)
+	t[0], t[n] = lo, hi
+	const maxIter = 200000
+	for iter := 0; iter < maxIter; iter++ {
+		for i := 1; i < n; i++ {
+			t[i] = (c[i-1] + c[i]) / 2
+		}
+		var delta float64
+		pm0, pm1, _ := mom(t[0])
+		for i := range n {
+			m0, m1, _ := mom(t[i+1])
+			if mass := m0 - pm0; mass > 0 {
+				nc := (m1 - pm1) / mass
+				delta = math.Max(delta, math.Abs(nc-c[i]))
+				c[i] = nc
+			}
+			pm0, pm1 = m0, m1
+		}
+		if delta < 1e-12*(c[n-1]-c[0]) {
+			break
+		}
+	}
+	for i := 1; i < n; i++ {
+		t[i] = (c[i-1] + c[i]) / 2
+	}
+	cb := &Codebook{Bits: bits, Centroids: make([]float32, n), Bounds: make([]float32, n-1)}
+	pm0, pm1, pm2 := mom(t[0])
+	for i := range n {
+		m0, m1, m2 := mom(t[i+1])
+		// ∫(x−c)²f over the cell = M2 − 2c·M1 + c²·M0.
+		cb.MSE += (m2 - pm2) - 2*c[i]*(m1-pm1) + c[i]*c[i]*(m0-pm0)
+		pm0, pm1, pm2 = m0, m1, m2
+		cb.Centroids[i] = float32(c[i])
+		if i > 0 {
+			cb.Bounds[i-1] = float32(t[i])
+		}
+	}
+	return cb
+}
+
+// LloydMaxGaussian returns the b-bit Lloyd–Max codebook for N(0, sigma²),
+// computed from the closed-form moments of the normal distribution.
+func LloydMaxGaussian(bits int, sigma float64) (*Codebook, error) {
+	if bits < 1 || bits > 8 {
+		return nil, fmt.Errorf("quant: codebook bits %d out of range [1, 8]", bits)
+	}
+	if !(sigma > 0) || math.IsInf(sigma, 0) {
+		return nil, fmt.Errorf("quant: Gaussian codebook sigma %g is not positive and finite", sigma)
+	}
+	mom := func(t float64) (float64, float64, float64) {
+		z := t / sigma
+		if math.IsInf(z, 0) {
+			if z < 0 {
+				return 0, 0, 0
+			}
+			return 1, 0, sigma * sigma
+		}
+		phi := math.Exp(-z*z/2) / math.Sqrt(2*math.Pi)
+		cdf := 0.5 * math.Erfc(-z/math.Sqrt2)
+		return cdf, -sigma * phi, sigma * sigma * (cdf - z*phi)
+	}
+	quantile := func(p float64) float64 { return sigma * math.Sqrt2 * math.Erfinv(2*p-1) }
+	return lloydMax(bits, math.Inf(-1), math.Inf(1), mom, quantile), nil
+}
+
+// LloydMax returns the b-bit Lloyd–Max codebook for one coordinate of a
+// vector uniform on the unit sphere in R^d, whose density is
+// f(t) ∝ (1 − t²)^((d−3)/2) on [−1, 1] (ALGORITHMS.md §2). This is the
+// exact distribution of a coordinate of Πx for a unit vector x and a
+// random rotation Π; as d grows it tends to N(0, 1/d).
+func LloydMax(bits, d int) (*Codebook, error) {
+	if bits < 1 || bits > 8 {
+		return nil, fmt.Errorf("quant: codebook bits %d out of range [1, 8]", bits)
+	}
+	if d < 3 || d > 1<<20 {
+		return nil, fmt.Errorf("quant: sphere codebook dimension %d out of range [3, 2^20]", d)
+	}
+	e := float64(d-3) / 2
+	return tabulated(bits, -1, 1, func(t float64) float64 {
+		if e == 0 {
+			return 1
+		}
+		if t <= -1 || t >= 1 {
+			return 0
+		}
+		return math.Exp(e * math.Log1p(-t*t))
+	}), nil
+}
+
+// tabulated solves Lloyd–Max for an unnormalised density f on [lo, hi] by
+// numerical integration: cumulative moments are tabulated with the
+// trapezoid rule on a fine grid and interpolated linearly.
+func tabulated(bits int, lo, hi float64, f func(float64) float64) *Codebook {
+	const n = 1 << 18
+	h := (hi - lo) / n
+	m0 := make([]float64, n+1)
+	m1 := make([]float64, n+1)
+	m2 := make([]float64, n+1)
+	prev := f(lo)
+	for i := 1; i <= n; i++ {
+		a, b := lo+float64(i-1)*h, lo+float64(i)*h
+		cur := f(b)
+		// Trapezoid on f, t·f and t²·f over [a, b].
+		m0[i] = m0[i-1] + h*(prev+cur)/2
+		m1[i] = m1[i-1] + h*(a*prev+b*cur)/2
+		m2[i] = m2[i-1] + h*(a*a*prev+b*b*cur)/2
+		prev = cur
+	}
+	total := m0[n]
+	for i := range m0 {
+		m0[i] /= total
+		m1[i] /= total
+		m2[i] /= total
+	}
+	interp := func(tab []float64, t float64) float64 {
+		x := (t - lo) / h
+		if x <= 0 {
+			return tab[0]
+		}
+		if x >= n {
+			return tab[n]
+		}
+		i := int(x)
+		fr := x - float64(i)
+		return tab[i] + fr*(tab[i+1]-tab[i])
+	}
+	mom := func(t float64) (float64, float64, float64) {
+		return interp(m0, t), interp(m1, t), interp(m2, t)
+	}
+	quantile := func(p float64) float64 {
+		i := sort.SearchFloat64s(m0, p)
+		return lo + float64(i)*h
+	}
+	return lloydMax(bits, lo, hi, mom, quantile)
+}

@@ -1,0 +1,164 @@
+package quant
+
+import (
+	"math"
+	"testing"
+)
+
+// maxTable holds the Gaussian Lloyd–Max quantizers for unit variance
+// (Max 1960; reproduced in ALGORITHMS.md §2): positive centroids and the
+// MSE per coordinate.
+var maxTable = []struct {
+	bits      int
+	centroids []float64
+	mse       float64
+}{
+	{1, []float64{0.7979}, 0.3634},
+	{2, []float64{0.4528, 1.5104}, 0.1175},
+	{3, []float64{0.2451, 0.7560, 1.3440, 2.1520}, 0.03454},
+	{4, []float64{0.1284, 0.3881, 0.6568, 0.9424, 1.2562, 1.6181, 2.0690, 2.7326}, 0.009497},
+}
+
+func TestLloydMaxGaussianMatchesMax(t *testing.T) {
+	for _, d := range []int{1, 64, 128} {
+		sigma := 1 / math.Sqrt(float64(d))
+		for _, tt := range maxTable {
+			cb, err := LloydMaxGaussian(tt.bits, sigma)
+			if err != nil {
+				t.Fatal(err)
+			}
+			half := len(cb.Centroids) / 2
+			for i, want := range tt.centroids {
+				// The table has 4 decimals: 1e-3 after ×√d is well above
+				// rounding and far below the gap between levels.
+				got := float64(cb.Centroids[half+i]) / sigma
+				neg := float64(cb.Centroids[half-1-i]) / sigma
+				if math.Abs(got-want) > 1e-3 || math.Abs(neg+want) > 1e-3 {
+					t.Errorf("d=%d b=%d centroid %d = %.5f/%.5f, want ±%.4f", d, tt.bits, i, got, neg, want)
+				}
+			}
+			if mse := cb.MSE / (sigma * sigma); math.Abs(mse-tt.mse)/tt.mse > 2e-3 {
+				t.Errorf("d=%d b=%d MSE×d = %.6f, want %.6f", d, tt.bits, mse, tt.mse)
+			}
+		}
+	}
+}
+
+// TestLloydMaxSphereOneBit checks the exact-density solver against the
+// closed form for b = 1: the optimal centroid is E[|t|] for the sphere
+// coordinate, Γ(d/2) / (√π·Γ((d+1)/2)), and the MSE is 1/d − E[|t|]².
+func TestLloydMaxSphereOneBit(t *testing.T) {
+	for _, d := range []int{3, 8, 64, 128, 256} {
+		cb, err := LloydMax(1, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lg1, _ := math.Lgamma(float64(d) / 2)
+		lg2, _ := math.Lgamma(float64(d+1) / 2)
+		want := math.Exp(lg1-lg2) / math.Sqrt(math.Pi)
+		if got := float64(cb.Centroids[1]); math.Abs(got-want) > 1e-6 {
+			t.Errorf("d=%d centroid = %.8f, want %.8f", d, got, want)
+		}
+		wantMSE := 1/float64(d) - want*want
+		if math.Abs(cb.MSE-wantMSE) > 1e-6*wantMSE*float64(d) {
+			t.Errorf("d=%d MSE = %.8g, want %.8g", d, cb.MSE, wantMSE)
+		}
+	}
+}
+
+// TestLloydMaxSphereTendsToGaussian: at large d the sphere coordinate is
+// N(0, 1/d) to O(1/d), so the codebooks agree with Max's table.
+func TestLloydMaxSphereTendsToGaussian(t *testing.T) {
+	const d = 16384
+	for _, tt := range maxTable {
+		cb, err := LloydMax(tt.bits, d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		half := len(cb.Centroids) / 2
+		for i, want := range tt.centroids {
+			if got := float64(cb.Centroids[half+i]) * math.Sqrt(d); math.Abs(got-want) > 1e-3 {
+				t.Errorf("b=%d centroid %d ×√d = %.5f, want %.4f", tt.bits, i, got, want)
+			}
+		}
+	}
+}
+
+// TestLloydMaxSphereLighterTails: ALGORITHMS.md §3 — at finite d the MSE
+// is 1–2% below the Gaussian limit; its table gives d·MSE per vector for
+// uniform unit vectors, which the codebook's design MSE predicts.
+func TestLloydMaxSphereDesignMSE(t *testing.T) {
+	ref := map[int][]float64{
+		64:  {0.3586, 0.1145, 0.03337, 0.00913},
+		128: {0.3607, 0.1160, 0.03395, 0.00931},
+		256: {0.3620, 0.1168, 0.03427, 0.00942},
+	}
+	for d, want := range ref {
+		for b := 1; b <= 4; b++ {
+			cb, err := LloydMax(b, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The reference is a Monte Carlo mean with ≤0.1% standard
+			// error and 4 significant digits: 0.5% covers both.
+			if got := cb.MSE * float64(d); math.Abs(got-want[b-1])/want[b-1] > 5e-3 {
+				t.Errorf("d=%d b=%d d·MSE = %.5f, want %.5f", d, b, got, want[b-1])
+			}
+		}
+	}
+}
+
+func TestLloydMaxHighBits(t *testing.T) {
+	// Panter–Dite: at high rate the MSE of the optimal quantizer of
+	// N(0,1) approaches (√3·π/2)·4^(−b) (ALGORITHMS.md §3's bound);
+	// at b = 8 the ratio is within 1%.
+	cb, err := LloydMaxGaussian(8, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := math.Sqrt(3) * math.Pi / 2 * math.Pow(4, -8)
+	if r := cb.MSE / want; r < 0.97 || r > 1.01 {
+		t.Errorf("b=8 MSE = %.4g, Panter–Dite %.4g, ratio %.4f", cb.MSE, want, r)
+	}
+	for i := 1; i < len(cb.Centroids); i++ {
+		if !(cb.Centroids[i] > cb.Centroids[i-1]) {
+			t.Fatalf("centroids not increasing at %d", i)
+		}
+	}
+}
+
+func TestCodebookIndex(t *testing.T) {
+	cb, err := LloydMaxGaussian(3, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []float32{-10, -2.1, -0.5, 0, 0.01, 0.3, 1.9, 10} {
+		got := cb.Index(v)
+		best, bestD := 0, math.Inf(1)
+		for i, c := range cb.Centroids {
+			if dd := math.Abs(float64(v - c)); dd < bestD {
+				best, bestD = i, dd
+			}
+		}
+		if math.Abs(float64(v-cb.Centroids[got])) > bestD {
+			t.Errorf("Index(%g) = %d, want %d", v, got, best)
+		}
+	}
+}
+
+func TestCodebookErrors(t *testing.T) {
+	for _, b := range []int{0, 9} {
+		if _, err := LloydMax(b, 128); err == nil {
+			t.Errorf("LloydMax(%d, 128): no error", b)
+		}
+		if _, err := LloydMaxGaussian(b, 1); err == nil {
+			t.Errorf("LloydMaxGaussian(%d): no error", b)
+		}
+	}
+	if _, err := LloydMax(2, 2); err == nil {
+		t.Error("LloydMax(2, 2): no error")
+	}
+	if _, err := LloydMaxGaussian(2, math.NaN()); err == nil {
+		t.Error("LloydMaxGaussian(NaN sigma): no error")
+	}
+}

@@ -1,0 +1,46 @@
+package quant
+
+import "encoding/binary"
+
+// dotCodesGo is the pure-Go twin of the SIMD scorer: for each of the
+// len(dst) codes at codes[i·stride+off:], it sets (or, with add, adds to)
+// dst[i] the sum over j < len(q) of q[j]·table[idx_j], where idx_j are the
+// packed b-bit indices (b ≤ 4) of that code. len(q) is a multiple of 8.
+func dotCodesGo(dst, q []float32, table *[16]float32, codes []byte, stride, off, b int, add bool) {
+	groups := len(q) / 8
+	mask := uint32(1)<<b - 1
+	for i := range dst {
+		c := codes[i*stride+off : i*stride+off+groups*b]
+		var s0, s1 float32
+		for g := range groups {
+			var w uint32
+			switch b {
+			case 1:
+				w = uint32(c[g])
+			case 2:
+				w = uint32(binary.LittleEndian.Uint16(c[2*g:]))
+			case 3:
+				w = uint32(c[3*g]) | uint32(c[3*g+1])<<8 | uint32(c[3*g+2])<<16
+			case 4:
+				w = binary.LittleEndian.Uint32(c[4*g:])
+			}
+			qq := q[8*g : 8*g+8]
+			s0 += qq[0]*table[w&mask] + qq[2]*table[w>>(2*b)&mask] + qq[4]*table[w>>(4*b)&mask] + qq[6]*table[w>>(6*b)&mask]
+			s1 += qq[1]*table[w>>b&mask] + qq[3]*table[w>>(3*b)&mask] + qq[5]*table[w>>(5*b)&mask] + qq[7]*table[w>>(7*b)&mask]
+		}
+		if add {
+			dst[i] += s0 + s1
+		} else {
+			dst[i] = s0 + s1
+		}
+	}
+}
+
+// dotRowsGo is the pure-Go twin of the fp32 baseline scan: dst[i] =
+// <q, keys[i·len(q):(i+1)·len(q)]>.
+func dotRowsGo(dst, q, keys []float32) {
+	d := len(q)
+	for i := range dst {
+		dst[i] = dot(q, keys[i*d:(i+1)*d])
+	}
+}

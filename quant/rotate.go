@@ -1,0 +1,277 @@
+package quant
+
+import (
+	"fmt"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+)
+
+// Rotation is a fixed orthogonal transform of R^d.
+type Rotation interface {
+	// Dim returns d.
+	Dim() int
+	// Apply sets dst = Π·src. dst and src have length d; whether they may
+	// alias depends on the implementation (Hadamard: yes; Dense: no).
+	Apply(dst, src []float32)
+	// Invert sets dst = Πᵀ·src, with the same aliasing rule as Apply.
+	Invert(dst, src []float32)
+}
+
+// newRand returns the generator behind every random choice in this
+// package, so that a seed fully determines a quantizer.
+func newRand(seed uint64, stream uint64) *rand.Rand {
+	return rand.New(rand.NewPCG(seed, stream^0x9e3779b97f4a7c15))
+}
+
+// Hadamard is the randomized Hadamard rotation Π = H·D (ALGORITHMS.md §1):
+// a random ±1 diagonal D followed by the normalised Walsh–Hadamard
+// transform H, in O(d log d). For d not a power of two, d is split into
+// power-of-two blocks (d = 96 → 64 + 32), each transformed on its own, and
+// two rounds with a random permutation between them spread energy across
+// blocks.
+type Hadamard struct {
+	d      int
+	blocks []int       // power-of-two block sizes, largest first
+	signs  [][]float32 // per round, ±1
+	perm   [][]int32   // per round, nil for the identity
+	inv    [][]int32   // inverse permutations
+}
+
+// NewHadamard returns a randomized Hadamard rotation of R^d drawn from seed.
+func NewHadamard(d int, seed uint64) (*Hadamard, error) {
+	if d < 1 || d > 1<<20 {
+		return nil, fmt.Errorf("quant: Hadamard dimension %d out of range [1, 2^20]", d)
+	}
+	h := &Hadamard{d: d}
+	for rest := d; rest > 0; {
+		b := 1 << (bits.Len(uint(rest)) - 1)
+		h.blocks = append(h.blocks, b)
+		rest -= b
+	}
+	rounds := 1
+	if len(h.blocks) > 1 {
+		rounds = 2
+	}
+	r := newRand(seed, 1)
+	for range rounds {
+		s := make([]float32, d)
+		for i := range s {
+			s[i] = 1
+			if r.Uint64()&1 == 1 {
+				s[i] = -1
+			}
+		}
+		h.signs = append(h.signs, s)
+		if rounds == 1 {
+			h.perm = append(h.perm, nil)
+			h.inv = append(h.inv, nil)
+			continue
+		}
+		p := make([]int32, d)
+		for i, v := range r.Perm(d) {
+			p[i] = int32(v)
+		}
+		inv := make([]int32, d)
+		for i, v := range p {
+			inv[v] = int32(i)
+		}
+		h.perm = append(h.perm, p)
+		h.inv = append(h.inv, inv)
+	}
+	return h, nil
+}
+
+// Dim returns the dimension of the rotation.
+func (h *Hadamard) Dim() int { return h.d }
+
+// Apply sets dst = Π·src; dst may alias src.
+func (h *Hadamard) Apply(dst, src []float32) {
+	dst = dst[:h.d]
+	copy(dst, src[:h.d])
+	var tmp []float32
+	for r := range h.signs {
+		for i, s := range h.signs[r] {
+			dst[i] *= s
+		}
+		if p := h.perm[r]; p != nil {
+			if tmp == nil {
+				tmp = make([]float32, h.d)
+			}
+			for i, j := range p {
+				tmp[i] = dst[j]
+			}
+			copy(dst, tmp)
+		}
+		h.transform(dst)
+	}
+}
+
+// Invert sets dst = Πᵀ·src; dst may alias src.
+func (h *Hadamard) Invert(dst, src []float32) {
+	dst = dst[:h.d]
+	copy(dst, src[:h.d])
+	var tmp []float32
+	for r := len(h.signs) - 1; r >= 0; r-- {
+		h.transform(dst) // normalised H is its own inverse
+		if p := h.inv[r]; p != nil {
+			if tmp == nil {
+				tmp = make([]float32, h.d)
+			}
+			for i, j := range p {
+				tmp[i] = dst[j]
+			}
+			copy(dst, tmp)
+		}
+		for i, s := range h.signs[r] {
+			dst[i] *= s
+		}
+	}
+}
+
+func (h *Hadamard) transform(x []float32) {
+	off := 0
+	for _, b := range h.blocks {
+		fwht(x[off : off+b])
+		off += b
+	}
+}
+
+// fwht applies the normalised fast Walsh–Hadamard transform in place;
+// len(x) must be a power of two.
+func fwht(x []float32) {
+	n := len(x)
+	// First two butterfly stages fused (radix-4) for small strides.
+	if n >= 4 {
+		for i := 0; i+3 < n; i += 4 {
+			a, b, c, d := x[i], x[i+1], x[i+2], x[i+3]
+			s0, d0, s1, d1 := a+b, a-b, c+d, c-d
+			x[i], x[i+1], x[i+2], x[i+3] = s0+s1, d0+d1, s0-s1, d0-d1
+		}
+	} else if n == 2 {
+		x[0], x[1] = x[0]+x[1], x[0]-x[1]
+	}
+	for h := 4; h < n; h <<= 1 {
+		for i := 0; i < n; i += h << 1 {
+			lo := x[i : i+h]
+			hi := x[i+h : i+2*h]
+			for j := range lo {
+				a, b := lo[j], hi[j]
+				lo[j], hi[j] = a+b, a-b
+			}
+		}
+	}
+	s := float32(1 / math.Sqrt(float64(n)))
+	for i := range x {
+		x[i] *= s
+	}
+}
+
+// Dense is a Haar-random orthogonal rotation stored as a d×d matrix: the Q
+// factor of the QR decomposition of a Gaussian matrix with R's diagonal
+// made positive (ALGORITHMS.md §1, the reference rotation). O(d²) per
+// vector.
+type Dense struct {
+	d int
+	m []float32 // row-major
+}
+
+// NewDense returns a Haar-random rotation of R^d drawn from seed.
+func NewDense(d int, seed uint64) (*Dense, error) {
+	if d < 1 || d > 4096 {
+		return nil, fmt.Errorf("quant: dense rotation dimension %d out of range [1, 4096]", d)
+	}
+	r := newRand(seed, 2)
+	// Modified Gram–Schmidt on the columns of a Gaussian matrix, in float64;
+	// it yields Q with R's diagonal positive, which makes Q Haar-distributed.
+	cols := make([][]float64, d)
+	for j := range cols {
+		c := make([]float64, d)
+		for i := range c {
+			c[i] = r.NormFloat64()
+		}
+		cols[j] = c
+	}
+	for j := range cols {
+		for pass := 0; pass < 2; pass++ { // re-orthogonalise once for accuracy
+			for k := 0; k < j; k++ {
+				var dot float64
+				for i := range cols[j] {
+					dot += cols[j][i] * cols[k][i]
+				}
+				for i := range cols[j] {
+					cols[j][i] -= dot * cols[k][i]
+				}
+			}
+		}
+		var n float64
+		for _, v := range cols[j] {
+			n += v * v
+		}
+		n = math.Sqrt(n)
+		for i := range cols[j] {
+			cols[j][i] /= n
+		}
+	}
+	m := make([]float32, d*d)
+	for i := range d {
+		for j := range d {
+			m[i*d+j] = float32(cols[j][i])
+		}
+	}
+	return &Dense{d: d, m: m}, nil
+}
+
+// Dim returns the dimension of the rotation.
+func (r *Dense) Dim() int { return r.d }
+
+// Apply sets dst = Π·src; dst must not alias src.
+func (r *Dense) Apply(dst, src []float32) {
+	src = src[:r.d]
+	for i := range r.d {
+		dst[i] = dot(r.m[i*r.d:(i+1)*r.d], src)
+	}
+}
+
+// Invert sets dst = Πᵀ·src; dst must not alias src.
+func (r *Dense) Invert(dst, src []float32) {
+	dst = dst[:r.d]
+	clear(dst)
+	for i, s := range src[:r.d] {
+		axpy(dst, s, r.m[i*r.d:(i+1)*r.d])
+	}
+}
+
+// dot returns Σ a[i]·b[i] over len(a).
+func dot(a, b []float32) float32 {
+	b = b[:len(a)]
+	var s0, s1, s2, s3 float32
+	i := 0
+	for ; i+3 < len(a); i += 4 {
+		s0 += a[i] * b[i]
+		s1 += a[i+1] * b[i+1]
+		s2 += a[i+2] * b[i+2]
+		s3 += a[i+3] * b[i+3]
+	}
+	for ; i < len(a); i++ {
+		s0 += a[i] * b[i]
+	}
+	return (s0 + s1) + (s2 + s3)
+}
+
+// axpy sets y += a·x over len(y).
+func axpy(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += a * x[i]
+	}
+}
+
+// norm2 returns the Euclidean norm of x, accumulated in float64.
+func norm2(x []float32) float64 {
+	var s float64
+	for _, v := range x {
+		s += float64(v) * float64(v)
+	}
+	return math.Sqrt(s)
+}
