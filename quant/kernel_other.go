@@ -2,8 +2,9 @@
 
 package quant
 
-// simdLevel names the kernels in use, for benchmark reports.
-const simdLevel = "purego"
+// SIMDLevel names the scoring kernels in use ("avx2" or "purego"), for
+// benchmark reports.
+func SIMDLevel() string { return "purego" }
 
 func dotCodes(dst, q []float32, table *[16]float32, codes []byte, stride, off, b int, add bool) {
 	dotCodesGo(dst, q, table, codes, stride, off, b, add)

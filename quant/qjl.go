@@ -315,11 +315,5 @@ type prodScorer struct {
 }
 
 func (s *prodScorer) Score(dst []float32, codes []byte) {
-	stride := s.t.Bytes()
-	add := false
-	if s.mse != nil {
-		s.mse.score(dst, codes, stride, 0, false)
-		add = true
-	}
-	s.qjl.score(dst, codes, stride, s.t.mseBytes(), s.t.qjl.scale(), add)
+	s.score(dst, codes, s.t.Bytes(), 0, false)
 }
