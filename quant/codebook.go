@@ -16,11 +16,76 @@ type Codebook struct {
 	// MSE is the expected squared error per coordinate under the density
 	// the codebook was designed for.
 	MSE float64
+
+	// A uniform grid over [Bounds[0], Bounds[last]] fine enough that each
+	// grid cell holds at most one boundary: grid[i] is the centroid index
+	// at the cell's start, so Index needs one lookup and one comparison
+	// (with a +Inf sentinel in sentinel). Nil when the cells are too
+	// uneven for a small grid; Index then searches.
+	grid     []uint8
+	gridLo   float32
+	gridInv  float32
+	sentinel []float32 // Bounds followed by +Inf
 }
 
-// Index returns the index of the centroid nearest to v.
+// maxGrid bounds the lookup grid of a codebook.
+const maxGrid = 1 << 15
+
+func (c *Codebook) buildGrid() {
+	nb := len(c.Bounds)
+	if nb == 0 || len(c.Centroids) > 256 {
+		return
+	}
+	// The narrowest cell decides the grid step; the grid reaches one such
+	// width beyond the outer boundaries, so that values past them land in
+	// the clamped end cells, which hold no boundary and need no step.
+	gap := float64(c.Centroids[nb] - c.Centroids[0])
+	for i := 1; i < nb; i++ {
+		gap = math.Min(gap, float64(c.Bounds[i]-c.Bounds[i-1]))
+	}
+	if !(gap > 0) {
+		return
+	}
+	lo, hi := float64(c.Bounds[0])-gap, float64(c.Bounds[nb-1])+gap
+	// 32 cells per narrowest gap: few values land in a cell holding a
+	// boundary, so the comparison in Index is nearly always predicted.
+	cells := int(math.Ceil(32*(hi-lo)/gap)) + 1
+	if cells > maxGrid {
+		return
+	}
+	h := (hi - lo) / float64(cells)
+	c.grid = make([]uint8, cells+1)
+	k := 0
+	for i := range c.grid {
+		start := float32(lo + float64(i)*h)
+		for k < nb && c.Bounds[k] < start {
+			k++
+		}
+		c.grid[i] = uint8(k)
+	}
+	c.gridLo, c.gridInv = float32(lo), float32(1/h)
+	c.sentinel = append(append([]float32(nil), c.Bounds...), float32(math.Inf(1)))
+}
+
+// Index returns the index of the centroid nearest to v (v not NaN).
 func (c *Codebook) Index(v float32) int {
-	// Branch-light binary search over the sorted boundaries.
+	if c.grid != nil {
+		// Out-of-range cells clamp in integers (CMOV, no branch); v is
+		// finite and |v| ≤ 1 for rotated unit vectors, so the conversion
+		// cannot overflow.
+		i := min(max(int((v-c.gridLo)*c.gridInv), 0), len(c.grid)-1)
+		g := int(c.grid[i])
+		// The cell holds at most one boundary, sentinel[g]; rounding of f
+		// can land one cell early, so step at most twice.
+		if v > c.sentinel[g] {
+			g++
+			if v > c.sentinel[g] {
+				g++
+			}
+		}
+		return g
+	}
+	// Binary search over the sorted boundaries.
 	b := c.Bounds
 	lo, n := 0, len(b)
 	for n > 0 {
@@ -85,6 +150,7 @@ func lloydMax(bits int, lo, hi float64, mom moments, quantile func(p float64) fl
 			cb.Bounds[i-1] = float32(t[i])
 		}
 	}
+	cb.buildGrid()
 	return cb
 }
 

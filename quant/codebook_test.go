@@ -2,6 +2,7 @@ package quant
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -127,21 +128,35 @@ func TestLloydMaxHighBits(t *testing.T) {
 	}
 }
 
+// TestCodebookIndex compares Index (grid lookup, or binary search for
+// large codebooks) with a brute-force nearest-centroid search, on random
+// values, the boundaries themselves and their float32 neighbours.
 func TestCodebookIndex(t *testing.T) {
-	cb, err := LloydMaxGaussian(3, 1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, v := range []float32{-10, -2.1, -0.5, 0, 0.01, 0.3, 1.9, 10} {
-		got := cb.Index(v)
-		best, bestD := 0, math.Inf(1)
-		for i, c := range cb.Centroids {
-			if dd := math.Abs(float64(v - c)); dd < bestD {
-				best, bestD = i, dd
-			}
+	r := rand.New(rand.NewPCG(8, 9))
+	for b := 1; b <= 8; b++ {
+		cb, err := LloydMax(b, 128)
+		if err != nil {
+			t.Fatal(err)
 		}
-		if math.Abs(float64(v-cb.Centroids[got])) > bestD {
-			t.Errorf("Index(%g) = %d, want %d", v, got, best)
+		vals := []float32{-10, -1, 0, 1, 10}
+		for _, bd := range cb.Bounds {
+			vals = append(vals, bd, math.Nextafter32(bd, -1), math.Nextafter32(bd, 1))
+		}
+		for range 5000 {
+			vals = append(vals, float32(r.NormFloat64()*0.1))
+		}
+		for _, v := range vals {
+			got := cb.Index(v)
+			best, bestD := 0, math.Inf(1)
+			for i, c := range cb.Centroids {
+				if dd := math.Abs(float64(v - c)); dd < bestD {
+					best, bestD = i, dd
+				}
+			}
+			// Values on a boundary are ties up to float32 rounding.
+			if math.Abs(float64(v-cb.Centroids[got])) > bestD+1e-7 {
+				t.Fatalf("b=%d: Index(%g) = %d, want %d", b, v, got, best)
+			}
 		}
 	}
 }

@@ -1,16 +1,27 @@
 package quant
 
-import "encoding/binary"
+import (
+	"encoding/binary"
 
-// dotCodesGo is the pure-Go twin of the SIMD scorer: for each of the
+	"github.com/turbomem/turbomem/half"
+)
+
+// A scaled code is an fp16 scale followed by packed b-bit indices (b ≤ 4),
+// the layout of TurboMSE and QJL codes. Scoring one against a prepared
+// query q is scale·Σⱼ q[j]·table[idxⱼ]; dotCodes does it for many codes at
+// once, in assembly where the CPU allows, else in dotCodesGo.
+
+// dotCodesGo is the pure-Go twin of the SIMD scorers. For each of the
 // len(dst) codes at codes[i·stride+off:], it sets (or, with add, adds to)
-// dst[i] the sum over j < len(q) of q[j]·table[idx_j], where idx_j are the
-// packed b-bit indices (b ≤ 4) of that code. len(q) is a multiple of 8.
+// dst[i] the code's fp16 scale times Σ_{j<len(q)} q[j]·table[idx_j], where
+// idx_j are the packed b-bit indices that follow the scale. len(q) is a
+// multiple of 8.
 func dotCodesGo(dst, q []float32, table *[16]float32, codes []byte, stride, off, b int, add bool) {
 	groups := len(q) / 8
 	mask := uint32(1)<<b - 1
 	for i := range dst {
-		c := codes[i*stride+off : i*stride+off+groups*b]
+		code := codes[i*stride+off : i*stride+off+2+groups*b]
+		c := code[2:]
 		var s0, s1 float32
 		for g := range groups {
 			var w uint32
@@ -28,10 +39,11 @@ func dotCodesGo(dst, q []float32, table *[16]float32, codes []byte, stride, off,
 			s0 += qq[0]*table[w&mask] + qq[2]*table[w>>(2*b)&mask] + qq[4]*table[w>>(4*b)&mask] + qq[6]*table[w>>(6*b)&mask]
 			s1 += qq[1]*table[w>>b&mask] + qq[3]*table[w>>(3*b)&mask] + qq[5]*table[w>>(5*b)&mask] + qq[7]*table[w>>(7*b)&mask]
 		}
+		v := half.F16ToF32(half.F16(binary.LittleEndian.Uint16(code))) * (s0 + s1)
 		if add {
-			dst[i] += s0 + s1
+			dst[i] += v
 		} else {
-			dst[i] = s0 + s1
+			dst[i] = v
 		}
 	}
 }

@@ -4,65 +4,146 @@ package quant
 
 import "golang.org/x/sys/cpu"
 
-// hasAVX2 gates the assembly kernels; the pure-Go twins in kernel.go run
-// elsewhere and are what the tests compare against.
-var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA
+// The assembly kernels are chosen once from what the CPU reports; the
+// pure-Go twins in kernel.go run elsewhere and are what the tests compare
+// against. simd is read-only after package initialisation.
+var simd = struct{ avx2, avx512 bool }{
+	avx2:   cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C,
+	avx512: cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VBMI && cpu.X86.HasF16C,
+}
 
-// SIMDLevel names the scoring kernels in use ("avx2" or "purego"), for
-// benchmark reports.
+// SIMDLevel names the scoring kernels in use ("avx512", "avx2" or
+// "purego"), for benchmark reports.
 func SIMDLevel() string {
-	if hasAVX2 {
+	switch {
+	case simd.avx512:
+		return "avx512"
+	case simd.avx2:
 		return "avx2"
 	}
 	return "purego"
 }
 
 //go:noescape
-func dotCodes8AVX2(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, shifts *[8]uint32, mask uint32)
+func dotCodes8AVX2(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, shifts *[8]uint32, mask int, flags int)
 
 //go:noescape
-func dotCodes16AVX2(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, shifts *[8]uint32, mask uint32)
+func dotCodes16AVX2(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, shifts *[8]uint32, mask int, flags int)
+
+//go:noescape
+func dotCodesAVX512(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, ctrl *[64]byte, mask int, flags int)
 
 //go:noescape
 func dotRowsAVX2(dst *float32, n int, q *float32, d int, keys *float32)
 
+//go:noescape
+func dotRowsAVX512(dst *float32, n int, q *float32, d int, keys *float32)
+
+// kernelLevel selects the kernels dotCodes and dotRows use; tests and
+// benchmarks pass a lower level to compare the SIMD generations.
+type kernelLevel int
+
+const (
+	levelGo kernelLevel = iota
+	levelAVX2
+	levelAVX512
+)
+
+func bestLevel() kernelLevel {
+	switch {
+	case simd.avx512:
+		return levelAVX512
+	case simd.avx2:
+		return levelAVX2
+	}
+	return levelGo
+}
+
 func dotCodes(dst, q []float32, table *[16]float32, codes []byte, stride, off, b int, add bool) {
-	groups := len(q) / 8
-	if !hasAVX2 || add || groups%4 != 0 || len(dst) == 0 {
+	dotCodesAt(bestLevel(), dst, q, table, codes, stride, off, b, add)
+}
+
+func dotCodesAt(level kernelLevel, dst, q []float32, table *[16]float32, codes []byte, stride, off, b int, add bool) {
+	d := len(q)
+	if level == levelGo || d%32 != 0 || len(dst) == 0 || b > 4 {
 		dotCodesGo(dst, q, table, codes, stride, off, b, add)
 		return
 	}
-	// The kernel loads 4 bytes per group of b bytes: keep 3 bytes of slack
-	// inside codes, leaving the last code(s) to the Go twin if needed.
+	// The kernels load 4 (AVX2) or 8 (AVX-512) bytes per group: keep that
+	// much slack inside codes after the last index byte, leaving the last
+	// code(s) to the Go twin where there is not.
+	slack := 3
+	if level == levelAVX512 {
+		slack = 7
+	}
+	end := off + 2 + d/8*b + slack // bytes the kernel may touch in one code
 	n := len(dst)
-	for n > 0 && (n-1)*stride+off+groups*b+3 > len(codes) {
+	for n > 0 && (n-1)*stride+end > len(codes) {
 		n--
 	}
 	if n < len(dst) {
-		dotCodesGo(dst[n:], q, table, codes[n*stride:], stride, off, b, false)
+		dotCodesGo(dst[n:], q, table, codes[n*stride:], stride, off, b, add)
 	}
 	if n == 0 {
 		return
 	}
-	_ = codes[(n-1)*stride+off+groups*b+3-1] // bounds proof for the assembly
-	var shifts [8]uint32
-	for j := range shifts {
-		shifts[j] = uint32(j * b)
+	_ = codes[(n-1)*stride+end-1] // the range the assembly reads is in bounds
+	flags := 0
+	if add {
+		flags = 1
 	}
-	mask := uint32(1)<<b - 1
-	if b == 4 {
-		dotCodes16AVX2(&dst[0], n, &q[0], groups, table, &codes[off], stride, b, &shifts, mask)
-	} else {
-		dotCodes8AVX2(&dst[0], n, &q[0], groups, table, &codes[off], stride, b, &shifts, mask)
+	mask := 1<<b - 1
+	switch {
+	case level == levelAVX512:
+		var ctrl [64]byte
+		for k := range 8 {
+			ctrl[8*k] = byte(2 * k * b)
+			ctrl[8*k+4] = byte((2*k + 1) * b)
+		}
+		dotCodesAVX512(&dst[0], n, &q[0], d/16, table, &codes[off], stride, b, &ctrl, mask, flags)
+	case b == 4:
+		shifts := laneShifts(b)
+		dotCodes16AVX2(&dst[0], n, &q[0], d/8, table, &codes[off], stride, b, &shifts, mask, flags)
+	default:
+		shifts := laneShifts(b)
+		dotCodes8AVX2(&dst[0], n, &q[0], d/8, table, &codes[off], stride, b, &shifts, mask, flags)
 	}
 }
 
-func dotRows(dst, q, keys []float32) {
+func laneShifts(b int) [8]uint32 {
+	var s [8]uint32
+	for j := range s {
+		s[j] = uint32(j * b)
+	}
+	return s
+}
+
+func dotRows(dst, q, keys []float32) { dotRowsAt(bestLevel(), dst, q, keys) }
+
+func dotRowsAt(level kernelLevel, dst, q, keys []float32) {
 	d := len(q)
-	if !hasAVX2 || d%32 != 0 || len(dst) == 0 {
+	if level == levelGo || d%32 != 0 || len(dst) == 0 {
 		dotRowsGo(dst, q, keys)
 		return
 	}
 	_ = keys[len(dst)*d-1]
+	if level == levelAVX512 {
+		dotRowsAVX512(&dst[0], len(dst), &q[0], d, &keys[0])
+		return
+	}
 	dotRowsAVX2(&dst[0], len(dst), &q[0], d, &keys[0])
 }
+
+// levels lists the kernel generations this CPU runs, lowest first.
+func levels() []kernelLevel {
+	l := []kernelLevel{levelGo}
+	if simd.avx2 {
+		l = append(l, levelAVX2)
+	}
+	if simd.avx512 {
+		l = append(l, levelAVX512)
+	}
+	return l
+}
+
+func (l kernelLevel) String() string { return [...]string{"purego", "avx2", "avx512"}[l] }

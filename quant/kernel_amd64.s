@@ -2,15 +2,62 @@
 
 #include "textflag.h"
 
-// Scoring packed b-bit indices against a rotated query (ALGORITHMS.md §6):
-// each group of 8 coordinates occupies b bytes; a 4-byte load broadcast
-// to 8 lanes, shifted per lane by j·b and masked, yields the 8 indices;
-// VPERMPS looks them up in the codebook held in a register (two registers
-// and a blend for 16 entries), and an FMA with the query accumulates.
-// Four groups per iteration feed four independent accumulators.
+// Scoring scaled codes (an fp16 scale, then packed b-bit indices, b ≤ 4)
+// against a prepared query (ALGORITHMS.md §6): unpack a group of indices
+// into vector lanes, look them up in the codebook held in registers with a
+// permute, FMA with the query; at the end of a code, a horizontal sum
+// times the scale is stored (or added) into dst.
+//
+// AVX2, 8 coordinates per group (b bytes): a 4-byte load broadcast to 8
+// lanes, shifted per lane by j·b and masked, gives 8 indices; VPERMPS
+// looks up 8 entries (two VPERMPS and a blend for 16).
+// AVX-512 (VBMI), 16 coordinates per group (2b bytes): VPMULTISHIFTQB
+// picks each lane's byte straight from the broadcast 8-byte load; one
+// VPERMPS covers 16 entries.
 
-#define GROUP8(off, qoff, T, ACC) \
-	VPBROADCASTD off(R11), T; \
+// func dotCodes8AVX2(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, shifts *[8]uint32, mask int, flags int)
+// func dotCodes16AVX2(...) — same arguments.
+// func dotCodesAVX512(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, ctrl *[64]byte, mask int, flags int)
+// groups counts 8-coordinate groups (AVX2, a multiple of 4) or
+// 16-coordinate groups (AVX-512, even); mask is 2^b − 1; flags bit 0 =
+// add into dst.
+
+#define LOAD_ARGS \
+	MOVQ dst+0(FP), DI; \
+	MOVQ n+8(FP), CX; \
+	MOVQ q+16(FP), SI; \
+	MOVQ groups+24(FP), R8; \
+	MOVQ table+32(FP), AX; \
+	MOVQ codes+40(FP), BX; \
+	MOVQ stride+48(FP), R9; \
+	MOVQ b+56(FP), R10; \
+	MOVQ flags+80(FP), R14; \
+	VPBROADCASTD mask+72(FP), Y14
+
+// SCALE_STORE reduces Y0..Y3 (ymm halves summed already for AVX-512),
+// multiplies by the fp16 scale at (BX) and stores or adds into (DI).
+#define SCALE_STORE \
+	VADDPS Y1, Y0, Y0; \
+	VADDPS Y3, Y2, Y2; \
+	VADDPS Y2, Y0, Y0; \
+	VEXTRACTF128 $1, Y0, X1; \
+	VADDPS X1, X0, X0; \
+	VMOVHLPS X0, X0, X1; \
+	VADDPS X1, X0, X0; \
+	VPSHUFD $1, X0, X1; \
+	VADDSS X1, X0, X0; \
+	MOVWLZX (BX), DX; \
+	VMOVD DX, X5; \
+	VCVTPH2PS X5, X5; \
+	VMULSS X5, X0, X0; \
+	TESTQ $1, R14; \
+	JE 2(PC); \
+	VADDSS (DI), X0, X0; \
+	VMOVSS X0, (DI)
+
+#define GROUP8(qoff, T, ACC) \
+	VPBROADCASTD (R11), T; \
+	ADDQ R10, R11; \
 	VPSRLVD Y15, T, T; \
 	VPAND Y14, T, T; \
 	VPERMPS Y13, T, T; \
@@ -26,62 +73,33 @@
 	VBLENDVPS T, Y11, U, U; \
 	VFMADD231PS qoff(R12), U, ACC
 
-#define HSUM_STORE \
-	VADDPS Y1, Y0, Y0; \
-	VADDPS Y3, Y2, Y2; \
-	VADDPS Y2, Y0, Y0; \
-	VEXTRACTF128 $1, Y0, X1; \
-	VADDPS X1, X0, X0; \
-	VMOVHLPS X0, X0, X1; \
-	VADDPS X1, X0, X0; \
-	VPSHUFD $1, X0, X1; \
-	VADDSS X1, X0, X0; \
-	VMOVSS X0, (DI)
-
-#define LOAD_ARGS \
-	MOVQ dst+0(FP), DI; \
-	MOVQ n+8(FP), CX; \
-	MOVQ q+16(FP), SI; \
-	MOVQ groups+24(FP), R8; \
-	MOVQ table+32(FP), AX; \
-	MOVQ codes+40(FP), BX; \
-	MOVQ stride+48(FP), R9; \
-	MOVQ b+56(FP), R10; \
-	MOVQ shifts+64(FP), DX; \
-	VMOVUPS (AX), Y13; \
-	VMOVUPS 32(AX), Y12; \
-	VMOVDQU (DX), Y15; \
-	VPBROADCASTD mask+72(FP), Y14
-
-// func dotCodes8AVX2(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, shifts *[8]uint32, mask uint32)
-TEXT ·dotCodes8AVX2(SB), NOSPLIT, $0-76
+TEXT ·dotCodes8AVX2(SB), NOSPLIT, $0-88
 	LOAD_ARGS
-	TESTQ CX, CX
-	JE    done8
+	MOVQ    shifts+64(FP), DX
+	VMOVDQU (DX), Y15
+	VMOVUPS (AX), Y13
+	TESTQ   CX, CX
+	JE      done8
 
 key8:
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   BX, R11
+	LEAQ   2(BX), R11
 	MOVQ   SI, R12
 	MOVQ   R8, R13
 
 group8:
-	GROUP8(0, 0, Y4, Y0)
-	ADDQ R10, R11
-	GROUP8(0, 32, Y5, Y1)
-	ADDQ R10, R11
-	GROUP8(0, 64, Y6, Y2)
-	ADDQ R10, R11
-	GROUP8(0, 96, Y7, Y3)
-	ADDQ R10, R11
+	GROUP8(0, Y4, Y0)
+	GROUP8(32, Y5, Y1)
+	GROUP8(64, Y6, Y2)
+	GROUP8(96, Y7, Y3)
 	ADDQ $128, R12
 	SUBQ $4, R13
 	JNE  group8
 
-	HSUM_STORE
+	SCALE_STORE
 	ADDQ $4, DI
 	ADDQ R9, BX
 	DECQ CX
@@ -91,18 +109,21 @@ done8:
 	VZEROUPPER
 	RET
 
-// func dotCodes16AVX2(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, shifts *[8]uint32, mask uint32)
-TEXT ·dotCodes16AVX2(SB), NOSPLIT, $0-76
+TEXT ·dotCodes16AVX2(SB), NOSPLIT, $0-88
 	LOAD_ARGS
-	TESTQ CX, CX
-	JE    done16
+	MOVQ    shifts+64(FP), DX
+	VMOVDQU (DX), Y15
+	VMOVUPS (AX), Y13
+	VMOVUPS 32(AX), Y12
+	TESTQ   CX, CX
+	JE      done16
 
 key16:
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
 	VXORPS Y3, Y3, Y3
-	MOVQ   BX, R11
+	LEAQ   2(BX), R11
 	MOVQ   SI, R12
 	MOVQ   R8, R13
 
@@ -116,7 +137,7 @@ group16:
 	SUBQ $4, R13
 	JNE  group16
 
-	HSUM_STORE
+	SCALE_STORE
 	ADDQ $4, DI
 	ADDQ R9, BX
 	DECQ CX
@@ -126,14 +147,86 @@ done16:
 	VZEROUPPER
 	RET
 
+#define GROUP512(qoff, T, ACC) \
+	VPMULTISHIFTQB.BCST (R11), Z15, T; \
+	ADDQ R10, R11; \
+	ADDQ R10, R11; \
+	VPANDD Z14, T, T; \
+	VPERMPS Z13, T, T; \
+	VFMADD231PS qoff(R12), T, ACC
+
+// At b = 4 the mask is not needed: VPERMPS on 16 entries reads only the
+// low 4 bits of each lane, which hold exactly one index.
+#define GROUP512NIB(off, qoff, T, ACC) \
+	VPMULTISHIFTQB.BCST off(R11), Z15, T; \
+	VPERMPS Z13, T, T; \
+	VFMADD231PS qoff(R12), T, ACC
+
+TEXT ·dotCodesAVX512(SB), NOSPLIT, $0-88
+	LOAD_ARGS
+	VPBROADCASTD mask+72(FP), Z14
+	MOVQ      ctrl+64(FP), DX
+	VMOVDQU64 (DX), Z15
+	VMOVUPS   (AX), Z13
+	TESTQ     CX, CX
+	JE        done512
+
+key512:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	LEAQ   2(BX), R11
+	MOVQ   SI, R12
+	MOVQ   R8, R13
+
+	CMPQ R10, $4
+	JE   nib512
+
+group512:
+	GROUP512(0, Z4, Z20)
+	GROUP512(64, Z5, Z21)
+	ADDQ $128, R12
+	SUBQ $2, R13
+	JNE  group512
+	JMP  reduce512
+
+nib512:
+	GROUP512NIB(0, 0, Z4, Z20)
+	GROUP512NIB(8, 64, Z5, Z21)
+	ADDQ $16, R11
+	ADDQ $128, R12
+	SUBQ $2, R13
+	JNE  nib512
+
+reduce512:
+
+	VADDPS        Z21, Z20, Z20
+	VEXTRACTF64X4 $1, Z20, Y1
+	VADDPS        Y1, Y20, Y0
+	VXORPS        Y1, Y1, Y1
+	SCALE_STORE
+	ADDQ $4, DI
+	ADDQ R9, BX
+	DECQ CX
+	JNE  key512
+
+done512:
+	VZEROUPPER
+	RET
+
 // func dotRowsAVX2(dst *float32, n int, q *float32, d int, keys *float32)
 // The fp32 baseline: dst[i] = <q, keys[i·d : (i+1)·d]>, d a multiple of 32.
 TEXT ·dotRowsAVX2(SB), NOSPLIT, $0-40
-	MOVQ dst+0(FP), DI
-	MOVQ n+8(FP), CX
-	MOVQ q+16(FP), SI
-	MOVQ d+24(FP), R8
-	MOVQ keys+32(FP), BX
+	MOVQ  dst+0(FP), DI
+	MOVQ  n+8(FP), CX
+	MOVQ  q+16(FP), SI
+	MOVQ  d+24(FP), R8
+	MOVQ  keys+32(FP), BX
 	TESTQ CX, CX
 	JE    doneRows
 
@@ -159,11 +252,67 @@ rows:
 	SUBQ        $32, R13
 	JNE         rows
 
-	HSUM_STORE
-	ADDQ $4, DI
-	DECQ CX
-	JNE  keyRows
+	VADDPS       Y1, Y0, Y0
+	VADDPS       Y3, Y2, Y2
+	VADDPS       Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VMOVHLPS     X0, X0, X1
+	VADDPS       X1, X0, X0
+	VPSHUFD      $1, X0, X1
+	VADDSS       X1, X0, X0
+	VMOVSS       X0, (DI)
+	ADDQ         $4, DI
+	DECQ         CX
+	JNE          keyRows
 
 doneRows:
+	VZEROUPPER
+	RET
+
+// func dotRowsAVX512(dst *float32, n int, q *float32, d int, keys *float32)
+// The fp32 baseline at the AVX-512 level; d a multiple of 32.
+TEXT ·dotRowsAVX512(SB), NOSPLIT, $0-40
+	MOVQ  dst+0(FP), DI
+	MOVQ  n+8(FP), CX
+	MOVQ  q+16(FP), SI
+	MOVQ  d+24(FP), R8
+	MOVQ  keys+32(FP), BX
+	TESTQ CX, CX
+	JE    doneRows512
+
+keyRows512:
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	MOVQ   SI, R12
+	MOVQ   R8, R13
+
+rows512:
+	VMOVUPS     (BX), Z4
+	VMOVUPS     64(BX), Z5
+	VFMADD231PS (R12), Z4, Z20
+	VFMADD231PS 64(R12), Z5, Z21
+	ADDQ        $128, BX
+	ADDQ        $128, R12
+	SUBQ        $32, R13
+	JNE         rows512
+
+	VADDPS        Z21, Z20, Z20
+	VEXTRACTF64X4 $1, Z20, Y1
+	VADDPS        Y1, Y20, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	VMOVHLPS      X0, X0, X1
+	VADDPS        X1, X0, X0
+	VPSHUFD       $1, X0, X1
+	VADDSS        X1, X0, X0
+	VMOVSS        X0, (DI)
+	ADDQ          $4, DI
+	DECQ          CX
+	JNE           keyRows512
+
+doneRows512:
 	VZEROUPPER
 	RET

@@ -2,12 +2,28 @@
 
 package quant
 
-// SIMDLevel names the scoring kernels in use ("avx2" or "purego"), for
-// benchmark reports.
+// SIMDLevel names the scoring kernels in use ("avx512", "avx2" or
+// "purego"), for benchmark reports.
 func SIMDLevel() string { return "purego" }
+
+type kernelLevel int
+
+const levelGo kernelLevel = 0
+
+func bestLevel() kernelLevel { return levelGo }
 
 func dotCodes(dst, q []float32, table *[16]float32, codes []byte, stride, off, b int, add bool) {
 	dotCodesGo(dst, q, table, codes, stride, off, b, add)
 }
 
+func dotCodesAt(_ kernelLevel, dst, q []float32, table *[16]float32, codes []byte, stride, off, b int, add bool) {
+	dotCodesGo(dst, q, table, codes, stride, off, b, add)
+}
+
 func dotRows(dst, q, keys []float32) { dotRowsGo(dst, q, keys) }
+
+func dotRowsAt(_ kernelLevel, dst, q, keys []float32) { dotRowsGo(dst, q, keys) }
+
+func levels() []kernelLevel { return []kernelLevel{levelGo} }
+
+func (kernelLevel) String() string { return "purego" }

@@ -110,7 +110,7 @@ func (j *QJL) Decode(dst []float32, code []byte) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", j.Name(), err)
 	}
-	j.unsketch(dst, code[2:], j.scale()*nx)
+	j.unsketch(dst, code[2:], j.kappa*nx)
 	return nil
 }
 
@@ -126,15 +126,12 @@ func (j *QJL) unsketch(dst []float32, bits []byte, c float32) {
 	}
 }
 
-// scale is the estimator's constant κ.
-func (j *QJL) scale() float32 { return j.kappa }
-
 // Prepare computes S·q once.
 func (j *QJL) Prepare(q []float32) (Scorer, error) {
 	if err := checkLen("qjl query", len(q), j.d); err != nil {
 		return nil, err
 	}
-	return &qjlScorer{j: j, sq: j.project(q)}, nil
+	return j.newScorer(q), nil
 }
 
 func (j *QJL) project(q []float32) []float32 {
@@ -145,30 +142,23 @@ func (j *QJL) project(q []float32) []float32 {
 	return sq
 }
 
-// signTable maps a sign bit to ±1 for the 1-bit scorer.
-var signTable = [16]float32{-1, 1}
-
 type qjlScorer struct {
-	j  *QJL
-	sq []float32
+	j     *QJL
+	sq    []float32
+	table [16]float32 // sign bit → ∓κ, so the kernel returns the estimate
+}
+
+func (j *QJL) newScorer(q []float32) *qjlScorer {
+	return &qjlScorer{j: j, sq: j.project(q), table: [16]float32{-j.kappa, j.kappa}}
 }
 
 func (s *qjlScorer) Score(dst []float32, codes []byte) {
-	s.score(dst, codes, s.j.Bytes(), 0, s.j.scale(), false)
+	s.score(dst, codes, s.j.Bytes(), 0, false)
 }
 
-// score adds or sets c·norm·<Sq, σ> for codes at stride, offset off.
-func (s *qjlScorer) score(dst []float32, codes []byte, stride, off int, c float32, add bool) {
-	raw := make([]float32, len(dst))
-	dotCodes(raw, s.sq, &signTable, codes, stride, off+2, 1, false)
-	for i := range dst {
-		v := c * half.F16ToF32(half.F16(binary.LittleEndian.Uint16(codes[i*stride+off:]))) * raw[i]
-		if add {
-			dst[i] += v
-		} else {
-			dst[i] = v
-		}
-	}
+// score sets or adds κ·norm·<Sq, σ> for codes at stride, offset off.
+func (s *qjlScorer) score(dst []float32, codes []byte, stride, off int, add bool) {
+	dotCodes(dst, s.sq, &s.table, codes, stride, off, 1, add)
 }
 
 // TurboProd is TurboQuant_prod (ALGORITHMS.md §4): TurboQuant_mse at b−1
@@ -253,11 +243,11 @@ func (t *TurboProd) EncodeBatch(dst []byte, xs []float32) error {
 		binary.LittleEndian.PutUint16(code, uint16(half.F32ToF16(scale)))
 		// The residual is taken against the scale as stored (fp16), so the
 		// sketch also corrects the rounding of the norm. encode left
-		// y = Πx/‖x‖ − c[idx]; hence Πr = Πx − s·c = ‖x‖·y + (‖x‖ − s)·c.
+		// y = Πx/‖x‖; hence Πr = Πx − s·c[idx] = ‖x‖·y − s·c[idx].
 		s := half.Round16(scale)
 		nx := float32(norm2(x))
 		for j := range r {
-			r[j] = nx*y[j] + (nx-s)*t.mse.cb.Centroids[idx[j]]
+			r[j] = nx*y[j] - s*t.mse.cb.Centroids[idx[j]]
 		}
 		t.mse.rot.Invert(y, r)
 		if err := t.qjl.Encode(code[t.mseBytes():], y); err != nil {
@@ -297,7 +287,7 @@ func (t *TurboProd) Prepare(q []float32) (Scorer, error) {
 	if err := checkLen("turbo-prod query", len(q), t.Dim()); err != nil {
 		return nil, err
 	}
-	s := &prodScorer{t: t, qjl: &qjlScorer{j: t.qjl, sq: t.qjl.project(q)}}
+	s := &prodScorer{t: t, qjl: t.qjl.newScorer(q)}
 	if t.mse != nil {
 		ms, err := t.mse.Prepare(q)
 		if err != nil {

@@ -34,8 +34,12 @@ type Hadamard struct {
 	d      int
 	blocks []int       // power-of-two block sizes, largest first
 	signs  [][]float32 // per round, ±1
-	perm   [][]int32   // per round, nil for the identity
-	inv    [][]int32   // inverse permutations
+	// scale holds, per round and coordinate, the sign times the 1/√b
+	// normalisation of the block the coordinate lands in, so Apply needs
+	// one multiply pass per round; Invert normalises after transforming.
+	scale [][]float32
+	perm  [][]int32 // per round, nil for the identity
+	inv   [][]int32 // inverse permutations
 }
 
 // NewHadamard returns a randomized Hadamard rotation of R^d drawn from seed.
@@ -64,6 +68,7 @@ func NewHadamard(d int, seed uint64) (*Hadamard, error) {
 		}
 		h.signs = append(h.signs, s)
 		if rounds == 1 {
+			h.scale = append(h.scale, h.normalised(s, nil))
 			h.perm = append(h.perm, nil)
 			h.inv = append(h.inv, nil)
 			continue
@@ -78,8 +83,33 @@ func NewHadamard(d int, seed uint64) (*Hadamard, error) {
 		}
 		h.perm = append(h.perm, p)
 		h.inv = append(h.inv, inv)
+		h.scale = append(h.scale, h.normalised(s, p))
 	}
 	return h, nil
+}
+
+// normalised returns s[i]/√b(i) where b(i) is the size of the block that
+// coordinate i occupies after the permutation p (nil: identity).
+func (h *Hadamard) normalised(s []float32, p []int32) []float32 {
+	blockScale := make([]float32, h.d) // by position after permutation
+	off := 0
+	for _, b := range h.blocks {
+		for i := off; i < off+b; i++ {
+			blockScale[i] = float32(1 / math.Sqrt(float64(b)))
+		}
+		off += b
+	}
+	out := make([]float32, h.d)
+	if p == nil {
+		for i := range out {
+			out[i] = s[i] * blockScale[i]
+		}
+		return out
+	}
+	for pos, src := range p { // tmp[pos] = x[src]
+		out[src] = s[src] * blockScale[pos]
+	}
+	return out
 }
 
 // Dim returns the dimension of the rotation.
@@ -91,7 +121,7 @@ func (h *Hadamard) Apply(dst, src []float32) {
 	copy(dst, src[:h.d])
 	var tmp []float32
 	for r := range h.signs {
-		for i, s := range h.signs[r] {
+		for i, s := range h.scale[r] {
 			dst[i] *= s
 		}
 		if p := h.perm[r]; p != nil {
@@ -103,7 +133,7 @@ func (h *Hadamard) Apply(dst, src []float32) {
 			}
 			copy(dst, tmp)
 		}
-		h.transform(dst)
+		h.transform(dst, false)
 	}
 }
 
@@ -113,7 +143,7 @@ func (h *Hadamard) Invert(dst, src []float32) {
 	copy(dst, src[:h.d])
 	var tmp []float32
 	for r := len(h.signs) - 1; r >= 0; r-- {
-		h.transform(dst) // normalised H is its own inverse
+		h.transform(dst, true) // normalised H is its own inverse
 		if p := h.inv[r]; p != nil {
 			if tmp == nil {
 				tmp = make([]float32, h.d)
@@ -129,17 +159,19 @@ func (h *Hadamard) Invert(dst, src []float32) {
 	}
 }
 
-func (h *Hadamard) transform(x []float32) {
+// transform applies the Walsh–Hadamard transform to each block, normalised
+// by 1/√b if normalise is set (Apply folds that factor into its signs).
+func (h *Hadamard) transform(x []float32, normalise bool) {
 	off := 0
 	for _, b := range h.blocks {
-		fwht(x[off : off+b])
+		fwht(x[off:off+b], normalise)
 		off += b
 	}
 }
 
-// fwht applies the normalised fast Walsh–Hadamard transform in place;
-// len(x) must be a power of two.
-func fwht(x []float32) {
+// fwht applies the fast Walsh–Hadamard transform in place, normalised
+// (orthogonal) if normalise is set; len(x) must be a power of two.
+func fwht(x []float32, normalise bool) {
 	n := len(x)
 	// First two butterfly stages fused (radix-4) for small strides.
 	if n >= 4 {
@@ -160,6 +192,9 @@ func fwht(x []float32) {
 				lo[j], hi[j] = a+b, a-b
 			}
 		}
+	}
+	if !normalise {
+		return
 	}
 	s := float32(1 / math.Sqrt(float64(n)))
 	for i := range x {
@@ -267,11 +302,20 @@ func axpy(y []float32, a float32, x []float32) {
 	}
 }
 
-// norm2 returns the Euclidean norm of x, accumulated in float64.
+// norm2 returns the Euclidean norm of x, accumulated in float64 over four
+// independent partial sums (one chain of d additions is latency-bound).
 func norm2(x []float32) float64 {
-	var s float64
-	for _, v := range x {
-		s += float64(v) * float64(v)
+	var s0, s1, s2, s3 float64
+	i := 0
+	for ; i+3 < len(x); i += 4 {
+		a, b, c, d := float64(x[i]), float64(x[i+1]), float64(x[i+2]), float64(x[i+3])
+		s0 += a * a
+		s1 += b * b
+		s2 += c * c
+		s3 += d * d
 	}
-	return math.Sqrt(s)
+	for ; i < len(x); i++ {
+		s0 += float64(x[i]) * float64(x[i])
+	}
+	return math.Sqrt((s0 + s1) + (s2 + s3))
 }

@@ -39,7 +39,7 @@ func (s *prodScorer) score(dst []float32, codes []byte, stride, off int, add boo
 		s.mse.score(dst, codes, stride, off, add)
 		add = true
 	}
-	s.qjl.score(dst, codes, stride, off+s.t.mseBytes(), s.t.qjl.scale(), add)
+	s.qjl.score(dst, codes, stride, off+s.t.mseBytes(), add)
 }
 
 // Split quantizes a chosen set of outlier channels and the remaining

@@ -143,8 +143,8 @@ func (t *TurboMSE) EncodeBatch(dst []byte, xs []float32) error {
 }
 
 // encode quantizes x into packed indices (dst) and returns the scale to
-// store; y and idx are scratch of length d. On return y holds the
-// residual of the rotated unit vector, y − c[idx] (used by TurboProd).
+// store; y and idx are scratch of length d. On return y holds the rotated
+// unit vector Πx/‖x‖ and idx its centroid indices.
 func (t *TurboMSE) encode(dst []byte, x, y []float32, idx []uint8) (float32, error) {
 	n := norm2(x)
 	if math.IsNaN(n) || math.IsInf(n, 0) {
@@ -155,24 +155,39 @@ func (t *TurboMSE) encode(dst []byte, x, y []float32, idx []uint8) (float32, err
 	if n > 0 {
 		inv = float32(1 / n)
 	}
-	var cc, yc float64
-	for j, v := range y {
-		v *= inv
-		k := t.cb.Index(v)
-		idx[j] = uint8(k)
-		c := t.cb.Centroids[k]
-		cc += float64(c) * float64(c)
-		yc += float64(v) * float64(c)
-		y[j] = v - c
+	idx = idx[:len(y)]
+	for j := range y {
+		v := y[j] * inv
+		y[j] = v
+		idx[j] = uint8(t.cb.Index(v))
 	}
 	pack(dst, idx, t.bits)
 	scale := n
-	switch {
-	case n == 0:
-	case t.corr == CorrectNorm:
-		scale = n / math.Sqrt(cc)
-	case t.corr == CorrectProjection && yc > 0:
-		scale = n / yc
+	if n > 0 && t.corr != CorrectNone {
+		// Four partial sums each: one float64 chain of d additions would
+		// cost d·latency.
+		var cc, yc [4]float64
+		cent := t.cb.Centroids
+		for j := 0; j+3 < len(y); j += 4 {
+			for l := range 4 {
+				c := float64(cent[idx[j+l]])
+				cc[l] += c * c
+				yc[l] += float64(y[j+l]) * c
+			}
+		}
+		for j := len(y) &^ 3; j < len(y); j++ {
+			c := float64(cent[idx[j]])
+			cc[0] += c * c
+			yc[0] += float64(y[j]) * c
+		}
+		ccs := (cc[0] + cc[1]) + (cc[2] + cc[3])
+		ycs := (yc[0] + yc[1]) + (yc[2] + yc[3])
+		switch {
+		case t.corr == CorrectNorm:
+			scale = n / math.Sqrt(ccs)
+		case t.corr == CorrectProjection && ycs > 0:
+			scale = n / ycs
+		}
 	}
 	if scale > 65000 {
 		return 0, fmt.Errorf("quant: %s: scale %g exceeds the fp16 range", t.Name(), scale)
@@ -243,19 +258,7 @@ func (s *turboScorer) Score(dst []float32, codes []byte) {
 func (s *turboScorer) score(dst []float32, codes []byte, stride, off int, add bool) {
 	t := s.t
 	if t.bits <= 4 && t.d%8 == 0 {
-		raw := dst
-		if add {
-			raw = make([]float32, len(dst))
-		}
-		dotCodes(raw, s.q, &t.table, codes, stride, off+2, t.bits, false)
-		for i := range dst {
-			sc := half.F16ToF32(half.F16(binary.LittleEndian.Uint16(codes[i*stride+off:])))
-			if add {
-				dst[i] += sc * raw[i]
-			} else {
-				dst[i] = sc * raw[i]
-			}
-		}
+		dotCodes(dst, s.q, &t.table, codes, stride, off, t.bits, add)
 		return
 	}
 	idx := make([]uint8, t.d)
