@@ -1,0 +1,124 @@
+package tensor
+
+import (
+	"fmt"
+	"runtime"
+	"sync"
+)
+
+// Options configures MatVec and MatMul.
+type Options struct {
+	// Workers is the number of goroutines that share the rows; 0 means
+	// runtime.NumCPU(). Small matrices use fewer, so that each has at
+	// least minWorkBytes of weights to read.
+	Workers int
+}
+
+// minWorkBytes is the least weight data worth a goroutine of its own.
+const minWorkBytes = 64 << 10
+
+// rowKernel describes how MatVec runs one weight type: the activation form
+// it needs and the dot product of one weight row with it.
+type rowKernel struct {
+	act actKind
+	dot func(w []byte, a *activation) float32
+}
+
+var rowKernels = map[DType]rowKernel{
+	F32:  {actF32, dotRowF32},
+	F16:  {actF32, dotRowF16},
+	BF16: {actF32, dotRowBF16},
+	Q4_0: {actQ8_0, dotRowQ4_0},
+	Q4_1: {actQ8_1, dotRowQ4_1},
+	Q5_0: {actQ8_0, dotRowQ5_0},
+	Q5_1: {actQ8_1, dotRowQ5_1},
+	Q8_0: {actQ8_0, dotRowQ8_0},
+	Q2_K: {actQ8_K, dotRowQ2_K},
+	Q3_K: {actQ8_K, dotRowQ3_K},
+	Q4_K: {actQ8_K, dotRowQ4_K},
+	Q5_K: {actQ8_K, dotRowQ5_K},
+	Q6_K: {actQ8_K, dotRowQ6_K},
+	Q8_K: {actQ8_K, dotRowQ8_K},
+}
+
+// CanMatVec reports whether MatVec and MatMul support weights of type t.
+func CanMatVec(t DType) bool { _, ok := rowKernels[t]; return ok }
+
+// MatVec computes out = W·x for a row-major weight matrix W of rows×cols
+// elements of type t, stored as rows consecutive rows of t.RowBytes(cols)
+// bytes each. For the quantized types x is first quantized to 8 bits per
+// block (Q8_0-style per 32 elements for Q4_0…Q8_0, Q8_K-style per 256 for
+// the K-quants) and each block's dot product is an exact integer sum, as
+// in llama.cpp; the float types use x as it is.
+func MatVec(out []float32, w []byte, t DType, rows, cols int, x []float32, opts Options) error {
+	if len(out) != rows {
+		return fmt.Errorf("tensor: MatVec %s: out has %d elements, want %d rows", t, len(out), rows)
+	}
+	return MatMul(out, w, t, rows, cols, x, 1, opts)
+}
+
+// MatMul computes n products at once: out[v*rows+r] = W[r]·x[v*cols:],
+// for the n activation vectors held one after another in x. Each weight
+// row is read once for all n vectors, which is what makes prefill faster
+// than n calls to MatVec.
+func MatMul(out []float32, w []byte, t DType, rows, cols int, x []float32, n int, opts Options) error {
+	return matMul(out, w, t, rows, cols, x, n, opts, minWorkBytes)
+}
+
+// matMul is MatMul with the per-goroutine minimum of weight bytes as a
+// parameter, so tests can spread small matrices over several goroutines.
+func matMul(out []float32, w []byte, t DType, rows, cols int, x []float32, n int, opts Options, minBytes int) error {
+	k, ok := rowKernels[t]
+	if !ok {
+		return fmt.Errorf("tensor: MatMul: no kernel for %s", t)
+	}
+	if rows < 0 || cols < 0 || n < 0 {
+		return fmt.Errorf("tensor: MatMul %s: negative shape %dx%d, n=%d", t, rows, cols, n)
+	}
+	rowBytes, err := t.RowBytes(int64(cols))
+	if err != nil {
+		return err
+	}
+	if int64(len(w)) != rowBytes*int64(rows) {
+		return fmt.Errorf("tensor: MatMul %s: %dx%d weights need %d bytes, have %d", t, rows, cols, rowBytes*int64(rows), len(w))
+	}
+	if len(x) != n*cols {
+		return fmt.Errorf("tensor: MatMul %s: x has %d elements, want %d×%d", t, len(x), n, cols)
+	}
+	if len(out) != n*rows {
+		return fmt.Errorf("tensor: MatMul %s: out has %d elements, want %d×%d", t, len(out), n, rows)
+	}
+	if rows == 0 || n == 0 {
+		return nil
+	}
+	acts := make([]*activation, n)
+	for v := range acts {
+		acts[v] = newActivation(k.act, cols)
+		acts[v].set(k.act, x[v*cols:(v+1)*cols])
+	}
+	rb := int(rowBytes)
+	run := func(r0, r1 int) {
+		for r := r0; r < r1; r++ {
+			row := w[r*rb : (r+1)*rb]
+			for v, a := range acts {
+				out[v*rows+r] = k.dot(row, a)
+			}
+		}
+	}
+	workers := opts.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	workers = min(workers, rows, max(1, len(w)*n/minBytes))
+	if workers <= 1 {
+		run(0, rows)
+		return nil
+	}
+	var wg sync.WaitGroup
+	for i := range workers {
+		r0, r1 := rows*i/workers, rows*(i+1)/workers
+		wg.Go(func() { run(r0, r1) })
+	}
+	wg.Wait()
+	return nil
+}

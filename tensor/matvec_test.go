@@ -1,0 +1,232 @@
+package tensor
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/turbomem/turbomem/half"
+)
+
+// encodeRows stores the rows×cols matrix m in type t.
+func encodeRows(t DType, m []float32) ([]byte, error) {
+	n, err := t.RowBytes(int64(len(m)))
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, n)
+	switch t {
+	case F32:
+		for i, v := range m {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
+		}
+	case F16:
+		for i, v := range m {
+			binary.LittleEndian.PutUint16(b[2*i:], uint16(half.F32ToF16(v)))
+		}
+	case BF16:
+		for i, v := range m {
+			binary.LittleEndian.PutUint16(b[2*i:], uint16(half.F32ToBF16(v)))
+		}
+	default:
+		err = Quantize(t, b, m)
+	}
+	return b, err
+}
+
+// dequantActivation returns the values the integer kernels actually
+// multiply by: x itself for the float types, d·q for the quantized forms.
+func dequantActivation(k actKind, a *activation, n int) []float64 {
+	y := make([]float64, n)
+	for i := range y {
+		switch k {
+		case actF32:
+			y[i] = float64(a.f32[i])
+		case actQ8_0, actQ8_1:
+			y[i] = float64(a.d[i/qk0]) * float64(a.qs[i])
+		case actQ8_K:
+			y[i] = float64(a.d[i/QK_K]) * float64(a.qs[i])
+		}
+	}
+	return y
+}
+
+var matVecTypes = []DType{F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K}
+
+// TestMatVecReference compares MatVec with a float64 dot product of the
+// dequantized weights, two ways:
+//
+//   - against the activation as the kernel quantized it: the kernels sum
+//     each block exactly in integers and round only the per-block scale
+//     products and the running float32 sum, so the error is a few ulps per
+//     block; 1e-5·Σ|w·x| covers that (512 columns: at most 16 blocks of
+//     32, or 2 of 256, and for the float types 4 float32 accumulators of
+//     128 terms, ≤ 128·2^-24 ≈ 7.6e-6) while one wrong element shows up at
+//     about 1/512 of Σ|w·x|.
+//   - against x itself: the activation rounding adds at most |d|/2 per
+//     element (d = max|x|/127 over its block), weighted by |w|.
+func TestMatVecReference(t *testing.T) {
+	const rows, cols = 9, 512
+	r := rand.New(rand.NewPCG(3, 4))
+	m := randomVector(r, rows*cols)
+	x := randomVector(r, cols)
+	x[7] = 0
+	x[100] = 6 // an outlier coarsens one activation block
+	for _, ty := range matVecTypes {
+		t.Run(ty.String(), func(t *testing.T) {
+			w, err := encodeRows(ty, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := make([]float32, rows)
+			if err := matMul(out, w, ty, rows, cols, x, 1, Options{Workers: 4}, 1); err != nil {
+				t.Fatal(err)
+			}
+			k := rowKernels[ty]
+			a := newActivation(k.act, cols)
+			a.set(k.act, x)
+			xq := dequantActivation(k.act, a, cols)
+			rowBytes := len(w) / rows
+			deq := make([]float32, cols)
+			for i := range rows {
+				if err := Dequantize(ty, deq, w[i*rowBytes:(i+1)*rowBytes]); err != nil {
+					t.Fatal(err)
+				}
+				var refQ, refX, absQ, bound float64
+				for j, wv := range deq {
+					refQ += float64(wv) * xq[j]
+					refX += float64(wv) * float64(x[j])
+					absQ += math.Abs(float64(wv) * xq[j])
+					if k.act != actF32 {
+						bs := qk0
+						if k.act == actQ8_K {
+							bs = QK_K
+						}
+						bound += math.Abs(float64(wv)) * math.Abs(float64(a.d[j/bs])) / 2
+					}
+				}
+				got := float64(out[i])
+				if tol := 1e-5 * absQ; math.Abs(got-refQ) > tol {
+					t.Errorf("row %d: %g, want %g (quantized x) ± %g", i, got, refQ, tol)
+				}
+				if tol := bound*1.0001 + 1e-5*absQ; math.Abs(got-refX) > tol {
+					t.Errorf("row %d: %g, want %g (exact x) ± %g", i, got, refX, tol)
+				}
+			}
+		})
+	}
+}
+
+// TestMatMulMatchesMatVec checks that the batched product gives each
+// vector exactly what MatVec gives it, with and without threads.
+func TestMatMulMatchesMatVec(t *testing.T) {
+	const rows, cols, n = 13, 256, 3
+	r := rand.New(rand.NewPCG(5, 6))
+	m := randomVector(r, rows*cols)
+	x := randomVector(r, n*cols)
+	for _, ty := range matVecTypes {
+		w, err := encodeRows(ty, m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := make([]float32, n*rows)
+		if err := matMul(out, w, ty, rows, cols, x, n, Options{Workers: 3}, 1); err != nil {
+			t.Fatal(err)
+		}
+		one := make([]float32, rows)
+		for v := range n {
+			if err := MatVec(one, w, ty, rows, cols, x[v*cols:(v+1)*cols], Options{Workers: 1}); err != nil {
+				t.Fatal(err)
+			}
+			for i := range rows {
+				if out[v*rows+i] != one[i] {
+					t.Errorf("%s: vector %d row %d: MatMul %g, MatVec %g", ty, v, i, out[v*rows+i], one[i])
+				}
+			}
+		}
+	}
+}
+
+func TestMatVecErrors(t *testing.T) {
+	w := make([]byte, 2*34)
+	x := make([]float32, 32)
+	tests := []struct {
+		name    string
+		err     error
+		wantSub string
+	}{
+		{"short weights", MatVec(make([]float32, 2), w[:67], Q8_0, 2, 32, x, Options{}), "need 68 bytes, have 67"},
+		{"short x", MatVec(make([]float32, 2), w, Q8_0, 2, 32, x[:31], Options{}), "x has 31"},
+		{"short out", MatVec(make([]float32, 1), w, Q8_0, 2, 32, x, Options{}), "out has 1"},
+		{"partial block", MatVec(make([]float32, 2), w, Q8_0, 2, 31, x[:31], Options{}), "not a multiple"},
+		{"no kernel", MatVec(make([]float32, 2), w, IQ2_XXS, 2, 32, x, Options{}), "no kernel"},
+		{"negative", MatMul(nil, nil, F32, -1, 4, nil, 1, Options{}), "negative"},
+		{"out for n", MatMul(make([]float32, 2), w, Q8_0, 2, 32, make([]float32, 64), 2, Options{}), "out has 2"},
+	}
+	for _, tt := range tests {
+		if tt.err == nil || !strings.Contains(tt.err.Error(), tt.wantSub) {
+			t.Errorf("%s: %v, want error containing %q", tt.name, tt.err, tt.wantSub)
+		}
+	}
+	if err := MatMul(nil, nil, Q4_K, 0, 256, nil, 0, Options{}); err != nil {
+		t.Errorf("empty product: %v", err)
+	}
+}
+
+// benchWeights builds a rows×cols matrix of type t from a few quantized
+// random rows repeated, so setup stays fast while every row has its own
+// memory.
+func benchWeights(b *testing.B, t DType, rows, cols int) []byte {
+	const distinct = 8
+	r := rand.New(rand.NewPCG(1, 1))
+	seed, err := encodeRows(t, randomVector(r, distinct*cols))
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := make([]byte, 0, len(seed)*rows/distinct)
+	for len(w) < cap(w) {
+		w = append(w, seed...)
+	}
+	return w
+}
+
+// BenchmarkMatVec measures W·x at 2048×2048 per weight type; the bytes per
+// second are weight bytes read.
+func BenchmarkMatVec(b *testing.B) {
+	const rows, cols = 2048, 2048
+	for _, ty := range matVecTypes {
+		b.Run(ty.String(), func(b *testing.B) {
+			w := benchWeights(b, ty, rows, cols)
+			x := randomVector(rand.New(rand.NewPCG(2, 2)), cols)
+			out := make([]float32, rows)
+			b.SetBytes(int64(len(w)))
+			for b.Loop() {
+				if err := MatVec(out, w, ty, rows, cols, x, Options{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
+// BenchmarkMatMul measures prefill of 8 vectors at 2048×2048; bytes per
+// second count the weights once.
+func BenchmarkMatMul(b *testing.B) {
+	const rows, cols, n = 2048, 2048, 8
+	for _, ty := range []DType{F16, Q8_0, Q4_0, Q4_K, Q6_K} {
+		b.Run(fmt.Sprintf("%s/n=%d", ty, n), func(b *testing.B) {
+			w := benchWeights(b, ty, rows, cols)
+			x := randomVector(rand.New(rand.NewPCG(2, 2)), n*cols)
+			out := make([]float32, n*rows)
+			b.SetBytes(int64(len(w)))
+			for b.Loop() {
+				if err := MatMul(out, w, ty, rows, cols, x, n, Options{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
