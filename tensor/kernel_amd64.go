@@ -2,9 +2,94 @@
 
 package tensor
 
-func SIMDLevel() string { return "purego" }
+import "golang.org/x/sys/cpu"
 
-func dotF32(w, x []float32) float32              { return dotF32Go(w, x) }
-func dotF16(w []uint16, x []float32) float32     { return dotF16Go(w, x) }
-func dotRowQ8_0(w []byte, a *activation) float32 { return dotRowQ8_0Go(w, a) }
-func dotRowQ4_K(w []byte, a *activation) float32 { return dotRowQ4_KGo(w, a) }
+// hasAVX2 selects the assembly kernels; it is read-only after package
+// initialisation. The pure-Go twins run where it is false and are what
+// the tests compare the assembly against.
+var hasAVX2 = cpu.X86.HasAVX2 && cpu.X86.HasFMA && cpu.X86.HasF16C
+
+// SIMDLevel names the instruction set the hot kernels use ("avx2" or
+// "purego"), for benchmark reports.
+func SIMDLevel() string {
+	if hasAVX2 {
+		return "avx2"
+	}
+	return "purego"
+}
+
+//go:noescape
+func dotF32AVX2(w, x *float32, n int) float32
+
+//go:noescape
+func dotF16AVX2(w *uint16, x *float32, n int) float32
+
+//go:noescape
+func dotQ8_0AVX2(w *byte, xq *int8, xd *float32, nb int) float32
+
+//go:noescape
+func dotQ4_KAVX2(qs *byte, xq *int8, sc *int16, d *float32, nb int) float32
+
+func dotF32(w, x []float32) float32 {
+	n := len(w) &^ 31
+	if !hasAVX2 || n == 0 {
+		return dotF32Go(w, x)
+	}
+	x = x[:len(w)]
+	return dotF32AVX2(&w[0], &x[0], n) + dotF32Go(w[n:], x[n:])
+}
+
+func dotF16(w []uint16, x []float32) float32 {
+	n := len(w) &^ 31
+	if !hasAVX2 || n == 0 {
+		return dotF16Go(w, x)
+	}
+	x = x[:len(w)]
+	return dotF16AVX2(&w[0], &x[0], n) + dotF16Go(w[n:], x[n:])
+}
+
+func dotRowQ8_0(w []byte, a *activation) float32 {
+	nb := len(w) / q8_0Bytes
+	if !hasAVX2 || nb == 0 {
+		return dotRowQ8_0Go(w, a)
+	}
+	_ = a.qs[nb*qk0-1]
+	_ = a.d[nb-1]
+	return dotQ8_0AVX2(&w[0], &a.qs[0], &a.d[0], nb)
+}
+
+// q4KChunk is how many Q4_K blocks dotRowQ4_K prepares (scales unpacked,
+// scale products, min terms) before handing them to the assembly.
+const q4KChunk = 16
+
+func dotRowQ4_K(w []byte, a *activation) float32 {
+	nb := len(w) / q4_KBytes
+	if !hasAVX2 || nb == 0 {
+		return dotRowQ4_KGo(w, a)
+	}
+	_ = a.qs[nb*QK_K-1]
+	var sc [8 * q4KChunk]int16
+	var dd [q4KChunk]float32
+	var sum float32
+	for b0 := 0; b0 < nb; b0 += q4KChunk {
+		n := min(q4KChunk, nb-b0)
+		var mins float32
+		for i := range n {
+			b := b0 + i
+			blk := (*[q4_KBytes]byte)(w[b*q4_KBytes:])
+			bs := (*[16]int16)(a.bsums[b*16:])
+			s := (*[12]byte)(blk[4:16])
+			var msum int32
+			for j := range 8 {
+				scj, mj := scaleMinK4(j, s)
+				sc[8*i+j] = int16(scj)
+				msum += int32(mj) * (int32(bs[2*j]) + int32(bs[2*j+1]))
+			}
+			d := a.d[b]
+			dd[i] = f16Scale(blk[0:]) * d
+			mins += f16Scale(blk[2:]) * d * float32(msum)
+		}
+		sum += dotQ4_KAVX2(&w[b0*q4_KBytes+16], &a.qs[b0*QK_K], &sc[0], &dd[0], n) - mins
+	}
+	return sum
+}

@@ -1,0 +1,179 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// AVX2 + FMA + F16C twins of dotF32Go, dotF16Go, dotRowQ8_0Go and the
+// integer core of dotRowQ4_KGo. Integer products of int8 pairs use
+// llama.cpp's idiom: VPSIGNB moves the sign of one factor onto the other
+// so VPMADDUBSW (unsigned × signed bytes, pairwise sums to int16) applies;
+// |q| ≤ 128 and |x| ≤ 127 keep the pair sums below 2^15.
+
+// HSUM leaves the sum of the 8 lanes of Y0 in X0.
+#define HSUM \
+	VEXTRACTF128 $1, Y0, X1; \
+	VADDPS X1, X0, X0; \
+	VMOVHLPS X0, X0, X1; \
+	VADDPS X1, X0, X0; \
+	VPSHUFD $1, X0, X1; \
+	VADDSS X1, X0, X0
+
+// func dotF32AVX2(w *float32, x *float32, n int) float32
+// n is a multiple of 32.
+TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28
+	MOVQ w+0(FP), SI
+	MOVQ x+8(FP), DI
+	MOVQ n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	SHRQ $5, CX
+	JZ f32done
+f32loop:
+	VMOVUPS (SI), Y4
+	VMOVUPS 32(SI), Y5
+	VMOVUPS 64(SI), Y6
+	VMOVUPS 96(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ $128, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ f32loop
+f32done:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func dotF16AVX2(w *uint16, x *float32, n int) float32
+// n is a multiple of 32.
+TEXT ·dotF16AVX2(SB), NOSPLIT, $0-28
+	MOVQ w+0(FP), SI
+	MOVQ x+8(FP), DI
+	MOVQ n+16(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	SHRQ $5, CX
+	JZ f16done
+f16loop:
+	VCVTPH2PS (SI), Y4
+	VCVTPH2PS 16(SI), Y5
+	VCVTPH2PS 32(SI), Y6
+	VCVTPH2PS 48(SI), Y7
+	VFMADD231PS (DI), Y4, Y0
+	VFMADD231PS 32(DI), Y5, Y1
+	VFMADD231PS 64(DI), Y6, Y2
+	VFMADD231PS 96(DI), Y7, Y3
+	ADDQ $64, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ f16loop
+f16done:
+	VADDPS Y1, Y0, Y0
+	VADDPS Y3, Y2, Y2
+	VADDPS Y2, Y0, Y0
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+24(FP)
+	RET
+
+// func dotQ8_0AVX2(w *byte, xq *int8, xd *float32, nb int) float32
+// w: nb Q8_0 blocks (34 bytes); xq, xd: the activation's quants and
+// per-block scales.
+TEXT ·dotQ8_0AVX2(SB), NOSPLIT, $0-36
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), DX
+	MOVQ nb+24(FP), CX
+	VXORPS Y0, Y0, Y0
+	MOVL $0x00010001, AX
+	VMOVD AX, X7
+	VPBROADCASTD X7, Y7
+	TESTQ CX, CX
+	JZ q8done
+q8loop:
+	MOVWLZX (SI), AX
+	VMOVD AX, X1
+	VCVTPH2PS X1, X1
+	VMULSS (DX), X1, X1
+	VBROADCASTSS X1, Y1
+	VMOVDQU 2(SI), Y2
+	VMOVDQU (DI), Y3
+	VPSIGNB Y2, Y2, Y4
+	VPSIGNB Y2, Y3, Y5
+	VPMADDUBSW Y5, Y4, Y6
+	VPMADDWD Y7, Y6, Y6
+	VCVTDQ2PS Y6, Y6
+	VFMADD231PS Y6, Y1, Y0
+	ADDQ $34, SI
+	ADDQ $32, DI
+	ADDQ $4, DX
+	DECQ CX
+	JNZ q8loop
+q8done:
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
+	RET
+
+// Q4K_HALF multiplies the 32 nibbles in Y3 (one sub-block) by the 32
+// activation bytes at xoff(DI), weights the pair sums by the int16 scale
+// at soff(R8) and adds them to the int32 lanes of Y8.
+#define Q4K_HALF(xoff, soff) \
+	VPMADDUBSW xoff(DI), Y3, Y5; \
+	VPBROADCASTW soff(R8), Y9; \
+	VPMADDWD Y9, Y5, Y5; \
+	VPADDD Y5, Y8, Y8
+
+#define Q4K_CHUNK(c) \
+	VMOVDQU (32*c)(SI), Y2; \
+	VPAND Y15, Y2, Y3; \
+	Q4K_HALF(64*c, 4*c); \
+	VPSRLW $4, Y2, Y3; \
+	VPAND Y15, Y3, Y3; \
+	Q4K_HALF(64*c+32, 4*c+2)
+
+// func dotQ4_KAVX2(qs *byte, xq *int8, sc *int16, d *float32, nb int) float32
+// qs: the quants of the first of nb Q4_K blocks (144-byte stride); sc: 8
+// unpacked sub-block scales per block; d: d_w·d_x per block. Returns
+// Σ_b d[b]·Σ_j sc[j]·Σ q·x; the min terms are the caller's.
+TEXT ·dotQ4_KAVX2(SB), NOSPLIT, $0-44
+	MOVQ qs+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ sc+16(FP), R8
+	MOVQ d+24(FP), DX
+	MOVQ nb+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	MOVL $0x0f0f0f0f, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	TESTQ CX, CX
+	JZ q4kdone
+q4kloop:
+	VPXOR Y8, Y8, Y8
+	Q4K_CHUNK(0)
+	Q4K_CHUNK(1)
+	Q4K_CHUNK(2)
+	Q4K_CHUNK(3)
+	VCVTDQ2PS Y8, Y8
+	VBROADCASTSS (DX), Y1
+	VFMADD231PS Y8, Y1, Y0
+	ADDQ $144, SI
+	ADDQ $256, DI
+	ADDQ $16, R8
+	ADDQ $4, DX
+	DECQ CX
+	JNZ q4kloop
+q4kdone:
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
+	RET

@@ -1,0 +1,84 @@
+package tensor
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// TestKernelsMatchGoTwins runs each dispatched hot kernel (assembly where
+// the CPU has it) against its pure-Go twin on random data, lengths with
+// and without a tail, and raw random quant bytes (-128 included). The two
+// sum in different orders, so they agree to float32 accumulation error:
+// 1e-5·Σ|terms| (lengths ≤ 1000: 1000·2^-24 ≈ 6e-5 is the naive worst
+// case; random signs keep real errors far below it, and a wrong lane or
+// block would be off by ≥ 1/len of the total).
+func TestKernelsMatchGoTwins(t *testing.T) {
+	t.Logf("SIMD level: %s", SIMDLevel())
+	r := rand.New(rand.NewPCG(9, 9))
+	check := func(name string, got, want, scale float32) {
+		t.Helper()
+		if d := math.Abs(float64(got - want)); d > 1e-5*float64(scale)+1e-30 {
+			t.Errorf("%s: %g, Go twin %g (diff %g, scale %g)", name, got, want, d, scale)
+		}
+	}
+	for _, n := range []int{0, 1, 31, 32, 33, 96, 1000} {
+		w := randomVector(r, n)
+		x := randomVector(r, n)
+		var abs float32
+		for i := range w {
+			abs += float32(math.Abs(float64(w[i] * x[i])))
+		}
+		check("dotF32", dotF32(w, x), dotF32Go(w, x), abs)
+		h, err := encodeRows(F16, w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		check("dotF16", dotF16(bytesAsU16(h), x), dotF16Go(bytesAsU16(h), x), abs)
+	}
+	for _, blocks := range []int{1, 3, 17, 40} {
+		// Q8_0 with raw quant bytes (scale bytes kept to a sane fp16).
+		n := blocks * qk0
+		w := make([]byte, blocks*q8_0Bytes)
+		for i := range w {
+			w[i] = byte(r.Uint32())
+		}
+		for b := range blocks {
+			w[b*q8_0Bytes], w[b*q8_0Bytes+1] = byte(r.Uint32()), 0x30 // d in [0.125, 0.25)
+		}
+		x := randomVector(r, n)
+		a := newActivation(actQ8_0, n)
+		a.set(actQ8_0, x)
+		check("dotRowQ8_0", dotRowQ8_0(w, a), dotRowQ8_0Go(w, a), absDot(t, Q8_0, w, actQ8_0, a, n))
+
+		// Q4_K: random bytes for quants and scales, sane d and dmin;
+		// 40 blocks cross the 16-block chunk boundary.
+		n = blocks * QK_K
+		w = make([]byte, blocks*q4_KBytes)
+		for i := range w {
+			w[i] = byte(r.Uint32())
+		}
+		for b := range blocks {
+			w[b*q4_KBytes+1], w[b*q4_KBytes+3] = 0x20, 0x1c // d, dmin ≈ 2^-7, 2^-8
+		}
+		x = randomVector(r, n)
+		a = newActivation(actQ8_K, n)
+		a.set(actQ8_K, x)
+		check("dotRowQ4_K", dotRowQ4_K(w, a), dotRowQ4_KGo(w, a), absDot(t, Q4_K, w, actQ8_K, a, n))
+	}
+}
+
+// absDot returns Σ|w_i·x̂_i| for dequantized weights and activation.
+func absDot(t *testing.T, ty DType, w []byte, k actKind, a *activation, n int) float32 {
+	t.Helper()
+	deq := make([]float32, n)
+	if err := Dequantize(ty, deq, w); err != nil {
+		t.Fatal(err)
+	}
+	xq := dequantActivation(k, a, n)
+	var s float64
+	for i := range deq {
+		s += math.Abs(float64(deq[i]) * xq[i])
+	}
+	return float32(s)
+}
