@@ -25,13 +25,16 @@ func SIMDLevel() string {
 }
 
 //go:noescape
-func dotCodes8AVX2(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, shifts *[8]uint32, mask int, flags int)
+func dotCodes8AVX2(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, shifts *[8]uint32, flags int)
 
 //go:noescape
-func dotCodes16AVX2(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, shifts *[8]uint32, mask int, flags int)
+func dotCodes16AVX2(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, shifts *[8]uint32, flags int)
 
 //go:noescape
-func dotCodesAVX512(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, ctrl *[64]byte, mask int, flags int)
+func dotCodesAVX512(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, ctrl *[64]byte, flags int)
+
+//go:noescape
+func dotCodes4AVX512(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, ctrl *[64]byte, flags int)
 
 //go:noescape
 func dotRowsAVX2(dst *float32, n int, q *float32, d int, keys *float32)
@@ -92,7 +95,12 @@ func dotCodesAt(level kernelLevel, dst, q []float32, table *[16]float32, codes [
 	if add {
 		flags = 1
 	}
-	mask := 1<<b - 1
+	// Replicate the table so that index bits above b, which belong to
+	// the next index, select the same entry: the kernels need no mask.
+	var rep [16]float32
+	for k := range rep {
+		rep[k] = table[k&(1<<b-1)]
+	}
 	switch {
 	case level == levelAVX512:
 		var ctrl [64]byte
@@ -100,13 +108,19 @@ func dotCodesAt(level kernelLevel, dst, q []float32, table *[16]float32, codes [
 			ctrl[8*k] = byte(2 * k * b)
 			ctrl[8*k+4] = byte((2*k + 1) * b)
 		}
-		dotCodesAVX512(&dst[0], n, &q[0], d/16, table, &codes[off], stride, b, &ctrl, mask, flags)
+		quads := n &^ 3
+		if quads > 0 {
+			dotCodes4AVX512(&dst[0], quads, &q[0], d/16, &rep, &codes[off], stride, b, &ctrl, flags)
+		}
+		if quads < n {
+			dotCodesAVX512(&dst[quads], n-quads, &q[0], d/16, &rep, &codes[quads*stride+off], stride, b, &ctrl, flags)
+		}
 	case b == 4:
 		shifts := laneShifts(b)
-		dotCodes16AVX2(&dst[0], n, &q[0], d/8, table, &codes[off], stride, b, &shifts, mask, flags)
+		dotCodes16AVX2(&dst[0], n, &q[0], d/8, &rep, &codes[off], stride, b, &shifts, flags)
 	default:
 		shifts := laneShifts(b)
-		dotCodes8AVX2(&dst[0], n, &q[0], d/8, table, &codes[off], stride, b, &shifts, mask, flags)
+		dotCodes8AVX2(&dst[0], n, &q[0], d/8, &rep, &codes[off], stride, b, &shifts, flags)
 	}
 }
 
