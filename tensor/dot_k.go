@@ -138,7 +138,7 @@ func dotRowQ5_K(w []byte, a *activation) float32 {
 	return sum
 }
 
-func dotRowQ6_K(w []byte, a *activation) float32 {
+func dotRowQ6_KGo(w []byte, a *activation) float32 {
 	var sum float32
 	for b := range len(w) / q6_KBytes {
 		blk := (*[q6_KBytes]byte)(w[b*q6_KBytes:])

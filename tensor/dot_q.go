@@ -9,7 +9,7 @@ import "encoding/binary"
 
 func f16Scale(b []byte) float32 { return f16Table[binary.LittleEndian.Uint16(b)] }
 
-func dotRowQ4_0(w []byte, a *activation) float32 {
+func dotRowQ4_0Go(w []byte, a *activation) float32 {
 	var sum float32
 	for b := range len(w) / q4_0Bytes {
 		blk := (*[q4_0Bytes]byte)(w[b*q4_0Bytes:])

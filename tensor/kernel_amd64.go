@@ -93,3 +93,55 @@ func dotRowQ4_K(w []byte, a *activation) float32 {
 	}
 	return sum
 }
+
+//go:noescape
+func dotQ4_0AVX2(w *byte, xq *int8, xd *float32, nb int) float32
+
+//go:noescape
+func dotQ6_KAVX2(w *byte, xq *int8, sc *int16, d *float32, nb int) float32
+
+func dotRowQ4_0(w []byte, a *activation) float32 {
+	nb := len(w) / q4_0Bytes
+	if !hasAVX2 || nb == 0 {
+		return dotRowQ4_0Go(w, a)
+	}
+	_ = a.qs[nb*qk0-1]
+	_ = a.d[nb-1]
+	return dotQ4_0AVX2(&w[0], &a.qs[0], &a.d[0], nb)
+}
+
+// q6KChunk is how many Q6_K blocks dotRowQ6_K prepares (scales widened,
+// scale products, the -32 offset terms) before handing them to the
+// assembly.
+const q6KChunk = 16
+
+func dotRowQ6_K(w []byte, a *activation) float32 {
+	nb := len(w) / q6_KBytes
+	if !hasAVX2 || nb == 0 {
+		return dotRowQ6_KGo(w, a)
+	}
+	_ = a.qs[nb*QK_K-1]
+	var sc [16 * q6KChunk]int16
+	var dd [q6KChunk]float32
+	var sum float32
+	for b0 := 0; b0 < nb; b0 += q6KChunk {
+		n := min(q6KChunk, nb-b0)
+		var offset float32
+		for i := range n {
+			b := b0 + i
+			blk := (*[q6_KBytes]byte)(w[b*q6_KBytes:])
+			bs := (*[16]int16)(a.bsums[b*16:])
+			s := (*[16]byte)(blk[192:208])
+			var corr int32
+			for g := range 16 {
+				v := int16(int8(s[g]))
+				sc[16*i+g] = v
+				corr += int32(v) * int32(bs[g])
+			}
+			dd[i] = f16Scale(blk[208:]) * a.d[b]
+			offset += dd[i] * float32(32*corr)
+		}
+		sum += dotQ6_KAVX2(&w[b0*q6_KBytes], &a.qs[b0*QK_K], &sc[0], &dd[0], n) - offset
+	}
+	return sum
+}

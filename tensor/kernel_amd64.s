@@ -177,3 +177,128 @@ q4kdone:
 	VZEROUPPER
 	MOVSS X0, ret+40(FP)
 	RET
+
+// func dotQ4_0AVX2(w *byte, xq *int8, xd *float32, nb int) float32
+// As dotQ8_0AVX2, the 16 quant bytes unpacked into 32 nibbles (low
+// nibbles first, as the elements are stored) less 8.
+TEXT ·dotQ4_0AVX2(SB), NOSPLIT, $0-36
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), DX
+	MOVQ nb+24(FP), CX
+	VXORPS Y0, Y0, Y0
+	MOVL $0x00010001, AX
+	VMOVD AX, X7
+	VPBROADCASTD X7, Y7
+	MOVL $0x0f0f0f0f, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	MOVL $0x08080808, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	TESTQ CX, CX
+	JZ q40done
+q40loop:
+	MOVWLZX (SI), AX
+	VMOVD AX, X1
+	VCVTPH2PS X1, X1
+	VMULSS (DX), X1, X1
+	VBROADCASTSS X1, Y1
+	VMOVDQU 2(SI), X2
+	VPSRLW $4, X2, X3
+	VINSERTI128 $1, X3, Y2, Y2
+	VPAND Y15, Y2, Y2
+	VPSUBB Y14, Y2, Y2
+	VMOVDQU (DI), Y3
+	VPSIGNB Y2, Y2, Y4
+	VPSIGNB Y2, Y3, Y5
+	VPMADDUBSW Y5, Y4, Y6
+	VPMADDWD Y7, Y6, Y6
+	VCVTDQ2PS Y6, Y6
+	VFMADD231PS Y6, Y1, Y0
+	ADDQ $18, SI
+	ADDQ $32, DI
+	ADDQ $4, DX
+	DECQ CX
+	JNZ q40loop
+q40done:
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+32(FP)
+	RET
+
+// Q6K_PART multiplies the 32 unsigned 6-bit quants in Y3 by the
+// activation bytes at xoff(DI) and adds the pair sums, weighted by the
+// int16 scales at soff(R8) (lanes 0-7) and soff+2(R8) (lanes 8-15), to Y8.
+#define Q6K_PART(xoff, soff) \
+	VPMADDUBSW xoff(DI), Y3, Y5; \
+	VPBROADCASTW soff(R8), X9; \
+	VPBROADCASTW (soff+2)(R8), X13; \
+	VINSERTI128 $1, X13, Y9, Y9; \
+	VPMADDWD Y9, Y5, Y5; \
+	VPADDD Y5, Y8, Y8
+
+// Q6K_HALF handles 128 elements: ql at (64n)(SI), qh at (128+32n)(SI).
+#define Q6K_HALF(n) \
+	VMOVDQU (64*n)(SI), Y10; \
+	VMOVDQU (64*n+32)(SI), Y11; \
+	VMOVDQU (128+32*n)(SI), Y12; \
+	VPAND Y15, Y10, Y3; \
+	VPSLLW $4, Y12, Y4; \
+	VPAND Y14, Y4, Y4; \
+	VPOR Y4, Y3, Y3; \
+	Q6K_PART(128*n, 16*n); \
+	VPAND Y15, Y11, Y3; \
+	VPSLLW $2, Y12, Y4; \
+	VPAND Y14, Y4, Y4; \
+	VPOR Y4, Y3, Y3; \
+	Q6K_PART(128*n+32, 16*n+4); \
+	VPSRLW $4, Y10, Y3; \
+	VPAND Y15, Y3, Y3; \
+	VPAND Y14, Y12, Y4; \
+	VPOR Y4, Y3, Y3; \
+	Q6K_PART(128*n+64, 16*n+8); \
+	VPSRLW $4, Y11, Y3; \
+	VPAND Y15, Y3, Y3; \
+	VPSRLW $2, Y12, Y4; \
+	VPAND Y14, Y4, Y4; \
+	VPOR Y4, Y3, Y3; \
+	Q6K_PART(128*n+96, 16*n+12)
+
+// func dotQ6_KAVX2(w *byte, xq *int8, sc *int16, d *float32, nb int) float32
+// w: nb Q6_K blocks (210-byte stride); sc: the 16 sub-block scales of each
+// block as int16; d: d_w·d_x per block. Returns Σ_b d[b]·Σ_g sc[g]·Σ q·x
+// with q unsigned (0..63); the -32 offset is the caller's.
+TEXT ·dotQ6_KAVX2(SB), NOSPLIT, $0-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ sc+16(FP), R8
+	MOVQ d+24(FP), DX
+	MOVQ nb+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	MOVL $0x0f0f0f0f, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	MOVL $0x30303030, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	TESTQ CX, CX
+	JZ q6kdone
+q6kloop:
+	VPXOR Y8, Y8, Y8
+	Q6K_HALF(0)
+	Q6K_HALF(1)
+	VCVTDQ2PS Y8, Y8
+	VBROADCASTSS (DX), Y1
+	VFMADD231PS Y8, Y1, Y0
+	ADDQ $210, SI
+	ADDQ $256, DI
+	ADDQ $32, R8
+	ADDQ $4, DX
+	DECQ CX
+	JNZ q6kloop
+q6kdone:
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
+	RET

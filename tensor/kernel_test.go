@@ -65,6 +65,30 @@ func TestKernelsMatchGoTwins(t *testing.T) {
 		a = newActivation(actQ8_K, n)
 		a.set(actQ8_K, x)
 		check("dotRowQ4_K", dotRowQ4_K(w, a), dotRowQ4_KGo(w, a), absDot(t, Q4_K, w, actQ8_K, a, n))
+
+		// Q6_K: random quants and int8 scales, sane d.
+		w = make([]byte, blocks*q6_KBytes)
+		for i := range w {
+			w[i] = byte(r.Uint32())
+		}
+		for b := range blocks {
+			w[b*q6_KBytes+208], w[b*q6_KBytes+209] = byte(r.Uint32()), 0x1c
+		}
+		check("dotRowQ6_K", dotRowQ6_K(w, a), dotRowQ6_KGo(w, a), absDot(t, Q6_K, w, actQ8_K, a, n))
+
+		// Q4_0: random nibbles, sane d.
+		n = blocks * qk0
+		w = make([]byte, blocks*q4_0Bytes)
+		for i := range w {
+			w[i] = byte(r.Uint32())
+		}
+		for b := range blocks {
+			w[b*q4_0Bytes+1] = 0x2c
+		}
+		x = randomVector(r, n)
+		a = newActivation(actQ8_0, n)
+		a.set(actQ8_0, x)
+		check("dotRowQ4_0", dotRowQ4_0(w, a), dotRowQ4_0Go(w, a), absDot(t, Q4_0, w, actQ8_0, a, n))
 	}
 }
 
