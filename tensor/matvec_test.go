@@ -230,3 +230,38 @@ func BenchmarkMatMul(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkRowDot compares, on one thread and one 4096-element row, the
+// fused integer block dot that MatVec uses with the alternative of
+// dequantizing the row to float32 and taking a float dot product.
+func BenchmarkRowDot(b *testing.B) {
+	const cols = 4096
+	for _, ty := range []DType{Q4_0, Q8_0, Q4_K, Q5_K, Q6_K} {
+		rows := benchWeights(b, ty, 8, cols)
+		w := rows[:len(rows)/8]
+		x := randomVector(rand.New(rand.NewPCG(2, 2)), cols)
+		k := rowKernels[ty]
+		b.Run(ty.String()+"/fused", func(b *testing.B) {
+			b.SetBytes(int64(len(w)))
+			a := newActivation(k.act, cols)
+			a.set(k.act, x)
+			var s float32
+			for b.Loop() {
+				s += k.dot(w, a)
+			}
+			_ = s
+		})
+		b.Run(ty.String()+"/dequant", func(b *testing.B) {
+			b.SetBytes(int64(len(w)))
+			tmp := make([]float32, cols)
+			var s float32
+			for b.Loop() {
+				if err := Dequantize(ty, tmp, w); err != nil {
+					b.Fatal(err)
+				}
+				s += dotF32(tmp, x)
+			}
+			_ = s
+		})
+	}
+}
