@@ -1,0 +1,380 @@
+package quant
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+
+	"github.com/turbomem/turbomem/half"
+)
+
+// Polar is PolarQuant (ALGORITHMS.md §5). After a random rotation y = Πx,
+// each block of 2^L consecutive coordinates is written in recursive polar
+// form: level 1 turns each pair (y[2j], y[2j+1]) into an angle
+// ψ = atan2(y[2j+1], y[2j]) ∈ [0, 2π) and a radius ρ; level ℓ ≥ 2 pairs
+// the radii of two adjacent level-(ℓ−1) nodes (ρ₁ of the first half, ρ₂
+// of the second) into ψ = atan(ρ₂/ρ₁) ∈ [0, π/2] and ρ = √(ρ₁² + ρ₂²),
+// until one radius per block remains. Each level's angles are quantized
+// with that level's Lloyd–Max codebook; the block radius is stored as
+// fp16. There is no per-block scale or zero point: the angle densities
+// are known in advance (see NewPolar).
+//
+// Code layout (Bytes = 2·nb + ⌈A/8⌉ for nb = d/2^L blocks and A angle
+// bits in all): the nb fp16 block radii (little endian, block order),
+// then one LSB-first bit stream (bit k of the stream is bit k%8 of byte
+// k/8, as in bitpack.go) holding the level-1 indices of all d/2 pairs in
+// coordinate order, directly followed by the d/4 level-2 indices, and so
+// on up to the nb level-L indices; only the stream's last byte is padded
+// (with zeros). Levels are not byte-aligned, so Bytes is the exact bit
+// count rounded up once: d = 128 with [4, 2, 2, 2] gives
+// 16 + ⌈8·46/8⌉ = 62 bytes, 3.875 bits per coordinate.
+type Polar struct {
+	d      int
+	bits   []int // per level, level 1 first
+	nb     int   // blocks
+	rot    Rotation
+	books  []*Codebook
+	cos    [][]float32 // per level, cos of each centroid
+	sin    [][]float32
+	idxOff []int // per level, first index in the all-levels index array
+	bitOff []int // per level, first bit in the angle stream
+	bytes  int
+	name   string
+}
+
+// polarStream is the rotation stream of PolarQuant (TurboMSE uses 1), so
+// that one seed gives the two methods independent rotations.
+const polarStream = 5
+
+// NewPolar returns a PolarQuant quantizer for R^d whose level ℓ angles
+// get levelBits[ℓ−1] bits (each 1..8); nil means the common [4, 2, 2, 2].
+// With L = len(levelBits) (1..8), d must be a multiple of 2^L. Of o, only
+// Seed and Rotation apply.
+//
+// Codebooks: the level-1 angle of a rotated vector is uniform on [0, 2π),
+// whose Lloyd–Max quantizer is the uniform one (2^b equal cells, centroid
+// at each cell's midpoint: equal cells with centred centroids satisfy both
+// optimality conditions, and on a circle every cell is alike). The level-ℓ
+// angle (ℓ ≥ 2) has density ∝ sin^(k−1)(2ψ) on [0, π/2] with k = 2^(ℓ−1):
+// the two halves' norms ρ₁, ρ₂ are independent χ_k (Gaussian case; for a
+// uniform unit vector the directions of the halves are the same), and the
+// change to polar coordinates turns ρ₁^(k−1)ρ₂^(k−1)·e^(−ρ²/2)·ρ into
+// cos^(k−1)ψ·sin^(k−1)ψ times a function of ρ. Those codebooks are solved
+// numerically (tabulated).
+func NewPolar(d int, levelBits []int, o Options) (*Polar, error) {
+	if levelBits == nil {
+		levelBits = []int{4, 2, 2, 2}
+	}
+	L := len(levelBits)
+	if L < 1 || L > 8 {
+		return nil, fmt.Errorf("quant: polar: %d levels, want 1..8", L)
+	}
+	var name strings.Builder
+	name.WriteString("polar/")
+	for l, b := range levelBits {
+		if b < 1 || b > 8 {
+			return nil, fmt.Errorf("quant: polar: level %d has %d bits, want 1..8", l+1, b)
+		}
+		name.WriteString(strconv.Itoa(b))
+	}
+	block := 1 << L
+	if d < block || d%block != 0 || d > 1<<20 {
+		return nil, fmt.Errorf("quant: polar: dimension %d is not a positive multiple of the block size 2^%d = %d (at most 2^20)", d, L, block)
+	}
+	rot, err := newRotation(d, o, polarStream)
+	if err != nil {
+		return nil, err
+	}
+	p := &Polar{d: d, bits: append([]int(nil), levelBits...), nb: d / block, rot: rot, name: name.String()}
+	idx, bit := 0, 0
+	for l, b := range levelBits {
+		var cb *Codebook
+		if l == 0 {
+			cb = uniformAngleCodebook(b)
+		} else {
+			// §5: level-ℓ angle density ∝ sin^(2^(ℓ−1)−1)(2ψ) on [0, π/2].
+			e := float64(int(1)<<l - 1)
+			cb = tabulated(b, 0, math.Pi/2, func(psi float64) float64 {
+				return math.Pow(math.Max(math.Sin(2*psi), 0), e)
+			})
+		}
+		p.books = append(p.books, cb)
+		cs := make([]float32, len(cb.Centroids))
+		sn := make([]float32, len(cb.Centroids))
+		for k, c := range cb.Centroids {
+			cs[k] = float32(math.Cos(float64(c)))
+			sn[k] = float32(math.Sin(float64(c)))
+		}
+		p.cos = append(p.cos, cs)
+		p.sin = append(p.sin, sn)
+		n := p.angles(l)
+		p.idxOff = append(p.idxOff, idx)
+		p.bitOff = append(p.bitOff, bit)
+		idx += n
+		bit += n * b
+	}
+	p.bytes = 2*p.nb + (bit+7)/8
+	return p, nil
+}
+
+// uniformAngleCodebook returns the b-bit Lloyd–Max quantizer of the
+// uniform density on [0, 2π): cells of width Δ = 2π/2^b, centroids at
+// their midpoints, MSE Δ²/12.
+func uniformAngleCodebook(b int) *Codebook {
+	n := 1 << b
+	delta := 2 * math.Pi / float64(n)
+	cb := &Codebook{Bits: b, Centroids: make([]float32, n), Bounds: make([]float32, n-1), MSE: delta * delta / 12}
+	for k := range n {
+		cb.Centroids[k] = float32((float64(k) + 0.5) * delta)
+		if k > 0 {
+			cb.Bounds[k-1] = float32(float64(k) * delta)
+		}
+	}
+	cb.buildGrid()
+	return cb
+}
+
+// angles returns the number of level-(l+1) angles in a vector, d/2^(l+1).
+func (p *Polar) angles(l int) int { return p.d >> (l + 1) }
+
+// Name returns "polar/" followed by the bits of each level, e.g.
+// "polar/4222".
+func (p *Polar) Name() string { return p.name }
+
+// Dim returns the vector dimension.
+func (p *Polar) Dim() int { return p.d }
+
+// Bytes returns 2·nb + ⌈A/8⌉ (see Polar for the layout).
+func (p *Polar) Bytes() int { return p.bytes }
+
+// Codebooks returns the angle codebook of each level, level 1 first.
+// They are shared: callers must not modify them.
+func (p *Polar) Codebooks() []*Codebook { return append([]*Codebook(nil), p.books...) }
+
+// Encode writes the code of x into dst. It fails if x is not finite or a
+// block radius exceeds the fp16 range.
+func (p *Polar) Encode(dst []byte, x []float32) error { return p.EncodeBatch(dst, x) }
+
+// EncodeBatch encodes the len(xs)/d vectors in xs into consecutive codes
+// in dst, with one set of scratch buffers for the whole batch.
+func (p *Polar) EncodeBatch(dst []byte, xs []float32) error {
+	n, err := batchLen(p, dst, xs)
+	if err != nil {
+		return err
+	}
+	y := make([]float32, p.d)
+	rho := make([]float64, p.d/2)
+	idx := make([]uint8, p.d-p.nb)
+	for i := range n {
+		if err := p.encode(dst[i*p.bytes:(i+1)*p.bytes], xs[i*p.d:(i+1)*p.d], y, rho, idx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// encode writes the code of x; y, rho and idx are scratch.
+func (p *Polar) encode(code []byte, x, y []float32, rho []float64, idx []uint8) error {
+	if nx := norm2(x); math.IsNaN(nx) || math.IsInf(nx, 0) {
+		return fmt.Errorf("quant: %s: input is not finite", p.name)
+	}
+	p.rot.Apply(y, x)
+	// Level 1: angles of the pairs, uniform cells of width Δ. The modulo
+	// maps ψ that rounds up to 2π into cell 0, the nearest on the circle.
+	n1 := 1 << p.bits[0]
+	inv := float64(n1) / (2 * math.Pi)
+	lvl := idx[:p.angles(0)]
+	for j := range lvl {
+		a, b := float64(y[2*j]), float64(y[2*j+1])
+		psi := math.Atan2(b, a)
+		if psi < 0 {
+			psi += 2 * math.Pi
+		}
+		lvl[j] = uint8(int(psi*inv) % n1)
+		rho[j] = math.Sqrt(a*a + b*b)
+	}
+	// Levels ≥ 2, in place: node j reads its children 2j, 2j+1 ≥ j, and
+	// only nodes below j have been overwritten.
+	for l := 1; l < len(p.bits); l++ {
+		lvl := idx[p.idxOff[l] : p.idxOff[l]+p.angles(l)]
+		cb := p.books[l]
+		for j := range lvl {
+			a, b := rho[2*j], rho[2*j+1]
+			lvl[j] = uint8(cb.Index(float32(math.Atan2(b, a))))
+			rho[j] = math.Sqrt(a*a + b*b)
+		}
+	}
+	for j := range p.nb {
+		r := rho[j]
+		if r > 65504 {
+			return fmt.Errorf("quant: %s: block %d radius %g exceeds the fp16 range", p.name, j, r)
+		}
+		binary.LittleEndian.PutUint16(code[2*j:], uint16(half.F32ToF16(float32(r))))
+	}
+	stream := code[2*p.nb:]
+	clear(stream)
+	var w bitWriter
+	w.buf = stream
+	for l, b := range p.bits {
+		for _, k := range idx[p.idxOff[l] : p.idxOff[l]+p.angles(l)] {
+			w.write(k, b)
+		}
+	}
+	w.flush()
+	return nil
+}
+
+// bitWriter appends fields of up to 8 bits to an LSB-first bit stream.
+type bitWriter struct {
+	buf []byte
+	acc uint32
+	n   int // bits held in acc
+	o   int // next byte of buf
+}
+
+func (w *bitWriter) write(v uint8, b int) {
+	w.acc |= uint32(v) & (1<<b - 1) << w.n
+	w.n += b
+	for w.n >= 8 {
+		w.buf[w.o] = byte(w.acc)
+		w.o++
+		w.acc >>= 8
+		w.n -= 8
+	}
+}
+
+func (w *bitWriter) flush() {
+	if w.n > 0 {
+		w.buf[w.o] = byte(w.acc)
+		w.o++
+		w.acc, w.n = 0, 0
+	}
+}
+
+// unpackAt reads len(idx) fields of b bits from the LSB-first bit stream
+// src, starting at bit off. Byte-aligned runs use unpack's fast paths.
+func unpackAt(idx []uint8, src []byte, off, b int) {
+	if off%8 == 0 {
+		unpack(idx, src[off/8:], b)
+		return
+	}
+	mask := uint16(1)<<b - 1
+	for i := range idx {
+		pos := off + i*b
+		w := uint16(src[pos/8])
+		if pos%8+b > 8 {
+			w |= uint16(src[pos/8+1]) << 8
+		}
+		idx[i] = uint8(w >> (pos % 8) & mask)
+	}
+}
+
+// unpackAll reads the angle indices of all levels of one code into idx
+// (len d − nb, level by level).
+func (p *Polar) unpackAll(idx []uint8, code []byte) {
+	stream := code[2*p.nb : p.bytes]
+	for l, b := range p.bits {
+		unpackAt(idx[p.idxOff[l]:p.idxOff[l]+p.angles(l)], stream, p.bitOff[l], b)
+	}
+}
+
+// Decode reconstructs x̃ = Πᵀỹ, where each block of ỹ is its radius times,
+// per coordinate, the product of the cos or sin of the centroid angles on
+// its path from the top level down.
+func (p *Polar) Decode(dst []float32, code []byte) error {
+	if err := checkLen("polar output", len(dst), p.d); err != nil {
+		return err
+	}
+	if err := checkLen("polar code", len(code), p.bytes); err != nil {
+		return err
+	}
+	rho := make([]float32, p.d/2)
+	for j := range p.nb {
+		r, err := readScale(code[2*j:])
+		if err != nil {
+			return fmt.Errorf("%s: block %d radius: %w", p.name, j, err)
+		}
+		rho[j] = r
+	}
+	idx := make([]uint8, p.d-p.nb)
+	p.unpackAll(idx, code)
+	// Top-down, in place: node j writes its children 2j, 2j+1, and going
+	// from the last node down no unread node is overwritten.
+	for l := len(p.bits) - 1; l >= 1; l-- {
+		lvl := idx[p.idxOff[l] : p.idxOff[l]+p.angles(l)]
+		cs, sn := p.cos[l], p.sin[l]
+		for j := len(lvl) - 1; j >= 0; j-- {
+			r := rho[j]
+			rho[2*j] = r * cs[lvl[j]]
+			rho[2*j+1] = r * sn[lvl[j]]
+		}
+	}
+	y := make([]float32, p.d)
+	cs, sn := p.cos[0], p.sin[0]
+	for j, k := range idx[:p.angles(0)] {
+		y[2*j] = rho[j] * cs[k]
+		y[2*j+1] = rho[j] * sn[k]
+	}
+	p.rot.Invert(dst, y)
+	return nil
+}
+
+// Prepare rotates q once and tabulates, for every pair j and level-1
+// centroid k, q'[2j]·cos c_k + q'[2j+1]·sin c_k (q' = Πq): the inner
+// product of the pair's part of q' with the unit vector of angle c_k.
+func (p *Polar) Prepare(q []float32) (Scorer, error) {
+	if err := checkLen("polar query", len(q), p.d); err != nil {
+		return nil, err
+	}
+	qr := make([]float32, p.d)
+	p.rot.Apply(qr, q)
+	n1 := 1 << p.bits[0]
+	t1 := make([]float32, p.d/2*n1)
+	cs, sn := p.cos[0], p.sin[0]
+	for j := range p.d / 2 {
+		a, b := qr[2*j], qr[2*j+1]
+		row := t1[j*n1 : (j+1)*n1]
+		for k := range row {
+			row[k] = a*cs[k] + b*sn[k]
+		}
+	}
+	return &polarScorer{p: p, t1: t1}, nil
+}
+
+type polarScorer struct {
+	p  *Polar
+	t1 []float32 // d/2 × 2^b₁
+}
+
+// Score computes, per code, Σ_blocks r·v where v is the block's part of
+// <Πq, ỹ/r> built bottom-up: level 1 looks up v_j = t1[j][idx], and each
+// higher node combines its children as cos ψ·v_first + sin ψ·v_second,
+// which is <Πq, ỹ> regrouped (the path products factor out level by
+// level).
+func (s *polarScorer) Score(dst []float32, codes []byte) {
+	p := s.p
+	idx := make([]uint8, p.d-p.nb)
+	v := make([]float32, p.d/2)
+	n1 := 1 << p.bits[0]
+	for i := range dst {
+		code := codes[i*p.bytes : (i+1)*p.bytes]
+		p.unpackAll(idx, code)
+		for j, k := range idx[:p.angles(0)] {
+			v[j] = s.t1[j*n1+int(k)]
+		}
+		for l := 1; l < len(p.bits); l++ {
+			lvl := idx[p.idxOff[l] : p.idxOff[l]+p.angles(l)]
+			cs, sn := p.cos[l], p.sin[l]
+			for j, k := range lvl {
+				v[j] = cs[k]*v[2*j] + sn[k]*v[2*j+1]
+			}
+		}
+		var acc float32
+		for j := range p.nb {
+			acc += half.F16ToF32(half.F16(binary.LittleEndian.Uint16(code[2*j:]))) * v[j]
+		}
+		dst[i] = acc
+	}
+}
