@@ -1,0 +1,108 @@
+package kvcache
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// naiveAttention is the textbook formula in float64, written without the
+// cache's data layout: the independent reference for Attend.
+func naiveAttention(s Shape, ks, vs [][]float32, q []float32, scale float64) []float64 {
+	d, g := s.HeadDim, s.Group()
+	out := make([]float64, s.QHeads*d)
+	for h := range s.QHeads {
+		kh := h / g
+		scores := make([]float64, len(ks))
+		m := math.Inf(-1)
+		for t := range ks {
+			var dot float64
+			for i := range d {
+				dot += float64(q[h*d+i]) * float64(ks[t][kh*d+i])
+			}
+			scores[t] = dot * scale
+			m = math.Max(m, scores[t])
+		}
+		var sum float64
+		for t := range scores {
+			scores[t] = math.Exp(scores[t] - m)
+			sum += scores[t]
+		}
+		for t := range ks {
+			for i := range d {
+				out[h*d+i] += scores[t] / sum * float64(vs[t][kh*d+i])
+			}
+		}
+	}
+	return out
+}
+
+func TestDenseAttendMatchesNaive(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, s := range []Shape{{4, 4, 16}, {8, 2, 32}, {4, 1, 128}} {
+		for _, mk := range []struct {
+			name string
+			new  func(Shape) (*Dense, error)
+			tol  float64
+		}{
+			{"f32", NewF32, 1e-5},
+			// fp16 storage: relative rounding 2^-11 on each element.
+			{"f16", NewF16, 3e-3},
+		} {
+			c, err := mk.new(s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ks, vs [][]float32
+			w := s.KVHeads * s.HeadDim
+			for n := 1; n <= 40; n++ {
+				k := make([]float32, w)
+				v := make([]float32, w)
+				for i := range k {
+					k[i] = float32(r.NormFloat64())
+					v[i] = float32(r.NormFloat64())
+				}
+				if err := c.Append(k, v); err != nil {
+					t.Fatal(err)
+				}
+				ks, vs = append(ks, k), append(vs, v)
+				q := make([]float32, s.QHeads*s.HeadDim)
+				for i := range q {
+					q[i] = float32(r.NormFloat64())
+				}
+				scale := 1 / math.Sqrt(float64(s.HeadDim))
+				got := make([]float32, len(q))
+				c.Attend(got, q, float32(scale))
+				want := naiveAttention(s, ks, vs, q, scale)
+				for i := range got {
+					if math.Abs(float64(got[i])-want[i]) > mk.tol*(1+math.Abs(want[i])) {
+						t.Fatalf("%s %+v n=%d: out[%d] = %g, want %g", mk.name, s, n, i, got[i], want[i])
+					}
+				}
+			}
+			if want := 2 * 40 * w * map[string]int{"f32": 4, "f16": 2}[mk.name]; c.Bytes() != want || c.Len() != 40 {
+				t.Errorf("%s: Bytes %d Len %d, want %d, 40", mk.name, c.Bytes(), c.Len(), want)
+			}
+		}
+	}
+}
+
+func TestDenseErrors(t *testing.T) {
+	for _, s := range []Shape{{0, 1, 8}, {3, 2, 8}, {4, 2, 0}} {
+		if _, err := NewF32(s); err == nil {
+			t.Errorf("shape %+v: no error", s)
+		}
+	}
+	c, _ := NewF16(Shape{2, 1, 8})
+	if err := c.Append(make([]float32, 7), make([]float32, 8)); err == nil {
+		t.Error("short key: no error")
+	}
+}
+
+func TestSoftmaxLargeScores(t *testing.T) {
+	s := []float32{1000, 1000, -1000}
+	softmax(s)
+	if math.Abs(float64(s[0])-0.5) > 1e-6 || s[2] != 0 {
+		t.Errorf("softmax = %v", s)
+	}
+}

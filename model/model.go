@@ -1,0 +1,86 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/tensor"
+)
+
+// Model is a loaded model: hyperparameters and weights. It is read-only
+// and may serve many Sessions at once.
+type Model struct {
+	Config  Config
+	w       *weights
+	file    *gguf.File
+	owned   bool      // Close closes file
+	invFreq []float64 // RoPE inverse frequencies per rotated pair
+	opts    tensor.Options
+}
+
+// Options configures how a model runs.
+type Options struct {
+	// Threads is the number of goroutines for matrix products; 0 means
+	// all CPUs.
+	Threads int
+}
+
+// Open loads the model in the GGUF file at path. The weights stay in the
+// file's memory mapping; Close releases it.
+func Open(path string, o Options) (*Model, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	m, err := New(f, o)
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	m.owned = true
+	return m, nil
+}
+
+// New builds a model from an open GGUF file, which must stay open while
+// the model is used.
+func New(f *gguf.File, o Options) (*Model, error) {
+	c, err := ReadConfig(f)
+	if err != nil {
+		return nil, err
+	}
+	w, err := loadWeights(f, &c)
+	if err != nil {
+		return nil, err
+	}
+	m := &Model{Config: c, w: w, file: f, opts: tensor.Options{Workers: o.Threads}}
+	m.invFreq = make([]float64, c.RopeDim/2)
+	for i := range m.invFreq {
+		// θᵢ = base^(−2i/d); Llama-3 files divide it by rope_freqs[i].
+		m.invFreq[i] = math.Pow(c.RopeBase, -2*float64(i)/float64(c.RopeDim)) / c.RopeLinear
+		if w.ropeFreqs != nil {
+			m.invFreq[i] /= float64(w.ropeFreqs[i])
+		}
+	}
+	return m, nil
+}
+
+// File returns the GGUF file the model was loaded from.
+func (m *Model) File() *gguf.File { return m.file }
+
+// WeightBytes returns the bytes of all weight tensors.
+func (m *Model) WeightBytes() int64 { return m.w.bytes }
+
+// Close releases the file if the model opened it.
+func (m *Model) Close() error {
+	if m.owned {
+		return m.file.Close()
+	}
+	return nil
+}
+
+// CacheShape returns the attention geometry of every layer.
+func (m *Model) CacheShape() kvcache.Shape {
+	return kvcache.Shape{QHeads: m.Config.Heads, KVHeads: m.Config.KVHeads, HeadDim: m.Config.HeadDim}
+}

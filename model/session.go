@@ -1,0 +1,245 @@
+package model
+
+import (
+	"fmt"
+	"math"
+
+	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/tensor"
+)
+
+// NewCache makes the cache of one layer.
+type NewCache func(layer int, s kvcache.Shape) (kvcache.Cache, error)
+
+// F16Cache makes the full-precision fp16 caches that llama.cpp uses by
+// default.
+func F16Cache(_ int, s kvcache.Shape) (kvcache.Cache, error) { return kvcache.NewF16(s) }
+
+// F32Cache makes float32 caches (the exact reference).
+func F32Cache(_ int, s kvcache.Shape) (kvcache.Cache, error) { return kvcache.NewF32(s) }
+
+// Session is one sequence's state: its position and the keys and values
+// of every layer. It is not safe for concurrent use.
+type Session struct {
+	m      *Model
+	caches []kvcache.Cache
+	pos    int
+	limit  int
+
+	// scratch, grown to the largest batch seen
+	x, h, q, k, v, att, o, g, u []float32
+	act                         []float32 // one row of hidden, for the embedding
+}
+
+// NewSession starts an empty sequence whose layers keep their keys and
+// values in caches made by nc (F16Cache if nil). maxTokens bounds the
+// sequence length (0: the model's training context).
+func (m *Model) NewSession(nc NewCache, maxTokens int) (*Session, error) {
+	if nc == nil {
+		nc = F16Cache
+	}
+	if maxTokens <= 0 {
+		maxTokens = m.Config.Context
+	}
+	s := &Session{m: m, limit: maxTokens}
+	for i := range m.Config.Layers {
+		c, err := nc(i, m.CacheShape())
+		if err != nil {
+			return nil, fmt.Errorf("model: cache of layer %d: %w", i, err)
+		}
+		s.caches = append(s.caches, c)
+	}
+	return s, nil
+}
+
+// Len returns the number of tokens in the sequence.
+func (s *Session) Len() int { return s.pos }
+
+// CacheBytes returns the bytes held by all layers' caches.
+func (s *Session) CacheBytes() int64 {
+	var n int64
+	for _, c := range s.caches {
+		n += int64(c.Bytes())
+	}
+	return n
+}
+
+// ScratchBytes returns the bytes of the session's working buffers.
+func (s *Session) ScratchBytes() int64 {
+	var n int
+	for _, b := range [][]float32{s.x, s.h, s.q, s.k, s.v, s.att, s.o, s.g, s.u, s.act} {
+		n += 4 * cap(b)
+	}
+	return int64(n)
+}
+
+func grow(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
+	}
+	return b[:n]
+}
+
+// Forward appends tokens to the sequence and returns next-token logits:
+// for the last token only (len Vocab), or with all set for every token
+// (len(tokens)·Vocab, token after token).
+func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
+	m, c := s.m, &s.m.Config
+	n := len(tokens)
+	if n == 0 {
+		return nil, fmt.Errorf("model: Forward of no tokens")
+	}
+	if s.pos+n > s.limit {
+		return nil, fmt.Errorf("model: sequence of %d tokens would exceed the limit of %d", s.pos+n, s.limit)
+	}
+	for _, t := range tokens {
+		if t < 0 || int(t) >= c.Vocab {
+			return nil, fmt.Errorf("model: token id %d outside the vocabulary of %d", t, c.Vocab)
+		}
+	}
+	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	s.x = grow(s.x, n*c.Hidden)
+	s.h = grow(s.h, n*c.Hidden)
+	s.q = grow(s.q, n*qd)
+	s.k = grow(s.k, n*kd)
+	s.v = grow(s.v, n*kd)
+	s.att = grow(s.att, n*qd)
+	s.o = grow(s.o, n*c.Hidden)
+	s.g = grow(s.g, n*c.FFN)
+	s.u = grow(s.u, n*c.FFN)
+
+	for i, t := range tokens {
+		if err := tensor.Dequantize(m.w.embed.typ, s.x[i*c.Hidden:(i+1)*c.Hidden], m.w.embed.row(int(t))); err != nil {
+			return nil, fmt.Errorf("model: embedding of token %d: %w", t, err)
+		}
+	}
+	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
+	for li := range m.w.layers {
+		ly := &m.w.layers[li]
+		rmsNorm(s.h, s.x, ly.attnNorm, c.RMSEps, n)
+		if err := m.matmul(s.q, ly.q, s.h, n); err != nil {
+			return nil, err
+		}
+		if err := m.matmul(s.k, ly.k, s.h, n); err != nil {
+			return nil, err
+		}
+		if err := m.matmul(s.v, ly.v, s.h, n); err != nil {
+			return nil, err
+		}
+		addBias(s.q, ly.qBias, n)
+		addBias(s.k, ly.kBias, n)
+		addBias(s.v, ly.vBias, n)
+		for i := range n {
+			pos := s.pos + i
+			m.rope(s.q[i*qd:(i+1)*qd], c.Heads, pos)
+			m.rope(s.k[i*kd:(i+1)*kd], c.KVHeads, pos)
+			cache := s.caches[li]
+			if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
+				return nil, err
+			}
+			cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
+		}
+		if err := m.matmul(s.o, ly.o, s.att, n); err != nil {
+			return nil, err
+		}
+		add(s.x, s.o)
+		rmsNorm(s.h, s.x, ly.ffnNorm, c.RMSEps, n)
+		if err := m.matmul(s.g, ly.gate, s.h, n); err != nil {
+			return nil, err
+		}
+		if err := m.matmul(s.u, ly.up, s.h, n); err != nil {
+			return nil, err
+		}
+		swiglu(s.g, s.u)
+		if err := m.matmul(s.o, ly.down, s.g, n); err != nil {
+			return nil, err
+		}
+		add(s.x, s.o)
+	}
+	s.pos += n
+	first := n - 1
+	if all {
+		first = 0
+	}
+	rows := n - first
+	rmsNorm(s.h, s.x[first*c.Hidden:], m.w.outputNorm, c.RMSEps, rows)
+	logits := make([]float32, rows*c.Vocab)
+	if err := m.matmul(logits, m.w.output, s.h, rows); err != nil {
+		return nil, err
+	}
+	return logits, nil
+}
+
+func (m *Model) matmul(out []float32, w *matrix, x []float32, n int) error {
+	if err := tensor.MatMul(out[:n*w.rows], w.data, w.typ, w.rows, w.cols, x[:n*w.cols], n, m.opts); err != nil {
+		return fmt.Errorf("model: %s: %w", w.name, err)
+	}
+	return nil
+}
+
+// rope rotates each head of x (heads·HeadDim values) for position pos.
+func (m *Model) rope(x []float32, heads, pos int) {
+	c := &m.Config
+	half := c.RopeDim / 2
+	for i, f := range m.invFreq {
+		sin, cos := math.Sincos(float64(pos) * f)
+		sn, cs := float32(sin), float32(cos)
+		for h := range heads {
+			base := h * c.HeadDim
+			var a, b int
+			if c.RopeStyle == RopeAdjacent {
+				a, b = base+2*i, base+2*i+1
+			} else {
+				a, b = base+i, base+i+half
+			}
+			x0, x1 := x[a], x[b]
+			x[a] = x0*cs - x1*sn
+			x[b] = x0*sn + x1*cs
+		}
+	}
+}
+
+// rmsNorm sets dst = x / rms(x) · w for each of n rows of len(w).
+func rmsNorm(dst, x, w []float32, eps float32, n int) {
+	d := len(w)
+	for r := range n {
+		row := x[r*d : (r+1)*d]
+		var ss float64
+		for _, v := range row {
+			ss += float64(v) * float64(v)
+		}
+		inv := float32(1 / math.Sqrt(ss/float64(d)+float64(eps)))
+		out := dst[r*d : (r+1)*d]
+		for i, v := range row {
+			out[i] = v * inv * w[i]
+		}
+	}
+}
+
+func addBias(x, b []float32, n int) {
+	if b == nil {
+		return
+	}
+	d := len(b)
+	for r := range n {
+		row := x[r*d : (r+1)*d]
+		for i := range row {
+			row[i] += b[i]
+		}
+	}
+}
+
+func add(x, y []float32) {
+	y = y[:len(x)]
+	for i := range x {
+		x[i] += y[i]
+	}
+}
+
+// swiglu sets g = silu(g)·u, silu(z) = z·σ(z).
+func swiglu(g, u []float32) {
+	u = u[:len(g)]
+	for i, z := range g {
+		g[i] = z / (1 + float32(math.Exp(float64(-z)))) * u[i]
+	}
+}

@@ -1,0 +1,185 @@
+package model
+
+import (
+	"fmt"
+
+	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/tensor"
+)
+
+// matrix is a weight matrix of rows × cols elements in its file type,
+// viewed without copying (the bytes alias the GGUF file's mapping).
+type matrix struct {
+	name       string
+	typ        tensor.DType
+	rows, cols int
+	data       []byte
+}
+
+// Bytes returns the size of the matrix's data.
+func (m *matrix) Bytes() int { return len(m.data) }
+
+// row returns the bytes of row r.
+func (m *matrix) row(r int) []byte {
+	n := len(m.data) / m.rows
+	return m.data[r*n : (r+1)*n]
+}
+
+// layer holds one transformer block's weights.
+type layer struct {
+	attnNorm, ffnNorm   []float32
+	q, k, v, o          *matrix
+	qBias, kBias, vBias []float32 // nil where absent (llama)
+	gate, up, down      *matrix
+}
+
+// weights holds all of a model's tensors.
+type weights struct {
+	embed      *matrix // rows: tokens, cols: hidden
+	outputNorm []float32
+	output     *matrix // rows: vocab; token_embd when tied
+	layers     []layer
+	ropeFreqs  []float32 // per rotated pair, divides the frequency; nil if absent
+	bytes      int64     // total bytes of weight data
+}
+
+// loader reads tensors from a file, checking shapes and types.
+type loader struct {
+	f     *gguf.File
+	bytes int64
+}
+
+// matrix returns the tensor name as a rows × cols matrix (GGML shape
+// [cols, rows]) of a type the kernels support.
+func (l *loader) matrix(name string, rows, cols int) (*matrix, error) {
+	t, ok := l.f.Tensor(name)
+	if !ok {
+		return nil, fmt.Errorf("model: tensor %q missing", name)
+	}
+	if len(t.Shape) != 2 || t.Shape[0] != int64(cols) || t.Shape[1] != int64(rows) {
+		return nil, fmt.Errorf("model: tensor %q has shape %v, want [%d %d]", name, t.Shape, cols, rows)
+	}
+	if !tensor.CanMatVec(t.Type) || !tensor.CanDequantize(t.Type) {
+		return nil, fmt.Errorf("%w tensor type %s (tensor %q)", ErrUnsupported, t.Type, name)
+	}
+	data, err := l.f.ReadTensor(t)
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	rb, err := t.Type.RowBytes(int64(cols))
+	if err != nil || int64(len(data)) != rb*int64(rows) {
+		return nil, fmt.Errorf("model: tensor %q: %d bytes, want %d rows of %d", name, len(data), rows, rb)
+	}
+	l.bytes += int64(len(data))
+	return &matrix{name: name, typ: t.Type, rows: rows, cols: cols, data: data}, nil
+}
+
+// vector returns the tensor name, of n elements, as float32.
+func (l *loader) vector(name string, n int) ([]float32, error) {
+	t, ok := l.f.Tensor(name)
+	if !ok {
+		return nil, fmt.Errorf("model: tensor %q missing", name)
+	}
+	if t.Elements() != int64(n) || len(t.Shape) != 1 {
+		return nil, fmt.Errorf("model: tensor %q has shape %v, want [%d]", name, t.Shape, n)
+	}
+	data, err := l.f.ReadTensor(t)
+	if err != nil {
+		return nil, fmt.Errorf("model: %w", err)
+	}
+	out := make([]float32, n)
+	if err := tensor.Dequantize(t.Type, out, data); err != nil {
+		return nil, fmt.Errorf("model: tensor %q: %w", name, err)
+	}
+	l.bytes += int64(len(data))
+	return out, nil
+}
+
+// optionalVector is vector for a tensor that may be absent (nil, nil).
+func (l *loader) optionalVector(name string, n int) ([]float32, error) {
+	if _, ok := l.f.Tensor(name); !ok {
+		return nil, nil
+	}
+	return l.vector(name, n)
+}
+
+func loadWeights(f *gguf.File, c *Config) (*weights, error) {
+	l := &loader{f: f}
+	w := &weights{}
+	embed, ok := f.Tensor("token_embd.weight")
+	if !ok || len(embed.Shape) != 2 {
+		return nil, fmt.Errorf("model: tensor \"token_embd.weight\" missing or not 2-D")
+	}
+	if embed.Shape[1] < 1 || embed.Shape[1] > 1<<22 {
+		return nil, fmt.Errorf("model: vocabulary of %d tokens out of range", embed.Shape[1])
+	}
+	c.Vocab = int(embed.Shape[1])
+	var err error
+	if w.embed, err = l.matrix("token_embd.weight", c.Vocab, c.Hidden); err != nil {
+		return nil, err
+	}
+	if w.outputNorm, err = l.vector("output_norm.weight", c.Hidden); err != nil {
+		return nil, err
+	}
+	if _, ok := f.Tensor("output.weight"); ok {
+		if w.output, err = l.matrix("output.weight", c.Vocab, c.Hidden); err != nil {
+			return nil, err
+		}
+	} else {
+		w.output = w.embed // tied embeddings
+	}
+	if w.ropeFreqs, err = l.optionalVector("rope_freqs.weight", c.RopeDim/2); err != nil {
+		return nil, err
+	}
+	for _, v := range w.ropeFreqs {
+		if !(v > 0) {
+			return nil, fmt.Errorf("model: rope_freqs.weight holds %g; factors must be positive", v)
+		}
+	}
+	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	for i := range c.Layers {
+		p := fmt.Sprintf("blk.%d.", i)
+		var ly layer
+		for _, m := range []struct {
+			dst        **matrix
+			name       string
+			rows, cols int
+		}{
+			{&ly.q, "attn_q.weight", qd, c.Hidden},
+			{&ly.k, "attn_k.weight", kd, c.Hidden},
+			{&ly.v, "attn_v.weight", kd, c.Hidden},
+			{&ly.o, "attn_output.weight", c.Hidden, qd},
+			{&ly.gate, "ffn_gate.weight", c.FFN, c.Hidden},
+			{&ly.up, "ffn_up.weight", c.FFN, c.Hidden},
+			{&ly.down, "ffn_down.weight", c.Hidden, c.FFN},
+		} {
+			if *m.dst, err = l.matrix(p+m.name, m.rows, m.cols); err != nil {
+				return nil, err
+			}
+		}
+		for _, v := range []struct {
+			dst      *[]float32
+			name     string
+			n        int
+			optional bool
+		}{
+			{&ly.attnNorm, "attn_norm.weight", c.Hidden, false},
+			{&ly.ffnNorm, "ffn_norm.weight", c.Hidden, false},
+			{&ly.qBias, "attn_q.bias", qd, true},
+			{&ly.kBias, "attn_k.bias", kd, true},
+			{&ly.vBias, "attn_v.bias", kd, true},
+		} {
+			if v.optional {
+				*v.dst, err = l.optionalVector(p+v.name, v.n)
+			} else {
+				*v.dst, err = l.vector(p+v.name, v.n)
+			}
+			if err != nil {
+				return nil, err
+			}
+		}
+		w.layers = append(w.layers, ly)
+	}
+	w.bytes = l.bytes
+	return w, nil
+}
