@@ -13,7 +13,10 @@ import (
 //
 // A mapped file must not be truncated while it is open: reading a mapped
 // page beyond the new end of file faults.
-func Open(path string) (*File, error) {
+func Open(path string) (*File, error) { return open(path, true) }
+
+// open is Open, with mapping optional so tests can take the fallback path.
+func open(path string, tryMap bool) (*File, error) {
 	fh, err := os.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("gguf: %w", err)
@@ -24,7 +27,9 @@ func Open(path string) (*File, error) {
 		return nil, fmt.Errorf("gguf: %w", err)
 	}
 	size := st.Size()
-	if data, unmap, err := mapFile(fh, size); err == nil {
+	if !tryMap {
+		// Fall through to reading.
+	} else if data, unmap, err := mapFile(fh, size); err == nil {
 		// The mapping outlives the descriptor.
 		fh.Close()
 		f, err := DecodeBytes(data)
