@@ -121,7 +121,11 @@ func (f *File) ReadTensor(t TensorInfo) ([]byte, error) {
 		return nil, fmt.Errorf("gguf: tensor %q: file is closed", t.Name)
 	}
 	buf := make([]byte, t.Size)
-	if _, err := f.src.ReadAt(buf, t.Offset); err != nil && !(err == io.EOF && t.Size > 0) {
+	// ReadAt may return io.EOF with a complete read at the end of the file.
+	if n, err := f.src.ReadAt(buf, t.Offset); n < len(buf) {
+		if err == nil || err == io.EOF {
+			err = ErrTruncated
+		}
 		return nil, fmt.Errorf("gguf: tensor %q: reading %d bytes at %d: %w", t.Name, t.Size, t.Offset, err)
 	}
 	return buf, nil

@@ -139,14 +139,15 @@ func (d *decoder) fill(n int64) error {
 	}
 	d.buf = d.buf[:want]
 	got, err := d.src.ReadAt(d.buf, d.off)
-	if int64(got) < want {
-		d.buf, d.base = d.buf[:0], d.off
+	// A short read-ahead is fine (the reader may hold less than the size
+	// claimed); only the n bytes needed now must be there.
+	d.buf, d.base = d.buf[:got], d.off
+	if int64(got) < n {
 		if err == nil || err == io.EOF {
 			err = ErrTruncated
 		}
-		return fmt.Errorf("reading %d bytes: %w", want, err)
+		return fmt.Errorf("reading %d bytes: %w", n, err)
 	}
-	d.base = d.off
 	return nil
 }
 
