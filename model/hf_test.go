@@ -357,13 +357,3 @@ func TestLogitsMatchTransformers(t *testing.T) {
 		}
 	}
 }
-
-func argmax(x []float32) int {
-	best := 0
-	for i, v := range x {
-		if v > x[best] {
-			best = i
-		}
-	}
-	return best
-}

@@ -84,3 +84,31 @@ func (m *Model) Close() error {
 func (m *Model) CacheShape() kvcache.Shape {
 	return kvcache.Shape{QHeads: m.Config.Heads, KVHeads: m.Config.KVHeads, HeadDim: m.Config.HeadDim}
 }
+
+// MemoryPlan is where a session's memory goes, in bytes.
+type MemoryPlan struct {
+	Weights int64 // weight tensors (memory-mapped from the file)
+	KVCache int64 // keys and values of all layers at Context tokens
+	Scratch int64 // working buffers of a session at the largest batch
+	Context int
+	// KVBytesPerToken is KVCache / Context.
+	KVBytesPerToken float64
+}
+
+// Total returns the sum of the parts.
+func (p MemoryPlan) Total() int64 { return p.Weights + p.KVCache + p.Scratch }
+
+// Plan returns the memory a session of ctx tokens takes when the cache
+// stores bitsPerValue bits for each key and value coordinate (16 for f16).
+func (m *Model) Plan(ctx int, bitsPerValue float64) MemoryPlan {
+	c := &m.Config
+	perToken := 2 * float64(c.Layers*c.KVHeads*c.HeadDim) * bitsPerValue / 8
+	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	batch := min(ctx, MaxBatch)
+	scratch := 4 * int64(batch) * int64(3*c.Hidden+2*qd+2*kd+2*c.FFN)
+	scratch += 4 * int64(c.Vocab) // logits of one token
+	return MemoryPlan{
+		Weights: m.w.bytes, KVCache: int64(perToken * float64(ctx)), Scratch: scratch,
+		Context: ctx, KVBytesPerToken: perToken,
+	}
+}

@@ -154,3 +154,14 @@ func (s *Sampler) Sample(logits []float32) int32 {
 	}
 	return c[len(c)-1].id
 }
+
+// argmax returns the index of the largest value (the first, on ties).
+func argmax(x []float32) int {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return best
+}

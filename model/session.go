@@ -28,7 +28,6 @@ type Session struct {
 
 	// scratch, grown to the largest batch seen
 	x, h, q, k, v, att, o, g, u []float32
-	act                         []float32 // one row of hidden, for the embedding
 }
 
 // NewSession starts an empty sequence whose layers keep their keys and
@@ -67,7 +66,7 @@ func (s *Session) CacheBytes() int64 {
 // ScratchBytes returns the bytes of the session's working buffers.
 func (s *Session) ScratchBytes() int64 {
 	var n int
-	for _, b := range [][]float32{s.x, s.h, s.q, s.k, s.v, s.att, s.o, s.g, s.u, s.act} {
+	for _, b := range [][]float32{s.x, s.h, s.q, s.k, s.v, s.att, s.o, s.g, s.u} {
 		n += 4 * cap(b)
 	}
 	return int64(n)
@@ -80,18 +79,42 @@ func grow(b []float32, n int) []float32 {
 	return b[:n]
 }
 
+// MaxBatch is the most tokens Forward pushes through the layers at once;
+// longer inputs go in chunks, which bounds the scratch memory.
+const MaxBatch = 64
+
 // Forward appends tokens to the sequence and returns next-token logits:
 // for the last token only (len Vocab), or with all set for every token
 // (len(tokens)·Vocab, token after token).
 func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
-	m, c := s.m, &s.m.Config
-	n := len(tokens)
-	if n == 0 {
+	if len(tokens) == 0 {
 		return nil, fmt.Errorf("model: Forward of no tokens")
 	}
-	if s.pos+n > s.limit {
-		return nil, fmt.Errorf("model: sequence of %d tokens would exceed the limit of %d", s.pos+n, s.limit)
+	if s.pos+len(tokens) > s.limit {
+		return nil, fmt.Errorf("model: sequence of %d tokens would exceed the limit of %d", s.pos+len(tokens), s.limit)
 	}
+	var out []float32
+	for start := 0; start < len(tokens); start += MaxBatch {
+		chunk := tokens[start:min(start+MaxBatch, len(tokens))]
+		last := start+len(chunk) == len(tokens)
+		logits, err := s.forward(chunk, all, all || last)
+		if err != nil {
+			return nil, err
+		}
+		if all {
+			out = append(out, logits...)
+		} else if last {
+			out = logits
+		}
+	}
+	return out, nil
+}
+
+// forward runs one chunk of at most MaxBatch tokens; with wantLogits it
+// returns logits for the last token (or every token, with all).
+func (s *Session) forward(tokens []int32, all, wantLogits bool) ([]float32, error) {
+	m, c := s.m, &s.m.Config
+	n := len(tokens)
 	for _, t := range tokens {
 		if t < 0 || int(t) >= c.Vocab {
 			return nil, fmt.Errorf("model: token id %d outside the vocabulary of %d", t, c.Vocab)
@@ -157,6 +180,9 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 		add(s.x, s.o)
 	}
 	s.pos += n
+	if !wantLogits {
+		return nil, nil
+	}
 	first := n - 1
 	if all {
 		first = 0

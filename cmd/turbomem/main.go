@@ -45,6 +45,7 @@ func (e usageError) Unwrap() error { return e.err }
 func commands() []command {
 	return []command{
 		{"bench", "measure speed and accuracy (bench quant)", runBench},
+		{"inspect", "show a GGUF file's metadata, tensors and memory plan", runInspect},
 		{"version", "print the version", func(e *env, args []string) error {
 			fs := newFlagSet(e, "version", "")
 			if err := parseFlags(fs, args); err != nil {

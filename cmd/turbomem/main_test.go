@@ -78,3 +78,38 @@ func TestBenchQuantJSON(t *testing.T) {
 		t.Errorf("plot not written: %v", err)
 	}
 }
+
+func TestInspect(t *testing.T) {
+	dir := t.TempDir()
+	junk := filepath.Join(dir, "junk.gguf")
+	os.WriteFile(junk, []byte("GGUF\x03\x00\x00\x00truncated"), 0o644)
+	for _, tt := range []struct {
+		args []string
+		code int
+		want string
+	}{
+		{[]string{"inspect"}, 2, "needs a GGUF file"},
+		{[]string{"inspect", filepath.Join(dir, "absent.gguf")}, 1, "no such file"},
+		{[]string{"inspect", junk}, 1, "gguf"},
+		{[]string{"inspect", junk, "--ctx", "0"}, 2, "--ctx"},
+	} {
+		code, _, errOut := runCmd(tt.args...)
+		if code != tt.code || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: code %d, stderr %q; want %d, ∋ %q", tt.args, code, errOut, tt.code, tt.want)
+		}
+	}
+	const fixture = "../../../shared/fixtures/llama-2-tiny-random.gguf"
+	if _, err := os.Stat(fixture); err != nil {
+		t.Skipf("third-party fixture absent: %v", err)
+	}
+	code, out, errOut := runCmd("inspect", fixture, "--ctx", "2048")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	// 1 layer × 2 KV heads × 4 dims × (K+V) × 2 bytes = 32 B/token.
+	for _, want := range []string{"llama.block_count", "blk.0.attn_q.weight", "F16", "32 B/token", "65536 B"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("output lacks %q", want)
+		}
+	}
+}
