@@ -14,8 +14,10 @@ import (
 // the reader promises, and that Builder accepts every File the reader
 // accepts and writes it back to an equal File.
 func FuzzDecode(f *testing.F) {
-	if b, err := os.ReadFile(fixturePath); err == nil {
-		f.Add(b)
+	// The fixture enters with its vocabulary cut short (miniFixture): the
+	// same fields, but small enough for the fuzzer to mutate and minimize
+	// quickly (at 1.7 MB the whole file stalls it).
+	if _, err := os.Stat(fixturePath); err == nil {
 		f.Add(miniFixture(f))
 	}
 	f.Add(sampleFile(f))
