@@ -27,17 +27,17 @@ func open(path string, tryMap bool) (*File, error) {
 		return nil, fmt.Errorf("gguf: %w", err)
 	}
 	size := st.Size()
-	if !tryMap {
-		// Fall through to reading.
-	} else if data, unmap, err := mapFile(fh, size); err == nil {
-		// The mapping outlives the descriptor.
-		fh.Close()
-		f, err := DecodeBytes(data)
-		if err != nil {
-			return nil, errors.Join(fmt.Errorf("%s: %w", path, err), unmap())
+	if tryMap {
+		if data, unmap, err := mapFile(fh, size); err == nil {
+			// The mapping outlives the descriptor.
+			fh.Close()
+			f, err := DecodeBytes(data)
+			if err != nil {
+				return nil, errors.Join(fmt.Errorf("%s: %w", path, err), unmap())
+			}
+			f.close = unmap
+			return f, nil
 		}
-		f.close = unmap
-		return f, nil
 	}
 	f, err := Decode(fh, size)
 	if err != nil {
