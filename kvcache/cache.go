@@ -8,6 +8,8 @@ package kvcache
 import (
 	"fmt"
 	"math"
+	"runtime"
+	"sync"
 )
 
 // Cache holds one sequence's keys and values for one layer, all KV heads.
@@ -63,4 +65,30 @@ func softmax(s []float32) {
 	for i := range s {
 		s[i] *= inv
 	}
+}
+
+// minParallelWork is the number of multiply-adds per head below which
+// heads run on the calling goroutine: spawning costs more than it saves.
+const minParallelWork = 1 << 15
+
+// parallelHeads calls f(h) for every head h in [0, heads), spread over up
+// to runtime.NumCPU() goroutines when each head has at least
+// minParallelWork of work.
+func parallelHeads(heads, workPerHead int, f func(h int)) {
+	workers := min(heads, runtime.NumCPU())
+	if workers <= 1 || workPerHead < minParallelWork {
+		for h := range heads {
+			f(h)
+		}
+		return
+	}
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for h := w; h < heads; h += workers {
+				f(h)
+			}
+		})
+	}
+	wg.Wait()
 }

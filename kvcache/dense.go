@@ -4,16 +4,17 @@ import (
 	"fmt"
 
 	"github.com/turbomem/turbomem/half"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // rows is one KV head's keys or values, token after token, in some
 // uncompressed element type.
 type rows interface {
 	appendRow(x []float32)
-	// dot returns <q, row t>.
-	dot(q []float32, t int) float32
-	// axpy adds w·(row t) to acc.
-	axpy(acc []float32, w float32, t int)
+	// scores sets dst[t] = <q, row t> for the first len(dst) rows.
+	scores(dst, q []float32)
+	// weightedSum adds Σ_t w[t]·(row t) to acc for the first len(w) rows.
+	weightedSum(acc, w []float32)
 	bytesPerElem() int
 }
 
@@ -81,35 +82,30 @@ func (c *Dense) Append(k, v []float32) error {
 
 // Attend computes attention of every query head over all tokens. Each
 // KV head's keys and values are read once for all query heads of its
-// group.
+// group; KV heads run on parallel goroutines when the work is large.
 func (c *Dense) Attend(out, q []float32, scale float32) {
 	d, g, n := c.shape.HeadDim, c.shape.Group(), c.n
 	if n == 0 {
 		clear(out[:c.shape.QHeads*d])
 		return
 	}
-	if cap(c.scores) < g*n {
-		c.scores = make([]float32, g*n, 2*g*n)
+	if cap(c.scores) < c.shape.QHeads*n {
+		c.scores = make([]float32, c.shape.QHeads*n, 2*c.shape.QHeads*n)
 	}
-	sc := c.scores[:g*n]
-	for h := range c.shape.KVHeads {
-		qh := q[h*g*d : (h+1)*g*d]
-		for t := range n {
-			for j := range g {
-				sc[j*n+t] = scale * c.keys[h].dot(qh[j*d:(j+1)*d], t)
-			}
-		}
+	parallelHeads(c.shape.KVHeads, n*g*d, func(h int) {
 		for j := range g {
-			softmax(sc[j*n : (j+1)*n])
-		}
-		oh := out[h*g*d : (h+1)*g*d]
-		clear(oh)
-		for t := range n {
-			for j := range g {
-				c.values[h].axpy(oh[j*d:(j+1)*d], sc[j*n+t], t)
+			qj := q[(h*g+j)*d : (h*g+j+1)*d]
+			sc := c.scores[(h*g+j)*n : (h*g+j+1)*n]
+			c.keys[h].scores(sc, qj)
+			for t := range sc {
+				sc[t] *= scale
 			}
+			softmax(sc)
+			oj := out[(h*g+j)*d : (h*g+j+1)*d]
+			clear(oj)
+			c.values[h].weightedSum(oj, sc)
 		}
-	}
+	})
 }
 
 type f32Rows struct {
@@ -117,61 +113,22 @@ type f32Rows struct {
 	data []float32
 }
 
-func (r *f32Rows) appendRow(x []float32) { r.data = append(r.data, x...) }
-func (r *f32Rows) bytesPerElem() int     { return 4 }
+func (r *f32Rows) appendRow(x []float32)        { r.data = append(r.data, x...) }
+func (r *f32Rows) bytesPerElem() int            { return 4 }
+func (r *f32Rows) scores(dst, q []float32)      { tensor.DotRowsF32(dst, q, r.data) }
+func (r *f32Rows) weightedSum(acc, w []float32) { tensor.WeightedSumF32(acc, w, r.data) }
 
-func (r *f32Rows) dot(q []float32, t int) float32 {
-	row := r.data[t*r.d : (t+1)*r.d]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+3 < len(row); i += 4 {
-		s0 += q[i] * row[i]
-		s1 += q[i+1] * row[i+1]
-		s2 += q[i+2] * row[i+2]
-		s3 += q[i+3] * row[i+3]
-	}
-	for ; i < len(row); i++ {
-		s0 += q[i] * row[i]
-	}
-	return (s0 + s1) + (s2 + s3)
-}
-
-func (r *f32Rows) axpy(acc []float32, w float32, t int) {
-	row := r.data[t*r.d : (t+1)*r.d]
-	for i, v := range row {
-		acc[i] += w * v
-	}
-}
-
+// f16Rows holds IEEE fp16 bit patterns.
 type f16Rows struct {
 	d    int
-	data []half.F16
+	data []uint16
 }
 
 func (r *f16Rows) appendRow(x []float32) {
 	for _, v := range x {
-		r.data = append(r.data, half.F32ToF16(v))
+		r.data = append(r.data, uint16(half.F32ToF16(v)))
 	}
 }
-func (r *f16Rows) bytesPerElem() int { return 2 }
-
-func (r *f16Rows) dot(q []float32, t int) float32 {
-	row := r.data[t*r.d : (t+1)*r.d]
-	var s0, s1 float32
-	i := 0
-	for ; i+1 < len(row); i += 2 {
-		s0 += q[i] * half.F16ToF32(row[i])
-		s1 += q[i+1] * half.F16ToF32(row[i+1])
-	}
-	for ; i < len(row); i++ {
-		s0 += q[i] * half.F16ToF32(row[i])
-	}
-	return s0 + s1
-}
-
-func (r *f16Rows) axpy(acc []float32, w float32, t int) {
-	row := r.data[t*r.d : (t+1)*r.d]
-	for i, v := range row {
-		acc[i] += w * half.F16ToF32(v)
-	}
-}
+func (r *f16Rows) bytesPerElem() int            { return 2 }
+func (r *f16Rows) scores(dst, q []float32)      { tensor.DotRowsF16(dst, q, r.data) }
+func (r *f16Rows) weightedSum(acc, w []float32) { tensor.WeightedSumF16(acc, w, r.data) }

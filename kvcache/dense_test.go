@@ -1,6 +1,7 @@
 package kvcache
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -104,5 +105,42 @@ func TestSoftmaxLargeScores(t *testing.T) {
 	softmax(s)
 	if math.Abs(float64(s[0])-0.5) > 1e-6 || s[2] != 0 {
 		t.Errorf("softmax = %v", s)
+	}
+}
+
+// BenchmarkAttend times one decode step's attention of one layer (32 query
+// heads, 8 KV heads of 128: a Llama-3-8B layer) at several context
+// lengths.
+func BenchmarkAttend(b *testing.B) {
+	s := Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, kind := range []string{"f32", "f16"} {
+		for _, n := range []int{1024, 4096, 16384} {
+			c, err := newDense(s, kind)
+			if err != nil {
+				b.Fatal(err)
+			}
+			w := s.KVHeads * s.HeadDim
+			k := make([]float32, w)
+			v := make([]float32, w)
+			for range n {
+				for i := range k {
+					k[i] = float32(r.NormFloat64())
+					v[i] = float32(r.NormFloat64())
+				}
+				c.Append(k, v)
+			}
+			q := make([]float32, s.QHeads*s.HeadDim)
+			for i := range q {
+				q[i] = float32(r.NormFloat64())
+			}
+			out := make([]float32, len(q))
+			b.Run(fmt.Sprintf("%s/ctx=%d", kind, n), func(b *testing.B) {
+				b.SetBytes(int64(c.Bytes()))
+				for b.Loop() {
+					c.Attend(out, q, 0.088)
+				}
+			})
+		}
 	}
 }

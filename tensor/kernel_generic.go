@@ -14,3 +14,11 @@ func dotRowQ8_0(w []byte, a *activation) float32 { return dotRowQ8_0Go(w, a) }
 func dotRowQ4_K(w []byte, a *activation) float32 { return dotRowQ4_KGo(w, a) }
 func dotRowQ4_0(w []byte, a *activation) float32 { return dotRowQ4_0Go(w, a) }
 func dotRowQ6_K(w []byte, a *activation) float32 { return dotRowQ6_KGo(w, a) }
+
+func axpyF32(y []float32, a float32, x []float32) { axpyF32Go(y, a, x) }
+func axpyF16(y []float32, a float32, w []uint16)  { axpyF16Go(y, a, w) }
+
+func dotRowsF16(dst, q []float32, rows []uint16)     { dotRowsF16Go(dst, q, rows) }
+func dotRowsF32(dst, q, rows []float32)              { dotRowsF32Go(dst, q, rows) }
+func weightedSumF16(acc, w []float32, rows []uint16) { weightedSumF16Go(acc, w, rows) }
+func weightedSumF32(acc, w, rows []float32)          { weightedSumF32Go(acc, w, rows) }

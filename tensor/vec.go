@@ -1,0 +1,93 @@
+package tensor
+
+// Vector kernels on uncompressed rows, for attention over a full-precision
+// KV cache: dot products of a float32 query with float32 or fp16 keys, and
+// weighted sums of float32 or fp16 values. fp16 values are IEEE binary16
+// bit patterns (half.F16 converts to them).
+
+// DotF32 returns Σ a[i]·b[i] over len(a); b must be at least as long.
+func DotF32(a, b []float32) float32 { return dotF32(a, b) }
+
+// DotF16 returns Σ float32(w[i])·x[i] over len(w) for fp16 w; x must be at
+// least as long.
+func DotF16(w []uint16, x []float32) float32 { return dotF16(w, x) }
+
+// AxpyF32 adds a·x[i] to y[i] over len(y); x must be at least as long.
+func AxpyF32(y []float32, a float32, x []float32) { axpyF32(y, a, x) }
+
+// AxpyF16 adds a·float32(w[i]) to y[i] over len(y) for fp16 w; w must be
+// at least as long.
+func AxpyF16(y []float32, a float32, w []uint16) { axpyF16(y, a, w) }
+
+func axpyF32Go(y []float32, a float32, x []float32) {
+	x = x[:len(y)]
+	for i := range y {
+		y[i] += a * x[i]
+	}
+}
+
+func axpyF16Go(y []float32, a float32, w []uint16) {
+	w = w[:len(y)]
+	tab := f16Table
+	for i := range y {
+		y[i] += a * tab[w[i]]
+	}
+}
+
+// DotRowsF16 sets dst[t] = <q, rows[t·d:(t+1)·d]> for t < len(dst), for
+// fp16 rows of d = len(q) elements: one pass over a head's keys.
+func DotRowsF16(dst, q []float32, rows []uint16) {
+	d := len(q)
+	_ = rows[len(dst)*d-1]
+	dotRowsF16(dst, q, rows)
+}
+
+// DotRowsF32 is DotRowsF16 for float32 rows.
+func DotRowsF32(dst, q, rows []float32) {
+	d := len(q)
+	_ = rows[len(dst)*d-1]
+	dotRowsF32(dst, q, rows)
+}
+
+// WeightedSumF16 adds Σ_t w[t]·rows[t·d:(t+1)·d] to acc, for fp16 rows of
+// d = len(acc) elements: one pass over a head's values.
+func WeightedSumF16(acc, w []float32, rows []uint16) {
+	d := len(acc)
+	_ = rows[len(w)*d-1]
+	weightedSumF16(acc, w, rows)
+}
+
+// WeightedSumF32 is WeightedSumF16 for float32 rows.
+func WeightedSumF32(acc, w, rows []float32) {
+	d := len(acc)
+	_ = rows[len(w)*d-1]
+	weightedSumF32(acc, w, rows)
+}
+
+func dotRowsF16Go(dst, q []float32, rows []uint16) {
+	d := len(q)
+	for t := range dst {
+		dst[t] = dotF16Go(rows[t*d:(t+1)*d], q)
+	}
+}
+
+func dotRowsF32Go(dst, q, rows []float32) {
+	d := len(q)
+	for t := range dst {
+		dst[t] = dotF32Go(rows[t*d:(t+1)*d], q)
+	}
+}
+
+func weightedSumF16Go(acc, w []float32, rows []uint16) {
+	d := len(acc)
+	for t, wt := range w {
+		axpyF16Go(acc, wt, rows[t*d:(t+1)*d])
+	}
+}
+
+func weightedSumF32Go(acc, w, rows []float32) {
+	d := len(acc)
+	for t, wt := range w {
+		axpyF32Go(acc, wt, rows[t*d:(t+1)*d])
+	}
+}

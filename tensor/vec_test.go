@@ -1,0 +1,102 @@
+package tensor
+
+import (
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/turbomem/turbomem/half"
+)
+
+// TestVecKernels compares the exported vector kernels (assembly where
+// available) with float64 sums of the same values, for lengths around the
+// SIMD block sizes.
+func TestVecKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 5))
+	for _, n := range []int{1, 15, 16, 17, 64, 100, 128, 257} {
+		a := make([]float32, n)
+		b := make([]float32, n)
+		h := make([]uint16, n)
+		for i := range a {
+			a[i] = float32(r.NormFloat64())
+			b[i] = float32(r.NormFloat64())
+			h[i] = uint16(half.F32ToF16(float32(r.NormFloat64())))
+		}
+		var want32, want16, mag float64
+		for i := range a {
+			want32 += float64(a[i]) * float64(b[i])
+			want16 += float64(a[i]) * float64(half.F16ToF32(half.F16(h[i])))
+			mag += math.Abs(float64(a[i]) * 3)
+		}
+		// float32 accumulation of n terms: a few ulps of Σ|terms|.
+		if got := DotF32(a, b); math.Abs(float64(got)-want32) > 1e-6*mag {
+			t.Errorf("n=%d DotF32 = %g, want %g", n, got, want32)
+		}
+		if got := DotF16(h, a); math.Abs(float64(got)-want16) > 1e-6*mag {
+			t.Errorf("n=%d DotF16 = %g, want %g", n, got, want16)
+		}
+		y32 := append([]float32(nil), b...)
+		y16 := append([]float32(nil), b...)
+		AxpyF32(y32, 0.75, a)
+		AxpyF16(y16, -1.5, h)
+		for i := range y32 {
+			w32 := float64(b[i]) + 0.75*float64(a[i])
+			w16 := float64(b[i]) - 1.5*float64(half.F16ToF32(half.F16(h[i])))
+			if math.Abs(float64(y32[i])-w32) > 1e-6*(1+math.Abs(w32)) || math.Abs(float64(y16[i])-w16) > 1e-6*(1+math.Abs(w16)) {
+				t.Fatalf("n=%d axpy[%d] = %g, %g; want %g, %g", n, i, y32[i], y16[i], w32, w16)
+			}
+		}
+	}
+}
+
+// TestRowKernels compares the batched row kernels with float64 sums.
+func TestRowKernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(6, 7))
+	for _, d := range []int{32, 64, 100, 128} {
+		for _, n := range []int{1, 3, 50} {
+			q := make([]float32, d)
+			rows32 := make([]float32, n*d)
+			rows16 := make([]uint16, n*d)
+			w := make([]float32, n)
+			for i := range q {
+				q[i] = float32(r.NormFloat64())
+			}
+			for i := range rows32 {
+				rows32[i] = float32(r.NormFloat64())
+				rows16[i] = uint16(half.F32ToF16(rows32[i]))
+			}
+			for i := range w {
+				w[i] = float32(r.Float64())
+			}
+			d32 := make([]float32, n)
+			d16 := make([]float32, n)
+			DotRowsF32(d32, q, rows32)
+			DotRowsF16(d16, q, rows16)
+			for tt := range n {
+				var w32, w16, mag float64
+				for i := range d {
+					w32 += float64(q[i]) * float64(rows32[tt*d+i])
+					w16 += float64(q[i]) * float64(half.F16ToF32(half.F16(rows16[tt*d+i])))
+					mag += math.Abs(float64(q[i]) * 4)
+				}
+				if math.Abs(float64(d32[tt])-w32) > 1e-6*mag || math.Abs(float64(d16[tt])-w16) > 1e-6*mag {
+					t.Fatalf("d=%d n=%d row %d: %g, %g; want %g, %g", d, n, tt, d32[tt], d16[tt], w32, w16)
+				}
+			}
+			a32 := make([]float32, d)
+			a16 := make([]float32, d)
+			WeightedSumF32(a32, w, rows32)
+			WeightedSumF16(a16, w, rows16)
+			for i := range d {
+				var w32, w16 float64
+				for tt := range n {
+					w32 += float64(w[tt]) * float64(rows32[tt*d+i])
+					w16 += float64(w[tt]) * float64(half.F16ToF32(half.F16(rows16[tt*d+i])))
+				}
+				if math.Abs(float64(a32[i])-w32) > 1e-5*float64(n) || math.Abs(float64(a16[i])-w16) > 1e-5*float64(n) {
+					t.Fatalf("d=%d n=%d col %d: %g, %g; want %g, %g", d, n, i, a32[i], a16[i], w32, w16)
+				}
+			}
+		}
+	}
+}
