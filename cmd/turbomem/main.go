@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"sort"
 	"strings"
 )
@@ -44,7 +45,7 @@ func (e usageError) Unwrap() error { return e.err }
 
 func commands() []command {
 	return []command{
-		{"bench", "measure speed and accuracy (bench quant)", runBench},
+		{"bench", "measure speed and accuracy (bench quant|decode)", runBench},
 		{"inspect", "show a GGUF file's metadata, tensors and memory plan", runInspect},
 		{"version", "print the version", func(e *env, args []string) error {
 			fs := newFlagSet(e, "version", "")
@@ -58,6 +59,8 @@ func commands() []command {
 }
 
 const version = "0.1.0-dev"
+
+func numCPU() int { return runtime.NumCPU() }
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))

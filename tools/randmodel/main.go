@@ -1,0 +1,188 @@
+// Command randmodel writes a llama-architecture GGUF file with random
+// weights in a chosen shape and type, for speed and memory benchmarks
+// (its output is gibberish). The tokenizer metadata is copied from another
+// GGUF file, so that llama.cpp loads the result too.
+//
+//	go run ./tools/randmodel -shape tinyllama-1.1b -type Q8_0 -vocab-from ../shared/fixtures/llama-2-tiny-random.gguf -o /tmp/tl-q8.gguf
+package main
+
+import (
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strings"
+
+	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/half"
+	"github.com/turbomem/turbomem/tensor"
+)
+
+type shape struct{ layers, hidden, heads, kvHeads, ffn int }
+
+var shapes = map[string]shape{
+	"tinyllama-1.1b": {22, 2048, 32, 4, 5632},
+	"small-160m":     {12, 768, 12, 4, 2048},
+	"hd128-100m":     {8, 1024, 8, 2, 2816},
+}
+
+func main() {
+	name := flag.String("shape", "small-160m", "model shape: "+strings.Join(shapeNames(), ", "))
+	typName := flag.String("type", "Q8_0", "type of the weight matrices (F16, Q8_0, Q4_0, Q4_K, Q6_K, ...)")
+	vocabFrom := flag.String("vocab-from", "", "GGUF file whose tokenizer metadata to copy (required)")
+	out := flag.String("o", "", "output file (required)")
+	seed := flag.Uint64("seed", 1, "random seed")
+	flag.Parse()
+	if err := run(*name, *typName, *vocabFrom, *out, *seed); err != nil {
+		fmt.Fprintln(os.Stderr, "randmodel:", err)
+		os.Exit(1)
+	}
+}
+
+func shapeNames() []string {
+	var s []string
+	for n := range shapes {
+		s = append(s, n)
+	}
+	return s
+}
+
+func run(name, typName, vocabFrom, out string, seed uint64) error {
+	sh, ok := shapes[name]
+	if !ok {
+		return fmt.Errorf("unknown shape %q", name)
+	}
+	typ, err := tensor.ParseDType(typName)
+	if err != nil {
+		return err
+	}
+	if vocabFrom == "" || out == "" {
+		return fmt.Errorf("-vocab-from and -o are required")
+	}
+	src, err := gguf.Open(vocabFrom)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	b := gguf.NewBuilder()
+	vocab := 0
+	for _, kv := range src.KV {
+		if strings.HasPrefix(kv.Key, "tokenizer.") {
+			if err := b.Set(kv.Key, kv.Value); err != nil {
+				return err
+			}
+			if kv.Key == "tokenizer.ggml.tokens" {
+				vocab = kv.Value.Len()
+			}
+		}
+	}
+	if vocab == 0 {
+		return fmt.Errorf("%s has no tokenizer.ggml.tokens", vocabFrom)
+	}
+	hd := sh.hidden / sh.heads
+	for _, kv := range []struct {
+		k string
+		v any
+	}{
+		{"general.architecture", "llama"},
+		{"general.name", "random " + name},
+		{"llama.block_count", uint32(sh.layers)},
+		{"llama.embedding_length", uint32(sh.hidden)},
+		{"llama.feed_forward_length", uint32(sh.ffn)},
+		{"llama.attention.head_count", uint32(sh.heads)},
+		{"llama.attention.head_count_kv", uint32(sh.kvHeads)},
+		{"llama.context_length", uint32(4096)},
+		{"llama.rope.dimension_count", uint32(hd)},
+		{"llama.rope.freq_base", float32(10000)},
+		{"llama.attention.layer_norm_rms_epsilon", float32(1e-5)},
+	} {
+		if err := b.Set(kv.k, kv.v); err != nil {
+			return err
+		}
+	}
+	r := rand.New(rand.NewPCG(seed, 7))
+	matrix := func(name string, rows, cols int) error {
+		return b.AddTensorFunc(name, typ, []int64{int64(cols), int64(rows)}, func(w io.Writer) error {
+			row := make([]float32, cols)
+			rb, err := typ.RowBytes(int64(cols))
+			if err != nil {
+				return err
+			}
+			buf := make([]byte, rb)
+			s := math.Sqrt(3 / float64(cols))
+			for range rows {
+				for i := range row {
+					row[i] = float32((2*r.Float64() - 1) * s)
+				}
+				if err := encode(typ, buf, row); err != nil {
+					return err
+				}
+				if _, err := w.Write(buf); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
+	vector := func(name string, n int) error {
+		data := make([]byte, 4*n)
+		for i := range n {
+			binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(float32(1+0.1*(2*r.Float64()-1))))
+		}
+		return b.AddTensor(name, tensor.F32, []int64{int64(n)}, data)
+	}
+	if err := matrix("token_embd.weight", vocab, sh.hidden); err != nil {
+		return err
+	}
+	for l := range sh.layers {
+		p := fmt.Sprintf("blk.%d.", l)
+		for _, m := range []struct {
+			n          string
+			rows, cols int
+		}{
+			{"attn_q.weight", sh.heads * hd, sh.hidden},
+			{"attn_k.weight", sh.kvHeads * hd, sh.hidden},
+			{"attn_v.weight", sh.kvHeads * hd, sh.hidden},
+			{"attn_output.weight", sh.hidden, sh.heads * hd},
+			{"ffn_gate.weight", sh.ffn, sh.hidden},
+			{"ffn_up.weight", sh.ffn, sh.hidden},
+			{"ffn_down.weight", sh.hidden, sh.ffn},
+		} {
+			if err := matrix(p+m.n, m.rows, m.cols); err != nil {
+				return err
+			}
+		}
+		if err := vector(p+"attn_norm.weight", sh.hidden); err != nil {
+			return err
+		}
+		if err := vector(p+"ffn_norm.weight", sh.hidden); err != nil {
+			return err
+		}
+	}
+	if err := vector("output_norm.weight", sh.hidden); err != nil {
+		return err
+	}
+	if err := matrix("output.weight", vocab, sh.hidden); err != nil {
+		return err
+	}
+	return b.WriteFile(out)
+}
+
+func encode(typ tensor.DType, dst []byte, row []float32) error {
+	switch typ {
+	case tensor.F32:
+		for i, v := range row {
+			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
+		}
+		return nil
+	case tensor.F16:
+		for i, v := range row {
+			binary.LittleEndian.PutUint16(dst[2*i:], uint16(half.F32ToF16(v)))
+		}
+		return nil
+	}
+	return tensor.Quantize(typ, dst, row)
+}
