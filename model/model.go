@@ -3,6 +3,7 @@ package model
 import (
 	"fmt"
 	"math"
+	"runtime"
 
 	"github.com/turbomem/turbomem/gguf"
 	"github.com/turbomem/turbomem/kvcache"
@@ -111,4 +112,34 @@ func (m *Model) Plan(ctx int, bitsPerValue float64) MemoryPlan {
 		Weights: m.w.bytes, KVCache: int64(perToken * float64(ctx)), Scratch: scratch,
 		Context: ctx, KVBytesPerToken: perToken,
 	}
+}
+
+// Prefault reads one byte of every page of the weights, so that the first
+// tokens do not pay for page faults of the memory mapping, reporting the
+// bytes done so far to progress (which may be nil).
+func (m *Model) Prefault(progress func(done, total int64)) {
+	var all []*matrix
+	all = append(all, m.w.embed)
+	if m.w.output != m.w.embed {
+		all = append(all, m.w.output)
+	}
+	for i := range m.w.layers {
+		ly := &m.w.layers[i]
+		all = append(all, ly.q, ly.k, ly.v, ly.o, ly.gate, ly.up, ly.down)
+	}
+	var total, done int64
+	for _, x := range all {
+		total += int64(len(x.data))
+	}
+	var sink byte
+	for _, x := range all {
+		for i := 0; i < len(x.data); i += 4096 {
+			sink += x.data[i]
+		}
+		done += int64(len(x.data))
+		if progress != nil {
+			progress(done, total)
+		}
+	}
+	runtime.KeepAlive(sink) // the reads are the point
 }

@@ -59,3 +59,34 @@ func TestGreedyMatchesLlamaCpp(t *testing.T) {
 		t.Errorf("greedy tokens agree with llama.cpp for %d of %d:\n ours %v\npeer %v", agree, len(got), got, peer.Tokens)
 	}
 }
+
+// TestTokenizerMatchesLlamaCpp: the prompt ids llama.cpp produced for
+// "Once upon a time" (without BOS) on the same file.
+func TestTokenizerMatchesLlamaCpp(t *testing.T) {
+	const path = "../../shared/fixtures/llama-2-tiny-random.gguf"
+	if _, err := os.Stat(path); err != nil {
+		t.Skipf("third-party fixture absent (%v)", err)
+	}
+	m, err := Open(path, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	tok, err := LoadTokenizer(m.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := tok.Encode("Once upon a time", false)
+	want := []int32{9038, 2501, 263, 931}
+	if len(got) != len(want) {
+		t.Fatalf("Encode = %v, llama.cpp %v", got, want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("Encode = %v, llama.cpp %v", got, want)
+		}
+	}
+	if withBOS := tok.Encode("Once upon a time", true); len(withBOS) != 5 || withBOS[0] != 1 {
+		t.Errorf("Encode with BOS = %v, want BOS (1) first", withBOS)
+	}
+}

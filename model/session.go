@@ -51,6 +51,9 @@ func (m *Model) NewSession(nc NewCache, maxTokens int) (*Session, error) {
 	return s, nil
 }
 
+// Limit returns the most tokens the sequence may hold.
+func (s *Session) Limit() int { return s.limit }
+
 // Len returns the number of tokens in the sequence.
 func (s *Session) Len() int { return s.pos }
 

@@ -47,6 +47,7 @@ func commands() []command {
 	return []command{
 		{"bench", "measure speed and accuracy (bench quant|decode)", runBench},
 		{"inspect", "show a GGUF file's metadata, tensors and memory plan", runInspect},
+		{"run", "generate text from a prompt", runRun},
 		{"version", "print the version", func(e *env, args []string) error {
 			fs := newFlagSet(e, "version", "")
 			if err := parseFlags(fs, args); err != nil {
@@ -61,6 +62,9 @@ func commands() []command {
 const version = "0.1.0-dev"
 
 func numCPU() int { return runtime.NumCPU() }
+
+// flagErrHelp is flag.ErrHelp, named for commands that parse by hand.
+var flagErrHelp = flag.ErrHelp
 
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))

@@ -113,3 +113,42 @@ func TestInspect(t *testing.T) {
 		}
 	}
 }
+
+func TestRun(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run"}, "needs a prompt"},
+		{[]string{"run", "hi", "--temp", "-1"}, "temperature"},
+		{[]string{"run", "hi", "-n", "0"}, "-n 0"},
+		{[]string{"run", "hi", "--top-p", "2"}, "top-p"},
+		{[]string{"run", "hi", "--bogus"}, "flag provided but not defined"},
+	} {
+		code, _, errOut := runCmd(tt.args...)
+		if code != 2 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: code %d, stderr %q; want 2, ∋ %q", tt.args, code, errOut, tt.want)
+		}
+	}
+	if code, _, errOut := runCmd("run", "-m", filepath.Join(t.TempDir(), "nope.gguf"), "hi"); code != 1 || !strings.Contains(errOut, "no such file") {
+		t.Errorf("missing model: code %d, %q", code, errOut)
+	}
+	const fixture = "../../../shared/fixtures/llama-2-tiny-random.gguf"
+	if _, err := os.Stat(fixture); err != nil {
+		t.Skipf("third-party fixture absent: %v", err)
+	}
+	// Greedy on the random tiny model: the first tokens are the ones
+	// llama.cpp generates (model/testdata/llamacpp_tiny_random.json).
+	code, out, errOut := runCmd("run", "-m", fixture, "-n", "4", "--temp", "0", "--repeat-penalty", "1", "Once upon a time")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	if !strings.HasPrefix(out, "Once upon a timeernalrightarrow попуdevelopment Gar") {
+		t.Errorf("output %q", out)
+	}
+	for _, want := range []string{"prompt 5 tokens", "generated 4 tokens", "KV cache", "weights"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr lacks %q: %s", want, errOut)
+		}
+	}
+}
