@@ -237,7 +237,7 @@ func (s *kiviScorer) Score(dst []float32, codes []byte) {
 					acc += tab[p*256+int(v)]
 				}
 			} else {
-				unpack(idx, c[4:], k.bits)
+				unpackAt(idx, c[4:], 0, k.bits)
 				qq := s.q[g*k.group : (g+1)*k.group]
 				for j, v := range idx {
 					acc += qq[j] * float32(v)
@@ -363,7 +363,7 @@ func (s *ChannelScorer) Score(dst []float32, block []byte) {
 	}
 	row := packedLen(k.d, k.bits)
 	for t := range dst {
-		unpack(s.idx, block[4*k.d+t*row:], k.bits)
+		unpackAt(s.idx, block[4*k.d+t*row:], 0, k.bits)
 		var a0, a1 float32
 		i := 0
 		for ; i+1 < k.d; i += 2 {

@@ -31,17 +31,23 @@ import (
 // count rounded up once: d = 128 with [4, 2, 2, 2] gives
 // 16 + ⌈8·46/8⌉ = 62 bytes, 3.875 bits per coordinate.
 type Polar struct {
-	d      int
-	bits   []int // per level, level 1 first
-	nb     int   // blocks
-	rot    Rotation
-	books  []*Codebook
-	cos    [][]float32 // per level, cos of each centroid
-	sin    [][]float32
-	idxOff []int // per level, first index in the all-levels index array
-	bitOff []int // per level, first bit in the angle stream
-	bytes  int
-	name   string
+	d     int
+	bits  []int // per level, level 1 first
+	nb    int   // blocks
+	rot   Rotation
+	books []*Codebook
+	cos   [][]float32 // per level, cos of each centroid
+	sin   [][]float32
+	// Encoding compares directions instead of computing angles. Level 1:
+	// halfCos/halfSin hold the unit vectors of the cell boundaries kΔ,
+	// 0 < kΔ < π. Levels ≥ 2: tanBound[l] holds tan of each boundary, so
+	// ψ = atan(ρ₂/ρ₁) > t ⟺ ρ₂ > tan(t)·ρ₁ (ρ₁, ρ₂ ≥ 0).
+	halfCos, halfSin []float64
+	tanBound         [][]float64
+	idxOff           []int // per level, first index in the all-levels index array
+	bitOff           []int // per level, first bit in the angle stream
+	bytes            int
+	name             string
 }
 
 // polarStream is the rotation stream of PolarQuant (TurboMSE uses 1), so
@@ -101,6 +107,20 @@ func NewPolar(d int, levelBits []int, o Options) (*Polar, error) {
 			})
 		}
 		p.books = append(p.books, cb)
+		if l == 0 {
+			for k := 1; 2*k < len(cb.Centroids); k++ {
+				a := float64(k) * 2 * math.Pi / float64(len(cb.Centroids))
+				p.halfCos = append(p.halfCos, math.Cos(a))
+				p.halfSin = append(p.halfSin, math.Sin(a))
+			}
+			p.tanBound = append(p.tanBound, nil)
+		} else {
+			tb := make([]float64, len(cb.Bounds))
+			for i, b := range cb.Bounds {
+				tb[i] = math.Tan(float64(b))
+			}
+			p.tanBound = append(p.tanBound, tb)
+		}
 		cs := make([]float32, len(cb.Centroids))
 		sn := make([]float32, len(cb.Centroids))
 		for k, c := range cb.Centroids {
@@ -181,28 +201,32 @@ func (p *Polar) encode(code []byte, x, y []float32, rho []float64, idx []uint8) 
 		return fmt.Errorf("quant: %s: input is not finite", p.name)
 	}
 	p.rot.Apply(y, x)
-	// Level 1: angles of the pairs, uniform cells of width Δ. The modulo
-	// maps ψ that rounds up to 2π into cell 0, the nearest on the circle.
-	n1 := 1 << p.bits[0]
-	inv := float64(n1) / (2 * math.Pi)
+	// Level 1: the cell k = ⌊ψ/Δ⌋ of ψ = atan2(b, a) ∈ [0, 2π). The lower
+	// half-plane (ψ ≥ π, including the negative a axis) is turned by π
+	// onto the upper one, n/2 cells further on; there ψ ≥ kΔ exactly when
+	// the cross product of the boundary direction with (a, b) is ≥ 0,
+	// which is monotone in k.
+	turn := (1 << p.bits[0]) / 2
 	lvl := idx[:p.angles(0)]
 	for j := range lvl {
 		a, b := float64(y[2*j]), float64(y[2*j+1])
-		psi := math.Atan2(b, a)
-		if psi < 0 {
-			psi += 2 * math.Pi
-		}
-		lvl[j] = uint8(int(psi*inv) % n1)
 		rho[j] = math.Sqrt(a*a + b*b)
+		k := 0
+		if b < 0 || (b == 0 && a < 0) {
+			a, b, k = -a, -b, turn
+		}
+		lvl[j] = uint8(k + countAtLeast(p.halfCos, p.halfSin, a, b))
 	}
 	// Levels ≥ 2, in place: node j reads its children 2j, 2j+1 ≥ j, and
-	// only nodes below j have been overwritten.
+	// only nodes below j have been overwritten. The cell is the number of
+	// boundaries t below ψ: ρ₂ > tan(t)·ρ₁ (ψ on a boundary goes to the
+	// lower cell, as in Codebook.Index).
 	for l := 1; l < len(p.bits); l++ {
 		lvl := idx[p.idxOff[l] : p.idxOff[l]+p.angles(l)]
-		cb := p.books[l]
+		tb := p.tanBound[l]
 		for j := range lvl {
 			a, b := rho[2*j], rho[2*j+1]
-			lvl[j] = uint8(cb.Index(float32(math.Atan2(b, a))))
+			lvl[j] = uint8(countBelow(tb, a, b))
 			rho[j] = math.Sqrt(a*a + b*b)
 		}
 	}
@@ -224,6 +248,55 @@ func (p *Polar) encode(code []byte, x, y []float32, rho []float64, idx []uint8) 
 	}
 	w.flush()
 	return nil
+}
+
+// countAtLeast returns the number of boundary directions (cs[k], sn[k]),
+// at increasing angles in (0, π), that the direction (a, b) (b ≥ 0, angle
+// in [0, π)) is at or beyond: those with b·cs[k] − a·sn[k] ≥ 0.
+func countAtLeast(cs, sn []float64, a, b float64) int {
+	if len(cs) <= 7 { // up to 4 bits: a branch-free count beats the search
+		k := 0
+		for m, c := range cs {
+			if b*c-a*sn[m] >= 0 {
+				k++
+			}
+		}
+		return k
+	}
+	lo, hi := 0, len(cs)
+	for lo < hi { // the predicate holds on a prefix
+		m := int(uint(lo+hi) >> 1)
+		if b*cs[m]-a*sn[m] >= 0 {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
+}
+
+// countBelow returns the number of ascending tangents t with b > t·a, the
+// boundaries that ψ = atan2(b, a) ∈ [0, π/2] lies strictly above.
+func countBelow(tb []float64, a, b float64) int {
+	if len(tb) <= 7 {
+		k := 0
+		for _, t := range tb {
+			if b > t*a {
+				k++
+			}
+		}
+		return k
+	}
+	lo, hi := 0, len(tb)
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if b > tb[m]*a {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo
 }
 
 // bitWriter appends fields of up to 8 bits to an LSB-first bit stream.
@@ -257,7 +330,15 @@ func (w *bitWriter) flush() {
 // src, starting at bit off. Byte-aligned runs use unpack's fast paths.
 func unpackAt(idx []uint8, src []byte, off, b int) {
 	if off%8 == 0 {
-		unpack(idx, src[off/8:], b)
+		src = src[off/8:]
+		if b == 2 { // the common level width; unpack's generic loop is slower
+			src = src[:packedLen(len(idx), 2)]
+			for i := range idx {
+				idx[i] = src[i/4] >> (2 * (i & 3)) & 3
+			}
+			return
+		}
+		unpack(idx, src, b)
 		return
 	}
 	mask := uint16(1)<<b - 1
@@ -321,9 +402,16 @@ func (p *Polar) Decode(dst []float32, code []byte) error {
 	return nil
 }
 
-// Prepare rotates q once and tabulates, for every pair j and level-1
-// centroid k, q'[2j]·cos c_k + q'[2j+1]·sin c_k (q' = Πq): the inner
-// product of the pair's part of q' with the unit vector of angle c_k.
+// fusedMax bounds the per-query table that folds level 2 into level 1.
+const fusedMax = 1 << 14
+
+// Prepare rotates q once (q' = Πq) and tabulates, for every pair j and
+// level-1 centroid k, t1[j][k] = q'[2j]·cos c_k + q'[2j+1]·sin c_k: the
+// inner product of the pair's part of q' with the unit vector of angle
+// c_k. When the table stays small (d/2·2^b₁·2^b₂ ≤ 2^14 entries: 4096
+// for d = 128 and [4, 2, …]) it also folds in the parent's level-2 angle
+// m: t12[j][m][k] = (cos or sin of c²_m, as j is a first or second
+// child)·t1[j][k], so a level-2 node costs two lookups and an add.
 func (p *Polar) Prepare(q []float32) (Scorer, error) {
 	if err := checkLen("polar query", len(q), p.d); err != nil {
 		return nil, err
@@ -340,12 +428,30 @@ func (p *Polar) Prepare(q []float32) (Scorer, error) {
 			row[k] = a*cs[k] + b*sn[k]
 		}
 	}
-	return &polarScorer{p: p, t1: t1}, nil
+	s := &polarScorer{p: p, t1: t1}
+	if len(p.bits) >= 2 && p.d/2<<(p.bits[0]+p.bits[1]) <= fusedMax {
+		n2 := 1 << p.bits[1]
+		s.t12 = make([]float32, p.d/2*n2*n1)
+		for j := range p.d / 2 {
+			f := p.cos[1]
+			if j%2 == 1 {
+				f = p.sin[1]
+			}
+			for m, c := range f {
+				row := s.t12[(j*n2+m)*n1 : (j*n2+m+1)*n1]
+				for k, v := range t1[j*n1 : (j+1)*n1] {
+					row[k] = c * v
+				}
+			}
+		}
+	}
+	return s, nil
 }
 
 type polarScorer struct {
-	p  *Polar
-	t1 []float32 // d/2 × 2^b₁
+	p   *Polar
+	t1  []float32 // d/2 × 2^b₁
+	t12 []float32 // d/2 × 2^b₂ × 2^b₁, or nil
 }
 
 // Score computes, per code, Σ_blocks r·v where v is the block's part of
@@ -360,11 +466,42 @@ func (s *polarScorer) Score(dst []float32, codes []byte) {
 	n1 := 1 << p.bits[0]
 	for i := range dst {
 		code := codes[i*p.bytes : (i+1)*p.bytes]
-		p.unpackAll(idx, code)
-		for j, k := range idx[:p.angles(0)] {
-			v[j] = s.t1[j*n1+int(k)]
+		first := 1
+		if s.t12 != nil && p.bits[0] == 4 && p.bits[1] == 2 {
+			// The default widths, read straight from the stream: byte j
+			// of level 1 holds both children of level-2 node j (low
+			// nibble first), and level 2 starts at bit 2d, byte-aligned.
+			stream := code[2*p.nb:]
+			l1 := stream[:p.d/4]
+			l2 := stream[p.d/4 : p.d/4+p.d/16]
+			for j, c := range l1 {
+				m := int(l2[j/4]>>(2*(j&3))) & 3
+				a := s.t12[(8*j+m)*16+int(c&15)]
+				b := s.t12[(8*j+4+m)*16+int(c>>4)]
+				v[j] = a + b
+			}
+			for l := 2; l < len(p.bits); l++ {
+				unpackAt(idx[p.idxOff[l]:p.idxOff[l]+p.angles(l)], stream, p.bitOff[l], p.bits[l])
+			}
+			first = 2
+		} else if s.t12 != nil {
+			p.unpackAll(idx, code)
+			l1 := idx[:p.angles(0)]
+			n2 := 1 << p.bits[1]
+			l2 := idx[p.idxOff[1] : p.idxOff[1]+p.angles(1)]
+			for j, m := range l2 {
+				a := s.t12[((2*j)*n2+int(m))*n1+int(l1[2*j])]
+				b := s.t12[((2*j+1)*n2+int(m))*n1+int(l1[2*j+1])]
+				v[j] = a + b
+			}
+			first = 2
+		} else {
+			p.unpackAll(idx, code)
+			for j, k := range idx[:p.angles(0)] {
+				v[j] = s.t1[j*n1+int(k)]
+			}
 		}
-		for l := 1; l < len(p.bits); l++ {
+		for l := first; l < len(p.bits); l++ {
 			lvl := idx[p.idxOff[l] : p.idxOff[l]+p.angles(l)]
 			cs, sn := p.cos[l], p.sin[l]
 			for j, k := range lvl {
