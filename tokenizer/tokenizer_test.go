@@ -258,8 +258,8 @@ func TestDecoderStreamsCompleteUTF8(t *testing.T) {
 		{b(0x9F), ""},
 		{b(0x91), ""},
 		{b(0x8D), "👍"},
-		{b(0xFF), "\xff"},   // never valid: not held back
-		{b(0xC3), ""},       // é cut short by...
+		{b(0xFF), "\xff"},    // never valid: not held back
+		{b(0xC3), ""},        // é cut short by...
 		{id["▁a"], "\xc3 a"}, // ...a space: the lone lead byte is let go
 		{b(0xE2), ""},
 	}

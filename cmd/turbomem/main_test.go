@@ -143,7 +143,7 @@ func TestRun(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	if !strings.HasPrefix(out, "Once upon a timeernalrightarrow попуdevelopment Gar") {
+	if out != "Once upon a timeernalrightarrow попуdevelopment\n" {
 		t.Errorf("output %q", out)
 	}
 	for _, want := range []string{"prompt 5 tokens", "generated 4 tokens", "KV cache", "weights"} {
