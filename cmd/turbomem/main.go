@@ -35,6 +35,7 @@ type command struct {
 // process.
 type env struct {
 	stdout, stderr io.Writer
+	in             io.Reader // stdin when nil
 }
 
 // usageError marks errors in the command line; they exit with code 2.
@@ -48,6 +49,7 @@ func commands() []command {
 		{"bench", "measure speed and accuracy (bench quant|decode)", runBench},
 		{"inspect", "show a GGUF file's metadata, tensors and memory plan", runInspect},
 		{"run", "generate text from a prompt", runRun},
+		{"chat", "talk with a model interactively", runChat},
 		{"version", "print the version", func(e *env, args []string) error {
 			fs := newFlagSet(e, "version", "")
 			if err := parseFlags(fs, args); err != nil {
@@ -72,7 +74,12 @@ func main() {
 
 // run executes one command line and returns the process exit code.
 func run(args []string, stdout, stderr io.Writer) int {
-	e := &env{stdout: stdout, stderr: stderr}
+	return runEnv(&env{stdout: stdout, stderr: stderr}, args)
+}
+
+// runEnv is run with an explicit environment.
+func runEnv(e *env, args []string) int {
+	stderr := e.stderr
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		printUsage(e.stdout)
 		if len(args) == 0 {

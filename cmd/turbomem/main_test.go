@@ -152,3 +152,31 @@ func TestRun(t *testing.T) {
 		}
 	}
 }
+
+func TestChat(t *testing.T) {
+	const fixture = "../../../shared/fixtures/llama-2-tiny-random.gguf"
+	if _, err := os.Stat(fixture); err != nil {
+		t.Skipf("third-party fixture absent: %v", err)
+	}
+	var o, e bytes.Buffer
+	in := strings.NewReader("Hello there\n\nSecond turn\n/reset\nHello there\n/quit\nnever read\n")
+	code := runEnv(&env{stdout: &o, stderr: &e, in: in}, []string{"chat", "-m", fixture, "-n", "6", "--temp", "0", "--template", "chatml"})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, e.String())
+	}
+	answers := strings.Split(o.String(), "> ")
+	// Prompts: turn 1, (empty line), turn 2, /reset, turn 3, /quit.
+	if len(answers) != 7 {
+		t.Fatalf("%d prompts in %q", len(answers)-1, o.String())
+	}
+	// Greedy from the same state: the first answer repeats after /reset.
+	if answers[1] == "" || answers[1] != answers[5] {
+		t.Errorf("answers after reset differ: %q vs %q", answers[1], answers[5])
+	}
+	if !strings.Contains(e.String(), "chat template: chatml") || strings.Count(e.String(), "KV cache") != 3 {
+		t.Errorf("stderr: %s", e.String())
+	}
+	if code, _, errOut := runCmd("chat", "--template", "nope"); code != 2 || !strings.Contains(errOut, "unknown chat template") {
+		t.Errorf("bad template: %d %q", code, errOut)
+	}
+}

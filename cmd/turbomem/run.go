@@ -96,6 +96,7 @@ func (g genFlags) load(e *env) (*loaded, error) {
 type genStats struct {
 	promptTokens, genTokens int
 	prompt, decode          time.Duration
+	tokens                  []int32 // generated and fed to the session
 }
 
 // generate feeds prompt ids to s and samples up to n tokens, writing text
@@ -129,6 +130,7 @@ func generate(w io.Writer, l *loaded, s *model.Session, sm *model.Sampler, promp
 		if logits, err = s.Forward([]int32{next}, false); err != nil {
 			return st, err
 		}
+		st.tokens = append(st.tokens, next)
 	}
 	_, err = io.WriteString(w, dec.Flush())
 	st.decode = time.Since(start)

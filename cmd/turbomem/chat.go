@@ -1,0 +1,147 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/turbomem/turbomem/model"
+)
+
+func runChat(e *env, args []string) error {
+	fs := newFlagSet(e, "chat", "\n\nAn interactive conversation in the model's chat template. Each line you type\nis a user turn; /reset starts over, /quit (or end of input) leaves.")
+	g := addGenFlags(fs)
+	n := fs.Int("n", 512, "maximum tokens per answer")
+	system := fs.String("system", "", "system prompt")
+	tmplName := fs.String("template", "", "chat template (plain, llama3, chatml, mistral, llama2; default: from the model)")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	sc, err := g.sampler()
+	if err != nil {
+		return err
+	}
+	var tmpl model.ChatTemplate
+	if *tmplName != "" {
+		if tmpl, err = model.ParseChatTemplate(*tmplName); err != nil {
+			return usageError{err}
+		}
+	}
+	l, err := g.load(e)
+	if err != nil {
+		return err
+	}
+	defer l.m.Close()
+	if *tmplName == "" {
+		jinja, _ := l.m.File().String("tokenizer.chat_template")
+		tmpl = model.DetectChatTemplate(jinja)
+	}
+	fmt.Fprintf(e.stderr, "chat template: %s; /reset to start over, /quit to leave\n", tmpl)
+	c := &conversation{l: l, tmpl: tmpl, sc: sc, ctx: *g.ctx, system: *system}
+	if err := c.reset(); err != nil {
+		return err
+	}
+	in := bufio.NewScanner(e.stdin())
+	in.Buffer(make([]byte, 64<<10), 1<<20)
+	for {
+		fmt.Fprint(e.stdout, "> ")
+		if !in.Scan() {
+			fmt.Fprintln(e.stdout)
+			return in.Err()
+		}
+		line := strings.TrimSpace(in.Text())
+		switch line {
+		case "":
+			continue
+		case "/quit", "/exit":
+			return nil
+		case "/reset":
+			if err := c.reset(); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := c.turn(e, line, *n); err != nil {
+			return err
+		}
+	}
+}
+
+// conversation keeps the messages and a session whose tokens are a prefix
+// of the rendered conversation, so each turn feeds only what is new.
+type conversation struct {
+	l      *loaded
+	tmpl   model.ChatTemplate
+	sc     model.SamplerConfig
+	ctx    int
+	system string
+	msgs   []model.Message
+	s      *model.Session
+	fed    []int32
+	sm     *model.Sampler
+}
+
+func (c *conversation) reset() error {
+	c.msgs = nil
+	if c.system != "" {
+		c.msgs = append(c.msgs, model.Message{Role: "system", Content: c.system})
+	}
+	s, err := c.l.m.NewSession(model.F16Cache, c.ctx)
+	if err != nil {
+		return err
+	}
+	sm, err := model.NewSampler(c.sc)
+	if err != nil {
+		return err
+	}
+	c.s, c.sm, c.fed = s, sm, nil
+	return nil
+}
+
+func (c *conversation) turn(e *env, line string, n int) error {
+	c.msgs = append(c.msgs, model.Message{Role: "user", Content: line})
+	text, err := c.tmpl.Render(c.msgs)
+	if err != nil {
+		return err
+	}
+	ids := c.l.tok.Encode(text, true)
+	// Feed only the tokens after what the session already holds; if the
+	// new rendering does not extend it (a tokenization boundary moved),
+	// start the session over.
+	common := 0
+	for common < len(c.fed) && common < len(ids) && c.fed[common] == ids[common] {
+		common++
+	}
+	if common < len(c.fed) || common == len(ids) {
+		s, err := c.l.m.NewSession(model.F16Cache, c.ctx)
+		if err != nil {
+			return err
+		}
+		c.s, c.fed, common = s, nil, 0
+	}
+	if len(ids) >= c.s.Limit() {
+		return errors.New("the conversation no longer fits in the context; /reset to start over")
+	}
+	var answer strings.Builder
+	st, err := generate(io.MultiWriter(e.stdout, &answer), c.l, c.s, c.sm, ids[common:], n)
+	fmt.Fprintln(e.stdout)
+	if err != nil {
+		return err
+	}
+	// The session now holds exactly these tokens; the next turn's
+	// rendering is compared with them.
+	c.fed = append(ids, st.tokens...)
+	c.msgs = append(c.msgs, model.Message{Role: "assistant", Content: answer.String()})
+	fmt.Fprintf(e.stderr, "[%s; KV cache %s]\n", st, humanBytes(c.s.CacheBytes()))
+	return nil
+}
+
+func (e *env) stdin() io.Reader {
+	if e.in != nil {
+		return e.in
+	}
+	return os.Stdin
+}
