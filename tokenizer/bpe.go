@@ -130,19 +130,13 @@ type bpeSymbol struct {
 
 const deadSymbol = -2
 
-// bpeBigram is a candidate merge; lid and rid are the ids the two symbols
-// had when it was queued, so a stale entry is recognised on popping.
+// bpeBigram is a candidate merge, queued by rankKey; lid and rid are the
+// ids the two symbols had when it was queued, so a stale entry is
+// recognised on popping.
 type bpeBigram struct {
 	left, right int32
-	rank        int32
 	lid, rid    int32
 	id          int32
-}
-
-// before orders by rank, then leftmost first (llama.cpp's llm_bigram_bpe
-// and Hugging Face's BPE word merge).
-func (a bpeBigram) before(b bpeBigram) bool {
-	return a.rank < b.rank || (a.rank == b.rank && a.left < b.left)
 }
 
 // bpeScratch holds the buffers that one Encode call reuses across words.
@@ -189,7 +183,7 @@ func (s *bpe) encodeWord(dst []int32, word string, sc *bpeScratch) []int32 {
 		}
 		lid, rid := syms[left].id, syms[right].id
 		if m, ok := s.merges[pairKey(lid, rid)]; ok {
-			q.push(bpeBigram{left: left, right: right, rank: m.rank, lid: lid, rid: rid, id: m.id})
+			q.push(rankKey(m.rank, left), bpeBigram{left: left, right: right, lid: lid, rid: rid, id: m.id})
 		}
 	}
 	for i := 1; i < len(syms); i++ {

@@ -19,6 +19,9 @@ type spm struct {
 	scores      []float32
 	byteIDs     [256]int32 // <0xXX> token of each byte, or the UNK token
 	spacePrefix bool
+	// splitWords: no token holds "▁" after another character (true of
+	// Llama's vocabulary), so the text can be merged word by word.
+	splitWords bool
 }
 
 func newSPM(t *Tokenizer, scores []float32) ([]string, encoder, error) {
@@ -30,8 +33,12 @@ func newSPM(t *Tokenizer, scores []float32) ([]string, encoder, error) {
 	for i := range s.byteIDs {
 		s.byteIDs[i] = NoToken
 	}
+	s.splitWords = true
 	pieces := make([]string, n)
 	for i, tok := range t.tokens {
+		if s.splitWords && spansWords(tok) {
+			s.splitWords = false
+		}
 		switch ty := t.types[i]; {
 		case ty == TypeByte:
 			b, ok := parseByteToken(tok)
@@ -87,19 +94,12 @@ type spmSymbol struct {
 	prev, next int32 // neighbours' indices, -1 at the ends
 }
 
-// spmBigram is a candidate merge of symbols left and right; size is their
-// joint length when queued, which tells a stale entry (either side has
-// grown or vanished since) from a live one.
+// spmBigram is a candidate merge of symbols left and right, queued by
+// scoreKey; size is their joint length when queued, which tells a stale
+// entry (either side has grown or vanished since) from a live one.
 type spmBigram struct {
 	left, right int32
-	score       float32
 	size        int32
-}
-
-// before orders by score, then leftmost first, as llama.cpp's
-// llm_bigram_spm::comparator and SentencePiece's bpe_model.cc do.
-func (a spmBigram) before(b spmBigram) bool {
-	return a.score > b.score || (a.score == b.score && a.left < b.left)
 }
 
 func (s *spm) encode(dst []int32, text string, afterSpecial bool) []int32 {
@@ -121,12 +121,38 @@ func (s *spm) encode(dst []int32, text string, afterSpecial bool) []int32 {
 		i += j + 1
 	}
 	norm := b.String()
+
+	var sc spmScratch
+	if !s.splitWords {
+		return s.encodeSegment(dst, norm, &sc)
+	}
+	// Cut before each "▁" that follows another character: no token spans
+	// such a cut, so no merge does, and each piece merges alone to the same
+	// result with a small queue.
+	seg := 0
+	for i := 1; i < len(norm); i++ {
+		if strings.HasPrefix(norm[i:], spaceMark) && !strings.HasSuffix(norm[:i], spaceMark) {
+			dst = s.encodeSegment(dst, norm[seg:i], &sc)
+			seg = i
+			i += len(spaceMark) - 1
+		}
+	}
+	return s.encodeSegment(dst, norm[seg:], &sc)
+}
+
+// spmScratch holds the buffers that one Encode call reuses across segments.
+type spmScratch struct {
+	syms []spmSymbol
+	q    mergeQueue[spmBigram]
+}
+
+// encodeSegment appends the ids of a normalized text.
+func (s *spm) encodeSegment(dst []int32, norm string, sc *spmScratch) []int32 {
 	if norm == "" {
 		return dst
 	}
-
 	// One symbol per character; an invalid byte is a character of its own.
-	syms := make([]spmSymbol, 0, len(norm))
+	syms := sc.syms[:0]
 	for i := 0; i < len(norm); {
 		_, w := utf8.DecodeRuneInString(norm[i:])
 		k := int32(len(syms))
@@ -134,9 +160,10 @@ func (s *spm) encode(dst []int32, text string, afterSpecial bool) []int32 {
 		i += w
 	}
 	syms[len(syms)-1].next = -1
+	sc.syms = syms
 
-	var q mergeQueue[spmBigram]
-	q.items = make([]spmBigram, 0, len(syms))
+	q := &sc.q
+	q.reset()
 	tryPair := func(left, right int32) {
 		if left < 0 || right < 0 {
 			return
@@ -146,7 +173,7 @@ func (s *spm) encode(dst []int32, text string, afterSpecial bool) []int32 {
 		if !ok {
 			return
 		}
-		q.push(spmBigram{left: left, right: right, score: s.scores[id], size: r.end - l.start})
+		q.push(scoreKey(s.scores[id], left), spmBigram{left: left, right: right, size: r.end - l.start})
 	}
 	for i := 1; i < len(syms); i++ {
 		tryPair(int32(i-1), int32(i))
@@ -180,4 +207,15 @@ func (s *spm) encode(dst []int32, text string, afterSpecial bool) []int32 {
 		}
 	}
 	return dst
+}
+
+// spansWords reports whether tok holds a "▁" after another character, so
+// that a merge could join the end of a word to the space after it.
+func spansWords(tok string) bool {
+	for i := 1; i < len(tok); i++ {
+		if strings.HasPrefix(tok[i:], spaceMark) && !strings.HasSuffix(tok[:i], spaceMark) {
+			return true
+		}
+	}
+	return false
 }

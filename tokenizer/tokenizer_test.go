@@ -477,3 +477,32 @@ func TestEmptyPre(t *testing.T) {
 		t.Errorf("round trip %q", got)
 	}
 }
+
+// wholeTextSPM returns a copy of tok that merges each fragment as one
+// sequence, as llama.cpp does, instead of word by word.
+func wholeTextSPM(tb testing.TB, tok *Tokenizer) *Tokenizer {
+	tb.Helper()
+	s, ok := tok.enc.(*spm)
+	if !ok || !s.splitWords {
+		tb.Fatal("tokenizer does not merge word by word")
+	}
+	whole := *s
+	whole.splitWords = false
+	t2 := *tok
+	t2.enc = &whole
+	return &t2
+}
+
+// TestSPMWordSplitIsExact checks that merging word by word gives the ids
+// of merging the whole text at once.
+func TestSPMWordSplitIsExact(t *testing.T) {
+	tok := newLlamaTokenizer(t)
+	whole := wholeTextSPM(t, tok)
+	var fx splitFixture
+	readGzipJSON(t, "splits.json.gz", &fx)
+	for _, s := range append(fx.Strings, readCorpus(t)) {
+		if got, want := tok.Encode(s, false), whole.Encode(s, false); !slices.Equal(got, want) {
+			t.Errorf("%.40q: word by word %v, whole %v", s, got, want)
+		}
+	}
+}
