@@ -27,7 +27,7 @@ import (
 // k/8, as in bitpack.go) holding the level-1 indices of all d/2 pairs in
 // coordinate order, directly followed by the d/4 level-2 indices, and so
 // on up to the nb level-L indices; only the stream's last byte is padded
-// (with zeros). Levels are not byte-aligned, so Bytes is the exact bit
+// (with zeros). Levels need not start on a byte, so Bytes is the exact bit
 // count rounded up once: d = 128 with [4, 2, 2, 2] gives
 // 16 + ⌈8·46/8⌉ = 62 bytes, 3.875 bits per coordinate.
 type Polar struct {
