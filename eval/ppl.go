@@ -25,6 +25,10 @@ type PPLOptions struct {
 	// TopK is the number of most likely tokens whose log-probabilities
 	// each scored position keeps for KL divergence (0: 64).
 	TopK int
+	// Ref, if set, holds the distributions of a reference run on the same
+	// text and windows (from an earlier run's Dists): the result then
+	// includes the agreement with it.
+	Ref *Dists
 	// Progress, if set, is called after each window.
 	Progress func(done, total int)
 }
@@ -39,6 +43,8 @@ type PPLResult struct {
 	// Dists holds, per scored position, the top-K log-probabilities: what
 	// a later run is compared with.
 	Dists *Dists `json:"-"`
+	// Agreement with PPLOptions.Ref, when given.
+	Agreement *Agreement `json:"agreement,omitempty"`
 }
 
 // Perplexity scores ids the way llama.cpp's llama-perplexity does, so the
@@ -65,6 +71,10 @@ func Perplexity(ctx context.Context, m *model.Model, ids []int32, bos int32, o P
 		return PPLResult{}, fmt.Errorf("eval: %d tokens make no window of %d", len(ids), o.Ctx)
 	}
 	res := PPLResult{Chunks: chunks, Dists: &Dists{K: topK, Vocab: m.Config.Vocab}}
+	if o.Ref != nil && o.Ref.Vocab != m.Config.Vocab {
+		return res, fmt.Errorf("%w: reference has a vocabulary of %d, the model %d", ErrMismatch, o.Ref.Vocab, m.Config.Vocab)
+	}
+	var agree agreementAcc
 	first := o.Ctx / 2
 	var sum, sumSq float64
 	window := make([]int32, o.Ctx)
@@ -90,6 +100,13 @@ func Perplexity(ctx context.Context, m *model.Model, ids []int32, bos int32, o P
 			nll := -lp[window[pos+1]]
 			sum += nll
 			sumSq += nll * nll
+			if o.Ref != nil {
+				p := res.Tokens
+				if p >= o.Ref.Len() || o.Ref.Target[p] != window[pos+1] {
+					return res, fmt.Errorf("%w: position %d differs from the reference run (other text or window?)", ErrMismatch, p)
+				}
+				agree.add(o.Ref, p, lp)
+			}
 			res.Tokens++
 			res.Dists.add(lp, window[pos+1], topK)
 		}
@@ -103,6 +120,13 @@ func Perplexity(ctx context.Context, m *model.Model, ids []int32, bos int32, o P
 	// Standard error of exp(mean): exp(mean)·sd/√n, as llama-perplexity.
 	variance := math.Max(sumSq/n-res.NLL*res.NLL, 0)
 	res.PPLStdErr = res.PPL * math.Sqrt(variance/math.Max(n-1, 1))
+	if o.Ref != nil {
+		if res.Tokens != o.Ref.Len() {
+			return res, fmt.Errorf("%w: %d positions scored, the reference has %d", ErrMismatch, res.Tokens, o.Ref.Len())
+		}
+		a := agree.result()
+		res.Agreement = &a
+	}
 	return res, nil
 }
 
@@ -196,8 +220,8 @@ func topIndices(x []float64, k int) []int {
 	return h
 }
 
-// Agreement compares a run's distributions with a reference run's on the
-// same positions.
+// Agreement compares a run's next-token distributions with a reference
+// run's on the same positions, as llama-perplexity --kl-divergence does.
 type Agreement struct {
 	KLMean float64 `json:"kl_mean"`
 	KLP99  float64 `json:"kl_p99"`
@@ -209,70 +233,65 @@ type Agreement struct {
 	DeltaNLL float64 `json:"delta_nll"`
 }
 
-// ErrMismatch reports distributions from runs that do not line up.
+// ErrMismatch reports runs that do not line up.
 var ErrMismatch = errors.New("eval: runs do not match")
 
-// Compare measures how far run is from ref. KL(ref ‖ run) is computed over
-// the reference's top-K tokens plus one bucket for the rest of the
-// vocabulary: merging tokens into a bucket can only lower KL (the
-// log-sum inequality), so this is a lower bound that is tight when the
-// top K hold nearly all the mass. The run's probabilities of the
-// reference's top-K tokens come from its own top-K where present; tokens
-// outside it share what its top-K leaves.
-func Compare(ref, run *Dists) (Agreement, error) {
-	if ref.Len() != run.Len() || ref.Vocab != run.Vocab {
-		return Agreement{}, fmt.Errorf("%w: %d positions × %d vocabulary vs %d × %d", ErrMismatch, ref.Len(), ref.Vocab, run.Len(), run.Vocab)
+// klBucketed returns KL(P ‖ Q) over the reference's top-K tokens (ids,
+// log-probabilities refLP) plus one bucket for the rest of the
+// vocabulary, with Q given in full (lp). Merging tokens into one bucket in
+// both distributions can only lower KL (the log-sum inequality), so this
+// is a lower bound of the full KL, tight when the top K hold nearly all
+// of P's mass.
+func klBucketed(ids []int32, refLP []float32, lp []float64) float64 {
+	var kl, pIn, qIn float64
+	for i, id := range ids {
+		p := math.Exp(float64(refLP[i]))
+		kl += p * (float64(refLP[i]) - lp[id])
+		pIn += p
+		qIn += math.Exp(lp[id])
 	}
-	n := ref.Len()
-	kls := make([]float64, n)
-	var top1 int
-	var nllRef, nllRun float64
-	for p := range n {
-		if ref.Target[p] != run.Target[p] {
-			return Agreement{}, fmt.Errorf("%w: position %d scores token %d vs %d", ErrMismatch, p, ref.Target[p], run.Target[p])
-		}
-		nllRef -= float64(ref.TargetLP[p])
-		nllRun -= float64(run.TargetLP[p])
-		rIDs, rLP := ref.IDs[p*ref.K:(p+1)*ref.K], ref.LogP[p*ref.K:(p+1)*ref.K]
-		qIDs, qLP := run.IDs[p*run.K:(p+1)*run.K], run.LogP[p*run.K:(p+1)*run.K]
-		if rIDs[0] == qIDs[0] {
-			top1++
-		}
-		q := make(map[int32]float64, len(qIDs))
-		var qMass float64
-		for i, id := range qIDs {
-			pr := math.Exp(float64(qLP[i]))
-			q[id] = pr
-			qMass += pr
-		}
-		// Tokens outside the run's top-K share its leftover mass evenly.
-		outside := float64(run.Vocab - run.K)
-		leftover := math.Max(1-qMass, 0)
-		var kl, pMass, qIn float64
-		for i, id := range rIDs {
-			pr := math.Exp(float64(rLP[i]))
-			qi, ok := q[id]
-			if !ok {
-				qi = leftover / math.Max(outside, 1)
-			}
-			qi = math.Max(qi, 1e-30)
-			kl += pr * (float64(rLP[i]) - math.Log(qi))
-			pMass += pr
-			qIn += qi
-		}
-		if pRest, qRest := 1-pMass, 1-qIn; pRest > 1e-12 {
-			kl += pRest * (math.Log(pRest) - math.Log(math.Max(qRest, 1e-30)))
-		}
-		kls[p] = math.Max(kl, 0)
+	if pRest, qRest := 1-pIn, 1-qIn; pRest > 1e-12 {
+		kl += pRest * (math.Log(pRest) - math.Log(math.Max(qRest, 1e-300)))
 	}
-	a := Agreement{Top1: float64(top1) / float64(n), DeltaNLL: (nllRun - nllRef) / float64(n)}
-	for _, k := range kls {
-		a.KLMean += k
-		a.KLMax = math.Max(a.KLMax, k)
+	return math.Max(kl, 0)
+}
+
+// agreementAcc accumulates an Agreement position by position.
+type agreementAcc struct {
+	kls          []float64
+	top1         int
+	nllRef, nllQ float64
+}
+
+func (a *agreementAcc) add(ref *Dists, p int, lp []float64) {
+	ids, refLP := ref.IDs[p*ref.K:(p+1)*ref.K], ref.LogP[p*ref.K:(p+1)*ref.K]
+	a.kls = append(a.kls, klBucketed(ids, refLP, lp))
+	best := 0
+	for i, v := range lp {
+		if v > lp[best] {
+			best = i
+		}
 	}
-	a.KLMean /= float64(n)
-	sorted := append([]float64(nil), kls...)
+	if int32(best) == ids[0] {
+		a.top1++
+	}
+	a.nllRef -= float64(ref.TargetLP[p])
+	a.nllQ -= lp[ref.Target[p]]
+}
+
+func (a *agreementAcc) result() Agreement {
+	n := len(a.kls)
+	if n == 0 {
+		return Agreement{}
+	}
+	r := Agreement{Top1: float64(a.top1) / float64(n), DeltaNLL: (a.nllQ - a.nllRef) / float64(n)}
+	for _, k := range a.kls {
+		r.KLMean += k
+		r.KLMax = math.Max(r.KLMax, k)
+	}
+	r.KLMean /= float64(n)
+	sorted := append([]float64(nil), a.kls...)
 	sort.Float64s(sorted)
-	a.KLP99 = sorted[min(n-1, int(math.Ceil(0.99*float64(n)))-1)]
-	return a, nil
+	r.KLP99 = sorted[max(0, int(math.Ceil(0.99*float64(n)))-1)]
+	return r
 }
