@@ -57,3 +57,28 @@ func TestTicks(t *testing.T) {
 		t.Errorf("ticks(0, 4.5) = %v", got)
 	}
 }
+
+func TestHeatmap(t *testing.T) {
+	h := &Heatmap{Title: "needle", XTicks: []string{"0", "0.5", "1"}, YTicks: []string{"512", "1024"}, Values: [][]float64{{1, 0.5, 0}, {1, 1, 0.25}}}
+	var b strings.Builder
+	if err := h.WriteSVG(&b); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Count(b.String(), "<rect x=") != 6 {
+		t.Errorf("want 6 cells")
+	}
+	d := xml.NewDecoder(strings.NewReader(b.String()))
+	for {
+		if _, err := d.Token(); err != nil {
+			if err.Error() != "EOF" {
+				t.Errorf("not well-formed XML: %v", err)
+			}
+			break
+		}
+	}
+	for _, bad := range []*Heatmap{{}, {XTicks: []string{"a"}, YTicks: []string{"b"}, Values: [][]float64{{1.5}}}, {XTicks: []string{"a"}, YTicks: nil, Values: [][]float64{{1}}}} {
+		if err := bad.WriteSVG(&strings.Builder{}); err == nil {
+			t.Errorf("%+v: no error", bad)
+		}
+	}
+}
