@@ -9,6 +9,7 @@ import (
 	"math"
 	"math/bits"
 	"slices"
+	"strings"
 
 	"github.com/turbomem/turbomem/tensor"
 )
@@ -201,6 +202,14 @@ func (d *decoder) str(field string, maxLen int64) (string, error) {
 func (d *decoder) decode() (*File, error) {
 	f := &File{Size: d.size, Alignment: DefaultAlignment}
 
+	if d.size < int64(len(Magic)) {
+		// Too short for the magic: say whether it could be a cut GGUF file.
+		b, err := d.take(d.size, "magic")
+		if err == nil && !strings.HasPrefix(Magic, string(b)) {
+			return nil, errAt(0, "magic", fmt.Errorf("%q: %w", b, ErrNotGGUF))
+		}
+		d.off = 0
+	}
 	magic, err := d.take(4, "magic")
 	if err != nil {
 		return nil, err

@@ -59,6 +59,7 @@ func TestDecodeRejects(t *testing.T) {
 	}{
 		{"empty", nil, ErrTruncated, "magic at byte 0", 0},
 		{"short magic", []byte("GGU"), ErrTruncated, "magic", 0},
+		{"short non-GGUF", []byte("PK"), ErrNotGGUF, `"PK"`, 0},
 		{"bad magic", append([]byte("GGML"), make([]byte, 20)...), ErrNotGGUF, `"GGML"`, 0},
 		{"version 1", (&raw{b: []byte("GGUF")}).u32(1).u32(0).u32(0).b, ErrUnsupportedVersion, "version 1", 4},
 		{"version 4", (&raw{b: []byte("GGUF")}).u32(4).u64(0).u64(0).b, ErrUnsupportedVersion, "version 4", 4},
