@@ -43,7 +43,8 @@ func (t TensorInfo) Elements() int64 {
 // File is a decoded GGUF file: its metadata, its tensor directory, and
 // access to the tensor data. A File from Open must be closed; the slices
 // that TensorData returns are valid until then. All methods except Close
-// are safe for concurrent use.
+// are safe for concurrent use. The exported fields describe the file and are
+// indexed by the lookup methods: treat them as read-only.
 type File struct {
 	Version   uint32       // format version: 2 or 3
 	KV        []KV         // metadata in file order

@@ -14,13 +14,16 @@ import (
 	"github.com/turbomem/turbomem/tensor"
 )
 
-// Limits the reader enforces (and the writer, so that whatever it writes
-// can be read back).
 const (
 	// Magic is the four bytes every GGUF file starts with.
 	Magic = "GGUF"
 	// Version is the format version this package writes.
 	Version = 3
+)
+
+// Limits the reader enforces (and the writer, so that whatever it writes
+// can be read back).
+const (
 	// DefaultAlignment is the data alignment of a file without
 	// general.alignment.
 	DefaultAlignment = 32
@@ -332,7 +335,7 @@ func (d *decoder) value(depth int) (Value, error) {
 // this array.
 func (d *decoder) array(depth int) (Value, error) {
 	if depth > MaxArrayDepth {
-		return Value{}, errAt(d.off-4, "array", fmt.Errorf("arrays nested deeper than %d", MaxArrayDepth))
+		return Value{}, errAt(d.off, "array", fmt.Errorf("arrays nested deeper than %d", MaxArrayDepth))
 	}
 	at := d.off
 	t32, err := d.u32("array element type")
