@@ -50,6 +50,7 @@ func commands() []command {
 		{"inspect", "show a GGUF file's metadata, tensors and memory plan", runInspect},
 		{"run", "generate text from a prompt", runRun},
 		{"chat", "talk with a model interactively", runChat},
+		{"eval", "measure accuracy (eval ppl|needle)", runEval},
 		{"version", "print the version", func(e *env, args []string) error {
 			fs := newFlagSet(e, "version", "")
 			if err := parseFlags(fs, args); err != nil {

@@ -180,3 +180,64 @@ func TestChat(t *testing.T) {
 		t.Errorf("bad template: %d %q", code, errOut)
 	}
 }
+
+func TestEval(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"eval"}, "needs a subject"},
+		{[]string{"eval", "x"}, "unknown subject"},
+		{[]string{"eval", "ppl", "-m", "m.gguf", "--kv", "q9"}, "--kv"},
+		{[]string{"eval", "ppl", "-m", "m.gguf"}, "--file"},
+		{[]string{"eval", "ppl", "--format", "csv"}, "--format"},
+		{[]string{"eval", "needle", "--lengths", "5"}, "--lengths"},
+		{[]string{"eval", "needle", "--depths", "0"}, "--depths"},
+	} {
+		code, _, errOut := runCmd(tt.args...)
+		if code != 2 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: code %d, stderr %q; want 2, ∋ %q", tt.args, code, errOut, tt.want)
+		}
+	}
+	const fixture = "../../../shared/fixtures/llama-2-tiny-random.gguf"
+	if _, err := os.Stat(fixture); err != nil {
+		t.Skipf("third-party fixture absent: %v", err)
+	}
+	dir := t.TempDir()
+	text := filepath.Join(dir, "text.txt")
+	os.WriteFile(text, []byte(strings.Repeat("The cat sat on the mat and looked at the dog. ", 60)), 0o644)
+	dump := filepath.Join(dir, "ref.dist")
+	if code, _, errOut := runCmd("eval", "ppl", "-m", fixture, "--file", text, "--ctx", "32", "--chunks", "2", "--dump", dump); code != 0 {
+		t.Fatalf("dump run: %d %s", code, errOut)
+	}
+	code, out, errOut := runCmd("eval", "ppl", "-m", fixture, "--file", text, "--ctx", "32", "--chunks", "2", "--ref", dump, "--kv", "f32", "--format", "json")
+	if code != 0 {
+		t.Fatalf("ref run: %d %s", code, errOut)
+	}
+	var loose map[string]any
+	if err := json.Unmarshal([]byte(out), &loose); err != nil {
+		t.Fatalf("not JSON: %v %s", err, out)
+	}
+	r := map[string]float64{}
+	for k, v := range loose {
+		if f, ok := v.(float64); ok {
+			r[k] = f
+		}
+	}
+	// f32 against an f16 reference on the same windows: near-identical.
+	if r["tokens"] != 32 || r["top1"] < 0.9 || r["kl_mean"] > 1e-3 || r["ppl"] <= 1 {
+		t.Errorf("json %v", r)
+	}
+	os.WriteFile(dump, []byte("TMDISTS1garbage"), 0o644)
+	if code, _, errOut := runCmd("eval", "ppl", "-m", fixture, "--file", text, "--ctx", "32", "--ref", dump); code != 1 || !strings.Contains(errOut, "corrupt") {
+		t.Errorf("corrupt ref: %d %q", code, errOut)
+	}
+	plotPath := filepath.Join(dir, "n.svg")
+	code, out, errOut = runCmd("eval", "needle", "-m", fixture, "--file", text, "--lengths", "48,64", "--depths", "2", "--plot", plotPath)
+	if code != 0 || !strings.Contains(out, "needle score") {
+		t.Fatalf("needle: %d %s %s", code, out, errOut)
+	}
+	if b, err := os.ReadFile(plotPath); err != nil || !bytes.Contains(b, []byte("<svg")) {
+		t.Errorf("heat map not written: %v", err)
+	}
+}

@@ -77,8 +77,8 @@ func (g genFlags) load(e *env) (*loaded, error) {
 		m.Close()
 		return nil, err
 	}
-	if f, ok := e.stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
-		p := mpb.New(mpb.WithOutput(f), mpb.WithWidth(40))
+	if isTerminal(e.stderr) {
+		p := mpb.New(mpb.WithOutput(e.stderr), mpb.WithWidth(40))
 		bar := p.AddBar(m.WeightBytes(),
 			mpb.PrependDecorators(decor.Name("loading weights "), decor.CountersKibiByte("% .1f / % .1f")),
 			mpb.AppendDecorators(decor.Percentage()))
@@ -90,6 +90,12 @@ func (g genFlags) load(e *env) (*loaded, error) {
 		m.Prefault(nil)
 	}
 	return &loaded{m: m, tok: tok}, nil
+}
+
+// isTerminal reports whether w is a terminal (progress is drawn only there).
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && term.IsTerminal(int(f.Fd()))
 }
 
 // genStats is what a generation measured.

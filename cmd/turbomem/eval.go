@@ -1,0 +1,236 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/turbomem/turbomem/eval"
+	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/plot"
+)
+
+func runEval(e *env, args []string) error {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprintln(e.stderr, "Usage: turbomem eval <what> [flags]\n\nWhat:\n  ppl     perplexity on held-out text; KL divergence and top-1 agreement against a reference run\n  needle  needle-in-a-haystack retrieval over context lengths × depths")
+		if len(args) == 0 {
+			return usageError{fmt.Errorf("eval needs a subject")}
+		}
+		return nil
+	}
+	switch args[0] {
+	case "ppl":
+		return evalPPL(e, args[1:])
+	case "needle":
+		return evalNeedle(e, args[1:])
+	}
+	return usageError{fmt.Errorf("unknown subject %q (want ppl or needle)", args[0])}
+}
+
+// kvFlag parses --kv into the cache constructor it names.
+func kvFlag(name string) (model.NewCache, error) {
+	switch name {
+	case "f16":
+		return model.F16Cache, nil
+	case "f32":
+		return model.F32Cache, nil
+	}
+	return nil, usageError{fmt.Errorf("--kv %q: known formats are f16, f32", name)}
+}
+
+// readText returns the text of path.
+func readText(path string) (string, error) {
+	if path == "" {
+		return "", usageError{fmt.Errorf("--file TEXT is required")}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", err
+	}
+	return string(b), nil
+}
+
+func evalPPL(e *env, args []string) error {
+	fs := newFlagSet(e, "eval ppl", "\n\nPerplexity over --file in windows of --ctx tokens, scored as llama-perplexity\ndoes (second half of each window). --dump saves the next-token distributions;\n--ref compares this run with a dump: KL divergence (mean, p99) and top-1.")
+	path := fs.String("m", "", "GGUF model file (required)")
+	file := fs.String("file", "", "text to score")
+	ctxLen := fs.Int("ctx", 512, "window length in tokens")
+	chunks := fs.Int("chunks", 0, "score at most this many windows (0: all)")
+	kv := fs.String("kv", "f16", "KV cache format")
+	dump := fs.String("dump", "", "write the next-token distributions to this file")
+	ref := fs.String("ref", "", "compare with the distributions in this file")
+	topK := fs.Int("top-k", 64, "most likely tokens kept per position in --dump")
+	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
+	format := fs.String("format", "table", "output format: table or json")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *format != "table" && *format != "json" {
+		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
+	}
+	nc, err := kvFlag(*kv)
+	if err != nil {
+		return err
+	}
+	if *path == "" {
+		return usageError{fmt.Errorf("-m FILE is required")}
+	}
+	text, err := readText(*file)
+	if err != nil {
+		return err
+	}
+	var refD *eval.Dists
+	if *ref != "" {
+		f, err := os.Open(*ref)
+		if err != nil {
+			return err
+		}
+		refD, err = eval.ReadDists(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("%s: %w", *ref, err)
+		}
+	}
+	l, err := (genFlags{model: path, threads: threads}).load(e)
+	if err != nil {
+		return err
+	}
+	defer l.m.Close()
+	ids := l.tok.Encode(text, true)
+	res, err := eval.Perplexity(context.Background(), l.m, ids, l.tok.BOS(), eval.PPLOptions{
+		Ctx: *ctxLen, NewCache: nc, MaxChunks: *chunks, TopK: *topK, Ref: refD,
+		Progress: func(done, total int) {
+			if isTerminal(e.stderr) {
+				fmt.Fprintf(e.stderr, "\rwindow %d/%d", done, total)
+			}
+		},
+	})
+	if isTerminal(e.stderr) {
+		fmt.Fprintln(e.stderr)
+	}
+	if err != nil {
+		return err
+	}
+	if *dump != "" {
+		f, err := os.Create(*dump)
+		if err != nil {
+			return err
+		}
+		if _, err := res.Dists.WriteTo(f); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	if *format == "json" {
+		out := map[string]any{"kv": *kv, "ctx": *ctxLen, "tokens": res.Tokens, "chunks": res.Chunks, "ppl": res.PPL, "ppl_stderr": res.PPLStdErr, "nll": res.NLL}
+		if a := res.Agreement; a != nil {
+			out["kl_mean"], out["kl_p99"], out["kl_max"], out["top1"], out["delta_nll"] = a.KLMean, a.KLP99, a.KLMax, a.Top1, a.DeltaNLL
+		}
+		return json.NewEncoder(e.stdout).Encode(out)
+	}
+	fmt.Fprintf(e.stdout, "%s: %d windows of %d tokens, %d scored, KV %s\nperplexity %.4f ± %.4f (mean NLL %.5f)\n", *file, res.Chunks, *ctxLen, res.Tokens, *kv, res.PPL, res.PPLStdErr, res.NLL)
+	if a := res.Agreement; a != nil {
+		fmt.Fprintf(e.stdout, "vs %s: KL mean %.6f, p99 %.6f, max %.6f; top-1 agreement %.4f; ΔNLL %+.6f\n", *ref, a.KLMean, a.KLP99, a.KLMax, a.Top1, a.DeltaNLL)
+	}
+	return nil
+}
+
+func evalNeedle(e *env, args []string) error {
+	fs := newFlagSet(e, "eval needle", "\n\nHides a random number at each depth of held-out text (--file) of each length,\nasks for it at the end and scores exact greedy answers.")
+	path := fs.String("m", "", "GGUF model file (required)")
+	file := fs.String("file", "", "haystack text")
+	lengths := fs.String("lengths", "512,1024,2048,4096", "comma-separated context lengths")
+	depths := fs.Int("depths", 11, "needle depths per length, from start to end")
+	trials := fs.Int("trials", 1, "needles per cell")
+	seed := fs.Uint64("seed", 1, "seed of the needles and haystack offsets")
+	kv := fs.String("kv", "f16", "KV cache format")
+	plotFile := fs.String("plot", "", "draw the grid as an SVG heat map")
+	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
+	format := fs.String("format", "table", "output format: table or json")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *format != "table" && *format != "json" {
+		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
+	}
+	if *depths < 1 || *depths > 101 || *trials < 1 || *trials > 1000 {
+		return usageError{fmt.Errorf("--depths must be in [1, 101] and --trials in [1, 1000]")}
+	}
+	var ls []int
+	for _, s := range strings.Split(*lengths, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n < 16 {
+			return usageError{fmt.Errorf("--lengths: %q is not a length ≥ 16", s)}
+		}
+		ls = append(ls, n)
+	}
+	nc, err := kvFlag(*kv)
+	if err != nil {
+		return err
+	}
+	if *path == "" {
+		return usageError{fmt.Errorf("-m FILE is required")}
+	}
+	text, err := readText(*file)
+	if err != nil {
+		return err
+	}
+	l, err := (genFlags{model: path, threads: threads}).load(e)
+	if err != nil {
+		return err
+	}
+	defer l.m.Close()
+	res, err := eval.Needle(context.Background(), l.m, l.tok, l.tok.Encode(text, false), eval.NeedleOptions{
+		Lengths: ls, Depths: *depths, Trials: *trials, Seed: *seed, NewCache: nc,
+	})
+	if err != nil {
+		return err
+	}
+	if *plotFile != "" {
+		h := &plot.Heatmap{Title: fmt.Sprintf("needle in a haystack, KV %s: overall %.3f", *kv, res.Overall), XLabel: "needle depth", YLabel: "context length"}
+		for _, d := range res.Depths {
+			h.XTicks = append(h.XTicks, fmt.Sprintf("%.1f", d))
+		}
+		for _, n := range res.Lengths {
+			h.YTicks = append(h.YTicks, strconv.Itoa(n))
+		}
+		h.Values = res.Score
+		f, err := os.Create(*plotFile)
+		if err != nil {
+			return err
+		}
+		if err := h.WriteSVG(f); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+	}
+	if *format == "json" {
+		return json.NewEncoder(e.stdout).Encode(map[string]any{"kv": *kv, "lengths": res.Lengths, "depths": res.Depths, "score": res.Score, "needle": res.Overall})
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 1, ' ', tabwriter.AlignRight)
+	fmt.Fprint(tw, "length \\ depth\t")
+	for _, d := range res.Depths {
+		fmt.Fprintf(tw, "%.2f\t", d)
+	}
+	fmt.Fprintln(tw)
+	for i, n := range res.Lengths {
+		fmt.Fprintf(tw, "%d\t", n)
+		for _, v := range res.Score[i] {
+			fmt.Fprintf(tw, "%.2f\t", v)
+		}
+		fmt.Fprintln(tw)
+	}
+	tw.Flush()
+	fmt.Fprintf(e.stdout, "needle score %.4f (%d lengths × %d depths × %d trials, KV %s)\n", res.Overall, len(res.Lengths), len(res.Depths), *trials, *kv)
+	return nil
+}
