@@ -59,8 +59,8 @@ func TestBenchQuantJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &rows); err != nil {
 		t.Fatalf("output is not a JSON array: %v\n%s", err, out)
 	}
-	if len(rows) != 4 {
-		t.Fatalf("%d rows, want 4 (turbo-mse, +proj, prod at 2 bits; split at 2.5)", len(rows))
+	if len(rows) != 8 {
+		t.Fatalf("%d rows, want 8 (turbo-mse, +proj, prod at 2 bits; split at 2.5; polar, kivi, q4_0, q8_0)", len(rows))
 	}
 	for _, key := range []string{"method", "bits", "mse", "ip_distortion_d", "bias", "bound_ratio", "encode_ns", "score_ns"} {
 		if _, ok := rows[0][key]; !ok {
