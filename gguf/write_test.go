@@ -370,3 +370,45 @@ func TestWriteToError(t *testing.T) {
 		t.Error("WriteFile into a missing directory succeeded")
 	}
 }
+
+// TestConcurrentReads reads every tensor from several goroutines at once,
+// by both Open paths (run with -race).
+func TestConcurrentReads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sample.gguf")
+	if err := sampleBuilder(t).WriteFile(path); err != nil {
+		t.Fatal(err)
+	}
+	for _, mapped := range []bool{true, false} {
+		f, err := open(path, mapped)
+		if err != nil {
+			t.Fatal(err)
+		}
+		errs := make(chan error, 4)
+		for range 4 {
+			go func() {
+				for i, st := range sampleTensors {
+					data, err := f.TensorData(st.name)
+					if err == nil && !bytes.Equal(data, tensorBytes(i, f.Tensors[i].Size)) {
+						err = errors.New(st.name + ": data differs")
+					}
+					if err != nil {
+						errs <- err
+						return
+					}
+				}
+				errs <- nil
+			}()
+		}
+		for range 4 {
+			if err := <-errs; err != nil {
+				t.Error(err)
+			}
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.TensorData(sampleTensors[0].name); err == nil {
+			t.Error("TensorData after Close succeeded")
+		}
+	}
+}
