@@ -6,21 +6,21 @@ import "unicode/utf8"
 // at a time. Next returns only complete UTF-8: the bytes of a character
 // split across tokens (byte-fallback tokens like <0xE2><0x82><0xAC>, or
 // byte-level pieces that cut a character) are held back until it is whole.
-// The concatenation of everything Next and Flush return equals Decode of
-// the same ids.
 //
-// A new Decoder treats its first id as the start of a text: a "llama"
-// model's leading space is dropped, as Decode drops it. To decode a
-// continuation of a prompt, give the prompt's ids to Next first and discard
-// what it returns.
+// A Decoder decodes a continuation of earlier text: unlike Decode, it keeps
+// a "llama" model's space at the start of its first token ("▁Paris" after
+// the prompt "The capital of France is" is " Paris"). It drops the space
+// after special tokens as Decode does, so everything Next and Flush return
+// for a sequence that starts with BOS (or any special token) equals Decode
+// of it.
 type Decoder struct {
 	state   decodeState
 	pending []byte
 }
 
-// NewDecoder returns a Decoder at the start of a text.
+// NewDecoder returns a Decoder for the tokens that follow earlier text.
 func (t *Tokenizer) NewDecoder() *Decoder {
-	return &Decoder{state: decodeState{t: t, afterSpecial: true}}
+	return &Decoder{state: decodeState{t: t}}
 }
 
 // Next returns the text that id completes; it may be empty.

@@ -267,6 +267,7 @@ func (t *Tokenizer) Encode(text string, addSpecial bool) []int32 {
 // tokens bytes, and the space that Encode prepends to the text (at the start
 // and after each special token) is removed. Ids outside the vocabulary are
 // skipped. The result may be invalid UTF-8 when ids end inside a character.
+// To decode generated tokens as they come, use a Decoder.
 func (t *Tokenizer) Decode(ids []int32) string {
 	var b strings.Builder
 	d := decodeState{t: t, afterSpecial: true}

@@ -250,7 +250,10 @@ func TestDecoderStreamsCompleteUTF8(t *testing.T) {
 		id   int32
 		want string
 	}{
-		{id["▁a"], "a"},
+		{id["▁a"], " a"}, // a continuation keeps its leading space
+		{1, "<s>"},
+		{id["▁a"], "a"}, // but not the one after a special token
+
 		{b(0xE2), ""},
 		{b(0x82), ""},
 		{b(0xAC), "€"},
