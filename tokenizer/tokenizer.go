@@ -1,14 +1,3 @@
-// Package tokenizer turns text into token ids and back for the models that
-// GGUF files describe, reproducing llama.cpp's tokenizers (and, through it,
-// Hugging Face's):
-//
-//   - "llama": SentencePiece-style BPE by score with byte fallback
-//     (Llama-2, Mistral, TinyLlama);
-//   - "gpt2": byte-level BPE by merge rank after a regex pre-tokenizer
-//     (Llama-3, Qwen2, SmolLM, GPT-2).
-//
-// A Tokenizer is built from a Vocab, which the caller fills from the GGUF
-// keys tokenizer.ggml.*. It is immutable and safe for concurrent use.
 package tokenizer
 
 import (
