@@ -40,6 +40,11 @@ func (m *Model) NewSession(nc NewCache, maxTokens int) (*Session, error) {
 	if maxTokens <= 0 {
 		maxTokens = m.Config.Context
 	}
+	if w := m.Config.SlidingWindow; w > 0 && maxTokens > w {
+		// Attention over the whole sequence equals sliding-window attention
+		// only while the sequence fits in the window.
+		return nil, fmt.Errorf("%w: a session of %d tokens needs sliding-window attention (window %d); use at most %d tokens", ErrUnsupported, maxTokens, w, w)
+	}
 	s := &Session{m: m, limit: maxTokens}
 	for i := range m.Config.Layers {
 		c, err := nc(i, m.CacheShape())
