@@ -32,13 +32,17 @@ type Session struct {
 
 // NewSession starts an empty sequence whose layers keep their keys and
 // values in caches made by nc (F16Cache if nil). maxTokens bounds the
-// sequence length (0: the model's training context).
+// sequence length (0: the model's training context, or its sliding
+// attention window if smaller).
 func (m *Model) NewSession(nc NewCache, maxTokens int) (*Session, error) {
 	if nc == nil {
 		nc = F16Cache
 	}
 	if maxTokens <= 0 {
 		maxTokens = m.Config.Context
+		if w := m.Config.SlidingWindow; w > 0 {
+			maxTokens = min(maxTokens, w)
+		}
 	}
 	if w := m.Config.SlidingWindow; w > 0 && maxTokens > w {
 		// Attention over the whole sequence equals sliding-window attention
