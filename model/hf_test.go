@@ -2,6 +2,7 @@ package model
 
 import (
 	"encoding/binary"
+	"errors"
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
@@ -177,7 +178,7 @@ func encodeAs(t *testing.T, typ tensor.DType, v []float32) []byte {
 
 // buildGGUF converts the formula weights of m to a GGUF file with matrices
 // in typ (norms, biases and rope factors stay F32).
-func buildGGUF(t *testing.T, m refMeta, typ tensor.DType) string {
+func buildGGUF(t *testing.T, m refMeta, typ tensor.DType, extra ...gguf.KV) string {
 	t.Helper()
 	b := gguf.NewBuilder()
 	arch := m.Arch
@@ -196,6 +197,9 @@ func buildGGUF(t *testing.T, m refMeta, typ tensor.DType) string {
 	set(arch+".context_length", uint32(cfgInt(m, "max_position_embeddings")))
 	set(arch+".rope.freq_base", float32(m.Config["rope_theta"].(float64)))
 	set(arch+".attention.layer_norm_rms_epsilon", float32(m.Config["rms_norm_eps"].(float64)))
+	for _, kv := range extra {
+		set(kv.Key, kv.Value)
+	}
 	if hd != hidden/heads {
 		set(arch+".attention.key_length", uint32(hd))
 		set(arch+".attention.value_length", uint32(hd))
@@ -355,5 +359,29 @@ func TestLogitsMatchTransformers(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func TestSlidingWindowLimit(t *testing.T) {
+	var meta refMeta
+	readJSON(t, "testdata/reflogits/llama_hd128_short.json", &meta)
+	w, err := gguf.ValueOf(uint32(16))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := Open(buildGGUF(t, meta, tensor.F32, gguf.KV{Key: "llama.attention.sliding_window", Value: w}), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	s, err := m.NewSession(nil, 0)
+	if err != nil || s.Limit() != 16 {
+		t.Fatalf("default session: limit %v, %v; want 16", s, err)
+	}
+	if _, err := m.NewSession(nil, 17); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("session beyond the window: %v", err)
+	}
+	if _, err := s.Forward(make([]int32, 17), false); err == nil {
+		t.Error("17 tokens in a 16-token session: no error")
 	}
 }
