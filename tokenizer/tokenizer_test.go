@@ -509,3 +509,36 @@ func TestSPMWordSplitIsExact(t *testing.T) {
 		}
 	}
 }
+
+// TestNoSpacePrefix checks tokenizer.ggml.add_space_prefix = false: no "▁"
+// is prepended, so none is removed.
+func TestNoSpacePrefix(t *testing.T) {
+	v := Vocab{
+		Model:  "llama",
+		Tokens: []string{"<unk>", "<s>", "▁", "a", "▁a"},
+		Scores: []float32{0, 0, -1, -2, -3},
+		Types:  []int32{2, 3, 1, 1, 1},
+		BOS:    1, EOS: NoToken, UNK: 0, PAD: NoToken,
+		NoSpacePrefix: true,
+	}
+	tok, err := New(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		text string
+		want []int32
+	}{
+		{"a", []int32{3}},
+		{" a", []int32{4}},
+		{"<s>a a", []int32{1, 3, 4}},
+	} {
+		ids := tok.Encode(c.text, false)
+		if !slices.Equal(ids, c.want) {
+			t.Errorf("Encode(%q) = %v, want %v", c.text, ids, c.want)
+		}
+		if got := tok.Decode(ids); got != c.text {
+			t.Errorf("Decode(%v) = %q, want %q", ids, got, c.text)
+		}
+	}
+}
