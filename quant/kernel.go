@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	"github.com/turbomem/turbomem/half"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // A scaled code is an fp16 scale followed by packed b-bit indices (b ≤ 4),
@@ -48,11 +49,7 @@ func dotCodesGo(dst, q []float32, table *[16]float32, codes []byte, stride, off,
 	}
 }
 
-// dotRowsGo is the pure-Go twin of the fp32 baseline scan: dst[i] =
-// <q, keys[i·len(q):(i+1)·len(q)]>.
-func dotRowsGo(dst, q, keys []float32) {
-	d := len(q)
-	for i := range dst {
-		dst[i] = dot(q, keys[i*d:(i+1)*d])
-	}
-}
+// dotRowsGo is the fp32 baseline scan below AVX-512: dst[i] =
+// <q, keys[i·len(q):(i+1)·len(q)]>, with tensor's row kernel (AVX2, or
+// pure Go under the purego tag).
+func dotRowsGo(dst, q, keys []float32) { tensor.DotRowsF32(dst, q, keys) }

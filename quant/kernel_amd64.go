@@ -37,9 +37,6 @@ func dotCodesAVX512(dst *float32, n int, q *float32, groups int, table *[16]floa
 func dotCodes4AVX512(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, ctrl *[64]byte, flags int)
 
 //go:noescape
-func dotRowsAVX2(dst *float32, n int, q *float32, d int, keys *float32)
-
-//go:noescape
 func dotRowsAVX512(dst *float32, n int, q *float32, d int, keys *float32)
 
 // kernelLevel selects the kernels dotCodes and dotRows use; tests and
@@ -134,18 +131,16 @@ func laneShifts(b int) [8]uint32 {
 
 func dotRows(dst, q, keys []float32) { dotRowsAt(bestLevel(), dst, q, keys) }
 
+// dotRowsAt runs the fp32 baseline scan at a kernel level: AVX-512 here,
+// AVX2 (or pure Go) through package tensor's row kernel.
 func dotRowsAt(level kernelLevel, dst, q, keys []float32) {
 	d := len(q)
-	if level == levelGo || d%32 != 0 || len(dst) == 0 {
+	if level != levelAVX512 || d%32 != 0 || len(dst) == 0 {
 		dotRowsGo(dst, q, keys)
 		return
 	}
 	_ = keys[len(dst)*d-1]
-	if level == levelAVX512 {
-		dotRowsAVX512(&dst[0], len(dst), &q[0], d, &keys[0])
-		return
-	}
-	dotRowsAVX2(&dst[0], len(dst), &q[0], d, &keys[0])
+	dotRowsAVX512(&dst[0], len(dst), &q[0], d, &keys[0])
 }
 
 // levels lists the kernel generations this CPU runs, lowest first.

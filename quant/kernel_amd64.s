@@ -203,57 +203,6 @@ done512:
 	VZEROUPPER
 	RET
 
-// func dotRowsAVX2(dst *float32, n int, q *float32, d int, keys *float32)
-// The fp32 baseline: dst[i] = <q, keys[i·d : (i+1)·d]>, d a multiple of 32.
-TEXT ·dotRowsAVX2(SB), NOSPLIT, $0-40
-	MOVQ  dst+0(FP), DI
-	MOVQ  n+8(FP), CX
-	MOVQ  q+16(FP), SI
-	MOVQ  d+24(FP), R8
-	MOVQ  keys+32(FP), BX
-	TESTQ CX, CX
-	JE    doneRows
-
-keyRows:
-	VXORPS Y0, Y0, Y0
-	VXORPS Y1, Y1, Y1
-	VXORPS Y2, Y2, Y2
-	VXORPS Y3, Y3, Y3
-	MOVQ   SI, R12
-	MOVQ   R8, R13
-
-rows:
-	VMOVUPS     (BX), Y4
-	VMOVUPS     32(BX), Y5
-	VMOVUPS     64(BX), Y6
-	VMOVUPS     96(BX), Y7
-	VFMADD231PS (R12), Y4, Y0
-	VFMADD231PS 32(R12), Y5, Y1
-	VFMADD231PS 64(R12), Y6, Y2
-	VFMADD231PS 96(R12), Y7, Y3
-	ADDQ        $128, BX
-	ADDQ        $128, R12
-	SUBQ        $32, R13
-	JNE         rows
-
-	VADDPS       Y1, Y0, Y0
-	VADDPS       Y3, Y2, Y2
-	VADDPS       Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VMOVHLPS     X0, X0, X1
-	VADDPS       X1, X0, X0
-	VPSHUFD      $1, X0, X1
-	VADDSS       X1, X0, X0
-	VMOVSS       X0, (DI)
-	ADDQ         $4, DI
-	DECQ         CX
-	JNE          keyRows
-
-doneRows:
-	VZEROUPPER
-	RET
-
 // func dotRowsAVX512(dst *float32, n int, q *float32, d int, keys *float32)
 // The fp32 baseline at the AVX-512 level; d a multiple of 32.
 TEXT ·dotRowsAVX512(SB), NOSPLIT, $0-40

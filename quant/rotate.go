@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/bits"
 	"math/rand/v2"
+
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // Rotation is a fixed orthogonal transform of R^d.
@@ -277,30 +279,11 @@ func (r *Dense) Invert(dst, src []float32) {
 	}
 }
 
-// dot returns Σ a[i]·b[i] over len(a).
-func dot(a, b []float32) float32 {
-	b = b[:len(a)]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+3 < len(a); i += 4 {
-		s0 += a[i] * b[i]
-		s1 += a[i+1] * b[i+1]
-		s2 += a[i+2] * b[i+2]
-		s3 += a[i+3] * b[i+3]
-	}
-	for ; i < len(a); i++ {
-		s0 += a[i] * b[i]
-	}
-	return (s0 + s1) + (s2 + s3)
-}
+// dot returns Σ a[i]·b[i] over len(a) (tensor's SIMD kernel).
+func dot(a, b []float32) float32 { return tensor.DotF32(a, b) }
 
-// axpy sets y += a·x over len(y).
-func axpy(y []float32, a float32, x []float32) {
-	x = x[:len(y)]
-	for i := range y {
-		y[i] += a * x[i]
-	}
-}
+// axpy sets y += a·x over len(y) (tensor's SIMD kernel).
+func axpy(y []float32, a float32, x []float32) { tensor.AxpyF32(y, a, x) }
 
 // norm2 returns the Euclidean norm of x, accumulated in float64 over four
 // independent partial sums (one chain of d additions is latency-bound).
