@@ -12,6 +12,19 @@ import (
 // query q is scale·Σⱼ q[j]·table[idxⱼ]; dotCodes does it for many codes at
 // once, in assembly where the CPU allows, else in dotCodesGo.
 
+// kernelLevel selects the kernels dotCodes and dotRows use; tests and
+// benchmarks pass a lower level to compare the SIMD generations. levels()
+// lists those the CPU and build offer.
+type kernelLevel int
+
+const (
+	levelGo kernelLevel = iota
+	levelAVX2
+	levelAVX512
+)
+
+func (l kernelLevel) String() string { return [...]string{"purego", "avx2", "avx512"}[l] }
+
 // dotCodesGo is the pure-Go twin of the SIMD scorers. For each of the
 // len(dst) codes at codes[i·stride+off:], it sets (or, with add, adds to)
 // dst[i] the code's fp16 scale times Σ_{j<len(q)} q[j]·table[idx_j], where

@@ -39,16 +39,6 @@ func dotCodes4AVX512(dst *float32, n int, q *float32, groups int, table *[16]flo
 //go:noescape
 func dotRowsAVX512(dst *float32, n int, q *float32, d int, keys *float32)
 
-// kernelLevel selects the kernels dotCodes and dotRows use; tests and
-// benchmarks pass a lower level to compare the SIMD generations.
-type kernelLevel int
-
-const (
-	levelGo kernelLevel = iota
-	levelAVX2
-	levelAVX512
-)
-
 func bestLevel() kernelLevel {
 	switch {
 	case simd.avx512:
@@ -154,5 +144,3 @@ func levels() []kernelLevel {
 	}
 	return l
 }
-
-func (l kernelLevel) String() string { return [...]string{"purego", "avx2", "avx512"}[l] }

@@ -6,10 +6,6 @@ package quant
 // "purego"), for benchmark reports.
 func SIMDLevel() string { return "purego" }
 
-type kernelLevel int
-
-const levelGo kernelLevel = 0
-
 func bestLevel() kernelLevel { return levelGo }
 
 func dotCodes(dst, q []float32, table *[16]float32, codes []byte, stride, off, b int, add bool) {
@@ -25,5 +21,3 @@ func dotRows(dst, q, keys []float32) { dotRowsGo(dst, q, keys) }
 func dotRowsAt(_ kernelLevel, dst, q, keys []float32) { dotRowsGo(dst, q, keys) }
 
 func levels() []kernelLevel { return []kernelLevel{levelGo} }
-
-func (kernelLevel) String() string { return "purego" }
