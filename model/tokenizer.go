@@ -63,8 +63,7 @@ func LoadTokenizer(f *gguf.File) (*tokenizer.Tokenizer, error) {
 		}
 		*id.dst = int32(x)
 	}
-	// llama.cpp adds BOS by default for SentencePiece vocabularies.
-	v.AddBOS = v.Model == "llama"
+X
 	for _, b := range []struct {
 		key string
 		dst *bool
