@@ -63,7 +63,9 @@ func LoadTokenizer(f *gguf.File) (*tokenizer.Tokenizer, error) {
 		}
 		*id.dst = int32(x)
 	}
-X
+	// Without tokenizer.ggml.add_bos_token, llama.cpp adds BOS for
+	// SentencePiece vocabularies and for Llama-3's byte-level one.
+	v.AddBOS = v.Model == "llama" || v.Pre == "llama-bpe" || v.Pre == "llama3"
 	for _, b := range []struct {
 		key string
 		dst *bool
