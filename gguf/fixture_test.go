@@ -501,3 +501,28 @@ func rewrite(tb testing.TB, f *File) []byte {
 	}
 	return buf.Bytes()
 }
+
+// TestFixtureVersion2 relabels the fixture as version 2, whose layout is the
+// same, and as versions this package must refuse.
+func TestFixtureVersion2(t *testing.T) {
+	b := bytes.Clone(readFixture(t))
+	want, err := DecodeBytes(readFixture(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[4] = 2
+	got, err := DecodeBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Version != 2 {
+		t.Errorf("version %d", got.Version)
+	}
+	checkSameContent(t, got, want)
+	for _, v := range []byte{1, 4} {
+		b[4] = v
+		if _, err := DecodeBytes(b); !errors.Is(err, ErrUnsupportedVersion) {
+			t.Errorf("version %d: %v", v, err)
+		}
+	}
+}
