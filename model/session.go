@@ -152,13 +152,7 @@ func (s *Session) forward(tokens []int32, all, wantLogits bool) ([]float32, erro
 	for li := range m.w.layers {
 		ly := &m.w.layers[li]
 		rmsNorm(s.h, s.x, ly.attnNorm, c.RMSEps, n)
-		if err := m.matmul(s.q, ly.q, s.h, n); err != nil {
-			return nil, err
-		}
-		if err := m.matmul(s.k, ly.k, s.h, n); err != nil {
-			return nil, err
-		}
-		if err := m.matmul(s.v, ly.v, s.h, n); err != nil {
+		if err := m.matmuls(s.h, n, product{s.q, ly.q}, product{s.k, ly.k}, product{s.v, ly.v}); err != nil {
 			return nil, err
 		}
 		addBias(s.q, ly.qBias, n)
@@ -179,10 +173,7 @@ func (s *Session) forward(tokens []int32, all, wantLogits bool) ([]float32, erro
 		}
 		add(s.x, s.o)
 		rmsNorm(s.h, s.x, ly.ffnNorm, c.RMSEps, n)
-		if err := m.matmul(s.g, ly.gate, s.h, n); err != nil {
-			return nil, err
-		}
-		if err := m.matmul(s.u, ly.up, s.h, n); err != nil {
+		if err := m.matmuls(s.h, n, product{s.g, ly.gate}, product{s.u, ly.up}); err != nil {
 			return nil, err
 		}
 		swiglu(s.g, s.u)
@@ -206,6 +197,26 @@ func (s *Session) forward(tokens []int32, all, wantLogits bool) ([]float32, erro
 		return nil, err
 	}
 	return logits, nil
+}
+
+// product pairs an output buffer with the matrix that fills it.
+type product struct {
+	out []float32
+	w   *matrix
+}
+
+// matmuls computes several products of the same input x (n rows, the
+// matrices' shared column count) in one parallel region.
+func (m *Model) matmuls(x []float32, n int, prods ...product) error {
+	ps := make([]tensor.Product, 0, len(prods))
+	cols := prods[0].w.cols
+	for _, p := range prods {
+		ps = append(ps, tensor.Product{Out: p.out[:n*p.w.rows], W: p.w.data, Type: p.w.typ, Rows: p.w.rows})
+	}
+	if err := tensor.MatMulShared(ps, cols, x[:n*cols], n, m.opts); err != nil {
+		return fmt.Errorf("model: layer products: %w", err)
+	}
+	return nil
 }
 
 func (m *Model) matmul(out []float32, w *matrix, x []float32, n int) error {

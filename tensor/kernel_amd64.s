@@ -85,40 +85,56 @@ f16done:
 	MOVSS X0, ret+24(FP)
 	RET
 
+// Q8BLOCK adds the dot product of one Q8_0 weight block at off(SI) with
+// the activation block at xoff(DI), scaled by d_w·d_x (d_x at doff(DX)),
+// to ACC. VPSIGNB moves the weight signs onto the activation so that
+// VPMADDUBSW can multiply |w| (unsigned) by ±x (signed).
+#define Q8BLOCK(off, xoff, doff, SX, SY, W, A, X, ACC) \
+	MOVWLZX off(SI), AX; \
+	VMOVD AX, SX; \
+	VCVTPH2PS SX, SX; \
+	VMULSS doff(DX), SX, SX; \
+	VBROADCASTSS SX, SY; \
+	VMOVDQU (off+2)(SI), W; \
+	VMOVDQU xoff(DI), X; \
+	VPSIGNB W, W, A; \
+	VPSIGNB W, X, X; \
+	VPMADDUBSW X, A, X; \
+	VPMADDWD Y7, X, X; \
+	VCVTDQ2PS X, X; \
+	VFMADD231PS X, SY, ACC
+
 // func dotQ8_0AVX2(w *byte, xq *int8, xd *float32, nb int) float32
 // w: nb Q8_0 blocks (34 bytes); xq, xd: the activation's quants and
-// per-block scales.
+// per-block scales. Two blocks per iteration into two accumulators, so
+// the FMA latency does not bound the loop.
 TEXT ·dotQ8_0AVX2(SB), NOSPLIT, $0-36
 	MOVQ w+0(FP), SI
 	MOVQ xq+8(FP), DI
 	MOVQ xd+16(FP), DX
 	MOVQ nb+24(FP), CX
 	VXORPS Y0, Y0, Y0
+	VXORPS Y8, Y8, Y8
 	MOVL $0x00010001, AX
 	VMOVD AX, X7
 	VPBROADCASTD X7, Y7
+	CMPQ CX, $2
+	JB q8tail
+q8pair:
+	Q8BLOCK(0, 0, 0, X1, Y1, Y2, Y4, Y5, Y0)
+	Q8BLOCK(34, 32, 4, X9, Y9, Y10, Y12, Y11, Y8)
+	ADDQ $68, SI
+	ADDQ $64, DI
+	ADDQ $8, DX
+	SUBQ $2, CX
+	CMPQ CX, $2
+	JAE q8pair
+q8tail:
 	TESTQ CX, CX
 	JZ q8done
-q8loop:
-	MOVWLZX (SI), AX
-	VMOVD AX, X1
-	VCVTPH2PS X1, X1
-	VMULSS (DX), X1, X1
-	VBROADCASTSS X1, Y1
-	VMOVDQU 2(SI), Y2
-	VMOVDQU (DI), Y3
-	VPSIGNB Y2, Y2, Y4
-	VPSIGNB Y2, Y3, Y5
-	VPMADDUBSW Y5, Y4, Y6
-	VPMADDWD Y7, Y6, Y6
-	VCVTDQ2PS Y6, Y6
-	VFMADD231PS Y6, Y1, Y0
-	ADDQ $34, SI
-	ADDQ $32, DI
-	ADDQ $4, DX
-	DECQ CX
-	JNZ q8loop
+	Q8BLOCK(0, 0, 0, X1, Y1, Y2, Y4, Y5, Y0)
 q8done:
+	VADDPS Y8, Y0, Y0
 	HSUM
 	VZEROUPPER
 	MOVSS X0, ret+32(FP)

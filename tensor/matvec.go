@@ -62,46 +62,98 @@ func MatVec(out []float32, w []byte, t DType, rows, cols int, x []float32, opts 
 // row is read once for all n vectors, which is what makes prefill faster
 // than n calls to MatVec.
 func MatMul(out []float32, w []byte, t DType, rows, cols int, x []float32, n int, opts Options) error {
-	return matMul(out, w, t, rows, cols, x, n, opts, minWorkBytes)
+	return matMulShared([]Product{{Out: out, W: w, Type: t, Rows: rows}}, cols, x, n, opts, minWorkBytes)
 }
 
-// matMul is MatMul with the per-goroutine minimum of weight bytes as a
-// parameter, so tests can spread small matrices over several goroutines.
-func matMul(out []float32, w []byte, t DType, rows, cols int, x []float32, n int, opts Options, minBytes int) error {
-	k, ok := rowKernels[t]
-	if !ok {
-		return fmt.Errorf("tensor: MatMul: no kernel for %s", t)
+// Product is one matrix of a MatMulShared call: Out (n·Rows values, as
+// MatMul writes them) = W·x, W being Rows rows of the shared column count
+// in Type.
+type Product struct {
+	Out  []float32
+	W    []byte
+	Type DType
+	Rows int
+}
+
+// MatMulShared computes several products of the same input x (n vectors of
+// cols elements), as MatMul would one by one, but quantizes x once per
+// activation form and spreads all the matrices' rows over one set of
+// goroutines: the Q, K and V projections of a layer, or its gate and up
+// projections, cost one parallel region instead of three or two.
+func MatMulShared(ps []Product, cols int, x []float32, n int, opts Options) error {
+	return matMulShared(ps, cols, x, n, opts, minWorkBytes)
+}
+
+// matMulShared is MatMulShared with the per-goroutine minimum of weight
+// bytes as a parameter, so tests can spread small matrices over several
+// goroutines.
+func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minBytes int) error {
+	if cols < 0 || n < 0 {
+		return fmt.Errorf("tensor: MatMul: negative shape: %d columns, n=%d", cols, n)
 	}
-	if rows < 0 || cols < 0 || n < 0 {
-		return fmt.Errorf("tensor: MatMul %s: negative shape %dx%d, n=%d", t, rows, cols, n)
+	type prepared struct {
+		k       rowKernel
+		rowByte int
+		acts    []*activation
+		start   int // first global row
 	}
-	rowBytes, err := t.RowBytes(int64(cols))
-	if err != nil {
-		return err
-	}
-	if int64(len(w)) != rowBytes*int64(rows) {
-		return fmt.Errorf("tensor: MatMul %s: %dx%d weights need %d bytes, have %d", t, rows, cols, rowBytes*int64(rows), len(w))
+	preps := make([]prepared, len(ps))
+	actsByKind := map[actKind][]*activation{}
+	totalRows, totalBytes := 0, 0
+	for i, p := range ps {
+		t, rows := p.Type, p.Rows
+		k, ok := rowKernels[t]
+		if !ok {
+			return fmt.Errorf("tensor: MatMul: no kernel for %s", t)
+		}
+		if rows < 0 {
+			return fmt.Errorf("tensor: MatMul %s: negative row count %d", t, rows)
+		}
+		rowBytes, err := t.RowBytes(int64(cols))
+		if err != nil {
+			return err
+		}
+		if int64(len(p.W)) != rowBytes*int64(rows) {
+			return fmt.Errorf("tensor: MatMul %s: %dx%d weights need %d bytes, have %d", t, rows, cols, rowBytes*int64(rows), len(p.W))
+		}
+		if len(p.Out) != n*rows {
+			return fmt.Errorf("tensor: MatMul %s: out has %d elements, want %d×%d", t, len(p.Out), n, rows)
+		}
+		preps[i] = prepared{k: k, rowByte: int(rowBytes), start: totalRows}
+		totalRows += rows
+		totalBytes += len(p.W)
 	}
 	if len(x) != n*cols {
-		return fmt.Errorf("tensor: MatMul %s: x has %d elements, want %d×%d", t, len(x), n, cols)
+		return fmt.Errorf("tensor: MatMul: x has %d elements, want %d×%d", len(x), n, cols)
 	}
-	if len(out) != n*rows {
-		return fmt.Errorf("tensor: MatMul %s: out has %d elements, want %d×%d", t, len(out), n, rows)
+	for i := range preps {
+		k := preps[i].k
+		acts, ok := actsByKind[k.act]
+		if !ok {
+			acts = make([]*activation, n)
+			for v := range acts {
+				acts[v] = newActivation(k.act, cols)
+				acts[v].set(k.act, x[v*cols:(v+1)*cols])
+			}
+			actsByKind[k.act] = acts
+		}
+		preps[i].acts = acts
 	}
-	if rows == 0 || n == 0 {
+	if totalRows == 0 || n == 0 {
 		return nil
 	}
-	acts := make([]*activation, n)
-	for v := range acts {
-		acts[v] = newActivation(k.act, cols)
-		acts[v].set(k.act, x[v*cols:(v+1)*cols])
-	}
-	rb := int(rowBytes)
+	// run computes global rows [r0, r1), which may span several products.
 	run := func(r0, r1 int) {
-		for r := r0; r < r1; r++ {
-			row := w[r*rb : (r+1)*rb]
-			for v, a := range acts {
-				out[v*rows+r] = k.dot(row, a)
+		for i := range ps {
+			pp := &preps[i]
+			lo, hi := max(r0, pp.start), min(r1, pp.start+ps[i].Rows)
+			rows := ps[i].Rows
+			for r := lo; r < hi; r++ {
+				lr := r - pp.start
+				row := ps[i].W[lr*pp.rowByte : (lr+1)*pp.rowByte]
+				for v, a := range pp.acts {
+					ps[i].Out[v*rows+lr] = pp.k.dot(row, a)
+				}
 			}
 		}
 	}
@@ -109,16 +161,18 @@ func matMul(out []float32, w []byte, t DType, rows, cols int, x []float32, n int
 	if workers <= 0 {
 		workers = runtime.NumCPU()
 	}
-	workers = min(workers, rows, max(1, len(w)*n/minBytes))
+	workers = min(workers, totalRows, max(1, totalBytes*n/minBytes))
 	if workers <= 1 {
-		run(0, rows)
+		run(0, totalRows)
 		return nil
 	}
 	var wg sync.WaitGroup
-	for i := range workers {
-		r0, r1 := rows*i/workers, rows*(i+1)/workers
+	for i := range workers - 1 {
+		r0, r1 := totalRows*i/workers, totalRows*(i+1)/workers
 		wg.Go(func() { run(r0, r1) })
 	}
+	// The calling goroutine takes the last share instead of waiting idle.
+	run(totalRows*(workers-1)/workers, totalRows)
 	wg.Wait()
 	return nil
 }

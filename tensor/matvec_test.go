@@ -82,7 +82,7 @@ func TestMatVecReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := make([]float32, rows)
-			if err := matMul(out, w, ty, rows, cols, x, 1, Options{Workers: 4}, 1); err != nil {
+			if err := matMulShared([]Product{{out, w, ty, rows}}, cols, x, 1, Options{Workers: 4}, 1); err != nil {
 				t.Fatal(err)
 			}
 			k := rowKernels[ty]
@@ -133,7 +133,7 @@ func TestMatMulMatchesMatVec(t *testing.T) {
 			t.Fatal(err)
 		}
 		out := make([]float32, n*rows)
-		if err := matMul(out, w, ty, rows, cols, x, n, Options{Workers: 3}, 1); err != nil {
+		if err := matMulShared([]Product{{out, w, ty, rows}}, cols, x, n, Options{Workers: 3}, 1); err != nil {
 			t.Fatal(err)
 		}
 		one := make([]float32, rows)
@@ -263,5 +263,54 @@ func BenchmarkRowDot(b *testing.B) {
 			}
 			_ = s
 		})
+	}
+}
+
+// TestMatMulSharedMatchesSeparate: products sharing an input, of different
+// types and row counts, spread over goroutines across product boundaries,
+// give exactly what separate MatMul calls give.
+func TestMatMulSharedMatchesSeparate(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	const cols, n = 256, 3
+	x := make([]float32, n*cols)
+	for i := range x {
+		x[i] = float32(r.NormFloat64())
+	}
+	var ps []Product
+	var want [][]float32
+	for _, spec := range []struct {
+		t    DType
+		rows int
+	}{{Q8_0, 7}, {F16, 5}, {Q4_K, 9}, {Q8_0, 1}} {
+		src := make([]float32, spec.rows*cols)
+		for i := range src {
+			src[i] = float32(r.NormFloat64())
+		}
+		w, err := encodeRows(spec.t, src)
+		if err != nil {
+			t.Fatal(err)
+		}
+		sep := make([]float32, n*spec.rows)
+		if err := MatMul(sep, w, spec.t, spec.rows, cols, x, n, Options{Workers: 1}); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, sep)
+		ps = append(ps, Product{Out: make([]float32, n*spec.rows), W: w, Type: spec.t, Rows: spec.rows})
+	}
+	for _, workers := range []int{1, 2, 3, 5} {
+		if err := matMulShared(ps, cols, x, n, Options{Workers: workers}, 1); err != nil {
+			t.Fatal(err)
+		}
+		for i := range ps {
+			for j := range want[i] {
+				if ps[i].Out[j] != want[i][j] {
+					t.Fatalf("workers %d product %d [%d]: %g, separate %g", workers, i, j, ps[i].Out[j], want[i][j])
+				}
+			}
+		}
+	}
+	bad := []Product{{Out: make([]float32, 2), W: make([]byte, 3), Type: Q8_0, Rows: 1}}
+	if err := MatMulShared(bad, cols, x, n, Options{}); err == nil {
+		t.Error("wrong weight size: no error")
 	}
 }
