@@ -20,11 +20,12 @@ const (
 // reads. Layout is one slice per field (not GGML's interleaved blocks) so
 // the kernels index without decoding.
 type activation struct {
-	f32   []float32 // actF32: the vector itself
-	qs    []int8    // quants, one per element
-	d     []float32 // scale per block (32 or 256 elements), float32 (not fp16) for accuracy
-	s     []float32 // actQ8_1: d·Σqs per 32-element block
-	bsums []int16   // actQ8_K: Σqs per 16 elements
+	f32    []float32 // actF32: the vector itself
+	qs     []int8    // quants, one per element
+	d      []float32 // scale per block (32 or 256 elements), float32 (not fp16) for accuracy
+	s      []float32 // actQ8_1: d·Σqs per 32-element block
+	bsums  []int16   // actQ8_K: Σqs per 16 elements
+	bsum32 []int32   // actQ8_K: Σqs per 32 elements (pairs of bsums), for the K-quant mins
 }
 
 // newActivation sizes an activation of kind k for n elements.
@@ -41,6 +42,7 @@ func newActivation(k actKind, n int) *activation {
 		a.qs = make([]int8, n)
 		a.d = make([]float32, n/QK_K)
 		a.bsums = make([]int16, n/16)
+		a.bsum32 = make([]int32, n/32)
 	}
 	return a
 }
@@ -82,6 +84,7 @@ func (a *activation) set(k actKind, x []float32) {
 			if amax == 0 {
 				clear(qb[:])
 				clear(bs[:])
+				clear(a.bsum32[b*QK_K/32 : (b+1)*QK_K/32])
 				a.d[b] = 0
 				continue
 			}
@@ -95,6 +98,9 @@ func (a *activation) set(k actKind, x []float32) {
 					sum += int16(q)
 				}
 				bs[j] = sum
+			}
+			for j := range QK_K / 32 {
+				a.bsum32[b*QK_K/32+j] = int32(bs[2*j]) + int32(bs[2*j+1])
 			}
 			a.d[b] = 1 / iscale
 		}

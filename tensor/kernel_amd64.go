@@ -77,14 +77,13 @@ func dotRowQ4_K(w []byte, a *activation) float32 {
 		for i := range n {
 			b := b0 + i
 			blk := (*[q4_KBytes]byte)(w[b*q4_KBytes:])
-			bs := (*[16]int16)(a.bsums[b*16:])
-			s := (*[12]byte)(blk[4:16])
-			var msum int32
-			for j := range 8 {
-				scj, mj := scaleMinK4(j, s)
-				sc[8*i+j] = int16(scj)
-				msum += int32(mj) * (int32(bs[2*j]) + int32(bs[2*j+1]))
-			}
+			bs := (*[8]int32)(a.bsum32[b*8:])
+			s0, s1, m0, m1 := packedScalesK4(blk[4:16])
+			scb := (*[8]int16)(sc[8*i:])
+			scb[0], scb[1], scb[2], scb[3] = int16(s0&0xff), int16(s0>>8&0xff), int16(s0>>16&0xff), int16(s0>>24)
+			scb[4], scb[5], scb[6], scb[7] = int16(s1&0xff), int16(s1>>8&0xff), int16(s1>>16&0xff), int16(s1>>24)
+			msum := int32(m0&0xff)*bs[0] + int32(m0>>8&0xff)*bs[1] + int32(m0>>16&0xff)*bs[2] + int32(m0>>24)*bs[3] +
+				int32(m1&0xff)*bs[4] + int32(m1>>8&0xff)*bs[5] + int32(m1>>16&0xff)*bs[6] + int32(m1>>24)*bs[7]
 			d := a.d[b]
 			dd[i] = f16Scale(blk[0:]) * d
 			mins += f16Scale(blk[2:]) * d * float32(msum)
