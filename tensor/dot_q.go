@@ -89,3 +89,11 @@ func dotRowQ8_0Go(w []byte, a *activation) float32 {
 	}
 	return sum
 }
+
+// dotRowQ8_0x4Go is four dotRowQ8_0Go calls: the twin of the assembly that
+// serves four activations per pass over the row.
+func dotRowQ8_0x4Go(w []byte, a *[4]*activation, out *[4]float32) {
+	for k, ak := range a {
+		out[k] = dotRowQ8_0Go(w, ak)
+	}
+}

@@ -144,3 +144,23 @@ func dotRowQ6_K(w []byte, a *activation) float32 {
 	}
 	return sum
 }
+
+//go:noescape
+func dotQ8_0x4AVX2(w *byte, xq *[4]*int8, xd *[4]*float32, nb int, out *[4]float32)
+
+// dotRowQ8_0x4 is dotRowQ8_0 for four activations at once (prefill).
+func dotRowQ8_0x4(w []byte, a *[4]*activation, out *[4]float32) {
+	nb := len(w) / q8_0Bytes
+	if !hasAVX2 || nb == 0 {
+		dotRowQ8_0x4Go(w, a, out)
+		return
+	}
+	var xq [4]*int8
+	var xd [4]*float32
+	for k, ak := range a {
+		_ = ak.qs[nb*qk0-1]
+		_ = ak.d[nb-1]
+		xq[k], xd[k] = &ak.qs[0], &ak.d[0]
+	}
+	dotQ8_0x4AVX2(&w[0], &xq, &xd, nb, out)
+}

@@ -318,3 +318,76 @@ q6kdone:
 	VZEROUPPER
 	MOVSS X0, ret+40(FP)
 	RET
+
+// Q8ACT multiplies the activation block at BX(QP), sign-adjusted by the
+// weights (signs in Y2), by |w| (Y4), scales by d_w (X1) · d_x (at (DP))
+// and adds to ACC.
+#define Q8ACT(QP, DP, ACC) \
+	VMOVDQU (QP)(BX*1), Y5; \
+	VPSIGNB Y2, Y5, Y5; \
+	VPMADDUBSW Y5, Y4, Y5; \
+	VPMADDWD Y7, Y5, Y5; \
+	VCVTDQ2PS Y5, Y5; \
+	VMULSS (DP), X1, X6; \
+	VBROADCASTSS X6, Y6; \
+	VFMADD231PS Y5, Y6, ACC
+
+// func dotQ8_0x4AVX2(w *byte, xq *[4]*int8, xd *[4]*float32, nb int, out *[4]float32)
+// Four activations against one Q8_0 row: each weight block is loaded,
+// made absolute and its scale converted once for all four (prefill).
+TEXT ·dotQ8_0x4AVX2(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), AX
+	MOVQ 0(AX), R8
+	MOVQ 8(AX), R9
+	MOVQ 16(AX), R10
+	MOVQ 24(AX), R11
+	MOVQ xd+16(FP), AX
+	MOVQ 0(AX), R12
+	MOVQ 8(AX), R13
+	MOVQ 16(AX), DX
+	MOVQ 24(AX), DI
+	MOVQ nb+24(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	MOVL $0x00010001, AX
+	VMOVD AX, X7
+	VPBROADCASTD X7, Y7
+	XORQ BX, BX // byte offset into the activation quants
+	TESTQ CX, CX
+	JZ q8x4done
+q8x4loop:
+	MOVWLZX (SI), AX
+	VMOVD AX, X1
+	VCVTPH2PS X1, X1
+	VMOVDQU 2(SI), Y2
+	VPSIGNB Y2, Y2, Y4
+	Q8ACT(R8, R12, Y0)
+	Q8ACT(R9, R13, Y8)
+	Q8ACT(R10, DX, Y9)
+	Q8ACT(R11, DI, Y10)
+	ADDQ $34, SI
+	ADDQ $32, BX
+	ADDQ $4, R12
+	ADDQ $4, R13
+	ADDQ $4, DX
+	ADDQ $4, DI
+	DECQ CX
+	JNZ q8x4loop
+q8x4done:
+	MOVQ out+32(FP), AX
+	HSUM
+	VMOVSS X0, 0(AX)
+	VMOVAPS Y8, Y0
+	HSUM
+	VMOVSS X0, 4(AX)
+	VMOVAPS Y9, Y0
+	HSUM
+	VMOVSS X0, 8(AX)
+	VMOVAPS Y10, Y0
+	HSUM
+	VMOVSS X0, 12(AX)
+	VZEROUPPER
+	RET

@@ -22,3 +22,5 @@ func dotRowsF16(dst, q []float32, rows []uint16)     { dotRowsF16Go(dst, q, rows
 func dotRowsF32(dst, q, rows []float32)              { dotRowsF32Go(dst, q, rows) }
 func weightedSumF16(acc, w []float32, rows []uint16) { weightedSumF16Go(acc, w, rows) }
 func weightedSumF32(acc, w, rows []float32)          { weightedSumF32Go(acc, w, rows) }
+
+func dotRowQ8_0x4(w []byte, a *[4]*activation, out *[4]float32) { dotRowQ8_0x4Go(w, a, out) }

@@ -22,23 +22,26 @@ const minWorkBytes = 64 << 10
 type rowKernel struct {
 	act actKind
 	dot func(w []byte, a *activation) float32
+	// dot4, where present, serves four activations in one pass over the
+	// row, for prefill.
+	dot4 func(w []byte, a *[4]*activation, out *[4]float32)
 }
 
 var rowKernels = map[DType]rowKernel{
-	F32:  {actF32, dotRowF32},
-	F16:  {actF32, dotRowF16},
-	BF16: {actF32, dotRowBF16},
-	Q4_0: {actQ8_0, dotRowQ4_0},
-	Q4_1: {actQ8_1, dotRowQ4_1},
-	Q5_0: {actQ8_0, dotRowQ5_0},
-	Q5_1: {actQ8_1, dotRowQ5_1},
-	Q8_0: {actQ8_0, dotRowQ8_0},
-	Q2_K: {actQ8_K, dotRowQ2_K},
-	Q3_K: {actQ8_K, dotRowQ3_K},
-	Q4_K: {actQ8_K, dotRowQ4_K},
-	Q5_K: {actQ8_K, dotRowQ5_K},
-	Q6_K: {actQ8_K, dotRowQ6_K},
-	Q8_K: {actQ8_K, dotRowQ8_K},
+	F32:  {act: actF32, dot: dotRowF32},
+	F16:  {act: actF32, dot: dotRowF16},
+	BF16: {act: actF32, dot: dotRowBF16},
+	Q4_0: {act: actQ8_0, dot: dotRowQ4_0},
+	Q4_1: {act: actQ8_1, dot: dotRowQ4_1},
+	Q5_0: {act: actQ8_0, dot: dotRowQ5_0},
+	Q5_1: {act: actQ8_1, dot: dotRowQ5_1},
+	Q8_0: {act: actQ8_0, dot: dotRowQ8_0, dot4: dotRowQ8_0x4},
+	Q2_K: {act: actQ8_K, dot: dotRowQ2_K},
+	Q3_K: {act: actQ8_K, dot: dotRowQ3_K},
+	Q4_K: {act: actQ8_K, dot: dotRowQ4_K},
+	Q5_K: {act: actQ8_K, dot: dotRowQ5_K},
+	Q6_K: {act: actQ8_K, dot: dotRowQ6_K},
+	Q8_K: {act: actQ8_K, dot: dotRowQ8_K},
 }
 
 // CanMatVec reports whether MatVec and MatMul support weights of type t.
@@ -151,8 +154,18 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 			for r := lo; r < hi; r++ {
 				lr := r - pp.start
 				row := ps[i].W[lr*pp.rowByte : (lr+1)*pp.rowByte]
-				for v, a := range pp.acts {
-					ps[i].Out[v*rows+lr] = pp.k.dot(row, a)
+				v := 0
+				if pp.k.dot4 != nil {
+					var four [4]float32
+					for ; v+4 <= len(pp.acts); v += 4 {
+						pp.k.dot4(row, (*[4]*activation)(pp.acts[v:v+4]), &four)
+						for k, f := range four {
+							ps[i].Out[(v+k)*rows+lr] = f
+						}
+					}
+				}
+				for ; v < len(pp.acts); v++ {
+					ps[i].Out[v*rows+lr] = pp.k.dot(row, pp.acts[v])
 				}
 			}
 		}
