@@ -29,19 +29,6 @@ func scaleMinK4(j int, q *[12]byte) (sc, m uint8) {
 	return q[j+4]&0xf | (q[j-4]>>6)<<4, q[j+4]>>4 | (q[j]>>6)<<4
 }
 
-// packedScalesK4 unpacks all eight 6-bit scales and mins of a Q4_K/Q5_K
-// super-block (the 12 bytes q) at once, with word operations: byte i of
-// s0 (s1) is the scale of sub-block i (4+i), likewise m0, m1 for the mins.
-// It equals eight calls of scaleMinK4 (the tests compare them) and is
-// small enough to inline in the dot kernels' block loop.
-func packedScalesK4(q []byte) (s0, s1, m0, m1 uint32) {
-	u0 := binary.LittleEndian.Uint32(q[0:4])
-	u1 := binary.LittleEndian.Uint32(q[4:8])
-	u2 := binary.LittleEndian.Uint32(q[8:12])
-	return u0 & 0x3f3f3f3f, u2&0x0f0f0f0f | (u0>>6&0x03030303)<<4,
-		u1 & 0x3f3f3f3f, (u2>>4)&0x0f0f0f0f | (u1>>6&0x03030303)<<4
-}
-
 // scaleQ3_K returns the signed 6-bit scale of sub-block j (0..15) of a
 // Q3_K super-block: its low 4 bits are a nibble of bytes 0..7, its high 2
 // bits a pair in bytes 8..11.

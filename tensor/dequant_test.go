@@ -3,7 +3,6 @@ package tensor
 import (
 	"encoding/binary"
 	"math"
-	"math/rand/v2"
 	"strings"
 	"testing"
 )
@@ -149,28 +148,4 @@ func FuzzDequantize(f *testing.F) {
 			}
 		}
 	})
-}
-
-// TestPackedScalesK4 compares the word-wise unpacking with scaleMinK4 on
-// random scale bytes.
-func TestPackedScalesK4(t *testing.T) {
-	r := rand.New(rand.NewPCG(13, 14))
-	for range 2000 {
-		var q [12]byte
-		for i := range q {
-			q[i] = byte(r.Uint32())
-		}
-		s0, s1, m0, m1 := packedScalesK4(q[:])
-		for j := range 8 {
-			sw, mw := s0, m0
-			if j >= 4 {
-				sw, mw = s1, m1
-			}
-			sc, m := uint8(sw>>(8*(j%4))), uint8(mw>>(8*(j%4)))
-			wsc, wm := scaleMinK4(j, &q)
-			if sc != wsc || m != wm {
-				t.Fatalf("%x: sub-block %d: %d/%d, want %d/%d", q, j, sc, m, wsc, wm)
-			}
-		}
-	}
 }

@@ -27,9 +27,6 @@ func dotF16AVX2(w *uint16, x *float32, n int) float32
 //go:noescape
 func dotQ8_0AVX2(w *byte, xq *int8, xd *float32, nb int) float32
 
-//go:noescape
-func dotQ4_KAVX2(qs *byte, xq *int8, sc *int16, d *float32, nb int) float32
-
 func dotF32(w, x []float32) float32 {
 	n := len(w) &^ 31
 	if !hasAVX2 || n == 0 {
@@ -58,40 +55,19 @@ func dotRowQ8_0(w []byte, a *activation) float32 {
 	return dotQ8_0AVX2(&w[0], &a.qs[0], &a.d[0], nb)
 }
 
-// q4KChunk is how many Q4_K blocks dotRowQ4_K prepares (scales unpacked,
-// scale products, min terms) before handing them to the assembly.
-const q4KChunk = 16
-
 func dotRowQ4_K(w []byte, a *activation) float32 {
 	nb := len(w) / q4_KBytes
 	if !hasAVX2 || nb == 0 {
 		return dotRowQ4_KGo(w, a)
 	}
 	_ = a.qs[nb*QK_K-1]
-	var sc [8 * q4KChunk]int16
-	var dd [q4KChunk]float32
-	var sum float32
-	for b0 := 0; b0 < nb; b0 += q4KChunk {
-		n := min(q4KChunk, nb-b0)
-		var mins float32
-		for i := range n {
-			b := b0 + i
-			blk := (*[q4_KBytes]byte)(w[b*q4_KBytes:])
-			bs := (*[8]int32)(a.bsum32[b*8:])
-			s0, s1, m0, m1 := packedScalesK4(blk[4:16])
-			scb := (*[8]int16)(sc[8*i:])
-			scb[0], scb[1], scb[2], scb[3] = int16(s0&0xff), int16(s0>>8&0xff), int16(s0>>16&0xff), int16(s0>>24)
-			scb[4], scb[5], scb[6], scb[7] = int16(s1&0xff), int16(s1>>8&0xff), int16(s1>>16&0xff), int16(s1>>24)
-			msum := int32(m0&0xff)*bs[0] + int32(m0>>8&0xff)*bs[1] + int32(m0>>16&0xff)*bs[2] + int32(m0>>24)*bs[3] +
-				int32(m1&0xff)*bs[4] + int32(m1>>8&0xff)*bs[5] + int32(m1>>16&0xff)*bs[6] + int32(m1>>24)*bs[7]
-			d := a.d[b]
-			dd[i] = f16Scale(blk[0:]) * d
-			mins += f16Scale(blk[2:]) * d * float32(msum)
-		}
-		sum += dotQ4_KAVX2(&w[b0*q4_KBytes+16], &a.qs[b0*QK_K], &sc[0], &dd[0], n) - mins
-	}
-	return sum
+	_ = a.d[nb-1]
+	_ = a.bsum32[nb*8-1]
+	return dotQ4_KFullAVX2(&w[0], &a.qs[0], &a.d[0], &a.bsum32[0], nb)
 }
+
+//go:noescape
+func dotQ4_KFullAVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
 
 //go:noescape
 func dotQ4_0AVX2(w *byte, xq *int8, xd *float32, nb int) float32

@@ -157,42 +157,7 @@ q8done:
 	VPAND Y15, Y3, Y3; \
 	Q4K_HALF(64*c+32, 4*c+2)
 
-// func dotQ4_KAVX2(qs *byte, xq *int8, sc *int16, d *float32, nb int) float32
-// qs: the quants of the first of nb Q4_K blocks (144-byte stride); sc: 8
-// unpacked sub-block scales per block; d: d_w·d_x per block. Returns
-// Σ_b d[b]·Σ_j sc[j]·Σ q·x; the min terms are the caller's.
-TEXT ·dotQ4_KAVX2(SB), NOSPLIT, $0-44
-	MOVQ qs+0(FP), SI
-	MOVQ xq+8(FP), DI
-	MOVQ sc+16(FP), R8
-	MOVQ d+24(FP), DX
-	MOVQ nb+32(FP), CX
-	VXORPS Y0, Y0, Y0
-	MOVL $0x0f0f0f0f, AX
-	VMOVD AX, X15
-	VPBROADCASTD X15, Y15
-	TESTQ CX, CX
-	JZ q4kdone
-q4kloop:
-	VPXOR Y8, Y8, Y8
-	Q4K_CHUNK(0)
-	Q4K_CHUNK(1)
-	Q4K_CHUNK(2)
-	Q4K_CHUNK(3)
-	VCVTDQ2PS Y8, Y8
-	VBROADCASTSS (DX), Y1
-	VFMADD231PS Y8, Y1, Y0
-	ADDQ $144, SI
-	ADDQ $256, DI
-	ADDQ $16, R8
-	ADDQ $4, DX
-	DECQ CX
-	JNZ q4kloop
-q4kdone:
-	HSUM
-	VZEROUPPER
-	MOVSS X0, ret+40(FP)
-	RET
+
 
 // func dotQ4_0AVX2(w *byte, xq *int8, xd *float32, nb int) float32
 // As dotQ8_0AVX2, the 16 quant bytes unpacked into 32 nibbles (low
@@ -390,4 +355,93 @@ q8x4done:
 	HSUM
 	VMOVSS X0, 12(AX)
 	VZEROUPPER
+	RET
+
+// func dotQ4_KFullAVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
+// The whole Q4_K row in assembly: per 144-byte block, the 6-bit scales
+// and mins are unpacked with word operations (the 12-byte layout scaleMinK4 reads), the
+// scales drive the nibble products (Q4K_CHUNK), and the mins meet the
+// activation's 32-element sums bs in a vector accumulator subtracted at
+// the end: Σ_b d·dx·Σ_j sc_j·(q·x)_j − dmin·dx·Σ_j m_j·bs_j.
+TEXT ·dotQ4_KFullAVX2(SB), NOSPLIT, $16-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), DX
+	MOVQ bs+24(FP), BX
+	MOVQ nb+32(FP), CX
+	LEAQ sc-16(SP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y10, Y10, Y10
+	MOVL $0x0f0f0f0f, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	TESTQ CX, CX
+	JZ q4kfdone
+
+q4kfloop:
+	MOVL 4(SI), AX
+	MOVL 8(SI), R9
+	MOVL 12(SI), R10
+	MOVL AX, R11
+	ANDL $0x3f3f3f3f, R11 // scales 0..3
+	MOVL R10, R12
+	ANDL $0x0f0f0f0f, R12
+	MOVL AX, R13
+	SHRL $6, R13
+	ANDL $0x03030303, R13
+	SHLL $4, R13
+	ORL  R13, R12 // scales 4..7
+	MOVL R9, R13
+	ANDL $0x3f3f3f3f, R13 // mins 0..3
+	SHRL $4, R10
+	ANDL $0x0f0f0f0f, R10
+	SHRL $6, R9
+	ANDL $0x03030303, R9
+	SHLL $4, R9
+	ORL  R9, R10 // mins 4..7
+
+	VMOVD     R11, X1
+	VPINSRD   $1, R12, X1, X1
+	VPMOVZXBW X1, X1
+	VMOVDQU   X1, (R8)
+
+	VMOVD     R13, X2
+	VPINSRD   $1, R10, X2, X2
+	VPMOVZXBD X2, Y2
+	VPMULLD   (BX), Y2, Y2
+	VCVTDQ2PS Y2, Y2
+	MOVWLZX   2(SI), AX
+	VMOVD     AX, X3
+	VCVTPH2PS X3, X3
+	VMULSS    (DX), X3, X3
+	VBROADCASTSS X3, Y3
+	VFMADD231PS Y2, Y3, Y10
+
+	MOVWLZX   (SI), AX
+	VMOVD     AX, X4
+	VCVTPH2PS X4, X4
+	VMULSS    (DX), X4, X4
+	VBROADCASTSS X4, Y4
+
+	VPXOR Y8, Y8, Y8
+	ADDQ  $16, SI
+	Q4K_CHUNK(0)
+	Q4K_CHUNK(1)
+	Q4K_CHUNK(2)
+	Q4K_CHUNK(3)
+	ADDQ  $128, SI
+	VCVTDQ2PS Y8, Y8
+	VFMADD231PS Y8, Y4, Y0
+
+	ADDQ $256, DI
+	ADDQ $4, DX
+	ADDQ $32, BX
+	DECQ CX
+	JNZ  q4kfloop
+
+q4kfdone:
+	VSUBPS Y10, Y0, Y0
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
 	RET
