@@ -30,6 +30,7 @@ TEXT ·dotF32AVX2(SB), NOSPLIT, $0-28
 	SHRQ $5, CX
 	JZ f32done
 f32loop:
+	PREFETCHT0 1024(SI)
 	VMOVUPS (SI), Y4
 	VMOVUPS 32(SI), Y5
 	VMOVUPS 64(SI), Y6
@@ -64,6 +65,7 @@ TEXT ·dotF16AVX2(SB), NOSPLIT, $0-28
 	SHRQ $5, CX
 	JZ f16done
 f16loop:
+	PREFETCHT0 512(SI)
 	VCVTPH2PS (SI), Y4
 	VCVTPH2PS 16(SI), Y5
 	VCVTPH2PS 32(SI), Y6
@@ -121,6 +123,7 @@ TEXT ·dotQ8_0AVX2(SB), NOSPLIT, $0-36
 	CMPQ CX, $2
 	JB q8tail
 q8pair:
+	PREFETCHT0 512(SI) // weights stream from memory in decode: ask ahead
 	Q8BLOCK(0, 0, 0, X1, Y1, Y2, Y4, Y5, Y0)
 	Q8BLOCK(34, 32, 4, X9, Y9, Y10, Y12, Y11, Y8)
 	ADDQ $68, SI
@@ -180,6 +183,7 @@ TEXT ·dotQ4_0AVX2(SB), NOSPLIT, $0-36
 	TESTQ CX, CX
 	JZ q40done
 q40loop:
+	PREFETCHT0 512(SI)
 	MOVWLZX (SI), AX
 	VMOVD AX, X1
 	VCVTPH2PS X1, X1
@@ -266,6 +270,10 @@ TEXT ·dotQ6_KAVX2(SB), NOSPLIT, $0-44
 	TESTQ CX, CX
 	JZ q6kdone
 q6kloop:
+	PREFETCHT0 640(SI)
+	PREFETCHT0 704(SI)
+	PREFETCHT0 768(SI)
+	PREFETCHT0 832(SI)
 	VPXOR Y8, Y8, Y8
 	Q6K_HALF(0)
 	Q6K_HALF(1)
@@ -379,6 +387,11 @@ TEXT ·dotQ4_KFullAVX2(SB), NOSPLIT, $16-44
 	JZ q4kfdone
 
 q4kfloop:
+	// Fetch four blocks ahead: decode streams weights from memory and the
+	// scale unpacking below would otherwise wait on each block's first line.
+	PREFETCHT0 576(SI)
+	PREFETCHT0 640(SI)
+	PREFETCHT0 704(SI)
 	MOVL 4(SI), AX
 	MOVL 8(SI), R9
 	MOVL 12(SI), R10
