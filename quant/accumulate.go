@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 
 	"github.com/turbomem/turbomem/half"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // Accumulator sums weighted vectors straight from their codes: what
@@ -11,117 +12,302 @@ import (
 // the original basis. For rotation-based quantizers the sum stays in the
 // rotated basis (each term is scaleₜ·c[idxₜ]) and is rotated back once at
 // the end (ALGORITHMS.md §1: "un-rotate the sum once").
+//
+// Codes are expanded in chunks of accChunk vectors into a small fp32
+// scratch block in the internal basis (a few KiB, in L1), and each head's
+// weighted sum over the block runs on tensor's SIMD row kernel: one
+// expansion of a code serves every head of a group (grouped-query
+// attention), and no more than one chunk is ever held in fp32. An
+// Accumulator keeps that scratch: use one per goroutine.
 type Accumulator interface {
 	// AccLen returns the length of an accumulator vector.
 	AccLen() int
 	// Accumulate adds, for each head h, Σᵢ ws[h][i]·x̃ᵢ (in the internal
-	// basis) to accs[h], over the len(ws[h]) codes back to back in codes.
-	// Codes are read once for all heads.
+	// basis) to accs[h], over the len(ws[0]) codes back to back in codes
+	// (every ws[h] has that length). Codes are read once for all heads.
 	Accumulate(accs, ws [][]float32, codes []byte)
 	// Finish writes the accumulated sum acc in the original basis to dst
 	// (len Dim); acc may be overwritten.
 	Finish(dst, acc []float32)
 }
 
+// accChunk is the number of codes expanded at once: 32 vectors of 128
+// dimensions are 16 KiB of scratch.
+const accChunk = 32
+
+// rowExpander writes n codes (at stride, this part's code at offset off)
+// as rows of internal-basis values, rowLen apart in dst, starting at
+// column col.
+type rowExpander interface {
+	expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int)
+	internalLen() int
+	// finish turns an internal-basis sum into the original basis.
+	finish(dst, acc []float32)
+}
+
 // NewAccumulator returns the accumulator for q's codes: in the rotated
-// basis for TurboMSE and its outlier splits, by decoding otherwise.
+// basis for TurboMSE, TurboProd (whose QJL part is summed in the sketch
+// basis and projected back with Sᵀ once), their outlier splits and
+// PolarQuant; in the original basis, by decoding, otherwise (q8_0, q4_0,
+// KIVI per token).
 func NewAccumulator(q Quantizer) Accumulator {
+	var e rowExpander
 	switch t := q.(type) {
 	case *TurboMSE:
-		return &turboAcc{t: t}
+		e = turboExp{t}
+	case *TurboProd:
+		e = prodExp{t}
+	case *QJL:
+		e = qjlExp{t}
 	case *Split:
-		if hi, ok := t.hi.(*TurboMSE); ok {
-			if lo, ok := t.lo.(*TurboMSE); ok {
-				return &splitAcc{s: t, hi: &turboAcc{t: hi}, lo: &turboAcc{t: lo}}
-			}
+		e = &splitExp{s: t, hi: partExpander(t.hi), lo: partExpander(t.lo)}
+	case *Polar:
+		e = polarExp{t}
+	default:
+		e = &decodeExp{q: q, tmp: make([]float32, q.Dim())}
+	}
+	return &chunkAcc{e: e, n: e.internalLen(), stride: q.Bytes()}
+}
+
+func partExpander(q partQuantizer) rowExpander {
+	switch t := q.(type) {
+	case *TurboMSE:
+		return turboExp{t}
+	case *TurboProd:
+		return prodExp{t}
+	}
+	panic("quant: split part without an expander")
+}
+
+// chunkAcc is the Accumulator over a rowExpander.
+type chunkAcc struct {
+	e       rowExpander
+	n       int // internal length
+	stride  int
+	scratch []float32
+}
+
+func (a *chunkAcc) AccLen() int { return a.n }
+
+func (a *chunkAcc) Accumulate(accs, ws [][]float32, codes []byte) {
+	if len(accs) == 0 {
+		return
+	}
+	total := len(ws[0])
+	if a.scratch == nil {
+		a.scratch = make([]float32, accChunk*a.n)
+	}
+	for i := 0; i < total; i += accChunk {
+		m := min(accChunk, total-i)
+		rows := a.scratch[:m*a.n]
+		a.e.expand(rows, a.n, 0, codes[i*a.stride:], m, a.stride, 0)
+		for h, acc := range accs {
+			tensor.WeightedSumF32(acc[:a.n], ws[h][i:i+m], rows)
 		}
 	}
-	return &decodeAcc{q: q}
 }
 
-// turboAcc accumulates TurboMSE codes in the rotated basis.
-type turboAcc struct{ t *TurboMSE }
+func (a *chunkAcc) Finish(dst, acc []float32) { a.e.finish(dst, acc) }
 
-func (a *turboAcc) AccLen() int { return a.t.d }
+// turboExp expands TurboMSE codes to scale·c[idx] (rotated basis).
+type turboExp struct{ t *TurboMSE }
 
-func (a *turboAcc) Accumulate(accs, ws [][]float32, codes []byte) {
-	a.accumulate(accs, ws, codes, a.t.Bytes(), 0)
+func (e turboExp) internalLen() int { return e.t.d }
+
+func (e turboExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int) {
+	t := e.t
+	expandCodes(dst, rowLen, col, t.d, &t.table, t.cb.Centroids, codes, n, stride, off, t.bits)
 }
 
-// accumulate reads this quantizer's code at offset off of codes at stride.
-func (a *turboAcc) accumulate(accs, ws [][]float32, codes []byte, stride, off int) {
-	t := a.t
-	idx := make([]uint8, t.d)
-	cent := t.cb.Centroids
-	n := len(ws[0])
+func (e turboExp) finish(dst, acc []float32) { e.t.rot.Invert(dst, acc[:e.t.d]) }
+
+// expandCodes writes, for each of n scaled codes (fp16 scale, then d
+// packed b-bit indices) at codes[i·stride+off:], the row scale·cent[idx]
+// of d values at dst[i·rowLen+col:]. b ≤ 4 with d a multiple of 32 takes
+// the SIMD kernel where there is one.
+func expandCodes(dst []float32, rowLen, col, d int, table *[16]float32, cent []float32, codes []byte, n, stride, off, b int) {
+	if b <= 4 && d%8 == 0 {
+		expandCodesFast(dst, rowLen, col, d, table, codes, n, stride, off, b)
+		return
+	}
+	idx := make([]uint8, d)
 	for i := range n {
-		c := codes[i*stride+off : i*stride+off+t.Bytes()]
+		c := codes[i*stride+off:]
 		scale := half.F16ToF32(half.F16(binary.LittleEndian.Uint16(c)))
-		unpack(idx, c[2:], t.bits)
-		for h, acc := range accs {
-			w := ws[h][i] * scale
-			if w == 0 {
-				continue
+		unpack(idx, c[2:], b)
+		row := dst[i*rowLen+col : i*rowLen+col+d]
+		for j, k := range idx {
+			row[j] = scale * cent[k]
+		}
+	}
+}
+
+// expandCodesGo is the pure-Go twin of the SIMD expansion kernel: b ≤ 4,
+// d a multiple of 8, 8 indices (b bytes) at a time.
+func expandCodesGo(dst []float32, rowLen, col, d int, table *[16]float32, codes []byte, n, stride, off, b int) {
+	mask := uint32(1)<<b - 1
+	groups := d / 8
+	for i := range n {
+		code := codes[i*stride+off : i*stride+off+2+groups*b]
+		scale := half.F16ToF32(half.F16(binary.LittleEndian.Uint16(code)))
+		c := code[2:]
+		row := dst[i*rowLen+col : i*rowLen+col+d]
+		for g := range groups {
+			var w uint32
+			switch b {
+			case 1:
+				w = uint32(c[g])
+			case 2:
+				w = uint32(binary.LittleEndian.Uint16(c[2*g:]))
+			case 3:
+				w = uint32(c[3*g]) | uint32(c[3*g+1])<<8 | uint32(c[3*g+2])<<16
+			case 4:
+				w = binary.LittleEndian.Uint32(c[4*g:])
 			}
-			acc = acc[:len(idx)]
-			for j, k := range idx {
-				acc[j] += w * cent[k]
+			r := (*[8]float32)(row[8*g:])
+			for l := range 8 {
+				r[l] = scale * table[w>>(uint(l)*uint(b))&mask]
 			}
 		}
 	}
 }
 
-func (a *turboAcc) Finish(dst, acc []float32) { a.t.rot.Invert(dst, acc) }
+// prodExp expands TurboProd codes to [scale·c[idx] (rotated, d values);
+// κ·γ·σ (sketch basis, m values)]. finish applies Πᵀ to the first part
+// and Sᵀ to the second: the QJL reconstruction is κ·γ·Sᵀσ, linear in the
+// sketch-basis vector.
+type prodExp struct{ t *TurboProd }
 
-// splitAcc accumulates both parts of a TurboQuant outlier split, each in
-// its own rotated basis: the accumulator holds the outlier part, then the
-// rest.
-type splitAcc struct {
+func (e prodExp) msLen() int {
+	if e.t.mse == nil {
+		return 0
+	}
+	return e.t.mse.d
+}
+
+func (e prodExp) internalLen() int { return e.msLen() + e.t.qjl.m }
+
+func (e prodExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int) {
+	if m := e.t.mse; m != nil {
+		turboExp{m}.expand(dst, rowLen, col, codes, n, stride, off)
+	}
+	qjlExp{e.t.qjl}.expand(dst, rowLen, col+e.msLen(), codes, n, stride, off+e.t.mseBytes())
+}
+
+func (e prodExp) finish(dst, acc []float32) {
+	d := e.t.qjl.d
+	k := e.msLen()
+	if k > 0 {
+		e.t.mse.rot.Invert(dst[:d], acc[:k])
+	} else {
+		clear(dst[:d])
+	}
+	j := e.t.qjl
+	for i, v := range acc[k : k+j.m] {
+		axpy(dst[:d], v, j.s[i*j.d:(i+1)*j.d])
+	}
+}
+
+// qjlExp expands QJL codes to κ·‖x‖·σ, σ ∈ {±1}^m (sketch basis).
+type qjlExp struct{ j *QJL }
+
+func (e qjlExp) internalLen() int { return e.j.m }
+
+func (e qjlExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int) {
+	j := e.j
+	table := [16]float32{-j.kappa, j.kappa}
+	expandCodes(dst, rowLen, col, j.m, &table, table[:2], codes, n, stride, off, 1)
+}
+
+func (e qjlExp) finish(dst, acc []float32) {
+	j := e.j
+	clear(dst[:j.d])
+	for i, v := range acc[:j.m] {
+		axpy(dst[:j.d], v, j.s[i*j.d:(i+1)*j.d])
+	}
+}
+
+// splitExp expands both parts of an outlier split, each in its own basis:
+// the row holds the outlier part's internal values, then the rest's.
+type splitExp struct {
 	s      *Split
-	hi, lo *turboAcc
+	hi, lo rowExpander
+	tmp    []float32
 }
 
-func (a *splitAcc) AccLen() int { return a.s.d }
+func (e *splitExp) internalLen() int { return e.hi.internalLen() + e.lo.internalLen() }
 
-func (a *splitAcc) Accumulate(accs, ws [][]float32, codes []byte) {
-	k := len(a.s.outliers)
-	his := make([][]float32, len(accs))
-	los := make([][]float32, len(accs))
-	for h, acc := range accs {
-		his[h], los[h] = acc[:k], acc[k:]
+func (e *splitExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int) {
+	e.hi.expand(dst, rowLen, col, codes, n, stride, off)
+	e.lo.expand(dst, rowLen, col+e.hi.internalLen(), codes, n, stride, off+e.s.hi.Bytes())
+}
+
+func (e *splitExp) finish(dst, acc []float32) {
+	k := len(e.s.outliers)
+	if e.tmp == nil {
+		e.tmp = make([]float32, e.s.d)
 	}
-	a.hi.accumulate(his, ws, codes, a.s.Bytes(), 0)
-	a.lo.accumulate(los, ws, codes, a.s.Bytes(), a.s.hi.Bytes())
+	hi, lo := e.tmp[:k], e.tmp[k:]
+	e.hi.finish(hi, acc[:e.hi.internalLen()])
+	e.lo.finish(lo, acc[e.hi.internalLen():])
+	scatter(dst, hi, e.s.outliers)
+	scatter(dst, lo, e.s.rest)
 }
 
-func (a *splitAcc) Finish(dst, acc []float32) {
-	k := len(a.s.outliers)
-	hi := make([]float32, k)
-	lo := make([]float32, a.s.d-k)
-	a.hi.Finish(hi, acc[:k])
-	a.lo.Finish(lo, acc[k:])
-	scatter(dst, hi, a.s.outliers)
-	scatter(dst, lo, a.s.rest)
-}
+// polarExp expands PolarQuant codes to the rotated-basis ỹ (Decode
+// without its final Πᵀ).
+type polarExp struct{ p *Polar }
 
-// decodeAcc decodes each code once and adds it to every head's sum.
-type decodeAcc struct{ q Quantizer }
+func (e polarExp) internalLen() int { return e.p.d }
 
-func (a *decodeAcc) AccLen() int { return a.q.Dim() }
-
-func (a *decodeAcc) Accumulate(accs, ws [][]float32, codes []byte) {
-	d, b := a.q.Dim(), a.q.Bytes()
-	x := make([]float32, d)
-	for i := range len(ws[0]) {
-		if err := a.q.Decode(x, codes[i*b:(i+1)*b]); err != nil {
-			continue // a code that does not decode adds nothing
+func (e polarExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int) {
+	p := e.p
+	rho := make([]float32, p.d/2)
+	idx := make([]uint8, p.d-p.nb)
+	for i := range n {
+		code := codes[i*stride+off : i*stride+off+p.bytes]
+		for j := range p.nb {
+			rho[j] = half.F16ToF32(half.F16(binary.LittleEndian.Uint16(code[2*j:])))
 		}
-		for h, acc := range accs {
-			if w := ws[h][i]; w != 0 {
-				axpy(acc[:d], w, x)
+		p.unpackAll(idx, code)
+		for l := len(p.bits) - 1; l >= 1; l-- {
+			lvl := idx[p.idxOff[l] : p.idxOff[l]+p.angles(l)]
+			cs, sn := p.cos[l], p.sin[l]
+			for j := len(lvl) - 1; j >= 0; j-- {
+				r := rho[j]
+				rho[2*j] = r * cs[lvl[j]]
+				rho[2*j+1] = r * sn[lvl[j]]
 			}
 		}
+		y := dst[i*rowLen+col : i*rowLen+col+p.d]
+		cs, sn := p.cos[0], p.sin[0]
+		for j, k := range idx[:p.angles(0)] {
+			y[2*j] = rho[j] * cs[k]
+			y[2*j+1] = rho[j] * sn[k]
+		}
 	}
 }
 
-func (a *decodeAcc) Finish(dst, acc []float32) { copy(dst, acc) }
+func (e polarExp) finish(dst, acc []float32) { e.p.rot.Invert(dst, acc[:e.p.d]) }
+
+// decodeExp decodes each code in the original basis (quantizers without
+// a rotation: q8_0, q4_0, KIVI per token). A code that does not decode
+// adds nothing.
+type decodeExp struct {
+	q   Quantizer
+	tmp []float32
+}
+
+func (e *decodeExp) internalLen() int { return e.q.Dim() }
+
+func (e *decodeExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int) {
+	d, b := e.q.Dim(), e.q.Bytes()
+	for i := range n {
+		row := dst[i*rowLen+col : i*rowLen+col+d]
+		if err := e.q.Decode(row, codes[i*stride+off:i*stride+off+b]); err != nil {
+			clear(row)
+		}
+	}
+}
+
+func (e *decodeExp) finish(dst, acc []float32) { copy(dst, acc[:e.q.Dim()]) }

@@ -18,8 +18,16 @@ func TestAccumulatorMatchesDecode(t *testing.T) {
 	haar, _ := NewTurboMSE(d, 2, Options{Seed: 4, Rotation: RotateHaar})
 	q8, _ := NewQ8_0(d)
 	polar, _ := NewPolar(d, nil, Options{Seed: 5})
+	prod, err := NewTurboSplit(d, firstChannels(32), 4, 3, true, Options{Seed: 6})
+	if err != nil {
+		t.Fatal(err)
+	}
+	q4, _ := NewQ4_0(d)
+	kivi, _ := NewKIVI(d, 2, 32)
+	qjl, _ := NewQJL(d, 2*d, 7)
+	turbo5, _ := NewTurboMSE(d, 5, Options{Seed: 8})
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, q := range []Quantizer{split, turbo, haar, q8, polar} {
+	for _, q := range []Quantizer{split, turbo, haar, q8, polar, prod, q4, kivi, qjl, turbo5} {
 		xs := randomVectors(r, n, d, 0.3)
 		codes := make([]byte, n*q.Bytes())
 		if err := q.EncodeBatch(codes, xs); err != nil {
@@ -52,6 +60,39 @@ func TestAccumulatorMatchesDecode(t *testing.T) {
 				// the sum of magnitudes.
 				if math.Abs(float64(got[j])-want[j]) > 1e-4*(1+math.Abs(want[j]))*float64(n)/10 {
 					t.Fatalf("%s head %d coord %d: %g, want %g", q.Name(), h, j, got[j], want[j])
+				}
+			}
+		}
+	}
+}
+
+// TestExpandCodesKernel: the SIMD expansion equals its pure-Go twin
+// exactly (both compute scale·table[idx] in float32).
+func TestExpandCodesKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, b := range []int{1, 2, 3, 4} {
+		for _, d := range []int{32, 96, 128} {
+			tq, err := NewTurboMSE(d, b, Options{Seed: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 37
+			xs := randomVectors(r, n, d, 1)
+			stride := tq.Bytes() + 3 // codes inside a wider record, as in a split
+			codes := make([]byte, n*stride)
+			for i := range n {
+				if err := tq.Encode(codes[i*stride+3:i*stride+3+tq.Bytes()], xs[i*d:(i+1)*d]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rowLen := d + 5
+			want := make([]float32, n*rowLen)
+			got := make([]float32, n*rowLen)
+			expandCodesGo(want, rowLen, 2, d, &tq.table, codes, n, stride, 3, b)
+			expandCodesFast(got, rowLen, 2, d, &tq.table, codes, n, stride, 3, b)
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("b=%d d=%d: element %d = %g, want %g", b, d, i, got[i], want[i])
 				}
 			}
 		}
