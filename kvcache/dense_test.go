@@ -110,13 +110,14 @@ func TestSoftmaxLargeScores(t *testing.T) {
 
 // BenchmarkAttend times one decode step's attention of one layer (32 query
 // heads, 8 KV heads of 128: a Llama-3-8B layer) at several context
-// lengths.
+// lengths, for every format (qjl: keys only, values f16), the default
+// window included. Compare formats within one run.
 func BenchmarkAttend(b *testing.B) {
 	s := Shape{QHeads: 32, KVHeads: 8, HeadDim: 128}
 	r := rand.New(rand.NewPCG(1, 1))
-	for _, kind := range []string{"f32", "f16"} {
+	for _, kind := range FormatNames() {
 		for _, n := range []int{1024, 4096, 16384} {
-			c, err := newDense(s, kind)
+			c, err := specFor(b, kind, 0).NewCache(0, s)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -128,7 +129,9 @@ func BenchmarkAttend(b *testing.B) {
 					k[i] = float32(r.NormFloat64())
 					v[i] = float32(r.NormFloat64())
 				}
-				c.Append(k, v)
+				if err := c.Append(k, v); err != nil {
+					b.Fatal(err)
+				}
 			}
 			q := make([]float32, s.QHeads*s.HeadDim)
 			for i := range q {

@@ -1,0 +1,358 @@
+package kvcache
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+
+	"github.com/turbomem/turbomem/half"
+	"github.com/turbomem/turbomem/quant"
+	"github.com/turbomem/turbomem/tensor"
+)
+
+// Compressed is a cache whose keys and values are stored in a Spec's
+// formats, with the most recent tokens in an fp16 window.
+//
+// Layout per KV head: the compressed store (tokens [0, nc)), then the
+// window (tokens [nc, n)), fp16 rows of keys and values. After each
+// Append, tokens leave the window oldest first, one at a time (a KIVI key
+// block of 32 at a time), while more than the window's R tokens would
+// remain.
+//
+// Outlier channels (turbo2.5, turbo3.5, turbo3.5p): per KV head, and for
+// keys and values separately, the d/4 channels with the largest energy
+// Σ_t x_t[c]² over the tokens in the window when the first token is due
+// for compression (the first R+1 tokens; at least 32, which the window
+// then holds until they have arrived). They are fixed from then on, and
+// held with the cache (2 bytes per channel, counted in Bytes); each
+// head's split quantizer is drawn from the layer's seed.
+//
+// Attend works on the compressed form: per KV head, each query head's
+// query is prepared once (rotated, for the rotation-based formats); the
+// compressed keys are scored with the quantizer's batched scorer, the
+// window's with tensor.DotRowsF16, both in one score vector under one
+// softmax; the values are summed in the quantizer's internal basis by a
+// quant.Accumulator (one expansion of a code for all query heads of the
+// group), rotated back once, and the window's fp16 values added.
+type Compressed struct {
+	spec    Spec
+	shape   Shape
+	layer   int
+	seed    uint64 // this layer's
+	window  int    // R
+	step    int    // tokens moved at once: kiviBlock for KIVI keys, else 1
+	calib   int    // tokens needed before outliers can be chosen (0: none)
+	corr    quant.Correction
+	n, nc   int
+	heads   []*head
+	scores  []float32
+	scratch []float32 // f16 → f32 conversion when moving tokens
+}
+
+// head is one KV head's state.
+type head struct {
+	keys   keyStore
+	values valueStore
+	// window rows (fp16), tokens [nc, n) at offset off (in tokens)
+	wk, wv []uint16
+	off    int
+	// outlier channels of split formats, nil until chosen or if unused
+	kOut, vOut []int
+	// Attend scratch
+	accs []float32
+	tmp  []float32
+}
+
+// turboCorrection is the scale the turbo formats store instead of ‖x‖
+// (ALGORITHMS.md §3). Measured (TestCorrectionChoice, 8/2/128 heads, 512
+// tokens, relative error of the attention output against exact): norm
+// correction beats projection at every rate, with and without outlier
+// channels (turbo2.5 0.514/0.487 vs 0.609/0.512; turbo3 0.297/0.417 vs
+// 0.319/0.433; turbo3.5 0.274/0.268 vs 0.286/0.275; turbo4 0.177/0.264
+// vs 0.181/0.271).
+const turboCorrection = quant.CorrectNorm
+
+func newCompressed(s Spec, layer int, sh Shape) (*Compressed, error) {
+	c := &Compressed{
+		spec: s, shape: sh, layer: layer, window: s.window(), step: 1,
+		corr: turboCorrection,
+		seed: s.seed() ^ uint64(layer+1)*0x9e3779b97f4a7c15,
+	}
+	if s.corr != 0 {
+		c.corr = s.corr - 1
+	}
+	if s.K.kind == kindKIVI {
+		c.step = kiviBlock
+	}
+	if s.K.split() || s.V.split() {
+		c.calib = max(c.window+1, 32)
+	}
+	d := sh.HeadDim
+	// Quantizers shared by every head (the non-split formats); the split
+	// ones are made per head once the outliers are chosen.
+	var kq, vq quant.Quantizer
+	var err error
+	if s.K.compressed() && !s.K.split() {
+		if kq, err = s.K.quantizer(d, c.seed^1, c.corr); err != nil {
+			return nil, err
+		}
+	}
+	if s.V.compressed() && !s.V.split() {
+		if vq, err = s.V.quantizer(d, c.seed^2, c.corr); err != nil {
+			return nil, err
+		}
+	}
+	for range sh.KVHeads {
+		h := &head{}
+		switch {
+		case s.K.kind == kindF32:
+			h.keys = &f32Keys{d: d}
+		case s.K.kind == kindF16:
+			h.keys = &f16Keys{d: d}
+		case s.K.kind == kindKIVI:
+			h.keys = &kiviKeys{k: kq.(*quant.KIVI)}
+		case kq != nil:
+			h.keys = &codeKeys{q: kq}
+		}
+		switch {
+		case s.V.kind == kindF32:
+			h.values = &f32Values{d: d}
+		case s.V.kind == kindF16:
+			h.values = &f16Values{d: d}
+		case vq != nil:
+			h.values = &codeValues{q: vq, acc: quant.NewAccumulator(vq)}
+		}
+		c.heads = append(c.heads, h)
+	}
+	return c, nil
+}
+
+// Spec returns the configuration the cache was made with.
+func (c *Compressed) Spec() Spec { return c.spec }
+
+// Len returns the number of tokens held.
+func (c *Compressed) Len() int { return c.n }
+
+// Window returns the number of tokens held in the fp16 window now.
+func (c *Compressed) Window() int { return c.n - c.nc }
+
+// Outliers returns the outlier channels chosen for KV head h's keys and
+// values (nil where the format has none or they are not chosen yet).
+func (c *Compressed) Outliers(h int) (k, v []int) {
+	return slices.Clone(c.heads[h].kOut), slices.Clone(c.heads[h].vOut)
+}
+
+// Bytes returns the bytes held: the compressed keys and values, the fp16
+// window (4·d bytes per token and KV head), and 2 bytes per outlier
+// channel index.
+func (c *Compressed) Bytes() int {
+	total := 0
+	for _, h := range c.heads {
+		total += c.headBytes(h) + 2*(len(h.kOut)+len(h.vOut))
+	}
+	return total + 4*(c.n-c.nc)*c.shape.KVHeads*c.shape.HeadDim
+}
+
+func (c *Compressed) headBytes(h *head) int {
+	b := 0
+	if h.keys != nil {
+		b += h.keys.bytes()
+	}
+	if h.values != nil {
+		b += h.values.bytes()
+	}
+	return b
+}
+
+// BitsPerValue returns the bits per coordinate of the compressed tokens,
+// keys and values averaged, everything in their codes counted (indices,
+// scales, norms; not the window, not the outlier lists); 0 while none is
+// compressed.
+func (c *Compressed) BitsPerValue() float64 {
+	if c.nc == 0 {
+		return 0
+	}
+	b := 0
+	for _, h := range c.heads {
+		b += c.headBytes(h)
+	}
+	return float64(8*b) / float64(2*c.nc*c.shape.KVHeads*c.shape.HeadDim)
+}
+
+// Append adds one token's keys and values. A token that a format cannot
+// encode (not finite, beyond the fp16 range) gives an error when it
+// leaves the window, and the cache then keeps it in the window.
+func (c *Compressed) Append(k, v []float32) error {
+	d := c.shape.HeadDim
+	w := c.shape.KVHeads * d
+	if len(k) != w || len(v) != w {
+		return fmt.Errorf("kvcache: %s: append of %d keys and %d values, want %d each", c.spec, len(k), len(v), w)
+	}
+	for i, h := range c.heads {
+		appendF16(&h.wk, k[i*d:(i+1)*d])
+		appendF16(&h.wv, v[i*d:(i+1)*d])
+	}
+	c.n++
+	for c.n-c.nc-c.step >= c.window {
+		if c.calib > 0 && !c.heads[0].ready() && c.n-c.nc < c.calib {
+			break
+		}
+		if err := c.compress(); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// ready reports whether the head's stores exist (split formats make them
+// when the outliers are chosen).
+func (h *head) ready() bool { return h.keys != nil && h.values != nil }
+
+// compress moves the oldest step tokens of every head from the window to
+// the compressed stores, choosing outliers first where still needed.
+func (c *Compressed) compress() error {
+	d := c.shape.HeadDim
+	m := c.step * d
+	if cap(c.scratch) < m {
+		c.scratch = make([]float32, m)
+	}
+	x := c.scratch[:m]
+	for i, h := range c.heads {
+		if !h.ready() {
+			if err := c.chooseOutliers(i, h); err != nil {
+				return err
+			}
+		}
+		toF32(x, h.wk[h.off*d:h.off*d+m])
+		if err := h.keys.add(x); err != nil {
+			return fmt.Errorf("kvcache: layer %d head %d: key of token %d: %w", c.layer, i, c.nc, err)
+		}
+		toF32(x, h.wv[h.off*d:h.off*d+m])
+		if err := h.values.add(x); err != nil {
+			return fmt.Errorf("kvcache: layer %d head %d: value of token %d: %w", c.layer, i, c.nc, err)
+		}
+		h.off += c.step
+		// Drop the moved rows once they are half the buffer: amortised
+		// O(1) copying per token.
+		if live := len(h.wk)/d - h.off; h.off >= live {
+			h.wk = append(h.wk[:0], h.wk[h.off*d:]...)
+			h.wv = append(h.wv[:0], h.wv[h.off*d:]...)
+			h.off = 0
+		}
+	}
+	c.nc += c.step
+	return nil
+}
+
+// chooseOutliers picks head i's outlier channels from the tokens in its
+// window and makes its split stores.
+func (c *Compressed) chooseOutliers(i int, h *head) error {
+	d := c.shape.HeadDim
+	seed := c.seed ^ uint64(i+1)*0xbf58476d1ce4e5b9
+	if c.spec.K.split() {
+		h.kOut = topChannels(h.wk[h.off*d:], d, d/4)
+		q, err := c.spec.K.splitQuantizer(d, h.kOut, seed^1, c.corr)
+		if err != nil {
+			return err
+		}
+		h.keys = &codeKeys{q: q}
+	}
+	if c.spec.V.split() {
+		h.vOut = topChannels(h.wv[h.off*d:], d, d/4)
+		q, err := c.spec.V.splitQuantizer(d, h.vOut, seed^2, c.corr)
+		if err != nil {
+			return err
+		}
+		h.values = &codeValues{q: q, acc: quant.NewAccumulator(q)}
+	}
+	return nil
+}
+
+// topChannels returns, sorted, the k channels of the fp16 rows (d values
+// each) with the largest Σ x², ties to the lower channel.
+func topChannels(rows []uint16, d, k int) []int {
+	energy := make([]float64, d)
+	for t := 0; t+d <= len(rows); t += d {
+		for j, v := range rows[t : t+d] {
+			x := float64(half.F16ToF32(half.F16(v)))
+			energy[j] += x * x
+		}
+	}
+	idx := make([]int, d)
+	for j := range idx {
+		idx[j] = j
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return cmp.Compare(energy[b], energy[a]) })
+	out := idx[:k]
+	slices.Sort(out)
+	return slices.Clip(out)
+}
+
+func toF32(dst []float32, src []uint16) {
+	for i, v := range src {
+		dst[i] = half.F16ToF32(half.F16(v))
+	}
+}
+
+// Attend computes attention of every query head over all tokens, on the
+// compressed keys and values and the fp16 window (see Compressed).
+func (c *Compressed) Attend(out, q []float32, scale float32) {
+	d, g, n, nc := c.shape.HeadDim, c.shape.Group(), c.n, c.nc
+	if n == 0 {
+		clear(out[:c.shape.QHeads*d])
+		return
+	}
+	if cap(c.scores) < c.shape.QHeads*n {
+		c.scores = make([]float32, c.shape.QHeads*n, 2*c.shape.QHeads*n)
+	}
+	scores := c.scores[:c.shape.QHeads*n]
+	parallelHeads(c.shape.KVHeads, n*g*d, func(hi int) {
+		h := c.heads[hi]
+		qs := make([][]float32, g)
+		sc := make([][]float32, g)
+		comp := make([][]float32, g)
+		for j := range g {
+			qs[j] = q[(hi*g+j)*d : (hi*g+j+1)*d]
+			sc[j] = scores[(hi*g+j)*n : (hi*g+j+1)*n]
+			comp[j] = sc[j][:nc]
+		}
+		if nc > 0 {
+			h.keys.score(comp, qs)
+		}
+		wk := h.wk[h.off*d : (h.off+n-nc)*d]
+		wv := h.wv[h.off*d : (h.off+n-nc)*d]
+		for j := range g {
+			s := sc[j]
+			if n > nc {
+				tensor.DotRowsF16(s[nc:], qs[j], wk)
+			}
+			for t := range s {
+				s[t] *= scale
+			}
+			softmax(s)
+		}
+		for j := range g {
+			clear(out[(hi*g+j)*d : (hi*g+j+1)*d])
+		}
+		if nc > 0 {
+			al := h.values.accLen()
+			if len(h.accs) < g*al {
+				h.accs = make([]float32, g*al)
+			}
+			accs := make([][]float32, g)
+			for j := range g {
+				accs[j] = h.accs[j*al : (j+1)*al]
+				clear(accs[j])
+			}
+			h.values.accumulate(accs, comp)
+			for j := range g {
+				h.values.finish(out[(hi*g+j)*d:(hi*g+j+1)*d], accs[j])
+			}
+		}
+		if n > nc {
+			for j := range g {
+				tensor.WeightedSumF16(out[(hi*g+j)*d:(hi*g+j+1)*d], sc[j][nc:], wv)
+			}
+		}
+	})
+}

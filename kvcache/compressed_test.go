@@ -1,0 +1,345 @@
+package kvcache
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+
+	"github.com/turbomem/turbomem/quant"
+)
+
+// codeBytes128 is each format's code size for one 128-dimensional vector
+// (keys; values the same except where noted): the Bytes formulas.
+var codeBytes128 = map[string]int{
+	"f32":       512,
+	"f16":       256,
+	"q8_0":      4 * 34, // 4 blocks of fp16 scale + 32 int8
+	"q4_0":      4 * 18, // 4 blocks of fp16 scale + 16 nibble bytes
+	"kivi2":     48,     // values: 4 groups of (fp16 scale, fp16 min, 8 bytes); keys: (128·4 + 32·32)/32 per token
+	"turbo2.5":  40,     // (2 + 32·3/8) + (2 + 96·2/8)
+	"turbo3":    50,     // 2 + 128·3/8
+	"turbo3.5":  56,     // (2 + 32·4/8) + (2 + 96·3/8)
+	"turbo4":    66,     // 2 + 128·4/8
+	"turbo3.5p": 60,     // prod parts: (2+12 + 2+4) + (2+24 + 2+12)
+	"polar":     62,     // 8 fp16 radii + 46·8/8 angle bytes
+	"qjl":       34,     // fp16 norm + 256 sign bits
+}
+
+// specFor returns the spec that tests use for format name: the same
+// format for keys and values, except qjl (keys only: values in f16).
+func specFor(t testing.TB, name string, window int) Spec {
+	t.Helper()
+	v := name
+	if name == "qjl" {
+		v = "f16"
+	}
+	s, err := ParseSpec(name, v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Window = window
+	return s
+}
+
+func TestParseFormat(t *testing.T) {
+	for _, name := range FormatNames() {
+		f, err := ParseFormat(name)
+		if err != nil || f.String() != name || !f.Valid() {
+			t.Errorf("ParseFormat(%q) = %v, %v", name, f, err)
+		}
+	}
+	for _, bad := range []string{"", "turbo5", "F16", "q4_1", "polar4 "} {
+		_, err := ParseFormat(bad)
+		if err == nil || !strings.Contains(err.Error(), "turbo3.5") || !strings.Contains(err.Error(), fmt.Sprintf("%q", bad)) {
+			t.Errorf("ParseFormat(%q): error %v, want one naming it and listing the formats", bad, err)
+		}
+	}
+	if _, err := ParseSpec("turbo3.5", "nope"); err == nil {
+		t.Error("ParseSpec with a bad value format: no error")
+	}
+}
+
+func TestSpecRejects(t *testing.T) {
+	for _, tc := range []struct {
+		k, v string
+		sh   Shape
+		want string
+	}{
+		{"q8_0", "q8_0", Shape{2, 1, 4}, "multiple of 32"},
+		{"turbo3.5", "turbo3.5", Shape{2, 1, 48}, "multiple of 32"},
+		{"polar", "f16", Shape{2, 1, 40}, "multiple of 16"},
+		{"turbo4", "turbo4", Shape{2, 1, 20}, "multiple of 8"},
+		{"f16", "qjl", Shape{2, 1, 128}, "keys only"},
+		{"f16", "f16", Shape{3, 2, 128}, "multiple of KV heads"},
+	} {
+		s, err := ParseSpec(tc.k, tc.v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = s.NewCache(0, tc.sh)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s/%s %+v: error %v, want %q", tc.k, tc.v, tc.sh, err, tc.want)
+		}
+	}
+	if _, err := (Spec{}).NewCache(0, Shape{2, 1, 128}); err == nil {
+		t.Error("zero Spec: no error")
+	}
+}
+
+// kvData draws n tokens of keys and values for shape s: N(0,1), and with
+// outliers set, 4 channels per KV head (the same for every token, as in
+// real keys) at 10× that.
+func kvData(r *rand.Rand, s Shape, n int, outliers bool) (ks, vs [][]float32) {
+	w := s.KVHeads * s.HeadDim
+	hot := map[int]bool{}
+	if outliers {
+		for h := range s.KVHeads {
+			for len(hot) < 4*(h+1) {
+				hot[h*s.HeadDim+r.IntN(s.HeadDim)] = true
+			}
+		}
+	}
+	for range n {
+		k := make([]float32, w)
+		v := make([]float32, w)
+		for i := range k {
+			k[i] = float32(r.NormFloat64())
+			v[i] = float32(r.NormFloat64())
+			if hot[i] {
+				k[i] *= 10
+				v[i] *= 10
+			}
+		}
+		ks, vs = append(ks, k), append(vs, v)
+	}
+	return ks, vs
+}
+
+func randQuery(r *rand.Rand, s Shape) []float32 {
+	q := make([]float32, s.QHeads*s.HeadDim)
+	for i := range q {
+		q[i] = float32(r.NormFloat64())
+	}
+	return q
+}
+
+// decoded returns the cache's reconstruction of every token it holds: the
+// decoded compressed tokens, then the fp16 window. The scorers estimate
+// <q, Decode(k)> exactly (quant's contract for these methods), so
+// attention on these vectors is the math that Attend must compute.
+func decoded(t testing.TB, c *Compressed) (ks, vs [][]float32) {
+	t.Helper()
+	d := c.shape.HeadDim
+	w := c.shape.KVHeads * d
+	for range c.n {
+		ks, vs = append(ks, make([]float32, w)), append(vs, make([]float32, w))
+	}
+	for hi, h := range c.heads {
+		for tok := range c.nc {
+			dk := ks[tok][hi*d : (hi+1)*d]
+			dv := vs[tok][hi*d : (hi+1)*d]
+			switch st := h.keys.(type) {
+			case *codeKeys:
+				b := st.q.Bytes()
+				if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
+					t.Fatal(err)
+				}
+			case *kiviKeys:
+				blk := make([]float32, kiviBlock*d)
+				bb := st.k.ChannelBytes(kiviBlock)
+				if err := st.k.DecodeChannels(blk, st.blocks[tok/kiviBlock*bb:(tok/kiviBlock+1)*bb], kiviBlock); err != nil {
+					t.Fatal(err)
+				}
+				copy(dk, blk[tok%kiviBlock*d:])
+			case *f16Keys:
+				toF32(dk, st.rows[tok*d:(tok+1)*d])
+			case *f32Keys:
+				copy(dk, st.rows[tok*d:(tok+1)*d])
+			}
+			switch st := h.values.(type) {
+			case *codeValues:
+				b := st.q.Bytes()
+				if err := st.q.Decode(dv, st.codes[tok*b:(tok+1)*b]); err != nil {
+					t.Fatal(err)
+				}
+			case *f16Values:
+				toF32(dv, st.rows[tok*d:(tok+1)*d])
+			case *f32Values:
+				copy(dv, st.rows[tok*d:(tok+1)*d])
+			}
+		}
+		for tok := c.nc; tok < c.n; tok++ {
+			o := (h.off + tok - c.nc) * d
+			toF32(ks[tok][hi*d:(hi+1)*d], h.wk[o:o+d])
+			toF32(vs[tok][hi*d:(hi+1)*d], h.wv[o:o+d])
+		}
+	}
+	return ks, vs
+}
+
+// relErr returns ‖got − want‖/‖want‖ over all query heads.
+func relErr(got []float32, want []float64) float64 {
+	var num, den float64
+	for i := range got {
+		e := float64(got[i]) - want[i]
+		num += e * e
+		den += want[i] * want[i]
+	}
+	return math.Sqrt(num / den)
+}
+
+// TestCompressedAttendIsTheMath: tokens arrive one by one; at several
+// lengths (before, at and after the window fills, across KIVI blocks),
+// Attend equals float64 attention over the cache's own reconstructions.
+// Tolerance 2e-3 relative (max over coordinates, against the output's
+// RMS): float32 scores and sums over a few hundred tokens, and fp16
+// rounding inside the expansion kernels' scales is the same on both
+// sides.
+func TestCompressedAttendIsTheMath(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	s := Shape{QHeads: 8, KVHeads: 2, HeadDim: 128}
+	checkAt := map[int]bool{1: true, 20: true, 32: true, 33: true, 64: true, 65: true, 97: true, 130: true, 200: true}
+	for _, name := range FormatNames() {
+		t.Run(name, func(t *testing.T) {
+			c, err := specFor(t, name, 32).NewCache(0, s)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ks, vs := kvData(r, s, 200, true)
+			for n := 1; n <= len(ks); n++ {
+				if err := c.Append(ks[n-1], vs[n-1]); err != nil {
+					t.Fatal(err)
+				}
+				if !checkAt[n] {
+					continue
+				}
+				q := randQuery(r, s)
+				got := make([]float32, len(q))
+				c.Attend(got, q, 0.088)
+				dk, dv := ks[:n], vs[:n]
+				if cc, ok := c.(*Compressed); ok {
+					dk, dv = decoded(t, cc)
+				}
+				want := naiveAttention(s, dk, dv, q, 0.088)
+				var rms float64
+				for _, w := range want {
+					rms += w * w
+				}
+				rms = math.Sqrt(rms / float64(len(want)))
+				if c.Len() != n {
+					t.Fatalf("Len %d, want %d", c.Len(), n)
+				}
+				tol := 2e-3 * rms
+				for i := range got {
+					if name == "f32" || name == "f16" { // Dense: the exact data, fp16 rounding 2^-11 relative
+						tol = 3e-3 * (rms + math.Abs(want[i]))
+					}
+					if math.Abs(float64(got[i])-want[i]) > tol {
+						t.Fatalf("n=%d: out[%d] = %g, want %g (rms %g)", n, i, got[i], want[i], rms)
+					}
+				}
+			}
+		})
+	}
+}
+
+// attendError returns the relative L2 error of Attend against exact
+// float64 attention on the original keys and values, over queries.
+func attendError(t testing.TB, spec Spec, s Shape, n, queries int, outliers bool, seed uint64) float64 {
+	r := rand.New(rand.NewPCG(seed, 7))
+	c, err := spec.NewCache(0, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, vs := kvData(r, s, n, outliers)
+	for i := range ks {
+		if err := c.Append(ks[i], vs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var sum float64
+	for range queries {
+		q := randQuery(r, s)
+		// Sharper attention than N(0,1)·N(0,1)/√d: real heads attend to
+		// few tokens, which is where key errors show.
+		scale := 2 / math.Sqrt(float64(s.HeadDim))
+		got := make([]float32, len(q))
+		c.Attend(got, q, float32(scale))
+		e := relErr(got, naiveAttention(s, ks, vs, q, scale))
+		sum += e * e
+	}
+	return math.Sqrt(sum / float64(queries))
+}
+
+// TestAttendError: every format's attention output against the exact
+// attention on the same keys and values (384 tokens, the default window),
+// random data and data with outlier channels, for two GQA shapes. The
+// errors are those of the quantizers: an output is a convex combination
+// of values, so value errors contribute about their relative RMS √D_v
+// (0.18 at 3 bits, 0.1 at 4), and key errors move each score by
+// scale·<q, Δk>, whose RMS is √(scale²·‖q‖²·D_k·‖k‖²/d) ≈ 2·√D_k here
+// (scale 2/√d, ‖k‖² = d; 2–7× that with the 10× outlier channels). Each
+// bound is 1.25× the largest error measured over the four
+// configurations (a regression bound; the figures are logged), and the
+// rates must order the errors.
+func TestAttendError(t *testing.T) {
+	bound := map[string]float64{
+		"f32": 1e-5, "f16": 2e-3, "q8_0": 0.06, "q4_0": 0.6, "kivi2": 1.25,
+		"turbo2.5": 0.75, "turbo3": 0.95, "turbo3.5": 0.6, "turbo4": 0.5,
+		"turbo3.5p": 1.05, "polar": 0.95, "qjl": 1.9,
+	}
+	mean := map[string]float64{}
+	for _, s := range []Shape{{32, 8, 128}, {4, 4, 64}} {
+		for _, outliers := range []bool{false, true} {
+			var row strings.Builder
+			for _, name := range FormatNames() {
+				e := attendError(t, specFor(t, name, 0), s, 384, 3, outliers, 11)
+				mean[name] += e / 4
+				fmt.Fprintf(&row, " %s=%.4f", name, e)
+				if e > bound[name] {
+					t.Errorf("%s %+v outliers=%v: relative error %.4f above %.4f", name, s, outliers, e, bound[name])
+				}
+			}
+			t.Logf("%+v outliers=%v:%s", s, outliers, row.String())
+		}
+	}
+	for _, order := range [][]string{{"f16", "q8_0", "turbo4", "turbo3.5", "turbo2.5"}, {"q8_0", "q4_0"}, {"turbo3.5", "turbo3.5p"}} {
+		for i := 1; i < len(order); i++ {
+			if mean[order[i-1]] >= mean[order[i]] {
+				t.Errorf("mean error of %s (%.4f) not below %s's (%.4f)", order[i-1], mean[order[i-1]], order[i], mean[order[i]])
+			}
+		}
+	}
+}
+
+// TestCorrectionChoice measures the attention error of the turbo formats
+// with the norm and the projection correction (ALGORITHMS.md §3) and
+// checks that turboCorrection is the better of the two.
+func TestCorrectionChoice(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement")
+	}
+	errs := map[quant.Correction]float64{}
+	for _, corr := range []quant.Correction{quant.CorrectNorm, quant.CorrectProjection} {
+		var row strings.Builder
+		for _, name := range []string{"turbo2.5", "turbo3", "turbo3.5", "turbo4"} {
+			for _, outliers := range []bool{false, true} {
+				spec := specFor(t, name, 0)
+				spec.corr = corr + 1
+				e := attendError(t, spec, Shape{8, 2, 128}, 512, 8, outliers, 21)
+				errs[corr] += e
+				fmt.Fprintf(&row, " %s/outliers=%v=%.4f", name, outliers, e)
+			}
+		}
+		t.Logf("correction %s:%s (sum %.4f)", corr, row.String(), errs[corr])
+	}
+	other := quant.CorrectProjection
+	if turboCorrection == quant.CorrectProjection {
+		other = quant.CorrectNorm
+	}
+	if errs[turboCorrection] > errs[other] {
+		t.Errorf("turboCorrection %s: summed error %.4f, but %s gives %.4f", turboCorrection, errs[turboCorrection], other, errs[other])
+	}
+}

@@ -1,0 +1,228 @@
+package kvcache
+
+import (
+	"fmt"
+
+	"github.com/turbomem/turbomem/half"
+	"github.com/turbomem/turbomem/quant"
+	"github.com/turbomem/turbomem/tensor"
+)
+
+// The compressed part of one KV head's keys or values. Tokens arrive in
+// order, in batches (one token, or a KIVI block of 32).
+
+// keyStore scores queries against the stored keys.
+type keyStore interface {
+	// add encodes the tokens of xs (a multiple of d values).
+	add(xs []float32) error
+	// score sets dst[j][t] = <qs[j], k_t> for every stored token t and
+	// query j; the queries of a group share each pass over the keys.
+	score(dst, qs [][]float32)
+	bytes() int
+}
+
+// valueStore sums weighted stored values in an internal basis.
+type valueStore interface {
+	add(xs []float32) error
+	accLen() int
+	// accumulate adds Σ_t ws[j][t]·v_t (internal basis) to accs[j].
+	accumulate(accs, ws [][]float32)
+	// finish writes an internal-basis sum to dst in the original basis.
+	finish(dst, acc []float32)
+	bytes() int
+}
+
+// scoreChunk is the number of tokens a group of queries scores before
+// moving on, so that the group's passes over the keys hit cache: 256
+// codes of 56 bytes (turbo3.5) are 14 KiB.
+const scoreChunk = 256
+
+// codeKeys holds keys as quantizer codes back to back.
+type codeKeys struct {
+	q     quant.Quantizer
+	codes []byte
+}
+
+func (s *codeKeys) add(xs []float32) error { return appendCodes(s.q, &s.codes, xs) }
+
+// appendCodes encodes the vectors of xs at the end of *codes.
+func appendCodes(q quant.Quantizer, codes *[]byte, xs []float32) error {
+	n := len(*codes)
+	*codes = append(*codes, make([]byte, len(xs)/q.Dim()*q.Bytes())...)
+	if err := q.EncodeBatch((*codes)[n:], xs); err != nil {
+		*codes = (*codes)[:n]
+		return err
+	}
+	return nil
+}
+
+func appendF16(rows *[]uint16, xs []float32) {
+	for _, v := range xs {
+		*rows = append(*rows, uint16(half.F32ToF16(v)))
+	}
+}
+
+func (s *codeKeys) bytes() int { return len(s.codes) }
+
+func (s *codeKeys) score(dst, qs [][]float32) {
+	n := len(dst[0])
+	scorers := make([]quant.Scorer, len(qs))
+	for j, q := range qs {
+		sc, err := s.q.Prepare(q)
+		if err != nil {
+			panic(err) // lengths are the cache's own: a failure is a bug
+		}
+		scorers[j] = sc
+	}
+	b := s.q.Bytes()
+	for t := 0; t < n; t += scoreChunk {
+		m := min(scoreChunk, n-t)
+		for j, sc := range scorers {
+			sc.Score(dst[j][t:t+m], s.codes[t*b:(t+m)*b])
+		}
+	}
+}
+
+// f16Keys holds keys as fp16 rows (a compressed value format with fp16
+// keys).
+type f16Keys struct {
+	d    int
+	rows []uint16
+}
+
+func (s *f16Keys) add(xs []float32) error { appendF16(&s.rows, xs); return nil }
+
+func (s *f16Keys) bytes() int { return 2 * len(s.rows) }
+
+func (s *f16Keys) score(dst, qs [][]float32) {
+	n := len(dst[0])
+	for t := 0; t < n; t += scoreChunk {
+		m := min(scoreChunk, n-t)
+		for j, q := range qs {
+			tensor.DotRowsF16(dst[j][t:t+m], q, s.rows[t*s.d:(t+m)*s.d])
+		}
+	}
+}
+
+// f32Keys holds keys as float32 rows.
+type f32Keys struct {
+	d    int
+	rows []float32
+}
+
+func (s *f32Keys) add(xs []float32) error { s.rows = append(s.rows, xs...); return nil }
+func (s *f32Keys) bytes() int             { return 4 * len(s.rows) }
+
+func (s *f32Keys) score(dst, qs [][]float32) {
+	n := len(dst[0])
+	for t := 0; t < n; t += scoreChunk {
+		m := min(scoreChunk, n-t)
+		for j, q := range qs {
+			tensor.DotRowsF32(dst[j][t:t+m], q, s.rows[t*s.d:(t+m)*s.d])
+		}
+	}
+}
+
+// kiviKeys holds keys quantized per channel over blocks of kiviBlock
+// tokens (KIVI): add takes whole blocks.
+type kiviKeys struct {
+	k      *quant.KIVI
+	blocks []byte
+}
+
+// kiviBlock is the number of tokens that share one per-channel scale and
+// zero point (KIVI's group size for keys).
+const kiviBlock = 32
+
+func (s *kiviKeys) add(xs []float32) error {
+	d := s.k.Dim()
+	if len(xs) != kiviBlock*d {
+		return fmt.Errorf("kvcache: kivi keys: block of %d values, want %d", len(xs), kiviBlock*d)
+	}
+	n := len(s.blocks)
+	s.blocks = append(s.blocks, make([]byte, s.k.ChannelBytes(kiviBlock))...)
+	if err := s.k.EncodeChannels(s.blocks[n:], xs, kiviBlock); err != nil {
+		s.blocks = s.blocks[:n]
+		return err
+	}
+	return nil
+}
+
+func (s *kiviKeys) bytes() int { return len(s.blocks) }
+
+func (s *kiviKeys) score(dst, qs [][]float32) {
+	bb := s.k.ChannelBytes(kiviBlock)
+	n := len(dst[0])
+	for j, q := range qs {
+		sc, err := s.k.PrepareChannels(q)
+		if err != nil {
+			panic(err)
+		}
+		for t := 0; t < n; t += kiviBlock {
+			sc.Score(dst[j][t:t+kiviBlock], s.blocks[t/kiviBlock*bb:])
+		}
+	}
+}
+
+// codeValues holds values as quantizer codes, summed by a quant
+// Accumulator (in the rotated basis for the rotation-based formats).
+type codeValues struct {
+	q     quant.Quantizer
+	acc   quant.Accumulator
+	codes []byte
+}
+
+func (s *codeValues) add(xs []float32) error { return appendCodes(s.q, &s.codes, xs) }
+
+func (s *codeValues) bytes() int  { return len(s.codes) }
+func (s *codeValues) accLen() int { return s.acc.AccLen() }
+
+func (s *codeValues) accumulate(accs, ws [][]float32) {
+	if len(ws[0]) > 0 {
+		s.acc.Accumulate(accs, ws, s.codes)
+	}
+}
+
+func (s *codeValues) finish(dst, acc []float32) { s.acc.Finish(dst, acc) }
+
+// f16Values holds values as fp16 rows.
+type f16Values struct {
+	d    int
+	rows []uint16
+}
+
+func (s *f16Values) add(xs []float32) error { appendF16(&s.rows, xs); return nil }
+func (s *f16Values) bytes() int             { return 2 * len(s.rows) }
+func (s *f16Values) accLen() int            { return s.d }
+func (s *f16Values) finish(dst, acc []float32) {
+	copy(dst, acc[:s.d])
+}
+
+func (s *f16Values) accumulate(accs, ws [][]float32) {
+	if n := len(ws[0]); n > 0 {
+		for j, acc := range accs {
+			tensor.WeightedSumF16(acc, ws[j], s.rows[:n*s.d])
+		}
+	}
+}
+
+// f32Values holds values as float32 rows.
+type f32Values struct {
+	d    int
+	rows []float32
+}
+
+func (s *f32Values) add(xs []float32) error { s.rows = append(s.rows, xs...); return nil }
+func (s *f32Values) bytes() int             { return 4 * len(s.rows) }
+func (s *f32Values) accLen() int            { return s.d }
+func (s *f32Values) finish(dst, acc []float32) {
+	copy(dst, acc[:s.d])
+}
+
+func (s *f32Values) accumulate(accs, ws [][]float32) {
+	if n := len(ws[0]); n > 0 {
+		for j, acc := range accs {
+			tensor.WeightedSumF32(acc, ws[j], s.rows[:n*s.d])
+		}
+	}
+}
