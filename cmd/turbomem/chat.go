@@ -17,6 +17,7 @@ func runChat(e *env, args []string) error {
 	n := fs.Int("n", 512, "maximum tokens per answer")
 	system := fs.String("system", "", "system prompt")
 	tmplName := fs.String("template", "", "chat template (plain, llama3, chatml, mistral, llama2; default: from the model)")
+	kvf := addKVFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -30,17 +31,24 @@ func runChat(e *env, args []string) error {
 			return usageError{err}
 		}
 	}
+	if _, err := kvf.spec(); err != nil {
+		return err
+	}
 	l, err := g.load(e)
 	if err != nil {
 		return err
 	}
 	defer l.m.Close()
+	_, nc, err := kvf.newCache(l.m)
+	if err != nil {
+		return err
+	}
 	if *tmplName == "" {
 		jinja, _ := l.m.File().String("tokenizer.chat_template")
 		tmpl = model.DetectChatTemplate(jinja)
 	}
 	fmt.Fprintf(e.stderr, "chat template: %s; /reset to start over, /quit to leave\n", tmpl)
-	c := &conversation{l: l, tmpl: tmpl, sc: sc, ctx: *g.ctx, system: *system}
+	c := &conversation{l: l, tmpl: tmpl, sc: sc, ctx: *g.ctx, system: *system, nc: nc}
 	if err := c.reset(); err != nil {
 		return err
 	}
@@ -78,6 +86,7 @@ type conversation struct {
 	sc     model.SamplerConfig
 	ctx    int
 	system string
+	nc     model.NewCache
 	msgs   []model.Message
 	s      *model.Session
 	fed    []int32
@@ -89,7 +98,7 @@ func (c *conversation) reset() error {
 	if c.system != "" {
 		c.msgs = append(c.msgs, model.Message{Role: "system", Content: c.system})
 	}
-	s, err := c.l.m.NewSession(model.F16Cache, c.ctx)
+	s, err := c.l.m.NewSession(c.nc, c.ctx)
 	if err != nil {
 		return err
 	}
@@ -116,7 +125,7 @@ func (c *conversation) turn(e *env, line string, n int) error {
 		common++
 	}
 	if common < len(c.fed) || common == len(ids) {
-		s, err := c.l.m.NewSession(model.F16Cache, c.ctx)
+		s, err := c.l.m.NewSession(c.nc, c.ctx)
 		if err != nil {
 			return err
 		}

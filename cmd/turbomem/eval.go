@@ -10,7 +10,6 @@ import (
 	"text/tabwriter"
 
 	"github.com/turbomem/turbomem/eval"
-	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/plot"
 )
 
@@ -31,17 +30,6 @@ func runEval(e *env, args []string) error {
 	return usageError{fmt.Errorf("unknown subject %q (want ppl or needle)", args[0])}
 }
 
-// kvFlag parses --kv into the cache constructor it names.
-func kvFlag(name string) (model.NewCache, error) {
-	switch name {
-	case "f16":
-		return model.F16Cache, nil
-	case "f32":
-		return model.F32Cache, nil
-	}
-	return nil, usageError{fmt.Errorf("--kv %q: known formats are f16, f32", name)}
-}
-
 // readText returns the text of path.
 func readText(path string) (string, error) {
 	if path == "" {
@@ -60,7 +48,7 @@ func evalPPL(e *env, args []string) error {
 	file := fs.String("file", "", "text to score")
 	ctxLen := fs.Int("ctx", 512, "window length in tokens")
 	chunks := fs.Int("chunks", 0, "score at most this many windows (0: all)")
-	kv := fs.String("kv", "f16", "KV cache format")
+	kvf := addKVFlags(fs)
 	dump := fs.String("dump", "", "write the next-token distributions to this file")
 	ref := fs.String("ref", "", "compare with the distributions in this file")
 	topK := fs.Int("top-k", 64, "most likely tokens kept per position in --dump")
@@ -72,8 +60,7 @@ func evalPPL(e *env, args []string) error {
 	if *format != "table" && *format != "json" {
 		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
 	}
-	nc, err := kvFlag(*kv)
-	if err != nil {
+	if _, err := kvf.spec(); err != nil {
 		return err
 	}
 	if *path == "" {
@@ -100,6 +87,11 @@ func evalPPL(e *env, args []string) error {
 		return err
 	}
 	defer l.m.Close()
+	spec, nc, err := kvf.newCache(l.m)
+	if err != nil {
+		return err
+	}
+	kv := spec.String()
 	ids := l.tok.Encode(text, true)
 	res, err := eval.Perplexity(context.Background(), l.m, ids, l.tok.BOS(), eval.PPLOptions{
 		Ctx: *ctxLen, NewCache: nc, MaxChunks: *chunks, TopK: *topK, Ref: refD,
@@ -129,13 +121,13 @@ func evalPPL(e *env, args []string) error {
 		}
 	}
 	if *format == "json" {
-		out := map[string]any{"kv": *kv, "ctx": *ctxLen, "tokens": res.Tokens, "chunks": res.Chunks, "ppl": res.PPL, "ppl_stderr": res.PPLStdErr, "nll": res.NLL}
+		out := map[string]any{"kv": kv, "ctx": *ctxLen, "tokens": res.Tokens, "chunks": res.Chunks, "ppl": res.PPL, "ppl_stderr": res.PPLStdErr, "nll": res.NLL}
 		if a := res.Agreement; a != nil {
 			out["kl_mean"], out["kl_p99"], out["kl_max"], out["top1"], out["delta_nll"] = a.KLMean, a.KLP99, a.KLMax, a.Top1, a.DeltaNLL
 		}
 		return json.NewEncoder(e.stdout).Encode(out)
 	}
-	fmt.Fprintf(e.stdout, "%s: %d windows of %d tokens, %d scored, KV %s\nperplexity %.4f ± %.4f (mean NLL %.5f)\n", *file, res.Chunks, *ctxLen, res.Tokens, *kv, res.PPL, res.PPLStdErr, res.NLL)
+	fmt.Fprintf(e.stdout, "%s: %d windows of %d tokens, %d scored, KV %s\nperplexity %.4f ± %.4f (mean NLL %.5f)\n", *file, res.Chunks, *ctxLen, res.Tokens, kv, res.PPL, res.PPLStdErr, res.NLL)
 	if a := res.Agreement; a != nil {
 		fmt.Fprintf(e.stdout, "vs %s: KL mean %.6f, p99 %.6f, max %.6f; top-1 agreement %.4f; ΔNLL %+.6f\n", *ref, a.KLMean, a.KLP99, a.KLMax, a.Top1, a.DeltaNLL)
 	}
@@ -150,7 +142,7 @@ func evalNeedle(e *env, args []string) error {
 	depths := fs.Int("depths", 11, "needle depths per length, from start to end")
 	trials := fs.Int("trials", 1, "needles per cell")
 	seed := fs.Uint64("seed", 1, "seed of the needles and haystack offsets")
-	kv := fs.String("kv", "f16", "KV cache format")
+	kvf := addKVFlags(fs)
 	plotFile := fs.String("plot", "", "draw the grid as an SVG heat map")
 	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
 	format := fs.String("format", "table", "output format: table or json")
@@ -171,8 +163,7 @@ func evalNeedle(e *env, args []string) error {
 		}
 		ls = append(ls, n)
 	}
-	nc, err := kvFlag(*kv)
-	if err != nil {
+	if _, err := kvf.spec(); err != nil {
 		return err
 	}
 	if *path == "" {
@@ -187,6 +178,11 @@ func evalNeedle(e *env, args []string) error {
 		return err
 	}
 	defer l.m.Close()
+	spec, nc, err := kvf.newCache(l.m)
+	if err != nil {
+		return err
+	}
+	kv := spec.String()
 	res, err := eval.Needle(context.Background(), l.m, l.tok, l.tok.Encode(text, false), eval.NeedleOptions{
 		Lengths: ls, Depths: *depths, Trials: *trials, Seed: *seed, NewCache: nc,
 	})
@@ -194,7 +190,7 @@ func evalNeedle(e *env, args []string) error {
 		return err
 	}
 	if *plotFile != "" {
-		h := &plot.Heatmap{Title: fmt.Sprintf("needle in a haystack, KV %s: overall %.3f", *kv, res.Overall), XLabel: "needle depth", YLabel: "context length"}
+		h := &plot.Heatmap{Title: fmt.Sprintf("needle in a haystack, KV %s: overall %.3f", kv, res.Overall), XLabel: "needle depth", YLabel: "context length"}
 		for _, d := range res.Depths {
 			h.XTicks = append(h.XTicks, fmt.Sprintf("%.1f", d))
 		}
@@ -215,7 +211,7 @@ func evalNeedle(e *env, args []string) error {
 		}
 	}
 	if *format == "json" {
-		return json.NewEncoder(e.stdout).Encode(map[string]any{"kv": *kv, "lengths": res.Lengths, "depths": res.Depths, "score": res.Score, "needle": res.Overall})
+		return json.NewEncoder(e.stdout).Encode(map[string]any{"kv": kv, "lengths": res.Lengths, "depths": res.Depths, "score": res.Score, "needle": res.Overall})
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 1, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "length \\ depth\t")
@@ -231,6 +227,6 @@ func evalNeedle(e *env, args []string) error {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
-	fmt.Fprintf(e.stdout, "needle score %.4f (%d lengths × %d depths × %d trials, KV %s)\n", res.Overall, len(res.Lengths), len(res.Depths), *trials, *kv)
+	fmt.Fprintf(e.stdout, "needle score %.4f (%d lengths × %d depths × %d trials, KV %s)\n", res.Overall, len(res.Lengths), len(res.Depths), *trials, kv)
 	return nil
 }

@@ -133,6 +133,17 @@ func TestRun(t *testing.T) {
 	if code, _, errOut := runCmd("run", "-m", filepath.Join(t.TempDir(), "nope.gguf"), "hi"); code != 1 || !strings.Contains(errOut, "no such file") {
 		t.Errorf("missing model: code %d, %q", code, errOut)
 	}
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "hi", "--kv", "turbo9"}, "unknown KV format"},
+		{[]string{"run", "hi", "--kv-window", "-5"}, "--kv-window"},
+	} {
+		if code, _, errOut := runCmd(tt.args...); code != 2 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: code %d, %q", tt.args, code, errOut)
+		}
+	}
 	const fixture = "../../../shared/fixtures/llama-2-tiny-random.gguf"
 	if _, err := os.Stat(fixture); err != nil {
 		t.Skipf("third-party fixture absent: %v", err)
@@ -146,9 +157,17 @@ func TestRun(t *testing.T) {
 	if out != "Once upon a timeernalrightarrow попуdevelopment\n" {
 		t.Errorf("output %q", out)
 	}
-	for _, want := range []string{"prompt 5 tokens", "generated 4 tokens", "KV cache", "weights"} {
+	for _, want := range []string{"prompt 5 tokens", "generated 4 tokens", "KV cache", "weights", "f16, 9 tokens, 32 B/token, 1.00x"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr lacks %q: %s", want, errOut)
+		}
+	}
+	// A format the model's head dimension (4) cannot serve is refused
+	// before any work, and values cannot be QJL sketches.
+	for _, kv := range [][]string{{"--kv", "turbo4"}, {"--kv-v", "qjl"}} {
+		args := append([]string{"run", "-m", fixture, "-n", "2"}, append(kv, "hi")...)
+		if code, _, errOut := runCmd(args...); code != 2 || !strings.Contains(errOut, "kvcache") {
+			t.Errorf("%v: code %d, %q", kv, code, errOut)
 		}
 	}
 }
@@ -188,7 +207,7 @@ func TestEval(t *testing.T) {
 	}{
 		{[]string{"eval"}, "needs a subject"},
 		{[]string{"eval", "x"}, "unknown subject"},
-		{[]string{"eval", "ppl", "-m", "m.gguf", "--kv", "q9"}, "--kv"},
+		{[]string{"eval", "ppl", "-m", "m.gguf", "--kv", "q9"}, "unknown KV format"},
 		{[]string{"eval", "ppl", "-m", "m.gguf"}, "--file"},
 		{[]string{"eval", "ppl", "--format", "csv"}, "--format"},
 		{[]string{"eval", "needle", "--lengths", "5"}, "--lengths"},

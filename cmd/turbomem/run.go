@@ -12,6 +12,7 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
 
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/tokenizer"
 )
@@ -154,10 +155,18 @@ func (st genStats) String() string {
 		st.promptTokens, tps(st.promptTokens, st.prompt), st.genTokens, tps(st.genTokens, st.decode))
 }
 
-// printMemory reports where the session's memory went.
-func printMemory(e *env, l *loaded, s *model.Session) {
-	fmt.Fprintf(e.stderr, "memory: weights %s, KV cache %s (%d tokens, f16), scratch %s\n",
-		humanBytes(l.m.WeightBytes()), humanBytes(s.CacheBytes()), s.Len(), humanBytes(s.ScratchBytes()))
+// printMemory reports where the session's memory went, with the KV
+// cache's bytes per token and ratio to an fp16 cache.
+func printMemory(e *env, l *loaded, s *model.Session, spec kvcache.Spec) {
+	c := l.m.Config
+	f16PerToken := float64(2 * 2 * c.Layers * c.KVHeads * c.HeadDim)
+	perToken, ratio := 0.0, 0.0
+	if s.Len() > 0 {
+		perToken = float64(s.CacheBytes()) / float64(s.Len())
+		ratio = f16PerToken / perToken
+	}
+	fmt.Fprintf(e.stderr, "memory: weights %s, KV cache %s (%s, %d tokens, %.0f B/token, %.2fx smaller than f16), scratch %s\n",
+		humanBytes(l.m.WeightBytes()), humanBytes(s.CacheBytes()), spec, s.Len(), perToken, ratio, humanBytes(s.ScratchBytes()))
 }
 
 func runRun(e *env, args []string) error {
@@ -165,6 +174,7 @@ func runRun(e *env, args []string) error {
 	g := addGenFlags(fs)
 	n := fs.Int("n", 128, "maximum tokens to generate")
 	chat := fs.Bool("chat", false, "wrap the prompt as a user message in the model's chat template")
+	kvf := addKVFlags(fs)
 	var prompt []string
 	// Accept the prompt before or after the flags.
 	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
@@ -187,11 +197,18 @@ func runRun(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if _, err := kvf.spec(); err != nil {
+		return err
+	}
 	l, err := g.load(e)
 	if err != nil {
 		return err
 	}
 	defer l.m.Close()
+	spec, nc, err := kvf.newCache(l.m)
+	if err != nil {
+		return err
+	}
 	text := strings.Join(prompt, " ")
 	if *chat {
 		tmpl, _ := l.m.File().String("tokenizer.chat_template")
@@ -203,7 +220,7 @@ func runRun(e *env, args []string) error {
 	if len(ids) == 0 {
 		return errors.New("the prompt encodes to no tokens")
 	}
-	s, err := l.m.NewSession(model.F16Cache, *g.ctx)
+	s, err := l.m.NewSession(nc, *g.ctx)
 	if err != nil {
 		return err
 	}
@@ -220,6 +237,6 @@ func runRun(e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintln(e.stderr, st)
-	printMemory(e, l, s)
+	printMemory(e, l, s, spec)
 	return nil
 }
