@@ -2,6 +2,38 @@
 
 package quant
 
+//go:noescape
+func expandCodesAVX512(dst *float32, rowLen int, n int, groups int, table *[16]float32, codes *byte, stride int, b int, ctrl *[64]byte)
+
+// expandCodesFast runs the AVX-512 expansion where the CPU has it and d
+// is a multiple of 16, leaving to the Go twin the last codes, whose
+// 8-byte loads would run past the end of codes.
 func expandCodesFast(dst []float32, rowLen, col, d int, table *[16]float32, codes []byte, n, stride, off, b int) {
-	expandCodesGo(dst, rowLen, col, d, table, codes, n, stride, off, b)
+	if !simd.avx512 || d%16 != 0 || n == 0 {
+		expandCodesGo(dst, rowLen, col, d, table, codes, n, stride, off, b)
+		return
+	}
+	end := off + 2 + d/8*b + 7 // bytes the kernel may touch in one code
+	m := n
+	for m > 0 && (m-1)*stride+end > len(codes) {
+		m--
+	}
+	if m < n {
+		expandCodesGo(dst[m*rowLen:], rowLen, col, d, table, codes[m*stride:], n-m, stride, off, b)
+	}
+	if m == 0 {
+		return
+	}
+	_ = codes[(m-1)*stride+end-1]
+	_ = dst[(m-1)*rowLen+col+d-1]
+	var rep [16]float32
+	for k := range rep {
+		rep[k] = table[k&(1<<b-1)]
+	}
+	var ctrl [64]byte
+	for k := range 8 {
+		ctrl[8*k] = byte(2 * k * b)
+		ctrl[8*k+4] = byte((2*k + 1) * b)
+	}
+	expandCodesAVX512(&dst[col], rowLen, m, d/16, &rep, &codes[off], stride, b, &ctrl)
 }

@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"sync"
 
 	"github.com/turbomem/turbomem/half"
 )
@@ -68,8 +69,24 @@ func newCodebook(bits, d int, o Options) (*Codebook, error) {
 	if o.Gaussian || d < 3 {
 		return LloydMaxGaussian(bits, 1/math.Sqrt(float64(d)))
 	}
-	return LloydMax(bits, d)
+	// Solving takes tens of milliseconds and depends only on (bits, d): a
+	// KV cache makes a split quantizer per layer and head. The quantizers
+	// only read their codebook, so one is shared.
+	key := [2]int{bits, d}
+	if cb, ok := sphereCodebooks.Load(key); ok {
+		return cb.(*Codebook), nil
+	}
+	cb, err := LloydMax(bits, d)
+	if err != nil {
+		return nil, err
+	}
+	got, _ := sphereCodebooks.LoadOrStore(key, cb)
+	return got.(*Codebook), nil
 }
+
+// sphereCodebooks memoises LloydMax for newCodebook: a pure function's
+// results, not configuration.
+var sphereCodebooks sync.Map
 
 // TurboMSE is TurboQuant_mse (ALGORITHMS.md §3): x is stored as a 16-bit
 // scale and the b-bit Lloyd–Max indices of the coordinates of Π(x/‖x‖).
