@@ -343,3 +343,148 @@ func TestCorrectionChoice(t *testing.T) {
 		t.Errorf("turboCorrection %s: summed error %.4f, but %s gives %.4f", turboCorrection, errs[turboCorrection], other, errs[other])
 	}
 }
+
+// TestBytesFormula: Bytes is nc·KVHeads·(key code + value code) for the
+// compressed tokens, plus 4·d bytes per token and KV head in the fp16
+// window, plus 2 bytes per outlier channel index; BitsPerValue is the
+// compressed codes' bits per coordinate, and the .5 formats meet their
+// names at d = 128.
+func TestBytesFormula(t *testing.T) {
+	s := Shape{QHeads: 4, KVHeads: 2, HeadDim: 128}
+	r := rand.New(rand.NewPCG(9, 9))
+	ks, vs := kvData(r, s, 200, false)
+	const window = 16
+	for _, name := range FormatNames() {
+		c, err := specFor(t, name, window).NewCache(0, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range ks {
+			if err := c.Append(ks[i], vs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		kb, vb := codeBytes128[name], codeBytes128[name]
+		if name == "qjl" {
+			vb = codeBytes128["f16"]
+		}
+		cc, ok := c.(*Compressed)
+		if !ok {
+			if want := 200 * s.KVHeads * (kb + vb); c.Bytes() != want {
+				t.Errorf("%s: Bytes %d, want %d", name, c.Bytes(), want)
+			}
+			continue
+		}
+		win := cc.Window()
+		if name == "kivi2" {
+			if win < window || win >= window+kiviBlock || (200-win)%kiviBlock != 0 {
+				t.Errorf("kivi2: window %d, want whole blocks compressed and %d..%d in the window", win, window, window+kiviBlock-1)
+			}
+		} else if win != window {
+			t.Errorf("%s: window %d, want %d", name, win, window)
+		}
+		nc := 200 - win
+		outliers := 0
+		if strings.HasPrefix(name, "turbo") && name != "turbo3" && name != "turbo4" {
+			outliers = 2 * 32 // keys and values, d/4 channels each
+		}
+		want := nc*s.KVHeads*(kb+vb) + win*s.KVHeads*4*s.HeadDim + 2*outliers*s.KVHeads
+		if c.Bytes() != want {
+			t.Errorf("%s: Bytes %d, want %d", name, c.Bytes(), want)
+		}
+		bits := cc.BitsPerValue()
+		if wantBits := float64(8*(kb+vb)) / (2 * 128); bits != wantBits {
+			t.Errorf("%s: BitsPerValue %g, want %g", name, bits, wantBits)
+		}
+		if limit := map[string]float64{"turbo2.5": 2.5, "turbo3.5": 3.5}[name]; limit > 0 && bits > limit {
+			t.Errorf("%s: %g bits per coordinate, above %g", name, bits, limit)
+		}
+		t.Logf("%-9s %.4f bits/coordinate (K %d + V %d bytes per token and head)", name, bits, kb, vb)
+	}
+}
+
+// TestBitsAt16k: at 16k tokens with the default window, everything
+// counted (window, outlier lists), turbo2.5 and turbo3.5 stay within 3%
+// of their nominal rate (the target).
+func TestBitsAt16k(t *testing.T) {
+	s := Shape{QHeads: 1, KVHeads: 1, HeadDim: 128}
+	r := rand.New(rand.NewPCG(3, 3))
+	ks, vs := kvData(r, s, 256, true)
+	for _, tc := range []struct {
+		name string
+		bits float64
+	}{{"turbo2.5", 2.5}, {"turbo3.5", 3.5}} {
+		c, err := specFor(t, tc.name, 0).NewCache(0, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const n = 16384
+		for i := range n {
+			if err := c.Append(ks[i%256], vs[i%256]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		total := float64(8*c.Bytes()) / float64(2*n*s.KVHeads*s.HeadDim)
+		t.Logf("%s at %d tokens: %.4f bits per coordinate in all (%.2f%% over %g)", tc.name, n, total, 100*(total/tc.bits-1), tc.bits)
+		if total > 1.03*tc.bits {
+			t.Errorf("%s: %.4f bits per coordinate at %d tokens, more than 3%% above %g", tc.name, total, n, tc.bits)
+		}
+	}
+}
+
+// TestWindowError measures what the fp16 window buys: turbo3.5 attention
+// error against exact at several window lengths, for queries that attend
+// mostly to recent tokens, as decoding queries do: each query is noise
+// plus 3/5 times the sum of its KV head's keys 1, 6, 21, 41 and 91
+// tokens back, which gives each of those a score about 6 above the
+// typical one, about half the attention mass. Windows of 16, 32, 64 and
+// 128 cover 2, 3, 4 and 5 of them exactly. DefaultWindow's cost is
+// bounded by TestBitsAt16k; here the error must fall as the window grows.
+func TestWindowError(t *testing.T) {
+	s := Shape{QHeads: 8, KVHeads: 2, HeadDim: 128}
+	r := rand.New(rand.NewPCG(4, 4))
+	const n = 1024
+	ks, vs := kvData(r, s, n, false)
+	d := s.HeadDim
+	var row strings.Builder
+	prev := math.Inf(1)
+	for _, w := range []int{-1, 16, 32, 64, 128} {
+		c, err := specFor(t, "turbo3.5", w).NewCache(0, s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := range ks {
+			if err := c.Append(ks[i], vs[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var sum float64
+		const queries = 4
+		qr := rand.New(rand.NewPCG(5, 5))
+		for range queries {
+			q := randQuery(qr, s)
+			for h := range s.QHeads {
+				kh := h / s.Group()
+				for i := range d {
+					var acc float32
+					for _, back := range []int{1, 6, 21, 41, 91} {
+						acc += ks[n-back][kh*d+i]
+					}
+					q[h*d+i] = 0.3*q[h*d+i] + 3*acc/5
+				}
+			}
+			scale := 1 / math.Sqrt(float64(d))
+			got := make([]float32, len(q))
+			c.Attend(got, q, float32(scale))
+			e := relErr(got, naiveAttention(s, ks, vs, q, scale))
+			sum += e * e
+		}
+		e := math.Sqrt(sum / queries)
+		fmt.Fprintf(&row, " R=%d: %.4f", max(w, 0), e)
+		if e > prev {
+			t.Errorf("window %d: error %.4f above the shorter window's %.4f", w, e, prev)
+		}
+		prev = e
+	}
+	t.Logf("turbo3.5 attention error by window:%s", row.String())
+}
