@@ -3,6 +3,7 @@ package kvcache
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"slices"
 
 	"github.com/turbomem/turbomem/half"
@@ -111,6 +112,10 @@ func newCompressed(s Spec, layer int, sh Shape) (*Compressed, error) {
 			h.keys = &f16Keys{d: d}
 		case s.K.kind == kindKIVI:
 			h.keys = &kiviKeys{k: kq.(*quant.KIVI)}
+		case s.K.kind == kindQ8_0:
+			h.keys = &blockKeys{q: kq, typ: tensor.Q8_0}
+		case s.K.kind == kindQ4_0:
+			h.keys = &blockKeys{q: kq, typ: tensor.Q4_0}
 		case kq != nil:
 			h.keys = &codeKeys{q: kq}
 		}
@@ -179,14 +184,21 @@ func (c *Compressed) BitsPerValue() float64 {
 	return float64(8*b) / float64(2*c.nc*c.shape.KVHeads*c.shape.HeadDim)
 }
 
-// Append adds one token's keys and values. A token that a format cannot
-// encode (not finite, beyond the fp16 range) gives an error when it
-// leaves the window, and the cache then keeps it in the window.
+// Append adds one token's keys and values. Values that are not finite
+// or beyond the fp16 range (which the window cannot hold) are refused
+// before anything is stored. A token that a format still cannot encode
+// (a vector norm beyond its fp16 scale) gives an error when it leaves the
+// window.
 func (c *Compressed) Append(k, v []float32) error {
 	d := c.shape.HeadDim
 	w := c.shape.KVHeads * d
 	if len(k) != w || len(v) != w {
 		return fmt.Errorf("kvcache: %s: append of %d keys and %d values, want %d each", c.spec, len(k), len(v), w)
+	}
+	for i := range k {
+		if !(math.Abs(float64(k[i])) <= 65504) || !(math.Abs(float64(v[i])) <= 65504) {
+			return fmt.Errorf("kvcache: %s: token %d: key %g or value %g at %d is not finite or beyond the fp16 range", c.spec, c.n, k[i], v[i], i)
+		}
 	}
 	for i, h := range c.heads {
 		appendF16(&h.wk, k[i*d:(i+1)*d])

@@ -141,6 +141,11 @@ func decoded(t testing.TB, c *Compressed) (ks, vs [][]float32) {
 			dk := ks[tok][hi*d : (hi+1)*d]
 			dv := vs[tok][hi*d : (hi+1)*d]
 			switch st := h.keys.(type) {
+			case *blockKeys:
+				b := st.q.Bytes()
+				if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
+					t.Fatal(err)
+				}
 			case *codeKeys:
 				b := st.q.Bytes()
 				if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
@@ -487,4 +492,24 @@ func TestWindowError(t *testing.T) {
 		prev = e
 	}
 	t.Logf("turbo3.5 attention error by window:%s", row.String())
+}
+
+func TestCompressedAppendErrors(t *testing.T) {
+	s := Shape{QHeads: 2, KVHeads: 1, HeadDim: 128}
+	c, err := specFor(t, "turbo3.5", 0).NewCache(0, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := make([]float32, 128)
+	if err := c.Append(k[:100], k); err == nil {
+		t.Error("short key: no error")
+	}
+	k[3] = float32(math.Inf(1))
+	if err := c.Append(k, make([]float32, 128)); err == nil || c.Len() != 0 {
+		t.Errorf("infinite key: error %v, Len %d", err, c.Len())
+	}
+	k[3] = 1e6
+	if err := c.Append(make([]float32, 128), k); err == nil || c.Len() != 0 {
+		t.Errorf("value beyond fp16: error %v, Len %d", err, c.Len())
+	}
 }

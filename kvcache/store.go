@@ -83,6 +83,37 @@ func (s *codeKeys) score(dst, qs [][]float32) {
 	}
 }
 
+// blockKeys holds q8_0 or q4_0 keys. Scoring dequantizes a chunk of
+// tokens once (tensor's llama.cpp decoder) into a small fp32 block and
+// runs the fp32 row kernel over it for each query head of the group:
+// cheaper than each head's fused scalar dequantize-dot.
+type blockKeys struct {
+	q     quant.Quantizer
+	typ   tensor.DType
+	codes []byte
+}
+
+// blockChunk is the number of tokens dequantized at once (32 KiB at
+// d = 128).
+const blockChunk = 64
+
+func (s *blockKeys) add(xs []float32) error { return appendCodes(s.q, &s.codes, xs) }
+func (s *blockKeys) bytes() int             { return len(s.codes) }
+
+func (s *blockKeys) score(dst, qs [][]float32) {
+	n, d, b := len(dst[0]), s.q.Dim(), s.q.Bytes()
+	rows := make([]float32, blockChunk*d)
+	for t := 0; t < n; t += blockChunk {
+		m := min(blockChunk, n-t)
+		if err := tensor.Dequantize(s.typ, rows[:m*d], s.codes[t*b:(t+m)*b]); err != nil {
+			panic(err) // sizes are the cache's own
+		}
+		for j, q := range qs {
+			tensor.DotRowsF32(dst[j][t:t+m], q, rows[:m*d])
+		}
+	}
+}
+
 // f16Keys holds keys as fp16 rows (a compressed value format with fp16
 // keys).
 type f16Keys struct {

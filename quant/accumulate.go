@@ -63,6 +63,10 @@ func NewAccumulator(q Quantizer) Accumulator {
 		e = &splitExp{s: t, hi: partExpander(t.hi), lo: partExpander(t.lo)}
 	case *Polar:
 		e = polarExp{t}
+	case *Q8_0:
+		e = ggmlExp{d: t.d, bytes: t.Bytes(), typ: tensor.Q8_0}
+	case *Q4_0:
+		e = ggmlExp{d: t.d, bytes: t.Bytes(), typ: tensor.Q4_0}
 	default:
 		e = &decodeExp{q: q, tmp: make([]float32, q.Dim())}
 	}
@@ -289,6 +293,31 @@ func (e polarExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride
 }
 
 func (e polarExp) finish(dst, acc []float32) { e.p.rot.Invert(dst, acc[:e.p.d]) }
+
+// ggmlExp expands q8_0 and q4_0 codes with tensor's llama.cpp decoder, a
+// whole chunk of back-to-back codes in one call.
+type ggmlExp struct {
+	d, bytes int
+	typ      tensor.DType
+}
+
+func (e ggmlExp) internalLen() int { return e.d }
+
+func (e ggmlExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int) {
+	if rowLen == e.d && col == 0 && stride == e.bytes && off == 0 {
+		if tensor.Dequantize(e.typ, dst[:n*e.d], codes[:n*e.bytes]) == nil {
+			return
+		}
+	}
+	for i := range n {
+		row := dst[i*rowLen+col : i*rowLen+col+e.d]
+		if tensor.Dequantize(e.typ, row, codes[i*stride+off:i*stride+off+e.bytes]) != nil {
+			clear(row)
+		}
+	}
+}
+
+func (e ggmlExp) finish(dst, acc []float32) { copy(dst, acc[:e.d]) }
 
 // decodeExp decodes each code in the original basis (quantizers without
 // a rotation: q8_0, q4_0, KIVI per token). A code that does not decode
