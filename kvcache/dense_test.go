@@ -102,9 +102,25 @@ func TestDenseErrors(t *testing.T) {
 
 func TestSoftmaxLargeScores(t *testing.T) {
 	s := []float32{1000, 1000, -1000}
-	softmax(s)
+	softmax(s, 1)
 	if math.Abs(float64(s[0])-0.5) > 1e-6 || s[2] != 0 {
 		t.Errorf("softmax = %v", s)
+	}
+}
+
+// TestExpNeg: expNeg against math.Exp over [−87.3, 0]: relative error
+// within 4 float32 ulps (2.4e-7; Cephes quotes 2), and 0 below.
+func TestExpNeg(t *testing.T) {
+	for i := range 200001 {
+		x := -87.3 * float64(i) / 200000
+		got := float64(expNeg(float32(x)))
+		want := math.Exp(float64(float32(x)))
+		if math.Abs(got-want) > 4.8e-7*want {
+			t.Fatalf("expNeg(%g) = %g, want %g", x, got, want)
+		}
+	}
+	if expNeg(-100) != 0 || expNeg(0) != 1 {
+		t.Errorf("expNeg(-100) = %g, expNeg(0) = %g", expNeg(-100), expNeg(0))
 	}
 }
 
