@@ -48,9 +48,10 @@ func (s Shape) Validate() error {
 // Group returns the number of query heads that share one KV head.
 func (s Shape) Group() int { return s.QHeads / s.KVHeads }
 
-// softmax replaces s by softmax(scale·s) (scale > 0), subtracting the
-// maximum first so that large scores cannot overflow.
-func softmax(s []float32, scale float32) {
+// softmaxGo replaces s by softmax(scale·s) (scale > 0), subtracting the
+// maximum first so that large scores cannot overflow: the pure-Go twin of
+// softmax's kernels.
+func softmaxGo(s []float32, scale float32) {
 	m := float32(math.Inf(-1))
 	for _, v := range s {
 		m = max(m, v)
@@ -73,10 +74,10 @@ func softmax(s []float32, scale float32) {
 // cheaper than math.Exp, which the softmax of a long context calls once
 // per token and query head.
 func expNeg(x float32) float32 {
-	if x < -87.3 { // e^x below the smallest normal float32: flush to 0
-		return 0
-	}
-	n := -float32(int32(-x*1.44269504088896341 + 0.5)) // round(x·log₂e), x ≤ 0
+	// Below −87.3, e^x is under the smallest normal float32: clamp (the
+	// result, 1.2e-38, is as good as 0 next to the maximum's e^0 = 1).
+	x = max(x, -87.3)
+	n := float32(math.Floor(float64(x*1.44269504088896341 + 0.5))) // round(x·log₂e)
 	r := x - n*0.693359375 + n*2.12194440e-4
 	p := float32(1.9875691500e-4)
 	p = p*r + 1.3981999507e-3

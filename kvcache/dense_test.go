@@ -103,13 +103,15 @@ func TestDenseErrors(t *testing.T) {
 func TestSoftmaxLargeScores(t *testing.T) {
 	s := []float32{1000, 1000, -1000}
 	softmax(s, 1)
-	if math.Abs(float64(s[0])-0.5) > 1e-6 || s[2] != 0 {
+	if math.Abs(float64(s[0])-0.5) > 1e-6 || s[2] > 1e-37 { // e^-2000 clamps to e^-87.3
 		t.Errorf("softmax = %v", s)
 	}
 }
 
 // TestExpNeg: expNeg against math.Exp over [−87.3, 0]: relative error
-// within 4 float32 ulps (2.4e-7; Cephes quotes 2), and 0 below.
+// within 4 float32 ulps (2.4e-7; Cephes quotes 2), and below it the
+// clamped value e^−87.3; softmax (SIMD where there is one) against the
+// Go twin and against float64.
 func TestExpNeg(t *testing.T) {
 	for i := range 200001 {
 		x := -87.3 * float64(i) / 200000
@@ -119,8 +121,38 @@ func TestExpNeg(t *testing.T) {
 			t.Fatalf("expNeg(%g) = %g, want %g", x, got, want)
 		}
 	}
-	if expNeg(-100) != 0 || expNeg(0) != 1 {
+	if expNeg(-100) > 1.3e-38 || expNeg(0) != 1 {
 		t.Errorf("expNeg(-100) = %g, expNeg(0) = %g", expNeg(-100), expNeg(0))
+	}
+	r := rand.New(rand.NewPCG(1, 1))
+	for _, n := range []int{1, 7, 8, 9, 100, 1027} {
+		s := make([]float32, n)
+		for i := range s {
+			s[i] = float32(r.NormFloat64() * 30)
+		}
+		a := append([]float32(nil), s...)
+		b := append([]float32(nil), s...)
+		softmax(a, 0.7)
+		softmaxGo(b, 0.7)
+		m := math.Inf(-1)
+		for _, v := range s {
+			m = math.Max(m, 0.7*float64(v))
+		}
+		var sum float64
+		for _, v := range s {
+			sum += math.Exp(0.7*float64(v) - m)
+		}
+		for i := range s {
+			want := math.Exp(0.7*float64(s[i])-m) / sum
+			// float32 sums of n terms: 1e-6·(1 + n/100) relative; the
+			// float32 argument x = scale·(s − m) carries |x|·2^-24 of
+			// error into e^x.
+			x := math.Abs(0.7*float64(s[i]) - m)
+			tol := (1e-6*(1+float64(n)/100)+x*1.2e-7)*want + 1e-37
+			if math.Abs(float64(a[i])-want) > tol || math.Abs(float64(b[i])-want) > tol {
+				t.Fatalf("n=%d: softmax[%d] = %g (SIMD), %g (Go), want %g", n, i, a[i], b[i], want)
+			}
+		}
 	}
 }
 
