@@ -116,6 +116,8 @@ func newCompressed(s Spec, layer int, sh Shape) (*Compressed, error) {
 			h.keys = &blockKeys{q: kq, typ: tensor.Q8_0}
 		case s.K.kind == kindQ4_0:
 			h.keys = &blockKeys{q: kq, typ: tensor.Q4_0}
+		case s.K.kind == kindPolar:
+			h.keys = &groupKeys{q: kq}
 		case kq != nil:
 			h.keys = &codeKeys{q: kq}
 		}

@@ -141,6 +141,11 @@ func decoded(t testing.TB, c *Compressed) (ks, vs [][]float32) {
 			dk := ks[tok][hi*d : (hi+1)*d]
 			dv := vs[tok][hi*d : (hi+1)*d]
 			switch st := h.keys.(type) {
+			case *groupKeys:
+				b := st.q.Bytes()
+				if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
+					t.Fatal(err)
+				}
 			case *blockKeys:
 				b := st.q.Bytes()
 				if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {

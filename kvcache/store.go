@@ -83,6 +83,26 @@ func (s *codeKeys) score(dst, qs [][]float32) {
 	}
 }
 
+// groupKeys holds keys as quantizer codes scored with quant.PrepareGroup:
+// each chunk of codes is expanded once into the internal basis and dotted
+// with every query of the group. For PolarQuant, whose own scorer does
+// scalar table lookups per code and query.
+type groupKeys struct {
+	q     quant.Quantizer
+	codes []byte
+}
+
+func (s *groupKeys) add(xs []float32) error { return appendCodes(s.q, &s.codes, xs) }
+func (s *groupKeys) bytes() int             { return len(s.codes) }
+
+func (s *groupKeys) score(dst, qs [][]float32) {
+	g, err := quant.PrepareGroup(s.q, qs)
+	if err != nil {
+		panic(err) // lengths are the cache's own: a failure is a bug
+	}
+	g.Score(dst, s.codes)
+}
+
 // blockKeys holds q8_0 or q4_0 keys. Scoring dequantizes a chunk of
 // tokens once (tensor's llama.cpp decoder) into a small fp32 block and
 // runs the fp32 row kernel over it for each query head of the group:

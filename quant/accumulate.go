@@ -43,6 +43,9 @@ type rowExpander interface {
 	internalLen() int
 	// finish turns an internal-basis sum into the original basis.
 	finish(dst, acc []float32)
+	// query writes q in the internal basis (internalLen values), so that
+	// its dot product with an expanded row is the quantizer's score.
+	query(dst, q []float32)
 }
 
 // NewAccumulator returns the accumulator for q's codes: in the rotated
@@ -51,6 +54,11 @@ type rowExpander interface {
 // PolarQuant; in the original basis, by decoding, otherwise (q8_0, q4_0,
 // KIVI per token).
 func NewAccumulator(q Quantizer) Accumulator {
+	e := expanderFor(q)
+	return &chunkAcc{e: e, n: e.internalLen(), stride: q.Bytes()}
+}
+
+func expanderFor(q Quantizer) rowExpander {
 	var e rowExpander
 	switch t := q.(type) {
 	case *TurboMSE:
@@ -70,7 +78,58 @@ func NewAccumulator(q Quantizer) Accumulator {
 	default:
 		e = &decodeExp{q: q, tmp: make([]float32, q.Dim())}
 	}
-	return &chunkAcc{e: e, n: e.internalLen(), stride: q.Bytes()}
+	return e
+}
+
+// GroupScorer scores several queries against the same codes.
+type GroupScorer interface {
+	// Score writes into dst[j][i] the estimate of <q_j, x_i> for the
+	// len(dst[0]) codes back to back in codes.
+	Score(dst [][]float32, codes []byte)
+}
+
+// PrepareGroup returns a scorer for the queries qs (each of length Dim)
+// that expands each chunk of codes once into the internal basis (as
+// Accumulator does) and takes fp32 dot products (tensor's SIMD row
+// kernel) with every query brought into that basis once: one pass over
+// the codes for a whole group of query heads. It pays where a quantizer's
+// own scorer is scalar (PolarQuant: table lookups per code and query);
+// it keeps the expansion scratch, so use one per goroutine.
+func PrepareGroup(q Quantizer, qs [][]float32) (GroupScorer, error) {
+	e := expanderFor(q)
+	n := e.internalLen()
+	g := &groupScorer{e: e, n: n, stride: q.Bytes(), scratch: make([]float32, accChunk*n)}
+	for _, v := range qs {
+		if err := checkLen(q.Name()+" query", len(v), q.Dim()); err != nil {
+			return nil, err
+		}
+		r := make([]float32, n)
+		e.query(r, v)
+		g.qs = append(g.qs, r)
+	}
+	return g, nil
+}
+
+type groupScorer struct {
+	e         rowExpander
+	n, stride int
+	qs        [][]float32
+	scratch   []float32
+}
+
+func (g *groupScorer) Score(dst [][]float32, codes []byte) {
+	if len(dst) == 0 {
+		return
+	}
+	total := len(dst[0])
+	for i := 0; i < total; i += accChunk {
+		m := min(accChunk, total-i)
+		rows := g.scratch[:m*g.n]
+		g.e.expand(rows, g.n, 0, codes[i*g.stride:], m, g.stride, 0)
+		for j, q := range g.qs {
+			tensor.DotRowsF32(dst[j][i:i+m], q, rows)
+		}
+	}
 }
 
 func partExpander(q partQuantizer) rowExpander {
@@ -124,6 +183,7 @@ func (e turboExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride
 }
 
 func (e turboExp) finish(dst, acc []float32) { e.t.rot.Invert(dst, acc[:e.t.d]) }
+func (e turboExp) query(dst, q []float32)      { e.t.rot.Apply(dst[:e.t.d], q) }
 
 // expandCodes writes, for each of n scaled codes (fp16 scale, then d
 // packed b-bit indices) at codes[i·stride+off:], the row scale·cent[idx]
@@ -198,6 +258,13 @@ func (e prodExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride,
 	qjlExp{e.t.qjl}.expand(dst, rowLen, col+e.msLen(), codes, n, stride, off+e.t.mseBytes())
 }
 
+func (e prodExp) query(dst, q []float32) {
+	if m := e.t.mse; m != nil {
+		m.rot.Apply(dst[:m.d], q)
+	}
+	qjlExp{e.t.qjl}.query(dst[e.msLen():], q)
+}
+
 func (e prodExp) finish(dst, acc []float32) {
 	d := e.t.qjl.d
 	k := e.msLen()
@@ -223,6 +290,13 @@ func (e qjlExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, 
 	expandCodes(dst, rowLen, col, j.m, &table, table[:2], codes, n, stride, off, 1)
 }
 
+func (e qjlExp) query(dst, q []float32) {
+	j := e.j
+	for i := range j.m {
+		dst[i] = dot(j.s[i*j.d:(i+1)*j.d], q)
+	}
+}
+
 func (e qjlExp) finish(dst, acc []float32) {
 	j := e.j
 	clear(dst[:j.d])
@@ -244,6 +318,15 @@ func (e *splitExp) internalLen() int { return e.hi.internalLen() + e.lo.internal
 func (e *splitExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int) {
 	e.hi.expand(dst, rowLen, col, codes, n, stride, off)
 	e.lo.expand(dst, rowLen, col+e.hi.internalLen(), codes, n, stride, off+e.s.hi.Bytes())
+}
+
+func (e *splitExp) query(dst, q []float32) {
+	k := len(e.s.outliers)
+	a := make([]float32, e.s.d)
+	gather(a[:k], q, e.s.outliers)
+	gather(a[k:], q, e.s.rest)
+	e.hi.query(dst[:e.hi.internalLen()], a[:k])
+	e.lo.query(dst[e.hi.internalLen():], a[k:])
 }
 
 func (e *splitExp) finish(dst, acc []float32) {
@@ -293,6 +376,7 @@ func (e polarExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride
 }
 
 func (e polarExp) finish(dst, acc []float32) { e.p.rot.Invert(dst, acc[:e.p.d]) }
+func (e polarExp) query(dst, q []float32)      { e.p.rot.Apply(dst[:e.p.d], q) }
 
 // ggmlExp expands q8_0 and q4_0 codes with tensor's llama.cpp decoder, a
 // whole chunk of back-to-back codes in one call.
@@ -318,6 +402,7 @@ func (e ggmlExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride,
 }
 
 func (e ggmlExp) finish(dst, acc []float32) { copy(dst, acc[:e.d]) }
+func (e ggmlExp) query(dst, q []float32)      { copy(dst[:e.d], q) }
 
 // decodeExp decodes each code in the original basis (quantizers without
 // a rotation: q8_0, q4_0, KIVI per token). A code that does not decode
@@ -340,3 +425,4 @@ func (e *decodeExp) expand(dst []float32, rowLen, col int, codes []byte, n, stri
 }
 
 func (e *decodeExp) finish(dst, acc []float32) { copy(dst, acc[:e.q.Dim()]) }
+func (e *decodeExp) query(dst, q []float32)      { copy(dst[:e.q.Dim()], q) }

@@ -98,3 +98,46 @@ func TestExpandCodesKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupScorerMatchesScorer: PrepareGroup's scores equal each query's
+// own Scorer (the same estimate computed in another order: float32
+// rounding, 1e-4 of the score scale).
+func TestGroupScorerMatchesScorer(t *testing.T) {
+	const d, n = 128, 70
+	split, _ := NewTurboSplit(d, firstChannels(32), 4, 3, false, Options{Seed: 2, Correction: CorrectNorm})
+	prod, _ := NewTurboSplit(d, firstChannels(32), 4, 3, true, Options{Seed: 6})
+	turbo, _ := NewTurboMSE(d, 3, Options{Seed: 3})
+	polar, _ := NewPolar(d, nil, Options{Seed: 5})
+	q8, _ := NewQ8_0(d)
+	q4, _ := NewQ4_0(d)
+	kivi, _ := NewKIVI(d, 2, 32)
+	qjl, _ := NewQJL(d, 2*d, 7)
+	r := rand.New(rand.NewPCG(8, 9))
+	for _, q := range []Quantizer{split, prod, turbo, polar, q8, q4, kivi, qjl} {
+		xs := randomVectors(r, n, d, 1)
+		codes := make([]byte, n*q.Bytes())
+		if err := q.EncodeBatch(codes, xs); err != nil {
+			t.Fatal(err)
+		}
+		qs := [][]float32{randomVectors(r, 1, d, 1), randomVectors(r, 1, d, 1), randomVectors(r, 1, d, 1)}
+		g, err := PrepareGroup(q, qs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := [][]float32{make([]float32, n), make([]float32, n), make([]float32, n)}
+		g.Score(got, codes)
+		for j, qq := range qs {
+			sc, err := q.Prepare(qq)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := make([]float32, n)
+			sc.Score(want, codes)
+			for i := range want {
+				if math.Abs(float64(got[j][i]-want[i])) > 1e-4 {
+					t.Fatalf("%s query %d code %d: %g, want %g", q.Name(), j, i, got[j][i], want[i])
+				}
+			}
+		}
+	}
+}
