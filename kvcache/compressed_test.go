@@ -406,6 +406,16 @@ func TestBytesFormula(t *testing.T) {
 		if wantBits := float64(8*(kb+vb)) / (2 * 128); bits != wantBits {
 			t.Errorf("%s: BitsPerValue %g, want %g", name, bits, wantBits)
 		}
+		fk, _ := ParseFormat(name)
+		fv, _ := ParseFormat(specFor(t, name, 0).V.String())
+		bk, err := fk.Bits(128)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bv, _ := fv.Bits(128)
+		if bk != float64(8*kb)/128 || bv != float64(8*vb)/128 {
+			t.Errorf("%s: Bits %g and %g, want %g and %g", name, bk, bv, float64(8*kb)/128, float64(8*vb)/128)
+		}
 		if limit := map[string]float64{"turbo2.5": 2.5, "turbo3.5": 3.5}[name]; limit > 0 && bits > limit {
 			t.Errorf("%s: %g bits per coordinate, above %g", name, bits, limit)
 		}

@@ -9,7 +9,24 @@ import (
 
 // Format names how a cache stores keys or values, as llama.cpp's
 // --cache-type-k/-v do (f32, f16, q8_0, q4_0) plus ours. The zero Format
-// is invalid; ParseFormat returns the others.
+// is invalid; ParseFormat returns the others. Bits per coordinate at
+// head dimension 128, everything in a code counted (Bits):
+//
+//	f32 32, f16 16        uncompressed
+//	q8_0 8.5, q4_0 4.5    llama.cpp blocks of 32 with an fp16 scale
+//	kivi2 3               KIVI 2-bit: keys per channel over blocks of 32
+//	                      tokens, values per token in groups of 32
+//	                      channels, fp16 scale and min per group
+//	turbo2.5 2.5          TurboQuant_mse with the norm correction, d/4
+//	turbo3.5 3.5          outlier channels at 3 (4) bits, the rest at 2
+//	                      (3), an fp16 scale per part
+//	turbo3 3.125          TurboQuant_mse with the norm correction, one
+//	turbo4 4.125          fp16 scale
+//	turbo3.5p 3.75        TurboQuant_prod parts (MSE at 2/3 bits + d/4
+//	                      and 3d/4 QJL sign bits with their norms)
+//	polar 3.875           PolarQuant [4,2,2,2] with fp16 block radii
+//	qjl 2.125             QJL, m = 2d sign bits and an fp16 norm (keys
+//	                      only)
 type Format struct {
 	name string
 	kind formatKind
@@ -237,6 +254,37 @@ func (f Format) quantizer(d int, seed uint64, corr quant.Correction) (quant.Quan
 		return quant.NewQJL(d, 2*d, seed)
 	}
 	return nil, fmt.Errorf("kvcache: format %s has no single quantizer", f.name)
+}
+
+// Bits returns the format's bits per coordinate at head dimension d,
+// everything in a token's code counted (indices, scales, norms; for
+// kivi2 keys, the per-channel parameters of a 32-token block shared out),
+// as the compressed part of a cache stores it.
+func (f Format) Bits(d int) (float64, error) {
+	if err := f.Check(d, true); err != nil {
+		return 0, err
+	}
+	switch f.kind {
+	case kindF32:
+		return 32, nil
+	case kindF16:
+		return 16, nil
+	case kindSplit, kindSplitProd:
+		out := make([]int, d/4)
+		for i := range out {
+			out[i] = i
+		}
+		q, err := f.splitQuantizer(d, out, 1, turboCorrection)
+		if err != nil {
+			return 0, err
+		}
+		return quant.BitsPerCoord(q), nil
+	}
+	q, err := f.quantizer(d, 1, turboCorrection)
+	if err != nil {
+		return 0, err
+	}
+	return quant.BitsPerCoord(q), nil
 }
 
 // splitQuantizer returns the split quantizer of a split format with the
