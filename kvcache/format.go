@@ -36,17 +36,17 @@ type Format struct {
 type formatKind uint8
 
 const (
-	kindNone  formatKind = iota
-	kindF32              // float32
-	kindF16              // IEEE fp16
-	kindQ8_0             // llama.cpp q8_0, 8.5 bits
-	kindQ4_0             // llama.cpp q4_0, 4.5 bits
-	kindKIVI             // KIVI 2-bit: keys per channel (blocks of 32 tokens), values per token (groups of 32)
-	kindTurbo            // TurboQuant_mse, one part
-	kindSplit            // TurboQuant_mse, outlier channels at bits+1, the rest at bits
-	kindSplitProd        // TurboQuant_prod parts, outliers at bits+1, the rest at bits
-	kindPolar            // PolarQuant [4,2,2,2]
-	kindQJL              // QJL sign sketch, m = 2d, keys only
+	kindNone      formatKind = iota
+	kindF32                  // float32
+	kindF16                  // IEEE fp16
+	kindQ8_0                 // llama.cpp q8_0, 8.5 bits
+	kindQ4_0                 // llama.cpp q4_0, 4.5 bits
+	kindKIVI                 // KIVI 2-bit: keys per channel (blocks of 32 tokens), values per token (groups of 32)
+	kindTurbo                // TurboQuant_mse, one part
+	kindSplit                // TurboQuant_mse, outlier channels at bits+1, the rest at bits
+	kindSplitProd            // TurboQuant_prod parts, outliers at bits+1, the rest at bits
+	kindPolar                // PolarQuant [4,2,2,2]
+	kindQJL                  // QJL sign sketch, m = 2d, keys only
 )
 
 // formats lists every known name, in the order error messages show them.

@@ -135,7 +135,7 @@ func TestModelLogits(t *testing.T) {
 	prev := -1.0
 	v := m.Config.Vocab
 	for _, tc := range []struct {
-		format     string
+		format    string
 		kl, agree float64
 	}{
 		{"f16", 1e-9, 1},

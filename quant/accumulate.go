@@ -183,7 +183,7 @@ func (e turboExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride
 }
 
 func (e turboExp) finish(dst, acc []float32) { e.t.rot.Invert(dst, acc[:e.t.d]) }
-func (e turboExp) query(dst, q []float32)      { e.t.rot.Apply(dst[:e.t.d], q) }
+func (e turboExp) query(dst, q []float32)    { e.t.rot.Apply(dst[:e.t.d], q) }
 
 // expandCodes writes, for each of n scaled codes (fp16 scale, then d
 // packed b-bit indices) at codes[i·stride+off:], the row scale·cent[idx]
@@ -376,7 +376,7 @@ func (e polarExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride
 }
 
 func (e polarExp) finish(dst, acc []float32) { e.p.rot.Invert(dst, acc[:e.p.d]) }
-func (e polarExp) query(dst, q []float32)      { e.p.rot.Apply(dst[:e.p.d], q) }
+func (e polarExp) query(dst, q []float32)    { e.p.rot.Apply(dst[:e.p.d], q) }
 
 // ggmlExp expands q8_0 and q4_0 codes with tensor's llama.cpp decoder, a
 // whole chunk of back-to-back codes in one call.
@@ -402,7 +402,7 @@ func (e ggmlExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride,
 }
 
 func (e ggmlExp) finish(dst, acc []float32) { copy(dst, acc[:e.d]) }
-func (e ggmlExp) query(dst, q []float32)      { copy(dst[:e.d], q) }
+func (e ggmlExp) query(dst, q []float32)    { copy(dst[:e.d], q) }
 
 // decodeExp decodes each code in the original basis (quantizers without
 // a rotation: q8_0, q4_0, KIVI per token). A code that does not decode
@@ -425,4 +425,4 @@ func (e *decodeExp) expand(dst []float32, rowLen, col int, codes []byte, n, stri
 }
 
 func (e *decodeExp) finish(dst, acc []float32) { copy(dst, acc[:e.q.Dim()]) }
-func (e *decodeExp) query(dst, q []float32)      { copy(dst[:e.q.Dim()], q) }
+func (e *decodeExp) query(dst, q []float32)    { copy(dst[:e.q.Dim()], q) }
