@@ -211,9 +211,28 @@ func TestCompressedAttendIsTheMath(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	s := Shape{QHeads: 8, KVHeads: 2, HeadDim: 128}
 	checkAt := map[int]bool{1: true, 20: true, 32: true, 33: true, 64: true, 65: true, 97: true, 130: true, 200: true}
+	var specs []Spec
 	for _, name := range FormatNames() {
+		specs = append(specs, specFor(t, name, 32))
+	}
+	// Mixed key and value formats, and no window.
+	for _, kv := range [][2]string{{"q8_0", "turbo3"}, {"f16", "turbo3.5"}, {"turbo4", "f16"}, {"kivi2", "f32"}, {"f32", "polar"}, {"qjl", "turbo2.5"}, {"turbo3.5p", "q4_0"}} {
+		sp, err := ParseSpec(kv[0], kv[1])
+		if err != nil {
+			t.Fatal(err)
+		}
+		sp.Window = 32
+		specs = append(specs, sp)
+	}
+	none := specFor(t, "turbo3.5", -1)
+	specs = append(specs, none)
+	for _, spec := range specs {
+		name := spec.String()
+		if spec.Window < 0 {
+			name += "/nowindow"
+		}
 		t.Run(name, func(t *testing.T) {
-			c, err := specFor(t, name, 32).NewCache(0, s)
+			c, err := spec.NewCache(0, s)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -527,4 +546,26 @@ func TestCompressedAppendErrors(t *testing.T) {
 	if err := c.Append(make([]float32, 128), k); err == nil || c.Len() != 0 {
 		t.Errorf("value beyond fp16: error %v, Len %d", err, c.Len())
 	}
+}
+
+// FuzzParseFormat: any name either parses to a format whose String is
+// that name, or gives an error that quotes it.
+func FuzzParseFormat(f *testing.F) {
+	for _, n := range FormatNames() {
+		f.Add(n)
+	}
+	f.Add("turbo3.5 ")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, name string) {
+		fm, err := ParseFormat(name)
+		if err != nil {
+			if !strings.Contains(err.Error(), fmt.Sprintf("%q", name)) {
+				t.Fatalf("error %v does not quote %q", err, name)
+			}
+			return
+		}
+		if fm.String() != name || !fm.Valid() {
+			t.Fatalf("ParseFormat(%q) = %v", name, fm)
+		}
+	})
 }
