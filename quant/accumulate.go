@@ -71,6 +71,12 @@ func expanderFor(q Quantizer) rowExpander {
 		e = &splitExp{s: t, hi: partExpander(t.hi), lo: partExpander(t.lo)}
 	case *Polar:
 		e = polarExp{t}
+	case *KIVI:
+		if t.bits == 2 && t.group%4 == 0 {
+			e = kiviExp{t}
+		} else {
+			e = &decodeExp{q: q, tmp: make([]float32, q.Dim())}
+		}
 	case *Q8_0:
 		e = ggmlExp{d: t.d, bytes: t.Bytes(), typ: tensor.Q8_0}
 	case *Q4_0:
@@ -403,6 +409,49 @@ func (e ggmlExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride,
 
 func (e ggmlExp) finish(dst, acc []float32) { copy(dst, acc[:e.d]) }
 func (e ggmlExp) query(dst, q []float32)    { copy(dst[:e.d], q) }
+
+// kiviExp expands 2-bit per-token KIVI codes, min + scale·q per group,
+// four indices per byte through a table.
+type kiviExp struct{ k *KIVI }
+
+// kivi2Table maps an index byte to its four 2-bit fields, low first
+// (read-only after initialisation).
+var kivi2Table = func() (t [256][4]float32) {
+	for v := range t {
+		for i := range 4 {
+			t[v][i] = float32(v >> (2 * i) & 3)
+		}
+	}
+	return t
+}()
+
+func (e kiviExp) internalLen() int { return e.k.d }
+
+func (e kiviExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int) {
+	k := e.k
+	gb := k.groupBytes()
+	for i := range n {
+		code := codes[i*stride+off : i*stride+off+k.Bytes()]
+		row := dst[i*rowLen+col : i*rowLen+col+k.d]
+		for g := range k.d / k.group {
+			c := code[g*gb : (g+1)*gb]
+			scale := half.F16ToF32(half.F16(binary.LittleEndian.Uint16(c)))
+			mn := half.F16ToF32(half.F16(binary.LittleEndian.Uint16(c[2:])))
+			out := row[g*k.group : (g+1)*k.group]
+			for p, v := range c[4 : 4+k.group/4] {
+				t := &kivi2Table[v]
+				o := (*[4]float32)(out[4*p:])
+				o[0] = mn + scale*t[0]
+				o[1] = mn + scale*t[1]
+				o[2] = mn + scale*t[2]
+				o[3] = mn + scale*t[3]
+			}
+		}
+	}
+}
+
+func (e kiviExp) finish(dst, acc []float32) { copy(dst, acc[:e.k.d]) }
+func (e kiviExp) query(dst, q []float32)    { copy(dst[:e.k.d], q) }
 
 // decodeExp decodes each code in the original basis (quantizers without
 // a rotation: q8_0, q4_0, KIVI per token). A code that does not decode
