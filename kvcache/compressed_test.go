@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 
@@ -568,4 +569,50 @@ func FuzzParseFormat(f *testing.F) {
 			t.Fatalf("ParseFormat(%q) = %v", name, fm)
 		}
 	})
+}
+
+// TestOutlierChoice: with 4 channels per KV head at 10× the others, the
+// split formats' outlier channels (d/4 of them, chosen from the first
+// window) include those, for keys and values, and stay fixed.
+func TestOutlierChoice(t *testing.T) {
+	s := Shape{QHeads: 4, KVHeads: 2, HeadDim: 128}
+	r := rand.New(rand.NewPCG(12, 12))
+	ks, vs := kvData(r, s, 300, true)
+	c, err := specFor(t, "turbo3.5", 0).NewCache(0, s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cc := c.(*Compressed)
+	for i := range DefaultWindow {
+		if err := c.Append(ks[i], vs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if k, v := cc.Outliers(0); k != nil || v != nil {
+		t.Fatalf("outliers chosen before the window is full: %v %v", k, v)
+	}
+	for i := DefaultWindow; i < len(ks); i++ {
+		if err := c.Append(ks[i], vs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	d := s.HeadDim
+	for h := range s.KVHeads {
+		k, v := cc.Outliers(h)
+		if len(k) != d/4 || len(v) != d/4 {
+			t.Fatalf("head %d: %d and %d outlier channels, want %d", h, len(k), len(v), d/4)
+		}
+		for _, out := range [][]int{k, v} {
+			for c := range d {
+				// kvData's hot channels are the ones with |x| ~ 10.
+				var e float64
+				for _, x := range ks[:DefaultWindow+1] {
+					e += float64(x[h*d+c]) * float64(x[h*d+c])
+				}
+				if e/float64(DefaultWindow+1) > 25 && !slices.Contains(out, c) {
+					t.Errorf("head %d: hot channel %d not among the outliers %v", h, c, out)
+				}
+			}
+		}
+	}
 }
