@@ -27,6 +27,14 @@ const SHA256 = "4c82c1dfd03e33ad2d556b3367a8a317ce125c3d814e1fa5d8c17db9948f4493
 //go:embed turbomem-default.gguf
 var file []byte
 
+//go:embed heldout.txt
+var heldOut string
+
+// HeldOut returns about 50k tokens of held-out text (Python 3.11
+// documentation, PSF License 2.0; see tools/train/CORPUS.md) that the
+// model never saw in training: the default text of turbomem eval.
+func HeldOut() string { return heldOut }
+
 // GGUF returns the embedded GGUF file. The slice is shared: callers must
 // not modify it.
 func GGUF() []byte { return file }

@@ -22,7 +22,7 @@ type NeedleTemplate struct {
 // retrieval training data.
 var DefaultNeedle = NeedleTemplate{
 	Needle:   " The pass key is {value}. Remember it. {value} is the pass key. ",
-	Question: "\nWhat is the pass key? The pass key is",
+	Question: "\n\nWhat is the pass key? The pass key is",
 	Digits:   5,
 }
 

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/eval"
 	"github.com/turbomem/turbomem/plot"
 )
@@ -30,10 +31,11 @@ func runEval(e *env, args []string) error {
 	return usageError{fmt.Errorf("unknown subject %q (want ppl or needle)", args[0])}
 }
 
-// readText returns the text of path.
+// readText returns the text of path, or the embedded held-out text when
+// path is empty.
 func readText(path string) (string, error) {
 	if path == "" {
-		return "", usageError{fmt.Errorf("--file TEXT is required")}
+		return defaultmodel.HeldOut(), nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -44,8 +46,8 @@ func readText(path string) (string, error) {
 
 func evalPPL(e *env, args []string) error {
 	fs := newFlagSet(e, "eval ppl", "\n\nPerplexity over --file in windows of --ctx tokens, scored as llama-perplexity\ndoes (second half of each window). --dump saves the next-token distributions;\n--ref compares this run with a dump: KL divergence (mean, p99) and top-1.")
-	path := fs.String("m", "", "GGUF model file (required)")
-	file := fs.String("file", "", "text to score")
+	path := fs.String("m", "", "GGUF model file (default: the embedded reference model)")
+	file := fs.String("file", "", "text to score (default: the embedded held-out text)")
 	ctxLen := fs.Int("ctx", 512, "window length in tokens")
 	chunks := fs.Int("chunks", 0, "score at most this many windows (0: all)")
 	kvf := addKVFlags(fs)
@@ -62,9 +64,6 @@ func evalPPL(e *env, args []string) error {
 	}
 	if _, err := kvf.spec(); err != nil {
 		return err
-	}
-	if *path == "" {
-		return usageError{fmt.Errorf("-m FILE is required")}
 	}
 	text, err := readText(*file)
 	if err != nil {
@@ -136,8 +135,8 @@ func evalPPL(e *env, args []string) error {
 
 func evalNeedle(e *env, args []string) error {
 	fs := newFlagSet(e, "eval needle", "\n\nHides a random number at each depth of held-out text (--file) of each length,\nasks for it at the end and scores exact greedy answers.")
-	path := fs.String("m", "", "GGUF model file (required)")
-	file := fs.String("file", "", "haystack text")
+	path := fs.String("m", "", "GGUF model file (default: the embedded reference model)")
+	file := fs.String("file", "", "haystack text (default: the embedded held-out text)")
 	lengths := fs.String("lengths", "512,1024,2048,4096", "comma-separated context lengths")
 	depths := fs.Int("depths", 11, "needle depths per length, from start to end")
 	trials := fs.Int("trials", 1, "needles per cell")
@@ -165,9 +164,6 @@ func evalNeedle(e *env, args []string) error {
 	}
 	if _, err := kvf.spec(); err != nil {
 		return err
-	}
-	if *path == "" {
-		return usageError{fmt.Errorf("-m FILE is required")}
 	}
 	text, err := readText(*file)
 	if err != nil {

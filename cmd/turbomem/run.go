@@ -12,6 +12,7 @@ import (
 	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
 
+	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/tokenizer"
@@ -66,10 +67,17 @@ type loaded struct {
 // progress bar when stderr is a terminal.
 func (g genFlags) load(e *env) (*loaded, error) {
 	opts := model.Options{Threads: *g.threads}
+	var m *model.Model
+	var err error
 	if *g.model == "" {
-		return nil, usageError{errors.New("no model: pass -m FILE.gguf")}
+		// The embedded reference model: checked against its SHA-256 first.
+		if err := defaultmodel.Verify(); err != nil {
+			return nil, err
+		}
+		m, err = defaultmodel.Load(opts)
+	} else {
+		m, err = model.Open(*g.model, opts)
 	}
-	m, err := model.Open(*g.model, opts)
 	if err != nil {
 		return nil, err
 	}

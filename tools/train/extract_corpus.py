@@ -11,7 +11,7 @@ writes under OUT:
 A document is a file (a page of documentation) or, for dictionaries and fortune
 files, a run of about 16 KB of consecutive entries. A document is held out when
 the first byte of sha256(source + name) is below HELDOUT_PER_256 (about 1%; 4% for
-the Python documentation so that testdata/heldout.txt has enough text).
+the Python documentation so that defaultmodel/heldout.txt has enough text).
 Standard library only, deterministic.
 """
 import glob, gzip, hashlib, html, html.parser, json, lzma, os, re, sys, unicodedata

@@ -7,7 +7,7 @@
 #   .train/corpus/heldout.txt.xz   held-out documents, never trained on
 #   .train/corpus/heldout_python.txt  held-out Python documentation pages
 #   .train/corpus/stats.json       characters and documents per source
-# and testdata/heldout.txt (the first ~200 KB of the held-out Python pages).
+# and defaultmodel/heldout.txt (the first ~200 KB of the held-out Python pages).
 # .train/ is ignored (.git/info/exclude) so that `run` can carry it.
 # Usage, from the repository root: sh tools/train/prepare_corpus.sh
 set -eu
@@ -25,6 +25,6 @@ python3 tools/train/extract_corpus.py $T/root $T/corpus
 python3 - <<'PY'
 t = open(".train/corpus/heldout_python.txt", encoding="utf-8").read()
 cut = t.rfind("\n\n", 0, 200000)
-open("testdata/heldout.txt", "w", encoding="utf-8").write(t[:cut].strip() + "\n")
+open("defaultmodel/heldout.txt", "w", encoding="utf-8").write(t[:cut].strip() + "\n")
 PY
-ls -l $T/corpus testdata/heldout.txt
+ls -l $T/corpus defaultmodel/heldout.txt
