@@ -355,26 +355,61 @@ func (e polarExp) internalLen() int { return e.p.d }
 
 func (e polarExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int) {
 	p := e.p
+	// Each level's b-bit fields lie inside one byte when b divides 8 and
+	// the level starts on a multiple of b (d = 128 with [4,2,2,2]: every
+	// level is byte-aligned): then fields are read in place, top-down,
+	// without unpacking the code first.
+	direct := true
+	for l, b := range p.bits {
+		if 8%b != 0 || p.bitOff[l]%b != 0 {
+			direct = false
+		}
+	}
 	rho := make([]float32, p.d/2)
-	idx := make([]uint8, p.d-p.nb)
+	var idx []uint8
+	if !direct {
+		idx = make([]uint8, p.d-p.nb)
+	}
 	for i := range n {
 		code := codes[i*stride+off : i*stride+off+p.bytes]
+		stream := code[2*p.nb:]
 		for j := range p.nb {
 			rho[j] = half.F16ToF32(half.F16(binary.LittleEndian.Uint16(code[2*j:])))
 		}
-		p.unpackAll(idx, code)
+		if !direct {
+			p.unpackAll(idx, code)
+		}
+		// Top-down, in place: node j writes its children 2j, 2j+1, and
+		// going from the last node down no unread node is overwritten.
 		for l := len(p.bits) - 1; l >= 1; l-- {
-			lvl := idx[p.idxOff[l] : p.idxOff[l]+p.angles(l)]
 			cs, sn := p.cos[l], p.sin[l]
-			for j := len(lvl) - 1; j >= 0; j-- {
+			b, bit0 := uint(p.bits[l]), p.bitOff[l]
+			mask := uint8(1)<<b - 1
+			for j := p.angles(l) - 1; j >= 0; j-- {
+				var k uint8
+				if direct {
+					bit := bit0 + j*int(b)
+					k = stream[bit>>3] >> (bit & 7) & mask
+				} else {
+					k = idx[p.idxOff[l]+j]
+				}
 				r := rho[j]
-				rho[2*j] = r * cs[lvl[j]]
-				rho[2*j+1] = r * sn[lvl[j]]
+				rho[2*j] = r * cs[k]
+				rho[2*j+1] = r * sn[k]
 			}
 		}
 		y := dst[i*rowLen+col : i*rowLen+col+p.d]
 		cs, sn := p.cos[0], p.sin[0]
-		for j, k := range idx[:p.angles(0)] {
+		b := uint(p.bits[0])
+		mask := uint8(1)<<b - 1
+		for j := range p.angles(0) {
+			var k uint8
+			if direct {
+				bit := j * int(b)
+				k = stream[bit>>3] >> (bit & 7) & mask
+			} else {
+				k = idx[j]
+			}
 			y[2*j] = rho[j] * cs[k]
 			y[2*j+1] = rho[j] * sn[k]
 		}
