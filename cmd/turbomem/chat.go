@@ -31,18 +31,11 @@ func runChat(e *env, args []string) error {
 			return usageError{err}
 		}
 	}
-	if _, err := kvf.spec(); err != nil {
-		return err
-	}
-	l, err := g.load(e)
+	l, _, nc, err := openWithKV(e, g, kvf)
 	if err != nil {
 		return err
 	}
 	defer l.m.Close()
-	_, nc, err := kvf.newCache(l.m)
-	if err != nil {
-		return err
-	}
 	if *tmplName == "" {
 		jinja, _ := l.m.File().String("tokenizer.chat_template")
 		tmpl = model.DetectChatTemplate(jinja)

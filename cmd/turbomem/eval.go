@@ -62,9 +62,6 @@ func evalPPL(e *env, args []string) error {
 	if *format != "table" && *format != "json" {
 		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
 	}
-	if _, err := kvf.spec(); err != nil {
-		return err
-	}
 	text, err := readText(*file)
 	if err != nil {
 		return err
@@ -81,15 +78,11 @@ func evalPPL(e *env, args []string) error {
 			return fmt.Errorf("%s: %w", *ref, err)
 		}
 	}
-	l, err := (genFlags{model: path, threads: threads}).load(e)
+	l, spec, nc, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
 	if err != nil {
 		return err
 	}
 	defer l.m.Close()
-	spec, nc, err := kvf.newCache(l.m)
-	if err != nil {
-		return err
-	}
 	kv := spec.String()
 	ids := l.tok.Encode(text, true)
 	res, err := eval.Perplexity(context.Background(), l.m, ids, l.tok.BOS(), eval.PPLOptions{
@@ -162,22 +155,15 @@ func evalNeedle(e *env, args []string) error {
 		}
 		ls = append(ls, n)
 	}
-	if _, err := kvf.spec(); err != nil {
-		return err
-	}
 	text, err := readText(*file)
 	if err != nil {
 		return err
 	}
-	l, err := (genFlags{model: path, threads: threads}).load(e)
+	l, spec, nc, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
 	if err != nil {
 		return err
 	}
 	defer l.m.Close()
-	spec, nc, err := kvf.newCache(l.m)
-	if err != nil {
-		return err
-	}
 	kv := spec.String()
 	res, err := eval.Needle(context.Background(), l.m, l.tok, l.tok.Encode(text, false), eval.NeedleOptions{
 		Lengths: ls, Depths: *depths, Trials: *trials, Seed: *seed, NewCache: nc,

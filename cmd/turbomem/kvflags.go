@@ -57,3 +57,22 @@ func (f kvFlags) newCache(m *model.Model) (kvcache.Spec, model.NewCache, error) 
 	}
 	return s, s.NewCache, nil
 }
+
+// openWithKV validates the KV flags, loads the model the generation flags
+// name and checks the KV spec against it, all before any work: the
+// common start of every model command. The caller closes l.m.
+func openWithKV(e *env, g genFlags, kvf kvFlags) (*loaded, kvcache.Spec, model.NewCache, error) {
+	if _, err := kvf.spec(); err != nil {
+		return nil, kvcache.Spec{}, nil, err
+	}
+	l, err := g.load(e)
+	if err != nil {
+		return nil, kvcache.Spec{}, nil, err
+	}
+	spec, nc, err := kvf.newCache(l.m)
+	if err != nil {
+		l.m.Close()
+		return nil, spec, nil, err
+	}
+	return l, spec, nc, nil
+}

@@ -205,18 +205,11 @@ func runRun(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := kvf.spec(); err != nil {
-		return err
-	}
-	l, err := g.load(e)
+	l, spec, nc, err := openWithKV(e, g, kvf)
 	if err != nil {
 		return err
 	}
 	defer l.m.Close()
-	spec, nc, err := kvf.newCache(l.m)
-	if err != nil {
-		return err
-	}
 	text := strings.Join(prompt, " ")
 	if *chat {
 		tmpl, _ := l.m.File().String("tokenizer.chat_template")
