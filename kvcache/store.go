@@ -2,6 +2,7 @@ package kvcache
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/quant"
@@ -64,13 +65,25 @@ func appendF16(rows *[]uint16, xs []float32) {
 
 func (s *codeKeys) bytes() int { return len(s.codes) }
 
+// score uses quant.PrepareGroup where it has a kernel for several
+// queries at once (TurboMSE and its outlier splits: four query heads per
+// pass over the codes), else each query's own scorer over chunks of
+// codes that stay in cache for the whole group.
 func (s *codeKeys) score(dst, qs [][]float32) {
+	if len(qs) >= 4 && s.turbo() {
+		g, err := quant.PrepareGroup(s.q, qs)
+		if err != nil {
+			panic(err) // lengths are the cache's own: a failure is a bug
+		}
+		g.Score(dst, s.codes)
+		return
+	}
 	n := len(dst[0])
 	scorers := make([]quant.Scorer, len(qs))
 	for j, q := range qs {
 		sc, err := s.q.Prepare(q)
 		if err != nil {
-			panic(err) // lengths are the cache's own: a failure is a bug
+			panic(err)
 		}
 		scorers[j] = sc
 	}
@@ -81,6 +94,17 @@ func (s *codeKeys) score(dst, qs [][]float32) {
 			sc.Score(dst[j][t:t+m], s.codes[t*b:(t+m)*b])
 		}
 	}
+}
+
+// turbo reports whether the keys are TurboMSE codes (plain or split).
+func (s *codeKeys) turbo() bool {
+	switch s.q.(type) {
+	case *quant.TurboMSE:
+		return true
+	case *quant.Split:
+		return !strings.HasPrefix(s.q.Name(), "turbo-prod")
+	}
+	return false
 }
 
 // groupKeys holds keys as quantizer codes scored with quant.PrepareGroup:

@@ -102,18 +102,131 @@ type GroupScorer interface {
 // own scorer is scalar (PolarQuant: table lookups per code and query);
 // it keeps the expansion scratch, so use one per goroutine.
 func PrepareGroup(q Quantizer, qs [][]float32) (GroupScorer, error) {
-	e := expanderFor(q)
-	n := e.internalLen()
-	g := &groupScorer{e: e, n: n, stride: q.Bytes(), scratch: make([]float32, accChunk*n)}
 	for _, v := range qs {
 		if err := checkLen(q.Name()+" query", len(v), q.Dim()); err != nil {
 			return nil, err
 		}
+	}
+	if s := newTurboGroup(q, qs); s != nil {
+		return s, nil
+	}
+	e := expanderFor(q)
+	n := e.internalLen()
+	g := &groupScorer{e: e, n: n, stride: q.Bytes(), scratch: make([]float32, accChunk*n)}
+	for _, v := range qs {
 		r := make([]float32, n)
 		e.query(r, v)
 		g.qs = append(g.qs, r)
 	}
 	return g, nil
+}
+
+// turboGroup scores TurboMSE codes, or splits of TurboMSE parts, for a
+// group of queries: four at a time with the four-query kernel (each
+// index unpacked once for four queries), the rest one by one with the
+// packed-index scorer.
+type turboGroup struct {
+	parts  []turboPart
+	stride int
+	quads  int // groups of four queries
+	single []Scorer
+	tmp    []float32
+}
+
+type turboPart struct {
+	t   *TurboMSE
+	off int
+	qi  [][]float32 // per quad, the rotated queries interleaved
+}
+
+// newTurboGroup returns a turboGroup for q, or nil where it does not
+// apply (other quantizers, no SIMD kernel, fewer than four queries,
+// parts whose dimension is not a multiple of 16).
+func newTurboGroup(q Quantizer, qs [][]float32) *turboGroup {
+	if !hasGroup4() || len(qs) < 4 {
+		return nil
+	}
+	var parts []turboPart
+	var sel [][]int // per part, the channels of q it takes (nil: all)
+	switch t := q.(type) {
+	case *TurboMSE:
+		parts = []turboPart{{t: t}}
+		sel = [][]int{nil}
+	case *Split:
+		hi, ok1 := t.hi.(*TurboMSE)
+		lo, ok2 := t.lo.(*TurboMSE)
+		if !ok1 || !ok2 {
+			return nil
+		}
+		parts = []turboPart{{t: hi}, {t: lo, off: hi.Bytes()}}
+		sel = [][]int{t.outliers, t.rest}
+	default:
+		return nil
+	}
+	for _, p := range parts {
+		if p.t.bits > 4 || p.t.d%16 != 0 {
+			return nil
+		}
+	}
+	g := &turboGroup{stride: q.Bytes(), quads: len(qs) / 4}
+	for pi := range parts {
+		p := &parts[pi]
+		d := p.t.d
+		for k := range g.quads {
+			var four [4][]float32
+			for j := range 4 {
+				x := qs[4*k+j]
+				if sel[pi] != nil {
+					y := make([]float32, d)
+					gather(y, x, sel[pi])
+					x = y
+				}
+				r := make([]float32, d)
+				p.t.rot.Apply(r, x)
+				four[j] = r
+			}
+			qi := make([]float32, 4*d)
+			interleave4(qi, four, d)
+			p.qi = append(p.qi, qi)
+		}
+	}
+	g.parts = parts
+	for _, v := range qs[4*g.quads:] {
+		sc, err := q.Prepare(v)
+		if err != nil {
+			return nil
+		}
+		g.single = append(g.single, sc)
+	}
+	return g
+}
+
+func (g *turboGroup) Score(dst [][]float32, codes []byte) {
+	if len(dst) == 0 {
+		return
+	}
+	n := len(dst[0])
+	const chunk = 256
+	if g.tmp == nil {
+		g.tmp = make([]float32, 4*chunk)
+	}
+	for i := 0; i < n; i += chunk {
+		m := min(chunk, n-i)
+		c := codes[i*g.stride:]
+		for k := range g.quads {
+			tmp := g.tmp[:4*m]
+			for pi, p := range g.parts {
+				dotCodesGroup4(tmp, p.qi[k], p.t.d, &p.t.table, c, m, g.stride, p.off, p.t.bits, pi > 0)
+			}
+			d0, d1, d2, d3 := dst[4*k][i:i+m], dst[4*k+1][i:i+m], dst[4*k+2][i:i+m], dst[4*k+3][i:i+m]
+			for t := range m {
+				d0[t], d1[t], d2[t], d3[t] = tmp[4*t], tmp[4*t+1], tmp[4*t+2], tmp[4*t+3]
+			}
+		}
+		for j, sc := range g.single {
+			sc.Score(dst[4*g.quads+j][i:i+m], c[:m*g.stride])
+		}
+	}
 }
 
 type groupScorer struct {
@@ -237,6 +350,51 @@ func expandCodesGo(dst []float32, rowLen, col, d int, table *[16]float32, codes 
 			r := (*[8]float32)(row[8*g:])
 			for l := range 8 {
 				r[l] = scale * table[w>>(uint(l)*uint(b))&mask]
+			}
+		}
+	}
+}
+
+// interleave4 writes four queries of d values (d a multiple of 16)
+// interleaved by 16-coordinate group, the layout dotCodesGroup4 reads:
+// for group g, query 0's 16 values, then 1's, 2's, 3's.
+func interleave4(dst []float32, qs [4][]float32, d int) {
+	for g := range d / 16 {
+		for j, q := range qs {
+			copy(dst[64*g+16*j:64*g+16*j+16], q[16*g:16*g+16])
+		}
+	}
+}
+
+// dotCodesGroup4Go is the pure-Go twin of the four-query scoring kernel:
+// for each of n scaled codes at codes[i·stride+off:] (fp16 scale, then d
+// packed b-bit indices, b ≤ 4), dst[4i+j] is set to (or, with add,
+// increased by) scale·Σ_k q_j[k]·table[idx_k], for the queries q_j
+// interleaved in qi as interleave4 lays them out.
+func dotCodesGroup4Go(dst, qi []float32, d int, table *[16]float32, codes []byte, n, stride, off, b int, add bool) {
+	mask := uint32(1)<<b - 1
+	for i := range n {
+		code := codes[i*stride+off : i*stride+off+2+d/8*b]
+		scale := half.F16ToF32(half.F16(binary.LittleEndian.Uint16(code)))
+		c := code[2:]
+		var acc [4]float32
+		for k := range d {
+			bit := k * b
+			w := uint32(c[bit>>3])
+			if bit&7+b > 8 {
+				w |= uint32(c[bit>>3+1]) << 8
+			}
+			v := table[w>>(bit&7)&mask]
+			g, l := k/16, k%16
+			for j := range 4 {
+				acc[j] += qi[64*g+16*j+l] * v
+			}
+		}
+		for j := range 4 {
+			if add {
+				dst[4*i+j] += scale * acc[j]
+			} else {
+				dst[4*i+j] = scale * acc[j]
 			}
 		}
 	}

@@ -37,3 +37,48 @@ func expandCodesFast(dst []float32, rowLen, col, d int, table *[16]float32, code
 	}
 	expandCodesAVX512(&dst[col], rowLen, m, d/16, &rep, &codes[off], stride, b, &ctrl)
 }
+
+//go:noescape
+func dotCodesGroup4AVX512(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, ctrl *[64]byte, flags int)
+
+// hasGroup4 reports whether dotCodesGroup4 has a SIMD kernel.
+func hasGroup4() bool { return simd.avx512 }
+
+// dotCodesGroup4 scores n scaled codes against four queries interleaved
+// by 16-coordinate group (see dotCodesGroup4Go), on the AVX-512 kernel,
+// leaving to the Go twin the last codes, whose 8-byte loads would run
+// past the end of codes.
+func dotCodesGroup4(dst, qi []float32, d int, table *[16]float32, codes []byte, n, stride, off, b int, add bool) {
+	if !simd.avx512 || d%16 != 0 || n == 0 {
+		dotCodesGroup4Go(dst, qi, d, table, codes, n, stride, off, b, add)
+		return
+	}
+	end := off + 2 + d/8*b + 7
+	m := n
+	for m > 0 && (m-1)*stride+end > len(codes) {
+		m--
+	}
+	if m < n {
+		dotCodesGroup4Go(dst[4*m:], qi, d, table, codes[m*stride:], n-m, stride, off, b, add)
+	}
+	if m == 0 {
+		return
+	}
+	_ = codes[(m-1)*stride+end-1]
+	_ = dst[4*m-1]
+	_ = qi[4*d-1]
+	var rep [16]float32
+	for k := range rep {
+		rep[k] = table[k&(1<<b-1)]
+	}
+	var ctrl [64]byte
+	for k := range 8 {
+		ctrl[8*k] = byte(2 * k * b)
+		ctrl[8*k+4] = byte((2*k + 1) * b)
+	}
+	flags := 0
+	if add {
+		flags = 1
+	}
+	dotCodesGroup4AVX512(&dst[0], m, &qi[0], d/16, &rep, &codes[off], stride, b, &ctrl, flags)
+}

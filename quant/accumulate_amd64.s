@@ -57,3 +57,84 @@ group:
 done:
 	VZEROUPPER
 	RET
+
+// func dotCodesGroup4AVX512(dst *float32, n int, q *float32, groups int, table *[16]float32, codes *byte, stride int, b int, ctrl *[64]byte, flags int)
+//
+// Scores n scaled codes (as dotCodesAVX512) against four queries at once:
+// each group of 16 indices is unpacked and looked up once and multiplied
+// into four accumulators, one scan of the codes for a grouped-query head
+// group. q holds the queries interleaved by 16-coordinate group (group
+// g: query 0's 16 values, then query 1's, 2's, 3's: 256 bytes); dst gets
+// four scores per code (query 0..3), set or, with flags bit 0, added.
+TEXT ·dotCodesGroup4AVX512(SB), NOSPLIT, $0-80
+	MOVQ      dst+0(FP), DI
+	MOVQ      n+8(FP), CX
+	MOVQ      q+16(FP), SI
+	MOVQ      groups+24(FP), R10
+	MOVQ      table+32(FP), AX
+	MOVQ      codes+40(FP), BX
+	MOVQ      stride+48(FP), R14
+	MOVQ      b+56(FP), DX
+	ADDQ      DX, DX
+	MOVQ      ctrl+64(FP), R11
+	VMOVDQU64 (R11), Z15
+	VMOVUPS   (AX), Z13
+	MOVQ      flags+72(FP), AX
+	TESTQ     CX, CX
+	JE        g4done
+
+g4code:
+	VXORPS Z0, Z0, Z0
+	VXORPS Z1, Z1, Z1
+	VXORPS Z2, Z2, Z2
+	VXORPS Z3, Z3, Z3
+	LEAQ   2(BX), R11
+	MOVQ   SI, R12
+	MOVQ   R10, R13
+
+g4group:
+	VPMULTISHIFTQB.BCST (R11), Z15, Z4
+	VPERMPS             Z13, Z4, Z4
+	VFMADD231PS         (R12), Z4, Z0
+	VFMADD231PS         64(R12), Z4, Z1
+	VFMADD231PS         128(R12), Z4, Z2
+	VFMADD231PS         192(R12), Z4, Z3
+	ADDQ                DX, R11
+	ADDQ                $256, R12
+	DECQ                R13
+	JNE                 g4group
+
+	// Four horizontal sums at once: fold each to 8 lanes, then
+	// VHADDPS pairs them down to [s0, s1, s2, s3] in X0.
+	VEXTRACTF64X4 $1, Z0, Y4
+	VADDPS        Y4, Y0, Y0
+	VEXTRACTF64X4 $1, Z1, Y5
+	VADDPS        Y5, Y1, Y1
+	VEXTRACTF64X4 $1, Z2, Y6
+	VADDPS        Y6, Y2, Y2
+	VEXTRACTF64X4 $1, Z3, Y7
+	VADDPS        Y7, Y3, Y3
+	VHADDPS       Y1, Y0, Y0
+	VHADDPS       Y3, Y2, Y2
+	VHADDPS       Y2, Y0, Y0
+	VEXTRACTF128  $1, Y0, X1
+	VADDPS        X1, X0, X0
+	MOVWLZX       (BX), R9
+	VMOVD         R9, X5
+	VCVTPH2PS     X5, X5
+	VBROADCASTSS  X5, X5
+	VMULPS        X5, X0, X0
+	TESTQ         $1, AX
+	JE            g4store
+	VADDPS        (DI), X0, X0
+
+g4store:
+	VMOVUPS X0, (DI)
+	ADDQ    $16, DI
+	ADDQ    R14, BX
+	DECQ    CX
+	JNE     g4code
+
+g4done:
+	VZEROUPPER
+	RET

@@ -119,23 +119,87 @@ func TestGroupScorerMatchesScorer(t *testing.T) {
 		if err := q.EncodeBatch(codes, xs); err != nil {
 			t.Fatal(err)
 		}
-		qs := [][]float32{randomVectors(r, 1, d, 1), randomVectors(r, 1, d, 1), randomVectors(r, 1, d, 1)}
-		g, err := PrepareGroup(q, qs)
-		if err != nil {
-			t.Fatal(err)
-		}
-		got := [][]float32{make([]float32, n), make([]float32, n), make([]float32, n)}
-		g.Score(got, codes)
-		for j, qq := range qs {
-			sc, err := q.Prepare(qq)
+		for _, nq := range []int{3, 4, 6, 8} { // below, at and above the four-query kernel
+			qs := make([][]float32, nq)
+			got := make([][]float32, nq)
+			for j := range qs {
+				qs[j] = randomVectors(r, 1, d, 1)
+				got[j] = make([]float32, n)
+			}
+			g, err := PrepareGroup(q, qs)
 			if err != nil {
 				t.Fatal(err)
 			}
-			want := make([]float32, n)
-			sc.Score(want, codes)
-			for i := range want {
-				if math.Abs(float64(got[j][i]-want[i])) > 1e-4 {
-					t.Fatalf("%s query %d code %d: %g, want %g", q.Name(), j, i, got[j][i], want[i])
+			g.Score(got, codes)
+			for j, qq := range qs {
+				sc, err := q.Prepare(qq)
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := make([]float32, n)
+				sc.Score(want, codes)
+				for i := range want {
+					if math.Abs(float64(got[j][i]-want[i])) > 1e-4 {
+						t.Fatalf("%s query %d of %d, code %d: %g, want %g", q.Name(), j, nq, i, got[j][i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestDotCodesGroup4: the four-query kernel against its Go twin, and the
+// twin against four single-query scores (float32 sums in another order:
+// 1e-5 relative to the score scale).
+func TestDotCodesGroup4(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 5))
+	for _, b := range []int{1, 2, 3, 4} {
+		for _, d := range []int{16, 32, 96, 128} {
+			tq, err := NewTurboMSE(d, b, Options{Seed: 1})
+			if err != nil {
+				t.Fatal(err)
+			}
+			const n = 41
+			xs := randomVectors(r, n, d, 1)
+			stride := tq.Bytes() + 3
+			codes := make([]byte, n*stride)
+			for i := range n {
+				if err := tq.Encode(codes[i*stride+3:i*stride+3+tq.Bytes()], xs[i*d:(i+1)*d]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var four [4][]float32
+			for j := range four {
+				four[j] = randomVectors(r, 1, d, 1)
+			}
+			qi := make([]float32, 4*d)
+			interleave4(qi, four, d)
+			for _, add := range []bool{false, true} {
+				want := make([]float32, 4*n)
+				got := make([]float32, 4*n)
+				for i := range want {
+					want[i] = float32(i)
+					got[i] = float32(i)
+				}
+				dotCodesGroup4Go(want, qi, d, &tq.table, codes, n, stride, 3, b, add)
+				dotCodesGroup4(got, qi, d, &tq.table, codes, n, stride, 3, b, add)
+				single := make([]float32, n)
+				for j := range 4 {
+					dotCodesGo(single, four[j], &tq.table, codes, stride, 3, b, false)
+					for i := range n {
+						base := float32(0)
+						if add {
+							base = float32(4*i + j)
+						}
+						if math.Abs(float64(want[4*i+j]-base-single[i])) > 1e-5*(1+math.Abs(float64(single[i]))) {
+							t.Fatalf("b=%d d=%d: twin %g, single-query %g", b, d, want[4*i+j]-base, single[i])
+						}
+					}
+				}
+				for i := range got {
+					if math.Abs(float64(got[i]-want[i])) > 1e-5*(1+math.Abs(float64(want[i]))) {
+						t.Fatalf("b=%d d=%d add=%v: element %d = %g, want %g", b, d, add, i, got[i], want[i])
+					}
 				}
 			}
 		}
