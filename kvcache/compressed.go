@@ -28,13 +28,20 @@ import (
 // held with the cache (2 bytes per channel, counted in Bytes); each
 // head's split quantizer is drawn from the layer's seed.
 //
-// Attend works on the compressed form: per KV head, each query head's
-// query is prepared once (rotated, for the rotation-based formats); the
-// compressed keys are scored with the quantizer's batched scorer, the
-// window's with tensor.DotRowsF16, both in one score vector under one
-// softmax; the values are summed in the quantizer's internal basis by a
-// quant.Accumulator (one expansion of a code for all query heads of the
-// group), rotated back once, and the window's fp16 values added.
+// Attend works on the compressed form, KV heads in parallel: per KV head,
+// each query head's query is prepared once (rotated, for the
+// rotation-based formats); the compressed keys are scored for the whole
+// query-head group in one pass where a kernel allows (TurboMSE and its
+// splits: four queries per unpacked index, AVX-512; q8_0, q4_0, KIVI and
+// PolarQuant: a chunk of keys expanded once into fp32 and scored with the
+// row kernel for every query), else with each query's batched scorer over
+// chunks that stay in cache; the window's keys with tensor.DotRowsF16;
+// one softmax (AVX2) over both; the values are summed in the quantizer's
+// internal basis by a quant.Accumulator (a chunk of codes expanded once,
+// AVX-512 for the turbo formats, then the fp32 row kernel for each query
+// head), rotated back once per query head, and the window's fp16 values
+// added. Nothing larger than a chunk (32–256 tokens) is ever held in
+// fp32.
 type Compressed struct {
 	spec    Spec
 	shape   Shape
