@@ -2,7 +2,6 @@ package kvcache
 
 import (
 	"fmt"
-	"strings"
 
 	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/quant"
@@ -66,8 +65,8 @@ func appendF16(rows *[]uint16, xs []float32) {
 func (s *codeKeys) bytes() int { return len(s.codes) }
 
 // score uses quant.PrepareGroup where it has a kernel for several
-// queries at once (TurboMSE and its outlier splits: four query heads per
-// pass over the codes), else each query's own scorer over chunks of
+// queries at once (the turbo formats and QJL: four query heads per pass
+// over the codes), else each query's own scorer over chunks of
 // codes that stay in cache for the whole group.
 func (s *codeKeys) score(dst, qs [][]float32) {
 	if len(qs) >= 4 && s.turbo() {
@@ -96,13 +95,13 @@ func (s *codeKeys) score(dst, qs [][]float32) {
 	}
 }
 
-// turbo reports whether the keys are TurboMSE codes (plain or split).
+// turbo reports whether the keys are made of scaled-code segments, which
+// quant.PrepareGroup scores four queries at a time (TurboMSE, QJL, and
+// TurboProd and outlier splits of them).
 func (s *codeKeys) turbo() bool {
 	switch s.q.(type) {
-	case *quant.TurboMSE:
+	case *quant.TurboMSE, *quant.Split, *quant.QJL, *quant.TurboProd:
 		return true
-	case *quant.Split:
-		return !strings.HasPrefix(s.q.Name(), "turbo-prod")
 	}
 	return false
 }

@@ -121,10 +121,11 @@ func PrepareGroup(q Quantizer, qs [][]float32) (GroupScorer, error) {
 	return g, nil
 }
 
-// turboGroup scores TurboMSE codes, or splits of TurboMSE parts, for a
-// group of queries: four at a time with the four-query kernel (each
-// index unpacked once for four queries), the rest one by one with the
-// packed-index scorer.
+// turboGroup scores codes made of scaled-code segments (TurboMSE, QJL,
+// and TurboProd and outlier splits built from them) for a group of
+// queries: four at a time with the four-query kernel (each index
+// unpacked once for four queries), the rest one by one with the
+// quantizer's own scorer.
 type turboGroup struct {
 	parts  []turboPart
 	stride int
@@ -133,64 +134,93 @@ type turboGroup struct {
 	tmp    []float32
 }
 
+// turboPart is one scaled-code segment: an fp16 scale and dim packed
+// b-bit indices at offset off of each code, scored against the query
+// brought into its basis (rotated, or sketched for QJL).
 type turboPart struct {
-	t   *TurboMSE
-	off int
-	qi  [][]float32 // per quad, the rotated queries interleaved
+	dim, bits, off int
+	table          [16]float32
+	qi             [][]float32 // per quad, the transformed queries interleaved
+}
+
+// segment is a turboPart in the making: the channels of the query it
+// reads (nil: all) and the transform into its basis.
+type segment struct {
+	part  turboPart
+	sel   []int
+	apply func(dst, x []float32)
+}
+
+// segments lists the scaled-code segments of q, or nil if q is not made
+// of them.
+func segments(q Quantizer, off int, sel []int) []segment {
+	switch t := q.(type) {
+	case *TurboMSE:
+		if t.bits > 4 {
+			return nil
+		}
+		return []segment{{part: turboPart{dim: t.d, bits: t.bits, off: off, table: t.table}, sel: sel, apply: t.rot.Apply}}
+	case *QJL:
+		e := qjlExp{t}
+		return []segment{{part: turboPart{dim: t.m, bits: 1, off: off, table: [16]float32{-t.kappa, t.kappa}}, sel: sel, apply: e.query}}
+	case *TurboProd:
+		var out []segment
+		if t.mse != nil {
+			out = segments(t.mse, off, sel)
+			if out == nil {
+				return nil
+			}
+		}
+		return append(out, segments(t.qjl, off+t.mseBytes(), sel)...)
+	case *Split:
+		hi := segments(t.hi, off, t.outliers)
+		lo := segments(t.lo, off+t.hi.Bytes(), t.rest)
+		if hi == nil || lo == nil || sel != nil {
+			return nil
+		}
+		return append(hi, lo...)
+	}
+	return nil
 }
 
 // newTurboGroup returns a turboGroup for q, or nil where it does not
 // apply (other quantizers, no SIMD kernel, fewer than four queries,
-// parts whose dimension is not a multiple of 16).
+// segments whose length is not a multiple of 16).
 func newTurboGroup(q Quantizer, qs [][]float32) *turboGroup {
 	if !hasGroup4() || len(qs) < 4 {
 		return nil
 	}
-	var parts []turboPart
-	var sel [][]int // per part, the channels of q it takes (nil: all)
-	switch t := q.(type) {
-	case *TurboMSE:
-		parts = []turboPart{{t: t}}
-		sel = [][]int{nil}
-	case *Split:
-		hi, ok1 := t.hi.(*TurboMSE)
-		lo, ok2 := t.lo.(*TurboMSE)
-		if !ok1 || !ok2 {
-			return nil
-		}
-		parts = []turboPart{{t: hi}, {t: lo, off: hi.Bytes()}}
-		sel = [][]int{t.outliers, t.rest}
-	default:
+	segs := segments(q, 0, nil)
+	if segs == nil {
 		return nil
 	}
-	for _, p := range parts {
-		if p.t.bits > 4 || p.t.d%16 != 0 {
+	for _, sg := range segs {
+		if sg.part.dim%16 != 0 {
 			return nil
 		}
 	}
 	g := &turboGroup{stride: q.Bytes(), quads: len(qs) / 4}
-	for pi := range parts {
-		p := &parts[pi]
-		d := p.t.d
+	for _, sg := range segs {
+		p := sg.part
 		for k := range g.quads {
 			var four [4][]float32
 			for j := range 4 {
 				x := qs[4*k+j]
-				if sel[pi] != nil {
-					y := make([]float32, d)
-					gather(y, x, sel[pi])
+				if sg.sel != nil {
+					y := make([]float32, len(sg.sel))
+					gather(y, x, sg.sel)
 					x = y
 				}
-				r := make([]float32, d)
-				p.t.rot.Apply(r, x)
+				r := make([]float32, p.dim)
+				sg.apply(r, x)
 				four[j] = r
 			}
-			qi := make([]float32, 4*d)
-			interleave4(qi, four, d)
+			qi := make([]float32, 4*p.dim)
+			interleave4(qi, four, p.dim)
 			p.qi = append(p.qi, qi)
 		}
+		g.parts = append(g.parts, p)
 	}
-	g.parts = parts
 	for _, v := range qs[4*g.quads:] {
 		sc, err := q.Prepare(v)
 		if err != nil {
@@ -216,7 +246,7 @@ func (g *turboGroup) Score(dst [][]float32, codes []byte) {
 		for k := range g.quads {
 			tmp := g.tmp[:4*m]
 			for pi, p := range g.parts {
-				dotCodesGroup4(tmp, p.qi[k], p.t.d, &p.t.table, c, m, g.stride, p.off, p.t.bits, pi > 0)
+				dotCodesGroup4(tmp, p.qi[k], p.dim, &p.table, c, m, g.stride, p.off, p.bits, pi > 0)
 			}
 			d0, d1, d2, d3 := dst[4*k][i:i+m], dst[4*k+1][i:i+m], dst[4*k+2][i:i+m], dst[4*k+3][i:i+m]
 			for t := range m {
