@@ -2,6 +2,7 @@ package kvcache
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/quant"
@@ -48,7 +49,7 @@ func (s *codeKeys) add(xs []float32) error { return appendCodes(s.q, &s.codes, x
 // appendCodes encodes the vectors of xs at the end of *codes.
 func appendCodes(q quant.Quantizer, codes *[]byte, xs []float32) error {
 	n := len(*codes)
-	*codes = append(*codes, make([]byte, len(xs)/q.Dim()*q.Bytes())...)
+	*codes = slices.Grow(*codes, len(xs)/q.Dim()*q.Bytes())[:n+len(xs)/q.Dim()*q.Bytes()]
 	if err := q.EncodeBatch((*codes)[n:], xs); err != nil {
 		*codes = (*codes)[:n]
 		return err
