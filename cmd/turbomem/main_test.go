@@ -263,11 +263,15 @@ func TestEval(t *testing.T) {
 // TestDefaultModel runs the embedded reference model end to end: no -m,
 // greedy, deterministic text; and eval on the embedded held-out text.
 func TestDefaultModel(t *testing.T) {
-	code, out, errOut := runCmd("run", "-n", "8", "--temp", "0", "Once upon a time")
+	// Greedy decoding is deterministic for a build, but a near-tie can
+	// flip between the SIMD and the pure-Go kernels (float rounding): this
+	// prompt's continuation is the same with both (and "Once upon a time"
+	// is not, at its third token).
+	code, out, errOut := runCmd("run", "-n", "12", "--temp", "0", "The kernel")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	if want := "Once upon a time, the first time, the second time\n"; out != want {
+	if want := "The kernel is a good job to make it easy to get the\n"; out != want {
 		t.Errorf("run printed %q, want %q", out, want)
 	}
 	code, out, errOut = runCmd("eval", "ppl", "--ctx", "256", "--chunks", "2", "--format", "json")
