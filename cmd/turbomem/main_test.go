@@ -271,7 +271,7 @@ func TestDefaultModel(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
-	if want := "The kernel is a good job to make it easy to get the\n"; out != want {
+	if want := "The kernel is a good job to make it easy to get the\n\n"; out != want {
 		t.Errorf("run printed %q, want %q", out, want)
 	}
 	code, out, errOut = runCmd("eval", "ppl", "--ctx", "256", "--chunks", "2", "--format", "json")
