@@ -91,6 +91,18 @@ func checkBlockScales(name string, xs []float32, scale func(block []float32) flo
 	return nil
 }
 
+// absMaxOver returns the block scale rule max|x|/div (q8_0: 127; q4_0: 8,
+// in magnitude).
+func absMaxOver(div float32) func(blk []float32) float32 {
+	return func(blk []float32) float32 {
+		var amax float32
+		for _, v := range blk {
+			amax = max(amax, float32(math.Abs(float64(v))))
+		}
+		return amax / div
+	}
+}
+
 // Encode writes the q8_0 blocks of x into dst.
 func (q *Q8_0) Encode(dst []byte, x []float32) error { return q.EncodeBatch(dst, x) }
 
@@ -100,14 +112,7 @@ func (q *Q8_0) EncodeBatch(dst []byte, xs []float32) error {
 	if _, err := batchLen(q, dst, xs); err != nil {
 		return err
 	}
-	err := checkBlockScales("q8_0", xs, func(blk []float32) float32 {
-		var amax float32
-		for _, v := range blk {
-			amax = max(amax, float32(math.Abs(float64(v))))
-		}
-		return amax / 127
-	})
-	if err != nil {
+	if err := checkBlockScales("q8_0", xs, absMaxOver(127)); err != nil {
 		return err
 	}
 	return tensor.QuantizeQ8_0(dst, xs)
@@ -122,14 +127,7 @@ func (q *Q4_0) EncodeBatch(dst []byte, xs []float32) error {
 	if _, err := batchLen(q, dst, xs); err != nil {
 		return err
 	}
-	err := checkBlockScales("q4_0", xs, func(blk []float32) float32 {
-		var amax float32
-		for _, v := range blk {
-			amax = max(amax, float32(math.Abs(float64(v))))
-		}
-		return amax / 8
-	})
-	if err != nil {
+	if err := checkBlockScales("q4_0", xs, absMaxOver(8)); err != nil {
 		return err
 	}
 	return tensor.QuantizeQ4_0(dst, xs)
