@@ -2,8 +2,8 @@ package model
 
 import (
 	"encoding/binary"
-	"errors"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"math"
@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"github.com/turbomem/turbomem/gguf"
-	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/tensor"
 )
 
@@ -102,24 +101,6 @@ func scaleFor(name string, m refMeta) (scale, offset float64) {
 	return math.Sqrt(3 / float64(fanIn)), 0
 }
 
-// permuteRows converts a Q or K projection from Hugging Face's rotate-half
-// RoPE layout to GGUF llama's adjacent pairs (ALGORITHMS.md §11): view
-// the rows as [heads, 2, headDim/2], swap the middle axes.
-func permuteRows(w []float32, heads, rows, cols int) []float32 {
-	hd := rows / heads
-	out := make([]float32, len(w))
-	for h := range heads {
-		for two := range 2 {
-			for j := range hd / 2 {
-				src := h*hd + two*(hd/2) + j
-				dst := h*hd + j*2 + two
-				copy(out[dst*cols:(dst+1)*cols], w[src*cols:(src+1)*cols])
-			}
-		}
-	}
-	return out
-}
-
 // llama3Factors computes the per-pair divisors of the RoPE frequencies
 // for rope_type "llama3", from the algorithm in transformers'
 // _compute_llama3_parameters: llama.cpp stores them as rope_freqs.weight.
@@ -151,26 +132,8 @@ func llama3Factors(m refMeta) []float32 {
 // encodeAs stores float32 values as typ.
 func encodeAs(t *testing.T, typ tensor.DType, v []float32) []byte {
 	t.Helper()
-	switch typ {
-	case tensor.F32:
-		b := make([]byte, 4*len(v))
-		for i, x := range v {
-			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
-		}
-		return b
-	case tensor.F16:
-		b := make([]byte, 2*len(v))
-		for i, x := range v {
-			binary.LittleEndian.PutUint16(b[2*i:], uint16(half.F32ToF16(x)))
-		}
-		return b
-	}
-	n, err := typ.RowBytes(int64(len(v)))
+	b, err := tensor.Encode(typ, v)
 	if err != nil {
-		t.Fatal(err)
-	}
-	b := make([]byte, n)
-	if err := tensor.Quantize(typ, b, v); err != nil {
 		t.Fatal(err)
 	}
 	return b
@@ -273,9 +236,9 @@ func buildGGUF(t *testing.T, m refMeta, typ tensor.DType, extra ...gguf.KV) stri
 		w := formula(name, rows*cols, scale, off)
 		if arch == "llama" {
 			if strings.HasSuffix(gname, "attn_q.weight") {
-				w = permuteRows(w, heads, rows, cols)
+				w = PermuteRoPERows(w, heads, rows, cols)
 			} else if strings.HasSuffix(gname, "attn_k.weight") {
-				w = permuteRows(w, kvHeads, rows, cols)
+				w = PermuteRoPERows(w, kvHeads, rows, cols)
 			}
 		}
 		add(gname, typ, []int64{int64(cols), int64(rows)}, w)

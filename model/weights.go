@@ -183,3 +183,22 @@ func loadWeights(f *gguf.File, c *Config) (*weights, error) {
 	w.bytes = l.bytes
 	return w, nil
 }
+
+// PermuteRoPERows converts the rows of a Q or K projection (rows × cols,
+// heads heads) from Hugging Face's rotate-half RoPE layout to the adjacent
+// pairs that GGUF llama files and this package use (ALGORITHMS.md §11):
+// view the rows as [heads, 2, headDim/2] and swap the middle axes.
+func PermuteRoPERows(w []float32, heads, rows, cols int) []float32 {
+	hd := rows / heads
+	out := make([]float32, len(w))
+	for h := range heads {
+		for two := range 2 {
+			for j := range hd / 2 {
+				src := h*hd + two*(hd/2) + j
+				dst := h*hd + j*2 + two
+				copy(out[dst*cols:(dst+1)*cols], w[src*cols:(src+1)*cols])
+			}
+		}
+	}
+	return out
+}

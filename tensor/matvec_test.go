@@ -1,41 +1,15 @@
 package tensor
 
 import (
-	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
-
-	"github.com/turbomem/turbomem/half"
 )
 
 // encodeRows stores the rows×cols matrix m in type t.
-func encodeRows(t DType, m []float32) ([]byte, error) {
-	n, err := t.RowBytes(int64(len(m)))
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, n)
-	switch t {
-	case F32:
-		for i, v := range m {
-			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(v))
-		}
-	case F16:
-		for i, v := range m {
-			binary.LittleEndian.PutUint16(b[2*i:], uint16(half.F32ToF16(v)))
-		}
-	case BF16:
-		for i, v := range m {
-			binary.LittleEndian.PutUint16(b[2*i:], uint16(half.F32ToBF16(v)))
-		}
-	default:
-		err = Quantize(t, b, m)
-	}
-	return b, err
-}
+func encodeRows(t DType, m []float32) ([]byte, error) { return Encode(t, m) }
 
 // dequantActivation returns the values the integer kernels actually
 // multiply by: x itself for the float types, d·q for the quantized forms.

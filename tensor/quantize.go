@@ -33,6 +33,36 @@ var quantizers = map[DType]func(dst []byte, src []float32){
 // CanQuantize reports whether Quantize supports t.
 func CanQuantize(t DType) bool { _, ok := quantizers[t]; return ok }
 
+// Encode stores v in type t: float32 as it is, rounded to F16 or BF16, or
+// quantized (Quantize) for the block types. len(v) must be a whole number
+// of blocks of t.
+func Encode(t DType, v []float32) ([]byte, error) {
+	n, err := t.RowBytes(int64(len(v)))
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, n)
+	switch t {
+	case F32:
+		for i, x := range v {
+			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
+		}
+	case F16:
+		for i, x := range v {
+			binary.LittleEndian.PutUint16(b[2*i:], uint16(half.F32ToF16(x)))
+		}
+	case BF16:
+		for i, x := range v {
+			binary.LittleEndian.PutUint16(b[2*i:], uint16(half.F32ToBF16(x)))
+		}
+	default:
+		if err := Quantize(t, b, v); err != nil {
+			return nil, err
+		}
+	}
+	return b, nil
+}
+
 // Quantize encodes src into dst in type t, as llama.cpp's reference
 // quantizer for t does. len(src) must be a whole number of blocks of t and
 // len(dst) exactly t.RowBytes(len(src)).

@@ -26,7 +26,7 @@ import (
 	"strings"
 
 	"github.com/turbomem/turbomem/gguf"
-	"github.com/turbomem/turbomem/half"
+	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/tensor"
 )
 
@@ -132,47 +132,6 @@ type hfTokenizer struct {
 		Vocab  map[string]int    `json:"vocab"`
 		Merges []json.RawMessage `json:"merges"` // "a b" (old format) or ["a", "b"]
 	} `json:"model"`
-}
-
-// permuteRows converts a Q or K projection from Hugging Face's rotate-half
-// RoPE layout to GGUF llama's adjacent pairs: view the rows as
-// [heads, 2, headDim/2], swap the middle axes (as model/hf_test.go does).
-func permuteRows(w []float32, heads, rows, cols int) []float32 {
-	hd := rows / heads
-	out := make([]float32, len(w))
-	for h := range heads {
-		for two := range 2 {
-			for j := range hd / 2 {
-				src := h*hd + two*(hd/2) + j
-				dst := h*hd + j*2 + two
-				copy(out[dst*cols:(dst+1)*cols], w[src*cols:(src+1)*cols])
-			}
-		}
-	}
-	return out
-}
-
-func encode(typ tensor.DType, v []float32) ([]byte, error) {
-	switch typ {
-	case tensor.F32:
-		b := make([]byte, 4*len(v))
-		for i, x := range v {
-			binary.LittleEndian.PutUint32(b[4*i:], math.Float32bits(x))
-		}
-		return b, nil
-	case tensor.F16:
-		b := make([]byte, 2*len(v))
-		for i, x := range v {
-			binary.LittleEndian.PutUint16(b[2*i:], uint16(half.F32ToF16(x)))
-		}
-		return b, nil
-	}
-	n, err := typ.RowBytes(int64(len(v)))
-	if err != nil {
-		return nil, err
-	}
-	b := make([]byte, n)
-	return b, tensor.Quantize(typ, b, v)
 }
 
 func run(ckpt, typName, out, name string) error {
@@ -311,7 +270,7 @@ func run(ckpt, typName, out, name string) error {
 		if err != nil {
 			return err
 		}
-		d, err := encode(tensor.F32, v)
+		d, err := tensor.Encode(tensor.F32, v)
 		if err != nil {
 			return err
 		}
@@ -323,9 +282,9 @@ func run(ckpt, typName, out, name string) error {
 			return err
 		}
 		if permHeads > 0 {
-			v = permuteRows(v, permHeads, rows, cols)
+			v = model.PermuteRoPERows(v, permHeads, rows, cols)
 		}
-		d, err := encode(typ, v)
+		d, err := tensor.Encode(typ, v)
 		if err != nil {
 			return fmt.Errorf("export: %s: %w", g, err)
 		}

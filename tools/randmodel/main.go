@@ -17,7 +17,6 @@ import (
 	"strings"
 
 	"github.com/turbomem/turbomem/gguf"
-	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/tensor"
 )
 
@@ -107,17 +106,13 @@ func run(name, typName, vocabFrom, out string, seed uint64) error {
 	matrix := func(name string, rows, cols int) error {
 		return b.AddTensorFunc(name, typ, []int64{int64(cols), int64(rows)}, func(w io.Writer) error {
 			row := make([]float32, cols)
-			rb, err := typ.RowBytes(int64(cols))
-			if err != nil {
-				return err
-			}
-			buf := make([]byte, rb)
 			s := math.Sqrt(3 / float64(cols))
 			for range rows {
 				for i := range row {
 					row[i] = float32((2*r.Float64() - 1) * s)
 				}
-				if err := encode(typ, buf, row); err != nil {
+				buf, err := tensor.Encode(typ, row)
+				if err != nil {
 					return err
 				}
 				if _, err := w.Write(buf); err != nil {
@@ -169,20 +164,4 @@ func run(name, typName, vocabFrom, out string, seed uint64) error {
 		return err
 	}
 	return b.WriteFile(out)
-}
-
-func encode(typ tensor.DType, dst []byte, row []float32) error {
-	switch typ {
-	case tensor.F32:
-		for i, v := range row {
-			binary.LittleEndian.PutUint32(dst[4*i:], math.Float32bits(v))
-		}
-		return nil
-	case tensor.F16:
-		for i, v := range row {
-			binary.LittleEndian.PutUint16(dst[2*i:], uint16(half.F32ToF16(v)))
-		}
-		return nil
-	}
-	return tensor.Quantize(typ, dst, row)
 }
