@@ -16,7 +16,7 @@ import (
 
 func runEval(e *env, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(e.stderr, "Usage: turbomem eval <what> [flags]\n\nWhat:\n  ppl     perplexity on held-out text; KL divergence and top-1 agreement against a reference run\n  needle  needle-in-a-haystack retrieval over context lengths × depths")
+		fmt.Fprintln(e.stderr, "Usage: turbomem eval <what> [flags]\n\nWhat:\n  ppl     perplexity on held-out text; KL divergence and top-1 agreement against a reference run\n  needle  needle-in-a-haystack retrieval over context lengths × depths\n  kv      one row per KV cache format: bits, bytes per token, perplexity, KL, top-1, needle")
 		if len(args) == 0 {
 			return usageError{fmt.Errorf("eval needs a subject")}
 		}
@@ -27,8 +27,10 @@ func runEval(e *env, args []string) error {
 		return evalPPL(e, args[1:])
 	case "needle":
 		return evalNeedle(e, args[1:])
+	case "kv":
+		return evalKV(e, args[1:])
 	}
-	return usageError{fmt.Errorf("unknown subject %q (want ppl or needle)", args[0])}
+	return usageError{fmt.Errorf("unknown subject %q (want ppl, needle or kv)", args[0])}
 }
 
 // readText returns the text of path, or the embedded held-out text when

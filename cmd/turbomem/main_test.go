@@ -288,3 +288,46 @@ func TestDefaultModel(t *testing.T) {
 		t.Errorf("held-out perplexity %v", r["ppl"])
 	}
 }
+
+// TestEvalKV runs the format table on the embedded model: the f16 row is
+// its own reference; turbo4 stores 4.125 bits (66 bytes per 128-dim
+// vector) and is smaller than f16 even with its fp16 window.
+func TestEvalKV(t *testing.T) {
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"eval", "kv", "--kv", "f16,zz"}, "unknown KV format"},
+		{[]string{"eval", "kv", "--needle-lengths", "8"}, "--needle-lengths"},
+		{[]string{"eval", "kv", "--format", "csv"}, "--format"},
+	} {
+		if code, _, errOut := runCmd(tt.args...); code != 2 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: code %d, %q", tt.args, code, errOut)
+		}
+	}
+	code, out, errOut := runCmd("eval", "kv", "--kv", "f16,turbo4", "--ctx", "256", "--chunks", "1", "--needle-lengths", "", "--format", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rows []map[string]float64
+	var loose []map[string]any
+	if err := json.Unmarshal([]byte(out), &loose); err != nil || len(loose) != 2 {
+		t.Fatalf("output %q: %v", out, err)
+	}
+	for _, l := range loose {
+		r := map[string]float64{}
+		for k, v := range l {
+			if f, ok := v.(float64); ok {
+				r[k] = f
+			}
+		}
+		rows = append(rows, r)
+	}
+	// f16 against itself: KL is float32 rounding of stored log-probabilities.
+	if rows[0]["kl_mean"] > 1e-9 || rows[0]["top1"] != 1 || rows[0]["ratio"] != 1 || rows[0]["needle"] != -1 {
+		t.Errorf("f16 row %v", loose[0])
+	}
+	if rows[1]["bits"] != 4.125 || rows[1]["ratio"] <= 1 || rows[1]["kl_mean"] <= 0 || rows[1]["top1"] < 0.8 {
+		t.Errorf("turbo4 row %v", loose[1])
+	}
+}
