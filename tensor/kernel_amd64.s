@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "hsum_amd64.h"
 
 // AVX2 + FMA + F16C twins of dotF32Go, dotF16Go, dotRowQ8_0Go and the
 // integer core of dotRowQ4_KGo. Integer products of int8 pairs use
@@ -8,14 +9,6 @@
 // so VPMADDUBSW (unsigned × signed bytes, pairwise sums to int16) applies;
 // |q| ≤ 128 and |x| ≤ 127 keep the pair sums below 2^15.
 
-// HSUM leaves the sum of the 8 lanes of Y0 in X0.
-#define HSUM \
-	VEXTRACTF128 $1, Y0, X1; \
-	VADDPS X1, X0, X0; \
-	VMOVHLPS X0, X0, X1; \
-	VADDPS X1, X0, X0; \
-	VPSHUFD $1, X0, X1; \
-	VADDSS X1, X0, X0
 
 // func dotF32AVX2(w *float32, x *float32, n int) float32
 // n is a multiple of 32.

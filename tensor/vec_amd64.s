@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "hsum_amd64.h"
 
 // func axpyF32AVX2(y *float32, a float32, x *float32, n int)
 // y[i] += a·x[i] for n a multiple of 16.
@@ -89,15 +90,7 @@ colF16:
 	SUBQ        $32, R13
 	JNE         colF16
 
-	VADDPS       Y1, Y0, Y0
-	VADDPS       Y3, Y2, Y2
-	VADDPS       Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VMOVHLPS     X0, X0, X1
-	VADDPS       X1, X0, X0
-	VPSHUFD      $1, X0, X1
-	VADDSS       X1, X0, X0
+	HSUM4
 	VMOVSS       X0, (DI)
 	ADDQ         $4, DI
 	DECQ         CX
@@ -140,15 +133,7 @@ colF32:
 	SUBQ        $32, R13
 	JNE         colF32
 
-	VADDPS       Y1, Y0, Y0
-	VADDPS       Y3, Y2, Y2
-	VADDPS       Y2, Y0, Y0
-	VEXTRACTF128 $1, Y0, X1
-	VADDPS       X1, X0, X0
-	VMOVHLPS     X0, X0, X1
-	VADDPS       X1, X0, X0
-	VPSHUFD      $1, X0, X1
-	VADDSS       X1, X0, X0
+	HSUM4
 	VMOVSS       X0, (DI)
 	ADDQ         $4, DI
 	DECQ         CX
