@@ -1,0 +1,142 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/turbomem/turbomem/eval"
+	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/plot"
+)
+
+func evalKVDist(e *env, args []string) error {
+	fs := newFlagSet(e, "eval kvdist", "\n\nDistortion of attention by each KV format, per layer, on the keys, values and\nqueries the model produces on --file (one window of --ctx tokens) against\nGaussian ones of the same norms: the relative error ‖o − o_ref‖²/‖o_ref‖² of the\nattention output against a float32 cache, at every --every-th position from\n--first on, with only the tokens up to it in the cache. K and V columns keep\nthe other side in float32.")
+	path := fs.String("m", "", "GGUF model file (default: the embedded reference model)")
+	file := fs.String("file", "", "text (default: the embedded held-out text)")
+	kvList := fs.String("kv", "f16,q8_0,q4_0,kivi2,turbo2.5,turbo3,turbo3.5,turbo4,turbo3.5p,polar", "comma-separated formats (K/V pairs as K:V)")
+	ctxLen := fs.Int("ctx", 1024, "tokens run through the model")
+	first := fs.Int("first", kvcache.DefaultWindow, "first compared position")
+	every := fs.Int("every", 8, "step between compared positions")
+	seed := fs.Uint64("seed", 1, "seed of the random vectors")
+	window := fs.Int("kv-window", 0, fmt.Sprintf("recent tokens kept in fp16 (0: %d; -1: none)", kvcache.DefaultWindow))
+	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
+	format := fs.String("format", "table", "output format: table or json")
+	plotFile := fs.String("plot", "", "draw the attention error against the layer to this SVG file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if *format != "table" && *format != "json" {
+		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
+	}
+	if *ctxLen < 2 || *first < 1 || *every < 1 {
+		return usageError{fmt.Errorf("--ctx must be at least 2, --first and --every at least 1")}
+	}
+	specs, err := parseSpecList(*kvList, *window)
+	if err != nil {
+		return err
+	}
+	text, err := readText(*file)
+	if err != nil {
+		return err
+	}
+	l, err := (genFlags{model: path, threads: threads}).load(e)
+	if err != nil {
+		return err
+	}
+	defer l.m.Close()
+	sh := l.m.CacheShape()
+	for _, s := range specs {
+		if err := s.Check(sh); err != nil {
+			return usageError{fmt.Errorf("%s: %w", s, err)}
+		}
+	}
+	o := eval.KVDistOptions{Ctx: *ctxLen, First: *first, Every: *every, Seed: *seed}
+	o.Progress = func(done, total int) {
+		if isTerminal(e.stderr) {
+			fmt.Fprintf(e.stderr, "\r%d/%d layers × formats", done, total)
+		}
+	}
+	res, err := eval.KVDistortion(context.Background(), l.m, l.tok.Encode(text, true), specs, o)
+	if isTerminal(e.stderr) {
+		fmt.Fprintln(e.stderr)
+	}
+	if err != nil {
+		return err
+	}
+	means := res.Means()
+	if *plotFile != "" {
+		if err := writeKVDistPlot(*plotFile, res); err != nil {
+			return err
+		}
+	}
+	if *format == "json" {
+		return json.NewEncoder(e.stdout).Encode(append(res.Rows, means...))
+	}
+	fmt.Fprintf(e.stdout, "%d tokens, %d positions compared (%d to %d, every %d); relative attention-output error against f32\n",
+		res.Tokens, len(res.Positions), res.Positions[0], res.Positions[len(res.Positions)-1], *every)
+	fmt.Fprintln(e.stdout, "real: the model's K, V, q on the text; random: Gaussian of the layer's RMS norms; K, V: only keys, values in the format")
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "layer\tformat\treal\trandom\treal/random\tK real\tK random\tV real\tV random\t")
+	for _, r := range append(res.Rows, means...) {
+		layer := fmt.Sprint(r.Layer)
+		if r.Layer < 0 {
+			layer = "mean"
+		}
+		ratio := "-"
+		if r.AttnRandom > 0 {
+			ratio = fmt.Sprintf("%.3f", r.AttnReal/r.AttnRandom)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%.3e\t%.3e\t%s\t%.3e\t%.3e\t%.3e\t%.3e\t\n", layer, r.Format, r.AttnReal, r.AttnRandom, ratio, r.KeyReal, r.KeyRandom, r.ValueReal, r.ValueRandom)
+	}
+	return tw.Flush()
+}
+
+// parseSpecList parses comma-separated KV formats, K/V pairs written as
+// K:V, each with the given recent window.
+func parseSpecList(list string, window int) ([]kvcache.Spec, error) {
+	if window < -1 || window > 1<<16 {
+		return nil, usageError{fmt.Errorf("--kv-window %d out of range [-1, 65536]", window)}
+	}
+	var specs []kvcache.Spec
+	for _, name := range strings.Split(list, ",") {
+		k, v, _ := strings.Cut(strings.TrimSpace(name), ":")
+		s, err := kvcache.ParseSpec(k, v)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		s.Window = window
+		specs = append(specs, s)
+	}
+	return specs, nil
+}
+
+// writeKVDistPlot draws each format's attention error on real vectors
+// against the layer; formats without error (f32) are left out of the log
+// axis.
+func writeKVDistPlot(path string, res eval.KVDistResult) error {
+	c := &plot.Chart{Title: "KV formats: attention-output error per layer on the model's K, V, q", XLabel: "layer", YLabel: "‖o − o_ref‖² / ‖o_ref‖²", LogY: true}
+	for _, m := range res.Means() {
+		s := plot.Series{Name: m.Format}
+		for _, r := range res.Rows {
+			if r.Format == m.Format && r.AttnReal > 0 {
+				s.X, s.Y = append(s.X, float64(r.Layer)), append(s.Y, r.AttnReal)
+			}
+		}
+		if len(s.X) > 0 {
+			c.Series = append(c.Series, s)
+		}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := c.WriteSVG(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
