@@ -17,9 +17,9 @@ type KVDistOptions struct {
 	// most the model's context and len(ids).
 	Ctx int
 	// First is the first position whose attention is compared (0:
-	// kvcache.DefaultWindow, the first at which a compressed cache with
-	// the default window holds a compressed token); Every is the step
-	// between compared positions (0: 8).
+	// kvcache.DefaultWindow, the first at which a cache with the default
+	// window holds a compressed token, KIVI's 32-token key blocks
+	// aside); Every is the step between compared positions (0: 8).
 	First, Every int
 	// Seed draws the random vectors.
 	Seed uint64
