@@ -35,8 +35,16 @@ const out = [];
 const n = Number(a.n);
 t0 = performance.now();
 let firstMs = 0;
+// tokenMs[i] is the time of decode step i (evaluating one token and
+// sampling the next): medians of it resist a busy machine better than
+// the mean that decode_tps is.
+const tokenMs = [];
+let last = t0;
 for await (const tok of seq.evaluate(prompt.slice(-1), {temperature: 0})) {
-  if (out.length === 0) firstMs = performance.now() - t0;
+  const now = performance.now();
+  if (out.length === 0) firstMs = now - t0;
+  tokenMs.push(now - last);
+  last = now;
   out.push(tok);
   if (out.length >= n) break;
 }
@@ -47,6 +55,6 @@ console.log(JSON.stringify({
   prompt_tokens: prompt.length, prompt_ids: prompt, tokens: out, text: model.detokenize(out),
   prompt_ms: promptMs, decode_ms: decodeMs,
   prompt_tps: (prompt.length - 1) / (promptMs / 1000), decode_tps: (out.length - 1) / (decodeMs / 1000),
-  threads: Number(a.threads), kv: a.kv, flash: a.flash,
+  threads: Number(a.threads), kv: a.kv, flash: a.flash, token_ms: tokenMs,
 }));
 await context.dispose(); await model.dispose();

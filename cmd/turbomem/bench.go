@@ -16,7 +16,7 @@ import (
 
 func runBench(e *env, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(e.stderr, "Usage: turbomem bench <what> [flags]\n\nWhat:\n  quant   distortion and speed of the vector quantizers on random unit vectors\n  decode  prompt and decode speed of a model, optionally beside llama.cpp")
+		fmt.Fprintln(e.stderr, "Usage: turbomem bench <what> [flags]\n\nWhat:\n  quant   distortion and speed of the vector quantizers on random unit vectors\n  decode  prompt and decode speed of a model, optionally beside llama.cpp\n  kv      attention-step time and decode speed against context for each KV format, optionally beside llama.cpp")
 		if len(args) == 0 {
 			return usageError{fmt.Errorf("bench needs a subject")}
 		}
@@ -27,8 +27,10 @@ func runBench(e *env, args []string) error {
 		return benchQuant(e, args[1:])
 	case "decode":
 		return benchDecode(e, args[1:])
+	case "kv":
+		return benchKV(e, args[1:])
 	}
-	return usageError{fmt.Errorf("unknown subject %q (want quant or decode)", args[0])}
+	return usageError{fmt.Errorf("unknown subject %q (want quant, decode or kv)", args[0])}
 }
 
 // benchRow is one line of 'bench quant': quant.Distortion plus bandwidth.

@@ -27,6 +27,9 @@ type decodeResult struct {
 	Tokens    []int32 `json:"tokens,omitempty"`
 	PeakRSS   int64   `json:"peak_rss_bytes,omitempty"`
 	Threads   int     `json:"threads"`
+	// StepMs holds the time of each decode step in ms, the first one
+	// (which also evaluates the last prompt token) included.
+	StepMs []float64 `json:"-"`
 }
 
 func benchDecode(e *env, args []string) error {
@@ -77,7 +80,7 @@ func benchDecode(e *env, args []string) error {
 		for i := range ids {
 			ids[i] = int32(3 + r.IntN(m.Config.Vocab-3)) // skip the usual control tokens
 		}
-		res, err := decodeOurs(m, ids, *n, th)
+		res, err := decodeOurs(m, nil, ids, *n, th)
 		if err != nil {
 			return err
 		}
@@ -115,9 +118,10 @@ func benchDecode(e *env, args []string) error {
 }
 
 // decodeOurs prefills ids but the last, then decodes n tokens greedily
-// starting with the last prompt token, timed like the peer script.
-func decodeOurs(m *model.Model, ids []int32, n, threads int) (decodeResult, error) {
-	s, err := m.NewSession(model.F16Cache, len(ids)+n)
+// starting with the last prompt token, timed like the peer script, with
+// caches made by nc (nil: f16).
+func decodeOurs(m *model.Model, nc model.NewCache, ids []int32, n, threads int) (decodeResult, error) {
+	s, err := m.NewSession(nc, len(ids)+n)
 	if err != nil {
 		return decodeResult{}, err
 	}
@@ -133,6 +137,7 @@ func decodeOurs(m *model.Model, ids []int32, n, threads int) (decodeResult, erro
 	next := ids[len(ids)-1]
 	var first time.Duration
 	start = time.Now()
+	last := start
 	for i := range n {
 		logits, err := s.Forward([]int32{next}, false)
 		if err != nil {
@@ -140,8 +145,11 @@ func decodeOurs(m *model.Model, ids []int32, n, threads int) (decodeResult, erro
 		}
 		next = sampler.Sample(logits)
 		res.Tokens = append(res.Tokens, next)
+		now := time.Now()
+		res.StepMs = append(res.StepMs, float64(now.Sub(last))/float64(time.Millisecond))
+		last = now
 		if i == 0 {
-			first = time.Since(start)
+			first = now.Sub(start)
 		}
 	}
 	res.DecodeTPS = float64(n-1) / (time.Since(start) - first).Seconds()
@@ -149,7 +157,10 @@ func decodeOurs(m *model.Model, ids []int32, n, threads int) (decodeResult, erro
 	return res, nil
 }
 
-func decodePeer(script, modelPath string, ids []int32, n, threads int) (decodeResult, error) {
+// decodePeer runs the peer script (bench/peers/greedy.mjs) on the same
+// ids, decoding n tokens; extra arguments go to the script as they are
+// (--kv q8_0 --flash).
+func decodePeer(script, modelPath string, ids []int32, n, threads int, extra ...string) (decodeResult, error) {
 	strs := make([]string, len(ids))
 	for i, id := range ids {
 		strs[i] = strconv.Itoa(int(id))
@@ -160,8 +171,9 @@ func decodePeer(script, modelPath string, ids []int32, n, threads int) (decodeRe
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "node", script, "--model", abs, "--ids", strings.Join(strs, ","),
-		"--n", strconv.Itoa(n), "--threads", strconv.Itoa(threads), "--ctx", strconv.Itoa(len(ids)+n+8))
+	args := []string{script, "--model", abs, "--ids", strings.Join(strs, ","),
+		"--n", strconv.Itoa(n), "--threads", strconv.Itoa(threads), "--ctx", strconv.Itoa(len(ids) + n + 8)}
+	cmd := exec.CommandContext(ctx, "node", append(args, extra...)...)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -169,16 +181,17 @@ func decodePeer(script, modelPath string, ids []int32, n, threads int) (decodeRe
 		return decodeResult{}, fmt.Errorf("%v: %s", err, stderr.String())
 	}
 	var p struct {
-		Tokens    []int32 `json:"tokens"`
-		PromptTPS float64 `json:"prompt_tps"`
-		DecodeTPS float64 `json:"decode_tps"`
+		Tokens    []int32   `json:"tokens"`
+		PromptTPS float64   `json:"prompt_tps"`
+		DecodeTPS float64   `json:"decode_tps"`
+		TokenMs   []float64 `json:"token_ms"`
 	}
 	// The last line is the JSON result.
 	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
 	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &p); err != nil {
 		return decodeResult{}, fmt.Errorf("reading peer output: %v", err)
 	}
-	return decodeResult{Engine: "llama.cpp", Context: len(ids), PromptTPS: p.PromptTPS, DecodeTPS: p.DecodeTPS, Tokens: p.Tokens, Threads: threads}, nil
+	return decodeResult{Engine: "llama.cpp", Context: len(ids), PromptTPS: p.PromptTPS, DecodeTPS: p.DecodeTPS, Tokens: p.Tokens, Threads: threads, StepMs: p.TokenMs}, nil
 }
 
 // peakRSS returns the process's peak resident set (VmHWM), or 0 where
