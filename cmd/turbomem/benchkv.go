@@ -110,6 +110,7 @@ func benchKV(e *env, args []string) error {
 	llamaKV := fs.String("llama-kv", benchKVLlamaKV, "llama.cpp KV cache types to run (flash attention on)")
 	format := fs.String("format", "table", "output format: table or json")
 	plotFile := fs.String("plot", "", "draw attention µs against context to this SVG file")
+	jsonFile := fs.String("json", "", "also write the report as JSON to this file")
 	seed := fs.Uint64("seed", 1, "seed of the synthetic tokens")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -242,12 +243,26 @@ func benchKV(e *env, args []string) error {
 			return fmt.Errorf("bench kv: plot: %w", err)
 		}
 	}
+	if *jsonFile != "" {
+		if err := writeKVBenchJSON(*jsonFile, rep); err != nil {
+			return fmt.Errorf("bench kv: %w", err)
+		}
+	}
 	if *format == "json" {
 		enc := json.NewEncoder(e.stdout)
 		enc.SetIndent("", "  ")
 		return enc.Encode(rep)
 	}
 	return writeKVBenchTables(e.stdout, rep)
+}
+
+// writeKVBenchJSON writes the report to path as indented JSON.
+func writeKVBenchJSON(path string, rep kvBenchReport) error {
+	b, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, append(b, '\n'), 0o644)
 }
 
 // parseKVSpecs parses a comma-separated list of formats (K:V for a pair),

@@ -93,12 +93,18 @@ func TestBenchKVJSON(t *testing.T) {
 	}
 }
 
-// TestBenchKVTable checks the table output: one line per format in the
-// attention table and one per format and context in the decode table.
+// TestBenchKVTable checks the table output, one line per format in the
+// attention table and no decode table without decode contexts, and the
+// JSON written beside it.
 func TestBenchKVTable(t *testing.T) {
-	code, out, errOut := runCmd("bench", "kv", "--kv", "turbo4", "--ctx", "96", "--decode-ctx", "", "--iters", "1", "--record", "96")
+	jsonPath := filepath.Join(t.TempDir(), "kv.json")
+	code, out, errOut := runCmd("bench", "kv", "--kv", "turbo4", "--ctx", "96", "--decode-ctx", "", "--iters", "1", "--record", "96", "--json", jsonPath)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rep kvBenchReport
+	if b, err := os.ReadFile(jsonPath); err != nil || json.Unmarshal(b, &rep) != nil || len(rep.Attention) != 2 {
+		t.Errorf("--json file: %v, %+v", err, rep)
 	}
 	for _, want := range []string{"96 µs", "median of 1 calls"} {
 		if !strings.Contains(out, want) {
