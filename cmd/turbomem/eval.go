@@ -82,12 +82,11 @@ func evalPPL(e *env, args []string) error {
 			return fmt.Errorf("%s: %w", *ref, err)
 		}
 	}
-	l, spec, nc, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
+	l, kv, nc, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
 	if err != nil {
 		return err
 	}
 	defer l.m.Close()
-	kv := spec.String()
 	ids := l.tok.Encode(text, true)
 	res, err := eval.Perplexity(context.Background(), l.m, ids, l.tok.BOS(), eval.PPLOptions{
 		Ctx: *ctxLen, NewCache: nc, MaxChunks: *chunks, TopK: *topK, Ref: refD,
@@ -163,12 +162,11 @@ func evalNeedle(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, spec, nc, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
+	l, kv, nc, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
 	if err != nil {
 		return err
 	}
 	defer l.m.Close()
-	kv := spec.String()
 	res, err := eval.Needle(context.Background(), l.m, l.tok, l.tok.Encode(text, false), eval.NeedleOptions{
 		Lengths: ls, Depths: *depths, Trials: *trials, Seed: *seed, NewCache: nc,
 	})

@@ -26,18 +26,38 @@ type kvRow struct {
 	KLP99         float64 `json:"kl_p99"`
 	Top1          float64 `json:"top1"`
 	Needle        float64 `json:"needle"`
+	// Predicted is an auto:B row's predicted mean KL (the sum of its
+	// parts' measured KL on the calibration windows).
+	Predicted float64 `json:"predicted_kl,omitempty"`
+}
+
+// kvChoice is one row's cache configuration: a spec, or a plan for a
+// budget.
+type kvChoice struct {
+	spec   kvcache.Spec
+	budget float64
+	plan   *kvcache.Plan
+}
+
+func (c kvChoice) String() string {
+	if c.budget > 0 {
+		return fmt.Sprintf("auto:%g", c.budget)
+	}
+	return c.spec.String()
 }
 
 func evalKV(e *env, args []string) error {
 	fs := newFlagSet(e, "eval kv", "\n\nOne row per KV format: bits per coordinate, bytes per token and ratio to f16 at\n--ctx tokens (window included), perplexity, mean and p99 KL and top-1 agreement\nagainst the f16 cache on the same windows, and the needle score.")
 	path := fs.String("m", "", "GGUF model file (default: the embedded reference model)")
 	file := fs.String("file", "", "text (default: the embedded held-out text)")
-	kvList := fs.String("kv", "f16,q8_0,q4_0,kivi2,turbo2.5,turbo3.5,turbo4,turbo3.5p,polar", "comma-separated formats (K/V pairs as K:V)")
+	kvList := fs.String("kv", "f16,q8_0,q4_0,kivi2,turbo2.5,turbo3,turbo3.5,turbo4,turbo3.5p,polar,turbo3.5:turbo2.5,turbo2.5:turbo3.5,auto:3,auto:3.5", "comma-separated formats (K/V pairs as K:V; auto:B a per-layer plan of B bits per coordinate measured on the text's end)")
 	ctxLen := fs.Int("ctx", 1024, "window length in tokens")
 	chunks := fs.Int("chunks", 8, "windows scored per format (0: all)")
 	lengths := fs.String("needle-lengths", "1024,2048", "needle context lengths (empty: no needle test)")
 	depths := fs.Int("needle-depths", 5, "needle depths per length")
 	trials := fs.Int("needle-trials", 1, "needles per cell")
+	candidates := fs.String("kv-candidates", defaultCandidates, "formats auto:B rows choose among (f16 is always one)")
+	calibChunks := fs.Int("kv-calib-chunks", 4, "calibration windows of auto:B rows, from the end of the text (disjoint from the scored windows)")
 	window := fs.Int("kv-window", 0, fmt.Sprintf("recent tokens kept in fp16 (0: %d; -1: none)", kvcache.DefaultWindow))
 	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
 	format := fs.String("format", "table", "output format: table or json")
@@ -48,15 +68,31 @@ func evalKV(e *env, args []string) error {
 	if *format != "table" && *format != "json" {
 		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
 	}
-	var specs []kvcache.Spec
+	// Fixed formats are checked now; auto:B rows after the model loads.
+	var choices []kvChoice
+	var budgets []float64
 	for _, name := range strings.Split(*kvList, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(name), ":")
+		name = strings.TrimSpace(name)
+		if b, ok := strings.CutPrefix(name, "auto:"); ok {
+			bits, err := strconv.ParseFloat(b, 64)
+			if err != nil || !(bits > 0 && bits <= 16) {
+				return usageError{fmt.Errorf("--kv %s: want auto:B with B bits per coordinate in (0, 16]", name)}
+			}
+			choices = append(choices, kvChoice{budget: bits})
+			budgets = append(budgets, bits)
+			continue
+		}
+		k, v, _ := strings.Cut(name, ":")
 		s, err := kvcache.ParseSpec(k, v)
 		if err != nil {
 			return usageError{err}
 		}
 		s.Window = *window
-		specs = append(specs, s)
+		choices = append(choices, kvChoice{spec: s})
+	}
+	cands, err := parseFormats(*candidates)
+	if err != nil {
+		return err
 	}
 	var ls []int
 	if *lengths != "" {
@@ -78,33 +114,72 @@ func evalKV(e *env, args []string) error {
 	}
 	defer l.m.Close()
 	sh := l.m.CacheShape()
-	for _, s := range specs {
-		if err := s.Check(sh); err != nil {
-			return usageError{fmt.Errorf("%s: %w", s, err)}
+	for _, ch := range choices {
+		if ch.budget == 0 {
+			if err := ch.spec.Check(sh); err != nil {
+				return usageError{fmt.Errorf("%s: %w", ch.spec, err)}
+			}
 		}
 	}
 	ids := l.tok.Encode(text, true)
 	ctx := context.Background()
+	scored := len(ids) / max(*ctxLen, 1)
+	if *chunks > 0 {
+		scored = min(scored, *chunks)
+	}
+	calib := *calibChunks * *ctxLen
+	if len(budgets) > 0 {
+		if err := checkCalibWindow(*ctxLen, *window); err != nil {
+			return err
+		}
+		if *calibChunks < 1 || scored**ctxLen+calib > len(ids) {
+			return usageError{fmt.Errorf("auto rows: %d calibration windows of %d tokens after the %d scored ones need %d tokens; the text has %d", *calibChunks, *ctxLen, scored, scored**ctxLen+calib, len(ids))}
+		}
+	}
 	ref, err := eval.Perplexity(ctx, l.m, ids, l.tok.BOS(), eval.PPLOptions{Ctx: *ctxLen, MaxChunks: *chunks})
 	if err != nil {
 		return err
 	}
+	if len(budgets) > 0 {
+		// One measurement serves every budget.
+		sens, err := measureSensitivity(e, l, ids[len(ids)-calib:], cands, eval.SensitivityOptions{Ctx: *ctxLen, Window: *window})
+		if err != nil {
+			return err
+		}
+		for i, ch := range choices {
+			if ch.budget == 0 {
+				continue
+			}
+			p, err := kvcache.Allocate(sens, ch.budget, sh.HeadDim)
+			if err != nil {
+				return usageError{err}
+			}
+			p.Window = *window
+			choices[i].plan = p
+			fmt.Fprint(e.stderr, p.Describe())
+		}
+	}
 	c := l.m.Config
 	f16PerToken := float64(2 * 2 * c.Layers * c.KVHeads * c.HeadDim)
 	var rows []kvRow
-	for _, s := range specs {
-		row := kvRow{Format: s.String()}
-		kb, err := s.K.Bits(sh.HeadDim)
-		if err != nil {
-			return err
+	for _, ch := range choices {
+		row := kvRow{Format: ch.String(), Predicted: math.NaN()}
+		nc := ch.spec.NewCache
+		if ch.plan != nil {
+			nc, row.Bits, row.Predicted = ch.plan.NewCache, ch.plan.Bits(), ch.plan.Predicted
+		} else {
+			kb, err := ch.spec.K.Bits(sh.HeadDim)
+			if err != nil {
+				return err
+			}
+			vb, err := ch.spec.V.Bits(sh.HeadDim)
+			if err != nil {
+				return err
+			}
+			row.Bits = (kb + vb) / 2
 		}
-		vb, err := s.V.Bits(sh.HeadDim)
-		if err != nil {
-			return err
-		}
-		row.Bits = (kb + vb) / 2
 		// Bytes per token: a session over the first --ctx tokens.
-		sess, err := l.m.NewSession(s.NewCache, *ctxLen)
+		sess, err := l.m.NewSession(nc, *ctxLen)
 		if err != nil {
 			return err
 		}
@@ -113,22 +188,22 @@ func evalKV(e *env, args []string) error {
 		}
 		row.BytesPerToken = float64(sess.CacheBytes()) / float64(sess.Len())
 		row.Ratio = f16PerToken / row.BytesPerToken
-		res, err := eval.Perplexity(ctx, l.m, ids, l.tok.BOS(), eval.PPLOptions{Ctx: *ctxLen, MaxChunks: *chunks, NewCache: s.NewCache, Ref: ref.Dists})
+		res, err := eval.Perplexity(ctx, l.m, ids, l.tok.BOS(), eval.PPLOptions{Ctx: *ctxLen, MaxChunks: *chunks, NewCache: nc, Ref: ref.Dists})
 		if err != nil {
-			return fmt.Errorf("%s: %w", s, err)
+			return fmt.Errorf("%s: %w", ch, err)
 		}
 		row.PPL, row.KLMean, row.KLP99, row.Top1 = res.PPL, res.Agreement.KLMean, res.Agreement.KLP99, res.Agreement.Top1
 		row.Needle = math.NaN()
 		if len(ls) > 0 {
-			nr, err := eval.Needle(ctx, l.m, l.tok, l.tok.Encode(text, false), eval.NeedleOptions{Lengths: ls, Depths: *depths, Trials: *trials, Seed: 1, NewCache: s.NewCache})
+			nr, err := eval.Needle(ctx, l.m, l.tok, l.tok.Encode(text, false), eval.NeedleOptions{Lengths: ls, Depths: *depths, Trials: *trials, Seed: 1, NewCache: nc})
 			if err != nil {
-				return fmt.Errorf("%s: %w", s, err)
+				return fmt.Errorf("%s: %w", ch, err)
 			}
 			row.Needle = nr.Overall
 		}
 		rows = append(rows, row)
 		if isTerminal(e.stderr) {
-			fmt.Fprintf(e.stderr, "\r%d/%d formats", len(rows), len(specs))
+			fmt.Fprintf(e.stderr, "\r%d/%d formats", len(rows), len(choices))
 		}
 	}
 	if *plotFile != "" {
@@ -141,18 +216,25 @@ func evalKV(e *env, args []string) error {
 			if math.IsNaN(rows[i].Needle) {
 				rows[i].Needle = -1 // JSON has no NaN: -1 means not measured
 			}
+			if math.IsNaN(rows[i].Predicted) {
+				rows[i].Predicted = 0 // omitted
+			}
 		}
 		return json.NewEncoder(e.stdout).Encode(rows)
 	}
 	fmt.Fprintf(e.stdout, "%d windows of %d tokens per format; KL and top-1 against f16 on the same windows\n", ref.Chunks, *ctxLen)
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "format\tbits\tB/token\tvs f16\tppl\tKL mean\tKL p99\ttop-1\tneedle\t")
+	fmt.Fprintln(tw, "format\tbits\tB/token\tvs f16\tppl\tKL mean\tKL p99\ttop-1\tneedle\tpredicted KL\t")
 	for _, r := range rows {
 		needle := "-"
 		if !math.IsNaN(r.Needle) {
 			needle = fmt.Sprintf("%.3f", r.Needle)
 		}
-		fmt.Fprintf(tw, "%s\t%.3f\t%.0f\t%.2fx\t%.4f\t%.5f\t%.4f\t%.4f\t%s\t\n", r.Format, r.Bits, r.BytesPerToken, r.Ratio, r.PPL, r.KLMean, r.KLP99, r.Top1, needle)
+		pred := "-"
+		if !math.IsNaN(r.Predicted) {
+			pred = fmt.Sprintf("%.5f", r.Predicted)
+		}
+		fmt.Fprintf(tw, "%s\t%.3f\t%.0f\t%.2fx\t%.4f\t%.5f\t%.4f\t%.4f\t%s\t%s\t\n", r.Format, r.Bits, r.BytesPerToken, r.Ratio, r.PPL, r.KLMean, r.KLP99, r.Top1, needle, pred)
 	}
 	return tw.Flush()
 }

@@ -1,32 +1,66 @@
 package main
 
 import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
 	"strings"
 
+	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/eval"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 )
 
 // kvFlags are the KV cache options every model command shares.
 type kvFlags struct {
-	kv, k, v *string
-	window   *int
+	kv, k, v    *string
+	window      *int
+	bits        *float64
+	plan, calib *string
+	candidates  *string
+	calibCtx    *int
+	calibChunks *int
 }
+
+// defaultCandidates are the formats --kv auto chooses among (f16 always
+// is one too): the turbo rates cover 2.5 to 4.1 bits, q8_0 the sensitive
+// parts; kivi2, polar and q4_0 lose to a turbo format of fewer bits on
+// the reference model's eval kv table, so measuring them costs time for
+// nothing by default.
+const defaultCandidates = "turbo2.5,turbo3,turbo3.5,turbo4,q8_0"
 
 func addKVFlags(fs *flag.FlagSet) kvFlags {
 	names := strings.Join(kvcache.FormatNames(), ", ")
 	return kvFlags{
-		kv:     fs.String("kv", "f16", "KV cache format for keys and values: "+names),
-		k:      fs.String("kv-k", "", "key format (overrides --kv)"),
-		v:      fs.String("kv-v", "", "value format (overrides --kv)"),
-		window: fs.Int("kv-window", 0, fmt.Sprintf("recent tokens kept in fp16 by compressed formats (0: %d; -1: none)", kvcache.DefaultWindow)),
+		kv:          fs.String("kv", "f16", "KV cache format for keys and values: "+names+"; or auto (per layer, see --kv-bits)"),
+		k:           fs.String("kv-k", "", "key format (overrides --kv)"),
+		v:           fs.String("kv-v", "", "value format (overrides --kv)"),
+		window:      fs.Int("kv-window", 0, fmt.Sprintf("recent tokens kept in fp16 by compressed formats (0: %d; -1: none)", kvcache.DefaultWindow)),
+		bits:        fs.Float64("kv-bits", 0, "with --kv auto: average bits per coordinate to allocate over layers' keys and values"),
+		plan:        fs.String("kv-plan", "", "per-layer KV plan file (JSON): used if it exists, else written by --kv auto"),
+		calib:       fs.String("kv-calib", "", "with --kv auto: calibration text (default: the embedded held-out text)"),
+		candidates:  fs.String("kv-candidates", defaultCandidates, "with --kv auto: formats to choose among (f16 is always one)"),
+		calibCtx:    fs.Int("kv-calib-ctx", 1024, "with --kv auto: calibration window length in tokens"),
+		calibChunks: fs.Int("kv-calib-chunks", 4, "with --kv auto: calibration windows (taken from the end of the text)"),
 	}
 }
 
-// spec returns the cache configuration the flags name.
+// auto reports whether the flags ask for a per-layer plan.
+func (f kvFlags) auto() bool { return *f.kv == "auto" || *f.plan != "" }
+
+// spec returns the cache configuration the flags name when they name one
+// format pair for every layer.
 func (f kvFlags) spec() (kvcache.Spec, error) {
+	if *f.window < -1 || *f.window > 1<<16 {
+		return kvcache.Spec{}, usageError{fmt.Errorf("--kv-window %d out of range [-1, 65536]", *f.window)}
+	}
 	k, v := *f.k, *f.v
 	if k == "" {
 		k = *f.kv
@@ -38,41 +72,239 @@ func (f kvFlags) spec() (kvcache.Spec, error) {
 	if err != nil {
 		return s, usageError{err}
 	}
-	if *f.window < -1 || *f.window > 1<<16 {
-		return s, usageError{fmt.Errorf("--kv-window %d out of range [-1, 65536]", *f.window)}
-	}
 	s.Window = *f.window
 	return s, nil
 }
 
-// newCache checks the spec against the model before any work starts and
-// returns the cache constructor for its sessions.
-func (f kvFlags) newCache(m *model.Model) (kvcache.Spec, model.NewCache, error) {
-	s, err := f.spec()
+// validate checks the flags before any work.
+func (f kvFlags) validate() error {
+	if !f.auto() {
+		if *f.bits != 0 {
+			return usageError{errors.New("--kv-bits needs --kv auto")}
+		}
+		_, err := f.spec()
+		return err
+	}
+	if *f.kv != "auto" && *f.kv != "f16" || *f.k != "" || *f.v != "" {
+		return usageError{errors.New("--kv-plan and --kv auto choose the formats per layer: drop --kv FORMAT, --kv-k and --kv-v")}
+	}
+	if *f.window < -1 || *f.window > 1<<16 {
+		return usageError{fmt.Errorf("--kv-window %d out of range [-1, 65536]", *f.window)}
+	}
+	if *f.bits < 0 || *f.bits > 16 {
+		return usageError{fmt.Errorf("--kv-bits %g out of range (0, 16]", *f.bits)}
+	}
+	if *f.bits == 0 {
+		if *f.plan == "" {
+			return usageError{errors.New("--kv auto needs --kv-bits B (average bits per coordinate) or an existing --kv-plan FILE")}
+		}
+		if _, err := os.Stat(*f.plan); err != nil {
+			return usageError{fmt.Errorf("--kv-plan %s does not exist and no --kv-bits was given to measure one: %w", *f.plan, err)}
+		}
+	}
+	if *f.calibCtx < 16 || *f.calibChunks < 1 || *f.calibChunks > 1024 {
+		return usageError{fmt.Errorf("--kv-calib-ctx %d / --kv-calib-chunks %d out of range (≥ 16, 1..1024)", *f.calibCtx, *f.calibChunks)}
+	}
+	_, err := parseFormats(*f.candidates)
+	return err
+}
+
+// parseFormats parses a comma-separated list of format names.
+func parseFormats(list string) ([]kvcache.Format, error) {
+	var fs []kvcache.Format
+	for _, name := range strings.Split(list, ",") {
+		f, err := kvcache.ParseFormat(strings.TrimSpace(name))
+		if err != nil {
+			return nil, usageError{err}
+		}
+		fs = append(fs, f)
+	}
+	return fs, nil
+}
+
+// newCache checks the flags against the model before any work starts
+// and returns the name of the cache configuration and the constructor of
+// its caches. With --kv auto it loads the plan, or measures one (printing
+// it to stderr) and saves it when --kv-plan names a new file.
+func (f kvFlags) newCache(e *env, l *loaded, modelPath string) (string, model.NewCache, error) {
+	if !f.auto() {
+		s, err := f.spec()
+		if err != nil {
+			return "", nil, err
+		}
+		if err := s.Check(l.m.CacheShape()); err != nil {
+			return "", nil, usageError{err}
+		}
+		return s.String(), s.NewCache, nil
+	}
+	hash, err := modelSHA256(modelPath)
 	if err != nil {
-		return s, nil, err
+		return "", nil, err
 	}
-	if err := s.Check(m.CacheShape()); err != nil {
-		return s, nil, usageError{err}
+	p, err := f.loadPlan()
+	if err != nil {
+		return "", nil, err
 	}
-	return s, s.NewCache, nil
+	switch {
+	case p == nil:
+		if p, err = f.measurePlan(e, l, hash); err != nil {
+			return "", nil, err
+		}
+		if *f.plan != "" {
+			if err := writePlan(*f.plan, p); err != nil {
+				return "", nil, err
+			}
+			fmt.Fprintf(e.stderr, "KV plan saved to %s\n", *f.plan)
+		}
+	case *f.bits != 0 && *f.bits != p.Budget:
+		// The plan holds its measurements: choose again for this budget.
+		q, err := kvcache.Allocate(p.Sensitivity, *f.bits, p.HeadDim)
+		if err != nil {
+			return "", nil, usageError{fmt.Errorf("--kv-plan %s: %w", *f.plan, err)}
+		}
+		q.Model, q.Window, q.Seed = p.Model, p.Window, p.Seed
+		p = q
+	}
+	if *f.window != 0 && *f.window != p.Window {
+		return "", nil, usageError{fmt.Errorf("--kv-window %d: the plan was measured with window %d", *f.window, p.Window)}
+	}
+	if err := p.Check(hash, l.m.Config.Layers, l.m.CacheShape()); err != nil {
+		return "", nil, usageError{fmt.Errorf("--kv-plan %s: %w", *f.plan, err)}
+	}
+	fmt.Fprint(e.stderr, p.Describe())
+	return p.String(), p.NewCache, nil
+}
+
+// loadPlan reads the --kv-plan file, or returns nil when there is none.
+func (f kvFlags) loadPlan() (*kvcache.Plan, error) {
+	if *f.plan == "" {
+		return nil, nil
+	}
+	r, err := os.Open(*f.plan)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	p, err := kvcache.ReadPlan(r)
+	if err != nil {
+		return nil, fmt.Errorf("--kv-plan %s: %w", *f.plan, err)
+	}
+	return p, nil
+}
+
+// measurePlan measures the sensitivity of every layer's keys and values
+// on the calibration text and allocates --kv-bits over them.
+func (f kvFlags) measurePlan(e *env, l *loaded, hash string) (*kvcache.Plan, error) {
+	cands, err := parseFormats(*f.candidates)
+	if err != nil {
+		return nil, err
+	}
+	text, err := readText(*f.calib)
+	if err != nil {
+		return nil, err
+	}
+	ctxLen := min(*f.calibCtx, l.m.Config.Context)
+	if err := checkCalibWindow(ctxLen, *f.window); err != nil {
+		return nil, err
+	}
+	ids := l.tok.Encode(text, true)
+	if need := ctxLen * *f.calibChunks; len(ids) > need {
+		ids = ids[len(ids)-need:] // the end: eval kv scores the start
+	}
+	s, err := measureSensitivity(e, l, ids, cands, eval.SensitivityOptions{Ctx: ctxLen, Window: *f.window})
+	if err != nil {
+		return nil, err
+	}
+	p, err := kvcache.Allocate(s, *f.bits, l.m.Config.HeadDim)
+	if err != nil {
+		return nil, usageError{err}
+	}
+	p.Model, p.Window = hash, *f.window
+	return p, nil
+}
+
+// checkCalibWindow refuses calibration windows whose scored second half
+// would lie inside the fp16 window: nothing measured would be compressed.
+func checkCalibWindow(ctxLen, window int) error {
+	w := window
+	if w == 0 {
+		w = kvcache.DefaultWindow
+	}
+	if ctxLen/2 <= 2*w {
+		return usageError{fmt.Errorf("calibration windows of %d tokens: the scored half must be over twice the fp16 window of %d tokens to measure compression; use a longer --kv-calib-ctx (or --ctx) or a shorter --kv-window", ctxLen, max(w, 0))}
+	}
+	return nil
+}
+
+// measureSensitivity runs eval.KVSensitivity with progress on stderr.
+func measureSensitivity(e *env, l *loaded, ids []int32, cands []kvcache.Format, o eval.SensitivityOptions) (kvcache.Sensitivity, error) {
+	chunks := len(ids) / o.Ctx
+	fmt.Fprintf(e.stderr, "measuring KV sensitivity: %d layers × keys/values × %d formats on %d windows of %d tokens\n", l.m.Config.Layers, len(cands), chunks, o.Ctx)
+	if isTerminal(e.stderr) {
+		o.Progress = func(done, total int) { fmt.Fprintf(e.stderr, "\r%d/%d", done, total) }
+		defer fmt.Fprintln(e.stderr)
+	}
+	return eval.KVSensitivity(context.Background(), l.m, ids, l.tok.BOS(), cands, o)
+}
+
+// writePlan writes p to path, through a temporary file so that a failed
+// write leaves no partial plan.
+func writePlan(path string, p *kvcache.Plan) error {
+	tmp := path + ".tmp"
+	w, err := os.Create(tmp)
+	if err != nil {
+		return err
+	}
+	if _, err := p.WriteTo(w); err != nil {
+		w.Close()
+		os.Remove(tmp)
+		return err
+	}
+	if err := w.Close(); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+// modelSHA256 returns the hex SHA-256 of the model file at path, or of
+// the embedded model when path is empty.
+func modelSHA256(path string) (string, error) {
+	if path == "" {
+		return defaultmodel.SHA256, nil
+	}
+	r, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer r.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, r); err != nil {
+		return "", fmt.Errorf("hashing %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // openWithKV validates the KV flags, loads the model the generation flags
-// name and checks the KV spec against it, all before any work: the
-// common start of every model command. The caller closes l.m.
-func openWithKV(e *env, g genFlags, kvf kvFlags) (*loaded, kvcache.Spec, model.NewCache, error) {
-	if _, err := kvf.spec(); err != nil {
-		return nil, kvcache.Spec{}, nil, err
+// name and checks the KV configuration against it, all before any work:
+// the common start of every model command. It returns the
+// configuration's name and the caches' constructor. The caller closes
+// l.m.
+func openWithKV(e *env, g genFlags, kvf kvFlags) (*loaded, string, model.NewCache, error) {
+	if err := kvf.validate(); err != nil {
+		return nil, "", nil, err
 	}
 	l, err := g.load(e)
 	if err != nil {
-		return nil, kvcache.Spec{}, nil, err
+		return nil, "", nil, err
 	}
-	spec, nc, err := kvf.newCache(l.m)
+	name, nc, err := kvf.newCache(e, l, *g.model)
 	if err != nil {
 		l.m.Close()
-		return nil, spec, nil, err
+		return nil, "", nil, err
 	}
-	return l, spec, nc, nil
+	return l, name, nc, nil
 }

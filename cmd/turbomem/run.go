@@ -13,7 +13,6 @@ import (
 	"golang.org/x/term"
 
 	"github.com/turbomem/turbomem/defaultmodel"
-	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/tokenizer"
 )
@@ -165,7 +164,7 @@ func (st genStats) String() string {
 
 // printMemory reports where the session's memory went, with the KV
 // cache's bytes per token and ratio to an fp16 cache.
-func printMemory(e *env, l *loaded, s *model.Session, spec kvcache.Spec) {
+func printMemory(e *env, l *loaded, s *model.Session, kv string) {
 	c := l.m.Config
 	f16PerToken := float64(2 * 2 * c.Layers * c.KVHeads * c.HeadDim)
 	perToken, ratio := 0.0, 0.0
@@ -174,7 +173,7 @@ func printMemory(e *env, l *loaded, s *model.Session, spec kvcache.Spec) {
 		ratio = f16PerToken / perToken
 	}
 	fmt.Fprintf(e.stderr, "memory: weights %s, KV cache %s (%s, %d tokens, %.0f B/token, %.2fx smaller than f16), scratch %s\n",
-		humanBytes(l.m.WeightBytes()), humanBytes(s.CacheBytes()), spec, s.Len(), perToken, ratio, humanBytes(s.ScratchBytes()))
+		humanBytes(l.m.WeightBytes()), humanBytes(s.CacheBytes()), kv, s.Len(), perToken, ratio, humanBytes(s.ScratchBytes()))
 }
 
 func runRun(e *env, args []string) error {
@@ -205,7 +204,7 @@ func runRun(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, spec, nc, err := openWithKV(e, g, kvf)
+	l, kv, nc, err := openWithKV(e, g, kvf)
 	if err != nil {
 		return err
 	}
@@ -238,6 +237,6 @@ func runRun(e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintln(e.stderr, st)
-	printMemory(e, l, s, spec)
+	printMemory(e, l, s, kv)
 	return nil
 }

@@ -1,0 +1,73 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/turbomem/turbomem/kvcache"
+)
+
+// TestKVAutoFlags: wrong combinations are refused before any work.
+func TestKVAutoFlags(t *testing.T) {
+	missing := filepath.Join(t.TempDir(), "none.json")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "hi", "--kv", "auto"}, "needs --kv-bits"},
+		{[]string{"run", "hi", "--kv-bits", "3"}, "--kv-bits needs --kv auto"},
+		{[]string{"run", "hi", "--kv", "auto", "--kv-bits", "3", "--kv-k", "q8_0"}, "drop --kv FORMAT"},
+		{[]string{"run", "hi", "--kv-plan", missing}, "does not exist"},
+		{[]string{"run", "hi", "--kv", "auto", "--kv-bits", "40"}, "out of range"},
+		{[]string{"run", "hi", "--kv", "auto", "--kv-bits", "3", "--kv-candidates", "turbo2.5,zz"}, "unknown KV format"},
+		{[]string{"eval", "kv", "--kv", "auto:x"}, "want auto:B"},
+		{[]string{"eval", "kv", "--kv", "auto:3", "--chunks", "100"}, "calibration windows"},
+		{[]string{"run", "hi", "--kv", "auto", "--kv-bits", "3", "--kv-calib-ctx", "200"}, "twice the fp16 window"},
+	} {
+		if code, _, errOut := runCmd(tt.args...); code != 2 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: code %d, stderr %q; want 2, ∋ %q", tt.args, code, errOut, tt.want)
+		}
+	}
+}
+
+// TestKVAutoPlan measures a plan on the embedded model, saves it, uses it
+// again without measuring, re-allocates it for another budget, and
+// refuses it for another model.
+func TestKVAutoPlan(t *testing.T) {
+	plan := filepath.Join(t.TempDir(), "plan.json")
+	auto := []string{"run", "The kernel", "-n", "4", "--temp", "0", "--kv", "auto", "--kv-plan", plan,
+		"--kv-candidates", "turbo2.5,turbo3.5", "--kv-calib-ctx", "96", "--kv-calib-chunks", "1", "--kv-window", "8"}
+	code, _, errOut := runCmd(append(auto, "--kv-bits", "3")...)
+	if code != 0 || !strings.Contains(errOut, "measuring KV sensitivity") || !strings.Contains(errOut, "KV plan auto:3: 3.000 bits") {
+		t.Fatalf("measuring: code %d, %s", code, errOut)
+	}
+	code, _, errOut = runCmd(append(auto, "--kv-bits", "3")...)
+	if code != 0 || strings.Contains(errOut, "measuring") || !strings.Contains(errOut, "KV cache") {
+		t.Fatalf("reusing: code %d, %s", code, errOut)
+	}
+	code, _, errOut = runCmd(append(auto, "--kv-bits", "16")...)
+	if code != 0 || strings.Contains(errOut, "measuring") || !strings.Contains(errOut, "auto:16: 16.000 bits") {
+		t.Fatalf("another budget: code %d, %s", code, errOut)
+	}
+	// The same plan with another model's hash (written through the
+	// package, so that its checksum is right).
+	r, err := os.Open(plan)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := kvcache.ReadPlan(r)
+	r.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.Model = strings.Repeat("0", 64)
+	other := filepath.Join(t.TempDir(), "other.json")
+	if err := writePlan(other, p); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, errOut := runCmd("run", "hi", "--kv-plan", other); code != 2 || !strings.Contains(errOut, "another model") {
+		t.Errorf("plan of another model: code %d, %s", code, errOut)
+	}
+}

@@ -1,0 +1,386 @@
+package kvcache
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"strings"
+)
+
+// Sensitivity is the measured cost of compressing each part of a model's
+// cache on its own: Loss[p][j] is the mean KL divergence of the
+// next-token distributions (nats) from the f16 cache's when only part p
+// is stored in Formats[j] and every other part stays f16. Parts are
+// layer 0's keys, layer 0's values, layer 1's keys, … (2 per layer). A
+// negative loss marks a format that cannot serve the part (qjl for
+// values).
+type Sensitivity struct {
+	Formats []Format
+	Loss    [][]float64
+}
+
+// Layers returns the number of layers measured.
+func (s *Sensitivity) Layers() int { return len(s.Loss) / 2 }
+
+// validate checks the shape and values of s.
+func (s *Sensitivity) validate() error {
+	if len(s.Formats) == 0 || len(s.Formats) > 64 {
+		return fmt.Errorf("%d candidate formats, want 1 to 64", len(s.Formats))
+	}
+	if len(s.Loss) == 0 || len(s.Loss)%2 != 0 || len(s.Loss) > 2*maxPlanLayers {
+		return fmt.Errorf("%d parts, want 2 per layer and at most %d layers", len(s.Loss), maxPlanLayers)
+	}
+	for p, row := range s.Loss {
+		if len(row) != len(s.Formats) {
+			return fmt.Errorf("part %d has %d losses for %d formats", p, len(row), len(s.Formats))
+		}
+		for j, l := range row {
+			if math.IsNaN(l) || math.IsInf(l, 0) {
+				return fmt.Errorf("part %d, format %s: loss %g is not finite", p, s.Formats[j], l)
+			}
+		}
+	}
+	return nil
+}
+
+// maxPlanLayers bounds the layers of a plan read from a file.
+const maxPlanLayers = 4096
+
+// LayerFormats are the key and value formats of one layer.
+type LayerFormats struct {
+	K, V Format
+}
+
+// Plan assigns a key format and a value format to every layer of one
+// model, chosen from measured sensitivities under a budget of bits per
+// coordinate (Allocate). Its NewCache makes the caches it describes.
+type Plan struct {
+	// Model is the hex SHA-256 of the model file the plan was measured
+	// on; a plan is refused for any other model.
+	Model string
+	// Budget is the average bits per coordinate that was asked for.
+	Budget float64
+	// HeadDim is the head dimension the bits are counted at.
+	HeadDim int
+	// Window and Seed are those of every layer's Spec.
+	Window int
+	Seed   uint64
+	Layers []LayerFormats
+	// Predicted is the sum of the chosen parts' measured losses: the
+	// predicted mean KL of the whole plan.
+	Predicted float64
+	// Sensitivity is what the plan was chosen from; it lets a plan be
+	// re-allocated for another budget without measuring again.
+	Sensitivity Sensitivity
+}
+
+// Allocate chooses a format for every part measured in s so that the
+// predicted loss (the sum of the parts' losses) is least while the
+// average bits per coordinate at head dimension d (Format.Bits, every
+// part the same size) stays within budget. f16 is always a candidate
+// with loss 0. The choice is exact: a dynamic program over the total
+// bits in units of 1/64 bit, in which every format's rate is a whole
+// number.
+func Allocate(s Sensitivity, budget float64, d int) (*Plan, error) {
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("kvcache: sensitivity: %w", err)
+	}
+	if !(budget > 0 && budget <= 32) {
+		return nil, fmt.Errorf("kvcache: budget of %g bits per coordinate out of range (0, 32]", budget)
+	}
+	type option struct {
+		f    Format
+		cost int // 1/64 bits
+		loss float64
+		col  int // in s.Formats; -1 for f16
+	}
+	f16, _ := ParseFormat("f16")
+	costs := make([]int, len(s.Formats))
+	for j, f := range s.Formats {
+		b, err := f.Bits(d)
+		if err != nil {
+			return nil, err
+		}
+		cost := math.Round(b * 64)
+		if math.Abs(cost-b*64) > 1e-6 {
+			return nil, fmt.Errorf("kvcache: format %s: %g bits is not a multiple of 1/64", f, b)
+		}
+		costs[j] = int(cost)
+	}
+	parts := len(s.Loss)
+	opts := make([][]option, parts)
+	for p := range parts {
+		opts[p] = append(opts[p], option{f: f16, cost: 16 * 64, col: -1})
+		for j, f := range s.Formats {
+			l := s.Loss[p][j]
+			if l < 0 || f == f16 {
+				continue
+			}
+			if err := f.Check(d, p%2 == 0); err != nil {
+				return nil, fmt.Errorf("kvcache: sensitivity: %w", err)
+			}
+			opts[p] = append(opts[p], option{f: f, cost: costs[j], loss: l, col: j})
+		}
+	}
+	capUnits := int(math.Floor(budget*64*float64(parts) + 1e-6))
+	minUnits := 0
+	for _, o := range opts {
+		c := o[0].cost
+		for _, x := range o {
+			c = min(c, x.cost)
+		}
+		minUnits += c
+	}
+	if minUnits > capUnits {
+		return nil, fmt.Errorf("kvcache: a budget of %g bits per coordinate is below the smallest measured formats' %.3f", budget, float64(minUnits)/64/float64(parts))
+	}
+	capUnits = min(capUnits, 16*64*parts)
+	// best[c]: least loss of parts [0, p) within c units; pick[p][c]: the
+	// option part p takes in the best choice for parts [0, p] within c.
+	inf := math.Inf(1)
+	best := make([]float64, capUnits+1)
+	next := make([]float64, capUnits+1)
+	pick := make([][]int8, parts)
+	for p := range parts {
+		pick[p] = make([]int8, capUnits+1)
+		for c := range next {
+			next[c] = inf
+			for i, o := range opts[p] {
+				if o.cost > c || math.IsInf(best[c-o.cost], 1) {
+					continue
+				}
+				// Ties go to the cheaper format.
+				if l := best[c-o.cost] + o.loss; l < next[c] || l == next[c] && o.cost < opts[p][pick[p][c]].cost {
+					next[c], pick[p][c] = l, int8(i)
+				}
+			}
+		}
+		best, next = next, best
+	}
+	plan := &Plan{Budget: budget, HeadDim: d, Layers: make([]LayerFormats, parts/2), Predicted: best[capUnits], Sensitivity: s}
+	for p, c := parts-1, capUnits; p >= 0; p-- {
+		o := opts[p][pick[p][c]]
+		if p%2 == 0 {
+			plan.Layers[p/2].K = o.f
+		} else {
+			plan.Layers[p/2].V = o.f
+		}
+		c -= o.cost
+	}
+	return plan, nil
+}
+
+// Spec returns the spec of one layer.
+func (p *Plan) Spec(layer int) Spec {
+	l := p.Layers[layer]
+	return Spec{K: l.K, V: l.V, Window: p.Window, Seed: p.Seed}
+}
+
+// NewCache returns the cache of one layer, in the formats the plan gives
+// it; its signature is that of model.NewCache.
+func (p *Plan) NewCache(layer int, sh Shape) (Cache, error) {
+	if layer < 0 || layer >= len(p.Layers) {
+		return nil, fmt.Errorf("kvcache: plan has %d layers, no layer %d", len(p.Layers), layer)
+	}
+	return p.Spec(layer).NewCache(layer, sh)
+}
+
+// ErrOtherModel is returned by Plan.Check for a plan measured on another
+// model.
+var ErrOtherModel = errors.New("kvcache: plan was measured on another model")
+
+// Check reports whether the plan can serve a model whose file has the
+// hex SHA-256 modelHash and whose layers, all of shape sh, number layers.
+func (p *Plan) Check(modelHash string, layers int, sh Shape) error {
+	if !strings.EqualFold(p.Model, modelHash) {
+		return fmt.Errorf("%w: the plan is for the model with SHA-256 %.16s…, this one's is %.16s…; measure a plan for this model with --kv auto", ErrOtherModel, p.Model, modelHash)
+	}
+	if len(p.Layers) != layers {
+		return fmt.Errorf("kvcache: plan has %d layers, the model %d", len(p.Layers), layers)
+	}
+	if sh.HeadDim != p.HeadDim {
+		return fmt.Errorf("kvcache: plan counts bits at head dimension %d, the model's is %d", p.HeadDim, sh.HeadDim)
+	}
+	for i := range p.Layers {
+		if err := p.Spec(i).Check(sh); err != nil {
+			return fmt.Errorf("layer %d: %w", i, err)
+		}
+	}
+	return nil
+}
+
+// Bits returns the plan's average bits per coordinate (Format.Bits at
+// the plan's head dimension, every layer's keys and values alike).
+func (p *Plan) Bits() float64 {
+	// Format.Bits builds a quantizer: once per format.
+	bits := map[Format]float64{}
+	of := func(f Format) float64 {
+		b, ok := bits[f]
+		if !ok {
+			b, _ = f.Bits(p.HeadDim)
+			bits[f] = b
+		}
+		return b
+	}
+	var sum float64
+	for _, l := range p.Layers {
+		sum += of(l.K) + of(l.V)
+	}
+	return sum / float64(2*len(p.Layers))
+}
+
+// String returns "auto:B" with the budget B.
+func (p *Plan) String() string { return fmt.Sprintf("auto:%g", p.Budget) }
+
+// Describe returns one line per layer: its key and value formats and
+// their measured losses.
+func (p *Plan) Describe() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "KV plan %s: %.3f bits per coordinate on average, predicted mean KL %.5f\n", p, p.Bits(), p.Predicted)
+	for i, l := range p.Layers {
+		fmt.Fprintf(&b, "  layer %2d  K %-9s (KL %.5f)  V %-9s (KL %.5f)\n", i, l.K, p.loss(2*i, l.K), l.V, p.loss(2*i+1, l.V))
+	}
+	return b.String()
+}
+
+// loss returns the measured loss of format f for part i (0 for formats
+// not measured, f16).
+func (p *Plan) loss(i int, f Format) float64 {
+	for j, g := range p.Sensitivity.Formats {
+		if g == f && i < len(p.Sensitivity.Loss) {
+			return p.Sensitivity.Loss[i][j]
+		}
+	}
+	return 0
+}
+
+// planVersion is the version of the plan file format.
+const planVersion = 1
+
+// planFile is a plan as JSON.
+type planFile struct {
+	Version     int          `json:"version"`
+	Model       string       `json:"model_sha256"`
+	Budget      float64      `json:"budget_bits"`
+	Bits        float64      `json:"bits"`
+	HeadDim     int          `json:"head_dim"`
+	Window      int          `json:"window"`
+	Seed        uint64       `json:"seed"`
+	Predicted   float64      `json:"predicted_kl"`
+	Layers      []layerJSON  `json:"layers"`
+	Sensitivity sensitivityJ `json:"sensitivity"`
+	// Checksum is the hex SHA-256 of the file's JSON with this field
+	// empty: a plan that was edited or damaged is refused.
+	Checksum string `json:"checksum"`
+}
+
+type layerJSON struct {
+	K string `json:"k"`
+	V string `json:"v"`
+}
+
+type sensitivityJ struct {
+	Formats []string    `json:"formats"`
+	Loss    [][]float64 `json:"kl"` // per part: layer 0 K, layer 0 V, layer 1 K, …
+}
+
+// WriteTo writes the plan as JSON with a checksum.
+func (p *Plan) WriteTo(w io.Writer) (int64, error) {
+	f := planFile{Version: planVersion, Model: strings.ToLower(p.Model), Budget: p.Budget, Bits: p.Bits(), HeadDim: p.HeadDim,
+		Window: p.Window, Seed: p.Seed, Predicted: p.Predicted}
+	for _, l := range p.Layers {
+		f.Layers = append(f.Layers, layerJSON{K: l.K.name, V: l.V.name})
+	}
+	for _, g := range p.Sensitivity.Formats {
+		f.Sensitivity.Formats = append(f.Sensitivity.Formats, g.name)
+	}
+	f.Sensitivity.Loss = p.Sensitivity.Loss
+	sum, err := f.checksum()
+	if err != nil {
+		return 0, err
+	}
+	f.Checksum = sum
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.Write(append(b, '\n'))
+	return int64(n), err
+}
+
+func (f planFile) checksum() (string, error) {
+	f.Checksum = ""
+	b, err := json.Marshal(f)
+	if err != nil {
+		return "", fmt.Errorf("kvcache: plan: %w", err)
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:]), nil
+}
+
+// maxPlanBytes bounds the size of a plan file.
+const maxPlanBytes = 16 << 20
+
+// ReadPlan reads a plan that WriteTo wrote, checking its checksum and
+// every field.
+func ReadPlan(r io.Reader) (*Plan, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxPlanBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("kvcache: plan: %w", err)
+	}
+	if len(b) > maxPlanBytes {
+		return nil, fmt.Errorf("kvcache: plan: larger than %d bytes", maxPlanBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var f planFile
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("kvcache: plan: not a plan file: %w", err)
+	}
+	if f.Version != planVersion {
+		return nil, fmt.Errorf("kvcache: plan: version %d, want %d", f.Version, planVersion)
+	}
+	if sum, err := f.checksum(); err != nil {
+		return nil, err
+	} else if sum != f.Checksum {
+		return nil, fmt.Errorf("kvcache: plan: checksum mismatch (the file was edited or damaged); measure the plan again")
+	}
+	if h, err := hex.DecodeString(f.Model); err != nil || len(h) != sha256.Size {
+		return nil, fmt.Errorf("kvcache: plan: model_sha256 %q is not a SHA-256", f.Model)
+	}
+	if !(f.Budget > 0 && f.Budget <= 32) || f.HeadDim <= 0 || f.HeadDim > 1<<14 || f.Window < -1 || f.Window > 1<<16 || len(f.Layers) == 0 || len(f.Layers) > maxPlanLayers {
+		return nil, fmt.Errorf("kvcache: plan: budget %g, head dim %d, window %d or %d layers out of range", f.Budget, f.HeadDim, f.Window, len(f.Layers))
+	}
+	p := &Plan{Model: f.Model, Budget: f.Budget, HeadDim: f.HeadDim, Window: f.Window, Seed: f.Seed, Predicted: f.Predicted}
+	for i, l := range f.Layers {
+		k, err := ParseFormat(l.K)
+		if err != nil {
+			return nil, fmt.Errorf("kvcache: plan: layer %d: %w", i, err)
+		}
+		v, err := ParseFormat(l.V)
+		if err != nil {
+			return nil, fmt.Errorf("kvcache: plan: layer %d: %w", i, err)
+		}
+		p.Layers = append(p.Layers, LayerFormats{K: k, V: v})
+	}
+	for _, name := range f.Sensitivity.Formats {
+		g, err := ParseFormat(name)
+		if err != nil {
+			return nil, fmt.Errorf("kvcache: plan: sensitivity: %w", err)
+		}
+		p.Sensitivity.Formats = append(p.Sensitivity.Formats, g)
+	}
+	p.Sensitivity.Loss = f.Sensitivity.Loss
+	if err := p.Sensitivity.validate(); err != nil {
+		return nil, fmt.Errorf("kvcache: plan: sensitivity: %w", err)
+	}
+	if p.Sensitivity.Layers() != len(p.Layers) {
+		return nil, fmt.Errorf("kvcache: plan: sensitivity of %d layers for %d layers", p.Sensitivity.Layers(), len(p.Layers))
+	}
+	return p, nil
+}
