@@ -140,3 +140,29 @@ func dotRowQ8_0x4(w []byte, a *[4]*activation, out *[4]float32) {
 	}
 	dotQ8_0x4AVX2(&w[0], &xq, &xd, nb, out)
 }
+
+//go:noescape
+func dequantQ8_0AVX2(dst *float32, src *byte, nb int)
+
+//go:noescape
+func dequantQ4_0AVX2(dst *float32, src *byte, nb int)
+
+func dequantQ8_0Fast(dst []float32, src []byte) {
+	nb := len(src) / q8_0Bytes
+	if !hasAVX2 || nb == 0 {
+		dequantQ8_0(dst, src)
+		return
+	}
+	_ = dst[nb*qk0-1]
+	dequantQ8_0AVX2(&dst[0], &src[0], nb)
+}
+
+func dequantQ4_0Fast(dst []float32, src []byte) {
+	nb := len(src) / q4_0Bytes
+	if !hasAVX2 || nb == 0 {
+		dequantQ4_0(dst, src)
+		return
+	}
+	_ = dst[nb*qk0-1]
+	dequantQ4_0AVX2(&dst[0], &src[0], nb)
+}

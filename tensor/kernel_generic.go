@@ -24,3 +24,6 @@ func weightedSumF16(acc, w []float32, rows []uint16) { weightedSumF16Go(acc, w, 
 func weightedSumF32(acc, w, rows []float32)          { weightedSumF32Go(acc, w, rows) }
 
 func dotRowQ8_0x4(w []byte, a *[4]*activation, out *[4]float32) { dotRowQ8_0x4Go(w, a, out) }
+
+func dequantQ8_0Fast(dst []float32, src []byte) { dequantQ8_0(dst, src) }
+func dequantQ4_0Fast(dst []float32, src []byte) { dequantQ4_0(dst, src) }

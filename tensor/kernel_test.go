@@ -106,3 +106,34 @@ func absDot(t *testing.T, ty DType, w []byte, k actKind, a *activation, n int) f
 	}
 	return float32(s)
 }
+
+// TestDequantFastMatchesGo: the dispatched q8_0 and q4_0 dequantizers
+// (assembly where the CPU has it) give the pure-Go versions' bits, on
+// random blocks (any scale bits, NaN and infinities included).
+func TestDequantFastMatchesGo(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, tt := range []struct {
+		name       string
+		block      int
+		fast, slow func([]float32, []byte)
+	}{
+		{"q8_0", q8_0Bytes, dequantQ8_0Fast, dequantQ8_0},
+		{"q4_0", q4_0Bytes, dequantQ4_0Fast, dequantQ4_0},
+	} {
+		for _, nb := range []int{0, 1, 2, 7, 64} {
+			src := make([]byte, nb*tt.block)
+			for i := range src {
+				src[i] = byte(r.Uint32())
+			}
+			got, want := make([]float32, nb*qk0), make([]float32, nb*qk0)
+			tt.fast(got, src)
+			tt.slow(want, src)
+			for i := range got {
+				g, w := got[i], want[i]
+				if math.Float32bits(g) != math.Float32bits(w) && !(g != g && w != w) {
+					t.Fatalf("%s, %d blocks: element %d = %g, Go %g", tt.name, nb, i, g, w)
+				}
+			}
+		}
+	}
+}
