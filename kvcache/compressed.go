@@ -82,18 +82,12 @@ const turboCorrection = quant.CorrectNorm
 
 func newCompressed(s Spec, layer int, sh Shape) (*Compressed, error) {
 	c := &Compressed{
-		spec: s, shape: sh, layer: layer, window: s.window(), step: 1,
+		spec: s, shape: sh, layer: layer, window: s.window(), step: s.step(), calib: s.calib(),
 		corr: turboCorrection,
 		seed: s.seed() ^ uint64(layer+1)*0x9e3779b97f4a7c15,
 	}
 	if s.corr != 0 {
 		c.corr = s.corr - 1
-	}
-	if s.K.kind == kindKIVI {
-		c.step = kiviBlock
-	}
-	if s.K.split() || s.V.split() {
-		c.calib = max(c.window+1, 32)
 	}
 	d := sh.HeadDim
 	// Quantizers shared by every head (the non-split formats); the split

@@ -104,14 +104,22 @@ func (p MemoryPlan) Total() int64 { return p.Weights + p.KVCache + p.Scratch }
 func (m *Model) Plan(ctx int, bitsPerValue float64) MemoryPlan {
 	c := &m.Config
 	perToken := 2 * float64(c.Layers*c.KVHeads*c.HeadDim) * bitsPerValue / 8
+	return m.PlanKV(ctx, int64(perToken*float64(ctx)))
+}
+
+// PlanKV returns the memory a session of ctx tokens takes when its
+// caches hold kvBytes in all (kvcache's BytesAt gives that exactly).
+func (m *Model) PlanKV(ctx int, kvBytes int64) MemoryPlan {
+	c := &m.Config
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	batch := min(ctx, MaxBatch)
 	scratch := 4 * int64(batch) * int64(3*c.Hidden+2*qd+2*kd+2*c.FFN)
 	scratch += 4 * int64(c.Vocab) // logits of one token
-	return MemoryPlan{
-		Weights: m.w.bytes, KVCache: int64(perToken * float64(ctx)), Scratch: scratch,
-		Context: ctx, KVBytesPerToken: perToken,
+	p := MemoryPlan{Weights: m.w.bytes, KVCache: kvBytes, Scratch: scratch, Context: ctx}
+	if ctx > 0 {
+		p.KVBytesPerToken = float64(kvBytes) / float64(ctx)
 	}
+	return p
 }
 
 // Prefault reads one byte of every page of the weights, so that the first

@@ -15,6 +15,7 @@ func runInspect(e *env, args []string) error {
 	fs := newFlagSet(e, "inspect", " FILE.gguf\n\nPrints a GGUF file's metadata, its tensors with types and sizes, and the\nmemory a session of --ctx tokens needs.")
 	ctx := fs.Int("ctx", 4096, "context length for the memory plan")
 	tensors := fs.Bool("tensors", true, "list every tensor")
+	kvf := addKVFlags(fs)
 	var path string
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		path, args = args[0], args[1:]
@@ -27,6 +28,9 @@ func runInspect(e *env, args []string) error {
 	}
 	if *ctx < 1 || *ctx > 1<<24 {
 		return usageError{fmt.Errorf("--ctx %d out of range [1, 16777216]", *ctx)}
+	}
+	if err := kvf.validate(); err != nil {
+		return err
 	}
 	f, err := gguf.Open(path)
 	if err != nil {
@@ -88,14 +92,15 @@ func runInspect(e *env, args []string) error {
 	c := m.Config
 	fmt.Fprintf(w, "\nmodel: %s, %d layers, hidden %d, FFN %d, %d heads (%d KV) of %d, vocab %d, context %d\n",
 		c.Arch, c.Layers, c.Hidden, c.FFN, c.Heads, c.KVHeads, c.HeadDim, c.Vocab, c.Context)
-	printPlan(e, m.Plan(*ctx, 16), "f16")
+	kv, kvBytes, err := kvf.bytesAt(m, path, *ctx)
+	if err != nil {
+		return err
+	}
+	p := m.PlanKV(*ctx, kvBytes)
+	f16 := m.Plan(*ctx, 16)
+	fmt.Fprintf(e.stdout, "memory at %d tokens: weights %s + KV cache (%s, %.0f B/token, %.2fx smaller than f16) %s + scratch %s = %s\n",
+		p.Context, humanBytes(p.Weights), kv, p.KVBytesPerToken, float64(f16.KVCache)/float64(max(p.KVCache, 1)), humanBytes(p.KVCache), humanBytes(p.Scratch), humanBytes(p.Total()))
 	return nil
-}
-
-// printPlan prints where a session's memory goes.
-func printPlan(e *env, p model.MemoryPlan, kv string) {
-	fmt.Fprintf(e.stdout, "memory at %d tokens: weights %s + KV cache (%s, %.0f B/token) %s + scratch %s = %s\n",
-		p.Context, humanBytes(p.Weights), kv, p.KVBytesPerToken, humanBytes(p.KVCache), humanBytes(p.Scratch), humanBytes(p.Total()))
 }
 
 // humanBytes formats n bytes in binary units, with the exact count.

@@ -141,12 +141,11 @@ func (f kvFlags) newCache(e *env, l *loaded, modelPath string) (string, model.Ne
 	if err != nil {
 		return "", nil, err
 	}
-	p, err := f.loadPlan()
+	p, err := f.savedPlan(l.m, hash)
 	if err != nil {
 		return "", nil, err
 	}
-	switch {
-	case p == nil:
+	if p == nil {
 		if p, err = f.measurePlan(e, l, hash); err != nil {
 			return "", nil, err
 		}
@@ -156,23 +155,66 @@ func (f kvFlags) newCache(e *env, l *loaded, modelPath string) (string, model.Ne
 			}
 			fmt.Fprintf(e.stderr, "KV plan saved to %s\n", *f.plan)
 		}
-	case *f.bits != 0 && *f.bits != p.Budget:
+	}
+	fmt.Fprint(e.stderr, p.Describe())
+	return p.String(), p.NewCache, nil
+}
+
+// savedPlan returns the --kv-plan file's plan checked against the model
+// (re-allocated from its measurements when --kv-bits asks for another
+// budget), or nil when there is no such file.
+func (f kvFlags) savedPlan(m *model.Model, hash string) (*kvcache.Plan, error) {
+	p, err := f.loadPlan()
+	if p == nil || err != nil {
+		return nil, err
+	}
+	if *f.bits != 0 && *f.bits != p.Budget {
 		// The plan holds its measurements: choose again for this budget.
 		q, err := kvcache.Allocate(p.Sensitivity, *f.bits, p.HeadDim)
 		if err != nil {
-			return "", nil, usageError{fmt.Errorf("--kv-plan %s: %w", *f.plan, err)}
+			return nil, usageError{fmt.Errorf("--kv-plan %s: %w", *f.plan, err)}
 		}
 		q.Model, q.Window, q.Seed = p.Model, p.Window, p.Seed
 		p = q
 	}
 	if *f.window != 0 && *f.window != p.Window {
-		return "", nil, usageError{fmt.Errorf("--kv-window %d: the plan was measured with window %d", *f.window, p.Window)}
+		return nil, usageError{fmt.Errorf("--kv-window %d: the plan was measured with window %d", *f.window, p.Window)}
 	}
-	if err := p.Check(hash, l.m.Config.Layers, l.m.CacheShape()); err != nil {
-		return "", nil, usageError{fmt.Errorf("--kv-plan %s: %w", *f.plan, err)}
+	if err := p.Check(hash, m.Config.Layers, m.CacheShape()); err != nil {
+		return nil, usageError{fmt.Errorf("--kv-plan %s: %w", *f.plan, err)}
 	}
-	fmt.Fprint(e.stderr, p.Describe())
-	return p.String(), p.NewCache, nil
+	return p, nil
+}
+
+// bytesAt returns the name of the flags' cache configuration and the
+// bytes all of a model's caches hold at n tokens, without measuring
+// anything: a plan must already be saved.
+func (f kvFlags) bytesAt(m *model.Model, modelPath string, n int) (string, int64, error) {
+	sh := m.CacheShape()
+	if !f.auto() {
+		s, err := f.spec()
+		if err != nil {
+			return "", 0, err
+		}
+		b, err := s.BytesAt(n, sh)
+		if err != nil {
+			return "", 0, usageError{err}
+		}
+		return s.String(), int64(m.Config.Layers) * b, nil
+	}
+	hash, err := modelSHA256(modelPath)
+	if err != nil {
+		return "", 0, err
+	}
+	p, err := f.savedPlan(m, hash)
+	if err != nil {
+		return "", 0, err
+	}
+	if p == nil {
+		return "", 0, usageError{fmt.Errorf("--kv auto: no saved plan to read (--kv-plan FILE); make one with run or eval --kv auto --kv-bits B --kv-plan FILE")}
+	}
+	b, err := p.BytesAt(n, sh)
+	return p.String(), b, err
 }
 
 // loadPlan reads the --kv-plan file, or returns nil when there is none.

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 )
 
@@ -69,5 +70,34 @@ func TestKVAutoPlan(t *testing.T) {
 	}
 	if code, _, errOut := runCmd("run", "hi", "--kv-plan", other); code != 2 || !strings.Contains(errOut, "another model") {
 		t.Errorf("plan of another model: code %d, %s", code, errOut)
+	}
+}
+
+// TestInspectKV: the memory plan of inspect follows --kv, with the bytes
+// kvcache.Spec.BytesAt gives, and --kv auto reads a saved plan only.
+func TestInspectKV(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.gguf")
+	if err := os.WriteFile(path, defaultmodel.GGUF(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		kv   []string
+		want string
+	}{
+		{[]string{"--kv", "f16"}, "KV cache (f16, 3072 B/token, 1.00x smaller than f16) 48.00 MiB"},
+		// 6 layers × 1 head × (16320 tokens × 2 × 56 B + 64 × 512 B + 2 × 64 B of outlier lists) / 16384
+		{[]string{"--kv", "turbo3.5"}, "KV cache (turbo3.5, 681 B/token, 4.51x smaller than f16)"},
+		{[]string{"--kv-k", "q8_0", "--kv-v", "turbo2.5"}, "KV cache (q8_0/turbo2.5,"},
+	} {
+		code, out, errOut := runCmd(append([]string{"inspect", path, "--tensors=false", "--ctx", "16384"}, tt.kv...)...)
+		if code != 0 || !strings.Contains(out, tt.want) {
+			t.Errorf("%v: code %d, %s%s; want ∋ %q", tt.kv, code, out, errOut, tt.want)
+		}
+	}
+	if code, _, errOut := runCmd("inspect", path, "--kv", "auto", "--kv-bits", "3"); code != 2 || !strings.Contains(errOut, "no saved plan") {
+		t.Errorf("auto without a plan: code %d, %s", code, errOut)
+	}
+	if code, _, errOut := runCmd("inspect", path, "--kv", "turbo7"); code != 2 || !strings.Contains(errOut, "unknown KV format") {
+		t.Errorf("bad format: code %d, %s", code, errOut)
 	}
 }
