@@ -31,7 +31,7 @@ func runChat(e *env, args []string) error {
 			return usageError{err}
 		}
 	}
-	l, _, nc, err := openWithKV(e, g, kvf)
+	l, kv, err := openWithKV(e, g, kvf)
 	if err != nil {
 		return err
 	}
@@ -41,7 +41,7 @@ func runChat(e *env, args []string) error {
 		tmpl = model.DetectChatTemplate(jinja)
 	}
 	fmt.Fprintf(e.stderr, "chat template: %s; /reset to start over, /quit to leave\n", tmpl)
-	c := &conversation{l: l, tmpl: tmpl, sc: sc, ctx: *g.ctx, system: *system, nc: nc}
+	c := &conversation{l: l, tmpl: tmpl, sc: sc, ctx: *g.ctx, system: *system, nc: kv.newCache()}
 	if err := c.reset(); err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -82,14 +83,14 @@ func evalPPL(e *env, args []string) error {
 			return fmt.Errorf("%s: %w", *ref, err)
 		}
 	}
-	l, kv, nc, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
+	l, kv, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
 	if err != nil {
 		return err
 	}
 	defer l.m.Close()
 	ids := l.tok.Encode(text, true)
 	res, err := eval.Perplexity(context.Background(), l.m, ids, l.tok.BOS(), eval.PPLOptions{
-		Ctx: *ctxLen, NewCache: nc, MaxChunks: *chunks, TopK: *topK, Ref: refD,
+		Ctx: *ctxLen, NewCache: kv.newCache(), MaxChunks: *chunks, TopK: *topK, Ref: refD,
 		Progress: func(done, total int) {
 			if isTerminal(e.stderr) {
 				fmt.Fprintf(e.stderr, "\rwindow %d/%d", done, total)
@@ -116,13 +117,21 @@ func evalPPL(e *env, args []string) error {
 		}
 	}
 	if *format == "json" {
-		out := map[string]any{"kv": kv, "ctx": *ctxLen, "tokens": res.Tokens, "chunks": res.Chunks, "ppl": res.PPL, "ppl_stderr": res.PPLStdErr, "nll": res.NLL}
+		out := map[string]any{"kv": kv.String(), "ctx": *ctxLen, "tokens": res.Tokens, "chunks": res.Chunks, "ppl": res.PPL, "ppl_stderr": res.PPLStdErr, "nll": res.NLL}
 		if a := res.Agreement; a != nil {
 			out["kl_mean"], out["kl_p99"], out["kl_max"], out["top1"], out["delta_nll"] = a.KLMean, a.KLP99, a.KLMax, a.Top1, a.DeltaNLL
 		}
 		return json.NewEncoder(e.stdout).Encode(out)
 	}
-	fmt.Fprintf(e.stdout, "%s: %d windows of %d tokens, %d scored, KV %s\nperplexity %.4f ± %.4f (mean NLL %.5f)\n", *file, res.Chunks, *ctxLen, res.Tokens, kv, res.PPL, res.PPLStdErr, res.NLL)
+	mem, err := kv.memory(l.m, *ctxLen)
+	if err != nil {
+		return err
+	}
+	name := *file
+	if name == "" {
+		name = "embedded held-out text"
+	}
+	fmt.Fprintf(e.stdout, "%s: %d windows of %d tokens, %d scored\n%s\nperplexity %.4f ± %.4f (mean NLL %.5f)\n", name, res.Chunks, *ctxLen, res.Tokens, mem, res.PPL, res.PPLStdErr, res.NLL)
 	if a := res.Agreement; a != nil {
 		fmt.Fprintf(e.stdout, "vs %s: KL mean %.6f, p99 %.6f, max %.6f; top-1 agreement %.4f; ΔNLL %+.6f\n", *ref, a.KLMean, a.KLP99, a.KLMax, a.Top1, a.DeltaNLL)
 	}
@@ -162,13 +171,13 @@ func evalNeedle(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, kv, nc, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
+	l, kv, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
 	if err != nil {
 		return err
 	}
 	defer l.m.Close()
 	res, err := eval.Needle(context.Background(), l.m, l.tok, l.tok.Encode(text, false), eval.NeedleOptions{
-		Lengths: ls, Depths: *depths, Trials: *trials, Seed: *seed, NewCache: nc,
+		Lengths: ls, Depths: *depths, Trials: *trials, Seed: *seed, NewCache: kv.newCache(),
 	})
 	if err != nil {
 		return err
@@ -195,7 +204,7 @@ func evalNeedle(e *env, args []string) error {
 		}
 	}
 	if *format == "json" {
-		return json.NewEncoder(e.stdout).Encode(map[string]any{"kv": kv, "lengths": res.Lengths, "depths": res.Depths, "score": res.Score, "needle": res.Overall})
+		return json.NewEncoder(e.stdout).Encode(map[string]any{"kv": kv.String(), "lengths": res.Lengths, "depths": res.Depths, "score": res.Score, "needle": res.Overall})
 	}
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 1, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "length \\ depth\t")
@@ -211,6 +220,10 @@ func evalNeedle(e *env, args []string) error {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
-	fmt.Fprintf(e.stdout, "needle score %.4f (%d lengths × %d depths × %d trials, KV %s)\n", res.Overall, len(res.Lengths), len(res.Depths), *trials, kv)
+	mem, err := kv.memory(l.m, slices.Max(res.Lengths))
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "needle score %.4f (%d lengths × %d depths × %d trials)\n%s\n", res.Overall, len(res.Lengths), len(res.Depths), *trials, mem)
 	return nil
 }

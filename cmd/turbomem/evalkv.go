@@ -32,18 +32,17 @@ type kvRow struct {
 }
 
 // kvChoice is one row's cache configuration: a spec, or a plan for a
-// budget.
+// budget (made once the sensitivities are measured).
 type kvChoice struct {
-	spec   kvcache.Spec
+	kvConfig
 	budget float64
-	plan   *kvcache.Plan
 }
 
 func (c kvChoice) String() string {
-	if c.budget > 0 {
+	if c.budget > 0 && c.plan == nil {
 		return fmt.Sprintf("auto:%g", c.budget)
 	}
-	return c.spec.String()
+	return c.kvConfig.String()
 }
 
 func evalKV(e *env, args []string) error {
@@ -88,7 +87,7 @@ func evalKV(e *env, args []string) error {
 			return usageError{err}
 		}
 		s.Window = *window
-		choices = append(choices, kvChoice{spec: s})
+		choices = append(choices, kvChoice{kvConfig: kvConfig{spec: s}})
 	}
 	cands, err := parseFormats(*candidates)
 	if err != nil {
@@ -164,9 +163,9 @@ func evalKV(e *env, args []string) error {
 	var rows []kvRow
 	for _, ch := range choices {
 		row := kvRow{Format: ch.String(), Predicted: math.NaN()}
-		nc := ch.spec.NewCache
+		nc := ch.newCache()
 		if ch.plan != nil {
-			nc, row.Bits, row.Predicted = ch.plan.NewCache, ch.plan.Bits(), ch.plan.Predicted
+			row.Bits, row.Predicted = ch.plan.Bits(), ch.plan.Predicted
 		} else {
 			kb, err := ch.spec.K.Bits(sh.HeadDim)
 			if err != nil {

@@ -92,7 +92,11 @@ func runInspect(e *env, args []string) error {
 	c := m.Config
 	fmt.Fprintf(w, "\nmodel: %s, %d layers, hidden %d, FFN %d, %d heads (%d KV) of %d, vocab %d, context %d\n",
 		c.Arch, c.Layers, c.Hidden, c.FFN, c.Heads, c.KVHeads, c.HeadDim, c.Vocab, c.Context)
-	kv, kvBytes, err := kvf.bytesAt(m, path, *ctx)
+	kv, err := kvf.config(e, &loaded{m: m}, path, false)
+	if err != nil {
+		return err
+	}
+	kvBytes, err := kv.bytesAt(m, *ctx)
 	if err != nil {
 		return err
 	}

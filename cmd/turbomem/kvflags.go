@@ -122,42 +122,87 @@ func parseFormats(list string) ([]kvcache.Format, error) {
 	return fs, nil
 }
 
-// newCache checks the flags against the model before any work starts
-// and returns the name of the cache configuration and the constructor of
-// its caches. With --kv auto it loads the plan, or measures one (printing
-// it to stderr) and saves it when --kv-plan names a new file.
-func (f kvFlags) newCache(e *env, l *loaded, modelPath string) (string, model.NewCache, error) {
+// kvConfig is a cache configuration: one format pair for every layer
+// (spec) or a per-layer plan.
+type kvConfig struct {
+	spec kvcache.Spec
+	plan *kvcache.Plan
+}
+
+// String returns the configuration's name.
+func (c kvConfig) String() string {
+	if c.plan != nil {
+		return c.plan.String()
+	}
+	return c.spec.String()
+}
+
+// newCache returns the constructor of the configuration's caches.
+func (c kvConfig) newCache() model.NewCache {
+	if c.plan != nil {
+		return c.plan.NewCache
+	}
+	return c.spec.NewCache
+}
+
+// bytesAt returns the bytes all of m's caches hold after n tokens.
+func (c kvConfig) bytesAt(m *model.Model, n int) (int64, error) {
+	if c.plan != nil {
+		return c.plan.BytesAt(n, m.CacheShape())
+	}
+	b, err := c.spec.BytesAt(n, m.CacheShape())
+	return int64(m.Config.Layers) * b, err
+}
+
+// memory describes the caches' size after n tokens against f16's.
+func (c kvConfig) memory(m *model.Model, n int) (string, error) {
+	b, err := c.bytesAt(m, n)
+	if err != nil {
+		return "", err
+	}
+	f16 := float64(2*2*m.Config.Layers*m.Config.KVHeads*m.Config.HeadDim) * float64(n)
+	return fmt.Sprintf("KV cache %s at %d tokens: %s, %.0f B/token, %.2fx smaller than f16", c, n, humanBytes(b), float64(b)/float64(n), f16/float64(max(b, 1))), nil
+}
+
+// config checks the flags against the model before any work starts and
+// returns the cache configuration they name. With --kv auto it loads the
+// plan, or measures one (printing it to stderr) and saves it when
+// --kv-plan names a new file; measure false refuses to measure instead.
+func (f kvFlags) config(e *env, l *loaded, modelPath string, measure bool) (kvConfig, error) {
 	if !f.auto() {
 		s, err := f.spec()
 		if err != nil {
-			return "", nil, err
+			return kvConfig{}, err
 		}
 		if err := s.Check(l.m.CacheShape()); err != nil {
-			return "", nil, usageError{err}
+			return kvConfig{}, usageError{err}
 		}
-		return s.String(), s.NewCache, nil
+		return kvConfig{spec: s}, nil
 	}
 	hash, err := modelSHA256(modelPath)
 	if err != nil {
-		return "", nil, err
+		return kvConfig{}, err
 	}
 	p, err := f.savedPlan(l.m, hash)
 	if err != nil {
-		return "", nil, err
+		return kvConfig{}, err
 	}
 	if p == nil {
+		if !measure {
+			return kvConfig{}, usageError{fmt.Errorf("--kv auto: no saved plan to read (--kv-plan FILE); make one with run or eval --kv auto --kv-bits B --kv-plan FILE")}
+		}
 		if p, err = f.measurePlan(e, l, hash); err != nil {
-			return "", nil, err
+			return kvConfig{}, err
 		}
 		if *f.plan != "" {
 			if err := writePlan(*f.plan, p); err != nil {
-				return "", nil, err
+				return kvConfig{}, err
 			}
 			fmt.Fprintf(e.stderr, "KV plan saved to %s\n", *f.plan)
 		}
 	}
 	fmt.Fprint(e.stderr, p.Describe())
-	return p.String(), p.NewCache, nil
+	return kvConfig{plan: p}, nil
 }
 
 // savedPlan returns the --kv-plan file's plan checked against the model
@@ -184,37 +229,6 @@ func (f kvFlags) savedPlan(m *model.Model, hash string) (*kvcache.Plan, error) {
 		return nil, usageError{fmt.Errorf("--kv-plan %s: %w", *f.plan, err)}
 	}
 	return p, nil
-}
-
-// bytesAt returns the name of the flags' cache configuration and the
-// bytes all of a model's caches hold at n tokens, without measuring
-// anything: a plan must already be saved.
-func (f kvFlags) bytesAt(m *model.Model, modelPath string, n int) (string, int64, error) {
-	sh := m.CacheShape()
-	if !f.auto() {
-		s, err := f.spec()
-		if err != nil {
-			return "", 0, err
-		}
-		b, err := s.BytesAt(n, sh)
-		if err != nil {
-			return "", 0, usageError{err}
-		}
-		return s.String(), int64(m.Config.Layers) * b, nil
-	}
-	hash, err := modelSHA256(modelPath)
-	if err != nil {
-		return "", 0, err
-	}
-	p, err := f.savedPlan(m, hash)
-	if err != nil {
-		return "", 0, err
-	}
-	if p == nil {
-		return "", 0, usageError{fmt.Errorf("--kv auto: no saved plan to read (--kv-plan FILE); make one with run or eval --kv auto --kv-bits B --kv-plan FILE")}
-	}
-	b, err := p.BytesAt(n, sh)
-	return p.String(), b, err
 }
 
 // loadPlan reads the --kv-plan file, or returns nil when there is none.
@@ -332,21 +346,19 @@ func modelSHA256(path string) (string, error) {
 
 // openWithKV validates the KV flags, loads the model the generation flags
 // name and checks the KV configuration against it, all before any work:
-// the common start of every model command. It returns the
-// configuration's name and the caches' constructor. The caller closes
-// l.m.
-func openWithKV(e *env, g genFlags, kvf kvFlags) (*loaded, string, model.NewCache, error) {
+// the common start of every model command. The caller closes l.m.
+func openWithKV(e *env, g genFlags, kvf kvFlags) (*loaded, kvConfig, error) {
 	if err := kvf.validate(); err != nil {
-		return nil, "", nil, err
+		return nil, kvConfig{}, err
 	}
 	l, err := g.load(e)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, kvConfig{}, err
 	}
-	name, nc, err := kvf.newCache(e, l, *g.model)
+	c, err := kvf.config(e, l, *g.model, true)
 	if err != nil {
 		l.m.Close()
-		return nil, "", nil, err
+		return nil, kvConfig{}, err
 	}
-	return l, name, nc, nil
+	return l, c, nil
 }

@@ -101,3 +101,14 @@ func TestInspectKV(t *testing.T) {
 		t.Errorf("bad format: code %d, %s", code, errOut)
 	}
 }
+
+// TestEvalReportsKVMemory: eval ppl states the KV bytes at its window
+// length. turbo3.5 at 256 tokens: per layer, 192 compressed tokens × 2 ×
+// 56 B + 64 window tokens × 512 B + 2 × 64 B of outlier lists, 6 layers.
+func TestEvalReportsKVMemory(t *testing.T) {
+	code, out, errOut := runCmd("eval", "ppl", "--ctx", "256", "--chunks", "1", "--kv", "turbo3.5")
+	want := "KV cache turbo3.5 at 256 tokens: 318.75 KiB (326400 B), 1275 B/token, 2.41x smaller than f16"
+	if code != 0 || !strings.Contains(out, want) {
+		t.Errorf("code %d, %s%s; want ∋ %q", code, out, errOut, want)
+	}
+}

@@ -204,7 +204,7 @@ func runRun(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, kv, nc, err := openWithKV(e, g, kvf)
+	l, kv, err := openWithKV(e, g, kvf)
 	if err != nil {
 		return err
 	}
@@ -220,7 +220,7 @@ func runRun(e *env, args []string) error {
 	if len(ids) == 0 {
 		return errors.New("the prompt encodes to no tokens")
 	}
-	s, err := l.m.NewSession(nc, *g.ctx)
+	s, err := l.m.NewSession(kv.newCache(), *g.ctx)
 	if err != nil {
 		return err
 	}
@@ -237,6 +237,6 @@ func runRun(e *env, args []string) error {
 		return err
 	}
 	fmt.Fprintln(e.stderr, st)
-	printMemory(e, l, s, kv)
+	printMemory(e, l, s, kv.String())
 	return nil
 }
