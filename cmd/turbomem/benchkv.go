@@ -104,7 +104,7 @@ func benchKV(e *env, args []string) error {
 	iters := fs.Int("iters", 30, "timed Attend calls per format and context (the median is reported)")
 	record := fs.Int("record", 2048, "tokens of held-out text recorded for the K/V statistics")
 	layer := fs.Int("layer", -1, "layer whose statistics the synthetic tokens follow (-1: the middle one)")
-	threads := fs.Int("threads", 0, "threads of the model and of llama.cpp (0: all CPUs)")
+	threads := fs.Int("threads", 0, "threads of the model and of llama.cpp (0: all CPUs; on a busy machine use fewer: llama.cpp's threads spin at barriers and collapse when one is preempted)")
 	llama := fs.Bool("llama", false, "also decode with llama.cpp through node-llama-cpp (cd bench/peers && npm ci)")
 	peer := fs.String("peer", benchKVPeer, "the llama.cpp peer script")
 	llamaKV := fs.String("llama-kv", benchKVLlamaKV, "llama.cpp KV cache types to run (flash attention on)")
@@ -668,7 +668,7 @@ func kvBenchSummary(rep kvBenchReport) []kvBenchRatio {
 // writeKVBenchTables prints the report as tables.
 func writeKVBenchTables(w io.Writer, rep kvBenchReport) error {
 	sh := rep.Shape
-	fmt.Fprintf(w, "%s: query heads %d, KV heads %d, head dim %d, layers %d; kernels %s; %d threads\n",
+	fmt.Fprintf(w, "%s: query heads %d, KV heads %d, head dim %d, layers %d; kernels %s; threads %d\n",
 		rep.Model, sh.QHeads, sh.KVHeads, sh.HeadDim, rep.Layers, rep.Kernels, rep.Threads)
 	fmt.Fprintf(w, "\nAttention step of one layer, µs (median of %d calls) and speed-up vs f16; tokens: %d recorded from layer %d, then Gaussian with its per-channel statistics\n",
 		rep.Iters, rep.Recorded, rep.Layer)
