@@ -105,7 +105,7 @@ func benchKV(e *env, args []string) error {
 	record := fs.Int("record", 2048, "tokens of held-out text recorded for the K/V statistics")
 	layer := fs.Int("layer", -1, "layer whose statistics the synthetic tokens follow (-1: the middle one)")
 	threads := fs.Int("threads", 0, "threads of the model and of llama.cpp (0: all CPUs; on a busy machine use fewer: llama.cpp's threads spin at barriers and collapse when one is preempted)")
-	llama := fs.Bool("llama", false, "also decode with llama.cpp through node-llama-cpp (cd bench/peers && npm ci)")
+	llama := fs.Bool("llama", false, "also decode with llama.cpp through node-llama-cpp (cd bench/peers && npm install)")
 	peer := fs.String("peer", benchKVPeer, "the llama.cpp peer script")
 	llamaKV := fs.String("llama-kv", benchKVLlamaKV, "llama.cpp KV cache types to run (flash attention on)")
 	format := fs.String("format", "table", "output format: table or json")
@@ -154,7 +154,7 @@ func benchKV(e *env, args []string) error {
 			return usageError{fmt.Errorf("--llama needs at least one --decode-ctx")}
 		}
 		if _, err := os.Stat(*peer); err != nil {
-			return usageError{fmt.Errorf("--peer: %w (run from the repository root, after cd bench/peers && npm ci)", err)}
+			return usageError{fmt.Errorf("--peer: %w (run from the repository root, after cd bench/peers && npm install)", err)}
 		}
 	}
 	th := *threads
