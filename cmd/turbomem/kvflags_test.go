@@ -38,8 +38,12 @@ func TestKVAutoFlags(t *testing.T) {
 // refuses it for another model.
 func TestKVAutoPlan(t *testing.T) {
 	plan := filepath.Join(t.TempDir(), "plan.json")
+	calib := "96"
+	if testing.Short() { // the pure-Go CI pass, where the model is slow
+		calib = "48"
+	}
 	auto := []string{"run", "The kernel", "-n", "4", "--temp", "0", "--kv", "auto", "--kv-plan", plan,
-		"--kv-candidates", "turbo2.5,turbo3.5", "--kv-calib-ctx", "96", "--kv-calib-chunks", "1", "--kv-window", "8"}
+		"--kv-candidates", "turbo2.5,turbo3.5", "--kv-calib-ctx", calib, "--kv-calib-chunks", "1", "--kv-window", "8"}
 	code, _, errOut := runCmd(append(auto, "--kv-bits", "3")...)
 	if code != 0 || !strings.Contains(errOut, "measuring KV sensitivity") || !strings.Contains(errOut, "KV plan auto:3: 3.000 bits") {
 		t.Fatalf("measuring: code %d, %s", code, errOut)
