@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 
 	"github.com/turbomem/turbomem/model"
@@ -75,16 +76,10 @@ func Perplexity(ctx context.Context, m *model.Model, ids []int32, bos int32, o P
 		return res, fmt.Errorf("%w: reference has a vocabulary of %d, the model %d", ErrMismatch, o.Ref.Vocab, m.Config.Vocab)
 	}
 	var agree agreementAcc
-	first := o.Ctx / 2
 	var sum, sumSq float64
-	window := make([]int32, o.Ctx)
-	for c := range chunks {
+	for c, window := range windows(ids, bos, o.Ctx, chunks) {
 		if err := ctx.Err(); err != nil {
 			return res, err
-		}
-		copy(window, ids[c*o.Ctx:(c+1)*o.Ctx])
-		if bos >= 0 {
-			window[0] = bos
 		}
 		s, err := m.NewSession(o.NewCache, o.Ctx)
 		if err != nil {
@@ -94,21 +89,23 @@ func Perplexity(ctx context.Context, m *model.Model, ids []int32, bos int32, o P
 		if err != nil {
 			return res, err
 		}
-		v := m.Config.Vocab
-		for pos := first - 1; pos < o.Ctx-1; pos++ {
-			lp := logSoftmax(logits[pos*v : (pos+1)*v])
-			nll := -lp[window[pos+1]]
+		err = scored(logits, window, m.Config.Vocab, func(lp []float64, target int32) error {
+			nll := -lp[target]
 			sum += nll
 			sumSq += nll * nll
 			if o.Ref != nil {
 				p := res.Tokens
-				if p >= o.Ref.Len() || o.Ref.Target[p] != window[pos+1] {
-					return res, fmt.Errorf("%w: position %d differs from the reference run (other text or window?)", ErrMismatch, p)
+				if p >= o.Ref.Len() || o.Ref.Target[p] != target {
+					return fmt.Errorf("%w: position %d differs from the reference run (other text or window?)", ErrMismatch, p)
 				}
 				agree.add(o.Ref, p, lp)
 			}
 			res.Tokens++
-			res.Dists.add(lp, window[pos+1], topK)
+			res.Dists.add(lp, target, topK)
+			return nil
+		})
+		if err != nil {
+			return res, err
 		}
 		if o.Progress != nil {
 			o.Progress(c+1, chunks)
@@ -128,6 +125,31 @@ func Perplexity(ctx context.Context, m *model.Model, ids []int32, bos int32, o P
 		res.Agreement = &a
 	}
 	return res, nil
+}
+
+// windows returns the first chunks windows of Perplexity: ctxLen tokens
+// each, one after another, the first replaced by bos when bos ≥ 0.
+func windows(ids []int32, bos int32, ctxLen, chunks int) [][]int32 {
+	ws := make([][]int32, chunks)
+	for c := range ws {
+		ws[c] = slices.Clone(ids[c*ctxLen : (c+1)*ctxLen])
+		if bos >= 0 {
+			ws[c][0] = bos
+		}
+	}
+	return ws
+}
+
+// scored calls f for each scored position of a window (the second half,
+// as llama-perplexity): the log-probabilities that the logits of the
+// window's first len−1 tokens give, and the token that came next.
+func scored(logits []float32, window []int32, vocab int, f func(lp []float64, target int32) error) error {
+	for pos := len(window)/2 - 1; pos < len(window)-1; pos++ {
+		if err := f(logSoftmax(logits[pos*vocab:(pos+1)*vocab]), window[pos+1]); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // logSoftmax returns log(softmax(x)) in float64.

@@ -26,6 +26,10 @@ type Session struct {
 	pos    int
 	limit  int
 
+	// capture, if set, sees each chunk's hidden states at the input of
+	// every layer (SetCapture).
+	capture func(layer int, x []float32)
+
 	// scratch, grown to the largest batch seen
 	x, h, q, k, v, att, o, g, u []float32
 }
@@ -102,14 +106,49 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 	if len(tokens) == 0 {
 		return nil, fmt.Errorf("model: Forward of no tokens")
 	}
-	if s.pos+len(tokens) > s.limit {
-		return nil, fmt.Errorf("model: sequence of %d tokens would exceed the limit of %d", s.pos+len(tokens), s.limit)
+	return s.chunks(len(tokens), all, func(start, n int) error { return s.embed(tokens[start : start+n]) }, 0)
+}
+
+// SetCapture makes every later Forward call f with each chunk's hidden
+// states at the input of every layer (n tokens × Hidden values, valid
+// only during the call), layer after layer and chunk after chunk, in the
+// order ForwardFrom takes them back. nil stops it.
+func (s *Session) SetCapture(f func(layer int, x []float32)) { s.capture = f }
+
+// ForwardFrom appends len(x)/Hidden tokens given by their hidden states at
+// the input of layer from (what a capture recorded for the same positions)
+// and runs only the layers from there on: the layers before it, and their
+// caches, are not touched. It returns logits as Forward does. Measuring
+// a change to one layer's cache costs only the layers from it on.
+func (s *Session) ForwardFrom(from int, x []float32, all bool) ([]float32, error) {
+	hid := s.m.Config.Hidden
+	if from < 0 || from >= s.m.Config.Layers {
+		return nil, fmt.Errorf("model: ForwardFrom layer %d of %d", from, s.m.Config.Layers)
+	}
+	if len(x) == 0 || len(x)%hid != 0 {
+		return nil, fmt.Errorf("model: ForwardFrom of %d values, want a positive multiple of %d", len(x), hid)
+	}
+	return s.chunks(len(x)/hid, all, func(start, n int) error {
+		s.x = grow(s.x, n*hid)
+		copy(s.x, x[start*hid:(start+n)*hid])
+		return nil
+	}, from)
+}
+
+// chunks runs n tokens in chunks of at most MaxBatch: load fills s.x with
+// a chunk's hidden states at the input of layer from.
+func (s *Session) chunks(n int, all bool, load func(start, n int) error, from int) ([]float32, error) {
+	if s.pos+n > s.limit {
+		return nil, fmt.Errorf("model: sequence of %d tokens would exceed the limit of %d", s.pos+n, s.limit)
 	}
 	var out []float32
-	for start := 0; start < len(tokens); start += MaxBatch {
-		chunk := tokens[start:min(start+MaxBatch, len(tokens))]
-		last := start+len(chunk) == len(tokens)
-		logits, err := s.forward(chunk, all, all || last)
+	for start := 0; start < n; start += MaxBatch {
+		k := min(MaxBatch, n-start)
+		last := start+k == n
+		if err := load(start, k); err != nil {
+			return nil, err
+		}
+		logits, err := s.forward(k, from, all, all || last)
 		if err != nil {
 			return nil, err
 		}
@@ -122,18 +161,30 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 	return out, nil
 }
 
-// forward runs one chunk of at most MaxBatch tokens; with wantLogits it
-// returns logits for the last token (or every token, with all).
-func (s *Session) forward(tokens []int32, all, wantLogits bool) ([]float32, error) {
+// embed puts the embeddings of tokens in s.x.
+func (s *Session) embed(tokens []int32) error {
 	m, c := s.m, &s.m.Config
-	n := len(tokens)
 	for _, t := range tokens {
 		if t < 0 || int(t) >= c.Vocab {
-			return nil, fmt.Errorf("model: token id %d outside the vocabulary of %d", t, c.Vocab)
+			return fmt.Errorf("model: token id %d outside the vocabulary of %d", t, c.Vocab)
 		}
 	}
+	s.x = grow(s.x, len(tokens)*c.Hidden)
+	for i, t := range tokens {
+		if err := tensor.Dequantize(m.w.embed.typ, s.x[i*c.Hidden:(i+1)*c.Hidden], m.w.embed.row(int(t))); err != nil {
+			return fmt.Errorf("model: embedding of token %d: %w", t, err)
+		}
+	}
+	return nil
+}
+
+// forward runs one chunk of n ≤ MaxBatch tokens, whose hidden states at
+// the input of layer from are in s.x, through the layers from there on;
+// with wantLogits it returns logits for the last token (or every token,
+// with all).
+func (s *Session) forward(n, from int, all, wantLogits bool) ([]float32, error) {
+	m, c := s.m, &s.m.Config
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
-	s.x = grow(s.x, n*c.Hidden)
 	s.h = grow(s.h, n*c.Hidden)
 	s.q = grow(s.q, n*qd)
 	s.k = grow(s.k, n*kd)
@@ -143,14 +194,12 @@ func (s *Session) forward(tokens []int32, all, wantLogits bool) ([]float32, erro
 	s.g = grow(s.g, n*c.FFN)
 	s.u = grow(s.u, n*c.FFN)
 
-	for i, t := range tokens {
-		if err := tensor.Dequantize(m.w.embed.typ, s.x[i*c.Hidden:(i+1)*c.Hidden], m.w.embed.row(int(t))); err != nil {
-			return nil, fmt.Errorf("model: embedding of token %d: %w", t, err)
-		}
-	}
 	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
-	for li := range m.w.layers {
+	for li := from; li < len(m.w.layers); li++ {
 		ly := &m.w.layers[li]
+		if s.capture != nil {
+			s.capture(li, s.x[:n*c.Hidden])
+		}
 		rmsNorm(s.h, s.x, ly.attnNorm, c.RMSEps, n)
 		if err := m.matmuls(s.h, n, product{s.q, ly.q}, product{s.k, ly.k}, product{s.v, ly.v}); err != nil {
 			return nil, err
