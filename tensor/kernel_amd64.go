@@ -148,21 +148,21 @@ func dequantQ8_0AVX2(dst *float32, src *byte, nb int)
 func dequantQ4_0AVX2(dst *float32, src *byte, nb int)
 
 func dequantQ8_0Fast(dst []float32, src []byte) {
-	nb := len(src) / q8_0Bytes
-	if !hasAVX2 || nb == 0 {
-		dequantQ8_0(dst, src)
-		return
-	}
-	_ = dst[nb*qk0-1]
-	dequantQ8_0AVX2(&dst[0], &src[0], nb)
+	dequantBlocks(dst, src, q8_0Bytes, dequantQ8_0AVX2, dequantQ8_0)
 }
 
 func dequantQ4_0Fast(dst []float32, src []byte) {
-	nb := len(src) / q4_0Bytes
+	dequantBlocks(dst, src, q4_0Bytes, dequantQ4_0AVX2, dequantQ4_0)
+}
+
+// dequantBlocks decodes the whole blocks of 32 elements in src with the
+// assembly kernel asm, or with its Go twin where AVX2 is missing.
+func dequantBlocks(dst []float32, src []byte, blockBytes int, asm func(*float32, *byte, int), twin func([]float32, []byte)) {
+	nb := len(src) / blockBytes
 	if !hasAVX2 || nb == 0 {
-		dequantQ4_0(dst, src)
+		twin(dst, src)
 		return
 	}
 	_ = dst[nb*qk0-1]
-	dequantQ4_0AVX2(&dst[0], &src[0], nb)
+	asm(&dst[0], &src[0], nb)
 }
