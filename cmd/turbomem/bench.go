@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"regexp"
 	"strconv"
 	"strings"
@@ -132,15 +131,7 @@ func writeDistortionPlot(path string, d int, rows []benchRow) error {
 	for i := range c.Series {
 		sortSeries(&c.Series[i])
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := c.WriteSVG(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writeSVG(path, c)
 }
 
 // rateInName matches the rate part of a method name.

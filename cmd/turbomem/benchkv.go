@@ -278,10 +278,9 @@ func parseKVSpecs(list string) ([]kvcache.Spec, error) {
 		if name == "" {
 			continue
 		}
-		k, v, _ := strings.Cut(name, ":")
-		s, err := kvcache.ParseSpec(k, v)
+		s, err := parseKVPair(name)
 		if err != nil {
-			return nil, usageError{fmt.Errorf("--kv: %w", err)}
+			return nil, err
 		}
 		if !slices.ContainsFunc(specs, func(o kvcache.Spec) bool { return o.String() == s.String() }) {
 			specs = append(specs, s)
@@ -748,13 +747,5 @@ func writeAttentionPlot(path string, rep kvBenchReport) error {
 		c.Series[k].X = append(c.Series[k].X, math.Log2(float64(r.Context)))
 		c.Series[k].Y = append(c.Series[k].Y, r.Micros)
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := c.WriteSVG(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writeSVG(path, c)
 }

@@ -191,15 +191,7 @@ func evalNeedle(e *env, args []string) error {
 			h.YTicks = append(h.YTicks, strconv.Itoa(n))
 		}
 		h.Values = res.Score
-		f, err := os.Create(*plotFile)
-		if err != nil {
-			return err
-		}
-		if err := h.WriteSVG(f); err != nil {
-			f.Close()
-			return err
-		}
-		if err := f.Close(); err != nil {
+		if err := writeSVG(*plotFile, h); err != nil {
 			return err
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -81,10 +80,9 @@ func evalKV(e *env, args []string) error {
 			budgets = append(budgets, bits)
 			continue
 		}
-		k, v, _ := strings.Cut(name, ":")
-		s, err := kvcache.ParseSpec(k, v)
+		s, err := parseKVPair(name)
 		if err != nil {
-			return usageError{err}
+			return err
 		}
 		s.Window = *window
 		choices = append(choices, kvChoice{kvConfig: kvConfig{spec: s}})
@@ -247,13 +245,5 @@ func writeKLPlot(path string, rows []kvRow) error {
 		}
 		c.Series = append(c.Series, plot.Series{Name: r.Format, X: []float64{r.Bits}, Y: []float64{r.KLMean}})
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := c.WriteSVG(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writeSVG(path, c)
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"strings"
 	"text/tabwriter"
 
@@ -103,10 +102,9 @@ func parseSpecList(list string, window int) ([]kvcache.Spec, error) {
 	}
 	var specs []kvcache.Spec
 	for _, name := range strings.Split(list, ",") {
-		k, v, _ := strings.Cut(strings.TrimSpace(name), ":")
-		s, err := kvcache.ParseSpec(k, v)
+		s, err := parseKVPair(name)
 		if err != nil {
-			return nil, usageError{err}
+			return nil, err
 		}
 		s.Window = window
 		specs = append(specs, s)
@@ -130,13 +128,5 @@ func writeKVDistPlot(path string, res eval.KVDistResult) error {
 			c.Series = append(c.Series, s)
 		}
 	}
-	f, err := os.Create(path)
-	if err != nil {
-		return err
-	}
-	if err := c.WriteSVG(f); err != nil {
-		f.Close()
-		return err
-	}
-	return f.Close()
+	return writeSVG(path, c)
 }

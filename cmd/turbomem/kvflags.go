@@ -109,6 +109,17 @@ func (f kvFlags) validate() error {
 	return err
 }
 
+// parseKVPair parses one list entry of the eval and bench commands: a
+// format for keys and values, or K:V for a pair.
+func parseKVPair(name string) (kvcache.Spec, error) {
+	k, v, _ := strings.Cut(strings.TrimSpace(name), ":")
+	s, err := kvcache.ParseSpec(k, v)
+	if err != nil {
+		return s, usageError{err}
+	}
+	return s, nil
+}
+
 // parseFormats parses a comma-separated list of format names.
 func parseFormats(list string) ([]kvcache.Format, error) {
 	var fs []kvcache.Format

@@ -69,6 +69,22 @@ func numCPU() int { return runtime.NumCPU() }
 // flagErrHelp is flag.ErrHelp, named for commands that parse by hand.
 var flagErrHelp = flag.ErrHelp
 
+// svgWriter is a chart or heat map of package plot.
+type svgWriter interface{ WriteSVG(io.Writer) error }
+
+// writeSVG writes a chart to path.
+func writeSVG(path string, c svgWriter) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if err := c.WriteSVG(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 func main() {
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
