@@ -168,10 +168,8 @@ func benchKV(e *env, args []string) error {
 	}
 	defer l.m.Close()
 	sh := l.m.CacheShape()
-	for _, s := range specs {
-		if err := s.Check(sh); err != nil {
-			return usageError{fmt.Errorf("%s: %w", s, err)}
-		}
+	if err := checkSpecs(sh, specs...); err != nil {
+		return err
 	}
 	layers := l.m.Config.Layers
 	if *layer < -1 || *layer >= layers {

@@ -113,8 +113,8 @@ func evalKV(e *env, args []string) error {
 	sh := l.m.CacheShape()
 	for _, ch := range choices {
 		if ch.budget == 0 {
-			if err := ch.spec.Check(sh); err != nil {
-				return usageError{fmt.Errorf("%s: %w", ch.spec, err)}
+			if err := checkSpecs(sh, ch.spec); err != nil {
+				return err
 			}
 		}
 	}

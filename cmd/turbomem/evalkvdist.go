@@ -47,11 +47,8 @@ func evalKVDist(e *env, args []string) error {
 		return err
 	}
 	defer l.m.Close()
-	sh := l.m.CacheShape()
-	for _, s := range specs {
-		if err := s.Check(sh); err != nil {
-			return usageError{fmt.Errorf("%s: %w", s, err)}
-		}
+	if err := checkSpecs(l.m.CacheShape(), specs...); err != nil {
+		return err
 	}
 	o := eval.KVDistOptions{Ctx: *ctxLen, First: *first, Every: *every, Seed: *seed}
 	o.Progress = func(done, total int) {

@@ -120,6 +120,17 @@ func parseKVPair(name string) (kvcache.Spec, error) {
 	return s, nil
 }
 
+// checkSpecs checks, before any work, that every spec can serve layers of
+// shape sh.
+func checkSpecs(sh kvcache.Shape, specs ...kvcache.Spec) error {
+	for _, s := range specs {
+		if err := s.Check(sh); err != nil {
+			return usageError{fmt.Errorf("%s: %w", s, err)}
+		}
+	}
+	return nil
+}
+
 // parseFormats parses a comma-separated list of format names.
 func parseFormats(list string) ([]kvcache.Format, error) {
 	var fs []kvcache.Format
