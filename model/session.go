@@ -142,19 +142,24 @@ func (s *Session) chunks(n int, all bool, load func(start, n int) error, from in
 		return nil, fmt.Errorf("model: sequence of %d tokens would exceed the limit of %d", s.pos+n, s.limit)
 	}
 	var out []float32
+	if all {
+		out = make([]float32, n*s.m.Config.Vocab)
+	}
 	for start := 0; start < n; start += MaxBatch {
 		k := min(MaxBatch, n-start)
 		last := start+k == n
 		if err := load(start, k); err != nil {
 			return nil, err
 		}
-		logits, err := s.forward(k, from, all, all || last)
+		var dst []float32 // each chunk's logits go straight to their place in out
+		if all {
+			dst = out[start*s.m.Config.Vocab : (start+k)*s.m.Config.Vocab]
+		}
+		logits, err := s.forward(k, from, all, all || last, dst)
 		if err != nil {
 			return nil, err
 		}
-		if all {
-			out = append(out, logits...)
-		} else if last {
+		if !all && last {
 			out = logits
 		}
 	}
@@ -181,8 +186,8 @@ func (s *Session) embed(tokens []int32) error {
 // forward runs one chunk of n ≤ MaxBatch tokens, whose hidden states at
 // the input of layer from are in s.x, through the layers from there on;
 // with wantLogits it returns logits for the last token (or every token,
-// with all).
-func (s *Session) forward(n, from int, all, wantLogits bool) ([]float32, error) {
+// with all), in dst when it is given.
+func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32) ([]float32, error) {
 	m, c := s.m, &s.m.Config
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	s.h = grow(s.h, n*c.Hidden)
@@ -241,7 +246,10 @@ func (s *Session) forward(n, from int, all, wantLogits bool) ([]float32, error) 
 	}
 	rows := n - first
 	rmsNorm(s.h, s.x[first*c.Hidden:], m.w.outputNorm, c.RMSEps, rows)
-	logits := make([]float32, rows*c.Vocab)
+	logits := dst
+	if logits == nil {
+		logits = make([]float32, rows*c.Vocab)
+	}
 	if err := m.matmul(logits, m.w.output, s.h, rows); err != nil {
 		return nil, err
 	}
