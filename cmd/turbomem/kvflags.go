@@ -31,10 +31,12 @@ type kvFlags struct {
 
 // defaultCandidates are the formats --kv auto chooses among (f16 always
 // is one too): the turbo rates cover 2.5 to 4.1 bits, q8_0 the sensitive
-// parts; kivi2, polar and q4_0 lose to a turbo format of fewer bits on
-// the reference model's eval kv table, so measuring them costs time for
-// nothing by default.
-const defaultCandidates = "turbo2.5,turbo3,turbo3.5,turbo4,q8_0"
+// parts, and kivi2, whose per-channel keys suit some layers' keys (the
+// reference model's plans take it for the middle layers' keys though it
+// loses as a whole-model format). polar, q4_0 and turbo3.5p lose to a
+// turbo format of fewer bits in that model's eval kv table, so they are
+// left out by default (--kv-candidates adds them).
+const defaultCandidates = "turbo2.5,kivi2,turbo3,turbo3.5,turbo4,q8_0"
 
 func addKVFlags(fs *flag.FlagSet) kvFlags {
 	names := strings.Join(kvcache.FormatNames(), ", ")
