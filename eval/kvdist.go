@@ -136,32 +136,19 @@ func KVDistortion(ctx context.Context, m *model.Model, ids []int32, specs []kvca
 		return res, err
 	}
 
-	var recs []*recorder
-	s, err := m.NewSession(func(layer int, sh kvcache.Shape) (kvcache.Cache, error) {
-		c, err := kvcache.NewF32(sh)
-		if err != nil {
-			return nil, err
-		}
-		r := &recorder{Cache: c, trace: trace{shape: sh}}
-		recs = append(recs, r)
-		return r, nil
-	}, n)
+	recs, err := RecordKV(m, ids[:n], -1)
 	if err != nil {
-		return res, fmt.Errorf("eval: kv distortion: %w", err)
+		return res, err
 	}
-	if _, err := s.Forward(ids[:n], false); err != nil {
-		return res, fmt.Errorf("eval: kv distortion: %w", err)
-	}
-
 	total, done := len(recs)*len(specs), 0
 	for layer, rec := range recs {
-		real := &rec.trace
-		if real.len() != n || len(real.q) != n*sh.QHeads*sh.HeadDim {
-			return res, fmt.Errorf("eval: kv distortion: layer %d recorded %d tokens and %d queries, want %d", layer, real.len(), len(real.q)/(sh.QHeads*sh.HeadDim), n)
+		real := rec
+		if real.Len() != n || len(real.Q) != n*sh.QHeads*sh.HeadDim {
+			return res, fmt.Errorf("eval: kv distortion: layer %d recorded %d tokens and %d queries, want %d", layer, real.Len(), len(real.Q)/(sh.QHeads*sh.HeadDim), n)
 		}
 		random := real.gaussian(rand.New(rand.NewPCG(o.Seed, uint64(layer))))
 		refs := make([][]float32, 2)
-		for i, tr := range []*trace{real, random} {
+		for i, tr := range []*KVTrace{real, random} {
 			if refs[i], err = tr.replay(model.F32Cache, layer, res.Positions); err != nil {
 				return res, fmt.Errorf("eval: kv distortion: layer %d reference: %w", layer, err)
 			}
@@ -181,7 +168,7 @@ func KVDistortion(ctx context.Context, m *model.Model, ids []int32, specs []kvca
 				{keys, &row.KeyReal, &row.KeyRandom},
 				{values, &row.ValueReal, &row.ValueRandom},
 			} {
-				for i, tr := range []*trace{real, random} {
+				for i, tr := range []*KVTrace{real, random} {
 					out, err := tr.replay(c.spec.NewCache, layer, res.Positions)
 					if err != nil {
 						return res, fmt.Errorf("eval: kv distortion: layer %d format %s: %w", layer, c.spec, err)
@@ -204,35 +191,62 @@ func KVDistortion(ctx context.Context, m *model.Model, ids []int32, specs []kvca
 	return res, nil
 }
 
-// trace is one layer's keys, values and queries, token after token: each
-// token's KVHeads·HeadDim keys and values and QHeads·HeadDim queries, and
-// the scale its queries were attended with.
-type trace struct {
-	shape   kvcache.Shape
-	k, v, q []float32
-	scale   float32
+// KVTrace is one layer's keys (after RoPE), values and queries, token
+// after token: each token's KVHeads·HeadDim keys and values and
+// QHeads·HeadDim queries, and the scale its queries were attended with.
+type KVTrace struct {
+	Shape   kvcache.Shape
+	K, V, Q []float32
+	Scale   float32
 }
 
-func (t *trace) len() int { return len(t.k) / (t.shape.KVHeads * t.shape.HeadDim) }
+// Len returns the number of tokens traced.
+func (t *KVTrace) Len() int { return len(t.K) / (t.Shape.KVHeads * t.Shape.HeadDim) }
+
+// RecordKV runs the model over ids on float32 caches and returns what
+// each layer's cache saw, indexed by layer: every layer's when only is
+// negative, else only layer only's (the others nil).
+func RecordKV(m *model.Model, ids []int32, only int) ([]*KVTrace, error) {
+	if only >= m.Config.Layers {
+		return nil, fmt.Errorf("eval: recording K/V of layer %d of %d", only, m.Config.Layers)
+	}
+	recs := make([]*KVTrace, m.Config.Layers)
+	s, err := m.NewSession(func(layer int, sh kvcache.Shape) (kvcache.Cache, error) {
+		c, err := kvcache.NewF32(sh)
+		if err != nil || only >= 0 && layer != only {
+			return c, err
+		}
+		r := &recorder{Cache: c, t: &KVTrace{Shape: sh}}
+		recs[layer] = r.t
+		return r, nil
+	}, len(ids))
+	if err != nil {
+		return nil, fmt.Errorf("eval: recording K/V: %w", err)
+	}
+	if _, err := s.Forward(ids, false); err != nil {
+		return nil, fmt.Errorf("eval: recording K/V: %w", err)
+	}
+	return recs, nil
+}
 
 // replay appends the tokens to a fresh cache from nc and returns the
 // attention outputs (QHeads·HeadDim each) of the queries at positions
 // (ascending), each over the tokens up to and including its own.
-func (t *trace) replay(nc model.NewCache, layer int, positions []int) ([]float32, error) {
-	c, err := nc(layer, t.shape)
+func (t *KVTrace) replay(nc model.NewCache, layer int, positions []int) ([]float32, error) {
+	c, err := nc(layer, t.Shape)
 	if err != nil {
 		return nil, err
 	}
-	kd, qd := t.shape.KVHeads*t.shape.HeadDim, t.shape.QHeads*t.shape.HeadDim
+	kd, qd := t.Shape.KVHeads*t.Shape.HeadDim, t.Shape.QHeads*t.Shape.HeadDim
 	out := make([]float32, len(positions)*qd)
 	next := 0
 	for i, p := range positions {
 		for ; next <= p; next++ {
-			if err := c.Append(t.k[next*kd:(next+1)*kd], t.v[next*kd:(next+1)*kd]); err != nil {
+			if err := c.Append(t.K[next*kd:(next+1)*kd], t.V[next*kd:(next+1)*kd]); err != nil {
 				return nil, err
 			}
 		}
-		c.Attend(out[i*qd:(i+1)*qd], t.q[p*qd:(p+1)*qd], t.scale)
+		c.Attend(out[i*qd:(i+1)*qd], t.Q[p*qd:(p+1)*qd], t.Scale)
 	}
 	return out, nil
 }
@@ -241,7 +255,7 @@ func (t *trace) replay(nc model.NewCache, layer int, positions []int) ([]float32
 // coordinates, σ² = E‖x‖²/HeadDim of t's keys, values and queries apart
 // (per head vector), so that the random vectors have t's root-mean-square
 // norms and their attention is about as sharp.
-func (t *trace) gaussian(r *rand.Rand) *trace {
+func (t *KVTrace) gaussian(r *rand.Rand) *KVTrace {
 	draw := func(x []float32) []float32 {
 		var sq float64
 		for _, v := range x {
@@ -254,28 +268,28 @@ func (t *trace) gaussian(r *rand.Rand) *trace {
 		}
 		return out
 	}
-	return &trace{shape: t.shape, k: draw(t.k), v: draw(t.v), q: draw(t.q), scale: t.scale}
+	return &KVTrace{Shape: t.Shape, K: draw(t.K), V: draw(t.V), Q: draw(t.Q), Scale: t.Scale}
 }
 
 // recorder is a cache that records what passes through it into a trace
 // and serves attention from the cache it wraps.
 type recorder struct {
 	kvcache.Cache
-	trace
+	t *KVTrace
 }
 
 func (r *recorder) Append(k, v []float32) error {
 	if err := r.Cache.Append(k, v); err != nil {
 		return err
 	}
-	r.k = append(r.k, k...)
-	r.v = append(r.v, v...)
+	r.t.K = append(r.t.K, k...)
+	r.t.V = append(r.t.V, v...)
 	return nil
 }
 
 func (r *recorder) Attend(out, q []float32, scale float32) {
-	r.q = append(r.q, q...)
-	r.scale = scale
+	r.t.Q = append(r.t.Q, q...)
+	r.t.Scale = scale
 	r.Cache.Attend(out, q, scale)
 }
 

@@ -3,6 +3,7 @@ package eval
 import (
 	"context"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 
@@ -157,5 +158,34 @@ func TestKVDistortionErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: error %v, want %q", tt.name, err, tt.want)
 		}
+	}
+}
+
+// TestRecordKV: recording one layer gives what recording all gives for
+// it, and nothing for the others; a layer beyond the model is refused.
+func TestRecordKV(t *testing.T) {
+	m := loadDefault(t)
+	ids := []int32{1, 50, 60, 70, 80, 90, 100, 110}
+	all, err := RecordKV(m, ids, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	one, err := RecordKV(m, ids, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for l := range all {
+		if all[l] == nil || all[l].Len() != len(ids) {
+			t.Fatalf("layer %d: trace %v", l, all[l])
+		}
+		if (one[l] != nil) != (l == 2) {
+			t.Errorf("layer %d recorded: %v", l, one[l] != nil)
+		}
+	}
+	if !slices.Equal(one[2].K, all[2].K) || !slices.Equal(one[2].V, all[2].V) || !slices.Equal(one[2].Q, all[2].Q) || one[2].Scale != all[2].Scale {
+		t.Error("layer 2 alone differs from layer 2 among all")
+	}
+	if _, err := RecordKV(m, ids, m.Config.Layers); err == nil {
+		t.Error("layer beyond the model: no error")
 	}
 }

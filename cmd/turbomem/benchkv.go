@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/eval"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/plot"
@@ -363,26 +364,6 @@ func repeatIDs(ids []int32, n int) []int32 {
 	return out
 }
 
-// recordingCache is an f32 cache that keeps a copy of every key and value
-// appended (keys after RoPE) and of every query attended with.
-type recordingCache struct {
-	kvcache.Cache
-	keys, values, queries []float32
-}
-
-// Append records k and v and stores them.
-func (c *recordingCache) Append(k, v []float32) error {
-	c.keys = append(c.keys, k...)
-	c.values = append(c.values, v...)
-	return c.Cache.Append(k, v)
-}
-
-// Attend records q and attends with it.
-func (c *recordingCache) Attend(out, q []float32, scale float32) {
-	c.queries = append(c.queries, q...)
-	c.Cache.Attend(out, q, scale)
-}
-
 // kvRecording is what one layer saw over the recorded tokens, with the
 // per-channel statistics of its keys and values.
 type kvRecording struct {
@@ -398,22 +379,12 @@ func (r *kvRecording) tokens() int { return len(r.keys) / (r.sh.KVHeads * r.sh.H
 // recordLayer runs the model over ids with f32 caches and returns what
 // layer saw.
 func recordLayer(m *model.Model, ids []int32, layer int) (*kvRecording, error) {
-	var rc *recordingCache
-	s, err := m.NewSession(func(li int, sh kvcache.Shape) (kvcache.Cache, error) {
-		c, err := kvcache.NewF32(sh)
-		if err != nil || li != layer {
-			return c, err
-		}
-		rc = &recordingCache{Cache: c}
-		return rc, nil
-	}, len(ids))
+	traces, err := eval.RecordKV(m, ids, layer)
 	if err != nil {
-		return nil, fmt.Errorf("bench kv: recording: %w", err)
+		return nil, fmt.Errorf("bench kv: %w", err)
 	}
-	if _, err := s.Forward(ids, false); err != nil {
-		return nil, fmt.Errorf("bench kv: recording: %w", err)
-	}
-	r := &kvRecording{sh: m.CacheShape(), keys: rc.keys, values: rc.values, queries: rc.queries}
+	t := traces[layer]
+	r := &kvRecording{sh: t.Shape, keys: t.K, values: t.V, queries: t.Q}
 	w := r.sh.KVHeads * r.sh.HeadDim
 	r.kMean, r.kStd = channelStats(r.keys, w)
 	r.vMean, r.vStd = channelStats(r.values, w)
