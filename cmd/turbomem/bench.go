@@ -45,7 +45,7 @@ func benchQuant(e *env, args []string) error {
 	d := fs.Int("d", 128, "vector dimension")
 	n := fs.Int("n", 10000, "number of random vectors")
 	bits := fs.String("bits", "1,2,3,4,2.5,3.5", "comma-separated rates: integers 1..8 and k.5")
-	format := fs.String("format", "table", "output format: table or json")
+	format := formatFlag(fs)
 	plotFile := fs.String("plot", "", "also draw distortion vs bits to this SVG file")
 	seed := fs.Uint64("seed", 1, "seed for rotations, sketches and test vectors")
 	if err := parseFlags(fs, args); err != nil {
@@ -57,8 +57,8 @@ func benchQuant(e *env, args []string) error {
 	if *n < 2 || *n > 10_000_000 {
 		return usageError{fmt.Errorf("--n %d out of range [2, 10000000]", *n)}
 	}
-	if *format != "table" && *format != "json" {
-		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
+	if err := checkFormat(*format); err != nil {
+		return err
 	}
 	var rates []float64
 	for _, f := range strings.Split(*bits, ",") {

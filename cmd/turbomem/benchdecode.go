@@ -39,7 +39,7 @@ func benchDecode(e *env, args []string) error {
 	n := fs.Int("n", 32, "tokens to decode at each context")
 	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
 	peer := fs.String("peer", "", "path to bench/peers/greedy.mjs to run llama.cpp too")
-	format := fs.String("format", "table", "output format: table or json")
+	format := formatFlag(fs)
 	seed := fs.Uint64("seed", 1, "seed of the random prompt")
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -50,8 +50,8 @@ func benchDecode(e *env, args []string) error {
 	if *n < 2 || *n > 100000 {
 		return usageError{fmt.Errorf("--n %d out of range [2, 100000]", *n)}
 	}
-	if *format != "table" && *format != "json" {
-		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
+	if err := checkFormat(*format); err != nil {
+		return err
 	}
 	var ctxs []int
 	for _, s := range strings.Split(*ctxList, ",") {

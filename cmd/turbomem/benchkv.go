@@ -109,15 +109,15 @@ func benchKV(e *env, args []string) error {
 	llama := fs.Bool("llama", false, "also decode with llama.cpp through node-llama-cpp (cd bench/peers && npm install)")
 	peer := fs.String("peer", benchKVPeer, "the llama.cpp peer script")
 	llamaKV := fs.String("llama-kv", benchKVLlamaKV, "llama.cpp KV cache types to run (flash attention on)")
-	format := fs.String("format", "table", "output format: table or json")
+	format := formatFlag(fs)
 	plotFile := fs.String("plot", "", "draw attention µs against context to this SVG file")
 	jsonFile := fs.String("json", "", "also write the report as JSON to this file")
 	seed := fs.Uint64("seed", 1, "seed of the synthetic tokens")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *format != "table" && *format != "json" {
-		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
+	if err := checkFormat(*format); err != nil {
+		return err
 	}
 	if *iters < 1 || *iters > 100000 {
 		return usageError{fmt.Errorf("--iters %d out of range [1, 100000]", *iters)}

@@ -60,12 +60,12 @@ func evalPPL(e *env, args []string) error {
 	ref := fs.String("ref", "", "compare with the distributions in this file")
 	topK := fs.Int("top-k", 64, "most likely tokens kept per position in --dump")
 	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
-	format := fs.String("format", "table", "output format: table or json")
+	format := formatFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *format != "table" && *format != "json" {
-		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
+	if err := checkFormat(*format); err != nil {
+		return err
 	}
 	text, err := readText(*file)
 	if err != nil {
@@ -149,12 +149,12 @@ func evalNeedle(e *env, args []string) error {
 	kvf := addKVFlags(fs)
 	plotFile := fs.String("plot", "", "draw the grid as an SVG heat map")
 	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
-	format := fs.String("format", "table", "output format: table or json")
+	format := formatFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *format != "table" && *format != "json" {
-		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
+	if err := checkFormat(*format); err != nil {
+		return err
 	}
 	if *depths < 1 || *depths > 101 || *trials < 1 || *trials > 1000 {
 		return usageError{fmt.Errorf("--depths must be in [1, 101] and --trials in [1, 1000]")}

@@ -58,13 +58,13 @@ func evalKV(e *env, args []string) error {
 	calibChunks := fs.Int("kv-calib-chunks", 4, "calibration windows of auto:B rows, from the end of the text (disjoint from the scored windows)")
 	window := fs.Int("kv-window", 0, fmt.Sprintf("recent tokens kept in fp16 (0: %d; -1: none)", kvcache.DefaultWindow))
 	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
-	format := fs.String("format", "table", "output format: table or json")
+	format := formatFlag(fs)
 	plotFile := fs.String("plot", "", "draw mean KL against bits to this SVG file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *format != "table" && *format != "json" {
-		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
+	if err := checkFormat(*format); err != nil {
+		return err
 	}
 	// Fixed formats are checked now; auto:B rows after the model loads.
 	var choices []kvChoice

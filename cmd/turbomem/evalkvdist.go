@@ -23,13 +23,13 @@ func evalKVDist(e *env, args []string) error {
 	seed := fs.Uint64("seed", 1, "seed of the random vectors")
 	window := fs.Int("kv-window", 0, fmt.Sprintf("recent tokens kept in fp16 (0: %d; -1: none)", kvcache.DefaultWindow))
 	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
-	format := fs.String("format", "table", "output format: table or json")
+	format := formatFlag(fs)
 	plotFile := fs.String("plot", "", "draw the attention error against the layer to this SVG file")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if *format != "table" && *format != "json" {
-		return usageError{fmt.Errorf("--format %q: want table or json", *format)}
+	if err := checkFormat(*format); err != nil {
+		return err
 	}
 	if *ctxLen < 2 || *first < 1 || *every < 1 {
 		return usageError{fmt.Errorf("--ctx must be at least 2, --first and --every at least 1")}

@@ -60,8 +60,8 @@ func (f kvFlags) auto() bool { return *f.kv == "auto" || *f.plan != "" }
 // spec returns the cache configuration the flags name when they name one
 // format pair for every layer.
 func (f kvFlags) spec() (kvcache.Spec, error) {
-	if *f.window < -1 || *f.window > 1<<16 {
-		return kvcache.Spec{}, usageError{fmt.Errorf("--kv-window %d out of range [-1, 65536]", *f.window)}
+	if err := f.checkWindow(); err != nil {
+		return kvcache.Spec{}, err
 	}
 	k, v := *f.k, *f.v
 	if k == "" {
@@ -78,6 +78,14 @@ func (f kvFlags) spec() (kvcache.Spec, error) {
 	return s, nil
 }
 
+// checkWindow checks --kv-window.
+func (f kvFlags) checkWindow() error {
+	if *f.window < -1 || *f.window > 1<<16 {
+		return usageError{fmt.Errorf("--kv-window %d out of range [-1, 65536]", *f.window)}
+	}
+	return nil
+}
+
 // validate checks the flags before any work.
 func (f kvFlags) validate() error {
 	if !f.auto() {
@@ -90,8 +98,8 @@ func (f kvFlags) validate() error {
 	if *f.kv != "auto" && *f.kv != "f16" || *f.k != "" || *f.v != "" {
 		return usageError{errors.New("--kv-plan and --kv auto choose the formats per layer: drop --kv FORMAT, --kv-k and --kv-v")}
 	}
-	if *f.window < -1 || *f.window > 1<<16 {
-		return usageError{fmt.Errorf("--kv-window %d out of range [-1, 65536]", *f.window)}
+	if err := f.checkWindow(); err != nil {
+		return err
 	}
 	if *f.bits < 0 || *f.bits > 16 {
 		return usageError{fmt.Errorf("--kv-bits %g out of range (0, 16]", *f.bits)}
