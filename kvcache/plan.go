@@ -97,7 +97,6 @@ func Allocate(s Sensitivity, budget float64, d int) (*Plan, error) {
 		f    Format
 		cost int // 1/64 bits
 		loss float64
-		col  int // in s.Formats; -1 for f16
 	}
 	f16, _ := ParseFormat("f16")
 	costs := make([]int, len(s.Formats))
@@ -115,7 +114,7 @@ func Allocate(s Sensitivity, budget float64, d int) (*Plan, error) {
 	parts := len(s.Loss)
 	opts := make([][]option, parts)
 	for p := range parts {
-		opts[p] = append(opts[p], option{f: f16, cost: 16 * 64, col: -1})
+		opts[p] = append(opts[p], option{f: f16, cost: 16 * 64})
 		for j, f := range s.Formats {
 			l := s.Loss[p][j]
 			if l < 0 || f == f16 {
@@ -124,7 +123,7 @@ func Allocate(s Sensitivity, budget float64, d int) (*Plan, error) {
 			if err := f.Check(d, p%2 == 0); err != nil {
 				return nil, fmt.Errorf("kvcache: sensitivity: %w", err)
 			}
-			opts[p] = append(opts[p], option{f: f, cost: costs[j], loss: l, col: j})
+			opts[p] = append(opts[p], option{f: f, cost: costs[j], loss: l})
 		}
 	}
 	capUnits := int(math.Floor(budget*64*float64(parts) + 1e-6))
