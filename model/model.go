@@ -26,6 +26,13 @@ type Options struct {
 	// Threads is the number of goroutines for matrix products; 0 means
 	// all CPUs.
 	Threads int
+	// FirstUse, if set, is called once for each tensor the model reads,
+	// with its name and bytes, before their first use: vectors as they
+	// are loaded, weight matrices at the first product (or embedding
+	// lookup) that needs them. An error fails the load or that Forward,
+	// and every later one that needs the tensor. It lets a file's
+	// integrity be checked lazily, as the weights are used.
+	FirstUse func(tensor string, data []byte) error
 }
 
 // Open loads the model in the GGUF file at path. The weights stay in the
@@ -51,7 +58,7 @@ func New(f *gguf.File, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	w, err := loadWeights(f, &c)
+	w, err := loadWeights(f, &c, o.FirstUse)
 	if err != nil {
 		return nil, err
 	}
@@ -127,14 +134,7 @@ func (m *Model) PlanKV(ctx int, kvBytes int64) MemoryPlan {
 // bytes done so far to progress (which may be nil).
 func (m *Model) Prefault(progress func(done, total int64)) {
 	var all []*matrix
-	all = append(all, m.w.embed)
-	if m.w.output != m.w.embed {
-		all = append(all, m.w.output)
-	}
-	for i := range m.w.layers {
-		ly := &m.w.layers[i]
-		all = append(all, ly.q, ly.k, ly.v, ly.o, ly.gate, ly.up, ly.down)
-	}
+	m.eachMatrix(func(x *matrix) { all = append(all, x) })
 	var total, done int64
 	for _, x := range all {
 		total += int64(len(x.data))

@@ -29,6 +29,9 @@ type Session struct {
 	// capture, if set, sees each chunk's hidden states at the input of
 	// every layer (SetCapture).
 	capture func(layer int, x []float32)
+	// observe, if set, sees the input of every weight matrix product
+	// (SetObserver).
+	observe func(tensor string, x []float32, cols int)
 
 	// scratch, grown to the largest batch seen
 	x, h, q, k, v, att, o, g, u []float32
@@ -115,6 +118,23 @@ func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
 // order ForwardFrom takes them back. nil stops it.
 func (s *Session) SetCapture(f func(layer int, x []float32)) { s.capture = f }
 
+// SetObserver makes every later Forward call f with the input of each
+// weight matrix product before it runs: the matrix's tensor name and its
+// n rows of cols values, one row per token (valid only during the call).
+// Products that share an input report it once per matrix. nil stops it.
+// An importance matrix (the mean of x² per column) is built from it.
+func (s *Session) SetObserver(f func(tensor string, x []float32, cols int)) { s.observe = f }
+
+// observed reports x, the input of the products by ws, to the observer.
+func (s *Session) observed(x []float32, ws ...*matrix) {
+	if s.observe == nil {
+		return
+	}
+	for _, w := range ws {
+		s.observe(w.name, x, w.cols)
+	}
+}
+
 // ForwardFrom appends len(x)/Hidden tokens given by their hidden states at
 // the input of layer from (what a capture recorded for the same positions)
 // and runs only the layers from there on: the layers before it, and their
@@ -174,6 +194,9 @@ func (s *Session) embed(tokens []int32) error {
 			return fmt.Errorf("model: token id %d outside the vocabulary of %d", t, c.Vocab)
 		}
 	}
+	if err := m.w.embed.use(); err != nil {
+		return err
+	}
 	s.x = grow(s.x, len(tokens)*c.Hidden)
 	for i, t := range tokens {
 		if err := tensor.Dequantize(m.w.embed.typ, s.x[i*c.Hidden:(i+1)*c.Hidden], m.w.embed.row(int(t))); err != nil {
@@ -206,6 +229,7 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32) ([]f
 			s.capture(li, s.x[:n*c.Hidden])
 		}
 		rmsNorm(s.h, s.x, ly.attnNorm, c.RMSEps, n)
+		s.observed(s.h[:n*c.Hidden], ly.q, ly.k, ly.v)
 		if err := m.matmuls(s.h, n, product{s.q, ly.q}, product{s.k, ly.k}, product{s.v, ly.v}); err != nil {
 			return nil, err
 		}
@@ -222,15 +246,18 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32) ([]f
 			}
 			cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
 		}
+		s.observed(s.att[:n*qd], ly.o)
 		if err := m.matmul(s.o, ly.o, s.att, n); err != nil {
 			return nil, err
 		}
 		add(s.x, s.o)
 		rmsNorm(s.h, s.x, ly.ffnNorm, c.RMSEps, n)
+		s.observed(s.h[:n*c.Hidden], ly.gate, ly.up)
 		if err := m.matmuls(s.h, n, product{s.g, ly.gate}, product{s.u, ly.up}); err != nil {
 			return nil, err
 		}
 		swiglu(s.g, s.u)
+		s.observed(s.g[:n*c.FFN], ly.down)
 		if err := m.matmul(s.o, ly.down, s.g, n); err != nil {
 			return nil, err
 		}
@@ -246,6 +273,7 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32) ([]f
 	}
 	rows := n - first
 	rmsNorm(s.h, s.x[first*c.Hidden:], m.w.outputNorm, c.RMSEps, rows)
+	s.observed(s.h[:rows*c.Hidden], m.w.output)
 	logits := dst
 	if logits == nil {
 		logits = make([]float32, rows*c.Vocab)
@@ -268,6 +296,9 @@ func (m *Model) matmuls(x []float32, n int, prods ...product) error {
 	ps := make([]tensor.Product, 0, len(prods))
 	cols := prods[0].w.cols
 	for _, p := range prods {
+		if err := p.w.use(); err != nil {
+			return err
+		}
 		ps = append(ps, tensor.Product{Out: p.out[:n*p.w.rows], W: p.w.data, Type: p.w.typ, Rows: p.w.rows})
 	}
 	if err := tensor.MatMulShared(ps, cols, x[:n*cols], n, m.opts); err != nil {
@@ -277,6 +308,9 @@ func (m *Model) matmuls(x []float32, n int, prods ...product) error {
 }
 
 func (m *Model) matmul(out []float32, w *matrix, x []float32, n int) error {
+	if err := w.use(); err != nil {
+		return err
+	}
 	if err := tensor.MatMul(out[:n*w.rows], w.data, w.typ, w.rows, w.cols, x[:n*w.cols], n, m.opts); err != nil {
 		return fmt.Errorf("model: %s: %w", w.name, err)
 	}

@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"sync"
 
 	"github.com/turbomem/turbomem/gguf"
 	"github.com/turbomem/turbomem/tensor"
@@ -14,6 +15,25 @@ type matrix struct {
 	typ        tensor.DType
 	rows, cols int
 	data       []byte
+	// first, if set, checks the data once before their first use
+	// (Options.FirstUse).
+	first *firstUse
+}
+
+// firstUse runs a check of one tensor's data once and keeps its result.
+type firstUse struct {
+	once sync.Once
+	err  error
+	fn   func(tensor string, data []byte) error
+}
+
+// use runs m's first-use check, once; every later call returns its result.
+func (m *matrix) use() error {
+	if m.first == nil {
+		return nil
+	}
+	m.first.once.Do(func() { m.first.err = m.first.fn(m.name, m.data) })
+	return m.first.err
 }
 
 // Bytes returns the size of the matrix's data.
@@ -45,8 +65,9 @@ type weights struct {
 
 // loader reads tensors from a file, checking shapes and types.
 type loader struct {
-	f     *gguf.File
-	bytes int64
+	f        *gguf.File
+	bytes    int64
+	firstUse func(tensor string, data []byte) error
 }
 
 // matrix returns the tensor name as a rows × cols matrix (GGML shape
@@ -71,7 +92,11 @@ func (l *loader) matrix(name string, rows, cols int) (*matrix, error) {
 		return nil, fmt.Errorf("model: tensor %q: %d bytes, want %d rows of %d", name, len(data), rows, rb)
 	}
 	l.bytes += int64(len(data))
-	return &matrix{name: name, typ: t.Type, rows: rows, cols: cols, data: data}, nil
+	mx := &matrix{name: name, typ: t.Type, rows: rows, cols: cols, data: data}
+	if l.firstUse != nil {
+		mx.first = &firstUse{fn: l.firstUse}
+	}
+	return mx, nil
 }
 
 // vector returns the tensor name, of n elements, as float32.
@@ -86,6 +111,12 @@ func (l *loader) vector(name string, n int) ([]float32, error) {
 	data, err := l.f.ReadTensor(t)
 	if err != nil {
 		return nil, fmt.Errorf("model: %w", err)
+	}
+	if l.firstUse != nil {
+		// A vector is used as it is loaded.
+		if err := l.firstUse(name, data); err != nil {
+			return nil, err
+		}
 	}
 	out := make([]float32, n)
 	if err := tensor.Dequantize(t.Type, out, data); err != nil {
@@ -103,8 +134,8 @@ func (l *loader) optionalVector(name string, n int) ([]float32, error) {
 	return l.vector(name, n)
 }
 
-func loadWeights(f *gguf.File, c *Config) (*weights, error) {
-	l := &loader{f: f}
+func loadWeights(f *gguf.File, c *Config, firstUse func(string, []byte) error) (*weights, error) {
+	l := &loader{f: f, firstUse: firstUse}
 	w := &weights{}
 	embed, ok := f.Tensor("token_embd.weight")
 	if !ok || len(embed.Shape) != 2 {
@@ -201,4 +232,63 @@ func PermuteRoPERows(w []float32, heads, rows, cols int) []float32 {
 		}
 	}
 	return out
+}
+
+// WithTensor returns a model that shares everything with m except the
+// weight matrix called name, whose data become data in type typ (same
+// shape): what quantizing that one tensor costs can then be measured
+// without writing a file. Tied embeddings change in both of their uses.
+// data must not change while the returned model is in use; closing it
+// does nothing.
+func (m *Model) WithTensor(name string, typ tensor.DType, data []byte) (*Model, error) {
+	var old *matrix
+	m.eachMatrix(func(x *matrix) {
+		if x.name == name {
+			old = x
+		}
+	})
+	if old == nil {
+		return nil, fmt.Errorf("model: no weight matrix %q", name)
+	}
+	if !tensor.CanMatVec(typ) || !tensor.CanDequantize(typ) {
+		return nil, fmt.Errorf("%w tensor type %s (tensor %q)", ErrUnsupported, typ, name)
+	}
+	rb, err := typ.RowBytes(int64(old.cols))
+	if err != nil || int64(len(data)) != rb*int64(old.rows) {
+		return nil, fmt.Errorf("model: tensor %q in %s: %d bytes, want %d rows of %d", name, typ, len(data), old.rows, rb)
+	}
+	repl := &matrix{name: name, typ: typ, rows: old.rows, cols: old.cols, data: data}
+	w := *m.w
+	w.layers = append([]layer(nil), m.w.layers...)
+	w.bytes += int64(len(data)) - int64(len(old.data))
+	swap := func(x **matrix) {
+		if *x == old {
+			*x = repl
+		}
+	}
+	swap(&w.embed)
+	swap(&w.output)
+	for i := range w.layers {
+		ly := &w.layers[i]
+		for _, x := range []**matrix{&ly.q, &ly.k, &ly.v, &ly.o, &ly.gate, &ly.up, &ly.down} {
+			swap(x)
+		}
+	}
+	c := *m
+	c.w, c.owned = &w, false
+	return &c, nil
+}
+
+// eachMatrix calls f for every weight matrix once (tied embeddings once).
+func (m *Model) eachMatrix(f func(*matrix)) {
+	f(m.w.embed)
+	if m.w.output != m.w.embed {
+		f(m.w.output)
+	}
+	for i := range m.w.layers {
+		ly := &m.w.layers[i]
+		for _, x := range []*matrix{ly.q, ly.k, ly.v, ly.o, ly.gate, ly.up, ly.down} {
+			f(x)
+		}
+	}
 }
