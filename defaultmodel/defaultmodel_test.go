@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 )
 
@@ -60,7 +61,7 @@ func argmax(x []float32) int {
 // the fraction of rows whose argmax agrees.
 func compare(t *testing.T, m *model.Model, r refLogits, want []float32) (maxRel float64, agree float64) {
 	t.Helper()
-	s, err := m.NewSession(model.F32Cache, 0)
+	s, err := m.NewSession(kvcache.F32(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"testing"
 
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 )
 
@@ -41,7 +42,7 @@ func TestGreedyMatchesLlamaCpp(t *testing.T) {
 	if ids := tok.Encode("The kernel", false); !slices.Equal(ids, peer.PromptIDs) {
 		t.Errorf("Encode(\"The kernel\") = %v, llama.cpp %v", ids, peer.PromptIDs)
 	}
-	s, err := m.NewSession(model.F16Cache, 0)
+	s, err := m.NewSession(kvcache.F16(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

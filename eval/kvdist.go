@@ -149,7 +149,7 @@ func KVDistortion(ctx context.Context, m *model.Model, ids []int32, specs []kvca
 		random := real.gaussian(rand.New(rand.NewPCG(o.Seed, uint64(layer))))
 		refs := make([][]float32, 2)
 		for i, tr := range []*KVTrace{real, random} {
-			if refs[i], err = tr.replay(model.F32Cache, layer, res.Positions); err != nil {
+			if refs[i], err = tr.replay(kvcache.F32(), layer, res.Positions); err != nil {
 				return res, fmt.Errorf("eval: kv distortion: layer %d reference: %w", layer, err)
 			}
 		}
@@ -169,7 +169,7 @@ func KVDistortion(ctx context.Context, m *model.Model, ids []int32, specs []kvca
 				{values, &row.ValueReal, &row.ValueRandom},
 			} {
 				for i, tr := range []*KVTrace{real, random} {
-					out, err := tr.replay(c.spec.NewCache, layer, res.Positions)
+					out, err := tr.replay(c.spec, layer, res.Positions)
 					if err != nil {
 						return res, fmt.Errorf("eval: kv distortion: layer %d format %s: %w", layer, c.spec, err)
 					}
@@ -211,7 +211,7 @@ func RecordKV(m *model.Model, ids []int32, only int) ([]*KVTrace, error) {
 		return nil, fmt.Errorf("eval: recording K/V of layer %d of %d", only, m.Config.Layers)
 	}
 	recs := make([]*KVTrace, m.Config.Layers)
-	s, err := m.NewSession(func(layer int, sh kvcache.Shape) (kvcache.Cache, error) {
+	s, err := m.NewSession(kvcache.NewCacheFunc(func(layer int, sh kvcache.Shape) (kvcache.Cache, error) {
 		c, err := kvcache.NewF32(sh)
 		if err != nil || only >= 0 && layer != only {
 			return c, err
@@ -219,7 +219,7 @@ func RecordKV(m *model.Model, ids []int32, only int) ([]*KVTrace, error) {
 		r := &recorder{Cache: c, t: &KVTrace{Shape: sh}}
 		recs[layer] = r.t
 		return r, nil
-	}, len(ids))
+	}), len(ids))
 	if err != nil {
 		return nil, fmt.Errorf("eval: recording K/V: %w", err)
 	}
@@ -232,8 +232,8 @@ func RecordKV(m *model.Model, ids []int32, only int) ([]*KVTrace, error) {
 // replay appends the tokens to a fresh cache from nc and returns the
 // attention outputs (QHeads·HeadDim each) of the queries at positions
 // (ascending), each over the tokens up to and including its own.
-func (t *KVTrace) replay(nc model.NewCache, layer int, positions []int) ([]float32, error) {
-	c, err := nc(layer, t.Shape)
+func (t *KVTrace) replay(kv kvcache.Maker, layer int, positions []int) ([]float32, error) {
+	c, err := kv.NewCache(layer, t.Shape)
 	if err != nil {
 		return nil, err
 	}

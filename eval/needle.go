@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"strings"
 
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/tokenizer"
 )
@@ -32,7 +33,7 @@ type NeedleOptions struct {
 	Depths   int   // needle depths per length, evenly from 0 (start) to 1 (end)
 	Trials   int   // random needles per cell
 	Seed     uint64
-	NewCache model.NewCache
+	KV       kvcache.Maker // the KV caches under test (a kvcache.Config; nil: f16)
 	Template NeedleTemplate
 }
 
@@ -89,7 +90,7 @@ func Needle(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, hayst
 				if err != nil {
 					return res, err
 				}
-				ok, err := answers(m, tok, prompt, value, o.NewCache)
+				ok, err := answers(m, tok, prompt, value, o.KV)
 				if err != nil {
 					return res, err
 				}
@@ -151,8 +152,8 @@ func buildHaystack(tok *tokenizer.Tokenizer, haystack, needle, question []int32,
 
 // answers decodes greedily after prompt and reports whether the digits
 // that follow are exactly value.
-func answers(m *model.Model, tok *tokenizer.Tokenizer, prompt []int32, value string, nc model.NewCache) (bool, error) {
-	s, err := m.NewSession(nc, len(prompt)+len(value)+4)
+func answers(m *model.Model, tok *tokenizer.Tokenizer, prompt []int32, value string, kv kvcache.Maker) (bool, error) {
+	s, err := m.NewSession(kv, len(prompt)+len(value)+4)
 	if err != nil {
 		return false, err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 )
 
@@ -115,7 +116,7 @@ func TestPerplexityWindows(t *testing.T) {
 	for c := range 3 {
 		w := append([]int32(nil), ids[c*32:(c+1)*32]...)
 		w[0] = tok.BOS()
-		s, _ := m.NewSession(model.F32Cache, 32)
+		s, _ := m.NewSession(kvcache.F32(), 32)
 		logits, err := s.Forward(w[:31], true)
 		if err != nil {
 			t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 )
 
@@ -19,8 +20,8 @@ import (
 type PPLOptions struct {
 	// Ctx is the window length in tokens (llama-perplexity's -c).
 	Ctx int
-	// NewCache makes the KV caches under test (model.F16Cache if nil).
-	NewCache model.NewCache
+	// KV makes the KV caches under test: a kvcache.Config (nil: f16).
+	KV kvcache.Maker
 	// MaxChunks limits the number of windows (0: all).
 	MaxChunks int
 	// TopK is the number of most likely tokens whose log-probabilities
@@ -81,7 +82,7 @@ func Perplexity(ctx context.Context, m *model.Model, ids []int32, bos int32, o P
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
-		s, err := m.NewSession(o.NewCache, o.Ctx)
+		s, err := m.NewSession(o.KV, o.Ctx)
 		if err != nil {
 			return res, err
 		}

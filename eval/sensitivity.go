@@ -3,6 +3,7 @@ package eval
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
@@ -97,16 +98,14 @@ func KVSensitivity(ctx context.Context, m *model.Model, ids []int32, bos int32, 
 				if err := ctx.Err(); err != nil {
 					return s, err
 				}
-				spec := kvcache.Spec{K: f16, V: f, Window: o.Window, Seed: o.Seed}
+				// Every layer f16 but this part, in f.
+				only := &kvcache.Plan{Window: o.Window, Seed: o.Seed, Layers: slices.Repeat([]kvcache.LayerFormats{{K: f16, V: f16}}, layers)}
 				if key {
-					spec.K, spec.V = f, f16
+					only.Layers[layer].K = f
+				} else {
+					only.Layers[layer].V = f
 				}
-				sess, err := m.NewSession(func(l int, sh kvcache.Shape) (kvcache.Cache, error) {
-					if l == layer {
-						return spec.NewCache(l, sh)
-					}
-					return kvcache.NewF16(sh)
-				}, o.Ctx)
+				sess, err := m.NewSession(only, o.Ctx)
 				if err != nil {
 					return s, err
 				}

@@ -60,12 +60,12 @@ func TestKVSensitivity(t *testing.T) {
 	}
 	one := kvcache.Spec{K: fs[0], V: fs[1], Window: 4}
 	res, err := Perplexity(context.Background(), m, ids, tok.BOS(), PPLOptions{Ctx: ctxLen, MaxChunks: 1, Ref: ref.Dists,
-		NewCache: func(l int, sh kvcache.Shape) (kvcache.Cache, error) {
+		KV: kvcache.NewCacheFunc(func(l int, sh kvcache.Shape) (kvcache.Cache, error) {
 			if l == 2 {
 				return one.NewCache(l, sh)
 			}
 			return kvcache.NewF16(sh)
-		}})
+		})})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -35,10 +35,10 @@ func (s Spec) compressedAt(n int) int {
 	return (n - w) / step * step
 }
 
-// BytesAt returns what Bytes of one layer's cache of shape sh returns
-// after n tokens, without making the cache: the memory plan of a context
-// of n tokens.
-func (s Spec) BytesAt(n int, sh Shape) (int64, error) {
+// bytesAt returns what Bytes of one layer's cache of shape sh returns
+// after n tokens, without making the cache (Config.BytesAt counts every
+// layer).
+func (s Spec) bytesAt(n int, sh Shape) (int64, error) {
 	if err := s.Check(sh); err != nil {
 		return 0, err
 	}
@@ -109,7 +109,7 @@ func (f Format) tokenBytes(d int, nc int64, key bool) (int64, error) {
 func (p *Plan) BytesAt(n int, sh Shape) (int64, error) {
 	var total int64
 	for i := range p.Layers {
-		b, err := p.Spec(i).BytesAt(n, sh)
+		b, err := p.Spec(i).bytesAt(n, sh)
 		if err != nil {
 			return 0, fmt.Errorf("layer %d: %w", i, err)
 		}

@@ -41,7 +41,7 @@ func TestBytesAt(t *testing.T) {
 			if !check[n] {
 				continue
 			}
-			got, err := s.BytesAt(n, sh)
+			got, err := s.bytesAt(n, sh)
 			if err != nil {
 				t.Fatal(err)
 			}

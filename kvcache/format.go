@@ -210,6 +210,9 @@ func (s Spec) Check(sh Shape) error {
 	if err := sh.Validate(); err != nil {
 		return err
 	}
+	if err := checkWindow(s.Window); err != nil {
+		return err
+	}
 	if err := s.K.Check(sh.HeadDim, true); err != nil {
 		return fmt.Errorf("%w (keys)", err)
 	}

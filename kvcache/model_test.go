@@ -120,7 +120,7 @@ func TestModelLogits(t *testing.T) {
 	for i := range tokens {
 		tokens[i] = int32(r.IntN(m.Config.Vocab))
 	}
-	run := func(nc model.NewCache) []float32 {
+	run := func(nc kvcache.Maker) []float32 {
 		s, err := m.NewSession(nc, n)
 		if err != nil {
 			t.Fatal(err)
@@ -131,7 +131,7 @@ func TestModelLogits(t *testing.T) {
 		}
 		return logits
 	}
-	ref := run(model.F16Cache)
+	ref := run(kvcache.F16())
 	prev := -1.0
 	v := m.Config.Vocab
 	for _, tc := range []struct {
@@ -147,7 +147,7 @@ func TestModelLogits(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := run(spec.NewCache)
+		got := run(spec)
 		var kl float64
 		agree := 0
 		for pos := n - tail; pos < n; pos++ {

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/tensor"
 )
 
@@ -293,7 +294,7 @@ func TestLogitsMatchTransformers(t *testing.T) {
 					t.Fatal(err)
 				}
 				defer m.Close()
-				s, err := m.NewSession(F32Cache, 0)
+				s, err := m.NewSession(kvcache.F32(), 0)
 				if err != nil {
 					t.Fatal(err)
 				}

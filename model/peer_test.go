@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"os"
 	"testing"
+
+	"github.com/turbomem/turbomem/kvcache"
 )
 
 // TestGreedyMatchesLlamaCpp runs the third-party llama-2-tiny-random.gguf
@@ -35,7 +37,7 @@ func TestGreedyMatchesLlamaCpp(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	s, err := m.NewSession(F16Cache, 0)
+	s, err := m.NewSession(kvcache.F16(), 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,16 +8,6 @@ import (
 	"github.com/turbomem/turbomem/tensor"
 )
 
-// NewCache makes the cache of one layer.
-type NewCache func(layer int, s kvcache.Shape) (kvcache.Cache, error)
-
-// F16Cache makes the full-precision fp16 caches that llama.cpp uses by
-// default.
-func F16Cache(_ int, s kvcache.Shape) (kvcache.Cache, error) { return kvcache.NewF16(s) }
-
-// F32Cache makes float32 caches (the exact reference).
-func F32Cache(_ int, s kvcache.Shape) (kvcache.Cache, error) { return kvcache.NewF32(s) }
-
 // Session is one sequence's state: its position and the keys and values
 // of every layer. It is not safe for concurrent use.
 type Session struct {
@@ -38,12 +28,13 @@ type Session struct {
 }
 
 // NewSession starts an empty sequence whose layers keep their keys and
-// values in caches made by nc (F16Cache if nil). maxTokens bounds the
-// sequence length (0: the model's training context, or its sliding
-// attention window if smaller).
-func (m *Model) NewSession(nc NewCache, maxTokens int) (*Session, error) {
-	if nc == nil {
-		nc = F16Cache
+// values in caches made by kv: a kvcache.Config (nil: f16 keys and
+// values), or any kvcache.Maker. maxTokens bounds the sequence length (0:
+// the model's training context, or its sliding attention window if
+// smaller).
+func (m *Model) NewSession(kv kvcache.Maker, maxTokens int) (*Session, error) {
+	if kv == nil {
+		kv = kvcache.F16()
 	}
 	if maxTokens <= 0 {
 		maxTokens = m.Config.Context
@@ -58,7 +49,7 @@ func (m *Model) NewSession(nc NewCache, maxTokens int) (*Session, error) {
 	}
 	s := &Session{m: m, limit: maxTokens}
 	for i := range m.Config.Layers {
-		c, err := nc(i, m.CacheShape())
+		c, err := kv.NewCache(i, m.CacheShape())
 		if err != nil {
 			return nil, fmt.Errorf("model: cache of layer %d: %w", i, err)
 		}

@@ -15,6 +15,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 )
 
@@ -119,9 +120,9 @@ func benchDecode(e *env, args []string) error {
 
 // decodeOurs prefills ids but the last, then decodes n tokens greedily
 // starting with the last prompt token, timed like the peer script, with
-// caches made by nc (nil: f16).
-func decodeOurs(m *model.Model, nc model.NewCache, ids []int32, n, threads int) (decodeResult, error) {
-	s, err := m.NewSession(nc, len(ids)+n)
+// caches made by kv (nil: f16).
+func decodeOurs(m *model.Model, kv kvcache.Maker, ids []int32, n, threads int) (decodeResult, error) {
+	s, err := m.NewSession(kv, len(ids)+n)
 	if err != nil {
 		return decodeResult{}, err
 	}

@@ -169,7 +169,7 @@ func benchKV(e *env, args []string) error {
 	}
 	defer l.m.Close()
 	sh := l.m.CacheShape()
-	if err := checkSpecs(sh, specs...); err != nil {
+	if err := checkConfigs(l.m, specs...); err != nil {
 		return err
 	}
 	layers := l.m.Config.Layers
@@ -218,7 +218,7 @@ func benchKV(e *env, args []string) error {
 			prompt := repeatIDs(ids, ctx)
 			for _, s := range specs {
 				progress("decode %s at %d tokens", s, ctx)
-				r, err := decodeOurs(l.m, s.NewCache, prompt, *n, th)
+				r, err := decodeOurs(l.m, s, prompt, *n, th)
 				if err != nil {
 					return fmt.Errorf("bench kv: decode %s at %d tokens: %w", s, ctx, err)
 				}
@@ -266,23 +266,15 @@ func writeKVBenchJSON(path string, rep kvBenchReport) error {
 
 // parseKVSpecs parses a comma-separated list of formats (K:V for a pair),
 // with f16 first whether or not it is named: it is the reference.
-func parseKVSpecs(list string) ([]kvcache.Spec, error) {
-	ref, err := kvcache.ParseSpec("f16", "")
+func parseKVSpecs(list string) ([]kvcache.Config, error) {
+	cs, err := parseKVList(list, 0, false)
 	if err != nil {
 		return nil, err
 	}
-	specs := []kvcache.Spec{ref}
-	for _, name := range strings.Split(list, ",") {
-		name = strings.TrimSpace(name)
-		if name == "" {
-			continue
-		}
-		s, err := parseKVPair(name)
-		if err != nil {
-			return nil, err
-		}
-		if !slices.ContainsFunc(specs, func(o kvcache.Spec) bool { return o.String() == s.String() }) {
-			specs = append(specs, s)
+	specs := []kvcache.Config{kvcache.F16()}
+	for _, c := range cs {
+		if !slices.ContainsFunc(specs, func(o kvcache.Config) bool { return o.String() == c.String() }) {
+			specs = append(specs, c)
 		}
 	}
 	return specs, nil
@@ -445,9 +437,9 @@ func (s *tokenSource) fill(k, v []float32) {
 // after context, and times Attend at each: all formats at one context
 // interleaved call by call, so that load from elsewhere falls on each
 // alike. The queries are the recorded ones, in turn.
-func timeAttention(specs []kvcache.Spec, sh kvcache.Shape, rec *kvRecording, ctxs []int, iters int, seed uint64, progress func(string, ...any)) ([]attnRow, error) {
+func timeAttention(specs []kvcache.Config, sh kvcache.Shape, rec *kvRecording, ctxs []int, iters int, seed uint64, progress func(string, ...any)) ([]attnRow, error) {
 	type bench struct {
-		spec  kvcache.Spec
+		spec  kvcache.Config
 		cache kvcache.Cache
 		src   *tokenSource
 		times []time.Duration

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strings"
 
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 )
 
@@ -41,7 +42,7 @@ func runChat(e *env, args []string) error {
 		tmpl = model.DetectChatTemplate(jinja)
 	}
 	fmt.Fprintf(e.stderr, "chat template: %s; /reset to start over, /quit to leave\n", tmpl)
-	c := &conversation{l: l, tmpl: tmpl, sc: sc, ctx: *g.ctx, system: *system, nc: kv.newCache()}
+	c := &conversation{l: l, tmpl: tmpl, sc: sc, ctx: *g.ctx, system: *system, kv: kv}
 	if err := c.reset(); err != nil {
 		return err
 	}
@@ -79,7 +80,7 @@ type conversation struct {
 	sc     model.SamplerConfig
 	ctx    int
 	system string
-	nc     model.NewCache
+	kv     kvcache.Config
 	msgs   []model.Message
 	s      *model.Session
 	fed    []int32
@@ -91,7 +92,7 @@ func (c *conversation) reset() error {
 	if c.system != "" {
 		c.msgs = append(c.msgs, model.Message{Role: "system", Content: c.system})
 	}
-	s, err := c.l.m.NewSession(c.nc, c.ctx)
+	s, err := c.l.m.NewSession(c.kv, c.ctx)
 	if err != nil {
 		return err
 	}
@@ -118,7 +119,7 @@ func (c *conversation) turn(e *env, line string, n int) error {
 		common++
 	}
 	if common < len(c.fed) || common == len(ids) {
-		s, err := c.l.m.NewSession(c.nc, c.ctx)
+		s, err := c.l.m.NewSession(c.kv, c.ctx)
 		if err != nil {
 			return err
 		}

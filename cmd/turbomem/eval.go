@@ -90,7 +90,7 @@ func evalPPL(e *env, args []string) error {
 	defer l.m.Close()
 	ids := l.tok.Encode(text, true)
 	res, err := eval.Perplexity(context.Background(), l.m, ids, l.tok.BOS(), eval.PPLOptions{
-		Ctx: *ctxLen, NewCache: kv.newCache(), MaxChunks: *chunks, TopK: *topK, Ref: refD,
+		Ctx: *ctxLen, KV: kv, MaxChunks: *chunks, TopK: *topK, Ref: refD,
 		Progress: func(done, total int) {
 			if isTerminal(e.stderr) {
 				fmt.Fprintf(e.stderr, "\rwindow %d/%d", done, total)
@@ -123,7 +123,7 @@ func evalPPL(e *env, args []string) error {
 		}
 		return json.NewEncoder(e.stdout).Encode(out)
 	}
-	mem, err := kv.memory(l.m, *ctxLen)
+	mem, err := kvMemory(l.m, kv, *ctxLen)
 	if err != nil {
 		return err
 	}
@@ -177,7 +177,7 @@ func evalNeedle(e *env, args []string) error {
 	}
 	defer l.m.Close()
 	res, err := eval.Needle(context.Background(), l.m, l.tok, l.tok.Encode(text, false), eval.NeedleOptions{
-		Lengths: ls, Depths: *depths, Trials: *trials, Seed: *seed, NewCache: kv.newCache(),
+		Lengths: ls, Depths: *depths, Trials: *trials, Seed: *seed, KV: kv,
 	})
 	if err != nil {
 		return err
@@ -212,7 +212,7 @@ func evalNeedle(e *env, args []string) error {
 		fmt.Fprintln(tw)
 	}
 	tw.Flush()
-	mem, err := kv.memory(l.m, slices.Max(res.Lengths))
+	mem, err := kvMemory(l.m, kv, slices.Max(res.Lengths))
 	if err != nil {
 		return err
 	}

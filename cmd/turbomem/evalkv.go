@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -30,20 +31,6 @@ type kvRow struct {
 	Predicted float64 `json:"predicted_kl,omitempty"`
 }
 
-// kvChoice is one row's cache configuration: a spec, or a plan for a
-// budget (made once the sensitivities are measured).
-type kvChoice struct {
-	kvConfig
-	budget float64
-}
-
-func (c kvChoice) String() string {
-	if c.budget > 0 && c.plan == nil {
-		return fmt.Sprintf("auto:%g", c.budget)
-	}
-	return c.kvConfig.String()
-}
-
 func evalKV(e *env, args []string) error {
 	fs := newFlagSet(e, "eval kv", "\n\nOne row per KV format: bits per coordinate, bytes per token and ratio to f16 at\n--ctx tokens (window included), perplexity, mean and p99 KL and top-1 agreement\nagainst the f16 cache on the same windows, and the needle score.")
 	path := fs.String("m", "", "GGUF model file (default: the embedded reference model)")
@@ -66,27 +53,13 @@ func evalKV(e *env, args []string) error {
 	if err := checkFormat(*format); err != nil {
 		return err
 	}
-	// Fixed formats are checked now; auto:B rows after the model loads.
-	var choices []kvChoice
-	var budgets []float64
-	for _, name := range strings.Split(*kvList, ",") {
-		name = strings.TrimSpace(name)
-		if b, ok := strings.CutPrefix(name, "auto:"); ok {
-			bits, err := strconv.ParseFloat(b, 64)
-			if err != nil || !(bits > 0 && bits <= 16) {
-				return usageError{fmt.Errorf("--kv %s: want auto:B with B bits per coordinate in (0, 16]", name)}
-			}
-			choices = append(choices, kvChoice{budget: bits})
-			budgets = append(budgets, bits)
-			continue
-		}
-		s, err := parseKVPair(name)
-		if err != nil {
-			return err
-		}
-		s.Window = *window
-		choices = append(choices, kvChoice{kvConfig: kvConfig{spec: s}})
+	// Fixed formats are checked once the model loads; auto:B rows once
+	// the sensitivities are measured.
+	choices, err := parseKVList(*kvList, *window, true)
+	if err != nil {
+		return err
 	}
+	autos := slices.ContainsFunc(choices, kvcache.Config.NeedsPlan)
 	cands, err := parseFormats(*candidates)
 	if err != nil {
 		return err
@@ -111,12 +84,8 @@ func evalKV(e *env, args []string) error {
 	}
 	defer l.m.Close()
 	sh := l.m.CacheShape()
-	for _, ch := range choices {
-		if ch.budget == 0 {
-			if err := checkSpecs(sh, ch.spec); err != nil {
-				return err
-			}
-		}
+	if err := checkConfigs(l.m, choices...); err != nil {
+		return err
 	}
 	ids := l.tok.Encode(text, true)
 	ctx := context.Background()
@@ -125,7 +94,7 @@ func evalKV(e *env, args []string) error {
 		scored = min(scored, *chunks)
 	}
 	calib := *calibChunks * *ctxLen
-	if len(budgets) > 0 {
+	if autos {
 		if err := checkCalibWindow(*ctxLen, *window); err != nil {
 			return err
 		}
@@ -137,43 +106,39 @@ func evalKV(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if len(budgets) > 0 {
+	if autos {
 		// One measurement serves every budget.
 		sens, err := measureSensitivity(e, l, ids[len(ids)-calib:], cands, eval.SensitivityOptions{Ctx: *ctxLen, Window: *window})
 		if err != nil {
 			return err
 		}
 		for i, ch := range choices {
-			if ch.budget == 0 {
+			if !ch.NeedsPlan() {
 				continue
 			}
-			p, err := kvcache.Allocate(sens, ch.budget, sh.HeadDim)
+			p, err := kvcache.Allocate(sens, ch.Budget(), sh.HeadDim)
 			if err != nil {
 				return usageError{err}
 			}
 			p.Window = *window
-			choices[i].plan = p
+			choices[i] = kvcache.Planned(p)
 			fmt.Fprint(e.stderr, p.Describe())
 		}
 	}
-	c := l.m.Config
-	f16PerToken := float64(2 * 2 * c.Layers * c.KVHeads * c.HeadDim)
+	f16Bytes, err := kvcache.F16().BytesAt(1, l.m.Config.Layers, sh)
+	if err != nil {
+		return err
+	}
+	f16PerToken := float64(f16Bytes)
 	var rows []kvRow
 	for _, ch := range choices {
 		row := kvRow{Format: ch.String(), Predicted: math.NaN()}
-		nc := ch.newCache()
-		if ch.plan != nil {
-			row.Bits, row.Predicted = ch.plan.Bits(), ch.plan.Predicted
-		} else {
-			kb, err := ch.spec.K.Bits(sh.HeadDim)
-			if err != nil {
-				return err
-			}
-			vb, err := ch.spec.V.Bits(sh.HeadDim)
-			if err != nil {
-				return err
-			}
-			row.Bits = (kb + vb) / 2
+		nc := ch
+		if row.Bits, err = ch.Bits(sh.HeadDim); err != nil {
+			return err
+		}
+		if p := ch.Plan(); p != nil {
+			row.Predicted = p.Predicted
 		}
 		// Bytes per token: a session over the first --ctx tokens.
 		sess, err := l.m.NewSession(nc, *ctxLen)
@@ -185,14 +150,14 @@ func evalKV(e *env, args []string) error {
 		}
 		row.BytesPerToken = float64(sess.CacheBytes()) / float64(sess.Len())
 		row.Ratio = f16PerToken / row.BytesPerToken
-		res, err := eval.Perplexity(ctx, l.m, ids, l.tok.BOS(), eval.PPLOptions{Ctx: *ctxLen, MaxChunks: *chunks, NewCache: nc, Ref: ref.Dists})
+		res, err := eval.Perplexity(ctx, l.m, ids, l.tok.BOS(), eval.PPLOptions{Ctx: *ctxLen, MaxChunks: *chunks, KV: nc, Ref: ref.Dists})
 		if err != nil {
 			return fmt.Errorf("%s: %w", ch, err)
 		}
 		row.PPL, row.KLMean, row.KLP99, row.Top1 = res.PPL, res.Agreement.KLMean, res.Agreement.KLP99, res.Agreement.Top1
 		row.Needle = math.NaN()
 		if len(ls) > 0 {
-			nr, err := eval.Needle(ctx, l.m, l.tok, l.tok.Encode(text, false), eval.NeedleOptions{Lengths: ls, Depths: *depths, Trials: *trials, Seed: 1, NewCache: nc})
+			nr, err := eval.Needle(ctx, l.m, l.tok, l.tok.Encode(text, false), eval.NeedleOptions{Lengths: ls, Depths: *depths, Trials: *trials, Seed: 1, KV: nc})
 			if err != nil {
 				return fmt.Errorf("%s: %w", ch, err)
 			}

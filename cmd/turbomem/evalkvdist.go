@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/turbomem/turbomem/eval"
@@ -34,7 +33,7 @@ func evalKVDist(e *env, args []string) error {
 	if *ctxLen < 2 || *first < 1 || *every < 1 {
 		return usageError{fmt.Errorf("--ctx must be at least 2, --first and --every at least 1")}
 	}
-	specs, err := parseSpecList(*kvList, *window)
+	kvs, err := parseKVList(*kvList, *window, false)
 	if err != nil {
 		return err
 	}
@@ -47,7 +46,7 @@ func evalKVDist(e *env, args []string) error {
 		return err
 	}
 	defer l.m.Close()
-	if err := checkSpecs(l.m.CacheShape(), specs...); err != nil {
+	if err := checkConfigs(l.m, kvs...); err != nil {
 		return err
 	}
 	o := eval.KVDistOptions{Ctx: *ctxLen, First: *first, Every: *every, Seed: *seed}
@@ -56,7 +55,7 @@ func evalKVDist(e *env, args []string) error {
 			fmt.Fprintf(e.stderr, "\r%d/%d layers × formats", done, total)
 		}
 	}
-	res, err := eval.KVDistortion(context.Background(), l.m, l.tok.Encode(text, true), specs, o)
+	res, err := eval.KVDistortion(context.Background(), l.m, l.tok.Encode(text, true), uniformSpecs(kvs), o)
 	if isTerminal(e.stderr) {
 		fmt.Fprintln(e.stderr)
 	}
@@ -89,24 +88,6 @@ func evalKVDist(e *env, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%.3e\t%.3e\t%s\t%.3e\t%.3e\t%.3e\t%.3e\t\n", layer, r.Format, r.AttnReal, r.AttnRandom, ratio, r.KeyReal, r.KeyRandom, r.ValueReal, r.ValueRandom)
 	}
 	return tw.Flush()
-}
-
-// parseSpecList parses comma-separated KV formats, K/V pairs written as
-// K:V, each with the given recent window.
-func parseSpecList(list string, window int) ([]kvcache.Spec, error) {
-	if window < -1 || window > 1<<16 {
-		return nil, usageError{fmt.Errorf("--kv-window %d out of range [-1, 65536]", window)}
-	}
-	var specs []kvcache.Spec
-	for _, name := range strings.Split(list, ",") {
-		s, err := parseKVPair(name)
-		if err != nil {
-			return nil, err
-		}
-		s.Window = window
-		specs = append(specs, s)
-	}
-	return specs, nil
 }
 
 // writeKVDistPlot draws each format's attention error on real vectors

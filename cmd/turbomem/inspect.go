@@ -96,7 +96,7 @@ func runInspect(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	kvBytes, err := kv.bytesAt(m, *ctx)
+	kvBytes, err := kv.BytesAt(*ctx, m.Config.Layers, m.CacheShape())
 	if err != nil {
 		return err
 	}

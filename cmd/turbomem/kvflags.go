@@ -59,10 +59,7 @@ func (f kvFlags) auto() bool { return *f.kv == "auto" || *f.plan != "" }
 
 // spec returns the cache configuration the flags name when they name one
 // format pair for every layer.
-func (f kvFlags) spec() (kvcache.Spec, error) {
-	if err := f.checkWindow(); err != nil {
-		return kvcache.Spec{}, err
-	}
+func (f kvFlags) spec() (kvcache.Config, error) {
 	k, v := *f.k, *f.v
 	if k == "" {
 		k = *f.kv
@@ -72,18 +69,18 @@ func (f kvFlags) spec() (kvcache.Spec, error) {
 	}
 	s, err := kvcache.ParseSpec(k, v)
 	if err != nil {
-		return s, usageError{err}
+		return kvcache.Config{}, usageError{err}
 	}
-	s.Window = *f.window
-	return s, nil
+	return withWindow(kvcache.Uniform(s), *f.window)
 }
 
-// checkWindow checks --kv-window.
-func (f kvFlags) checkWindow() error {
-	if *f.window < -1 || *f.window > 1<<16 {
-		return usageError{fmt.Errorf("--kv-window %d out of range [-1, 65536]", *f.window)}
+// withWindow returns c with the --kv-window w.
+func withWindow(c kvcache.Config, w int) (kvcache.Config, error) {
+	c, err := c.WithWindow(w)
+	if err != nil {
+		return c, usageError{fmt.Errorf("--kv-window: %w", err)}
 	}
-	return nil
+	return c, nil
 }
 
 // validate checks the flags before any work.
@@ -98,7 +95,7 @@ func (f kvFlags) validate() error {
 	if *f.kv != "auto" && *f.kv != "f16" || *f.k != "" || *f.v != "" {
 		return usageError{errors.New("--kv-plan and --kv auto choose the formats per layer: drop --kv FORMAT, --kv-k and --kv-v")}
 	}
-	if err := f.checkWindow(); err != nil {
+	if _, err := withWindow(kvcache.Config{}, *f.window); err != nil {
 		return err
 	}
 	if *f.bits < 0 || *f.bits > 16 {
@@ -119,23 +116,46 @@ func (f kvFlags) validate() error {
 	return err
 }
 
-// parseKVPair parses one list entry of the eval and bench commands: a
-// format for keys and values, or K:V for a pair.
-func parseKVPair(name string) (kvcache.Spec, error) {
-	k, v, _ := strings.Cut(strings.TrimSpace(name), ":")
-	s, err := kvcache.ParseSpec(k, v)
-	if err != nil {
-		return s, usageError{err}
+// parseKVList parses a comma-separated list of the eval and bench
+// commands: formats, K:V pairs and, with auto true, auto:B plans still to
+// be measured; each with the recent window w.
+func parseKVList(list string, w int, auto bool) ([]kvcache.Config, error) {
+	var cs []kvcache.Config
+	for _, name := range strings.Split(list, ",") {
+		c, err := kvcache.Parse(name)
+		if err != nil {
+			return nil, usageError{err}
+		}
+		if c.NeedsPlan() && !auto {
+			return nil, usageError{fmt.Errorf("--kv %s: per-layer plans are not measured here; name formats or K:V pairs", c)}
+		}
+		if c, err = withWindow(c, w); err != nil {
+			return nil, err
+		}
+		cs = append(cs, c)
 	}
-	return s, nil
+	return cs, nil
 }
 
-// checkSpecs checks, before any work, that every spec can serve layers of
-// shape sh.
-func checkSpecs(sh kvcache.Shape, specs ...kvcache.Spec) error {
-	for _, s := range specs {
-		if err := s.Check(sh); err != nil {
-			return usageError{fmt.Errorf("%s: %w", s, err)}
+// uniformSpecs returns the Specs of configurations that parseKVList made
+// with auto false.
+func uniformSpecs(cs []kvcache.Config) []kvcache.Spec {
+	specs := make([]kvcache.Spec, len(cs))
+	for i, c := range cs {
+		specs[i], _ = c.Spec()
+	}
+	return specs
+}
+
+// checkConfigs checks, before any work, that every configuration that is
+// not a plan still to be measured can serve m.
+func checkConfigs(m *model.Model, cs ...kvcache.Config) error {
+	for _, c := range cs {
+		if c.NeedsPlan() {
+			continue
+		}
+		if err := c.Check(m.Config.Layers, m.CacheShape()); err != nil {
+			return usageError{fmt.Errorf("%s: %w", c, err)}
 		}
 	}
 	return nil
@@ -154,87 +174,56 @@ func parseFormats(list string) ([]kvcache.Format, error) {
 	return fs, nil
 }
 
-// kvConfig is a cache configuration: one format pair for every layer
-// (spec) or a per-layer plan.
-type kvConfig struct {
-	spec kvcache.Spec
-	plan *kvcache.Plan
-}
-
-// String returns the configuration's name.
-func (c kvConfig) String() string {
-	if c.plan != nil {
-		return c.plan.String()
-	}
-	return c.spec.String()
-}
-
-// newCache returns the constructor of the configuration's caches.
-func (c kvConfig) newCache() model.NewCache {
-	if c.plan != nil {
-		return c.plan.NewCache
-	}
-	return c.spec.NewCache
-}
-
-// bytesAt returns the bytes all of m's caches hold after n tokens.
-func (c kvConfig) bytesAt(m *model.Model, n int) (int64, error) {
-	if c.plan != nil {
-		return c.plan.BytesAt(n, m.CacheShape())
-	}
-	b, err := c.spec.BytesAt(n, m.CacheShape())
-	return int64(m.Config.Layers) * b, err
-}
-
-// memory describes the caches' size after n tokens against f16's.
-func (c kvConfig) memory(m *model.Model, n int) (string, error) {
-	b, err := c.bytesAt(m, n)
+// kvMemory describes the bytes of m's caches in configuration c after n
+// tokens, against f16's.
+func kvMemory(m *model.Model, c kvcache.Config, n int) (string, error) {
+	b, err := c.BytesAt(n, m.Config.Layers, m.CacheShape())
 	if err != nil {
 		return "", err
 	}
-	f16 := float64(2*2*m.Config.Layers*m.Config.KVHeads*m.Config.HeadDim) * float64(n)
-	return fmt.Sprintf("KV cache %s at %d tokens: %s, %.0f B/token, %.2fx smaller than f16", c, n, humanBytes(b), float64(b)/float64(n), f16/float64(max(b, 1))), nil
+	f16, err := kvcache.F16().BytesAt(n, m.Config.Layers, m.CacheShape())
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("KV cache %s at %d tokens: %s, %.0f B/token, %.2fx smaller than f16", c, n, humanBytes(b), float64(b)/float64(n), float64(f16)/float64(max(b, 1))), nil
 }
 
 // config checks the flags against the model before any work starts and
 // returns the cache configuration they name. With --kv auto it loads the
 // plan, or measures one (printing it to stderr) and saves it when
 // --kv-plan names a new file; measure false refuses to measure instead.
-func (f kvFlags) config(e *env, l *loaded, modelPath string, measure bool) (kvConfig, error) {
+func (f kvFlags) config(e *env, l *loaded, modelPath string, measure bool) (kvcache.Config, error) {
 	if !f.auto() {
-		s, err := f.spec()
+		c, err := f.spec()
 		if err != nil {
-			return kvConfig{}, err
+			return c, err
 		}
-		if err := s.Check(l.m.CacheShape()); err != nil {
-			return kvConfig{}, usageError{err}
-		}
-		return kvConfig{spec: s}, nil
+		return c, checkConfigs(l.m, c)
 	}
 	hash, err := modelSHA256(modelPath)
 	if err != nil {
-		return kvConfig{}, err
+		return kvcache.Config{}, err
 	}
 	p, err := f.savedPlan(l.m, hash)
 	if err != nil {
-		return kvConfig{}, err
+		return kvcache.Config{}, err
 	}
 	if p == nil {
 		if !measure {
-			return kvConfig{}, usageError{fmt.Errorf("--kv auto: no saved plan to read (--kv-plan FILE); make one with run or eval --kv auto --kv-bits B --kv-plan FILE")}
+			return kvcache.Config{}, usageError{fmt.Errorf("--kv auto: no saved plan to read (--kv-plan FILE); make one with run or eval --kv auto --kv-bits B --kv-plan FILE")}
 		}
 		if p, err = f.measurePlan(e, l, hash); err != nil {
-			return kvConfig{}, err
+			return kvcache.Config{}, err
 		}
 		if *f.plan != "" {
 			if err := writePlan(*f.plan, p); err != nil {
-				return kvConfig{}, err
+				return kvcache.Config{}, err
 			}
 			fmt.Fprintf(e.stderr, "KV plan saved to %s\n", *f.plan)
 		}
 	}
 	fmt.Fprint(e.stderr, p.Describe())
-	return kvConfig{plan: p}, nil
+	return kvcache.Planned(p), nil
 }
 
 // savedPlan returns the --kv-plan file's plan checked against the model
@@ -379,18 +368,18 @@ func modelSHA256(path string) (string, error) {
 // openWithKV validates the KV flags, loads the model the generation flags
 // name and checks the KV configuration against it, all before any work:
 // the common start of every model command. The caller closes l.m.
-func openWithKV(e *env, g genFlags, kvf kvFlags) (*loaded, kvConfig, error) {
+func openWithKV(e *env, g genFlags, kvf kvFlags) (*loaded, kvcache.Config, error) {
 	if err := kvf.validate(); err != nil {
-		return nil, kvConfig{}, err
+		return nil, kvcache.Config{}, err
 	}
 	l, err := g.load(e)
 	if err != nil {
-		return nil, kvConfig{}, err
+		return nil, kvcache.Config{}, err
 	}
 	c, err := kvf.config(e, l, *g.model, true)
 	if err != nil {
 		l.m.Close()
-		return nil, kvConfig{}, err
+		return nil, kvcache.Config{}, err
 	}
 	return l, c, nil
 }

@@ -220,7 +220,7 @@ func runRun(e *env, args []string) error {
 	if len(ids) == 0 {
 		return errors.New("the prompt encodes to no tokens")
 	}
-	s, err := l.m.NewSession(kv.newCache(), *g.ctx)
+	s, err := l.m.NewSession(kv, *g.ctx)
 	if err != nil {
 		return err
 	}
