@@ -1,0 +1,120 @@
+package compact
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"slices"
+
+	"github.com/turbomem/turbomem/tensor"
+)
+
+// attention is a block's reference attention: for every reference query
+// i and key j the shifted exp-score e_ij = exp(s·q_i·k_j − m_i), m_i the
+// row's largest scaled score (so e ≤ 1 and nothing overflows), the mass
+// Σ_j e_ij (the row's partition function times e^{−m_i}) and the output
+// softmax(s·q_i·Kᵀ)·V. The mass equations of a row are scaled by the
+// same e^{−m_i} on both sides, so fitting them in this form fits the
+// original ones.
+type attention struct {
+	b    Block
+	n, t int       // queries, tokens
+	e    []float32 // n×t, query-major
+	mass []float64 // n
+	y    []float32 // n×d
+}
+
+func newAttention(b Block) (*attention, error) {
+	d, t := b.Dim, b.Len()
+	n := len(b.Queries) / d
+	a := &attention{b: b, n: n, t: t, e: make([]float32, n*t), mass: make([]float64, n), y: make([]float32, n*d)}
+	w := make([]float32, t)
+	s := float64(b.Scale)
+	for i := range n {
+		row := a.e[i*t : (i+1)*t]
+		tensor.DotRowsF32(row, b.Queries[i*d:(i+1)*d], b.Keys)
+		m := slices.Max(row)
+		if math.IsInf(float64(m), 0) || math.IsNaN(float64(m)) {
+			return nil, fmt.Errorf("compact: query %d: attention score %g is not finite", i, m)
+		}
+		var sum float64
+		for j, x := range row {
+			e := math.Exp(s * (float64(x) - float64(m)))
+			row[j] = float32(e)
+			sum += e
+		}
+		a.mass[i] = sum
+		inv := 1 / sum
+		for j, e := range row {
+			w[j] = float32(float64(e) * inv)
+		}
+		tensor.WeightedSumF32(a.y[i*d:(i+1)*d], w, b.Values)
+	}
+	return a, nil
+}
+
+// keyScores returns each key's attention weight over the reference
+// queries, summarised as sel says: root mean square, maximum or mean.
+func (a *attention) keyScores(sel Selection) []float64 {
+	sc := make([]float64, a.t)
+	for i := range a.n {
+		inv := 1 / a.mass[i]
+		for j, e := range a.e[i*a.t : (i+1)*a.t] {
+			w := float64(e) * inv
+			switch sel {
+			case ByRMS:
+				sc[j] += w * w
+			case ByMax:
+				sc[j] = max(sc[j], w)
+			default:
+				sc[j] += w
+			}
+		}
+	}
+	switch sel {
+	case ByRMS:
+		for j := range sc {
+			sc[j] = math.Sqrt(sc[j] / float64(a.n))
+		}
+	case ByMean:
+		for j := range sc {
+			sc[j] /= float64(a.n)
+		}
+	}
+	return sc
+}
+
+// column writes key j's exp-scores (column j of e) to dst.
+func (a *attention) column(dst []float64, j int) {
+	for i := range a.n {
+		dst[i] = float64(a.e[i*a.t+j])
+	}
+}
+
+// topK returns the positions of the k largest scores (ties to the lower
+// position), ascending.
+func topK(scores []float64, k int) []int {
+	idx := make([]int, len(scores))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(x, y int) int { return cmp.Compare(scores[y], scores[x]) })
+	out := slices.Clone(idx[:k])
+	slices.Sort(out)
+	return out
+}
+
+// sortByIndex sorts idx ascending and permutes w along with it.
+func sortByIndex(idx []int, w []float64) {
+	order := make([]int, len(idx))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortFunc(order, func(x, y int) int { return cmp.Compare(idx[x], idx[y]) })
+	i2, w2 := make([]int, len(idx)), make([]float64, len(w))
+	for k, o := range order {
+		i2[k], w2[k] = idx[o], w[o]
+	}
+	copy(idx, i2)
+	copy(w, w2)
+}
