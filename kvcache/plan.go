@@ -9,7 +9,10 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"slices"
 	"strings"
+
+	"github.com/turbomem/turbomem/alloc"
 )
 
 // Sensitivity is the measured cost of compressing each part of a model's
@@ -83,9 +86,9 @@ type Plan struct {
 // predicted loss (the sum of the parts' losses) is least while the
 // average bits per coordinate at head dimension d (Format.Bits, every
 // part the same size) stays within budget. f16 is always a candidate
-// with loss 0. The choice is exact: a dynamic program over the total
-// bits in units of 1/64 bit, in which every format's rate is a whole
-// number.
+// with loss 0. The choice is exact (alloc.Choose): a dynamic program over
+// the total bits in units of 1/64 bit, in which every format's rate is a
+// whole number.
 func Allocate(s Sensitivity, budget float64, d int) (*Plan, error) {
 	if err := s.validate(); err != nil {
 		return nil, fmt.Errorf("kvcache: sensitivity: %w", err)
@@ -93,11 +96,7 @@ func Allocate(s Sensitivity, budget float64, d int) (*Plan, error) {
 	if !(budget > 0 && budget <= 32) {
 		return nil, fmt.Errorf("kvcache: budget of %g bits per coordinate out of range (0, 32]", budget)
 	}
-	type option struct {
-		f    Format
-		cost int // 1/64 bits
-		loss float64
-	}
+	const unit = 1.0 / 64 // bits
 	f16, _ := ParseFormat("f16")
 	costs := make([]int, len(s.Formats))
 	for j, f := range s.Formats {
@@ -105,16 +104,16 @@ func Allocate(s Sensitivity, budget float64, d int) (*Plan, error) {
 		if err != nil {
 			return nil, err
 		}
-		cost := math.Round(b * 64)
-		if math.Abs(cost-b*64) > 1e-6 {
+		if costs[j], err = alloc.Units(b, unit); err != nil || float64(costs[j])*unit != b {
 			return nil, fmt.Errorf("kvcache: format %s: %g bits is not a multiple of 1/64", f, b)
 		}
-		costs[j] = int(cost)
 	}
 	parts := len(s.Loss)
-	opts := make([][]option, parts)
+	items := make([][]alloc.Option, parts)
+	formats := make([][]Format, parts) // the format of each option
 	for p := range parts {
-		opts[p] = append(opts[p], option{f: f16, cost: 16 * 64})
+		items[p] = append(items[p], alloc.Option{Cost: 16 * 64})
+		formats[p] = append(formats[p], f16)
 		for j, f := range s.Formats {
 			l := s.Loss[p][j]
 			if l < 0 || f == f16 {
@@ -123,53 +122,28 @@ func Allocate(s Sensitivity, budget float64, d int) (*Plan, error) {
 			if err := f.Check(d, p%2 == 0); err != nil {
 				return nil, fmt.Errorf("kvcache: sensitivity: %w", err)
 			}
-			opts[p] = append(opts[p], option{f: f, cost: costs[j], loss: l})
+			items[p] = append(items[p], alloc.Option{Cost: costs[j], Loss: l})
+			formats[p] = append(formats[p], f)
 		}
 	}
-	capUnits := int(math.Floor(budget*64*float64(parts) + 1e-6))
-	minUnits := 0
-	for _, o := range opts {
-		c := o[0].cost
-		for _, x := range o {
-			c = min(c, x.cost)
+	picks, loss, err := alloc.Choose(items, int(math.Floor(budget*64*float64(parts)+1e-6)))
+	if errors.Is(err, alloc.ErrOverBudget) {
+		minUnits := 0
+		for _, opts := range items {
+			minUnits += slices.MinFunc(opts, func(a, b alloc.Option) int { return a.Cost - b.Cost }).Cost
 		}
-		minUnits += c
-	}
-	if minUnits > capUnits {
 		return nil, fmt.Errorf("kvcache: a budget of %g bits per coordinate is below the smallest measured formats' %.3f", budget, float64(minUnits)/64/float64(parts))
 	}
-	capUnits = min(capUnits, 16*64*parts)
-	// best[c]: least loss of parts [0, p) within c units; pick[p][c]: the
-	// option part p takes in the best choice for parts [0, p] within c.
-	inf := math.Inf(1)
-	best := make([]float64, capUnits+1)
-	next := make([]float64, capUnits+1)
-	pick := make([][]int8, parts)
-	for p := range parts {
-		pick[p] = make([]int8, capUnits+1)
-		for c := range next {
-			next[c] = inf
-			for i, o := range opts[p] {
-				if o.cost > c || math.IsInf(best[c-o.cost], 1) {
-					continue
-				}
-				// Ties go to the cheaper format.
-				if l := best[c-o.cost] + o.loss; l < next[c] || l == next[c] && o.cost < opts[p][pick[p][c]].cost {
-					next[c], pick[p][c] = l, int8(i)
-				}
-			}
-		}
-		best, next = next, best
+	if err != nil {
+		return nil, fmt.Errorf("kvcache: %w", err)
 	}
-	plan := &Plan{Budget: budget, HeadDim: d, Layers: make([]LayerFormats, parts/2), Predicted: best[capUnits], Sensitivity: s}
-	for p, c := parts-1, capUnits; p >= 0; p-- {
-		o := opts[p][pick[p][c]]
+	plan := &Plan{Budget: budget, HeadDim: d, Layers: make([]LayerFormats, parts/2), Predicted: loss, Sensitivity: s}
+	for p, j := range picks {
 		if p%2 == 0 {
-			plan.Layers[p/2].K = o.f
+			plan.Layers[p/2].K = formats[p][j]
 		} else {
-			plan.Layers[p/2].V = o.f
+			plan.Layers[p/2].V = formats[p][j]
 		}
-		c -= o.cost
 	}
 	return plan, nil
 }
