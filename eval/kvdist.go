@@ -146,10 +146,10 @@ func KVDistortion(ctx context.Context, m *model.Model, ids []int32, specs []kvca
 		if real.Len() != n || len(real.Q) != n*sh.QHeads*sh.HeadDim {
 			return res, fmt.Errorf("eval: kv distortion: layer %d recorded %d tokens and %d queries, want %d", layer, real.Len(), len(real.Q)/(sh.QHeads*sh.HeadDim), n)
 		}
-		random := real.gaussian(rand.New(rand.NewPCG(o.Seed, uint64(layer))))
+		random := gaussianTrace(real, rand.New(rand.NewPCG(o.Seed, uint64(layer))))
 		refs := make([][]float32, 2)
 		for i, tr := range []*KVTrace{real, random} {
-			if refs[i], err = tr.replay(kvcache.F32(), layer, res.Positions); err != nil {
+			if refs[i], err = replay(tr, kvcache.F32(), layer, res.Positions); err != nil {
 				return res, fmt.Errorf("eval: kv distortion: layer %d reference: %w", layer, err)
 			}
 		}
@@ -169,7 +169,7 @@ func KVDistortion(ctx context.Context, m *model.Model, ids []int32, specs []kvca
 				{values, &row.ValueReal, &row.ValueRandom},
 			} {
 				for i, tr := range []*KVTrace{real, random} {
-					out, err := tr.replay(c.spec, layer, res.Positions)
+					out, err := replay(tr, c.spec, layer, res.Positions)
 					if err != nil {
 						return res, fmt.Errorf("eval: kv distortion: layer %d format %s: %w", layer, c.spec, err)
 					}
@@ -192,16 +192,8 @@ func KVDistortion(ctx context.Context, m *model.Model, ids []int32, specs []kvca
 }
 
 // KVTrace is one layer's keys (after RoPE), values and queries, token
-// after token: each token's KVHeads·HeadDim keys and values and
-// QHeads·HeadDim queries, and the scale its queries were attended with.
-type KVTrace struct {
-	Shape   kvcache.Shape
-	K, V, Q []float32
-	Scale   float32
-}
-
-// Len returns the number of tokens traced.
-func (t *KVTrace) Len() int { return len(t.K) / (t.Shape.KVHeads * t.Shape.HeadDim) }
+// after token (kvcache.Trace).
+type KVTrace = kvcache.Trace
 
 // RecordKV runs the model over ids on float32 caches and returns what
 // each layer's cache saw, indexed by layer: every layer's when only is
@@ -216,8 +208,8 @@ func RecordKV(m *model.Model, ids []int32, only int) ([]*KVTrace, error) {
 		if err != nil || only >= 0 && layer != only {
 			return c, err
 		}
-		r := &recorder{Cache: c, t: &KVTrace{Shape: sh}}
-		recs[layer] = r.t
+		r := kvcache.NewRecorder(c, sh)
+		recs[layer] = r.Trace
 		return r, nil
 	}), len(ids))
 	if err != nil {
@@ -232,7 +224,7 @@ func RecordKV(m *model.Model, ids []int32, only int) ([]*KVTrace, error) {
 // replay appends the tokens to a fresh cache from nc and returns the
 // attention outputs (QHeads·HeadDim each) of the queries at positions
 // (ascending), each over the tokens up to and including its own.
-func (t *KVTrace) replay(kv kvcache.Maker, layer int, positions []int) ([]float32, error) {
+func replay(t *KVTrace, kv kvcache.Maker, layer int, positions []int) ([]float32, error) {
 	c, err := kv.NewCache(layer, t.Shape)
 	if err != nil {
 		return nil, err
@@ -251,11 +243,11 @@ func (t *KVTrace) replay(kv kvcache.Maker, layer int, positions []int) ([]float3
 	return out, nil
 }
 
-// gaussian returns a trace of as many tokens with i.i.d. N(0, σ²)
+// gaussianTrace returns a trace of as many tokens with i.i.d. N(0, σ²)
 // coordinates, σ² = E‖x‖²/HeadDim of t's keys, values and queries apart
 // (per head vector), so that the random vectors have t's root-mean-square
 // norms and their attention is about as sharp.
-func (t *KVTrace) gaussian(r *rand.Rand) *KVTrace {
+func gaussianTrace(t *KVTrace, r *rand.Rand) *KVTrace {
 	draw := func(x []float32) []float32 {
 		var sq float64
 		for _, v := range x {
@@ -269,28 +261,6 @@ func (t *KVTrace) gaussian(r *rand.Rand) *KVTrace {
 		return out
 	}
 	return &KVTrace{Shape: t.Shape, K: draw(t.K), V: draw(t.V), Q: draw(t.Q), Scale: t.Scale}
-}
-
-// recorder is a cache that records what passes through it into a trace
-// and serves attention from the cache it wraps.
-type recorder struct {
-	kvcache.Cache
-	t *KVTrace
-}
-
-func (r *recorder) Append(k, v []float32) error {
-	if err := r.Cache.Append(k, v); err != nil {
-		return err
-	}
-	r.t.K = append(r.t.K, k...)
-	r.t.V = append(r.t.V, v...)
-	return nil
-}
-
-func (r *recorder) Attend(out, q []float32, scale float32) {
-	r.t.Q = append(r.t.Q, q...)
-	r.t.Scale = scale
-	r.Cache.Attend(out, q, scale)
 }
 
 // RelErr returns ‖x − ref‖²/‖ref‖², in float64 (0 when both are zero,
