@@ -312,22 +312,17 @@ func quantQ3_K(dst []byte, src []float32) {
 			}
 		}
 		sc := (*[12]byte)(blk[96:108])
-		clear(sc[:])
 		if maxScale != 0 {
 			iscale := -32 / maxScale
+			var ls [QK_K / 16]uint8
 			for j := range QK_K / 16 {
 				l := int32(int8(nearestInt(float32(iscale * scales[j]))))
-				l = max(-32, min(31, l)) + 32
-				if j < 8 {
-					sc[j] = byte(l & 0xf)
-				} else {
-					sc[j-8] |= byte(l&0xf) << 4
-				}
-				l >>= 4
-				sc[j%4+8] |= byte(l << (2 * (j / 4)))
+				ls[j] = uint8(max(-32, min(31, l)) + 32)
 			}
+			packScalesQ3_K(sc, &ls)
 			putF16(blk[108:], 1/iscale)
 		} else {
+			clear(sc[:])
 			putF16(blk[108:], 0)
 		}
 		d16 := f16At(blk[108:])
@@ -341,19 +336,40 @@ func quantQ3_K(dst []byte, src []float32) {
 				L[16*j+ii] = int8(max(-4, min(3, l)) + 4)
 			}
 		}
-		hmask := blk[0:32]
-		clear(hmask)
-		var low [QK_K]uint8
-		for j := range QK_K {
-			l := uint8(L[j])
-			if l > 3 {
-				hmask[j%32] |= 1 << (j / 32)
-				l -= 4
-			}
-			low[j] = l
-		}
-		pack2Bits(blk[32:96], &low)
+		packLevelsQ3_K(blk, &L)
 	}
+}
+
+// packScalesQ3_K stores sixteen 6-bit scales (0..63, the signed scale
+// plus 32) as scaleQ3_K reads them.
+func packScalesQ3_K(sc *[12]byte, ls *[QK_K / 16]uint8) {
+	clear(sc[:])
+	for j, l := range ls {
+		if j < 8 {
+			sc[j] = l & 0xf
+		} else {
+			sc[j-8] |= (l & 0xf) << 4
+		}
+		sc[j%4+8] |= (l >> 4) << (2 * (j / 4))
+	}
+}
+
+// packLevelsQ3_K stores the levels L (0..7) of a Q3_K super-block: the
+// high bit of element j in bit j/32 of hmask[j%32], the low two bits as
+// Q2_K's.
+func packLevelsQ3_K(blk *[q3_KBytes]byte, L *[QK_K]int8) {
+	hmask := blk[0:32]
+	clear(hmask)
+	var low [QK_K]uint8
+	for j := range QK_K {
+		l := uint8(L[j])
+		if l > 3 {
+			hmask[j%32] |= 1 << (j / 32)
+			l -= 4
+		}
+		low[j] = l
+	}
+	pack2Bits(blk[32:96], &low)
 }
 
 // packScalesK4 stores the 6-bit scales and mins of eight sub-blocks in
@@ -433,11 +449,17 @@ func quantQ4_K(dst []byte, src []float32) {
 		x := (*[QK_K]float32)(src[b*QK_K:])
 		blk := (*[q4_KBytes]byte)(dst[b*q4_KBytes:])
 		quantKX(blk[:16], x, &L, 15, -1, 20)
-		for c := range 4 {
-			q := blk[16+32*c : 16+32*c+32]
-			for l := range 32 {
-				q[l] = L[64*c+l] | L[64*c+l+32]<<4
-			}
+		packLevelsQ4_K(blk, &L)
+	}
+}
+
+// packLevelsQ4_K stores the levels L (0..15) of a Q4_K super-block: each
+// 64 elements as 32 bytes, the first 32 in the low nibbles.
+func packLevelsQ4_K(blk *[q4_KBytes]byte, L *[QK_K]uint8) {
+	for c := range 4 {
+		q := blk[16+32*c : 16+32*c+32]
+		for l := range 32 {
+			q[l] = L[64*c+l] | L[64*c+l+32]<<4
 		}
 	}
 }
@@ -448,22 +470,28 @@ func quantQ5_K(dst []byte, src []float32) {
 		x := (*[QK_K]float32)(src[b*QK_K:])
 		blk := (*[q5_KBytes]byte)(dst[b*q5_KBytes:])
 		quantKX(blk[:16], x, &L, 31, -0.5, 15)
-		qh := blk[16:48]
-		clear(qh)
-		for c := range 4 {
-			ql := blk[48+32*c : 48+32*c+32]
-			for j := range 32 {
-				l1, l2 := L[64*c+j], L[64*c+j+32]
-				if l1 > 15 {
-					l1 -= 16
-					qh[j] |= 1 << (2 * c)
-				}
-				if l2 > 15 {
-					l2 -= 16
-					qh[j] |= 2 << (2 * c)
-				}
-				ql[j] = l1 | l2<<4
+		packLevelsQ5_K(blk, &L)
+	}
+}
+
+// packLevelsQ5_K stores the levels L (0..31) of a Q5_K super-block: the
+// low four bits as Q4_K's, the fifth in qh.
+func packLevelsQ5_K(blk *[q5_KBytes]byte, L *[QK_K]uint8) {
+	qh := blk[16:48]
+	clear(qh)
+	for c := range 4 {
+		ql := blk[48+32*c : 48+32*c+32]
+		for j := range 32 {
+			l1, l2 := L[64*c+j], L[64*c+j+32]
+			if l1 > 15 {
+				l1 -= 16
+				qh[j] |= 1 << (2 * c)
 			}
+			if l2 > 15 {
+				l2 -= 16
+				qh[j] |= 2 << (2 * c)
+			}
+			ql[j] = l1 | l2<<4
 		}
 	}
 }
@@ -502,16 +530,23 @@ func quantQ6_K(dst []byte, src []float32) {
 				L[16*j+ii] = int8(max(-32, min(31, l)) + 32)
 			}
 		}
-		for n := range 2 {
-			ql := blk[64*n : 64*n+64]
-			qh := blk[128+32*n : 128+32*n+32]
-			Ln := L[128*n : 128*n+128]
-			for l := range 32 {
-				q1, q2, q3, q4 := uint8(Ln[l]), uint8(Ln[l+32]), uint8(Ln[l+64]), uint8(Ln[l+96])
-				ql[l] = q1&0xf | (q3&0xf)<<4
-				ql[l+32] = q2&0xf | (q4&0xf)<<4
-				qh[l] = q1>>4 | (q2>>4)<<2 | (q3>>4)<<4 | (q4>>4)<<6
-			}
+		packLevelsQ6_K(blk, &L)
+	}
+}
+
+// packLevelsQ6_K stores the levels L (0..63) of a Q6_K super-block: per
+// 128 elements, the low four bits in 64 bytes of ql and the high two in
+// 32 bytes of qh.
+func packLevelsQ6_K(blk *[q6_KBytes]byte, L *[QK_K]int8) {
+	for n := range 2 {
+		ql := blk[64*n : 64*n+64]
+		qh := blk[128+32*n : 128+32*n+32]
+		Ln := L[128*n : 128*n+128]
+		for l := range 32 {
+			q1, q2, q3, q4 := uint8(Ln[l]), uint8(Ln[l+32]), uint8(Ln[l+64]), uint8(Ln[l+96])
+			ql[l] = q1&0xf | (q3&0xf)<<4
+			ql[l+32] = q2&0xf | (q4&0xf)<<4
+			qh[l] = q1>>4 | (q2>>4)<<2 | (q3>>4)<<4 | (q4>>4)<<6
 		}
 	}
 }
