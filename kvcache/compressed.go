@@ -94,41 +94,23 @@ func newCompressed(s Spec, layer int, sh Shape) (*Compressed, error) {
 	// ones are made per head once the outliers are chosen.
 	var kq, vq quant.Quantizer
 	var err error
-	if s.K.compressed() && !s.K.split() {
-		if kq, err = s.K.quantizer(d, c.seed^1, c.corr); err != nil {
+	if !s.K.split() {
+		if kq, err = s.K.quantizer(d, nil, c.seed^1, c.corr); err != nil {
 			return nil, err
 		}
 	}
-	if s.V.compressed() && !s.V.split() {
-		if vq, err = s.V.quantizer(d, c.seed^2, c.corr); err != nil {
+	if !s.V.split() {
+		if vq, err = s.V.quantizer(d, nil, c.seed^2, c.corr); err != nil {
 			return nil, err
 		}
 	}
 	for range sh.KVHeads {
 		h := &head{}
-		switch {
-		case s.K.kind == kindF32:
-			h.keys = &f32Keys{d: d}
-		case s.K.kind == kindF16:
-			h.keys = &f16Keys{d: d}
-		case s.K.kind == kindKIVI:
-			h.keys = &kiviKeys{k: kq.(*quant.KIVI)}
-		case s.K.kind == kindQ8_0:
-			h.keys = &blockKeys{q: kq, typ: tensor.Q8_0}
-		case s.K.kind == kindQ4_0:
-			h.keys = &blockKeys{q: kq, typ: tensor.Q4_0}
-		case s.K.kind == kindPolar:
-			h.keys = &groupKeys{q: kq}
-		case kq != nil:
-			h.keys = &codeKeys{q: kq}
+		if !s.K.split() {
+			h.keys = s.K.keyStore(kq, d)
 		}
-		switch {
-		case s.V.kind == kindF32:
-			h.values = &f32Values{d: d}
-		case s.V.kind == kindF16:
-			h.values = &f16Values{d: d}
-		case vq != nil:
-			h.values = &codeValues{q: vq, acc: quant.NewAccumulator(vq)}
+		if !s.V.split() {
+			h.values = s.V.valueStore(vq, d)
 		}
 		c.heads = append(c.heads, h)
 	}
@@ -266,19 +248,19 @@ func (c *Compressed) chooseOutliers(i int, h *head) error {
 	seed := c.seed ^ uint64(i+1)*0xbf58476d1ce4e5b9
 	if c.spec.K.split() {
 		h.kOut = topChannels(h.wk[h.off*d:], d, d/4)
-		q, err := c.spec.K.splitQuantizer(d, h.kOut, seed^1, c.corr)
+		q, err := c.spec.K.quantizer(d, h.kOut, seed^1, c.corr)
 		if err != nil {
 			return err
 		}
-		h.keys = &codeKeys{q: q}
+		h.keys = c.spec.K.keyStore(q, d)
 	}
 	if c.spec.V.split() {
 		h.vOut = topChannels(h.wv[h.off*d:], d, d/4)
-		q, err := c.spec.V.splitQuantizer(d, h.vOut, seed^2, c.corr)
+		q, err := c.spec.V.quantizer(d, h.vOut, seed^2, c.corr)
 		if err != nil {
 			return err
 		}
-		h.values = &codeValues{q: q, acc: quant.NewAccumulator(q)}
+		h.values = c.spec.V.valueStore(q, d)
 	}
 	return nil
 }

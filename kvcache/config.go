@@ -119,7 +119,7 @@ func (c Config) Spec() (Spec, bool) {
 func (c Config) uniform() Spec {
 	s := c.spec
 	if !s.K.Valid() && !s.V.Valid() {
-		f16 := formats[1]
+		f16 := Format{"f16", f16Codec}
 		s.K, s.V = f16, f16
 	}
 	return s
@@ -248,6 +248,6 @@ func (c Config) Bits(d int) (float64, error) {
 // F32 returns the configuration of float32 keys and values: the exact
 // reference.
 func F32() Config {
-	f32 := formats[0]
+	f32 := Format{"f32", f32Codec}
 	return Uniform(Spec{K: f32, V: f32})
 }

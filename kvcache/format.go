@@ -29,40 +29,59 @@ import (
 //	                      only)
 type Format struct {
 	name string
-	kind formatKind
-	bits int // TurboMSE bits (turbo3, turbo4); low bits of a split
+	c    *codec
 }
 
-type formatKind uint8
+// codec is what a format does: how big its codes are, how it encodes
+// them and where a cache keeps them. Each format has its own file
+// (format_dense.go, format_ggml.go, format_kivi.go, format_turbo.go,
+// format_polar.go, format_qjl.go), with its quantizer in package quant;
+// the formats table registers it under its name.
+type codec struct {
+	// multiple is what the head dimension must be a multiple of.
+	multiple int
+	// keysOnly marks a format that cannot reconstruct values (QJL).
+	keysOnly bool
+	// elem is the bytes of one coordinate of an uncompressed format (f32
+	// 4, f16 2); 0 for a quantized one.
+	elem int
+	// keyBlock is the number of tokens its key store encodes at once
+	// (KIVI's per-channel blocks); 0 means one.
+	keyBlock int
+	// split marks the formats that keep d/4 outlier channels per head,
+	// chosen from the first tokens, at one bit more than the rest.
+	split bool
+	// tokenBytes returns the bytes of one token of one head of dimension
+	// d in the compressed store, as keys (key true) or values: the
+	// quantizer's closed form, nothing built.
+	tokenBytes func(d int, key bool) int
+	// quantizer returns the quantizer of dimension d (outliers: a split
+	// format's outlier channels); nil for an uncompressed format.
+	quantizer func(d int, outliers []int, o quant.Options) (quant.Quantizer, error)
+	// keys returns a head's key store over q; nil: quantizer codes back to
+	// back (codeKeys).
+	keys func(q quant.Quantizer, d int) keyStore
+	// values returns a head's value store over q; nil: quantizer codes
+	// summed by a quant.Accumulator (codeValues).
+	values func(q quant.Quantizer, d int) valueStore
+}
 
-const (
-	kindNone      formatKind = iota
-	kindF32                  // float32
-	kindF16                  // IEEE fp16
-	kindQ8_0                 // llama.cpp q8_0, 8.5 bits
-	kindQ4_0                 // llama.cpp q4_0, 4.5 bits
-	kindKIVI                 // KIVI 2-bit: keys per channel (blocks of 32 tokens), values per token (groups of 32)
-	kindTurbo                // TurboQuant_mse, one part
-	kindSplit                // TurboQuant_mse, outlier channels at bits+1, the rest at bits
-	kindSplitProd            // TurboQuant_prod parts, outliers at bits+1, the rest at bits
-	kindPolar                // PolarQuant [4,2,2,2]
-	kindQJL                  // QJL sign sketch, m = 2d, keys only
-)
-
-// formats lists every known name, in the order error messages show them.
+// formats is the table of every format, in the order error messages and
+// FormatNames show them. Bits per coordinate at head dimension 128 are in
+// Format's comment.
 var formats = []Format{
-	{name: "f32", kind: kindF32},
-	{name: "f16", kind: kindF16},
-	{name: "q8_0", kind: kindQ8_0},
-	{name: "q4_0", kind: kindQ4_0},
-	{name: "kivi2", kind: kindKIVI, bits: 2},
-	{name: "turbo2.5", kind: kindSplit, bits: 2},
-	{name: "turbo3", kind: kindTurbo, bits: 3},
-	{name: "turbo3.5", kind: kindSplit, bits: 3},
-	{name: "turbo4", kind: kindTurbo, bits: 4},
-	{name: "turbo3.5p", kind: kindSplitProd, bits: 3},
-	{name: "polar", kind: kindPolar},
-	{name: "qjl", kind: kindQJL},
+	{"f32", f32Codec},
+	{"f16", f16Codec},
+	{"q8_0", q8_0Codec},
+	{"q4_0", q4_0Codec},
+	{"kivi2", kivi2Codec},
+	{"turbo2.5", turboSplit(2, false)},
+	{"turbo3", turboMSE(3)},
+	{"turbo3.5", turboSplit(3, false)},
+	{"turbo4", turboMSE(4)},
+	{"turbo3.5p", turboSplit(3, true)},
+	{"polar", polarCodec},
+	{"qjl", qjlCodec},
 }
 
 // FormatNames returns the known format names.
@@ -88,33 +107,39 @@ func ParseFormat(name string) (Format, error) {
 func (f Format) String() string { return f.name }
 
 // Valid reports whether f is a format ParseFormat returns.
-func (f Format) Valid() bool { return f.kind != kindNone }
+func (f Format) Valid() bool { return f.c != nil }
 
 // compressed reports whether the format stores tokens in a quantized
 // form (everything but f32 and f16).
-func (f Format) compressed() bool { return f.kind > kindF16 }
+func (f Format) compressed() bool { return f.c.elem == 0 }
 
-// splitParts reports whether the format splits outlier channels off.
-func (f Format) split() bool { return f.kind == kindSplit || f.kind == kindSplitProd }
+// split reports whether the format splits outlier channels off.
+func (f Format) split() bool { return f.c.split }
 
-// headDimMultiple returns the multiple of which the head dimension must
-// be: q8_0, q4_0 and KIVI work in blocks or groups of 32 channels; the
-// split formats keep d/4 outlier channels and need both parts a multiple
-// of 8 for the packed-index kernels (so d a multiple of 32); TurboMSE
-// packs 8 indices into b bytes; PolarQuant needs blocks of 16; QJL's
-// m = 2d sign bits fill whole bytes when d is a multiple of 4.
-func (f Format) headDimMultiple() int {
-	switch f.kind {
-	case kindQ8_0, kindQ4_0, kindKIVI, kindSplit, kindSplitProd:
-		return 32
-	case kindTurbo:
-		return 8
-	case kindPolar:
-		return 16
-	case kindQJL:
-		return 4
+// keyBlock returns the number of tokens the format's key store encodes
+// at once.
+func (f Format) keyBlock() int { return max(f.c.keyBlock, 1) }
+
+// quantizer returns the format's quantizer for head dimension d (outliers:
+// the outlier channels of a split format), drawn from seed.
+func (f Format) quantizer(d int, outliers []int, seed uint64, corr quant.Correction) (quant.Quantizer, error) {
+	return f.c.quantizer(d, outliers, quant.Options{Seed: seed, Correction: corr})
+}
+
+// keyStore returns a head's key store over q (nil for f32 and f16).
+func (f Format) keyStore(q quant.Quantizer, d int) keyStore {
+	if f.c.keys != nil {
+		return f.c.keys(q, d)
 	}
-	return 1
+	return &codeKeys{q: q}
+}
+
+// valueStore returns a head's value store over q (nil for f32 and f16).
+func (f Format) valueStore(q quant.Quantizer, d int) valueStore {
+	if f.c.values != nil {
+		return f.c.values(q, d)
+	}
+	return &codeValues{q: q, acc: quant.NewAccumulator(q)}
 }
 
 // Check reports whether the format can store vectors of head dimension d,
@@ -123,11 +148,11 @@ func (f Format) Check(d int, key bool) error {
 	if !f.Valid() {
 		return fmt.Errorf("kvcache: no KV format given; known formats: %s", strings.Join(FormatNames(), ", "))
 	}
-	if m := f.headDimMultiple(); d < m || d%m != 0 {
+	if m := f.c.multiple; d < m || d%m != 0 {
 		return fmt.Errorf("kvcache: format %s needs a head dimension that is a multiple of %d; this model's is %d", f.name, m, d)
 	}
-	if f.kind == kindQJL && !key {
-		return fmt.Errorf("kvcache: format qjl is for keys only (it estimates inner products and cannot reconstruct values); choose another value format")
+	if f.c.keysOnly && !key {
+		return fmt.Errorf("kvcache: format %s is for keys only (it estimates inner products and cannot reconstruct values); choose another value format", f.name)
 	}
 	return nil
 }
@@ -230,69 +255,19 @@ func (s Spec) NewCache(layer int, sh Shape) (Cache, error) {
 		return nil, err
 	}
 	if s.K == s.V && !s.K.compressed() {
-		if s.K.kind == kindF32 {
-			return NewF32(sh)
-		}
-		return NewF16(sh)
+		return newDense(sh, s.K.name)
 	}
 	return newCompressed(s, layer, sh)
-}
-
-// quantizer returns the quantizer of a non-split compressed format for
-// head dimension d, drawn from seed.
-func (f Format) quantizer(d int, seed uint64, corr quant.Correction) (quant.Quantizer, error) {
-	o := quant.Options{Seed: seed, Correction: corr}
-	switch f.kind {
-	case kindQ8_0:
-		return quant.NewQ8_0(d)
-	case kindQ4_0:
-		return quant.NewQ4_0(d)
-	case kindKIVI:
-		return quant.NewKIVI(d, f.bits, 32)
-	case kindTurbo:
-		return quant.NewTurboMSE(d, f.bits, o)
-	case kindPolar:
-		return quant.NewPolar(d, nil, o)
-	case kindQJL:
-		return quant.NewQJL(d, 2*d, seed)
-	}
-	return nil, fmt.Errorf("kvcache: format %s has no single quantizer", f.name)
 }
 
 // Bits returns the format's bits per coordinate at head dimension d,
 // everything in a token's code counted (indices, scales, norms; for
 // kivi2 keys, the per-channel parameters of a 32-token block shared out),
-// as the compressed part of a cache stores it.
+// as the compressed part of a cache stores it: the closed form, no
+// quantizer built.
 func (f Format) Bits(d int) (float64, error) {
 	if err := f.Check(d, true); err != nil {
 		return 0, err
 	}
-	switch f.kind {
-	case kindF32:
-		return 32, nil
-	case kindF16:
-		return 16, nil
-	case kindSplit, kindSplitProd:
-		out := make([]int, d/4)
-		for i := range out {
-			out[i] = i
-		}
-		q, err := f.splitQuantizer(d, out, 1, turboCorrection)
-		if err != nil {
-			return 0, err
-		}
-		return quant.BitsPerCoord(q), nil
-	}
-	q, err := f.quantizer(d, 1, turboCorrection)
-	if err != nil {
-		return 0, err
-	}
-	return quant.BitsPerCoord(q), nil
-}
-
-// splitQuantizer returns the split quantizer of a split format with the
-// given outlier channels.
-func (f Format) splitQuantizer(d int, outliers []int, seed uint64, corr quant.Correction) (*quant.Split, error) {
-	o := quant.Options{Seed: seed, Correction: corr}
-	return quant.NewTurboSplit(d, outliers, f.bits+1, f.bits, f.kind == kindSplitProd, o)
+	return float64(8*f.c.tokenBytes(d, true)) / float64(d), nil
 }

@@ -37,7 +37,7 @@ func randomSensitivity(t testing.TB, layers int, seed uint64, names ...string) S
 		row := make([]float64, len(names))
 		for j, f := range s.Formats {
 			row[j] = scale * math.Pow(4, -bits[j]) * (0.5 + r.Float64())
-			if f.kind == kindQJL && p%2 == 1 {
+			if f.c.keysOnly && p%2 == 1 {
 				row[j] = -1
 			}
 		}
@@ -100,7 +100,7 @@ func TestAllocateIsOptimal(t *testing.T) {
 			}
 			var sum float64
 			for i, l := range p.Layers {
-				if l.V.kind == kindQJL {
+				if l.V.c.keysOnly {
 					t.Errorf("seed %d budget %g: layer %d values in qjl", seed, budget, i)
 				}
 				sum += p.loss(2*i, l.K) + p.loss(2*i+1, l.V)
@@ -181,7 +181,7 @@ func TestPlanRoundTrip(t *testing.T) {
 				t.Errorf("layer %d: cache spec %s window %d seed %d, plan %s/%s", i, s, s.Window, s.Seed, l.K, l.V)
 			}
 		case *Dense:
-			if l.K.kind != kindF16 || l.V.kind != kindF16 {
+			if l.K.name != "f16" || l.V.name != "f16" {
 				t.Errorf("layer %d: dense cache for %s/%s", i, l.K, l.V)
 			}
 		}

@@ -225,56 +225,9 @@ func (s *kiviKeys) add(xs []float32) error {
 
 func (s *kiviKeys) bytes() int { return len(s.blocks) }
 
-// score computes s_t = Σ_c (q_c·scale_c)·idx_{t,c} + Σ_c q_c·min_c (the
-// per-channel KIVI estimate, quant.ChannelScorer's formula) for every
-// query of the group, expanding each 32-token block's 2-bit indices once
-// to floats (a byte-to-4-floats table) and running the fp32 row kernel
-// with the per-block weights q_c·scale_c. The block layout is quant's
-// (KIVI.ChannelBytes): d (fp16 scale, fp16 min) pairs, then each token's
-// indices packed LSB-first.
-func (s *kiviKeys) score(dst, qs [][]float32) {
-	d := s.k.Dim()
-	bb := s.k.ChannelBytes(kiviBlock)
-	row := d / 4 // index bytes per token at 2 bits
-	n := len(dst[0])
-	idx := make([]float32, kiviBlock*d)
-	w := make([]float32, len(qs)*d)
-	base := make([]float32, len(qs))
-	for t := 0; t < n; t += kiviBlock {
-		blk := s.blocks[t/kiviBlock*bb : (t/kiviBlock+1)*bb]
-		clear(base)
-		for c := range d {
-			scale := half.F16ToF32(half.F16(uint16(blk[4*c]) | uint16(blk[4*c+1])<<8))
-			mn := half.F16ToF32(half.F16(uint16(blk[4*c+2]) | uint16(blk[4*c+3])<<8))
-			for j, q := range qs {
-				w[j*d+c] = q[c] * scale
-				base[j] += q[c] * mn
-			}
-		}
-		packed := blk[4*d:]
-		for i, v := range packed[:kiviBlock*row] {
-			copy(idx[4*i:4*i+4], kiviTable[v][:])
-		}
-		for j := range qs {
-			out := dst[j][t : t+kiviBlock]
-			tensor.DotRowsF32(out, w[j*d:(j+1)*d], idx)
-			for i := range out {
-				out[i] += base[j]
-			}
-		}
-	}
-}
-
-// kiviTable maps an index byte to its four 2-bit fields, low first
-// (read-only after initialisation).
-var kiviTable = func() (t [256][4]float32) {
-	for v := range t {
-		for i := range 4 {
-			t[v][i] = float32(v >> (2 * i) & 3)
-		}
-	}
-	return t
-}()
+// score scores the blocks for the whole group of queries at once
+// (quant.KIVI.ScoreChannels: each block's indices expanded once).
+func (s *kiviKeys) score(dst, qs [][]float32) { s.k.ScoreChannels(dst, qs, s.blocks, kiviBlock) }
 
 // codeValues holds values as quantizer codes, summed by a quant
 // Accumulator (in the rotated basis for the rotation-based formats).

@@ -67,11 +67,19 @@ func (q *Q8_0) Dim() int { return q.d }
 // Dim returns the vector dimension.
 func (q *Q4_0) Dim() int { return q.d }
 
-// Bytes returns 34·d/32.
-func (q *Q8_0) Bytes() int { return q.d / ggmlBlock * tensor.Q8_0.BlockBytes() }
+// Bytes returns Q8_0Bytes(d).
+func (q *Q8_0) Bytes() int { return Q8_0Bytes(q.d) }
 
-// Bytes returns 18·d/32.
-func (q *Q4_0) Bytes() int { return q.d / ggmlBlock * tensor.Q4_0.BlockBytes() }
+// Bytes returns Q4_0Bytes(d).
+func (q *Q4_0) Bytes() int { return Q4_0Bytes(q.d) }
+
+// Q8_0Bytes returns the code size of a q8_0 vector of dimension d (a
+// multiple of 32), 34·d/32, without making the quantizer.
+func Q8_0Bytes(d int) int { return d / ggmlBlock * tensor.Q8_0.BlockBytes() }
+
+// Q4_0Bytes returns the code size of a q4_0 vector of dimension d (a
+// multiple of 32), 18·d/32.
+func Q4_0Bytes(d int) int { return d / ggmlBlock * tensor.Q4_0.BlockBytes() }
 
 // checkBlockScales rejects input that llama.cpp would quantize to
 // garbage: non-finite values, or a block whose scale (scale(block)) does

@@ -6,6 +6,7 @@ import (
 	"math"
 
 	"github.com/turbomem/turbomem/half"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // KIVI is the asymmetric (scale and zero point) uniform group quantizer
@@ -59,7 +60,12 @@ func (k *KIVI) Name() string { return k.name }
 func (k *KIVI) Dim() int { return k.d }
 
 // Bytes returns (d/group)·(4 + ⌈group·b/8⌉).
-func (k *KIVI) Bytes() int { return k.d / k.group * (4 + k.packed) }
+func (k *KIVI) Bytes() int { return KIVIBytes(k.d, k.bits, k.group) }
+
+// KIVIBytes returns the per-token code size of a KIVI quantizer (NewKIVI's
+// arguments) without making it: d/group groups of an fp16 scale, an fp16
+// min and ⌈group·b/8⌉ index bytes.
+func KIVIBytes(d, bits, group int) int { return d / group * (4 + packedLen(group, bits)) }
 
 // groupBytes returns the size of one per-token group.
 func (k *KIVI) groupBytes() int { return 4 + k.packed }
@@ -252,7 +258,11 @@ func (s *kiviScorer) Score(dst []float32, codes []byte) {
 // ChannelBytes returns the size of the per-channel code of a block of
 // tokens vectors: d (fp16 scale, fp16 min) pairs, then per token its d
 // b-bit indices packed LSB-first, ⌈d·b/8⌉ bytes.
-func (k *KIVI) ChannelBytes(tokens int) int { return 4*k.d + tokens*packedLen(k.d, k.bits) }
+func (k *KIVI) ChannelBytes(tokens int) int { return KIVIChannelBytes(k.d, k.bits, tokens) }
+
+// KIVIChannelBytes returns ChannelBytes of a KIVI quantizer for R^d at b
+// bits without making it.
+func KIVIChannelBytes(d, bits, tokens int) int { return 4*d + tokens*packedLen(d, bits) }
 
 // EncodeChannels quantizes a block of tokens vectors (token-major: block
 // holds tokens×d values, token t at block[t·d:(t+1)·d]) with one scale and
@@ -374,5 +384,55 @@ func (s *ChannelScorer) Score(dst []float32, block []byte) {
 			a0 += s.w[i] * float32(s.idx[i])
 		}
 		dst[t] = (a0 + a1) + base
+	}
+}
+
+// ScoreChannels writes into dst[j] the estimates of <qs[j], x_t>
+// (ChannelScorer's formula) for the tokens of consecutive per-channel
+// blocks of tokens tokens each in codes (len(dst[j]) tokens, a whole
+// number of blocks), for a group of queries at once: each block's indices
+// are expanded once into floats (at 2 bits four fields per byte through a
+// table) and dotted with every query's per-block weights q_c·scale_c by
+// the fp32 row kernel. It panics if codes is shorter than the blocks.
+func (k *KIVI) ScoreChannels(dst, qs [][]float32, codes []byte, tokens int) {
+	d := k.d
+	bb := k.ChannelBytes(tokens)
+	row := packedLen(d, k.bits)
+	n := len(dst[0])
+	idx := make([]float32, tokens*d)
+	u := make([]uint8, d)
+	w := make([]float32, len(qs)*d)
+	base := make([]float32, len(qs))
+	for t := 0; t < n; t += tokens {
+		blk := codes[t/tokens*bb : (t/tokens+1)*bb]
+		clear(base)
+		for c := range d {
+			scale := half.F16ToF32(half.F16(binary.LittleEndian.Uint16(blk[4*c:])))
+			mn := half.F16ToF32(half.F16(binary.LittleEndian.Uint16(blk[4*c+2:])))
+			for j, q := range qs {
+				w[j*d+c] = q[c] * scale
+				base[j] += q[c] * mn
+			}
+		}
+		packed := blk[4*d:]
+		if k.bits == 2 && d%4 == 0 {
+			for i, v := range packed[:tokens*row] {
+				copy(idx[4*i:4*i+4], kivi2Table[v][:])
+			}
+		} else {
+			for tk := range tokens {
+				unpackAt(u, packed[tk*row:], 0, k.bits)
+				for c, v := range u {
+					idx[tk*d+c] = float32(v)
+				}
+			}
+		}
+		for j := range qs {
+			out := dst[j][t : t+tokens]
+			tensor.DotRowsF32(out, w[j*d:(j+1)*d], idx)
+			for i := range out {
+				out[i] += base[j]
+			}
+		}
 	}
 }

@@ -372,3 +372,122 @@ func BenchmarkKIVI(b *testing.B) {
 		b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/key")
 	})
 }
+
+// TestKIVIScoreChannels: the group scorer of per-channel blocks gives
+// each query's ChannelScorer estimates, block after block, within float32
+// rounding of the two summation orders.
+func TestKIVIScoreChannels(t *testing.T) {
+	for _, tt := range []struct{ d, bits, tokens int }{
+		{128, 2, 32}, // the 2-bit table (kvcache's kivi2 keys)
+		{96, 3, 8},   // unpack
+		{64, 4, 5},
+	} {
+		k, err := NewKIVI(tt.d, tt.bits, 32)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rand.New(rand.NewPCG(uint64(tt.d), 11))
+		const blocks, group = 3, 4
+		bb := k.ChannelBytes(tt.tokens)
+		codes := make([]byte, blocks*bb)
+		for b := range blocks {
+			if err := k.EncodeChannels(codes[b*bb:(b+1)*bb], randomVectors(r, tt.tokens, tt.d, 1), tt.tokens); err != nil {
+				t.Fatal(err)
+			}
+		}
+		qs := make([][]float32, group)
+		dst := make([][]float32, group)
+		for j := range qs {
+			qs[j] = randomVectors(r, 1, tt.d, 1)
+			dst[j] = make([]float32, blocks*tt.tokens)
+		}
+		k.ScoreChannels(dst, qs, codes, tt.tokens)
+		for j, q := range qs {
+			sc, err := k.PrepareChannels(q)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := make([]float32, tt.tokens)
+			for b := range blocks {
+				blk := codes[b*bb : (b+1)*bb]
+				sc.Score(want, blk)
+				// Both split x̃ = min + scale·idx into two sums of up to
+				// d terms, each of magnitude up to Σ|q_c|·(|min_c| +
+				// scale_c·levels), added in other orders: d float32
+				// roundings of that magnitude (128 × 6e-8 < 1e-5).
+				var mag float64
+				for c := range tt.d {
+					s, m, err := readParams(blk[4*c:])
+					if err != nil {
+						t.Fatal(err)
+					}
+					mag += math.Abs(float64(q[c])) * (math.Abs(float64(m)) + float64(s)*float64(k.levels))
+				}
+				for tk, w := range want {
+					if got := dst[j][b*tt.tokens+tk]; math.Abs(float64(got-w)) > 1e-5*mag+1e-7 {
+						t.Errorf("%s block %d token %d query %d: %g, ChannelScorer %g", k.Name(), b, tk, j, got, w)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestCodeSizes: the closed-form code sizes equal the Bytes of the
+// quantizers they describe.
+func TestCodeSizes(t *testing.T) {
+	o := Options{Seed: 1}
+	for _, d := range []int{32, 64, 128, 256} {
+		for bits := 1; bits <= 4; bits++ {
+			mse, err := NewTurboMSE(d, bits, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prod, err := NewTurboProd(d, bits, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kivi, err := NewKIVI(d, bits, 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out := make([]int, d/4)
+			for i := range out {
+				out[i] = 2 * i
+			}
+			split, err := NewTurboSplit(d, out, bits+1, bits, bits > 1, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range []struct {
+				name      string
+				got, want int
+			}{
+				{"turbo-mse", TurboMSEBytes(d, bits), mse.Bytes()},
+				{"turbo-prod", TurboProdBytes(d, bits), prod.Bytes()},
+				{"kivi", KIVIBytes(d, bits, 32), kivi.Bytes()},
+				{"kivi channels", KIVIChannelBytes(d, bits, 32), kivi.ChannelBytes(32)},
+				{"split", TurboSplitBytes(d, d/4, bits+1, bits, bits > 1), split.Bytes()},
+			} {
+				if c.got != c.want {
+					t.Errorf("%s d=%d b=%d: closed form %d, quantizer %d", c.name, d, bits, c.got, c.want)
+				}
+			}
+		}
+		for _, levels := range [][]int{nil, {3, 3}, {4, 2, 2, 2, 1}} {
+			p, err := NewPolar(d, levels, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := PolarBytes(d, levels); got != p.Bytes() {
+				t.Errorf("polar%v d=%d: closed form %d, quantizer %d", levels, d, got, p.Bytes())
+			}
+		}
+		q8, _ := NewQ8_0(d)
+		q4, _ := NewQ4_0(d)
+		qjl, _ := NewQJL(d, 2*d, 1)
+		if Q8_0Bytes(d) != q8.Bytes() || Q4_0Bytes(d) != q4.Bytes() || QJLBytes(2*d) != qjl.Bytes() || Q8_0Bytes(d) != 34*d/32 {
+			t.Errorf("d=%d: q8_0/q4_0/qjl closed forms disagree", d)
+		}
+	}
+}

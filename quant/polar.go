@@ -169,6 +169,21 @@ func (p *Polar) Dim() int { return p.d }
 // Bytes returns 2·nb + ⌈A/8⌉ (see Polar for the layout).
 func (p *Polar) Bytes() int { return p.bytes }
 
+// PolarBytes returns the code size of NewPolar(d, levelBits, …) without
+// making the quantizer (which solves codebooks): per block of 2^L
+// coordinates an fp16 radius, and Σ_ℓ (d/2^ℓ)·b_ℓ angle bits in all,
+// packed into whole bytes; nil levelBits are the default [4, 2, 2, 2].
+func PolarBytes(d int, levelBits []int) int {
+	if levelBits == nil {
+		levelBits = []int{4, 2, 2, 2}
+	}
+	bits := 0
+	for l, b := range levelBits {
+		bits += d >> (l + 1) * b
+	}
+	return 2*(d>>len(levelBits)) + (bits+7)/8
+}
+
 // Codebooks returns the angle codebook of each level, level 1 first.
 // They are shared: callers must not modify them.
 func (p *Polar) Codebooks() []*Codebook { return append([]*Codebook(nil), p.books...) }

@@ -63,7 +63,11 @@ func (j *QJL) Name() string { return fmt.Sprintf("qjl/%d", j.m) }
 func (j *QJL) Dim() int { return j.d }
 
 // Bytes returns 2 + m/8.
-func (j *QJL) Bytes() int { return 2 + j.m/8 }
+func (j *QJL) Bytes() int { return QJLBytes(j.m) }
+
+// QJLBytes returns the code size of an m-bit QJL sketch without making
+// it: an fp16 norm and m/8 sign bytes.
+func QJLBytes(m int) int { return 2 + m/8 }
 
 // Encode writes the sketch of x into dst.
 func (j *QJL) Encode(dst []byte, x []float32) error { return j.EncodeBatch(dst, x) }
@@ -213,6 +217,17 @@ func (t *TurboProd) mseBytes() int {
 
 // Bytes returns the MSE code, 2 bytes of γ and d/8 sign bytes.
 func (t *TurboProd) Bytes() int { return t.mseBytes() + t.qjl.Bytes() }
+
+// TurboProdBytes returns the code size of a b-bit TurboQuant_prod vector
+// of dimension d without making the quantizer: the (b−1)-bit MSE code
+// (none at b = 1) and a d-bit QJL sketch of the residual.
+func TurboProdBytes(d, bits int) int {
+	n := QJLBytes(d)
+	if bits > 1 {
+		n += TurboMSEBytes(d, bits-1)
+	}
+	return n
+}
 
 // Encode writes the code of x into dst.
 func (t *TurboProd) Encode(dst []byte, x []float32) error { return t.EncodeBatch(dst, x) }

@@ -112,6 +112,15 @@ func (s *Split) Dim() int { return s.d }
 // Bytes returns the sum of both parts' code sizes.
 func (s *Split) Bytes() int { return s.hi.Bytes() + s.lo.Bytes() }
 
+// TurboSplitBytes returns the code size of NewTurboSplit's quantizer with
+// k outlier channels of d without making it: both parts' codes.
+func TurboSplitBytes(d, k, hiBits, loBits int, prod bool) int {
+	if prod {
+		return TurboProdBytes(k, hiBits) + TurboProdBytes(d-k, loBits)
+	}
+	return TurboMSEBytes(k, hiBits) + TurboMSEBytes(d-k, loBits)
+}
+
 // Outliers returns the outlier channels, sorted.
 func (s *Split) Outliers() []int { return slices.Clone(s.outliers) }
 

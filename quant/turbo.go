@@ -129,8 +129,13 @@ func (t *TurboMSE) Name() string {
 // Dim returns the vector dimension.
 func (t *TurboMSE) Dim() int { return t.d }
 
-// Bytes returns 2 + ⌈d·b/8⌉.
-func (t *TurboMSE) Bytes() int { return 2 + packedLen(t.d, t.bits) }
+// Bytes returns TurboMSEBytes(d, b).
+func (t *TurboMSE) Bytes() int { return TurboMSEBytes(t.d, t.bits) }
+
+// TurboMSEBytes returns the code size of a b-bit TurboQuant_mse vector of
+// dimension d without making the quantizer: an fp16 scale and ⌈d·b/8⌉
+// index bytes, whatever the correction.
+func TurboMSEBytes(d, bits int) int { return 2 + packedLen(d, bits) }
 
 // Codebook returns the scalar codebook applied to rotated coordinates.
 func (t *TurboMSE) Codebook() *Codebook { return t.cb }

@@ -1,0 +1,36 @@
+package kvcache
+
+import "github.com/turbomem/turbomem/quant"
+
+// turbo3 and turbo4: TurboQuant_mse (random rotation, Lloyd–Max codebook
+// of the rotated coordinates) with the norm correction, one fp16 scale:
+// 3.125 and 4.125 bits at d = 128. 8 indices pack into b bytes, so d is a
+// multiple of 8.
+func turboMSE(bits int) *codec {
+	return &codec{
+		multiple:   8,
+		tokenBytes: func(d int, _ bool) int { return quant.TurboMSEBytes(d, bits) },
+		quantizer: func(d int, _ []int, o quant.Options) (quant.Quantizer, error) {
+			return quant.NewTurboMSE(d, bits, o)
+		},
+	}
+}
+
+// turbo2.5, turbo3.5 (and turbo3.5p, prod true): a quarter of each head's
+// channels, the outliers, at bits+1 and the rest at bits, each part its
+// own TurboQuant_mse (TurboQuant_prod: MSE plus a QJL sign sketch of the
+// residual) with an fp16 scale. The outliers are chosen per head from the
+// first tokens (Compressed); both parts must be multiples of 8 for the
+// packed-index kernels, so d is a multiple of 32.
+func turboSplit(bits int, prod bool) *codec {
+	return &codec{
+		multiple: 32,
+		split:    true,
+		tokenBytes: func(d int, _ bool) int {
+			return quant.TurboSplitBytes(d, d/4, bits+1, bits, prod)
+		},
+		quantizer: func(d int, outliers []int, o quant.Options) (quant.Quantizer, error) {
+			return quant.NewTurboSplit(d, outliers, bits+1, bits, prod, o)
+		},
+	}
+}
