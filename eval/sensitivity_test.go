@@ -7,6 +7,7 @@ import (
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // TestKVSensitivity measures the embedded model's parts on a short text:
@@ -78,5 +79,76 @@ func TestKVSensitivity(t *testing.T) {
 	}
 	if p.Bits() > 3 || p.Predicted <= 0 {
 		t.Errorf("plan %s", p.Describe())
+	}
+}
+
+// TestWeightSensitivity measures two of the embedded model's matrices
+// (one in a layer, the tied embeddings) in two types: a coarser type
+// costs more, and each loss is what Perplexity of the model with that one
+// tensor replaced gives against the original.
+func TestWeightSensitivity(t *testing.T) {
+	m := loadDefault(t)
+	tok, err := model.LoadTokenizer(m.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := tok.Encode(defaultmodel.HeldOut()[:3000], true)
+	ctxLen := 64
+	if testing.Short() {
+		ctxLen = 32
+	}
+	encode := func(name string, typ tensor.DType) ([]byte, error) {
+		ti, _ := m.File().Tensor(name)
+		raw, err := m.File().ReadTensor(ti)
+		if err != nil {
+			return nil, err
+		}
+		v := make([]float32, ti.Elements())
+		if err := tensor.Dequantize(ti.Type, v, raw); err != nil {
+			return nil, err
+		}
+		return tensor.Encode(typ, v)
+	}
+	names := []string{"blk.4.ffn_down.weight", "token_embd.weight"}
+	if testing.Short() {
+		names = names[:1] // quantizing the embeddings takes seconds in pure Go
+	}
+	types := []tensor.DType{tensor.Q4_K, tensor.Q2_K}
+	o := SensitivityOptions{Ctx: ctxLen, MaxChunks: 2}
+	loss, err := WeightSensitivity(context.Background(), m, ids, tok.BOS(), names, types, encode, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := Perplexity(context.Background(), m, ids, tok.BOS(), PPLOptions{Ctx: ctxLen, MaxChunks: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, name := range names {
+		if !(0 < loss[i][0] && loss[i][0] < loss[i][1]) {
+			t.Errorf("%s: Q4_K %g, Q2_K %g: want 0 < Q4_K < Q2_K", name, loss[i][0], loss[i][1])
+		}
+		for j, typ := range types {
+			data, err := encode(name, typ)
+			if err != nil {
+				t.Fatal(err)
+			}
+			changed, err := m.WithTensor(name, typ, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			res, err := Perplexity(context.Background(), changed, ids, tok.BOS(), PPLOptions{Ctx: ctxLen, MaxChunks: 2, Ref: ref.Dists})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := loss[i][j]; got != res.Agreement.KLMean {
+				t.Errorf("%s in %s: %g, alone %g", name, typ, got, res.Agreement.KLMean)
+			}
+		}
+	}
+	if _, err := WeightSensitivity(context.Background(), m, ids, tok.BOS(), []string{"blk.6.attn_q.weight"}, types, encode, o); err == nil {
+		t.Error("a tensor of a layer the model lacks: no error")
+	}
+	if _, err := WeightSensitivity(context.Background(), m, ids, tok.BOS(), []string{"blk.0.attn_norm.weight"}, types, encode, o); err == nil {
+		t.Error("a vector: no error")
 	}
 }
