@@ -93,12 +93,21 @@ func (a *attention) column(dst []float64, j int) {
 
 // topK returns the positions of the k largest scores (ties to the lower
 // position), ascending.
-func topK(scores []float64, k int) []int {
+func topK(scores []float64, k int) []int { return topKTie(scores, nil, k) }
+
+// topKTie is topK with ties in scores broken by the larger tie value
+// first (tie nil: none), then the lower position.
+func topKTie(scores, tie []float64, k int) []int {
 	idx := make([]int, len(scores))
 	for i := range idx {
 		idx[i] = i
 	}
-	slices.SortStableFunc(idx, func(x, y int) int { return cmp.Compare(scores[y], scores[x]) })
+	slices.SortStableFunc(idx, func(x, y int) int {
+		if c := cmp.Compare(scores[y], scores[x]); c != 0 || tie == nil {
+			return c
+		}
+		return cmp.Compare(tie[y], tie[x])
+	})
 	out := slices.Clone(idx[:k])
 	slices.Sort(out)
 	return out

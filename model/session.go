@@ -36,6 +36,48 @@ func (m *Model) NewSession(kv kvcache.Maker, maxTokens int) (*Session, error) {
 	if kv == nil {
 		kv = kvcache.F16()
 	}
+	limit, err := m.sessionLimit(maxTokens)
+	if err != nil {
+		return nil, err
+	}
+	s := &Session{m: m, limit: limit}
+	for i := range m.Config.Layers {
+		c, err := kv.NewCache(i, m.CacheShape())
+		if err != nil {
+			return nil, fmt.Errorf("model: cache of layer %d: %w", i, err)
+		}
+		s.caches = append(s.caches, c)
+	}
+	return s, nil
+}
+
+// Resume starts a session that continues a sequence of pos tokens whose
+// keys and values the given caches hold, one per layer (for instance a
+// compacted context's, which hold fewer tokens than pos): the next token
+// takes position pos. maxTokens bounds the positions as for NewSession.
+func (m *Model) Resume(caches []kvcache.Cache, pos, maxTokens int) (*Session, error) {
+	limit, err := m.sessionLimit(maxTokens)
+	if err != nil {
+		return nil, err
+	}
+	if len(caches) != m.Config.Layers {
+		return nil, fmt.Errorf("model: resuming with %d caches for %d layers", len(caches), m.Config.Layers)
+	}
+	if pos < 0 || pos > limit {
+		return nil, fmt.Errorf("model: resuming at position %d, outside [0, %d]", pos, limit)
+	}
+	for i, c := range caches {
+		if c == nil {
+			return nil, fmt.Errorf("model: resuming without a cache for layer %d", i)
+		}
+	}
+	return &Session{m: m, limit: limit, pos: pos, caches: append([]kvcache.Cache(nil), caches...)}, nil
+}
+
+// sessionLimit returns the most tokens a session of maxTokens may hold
+// (0: the model's training context, or its sliding attention window if
+// smaller).
+func (m *Model) sessionLimit(maxTokens int) (int, error) {
 	if maxTokens <= 0 {
 		maxTokens = m.Config.Context
 		if w := m.Config.SlidingWindow; w > 0 {
@@ -45,17 +87,9 @@ func (m *Model) NewSession(kv kvcache.Maker, maxTokens int) (*Session, error) {
 	if w := m.Config.SlidingWindow; w > 0 && maxTokens > w {
 		// Attention over the whole sequence equals sliding-window attention
 		// only while the sequence fits in the window.
-		return nil, fmt.Errorf("%w: a session of %d tokens needs sliding-window attention (window %d); use at most %d tokens", ErrUnsupported, maxTokens, w, w)
+		return 0, fmt.Errorf("%w: a session of %d tokens needs sliding-window attention (window %d); use at most %d tokens", ErrUnsupported, maxTokens, w, w)
 	}
-	s := &Session{m: m, limit: maxTokens}
-	for i := range m.Config.Layers {
-		c, err := kv.NewCache(i, m.CacheShape())
-		if err != nil {
-			return nil, fmt.Errorf("model: cache of layer %d: %w", i, err)
-		}
-		s.caches = append(s.caches, c)
-	}
-	return s, nil
+	return maxTokens, nil
 }
 
 // Limit returns the most tokens the sequence may hold.

@@ -1,0 +1,370 @@
+package compact
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/turbomem/turbomem/kvcache"
+)
+
+// Method names a way to compact a context.
+type Method string
+
+// The methods: attention matching and the eviction baselines, all in the
+// same harness (the same budgets, the same caches).
+const (
+	// AMHighest is attention matching with keys by RMS attention.
+	AMHighest Method = "am"
+	// AMOMPMethod is attention matching with keys by OMP on the mass.
+	AMOMPMethod Method = "am-omp"
+	// SnapKV keeps the keys that the context's last 32 queries attend to
+	// most (summed over the query heads of a group, max-pooled over 7
+	// positions) and the most recent tokens (Li et al., 2024).
+	SnapKV Method = "snapkv"
+	// PyramidKV is SnapKV with budgets that shrink linearly from the
+	// first layer to the last (Cai et al., 2024; ratio 20 between them).
+	PyramidKV Method = "pyramidkv"
+	// H2O keeps the keys with the largest attention accumulated over the
+	// context's own queries (causal) and the most recent tokens, half the
+	// budget each (Zhang et al., 2023).
+	H2O Method = "h2o"
+	// Streaming keeps 4 sink tokens at the start and the most recent ones
+	// (StreamingLLM, Xiao et al., 2024).
+	Streaming Method = "streaming"
+	// KVzip keeps the keys with the largest attention weight from any
+	// extra reference query (repeat-prefill: the model rereading the
+	// context), chosen across all layers and heads at once, so the
+	// budgets are non-uniform (Kim et al., 2025).
+	KVzip Method = "kvzip"
+	// Truncate keeps the first tokens.
+	Truncate Method = "truncate"
+)
+
+var methods = []Method{AMHighest, AMOMPMethod, SnapKV, PyramidKV, H2O, Streaming, KVzip, Truncate}
+
+// Methods returns every method, attention matching first.
+func Methods() []Method { return append([]Method(nil), methods...) }
+
+// ParseMethod returns the method called name.
+func ParseMethod(name string) (Method, error) {
+	for _, m := range methods {
+		if string(m) == name {
+			return m, nil
+		}
+	}
+	names := make([]string, len(methods))
+	for i, m := range methods {
+		names[i] = string(m)
+	}
+	return "", fmt.Errorf("compact: unknown method %q; known: %s", name, strings.Join(names, ", "))
+}
+
+// fits reports whether the method fits β and values (attention
+// matching) rather than keeping original tokens as they are (eviction).
+func (m Method) fits() bool { return m == AMHighest || m == AMOMPMethod }
+
+// DefaultQueries is the number of reference queries per KV head that the
+// fits use when Options.Queries is 0: enough that the value fit (t
+// unknowns per coordinate, t ≤ a few hundred at 20x on 4k tokens) is well
+// overdetermined, few enough that scoring them against 4k keys stays well
+// under a prefill's time.
+const DefaultQueries = 2048
+
+// Options configures Compact.
+type Options struct {
+	Method Method
+	// Ratio is the context's tokens per token kept, the window included
+	// (≥ 1); Keep, if set instead, is the number of tokens kept per KV
+	// head, the window included.
+	Ratio float64
+	Keep  int
+	// Window is the number of the context's last tokens kept exactly as
+	// they are (0: none); compaction works on the tokens before them.
+	Window int
+	// Queries is the number of reference queries per KV head (0:
+	// DefaultQueries), drawn at random (Seed) from the context's own
+	// queries and the extra ones.
+	Queries int
+	Seed    uint64
+	// Share, if set, holds every layer's and KV head's share of the kept
+	// tokens ([layer][head], summing to 1; Shares makes them from
+	// measured losses); nil keeps as many per head everywhere. Methods
+	// with budgets of their own (PyramidKV, KVzip) ignore it.
+	Share [][]float64
+	// Fit, if its Keys is not 0, overrides the fit attention matching
+	// uses (bounds, projected-gradient steps, ridge; Keys and Select are
+	// the method's).
+	Fit Fit
+	// Workers is the number of heads compacted at once (0: NumCPU).
+	Workers int
+}
+
+// Context is a prefilled context to compact.
+type Context struct {
+	// Layers holds, per layer, what the layer's cache saw while the
+	// context was prefilled (a kvcache.Recorder's trace): every token's
+	// keys and values, and the queries of every position (or of those in
+	// QPos).
+	Layers []*kvcache.Trace
+	// Extra holds, per layer, more reference queries, QHeads·HeadDim
+	// values each (from RepeatQueries or SelfQueries); nil for none.
+	Extra [][]float32
+}
+
+// validate checks that the layers agree and returns their shape and
+// token count.
+func (c Context) validate() (kvcache.Shape, int, error) {
+	if len(c.Layers) == 0 {
+		return kvcache.Shape{}, 0, fmt.Errorf("compact: a context of no layers")
+	}
+	if c.Extra != nil && len(c.Extra) != len(c.Layers) {
+		return kvcache.Shape{}, 0, fmt.Errorf("compact: extra queries for %d layers, the context has %d", len(c.Extra), len(c.Layers))
+	}
+	sh, n := c.Layers[0].Shape, c.Layers[0].Len()
+	if err := sh.Validate(); err != nil {
+		return sh, 0, err
+	}
+	for l, tr := range c.Layers {
+		if tr.Shape != sh || tr.Len() != n {
+			return sh, 0, fmt.Errorf("compact: layer %d holds %d tokens of shape %+v, layer 0 %d of %+v", l, tr.Len(), tr.Shape, n, sh)
+		}
+		kd, qd := sh.KVHeads*sh.HeadDim, sh.QHeads*sh.HeadDim
+		if len(tr.K)%kd != 0 || len(tr.V) != len(tr.K) || len(tr.Q)%qd != 0 {
+			return sh, 0, fmt.Errorf("compact: layer %d: %d keys, %d values, %d queries do not fit its shape", l, len(tr.K), len(tr.V), len(tr.Q))
+		}
+		if tr.QPos != nil && len(tr.QPos) != tr.Queries() {
+			return sh, 0, fmt.Errorf("compact: layer %d: %d query positions for %d queries", l, len(tr.QPos), tr.Queries())
+		}
+		if !(tr.Scale > 0) {
+			return sh, 0, fmt.Errorf("compact: layer %d: attention scale %g (no query recorded?)", l, tr.Scale)
+		}
+		if c.Extra != nil && len(c.Extra[l])%qd != 0 {
+			return sh, 0, fmt.Errorf("compact: layer %d: %d extra query values are not rows of %d", l, len(c.Extra[l]), qd)
+		}
+	}
+	return sh, n, nil
+}
+
+// Compacted is a context after compaction: per layer and KV head the
+// kept keys, their biases and values for the block before the window,
+// and the window's tokens as they were.
+type Compacted struct {
+	Shape kvcache.Shape
+	// Tokens is the context's length n; Window the tokens kept as they
+	// were (the last ones).
+	Tokens, Window int
+	// Heads holds the block's compaction, [layer][KV head].
+	Heads [][]Result
+	// WindowK and WindowV hold, per layer, the window's keys and values
+	// (Window tokens of KVHeads·HeadDim values, as Cache.Append takes).
+	WindowK, WindowV [][]float32
+	// Warnings lists the fits that fell back (see Result.Warnings).
+	Warnings []string
+}
+
+// Kept returns the tokens kept over all layers and KV heads, the window
+// included.
+func (c *Compacted) Kept() int {
+	k := 0
+	for _, layer := range c.Heads {
+		for _, h := range layer {
+			k += h.Len() + c.Window
+		}
+	}
+	return k
+}
+
+// Compact compacts a prefilled context as o says: per layer and KV head,
+// the tokens before the window are replaced by the method's kept (and,
+// for attention matching, fitted) ones; the window's tokens stay.
+func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
+	sh, n, err := c.validate()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := ParseMethod(string(o.Method)); err != nil {
+		return nil, err
+	}
+	if o.Window < 0 || o.Window >= n {
+		return nil, fmt.Errorf("compact: a context of %d tokens is not longer than the window of %d kept as is", n, o.Window)
+	}
+	block := n - o.Window
+	p, err := o.plan(c, sh, n)
+	if err != nil {
+		return nil, err
+	}
+	out := &Compacted{Shape: sh, Tokens: n, Window: o.Window, Heads: make([][]Result, len(c.Layers))}
+	kd := sh.KVHeads * sh.HeadDim
+	for l, tr := range c.Layers {
+		out.Heads[l] = make([]Result, sh.KVHeads)
+		out.WindowK = append(out.WindowK, append([]float32(nil), tr.K[block*kd:]...))
+		out.WindowV = append(out.WindowV, append([]float32(nil), tr.V[block*kd:]...))
+	}
+	type job struct{ l, h int }
+	jobs := make(chan job)
+	var mu sync.Mutex
+	var first error
+	workers := o.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	var wg sync.WaitGroup
+	for range min(workers, len(c.Layers)*sh.KVHeads) {
+		wg.Go(func() {
+			for j := range jobs {
+				var given []int
+				if p.index != nil {
+					given = p.index[j.l][j.h]
+				}
+				r, err := o.head(c, j.l, j.h, block, p.budgets[j.l][j.h], given)
+				mu.Lock()
+				if err != nil && first == nil {
+					first = fmt.Errorf("compact: layer %d head %d: %w", j.l, j.h, err)
+				}
+				out.Heads[j.l][j.h] = r
+				for _, w := range r.Warnings {
+					out.Warnings = append(out.Warnings, fmt.Sprintf("layer %d head %d: %s", j.l, j.h, w))
+				}
+				mu.Unlock()
+			}
+		})
+	}
+feed:
+	for l := range c.Layers {
+		for h := range sh.KVHeads {
+			if ctx.Err() != nil {
+				break feed
+			}
+			jobs <- job{l, h}
+		}
+	}
+	close(jobs)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if first != nil {
+		return nil, first
+	}
+	return out, nil
+}
+
+// perHead returns the tokens kept per KV head, the window included, that
+// o asks for in a context of n tokens.
+func (o Options) perHead(n int) (int, error) {
+	if o.Keep != 0 {
+		if o.Ratio != 0 {
+			return 0, fmt.Errorf("compact: give a ratio or a number of tokens to keep, not both")
+		}
+		if o.Keep < 1 || o.Keep > n {
+			return 0, fmt.Errorf("compact: a budget of %d tokens per head: want 1 to the context's %d", o.Keep, n)
+		}
+		return o.Keep, nil
+	}
+	if !(o.Ratio >= 1) || math.IsInf(o.Ratio, 0) {
+		return 0, fmt.Errorf("compact: ratio %g: want a finite ratio of at least 1 (context tokens per token kept)", o.Ratio)
+	}
+	return int(float64(n) / o.Ratio), nil
+}
+
+// head compacts one layer's KV head: the block's first block tokens into
+// t kept ones (those given, if not nil).
+func (o Options) head(c Context, l, h, block, t int, given []int) (Result, error) {
+	tr := c.Layers[l]
+	sh := tr.Shape
+	d := sh.HeadDim
+	b := Block{Dim: d, Keys: headRows(tr.K, sh.KVHeads, d, h, 0, block), Values: headRows(tr.V, sh.KVHeads, d, h, 0, block), Scale: tr.Scale}
+	evict := Fit{Keys: t, Select: Given, NoBias: true, DirectValues: true}
+	switch o.Method {
+	case AMHighest, AMOMPMethod:
+		f := AM(t)
+		if o.Method == AMOMPMethod {
+			f = AMOMP(t)
+		}
+		if o.Fit.Keys != 0 {
+			sel := f.Select
+			f = o.Fit
+			f.Keys, f.Select = t, sel
+		}
+		b.Queries = o.referenceQueries(c, l, h, true)
+		return CompactHead(b, f)
+	case KVzip:
+		evict.Index = given
+	case SnapKV, PyramidKV:
+		evict.Index = snapKV(tr, h, block, t)
+	case H2O:
+		evict.Index = h2o(tr, h, block, t)
+	case Streaming:
+		evict.Index = streaming(block, t)
+	case Truncate:
+		evict.Index = firstN(t)
+	}
+	// Eviction needs no reference queries; one row makes a valid block.
+	b.Queries = make([]float32, d)
+	return CompactHead(b, evict)
+}
+
+// headRows returns KV head h's rows of tokens [from, to) of x (tokens of
+// heads·d values).
+func headRows(x []float32, heads, d, h, from, to int) []float32 {
+	out := make([]float32, 0, (to-from)*d)
+	for p := from; p < to; p++ {
+		out = append(out, x[(p*heads+h)*d:(p*heads+h+1)*d]...)
+	}
+	return out
+}
+
+// referenceQueries returns the reference queries of layer l's KV head h:
+// the rows of the query heads of its group, from the context's own
+// queries (with own) and the extra ones, o.Queries of them (DefaultQueries
+// if 0) drawn at random without replacement where there are more.
+func (o Options) referenceQueries(c Context, l, h int, own bool) []float32 {
+	tr := c.Layers[l]
+	sh := tr.Shape
+	d, g := sh.HeadDim, sh.Group()
+	qd := sh.QHeads * d
+	var pool [][]float32 // rows of tokens of QHeads·d
+	if own {
+		pool = append(pool, tr.Q)
+	}
+	if c.Extra != nil {
+		pool = append(pool, c.Extra[l])
+	}
+	total := 0
+	for _, p := range pool {
+		total += len(p) / qd * g
+	}
+	want := o.Queries
+	if want <= 0 {
+		want = DefaultQueries
+	}
+	rows := make([]int, total)
+	for i := range rows {
+		rows[i] = i
+	}
+	if total > want {
+		r := rand.New(rand.NewPCG(o.Seed, uint64(l)<<32|uint64(h)))
+		for i := range want { // partial Fisher–Yates
+			j := i + r.IntN(total-i)
+			rows[i], rows[j] = rows[j], rows[i]
+		}
+		rows = rows[:want]
+	}
+	out := make([]float32, 0, len(rows)*d)
+	for _, row := range rows {
+		tok, j := row/g, row%g
+		for _, p := range pool {
+			if tok < len(p)/qd {
+				out = append(out, p[tok*qd+(h*g+j)*d:tok*qd+(h*g+j+1)*d]...)
+				break
+			}
+			tok -= len(p) / qd
+		}
+	}
+	return out
+}
