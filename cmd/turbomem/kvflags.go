@@ -2,17 +2,12 @@ package main
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
-	"io"
-	"io/fs"
 	"os"
 	"strings"
 
-	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/eval"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
@@ -29,15 +24,6 @@ type kvFlags struct {
 	calibChunks *int
 }
 
-// defaultCandidates are the formats --kv auto chooses among (f16 always
-// is one too): the turbo rates cover 2.5 to 4.1 bits, q8_0 the sensitive
-// parts, and kivi2, whose per-channel keys suit some layers' keys (the
-// reference model's plans take it for the middle layers' keys though it
-// loses as a whole-model format). polar, q4_0 and turbo3.5p lose to a
-// turbo format of fewer bits in that model's eval kv table, so they are
-// left out by default (--kv-candidates adds them).
-const defaultCandidates = "turbo2.5,kivi2,turbo3,turbo3.5,turbo4,q8_0"
-
 func addKVFlags(fs *flag.FlagSet) kvFlags {
 	names := strings.Join(kvcache.FormatNames(), ", ")
 	return kvFlags{
@@ -48,7 +34,7 @@ func addKVFlags(fs *flag.FlagSet) kvFlags {
 		bits:        fs.Float64("kv-bits", 0, "with --kv auto: average bits per coordinate to allocate over layers' keys and values"),
 		plan:        fs.String("kv-plan", "", "per-layer KV plan file (JSON): used if it exists, else written by --kv auto"),
 		calib:       fs.String("kv-calib", "", "with --kv auto: calibration text (default: the embedded held-out text)"),
-		candidates:  fs.String("kv-candidates", defaultCandidates, "with --kv auto: formats to choose among (f16 is always one)"),
+		candidates:  fs.String("kv-candidates", eval.DefaultKVCandidates, "with --kv auto: formats to choose among (f16 is always one)"),
 		calibCtx:    fs.Int("kv-calib-ctx", 1024, "with --kv auto: calibration window length in tokens"),
 		calibChunks: fs.Int("kv-calib-chunks", 4, "with --kv auto: calibration windows (taken from the end of the text)"),
 	}
@@ -163,13 +149,9 @@ func checkConfigs(m *model.Model, cs ...kvcache.Config) error {
 
 // parseFormats parses a comma-separated list of format names.
 func parseFormats(list string) ([]kvcache.Format, error) {
-	var fs []kvcache.Format
-	for _, name := range strings.Split(list, ",") {
-		f, err := kvcache.ParseFormat(strings.TrimSpace(name))
-		if err != nil {
-			return nil, usageError{err}
-		}
-		fs = append(fs, f)
+	fs, err := eval.ParseFormats(list)
+	if err != nil {
+		return nil, usageError{err}
 	}
 	return fs, nil
 }
@@ -188,181 +170,71 @@ func kvMemory(m *model.Model, c kvcache.Config, n int) (string, error) {
 	return fmt.Sprintf("KV cache %s at %d tokens: %s, %.0f B/token, %.2fx smaller than f16", c, n, humanBytes(b), float64(b)/float64(n), float64(f16)/float64(max(b, 1))), nil
 }
 
-// config checks the flags against the model before any work starts and
-// returns the cache configuration they name. With --kv auto it loads the
-// plan, or measures one (printing it to stderr) and saves it when
-// --kv-plan names a new file; measure false refuses to measure instead.
+// config returns the cache configuration the flags name, planned for the
+// model (eval.PlanKV) before any work starts: with --kv auto or
+// --kv-plan, the saved plan, or one measured on the calibration text
+// (progress on stderr) and saved when --kv-plan names a new file;
+// measure false refuses to measure instead.
 func (f kvFlags) config(e *env, l *loaded, modelPath string, measure bool) (kvcache.Config, error) {
-	if !f.auto() {
-		c, err := f.spec()
+	var c kvcache.Config
+	var err error
+	switch {
+	case *f.kv == "auto" && *f.bits != 0:
+		if c, err = kvcache.Auto(*f.bits, *f.window); err != nil {
+			return c, usageError{err}
+		}
+	case f.auto():
+		// A saved plan: its budget.
+		if c, err = withWindow(kvcache.Config{}, *f.window); err != nil {
+			return c, err
+		}
+	default:
+		if c, err = f.spec(); err != nil {
+			return c, err
+		}
+	}
+	o := eval.KVPlanOptions{File: *f.plan, NoMeasure: !measure, CalibCtx: *f.calibCtx, CalibChunks: *f.calibChunks,
+		Log: func(msg string) { fmt.Fprintln(e.stderr, msg) }}
+	var calib []int32
+	if f.auto() {
+		if o.Model, err = eval.ModelSHA256(modelPath); err != nil {
+			return c, err
+		}
+		if o.Candidates, err = parseFormats(*f.candidates); err != nil {
+			return c, err
+		}
+		text, err := readText(*f.calib)
 		if err != nil {
 			return c, err
 		}
-		return c, checkConfigs(l.m, c)
-	}
-	hash, err := modelSHA256(modelPath)
-	if err != nil {
-		return kvcache.Config{}, err
-	}
-	p, err := f.savedPlan(l.m, hash)
-	if err != nil {
-		return kvcache.Config{}, err
-	}
-	if p == nil {
-		if !measure {
-			return kvcache.Config{}, usageError{fmt.Errorf("--kv auto: no saved plan to read (--kv-plan FILE); make one with run or eval --kv auto --kv-bits B --kv-plan FILE")}
+		if l.tok != nil {
+			calib = l.tok.Encode(text, true)
 		}
-		if p, err = f.measurePlan(e, l, hash); err != nil {
-			return kvcache.Config{}, err
-		}
-		if *f.plan != "" {
-			if err := writePlan(*f.plan, p); err != nil {
-				return kvcache.Config{}, err
-			}
-			fmt.Fprintf(e.stderr, "KV plan saved to %s\n", *f.plan)
+		if isTerminal(e.stderr) {
+			o.Progress = func(done, total int) { fmt.Fprintf(e.stderr, "\r%d/%d", done, total) }
+			defer fmt.Fprintln(e.stderr)
 		}
 	}
-	fmt.Fprint(e.stderr, p.Describe())
-	return kvcache.Planned(p), nil
+	var bos int32
+	if l.tok != nil {
+		bos = l.tok.BOS()
+	}
+	c, err = eval.PlanKV(context.Background(), l.m, calib, bos, c, o)
+	if err != nil {
+		return c, kvError(err)
+	}
+	if p := c.Plan(); p != nil {
+		fmt.Fprint(e.stderr, p.Describe())
+	}
+	return c, nil
 }
 
-// savedPlan returns the --kv-plan file's plan checked against the model
-// (re-allocated from its measurements when --kv-bits asks for another
-// budget), or nil when there is no such file.
-func (f kvFlags) savedPlan(m *model.Model, hash string) (*kvcache.Plan, error) {
-	p, err := f.loadPlan()
-	if p == nil || err != nil {
-		return nil, err
+// kvError makes a KV request that cannot be met a usage error.
+func kvError(err error) error {
+	if errors.Is(err, eval.ErrKVRequest) {
+		return usageError{err}
 	}
-	if *f.bits != 0 && *f.bits != p.Budget {
-		// The plan holds its measurements: choose again for this budget.
-		q, err := kvcache.Allocate(p.Sensitivity, *f.bits, p.HeadDim)
-		if err != nil {
-			return nil, usageError{fmt.Errorf("--kv-plan %s: %w", *f.plan, err)}
-		}
-		q.Model, q.Window, q.Seed = p.Model, p.Window, p.Seed
-		p = q
-	}
-	if *f.window != 0 && *f.window != p.Window {
-		return nil, usageError{fmt.Errorf("--kv-window %d: the plan was measured with window %d", *f.window, p.Window)}
-	}
-	if err := p.Check(hash, m.Config.Layers, m.CacheShape()); err != nil {
-		return nil, usageError{fmt.Errorf("--kv-plan %s: %w", *f.plan, err)}
-	}
-	return p, nil
-}
-
-// loadPlan reads the --kv-plan file, or returns nil when there is none.
-func (f kvFlags) loadPlan() (*kvcache.Plan, error) {
-	if *f.plan == "" {
-		return nil, nil
-	}
-	r, err := os.Open(*f.plan)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	defer r.Close()
-	p, err := kvcache.ReadPlan(r)
-	if err != nil {
-		return nil, fmt.Errorf("--kv-plan %s: %w", *f.plan, err)
-	}
-	return p, nil
-}
-
-// measurePlan measures the sensitivity of every layer's keys and values
-// on the calibration text and allocates --kv-bits over them.
-func (f kvFlags) measurePlan(e *env, l *loaded, hash string) (*kvcache.Plan, error) {
-	cands, err := parseFormats(*f.candidates)
-	if err != nil {
-		return nil, err
-	}
-	text, err := readText(*f.calib)
-	if err != nil {
-		return nil, err
-	}
-	ctxLen := min(*f.calibCtx, l.m.Config.Context)
-	if err := checkCalibWindow(ctxLen, *f.window); err != nil {
-		return nil, err
-	}
-	ids := l.tok.Encode(text, true)
-	if need := ctxLen * *f.calibChunks; len(ids) > need {
-		ids = ids[len(ids)-need:] // the end: eval kv scores the start
-	}
-	s, err := measureSensitivity(e, l, ids, cands, eval.SensitivityOptions{Ctx: ctxLen, Window: *f.window})
-	if err != nil {
-		return nil, err
-	}
-	p, err := kvcache.Allocate(s, *f.bits, l.m.Config.HeadDim)
-	if err != nil {
-		return nil, usageError{err}
-	}
-	p.Model, p.Window = hash, *f.window
-	return p, nil
-}
-
-// checkCalibWindow refuses calibration windows whose scored second half
-// would lie inside the fp16 window: nothing measured would be compressed.
-func checkCalibWindow(ctxLen, window int) error {
-	w := window
-	if w == 0 {
-		w = kvcache.DefaultWindow
-	}
-	if ctxLen/2 <= 2*w {
-		return usageError{fmt.Errorf("calibration windows of %d tokens: the scored half must be over twice the fp16 window of %d tokens to measure compression; use a longer --kv-calib-ctx (or --ctx) or a shorter --kv-window", ctxLen, max(w, 0))}
-	}
-	return nil
-}
-
-// measureSensitivity runs eval.KVSensitivity with progress on stderr.
-func measureSensitivity(e *env, l *loaded, ids []int32, cands []kvcache.Format, o eval.SensitivityOptions) (kvcache.Sensitivity, error) {
-	chunks := len(ids) / o.Ctx
-	fmt.Fprintf(e.stderr, "measuring KV sensitivity: %d layers × keys/values × %d formats on %d windows of %d tokens\n", l.m.Config.Layers, len(cands), chunks, o.Ctx)
-	if isTerminal(e.stderr) {
-		o.Progress = func(done, total int) { fmt.Fprintf(e.stderr, "\r%d/%d", done, total) }
-		defer fmt.Fprintln(e.stderr)
-	}
-	return eval.KVSensitivity(context.Background(), l.m, ids, l.tok.BOS(), cands, o)
-}
-
-// writePlan writes p to path, through a temporary file so that a failed
-// write leaves no partial plan.
-func writePlan(path string, p *kvcache.Plan) error {
-	tmp := path + ".tmp"
-	w, err := os.Create(tmp)
-	if err != nil {
-		return err
-	}
-	if _, err := p.WriteTo(w); err != nil {
-		w.Close()
-		os.Remove(tmp)
-		return err
-	}
-	if err := w.Close(); err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-// modelSHA256 returns the hex SHA-256 of the model file at path, or of
-// the embedded model when path is empty.
-func modelSHA256(path string) (string, error) {
-	if path == "" {
-		return defaultmodel.SHA256, nil
-	}
-	r, err := os.Open(path)
-	if err != nil {
-		return "", err
-	}
-	defer r.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, r); err != nil {
-		return "", fmt.Errorf("hashing %s: %w", path, err)
-	}
-	return hex.EncodeToString(h.Sum(nil)), nil
+	return err
 }
 
 // openWithKV validates the KV flags, loads the model the generation flags

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/eval"
 	"github.com/turbomem/turbomem/kvcache"
 )
 
@@ -69,7 +70,7 @@ func TestKVAutoPlan(t *testing.T) {
 	}
 	p.Model = strings.Repeat("0", 64)
 	other := filepath.Join(t.TempDir(), "other.json")
-	if err := writePlan(other, p); err != nil {
+	if err := eval.SaveKVPlan(other, p); err != nil {
 		t.Fatal(err)
 	}
 	if code, _, errOut := runCmd("run", "hi", "--kv-plan", other); code != 2 || !strings.Contains(errOut, "another model") {

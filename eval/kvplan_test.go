@@ -1,0 +1,153 @@
+package eval
+
+import (
+	"context"
+	"errors"
+	"math"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/model"
+)
+
+// tinyPlanOptions measure on one 96-token window with a window of 8
+// fp16 tokens and two candidates: seconds on the embedded model.
+func tinyPlanOptions(t *testing.T, file string) KVPlanOptions {
+	cands, err := ParseFormats("turbo2.5,turbo3.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return KVPlanOptions{Model: defaultmodel.SHA256, File: file, Candidates: cands, CalibCtx: 96, CalibChunks: 1}
+}
+
+func autoConfig(t *testing.T, budget float64, window int) kvcache.Config {
+	c, err := kvcache.Auto(budget, window)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// TestPlanKV: a plan is measured once and saved with the model's hash,
+// read back without measuring, re-allocated for another budget from its
+// measurements, and refused for another model, another window, or where
+// measuring is not allowed; a fixed configuration passes through.
+func TestPlanKV(t *testing.T) {
+	m := loadDefault(t)
+	tok, err := model.LoadTokenizer(m.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	calib := tok.Encode(defaultmodel.HeldOut()[:4000], true)
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "plan.json")
+	o := tinyPlanOptions(t, file)
+	var logs []string
+	o.Log = func(msg string) { logs = append(logs, msg) }
+
+	c, err := PlanKV(ctx, m, calib, tok.BOS(), autoConfig(t, 3, 8), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := c.Plan()
+	if p == nil || p.Budget != 3 || p.Window != 8 || p.Model != defaultmodel.SHA256 || p.Bits() > 3 || !(p.Predicted > 0) {
+		t.Fatalf("measured %v", p)
+	}
+	if len(logs) != 2 || !strings.Contains(logs[0], "measuring KV sensitivity: 6 layers") || !strings.Contains(logs[1], "saved") {
+		t.Errorf("log %q", logs)
+	}
+	// Read back: the same plan, nothing measured (no calibration tokens
+	// given, no log line).
+	logs = nil
+	again, err := PlanKV(ctx, m, nil, tok.BOS(), autoConfig(t, 3, 0), o)
+	if err != nil || again.Plan() == nil || again.Plan().Describe() != p.Describe() || len(logs) != 0 {
+		t.Fatalf("read back: %v, %v, log %q", again, err, logs)
+	}
+	// A file alone: its budget.
+	alone, err := PlanKV(ctx, m, nil, tok.BOS(), kvcache.Config{}, o)
+	if err != nil || alone.String() != "auto:3" {
+		t.Errorf("plan file alone: %v, %v", alone, err)
+	}
+	// Another budget: allocated again from the saved measurements.
+	wide, err := PlanKV(ctx, m, nil, tok.BOS(), autoConfig(t, 16, 0), o)
+	if err != nil || wide.Plan().Bits() != 16 || wide.Plan().Predicted != 0 || len(logs) != 0 {
+		t.Errorf("budget 16: %v, %v", wide, err)
+	}
+	for _, tc := range []struct {
+		name string
+		c    kvcache.Config
+		o    KVPlanOptions
+		want string
+	}{
+		{"another model", autoConfig(t, 3, 0), KVPlanOptions{File: file, Model: strings.Repeat("0", 64)}, "another model"},
+		{"another window", autoConfig(t, 3, 16), KVPlanOptions{File: file, Model: defaultmodel.SHA256}, "measured with window 8"},
+		{"no measuring", autoConfig(t, 3, 0), KVPlanOptions{NoMeasure: true}, "no saved plan"},
+		{"no budget", kvcache.Config{}, KVPlanOptions{File: file + ".absent"}, "no budget"},
+		{"short windows", autoConfig(t, 3, 0), KVPlanOptions{CalibCtx: 200}, "twice the fp16 window"},
+		{"below the cheapest", autoConfig(t, 1, 8), tinyPlanOptions(t, ""), "below the smallest"},
+	} {
+		_, err := PlanKV(ctx, m, calib, tok.BOS(), tc.c, tc.o)
+		if !errors.Is(err, ErrKVRequest) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want ErrKVRequest ∋ %q", tc.name, err, tc.want)
+		}
+	}
+	// A damaged file is an error of the run, not of the request.
+	if err := os.WriteFile(file, []byte("{}"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := PlanKV(ctx, m, calib, tok.BOS(), autoConfig(t, 3, 0), o); err == nil || errors.Is(err, ErrKVRequest) {
+		t.Errorf("damaged plan: %v", err)
+	}
+	fixed, _ := kvcache.Parse("turbo3.5")
+	if c, err := PlanKV(ctx, m, nil, 0, fixed, KVPlanOptions{}); err != nil || c.String() != "turbo3.5" {
+		t.Errorf("fixed format: %v, %v", c, err)
+	}
+}
+
+// TestKVTable: the f16 row is its own reference, a fixed format's bytes
+// are BytesAt's, and an auto:B row is planned under its budget with a
+// predicted KL.
+func TestKVTable(t *testing.T) {
+	m := loadDefault(t)
+	tok, err := model.LoadTokenizer(m.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var configs []kvcache.Config
+	for _, name := range []string{"f16", "turbo4", "auto:3"} {
+		c, err := kvcache.Parse(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if c, err = c.WithWindow(8); err != nil {
+			t.Fatal(err)
+		}
+		configs = append(configs, c)
+	}
+	o := KVTableOptions{Ctx: 96, Chunks: 1, Plan: tinyPlanOptions(t, "")}
+	var planned int
+	o.Planned = func(*kvcache.Plan) { planned++ }
+	res, err := KVTable(context.Background(), m, tok, defaultmodel.HeldOut()[:4000], configs, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Rows) != 3 || res.Chunks != 1 || planned != 1 {
+		t.Fatalf("%d rows, %d chunks, %d plans", len(res.Rows), res.Chunks, planned)
+	}
+	f16, tq, auto := res.Rows[0], res.Rows[1], res.Rows[2]
+	// f16 against itself: KL is float32 rounding of stored log-probabilities.
+	if f16.KLMean > 1e-9 || f16.Top1 != 1 || f16.Ratio != 1 || f16.Bits != 16 || !math.IsNaN(f16.Needle) || !math.IsNaN(f16.Predicted) {
+		t.Errorf("f16 row %+v", f16)
+	}
+	want, _ := configs[1].BytesAt(96, m.Config.Layers, m.CacheShape())
+	if tq.Bits != 4.125 || tq.BytesPerToken != float64(want)/96 || !(tq.KLMean > 0) {
+		t.Errorf("turbo4 row %+v, want %d bytes", tq, want)
+	}
+	if auto.Format != "auto:3" || auto.Bits > 3 || !(auto.Predicted > 0) || !(auto.KLMean > 0) {
+		t.Errorf("auto:3 row %+v", auto)
+	}
+}
