@@ -8,8 +8,6 @@ package kvcache
 import (
 	"fmt"
 	"math"
-	"runtime"
-	"sync"
 )
 
 // Cache holds one sequence's keys and values for one layer, all KV heads.
@@ -48,23 +46,41 @@ func (s Shape) Validate() error {
 // Group returns the number of query heads that share one KV head.
 func (s Shape) Group() int { return s.QHeads / s.KVHeads }
 
-// softmaxGo replaces s by softmax(scale·s) (scale > 0), subtracting the
-// maximum first so that large scores cannot overflow: the pure-Go twin of
-// softmax's kernels.
+// softmax replaces s by softmax(scale·s) (scale > 0), subtracting the
+// maximum first so that large scores cannot overflow; SIMD kernels where
+// there are some.
+func softmax(s []float32, scale float32) {
+	m := maxOf(s)
+	scaleVec(s, 1/expSum(s, m, scale))
+}
+
+// softmaxGo is softmax with the pure-Go twins of its kernels.
 func softmaxGo(s []float32, scale float32) {
+	m := maxGo(s)
+	scaleGo(s, 1/expSumGo(s, m, scale))
+}
+
+func maxGo(s []float32) float32 {
 	m := float32(math.Inf(-1))
 	for _, v := range s {
 		m = max(m, v)
 	}
+	return m
+}
+
+func expSumGo(s []float32, m, scale float32) float32 {
 	var sum float32
 	for i, v := range s {
 		e := expNeg(scale * (v - m))
 		s[i] = e
 		sum += e
 	}
-	inv := 1 / sum
+	return sum
+}
+
+func scaleGo(s []float32, a float32) {
 	for i := range s {
-		s[i] *= inv
+		s[i] *= a
 	}
 }
 
@@ -87,30 +103,4 @@ func expNeg(x float32) float32 {
 	p = p*r + 5.0000001201e-1
 	e := p*r*r + r + 1
 	return e * math.Float32frombits(uint32(int32(n)+127)<<23)
-}
-
-// minParallelWork is the number of multiply-adds per head below which
-// heads run on the calling goroutine: spawning costs more than it saves.
-const minParallelWork = 1 << 15
-
-// parallelHeads calls f(h) for every head h in [0, heads), spread over up
-// to runtime.NumCPU() goroutines when each head has at least
-// minParallelWork of work.
-func parallelHeads(heads, workPerHead int, f func(h int)) {
-	workers := min(heads, runtime.NumCPU())
-	if workers <= 1 || workPerHead < minParallelWork {
-		for h := range heads {
-			f(h)
-		}
-		return
-	}
-	var wg sync.WaitGroup
-	for w := range workers {
-		wg.Go(func() {
-			for h := w; h < heads; h += workers {
-				f(h)
-			}
-		})
-	}
-	wg.Wait()
 }

@@ -53,8 +53,8 @@ type Compressed struct {
 	corr    quant.Correction
 	n, nc   int
 	heads   []*head
-	scores  []float32
 	scratch []float32 // f16 → f32 conversion when moving tokens
+	attention
 }
 
 // head is one KV head's state.
@@ -66,9 +66,6 @@ type head struct {
 	off    int
 	// outlier channels of split formats, nil until chosen or if unused
 	kOut, vOut []int
-	// Attend scratch
-	accs []float32
-	tmp  []float32
 }
 
 // turboCorrection is the scale the turbo formats store instead of ‖x‖
@@ -291,62 +288,57 @@ func toF32(dst []float32, src []uint16) {
 	}
 }
 
-// Attend computes attention of every query head over all tokens, on the
-// compressed keys and values and the fp16 window (see Compressed).
+// Attend computes attention of every query head over all tokens, on
+// the compressed keys and values and the fp16 window (see Compressed).
+// With a pool (SetPool), the KV heads and slices of the positions run on
+// its goroutines: each slice sums its compressed values in the
+// quantizer's basis and its window values in the original one, side by
+// side in one Partial (accLen + HeadDim values), and the merged sum is
+// brought back to the original basis once per query head.
 func (c *Compressed) Attend(out, q []float32, scale float32) {
 	d, g, n, nc := c.shape.HeadDim, c.shape.Group(), c.n, c.nc
 	if n == 0 {
 		clear(out[:c.shape.QHeads*d])
 		return
 	}
-	if cap(c.scores) < c.shape.QHeads*n {
-		c.scores = make([]float32, c.shape.QHeads*n, 2*c.shape.QHeads*n)
+	al := 0 // the compressed values' sum comes first
+	if nc > 0 {
+		al = c.heads[0].values.accLen()
 	}
-	scores := c.scores[:c.shape.QHeads*n]
-	parallelHeads(c.shape.KVHeads, n*g*d, func(hi int) {
+	c.run(c.shape, n, al+d, func(ws *workspace, hi, t0, t1 int, parts []Partial) {
 		h := c.heads[hi]
-		qs := make([][]float32, g)
-		sc := make([][]float32, g)
-		comp := make([][]float32, g)
+		mc := max(0, min(t1, nc)-t0) // compressed positions in the slice
+		ws.group(q, hi, g, d, t1-t0, mc, al, parts)
+		if mc > 0 {
+			h.keys.score(ws.cs, ws.qs, t0)
+		}
+		// the slice's window rows (fp16), if it reaches the window
+		w0, w1 := h.off+max(t0, nc)-nc, h.off+max(t1, nc)-nc
+		wk, wv := h.wk[w0*d:w1*d], h.wv[w0*d:w1*d]
 		for j := range g {
-			qs[j] = q[(hi*g+j)*d : (hi*g+j+1)*d]
-			sc[j] = scores[(hi*g+j)*n : (hi*g+j+1)*n]
-			comp[j] = sc[j][:nc]
-		}
-		if nc > 0 {
-			h.keys.score(comp, qs)
-		}
-		wk := h.wk[h.off*d : (h.off+n-nc)*d]
-		wv := h.wv[h.off*d : (h.off+n-nc)*d]
-		for j := range g {
-			s := sc[j]
-			if n > nc {
-				tensor.DotRowsF16(s[nc:], qs[j], wk)
+			if w1 > w0 {
+				tensor.DotRowsF16(ws.sc[j][mc:], ws.qs[j], wk)
 			}
-			softmax(s, scale)
+			parts[j].Weigh(ws.sc[j], scale)
 		}
-		for j := range g {
-			clear(out[(hi*g+j)*d : (hi*g+j+1)*d])
+		if mc > 0 {
+			h.values.accumulate(ws.accumulator(hi, len(c.heads), h.values), ws.ca, ws.cs, t0)
 		}
-		if nc > 0 {
-			al := h.values.accLen()
-			if len(h.accs) < g*al {
-				h.accs = make([]float32, g*al)
-			}
-			accs := make([][]float32, g)
+		if w1 > w0 {
 			for j := range g {
-				accs[j] = h.accs[j*al : (j+1)*al]
-				clear(accs[j])
-			}
-			h.values.accumulate(accs, comp)
-			for j := range g {
-				h.values.finish(out[(hi*g+j)*d:(hi*g+j+1)*d], accs[j])
+				tensor.WeightedSumF16(ws.accs[j][al:], ws.sc[j][mc:], wv)
 			}
 		}
-		if n > nc {
-			for j := range g {
-				tensor.WeightedSumF16(out[(hi*g+j)*d:(hi*g+j+1)*d], sc[j][nc:], wv)
-			}
+	}, func(hi, j int, p *Partial) {
+		o := out[(hi*g+j)*d : (hi*g+j+1)*d]
+		if al > 0 {
+			c.heads[hi].values.finish(o, p.Acc[:al])
+			tensor.AxpyF32(o, 1, p.Acc[al:])
+		} else {
+			copy(o, p.Acc[al:])
+		}
+		if p.Sum > 0 {
+			scaleVec(o, 1/p.Sum)
 		}
 	})
 }

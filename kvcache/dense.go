@@ -11,10 +11,10 @@ import (
 // uncompressed element type.
 type rows interface {
 	appendRow(x []float32)
-	// scores sets dst[t] = <q, row t> for the first len(dst) rows.
-	scores(dst, q []float32)
-	// weightedSum adds Σ_t w[t]·(row t) to acc for the first len(w) rows.
-	weightedSum(acc, w []float32)
+	// scores sets dst[i] = <q, row t0+i> for i < len(dst).
+	scores(dst, q []float32, t0 int)
+	// weightedSum adds Σ_i w[i]·(row t0+i) to acc for i < len(w).
+	weightedSum(acc, w []float32, t0 int)
 	bytesPerElem() int
 }
 
@@ -27,7 +27,7 @@ type Dense struct {
 	values []rows
 	elem   int
 	name   string
-	scores []float32 // scratch: Group() rows of n scores
+	attention
 }
 
 // NewF32 returns a cache that stores keys and values as float32.
@@ -82,26 +82,24 @@ func (c *Dense) Append(k, v []float32) error {
 
 // Attend computes attention of every query head over all tokens. Each
 // KV head's keys and values are read once for all query heads of its
-// group; KV heads run on parallel goroutines when the work is large.
+// group; with a pool (SetPool), the heads and slices of the positions run
+// on its goroutines and merge (Partial).
 func (c *Dense) Attend(out, q []float32, scale float32) {
-	d, g, n := c.shape.HeadDim, c.shape.Group(), c.n
+	d, n := c.shape.HeadDim, c.n
 	if n == 0 {
 		clear(out[:c.shape.QHeads*d])
 		return
 	}
-	if cap(c.scores) < c.shape.QHeads*n {
-		c.scores = make([]float32, c.shape.QHeads*n, 2*c.shape.QHeads*n)
-	}
-	parallelHeads(c.shape.KVHeads, n*g*d, func(h int) {
+	g := c.shape.Group()
+	c.run(c.shape, n, d, func(ws *workspace, hi, t0, t1 int, parts []Partial) {
+		ws.group(q, hi, g, d, t1-t0, 0, 0, parts)
 		for j := range g {
-			qj := q[(h*g+j)*d : (h*g+j+1)*d]
-			sc := c.scores[(h*g+j)*n : (h*g+j+1)*n]
-			c.keys[h].scores(sc, qj)
-			softmax(sc, scale)
-			oj := out[(h*g+j)*d : (h*g+j+1)*d]
-			clear(oj)
-			c.values[h].weightedSum(oj, sc)
+			c.keys[hi].scores(ws.sc[j], ws.qs[j], t0)
+			parts[j].Weigh(ws.sc[j], scale)
+			c.values[hi].weightedSum(ws.accs[j], ws.sc[j], t0)
 		}
+	}, func(hi, j int, p *Partial) {
+		p.Result(out[(hi*g+j)*d : (hi*g+j+1)*d])
 	})
 }
 
@@ -110,10 +108,14 @@ type f32Rows struct {
 	data []float32
 }
 
-func (r *f32Rows) appendRow(x []float32)        { r.data = append(r.data, x...) }
-func (r *f32Rows) bytesPerElem() int            { return 4 }
-func (r *f32Rows) scores(dst, q []float32)      { tensor.DotRowsF32(dst, q, r.data) }
-func (r *f32Rows) weightedSum(acc, w []float32) { tensor.WeightedSumF32(acc, w, r.data) }
+func (r *f32Rows) appendRow(x []float32) { r.data = append(r.data, x...) }
+func (r *f32Rows) bytesPerElem() int     { return 4 }
+func (r *f32Rows) scores(dst, q []float32, t0 int) {
+	tensor.DotRowsF32(dst, q, r.data[t0*r.d:])
+}
+func (r *f32Rows) weightedSum(acc, w []float32, t0 int) {
+	tensor.WeightedSumF32(acc, w, r.data[t0*r.d:])
+}
 
 // f16Rows holds IEEE fp16 bit patterns.
 type f16Rows struct {
@@ -126,6 +128,10 @@ func (r *f16Rows) appendRow(x []float32) {
 		r.data = append(r.data, uint16(half.F32ToF16(v)))
 	}
 }
-func (r *f16Rows) bytesPerElem() int            { return 2 }
-func (r *f16Rows) scores(dst, q []float32)      { tensor.DotRowsF16(dst, q, r.data) }
-func (r *f16Rows) weightedSum(acc, w []float32) { tensor.WeightedSumF16(acc, w, r.data) }
+func (r *f16Rows) bytesPerElem() int { return 2 }
+func (r *f16Rows) scores(dst, q []float32, t0 int) {
+	tensor.DotRowsF16(dst, q, r.data[t0*r.d:])
+}
+func (r *f16Rows) weightedSum(acc, w []float32, t0 int) {
+	tensor.WeightedSumF16(acc, w, r.data[t0*r.d:])
+}

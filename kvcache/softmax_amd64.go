@@ -35,28 +35,36 @@ var expConsts = func() (c [13][8]float32) {
 	return c
 }()
 
-// softmax replaces s by softmax(scale·s) (scale > 0), subtracting the
-// maximum first so that large scores cannot overflow: AVX2 kernels on
-// the multiple of 8, the Go twin's loops on the rest.
-func softmax(s []float32, scale float32) {
+// maxOf returns the largest element of s (len ≥ 1).
+func maxOf(s []float32) float32 {
 	n8 := len(s) &^ 7
 	if !hasAVX2 || n8 == 0 {
-		softmaxGo(s, scale)
-		return
+		return maxGo(s)
 	}
 	m := maxAVX2(&s[0], n8)
 	for _, v := range s[n8:] {
 		m = max(m, v)
 	}
-	sum := expSumAVX2(&s[0], n8, m, scale, &expConsts)
-	for i, v := range s[n8:] {
-		e := expNeg(scale * (v - m))
-		s[n8+i] = e
-		sum += e
+	return m
+}
+
+// expSum replaces each s[i] by e^(scale·(s[i] − m)) (s[i] ≤ m) and
+// returns their sum.
+func expSum(s []float32, m, scale float32) float32 {
+	n8 := len(s) &^ 7
+	if !hasAVX2 || n8 == 0 {
+		return expSumGo(s, m, scale)
 	}
-	inv := 1 / sum
-	scaleAVX2(&s[0], n8, inv)
-	for i := n8; i < len(s); i++ {
-		s[i] *= inv
+	return expSumAVX2(&s[0], n8, m, scale, &expConsts) + expSumGo(s[n8:], m, scale)
+}
+
+// scaleVec multiplies s by a.
+func scaleVec(s []float32, a float32) {
+	n8 := len(s) &^ 7
+	if !hasAVX2 || n8 == 0 {
+		scaleGo(s, a)
+		return
 	}
+	scaleAVX2(&s[0], n8, a)
+	scaleGo(s[n8:], a)
 }

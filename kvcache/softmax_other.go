@@ -2,4 +2,6 @@
 
 package kvcache
 
-func softmax(s []float32, scale float32) { softmaxGo(s, scale) }
+func maxOf(s []float32) float32                    { return maxGo(s) }
+func expSum(s []float32, m, scale float32) float32 { return expSumGo(s, m, scale) }
+func scaleVec(s []float32, a float32)              { scaleGo(s, a) }

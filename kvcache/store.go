@@ -16,9 +16,10 @@ import (
 type keyStore interface {
 	// add encodes the tokens of xs (a multiple of d values).
 	add(xs []float32) error
-	// score sets dst[j][t] = <qs[j], k_t> for every stored token t and
-	// query j; the queries of a group share each pass over the keys.
-	score(dst, qs [][]float32)
+	// score sets dst[j][i] = <qs[j], k_{t0+i}> for i < len(dst[0]) and
+	// every query j; the queries of a group share each pass over the
+	// keys. t0 is a multiple of 32 (a KIVI key block).
+	score(dst, qs [][]float32, t0 int)
 	bytes() int
 }
 
@@ -26,8 +27,12 @@ type keyStore interface {
 type valueStore interface {
 	add(xs []float32) error
 	accLen() int
-	// accumulate adds Σ_t ws[j][t]·v_t (internal basis) to accs[j].
-	accumulate(accs, ws [][]float32)
+	// newAccumulator returns the scratch that accumulate needs (nil if
+	// none); each goroutine uses its own.
+	newAccumulator() quant.Accumulator
+	// accumulate adds Σ_i ws[j][i]·v_{t0+i} (internal basis) to accs[j],
+	// with a from newAccumulator.
+	accumulate(a quant.Accumulator, accs, ws [][]float32, t0 int)
 	// finish writes an internal-basis sum to dst in the original basis.
 	finish(dst, acc []float32)
 	bytes() int
@@ -69,13 +74,14 @@ func (s *codeKeys) bytes() int { return len(s.codes) }
 // queries at once (the turbo formats and QJL: four query heads per pass
 // over the codes), else each query's own scorer over chunks of
 // codes that stay in cache for the whole group.
-func (s *codeKeys) score(dst, qs [][]float32) {
+func (s *codeKeys) score(dst, qs [][]float32, t0 int) {
+	codes := s.codes[t0*s.q.Bytes():]
 	if len(qs) >= 4 && s.turbo() {
 		g, err := quant.PrepareGroup(s.q, qs)
 		if err != nil {
 			panic(err) // lengths are the cache's own: a failure is a bug
 		}
-		g.Score(dst, s.codes)
+		g.Score(dst, codes)
 		return
 	}
 	n := len(dst[0])
@@ -91,7 +97,7 @@ func (s *codeKeys) score(dst, qs [][]float32) {
 	for t := 0; t < n; t += scoreChunk {
 		m := min(scoreChunk, n-t)
 		for j, sc := range scorers {
-			sc.Score(dst[j][t:t+m], s.codes[t*b:(t+m)*b])
+			sc.Score(dst[j][t:t+m], codes[t*b:(t+m)*b])
 		}
 	}
 }
@@ -119,12 +125,12 @@ type groupKeys struct {
 func (s *groupKeys) add(xs []float32) error { return appendCodes(s.q, &s.codes, xs) }
 func (s *groupKeys) bytes() int             { return len(s.codes) }
 
-func (s *groupKeys) score(dst, qs [][]float32) {
+func (s *groupKeys) score(dst, qs [][]float32, t0 int) {
 	g, err := quant.PrepareGroup(s.q, qs)
 	if err != nil {
 		panic(err) // lengths are the cache's own: a failure is a bug
 	}
-	g.Score(dst, s.codes)
+	g.Score(dst, s.codes[t0*s.q.Bytes():])
 }
 
 // blockKeys holds q8_0 or q4_0 keys. Scoring dequantizes a chunk of
@@ -144,12 +150,13 @@ const blockChunk = 64
 func (s *blockKeys) add(xs []float32) error { return appendCodes(s.q, &s.codes, xs) }
 func (s *blockKeys) bytes() int             { return len(s.codes) }
 
-func (s *blockKeys) score(dst, qs [][]float32) {
+func (s *blockKeys) score(dst, qs [][]float32, t0 int) {
 	n, d, b := len(dst[0]), s.q.Dim(), s.q.Bytes()
+	codes := s.codes[t0*b:]
 	rows := make([]float32, blockChunk*d)
 	for t := 0; t < n; t += blockChunk {
 		m := min(blockChunk, n-t)
-		if err := tensor.Dequantize(s.typ, rows[:m*d], s.codes[t*b:(t+m)*b]); err != nil {
+		if err := tensor.Dequantize(s.typ, rows[:m*d], codes[t*b:(t+m)*b]); err != nil {
 			panic(err) // sizes are the cache's own
 		}
 		for j, q := range qs {
@@ -169,12 +176,13 @@ func (s *f16Keys) add(xs []float32) error { appendF16(&s.rows, xs); return nil }
 
 func (s *f16Keys) bytes() int { return 2 * len(s.rows) }
 
-func (s *f16Keys) score(dst, qs [][]float32) {
+func (s *f16Keys) score(dst, qs [][]float32, t0 int) {
 	n := len(dst[0])
+	rows := s.rows[t0*s.d:]
 	for t := 0; t < n; t += scoreChunk {
 		m := min(scoreChunk, n-t)
 		for j, q := range qs {
-			tensor.DotRowsF16(dst[j][t:t+m], q, s.rows[t*s.d:(t+m)*s.d])
+			tensor.DotRowsF16(dst[j][t:t+m], q, rows[t*s.d:(t+m)*s.d])
 		}
 	}
 }
@@ -188,12 +196,13 @@ type f32Keys struct {
 func (s *f32Keys) add(xs []float32) error { s.rows = append(s.rows, xs...); return nil }
 func (s *f32Keys) bytes() int             { return 4 * len(s.rows) }
 
-func (s *f32Keys) score(dst, qs [][]float32) {
+func (s *f32Keys) score(dst, qs [][]float32, t0 int) {
 	n := len(dst[0])
+	rows := s.rows[t0*s.d:]
 	for t := 0; t < n; t += scoreChunk {
 		m := min(scoreChunk, n-t)
 		for j, q := range qs {
-			tensor.DotRowsF32(dst[j][t:t+m], q, s.rows[t*s.d:(t+m)*s.d])
+			tensor.DotRowsF32(dst[j][t:t+m], q, rows[t*s.d:(t+m)*s.d])
 		}
 	}
 }
@@ -226,8 +235,11 @@ func (s *kiviKeys) add(xs []float32) error {
 func (s *kiviKeys) bytes() int { return len(s.blocks) }
 
 // score scores the blocks for the whole group of queries at once
-// (quant.KIVI.ScoreChannels: each block's indices expanded once).
-func (s *kiviKeys) score(dst, qs [][]float32) { s.k.ScoreChannels(dst, qs, s.blocks, kiviBlock) }
+// (quant.KIVI.ScoreChannels: each block's indices expanded once), from
+// block t0/kiviBlock on.
+func (s *kiviKeys) score(dst, qs [][]float32, t0 int) {
+	s.k.ScoreChannels(dst, qs, s.blocks[t0/kiviBlock*s.k.ChannelBytes(kiviBlock):], kiviBlock)
+}
 
 // codeValues holds values as quantizer codes, summed by a quant
 // Accumulator (in the rotated basis for the rotation-based formats).
@@ -242,9 +254,11 @@ func (s *codeValues) add(xs []float32) error { return appendCodes(s.q, &s.codes,
 func (s *codeValues) bytes() int  { return len(s.codes) }
 func (s *codeValues) accLen() int { return s.acc.AccLen() }
 
-func (s *codeValues) accumulate(accs, ws [][]float32) {
+func (s *codeValues) newAccumulator() quant.Accumulator { return quant.NewAccumulator(s.q) }
+
+func (s *codeValues) accumulate(a quant.Accumulator, accs, ws [][]float32, t0 int) {
 	if len(ws[0]) > 0 {
-		s.acc.Accumulate(accs, ws, s.codes)
+		a.Accumulate(accs, ws, s.codes[t0*s.q.Bytes():])
 	}
 }
 
@@ -263,10 +277,12 @@ func (s *f16Values) finish(dst, acc []float32) {
 	copy(dst, acc[:s.d])
 }
 
-func (s *f16Values) accumulate(accs, ws [][]float32) {
+func (s *f16Values) newAccumulator() quant.Accumulator { return nil }
+
+func (s *f16Values) accumulate(_ quant.Accumulator, accs, ws [][]float32, t0 int) {
 	if n := len(ws[0]); n > 0 {
 		for j, acc := range accs {
-			tensor.WeightedSumF16(acc, ws[j], s.rows[:n*s.d])
+			tensor.WeightedSumF16(acc, ws[j], s.rows[t0*s.d:(t0+n)*s.d])
 		}
 	}
 }
@@ -284,10 +300,12 @@ func (s *f32Values) finish(dst, acc []float32) {
 	copy(dst, acc[:s.d])
 }
 
-func (s *f32Values) accumulate(accs, ws [][]float32) {
+func (s *f32Values) newAccumulator() quant.Accumulator { return nil }
+
+func (s *f32Values) accumulate(_ quant.Accumulator, accs, ws [][]float32, t0 int) {
 	if n := len(ws[0]); n > 0 {
 		for j, acc := range accs {
-			tensor.WeightedSumF32(acc, ws[j], s.rows[:n*s.d])
+			tensor.WeightedSumF32(acc, ws[j], s.rows[t0*s.d:(t0+n)*s.d])
 		}
 	}
 }

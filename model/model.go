@@ -18,13 +18,13 @@ type Model struct {
 	file    *gguf.File
 	owned   bool      // Close closes file
 	invFreq []float64 // RoPE inverse frequencies per rotated pair
-	opts    tensor.Options
+	pool    *tensor.Pool
 }
 
 // Options configures how a model runs.
 type Options struct {
-	// Threads is the number of goroutines for matrix products; 0 means
-	// all CPUs.
+	// Threads is the number of goroutines that share matrix products and
+	// attention; 0 means all CPUs.
 	Threads int
 	// FirstUse, if set, is called once for each tensor the model reads,
 	// with its name and bytes, before their first use: vectors as they
@@ -62,7 +62,7 @@ func New(f *gguf.File, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{Config: c, w: w, file: f, opts: tensor.Options{Workers: o.Threads}}
+	m := &Model{Config: c, w: w, file: f, pool: tensor.NewPool(o.Threads)}
 	m.invFreq = make([]float64, c.RopeDim/2)
 	for i := range m.invFreq {
 		// θᵢ = base^(−2i/d); Llama-3 files divide it by rope_freqs[i].
@@ -80,8 +80,13 @@ func (m *Model) File() *gguf.File { return m.file }
 // WeightBytes returns the bytes of all weight tensors.
 func (m *Model) WeightBytes() int64 { return m.w.bytes }
 
-// Close releases the file if the model opened it.
+// Threads returns the number of goroutines that share the work of a step.
+func (m *Model) Threads() int { return m.pool.Threads() }
+
+// Close stops the model's worker goroutines and releases the file if the
+// model opened it.
 func (m *Model) Close() error {
+	m.pool.Close()
 	if m.owned {
 		return m.file.Close()
 	}

@@ -25,6 +25,8 @@ type Session struct {
 
 	// scratch, grown to the largest batch seen
 	x, h, q, k, v, att, o, g, u []float32
+	mm                          tensor.Scratch   // quantized activations
+	prods                       []tensor.Product // of one matmuls call
 }
 
 // NewSession starts an empty sequence whose layers keep their keys and
@@ -46,6 +48,7 @@ func (m *Model) NewSession(kv kvcache.Maker, maxTokens int) (*Session, error) {
 		if err != nil {
 			return nil, fmt.Errorf("model: cache of layer %d: %w", i, err)
 		}
+		kvcache.UsePool(c, m.pool)
 		s.caches = append(s.caches, c)
 	}
 	return s, nil
@@ -70,6 +73,9 @@ func (m *Model) Resume(caches []kvcache.Cache, pos, maxTokens int) (*Session, er
 		if c == nil {
 			return nil, fmt.Errorf("model: resuming without a cache for layer %d", i)
 		}
+	}
+	for _, c := range caches {
+		kvcache.UsePool(c, m.pool)
 	}
 	return &Session{m: m, limit: limit, pos: pos, caches: append([]kvcache.Cache(nil), caches...)}, nil
 }
@@ -255,7 +261,7 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32) ([]f
 		}
 		rmsNorm(s.h, s.x, ly.attnNorm, c.RMSEps, n)
 		s.observed(s.h[:n*c.Hidden], ly.q, ly.k, ly.v)
-		if err := m.matmuls(s.h, n, product{s.q, ly.q}, product{s.k, ly.k}, product{s.v, ly.v}); err != nil {
+		if err := s.matmuls(s.h, n, product{s.q, ly.q}, product{s.k, ly.k}, product{s.v, ly.v}); err != nil {
 			return nil, err
 		}
 		addBias(s.q, ly.qBias, n)
@@ -272,18 +278,18 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32) ([]f
 			cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
 		}
 		s.observed(s.att[:n*qd], ly.o)
-		if err := m.matmul(s.o, ly.o, s.att, n); err != nil {
+		if err := s.matmul(s.o, ly.o, s.att, n); err != nil {
 			return nil, err
 		}
 		add(s.x, s.o)
 		rmsNorm(s.h, s.x, ly.ffnNorm, c.RMSEps, n)
 		s.observed(s.h[:n*c.Hidden], ly.gate, ly.up)
-		if err := m.matmuls(s.h, n, product{s.g, ly.gate}, product{s.u, ly.up}); err != nil {
+		if err := s.matmuls(s.h, n, product{s.g, ly.gate}, product{s.u, ly.up}); err != nil {
 			return nil, err
 		}
 		swiglu(s.g, s.u)
 		s.observed(s.g[:n*c.FFN], ly.down)
-		if err := m.matmul(s.o, ly.down, s.g, n); err != nil {
+		if err := s.matmul(s.o, ly.down, s.g, n); err != nil {
 			return nil, err
 		}
 		add(s.x, s.o)
@@ -303,7 +309,7 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32) ([]f
 	if logits == nil {
 		logits = make([]float32, rows*c.Vocab)
 	}
-	if err := m.matmul(logits, m.w.output, s.h, rows); err != nil {
+	if err := s.matmul(logits, m.w.output, s.h, rows); err != nil {
 		return nil, err
 	}
 	return logits, nil
@@ -317,8 +323,8 @@ type product struct {
 
 // matmuls computes several products of the same input x (n rows, the
 // matrices' shared column count) in one parallel region.
-func (m *Model) matmuls(x []float32, n int, prods ...product) error {
-	ps := make([]tensor.Product, 0, len(prods))
+func (s *Session) matmuls(x []float32, n int, prods ...product) error {
+	ps := s.prods[:0]
 	cols := prods[0].w.cols
 	for _, p := range prods {
 		if err := p.w.use(); err != nil {
@@ -326,17 +332,21 @@ func (m *Model) matmuls(x []float32, n int, prods ...product) error {
 		}
 		ps = append(ps, tensor.Product{Out: p.out[:n*p.w.rows], W: p.w.data, Type: p.w.typ, Rows: p.w.rows})
 	}
-	if err := tensor.MatMulShared(ps, cols, x[:n*cols], n, m.opts); err != nil {
+	s.prods = ps
+	if err := tensor.MatMulShared(ps, cols, x[:n*cols], n, s.opts()); err != nil {
 		return fmt.Errorf("model: layer products: %w", err)
 	}
 	return nil
 }
 
-func (m *Model) matmul(out []float32, w *matrix, x []float32, n int) error {
+// opts returns the options of the session's matrix products.
+func (s *Session) opts() tensor.Options { return tensor.Options{Pool: s.m.pool, Scratch: &s.mm} }
+
+func (s *Session) matmul(out []float32, w *matrix, x []float32, n int) error {
 	if err := w.use(); err != nil {
 		return err
 	}
-	if err := tensor.MatMul(out[:n*w.rows], w.data, w.typ, w.rows, w.cols, x[:n*w.cols], n, m.opts); err != nil {
+	if err := tensor.MatMul(out[:n*w.rows], w.data, w.typ, w.rows, w.cols, x[:n*w.cols], n, s.opts()); err != nil {
 		return fmt.Errorf("model: %s: %w", w.name, err)
 	}
 	return nil

@@ -14,6 +14,7 @@ const (
 	actQ8_0
 	actQ8_1 // actQ8_0 plus per-block sums, for the formats with a min
 	actQ8_K
+	numActKinds
 )
 
 // activation is one input vector in the form a weight type's dot kernel

@@ -1,21 +1,46 @@
 package tensor
 
-import (
-	"fmt"
-	"runtime"
-	"sync"
-)
+import "fmt"
 
 // Options configures MatVec and MatMul.
 type Options struct {
-	// Workers is the number of goroutines that share the rows; 0 means
-	// runtime.NumCPU(). Small matrices use fewer, so that each has at
-	// least minWorkBytes of weights to read.
-	Workers int
+	// Pool runs the rows on its goroutines; nil runs them all on the
+	// caller.
+	Pool *Pool
+	// Scratch, if set, keeps the quantized activations from call to call,
+	// so that a decode step allocates nothing; one Scratch must not serve
+	// two calls at once.
+	Scratch *Scratch
 }
 
-// minWorkBytes is the least weight data worth a goroutine of its own.
-const minWorkBytes = 64 << 10
+// Scratch holds MatMul's working buffers between calls (Options.Scratch).
+// The zero value is ready to use.
+type Scratch struct {
+	acts  [numActKinds][]*activation
+	cols  [numActKinds]int
+	preps []prepared
+}
+
+// acts returns n activations of kind k for vectors of cols elements,
+// reusing the buffers of earlier calls.
+func (s *Scratch) activations(k actKind, cols, n int) []*activation {
+	if s.cols[k] != cols {
+		s.acts[k], s.cols[k] = nil, cols
+	}
+	for len(s.acts[k]) < n {
+		s.acts[k] = append(s.acts[k], newActivation(k, cols))
+	}
+	return s.acts[k][:n]
+}
+
+// minTaskBytes is the least weight data (times the number of vectors)
+// worth a task of its own: a task costs a fraction of a microsecond to
+// hand out, about what 16 KiB of weights take to stream.
+const minTaskBytes = 16 << 10
+
+// tasksPerThread splits the rows finer than one share per thread, so that
+// a thread slowed by other work on the machine does not hold up the rest.
+const tasksPerThread = 4
 
 // rowKernel describes how MatVec runs one weight type: the activation form
 // it needs and the dot product of one weight row with it.
@@ -65,7 +90,8 @@ func MatVec(out []float32, w []byte, t DType, rows, cols int, x []float32, opts 
 // row is read once for all n vectors, which is what makes prefill faster
 // than n calls to MatVec.
 func MatMul(out []float32, w []byte, t DType, rows, cols int, x []float32, n int, opts Options) error {
-	return matMulShared([]Product{{Out: out, W: w, Type: t, Rows: rows}}, cols, x, n, opts, minWorkBytes)
+	ps := [1]Product{{Out: out, W: w, Type: t, Rows: rows}}
+	return matMulShared(ps[:], cols, x, n, opts, minTaskBytes)
 }
 
 // Product is one matrix of a MatMulShared call: Out (n·Rows values, as
@@ -84,26 +110,32 @@ type Product struct {
 // goroutines: the Q, K and V projections of a layer, or its gate and up
 // projections, cost one parallel region instead of three or two.
 func MatMulShared(ps []Product, cols int, x []float32, n int, opts Options) error {
-	return matMulShared(ps, cols, x, n, opts, minWorkBytes)
+	return matMulShared(ps, cols, x, n, opts, minTaskBytes)
 }
 
-// matMulShared is MatMulShared with the per-goroutine minimum of weight
+// prepared is one Product ready to run: its kernel, row size, activations
+// and first row in the numbering of all the call's rows.
+type prepared struct {
+	k       rowKernel
+	rowByte int
+	acts    []*activation
+	start   int
+}
+
+// matMulShared is MatMulShared with the per-task minimum of weight
 // bytes as a parameter, so tests can spread small matrices over several
 // goroutines.
 func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minBytes int) error {
 	if cols < 0 || n < 0 {
 		return fmt.Errorf("tensor: MatMul: negative shape: %d columns, n=%d", cols, n)
 	}
-	type prepared struct {
-		k       rowKernel
-		rowByte int
-		acts    []*activation
-		start   int // first global row
+	scr := opts.Scratch
+	if scr == nil {
+		scr = &Scratch{}
 	}
-	preps := make([]prepared, len(ps))
-	actsByKind := map[actKind][]*activation{}
+	preps := scr.preps[:0]
 	totalRows, totalBytes := 0, 0
-	for i, p := range ps {
+	for _, p := range ps {
 		t, rows := p.Type, p.Rows
 		k, ok := rowKernels[t]
 		if !ok {
@@ -122,70 +154,59 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 		if len(p.Out) != n*rows {
 			return fmt.Errorf("tensor: MatMul %s: out has %d elements, want %d×%d", t, len(p.Out), n, rows)
 		}
-		preps[i] = prepared{k: k, rowByte: int(rowBytes), start: totalRows}
+		preps = append(preps, prepared{k: k, rowByte: int(rowBytes), start: totalRows})
 		totalRows += rows
 		totalBytes += len(p.W)
 	}
+	scr.preps = preps
 	if len(x) != n*cols {
 		return fmt.Errorf("tensor: MatMul: x has %d elements, want %d×%d", len(x), n, cols)
-	}
-	for i := range preps {
-		k := preps[i].k
-		acts, ok := actsByKind[k.act]
-		if !ok {
-			acts = make([]*activation, n)
-			for v := range acts {
-				acts[v] = newActivation(k.act, cols)
-				acts[v].set(k.act, x[v*cols:(v+1)*cols])
-			}
-			actsByKind[k.act] = acts
-		}
-		preps[i].acts = acts
 	}
 	if totalRows == 0 || n == 0 {
 		return nil
 	}
-	// run computes global rows [r0, r1), which may span several products.
-	run := func(r0, r1 int) {
-		for i := range ps {
-			pp := &preps[i]
-			lo, hi := max(r0, pp.start), min(r1, pp.start+ps[i].Rows)
-			rows := ps[i].Rows
-			for r := lo; r < hi; r++ {
-				lr := r - pp.start
-				row := ps[i].W[lr*pp.rowByte : (lr+1)*pp.rowByte]
-				v := 0
-				if pp.k.dot4 != nil {
-					var four [4]float32
-					for ; v+4 <= len(pp.acts); v += 4 {
-						pp.k.dot4(row, (*[4]*activation)(pp.acts[v:v+4]), &four)
-						for k, f := range four {
-							ps[i].Out[(v+k)*rows+lr] = f
-						}
+	// Quantize x once per activation form the products need.
+	var made [numActKinds]bool
+	for i := range preps {
+		k := preps[i].k.act
+		preps[i].acts = scr.activations(k, cols, n)
+		if !made[k] {
+			for v, a := range preps[i].acts {
+				a.set(k, x[v*cols:(v+1)*cols])
+			}
+			made[k] = true
+		}
+	}
+	tasks := min(totalRows, opts.Pool.Threads()*tasksPerThread, max(1, totalBytes*n/minBytes))
+	opts.Pool.Run(tasks, func(task, _ int) {
+		rowRange(ps, preps, totalRows*task/tasks, totalRows*(task+1)/tasks)
+	})
+	return nil
+}
+
+// rowRange computes the rows [r0, r1) of all products, numbered one
+// product after another.
+func rowRange(ps []Product, preps []prepared, r0, r1 int) {
+	var four [4]float32 // one per task: the kernel's result escapes
+	for i := range ps {
+		pp := &preps[i]
+		lo, hi := max(r0, pp.start), min(r1, pp.start+ps[i].Rows)
+		rows := ps[i].Rows
+		for r := lo; r < hi; r++ {
+			lr := r - pp.start
+			row := ps[i].W[lr*pp.rowByte : (lr+1)*pp.rowByte]
+			v := 0
+			if pp.k.dot4 != nil {
+				for ; v+4 <= len(pp.acts); v += 4 {
+					pp.k.dot4(row, (*[4]*activation)(pp.acts[v:v+4]), &four)
+					for k, f := range four {
+						ps[i].Out[(v+k)*rows+lr] = f
 					}
 				}
-				for ; v < len(pp.acts); v++ {
-					ps[i].Out[v*rows+lr] = pp.k.dot(row, pp.acts[v])
-				}
+			}
+			for ; v < len(pp.acts); v++ {
+				ps[i].Out[v*rows+lr] = pp.k.dot(row, pp.acts[v])
 			}
 		}
 	}
-	workers := opts.Workers
-	if workers <= 0 {
-		workers = runtime.NumCPU()
-	}
-	workers = min(workers, totalRows, max(1, totalBytes*n/minBytes))
-	if workers <= 1 {
-		run(0, totalRows)
-		return nil
-	}
-	var wg sync.WaitGroup
-	for i := range workers - 1 {
-		r0, r1 := totalRows*i/workers, totalRows*(i+1)/workers
-		wg.Go(func() { run(r0, r1) })
-	}
-	// The calling goroutine takes the last share instead of waiting idle.
-	run(totalRows*(workers-1)/workers, totalRows)
-	wg.Wait()
-	return nil
 }

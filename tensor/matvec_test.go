@@ -49,6 +49,8 @@ func TestMatVecReference(t *testing.T) {
 	x := randomVector(r, cols)
 	x[7] = 0
 	x[100] = 6 // an outlier coarsens one activation block
+	pool := NewPool(4)
+	defer pool.Close()
 	for _, ty := range matVecTypes {
 		t.Run(ty.String(), func(t *testing.T) {
 			w, err := encodeRows(ty, m)
@@ -56,7 +58,7 @@ func TestMatVecReference(t *testing.T) {
 				t.Fatal(err)
 			}
 			out := make([]float32, rows)
-			if err := matMulShared([]Product{{out, w, ty, rows}}, cols, x, 1, Options{Workers: 4}, 1); err != nil {
+			if err := matMulShared([]Product{{out, w, ty, rows}}, cols, x, 1, Options{Pool: pool}, 1); err != nil {
 				t.Fatal(err)
 			}
 			k := rowKernels[ty]
@@ -104,18 +106,20 @@ func TestMatMulMatchesMatVec(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	m := randomVector(r, rows*cols)
 	x := randomVector(r, n*cols)
+	pool := NewPool(3)
+	defer pool.Close()
 	for _, ty := range matVecTypes {
 		w, err := encodeRows(ty, m)
 		if err != nil {
 			t.Fatal(err)
 		}
 		out := make([]float32, n*rows)
-		if err := matMulShared([]Product{{out, w, ty, rows}}, cols, x, n, Options{Workers: 3}, 1); err != nil {
+		if err := matMulShared([]Product{{out, w, ty, rows}}, cols, x, n, Options{Pool: pool, Scratch: &Scratch{}}, 1); err != nil {
 			t.Fatal(err)
 		}
 		one := make([]float32, rows)
 		for v := range n {
-			if err := MatVec(one, w, ty, rows, cols, x[v*cols:(v+1)*cols], Options{Workers: 1}); err != nil {
+			if err := MatVec(one, w, ty, rows, cols, x[v*cols:(v+1)*cols], Options{}); err != nil {
 				t.Fatal(err)
 			}
 			for i := range rows {
@@ -268,14 +272,17 @@ func TestMatMulSharedMatchesSeparate(t *testing.T) {
 			t.Fatal(err)
 		}
 		sep := make([]float32, n*spec.rows)
-		if err := MatMul(sep, w, spec.t, spec.rows, cols, x, n, Options{Workers: 1}); err != nil {
+		if err := MatMul(sep, w, spec.t, spec.rows, cols, x, n, Options{}); err != nil {
 			t.Fatal(err)
 		}
 		want = append(want, sep)
 		ps = append(ps, Product{Out: make([]float32, n*spec.rows), W: w, Type: spec.t, Rows: spec.rows})
 	}
 	for _, workers := range []int{1, 2, 3, 5} {
-		if err := matMulShared(ps, cols, x, n, Options{Workers: workers}, 1); err != nil {
+		pool := NewPool(workers)
+		err := matMulShared(ps, cols, x, n, Options{Pool: pool}, 1)
+		pool.Close()
+		if err != nil {
 			t.Fatal(err)
 		}
 		for i := range ps {

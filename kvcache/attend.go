@@ -1,0 +1,152 @@
+package kvcache
+
+import (
+	"github.com/turbomem/turbomem/quant"
+	"github.com/turbomem/turbomem/tensor"
+)
+
+// UsePool makes c's Attend share the goroutines of p (nil: the caller's
+// alone), where c's type supports it (Dense and Compressed do, and types
+// that embed them).
+func UsePool(c Cache, p *tensor.Pool) {
+	if pc, ok := c.(interface{ SetPool(*tensor.Pool) }); ok {
+		pc.SetPool(p)
+	}
+}
+
+// minParallelWork is the number of multiply-adds per KV head below which
+// Attend runs on its caller: handing out tasks would cost more than it
+// saves.
+const minParallelWork = 1 << 15
+
+// minSlice is the fewest positions worth a task of their own; slices
+// start at multiples of sliceAlign positions, so that every slice of a
+// KIVI cache starts on one of its 32-token key blocks.
+const (
+	minSlice   = 256
+	sliceAlign = 64
+)
+
+// attention is the part of Attend that every cache type shares:
+// flash-decoding over a pool. The positions [0, n) of each KV head are
+// cut into slices; one task per (KV head, slice) fills a Partial for each
+// query head of the group; the slices' Partials then merge, in slice
+// order, so the result does not depend on which goroutine ran what.
+type attention struct {
+	pool  *tensor.Pool
+	parts []Partial   // per (KV head, slice, query of the group)
+	work  []workspace // per goroutine of the pool
+}
+
+// workspace is one goroutine's scratch for Attend tasks.
+type workspace struct {
+	scores []float32 // g·(slice length)
+	// per query of the group: query, scores, value sums, and the
+	// compressed positions' part of the scores and sums
+	qs, sc, accs, cs, ca [][]float32
+	accum                []quant.Accumulator // Compressed: per KV head, made lazily
+}
+
+// SetPool makes Attend share the goroutines of p (nil: the caller's
+// alone).
+func (a *attention) SetPool(p *tensor.Pool) { a.pool = p }
+
+// slices returns how many slices each KV head's n positions are cut into:
+// enough that every thread of the pool has a task, none shorter than
+// minSlice, one when the work is too small to share.
+func (a *attention) slices(s Shape, n int) int {
+	threads := a.pool.Threads()
+	if threads <= s.KVHeads || n*s.Group()*s.HeadDim < minParallelWork {
+		return 1
+	}
+	want := (threads + s.KVHeads - 1) / s.KVHeads
+	return max(1, min(want, n/minSlice))
+}
+
+// bounds returns slice i of k over [0, n): aligned starts, the last one
+// ending at n.
+func bounds(i, k, n int) (t0, t1 int) {
+	at := func(i int) int {
+		if i == k {
+			return n
+		}
+		return n * i / k / sliceAlign * sliceAlign
+	}
+	return at(i), at(i + 1)
+}
+
+// run computes attention for all query heads: task(ws, hi, t0, t1, parts)
+// fills one Partial per query head of KV head hi's group (each Reset to
+// accLen) from positions [t0, t1), scratch in ws; finish(hi, j, p) writes
+// query head hi·g+j's output from its merged Partial.
+func (a *attention) run(s Shape, n, accLen int, task func(ws *workspace, hi, t0, t1 int, parts []Partial), finish func(hi, j int, p *Partial)) {
+	g := s.Group()
+	k := a.slices(s, n)
+	pool := a.pool
+	if s.KVHeads*k == 1 || (k == 1 && n*g*s.HeadDim < minParallelWork) {
+		pool = nil // too little to share: every task on the caller
+	}
+	if need := s.KVHeads * k * g; len(a.parts) < need {
+		a.parts = append(a.parts, make([]Partial, need-len(a.parts))...)
+	}
+	if need := pool.Threads(); len(a.work) < need {
+		a.work = append(a.work, make([]workspace, need-len(a.work))...)
+	}
+	pool.Run(s.KVHeads*k, func(ti, w int) {
+		hi, si := ti/k, ti%k
+		t0, t1 := bounds(si, k, n)
+		parts := a.parts[ti*g : (ti+1)*g]
+		for j := range parts {
+			parts[j].Reset(accLen)
+		}
+		task(&a.work[w], hi, t0, t1, parts)
+		if k == 1 {
+			for j := range parts {
+				finish(hi, j, &parts[j])
+			}
+		}
+	})
+	if k == 1 {
+		return
+	}
+	for hi := range s.KVHeads {
+		for j := range g {
+			p := &a.parts[hi*k*g+j]
+			for si := 1; si < k; si++ {
+				p.Merge(&a.parts[(hi*k+si)*g+j])
+			}
+			finish(hi, j, p)
+		}
+	}
+}
+
+// group sets ws's per-query views for a task over m positions of KV head
+// hi: the group's queries from q (d values each), m scores each, and the
+// Partials' sums; cs and ca are the first mc scores and the first al
+// values of the sums (a compressed cache's compressed positions).
+func (ws *workspace) group(q []float32, hi, g, d, m, mc, al int, parts []Partial) {
+	if cap(ws.scores) < g*m {
+		ws.scores = make([]float32, g*m)
+	}
+	ws.qs, ws.sc, ws.accs, ws.cs, ws.ca = ws.qs[:0], ws.sc[:0], ws.accs[:0], ws.cs[:0], ws.ca[:0]
+	for j := range g {
+		sc := ws.scores[j*m : (j+1)*m]
+		ws.qs = append(ws.qs, q[(hi*g+j)*d:(hi*g+j+1)*d])
+		ws.sc = append(ws.sc, sc)
+		ws.accs = append(ws.accs, parts[j].Acc)
+		ws.cs = append(ws.cs, sc[:mc])
+		ws.ca = append(ws.ca, parts[j].Acc[:al])
+	}
+}
+
+// accumulator returns this goroutine's Accumulator for KV head hi's
+// values (of heads heads), made on first use.
+func (ws *workspace) accumulator(hi, heads int, v valueStore) quant.Accumulator {
+	if len(ws.accum) < heads {
+		ws.accum = append(ws.accum, make([]quant.Accumulator, heads-len(ws.accum))...)
+	}
+	if ws.accum[hi] == nil {
+		ws.accum[hi] = v.newAccumulator()
+	}
+	return ws.accum[hi]
+}

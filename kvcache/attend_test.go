@@ -1,0 +1,228 @@
+package kvcache
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/turbomem/turbomem/tensor"
+)
+
+// TestPartialMerge: a Partial built from scores in pieces (Weigh called
+// on each, values added) and Partials merged in any grouping give
+// softmax attention computed in float64 at once, including pieces whose
+// maximum is far below or above the others' (e^−80) and an empty piece.
+func TestPartialMerge(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	const n, d, scale = 300, 16, 0.3
+	s := make([]float32, n)
+	v := make([]float32, n*d)
+	for i := range s {
+		s[i] = float32(r.NormFloat64() * 4)
+		if i >= 200 && i < 220 {
+			s[i] += 270 // scale·270 = 81: this piece dominates
+		}
+	}
+	for i := range v {
+		v[i] = float32(r.NormFloat64())
+	}
+	// float64 reference
+	m := math.Inf(-1)
+	for _, x := range s {
+		m = math.Max(m, scale*float64(x))
+	}
+	want := make([]float64, d)
+	var sum float64
+	for i, x := range s {
+		e := math.Exp(scale*float64(x) - m)
+		sum += e
+		for c := range d {
+			want[c] += e * float64(v[i*d+c])
+		}
+	}
+	for c := range want {
+		want[c] /= sum
+	}
+	weigh := func(p *Partial, t0, t1 int) {
+		w := append([]float32(nil), s[t0:t1]...)
+		p.Weigh(w, scale)
+		for i, x := range w {
+			tensor.AxpyF32(p.Acc, x, v[(t0+i)*d:(t0+i+1)*d])
+		}
+	}
+	check := func(name string, p *Partial) {
+		got := make([]float32, d)
+		p.Result(got)
+		for c := range d {
+			// float32 sums of 300 terms of magnitude ≤ 1 (weights ≤ 1)
+			if math.Abs(float64(got[c])-want[c]) > 1e-5 {
+				t.Errorf("%s: out[%d] = %g, want %g", name, c, got[c], want[c])
+			}
+		}
+	}
+	cuts := [][]int{{0, n}, {0, 100, 200, 220, n}, {0, 7, 7, 150, 299, n}, {0, 210, n}}
+	for _, cut := range cuts {
+		// one Partial fed piece by piece
+		var one Partial
+		one.Reset(d)
+		for i := 0; i+1 < len(cut); i++ {
+			weigh(&one, cut[i], cut[i+1])
+		}
+		check("sequential", &one)
+		// one Partial per piece, merged forwards and backwards
+		parts := make([]Partial, len(cut)-1)
+		for i := range parts {
+			parts[i].Reset(d)
+			weigh(&parts[i], cut[i], cut[i+1])
+		}
+		var fwd, bwd Partial
+		fwd.Reset(d)
+		bwd.Reset(d)
+		for i := range parts {
+			fwd.Merge(&parts[i])
+			bwd.Merge(&parts[len(parts)-1-i])
+		}
+		check("merged forwards", &fwd)
+		check("merged backwards", &bwd)
+	}
+	var empty Partial
+	empty.Reset(d)
+	got := make([]float32, d)
+	got[0] = 7
+	empty.Result(got)
+	if empty.Sum != 0 || !math.IsInf(float64(empty.Max), -1) || got[0] != 0 {
+		t.Errorf("empty Partial: Sum %g, Max %g, result %g", empty.Sum, empty.Max, got[0])
+	}
+}
+
+// TestBounds: slices cover [0, n) in order, start on multiples of
+// sliceAlign and are never empty for n ≥ k·minSlice.
+func TestBounds(t *testing.T) {
+	for _, n := range []int{512, 513, 1000, 4096, 16411} {
+		for k := 1; k <= n/minSlice; k++ {
+			prev := 0
+			for i := range k {
+				t0, t1 := bounds(i, k, n)
+				if t0 != prev || t0%sliceAlign != 0 || t1 <= t0 {
+					t.Fatalf("n=%d k=%d slice %d: [%d, %d) after %d", n, k, i, t0, t1, prev)
+				}
+				prev = t1
+			}
+			if prev != n {
+				t.Fatalf("n=%d k=%d: slices end at %d", n, k, prev)
+			}
+		}
+	}
+}
+
+// TestAttendParallel: with a pool, every format's Attend (keys and values
+// split over threads by position and merged) gives what it gives on one
+// goroutine, within float rounding: 1e-5 of the output's RMS plus the
+// element's magnitude (the slices sum their terms in another order and
+// normalise once per slice: a few float32 ulps, 2^-24 each, per term), at lengths where slices fall in the compressed
+// part, the window, and across the two, for 1 and 2 KV heads.
+func TestAttendParallel(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	names := append([]string{"f32", "f16"}, FormatNames()...)
+	pools := []*tensor.Pool{tensor.NewPool(2), tensor.NewPool(5)}
+	defer func() {
+		for _, p := range pools {
+			p.Close()
+		}
+	}()
+	for _, sh := range []Shape{{QHeads: 4, KVHeads: 1, HeadDim: 128}, {QHeads: 8, KVHeads: 2, HeadDim: 64}} {
+		ks, vs := kvData(r, sh, 1400, true)
+		for _, name := range names {
+			spec := specFor(t, name, 64)
+			if name == "f32" || name == "f16" {
+				spec.Window = 0
+			}
+			if testing.Short() && name != "f16" && name != "turbo3.5" && name != "kivi2" {
+				continue
+			}
+			var caches []Cache
+			for range 1 + len(pools) {
+				c, err := newTestCache(name, spec, sh)
+				if err != nil {
+					t.Fatal(err)
+				}
+				caches = append(caches, c)
+			}
+			for i, p := range pools {
+				UsePool(caches[i+1], p)
+			}
+			for n := 1; n <= len(ks); n++ {
+				for _, c := range caches {
+					if err := c.Append(ks[n-1], vs[n-1]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if n != 40 && n != 600 && n != 1037 && n != len(ks) {
+					continue
+				}
+				q := randQuery(r, sh)
+				want := make([]float32, len(q))
+				caches[0].Attend(want, q, 0.088)
+				var rms float64
+				for _, w := range want {
+					rms += float64(w) * float64(w)
+				}
+				rms = math.Sqrt(rms / float64(len(want)))
+				for i, c := range caches[1:] {
+					got := make([]float32, len(q))
+					c.Attend(got, q, 0.088)
+					for j := range got {
+						if math.Abs(float64(got[j]-want[j])) > 1e-5*(rms+math.Abs(float64(want[j]))) {
+							t.Fatalf("%s %v n=%d pool %d: out[%d] = %g, one goroutine %g (rms %g)", name, sh, n, pools[i].Threads(), j, got[j], want[j], rms)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// newTestCache makes a cache of format name: Dense for f32 and f16, else
+// spec's.
+func newTestCache(name string, spec Spec, sh Shape) (Cache, error) {
+	switch name {
+	case "f32":
+		return NewF32(sh)
+	case "f16":
+		return NewF16(sh)
+	}
+	return spec.NewCache(0, sh)
+}
+
+// BenchmarkAttendThreads times one attention step of the embedded model's
+// shape (4 query heads, 1 KV head of 128) at 16k tokens on 1 goroutine and
+// on all CPUs: a single KV head is split over threads by position.
+func BenchmarkAttendThreads(b *testing.B) {
+	sh := Shape{QHeads: 4, KVHeads: 1, HeadDim: 128}
+	r := rand.New(rand.NewPCG(1, 1))
+	ks, vs := kvData(r, sh, 16384, false)
+	q := randQuery(r, sh)
+	out := make([]float32, len(q))
+	for _, name := range []string{"f16", "q8_0", "turbo3.5"} {
+		c, err := newTestCache(name, specFor(b, name, 0), sh)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range ks {
+			if err := c.Append(ks[i], vs[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for _, threads := range []int{1, 0} {
+			p := tensor.NewPool(threads)
+			UsePool(c, p)
+			b.Run(fmt.Sprintf("%s/threads=%d", name, p.Threads()), func(b *testing.B) {
+				for b.Loop() {
+					c.Attend(out, q, 0.088)
+				}
+			})
+			p.Close()
+		}
+	}
+}

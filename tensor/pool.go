@@ -1,0 +1,186 @@
+package tensor
+
+import (
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Pool is a fixed set of worker goroutines that run the parallel parts of
+// a model step: the rows of a matrix product, the positions of an
+// attention step. The workers live as long as the Pool, so a parallel
+// region costs a wake-up, not a goroutine start; between regions they
+// spin for a short while (spinFor) before they sleep, because a decode
+// step runs dozens of regions a few microseconds apart.
+//
+// A Pool is safe for concurrent use, but runs one region at a time:
+// concurrent Run calls take turns. A task must not call Run on the Pool
+// running it.
+type Pool struct {
+	threads int
+	mu      sync.Mutex // one region at a time
+	cur     atomic.Pointer[job]
+	workers []*worker
+	closed  atomic.Bool
+}
+
+// job is one Run call: n tasks handed out through next, done counting
+// the finished ones. A worker that wakes after its job is over finds
+// next ≥ n and leaves without touching anything else.
+type job struct {
+	f    func(task, worker int)
+	n    int32
+	next atomic.Int32
+	done atomic.Int32
+}
+
+type worker struct {
+	id       int
+	sleeping atomic.Bool
+	wake     chan struct{}
+}
+
+// spinFor is how long an idle worker polls for the next region before it
+// sleeps: longer than the gaps inside a decode step, short enough that an
+// idle Pool leaves the CPUs alone.
+const spinFor = 200 * time.Microsecond
+
+// NewPool starts a pool of threads goroutines in all, the caller of Run
+// counted as one of them (threads−1 workers). threads ≤ 0 means
+// runtime.NumCPU(). Close stops it.
+func NewPool(threads int) *Pool {
+	if threads <= 0 {
+		threads = runtime.NumCPU()
+	}
+	p := &Pool{threads: threads}
+	for i := 1; i < threads; i++ {
+		w := &worker{id: i, wake: make(chan struct{}, 1)}
+		p.workers = append(p.workers, w)
+		go p.loop(w)
+	}
+	return p
+}
+
+// Threads returns the number of goroutines that share a region, the
+// caller included; 1 for a nil Pool.
+func (p *Pool) Threads() int {
+	if p == nil {
+		return 1
+	}
+	return p.threads
+}
+
+// Close stops the workers; Run then runs everything on its caller.
+func (p *Pool) Close() {
+	if p == nil || p.closed.Swap(true) {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.cur.Store(&job{}) // an empty job wakes spinners; they see closed
+	for _, w := range p.workers {
+		if w.sleeping.CompareAndSwap(true, false) {
+			w.wake <- struct{}{}
+		}
+	}
+}
+
+// Run calls f(task, worker) for every task in [0, n) and returns when all
+// have finished. Tasks are handed out one at a time to whichever goroutine
+// is free, so uneven tasks balance; worker ∈ [0, Threads()) names the
+// goroutine running the task (0 is the caller), for per-goroutine scratch:
+// no two tasks with the same worker run at once. A nil Pool runs every
+// task on the caller.
+func (p *Pool) Run(n int, f func(task, worker int)) {
+	if n <= 0 {
+		return
+	}
+	if p == nil || p.threads == 1 || n == 1 || p.closed.Load() {
+		for i := range n {
+			f(i, 0)
+		}
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	j := &job{f: f, n: int32(n)}
+	p.cur.Store(j)
+	// Wake as many sleepers as there are tasks beyond the caller's first;
+	// spinning workers see the job by themselves.
+	need := n - 1
+	for _, w := range p.workers {
+		if need == 0 {
+			break
+		}
+		if w.sleeping.Load() && w.sleeping.CompareAndSwap(true, false) {
+			w.wake <- struct{}{}
+		}
+		need--
+	}
+	j.work(0)
+	// Wait for tasks other goroutines took: spin briefly, then yield so a
+	// worker that shares this goroutine's CPU gets to finish.
+	for i := 0; j.done.Load() != j.n; i++ {
+		if i < 1000 {
+			spinPause()
+		} else {
+			runtime.Gosched()
+		}
+	}
+}
+
+// work runs tasks of j until none is left.
+func (j *job) work(worker int) {
+	for {
+		i := j.next.Add(1) - 1
+		if i >= j.n {
+			return
+		}
+		j.f(int(i), worker)
+		j.done.Add(1)
+	}
+}
+
+// loop is a worker: it runs the tasks of each new job, polls for the next
+// one for spinFor, then sleeps until Run or Close wakes it.
+func (p *Pool) loop(w *worker) {
+	var last *job
+	for {
+		j := p.wait(w, last)
+		if p.closed.Load() {
+			return
+		}
+		last = j
+		j.work(w.id)
+	}
+}
+
+// wait returns the first job that is not last.
+func (p *Pool) wait(w *worker, last *job) *job {
+	start := time.Now()
+	for i := 0; ; i++ {
+		if j := p.cur.Load(); j != last {
+			return j
+		}
+		if i&63 == 63 && time.Since(start) > spinFor {
+			break
+		}
+		spinPause()
+	}
+	for {
+		w.sleeping.Store(true)
+		if j := p.cur.Load(); j != last || p.closed.Load() {
+			// A job arrived while going to sleep: take it, and take the
+			// wake-up back if Run or Close already sent one.
+			if !w.sleeping.CompareAndSwap(true, false) {
+				<-w.wake
+			}
+			return j
+		}
+		<-w.wake
+		if j := p.cur.Load(); j != last || p.closed.Load() {
+			return j
+		}
+	}
+}

@@ -1,0 +1,91 @@
+package tensor
+
+import (
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestPoolRun: every task runs exactly once, on a worker id in range,
+// never two at once on the same id; across pool sizes, task counts,
+// regions back to back (spinning workers) and after a pause longer than
+// spinFor (sleeping workers); a nil and a closed pool run on the caller.
+func TestPoolRun(t *testing.T) {
+	for _, threads := range []int{1, 2, 3, 8} {
+		p := NewPool(threads)
+		for round := range 40 {
+			if round == 20 {
+				time.Sleep(3 * spinFor) // the workers go to sleep
+			}
+			n := 1 + round*7%23
+			hits := make([]atomic.Int32, n)
+			busy := make([]atomic.Int32, threads)
+			var bad atomic.Int32
+			p.Run(n, func(task, w int) {
+				if w < 0 || w >= threads || busy[w].Add(1) != 1 {
+					bad.Add(1)
+				}
+				hits[task].Add(1)
+				busy[w].Add(-1)
+			})
+			if bad.Load() != 0 {
+				t.Fatalf("threads %d round %d: worker id out of range or shared", threads, round)
+			}
+			for i := range hits {
+				if hits[i].Load() != 1 {
+					t.Fatalf("threads %d round %d: task %d ran %d times", threads, round, i, hits[i].Load())
+				}
+			}
+		}
+		p.Close()
+		p.Close() // twice is harmless
+		ran := 0
+		p.Run(5, func(_, w int) {
+			if w == 0 {
+				ran++
+			}
+		})
+		if ran != 5 {
+			t.Errorf("closed pool of %d: %d of 5 tasks on the caller", threads, ran)
+		}
+	}
+	var nilPool *Pool
+	ran := 0
+	nilPool.Run(3, func(int, int) { ran++ })
+	if ran != 3 || nilPool.Threads() != 1 {
+		t.Errorf("nil pool: ran %d, threads %d", ran, nilPool.Threads())
+	}
+}
+
+// TestPoolConcurrentRun: Run calls from several goroutines take turns and
+// each completes all of its own tasks.
+func TestPoolConcurrentRun(t *testing.T) {
+	p := NewPool(4)
+	defer p.Close()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Go(func() {
+			for range 50 {
+				var sum atomic.Int64
+				p.Run(10+g, func(task, _ int) { sum.Add(int64(task)) })
+				if want := int64((10 + g) * (9 + g) / 2); sum.Load() != want {
+					t.Errorf("goroutine %d: sum %d, want %d", g, sum.Load(), want)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// BenchmarkPoolRun measures one parallel region of trivial tasks: the
+// fixed cost a matrix product or an attention step pays to use the pool.
+func BenchmarkPoolRun(b *testing.B) {
+	p := NewPool(0)
+	defer p.Close()
+	var sink atomic.Int64
+	for b.Loop() {
+		p.Run(p.Threads(), func(task, _ int) { sink.Add(int64(task)) })
+	}
+}
