@@ -32,7 +32,7 @@ func runChat(e *env, args []string) error {
 			return usageError{err}
 		}
 	}
-	l, kv, err := openWithKV(e, g, kvf)
+	l, kv, err := openWithKV(e, g.modelFlags, kvf)
 	if err != nil {
 		return err
 	}

@@ -3,11 +3,11 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"slices"
 	"strconv"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/turbomem/turbomem/defaultmodel"
@@ -51,7 +51,7 @@ func readText(path string) (string, error) {
 
 func evalPPL(e *env, args []string) error {
 	fs := newFlagSet(e, "eval ppl", "\n\nPerplexity over --file in windows of --ctx tokens, scored as llama-perplexity\ndoes (second half of each window). --dump saves the next-token distributions;\n--ref compares this run with a dump: KL divergence (mean, p99) and top-1.")
-	path := fs.String("m", "", "GGUF model file (default: the embedded reference model)")
+	mf := addModelFlags(fs, "")
 	file := fs.String("file", "", "text to score (default: the embedded held-out text)")
 	ctxLen := fs.Int("ctx", 512, "window length in tokens")
 	chunks := fs.Int("chunks", 0, "score at most this many windows (0: all)")
@@ -59,12 +59,14 @@ func evalPPL(e *env, args []string) error {
 	dump := fs.String("dump", "", "write the next-token distributions to this file")
 	ref := fs.String("ref", "", "compare with the distributions in this file")
 	topK := fs.Int("top-k", 64, "most likely tokens kept per position in --dump")
-	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
 	format := formatFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkFormat(*format); err != nil {
+		return err
+	}
+	if err := checkOutputs(*dump); err != nil {
 		return err
 	}
 	text, err := readText(*file)
@@ -83,7 +85,7 @@ func evalPPL(e *env, args []string) error {
 			return fmt.Errorf("%s: %w", *ref, err)
 		}
 	}
-	l, kv, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
+	l, kv, err := openWithKV(e, mf, kvf)
 	if err != nil {
 		return err
 	}
@@ -140,15 +142,14 @@ func evalPPL(e *env, args []string) error {
 
 func evalNeedle(e *env, args []string) error {
 	fs := newFlagSet(e, "eval needle", "\n\nHides a random number at each depth of held-out text (--file) of each length,\nasks for it at the end and scores exact greedy answers.")
-	path := fs.String("m", "", "GGUF model file (default: the embedded reference model)")
+	mf := addModelFlags(fs, "")
 	file := fs.String("file", "", "haystack text (default: the embedded held-out text)")
 	lengths := fs.String("lengths", "512,1024,2048,4096", "comma-separated context lengths")
 	depths := fs.Int("depths", 11, "needle depths per length, from start to end")
 	trials := fs.Int("trials", 1, "needles per cell")
-	seed := fs.Uint64("seed", 1, "seed of the needles and haystack offsets")
+	seed := seedFlag(fs, "the needles and haystack offsets")
 	kvf := addKVFlags(fs)
-	plotFile := fs.String("plot", "", "draw the grid as an SVG heat map")
-	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
+	plotFile := plotFlag(fs, "the grid as a heat map")
 	format := formatFlag(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -156,22 +157,24 @@ func evalNeedle(e *env, args []string) error {
 	if err := checkFormat(*format); err != nil {
 		return err
 	}
+	if err := checkOutputs(*plotFile); err != nil {
+		return err
+	}
 	if *depths < 1 || *depths > 101 || *trials < 1 || *trials > 1000 {
 		return usageError{fmt.Errorf("--depths must be in [1, 101] and --trials in [1, 1000]")}
 	}
-	var ls []int
-	for _, s := range strings.Split(*lengths, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n < 16 {
-			return usageError{fmt.Errorf("--lengths: %q is not a length ≥ 16", s)}
-		}
-		ls = append(ls, n)
+	ls, err := parseInts("--lengths", *lengths, 16, 1<<24)
+	if err != nil {
+		return err
+	}
+	if len(ls) == 0 {
+		return usageError{errors.New("--lengths: no length given")}
 	}
 	text, err := readText(*file)
 	if err != nil {
 		return err
 	}
-	l, kv, err := openWithKV(e, genFlags{model: path, threads: threads}, kvf)
+	l, kv, err := openWithKV(e, mf, kvf)
 	if err != nil {
 		return err
 	}

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
-	"strconv"
-	"strings"
 	"text/tabwriter"
 
 	"github.com/turbomem/turbomem/eval"
@@ -16,27 +14,31 @@ import (
 
 func evalKV(e *env, args []string) error {
 	fs := newFlagSet(e, "eval kv", "\n\nOne row per KV format: bits per coordinate, bytes per token and ratio to f16 at\n--ctx tokens (window included), perplexity, mean and p99 KL and top-1 agreement\nagainst the f16 cache on the same windows, and the needle score.")
-	path := fs.String("m", "", "GGUF model file (default: the embedded reference model)")
+	mf := addModelFlags(fs, "")
 	file := fs.String("file", "", "text (default: the embedded held-out text)")
-	kvList := fs.String("kv", "f16,q8_0,q4_0,kivi2,turbo2.5,turbo3,turbo3.5,turbo4,turbo3.5p,polar,turbo3.5:turbo2.5,turbo2.5:turbo3.5,auto:3,auto:3.5", "comma-separated formats (K/V pairs as K:V; auto:B a per-layer plan of B bits per coordinate measured on the text's end)")
+	kvf := addKVListFlags(fs, "f16,q8_0,q4_0,kivi2,turbo2.5,turbo3,turbo3.5,turbo4,turbo3.5p,polar,turbo3.5:turbo2.5,turbo2.5:turbo3.5,auto:3,auto:3.5", "; auto:B a per-layer plan of B bits per coordinate measured on the text's end")
 	ctxLen := fs.Int("ctx", 1024, "window length in tokens")
 	chunks := fs.Int("chunks", 8, "windows scored per format (0: all)")
 	lengths := fs.String("needle-lengths", "1024,2048", "needle context lengths (empty: no needle test)")
 	depths := fs.Int("needle-depths", 5, "needle depths per length")
 	trials := fs.Int("needle-trials", 1, "needles per cell")
-	candidates := fs.String("kv-candidates", eval.DefaultKVCandidates, "formats auto:B rows choose among (f16 is always one)")
-	calibChunks := fs.Int("kv-calib-chunks", 4, "calibration windows of auto:B rows, from the end of the text (disjoint from the scored windows)")
-	window := fs.Int("kv-window", 0, fmt.Sprintf("recent tokens kept in fp16 (0: %d; -1: none)", kvcache.DefaultWindow))
-	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
+	candidates := candidatesFlag(fs, "formats auto:B rows choose among")
+	calibChunks := calibChunksFlag(fs, "calibration windows of auto:B rows, from the end of the text (disjoint from the scored windows)")
 	format := formatFlag(fs)
-	plotFile := fs.String("plot", "", "draw mean KL against bits to this SVG file")
+	plotFile := plotFlag(fs, "mean KL against bits")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkFormat(*format); err != nil {
 		return err
 	}
-	choices, err := parseKVList(*kvList, *window, true)
+	if err := mf.check(); err != nil {
+		return err
+	}
+	if err := checkOutputs(*plotFile); err != nil {
+		return err
+	}
+	choices, err := kvf.configs(true)
 	if err != nil {
 		return err
 	}
@@ -44,21 +46,15 @@ func evalKV(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	var ls []int
-	if *lengths != "" {
-		for _, f := range strings.Split(*lengths, ",") {
-			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 16 {
-				return usageError{fmt.Errorf("--needle-lengths: %q is not a length ≥ 16", f)}
-			}
-			ls = append(ls, n)
-		}
+	ls, err := parseInts("--needle-lengths", *lengths, 16, 1<<24)
+	if err != nil {
+		return err
 	}
 	text, err := readText(*file)
 	if err != nil {
 		return err
 	}
-	l, err := (genFlags{model: path, threads: threads}).load(e)
+	l, err := mf.load(e)
 	if err != nil {
 		return err
 	}

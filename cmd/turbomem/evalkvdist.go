@@ -13,27 +13,31 @@ import (
 
 func evalKVDist(e *env, args []string) error {
 	fs := newFlagSet(e, "eval kvdist", "\n\nDistortion of attention by each KV format, per layer, on the keys, values and\nqueries the model produces on --file (one window of --ctx tokens) against\nGaussian ones of the same norms: the relative error ‖o − o_ref‖²/‖o_ref‖² of the\nattention output against a float32 cache, at every --every-th position from\n--first on, with only the tokens up to it in the cache. K and V columns keep\nthe other side in float32.")
-	path := fs.String("m", "", "GGUF model file (default: the embedded reference model)")
+	mf := addModelFlags(fs, "")
 	file := fs.String("file", "", "text (default: the embedded held-out text)")
-	kvList := fs.String("kv", "f16,q8_0,q4_0,kivi2,turbo2.5,turbo3,turbo3.5,turbo4,turbo3.5p,polar", "comma-separated formats (K/V pairs as K:V)")
+	kvf := addKVListFlags(fs, "f16,q8_0,q4_0,kivi2,turbo2.5,turbo3,turbo3.5,turbo4,turbo3.5p,polar", "")
 	ctxLen := fs.Int("ctx", 1024, "tokens run through the model")
 	first := fs.Int("first", kvcache.DefaultWindow, "first compared position")
 	every := fs.Int("every", 8, "step between compared positions")
-	seed := fs.Uint64("seed", 1, "seed of the random vectors")
-	window := fs.Int("kv-window", 0, fmt.Sprintf("recent tokens kept in fp16 (0: %d; -1: none)", kvcache.DefaultWindow))
-	threads := fs.Int("threads", 0, "threads (0: all CPUs)")
+	seed := seedFlag(fs, "the random vectors")
 	format := formatFlag(fs)
-	plotFile := fs.String("plot", "", "draw the attention error against the layer to this SVG file")
+	plotFile := plotFlag(fs, "the attention error against the layer")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkFormat(*format); err != nil {
 		return err
 	}
+	if err := mf.check(); err != nil {
+		return err
+	}
+	if err := checkOutputs(*plotFile); err != nil {
+		return err
+	}
 	if *ctxLen < 2 || *first < 1 || *every < 1 {
 		return usageError{fmt.Errorf("--ctx must be at least 2, --first and --every at least 1")}
 	}
-	kvs, err := parseKVList(*kvList, *window, false)
+	kvs, err := kvf.configs(false)
 	if err != nil {
 		return err
 	}
@@ -41,7 +45,7 @@ func evalKVDist(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, err := (genFlags{model: path, threads: threads}).load(e)
+	l, err := mf.load(e)
 	if err != nil {
 		return err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io/fs"
 	"os"
 	"strings"
 
@@ -93,6 +94,13 @@ func (f kvFlags) validate() error {
 		}
 		if _, err := os.Stat(*f.plan); err != nil {
 			return usageError{fmt.Errorf("--kv-plan %s does not exist and no --kv-bits was given to measure one: %w", *f.plan, err)}
+		}
+	}
+	if _, err := os.Stat(*f.plan); *f.plan != "" && errors.Is(err, fs.ErrNotExist) {
+		// The plan will be measured and saved there: hours on a large
+		// model, not to be lost to an unwritable path.
+		if err := checkOutputs(*f.plan); err != nil {
+			return err
 		}
 	}
 	if *f.calibCtx < 16 || *f.calibChunks < 1 || *f.calibChunks > 1024 {
@@ -240,8 +248,11 @@ func kvError(err error) error {
 // openWithKV validates the KV flags, loads the model the generation flags
 // name and checks the KV configuration against it, all before any work:
 // the common start of every model command. The caller closes l.m.
-func openWithKV(e *env, g genFlags, kvf kvFlags) (*loaded, kvcache.Config, error) {
+func openWithKV(e *env, g modelFlags, kvf kvFlags) (*loaded, kvcache.Config, error) {
 	if err := kvf.validate(); err != nil {
+		return nil, kvcache.Config{}, err
+	}
+	if err := g.check(); err != nil {
 		return nil, kvcache.Config{}, err
 	}
 	l, err := g.load(e)

@@ -69,20 +69,6 @@ func numCPU() int { return runtime.NumCPU() }
 // flagErrHelp is flag.ErrHelp, named for commands that parse by hand.
 var flagErrHelp = flag.ErrHelp
 
-// formatFlag adds the --format flag of the commands that print a table or
-// JSON.
-func formatFlag(fs *flag.FlagSet) *string {
-	return fs.String("format", "table", "output format: table or json")
-}
-
-// checkFormat checks a --format value before any work.
-func checkFormat(f string) error {
-	if f != "table" && f != "json" {
-		return usageError{fmt.Errorf("--format %q: want table or json", f)}
-	}
-	return nil
-}
-
 // svgWriter is a chart or heat map of package plot.
 type svgWriter interface{ WriteSVG(io.Writer) error }
 

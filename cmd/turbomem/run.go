@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -19,29 +20,23 @@ import (
 
 // genFlags are the flags that every generating command shares.
 type genFlags struct {
-	model                    *string
-	threads, ctx             *int
+	modelFlags
+	ctx                      *int
 	temp, topP, minP, repeat *float64
 	topK                     *int
 	seed                     *uint64
 }
 
-func addGenFlags(fs interface {
-	String(string, string, string) *string
-	Int(string, int, string) *int
-	Float64(string, float64, string) *float64
-	Uint64(string, uint64, string) *uint64
-}) genFlags {
+func addGenFlags(fs *flag.FlagSet) genFlags {
 	return genFlags{
-		model:   fs.String("m", "", "GGUF model file (default: the embedded reference model)"),
-		threads: fs.Int("threads", 0, "threads (0: all CPUs)"),
-		ctx:     fs.Int("ctx", 0, "maximum tokens in the sequence (0: the model's context length)"),
-		temp:    fs.Float64("temp", 0.7, "sampling temperature (0: greedy)"),
-		topK:    fs.Int("top-k", 40, "keep the K most likely tokens (0: all)"),
-		topP:    fs.Float64("top-p", 0.9, "keep the smallest set of tokens with this probability (1: all)"),
-		minP:    fs.Float64("min-p", 0.05, "drop tokens below this fraction of the top probability"),
-		repeat:  fs.Float64("repeat-penalty", 1.1, "penalty for tokens among the last 64 (1: off)"),
-		seed:    fs.Uint64("seed", 1, "random seed (same seed, same output)"),
+		modelFlags: addModelFlags(fs, ""),
+		ctx:        fs.Int("ctx", 0, "maximum tokens in the sequence (0: the model's context length)"),
+		temp:       fs.Float64("temp", 0.7, "sampling temperature (0: greedy)"),
+		topK:       fs.Int("top-k", 40, "keep the K most likely tokens (0: all)"),
+		topP:       fs.Float64("top-p", 0.9, "keep the smallest set of tokens with this probability (1: all)"),
+		minP:       fs.Float64("min-p", 0.05, "drop tokens below this fraction of the top probability"),
+		repeat:     fs.Float64("repeat-penalty", 1.1, "penalty for tokens among the last 64 (1: off)"),
+		seed:       seedFlag(fs, "sampling"),
 	}
 }
 
@@ -50,8 +45,11 @@ func (g genFlags) sampler() (model.SamplerConfig, error) {
 	if err := c.Validate(); err != nil {
 		return c, usageError{err}
 	}
-	if *g.threads < 0 || *g.ctx < 0 {
-		return c, usageError{errors.New("--threads and --ctx must be ≥ 0")}
+	if *g.ctx < 0 {
+		return c, usageError{errors.New("--ctx must be ≥ 0")}
+	}
+	if err := g.check(); err != nil {
+		return c, err
 	}
 	return c, nil
 }
@@ -64,7 +62,7 @@ type loaded struct {
 
 // load opens the model named by the flags, paging its weights in with a
 // progress bar when stderr is a terminal.
-func (g genFlags) load(e *env) (*loaded, error) {
+func (g modelFlags) load(e *env) (*loaded, error) {
 	opts := model.Options{Threads: *g.threads}
 	var m *model.Model
 	var err error
@@ -204,7 +202,7 @@ func runRun(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, kv, err := openWithKV(e, g, kvf)
+	l, kv, err := openWithKV(e, g.modelFlags, kvf)
 	if err != nil {
 		return err
 	}

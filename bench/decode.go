@@ -1,0 +1,234 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/model"
+)
+
+// ErrPeer marks a failure of the llama.cpp peer (bench/peers): what was
+// measured with turbomem before it is kept.
+var ErrPeer = errors.New("bench: llama.cpp peer")
+
+// CheckPeer reports, before any work, whether the peer script can run:
+// the script exists, node is on the PATH and node-llama-cpp is installed
+// beside the script (cd bench/peers && npm install).
+func CheckPeer(script string) error {
+	if _, err := os.Stat(script); err != nil {
+		return fmt.Errorf("%w: %w (run from the repository root, after cd bench/peers && npm install)", ErrPeer, err)
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		return fmt.Errorf("%w: node (Node.js) is not on the PATH: install Node.js 20 or later, then cd bench/peers && npm install", ErrPeer)
+	}
+	lib := filepath.Join(filepath.Dir(script), "node_modules", "node-llama-cpp")
+	if _, err := os.Stat(lib); err != nil {
+		return fmt.Errorf("%w: %s is missing: run cd %s && npm install", ErrPeer, lib, filepath.Dir(script))
+	}
+	return nil
+}
+
+// DecodeOptions configures DecodeSpeed.
+type DecodeOptions struct {
+	// Contexts are the prompt lengths to decode after, N the tokens
+	// decoded at each.
+	Contexts []int
+	N        int
+	// Threads is the model's thread count, and llama.cpp's.
+	Threads int
+	// KV makes the caches (a kvcache.Config; nil: f16).
+	KV kvcache.Maker
+	// Seed seeds the random prompts.
+	Seed uint64
+	// Peer, if set, is the peer script to run llama.cpp with on
+	// ModelPath ("": the embedded model, written to a temporary file),
+	// after turbomem at each context.
+	Peer, ModelPath string
+}
+
+// DecodeSpeed prefills random tokens (the control tokens 0–2 left out)
+// of each context length and decodes N tokens greedily, with turbomem
+// and, with a peer, with llama.cpp on the same ids and thread count. A
+// failing peer keeps turbomem's rows: they are returned with an error
+// wrapping ErrPeer.
+func DecodeSpeed(m *model.Model, o DecodeOptions) ([]DecodeResult, error) {
+	var rows []DecodeResult
+	var modelFile string
+	if o.Peer != "" {
+		f, cleanup, err := modelFileOf(o.ModelPath)
+		if err != nil {
+			return nil, err
+		}
+		defer cleanup()
+		modelFile = f
+	}
+	r := rand.New(rand.NewPCG(o.Seed, 3))
+	for _, ctx := range o.Contexts {
+		if ctx < 1 || ctx+o.N > m.Config.Context {
+			return rows, fmt.Errorf("bench: a context of %d + %d tokens is beyond the model's %d", ctx, o.N, m.Config.Context)
+		}
+		ids := make([]int32, ctx)
+		for i := range ids {
+			ids[i] = int32(3 + r.IntN(m.Config.Vocab-3))
+		}
+		res, err := Decode(m, o.KV, ids, o.N, o.Threads)
+		if err != nil {
+			return rows, err
+		}
+		rows = append(rows, res)
+		if o.Peer != "" {
+			pr, err := PeerDecode(o.Peer, modelFile, ids, o.N, o.Threads)
+			if err != nil {
+				return rows, err
+			}
+			rows = append(rows, pr)
+		}
+	}
+	return rows, nil
+}
+
+// DecodeResult is one row of DecodeSpeed.
+type DecodeResult struct {
+	Engine    string  `json:"engine"`
+	Context   int     `json:"context"`
+	PromptTPS float64 `json:"prompt_tps"`
+	DecodeTPS float64 `json:"decode_tps"`
+	Tokens    []int32 `json:"tokens,omitempty"`
+	PeakRSS   int64   `json:"peak_rss_bytes,omitempty"`
+	Threads   int     `json:"threads"`
+	// StepMs holds the time of each decode step in ms, the first one
+	// (which also evaluates the last prompt token) included.
+	StepMs []float64 `json:"-"`
+}
+
+// Decode prefills ids but the last, then decodes n tokens greedily
+// starting with the last prompt token, timed like the peer script, with
+// caches made by kv (nil: f16).
+func Decode(m *model.Model, kv kvcache.Maker, ids []int32, n, threads int) (DecodeResult, error) {
+	s, err := m.NewSession(kv, len(ids)+n)
+	if err != nil {
+		return DecodeResult{}, err
+	}
+	start := time.Now()
+	if len(ids) > 1 {
+		if _, err := s.Forward(ids[:len(ids)-1], false); err != nil {
+			return DecodeResult{}, err
+		}
+	}
+	prompt := time.Since(start)
+	sampler, _ := model.NewSampler(model.SamplerConfig{})
+	res := DecodeResult{Engine: "turbomem", Context: len(ids), Threads: threads, PromptTPS: float64(len(ids)-1) / prompt.Seconds()}
+	next := ids[len(ids)-1]
+	var first time.Duration
+	start = time.Now()
+	last := start
+	for i := range n {
+		logits, err := s.Forward([]int32{next}, false)
+		if err != nil {
+			return res, err
+		}
+		next = sampler.Sample(logits)
+		res.Tokens = append(res.Tokens, next)
+		now := time.Now()
+		res.StepMs = append(res.StepMs, float64(now.Sub(last))/float64(time.Millisecond))
+		last = now
+		if i == 0 {
+			first = now.Sub(start)
+		}
+	}
+	res.DecodeTPS = float64(n-1) / (time.Since(start) - first).Seconds()
+	res.PeakRSS = peakRSS()
+	return res, nil
+}
+
+// PeerDecode runs the peer script (bench/peers/greedy.mjs) on the same
+// ids, decoding n tokens; extra arguments go to the script as they are
+// (--kv q8_0 --flash).
+func PeerDecode(script, modelPath string, ids []int32, n, threads int, extra ...string) (DecodeResult, error) {
+	strs := make([]string, len(ids))
+	for i, id := range ids {
+		strs[i] = strconv.Itoa(int(id))
+	}
+	abs, err := filepath.Abs(modelPath)
+	if err != nil {
+		return DecodeResult{}, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	args := []string{script, "--model", abs, "--ids", strings.Join(strs, ","),
+		"--n", strconv.Itoa(n), "--threads", strconv.Itoa(threads), "--ctx", strconv.Itoa(len(ids) + n + 8)}
+	cmd := exec.CommandContext(ctx, "node", append(args, extra...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return DecodeResult{}, fmt.Errorf("%w: %v: %s", ErrPeer, err, strings.TrimSpace(stderr.String()))
+	}
+	var p struct {
+		Tokens    []int32   `json:"tokens"`
+		PromptTPS float64   `json:"prompt_tps"`
+		DecodeTPS float64   `json:"decode_tps"`
+		TokenMs   []float64 `json:"token_ms"`
+	}
+	// The last line is the JSON result.
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if err := json.Unmarshal([]byte(lines[len(lines)-1]), &p); err != nil {
+		return DecodeResult{}, fmt.Errorf("%w: reading its output: %v", ErrPeer, err)
+	}
+	return DecodeResult{Engine: "llama.cpp", Context: len(ids), PromptTPS: p.PromptTPS, DecodeTPS: p.DecodeTPS, Tokens: p.Tokens, Threads: threads, StepMs: p.TokenMs}, nil
+}
+
+// peakRSS returns the process's peak resident set (VmHWM), or 0 where
+// /proc is not available.
+func peakRSS() int64 {
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb * 1024
+		}
+	}
+	return 0
+}
+
+// modelFileOf returns a file that holds the model for the peer: path
+// itself, or the embedded GGUF written to a temporary file that cleanup
+// removes.
+func modelFileOf(path string) (file string, cleanup func(), err error) {
+	if path != "" {
+		return path, func() {}, nil
+	}
+	f, err := os.CreateTemp("", "turbomem-default-*.gguf")
+	if err != nil {
+		return "", nil, fmt.Errorf("bench: writing the embedded model for llama.cpp: %w", err)
+	}
+	cleanup = func() { os.Remove(f.Name()) }
+	if _, err := f.Write(defaultmodel.GGUF()); err != nil {
+		f.Close()
+		cleanup()
+		return "", nil, fmt.Errorf("bench: writing the embedded model for llama.cpp: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		cleanup()
+		return "", nil, fmt.Errorf("bench: writing the embedded model for llama.cpp: %w", err)
+	}
+	return f.Name(), cleanup, nil
+}
