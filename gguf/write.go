@@ -2,6 +2,7 @@ package gguf
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -479,6 +480,22 @@ func (e *encoder) value(v Value) {
 			e.err = fmt.Errorf("value of Go type %T", x)
 		}
 	}
+}
+
+// AppendBinary appends v's encoding in a GGUF file, its type id and then
+// its payload, to b: what a checksum of metadata covers.
+func (v Value) AppendBinary(b []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	e := &encoder{w: bufio.NewWriter(&buf)}
+	e.u32(uint32(v.typ))
+	e.value(v)
+	if e.err == nil {
+		e.err = e.w.Flush()
+	}
+	if e.err != nil {
+		return b, fmt.Errorf("gguf: encoding a %s value: %w", v.typ, e.err)
+	}
+	return append(b, buf.Bytes()...), nil
 }
 
 // limitWriter passes at most left bytes to the encoder and notes any

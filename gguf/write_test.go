@@ -2,6 +2,7 @@ package gguf
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math"
@@ -409,6 +410,36 @@ func TestConcurrentReads(t *testing.T) {
 		}
 		if _, err := f.TensorData(sampleTensors[0].name); err == nil {
 			t.Error("TensorData after Close succeeded")
+		}
+	}
+}
+
+// TestAppendBinary: every value's AppendBinary is exactly the bytes that
+// follow its key in a written file, and decodes back to the value.
+func TestAppendBinary(t *testing.T) {
+	b := NewBuilder()
+	for _, kv := range sampleKVs() {
+		if err := b.Set(kv.Key, kv.Value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var file bytes.Buffer
+	if _, err := b.WriteTo(&file); err != nil {
+		t.Fatal(err)
+	}
+	for _, kv := range sampleKVs() {
+		enc, err := kv.Value.AppendBinary([]byte("prefix"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(enc, []byte("prefix")) {
+			t.Fatalf("%s: prefix lost", kv.Key)
+		}
+		enc = enc[len("prefix"):]
+		key := binary.LittleEndian.AppendUint64(nil, uint64(len(kv.Key)))
+		key = append(key, kv.Key...)
+		if !bytes.Contains(file.Bytes(), append(key, enc...)) {
+			t.Errorf("%s: encoding not found after its key in the file", kv.Key)
 		}
 	}
 }

@@ -27,12 +27,12 @@ type Options struct {
 	// attention; 0 means all CPUs.
 	Threads int
 	// FirstUse, if set, is called once for each tensor the model reads,
-	// with its name and bytes, before their first use: vectors as they
+	// with its description and bytes, before their first use: vectors as they
 	// are loaded, weight matrices at the first product (or embedding
 	// lookup) that needs them. An error fails the load or that Forward,
 	// and every later one that needs the tensor. It lets a file's
 	// integrity be checked lazily, as the weights are used.
-	FirstUse func(tensor string, data []byte) error
+	FirstUse func(t gguf.TensorInfo, data []byte) error
 }
 
 // Open loads the model in the GGUF file at path. The weights stay in the

@@ -218,10 +218,10 @@ func TestFirstUse(t *testing.T) {
 		t.Fatal(err)
 	}
 	seen := map[string]int{}
-	m, err := model.New(f, model.Options{FirstUse: func(name string, data []byte) error {
-		ti, _ := f.Tensor(name)
-		if int64(len(data)) != ti.Size {
-			t.Errorf("%s: %d bytes, want %d", name, len(data), ti.Size)
+	m, err := model.New(f, model.Options{FirstUse: func(ti gguf.TensorInfo, data []byte) error {
+		name := ti.Name
+		if want, _ := f.Tensor(name); int64(len(data)) != want.Size || !slices.Equal(ti.Shape, want.Shape) || ti.Type != want.Type {
+			t.Errorf("%s: %d bytes, %s %v; want %d, %s %v", name, len(data), ti.Type, ti.Shape, want.Size, want.Type, want.Shape)
 		}
 		seen[name]++
 		return nil
@@ -249,9 +249,9 @@ func TestFirstUse(t *testing.T) {
 	}
 	bad := errors.New("altered")
 	for _, name := range []string{"blk.3.ffn_up.weight", "token_embd.weight", "blk.1.ffn_norm.weight"} {
-		m, err := model.New(f, model.Options{FirstUse: func(n string, _ []byte) error {
-			if n == name {
-				return fmt.Errorf("tensor %q: %w", n, bad)
+		m, err := model.New(f, model.Options{FirstUse: func(t gguf.TensorInfo, _ []byte) error {
+			if t.Name == name {
+				return fmt.Errorf("tensor %q: %w", t.Name, bad)
 			}
 			return nil
 		}})

@@ -24,7 +24,8 @@ type matrix struct {
 type firstUse struct {
 	once sync.Once
 	err  error
-	fn   func(tensor string, data []byte) error
+	t    gguf.TensorInfo
+	fn   func(t gguf.TensorInfo, data []byte) error
 }
 
 // use runs m's first-use check, once; every later call returns its result.
@@ -32,7 +33,7 @@ func (m *matrix) use() error {
 	if m.first == nil {
 		return nil
 	}
-	m.first.once.Do(func() { m.first.err = m.first.fn(m.name, m.data) })
+	m.first.once.Do(func() { m.first.err = m.first.fn(m.first.t, m.data) })
 	return m.first.err
 }
 
@@ -67,7 +68,7 @@ type weights struct {
 type loader struct {
 	f        *gguf.File
 	bytes    int64
-	firstUse func(tensor string, data []byte) error
+	firstUse func(t gguf.TensorInfo, data []byte) error
 }
 
 // matrix returns the tensor name as a rows × cols matrix (GGML shape
@@ -94,7 +95,7 @@ func (l *loader) matrix(name string, rows, cols int) (*matrix, error) {
 	l.bytes += int64(len(data))
 	mx := &matrix{name: name, typ: t.Type, rows: rows, cols: cols, data: data}
 	if l.firstUse != nil {
-		mx.first = &firstUse{fn: l.firstUse}
+		mx.first = &firstUse{t: t, fn: l.firstUse}
 	}
 	return mx, nil
 }
@@ -114,7 +115,7 @@ func (l *loader) vector(name string, n int) ([]float32, error) {
 	}
 	if l.firstUse != nil {
 		// A vector is used as it is loaded.
-		if err := l.firstUse(name, data); err != nil {
+		if err := l.firstUse(t, data); err != nil {
 			return nil, err
 		}
 	}
@@ -134,7 +135,7 @@ func (l *loader) optionalVector(name string, n int) ([]float32, error) {
 	return l.vector(name, n)
 }
 
-func loadWeights(f *gguf.File, c *Config, firstUse func(string, []byte) error) (*weights, error) {
+func loadWeights(f *gguf.File, c *Config, firstUse func(gguf.TensorInfo, []byte) error) (*weights, error) {
 	l := &loader{f: f, firstUse: firstUse}
 	w := &weights{}
 	embed, ok := f.Tensor("token_embd.weight")

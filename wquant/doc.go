@@ -1,0 +1,55 @@
+// Package wquant quantizes a model's weights to mixed precision: it
+// collects an importance matrix (CollectIMatrix), quantizes each weight
+// matrix with importance-weighted scale fits (Quantizer), chooses a type
+// per matrix from measured sensitivities under a size budget (Allocate)
+// or reproduces llama.cpp's fixed recipes (Recipe), and writes the
+// result as an ordinary GGUF file that llama.cpp loads, sealed with an
+// integrity manifest that Verify checks.
+//
+// # Integrity manifest
+//
+// Every file wquant writes (models and imatrix files) carries these
+// metadata keys after all others:
+//
+//	turbomem.manifest.version        uint32   1
+//	turbomem.manifest.tool           string   the program that wrote the file
+//	turbomem.manifest.source_sha256  string   hex SHA-256 of the file it was made from ("" if none)
+//	turbomem.manifest.plan           string   the plan JSON that chose the types ("" if none)
+//	turbomem.manifest.keys           [string] every other metadata key, in file order
+//	turbomem.manifest.key_sha256     [string] per key: hex SHA-256 of its value's GGUF encoding
+//	                                          (uint32 value type, then the payload, as in the file)
+//	turbomem.manifest.tensors        [string] every tensor, in file order
+//	turbomem.manifest.tensor_sha256  [string] per tensor: hex SHA-256 of its uint32 type id, uint32
+//	                                          dimension count, uint64 dimensions (GGML order), then
+//	                                          its data bytes (little endian throughout)
+//	turbomem.manifest.sha256         string   hex SHA-256 over the eight fields above, each as uint64
+//	                                          key length, key, and its value's GGUF encoding
+//
+// The keys under turbomem.manifest. are hashed by the last field only;
+// tensor offsets and alignment padding are not hashed (the data are,
+// wherever they lie). A file whose manifest checksum, any key's value,
+// its key set, its tensor set or any tensor's hash differs is reported
+// naming each key or tensor. The manifest detects damage and edits by
+// anyone who does not recompute it; it is not a signature.
+//
+// # Importance matrix file
+//
+// An imatrix file is a GGUF file in llama.cpp's imatrix layout, so that
+// llama-quantize reads ours as well: general.type = "imatrix",
+// imatrix.datasets ([string]), imatrix.chunk_count and imatrix.chunk_size
+// (uint32), and for each weight matrix NAME two F32 tensors, NAME.in_sum2
+// (the sum of x² of each input column over all calibration tokens, shape
+// [columns, 1]) and NAME.counts (the number of tokens, shape [1, 1]); the
+// importance of column j is in_sum2[j]/counts. Ours adds the manifest
+// (its source is the model's SHA-256), and an altered file is refused.
+// ReadIMatrixFile also reads llama.cpp's GGUF imatrix and its legacy
+// imatrix.dat, which carry no checksum.
+//
+// # Plan file
+//
+// A plan (Plan.WriteTo) is JSON: the source model's SHA-256, the budget,
+// the chosen type and size of every tensor, the predicted KL, the
+// measured sensitivities it was chosen from, and a checksum field, the hex
+// SHA-256 of the JSON encoding of the plan with that field empty. An
+// edited plan is refused.
+package wquant

@@ -1,0 +1,482 @@
+package wquant
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/tensor"
+)
+
+// The manifest's metadata keys (see the package documentation).
+const (
+	ManifestPrefix  = "turbomem.manifest."
+	keyVersion      = ManifestPrefix + "version"
+	keyTool         = ManifestPrefix + "tool"
+	keySource       = ManifestPrefix + "source_sha256"
+	keyPlan         = ManifestPrefix + "plan"
+	keyKeys         = ManifestPrefix + "keys"
+	keyKeyHashes    = ManifestPrefix + "key_sha256"
+	keyTensors      = ManifestPrefix + "tensors"
+	keyTensorHashes = ManifestPrefix + "tensor_sha256"
+	keySelf         = ManifestPrefix + "sha256"
+	manifestVersion = 1
+)
+
+// manifestKeys lists the manifest's keys in the order they are written
+// and self-hashed.
+var manifestKeys = []string{keyVersion, keyTool, keySource, keyPlan, keyKeys, keyKeyHashes, keyTensors, keyTensorHashes}
+
+// Manifest records what a GGUF file held when it was written: the SHA-256
+// of every metadata value and of every tensor, the tool that wrote it,
+// the file it was made from and the plan that chose its types.
+type Manifest struct {
+	Tool string
+	// Source is the hex SHA-256 of the file the weights were made from,
+	// or "".
+	Source string
+	// Plan is the plan (JSON, as Plan.WriteTo writes it) that chose the
+	// tensor types, or "".
+	Plan         string
+	Keys         []string
+	KeyHashes    [][sha256.Size]byte
+	Tensors      []string
+	TensorHashes [][sha256.Size]byte
+
+	index map[string]int // Tensors' positions
+}
+
+// Tensor is one tensor as written: its name, type, GGML shape and bytes.
+type Tensor struct {
+	Name  string
+	Type  tensor.DType
+	Shape []int64
+	Data  []byte
+}
+
+// ErrNoManifest is returned by ReadManifest for a file without one.
+var ErrNoManifest = errors.New("wquant: the file has no integrity manifest")
+
+// ErrAltered wraps every difference Verify and the checks find between a
+// file and its manifest.
+var ErrAltered = errors.New("wquant: the file differs from its manifest")
+
+// keyHash returns the SHA-256 of a metadata value's GGUF encoding (its
+// type id and payload; the key is the manifest's own entry).
+func keyHash(v gguf.Value) ([sha256.Size]byte, error) {
+	b, err := v.AppendBinary(nil)
+	if err != nil {
+		return [sha256.Size]byte{}, err
+	}
+	return sha256.Sum256(b), nil
+}
+
+// tensorHeader returns the bytes that precede a tensor's data in its
+// hash: the type id (uint32), the number of dimensions (uint32) and each
+// dimension (uint64), little endian.
+func tensorHeader(t tensor.DType, shape []int64) []byte {
+	b := binary.LittleEndian.AppendUint32(nil, uint32(t))
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(shape)))
+	for _, d := range shape {
+		b = binary.LittleEndian.AppendUint64(b, uint64(d))
+	}
+	return b
+}
+
+// tensorHash returns the SHA-256 of a tensor's type, shape and data.
+func tensorHash(t tensor.DType, shape []int64, data []byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(tensorHeader(t, shape))
+	h.Write(data)
+	var s [sha256.Size]byte
+	h.Sum(s[:0])
+	return s
+}
+
+// NewManifest returns the manifest of a file with metadata kvs (any keys
+// under ManifestPrefix are left out) and tensors, in file order.
+func NewManifest(kvs []gguf.KV, tensors []Tensor, tool, source, plan string) (*Manifest, error) {
+	m := &Manifest{Tool: tool, Source: source, Plan: plan}
+	for _, kv := range kvs {
+		if strings.HasPrefix(kv.Key, ManifestPrefix) {
+			continue
+		}
+		h, err := keyHash(kv.Value)
+		if err != nil {
+			return nil, fmt.Errorf("wquant: manifest: key %q: %w", kv.Key, err)
+		}
+		m.Keys = append(m.Keys, kv.Key)
+		m.KeyHashes = append(m.KeyHashes, h)
+	}
+	for _, t := range tensors {
+		m.Tensors = append(m.Tensors, t.Name)
+		m.TensorHashes = append(m.TensorHashes, tensorHash(t.Type, t.Shape, t.Data))
+	}
+	m.reindex()
+	return m, nil
+}
+
+func hexes(hs [][sha256.Size]byte) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		out[i] = hex.EncodeToString(h[:])
+	}
+	return out
+}
+
+// fields returns the manifest's metadata values, in manifestKeys' order.
+func (m *Manifest) fields() []gguf.KV {
+	vals := []any{uint32(manifestVersion), m.Tool, m.Source, m.Plan, m.Keys, hexes(m.KeyHashes), m.Tensors, hexes(m.TensorHashes)}
+	kvs := make([]gguf.KV, len(vals))
+	for i, v := range vals {
+		if s, ok := v.([]string); ok && s == nil {
+			v = []string{}
+		}
+		val, err := gguf.ValueOf(v)
+		if err != nil {
+			panic(err) // strings, string arrays and a uint32 always convert
+		}
+		kvs[i] = gguf.KV{Key: manifestKeys[i], Value: val}
+	}
+	return kvs
+}
+
+// selfHash returns the SHA-256 over the manifest's own fields: for each
+// key in manifestKeys' order, its length (uint64), the key, and its
+// value's GGUF encoding.
+func selfHash(fields []gguf.KV) ([sha256.Size]byte, error) {
+	h := sha256.New()
+	for _, kv := range fields {
+		b := binary.LittleEndian.AppendUint64(nil, uint64(len(kv.Key)))
+		b = append(b, kv.Key...)
+		b, err := kv.Value.AppendBinary(b)
+		if err != nil {
+			return [sha256.Size]byte{}, err
+		}
+		h.Write(b)
+	}
+	var s [sha256.Size]byte
+	h.Sum(s[:0])
+	return s, nil
+}
+
+// KVs returns the manifest as metadata, to append after the file's other
+// keys: its fields, then the SHA-256 over them.
+func (m *Manifest) KVs() []gguf.KV {
+	kvs := m.fields()
+	self, err := selfHash(kvs)
+	if err != nil {
+		panic(err) // the fields are strings and a uint32
+	}
+	v, _ := gguf.ValueOf(hex.EncodeToString(self[:]))
+	return append(kvs, gguf.KV{Key: keySelf, Value: v})
+}
+
+// ReadManifest reads the manifest of f and checks it against its own
+// SHA-256: an edited manifest is an error wrapping ErrAltered that names
+// the field. A file without one gives ErrNoManifest.
+func ReadManifest(f *gguf.File) (*Manifest, error) {
+	if _, ok := f.Lookup(keySelf); !ok {
+		for _, kv := range f.KV {
+			if strings.HasPrefix(kv.Key, ManifestPrefix) {
+				return nil, fmt.Errorf("%w: metadata key %s: the manifest's checksum %s is missing", ErrAltered, kv.Key, keySelf)
+			}
+		}
+		return nil, ErrNoManifest
+	}
+	field := func(key string) (gguf.Value, error) {
+		v, ok := f.Lookup(key)
+		if !ok {
+			return v, fmt.Errorf("%w: manifest field %s is missing", ErrAltered, key)
+		}
+		return v, nil
+	}
+	str := func(key string) (string, error) {
+		v, err := field(key)
+		if err != nil {
+			return "", err
+		}
+		s, ok := v.Interface().(string)
+		if !ok {
+			return "", fmt.Errorf("%w: manifest field %s is a %s, want a string", ErrAltered, key, v.Type())
+		}
+		return s, nil
+	}
+	strs := func(key string) ([]string, error) {
+		v, err := field(key)
+		if err != nil {
+			return nil, err
+		}
+		s, ok := v.Interface().([]string)
+		if !ok {
+			return nil, fmt.Errorf("%w: manifest field %s is a %s, want an array of strings", ErrAltered, key, v.Type())
+		}
+		return s, nil
+	}
+	var fields []gguf.KV
+	for _, k := range manifestKeys {
+		v, err := field(k)
+		if err != nil {
+			return nil, err
+		}
+		fields = append(fields, gguf.KV{Key: k, Value: v})
+	}
+	self, err := selfHash(fields)
+	if err != nil {
+		return nil, fmt.Errorf("wquant: manifest: %w", err)
+	}
+	want, err := str(keySelf)
+	if err != nil {
+		return nil, err
+	}
+	if hex.EncodeToString(self[:]) != want {
+		return nil, fmt.Errorf("%w: manifest field %s does not match the manifest's fields (a field of the manifest was edited)", ErrAltered, keySelf)
+	}
+	if v, _ := f.Lookup(keyVersion); v.Interface() != any(uint32(manifestVersion)) {
+		return nil, fmt.Errorf("wquant: manifest version %v, this turbomem reads version %d", v, manifestVersion)
+	}
+	m := &Manifest{}
+	if m.Tool, err = str(keyTool); err != nil {
+		return nil, err
+	}
+	if m.Source, err = str(keySource); err != nil {
+		return nil, err
+	}
+	if m.Plan, err = str(keyPlan); err != nil {
+		return nil, err
+	}
+	if m.Keys, err = strs(keyKeys); err != nil {
+		return nil, err
+	}
+	if m.Tensors, err = strs(keyTensors); err != nil {
+		return nil, err
+	}
+	for _, p := range []struct {
+		key   string
+		names []string
+		dst   *[][sha256.Size]byte
+	}{{keyKeyHashes, m.Keys, &m.KeyHashes}, {keyTensorHashes, m.Tensors, &m.TensorHashes}} {
+		hs, err := strs(p.key)
+		if err != nil {
+			return nil, err
+		}
+		if len(hs) != len(p.names) {
+			return nil, fmt.Errorf("%w: manifest field %s has %d hashes for %d names", ErrAltered, p.key, len(hs), len(p.names))
+		}
+		for i, s := range hs {
+			var h [sha256.Size]byte
+			if b, err := hex.DecodeString(s); err != nil || len(b) != sha256.Size {
+				return nil, fmt.Errorf("%w: manifest field %s: entry %d (%q) is not a SHA-256", ErrAltered, p.key, i, s)
+			} else {
+				copy(h[:], b)
+			}
+			*p.dst = append(*p.dst, h)
+		}
+	}
+	m.reindex()
+	if len(m.index) != len(m.Tensors) {
+		return nil, fmt.Errorf("%w: manifest field %s names a tensor twice", ErrAltered, keyTensors)
+	}
+	return m, nil
+}
+
+// CheckMetadata compares f's metadata and tensor directory with the
+// manifest: every key's value, the keys themselves, and the set of
+// tensors. It returns nil or an error wrapping ErrAltered that names each
+// key or tensor that differs. Tensor data is CheckTensor's.
+func (m *Manifest) CheckMetadata(f *gguf.File) error {
+	var problems []string
+	want := make(map[string][sha256.Size]byte, len(m.Keys))
+	for i, k := range m.Keys {
+		want[k] = m.KeyHashes[i]
+	}
+	seen := map[string]bool{}
+	for _, kv := range f.KV {
+		if strings.HasPrefix(kv.Key, ManifestPrefix) {
+			continue
+		}
+		seen[kv.Key] = true
+		h, ok := want[kv.Key]
+		if !ok {
+			problems = append(problems, fmt.Sprintf("metadata key %s is not in the manifest (added)", kv.Key))
+			continue
+		}
+		if got, err := keyHash(kv.Value); err != nil || got != h {
+			problems = append(problems, fmt.Sprintf("metadata key %s: value differs from the manifest's (SHA-256 %.16x…, recorded %.16x…)", kv.Key, got, h))
+		}
+	}
+	for _, k := range m.Keys {
+		if !seen[k] {
+			problems = append(problems, fmt.Sprintf("metadata key %s is missing", k))
+		}
+	}
+	listed := make(map[string]bool, len(m.Tensors))
+	for _, name := range m.Tensors {
+		listed[name] = true
+		if _, ok := f.Tensor(name); !ok {
+			problems = append(problems, fmt.Sprintf("tensor %s is missing", name))
+		}
+	}
+	for _, t := range f.Tensors {
+		if !listed[t.Name] {
+			problems = append(problems, fmt.Sprintf("tensor %s is not in the manifest (added)", t.Name))
+		}
+	}
+	return altered(problems)
+}
+
+// altered joins problems into one error wrapping ErrAltered, or nil.
+func altered(problems []string) error {
+	if len(problems) == 0 {
+		return nil
+	}
+	return fmt.Errorf("%w: %s", ErrAltered, strings.Join(problems, "; "))
+}
+
+// tensorIndex returns the position of name in the manifest.
+func (m *Manifest) tensorIndex(name string) (int, bool) {
+	i, ok := m.index[name]
+	return i, ok
+}
+
+// reindex builds the index of the tensors' positions.
+func (m *Manifest) reindex() {
+	m.index = make(map[string]int, len(m.Tensors))
+	for i, n := range m.Tensors {
+		m.index[n] = i
+	}
+}
+
+// CheckTensor compares a tensor of the file (as the file describes it)
+// and its bytes with the manifest.
+func (m *Manifest) CheckTensor(t gguf.TensorInfo, data []byte) error {
+	h := tensorHash(t.Type, t.Shape, data)
+	return m.compare(t.Name, h[:])
+}
+
+// compare checks a tensor's hash against the manifest's.
+func (m *Manifest) compare(name string, sum []byte) error {
+	i, ok := m.tensorIndex(name)
+	if !ok {
+		return fmt.Errorf("%w: tensor %s is not in the manifest", ErrAltered, name)
+	}
+	if !bytes.Equal(sum, m.TensorHashes[i][:]) {
+		return fmt.Errorf("%w: tensor %s: SHA-256 of its type, shape and data is %.16x…, the manifest records %.16x…", ErrAltered, name, sum, m.TensorHashes[i])
+	}
+	return nil
+}
+
+// Lazy returns a check for model.Options.FirstUse: each tensor is hashed
+// and compared with the manifest when the model first uses it. It is
+// safe for concurrent use.
+func (m *Manifest) Lazy() func(t gguf.TensorInfo, data []byte) error { return m.CheckTensor }
+
+// VerifyOptions configures Verify.
+type VerifyOptions struct {
+	// Workers is the number of tensors hashed at once (0: all CPUs).
+	Workers int
+	// Progress, if set, is called with the bytes hashed so far and the
+	// total, from one goroutine at a time.
+	Progress func(done, total int64)
+}
+
+// Verify checks all of f against its manifest: the manifest's own
+// checksum, every metadata value, the tensor directory and the SHA-256
+// of every tensor's data, read (memory-mapped where possible) and hashed
+// by several workers. It returns the manifest and nil, or an error that
+// wraps ErrAltered and names every key and tensor that differs, or
+// ErrNoManifest.
+func Verify(ctx context.Context, f *gguf.File, o VerifyOptions) (*Manifest, error) {
+	m, err := ReadManifest(f)
+	if err != nil {
+		return nil, err
+	}
+	var problems []string
+	if err := m.CheckMetadata(f); err != nil {
+		problems = append(problems, strings.TrimPrefix(err.Error(), ErrAltered.Error()+": "))
+	}
+	var todo []gguf.TensorInfo
+	var total int64
+	for _, name := range m.Tensors {
+		if t, ok := f.Tensor(name); ok {
+			todo = append(todo, t)
+			total += t.Size
+		}
+	}
+	workers := o.Workers
+	if workers <= 0 {
+		workers = runtime.NumCPU()
+	}
+	var mu sync.Mutex
+	var done int64
+	results := make([]string, len(todo))
+	next := make(chan int)
+	var wg sync.WaitGroup
+	for range min(workers, max(len(todo), 1)) {
+		wg.Go(func() {
+			for i := range next {
+				t := todo[i]
+				results[i] = m.hashTensor(ctx, f, t, func(n int64) {
+					mu.Lock()
+					defer mu.Unlock()
+					done += n
+					if o.Progress != nil {
+						o.Progress(done, total)
+					}
+				})
+			}
+		})
+	}
+	for i := range todo {
+		if ctx.Err() != nil {
+			break
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return m, err
+	}
+	for _, r := range results {
+		if r != "" {
+			problems = append(problems, r)
+		}
+	}
+	return m, altered(problems)
+}
+
+// hashChunk is how many bytes of a tensor hashTensor hashes between
+// progress reports.
+const hashChunk = 4 << 20
+
+// hashTensor hashes one tensor in chunks, reporting progress, and returns
+// "" or what differs.
+func (m *Manifest) hashTensor(ctx context.Context, f *gguf.File, t gguf.TensorInfo, progress func(int64)) string {
+	data, err := f.ReadTensor(t)
+	if err != nil {
+		return fmt.Sprintf("tensor %s: %v", t.Name, err)
+	}
+	h := sha256.New()
+	h.Write(tensorHeader(t.Type, t.Shape))
+	for off := 0; off < len(data); off += hashChunk {
+		if ctx.Err() != nil {
+			return ""
+		}
+		end := min(off+hashChunk, len(data))
+		h.Write(data[off:end])
+		progress(int64(end - off))
+	}
+	if err := m.compare(t.Name, h.Sum(nil)); err != nil {
+		return strings.TrimPrefix(err.Error(), ErrAltered.Error()+": ")
+	}
+	return ""
+}

@@ -1,0 +1,425 @@
+package wquant
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"slices"
+	"strings"
+
+	"github.com/turbomem/turbomem/alloc"
+	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/tensor"
+)
+
+// Sensitivity is what storing each weight matrix in each candidate type
+// costs on its own: Loss[i][j] is the mean KL divergence (nats) of the
+// next-token distributions from the source model's when only Tensors[i]
+// is stored in Types[j] (eval.WeightSensitivity measures it). A negative
+// loss marks a type the tensor cannot take.
+type Sensitivity struct {
+	Tensors []string
+	Types   []tensor.DType
+	Loss    [][]float64
+}
+
+// validate checks the shape and values of s.
+func (s *Sensitivity) validate() error {
+	if len(s.Tensors) == 0 || len(s.Tensors) > maxPlanTensors || len(s.Types) == 0 || len(s.Types) > alloc.MaxOptions-1 {
+		return fmt.Errorf("%d tensors and %d types: want 1 to %d and 1 to %d", len(s.Tensors), len(s.Types), maxPlanTensors, alloc.MaxOptions-1)
+	}
+	if len(s.Loss) != len(s.Tensors) {
+		return fmt.Errorf("%d rows of losses for %d tensors", len(s.Loss), len(s.Tensors))
+	}
+	for i, row := range s.Loss {
+		if len(row) != len(s.Types) {
+			return fmt.Errorf("tensor %s has %d losses for %d types", s.Tensors[i], len(row), len(s.Types))
+		}
+		for j, l := range row {
+			if math.IsNaN(l) || math.IsInf(l, 0) {
+				return fmt.Errorf("tensor %s in %s: loss %g is not finite", s.Tensors[i], s.Types[j], l)
+			}
+		}
+	}
+	return nil
+}
+
+// maxPlanTensors bounds the tensors of a plan read from a file.
+const maxPlanTensors = 1 << 16
+
+// Choice is the type a plan gives one tensor.
+type Choice struct {
+	Name     string
+	Type     tensor.DType
+	Elements int64
+	Bytes    int64
+	// Loss is the measured KL of this choice alone (0 for the source's
+	// own type and for recipes).
+	Loss float64
+}
+
+// Plan gives every tensor of one source model a type: measured (Allocate,
+// under a byte budget) or by a fixed recipe (Recipe).
+type Plan struct {
+	// Source is the hex SHA-256 of the source model file; a plan is
+	// refused for any other file.
+	Source string
+	// Recipe is the llama.cpp recipe reproduced, or "" for a measured
+	// plan.
+	Recipe string
+	// Budget is the bytes of tensor data asked for (0 for a recipe).
+	Budget int64
+	// Tensors lists every tensor of the source, in file order.
+	Tensors []Choice
+	// Predicted is the sum of the choices' losses: the predicted mean KL.
+	Predicted float64
+	// Sensitivity is what a measured plan was chosen from; it lets the
+	// plan be re-allocated for another budget without measuring again.
+	Sensitivity *Sensitivity
+}
+
+// Types returns each tensor's type by name.
+func (p *Plan) Types() map[string]tensor.DType {
+	m := make(map[string]tensor.DType, len(p.Tensors))
+	for _, c := range p.Tensors {
+		m[c.Name] = c.Type
+	}
+	return m
+}
+
+// Bytes returns the bytes of tensor data the plan's file holds.
+func (p *Plan) Bytes() int64 {
+	var n int64
+	for _, c := range p.Tensors {
+		n += c.Bytes
+	}
+	return n
+}
+
+// BPW returns the bits per weight over all tensors (llama.cpp's figure:
+// tensor bytes × 8 / elements).
+func (p *Plan) BPW() float64 {
+	var n int64
+	for _, c := range p.Tensors {
+		n += c.Elements
+	}
+	if n == 0 {
+		return 0
+	}
+	return 8 * float64(p.Bytes()) / float64(n)
+}
+
+// Describe returns the plan as a table: each tensor's type, size and
+// measured loss, then the totals.
+func (p *Plan) Describe() string {
+	var b strings.Builder
+	what := p.Recipe
+	if what == "" {
+		what = fmt.Sprintf("measured, budget %d bytes", p.Budget)
+	}
+	fmt.Fprintf(&b, "weight plan (%s): %d bytes of tensors, %.3f bits per weight, predicted mean KL %.5f\n", what, p.Bytes(), p.BPW(), p.Predicted)
+	count := map[tensor.DType]int{}
+	for _, c := range p.Tensors {
+		count[c.Type]++
+		fmt.Fprintf(&b, "  %-28s %-5s %10d bytes  KL %.5f\n", c.Name, c.Type, c.Bytes, c.Loss)
+	}
+	var types []tensor.DType
+	for t := range count {
+		types = append(types, t)
+	}
+	slices.Sort(types)
+	b.WriteString("  tensors per type:")
+	for _, t := range types {
+		fmt.Fprintf(&b, " %s %d", t, count[t])
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+// choice returns the Choice of tensor t in type typ.
+func choice(t gguf.TensorInfo, typ tensor.DType, loss float64) (Choice, error) {
+	rb, err := typ.RowBytes(t.Shape[0])
+	if err != nil {
+		return Choice{}, fmt.Errorf("wquant: tensor %s in %s: %w", t.Name, typ, err)
+	}
+	n := t.Elements()
+	return Choice{Name: t.Name, Type: typ, Elements: n, Bytes: rb * (n / t.Shape[0]), Loss: loss}, nil
+}
+
+// allocSteps is the resolution of the budget in Allocate: costs are
+// rounded up to 1/allocSteps of it (at most one step lost per tensor).
+const allocSteps = 1 << 20
+
+// Allocate chooses a type for every tensor measured in s so that the
+// predicted loss (the sum of the chosen losses) is least while the file's
+// tensor data stay within budget bytes. Each tensor may also keep its
+// source type (loss 0); tensors not measured keep theirs and their bytes
+// count against the budget. The choice is exact up to the rounding of
+// costs to 1/2²⁰ of the budget (alloc.Choose).
+func Allocate(src *gguf.File, sourceSHA256 string, s Sensitivity, budget int64) (*Plan, error) {
+	if err := s.validate(); err != nil {
+		return nil, fmt.Errorf("wquant: sensitivity: %w", err)
+	}
+	measured := make(map[string]int, len(s.Tensors))
+	for i, n := range s.Tensors {
+		if _, dup := measured[n]; dup {
+			return nil, fmt.Errorf("wquant: sensitivity: tensor %s twice", n)
+		}
+		measured[n] = i
+	}
+	plan := &Plan{Source: sourceSHA256, Budget: budget, Sensitivity: &s}
+	var fixed int64
+	var items [][]Choice
+	for _, t := range src.Tensors {
+		i, ok := measured[t.Name]
+		if !ok {
+			fixed += t.Size
+			continue
+		}
+		if !Quantizable(t) {
+			return nil, fmt.Errorf("wquant: sensitivity: tensor %s is not a weight matrix", t.Name)
+		}
+		keep, err := choice(t, t.Type, 0)
+		if err != nil {
+			return nil, err
+		}
+		opts := []Choice{keep}
+		for j, typ := range s.Types {
+			if l := s.Loss[i][j]; l >= 0 && typ != t.Type && Fits(t.Shape, typ) {
+				c, err := choice(t, typ, l)
+				if err != nil {
+					return nil, err
+				}
+				opts = append(opts, c)
+			}
+		}
+		items = append(items, opts)
+	}
+	if len(items) != len(s.Tensors) {
+		return nil, fmt.Errorf("wquant: sensitivity names %d tensors, the file has %d of them", len(s.Tensors), len(items))
+	}
+	avail := budget - fixed
+	if avail <= 0 {
+		return nil, fmt.Errorf("wquant: a budget of %d bytes does not cover the %d bytes of tensors kept as they are", budget, fixed)
+	}
+	unit := max(1, float64(avail)/allocSteps)
+	costs := make([][]alloc.Option, len(items))
+	for i, opts := range items {
+		for _, c := range opts {
+			u, err := alloc.Units(float64(c.Bytes), unit)
+			if err != nil {
+				return nil, err
+			}
+			costs[i] = append(costs[i], alloc.Option{Cost: u, Loss: c.Loss})
+		}
+	}
+	picks, loss, err := alloc.Choose(costs, int(float64(avail)/unit))
+	if errors.Is(err, alloc.ErrOverBudget) {
+		var least int64
+		for _, opts := range items {
+			m := opts[0].Bytes
+			for _, c := range opts {
+				m = min(m, c.Bytes)
+			}
+			least += m
+		}
+		return nil, fmt.Errorf("wquant: a budget of %d bytes is below the smallest choice's %d bytes", budget, least+fixed)
+	}
+	if err != nil {
+		return nil, err
+	}
+	plan.Predicted = loss
+	k := 0
+	for _, t := range src.Tensors {
+		if _, ok := measured[t.Name]; ok {
+			plan.Tensors = append(plan.Tensors, items[k][picks[k]])
+			k++
+			continue
+		}
+		c, err := choice(t, t.Type, 0)
+		if err != nil {
+			return nil, err
+		}
+		plan.Tensors = append(plan.Tensors, c)
+	}
+	return plan, nil
+}
+
+// BudgetForBPW returns the bytes of tensor data that bpw bits per weight
+// over all of src's tensors allow.
+func BudgetForBPW(src *gguf.File, bpw float64) (int64, error) {
+	if !(bpw > 0 && bpw <= 32) {
+		return 0, fmt.Errorf("wquant: %g bits per weight: want (0, 32]", bpw)
+	}
+	var n int64
+	for _, t := range src.Tensors {
+		n += t.Elements()
+	}
+	return int64(math.Floor(bpw * float64(n) / 8)), nil
+}
+
+// Check reports whether the plan serves src, whose file has the hex
+// SHA-256 sourceSHA256: same model, same tensors, and types that fit
+// them.
+func (p *Plan) Check(src *gguf.File, sourceSHA256 string) error {
+	if !strings.EqualFold(p.Source, sourceSHA256) {
+		return fmt.Errorf("wquant: the plan is for the model with SHA-256 %.16s…, this one's is %.16s…", p.Source, sourceSHA256)
+	}
+	if len(p.Tensors) != len(src.Tensors) {
+		return fmt.Errorf("wquant: the plan has %d tensors, the model %d", len(p.Tensors), len(src.Tensors))
+	}
+	for _, c := range p.Tensors {
+		t, ok := src.Tensor(c.Name)
+		if !ok {
+			return fmt.Errorf("wquant: the plan's tensor %s is not in the model", c.Name)
+		}
+		if !Fits(t.Shape, c.Type) || c.Type != t.Type && !Quantizable(t) {
+			return fmt.Errorf("wquant: the plan gives tensor %s (shape %v) type %s, which does not fit", c.Name, t.Shape, c.Type)
+		}
+	}
+	return nil
+}
+
+// planVersion is the version of the plan file format.
+const planVersion = 1
+
+// planFile is a plan as JSON.
+type planFile struct {
+	Version     int           `json:"version"`
+	Source      string        `json:"source_sha256"`
+	Recipe      string        `json:"recipe,omitempty"`
+	Budget      int64         `json:"budget_bytes"`
+	Bytes       int64         `json:"bytes"`
+	BPW         float64       `json:"bpw"`
+	Predicted   float64       `json:"predicted_kl"`
+	Tensors     []choiceJSON  `json:"tensors"`
+	Sensitivity *sensitivityJ `json:"sensitivity,omitempty"`
+	// Checksum is the hex SHA-256 of the file's JSON with this field
+	// empty: a plan that was edited or damaged is refused.
+	Checksum string `json:"checksum"`
+}
+
+type choiceJSON struct {
+	Name     string  `json:"name"`
+	Type     string  `json:"type"`
+	Elements int64   `json:"elements"`
+	Bytes    int64   `json:"bytes"`
+	Loss     float64 `json:"kl"`
+}
+
+type sensitivityJ struct {
+	Tensors []string    `json:"tensors"`
+	Types   []string    `json:"types"`
+	Loss    [][]float64 `json:"kl"`
+}
+
+func (f planFile) checksum() (string, error) {
+	f.Checksum = ""
+	b, err := json.Marshal(f)
+	if err != nil {
+		return "", fmt.Errorf("wquant: plan: %w", err)
+	}
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:]), nil
+}
+
+// JSON returns the plan file's bytes (as WriteTo writes them).
+func (p *Plan) JSON() ([]byte, error) {
+	f := planFile{Version: planVersion, Source: strings.ToLower(p.Source), Recipe: p.Recipe, Budget: p.Budget,
+		Bytes: p.Bytes(), BPW: p.BPW(), Predicted: p.Predicted}
+	for _, c := range p.Tensors {
+		f.Tensors = append(f.Tensors, choiceJSON{Name: c.Name, Type: c.Type.String(), Elements: c.Elements, Bytes: c.Bytes, Loss: c.Loss})
+	}
+	if s := p.Sensitivity; s != nil {
+		f.Sensitivity = &sensitivityJ{Tensors: s.Tensors, Loss: s.Loss}
+		for _, t := range s.Types {
+			f.Sensitivity.Types = append(f.Sensitivity.Types, t.String())
+		}
+	}
+	sum, err := f.checksum()
+	if err != nil {
+		return nil, err
+	}
+	f.Checksum = sum
+	b, err := json.MarshalIndent(f, "", "  ")
+	if err != nil {
+		return nil, err
+	}
+	return append(b, '\n'), nil
+}
+
+// WriteTo writes the plan as JSON with a checksum.
+func (p *Plan) WriteTo(w io.Writer) (int64, error) {
+	b, err := p.JSON()
+	if err != nil {
+		return 0, err
+	}
+	n, err := w.Write(b)
+	return int64(n), err
+}
+
+// maxPlanBytes bounds the size of a plan file.
+const maxPlanBytes = 64 << 20
+
+// ReadPlan reads a plan that WriteTo wrote, checking its checksum and
+// every field.
+func ReadPlan(r io.Reader) (*Plan, error) {
+	b, err := io.ReadAll(io.LimitReader(r, maxPlanBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("wquant: plan: %w", err)
+	}
+	if len(b) > maxPlanBytes {
+		return nil, fmt.Errorf("wquant: plan: larger than %d bytes", maxPlanBytes)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	var f planFile
+	if err := dec.Decode(&f); err != nil {
+		return nil, fmt.Errorf("wquant: plan: not a plan file: %w", err)
+	}
+	if f.Version != planVersion {
+		return nil, fmt.Errorf("wquant: plan: version %d, want %d", f.Version, planVersion)
+	}
+	if sum, err := f.checksum(); err != nil {
+		return nil, err
+	} else if sum != f.Checksum {
+		return nil, fmt.Errorf("wquant: plan: checksum mismatch (the file was edited or damaged); make the plan again")
+	}
+	if h, err := hex.DecodeString(f.Source); err != nil || len(h) != sha256.Size {
+		return nil, fmt.Errorf("wquant: plan: source_sha256 %q is not a SHA-256", f.Source)
+	}
+	if len(f.Tensors) == 0 || len(f.Tensors) > maxPlanTensors || f.Budget < 0 {
+		return nil, fmt.Errorf("wquant: plan: %d tensors, budget %d: out of range", len(f.Tensors), f.Budget)
+	}
+	p := &Plan{Source: f.Source, Recipe: f.Recipe, Budget: f.Budget, Predicted: f.Predicted}
+	for i, c := range f.Tensors {
+		typ, err := tensor.ParseDType(c.Type)
+		if err != nil {
+			return nil, fmt.Errorf("wquant: plan: tensor %d: %w", i, err)
+		}
+		if c.Name == "" || c.Elements < 0 || c.Bytes < 0 || math.IsNaN(c.Loss) || math.IsInf(c.Loss, 0) {
+			return nil, fmt.Errorf("wquant: plan: tensor %d (%q): fields out of range", i, c.Name)
+		}
+		p.Tensors = append(p.Tensors, Choice{Name: c.Name, Type: typ, Elements: c.Elements, Bytes: c.Bytes, Loss: c.Loss})
+	}
+	if sj := f.Sensitivity; sj != nil {
+		s := &Sensitivity{Tensors: sj.Tensors, Loss: sj.Loss}
+		for _, name := range sj.Types {
+			t, err := tensor.ParseDType(name)
+			if err != nil {
+				return nil, fmt.Errorf("wquant: plan: sensitivity: %w", err)
+			}
+			s.Types = append(s.Types, t)
+		}
+		if err := s.validate(); err != nil {
+			return nil, fmt.Errorf("wquant: plan: sensitivity: %w", err)
+		}
+		p.Sensitivity = s
+	}
+	return p, nil
+}
