@@ -13,7 +13,7 @@ import (
 // on the same file and text (testdata/ppl_words.txt, random sentences of
 // common words):
 //
-//	llama-perplexity -m ../shared/fixtures/llama-2-tiny-random.gguf -f eval/testdata/ppl_words.txt -c 128 -t 2
+//	llama-perplexity -m testdata/llama-2-tiny-random.gguf -f eval/testdata/ppl_words.txt -c 128 -t 2
 //	→ 33 chunks, Final estimate: PPL = 32373.5783 +/- 44.35265
 //
 // (llama.cpp de3ff81, CPU, f16 KV cache). Same tokenization, windows and

@@ -3,7 +3,6 @@ package eval
 import (
 	"context"
 	"math/rand/v2"
-	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -12,13 +11,10 @@ import (
 	"github.com/turbomem/turbomem/model"
 )
 
-const tinyFixture = "../../shared/fixtures/llama-2-tiny-random.gguf"
+const tinyFixture = "../testdata/llama-2-tiny-random.gguf"
 
 func openTiny(t *testing.T) *model.Model {
 	t.Helper()
-	if _, err := os.Stat(tinyFixture); err != nil {
-		t.Skipf("third-party fixture absent: %v", err)
-	}
 	m, err := model.Open(tinyFixture, model.Options{})
 	if err != nil {
 		t.Fatal(err)

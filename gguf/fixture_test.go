@@ -14,18 +14,14 @@ import (
 )
 
 // fixturePath is llama-2-tiny-random.gguf, a file written by llama.cpp's
-// converter (see ../../shared/fixtures/README.md), relative to this
-// package's directory.
-const fixturePath = "../../shared/fixtures/llama-2-tiny-random.gguf"
+// converter (see ../testdata/README.md), relative to this package's
+// directory.
+const fixturePath = "../testdata/llama-2-tiny-random.gguf"
 
-// readFixture returns the fixture's bytes, or skips the test when the
-// fixtures folder is absent (it is not part of a user's clone).
+// readFixture returns the fixture's bytes.
 func readFixture(tb testing.TB) []byte {
 	tb.Helper()
 	b, err := os.ReadFile(fixturePath)
-	if errors.Is(err, os.ErrNotExist) {
-		tb.Skipf("fixture %s absent (it lives outside the repository); skipping", fixturePath)
-	}
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -1,6 +1,6 @@
 // Package kvcache holds the keys and values of one sequence's attention
 // layers, in full precision or compressed, and computes attention on what
-// it holds. The cache owns attention (shared/DESIGN.md): a compressed
+// it holds. The cache owns attention (docs/ARCHITECTURE.md): a compressed
 // cache scores queries against its compressed keys directly instead of
 // handing back decompressed copies.
 package kvcache

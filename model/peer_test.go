@@ -13,14 +13,11 @@ import (
 // 32 greedily generated tokens with llama.cpp's on the same prompt ids.
 // testdata/llamacpp_tiny_random.json is the output of
 //
-//	node bench/peers/greedy.mjs --model ../shared/fixtures/llama-2-tiny-random.gguf --prompt "Once upon a time" --n 32
+//	node bench/peers/greedy.mjs --model testdata/llama-2-tiny-random.gguf --prompt "Once upon a time" --n 32
 //
 // (node-llama-cpp 3.22.1, CPU, f16 KV cache).
 func TestGreedyMatchesLlamaCpp(t *testing.T) {
-	const path = "../../shared/fixtures/llama-2-tiny-random.gguf"
-	if _, err := os.Stat(path); err != nil {
-		t.Skipf("third-party fixture absent (%v): it lives beside the project, in shared/fixtures", err)
-	}
+	const path = "../testdata/llama-2-tiny-random.gguf"
 	var peer struct {
 		PromptIDs []int32 `json:"prompt_ids"`
 		Tokens    []int32 `json:"tokens"`
@@ -65,10 +62,7 @@ func TestGreedyMatchesLlamaCpp(t *testing.T) {
 // TestTokenizerMatchesLlamaCpp: the prompt ids llama.cpp produced for
 // "Once upon a time" (without BOS) on the same file.
 func TestTokenizerMatchesLlamaCpp(t *testing.T) {
-	const path = "../../shared/fixtures/llama-2-tiny-random.gguf"
-	if _, err := os.Stat(path); err != nil {
-		t.Skipf("third-party fixture absent (%v)", err)
-	}
+	const path = "../testdata/llama-2-tiny-random.gguf"
 	m, err := Open(path, Options{})
 	if err != nil {
 		t.Fatal(err)

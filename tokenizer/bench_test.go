@@ -1,7 +1,6 @@
 package tokenizer
 
 import (
-	"os"
 	"testing"
 	"unicode/utf8"
 )
@@ -35,9 +34,6 @@ func BenchmarkEncode(b *testing.B) {
 		})
 	}
 	b.Run("spm-llama2", func(b *testing.B) {
-		if _, err := os.Stat(llamaGGUF); err != nil {
-			b.Skipf("skipping: %s is absent", llamaGGUF)
-		}
 		run(b, newLlamaTokenizer(b))
 	})
 }

@@ -3,8 +3,6 @@ package tokenizer
 import (
 	"compress/gzip"
 	"encoding/json"
-	"errors"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,9 +17,9 @@ import (
 // bpePres are the pre-tokenizers of the trained byte-level BPE fixtures.
 var bpePres = []string{"gpt-2", "llama-bpe", "qwen2", "smollm"}
 
-// llamaGGUF is the shared Llama-2 vocabulary fixture, relative to this
+// llamaGGUF is the Llama-2 vocabulary fixture (../testdata/README.md), relative to this
 // package; it lives outside the repository.
-const llamaGGUF = "../../shared/fixtures/llama-2-tiny-random.gguf"
+const llamaGGUF = "../testdata/llama-2-tiny-random.gguf"
 
 type fixtureCase struct {
 	Text    string  `json:"text"`
@@ -159,14 +157,10 @@ func newBPEFixtureTokenizer(tb testing.TB, pre string) (*Tokenizer, bpeFixture) 
 	return tok, fx
 }
 
-// llamaVocab reads the Llama-2 vocabulary from the shared GGUF fixture, or
-// skips the test when the fixture is absent (a clone without ../shared).
+// llamaVocab reads the Llama-2 vocabulary from the GGUF fixture.
 func llamaVocab(tb testing.TB) Vocab {
 	tb.Helper()
 	f, err := gguf.Open(llamaGGUF)
-	if errors.Is(err, fs.ErrNotExist) {
-		tb.Skipf("skipping: %s is absent (the shared fixtures are not part of the repository)", llamaGGUF)
-	}
 	if err != nil {
 		tb.Fatal(err)
 	}

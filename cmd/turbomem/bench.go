@@ -13,25 +13,6 @@ import (
 	"github.com/turbomem/turbomem/quant"
 )
 
-func runBench(e *env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(e.stderr, "Usage: turbomem bench <what> [flags]\n\nWhat:\n  quant   distortion and speed of the vector quantizers on random unit vectors\n  decode  prompt and decode speed of a model, optionally beside llama.cpp\n  kv      attention-step time and decode speed against context for each KV format, optionally beside llama.cpp")
-		if len(args) == 0 {
-			return usageError{fmt.Errorf("bench needs a subject")}
-		}
-		return nil
-	}
-	switch args[0] {
-	case "quant":
-		return benchQuant(e, args[1:])
-	case "decode":
-		return benchDecode(e, args[1:])
-	case "kv":
-		return benchKV(e, args[1:])
-	}
-	return usageError{fmt.Errorf("unknown subject %q (want quant, decode or kv)", args[0])}
-}
-
 // benchRow is one line of 'bench quant': quant.Distortion plus bandwidth.
 type benchRow struct {
 	quant.Distortion
@@ -58,6 +39,9 @@ func benchQuant(e *env, args []string) error {
 		return usageError{fmt.Errorf("--n %d out of range [2, 10000000]", *n)}
 	}
 	if err := checkFormat(*format); err != nil {
+		return err
+	}
+	if err := checkOutputs(*plotFile); err != nil {
 		return err
 	}
 	var rates []float64

@@ -2,18 +2,21 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"sync"
 
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 )
 
 func runChat(e *env, args []string) error {
-	fs := newFlagSet(e, "chat", "\n\nAn interactive conversation in the model's chat template. Each line you type\nis a user turn; /reset starts over, /quit (or end of input) leaves.")
+	fs := newFlagSet(e, "chat", "\n\nAn interactive conversation in the model's chat template. Each line you type\nis a user turn; /reset starts over, /quit (or end of input) leaves. Ctrl-C stops\nthe answer being written (the conversation goes on); at the prompt it leaves.")
 	g := addGenFlags(fs)
 	n := fs.Int("n", 512, "maximum tokens per answer")
 	system := fs.String("system", "", "system prompt")
@@ -42,9 +45,28 @@ func runChat(e *env, args []string) error {
 		tmpl = model.DetectChatTemplate(jinja)
 	}
 	fmt.Fprintf(e.stderr, "chat template: %s; /reset to start over, /quit to leave\n", tmpl)
-	c := &conversation{l: l, tmpl: tmpl, sc: sc, ctx: *g.ctx, system: *system, kv: kv}
+	limit, err := g.sessionLimit(e, l.m)
+	if err != nil {
+		return err
+	}
+	c := &conversation{l: l, tmpl: tmpl, sc: sc, ctx: limit, system: *system, kv: kv}
 	if err := c.reset(); err != nil {
 		return err
+	}
+	var ir interrupter
+	if e.in == nil {
+		// The terminal's Ctrl-C: the answer's, or (at the prompt) ours.
+		sigs := make(chan os.Signal, 1)
+		signal.Notify(sigs, os.Interrupt)
+		defer signal.Stop(sigs)
+		go func() {
+			for range sigs {
+				if !ir.interrupt() {
+					fmt.Fprintln(e.stderr)
+					os.Exit(130)
+				}
+			}
+		}()
 	}
 	in := bufio.NewScanner(e.stdin())
 	in.Buffer(make([]byte, 64<<10), 1<<20)
@@ -66,7 +88,10 @@ func runChat(e *env, args []string) error {
 			}
 			continue
 		}
-		if err := c.turn(e, line, *n); err != nil {
+		ctx, done := ir.answer()
+		err := c.turn(ctx, e, line, *n)
+		done()
+		if err != nil {
 			return err
 		}
 	}
@@ -104,7 +129,7 @@ func (c *conversation) reset() error {
 	return nil
 }
 
-func (c *conversation) turn(e *env, line string, n int) error {
+func (c *conversation) turn(ctx context.Context, e *env, line string, n int) error {
 	c.msgs = append(c.msgs, model.Message{Role: "user", Content: line})
 	text, err := c.tmpl.Render(c.msgs)
 	if err != nil {
@@ -129,7 +154,7 @@ func (c *conversation) turn(e *env, line string, n int) error {
 		return errors.New("the conversation no longer fits in the context; /reset to start over")
 	}
 	var answer strings.Builder
-	st, err := generate(io.MultiWriter(e.stdout, &answer), c.l, c.s, c.sm, ids[common:], n)
+	st, err := generate(ctx, io.MultiWriter(e.stdout, &answer), c.l, c.s, c.sm, ids[common:], n)
 	fmt.Fprintln(e.stdout)
 	if err != nil {
 		return err
@@ -138,7 +163,11 @@ func (c *conversation) turn(e *env, line string, n int) error {
 	// rendering is compared with them.
 	c.fed = append(ids, st.tokens...)
 	c.msgs = append(c.msgs, model.Message{Role: "assistant", Content: answer.String()})
-	fmt.Fprintf(e.stderr, "[%s; KV cache %s]\n", st, humanBytes(c.s.CacheBytes()))
+	stop := ""
+	if st.stop != stopEOS {
+		stop = "; " + st.stop.describe(st, c.s, c.l.m.Config.Context)
+	}
+	fmt.Fprintf(e.stderr, "[%s; KV cache %s%s]\n", st, humanBytes(c.s.CacheBytes()), stop)
 	return nil
 }
 
@@ -147,4 +176,38 @@ func (e *env) stdin() io.Reader {
 		return e.in
 	}
 	return os.Stdin
+}
+
+// interrupter turns Ctrl-C into the cancellation of the answer being
+// written, if there is one.
+type interrupter struct {
+	mu     sync.Mutex
+	cancel context.CancelFunc
+}
+
+// answer returns the context of an answer and the function to call when
+// it is written.
+func (i *interrupter) answer() (context.Context, func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	i.mu.Lock()
+	i.cancel = cancel
+	i.mu.Unlock()
+	return ctx, func() {
+		i.mu.Lock()
+		i.cancel = nil
+		i.mu.Unlock()
+		cancel()
+	}
+}
+
+// interrupt cancels the answer being written and reports whether there
+// was one.
+func (i *interrupter) interrupt() bool {
+	i.mu.Lock()
+	defer i.mu.Unlock()
+	if i.cancel == nil {
+		return false
+	}
+	i.cancel()
+	return true
 }

@@ -15,27 +15,6 @@ import (
 	"github.com/turbomem/turbomem/plot"
 )
 
-func runEval(e *env, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprintln(e.stderr, "Usage: turbomem eval <what> [flags]\n\nWhat:\n  ppl     perplexity on held-out text; KL divergence and top-1 agreement against a reference run\n  needle  needle-in-a-haystack retrieval over context lengths × depths\n  kv      one row per KV cache format: bits, bytes per token, perplexity, KL, top-1, needle\n  kvdist  attention error of each KV format per layer, on the model's K/V/q vs random vectors")
-		if len(args) == 0 {
-			return usageError{fmt.Errorf("eval needs a subject")}
-		}
-		return nil
-	}
-	switch args[0] {
-	case "ppl":
-		return evalPPL(e, args[1:])
-	case "needle":
-		return evalNeedle(e, args[1:])
-	case "kv":
-		return evalKV(e, args[1:])
-	case "kvdist":
-		return evalKVDist(e, args[1:])
-	}
-	return usageError{fmt.Errorf("unknown subject %q (want ppl, needle, kv or kvdist)", args[0])}
-}
-
 // readText returns the text of path, or the embedded held-out text when
 // path is empty.
 func readText(path string) (string, error) {

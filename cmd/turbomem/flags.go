@@ -24,9 +24,14 @@ type modelFlags struct {
 // them, or "").
 func addModelFlags(fs *flag.FlagSet, threadsHelp string) modelFlags {
 	return modelFlags{
-		model:   fs.String("m", "", "GGUF model file (default: the embedded reference model)"),
+		model:   modelPathFlag(fs),
 		threads: fs.Int("threads", 0, "threads (0: all CPUs)"+threadsHelp),
 	}
+}
+
+// modelPathFlag adds -m.
+func modelPathFlag(fs *flag.FlagSet) *string {
+	return fs.String("m", "", "GGUF model file (default: the embedded reference model)")
 }
 
 // threadCount returns --threads, all CPUs for 0.

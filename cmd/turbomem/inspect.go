@@ -6,25 +6,34 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/gguf"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/tensor"
 )
 
 func runInspect(e *env, args []string) error {
-	fs := newFlagSet(e, "inspect", " FILE.gguf\n\nPrints a GGUF file's metadata, its tensors with types and sizes, and the\nmemory a session of --ctx tokens needs.")
+	fs := newFlagSet(e, "inspect", " [FILE.gguf]\n\nPrints a GGUF file's metadata (FILE or -m; the embedded reference model without\neither), its tensors with types and sizes, and the memory a session of --ctx\ntokens needs with the KV cache the KV flags name.")
+	mp := modelPathFlag(fs)
 	ctx := fs.Int("ctx", 4096, "context length for the memory plan")
 	tensors := fs.Bool("tensors", true, "list every tensor")
 	kvf := addKVFlags(fs)
-	var path string
-	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		path, args = args[0], args[1:]
-	}
-	if err := parseFlags(fs, args); err != nil {
+	files, err := parseInterleaved(fs, args)
+	if err != nil {
 		return err
 	}
+	if len(files) > 1 {
+		return usageError{fmt.Errorf("unexpected arguments: %s", strings.Join(files[1:], " "))}
+	}
+	path := ""
+	if len(files) == 1 {
+		path = files[0]
+	}
+	if path != "" && *mp != "" && path != *mp {
+		return usageError{fmt.Errorf("two files: %s and -m %s", path, *mp)}
+	}
 	if path == "" {
-		return usageError{fmt.Errorf("inspect needs a GGUF file")}
+		path = *mp
 	}
 	if *ctx < 1 || *ctx > 1<<24 {
 		return usageError{fmt.Errorf("--ctx %d out of range [1, 16777216]", *ctx)}
@@ -32,13 +41,13 @@ func runInspect(e *env, args []string) error {
 	if err := kvf.validate(); err != nil {
 		return err
 	}
-	f, err := gguf.Open(path)
+	f, err := openGGUF(path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
 	w := e.stdout
-	fmt.Fprintf(w, "%s: GGUF v%d, %d metadata keys, %d tensors, %s\n\n", path, f.Version, len(f.KV), len(f.Tensors), humanBytes(f.Size))
+	fmt.Fprintf(w, "%s: GGUF v%d, %d metadata keys, %d tensors, %s\n\n", modelName(path), f.Version, len(f.KV), len(f.Tensors), humanBytes(f.Size))
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	for _, kv := range f.KV {
 		v := kv.Value
@@ -105,6 +114,15 @@ func runInspect(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "memory at %d tokens: weights %s + KV cache (%s, %.0f B/token, %.2fx smaller than f16) %s + scratch %s = %s\n",
 		p.Context, humanBytes(p.Weights), kv, p.KVBytesPerToken, float64(f16.KVCache)/float64(max(p.KVCache, 1)), humanBytes(p.KVCache), humanBytes(p.Scratch), humanBytes(p.Total()))
 	return nil
+}
+
+// openGGUF opens the GGUF file at path, or the embedded reference model's
+// when path is empty.
+func openGGUF(path string) (*gguf.File, error) {
+	if path == "" {
+		return defaultmodel.Open()
+	}
+	return gguf.Open(path)
 }
 
 // humanBytes formats n bytes in binary units, with the exact count.

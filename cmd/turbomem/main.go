@@ -44,22 +44,66 @@ type usageError struct{ err error }
 func (e usageError) Error() string { return e.err.Error() }
 func (e usageError) Unwrap() error { return e.err }
 
+// commands is the table of commands. A command whose run is nil has
+// subcommands, listed in groups.
 func commands() []command {
 	return []command{
-		{"bench", "measure speed and accuracy (bench quant|decode)", runBench},
+		{"bench", "measure speed", nil},
 		{"inspect", "show a GGUF file's metadata, tensors and memory plan", runInspect},
 		{"run", "generate text from a prompt", runRun},
 		{"chat", "talk with a model interactively", runChat},
-		{"eval", "measure accuracy (eval ppl|needle)", runEval},
-		{"version", "print the version", func(e *env, args []string) error {
-			fs := newFlagSet(e, "version", "")
-			if err := parseFlags(fs, args); err != nil {
-				return err
-			}
-			fmt.Fprintln(e.stdout, "turbomem", version)
-			return nil
-		}},
+		{"eval", "measure accuracy", nil},
+		{"version", "print the version", runVersion},
 	}
+}
+
+// groups lists the subcommands of the commands that have them.
+func groups() map[string][]command {
+	return map[string][]command{
+		"eval": {
+			{"ppl", "perplexity on held-out text; KL divergence and top-1 agreement against a reference run", evalPPL},
+			{"needle", "needle-in-a-haystack retrieval over context lengths × depths", evalNeedle},
+			{"kv", "one row per KV cache format: bits, bytes per token, perplexity, KL, top-1, needle", evalKV},
+			{"kvdist", "attention error of each KV format per layer, on the model's K/V/q vs random vectors", evalKVDist},
+		},
+		"bench": {
+			{"quant", "distortion and speed of the vector quantizers on random unit vectors", benchQuant},
+			{"decode", "prompt and decode speed of a model, optionally beside llama.cpp", benchDecode},
+			{"kv", "attention-step time and decode speed against context for each KV format, optionally beside llama.cpp", benchKV},
+		},
+	}
+}
+
+func runVersion(e *env, args []string) error {
+	fs := newFlagSet(e, "version", "")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "turbomem", version)
+	return nil
+}
+
+// runGroup runs the subcommand of group name that args start with.
+func runGroup(e *env, name string, args []string) (string, error) {
+	subs := groups()[name]
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprintf(e.stderr, "Usage: turbomem %s <what> [flags]\n\nWhat:\n", name)
+		for _, c := range subs {
+			fmt.Fprintf(e.stderr, "  %-8s %s\n", c.name, c.summary)
+		}
+		if len(args) == 0 {
+			return name, usageError{fmt.Errorf("%s needs a subject", name)}
+		}
+		return name, nil
+	}
+	var names []string
+	for _, c := range subs {
+		if c.name == args[0] {
+			return name + " " + c.name, c.run(e, args[1:])
+		}
+		names = append(names, c.name)
+	}
+	return name, usageError{fmt.Errorf("unknown subject %q (want %s)", args[0], strings.Join(names, ", "))}
 }
 
 const version = "0.1.0-dev"
@@ -97,33 +141,45 @@ func run(args []string, stdout, stderr io.Writer) int {
 // runEnv is run with an explicit environment.
 func runEnv(e *env, args []string) int {
 	stderr := e.stderr
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	switch {
+	case len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help":
 		printUsage(e.stdout)
 		if len(args) == 0 {
 			return exitUsage
 		}
 		return 0
+	case args[0] == "--version" || args[0] == "-version":
+		args[0] = "version"
 	}
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
 		}
-		err := c.run(e, args[1:])
-		switch {
-		case err == nil:
-			return 0
-		case errors.Is(err, flag.ErrHelp):
-			return 0
-		case errors.As(err, new(usageError)):
-			fmt.Fprintf(stderr, "turbomem %s: %v\n", c.name, err)
-			return exitUsage
-		default:
-			fmt.Fprintf(stderr, "turbomem %s: %v\n", c.name, err)
-			return 1
+		name, err := c.name, error(nil)
+		if c.run == nil {
+			name, err = runGroup(e, c.name, args[1:])
+		} else {
+			err = c.run(e, args[1:])
 		}
+		return exitCode(stderr, name, err)
 	}
 	fmt.Fprintf(stderr, "turbomem: unknown command %q; run 'turbomem --help' for the list\n", args[0])
 	return exitUsage
+}
+
+// exitCode reports err of command name on stderr and returns the exit
+// status: 0 for none (or help), 2 for a bad command line, 1 for a failure
+// of the run.
+func exitCode(stderr io.Writer, name string, err error) int {
+	switch {
+	case err == nil, errors.Is(err, flag.ErrHelp):
+		return 0
+	case errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "turbomem %s: %v\n", name, err)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "turbomem %s: %v\n", name, err)
+	return 1
 }
 
 func printUsage(w io.Writer) {
@@ -132,9 +188,16 @@ func printUsage(w io.Writer) {
 	cs := commands()
 	sort.Slice(cs, func(i, j int) bool { return cs[i].name < cs[j].name })
 	for _, c := range cs {
-		fmt.Fprintf(w, "  %-10s %s\n", c.name, c.summary)
+		if c.run != nil {
+			fmt.Fprintf(w, "  %-14s %s\n", c.name, c.summary)
+			continue
+		}
+		for _, s := range groups()[c.name] {
+			fmt.Fprintf(w, "  %-14s %s\n", c.name+" "+s.name, s.summary)
+		}
 	}
-	fmt.Fprintln(w, "\nRun 'turbomem <command> --help' for a command's flags.")
+	fmt.Fprintln(w, "\nRun 'turbomem <command> --help' for a command's flags, 'turbomem --version' for the version.")
+	fmt.Fprintln(w, "Exit status: 0 done, 1 the run failed, 2 a bad command line.")
 }
 
 // newFlagSet returns a flag set that reports errors instead of exiting and
@@ -147,6 +210,29 @@ func newFlagSet(e *env, name, usage string) *flag.FlagSet {
 		fs.PrintDefaults()
 	}
 	return fs
+}
+
+// parseInterleaved parses flags and returns the positional arguments,
+// which may come before, between or after the flags ("--" ends the
+// flags).
+func parseInterleaved(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err}
+		}
+		rest := fs.Args()
+		if n := len(args) - len(rest); n > 0 && args[n-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
+			return pos, nil
+		}
+		pos, args = append(pos, rest[0]), rest[1:]
+	}
 }
 
 // parseFlags parses args, turning flag errors into usage errors and

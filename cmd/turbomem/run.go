@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/tokenizer"
 )
@@ -22,6 +24,7 @@ import (
 type genFlags struct {
 	modelFlags
 	ctx                      *int
+	longCtx                  *bool
 	temp, topP, minP, repeat *float64
 	topK                     *int
 	seed                     *uint64
@@ -30,7 +33,8 @@ type genFlags struct {
 func addGenFlags(fs *flag.FlagSet) genFlags {
 	return genFlags{
 		modelFlags: addModelFlags(fs, ""),
-		ctx:        fs.Int("ctx", 0, "maximum tokens in the sequence (0: the model's context length)"),
+		ctx:        fs.Int("ctx", 0, "maximum tokens in the sequence, prompt included (0: the context the model was trained on)"),
+		longCtx:    fs.Bool("allow-long-ctx", false, "allow --ctx beyond the context the model was trained on"),
 		temp:       fs.Float64("temp", 0.7, "sampling temperature (0: greedy)"),
 		topK:       fs.Int("top-k", 40, "keep the K most likely tokens (0: all)"),
 		topP:       fs.Float64("top-p", 0.9, "keep the smallest set of tokens with this probability (1: all)"),
@@ -109,12 +113,37 @@ type genStats struct {
 	promptTokens, genTokens int
 	prompt, decode          time.Duration
 	tokens                  []int32 // generated and fed to the session
+	stop                    stopReason
+}
+
+// stopReason says why a generation stopped.
+type stopReason int
+
+const (
+	stopEOS         stopReason = iota // the model's end-of-generation token
+	stopN                             // -n tokens generated
+	stopFull                          // the session's context is full
+	stopInterrupted                   // the context was cancelled (Ctrl-C in chat)
+)
+
+// describe says why generation stopped, for stderr.
+func (r stopReason) describe(st genStats, s *model.Session, trained int) string {
+	switch r {
+	case stopEOS:
+		return "stopped: the model ended its text (end-of-generation token)"
+	case stopN:
+		return fmt.Sprintf("stopped: %d tokens generated (-n)", st.genTokens)
+	case stopFull:
+		return fmt.Sprintf("stopped: the context of %d tokens is full (--ctx; the model was trained on %d)", s.Limit(), trained)
+	}
+	return "stopped: interrupted"
 }
 
 // generate feeds prompt ids to s and samples up to n tokens, writing text
-// to w as it is decoded; it stops at an end-of-generation token.
-func generate(w io.Writer, l *loaded, s *model.Session, sm *model.Sampler, prompt []int32, n int) (genStats, error) {
-	st := genStats{promptTokens: len(prompt)}
+// to w as it is decoded; it stops at an end-of-generation token, when the
+// context is full or when ctx is cancelled, and says which in stats.
+func generate(ctx context.Context, w io.Writer, l *loaded, s *model.Session, sm *model.Sampler, prompt []int32, n int) (genStats, error) {
+	st := genStats{promptTokens: len(prompt), stop: stopN}
 	for _, id := range prompt {
 		sm.Accept(id)
 	}
@@ -127,8 +156,13 @@ func generate(w io.Writer, l *loaded, s *model.Session, sm *model.Sampler, promp
 	dec := l.tok.NewDecoder()
 	start = time.Now()
 	for range n {
+		if ctx.Err() != nil {
+			st.stop = stopInterrupted
+			break
+		}
 		next := sm.Sample(logits)
 		if l.tok.IsEOG(next) {
+			st.stop = stopEOS
 			break
 		}
 		sm.Accept(next)
@@ -137,6 +171,9 @@ func generate(w io.Writer, l *loaded, s *model.Session, sm *model.Sampler, promp
 			return st, err
 		}
 		if s.Len() >= s.Limit() {
+			if st.genTokens < n {
+				st.stop = stopFull
+			}
 			break
 		}
 		if logits, err = s.Forward([]int32{next}, false); err != nil {
@@ -160,40 +197,50 @@ func (st genStats) String() string {
 		st.promptTokens, tps(st.promptTokens, st.prompt), st.genTokens, tps(st.genTokens, st.decode))
 }
 
-// printMemory reports where the session's memory went, with the KV
-// cache's bytes per token and ratio to an fp16 cache.
-func printMemory(e *env, l *loaded, s *model.Session, kv string) {
-	c := l.m.Config
-	f16PerToken := float64(2 * 2 * c.Layers * c.KVHeads * c.HeadDim)
-	perToken, ratio := 0.0, 0.0
-	if s.Len() > 0 {
-		perToken = float64(s.CacheBytes()) / float64(s.Len())
-		ratio = f16PerToken / perToken
+// printMemory reports where the session's memory went: the weights, the
+// KV cache now, and the KV cache at the session's full context with its
+// ratio to an fp16 cache there (a compressed cache keeps its last tokens
+// in fp16, so the ratio now says little), and the scratch buffers.
+func printMemory(e *env, l *loaded, s *model.Session, kv kvcache.Config) error {
+	full, err := kvMemory(l.m, kv, s.Limit())
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(e.stderr, "memory: weights %s, KV cache %s (%s, %d tokens, %.0f B/token, %.2fx smaller than f16), scratch %s\n",
-		humanBytes(l.m.WeightBytes()), humanBytes(s.CacheBytes()), kv, s.Len(), perToken, ratio, humanBytes(s.ScratchBytes()))
+	fmt.Fprintf(e.stderr, "memory: weights %s, KV cache now %s (%d tokens), scratch %s; %s\n",
+		humanBytes(l.m.WeightBytes()), humanBytes(s.CacheBytes()), s.Len(), humanBytes(s.ScratchBytes()), full)
+	return nil
+}
+
+// sessionLimit returns the --ctx of a session of m: the model's trained
+// context for 0; beyond it only with --allow-long-ctx, and with a
+// warning.
+func (g genFlags) sessionLimit(e *env, m *model.Model) (int, error) {
+	trained := m.Config.Context
+	switch {
+	case *g.ctx == 0:
+		return trained, nil
+	case *g.ctx <= trained:
+		return *g.ctx, nil
+	case !*g.longCtx:
+		return 0, usageError{fmt.Errorf("--ctx %d is beyond the %d tokens the model was trained on: add --allow-long-ctx to go there anyway (quality usually falls apart past it)", *g.ctx, trained)}
+	}
+	fmt.Fprintf(e.stderr, "warning: --ctx %d is beyond the %d tokens the model was trained on; expect worse text past them\n", *g.ctx, trained)
+	return *g.ctx, nil
 }
 
 func runRun(e *env, args []string) error {
-	fs := newFlagSet(e, "run", " \"prompt\"\n\nGenerates a continuation of the prompt, streaming it to stdout; speed and\nmemory by part go to stderr.")
+	fs := newFlagSet(e, "run", " \"prompt\"\n\nGenerates a continuation of the prompt, streaming it to stdout (after the prompt\nitself when stdout is a terminal: a script reading a pipe gets the continuation\nalone); why it stopped, speed and memory by part go to stderr. An explicit --ctx\nmust hold the prompt and -n tokens; with the default context, generation stops\nwhen the context is full, and says so.")
 	g := addGenFlags(fs)
 	n := fs.Int("n", 128, "maximum tokens to generate")
 	chat := fs.Bool("chat", false, "wrap the prompt as a user message in the model's chat template")
+	noEcho := fs.Bool("no-echo", false, "do not print the prompt before the continuation on a terminal")
 	kvf := addKVFlags(fs)
-	var prompt []string
-	// Accept the prompt before or after the flags.
-	for len(args) > 0 && !strings.HasPrefix(args[0], "-") {
-		prompt, args = append(prompt, args[0]), args[1:]
+	prompt, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
 	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flagErrHelp) {
-			return err
-		}
-		return usageError{err}
-	}
-	prompt = append(prompt, fs.Args()...)
-	if len(prompt) == 0 {
-		return usageError{errors.New("run needs a prompt")}
+	if strings.TrimSpace(strings.Join(prompt, "")) == "" {
+		return usageError{errors.New("run needs a prompt (a non-empty argument)")}
 	}
 	if *n < 1 {
 		return usageError{fmt.Errorf("-n %d must be ≥ 1", *n)}
@@ -215,10 +262,17 @@ func runRun(e *env, args []string) error {
 		}
 	}
 	ids := l.tok.Encode(text, true)
-	if len(ids) == 0 {
-		return errors.New("the prompt encodes to no tokens")
+	limit, err := g.sessionLimit(e, l.m)
+	if err != nil {
+		return err
 	}
-	s, err := l.m.NewSession(kv, *g.ctx)
+	switch {
+	case len(ids) >= limit:
+		return usageError{fmt.Errorf("the prompt is %d tokens; the context holds %d (--ctx)", len(ids), limit)}
+	case *g.ctx != 0 && len(ids)+*n > limit:
+		return usageError{fmt.Errorf("the prompt (%d tokens) and -n %d need %d tokens; --ctx is %d", len(ids), *n, len(ids)+*n, limit)}
+	}
+	s, err := l.m.NewSession(kv, limit)
 	if err != nil {
 		return err
 	}
@@ -226,15 +280,15 @@ func runRun(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	if !*chat {
+	if !*chat && !*noEcho && isTerminal(e.stdout) {
 		fmt.Fprint(e.stdout, text)
 	}
-	st, err := generate(e.stdout, l, s, sm, ids, *n)
+	st, err := generate(context.Background(), e.stdout, l, s, sm, ids, *n)
 	fmt.Fprintln(e.stdout)
 	if err != nil {
 		return err
 	}
+	fmt.Fprintln(e.stderr, st.stop.describe(st, s, l.m.Config.Context))
 	fmt.Fprintln(e.stderr, st)
-	printMemory(e, l, s, kv.String())
-	return nil
+	return printMemory(e, l, s, kv)
 }

@@ -3,7 +3,7 @@
 // (its output is gibberish). The tokenizer metadata is copied from another
 // GGUF file, so that llama.cpp loads the result too.
 //
-//	go run ./tools/randmodel -shape tinyllama-1.1b -type Q8_0 -vocab-from ../shared/fixtures/llama-2-tiny-random.gguf -o /tmp/tl-q8.gguf
+//	go run ./tools/randmodel -shape tinyllama-1.1b -type Q8_0 -vocab-from testdata/llama-2-tiny-random.gguf -o /tmp/tl-q8.gguf
 package main
 
 import (
