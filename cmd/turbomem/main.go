@@ -52,6 +52,7 @@ func commands() []command {
 		{"inspect", "show a GGUF file's metadata, tensors and memory plan", runInspect},
 		{"run", "generate text from a prompt", runRun},
 		{"chat", "talk with a model interactively", runChat},
+		{"serve", "an OpenAI-compatible HTTP server with memory-budget admission", runServe},
 		{"eval", "measure accuracy", nil},
 		{"version", "print the version", runVersion},
 	}

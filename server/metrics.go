@@ -1,0 +1,49 @@
+package server
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+)
+
+// metrics are the server's Prometheus series, in a registry of its own
+// (no global state: two servers in one process do not share counters).
+type metrics struct {
+	reg *prometheus.Registry
+
+	promptTokens, genTokens prometheus.Counter
+	requests                *prometheus.CounterVec // by endpoint and HTTP status
+	rejected                *prometheus.CounterVec // by reason
+	running, queued         prometheus.Gauge
+	ttft, duration          prometheus.Histogram
+	stepSeconds             prometheus.Histogram
+	kvInUse, kvReserved     *prometheus.GaugeVec // by KV format
+	budget                  *prometheus.GaugeVec // by part
+	prefixBytes             prometheus.Gauge
+	prefixTokens            *prometheus.CounterVec // reused or computed
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	f := func(c prometheus.Collector) { m.reg.MustRegister(c) }
+	m.promptTokens = prometheus.NewCounter(prometheus.CounterOpts{Name: "turbomem_prompt_tokens_total", Help: "Prompt tokens of admitted requests."})
+	m.genTokens = prometheus.NewCounter(prometheus.CounterOpts{Name: "turbomem_generated_tokens_total", Help: "Tokens generated."})
+	m.requests = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "turbomem_requests_total", Help: "Finished HTTP requests by endpoint and status."}, []string{"endpoint", "status"})
+	m.rejected = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "turbomem_requests_rejected_total", Help: "Requests refused before running: queue_full (429), never_fits (400), draining or loading (503)."}, []string{"reason"})
+	m.running = prometheus.NewGauge(prometheus.GaugeOpts{Name: "turbomem_requests_running", Help: "Sequences admitted and decoding."})
+	m.queued = prometheus.NewGauge(prometheus.GaugeOpts{Name: "turbomem_requests_queued", Help: "Requests waiting for memory or a slot."})
+	buckets := prometheus.ExponentialBuckets(0.005, 2, 16)
+	m.ttft = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "turbomem_time_to_first_token_seconds", Help: "From request arrival to its first generated token.", Buckets: buckets})
+	m.duration = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "turbomem_request_duration_seconds", Help: "From request arrival to its last token.", Buckets: buckets})
+	m.stepSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "turbomem_step_seconds", Help: "Duration of one scheduler step (all running sequences).", Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16)})
+	m.kvInUse = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "turbomem_kv_bytes_in_use", Help: "Bytes the running sequences' KV caches hold, by KV format."}, []string{"format"})
+	m.kvReserved = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "turbomem_kv_bytes_reserved", Help: "Bytes reserved by admitted requests (KV at prompt + max_tokens, and buffers), by KV format."}, []string{"format"})
+	m.budget = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "turbomem_memory_budget_bytes", Help: "The memory budget (--mem) by part: total, weights, scratch, reserve (the process itself), and sequences (what admission shares out)."}, []string{"part"})
+	m.prefixBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "turbomem_prefix_cache_bytes", Help: "Bytes held by cached prompt-prefix KV blocks."})
+	m.prefixTokens = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "turbomem_prefix_tokens_total", Help: "Prompt tokens whose KV was reused from the prefix cache (reused) or computed (computed)."}, []string{"kind"})
+	for _, c := range []prometheus.Collector{m.promptTokens, m.genTokens, m.requests, m.rejected, m.running, m.queued, m.ttft, m.duration, m.stepSeconds, m.kvInUse, m.kvReserved, m.budget, m.prefixBytes, m.prefixTokens} {
+		f(c)
+	}
+	f(collectors.NewGoCollector())
+	f(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}

@@ -1,0 +1,392 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/tokenizer"
+)
+
+// job is one admitted or queued generation: what the handler asked for,
+// and what the scheduler's loop has produced so far (under mu).
+type job struct {
+	id      string
+	ctx     context.Context
+	prompt  []int32
+	p       genParams
+	kvBytes int64 // the caches' bytes at prompt + max_tokens (BytesAt)
+	reserve int64 // kvBytes and the sequence's buffers
+	arrived time.Time
+
+	notify chan struct{} // a token of 1: something new under mu
+
+	mu          sync.Mutex
+	text        strings.Builder // produced, not yet taken by the handler
+	done        bool
+	finish      string // "stop" or "length"
+	err         error
+	completion  int
+	admitted    time.Time
+	first, last time.Time
+	kvHeld      int64 // the caches' bytes when the sequence ended
+}
+
+// signal wakes the handler without blocking.
+func (j *job) signal() {
+	select {
+	case j.notify <- struct{}{}:
+	default:
+	}
+}
+
+// take returns the text produced since the last call and whether the job
+// has ended.
+func (j *job) take() (text string, done bool) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	text = j.text.String()
+	j.text.Reset()
+	return text, j.done
+}
+
+// end finishes the job with a reason or an error.
+func (j *job) end(finish string, err error, kv int64) {
+	j.mu.Lock()
+	j.done, j.finish, j.err, j.kvHeld, j.last = true, finish, err, kv, time.Now()
+	j.mu.Unlock()
+	j.signal()
+}
+
+// sequence is an admitted job's state, owned by the scheduler's loop.
+type sequence struct {
+	j         *job
+	sess      *model.Session
+	pending   []int32 // prompt tokens not yet fed
+	next      int32   // the last sampled token, fed at the next step
+	sampler   *model.Sampler
+	dec       *tokenizer.Decoder
+	stop      stopMatcher
+	generated int
+	step      StepSeq
+}
+
+// Errors the handlers turn into responses.
+var (
+	errQueueFull = errors.New("server: queue full")
+	errDraining  = errors.New("server: shutting down")
+	errCanceled  = errors.New("server: client went away")
+)
+
+// scheduler admits jobs while their memory fits the budget and runs every
+// admitted sequence one step at a time in a single loop goroutine: at
+// each step every decoding sequence feeds its last token and the oldest
+// prefilling sequences feed a share of their prompts, all in one Stepper
+// call; a request that arrives joins at the next step.
+type scheduler struct {
+	m       *Model
+	stepper Stepper
+	met     *metrics
+	kvName  string
+
+	parallel, queueCap, prefill int
+	budget                      int64 // bytes for every admitted job's reservation
+
+	mu       sync.Mutex
+	queue    []*job
+	reserved int64
+	closed   bool
+	avgSecs  float64 // moving average of admitted jobs' run time, for Retry-After
+
+	wake chan struct{}
+	done chan struct{}
+
+	active []*sequence // the loop's only
+}
+
+// submit queues j, or refuses it: a job that could never fit gets a 400
+// saying why, one beyond the queue's bound a 429.
+func (s *scheduler) submit(j *job) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	switch {
+	case s.closed:
+		return errDraining
+	case j.reserve > s.budget:
+		return fmt.Errorf("this request needs %s of memory (KV cache %s at %d tokens = prompt %d + max_tokens %d, in %s, and %s of buffers), more than the %s the memory budget leaves for sequences; shorten the prompt or lower max_tokens",
+			fmtBytes(j.reserve), fmtBytes(j.kvBytes), len(j.prompt)+j.p.maxTokens, len(j.prompt), j.p.maxTokens, s.kvName, fmtBytes(j.reserve-j.kvBytes), fmtBytes(s.budget))
+	case len(s.queue) >= s.queueCap:
+		return errQueueFull
+	}
+	s.queue = append(s.queue, j)
+	s.met.queued.Set(float64(len(s.queue)))
+	s.poke()
+	return nil
+}
+
+// retryAfter estimates, in whole seconds, when a refused request might
+// be admitted: the time for the queue ahead to drain.
+func (s *scheduler) retryAfter() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	secs := s.avgSecs * float64(len(s.queue)) / float64(s.parallel)
+	return max(1, int(math.Ceil(secs)))
+}
+
+// abandon removes j from the queue if it is still there (its client went
+// away before it was admitted).
+func (s *scheduler) abandon(j *job) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i, q := range s.queue {
+		if q == j {
+			s.queue = append(s.queue[:i], s.queue[i+1:]...)
+			s.met.queued.Set(float64(len(s.queue)))
+			j.end("", errCanceled, 0)
+			return
+		}
+	}
+}
+
+func (s *scheduler) poke() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+}
+
+// close stops admitting new jobs; the loop ends once the queued and
+// running ones have finished.
+func (s *scheduler) close() {
+	s.mu.Lock()
+	s.closed = true
+	s.mu.Unlock()
+	s.poke()
+}
+
+func (s *scheduler) loop() {
+	defer close(s.done)
+	for {
+		s.admit()
+		if len(s.active) == 0 {
+			s.mu.Lock()
+			idle := len(s.queue) == 0
+			finished := idle && s.closed
+			s.mu.Unlock()
+			if finished {
+				return
+			}
+			if idle {
+				<-s.wake
+			}
+			continue
+		}
+		s.step()
+	}
+}
+
+// admit starts queued jobs, oldest first, while a slot is free and the
+// oldest one's reservation fits beside those already admitted (first in,
+// first out: a large request is not overtaken by smaller ones forever).
+func (s *scheduler) admit() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for len(s.queue) > 0 && len(s.active) < s.parallel {
+		j := s.queue[0]
+		if s.reserved+j.reserve > s.budget {
+			break
+		}
+		s.queue = s.queue[1:]
+		if j.ctx.Err() != nil {
+			j.end("", errCanceled, 0)
+			continue
+		}
+		q, err := s.start(j)
+		if err != nil {
+			j.end("", err, 0)
+			continue
+		}
+		s.reserved += j.reserve
+		s.active = append(s.active, q)
+	}
+	s.met.queued.Set(float64(len(s.queue)))
+	s.met.running.Set(float64(len(s.active)))
+	s.met.kvReserved.WithLabelValues(s.kvName).Set(float64(s.reserved))
+}
+
+// start makes an admitted job's session, whose caches may hold exactly
+// prompt + max_tokens tokens.
+func (s *scheduler) start(j *job) (*sequence, error) {
+	sess, err := s.m.Model.NewSession(s.m.KV, len(j.prompt)+j.p.maxTokens)
+	if err != nil {
+		return nil, fmt.Errorf("server: session: %w", err)
+	}
+	sm, err := model.NewSampler(j.p.sampler)
+	if err != nil {
+		return nil, err
+	}
+	j.mu.Lock()
+	j.admitted = time.Now()
+	j.mu.Unlock()
+	s.met.promptTokens.Add(float64(len(j.prompt)))
+	return &sequence{j: j, sess: sess, pending: j.prompt, sampler: sm, dec: s.m.Tokenizer.NewDecoder(), stop: stopMatcher{stops: j.p.stop}}, nil
+}
+
+// step runs one step of every active sequence.
+func (s *scheduler) step() {
+	start := time.Now()
+	batch := make([]*StepSeq, 0, len(s.active))
+	fed := make([]*sequence, 0, len(s.active))
+	left := s.prefill
+	for _, q := range s.active {
+		if q.j.ctx.Err() != nil {
+			s.finish(q, "", errCanceled)
+			continue
+		}
+		var toks []int32
+		switch {
+		case len(q.pending) == 0:
+			toks = []int32{q.next}
+		case left > 0:
+			n := min(len(q.pending), left)
+			toks, q.pending = q.pending[:n], q.pending[n:]
+			left -= n
+		default:
+			continue // its prompt waits for a later step
+		}
+		q.step = StepSeq{Session: q.sess, Tokens: toks}
+		batch = append(batch, &q.step)
+		fed = append(fed, q)
+	}
+	s.sweep()
+	if len(batch) == 0 {
+		return
+	}
+	s.stepper.Step(batch)
+	var inUse int64
+	for _, q := range fed {
+		switch {
+		case q.step.Err != nil:
+			s.finish(q, "", fmt.Errorf("server: step: %w", q.step.Err))
+		case len(q.pending) == 0:
+			s.sample(q)
+		}
+		if q.sess != nil {
+			inUse += q.sess.CacheBytes()
+		}
+	}
+	s.sweep()
+	s.met.kvInUse.WithLabelValues(s.kvName).Set(float64(inUse))
+	s.met.stepSeconds.Observe(time.Since(start).Seconds())
+}
+
+// sample draws the next token of a sequence whose prompt has been fed
+// and hands its text to the job.
+func (s *scheduler) sample(q *sequence) {
+	j := q.j
+	tok := q.sampler.Sample(q.step.Logits)
+	now := time.Now()
+	if q.generated == 0 {
+		j.mu.Lock()
+		j.first = now
+		j.mu.Unlock()
+		s.met.ttft.Observe(now.Sub(j.arrived).Seconds())
+	}
+	if s.m.Tokenizer.IsEOG(tok) {
+		s.emit(q, q.stop.flush()+q.dec.Flush())
+		s.finish(q, "stop", nil)
+		return
+	}
+	q.sampler.Accept(tok)
+	q.generated++
+	s.met.genTokens.Inc()
+	text, stopped := q.stop.feed(q.dec.Next(tok))
+	if stopped {
+		s.emit(q, text)
+		s.finish(q, "stop", nil)
+		return
+	}
+	if q.generated >= j.p.maxTokens {
+		tail, stopped := q.stop.feed(q.dec.Flush())
+		if !stopped {
+			tail += q.stop.flush()
+		}
+		s.emit(q, text+tail)
+		reason := "length"
+		if stopped {
+			reason = "stop"
+		}
+		s.finish(q, reason, nil)
+		return
+	}
+	s.emit(q, text)
+	q.next = tok
+}
+
+func (s *scheduler) emit(q *sequence, text string) {
+	j := q.j
+	j.mu.Lock()
+	j.text.WriteString(text)
+	j.completion = q.generated
+	j.mu.Unlock()
+	if text != "" {
+		j.signal()
+	}
+}
+
+// finish ends a sequence and frees its reservation; sweep drops it from
+// the active list.
+func (s *scheduler) finish(q *sequence, reason string, err error) {
+	if q.sess == nil {
+		return // already finished in this step
+	}
+	q.j.end(reason, err, q.sess.CacheBytes())
+	q.sess = nil
+	if err == nil {
+		s.met.duration.Observe(time.Since(q.j.arrived).Seconds())
+	}
+	s.mu.Lock()
+	s.reserved -= q.j.reserve
+	secs := time.Since(q.j.admitted).Seconds()
+	if s.avgSecs == 0 {
+		s.avgSecs = secs
+	} else {
+		s.avgSecs = 0.9*s.avgSecs + 0.1*secs
+	}
+	s.mu.Unlock()
+}
+
+// sweep removes finished sequences from the active list.
+func (s *scheduler) sweep() {
+	kept := s.active[:0]
+	for _, q := range s.active {
+		if q.sess != nil {
+			kept = append(kept, q)
+		}
+	}
+	clear(s.active[len(kept):])
+	s.active = kept
+	s.met.running.Set(float64(len(s.active)))
+	s.mu.Lock()
+	s.met.kvReserved.WithLabelValues(s.kvName).Set(float64(s.reserved))
+	s.mu.Unlock()
+}
+
+// fmtBytes writes n in binary units.
+func fmtBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}
