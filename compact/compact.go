@@ -1,5 +1,5 @@
 // Package compact shrinks a context's keys and values to a few fitted ones
-// per layer and KV head (attention matching, ALGORITHMS.md §8), and holds
+// per layer and KV head (attention matching, docs/ALGORITHMS.md §12), and holds
 // the eviction baselines it is measured against in the same harness.
 //
 // Attention matching (Zweiger, Fu, Guo, Kim, "Attention Matching", 2026)

@@ -9,7 +9,7 @@ import (
 )
 
 // The eviction baselines choose which of the block's tokens to keep as
-// they are (β = 0, original values); ALGORITHMS.md §7.
+// they are (β = 0, original values); docs/ALGORITHMS.md §12.
 
 // snapWindow is SnapKV's observation window: the context's last queries,
 // whose attention votes for the keys to keep (the SnapKV paper's 32).

@@ -92,7 +92,7 @@ func (r KVDistResult) Means() []KVDistRow {
 }
 
 // KVDistortion measures how much each KV format distorts attention on
-// real keys, values and queries against random ones (ALGORITHMS.md §10,
+// real keys, values and queries against random ones (docs/ALGORITHMS.md §10,
 // quantizer level, on real K/V dumped from the model): it runs the model
 // over the first Ctx tokens of ids (which should start with BOS, as
 // tokenizer.Encode with bos gives them) on float32 caches that record

@@ -13,5 +13,8 @@
 // The writer (Builder) produces version 3 files and streams tensor data from
 // the caller's buffers or functions.
 //
-// The format is specified in ggml's docs/gguf.md.
+// The format is specified in ggml's docs/gguf.md. Tensor element types
+// and their block sizes are package tensor's DType: GGML's layouts live
+// there once, and gguf and quant use them (docs/ARCHITECTURE.md); nothing
+// else in the project imports sideways.
 package gguf

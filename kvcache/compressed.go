@@ -69,7 +69,7 @@ type head struct {
 }
 
 // turboCorrection is the scale the turbo formats store instead of ‖x‖
-// (ALGORITHMS.md §3). Measured (TestCorrectionChoice, 8/2/128 heads, 512
+// (docs/ALGORITHMS.md §3). Measured (TestCorrectionChoice, 8/2/128 heads, 512
 // tokens, relative error of the attention output against exact): norm
 // correction beats projection at every rate, with and without outlier
 // channels (turbo2.5 0.514/0.487 vs 0.609/0.512; turbo3 0.297/0.417 vs

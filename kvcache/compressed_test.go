@@ -345,7 +345,7 @@ func TestAttendError(t *testing.T) {
 }
 
 // TestCorrectionChoice measures the attention error of the turbo formats
-// with the norm and the projection correction (ALGORITHMS.md §3) and
+// with the norm and the projection correction (docs/ALGORITHMS.md §3) and
 // checks that turboCorrection is the better of the two.
 func TestCorrectionChoice(t *testing.T) {
 	if testing.Short() {

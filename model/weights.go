@@ -218,7 +218,7 @@ func loadWeights(f *gguf.File, c *Config, firstUse func(gguf.TensorInfo, []byte)
 
 // PermuteRoPERows converts the rows of a Q or K projection (rows × cols,
 // heads heads) from Hugging Face's rotate-half RoPE layout to the adjacent
-// pairs that GGUF llama files and this package use (ALGORITHMS.md §11):
+// pairs that GGUF llama files and this package use (docs/ALGORITHMS.md §11):
 // view the rows as [heads, 2, headDim/2] and swap the middle axes.
 func PermuteRoPERows(w []float32, heads, rows, cols int) []float32 {
 	hd := rows / heads

@@ -11,7 +11,7 @@ import (
 // attention needs for values, Σₜ pₜ·x̃ₜ, without decoding every vector to
 // the original basis. For rotation-based quantizers the sum stays in the
 // rotated basis (each term is scaleₜ·c[idxₜ]) and is rotated back once at
-// the end (ALGORITHMS.md §1: "un-rotate the sum once").
+// the end (docs/ALGORITHMS.md §1: sum in the rotated basis, rotate back once).
 //
 // Codes are expanded in chunks of accChunk vectors into a small fp32
 // scratch block in the internal basis (a few KiB, in L1), and each head's

@@ -9,7 +9,7 @@ import (
 	"github.com/turbomem/turbomem/tensor"
 )
 
-// The llama.cpp baselines of ALGORITHMS.md §7 as Quantizers: q8_0 and
+// The llama.cpp baselines of docs/ALGORITHMS.md §7 as Quantizers: q8_0 and
 // q4_0 split a vector into blocks of 32 coordinates, each with its own
 // fp16 scale. Codes are the llama.cpp blocks themselves (package tensor
 // writes them byte-identical to quantize_row_q8_0_ref / q4_0_ref and

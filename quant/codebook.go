@@ -8,7 +8,7 @@ import (
 
 // Codebook is an optimal scalar quantizer (Lloyd–Max) for one density:
 // 2^Bits centroids in ascending order and the cell boundaries between
-// them (ALGORITHMS.md §2).
+// them (docs/ALGORITHMS.md §2).
 type Codebook struct {
 	Bits      int
 	Centroids []float32 // ascending, len 2^Bits
@@ -181,7 +181,7 @@ func LloydMaxGaussian(bits int, sigma float64) (*Codebook, error) {
 
 // LloydMax returns the b-bit Lloyd–Max codebook for one coordinate of a
 // vector uniform on the unit sphere in R^d, whose density is
-// f(t) ∝ (1 − t²)^((d−3)/2) on [−1, 1] (ALGORITHMS.md §2). This is the
+// f(t) ∝ (1 − t²)^((d−3)/2) on [−1, 1] (docs/ALGORITHMS.md §2). This is the
 // exact distribution of a coordinate of Πx for a unit vector x and a
 // random rotation Π; as d grows it tends to N(0, 1/d).
 func LloydMax(bits, d int) (*Codebook, error) {

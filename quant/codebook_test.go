@@ -7,7 +7,7 @@ import (
 )
 
 // maxTable holds the Gaussian Lloyd–Max quantizers for unit variance
-// (Max 1960; reproduced in ALGORITHMS.md §2): positive centroids and the
+// (Max 1960; docs/ALGORITHMS.md §2): positive centroids and the
 // MSE per coordinate.
 var maxTable = []struct {
 	bits      int
@@ -85,7 +85,7 @@ func TestLloydMaxSphereTendsToGaussian(t *testing.T) {
 	}
 }
 
-// TestLloydMaxSphereLighterTails: ALGORITHMS.md §3 — at finite d the MSE
+// TestLloydMaxSphereLighterTails: docs/ALGORITHMS.md §3 — at finite d the MSE
 // is 1–2% below the Gaussian limit; its table gives d·MSE per vector for
 // uniform unit vectors, which the codebook's design MSE predicts.
 func TestLloydMaxSphereDesignMSE(t *testing.T) {
@@ -111,7 +111,7 @@ func TestLloydMaxSphereDesignMSE(t *testing.T) {
 
 func TestLloydMaxHighBits(t *testing.T) {
 	// Panter–Dite: at high rate the MSE of the optimal quantizer of
-	// N(0,1) approaches (√3·π/2)·4^(−b) (ALGORITHMS.md §3's bound);
+	// N(0,1) approaches (√3·π/2)·4^(−b) (docs/ALGORITHMS.md §3's bound);
 	// at b = 8 the ratio is within 1%.
 	cb, err := LloydMaxGaussian(8, 1)
 	if err != nil {

@@ -11,6 +11,10 @@
 //
 // Randomness (rotations, sketches) comes only from explicit seeds, so two
 // quantizers built with the same configuration encode identically.
+//
+// quant uses package tensor for GGML's block layouts (the q8_0 and q4_0
+// baselines are tensor's codecs, bit for bit) and its SIMD row kernels:
+// tensor is where those live once (docs/ARCHITECTURE.md).
 package quant
 
 import (

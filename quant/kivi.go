@@ -10,7 +10,7 @@ import (
 )
 
 // KIVI is the asymmetric (scale and zero point) uniform group quantizer
-// of KIVI (ALGORITHMS.md §7). A group of values with range [lo, hi] is
+// of KIVI (docs/ALGORITHMS.md §7). A group of values with range [lo, hi] is
 // stored as
 //
 //	scale = fp16((hi − lo)/(2^b − 1)), min = fp16(lo),

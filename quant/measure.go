@@ -7,7 +7,7 @@ import (
 )
 
 // Distortion is what Measure finds for one quantizer on random unit
-// vectors (ALGORITHMS.md §10, quantizer level).
+// vectors (docs/ALGORITHMS.md §10, quantizer level).
 type Distortion struct {
 	Method string  `json:"method"`
 	Bits   float64 `json:"bits"` // stored bits per coordinate, everything counted

@@ -10,7 +10,7 @@ import (
 	"github.com/turbomem/turbomem/half"
 )
 
-// Polar is PolarQuant (ALGORITHMS.md §5). After a random rotation y = Πx,
+// Polar is PolarQuant (docs/ALGORITHMS.md §5). After a random rotation y = Πx,
 // each block of 2^L consecutive coordinates is written in recursive polar
 // form: level 1 turns each pair (y[2j], y[2j+1]) into an angle
 // ψ = atan2(y[2j+1], y[2j]) ∈ [0, 2π) and a radius ρ; level ℓ ≥ 2 pairs

@@ -17,7 +17,7 @@ func TestPolarLayout(t *testing.T) {
 		bytes int
 	}{
 		// 8 blocks × (8·4 + 4·2 + 2·2 + 1·2 = 46 angle bits + 16) = 496
-		// bits: 3.875 bits per coordinate (ALGORITHMS.md §5).
+		// bits: 3.875 bits per coordinate (docs/ALGORITHMS.md §5).
 		{128, nil, "polar/4222", 62},
 		{16, []int{4, 2, 2, 2}, "polar/4222", 2 + 6},         // 46 bits → 6 bytes
 		{32, []int{3, 2}, "polar/32", 16 + 8},                // 16·3 + 8·2 = 64 bits

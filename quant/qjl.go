@@ -8,7 +8,7 @@ import (
 	"github.com/turbomem/turbomem/half"
 )
 
-// QJL is the quantized Johnson–Lindenstrauss sketch (ALGORITHMS.md §4): a
+// QJL is the quantized Johnson–Lindenstrauss sketch (docs/ALGORITHMS.md §4): a
 // vector k is stored as the m signs of S·k and its norm. A full-precision
 // query q is scored by the unbiased estimator
 //
@@ -165,7 +165,7 @@ func (s *qjlScorer) score(dst []float32, codes []byte, stride, off int, add bool
 	dotCodes(dst, s.sq, &s.table, codes, stride, off, 1, add)
 }
 
-// TurboProd is TurboQuant_prod (ALGORITHMS.md §4): TurboQuant_mse at b−1
+// TurboProd is TurboQuant_prod (docs/ALGORITHMS.md §4): TurboQuant_mse at b−1
 // bits plus a d-bit QJL sketch of the residual r = x − x̃_mse and its norm
 // γ. Its inner-product estimate
 //

@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-// TestTurboProdUnbiasedAndVariance checks ALGORITHMS.md §4: the estimator
+// TestTurboProdUnbiasedAndVariance checks docs/ALGORITHMS.md §4: the estimator
 // is unbiased (mean error within 3 standard errors of 0 on correlated
 // pairs, where the MSE quantizer alone is visibly biased) and d·Var of
 // the error on independent unit pairs is (π/2)·D_mse(b−1), with D_mse

@@ -26,7 +26,7 @@ func newRand(seed uint64, stream uint64) *rand.Rand {
 	return rand.New(rand.NewPCG(seed, stream^0x9e3779b97f4a7c15))
 }
 
-// Hadamard is the randomized Hadamard rotation Π = H·D (ALGORITHMS.md §1):
+// Hadamard is the randomized Hadamard rotation Π = H·D (docs/ALGORITHMS.md §1):
 // a random ±1 diagonal D followed by the normalised Walsh–Hadamard
 // transform H, in O(d log d). For d not a power of two, d is split into
 // power-of-two blocks (d = 96 → 64 + 32), each transformed on its own, and
@@ -206,7 +206,7 @@ func fwht(x []float32, normalise bool) {
 
 // Dense is a Haar-random orthogonal rotation stored as a d×d matrix: the Q
 // factor of the QR decomposition of a Gaussian matrix with R's diagonal
-// made positive (ALGORITHMS.md §1, the reference rotation). O(d²) per
+// made positive (docs/ALGORITHMS.md §1, the reference rotation). O(d²) per
 // vector.
 type Dense struct {
 	d int

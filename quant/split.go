@@ -44,7 +44,7 @@ func (s *prodScorer) score(dst []float32, codes []byte, stride, off int, add boo
 
 // Split quantizes a chosen set of outlier channels and the remaining
 // channels as two separate vectors, each with its own rotation, norm and
-// rate (ALGORITHMS.md §6): 32 of 128 channels at 3 bits and 96 at 2 give
+// rate (docs/ALGORITHMS.md §6): 32 of 128 channels at 3 bits and 96 at 2 give
 // 2.5 bits per coordinate with both fp16 norms counted. Code layout: the
 // outlier part's code, then the rest's.
 type Split struct {

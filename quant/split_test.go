@@ -13,7 +13,7 @@ func firstChannels(k int) []int {
 	return c
 }
 
-// TestTurboSplitRates: the fractional rates of ALGORITHMS.md §6 with both
+// TestTurboSplitRates: the fractional rates of docs/ALGORITHMS.md §6 with both
 // fp16 norms counted come out exact at d = 128.
 func TestTurboSplitRates(t *testing.T) {
 	tests := []struct {

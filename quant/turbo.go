@@ -10,7 +10,7 @@ import (
 )
 
 // Correction chooses the scale that TurboMSE stores in place of the plain
-// norm (ALGORITHMS.md §3, "norm correction").
+// norm (docs/ALGORITHMS.md §3, "norm correction").
 type Correction int
 
 const (
@@ -88,7 +88,7 @@ func newCodebook(bits, d int, o Options) (*Codebook, error) {
 // results, not configuration.
 var sphereCodebooks sync.Map
 
-// TurboMSE is TurboQuant_mse (ALGORITHMS.md §3): x is stored as a 16-bit
+// TurboMSE is TurboQuant_mse (docs/ALGORITHMS.md §3): x is stored as a 16-bit
 // scale and the b-bit Lloyd–Max indices of the coordinates of Π(x/‖x‖).
 // Code layout: fp16 scale (little endian), then d·b bits of indices.
 type TurboMSE struct {

@@ -6,7 +6,7 @@ import (
 )
 
 // refMSE holds E‖x − x̃‖² of TurboQuant_mse for unit vectors from an
-// independent NumPy implementation (ALGORITHMS.md §3: Haar rotation,
+// independent NumPy implementation (docs/ALGORITHMS.md §3: Haar rotation,
 // exact-density codebooks, ≥ 30,000 vectors, standard error ≤ 0.1%).
 var refMSE = map[int][4]float64{
 	64:  {0.3586, 0.1145, 0.03337, 0.00913},

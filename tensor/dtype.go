@@ -1,6 +1,8 @@
 // Package tensor holds the element types of model tensors (the GGML block
 // formats among them), their exact dequantization, and the matrix-vector
-// kernels that run a model on them.
+// kernels that run a model on them. It is the one home of GGML's block
+// layouts: package gguf uses its DTypes for tensor sizes and package quant
+// its codecs and row kernels (docs/ARCHITECTURE.md).
 package tensor
 
 import (

@@ -3,7 +3,7 @@ package tensor
 import "testing"
 
 func TestDTypeLayout(t *testing.T) {
-	// Bits per weight published for the GGML formats (ALGORITHMS.md §9 and
+	// Bits per weight published for the GGML formats (docs/ALGORITHMS.md §11 and
 	// the ggml block structs).
 	tests := []struct {
 		t    DType

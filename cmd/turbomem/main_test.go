@@ -55,7 +55,7 @@ func TestUsageAndErrors(t *testing.T) {
 
 // TestBenchQuantJSON runs the real command and checks the JSON it prints:
 // the keys the issue names, and values that agree with the published
-// distortion of TurboQuant_mse at 2 bits (ALGORITHMS.md §3, d = 64:
+// distortion of TurboQuant_mse at 2 bits (docs/ALGORITHMS.md §3, d = 64:
 // 0.1145; a few percent at n = 1500).
 func TestBenchQuantJSON(t *testing.T) {
 	plotPath := filepath.Join(t.TempDir(), "q.svg")

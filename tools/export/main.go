@@ -10,7 +10,7 @@
 //
 // Matrices are stored as -type (Q8_0 or F16), norms as F32. The q_proj and
 // k_proj rows are permuted from Hugging Face's rotate-half RoPE to GGUF
-// llama's adjacent pairs (ALGORITHMS.md §11). The output projection is tied
+// llama's adjacent pairs (docs/ALGORITHMS.md §11). The output projection is tied
 // to token_embd.weight, so output.weight is left out.
 package main
 
