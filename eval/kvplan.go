@@ -237,23 +237,7 @@ func CheckCalibWindow(ctxLen, window int) error {
 
 // SaveKVPlan writes p to path, through a temporary file so that a failed
 // write leaves no partial plan.
-func SaveKVPlan(path string, p *kvcache.Plan) error {
-	tmp := path + ".tmp"
-	w, err := os.Create(tmp)
-	if err != nil {
-		return fmt.Errorf("eval: saving the KV plan: %w", err)
-	}
-	if _, err := p.WriteTo(w); err != nil {
-		w.Close()
-		os.Remove(tmp)
-		return fmt.Errorf("eval: saving the KV plan: %w", err)
-	}
-	if err := w.Close(); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("eval: saving the KV plan: %w", err)
-	}
-	return os.Rename(tmp, path)
-}
+func SaveKVPlan(path string, p *kvcache.Plan) error { return SaveFile(path, p) }
 
 // ModelSHA256 returns the hex SHA-256 of the model file at path, or of
 // the embedded default model when path is empty: what a saved plan is

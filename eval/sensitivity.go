@@ -2,6 +2,7 @@ package eval
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 
@@ -79,6 +80,10 @@ func KVSensitivity(ctx context.Context, m *model.Model, ids []int32, bos int32, 
 	return s, err
 }
 
+// ErrSkip, returned (wrapped) by WeightSensitivity's encode, marks a type
+// a tensor cannot take: its loss is −1, not measured.
+var ErrSkip = errors.New("eval: not measured")
+
 // probe is one change to a model whose cost probeKL measures.
 type probe struct {
 	// from is the first layer the change touches: the run starts from
@@ -154,6 +159,13 @@ func probeKL(ctx context.Context, m *model.Model, ids []int32, bos int32, o Sens
 			return kl, err
 		}
 		pm, kv, err := p.open()
+		if errors.Is(err, ErrSkip) {
+			kl[i] = -1
+			if o.Progress != nil {
+				o.Progress((i+1)*chunks, total)
+			}
+			continue
+		}
 		if err != nil {
 			return kl, fmt.Errorf("eval: %s: %w", p.what, err)
 		}
@@ -205,7 +217,8 @@ func partName(key bool) string {
 // recorded there (blk.N.*: layer N; output.weight: the last layer), or
 // from the tokens for token_embd.weight (tied embeddings change at both
 // ends). Loss[i][j] is tensors[i] in types[j]. encode is called once per
-// tensor and type, tensor after tensor.
+// tensor and type, tensor after tensor; an error wrapping ErrSkip leaves
+// that loss −1.
 func WeightSensitivity(ctx context.Context, m *model.Model, ids []int32, bos int32, tensors []string, types []tensor.DType, encode func(name string, t tensor.DType) ([]byte, error), o SensitivityOptions) ([][]float64, error) {
 	loss := make([][]float64, len(tensors))
 	var probes []probe

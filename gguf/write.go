@@ -317,6 +317,10 @@ func (b *Builder) WriteFile(path string) (err error) {
 	if _, err := b.WriteTo(tmp); err != nil {
 		return err
 	}
+	// CreateTemp makes the file private; a model file is for reading.
+	if err := tmp.Chmod(0o644); err != nil {
+		return fmt.Errorf("gguf: %w", err)
+	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("gguf: %w", err)
 	}

@@ -291,6 +291,9 @@ func TestRecipeRules(t *testing.T) {
 			}
 			return tensor.Q3_K
 		}},
+		// The plain recipes: every weight matrix in one type.
+		{"Q8_0", 6, false, 256, func(string, int) tensor.DType { return tensor.Q8_0 }},
+		{"F16", 32, true, 96, func(string, int) tensor.DType { return tensor.F16 }},
 		// Rows of 96 elements hold no K-quant block: llama.cpp falls back
 		// (Q4_K → Q5_0, Q6_K → Q8_0 for the rest; output Q8_0).
 		{"Q4_K_M", 6, false, 96, func(n string, l int) tensor.DType {

@@ -18,6 +18,10 @@ type recipe struct {
 }
 
 var recipes = map[string]recipe{
+	"F32":    {tensor.F32, 0},
+	"F16":    {tensor.F16, 1},
+	"BF16":   {tensor.BF16, 32},
+	"Q8_0":   {tensor.Q8_0, 7},
 	"Q3_K_M": {tensor.Q3_K, 12},
 	"Q4_K_M": {tensor.Q4_K, 15},
 	"Q5_K_M": {tensor.Q5_K, 17},
@@ -77,8 +81,10 @@ func layerOf(name string) int {
 	return l
 }
 
-// Recipe returns the plan that llama-quantize's fixed recipe name
-// (Q3_K_M, Q4_K_M or Q5_K_M) makes of src, following the per-tensor rules
+// Recipe returns the plan that llama-quantize's fixed recipe name makes of
+// src. F32, F16, BF16 and Q8_0 store every weight matrix in that type
+// (llama.cpp's rules change nothing for them); Q3_K_M, Q4_K_M and Q5_K_M
+// follow the per-tensor rules
 // of llama.cpp's llama_tensor_get_type for dense models that are not
 // Falcon (src/llama-quant.cpp): the output projection (and tied
 // embeddings) Q6_K; attn_v Q6_K (Q4_K_M, Q5_K_M) in the layers
@@ -120,6 +126,10 @@ func Recipe(src *gguf.File, sourceSHA256, name string) (*Plan, error) {
 			continue
 		}
 		typ := r.base
+		if r.base.BlockSize() < tensor.QK_K {
+			types[t.Name] = fallback(t.Shape, typ)
+			continue
+		}
 		switch n := t.Name; {
 		case n == "output.weight" || tied && n == "token_embd.weight":
 			if t.Shape[0]%int64(r.base.BlockSize()) != 0 {

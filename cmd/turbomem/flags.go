@@ -18,6 +18,13 @@ import (
 type modelFlags struct {
 	model   *string
 	threads *int
+	// verify is --verify, for the commands that have it (nil: off).
+	verify *string
+}
+
+// addVerifyFlag adds --verify to the model flags.
+func (f *modelFlags) addVerifyFlag(fs *flag.FlagSet) {
+	f.verify = fs.String("verify", "lazy", "check a turbomem file's integrity manifest: full (every tensor before loading), lazy (each tensor at its first use) or off; files without a manifest load as they are")
 }
 
 // addModelFlags adds -m and --threads (threadsHelp: what more to say of
@@ -42,10 +49,13 @@ func (f modelFlags) threadCount() int {
 	return *f.threads
 }
 
-// check checks --threads.
+// check checks --threads and --verify.
 func (f modelFlags) check() error {
 	if *f.threads < 0 || *f.threads > 4096 {
 		return usageError{fmt.Errorf("--threads %d out of range [0, 4096]", *f.threads)}
+	}
+	if f.verify != nil {
+		return checkVerify(*f.verify)
 	}
 	return nil
 }

@@ -54,6 +54,9 @@ func commands() []command {
 		{"chat", "talk with a model interactively", runChat},
 		{"serve", "an OpenAI-compatible HTTP server with memory-budget admission", runServe},
 		{"eval", "measure accuracy", nil},
+		{"imatrix", "collect a model's importance matrix (mean x² of each weight matrix's inputs)", runIMatrix},
+		{"quantize", "write a model's weights in mixed precision chosen by measured sensitivity", runQuantize},
+		{"verify", "check a GGUF file against its integrity manifest", runVerify},
 		{"version", "print the version", runVersion},
 	}
 }

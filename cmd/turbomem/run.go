@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/vbauerster/mpb/v8"
-	"github.com/vbauerster/mpb/v8/decor"
 	"golang.org/x/term"
 
 	"github.com/turbomem/turbomem/defaultmodel"
@@ -31,8 +29,10 @@ type genFlags struct {
 }
 
 func addGenFlags(fs *flag.FlagSet) genFlags {
+	mf := addModelFlags(fs, "")
+	mf.addVerifyFlag(fs)
 	return genFlags{
-		modelFlags: addModelFlags(fs, ""),
+		modelFlags: mf,
 		ctx:        fs.Int("ctx", 0, "maximum tokens in the sequence, prompt included (0: the context the model was trained on)"),
 		longCtx:    fs.Bool("allow-long-ctx", false, "allow --ctx beyond the context the model was trained on"),
 		temp:       fs.Float64("temp", 0.7, "sampling temperature (0: greedy)"),
@@ -77,7 +77,11 @@ func (g modelFlags) load(e *env) (*loaded, error) {
 		}
 		m, err = defaultmodel.Load(opts)
 	} else {
-		m, err = model.Open(*g.model, opts)
+		mode := "off"
+		if g.verify != nil {
+			mode = *g.verify
+		}
+		m, err = openChecked(e, *g.model, mode, opts)
 	}
 	if err != nil {
 		return nil, err
@@ -87,18 +91,9 @@ func (g modelFlags) load(e *env) (*loaded, error) {
 		m.Close()
 		return nil, err
 	}
-	if isTerminal(e.stderr) {
-		p := mpb.New(mpb.WithOutput(e.stderr), mpb.WithWidth(40))
-		bar := p.AddBar(m.WeightBytes(),
-			mpb.PrependDecorators(decor.Name("loading weights "), decor.CountersKibiByte("% .1f / % .1f")),
-			mpb.AppendDecorators(decor.Percentage()))
-		var last int64
-		m.Prefault(func(done, _ int64) { bar.IncrInt64(done - last); last = done })
-		bar.SetTotal(-1, true)
-		p.Wait()
-	} else {
-		m.Prefault(nil)
-	}
+	bar := newBar(e, "loading weights", m.WeightBytes(), true)
+	m.Prefault(func(done, _ int64) { bar.set(done) })
+	bar.finish()
 	return &loaded{m: m, tok: tok}, nil
 }
 

@@ -24,6 +24,7 @@ import (
 func runServe(e *env, args []string) error {
 	fs := newFlagSet(e, "serve", "\n\nAn OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions,\n/v1/models, /health, /metrics). Requests are admitted while the exact KV bytes\nof prompt + max_tokens fit in --mem beside the weights; the rest wait in a\nbounded queue, then get 429. SIGINT/SIGTERM drain: no new requests, running\nones finish, then exit.")
 	mf := addModelFlags(fs, "")
+	mf.addVerifyFlag(fs)
 	mem := fs.String("mem", "4GiB", "memory budget of the whole server: weights, scratch and every sequence's KV cache (e.g. 512MiB, 8GiB)")
 	addr := fs.String("addr", "127.0.0.1:8080", "address to listen on")
 	apiKey := fs.String("api-key", "", "require 'Authorization: Bearer KEY' (default: the TURBOMEM_API_KEY environment variable, else none)")

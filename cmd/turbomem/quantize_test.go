@@ -1,0 +1,153 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/internal/tinymodel"
+)
+
+// tinySource writes the tiny random model with the embedded model's
+// tokenizer and returns its path.
+func tinySource(t *testing.T) string {
+	t.Helper()
+	tok, err := defaultmodel.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(t.TempDir(), "src.gguf")
+	if err := tinymodel.Write(path, tinymodel.Options{VocabFrom: tok}); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// flipped writes a copy of path with one byte of tensor name changed.
+func flipped(t *testing.T, path, name string) string {
+	t.Helper()
+	f, err := gguf.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, _ := f.Tensor(name)
+	f.Close()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[ti.Offset+ti.Size/3] ^= 4
+	out := filepath.Join(t.TempDir(), "flipped.gguf")
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestQuantizeVerifyRun: quantize by a recipe writes a file and its plan;
+// verify passes it and names the tensor of a flipped byte; run refuses the
+// flipped file with --verify=full and =lazy, naming the tensor, and runs
+// it with --verify=off; a saved plan is used again, an edited one refused.
+func TestQuantizeVerifyRun(t *testing.T) {
+	src := tinySource(t)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "q.gguf")
+	code, stdout, stderr := runCmd("quantize", src, out, "--recipe", "F16")
+	if code != 0 || !strings.Contains(stdout, "tensors per type: F32 5 F16 15") {
+		t.Fatalf("quantize: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	planPath := filepath.Join(dir, "q.plan.json")
+	if _, err := os.Stat(planPath); err != nil {
+		t.Fatalf("plan not saved: %v", err)
+	}
+	if code, stdout, stderr = runCmd("verify", out); code != 0 || !strings.Contains(stdout, "OK") {
+		t.Errorf("verify: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	bad := flipped(t, out, "blk.1.ffn_up.weight")
+	if code, _, stderr = runCmd("verify", bad); code != 1 || !strings.Contains(stderr, "tensor blk.1.ffn_up.weight:") {
+		t.Errorf("verify of a flipped byte: exit %d, %s", code, stderr)
+	}
+	if code, _, stderr = runCmd("verify", src); code != 1 || !strings.Contains(stderr, "no integrity manifest") {
+		t.Errorf("verify of a file without a manifest: exit %d, %s", code, stderr)
+	}
+	gen := []string{"-n", "2", "--temp", "0", "hello"}
+	for _, tt := range []struct {
+		path, mode string
+		code       int
+	}{{out, "lazy", 0}, {out, "full", 0}, {bad, "full", 1}, {bad, "lazy", 1}, {bad, "off", 0}, {src, "full", 0}} {
+		code, _, stderr := runCmd(append([]string{"run", "-m", tt.path, "--verify", tt.mode}, gen...)...)
+		if code != tt.code || tt.code == 1 && !strings.Contains(stderr, "tensor blk.1.ffn_up.weight") {
+			t.Errorf("run --verify=%s %s: exit %d, want %d: %s", tt.mode, filepath.Base(tt.path), code, tt.code, stderr)
+		}
+	}
+	// The saved plan, used again: the same file comes out.
+	again := filepath.Join(dir, "again.gguf")
+	if code, _, stderr = runCmd("quantize", src, again, "--plan", planPath); code != 0 {
+		t.Fatalf("quantize --plan: exit %d: %s", code, stderr)
+	}
+	a, _ := os.ReadFile(out)
+	b, _ := os.ReadFile(again)
+	if string(a) != string(b) {
+		t.Error("quantizing again with the saved plan gave another file")
+	}
+	plan, _ := os.ReadFile(planPath)
+	edited := filepath.Join(dir, "edited.json")
+	os.WriteFile(edited, []byte(strings.Replace(string(plan), `"type": "F16"`, `"type": "Q4_0"`, 1)), 0o644)
+	if code, _, stderr = runCmd("quantize", src, filepath.Join(dir, "x.gguf"), "--plan", edited); code != 1 || !strings.Contains(stderr, "checksum") {
+		t.Errorf("edited plan: exit %d: %s", code, stderr)
+	}
+}
+
+// TestQuantizeUsage: bad command lines are refused before any work.
+func TestQuantizeUsage(t *testing.T) {
+	dir := t.TempDir()
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"quantize", "a.gguf"}, "needs IN.gguf and OUT.gguf"},
+		{[]string{"quantize", "a.gguf", "b.gguf"}, "give --bpw, --size or --recipe"},
+		{[]string{"quantize", "a.gguf", "b.gguf", "--bpw", "4", "--size", "100"}, "give one of"},
+		{[]string{"quantize", "a.gguf", "b.gguf", "--recipe", "Q4_K_XL"}, "want one of"},
+		{[]string{"quantize", "a.gguf", "b.gguf", "--bpw", "4", "--types", "Q4_K,IQ2_XXS"}, "--types"},
+		{[]string{"quantize", "a.gguf", "b.gguf", "--bpw", "40"}, "out of range"},
+		{[]string{"quantize", "a.gguf", filepath.Join(dir, "no", "b.gguf"), "--bpw", "4"}, "cannot be written"},
+		{[]string{"verify"}, "needs one file"},
+		{[]string{"run", "--verify", "sometimes", "hi"}, "--verify"},
+		{[]string{"imatrix", "--ctx", "1"}, "out of range"},
+	} {
+		code, _, stderr := runCmd(tt.args...)
+		if code != 2 || !strings.Contains(stderr, tt.want) {
+			t.Errorf("%v: exit %d, %s; want 2 and %q", tt.args, code, stderr, tt.want)
+		}
+	}
+}
+
+// TestQuantizeMeasured runs the whole measured path on the tiny model: an
+// importance matrix, then a plan measured under --bpw with it; the output
+// loads and runs.
+func TestQuantizeMeasured(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measures every matrix in two types: seconds in pure Go")
+	}
+	src := tinySource(t)
+	dir := t.TempDir()
+	calib := filepath.Join(dir, "calib.txt")
+	os.WriteFile(calib, []byte(strings.Repeat(defaultmodel.HeldOut()[:3000], 2)), 0o644)
+	im := filepath.Join(dir, "im.dat")
+	code, stdout, stderr := runCmd("imatrix", "-m", src, "--calib", calib, "--ctx", "64", "--chunks", "2", "-o", im)
+	if code != 0 || !strings.Contains(stdout, "15 matrices") {
+		t.Fatalf("imatrix: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	out := filepath.Join(dir, "mixed.gguf")
+	code, stdout, stderr = runCmd("quantize", src, out, "--bpw", "8", "--imatrix", im, "--types", "Q8_0,Q4_K", "--calib", calib, "--calib-ctx", "64", "--calib-chunks", "1")
+	if code != 0 || !strings.Contains(stdout, "predicted mean KL") || !strings.Contains(stderr, "imatrix: 15 entries for this model's matrices") {
+		t.Fatalf("quantize: exit %d\n%s\n%s", code, stdout, stderr)
+	}
+	if code, _, stderr = runCmd("run", "-m", out, "-n", "2", "--temp", "0", "hello"); code != 0 {
+		t.Errorf("run: exit %d: %s", code, stderr)
+	}
+}

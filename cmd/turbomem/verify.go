@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/vbauerster/mpb/v8"
+	"github.com/vbauerster/mpb/v8/decor"
+
+	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/wquant"
+)
+
+// progressBar draws a bar on stderr when it is a terminal (nothing
+// otherwise): set reports progress, finish removes nothing and waits for
+// the last frame.
+type progressBar struct {
+	p    *mpb.Progress
+	b    *mpb.Bar
+	last int64
+}
+
+// newBar starts a bar of total units named name; bytes shows the
+// counters as bytes.
+func newBar(e *env, name string, total int64, bytes bool) *progressBar {
+	if !isTerminal(e.stderr) {
+		return &progressBar{}
+	}
+	p := mpb.New(mpb.WithOutput(e.stderr), mpb.WithWidth(40))
+	counters := decor.CountersNoUnit("%d / %d")
+	if bytes {
+		counters = decor.CountersKibiByte("% .1f / % .1f")
+	}
+	b := p.AddBar(total, mpb.PrependDecorators(decor.Name(name+" "), counters), mpb.AppendDecorators(decor.Percentage()))
+	return &progressBar{p: p, b: b}
+}
+
+// set reports done units.
+func (pb *progressBar) set(done int64) {
+	if pb.b != nil {
+		pb.b.IncrInt64(done - pb.last)
+		pb.last = done
+	}
+}
+
+// finish completes the bar.
+func (pb *progressBar) finish() {
+	if pb.b != nil {
+		pb.b.SetTotal(-1, true)
+		pb.p.Wait()
+	}
+}
+
+func runVerify(e *env, args []string) error {
+	fs := newFlagSet(e, "verify", " FILE\n\nChecks a GGUF file written by turbomem against the integrity manifest in its\nmetadata: the manifest's own checksum, every metadata value, the tensor list\nand the SHA-256 of every tensor. Names each key or tensor that differs; exit\nstatus 1 when anything does or the file has no manifest.")
+	threads := fs.Int("threads", 0, "tensors hashed at once (0: all CPUs)")
+	pos, err := parseInterleaved(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageError{fmt.Errorf("verify needs one file, got %d arguments", len(pos))}
+	}
+	if *threads < 0 || *threads > 4096 {
+		return usageError{fmt.Errorf("--threads %d out of range [0, 4096]", *threads)}
+	}
+	path := pos[0]
+	f, err := gguf.Open(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var total int64
+	for _, t := range f.Tensors {
+		total += t.Size
+	}
+	start := time.Now()
+	bar := newBar(e, "verifying", total, true)
+	m, err := wquant.Verify(context.Background(), f, wquant.VerifyOptions{Workers: *threads, Progress: func(done, _ int64) { bar.set(done) }})
+	bar.finish()
+	if errors.Is(err, wquant.ErrNoManifest) {
+		return fmt.Errorf("%s: no integrity manifest (not written by turbomem): nothing to check it against", path)
+	}
+	if m != nil {
+		fmt.Fprintf(e.stdout, "%s: written by %s", path, m.Tool)
+		if m.Source != "" {
+			fmt.Fprintf(e.stdout, " from a source with SHA-256 %s", m.Source)
+		}
+		fmt.Fprintf(e.stdout, "\n%d metadata keys, %d tensors (%s) checked in %.2f s\n", len(m.Keys), len(m.Tensors), humanBytes(total), time.Since(start).Seconds())
+	}
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(e.stdout, "OK: every hash matches the manifest")
+	return nil
+}
+
+// verifyModes are the values of --verify.
+var verifyModes = []string{"full", "lazy", "off"}
+
+// checkVerify checks a --verify value.
+func checkVerify(mode string) error {
+	for _, m := range verifyModes {
+		if mode == m {
+			return nil
+		}
+	}
+	return usageError{fmt.Errorf("--verify %q: want full, lazy or off", mode)}
+}
+
+// manifestCheck prepares the integrity check of the model file at path
+// for --verify mode: full verifies every hash now (with a progress bar);
+// lazy checks the manifest and metadata now and returns the check that
+// model.Options.FirstUse runs on each tensor's first use; a file without
+// a manifest, or mode off, gets no check.
+func manifestCheck(e *env, path, mode string) (func(gguf.TensorInfo, []byte) error, error) {
+	if mode == "off" {
+		return nil, nil
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if mode == "full" {
+		var total int64
+		for _, t := range f.Tensors {
+			total += t.Size
+		}
+		bar := newBar(e, "verifying", total, true)
+		_, err := wquant.Verify(context.Background(), f, wquant.VerifyOptions{Progress: func(done, _ int64) { bar.set(done) }})
+		bar.finish()
+		if errors.Is(err, wquant.ErrNoManifest) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	m, err := wquant.ReadManifest(f)
+	if errors.Is(err, wquant.ErrNoManifest) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := m.CheckMetadata(f); err != nil {
+		return nil, err
+	}
+	return m.Lazy(), nil
+}
+
+// openChecked opens the model at path with the integrity check of --verify
+// mode.
+func openChecked(e *env, path, mode string, o model.Options) (*model.Model, error) {
+	check, err := manifestCheck(e, path, mode)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w (--verify=off loads it anyway)", path, err)
+	}
+	o.FirstUse = check
+	return model.Open(path, o)
+}
