@@ -206,7 +206,7 @@ func (s *Session) chunks(n int, all bool, load func(start, n int) error, from in
 		if all {
 			dst = out[start*s.m.Config.Vocab : (start+k)*s.m.Config.Vocab]
 		}
-		logits, err := s.forward(k, from, all, all || last, dst)
+		logits, err := s.forward(k, from, all, all || last, dst, nil)
 		if err != nil {
 			return nil, err
 		}
@@ -240,8 +240,11 @@ func (s *Session) embed(tokens []int32) error {
 // forward runs one chunk of n ≤ MaxBatch tokens, whose hidden states at
 // the input of layer from are in s.x, through the layers from there on;
 // with wantLogits it returns logits for the last token (or every token,
-// with all), in dst when it is given.
-func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32) ([]float32, error) {
+// with all), in dst when it is given. With rows set, the tokens belong to
+// other sessions (a Batch step, s only lends its buffers): each row
+// attends with its own session's caches at its own position, and the
+// logits are those of rows.logits.
+func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32, rows *batchRows) ([]float32, error) {
 	m, c := s.m, &s.m.Config
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	s.h = grow(s.h, n*c.Hidden)
@@ -268,12 +271,20 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32) ([]f
 		addBias(s.k, ly.kBias, n)
 		addBias(s.v, ly.vBias, n)
 		for i := range n {
-			pos := s.pos + i
+			seq, pos := s, s.pos+i
+			if rows != nil {
+				seq, pos = rows.seq[i], rows.pos[i]
+			}
 			m.rope(s.q[i*qd:(i+1)*qd], c.Heads, pos)
 			m.rope(s.k[i*kd:(i+1)*kd], c.KVHeads, pos)
-			cache := s.caches[li]
+			cache := seq.caches[li]
 			if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
-				return nil, err
+				if rows == nil {
+					return nil, err
+				}
+				rows.fail(i, err) // that sequence ends; the others go on
+				clear(s.att[i*qd : (i+1)*qd])
+				continue
 			}
 			cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
 		}
@@ -294,7 +305,9 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32) ([]f
 		}
 		add(s.x, s.o)
 	}
-	s.pos += n
+	if rows == nil {
+		s.pos += n
+	}
 	if !wantLogits {
 		return nil, nil
 	}
@@ -302,14 +315,22 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32) ([]f
 	if all {
 		first = 0
 	}
-	rows := n - first
-	rmsNorm(s.h, s.x[first*c.Hidden:], m.w.outputNorm, c.RMSEps, rows)
-	s.observed(s.h[:rows*c.Hidden], m.w.output)
+	nl := n - first
+	if rows != nil {
+		// The rows that end a sequence's tokens, gathered together.
+		nl = len(rows.logits)
+		for j, r := range rows.logits {
+			copy(s.x[j*c.Hidden:(j+1)*c.Hidden], s.x[r*c.Hidden:(r+1)*c.Hidden])
+		}
+		first = 0
+	}
+	rmsNorm(s.h, s.x[first*c.Hidden:], m.w.outputNorm, c.RMSEps, nl)
+	s.observed(s.h[:nl*c.Hidden], m.w.output)
 	logits := dst
 	if logits == nil {
-		logits = make([]float32, rows*c.Vocab)
+		logits = make([]float32, nl*c.Vocab)
 	}
-	if err := s.matmul(logits, m.w.output, s.h, rows); err != nil {
+	if err := s.matmul(logits, m.w.output, s.h, nl); err != nil {
 		return nil, err
 	}
 	return logits, nil

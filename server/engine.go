@@ -58,3 +58,32 @@ func (Serial) ScratchBytes(rows, seqs int) int64 { return 0 }
 
 // SeqBytes is the session's working buffers at its largest chunk.
 func (s Serial) SeqBytes(n int) int64 { return s.M.PlanKV(n, 0).Scratch }
+
+// Batched is the Stepper that runs every sequence of a step through one
+// model.Batch: each weight matrix is read once per step for all of them.
+type Batched struct {
+	m *model.Model
+	b *model.Batch
+}
+
+// NewBatched returns a batched stepper for m's sessions.
+func NewBatched(m *model.Model) *Batched { return &Batched{m: m, b: m.NewBatch()} }
+
+// Step runs the sequences' tokens as the rows of one batch.
+func (s *Batched) Step(seqs []*StepSeq) {
+	ss := make([]*model.Session, len(seqs))
+	toks := make([][]int32, len(seqs))
+	for i, q := range seqs {
+		ss[i], toks[i] = q.Session, q.Tokens
+	}
+	logits, errs := s.b.Forward(ss, toks)
+	for i, q := range seqs {
+		q.Logits, q.Err = logits[i], errs[i]
+	}
+}
+
+// ScratchBytes is the batch's buffers: a chunk of model.MaxBatch rows.
+func (s *Batched) ScratchBytes(rows, seqs int) int64 { return s.m.PlanKV(model.MaxBatch, 0).Scratch }
+
+// SeqBytes is 0: sessions stepped by a batch hold no buffers of their own.
+func (s *Batched) SeqBytes(n int) int64 { return 0 }

@@ -58,7 +58,8 @@ type Options struct {
 	DefaultMaxTokens int
 	// Logger receives one line per request; slog.Default() if nil.
 	Logger *slog.Logger
-	// Stepper makes the stepper that runs the sequences; Serial if nil.
+	// Stepper makes the stepper that runs the sequences; NewBatched if
+	// nil.
 	Stepper func(*model.Model) Stepper
 }
 
@@ -82,7 +83,7 @@ func (o *Options) defaults() {
 		o.Logger = slog.Default()
 	}
 	if o.Stepper == nil {
-		o.Stepper = func(m *model.Model) Stepper { return Serial{M: m} }
+		o.Stepper = func(m *model.Model) Stepper { return NewBatched(m) }
 	}
 }
 

@@ -480,7 +480,7 @@ func TestAdmissionByMemory(t *testing.T) {
 	e := probe.eng.Load()
 	fixed := e.budget.Weights + e.budget.Scratch + e.budget.Reserve
 	var peak atomic.Int64
-	g := &gate{inner: Serial{M: m.Model}}
+	g := &gate{inner: NewBatched(m.Model)}
 	s, ts := start(t, m, Options{Mem: fixed + 2*one + one/2, Stepper: func(*model.Model) Stepper { return g }})
 	g.check = func(seqs []*StepSeq) {
 		sc := s.eng.Load().sched
@@ -516,7 +516,7 @@ func TestAdmissionByMemory(t *testing.T) {
 
 func TestQueueFull429(t *testing.T) {
 	m := testModel(t)
-	g := &gate{inner: Serial{M: m.Model}, open: make(chan struct{})}
+	g := &gate{inner: NewBatched(m.Model), open: make(chan struct{})}
 	_, ts := start(t, m, Options{Parallel: 1, Queue: 1, Stepper: func(*model.Model) Stepper { return g }})
 	t.Cleanup(g.release)
 	body := `{"prompt":"one two three","max_tokens":2,"temperature":0}`
@@ -561,7 +561,7 @@ func waitFor(t testing.TB, cond func() bool) {
 
 func TestDisconnectFreesMemory(t *testing.T) {
 	m := testModel(t)
-	g := &gate{inner: Serial{M: m.Model}}
+	g := &gate{inner: NewBatched(m.Model)}
 	s, ts := start(t, m, Options{Stepper: func(*model.Model) Stepper { return g }})
 	ctx, cancel := context.WithCancel(context.Background())
 	req, _ := http.NewRequestWithContext(ctx, "POST", ts.URL+"/v1/completions", strings.NewReader(`{"prompt":"a long story","max_tokens":2000,"stream":true}`))
@@ -593,7 +593,7 @@ func TestDisconnectFreesMemory(t *testing.T) {
 
 func TestDrain(t *testing.T) {
 	m := testModel(t)
-	g := &gate{inner: Serial{M: m.Model}, open: make(chan struct{})}
+	g := &gate{inner: NewBatched(m.Model), open: make(chan struct{})}
 	s, ts := start(t, m, Options{Stepper: func(*model.Model) Stepper { return g }})
 	t.Cleanup(g.release)
 	first := make(chan *http.Response, 1)

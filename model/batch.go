@@ -1,0 +1,124 @@
+package model
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Batch runs one step of several sessions together: their tokens go
+// through the layers as the rows of one chunk, so each weight matrix is
+// read once per step for all of them (a matrix product over every row),
+// while each row attends with its own session's caches at its own
+// position. It is the same layer code as Session.Forward's, and gives the
+// same logits. A Batch holds the step's buffers; it is not safe for
+// concurrent use.
+type Batch struct {
+	w    *Session // lends its buffers; holds no caches
+	rows batchRows
+}
+
+// batchRows maps the rows of a Batch chunk to their sessions.
+type batchRows struct {
+	seq    []*Session
+	pos    []int
+	logits []int   // rows whose logits are wanted, ascending
+	errs   []error // per row, set by fail
+}
+
+func (r *batchRows) fail(i int, err error) { r.errs[i] = err }
+
+// NewBatch returns a Batch for the model's sessions.
+func (m *Model) NewBatch() *Batch { return &Batch{w: &Session{m: m}} }
+
+// ScratchBytes returns the bytes of the batch's working buffers.
+func (b *Batch) ScratchBytes() int64 { return b.w.ScratchBytes() }
+
+// Forward appends tokens[i] to seqs[i] for every i, in chunks of at most
+// MaxBatch rows in all, and returns each session's next-token logits
+// after its last token. A session that fails (a token outside the
+// vocabulary, its limit passed, a cache that refuses a value) gets its
+// error in errs and nil logits, and must not be used again; the others go
+// on. Sessions must be distinct.
+func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, errs []error) {
+	m := b.w.m
+	c := &m.Config
+	logits, errs = make([][]float32, len(seqs)), make([]error, len(seqs))
+	if len(tokens) != len(seqs) {
+		for i := range errs {
+			errs[i] = fmt.Errorf("model: Batch.Forward of %d sessions and %d token lists", len(seqs), len(tokens))
+		}
+		return
+	}
+	// The rows in order: every session's tokens, one after another.
+	type row struct{ seq, tok int }
+	var all []row
+	seen := map[*Session]bool{}
+	for i, s := range seqs {
+		switch {
+		case s == nil || s.m != m:
+			errs[i] = errors.New("model: Batch.Forward of a session of another model")
+		case seen[s]:
+			errs[i] = errors.New("model: Batch.Forward of one session twice")
+		case len(tokens[i]) == 0:
+			errs[i] = errors.New("model: Forward of no tokens")
+		case s.pos+len(tokens[i]) > s.limit:
+			errs[i] = fmt.Errorf("model: sequence of %d tokens would exceed the limit of %d", s.pos+len(tokens[i]), s.limit)
+		}
+		for _, t := range tokens[i] {
+			if errs[i] == nil && (t < 0 || int(t) >= c.Vocab) {
+				errs[i] = fmt.Errorf("model: token id %d outside the vocabulary of %d", t, c.Vocab)
+			}
+		}
+		if errs[i] != nil {
+			continue
+		}
+		seen[s] = true
+		for j := range tokens[i] {
+			all = append(all, row{i, j})
+		}
+	}
+	for start := 0; start < len(all); start += MaxBatch {
+		chunk := all[start:min(len(all), start+MaxBatch)]
+		r := &b.rows
+		r.seq, r.pos, r.logits, r.errs = r.seq[:0], r.pos[:0], r.logits[:0], r.errs[:0]
+		ids := make([]int32, len(chunk))
+		for k, x := range chunk {
+			s := seqs[x.seq]
+			ids[k] = tokens[x.seq][x.tok]
+			r.seq = append(r.seq, s)
+			r.pos = append(r.pos, s.pos+x.tok)
+			r.errs = append(r.errs, nil)
+			if x.tok == len(tokens[x.seq])-1 {
+				r.logits = append(r.logits, k)
+			}
+		}
+		if err := b.w.embed(ids); err != nil {
+			for _, x := range chunk {
+				errs[x.seq] = err
+			}
+			continue
+		}
+		out, err := b.w.forward(len(chunk), 0, false, len(r.logits) > 0, nil, r)
+		for k, x := range chunk {
+			if e := r.errs[k]; e != nil && errs[x.seq] == nil {
+				errs[x.seq] = e
+			}
+			if err != nil && errs[x.seq] == nil {
+				errs[x.seq] = err
+			}
+		}
+		for j, k := range r.logits {
+			if i := chunk[k].seq; errs[i] == nil {
+				logits[i] = out[j*c.Vocab : (j+1)*c.Vocab : (j+1)*c.Vocab]
+			}
+		}
+	}
+	for i, s := range seqs {
+		if errs[i] == nil {
+			s.pos += len(tokens[i])
+		} else {
+			logits[i] = nil
+		}
+	}
+	return logits, errs
+}

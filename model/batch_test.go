@@ -1,0 +1,163 @@
+package model_test
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/model"
+)
+
+// TestBatchMatchesSessions: several sessions stepped together by a Batch
+// (prompts of different lengths whose rows span more than one chunk, then
+// decode steps of one token each, with a session joining late) get the
+// logits that stepping each alone gives, bit for bit. The model is the
+// float-weight fixture: its products are plain float sums per row,
+// whichever rows share a chunk. (With quantized weights the kernels group
+// rows in fours and quantize activations to 8 bits, so a row's logits
+// move by a quantization step with its neighbours: an equally exact
+// result of another rounding; TestBatchOneSession checks those kernels
+// with the grouping held equal.)
+func TestBatchMatchesSessions(t *testing.T) {
+	m, err := model.Open("../testdata/llama-2-tiny-random.gguf", model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, kv := range []string{"f32", "f16"} {
+		t.Run(kv, func(t *testing.T) {
+			cfg, err := kvcache.Parse(kv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			prompts := [][]int32{make([]int32, 50), make([]int32, 3), make([]int32, 97), make([]int32, 1)}
+			for p := range prompts {
+				for i := range prompts[p] {
+					prompts[p][i] = int32(5 + (131*p+37*i)%2000)
+				}
+			}
+			const steps = 6
+			newSessions := func() []*model.Session {
+				ss := make([]*model.Session, len(prompts))
+				for i := range ss {
+					if ss[i], err = m.NewSession(cfg, 200); err != nil {
+						t.Fatal(err)
+					}
+				}
+				return ss
+			}
+			alone, together := newSessions(), newSessions()
+			b := m.NewBatch()
+			next := make([]int32, len(prompts))
+			for step := 0; step <= steps; step++ {
+				// The last session joins at step 2, with its prompt.
+				var seqs []*model.Session
+				var toks [][]int32
+				var idx []int
+				for i := range prompts {
+					switch {
+					case i == 3 && step < 2:
+						continue
+					case step == 0 || i == 3 && step == 2:
+						toks = append(toks, prompts[i])
+					default:
+						toks = append(toks, []int32{next[i]})
+					}
+					seqs = append(seqs, together[i])
+					idx = append(idx, i)
+				}
+				got, errs := b.Forward(seqs, toks)
+				for j, i := range idx {
+					if errs[j] != nil {
+						t.Fatalf("step %d, session %d: %v", step, i, errs[j])
+					}
+					want, err := alone[i].Forward(toks[j], false)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !slices.Equal(got[j], want) {
+						t.Fatalf("step %d, session %d: batched logits differ", step, i)
+					}
+					next[i] = int32(argmax(want))
+					if together[i].Len() != alone[i].Len() {
+						t.Fatalf("session %d holds %d tokens batched, %d alone", i, together[i].Len(), alone[i].Len())
+					}
+				}
+			}
+		})
+	}
+}
+
+// TestBatchOneSession: a Batch of one session groups its rows as Forward
+// does: the logits are equal bit for bit, whatever the cache format.
+func TestBatchOneSession(t *testing.T) {
+	m, err := defaultmodel.Load(model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, kv := range []string{"f16", "turbo3.5", "q4_0"} {
+		cfg, err := kvcache.Parse(kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		batchOneSession(t, m, cfg)
+	}
+}
+
+func batchOneSession(t *testing.T, m *model.Model, cfg kvcache.Config) {
+	a, _ := m.NewSession(cfg, 300)
+	b, _ := m.NewSession(cfg, 300)
+	bt := m.NewBatch()
+	for _, toks := range [][]int32{make([]int32, 150), {7}, {300}, {42, 43, 44}} {
+		for i := range toks {
+			if toks[i] == 0 {
+				toks[i] = int32(3 + 17*i)
+			}
+		}
+		want, err := a.Forward(toks, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, errs := bt.Forward([]*model.Session{b}, [][]int32{toks})
+		if errs[0] != nil || !slices.Equal(got[0], want) {
+			t.Fatalf("%s, %d tokens: batched logits differ (%v)", cfg, len(toks), errs[0])
+		}
+	}
+}
+
+func argmax(x []float32) int {
+	best := 0
+	for i, v := range x {
+		if v > x[best] {
+			best = i
+		}
+	}
+	return best
+}
+
+// TestBatchErrors: a failing session gets its error and no logits; the
+// others are stepped.
+func TestBatchErrors(t *testing.T) {
+	m, err := defaultmodel.Load(model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	a, _ := m.NewSession(nil, 4)
+	full, _ := m.NewSession(nil, 2)
+	c, _ := m.NewSession(nil, 8)
+	logits, errs := m.NewBatch().Forward([]*model.Session{a, full, c, a}, [][]int32{{1, 2}, {1, 2, 3}, {int32(m.Config.Vocab)}, {4}})
+	if errs[0] != nil || logits[0] == nil || a.Len() != 2 {
+		t.Fatalf("good session: %v, %d tokens", errs[0], a.Len())
+	}
+	for i := 1; i < 4; i++ {
+		if errs[i] == nil || logits[i] != nil {
+			t.Errorf("session %d: no error", i)
+		}
+	}
+	if full.Len() != 0 || c.Len() != 0 {
+		t.Errorf("failed sessions advanced: %d, %d", full.Len(), c.Len())
+	}
+}
