@@ -45,6 +45,7 @@ type workspace struct {
 	// compressed positions' part of the scores and sums
 	qs, sc, accs, cs, ca [][]float32
 	accum                []quant.Accumulator // Compressed: per KV head, made lazily
+	parts                []Partial           // runRows: the group's Partials
 }
 
 // SetPool makes Attend share the goroutines of p (nil: the caller's
@@ -118,6 +119,31 @@ func (a *attention) run(s Shape, n, accLen int, task func(ws *workspace, hi, t0,
 			finish(hi, j, p)
 		}
 	}
+}
+
+// runRows computes attention for n query rows at once: row i over the
+// positions [0, limit(i)), one task per (row, KV head) on the pool, each
+// on a single slice. task and finish are as for run, with the row added.
+func (a *attention) runRows(s Shape, n, accLen int, limit func(i int) int, task func(ws *workspace, i, hi, t0, t1 int, parts []Partial), finish func(i, hi, j int, p *Partial)) {
+	g := s.Group()
+	if need := a.pool.Threads(); len(a.work) < need {
+		a.work = append(a.work, make([]workspace, need-len(a.work))...)
+	}
+	a.pool.Run(n*s.KVHeads, func(ti, w int) {
+		i, hi := ti/s.KVHeads, ti%s.KVHeads
+		ws := &a.work[w]
+		if len(ws.parts) < g {
+			ws.parts = make([]Partial, g)
+		}
+		parts := ws.parts[:g]
+		for j := range parts {
+			parts[j].Reset(accLen)
+		}
+		task(ws, i, hi, 0, limit(i), parts)
+		for j := range parts {
+			finish(i, hi, j, &parts[j])
+		}
+	})
 }
 
 // group sets ws's per-query views for a task over m positions of KV head

@@ -226,3 +226,49 @@ func BenchmarkAttendThreads(b *testing.B) {
 		}
 	}
 }
+
+// TestAttendLast: Dense's AttendLast over a chunk of tokens just appended
+// gives, bit for bit, what Attend after each Append gives on one
+// goroutine, for chunks at the start and after earlier tokens, with and
+// without a pool.
+func TestAttendLast(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	sh := Shape{QHeads: 8, KVHeads: 2, HeadDim: 64}
+	ks, vs := kvData(r, sh, 300, true)
+	qd := sh.QHeads * sh.HeadDim
+	q := make([]float32, len(ks)*qd)
+	for i := range len(ks) {
+		copy(q[i*qd:], randQuery(r, sh))
+	}
+	pool := tensor.NewPool(3)
+	defer pool.Close()
+	for _, name := range []string{"f32", "f16"} {
+		ref, _ := newTestCache(name, Spec{}, sh)
+		want := make([]float32, len(q))
+		for i := range ks {
+			if err := ref.Append(ks[i], vs[i]); err != nil {
+				t.Fatal(err)
+			}
+			ref.Attend(want[i*qd:(i+1)*qd], q[i*qd:(i+1)*qd], 0.1)
+		}
+		for _, p := range []*tensor.Pool{nil, pool} {
+			c, _ := newTestCache(name, Spec{}, sh)
+			UsePool(c, p)
+			got := make([]float32, len(q))
+			for _, chunk := range [][2]int{{0, 1}, {1, 100}, {100, 300}} {
+				for i := chunk[0]; i < chunk[1]; i++ {
+					if err := c.Append(ks[i], vs[i]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				n := chunk[1] - chunk[0]
+				c.(LastAttender).AttendLast(got[chunk[0]*qd:chunk[1]*qd], q[chunk[0]*qd:chunk[1]*qd], n, 0.1)
+			}
+			for i := range got {
+				if got[i] != want[i] {
+					t.Fatalf("%s pool %d: out[%d] (token %d) = %g, Attend after each Append %g", name, p.Threads(), i, i/qd, got[i], want[i])
+				}
+			}
+		}
+	}
+}

@@ -8,6 +8,8 @@ package kvcache
 import (
 	"fmt"
 	"math"
+
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // Cache holds one sequence's keys and values for one layer, all KV heads.
@@ -25,6 +27,15 @@ type Cache interface {
 	// Bytes returns the exact number of bytes the cache holds for its
 	// tokens (capacity reserved but unused is not counted).
 	Bytes() int
+}
+
+// LastAttender is implemented by caches that attend a batch of tokens
+// just appended at once (Dense): AttendLast(out, q, n, scale) gives the n
+// rows of out that Attend after each of the last n Appends would have
+// given, q holding the n tokens' queries. Prefill uses it to spread a
+// chunk's attention over threads token by token.
+type LastAttender interface {
+	AttendLast(out, q []float32, n int, scale float32)
 }
 
 // Shape is the geometry of one layer's attention.
@@ -84,23 +95,6 @@ func scaleGo(s []float32, a float32) {
 	}
 }
 
-// expNeg returns e^x for x ≤ 0 in float32, within 2 ulp (Cephes expf:
-// x = n·ln 2 + r with |r| ≤ ln 2/2, Cody–Waite reduction in two parts,
-// a degree-6 polynomial for e^r, 2^n put in the exponent). It is 3–4×
-// cheaper than math.Exp, which the softmax of a long context calls once
-// per token and query head.
-func expNeg(x float32) float32 {
-	// Below −87.3, e^x is under the smallest normal float32: clamp (the
-	// result, 1.2e-38, is as good as 0 next to the maximum's e^0 = 1).
-	x = max(x, -87.3)
-	n := float32(math.Floor(float64(x*1.44269504088896341 + 0.5))) // round(x·log₂e)
-	r := x - n*0.693359375 + n*2.12194440e-4
-	p := float32(1.9875691500e-4)
-	p = p*r + 1.3981999507e-3
-	p = p*r + 8.3334519073e-3
-	p = p*r + 4.1665795894e-2
-	p = p*r + 1.6666665459e-1
-	p = p*r + 5.0000001201e-1
-	e := p*r*r + r + 1
-	return e * math.Float32frombits(uint32(int32(n)+127)<<23)
-}
+// expNeg returns e^x for x ≤ 0 (tensor.Exp: within 2 ulp; 1.2e-38 below
+// −87.3), the twin of the exponential in softmax's kernels.
+func expNeg(x float32) float32 { return tensor.Exp(x) }

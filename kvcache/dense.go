@@ -92,15 +92,37 @@ func (c *Dense) Attend(out, q []float32, scale float32) {
 	}
 	g := c.shape.Group()
 	c.run(c.shape, n, d, func(ws *workspace, hi, t0, t1 int, parts []Partial) {
-		ws.group(q, hi, g, d, t1-t0, 0, 0, parts)
-		for j := range g {
-			c.keys[hi].scores(ws.sc[j], ws.qs[j], t0)
-			parts[j].Weigh(ws.sc[j], scale)
-			c.values[hi].weightedSum(ws.accs[j], ws.sc[j], t0)
-		}
+		c.span(ws, q, hi, t0, t1, parts, scale)
 	}, func(hi, j int, p *Partial) {
 		p.Result(out[(hi*g+j)*d : (hi*g+j+1)*d])
 	})
+}
+
+// AttendLast computes, for each of the last n tokens appended, attention
+// of its queries (q holds n rows of QHeads·HeadDim) over the tokens up to
+// and including it, into the n rows of out: what Attend after each Append
+// gives, for a whole prefill chunk at once, the (token, KV head) pairs
+// spread over the pool.
+func (c *Dense) AttendLast(out, q []float32, n int, scale float32) {
+	d, g, qd := c.shape.HeadDim, c.shape.Group(), c.shape.QHeads*c.shape.HeadDim
+	first := c.n - n
+	c.runRows(c.shape, n, d, func(i int) int { return first + i + 1 }, func(ws *workspace, i, hi, t0, t1 int, parts []Partial) {
+		c.span(ws, q[i*qd:(i+1)*qd], hi, t0, t1, parts, scale)
+	}, func(i, hi, j int, p *Partial) {
+		p.Result(out[i*qd+(hi*g+j)*d : i*qd+(hi*g+j+1)*d])
+	})
+}
+
+// span fills the Partials of KV head hi's query group (queries from q)
+// with positions [t0, t1).
+func (c *Dense) span(ws *workspace, q []float32, hi, t0, t1 int, parts []Partial, scale float32) {
+	g, d := c.shape.Group(), c.shape.HeadDim
+	ws.group(q, hi, g, d, t1-t0, 0, 0, parts)
+	for j := range g {
+		c.keys[hi].scores(ws.sc[j], ws.qs[j], t0)
+		parts[j].Weigh(ws.sc[j], scale)
+		c.values[hi].weightedSum(ws.accs[j], ws.sc[j], t0)
+	}
 }
 
 type f32Rows struct {

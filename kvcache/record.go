@@ -1,5 +1,7 @@
 package kvcache
 
+import "github.com/turbomem/turbomem/tensor"
+
 // Trace is what passed through one layer's cache: the keys (after RoPE)
 // and values of every token, each KVHeads·HeadDim values, and the
 // QHeads·HeadDim queries attended with, with their scale.
@@ -29,6 +31,9 @@ type Recorder struct {
 	// (listed in Trace.QPos); nil records every one.
 	KeepQuery func(pos int) bool
 }
+
+// SetPool passes the pool on to the recorded cache (UsePool).
+func (r *Recorder) SetPool(p *tensor.Pool) { UsePool(r.Cache, p) }
 
 // NewRecorder returns a recorder around c, a cache of shape sh.
 func NewRecorder(c Cache, sh Shape) *Recorder {

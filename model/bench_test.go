@@ -57,10 +57,10 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-// BenchmarkPrefill times a 128-token prompt (two chunks of MaxBatch).
+// BenchmarkPrefill times a 512-token prompt (llama-bench's pp512).
 func BenchmarkPrefill(b *testing.B) {
 	m := benchModel(b, 0)
-	ids := make([]int32, 128)
+	ids := make([]int32, 512)
 	for i := range ids {
 		ids[i] = int32(7 + 31*i%1000)
 	}

@@ -35,6 +35,9 @@ func TestForwardFrom(t *testing.T) {
 		if len(hidden[l]) != len(ids)*m.Config.Hidden {
 			t.Fatalf("layer %d: captured %d values", l, len(hidden[l]))
 		}
+		if testing.Short() && l%2 == 1 {
+			continue // half the layers are enough to catch a wrong start
+		}
 		s, err := m.NewSession(nil, len(ids))
 		if err != nil {
 			t.Fatal(err)

@@ -19,7 +19,7 @@ func TestResume(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	ids := make([]int32, 90)
+	ids := make([]int32, model.MaxBatch+26)
 	for i := range ids {
 		ids[i] = int32(11 + 37*i%1000)
 	}

@@ -25,6 +25,7 @@ type Session struct {
 
 	// scratch, grown to the largest batch seen
 	x, h, q, k, v, att, o, g, u []float32
+	rs                          []float32        // RoPE cos, sin of the chunk's positions
 	mm                          tensor.Scratch   // quantized activations
 	prods                       []tensor.Product // of one matmuls call
 }
@@ -130,8 +131,11 @@ func grow(b []float32, n int) []float32 {
 }
 
 // MaxBatch is the most tokens Forward pushes through the layers at once;
-// longer inputs go in chunks, which bounds the scratch memory.
-const MaxBatch = 64
+// longer inputs go in chunks, which bounds the scratch memory. The tiled
+// matrix kernel repacks each weight panel once per chunk: at 256 tokens
+// that costs about a sixth of the chunk's multiply-adds (a tenth of a
+// millisecond per MiB of weights), at 64 more than half.
+const MaxBatch = 256
 
 // Forward appends tokens to the sequence and returns next-token logits:
 // for the last token only (len Vocab), or with all set for every token
@@ -256,54 +260,11 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32, rows
 	s.g = grow(s.g, n*c.FFN)
 	s.u = grow(s.u, n*c.FFN)
 
-	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
+	s.ropeTable(n, rows)
 	for li := from; li < len(m.w.layers); li++ {
-		ly := &m.w.layers[li]
-		if s.capture != nil {
-			s.capture(li, s.x[:n*c.Hidden])
-		}
-		rmsNorm(s.h, s.x, ly.attnNorm, c.RMSEps, n)
-		s.observed(s.h[:n*c.Hidden], ly.q, ly.k, ly.v)
-		if err := s.matmuls(s.h, n, product{s.q, ly.q}, product{s.k, ly.k}, product{s.v, ly.v}); err != nil {
+		if err := s.layer(li, n, rows); err != nil {
 			return nil, err
 		}
-		addBias(s.q, ly.qBias, n)
-		addBias(s.k, ly.kBias, n)
-		addBias(s.v, ly.vBias, n)
-		for i := range n {
-			seq, pos := s, s.pos+i
-			if rows != nil {
-				seq, pos = rows.seq[i], rows.pos[i]
-			}
-			m.rope(s.q[i*qd:(i+1)*qd], c.Heads, pos)
-			m.rope(s.k[i*kd:(i+1)*kd], c.KVHeads, pos)
-			cache := seq.caches[li]
-			if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
-				if rows == nil {
-					return nil, err
-				}
-				rows.fail(i, err) // that sequence ends; the others go on
-				clear(s.att[i*qd : (i+1)*qd])
-				continue
-			}
-			cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
-		}
-		s.observed(s.att[:n*qd], ly.o)
-		if err := s.matmul(s.o, ly.o, s.att, n); err != nil {
-			return nil, err
-		}
-		add(s.x, s.o)
-		rmsNorm(s.h, s.x, ly.ffnNorm, c.RMSEps, n)
-		s.observed(s.h[:n*c.Hidden], ly.gate, ly.up)
-		if err := s.matmuls(s.h, n, product{s.g, ly.gate}, product{s.u, ly.up}); err != nil {
-			return nil, err
-		}
-		swiglu(s.g, s.u)
-		s.observed(s.g[:n*c.FFN], ly.down)
-		if err := s.matmul(s.o, ly.down, s.g, n); err != nil {
-			return nil, err
-		}
-		add(s.x, s.o)
 	}
 	if rows == nil {
 		s.pos += n
@@ -334,6 +295,87 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32, rows
 		return nil, err
 	}
 	return logits, nil
+}
+
+// layer runs layer li on the n tokens whose hidden states are in s.x,
+// in place: the session's next tokens, or with rows the rows of a Batch
+// (RoPE from ropeTable).
+func (s *Session) layer(li, n int, rows *batchRows) error {
+	m, c := s.m, &s.m.Config
+	qd := c.Heads * c.HeadDim
+	ly := &m.w.layers[li]
+	if s.capture != nil {
+		s.capture(li, s.x[:n*c.Hidden])
+	}
+	rmsNorm(s.h, s.x, ly.attnNorm, c.RMSEps, n)
+	s.observed(s.h[:n*c.Hidden], ly.q, ly.k, ly.v)
+	if err := s.matmuls(s.h, n, product{s.q, ly.q}, product{s.k, ly.k}, product{s.v, ly.v}); err != nil {
+		return err
+	}
+	addBias(s.q, ly.qBias, n)
+	addBias(s.k, ly.kBias, n)
+	addBias(s.v, ly.vBias, n)
+	if err := s.attend(li, n, rows); err != nil {
+		return err
+	}
+	s.observed(s.att[:n*qd], ly.o)
+	if err := s.matmul(s.o, ly.o, s.att, n); err != nil {
+		return err
+	}
+	add(s.x, s.o)
+	rmsNorm(s.h, s.x, ly.ffnNorm, c.RMSEps, n)
+	s.observed(s.h[:n*c.Hidden], ly.gate, ly.up)
+	if err := s.matmuls(s.h, n, product{s.g, ly.gate}, product{s.u, ly.up}); err != nil {
+		return err
+	}
+	tensor.SwiGLU(s.g[:n*c.FFN], s.u)
+	s.observed(s.g[:n*c.FFN], ly.down)
+	if err := s.matmul(s.o, ly.down, s.g, n); err != nil {
+		return err
+	}
+	add(s.x, s.o)
+	return nil
+}
+
+// attend rotates the n tokens' queries and keys (s.q, s.k), appends keys
+// and values to layer li's cache (each row's own session's, with rows)
+// and writes each token's attention over its sequence up to it to s.att:
+// for a session's whole chunk at once where its cache can
+// (kvcache.LastAttender), else token by token. A Batch row whose cache
+// refuses its token fails alone (its sequence ends; the others go on).
+func (s *Session) attend(li, n int, rows *batchRows) error {
+	c := &s.m.Config
+	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
+	var last kvcache.LastAttender
+	if rows == nil && n > 1 {
+		last, _ = s.caches[li].(kvcache.LastAttender)
+	}
+	whole := last != nil
+	for i := range n {
+		seq := s
+		if rows != nil {
+			seq = rows.seq[i]
+		}
+		s.rope(s.q[i*qd:(i+1)*qd], c.Heads, i)
+		s.rope(s.k[i*kd:(i+1)*kd], c.KVHeads, i)
+		cache := seq.caches[li]
+		if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
+			if rows == nil {
+				return err
+			}
+			rows.fail(i, err)
+			clear(s.att[i*qd : (i+1)*qd])
+			continue
+		}
+		if !whole {
+			cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
+		}
+	}
+	if whole {
+		last.AttendLast(s.att[:n*qd], s.q[:n*qd], n, scale)
+	}
+	return nil
 }
 
 // product pairs an output buffer with the matrix that fills it.
@@ -373,24 +415,42 @@ func (s *Session) matmul(out []float32, w *matrix, x []float32, n int) error {
 	return nil
 }
 
-// rope rotates each head of x (heads·HeadDim values) for position pos.
-func (m *Model) rope(x []float32, heads, pos int) {
-	c := &m.Config
+// ropeTable fills s.rs with cos and sin of every rotated pair's angle
+// for the n positions from s.pos (with rows: the rows' positions):
+// computed once per token, used by every layer's queries and keys.
+func (s *Session) ropeTable(n int, rows *batchRows) {
+	f := s.m.invFreq
+	s.rs = grow(s.rs, 2*n*len(f))
+	for i := range n {
+		pos := s.pos + i
+		if rows != nil {
+			pos = rows.pos[i]
+		}
+		cs := s.rs[2*i*len(f) : 2*(i+1)*len(f)]
+		for j, fr := range f {
+			sin, cos := math.Sincos(float64(pos) * fr)
+			cs[2*j], cs[2*j+1] = float32(cos), float32(sin)
+		}
+	}
+}
+
+// rope rotates each head of x (heads·HeadDim values) for the chunk's
+// token i (ropeTable).
+func (s *Session) rope(x []float32, heads, i int) {
+	c := &s.m.Config
 	half := c.RopeDim / 2
-	for i, f := range m.invFreq {
-		sin, cos := math.Sincos(float64(pos) * f)
-		sn, cs := float32(sin), float32(cos)
-		for h := range heads {
-			base := h * c.HeadDim
-			var a, b int
+	cs := s.rs[2*i*half : 2*(i+1)*half]
+	for h := range heads {
+		base := h * c.HeadDim
+		for j := range half {
+			cos, sin := cs[2*j], cs[2*j+1]
+			a, b := base+j, base+j+half
 			if c.RopeStyle == RopeAdjacent {
-				a, b = base+2*i, base+2*i+1
-			} else {
-				a, b = base+i, base+i+half
+				a, b = base+2*j, base+2*j+1
 			}
 			x0, x1 := x[a], x[b]
-			x[a] = x0*cs - x1*sn
-			x[b] = x0*sn + x1*cs
+			x[a] = x0*cos - x1*sin
+			x[b] = x0*sin + x1*cos
 		}
 	}
 }
@@ -429,13 +489,5 @@ func add(x, y []float32) {
 	y = y[:len(x)]
 	for i := range x {
 		x[i] += y[i]
-	}
-}
-
-// swiglu sets g = silu(g)·u, silu(z) = z·σ(z).
-func swiglu(g, u []float32) {
-	u = u[:len(g)]
-	for i, z := range g {
-		g[i] = z / (1 + float32(math.Exp(float64(-z)))) * u[i]
 	}
 }

@@ -27,3 +27,10 @@ func dotRowQ8_0x4(w []byte, a *[4]*activation, out *[4]float32) { dotRowQ8_0x4Go
 
 func dequantQ8_0Fast(dst []float32, src []byte) { dequantQ8_0(dst, src) }
 func dequantQ4_0Fast(dst []float32, src []byte) { dequantQ4_0(dst, src) }
+
+// hasGEMM is false without assembly: MatMul keeps to the row kernels.
+const hasGEMM = false
+
+func gemmKernel(p *gemmPanel, g *gemmActs, steps int, out *[gemmRows * gemmCols]float32) {
+	gemmKernelGo(p, g, steps, out)
+}

@@ -16,9 +16,11 @@ type Options struct {
 // Scratch holds MatMul's working buffers between calls (Options.Scratch).
 // The zero value is ready to use.
 type Scratch struct {
-	acts  [numActKinds][]*activation
-	cols  [numActKinds]int
-	preps []prepared
+	acts   [numActKinds][]*activation
+	cols   [numActKinds]int
+	groups [numActKinds][]gemmActs // the activations packed for the tiled kernel
+	panels []gemmPanel             // per goroutine of the pool
+	preps  []prepared
 }
 
 // acts returns n activations of kind k for vectors of cols elements,
@@ -114,13 +116,20 @@ func MatMulShared(ps []Product, cols int, x []float32, n int, opts Options) erro
 }
 
 // prepared is one Product ready to run: its kernel, row size, activations
-// and first row in the numbering of all the call's rows.
+// (packed in groups for the tiled kernel, where it serves) and first row
+// in the numbering of all the call's rows.
 type prepared struct {
 	k       rowKernel
 	rowByte int
 	acts    []*activation
+	groups  []gemmActs
 	start   int
 }
+
+// gemmMinVectors is the fewest activation vectors for which MatMul uses
+// the tiled kernel: repacking a panel costs about what a few groups of
+// four vectors take to multiply.
+const gemmMinVectors = 16
 
 // matMulShared is MatMulShared with the per-task minimum of weight
 // bytes as a parameter, so tests can spread small matrices over several
@@ -165,8 +174,10 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	if totalRows == 0 || n == 0 {
 		return nil
 	}
-	// Quantize x once per activation form the products need.
-	var made [numActKinds]bool
+	// Quantize x once per activation form the products need, and pack it
+	// once for the tiled kernel if a product uses that.
+	var made, packed [numActKinds]bool
+	tiled := hasGEMM && n >= gemmMinVectors
 	for i := range preps {
 		k := preps[i].k.act
 		preps[i].acts = scr.activations(k, cols, n)
@@ -176,22 +187,55 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 			}
 			made[k] = true
 		}
+		if tiled && canGEMM(ps[i].Type, cols) {
+			if !packed[k] {
+				scr.groups[k] = packGroups(scr.groups[k], k, preps[i].acts, cols)
+				packed[k] = true
+			}
+			preps[i].groups = scr.groups[k]
+		}
 	}
-	tasks := min(totalRows, opts.Pool.Threads()*tasksPerThread, max(1, totalBytes*n/minBytes))
-	opts.Pool.Run(tasks, func(task, _ int) {
-		rowRange(ps, preps, totalRows*task/tasks, totalRows*(task+1)/tasks)
+	threads := opts.Pool.Threads()
+	if len(scr.panels) < threads {
+		scr.panels = append(scr.panels, make([]gemmPanel, threads-len(scr.panels))...)
+	}
+	tasks := min(totalRows, threads*tasksPerThread, max(1, totalBytes*n/minBytes))
+	opts.Pool.Run(tasks, func(task, w int) {
+		rowRange(ps, preps, totalRows*task/tasks, totalRows*(task+1)/tasks, cols, &scr.panels[w])
 	})
 	return nil
 }
 
+// packGroups packs acts (of kind k, cols elements) in groups of gemmCols
+// for the tiled kernel, reusing gs.
+func packGroups(gs []gemmActs, k actKind, acts []*activation, cols int) []gemmActs {
+	n := (len(acts) + gemmCols - 1) / gemmCols
+	if len(gs) < n {
+		gs = append(gs, make([]gemmActs, n-len(gs))...)
+	}
+	for i := range n {
+		gs[i].set(k, acts[i*gemmCols:min(len(acts), (i+1)*gemmCols)], cols)
+	}
+	return gs[:n]
+}
+
 // rowRange computes the rows [r0, r1) of all products, numbered one
-// product after another.
-func rowRange(ps []Product, preps []prepared, r0, r1 int) {
+// product after another; a product on the tiled kernel computes the
+// panels that start in the range, panel being the goroutine's scratch.
+func rowRange(ps []Product, preps []prepared, r0, r1, cols int, panel *gemmPanel) {
 	var four [4]float32 // one per task: the kernel's result escapes
 	for i := range ps {
 		pp := &preps[i]
 		lo, hi := max(r0, pp.start), min(r1, pp.start+ps[i].Rows)
 		rows := ps[i].Rows
+		if pp.groups != nil {
+			// panels start at local rows that are multiples of gemmRows
+			first := (lo - pp.start + gemmRows - 1) / gemmRows * gemmRows
+			if first < hi-pp.start {
+				gemmProduct(&ps[i], pp.rowByte, cols, len(pp.acts), pp.groups, panel, first, hi-pp.start)
+			}
+			continue
+		}
 		for r := lo; r < hi; r++ {
 			lr := r - pp.start
 			row := ps[i].W[lr*pp.rowByte : (lr+1)*pp.rowByte]
