@@ -151,7 +151,11 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, e *engine, ep endpo
 		return
 	}
 	j := &job{id: newID(ep.idPrefix), ctx: r.Context(), prompt: prompt, p: p, kvBytes: kv,
-		reserve: kv + e.seqBytes(len(prompt), p), arrived: time.Now(), notify: make(chan struct{}, 1)}
+		arrived: time.Now(), notify: make(chan struct{}, 1)}
+	if pc := e.sched.prefix; pc != nil {
+		j.recBytes = int64(len(prompt)/blockTokens) * pc.blockBytes()
+	}
+	j.reserve = kv + e.seqBytes(len(prompt), p) + j.recBytes
 	info, _ := r.Context().Value(reqInfoKey{}).(*reqInfo)
 	defer func() {
 		if info != nil {
@@ -279,7 +283,7 @@ func (j *job) logAttrs() []slog.Attr {
 		return float64(b.Sub(a).Microseconds()) / 1000
 	}
 	a := []slog.Attr{
-		slog.String("id", j.id), slog.Int("prompt_tokens", len(j.prompt)), slog.Int("completion_tokens", j.completion),
+		slog.String("id", j.id), slog.Int("prompt_tokens", len(j.prompt)), slog.Int("reused_tokens", j.reused), slog.Int("completion_tokens", j.completion),
 		slog.Float64("queue_ms", ms(j.arrived, j.admitted)), slog.Float64("ttft_ms", ms(j.arrived, j.first)),
 		slog.Float64("decode_ms", ms(j.first, j.last)),
 		slog.Int64("kv_reserved", j.kvBytes), slog.Int64("kv_held", j.kvHeld), slog.String("finish", j.finish),

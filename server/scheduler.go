@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/tokenizer"
 )
@@ -21,7 +22,11 @@ type job struct {
 	prompt  []int32
 	p       genParams
 	kvBytes int64 // the caches' bytes at prompt + max_tokens (BytesAt)
-	reserve int64 // kvBytes and the sequence's buffers
+	reserve int64 // kvBytes, the sequence's buffers and recBytes
+	// recBytes is the most the prefix recorder can hold for the prompt's
+	// whole blocks; released once the prompt is in and its blocks cached.
+	recBytes int64
+	reused   int // prompt tokens refilled from the prefix cache
 	arrived time.Time
 
 	notify chan struct{} // a token of 1: something new under mu
@@ -74,6 +79,8 @@ type sequence struct {
 	stop      stopMatcher
 	generated int
 	step      StepSeq
+	chain     []*block  // prefix blocks held until the prompt is in
+	rec       *recorder // the prompt's new blocks, nil when none
 }
 
 // Errors the handlers turn into responses.
@@ -107,6 +114,7 @@ type scheduler struct {
 	done chan struct{}
 
 	active []*sequence // the loop's only
+	prefix *prefixCache // nil: no prefix cache
 }
 
 // submit queues j, or refuses it: a job that could never fit gets a 400
@@ -198,8 +206,11 @@ func (s *scheduler) admit() {
 	defer s.mu.Unlock()
 	for len(s.queue) > 0 && len(s.active) < s.parallel {
 		j := s.queue[0]
-		if s.reserved+j.reserve > s.budget {
-			break
+		if over := s.reserved + s.prefixBytes() + j.reserve - s.budget; over > 0 {
+			if s.prefix == nil || s.prefix.evict(over) < over {
+				break
+			}
+			s.met.prefixBytes.Set(float64(s.prefix.bytes))
 		}
 		s.queue = s.queue[1:]
 		if j.ctx.Err() != nil {
@@ -219,22 +230,62 @@ func (s *scheduler) admit() {
 	s.met.kvReserved.WithLabelValues(s.kvName).Set(float64(s.reserved))
 }
 
+func (s *scheduler) prefixBytes() int64 {
+	if s.prefix == nil {
+		return 0
+	}
+	return s.prefix.bytes
+}
+
 // start makes an admitted job's session, whose caches may hold exactly
-// prompt + max_tokens tokens.
+// prompt + max_tokens tokens: refilled from the prefix cache for as many
+// whole blocks of the prompt as it holds, recording the prompt's further
+// whole blocks for it.
 func (s *scheduler) start(j *job) (*sequence, error) {
-	sess, err := s.m.Model.NewSession(s.m.KV, len(j.prompt)+j.p.maxTokens)
+	var chain []*block
+	var rec *recorder
+	var kv kvcache.Maker = s.m.KV
+	if p := s.prefix; p != nil {
+		chain = p.match(j.prompt)
+		if from, to := len(chain)*blockTokens, len(j.prompt)/blockTokens*blockTokens; to > from {
+			rec = newRecorder(p.layers, p.width, from, to)
+			kv = kvcache.NewCacheFunc(func(l int, sh kvcache.Shape) (kvcache.Cache, error) {
+				c, err := s.m.KV.NewCache(l, sh)
+				if err != nil {
+					return nil, err
+				}
+				return rec.wrap(l, c), nil
+			})
+		}
+	}
+	var sess *model.Session
+	var err error
+	if len(chain) > 0 {
+		sess, err = s.prefix.restore(s.m.Model, kv, chain, len(j.prompt)+j.p.maxTokens)
+	} else {
+		sess, err = s.m.Model.NewSession(kv, len(j.prompt)+j.p.maxTokens)
+	}
 	if err != nil {
+		if s.prefix != nil {
+			s.prefix.release(chain)
+		}
 		return nil, fmt.Errorf("server: session: %w", err)
 	}
+	reused := len(chain) * blockTokens
 	sm, err := model.NewSampler(j.p.sampler)
 	if err != nil {
 		return nil, err
 	}
 	j.mu.Lock()
-	j.admitted = time.Now()
+	j.admitted, j.reused = time.Now(), reused
 	j.mu.Unlock()
 	s.met.promptTokens.Add(float64(len(j.prompt)))
-	return &sequence{j: j, sess: sess, pending: j.prompt, sampler: sm, dec: s.m.Tokenizer.NewDecoder(), stop: stopMatcher{stops: j.p.stop}}, nil
+	if s.prefix != nil {
+		s.met.prefixTokens.WithLabelValues("reused").Add(float64(reused))
+		s.met.prefixTokens.WithLabelValues("computed").Add(float64(len(j.prompt) - reused))
+	}
+	return &sequence{j: j, sess: sess, pending: j.prompt[reused:], sampler: sm, dec: s.m.Tokenizer.NewDecoder(),
+		stop: stopMatcher{stops: j.p.stop}, chain: chain, rec: rec}, nil
 }
 
 // step runs one step of every active sequence.
@@ -274,6 +325,7 @@ func (s *scheduler) step() {
 		case q.step.Err != nil:
 			s.finish(q, "", fmt.Errorf("server: step: %w", q.step.Err))
 		case len(q.pending) == 0:
+			s.promptDone(q)
 			s.sample(q)
 		}
 		if q.sess != nil {
@@ -283,6 +335,28 @@ func (s *scheduler) step() {
 	s.sweep()
 	s.met.kvInUse.WithLabelValues(s.kvName).Set(float64(inUse))
 	s.met.stepSeconds.Observe(time.Since(start).Seconds())
+}
+
+// promptDone caches the prompt's recorded blocks, while the budget has
+// room for them beside the reservations, and frees the recorder's share
+// of the job's reservation.
+func (s *scheduler) promptDone(q *sequence) {
+	if s.prefix == nil || q.chain == nil && q.rec == nil {
+		return
+	}
+	if q.rec != nil {
+		s.mu.Lock()
+		s.prefix.insert(q.j.prompt, q.chain, q.rec, q.rec.to, func(b int64) bool {
+			over := s.reserved + s.prefix.bytes + b - s.budget
+			return over <= 0 || s.prefix.evict(over) >= over
+		})
+		s.met.prefixBytes.Set(float64(s.prefix.bytes))
+		s.reserved -= q.j.recBytes
+		q.j.reserve -= q.j.recBytes
+		s.mu.Unlock()
+	}
+	s.prefix.release(q.chain)
+	q.chain, q.rec = nil, nil
 }
 
 // sample draws the next token of a sequence whose prompt has been fed
@@ -347,6 +421,10 @@ func (s *scheduler) finish(q *sequence, reason string, err error) {
 	}
 	q.j.end(reason, err, q.sess.CacheBytes())
 	q.sess = nil
+	if s.prefix != nil {
+		s.prefix.release(q.chain) // a prompt that never finished caches nothing
+		q.chain, q.rec = nil, nil
+	}
 	if err == nil {
 		s.met.duration.Observe(time.Since(q.j.arrived).Seconds())
 	}

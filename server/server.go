@@ -58,6 +58,8 @@ type Options struct {
 	DefaultMaxTokens int
 	// Logger receives one line per request; slog.Default() if nil.
 	Logger *slog.Logger
+	// NoPrefixCache turns the prefix cache off (see prefixCache).
+	NoPrefixCache bool
 	// Stepper makes the stepper that runs the sequences; NewBatched if
 	// nil.
 	Stepper func(*model.Model) Stepper
@@ -152,6 +154,9 @@ func (s *Server) Load(m *Model) (Budget, error) {
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	for part, v := range map[string]int64{"weights": b.Weights, "scratch": b.Scratch, "reserve": b.Reserve, "sequences": b.Sequences} {
 		s.met.budget.WithLabelValues(part).Set(float64(v))
+	}
+	if !s.o.NoPrefixCache && prefixable(m.KV) {
+		sc.prefix = newPrefixCache(m.Model, m.KV)
 	}
 	go sc.loop()
 	s.eng.Store(&engine{m: m, stepper: st, sched: sc, budget: b})
