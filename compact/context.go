@@ -6,6 +6,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 
@@ -97,8 +98,8 @@ type Options struct {
 	// with budgets of their own (PyramidKV, KVzip) ignore it.
 	Share [][]float64
 	// Fit, if its Keys is not 0, overrides the fit attention matching
-	// uses (bounds, projected-gradient steps, ridge; Keys and Select are
-	// the method's).
+	// uses (selection, bounds, projected-gradient steps, ridge; Keys is
+	// the budget's, and a zero Select the method's).
 	Fit Fit
 	// Workers is the number of heads compacted at once (0: NumCPU).
 	Workers int
@@ -289,7 +290,10 @@ func (o Options) head(c Context, l, h, block, t int, given []int) (Result, error
 		if o.Fit.Keys != 0 {
 			sel := f.Select
 			f = o.Fit
-			f.Keys, f.Select = t, sel
+			f.Keys = t
+			if f.Select == 0 || f.Select == Given {
+				f.Select = sel
+			}
 		}
 		b.Queries = o.referenceQueries(c, l, h, true)
 		return CompactHead(b, f)
@@ -320,51 +324,53 @@ func headRows(x []float32, heads, d, h, from, to int) []float32 {
 }
 
 // referenceQueries returns the reference queries of layer l's KV head h:
-// the rows of the query heads of its group, from the context's own
-// queries (with own) and the extra ones, o.Queries of them (DefaultQueries
-// if 0) drawn at random without replacement where there are more.
+// rows of the query heads of its group, o.Queries of them (DefaultQueries
+// if 0), the extra queries first (drawn at random without replacement
+// where there are more), then, with own, the context's own queries for
+// the rest. The extra queries come from reading or writing about the
+// context after it (rereading, self-study): they ask what later tokens
+// will ask, so they take precedence over the prefill's own.
 func (o Options) referenceQueries(c Context, l, h int, own bool) []float32 {
 	tr := c.Layers[l]
 	sh := tr.Shape
 	d, g := sh.HeadDim, sh.Group()
 	qd := sh.QHeads * d
-	var pool [][]float32 // rows of tokens of QHeads·d
-	if own {
-		pool = append(pool, tr.Q)
-	}
-	if c.Extra != nil {
-		pool = append(pool, c.Extra[l])
-	}
-	total := 0
-	for _, p := range pool {
-		total += len(p) / qd * g
-	}
 	want := o.Queries
 	if want <= 0 {
 		want = DefaultQueries
 	}
-	rows := make([]int, total)
+	r := rand.New(rand.NewPCG(o.Seed, uint64(l)<<32|uint64(h)))
+	var out []float32
+	take := func(q []float32) {
+		rows := sampleRows(len(q)/qd*g, want-len(out)/d, r)
+		for _, row := range rows {
+			tok, j := row/g, row%g
+			out = append(out, q[tok*qd+(h*g+j)*d:tok*qd+(h*g+j+1)*d]...)
+		}
+	}
+	if c.Extra != nil {
+		take(c.Extra[l])
+	}
+	if own {
+		take(tr.Q)
+	}
+	return out
+}
+
+// sampleRows returns k of the rows [0, n) drawn at random without
+// replacement, ascending (all of them where k ≥ n).
+func sampleRows(n, k int, r *rand.Rand) []int {
+	rows := make([]int, n)
 	for i := range rows {
 		rows[i] = i
 	}
-	if total > want {
-		r := rand.New(rand.NewPCG(o.Seed, uint64(l)<<32|uint64(h)))
-		for i := range want { // partial Fisher–Yates
-			j := i + r.IntN(total-i)
+	if k < n {
+		for i := range max(k, 0) { // partial Fisher–Yates
+			j := i + r.IntN(n-i)
 			rows[i], rows[j] = rows[j], rows[i]
 		}
-		rows = rows[:want]
+		rows = rows[:max(k, 0)]
+		slices.Sort(rows)
 	}
-	out := make([]float32, 0, len(rows)*d)
-	for _, row := range rows {
-		tok, j := row/g, row%g
-		for _, p := range pool {
-			if tok < len(p)/qd {
-				out = append(out, p[tok*qd+(h*g+j)*d:tok*qd+(h*g+j+1)*d]...)
-				break
-			}
-			tok -= len(p) / qd
-		}
-	}
-	return out
+	return rows
 }

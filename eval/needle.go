@@ -134,20 +134,31 @@ func buildHaystack(tok *tokenizer.Tokenizer, haystack, needle, question []int32,
 		return nil, fmt.Errorf("eval: haystack of %d tokens is shorter than the %d needed", len(haystack), fill)
 	}
 	start := r.IntN(len(haystack) - fill + 1)
-	filler := haystack[start : start+fill]
-	at := int(depth * float64(fill))
-	// Move to just after a sentence or line end within 32 tokens before.
-	for back := 0; back < 32 && at-back > 0; back++ {
-		s := tok.Token(filler[at-back-1])
-		if strings.ContainsAny(s, ".\n") || strings.Contains(s, "Ċ") {
-			at -= back
-			break
-		}
-	}
-	out := append(prefix, filler[:at]...)
-	out = append(out, needle...)
-	out = append(out, filler[at:]...)
+	out := append(prefix, bury(tok, haystack[start:start+fill], [][]int32{needle}, []float64{depth})...)
 	return append(out, question...), nil
+}
+
+// bury returns filler with items inserted at the given depths (ascending
+// fractions of the filler), each after a filler token that ends a line
+// or a sentence where one is within 32 tokens before, so that no item
+// splits a word.
+func bury(tok *tokenizer.Tokenizer, filler []int32, items [][]int32, depths []float64) []int32 {
+	var out []int32
+	prev := 0
+	for i, item := range items {
+		at := max(prev, int(depths[i]*float64(len(filler))))
+		for back := 0; back < 32 && at-back > prev; back++ {
+			s := tok.Token(filler[at-back-1])
+			if strings.ContainsAny(s, ".\n") || strings.Contains(s, "Ċ") {
+				at -= back
+				break
+			}
+		}
+		out = append(out, filler[prev:at]...)
+		out = append(out, item...)
+		prev = at
+	}
+	return append(out, filler[prev:]...)
 }
 
 // answers decodes greedily after prompt and reports whether the digits
@@ -161,8 +172,16 @@ func answers(m *model.Model, tok *tokenizer.Tokenizer, prompt []int32, value str
 	if err != nil {
 		return false, err
 	}
+	return answerFrom(s, logits, tok, value)
+}
+
+// answerFrom decodes greedily from a session whose next-token logits are
+// given, until its limit, and reports whether the digits that follow are
+// exactly value.
+func answerFrom(s *model.Session, logits []float32, tok *tokenizer.Tokenizer, value string) (bool, error) {
 	var out strings.Builder
 	dec := tok.NewDecoder()
+	var err error
 	for s.Len() < s.Limit() {
 		best := int32(0)
 		for i, v := range logits {

@@ -1,6 +1,9 @@
 package kvcache
 
 import (
+	"math"
+
+	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/quant"
 	"github.com/turbomem/turbomem/tensor"
 )
@@ -36,6 +39,29 @@ type attention struct {
 	pool  *tensor.Pool
 	parts []Partial   // per (KV head, slice, query of the group)
 	work  []workspace // per goroutine of the pool
+	// bias, if set, holds a logit bias (fp16, natural-log units added to
+	// the scaled score) for the first positions of each KV head: a
+	// compacted context's (Compacted).
+	bias [][]uint16
+	// lse, if set, receives each query head's log-sum-exp of its scaled
+	// scores when Attend finishes it (Compacted's attendLSE).
+	lse []float32
+}
+
+// setBias gives the first len(b[h]) positions of KV head h the logit
+// biases b[h] (fp16 bits).
+func (a *attention) setBias(b [][]uint16) { a.bias = b }
+
+// biasScores adds KV head hi's logit biases of positions [t0, t0+len(s))
+// to the raw scores s, divided by scale (Partial.Weigh scales them).
+func (a *attention) biasScores(s []float32, hi, t0 int, scale float32) {
+	if a.bias == nil {
+		return
+	}
+	b := a.bias[hi]
+	for i := range min(len(s), len(b)-t0) {
+		s[i] += half.F16ToF32(half.F16(b[t0+i])) / scale
+	}
 }
 
 // workspace is one goroutine's scratch for Attend tasks.
@@ -82,6 +108,13 @@ func bounds(i, k, n int) (t0, t1 int) {
 // query head hi·g+j's output from its merged Partial.
 func (a *attention) run(s Shape, n, accLen int, task func(ws *workspace, hi, t0, t1 int, parts []Partial), finish func(hi, j int, p *Partial)) {
 	g := s.Group()
+	if lse := a.lse; lse != nil {
+		out := finish
+		finish = func(hi, j int, p *Partial) {
+			out(hi, j, p)
+			lse[hi*g+j] = p.Max + float32(math.Log(float64(p.Sum)))
+		}
+	}
 	k := a.slices(s, n)
 	pool := a.pool
 	if s.KVHeads*k == 1 || (k == 1 && n*g*s.HeadDim < minParallelWork) {

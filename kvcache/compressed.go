@@ -319,6 +319,7 @@ func (c *Compressed) Attend(out, q []float32, scale float32) {
 			if w1 > w0 {
 				tensor.DotRowsF16(ws.sc[j][mc:], ws.qs[j], wk)
 			}
+			c.biasScores(ws.sc[j], hi, t0, scale)
 			parts[j].Weigh(ws.sc[j], scale)
 		}
 		if mc > 0 {

@@ -120,6 +120,7 @@ func (c *Dense) span(ws *workspace, q []float32, hi, t0, t1 int, parts []Partial
 	ws.group(q, hi, g, d, t1-t0, 0, 0, parts)
 	for j := range g {
 		c.keys[hi].scores(ws.sc[j], ws.qs[j], t0)
+		c.biasScores(ws.sc[j], hi, t0, scale)
 		parts[j].Weigh(ws.sc[j], scale)
 		c.values[hi].weightedSum(ws.accs[j], ws.sc[j], t0)
 	}

@@ -1,0 +1,510 @@
+package eval
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/turbomem/turbomem/compact"
+	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/tokenizer"
+)
+
+// CompactOptions configures CompactEval.
+type CompactOptions struct {
+	// Methods and Ratios are compared on the same contexts; a ratio is
+	// the context's tokens per token kept (per KV head, the window
+	// included).
+	Methods []compact.Method
+	Ratios  []float64
+	// KV is how the caches store tokens, the compacted ones included:
+	// compaction composes with quantization (the zero Config: f16).
+	KV kvcache.Config
+	// Window is the number of the context's last tokens kept as they
+	// are; Queries the reference queries per KV head (0:
+	// compact.DefaultQueries); Repeat adds the model's rereading of the
+	// context to them (KVzip always uses it).
+	Window, Queries int
+	Repeat          bool
+	// SelfStudy adds the queries of the model writing SelfStudy samples
+	// of SelfTokens tokens (0: 24) after the context and SelfPrompt (""
+	// : DefaultSelfPrompt), sampled at temperature 1.
+	SelfStudy, SelfTokens int
+	SelfPrompt            string
+	// Length is the context's length in tokens (0: 2048), questions and
+	// continuations not counted.
+	Length int
+	// Depths and Trials: needles at Depths depths (0: 5) from start to
+	// end, Trials contexts per depth (0: 2).
+	Depths, Trials int
+	// Facts key→value facts per multi-fact context (0: 4), every one
+	// asked; FactContexts such contexts (0: 3).
+	Facts, FactContexts int
+	// KLContexts held-out windows (0: 2) whose next KLTokens tokens (0:
+	// 256) score the KL divergence from the uncompacted f16 cache.
+	KLContexts, KLTokens int
+	Seed                 uint64
+	// Install makes a compacted context's caches, one per layer (nil:
+	// compact.Install with KV).
+	Install func(c *compact.Compacted, kv kvcache.Config) ([]kvcache.Cache, error)
+	// Progress, if set, is called after each context.
+	Progress func(done, total int)
+}
+
+// CompactRow is one configuration's scores on every context: the
+// fraction of needles and of facts answered exactly, the mean KL
+// divergence (nats) of the next-token distributions over the held-out
+// continuations from the uncompacted f16 cache's, and what the cache
+// holds right after compaction.
+type CompactRow struct {
+	Method string  `json:"method"` // "none" for the uncompacted caches
+	Ratio  float64 `json:"ratio"`  // asked for (1: none)
+	KV     string  `json:"kv"`
+	// Kept is the mean tokens kept per layer and KV head, the window
+	// included.
+	Kept float64 `json:"kept"`
+	// Bytes is the mean bytes of all layers' caches holding the context
+	// (after compaction); Reduction the f16 cache's bytes for the same
+	// context divided by it: the total compression, formats and
+	// compaction together.
+	Bytes     float64   `json:"bytes"`
+	Reduction float64   `json:"reduction"`
+	Needle    float64   `json:"needle"`
+	ByDepth   []float64 `json:"needle_by_depth"`
+	Facts     float64   `json:"facts"`
+	KL        float64   `json:"kl"`
+	Top1      float64   `json:"top1"`
+	// Seconds is the mean time of one compaction (reference queries
+	// from the prefill; the rereading's prefill not included).
+	Seconds  float64 `json:"seconds"`
+	Warnings int     `json:"warnings"`
+}
+
+// CompactResult is the outcome of CompactEval.
+type CompactResult struct {
+	Tokens int          `json:"tokens"` // context length
+	Depths []float64    `json:"depths"`
+	Rows   []CompactRow `json:"rows"` // uncompacted f16 (and KV) first
+}
+
+// compactProbe is one context and what is asked after it: questions with
+// their answers, or a continuation whose distributions are compared.
+type compactProbe struct {
+	ctx       []int32
+	questions [][]int32
+	answers   []string
+	cont      []int32
+	depth     int // needle depth index, or −1
+	kind      askKind
+}
+
+type askKind uint8
+
+const (
+	askNeedle askKind = iota
+	askFacts
+	askKL
+)
+
+// factWords name the facts of the multi-fact contexts (words of the
+// reference model's retrieval training data).
+var factWords = strings.Fields("apple river stone cloud tiger violet harbor lantern maple comet falcon velvet meadow copper orchid glacier")
+
+// repeatInstruction is what the model reads between the context and its
+// rereading.
+const repeatInstruction = "\n\nRepeat the previous context.\n\n"
+
+// DefaultSelfPrompt starts the model's self-study: a question about the
+// context, in the style of the questions the reference model was trained
+// to answer (it follows no instructions).
+const DefaultSelfPrompt = "\n\nWhat is the"
+
+// CompactEval measures compaction on the model: needles at several depths
+// and multi-fact key→value retrieval in contexts of held-out text (token
+// ids from heldout, never trained on), and the KL divergence of the
+// distributions over held-out continuations from the uncompacted f16
+// cache's. Every context is prefilled once (its keys, values and queries
+// recorded), compacted by every method at every ratio, and each question
+// asked from the compacted caches (compact.Install, model.Resume); the
+// uncompacted rows ask the same questions after the same contexts.
+func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, heldout []int32, o CompactOptions) (CompactResult, error) {
+	o = o.withDefaults()
+	if len(o.Methods) == 0 || len(o.Ratios) == 0 {
+		return CompactResult{}, fmt.Errorf("eval: compact: no methods or no ratios")
+	}
+	if o.Install == nil {
+		o.Install = compact.Install
+	}
+	if err := o.KV.Check(m.Config.Layers, m.CacheShape()); err != nil {
+		return CompactResult{}, err
+	}
+	probes, depths, err := compactProbes(tok, heldout, o)
+	if err != nil {
+		return CompactResult{}, err
+	}
+	if o.Length+probeTail(probes) > m.Config.Context {
+		return CompactResult{}, fmt.Errorf("eval: compact: contexts of %d tokens and what follows them exceed the model's context %d", o.Length, m.Config.Context)
+	}
+	res := CompactResult{Tokens: o.Length, Depths: depths}
+	f16Bytes, err := kvcache.F16().BytesAt(o.Length, m.Config.Layers, m.CacheShape())
+	if err != nil {
+		return res, err
+	}
+	type acc struct {
+		row                              CompactRow
+		needles, needleOK, facts, factOK int
+		depthOK, depthN                  []int
+		compactions                      int
+		agree                            agreementAcc
+	}
+	newAcc := func(method string, ratio float64, kv kvcache.Config) *acc {
+		return &acc{row: CompactRow{Method: method, Ratio: ratio, KV: kv.String()}, depthOK: make([]int, len(depths)), depthN: make([]int, len(depths))}
+	}
+	accs := []*acc{newAcc("none", 1, kvcache.F16())}
+	if o.KV.String() != kvcache.F16().String() {
+		accs = append(accs, newAcc("none", 1, o.KV))
+	}
+	uncompacted := len(accs)
+	for _, meth := range o.Methods {
+		for _, r := range o.Ratios {
+			accs = append(accs, newAcc(string(meth), r, o.KV))
+		}
+	}
+	score := func(a *acc, p compactProbe, q int, ok bool) {
+		if p.kind == askNeedle {
+			a.needles++
+			a.depthN[p.depth]++
+			if ok {
+				a.needleOK++
+				a.depthOK[p.depth]++
+			}
+			return
+		}
+		a.facts++
+		if ok {
+			a.factOK++
+		}
+	}
+	needRepeat := o.Repeat || slices.Contains(o.Methods, compact.KVzip)
+	instr := tok.Encode(repeatInstruction, false)
+	if o.SelfPrompt == "" {
+		o.SelfPrompt = DefaultSelfPrompt
+	}
+	selfPrompt := tok.Encode(o.SelfPrompt, false)
+	for pi, p := range probes {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		n := len(p.ctx)
+		// The uncompacted caches: each question after the context.
+		var ref *Dists
+		for ai, a := range accs[:uncompacted] {
+			kv := kvcache.F16()
+			if ai > 0 {
+				kv = o.KV
+			}
+			b, err := kv.BytesAt(n, m.Config.Layers, m.CacheShape())
+			if err != nil {
+				return res, err
+			}
+			a.row.Bytes += float64(b)
+			a.row.Kept += float64(n)
+			for q, question := range p.questions {
+				ok, err := answers(m, tok, slices.Concat(p.ctx, question), p.answers[q], kv)
+				if err != nil {
+					return res, err
+				}
+				score(a, p, q, ok)
+			}
+			if p.kind == askKL {
+				logits, err := continuation(m, kv, p.ctx, p.cont)
+				if err != nil {
+					return res, err
+				}
+				if ai == 0 {
+					ref = continuationDists(logits, p.cont)
+				}
+				a.agree.addLogits(ref, logits)
+			}
+		}
+		// Compaction: one recorded prefill per context.
+		_, cc, _, err := compact.Prefill(m, o.KV, p.ctx, n)
+		if err != nil {
+			return res, err
+		}
+		if needRepeat {
+			if cc.Extra, err = compact.RepeatQueries(ctx, m, cc, p.ctx, instr, tok.BOS() >= 0, 0); err != nil {
+				return res, err
+			}
+		}
+		var self [][]float32
+		if o.SelfStudy > 0 {
+			prompts := make([][]int32, o.SelfStudy)
+			for i := range prompts {
+				prompts[i] = selfPrompt
+			}
+			sc := model.SamplerConfig{Temperature: 1, Seed: o.Seed + uint64(pi)<<16}
+			if self, err = compact.SelfQueries(ctx, m, cc, prompts, o.SelfTokens, sc, 0); err != nil {
+				return res, err
+			}
+		}
+		i := uncompacted
+		for _, meth := range o.Methods {
+			for _, ratio := range o.Ratios {
+				a := accs[i]
+				i++
+				opts := compact.Options{Method: meth, Ratio: ratio, Window: o.Window, Queries: o.Queries, Seed: o.Seed}
+				c := cc
+				if meth != compact.KVzip && !o.Repeat {
+					c.Extra = nil
+				}
+				if self != nil && meth != compact.KVzip {
+					c.Extra = joinQueries(c.Extra, self)
+				}
+				start := time.Now()
+				comp, err := compact.Compact(ctx, c, opts)
+				if err != nil {
+					return res, fmt.Errorf("eval: compact: %s at %gx: %w", meth, ratio, err)
+				}
+				a.row.Seconds += time.Since(start).Seconds()
+				a.compactions++
+				a.row.Warnings += len(comp.Warnings)
+				a.row.Kept += float64(comp.Kept()) / float64(m.Config.Layers*m.Config.KVHeads)
+				asked := 0
+				resume := func(extra int) (*model.Session, error) {
+					caches, err := o.Install(comp, o.KV)
+					if err != nil {
+						return nil, err
+					}
+					if asked == 0 {
+						for _, c := range caches {
+							a.row.Bytes += float64(c.Bytes())
+						}
+					}
+					asked++
+					return m.Resume(caches, n, n+extra)
+				}
+				for q, question := range p.questions {
+					s, err := resume(len(question) + len(p.answers[q]) + 4)
+					if err != nil {
+						return res, err
+					}
+					logits, err := s.Forward(question, false)
+					if err != nil {
+						return res, err
+					}
+					ok, err := answerFrom(s, logits, tok, p.answers[q])
+					if err != nil {
+						return res, err
+					}
+					score(a, p, q, ok)
+				}
+				if p.kind == askKL {
+					s, err := resume(len(p.cont))
+					if err != nil {
+						return res, err
+					}
+					logits, err := s.Forward(p.cont[:len(p.cont)-1], true)
+					if err != nil {
+						return res, err
+					}
+					a.agree.addLogits(ref, logits)
+				}
+			}
+		}
+		if o.Progress != nil {
+			o.Progress(pi+1, len(probes))
+		}
+	}
+	for _, a := range accs {
+		r := a.row
+		r.Bytes /= float64(len(probes))
+		r.Kept /= float64(len(probes))
+		if r.Bytes > 0 {
+			r.Reduction = float64(f16Bytes) / r.Bytes
+		}
+		if a.needles > 0 {
+			r.Needle = float64(a.needleOK) / float64(a.needles)
+		}
+		for d := range depths {
+			if a.depthN[d] > 0 {
+				r.ByDepth = append(r.ByDepth, float64(a.depthOK[d])/float64(a.depthN[d]))
+			}
+		}
+		if a.facts > 0 {
+			r.Facts = float64(a.factOK) / float64(a.facts)
+		}
+		ag := a.agree.result()
+		r.KL, r.Top1 = ag.KLMean, ag.Top1
+		if a.compactions > 0 {
+			r.Seconds /= float64(a.compactions)
+		}
+		res.Rows = append(res.Rows, r)
+	}
+	return res, nil
+}
+
+func (o CompactOptions) withDefaults() CompactOptions {
+	def := func(x *int, v int) {
+		if *x == 0 {
+			*x = v
+		}
+	}
+	def(&o.Length, 2048)
+	def(&o.Depths, 5)
+	def(&o.Trials, 2)
+	def(&o.Facts, 4)
+	def(&o.FactContexts, 3)
+	def(&o.KLContexts, 2)
+	def(&o.KLTokens, 256)
+	def(&o.SelfTokens, 24)
+	return o
+}
+
+// joinQueries returns, per layer, a's queries and then b's (a may be nil).
+func joinQueries(a, b [][]float32) [][]float32 {
+	out := make([][]float32, len(b))
+	for l := range b {
+		if a != nil {
+			out[l] = append(out[l], a[l]...)
+		}
+		out[l] = append(out[l], b[l]...)
+	}
+	return out
+}
+
+// probeTail returns the most tokens any probe adds after its context.
+func probeTail(ps []compactProbe) int {
+	t := 0
+	for _, p := range ps {
+		t = max(t, len(p.cont))
+		for q, question := range p.questions {
+			t = max(t, len(question)+len(p.answers[q])+4)
+		}
+	}
+	return t
+}
+
+// compactProbes makes the contexts: needles at every depth, multi-fact
+// contexts, and held-out windows with their continuations; every context
+// starts with BOS (where the tokenizer has one) and has o.Length tokens.
+func compactProbes(tok *tokenizer.Tokenizer, heldout []int32, o CompactOptions) ([]compactProbe, []float64, error) {
+	if o.Length < 16 || o.Depths < 1 || o.Trials < 0 || o.Facts < 1 || o.Facts > len(factWords) || o.FactContexts < 0 || o.KLContexts < 0 || o.KLTokens < 2 {
+		return nil, nil, fmt.Errorf("eval: compact: context of %d tokens, %d depths × %d trials, %d facts × %d contexts, %d KL contexts of %d tokens: out of range", o.Length, o.Depths, o.Trials, o.Facts, o.FactContexts, o.KLContexts, o.KLTokens)
+	}
+	var prefix []int32
+	if b := tok.BOS(); b >= 0 {
+		prefix = []int32{b}
+	}
+	fill := o.Length - len(prefix)
+	if len(heldout) < fill+o.KLTokens {
+		return nil, nil, fmt.Errorf("eval: compact: %d held-out tokens are fewer than the %d a context and its continuation need", len(heldout), fill+o.KLTokens)
+	}
+	r := rand.New(rand.NewPCG(o.Seed, 13))
+	var out []compactProbe
+	depths := make([]float64, o.Depths)
+	for d := range depths {
+		if o.Depths > 1 {
+			depths[d] = float64(d) / float64(o.Depths-1)
+		} else {
+			depths[d] = 0.5
+		}
+	}
+	number := func() string { return fmt.Sprintf("%d", 10000+r.IntN(90000)) }
+	filler := func(n int) []int32 {
+		start := r.IntN(len(heldout) - n + 1)
+		return heldout[start : start+n]
+	}
+	t := DefaultNeedle
+	for d, depth := range depths {
+		for range o.Trials {
+			v := number()
+			needle := tok.Encode(strings.ReplaceAll(t.Needle, "{value}", v), false)
+			ctx := slices.Concat(prefix, bury(tok, filler(fill-len(needle)), [][]int32{needle}, []float64{depth}))
+			out = append(out, compactProbe{ctx: ctx, questions: [][]int32{tok.Encode(t.Question, false)}, answers: []string{v}, depth: d, kind: askNeedle})
+		}
+	}
+	for range o.FactContexts {
+		words := slices.Clone(factWords)
+		r.Shuffle(len(words), func(i, j int) { words[i], words[j] = words[j], words[i] })
+		p := compactProbe{depth: -1, kind: askFacts}
+		var items [][]int32
+		var at []float64
+		size := 0
+		for _, w := range words[:o.Facts] {
+			v := number()
+			items = append(items, tok.Encode(fmt.Sprintf(" The special magic number for %s is %s. ", w, v), false))
+			size += len(items[len(items)-1])
+			at = append(at, r.Float64())
+			p.questions = append(p.questions, tok.Encode(fmt.Sprintf("\n\nWhat is the special magic number for %s? The special magic number for %s is", w, w), false))
+			p.answers = append(p.answers, v)
+		}
+		if size >= fill {
+			return nil, nil, fmt.Errorf("eval: compact: %d facts do not fit a context of %d tokens", o.Facts, o.Length)
+		}
+		order := make([]int, len(items))
+		for i := range order {
+			order[i] = i
+		}
+		slices.SortFunc(order, func(x, y int) int { return cmpFloat(at[x], at[y]) })
+		sortedItems := make([][]int32, len(items))
+		sortedAt := make([]float64, len(items))
+		for k, i := range order {
+			sortedItems[k], sortedAt[k] = items[i], at[i]
+		}
+		p.ctx = slices.Concat(prefix, bury(tok, filler(fill-size), sortedItems, sortedAt))
+		out = append(out, p)
+	}
+	for range o.KLContexts {
+		w := filler(fill + o.KLTokens)
+		out = append(out, compactProbe{ctx: slices.Concat(prefix, w[:fill]), cont: w[fill:], depth: -1, kind: askKL})
+	}
+	return out, depths, nil
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// continuation returns the logits a new session with caches kv gives
+// over cont after ctx, at each position after cont's first token (the
+// prefill's last position, which compaction cannot change, is left out).
+func continuation(m *model.Model, kv kvcache.Maker, ctx, cont []int32) ([]float32, error) {
+	s, err := m.NewSession(kv, len(ctx)+len(cont))
+	if err != nil {
+		return nil, err
+	}
+	if _, err := s.Forward(ctx, false); err != nil {
+		return nil, err
+	}
+	return s.Forward(cont[:len(cont)-1], true)
+}
+
+// continuationDists returns the top-64 log-probabilities of continuation
+// logits, with cont's next tokens: the reference they are compared with.
+func continuationDists(logits []float32, cont []int32) *Dists {
+	vocab := len(logits) / (len(cont) - 1)
+	d := &Dists{K: 64, Vocab: vocab}
+	for i := range len(cont) - 1 {
+		d.add(logSoftmax(logits[i*vocab:(i+1)*vocab]), cont[i+1], d.K)
+	}
+	return d
+}
+
+// addLogits adds the agreement with ref of every position of logits
+// (ref's positions, one row of ref.Vocab each).
+func (a *agreementAcc) addLogits(ref *Dists, logits []float32) {
+	for p := range ref.Len() {
+		a.add(ref, p, logSoftmax(logits[p*ref.Vocab:(p+1)*ref.Vocab]))
+	}
+}
