@@ -1,7 +1,6 @@
 package bench
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -193,21 +192,7 @@ func PeerDecode(script, modelPath string, ids []int32, n, threads int, extra ...
 
 // peakRSS returns the process's peak resident set (VmHWM), or 0 where
 // /proc is not available.
-func peakRSS() int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
+func peakRSS() int64 { return procPeakRSS("self") }
 
 // modelFileOf returns a file that holds the model for the peer: path
 // itself, or the embedded GGUF written to a temporary file that cleanup

@@ -44,7 +44,7 @@ type prefixCache struct {
 
 type block struct {
 	key, parent [32]byte
-	root        bool // no parent
+	root        bool       // no parent
 	k, v        [][]uint16 // per layer: blockTokens·width fp16 values
 	sum         uint32
 	refs        int

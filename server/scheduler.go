@@ -27,7 +27,7 @@ type job struct {
 	// whole blocks; released once the prompt is in and its blocks cached.
 	recBytes int64
 	reused   int // prompt tokens refilled from the prefix cache
-	arrived time.Time
+	arrived  time.Time
 
 	notify chan struct{} // a token of 1: something new under mu
 
@@ -113,7 +113,7 @@ type scheduler struct {
 	wake chan struct{}
 	done chan struct{}
 
-	active []*sequence // the loop's only
+	active []*sequence  // the loop's only
 	prefix *prefixCache // nil: no prefix cache
 }
 

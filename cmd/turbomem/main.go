@@ -74,6 +74,7 @@ func groups() map[string][]command {
 			{"quant", "distortion and speed of the vector quantizers on random unit vectors", benchQuant},
 			{"decode", "prompt and decode speed of a model, optionally beside llama.cpp", benchDecode},
 			{"kv", "attention-step time and decode speed against context for each KV format, optionally beside llama.cpp", benchKV},
+			{"serve", "load test of turbomem serve: concurrent streaming clients, TTFT, tokens/s, 429s, peak RSS, drain", benchServe},
 		},
 	}
 }

@@ -33,6 +33,7 @@ func runServe(e *env, args []string) error {
 	maxTokens := fs.Int("max-tokens", 512, "max_tokens of a chat request that sets none")
 	tmplName := fs.String("template", "", "chat template (plain, llama3, chatml, mistral, llama2; default: from the model)")
 	logJSON := fs.Bool("log-json", false, "log one JSON object per request instead of text")
+	serial := fs.Bool("serial", false, "step the sequences one after another instead of batching them (for comparison)")
 	kvf := addKVFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -65,8 +66,11 @@ func runServe(e *env, args []string) error {
 		h = slog.NewJSONHandler(e.stderr, nil)
 	}
 	log := slog.New(h)
-	srv, err := server.New(server.Options{Mem: budget, Parallel: *parallel, Queue: max(*queue, 1), APIKey: key,
-		DefaultMaxTokens: *maxTokens, Logger: log})
+	o := server.Options{Mem: budget, Parallel: *parallel, Queue: max(*queue, 1), APIKey: key, DefaultMaxTokens: *maxTokens, Logger: log}
+	if *serial {
+		o.Stepper = func(m *model.Model) server.Stepper { return server.Serial{M: m} }
+	}
+	srv, err := server.New(o)
 	if err != nil {
 		return err
 	}

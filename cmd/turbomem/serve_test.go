@@ -2,9 +2,50 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
+	"os"
 	"strings"
 	"testing"
 )
+
+// TestMain runs the command itself when asked to (bench serve starts
+// 'turbomem serve' as its own executable: here, the test binary).
+func TestMain(m *testing.M) {
+	if os.Getenv(asMainEnv) == "1" {
+		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
+// TestBenchServe is the short load test: 64 concurrent streaming clients
+// against a real 'turbomem serve' process on 127.0.0.1 whose queue is
+// smaller than the clients beyond its slots, for a few seconds; no answer
+// may be lost or corrupted, some must be refused with 429 and retried,
+// the server's peak RSS stays under --mem, and SIGTERM drains it.
+func TestBenchServe(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a few seconds of load; run without -short")
+	}
+	var out, errb bytes.Buffer
+	args := []string{"bench", "serve", "--clients", "64", "--duration", "4s", "--max-tokens", "8", "--prompt-words", "20",
+		"--mem", "256MiB", "--parallel", "16", "--queue", "16", "--kv", "turbo3.5", "--format", "json"}
+	if code := run(args, &out, &errb); code != 0 {
+		t.Fatalf("exit %d: %s %s", code, out.String(), errb.String())
+	}
+	var r struct {
+		OK, Lost, Corrupted int
+		Rejected            int     `json:"rejected_429"`
+		PeakRSS             int64   `json:"server_peak_rss_bytes"`
+		TTFTp99             float64 `json:"ttft_p99_ms"`
+		Drain               string
+	}
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.OK < 64 || r.Lost != 0 || r.Corrupted != 0 || r.Rejected == 0 || r.PeakRSS <= 0 || r.PeakRSS > 256<<20 || !strings.HasPrefix(r.Drain, "ok") {
+		t.Fatalf("load test: %+v", r)
+	}
+}
 
 func TestParseBytes(t *testing.T) {
 	for _, c := range []struct {
