@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +18,7 @@ import (
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // ErrPeer marks a failure of the llama.cpp peer (bench/peers): what was
@@ -46,10 +48,20 @@ type DecodeOptions struct {
 	// decoded at each.
 	Contexts []int
 	N        int
-	// Threads is the model's thread count, and llama.cpp's.
+	// Threads is the model's thread count (the prefill's), and llama.cpp's.
 	Threads int
-	// KV makes the caches (a kvcache.Config; nil: f16).
-	KV kvcache.Maker
+	// DecodeThreads are the thread counts each prefilled session decodes
+	// at, one after another (none: Threads alone).
+	DecodeThreads []int
+	// KV makes the caches (a kvcache.Config; nil: f16); Configs, if set,
+	// lists several, each with its own session, decoded in turn.
+	KV      kvcache.Maker
+	Configs []kvcache.Config
+	// Repeat is how many times each session decodes N tokens at each
+	// thread count (at least 1): the formats and thread counts take turns
+	// round after round, so that load from elsewhere falls on each alike,
+	// and the rows give the median and the range over the rounds.
+	Repeat int
 	// Seed seeds the random prompts.
 	Seed uint64
 	// Peer, if set, is the peer script to run llama.cpp with on
@@ -59,35 +71,53 @@ type DecodeOptions struct {
 }
 
 // DecodeSpeed prefills random tokens (the control tokens 0–2 left out)
-// of each context length and decodes N tokens greedily, with turbomem
-// and, with a peer, with llama.cpp on the same ids and thread count. A
-// failing peer keeps turbomem's rows: they are returned with an error
-// wrapping ErrPeer.
+// of each context length, once per cache configuration, and decodes N
+// tokens greedily with each at each of DecodeThreads, Repeat rounds, with
+// turbomem and, with a peer, with llama.cpp on the same ids and thread
+// count. A failing peer keeps turbomem's rows: they are returned with an
+// error wrapping ErrPeer. Rows come per context: each configuration's at
+// each thread count, then the peer's.
 func DecodeSpeed(m *model.Model, o DecodeOptions) ([]DecodeResult, error) {
 	var rows []DecodeResult
 	var modelFile string
 	if o.Peer != "" {
-		f, cleanup, err := modelFileOf(o.ModelPath)
+		f, cleanup, err := ModelFile(o.ModelPath)
 		if err != nil {
 			return nil, err
 		}
 		defer cleanup()
 		modelFile = f
 	}
+	makers := []kvcache.Maker{o.KV}
+	if len(o.Configs) > 0 {
+		makers = makers[:0]
+		for _, c := range o.Configs {
+			makers = append(makers, c)
+		}
+	}
+	threads := o.DecodeThreads
+	if len(threads) == 0 {
+		threads = []int{o.Threads}
+	}
+	pools := make([]*tensor.Pool, len(threads))
+	for i, t := range threads {
+		pools[i] = tensor.NewPool(t)
+		defer pools[i].Close()
+	}
 	r := rand.New(rand.NewPCG(o.Seed, 3))
 	for _, ctx := range o.Contexts {
-		if ctx < 1 || ctx+o.N > m.Config.Context {
-			return rows, fmt.Errorf("bench: a context of %d + %d tokens is beyond the model's %d", ctx, o.N, m.Config.Context)
+		if ctx < 1 {
+			return rows, fmt.Errorf("bench: a context of %d tokens", ctx)
 		}
 		ids := make([]int32, ctx)
 		for i := range ids {
 			ids[i] = int32(3 + r.IntN(m.Config.Vocab-3))
 		}
-		res, err := Decode(m, o.KV, ids, o.N, o.Threads)
+		res, err := decodeRounds(m, makers, pools, ids, o.N, max(1, o.Repeat), o.Threads)
 		if err != nil {
 			return rows, err
 		}
-		rows = append(rows, res)
+		rows = append(rows, res...)
 		if o.Peer != "" {
 			pr, err := PeerDecode(o.Peer, modelFile, ids, o.N, o.Threads)
 			if err != nil {
@@ -99,17 +129,122 @@ func DecodeSpeed(m *model.Model, o DecodeOptions) ([]DecodeResult, error) {
 	return rows, nil
 }
 
+// decodeRounds prefills ids but the last once per maker (on the model's
+// pool), then decodes n tokens greedily from the last prompt token with
+// every session at every pool, rounds times, in turn; one row per
+// (maker, pool), the decode rate the median over the rounds of each
+// round's median step.
+func decodeRounds(m *model.Model, makers []kvcache.Maker, pools []*tensor.Pool, ids []int32, n, rounds, threads int) ([]DecodeResult, error) {
+	type run struct {
+		s      *model.Session
+		next   int32
+		sample *model.Sampler
+	}
+	runs := make([]run, len(makers))
+	rows := make([]DecodeResult, len(makers)*len(pools))
+	rates := make([][]float64, len(rows))
+	for i, kv := range makers {
+		s, err := m.NewSession(kv, len(ids)+rounds*len(pools)*n)
+		if err != nil {
+			return nil, err
+		}
+		start := time.Now()
+		if len(ids) > 1 {
+			if _, err := s.Forward(ids[:len(ids)-1], false); err != nil {
+				return nil, err
+			}
+		}
+		prompt := float64(len(ids)-1) / time.Since(start).Seconds()
+		sampler, _ := model.NewSampler(model.SamplerConfig{})
+		runs[i] = run{s: s, next: ids[len(ids)-1], sample: sampler}
+		for j, p := range pools {
+			row := &rows[i*len(pools)+j]
+			*row = DecodeResult{Engine: "turbomem", Format: formatName(kv), Context: len(ids), Threads: p.Threads()}
+			if p.Threads() == threads {
+				row.PromptTPS = prompt
+			}
+		}
+	}
+	for round := range rounds {
+		for i := range runs {
+			for j, p := range pools {
+				ru := &runs[i]
+				ru.s.UsePool(p)
+				row := &rows[i*len(pools)+j]
+				steps := make([]float64, 0, n)
+				last := time.Now()
+				for k := range n {
+					logits, err := ru.s.Forward([]int32{ru.next}, false)
+					if err != nil {
+						return nil, err
+					}
+					ru.next = ru.sample.Sample(logits)
+					if round == 0 {
+						row.Tokens = append(row.Tokens, ru.next)
+					}
+					now := time.Now()
+					if k > 0 || n == 1 { // the first step also evaluates the last prompt token
+						steps = append(steps, float64(now.Sub(last))/float64(time.Millisecond))
+					}
+					last = now
+				}
+				if round == 0 {
+					row.StepMs = steps
+				}
+				rates[i*len(pools)+j] = append(rates[i*len(pools)+j], 1000/median(steps))
+			}
+		}
+	}
+	for i := range rows {
+		rs := rates[i]
+		rows[i].DecodeTPS = median(rs)
+		rows[i].DecodeMin, rows[i].DecodeMax = slices.Min(rs), slices.Max(rs)
+		rows[i].Rounds = len(rs)
+		rows[i].PeakRSS = peakRSS()
+	}
+	for i := range runs {
+		runs[i].s.UsePool(nil)
+	}
+	return rows, nil
+}
+
+// formatName names the cache configuration kv makes (f16 for nil).
+func formatName(kv kvcache.Maker) string {
+	if s, ok := kv.(fmt.Stringer); ok && kv != nil {
+		return s.String()
+	}
+	return "f16"
+}
+
+// median returns the median of xs (len ≥ 1), leaving xs as it is.
+func median(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	m := s[len(s)/2]
+	if len(s)%2 == 0 {
+		m = (s[len(s)/2-1] + m) / 2
+	}
+	return m
+}
+
 // DecodeResult is one row of DecodeSpeed.
 type DecodeResult struct {
 	Engine    string  `json:"engine"`
+	Format    string  `json:"format,omitempty"`
 	Context   int     `json:"context"`
-	PromptTPS float64 `json:"prompt_tps"`
+	PromptTPS float64 `json:"prompt_tps"` // 0 where the prefill ran at another thread count
 	DecodeTPS float64 `json:"decode_tps"`
+	// DecodeMin and DecodeMax are the range of the decode rate over the
+	// rounds (Rounds of them).
+	DecodeMin float64 `json:"decode_tps_min,omitempty"`
+	DecodeMax float64 `json:"decode_tps_max,omitempty"`
+	Rounds    int     `json:"rounds,omitempty"`
 	Tokens    []int32 `json:"tokens,omitempty"`
 	PeakRSS   int64   `json:"peak_rss_bytes,omitempty"`
 	Threads   int     `json:"threads"`
-	// StepMs holds the time of each decode step in ms, the first one
-	// (which also evaluates the last prompt token) included.
+	// StepMs holds the time of each decode step in ms (of the first
+	// round; the first step, which also evaluates the last prompt token,
+	// left out for ours).
 	StepMs []float64 `json:"-"`
 }
 
@@ -194,10 +329,10 @@ func PeerDecode(script, modelPath string, ids []int32, n, threads int, extra ...
 // /proc is not available.
 func peakRSS() int64 { return procPeakRSS("self") }
 
-// modelFileOf returns a file that holds the model for the peer: path
+// ModelFile returns a file that holds the model for llama.cpp: path
 // itself, or the embedded GGUF written to a temporary file that cleanup
 // removes.
-func modelFileOf(path string) (file string, cleanup func(), err error) {
+func ModelFile(path string) (file string, cleanup func(), err error) {
 	if path != "" {
 		return path, func() {}, nil
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/quant"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // Target is the format whose ratios KVReport.Summary gives.
@@ -31,7 +32,7 @@ type KVReport struct {
 	Layers    int           `json:"layers"`
 	Layer     int           `json:"stats_layer"`   // layer whose K/V statistics the synthetic tokens follow
 	Recorded  int           `json:"recorded"`      // real tokens recorded (the first tokens of every cache)
-	Threads   int           `json:"threads"`       // model threads; one layer's attention runs on one core per KV head
+	Threads   int           `json:"threads"`       // model threads, shared by each attention step too
 	Kernels   string        `json:"kernels"`       // quant.SIMDLevel()
 	Iters     int           `json:"iters"`         // Attend calls per format and context (median reported)
 	Attention []AttnRow     `json:"attention"`     // one per format and context
@@ -161,7 +162,9 @@ func KV(m *model.Model, o KVOptions) (KVReport, error) {
 		return rep, err
 	}
 	rep.Recorded = rec.tokens()
-	if rep.Attention, err = timeAttention(configs, sh, rec, o.Contexts, o.Iters, o.Seed, progress); err != nil {
+	pool := tensor.NewPool(o.Threads)
+	defer pool.Close()
+	if rep.Attention, err = timeAttention(configs, sh, rec, o.Contexts, o.Iters, o.Seed, pool, progress); err != nil {
 		return rep, err
 	}
 	var peerErr error
@@ -169,7 +172,7 @@ func KV(m *model.Model, o KVOptions) (KVReport, error) {
 		rep.Base = o.DecodeContexts[0]
 		var modelFile string
 		if len(o.Llama) > 0 {
-			f, cleanup, err := modelFileOf(o.ModelPath)
+			f, cleanup, err := ModelFile(o.ModelPath)
 			if err != nil {
 				return rep, err
 			}
@@ -297,8 +300,9 @@ func (s *tokenSource) fill(k, v []float32) {
 // timeAttention fills one cache per spec with the same tokens, context
 // after context, and times Attend at each: all formats at one context
 // interleaved call by call, so that load from elsewhere falls on each
-// alike. The queries are the recorded ones, in turn.
-func timeAttention(specs []kvcache.Config, sh kvcache.Shape, rec *kvRecording, ctxs []int, iters int, seed uint64, progress func(string, ...any)) ([]AttnRow, error) {
+// alike, each Attend spread over pool. The queries are the recorded ones,
+// in turn.
+func timeAttention(specs []kvcache.Config, sh kvcache.Shape, rec *kvRecording, ctxs []int, iters int, seed uint64, pool *tensor.Pool, progress func(string, ...any)) ([]AttnRow, error) {
 	type bench struct {
 		spec  kvcache.Config
 		cache kvcache.Cache
@@ -311,6 +315,7 @@ func timeAttention(specs []kvcache.Config, sh kvcache.Shape, rec *kvRecording, c
 		if err != nil {
 			return nil, fmt.Errorf("bench: %s: %w", s, err)
 		}
+		kvcache.UsePool(c, pool)
 		bs[i] = &bench{spec: s, cache: c, src: newTokenSource(rec, seed)}
 	}
 	w := sh.KVHeads * sh.HeadDim

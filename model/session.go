@@ -26,6 +26,7 @@ type Session struct {
 	// scratch, grown to the largest batch seen
 	x, h, q, k, v, att, o, g, u []float32
 	rs                          []float32        // RoPE cos, sin of the chunk's positions
+	pool                        *tensor.Pool     // nil: the model's
 	mm                          tensor.Scratch   // quantized activations
 	prods                       []tensor.Product // of one matmuls call
 }
@@ -403,7 +404,26 @@ func (s *Session) matmuls(x []float32, n int, prods ...product) error {
 }
 
 // opts returns the options of the session's matrix products.
-func (s *Session) opts() tensor.Options { return tensor.Options{Pool: s.m.pool, Scratch: &s.mm} }
+func (s *Session) opts() tensor.Options {
+	p := s.pool
+	if p == nil {
+		p = s.m.pool
+	}
+	return tensor.Options{Pool: p, Scratch: &s.mm}
+}
+
+// UsePool makes the session's next steps (matrix products and attention)
+// run on p instead of the model's pool; nil returns to the model's. A
+// benchmark prefills once and decodes at several thread counts this way.
+func (s *Session) UsePool(p *tensor.Pool) {
+	s.pool = p
+	if p == nil {
+		p = s.m.pool
+	}
+	for _, c := range s.caches {
+		kvcache.UsePool(c, p)
+	}
+}
 
 func (s *Session) matmul(out []float32, w *matrix, x []float32, n int) error {
 	if err := w.use(); err != nil {

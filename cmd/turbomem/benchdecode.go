@@ -10,12 +10,23 @@ import (
 )
 
 func benchDecode(e *env, args []string) error {
-	fs := newFlagSet(e, "bench decode", "\n\nPrefills --ctx random tokens, then decodes --n tokens greedily, and reports\nprompt and decode tokens/s; with --peer, runs llama.cpp (node-llama-cpp, see\nbench/peers) on the same file, ids and thread count, in the same run. If\nllama.cpp fails, our rows are still printed (exit status 1).")
-	mf := addModelFlags(fs, "")
+	fs := newFlagSet(e, "bench decode", "\n\nPrefills --ctx random tokens once per --kv format (on --threads threads), then\n"+
+		"decodes --n tokens greedily at each --decode-threads count, the formats and\n"+
+		"thread counts taking turns for --repeat rounds; reports prompt tok/s and the\n"+
+		"decode rate (median step; median and range over the rounds). With\n"+
+		"--llama-bench, runs llama.cpp's native llama-bench on the same file, threads\n"+
+		"and depths with flash attention off and on, and prints the ratio to its best;\n"+
+		"with --peer, llama.cpp through node-llama-cpp (bench/peers) for greedy-token\n"+
+		"agreement. If llama.cpp fails, our rows are still printed (exit status 1).")
+	mf := addModelFlags(fs, " for the prefill")
 	ctxList := fs.String("ctx", "128,2048", "comma-separated context lengths to decode at")
-	n := fs.Int("n", 32, "tokens to decode at each context")
-	peer := fs.String("peer", "", "path to bench/peers/greedy.mjs to run llama.cpp too")
-	kvf := addKVFlags(fs)
+	n := fs.Int("n", 32, "tokens to decode at each context, thread count and round")
+	decThreads := fs.String("decode-threads", "", "comma-separated thread counts to decode at (default: --threads)")
+	repeat := fs.Int("repeat", 1, "rounds of decoding (median and range reported)")
+	llamaBench := fs.String("llama-bench", "", "path to a natively built llama-bench to run on the same file")
+	llamaPrompt := fs.Int("llama-prompt", 512, "with --llama-bench: prompt length of its prompt test (0: none)")
+	peer := fs.String("peer", "", "path to bench/peers/greedy.mjs to run llama.cpp too (greedy-token agreement)")
+	kvf := addKVListFlags(fs, "f16", "")
 	format := formatFlag(fs)
 	seed := seedFlag(fs, "the random prompt")
 	if err := parseFlags(fs, args); err != nil {
@@ -24,7 +35,16 @@ func benchDecode(e *env, args []string) error {
 	if *n < 2 || *n > 100000 {
 		return usageError{fmt.Errorf("--n %d out of range [2, 100000]", *n)}
 	}
+	if *repeat < 1 || *repeat > 1000 {
+		return usageError{fmt.Errorf("--repeat %d out of range [1, 1000]", *repeat)}
+	}
+	if *llamaPrompt < 0 || *llamaPrompt > 1<<20 {
+		return usageError{fmt.Errorf("--llama-prompt %d out of range [0, %d]", *llamaPrompt, 1<<20)}
+	}
 	if err := checkFormat(*format); err != nil {
+		return err
+	}
+	if err := mf.check(); err != nil {
 		return err
 	}
 	ctxs, err := parseInts("--ctx", *ctxList, 1, 1<<24)
@@ -34,30 +54,59 @@ func benchDecode(e *env, args []string) error {
 	if len(ctxs) == 0 {
 		return usageError{errors.New("--ctx: no context length given")}
 	}
+	th := mf.threadCount()
+	threads, err := parseInts("--decode-threads", *decThreads, 1, 4096)
+	if err != nil {
+		return err
+	}
+	if len(threads) == 0 {
+		threads = []int{th}
+	}
+	configs, err := kvf.configs(false)
+	if err != nil {
+		return err
+	}
 	if *peer != "" {
 		if err := bench.CheckPeer(*peer); err != nil {
 			return usageError{fmt.Errorf("--peer: %w", err)}
 		}
 	}
-	l, kv, err := openWithKV(e, mf, kvf)
+	l, err := mf.load(e)
 	if err != nil {
 		return err
 	}
 	defer l.m.Close()
+	if err := checkConfigs(l.m, configs...); err != nil {
+		return err
+	}
 	for _, c := range ctxs {
-		if c+*n > l.m.Config.Context {
-			return usageError{fmt.Errorf("--ctx %d + --n %d exceeds the model's context %d", c, *n, l.m.Config.Context)}
+		if need := c + *repeat*len(threads)**n; need > l.m.Config.Context {
+			fmt.Fprintf(e.stderr, "bench decode: %d tokens at --ctx %d are beyond the model's training context of %d: speed is measured, the text is meaningless\n", need, c, l.m.Config.Context)
 		}
 	}
-	th := mf.threadCount()
-	rows, runErr := bench.DecodeSpeed(l.m, bench.DecodeOptions{Contexts: ctxs, N: *n, Threads: th, KV: kv, Seed: *seed, Peer: *peer, ModelPath: *mf.model})
+	rows, runErr := bench.DecodeSpeed(l.m, bench.DecodeOptions{Contexts: ctxs, N: *n, Threads: th, DecodeThreads: threads,
+		Configs: configs, Repeat: *repeat, Seed: *seed, Peer: *peer, ModelPath: *mf.model})
 	if runErr != nil && !errors.Is(runErr, bench.ErrPeer) {
 		return runErr
 	}
+	var llama []bench.LlamaBenchRow
+	if *llamaBench != "" && runErr == nil {
+		file, cleanup, err := bench.ModelFile(*mf.model)
+		if err != nil {
+			return err
+		}
+		defer cleanup()
+		ths := append([]int{th}, threads...)
+		llama, runErr = bench.LlamaBench(bench.LlamaBenchOptions{Path: *llamaBench, Model: file, Threads: uniqueInts(ths),
+			Depths: ctxs, Prompt: *llamaPrompt, Gen: *n, Repeat: *repeat})
+	}
 	if *format == "json" {
-		err = json.NewEncoder(e.stdout).Encode(rows)
+		err = json.NewEncoder(e.stdout).Encode(struct {
+			Rows  []bench.DecodeResult  `json:"rows"`
+			Llama []bench.LlamaBenchRow `json:"llama_bench,omitempty"`
+		}{rows, llama})
 	} else {
-		err = writeDecodeTable(e, rows, modelName(*mf.model), kv.String(), th)
+		err = writeDecodeTable(e, rows, llama, modelName(*mf.model), th, *llamaPrompt)
 	}
 	if runErr != nil {
 		return fmt.Errorf("bench decode: %w; the rows above are turbomem's alone", runErr)
@@ -65,25 +114,72 @@ func benchDecode(e *env, args []string) error {
 	return err
 }
 
-// writeDecodeTable prints the rows of bench decode, each llama.cpp row
-// after ours at the same context with the ratios and how many greedy
-// tokens agree.
-func writeDecodeTable(e *env, rows []bench.DecodeResult, name, kv string, threads int) error {
-	fmt.Fprintf(e.stdout, "%s, KV cache %s, %d threads\n", name, kv, threads)
+// uniqueInts returns xs without repeats, in first-seen order.
+func uniqueInts(xs []int) []int {
+	var out []int
+	for _, x := range xs {
+		dup := false
+		for _, y := range out {
+			dup = dup || x == y
+		}
+		if !dup {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// writeDecodeTable prints the rows of bench decode: ours with llama.cpp's
+// best generation rate at the same depth and threads (llama-bench) and
+// the ratio, a node peer's row after ours with how many greedy tokens
+// agree, and our prefill beside llama-bench's prompt test.
+func writeDecodeTable(e *env, rows []bench.DecodeResult, llama []bench.LlamaBenchRow, name string, threads, llamaPrompt int) error {
+	fmt.Fprintf(e.stdout, "%s, prefill on %d threads\n", name, threads)
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "engine\tcontext\tprompt tok/s\tdecode tok/s\tpeak RSS\tgreedy agree\t")
-	for i, row := range rows {
-		if row.Engine == "llama.cpp" && i > 0 {
-			ours := rows[i-1].Tokens
+	fmt.Fprintln(tw, "engine\tKV\tcontext\tthreads\tprompt tok/s\tdecode tok/s\tmin–max\tllama.cpp best\tratio\tpeak RSS\tgreedy agree\t")
+	var ours []int32
+	for _, row := range rows {
+		if row.Engine == "llama.cpp" {
 			k := 0
 			for k < len(ours) && k < len(row.Tokens) && ours[k] == row.Tokens[k] {
 				k++
 			}
-			fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.2f\t%s\t%d/%d\t\n", row.Engine, row.Context, row.PromptTPS, row.DecodeTPS, "", k, len(ours))
-			fmt.Fprintf(tw, "ratio ours/llama.cpp\t\t%.2fx\t%.2fx\t\t\t\n", rows[i-1].PromptTPS/row.PromptTPS, rows[i-1].DecodeTPS/row.DecodeTPS)
+			fmt.Fprintf(tw, "%s (node)\tf16\t%d\t%d\t%.1f\t%.2f\t\t\t\t\t%d/%d\t\n", row.Engine, row.Context, row.Threads, row.PromptTPS, row.DecodeTPS, k, len(ours))
 			continue
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%.1f\t%.2f\t%s\t%s\t\n", row.Engine, row.Context, row.PromptTPS, row.DecodeTPS, humanBytes(row.PeakRSS), "")
+		if row.Threads == threads && ours == nil {
+			ours = row.Tokens
+		}
+		prompt, spread, best, ratio := "", "", "", ""
+		if row.PromptTPS > 0 {
+			prompt = fmt.Sprintf("%.1f", row.PromptTPS)
+		}
+		if row.Rounds > 1 {
+			spread = fmt.Sprintf("%.2f–%.2f", row.DecodeMin, row.DecodeMax)
+		}
+		if b, ok := bench.LlamaBest(llama, "tg", row.Context, row.Threads); ok {
+			best = fmt.Sprintf("%.2f (fa %s)", b.TPS, onOff(b.FlashAttn))
+			ratio = fmt.Sprintf("%.2fx", row.DecodeTPS/b.TPS)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%.2f\t%s\t%s\t%s\t%s\t\t\n", row.Engine, row.Format, row.Context, row.Threads, prompt, row.DecodeTPS, spread, best, ratio, humanBytes(row.PeakRSS))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if b, ok := bench.LlamaBest(llama, "pp", 0, threads); ok {
+		fmt.Fprintf(e.stdout, "llama.cpp prompt (pp%d, %d threads, best of fa off/on): %.1f tok/s (fa %s)\n", llamaPrompt, threads, b.TPS, onOff(b.FlashAttn))
+		for _, row := range rows {
+			if row.Engine == "turbomem" && row.PromptTPS > 0 {
+				fmt.Fprintf(e.stdout, "  ours, %s, %d-token prompt: %.1f tok/s, %.2fx\n", row.Format, row.Context-1, row.PromptTPS, row.PromptTPS/b.TPS)
+			}
+		}
+	}
+	return nil
+}
+
+func onOff(b bool) string {
+	if b {
+		return "on"
+	}
+	return "off"
 }

@@ -14,7 +14,9 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 
 	"github.com/turbomem/turbomem/gguf"
 	"github.com/turbomem/turbomem/tensor"
@@ -105,18 +107,35 @@ func run(name, typName, vocabFrom, out string, seed uint64) error {
 	r := rand.New(rand.NewPCG(seed, 7))
 	matrix := func(name string, rows, cols int) error {
 		return b.AddTensorFunc(name, typ, []int64{int64(cols), int64(rows)}, func(w io.Writer) error {
-			row := make([]float32, cols)
+			// Values come from r in order; blocks of rows are then encoded
+			// on all CPUs (quantizing is the slow part) and written in order.
+			const block = 256
+			vals := make([]float32, block*cols)
+			enc := make([][]byte, block)
 			s := math.Sqrt(3 / float64(cols))
-			for range rows {
-				for i := range row {
-					row[i] = float32((2*r.Float64() - 1) * s)
+			for r0 := 0; r0 < rows; r0 += block {
+				n := min(block, rows-r0)
+				for i := range vals[:n*cols] {
+					vals[i] = float32((2*r.Float64() - 1) * s)
 				}
-				buf, err := tensor.Encode(typ, row)
-				if err != nil {
-					return err
+				var wg sync.WaitGroup
+				errs := make([]error, n)
+				workers := runtime.NumCPU()
+				for k := range workers {
+					wg.Go(func() {
+						for i := k; i < n; i += workers {
+							enc[i], errs[i] = tensor.Encode(typ, vals[i*cols:(i+1)*cols])
+						}
+					})
 				}
-				if _, err := w.Write(buf); err != nil {
-					return err
+				wg.Wait()
+				for i := range n {
+					if errs[i] != nil {
+						return errs[i]
+					}
+					if _, err := w.Write(enc[i]); err != nil {
+						return err
+					}
 				}
 			}
 			return nil
