@@ -25,7 +25,7 @@ func Prefill(m *model.Model, kv kvcache.Maker, ids []int32, maxTokens int) (*mod
 		}
 		r := kvcache.NewRecorder(inner, sh)
 		c.Layers[layer] = r.Trace
-		return r, nil
+		return r.Recording(), nil
 	}), maxTokens)
 	if err != nil {
 		return nil, Context{}, nil, fmt.Errorf("compact: prefill: %w", err)
@@ -58,7 +58,7 @@ func resumeRecording(m *model.Model, c Context, from, limit int) (*model.Session
 		}
 		r := kvcache.NewRecorder(f, tr.Shape)
 		r.KeepQuery = func(pos int) bool { return pos >= from-n }
-		caches[l], traces[l] = r, r.Trace
+		caches[l], traces[l] = r.Recording(), r.Trace
 	}
 	s, err := m.Resume(caches, n, limit)
 	return s, traces, err

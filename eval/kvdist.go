@@ -210,7 +210,7 @@ func RecordKV(m *model.Model, ids []int32, only int) ([]*KVTrace, error) {
 		}
 		r := kvcache.NewRecorder(c, sh)
 		recs[layer] = r.Trace
-		return r, nil
+		return r.Recording(), nil
 	}), len(ids))
 	if err != nil {
 		return nil, fmt.Errorf("eval: recording K/V: %w", err)

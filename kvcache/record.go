@@ -54,12 +54,42 @@ func (r *Recorder) Append(k, v []float32) error {
 // Attend records q (the query of the latest token appended) and attends
 // with the wrapped cache.
 func (r *Recorder) Attend(out, q []float32, scale float32) {
+	r.record(q, r.Trace.Len()-1, scale)
+	r.Cache.Attend(out, q, scale)
+}
+
+// record keeps the query of position pos if KeepQuery wants it.
+func (r *Recorder) record(q []float32, pos int, scale float32) {
 	r.Trace.Scale = scale
 	if r.KeepQuery == nil {
 		r.Trace.Q = append(r.Trace.Q, q...)
-	} else if pos := r.Trace.Len() - 1; r.KeepQuery(pos) {
+	} else if r.KeepQuery(pos) {
 		r.Trace.Q = append(r.Trace.Q, q...)
 		r.Trace.QPos = append(r.Trace.QPos, pos)
 	}
-	r.Cache.Attend(out, q, scale)
+}
+
+// Recording returns the cache a session should use to record through r:
+// r itself, or, where the wrapped cache attends a prefill chunk at once
+// (LastAttender), a recorder that does too, so that recording does not
+// slow the prefill down.
+func (r *Recorder) Recording() Cache {
+	if _, ok := r.Cache.(LastAttender); ok {
+		return lastRecorder{r}
+	}
+	return r
+}
+
+// lastRecorder is a Recorder over a LastAttender.
+type lastRecorder struct{ *Recorder }
+
+// AttendLast records the queries of the last n tokens appended and
+// attends with the wrapped cache's AttendLast.
+func (r lastRecorder) AttendLast(out, q []float32, n int, scale float32) {
+	qd := r.Trace.Shape.QHeads * r.Trace.Shape.HeadDim
+	first := r.Trace.Len() - n
+	for i := range n {
+		r.record(q[i*qd:(i+1)*qd], first+i, scale)
+	}
+	r.Cache.(LastAttender).AttendLast(out, q, n, scale)
 }

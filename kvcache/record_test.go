@@ -59,3 +59,46 @@ func TestRecorder(t *testing.T) {
 		t.Errorf("a refused token: error %v, trace of %d tokens", err, tr.Len())
 	}
 }
+
+// TestRecordingLast: over a cache that attends a chunk at once, the
+// recording cache does too, keeping the chunk's queries (as KeepQuery
+// says, with their positions) and attending as the cache itself.
+func TestRecordingLast(t *testing.T) {
+	r := rand.New(rand.NewPCG(4, 4))
+	sh := Shape{QHeads: 2, KVHeads: 1, HeadDim: 8}
+	ks, vs := kvData(r, sh, 7, false)
+	plain, _ := NewF32(sh)
+	inner, _ := NewF32(sh)
+	rec := NewRecorder(inner, sh)
+	rec.KeepQuery = func(pos int) bool { return pos != 3 }
+	c := rec.Recording()
+	last, ok := c.(LastAttender)
+	if !ok {
+		t.Fatal("recording a Dense cache cannot attend a chunk at once")
+	}
+	if _, ok := NewRecorder(&Compacted{}, sh).Recording().(LastAttender); ok {
+		t.Fatal("recording a cache without AttendLast claims it")
+	}
+	for i := range ks {
+		if err := plain.Append(ks[i], vs[i]); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Append(ks[i], vs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	qd := sh.QHeads * sh.HeadDim
+	var q []float32
+	for range 4 {
+		q = append(q, randQuery(r, sh)...)
+	}
+	want, got := make([]float32, 4*qd), make([]float32, 4*qd)
+	plain.AttendLast(want, q, 4, 0.4)
+	last.AttendLast(got, q, 4, 0.4)
+	if !slices.Equal(got, want) {
+		t.Fatal("the recording cache attends otherwise than the cache")
+	}
+	if !slices.Equal(rec.Trace.QPos, []int{4, 5, 6}) || !slices.Equal(rec.Trace.Q, q[qd:]) {
+		t.Fatalf("kept queries at %v, want 4, 5, 6", rec.Trace.QPos)
+	}
+}
