@@ -39,7 +39,7 @@
 // imatrix.datasets ([string]), imatrix.chunk_count and imatrix.chunk_size
 // (uint32), and for each weight matrix NAME two F32 tensors, NAME.in_sum2
 // (the sum of x² of each input column over all calibration tokens, shape
-// [columns, 1]) and NAME.counts (the number of tokens, shape [1, 1]); the
+// [columns]) and NAME.counts (the number of tokens, shape [1]); the
 // importance of column j is in_sum2[j]/counts. Ours adds the manifest
 // (its source is the model's SHA-256), and an altered file is refused.
 // ReadIMatrixFile also reads llama.cpp's GGUF imatrix and its legacy

@@ -137,8 +137,9 @@ func CollectIMatrix(ctx context.Context, m *model.Model, ids []int32, bos int32,
 // llama-quantize reads it too, plus a manifest (see the package
 // documentation): general.type "imatrix", imatrix.datasets,
 // imatrix.chunk_count, imatrix.chunk_size, and per matrix NAME the F32
-// tensors NAME.in_sum2 (Σ x² per column, shape [columns, 1]) and
-// NAME.counts (tokens summed, shape [1, 1]).
+// tensors NAME.in_sum2 (Σ x² per column, shape [columns]) and NAME.counts
+// (tokens summed, shape [1]), as llama-imatrix writes them for a dense
+// model.
 const (
 	sumSuffix   = ".in_sum2"
 	countSuffix = ".counts"
@@ -169,8 +170,8 @@ func (im *IMatrix) WriteFile(path, tool, modelSHA256 string) error {
 		sb, _ := tensor.Encode(tensor.F32, sums)
 		cb, _ := tensor.Encode(tensor.F32, []float32{float32(e.Count)})
 		tensors = append(tensors,
-			Tensor{Name: name + sumSuffix, Type: tensor.F32, Shape: []int64{int64(len(sums)), 1}, Data: sb},
-			Tensor{Name: name + countSuffix, Type: tensor.F32, Shape: []int64{1, 1}, Data: cb})
+			Tensor{Name: name + sumSuffix, Type: tensor.F32, Shape: []int64{int64(len(sums))}, Data: sb},
+			Tensor{Name: name + countSuffix, Type: tensor.F32, Shape: []int64{1}, Data: cb})
 	}
 	return writeGGUF(path, kvs, tensors, tool, modelSHA256, "")
 }
@@ -285,7 +286,7 @@ func parseIMatrixGGUF(b []byte) (*IMatrix, error) {
 		if !ok {
 			return nil, fmt.Errorf("wquant: imatrix: %s has sums but no %s", name, countSuffix)
 		}
-		if len(t.Shape) != 2 || t.Shape[1] != 1 || ct.Elements() != 1 {
+		if len(t.Shape) == 0 || t.Elements() != t.Shape[0] || ct.Elements() != 1 {
 			return nil, fmt.Errorf("wquant: imatrix: %s: shape %v with %d counts: only one matrix per tensor (no experts) is supported", name, t.Shape, ct.Elements())
 		}
 		sums, err := floats(t)

@@ -122,7 +122,7 @@ func TestIMatrixFile(t *testing.T) {
 	if typ, _ := f.String("general.type"); typ != "imatrix" {
 		t.Errorf("general.type %q", typ)
 	}
-	if ti, ok := f.Tensor("blk.0.attn_q.weight.in_sum2"); !ok || ti.Type != tensor.F32 || !slices.Equal(ti.Shape, []int64{4, 1}) {
+	if ti, ok := f.Tensor("blk.0.attn_q.weight.in_sum2"); !ok || ti.Type != tensor.F32 || !slices.Equal(ti.Shape, []int64{4}) {
 		t.Errorf("in_sum2 tensor %+v", ti)
 	}
 	b := readBytes(t, path)
