@@ -3,7 +3,10 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -84,5 +87,33 @@ func TestServeRefuses(t *testing.T) {
 		if code := run(c.args, &out, &errb); code != c.code || !strings.Contains(errb.String(), c.msg) {
 			t.Errorf("%v: exit %d, stderr %q; want %d and %q", c.args, code, errb.String(), c.code, c.msg)
 		}
+	}
+}
+
+// TestOpenAIClient runs the official openai npm client (tests/openai)
+// against a real 'turbomem serve' process: a streamed chat completion,
+// a streamed and a whole text completion, the model list, an error.
+func TestOpenAIClient(t *testing.T) {
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("node is not on the PATH: the openai client test needs Node.js 20+")
+	}
+	dir := filepath.Join("..", "..", "tests", "openai")
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", "openai")); err != nil {
+		t.Skipf("the openai client is not installed: run (cd %s && npm ci)", dir)
+	}
+	var errb bytes.Buffer
+	srv, logPath, url, err := startServer(&env{stdout: io.Discard, stderr: &errb}, "", 0, "turbo3.5", "256MiB", 4, 8, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Process.Kill()
+	out, err := exec.Command(node, filepath.Join(dir, "client.mjs"), url+"/v1").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), " 0 failed") {
+		t.Fatalf("openai client: %v\n%s", err, out)
+	}
+	t.Logf("%s", out)
+	if d := stopServer(srv, logPath); !strings.HasPrefix(d, "ok") {
+		t.Fatalf("drain: %s", d)
 	}
 }
