@@ -1,17 +1,21 @@
-// Command export converts the default model's training checkpoint
-// (tools/train/train.py: bf16 safetensors chunks with LlamaForCausalLM
-// names, and the Hugging Face tokenizer.json) to a GGUF llama file with
-// turbomem's own gguf writer.
+// Command export converts a training checkpoint of tools/train/train.py
+// (bf16 safetensors chunks with LlamaForCausalLM / Qwen2ForCausalLM names,
+// and the Hugging Face tokenizer.json, or with -vocab the tokenizer of an
+// existing GGUF file as tools/vocab writes it) to a GGUF llama or qwen2 file
+// with turbomem's own gguf writer.
 //
 // Usage:
 //
 //	go run ./tools/export -ckpt .train/final -type q8_0 -out defaultmodel/turbomem-default.gguf
 //	go run ./tools/export -ckpt .train/final -type f16  -out .train/default-f16.gguf
+//	go run ./tools/export -ckpt .train/mha64 -vocab .train/vocab.json -name turbomem-suite-mha64 -out suite.gguf
 //
-// Matrices are stored as -type (Q8_0 or F16), norms as F32. The q_proj and
-// k_proj rows are permuted from Hugging Face's rotate-half RoPE to GGUF
-// llama's adjacent pairs (docs/ALGORITHMS.md §11). The output projection is tied
-// to token_embd.weight, so output.weight is left out.
+// Matrices are stored as -type (Q8_0, Q6_K, F16 or F32), norms and biases
+// as F32. For llama the q_proj and k_proj rows are permuted from Hugging
+// Face's rotate-half RoPE to GGUF llama's adjacent pairs
+// (docs/ALGORITHMS.md §11); qwen2 files keep rotate-half (NeoX) RoPE, so
+// nothing is permuted. The output projection is tied to token_embd.weight,
+// so output.weight is left out.
 package main
 
 import (
@@ -42,6 +46,10 @@ type modelConfig struct {
 	RopeTheta float64 `json:"rope_theta"`
 	Eps       float64 `json:"rms_norm_eps"`
 	Context   int     `json:"max_position_embeddings"`
+	// Arch is general.architecture: "llama" (also when absent, as in the
+	// default model's checkpoint) or "qwen2".
+	Arch     string `json:"architecture"`
+	AttnBias bool   `json:"attention_bias"` // Q, K and V biases (qwen2)
 }
 
 // stTensor is one tensor of a safetensors file, converted to float32.
@@ -134,18 +142,99 @@ type hfTokenizer struct {
 	} `json:"model"`
 }
 
-func run(ckpt, typName, out, name string) error {
+// ggufVocab is the tokenizer part of tools/vocab's JSON.
+type ggufVocab struct {
+	Model  string   `json:"model"`
+	Pre    string   `json:"pre"`
+	Tokens []string `json:"tokens"`
+	Types  []int32  `json:"types"`
+	Merges []string `json:"merges"`
+}
+
+// tokenizerFromVocab reads tools/vocab's JSON: the tokens, types and merges
+// are copied unchanged, so the new file tokenizes exactly as the old one.
+func tokenizerFromVocab(path string, vocab int) (tokens []string, types []int32, merges []string, err error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	var v ggufVocab
+	if err := json.Unmarshal(b, &v); err != nil {
+		return nil, nil, nil, fmt.Errorf("export: %s: %w", path, err)
+	}
+	if v.Model != "gpt2" || v.Pre != "llama-bpe" {
+		return nil, nil, nil, fmt.Errorf("export: %s: tokenizer %s/%s, want gpt2/llama-bpe", path, v.Model, v.Pre)
+	}
+	if len(v.Tokens) != vocab || len(v.Types) != vocab {
+		return nil, nil, nil, fmt.Errorf("export: %s: %d tokens and %d types for a vocabulary of %d", path, len(v.Tokens), len(v.Types), vocab)
+	}
+	return v.Tokens, v.Types, v.Merges, nil
+}
+
+// tokenizerFromJSON reads a Hugging Face tokenizer.json (byte-level BPE).
+func tokenizerFromJSON(path string, vocab int) (tokens []string, types []int32, merges []string, err error) {
+	var tj hfTokenizer
+	tb, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	if err := json.Unmarshal(tb, &tj); err != nil {
+		return nil, nil, nil, fmt.Errorf("export: tokenizer.json: %w", err)
+	}
+	if tj.Model.Type != "BPE" {
+		return nil, nil, nil, fmt.Errorf("export: tokenizer.json: model %q, want BPE", tj.Model.Type)
+	}
+	tokens = make([]string, vocab)
+	types = make([]int32, vocab)
+	for s, id := range tj.Model.Vocab {
+		if id < 0 || id >= vocab {
+			return nil, nil, nil, fmt.Errorf("export: token %q: id %d outside vocabulary of %d", s, id, vocab)
+		}
+		tokens[id], types[id] = s, 1 // normal
+	}
+	for _, a := range tj.AddedTokens {
+		if a.ID < 0 || a.ID >= vocab {
+			return nil, nil, nil, fmt.Errorf("export: added token %q: id %d outside vocabulary", a.Content, a.ID)
+		}
+		tokens[a.ID] = a.Content
+		if a.Special {
+			types[a.ID] = 3 // control
+		}
+	}
+	for i, s := range tokens {
+		if s == "" {
+			return nil, nil, nil, fmt.Errorf("export: token id %d has no string", i)
+		}
+	}
+	merges = make([]string, len(tj.Model.Merges))
+	for i, m := range tj.Model.Merges {
+		var s string
+		var pair []string
+		if json.Unmarshal(m, &s) == nil {
+			merges[i] = s
+		} else if json.Unmarshal(m, &pair) == nil && len(pair) == 2 {
+			merges[i] = pair[0] + " " + pair[1]
+		} else {
+			return nil, nil, nil, fmt.Errorf("export: merge %d: %s", i, m)
+		}
+	}
+	return tokens, types, merges, nil
+}
+
+func run(ckpt, vocabPath, typName, out, name string) error {
 	var typ tensor.DType
 	var fileType uint32
 	switch strings.ToLower(typName) {
 	case "q8_0":
 		typ, fileType = tensor.Q8_0, 7
+	case "q6_k":
+		typ, fileType = tensor.Q6_K, 18
 	case "f16":
 		typ, fileType = tensor.F16, 1
 	case "f32":
 		typ, fileType = tensor.F32, 0
 	default:
-		return fmt.Errorf("export: type %q: want q8_0, f16 or f32", typName)
+		return fmt.Errorf("export: type %q: want q8_0, q6_k, f16 or f32", typName)
 	}
 	files, _ := filepath.Glob(filepath.Join(ckpt, "weights-*.safetensors"))
 	if len(files) == 0 {
@@ -172,50 +261,22 @@ func run(ckpt, typName, out, name string) error {
 		return fmt.Errorf("export: config %+v: missing, or head_dim·heads ≠ hidden", cfg)
 	}
 
-	var tj hfTokenizer
-	tb, err := os.ReadFile(filepath.Join(ckpt, "tokenizer.json"))
+	if cfg.Arch == "" {
+		cfg.Arch = "llama"
+	}
+	if cfg.Arch != "llama" && cfg.Arch != "qwen2" {
+		return fmt.Errorf("export: architecture %q: want llama or qwen2", cfg.Arch)
+	}
+	var tokens, merges []string
+	var types []int32
+	var err error
+	if vocabPath != "" {
+		tokens, types, merges, err = tokenizerFromVocab(vocabPath, cfg.Vocab)
+	} else {
+		tokens, types, merges, err = tokenizerFromJSON(filepath.Join(ckpt, "tokenizer.json"), cfg.Vocab)
+	}
 	if err != nil {
 		return err
-	}
-	if err := json.Unmarshal(tb, &tj); err != nil {
-		return fmt.Errorf("export: tokenizer.json: %w", err)
-	}
-	if tj.Model.Type != "BPE" {
-		return fmt.Errorf("export: tokenizer.json: model %q, want BPE", tj.Model.Type)
-	}
-	tokens := make([]string, cfg.Vocab)
-	types := make([]int32, cfg.Vocab)
-	for s, id := range tj.Model.Vocab {
-		if id < 0 || id >= cfg.Vocab {
-			return fmt.Errorf("export: token %q: id %d outside vocabulary of %d", s, id, cfg.Vocab)
-		}
-		tokens[id], types[id] = s, 1 // normal
-	}
-	for _, a := range tj.AddedTokens {
-		if a.ID < 0 || a.ID >= cfg.Vocab {
-			return fmt.Errorf("export: added token %q: id %d outside vocabulary", a.Content, a.ID)
-		}
-		tokens[a.ID] = a.Content
-		if a.Special {
-			types[a.ID] = 3 // control
-		}
-	}
-	for i, s := range tokens {
-		if s == "" {
-			return fmt.Errorf("export: token id %d has no string", i)
-		}
-	}
-	merges := make([]string, len(tj.Model.Merges))
-	for i, m := range tj.Model.Merges {
-		var s string
-		var pair []string
-		if json.Unmarshal(m, &s) == nil {
-			merges[i] = s
-		} else if json.Unmarshal(m, &pair) == nil && len(pair) == 2 {
-			merges[i] = pair[0] + " " + pair[1]
-		} else {
-			return fmt.Errorf("export: merge %d: %s", i, m)
-		}
 	}
 
 	b := gguf.NewBuilder()
@@ -225,20 +286,21 @@ func run(ckpt, typName, out, name string) error {
 			setErr = err
 		}
 	}
-	set("general.architecture", "llama")
+	arch := cfg.Arch
+	set("general.architecture", arch)
 	set("general.name", name)
 	set("general.file_type", fileType)
 	set("general.license", "see tools/train/CORPUS.md")
-	set("llama.vocab_size", uint32(cfg.Vocab))
-	set("llama.context_length", uint32(cfg.Context))
-	set("llama.embedding_length", uint32(cfg.Hidden))
-	set("llama.block_count", uint32(cfg.Layers))
-	set("llama.feed_forward_length", uint32(cfg.FFN))
-	set("llama.attention.head_count", uint32(cfg.Heads))
-	set("llama.attention.head_count_kv", uint32(cfg.KVHeads))
-	set("llama.rope.dimension_count", uint32(cfg.HeadDim))
-	set("llama.rope.freq_base", float32(cfg.RopeTheta))
-	set("llama.attention.layer_norm_rms_epsilon", float32(cfg.Eps))
+	set(arch+".vocab_size", uint32(cfg.Vocab))
+	set(arch+".context_length", uint32(cfg.Context))
+	set(arch+".embedding_length", uint32(cfg.Hidden))
+	set(arch+".block_count", uint32(cfg.Layers))
+	set(arch+".feed_forward_length", uint32(cfg.FFN))
+	set(arch+".attention.head_count", uint32(cfg.Heads))
+	set(arch+".attention.head_count_kv", uint32(cfg.KVHeads))
+	set(arch+".rope.dimension_count", uint32(cfg.HeadDim))
+	set(arch+".rope.freq_base", float32(cfg.RopeTheta))
+	set(arch+".attention.layer_norm_rms_epsilon", float32(cfg.Eps))
 	set("tokenizer.ggml.model", "gpt2")
 	set("tokenizer.ggml.pre", "llama-bpe")
 	set("tokenizer.ggml.tokens", tokens)
@@ -291,6 +353,10 @@ func run(ckpt, typName, out, name string) error {
 		return b.AddTensor(g, typ, []int64{int64(cols), int64(rows)}, d)
 	}
 	h, f, hd := cfg.Hidden, cfg.FFN, cfg.HeadDim
+	qPerm, kPerm := cfg.Heads, cfg.KVHeads
+	if arch == "qwen2" { // NeoX RoPE in GGUF too: rows stay in Hugging Face's order
+		qPerm, kPerm = 0, 0
+	}
 	if err := addMat("token_embd.weight", "model.embed_tokens.weight", cfg.Vocab, h, 0); err != nil {
 		return err
 	}
@@ -298,8 +364,8 @@ func run(ckpt, typName, out, name string) error {
 		p, q := fmt.Sprintf("blk.%d.", i), fmt.Sprintf("model.layers.%d.", i)
 		for _, e := range []error{
 			addVec(p+"attn_norm.weight", q+"input_layernorm.weight", h),
-			addMat(p+"attn_q.weight", q+"self_attn.q_proj.weight", cfg.Heads*hd, h, cfg.Heads),
-			addMat(p+"attn_k.weight", q+"self_attn.k_proj.weight", cfg.KVHeads*hd, h, cfg.KVHeads),
+			addMat(p+"attn_q.weight", q+"self_attn.q_proj.weight", cfg.Heads*hd, h, qPerm),
+			addMat(p+"attn_k.weight", q+"self_attn.k_proj.weight", cfg.KVHeads*hd, h, kPerm),
 			addMat(p+"attn_v.weight", q+"self_attn.v_proj.weight", cfg.KVHeads*hd, h, 0),
 			addMat(p+"attn_output.weight", q+"self_attn.o_proj.weight", h, cfg.Heads*hd, 0),
 			addVec(p+"ffn_norm.weight", q+"post_attention_layernorm.weight", h),
@@ -309,6 +375,17 @@ func run(ckpt, typName, out, name string) error {
 		} {
 			if e != nil {
 				return e
+			}
+		}
+		if cfg.AttnBias {
+			for _, e := range []error{
+				addVec(p+"attn_q.bias", q+"self_attn.q_proj.bias", cfg.Heads*hd),
+				addVec(p+"attn_k.bias", q+"self_attn.k_proj.bias", cfg.KVHeads*hd),
+				addVec(p+"attn_v.bias", q+"self_attn.v_proj.bias", cfg.KVHeads*hd),
+			} {
+				if e != nil {
+					return e
+				}
 			}
 		}
 	}
@@ -325,11 +402,12 @@ func run(ckpt, typName, out, name string) error {
 
 func main() {
 	ckpt := flag.String("ckpt", ".train/final", "folder with weights-*.safetensors and tokenizer.json")
-	typ := flag.String("type", "q8_0", "matrix type: q8_0, f16 or f32")
+	vocab := flag.String("vocab", "", "tools/vocab JSON to take the tokenizer from instead of the checkpoint's tokenizer.json")
+	typ := flag.String("type", "q8_0", "matrix type: q8_0, q6_k, f16 or f32")
 	out := flag.String("out", "turbomem-default.gguf", "output GGUF file")
 	name := flag.String("name", "turbomem-default-22m", "general.name")
 	flag.Parse()
-	if err := run(*ckpt, *typ, *out, *name); err != nil {
+	if err := run(*ckpt, *vocab, *typ, *out, *name); err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}

@@ -15,7 +15,9 @@ T=.train
 PKGS="dict-gcide dict-wn dict-devil dict-foldoc dict-jargon dict-vera fortunes fortunes-min
 python3.11-doc linux-doc-6.1 debian-reference-en perl-doc postgresql-doc-15 git-doc bash-doc
 debian-policy developers-reference maint-guide gnu-standards"
-grep -qx '/.train/' .git/info/exclude 2>/dev/null || echo '/.train/' >> .git/info/exclude
+X=$(git rev-parse --git-path info/exclude)
+mkdir -p "$(dirname "$X")"
+grep -qx '/.train/' "$X" 2>/dev/null || echo '/.train/' >> "$X"
 mkdir -p $T/debs $T/root $T/corpus
 apt-get update -q
 (cd $T/debs && apt-get download $PKGS)
