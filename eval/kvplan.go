@@ -181,10 +181,17 @@ func MeasureKVPlan(ctx context.Context, m *model.Model, calib []int32, bos int32
 	if err := CheckCalibWindow(ctxLen, c.Window()); err != nil {
 		return nil, err
 	}
+	cands, err := candidates(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkBudget(c.Budget(), cands, m.Config.HeadDim); err != nil {
+		return nil, err
+	}
 	if need := ctxLen * chunks; len(calib) > need {
 		calib = calib[len(calib)-need:] // the end: eval kv scores the start
 	}
-	s, err := measureKVSensitivity(ctx, m, calib, bos, c.Window(), ctxLen, o)
+	s, err := measureKVSensitivity(ctx, m, calib, bos, c.Window(), ctxLen, cands, o)
 	if err != nil {
 		return nil, err
 	}
@@ -196,16 +203,38 @@ func MeasureKVPlan(ctx context.Context, m *model.Model, calib []int32, bos int32
 	return p, nil
 }
 
-// measureKVSensitivity runs KVSensitivity over the windows of calib with
-// the options' candidates, logging what it does.
-func measureKVSensitivity(ctx context.Context, m *model.Model, calib []int32, bos int32, window, ctxLen int, o KVPlanOptions) (kvcache.Sensitivity, error) {
-	cands := o.Candidates
-	if cands == nil {
-		var err error
-		if cands, err = ParseFormats(DefaultKVCandidates); err != nil {
-			return kvcache.Sensitivity{}, err
+// candidates returns the options' candidate formats.
+func candidates(o KVPlanOptions) ([]kvcache.Format, error) {
+	if o.Candidates != nil {
+		return o.Candidates, nil
+	}
+	return ParseFormats(DefaultKVCandidates)
+}
+
+// checkBudget refuses, before anything is measured, a budget that even
+// the cheapest candidates for keys and for values exceed (f16 is always
+// one).
+func checkBudget(budget float64, cands []kvcache.Format, headDim int) error {
+	minK, minV := 16.0, 16.0
+	for _, f := range cands {
+		b, err := f.Bits(headDim)
+		if err != nil {
+			return fmt.Errorf("%w: %w", ErrKVRequest, err)
+		}
+		minK = min(minK, b)
+		if f.Check(headDim, false) == nil {
+			minV = min(minV, b)
 		}
 	}
+	if (minK+minV)/2 > budget+1e-9 {
+		return fmt.Errorf("%w: a budget of %g bits per coordinate is below the smallest candidate formats' %.3f", ErrKVRequest, budget, (minK+minV)/2)
+	}
+	return nil
+}
+
+// measureKVSensitivity runs KVSensitivity over the windows of calib with
+// the candidates cands, logging what it does.
+func measureKVSensitivity(ctx context.Context, m *model.Model, calib []int32, bos int32, window, ctxLen int, cands []kvcache.Format, o KVPlanOptions) (kvcache.Sensitivity, error) {
 	o.log("measuring KV sensitivity: %d layers × keys/values × %d formats on %d windows of %d tokens", m.Config.Layers, len(cands), len(calib)/ctxLen, ctxLen)
 	return KVSensitivity(ctx, m, calib, bos, cands, SensitivityOptions{Ctx: ctxLen, Window: window, Progress: o.Progress})
 }

@@ -14,15 +14,31 @@ import (
 	"github.com/turbomem/turbomem/model"
 )
 
-// tinyPlanOptions measure on one 96-token window with a window of 8
-// fp16 tokens and two candidates: seconds on the embedded model.
+// tinyPlanOptions measure on one window of tinyCtx tokens with two
+// candidates (one under -short): seconds on the embedded model.
 func tinyPlanOptions(t *testing.T, file string) KVPlanOptions {
-	cands, err := ParseFormats("turbo2.5,turbo3.5")
+	list := "turbo2.5,turbo3.5"
+	if testing.Short() {
+		list = "turbo2.5"
+	}
+	cands, err := ParseFormats(list)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return KVPlanOptions{Model: defaultmodel.SHA256, File: file, Candidates: cands, CalibCtx: 96, CalibChunks: 1}
+	return KVPlanOptions{Model: defaultmodel.SHA256, File: file, Candidates: cands, CalibCtx: tinyCtx(), CalibChunks: 1}
 }
+
+// tinyCtx and tinyWindow are the windows of the planning tests: 96
+// tokens with 8 in fp16, or under -short (the pure-Go CI pass, where the
+// model is slow) 48 with 4, still with most scored tokens compressed.
+func tinyCtx() int {
+	if testing.Short() {
+		return 48
+	}
+	return 96
+}
+
+func tinyWindow() int { return tinyCtx() / 12 }
 
 func autoConfig(t *testing.T, budget float64, window int) kvcache.Config {
 	c, err := kvcache.Auto(budget, window)
@@ -49,12 +65,12 @@ func TestPlanKV(t *testing.T) {
 	var logs []string
 	o.Log = func(msg string) { logs = append(logs, msg) }
 
-	c, err := PlanKV(ctx, m, calib, tok.BOS(), autoConfig(t, 3, 8), o)
+	c, err := PlanKV(ctx, m, calib, tok.BOS(), autoConfig(t, 3, tinyWindow()), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	p := c.Plan()
-	if p == nil || p.Budget != 3 || p.Window != 8 || p.Model != defaultmodel.SHA256 || p.Bits() > 3 || !(p.Predicted > 0) {
+	if p == nil || p.Budget != 3 || p.Window != tinyWindow() || p.Model != defaultmodel.SHA256 || p.Bits() > 3 || !(p.Predicted > 0) {
 		t.Fatalf("measured %v", p)
 	}
 	if len(logs) != 2 || !strings.Contains(logs[0], "measuring KV sensitivity: 6 layers") || !strings.Contains(logs[1], "saved") {
@@ -84,11 +100,11 @@ func TestPlanKV(t *testing.T) {
 		want string
 	}{
 		{"another model", autoConfig(t, 3, 0), KVPlanOptions{File: file, Model: strings.Repeat("0", 64)}, "another model"},
-		{"another window", autoConfig(t, 3, 16), KVPlanOptions{File: file, Model: defaultmodel.SHA256}, "measured with window 8"},
+		{"another window", autoConfig(t, 3, 16), KVPlanOptions{File: file, Model: defaultmodel.SHA256}, "measured with window"},
 		{"no measuring", autoConfig(t, 3, 0), KVPlanOptions{NoMeasure: true}, "no saved plan"},
 		{"no budget", kvcache.Config{}, KVPlanOptions{File: file + ".absent"}, "no budget"},
 		{"short windows", autoConfig(t, 3, 0), KVPlanOptions{CalibCtx: 200}, "twice the fp16 window"},
-		{"below the cheapest", autoConfig(t, 1, 8), tinyPlanOptions(t, ""), "below the smallest"},
+		{"below the cheapest", autoConfig(t, 1, tinyWindow()), tinyPlanOptions(t, ""), "below the smallest"},
 	} {
 		_, err := PlanKV(ctx, m, calib, tok.BOS(), tc.c, tc.o)
 		if !errors.Is(err, ErrKVRequest) || !strings.Contains(err.Error(), tc.want) {
@@ -123,12 +139,12 @@ func TestKVTable(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if c, err = c.WithWindow(8); err != nil {
+		if c, err = c.WithWindow(tinyWindow()); err != nil {
 			t.Fatal(err)
 		}
 		configs = append(configs, c)
 	}
-	o := KVTableOptions{Ctx: 96, Chunks: 1, Plan: tinyPlanOptions(t, "")}
+	o := KVTableOptions{Ctx: tinyCtx(), Chunks: 1, Plan: tinyPlanOptions(t, "")}
 	var planned int
 	o.Planned = func(*kvcache.Plan) { planned++ }
 	res, err := KVTable(context.Background(), m, tok, defaultmodel.HeldOut()[:4000], configs, o)
@@ -143,8 +159,8 @@ func TestKVTable(t *testing.T) {
 	if f16.KLMean > 1e-9 || f16.Top1 != 1 || f16.Ratio != 1 || f16.Bits != 16 || !math.IsNaN(f16.Needle) || !math.IsNaN(f16.Predicted) {
 		t.Errorf("f16 row %+v", f16)
 	}
-	want, _ := configs[1].BytesAt(96, m.Config.Layers, m.CacheShape())
-	if tq.Bits != 4.125 || tq.BytesPerToken != float64(want)/96 || !(tq.KLMean > 0) {
+	want, _ := configs[1].BytesAt(tinyCtx(), m.Config.Layers, m.CacheShape())
+	if tq.Bits != 4.125 || tq.BytesPerToken != float64(want)/float64(tinyCtx()) || !(tq.KLMean > 0) {
 		t.Errorf("turbo4 row %+v, want %d bytes", tq, want)
 	}
 	if auto.Format != "auto:3" || auto.Bits > 3 || !(auto.Predicted > 0) || !(auto.KLMean > 0) {

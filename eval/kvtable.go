@@ -82,10 +82,17 @@ func KVTable(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, text
 	}
 	calib := calibChunks * o.Ctx
 	autos := slices.ContainsFunc(configs, kvcache.Config.NeedsPlan)
+	cands, err := candidates(o.Plan)
+	if err != nil {
+		return res, err
+	}
 	if autos {
 		for _, c := range configs {
 			if c.NeedsPlan() {
 				if err := CheckCalibWindow(o.Ctx, c.Window()); err != nil {
+					return res, err
+				}
+				if err := checkBudget(c.Budget(), cands, m.Config.HeadDim); err != nil {
 					return res, err
 				}
 			}
@@ -109,7 +116,7 @@ func KVTable(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, text
 			}
 			s, ok := sens[c.Window()]
 			if !ok {
-				if s, err = measureKVSensitivity(ctx, m, ids[len(ids)-calib:], tok.BOS(), c.Window(), o.Ctx, o.Plan); err != nil {
+				if s, err = measureKVSensitivity(ctx, m, ids[len(ids)-calib:], tok.BOS(), c.Window(), o.Ctx, cands, o.Plan); err != nil {
 					return res, err
 				}
 				sens[c.Window()] = s

@@ -8,6 +8,7 @@ import (
 
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/tensor"
 )
@@ -109,10 +110,13 @@ func runInspect(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	f16, err := kvcache.F16().BytesAt(*ctx, m.Config.Layers, m.CacheShape())
+	if err != nil {
+		return err
+	}
 	p := m.PlanKV(*ctx, kvBytes)
-	f16 := m.Plan(*ctx, 16)
 	fmt.Fprintf(e.stdout, "memory at %d tokens: weights %s + KV cache (%s, %.0f B/token, %.2fx smaller than f16) %s + scratch %s = %s\n",
-		p.Context, humanBytes(p.Weights), kv, p.KVBytesPerToken, float64(f16.KVCache)/float64(max(p.KVCache, 1)), humanBytes(p.KVCache), humanBytes(p.Scratch), humanBytes(p.Total()))
+		p.Context, humanBytes(p.Weights), kv, p.KVBytesPerToken, float64(f16)/float64(max(p.KVCache, 1)), humanBytes(p.KVCache), humanBytes(p.Scratch), humanBytes(p.Total()))
 	return nil
 }
 
