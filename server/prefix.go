@@ -37,6 +37,7 @@ type prefixCache struct {
 	kvName string
 	layers int
 	width  int // KVHeads·HeadDim
+	limit  int // most prompt tokens recorded per request, whole blocks
 	blocks map[[32]byte]*block
 	bytes  int64
 	clock  uint64
@@ -53,10 +54,14 @@ type block struct {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func newPrefixCache(m *model.Model, kv kvcache.Config) *prefixCache {
+func newPrefixCache(m *model.Model, kv kvcache.Config, limit int) *prefixCache {
 	c := &m.Config
-	return &prefixCache{kvName: kv.String(), layers: c.Layers, width: c.KVHeads * c.HeadDim, blocks: map[[32]byte]*block{}}
+	return &prefixCache{kvName: kv.String(), layers: c.Layers, width: c.KVHeads * c.HeadDim, limit: limit / blockTokens * blockTokens, blocks: map[[32]byte]*block{}}
 }
+
+// recordable returns the end of the prompt part a request records: its
+// whole blocks, at most limit tokens.
+func (p *prefixCache) recordable(prompt int) int { return min(prompt/blockTokens*blockTokens, p.limit) }
 
 // prefixable reports whether a configuration's caches take their tokens
 // in fp16 (all but f32), so that blocks can refill them exactly.

@@ -247,7 +247,7 @@ func (s *scheduler) start(j *job) (*sequence, error) {
 	var kv kvcache.Maker = s.m.KV
 	if p := s.prefix; p != nil {
 		chain = p.match(j.prompt)
-		if from, to := len(chain)*blockTokens, len(j.prompt)/blockTokens*blockTokens; to > from {
+		if from, to := len(chain)*blockTokens, p.recordable(len(j.prompt)); to > from {
 			rec = newRecorder(p.layers, p.width, from, to)
 			kv = kvcache.NewCacheFunc(func(l int, sh kvcache.Shape) (kvcache.Cache, error) {
 				c, err := s.m.KV.NewCache(l, sh)

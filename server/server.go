@@ -60,6 +60,11 @@ type Options struct {
 	Logger *slog.Logger
 	// NoPrefixCache turns the prefix cache off (see prefixCache).
 	NoPrefixCache bool
+	// PrefixTokens bounds the prompt tokens a request records for the
+	// prefix cache (its first ones: system prompts, conversation starts);
+	// while its prompt is read, a request reserves their fp16 rows beside
+	// its KV cache. 1024.
+	PrefixTokens int
 	// Stepper makes the stepper that runs the sequences; NewBatched if
 	// nil.
 	Stepper func(*model.Model) Stepper
@@ -75,6 +80,7 @@ func (o *Options) defaults() {
 	def(&o.Queue, 64)
 	def(&o.PrefillTokens, 128)
 	def(&o.DefaultMaxTokens, 512)
+	def(&o.PrefixTokens, 1024)
 	if o.Reserve <= 0 {
 		o.Reserve = 48 << 20
 	}
@@ -156,7 +162,7 @@ func (s *Server) Load(m *Model) (Budget, error) {
 		s.met.budget.WithLabelValues(part).Set(float64(v))
 	}
 	if !s.o.NoPrefixCache && prefixable(m.KV) {
-		sc.prefix = newPrefixCache(m.Model, m.KV)
+		sc.prefix = newPrefixCache(m.Model, m.KV, s.o.PrefixTokens)
 	}
 	go sc.loop()
 	s.eng.Store(&engine{m: m, stepper: st, sched: sc, budget: b})

@@ -33,6 +33,7 @@ func runServe(e *env, args []string) error {
 	maxTokens := fs.Int("max-tokens", 512, "max_tokens of a chat request that sets none")
 	tmplName := fs.String("template", "", "chat template (plain, llama3, chatml, mistral, llama2; default: from the model)")
 	logJSON := fs.Bool("log-json", false, "log one JSON object per request instead of text")
+	prefixTokens := fs.Int("prefix-cache-tokens", 1024, "prompt tokens per request kept in the prefix cache for reuse by later requests sharing them (0: no prefix cache)")
 	serial := fs.Bool("serial", false, "step the sequences one after another instead of batching them (for comparison)")
 	kvf := addKVFlags(fs)
 	if err := parseFlags(fs, args); err != nil {
@@ -42,8 +43,8 @@ func runServe(e *env, args []string) error {
 	if err != nil {
 		return usageError{fmt.Errorf("--mem: %w", err)}
 	}
-	if *parallel < 1 || *queue < 0 || *maxTokens < 1 || false {
-		return usageError{errors.New("--parallel and --max-tokens must be ≥ 1, --queue ≥ 0")}
+	if *parallel < 1 || *queue < 0 || *maxTokens < 1 || *prefixTokens < 0 {
+		return usageError{errors.New("--parallel and --max-tokens must be ≥ 1, --queue and --prefix-cache-tokens ≥ 0")}
 	}
 	var tmpl model.ChatTemplate
 	if *tmplName != "" {
@@ -66,7 +67,8 @@ func runServe(e *env, args []string) error {
 		h = slog.NewJSONHandler(e.stderr, nil)
 	}
 	log := slog.New(h)
-	o := server.Options{Mem: budget, Parallel: *parallel, Queue: max(*queue, 1), APIKey: key, DefaultMaxTokens: *maxTokens, Logger: log}
+	o := server.Options{Mem: budget, Parallel: *parallel, Queue: max(*queue, 1), APIKey: key, DefaultMaxTokens: *maxTokens, Logger: log,
+		PrefixTokens: *prefixTokens, NoPrefixCache: *prefixTokens == 0}
 	if *serial {
 		o.Stepper = func(m *model.Model) server.Stepper { return server.Serial{M: m} }
 	}
