@@ -29,9 +29,9 @@ type LlamaBenchOptions struct {
 	// Path is the llama-bench binary (built natively, ../shared/peers),
 	// Model the GGUF file.
 	Path, Model string
-	// Threads are the thread counts; Depths the cache depths of the
-	// generation tests.
-	Threads, Depths []int
+	// Threads are the thread counts of the generation tests, Depths their
+	// cache depths; PromptThreads those of the prompt test.
+	Threads, Depths, PromptThreads []int
 	// Prompt is the prompt length of the prompt test (at depth 0; 0: no
 	// prompt test), Gen the tokens of each generation test (0: none).
 	Prompt, Gen int
@@ -53,10 +53,10 @@ func LlamaBench(o LlamaBenchOptions) ([]LlamaBenchRow, error) {
 		}
 		return strings.Join(s, ",")
 	}
-	common := []string{"-m", o.Model, "-t", join(o.Threads), "-fa", "0,1", "-r", strconv.Itoa(max(1, o.Repeat)), "-o", "json"}
+	common := []string{"-m", o.Model, "-fa", "0,1", "-r", strconv.Itoa(max(1, o.Repeat)), "-o", "json"}
 	var rows []LlamaBenchRow
-	if o.Prompt > 0 {
-		r, err := runLlamaBench(o, append(common, "-p", strconv.Itoa(o.Prompt), "-n", "0"))
+	if o.Prompt > 0 && len(o.PromptThreads) > 0 {
+		r, err := runLlamaBench(o, append(common, "-t", join(o.PromptThreads), "-p", strconv.Itoa(o.Prompt), "-n", "0"))
 		if err != nil {
 			return rows, err
 		}
@@ -67,7 +67,7 @@ func LlamaBench(o LlamaBenchOptions) ([]LlamaBenchRow, error) {
 		if len(depths) == 0 {
 			depths = []int{0}
 		}
-		r, err := runLlamaBench(o, append(common, "-p", "0", "-n", strconv.Itoa(o.Gen), "-d", join(depths)))
+		r, err := runLlamaBench(o, append(common, "-t", join(o.Threads), "-p", "0", "-n", strconv.Itoa(o.Gen), "-d", join(depths)))
 		if err != nil {
 			return rows, err
 		}

@@ -34,7 +34,7 @@ func TestParseLlamaBench(t *testing.T) {
 	if _, err := parseLlamaBench([]byte("llama-bench: error")); !errors.Is(err, ErrPeer) {
 		t.Errorf("bad output: %v", err)
 	}
-	if _, err := LlamaBench(LlamaBenchOptions{Path: "/nonexistent/llama-bench", Model: "m.gguf", Threads: []int{1}, Prompt: 8}); !errors.Is(err, ErrPeer) {
+	if _, err := LlamaBench(LlamaBenchOptions{Path: "/nonexistent/llama-bench", Model: "m.gguf", Threads: []int{1}, PromptThreads: []int{1}, Prompt: 8}); !errors.Is(err, ErrPeer) {
 		t.Errorf("missing binary: %v", err)
 	}
 }

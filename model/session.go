@@ -308,7 +308,7 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 	if s.capture != nil {
 		s.capture(li, s.x[:n*c.Hidden])
 	}
-	rmsNorm(s.h, s.x, ly.attnNorm, c.RMSEps, n)
+	s.rmsNorm(s.h, s.x, ly.attnNorm, n)
 	s.observed(s.h[:n*c.Hidden], ly.q, ly.k, ly.v)
 	if err := s.matmuls(s.h, n, product{s.q, ly.q}, product{s.k, ly.k}, product{s.v, ly.v}); err != nil {
 		return err
@@ -323,18 +323,18 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 	if err := s.matmul(s.o, ly.o, s.att, n); err != nil {
 		return err
 	}
-	add(s.x, s.o)
-	rmsNorm(s.h, s.x, ly.ffnNorm, c.RMSEps, n)
+	s.add(s.x, s.o, n, c.Hidden)
+	s.rmsNorm(s.h, s.x, ly.ffnNorm, n)
 	s.observed(s.h[:n*c.Hidden], ly.gate, ly.up)
 	if err := s.matmuls(s.h, n, product{s.g, ly.gate}, product{s.u, ly.up}); err != nil {
 		return err
 	}
-	tensor.SwiGLU(s.g[:n*c.FFN], s.u)
+	s.rows(n, c.FFN, func(r0, r1 int) { tensor.SwiGLU(s.g[r0*c.FFN:r1*c.FFN], s.u[r0*c.FFN:]) })
 	s.observed(s.g[:n*c.FFN], ly.down)
 	if err := s.matmul(s.o, ly.down, s.g, n); err != nil {
 		return err
 	}
-	add(s.x, s.o)
+	s.add(s.x, s.o, n, c.Hidden)
 	return nil
 }
 
@@ -353,13 +353,17 @@ func (s *Session) attend(li, n int, rows *batchRows) error {
 		last, _ = s.caches[li].(kvcache.LastAttender)
 	}
 	whole := last != nil
+	s.rows(n, qd+kd, func(r0, r1 int) {
+		for i := r0; i < r1; i++ {
+			s.rope(s.q[i*qd:(i+1)*qd], c.Heads, i)
+			s.rope(s.k[i*kd:(i+1)*kd], c.KVHeads, i)
+		}
+	})
 	for i := range n {
 		seq := s
 		if rows != nil {
 			seq = rows.seq[i]
 		}
-		s.rope(s.q[i*qd:(i+1)*qd], c.Heads, i)
-		s.rope(s.k[i*kd:(i+1)*kd], c.KVHeads, i)
 		cache := seq.caches[li]
 		if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
 			if rows == nil {
@@ -473,6 +477,33 @@ func (s *Session) rope(x []float32, heads, i int) {
 			x[b] = x0*sin + x1*cos
 		}
 	}
+}
+
+// rows runs f over the n rows of a chunk (width values each), split
+// over the session's pool when there is enough work: the element-wise
+// steps of a prefill chunk would otherwise hold every other thread up.
+func (s *Session) rows(n, width int, f func(r0, r1 int)) {
+	p := s.opts().Pool
+	tasks := min(n, p.Threads(), max(1, n*width/minRowWork))
+	if tasks <= 1 {
+		f(0, n)
+		return
+	}
+	p.Run(tasks, func(t, _ int) { f(n*t/tasks, n*(t+1)/tasks) })
+}
+
+// minRowWork is the fewest values worth a task of their own in rows.
+const minRowWork = 16 << 10
+
+// rmsNorm is rmsNorm over the session's pool.
+func (s *Session) rmsNorm(dst, x, w []float32, n int) {
+	d := len(w)
+	s.rows(n, d, func(r0, r1 int) { rmsNorm(dst[r0*d:], x[r0*d:], w, s.m.Config.RMSEps, r1-r0) })
+}
+
+// add adds the n rows of width values of y to x, over the session's pool.
+func (s *Session) add(x, y []float32, n, width int) {
+	s.rows(n, width, func(r0, r1 int) { add(x[r0*width:r1*width], y[r0*width:]) })
 }
 
 // rmsNorm sets dst = x / rms(x) · w for each of n rows of len(w).

@@ -175,25 +175,42 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 		return nil
 	}
 	// Quantize x once per activation form the products need, and pack it
-	// once for the tiled kernel if a product uses that.
-	var made, packed [numActKinds]bool
+	// once for the tiled kernel if a product uses that: by groups of
+	// vectors on the pool (a prefill chunk's activations are as much work
+	// as a small product).
 	tiled := hasGEMM && n >= gemmMinVectors
+	var made, packed [numActKinds]bool
+	ng := (n + gemmCols - 1) / gemmCols
+	for i, p := range ps {
+		if k := preps[i].k.act; tiled && canGEMM(p.Type, cols) && !packed[k] {
+			packed[k] = true
+			scr.groups[k] = growGroups(scr.groups[k], ng)
+		}
+	}
 	for i := range preps {
 		k := preps[i].k.act
 		preps[i].acts = scr.activations(k, cols, n)
-		if !made[k] {
-			for v, a := range preps[i].acts {
-				a.set(k, x[v*cols:(v+1)*cols])
-			}
-			made[k] = true
+		if packed[k] && canGEMM(ps[i].Type, cols) {
+			preps[i].groups = scr.groups[k][:ng]
 		}
-		if tiled && canGEMM(ps[i].Type, cols) {
-			if !packed[k] {
-				scr.groups[k] = packGroups(scr.groups[k], k, preps[i].acts, cols)
-				packed[k] = true
-			}
-			preps[i].groups = scr.groups[k]
+		if made[k] {
+			continue
 		}
+		made[k] = true
+		acts, groups := preps[i].acts, scr.groups[k]
+		tasks := min(ng, opts.Pool.Threads()*tasksPerThread, max(1, n*cols/minBytes))
+		opts.Pool.Run(tasks, func(task, _ int) {
+			for g := ng * task / tasks; g < ng*(task+1)/tasks; g++ {
+				vs := acts[g*gemmCols : min(n, (g+1)*gemmCols)]
+				for j, a := range vs {
+					v := g*gemmCols + j
+					a.set(k, x[v*cols:(v+1)*cols])
+				}
+				if packed[k] {
+					groups[g].set(k, vs, cols)
+				}
+			}
+		})
 	}
 	threads := opts.Pool.Threads()
 	if len(scr.panels) < threads {
@@ -206,17 +223,12 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	return nil
 }
 
-// packGroups packs acts (of kind k, cols elements) in groups of gemmCols
-// for the tiled kernel, reusing gs.
-func packGroups(gs []gemmActs, k actKind, acts []*activation, cols int) []gemmActs {
-	n := (len(acts) + gemmCols - 1) / gemmCols
+// growGroups returns gs with at least n groups, reusing their buffers.
+func growGroups(gs []gemmActs, n int) []gemmActs {
 	if len(gs) < n {
 		gs = append(gs, make([]gemmActs, n-len(gs))...)
 	}
-	for i := range n {
-		gs[i].set(k, acts[i*gemmCols:min(len(acts), (i+1)*gemmCols)], cols)
-	}
-	return gs[:n]
+	return gs
 }
 
 // rowRange computes the rows [r0, r1) of all products, numbered one

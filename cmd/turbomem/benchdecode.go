@@ -24,7 +24,7 @@ func benchDecode(e *env, args []string) error {
 	decThreads := fs.String("decode-threads", "", "comma-separated thread counts to decode at (default: --threads)")
 	repeat := fs.Int("repeat", 1, "rounds of decoding (median and range reported)")
 	llamaBench := fs.String("llama-bench", "", "path to a natively built llama-bench to run on the same file")
-	llamaPrompt := fs.Int("llama-prompt", 512, "with --llama-bench: prompt length of its prompt test (0: none)")
+	llamaPrompt := fs.Int("llama-prompt", 512, "with --llama-bench: prompt length of its prompt test, on --threads (0: none)")
 	peer := fs.String("peer", "", "path to bench/peers/greedy.mjs to run llama.cpp too (greedy-token agreement)")
 	kvf := addKVListFlags(fs, "f16", "")
 	format := formatFlag(fs)
@@ -89,6 +89,12 @@ func benchDecode(e *env, args []string) error {
 	if runErr != nil && !errors.Is(runErr, bench.ErrPeer) {
 		return runErr
 	}
+	if *format != "json" {
+		// Ours first: a slow or failing llama-bench loses nothing.
+		if err := writeDecodeTable(e, rows, modelName(*mf.model), th); err != nil {
+			return err
+		}
+	}
 	var llama []bench.LlamaBenchRow
 	if *llamaBench != "" && runErr == nil {
 		file, cleanup, err := bench.ModelFile(*mf.model)
@@ -96,17 +102,16 @@ func benchDecode(e *env, args []string) error {
 			return err
 		}
 		defer cleanup()
-		ths := append([]int{th}, threads...)
-		llama, runErr = bench.LlamaBench(bench.LlamaBenchOptions{Path: *llamaBench, Model: file, Threads: uniqueInts(ths),
-			Depths: ctxs, Prompt: *llamaPrompt, Gen: *n, Repeat: *repeat})
+		llama, runErr = bench.LlamaBench(bench.LlamaBenchOptions{Path: *llamaBench, Model: file, Threads: threads,
+			PromptThreads: []int{th}, Depths: ctxs, Prompt: *llamaPrompt, Gen: *n, Repeat: *repeat})
 	}
 	if *format == "json" {
 		err = json.NewEncoder(e.stdout).Encode(struct {
 			Rows  []bench.DecodeResult  `json:"rows"`
 			Llama []bench.LlamaBenchRow `json:"llama_bench,omitempty"`
 		}{rows, llama})
-	} else {
-		err = writeDecodeTable(e, rows, llama, modelName(*mf.model), th, *llamaPrompt)
+	} else if len(llama) > 0 {
+		err = writeLlamaTable(e, rows, llama, th, *llamaPrompt)
 	}
 	if runErr != nil {
 		return fmt.Errorf("bench decode: %w; the rows above are turbomem's alone", runErr)
@@ -114,29 +119,12 @@ func benchDecode(e *env, args []string) error {
 	return err
 }
 
-// uniqueInts returns xs without repeats, in first-seen order.
-func uniqueInts(xs []int) []int {
-	var out []int
-	for _, x := range xs {
-		dup := false
-		for _, y := range out {
-			dup = dup || x == y
-		}
-		if !dup {
-			out = append(out, x)
-		}
-	}
-	return out
-}
-
-// writeDecodeTable prints the rows of bench decode: ours with llama.cpp's
-// best generation rate at the same depth and threads (llama-bench) and
-// the ratio, a node peer's row after ours with how many greedy tokens
-// agree, and our prefill beside llama-bench's prompt test.
-func writeDecodeTable(e *env, rows []bench.DecodeResult, llama []bench.LlamaBenchRow, name string, threads, llamaPrompt int) error {
+// writeDecodeTable prints the rows of bench decode, a node peer's row
+// after ours with how many greedy tokens agree.
+func writeDecodeTable(e *env, rows []bench.DecodeResult, name string, threads int) error {
 	fmt.Fprintf(e.stdout, "%s, prefill on %d threads\n", name, threads)
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "engine\tKV\tcontext\tthreads\tprompt tok/s\tdecode tok/s\tmin–max\tllama.cpp best\tratio\tpeak RSS\tgreedy agree\t")
+	fmt.Fprintln(tw, "engine\tKV\tcontext\tthreads\tprompt tok/s\tdecode tok/s\tmin–max\tpeak RSS\tgreedy agree\t")
 	var ours []int32
 	for _, row := range rows {
 		if row.Engine == "llama.cpp" {
@@ -144,30 +132,44 @@ func writeDecodeTable(e *env, rows []bench.DecodeResult, llama []bench.LlamaBenc
 			for k < len(ours) && k < len(row.Tokens) && ours[k] == row.Tokens[k] {
 				k++
 			}
-			fmt.Fprintf(tw, "%s (node)\tf16\t%d\t%d\t%.1f\t%.2f\t\t\t\t\t%d/%d\t\n", row.Engine, row.Context, row.Threads, row.PromptTPS, row.DecodeTPS, k, len(ours))
+			fmt.Fprintf(tw, "%s (node)\tf16\t%d\t%d\t%.1f\t%.2f\t\t\t%d/%d\t\n", row.Engine, row.Context, row.Threads, row.PromptTPS, row.DecodeTPS, k, len(ours))
 			continue
 		}
 		if row.Threads == threads && ours == nil {
 			ours = row.Tokens
 		}
-		prompt, spread, best, ratio := "", "", "", ""
+		prompt, spread := "", ""
 		if row.PromptTPS > 0 {
 			prompt = fmt.Sprintf("%.1f", row.PromptTPS)
 		}
 		if row.Rounds > 1 {
 			spread = fmt.Sprintf("%.2f–%.2f", row.DecodeMin, row.DecodeMax)
 		}
-		if b, ok := bench.LlamaBest(llama, "tg", row.Context, row.Threads); ok {
-			best = fmt.Sprintf("%.2f (fa %s)", b.TPS, onOff(b.FlashAttn))
-			ratio = fmt.Sprintf("%.2fx", row.DecodeTPS/b.TPS)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%.2f\t%s\t%s\t\t\n", row.Engine, row.Format, row.Context, row.Threads, prompt, row.DecodeTPS, spread, humanBytes(row.PeakRSS))
+	}
+	return tw.Flush()
+}
+
+// writeLlamaTable prints our rows beside llama-bench's best (flash
+// attention off or on) at the same depth and threads, and our prefill
+// beside its prompt test.
+func writeLlamaTable(e *env, rows []bench.DecodeResult, llama []bench.LlamaBenchRow, threads, llamaPrompt int) error {
+	fmt.Fprintln(e.stdout, "\nbeside llama-bench (llama.cpp built natively, same file, best of -fa 0,1):")
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "KV\tcontext\tthreads\tours tok/s\tllama.cpp tok/s\tfa\tratio\t")
+	for _, row := range rows {
+		if row.Engine != "turbomem" {
+			continue
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%.2f\t%s\t%s\t%s\t%s\t\t\n", row.Engine, row.Format, row.Context, row.Threads, prompt, row.DecodeTPS, spread, best, ratio, humanBytes(row.PeakRSS))
+		if b, ok := bench.LlamaBest(llama, "tg", row.Context, row.Threads); ok {
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.2f\t%s\t%.2fx\t\n", row.Format, row.Context, row.Threads, row.DecodeTPS, b.TPS, onOff(b.FlashAttn), row.DecodeTPS/b.TPS)
+		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if b, ok := bench.LlamaBest(llama, "pp", 0, threads); ok {
-		fmt.Fprintf(e.stdout, "llama.cpp prompt (pp%d, %d threads, best of fa off/on): %.1f tok/s (fa %s)\n", llamaPrompt, threads, b.TPS, onOff(b.FlashAttn))
+		fmt.Fprintf(e.stdout, "prompt: llama.cpp pp%d on %d threads %.1f tok/s (fa %s)\n", llamaPrompt, threads, b.TPS, onOff(b.FlashAttn))
 		for _, row := range rows {
 			if row.Engine == "turbomem" && row.PromptTPS > 0 {
 				fmt.Fprintf(e.stdout, "  ours, %s, %d-token prompt: %.1f tok/s, %.2fx\n", row.Format, row.Context-1, row.PromptTPS, row.PromptTPS/b.TPS)
