@@ -234,7 +234,7 @@ func streamOnce(ctx context.Context, client *http.Client, l ServeLoad, prompt st
 	done, gotUsage := false, false
 	for sc.Scan() {
 		line := sc.Text()
-		if line == "" {
+		if line == "" || strings.HasPrefix(line, ":") { // blank, or an SSE comment (keep-alive)
 			continue
 		}
 		data, ok := strings.CutPrefix(line, "data: ")

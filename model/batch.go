@@ -9,8 +9,12 @@ import (
 // through the layers as the rows of one chunk, so each weight matrix is
 // read once per step for all of them (a matrix product over every row),
 // while each row attends with its own session's caches at its own
-// position. It is the same layer code as Session.Forward's, and gives the
-// same logits. A Batch holds the step's buffers; it is not safe for
+// position. It is the same layer code as Session.Forward's: with float
+// weights the logits are Forward's bit for bit; with quantized weights
+// the products group rows (four per pass over a weight row) and quantize
+// activations to 8 bits, so a row's logits can move by a rounding step
+// with the rows beside it, as they do between Forward calls chunked
+// differently. A Batch holds the step's buffers; it is not safe for
 // concurrent use.
 type Batch struct {
 	w    *Session // lends its buffers; holds no caches

@@ -25,7 +25,9 @@ const blockTokens = 64
 // fp16 rows every format takes its tokens in (a compressed cache encodes
 // a token from its fp16 window copy), so refilling a fresh cache with a
 // prefix's blocks gives, bit for bit, the cache that computing the prefix
-// gave: outputs do not change. Blocks are content-addressed (SHA-256 of
+// gave. (The prompt tokens after the prefix are then computed as rows of
+// another chunk; with quantized weights that can move a logit by an
+// activation-rounding step, as batching can: see model.Batch.) Blocks are content-addressed (SHA-256 of
 // the parent block's key, the block's token ids and the KV configuration,
 // so a block stands for its whole prefix), reference-counted (a block is
 // held by its children in the cache and by sequences being refilled from

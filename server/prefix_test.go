@@ -42,9 +42,13 @@ func complete(t testing.TB, url, prompt string, n int) string {
 
 // TestPrefixCache: a request that shares a prefix with an earlier one
 // refills the prefix's whole blocks from the cache instead of computing
-// them, and answers exactly what a server without the cache answers
-// (the refilled caches are bit for bit the computed ones), for a
-// full-precision and a compressed format.
+// them, and answers exactly what a server without the cache answers, for
+// a full-precision and a compressed format: the refilled caches are bit
+// for bit the computed ones, and the prompt's rest is computed in the
+// same chunks either way (the prompts are under 2·64 + 128 tokens, so
+// without the cache the first step feeds 128 tokens and the second the
+// rest; with it, the 128 refilled tokens are skipped and the rest fed as
+// one chunk too).
 func TestPrefixCache(t *testing.T) {
 	for _, kv := range []string{"f16", "turbo3.5"} {
 		t.Run(kv, func(t *testing.T) {

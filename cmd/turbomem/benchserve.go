@@ -26,6 +26,7 @@ func benchServe(e *env, args []string) error {
 	fs := newFlagSet(e, "bench serve", "\n\nA load test: starts 'turbomem serve' as a child process on 127.0.0.1 (or uses\n--url), runs --clients concurrent streaming completion clients for --duration,\nthen stops the server with SIGTERM (it must drain and exit 0). Reports lost and\ncorrupted answers, 429s, time to first token, tokens/s and the server's peak RSS.")
 	url := fs.String("url", "", "an already running server to load instead of starting one")
 	apiKey := fs.String("api-key", "", "API key of --url's server")
+	pid := fs.Int("pid", 0, "process id of --url's server, for its peak RSS (else sampled from its /metrics)")
 	modelPath := modelPathFlag(fs)
 	threads := fs.Int("threads", 0, "server threads (0: all CPUs)")
 	kv := fs.String("kv", "f16", "server KV cache format")
@@ -55,7 +56,7 @@ func benchServe(e *env, args []string) error {
 		at := (i * 997 * *promptWords) % max(1, len(words)-*promptWords)
 		prompts = append(prompts, strings.Join(words[at:at+*promptWords], " "))
 	}
-	load := bench.ServeLoad{URL: *url, APIKey: *apiKey, Clients: *clients, Duration: *duration, Requests: *requests, Prompts: prompts, MaxTokens: *maxTokens}
+	load := bench.ServeLoad{URL: *url, APIKey: *apiKey, PID: *pid, Clients: *clients, Duration: *duration, Requests: *requests, Prompts: prompts, MaxTokens: *maxTokens}
 	var child *exec.Cmd
 	var logPath string
 	if *url == "" {
@@ -87,7 +88,11 @@ func benchServe(e *env, args []string) error {
 	fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%.1f%%\t%.0f ms\t%.0f ms\t%d\t%.1f\t%.1f\t%s\t\n", res.Clients, res.Requests, res.OK, res.Lost, res.Corrupted, res.Rejected,
 		100*res.SameAsFirst, res.TTFTp50, res.TTFTp99, res.Tokens, res.TokPerSec, res.StreamTokPerSec, humanBytes(res.PeakRSS))
 	tw.Flush()
-	fmt.Fprintf(e.stdout, "server: --kv %s --mem %s --parallel %d --queue %d; %.1f s; drain on SIGTERM: %s\n", *kv, *mem, *parallel, *queue, res.Seconds, drain)
+	if child != nil {
+		fmt.Fprintf(e.stdout, "server: --kv %s --mem %s --parallel %d --queue %d; %.1f s; drain on SIGTERM: %s\n", *kv, *mem, *parallel, *queue, res.Seconds, drain)
+	} else {
+		fmt.Fprintf(e.stdout, "server: %s; %.1f s\n", *url, res.Seconds)
+	}
 	for _, msg := range res.Errors {
 		fmt.Fprintln(e.stderr, "error:", msg)
 	}
