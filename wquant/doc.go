@@ -20,12 +20,15 @@
 //	                                          (uint32 value type, then the payload, as in the file)
 //	turbomem.manifest.tensors        [string] every tensor, in file order
 //	turbomem.manifest.tensor_sha256  [string] per tensor: hex SHA-256 of its uint32 type id, uint32
-//	                                          dimension count, uint64 dimensions (GGML order), then
-//	                                          its data bytes (little endian throughout)
+//	                                          dimension count, uint64 dimensions (GGML order, little
+//	                                          endian), then the SHA-256 of each 1 MiB piece of its
+//	                                          data in order (the last piece may be shorter)
 //	turbomem.manifest.sha256         string   hex SHA-256 over the eight fields above, each as uint64
 //	                                          key length, key, and its value's GGUF encoding
 //
-// The keys under turbomem.manifest. are hashed by the last field only;
+// Tensors are hashed as lists of piece hashes so that every core checks
+// at once, even a single large tensor. The keys under turbomem.manifest.
+// are hashed by the last field only;
 // tensor offsets and alignment padding are not hashed (the data are,
 // wherever they lie). A file whose manifest checksum, any key's value,
 // its key set, its tensor set or any tensor's hash differs is reported

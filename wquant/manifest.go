@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/turbomem/turbomem/gguf"
 	"github.com/turbomem/turbomem/tensor"
@@ -91,14 +92,82 @@ func tensorHeader(t tensor.DType, shape []int64) []byte {
 	return b
 }
 
-// tensorHash returns the SHA-256 of a tensor's type, shape and data.
-func tensorHash(t tensor.DType, shape []int64, data []byte) [sha256.Size]byte {
+// HashChunk is the size of the pieces a tensor's data is hashed in.
+const HashChunk = 1 << 20
+
+// A tensor's hash is the SHA-256 of its header (tensorHeader) followed by
+// the SHA-256 of each HashChunk bytes of its data in order (the last piece
+// may be shorter; no data, no pieces): a list of hashes rather than one
+// stream, so that the pieces of one large tensor, or of many small ones,
+// are hashed on every core at once.
+
+// piece is one HashChunk of one tensor's data, and where its hash goes.
+type piece struct {
+	data []byte
+	sum  *[sha256.Size]byte
+}
+
+// hashPieces hashes the pieces on up to workers goroutines, calling
+// progress (if set) with each piece's bytes once it is done; it stops
+// early when ctx is done.
+func hashPieces(ctx context.Context, ps []piece, workers int, progress func(int64)) {
+	one := func(p piece) {
+		if ctx.Err() != nil {
+			return
+		}
+		*p.sum = sha256.Sum256(p.data)
+		if progress != nil {
+			progress(int64(len(p.data)))
+		}
+	}
+	if workers <= 1 || len(ps) < 2 {
+		for _, p := range ps {
+			one(p)
+		}
+		return
+	}
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(workers, len(ps)) {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(len(ps)); i = next.Add(1) - 1 {
+				one(ps[i])
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// split appends data's pieces to ps, their hashes going to sums (which
+// must have room for them), and returns ps.
+func split(ps []piece, data []byte, sums [][sha256.Size]byte) []piece {
+	for i := range sums {
+		ps = append(ps, piece{data: data[i*HashChunk : min((i+1)*HashChunk, len(data))], sum: &sums[i]})
+	}
+	return ps
+}
+
+// numPieces returns the number of pieces of n bytes.
+func numPieces(n int) int { return (n + HashChunk - 1) / HashChunk }
+
+// combine returns the tensor hash from the pieces' hashes.
+func combine(t tensor.DType, shape []int64, sums [][sha256.Size]byte) [sha256.Size]byte {
 	h := sha256.New()
 	h.Write(tensorHeader(t, shape))
-	h.Write(data)
-	var s [sha256.Size]byte
-	h.Sum(s[:0])
-	return s
+	for _, s := range sums {
+		h.Write(s[:])
+	}
+	var out [sha256.Size]byte
+	h.Sum(out[:0])
+	return out
+}
+
+// tensorHash returns a tensor's hash, computed on up to workers
+// goroutines.
+func tensorHash(t tensor.DType, shape []int64, data []byte, workers int) [sha256.Size]byte {
+	sums := make([][sha256.Size]byte, numPieces(len(data)))
+	hashPieces(context.Background(), split(nil, data, sums), workers, nil)
+	return combine(t, shape, sums)
 }
 
 // NewManifest returns the manifest of a file with metadata kvs (any keys
@@ -118,7 +187,7 @@ func NewManifest(kvs []gguf.KV, tensors []Tensor, tool, source, plan string) (*M
 	}
 	for _, t := range tensors {
 		m.Tensors = append(m.Tensors, t.Name)
-		m.TensorHashes = append(m.TensorHashes, tensorHash(t.Type, t.Shape, t.Data))
+		m.TensorHashes = append(m.TensorHashes, tensorHash(t.Type, t.Shape, t.Data, runtime.NumCPU()))
 	}
 	m.reindex()
 	return m, nil
@@ -356,9 +425,9 @@ func (m *Manifest) reindex() {
 }
 
 // CheckTensor compares a tensor of the file (as the file describes it)
-// and its bytes with the manifest.
+// and its bytes with the manifest, hashing on every CPU.
 func (m *Manifest) CheckTensor(t gguf.TensorInfo, data []byte) error {
-	h := tensorHash(t.Type, t.Shape, data)
+	h := tensorHash(t.Type, t.Shape, data, runtime.NumCPU())
 	return m.compare(t.Name, h[:])
 }
 
@@ -417,34 +486,56 @@ func Verify(ctx context.Context, f *gguf.File, o VerifyOptions) (*Manifest, erro
 	}
 	var mu sync.Mutex
 	var done int64
-	results := make([]string, len(todo))
-	next := make(chan int)
-	var wg sync.WaitGroup
-	for range min(workers, max(len(todo), 1)) {
-		wg.Go(func() {
-			for i := range next {
-				t := todo[i]
-				results[i] = m.hashTensor(ctx, f, t, func(n int64) {
-					mu.Lock()
-					defer mu.Unlock()
-					done += n
-					if o.Progress != nil {
-						o.Progress(done, total)
-					}
-				})
-			}
-		})
-	}
-	for i := range todo {
-		if ctx.Err() != nil {
-			break
+	progress := func(n int64) {
+		mu.Lock()
+		defer mu.Unlock()
+		done += n
+		if o.Progress != nil {
+			o.Progress(done, total)
 		}
-		next <- i
 	}
-	close(next)
-	wg.Wait()
-	if err := ctx.Err(); err != nil {
-		return m, err
+	// Every piece of every tensor in one queue, on all workers; the data
+	// of a file that is not memory-mapped are read a tensor at a time.
+	results := make([]string, len(todo))
+	check := func(batch []int) error {
+		sums := make([][][sha256.Size]byte, len(batch))
+		var ps []piece
+		for k, i := range batch {
+			data, err := f.ReadTensor(todo[i])
+			if err != nil {
+				results[i] = fmt.Sprintf("tensor %s: %v", todo[i].Name, err)
+				continue
+			}
+			sums[k] = make([][sha256.Size]byte, numPieces(len(data)))
+			ps = split(ps, data, sums[k])
+		}
+		hashPieces(ctx, ps, workers, progress)
+		for k, i := range batch {
+			if results[i] != "" {
+				continue
+			}
+			t := todo[i]
+			sum := combine(t.Type, t.Shape, sums[k])
+			if err := m.compare(t.Name, sum[:]); err != nil {
+				results[i] = strings.TrimPrefix(err.Error(), ErrAltered.Error()+": ")
+			}
+		}
+		return ctx.Err()
+	}
+	if f.Mapped() {
+		all := make([]int, len(todo))
+		for i := range all {
+			all[i] = i
+		}
+		if err := check(all); err != nil {
+			return m, err
+		}
+	} else {
+		for i := range todo {
+			if err := check([]int{i}); err != nil {
+				return m, err
+			}
+		}
 	}
 	for _, r := range results {
 		if r != "" {
@@ -452,31 +543,4 @@ func Verify(ctx context.Context, f *gguf.File, o VerifyOptions) (*Manifest, erro
 		}
 	}
 	return m, altered(problems)
-}
-
-// hashChunk is how many bytes of a tensor hashTensor hashes between
-// progress reports.
-const hashChunk = 4 << 20
-
-// hashTensor hashes one tensor in chunks, reporting progress, and returns
-// "" or what differs.
-func (m *Manifest) hashTensor(ctx context.Context, f *gguf.File, t gguf.TensorInfo, progress func(int64)) string {
-	data, err := f.ReadTensor(t)
-	if err != nil {
-		return fmt.Sprintf("tensor %s: %v", t.Name, err)
-	}
-	h := sha256.New()
-	h.Write(tensorHeader(t.Type, t.Shape))
-	for off := 0; off < len(data); off += hashChunk {
-		if ctx.Err() != nil {
-			return ""
-		}
-		end := min(off+hashChunk, len(data))
-		h.Write(data[off:end])
-		progress(int64(end - off))
-	}
-	if err := m.compare(t.Name, h.Sum(nil)); err != nil {
-		return strings.TrimPrefix(err.Error(), ErrAltered.Error()+": ")
-	}
-	return ""
 }
