@@ -162,7 +162,8 @@ func TestKVDistortionErrors(t *testing.T) {
 }
 
 // TestRecordKV: recording one layer gives what recording all gives for
-// it, and nothing for the others; a layer beyond the model is refused.
+// it, and nothing for the others, with the keys' rope; a layer beyond
+// the model is refused.
 func TestRecordKV(t *testing.T) {
 	m := loadDefault(t)
 	ids := []int32{1, 50, 60, 70, 80, 90, 100, 110}
@@ -184,6 +185,9 @@ func TestRecordKV(t *testing.T) {
 	}
 	if !slices.Equal(one[2].K, all[2].K) || !slices.Equal(one[2].V, all[2].V) || !slices.Equal(one[2].Q, all[2].Q) || one[2].Scale != all[2].Scale {
 		t.Error("layer 2 alone differs from layer 2 among all")
+	}
+	if all[2].Rope == nil {
+		t.Error("the trace lacks the keys' rope, which replayed caches need for centred keys")
 	}
 	if _, err := RecordKV(m, ids, m.Config.Layers); err == nil {
 		t.Error("layer beyond the model: no error")

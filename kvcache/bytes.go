@@ -9,10 +9,10 @@ import (
 func (s Spec) step() int { return s.K.keyBlock() }
 
 // calib returns the number of tokens a compressed cache must hold before
-// it can compress the first (the outlier channels are chosen from them),
-// or 0 when no format splits outliers off.
+// it can compress the first (the outlier channels and the keys' mean are
+// chosen from them), or 0 when no format needs them.
 func (s Spec) calib() int {
-	if s.K.split() || s.V.split() {
+	if s.K.split() || s.V.split() || s.K.center() {
 		return max(s.window()+1, 32)
 	}
 	return 0
@@ -50,6 +50,9 @@ func (s Spec) bytesAt(n int, sh Shape) (int64, error) {
 			if f.split() {
 				perHead += 2 * d / 4 // the outlier channel list
 			}
+		}
+		if s.K.center() {
+			perHead += 4 * d // the keys' mean
 		}
 	}
 	return heads * perHead, nil

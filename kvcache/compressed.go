@@ -28,6 +28,13 @@ import (
 // held with the cache (2 bytes per channel, counted in Bytes); each
 // head's split quantizer is drawn from the layer's seed.
 //
+// Centred keys (every turbo format): per KV head, the mean of the keys
+// before RoPE is estimated from the same first tokens, and the keys are
+// stored with it, turned to their position, taken out; scoring adds its
+// share back exactly (centered.go). The mean is held with the cache (4·d
+// bytes per head, counted in Bytes). UseRope tells the cache the model's
+// rotary embedding.
+//
 // Attend works on the compressed form, KV heads in parallel: per KV head,
 // each query head's query is prepared once (rotated, for the
 // rotation-based formats); the compressed keys are scored for the whole
@@ -52,6 +59,7 @@ type Compressed struct {
 	calib   int    // tokens needed before outliers can be chosen (0: none)
 	corr    quant.Correction
 	n, nc   int
+	rope    *Rope // the keys' rotary embedding (UseRope), nil if unknown
 	heads   []*head
 	scratch []float32 // f16 → f32 conversion when moving tokens
 	attention
@@ -66,6 +74,8 @@ type head struct {
 	off    int
 	// outlier channels of split formats, nil until chosen or if unused
 	kOut, vOut []int
+	// the keys' mean, when the key format centres them (nil until chosen)
+	kMean []float32
 }
 
 // turboCorrection is the scale the turbo formats store instead of ‖x‖
@@ -88,7 +98,8 @@ func newCompressed(s Spec, layer int, sh Shape) (*Compressed, error) {
 	}
 	d := sh.HeadDim
 	// Quantizers shared by every head (the non-split formats); the split
-	// ones are made per head once the outliers are chosen.
+	// ones are made per head once the outliers are chosen, and centred
+	// keys' stores once their mean is.
 	var kq, vq quant.Quantizer
 	var err error
 	if !s.K.split() {
@@ -103,7 +114,7 @@ func newCompressed(s Spec, layer int, sh Shape) (*Compressed, error) {
 	}
 	for range sh.KVHeads {
 		h := &head{}
-		if !s.K.split() {
+		if !s.K.split() && !s.K.center() {
 			h.keys = s.K.keyStore(kq, d)
 		}
 		if !s.V.split() {
@@ -130,12 +141,12 @@ func (c *Compressed) Outliers(h int) (k, v []int) {
 }
 
 // Bytes returns the bytes held: the compressed keys and values, the fp16
-// window (4·d bytes per token and KV head), and 2 bytes per outlier
-// channel index.
+// window (4·d bytes per token and KV head), 2 bytes per outlier channel
+// index, and 4·d per head for centred keys' mean.
 func (c *Compressed) Bytes() int {
 	total := 0
 	for _, h := range c.heads {
-		total += c.headBytes(h) + 2*(len(h.kOut)+len(h.vOut))
+		total += c.headBytes(h) + 2*(len(h.kOut)+len(h.vOut)) + 4*len(h.kMean)
 	}
 	return total + 4*(c.n-c.nc)*c.shape.KVHeads*c.shape.HeadDim
 }
@@ -199,7 +210,7 @@ func (c *Compressed) Append(k, v []float32) error {
 }
 
 // ready reports whether the head's stores exist (split formats make them
-// when the outliers are chosen).
+// when the outliers are chosen, centred keys when their mean is).
 func (h *head) ready() bool { return h.keys != nil && h.values != nil }
 
 // compress moves the oldest step tokens of every head from the window to
@@ -213,7 +224,7 @@ func (c *Compressed) compress() error {
 	x := c.scratch[:m]
 	for i, h := range c.heads {
 		if !h.ready() {
-			if err := c.chooseOutliers(i, h); err != nil {
+			if err := c.prime(i, h); err != nil {
 				return err
 			}
 		}
@@ -238,21 +249,45 @@ func (c *Compressed) compress() error {
 	return nil
 }
 
-// chooseOutliers picks head i's outlier channels from the tokens in its
-// window and makes its split stores.
-func (c *Compressed) chooseOutliers(i int, h *head) error {
+// prime makes head i's stores that depend on the sequence's first tokens
+// (the rows in its window): the keys' mean of a centring format, then the
+// outlier channels of split formats (of the centred keys).
+func (c *Compressed) prime(i int, h *head) error {
 	d := c.shape.HeadDim
 	seed := c.seed ^ uint64(i+1)*0xbf58476d1ce4e5b9
-	if c.spec.K.split() {
-		h.kOut = topChannels(h.wk[h.off*d:], d, d/4)
-		q, err := c.spec.K.quantizer(d, h.kOut, seed^1, c.corr)
+	wk := h.wk[h.off*d:]
+	if c.spec.K.center() || c.spec.K.split() {
+		rows := make([]float32, len(wk))
+		toF32(rows, wk)
+		var ck *centeredKeys
+		if c.spec.K.center() {
+			ck = newCenteredKeys(nil, c.rope, wk, d)
+			h.kMean = ck.mu
+			for t := 0; t < len(rows)/d; t++ {
+				ck.center(rows[t*d:(t+1)*d], rows[t*d:(t+1)*d], c.nc+t)
+			}
+		}
+		var q quant.Quantizer
+		var err error
+		if c.spec.K.split() {
+			h.kOut = topChannels(rows, d, d/4)
+			q, err = c.spec.K.quantizer(d, h.kOut, seed^1, c.corr)
+		} else {
+			q, err = c.spec.K.quantizer(d, nil, c.seed^1, c.corr)
+		}
 		if err != nil {
 			return err
 		}
 		h.keys = c.spec.K.keyStore(q, d)
+		if ck != nil {
+			ck.inner, ck.n = h.keys, c.nc
+			h.keys = ck
+		}
 	}
 	if c.spec.V.split() {
-		h.vOut = topChannels(h.wv[h.off*d:], d, d/4)
+		rows := make([]float32, len(h.wv)-h.off*d)
+		toF32(rows, h.wv[h.off*d:])
+		h.vOut = topChannels(rows, d, d/4)
 		q, err := c.spec.V.quantizer(d, h.vOut, seed^2, c.corr)
 		if err != nil {
 			return err
@@ -262,14 +297,13 @@ func (c *Compressed) chooseOutliers(i int, h *head) error {
 	return nil
 }
 
-// topChannels returns, sorted, the k channels of the fp16 rows (d values
+// topChannels returns, sorted, the k channels of the rows (d values
 // each) with the largest Σ x², ties to the lower channel.
-func topChannels(rows []uint16, d, k int) []int {
+func topChannels(rows []float32, d, k int) []int {
 	energy := make([]float64, d)
 	for t := 0; t+d <= len(rows); t += d {
 		for j, v := range rows[t : t+d] {
-			x := float64(half.F16ToF32(half.F16(v)))
-			energy[j] += x * x
+			energy[j] += float64(v) * float64(v)
 		}
 	}
 	idx := make([]int, d)

@@ -141,34 +141,7 @@ func decoded(t testing.TB, c *Compressed) (ks, vs [][]float32) {
 		for tok := range c.nc {
 			dk := ks[tok][hi*d : (hi+1)*d]
 			dv := vs[tok][hi*d : (hi+1)*d]
-			switch st := h.keys.(type) {
-			case *groupKeys:
-				b := st.q.Bytes()
-				if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
-					t.Fatal(err)
-				}
-			case *blockKeys:
-				b := st.q.Bytes()
-				if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
-					t.Fatal(err)
-				}
-			case *codeKeys:
-				b := st.q.Bytes()
-				if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
-					t.Fatal(err)
-				}
-			case *kiviKeys:
-				blk := make([]float32, kiviBlock*d)
-				bb := st.k.ChannelBytes(kiviBlock)
-				if err := st.k.DecodeChannels(blk, st.blocks[tok/kiviBlock*bb:(tok/kiviBlock+1)*bb], kiviBlock); err != nil {
-					t.Fatal(err)
-				}
-				copy(dk, blk[tok%kiviBlock*d:])
-			case *f16Keys:
-				toF32(dk, st.rows[tok*d:(tok+1)*d])
-			case *f32Keys:
-				copy(dk, st.rows[tok*d:(tok+1)*d])
-			}
+			decodeKey(t, h.keys, tok, d, dk)
 			switch st := h.values.(type) {
 			case *codeValues:
 				b := st.q.Bytes()
@@ -188,6 +161,51 @@ func decoded(t testing.TB, c *Compressed) (ks, vs [][]float32) {
 		}
 	}
 	return ks, vs
+}
+
+// decodeKey writes the reconstruction of key tok of a key store into dk.
+func decodeKey(t testing.TB, keys keyStore, tok, d int, dk []float32) {
+	t.Helper()
+	switch st := keys.(type) {
+	case *centeredKeys:
+		decodeKey(t, st.inner, tok, d, dk)
+		mu := make([]float64, d)
+		for i, v := range st.mu {
+			mu[i] = float64(v)
+		}
+		st.rope.Rotate(mu, mu, tok)
+		for i, v := range mu {
+			dk[i] += float32(v)
+		}
+	case *groupKeys:
+		b := st.q.Bytes()
+		if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
+			t.Fatal(err)
+		}
+	case *blockKeys:
+		b := st.q.Bytes()
+		if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
+			t.Fatal(err)
+		}
+	case *codeKeys:
+		b := st.q.Bytes()
+		if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
+			t.Fatal(err)
+		}
+	case *kiviKeys:
+		blk := make([]float32, kiviBlock*d)
+		bb := st.k.ChannelBytes(kiviBlock)
+		if err := st.k.DecodeChannels(blk, st.blocks[tok/kiviBlock*bb:(tok/kiviBlock+1)*bb], kiviBlock); err != nil {
+			t.Fatal(err)
+		}
+		copy(dk, blk[tok%kiviBlock*d:])
+	case *f16Keys:
+		toF32(dk, st.rows[tok*d:(tok+1)*d])
+	case *f32Keys:
+		copy(dk, st.rows[tok*d:(tok+1)*d])
+	default:
+		t.Fatalf("no decoder for key store %T", keys)
+	}
 }
 
 // relErr returns ‖got − want‖/‖want‖ over all query heads.
@@ -227,10 +245,17 @@ func TestCompressedAttendIsTheMath(t *testing.T) {
 	}
 	none := specFor(t, "turbo3.5", -1)
 	specs = append(specs, none)
-	for _, spec := range specs {
+	// Centred keys told the rope (the model's case), on keys that turn.
+	rope := testRope(t, s.HeadDim, s.HeadDim, false)
+	specs = append(specs, specFor(t, "turbo2.5", 32))
+	for i, spec := range specs {
 		name := spec.String()
 		if spec.Window < 0 {
 			name += "/nowindow"
+		}
+		withRope := i == len(specs)-1
+		if withRope {
+			name += "/rope"
 		}
 		t.Run(name, func(t *testing.T) {
 			c, err := spec.NewCache(0, s)
@@ -238,6 +263,10 @@ func TestCompressedAttendIsTheMath(t *testing.T) {
 				t.Fatal(err)
 			}
 			ks, vs := kvData(r, s, 200, true)
+			if withRope {
+				UseRope(c, rope)
+				ks, vs = rotatingKeys(r, s, rope, 200, 4)
+			}
 			for n := 1; n <= len(ks); n++ {
 				if err := c.Append(ks[n-1], vs[n-1]); err != nil {
 					t.Fatal(err)
@@ -418,7 +447,11 @@ func TestBytesFormula(t *testing.T) {
 		if strings.HasPrefix(name, "turbo") && name != "turbo3" && name != "turbo4" {
 			outliers = 2 * 32 // keys and values, d/4 channels each
 		}
-		want := nc*s.KVHeads*(kb+vb) + win*s.KVHeads*4*s.HeadDim + 2*outliers*s.KVHeads
+		mean := 0 // the keys' mean of centring formats, fp32
+		if strings.HasPrefix(name, "turbo") {
+			mean = 4 * s.HeadDim
+		}
+		want := nc*s.KVHeads*(kb+vb) + win*s.KVHeads*4*s.HeadDim + (2*outliers+mean)*s.KVHeads
 		if c.Bytes() != want {
 			t.Errorf("%s: Bytes %d, want %d", name, c.Bytes(), want)
 		}

@@ -27,6 +27,10 @@ import (
 //	polar 3.875           PolarQuant [4,2,2,2] with fp16 block radii
 //	qjl 2.125             QJL, m = 2d sign bits and an fp16 norm (keys
 //	                      only)
+//
+// The turbo formats store keys centred on their mean before RoPE
+// (centered.go), which the cache holds besides the codes (4·d bytes per
+// KV head, like the outlier channel lists).
 type Format struct {
 	name string
 	c    *codec
@@ -51,6 +55,9 @@ type codec struct {
 	// split marks the formats that keep d/4 outlier channels per head,
 	// chosen from the first tokens, at one bit more than the rest.
 	split bool
+	// center marks the formats that store keys centred on their mean
+	// before RoPE, estimated from the first tokens (centered.go).
+	center bool
 	// tokenBytes returns the bytes of one token of one head of dimension
 	// d in the compressed store, as keys (key true) or values: the
 	// quantizer's closed form, nothing built.
@@ -115,6 +122,9 @@ func (f Format) compressed() bool { return f.c.elem == 0 }
 
 // split reports whether the format splits outlier channels off.
 func (f Format) split() bool { return f.c.split }
+
+// center reports whether the format centres keys (centered.go).
+func (f Format) center() bool { return f.c.center }
 
 // keyBlock returns the number of tokens the format's key store encodes
 // at once.

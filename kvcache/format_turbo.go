@@ -2,6 +2,9 @@ package kvcache
 
 import "github.com/turbomem/turbomem/quant"
 
+// Every turbo format stores keys centred on their pre-RoPE mean
+// (centered.go).
+
 // turbo3 and turbo4: TurboQuant_mse (random rotation, Lloyd–Max codebook
 // of the rotated coordinates) with the norm correction, one fp16 scale:
 // 3.125 and 4.125 bits at d = 128. 8 indices pack into b bytes, so d is a
@@ -9,6 +12,7 @@ import "github.com/turbomem/turbomem/quant"
 func turboMSE(bits int) *codec {
 	return &codec{
 		multiple:   8,
+		center:     true,
 		tokenBytes: func(d int, _ bool) int { return quant.TurboMSEBytes(d, bits) },
 		quantizer: func(d int, _ []int, o quant.Options) (quant.Quantizer, error) {
 			return quant.NewTurboMSE(d, bits, o)
@@ -26,6 +30,7 @@ func turboSplit(bits int, prod bool) *codec {
 	return &codec{
 		multiple: 32,
 		split:    true,
+		center:   true,
 		tokenBytes: func(d int, _ bool) int {
 			return quant.TurboSplitBytes(d, d/4, bits+1, bits, prod)
 		},

@@ -16,8 +16,9 @@ type Model struct {
 	Config  Config
 	w       *weights
 	file    *gguf.File
-	owned   bool      // Close closes file
-	invFreq []float64 // RoPE inverse frequencies per rotated pair
+	owned   bool          // Close closes file
+	invFreq []float64     // RoPE inverse frequencies per rotated pair
+	kvRope  *kvcache.Rope // the same, for the caches (UseRope)
 	pool    *tensor.Pool
 }
 
@@ -70,6 +71,10 @@ func New(f *gguf.File, o Options) (*Model, error) {
 		if w.ropeFreqs != nil {
 			m.invFreq[i] /= float64(w.ropeFreqs[i])
 		}
+	}
+	if m.kvRope, err = kvcache.NewRope(c.HeadDim, m.invFreq, c.RopeStyle == RopeHalves); err != nil {
+		m.pool.Close()
+		return nil, fmt.Errorf("model: %w", err)
 	}
 	return m, nil
 }

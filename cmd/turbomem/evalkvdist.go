@@ -8,6 +8,7 @@ import (
 
 	"github.com/turbomem/turbomem/eval"
 	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/plot"
 )
 
@@ -22,6 +23,7 @@ func evalKVDist(e *env, args []string) error {
 	seed := seedFlag(fs, "the random vectors")
 	format := formatFlag(fs)
 	plotFile := plotFlag(fs, "the attention error against the layer")
+	structure := fs.Bool("structure", false, "instead, per layer and KV head: attention mass on the first token, tokens 1-3 and the\nrecent window; key norm of token 0; share of the keys' energy in their mean after and\nbefore RoPE and of the values'; largest channel energy over the mean one")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -52,6 +54,9 @@ func evalKVDist(e *env, args []string) error {
 	defer l.m.Close()
 	if err := checkConfigs(l.m, kvs...); err != nil {
 		return err
+	}
+	if *structure {
+		return printKVStructure(e, l.m, l.tok.Encode(text, true), *ctxLen, *first, *every, *format)
 	}
 	o := eval.KVDistOptions{Ctx: *ctxLen, First: *first, Every: *every, Seed: *seed}
 	o.Progress = func(done, total int) {
@@ -111,4 +116,26 @@ func writeKVDistPlot(path string, res eval.KVDistResult) error {
 		}
 	}
 	return writeSVG(path, c)
+}
+
+// printKVStructure prints eval.KVStructure of the first ctx tokens of ids.
+func printKVStructure(e *env, m *model.Model, ids []int32, ctx, first, every int, format string) error {
+	traces, err := eval.RecordKV(m, ids[:min(ctx, len(ids), m.Config.Context)], -1)
+	if err != nil {
+		return err
+	}
+	rows, err := eval.KVStructure(traces, first, every, kvcache.DefaultWindow)
+	if err != nil {
+		return err
+	}
+	if format == "json" {
+		return json.NewEncoder(e.stdout).Encode(rows)
+	}
+	fmt.Fprintf(e.stdout, "%d tokens; attention at every %d-th position from %d; recent = the last %d tokens\n", traces[0].Len(), every, first, kvcache.DefaultWindow)
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "layer\thead\tattn tok 0\ttok 1-3\trecent\t‖k0‖/median\tK mean share\tbefore RoPE\tV mean share\tK top chan\tcentred\tV top chan\t")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%d\t%d\t%.3f\t%.3f\t%.3f\t%.2f\t%.3f\t%.3f\t%.3f\t%.1f\t%.1f\t%.1f\t\n", r.Layer, r.Head, r.Sink, r.First, r.Recent, r.Key0, r.MeanShare, r.PreMeanShare, r.ValueMeanShare, r.TopChannel, r.CenteredTop, r.ValueTop)
+	}
+	return tw.Flush()
 }

@@ -65,4 +65,19 @@ func TestEvalKVDist(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "mean  turbo3") || strings.Count(out, "turbo3") != layers+1 {
 		t.Errorf("table: exit %d %s\n%s", code, errOut, out)
 	}
+	// --structure: one row per layer and KV head (the embedded model has 1).
+	code, out, errOut = runCmd("eval", "kvdist", "--structure", "--ctx", "96", "--every", "16", "--format", "json")
+	var st []struct {
+		Layer        int     `json:"layer"`
+		PreMeanShare float64 `json:"key_premean_share"`
+		MeanShare    float64 `json:"key_mean_share"`
+	}
+	if err := json.Unmarshal([]byte(out), &st); code != 0 || err != nil || len(st) != layers {
+		t.Fatalf("--structure: exit %d %s, %d rows (%v)\n%s", code, errOut, len(st), err, out)
+	}
+	for i, r := range st {
+		if r.Layer != i || !(r.PreMeanShare > 0 && r.PreMeanShare < 1) || !(r.MeanShare > 0 && r.MeanShare < 1) {
+			t.Errorf("--structure row %d: %+v", i, r)
+		}
+	}
 }

@@ -90,8 +90,8 @@ func TestInspectKV(t *testing.T) {
 		want string
 	}{
 		{[]string{"--kv", "f16"}, "KV cache (f16, 3072 B/token, 1.00x smaller than f16) 48.00 MiB"},
-		// 6 layers × 1 head × (16320 tokens × 2 × 56 B + 64 × 512 B + 2 × 64 B of outlier lists) / 16384
-		{[]string{"--kv", "turbo3.5"}, "KV cache (turbo3.5, 681 B/token, 4.51x smaller than f16)"},
+		// 6 layers × 1 head × (16320 tokens × 2 × 56 B + 64 × 512 B + 2 × 64 B of outlier lists + 512 B of key mean) / 16384
+		{[]string{"--kv", "turbo3.5"}, "KV cache (turbo3.5, 682 B/token, 4.51x smaller than f16)"},
 		{[]string{"--kv-k", "q8_0", "--kv-v", "turbo2.5"}, "KV cache (q8_0/turbo2.5,"},
 	} {
 		code, out, errOut := runCmd(append([]string{"inspect", path, "--tensors=false", "--ctx", "16384"}, tt.kv...)...)
@@ -109,10 +109,11 @@ func TestInspectKV(t *testing.T) {
 
 // TestEvalReportsKVMemory: eval ppl states the KV bytes at its window
 // length. turbo3.5 at 256 tokens: per layer, 192 compressed tokens × 2 ×
-// 56 B + 64 window tokens × 512 B + 2 × 64 B of outlier lists, 6 layers.
+// 56 B + 64 window tokens × 512 B + 2 × 64 B of outlier lists + the keys'
+// mean, 128 × 4 B, 6 layers.
 func TestEvalReportsKVMemory(t *testing.T) {
 	code, out, errOut := runCmd("eval", "ppl", "--ctx", "256", "--chunks", "1", "--kv", "turbo3.5")
-	want := "KV cache turbo3.5 at 256 tokens: 318.75 KiB (326400 B), 1275 B/token, 2.41x smaller than f16"
+	want := "KV cache turbo3.5 at 256 tokens: 321.75 KiB (329472 B), 1287 B/token, 2.39x smaller than f16"
 	if code != 0 || !strings.Contains(out, want) {
 		t.Errorf("code %d, %s%s; want ∋ %q", code, out, errOut, want)
 	}
