@@ -119,3 +119,41 @@ func TestCenteredKeys(t *testing.T) {
 		t.Errorf("without the rope the error is %.4f, want well above %.4f: the turning mean is left in the keys", without, got)
 	}
 }
+
+// BenchmarkCenteredScore: scoring 16k compressed turbo3.5 keys for a group
+// of 4 query heads, without and with the mean's share added back
+// (Rope.meanScores), the cost centring adds to each decode step.
+func BenchmarkCenteredScore(b *testing.B) {
+	s := Shape{QHeads: 4, KVHeads: 1, HeadDim: 128}
+	rope := testRope(b, s.HeadDim, s.HeadDim, false)
+	r := rand.New(rand.NewPCG(1, 1))
+	c, err := specFor(b, "turbo3.5", 16).NewCache(0, s)
+	if err != nil {
+		b.Fatal(err)
+	}
+	UseRope(c, rope)
+	ks, vs := rotatingKeys(r, s, rope, 16384, 4)
+	for i := range ks {
+		if err := c.Append(ks[i], vs[i]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	ck := c.(*Compressed).heads[0].keys.(*centeredKeys)
+	n := c.(*Compressed).nc
+	qs := make([][]float32, 4)
+	dst := make([][]float32, 4)
+	for j := range qs {
+		qs[j] = randQuery(r, Shape{QHeads: 1, KVHeads: 1, HeadDim: 128})
+		dst[j] = make([]float32, n)
+	}
+	b.Run("codes", func(b *testing.B) {
+		for b.Loop() {
+			ck.inner.score(dst, qs, 0)
+		}
+	})
+	b.Run("codes+mean", func(b *testing.B) {
+		for b.Loop() {
+			ck.score(dst, qs, 0)
+		}
+	})
+}

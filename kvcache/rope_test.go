@@ -19,7 +19,7 @@ var ropeCases = []struct {
 	{"partial-halves", 64, 48, true},
 }
 
-func testRope(t *testing.T, d, dim int, halves bool) *Rope {
+func testRope(t testing.TB, d, dim int, halves bool) *Rope {
 	t.Helper()
 	freqs := make([]float64, dim/2)
 	for i := range freqs {
