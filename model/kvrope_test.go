@@ -25,6 +25,10 @@ func TestKVRopeMatchesModel(t *testing.T) {
 			}
 			defer m.Close()
 			d := m.Config.HeadDim
+			s, err := m.NewSession(nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
 			x := make([]float32, d)
 			x64 := make([]float64, d)
 			got := make([]float64, d)
@@ -34,7 +38,9 @@ func TestKVRopeMatchesModel(t *testing.T) {
 					x64[i] = float64(x[i])
 				}
 				m.kvRope.Rotate(got, x64, pos)
-				m.rope(x, 1, pos)
+				s.pos = pos
+				s.ropeTable(1, nil)
+				s.rope(x, 1, 0)
 				for i := range x {
 					if math.Abs(got[i]-float64(x[i])) > 1e-5*(1+math.Abs(got[i])) {
 						t.Fatalf("position %d, coordinate %d: cache rope %g, model %g", pos, i, got[i], x[i])
