@@ -121,7 +121,7 @@ func TestMeanScores(t *testing.T) {
 					qn = math.Max(qn, math.Abs(float64(qs[j][i])))
 				}
 			}
-			tol := 2e-5 * qn * math.Sqrt(float64(c.d)) * norm64(mu64)
+			tol := 2e-5 * qn * math.Sqrt(float64(c.d)) * float64(norm64(mu))
 			m := make([]float64, c.d)
 			for _, t0 := range []int{0, 64, 70, 99991} {
 				n := 150
@@ -148,12 +148,4 @@ func TestMeanScores(t *testing.T) {
 			}
 		})
 	}
-}
-
-func norm64(x []float64) float64 {
-	var s float64
-	for _, v := range x {
-		s += v * v
-	}
-	return math.Sqrt(s)
 }
