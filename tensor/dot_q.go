@@ -97,3 +97,12 @@ func dotRowQ8_0x4Go(w []byte, a *[4]*activation, out *[4]float32) {
 		out[k] = dotRowQ8_0Go(w, ak)
 	}
 }
+
+// dotRowsQ8_0x4Go is dotRowQ8_0Go on each of the four rows of w
+// (rowBytes each): the twin of the assembly that serves four rows per
+// call in decode.
+func dotRowsQ8_0x4Go(w []byte, rowBytes int, a *activation, out *[4]float32) {
+	for r := range out {
+		out[r] = dotRowQ8_0Go(w[r*rowBytes:(r+1)*rowBytes], a)
+	}
+}

@@ -166,3 +166,20 @@ func dequantBlocks(dst []float32, src []byte, blockBytes int, asm func(*float32,
 	_ = dst[nb*qk0-1]
 	asm(&dst[0], &src[0], nb)
 }
+
+//go:noescape
+func dotQ8_0R4AVX2(w *byte, stride int, xq *int8, xd *float32, nb int, out *[4]float32)
+
+// dotRowsQ8_0x4 is dotRowQ8_0 for the four rows of w (rowBytes each)
+// against one activation (decode).
+func dotRowsQ8_0x4(w []byte, rowBytes int, a *activation, out *[4]float32) {
+	nb := rowBytes / q8_0Bytes
+	if !hasAVX2 || nb == 0 {
+		dotRowsQ8_0x4Go(w, rowBytes, a, out)
+		return
+	}
+	_ = w[4*rowBytes-1]
+	_ = a.qs[nb*qk0-1]
+	_ = a.d[nb-1]
+	dotQ8_0R4AVX2(&w[0], rowBytes, &a.qs[0], &a.d[0], nb, out)
+}

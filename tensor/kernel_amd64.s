@@ -451,3 +451,79 @@ q4kfdone:
 	VZEROUPPER
 	MOVSS X0, ret+40(FP)
 	RET
+
+// Q8ROW adds the dot product of the Q8_0 block at off(R) with the
+// activation block in Y1 (scale d_x in X2) to ACC: VPSIGNB moves the
+// weight signs onto the activation so that VPMADDUBSW can multiply |w| by
+// ±x, as in Q8BLOCK.
+#define Q8ROW(R, off, ACC) \
+	MOVWLZX off(R), AX; \
+	VMOVD AX, X3; \
+	VCVTPH2PS X3, X3; \
+	VMULSS X2, X3, X3; \
+	VBROADCASTSS X3, Y3; \
+	VMOVDQU (off+2)(R), Y4; \
+	VPSIGNB Y4, Y4, Y5; \
+	VPSIGNB Y4, Y1, Y6; \
+	VPMADDUBSW Y6, Y5, Y6; \
+	VPMADDWD Y7, Y6, Y6; \
+	VCVTDQ2PS Y6, Y6; \
+	VFMADD231PS Y6, Y3, ACC
+
+// func dotQ8_0R4AVX2(w *byte, stride int, xq *int8, xd *float32, nb int, out *[4]float32)
+// Four Q8_0 rows (stride bytes apart) against one activation: each
+// activation block is loaded once for the four rows, and one call serves
+// four rows (decode, where a row of a small model is only a few blocks).
+TEXT ·dotQ8_0R4AVX2(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ stride+8(FP), BX
+	MOVQ xq+16(FP), DI
+	MOVQ xd+24(FP), DX
+	MOVQ nb+32(FP), CX
+	LEAQ (SI)(BX*1), R8
+	LEAQ (R8)(BX*1), R9
+	LEAQ (R9)(BX*1), R10
+	VXORPS Y8, Y8, Y8
+	VXORPS Y9, Y9, Y9
+	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	MOVL $0x00010001, AX
+	VMOVD AX, X7
+	VPBROADCASTD X7, Y7
+	TESTQ CX, CX
+	JZ q8r4done
+q8r4loop:
+	PREFETCHT0 512(SI)
+	PREFETCHT0 512(R8)
+	PREFETCHT0 512(R9)
+	PREFETCHT0 512(R10)
+	VMOVDQU (DI), Y1
+	VMOVSS (DX), X2
+	Q8ROW(SI, 0, Y8)
+	Q8ROW(R8, 0, Y9)
+	Q8ROW(R9, 0, Y10)
+	Q8ROW(R10, 0, Y11)
+	ADDQ $34, SI
+	ADDQ $34, R8
+	ADDQ $34, R9
+	ADDQ $34, R10
+	ADDQ $32, DI
+	ADDQ $4, DX
+	DECQ CX
+	JNZ q8r4loop
+q8r4done:
+	MOVQ out+40(FP), AX
+	VMOVAPS Y8, Y0
+	HSUM
+	VMOVSS X0, 0(AX)
+	VMOVAPS Y9, Y0
+	HSUM
+	VMOVSS X0, 4(AX)
+	VMOVAPS Y10, Y0
+	HSUM
+	VMOVSS X0, 8(AX)
+	VMOVAPS Y11, Y0
+	HSUM
+	VMOVSS X0, 12(AX)
+	VZEROUPPER
+	RET

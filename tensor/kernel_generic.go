@@ -25,6 +25,10 @@ func weightedSumF32(acc, w, rows []float32)          { weightedSumF32Go(acc, w, 
 
 func dotRowQ8_0x4(w []byte, a *[4]*activation, out *[4]float32) { dotRowQ8_0x4Go(w, a, out) }
 
+func dotRowsQ8_0x4(w []byte, rowBytes int, a *activation, out *[4]float32) {
+	dotRowsQ8_0x4Go(w, rowBytes, a, out)
+}
+
 func dequantQ8_0Fast(dst []float32, src []byte) { dequantQ8_0(dst, src) }
 func dequantQ4_0Fast(dst []float32, src []byte) { dequantQ4_0(dst, src) }
 

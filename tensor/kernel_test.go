@@ -50,6 +50,19 @@ func TestKernelsMatchGoTwins(t *testing.T) {
 		a := newActivation(actQ8_0, n)
 		a.set(actQ8_0, x)
 		check("dotRowQ8_0", dotRowQ8_0(w, a), dotRowQ8_0Go(w, a), absDot(t, Q8_0, w, actQ8_0, a, n))
+		// four rows per call: rows of other blocks, rotated
+		four := append(append(append(append([]byte(nil), w...), w[q8_0Bytes:]...), w[:q8_0Bytes]...), w...)
+		four = append(four, w...)[:4*len(w)]
+		var got, want [4]float32
+		dotRowsQ8_0x4(four, len(w), a, &got)
+		dotRowsQ8_0x4Go(four, len(w), a, &want)
+		for k := range got {
+			row := four[k*len(w) : (k+1)*len(w)]
+			check("dotRowsQ8_0x4", got[k], want[k], absDot(t, Q8_0, row, actQ8_0, a, n))
+			if want[k] != dotRowQ8_0Go(row, a) {
+				t.Errorf("dotRowsQ8_0x4Go row %d: %g, dotRowQ8_0Go %g", k, want[k], dotRowQ8_0Go(row, a))
+			}
+		}
 
 		// Q4_K: random bytes for quants and scales, sane d and dmin;
 		// 40 blocks cross the 16-block chunk boundary.

@@ -49,6 +49,9 @@ const tasksPerThread = 4
 type rowKernel struct {
 	act actKind
 	dot func(w []byte, a *activation) float32
+	// rows4, where present, serves four consecutive rows (rowBytes
+	// apart) against one activation in one call: decode.
+	rows4 func(w []byte, rowBytes int, a *activation, out *[4]float32)
 	// dot4, where present, serves four activations in one pass over the
 	// row, for prefill.
 	dot4 func(w []byte, a *[4]*activation, out *[4]float32)
@@ -62,7 +65,7 @@ var rowKernels = map[DType]rowKernel{
 	Q4_1: {act: actQ8_1, dot: dotRowQ4_1},
 	Q5_0: {act: actQ8_0, dot: dotRowQ5_0},
 	Q5_1: {act: actQ8_1, dot: dotRowQ5_1},
-	Q8_0: {act: actQ8_0, dot: dotRowQ8_0, dot4: dotRowQ8_0x4},
+	Q8_0: {act: actQ8_0, dot: dotRowQ8_0, dot4: dotRowQ8_0x4, rows4: dotRowsQ8_0x4},
 	Q2_K: {act: actQ8_K, dot: dotRowQ2_K},
 	Q3_K: {act: actQ8_K, dot: dotRowQ3_K},
 	Q4_K: {act: actQ8_K, dot: dotRowQ4_K},
@@ -248,7 +251,15 @@ func rowRange(ps []Product, preps []prepared, r0, r1, cols int, panel *gemmPanel
 			}
 			continue
 		}
-		for r := lo; r < hi; r++ {
+		r := lo
+		if pp.k.rows4 != nil && len(pp.acts) == 1 {
+			for ; r+4 <= hi; r += 4 {
+				lr := r - pp.start
+				pp.k.rows4(ps[i].W[lr*pp.rowByte:(lr+4)*pp.rowByte], pp.rowByte, pp.acts[0], &four)
+				copy(ps[i].Out[lr:lr+4], four[:])
+			}
+		}
+		for ; r < hi; r++ {
 			lr := r - pp.start
 			row := ps[i].W[lr*pp.rowByte : (lr+1)*pp.rowByte]
 			v := 0

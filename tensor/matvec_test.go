@@ -298,3 +298,20 @@ func TestMatMulSharedMatchesSeparate(t *testing.T) {
 		t.Error("wrong weight size: no error")
 	}
 }
+
+// BenchmarkMatVecSmall measures W·x at 512×512 Q8_0 on one goroutine: a
+// layer of the embedded model, where each row is 16 blocks and the cost
+// of each kernel call shows.
+func BenchmarkMatVecSmall(b *testing.B) {
+	const rows, cols = 512, 512
+	w := benchWeights(b, Q8_0, rows, cols)
+	x := randomVector(rand.New(rand.NewPCG(2, 2)), cols)
+	out := make([]float32, rows)
+	b.SetBytes(int64(len(w)))
+	scr := &Scratch{}
+	for b.Loop() {
+		if err := MatVec(out, w, Q8_0, rows, cols, x, Options{Scratch: scr}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
