@@ -474,6 +474,9 @@ q4kfdone:
 // Four Q8_0 rows (stride bytes apart) against one activation: each
 // activation block is loaded once for the four rows, and one call serves
 // four rows (decode, where a row of a small model is only a few blocks).
+// Each row sums exactly as dotQ8_0AVX2 does (even blocks in one
+// accumulator, odd in another, added at the end), so the results are the
+// same bits.
 TEXT ·dotQ8_0R4AVX2(SB), NOSPLIT, $0-48
 	MOVQ w+0(FP), SI
 	MOVQ stride+8(FP), BX
@@ -487,12 +490,16 @@ TEXT ·dotQ8_0R4AVX2(SB), NOSPLIT, $0-48
 	VXORPS Y9, Y9, Y9
 	VXORPS Y10, Y10, Y10
 	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+	VXORPS Y13, Y13, Y13
+	VXORPS Y14, Y14, Y14
+	VXORPS Y15, Y15, Y15
 	MOVL $0x00010001, AX
 	VMOVD AX, X7
 	VPBROADCASTD X7, Y7
-	TESTQ CX, CX
-	JZ q8r4done
-q8r4loop:
+	CMPQ CX, $2
+	JB q8r4tail
+q8r4pair:
 	PREFETCHT0 512(SI)
 	PREFETCHT0 512(R8)
 	PREFETCHT0 512(R9)
@@ -503,26 +510,42 @@ q8r4loop:
 	Q8ROW(R8, 0, Y9)
 	Q8ROW(R9, 0, Y10)
 	Q8ROW(R10, 0, Y11)
-	ADDQ $34, SI
-	ADDQ $34, R8
-	ADDQ $34, R9
-	ADDQ $34, R10
-	ADDQ $32, DI
-	ADDQ $4, DX
-	DECQ CX
-	JNZ q8r4loop
+	VMOVDQU 32(DI), Y1
+	VMOVSS 4(DX), X2
+	Q8ROW(SI, 34, Y12)
+	Q8ROW(R8, 34, Y13)
+	Q8ROW(R9, 34, Y14)
+	Q8ROW(R10, 34, Y15)
+	ADDQ $68, SI
+	ADDQ $68, R8
+	ADDQ $68, R9
+	ADDQ $68, R10
+	ADDQ $64, DI
+	ADDQ $8, DX
+	SUBQ $2, CX
+	CMPQ CX, $2
+	JAE q8r4pair
+q8r4tail:
+	TESTQ CX, CX
+	JZ q8r4done
+	VMOVDQU (DI), Y1
+	VMOVSS (DX), X2
+	Q8ROW(SI, 0, Y8)
+	Q8ROW(R8, 0, Y9)
+	Q8ROW(R9, 0, Y10)
+	Q8ROW(R10, 0, Y11)
 q8r4done:
 	MOVQ out+40(FP), AX
-	VMOVAPS Y8, Y0
+	VADDPS Y12, Y8, Y0
 	HSUM
 	VMOVSS X0, 0(AX)
-	VMOVAPS Y9, Y0
+	VADDPS Y13, Y9, Y0
 	HSUM
 	VMOVSS X0, 4(AX)
-	VMOVAPS Y10, Y0
+	VADDPS Y14, Y10, Y0
 	HSUM
 	VMOVSS X0, 8(AX)
-	VMOVAPS Y11, Y0
+	VADDPS Y15, Y11, Y0
 	HSUM
 	VMOVSS X0, 12(AX)
 	VZEROUPPER

@@ -59,6 +59,9 @@ func TestKernelsMatchGoTwins(t *testing.T) {
 		for k := range got {
 			row := four[k*len(w) : (k+1)*len(w)]
 			check("dotRowsQ8_0x4", got[k], want[k], absDot(t, Q8_0, row, actQ8_0, a, n))
+			if got[k] != dotRowQ8_0(row, a) { // the same sums in the same order as the one-row kernel
+				t.Errorf("dotRowsQ8_0x4 row %d: %g, dotRowQ8_0 %g", k, got[k], dotRowQ8_0(row, a))
+			}
 			if want[k] != dotRowQ8_0Go(row, a) {
 				t.Errorf("dotRowsQ8_0x4Go row %d: %g, dotRowQ8_0Go %g", k, want[k], dotRowQ8_0Go(row, a))
 			}
