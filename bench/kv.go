@@ -227,7 +227,6 @@ type kvRecording struct {
 	keys, values, queries []float32 // token after token
 	kMean, kStd           []float32 // per channel of the KVHeads·HeadDim
 	vMean, vStd           []float32
-	rope                  *kvcache.Rope
 }
 
 // tokens returns the number of tokens recorded.
@@ -241,7 +240,7 @@ func recordLayer(m *model.Model, ids []int32, layer int) (*kvRecording, error) {
 		return nil, fmt.Errorf("bench: %w", err)
 	}
 	t := traces[layer]
-	r := &kvRecording{sh: t.Shape, keys: t.K, values: t.V, queries: t.Q, rope: t.Rope}
+	r := &kvRecording{sh: t.Shape, keys: t.K, values: t.V, queries: t.Q}
 	w := r.sh.KVHeads * r.sh.HeadDim
 	r.kMean, r.kStd = channelStats(r.keys, w)
 	r.vMean, r.vStd = channelStats(r.values, w)
@@ -317,7 +316,6 @@ func timeAttention(specs []kvcache.Config, sh kvcache.Shape, rec *kvRecording, c
 			return nil, fmt.Errorf("bench: %s: %w", s, err)
 		}
 		kvcache.UsePool(c, pool)
-		kvcache.UseRope(c, rec.rope)
 		bs[i] = &bench{spec: s, cache: c, src: newTokenSource(rec, seed)}
 	}
 	w := sh.KVHeads * sh.HeadDim

@@ -229,7 +229,6 @@ func replay(t *KVTrace, kv kvcache.Maker, layer int, positions []int) ([]float32
 	if err != nil {
 		return nil, err
 	}
-	kvcache.UseRope(c, t.Rope)
 	kd, qd := t.Shape.KVHeads*t.Shape.HeadDim, t.Shape.QHeads*t.Shape.HeadDim
 	out := make([]float32, len(positions)*qd)
 	next := 0

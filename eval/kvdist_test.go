@@ -186,7 +186,7 @@ func TestRecordKV(t *testing.T) {
 	if !slices.Equal(one[2].K, all[2].K) || !slices.Equal(one[2].V, all[2].V) || !slices.Equal(one[2].Q, all[2].Q) || one[2].Scale != all[2].Scale {
 		t.Error("layer 2 alone differs from layer 2 among all")
 	}
-	if all[2].Rope == nil {
+	if all[2].Shape.Rope == nil {
 		t.Error("the trace lacks the keys' rope, which replayed caches need for centred keys")
 	}
 	if _, err := RecordKV(m, ids, m.Config.Layers); err == nil {

@@ -68,7 +68,7 @@ func KVStructure(traces []*KVTrace, first, every, recent int) ([]KVStructureRow,
 			pre := make([][]float64, n)
 			for t, k := range keys {
 				pre[t] = make([]float64, d)
-				tr.Rope.Rotate(pre[t], k, -t)
+				sh.Rope.Rotate(pre[t], k, -t)
 			}
 			row.MeanShare = meanShare(keys)
 			row.PreMeanShare = meanShare(pre)
@@ -77,7 +77,7 @@ func KVStructure(traces []*KVTrace, first, every, recent int) ([]KVStructureRow,
 			centred := make([][]float64, n)
 			for t, k := range keys {
 				centred[t] = make([]float64, d)
-				tr.Rope.Rotate(centred[t], mu, t)
+				sh.Rope.Rotate(centred[t], mu, t)
 				for i := range k {
 					centred[t][i] = k[i] - centred[t][i]
 				}

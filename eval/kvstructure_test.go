@@ -19,13 +19,13 @@ import (
 //     others (top channel 9·d/(d+8)).
 func TestKVStructure(t *testing.T) {
 	const n, d, s = 200, 8, 4.0
-	sh := kvcache.Shape{QHeads: 2, KVHeads: 2, HeadDim: d}
 	rope, err := kvcache.NewRope(d, []float64{1, 0.1, 0.01, 0.001}, false)
 	if err != nil {
 		t.Fatal(err)
 	}
+	sh := kvcache.Shape{QHeads: 2, KVHeads: 2, HeadDim: d, Rope: rope}
 	r := rand.New(rand.NewPCG(1, 2))
-	tr := &KVTrace{Shape: sh, Scale: 1, Rope: rope}
+	tr := &KVTrace{Shape: sh, Scale: 1}
 	x := make([]float64, d)
 	for tok := range n {
 		k := make([]float32, 2*d)

@@ -41,12 +41,19 @@ type LastAttender interface {
 // Shape is the geometry of one layer's attention.
 type Shape struct {
 	QHeads, KVHeads, HeadDim int
+	// Rope is the rotary embedding the model applied to the keys (nil:
+	// none known); caches that centre keys use it (centered.go). A
+	// model's shapes share one, so they compare equal.
+	Rope *Rope
 }
 
 // Validate checks that the shape is usable for grouped-query attention.
 func (s Shape) Validate() error {
 	if s.QHeads <= 0 || s.KVHeads <= 0 || s.HeadDim <= 0 || s.QHeads%s.KVHeads != 0 {
 		return fmt.Errorf("kvcache: shape %d query heads, %d KV heads, head dim %d: need positive sizes and query heads a multiple of KV heads", s.QHeads, s.KVHeads, s.HeadDim)
+	}
+	if s.Rope != nil && s.Rope.d != s.HeadDim {
+		return fmt.Errorf("kvcache: shape of head dim %d with a rope of head dim %d", s.HeadDim, s.Rope.d)
 	}
 	if s.HeadDim > 1<<14 || s.QHeads > 1<<12 {
 		return fmt.Errorf("kvcache: shape %d heads × %d dims is out of range", s.QHeads, s.HeadDim)

@@ -23,7 +23,7 @@ import (
 // R_t·μ, and adds ⟨q, R_t·μ⟩ back when it scores (Rope.meanScores): one
 // row-kernel pass per query over a small table, and exact, so the
 // attention never depends on μ being a good estimate — only the error
-// does. Without a Rope (a cache made outside a model) μ is the plain mean.
+// does. Without a Rope (a Shape made outside a model) μ is the plain mean.
 
 // centeredKeys holds keys with the turning mean taken out, in an inner
 // store.

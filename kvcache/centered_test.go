@@ -48,7 +48,7 @@ func rotatingKeys(r *rand.Rand, s Shape, rope *Rope, n int, ratio float64) (ks, 
 }
 
 // TestCenteredKeys: on keys whose pre-RoPE mean holds 90% of their energy
-// (‖μ‖² = 9·E‖r‖²), a turbo3 cache told the rope scores its compressed
+// (‖μ‖² = 9·E‖r‖²), a turbo3 cache whose Shape has the rope scores its compressed
 // keys with the error that TurboQuant_mse at 3 bits makes on the residual
 // r alone: E[(⟨q,k⟩ − score)²] ≈ D·E‖r‖²·‖q‖²/d, D = 0.034 (the rotation
 // makes the error's direction uniform, so a query sees 1/d of it;
@@ -56,7 +56,7 @@ func rotatingKeys(r *rand.Rand, s Shape, rope *Rope, n int, ratio float64) (ks, 
 // correction's scale and the mean estimated from the first 31 tokens
 // (about 1/31 more residual energy). Quantizing k itself would make 10
 // times the error (D·E‖k‖²), and centring on the unturned mean (no rope
-// told) leaves the turning part in: both fail the bound.
+// in the Shape) leaves the turning part in: both fail the bound.
 func TestCenteredKeys(t *testing.T) {
 	s := Shape{QHeads: 4, KVHeads: 2, HeadDim: 128}
 	rope := testRope(t, s.HeadDim, s.HeadDim, false)
@@ -65,12 +65,13 @@ func TestCenteredKeys(t *testing.T) {
 		r := rand.New(rand.NewPCG(11, 12))
 		spec := specFor(t, "turbo3", 16)
 		spec.V, _ = ParseFormat("f16")
-		c, err := spec.NewCache(0, s)
+		sh := s
+		if useRope {
+			sh.Rope = rope
+		}
+		c, err := spec.NewCache(0, sh)
 		if err != nil {
 			t.Fatal(err)
-		}
-		if useRope {
-			UseRope(c, rope)
 		}
 		ks, vs := rotatingKeys(r, s, rope, n, 9)
 		for i := range ks {
@@ -124,14 +125,13 @@ func TestCenteredKeys(t *testing.T) {
 // of 4 query heads, without and with the mean's share added back
 // (Rope.meanScores), the cost centring adds to each decode step.
 func BenchmarkCenteredScore(b *testing.B) {
-	s := Shape{QHeads: 4, KVHeads: 1, HeadDim: 128}
-	rope := testRope(b, s.HeadDim, s.HeadDim, false)
+	rope := testRope(b, 128, 128, false)
+	s := Shape{QHeads: 4, KVHeads: 1, HeadDim: 128, Rope: rope}
 	r := rand.New(rand.NewPCG(1, 1))
 	c, err := specFor(b, "turbo3.5", 16).NewCache(0, s)
 	if err != nil {
 		b.Fatal(err)
 	}
-	UseRope(c, rope)
 	ks, vs := rotatingKeys(r, s, rope, 16384, 4)
 	for i := range ks {
 		if err := c.Append(ks[i], vs[i]); err != nil {

@@ -32,8 +32,8 @@ import (
 // before RoPE is estimated from the same first tokens, and the keys are
 // stored with it, turned to their position, taken out; scoring adds its
 // share back exactly (centered.go). The mean is held with the cache (4·d
-// bytes per head, counted in Bytes). UseRope tells the cache the model's
-// rotary embedding.
+// bytes per head, counted in Bytes); the model's rotary embedding comes
+// with the Shape.
 //
 // Attend works on the compressed form, KV heads in parallel: per KV head,
 // each query head's query is prepared once (rotated, for the
@@ -59,7 +59,6 @@ type Compressed struct {
 	calib   int    // tokens needed before outliers can be chosen (0: none)
 	corr    quant.Correction
 	n, nc   int
-	rope    *Rope // the keys' rotary embedding (UseRope), nil if unknown
 	heads   []*head
 	scratch []float32 // f16 → f32 conversion when moving tokens
 	attention
@@ -261,7 +260,7 @@ func (c *Compressed) prime(i int, h *head) error {
 		toF32(rows, wk)
 		var ck *centeredKeys
 		if c.spec.K.center() {
-			ck = newCenteredKeys(nil, c.rope, wk, d)
+			ck = newCenteredKeys(nil, c.shape.Rope, wk, d)
 			h.kMean = ck.mu
 			for t := 0; t < len(rows)/d; t++ {
 				ck.center(rows[t*d:(t+1)*d], rows[t*d:(t+1)*d], c.nc+t)

@@ -68,12 +68,12 @@ func TestSpecRejects(t *testing.T) {
 		sh   Shape
 		want string
 	}{
-		{"q8_0", "q8_0", Shape{2, 1, 4}, "multiple of 32"},
-		{"turbo3.5", "turbo3.5", Shape{2, 1, 48}, "multiple of 32"},
-		{"polar", "f16", Shape{2, 1, 40}, "multiple of 16"},
-		{"turbo4", "turbo4", Shape{2, 1, 20}, "multiple of 8"},
-		{"f16", "qjl", Shape{2, 1, 128}, "keys only"},
-		{"f16", "f16", Shape{3, 2, 128}, "multiple of KV heads"},
+		{"q8_0", "q8_0", Shape{QHeads: 2, KVHeads: 1, HeadDim: 4}, "multiple of 32"},
+		{"turbo3.5", "turbo3.5", Shape{QHeads: 2, KVHeads: 1, HeadDim: 48}, "multiple of 32"},
+		{"polar", "f16", Shape{QHeads: 2, KVHeads: 1, HeadDim: 40}, "multiple of 16"},
+		{"turbo4", "turbo4", Shape{QHeads: 2, KVHeads: 1, HeadDim: 20}, "multiple of 8"},
+		{"f16", "qjl", Shape{QHeads: 2, KVHeads: 1, HeadDim: 128}, "keys only"},
+		{"f16", "f16", Shape{QHeads: 3, KVHeads: 2, HeadDim: 128}, "multiple of KV heads"},
 	} {
 		s, err := ParseSpec(tc.k, tc.v)
 		if err != nil {
@@ -84,7 +84,7 @@ func TestSpecRejects(t *testing.T) {
 			t.Errorf("%s/%s %+v: error %v, want %q", tc.k, tc.v, tc.sh, err, tc.want)
 		}
 	}
-	if _, err := (Spec{}).NewCache(0, Shape{2, 1, 128}); err == nil {
+	if _, err := (Spec{}).NewCache(0, Shape{QHeads: 2, KVHeads: 1, HeadDim: 128}); err == nil {
 		t.Error("zero Spec: no error")
 	}
 }
@@ -245,7 +245,7 @@ func TestCompressedAttendIsTheMath(t *testing.T) {
 	}
 	none := specFor(t, "turbo3.5", -1)
 	specs = append(specs, none)
-	// Centred keys told the rope (the model's case), on keys that turn.
+	// Centred keys with the rope in the Shape (the model's case), on keys that turn.
 	rope := testRope(t, s.HeadDim, s.HeadDim, false)
 	specs = append(specs, specFor(t, "turbo2.5", 32))
 	for i, spec := range specs {
@@ -258,13 +258,16 @@ func TestCompressedAttendIsTheMath(t *testing.T) {
 			name += "/rope"
 		}
 		t.Run(name, func(t *testing.T) {
-			c, err := spec.NewCache(0, s)
+			sh := s
+			if withRope {
+				sh.Rope = rope
+			}
+			c, err := spec.NewCache(0, sh)
 			if err != nil {
 				t.Fatal(err)
 			}
 			ks, vs := kvData(r, s, 200, true)
 			if withRope {
-				UseRope(c, rope)
 				ks, vs = rotatingKeys(r, s, rope, 200, 4)
 			}
 			for n := 1; n <= len(ks); n++ {
@@ -350,7 +353,7 @@ func TestAttendError(t *testing.T) {
 		"turbo3.5p": 1.05, "polar": 0.95, "qjl": 1.9,
 	}
 	mean := map[string]float64{}
-	for _, s := range []Shape{{32, 8, 128}, {4, 4, 64}} {
+	for _, s := range []Shape{{QHeads: 32, KVHeads: 8, HeadDim: 128}, {QHeads: 4, KVHeads: 4, HeadDim: 64}} {
 		for _, outliers := range []bool{false, true} {
 			var row strings.Builder
 			for _, name := range FormatNames() {
@@ -387,7 +390,7 @@ func TestCorrectionChoice(t *testing.T) {
 			for _, outliers := range []bool{false, true} {
 				spec := specFor(t, name, 0)
 				spec.corr = corr + 1
-				e := attendError(t, spec, Shape{8, 2, 128}, 512, 8, outliers, 21)
+				e := attendError(t, spec, Shape{QHeads: 8, KVHeads: 2, HeadDim: 128}, 512, 8, outliers, 21)
 				errs[corr] += e
 				fmt.Fprintf(&row, " %s/outliers=%v=%.4f", name, outliers, e)
 			}

@@ -40,7 +40,7 @@ func naiveAttention(s Shape, ks, vs [][]float32, q []float32, scale float64) []f
 
 func TestDenseAttendMatchesNaive(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, s := range []Shape{{4, 4, 16}, {8, 2, 32}, {4, 1, 128}} {
+	for _, s := range []Shape{{QHeads: 4, KVHeads: 4, HeadDim: 16}, {QHeads: 8, KVHeads: 2, HeadDim: 32}, {QHeads: 4, KVHeads: 1, HeadDim: 128}} {
 		for _, mk := range []struct {
 			name string
 			new  func(Shape) (*Dense, error)
@@ -89,12 +89,12 @@ func TestDenseAttendMatchesNaive(t *testing.T) {
 }
 
 func TestDenseErrors(t *testing.T) {
-	for _, s := range []Shape{{0, 1, 8}, {3, 2, 8}, {4, 2, 0}} {
+	for _, s := range []Shape{{QHeads: 0, KVHeads: 1, HeadDim: 8}, {QHeads: 3, KVHeads: 2, HeadDim: 8}, {QHeads: 4, KVHeads: 2, HeadDim: 0}} {
 		if _, err := NewF32(s); err == nil {
 			t.Errorf("shape %+v: no error", s)
 		}
 	}
-	c, _ := NewF16(Shape{2, 1, 8})
+	c, _ := NewF16(Shape{QHeads: 2, KVHeads: 1, HeadDim: 8})
 	if err := c.Append(make([]float32, 7), make([]float32, 8)); err == nil {
 		t.Error("short key: no error")
 	}

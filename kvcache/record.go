@@ -13,9 +13,6 @@ type Trace struct {
 	// query is recorded, in order.
 	QPos  []int
 	Scale float32
-	// Rope is the keys' rotary embedding, where the cache was told it
-	// (UseRope); a cache that replays the trace should be told it too.
-	Rope *Rope
 }
 
 // Len returns the number of tokens traced.
@@ -95,11 +92,4 @@ func (r lastRecorder) AttendLast(out, q []float32, n int, scale float32) {
 		r.record(q[i*qd:(i+1)*qd], first+i, scale)
 	}
 	r.Cache.(LastAttender).AttendLast(out, q, n, scale)
-}
-
-// SetRope records the keys' rotary embedding in the trace and tells the
-// wrapped cache (UseRope).
-func (r *Recorder) SetRope(rope *Rope) {
-	r.Trace.Rope = rope
-	UseRope(r.Cache, rope)
 }

@@ -11,7 +11,7 @@ import (
 // before they reach the cache: at position t, coordinate pair i (A(i),
 // B(i)) turns by the angle t·Freqs[i], as the complex product
 // (x_A + i·x_B)·e^(i·t·Freqs[i]); coordinates past the pairs stay as
-// they are. A cache that knows it (UseRope) can tell the part of the keys
+// they are. A cache whose Shape has it can tell the part of the keys
 // that turns with position from the part that does not (centered keys).
 type Rope struct {
 	d      int       // head dimension
@@ -148,22 +148,5 @@ func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
 		for i := range y {
 			y[i] *= r.step[i]
 		}
-	}
-}
-
-// UseRope tells c the rotary embedding of the keys it will be given,
-// where c's type uses it (Compressed, for centred keys). Call it before
-// the first Append; a cache told nothing treats the keys as unrotated.
-func UseRope(c Cache, r *Rope) {
-	if rc, ok := c.(interface{ SetRope(*Rope) }); ok {
-		rc.SetRope(r)
-	}
-}
-
-// SetRope sets the keys' rotary embedding (UseRope); it has no effect once
-// a token is compressed.
-func (c *Compressed) SetRope(r *Rope) {
-	if c.nc == 0 {
-		c.rope = r
 	}
 }

@@ -9,7 +9,7 @@ import (
 )
 
 // TestKVRopeMatchesModel: the rotary embedding the model gives its caches
-// (kvcache.UseRope, for centred keys) turns a key exactly as the model's
+// (CacheShape, for centred keys) turns a key exactly as the model's
 // own RoPE does, for adjacent pairs (llama), Llama-3 frequency factors
 // and halves (Qwen2). Tolerance 1e-5 relative: the model rotates in
 // float32.

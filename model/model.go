@@ -18,7 +18,7 @@ type Model struct {
 	file    *gguf.File
 	owned   bool          // Close closes file
 	invFreq []float64     // RoPE inverse frequencies per rotated pair
-	kvRope  *kvcache.Rope // the same, for the caches (UseRope)
+	kvRope  *kvcache.Rope // the same, for the caches (CacheShape)
 	pool    *tensor.Pool
 }
 
@@ -100,7 +100,7 @@ func (m *Model) Close() error {
 
 // CacheShape returns the attention geometry of every layer.
 func (m *Model) CacheShape() kvcache.Shape {
-	return kvcache.Shape{QHeads: m.Config.Heads, KVHeads: m.Config.KVHeads, HeadDim: m.Config.HeadDim}
+	return kvcache.Shape{QHeads: m.Config.Heads, KVHeads: m.Config.KVHeads, HeadDim: m.Config.HeadDim, Rope: m.kvRope}
 }
 
 // MemoryPlan is where a session's memory goes, in bytes.

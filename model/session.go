@@ -51,7 +51,6 @@ func (m *Model) NewSession(kv kvcache.Maker, maxTokens int) (*Session, error) {
 			return nil, fmt.Errorf("model: cache of layer %d: %w", i, err)
 		}
 		kvcache.UsePool(c, m.pool)
-		kvcache.UseRope(c, m.kvRope)
 		s.caches = append(s.caches, c)
 	}
 	return s, nil
