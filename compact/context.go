@@ -65,9 +65,9 @@ func ParseMethod(name string) (Method, error) {
 	return "", fmt.Errorf("compact: unknown method %q; known: %s", name, strings.Join(names, ", "))
 }
 
-// fits reports whether the method fits β and values (attention
+// Fits reports whether the method fits β and values (attention
 // matching) rather than keeping original tokens as they are (eviction).
-func (m Method) fits() bool { return m == AMHighest || m == AMOMPMethod }
+func (m Method) Fits() bool { return m == AMHighest || m == AMOMPMethod }
 
 // DefaultQueries is the number of reference queries per KV head that the
 // fits use when Options.Queries is 0: enough that the value fit (t

@@ -77,7 +77,7 @@ func TestCompactMethods(t *testing.T) {
 					if !slices.IsSorted(hr.Index) || hr.Index[0] < 0 || hr.Index[len(hr.Index)-1] >= block {
 						t.Fatalf("layer %d head %d keeps %v: not ascending inside [0, %d)", l, h, hr.Index, block)
 					}
-					if !m.fits() {
+					if !m.Fits() {
 						d := sh.HeadDim
 						tr := c.Layers[l]
 						for k, p := range hr.Index {

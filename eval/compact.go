@@ -26,15 +26,11 @@ type CompactOptions struct {
 	KV kvcache.Config
 	// Window is the number of the context's last tokens kept as they
 	// are; Queries the reference queries per KV head (0:
-	// compact.DefaultQueries); Repeat adds the model's rereading of the
-	// context to them (KVzip always uses it).
+	// compact.DefaultQueries); Extra the reference queries collected
+	// beyond the prefill's own (KVzip always rereads the context; the
+	// seed is advanced per context).
 	Window, Queries int
-	Repeat          bool
-	// SelfStudy adds the queries of the model writing SelfStudy samples
-	// of SelfTokens tokens (0: 24) after the context and SelfPrompt (""
-	// : DefaultSelfPrompt), sampled at temperature 1.
-	SelfStudy, SelfTokens int
-	SelfPrompt            string
+	Extra           compact.QueryOptions
 	// Length is the context's length in tokens (0: 2048), questions and
 	// continuations not counted.
 	Length int
@@ -114,15 +110,6 @@ const (
 // reference model's retrieval training data).
 var factWords = strings.Fields("apple river stone cloud tiger violet harbor lantern maple comet falcon velvet meadow copper orchid glacier")
 
-// repeatInstruction is what the model reads between the context and its
-// rereading.
-const repeatInstruction = "\n\nRepeat the previous context.\n\n"
-
-// DefaultSelfPrompt starts the model's self-study: a question about the
-// context, in the style of the questions the reference model was trained
-// to answer (it follows no instructions).
-const DefaultSelfPrompt = "\n\nWhat is the"
-
 // CompactEval measures compaction on the model: needles at several depths
 // and multi-fact key→value retrieval in contexts of held-out text (token
 // ids from heldout, never trained on), and the KL divergence of the
@@ -189,12 +176,8 @@ func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, 
 			a.factOK++
 		}
 	}
-	needRepeat := o.Repeat || slices.Contains(o.Methods, compact.KVzip)
-	instr := tok.Encode(repeatInstruction, false)
-	if o.SelfPrompt == "" {
-		o.SelfPrompt = DefaultSelfPrompt
-	}
-	selfPrompt := tok.Encode(o.SelfPrompt, false)
+	qo := o.Extra
+	qo.Repeat = qo.Repeat || slices.Contains(o.Methods, compact.KVzip)
 	for pi, p := range probes {
 		if err := ctx.Err(); err != nil {
 			return res, err
@@ -236,35 +219,27 @@ func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, 
 		if err != nil {
 			return res, err
 		}
-		if needRepeat {
-			if cc.Extra, err = compact.RepeatQueries(ctx, m, cc, p.ctx, instr, tok.BOS() >= 0, 0); err != nil {
-				return res, err
-			}
+		qo.Seed = o.Extra.Seed + uint64(pi)<<16
+		extra, err := compact.CollectQueries(ctx, m, tok, cc, p.ctx, qo, 0)
+		if err != nil {
+			return res, err
 		}
-		var self [][]float32
-		if o.SelfStudy > 0 {
-			prompts := make([][]int32, o.SelfStudy)
-			for i := range prompts {
-				prompts[i] = selfPrompt
-			}
-			sc := model.SamplerConfig{Temperature: 1, Seed: o.Seed + uint64(pi)<<16}
-			if self, err = compact.SelfQueries(ctx, m, cc, prompts, o.SelfTokens, sc, 0); err != nil {
-				return res, err
-			}
-		}
+
 		i := uncompacted
 		for _, meth := range o.Methods {
 			for _, ratio := range o.Ratios {
 				a := accs[i]
 				i++
 				opts := compact.Options{Method: meth, Ratio: ratio, Window: o.Window, Queries: o.Queries, Seed: o.Seed}
+				use := extra
+				if !o.Extra.Repeat {
+					use.Repeat = nil // collected for KVzip alone
+				}
+				if meth == compact.KVzip {
+					use.Repeat = extra.Repeat
+				}
 				c := cc
-				if meth != compact.KVzip && !o.Repeat {
-					c.Extra = nil
-				}
-				if self != nil && meth != compact.KVzip {
-					c.Extra = joinQueries(c.Extra, self)
-				}
+				c.Extra = use.For(meth)
 				start := time.Now()
 				comp, err := compact.Compact(ctx, c, opts)
 				if err != nil {
@@ -361,20 +336,7 @@ func (o CompactOptions) withDefaults() CompactOptions {
 	def(&o.FactContexts, 3)
 	def(&o.KLContexts, 2)
 	def(&o.KLTokens, 256)
-	def(&o.SelfTokens, 24)
 	return o
-}
-
-// joinQueries returns, per layer, a's queries and then b's (a may be nil).
-func joinQueries(a, b [][]float32) [][]float32 {
-	out := make([][]float32, len(b))
-	for l := range b {
-		if a != nil {
-			out[l] = append(out[l], a[l]...)
-		}
-		out[l] = append(out[l], b[l]...)
-	}
-	return out
 }
 
 // probeTail returns the most tokens any probe adds after its context.

@@ -27,7 +27,7 @@ func TestCompactEval(t *testing.T) {
 	o := CompactOptions{
 		Methods: []compact.Method{compact.AMHighest, compact.SnapKV}, Ratios: []float64{4},
 		KV: q8, Window: 8, Length: 192, Depths: 2, Trials: 1, Facts: 2, FactContexts: 1, KLContexts: 1, KLTokens: 12,
-		SelfStudy: 2, SelfTokens: 6,
+		Extra: compact.QueryOptions{SelfStudy: 2, SelfTokens: 6},
 	}
 	if testing.Short() {
 		o.Methods = o.Methods[:1]

@@ -12,8 +12,21 @@ import (
 
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/eval"
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/plot"
 )
+
+// openText reads the text of path (readText), then opens the model and
+// KV configuration the flags name: the steps of the eval commands that
+// read a haystack.
+func openText(e *env, path string, mf modelFlags, kvf kvFlags) (*loaded, kvcache.Config, string, error) {
+	text, err := readText(path)
+	if err != nil {
+		return nil, kvcache.Config{}, "", err
+	}
+	l, kv, err := openWithKV(e, mf, kvf)
+	return l, kv, text, err
+}
 
 // readText returns the text of path, or the embedded held-out text when
 // path is empty.
@@ -39,13 +52,7 @@ func evalPPL(e *env, args []string) error {
 	ref := fs.String("ref", "", "compare with the distributions in this file")
 	topK := fs.Int("top-k", 64, "most likely tokens kept per position in --dump")
 	format := formatFlag(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := checkFormat(*format); err != nil {
-		return err
-	}
-	if err := checkOutputs(*dump); err != nil {
+	if err := parseOutputFlags(fs, args, format, *dump); err != nil {
 		return err
 	}
 	text, err := readText(*file)
@@ -130,13 +137,7 @@ func evalNeedle(e *env, args []string) error {
 	kvf := addKVFlags(fs)
 	plotFile := plotFlag(fs, "the grid as a heat map")
 	format := formatFlag(fs)
-	if err := parseFlags(fs, args); err != nil {
-		return err
-	}
-	if err := checkFormat(*format); err != nil {
-		return err
-	}
-	if err := checkOutputs(*plotFile); err != nil {
+	if err := parseOutputFlags(fs, args, format, *plotFile); err != nil {
 		return err
 	}
 	if *depths < 1 || *depths > 101 || *trials < 1 || *trials > 1000 {
@@ -149,11 +150,7 @@ func evalNeedle(e *env, args []string) error {
 	if len(ls) == 0 {
 		return usageError{errors.New("--lengths: no length given")}
 	}
-	text, err := readText(*file)
-	if err != nil {
-		return err
-	}
-	l, kv, err := openWithKV(e, mf, kvf)
+	l, kv, text, err := openText(e, *file, mf, kvf)
 	if err != nil {
 		return err
 	}

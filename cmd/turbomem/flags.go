@@ -71,6 +71,18 @@ func formatFlag(fs *flag.FlagSet) *string {
 	return fs.String("format", "table", "output format: table or json")
 }
 
+// parseOutputFlags parses args, then checks --format and that every
+// output path can be written, before any work.
+func parseOutputFlags(fs *flag.FlagSet, args []string, format *string, outputs ...string) error {
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	if err := checkFormat(*format); err != nil {
+		return err
+	}
+	return checkOutputs(outputs...)
+}
+
 // checkFormat checks a --format value before any work.
 func checkFormat(f string) error {
 	if f != "table" && f != "json" {

@@ -69,6 +69,7 @@ func groups() map[string][]command {
 			{"needle", "needle-in-a-haystack retrieval over context lengths × depths", evalNeedle},
 			{"kv", "one row per KV cache format: bits, bytes per token, perplexity, KL, top-1, needle", evalKV},
 			{"kvdist", "attention error of each KV format per layer, on the model's K/V/q vs random vectors", evalKVDist},
+			{"compact", "KV compaction (attention matching, eviction) at several ratios: needle, multi-fact retrieval, KL, bytes", evalCompact},
 		},
 		"bench": {
 			{"quant", "distortion and speed of the vector quantizers on random unit vectors", benchQuant},

@@ -369,6 +369,7 @@ func TestOutputsCheckedFirst(t *testing.T) {
 		{"eval", "kv", "--plot", bad + ".svg"},
 		{"eval", "kvdist", "--plot", bad + ".svg"},
 		{"eval", "needle", "--plot", bad + ".svg"},
+		{"eval", "compact", "--plot", bad + ".svg"},
 		{"eval", "ppl", "--dump", bad + ".dist"},
 		{"bench", "kv", "--json", bad + ".json"},
 		{"bench", "kv", "--plot", bad + ".svg"},

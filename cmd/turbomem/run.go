@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/term"
 
+	"github.com/turbomem/turbomem/compact"
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
@@ -138,18 +139,24 @@ func (r stopReason) describe(st genStats, s *model.Session, trained int) string 
 // to w as it is decoded; it stops at an end-of-generation token, when the
 // context is full or when ctx is cancelled, and says which in stats.
 func generate(ctx context.Context, w io.Writer, l *loaded, s *model.Session, sm *model.Sampler, prompt []int32, n int) (genStats, error) {
-	st := genStats{promptTokens: len(prompt), stop: stopN}
-	for _, id := range prompt {
-		sm.Accept(id)
-	}
 	start := time.Now()
 	logits, err := s.Forward(prompt, false)
 	if err != nil {
-		return st, err
+		return genStats{promptTokens: len(prompt)}, err
 	}
-	st.prompt = time.Since(start)
+	return decode(ctx, w, l, s, sm, prompt, logits, time.Since(start), n)
+}
+
+// decode samples up to n tokens after a prompt already fed to s (in the
+// time given), from its last token's logits, as generate does.
+func decode(ctx context.Context, w io.Writer, l *loaded, s *model.Session, sm *model.Sampler, prompt []int32, logits []float32, took time.Duration, n int) (genStats, error) {
+	st := genStats{promptTokens: len(prompt), stop: stopN, prompt: took}
+	for _, id := range prompt {
+		sm.Accept(id)
+	}
+	var err error
 	dec := l.tok.NewDecoder()
-	start = time.Now()
+	start := time.Now()
 	for range n {
 		if ctx.Err() != nil {
 			st.stop = stopInterrupted
@@ -230,6 +237,7 @@ func runRun(e *env, args []string) error {
 	chat := fs.Bool("chat", false, "wrap the prompt as a user message in the model's chat template")
 	noEcho := fs.Bool("no-echo", false, "do not print the prompt before the continuation on a terminal")
 	kvf := addKVFlags(fs)
+	cf := addCompactFlags(fs)
 	prompt, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err
@@ -241,6 +249,10 @@ func runRun(e *env, args []string) error {
 		return usageError{fmt.Errorf("-n %d must be ≥ 1", *n)}
 	}
 	sc, err := g.sampler()
+	if err != nil {
+		return err
+	}
+	co, cq, err := cf.options(*g.seed)
 	if err != nil {
 		return err
 	}
@@ -267,18 +279,33 @@ func runRun(e *env, args []string) error {
 	case *g.ctx != 0 && len(ids)+*n > limit:
 		return usageError{fmt.Errorf("the prompt (%d tokens) and -n %d need %d tokens; --ctx is %d", len(ids), *n, len(ids)+*n, limit)}
 	}
-	s, err := l.m.NewSession(kv, limit)
-	if err != nil {
-		return err
-	}
 	sm, err := model.NewSampler(sc)
 	if err != nil {
 		return err
 	}
-	if !*chat && !*noEcho && isTerminal(e.stdout) {
-		fmt.Fprint(e.stdout, text)
+	var s *model.Session
+	var st genStats
+	if co == nil {
+		if s, err = l.m.NewSession(kv, limit); err != nil {
+			return err
+		}
+		if !*chat && !*noEcho && isTerminal(e.stdout) {
+			fmt.Fprint(e.stdout, text)
+		}
+		st, err = generate(context.Background(), e.stdout, l, s, sm, ids, *n)
+	} else {
+		var logits []float32
+		var rep compact.Report
+		s, logits, rep, err = compact.CompactPrompt(context.Background(), l.m, l.tok, kv, ids, limit, *co, cq)
+		if err != nil {
+			return err
+		}
+		printCompaction(e, co.Method, rep)
+		if !*chat && !*noEcho && isTerminal(e.stdout) {
+			fmt.Fprint(e.stdout, text)
+		}
+		st, err = decode(context.Background(), e.stdout, l, s, sm, ids, logits, rep.Prefill, *n)
 	}
-	st, err := generate(context.Background(), e.stdout, l, s, sm, ids, *n)
 	fmt.Fprintln(e.stdout)
 	if err != nil {
 		return err

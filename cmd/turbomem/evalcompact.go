@@ -1,0 +1,125 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/turbomem/turbomem/compact"
+	"github.com/turbomem/turbomem/eval"
+	"github.com/turbomem/turbomem/plot"
+)
+
+func evalCompact(e *env, args []string) error {
+	fs := newFlagSet(e, "eval compact", "\n\nCompacts contexts of held-out text (--file) by each --methods at each --ratios\n(the context's tokens per token kept, per layer and KV head, window included),\nwith the caches stored as --kv says (compaction composes with quantization),\nthen scores what the model still answers: needles at --depths depths, --facts\nkey→value facts per context (each asked), and the KL divergence of its\ndistributions over --kl-tokens held-out tokens after the context from the\nuncompacted f16 cache's. Rows: the uncompacted f16 (and --kv) caches, then each\nmethod and ratio, with the bytes holding the context and the total reduction\nagainst f16.")
+	mf := addModelFlags(fs, "")
+	file := fs.String("file", "", "text (default: the embedded held-out text)")
+	methods := fs.String("methods", "am,am-omp,snapkv,h2o,streaming", "comma-separated compaction methods: "+methodNames())
+	ratios := fs.String("ratios", "5,10,20,50,100", "comma-separated compaction ratios")
+	length := fs.Int("length", 2048, "context length in tokens")
+	depths := fs.Int("depths", 5, "needle depths, from start to end")
+	trials := fs.Int("trials", 2, "needles per depth")
+	facts := fs.Int("facts", 4, "key→value facts per multi-fact context")
+	factCtx := fs.Int("fact-contexts", 3, "multi-fact contexts")
+	klCtx := fs.Int("kl-contexts", 2, "held-out contexts whose continuations score the KL divergence")
+	klTokens := fs.Int("kl-tokens", 256, "continuation tokens per KL context")
+	seed := seedFlag(fs, "the contexts, needles and reference queries")
+	kvf := addKVFlags(fs)
+	cf := addCompactFitFlags(fs)
+	format := formatFlag(fs)
+	plotFile := plotFlag(fs, "retrieval against the total KV reduction")
+	if err := parseOutputFlags(fs, args, format, *plotFile); err != nil {
+		return err
+	}
+	o := eval.CompactOptions{Length: *length, Depths: *depths, Trials: *trials, Facts: *facts, FactContexts: *factCtx, KLContexts: *klCtx, KLTokens: *klTokens, Seed: *seed}
+	for _, name := range strings.Split(*methods, ",") {
+		m, err := compact.ParseMethod(strings.TrimSpace(name))
+		if err != nil {
+			return usageError{err}
+		}
+		o.Methods = append(o.Methods, m)
+	}
+	for _, r := range strings.Split(*ratios, ",") {
+		x, err := parseRatio(r)
+		if err != nil {
+			return err
+		}
+		o.Ratios = append(o.Ratios, x)
+	}
+	if *length < 64 || *depths < 1 || *trials < 0 || *facts < 1 || *factCtx < 0 || *klCtx < 0 || *klTokens < 2 {
+		return usageError{errors.New("--length must be ≥ 64, --depths and --facts ≥ 1, --kl-tokens ≥ 2, the counts ≥ 0")}
+	}
+	base, q, err := cf.base(compact.AMHighest, *seed)
+	if err != nil {
+		return err
+	}
+	o.Window, o.Queries, o.Extra = base.Window, base.Queries, q
+	l, kv, text, err := openText(e, *file, mf, kvf)
+	if err != nil {
+		return err
+	}
+	defer l.m.Close()
+	o.KV = kv
+	o.Progress = func(done, total int) {
+		if isTerminal(e.stderr) {
+			fmt.Fprintf(e.stderr, "\rcontext %d/%d", done, total)
+		}
+	}
+	res, err := eval.CompactEval(context.Background(), l.m, l.tok, l.tok.Encode(text, false), o)
+	if isTerminal(e.stderr) {
+		fmt.Fprintln(e.stderr)
+	}
+	if err != nil {
+		return err
+	}
+	if *plotFile != "" {
+		if err := writeCompactPlot(*plotFile, res); err != nil {
+			return err
+		}
+	}
+	if *format == "json" {
+		return json.NewEncoder(e.stdout).Encode(res)
+	}
+	fmt.Fprintf(e.stdout, "contexts of %d tokens; window %d, %d reference queries per KV head, self-study %d × %d tokens, rereading %v\n",
+		res.Tokens, o.Window, o.Queries, q.SelfStudy, q.SelfTokens, q.Repeat)
+	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "method\tratio\tkv\tkept\tbytes\treduction\tneedle\tfacts\tKL\ttop-1\tseconds\twarnings\t")
+	for _, r := range res.Rows {
+		fmt.Fprintf(tw, "%s\t%g\t%s\t%.1f\t%.0f\t%.1fx\t%.3f\t%.3f\t%.4f\t%.3f\t%.2f\t%d\t\n", r.Method, r.Ratio, r.KV, r.Kept, r.Bytes, r.Reduction, r.Needle, r.Facts, r.KL, r.Top1, r.Seconds, r.Warnings)
+	}
+	return tw.Flush()
+}
+
+// writeCompactPlot draws each method's needle (solid) and multi-fact
+// (dashed) scores against the total KV reduction, the uncompacted caches
+// as points at their own reduction.
+func writeCompactPlot(path string, res eval.CompactResult) error {
+	c := &plot.Chart{Title: fmt.Sprintf("compaction of %d-token contexts: retrieval vs total KV reduction", res.Tokens), XLabel: "total KV reduction against f16 (×)", YLabel: "exact answers"}
+	type key struct{ method, kv string }
+	var order []key
+	rows := map[key][]eval.CompactRow{}
+	for _, r := range res.Rows {
+		k := key{r.Method, r.KV}
+		if _, ok := rows[k]; !ok {
+			order = append(order, k)
+		}
+		rows[k] = append(rows[k], r)
+	}
+	for _, k := range order {
+		name := k.method
+		if k.method == "none" {
+			name = "uncompacted"
+		}
+		name += " " + k.kv
+		needle, facts := plot.Series{Name: name + " needle"}, plot.Series{Name: name + " facts", Dashed: true}
+		for _, r := range rows[k] {
+			needle.X, needle.Y = append(needle.X, r.Reduction), append(needle.Y, r.Needle)
+			facts.X, facts.Y = append(facts.X, r.Reduction), append(facts.Y, r.Facts)
+		}
+		c.Series = append(c.Series, needle, facts)
+	}
+	return writeSVG(path, c)
+}
