@@ -31,6 +31,10 @@ type CompactOptions struct {
 	// seed is advanced per context).
 	Window, Queries int
 	Extra           compact.QueryOptions
+	// Measured adds, for the attention-matching methods, rows with
+	// non-uniform budgets per layer and KV head chosen from measured loss
+	// (CompactShares) on the end of the held-out text.
+	Measured bool
 	// Length is the context's length in tokens (0: 2048), questions and
 	// continuations not counted.
 	Length int
@@ -59,7 +63,13 @@ type CompactOptions struct {
 type CompactRow struct {
 	Method string  `json:"method"` // "none" for the uncompacted caches
 	Ratio  float64 `json:"ratio"`  // asked for (1: none)
-	KV     string  `json:"kv"`
+	// Budgets is "uniform" (as many tokens per head everywhere) or
+	// "measured" (CompactShares).
+	Budgets string `json:"budgets"`
+	// Plan is what CompactShares measured and chose, for measured
+	// budgets.
+	Plan *CompactPlan `json:"plan,omitempty"`
+	KV      string `json:"kv"`
 	// Kept is the mean tokens kept per layer and KV head, the window
 	// included.
 	Kept float64 `json:"kept"`
@@ -156,9 +166,29 @@ func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, 
 		accs = append(accs, newAcc("none", 1, o.KV))
 	}
 	uncompacted := len(accs)
+	type config struct {
+		method compact.Method
+		ratio  float64
+		share  [][]float64
+	}
+	var configs []config
 	for _, meth := range o.Methods {
 		for _, r := range o.Ratios {
-			accs = append(accs, newAcc(string(meth), r, o.KV))
+			configs = append(configs, config{method: meth, ratio: r})
+			a := newAcc(string(meth), r, o.KV)
+			a.row.Budgets = "uniform"
+			accs = append(accs, a)
+			if !o.Measured || !meth.Fits() {
+				continue
+			}
+			plan, err := CompactShares(ctx, m, tok, heldout, CompactPlanOptions{Method: meth, Ratio: r, Window: o.Window, Queries: o.Queries, Extra: o.Extra, KV: o.KV, Length: o.Length, Seed: o.Seed})
+			if err != nil {
+				return CompactResult{}, err
+			}
+			configs = append(configs, config{method: meth, ratio: r, share: plan.Shares})
+			a = newAcc(string(meth), r, o.KV)
+			a.row.Budgets, a.row.Plan = "measured", plan
+			accs = append(accs, a)
 		}
 	}
 	score := func(a *acc, p compactProbe, q int, ok bool) {
@@ -224,72 +254,69 @@ func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, 
 		if err != nil {
 			return res, err
 		}
-
-		i := uncompacted
-		for _, meth := range o.Methods {
-			for _, ratio := range o.Ratios {
-				a := accs[i]
-				i++
-				opts := compact.Options{Method: meth, Ratio: ratio, Window: o.Window, Queries: o.Queries, Seed: o.Seed}
-				use := extra
-				if !o.Extra.Repeat {
-					use.Repeat = nil // collected for KVzip alone
-				}
-				if meth == compact.KVzip {
-					use.Repeat = extra.Repeat
-				}
-				c := cc
-				c.Extra = use.For(meth)
-				start := time.Now()
-				comp, err := compact.Compact(ctx, c, opts)
-				if err != nil {
-					return res, fmt.Errorf("eval: compact: %s at %gx: %w", meth, ratio, err)
-				}
-				a.row.Seconds += time.Since(start).Seconds()
-				a.compactions++
-				a.row.Warnings += len(comp.Warnings)
-				a.row.Kept += float64(comp.Kept()) / float64(m.Config.Layers*m.Config.KVHeads)
-				asked := 0
-				resume := func(extra int) (*model.Session, error) {
-					caches, err := o.Install(comp, o.KV)
-					if err != nil {
-						return nil, err
-					}
-					if asked == 0 {
-						for _, c := range caches {
-							a.row.Bytes += float64(c.Bytes())
-						}
-					}
-					asked++
-					return m.Resume(caches, n, n+extra)
-				}
-				for q, question := range p.questions {
-					s, err := resume(len(question) + len(p.answers[q]) + 4)
-					if err != nil {
-						return res, err
-					}
-					logits, err := s.Forward(question, false)
-					if err != nil {
-						return res, err
-					}
-					ok, err := answerFrom(s, logits, tok, p.answers[q])
-					if err != nil {
-						return res, err
-					}
-					score(a, p, q, ok)
-				}
-				if p.kind == askKL {
-					s, err := resume(len(p.cont))
-					if err != nil {
-						return res, err
-					}
-					logits, err := s.Forward(p.cont[:len(p.cont)-1], true)
-					if err != nil {
-						return res, err
-					}
-					a.agree.addLogits(ref, logits)
-				}
+		for ci, cf := range configs {
+			a := accs[uncompacted+ci]
+			meth := cf.method
+			opts := compact.Options{Method: meth, Ratio: cf.ratio, Window: o.Window, Queries: o.Queries, Seed: o.Seed, Share: cf.share}
+			use := extra
+			if !o.Extra.Repeat {
+				use.Repeat = nil // collected for KVzip alone
 			}
+			if meth == compact.KVzip {
+				use.Repeat = extra.Repeat
+			}
+			c := cc
+			c.Extra = use.For(meth)
+			start := time.Now()
+			comp, err := compact.Compact(ctx, c, opts)
+			if err != nil {
+				return res, fmt.Errorf("eval: compact: %s at %gx: %w", meth, cf.ratio, err)
+			}
+			a.row.Seconds += time.Since(start).Seconds()
+			a.compactions++
+			a.row.Warnings += len(comp.Warnings)
+			a.row.Kept += float64(comp.Kept()) / float64(m.Config.Layers*m.Config.KVHeads)
+			asked := 0
+			resume := func(extra int) (*model.Session, error) {
+				caches, err := o.Install(comp, o.KV)
+				if err != nil {
+					return nil, err
+				}
+				if asked == 0 {
+					for _, c := range caches {
+						a.row.Bytes += float64(c.Bytes())
+					}
+				}
+				asked++
+				return m.Resume(caches, n, n+extra)
+			}
+			for q, question := range p.questions {
+				s, err := resume(len(question) + len(p.answers[q]) + 4)
+				if err != nil {
+					return res, err
+				}
+				logits, err := s.Forward(question, false)
+				if err != nil {
+					return res, err
+				}
+				ok, err := answerFrom(s, logits, tok, p.answers[q])
+				if err != nil {
+					return res, err
+				}
+				score(a, p, q, ok)
+			}
+			if p.kind == askKL {
+				s, err := resume(len(p.cont))
+				if err != nil {
+					return res, err
+				}
+				logits, err := s.Forward(p.cont[:len(p.cont)-1], true)
+				if err != nil {
+					return res, err
+				}
+				a.agree.addLogits(ref, logits)
+			}
+
 		}
 		if o.Progress != nil {
 			o.Progress(pi+1, len(probes))

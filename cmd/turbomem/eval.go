@@ -52,7 +52,7 @@ func evalPPL(e *env, args []string) error {
 	ref := fs.String("ref", "", "compare with the distributions in this file")
 	topK := fs.Int("top-k", 64, "most likely tokens kept per position in --dump")
 	format := formatFlag(fs)
-	if err := parseOutputFlags(fs, args, format, *dump); err != nil {
+	if err := parseOutputFlags(fs, args, format, dump); err != nil {
 		return err
 	}
 	text, err := readText(*file)
@@ -137,7 +137,7 @@ func evalNeedle(e *env, args []string) error {
 	kvf := addKVFlags(fs)
 	plotFile := plotFlag(fs, "the grid as a heat map")
 	format := formatFlag(fs)
-	if err := parseOutputFlags(fs, args, format, *plotFile); err != nil {
+	if err := parseOutputFlags(fs, args, format, plotFile); err != nil {
 		return err
 	}
 	if *depths < 1 || *depths > 101 || *trials < 1 || *trials > 1000 {

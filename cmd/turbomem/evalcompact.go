@@ -26,15 +26,16 @@ func evalCompact(e *env, args []string) error {
 	factCtx := fs.Int("fact-contexts", 3, "multi-fact contexts")
 	klCtx := fs.Int("kl-contexts", 2, "held-out contexts whose continuations score the KL divergence")
 	klTokens := fs.Int("kl-tokens", 256, "continuation tokens per KL context")
+	measured := fs.Bool("measured-budgets", false, "also run the attention-matching methods with budgets per layer and KV head chosen from measured loss (KL of a held-out continuation with one head compacted at a time, exact allocation)")
 	seed := seedFlag(fs, "the contexts, needles and reference queries")
 	kvf := addKVFlags(fs)
 	cf := addCompactFitFlags(fs)
 	format := formatFlag(fs)
 	plotFile := plotFlag(fs, "retrieval against the total KV reduction")
-	if err := parseOutputFlags(fs, args, format, *plotFile); err != nil {
+	if err := parseOutputFlags(fs, args, format, plotFile); err != nil {
 		return err
 	}
-	o := eval.CompactOptions{Length: *length, Depths: *depths, Trials: *trials, Facts: *facts, FactContexts: *factCtx, KLContexts: *klCtx, KLTokens: *klTokens, Seed: *seed}
+	o := eval.CompactOptions{Length: *length, Depths: *depths, Trials: *trials, Facts: *facts, FactContexts: *factCtx, KLContexts: *klCtx, KLTokens: *klTokens, Seed: *seed, Measured: *measured}
 	for _, name := range strings.Split(*methods, ",") {
 		m, err := compact.ParseMethod(strings.TrimSpace(name))
 		if err != nil {
@@ -86,9 +87,9 @@ func evalCompact(e *env, args []string) error {
 	fmt.Fprintf(e.stdout, "contexts of %d tokens; window %d, %d reference queries per KV head, self-study %d × %d tokens, rereading %v\n",
 		res.Tokens, o.Window, o.Queries, q.SelfStudy, q.SelfTokens, q.Repeat)
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "method\tratio\tkv\tkept\tbytes\treduction\tneedle\tfacts\tKL\ttop-1\tseconds\twarnings\t")
+	fmt.Fprintln(tw, "method\tbudgets\tratio\tkv\tkept\tbytes\treduction\tneedle\tfacts\tKL\ttop-1\tseconds\twarnings\t")
 	for _, r := range res.Rows {
-		fmt.Fprintf(tw, "%s\t%g\t%s\t%.1f\t%.0f\t%.1fx\t%.3f\t%.3f\t%.4f\t%.3f\t%.2f\t%d\t\n", r.Method, r.Ratio, r.KV, r.Kept, r.Bytes, r.Reduction, r.Needle, r.Facts, r.KL, r.Top1, r.Seconds, r.Warnings)
+		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%.1f\t%.0f\t%.1fx\t%.3f\t%.3f\t%.4f\t%.3f\t%.2f\t%d\t\n", r.Method, r.Budgets, r.Ratio, r.KV, r.Kept, r.Bytes, r.Reduction, r.Needle, r.Facts, r.KL, r.Top1, r.Seconds, r.Warnings)
 	}
 	return tw.Flush()
 }
@@ -98,11 +99,11 @@ func evalCompact(e *env, args []string) error {
 // as points at their own reduction.
 func writeCompactPlot(path string, res eval.CompactResult) error {
 	c := &plot.Chart{Title: fmt.Sprintf("compaction of %d-token contexts: retrieval vs total KV reduction", res.Tokens), XLabel: "total KV reduction against f16 (×)", YLabel: "exact answers"}
-	type key struct{ method, kv string }
+	type key struct{ method, budgets, kv string }
 	var order []key
 	rows := map[key][]eval.CompactRow{}
 	for _, r := range res.Rows {
-		k := key{r.Method, r.KV}
+		k := key{r.Method, r.Budgets, r.KV}
 		if _, ok := rows[k]; !ok {
 			order = append(order, k)
 		}
@@ -110,8 +111,11 @@ func writeCompactPlot(path string, res eval.CompactResult) error {
 	}
 	for _, k := range order {
 		name := k.method
-		if k.method == "none" {
+		switch {
+		case k.method == "none":
 			name = "uncompacted"
+		case k.budgets == "measured":
+			name += " (measured budgets)"
 		}
 		name += " " + k.kv
 		needle, facts := plot.Series{Name: name + " needle"}, plot.Series{Name: name + " facts", Dashed: true}

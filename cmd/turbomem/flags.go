@@ -72,15 +72,20 @@ func formatFlag(fs *flag.FlagSet) *string {
 }
 
 // parseOutputFlags parses args, then checks --format and that every
-// output path can be written, before any work.
-func parseOutputFlags(fs *flag.FlagSet, args []string, format *string, outputs ...string) error {
+// output path (the flags' values) can be written, before any work.
+func parseOutputFlags(fs *flag.FlagSet, args []string, format *string, outputs ...*string) error {
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
 	if err := checkFormat(*format); err != nil {
 		return err
 	}
-	return checkOutputs(outputs...)
+	for _, o := range outputs {
+		if err := checkOutputs(*o); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // checkFormat checks a --format value before any work.
