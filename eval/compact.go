@@ -69,7 +69,7 @@ type CompactRow struct {
 	// Plan is what CompactShares measured and chose, for measured
 	// budgets.
 	Plan *CompactPlan `json:"plan,omitempty"`
-	KV      string `json:"kv"`
+	KV   string       `json:"kv"`
 	// Kept is the mean tokens kept per layer and KV head, the window
 	// included.
 	Kept float64 `json:"kept"`
