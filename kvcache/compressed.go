@@ -348,20 +348,33 @@ func (c *Compressed) Attend(out, q []float32, scale float32) {
 		// the slice's window rows (fp16), if it reaches the window
 		w0, w1 := h.off+max(t0, nc)-nc, h.off+max(t1, nc)-nc
 		wk, wv := h.wk[w0*d:w1*d], h.wv[w0*d:w1*d]
-		for j := range g {
-			if w1 > w0 {
-				tensor.DotRowsF16(ws.sc[j][mc:], ws.qs[j], wk)
+		m, nw := t1-t0, w1-w0
+		for j := 0; j < g && nw > 0; j++ { // four query heads per pass where there are four
+			if j%4 == 0 && j+4 <= g {
+				tensor.DotRowsF16x4(ws.scores[j*m+mc:], m, nw, q[(hi*g+j)*d:(hi*g+j+4)*d], wk)
+				j += 3
+				continue
 			}
+			tensor.DotRowsF16(ws.sc[j][mc:], ws.qs[j], wk)
+		}
+		for j := range g {
 			c.biasScores(ws.sc[j], hi, t0, scale)
 			parts[j].Weigh(ws.sc[j], scale)
 		}
 		if mc > 0 {
 			h.values.accumulate(ws.accumulator(hi, len(c.heads), h.values), ws.ca, ws.cs, t0)
 		}
-		if w1 > w0 {
-			for j := range g {
-				tensor.WeightedSumF16(ws.accs[j][al:], ws.sc[j][mc:], wv)
+		for j := 0; j < g && nw > 0; j++ {
+			if j%4 == 0 && j+4 <= g {
+				var accs [4][]float32
+				for i := range accs {
+					accs[i] = ws.accs[j+i][al:]
+				}
+				tensor.WeightedSumF16x4(&accs, ws.scores[j*m+mc:], m, nw, wv)
+				j += 3
+				continue
 			}
+			tensor.WeightedSumF16(ws.accs[j][al:], ws.sc[j][mc:], wv)
 		}
 	}, func(hi, j int, p *Partial) {
 		o := out[(hi*g+j)*d : (hi*g+j+1)*d]

@@ -116,9 +116,22 @@ func (c *Dense) AttendLast(out, q []float32, n int, scale float32) {
 // span fills the Partials of KV head hi's query group (queries from q)
 // with positions [t0, t1).
 func (c *Dense) span(ws *workspace, q []float32, hi, t0, t1 int, parts []Partial, scale float32) {
-	g, d := c.shape.Group(), c.shape.HeadDim
-	ws.group(q, hi, g, d, t1-t0, 0, 0, parts)
-	for j := range g {
+	g, d, m := c.shape.Group(), c.shape.HeadDim, t1-t0
+	ws.group(q, hi, g, d, m, 0, 0, parts)
+	j := 0
+	if k, ok := c.keys[hi].(*f16Rows); ok {
+		// four query heads per pass over the fp16 keys and values
+		v := c.values[hi].(*f16Rows)
+		for ; j+4 <= g; j += 4 {
+			tensor.DotRowsF16x4(ws.scores[j*m:], m, m, q[(hi*g+j)*d:(hi*g+j+4)*d], k.data[t0*d:])
+			for i := j; i < j+4; i++ {
+				c.biasScores(ws.sc[i], hi, t0, scale)
+				parts[i].Weigh(ws.sc[i], scale)
+			}
+			tensor.WeightedSumF16x4((*[4][]float32)(ws.accs[j:j+4]), ws.scores[j*m:], m, m, v.data[t0*d:])
+		}
+	}
+	for ; j < g; j++ {
 		c.keys[hi].scores(ws.sc[j], ws.qs[j], t0)
 		c.biasScores(ws.sc[j], hi, t0, scale)
 		parts[j].Weigh(ws.sc[j], scale)

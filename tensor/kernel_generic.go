@@ -38,3 +38,11 @@ const hasGEMM = false
 func gemmKernel(p *gemmPanel, g *gemmActs, steps int, out *[gemmRows * gemmCols]float32) {
 	gemmKernelGo(p, g, steps, out)
 }
+
+func dotRowsF16x4(dst []float32, stride, n int, q []float32, rows []uint16) {
+	dotRowsF16x4Go(dst, stride, n, q, rows)
+}
+
+func weightedSumF16x4(acc *[4][]float32, w []float32, stride, n int, rows []uint16) {
+	weightedSumF16x4Go(acc, w, stride, n, rows)
+}

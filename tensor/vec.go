@@ -91,3 +91,47 @@ func weightedSumF32Go(acc, w, rows []float32) {
 		axpyF32Go(acc, wt, rows[t*d:(t+1)*d])
 	}
 }
+
+// DotRowsF16x4 sets dst[j·stride+t] = <q[j·d:(j+1)·d], row t> for the
+// four queries held one after another in q (d = len(q)/4) and the first n
+// fp16 rows: DotRowsF16 for the four query heads of a KV head in one pass
+// over the rows (each key converted once), with the same results.
+func DotRowsF16x4(dst []float32, stride, n int, q []float32, rows []uint16) {
+	d := len(q) / 4
+	if n == 0 {
+		return
+	}
+	_ = dst[3*stride+n-1]
+	_ = rows[n*d-1]
+	dotRowsF16x4(dst, stride, n, q, rows)
+}
+
+// WeightedSumF16x4 adds Σ_t w[j·stride+t]·(row t) to acc[j] over the
+// first n fp16 rows of d = len(acc[0]) elements, for four queries:
+// WeightedSumF16 for the four query heads of a KV head in one pass over
+// the values, with the same results.
+func WeightedSumF16x4(acc *[4][]float32, w []float32, stride, n int, rows []uint16) {
+	d := len(acc[0])
+	if n == 0 {
+		return
+	}
+	for _, a := range acc {
+		_ = a[d-1]
+	}
+	_ = w[3*stride+n-1]
+	_ = rows[n*d-1]
+	weightedSumF16x4(acc, w, stride, n, rows)
+}
+
+func dotRowsF16x4Go(dst []float32, stride, n int, q []float32, rows []uint16) {
+	d := len(q) / 4
+	for j := range 4 {
+		dotRowsF16(dst[j*stride:j*stride+n], q[j*d:(j+1)*d], rows)
+	}
+}
+
+func weightedSumF16x4Go(acc *[4][]float32, w []float32, stride, n int, rows []uint16) {
+	for j, a := range acc {
+		weightedSumF16(a, w[j*stride:j*stride+n], rows)
+	}
+}

@@ -2,6 +2,8 @@
 
 package tensor
 
+import "golang.org/x/sys/cpu"
+
 //go:noescape
 func axpyF32AVX2(y *float32, a float32, x *float32, n int)
 
@@ -72,4 +74,34 @@ func weightedSumF32(acc, w, rows []float32) {
 		return
 	}
 	weightedSumF32AVX2(&acc[0], len(acc), &w[0], len(w), &rows[0])
+}
+
+// hasAVX512VL selects the four-query fp16 attention kernels, which keep
+// sixteen accumulators in Y16-Y31.
+var hasAVX512VL = hasAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL
+
+//go:noescape
+func dotRowsF16x4AVX512(dst *float32, stride int, n int, q *float32, d int, rows *uint16)
+
+//go:noescape
+func weightedSumF16x4AVX512(a0, a1, a2, a3 *float32, w *float32, wstride int, n int, rows *uint16, rowStride int)
+
+func dotRowsF16x4(dst []float32, stride, n int, q []float32, rows []uint16) {
+	d := len(q) / 4
+	if !hasAVX512VL || d%32 != 0 {
+		dotRowsF16x4Go(dst, stride, n, q, rows)
+		return
+	}
+	dotRowsF16x4AVX512(&dst[0], stride, n, &q[0], d, &rows[0])
+}
+
+func weightedSumF16x4(acc *[4][]float32, w []float32, stride, n int, rows []uint16) {
+	d := len(acc[0])
+	if !hasAVX512VL || d%32 != 0 {
+		weightedSumF16x4Go(acc, w, stride, n, rows)
+		return
+	}
+	for c := 0; c < d; c += 32 {
+		weightedSumF16x4AVX512(&acc[0][c], &acc[1][c], &acc[2][c], &acc[3][c], &w[0], stride, n, &rows[c], 2*d)
+	}
 }

@@ -237,3 +237,153 @@ rowWF32:
 doneWF32:
 	VZEROUPPER
 	RET
+
+// GROUP4 adds the 32 fp16 elements at (BX), converted (Y4-Y7), times the
+// 32 query elements at AX into query q's four accumulators A0-A3.
+#define GROUP4(Q, A0, A1, A2, A3) \
+	VFMADD231PS (Q)(AX*1), Y4, A0; \
+	VFMADD231PS 32(Q)(AX*1), Y5, A1; \
+	VFMADD231PS 64(Q)(AX*1), Y6, A2; \
+	VFMADD231PS 96(Q)(AX*1), Y7, A3
+
+// STOREDOT writes HSUM4 of the accumulators A0-A3 to off(DI).
+#define STOREDOT(A0, A1, A2, A3, off) \
+	VMOVAPS A0, Y0; \
+	VMOVAPS A1, Y1; \
+	VMOVAPS A2, Y2; \
+	VMOVAPS A3, Y3; \
+	HSUM4; \
+	VMOVSS X0, off
+
+// func dotRowsF16x4AVX512(dst *float32, stride int, n int, q *float32, d int, rows *uint16)
+// dst[j·stride + t] = <q[j·d:(j+1)·d], row t> for four queries and n
+// fp16 rows of d elements (d a multiple of 32): one pass over the rows
+// for the four query heads of a KV head, each dot product summed exactly
+// as dotRowsF16AVX2 sums it (four accumulators over 32-element columns,
+// HSUM4), so the results are the same bits. The sixteen accumulators are
+// Y16-Y31 (EVEX).
+TEXT ·dotRowsF16x4AVX512(SB), NOSPLIT, $0-48
+	MOVQ dst+0(FP), DI
+	MOVQ stride+8(FP), DX
+	SHLQ $2, DX
+	MOVQ n+16(FP), CX
+	MOVQ q+24(FP), SI
+	MOVQ d+32(FP), R8
+	MOVQ rows+40(FP), BX
+	LEAQ (SI)(R8*4), R9
+	LEAQ (R9)(R8*4), R10
+	LEAQ (R10)(R8*4), R11
+	LEAQ (DX)(DX*2), R12
+	TESTQ CX, CX
+	JE g4done
+g4row:
+	VPXORD Y16, Y16, Y16
+	VPXORD Y17, Y17, Y17
+	VPXORD Y18, Y18, Y18
+	VPXORD Y19, Y19, Y19
+	VPXORD Y20, Y20, Y20
+	VPXORD Y21, Y21, Y21
+	VPXORD Y22, Y22, Y22
+	VPXORD Y23, Y23, Y23
+	VPXORD Y24, Y24, Y24
+	VPXORD Y25, Y25, Y25
+	VPXORD Y26, Y26, Y26
+	VPXORD Y27, Y27, Y27
+	VPXORD Y28, Y28, Y28
+	VPXORD Y29, Y29, Y29
+	VPXORD Y30, Y30, Y30
+	VPXORD Y31, Y31, Y31
+	XORQ AX, AX
+	MOVQ R8, R13
+g4col:
+	VCVTPH2PS (BX), Y4
+	VCVTPH2PS 16(BX), Y5
+	VCVTPH2PS 32(BX), Y6
+	VCVTPH2PS 48(BX), Y7
+	GROUP4(SI, Y16, Y17, Y18, Y19)
+	GROUP4(R9, Y20, Y21, Y22, Y23)
+	GROUP4(R10, Y24, Y25, Y26, Y27)
+	GROUP4(R11, Y28, Y29, Y30, Y31)
+	ADDQ $64, BX
+	ADDQ $128, AX
+	SUBQ $32, R13
+	JNE g4col
+	STOREDOT(Y16, Y17, Y18, Y19, (DI))
+	STOREDOT(Y20, Y21, Y22, Y23, (DI)(DX*1))
+	STOREDOT(Y24, Y25, Y26, Y27, (DI)(DX*2))
+	STOREDOT(Y28, Y29, Y30, Y31, (DI)(R12*1))
+	ADDQ $4, DI
+	DECQ CX
+	JNE g4row
+g4done:
+	VZEROUPPER
+	RET
+
+// WROW4 adds weight (W)(R12) times the converted row chunk (Y4-Y7) to
+// query accumulators A0-A3, B the broadcast register.
+#define WROW4(W, B, A0, A1, A2, A3) \
+	VBROADCASTSS (W)(R12*1), B; \
+	VFMADD231PS Y4, B, A0; \
+	VFMADD231PS Y5, B, A1; \
+	VFMADD231PS Y6, B, A2; \
+	VFMADD231PS Y7, B, A3
+
+// LOADACC/STOREACC move query accumulator chunk P (a pointer in memory,
+// at the argument offset) to and from A0-A3.
+#define LOADACC(P, A0, A1, A2, A3) \
+	MOVQ P, AX; \
+	VMOVUPS (AX), A0; \
+	VMOVUPS 32(AX), A1; \
+	VMOVUPS 64(AX), A2; \
+	VMOVUPS 96(AX), A3
+
+#define STOREACC(P, A0, A1, A2, A3) \
+	MOVQ P, AX; \
+	VMOVUPS A0, (AX); \
+	VMOVUPS A1, 32(AX); \
+	VMOVUPS A2, 64(AX); \
+	VMOVUPS A3, 96(AX)
+
+// func weightedSumF16x4AVX512(a0, a1, a2, a3 *float32, w *float32, wstride int, n int, rows *uint16, rowStride int)
+// For one 32-element column chunk: a_j[0:32] += Σ_t w[j·wstride + t]·row t
+// (fp16 rows rowStride bytes apart, rows pointing at the chunk) for four
+// queries: each row chunk converted once for the four, each sum taken
+// in weightedSumF16AVX2's order (one FMA per row into the chunk's four
+// accumulators), so the results are the same bits.
+TEXT ·weightedSumF16x4AVX512(SB), NOSPLIT, $0-72
+	LOADACC(a0+0(FP), Y16, Y17, Y18, Y19)
+	LOADACC(a1+8(FP), Y20, Y21, Y22, Y23)
+	LOADACC(a2+16(FP), Y24, Y25, Y26, Y27)
+	LOADACC(a3+24(FP), Y28, Y29, Y30, Y31)
+	MOVQ w+32(FP), SI
+	MOVQ wstride+40(FP), DX
+	SHLQ $2, DX
+	LEAQ (SI)(DX*1), R8
+	LEAQ (R8)(DX*1), R9
+	LEAQ (R9)(DX*1), R10
+	MOVQ n+48(FP), CX
+	MOVQ rows+56(FP), R11
+	MOVQ rowStride+64(FP), BX
+	XORQ R12, R12
+	TESTQ CX, CX
+	JE ws4done
+ws4row:
+	VCVTPH2PS (R11), Y4
+	VCVTPH2PS 16(R11), Y5
+	VCVTPH2PS 32(R11), Y6
+	VCVTPH2PS 48(R11), Y7
+	WROW4(SI, Y8, Y16, Y17, Y18, Y19)
+	WROW4(R8, Y9, Y20, Y21, Y22, Y23)
+	WROW4(R9, Y10, Y24, Y25, Y26, Y27)
+	WROW4(R10, Y11, Y28, Y29, Y30, Y31)
+	ADDQ BX, R11
+	ADDQ $4, R12
+	DECQ CX
+	JNE ws4row
+ws4done:
+	STOREACC(a0+0(FP), Y16, Y17, Y18, Y19)
+	STOREACC(a1+8(FP), Y20, Y21, Y22, Y23)
+	STOREACC(a2+16(FP), Y24, Y25, Y26, Y27)
+	STOREACC(a3+24(FP), Y28, Y29, Y30, Y31)
+	VZEROUPPER
+	RET

@@ -100,3 +100,54 @@ func TestRowKernels(t *testing.T) {
 		}
 	}
 }
+
+// TestGroupF16Kernels: the four-query kernels give, bit for bit, what the
+// one-query kernels (assembly where the CPU has it) give for each query,
+// and their Go twins likewise, at row counts with and without tails.
+func TestGroupF16Kernels(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for _, d := range []int{32, 64, 128} {
+		for _, n := range []int{1, 7, 33} {
+			q := randomVector(r, 4*d)
+			vals := randomVector(r, n*d)
+			rows := make([]uint16, n*d)
+			for i, v := range vals {
+				rows[i] = uint16(half.F32ToF16(v))
+			}
+			const stride = 40
+			got := make([]float32, 3*stride+n)
+			twin := make([]float32, len(got))
+			DotRowsF16x4(got, stride, n, q, rows)
+			dotRowsF16x4Go(twin, stride, n, q, rows)
+			for j := range 4 {
+				want := make([]float32, n)
+				DotRowsF16(want, q[j*d:(j+1)*d], rows)
+				for i := range n {
+					if got[j*stride+i] != want[i] || twin[j*stride+i] != want[i] {
+						t.Fatalf("d=%d n=%d query %d row %d: %g (twin %g), one query %g", d, n, j, i, got[j*stride+i], twin[j*stride+i], want[i])
+					}
+				}
+			}
+			w := randomVector(r, 3*stride+n)
+			var acc, accTwin [4][]float32
+			for j := range 4 {
+				acc[j] = randomVector(r, d)
+				accTwin[j] = append([]float32(nil), acc[j]...)
+			}
+			want := make([][]float32, 4)
+			for j := range 4 {
+				want[j] = append([]float32(nil), acc[j]...)
+				WeightedSumF16(want[j], w[j*stride:j*stride+n], rows)
+			}
+			WeightedSumF16x4(&acc, w, stride, n, rows)
+			weightedSumF16x4Go(&accTwin, w, stride, n, rows)
+			for j := range 4 {
+				for c := range d {
+					if acc[j][c] != want[j][c] || accTwin[j][c] != want[j][c] {
+						t.Fatalf("d=%d n=%d query %d element %d: %g (twin %g), one query %g", d, n, j, c, acc[j][c], accTwin[j][c], want[j][c])
+					}
+				}
+			}
+		}
+	}
+}
