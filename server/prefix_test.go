@@ -52,6 +52,9 @@ func complete(t testing.TB, url, prompt string, n int) string {
 func TestPrefixCache(t *testing.T) {
 	for _, kv := range []string{"f16", "turbo3.5"} {
 		t.Run(kv, func(t *testing.T) {
+			if testing.Short() && kv != "f16" {
+				t.Skip("the compressed format without -short (slow with the pure-Go kernels)")
+			}
 			m := withKV(t, kv)
 			_, with := start(t, m, Options{})
 			_, without := start(t, m, Options{NoPrefixCache: true})
