@@ -17,9 +17,12 @@ type Rope struct {
 	d      int       // head dimension
 	freqs  []float64 // per pair
 	halves bool      // pairs (i, i+len(freqs)) instead of (2i, 2i+1)
-	// table holds, for j < ropeChunk, the row [cos(j·ω_i) for every pair
-	// i, then sin(j·ω_i)]: the turn of j positions, shared by every
-	// layer and head (ropeChunk·d floats).
+	// table holds, for every pair i, the row [cos(j·ω_i) for j <
+	// ropeChunk], then for every pair the row of sin(j·ω_i): the turns of
+	// the positions of a chunk, shared by every layer and head
+	// (ropeChunk·d floats). Scoring weighs its rows for four queries at
+	// once (turnSums4): the chunk's sums stay in registers while the rows
+	// stream by.
 	table []float32
 	step  []complex128 // e^(i·ropeChunk·ω_i), one chunk further on
 }
@@ -45,11 +48,10 @@ func NewRope(d int, freqs []float64, halves bool) (*Rope, error) {
 	p := len(freqs)
 	r := &Rope{d: d, freqs: append([]float64(nil), freqs...), halves: halves,
 		table: make([]float32, ropeChunk*2*p), step: make([]complex128, p)}
-	for j := range ropeChunk {
-		row := r.table[j*2*p : (j+1)*2*p]
-		for i, f := range freqs {
+	for i, f := range freqs {
+		for j := range ropeChunk {
 			s, c := math.Sincos(float64(j) * f)
-			row[i], row[p+i] = float32(c), float32(s)
+			r.table[i*ropeChunk+j], r.table[(p+i)*ropeChunk+j] = float32(c), float32(s)
 		}
 	}
 	for i, f := range freqs {
@@ -99,7 +101,8 @@ func (r *Rope) Rotate(dst, src []float64, t int) {
 // chunk's start, y_i = μ̃_i·e^(i·c0·ω_i), is shared by the group; for each
 // query, ⟨q, R_(c0+j)·mu⟩ = Σ_i cos(jω_i)·u_i + sin(jω_i)·v_i with
 // u_i = q_A·Re y_i + q_B·Im y_i and v_i = q_B·Re y_i − q_A·Im y_i, which
-// is one row-kernel call over the turn table. Coordinates past the pairs
+// is a weighted sum of the turn table's rows, four queries at a time
+// (turnSums4). Coordinates past the pairs
 // add the constant ⟨q, mu⟩ over them. A nil Rope adds ⟨q, mu⟩.
 func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
 	n := len(dst[0])
@@ -116,37 +119,65 @@ func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
 		return
 	}
 	p := len(r.freqs)
-	base := make([]float32, len(qs)) // the unrotated coordinates [2p, d)
+	// Queries in fours (a short last group padded with zero weights). Per
+	// query and pair, w_i = conj(q̃_i)·μ̃_i·e^(i·c₀·ω_i): u_i = Re w_i,
+	// v_i = −Im w_i, and w turns by e^(i·ropeChunk·ω_i) from one chunk to
+	// the next (float64, so that no drift builds up over a long cache).
+	groups := (len(qs) + 3) / 4
+	wr := make([]float64, 4*groups*p)
+	wi := make([]float64, 4*groups*p)
+	base := make([]float32, 4*groups) // the unrotated coordinates [2p, d)
+	turn := make([]complex128, p)
+	r.turn(turn, t0)
 	for j, q := range qs {
 		if 2*p < r.d {
 			base[j] = tensor.DotF32(q[2*p:], mu[2*p:])
 		}
+		for i, e := range turn {
+			a, b := r.pair(i)
+			w := complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b])) * e
+			wr[j*p+i], wi[j*p+i] = real(w), imag(w)
+		}
 	}
-	y := make([]complex128, p)
-	r.turn(y, t0)
-	for i := range y {
-		a, b := r.pair(i)
-		y[i] *= complex(float64(mu[a]), float64(mu[b]))
-	}
-	uv := make([]float32, 2*p)
-	out := make([]float32, ropeChunk)
+	uv := make([]float32, 4*2*p)
+	out := make([]float32, 4*ropeChunk)
 	for c0 := 0; c0 < n; c0 += ropeChunk {
 		m := min(ropeChunk, n-c0)
-		for j, q := range qs {
-			for i, yi := range y {
-				a, b := r.pair(i)
-				re, im := float32(real(yi)), float32(imag(yi))
-				uv[i] = q[a]*re + q[b]*im
-				uv[p+i] = q[b]*re - q[a]*im
+		for g := range groups {
+			for jj := range 4 {
+				j := 4*g + jj
+				u, v := uv[jj*2*p:jj*2*p+p], uv[jj*2*p+p:(jj+1)*2*p]
+				re, im := wr[j*p:(j+1)*p], wi[j*p:(j+1)*p]
+				for i, st := range r.step {
+					u[i], v[i] = float32(re[i]), float32(-im[i])
+					sr, si := real(st), imag(st)
+					re[i], im[i] = re[i]*sr-im[i]*si, re[i]*si+im[i]*sr
+				}
 			}
-			tensor.DotRowsF32(out[:m], uv, r.table[:m*2*p])
-			d := dst[j][c0 : c0+m]
-			for i, v := range out[:m] {
-				d[i] += v + base[j]
+			turnSums4(out, uv, 2*p, r.table)
+			for jj := range 4 {
+				j := 4*g + jj
+				if j >= len(qs) {
+					break
+				}
+				d := dst[j][c0 : c0+m]
+				for i, v := range out[jj*ropeChunk : jj*ropeChunk+m] {
+					d[i] += v + base[j]
+				}
 			}
 		}
-		for i := range y {
-			y[i] *= r.step[i]
+	}
+}
+
+// turnSums4Go is turnSums4's pure-Go twin.
+func turnSums4Go(out, w []float32, rows int, table []float32) {
+	for q := range 4 {
+		o := out[q*ropeChunk : (q+1)*ropeChunk]
+		clear(o)
+		for k, wk := range w[q*rows : (q+1)*rows] {
+			for j, t := range table[k*ropeChunk : (k+1)*ropeChunk] {
+				o[j] += wk * t
+			}
 		}
 	}
 }
