@@ -52,11 +52,13 @@ type PPLResult struct {
 // Perplexity scores ids the way llama.cpp's llama-perplexity does, so the
 // numbers compare: the tokens (BOS first, as tokenized) are cut into
 // windows of Ctx tokens, each window's first token is replaced by BOS
-// (when bos ≥ 0), and only the second half of each window is scored, so
-// every scored token has at least Ctx/2 tokens of context.
+// (when bos ≥ 0), and the logits at positions Ctx/2 … Ctx−2 of each
+// window are scored against the token that follows (ScoredPerWindow of
+// them), so every scored token has more than Ctx/2 tokens of context.
 func Perplexity(ctx context.Context, m *model.Model, ids []int32, bos int32, o PPLOptions) (PPLResult, error) {
-	if o.Ctx < 4 || o.Ctx > m.Config.Context {
-		return PPLResult{}, fmt.Errorf("eval: window of %d tokens: want 4 to the model's context %d", o.Ctx, m.Config.Context)
+	ws, err := windows(m, ids, bos, o.Ctx, o.MaxChunks)
+	if err != nil {
+		return PPLResult{}, err
 	}
 	topK := o.TopK
 	if topK == 0 {
@@ -65,20 +67,14 @@ func Perplexity(ctx context.Context, m *model.Model, ids []int32, bos int32, o P
 	if topK < 1 || topK > m.Config.Vocab {
 		return PPLResult{}, fmt.Errorf("eval: top-k %d out of range [1, %d]", topK, m.Config.Vocab)
 	}
-	chunks := len(ids) / o.Ctx
-	if o.MaxChunks > 0 {
-		chunks = min(chunks, o.MaxChunks)
-	}
-	if chunks == 0 {
-		return PPLResult{}, fmt.Errorf("eval: %d tokens make no window of %d", len(ids), o.Ctx)
-	}
+	chunks := len(ws)
 	res := PPLResult{Chunks: chunks, Dists: &Dists{K: topK, Vocab: m.Config.Vocab}}
 	if o.Ref != nil && o.Ref.Vocab != m.Config.Vocab {
 		return res, fmt.Errorf("%w: reference has a vocabulary of %d, the model %d", ErrMismatch, o.Ref.Vocab, m.Config.Vocab)
 	}
 	var agree agreementAcc
 	var sum, sumSq float64
-	for c, window := range windows(ids, bos, o.Ctx, chunks) {
+	for c, window := range ws {
 		if err := ctx.Err(); err != nil {
 			return res, err
 		}
@@ -128,9 +124,21 @@ func Perplexity(ctx context.Context, m *model.Model, ids []int32, bos int32, o P
 	return res, nil
 }
 
-// windows returns the first chunks windows of Perplexity: ctxLen tokens
-// each, one after another, the first replaced by bos when bos ≥ 0.
-func windows(ids []int32, bos int32, ctxLen, chunks int) [][]int32 {
+// windows cuts ids into the windows of Perplexity: ctxLen tokens each,
+// one after another, the first replaced by bos when bos ≥ 0; at most
+// maxChunks of them (0: all). The window must fit the model's context and
+// the text must make at least one.
+func windows(m *model.Model, ids []int32, bos int32, ctxLen, maxChunks int) ([][]int32, error) {
+	if ctxLen < 4 || ctxLen > m.Config.Context {
+		return nil, fmt.Errorf("eval: window of %d tokens: want 4 to the model's context %d", ctxLen, m.Config.Context)
+	}
+	chunks := len(ids) / ctxLen
+	if maxChunks > 0 {
+		chunks = min(chunks, maxChunks)
+	}
+	if chunks == 0 {
+		return nil, fmt.Errorf("eval: %d tokens make no window of %d", len(ids), ctxLen)
+	}
 	ws := make([][]int32, chunks)
 	for c := range ws {
 		ws[c] = slices.Clone(ids[c*ctxLen : (c+1)*ctxLen])
@@ -138,14 +146,22 @@ func windows(ids []int32, bos int32, ctxLen, chunks int) [][]int32 {
 			ws[c][0] = bos
 		}
 	}
-	return ws
+	return ws, nil
 }
 
-// scored calls f for each scored position of a window (the second half,
-// as llama-perplexity): the log-probabilities that the logits of the
-// window's first len−1 tokens give, and the token that came next.
+// ScoredPerWindow returns how many positions Perplexity scores in each
+// window of ctxLen tokens: ctxLen − 1 − ctxLen/2, the logits at positions
+// ctxLen/2 … ctxLen−2, as llama-perplexity (n_ctx − 1 − first with first
+// = n_ctx/2).
+func ScoredPerWindow(ctxLen int) int { return ctxLen - 1 - ctxLen/2 }
+
+// scored calls f for each scored position of a window (ScoredPerWindow of
+// them, from position len/2): the log-probabilities that the logits of
+// the window's first len−1 tokens give there, and the token that came
+// next. Every measurement over Perplexity's windows (KL against a
+// reference, sensitivities) scores through it.
 func scored(logits []float32, window []int32, vocab int, f func(lp []float64, target int32) error) error {
-	for pos := len(window)/2 - 1; pos < len(window)-1; pos++ {
+	for pos := len(window) / 2; pos < len(window)-1; pos++ {
 		if err := f(logSoftmax(logits[pos*vocab:(pos+1)*vocab]), window[pos+1]); err != nil {
 			return err
 		}

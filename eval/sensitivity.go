@@ -107,16 +107,11 @@ type probe struct {
 func probeKL(ctx context.Context, m *model.Model, ids []int32, bos int32, o SensitivityOptions, probes []probe) ([]float64, error) {
 	kl := make([]float64, len(probes))
 	layers, vocab := m.Config.Layers, m.Config.Vocab
-	if o.Ctx < 4 || o.Ctx > m.Config.Context {
-		return kl, fmt.Errorf("eval: window of %d tokens: want 4 to the model's context %d", o.Ctx, m.Config.Context)
+	ws, err := windows(m, ids, bos, o.Ctx, o.MaxChunks)
+	if err != nil {
+		return kl, err
 	}
-	chunks := len(ids) / o.Ctx
-	if o.MaxChunks > 0 {
-		chunks = min(chunks, o.MaxChunks)
-	}
-	if chunks == 0 {
-		return kl, fmt.Errorf("eval: %d tokens make no window of %d", len(ids), o.Ctx)
-	}
+	chunks := len(ws)
 	starts := make([]bool, layers)
 	for _, p := range probes {
 		if p.from >= layers {
@@ -132,7 +127,7 @@ func probeKL(ctx context.Context, m *model.Model, ids []int32, bos int32, o Sens
 		dists  *Dists
 	}
 	refs := make([]reference, chunks)
-	for c, window := range windows(ids, bos, o.Ctx, chunks) {
+	for c, window := range ws {
 		sess, err := m.NewSession(nil, o.Ctx)
 		if err != nil {
 			return kl, err

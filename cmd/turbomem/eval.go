@@ -42,7 +42,7 @@ func readText(path string) (string, error) {
 }
 
 func evalPPL(e *env, args []string) error {
-	fs := newFlagSet(e, "eval ppl", "\n\nPerplexity over --file in windows of --ctx tokens, scored as llama-perplexity\ndoes (second half of each window). --dump saves the next-token distributions;\n--ref compares this run with a dump: KL divergence (mean, p99) and top-1.")
+	fs := newFlagSet(e, "eval ppl", "\n\nPerplexity over --file in windows of --ctx tokens, scored as llama-perplexity\ndoes (the logits at positions ctx/2 … ctx−2 of each window). --dump saves the next-token distributions;\n--ref compares this run with a dump: KL divergence (mean, p99) and top-1.")
 	mf := addModelFlags(fs, "")
 	file := fs.String("file", "", "text to score (default: the embedded held-out text)")
 	ctxLen := fs.Int("ctx", 512, "window length in tokens")
