@@ -51,8 +51,73 @@ type KVTableOptions struct {
 
 // KVTableResult is the KV format table: one row per configuration.
 type KVTableResult struct {
-	Chunks int // windows scored per configuration
-	Rows   []KVRow
+	Chunks int     `json:"chunks"` // windows scored per configuration
+	Rows   []KVRow `json:"rows"`
+}
+
+// KVModelTable is one model's KV format table, under the name the model
+// was asked for by.
+type KVModelTable struct {
+	Model string `json:"model"`
+	KVTableResult
+}
+
+// KVSummaryRow is one format's line of the summary across models
+// (SummarizeKV).
+type KVSummaryRow struct {
+	Format string `json:"format"`
+	// Bits and KLMean are the format's bits per coordinate and mean KL on
+	// each model, in the order of the tables (NaN where a model's table
+	// has no row of that format). Bits differ between models where the
+	// head dimension does (a scale per head vector weighs more at 64).
+	Bits   []float64 `json:"bits"`
+	KLMean []float64 `json:"kl_mean"`
+	// VsQ4 is the geometric mean over the models of the format's mean KL
+	// divided by q4_0's on the same model: below 1, better than q4_0 on
+	// average; NaN when a table lacks the format or q4_0, or q4_0's KL is
+	// 0 there.
+	VsQ4 float64 `json:"kl_vs_q4_0"`
+}
+
+// SummarizeKV summarises KV tables of several models: per format (in the
+// order each first appears), its bits and mean KL on every model and the
+// geometric mean of its KL relative to q4_0's. A geometric mean, because
+// the models' KLs differ by an order of magnitude and a ratio of 2 on one
+// should weigh as much as a ratio of ½ on another.
+func SummarizeKV(tables []KVModelTable) []KVSummaryRow {
+	var out []KVSummaryRow
+	index := map[string]int{}
+	for _, t := range tables {
+		for _, r := range t.Rows {
+			if _, ok := index[r.Format]; !ok {
+				index[r.Format] = len(out)
+				out = append(out, KVSummaryRow{Format: r.Format})
+			}
+		}
+	}
+	for i := range out {
+		row := &out[i]
+		var logSum float64
+		for _, t := range tables {
+			bits, kl, q4 := math.NaN(), math.NaN(), math.NaN()
+			for _, r := range t.Rows {
+				if r.Format == row.Format {
+					bits, kl = r.Bits, r.KLMean
+				}
+				if r.Format == "q4_0" {
+					q4 = r.KLMean
+				}
+			}
+			row.Bits = append(row.Bits, bits)
+			row.KLMean = append(row.KLMean, kl)
+			logSum += math.Log(kl / q4) // NaN for a missing row, −Inf for KL 0
+		}
+		row.VsQ4 = math.Exp(logSum / float64(len(tables)))
+		if math.IsInf(logSum, 1) {
+			row.VsQ4 = math.NaN() // q4_0's KL 0 somewhere
+		}
+	}
+	return out
 }
 
 // KVTable measures each cache configuration on text: its bits per

@@ -6,8 +6,11 @@
 package suite
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
 )
 
 // Names lists the suite's files (without the .gguf suffix), largest first.
@@ -43,4 +46,34 @@ func Path(name string) (string, bool) {
 	p := filepath.Join(Dir(), name+".gguf")
 	st, err := os.Stat(p)
 	return p, err == nil && st.Mode().IsRegular()
+}
+
+// Default names the embedded reference model in a model list (Resolve).
+const Default = "default"
+
+// Resolve returns the model file an entry of a model list names, and
+// whether it is there to load: Default is the embedded model (path "",
+// always there); a suite model by its name ("suite-large") or without the
+// prefix ("large", "mha64", "qwen2") is its file in Dir; anything else is
+// a path to a GGUF file, as given.
+func Resolve(entry string) (path string, ok bool) {
+	if entry == Default {
+		return "", true
+	}
+	for _, n := range Names {
+		if entry == n || "suite-"+entry == n {
+			return Path(n)
+		}
+	}
+	st, err := os.Stat(entry)
+	return entry, err == nil && st.Mode().IsRegular()
+}
+
+// Absent says that the model file at path is not there and, for a file
+// of the suite, how to make it.
+func Absent(path string) string {
+	if slices.Contains(Names, strings.TrimSuffix(filepath.Base(path), ".gguf")) {
+		return fmt.Sprintf("%s absent (set %s or build it: tools/train/README.md, \"Rebuilding the suite\")", path, EnvDir)
+	}
+	return fmt.Sprintf("%s absent (no such file)", path)
 }

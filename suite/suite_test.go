@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"math"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/turbomem/turbomem/kvcache"
@@ -29,7 +31,7 @@ func TestLogitsMatchTransformers(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			path, ok := Path(name)
 			if !ok {
-				t.Skipf("%s absent (set %s or build it: tools/train/README.md, \"Rebuilding the suite\")", path, EnvDir)
+				t.Skip(Absent(path))
 			}
 			var ref struct {
 				IDs   []int32 `json:"ids"`
@@ -89,5 +91,45 @@ func TestLogitsMatchTransformers(t *testing.T) {
 				t.Errorf("relative error %.3g (tolerance %g), argmax agrees on %d of %d rows", rel, tol[name], agree, ref.Rows)
 			}
 		})
+	}
+}
+
+// TestResolve: the embedded model, suite names with and without their
+// prefix (present and absent, in a $TURBOMEM_SUITE folder made here), and
+// plain paths.
+func TestResolve(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv(EnvDir, dir)
+	large := filepath.Join(dir, "suite-large.gguf")
+	if err := os.WriteFile(large, []byte("GGUF"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "mine.gguf")
+	if err := os.WriteFile(other, []byte("GGUF"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		entry, path string
+		ok          bool
+		absent      string // what Absent says of path, when !ok
+	}{
+		{"default", "", true, ""},
+		{"large", large, true, ""},
+		{"suite-large", large, true, ""},
+		{"qwen2", filepath.Join(dir, "suite-qwen2.gguf"), false, "tools/train/README.md"},
+		{"suite-mha64", filepath.Join(dir, "suite-mha64.gguf"), false, "tools/train/README.md"},
+		{other, other, true, ""},
+		{dir, dir, false, "no such file"}, // a folder is not a model file
+		{filepath.Join(dir, "nope.gguf"), filepath.Join(dir, "nope.gguf"), false, "no such file"},
+	} {
+		path, ok := Resolve(tt.entry)
+		if path != tt.path || ok != tt.ok {
+			t.Errorf("Resolve(%q) = %q, %v; want %q, %v", tt.entry, path, ok, tt.path, tt.ok)
+		}
+		if !tt.ok {
+			if msg := Absent(path); !strings.Contains(msg, path) || !strings.Contains(msg, tt.absent) {
+				t.Errorf("Absent(%q) = %q, want it to name the file and say %q", path, msg, tt.absent)
+			}
+		}
 	}
 }

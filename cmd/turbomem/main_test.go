@@ -6,6 +6,7 @@ import (
 	"errors"
 	"flag"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -13,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/turbomem/turbomem/eval"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/suite"
 )
 
 func runCmd(args ...string) (code int, stdout, stderr string) {
@@ -499,5 +502,69 @@ func TestParseInterleaved(t *testing.T) {
 		if err != nil || !slices.Equal(pos, tt.pos) || *n != tt.n {
 			t.Errorf("%q: %q, -n %d, %v; want %q, %d", tt.args, pos, *n, err, tt.pos, tt.n)
 		}
+	}
+}
+
+// TestEvalKVModels: eval kv --models measures each model there is (the
+// embedded one by name and by file), skips an absent suite model and an
+// absent file with a message, prints one table per model and the summary,
+// or one JSON object; -m with --models and an all-absent list are errors.
+func TestEvalKVModels(t *testing.T) {
+	t.Setenv(suite.EnvDir, t.TempDir()) // an empty suite folder
+	dir := t.TempDir()
+	missing := filepath.Join(dir, "missing.gguf")
+	base := []string{"eval", "kv", "--kv", "f16,q4_0,turbo4", "--kv-window", "8", "--ctx", "128", "--chunks", "1", "--needle-lengths", ""}
+	models := "default,qwen2," + missing + ",../../defaultmodel/turbomem-default.gguf"
+	if code, _, errOut := runCmd(append(base, "-m", missing, "--models", "default")...); code != 2 || !strings.Contains(errOut, "--models") {
+		t.Errorf("-m with --models: code %d, %q", code, errOut)
+	}
+	if code, _, errOut := runCmd(append(base, "--models", "qwen2,"+missing)...); code != 1 || !strings.Contains(errOut, "none of") {
+		t.Errorf("nothing to measure: code %d, %q", code, errOut)
+	}
+	plotFile := filepath.Join(dir, "kl.svg")
+	code, out, errOut := runCmd(append(base, "--models", models, "--format", "json", "--plot", plotFile)...)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	for _, want := range []string{"skipped: " + filepath.Join(os.Getenv(suite.EnvDir), "suite-qwen2.gguf") + " absent", "tools/train/README.md", "skipped: " + missing + " absent"} {
+		if !strings.Contains(errOut, want) {
+			t.Errorf("stderr %q lacks %q", errOut, want)
+		}
+	}
+	var res struct {
+		Models []struct {
+			Model  string
+			Chunks int
+			Rows   []eval.KVRow
+		}
+		Summary []eval.KVSummaryRow
+	}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("not JSON: %v\n%s", err, out)
+	}
+	if len(res.Models) != 2 || res.Models[0].Model != "default" || res.Models[1].Model != "../../defaultmodel/turbomem-default.gguf" || len(res.Summary) != 3 {
+		t.Fatalf("models/summary: %+v", res)
+	}
+	// The same model twice: the same rows, so each format's ratio to
+	// q4_0 is its KL over q4_0's on either (f16's KL: float32 rounding of
+	// the stored log-probabilities).
+	q4 := res.Models[0].Rows[1].KLMean
+	for i, s := range res.Summary {
+		r := res.Models[0].Rows[i]
+		if s.Format != r.Format || len(s.KLMean) != 2 || s.KLMean[0] != r.KLMean || s.KLMean[1] != res.Models[1].Rows[i].KLMean ||
+			s.Bits[0] != r.Bits || math.Abs(s.VsQ4-r.KLMean/q4) > 1e-9 {
+			t.Errorf("summary %+v, rows %+v", s, r)
+		}
+	}
+	if s := res.Summary; s[0].VsQ4 > 1e-9 || s[1].VsQ4 != 1 || !(s[2].VsQ4 > 0) || !(q4 > 0) {
+		t.Errorf("summary %+v", s)
+	}
+	if svg, err := os.ReadFile(plotFile); err != nil || !strings.Contains(string(svg), "../../defaultmodel/turbomem-default.gguf") {
+		t.Errorf("plot: %v", err)
+	}
+	// The table form: a table per model, then the summary.
+	code, out, errOut = runCmd(append(base, "--models", "default,default")...)
+	if code != 0 || strings.Count(out, "== default\n") != 2 || !strings.Contains(out, "== summary over 2 models") || !strings.Contains(out, "1.000x") {
+		t.Errorf("table: exit %d\n%s\n%s", code, out, errOut)
 	}
 }
