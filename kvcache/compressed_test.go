@@ -652,3 +652,19 @@ func TestOutlierChoice(t *testing.T) {
 		}
 	}
 }
+
+// TestResearchFormats: the formats measured to lose to the turbo formats
+// on every model (BENCHMARKS.md, the model suite) are the research
+// baselines, and only they.
+func TestResearchFormats(t *testing.T) {
+	want := map[string]bool{"kivi2": true, "turbo3.5p": true, "polar": true, "qjl": true}
+	for _, name := range FormatNames() {
+		f, err := ParseFormat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f.Research() != want[name] {
+			t.Errorf("%s: Research() = %v, want %v", name, f.Research(), want[name])
+		}
+	}
+}

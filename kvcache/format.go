@@ -58,6 +58,10 @@ type codec struct {
 	// center marks the formats that store keys centred on their mean
 	// before RoPE, estimated from the first tokens (centered.go).
 	center bool
+	// research marks the formats kept as baselines to measure against:
+	// they lost to the turbo formats on every model measured
+	// (BENCHMARKS.md, the model suite).
+	research bool
 	// tokenBytes returns the bytes of one token of one head of dimension
 	// d in the compressed store, as keys (key true) or values: the
 	// quantizer's closed form, nothing built.
@@ -122,6 +126,11 @@ func (f Format) compressed() bool { return f.c.elem == 0 }
 
 // split reports whether the format splits outlier channels off.
 func (f Format) split() bool { return f.c.split }
+
+// Research reports whether the format is a research baseline: kept to
+// measure against, measured to lose to the turbo formats on every model
+// (BENCHMARKS.md).
+func (f Format) Research() bool { return f.c.research }
 
 // center reports whether the format centres keys (centered.go).
 func (f Format) center() bool { return f.c.center }

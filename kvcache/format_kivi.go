@@ -10,6 +10,7 @@ import "github.com/turbomem/turbomem/quant"
 var kivi2Codec = &codec{
 	multiple: 32, // groups of 32 channels
 	keyBlock: kiviBlock,
+	research: true,
 	tokenBytes: func(d int, key bool) int {
 		if key {
 			// A block's parameters shared out over its tokens (exact for

@@ -7,6 +7,7 @@ import "github.com/turbomem/turbomem/quant"
 // scored a chunk at a time through quant.PrepareGroup (groupKeys).
 var polarCodec = &codec{
 	multiple:   16, // blocks of 2^4
+	research:   true,
 	tokenBytes: func(d int, _ bool) int { return quant.PolarBytes(d, nil) },
 	quantizer: func(d int, _ []int, o quant.Options) (quant.Quantizer, error) {
 		return quant.NewPolar(d, nil, o)

@@ -9,6 +9,7 @@ import "github.com/turbomem/turbomem/quant"
 var qjlCodec = &codec{
 	multiple:   4,
 	keysOnly:   true,
+	research:   true,
 	tokenBytes: func(d int, _ bool) int { return quant.QJLBytes(2 * d) },
 	quantizer: func(d int, _ []int, o quant.Options) (quant.Quantizer, error) {
 		return quant.NewQJL(d, 2*d, o.Seed)

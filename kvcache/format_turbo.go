@@ -31,6 +31,7 @@ func turboSplit(bits int, prod bool) *codec {
 		multiple: 32,
 		split:    true,
 		center:   true,
+		research: prod,
 		tokenBytes: func(d int, _ bool) int {
 			return quant.TurboSplitBytes(d, d/4, bits+1, bits, prod)
 		},

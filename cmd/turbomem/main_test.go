@@ -39,6 +39,7 @@ func TestUsageAndErrors(t *testing.T) {
 		{[]string{"bench"}, 2, "", "bench needs a subject"},
 		{[]string{"bench", "nope"}, 2, "", `unknown subject "nope"`},
 		{[]string{"bench", "quant", "--help"}, 0, "", "-bits"},
+		{[]string{"run", "--help"}, 0, "", "research baselines, measured to lose to the turbo formats: kivi2, turbo3.5p, polar, qjl"},
 		{[]string{"bench", "quant", "--no-such-flag"}, 2, "", "flag provided but not defined"},
 		{[]string{"bench", "quant", "--d", "x"}, 2, "", "invalid value"},
 		{[]string{"bench", "quant", "--d", "3"}, 2, "", "out of range"},
