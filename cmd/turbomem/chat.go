@@ -21,7 +21,7 @@ func runChat(e *env, args []string) error {
 	n := fs.Int("n", 512, "maximum tokens per answer")
 	system := fs.String("system", "", "system prompt")
 	tmplName := fs.String("template", "", "chat template (plain, llama3, chatml, mistral, llama2; default: from the model)")
-	kvf := addKVFlags(fs)
+	kvf := addKVFlags(fs, recommendedKV)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}

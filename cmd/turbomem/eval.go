@@ -47,7 +47,7 @@ func evalPPL(e *env, args []string) error {
 	file := fs.String("file", "", "text to score (default: the embedded held-out text)")
 	ctxLen := fs.Int("ctx", 512, "window length in tokens")
 	chunks := fs.Int("chunks", 0, "score at most this many windows (0: all)")
-	kvf := addKVFlags(fs)
+	kvf := addKVFlags(fs, "f16")
 	dump := fs.String("dump", "", "write the next-token distributions to this file")
 	ref := fs.String("ref", "", "compare with the distributions in this file")
 	topK := fs.Int("top-k", 64, "most likely tokens kept per position in --dump")
@@ -134,7 +134,7 @@ func evalNeedle(e *env, args []string) error {
 	depths := fs.Int("depths", 11, "needle depths per length, from start to end")
 	trials := fs.Int("trials", 1, "needles per cell")
 	seed := seedFlag(fs, "the needles and haystack offsets")
-	kvf := addKVFlags(fs)
+	kvf := addKVFlags(fs, "f16")
 	plotFile := plotFlag(fs, "the grid as a heat map")
 	format := formatFlag(fs)
 	if err := parseOutputFlags(fs, args, format, plotFile); err != nil {

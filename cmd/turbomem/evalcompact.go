@@ -28,7 +28,7 @@ func evalCompact(e *env, args []string) error {
 	klTokens := fs.Int("kl-tokens", 256, "continuation tokens per KL context")
 	measured := fs.Bool("measured-budgets", false, "also run the attention-matching methods with budgets per layer and KV head chosen from measured loss (KL of a held-out continuation with one head compacted at a time, exact allocation)")
 	seed := seedFlag(fs, "the contexts, needles and reference queries")
-	kvf := addKVFlags(fs)
+	kvf := addKVFlags(fs, "f16")
 	cf := addCompactFitFlags(fs)
 	format := formatFlag(fs)
 	plotFile := plotFlag(fs, "retrieval against the total KV reduction")

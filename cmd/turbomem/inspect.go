@@ -18,7 +18,7 @@ func runInspect(e *env, args []string) error {
 	mp := modelPathFlag(fs)
 	ctx := fs.Int("ctx", 4096, "context length for the memory plan")
 	tensors := fs.Bool("tensors", true, "list every tensor")
-	kvf := addKVFlags(fs)
+	kvf := addKVFlags(fs, "f16")
 	files, err := parseInterleaved(fs, args)
 	if err != nil {
 		return err

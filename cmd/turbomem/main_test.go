@@ -166,14 +166,21 @@ func TestRun(t *testing.T) {
 	if out != "ernalrightarrow попуdevelopment\n" {
 		t.Errorf("output %q", out)
 	}
+	// The recommended default, turbo3.5, cannot serve head dimension 4:
+	// the run says so and uses f16.
 	for _, want := range []string{"stopped: 4 tokens generated (-n)", "prompt 5 tokens", "generated 4 tokens", "weights", "KV cache now 288 B (9 tokens)",
+		"KV format turbo3.5 does not fit this model (head dimension 4): using f16",
 		"KV cache f16 at 4096 tokens: 128.00 KiB (131072 B), 32 B/token, 1.00x smaller than f16"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr lacks %q: %s", want, errOut)
 		}
 	}
-	// A format the model's head dimension (4) cannot serve is refused
-	// before any work, and values cannot be QJL sketches.
+	// Without --kv the embedded model runs the recommended turbo3.5.
+	if code, _, errOut := runCmd("run", "-n", "2", "hi"); code != 0 || !strings.Contains(errOut, "KV cache turbo3.5 at 4096 tokens") {
+		t.Errorf("default KV format: code %d, %s", code, errOut)
+	}
+	// A format the model's head dimension (4) cannot serve, asked for, is
+	// refused before any work, and values cannot be QJL sketches.
 	for _, kv := range [][]string{{"--kv", "turbo4"}, {"--kv-v", "qjl"}} {
 		args := append([]string{"run", "-m", fixture, "-n", "2"}, append(kv, "hi")...)
 		if code, _, errOut := runCmd(args...); code != 2 || !strings.Contains(errOut, "kvcache") {

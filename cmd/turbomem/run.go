@@ -236,7 +236,7 @@ func runRun(e *env, args []string) error {
 	n := fs.Int("n", 128, "maximum tokens to generate")
 	chat := fs.Bool("chat", false, "wrap the prompt as a user message in the model's chat template")
 	noEcho := fs.Bool("no-echo", false, "do not print the prompt before the continuation on a terminal")
-	kvf := addKVFlags(fs)
+	kvf := addKVFlags(fs, recommendedKV)
 	cf := addCompactFlags(fs)
 	prompt, err := parseInterleaved(fs, args)
 	if err != nil {

@@ -35,7 +35,7 @@ func runServe(e *env, args []string) error {
 	logJSON := fs.Bool("log-json", false, "log one JSON object per request instead of text")
 	prefixTokens := fs.Int("prefix-cache-tokens", 1024, "prompt tokens per request kept in the prefix cache for reuse by later requests sharing them (0: no prefix cache)")
 	serial := fs.Bool("serial", false, "step the sequences one after another instead of batching them (for comparison)")
-	kvf := addKVFlags(fs)
+	kvf := addKVFlags(fs, recommendedKV)
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
