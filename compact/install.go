@@ -2,31 +2,32 @@ package compact
 
 import (
 	"fmt"
+	"slices"
 
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 )
 
 // Install returns the caches of every layer holding the compacted
-// context: a kvcache.Compacted per layer, its heads' kept keys, biases
-// and values stored in kv's formats (compaction composes with
-// quantization), then the window's tokens appended as usual.
+// context: a kvcache.Compacted per layer whose compacted part holds, per
+// KV head, the kept keys with their biases and values and then the
+// window's tokens as they were (β = 0), all stored in kv's formats
+// (compaction composes with quantization; the whole context is held in
+// the format, none of it in a recent fp16 window), and whose appended
+// tokens start after them.
 func Install(c *Compacted, kv kvcache.Config) ([]kvcache.Cache, error) {
-	kd := c.Shape.KVHeads * c.Shape.HeadDim
+	d := c.Shape.HeadDim
 	out := make([]kvcache.Cache, len(c.Heads))
 	for l, heads := range c.Heads {
 		var keys, bias, values [][]float32
-		for _, h := range heads {
-			keys, bias, values = append(keys, h.Keys), append(bias, h.Bias), append(values, h.Values)
+		for h, r := range heads {
+			keys = append(keys, slices.Concat(r.Keys, headRows(c.WindowK[l], c.Shape.KVHeads, d, h, 0, c.Window)))
+			values = append(values, slices.Concat(r.Values, headRows(c.WindowV[l], c.Shape.KVHeads, d, h, 0, c.Window)))
+			bias = append(bias, slices.Concat(r.Bias, make([]float32, c.Window)))
 		}
 		cc, err := kv.NewCompacted(l, c.Shape, keys, bias, values)
 		if err != nil {
 			return nil, fmt.Errorf("compact: layer %d: %w", l, err)
-		}
-		for p := range c.Window {
-			if err := cc.Append(c.WindowK[l][p*kd:(p+1)*kd], c.WindowV[l][p*kd:(p+1)*kd]); err != nil {
-				return nil, fmt.Errorf("compact: layer %d, window token %d: %w", l, p, err)
-			}
 		}
 		out[l] = cc
 	}

@@ -37,7 +37,7 @@ func TestRunCompact(t *testing.T) {
 		if code != 0 || out == "" {
 			t.Fatalf("%s: exit %d, stdout %q: %s", m, code, out, errOut)
 		}
-		for _, want := range []string{"compacted 7 tokens to 3.0 per layer and KV head (" + m + ", 2.3x)", "KV cache 224 B → 100 B (2.2x smaller)", "prefill", "KV cache", "smaller", "generated 3 tokens"} {
+		for _, want := range []string{"compacted 7 tokens to 3.0 per layer and KV head (" + m + ", 2.3x)", "KV cache 224 B → 108 B (2.1x smaller)", "prefill", "KV cache", "smaller", "generated 3 tokens"} {
 			if !strings.Contains(errOut, want) {
 				t.Errorf("%s: stderr lacks %q: %s", m, want, errOut)
 			}
