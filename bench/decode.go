@@ -248,46 +248,6 @@ type DecodeResult struct {
 	StepMs []float64 `json:"-"`
 }
 
-// Decode prefills ids but the last, then decodes n tokens greedily
-// starting with the last prompt token, timed like the peer script, with
-// caches made by kv (nil: f16).
-func Decode(m *model.Model, kv kvcache.Maker, ids []int32, n, threads int) (DecodeResult, error) {
-	s, err := m.NewSession(kv, len(ids)+n)
-	if err != nil {
-		return DecodeResult{}, err
-	}
-	start := time.Now()
-	if len(ids) > 1 {
-		if _, err := s.Forward(ids[:len(ids)-1], false); err != nil {
-			return DecodeResult{}, err
-		}
-	}
-	prompt := time.Since(start)
-	sampler, _ := model.NewSampler(model.SamplerConfig{})
-	res := DecodeResult{Engine: "turbomem", Context: len(ids), Threads: threads, PromptTPS: float64(len(ids)-1) / prompt.Seconds()}
-	next := ids[len(ids)-1]
-	var first time.Duration
-	start = time.Now()
-	last := start
-	for i := range n {
-		logits, err := s.Forward([]int32{next}, false)
-		if err != nil {
-			return res, err
-		}
-		next = sampler.Sample(logits)
-		res.Tokens = append(res.Tokens, next)
-		now := time.Now()
-		res.StepMs = append(res.StepMs, float64(now.Sub(last))/float64(time.Millisecond))
-		last = now
-		if i == 0 {
-			first = now.Sub(start)
-		}
-	}
-	res.DecodeTPS = float64(n-1) / (time.Since(start) - first).Seconds()
-	res.PeakRSS = peakRSS()
-	return res, nil
-}
-
 // PeerDecode runs the peer script (bench/peers/greedy.mjs) on the same
 // ids, decoding n tokens; extra arguments go to the script as they are
 // (--kv q8_0 --flash).

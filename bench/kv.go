@@ -34,7 +34,8 @@ type KVReport struct {
 	Recorded  int           `json:"recorded"`      // real tokens recorded (the first tokens of every cache)
 	Threads   int           `json:"threads"`       // model threads, shared by each attention step too
 	Kernels   string        `json:"kernels"`       // quant.SIMDLevel()
-	Iters     int           `json:"iters"`         // Attend calls per format and context (median reported)
+	Iters     int           `json:"iters"`         // Attend calls per format, context and round (median reported)
+	Rounds    int           `json:"rounds"`        // rounds of the attention timing and of each decode
 	Attention []AttnRow     `json:"attention"`     // one per format and context
 	Decode    []DecodeRow   `json:"decode"`        // one per engine, format and decode context
 	Summary   []Ratio       `json:"summary"`       // the issue's two ratios
@@ -50,9 +51,12 @@ type KVReport struct {
 type AttnRow struct {
 	Format  string  `json:"format"`
 	Context int     `json:"context"`
-	Micros  float64 `json:"us"`             // median time of one Attend call
-	VsF16   float64 `json:"speedup_vs_f16"` // our f16 time / this time, same context
-	Bytes   int     `json:"bytes"`          // the cache's bytes at this context
+	Micros  float64 `json:"us"` // median over the rounds of each round's median Attend call
+	// MicrosMin and MicrosMax are the range of the rounds' medians.
+	MicrosMin float64 `json:"us_min"`
+	MicrosMax float64 `json:"us_max"`
+	VsF16     float64 `json:"speedup_vs_f16"` // our f16 time / this time, same context
+	Bytes     int     `json:"bytes"`          // the cache's bytes at this context
 }
 
 // DecodeRow is the decode speed of one engine and cache format at one
@@ -64,9 +68,15 @@ type DecodeRow struct {
 	PromptTPS float64 `json:"prompt_tps"`
 	// DecodeTPS is 1 / the median decode step (the first step, which
 	// also evaluates the last prompt token, left out): the median
-	// resists other load on the machine better than the mean.
+	// resists other load on the machine better than the mean. Over
+	// several rounds, the median of the rounds' rates, DecodeMin and
+	// DecodeMax their range. llama-bench's rows give its mean rate at
+	// its best of flash attention off and on (FlashAttn).
 	DecodeTPS     float64 `json:"decode_tps"`
-	DecodeTPSMean float64 `json:"decode_tps_mean"` // decode steps / their total time
+	DecodeMin     float64 `json:"decode_tps_min,omitempty"`
+	DecodeMax     float64 `json:"decode_tps_max,omitempty"`
+	DecodeTPSMean float64 `json:"decode_tps_mean"` // decode steps / their total time (first round)
+	FlashAttn     string  `json:"flash_attn,omitempty"`
 	// AttnMicros is the attention time per layer and token estimated
 	// from decode times (attnEstimate); 0 at the base context.
 	AttnMicros   float64 `json:"attn_us_per_layer"`
@@ -95,8 +105,12 @@ type KVOptions struct {
 	// DecodeContexts those to decode at (none: no decode), ascending.
 	Contexts, DecodeContexts []int
 	// N is the tokens decoded per context, Iters the timed Attend calls
-	// per format and context (the median is reported).
+	// per format, context and round (the median is reported).
 	N, Iters int
+	// Repeat is the number of rounds (at least 1) of the attention timing
+	// and of each decode, the formats taking turns within each: the rows
+	// give the median and the range over the rounds.
+	Repeat int
 	// Text is the token ids recorded (the first Record of them, at most
 	// the model's context) and repeated into the decode prompts.
 	Text   []int32
@@ -108,14 +122,18 @@ type KVOptions struct {
 	Threads int
 	// Seed seeds the synthetic tokens.
 	Seed uint64
-	// Llama are llama.cpp cache types to decode with too (flash attention
-	// on), through the peer script Peer on ModelPath (""; the embedded
-	// model, written to a temporary file). A failing peer does not lose
-	// what was measured: KV returns the report with PeerError set and an
-	// error wrapping ErrPeer.
-	Llama     []string
-	Peer      string
-	ModelPath string
+	// Llama are llama.cpp cache types to decode with too, on ModelPath
+	// ("": the embedded model, written to a temporary file): with
+	// LlamaBench, the natively built llama-bench at that path (its best
+	// of flash attention off and on; on alone for quantized caches, which
+	// llama.cpp requires), else through the peer script Peer (flash
+	// attention on). A failing llama.cpp does not lose what was measured:
+	// KV returns the report with PeerError set and an error wrapping
+	// ErrPeer.
+	Llama      []string
+	LlamaBench string
+	Peer       string
+	ModelPath  string
 	// Progress, if set, is told what is being measured.
 	Progress func(format string, a ...any)
 }
@@ -153,9 +171,10 @@ func KV(m *model.Model, o KVOptions) (KVReport, error) {
 	if statsLayer >= layers || len(o.Text) < 2 || len(o.Contexts) == 0 || o.Iters < 1 {
 		return KVReport{}, fmt.Errorf("bench: layer %d of %d, %d tokens of text, %d contexts, %d iterations", statsLayer, layers, len(o.Text), len(o.Contexts), o.Iters)
 	}
+	rounds := max(1, o.Repeat)
 	rep := KVReport{
 		Model: o.Name, Shape: sh, Layers: layers, Layer: statsLayer, Threads: o.Threads,
-		Kernels: quant.SIMDLevel(), Iters: o.Iters, DecodeN: o.N, Date: time.Now().UTC().Format(time.RFC3339),
+		Kernels: quant.SIMDLevel(), Iters: o.Iters, Rounds: rounds, DecodeN: o.N, Date: time.Now().UTC().Format(time.RFC3339),
 	}
 	rec, err := recordLayer(m, o.Text[:min(o.Record, len(o.Text), m.Config.Context)], statsLayer)
 	if err != nil {
@@ -164,7 +183,7 @@ func KV(m *model.Model, o KVOptions) (KVReport, error) {
 	rep.Recorded = rec.tokens()
 	pool := tensor.NewPool(o.Threads)
 	defer pool.Close()
-	if rep.Attention, err = timeAttention(configs, sh, rec, o.Contexts, o.Iters, o.Seed, pool, progress); err != nil {
+	if rep.Attention, err = timeAttention(configs, sh, rec, o.Contexts, o.Iters, rounds, o.Seed, pool, progress); err != nil {
 		return rep, err
 	}
 	var peerErr error
@@ -179,15 +198,22 @@ func KV(m *model.Model, o KVOptions) (KVReport, error) {
 			defer cleanup()
 			modelFile = f
 		}
+		makers := make([]kvcache.Maker, len(configs))
+		for i, c := range configs {
+			makers[i] = c
+		}
 		for _, ctx := range o.DecodeContexts {
 			prompt := RepeatIDs(o.Text, ctx)
-			for _, c := range configs {
-				progress("decode %s at %d tokens", c, ctx)
-				r, err := Decode(m, c, prompt, o.N, o.Threads)
-				if err != nil {
-					return rep, fmt.Errorf("bench: decode %s at %d tokens: %w", c, ctx, err)
-				}
-				rep.Decode = append(rep.Decode, newDecodeRow(r, c.String()))
+			progress("decode at %d tokens", ctx)
+			res, err := decodeRounds(m, makers, []*tensor.Pool{pool}, prompt, o.N, rounds, o.Threads)
+			if err != nil {
+				return rep, fmt.Errorf("bench: decode at %d tokens: %w", ctx, err)
+			}
+			for _, r := range res {
+				rep.Decode = append(rep.Decode, newDecodeRow(r, r.Format))
+			}
+			if o.LlamaBench != "" {
+				continue // all contexts in one llama-bench run per type, below
 			}
 			for _, kv := range o.Llama {
 				if peerErr != nil {
@@ -197,17 +223,54 @@ func KV(m *model.Model, o KVOptions) (KVReport, error) {
 				r, err := PeerDecode(o.Peer, modelFile, prompt, o.N, o.Threads, "--kv", kv, "--flash")
 				if err != nil {
 					peerErr = fmt.Errorf("llama.cpp %s at %d tokens: %w", kv, ctx, err)
-					rep.PeerError = peerErr.Error()
 					break
 				}
 				rep.Decode = append(rep.Decode, newDecodeRow(r, kv))
 			}
+		}
+		if o.LlamaBench != "" {
+			for _, kv := range o.Llama {
+				progress("llama-bench %s", kv)
+				rows, err := llamaBenchDecode(o, modelFile, kv, rounds)
+				if err != nil {
+					peerErr = fmt.Errorf("llama.cpp %s: %w", kv, err)
+					break
+				}
+				rep.Decode = append(rep.Decode, rows...)
+			}
+		}
+		if peerErr != nil {
+			rep.PeerError = peerErr.Error()
 		}
 		estimateDecodeAttention(rep.Decode, rep.Base, layers)
 	}
 	progress("")
 	rep.Summary = summary(rep)
 	return rep, peerErr
+}
+
+// llamaBenchDecode runs llama-bench on file with cache type kv at every
+// decode context: one row per context, its best of flash attention off
+// and on (on alone for a quantized cache).
+func llamaBenchDecode(o KVOptions, file, kv string, rounds int) ([]DecodeRow, error) {
+	fa := "0,1"
+	if kv != "f16" && kv != "f32" && kv != "bf16" {
+		fa = "1" // llama.cpp quantizes the V cache only with flash attention
+	}
+	res, err := LlamaBench(LlamaBenchOptions{Path: o.LlamaBench, Model: file, Threads: []int{o.Threads},
+		Depths: o.DecodeContexts, Gen: o.N, Repeat: rounds, CacheType: kv, FlashAttn: fa})
+	if err != nil {
+		return nil, err
+	}
+	var rows []DecodeRow
+	for _, ctx := range o.DecodeContexts {
+		b, ok := LlamaBest(res, "tg", ctx, o.Threads)
+		if !ok {
+			return rows, fmt.Errorf("%w: llama-bench gave no generation test at depth %d, %d threads", ErrPeer, ctx, o.Threads)
+		}
+		rows = append(rows, DecodeRow{Engine: "llama.cpp", Format: kv, Context: ctx, DecodeTPS: b.TPS, DecodeTPSMean: b.TPS, FlashAttn: b.FlashAttnName()})
+	}
+	return rows, nil
 }
 
 // RepeatIDs returns n tokens: ids repeated from the start as often as
@@ -301,13 +364,15 @@ func (s *tokenSource) fill(k, v []float32) {
 // after context, and times Attend at each: all formats at one context
 // interleaved call by call, so that load from elsewhere falls on each
 // alike, each Attend spread over pool. The queries are the recorded ones,
-// in turn.
-func timeAttention(specs []kvcache.Config, sh kvcache.Shape, rec *kvRecording, ctxs []int, iters int, seed uint64, pool *tensor.Pool, progress func(string, ...any)) ([]AttnRow, error) {
+// in turn. Each row is the median over rounds rounds of the median of
+// iters calls, with the range of the rounds.
+func timeAttention(specs []kvcache.Config, sh kvcache.Shape, rec *kvRecording, ctxs []int, iters, rounds int, seed uint64, pool *tensor.Pool, progress func(string, ...any)) ([]AttnRow, error) {
 	type bench struct {
-		spec  kvcache.Config
-		cache kvcache.Cache
-		src   *tokenSource
-		times []time.Duration
+		spec   kvcache.Config
+		cache  kvcache.Cache
+		src    *tokenSource
+		times  []time.Duration
+		rounds []float64 // the rounds' medians, µs
 	}
 	bs := make([]*bench, len(specs))
 	for i, s := range specs {
@@ -336,20 +401,29 @@ func timeAttention(specs []kvcache.Config, sh kvcache.Shape, rec *kvRecording, c
 				}
 			}
 			b.cache.Attend(out, query(0), scale) // warm-up
-			b.times = b.times[:0]
+			b.rounds = b.rounds[:0]
 		}
 		progress("timing attention at %d tokens", ctx)
-		for i := range iters {
+		for range rounds {
 			for _, b := range bs {
-				q := query(i)
-				start := time.Now()
-				b.cache.Attend(out, q, scale)
-				b.times = append(b.times, time.Since(start))
+				b.times = b.times[:0]
+			}
+			for i := range iters {
+				for _, b := range bs {
+					q := query(i)
+					start := time.Now()
+					b.cache.Attend(out, q, scale)
+					b.times = append(b.times, time.Since(start))
+				}
+			}
+			for _, b := range bs {
+				b.rounds = append(b.rounds, medianMicros(b.times))
 			}
 		}
 		var ref float64
 		for i, b := range bs {
-			r := AttnRow{Format: b.spec.String(), Context: ctx, Micros: medianMicros(b.times), Bytes: b.cache.Bytes()}
+			r := AttnRow{Format: b.spec.String(), Context: ctx, Micros: median(b.rounds), MicrosMin: slices.Min(b.rounds),
+				MicrosMax: slices.Max(b.rounds), Bytes: b.cache.Bytes()}
 			if i == 0 {
 				ref = r.Micros // f16 is first (KV)
 			}
@@ -361,10 +435,22 @@ func timeAttention(specs []kvcache.Config, sh kvcache.Shape, rec *kvRecording, c
 }
 
 // newDecodeRow returns the row of a decode run with cache format
-// format.
+// format: ours from decodeRounds (its rate over the rounds), or the
+// Node peer's (the median of its steps but the first).
 func newDecodeRow(r DecodeResult, format string) DecodeRow {
 	row := DecodeRow{Engine: r.Engine, Format: format, Context: r.Context, PromptTPS: r.PromptTPS,
 		DecodeTPS: r.DecodeTPS, DecodeTPSMean: r.DecodeTPS, PeakRSSBytes: r.PeakRSS}
+	if r.Rounds > 0 {
+		row.DecodeMin, row.DecodeMax = r.DecodeMin, r.DecodeMax
+		var sum float64
+		for _, ms := range r.StepMs {
+			sum += ms
+		}
+		if sum > 0 {
+			row.DecodeTPSMean = float64(len(r.StepMs)) * 1000 / sum
+		}
+		return row
+	}
 	if len(r.StepMs) > 1 {
 		steps := slices.Clone(r.StepMs[1:])
 		slices.Sort(steps)
@@ -464,6 +550,17 @@ func summary(rep KVReport) []Ratio {
 		}
 	}
 	c = closest(ctxs)
+	var llamaF16 float64
+	for _, r := range rep.Decode {
+		if r.Engine == "llama.cpp" && r.Format == "f16" && r.Context == c {
+			llamaF16 = r.DecodeTPS
+		}
+	}
+	for _, r := range rep.Decode {
+		if llamaF16 > 0 && r.Engine == "turbomem" && (r.Format == "f16" || r.Format == Target) && r.Context == c {
+			out = append(out, Ratio{What: "our " + r.Format + " vs llama.cpp f16", Context: c, Ratio: r.DecodeTPS / llamaF16, Source: "decode tok/s"})
+		}
+	}
 	for _, r := range rep.Decode {
 		if r.Engine != "turbomem" || r.Format != Target || r.Context != c {
 			continue

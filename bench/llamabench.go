@@ -24,6 +24,14 @@ type LlamaBenchRow struct {
 	StdDev    float64 `json:"tps_stddev"`
 }
 
+// FlashAttnName names the row's flash attention setting: on or off.
+func (r LlamaBenchRow) FlashAttnName() string {
+	if r.FlashAttn {
+		return "on"
+	}
+	return "off"
+}
+
 // LlamaBenchOptions configures LlamaBench.
 type LlamaBenchOptions struct {
 	// Path is the llama-bench binary (built natively, ../shared/peers),
@@ -37,11 +45,16 @@ type LlamaBenchOptions struct {
 	Prompt, Gen int
 	// Repeat is llama-bench's -r (at least 1).
 	Repeat int
+	// CacheType is the K and V cache type (-ctk, -ctv; "": llama-bench's
+	// default, f16), FlashAttn the flash attention settings (-fa; "":
+	// "0,1", off and on).
+	CacheType, FlashAttn string
 	// Timeout bounds each run of llama-bench (0: 30 minutes).
 	Timeout time.Duration
 }
 
-// LlamaBench runs llama-bench with flash attention off and on (-fa 0,1),
+// LlamaBench runs llama-bench with flash attention off and on (-fa 0,1,
+// or as FlashAttn says),
 // the prompt test at depth 0 and the generation tests at each depth, and
 // returns its results; llama.cpp's best setting at each point is the
 // larger TPS of the two.
@@ -53,7 +66,14 @@ func LlamaBench(o LlamaBenchOptions) ([]LlamaBenchRow, error) {
 		}
 		return strings.Join(s, ",")
 	}
-	common := []string{"-m", o.Model, "-fa", "0,1", "-r", strconv.Itoa(max(1, o.Repeat)), "-o", "json"}
+	fa := o.FlashAttn
+	if fa == "" {
+		fa = "0,1"
+	}
+	common := []string{"-m", o.Model, "-fa", fa, "-r", strconv.Itoa(max(1, o.Repeat)), "-o", "json"}
+	if o.CacheType != "" {
+		common = append(common, "-ctk", o.CacheType, "-ctv", o.CacheType)
+	}
 	var rows []LlamaBenchRow
 	if o.Prompt > 0 && len(o.PromptThreads) > 0 {
 		r, err := runLlamaBench(o, append(common, "-t", join(o.PromptThreads), "-p", strconv.Itoa(o.Prompt), "-n", "0"))

@@ -162,14 +162,14 @@ func writeLlamaTable(e *env, rows []bench.DecodeResult, llama []bench.LlamaBench
 			continue
 		}
 		if b, ok := bench.LlamaBest(llama, "tg", row.Context, row.Threads); ok {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.2f\t%s\t%.2fx\t\n", row.Format, row.Context, row.Threads, row.DecodeTPS, b.TPS, onOff(b.FlashAttn), row.DecodeTPS/b.TPS)
+			fmt.Fprintf(tw, "%s\t%d\t%d\t%.2f\t%.2f\t%s\t%.2fx\t\n", row.Format, row.Context, row.Threads, row.DecodeTPS, b.TPS, b.FlashAttnName(), row.DecodeTPS/b.TPS)
 		}
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 	if b, ok := bench.LlamaBest(llama, "pp", 0, threads); ok {
-		fmt.Fprintf(e.stdout, "prompt: llama.cpp pp%d on %d threads %.1f tok/s (fa %s)\n", llamaPrompt, threads, b.TPS, onOff(b.FlashAttn))
+		fmt.Fprintf(e.stdout, "prompt: llama.cpp pp%d on %d threads %.1f tok/s (fa %s)\n", llamaPrompt, threads, b.TPS, b.FlashAttnName())
 		for _, row := range rows {
 			if row.Engine == "turbomem" && row.PromptTPS > 0 {
 				fmt.Fprintf(e.stdout, "  ours, %s, %d-token prompt: %.1f tok/s, %.2fx\n", row.Format, row.Context-1, row.PromptTPS, row.PromptTPS/b.TPS)
@@ -177,11 +177,4 @@ func writeLlamaTable(e *env, rows []bench.DecodeResult, llama []bench.LlamaBench
 		}
 	}
 	return nil
-}
-
-func onOff(b bool) string {
-	if b {
-		return "on"
-	}
-	return "off"
 }

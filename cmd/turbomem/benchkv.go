@@ -33,19 +33,24 @@ func benchKV(e *env, args []string) error {
 		"of the model at --decode-ctx for each format and, with --llama, of llama.cpp\n"+
 		"(bench/peers, flash attention on) with its f16/q8_0/q4_0 caches. Attention per\n"+
 		"layer is also estimated from decode times: (t(N) − t(base))·N/(N − base)/layers,\n"+
-		"base the smallest --decode-ctx, for both engines alike. If llama.cpp fails, our\n"+
-		"measurements are still printed (exit status 1).")
+		"base the smallest --decode-ctx, for both engines alike. With --repeat, the formats\n"+
+		"take turns round after round (median and range reported). --llama-bench runs the\n"+
+		"natively built llama-bench at the decode contexts instead of the Node peer (its\n"+
+		"best of flash attention off and on). If llama.cpp fails, our measurements are\n"+
+		"still printed (exit status 1).")
 	mf := addModelFlags(fs, "; of llama.cpp too (on a busy machine use fewer: llama.cpp's threads spin at barriers and collapse when one is preempted)")
 	kvf := addKVListFlags(fs, benchKVFormats, "; f16 is always measured as the reference")
 	ctxList := fs.String("ctx", "1024,4096,16384,65536", "context lengths of the attention step")
 	decodeList := fs.String("decode-ctx", "1024,4096,16384", "context lengths to decode at (empty: no decode)")
 	n := fs.Int("n", 32, "tokens decoded at each decode context")
-	iters := fs.Int("iters", 30, "timed Attend calls per format and context (the median is reported)")
+	iters := fs.Int("iters", 30, "timed Attend calls per format, context and round (the median is reported)")
+	repeat := fs.Int("repeat", 1, "rounds of the attention timing and of each decode (median and range reported)")
+	llamaBench := fs.String("llama-bench", "", "path to a natively built llama-bench: decode llama.cpp with each --llama-kv type at the decode contexts")
 	record := fs.Int("record", 2048, "tokens of held-out text recorded for the K/V statistics")
 	layer := fs.Int("layer", -1, "layer whose statistics the synthetic tokens follow (-1: the middle one)")
-	llama := fs.Bool("llama", false, "also decode with llama.cpp through node-llama-cpp (cd bench/peers && npm install)")
+	llama := fs.Bool("llama", false, "also decode with llama.cpp through node-llama-cpp (cd bench/peers && npm install; --llama-bench is the fair peer)")
 	peer := fs.String("peer", benchKVPeer, "the llama.cpp peer script")
-	llamaKV := fs.String("llama-kv", benchKVLlamaKV, "llama.cpp KV cache types to run (flash attention on)")
+	llamaKV := fs.String("llama-kv", benchKVLlamaKV, "llama.cpp KV cache types to run (flash attention on; with --llama-bench, f16 also off)")
 	format := formatFlag(fs)
 	plotFile := plotFlag(fs, "attention µs against context")
 	jsonFile := fs.String("json", "", "also write the report as JSON to this file")
@@ -64,6 +69,9 @@ func benchKV(e *env, args []string) error {
 	}
 	if *n < 2 || *n > 100000 {
 		return usageError{fmt.Errorf("--n %d out of range [2, 100000]", *n)}
+	}
+	if *repeat < 1 || *repeat > 1000 {
+		return usageError{fmt.Errorf("--repeat %d out of range [1, 1000]", *repeat)}
 	}
 	if *record < 2 || *record > benchKVMaxTokens {
 		return usageError{fmt.Errorf("--record %d out of range [2, %d]", *record, benchKVMaxTokens)}
@@ -84,15 +92,25 @@ func benchKV(e *env, args []string) error {
 		return err
 	}
 	var llamaTypes []string
-	if *llama {
+	if *llama && *llamaBench != "" {
+		return usageError{errors.New("--llama and --llama-bench: choose one peer")}
+	}
+	if *llama || *llamaBench != "" {
 		if llamaTypes, err = parseLlamaKV(*llamaKV); err != nil {
 			return err
 		}
 		if len(decodeCtxs) == 0 {
-			return usageError{fmt.Errorf("--llama needs at least one --decode-ctx")}
+			return usageError{fmt.Errorf("--llama and --llama-bench need at least one --decode-ctx")}
 		}
+	}
+	if *llama {
 		if err := bench.CheckPeer(*peer); err != nil {
 			return usageError{fmt.Errorf("--peer: %w", err)}
+		}
+	}
+	if *llamaBench != "" {
+		if st, err := os.Stat(*llamaBench); err != nil || st.IsDir() {
+			return usageError{fmt.Errorf("--llama-bench %q: not an executable file", *llamaBench)}
 		}
 	}
 	if err := checkOutputs(*plotFile, *jsonFile); err != nil {
@@ -110,9 +128,9 @@ func benchKV(e *env, args []string) error {
 		return usageError{fmt.Errorf("--layer %d out of range [-1, %d)", *layer, l.m.Config.Layers)}
 	}
 	o := bench.KVOptions{
-		Name: modelName(*mf.model), Configs: configs, Contexts: ctxs, DecodeContexts: decodeCtxs, N: *n, Iters: *iters,
+		Name: modelName(*mf.model), Configs: configs, Contexts: ctxs, DecodeContexts: decodeCtxs, N: *n, Iters: *iters, Repeat: *repeat,
 		Text: l.tok.Encode(defaultmodel.HeldOut(), true), Record: *record, Layer: *layer, Threads: mf.threadCount(), Seed: *seed,
-		Llama: llamaTypes, Peer: *peer, ModelPath: *mf.model,
+		Llama: llamaTypes, LlamaBench: *llamaBench, Peer: *peer, ModelPath: *mf.model,
 	}
 	if isTerminal(e.stderr) {
 		o.Progress = func(format string, a ...any) { fmt.Fprintf(e.stderr, "\r\033[K"+format, a...) }
@@ -191,8 +209,12 @@ func writeKVBenchTables(w io.Writer, rep bench.KVReport) error {
 	sh := rep.Shape
 	fmt.Fprintf(w, "%s: query heads %d, KV heads %d, head dim %d, layers %d; kernels %s; threads %d\n",
 		rep.Model, sh.QHeads, sh.KVHeads, sh.HeadDim, rep.Layers, rep.Kernels, rep.Threads)
-	fmt.Fprintf(w, "\nAttention step of one layer, µs (median of %d calls) and speed-up vs f16; tokens: %d recorded from layer %d, then Gaussian with its per-channel statistics\n",
-		rep.Iters, rep.Recorded, rep.Layer)
+	rounds := ""
+	if rep.Rounds > 1 {
+		rounds = fmt.Sprintf(", median of %d rounds [range]", rep.Rounds)
+	}
+	fmt.Fprintf(w, "\nAttention step of one layer, µs (median of %d calls%s) and speed-up vs f16; tokens: %d recorded from layer %d, then Gaussian with its per-channel statistics\n",
+		rep.Iters, rounds, rep.Recorded, rep.Layer)
 	var ctxs, formats []string
 	cell := map[[2]string]bench.AttnRow{}
 	for _, r := range rep.Attention {
@@ -215,7 +237,11 @@ func writeKVBenchTables(w io.Writer, rep bench.KVReport) error {
 		fmt.Fprintf(tw, "%s\t", f)
 		for _, c := range ctxs {
 			r := cell[[2]string{f, c}]
-			fmt.Fprintf(tw, "%.1f\t%.2fx\t", r.Micros, r.VsF16)
+			if rep.Rounds > 1 {
+				fmt.Fprintf(tw, "%.1f [%.1f–%.1f]\t%.2fx\t", r.Micros, r.MicrosMin, r.MicrosMax, r.VsF16)
+			} else {
+				fmt.Fprintf(tw, "%.1f\t%.2fx\t", r.Micros, r.VsF16)
+			}
 		}
 		fmt.Fprintln(tw)
 	}
@@ -226,9 +252,18 @@ func writeKVBenchTables(w io.Writer, rep bench.KVReport) error {
 		fmt.Fprintf(w, "\nDecode, %d tokens after a prompt of the context's length, tok/s from the median step; attention per layer estimated as (t(N) − t(%d))·N/(N − %d)/%d\n",
 			rep.DecodeN, rep.Base, rep.Base, rep.Layers)
 		tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-		fmt.Fprintln(tw, "engine\tformat\tcontext\tprompt tok/s\tdecode tok/s\t×f16\tattn µs/layer\t×our f16\t×llama.cpp f16\t")
+		fmt.Fprintln(tw, "engine\tformat\tcontext\tprompt tok/s\tdecode tok/s\tmin–max\t×f16\tattn µs/layer\t×our f16\t×llama.cpp f16\t")
 		for _, r := range rep.Decode {
-			attn, vsF16, vsLlama := "-", "-", "-"
+			attn, vsF16, vsLlama, spread, engine, prompt := "-", "-", "-", "", r.Engine, "-"
+			if r.PromptTPS > 0 {
+				prompt = fmt.Sprintf("%.1f", r.PromptTPS)
+			}
+			if r.DecodeMax > r.DecodeMin {
+				spread = fmt.Sprintf("%.2f–%.2f", r.DecodeMin, r.DecodeMax)
+			}
+			if r.FlashAttn != "" {
+				engine += " fa " + r.FlashAttn
+			}
 			if r.AttnMicros != 0 {
 				attn = fmt.Sprintf("%.1f", r.AttnMicros)
 			}
@@ -238,7 +273,7 @@ func writeKVBenchTables(w io.Writer, rep bench.KVReport) error {
 			if r.VsLlamaF16 != 0 {
 				vsLlama = fmt.Sprintf("%.2fx", r.VsLlamaF16)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%d\t%.1f\t%.2f\t%.2fx\t%s\t%s\t%s\t\n", r.Engine, r.Format, r.Context, r.PromptTPS, r.DecodeTPS, r.DecodeVsF16, attn, vsF16, vsLlama)
+			fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%.2f\t%s\t%.2fx\t%s\t%s\t%s\t\n", engine, r.Format, r.Context, prompt, r.DecodeTPS, spread, r.DecodeVsF16, attn, vsF16, vsLlama)
 		}
 		if err := tw.Flush(); err != nil {
 			return err

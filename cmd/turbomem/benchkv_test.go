@@ -26,6 +26,8 @@ func TestBenchKVErrors(t *testing.T) {
 		{[]string{"--decode-ctx", "1"}, "--decode-ctx"},
 		{[]string{"--iters", "0"}, "--iters"},
 		{[]string{"--n", "1"}, "--n"},
+		{[]string{"--repeat", "0"}, "--repeat"},
+		{[]string{"--llama-bench", "/no/such/llama-bench"}, "--llama-bench"},
 		{[]string{"--record", "1"}, "--record"},
 		{[]string{"--layer", "99"}, "--layer"},
 		{[]string{"--format", "csv"}, "--format"},
@@ -172,5 +174,85 @@ func TestBenchPeerFails(t *testing.T) {
 	code, out, errOut = runCmd("bench", "decode", "--ctx", "16", "--n", "2", "--peer", peer)
 	if code != 1 || !strings.Contains(out, "turbomem") || !strings.Contains(errOut, "llama.cpp exploded") {
 		t.Errorf("bench decode with a failing peer: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+}
+
+// fakeLlamaBench writes a llama-bench stand-in that records its
+// arguments (one call a line) in the returned file and prints out, as
+// llama-bench -o json would.
+func fakeLlamaBench(t *testing.T, out string) (bin, argsFile string) {
+	t.Helper()
+	dir := t.TempDir()
+	bin, argsFile = filepath.Join(dir, "llama-bench"), filepath.Join(dir, "args")
+	script := "#!/bin/sh\necho \"$*\" >> " + argsFile + "\ncat <<'JSON'\n" + out + "\nJSON\n"
+	if err := os.WriteFile(bin, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return bin, argsFile
+}
+
+// TestBenchKVLlamaBench: with --llama-bench, llama.cpp's rows come from
+// one llama-bench run per cache type at every decode context (f16 with
+// flash attention off and on, its best kept), the rounds are llama-bench's
+// repetitions, and our rows carry the range of their rounds; the summary
+// gives our decode rates against llama.cpp's f16.
+func TestBenchKVLlamaBench(t *testing.T) {
+	if _, err := exec.LookPath("sh"); err != nil {
+		t.Skip("no sh to run the stand-in")
+	}
+	bin, argsFile := fakeLlamaBench(t, `[
+ {"n_threads": 2, "flash_attn": 0, "n_prompt": 0, "n_gen": 4, "n_depth": 64, "avg_ts": 300.5, "stddev_ts": 1},
+ {"n_threads": 2, "flash_attn": 1, "n_prompt": 0, "n_gen": 4, "n_depth": 64, "avg_ts": 250.0, "stddev_ts": 1},
+ {"n_threads": 2, "flash_attn": 0, "n_prompt": 0, "n_gen": 4, "n_depth": 96, "avg_ts": 200.0, "stddev_ts": 1},
+ {"n_threads": 2, "flash_attn": 1, "n_prompt": 0, "n_gen": 4, "n_depth": 96, "avg_ts": 220.0, "stddev_ts": 1}
+]`)
+	code, out, errOut := runCmd("bench", "kv", "--kv", "turbo3.5", "--ctx", "96", "--decode-ctx", "64,96", "--iters", "2", "--n", "4",
+		"--record", "96", "--threads", "2", "--repeat", "2", "--llama-bench", bin, "--llama-kv", "f16", "--format", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rep bench.KVReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("output is not the report: %v\n%s", err, out)
+	}
+	args, err := os.ReadFile(argsFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"-fa 0,1", "-r 2", "-ctk f16 -ctv f16", "-t 2", "-n 4", "-d 64,96", "-p 0"} {
+		if !strings.Contains(string(args), want) {
+			t.Errorf("llama-bench called with %q, lacks %q", args, want)
+		}
+	}
+	if n := strings.Count(string(args), "\n"); n != 1 {
+		t.Errorf("llama-bench ran %d times, want once", n)
+	}
+	if rep.Rounds != 2 || rep.Attention[0].MicrosMin > rep.Attention[0].Micros || rep.Attention[0].Micros > rep.Attention[0].MicrosMax {
+		t.Errorf("attention rounds: %d, row %+v", rep.Rounds, rep.Attention[0])
+	}
+	var llama []bench.DecodeRow
+	for _, r := range rep.Decode {
+		if r.Engine == "llama.cpp" {
+			llama = append(llama, r)
+		} else if !(r.DecodeMin <= r.DecodeTPS && r.DecodeTPS <= r.DecodeMax && r.DecodeMin > 0) {
+			t.Errorf("our row %+v: rate outside its range", r)
+		}
+	}
+	if len(llama) != 2 || llama[0].Context != 64 || llama[0].DecodeTPS != 300.5 || llama[0].FlashAttn != "off" ||
+		llama[1].Context != 96 || llama[1].DecodeTPS != 220 || llama[1].FlashAttn != "on" {
+		t.Errorf("llama.cpp rows %+v, want its best at 64 (300.5, fa off) and 96 (220, fa on)", llama)
+	}
+	found := false
+	for _, s := range rep.Summary {
+		if s.What == "our turbo3.5 vs llama.cpp f16" && s.Context == 96 && s.Ratio > 0 {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("summary %+v lacks our turbo3.5 against llama.cpp's f16 at 96", rep.Summary)
+	}
+	code, _, errOut = runCmd("bench", "kv", "--llama", "--llama-bench", bin)
+	if code != 2 || !strings.Contains(errOut, "choose one") {
+		t.Errorf("--llama with --llama-bench: code %d, %q", code, errOut)
 	}
 }
