@@ -254,12 +254,17 @@ func TestDecodeShortReaderAt(t *testing.T) {
 	if _, err := Decode(bytes.NewReader(b), -1); err == nil {
 		t.Fatal("negative size accepted")
 	}
-	// Tensor data past the end of the reader.
-	f, err := Decode(bytes.NewReader(b[:len(b)-1]), int64(len(b)))
+	// Tensor data past the end of the reader (the file ends with the
+	// last tensor's padding: cut into the tensor itself).
+	full, err := DecodeBytes(b)
 	if err != nil {
 		t.Fatal(err)
 	}
-	last := f.Tensors[len(f.Tensors)-1]
+	last := full.Tensors[len(full.Tensors)-1]
+	f, err := Decode(bytes.NewReader(b[:last.Offset+last.Size-1]), int64(len(b)))
+	if err != nil {
+		t.Fatal(err)
+	}
 	if _, err := f.ReadTensor(last); err == nil {
 		t.Fatal("reading past the end of the reader succeeded")
 	}

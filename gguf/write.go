@@ -209,8 +209,11 @@ func (b *Builder) Layout() ([]TensorInfo, int64, error) {
 	}
 	end := dataStart
 	if len(infos) > 0 {
+		// The data section ends padded to the alignment, as ggml writes
+		// it: ggml's reader, when it loads tensor data into memory, reads
+		// every tensor's padded size.
 		last := infos[len(infos)-1]
-		end = last.Offset + last.Size
+		end = alignUp(last.Offset+last.Size, align)
 	}
 	return infos, end, nil
 }
@@ -289,6 +292,7 @@ func (b *Builder) WriteTo(w io.Writer) (int64, error) {
 			return e.n, fmt.Errorf("gguf: tensor %q: write function wrote %d bytes, want %d", t.Name, t.Size-lw.left, t.Size)
 		}
 	}
+	e.pad(total)
 	if e.err == nil {
 		e.err = e.w.Flush()
 	}

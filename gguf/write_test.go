@@ -147,6 +147,11 @@ func TestRoundTrip(t *testing.T) {
 	if int64(len(raw)) != total {
 		t.Fatalf("file is %d bytes, Layout said %d", len(raw), total)
 	}
+	// ggml's reader, loading tensor data into memory, reads the last
+	// tensor's padding too.
+	if total%64 != 0 {
+		t.Errorf("file of %d bytes does not end on the alignment of 64", total)
+	}
 	for _, o := range openers {
 		t.Run(o.name, func(t *testing.T) {
 			f := o.open(t, path, raw)
