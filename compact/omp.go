@@ -60,7 +60,11 @@ func (a *attention) omp(f Fit) ([]int, []float64) {
 				resid[i] = float32(a.mass[i] - current[i])
 			}
 			clear(corr)
-			tensor.WeightedSumF32(corr, resid, a.e)
+			// corr = eᵀ·resid, a row of e at a time: one sequential
+			// pass over e, corr staying in cache.
+			for i, r := range resid {
+				tensor.AxpyF32(corr, r, a.e[i*t:(i+1)*t])
+			}
 			cands := topFree(corr, kept, excluded, min(per, f.Keys-len(idx)))
 			if len(cands) == 0 {
 				exhausted = true

@@ -3,6 +3,7 @@ package compact
 import (
 	"context"
 	"fmt"
+	"slices"
 
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
@@ -24,6 +25,9 @@ func Prefill(m *model.Model, kv kvcache.Maker, ids []int32, maxTokens int) (*mod
 			return nil, err
 		}
 		r := kvcache.NewRecorder(inner, sh)
+		kd, qd := sh.KVHeads*sh.HeadDim, sh.QHeads*sh.HeadDim
+		r.Trace.K, r.Trace.V = make([]float32, 0, len(ids)*kd), make([]float32, 0, len(ids)*kd)
+		r.Trace.Q = make([]float32, 0, len(ids)*qd)
 		c.Layers[layer] = r.Trace
 		return r.Recording(), nil
 	}), maxTokens)
@@ -37,31 +41,77 @@ func Prefill(m *model.Model, kv kvcache.Maker, ids []int32, maxTokens int) (*mod
 	return s, c, logits, nil
 }
 
-// resumeRecording returns a session that continues the recorded context
-// from float32 caches holding its tokens exactly, each wrapped in a
-// recorder that keeps the queries of positions from on, and the
-// recorders' traces.
-func resumeRecording(m *model.Model, c Context, from, limit int) (*model.Session, []*kvcache.Trace, error) {
-	n := c.Layers[0].Len()
-	caches := make([]kvcache.Cache, len(c.Layers))
-	traces := make([]*kvcache.Trace, len(c.Layers))
+// sharedContext returns, per layer, the recorded context held in fp16 (as
+// the f16 cache of a session holds it; every bias 0) as a compacted
+// context that the sessions reading after it fork
+// (kvcache.Compacted.Fork): one copy of the context however many
+// continuations read it.
+func sharedContext(c Context) ([]*kvcache.Compacted, error) {
+	out := make([]*kvcache.Compacted, len(c.Layers))
 	for l, tr := range c.Layers {
-		f, err := kvcache.NewF32(tr.Shape)
+		sh, n := tr.Shape, tr.Len()
+		keys, values, bias := make([][]float32, sh.KVHeads), make([][]float32, sh.KVHeads), make([][]float32, sh.KVHeads)
+		for h := range sh.KVHeads {
+			keys[h] = headRows(tr.K, sh.KVHeads, sh.HeadDim, h, 0, n)
+			values[h] = headRows(tr.V, sh.KVHeads, sh.HeadDim, h, 0, n)
+			bias[h] = make([]float32, n)
+		}
+		cc, err := kvcache.F16().NewCompacted(l, sh, keys, bias, values)
+		if err != nil {
+			return nil, fmt.Errorf("layer %d: %w", l, err)
+		}
+		out[l] = cc
+	}
+	return out, nil
+}
+
+// forkRecording returns a session that continues the shared context of n
+// tokens (its own tokens in f16 caches after it), each layer's cache
+// wrapped in a recorder that keeps the queries of positions from on, and
+// the recorders' traces.
+func forkRecording(m *model.Model, shared []*kvcache.Compacted, n, from, limit int) (*model.Session, []*kvcache.Trace, error) {
+	caches := make([]kvcache.Cache, len(shared))
+	traces := make([]*kvcache.Trace, len(shared))
+	sh := m.CacheShape()
+	for l, cc := range shared {
+		inner, err := kvcache.NewF16(sh)
 		if err != nil {
 			return nil, nil, err
 		}
-		kd := tr.Shape.KVHeads * tr.Shape.HeadDim
-		for p := range n {
-			if err := f.Append(tr.K[p*kd:(p+1)*kd], tr.V[p*kd:(p+1)*kd]); err != nil {
-				return nil, nil, err
-			}
+		f, err := cc.Fork(inner)
+		if err != nil {
+			return nil, nil, err
 		}
-		r := kvcache.NewRecorder(f, tr.Shape)
+		r := kvcache.NewRecorder(f, sh)
 		r.KeepQuery = func(pos int) bool { return pos >= from-n }
 		caches[l], traces[l] = r.Recording(), r.Trace
 	}
 	s, err := m.Resume(caches, n, limit)
 	return s, traces, err
+}
+
+// forward runs one Batch step of the sessions over their tokens and
+// returns their logits, or the first session's error.
+func forward(b *model.Batch, seqs []*model.Session, tokens [][]int32) ([][]float32, error) {
+	logits, errs := b.Forward(seqs, tokens)
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return logits, nil
+}
+
+// queriesOf returns, per layer, the queries the traces recorded, session
+// after session.
+func queriesOf(traces [][]*kvcache.Trace, layers int) [][]float32 {
+	out := make([][]float32, layers)
+	for _, tr := range traces {
+		for l := range out {
+			out[l] = append(out[l], tr[l].Q...)
+		}
+	}
+	return out
 }
 
 // RepeatQueries returns, per layer, the queries of the model rereading
@@ -91,24 +141,29 @@ func RepeatQueries(ctx context.Context, m *model.Model, c Context, ids, instr []
 	if chunk < 1 {
 		return nil, fmt.Errorf("compact: repeat: a context of %d tokens and an instruction of %d leave no room to reread it within %d", n, len(instr), limit)
 	}
-	out := make([][]float32, len(c.Layers))
+	shared, err := sharedContext(c)
+	if err != nil {
+		return nil, fmt.Errorf("compact: repeat: %w", err)
+	}
+	// Every chunk a session of its own, read together as one batch.
+	var seqs []*model.Session
+	var traces [][]*kvcache.Trace
+	var tokens [][]int32
 	for start := 0; start < len(text); start += chunk {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
-		part := text[start:min(start+chunk, len(text))]
-		s, traces, err := resumeRecording(m, c, n+len(instr), limit)
+		s, tr, err := forkRecording(m, shared, n, n+len(instr), limit)
 		if err != nil {
 			return nil, fmt.Errorf("compact: repeat: %w", err)
 		}
-		if _, err := s.Forward(append(append([]int32(nil), instr...), part...), false); err != nil {
-			return nil, fmt.Errorf("compact: repeat: %w", err)
-		}
-		for l, tr := range traces {
-			out[l] = append(out[l], tr.Q...)
-		}
+		seqs, traces = append(seqs, s), append(traces, tr)
+		tokens = append(tokens, slices.Concat(instr, text[start:min(start+chunk, len(text))]))
 	}
-	return out, nil
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	if _, err := forward(m.NewBatch(), seqs, tokens); err != nil {
+		return nil, fmt.Errorf("compact: repeat: %w", err)
+	}
+	return queriesOf(traces, len(c.Layers)), nil
 }
 
 // SelfQueries returns, per layer, the queries of the model writing about
@@ -125,37 +180,46 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 	if limit <= 0 {
 		limit = m.Config.Context
 	}
-	out := make([][]float32, len(c.Layers))
+	shared, err := sharedContext(c)
+	if err != nil {
+		return nil, fmt.Errorf("compact: self-study: %w", err)
+	}
+	// The prompts are sessions of their own, written together as one
+	// batch: each step reads the weights once for all of them.
+	seqs := make([]*model.Session, len(prompts))
+	traces := make([][]*kvcache.Trace, len(prompts))
+	samplers := make([]*model.Sampler, len(prompts))
 	for i, p := range prompts {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
 		if len(p) == 0 || n+len(p)+tokens > limit {
 			return nil, fmt.Errorf("compact: self-study prompt %d: %d tokens and %d to write after a context of %d exceed %d (or the prompt is empty)", i, len(p), tokens, n, limit)
 		}
-		s, traces, err := resumeRecording(m, c, n, limit)
-		if err != nil {
+		if seqs[i], traces[i], err = forkRecording(m, shared, n, n, limit); err != nil {
 			return nil, fmt.Errorf("compact: self-study: %w", err)
 		}
 		sc.Seed++
-		smp, err := model.NewSampler(sc)
-		if err != nil {
+		if samplers[i], err = model.NewSampler(sc); err != nil {
 			return nil, err
 		}
-		logits, err := s.Forward(p, false)
+	}
+	b := m.NewBatch()
+	next := prompts
+	for step := 0; ; step++ {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		logits, err := forward(b, seqs, next)
 		if err != nil {
 			return nil, fmt.Errorf("compact: self-study: %w", err)
 		}
-		for range tokens {
-			next := smp.Sample(logits)
-			smp.Accept(next)
-			if logits, err = s.Forward([]int32{next}, false); err != nil {
-				return nil, fmt.Errorf("compact: self-study: %w", err)
-			}
+		if step == tokens {
+			break // what it wrote last is read too: its query counts
 		}
-		for l, tr := range traces {
-			out[l] = append(out[l], tr.Q...)
+		next = make([][]int32, len(seqs))
+		for i, smp := range samplers {
+			t := smp.Sample(logits[i])
+			smp.Accept(t)
+			next[i] = []int32{t}
 		}
 	}
-	return out, nil
+	return queriesOf(traces, len(c.Layers)), nil
 }

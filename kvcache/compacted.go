@@ -143,6 +143,24 @@ func (c Config) NewCompacted(layer int, sh Shape, keys, bias, values [][]float32
 	return cc, nil
 }
 
+// Fork returns a cache that continues c's compacted context (shared with
+// c, not copied) with its own tokens appended after it in inner, an empty
+// cache of c's shape; the tokens appended to c are not part of it. Many
+// continuations of one long context cost one copy of it (the reference
+// queries of package compact read a context several times over). The
+// shared part is read only, but its Attend reuses scratch: c and its
+// forks must not attend at the same time. Bytes counts the shared part
+// in each.
+func (c *Compacted) Fork(inner Cache) (*Compacted, error) {
+	if inner == nil || inner.Len() != 0 {
+		return nil, fmt.Errorf("kvcache: a compacted context's fork needs an empty cache for its tokens")
+	}
+	if _, ok := inner.(lseAttender); !ok {
+		return nil, fmt.Errorf("kvcache: a %T cannot hold the tokens after a compacted context", inner)
+	}
+	return &Compacted{shape: c.shape, prefix: c.prefix, kept: c.kept, inner: inner}, nil
+}
+
 // biasHolder is a cache whose positions can carry a logit bias (Dense and
 // Compressed, through their attention).
 type biasHolder interface{ setBias(b [][]uint16) }

@@ -234,6 +234,80 @@ func TestCompactedBias(t *testing.T) {
 	}
 }
 
+// TestCompactedFork: forks of an f32 compacted context with zero biases
+// attend as one f32 cache holding the context and each fork's own
+// tokens, without touching the context or each other; a fork needs an
+// empty cache that can follow a compacted context.
+func TestCompactedFork(t *testing.T) {
+	r := rand.New(rand.NewPCG(25, 26))
+	sh := Shape{QHeads: 4, KVHeads: 2, HeadDim: 32}
+	const n = 30
+	ks, vs := kvData(r, sh, n+6, false)
+	d := sh.HeadDim
+	keys, values := make([][]float32, sh.KVHeads), make([][]float32, sh.KVHeads)
+	bias := make([][]float32, sh.KVHeads)
+	for h := range sh.KVHeads {
+		for p := range n {
+			keys[h] = append(keys[h], ks[p][h*d:(h+1)*d]...)
+			values[h] = append(values[h], vs[p][h*d:(h+1)*d]...)
+		}
+		bias[h] = make([]float32, n)
+	}
+	base, err := F32().NewCompacted(0, sh, keys, bias, values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var forks []*Compacted
+	var refs []*Dense
+	for f := range 2 {
+		inner, _ := NewF32(sh)
+		fk, err := base.Fork(inner)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref, _ := NewF32(sh)
+		for p := range n {
+			if err := ref.Append(ks[p], vs[p]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for p := n + 3*f; p < n+3*f+3; p++ { // each fork its own tokens
+			if err := fk.Append(ks[p], vs[p]); err != nil {
+				t.Fatal(err)
+			}
+			if err := ref.Append(ks[p], vs[p]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		forks, refs = append(forks, fk), append(refs, ref)
+	}
+	if base.Len() != n || forks[0].Len() != n+3 {
+		t.Errorf("Len: context %d, fork %d; want %d and %d", base.Len(), forks[0].Len(), n, n+3)
+	}
+	for i, fk := range forks {
+		q := randQuery(r, sh)
+		got, want := make([]float32, len(q)), make([]float32, len(q))
+		fk.Attend(got, q, 0.2)
+		refs[i].Attend(want, q, 0.2)
+		w64 := make([]float64, len(want))
+		for j, x := range want {
+			w64[j] = float64(x)
+		}
+		if e := relErr(got, w64); !(e <= 1e-5) {
+			t.Errorf("fork %d: relative error %g from one f32 cache", i, e)
+		}
+	}
+	full, _ := NewF32(sh)
+	if err := full.Append(ks[0], vs[0]); err != nil {
+		t.Fatal(err)
+	}
+	for _, inner := range []Cache{nil, full} {
+		if _, err := base.Fork(inner); err == nil || !strings.Contains(err.Error(), "empty cache") {
+			t.Errorf("fork with %v: error %v", inner, err)
+		}
+	}
+}
+
 // TestCompactedRejects: bad compacted contexts get clear errors.
 func TestCompactedRejects(t *testing.T) {
 	sh := Shape{QHeads: 2, KVHeads: 1, HeadDim: 32}
