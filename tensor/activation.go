@@ -55,26 +55,16 @@ func (a *activation) set(k actKind, x []float32) {
 	switch k {
 	case actF32:
 		a.f32 = x
-	case actQ8_0, actQ8_1:
+	case actQ8_0:
+		quantActQ8_0(a.qs, a.d, x)
+	case actQ8_1:
+		quantActQ8_0(a.qs, a.d, x)
 		for b := range len(x) / qk0 {
-			xb := (*[qk0]float32)(x[b*qk0:])
-			qb := (*[qk0]int8)(a.qs[b*qk0:])
-			var amax float32
-			for _, v := range xb {
-				amax = max(amax, abs32(v))
-			}
-			d := amax / 127
-			id := inverse(d)
 			var sum int32
-			for j, v := range xb {
-				q := nearestInt(v * id)
-				qb[j] = int8(q)
-				sum += q
+			for _, q := range a.qs[b*qk0 : (b+1)*qk0] {
+				sum += int32(q)
 			}
-			a.d[b] = d
-			if k == actQ8_1 {
-				a.s[b] = d * float32(sum)
-			}
+			a.s[b] = a.d[b] * float32(sum)
 		}
 	case actQ8_K:
 		for b := range len(x) / QK_K {
@@ -104,6 +94,24 @@ func (a *activation) set(k actKind, x []float32) {
 				a.bsum32[b*QK_K/32+j] = int32(bs[2*j]) + int32(bs[2*j+1])
 			}
 			a.d[b] = 1 / iscale
+		}
+	}
+}
+
+// quantActQ8_0Go quantizes the whole blocks of x into qs and d by the
+// Q8_0 activation rule of set: the twin of the assembly.
+func quantActQ8_0Go(qs []int8, d, x []float32) {
+	for b := range len(x) / qk0 {
+		xb := (*[qk0]float32)(x[b*qk0:])
+		qb := (*[qk0]int8)(qs[b*qk0:])
+		var amax float32
+		for _, v := range xb {
+			amax = max(amax, abs32(v))
+		}
+		d[b] = amax / 127
+		id := inverse(d[b])
+		for j, v := range xb {
+			qb[j] = int8(nearestInt(v * id))
 		}
 	}
 }

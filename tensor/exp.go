@@ -10,24 +10,29 @@ import "math"
 // is several times cheaper than math.Exp, which softmax and SiLU would
 // otherwise call once per element.
 func Exp(x float32) float32 {
+	// Every product is converted to float32 on its own, so that no
+	// compiler fuses it with the addition after it: the SwiGLU assembly
+	// does each operation apart and gives the same bits.
 	x = min(max(x, -87.3), 88.3)
-	n := float32(math.Floor(float64(x*1.44269504088896341 + 0.5))) // round(x·log₂e)
-	r := x - n*0.693359375 + n*2.12194440e-4
+	n := float32(math.Floor(float64(float32(x*1.44269504088896341) + 0.5))) // round(x·log₂e)
+	r := float32(x-float32(n*0.693359375)) + float32(n*2.12194440e-4)
 	p := float32(1.9875691500e-4)
-	p = p*r + 1.3981999507e-3
-	p = p*r + 8.3334519073e-3
-	p = p*r + 4.1665795894e-2
-	p = p*r + 1.6666665459e-1
-	p = p*r + 5.0000001201e-1
-	e := p*r*r + r + 1
+	p = float32(p*r) + 1.3981999507e-3
+	p = float32(p*r) + 8.3334519073e-3
+	p = float32(p*r) + 4.1665795894e-2
+	p = float32(p*r) + 1.6666665459e-1
+	p = float32(p*r) + 5.0000001201e-1
+	e := float32(float32(float32(p*r)*r)+r) + 1
 	return e * math.Float32frombits(uint32(int32(n)+127)<<23)
 }
 
-// SwiGLU sets g[i] = silu(g[i])·u[i], silu(z) = z·σ(z) = z/(1 + e^−z), the
-// gated activation of llama's feed-forward layers.
-func SwiGLU(g, u []float32) {
+// swiGLUGo is SwiGLU in Go: the twin of the assembly, which does the
+// same operations in the same order (the conversions to float32 keep the
+// compiler from fusing a multiply and an add, which would round once
+// where the assembly rounds twice).
+func swiGLUGo(g, u []float32) {
 	u = u[:len(g)]
 	for i, z := range g {
-		g[i] = z / (1 + Exp(-z)) * u[i]
+		g[i] = float32(z/(1+Exp(-z))) * u[i]
 	}
 }

@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"math"
+	"math/rand/v2"
 	"testing"
 )
 
@@ -31,6 +32,33 @@ func TestExp(t *testing.T) {
 		want := float64(z) / (1 + math.Exp(-float64(z))) * float64(u[i])
 		if math.Abs(float64(g[i])-want) > 1e-6*math.Abs(want)+1e-30 {
 			t.Errorf("SwiGLU(%g, %g) = %g, want %g", z, u[i], g[i], want)
+		}
+	}
+}
+
+// TestSwiGLUTwin: SwiGLU (assembly where the CPU has AVX-512) gives the
+// bits of its Go twin, on lengths with and without a tail and on values
+// past both clamps of Exp.
+func TestSwiGLUTwin(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 8))
+	for _, n := range []int{1, 15, 16, 33, 1280, 1283} {
+		g := make([]float32, n)
+		u := make([]float32, n)
+		for i := range g {
+			g[i] = float32(r.NormFloat64() * 4)
+			u[i] = float32(r.NormFloat64())
+			if i%97 == 5 {
+				g[i] *= 40 // beyond ±87.3 now and then
+			}
+		}
+		g[0] = 0
+		want := append([]float32(nil), g...)
+		swiGLUGo(want, u)
+		SwiGLU(g, u)
+		for i := range g {
+			if math.Float32bits(g[i]) != math.Float32bits(want[i]) {
+				t.Fatalf("n=%d: element %d: %g, twin %g", n, i, g[i], want[i])
+			}
 		}
 	}
 }

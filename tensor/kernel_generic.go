@@ -30,6 +30,12 @@ func dotRowsQ8_0x4(w []byte, rowBytes int, a *activation, out *[4]float32) {
 }
 
 func dequantQ8_0Fast(dst []float32, src []byte) { dequantQ8_0(dst, src) }
+
+func quantActQ8_0(qs []int8, d, x []float32) { quantActQ8_0Go(qs, d, x) }
+
+// SwiGLU sets g[i] = silu(g[i])·u[i], silu(z) = z·σ(z) = z/(1 + e^−z), the
+// gated activation of llama's feed-forward layers.
+func SwiGLU(g, u []float32)                     { swiGLUGo(g, u) }
 func dequantQ4_0Fast(dst []float32, src []byte) { dequantQ4_0(dst, src) }
 
 // hasGEMM is false without assembly: MatMul keeps to the row kernels.

@@ -3,6 +3,7 @@ package tensor
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -150,6 +151,35 @@ func TestDequantFastMatchesGo(t *testing.T) {
 					t.Fatalf("%s, %d blocks: element %d = %g, Go %g", tt.name, nb, i, g, w)
 				}
 			}
+		}
+	}
+}
+
+// TestQuantActQ8_0Twin: the Q8_0 activation quantization (assembly where
+// the CPU has AVX-512) gives the bytes and scales of its Go twin, with
+// an all-zero block (scale 0), a block whose largest magnitude is
+// negative, and halves that round to even.
+func TestQuantActQ8_0Twin(t *testing.T) {
+	r := rand.New(rand.NewPCG(9, 10))
+	for _, blocks := range []int{1, 3, 40} {
+		n := blocks * qk0
+		x := randomVector(r, n)
+		clear(x[:qk0]) // block 0: zeros
+		if blocks > 1 {
+			x[qk0+7] = -50 // block 1: the largest magnitude negative
+			for j := range 8 {
+				x[qk0+8+j] = -50 * float32(2*j+1) / 254 // q = ±(j + 1/2) before rounding
+			}
+		}
+		qs, d := make([]int8, n), make([]float32, blocks)
+		wq, wd := make([]int8, n), make([]float32, blocks)
+		quantActQ8_0(qs, d, x)
+		quantActQ8_0Go(wq, wd, x)
+		if !slices.Equal(qs, wq) || !slices.Equal(d, wd) {
+			t.Fatalf("%d blocks: quants %v scales %v; twin %v %v", blocks, qs[:qk0*min(2, blocks)], d, wq[:qk0*min(2, blocks)], wd)
+		}
+		if d[0] != 0 || (blocks > 1 && qs[qk0+7] != -127) {
+			t.Errorf("%d blocks: zero block scale %g, the negative extreme %d", blocks, d[0], qs[qk0+7])
 		}
 	}
 }

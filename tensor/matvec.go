@@ -16,23 +16,44 @@ type Options struct {
 // Scratch holds MatMul's working buffers between calls (Options.Scratch).
 // The zero value is ready to use.
 type Scratch struct {
-	acts   [numActKinds][]*activation
-	cols   [numActKinds]int
-	groups [numActKinds][]gemmActs // the activations packed for the tiled kernel
-	panels []gemmPanel             // per goroutine of the pool
-	preps  []prepared
+	acts    [numActKinds][]actSet
+	groups  [numActKinds][]gemmActs // the activations packed for the tiled kernel
+	workers []workerScratch         // per goroutine of the pool
+	preps   []prepared
 }
 
-// acts returns n activations of kind k for vectors of cols elements,
-// reusing the buffers of earlier calls.
+// actSet is the activations of one kind kept for vectors of cols
+// elements: a layer's products alternate between a few widths (the
+// hidden size, the feed-forward size), each keeps its own.
+type actSet struct {
+	cols int
+	acts []*activation
+}
+
+// workerScratch is one goroutine's scratch in a product: the tiled
+// kernel's panel, and the results of a four-row kernel call (an array
+// that would otherwise escape to the heap on every task).
+type workerScratch struct {
+	panel gemmPanel
+	four  [4]float32
+	_     [40]byte // to 128 bytes: no two goroutines write one cache line
+}
+
+// activations returns n activations of kind k for vectors of cols
+// elements, reusing the buffers of earlier calls.
 func (s *Scratch) activations(k actKind, cols, n int) []*activation {
-	if s.cols[k] != cols {
-		s.acts[k], s.cols[k] = nil, cols
+	i := 0
+	for i < len(s.acts[k]) && s.acts[k][i].cols != cols {
+		i++
 	}
-	for len(s.acts[k]) < n {
-		s.acts[k] = append(s.acts[k], newActivation(k, cols))
+	if i == len(s.acts[k]) {
+		s.acts[k] = append(s.acts[k], actSet{cols: cols})
 	}
-	return s.acts[k][:n]
+	set := &s.acts[k][i]
+	for len(set.acts) < n {
+		set.acts = append(set.acts, newActivation(k, cols))
+	}
+	return set.acts[:n]
 }
 
 // minTaskBytes is the least weight data (times the number of vectors)
@@ -216,12 +237,12 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 		})
 	}
 	threads := opts.Pool.Threads()
-	if len(scr.panels) < threads {
-		scr.panels = append(scr.panels, make([]gemmPanel, threads-len(scr.panels))...)
+	if len(scr.workers) < threads {
+		scr.workers = append(scr.workers, make([]workerScratch, threads-len(scr.workers))...)
 	}
 	tasks := min(totalRows, threads*tasksPerThread, max(1, totalBytes*n/minBytes))
 	opts.Pool.Run(tasks, func(task, w int) {
-		rowRange(ps, preps, totalRows*task/tasks, totalRows*(task+1)/tasks, cols, &scr.panels[w])
+		rowRange(ps, preps, totalRows*task/tasks, totalRows*(task+1)/tasks, cols, &scr.workers[w])
 	})
 	return nil
 }
@@ -236,9 +257,9 @@ func growGroups(gs []gemmActs, n int) []gemmActs {
 
 // rowRange computes the rows [r0, r1) of all products, numbered one
 // product after another; a product on the tiled kernel computes the
-// panels that start in the range, panel being the goroutine's scratch.
-func rowRange(ps []Product, preps []prepared, r0, r1, cols int, panel *gemmPanel) {
-	var four [4]float32 // one per task: the kernel's result escapes
+// panels that start in the range, ws being the goroutine's scratch.
+func rowRange(ps []Product, preps []prepared, r0, r1, cols int, ws *workerScratch) {
+	four := &ws.four
 	for i := range ps {
 		pp := &preps[i]
 		lo, hi := max(r0, pp.start), min(r1, pp.start+ps[i].Rows)
@@ -247,7 +268,7 @@ func rowRange(ps []Product, preps []prepared, r0, r1, cols int, panel *gemmPanel
 			// panels start at local rows that are multiples of gemmRows
 			first := (lo - pp.start + gemmRows - 1) / gemmRows * gemmRows
 			if first < hi-pp.start {
-				gemmProduct(&ps[i], pp.rowByte, cols, len(pp.acts), pp.groups, panel, first, hi-pp.start)
+				gemmProduct(&ps[i], pp.rowByte, cols, len(pp.acts), pp.groups, &ws.panel, first, hi-pp.start)
 			}
 			continue
 		}
@@ -255,7 +276,7 @@ func rowRange(ps []Product, preps []prepared, r0, r1, cols int, panel *gemmPanel
 		if pp.k.rows4 != nil && len(pp.acts) == 1 {
 			for ; r+4 <= hi; r += 4 {
 				lr := r - pp.start
-				pp.k.rows4(ps[i].W[lr*pp.rowByte:(lr+4)*pp.rowByte], pp.rowByte, pp.acts[0], &four)
+				pp.k.rows4(ps[i].W[lr*pp.rowByte:(lr+4)*pp.rowByte], pp.rowByte, pp.acts[0], four)
 				copy(ps[i].Out[lr:lr+4], four[:])
 			}
 		}
@@ -265,7 +286,7 @@ func rowRange(ps []Product, preps []prepared, r0, r1, cols int, panel *gemmPanel
 			v := 0
 			if pp.k.dot4 != nil {
 				for ; v+4 <= len(pp.acts); v += 4 {
-					pp.k.dot4(row, (*[4]*activation)(pp.acts[v:v+4]), &four)
+					pp.k.dot4(row, (*[4]*activation)(pp.acts[v:v+4]), four)
 					for k, f := range four {
 						ps[i].Out[(v+k)*rows+lr] = f
 					}
