@@ -20,19 +20,21 @@ import (
 // The cache estimates μ from the sequence's first tokens (the window's
 // rows when the first token is compressed, the first one, usually BOS or
 // an attention sink, left out) as the mean of R_t⁻¹·k_t, stores k_t −
-// R_t·μ, and adds ⟨q, R_t·μ⟩ back when it scores (Rope.meanScores): one
-// row-kernel pass per query over a small table, and exact, so the
-// attention never depends on μ being a good estimate — only the error
+// m_t, m_t = R_t·μ (on the slow pairs interpolated within a chunk of
+// positions: meanTurns), and adds ⟨q, m_t⟩ back when it scores
+// (Rope.meanScores): a few kernel passes over small tables, and exact, so
+// the attention never depends on μ being a good estimate — only the error
 // does. Without a Rope (a Shape made outside a model) μ is the plain mean.
 
 // centeredKeys holds keys with the turning mean taken out, in an inner
 // store.
 type centeredKeys struct {
 	inner keyStore
-	rope  *Rope     // nil: no rotation
-	mu    []float32 // the pre-RoPE mean
-	n     int       // keys added: the position of the next
-	x     []float64 // scratch for add
+	rope  *Rope      // nil: no rotation
+	mu    []float32  // the pre-RoPE mean
+	turns *meanTurns // the vector subtracted at each position
+	n     int        // keys added: the position of the next
+	x     []float64  // scratch
 	m     []float64
 }
 
@@ -53,18 +55,19 @@ func newCenteredKeys(inner keyStore, rope *Rope, rows []uint16, d int) *centered
 			sum[i] += v
 		}
 	}
+	mu := make([]float64, d)
 	for i, v := range sum {
 		s.mu[i] = float32(v / float64(max(n-first, 1)))
+		mu[i] = float64(s.mu[i])
 	}
+	s.turns = newMeanTurns(rope, mu)
 	return s
 }
 
-// center sets dst = x − R_t·μ (dst may alias x).
+// center sets dst = x − m_t, m_t the mean turned to position t
+// (meanTurns; dst may alias x).
 func (s *centeredKeys) center(dst, x []float32, t int) {
-	for i, v := range s.mu {
-		s.x[i] = float64(v)
-	}
-	s.rope.Rotate(s.m, s.x, t)
+	s.turns.turned(s.m, t)
 	for i, v := range x {
 		dst[i] = v - float32(s.m[i])
 	}

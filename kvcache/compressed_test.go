@@ -173,8 +173,9 @@ func decodeKey(t testing.TB, keys keyStore, tok, d int, dk []float32) {
 		for i, v := range st.mu {
 			mu[i] = float64(v)
 		}
-		st.rope.Rotate(mu, mu, tok)
-		for i, v := range mu {
+		m := make([]float64, d)
+		newMeanTurns(st.rope, mu).turned(m, tok)
+		for i, v := range m {
 			dk[i] += float32(v)
 		}
 	case *groupKeys:

@@ -3,6 +3,8 @@ package kvcache
 import (
 	"fmt"
 	"math"
+	"sync"
+	"sync/atomic"
 
 	"github.com/turbomem/turbomem/tensor"
 )
@@ -13,24 +15,70 @@ import (
 // (x_A + i·x_B)·e^(i·t·Freqs[i]); coordinates past the pairs stay as
 // they are. A cache whose Shape has it can tell the part of the keys
 // that turns with position from the part that does not (centered keys).
+//
+// Centred keys subtract from the key at position t the mean μ turned to
+// t (meanTurns), and scoring adds its share back (meanScores). Pairs
+// that turn fast, ω_i > slowFreq, are turned exactly: R_t·μ. Slow pairs
+// are turned to ropeNodes Chebyshev nodes of t's chunk of ropeChunk
+// positions and interpolated between them (error below ropeTol of their
+// share of μ): their score is then a polynomial in the position within
+// the chunk, ropeNodes numbers per chunk and query instead of two per
+// pair, which makes the mean's share cost a third to a half of what it
+// would otherwise (most pairs are slow: ω_i = base^(−2i/d)).
 type Rope struct {
 	d      int       // head dimension
 	freqs  []float64 // per pair
 	halves bool      // pairs (i, i+len(freqs)) instead of (2i, 2i+1)
-	// table holds, for every pair i, the row [cos(j·ω_i) for j <
-	// ropeChunk], then for every pair the row of sin(j·ω_i): the turns of
-	// the positions of a chunk, shared by every layer and head
-	// (ropeChunk·d floats). Scoring weighs its rows for four queries at
-	// once (turnSums4): the chunk's sums stay in registers while the rows
-	// stream by.
+
+	exact, slow []int                         // pairs turned exactly and interpolated
+	nodes       [ropeNodes]float64            // node offsets within a chunk
+	basis       [ropeNodes][ropeChunk]float64 // Lagrange basis ℓ_k(j) at the chunk's positions
+	nodeTurn    [ropeNodes][]complex128       // per node k and slow pair s: e^(i·x_k·ω_s)
+	spanStep    []complex128                  // per exact pair: e^(i·ropeSpan·ω)
+	unrotated   bool                          // coordinates past the pairs exist
+	rows        int                           // rows of table
+	// table holds the rows the chunk kernel weighs (turnAdd4), ropeSpan
+	// columns each (positions j of a span): cos(j·ω) of every exact pair,
+	// then sin(j·ω), then the ropeNodes rows ℓ_k(j mod ropeChunk), then
+	// (if there are unrotated coordinates) a row of ones. Shared by every
+	// layer and head.
 	table []float32
-	step  []complex128 // e^(i·ropeChunk·ω_i), one chunk further on
+
+	// chunkTurns holds, per block of ropeChunk chunks, the slow pairs'
+	// turns at the chunks' starts: rows cos(c·ropeChunk·ω_s), then sin,
+	// ropeChunk columns (chunks c of the block). Made on first use and
+	// kept: they depend on nothing but the position.
+	chunkTurns atomic.Pointer[[][]float32]
+	grow       sync.Mutex
+	scratch    sync.Pool // *ropeScratch
 }
 
-// ropeChunk is the number of positions whose turns Rope tabulates: the
-// mean-score term of a chunk of keys is one row kernel call over the
-// table (32 KiB at d = 128).
-const ropeChunk = 64
+const (
+	// ropeChunk is the number of positions whose mean-score terms one
+	// kernel call sums (64 floats a row) and the length over which slow
+	// pairs are interpolated.
+	ropeChunk = 64
+	// ropeSpan is the number of positions the exact pairs' rows cover,
+	// so that their weights turn once every ropeSpan positions.
+	ropeSpan = 2 * ropeChunk
+	// ropeNodes is the number of interpolation nodes per chunk.
+	ropeNodes = 6
+	// ropeTol bounds the interpolation error of a slow pair:
+	// |e^(i·j·ω) − Σ_k ℓ_k(j)·e^(i·x_k·ω)| ≤ 2·(ω·(ropeChunk−1)/4)^N/N!
+	// for Chebyshev nodes (N = ropeNodes), which is at most ropeTol for
+	// ω ≤ slowFreq.
+	ropeTol = 0.02
+)
+
+// slowFreq is the largest angular frequency a pair can have and still be
+// interpolated within ropeTol: the bound above solved for ω.
+var slowFreq = func() float64 {
+	f := 1.0
+	for k := 2; k <= ropeNodes; k++ {
+		f *= float64(k)
+	}
+	return math.Pow(ropeTol*f/2, 1/float64(ropeNodes)) * 4 / (ropeChunk - 1)
+}()
 
 // NewRope returns the rotary embedding of head dimension d with the given
 // per-pair angular frequencies (radians per position; at most d/2
@@ -45,18 +93,63 @@ func NewRope(d int, freqs []float64, halves bool) (*Rope, error) {
 			return nil, fmt.Errorf("kvcache: rope frequency %d is %g", i, f)
 		}
 	}
-	p := len(freqs)
-	r := &Rope{d: d, freqs: append([]float64(nil), freqs...), halves: halves,
-		table: make([]float32, ropeChunk*2*p), step: make([]complex128, p)}
+	r := &Rope{d: d, freqs: append([]float64(nil), freqs...), halves: halves, unrotated: 2*len(freqs) < d}
 	for i, f := range freqs {
-		for j := range ropeChunk {
-			s, c := math.Sincos(float64(j) * f)
-			r.table[i*ropeChunk+j], r.table[(p+i)*ropeChunk+j] = float32(c), float32(s)
+		if math.Abs(f) > slowFreq {
+			r.exact = append(r.exact, i)
+		} else {
+			r.slow = append(r.slow, i)
 		}
 	}
-	for i, f := range freqs {
-		s, c := math.Sincos(ropeChunk * f)
-		r.step[i] = complex(c, s)
+	// Chebyshev nodes of [0, ropeChunk−1] and their Lagrange basis.
+	const half = (ropeChunk - 1) / 2.0
+	for k := range ropeNodes {
+		r.nodes[k] = half - half*math.Cos(math.Pi*float64(2*k+1)/(2*ropeNodes))
+	}
+	for j := range ropeChunk {
+		for k := range ropeNodes {
+			l := 1.0
+			for m, x := range r.nodes {
+				if m != k {
+					l *= (float64(j) - x) / (r.nodes[k] - x)
+				}
+			}
+			r.basis[k][j] = l
+		}
+	}
+	for k, x := range r.nodes {
+		r.nodeTurn[k] = make([]complex128, len(r.slow))
+		for s, i := range r.slow {
+			sn, cs := math.Sincos(x * freqs[i])
+			r.nodeTurn[k][s] = complex(cs, sn)
+		}
+	}
+	pe := len(r.exact)
+	r.rows = 2*pe + ropeNodes
+	if r.unrotated {
+		r.rows++
+	}
+	r.table = make([]float32, r.rows*ropeSpan)
+	r.spanStep = make([]complex128, pe)
+	for e, i := range r.exact {
+		for j := range ropeSpan {
+			sn, cs := math.Sincos(float64(j) * freqs[i])
+			r.table[e*ropeSpan+j], r.table[(pe+e)*ropeSpan+j] = float32(cs), float32(sn)
+		}
+		sn, cs := math.Sincos(ropeSpan * freqs[i])
+		r.spanStep[e] = complex(cs, sn)
+	}
+	for k := range ropeNodes {
+		row := r.table[(2*pe+k)*ropeSpan : (2*pe+k+1)*ropeSpan]
+		for j := range row {
+			row[j] = float32(r.basis[k][j%ropeChunk])
+		}
+	}
+	if r.unrotated {
+		row := r.table[(r.rows-1)*ropeSpan:]
+		for j := range row {
+			row[j] = 1
+		}
 	}
 	return r, nil
 }
@@ -67,15 +160,6 @@ func (r *Rope) pair(i int) (a, b int) {
 		return i, i + len(r.freqs)
 	}
 	return 2 * i, 2*i + 1
-}
-
-// turn returns e^(i·t·ω_i) for every pair, in float64 (exact for any
-// position a cache can hold).
-func (r *Rope) turn(dst []complex128, t int) {
-	for i, f := range r.freqs {
-		s, c := math.Sincos(float64(t) * f)
-		dst[i] = complex(c, s)
-	}
 }
 
 // Rotate sets dst = R_t·src, in float64: src turned as the model turns a
@@ -95,15 +179,126 @@ func (r *Rope) Rotate(dst, src []float64, t int) {
 	}
 }
 
-// meanScores adds ⟨qs[j], R_t·mu⟩ to dst[j][i] for t = t0+i, every query
-// j: the score of the position-dependent mean that centered keys take out
-// of each key. Per chunk of ropeChunk positions, the mean turned to the
-// chunk's start, y_i = μ̃_i·e^(i·c0·ω_i), is shared by the group; for each
-// query, ⟨q, R_(c0+j)·mu⟩ = Σ_i cos(jω_i)·u_i + sin(jω_i)·v_i with
-// u_i = q_A·Re y_i + q_B·Im y_i and v_i = q_B·Re y_i − q_A·Im y_i, which
-// is a weighted sum of the turn table's rows, four queries at a time
-// (turnSums4). Coordinates past the pairs
-// add the constant ⟨q, mu⟩ over them. A nil Rope adds ⟨q, mu⟩.
+// meanTurns gives the vector centred keys subtract at each position: the
+// mean μ (before RoPE) turned to the position, R_t·μ, on the exact pairs
+// and the unrotated coordinates; on the slow pairs, μ turned to the nodes
+// of the position's chunk and interpolated (Rope). It keeps the node
+// vectors of the last chunk asked for: positions come in order.
+type meanTurns struct {
+	r     *Rope
+	mu    []float64
+	chunk int                     // chunk start whose nodes are held; −1: none
+	at    [ropeNodes][]complex128 // per node, per slow pair: μ̃·e^(i·(chunk+x_k)·ω)
+}
+
+func newMeanTurns(r *Rope, mu []float64) *meanTurns {
+	m := &meanTurns{r: r, mu: mu, chunk: -1}
+	if r != nil {
+		for k := range m.at {
+			m.at[k] = make([]complex128, len(r.slow))
+		}
+	}
+	return m
+}
+
+// turned sets dst (length d) to the vector subtracted at position t ≥ 0.
+func (m *meanTurns) turned(dst []float64, t int) {
+	copy(dst, m.mu)
+	r := m.r
+	if r == nil {
+		return
+	}
+	for _, i := range r.exact {
+		s, c := math.Sincos(float64(t) * r.freqs[i])
+		a, b := r.pair(i)
+		x0, x1 := m.mu[a], m.mu[b]
+		dst[a] = x0*c - x1*s
+		dst[b] = x0*s + x1*c
+	}
+	if len(r.slow) == 0 {
+		return
+	}
+	c0 := t - t%ropeChunk
+	if c0 != m.chunk {
+		for k, x := range r.nodes {
+			for s, i := range r.slow {
+				a, b := r.pair(i)
+				sn, cs := math.Sincos((float64(c0) + x) * r.freqs[i])
+				m.at[k][s] = complex(m.mu[a], m.mu[b]) * complex(cs, sn)
+			}
+		}
+		m.chunk = c0
+	}
+	j := t - c0
+	for s, i := range r.slow {
+		var v complex128
+		for k := range ropeNodes {
+			v += complex(r.basis[k][j], 0) * m.at[k][s]
+		}
+		a, b := r.pair(i)
+		dst[a], dst[b] = real(v), imag(v)
+	}
+}
+
+// ropeScratch is one meanScores call's scratch.
+type ropeScratch struct {
+	z    []complex128 // per query and pair: conj(q̃)·μ̃
+	wr   []float64    // per query and exact pair: the span's weight z·e^(i·s·ω)
+	wi   []float64
+	y    []float32 // per group, node, query: the slow pairs' node weights (Re, then −Im)
+	n    []float32 // per group, node, query: the node sums of a block's chunks
+	kw   []float32 // per query: the chunk kernel's weights (rows each)
+	base []float32 // per query: ⟨q, μ⟩ over the unrotated coordinates
+	out  []float32 // a partial chunk's sums, 4 queries
+}
+
+// blockTurns returns the slow pairs' turns at the starts of the chunks of
+// block b (rows cos, then sin, ropeChunk chunks each), making the blocks
+// up to b on first use.
+func (r *Rope) blockTurns(b int) []float32 {
+	if bs := r.chunkTurns.Load(); bs != nil && b < len(*bs) {
+		return (*bs)[b]
+	}
+	r.grow.Lock()
+	defer r.grow.Unlock()
+	var bs [][]float32
+	if p := r.chunkTurns.Load(); p != nil {
+		bs = *p
+	}
+	if b < len(bs) {
+		return bs[b]
+	}
+	ps := len(r.slow)
+	next := append([][]float32(nil), bs...)
+	for len(next) <= b {
+		blk := make([]float32, 2*ps*ropeChunk)
+		c0 := len(next) * ropeChunk * ropeChunk // first position of the block
+		for s, i := range r.slow {
+			for c := range ropeChunk {
+				sn, cs := math.Sincos(float64(c0+c*ropeChunk) * r.freqs[i])
+				blk[s*ropeChunk+c], blk[(ps+s)*ropeChunk+c] = float32(cs), float32(sn)
+			}
+		}
+		next = append(next, blk)
+	}
+	r.chunkTurns.Store(&next)
+	return next[b]
+}
+
+// meanScores adds ⟨qs[j], m_t⟩ to dst[j][i] for t = t0+i and every query
+// j, where m_t is the vector centred keys subtract at t (meanTurns, from
+// the mean mu): the mean's share of each score. Queries go in fours (a
+// short last group padded with zero weights). Per query and pair,
+// z = conj(q̃)·μ̃; a chunk's terms are one turnAdd4 call over the rows of
+// the table, with weights
+//   - exact pair: u = Re w, v = −Im w, w = z·e^(i·s·ω) at the span start
+//     s (⟨q, R_t·μ⟩ = Σ cos(jω)·u + sin(jω)·v for t = s+j);
+//   - node k: N_k = Re Σ_slow z·e^(i·(c+x_k)·ω) at the chunk start c,
+//     itself one turnAdd4 call per block of ropeChunk chunks over the
+//     block's turns (blockTurns), with weights Re and −Im of z·e^(i·x_k·ω);
+//   - the row of ones: ⟨q, μ⟩ over the unrotated coordinates.
+//
+// A nil Rope adds ⟨q, mu⟩.
 func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
 	n := len(dst[0])
 	if n == 0 {
@@ -118,64 +313,144 @@ func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
 		}
 		return
 	}
-	p := len(r.freqs)
-	// Queries in fours (a short last group padded with zero weights). Per
-	// query and pair, w_i = conj(q̃_i)·μ̃_i·e^(i·c₀·ω_i): u_i = Re w_i,
-	// v_i = −Im w_i, and w turns by e^(i·ropeChunk·ω_i) from one chunk to
-	// the next (float64, so that no drift builds up over a long cache).
+	p, pe, ps := len(r.freqs), len(r.exact), len(r.slow)
 	groups := (len(qs) + 3) / 4
-	wr := make([]float64, 4*groups*p)
-	wi := make([]float64, 4*groups*p)
-	base := make([]float32, 4*groups) // the unrotated coordinates [2p, d)
-	turn := make([]complex128, p)
-	r.turn(turn, t0)
+	nq := 4 * groups
+	sc, _ := r.scratch.Get().(*ropeScratch)
+	if sc == nil {
+		sc = &ropeScratch{}
+	}
+	defer r.scratch.Put(sc)
+	sc.z = grown(sc.z, nq*p)
+	sc.wr = grown(sc.wr, nq*pe)
+	sc.wi = grown(sc.wi, nq*pe)
+	sc.y = grown(sc.y, groups*ropeNodes*4*2*ps)
+	sc.n = grown(sc.n, groups*ropeNodes*4*ropeChunk)
+	sc.kw = grown(sc.kw, nq*r.rows)
+	sc.base = grown(sc.base, nq)
+	sc.out = grown(sc.out, 4*ropeChunk)
+	clear(sc.z)
+	clear(sc.base)
 	for j, q := range qs {
-		if 2*p < r.d {
-			base[j] = tensor.DotF32(q[2*p:], mu[2*p:])
-		}
-		for i, e := range turn {
+		for i := range p {
 			a, b := r.pair(i)
-			w := complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b])) * e
-			wr[j*p+i], wi[j*p+i] = real(w), imag(w)
+			sc.z[j*p+i] = complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b]))
+		}
+		if r.unrotated {
+			sc.base[j] = tensor.DotF32(q[2*p:], mu[2*p:])
 		}
 	}
-	uv := make([]float32, 4*2*p)
-	out := make([]float32, 4*ropeChunk)
-	for c0 := 0; c0 < n; c0 += ropeChunk {
-		m := min(ropeChunk, n-c0)
+	// Node weights per group, node and query: Re and −Im of z·e^(i·x_k·ω).
+	for g := range groups {
+		for k := range ropeNodes {
+			for jj := range 4 {
+				y := sc.y[((g*ropeNodes+k)*4+jj)*2*ps:][:2*ps]
+				z := sc.z[(4*g+jj)*p:]
+				for s, i := range r.slow {
+					v := z[i] * r.nodeTurn[k][s]
+					y[s], y[ps+s] = float32(real(v)), float32(-imag(v))
+				}
+			}
+		}
+	}
+	end := t0 + n
+	span := -1
+	var dummy [ropeChunk]float32
+	for c := t0 - t0%ropeChunk; c < end; c += ropeChunk {
+		blockChunk := c / ropeChunk % ropeChunk // the chunk's column in its block
+		if ps > 0 && (c == t0-t0%ropeChunk || blockChunk == 0) {
+			turns := r.blockTurns(c / (ropeChunk * ropeChunk))
+			for g := range groups {
+				for k := range ropeNodes {
+					i := (g*ropeNodes + k) * 4
+					turnAdd4(&[4][]float32{sc.n[i*ropeChunk:], sc.n[(i+1)*ropeChunk:], sc.n[(i+2)*ropeChunk:], sc.n[(i+3)*ropeChunk:]},
+						sc.y[i*2*ps:(i+4)*2*ps], 2*ps, turns, ropeChunk, true)
+				}
+			}
+		}
+		if s := c - c%ropeSpan; s != span {
+			// The exact pairs' weights at the span's start: from the
+			// first span's turns, then turned on by a span at a time in
+			// float64 (no drift), written to every query's kernel weights.
+			for e, i := range r.exact {
+				st := r.spanStep[e]
+				if span < 0 {
+					sn, cs := math.Sincos(float64(s) * r.freqs[i])
+					st = complex(cs, sn)
+				}
+				sr, si := real(st), imag(st)
+				for j := range nq {
+					wr, wi := sc.wr[j*pe+e], sc.wi[j*pe+e]
+					if span < 0 {
+						wr, wi = real(sc.z[j*p+i]), imag(sc.z[j*p+i])
+					}
+					wr, wi = wr*sr-wi*si, wr*si+wi*sr
+					sc.wr[j*pe+e], sc.wi[j*pe+e] = wr, wi
+					kw := sc.kw[j*r.rows:]
+					kw[e], kw[pe+e] = float32(wr), float32(-wi)
+				}
+			}
+			span = s
+		}
+		col := c % ropeSpan
+		lo, hi := max(c, t0), min(c+ropeChunk, end)
 		for g := range groups {
 			for jj := range 4 {
 				j := 4*g + jj
-				u, v := uv[jj*2*p:jj*2*p+p], uv[jj*2*p+p:(jj+1)*2*p]
-				re, im := wr[j*p:(j+1)*p], wi[j*p:(j+1)*p]
-				for i, st := range r.step {
-					u[i], v[i] = float32(re[i]), float32(-im[i])
-					sr, si := real(st), imag(st)
-					re[i], im[i] = re[i]*sr-im[i]*si, re[i]*si+im[i]*sr
+				kw := sc.kw[j*r.rows : (j+1)*r.rows]
+				for k := range ropeNodes {
+					kw[2*pe+k] = sc.n[((g*ropeNodes+k)*4+jj)*ropeChunk+blockChunk]
+				}
+				if r.unrotated {
+					kw[r.rows-1] = sc.base[j]
 				}
 			}
-			turnSums4(out, uv, 2*p, r.table)
-			for jj := range 4 {
-				j := 4*g + jj
-				if j >= len(qs) {
-					break
+			kw := sc.kw[4*g*r.rows : 4*(g+1)*r.rows]
+			var out [4][]float32
+			if lo == c && hi == c+ropeChunk {
+				for jj := range 4 {
+					if j := 4*g + jj; j < len(qs) {
+						out[jj] = dst[j][c-t0:]
+					} else {
+						out[jj] = dummy[:]
+					}
 				}
-				d := dst[j][c0 : c0+m]
-				for i, v := range out[jj*ropeChunk : jj*ropeChunk+m] {
-					d[i] += v + base[j]
+				turnAdd4(&out, kw, r.rows, r.table[col:], ropeSpan, false)
+				continue
+			}
+			for jj := range 4 {
+				out[jj] = sc.out[jj*ropeChunk : (jj+1)*ropeChunk]
+			}
+			turnAdd4(&out, kw, r.rows, r.table[col:], ropeSpan, true)
+			for jj := range 4 {
+				if j := 4*g + jj; j < len(qs) {
+					d := dst[j][lo-t0 : hi-t0]
+					for i, v := range out[jj][lo-c : hi-c] {
+						d[i] += v
+					}
 				}
 			}
 		}
 	}
 }
 
-// turnSums4Go is turnSums4's pure-Go twin.
-func turnSums4Go(out, w []float32, rows int, table []float32) {
+// grown returns s with length n, reusing its array when it can.
+func grown[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// turnAdd4Go is turnAdd4's pure-Go twin.
+func turnAdd4Go(out *[4][]float32, w []float32, rows int, table []float32, stride int, set bool) {
 	for q := range 4 {
-		o := out[q*ropeChunk : (q+1)*ropeChunk]
-		clear(o)
+		o := out[q][:ropeChunk]
+		if set {
+			clear(o)
+		}
 		for k, wk := range w[q*rows : (q+1)*rows] {
-			for j, t := range table[k*ropeChunk : (k+1)*ropeChunk] {
+			for j, t := range table[k*stride : k*stride+ropeChunk] {
 				o[j] += wk * t
 			}
 		}

@@ -89,11 +89,98 @@ func TestNewRopeErrors(t *testing.T) {
 	}
 }
 
-// TestMeanScores checks the chunked, tabulated ⟨q, R_t·μ⟩ against the
-// float64 product with Rotate's vector at every position, across chunk
-// boundaries and far positions. Tolerance 2e-5·‖q‖‖μ‖: float32 turn
-// table and products over d = 64 terms (each within 2^-24 relative, sums
-// of |terms| ≤ ‖q‖‖μ‖).
+// TestLagrangeBasis: the interpolation basis reproduces polynomials of
+// degree below ropeNodes at every position of a chunk (Σ_k ℓ_k(j)·x_k^m =
+// j^m), and the nodes lie inside the chunk.
+func TestLagrangeBasis(t *testing.T) {
+	r := testRope(t, 64, 64, false)
+	for k, x := range r.nodes {
+		if x < 0 || x > ropeChunk-1 || (k > 0 && x <= r.nodes[k-1]) {
+			t.Fatalf("nodes %v: not increasing inside [0, %d]", r.nodes, ropeChunk-1)
+		}
+	}
+	for m := range ropeNodes {
+		for j := range ropeChunk {
+			var got float64
+			for k, x := range r.nodes {
+				got += r.basis[k][j] * math.Pow(x/(ropeChunk-1), float64(m))
+			}
+			if want := math.Pow(float64(j)/(ropeChunk-1), float64(m)); math.Abs(got-want) > 1e-12 {
+				t.Fatalf("degree %d, position %d: Σ ℓ_k·x_k^m = %g, want %g", m, j, got, want)
+			}
+		}
+	}
+}
+
+// ropeFreqs are rotary frequencies base^(−2i/dim) of the models served
+// (llama 10⁴, Qwen2 10⁶) over head dimensions 64 and 128.
+var ropeFreqCases = []struct {
+	d      int
+	base   float64
+	halves bool
+}{{64, 1e4, false}, {128, 1e4, false}, {64, 1e6, true}, {128, 5e5, true}}
+
+// TestMeanTurns: the vector centred keys subtract is R_t·μ exactly on the
+// fast pairs and the unrotated coordinates, and within ropeTol of each
+// slow pair's |μ̃| of it (the Chebyshev interpolation bound), at
+// positions across chunks and far out; most pairs are slow.
+func TestMeanTurns(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	for _, c := range ropeFreqCases {
+		dim := c.d - 8 // eight coordinates left unrotated
+		freqs := make([]float64, dim/2)
+		for i := range freqs {
+			freqs[i] = math.Pow(c.base, -2*float64(i)/float64(dim))
+		}
+		rope, err := NewRope(c.d, freqs, c.halves)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(rope.slow) < len(freqs)/2 {
+			t.Errorf("d %d base %g: %d of %d pairs slow, want at least half", c.d, c.base, len(rope.slow), len(freqs))
+		}
+		mu := make([]float64, c.d)
+		for i := range mu {
+			mu[i] = r.NormFloat64()
+		}
+		m := newMeanTurns(rope, mu)
+		got := make([]float64, c.d)
+		want := make([]float64, c.d)
+		var worst float64
+		for _, pos := range []int{0, 1, 31, 63, 64, 100, 127, 128, 4095, 4096, 99991, 1 << 20} {
+			m.turned(got, pos)
+			rope.Rotate(want, mu, pos)
+			for i := dim; i < c.d; i++ {
+				if got[i] != mu[i] {
+					t.Fatalf("t=%d: unrotated coordinate %d = %g, want %g", pos, i, got[i], mu[i])
+				}
+			}
+			for _, i := range rope.exact {
+				a, b := rope.pair(i)
+				if math.Abs(got[a]-want[a]) > 1e-12 || math.Abs(got[b]-want[b]) > 1e-12 {
+					t.Fatalf("t=%d: exact pair %d = (%g, %g), want (%g, %g)", pos, i, got[a], got[b], want[a], want[b])
+				}
+			}
+			for _, i := range rope.slow {
+				a, b := rope.pair(i)
+				e := math.Hypot(got[a]-want[a], got[b]-want[b]) / math.Hypot(mu[a], mu[b])
+				worst = math.Max(worst, e)
+				if e > ropeTol {
+					t.Fatalf("t=%d: slow pair %d (ω %g) off by %g of its |μ̃|, want ≤ %g", pos, i, freqs[i], e, ropeTol)
+				}
+			}
+		}
+		t.Logf("d %d base %g: %d exact, %d slow pairs; worst slow error %.2g", c.d, c.base, len(rope.exact), len(rope.slow), worst)
+	}
+}
+
+// TestMeanScores checks the chunked, tabulated ⟨q, m_t⟩ against the
+// float64 product with the subtracted vector m_t (meanTurns) at every
+// position, across chunk, span and block boundaries, far positions and
+// groups of queries padded to four. Tolerance 2e-5·‖q‖∞·√d·‖μ‖: float32
+// tables and products over d = 64 terms (each within 2^-24 relative,
+// sums of |terms| ≤ ‖q‖‖μ‖, node sums weighed by a basis of Lebesgue
+// constant below 3).
 func TestMeanScores(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, c := range append(ropeCases, struct {
@@ -112,7 +199,7 @@ func TestMeanScores(t *testing.T) {
 				mu[i] = float32(r.NormFloat64() * 3)
 				mu64[i] = float64(mu[i])
 			}
-			qs := make([][]float32, 3)
+			qs := make([][]float32, 5)
 			var qn float64
 			for j := range qs {
 				qs[j] = make([]float32, c.d)
@@ -123,25 +210,28 @@ func TestMeanScores(t *testing.T) {
 			}
 			tol := 2e-5 * qn * math.Sqrt(float64(c.d)) * float64(norm64(mu))
 			m := make([]float64, c.d)
-			for _, t0 := range []int{0, 64, 70, 99991} {
-				n := 150
-				dst := make([][]float32, len(qs))
-				for j := range dst {
-					dst[j] = make([]float32, n)
-					for i := range dst[j] {
-						dst[j][i] = float32(i) // added to, not overwritten
-					}
-				}
-				rope.meanScores(dst, qs, mu, t0)
-				for i := range n {
-					rope.Rotate(m, mu64, t0+i)
-					for j, q := range qs {
-						var want float64
-						for k, v := range m {
-							want += float64(q[k]) * v
+			turns := newMeanTurns(rope, mu64)
+			for _, span := range [][2]int{{0, 150}, {64, 150}, {70, 150}, {4000, 300}, {99991, 150}, {0, 8200}} {
+				t0, n := span[0], span[1]
+				for _, nq := range []int{3, 5} {
+					dst := make([][]float32, nq)
+					for j := range dst {
+						dst[j] = make([]float32, n)
+						for i := range dst[j] {
+							dst[j][i] = float32(i % 7) // added to, not overwritten
 						}
-						if got := float64(dst[j][i]) - float64(i); math.Abs(got-want) > tol {
-							t.Fatalf("t=%d query %d: %g, want %g", t0+i, j, got, want)
+					}
+					rope.meanScores(dst, qs[:nq], mu, t0)
+					for i := range n {
+						turns.turned(m, t0+i)
+						for j, q := range qs[:nq] {
+							var want float64
+							for k, v := range m {
+								want += float64(q[k]) * v
+							}
+							if got := float64(dst[j][i]) - float64(i%7); math.Abs(got-want) > tol {
+								t.Fatalf("t=%d query %d of %d: %g, want %g", t0+i, j, nq, got, want)
+							}
 						}
 					}
 				}
@@ -150,35 +240,46 @@ func TestMeanScores(t *testing.T) {
 	}
 }
 
-// TestTurnSums4 compares the kernel in use with its pure-Go twin on
-// random weights over 1, 7 and 128 rows. Tolerance 1e-5 of the sum of
-// |terms|: fused multiply-adds round once per term, the twin twice.
-func TestTurnSums4(t *testing.T) {
+// TestTurnAdd4 compares the kernel in use with its pure-Go twin on
+// random weights over 1, 7 and 128 rows of a table wider than a chunk,
+// adding to what out holds and writing over it. Tolerance 1e-5 of the sum
+// of |terms|: fused multiply-adds round once per term, the twin twice.
+func TestTurnAdd4(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
+	const stride = ropeChunk + 40
 	for _, rows := range []int{1, 7, 128} {
-		w := make([]float32, 4*rows)
-		table := make([]float32, rows*ropeChunk)
-		for i := range w {
-			w[i] = float32(r.NormFloat64())
-		}
-		for i := range table {
-			table[i] = float32(r.NormFloat64())
-		}
-		got := make([]float32, 4*ropeChunk)
-		want := make([]float32, 4*ropeChunk)
-		for i := range got {
-			got[i] = 99 // overwritten, not added to
-		}
-		turnSums4(got, w, rows, table)
-		turnSums4Go(want, w, rows, table)
-		for q := range 4 {
-			for j := range ropeChunk {
-				var abs float64
-				for k := range rows {
-					abs += math.Abs(float64(w[q*rows+k]) * float64(table[k*ropeChunk+j]))
+		for _, set := range []bool{false, true} {
+			w := make([]float32, 4*rows)
+			table := make([]float32, rows*stride)
+			for i := range w {
+				w[i] = float32(r.NormFloat64())
+			}
+			for i := range table {
+				table[i] = float32(r.NormFloat64())
+			}
+			var got, want [4][]float32
+			for q := range 4 {
+				got[q] = make([]float32, ropeChunk+1)
+				want[q] = make([]float32, ropeChunk+1)
+				for j := range got[q] {
+					got[q][j] = float32(j)
+					want[q][j] = float32(j)
 				}
-				if i := q*ropeChunk + j; math.Abs(float64(got[i]-want[i])) > 1e-5*abs {
-					t.Fatalf("rows %d, query %d, position %d: %g, twin %g", rows, q, j, got[i], want[i])
+			}
+			turnAdd4(&got, w, rows, table, stride, set)
+			turnAdd4Go(&want, w, rows, table, stride, set)
+			for q := range 4 {
+				if got[q][ropeChunk] != ropeChunk {
+					t.Fatalf("rows %d: the kernel wrote past the chunk", rows)
+				}
+				for j := range ropeChunk {
+					abs := float64(j)
+					for k := range rows {
+						abs += math.Abs(float64(w[q*rows+k]) * float64(table[k*stride+j]))
+					}
+					if math.Abs(float64(got[q][j]-want[q][j])) > 1e-5*abs {
+						t.Fatalf("rows %d set %v, query %d, position %d: %g, twin %g", rows, set, q, j, got[q][j], want[q][j])
+					}
 				}
 			}
 		}

@@ -2,23 +2,51 @@
 
 #include "textflag.h"
 
-// func turnSums4AVX512(out *float32, w *float32, rows int, table *float32)
+// func turnAdd4AVX512(out *[4]*float32, w *float32, rows int, table *float32, stride int, set int)
 //
-// out[q·64 + j] = Σ_{k<rows} w[q·rows + k] · table[k·64 + j] for the four
-// queries q < 4 and the 64 positions j of a chunk (Rope.meanScores; the
-// pure-Go twin is turnSums4Go). The 16 sums stay in Z0–Z15 while the
+// out[q][j] (+)= Σ_{k<rows} w[q·rows + k] · table[k·stride + j] for the
+// four queries q < 4 and the 64 positions j of a chunk (Rope.meanScores;
+// the pure-Go twin is turnAdd4Go). The 16 sums stay in Z0–Z15 while the
 // table's rows stream by, four 16-float loads per row shared by the four
-// queries. rows ≥ 1.
-TEXT ·turnSums4AVX512(SB), NOSPLIT, $0-32
+// queries; they start from out's values unless set is 1. rows ≥ 1.
+TEXT ·turnAdd4AVX512(SB), NOSPLIT, $0-48
 	MOVQ out+0(FP), DI
 	MOVQ w+8(FP), SI
 	MOVQ rows+16(FP), CX
 	MOVQ table+24(FP), DX
+	MOVQ stride+32(FP), BX
+	SHLQ $2, BX
 	MOVQ CX, R8
 	SHLQ $2, R8
 	LEAQ (SI)(R8*1), R9
 	LEAQ (R9)(R8*1), R10
 	LEAQ (R10)(R8*1), R11
+	MOVQ set+40(FP), AX
+	TESTQ AX, AX
+	JNE  zero
+	MOVQ 0(DI), R12
+	VMOVUPS (R12), Z0
+	VMOVUPS 64(R12), Z1
+	VMOVUPS 128(R12), Z2
+	VMOVUPS 192(R12), Z3
+	MOVQ 8(DI), R12
+	VMOVUPS (R12), Z4
+	VMOVUPS 64(R12), Z5
+	VMOVUPS 128(R12), Z6
+	VMOVUPS 192(R12), Z7
+	MOVQ 16(DI), R12
+	VMOVUPS (R12), Z8
+	VMOVUPS 64(R12), Z9
+	VMOVUPS 128(R12), Z10
+	VMOVUPS 192(R12), Z11
+	MOVQ 24(DI), R12
+	VMOVUPS (R12), Z12
+	VMOVUPS 64(R12), Z13
+	VMOVUPS 128(R12), Z14
+	VMOVUPS 192(R12), Z15
+	JMP  loop
+
+zero:
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -61,7 +89,7 @@ loop:
 	VFMADD231PS  Z17, Z23, Z13
 	VFMADD231PS  Z18, Z23, Z14
 	VFMADD231PS  Z19, Z23, Z15
-	ADDQ         $256, DX
+	ADDQ         BX, DX
 	ADDQ         $4, SI
 	ADDQ         $4, R9
 	ADDQ         $4, R10
@@ -69,21 +97,25 @@ loop:
 	DECQ         CX
 	JNZ          loop
 
-	VMOVUPS Z0, (DI)
-	VMOVUPS Z1, 64(DI)
-	VMOVUPS Z2, 128(DI)
-	VMOVUPS Z3, 192(DI)
-	VMOVUPS Z4, 256(DI)
-	VMOVUPS Z5, 320(DI)
-	VMOVUPS Z6, 384(DI)
-	VMOVUPS Z7, 448(DI)
-	VMOVUPS Z8, 512(DI)
-	VMOVUPS Z9, 576(DI)
-	VMOVUPS Z10, 640(DI)
-	VMOVUPS Z11, 704(DI)
-	VMOVUPS Z12, 768(DI)
-	VMOVUPS Z13, 832(DI)
-	VMOVUPS Z14, 896(DI)
-	VMOVUPS Z15, 960(DI)
+	MOVQ    0(DI), R12
+	VMOVUPS Z0, (R12)
+	VMOVUPS Z1, 64(R12)
+	VMOVUPS Z2, 128(R12)
+	VMOVUPS Z3, 192(R12)
+	MOVQ    8(DI), R12
+	VMOVUPS Z4, (R12)
+	VMOVUPS Z5, 64(R12)
+	VMOVUPS Z6, 128(R12)
+	VMOVUPS Z7, 192(R12)
+	MOVQ    16(DI), R12
+	VMOVUPS Z8, (R12)
+	VMOVUPS Z9, 64(R12)
+	VMOVUPS Z10, 128(R12)
+	VMOVUPS Z11, 192(R12)
+	MOVQ    24(DI), R12
+	VMOVUPS Z12, (R12)
+	VMOVUPS Z13, 64(R12)
+	VMOVUPS Z14, 128(R12)
+	VMOVUPS Z15, 192(R12)
 	VZEROUPPER
 	RET

@@ -2,4 +2,6 @@
 
 package kvcache
 
-func turnSums4(out, w []float32, rows int, table []float32) { turnSums4Go(out, w, rows, table) }
+func turnAdd4(out *[4][]float32, w []float32, rows int, table []float32, stride int, set bool) {
+	turnAdd4Go(out, w, rows, table, stride, set)
+}
