@@ -53,10 +53,114 @@ type rowExpander interface {
 // basis and projected back with Sᵀ once), their outlier splits and
 // PolarQuant; in the original basis, by decoding, otherwise (q8_0, q4_0,
 // KIVI per token).
+//
+// Codes made of scaled-code segments (TurboMSE, QJL, TurboProd and their
+// outlier splits) are summed four heads at a time where the CPU has the
+// kernel: each group of 16 indices is unpacked once and added, scaled,
+// to the four heads' sums (segAcc).
 func NewAccumulator(q Quantizer) Accumulator {
 	e := expanderFor(q)
-	return &chunkAcc{e: e, n: e.internalLen(), stride: q.Bytes()}
+	c := chunkAcc{e: e, n: e.internalLen(), stride: q.Bytes()}
+	if !hasGroup4() {
+		return &c
+	}
+	segs := segments(q, 0, nil)
+	if segs == nil {
+		return &c
+	}
+	a := &segAcc{chunkAcc: c}
+	at := 0
+	for _, sg := range segs {
+		p := sg.part
+		if p.dim%16 != 0 {
+			return &c
+		}
+		a.parts = append(a.parts, accPart{dim: p.dim, bits: p.bits, off: p.off, at: at, table: p.table})
+		at += p.dim
+	}
+	if at != c.n {
+		return &c // segments laid out unlike the expander's internal basis
+	}
+	return a
 }
+
+// segAcc sums codes made of scaled-code segments four heads at a time
+// (accCodes4: each group of 16 indices unpacked once, scaled, and added
+// with the four heads' weights), the heads past a multiple of four
+// through chunkAcc. The codes go by in chunks of segChunk, each
+// segment's groups two at a time over the chunk, so that a chunk's codes
+// stay in cache for every pass.
+type segAcc struct {
+	chunkAcc
+	parts []accPart
+}
+
+// accPart is one scaled-code segment of a code: dim b-bit indices after
+// an fp16 scale at byte off, summed at offset at of the internal basis.
+type accPart struct {
+	dim, bits, off, at int
+	table              [16]float32
+}
+
+// segChunk is the number of codes segAcc sums before moving on: 256
+// turbo3.5 codes are 14 KiB.
+const segChunk = 256
+
+func (a *segAcc) Accumulate(accs, ws [][]float32, codes []byte) {
+	quads := len(accs) / 4
+	if quads == 0 || len(ws[0]) == 0 {
+		a.chunkAcc.Accumulate(accs, ws, codes)
+		return
+	}
+	total := len(ws[0])
+	for i := 0; i < total; i += segChunk {
+		m := min(segChunk, total-i)
+		c := codes[i*a.stride:]
+		for k := range quads {
+			for _, p := range a.parts {
+				for g := 0; g < p.dim/16; g += 2 {
+					groups := min(2, p.dim/16-g)
+					var acc, w [4][]float32
+					for j := range 4 {
+						acc[j] = accs[4*k+j][p.at+16*g : p.at+16*(g+groups)]
+						w[j] = ws[4*k+j][i : i+m]
+					}
+					accCodes4(&acc, &w, &p.table, c, m, a.stride, p.off, g, p.bits)
+				}
+			}
+		}
+	}
+	if rest := 4 * quads; rest < len(accs) {
+		a.chunkAcc.Accumulate(accs[rest:], ws[rest:], codes)
+	}
+}
+
+// accCodes4Go is the pure-Go twin of the four-head value kernel: for each
+// of the n scaled codes at codes[i·stride+off:] (fp16 scale, then packed
+// b-bit indices), the len(acc[0]) values of index groups g, g+1, … (16
+// indices each) are added to the four heads' sums, acc[j][k] +=
+// w[j][i]·(scale·table[idx]).
+func accCodes4Go(acc, w *[4][]float32, table *[16]float32, codes []byte, n, stride, off, g, b int) {
+	mask := uint32(1)<<b - 1
+	dim := len(acc[0])
+	for i := range n {
+		code := codes[i*stride+off:]
+		scale := half.F16ToF32(half.F16(binary.LittleEndian.Uint16(code)))
+		c := code[2:]
+		for k := range dim {
+			bit := (16*g + k) * b
+			x := uint32(c[bit>>3])
+			if bit&7+b > 8 {
+				x |= uint32(c[bit>>3+1]) << 8
+			}
+			v := scale * table[x>>(bit&7)&mask]
+			for j := range 4 {
+				acc[j][k] += w[j][i] * v
+			}
+		}
+	}
+}
+
 
 func expanderFor(q Quantizer) rowExpander {
 	var e rowExpander

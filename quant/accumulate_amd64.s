@@ -138,3 +138,107 @@ g4store:
 g4done:
 	VZEROUPPER
 	RET
+
+// func accCodes4AVX512(acc *[4]*float32, w *[4]*float32, n int, groups int, table *[16]float32, codes *byte, idx int, stride int, b int, ctrl *[64]byte)
+//
+// The value side of attention for four heads at once: for each of n
+// scaled codes (fp16 scale at codes + i·stride, a group's 16 packed b-bit
+// indices at idx bytes after it, the next group 2b bytes further), the
+// group is unpacked and looked up once (as expandCodesAVX512), scaled,
+// and added to each head's sum with that head's weight for the code
+// (embedded broadcasts of w[j][i]). groups is 1 or 2; the sums of head j
+// (16·groups floats at acc[j]) stay in Z0–Z3 (first group) and Z4–Z7
+// (second) for the whole pass. Each group may read up to 8 − 2b bytes
+// past its indices; the caller keeps that inside codes.
+TEXT ·accCodes4AVX512(SB), NOSPLIT, $0-80
+	MOVQ      acc+0(FP), DI
+	MOVQ      w+8(FP), SI
+	MOVQ      n+16(FP), CX
+	MOVQ      groups+24(FP), R8
+	MOVQ      table+32(FP), AX
+	MOVQ      codes+40(FP), BX
+	MOVQ      idx+48(FP), R9
+	MOVQ      stride+56(FP), R10
+	MOVQ      b+64(FP), DX
+	ADDQ      DX, DX
+	MOVQ      ctrl+72(FP), R11
+	VMOVDQU64 (R11), Z15
+	VMOVUPS   (AX), Z13
+	MOVQ      8(SI), R12
+	MOVQ      16(SI), R13
+	MOVQ      24(SI), R14
+	MOVQ      0(SI), SI
+	MOVQ      0(DI), AX
+	VMOVUPS   (AX), Z0
+	MOVQ      8(DI), AX
+	VMOVUPS   (AX), Z1
+	MOVQ      16(DI), AX
+	VMOVUPS   (AX), Z2
+	MOVQ      24(DI), AX
+	VMOVUPS   (AX), Z3
+	CMPQ      R8, $2
+	JNE       a4loop
+	MOVQ      0(DI), AX
+	VMOVUPS   64(AX), Z4
+	MOVQ      8(DI), AX
+	VMOVUPS   64(AX), Z5
+	MOVQ      16(DI), AX
+	VMOVUPS   64(AX), Z6
+	MOVQ      24(DI), AX
+	VMOVUPS   64(AX), Z7
+
+a4loop:
+	MOVWLZX             (BX), AX
+	VMOVD               AX, X9
+	VCVTPH2PS           X9, X9
+	VBROADCASTSS        X9, Z9
+	LEAQ                (BX)(R9*1), AX
+	VPMULTISHIFTQB.BCST (AX), Z15, Z10
+	VPERMPS             Z13, Z10, Z10
+	VMULPS              Z9, Z10, Z10
+	VFMADD231PS.BCST    (SI), Z10, Z0
+	VFMADD231PS.BCST    (R12), Z10, Z1
+	VFMADD231PS.BCST    (R13), Z10, Z2
+	VFMADD231PS.BCST    (R14), Z10, Z3
+	CMPQ                R8, $2
+	JNE                 a4next
+	ADDQ                DX, AX
+	VPMULTISHIFTQB.BCST (AX), Z15, Z11
+	VPERMPS             Z13, Z11, Z11
+	VMULPS              Z9, Z11, Z11
+	VFMADD231PS.BCST    (SI), Z11, Z4
+	VFMADD231PS.BCST    (R12), Z11, Z5
+	VFMADD231PS.BCST    (R13), Z11, Z6
+	VFMADD231PS.BCST    (R14), Z11, Z7
+
+a4next:
+	ADDQ $4, SI
+	ADDQ $4, R12
+	ADDQ $4, R13
+	ADDQ $4, R14
+	ADDQ R10, BX
+	DECQ CX
+	JNE  a4loop
+
+	MOVQ    0(DI), AX
+	VMOVUPS Z0, (AX)
+	MOVQ    8(DI), AX
+	VMOVUPS Z1, (AX)
+	MOVQ    16(DI), AX
+	VMOVUPS Z2, (AX)
+	MOVQ    24(DI), AX
+	VMOVUPS Z3, (AX)
+	CMPQ    R8, $2
+	JNE     a4done
+	MOVQ    0(DI), AX
+	VMOVUPS Z4, 64(AX)
+	MOVQ    8(DI), AX
+	VMOVUPS Z5, 64(AX)
+	MOVQ    16(DI), AX
+	VMOVUPS Z6, 64(AX)
+	MOVQ    24(DI), AX
+	VMOVUPS Z7, 64(AX)
+
+a4done:
+	VZEROUPPER
+	RET

@@ -33,14 +33,20 @@ func TestAccumulatorMatchesDecode(t *testing.T) {
 		if err := q.EncodeBatch(codes, xs); err != nil {
 			t.Fatal(err)
 		}
-		ws := [][]float32{make([]float32, n), make([]float32, n)}
+		// five heads: four through the four-head kernel where there is
+		// one, the fifth on its own
+		ws := make([][]float32, 5)
 		for h := range ws {
+			ws[h] = make([]float32, n)
 			for i := range ws[h] {
 				ws[h][i] = float32(r.Float64())
 			}
 		}
 		acc := NewAccumulator(q)
-		accs := [][]float32{make([]float32, acc.AccLen()), make([]float32, acc.AccLen())}
+		accs := make([][]float32, len(ws))
+		for h := range accs {
+			accs[h] = make([]float32, acc.AccLen())
+		}
 		acc.Accumulate(accs, ws, codes)
 		dec := make([]float32, d)
 		for h := range ws {
@@ -93,6 +99,63 @@ func TestExpandCodesKernel(t *testing.T) {
 			for i := range got {
 				if got[i] != want[i] {
 					t.Fatalf("b=%d d=%d: element %d = %g, want %g", b, d, i, got[i], want[i])
+				}
+			}
+		}
+	}
+}
+
+// TestAccCodes4Kernel: the four-head value kernel against its pure-Go
+// twin, for every index width, one and two groups at several group
+// offsets, codes inside wider records, and sums that start non-zero.
+// Tolerance 1e-6 of the sum of |terms| (fused multiply-adds round once).
+func TestAccCodes4Kernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	for _, b := range []int{1, 2, 3, 4} {
+		const d, n, pre = 96, 45, 3
+		tq, err := NewTurboMSE(d, b, Options{Seed: 1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		xs := randomVectors(r, n, d, 1)
+		stride := tq.Bytes() + pre + 1
+		codes := make([]byte, n*stride)
+		for i := range n {
+			if err := tq.Encode(codes[i*stride+pre:i*stride+pre+tq.Bytes()], xs[i*d:(i+1)*d]); err != nil {
+				t.Fatal(err)
+			}
+		}
+		rows := make([]float32, n*d) // scale·table[idx], the terms' second factors
+		expandCodesGo(rows, d, 0, d, &tq.table, codes, n, stride, pre, b)
+		var w [4][]float32
+		for j := range w {
+			w[j] = make([]float32, n)
+			for i := range w[j] {
+				w[j][i] = float32(r.NormFloat64())
+			}
+		}
+		for _, groups := range []int{1, 2} {
+			for g := 0; g+groups <= d/16; g += 2 {
+				var got, want [4][]float32
+				for j := range got {
+					got[j] = make([]float32, 16*groups)
+					for k := range got[j] {
+						got[j][k] = float32(k)
+					}
+					want[j] = append([]float32(nil), got[j]...)
+				}
+				accCodes4(&got, &w, &tq.table, codes, n, stride, pre, g, b)
+				accCodes4Go(&want, &w, &tq.table, codes, n, stride, pre, g, b)
+				for j := range got {
+					for k := range got[j] {
+						abs := float64(k)
+						for i := range n {
+							abs += math.Abs(float64(w[j][i]) * float64(rows[i*d+16*g+k]))
+						}
+						if math.Abs(float64(got[j][k]-want[j][k])) > 1e-6*abs {
+							t.Fatalf("b=%d groups=%d g=%d head %d value %d: %g, twin %g", b, groups, g, j, k, got[j][k], want[j][k])
+						}
+					}
 				}
 			}
 		}
