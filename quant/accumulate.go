@@ -161,7 +161,6 @@ func accCodes4Go(acc, w *[4][]float32, table *[16]float32, codes []byte, n, stri
 	}
 }
 
-
 func expanderFor(q Quantizer) rowExpander {
 	var e rowExpander
 	switch t := q.(type) {
