@@ -170,6 +170,13 @@ func dequantBlocks(dst []float32, src []byte, blockBytes int, asm func(*float32,
 //go:noescape
 func dotQ8_0R4AVX2(w *byte, stride int, xq *int8, xd *float32, nb int, out *[4]float32)
 
+//go:noescape
+func dotQ8_0R4VNNI(w *byte, stride int, xq *int8, xd *float32, nb int, out *[4]float32)
+
+// hasVNNI selects the AVX-512 VNNI decode kernels (which give the AVX2
+// kernels' bits); read-only after initialisation.
+var hasVNNI = hasAVX2 && hasGEMM
+
 // dotRowsQ8_0x4 is dotRowQ8_0 for the four rows of w (rowBytes each)
 // against one activation (decode).
 func dotRowsQ8_0x4(w []byte, rowBytes int, a *activation, out *[4]float32) {
@@ -181,5 +188,9 @@ func dotRowsQ8_0x4(w []byte, rowBytes int, a *activation, out *[4]float32) {
 	_ = w[4*rowBytes-1]
 	_ = a.qs[nb*qk0-1]
 	_ = a.d[nb-1]
+	if hasVNNI {
+		dotQ8_0R4VNNI(&w[0], rowBytes, &a.qs[0], &a.d[0], nb, out)
+		return
+	}
 	dotQ8_0R4AVX2(&w[0], rowBytes, &a.qs[0], &a.d[0], nb, out)
 }

@@ -550,3 +550,187 @@ q8r4done:
 	VMOVSS X0, 12(AX)
 	VZEROUPPER
 	RET
+
+// The four-row Q8_0 decode kernel with AVX-512 VNNI: two blocks of a row
+// per 512-bit register (block b in lanes 0-7, b+1 in lanes 8-15). The
+// weight bytes, shifted to unsigned by adding 128 (XOR 0x80), meet the
+// activation bytes in VPDPBUSD, whose int32 lanes start from −128·Σx of
+// their four activations (computed once per pair of blocks for the four
+// rows): each lane ends at Σ₄ w·x exactly, the integer the AVX2 kernels'
+// VPMADDUBSW/VPMADDWD give. The scales f16(d_w)·d_x of the four rows'
+// two blocks are made in one vector and spread to lanes by VPERMPS.
+// Lanes 0-7 then accumulate exactly as dotQ8_0AVX2's even-block
+// accumulator, lanes 8-15 as its odd one; an odd last block goes to the
+// even half, the odd half is added last and HSUM sums: the same bits.
+
+// the VPERMPS indices of row r: lanes 0-7 take scale 2r, lanes 8-15
+// scale 2r+1
+DATA q8r4perm<>+0(SB)/4, $0
+DATA q8r4perm<>+4(SB)/4, $0
+DATA q8r4perm<>+8(SB)/4, $0
+DATA q8r4perm<>+12(SB)/4, $0
+DATA q8r4perm<>+16(SB)/4, $0
+DATA q8r4perm<>+20(SB)/4, $0
+DATA q8r4perm<>+24(SB)/4, $0
+DATA q8r4perm<>+28(SB)/4, $0
+DATA q8r4perm<>+32(SB)/4, $1
+DATA q8r4perm<>+36(SB)/4, $1
+DATA q8r4perm<>+40(SB)/4, $1
+DATA q8r4perm<>+44(SB)/4, $1
+DATA q8r4perm<>+48(SB)/4, $1
+DATA q8r4perm<>+52(SB)/4, $1
+DATA q8r4perm<>+56(SB)/4, $1
+DATA q8r4perm<>+60(SB)/4, $1
+DATA q8r4perm<>+64(SB)/4, $2
+DATA q8r4perm<>+68(SB)/4, $2
+DATA q8r4perm<>+72(SB)/4, $2
+DATA q8r4perm<>+76(SB)/4, $2
+DATA q8r4perm<>+80(SB)/4, $2
+DATA q8r4perm<>+84(SB)/4, $2
+DATA q8r4perm<>+88(SB)/4, $2
+DATA q8r4perm<>+92(SB)/4, $2
+DATA q8r4perm<>+96(SB)/4, $3
+DATA q8r4perm<>+100(SB)/4, $3
+DATA q8r4perm<>+104(SB)/4, $3
+DATA q8r4perm<>+108(SB)/4, $3
+DATA q8r4perm<>+112(SB)/4, $3
+DATA q8r4perm<>+116(SB)/4, $3
+DATA q8r4perm<>+120(SB)/4, $3
+DATA q8r4perm<>+124(SB)/4, $3
+DATA q8r4perm<>+128(SB)/4, $4
+DATA q8r4perm<>+132(SB)/4, $4
+DATA q8r4perm<>+136(SB)/4, $4
+DATA q8r4perm<>+140(SB)/4, $4
+DATA q8r4perm<>+144(SB)/4, $4
+DATA q8r4perm<>+148(SB)/4, $4
+DATA q8r4perm<>+152(SB)/4, $4
+DATA q8r4perm<>+156(SB)/4, $4
+DATA q8r4perm<>+160(SB)/4, $5
+DATA q8r4perm<>+164(SB)/4, $5
+DATA q8r4perm<>+168(SB)/4, $5
+DATA q8r4perm<>+172(SB)/4, $5
+DATA q8r4perm<>+176(SB)/4, $5
+DATA q8r4perm<>+180(SB)/4, $5
+DATA q8r4perm<>+184(SB)/4, $5
+DATA q8r4perm<>+188(SB)/4, $5
+DATA q8r4perm<>+192(SB)/4, $6
+DATA q8r4perm<>+196(SB)/4, $6
+DATA q8r4perm<>+200(SB)/4, $6
+DATA q8r4perm<>+204(SB)/4, $6
+DATA q8r4perm<>+208(SB)/4, $6
+DATA q8r4perm<>+212(SB)/4, $6
+DATA q8r4perm<>+216(SB)/4, $6
+DATA q8r4perm<>+220(SB)/4, $6
+DATA q8r4perm<>+224(SB)/4, $7
+DATA q8r4perm<>+228(SB)/4, $7
+DATA q8r4perm<>+232(SB)/4, $7
+DATA q8r4perm<>+236(SB)/4, $7
+DATA q8r4perm<>+240(SB)/4, $7
+DATA q8r4perm<>+244(SB)/4, $7
+DATA q8r4perm<>+248(SB)/4, $7
+DATA q8r4perm<>+252(SB)/4, $7
+GLOBL q8r4perm<>(SB), RODATA|NOPTR, $256
+
+// Q8R4ROW adds row R's two blocks (at off(R)) to ACC: W, I, S scratch,
+// PERM the row's indices.
+#define Q8R4ROW(R, PERM, W, YW, I, S, ACC) \
+	VMOVDQU 2(R), YW; \
+	VINSERTI64X4 $1, 36(R), W, W; \
+	VPXORD Z31, W, W; \
+	VMOVDQA64 Z1, I; \
+	VPDPBUSD Z0, W, I; \
+	VCVTDQ2PS I, I; \
+	VPERMPS Z12, PERM, S; \
+	VFMADD231PS S, I, ACC
+
+// func dotQ8_0R4VNNI(w *byte, stride int, xq *int8, xd *float32, nb int, out *[4]float32)
+TEXT ·dotQ8_0R4VNNI(SB), NOSPLIT, $0-48
+	MOVQ w+0(FP), SI
+	MOVQ stride+8(FP), BX
+	MOVQ xq+16(FP), DI
+	MOVQ xd+24(FP), DX
+	MOVQ nb+32(FP), CX
+	LEAQ (SI)(BX*1), R8
+	LEAQ (R8)(BX*1), R9
+	LEAQ (R9)(BX*1), R10
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z26, Z26, Z26
+	MOVL $0x80808080, AX
+	VPBROADCASTD AX, Z31
+	VMOVDQU32 q8r4perm<>+0(SB), Z27
+	VMOVDQU32 q8r4perm<>+64(SB), Z28
+	VMOVDQU32 q8r4perm<>+128(SB), Z29
+	VMOVDQU32 q8r4perm<>+192(SB), Z30
+	CMPQ CX, $2
+	JB q8vtail
+q8vpair:
+	PREFETCHT0 512(SI)
+	PREFETCHT0 512(R8)
+	PREFETCHT0 512(R9)
+	PREFETCHT0 512(R10)
+	VMOVDQU64 (DI), Z0
+	VPXORD Z1, Z1, Z1
+	VPDPBUSD Z0, Z31, Z1
+	VPSUBD Z1, Z26, Z1
+	MOVWLZX (SI), AX
+	VMOVD AX, X12
+	VPINSRW $1, 34(SI), X12, X12
+	VPINSRW $2, (R8), X12, X12
+	VPINSRW $3, 34(R8), X12, X12
+	VPINSRW $4, (R9), X12, X12
+	VPINSRW $5, 34(R9), X12, X12
+	VPINSRW $6, (R10), X12, X12
+	VPINSRW $7, 34(R10), X12, X12
+	VCVTPH2PS X12, Y12
+	VBROADCASTSD (DX), Y13
+	VMULPS Y13, Y12, Y12
+	Q8R4ROW(SI, Z27, Z2, Y2, Z14, Z18, Z8)
+	Q8R4ROW(R8, Z28, Z3, Y3, Z15, Z19, Z9)
+	Q8R4ROW(R9, Z29, Z4, Y4, Z16, Z20, Z10)
+	Q8R4ROW(R10, Z30, Z5, Y5, Z17, Z21, Z11)
+	ADDQ $68, SI
+	ADDQ $68, R8
+	ADDQ $68, R9
+	ADDQ $68, R10
+	ADDQ $64, DI
+	ADDQ $8, DX
+	SUBQ $2, CX
+	CMPQ CX, $2
+	JAE q8vpair
+q8vtail:
+	// the odd halves out first: the 256-bit operations below clear the
+	// upper halves of their registers
+	VEXTRACTF64X4 $1, Z8, Y22
+	VEXTRACTF64X4 $1, Z9, Y23
+	VEXTRACTF64X4 $1, Z10, Y24
+	VEXTRACTF64X4 $1, Z11, Y25
+	TESTQ CX, CX
+	JZ q8vdone
+	MOVL $0x00010001, AX
+	VMOVD AX, X7
+	VPBROADCASTD X7, Y7
+	VMOVDQU (DI), Y1
+	VMOVSS (DX), X2
+	Q8ROW(SI, 0, Y8)
+	Q8ROW(R8, 0, Y9)
+	Q8ROW(R9, 0, Y10)
+	Q8ROW(R10, 0, Y11)
+q8vdone:
+	MOVQ out+40(FP), AX
+	VADDPS Y22, Y8, Y0
+	HSUM
+	VMOVSS X0, 0(AX)
+	VADDPS Y23, Y9, Y0
+	HSUM
+	VMOVSS X0, 4(AX)
+	VADDPS Y24, Y10, Y0
+	HSUM
+	VMOVSS X0, 8(AX)
+	VADDPS Y25, Y11, Y0
+	HSUM
+	VMOVSS X0, 12(AX)
+	VZEROUPPER
+	RET
