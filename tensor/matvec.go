@@ -242,9 +242,19 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	}
 	tasks := min(totalRows, threads*tasksPerThread, max(1, totalBytes*n/minBytes))
 	opts.Pool.Run(tasks, func(task, w int) {
-		rowRange(ps, preps, totalRows*task/tasks, totalRows*(task+1)/tasks, cols, &scr.workers[w])
+		rowRange(ps, preps, taskStart(task, tasks, totalRows), taskStart(task+1, tasks, totalRows), cols, &scr.workers[w])
 	})
 	return nil
+}
+
+// taskStart returns the first row of task t of tasks over rows rows: a
+// multiple of four (where the products' row counts are, every task's
+// rows go four by four through the four-row kernels), rows for t = tasks.
+func taskStart(t, tasks, rows int) int {
+	if t == tasks {
+		return rows
+	}
+	return rows * t / tasks &^ 3
 }
 
 // growGroups returns gs with at least n groups, reusing their buffers.
