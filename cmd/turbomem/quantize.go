@@ -21,6 +21,7 @@ func runQuantize(e *env, args []string) error {
 	flags := newFlagSet(e, "quantize", " IN.gguf OUT.gguf\n\nWrites IN's weights in mixed precision: each weight matrix gets the type its\nmeasured sensitivity deserves (the mean KL of the next-token distributions\nwhen only it is quantized, on calibration text) within --bpw or --size, or\nllama.cpp's fixed --recipe. The plan is printed and saved (checksummed), the\noutput is an ordinary GGUF file that llama.cpp loads, sealed with an integrity\nmanifest (turbomem verify). IN should be F32, F16 or BF16; a quantized IN\nworks but its error adds to ours.")
 	bpw := flags.Float64("bpw", 0, "bits per weight over all tensors (llama.cpp's figure)")
 	size := flags.Int64("size", 0, "bytes of tensor data (the file adds its metadata)")
+	sizeOf := flags.String("size-of", "", "as many bytes of tensor data as this GGUF file holds (another quantization of the model, e.g. llama.cpp's Q4_K_M)")
 	recipe := flags.String("recipe", "", "llama.cpp's fixed recipe instead of measuring: "+strings.Join(wquant.Recipes(), ", "))
 	imPath := flags.String("imatrix", "", "importance matrix (turbomem imatrix, or llama.cpp's imatrix file)")
 	typeList := flags.String("types", "Q8_0,Q6_K,Q5_K,Q4_K,Q3_K,Q2_K", "candidate types (each tensor may also keep its own)")
@@ -42,7 +43,7 @@ func runQuantize(e *env, args []string) error {
 		return err
 	}
 	set := 0
-	for _, b := range []bool{*bpw != 0, *size != 0, *recipe != ""} {
+	for _, b := range []bool{*bpw != 0, *size != 0, *sizeOf != "", *recipe != ""} {
 		if b {
 			set++
 		}
@@ -57,9 +58,9 @@ func runQuantize(e *env, args []string) error {
 	}
 	switch {
 	case set > 1:
-		return usageError{errors.New("give one of --bpw, --size and --recipe")}
+		return usageError{errors.New("give one of --bpw, --size, --size-of and --recipe")}
 	case set == 0 && !planExists:
-		return usageError{errors.New("give --bpw, --size or --recipe (or an existing --plan)")}
+		return usageError{errors.New("give --bpw, --size, --size-of or --recipe (or an existing --plan)")}
 	case *recipe != "" && planExists:
 		return usageError{errors.New("--recipe and an existing --plan both choose the types: give one")}
 	case *bpw < 0 || *bpw > 32 || *size < 0:
@@ -69,6 +70,11 @@ func runQuantize(e *env, args []string) error {
 	}
 	if *recipe != "" && !slices.Contains(wquant.Recipes(), *recipe) {
 		return usageError{fmt.Errorf("--recipe %q: want one of %s", *recipe, strings.Join(wquant.Recipes(), ", "))}
+	}
+	if *sizeOf != "" {
+		if *size, err = tensorBytes(*sizeOf); err != nil {
+			return err
+		}
 	}
 	saveTo := *planPath
 	if saveTo == "" || planExists {
@@ -131,6 +137,23 @@ func runQuantize(e *env, args []string) error {
 	}
 	fmt.Fprintf(e.stdout, "%s: %s, %.3f bits per weight, %.1f s\n", out, humanBytes(st.Size()), plan.BPW(), time.Since(start).Seconds())
 	return nil
+}
+
+// tensorBytes returns the bytes of tensor data in the GGUF file at path.
+func tensorBytes(path string) (int64, error) {
+	f, err := gguf.Open(path)
+	if err != nil {
+		return 0, err
+	}
+	defer f.Close()
+	var n int64
+	for _, t := range f.Tensors {
+		n += t.Size
+	}
+	if n == 0 {
+		return 0, fmt.Errorf("%s: no tensor data", path)
+	}
+	return n, nil
 }
 
 // parseTypes parses the --types list.

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -109,9 +110,10 @@ func TestQuantizeUsage(t *testing.T) {
 		want string
 	}{
 		{[]string{"quantize", "a.gguf"}, "needs IN.gguf and OUT.gguf"},
-		{[]string{"quantize", "a.gguf", "b.gguf"}, "give --bpw, --size or --recipe"},
+		{[]string{"quantize", "a.gguf", "b.gguf"}, "give --bpw, --size, --size-of or --recipe"},
 		{[]string{"quantize", "a.gguf", "b.gguf", "--bpw", "4", "--size", "100"}, "give one of"},
 		{[]string{"quantize", "a.gguf", "b.gguf", "--recipe", "Q4_K_XL"}, "want one of"},
+		{[]string{"quantize", "a.gguf", "b.gguf", "--size-of", "c.gguf", "--bpw", "4"}, "give one of"},
 		{[]string{"quantize", "a.gguf", "b.gguf", "--bpw", "4", "--types", "Q4_K,IQ2_XXS"}, "--types"},
 		{[]string{"quantize", "a.gguf", "b.gguf", "--bpw", "40"}, "out of range"},
 		{[]string{"quantize", "a.gguf", filepath.Join(dir, "no", "b.gguf"), "--bpw", "4"}, "cannot be written"},
@@ -149,5 +151,19 @@ func TestQuantizeMeasured(t *testing.T) {
 	}
 	if code, _, stderr = runCmd("run", "-m", out, "-n", "2", "--temp", "0", "hello"); code != 0 {
 		t.Errorf("run: exit %d: %s", code, stderr)
+	}
+	// The measurements again, for at most the tensor bytes of a Q8_0 file.
+	q8 := filepath.Join(dir, "q8.gguf")
+	if code, _, stderr = runCmd("quantize", src, q8, "--recipe", "Q8_0"); code != 0 {
+		t.Fatalf("quantize --recipe Q8_0: exit %d: %s", code, stderr)
+	}
+	same := filepath.Join(dir, "same.gguf")
+	code, stdout, stderr = runCmd("quantize", src, same, "--size-of", q8, "--plan", filepath.Join(dir, "mixed.plan.json"), "--imatrix", im)
+	want, err := tensorBytes(q8)
+	if code != 0 || err != nil || !strings.Contains(stdout, fmt.Sprintf("budget %d bytes", want)) {
+		t.Fatalf("quantize --size-of: exit %d (%v)\n%s\n%s", code, err, stdout, stderr)
+	}
+	if got, err := tensorBytes(same); err != nil || got > want {
+		t.Errorf("--size-of a file of %d tensor bytes wrote %d (%v)", want, got, err)
 	}
 }
