@@ -1,10 +1,8 @@
 package kvcache
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/turbomem/turbomem/alloc"
+	"github.com/turbomem/turbomem/internal/jsonsum"
 )
 
 // Sensitivity is the measured cost of compressing each part of a model's
@@ -235,6 +234,9 @@ func (p *Plan) loss(i int, f Format) float64 {
 // planVersion is the version of the plan file format.
 const planVersion = 1
 
+// planFormat is the plan file's format: JSON with a checksum of itself.
+var planFormat = jsonsum.Format{Name: "plan", Version: planVersion, MaxBytes: maxPlanBytes}
+
 // planFile is a plan as JSON.
 type planFile struct {
 	Version     int          `json:"version"`
@@ -273,27 +275,12 @@ func (p *Plan) WriteTo(w io.Writer) (int64, error) {
 		f.Sensitivity.Formats = append(f.Sensitivity.Formats, g.name)
 	}
 	f.Sensitivity.Loss = p.Sensitivity.Loss
-	sum, err := f.checksum()
+	b, err := jsonsum.Marshal(&f, &f.Checksum)
 	if err != nil {
-		return 0, err
+		return 0, fmt.Errorf("kvcache: plan: %w", err)
 	}
-	f.Checksum = sum
-	b, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return 0, err
-	}
-	n, err := w.Write(append(b, '\n'))
+	n, err := w.Write(b)
 	return int64(n), err
-}
-
-func (f planFile) checksum() (string, error) {
-	f.Checksum = ""
-	b, err := json.Marshal(f)
-	if err != nil {
-		return "", fmt.Errorf("kvcache: plan: %w", err)
-	}
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:]), nil
 }
 
 // maxPlanBytes bounds the size of a plan file.
@@ -302,26 +289,9 @@ const maxPlanBytes = 16 << 20
 // ReadPlan reads a plan that WriteTo wrote, checking its checksum and
 // every field.
 func ReadPlan(r io.Reader) (*Plan, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxPlanBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("kvcache: plan: %w", err)
-	}
-	if len(b) > maxPlanBytes {
-		return nil, fmt.Errorf("kvcache: plan: larger than %d bytes", maxPlanBytes)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var f planFile
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("kvcache: plan: not a plan file: %w", err)
-	}
-	if f.Version != planVersion {
-		return nil, fmt.Errorf("kvcache: plan: version %d, want %d", f.Version, planVersion)
-	}
-	if sum, err := f.checksum(); err != nil {
-		return nil, err
-	} else if sum != f.Checksum {
-		return nil, fmt.Errorf("kvcache: plan: checksum mismatch (the file was edited or damaged); measure the plan again")
+	if err := planFormat.Read(r, &f, &f.Version, &f.Checksum); err != nil {
+		return nil, fmt.Errorf("kvcache: plan: %w; measure the plan again", err)
 	}
 	if h, err := hex.DecodeString(f.Model); err != nil || len(h) != sha256.Size {
 		return nil, fmt.Errorf("kvcache: plan: model_sha256 %q is not a SHA-256", f.Model)

@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/turbomem/turbomem/internal/jsonsum"
 )
 
 func mustFormats(t testing.TB, names ...string) []Format {
@@ -224,8 +226,10 @@ func TestReadPlanRejects(t *testing.T) {
 			t.Fatal(err)
 		}
 		edit(&f)
-		f.Checksum, _ = f.checksum()
-		b, _ := json.Marshal(f)
+		b, err := jsonsum.Marshal(&f, &f.Checksum)
+		if err != nil {
+			t.Fatal(err)
+		}
 		return string(b)
 	}
 	tests := []struct {

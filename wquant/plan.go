@@ -1,10 +1,8 @@
 package wquant
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +12,7 @@ import (
 
 	"github.com/turbomem/turbomem/alloc"
 	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/internal/jsonsum"
 	"github.com/turbomem/turbomem/tensor"
 )
 
@@ -288,6 +287,9 @@ func (p *Plan) Check(src *gguf.File, sourceSHA256 string) error {
 // planVersion is the version of the plan file format.
 const planVersion = 1
 
+// planFormat is the plan file's format: JSON with a checksum of itself.
+var planFormat = jsonsum.Format{Name: "plan", Version: planVersion, MaxBytes: maxPlanBytes}
+
 // planFile is a plan as JSON.
 type planFile struct {
 	Version     int           `json:"version"`
@@ -318,16 +320,6 @@ type sensitivityJ struct {
 	Loss    [][]float64 `json:"kl"`
 }
 
-func (f planFile) checksum() (string, error) {
-	f.Checksum = ""
-	b, err := json.Marshal(f)
-	if err != nil {
-		return "", fmt.Errorf("wquant: plan: %w", err)
-	}
-	s := sha256.Sum256(b)
-	return hex.EncodeToString(s[:]), nil
-}
-
 // JSON returns the plan file's bytes (as WriteTo writes them).
 func (p *Plan) JSON() ([]byte, error) {
 	f := planFile{Version: planVersion, Source: strings.ToLower(p.Source), Recipe: p.Recipe, Budget: p.Budget,
@@ -341,16 +333,11 @@ func (p *Plan) JSON() ([]byte, error) {
 			f.Sensitivity.Types = append(f.Sensitivity.Types, t.String())
 		}
 	}
-	sum, err := f.checksum()
+	b, err := jsonsum.Marshal(&f, &f.Checksum)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("wquant: plan: %w", err)
 	}
-	f.Checksum = sum
-	b, err := json.MarshalIndent(f, "", "  ")
-	if err != nil {
-		return nil, err
-	}
-	return append(b, '\n'), nil
+	return b, nil
 }
 
 // WriteTo writes the plan as JSON with a checksum.
@@ -369,26 +356,9 @@ const maxPlanBytes = 64 << 20
 // ReadPlan reads a plan that WriteTo wrote, checking its checksum and
 // every field.
 func ReadPlan(r io.Reader) (*Plan, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxPlanBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("wquant: plan: %w", err)
-	}
-	if len(b) > maxPlanBytes {
-		return nil, fmt.Errorf("wquant: plan: larger than %d bytes", maxPlanBytes)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
 	var f planFile
-	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("wquant: plan: not a plan file: %w", err)
-	}
-	if f.Version != planVersion {
-		return nil, fmt.Errorf("wquant: plan: version %d, want %d", f.Version, planVersion)
-	}
-	if sum, err := f.checksum(); err != nil {
-		return nil, err
-	} else if sum != f.Checksum {
-		return nil, fmt.Errorf("wquant: plan: checksum mismatch (the file was edited or damaged); make the plan again")
+	if err := planFormat.Read(r, &f, &f.Version, &f.Checksum); err != nil {
+		return nil, fmt.Errorf("wquant: plan: %w; make the plan again", err)
 	}
 	if h, err := hex.DecodeString(f.Source); err != nil || len(h) != sha256.Size {
 		return nil, fmt.Errorf("wquant: plan: source_sha256 %q is not a SHA-256", f.Source)
