@@ -6,6 +6,23 @@ package tensor
 func quantQ8_0AVX512(x *float32, qs *int8, d *float32, nb int)
 
 //go:noescape
+func quantQ8_KAVX512(x *float32, qs *int8, d *float32, bsums *int16, nb int)
+
+// quantActQ8_K quantizes the whole blocks of x into qs, d and bsums by
+// the Q8_K activation rule (activation.set).
+func quantActQ8_K(qs []int8, d []float32, bsums []int16, x []float32) {
+	nb := len(x) / QK_K
+	if !hasAVX512VL || nb == 0 {
+		quantActQ8_KGo(qs, d, bsums, x)
+		return
+	}
+	_ = qs[nb*QK_K-1]
+	_ = d[nb-1]
+	_ = bsums[nb*QK_K/16-1]
+	quantQ8_KAVX512(&x[0], &qs[0], &d[0], &bsums[0], nb)
+}
+
+//go:noescape
 func swiGLUAVX512(gs, u *float32, n int)
 
 // quantActQ8_0 quantizes the whole blocks of x into qs and d by the Q8_0

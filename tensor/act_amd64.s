@@ -140,3 +140,113 @@ sgloop:
 sgdone:
 	VZEROUPPER
 	RET
+
+// func quantQ8_KAVX512(x *float32, qs *int8, d *float32, bsums *int16, nb int)
+// The Q8_K activation rule of activation.set for nb blocks of 256: mx
+// the first element of largest magnitude, iscale = −127/mx, q =
+// min(127, x·iscale rounded to nearest, ties to even), d = 1/iscale, the
+// sums of every 16 quants; an all-zero block gives zeros. One IEEE
+// operation per Go operation: the same bytes, scales and sums.
+TEXT ·quantQ8_KAVX512(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ qs+8(FP), DI
+	MOVQ d+16(FP), DX
+	MOVQ bsums+24(FP), R8
+	MOVQ nb+32(FP), CX
+	MOVL $0x7fffffff, AX
+	VPBROADCASTD AX, Z7
+	MOVL $127, AX
+	VPBROADCASTD AX, Z6
+	MOVL $0xc2fe0000, AX // −127
+	VMOVD AX, X5
+	MOVL $0x3f800000, AX // 1
+	VMOVD AX, X8
+	VXORPS X9, X9, X9
+	TESTQ CX, CX
+	JZ q8kdone
+q8kblock:
+	// amax over the 16 registers of the block
+	VPANDD (SI), Z7, Z0
+	MOVQ $1, R9
+q8kmax:
+	MOVQ R9, R10
+	SHLQ $6, R10
+	VPANDD (SI)(R10*1), Z7, Z1
+	VMAXPS Z1, Z0, Z0
+	INCQ R9
+	CMPQ R9, $16
+	JB q8kmax
+	VEXTRACTF64X4 $1, Z0, Y1
+	VMAXPS Y1, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VMOVHLPS X0, X0, X1
+	VMAXPS X1, X0, X0
+	VPSHUFD $1, X0, X1
+	VMAXSS X1, X0, X0
+	VUCOMISS X9, X0
+	JE q8kzero
+	// mx: the first element whose magnitude is amax
+	VBROADCASTSS X0, Z2
+	XORQ R9, R9
+q8kfind:
+	MOVQ R9, R10
+	SHLQ $6, R10
+	VPANDD (SI)(R10*1), Z7, Z1
+	VCMPPS $0, Z2, Z1, K1
+	KMOVW K1, AX
+	TESTL AX, AX
+	JNZ q8kfound
+	INCQ R9
+	JMP q8kfind
+q8kfound:
+	BSFL AX, AX
+	SHLQ $4, R9
+	ADDQ AX, R9
+	VMOVSS (SI)(R9*4), X3
+	VDIVSS X3, X5, X4 // iscale = −127/mx
+	VDIVSS X4, X8, X3 // d = 1/iscale
+	VMOVSS X3, (DX)
+	VBROADCASTSS X4, Z4
+	XORQ R9, R9
+q8kquant:
+	MOVQ R9, R10
+	SHLQ $6, R10
+	VMULPS (SI)(R10*1), Z4, Z1
+	VCVTPS2DQ Z1, Z1
+	VPMINSD Z6, Z1, Z1
+	MOVQ R9, R10
+	SHLQ $4, R10
+	VPMOVDB Z1, (DI)(R10*1)
+	VEXTRACTI64X4 $1, Z1, Y2
+	VPADDD Y2, Y1, Y1
+	VEXTRACTI128 $1, Y1, X2
+	VPADDD X2, X1, X1
+	VPSHUFD $0x4e, X1, X2
+	VPADDD X2, X1, X1
+	VPSHUFD $0xb1, X1, X2
+	VPADDD X2, X1, X1
+	VMOVD X1, AX
+	MOVW AX, (R8)(R9*2)
+	INCQ R9
+	CMPQ R9, $16
+	JB q8kquant
+	JMP q8knext
+q8kzero:
+	VMOVSS X9, (DX)
+	VPXORD Z1, Z1, Z1
+	VMOVDQU64 Z1, (DI)
+	VMOVDQU64 Z1, 64(DI)
+	VMOVDQU64 Z1, 128(DI)
+	VMOVDQU64 Z1, 192(DI)
+	VMOVDQU64 Y1, (R8)
+q8knext:
+	ADDQ $1024, SI
+	ADDQ $256, DI
+	ADDQ $4, DX
+	ADDQ $32, R8
+	DECQ CX
+	JNZ q8kblock
+q8kdone:
+	VZEROUPPER
+	RET

@@ -67,33 +67,9 @@ func (a *activation) set(k actKind, x []float32) {
 			a.s[b] = a.d[b] * float32(sum)
 		}
 	case actQ8_K:
-		for b := range len(x) / QK_K {
-			xb := (*[QK_K]float32)(x[b*QK_K:])
-			qb := (*[QK_K]int8)(a.qs[b*QK_K:])
-			bs := (*[QK_K / 16]int16)(a.bsums[b*QK_K/16:])
-			amax, mx := absMaxSigned(xb[:])
-			if amax == 0 {
-				clear(qb[:])
-				clear(bs[:])
-				clear(a.bsum32[b*QK_K/32 : (b+1)*QK_K/32])
-				a.d[b] = 0
-				continue
-			}
-			iscale := -127 / mx
-			for j, v := range xb {
-				qb[j] = int8(min(127, nearestInt(iscale*v)))
-			}
-			for j := range QK_K / 16 {
-				var sum int16
-				for _, q := range qb[16*j : 16*j+16] {
-					sum += int16(q)
-				}
-				bs[j] = sum
-			}
-			for j := range QK_K / 32 {
-				a.bsum32[b*QK_K/32+j] = int32(bs[2*j]) + int32(bs[2*j+1])
-			}
-			a.d[b] = 1 / iscale
+		quantActQ8_K(a.qs, a.d, a.bsums, x)
+		for j := range len(x) / QK_K * (QK_K / 32) {
+			a.bsum32[j] = int32(a.bsums[2*j]) + int32(a.bsums[2*j+1])
 		}
 	}
 }
@@ -113,6 +89,36 @@ func quantActQ8_0Go(qs []int8, d, x []float32) {
 		for j, v := range xb {
 			qb[j] = int8(nearestInt(v * id))
 		}
+	}
+}
+
+// quantActQ8_KGo quantizes the whole blocks of x into qs, d and the
+// sums of every 16 quants bsums by the Q8_K activation rule of set: the
+// twin of the assembly.
+func quantActQ8_KGo(qs []int8, d []float32, bsums []int16, x []float32) {
+	for b := range len(x) / QK_K {
+		xb := (*[QK_K]float32)(x[b*QK_K:])
+		qb := (*[QK_K]int8)(qs[b*QK_K:])
+		bs := (*[QK_K / 16]int16)(bsums[b*QK_K/16:])
+		amax, mx := absMaxSigned(xb[:])
+		if amax == 0 {
+			clear(qb[:])
+			clear(bs[:])
+			d[b] = 0
+			continue
+		}
+		iscale := -127 / mx
+		for j, v := range xb {
+			qb[j] = int8(min(127, nearestInt(iscale*v)))
+		}
+		for j := range QK_K / 16 {
+			var sum int16
+			for _, q := range qb[16*j : 16*j+16] {
+				sum += int16(q)
+			}
+			bs[j] = sum
+		}
+		d[b] = 1 / iscale
 	}
 }
 

@@ -33,6 +33,10 @@ func dequantQ8_0Fast(dst []float32, src []byte) { dequantQ8_0(dst, src) }
 
 func quantActQ8_0(qs []int8, d, x []float32) { quantActQ8_0Go(qs, d, x) }
 
+func quantActQ8_K(qs []int8, d []float32, bsums []int16, x []float32) {
+	quantActQ8_KGo(qs, d, bsums, x)
+}
+
 // SwiGLU sets g[i] = silu(g[i])·u[i], silu(z) = z·σ(z) = z/(1 + e^−z), the
 // gated activation of llama's feed-forward layers.
 func SwiGLU(g, u []float32)                     { swiGLUGo(g, u) }

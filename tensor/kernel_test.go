@@ -183,3 +183,34 @@ func TestQuantActQ8_0Twin(t *testing.T) {
 		}
 	}
 }
+
+// TestQuantActQ8_KTwin: the Q8_K activation quantization (assembly where
+// the CPU has AVX-512) gives the bytes, scales and 16-element sums of its
+// Go twin, with an all-zero block, a block whose largest magnitude comes
+// first negative then positive (the first one sets the sign of the
+// scale), and one whose largest element is in its last register.
+func TestQuantActQ8_KTwin(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, blocks := range []int{1, 4, 9} {
+		n := blocks * QK_K
+		x := randomVector(r, n)
+		clear(x[:QK_K])
+		if blocks > 1 {
+			x[QK_K+40], x[QK_K+200] = -9, 9
+		}
+		if blocks > 2 {
+			x[3*QK_K-1] = 12
+		}
+		qs, d, bs := make([]int8, n), make([]float32, blocks), make([]int16, n/16)
+		wq, wd, wbs := make([]int8, n), make([]float32, blocks), make([]int16, n/16)
+		quantActQ8_K(qs, d, bs, x)
+		quantActQ8_KGo(wq, wd, wbs, x)
+		if !slices.Equal(qs, wq) || !slices.Equal(d, wd) || !slices.Equal(bs, wbs) {
+			t.Fatalf("%d blocks: scales %v sums %v; twin %v %v", blocks, d, bs[:32], wd, wbs[:32])
+		}
+		// the first extreme maps to −127 (iscale = −127/mx), the other to 127
+		if d[0] != 0 || (blocks > 1 && (qs[QK_K+40] != -127 || qs[QK_K+200] != 127)) {
+			t.Errorf("%d blocks: zero block scale %g; block 1's extremes %d, %d", blocks, d[0], qs[QK_K+40], qs[QK_K+200])
+		}
+	}
+}
