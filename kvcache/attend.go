@@ -26,7 +26,7 @@ const minParallelWork = 1 << 15
 // start at multiples of sliceAlign positions, so that every slice of a
 // KIVI cache starts on one of its 32-token key blocks.
 const (
-	minSlice   = 256
+	minSlice   = 128
 	sliceAlign = 64
 )
 
