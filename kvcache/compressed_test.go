@@ -148,6 +148,13 @@ func decoded(t testing.TB, c *Compressed) (ks, vs [][]float32) {
 				if err := st.q.Decode(dv, st.codes[tok*b:(tok+1)*b]); err != nil {
 					t.Fatal(err)
 				}
+			case *laneValues:
+				q := st.l.Quantizer()
+				code := make([]byte, q.Bytes())
+				st.l.Code(code, tok)
+				if err := q.Decode(dv, code); err != nil {
+					t.Fatal(err)
+				}
 			case *f16Values:
 				toF32(dv, st.rows[tok*d:(tok+1)*d])
 			case *f32Values:
@@ -177,6 +184,13 @@ func decodeKey(t testing.TB, keys keyStore, tok, d int, dk []float32) {
 		newMeanTurns(st.rope, mu).turned(m, tok)
 		for i, v := range m {
 			dk[i] += float32(v)
+		}
+	case *laneKeys:
+		q := st.l.Quantizer()
+		code := make([]byte, q.Bytes())
+		st.l.Code(code, tok)
+		if err := q.Decode(dk, code); err != nil {
+			t.Fatal(err)
 		}
 	case *groupKeys:
 		b := st.q.Bytes()

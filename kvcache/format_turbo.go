@@ -17,7 +17,27 @@ func turboMSE(bits int) *codec {
 		quantizer: func(d int, _ []int, o quant.Options) (quant.Quantizer, error) {
 			return quant.NewTurboMSE(d, bits, o)
 		},
+		keys:   laneStore,
+		values: laneValueStore,
 	}
+}
+
+// laneStore keeps keys in quant.Lanes' blocks where the quantizer allows
+// (segments of multiples of 16 coordinates), else code after code.
+func laneStore(q quant.Quantizer, _ int) keyStore {
+	if l := quant.NewLanes(q); l != nil {
+		return &laneKeys{l}
+	}
+	return &codeKeys{q: q}
+}
+
+// laneValueStore keeps values in quant.Lanes' blocks where the quantizer
+// allows, else code after code.
+func laneValueStore(q quant.Quantizer, _ int) valueStore {
+	if l := quant.NewLanes(q); l != nil {
+		return &laneValues{l: l, acc: quant.NewAccumulator(q)}
+	}
+	return &codeValues{q: q, acc: quant.NewAccumulator(q)}
 }
 
 // turbo2.5, turbo3.5 (and turbo3.5p, prod true): a quarter of each head's
@@ -38,5 +58,7 @@ func turboSplit(bits int, prod bool) *codec {
 		quantizer: func(d int, outliers []int, o quant.Options) (quant.Quantizer, error) {
 			return quant.NewTurboSplit(d, outliers, bits+1, bits, prod, o)
 		},
+		keys:   laneStore,
+		values: laneValueStore,
 	}
 }

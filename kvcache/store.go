@@ -113,6 +113,20 @@ func (s *codeKeys) turbo() bool {
 	return false
 }
 
+// laneKeys holds the turbo formats' keys 16 tokens to a block, scored
+// with the tokens in SIMD lanes (quant.Lanes: no horizontal sums, four
+// query heads per pass).
+type laneKeys struct{ l *quant.Lanes }
+
+func (s *laneKeys) add(xs []float32) error { return s.l.Append(xs) }
+func (s *laneKeys) bytes() int             { return s.l.Bytes() }
+
+func (s *laneKeys) score(dst, qs [][]float32, t0 int) {
+	if err := s.l.Score(dst, qs, t0); err != nil {
+		panic(err) // positions and lengths are the cache's own: a bug
+	}
+}
+
 // groupKeys holds keys as quantizer codes scored with quant.PrepareGroup:
 // each chunk of codes is expanded once into the internal basis and dotted
 // with every query of the group. For PolarQuant, whose own scorer does
@@ -263,6 +277,27 @@ func (s *codeValues) accumulate(a quant.Accumulator, accs, ws [][]float32, t0 in
 }
 
 func (s *codeValues) finish(dst, acc []float32) { s.acc.Finish(dst, acc) }
+
+// laneValues holds the turbo formats' values 16 tokens to a block and
+// sums them with the tokens in SIMD lanes (quant.Lanes.Accumulate: four
+// query heads per pass), in the quantizer's internal basis; acc brings a
+// sum back (Finish).
+type laneValues struct {
+	l   *quant.Lanes
+	acc quant.Accumulator
+}
+
+func (s *laneValues) add(xs []float32) error            { return s.l.Append(xs) }
+func (s *laneValues) bytes() int                        { return s.l.Bytes() }
+func (s *laneValues) accLen() int                       { return s.acc.AccLen() }
+func (s *laneValues) newAccumulator() quant.Accumulator { return nil }
+func (s *laneValues) finish(dst, acc []float32)         { s.acc.Finish(dst, acc) }
+
+func (s *laneValues) accumulate(_ quant.Accumulator, accs, ws [][]float32, t0 int) {
+	if err := s.l.Accumulate(accs, ws, t0); err != nil {
+		panic(err) // positions and lengths are the cache's own: a bug
+	}
+}
 
 // f16Values holds values as fp16 rows.
 type f16Values struct {

@@ -1,0 +1,339 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+
+// func laneScore4AVX512(out *[4]*float32, nq int, blocks int, q *float32, parts *lanePart, nparts int, data *byte, block int)
+//
+// Scores blocks of 16 tokens laid out by Lanes against four queries, the
+// tokens in the lanes: per part (lanePart, 200 bytes: scales, planes,
+// dim, step, qoff at 0–32, the replicated table at 48, the
+// VPMULTISHIFTQB controls at 112), each coordinate's 16 indices (one
+// 8-byte broadcast load) are unpacked and looked up once and weighed by
+// the four queries' coordinate (embedded broadcasts, q interleaved four
+// per coordinate) into four chains per query (Z4–Z7, Z8–Z11, Z16–Z19,
+// Z20–Z23: coordinates 4i, 4i+1, 4i+2, 4i+3, so that the multiply-adds'
+// latency is hidden); the part's sums are scaled by its 16 fp16 scales
+// into Z0–Z3. Then the first nq of the four rows of 16 scores are
+// stored at out[j] + 64·block. dim is a multiple of 4; each load of a
+// coordinate's indices may read up to 8 − step bytes past them (the
+// caller keeps that inside data).
+TEXT ·laneScore4AVX512(SB), NOSPLIT, $0-64
+	MOVQ out+0(FP), DI
+	MOVQ blocks+16(FP), CX
+	MOVQ q+24(FP), SI
+	MOVQ data+48(FP), BX
+	MOVQ block+56(FP), R10
+	XORQ R8, R8
+
+lblock:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	MOVQ   parts+32(FP), AX
+	MOVQ   nparts+40(FP), DX
+
+lpart:
+	VMOVUPS   48(AX), Z13
+	VMOVDQU64 112(AX), Z15
+	VPXORD    Z4, Z4, Z4
+	VPXORD    Z5, Z5, Z5
+	VPXORD    Z6, Z6, Z6
+	VPXORD    Z7, Z7, Z7
+	VPXORD    Z8, Z8, Z8
+	VPXORD    Z9, Z9, Z9
+	VPXORD    Z10, Z10, Z10
+	VPXORD    Z11, Z11, Z11
+	VPXORD    Z16, Z16, Z16
+	VPXORD    Z17, Z17, Z17
+	VPXORD    Z18, Z18, Z18
+	VPXORD    Z19, Z19, Z19
+	VPXORD    Z20, Z20, Z20
+	VPXORD    Z21, Z21, Z21
+	VPXORD    Z22, Z22, Z22
+	VPXORD    Z23, Z23, Z23
+	MOVQ      8(AX), R11
+	ADDQ      BX, R11
+	MOVQ      32(AX), R12
+	ADDQ      SI, R12
+	MOVQ      16(AX), R13
+	MOVQ      24(AX), R14
+
+lcoord:
+	VPMULTISHIFTQB.BCST (R11), Z15, Z12
+	VPERMPS             Z13, Z12, Z12
+	VFMADD231PS.BCST    (R12), Z12, Z4
+	VFMADD231PS.BCST    4(R12), Z12, Z5
+	VFMADD231PS.BCST    8(R12), Z12, Z6
+	VFMADD231PS.BCST    12(R12), Z12, Z7
+	ADDQ                R14, R11
+	VPMULTISHIFTQB.BCST (R11), Z15, Z14
+	VPERMPS             Z13, Z14, Z14
+	VFMADD231PS.BCST    16(R12), Z14, Z8
+	VFMADD231PS.BCST    20(R12), Z14, Z9
+	VFMADD231PS.BCST    24(R12), Z14, Z10
+	VFMADD231PS.BCST    28(R12), Z14, Z11
+	ADDQ                R14, R11
+	VPMULTISHIFTQB.BCST (R11), Z15, Z24
+	VPERMPS             Z13, Z24, Z24
+	VFMADD231PS.BCST    32(R12), Z24, Z16
+	VFMADD231PS.BCST    36(R12), Z24, Z17
+	VFMADD231PS.BCST    40(R12), Z24, Z18
+	VFMADD231PS.BCST    44(R12), Z24, Z19
+	ADDQ                R14, R11
+	VPMULTISHIFTQB.BCST (R11), Z15, Z25
+	VPERMPS             Z13, Z25, Z25
+	VFMADD231PS.BCST    48(R12), Z25, Z20
+	VFMADD231PS.BCST    52(R12), Z25, Z21
+	VFMADD231PS.BCST    56(R12), Z25, Z22
+	VFMADD231PS.BCST    60(R12), Z25, Z23
+	ADDQ                R14, R11
+	ADDQ                $64, R12
+	SUBQ                $4, R13
+	JNE                 lcoord
+
+	VADDPS      Z8, Z4, Z4
+	VADDPS      Z9, Z5, Z5
+	VADDPS      Z10, Z6, Z6
+	VADDPS      Z11, Z7, Z7
+	VADDPS      Z20, Z16, Z16
+	VADDPS      Z21, Z17, Z17
+	VADDPS      Z22, Z18, Z18
+	VADDPS      Z23, Z19, Z19
+	VADDPS      Z16, Z4, Z4
+	VADDPS      Z17, Z5, Z5
+	VADDPS      Z18, Z6, Z6
+	VADDPS      Z19, Z7, Z7
+	MOVQ        0(AX), R11
+	VCVTPH2PS   (BX)(R11*1), Z12
+	VFMADD231PS Z12, Z4, Z0
+	VFMADD231PS Z12, Z5, Z1
+	VFMADD231PS Z12, Z6, Z2
+	VFMADD231PS Z12, Z7, Z3
+	ADDQ        $200, AX
+	DECQ        DX
+	JNE         lpart
+
+	MOVQ    nq+8(FP), DX
+	MOVQ    0(DI), R11
+	VMOVUPS Z0, (R11)(R8*1)
+	CMPQ    DX, $2
+	JLT     lnext
+	MOVQ    8(DI), R11
+	VMOVUPS Z1, (R11)(R8*1)
+	CMPQ    DX, $3
+	JLT     lnext
+	MOVQ    16(DI), R11
+	VMOVUPS Z2, (R11)(R8*1)
+	CMPQ    DX, $4
+	JLT     lnext
+	MOVQ    24(DI), R11
+	VMOVUPS Z3, (R11)(R8*1)
+
+lnext:
+	ADDQ $64, R8
+	ADDQ R10, BX
+	DECQ CX
+	JNE  lblock
+
+	VZEROUPPER
+	RET
+
+// func laneAcc4AVX512(acc *[4]*float32, nq int, w *[4]*float32, wbuf *float32, nb int, part *lanePart, data *byte, block int)
+//
+// The value sums of four heads over nb blocks of one part, the tokens in
+// the lanes. First the weights times the tokens' scales: wbuf[b][j] =
+// w[j][16b:16b+16] · scales of block b (16 floats each). Then per four
+// coordinates (Z0–Z15: head j, coordinate c in Z(4j+c)), each
+// coordinate's 16 indices of a block are unpacked and looked up once and
+// multiplied into the four heads' lanes by their wbuf rows; after the
+// last block, each head's four coordinates are summed across the lanes
+// (VHADDPS within 128-bit blocks, then the blocks folded) and added to
+// acc[j] for the first nq heads. dim is a multiple of 4.
+TEXT ·laneAcc4AVX512(SB), NOSPLIT, $0-64
+	MOVQ part+40(FP), AX
+	MOVQ data+48(FP), BX
+	MOVQ block+56(FP), R10
+	MOVQ w+16(FP), SI
+	MOVQ wbuf+24(FP), DI
+	MOVQ nb+32(FP), CX
+	MOVQ 0(SI), R11
+	MOVQ 8(SI), R12
+	MOVQ 16(SI), R13
+	MOVQ 24(SI), R14
+	MOVQ 0(AX), DX
+	ADDQ BX, DX
+
+lwprep:
+	VCVTPH2PS (DX), Z16
+	VMULPS    (R11), Z16, Z17
+	VMOVUPS   Z17, (DI)
+	VMULPS    (R12), Z16, Z17
+	VMOVUPS   Z17, 64(DI)
+	VMULPS    (R13), Z16, Z17
+	VMOVUPS   Z17, 128(DI)
+	VMULPS    (R14), Z16, Z17
+	VMOVUPS   Z17, 192(DI)
+	ADDQ      $64, R11
+	ADDQ      $64, R12
+	ADDQ      $64, R13
+	ADDQ      $64, R14
+	ADDQ      $256, DI
+	ADDQ      R10, DX
+	DECQ      CX
+	JNE       lwprep
+
+	VMOVUPS   48(AX), Z16
+	VMOVDQU64 112(AX), Z17
+	MOVQ      24(AX), R14
+	MOVQ      8(AX), R9
+	ADDQ      BX, R9
+	MOVQ      16(AX), R8
+	XORQ      R13, R13
+
+lquad:
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ   R9, R11
+	MOVQ   wbuf+24(FP), DI
+	MOVQ   nb+32(FP), CX
+
+lqblock:
+	MOVQ                R11, R12
+	VPMULTISHIFTQB.BCST (R12), Z17, Z18
+	VPERMPS             Z16, Z18, Z18
+	ADDQ                R14, R12
+	VPMULTISHIFTQB.BCST (R12), Z17, Z19
+	VPERMPS             Z16, Z19, Z19
+	ADDQ                R14, R12
+	VPMULTISHIFTQB.BCST (R12), Z17, Z20
+	VPERMPS             Z16, Z20, Z20
+	ADDQ                R14, R12
+	VPMULTISHIFTQB.BCST (R12), Z17, Z21
+	VPERMPS             Z16, Z21, Z21
+	VMOVUPS             (DI), Z22
+	VFMADD231PS         Z22, Z18, Z0
+	VFMADD231PS         Z22, Z19, Z1
+	VFMADD231PS         Z22, Z20, Z2
+	VFMADD231PS         Z22, Z21, Z3
+	VMOVUPS             64(DI), Z23
+	VFMADD231PS         Z23, Z18, Z4
+	VFMADD231PS         Z23, Z19, Z5
+	VFMADD231PS         Z23, Z20, Z6
+	VFMADD231PS         Z23, Z21, Z7
+	VMOVUPS             128(DI), Z24
+	VFMADD231PS         Z24, Z18, Z8
+	VFMADD231PS         Z24, Z19, Z9
+	VFMADD231PS         Z24, Z20, Z10
+	VFMADD231PS         Z24, Z21, Z11
+	VMOVUPS             192(DI), Z25
+	VFMADD231PS         Z25, Z18, Z12
+	VFMADD231PS         Z25, Z19, Z13
+	VFMADD231PS         Z25, Z20, Z14
+	VFMADD231PS         Z25, Z21, Z15
+	ADDQ                $256, DI
+	ADDQ                R10, R11
+	DECQ                CX
+	JNE                 lqblock
+
+	// Per head j, the four coordinates' lanes summed into [c0 c1 c2 c3]:
+	// each register folded to 256 bits, VHADDPS within 128-bit halves,
+	// then the halves of two heads added at once.
+	VEXTRACTF64X4 $1, Z0, Y18
+	VADDPS        Y18, Y0, Y0
+	VEXTRACTF64X4 $1, Z1, Y18
+	VADDPS        Y18, Y1, Y1
+	VEXTRACTF64X4 $1, Z2, Y18
+	VADDPS        Y18, Y2, Y2
+	VEXTRACTF64X4 $1, Z3, Y18
+	VADDPS        Y18, Y3, Y3
+	VEXTRACTF64X4 $1, Z4, Y18
+	VADDPS        Y18, Y4, Y4
+	VEXTRACTF64X4 $1, Z5, Y18
+	VADDPS        Y18, Y5, Y5
+	VEXTRACTF64X4 $1, Z6, Y18
+	VADDPS        Y18, Y6, Y6
+	VEXTRACTF64X4 $1, Z7, Y18
+	VADDPS        Y18, Y7, Y7
+	VEXTRACTF64X4 $1, Z8, Y18
+	VADDPS        Y18, Y8, Y8
+	VEXTRACTF64X4 $1, Z9, Y18
+	VADDPS        Y18, Y9, Y9
+	VEXTRACTF64X4 $1, Z10, Y18
+	VADDPS        Y18, Y10, Y10
+	VEXTRACTF64X4 $1, Z11, Y18
+	VADDPS        Y18, Y11, Y11
+	VEXTRACTF64X4 $1, Z12, Y18
+	VADDPS        Y18, Y12, Y12
+	VEXTRACTF64X4 $1, Z13, Y18
+	VADDPS        Y18, Y13, Y13
+	VEXTRACTF64X4 $1, Z14, Y18
+	VADDPS        Y18, Y14, Y14
+	VEXTRACTF64X4 $1, Z15, Y18
+	VADDPS        Y18, Y15, Y15
+	VHADDPS       Y1, Y0, Y0
+	VHADDPS       Y3, Y2, Y2
+	VHADDPS       Y2, Y0, Y0
+	VHADDPS       Y5, Y4, Y4
+	VHADDPS       Y7, Y6, Y6
+	VHADDPS       Y6, Y4, Y4
+	VHADDPS       Y9, Y8, Y8
+	VHADDPS       Y11, Y10, Y10
+	VHADDPS       Y10, Y8, Y8
+	VHADDPS       Y13, Y12, Y12
+	VHADDPS       Y15, Y14, Y14
+	VHADDPS       Y14, Y12, Y12
+	VPERM2F128    $0x20, Y4, Y0, Y1
+	VPERM2F128    $0x31, Y4, Y0, Y2
+	VADDPS        Y2, Y1, Y0
+	VEXTRACTF128  $1, Y0, X4
+	VPERM2F128    $0x20, Y12, Y8, Y9
+	VPERM2F128    $0x31, Y12, Y8, Y10
+	VADDPS        Y10, Y9, Y8
+	VEXTRACTF128  $1, Y8, X12
+
+	MOVQ    acc+0(FP), SI
+	MOVQ    nq+8(FP), DX
+	MOVQ    0(SI), DI
+	VADDPS  (DI)(R13*1), X0, X0
+	VMOVUPS X0, (DI)(R13*1)
+	CMPQ    DX, $2
+	JLT     lqnext
+	MOVQ    8(SI), DI
+	VADDPS  (DI)(R13*1), X4, X4
+	VMOVUPS X4, (DI)(R13*1)
+	CMPQ    DX, $3
+	JLT     lqnext
+	MOVQ    16(SI), DI
+	VADDPS  (DI)(R13*1), X8, X8
+	VMOVUPS X8, (DI)(R13*1)
+	CMPQ    DX, $4
+	JLT     lqnext
+	MOVQ    24(SI), DI
+	VADDPS  (DI)(R13*1), X12, X12
+	VMOVUPS X12, (DI)(R13*1)
+
+lqnext:
+	ADDQ $16, R13
+	MOVQ R14, DX
+	SHLQ $2, DX
+	ADDQ DX, R9
+	SUBQ $4, R8
+	JNE  lquad
+
+	VZEROUPPER
+	RET
