@@ -77,3 +77,11 @@ func dotBF16Go(w []uint16, x []float32) float32 {
 func dotRowF32(w []byte, a *activation) float32  { return dotF32(bytesAsF32(w), a.f32) }
 func dotRowF16(w []byte, a *activation) float32  { return dotF16(bytesAsU16(w), a.f32) }
 func dotRowBF16(w []byte, a *activation) float32 { return dotBF16Go(bytesAsU16(w), a.f32) }
+
+// dotRowsF16R4Go is dotRowF16 for the four rows of w (rowBytes each):
+// the twin of the four-row kernel.
+func dotRowsF16R4Go(w []byte, rowBytes int, a *activation, out *[4]float32) {
+	for r := range out {
+		out[r] = dotRowF16(w[r*rowBytes:(r+1)*rowBytes], a)
+	}
+}

@@ -194,3 +194,26 @@ func dotRowsQ8_0x4(w []byte, rowBytes int, a *activation, out *[4]float32) {
 	}
 	dotQ8_0R4AVX2(&w[0], rowBytes, &a.qs[0], &a.d[0], nb, out)
 }
+
+//go:noescape
+func dotF16R4AVX512(w *uint16, stride int, x *float32, n int, out *[4]float32)
+
+// dotRowsF16R4 is dotRowF16 for the four rows of w (rowBytes each)
+// against one activation (decode): the AVX-512 kernel for the multiple
+// of 32 elements, the Go twin for the rest of each row, as dotF16 adds
+// them.
+func dotRowsF16R4(w []byte, rowBytes int, a *activation, out *[4]float32) {
+	n := rowBytes / 2 &^ 31
+	if !hasAVX512VL || n == 0 {
+		dotRowsF16R4Go(w, rowBytes, a, out)
+		return
+	}
+	_ = w[4*rowBytes-1]
+	x := a.f32[:rowBytes/2]
+	dotF16R4AVX512(&bytesAsU16(w)[0], rowBytes, &x[0], n, out)
+	if n < len(x) {
+		for r := range out {
+			out[r] += dotF16Go(bytesAsU16(w[r*rowBytes:(r+1)*rowBytes])[n:], x[n:])
+		}
+	}
+}

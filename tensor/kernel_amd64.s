@@ -734,3 +734,88 @@ q8vdone:
 	VMOVSS X0, 12(AX)
 	VZEROUPPER
 	RET
+
+// F16R4ROW adds row R's 32 elements (fp16 at R) times the activation in
+// Y0-Y3 to its accumulators A0-A3, as dotF16AVX2's loop does.
+#define F16R4ROW(R, A0, A1, A2, A3) \
+	VCVTPH2PS (R), Y4; \
+	VCVTPH2PS 16(R), Y5; \
+	VCVTPH2PS 32(R), Y6; \
+	VCVTPH2PS 48(R), Y7; \
+	VFMADD231PS Y0, Y4, A0; \
+	VFMADD231PS Y1, Y5, A1; \
+	VFMADD231PS Y2, Y6, A2; \
+	VFMADD231PS Y3, Y7, A3
+
+// F16R4OUT stores the sum of A0-A3, added as dotF16AVX2 adds its
+// accumulators, to off(AX).
+#define F16R4OUT(A0, A1, A2, A3, off) \
+	VMOVAPS A0, Y0; \
+	VMOVAPS A1, Y1; \
+	VMOVAPS A2, Y2; \
+	VMOVAPS A3, Y3; \
+	VADDPS Y1, Y0, Y0; \
+	VADDPS Y3, Y2, Y2; \
+	VADDPS Y2, Y0, Y0; \
+	HSUM; \
+	VMOVSS X0, off(AX)
+
+// func dotF16R4AVX512(w *uint16, stride int, x *float32, n int, out *[4]float32)
+// Four fp16 weight rows (stride bytes apart) against one activation of n
+// elements (a multiple of 32): each 32 activation values are loaded once
+// for the four rows, whose sixteen accumulators are Y16-Y31 (EVEX); each
+// row sums exactly as dotF16AVX2 does, so the results are the same bits.
+TEXT ·dotF16R4AVX512(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), SI
+	MOVQ stride+8(FP), BX
+	MOVQ x+16(FP), DI
+	MOVQ n+24(FP), CX
+	LEAQ (SI)(BX*1), R8
+	LEAQ (R8)(BX*1), R9
+	LEAQ (R9)(BX*1), R10
+	VPXORD Y16, Y16, Y16
+	VPXORD Y17, Y17, Y17
+	VPXORD Y18, Y18, Y18
+	VPXORD Y19, Y19, Y19
+	VPXORD Y20, Y20, Y20
+	VPXORD Y21, Y21, Y21
+	VPXORD Y22, Y22, Y22
+	VPXORD Y23, Y23, Y23
+	VPXORD Y24, Y24, Y24
+	VPXORD Y25, Y25, Y25
+	VPXORD Y26, Y26, Y26
+	VPXORD Y27, Y27, Y27
+	VPXORD Y28, Y28, Y28
+	VPXORD Y29, Y29, Y29
+	VPXORD Y30, Y30, Y30
+	VPXORD Y31, Y31, Y31
+	SHRQ $5, CX
+	JZ f16r4done
+f16r4loop:
+	PREFETCHT0 512(SI)
+	PREFETCHT0 512(R8)
+	PREFETCHT0 512(R9)
+	PREFETCHT0 512(R10)
+	VMOVUPS (DI), Y0
+	VMOVUPS 32(DI), Y1
+	VMOVUPS 64(DI), Y2
+	VMOVUPS 96(DI), Y3
+	F16R4ROW(SI, Y16, Y17, Y18, Y19)
+	F16R4ROW(R8, Y20, Y21, Y22, Y23)
+	F16R4ROW(R9, Y24, Y25, Y26, Y27)
+	F16R4ROW(R10, Y28, Y29, Y30, Y31)
+	ADDQ $64, SI
+	ADDQ $64, R8
+	ADDQ $64, R9
+	ADDQ $64, R10
+	ADDQ $128, DI
+	DECQ CX
+	JNZ f16r4loop
+f16r4done:
+	MOVQ out+32(FP), AX
+	F16R4OUT(Y16, Y17, Y18, Y19, 0)
+	F16R4OUT(Y20, Y21, Y22, Y23, 4)
+	F16R4OUT(Y24, Y25, Y26, Y27, 8)
+	F16R4OUT(Y28, Y29, Y30, Y31, 12)
+	VZEROUPPER
+	RET

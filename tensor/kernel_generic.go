@@ -29,6 +29,10 @@ func dotRowsQ8_0x4(w []byte, rowBytes int, a *activation, out *[4]float32) {
 	dotRowsQ8_0x4Go(w, rowBytes, a, out)
 }
 
+func dotRowsF16R4(w []byte, rowBytes int, a *activation, out *[4]float32) {
+	dotRowsF16R4Go(w, rowBytes, a, out)
+}
+
 func dequantQ8_0Fast(dst []float32, src []byte) { dequantQ8_0(dst, src) }
 
 func quantActQ8_0(qs []int8, d, x []float32) { quantActQ8_0Go(qs, d, x) }

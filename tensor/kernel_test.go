@@ -214,3 +214,25 @@ func TestQuantActQ8_KTwin(t *testing.T) {
 		}
 	}
 }
+
+// TestDotRowsF16R4: the four-row fp16 kernel gives each row the bits of
+// the one-row kernel (the same sums in the same order), with and without
+// a tail past the multiple of 32.
+func TestDotRowsF16R4(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, n := range []int{32, 69, 512, 1000} {
+		w, err := encodeRows(F16, randomVector(r, 4*n))
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := newActivation(actF32, n)
+		a.set(actF32, randomVector(r, n))
+		var got [4]float32
+		dotRowsF16R4(w, 2*n, a, &got)
+		for k := range got {
+			if want := dotRowF16(w[2*n*k:2*n*(k+1)], a); got[k] != want {
+				t.Errorf("n=%d row %d: %g, one-row kernel %g", n, k, got[k], want)
+			}
+		}
+	}
+}

@@ -80,7 +80,7 @@ type rowKernel struct {
 
 var rowKernels = map[DType]rowKernel{
 	F32:  {act: actF32, dot: dotRowF32},
-	F16:  {act: actF32, dot: dotRowF16},
+	F16:  {act: actF32, dot: dotRowF16, rows4: dotRowsF16R4},
 	BF16: {act: actF32, dot: dotRowBF16},
 	Q4_0: {act: actQ8_0, dot: dotRowQ4_0},
 	Q4_1: {act: actQ8_1, dot: dotRowQ4_1},

@@ -26,12 +26,16 @@ type Pool struct {
 }
 
 // job is one Run call: n tasks handed out through next, done counting
-// the finished ones. A worker that wakes after its job is over finds
-// next ≥ n and leaves without touching anything else.
+// the finished ones (each goroutine adds its count once, when no task is
+// left). A worker that wakes after its job is over finds next ≥ n and
+// leaves without touching anything else. next and done sit on cache
+// lines of their own: every goroutine of a region writes both.
 type job struct {
 	f    func(task, worker int)
 	n    int32
+	_    [64]byte
 	next atomic.Int32
+	_    [64]byte
 	done atomic.Int32
 }
 
@@ -130,15 +134,19 @@ func (p *Pool) Run(n int, f func(task, worker int)) {
 	}
 }
 
-// work runs tasks of j until none is left.
+// work runs tasks of j until none is left, then counts them done.
 func (j *job) work(worker int) {
+	var ran int32
 	for {
 		i := j.next.Add(1) - 1
 		if i >= j.n {
+			if ran > 0 {
+				j.done.Add(ran)
+			}
 			return
 		}
 		j.f(int(i), worker)
-		j.done.Add(1)
+		ran++
 	}
 }
 
