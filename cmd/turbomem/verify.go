@@ -89,7 +89,8 @@ func runVerify(e *env, args []string) error {
 		if m.Source != "" {
 			fmt.Fprintf(e.stdout, " from a source with SHA-256 %s", m.Source)
 		}
-		fmt.Fprintf(e.stdout, "\n%d metadata keys, %d tensors (%s) checked in %.2f s\n", len(m.Keys), len(m.Tensors), humanBytes(total), time.Since(start).Seconds())
+		secs := time.Since(start).Seconds()
+		fmt.Fprintf(e.stdout, "\n%d metadata keys, %d tensors (%s) checked in %.2f s (%.2f GB/s)\n", len(m.Keys), len(m.Tensors), humanBytes(total), secs, float64(total)/secs/1e9)
 	}
 	if err != nil {
 		return err
