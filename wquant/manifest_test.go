@@ -1,8 +1,10 @@
 package wquant
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -254,4 +256,143 @@ func FuzzReadManifest(f *testing.F) {
 			}
 		}
 	})
+}
+
+// refusedNaming reports whether err refuses a file and names what is
+// wrong: a GGUF field (gguf.FormatError), or a metadata key, manifest
+// field or tensor (ErrAltered).
+func refusedNaming(err error) bool {
+	var fe *gguf.FormatError
+	if errors.As(err, &fe) {
+		return fe.Field != ""
+	}
+	if !errors.Is(err, ErrAltered) {
+		return false
+	}
+	for _, s := range []string{"metadata key ", "manifest field ", "tensor "} {
+		if strings.Contains(err.Error(), s) {
+			return true
+		}
+	}
+	return false
+}
+
+// sameMeaning reports whether two GGUF files hold the same metadata and
+// tensors (names, types, shapes, data).
+func sameMeaning(t *testing.T, a, b []byte) bool {
+	fa, err := gguf.DecodeBytes(a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fb, err := gguf.DecodeBytes(b)
+	if err != nil || len(fa.KV) != len(fb.KV) || len(fa.Tensors) != len(fb.Tensors) {
+		return false
+	}
+	for i, kv := range fa.KV {
+		va, _ := kv.Value.AppendBinary(nil)
+		vb, _ := fb.KV[i].Value.AppendBinary(nil)
+		if kv.Key != fb.KV[i].Key || !bytes.Equal(va, vb) {
+			return false
+		}
+	}
+	for i, ta := range fa.Tensors {
+		tb := fb.Tensors[i]
+		da, _ := fa.ReadTensor(ta)
+		db, _ := fb.ReadTensor(tb)
+		if ta.Name != tb.Name || ta.Type != tb.Type || fmt.Sprint(ta.Shape) != fmt.Sprint(tb.Shape) || !bytes.Equal(da, db) {
+			return false
+		}
+	}
+	return true
+}
+
+// checkBytes verifies the file b (decoded from memory, as Verify reads a
+// memory-mapped file), returning the error.
+func checkBytes(b []byte) error {
+	f, err := gguf.DecodeBytes(b)
+	if err != nil {
+		return err
+	}
+	_, err = Verify(context.Background(), f, VerifyOptions{Workers: 2})
+	return err
+}
+
+// TestVerifyHeaderFlips flips each byte of the header — magic, counts,
+// every metadata key and value (the manifest's among them), the tensor
+// directory (names, shapes, types, offsets) — one at a time: each file is
+// refused with a message naming the GGUF field, metadata key, manifest
+// field or tensor, unless the flip changed nothing the file holds (the
+// padding before the data). No flip leaves a file that merely looks
+// unsealed.
+func TestVerifyHeaderFlips(t *testing.T) {
+	good := readBytes(t, sealed(t))
+	f, err := gguf.DecodeBytes(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	step := 1
+	if testing.Short() {
+		step = 37
+	}
+	passed := 0
+	for p := 0; p < int(f.DataOffset); p += step {
+		for _, x := range []byte{0x01, 0x80} {
+			b := append([]byte(nil), good...)
+			b[p] ^= x
+			err := checkBytes(b)
+			switch {
+			case err == nil:
+				if !sameMeaning(t, good, b) {
+					t.Fatalf("flip %#x at byte %d of the header: accepted, and the file reads differently", x, p)
+				}
+				passed++
+			case errors.Is(err, ErrNoManifest):
+				t.Fatalf("flip %#x at byte %d: the file passes for one without a manifest", x, p)
+			case !refusedNaming(err):
+				t.Fatalf("flip %#x at byte %d: %v: names no field, key or tensor", x, p, err)
+			}
+		}
+	}
+	if max := 2 * int(f.Alignment); passed > max {
+		t.Errorf("%d flips accepted: more than the padding before the data can explain", passed)
+	}
+	t.Logf("%d header bytes flipped (every %d), %d flips accepted as changing nothing", int(f.DataOffset)/step, step, passed)
+}
+
+// TestVerifyTruncated cuts the sealed file at every length (in steps
+// through the data): each is refused with an error naming the field or
+// tensor cut, unless only the padding after the last tensor went.
+func TestVerifyTruncated(t *testing.T) {
+	good := readBytes(t, sealed(t))
+	f, err := gguf.DecodeBytes(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	last := f.Tensors[len(f.Tensors)-1]
+	for _, ti := range f.Tensors {
+		if ti.Offset > last.Offset {
+			last = ti
+		}
+	}
+	end := int(last.Offset + last.Size)
+	step := 7
+	if testing.Short() {
+		step = 61
+	}
+	for n := 0; n < len(good); n++ {
+		if n > int(f.DataOffset) && n < end-1 && n%step != 0 {
+			continue
+		}
+		err := checkBytes(good[:n])
+		switch {
+		case n >= end:
+			if err != nil {
+				t.Errorf("cut at %d, after the last tensor (ends at %d): %v", n, end, err)
+			}
+		case !errors.Is(err, gguf.ErrTruncated) || !refusedNaming(err):
+			t.Fatalf("cut at %d of %d: %v, want ErrTruncated naming the field or tensor", n, len(good), err)
+		case n > int(f.DataOffset) && !strings.Contains(err.Error(), `"`):
+			t.Fatalf("cut at %d, inside the data: %v names no tensor", n, err)
+		}
+	}
 }
