@@ -58,15 +58,16 @@ func main() {
 	llama := flag.String("llama", "", "directory of llama-perplexity (empty: turbomem's KL only)")
 	threads := flag.Int("threads", 2, "threads of both engines")
 	svg := flag.String("svg", "", "draw bits per weight against mean KL to this file")
+	title := flag.String("title", "Weight quantization: size against KL from the source model", "the plot's title")
 	jsonOut := flag.String("json", "", "results file (read first: rows measured before are kept)")
 	flag.Parse()
-	if err := run(*src, *text, *ctxLen, *chunks, *llama, *threads, *svg, *jsonOut, flag.Args()); err != nil {
+	if err := run(*src, *text, *ctxLen, *chunks, *llama, *threads, *svg, *title, *jsonOut, flag.Args()); err != nil {
 		fmt.Fprintln(os.Stderr, "wquanteval:", err)
 		os.Exit(1)
 	}
 }
 
-func run(src, textPath string, ctxLen, chunks int, llama string, threads int, svg, jsonOut string, args []string) error {
+func run(src, textPath string, ctxLen, chunks int, llama string, threads int, svg, title, jsonOut string, args []string) error {
 	if src == "" || textPath == "" || len(args) == 0 {
 		return fmt.Errorf("need -src, -text and files")
 	}
@@ -92,24 +93,41 @@ func run(src, textPath string, ctxLen, chunks int, llama string, threads int, sv
 	}
 	tok, err := model.LoadTokenizer(ref.File())
 	if err != nil {
+		ref.Close()
 		return err
 	}
 	ids := tok.Encode(string(b), true)
 	ctx := context.Background()
-	base, err := eval.Perplexity(ctx, ref, ids, tok.BOS(), eval.PPLOptions{Ctx: ctxLen, MaxChunks: chunks})
-	ref.Close()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(os.Stderr, "source: perplexity %.4f over %d tokens\n", base.PPL, base.Tokens)
+	// The source's distributions (and llama.cpp's of it), computed when
+	// the first file needs them: a run whose files are all measured only
+	// prints and draws.
+	var base *eval.PPLResult
 	kld := ""
 	if llama != "" {
 		kld = filepath.Join(os.TempDir(), fmt.Sprintf("wquanteval-%d.kld", os.Getpid()))
 		defer os.Remove(kld)
-		if _, err := llamaPerplexity(llama, src, textPath, ctxLen, chunks, threads, "--kl-divergence-base", kld); err != nil {
+	}
+	reference := func() error {
+		if base != nil {
+			return nil
+		}
+		res, err := eval.Perplexity(ctx, ref, ids, tok.BOS(), eval.PPLOptions{Ctx: ctxLen, MaxChunks: chunks})
+		if err != nil {
 			return err
 		}
+		base = &res
+		fmt.Fprintf(os.Stderr, "source: perplexity %.4f over %d tokens\n", base.PPL, base.Tokens)
+		if llama != "" {
+			out, err := llamaPerplexity(llama, src, textPath, ctxLen, chunks, threads, "--kl-divergence-base", kld)
+			if err != nil {
+				return err
+			}
+			ppl, _ := grabFloat(out, `Final estimate: PPL = ([0-9.]+)`)
+			fmt.Fprintf(os.Stderr, "source: llama.cpp's perplexity %.4f\n", ppl)
+		}
+		return nil
 	}
+	defer ref.Close()
 	for _, a := range args {
 		r := row{Series: "file", Path: a, Name: filepath.Base(a)}
 		if label, path, ok := strings.Cut(a, "="); ok {
@@ -118,6 +136,9 @@ func run(src, textPath string, ctxLen, chunks int, llama string, threads int, sv
 		}
 		if done[r.Path] {
 			continue
+		}
+		if err := reference(); err != nil {
+			return err
 		}
 		start := time.Now()
 		if err := measure(ctx, &r, ids, tok.BOS(), base.Dists, ctxLen, chunks, threads); err != nil {
@@ -149,7 +170,7 @@ func run(src, textPath string, ctxLen, chunks int, llama string, threads int, sv
 	})
 	printTable(rows)
 	if svg != "" {
-		return draw(svg, rows, llama != "")
+		return draw(svg, title, rows, llama != "")
 	}
 	return nil
 }
@@ -235,8 +256,8 @@ func printTable(rows []row) {
 
 // draw plots bits per weight against mean KL, one line per series and
 // engine.
-func draw(path string, rows []row, llama bool) error {
-	c := &plot.Chart{Title: "Weight quantization: size against KL from the source model", XLabel: "bits per weight (all tensors)", YLabel: "mean KL (nats)", LogY: true}
+func draw(path, title string, rows []row, llama bool) error {
+	c := &plot.Chart{Title: title, XLabel: "bits per weight (all tensors)", YLabel: "mean KL (nats)", LogY: true}
 	bySeries := map[string][]row{}
 	var order []string
 	for _, r := range rows {
