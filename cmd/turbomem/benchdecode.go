@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"runtime/pprof"
 	"text/tabwriter"
 
 	"github.com/turbomem/turbomem/bench"
@@ -29,7 +31,8 @@ func benchDecode(e *env, args []string) error {
 	kvf := addKVListFlags(fs, "f16", "")
 	format := formatFlag(fs)
 	seed := seedFlag(fs, "the random prompt")
-	if err := parseFlags(fs, args); err != nil {
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of our prefills and decoding to this file")
+	if err := parseOutputFlags(fs, args, format, cpuProfile); err != nil {
 		return err
 	}
 	if *n < 2 || *n > 100000 {
@@ -40,9 +43,6 @@ func benchDecode(e *env, args []string) error {
 	}
 	if *llamaPrompt < 0 || *llamaPrompt > 1<<20 {
 		return usageError{fmt.Errorf("--llama-prompt %d out of range [0, %d]", *llamaPrompt, 1<<20)}
-	}
-	if err := checkFormat(*format); err != nil {
-		return err
 	}
 	if err := mf.check(); err != nil {
 		return err
@@ -84,8 +84,15 @@ func benchDecode(e *env, args []string) error {
 			fmt.Fprintf(e.stderr, "bench decode: %d tokens at --ctx %d are beyond the model's training context of %d: speed is measured, the text is meaningless\n", need, c, l.m.Config.Context)
 		}
 	}
+	stopProfile, err := startCPUProfile(*cpuProfile)
+	if err != nil {
+		return err
+	}
 	rows, runErr := bench.DecodeSpeed(l.m, bench.DecodeOptions{Contexts: ctxs, N: *n, Threads: th, DecodeThreads: threads,
 		Configs: configs, Repeat: *repeat, Seed: *seed, Peer: *peer, ModelPath: *mf.model})
+	if err := stopProfile(); err != nil {
+		return err
+	}
 	if runErr != nil && !errors.Is(runErr, bench.ErrPeer) {
 		return runErr
 	}
@@ -117,6 +124,29 @@ func benchDecode(e *env, args []string) error {
 		return fmt.Errorf("bench decode: %w; the rows above are turbomem's alone", runErr)
 	}
 	return err
+}
+
+// startCPUProfile starts a CPU profile written to path ("": none) and
+// returns what stops it and closes the file.
+func startCPUProfile(path string) (stop func() error, err error) {
+	if path == "" {
+		return func() error { return nil }, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("--cpuprofile: %w", err)
+	}
+	return func() error {
+		pprof.StopCPUProfile()
+		if err := f.Close(); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		return nil
+	}, nil
 }
 
 // writeDecodeTable prints the rows of bench decode, a node peer's row

@@ -256,3 +256,25 @@ func TestBenchKVLlamaBench(t *testing.T) {
 		t.Errorf("--llama with --llama-bench: code %d, %q", code, errOut)
 	}
 }
+
+// TestBenchDecodeCPUProfile: --cpuprofile writes a profile that pprof
+// reads (a gzip stream: the profile.proto format starts with the gzip
+// magic), and a path that cannot be written is refused before any work.
+func TestBenchDecodeCPUProfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "decode.prof")
+	code, out, errOut := runCmd("bench", "decode", "--ctx", "16", "--n", "2", "--threads", "2", "--cpuprofile", path)
+	if code != 0 || !strings.Contains(out, "turbomem") {
+		t.Fatalf("bench decode --cpuprofile: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("profile of %d bytes does not start with the gzip magic", len(b))
+	}
+	code, _, errOut = runCmd("bench", "decode", "--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir", "p"))
+	if code != 2 || !strings.Contains(errOut, "cannot be written") {
+		t.Errorf("unwritable --cpuprofile: code %d, stderr %q; want 2 and why", code, errOut)
+	}
+}
