@@ -82,7 +82,7 @@ func Perplexity(ctx context.Context, m *model.Model, ids []int32, bos int32, o P
 		if err != nil {
 			return res, err
 		}
-		logits, err := s.Forward(window[:o.Ctx-1], true)
+		logits, err := scoredLogits(s, window)
 		if err != nil {
 			return res, err
 		}
@@ -155,14 +155,21 @@ func windows(m *model.Model, ids []int32, bos int32, ctxLen, maxChunks int) ([][
 // = n_ctx/2).
 func ScoredPerWindow(ctxLen int) int { return ctxLen - 1 - ctxLen/2 }
 
-// scored calls f for each scored position of a window (ScoredPerWindow of
-// them, from position len/2): the log-probabilities that the logits of
-// the window's first len−1 tokens give there, and the token that came
-// next. Every measurement over Perplexity's windows (KL against a
-// reference, sensitivities) scores through it.
+// scoredLogits runs a window through s and returns the logits of its
+// scored positions only (ScoredPerWindow of them, from position len/2):
+// the output projection of the unscored first half is not computed.
+func scoredLogits(s *model.Session, window []int32) ([]float32, error) {
+	return s.ForwardTail(window[:len(window)-1], ScoredPerWindow(len(window)))
+}
+
+// scored calls f for each scored position of a window, given the logits
+// of those positions (scoredLogits): the log-probabilities they give, and
+// the token that came next. Every measurement over Perplexity's windows
+// (KL against a reference, sensitivities) scores through it.
 func scored(logits []float32, window []int32, vocab int, f func(lp []float64, target int32) error) error {
-	for pos := len(window) / 2; pos < len(window)-1; pos++ {
-		if err := f(logSoftmax(logits[pos*vocab:(pos+1)*vocab]), window[pos+1]); err != nil {
+	first := len(window) / 2
+	for i := range ScoredPerWindow(len(window)) {
+		if err := f(logSoftmax(logits[i*vocab:(i+1)*vocab]), window[first+i+1]); err != nil {
 			return err
 		}
 	}

@@ -138,7 +138,7 @@ func probeKL(ctx context.Context, m *model.Model, ids []int32, bos int32, o Sens
 				r.hidden[l] = append(r.hidden[l], x...)
 			}
 		})
-		logits, err := sess.Forward(window[:o.Ctx-1], true)
+		logits, err := scoredLogits(sess, window)
 		if err != nil {
 			return kl, err
 		}
@@ -172,9 +172,9 @@ func probeKL(ctx context.Context, m *model.Model, ids []int32, bos int32, o Sens
 			}
 			var logits []float32
 			if p.from < 0 {
-				logits, err = sess.Forward(r.window[:o.Ctx-1], true)
+				logits, err = scoredLogits(sess, r.window)
 			} else {
-				logits, err = sess.ForwardFrom(p.from, r.hidden[p.from], true)
+				logits, err = sess.ForwardFrom(p.from, r.hidden[p.from], ScoredPerWindow(o.Ctx))
 			}
 			if err != nil {
 				return kl, fmt.Errorf("eval: sensitivity of %s: %w", p.what, err)

@@ -102,7 +102,7 @@ func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, 
 			}
 			continue
 		}
-		out, err := b.w.forward(len(chunk), 0, false, len(r.logits) > 0, nil, r)
+		out, err := b.w.forward(len(chunk), 0, 0, len(r.logits) > 0, nil, r)
 		for k, x := range chunk {
 			if e := r.errs[k]; e != nil && errs[x.seq] == nil {
 				errs[x.seq] = e

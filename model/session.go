@@ -142,10 +142,22 @@ const MaxBatch = 256
 // for the last token only (len Vocab), or with all set for every token
 // (len(tokens)·Vocab, token after token).
 func (s *Session) Forward(tokens []int32, all bool) ([]float32, error) {
+	tail := 1
+	if all {
+		tail = len(tokens)
+	}
+	return s.ForwardTail(tokens, tail)
+}
+
+// ForwardTail is Forward returning the next-token logits of the last tail
+// tokens only (tail·Vocab values, token after token; 1 ≤ tail ≤
+// len(tokens)): scoring the end of a window spends nothing on the output
+// projection of the tokens before it.
+func (s *Session) ForwardTail(tokens []int32, tail int) ([]float32, error) {
 	if len(tokens) == 0 {
 		return nil, fmt.Errorf("model: Forward of no tokens")
 	}
-	return s.chunks(len(tokens), all, func(start, n int) error { return s.embed(tokens[start : start+n]) }, 0)
+	return s.chunks(len(tokens), tail, func(start, n int) error { return s.embed(tokens[start : start+n]) }, 0)
 }
 
 // SetCapture makes every later Forward call f with each chunk's hidden
@@ -174,9 +186,10 @@ func (s *Session) observed(x []float32, ws ...*matrix) {
 // ForwardFrom appends len(x)/Hidden tokens given by their hidden states at
 // the input of layer from (what a capture recorded for the same positions)
 // and runs only the layers from there on: the layers before it, and their
-// caches, are not touched. It returns logits as Forward does. Measuring
-// a change to one layer's cache costs only the layers from it on.
-func (s *Session) ForwardFrom(from int, x []float32, all bool) ([]float32, error) {
+// caches, are not touched. It returns the logits of the last tail tokens
+// as ForwardTail does. Measuring a change to one layer's cache costs only
+// the layers from it on.
+func (s *Session) ForwardFrom(from int, x []float32, tail int) ([]float32, error) {
 	hid := s.m.Config.Hidden
 	if from < 0 || from >= s.m.Config.Layers {
 		return nil, fmt.Errorf("model: ForwardFrom layer %d of %d", from, s.m.Config.Layers)
@@ -184,7 +197,7 @@ func (s *Session) ForwardFrom(from int, x []float32, all bool) ([]float32, error
 	if len(x) == 0 || len(x)%hid != 0 {
 		return nil, fmt.Errorf("model: ForwardFrom of %d values, want a positive multiple of %d", len(x), hid)
 	}
-	return s.chunks(len(x)/hid, all, func(start, n int) error {
+	return s.chunks(len(x)/hid, tail, func(start, n int) error {
 		s.x = grow(s.x, n*hid)
 		copy(s.x, x[start*hid:(start+n)*hid])
 		return nil
@@ -192,30 +205,35 @@ func (s *Session) ForwardFrom(from int, x []float32, all bool) ([]float32, error
 }
 
 // chunks runs n tokens in chunks of at most MaxBatch: load fills s.x with
-// a chunk's hidden states at the input of layer from.
-func (s *Session) chunks(n int, all bool, load func(start, n int) error, from int) ([]float32, error) {
+// a chunk's hidden states at the input of layer from. It returns the
+// logits of the last tail tokens.
+func (s *Session) chunks(n, tail int, load func(start, n int) error, from int) ([]float32, error) {
+	if tail < 1 || tail > n {
+		return nil, fmt.Errorf("model: logits of the last %d of %d tokens", tail, n)
+	}
 	if s.pos+n > s.limit {
 		return nil, fmt.Errorf("model: sequence of %d tokens would exceed the limit of %d", s.pos+n, s.limit)
 	}
+	first, vocab := n-tail, s.m.Config.Vocab // the first token whose logits are returned
 	var out []float32
-	if all {
-		out = make([]float32, n*s.m.Config.Vocab)
+	if tail > 1 {
+		out = make([]float32, tail*vocab)
 	}
 	for start := 0; start < n; start += MaxBatch {
 		k := min(MaxBatch, n-start)
-		last := start+k == n
 		if err := load(start, k); err != nil {
 			return nil, err
 		}
-		var dst []float32 // each chunk's logits go straight to their place in out
-		if all {
-			dst = out[start*s.m.Config.Vocab : (start+k)*s.m.Config.Vocab]
+		lo := max(first-start, 0) // the chunk's first row with logits
+		var dst []float32         // each chunk's logits go straight to their place in out
+		if tail > 1 && lo < k {
+			dst = out[(start+lo-first)*vocab : (start+k-first)*vocab]
 		}
-		logits, err := s.forward(k, from, all, all || last, dst, nil)
+		logits, err := s.forward(k, from, lo, lo < k, dst, nil)
 		if err != nil {
 			return nil, err
 		}
-		if !all && last {
+		if tail == 1 && lo < k {
 			out = logits
 		}
 	}
@@ -244,12 +262,12 @@ func (s *Session) embed(tokens []int32) error {
 
 // forward runs one chunk of n ≤ MaxBatch tokens, whose hidden states at
 // the input of layer from are in s.x, through the layers from there on;
-// with wantLogits it returns logits for the last token (or every token,
-// with all), in dst when it is given. With rows set, the tokens belong to
+// with wantLogits it returns logits for the rows lo … n−1, in dst when it
+// is given. With rows set, the tokens belong to
 // other sessions (a Batch step, s only lends its buffers): each row
 // attends with its own session's caches at its own position, and the
 // logits are those of rows.logits.
-func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32, rows *batchRows) ([]float32, error) {
+func (s *Session) forward(n, from, lo int, wantLogits bool, dst []float32, rows *batchRows) ([]float32, error) {
 	m, c := s.m, &s.m.Config
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	s.h = grow(s.h, n*c.Hidden)
@@ -273,10 +291,7 @@ func (s *Session) forward(n, from int, all, wantLogits bool, dst []float32, rows
 	if !wantLogits {
 		return nil, nil
 	}
-	first := n - 1
-	if all {
-		first = 0
-	}
+	first := lo
 	nl := n - first
 	if rows != nil {
 		// The rows that end a sequence's tokens, gathered together.
