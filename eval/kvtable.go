@@ -123,7 +123,8 @@ func SummarizeKV(tables []KVModelTable) []KVSummaryRow {
 // KVTable measures each cache configuration on text: its bits per
 // coordinate, its bytes per token and ratio to f16 after Ctx tokens
 // (window included), the perplexity, mean and p99 KL and top-1 agreement
-// against the f16 cache on the same windows, the needle score, and for
+// against the f16 cache on the same windows (an f16 row is that
+// reference run itself, not run twice), the needle score, and for
 // auto:B configurations (planned here, on calibration windows disjoint
 // from the scored ones) the predicted KL. Every fixed configuration is
 // checked against the model before any work.
@@ -215,8 +216,11 @@ func KVTable(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, text
 		}
 		row.BytesPerToken = float64(b) / float64(o.Ctx)
 		row.Ratio = float64(f16) / float64(b)
-		r, err := Perplexity(ctx, m, ids, tok.BOS(), PPLOptions{Ctx: o.Ctx, MaxChunks: o.Chunks, KV: c, Ref: ref.Dists})
-		if err != nil {
+		r := ref
+		if c.String() == kvcache.F16().String() {
+			// The reference's own caches: that run, agreeing with itself.
+			r.Agreement = &Agreement{Top1: 1}
+		} else if r, err = Perplexity(ctx, m, ids, tok.BOS(), PPLOptions{Ctx: o.Ctx, MaxChunks: o.Chunks, KV: c, Ref: ref.Dists}); err != nil {
 			return res, fmt.Errorf("%s: %w", c, err)
 		}
 		row.PPL, row.KLMean, row.KLP99, row.Top1 = r.PPL, r.Agreement.KLMean, r.Agreement.KLP99, r.Agreement.Top1
