@@ -2,6 +2,7 @@ package eval
 
 import (
 	"context"
+	"slices"
 	"testing"
 
 	"github.com/turbomem/turbomem/defaultmodel"
@@ -97,7 +98,15 @@ func TestWeightSensitivity(t *testing.T) {
 	if testing.Short() {
 		ctxLen = 32
 	}
+	// Each tensor and type encoded once, for the measurement and for the
+	// check below; each call gets its own copy, so that a measurement
+	// writing into the bytes cannot pass its change on to the check.
+	encoded := map[string][]byte{}
 	encode := func(name string, typ tensor.DType) ([]byte, error) {
+		key := name + "/" + typ.String()
+		if b, ok := encoded[key]; ok {
+			return slices.Clone(b), nil
+		}
 		ti, _ := m.File().Tensor(name)
 		raw, err := m.File().ReadTensor(ti)
 		if err != nil {
@@ -107,7 +116,9 @@ func TestWeightSensitivity(t *testing.T) {
 		if err := tensor.Dequantize(ti.Type, v, raw); err != nil {
 			return nil, err
 		}
-		return tensor.Encode(typ, v)
+		b, err := tensor.Encode(typ, v)
+		encoded[key] = b
+		return slices.Clone(b), err
 	}
 	names := []string{"blk.4.ffn_down.weight", "token_embd.weight"}
 	if testing.Short() {

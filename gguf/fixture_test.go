@@ -10,6 +10,7 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/turbomem/turbomem/internal/puregopass"
 	"github.com/turbomem/turbomem/tensor"
 )
 
@@ -233,6 +234,7 @@ func checkFixture(t *testing.T, f *File) {
 // TestTruncatedEverywhere covers every length of smaller files with the same
 // kinds of fields.
 func TestFixtureTruncated(t *testing.T) {
+	puregopass.Skip(t)
 	b := readFixture(t)
 	var cuts []int
 	for n := range 512 {
@@ -321,6 +323,7 @@ func miniFixture(tb testing.TB) []byte {
 // with an error or a valid File — rather than panicking, and that both
 // decoding paths agree.
 func TestCorrupted(t *testing.T) {
+	puregopass.Skip(t)
 	files := map[string][]byte{"sample": sampleFile(t)}
 	if _, err := os.Stat(fixturePath); err == nil {
 		files["mini fixture"] = miniFixture(t)

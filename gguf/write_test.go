@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/turbomem/turbomem/internal/puregopass"
 	"github.com/turbomem/turbomem/tensor"
 )
 
@@ -193,6 +194,7 @@ func TestRoundTrip(t *testing.T) {
 // TestTruncatedEverywhere cuts a file at every length short of its end: each
 // must fail with ErrTruncated, by both decoding paths.
 func TestTruncatedEverywhere(t *testing.T) {
+	puregopass.Skip(t)
 	files := map[string][]byte{"sample": sampleFile(t)}
 	if _, err := os.Stat(fixturePath); err == nil {
 		// Every length through the header and a little data, then a stride.

@@ -286,7 +286,11 @@ func TestDefaultModel(t *testing.T) {
 	if want := " is a good job to make it easy to get the\n\n"; out != want {
 		t.Errorf("run printed %q, want %q", out, want)
 	}
-	code, out, errOut = runCmd("eval", "ppl", "--ctx", "256", "--chunks", "2", "--format", "json")
+	ctxLen := "256"
+	if testing.Short() { // the pure-Go CI pass, where the model is slow
+		ctxLen = "128"
+	}
+	code, out, errOut = runCmd("eval", "ppl", "--ctx", ctxLen, "--chunks", "2", "--format", "json")
 	if code != 0 {
 		t.Fatalf("eval ppl: %d %s", code, errOut)
 	}
@@ -317,7 +321,11 @@ func TestEvalKV(t *testing.T) {
 			t.Errorf("%v: code %d, %q", tt.args, code, errOut)
 		}
 	}
-	code, out, errOut := runCmd("eval", "kv", "--kv", "f16,turbo4", "--ctx", "256", "--chunks", "1", "--needle-lengths", "", "--format", "json")
+	ctxLen := "256"
+	if testing.Short() { // the pure-Go CI pass, where the model is slow: still past the 64-token window
+		ctxLen = "128"
+	}
+	code, out, errOut := runCmd("eval", "kv", "--kv", "f16,turbo4", "--ctx", ctxLen, "--chunks", "1", "--needle-lengths", "", "--format", "json")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -521,7 +529,12 @@ func TestEvalKVModels(t *testing.T) {
 	t.Setenv(suite.EnvDir, t.TempDir()) // an empty suite folder
 	dir := t.TempDir()
 	missing := filepath.Join(dir, "missing.gguf")
-	base := []string{"eval", "kv", "--kv", "f16,q4_0,turbo4", "--kv-window", "8", "--ctx", "128", "--chunks", "1", "--needle-lengths", ""}
+	ctxLen := "128"
+	if testing.Short() { // the pure-Go CI pass, where the model is slow
+		ctxLen = "48"
+	}
+	base := []string{"eval", "kv", "--kv-window", "8", "--ctx", ctxLen, "--chunks", "1", "--needle-lengths", ""}
+	kv := []string{"--kv", "f16,q4_0,turbo4"}
 	models := "default,qwen2," + missing + ",../../defaultmodel/turbomem-default.gguf"
 	if code, _, errOut := runCmd(append(base, "-m", missing, "--models", "default")...); code != 2 || !strings.Contains(errOut, "--models") {
 		t.Errorf("-m with --models: code %d, %q", code, errOut)
@@ -530,7 +543,7 @@ func TestEvalKVModels(t *testing.T) {
 		t.Errorf("nothing to measure: code %d, %q", code, errOut)
 	}
 	plotFile := filepath.Join(dir, "kl.svg")
-	code, out, errOut := runCmd(append(base, "--models", models, "--format", "json", "--plot", plotFile)...)
+	code, out, errOut := runCmd(slices.Concat(base, kv, []string{"--models", models, "--format", "json", "--plot", plotFile})...)
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut)
 	}
@@ -571,7 +584,7 @@ func TestEvalKVModels(t *testing.T) {
 		t.Errorf("plot: %v", err)
 	}
 	// The table form: a table per model, then the summary.
-	code, out, errOut = runCmd(append(base, "--models", "default,default")...)
+	code, out, errOut = runCmd(append(base, "--kv", "f16,q4_0", "--models", "default,default")...)
 	if code != 0 || strings.Count(out, "== default\n") != 2 || !strings.Contains(out, "== summary over 2 models") || !strings.Contains(out, "1.000x") {
 		t.Errorf("table: exit %d\n%s\n%s", code, out, errOut)
 	}

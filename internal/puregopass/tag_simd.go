@@ -1,0 +1,5 @@
+//go:build !purego
+
+package puregopass
+
+const tagged = false
