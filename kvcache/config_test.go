@@ -31,7 +31,7 @@ func TestParseConfig(t *testing.T) {
 		{name: "auto:NaN"},
 		{name: "auto:x"},
 		{name: "autox"},
-		{name: "turbo5"},
+		{name: "turbo9"},
 		{name: "q8_0:"},
 		{name: ":q8_0"},
 		{name: "q8_0:turbo3.5:f16"},

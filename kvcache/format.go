@@ -20,8 +20,10 @@ import (
 //	turbo2.5 2.5          TurboQuant_mse with the norm correction, d/4
 //	turbo3.5 3.5          outlier channels at 3 (4) bits, the rest at 2
 //	                      (3), an fp16 scale per part
-//	turbo3 3.125          TurboQuant_mse with the norm correction, one
-//	turbo4 4.125          fp16 scale
+//	turbo2 2.125          TurboQuant_mse with the norm correction, one
+//	turbo3 3.125          fp16 scale (turbo2 and turbo5: the steps
+//	turbo4 4.125          below turbo2.5 and between turbo4 and q8_0
+//	turbo5 5.125          that per-layer plans choose from)
 //	turbo3.5p 3.75        TurboQuant_prod parts (MSE at 2/3 bits + d/4
 //	                      and 3d/4 QJL sign bits with their norms)
 //	polar 3.875           PolarQuant [4,2,2,2] with fp16 block radii
@@ -86,10 +88,12 @@ var formats = []Format{
 	{"q8_0", q8_0Codec},
 	{"q4_0", q4_0Codec},
 	{"kivi2", kivi2Codec},
+	{"turbo2", turboMSE(2)},
 	{"turbo2.5", turboSplit(2, false)},
 	{"turbo3", turboMSE(3)},
 	{"turbo3.5", turboSplit(3, false)},
 	{"turbo4", turboMSE(4)},
+	{"turbo5", turboMSE(5)},
 	{"turbo3.5p", turboSplit(3, true)},
 	{"polar", polarCodec},
 	{"qjl", qjlCodec},

@@ -22,10 +22,12 @@ const probeDim = 128
 // turboBits gives, for the turbo formats, the bits of the outlier part
 // (a quarter of the channels; 0: no split) and of the rest.
 var turboBits = map[string][2]int{
+	"turbo2":   {0, 2},
 	"turbo2.5": {3, 2},
 	"turbo3":   {0, 3},
 	"turbo3.5": {4, 3},
 	"turbo4":   {0, 4},
+	"turbo5":   {0, 5},
 }
 
 // distortionBounds returns the bounds on E‖x − x̃‖²/‖x‖² for isotropic x in
