@@ -6,10 +6,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -68,6 +70,10 @@ type DecodeOptions struct {
 	// ModelPath ("": the embedded model, written to a temporary file),
 	// after turbomem at each context.
 	Peer, ModelPath string
+	// CPUProfile, if set, receives a CPU profile (runtime/pprof) of the
+	// decoding rounds alone, the prefills left out; it needs a single
+	// context length.
+	CPUProfile io.Writer
 }
 
 // DecodeSpeed prefills random tokens (the control tokens 0–2 left out)
@@ -104,6 +110,9 @@ func DecodeSpeed(m *model.Model, o DecodeOptions) ([]DecodeResult, error) {
 		pools[i] = tensor.NewPool(t)
 		defer pools[i].Close()
 	}
+	if o.CPUProfile != nil && len(o.Contexts) != 1 {
+		return nil, fmt.Errorf("bench: a CPU profile of decoding needs one context length, have %d", len(o.Contexts))
+	}
 	r := rand.New(rand.NewPCG(o.Seed, 3))
 	for _, ctx := range o.Contexts {
 		if ctx < 1 {
@@ -113,7 +122,7 @@ func DecodeSpeed(m *model.Model, o DecodeOptions) ([]DecodeResult, error) {
 		for i := range ids {
 			ids[i] = int32(3 + r.IntN(m.Config.Vocab-3))
 		}
-		res, err := decodeRounds(m, makers, pools, ids, o.N, max(1, o.Repeat), o.Threads)
+		res, err := decodeRounds(m, makers, pools, ids, o.N, max(1, o.Repeat), o.Threads, o.CPUProfile)
 		if err != nil {
 			return rows, err
 		}
@@ -133,8 +142,9 @@ func DecodeSpeed(m *model.Model, o DecodeOptions) ([]DecodeResult, error) {
 // pool), then decodes n tokens greedily from the last prompt token with
 // every session at every pool, rounds times, in turn; one row per
 // (maker, pool), the decode rate the median over the rounds of each
-// round's median step.
-func decodeRounds(m *model.Model, makers []kvcache.Maker, pools []*tensor.Pool, ids []int32, n, rounds, threads int) ([]DecodeResult, error) {
+// round's median step. With profile set, the rounds (not the prefills)
+// are profiled into it.
+func decodeRounds(m *model.Model, makers []kvcache.Maker, pools []*tensor.Pool, ids []int32, n, rounds, threads int, profile io.Writer) ([]DecodeResult, error) {
 	type run struct {
 		s      *model.Session
 		next   int32
@@ -164,6 +174,12 @@ func decodeRounds(m *model.Model, makers []kvcache.Maker, pools []*tensor.Pool, 
 				row.PromptTPS = prompt
 			}
 		}
+	}
+	if profile != nil {
+		if err := pprof.StartCPUProfile(profile); err != nil {
+			return nil, fmt.Errorf("bench: CPU profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
 	}
 	for round := range rounds {
 		for i := range runs {

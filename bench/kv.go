@@ -205,7 +205,7 @@ func KV(m *model.Model, o KVOptions) (KVReport, error) {
 		for _, ctx := range o.DecodeContexts {
 			prompt := RepeatIDs(o.Text, ctx)
 			progress("decode at %d tokens", ctx)
-			res, err := decodeRounds(m, makers, []*tensor.Pool{pool}, prompt, o.N, rounds, o.Threads)
+			res, err := decodeRounds(m, makers, []*tensor.Pool{pool}, prompt, o.N, rounds, o.Threads, nil)
 			if err != nil {
 				return rep, fmt.Errorf("bench: decode at %d tokens: %w", ctx, err)
 			}

@@ -4,8 +4,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
-	"runtime/pprof"
 	"text/tabwriter"
 
 	"github.com/turbomem/turbomem/bench"
@@ -31,7 +31,7 @@ func benchDecode(e *env, args []string) error {
 	kvf := addKVListFlags(fs, "f16", "")
 	format := formatFlag(fs)
 	seed := seedFlag(fs, "the random prompt")
-	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of our prefills and decoding to this file")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of our decoding, the prefills left out, to this file (one --ctx)")
 	if err := parseOutputFlags(fs, args, format, cpuProfile); err != nil {
 		return err
 	}
@@ -53,6 +53,9 @@ func benchDecode(e *env, args []string) error {
 	}
 	if len(ctxs) == 0 {
 		return usageError{errors.New("--ctx: no context length given")}
+	}
+	if *cpuProfile != "" && len(ctxs) != 1 {
+		return usageError{fmt.Errorf("--cpuprofile needs a single --ctx, have %d", len(ctxs))}
 	}
 	th := mf.threadCount()
 	threads, err := parseInts("--decode-threads", *decThreads, 1, 4096)
@@ -84,14 +87,21 @@ func benchDecode(e *env, args []string) error {
 			fmt.Fprintf(e.stderr, "bench decode: %d tokens at --ctx %d are beyond the model's training context of %d: speed is measured, the text is meaningless\n", need, c, l.m.Config.Context)
 		}
 	}
-	stopProfile, err := startCPUProfile(*cpuProfile)
-	if err != nil {
-		return err
+	var profile io.Writer // nil, or the open --cpuprofile file
+	var profFile *os.File
+	if *cpuProfile != "" {
+		if profFile, err = os.Create(*cpuProfile); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer profFile.Close()
+		profile = profFile
 	}
 	rows, runErr := bench.DecodeSpeed(l.m, bench.DecodeOptions{Contexts: ctxs, N: *n, Threads: th, DecodeThreads: threads,
-		Configs: configs, Repeat: *repeat, Seed: *seed, Peer: *peer, ModelPath: *mf.model})
-	if err := stopProfile(); err != nil {
-		return err
+		Configs: configs, Repeat: *repeat, Seed: *seed, Peer: *peer, ModelPath: *mf.model, CPUProfile: profile})
+	if profFile != nil {
+		if err := profFile.Close(); err != nil {
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
 	}
 	if runErr != nil && !errors.Is(runErr, bench.ErrPeer) {
 		return runErr
@@ -124,29 +134,6 @@ func benchDecode(e *env, args []string) error {
 		return fmt.Errorf("bench decode: %w; the rows above are turbomem's alone", runErr)
 	}
 	return err
-}
-
-// startCPUProfile starts a CPU profile written to path ("": none) and
-// returns what stops it and closes the file.
-func startCPUProfile(path string) (stop func() error, err error) {
-	if path == "" {
-		return func() error { return nil }, nil
-	}
-	f, err := os.Create(path)
-	if err != nil {
-		return nil, fmt.Errorf("--cpuprofile: %w", err)
-	}
-	if err := pprof.StartCPUProfile(f); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("--cpuprofile: %w", err)
-	}
-	return func() error {
-		pprof.StopCPUProfile()
-		if err := f.Close(); err != nil {
-			return fmt.Errorf("--cpuprofile: %w", err)
-		}
-		return nil
-	}, nil
 }
 
 // writeDecodeTable prints the rows of bench decode, a node peer's row

@@ -269,9 +269,10 @@ func TestBenchKVLlamaBench(t *testing.T) {
 	}
 }
 
-// TestBenchDecodeCPUProfile: --cpuprofile writes a profile that pprof
-// reads (a gzip stream: the profile.proto format starts with the gzip
-// magic), and a path that cannot be written is refused before any work.
+// TestBenchDecodeCPUProfile: --cpuprofile writes a profile of the
+// decoding that pprof reads (a gzip stream: the profile.proto format
+// starts with the gzip magic); a path that cannot be written, or more
+// than one context, is refused before any work.
 func TestBenchDecodeCPUProfile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "decode.prof")
 	code, out, errOut := runCmd("bench", "decode", "--ctx", "16", "--n", "2", "--threads", "2", "--cpuprofile", path)
@@ -285,8 +286,16 @@ func TestBenchDecodeCPUProfile(t *testing.T) {
 	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
 		t.Errorf("profile of %d bytes does not start with the gzip magic", len(b))
 	}
-	code, _, errOut = runCmd("bench", "decode", "--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir", "p"))
-	if code != 2 || !strings.Contains(errOut, "cannot be written") {
-		t.Errorf("unwritable --cpuprofile: code %d, stderr %q; want 2 and why", code, errOut)
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir", "p")}, "cannot be written"},
+		{[]string{"--cpuprofile", path, "--ctx", "16,32"}, "single --ctx"},
+	} {
+		code, _, errOut = runCmd(append([]string{"bench", "decode"}, tt.args...)...)
+		if code != 2 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: code %d, stderr %q; want 2, ∋ %q", tt.args, code, errOut, tt.want)
+		}
 	}
 }
