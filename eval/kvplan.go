@@ -17,13 +17,16 @@ import (
 )
 
 // DefaultKVCandidates are the formats a per-layer plan chooses among
-// unless told otherwise (f16 always is one too): the turbo rates cover
-// 2.5 to 4.1 bits, q8_0 the sensitive parts, and kivi2, whose
-// per-channel keys suit some layers' keys (the reference model's plans
-// take it for the middle layers' keys though it loses as a whole-model
-// format). polar, q4_0 and turbo3.5p lose to a turbo format of fewer bits
-// in that model's eval kv table, so they are left out.
-const DefaultKVCandidates = "turbo2.5,kivi2,turbo3,turbo3.5,turbo4,q8_0"
+// unless told otherwise (f16 always is one too): the turbo rates in steps
+// of about half a bit from 2.1 to 5.1 bits and q8_0 for the most
+// sensitive parts. turbo2 and turbo5 give the allocator the steps below
+// turbo2.5 and between turbo4 and q8_0: on suite-qwen2 (8 windows, fp16
+// window 64) they lower auto:3's KL from 0.00123 to 0.00072 and
+// auto:3.5's from 0.00055 to 0.00045 (BENCHMARKS.md). kivi2, polar,
+// q4_0 and turbo3.5p lose to a turbo format of fewer bits, and plans
+// with centred keys no longer chose kivi2 for any layer, so they are
+// left out.
+const DefaultKVCandidates = "turbo2,turbo2.5,turbo3,turbo3.5,turbo4,turbo5,q8_0"
 
 // ParseFormats parses a comma-separated list of KV format names.
 func ParseFormats(list string) ([]kvcache.Format, error) {
