@@ -111,8 +111,8 @@ func loadWeightPlan(path string, src *gguf.File, o WeightPlanOptions) (*wquant.P
 }
 
 // MeasureWeights measures every weight matrix of src (wquant.Quantizable)
-// in every candidate type that fits it (WeightSensitivity, with q's
-// encodings) on the last CalibChunks windows of calib.
+// in every candidate type that fits it other than its own
+// (WeightSensitivity, with q's encodings) on the last CalibChunks windows of calib.
 func MeasureWeights(ctx context.Context, m *model.Model, src *gguf.File, q *wquant.Quantizer, calib []int32, bos int32, o WeightPlanOptions) (wquant.Sensitivity, error) {
 	types := o.Types
 	if types == nil {
@@ -140,6 +140,11 @@ func MeasureWeights(ctx context.Context, m *model.Model, src *gguf.File, q *wqua
 		ti, _ := src.Tensor(name)
 		if !wquant.Fits(ti.Shape, t) {
 			return nil, fmt.Errorf("%w: %s in %s", ErrSkip, name, t)
+		}
+		if t == ti.Type {
+			// Keeping the source's type costs nothing: Allocate offers
+			// it at loss 0 without a measurement.
+			return nil, fmt.Errorf("%w: %s is stored in %s", ErrSkip, name, t)
 		}
 		return q.Encode(name, t)
 	}

@@ -14,7 +14,8 @@ import (
 )
 
 // TestPlanWeights: a plan is measured on the end of the calibration
-// tokens (every matrix in every type, losses ≥ 0), fits its budget and is
+// tokens (every matrix in every type, losses ≥ 0, but in the source's own
+// type, F32 here, which is not measured: loss −1), fits its budget and is
 // saved; asked again with the same file it is read back without
 // measuring; with another budget it is allocated again from its
 // measurements; a plan for another source is refused.
@@ -46,7 +47,7 @@ func TestPlanWeights(t *testing.T) {
 	}
 	planPath := filepath.Join(t.TempDir(), "plan.json")
 	measured := 0
-	o := WeightPlanOptions{Source: sha, File: planPath, Budget: total / 5, Types: []tensor.DType{tensor.Q8_0, tensor.Q4_K}, CalibCtx: 32, CalibChunks: 2,
+	o := WeightPlanOptions{Source: sha, File: planPath, Budget: total / 5, Types: []tensor.DType{tensor.Q8_0, tensor.Q4_K, tensor.F32}, CalibCtx: 32, CalibChunks: 2,
 		Progress: func(done, total int) { measured = done }}
 	q := wquant.NewQuantizer(src, nil, 2)
 	p, err := PlanWeights(context.Background(), m, src, q, calib, 0, o)
@@ -54,7 +55,7 @@ func TestPlanWeights(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := p.Sensitivity
-	if measured != 15*2*2 || len(s.Tensors) != 15 || p.Bytes() > o.Budget {
+	if measured != 15*3*2 || len(s.Tensors) != 15 || p.Bytes() > o.Budget {
 		t.Fatalf("%d measurements, %d tensors, %d bytes for a budget of %d", measured, len(s.Tensors), p.Bytes(), o.Budget)
 	}
 	// In a random model some matrices barely matter (its one KV head's
@@ -62,8 +63,8 @@ func TestPlanWeights(t *testing.T) {
 	// Q4_K than in Q8_0.
 	coarser := 0
 	for i, row := range s.Loss {
-		if !(row[0] >= 0 && row[1] >= 0) {
-			t.Errorf("%s: Q8_0 %g, Q4_K %g", s.Tensors[i], row[0], row[1])
+		if !(row[0] >= 0 && row[1] >= 0 && row[2] == -1) {
+			t.Errorf("%s: Q8_0 %g, Q4_K %g, F32 (the source's) %g", s.Tensors[i], row[0], row[1], row[2])
 		}
 		if row[1] > row[0] {
 			coarser++
