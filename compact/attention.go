@@ -103,6 +103,18 @@ func (a *attention) keyScores(sel Selection) []float64 {
 	return sc
 }
 
+// maxThenRMS returns k keys, ascending: the (k+1)/2 with the largest
+// attention weight from any reference query, then the rest by RMS
+// attention among the others.
+func (a *attention) maxThenRMS(k int) []int {
+	first := topK(a.keyScores(ByMax), (k+1)/2)
+	rms := a.keyScores(ByRMS)
+	for _, j := range first {
+		rms[j] = math.Inf(-1)
+	}
+	return slices.Sorted(slices.Values(append(first, topK(rms, k-len(first))...)))
+}
+
 // column writes key j's exp-scores (column j of e) to dst.
 func (a *attention) column(dst []float64, j int) {
 	for i := range a.n {

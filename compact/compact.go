@@ -93,9 +93,25 @@ const (
 	ByOMP
 	// Given keeps the keys listed in Fit.Index.
 	Given
+	// ByMaxRMS keeps half the keys (rounded up) by ByMax, the rest by
+	// ByRMS among the others: the keys some query attends to most (what
+	// retrieval asks for) and those attended to broadly.
+	ByMaxRMS
 )
 
-var selectionNames = map[Selection]string{ByRMS: "rms", ByMax: "max", ByMean: "mean", ByOMP: "omp", Given: "given"}
+var selectionNames = map[Selection]string{ByRMS: "rms", ByMax: "max", ByMean: "mean", ByOMP: "omp", Given: "given", ByMaxRMS: "max+rms"}
+
+// ParseSelection returns the highest-attention key selection called name:
+// "rms", "max", "mean" or "max+rms" (OMP and given keys are chosen
+// otherwise: by method and by index).
+func ParseSelection(name string) (Selection, error) {
+	for _, s := range []Selection{ByRMS, ByMax, ByMean, ByMaxRMS} {
+		if selectionNames[s] == name {
+			return s, nil
+		}
+	}
+	return 0, fmt.Errorf("compact: unknown key selection %q; known: rms, max, mean, max+rms", name)
+}
 
 // String returns the selection's name.
 func (s Selection) String() string {
@@ -245,6 +261,8 @@ func CompactHead(b Block, f Fit) (Result, error) {
 		res.Index, weights = a.omp(f)
 	case Given:
 		res.Index = append([]int(nil), f.Index...)
+	case ByMaxRMS:
+		res.Index = a.maxThenRMS(f.Keys)
 	default:
 		res.Index = topK(a.keyScores(f.Select), f.Keys)
 	}

@@ -350,3 +350,74 @@ func TestDegenerate(t *testing.T) {
 		t.Logf("warnings: %v", res.Warnings)
 	})
 }
+
+// TestMaxRMSSelection: ByMaxRMS keeps the ⌈t/2⌉ keys with the largest
+// weight from any query, then the rest by RMS weight among the others,
+// checked against the weights computed here in float64 from the
+// definition. The block has sink keys every query attends to and rare
+// keys one query attends to sharply (a needle): RMS ranks the sinks
+// first, so the two selections must differ for the test to say anything.
+func TestMaxRMSSelection(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	const T, d, n, keep = 64, 8, 256, 10
+	b := Block{Dim: d, Keys: gaussian(r, T*d, 0.05), Values: gaussian(r, T*d, 1), Queries: gaussian(r, n*d, 0.05), Scale: 1}
+	for i := range n { // keys 0–7 are sinks
+		b.Queries[i*d] = 3
+	}
+	for j := range 8 {
+		clear(b.Keys[j*d : (j+1)*d])
+		b.Keys[j*d] = 1.5 + 0.02*float32(j)
+	}
+	for j := range 6 { // rare keys 10, 20, …, 60, each the target of one query
+		key := (j + 1) * 10
+		for c := 1; c < d; c++ { // orthogonal to the sinks' direction
+			b.Keys[key*d+c] = float32(r.NormFloat64())
+		}
+		b.Keys[key*d] = 0
+		for c := range d {
+			b.Queries[(j*40)*d+c] = 2 * b.Keys[key*d+c]
+		}
+	}
+	maxW, rms := make([]float64, T), make([]float64, T)
+	for i := range n {
+		s := biasedScores(b.Queries[i*d:(i+1)*d], b.Keys, nil, d, b.Scale)
+		m := slices.Max(s)
+		var sum float64
+		for j := range s {
+			s[j] = math.Exp(s[j] - m)
+			sum += s[j]
+		}
+		for j := range s {
+			w := s[j] / sum
+			maxW[j] = max(maxW[j], w)
+			rms[j] += w * w / n
+		}
+	}
+	want := topK(maxW, (keep+1)/2)
+	for _, j := range want {
+		rms[j] = math.Inf(-1)
+	}
+	want = slices.Sorted(slices.Values(append(want, topK(rms, keep-len(want))...)))
+	got, err := CompactHead(b, Fit{Keys: keep, Select: ByMaxRMS, BiasMin: -3, BiasMax: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Index, want) {
+		t.Fatalf("kept %v, want %v", got.Index, want)
+	}
+	byRMS, err := CompactHead(b, AM(keep))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Equal(byRMS.Index, want) {
+		t.Fatalf("RMS alone keeps the same keys %v: the block does not tell the selections apart", want)
+	}
+	for _, name := range []string{"rms", "max", "mean", "max+rms"} {
+		if s, err := ParseSelection(name); err != nil || s.String() != name {
+			t.Errorf("ParseSelection(%q) = %v, %v", name, s, err)
+		}
+	}
+	if _, err := ParseSelection("omp"); err == nil {
+		t.Error("ParseSelection(omp): no error")
+	}
+}

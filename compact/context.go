@@ -101,6 +101,9 @@ type Options struct {
 	// uses (selection, bounds, projected-gradient steps, ridge; Keys is
 	// the budget's, and a zero Select the method's).
 	Fit Fit
+	// Select, if not 0, replaces AMHighest's key selection (ByRMS): ByMax,
+	// ByMean or ByMaxRMS. The other methods ignore it.
+	Select Selection
 	// Workers is the number of heads compacted at once (0: NumCPU).
 	Workers int
 }
@@ -286,6 +289,8 @@ func (o Options) head(c Context, l, h, block, t int, given []int) (Result, error
 		f := AM(t)
 		if o.Method == AMOMPMethod {
 			f = AMOMP(t)
+		} else if o.Select != 0 {
+			f.Select = o.Select
 		}
 		if o.Fit.Keys != 0 {
 			sel := f.Select

@@ -31,6 +31,8 @@ type CompactOptions struct {
 	// seed is advanced per context).
 	Window, Queries int
 	Extra           compact.QueryOptions
+	// Select is the am method's key selection (0: compact.ByRMS).
+	Select compact.Selection
 	// Measured adds, for the attention-matching methods, rows with
 	// non-uniform budgets per layer and KV head chosen from measured loss
 	// (CompactShares) on the end of the held-out text.
@@ -257,7 +259,7 @@ func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, 
 		for ci, cf := range configs {
 			a := accs[uncompacted+ci]
 			meth := cf.method
-			opts := compact.Options{Method: meth, Ratio: cf.ratio, Window: o.Window, Queries: o.Queries, Seed: o.Seed, Share: cf.share}
+			opts := compact.Options{Method: meth, Ratio: cf.ratio, Window: o.Window, Queries: o.Queries, Seed: o.Seed, Share: cf.share, Select: o.Select}
 			use := extra
 			if !o.Extra.Repeat {
 				use.Repeat = nil // collected for KVzip alone

@@ -24,6 +24,7 @@ type compactFitFlags struct {
 	queries        *int
 	self, selfToks *int
 	repeat         *bool
+	sel            *string
 }
 
 // methodNames lists the compaction methods for help texts.
@@ -49,6 +50,7 @@ func addCompactFitFlags(fs *flag.FlagSet) compactFitFlags {
 		queries:  fs.Int("compact-queries", compact.DefaultQueries, "reference queries per KV head for attention matching"),
 		self:     fs.Int("compact-self", 16, "self-study samples: the model writing about the context, whose queries attention matching fits to"),
 		selfToks: fs.Int("compact-self-tokens", 24, "tokens per self-study sample"),
+		sel:      fs.String("compact-select", "rms", "how attention matching (am) chooses the kept keys: rms, max, mean (of their attention weight over the reference queries), max+rms (half by max, the rest by rms)"),
 		repeat:   fs.Bool("compact-repeat", false, "add the queries of the model rereading the context (KVzip uses them always)"),
 	}
 }
@@ -67,7 +69,11 @@ func (c compactFitFlags) base(m compact.Method, seed uint64) (compact.Options, c
 	if *c.window < 0 || *c.queries < 1 || *c.self < 0 || *c.selfToks < 1 {
 		return compact.Options{}, compact.QueryOptions{}, usageError{errors.New("--compact-window must be ≥ 0, --compact-queries and --compact-self-tokens ≥ 1, --compact-self ≥ 0")}
 	}
-	o := compact.Options{Method: m, Window: *c.window, Queries: *c.queries, Seed: seed}
+	sel, err := compact.ParseSelection(*c.sel)
+	if err != nil {
+		return compact.Options{}, compact.QueryOptions{}, usageError{err}
+	}
+	o := compact.Options{Method: m, Window: *c.window, Queries: *c.queries, Seed: seed, Select: sel}
 	q := compact.QueryOptions{Repeat: *c.repeat, SelfStudy: *c.self, SelfTokens: *c.selfToks, Seed: seed}
 	if !m.Fits() && m != compact.KVzip {
 		q = compact.QueryOptions{} // eviction scores the prefill's own attention

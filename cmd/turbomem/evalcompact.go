@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -57,7 +58,7 @@ func evalCompact(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	o.Window, o.Queries, o.Extra = base.Window, base.Queries, q
+	o.Window, o.Queries, o.Extra, o.Select = base.Window, base.Queries, q, base.Select
 	l, kv, text, err := openText(e, *file, mf, kvf)
 	if err != nil {
 		return err
@@ -84,8 +85,8 @@ func evalCompact(e *env, args []string) error {
 	if *format == "json" {
 		return json.NewEncoder(e.stdout).Encode(res)
 	}
-	fmt.Fprintf(e.stdout, "contexts of %d tokens; window %d, %d reference queries per KV head, self-study %d × %d tokens, rereading %v\n",
-		res.Tokens, o.Window, o.Queries, q.SelfStudy, q.SelfTokens, q.Repeat)
+	fmt.Fprintf(e.stdout, "contexts of %d tokens; window %d, %d reference queries per KV head, self-study %d × %d tokens, rereading %v; am's keys by %s\n",
+		res.Tokens, o.Window, o.Queries, q.SelfStudy, q.SelfTokens, q.Repeat, cmp.Or(o.Select, compact.ByRMS))
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "method\tbudgets\tratio\tkv\tkept\tbytes\treduction\tneedle\tfacts\tKL\ttop-1\tseconds\twarnings\t")
 	for _, r := range res.Rows {
