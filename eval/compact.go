@@ -44,9 +44,9 @@ type CompactOptions struct {
 	// end, Trials contexts per depth (0: 2).
 	Depths, Trials int
 	// Facts key→value facts per multi-fact context (0: 4), every one
-	// asked; FactContexts such contexts (0: 3).
+	// asked; FactContexts such contexts (0: 3; negative: none).
 	Facts, FactContexts int
-	// KLContexts held-out windows (0: 2) whose next KLTokens tokens (0:
+	// KLContexts held-out windows (0: 2; negative: none) whose next KLTokens tokens (0:
 	// 256) score the KL divergence from the uncompacted f16 cache.
 	KLContexts, KLTokens int
 	Seed                 uint64
@@ -365,6 +365,7 @@ func (o CompactOptions) withDefaults() CompactOptions {
 	def(&o.FactContexts, 3)
 	def(&o.KLContexts, 2)
 	def(&o.KLTokens, 256)
+	o.Trials, o.FactContexts, o.KLContexts = max(o.Trials, 0), max(o.FactContexts, 0), max(o.KLContexts, 0)
 	return o
 }
 

@@ -36,7 +36,13 @@ func evalCompact(e *env, args []string) error {
 	if err := parseOutputFlags(fs, args, format, plotFile); err != nil {
 		return err
 	}
-	o := eval.CompactOptions{Length: *length, Depths: *depths, Trials: *trials, Facts: *facts, FactContexts: *factCtx, KLContexts: *klCtx, KLTokens: *klTokens, Seed: *seed, Measured: *measured}
+	none := func(n int) int { // 0 asks for none: CompactOptions' 0 is the default
+		if n == 0 {
+			return -1
+		}
+		return n
+	}
+	o := eval.CompactOptions{Length: *length, Depths: *depths, Trials: none(*trials), Facts: *facts, FactContexts: none(*factCtx), KLContexts: none(*klCtx), KLTokens: *klTokens, Seed: *seed, Measured: *measured}
 	for _, name := range strings.Split(*methods, ",") {
 		m, err := compact.ParseMethod(strings.TrimSpace(name))
 		if err != nil {
