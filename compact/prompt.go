@@ -105,7 +105,7 @@ type Report struct {
 
 // CompactPrompt prefills ids on a new session of m whose caches kv makes,
 // collects the extra reference queries q asks for, compacts the context as
-// o says and returns a session that continues after it (limit: its
+// o says (on the model's threads unless o.Workers says otherwise) and returns a session that continues after it (limit: its
 // length, 0 for the model's context), with the logits of the prompt's
 // last token (computed before compaction) and what it measured.
 func CompactPrompt(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, kv kvcache.Config, ids []int32, limit int, o Options, q QueryOptions) (*model.Session, []float32, Report, error) {
@@ -127,6 +127,9 @@ func CompactPrompt(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer
 	}
 	c.Extra = extra.For(o.Method)
 	r.Queries = time.Since(start)
+	if o.Workers == 0 {
+		o.Workers = m.Threads() // the prefill's threads, so the times compare
+	}
 	start = time.Now()
 	comp, err := Compact(ctx, c, o)
 	if err != nil {

@@ -259,7 +259,7 @@ func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, 
 		for ci, cf := range configs {
 			a := accs[uncompacted+ci]
 			meth := cf.method
-			opts := compact.Options{Method: meth, Ratio: cf.ratio, Window: o.Window, Queries: o.Queries, Seed: o.Seed, Share: cf.share, Select: o.Select}
+			opts := compact.Options{Method: meth, Ratio: cf.ratio, Window: o.Window, Queries: o.Queries, Seed: o.Seed, Share: cf.share, Select: o.Select, Workers: m.Threads()}
 			use := extra
 			if !o.Extra.Repeat {
 				use.Repeat = nil // collected for KVzip alone
