@@ -209,6 +209,12 @@ func streamOnce(ctx context.Context, client *http.Client, l ServeLoad, prompt st
 		return a, 0, err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	// A server may close a kept-alive connection between requests
+	// (llama-server does after a few): a POST already on its way over it
+	// then fails with EOF before the server has read it. net/http resends
+	// such a request on a new connection only when it is marked
+	// idempotent; nothing was processed, so this loses or repeats nothing.
+	req.Header.Set("Idempotency-Key", strconv.FormatInt(time.Now().UnixNano(), 36))
 	if l.APIKey != "" {
 		req.Header.Set("Authorization", "Bearer "+l.APIKey)
 	}
