@@ -50,7 +50,7 @@ func addCompactFitFlags(fs *flag.FlagSet) compactFitFlags {
 		queries:  fs.Int("compact-queries", compact.DefaultQueries, "reference queries per KV head for attention matching"),
 		self:     fs.Int("compact-self", 16, "self-study samples: the model writing about the context, whose queries attention matching fits to"),
 		selfToks: fs.Int("compact-self-tokens", 24, "tokens per self-study sample"),
-		sel:      fs.String("compact-select", "rms", "how attention matching (am) chooses the kept keys: rms, max, mean (of their attention weight over the reference queries), max+rms (half by max, the rest by rms)"),
+		sel:      fs.String("compact-select", "max+rms", "how attention matching (am) chooses the kept keys by their attention weight over the reference queries: max+rms (half by the largest, the rest by RMS), rms (the paper's), max, mean"),
 		repeat:   fs.Bool("compact-repeat", false, "add the queries of the model rereading the context (KVzip uses them always)"),
 	}
 }

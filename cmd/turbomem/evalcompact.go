@@ -92,7 +92,7 @@ func evalCompact(e *env, args []string) error {
 		return json.NewEncoder(e.stdout).Encode(res)
 	}
 	fmt.Fprintf(e.stdout, "contexts of %d tokens; window %d, %d reference queries per KV head, self-study %d × %d tokens, rereading %v; am's keys by %s\n",
-		res.Tokens, o.Window, o.Queries, q.SelfStudy, q.SelfTokens, q.Repeat, cmp.Or(o.Select, compact.ByRMS))
+		res.Tokens, o.Window, o.Queries, q.SelfStudy, q.SelfTokens, q.Repeat, cmp.Or(o.Select, compact.ByMaxRMS))
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "method\tbudgets\tratio\tkv\tkept\tbytes\treduction\tneedle\tfacts\tKL\ttop-1\tseconds\twarnings\t")
 	for _, r := range res.Rows {
