@@ -57,8 +57,9 @@ type Choice struct {
 	Type     tensor.DType
 	Elements int64
 	Bytes    int64
-	// Loss is the measured KL of this choice alone (0 for the source's
-	// own type and for recipes).
+	// Loss is the measured KL of this choice alone less the tensor's
+	// floor (Sensitivity.Floors; 0 for the source's own type and for
+	// recipes).
 	Loss float64
 }
 
@@ -150,13 +151,62 @@ func choice(t gguf.TensorInfo, typ tensor.DType, loss float64) (Choice, error) {
 	return Choice{Name: t.Name, Type: typ, Elements: n, Bytes: rb * (n / t.Shape[0]), Loss: loss}, nil
 }
 
+// Floors returns, for each tensor of s, the part of its measured losses
+// that does not come from its weights' rounding, and that Allocate takes
+// off every loss of the tensor. A measurement sees every difference
+// between the probed model and the source's, and storing one matrix in
+// another type changes more than its weights: its product takes another
+// kernel, which rounds the activations differently (per 256 values for
+// the K-quants, per 32 for Q8_0). That part is about the same in every
+// type and falls with the layer's depth (it travels through fewer layers
+// after), and it does not add up over matrices as the weights' errors
+// do: the matrices of a whole file change together. Measured, it is what
+// keeps the losses of the finest types level (Q6_K ≈ Q5_K ≈ Q4_K for some
+// matrices), and summed over a file's matrices it exceeds the KL of the
+// whole file at 6 bits per weight. Left in, it makes every change of
+// type look dearer by the same amount and the allocator keeps too many
+// matrices in the source's type.
+//
+// The weights' part of a loss is, to second order, proportional to the
+// importance-weighted squared error, which falls about 4× per bit per
+// weight (uniform rounding, MSE ∝ 4^−bits). With L₁ and L₂ the losses of
+// the tensor's two finest measured types, of b₁ > b₂ bits per weight, and
+// r = 4^(b₁−b₂): L₁ = f + a and L₂ = f + r·a give the weights' part of the
+// finest a = (L₂ − L₁)/(r − 1), clamped at 0, and the floor f = L₁ − a,
+// clamped at 0. A tensor with fewer than two measured types has floor 0.
+func (s *Sensitivity) Floors() []float64 {
+	floors := make([]float64, len(s.Tensors))
+	for i, row := range s.Loss {
+		first, second := -1, -1 // the finest and next-finest measured types
+		for j, l := range row {
+			if l < 0 {
+				continue
+			}
+			switch b := s.Types[j].BitsPerWeight(); {
+			case first < 0 || b > s.Types[first].BitsPerWeight():
+				first, second = j, first
+			case second < 0 || b > s.Types[second].BitsPerWeight():
+				second = j
+			}
+		}
+		if second < 0 {
+			continue
+		}
+		r := math.Pow(4, s.Types[first].BitsPerWeight()-s.Types[second].BitsPerWeight())
+		a := max(0, (row[second]-row[first])/(r-1))
+		floors[i] = max(0, row[first]-a)
+	}
+	return floors
+}
+
 // allocSteps is the resolution of the budget in Allocate: costs are
 // rounded up to 1/allocSteps of it (at most one step lost per tensor).
 const allocSteps = 1 << 20
 
 // Allocate chooses a type for every tensor measured in s so that the
-// predicted loss (the sum of the chosen losses) is least while the file's
-// tensor data stay within budget bytes. Each tensor may also keep its
+// predicted loss (the sum of the chosen losses, each less its tensor's
+// floor: Floors) is least while the file's tensor data stay within
+// budget bytes. Each tensor may also keep its
 // source type (loss 0); tensors not measured keep theirs and their bytes
 // count against the budget. The choice is exact up to the rounding of
 // costs to 1/2²⁰ of the budget (alloc.Choose).
@@ -172,6 +222,7 @@ func Allocate(src *gguf.File, sourceSHA256 string, s Sensitivity, budget int64) 
 		measured[n] = i
 	}
 	plan := &Plan{Source: sourceSHA256, Budget: budget, Sensitivity: &s}
+	floors := s.Floors()
 	var fixed int64
 	var items [][]Choice
 	for _, t := range src.Tensors {
@@ -190,7 +241,7 @@ func Allocate(src *gguf.File, sourceSHA256 string, s Sensitivity, budget int64) 
 		opts := []Choice{keep}
 		for j, typ := range s.Types {
 			if l := s.Loss[i][j]; l >= 0 && typ != t.Type && Fits(t.Shape, typ) {
-				c, err := choice(t, typ, l)
+				c, err := choice(t, typ, max(0, l-floors[i]))
 				if err != nil {
 					return nil, err
 				}

@@ -15,7 +15,8 @@ import (
 
 // TestAllocateBruteForce: on the tiny model's matrices (of three sizes),
 // with random losses, Allocate's choice fits each budget and is the best
-// of all 4⁶ choices up to the rounding of costs.
+// of all 4⁶ choices (each loss less its tensor's floor) up to the
+// rounding of costs.
 func TestAllocateBruteForce(t *testing.T) {
 	src := openGGUF(t, tinyModel(t, false))
 	names := []string{"token_embd.weight", "blk.0.attn_q.weight", "blk.0.attn_k.weight", "blk.0.ffn_down.weight", "blk.1.attn_v.weight", "blk.1.ffn_up.weight"}
@@ -59,6 +60,7 @@ func TestAllocateBruteForce(t *testing.T) {
 		// fixed tensors, so the choice is at least as good as the best
 		// within one such step per tensor less, and no better than the
 		// best within the budget.
+		floors := s.Floors()
 		bestWithin := func(b int64) float64 {
 			best := math.Inf(1)
 			for code := range 1 << (2 * len(names)) {
@@ -67,7 +69,7 @@ func TestAllocateBruteForce(t *testing.T) {
 					o := code >> (2 * i) & 3
 					bytes += size[n][o]
 					if o > 0 {
-						loss += s.Loss[i][o-1]
+						loss += max(0, s.Loss[i][o-1]-floors[i])
 					}
 				}
 				if bytes <= b {
@@ -101,6 +103,88 @@ func TestAllocateBruteForce(t *testing.T) {
 	bad.Loss = s.Loss[:2]
 	if _, err := Allocate(src, testSource, bad, all); err == nil {
 		t.Error("losses for 2 of 6 tensors: no error")
+	}
+}
+
+// TestFloors: losses made as f + c·4^−bits (what Floors assumes) give
+// back f; the clamps hold where the losses do not follow that law (level
+// finest losses, a second loss below the first, a first loss smaller
+// than the weights' part the two imply); the source's own type (−1) is
+// passed over; one measured type has no floor.
+func TestFloors(t *testing.T) {
+	types := []tensor.DType{tensor.Q8_0, tensor.Q6_K, tensor.Q5_K, tensor.Q4_K, tensor.Q2_K}
+	law := func(f, c float64) []float64 {
+		row := make([]float64, len(types))
+		for j, typ := range types {
+			row[j] = f + c*math.Pow(4, -typ.BitsPerWeight())
+		}
+		return row
+	}
+	skip := func(row []float64, j int) []float64 { row[j] = -1; return row }
+	cases := []struct {
+		name string
+		row  []float64
+		want float64
+	}{
+		{"law", law(3e-4, 20), 3e-4},
+		{"law, no floor", law(0, 20), 0},
+		{"law, finest type not measured", skip(law(5e-4, 2), 0), 5e-4},
+		{"level finest losses", []float64{7e-4, 7e-4, 8e-4, 9e-4, 2e-3}, 7e-4},
+		{"second below the first", []float64{7e-4, 6e-4, 8e-4, 9e-4, 2e-3}, 7e-4},
+		{"weights' part above the first loss", []float64{1e-4, 1, 2, 3, 4}, 0},
+		{"one measured type", []float64{-1, -1, -1, 2e-3, -1}, 0},
+	}
+	for _, c := range cases {
+		s := Sensitivity{Tensors: []string{"t"}, Types: types, Loss: [][]float64{c.row}}
+		// 1e-12 relative: the floor is a difference of two losses of
+		// order 1e-3 at most, in float64.
+		if got := s.Floors()[0]; math.Abs(got-c.want) > 1e-12*max(1, c.want) {
+			t.Errorf("%s: floor %g, want %g", c.name, got, c.want)
+		}
+	}
+}
+
+// TestAllocateWithoutFloors: adding a floor to every loss of a tensor (a
+// cost that does not depend on the type) leaves the plan unchanged when
+// the losses follow Floors' law.
+func TestAllocateWithoutFloors(t *testing.T) {
+	src := openGGUF(t, tinyModel(t, false))
+	names := []string{"blk.0.attn_q.weight", "blk.0.ffn_down.weight", "blk.1.ffn_up.weight"}
+	types := []tensor.DType{tensor.Q8_0, tensor.Q6_K, tensor.Q4_K, tensor.Q2_K}
+	lossOf := func(c, f float64) []float64 {
+		row := make([]float64, len(types))
+		for j, typ := range types {
+			row[j] = f + c*math.Pow(4, -typ.BitsPerWeight())
+		}
+		return row
+	}
+	clean := Sensitivity{Tensors: names, Types: types, Loss: [][]float64{lossOf(30, 0), lossOf(50, 0), lossOf(40, 0)}}
+	floored := Sensitivity{Tensors: names, Types: types, Loss: [][]float64{lossOf(30, 0.05), lossOf(50, 0), lossOf(40, 0)}}
+	// The unmeasured tensors as they are, the measured in a fifth of
+	// their F32 bytes (about 6 bits per weight).
+	var budget int64
+	for _, ti := range src.Tensors {
+		if indexOf(names, ti.Name) < 0 {
+			budget += ti.Size
+		} else {
+			budget += ti.Size / 5
+		}
+	}
+	want, err := Allocate(src, testSource, clean, budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Allocate(src, testSource, floored, budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range want.Tensors {
+		if got.Tensors[i].Type != want.Tensors[i].Type {
+			t.Errorf("%s: %s with the floor, %s without", want.Tensors[i].Name, got.Tensors[i].Type, want.Tensors[i].Type)
+		}
+	}
+	if q := want.Types()["blk.0.attn_q.weight"]; q == tensor.F32 {
+		t.Errorf("the plan keeps attn_q in F32: the test needs it quantized")
 	}
 }
 

@@ -150,7 +150,7 @@ func run(src, textPath string, ctxLen, chunks int, llama string, threads int, sv
 				return err
 			}
 			if r.LlamaKL, err = grabFloat(out, `Mean\s+KLD:\s+(-?[0-9.]+)`); err != nil {
-				return fmt.Errorf("%s: llama-perplexity: %w", r.Path, err)
+				return fmt.Errorf("%s: llama-perplexity: %w; its output ends:\n%s", r.Path, err, tail(out))
 			}
 			r.LlamaPPL, _ = grabFloat(out, `Mean PPL\(Q\)\s+:\s+([0-9.]+)`)
 		}
