@@ -111,17 +111,28 @@ const (
 func le64(b []byte) uint64     { return binary.LittleEndian.Uint64(b) }
 func put64(b []byte, v uint64) { binary.LittleEndian.PutUint64(b, v) }
 
+// repackQ8_0 writes straight into the panel's slices, a block at a
+// time: a batch's decode step repacks every weight once, at a cost that
+// rivals the kernel's, so its bounds checks and calls matter.
 func repackQ8_0(p *gemmPanel, r int, row []byte) {
+	const flip = 0x8080808080808080 // int8 w → w+128
+	q, sw, mg := p.q, p.sw, p.mg
 	for b := range len(row) / q8_0Bytes {
-		blk := row[b*q8_0Bytes : (b+1)*q8_0Bytes]
-		d := f16Scale(blk)
-		q := p.quants(r, b*qk0, qk0)
-		for i := 0; i < qk0; i += 8 {
-			put64(q[i:], le64(blk[2+i:])^0x8080808080808080) // int8 w → w+128
-		}
-		p.setScale(r, b*qk0, qk0, d)
-		p.setMin(r, 2*b, 128*d)
-		p.setMin(r, 2*b+1, 128*d)
+		blk := (*[q8_0Bytes]byte)(row[b*q8_0Bytes:])
+		d := f16Scale(blk[:])
+		step := b/2*gemmRows + r // row r's part of this block's step
+		o := step*gemmStep + b%2*qk0
+		dq := (*[qk0]byte)(q[o : o+qk0])
+		binary.LittleEndian.PutUint64(dq[0:], binary.LittleEndian.Uint64(blk[2:])^flip)
+		binary.LittleEndian.PutUint64(dq[8:], binary.LittleEndian.Uint64(blk[10:])^flip)
+		binary.LittleEndian.PutUint64(dq[16:], binary.LittleEndian.Uint64(blk[18:])^flip)
+		binary.LittleEndian.PutUint64(dq[24:], binary.LittleEndian.Uint64(blk[26:])^flip)
+		o = step*16 + b%2*(qk0/4)
+		s := (*[qk0 / 4]float32)(sw[o : o+qk0/4])
+		s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7] = d, d, d, d, d, d, d, d
+		o = (b/8*gemmRows+r)*16 + 2*b%16 // the block's two 16-element groups
+		m := (*[2]float32)(mg[o : o+2])
+		m[0], m[1] = 128*d, 128*d
 	}
 }
 
