@@ -67,14 +67,14 @@ type gemmPanel struct {
 // quants returns row r's n ≤ 64 quants from element e on (within one
 // step).
 func (p *gemmPanel) quants(r, e, n int) []byte {
-	o := (e/gemmStep*gemmRows+r)*gemmStep + e%gemmStep
+	o := quantAt(r, e)
 	return p.q[o : o+n]
 }
 
 // setScale sets row r's lane scales of elements [e, e+n) (within one
 // step; multiples of 4) to v.
 func (p *gemmPanel) setScale(r, e, n int, v float32) {
-	o := (e/gemmStep*gemmRows+r)*16 + e%gemmStep/4
+	o := scaleAt(r, e)
 	for i := range n / 4 {
 		p.sw[o+i] = v
 	}
@@ -82,8 +82,16 @@ func (p *gemmPanel) setScale(r, e, n int, v float32) {
 
 // setMin sets row r's min of the 16-element group g to v.
 func (p *gemmPanel) setMin(r, g int, v float32) {
-	p.mg[(g/16*gemmRows+r)*16+g%16] = v
+	p.mg[minAt(r, g)] = v
 }
+
+// quantAt, scaleAt and minAt give where in a panel's q, sw and mg row r's
+// quant of element e, lane scale of element e and min of 16-element
+// group g are: the one statement of the layout, for the setters above and
+// for repackers that write in place.
+func quantAt(r, e int) int { return (e/gemmStep*gemmRows+r)*gemmStep + e%gemmStep }
+func scaleAt(r, e int) int { return (e/gemmStep*gemmRows+r)*16 + e%gemmStep/4 }
+func minAt(r, g int) int   { return (g/16*gemmRows+r)*16 + g%16 }
 
 // fill repacks rows [r0, r0+gemmRows) of w (rows beyond nrows become
 // zero) with repack.
@@ -120,17 +128,16 @@ func repackQ8_0(p *gemmPanel, r int, row []byte) {
 	for b := range len(row) / q8_0Bytes {
 		blk := (*[q8_0Bytes]byte)(row[b*q8_0Bytes:])
 		d := f16Scale(blk[:])
-		step := b/2*gemmRows + r // row r's part of this block's step
-		o := step*gemmStep + b%2*qk0
+		o := quantAt(r, b*qk0)
 		dq := (*[qk0]byte)(q[o : o+qk0])
 		binary.LittleEndian.PutUint64(dq[0:], binary.LittleEndian.Uint64(blk[2:])^flip)
 		binary.LittleEndian.PutUint64(dq[8:], binary.LittleEndian.Uint64(blk[10:])^flip)
 		binary.LittleEndian.PutUint64(dq[16:], binary.LittleEndian.Uint64(blk[18:])^flip)
 		binary.LittleEndian.PutUint64(dq[24:], binary.LittleEndian.Uint64(blk[26:])^flip)
-		o = step*16 + b%2*(qk0/4)
+		o = scaleAt(r, b*qk0)
 		s := (*[qk0 / 4]float32)(sw[o : o+qk0/4])
 		s[0], s[1], s[2], s[3], s[4], s[5], s[6], s[7] = d, d, d, d, d, d, d, d
-		o = (b/8*gemmRows+r)*16 + 2*b%16 // the block's two 16-element groups
+		o = minAt(r, 2*b) // the block's two 16-element groups
 		m := (*[2]float32)(mg[o : o+2])
 		m[0], m[1] = 128*d, 128*d
 	}

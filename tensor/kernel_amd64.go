@@ -213,7 +213,7 @@ func dotRowsF16R4(w []byte, rowBytes int, a *activation, out *[4]float32) {
 	dotF16R4AVX512(&bytesAsU16(w)[0], rowBytes, &x[0], n, out)
 	if n < len(x) {
 		for r := range out {
-			out[r] += dotF16Go(bytesAsU16(w[r*rowBytes:(r+1)*rowBytes])[n:], x[n:])
+			out[r] += dotF16Go(bytesAsU16(w[r*rowBytes : (r+1)*rowBytes])[n:], x[n:])
 		}
 	}
 }
