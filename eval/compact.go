@@ -488,7 +488,7 @@ func continuationDists(logits []float32, cont []int32) *Dists {
 	vocab := len(logits) / (len(cont) - 1)
 	d := &Dists{K: 64, Vocab: vocab}
 	for i := range len(cont) - 1 {
-		d.add(logSoftmax(logits[i*vocab:(i+1)*vocab]), cont[i+1], d.K)
+		d.add(LogSoftmax(logits[i*vocab:(i+1)*vocab]), cont[i+1], d.K)
 	}
 	return d
 }
@@ -497,6 +497,6 @@ func continuationDists(logits []float32, cont []int32) *Dists {
 // (ref's positions, one row of ref.Vocab each).
 func (a *agreementAcc) addLogits(ref *Dists, logits []float32) {
 	for p := range ref.Len() {
-		a.add(ref, p, logSoftmax(logits[p*ref.Vocab:(p+1)*ref.Vocab]))
+		a.add(ref, p, LogSoftmax(logits[p*ref.Vocab:(p+1)*ref.Vocab]))
 	}
 }

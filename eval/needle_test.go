@@ -120,7 +120,7 @@ func TestPerplexityWindows(t *testing.T) {
 		}
 		v := m.Config.Vocab
 		for pos := 16; pos < 31; pos++ {
-			sum -= logSoftmax(logits[pos*v : (pos+1)*v])[w[pos+1]]
+			sum -= LogSoftmax(logits[pos*v : (pos+1)*v])[w[pos+1]]
 		}
 	}
 	// F16 cache (default) against F32 here: small differences.

@@ -169,15 +169,16 @@ func scoredLogits(s *model.Session, window []int32) ([]float32, error) {
 func scored(logits []float32, window []int32, vocab int, f func(lp []float64, target int32) error) error {
 	first := len(window) / 2
 	for i := range ScoredPerWindow(len(window)) {
-		if err := f(logSoftmax(logits[i*vocab:(i+1)*vocab]), window[first+i+1]); err != nil {
+		if err := f(LogSoftmax(logits[i*vocab:(i+1)*vocab]), window[first+i+1]); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// logSoftmax returns log(softmax(x)) in float64.
-func logSoftmax(x []float32) []float64 {
+// LogSoftmax returns log(softmax(x)) in float64, from the maximum (so
+// that no exponent overflows).
+func LogSoftmax(x []float32) []float64 {
 	m := math.Inf(-1)
 	for _, v := range x {
 		m = math.Max(m, float64(v))

@@ -22,7 +22,7 @@ func randomPairs(n, vocab, k int, eps float64, seed uint64) (ref *Dists, run [][
 			l1[i] = float32(r.NormFloat64() * 3)
 			l2[i] = l1[i] + float32(r.NormFloat64()*eps)
 		}
-		p, q := logSoftmax(l1), logSoftmax(l2)
+		p, q := LogSoftmax(l1), LogSoftmax(l2)
 		ref.add(p, int32(r.IntN(vocab)), k)
 		run = append(run, q)
 		var kl float64
@@ -85,7 +85,7 @@ func TestAgreementSelf(t *testing.T) {
 		for i := range l {
 			l[i] = float32(r.NormFloat64())
 		}
-		lp := logSoftmax(l)
+		lp := LogSoftmax(l)
 		ref.add(lp, int32(r.IntN(100)), 8)
 		run = append(run, lp)
 	}

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/eval"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 )
@@ -135,15 +136,7 @@ func (g ours) run(prompt []int32, n int, forced []int32) ([]step, error) {
 // token and the topN log-softmax values (over the whole vocabulary, as
 // llama-server reports them).
 func topOf(logits []float32, banned int32) step {
-	maxv := math.Inf(-1)
-	for _, v := range logits {
-		maxv = math.Max(maxv, float64(v))
-	}
-	var sum float64
-	for _, v := range logits {
-		sum += math.Exp(float64(v) - maxv)
-	}
-	lse := maxv + math.Log(sum)
+	lp := eval.LogSoftmax(logits)
 	idx := make([]int32, len(logits))
 	for i := range idx {
 		idx[i] = int32(i)
@@ -162,7 +155,7 @@ func topOf(logits []float32, banned int32) step {
 	idx = slices.DeleteFunc(idx, func(id int32) bool { return id == banned })
 	st := step{Token: idx[0]}
 	for _, id := range idx[:topN] {
-		st.Top = append(st.Top, cand{id, float64(logits[id]) - lse})
+		st.Top = append(st.Top, cand{id, lp[id]})
 	}
 	return st
 }
