@@ -129,7 +129,9 @@ var factWords = strings.Fields("apple river stone cloud tiger violet harbor lant
 // cache's. Every context is prefilled once (its keys, values and queries
 // recorded), compacted by every method at every ratio, and each question
 // asked from the compacted caches (compact.Install, model.Resume); the
-// uncompacted rows ask the same questions after the same contexts.
+// uncompacted f16 row asks the same questions from the same recorded
+// prefill, installed whole (no prefill of its own per question), and the
+// uncompacted row of another --kv format from its own prefills.
 func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, heldout []int32, o CompactOptions) (CompactResult, error) {
 	o = o.withDefaults()
 	if len(o.Methods) == 0 || len(o.Ratios) == 0 {
@@ -215,7 +217,64 @@ func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, 
 			return res, err
 		}
 		n := len(p.ctx)
-		// The uncompacted caches: each question after the context.
+		// One recorded prefill per context serves every row: the
+		// uncompacted f16 row reads the recorded context installed whole
+		// (every token kept, β = 0, fp16 as the f16 cache holds it), the
+		// compacted rows read what each method made of it.
+		_, cc, _, err := compact.Prefill(m, o.KV, p.ctx, n)
+		if err != nil {
+			return res, err
+		}
+		whole, err := compact.Compact(ctx, cc, compact.Options{Method: compact.Truncate, Keep: n, Workers: m.Threads()})
+		if err != nil {
+			return res, err
+		}
+		// ask asks the probe's questions (and reads its continuation)
+		// on sessions that continue after the context on the caches
+		// install makes; it returns the continuation's logits (nil for
+		// none) and the bytes of the first caches.
+		ask := func(a *acc, install func() ([]kvcache.Cache, error)) ([]float32, int64, error) {
+			var bytes int64
+			resume := func(extra int) (*model.Session, error) {
+				caches, err := install()
+				if err != nil {
+					return nil, err
+				}
+				if bytes == 0 {
+					for _, c := range caches {
+						bytes += int64(c.Bytes())
+					}
+				}
+				return m.Resume(caches, n, n+extra)
+			}
+			for q, question := range p.questions {
+				s, err := resume(len(question) + len(p.answers[q]) + 4)
+				if err != nil {
+					return nil, 0, err
+				}
+				logits, err := s.Forward(question, false)
+				if err != nil {
+					return nil, 0, err
+				}
+				ok, err := answerFrom(s, logits, tok, p.answers[q])
+				if err != nil {
+					return nil, 0, err
+				}
+				score(a, p, q, ok)
+			}
+			if p.kind != askKL {
+				return nil, bytes, nil
+			}
+			s, err := resume(len(p.cont))
+			if err != nil {
+				return nil, 0, err
+			}
+			logits, err := s.Forward(p.cont[:len(p.cont)-1], true)
+			return logits, bytes, err
+		}
+		// The uncompacted rows: f16 from the recorded prefill; the --kv
+		// format (its own recent window and all) by a prefill of its own
+		// per question.
 		var ref *Dists
 		for ai, a := range accs[:uncompacted] {
 			kv := kvcache.F16()
@@ -228,29 +287,35 @@ func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, 
 			}
 			a.row.Bytes += float64(b)
 			a.row.Kept += float64(n)
-			for q, question := range p.questions {
-				ok, err := answers(m, tok, slices.Concat(p.ctx, question), p.answers[q], kv)
+			var logits []float32
+			if ai == 0 {
+				logits, _, err = ask(a, func() ([]kvcache.Cache, error) { return o.Install(whole, kvcache.F16()) })
 				if err != nil {
 					return res, err
 				}
-				score(a, p, q, ok)
-			}
-			if p.kind == askKL {
-				logits, err := continuation(m, kv, p.ctx, p.cont)
-				if err != nil {
-					return res, err
-				}
-				if ai == 0 {
+				if p.kind == askKL {
 					ref = continuationDists(logits, p.cont)
 				}
+			} else {
+				for q, question := range p.questions {
+					ok, err := answers(m, tok, slices.Concat(p.ctx, question), p.answers[q], kv)
+					if err != nil {
+						return res, err
+					}
+					score(a, p, q, ok)
+				}
+				if p.kind == askKL {
+					if logits, err = continuation(m, kv, p.ctx, p.cont); err != nil {
+						return res, err
+					}
+				}
+			}
+			if p.kind == askKL {
 				a.agree.addLogits(ref, logits)
 			}
 		}
-		// Compaction: one recorded prefill per context.
-		_, cc, _, err := compact.Prefill(m, o.KV, p.ctx, n)
-		if err != nil {
-			return res, err
-		}
+		// Compaction: the extra reference queries once per context, then
+		// every method at every ratio.
 		qo.Seed = o.Extra.Seed + uint64(pi)<<16
 		extra, err := compact.CollectQueries(ctx, m, tok, cc, p.ctx, qo, 0)
 		if err != nil {
@@ -278,47 +343,14 @@ func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, 
 			a.compactions++
 			a.row.Warnings += len(comp.Warnings)
 			a.row.Kept += float64(comp.Kept()) / float64(m.Config.Layers*m.Config.KVHeads)
-			asked := 0
-			resume := func(extra int) (*model.Session, error) {
-				caches, err := o.Install(comp, o.KV)
-				if err != nil {
-					return nil, err
-				}
-				if asked == 0 {
-					for _, c := range caches {
-						a.row.Bytes += float64(c.Bytes())
-					}
-				}
-				asked++
-				return m.Resume(caches, n, n+extra)
+			logits, bytes, err := ask(a, func() ([]kvcache.Cache, error) { return o.Install(comp, o.KV) })
+			if err != nil {
+				return res, err
 			}
-			for q, question := range p.questions {
-				s, err := resume(len(question) + len(p.answers[q]) + 4)
-				if err != nil {
-					return res, err
-				}
-				logits, err := s.Forward(question, false)
-				if err != nil {
-					return res, err
-				}
-				ok, err := answerFrom(s, logits, tok, p.answers[q])
-				if err != nil {
-					return res, err
-				}
-				score(a, p, q, ok)
-			}
+			a.row.Bytes += float64(bytes)
 			if p.kind == askKL {
-				s, err := resume(len(p.cont))
-				if err != nil {
-					return res, err
-				}
-				logits, err := s.Forward(p.cont[:len(p.cont)-1], true)
-				if err != nil {
-					return res, err
-				}
 				a.agree.addLogits(ref, logits)
 			}
-
 		}
 		if o.Progress != nil {
 			o.Progress(pi+1, len(probes))
