@@ -253,45 +253,70 @@ func (c *Compressed) compress() error {
 // outlier channels of split formats (of the centred keys).
 func (c *Compressed) prime(i int, h *head) error {
 	d := c.shape.HeadDim
-	seed := c.seed ^ uint64(i+1)*0xbf58476d1ce4e5b9
 	wk := h.wk[h.off*d:]
+	var cal calibration
+	var ck *centeredKeys
 	if c.spec.K.center() || c.spec.K.split() {
 		rows := make([]float32, len(wk))
 		toF32(rows, wk)
-		var ck *centeredKeys
 		if c.spec.K.center() {
 			ck = newCenteredKeys(nil, c.shape.Rope, wk, d)
-			h.kMean = ck.mu
+			cal.kMean = ck.mu
 			for t := 0; t < len(rows)/d; t++ {
 				ck.center(rows[t*d:(t+1)*d], rows[t*d:(t+1)*d], c.nc+t)
 			}
 		}
+		if c.spec.K.split() {
+			cal.kOut = topChannels(rows, d, d/4)
+		}
+	}
+	if c.spec.V.split() {
+		rows := make([]float32, len(h.wv)-h.off*d)
+		toF32(rows, h.wv[h.off*d:])
+		cal.vOut = topChannels(rows, d, d/4)
+	}
+	return c.calibrate(i, h, cal, ck)
+}
+
+// calibration is what a compressed cache estimates per KV head from the
+// sequence's first tokens: the outlier channels of split formats and the
+// keys' pre-RoPE mean of centring ones (nil where unused).
+type calibration struct {
+	kOut, vOut []int
+	kMean      []float32
+}
+
+// calibrate makes head i's stores from its calibration; ck, if not nil,
+// is the centred-key store of cal.kMean (prime has it already).
+func (c *Compressed) calibrate(i int, h *head, cal calibration, ck *centeredKeys) error {
+	d := c.shape.HeadDim
+	seed := c.seed ^ uint64(i+1)*0xbf58476d1ce4e5b9
+	if c.spec.K.center() || c.spec.K.split() {
 		var q quant.Quantizer
 		var err error
 		if c.spec.K.split() {
-			h.kOut = topChannels(rows, d, d/4)
-			q, err = c.spec.K.quantizer(d, h.kOut, seed^1, c.corr)
+			q, err = c.spec.K.quantizer(d, cal.kOut, seed^1, c.corr)
 		} else {
 			q, err = c.spec.K.quantizer(d, nil, c.seed^1, c.corr)
 		}
 		if err != nil {
 			return err
 		}
-		h.keys = c.spec.K.keyStore(q, d)
-		if ck != nil {
+		h.keys, h.kOut = c.spec.K.keyStore(q, d), cal.kOut
+		if c.spec.K.center() {
+			if ck == nil {
+				ck = centeredOn(c.shape.Rope, cal.kMean)
+			}
 			ck.inner, ck.n = h.keys, c.nc
-			h.keys = ck
+			h.keys, h.kMean = ck, ck.mu
 		}
 	}
 	if c.spec.V.split() {
-		rows := make([]float32, len(h.wv)-h.off*d)
-		toF32(rows, h.wv[h.off*d:])
-		h.vOut = topChannels(rows, d, d/4)
-		q, err := c.spec.V.quantizer(d, h.vOut, seed^2, c.corr)
+		q, err := c.spec.V.quantizer(d, cal.vOut, seed^2, c.corr)
 		if err != nil {
 			return err
 		}
-		h.values = c.spec.V.valueStore(q, d)
+		h.values, h.vOut = c.spec.V.valueStore(q, d), cal.vOut
 	}
 	return nil
 }

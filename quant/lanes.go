@@ -118,16 +118,7 @@ func (l *Lanes) Append(xs []float32) error {
 	if err := l.q.EncodeBatch(codes, xs); err != nil {
 		return err
 	}
-	for i := range m {
-		if l.n%laneBlock == 0 {
-			k := len(l.data) - laneSlack
-			l.data = append(l.data, make([]byte, l.block)...)
-			clear(l.data[k:])
-		}
-		l.put(l.data[l.n/laneBlock*l.block:], l.n%laneBlock, codes[i*l.code:(i+1)*l.code])
-		l.n++
-	}
-	return nil
+	return l.AppendCodes(codes)
 }
 
 // put writes a code into slot s of a block.

@@ -1,0 +1,320 @@
+package kvcache
+
+import (
+	"encoding/binary"
+	"hash/crc32"
+	"math"
+	"math/rand/v2"
+	"strings"
+	"testing"
+)
+
+// exportShape is the shape the export tests use: grouped queries, a
+// rotary embedding (centred keys turn with it), head dim 64.
+func exportShape(t testing.TB) Shape {
+	return Shape{QHeads: 4, KVHeads: 2, HeadDim: 64, Rope: testRope(t, 64, 64, false)}
+}
+
+// exportTokens returns n tokens' keys and values for sh: a fixed offset
+// per head plus noise, so that centring and outlier choices matter.
+func exportTokens(sh Shape, n int, seed uint64) (ks, vs [][]float32) {
+	r := rand.New(rand.NewPCG(seed, 7))
+	w := sh.KVHeads * sh.HeadDim
+	off := make([]float32, w)
+	for i := range off {
+		off[i] = float32(r.NormFloat64())
+	}
+	for range n {
+		k, v := make([]float32, w), make([]float32, w)
+		for i := range k {
+			k[i] = off[i] + float32(r.NormFloat64())
+			v[i] = float32(r.NormFloat64()) * float32(1+i%7)
+		}
+		ks, vs = append(ks, k), append(vs, v)
+	}
+	return ks, vs
+}
+
+func newExportCache(t testing.TB, spec Spec, sh Shape) *Compressed {
+	t.Helper()
+	c, err := newCompressed(spec, 3, sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func appendAll(t testing.TB, c Cache, ks, vs [][]float32) {
+	t.Helper()
+	for i := range ks {
+		if err := c.Append(ks[i], vs[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// sameAttention checks that a and b attend bit for bit alike for a few
+// queries.
+func sameAttention(t *testing.T, a, b Cache, sh Shape, seed uint64) {
+	t.Helper()
+	r := rand.New(rand.NewPCG(seed, 9))
+	q := make([]float32, sh.QHeads*sh.HeadDim)
+	oa, ob := make([]float32, len(q)), make([]float32, len(q))
+	for range 3 {
+		for i := range q {
+			q[i] = float32(r.NormFloat64())
+		}
+		a.Attend(oa, q, 0.125)
+		b.Attend(ob, q, 0.125)
+		for i := range oa {
+			if math.Float32bits(oa[i]) != math.Float32bits(ob[i]) {
+				t.Fatalf("output %d: %g restored, %g original", i, ob[i], oa[i])
+			}
+		}
+	}
+	if a.Bytes() != b.Bytes() || a.Len() != b.Len() {
+		t.Fatalf("restored cache holds %d tokens in %d bytes, the original %d in %d", b.Len(), b.Bytes(), a.Len(), a.Bytes())
+	}
+}
+
+// TestExportRoundTrip: for every compressed format, a cache rebuilt from
+// exported codes (in prefix-cache blocks of 64 tokens: the first block's
+// rows appended, the next blocks' codes imported, the last block's rows
+// appended, as a session refilled from blocks is) attends bit for bit as
+// the cache that exported them, holds the same bytes, and stays so as
+// both take more tokens.
+func TestExportRoundTrip(t *testing.T) {
+	sh := exportShape(t)
+	for _, name := range FormatNames() {
+		f, _ := ParseFormat(name)
+		if !f.compressed() || f.Check(sh.HeadDim, true) != nil {
+			continue
+		}
+		t.Run(name, func(t *testing.T) {
+			spec := specFor(t, name, 0)
+			ks, vs := exportTokens(sh, 320, 1)
+			x := newExportCache(t, spec, sh)
+			appendAll(t, x, ks[:256], vs[:256])
+			if x.CompressedLen() != 192 {
+				t.Fatalf("%d compressed of 256, want 192", x.CompressedLen())
+			}
+			y := newExportCache(t, spec, sh)
+			appendAll(t, y, ks[:64], vs[:64])
+			for from := 64; from < 192; from += 64 {
+				b, err := x.Export("m", from, from+64)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := y.Import("m", b); err != nil {
+					t.Fatal(err)
+				}
+			}
+			appendAll(t, y, ks[192:256], vs[192:256])
+			sameAttention(t, x, y, sh, 1)
+			appendAll(t, x, ks[256:], vs[256:])
+			appendAll(t, y, ks[256:], vs[256:])
+			sameAttention(t, x, y, sh, 2)
+
+			// The whole compressed part at once into an empty cache.
+			z := newExportCache(t, spec, sh)
+			b, err := x.Export("m", 0, x.CompressedLen())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := z.Import("m", b); err != nil {
+				t.Fatal(err)
+			}
+			appendAll(t, z, ks[x.CompressedLen():], vs[x.CompressedLen():])
+			sameAttention(t, x, z, sh, 3)
+		})
+	}
+}
+
+// TestExportSize: a block of turbo3.5 codes is its tokens' code bytes
+// and a header, against fp16 rows of the same tokens: about 4.5x smaller
+// at head dim 64 (3.5 bits + the fp16 scales, against 16).
+func TestExportSize(t *testing.T) {
+	sh := exportShape(t)
+	x := newExportCache(t, specFor(t, "turbo3.5", 0), sh)
+	ks, vs := exportTokens(sh, 256, 1)
+	appendAll(t, x, ks, vs)
+	b, err := x.Export("m", 128, 192)
+	if err != nil {
+		t.Fatal(err)
+	}
+	codes := 64 * 2 * sh.KVHeads * f16TurboBytes(t, sh.HeadDim)
+	if len(b) < codes || len(b) > codes+256 {
+		t.Errorf("export of 64 tokens is %d bytes, want the %d bytes of codes and a header under 256", len(b), codes)
+	}
+	if rows := 64 * 2 * sh.KVHeads * sh.HeadDim * 2; float64(rows)/float64(len(b)) < 4 {
+		t.Errorf("fp16 rows %d bytes against an export of %d: under 4x", rows, len(b))
+	}
+}
+
+func f16TurboBytes(t *testing.T, d int) int {
+	f, err := ParseFormat("turbo3.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.c.tokenBytes(d, true)
+}
+
+// TestImportErrors: every mismatch and every damage is an error that says
+// what is wrong, and leaves the cache as it was.
+func TestImportErrors(t *testing.T) {
+	sh := exportShape(t)
+	spec := specFor(t, "turbo3.5", 0)
+	ks, vs := exportTokens(sh, 192, 1)
+	x := prefilled(t, spec, sh, ks, vs)
+	good, err := x.Export("m", 64, 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := newExportCache(t, spec, sh) // another sequence: another calibration
+	ko, vo := exportTokens(sh, 192, 2)
+	appendAll(t, other, ko, vo)
+	empty, err := x.Export("m", 128, 128) // imports nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCal, err := other.Export("m", 64, 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withSum := func(b []byte) []byte { // b's body with a fresh checksum
+		b = append([]byte(nil), b[:len(b)-4]...)
+		return binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
+	}
+	flipped := append([]byte(nil), good...)
+	flipped[len(flipped)/2] ^= 1
+	version := append([]byte(nil), good...)
+	version[4] = 9
+	longer := withSum(append(append([]byte(nil), good[:len(good)-4]...), 0, 0, 0, 0, 0))
+	for _, c := range []struct {
+		name  string
+		into  func() *Compressed
+		tag   string
+		data  []byte
+		error string
+	}{
+		{"tag", func() *Compressed { return prefilled(t, spec, sh, ks[:64], vs[:64]) }, "other", good, "exported for"},
+		{"format", func() *Compressed { return prefilled(t, specFor(t, "turbo2.5", 0), sh, ks[:64], vs[:64]) }, "m", good, "format turbo3.5/turbo3.5"},
+		{"head dim", func() *Compressed {
+			s := Shape{QHeads: 4, KVHeads: 2, HeadDim: 128, Rope: testRope(t, 128, 128, false)}
+			k2, v2 := exportTokens(s, 64, 1)
+			return prefilled(t, spec, s, k2, v2)
+		}, "m", good, "head dim 64"},
+		{"rope", func() *Compressed {
+			s := sh
+			s.Rope = testRope(t, 64, 32, false)
+			return prefilled(t, spec, s, ks[:64], vs[:64])
+		}, "m", good, "rotary embedding"},
+		{"position", func() *Compressed { return prefilled(t, spec, sh, ks[:63], vs[:63]) }, "m", good, "exactly the tokens before"},
+		{"empty range", func() *Compressed { return prefilled(t, spec, sh, ks[:128], vs[:128]) }, "m", withSum(empty), ""},
+		{"another sequence", func() *Compressed {
+			c := prefilled(t, spec, sh, ks[:64], vs[:64])
+			b, _ := x.Export("m", 64, 128)
+			if err := c.Import("m", b); err != nil {
+				t.Fatal(err)
+			}
+			return c
+		}, "m", otherCal, "exactly the tokens before"},
+		{"corrupted", func() *Compressed { return prefilled(t, spec, sh, ks[:64], vs[:64]) }, "m", flipped, "checksum"},
+		{"truncated", func() *Compressed { return prefilled(t, spec, sh, ks[:64], vs[:64]) }, "m", good[:len(good)-9], "checksum"},
+		{"version", func() *Compressed { return prefilled(t, spec, sh, ks[:64], vs[:64]) }, "m", version, "version 9"},
+		{"not an export", func() *Compressed { return prefilled(t, spec, sh, ks[:64], vs[:64]) }, "m", []byte("{}"), "TMKV"},
+		{"trailing bytes", func() *Compressed { return prefilled(t, spec, sh, ks[:64], vs[:64]) }, "m", longer, "past the codes"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			y := c.into()
+			n, bytes := y.Len(), y.Bytes()
+			err := y.Import(c.tag, c.data)
+			if c.error == "" {
+				if err != nil {
+					t.Fatalf("import of an empty range: %v", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), c.error) {
+				t.Fatalf("error %v, want one saying %q", err, c.error)
+			}
+			if y.Len() != n || y.Bytes() != bytes {
+				t.Errorf("a refused import changed the cache: %d tokens in %d bytes, was %d in %d", y.Len(), y.Bytes(), n, bytes)
+			}
+		})
+	}
+	// Export refuses what is still in the window and bad tags.
+	if _, err := x.Export("m", 64, 192); err == nil || !strings.Contains(err.Error(), "window") {
+		t.Errorf("export of window tokens: %v", err)
+	}
+	if _, err := x.Export(strings.Repeat("x", 300), 0, 64); err == nil {
+		t.Error("export with a 300-byte tag: no error")
+	}
+}
+
+// TestImportCalibrationMismatch: a cache calibrated on its own first
+// tokens refuses codes whose calibration came from other first tokens.
+func TestImportCalibrationMismatch(t *testing.T) {
+	sh := exportShape(t)
+	spec := specFor(t, "turbo3.5", 0)
+	ks, vs := exportTokens(sh, 192, 1)
+	ko, vo := exportTokens(sh, 192, 2)
+	x, other := newExportCache(t, spec, sh), newExportCache(t, spec, sh)
+	appendAll(t, x, ks, vs)
+	appendAll(t, other, ko, vo)
+	y := newExportCache(t, spec, sh)
+	b, _ := x.Export("m", 0, 64)
+	if err := y.Import("m", b); err != nil {
+		t.Fatal(err)
+	}
+	bad, _ := other.Export("m", 64, 128)
+	n := y.Bytes()
+	if err := y.Import("m", bad); err == nil || !strings.Contains(err.Error(), "calibration differs") {
+		t.Fatalf("import of another sequence's codes: %v, want a calibration mismatch", err)
+	}
+	if y.Bytes() != n {
+		t.Error("the refused import changed the cache")
+	}
+}
+
+func prefilled(t testing.TB, spec Spec, sh Shape, ks, vs [][]float32) *Compressed {
+	t.Helper()
+	c := newExportCache(t, spec, sh)
+	appendAll(t, c, ks, vs)
+	return c
+}
+
+// FuzzImport feeds Import mutated exports with a valid checksum (a
+// damaged checksum is refused before anything is read): it must return
+// an error or import, never panic, and an import must leave a cache that
+// attends.
+func FuzzImport(f *testing.F) {
+	sh := exportShape(f)
+	spec := specFor(f, "turbo3.5", 0)
+	ks, vs := exportTokens(sh, 192, 1)
+	x := prefilled(f, spec, sh, ks, vs)
+	for _, r := range [][2]int{{0, 64}, {64, 128}, {64, 64}} {
+		b, err := x.Export("m", r[0], r[1])
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b[:len(b)-4], r[0] == 0)
+	}
+	q := make([]float32, sh.QHeads*sh.HeadDim)
+	out := make([]float32, len(q))
+	for i := range q {
+		q[i] = 0.1
+	}
+	f.Fuzz(func(t *testing.T, body []byte, empty bool) {
+		data := binary.LittleEndian.AppendUint32(append([]byte(nil), body...), crc32.Checksum(body, castagnoli))
+		var y *Compressed
+		if empty {
+			y = newExportCache(t, spec, sh)
+		} else {
+			y = prefilled(t, spec, sh, ks[:64], vs[:64])
+		}
+		if err := y.Import("m", data); err == nil {
+			y.Attend(out, q, 0.125)
+		}
+	})
+}
