@@ -20,6 +20,7 @@ type Model struct {
 	invFreq []float64     // RoPE inverse frequencies per rotated pair
 	kvRope  *kvcache.Rope // the same, for the caches (CacheShape)
 	pool    *tensor.Pool
+	onClose func() // Options.OnClose; nil in WithTensor's models
 }
 
 // Options configures how a model runs.
@@ -34,6 +35,12 @@ type Options struct {
 	// and every later one that needs the tensor. It lets a file's
 	// integrity be checked lazily, as the weights are used.
 	FirstUse func(t gguf.TensorInfo, data []byte) error
+	// OnClose, if set, is called once by Close after the model's workers
+	// have stopped and before it releases a file it opened: what reads
+	// the weights beside the model (a check hashing them in the
+	// background ahead of their first use) stops there, and a file given
+	// to New may be closed there.
+	OnClose func()
 }
 
 // Open loads the model in the GGUF file at path. The weights stay in the
@@ -63,7 +70,7 @@ func New(f *gguf.File, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{Config: c, w: w, file: f, pool: tensor.NewPool(o.Threads)}
+	m := &Model{Config: c, w: w, file: f, pool: tensor.NewPool(o.Threads), onClose: o.OnClose}
 	m.invFreq = make([]float64, c.RopeDim/2)
 	for i := range m.invFreq {
 		// θᵢ = base^(−2i/d); Llama-3 files divide it by rope_freqs[i].
@@ -92,6 +99,10 @@ func (m *Model) Threads() int { return m.pool.Threads() }
 // model opened it.
 func (m *Model) Close() error {
 	m.pool.Close()
+	if f := m.onClose; f != nil {
+		m.onClose = nil
+		f()
+	}
 	if m.owned {
 		return m.file.Close()
 	}

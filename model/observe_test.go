@@ -278,3 +278,32 @@ func TestFirstUse(t *testing.T) {
 		}
 	}
 }
+
+// TestOnClose: Close calls Options.OnClose once, after which the model
+// is closed; a model from WithTensor, sharing the weights, does not.
+func TestOnClose(t *testing.T) {
+	f, err := defaultmodel.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	calls := 0
+	m, err := model.New(f, model.Options{OnClose: func() { calls++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ti, _ := f.Tensor("blk.0.attn_v.weight")
+	raw, _ := f.ReadTensor(ti)
+	w, err := m.WithTensor(ti.Name, ti.Type, raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+	if calls != 0 {
+		t.Errorf("WithTensor's model's Close called OnClose %d times", calls)
+	}
+	m.Close()
+	m.Close()
+	if calls != 1 {
+		t.Errorf("OnClose called %d times, want 1", calls)
+	}
+}

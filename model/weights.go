@@ -276,7 +276,7 @@ func (m *Model) WithTensor(name string, typ tensor.DType, data []byte) (*Model, 
 		}
 	}
 	c := *m
-	c.w, c.owned = &w, false
+	c.w, c.owned, c.onClose = &w, false, nil
 	return &c, nil
 }
 

@@ -2,23 +2,31 @@ package wquant_test
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
+	"runtime"
 	"testing"
+	"time"
 
 	"github.com/turbomem/turbomem/defaultmodel"
-	"github.com/turbomem/turbomem/gguf"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/wquant"
 )
 
 // BenchmarkFirstToken measures the first token's latency of the embedded
-// model, sealed with a manifest (a copy, its Q8_0 tensors as they are):
-// open the file, load the model, run a prompt of 16 or 256 tokens — with
-// no check, with --verify=lazy's (each tensor hashed at its first use,
-// the hashing spread over every CPU) and with --verify=full's (every hash
-// before loading). lazy/off − 1 is what lazy checking costs; cpu-ms/op,
-// the process's CPU time per first token, is what a busy machine
-// disturbs less.
+// model, sealed with a manifest (a copy, its Q8_0 tensors as they are),
+// as `turbomem run` meets it: open the file with the check of a
+// --verify mode (wquant.OpenModel), load the tokenizer, run a prompt of
+// 16 or 256 tokens, on 1 thread and on every CPU. Modes: off; lazy (the
+// background check, on the CPUs the model leaves free, one at least);
+// at-use (the check lazy used to be: each tensor hashed at its first use,
+// on every CPU); full (every hash before loading). ns/op is the wall
+// time, the latency; cpu-ms/op the process's CPU time per first token,
+// which the hashing raises by the same amount in every checking mode.
+//
+// The request/ group times what a server's first request meets: the
+// model loaded and left idle for 100 ms (waiting for requests), then the
+// prompt alone.
 func BenchmarkFirstToken(b *testing.B) {
 	src, err := defaultmodel.Open()
 	if err != nil {
@@ -32,54 +40,84 @@ func BenchmarkFirstToken(b *testing.B) {
 	if err := wquant.NewQuantizer(src, nil, 0).Write(context.Background(), path, plan, wquant.WriteOptions{Tool: "bench"}); err != nil {
 		b.Fatal(err)
 	}
-	for _, n := range []int{16, 256} {
-		prompt := make([]int32, n)
-		for i := range prompt {
-			prompt[i] = int32(100 + 7*i)
+	open := func(b *testing.B, mode string, threads int) *model.Model {
+		if mode == "at-use" {
+			m, err := wquant.OpenModel(path, "off", model.Options{Threads: threads}, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			man, err := wquant.ReadManifest(m.File())
+			if err == nil {
+				err = man.CheckMetadata(m.File())
+			}
+			m.Close()
+			if err != nil {
+				b.Fatal(err)
+			}
+			if m, err = model.Open(path, model.Options{Threads: threads, FirstUse: man.Lazy()}); err != nil {
+				b.Fatal(err)
+			}
+			return m
 		}
-		for _, mode := range []string{"off", "lazy", "full"} {
-			b.Run(mode+"/prompt-"+map[int]string{16: "16", 256: "256"}[n], func(b *testing.B) {
-				cpu0, ok := wquant.CPUTime()
-				defer func() {
-					if cpu1, _ := wquant.CPUTime(); ok {
-						b.ReportMetric(1000*(cpu1-cpu0).Seconds()/float64(b.N), "cpu-ms/op")
-					}
-				}()
-				for b.Loop() {
-					var o model.Options
-					if mode != "off" {
-						f, err := gguf.Open(path)
-						if err != nil {
+		m, err := wquant.OpenModel(path, mode, model.Options{Threads: threads}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return m
+	}
+	first := func(b *testing.B, m *model.Model, prompt []int32) {
+		s, err := m.NewSession(nil, 512)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := s.Forward(prompt, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, threads := range []int{1, runtime.NumCPU()} {
+		for _, n := range []int{16, 256} {
+			prompt := make([]int32, n)
+			for i := range prompt {
+				prompt[i] = int32(100 + 7*i)
+			}
+			for _, mode := range []string{"off", "lazy", "at-use", "full"} {
+				b.Run(fmt.Sprintf("threads-%d/prompt-%d/%s", threads, n, mode), func(b *testing.B) {
+					defer cpuMetric(b)()
+					for b.Loop() {
+						m := open(b, mode, threads)
+						if _, err := model.LoadTokenizer(m.File()); err != nil {
 							b.Fatal(err)
 						}
-						if mode == "full" {
-							_, err = wquant.Verify(context.Background(), f, wquant.VerifyOptions{})
-						} else {
-							var man *wquant.Manifest
-							if man, err = wquant.ReadManifest(f); err == nil {
-								err = man.CheckMetadata(f)
-								o.FirstUse = man.Lazy()
-							}
-						}
-						f.Close()
-						if err != nil {
-							b.Fatal(err)
-						}
+						first(b, m, prompt)
+						m.Close()
 					}
-					m, err := model.Open(path, o)
-					if err != nil {
-						b.Fatal(err)
+				})
+			}
+			for _, mode := range []string{"off", "lazy"} {
+				b.Run(fmt.Sprintf("request/threads-%d/prompt-%d/%s", threads, n, mode), func(b *testing.B) {
+					for b.Loop() {
+						b.StopTimer()
+						m := open(b, mode, threads)
+						time.Sleep(100 * time.Millisecond)
+						b.StartTimer()
+						first(b, m, prompt)
+						b.StopTimer()
+						m.Close()
+						b.StartTimer()
 					}
-					s, err := m.NewSession(nil, 512)
-					if err != nil {
-						b.Fatal(err)
-					}
-					if _, err := s.Forward(prompt, false); err != nil {
-						b.Fatal(err)
-					}
-					m.Close()
-				}
-			})
+				})
+			}
+		}
+	}
+}
+
+// cpuMetric starts counting the process's CPU time; the function it
+// returns reports it per op as cpu-ms/op.
+func cpuMetric(b *testing.B) func() {
+	cpu0, ok := wquant.CPUTime()
+	return func() {
+		if cpu1, _ := wquant.CPUTime(); ok {
+			b.ReportMetric(1000*(cpu1-cpu0).Seconds()/float64(b.N), "cpu-ms/op")
 		}
 	}
 }

@@ -99,12 +99,9 @@ func runVerify(e *env, args []string) error {
 	return nil
 }
 
-// verifyModes are the values of --verify.
-var verifyModes = []string{"full", "lazy", "off"}
-
 // checkVerify checks a --verify value.
 func checkVerify(mode string) error {
-	for _, m := range verifyModes {
+	for _, m := range wquant.VerifyModes {
 		if mode == m {
 			return nil
 		}
@@ -112,53 +109,23 @@ func checkVerify(mode string) error {
 	return usageError{fmt.Errorf("--verify %q: want full, lazy or off", mode)}
 }
 
-// manifestCheck prepares the integrity check of the model file at path
-// for --verify mode: full verifies every hash now (with a progress bar);
-// lazy checks the manifest and metadata now and returns the check that
-// model.Options.FirstUse runs on each tensor's first use; a file without
-// a manifest, or mode off, gets no check.
-func manifestCheck(e *env, path, mode string) (func(gguf.TensorInfo, []byte) error, error) {
-	if mode == "off" {
-		return nil, nil
-	}
-	f, err := gguf.Open(path)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	if mode == "full" {
-		var total int64
-		for _, t := range f.Tensors {
-			total += t.Size
-		}
-		bar := newBar(e, "verifying", total, true)
-		_, err := wquant.Verify(context.Background(), f, wquant.VerifyOptions{Progress: func(done, _ int64) { bar.set(done) }})
-		bar.finish()
-		if errors.Is(err, wquant.ErrNoManifest) {
-			return nil, nil
-		}
-		return nil, err
-	}
-	m, err := wquant.ReadManifest(f)
-	if errors.Is(err, wquant.ErrNoManifest) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	if err := m.CheckMetadata(f); err != nil {
-		return nil, err
-	}
-	return m.Lazy(), nil
-}
-
 // openChecked opens the model at path with the integrity check of --verify
-// mode.
+// mode (wquant.OpenModel), a progress bar drawn while full verifies.
 func openChecked(e *env, path, mode string, o model.Options) (*model.Model, error) {
-	check, err := manifestCheck(e, path, mode)
-	if err != nil {
+	var bar *progressBar
+	defer func() {
+		if bar != nil {
+			bar.finish()
+		}
+	}()
+	m, err := wquant.OpenModel(path, mode, o, func(done, total int64) {
+		if bar == nil {
+			bar = newBar(e, "verifying", total, true)
+		}
+		bar.set(done)
+	})
+	if errors.Is(err, wquant.ErrAltered) {
 		return nil, fmt.Errorf("%s: %w (--verify=off loads it anyway)", path, err)
 	}
-	o.FirstUse = check
-	return model.Open(path, o)
+	return m, err
 }

@@ -1,0 +1,251 @@
+package wquant
+
+import (
+	"crypto/sha256"
+	"errors"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/turbomem/turbomem/gguf"
+)
+
+// ErrStopped is returned by Background.Wait when Stop ended the check
+// before every tensor was hashed.
+var ErrStopped = errors.New("wquant: the background check was stopped")
+
+// Background checks a file's tensors against its manifest on background
+// goroutines, in the order a model first uses them, while the model
+// loads, runs and waits for work. Its Check is a model.Options.FirstUse:
+// a tensor's first use waits only for what is left of that tensor's hash
+// (hashing its unclaimed pieces itself, on every CPU) and fails, naming
+// the tensor, if the hash differs from the manifest's; no product reads
+// a tensor before its hash has been compared. The hashes are of the very
+// bytes the model reads (the file's memory mapping). Create it with
+// Manifest.Start; Stop it before the file is closed.
+type Background struct {
+	m       *Manifest
+	byName  map[string]*pending
+	queue   []pieceRef // every piece of every tensor, in first-use order
+	next    atomic.Int64
+	helpers int
+	left    atomic.Int64 // tensors whose hash is not yet compared
+	all     chan struct{}
+	stop    chan struct{}
+	stopped sync.Once
+	wg      sync.WaitGroup
+	mu      sync.Mutex
+	failed  []error // mismatches, in the order found
+}
+
+// pending is one tensor's check: its pieces, who claimed each, and the
+// result once the last piece is hashed.
+type pending struct {
+	t       gguf.TensorInfo
+	data    []byte
+	sums    [][sha256.Size]byte
+	claimed []atomic.Bool
+	left    atomic.Int64 // pieces not yet hashed
+	done    chan struct{}
+	err     error // set before done is closed
+}
+
+// pieceRef names piece i of a tensor.
+type pieceRef struct {
+	p *pending
+	i int
+}
+
+// BackgroundOptions configures Manifest.Start.
+type BackgroundOptions struct {
+	// Workers is the number of goroutines that hash in the background
+	// (0: one). Give it the CPUs the model does not use.
+	Workers int
+	// Helpers is the number of goroutines a first use hashes the rest of
+	// its tensor on while the model waits for it (0: all CPUs).
+	Helpers int
+}
+
+// Start begins checking the tensors of f, whose metadata the caller has
+// checked (CheckMetadata), in the background. A file whose tensors are
+// not memory-mapped gets no background work: its Check hashes the bytes
+// it is given, at first use.
+func (m *Manifest) Start(f *gguf.File, o BackgroundOptions) *Background {
+	b := &Background{m: m, byName: make(map[string]*pending, len(f.Tensors)), helpers: o.Helpers,
+		all: make(chan struct{}), stop: make(chan struct{})}
+	if b.helpers <= 0 {
+		b.helpers = runtime.NumCPU()
+	}
+	if !f.Mapped() {
+		close(b.all)
+		return b
+	}
+	order := slices.Clone(f.Tensors)
+	slices.SortStableFunc(order, func(x, y gguf.TensorInfo) int { return useRank(x.Name) - useRank(y.Name) })
+	var trivial []*pending
+	for _, t := range order {
+		if _, ok := m.tensorIndex(t.Name); !ok {
+			continue // Check reports it
+		}
+		data, err := f.ReadTensor(t)
+		if err != nil {
+			continue // Check hashes what the model reads, or the model fails to read it
+		}
+		n := numPieces(len(data))
+		p := &pending{t: t, data: data, sums: make([][sha256.Size]byte, n), claimed: make([]atomic.Bool, n), done: make(chan struct{})}
+		p.left.Store(int64(n))
+		b.byName[t.Name] = p
+		for i := range n {
+			b.queue = append(b.queue, pieceRef{p, i})
+		}
+		if n == 0 {
+			trivial = append(trivial, p)
+		}
+	}
+	b.left.Store(int64(len(b.byName)))
+	if len(b.byName) == 0 {
+		close(b.all)
+	}
+	for _, p := range trivial {
+		b.finish(p)
+	}
+	for range max(o.Workers, 1) {
+		b.wg.Go(b.work)
+	}
+	return b
+}
+
+// useRank orders tensors as a transformer first uses them: the token
+// embedding, then the blocks in order, then the rest (the output norm
+// and head).
+func useRank(name string) int {
+	if name == "token_embd.weight" {
+		return -1
+	}
+	if rest, ok := strings.CutPrefix(name, "blk."); ok {
+		if n, _, ok := strings.Cut(rest, "."); ok {
+			if i, err := strconv.Atoi(n); err == nil && i >= 0 {
+				return min(i, 1<<30)
+			}
+		}
+	}
+	return 1<<30 + 1
+}
+
+// work hashes the queue's unclaimed pieces in order until it is done or
+// the check is stopped.
+func (b *Background) work() {
+	for {
+		select {
+		case <-b.stop:
+			return
+		default:
+		}
+		k := b.next.Add(1) - 1
+		if k >= int64(len(b.queue)) {
+			return
+		}
+		r := b.queue[k]
+		if r.p.claimed[r.i].CompareAndSwap(false, true) {
+			b.hash(r.p, r.i)
+		}
+	}
+}
+
+// hash hashes piece i of p; the last piece's hasher compares the
+// tensor's hash with the manifest's.
+func (b *Background) hash(p *pending, i int) {
+	p.sums[i] = sha256.Sum256(p.data[i*HashChunk : min((i+1)*HashChunk, len(p.data))])
+	if p.left.Add(-1) == 0 {
+		b.finish(p)
+	}
+}
+
+// finish compares p's hash with the manifest's and publishes the result.
+func (b *Background) finish(p *pending) {
+	sum := combine(p.t.Type, p.t.Shape, p.sums)
+	p.err = b.m.compare(p.t.Name, sum[:])
+	if p.err != nil {
+		b.mu.Lock()
+		b.failed = append(b.failed, p.err)
+		b.mu.Unlock()
+	}
+	close(p.done)
+	if b.left.Add(-1) == 0 {
+		close(b.all)
+	}
+}
+
+// Check is model.Options.FirstUse: it returns once t's hash is compared
+// with the manifest's (hashing whatever pieces no one has claimed yet on
+// up to Helpers goroutines), with an error that wraps ErrAltered and
+// names the tensor if it differs. Bytes other than those hashed in the
+// background (another copy, another view) are hashed here. It is safe
+// for concurrent use.
+func (b *Background) Check(t gguf.TensorInfo, data []byte) error {
+	p, ok := b.byName[t.Name]
+	if !ok || !sameBytes(p.data, data) || p.t.Type != t.Type || !slices.Equal(p.t.Shape, t.Shape) {
+		return b.m.CheckTensor(t, data)
+	}
+	select {
+	case <-p.done:
+		return p.err
+	default:
+	}
+	help := func() {
+		for i := range p.claimed {
+			if p.claimed[i].CompareAndSwap(false, true) {
+				b.hash(p, i)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(b.helpers, len(p.claimed)) - 1 {
+		wg.Go(help)
+	}
+	help()
+	wg.Wait()
+	<-p.done // pieces still being hashed by the background
+	return p.err
+}
+
+// sameBytes reports whether x and y are the same memory.
+func sameBytes(x, y []byte) bool {
+	return len(x) == len(y) && (len(x) == 0 || &x[0] == &y[0])
+}
+
+// Wait returns once every tensor is checked: nil if all match, else an
+// error that wraps ErrAltered and names each tensor that differs; or
+// ErrStopped if Stop came first.
+func (b *Background) Wait() error {
+	select {
+	case <-b.all:
+	case <-b.stop:
+		select {
+		case <-b.all:
+		default:
+			return ErrStopped
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var names []string
+	for _, err := range b.failed {
+		names = append(names, strings.TrimPrefix(err.Error(), ErrAltered.Error()+": "))
+	}
+	return altered(names)
+}
+
+// Done returns a channel closed when every tensor is checked.
+func (b *Background) Done() <-chan struct{} { return b.all }
+
+// Stop ends the background hashing and returns once no background
+// goroutine reads the file; a Check after Stop hashes what is left of its
+// tensor itself. It may be called more than once.
+func (b *Background) Stop() {
+	b.stopped.Do(func() { close(b.stop) })
+	b.wg.Wait()
+}

@@ -1,0 +1,85 @@
+package wquant
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+
+	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/model"
+)
+
+// VerifyModes are the integrity checks OpenModel knows.
+var VerifyModes = []string{"full", "lazy", "off"}
+
+// OpenModel opens the model at path, checking the file against its
+// integrity manifest as mode says:
+//
+//   - full verifies every hash before loading (progress, if set, is
+//     called with the bytes hashed and the total);
+//   - lazy checks the manifest and the metadata now and hashes the
+//     tensors in the background (Manifest.Start), in the order the model
+//     first uses them, on the CPUs the model's o.Threads leave free (one
+//     at least), while it loads, runs and waits for requests: a tensor's
+//     first use waits only for what is left of its own hash, and fails,
+//     naming the tensor, if the hash differs;
+//   - off checks nothing.
+//
+// A file without a manifest loads as it is. Either check hashes the
+// memory mapping the model reads; Close stops the background and closes
+// the file. An error from a check wraps ErrAltered.
+func OpenModel(path, mode string, o model.Options, progress func(done, total int64)) (*model.Model, error) {
+	switch mode {
+	case "off":
+		return model.Open(path, o)
+	case "full", "lazy":
+	default:
+		return nil, fmt.Errorf("wquant: verify mode %q: want full, lazy or off", mode)
+	}
+	f, err := gguf.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	stop := func() {}
+	fail := func(err error) (*model.Model, error) {
+		stop()
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if mode == "full" {
+		if _, err := Verify(context.Background(), f, VerifyOptions{Progress: progress}); err != nil && !errors.Is(err, ErrNoManifest) {
+			return fail(err)
+		}
+	} else {
+		m, err := ReadManifest(f)
+		switch {
+		case errors.Is(err, ErrNoManifest):
+		case err != nil:
+			return fail(err)
+		default:
+			if err := m.CheckMetadata(f); err != nil {
+				return fail(err)
+			}
+			threads := o.Threads
+			if threads <= 0 {
+				threads = runtime.NumCPU()
+			}
+			bg := m.Start(f, BackgroundOptions{Workers: runtime.NumCPU() - threads})
+			o.FirstUse, stop = bg.Check, bg.Stop
+		}
+	}
+	then := o.OnClose
+	o.OnClose = func() {
+		stop()
+		f.Close()
+		if then != nil {
+			then()
+		}
+	}
+	mod, err := model.New(f, o)
+	if err != nil {
+		return fail(err)
+	}
+	return mod, nil
+}
