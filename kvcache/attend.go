@@ -46,6 +46,9 @@ type attention struct {
 	// lse, if set, receives each query head's log-sum-exp of its scaled
 	// scores when Attend finishes it (Compacted's attendLSE).
 	lse []float32
+	// split, if set, is the thread count slices are cut for in place of
+	// the pool's: a pool's slicing measured on one goroutine.
+	split int
 }
 
 // setBias gives the first len(b[h]) positions of KV head h the logit
@@ -61,6 +64,24 @@ func (a *attention) biasScores(s []float32, hi, t0 int, scale float32) {
 	b := a.bias[hi]
 	for i := range min(len(s), len(b)-t0) {
 		s[i] += half.F16ToF32(half.F16(b[t0+i])) / scale
+	}
+}
+
+// queryPrep is a KV head's group of queries set up for its key store
+// (preparedKeys) once per attention step and shared, read-only, by the
+// step's slices of positions.
+type queryPrep struct {
+	qs    [][]float32 // the group's queries
+	lanes quant.LaneQueries
+	mean  meanPlan
+}
+
+// setQueries points p.qs at the g queries of KV head hi's group in q (d
+// values each).
+func (p *queryPrep) setQueries(q []float32, hi, g, d int) {
+	p.qs = p.qs[:0]
+	for j := range g {
+		p.qs = append(p.qs, q[(hi*g+j)*d:(hi*g+j+1)*d])
 	}
 }
 
@@ -83,6 +104,9 @@ func (a *attention) SetPool(p *tensor.Pool) { a.pool = p }
 // minSlice, one when the work is too small to share.
 func (a *attention) slices(s Shape, n int) int {
 	threads := a.pool.Threads()
+	if a.split > 0 {
+		threads = a.split
+	}
 	if threads <= s.KVHeads || n*s.Group()*s.HeadDim < minParallelWork {
 		return 1
 	}
@@ -102,11 +126,19 @@ func bounds(i, k, n int) (t0, t1 int) {
 	return at(i), at(i + 1)
 }
 
-// run computes attention for all query heads: task(ws, hi, t0, t1, parts)
-// fills one Partial per query head of KV head hi's group (each Reset to
-// accLen) from positions [t0, t1), scratch in ws; finish(hi, j, p) writes
-// query head hi·g+j's output from its merged Partial.
-func (a *attention) run(s Shape, n, accLen int, task func(ws *workspace, hi, t0, t1 int, parts []Partial), finish func(hi, j int, p *Partial)) {
+// run computes attention for all query heads: prep(hi), if prep is not
+// nil, sets up what KV head hi's tasks share (the group's queries
+// prepared for its key store), once per head and before any of them;
+// task(ws, hi, t0, t1, parts) fills one Partial per query head of KV head
+// hi's group (each Reset to accLen) from positions [t0, t1), scratch in
+// ws; finish(hi, j, p) writes query head hi·g+j's output from its merged
+// Partial.
+//
+// With one slice per head, a head's task makes its own set-up and
+// finishes its heads. With more, the set-up runs first (the heads on the
+// pool, a single head on the caller), then the slices; the caller merges
+// the slices' Partials in slice order and finishes.
+func (a *attention) run(s Shape, n, accLen int, prep func(hi int), task func(ws *workspace, hi, t0, t1 int, parts []Partial), finish func(hi, j int, p *Partial)) {
 	g := s.Group()
 	if lse := a.lse; lse != nil {
 		out := finish
@@ -126,12 +158,18 @@ func (a *attention) run(s Shape, n, accLen int, task func(ws *workspace, hi, t0,
 	if need := pool.Threads(); len(a.work) < need {
 		a.work = append(a.work, make([]workspace, need-len(a.work))...)
 	}
+	if prep != nil && k > 1 {
+		pool.Run(s.KVHeads, func(hi, _ int) { prep(hi) })
+	}
 	pool.Run(s.KVHeads*k, func(ti, w int) {
 		hi, si := ti/k, ti%k
 		t0, t1 := bounds(si, k, n)
 		parts := a.parts[ti*g : (ti+1)*g]
 		for j := range parts {
 			parts[j].Reset(accLen)
+		}
+		if prep != nil && k == 1 {
+			prep(hi)
 		}
 		task(&a.work[w], hi, t0, t1, parts)
 		if k == 1 {

@@ -121,7 +121,9 @@ func TestBounds(t *testing.T) {
 // goroutine, within float rounding: 1e-5 of the output's RMS plus the
 // element's magnitude (the slices sum their terms in another order and
 // normalise once per slice: a few float32 ulps, 2^-24 each, per term), at lengths where slices fall in the compressed
-// part, the window, and across the two, for 1 and 2 KV heads.
+// part, the window, and across the two, for 1 and 2 KV heads, with and
+// without a rope; the slices share their KV head's queries prepared once
+// (preparedKeys) where there is more than one slice per head.
 func TestAttendParallel(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
 	names := append([]string{"f32", "f16"}, FormatNames()...)
@@ -131,7 +133,10 @@ func TestAttendParallel(t *testing.T) {
 			p.Close()
 		}
 	}()
-	for _, sh := range []Shape{{QHeads: 4, KVHeads: 1, HeadDim: 128}, {QHeads: 8, KVHeads: 2, HeadDim: 64}} {
+	// the third shape has a rope (the turbo formats' centring term) and
+	// groups of 3 queries (a padded group of four)
+	for _, sh := range []Shape{{QHeads: 4, KVHeads: 1, HeadDim: 128}, {QHeads: 8, KVHeads: 2, HeadDim: 64},
+		{QHeads: 6, KVHeads: 2, HeadDim: 64, Rope: testRope(t, 64, 64, false)}} {
 		ks, vs := kvData(r, sh, 1400, true)
 		for _, name := range names {
 			spec := specFor(t, name, 64)
@@ -226,6 +231,44 @@ func BenchmarkAttendThreads(b *testing.B) {
 				}
 			})
 			p.Close()
+		}
+	}
+}
+
+// att returns the attention a cache embeds (Dense, Compressed).
+func (a *attention) att() *attention { return a }
+
+// BenchmarkAttendSlices: one attention step of the embedded model's
+// shape at 16k tokens cut into the slices of 1 and of 16 threads, every
+// slice run on the one goroutine (attention.split): the difference is
+// what 15 more slices cost in all (the per-slice set-up, partial sums and
+// merges), which a 16-thread step pays on its critical path once per
+// slice it waits for.
+func BenchmarkAttendSlices(b *testing.B) {
+	sh := Shape{QHeads: 4, KVHeads: 1, HeadDim: 128}
+	sh.Rope = testRope(b, sh.HeadDim, sh.HeadDim, false)
+	r := rand.New(rand.NewPCG(1, 1))
+	ks, vs := rotatingKeys(r, sh, sh.Rope, 16384, 4)
+	q := randQuery(r, sh)
+	out := make([]float32, len(q))
+	for _, name := range []string{"f16", "turbo3.5", "turbo2.5"} {
+		c, err := newTestCache(name, specFor(b, name, 0), sh)
+		if err != nil {
+			b.Fatal(err)
+		}
+		for i := range ks {
+			if err := c.Append(ks[i], vs[i]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		a := c.(interface{ att() *attention }).att()
+		for _, k := range []int{1, 16} {
+			a.split = k
+			b.Run(fmt.Sprintf("%s/slices=%d", name, k), func(b *testing.B) {
+				for b.Loop() {
+					c.Attend(out, q, 0.088)
+				}
+			})
 		}
 	}
 }

@@ -96,5 +96,17 @@ func (s *centeredKeys) score(dst, qs [][]float32, t0 int) {
 	s.rope.meanScores(dst, qs, s.mu, t0)
 }
 
+// prepare sets up the inner store's queries and the mean's share.
+func (s *centeredKeys) prepare(p *queryPrep) {
+	prepareKeys(s.inner, p)
+	s.rope.plan(&p.mean, p.qs, s.mu)
+}
+
+// scoreWith is score with the set-up prepare made.
+func (s *centeredKeys) scoreWith(dst [][]float32, p *queryPrep, t0 int) {
+	scorePrepared(s.inner, dst, p, t0)
+	p.mean.add(dst, t0)
+}
+
 // bytes returns the inner store's bytes (the cache counts the mean).
 func (s *centeredKeys) bytes() int { return s.inner.bytes() }

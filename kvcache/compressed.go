@@ -60,7 +60,8 @@ type Compressed struct {
 	corr    quant.Correction
 	n, nc   int
 	heads   []*head
-	scratch []float32 // f16 → f32 conversion when moving tokens
+	scratch []float32   // f16 → f32 conversion when moving tokens
+	preps   []queryPrep // per KV head: Attend's queries set up for its keys
 	attention
 }
 
@@ -363,12 +364,23 @@ func (c *Compressed) Attend(out, q []float32, scale float32) {
 	if nc > 0 {
 		al = c.heads[0].values.accLen()
 	}
-	c.run(c.shape, n, al+d, func(ws *workspace, hi, t0, t1 int, parts []Partial) {
+	if len(c.preps) < len(c.heads) {
+		c.preps = make([]queryPrep, len(c.heads))
+	}
+	var prep func(hi int)
+	if nc > 0 {
+		prep = func(hi int) {
+			p := &c.preps[hi]
+			p.setQueries(q, hi, g, d)
+			prepareKeys(c.heads[hi].keys, p)
+		}
+	}
+	c.run(c.shape, n, al+d, prep, func(ws *workspace, hi, t0, t1 int, parts []Partial) {
 		h := c.heads[hi]
 		mc := max(0, min(t1, nc)-t0) // compressed positions in the slice
 		ws.group(q, hi, g, d, t1-t0, mc, al, parts)
 		if mc > 0 {
-			h.keys.score(ws.cs, ws.qs, t0)
+			scorePrepared(h.keys, ws.cs, &c.preps[hi], t0)
 		}
 		// the slice's window rows (fp16), if it reaches the window
 		w0, w1 := h.off+max(t0, nc)-nc, h.off+max(t1, nc)-nc

@@ -240,15 +240,26 @@ func (m *meanTurns) turned(dst []float64, t int) {
 	}
 }
 
-// ropeScratch is one meanScores call's scratch.
+// meanPlan is the part of meanScores that depends on the queries and
+// the mean alone, not on the positions: made once per attention step
+// (Rope.plan) and shared, read-only, by every slice of positions.
+type meanPlan struct {
+	r      *Rope
+	nq     int          // queries
+	groups int          // groups of four queries
+	z      []complex128 // per query (padded to fours) and pair: conj(q̃)·μ̃
+	y      []float32    // per group, node, query: the slow pairs' node weights (Re, then −Im)
+	base   []float32    // per query: ⟨q, μ⟩ over the unrotated coordinates (all of them without a Rope)
+}
+
+// ropeScratch is one slice's scratch for meanPlan.add (and meanScores'
+// plan).
 type ropeScratch struct {
-	z    []complex128 // per query and pair: conj(q̃)·μ̃
-	wr   []float64    // per query and exact pair: the span's weight z·e^(i·s·ω)
+	plan meanPlan
+	wr   []float64 // per query and exact pair: the span's weight z·e^(i·s·ω)
 	wi   []float64
-	y    []float32 // per group, node, query: the slow pairs' node weights (Re, then −Im)
 	n    []float32 // per group, node, query: the node sums of a block's chunks
 	kw   []float32 // per query: the chunk kernel's weights (rows each)
-	base []float32 // per query: ⟨q, μ⟩ over the unrotated coordinates
 	out  []float32 // a partial chunk's sums, 4 queries
 }
 
@@ -287,72 +298,111 @@ func (r *Rope) blockTurns(b int) []float32 {
 
 // meanScores adds ⟨qs[j], m_t⟩ to dst[j][i] for t = t0+i and every query
 // j, where m_t is the vector centred keys subtract at t (meanTurns, from
-// the mean mu): the mean's share of each score. Queries go in fours (a
-// short last group padded with zero weights). Per query and pair,
-// z = conj(q̃)·μ̃; a chunk's terms are one turnAdd4 call over the rows of
-// the table, with weights
+// the mean mu): the mean's share of each score (plan, then add). A nil
+// Rope adds ⟨q, mu⟩.
+func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
+	if r == nil {
+		var p meanPlan
+		r.plan(&p, qs, mu)
+		p.add(dst, t0)
+		return
+	}
+	sc, _ := r.scratch.Get().(*ropeScratch)
+	if sc == nil {
+		sc = &ropeScratch{}
+	}
+	defer r.scratch.Put(sc)
+	r.plan(&sc.plan, qs, mu)
+	sc.plan.add(dst, t0)
+}
+
+// plan sets p up for the queries qs and the mean mu, reusing p's
+// storage. Queries go in fours (a short last group padded with zero
+// weights). Per query and pair, z = conj(q̃)·μ̃; per group, node k and
+// query, the slow pairs' weights Re and −Im of z·e^(i·x_k·ω) (add's node
+// sums).
+func (r *Rope) plan(p *meanPlan, qs [][]float32, mu []float32) {
+	p.r, p.nq = r, len(qs)
+	p.base = grown(p.base, len(qs))
+	if r == nil {
+		for j, q := range qs {
+			p.base[j] = tensor.DotF32(q, mu)
+		}
+		return
+	}
+	np, ps := len(r.freqs), len(r.slow)
+	p.groups = (len(qs) + 3) / 4
+	p.z = grown(p.z, 4*p.groups*np)
+	p.y = grown(p.y, p.groups*ropeNodes*4*2*ps)
+	clear(p.z)
+	clear(p.base)
+	for j, q := range qs {
+		for i := range np {
+			a, b := r.pair(i)
+			p.z[j*np+i] = complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b]))
+		}
+		if r.unrotated {
+			p.base[j] = tensor.DotF32(q[2*np:], mu[2*np:])
+		}
+	}
+	for g := range p.groups {
+		for k := range ropeNodes {
+			turn := r.nodeTurn[k]
+			for jj := range 4 {
+				y := p.y[((g*ropeNodes+k)*4+jj)*2*ps:][:2*ps]
+				if 4*g+jj >= len(qs) {
+					clear(y)
+					continue
+				}
+				z := p.z[(4*g+jj)*np:]
+				for s, i := range r.slow {
+					v := z[i] * turn[s]
+					y[s], y[ps+s] = float32(real(v)), float32(-imag(v))
+				}
+			}
+		}
+	}
+}
+
+// add adds the mean's share of the scores of p's queries at the
+// positions t0, t0+1, … to dst (a row per query). A chunk's terms are
+// one turnAdd4 call over the rows of the table, with weights
 //   - exact pair: u = Re w, v = −Im w, w = z·e^(i·s·ω) at the span start
 //     s (⟨q, R_t·μ⟩ = Σ cos(jω)·u + sin(jω)·v for t = s+j);
 //   - node k: N_k = Re Σ_slow z·e^(i·(c+x_k)·ω) at the chunk start c,
 //     itself one turnAdd4 call per block of ropeChunk chunks over the
-//     block's turns (blockTurns), with weights Re and −Im of z·e^(i·x_k·ω);
+//     block's turns (blockTurns), with the plan's node weights;
 //   - the row of ones: ⟨q, μ⟩ over the unrotated coordinates.
 //
-// A nil Rope adds ⟨q, mu⟩.
-func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
+// Slices of one step call it at once, each with scratch of its own.
+func (p *meanPlan) add(dst [][]float32, t0 int) {
 	n := len(dst[0])
 	if n == 0 {
 		return
 	}
+	r := p.r
 	if r == nil {
-		for j, q := range qs {
-			c := tensor.DotF32(q, mu)
+		for j := range dst {
+			c := p.base[j]
 			for i := range dst[j] {
 				dst[j][i] += c
 			}
 		}
 		return
 	}
-	p, pe, ps := len(r.freqs), len(r.exact), len(r.slow)
-	groups := (len(qs) + 3) / 4
+	np, pe, ps := len(r.freqs), len(r.exact), len(r.slow)
+	groups := p.groups
 	nq := 4 * groups
 	sc, _ := r.scratch.Get().(*ropeScratch)
 	if sc == nil {
 		sc = &ropeScratch{}
 	}
 	defer r.scratch.Put(sc)
-	sc.z = grown(sc.z, nq*p)
 	sc.wr = grown(sc.wr, nq*pe)
 	sc.wi = grown(sc.wi, nq*pe)
-	sc.y = grown(sc.y, groups*ropeNodes*4*2*ps)
 	sc.n = grown(sc.n, groups*ropeNodes*4*ropeChunk)
 	sc.kw = grown(sc.kw, nq*r.rows)
-	sc.base = grown(sc.base, nq)
 	sc.out = grown(sc.out, 4*ropeChunk)
-	clear(sc.z)
-	clear(sc.base)
-	for j, q := range qs {
-		for i := range p {
-			a, b := r.pair(i)
-			sc.z[j*p+i] = complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b]))
-		}
-		if r.unrotated {
-			sc.base[j] = tensor.DotF32(q[2*p:], mu[2*p:])
-		}
-	}
-	// Node weights per group, node and query: Re and −Im of z·e^(i·x_k·ω).
-	for g := range groups {
-		for k := range ropeNodes {
-			for jj := range 4 {
-				y := sc.y[((g*ropeNodes+k)*4+jj)*2*ps:][:2*ps]
-				z := sc.z[(4*g+jj)*p:]
-				for s, i := range r.slow {
-					v := z[i] * r.nodeTurn[k][s]
-					y[s], y[ps+s] = float32(real(v)), float32(-imag(v))
-				}
-			}
-		}
-	}
 	end := t0 + n
 	span := -1
 	var dummy [ropeChunk]float32
@@ -364,7 +414,7 @@ func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
 				for k := range ropeNodes {
 					i := (g*ropeNodes + k) * 4
 					turnAdd4(&[4][]float32{sc.n[i*ropeChunk:], sc.n[(i+1)*ropeChunk:], sc.n[(i+2)*ropeChunk:], sc.n[(i+3)*ropeChunk:]},
-						sc.y[i*2*ps:(i+4)*2*ps], 2*ps, turns, ropeChunk, true)
+						p.y[i*2*ps:(i+4)*2*ps], 2*ps, turns, ropeChunk, true)
 				}
 			}
 		}
@@ -382,7 +432,7 @@ func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
 				for j := range nq {
 					wr, wi := sc.wr[j*pe+e], sc.wi[j*pe+e]
 					if span < 0 {
-						wr, wi = real(sc.z[j*p+i]), imag(sc.z[j*p+i])
+						wr, wi = real(p.z[j*np+i]), imag(p.z[j*np+i])
 					}
 					wr, wi = wr*sr-wi*si, wr*si+wi*sr
 					sc.wr[j*pe+e], sc.wi[j*pe+e] = wr, wi
@@ -402,14 +452,17 @@ func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
 					kw[2*pe+k] = sc.n[((g*ropeNodes+k)*4+jj)*ropeChunk+blockChunk]
 				}
 				if r.unrotated {
-					kw[r.rows-1] = sc.base[j]
+					kw[r.rows-1] = 0
+					if j < p.nq {
+						kw[r.rows-1] = p.base[j]
+					}
 				}
 			}
 			kw := sc.kw[4*g*r.rows : 4*(g+1)*r.rows]
 			var out [4][]float32
 			if lo == c && hi == c+ropeChunk {
 				for jj := range 4 {
-					if j := 4*g + jj; j < len(qs) {
+					if j := 4*g + jj; j < p.nq {
 						out[jj] = dst[j][c-t0:]
 					} else {
 						out[jj] = dummy[:]
@@ -423,7 +476,7 @@ func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
 			}
 			turnAdd4(&out, kw, r.rows, r.table[col:], ropeSpan, true)
 			for jj := range 4 {
-				if j := 4*g + jj; j < len(qs) {
+				if j := 4*g + jj; j < p.nq {
 					d := dst[j][lo-t0 : hi-t0]
 					for i, v := range out[jj][lo-c : hi-c] {
 						d[i] += v

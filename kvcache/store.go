@@ -38,6 +38,35 @@ type valueStore interface {
 	bytes() int
 }
 
+// preparedKeys is a keyStore whose per-query set-up (rotating the
+// queries, the centring term's weights) can be made once per attention
+// step and shared by every slice of positions scored with it.
+type preparedKeys interface {
+	// prepare sets p up for the queries p.qs.
+	prepare(p *queryPrep)
+	// scoreWith is score with the queries prepare set up; slices of one
+	// step call it at once.
+	scoreWith(dst [][]float32, p *queryPrep, t0 int)
+}
+
+// prepareKeys sets p up for k's scoring of the queries p.qs, where k
+// has a set-up to share.
+func prepareKeys(k keyStore, p *queryPrep) {
+	if pk, ok := k.(preparedKeys); ok {
+		pk.prepare(p)
+	}
+}
+
+// scorePrepared scores the queries of p (set up by prepareKeys) against
+// k's keys from t0, as k.score does.
+func scorePrepared(k keyStore, dst [][]float32, p *queryPrep, t0 int) {
+	if pk, ok := k.(preparedKeys); ok {
+		pk.scoreWith(dst, p, t0)
+		return
+	}
+	k.score(dst, p.qs, t0)
+}
+
 // scoreChunk is the number of tokens a group of queries scores before
 // moving on, so that the group's passes over the keys hit cache: 256
 // codes of 56 bytes (turbo3.5) are 14 KiB.
@@ -124,6 +153,18 @@ func (s *laneKeys) bytes() int             { return s.l.Bytes() }
 func (s *laneKeys) score(dst, qs [][]float32, t0 int) {
 	if err := s.l.Score(dst, qs, t0); err != nil {
 		panic(err) // positions and lengths are the cache's own: a bug
+	}
+}
+
+func (s *laneKeys) prepare(p *queryPrep) {
+	if err := s.l.PrepareQueries(&p.lanes, p.qs); err != nil {
+		panic(err) // lengths are the cache's own: a bug
+	}
+}
+
+func (s *laneKeys) scoreWith(dst [][]float32, p *queryPrep, t0 int) {
+	if err := s.l.ScorePrepared(dst, &p.lanes, t0); err != nil {
+		panic(err)
 	}
 }
 

@@ -25,11 +25,12 @@ import (
 type Lanes struct {
 	q     Quantizer
 	parts []lanePart
-	code  int    // bytes of one code
-	block int    // bytes of one block
-	data  []byte // whole blocks, then laneSlack bytes
-	n     int    // tokens held
-	tmp   []byte // codes being added
+	segs  []segment // the quantizer's segments, as parts
+	code  int       // bytes of one code
+	block int       // bytes of one block
+	data  []byte    // whole blocks, then laneSlack bytes
+	n     int       // tokens held
+	tmp   []byte    // codes being added
 }
 
 // lanePart is one segment in a block, as the kernel reads it (176
@@ -65,7 +66,7 @@ func NewLanes(q Quantizer) *Lanes {
 	if segs == nil {
 		return nil
 	}
-	l := &Lanes{q: q, code: q.Bytes()}
+	l := &Lanes{q: q, code: q.Bytes(), segs: segs}
 	at, qoff := 0, 0
 	for _, sg := range segs {
 		p := sg.part
@@ -165,47 +166,92 @@ func setBits(dst []byte, bit, b int, v uint32) {
 	}
 }
 
-// Score sets dst[j][i] to the estimate of ⟨qs[j], x_(t0+i)⟩ for the
-// len(dst[0]) tokens from t0 (a multiple of 16), four queries per pass
-// over the blocks (a short last group padded with zero queries).
-func (l *Lanes) Score(dst, qs [][]float32, t0 int) error {
-	n := len(dst[0])
-	if t0%laneBlock != 0 || t0 < 0 || t0+n > l.n {
-		return fmt.Errorf("quant: lanes: scoring tokens [%d, %d) of %d", t0, t0+n, l.n)
-	}
+// LaneQueries holds queries set up for Lanes' scoring kernel: turned into
+// each segment's basis and interleaved four to a coordinate, per group of
+// four queries (a short last group padded with zeros). PrepareQueries
+// fills it once; every range of tokens ScorePrepared scores with it then
+// shares that work, as the slices of one attention step do.
+type LaneQueries struct {
+	qi   []float32 // per group of four: 4·dim values per segment
+	n    int       // queries
+	size int       // values per group
+	x, y []float32 // scratch: a segment's turned and gathered query
+}
+
+// Len returns the number of queries lq holds.
+func (lq *LaneQueries) Len() int { return lq.n }
+
+// PrepareQueries sets lq to the queries qs (each of the quantizer's
+// dimension) in the kernel's layout, reusing lq's storage.
+func (l *Lanes) PrepareQueries(lq *LaneQueries, qs [][]float32) error {
 	for _, q := range qs {
 		if err := checkLen(l.q.Name()+" query", len(q), l.q.Dim()); err != nil {
 			return err
 		}
 	}
-	segs := segments(l.q, 0, nil)
-	qsize := 0
+	size := 0
 	for _, p := range l.parts {
-		qsize += 4 * p.dim
+		size += 4 * p.dim
 	}
-	qi := make([]float32, qsize)
+	groups := (len(qs) + 3) / 4
+	lq.n, lq.size = len(qs), size
+	if cap(lq.qi) < groups*size {
+		lq.qi = make([]float32, groups*size)
+	}
+	lq.qi = lq.qi[:groups*size]
+	clear(lq.qi)
+	for pi, p := range l.parts {
+		sg := l.segs[pi]
+		if cap(lq.x) < p.dim {
+			lq.x = make([]float32, p.dim)
+		}
+		x := lq.x[:p.dim]
+		for j, q := range qs {
+			if sg.sel != nil {
+				if cap(lq.y) < len(sg.sel) {
+					lq.y = make([]float32, len(sg.sel))
+				}
+				y := lq.y[:len(sg.sel)]
+				gather(y, q, sg.sel)
+				q = y
+			}
+			sg.apply(x, q)
+			qi := lq.qi[j/4*size+p.qoff/4:]
+			for k, v := range x {
+				qi[4*k+j%4] = v
+			}
+		}
+	}
+	return nil
+}
+
+// Score sets dst[j][i] to the estimate of ⟨qs[j], x_(t0+i)⟩ for the
+// len(dst[0]) tokens from t0 (a multiple of 16), four queries per pass
+// over the blocks (a short last group padded with zero queries).
+func (l *Lanes) Score(dst, qs [][]float32, t0 int) error {
+	var lq LaneQueries
+	if err := l.PrepareQueries(&lq, qs); err != nil {
+		return err
+	}
+	return l.ScorePrepared(dst, &lq, t0)
+}
+
+// ScorePrepared is Score with the queries set up by PrepareQueries (on
+// this Lanes or one of the same quantizer): dst holds one row per query.
+func (l *Lanes) ScorePrepared(dst [][]float32, lq *LaneQueries, t0 int) error {
+	n := len(dst[0])
+	if t0%laneBlock != 0 || t0 < 0 || t0+n > l.n {
+		return fmt.Errorf("quant: lanes: scoring tokens [%d, %d) of %d", t0, t0+n, l.n)
+	}
+	if len(dst) != lq.n || len(lq.qi) != (lq.n+3)/4*lq.size {
+		return fmt.Errorf("quant: lanes: %d score rows for %d prepared queries", len(dst), lq.n)
+	}
 	var tmp [4][laneBlock]float32 // a partial last block's scores
 	full := n / laneBlock
 	blocks := l.data[t0/laneBlock*l.block:]
-	for g := 0; g < len(qs); g += 4 {
-		clear(qi)
-		for pi, p := range l.parts {
-			sg := segs[pi]
-			x := make([]float32, p.dim)
-			for j := range min(4, len(qs)-g) {
-				q := qs[g+j]
-				if sg.sel != nil {
-					y := make([]float32, len(sg.sel))
-					gather(y, q, sg.sel)
-					q = y
-				}
-				sg.apply(x, q)
-				for k, v := range x {
-					qi[p.qoff/4+4*k+j] = v
-				}
-			}
-		}
-		nq := min(4, len(qs)-g)
+	for g := 0; g < lq.n; g += 4 {
+		qi := lq.qi[g/4*lq.size : (g/4+1)*lq.size]
+		nq := min(4, lq.n-g)
 		if full > 0 {
 			var o [4][]float32
 			for j := range nq {

@@ -89,10 +89,12 @@ func mustQ8(t *testing.T, d int) Quantizer {
 // TestLanesScore: Lanes' scores equal each query's own Scorer on the same
 // codes (the same estimate summed in another order: 1e-4 of the scores'
 // scale), for 1 to 6 queries, from block starts, over whole and partial
-// blocks.
+// blocks; every other span is scored with one LaneQueries prepared once
+// per query set and reused across quantizers and query counts.
 func TestLanesScore(t *testing.T) {
 	r := rand.New(rand.NewPCG(23, 24))
 	const d, n = 128, 70
+	var lq LaneQueries // reused across quantizers and query counts
 	for _, q := range laneQuantizers(t, d) {
 		l := NewLanes(q)
 		xs := randomVectors(r, n, d, 1)
@@ -108,7 +110,10 @@ func TestLanesScore(t *testing.T) {
 			for j := range qs {
 				qs[j] = randomVectors(r, 1, d, 1)
 			}
-			for _, span := range [][2]int{{0, n}, {16, 33}, {48, 22}, {64, 6}, {32, 0}} {
+			if err := l.PrepareQueries(&lq, qs); err != nil {
+				t.Fatal(err)
+			}
+			for si, span := range [][2]int{{0, n}, {16, 33}, {48, 22}, {64, 6}, {32, 0}} {
 				t0, m := span[0], span[1]
 				got := make([][]float32, nq)
 				for j := range got {
@@ -119,7 +124,12 @@ func TestLanesScore(t *testing.T) {
 				for j := range dst {
 					dst[j] = got[j][:m]
 				}
-				if err := l.Score(dst, qs, t0); err != nil {
+				// Score, and the queries prepared once for every span
+				score := func() error { return l.Score(dst, qs, t0) }
+				if si%2 == 1 {
+					score = func() error { return l.ScorePrepared(dst, &lq, t0) }
+				}
+				if err := score(); err != nil {
 					t.Fatal(err)
 				}
 				for j, qq := range qs {
@@ -144,7 +154,8 @@ func TestLanesScore(t *testing.T) {
 }
 
 // TestLanesScoreErrors: a start off a block boundary, a range past the
-// tokens held and a query of the wrong length are refused.
+// tokens held, a query of the wrong length and score rows that do not
+// match the prepared queries are refused.
 func TestLanesScoreErrors(t *testing.T) {
 	q, _ := NewTurboMSE(64, 3, Options{Seed: 1})
 	l := NewLanes(q)
@@ -162,6 +173,16 @@ func TestLanesScoreErrors(t *testing.T) {
 	}
 	if err := l.Score([][]float32{make([]float32, 8)}, good, 32); err != nil {
 		t.Errorf("Score of [32, 40): %v", err)
+	}
+	var lq LaneQueries
+	if err := l.PrepareQueries(&lq, [][]float32{make([]float32, 63)}); err == nil {
+		t.Error("PrepareQueries of a query of 63: no error")
+	}
+	if err := l.PrepareQueries(&lq, [][]float32{good[0], good[0]}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.ScorePrepared([][]float32{make([]float32, 8)}, &lq, 32); err == nil {
+		t.Error("ScorePrepared of 1 score row for 2 prepared queries: no error")
 	}
 }
 
