@@ -3,17 +3,23 @@ package model
 import (
 	"errors"
 	"fmt"
+	"math"
+
+	"github.com/turbomem/turbomem/kvcache"
 )
 
 // Batch runs one step of several sessions together: their tokens go
 // through the layers as the rows of one chunk, so each weight matrix is
 // read once per step for all of them (a matrix product over every row),
 // while each row attends with its own session's caches at its own
-// position. It is the same layer code as Session.Forward's: with float
-// weights the logits are Forward's bit for bit; with quantized weights
-// the products group rows (four per pass over a weight row) and quantize
-// activations to 8 bits, so a row's logits can move by a rounding step
-// with the rows beside it, as they do between Forward calls chunked
+// position; the step's one-row sessions attend side by side, one
+// parallel region for all of them (attendRows). It is the same layer
+// code as Session.Forward's: with float weights the logits are Forward's
+// bit for bit; with quantized weights the products take other kernels for
+// several rows than for one (Q8_0 weights: a pass over each weight row
+// for up to 16 rows at once, read as stored) and quantize activations to
+// 8 bits, so a row's logits can move by a rounding step with the number
+// of rows beside it, as they do between Forward calls chunked
 // differently. A Batch holds the step's buffers; it is not safe for
 // concurrent use.
 type Batch struct {
@@ -27,6 +33,10 @@ type batchRows struct {
 	pos    []int
 	logits []int   // rows whose logits are wanted, ascending
 	errs   []error // per row, set by fail
+	// attendRows's scratch: the rows of sessions with one row in the
+	// chunk, and the [first, end) rows of the others
+	singles []int
+	multis  [][2]int
 }
 
 func (r *batchRows) fail(i int, err error) { r.errs[i] = err }
@@ -126,3 +136,98 @@ func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, 
 	}
 	return logits, errs
 }
+
+// attendRows is attend for the rows of a Batch chunk (each row's own
+// session's caches, at its own position). A session with one row in the
+// chunk (a decode step) is a task of one parallel region that rotates,
+// appends and attends its row on one goroutine, its caches' own pools set
+// aside: one region for the whole step's attention instead of one or
+// none per row, the rows' caches working side by side. A session with
+// several rows (a prompt joining the step) goes after, its rows appended
+// in order and attended over the pool, at once where its cache can
+// (kvcache.LastAttender). When few single rows have long contexts, each
+// is attended in turn over the whole pool instead, as a lone session's
+// would be (flash-decoding across the pool beats two or three rows side
+// by side).
+func (s *Session) attendRows(li, n int, rows *batchRows) {
+	c := &s.m.Config
+	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
+	pool := s.opts().Pool
+	// The chunk's rows are each session's rows one after another: cut
+	// them into spans of one session.
+	singles, multis := rows.singles[:0], rows.multis[:0]
+	longest := 0
+	for i := 0; i < n; {
+		j := i + 1
+		for j < n && rows.seq[j] == rows.seq[i] {
+			j++
+		}
+		if j == i+1 {
+			singles = append(singles, i)
+			longest = max(longest, rows.pos[i])
+		} else {
+			multis = append(multis, [2]int{i, j})
+		}
+		i = j
+	}
+	rows.singles, rows.multis = singles, multis
+	one := func(i int, alone bool) {
+		s.ropeRows(i, i+1) // one row: on this goroutine
+		seq := rows.seq[i]
+		cache := seq.caches[li]
+		if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
+			rows.fail(i, err)
+			clear(s.att[i*qd : (i+1)*qd])
+			return
+		}
+		if alone {
+			cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
+			return
+		}
+		kvcache.UsePool(cache, nil)
+		cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
+		kvcache.UsePool(cache, seq.opts().Pool)
+	}
+	threads := pool.Threads()
+	if len(singles) >= 2 && (2*len(singles) >= threads || longest < sideBySideContext) {
+		pool.Run(len(singles), func(t, _ int) { one(singles[t], false) })
+	} else {
+		for _, i := range singles {
+			one(i, true)
+		}
+	}
+	for _, sp := range multis {
+		i0, i1 := sp[0], sp[1]
+		seq := rows.seq[i0]
+		cache := seq.caches[li]
+		last, whole := cache.(kvcache.LastAttender)
+		if !whole {
+			for i := i0; i < i1; i++ {
+				one(i, true)
+			}
+			continue
+		}
+		s.ropeRows(i0, i1)
+		appended := true
+		for i := i0; i < i1 && appended; i++ {
+			if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
+				// The session is lost (Forward drops it): its other rows
+				// fail with it, and its attention is not wanted.
+				for k := i0; k < i1; k++ {
+					rows.fail(k, err)
+				}
+				clear(s.att[i0*qd : i1*qd])
+				appended = false
+			}
+		}
+		if appended {
+			last.AttendLast(s.att[i0*qd:i1*qd], s.q[i0*qd:i1*qd], i1-i0, scale)
+		}
+	}
+}
+
+// sideBySideContext is the context length below which single rows are
+// attended side by side even when they are fewer than half the pool's
+// threads: a cache splits so short a context over few goroutines, if any.
+const sideBySideContext = 1024

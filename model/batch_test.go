@@ -12,7 +12,9 @@ import (
 // TestBatchMatchesSessions: several sessions stepped together by a Batch
 // (prompts of different lengths whose rows span more than one chunk, then
 // decode steps of one token each, with a session joining late) get the
-// logits that stepping each alone gives, bit for bit. The model is the
+// logits that stepping each alone gives, bit for bit (the one-row
+// sessions of a step attend side by side on the pool's goroutines, each
+// cache on its own). The model is the
 // float-weight fixture: its products are plain float sums per row,
 // whichever rows share a chunk. (With quantized weights the kernels group
 // rows in fours and quantize activations to 8 bits, so a row's logits
@@ -20,7 +22,7 @@ import (
 // result of another rounding; TestBatchOneSession checks those kernels
 // with the grouping held equal.)
 func TestBatchMatchesSessions(t *testing.T) {
-	m, err := model.Open("../testdata/llama-2-tiny-random.gguf", model.Options{})
+	m, err := model.Open("../testdata/llama-2-tiny-random.gguf", model.Options{Threads: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,5 +166,69 @@ func TestBatchErrors(t *testing.T) {
 	}
 	if full.Len() != 0 || c.Len() != 0 {
 		t.Errorf("failed sessions advanced: %d, %d", full.Len(), c.Len())
+	}
+}
+
+// TestBatchSideBySide: the one-row sessions of a Batch step attend side
+// by side on the pool's goroutines, each cache with its pool set aside;
+// on four threads they get the logits they get on one, bit for bit, for
+// every cache format (a prompt joining mid-way, rows spread over the
+// compressed and the fp16 window of a cache). Under -race it checks that
+// caches of one format share nothing they write.
+func TestBatchSideBySide(t *testing.T) {
+	var ms [2]*model.Model
+	for i, threads := range []int{1, 4} {
+		m, err := defaultmodel.Load(model.Options{Threads: threads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer m.Close()
+		ms[i] = m
+	}
+	steps := 12
+	if testing.Short() {
+		steps = 3
+	}
+	for _, kv := range []string{"f16", "turbo3.5", "q4_0"} {
+		cfg, err := kvcache.Parse(kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg, err = cfg.WithWindow(4); err != nil {
+			t.Fatal(err)
+		}
+		var logits [2][][][]float32 // per model, step, session
+		for i, m := range ms {
+			seqs := make([]*model.Session, 5)
+			for j := range seqs {
+				if seqs[j], err = m.NewSession(cfg, 64); err != nil {
+					t.Fatal(err)
+				}
+			}
+			b := m.NewBatch()
+			for step := range steps {
+				toks := make([][]int32, len(seqs))
+				for j := range toks {
+					toks[j] = []int32{int32(11 + 97*j + 13*step)}
+				}
+				if step == 1 {
+					toks[2] = []int32{5, 6, 7, 8, 9, 10} // a prompt joins
+				}
+				got, errs := b.Forward(seqs, toks)
+				for j, err := range errs {
+					if err != nil {
+						t.Fatalf("%s, step %d, session %d: %v", kv, step, j, err)
+					}
+				}
+				logits[i] = append(logits[i], got)
+			}
+		}
+		for step := range steps {
+			for j := range logits[0][step] {
+				if !slices.Equal(logits[0][step][j], logits[1][step][j]) {
+					t.Fatalf("%s, step %d, session %d: logits on four threads differ from one's", kv, step, j)
+				}
+			}
+		}
 	}
 }

@@ -3,6 +3,7 @@ package model_test
 import (
 	"fmt"
 	"os"
+	"runtime"
 	"testing"
 
 	"github.com/turbomem/turbomem/defaultmodel"
@@ -81,15 +82,19 @@ func BenchmarkPrefill(b *testing.B) {
 
 // BenchmarkBatchDecode times one Batch decode step of 1, 4 and 16
 // sequences (each after a 64-token prompt; f16 caches, and turbo3.5 as
-// the server's default) at one and two threads, in ns per token: batching
-// pays when a 16-sequence step costs far less than 16 one-sequence steps
-// (the weights are read once per step for every sequence).
+// the server's default) at one, two and (where the machine has them)
+// sixteen threads, in ns per token: batching pays when a 16-sequence
+// step costs far less than 16 one-sequence steps (the weights are read
+// once per step for every sequence).
 func BenchmarkBatchDecode(b *testing.B) {
 	ids := make([]int32, 64)
 	for i := range ids {
 		ids[i] = int32(7 + 31*i%1000)
 	}
-	for _, threads := range []int{1, 2} {
+	for _, threads := range []int{1, 2, 16} {
+		if threads > 2 && threads > runtime.NumCPU() {
+			continue
+		}
 		m := benchModel(b, threads)
 		for _, kv := range []string{"f16", "turbo3.5"} {
 			cfg, err := kvcache.Parse(kv)

@@ -354,45 +354,33 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 }
 
 // attend rotates the n tokens' queries and keys (s.q, s.k), appends keys
-// and values to layer li's cache (each row's own session's, with rows)
-// and writes each token's attention over its sequence up to it to s.att:
-// for a session's whole chunk at once where its cache can
-// (kvcache.LastAttender), else token by token. A Batch row whose cache
-// refuses its token fails alone (its sequence ends; the others go on).
+// and values to layer li's cache and writes each token's attention over
+// its sequence up to it to s.att: for the whole chunk at once where the
+// cache can (kvcache.LastAttender), else token by token. With rows (a
+// Batch chunk) attendRows does it, with each row's own session's caches.
 func (s *Session) attend(li, n int, rows *batchRows) error {
+	if rows != nil {
+		s.attendRows(li, n, rows)
+		return nil
+	}
 	c := &s.m.Config
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
 	var last kvcache.LastAttender
-	if rows == nil && n > 1 {
+	if n > 1 {
 		last, _ = s.caches[li].(kvcache.LastAttender)
 	}
-	whole := last != nil
-	s.rows(n, qd+kd, func(r0, r1 int) {
-		for i := r0; i < r1; i++ {
-			s.rope(s.q[i*qd:(i+1)*qd], c.Heads, i)
-			s.rope(s.k[i*kd:(i+1)*kd], c.KVHeads, i)
-		}
-	})
+	s.ropeRows(0, n)
+	cache := s.caches[li]
 	for i := range n {
-		seq := s
-		if rows != nil {
-			seq = rows.seq[i]
-		}
-		cache := seq.caches[li]
 		if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
-			if rows == nil {
-				return err
-			}
-			rows.fail(i, err)
-			clear(s.att[i*qd : (i+1)*qd])
-			continue
+			return err
 		}
-		if !whole {
+		if last == nil {
 			cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
 		}
 	}
-	if whole {
+	if last != nil {
 		last.AttendLast(s.att[:n*qd], s.q[:n*qd], n, scale)
 	}
 	return nil
@@ -471,6 +459,19 @@ func (s *Session) ropeTable(n int, rows *batchRows) {
 			cs[2*j], cs[2*j+1] = float32(cos), float32(sin)
 		}
 	}
+}
+
+// ropeRows rotates the queries and keys (s.q, s.k) of the chunk's
+// tokens [i0, i1), over the session's pool when there are enough.
+func (s *Session) ropeRows(i0, i1 int) {
+	c := &s.m.Config
+	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	s.rows(i1-i0, qd+kd, func(r0, r1 int) {
+		for i := i0 + r0; i < i0+r1; i++ {
+			s.rope(s.q[i*qd:(i+1)*qd], c.Heads, i)
+			s.rope(s.k[i*kd:(i+1)*kd], c.KVHeads, i)
+		}
+	})
 }
 
 // rope rotates each head of x (heads·HeadDim values) for the chunk's

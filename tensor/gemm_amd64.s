@@ -1,6 +1,7 @@
 //go:build amd64 && !purego
 
 #include "textflag.h"
+#include "hsum_amd64.h"
 
 // The tiled prefill kernel (gemm.go) with AVX-512 VNNI: per step of 64
 // elements, the four panel rows' quants and lane scales are loaded once
@@ -57,14 +58,7 @@
 
 // REDUCE stores the sum of the 16 lanes of Z to off(AX).
 #define REDUCE(Z, Y, X, off) \
-	VEXTRACTF64X4 $1, Z, Y30; \
-	VADDPS Y30, Y, Y; \
-	VEXTRACTF32X4 $1, Y, X30; \
-	VADDPS X30, X, X; \
-	VMOVHLPS X, X, X30; \
-	VADDPS X30, X, X; \
-	VPSHUFD $1, X, X30; \
-	VADDSS X30, X, X; \
+	SUM16(Z, Y, X, Y30, X30); \
 	VMOVSS X, off(AX)
 
 // func gemmKernelVNNI(q *byte, sw, mg *float32, xq *int8, sx, xg *float32, nsb int, out *[16]float32)

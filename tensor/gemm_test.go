@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -142,51 +143,58 @@ func BenchmarkGEMMKernel(b *testing.B) {
 	}
 }
 
-// TestMatMulTiled: MatMulShared with enough vectors for the tiled kernel
-// (products of every tiled type and one that is not, row counts that are
-// not multiples of the panel, a partial last group, tasks that split
-// panels) gives each vector what MatVec gives it, within 2e-5 of Σ|w·x|
-// (same integer block sums, float scaling in another order).
-func TestMatMulTiled(t *testing.T) {
-	const cols, n = 512, 2*gemmMinVectors + 3
+// TestMatMulBatched: MatMulShared with a batched decode step's few vectors
+// (the multi-row kernel for Q8_0, in one pass and in several) and with
+// enough for the tiled kernel (products of every tiled type and one that
+// is neither, a Q4_0 product before the Q8_0 one sharing its activations,
+// row counts that are not multiples of the panel, a partial last group,
+// tasks that split panels) gives each vector what MatVec gives it, within
+// 2e-5 of Σ|w·x| (same integer block sums, float scaling in another
+// order).
+func TestMatMulBatched(t *testing.T) {
+	const cols = 512
 	r := rand.New(rand.NewPCG(7, 8))
-	x := randomVector(r, n*cols)
-	var ps []Product
-	var mats [][]float32
-	for i, ty := range append(gemmTypes, F16) {
-		rows := 5 + 2*i
-		m := randomVector(r, rows*cols)
-		w, err := Encode(ty, m)
-		if err != nil {
-			t.Fatal(err)
+	types := append([]DType{F16}, gemmTypes...)
+	slices.Reverse(types) // Q4_0 before Q8_0
+	for _, n := range []int{2, 5, multiRows + 1, 2*gemmMinVectors + 3, multiMax + 3} {
+		x := randomVector(r, n*cols)
+		var ps []Product
+		var mats [][]float32
+		for i, ty := range types {
+			rows := 5 + 2*i
+			m := randomVector(r, rows*cols)
+			w, err := Encode(ty, m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ps = append(ps, Product{Out: make([]float32, n*rows), W: w, Type: ty, Rows: rows})
+			deq := make([]float32, rows*cols)
+			if err := Dequantize(ty, deq, w); err != nil {
+				t.Fatal(err)
+			}
+			mats = append(mats, deq)
 		}
-		ps = append(ps, Product{Out: make([]float32, n*rows), W: w, Type: ty, Rows: rows})
-		deq := make([]float32, rows*cols)
-		if err := Dequantize(ty, deq, w); err != nil {
-			t.Fatal(err)
-		}
-		mats = append(mats, deq)
-	}
-	for _, threads := range []int{1, 3} {
-		pool := NewPool(threads)
-		err := matMulShared(ps, cols, x, n, Options{Pool: pool, Scratch: &Scratch{}}, 1)
-		pool.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
-		one := make([]float32, 32)
-		for i, p := range ps {
-			for v := range n {
-				if err := MatVec(one[:p.Rows], p.W, p.Type, p.Rows, cols, x[v*cols:(v+1)*cols], Options{}); err != nil {
-					t.Fatal(err)
-				}
-				for row := range p.Rows {
-					var mag float64
-					for j := range cols {
-						mag += math.Abs(float64(mats[i][row*cols+j]) * float64(x[v*cols+j]))
+		for _, threads := range []int{1, 3} {
+			pool := NewPool(threads)
+			err := matMulShared(ps, cols, x, n, Options{Pool: pool, Scratch: &Scratch{}}, 1)
+			pool.Close()
+			if err != nil {
+				t.Fatal(err)
+			}
+			one := make([]float32, 32)
+			for i, p := range ps {
+				for v := range n {
+					if err := MatVec(one[:p.Rows], p.W, p.Type, p.Rows, cols, x[v*cols:(v+1)*cols], Options{}); err != nil {
+						t.Fatal(err)
 					}
-					if d := math.Abs(float64(p.Out[v*p.Rows+row] - one[row])); d > 2e-5*mag {
-						t.Fatalf("threads %d %s vector %d row %d: MatMul %g, MatVec %g", threads, p.Type, v, row, p.Out[v*p.Rows+row], one[row])
+					for row := range p.Rows {
+						var mag float64
+						for j := range cols {
+							mag += math.Abs(float64(mats[i][row*cols+j]) * float64(x[v*cols+j]))
+						}
+						if d := math.Abs(float64(p.Out[v*p.Rows+row] - one[row])); d > 2e-5*mag {
+							t.Fatalf("n %d threads %d %s vector %d row %d: MatMul %g, MatVec %g", n, threads, p.Type, v, row, p.Out[v*p.Rows+row], one[row])
+						}
 					}
 				}
 			}

@@ -18,6 +18,7 @@ type Options struct {
 type Scratch struct {
 	acts    [numActKinds][]actSet
 	groups  [numActKinds][]gemmActs // the activations packed for the tiled kernel
+	packs   []multiPack             // the Q8_0 activations packed for the multi-row kernel, per pass
 	workers []workerScratch         // per goroutine of the pool
 	preps   []prepared
 }
@@ -76,6 +77,10 @@ type rowKernel struct {
 	// dot4, where present, serves four activations in one pass over the
 	// row, for prefill.
 	dot4 func(w []byte, a *[4]*activation, out *[4]float32)
+	// multi, where present, serves rows rows against the (up to
+	// multiRows) packed activations of p, for a batched decode step
+	// (multirow.go).
+	multi func(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int)
 }
 
 var rowKernels = map[DType]rowKernel{
@@ -86,7 +91,7 @@ var rowKernels = map[DType]rowKernel{
 	Q4_1: {act: actQ8_1, dot: dotRowQ4_1},
 	Q5_0: {act: actQ8_0, dot: dotRowQ5_0},
 	Q5_1: {act: actQ8_1, dot: dotRowQ5_1},
-	Q8_0: {act: actQ8_0, dot: dotRowQ8_0, dot4: dotRowQ8_0x4, rows4: dotRowsQ8_0x4},
+	Q8_0: {act: actQ8_0, dot: dotRowQ8_0, dot4: dotRowQ8_0x4, rows4: dotRowsQ8_0x4, multi: dotQ8_0Rows},
 	Q2_K: {act: actQ8_K, dot: dotRowQ2_K},
 	Q3_K: {act: actQ8_K, dot: dotRowQ3_K},
 	Q4_K: {act: actQ8_K, dot: dotRowQ4_K},
@@ -140,14 +145,22 @@ func MatMulShared(ps []Product, cols int, x []float32, n int, opts Options) erro
 }
 
 // prepared is one Product ready to run: its kernel, row size, activations
-// (packed in groups for the tiled kernel, where it serves) and first row
-// in the numbering of all the call's rows.
+// (packed in groups for the tiled kernel, or in passes for the multi-row
+// kernel, where one serves) and first row in the numbering of all the
+// call's rows.
 type prepared struct {
 	k       rowKernel
 	rowByte int
 	acts    []*activation
 	groups  []gemmActs
+	packs   []multiPack
 	start   int
+}
+
+// useMulti reports whether a product with kernel k over n vectors takes
+// the multi-row kernel: a batched decode step's few vectors.
+func useMulti(k rowKernel, n int) bool {
+	return hasMultiRow && k.multi != nil && n >= 2 && n <= multiMax
 }
 
 // gemmMinVectors is the fewest activation vectors for which MatMul uses
@@ -206,15 +219,29 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	var made, packed [numActKinds]bool
 	ng := (n + gemmCols - 1) / gemmCols
 	for i, p := range ps {
-		if k := preps[i].k.act; tiled && canGEMM(p.Type, cols) && !packed[k] {
+		if k := preps[i].k.act; tiled && !useMulti(preps[i].k, n) && canGEMM(p.Type, cols) && !packed[k] {
 			packed[k] = true
 			scr.groups[k] = growGroups(scr.groups[k], ng)
 		}
 	}
+	// The multi-row kernel's passes: packed once, from the activations
+	// of the kind its products share (actQ8_0).
+	passes, multi, multiKind := multiPasses(n), false, actKind(0)
+	for i := range preps {
+		if useMulti(preps[i].k, n) {
+			multi, multiKind = true, preps[i].k.act
+		}
+	}
+	if multi && len(scr.packs) < passes {
+		scr.packs = append(scr.packs, make([]multiPack, passes-len(scr.packs))...)
+	}
 	for i := range preps {
 		k := preps[i].k.act
 		preps[i].acts = scr.activations(k, cols, n)
-		if packed[k] && canGEMM(ps[i].Type, cols) {
+		switch {
+		case useMulti(preps[i].k, n):
+			preps[i].packs = scr.packs[:passes]
+		case packed[k] && canGEMM(ps[i].Type, cols):
 			preps[i].groups = scr.groups[k][:ng]
 		}
 		if made[k] {
@@ -222,6 +249,13 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 		}
 		made[k] = true
 		acts, groups := preps[i].acts, scr.groups[k]
+		var packs []multiPack
+		if multi && k == multiKind {
+			packs = scr.packs[:passes]
+			for j := range packs {
+				packs[j].reset(acts[passStart(j, passes, n):passStart(j+1, passes, n)], cols)
+			}
+		}
 		tasks := min(ng, opts.Pool.Threads()*tasksPerThread, max(1, n*cols/minBytes))
 		opts.Pool.Run(tasks, func(task, _ int) {
 			for g := ng * task / tasks; g < ng*(task+1)/tasks; g++ {
@@ -229,6 +263,14 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 				for j, a := range vs {
 					v := g*gemmCols + j
 					a.set(k, x[v*cols:(v+1)*cols])
+					if packs != nil {
+						// the pass holding vector v
+						p := v * passes / n
+						for passStart(p+1, passes, n) <= v {
+							p++
+						}
+						packs[p].setVector(v-passStart(p, passes, n), a)
+					}
 				}
 				if packed[k] {
 					groups[g].set(k, vs, cols)
@@ -274,6 +316,17 @@ func rowRange(ps []Product, preps []prepared, r0, r1, cols int, ws *workerScratc
 		pp := &preps[i]
 		lo, hi := max(r0, pp.start), min(r1, pp.start+ps[i].Rows)
 		rows := ps[i].Rows
+		if pp.packs != nil {
+			if lo < hi {
+				l0, l1 := lo-pp.start, hi-pp.start
+				w := ps[i].W[l0*pp.rowByte : l1*pp.rowByte]
+				for j := range pp.packs {
+					v0 := passStart(j, len(pp.packs), len(pp.acts))
+					pp.k.multi(w, pp.rowByte, l1-l0, &pp.packs[j], ps[i].Out[v0*rows+l0:], rows)
+				}
+			}
+			continue
+		}
 		if pp.groups != nil {
 			// panels start at local rows that are multiples of gemmRows
 			first := (lo - pp.start + gemmRows - 1) / gemmRows * gemmRows

@@ -1,0 +1,20 @@
+//go:build amd64 && !purego
+
+package tensor
+
+// hasMultiRow selects the multi-row decode product (multirow.go): the
+// AVX-512 VNNI kernel; without it the row kernels serve.
+var hasMultiRow = hasVNNI
+
+//go:noescape
+func dotQ8_0RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int)
+
+// dotQ8_0RowsKernel is the kernel in use for dotQ8_0Rows's whole pairs
+// of blocks (its caller checked the bounds).
+func dotQ8_0RowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	if !hasVNNI || p.steps == 0 {
+		dotQ8_0RowsGo(w, rowBytes, rows, p, out, stride)
+		return
+	}
+	dotQ8_0RowsVNNI(&w[0], rowBytes, rows, &p.b[0], p.n, p.steps, &out[0], stride)
+}

@@ -1,0 +1,146 @@
+//go:build amd64 && !purego
+
+#include "textflag.h"
+#include "hsum_amd64.h"
+
+// The multi-row decode kernel (multirow.go) with AVX-512 VNNI: for each
+// weight row, per step of two Q8_0 blocks the 64 quants are loaded once
+// (Z0, offset to unsigned by XOR 0x80) with their two scales widened to
+// lanes 0-7 and 8-15 (Z1), and each of the pass's nv vectors meets them:
+// its lane offsets −128·Σ₄xq start the integer lanes, VPDPBUSD adds the
+// four byte products per lane (the exact Σ₄ w·xq), the lanes are
+// converted and accumulated with scale dw·dx into the vector's
+// accumulator (Z16+v). The vectors of a step lie one after another in the
+// pack, multiVecBytes (192) each: quants, offsets, scales.
+
+// VEC adds vector v of the step (at 192v(R9)) to ACC, I and S scratch;
+// it leaves the step after the pass's last vector.
+#define VEC(v, I, S, ACC) \
+	VMOVDQU32 (192*v+64)(R9), I; \
+	VPDPBUSD (192*v)(R9), Z0, I; \
+	VCVTDQ2PS I, I; \
+	VMULPS (192*v+128)(R9), Z1, S; \
+	VFMADD231PS S, I, ACC; \
+	CMPQ DX, $(v+1); \
+	JEQ stepdone
+
+// OUT stores the sum of ACC's 16 lanes (halves, quarters, pairs) at
+// (AX), moves AX to the next vector's output and leaves after the pass's
+// last vector.
+#define OUT(v, Z, Y, X) \
+	SUM16(Z, Y, X, Y2, X2); \
+	VMOVSS X, (AX); \
+	ADDQ R13, AX; \
+	CMPQ DX, $(v+1); \
+	JEQ rowdone
+
+// the VPERMPS indices that spread two scales over lanes 0-7 and 8-15
+DATA multiperm<>+0(SB)/4, $0
+DATA multiperm<>+4(SB)/4, $0
+DATA multiperm<>+8(SB)/4, $0
+DATA multiperm<>+12(SB)/4, $0
+DATA multiperm<>+16(SB)/4, $0
+DATA multiperm<>+20(SB)/4, $0
+DATA multiperm<>+24(SB)/4, $0
+DATA multiperm<>+28(SB)/4, $0
+DATA multiperm<>+32(SB)/4, $1
+DATA multiperm<>+36(SB)/4, $1
+DATA multiperm<>+40(SB)/4, $1
+DATA multiperm<>+44(SB)/4, $1
+DATA multiperm<>+48(SB)/4, $1
+DATA multiperm<>+52(SB)/4, $1
+DATA multiperm<>+56(SB)/4, $1
+DATA multiperm<>+60(SB)/4, $1
+GLOBL multiperm<>(SB), RODATA|NOPTR, $64
+
+// func dotQ8_0RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int)
+// rows ≥ 1, 1 ≤ nv ≤ 16, steps ≥ 1; out[v·stride + r] for row r, vector v.
+TEXT ·dotQ8_0RowsVNNI(SB), NOSPLIT, $0-64
+	MOVQ w+0(FP), R14
+	MOVQ rowBytes+8(FP), BX
+	MOVQ rows+16(FP), R8
+	MOVQ x+24(FP), DI
+	MOVQ nv+32(FP), DX
+	MOVQ out+48(FP), R12
+	MOVQ stride+56(FP), R13
+	SHLQ $2, R13
+	IMUL3Q $192, DX, R10
+	MOVL $0x80808080, AX
+	VPBROADCASTD AX, Z6
+	VMOVDQU32 multiperm<>+0(SB), Z7
+row:
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
+	MOVQ R14, SI
+	MOVQ DI, R9
+	MOVQ steps+40(FP), CX
+step:
+	VMOVDQU 2(SI), Y0
+	VINSERTI64X4 $1, 36(SI), Z0, Z0
+	VPXORD Z6, Z0, Z0
+	MOVWLZX (SI), AX
+	MOVWLZX 34(SI), R11
+	SHLL $16, R11
+	ORL R11, AX
+	VMOVD AX, X1
+	VCVTPH2PS X1, X1
+	VPERMPS Z1, Z7, Z1
+	VEC(0, Z2, Z3, Z16)
+	VEC(1, Z4, Z5, Z17)
+	VEC(2, Z2, Z3, Z18)
+	VEC(3, Z4, Z5, Z19)
+	VEC(4, Z2, Z3, Z20)
+	VEC(5, Z4, Z5, Z21)
+	VEC(6, Z2, Z3, Z22)
+	VEC(7, Z4, Z5, Z23)
+	VEC(8, Z2, Z3, Z24)
+	VEC(9, Z4, Z5, Z25)
+	VEC(10, Z2, Z3, Z26)
+	VEC(11, Z4, Z5, Z27)
+	VEC(12, Z2, Z3, Z28)
+	VEC(13, Z4, Z5, Z29)
+	VEC(14, Z2, Z3, Z30)
+	VEC(15, Z4, Z5, Z31)
+stepdone:
+	ADDQ $68, SI
+	ADDQ R10, R9
+	DECQ CX
+	JNZ step
+	MOVQ R12, AX
+	OUT(0, Z16, Y16, X16)
+	OUT(1, Z17, Y17, X17)
+	OUT(2, Z18, Y18, X18)
+	OUT(3, Z19, Y19, X19)
+	OUT(4, Z20, Y20, X20)
+	OUT(5, Z21, Y21, X21)
+	OUT(6, Z22, Y22, X22)
+	OUT(7, Z23, Y23, X23)
+	OUT(8, Z24, Y24, X24)
+	OUT(9, Z25, Y25, X25)
+	OUT(10, Z26, Y26, X26)
+	OUT(11, Z27, Y27, X27)
+	OUT(12, Z28, Y28, X28)
+	OUT(13, Z29, Y29, X29)
+	OUT(14, Z30, Y30, X30)
+	OUT(15, Z31, Y31, X31)
+rowdone:
+	ADDQ $4, R12
+	ADDQ BX, R14
+	DECQ R8
+	JNZ row
+	VZEROUPPER
+	RET

@@ -1,0 +1,11 @@
+//go:build !amd64 || purego
+
+package tensor
+
+// hasMultiRow is true without assembly: the pure-Go multi-row product
+// costs no more than the pure-Go row kernels it replaces.
+const hasMultiRow = true
+
+func dotQ8_0RowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	dotQ8_0RowsGo(w, rowBytes, rows, p, out, stride)
+}
