@@ -21,22 +21,41 @@ const blockTokens = 64
 // requests share (a system prompt, the earlier turns of a conversation)
 // so that a later request starts from them instead of recomputing them.
 //
-// A block holds blockTokens tokens' keys and values, every layer, as the
-// fp16 rows every format takes its tokens in (a compressed cache encodes
-// a token from its fp16 window copy), so refilling a fresh cache with a
-// prefix's blocks gives, bit for bit, the cache that computing the prefix
-// gave. (The prompt tokens after the prefix are then computed as rows of
-// another chunk; with quantized weights that can move a logit by an
-// activation-rounding step, as batching can: see model.Batch.) Blocks are content-addressed (SHA-256 of
-// the parent block's key, the block's token ids and the KV configuration,
-// so a block stands for its whole prefix), reference-counted (a block is
-// held by its children in the cache and by sequences being refilled from
-// it; only unheld ones are evicted, least recently used first), charged
-// to the same memory budget as the running sequences, and checksummed
-// (CRC-32C of its rows, checked before every reuse: a block that fails is
-// dropped with its descendants and the prefix is computed instead).
+// A block stands for blockTokens tokens, every layer, and holds them in
+// one or both of two forms. Codes: what a compressed cache holds for the
+// tokens once they have left its fp16 window (kvcache.Compressed.Export:
+// the session's own format, turbo3.5's 3.5 bits instead of 16, with the
+// layer's calibration where the block starts among the tokens it is
+// estimated from; layers of an uncompressed format keep fp16 rows).
+// Rows: the fp16 rows every format takes its tokens in. A cache refilled
+// from a chain of blocks holds, bit for bit, what computing the prefix
+// gave: blocks before the last are imported as codes where they have
+// them (else their rows appended, which compresses them as computing
+// did), the last one's rows appended, since a cache holds its newest
+// tokens in its fp16 window. So a chain can end only at a block with
+// rows: the last block a request records keeps them, and so does a
+// block where a later request's prompt parts from the cached ones (a
+// system prompt's end, found when the second request differing after it
+// comes); the others keep codes alone where they can (a block whose
+// codes depend on tokens after it, the calibration's, or still in the
+// window when the prompt is in, keeps rows). (The prompt tokens after
+// the prefix are then computed as rows of another chunk; with quantized
+// weights that can move a logit by an activation-rounding step, as
+// batching can: see model.Batch.)
+//
+// Blocks are content-addressed (SHA-256 of the parent block's key, the
+// block's token ids and the KV configuration, so a block stands for its
+// whole prefix), reference-counted (a block is held by its children in
+// the cache and by sequences being refilled from it; only unheld ones are
+// evicted, least recently used first), charged at their real bytes to
+// the same memory budget as the running sequences, and checksummed
+// (CRC-32C of both forms, checked before every reuse: a block that fails
+// is dropped with its descendants and the prefix is computed instead;
+// the codes carry their own, which Import checks, with their format,
+// model and shape).
 type prefixCache struct {
 	kvName string
+	tag    string // the model's identity in exported codes
 	layers int
 	width  int // KVHeads·HeadDim
 	limit  int // most prompt tokens recorded per request, whole blocks
@@ -47,18 +66,30 @@ type prefixCache struct {
 
 type block struct {
 	key, parent [32]byte
-	root        bool       // no parent
-	k, v        [][]uint16 // per layer: blockTokens·width fp16 values
-	sum         uint32
-	refs        int
-	used        uint64
+	root        bool // no parent
+	// codes, per layer: the exported codes of a compressed layer, nil for
+	// an uncompressed one (whose rows k, v then hold the block); nil when
+	// the block has no codes.
+	codes [][]byte
+	// k, v, per layer: blockTokens·width fp16 values, nil where not held.
+	k, v [][]uint16
+	rows bool // every layer's rows are held
+	sum  uint32
+	size int64 // bytes held
+	refs int
+	used uint64
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-func newPrefixCache(m *model.Model, kv kvcache.Config, limit int) *prefixCache {
+func newPrefixCache(m *model.Model, kv kvcache.Config, name string, limit int) *prefixCache {
 	c := &m.Config
-	return &prefixCache{kvName: kv.String(), layers: c.Layers, width: c.KVHeads * c.HeadDim, limit: limit / blockTokens * blockTokens, blocks: map[[32]byte]*block{}}
+	tag := name + " " + kv.String()
+	if len(tag) > 255 {
+		tag = tag[:255]
+	}
+	return &prefixCache{kvName: kv.String(), tag: tag, layers: c.Layers, width: c.KVHeads * c.HeadDim,
+		limit: limit / blockTokens * blockTokens, blocks: map[[32]byte]*block{}}
 }
 
 // recordable returns the end of the prompt part a request records: its
@@ -69,8 +100,9 @@ func (p *prefixCache) recordable(prompt int) int { return min(prompt/blockTokens
 // in fp16 (all but f32), so that blocks can refill them exactly.
 func prefixable(kv kvcache.Config) bool { return !strings.Contains(kv.String(), "f32") }
 
-// blockBytes is the memory of one block.
-func (p *prefixCache) blockBytes() int64 { return int64(2 * 2 * p.layers * p.width * blockTokens) }
+// rowBytes is the memory of one block's fp16 rows, every layer: what a
+// recorder holds per block.
+func (p *prefixCache) rowBytes() int64 { return int64(2 * 2 * p.layers * p.width * blockTokens) }
 
 // key returns the address of the block of ids that follows parent.
 func (p *prefixCache) key(parent *[32]byte, ids []int32) [32]byte {
@@ -89,8 +121,9 @@ func (p *prefixCache) key(parent *[32]byte, ids []int32) [32]byte {
 	return k
 }
 
-func (b *block) checksum() uint32 {
-	var sum uint32
+// seal sets the block's size and checksum after a form is added.
+func (b *block) seal() {
+	b.size, b.sum = 0, 0
 	var buf []byte
 	for l := range b.k {
 		for _, rows := range [][]uint16{b.k[l], b.v[l]} {
@@ -98,17 +131,34 @@ func (b *block) checksum() uint32 {
 			for _, x := range rows {
 				buf = binary.LittleEndian.AppendUint16(buf, x)
 			}
-			sum = crc32.Update(sum, castagnoli, buf)
+			b.sum = crc32.Update(b.sum, castagnoli, buf)
+			b.size += int64(len(buf))
 		}
 	}
-	return sum
+	for _, c := range b.codes {
+		b.sum = crc32.Update(b.sum, castagnoli, c)
+		b.size += int64(len(c))
+	}
 }
 
+// intact reports whether the block's bytes still give its checksum.
+func (b *block) intact() bool {
+	sum := b.sum
+	b.seal()
+	return b.sum == sum
+}
+
+// hasCodes reports whether the block can be refilled from codes (an
+// uncompressed layer's rows count as its codes).
+func (b *block) hasCodes() bool { return b.codes != nil }
+
 // match returns the longest chain of cached blocks that prompt starts
-// with, leaving at least one prompt token to compute (its logits start
-// the generation). The blocks are held (refs) until release.
+// with and that can end there (its last block has rows), leaving at least
+// one prompt token to compute (its logits start the generation). The
+// blocks are held (refs) until release.
 func (p *prefixCache) match(prompt []int32) []*block {
 	var chain []*block
+	end := 0
 	var parent *[32]byte
 	for n := blockTokens; n < len(prompt); n += blockTokens {
 		k := p.key(parent, prompt[n-blockTokens:n])
@@ -116,13 +166,17 @@ func (p *prefixCache) match(prompt []int32) []*block {
 		if !ok {
 			break
 		}
-		if b.checksum() != b.sum {
+		if !b.intact() {
 			p.drop(b)
 			break
 		}
 		chain = append(chain, b)
+		if b.rows {
+			end = len(chain)
+		}
 		parent = &b.key
 	}
+	chain = chain[:end]
 	p.clock++
 	for _, b := range chain {
 		b.refs++
@@ -146,7 +200,7 @@ func (p *prefixCache) drop(b *block) {
 	}
 	if _, ok := p.blocks[b.key]; ok {
 		delete(p.blocks, b.key)
-		p.bytes -= p.blockBytes()
+		p.bytes -= b.size
 		if !b.root {
 			if parent, ok := p.blocks[b.parent]; ok {
 				parent.refs--
@@ -169,15 +223,18 @@ func (p *prefixCache) evict(want int64) int64 {
 		if victim == nil {
 			break
 		}
+		before := p.bytes
 		p.drop(victim)
-		freed += p.blockBytes()
+		freed += before - p.bytes
 	}
 	return freed
 }
 
-// restore returns a session holding the chain's tokens, its caches
-// refilled from the blocks, able to hold limit tokens in all.
-func (p *prefixCache) restore(m *model.Model, kv kvcache.Maker, chain []*block, limit int) (*model.Session, error) {
+// restore returns a session holding the chain's tokens, its caches made
+// by kv and refilled from the blocks (codes imported, rows appended: see
+// prefixCache), each then wrapped by rec if not nil, able to hold limit
+// tokens in all.
+func (p *prefixCache) restore(m *model.Model, kv kvcache.Maker, rec *recorder, chain []*block, limit int) (*model.Session, error) {
 	caches := make([]kvcache.Cache, p.layers)
 	k, v := make([]float32, p.width), make([]float32, p.width)
 	for l := range caches {
@@ -185,7 +242,17 @@ func (p *prefixCache) restore(m *model.Model, kv kvcache.Maker, chain []*block, 
 		if err != nil {
 			return nil, err
 		}
-		for _, b := range chain {
+		for i, b := range chain {
+			if i < len(chain)-1 && b.hasCodes() && b.codes[l] != nil {
+				cc, ok := c.(*kvcache.Compressed)
+				if !ok {
+					return nil, fmt.Errorf("server: prefix block of codes for layer %d, whose cache is %T", l, c)
+				}
+				if err := cc.Import(p.tag, b.codes[l]); err != nil {
+					return nil, fmt.Errorf("server: prefix block: %w", err)
+				}
+				continue
+			}
 			for t := range blockTokens {
 				toF32(k, b.k[l][t*p.width:(t+1)*p.width])
 				toF32(v, b.v[l][t*p.width:(t+1)*p.width])
@@ -193,6 +260,9 @@ func (p *prefixCache) restore(m *model.Model, kv kvcache.Maker, chain []*block, 
 					return nil, fmt.Errorf("server: prefix block: %w", err)
 				}
 			}
+		}
+		if rec != nil {
+			c = rec.wrap(l, c)
 		}
 		caches[l] = c
 	}
@@ -208,14 +278,16 @@ func toF32(dst []float32, src []uint16) {
 // recorder wraps a sequence's caches and keeps the fp16 rows of the
 // prompt tokens that fill whole blocks not in the prefix cache yet.
 type recorder struct {
-	from, to int        // the token positions recorded
-	k, v     [][]uint16 // per layer
-	pos      []int      // per layer: tokens appended so far
+	from, to int             // the token positions recorded
+	k, v     [][]uint16      // per layer
+	pos      []int           // per layer: tokens appended so far
+	caches   []kvcache.Cache // per layer: the wrapped cache
 }
 
 // newRecorder records positions [from, to) of a sequence.
 func newRecorder(layers, width, from, to int) *recorder {
-	r := &recorder{from: from, to: to, k: make([][]uint16, layers), v: make([][]uint16, layers), pos: make([]int, layers)}
+	r := &recorder{from: from, to: to, k: make([][]uint16, layers), v: make([][]uint16, layers), pos: make([]int, layers),
+		caches: make([]kvcache.Cache, layers)}
 	for l := range layers {
 		r.pos[l] = from
 		r.k[l] = make([]uint16, 0, (to-from)*width)
@@ -228,7 +300,10 @@ func newRecorder(layers, width, from, to int) *recorder {
 func (r *recorder) bytes(layers, width int) int64 { return int64(4 * layers * width * (r.to - r.from)) }
 
 // wrap returns c, recording what layer l appends.
-func (r *recorder) wrap(l int, c kvcache.Cache) kvcache.Cache { return &teeCache{Cache: c, r: r, l: l} }
+func (r *recorder) wrap(l int, c kvcache.Cache) kvcache.Cache {
+	r.caches[l] = c
+	return &teeCache{Cache: c, r: r, l: l}
+}
 
 type teeCache struct {
 	kvcache.Cache
@@ -257,42 +332,108 @@ func (t *teeCache) Append(k, v []float32) error {
 func (t *teeCache) SetPool(p *tensor.Pool) { kvcache.UsePool(t.Cache, p) }
 
 // insert adds the recorded blocks of prompt (positions [r.from, done),
-// whole blocks) that follow the chain, and returns their bytes. A block
-// is added only while freeSpace allows it.
+// whole blocks) that follow the chain, each in codes where the
+// sequence's caches hold them final (else rows), the last one and any
+// cached block that a new one follows with rows too (see prefixCache),
+// and returns the bytes added. A form is added only while freeSpace
+// allows it.
 func (p *prefixCache) insert(prompt []int32, chain []*block, r *recorder, done int, freeSpace func(int64) bool) int64 {
-	var parent *[32]byte
+	var parent *block
 	if len(chain) > 0 {
-		parent = &chain[len(chain)-1].key
+		parent = chain[len(chain)-1]
 	}
 	var added int64
-	for n := r.from + blockTokens; n <= min(done, r.to); n += blockTokens {
-		k := p.key(parent, prompt[n-blockTokens:n])
-		if b, ok := p.blocks[k]; ok { // another request added it
-			parent = &b.key
+	// grow adds to b (at positions [lo, lo+blockTokens)) its codes if it
+	// has none and the caches hold them, and rows where wanted or where
+	// the block would have no form; false if the budget has no room.
+	grow := func(b *block, wantRows bool, lo int) bool {
+		nb := block{codes: b.codes, rows: b.rows, k: slices.Clone(b.k), v: slices.Clone(b.v)}
+		if !b.hasCodes() {
+			nb.codes = p.export(r, lo)
+		}
+		p.addRows(&nb, r, lo, wantRows && !b.rows)
+		nb.seal()
+		delta := nb.size - b.size
+		if delta == 0 {
+			return true
+		}
+		if !freeSpace(delta) {
+			return false
+		}
+		b.codes, b.k, b.v, b.rows, b.size, b.sum = nb.codes, nb.k, nb.v, nb.rows, nb.size, nb.sum
+		p.bytes += delta
+		added += delta
+		return true
+	}
+	end := min(done, r.to)
+	cached := false // parent was cached before this request
+	for n := r.from + blockTokens; n <= end; n += blockTokens {
+		var pk *[32]byte
+		if parent != nil {
+			pk = &parent.key
+		}
+		k := p.key(pk, prompt[n-blockTokens:n])
+		lo := n - blockTokens
+		if b, ok := p.blocks[k]; ok { // cached before: add what it lacks
+			grow(b, n == end, lo)
+			parent, cached = b, true
 			continue
 		}
-		if !freeSpace(p.blockBytes()) {
+		if cached && !parent.rows && lo-blockTokens >= r.from {
+			grow(parent, true, lo-blockTokens) // a chain parts here
+		}
+		b := &block{key: k, root: parent == nil}
+		if !grow(b, n == end, lo) {
 			break
 		}
-		lo, hi := (n-blockTokens-r.from)*p.width, (n-r.from)*p.width
-		b := &block{key: k, root: parent == nil, k: make([][]uint16, p.layers), v: make([][]uint16, p.layers)}
 		if parent != nil {
-			b.parent = *parent
-			if pb, ok := p.blocks[*parent]; ok {
-				pb.refs++
-			}
+			b.parent = parent.key
+			parent.refs++
 		}
-		for l := range p.layers { // copies: the recorder goes when its sequence does
-			b.k[l] = slices.Clone(r.k[l][lo:hi])
-			b.v[l] = slices.Clone(r.v[l][lo:hi])
-		}
-		b.sum = b.checksum()
 		p.clock++
 		b.used = p.clock
 		p.blocks[k] = b
-		p.bytes += p.blockBytes()
-		added += p.blockBytes()
-		parent = &b.key
+		parent, cached = b, false
 	}
 	return added
+}
+
+// export returns the codes of positions [lo, lo+blockTokens) from the
+// recorded sequence's caches (an uncompressed layer: nil), or nil if a
+// compressed layer does not hold them final or they depend on tokens
+// after the block (its calibration's).
+func (p *prefixCache) export(r *recorder, lo int) [][]byte {
+	codes := make([][]byte, p.layers)
+	for l, c := range r.caches {
+		cc, ok := c.(*kvcache.Compressed)
+		if !ok {
+			continue
+		}
+		if lo+blockTokens > cc.CompressedLen() || lo+blockTokens < cc.CalibrationTokens() {
+			return nil
+		}
+		b, err := cc.Export(p.tag, lo, lo+blockTokens)
+		if err != nil {
+			return nil
+		}
+		codes[l] = b
+	}
+	return codes
+}
+
+// addRows copies the recorded rows of positions [lo, lo+blockTokens)
+// into b: every layer's with all true, else the uncompressed layers'
+// (their codes).
+func (p *prefixCache) addRows(b *block, r *recorder, lo int, all bool) {
+	if b.k == nil {
+		b.k, b.v = make([][]uint16, p.layers), make([][]uint16, p.layers)
+	}
+	i, j := (lo-r.from)*p.width, (lo-r.from+blockTokens)*p.width
+	for l := range p.layers {
+		if b.k[l] == nil && (all || b.codes == nil || b.codes[l] == nil) {
+			// copies: the recorder goes when its sequence does
+			b.k[l], b.v[l] = slices.Clone(r.k[l][i:j]), slices.Clone(r.v[l][i:j])
+		}
+	}
+	b.rows = b.rows || all || b.codes == nil
 }

@@ -56,7 +56,7 @@ func TestPrefixCache(t *testing.T) {
 				t.Skip("the compressed format without -short (slow with the pure-Go kernels)")
 			}
 			m := withKV(t, kv)
-			_, with := start(t, m, Options{})
+			srv, with := start(t, m, Options{})
 			_, without := start(t, m, Options{NoPrefixCache: true})
 			shared := longPrompt()
 			n := len(m.Tokenizer.Encode(shared+"Question one?", true))
@@ -67,9 +67,12 @@ func TestPrefixCache(t *testing.T) {
 			if want := complete(t, without.URL, shared+"Question one?", 12); first != want {
 				t.Fatalf("first answer %q, without the cache %q", first, want)
 			}
-			blocks := metric(t, with.URL, "turbomem_prefix_cache_bytes") / float64(4*m.Model.Config.Layers*m.Model.Config.KVHeads*m.Model.Config.HeadDim*blockTokens)
-			if int(blocks) != n/blockTokens {
-				t.Fatalf("%g blocks cached for a prompt of %d tokens", blocks, n)
+			pc := srv.eng.Load().sched.prefix
+			if blocks := len(pc.blocks); blocks != n/blockTokens {
+				t.Fatalf("%d blocks cached for a prompt of %d tokens", blocks, n)
+			}
+			if got := metric(t, with.URL, "turbomem_prefix_cache_bytes"); got != float64(pc.bytes) || pc.bytes != heldBytes(pc) {
+				t.Fatalf("prefix cache reports %g bytes, counts %d, holds %d", got, pc.bytes, heldBytes(pc))
 			}
 			for _, q := range []string{"Question two, a longer one?", "Question one?"} {
 				got := complete(t, with.URL, shared+q, 12)
@@ -124,9 +127,9 @@ func TestPrefixEviction(t *testing.T) {
 	fixed := e.budget.Weights + e.budget.Scratch + e.budget.Reserve
 	prompt := func(i int) string { return fmt.Sprintf("Topic %d. ", i) + longPrompt() }
 	ids := m.Tokenizer.Encode(prompt(0), true)
-	one := reservation(t, probe, m, ids, 4, 0) + int64(len(ids)/blockTokens)*e.sched.prefix.blockBytes()
+	one := reservation(t, probe, m, ids, 4, 0) + int64(len(ids)/blockTokens)*e.sched.prefix.rowBytes()
 	blocks := int64(len(ids) / blockTokens)
-	s, ts := start(t, m, Options{Mem: fixed + one + blocks*e.sched.prefix.blockBytes()*3/2, Parallel: 1})
+	s, ts := start(t, m, Options{Mem: fixed + one + blocks*e.sched.prefix.rowBytes()*3/2, Parallel: 1})
 	pc := s.eng.Load().sched.prefix
 	for i := range 4 {
 		complete(t, ts.URL, prompt(i), 4)
@@ -142,5 +145,93 @@ func TestPrefixEviction(t *testing.T) {
 	pc.release(oldest)
 	if len(newest) == 0 || len(oldest) != 0 {
 		t.Fatalf("%d blocks of the newest prefix found, %d of the oldest; want some and none", len(newest), len(oldest))
+	}
+}
+
+// heldBytes adds up the bytes the prefix cache's blocks hold.
+func heldBytes(pc *prefixCache) int64 {
+	var n int64
+	for _, b := range pc.blocks {
+		for l := range b.codes {
+			n += int64(len(b.codes[l]))
+		}
+		for l := range b.k {
+			n += int64(2 * (len(b.k[l]) + len(b.v[l])))
+		}
+	}
+	return n
+}
+
+// commonPrefix returns the length of the longest common prefix of a, b.
+func commonPrefix(a, b []int32) int {
+	n := 0
+	for n < min(len(a), len(b)) && a[n] == b[n] {
+		n++
+	}
+	return n
+}
+
+// TestPrefixCompressed: requests sharing a system prompt in a compressed
+// format (turbo3.5) reuse it from blocks held as the session's own codes,
+// several times smaller than fp16 rows, and answer exactly (greedy) what
+// a server without the prefix cache answers. The first request caches
+// its blocks; the second, parting from it after the system prompt, can
+// reuse only the first block (the others end in codes, and a refilled
+// cache needs its newest tokens' rows) and gives the block where they
+// part its rows; the third reuses the whole system prompt; the first
+// one's prompt again reuses all of its blocks. Both servers feed prompts
+// in chunks of one block, so reuse leaves the chunks where computing
+// them puts them.
+func TestPrefixCompressed(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow with the pure-Go kernels")
+	}
+	m := withKV(t, "turbo3.5")
+	o := Options{PrefillTokens: blockTokens}
+	srv, with := start(t, m, o)
+	o.NoPrefixCache = true
+	_, without := start(t, m, o)
+	pc := srv.eng.Load().sched.prefix
+	system := "You are a careful assistant for the city library. " + longPrompt() + longPrompt()
+	q := func(s string) string { return system + s + strings.Repeat(" Say it in plain words for a reader of the notice board.", 12) }
+	prompts := []string{q("Question one: when?"), q("Question two, a longer one: who and why?"), q("Question three: where?"), q("Question one: when?")}
+	ids := make([][]int32, len(prompts))
+	for i, p := range prompts {
+		ids[i] = m.Tokenizer.Encode(p, true)
+	}
+	shared := commonPrefix(ids[0], ids[1]) / blockTokens * blockTokens
+	if shared < 4*blockTokens || commonPrefix(ids[2], ids[0]) < shared || commonPrefix(ids[2], ids[1]) < shared {
+		t.Fatalf("the prompts share %d tokens; the test needs whole blocks of a common system prompt", shared)
+	}
+	wantReused := []int{0, blockTokens, shared, (len(ids[3]) - 1) / blockTokens * blockTokens}
+	reused := 0.0
+	for i, p := range prompts {
+		got := complete(t, with.URL, p, 10)
+		if want := complete(t, without.URL, p, 10); got != want {
+			t.Fatalf("request %d: with the compressed prefix cache %q, without %q", i, got, want)
+		}
+		r := metric(t, with.URL, `turbomem_prefix_tokens_total{kind="reused"}`)
+		if int(r-reused) != wantReused[i] {
+			t.Errorf("request %d reused %g tokens, want %d", i, r-reused, wantReused[i])
+		}
+		reused = r
+		if got := metric(t, with.URL, "turbomem_prefix_cache_bytes"); got != float64(heldBytes(pc)) {
+			t.Fatalf("request %d: prefix cache reports %g bytes, holds %d", i, got, heldBytes(pc))
+		}
+	}
+	codes, rows := 0, 0
+	for _, b := range pc.blocks {
+		switch {
+		case b.hasCodes() && !b.rows:
+			codes++
+			if ratio := float64(pc.rowBytes()) / float64(b.size); ratio < 4 {
+				t.Errorf("a block of codes holds %d bytes, fp16 rows %d: %.2fx smaller, want ≥ 4x", b.size, pc.rowBytes(), ratio)
+			}
+		case b.rows:
+			rows++
+		}
+	}
+	if codes < len(pc.blocks)/2 {
+		t.Errorf("%d of %d blocks held as codes alone (%d with rows)", codes, len(pc.blocks), rows)
 	}
 }

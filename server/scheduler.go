@@ -249,6 +249,14 @@ func (s *scheduler) start(j *job) (*sequence, error) {
 		chain = p.match(j.prompt)
 		if from, to := len(chain)*blockTokens, p.recordable(len(j.prompt)); to > from {
 			rec = newRecorder(p.layers, p.width, from, to)
+		}
+	}
+	var sess *model.Session
+	var err error
+	if len(chain) > 0 {
+		sess, err = s.prefix.restore(s.m.Model, kv, rec, chain, len(j.prompt)+j.p.maxTokens)
+	} else {
+		if rec != nil {
 			kv = kvcache.NewCacheFunc(func(l int, sh kvcache.Shape) (kvcache.Cache, error) {
 				c, err := s.m.KV.NewCache(l, sh)
 				if err != nil {
@@ -257,12 +265,6 @@ func (s *scheduler) start(j *job) (*sequence, error) {
 				return rec.wrap(l, c), nil
 			})
 		}
-	}
-	var sess *model.Session
-	var err error
-	if len(chain) > 0 {
-		sess, err = s.prefix.restore(s.m.Model, kv, chain, len(j.prompt)+j.p.maxTokens)
-	} else {
 		sess, err = s.m.Model.NewSession(kv, len(j.prompt)+j.p.maxTokens)
 	}
 	if err != nil {

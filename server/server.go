@@ -162,7 +162,7 @@ func (s *Server) Load(m *Model) (Budget, error) {
 		s.met.budget.WithLabelValues(part).Set(float64(v))
 	}
 	if !s.o.NoPrefixCache && prefixable(m.KV) {
-		sc.prefix = newPrefixCache(m.Model, m.KV, s.o.PrefixTokens)
+		sc.prefix = newPrefixCache(m.Model, m.KV, m.Name, s.o.PrefixTokens)
 	}
 	go sc.loop()
 	s.eng.Store(&engine{m: m, stepper: st, sched: sc, budget: b})
