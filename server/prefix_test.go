@@ -193,7 +193,9 @@ func TestPrefixCompressed(t *testing.T) {
 	_, without := start(t, m, o)
 	pc := srv.eng.Load().sched.prefix
 	system := "You are a careful assistant for the city library. " + longPrompt() + longPrompt()
-	q := func(s string) string { return system + s + strings.Repeat(" Say it in plain words for a reader of the notice board.", 12) }
+	q := func(s string) string {
+		return system + s + strings.Repeat(" Say it in plain words for a reader of the notice board.", 12)
+	}
 	prompts := []string{q("Question one: when?"), q("Question two, a longer one: who and why?"), q("Question three: where?"), q("Question one: when?")}
 	ids := make([][]int32, len(prompts))
 	for i, p := range prompts {
