@@ -3,11 +3,15 @@ package server
 import (
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/model"
 )
 
 // longPrompt is a shared prefix of a few hundred tokens.
@@ -235,5 +239,86 @@ func TestPrefixCompressed(t *testing.T) {
 	}
 	if codes < len(pc.blocks)/2 {
 		t.Errorf("%d of %d blocks held as codes alone (%d with rows)", codes, len(pc.blocks), rows)
+	}
+}
+
+// TestPrefixRestoreExact: a session refilled from compressed blocks (a
+// system prompt cached by one request, its end given rows by a second
+// that parts from it there) gives, bit for bit, the logits of a session
+// that computed the prefix in the same chunks.
+func TestPrefixRestoreExact(t *testing.T) {
+	if testing.Short() {
+		t.Skip("slow with the pure-Go kernels")
+	}
+	m := withKV(t, "turbo3.5")
+	pc := newPrefixCache(m.Model, m.KV, m.Name, 1024)
+	feed := func(s *model.Session, ids []int32) []float32 {
+		t.Helper()
+		var logits []float32
+		for i := 0; i < len(ids); i += blockTokens {
+			var err error
+			if logits, err = s.Forward(ids[i:min(i+blockTokens, len(ids))], false); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return logits
+	}
+	always := func(int64) bool { return true }
+	system := "You are a careful assistant for the city library. " + longPrompt() + longPrompt()
+	tail := strings.Repeat(" Say it in plain words for a reader of the notice board.", 12)
+	var shared int
+	for i, q := range []string{"Question one: when?", "Question two: who?"} {
+		ids := m.Tokenizer.Encode(system+q+tail, true)
+		chain := pc.match(ids)
+		rec := newRecorder(pc.layers, pc.width, len(chain)*blockTokens, pc.recordable(len(ids)))
+		var s *model.Session
+		var err error
+		if len(chain) > 0 {
+			s, err = pc.restore(m.Model, m.KV, rec, chain, len(ids))
+		} else {
+			s, err = m.Model.NewSession(kvcache.NewCacheFunc(func(l int, sh kvcache.Shape) (kvcache.Cache, error) {
+				c, err := m.KV.NewCache(l, sh)
+				return rec.wrap(l, c), err
+			}), len(ids))
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		feed(s, ids[len(chain)*blockTokens:])
+		pc.insert(ids, chain, rec, rec.to, always)
+		pc.release(chain)
+		if i == 1 {
+			shared = commonPrefix(ids, m.Tokenizer.Encode(system+"Question one: when?"+tail, true)) / blockTokens * blockTokens
+		}
+	}
+	ids := m.Tokenizer.Encode(system+"Question three: where?"+tail, true)
+	chain := pc.match(ids)
+	defer pc.release(chain)
+	if len(chain)*blockTokens != shared || shared < 3*blockTokens {
+		t.Fatalf("%d blocks reused, want the %d shared tokens' (≥ 3 blocks)", len(chain), shared)
+	}
+	codes := 0
+	for _, b := range chain[:len(chain)-1] {
+		if b.hasCodes() {
+			codes++
+		}
+	}
+	if codes < len(chain)-2 {
+		t.Fatalf("%d of the %d blocks before the chain's end have codes", codes, len(chain)-1)
+	}
+	restored, err := pc.restore(m.Model, m.KV, nil, chain, len(ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	computed, err := m.Model.NewSession(m.KV, len(ids))
+	if err != nil {
+		t.Fatal(err)
+	}
+	feed(computed, ids[:shared])
+	got, want := feed(restored, ids[shared:shared+1]), feed(computed, ids[shared:shared+1])
+	for i := range want {
+		if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+			t.Fatalf("logit %d: %g refilled from blocks, %g computed", i, got[i], want[i])
+		}
 	}
 }
