@@ -169,13 +169,14 @@ func TestKVTable(t *testing.T) {
 }
 
 // TestSummarizeKV: per format, bits and KL on each model in table order,
-// and the geometric mean of KL/q4_0 (worked out by hand here).
+// and the geometric means of KL/q4_0 and KL/q4_0h (worked out by hand
+// here).
 func TestSummarizeKV(t *testing.T) {
 	row := func(format string, bits, kl float64) KVRow { return KVRow{Format: format, Bits: bits, KLMean: kl} }
 	a := KVModelTable{Model: "a", KVTableResult: KVTableResult{Rows: []KVRow{
 		row("f16", 16, 0), row("q4_0", 4.5, 0.01), row("turbo3.5", 3.5, 0.02), row("kivi2", 3, 0.05)}}}
 	b := KVModelTable{Model: "b", KVTableResult: KVTableResult{Rows: []KVRow{
-		row("f16", 16, 0), row("turbo3.5", 3.75, 0.001), row("q4_0", 4.5, 0.004), row("auto:3", 2.99, 0.002)}}}
+		row("f16", 16, 0), row("turbo3.5", 3.75, 0.001), row("q4_0", 4.5, 0.004), row("auto:3", 2.99, 0.002), row("q4_0h", 4.5, 0.0025)}}}
 	nan := math.NaN()
 	for _, tt := range []struct {
 		name   string
@@ -183,25 +184,27 @@ func TestSummarizeKV(t *testing.T) {
 		want   []KVSummaryRow
 	}{
 		{"two models", []KVModelTable{a, b}, []KVSummaryRow{
-			{"f16", []float64{16, 16}, []float64{0, 0}, 0},
-			{"q4_0", []float64{4.5, 4.5}, []float64{0.01, 0.004}, 1},
-			// 0.02/0.01 = 2 and 0.001/0.004 = 1/4: √(1/2).
-			{"turbo3.5", []float64{3.5, 3.75}, []float64{0.02, 0.001}, math.Sqrt(0.5)},
-			{"kivi2", []float64{3, nan}, []float64{0.05, nan}, nan},
-			{"auto:3", []float64{nan, 2.99}, []float64{nan, 0.002}, nan},
+			{"f16", []float64{16, 16}, []float64{0, 0}, 0, nan},
+			{"q4_0", []float64{4.5, 4.5}, []float64{0.01, 0.004}, 1, nan},
+			// 0.02/0.01 = 2 and 0.001/0.004 = 1/4: √(1/2); no q4_0h in a.
+			{"turbo3.5", []float64{3.5, 3.75}, []float64{0.02, 0.001}, math.Sqrt(0.5), nan},
+			{"kivi2", []float64{3, nan}, []float64{0.05, nan}, nan, nan},
+			{"auto:3", []float64{nan, 2.99}, []float64{nan, 0.002}, nan, nan},
+			{"q4_0h", []float64{nan, 4.5}, []float64{nan, 0.0025}, nan, nan},
 		}},
 		{"one model", []KVModelTable{b}, []KVSummaryRow{
-			{"f16", []float64{16}, []float64{0}, 0},
-			{"turbo3.5", []float64{3.75}, []float64{0.001}, 0.25},
-			{"q4_0", []float64{4.5}, []float64{0.004}, 1},
-			{"auto:3", []float64{2.99}, []float64{0.002}, 0.5},
+			{"f16", []float64{16}, []float64{0}, 0, 0},
+			{"turbo3.5", []float64{3.75}, []float64{0.001}, 0.25, 0.4},
+			{"q4_0", []float64{4.5}, []float64{0.004}, 1, 1.6},
+			{"auto:3", []float64{2.99}, []float64{0.002}, 0.5, 0.8},
+			{"q4_0h", []float64{4.5}, []float64{0.0025}, 0.625, 1},
 		}},
 		{"no q4_0", []KVModelTable{{Model: "c", KVTableResult: KVTableResult{Rows: []KVRow{row("turbo4", 4.125, 0.003)}}}}, []KVSummaryRow{
-			{"turbo4", []float64{4.125}, []float64{0.003}, nan},
+			{"turbo4", []float64{4.125}, []float64{0.003}, nan, nan},
 		}},
 		{"q4_0 KL 0", []KVModelTable{{Model: "d", KVTableResult: KVTableResult{Rows: []KVRow{row("q4_0", 4.5, 0), row("turbo4", 4.125, 0.003)}}}}, []KVSummaryRow{
-			{"q4_0", []float64{4.5}, []float64{0}, nan},
-			{"turbo4", []float64{4.125}, []float64{0.003}, nan},
+			{"q4_0", []float64{4.5}, []float64{0}, nan, nan},
+			{"turbo4", []float64{4.125}, []float64{0.003}, nan, nan},
 		}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
@@ -212,7 +215,7 @@ func TestSummarizeKV(t *testing.T) {
 			}
 			for i, w := range tt.want {
 				g := got[i]
-				ok := g.Format == w.Format && same(g.VsQ4, w.VsQ4) && len(g.Bits) == len(w.Bits) && len(g.KLMean) == len(w.KLMean)
+				ok := g.Format == w.Format && same(g.VsQ4, w.VsQ4) && same(g.VsQ4H, w.VsQ4H) && len(g.Bits) == len(w.Bits) && len(g.KLMean) == len(w.KLMean)
 				for j := range w.Bits {
 					ok = ok && same(g.Bits[j], w.Bits[j]) && same(g.KLMean[j], w.KLMean[j])
 				}

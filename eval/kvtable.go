@@ -77,13 +77,16 @@ type KVSummaryRow struct {
 	// average; NaN when a table lacks the format or q4_0, or q4_0's KL is
 	// 0 there.
 	VsQ4 float64 `json:"kl_vs_q4_0"`
+	// VsQ4H is the same against q4_0h, q4_0 after llama.cpp's
+	// Walsh–Hadamard rotation (the strongest q4_0).
+	VsQ4H float64 `json:"kl_vs_q4_0h"`
 }
 
 // SummarizeKV summarises KV tables of several models: per format (in the
 // order each first appears), its bits and mean KL on every model and the
-// geometric mean of its KL relative to q4_0's. A geometric mean, because
-// the models' KLs differ by an order of magnitude and a ratio of 2 on one
-// should weigh as much as a ratio of ½ on another.
+// geometric mean of its KL relative to q4_0's and to q4_0h's. A geometric
+// mean, because the models' KLs differ by an order of magnitude and a
+// ratio of 2 on one should weigh as much as a ratio of ½ on another.
 func SummarizeKV(tables []KVModelTable) []KVSummaryRow {
 	var out []KVSummaryRow
 	index := map[string]int{}
@@ -97,27 +100,46 @@ func SummarizeKV(tables []KVModelTable) []KVSummaryRow {
 	}
 	for i := range out {
 		row := &out[i]
-		var logSum float64
 		for _, t := range tables {
-			bits, kl, q4 := math.NaN(), math.NaN(), math.NaN()
-			for _, r := range t.Rows {
-				if r.Format == row.Format {
-					bits, kl = r.Bits, r.KLMean
-				}
-				if r.Format == "q4_0" {
-					q4 = r.KLMean
-				}
+			bits, kl := math.NaN(), math.NaN()
+			if r, ok := findRow(t.Rows, row.Format); ok {
+				bits, kl = r.Bits, r.KLMean
 			}
 			row.Bits = append(row.Bits, bits)
 			row.KLMean = append(row.KLMean, kl)
-			logSum += math.Log(kl / q4) // NaN for a missing row, −Inf for KL 0
 		}
-		row.VsQ4 = math.Exp(logSum / float64(len(tables)))
-		if math.IsInf(logSum, 1) {
-			row.VsQ4 = math.NaN() // q4_0's KL 0 somewhere
-		}
+		row.VsQ4 = klVs(tables, row.KLMean, "q4_0")
+		row.VsQ4H = klVs(tables, row.KLMean, "q4_0h")
 	}
 	return out
+}
+
+// findRow returns the row of format f.
+func findRow(rows []KVRow, f string) (KVRow, bool) {
+	for _, r := range rows {
+		if r.Format == f {
+			return r, true
+		}
+	}
+	return KVRow{}, false
+}
+
+// klVs returns the geometric mean over the tables of kl[i] divided by the
+// mean KL of format ref in table i: NaN where a table lacks either, or
+// ref's KL is 0 somewhere.
+func klVs(tables []KVModelTable, kl []float64, ref string) float64 {
+	var logSum float64
+	for i, t := range tables {
+		r, ok := findRow(t.Rows, ref)
+		if !ok {
+			return math.NaN()
+		}
+		logSum += math.Log(kl[i] / r.KLMean) // NaN for a missing row, −Inf for KL 0
+	}
+	if math.IsInf(logSum, 1) {
+		return math.NaN() // ref's KL 0 somewhere
+	}
+	return math.Exp(logSum / float64(len(tables)))
 }
 
 // KVTable measures each cache configuration on text: its bits per

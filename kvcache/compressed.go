@@ -103,12 +103,12 @@ func newCompressed(s Spec, layer int, sh Shape) (*Compressed, error) {
 	var kq, vq quant.Quantizer
 	var err error
 	if !s.K.split() {
-		if kq, err = s.K.quantizer(d, nil, c.seed^1, c.corr); err != nil {
+		if kq, err = s.K.quantizer(d, true, nil, c.seed^1, c.corr); err != nil {
 			return nil, err
 		}
 	}
 	if !s.V.split() {
-		if vq, err = s.V.quantizer(d, nil, c.seed^2, c.corr); err != nil {
+		if vq, err = s.V.quantizer(d, false, nil, c.seed^2, c.corr); err != nil {
 			return nil, err
 		}
 	}
@@ -296,9 +296,9 @@ func (c *Compressed) calibrate(i int, h *head, cal calibration, ck *centeredKeys
 		var q quant.Quantizer
 		var err error
 		if c.spec.K.split() {
-			q, err = c.spec.K.quantizer(d, cal.kOut, seed^1, c.corr)
+			q, err = c.spec.K.quantizer(d, true, cal.kOut, seed^1, c.corr)
 		} else {
-			q, err = c.spec.K.quantizer(d, nil, c.seed^1, c.corr)
+			q, err = c.spec.K.quantizer(d, true, nil, c.seed^1, c.corr)
 		}
 		if err != nil {
 			return err
@@ -313,7 +313,7 @@ func (c *Compressed) calibrate(i int, h *head, cal calibration, ck *centeredKeys
 		}
 	}
 	if c.spec.V.split() {
-		q, err := c.spec.V.quantizer(d, cal.vOut, seed^2, c.corr)
+		q, err := c.spec.V.quantizer(d, false, cal.vOut, seed^2, c.corr)
 		if err != nil {
 			return err
 		}

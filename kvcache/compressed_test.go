@@ -18,6 +18,7 @@ var codeBytes128 = map[string]int{
 	"f16":       256,
 	"q8_0":      4 * 34, // 4 blocks of fp16 scale + 32 int8
 	"q4_0":      4 * 18, // 4 blocks of fp16 scale + 16 nibble bytes
+	"q4_0h":     4 * 18, // q4_0's blocks of the rotated vector
 	"kivi2":     48,     // values: 4 groups of (fp16 scale, fp16 min, 8 bytes); keys: (128·4 + 32·32)/32 per token
 	"turbo2":    34,     // 2 + 128·2/8
 	"turbo2.5":  40,     // (2 + 32·3/8) + (2 + 96·2/8)
@@ -365,7 +366,7 @@ func attendError(t testing.TB, spec Spec, s Shape, n, queries int, outliers bool
 // rates must order the errors.
 func TestAttendError(t *testing.T) {
 	bound := map[string]float64{
-		"f32": 1e-5, "f16": 2e-3, "q8_0": 0.06, "q4_0": 0.6, "kivi2": 1.25,
+		"f32": 1e-5, "f16": 2e-3, "q8_0": 0.06, "q4_0": 0.6, "q4_0h": 0.48, "kivi2": 1.25,
 		"turbo2": 1.35, "turbo2.5": 0.75, "turbo3": 0.95, "turbo3.5": 0.6, "turbo4": 0.5, "turbo5": 0.21,
 		"turbo3.5p": 1.05, "polar": 0.95, "qjl": 1.9,
 	}
@@ -384,7 +385,7 @@ func TestAttendError(t *testing.T) {
 			t.Logf("%+v outliers=%v:%s", s, outliers, row.String())
 		}
 	}
-	for _, order := range [][]string{{"f16", "q8_0", "turbo5", "turbo4", "turbo3.5", "turbo2.5"}, {"turbo3", "turbo2"}, {"q8_0", "q4_0"}, {"turbo3.5", "turbo3.5p"}} {
+	for _, order := range [][]string{{"f16", "q8_0", "turbo5", "turbo4", "turbo3.5", "turbo2.5"}, {"turbo3", "turbo2"}, {"q8_0", "q4_0h", "q4_0"}, {"turbo3.5", "turbo3.5p"}} {
 		for i := 1; i < len(order); i++ {
 			if mean[order[i-1]] >= mean[order[i]] {
 				t.Errorf("mean error of %s (%.4f) not below %s's (%.4f)", order[i-1], mean[order[i-1]], order[i], mean[order[i]])

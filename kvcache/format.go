@@ -14,6 +14,8 @@ import (
 //
 //	f32 32, f16 16        uncompressed
 //	q8_0 8.5, q4_0 4.5    llama.cpp blocks of 32 with an fp16 scale
+//	q4_0h 4.5             q4_0 after llama.cpp's fixed Walsh–Hadamard
+//	                      rotation of quantized caches (a baseline)
 //	kivi2 3               KIVI 2-bit: keys per channel over blocks of 32
 //	                      tokens, values per token in groups of 32
 //	                      channels, fp16 scale and min per group
@@ -68,9 +70,10 @@ type codec struct {
 	// d in the compressed store, as keys (key true) or values: the
 	// quantizer's closed form, nothing built.
 	tokenBytes func(d int, key bool) int
-	// quantizer returns the quantizer of dimension d (outliers: a split
-	// format's outlier channels); nil for an uncompressed format.
-	quantizer func(d int, outliers []int, o quant.Options) (quant.Quantizer, error)
+	// quantizer returns the quantizer of dimension d for keys (key true)
+	// or values (outliers: a split format's outlier channels); nil for an
+	// uncompressed format.
+	quantizer func(d int, key bool, outliers []int, o quant.Options) (quant.Quantizer, error)
 	// keys returns a head's key store over q; nil: quantizer codes back to
 	// back (codeKeys).
 	keys func(q quant.Quantizer, d int) keyStore
@@ -87,6 +90,7 @@ var formats = []Format{
 	{"f16", f16Codec},
 	{"q8_0", q8_0Codec},
 	{"q4_0", q4_0Codec},
+	{"q4_0h", q4_0hCodec},
 	{"kivi2", kivi2Codec},
 	{"turbo2", turboMSE(2)},
 	{"turbo2.5", turboSplit(2, false)},
@@ -143,10 +147,11 @@ func (f Format) center() bool { return f.c.center }
 // at once.
 func (f Format) keyBlock() int { return max(f.c.keyBlock, 1) }
 
-// quantizer returns the format's quantizer for head dimension d (outliers:
+// quantizer returns the format's quantizer for head dimension d, for keys
+// (key true) or values (outliers:
 // the outlier channels of a split format), drawn from seed.
-func (f Format) quantizer(d int, outliers []int, seed uint64, corr quant.Correction) (quant.Quantizer, error) {
-	return f.c.quantizer(d, outliers, quant.Options{Seed: seed, Correction: corr})
+func (f Format) quantizer(d int, key bool, outliers []int, seed uint64, corr quant.Correction) (quant.Quantizer, error) {
+	return f.c.quantizer(d, key, outliers, quant.Options{Seed: seed, Correction: corr})
 }
 
 // keyStore returns a head's key store over q (nil for f32 and f16).

@@ -25,4 +25,4 @@ var (
 )
 
 // noQuantizer is the quantizer of an uncompressed format: none.
-func noQuantizer(int, []int, quant.Options) (quant.Quantizer, error) { return nil, nil }
+func noQuantizer(int, bool, []int, quant.Options) (quant.Quantizer, error) { return nil, nil }

@@ -19,6 +19,6 @@ var kivi2Codec = &codec{
 		}
 		return quant.KIVIBytes(d, 2, 32)
 	},
-	quantizer: func(d int, _ []int, _ quant.Options) (quant.Quantizer, error) { return quant.NewKIVI(d, 2, 32) },
+	quantizer: func(d int, _ bool, _ []int, _ quant.Options) (quant.Quantizer, error) { return quant.NewKIVI(d, 2, 32) },
 	keys:      func(q quant.Quantizer, _ int) keyStore { return &kiviKeys{k: q.(*quant.KIVI)} },
 }

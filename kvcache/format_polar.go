@@ -9,7 +9,7 @@ var polarCodec = &codec{
 	multiple:   16, // blocks of 2^4
 	research:   true,
 	tokenBytes: func(d int, _ bool) int { return quant.PolarBytes(d, nil) },
-	quantizer: func(d int, _ []int, o quant.Options) (quant.Quantizer, error) {
+	quantizer: func(d int, _ bool, _ []int, o quant.Options) (quant.Quantizer, error) {
 		return quant.NewPolar(d, nil, o)
 	},
 	keys: func(q quant.Quantizer, _ int) keyStore { return &groupKeys{q: q} },

@@ -11,7 +11,7 @@ var qjlCodec = &codec{
 	keysOnly:   true,
 	research:   true,
 	tokenBytes: func(d int, _ bool) int { return quant.QJLBytes(2 * d) },
-	quantizer: func(d int, _ []int, o quant.Options) (quant.Quantizer, error) {
+	quantizer: func(d int, _ bool, _ []int, o quant.Options) (quant.Quantizer, error) {
 		return quant.NewQJL(d, 2*d, o.Seed)
 	},
 }

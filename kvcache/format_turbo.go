@@ -14,7 +14,7 @@ func turboMSE(bits int) *codec {
 		multiple:   8,
 		center:     true,
 		tokenBytes: func(d int, _ bool) int { return quant.TurboMSEBytes(d, bits) },
-		quantizer: func(d int, _ []int, o quant.Options) (quant.Quantizer, error) {
+		quantizer: func(d int, _ bool, _ []int, o quant.Options) (quant.Quantizer, error) {
 			return quant.NewTurboMSE(d, bits, o)
 		},
 		keys:   laneStore,
@@ -55,7 +55,7 @@ func turboSplit(bits int, prod bool) *codec {
 		tokenBytes: func(d int, _ bool) int {
 			return quant.TurboSplitBytes(d, d/4, bits+1, bits, prod)
 		},
-		quantizer: func(d int, outliers []int, o quant.Options) (quant.Quantizer, error) {
+		quantizer: func(d int, _ bool, outliers []int, o quant.Options) (quant.Quantizer, error) {
 			return quant.NewTurboSplit(d, outliers, bits+1, bits, prod, o)
 		},
 		keys:   laneStore,

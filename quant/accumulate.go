@@ -51,8 +51,9 @@ type rowExpander interface {
 // NewAccumulator returns the accumulator for q's codes: in the rotated
 // basis for TurboMSE, TurboProd (whose QJL part is summed in the sketch
 // basis and projected back with Sᵀ once), their outlier splits and
-// PolarQuant; in the original basis, by decoding, otherwise (q8_0, q4_0,
-// KIVI per token).
+// PolarQuant; for a Rotated quantizer (q4_0h) in the basis of its inner
+// one, rotated back once; in the original basis, by decoding, otherwise
+// (q8_0, q4_0, KIVI per token).
 //
 // Codes made of scaled-code segments (TurboMSE, QJL, TurboProd and their
 // outlier splits) are summed four heads at a time where the CPU has the
@@ -184,6 +185,8 @@ func expanderFor(q Quantizer) rowExpander {
 		e = ggmlExp{d: t.d, bytes: t.Bytes(), typ: tensor.Q8_0}
 	case *Q4_0:
 		e = ggmlExp{d: t.d, bytes: t.Bytes(), typ: tensor.Q4_0}
+	case *Rotated:
+		e = &rotatedExp{inner: expanderFor(t.inner), rot: t.rot, tmp: make([]float32, t.Dim())}
 	default:
 		e = &decodeExp{q: q, tmp: make([]float32, q.Dim())}
 	}

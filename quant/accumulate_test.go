@@ -26,8 +26,9 @@ func TestAccumulatorMatchesDecode(t *testing.T) {
 	kivi, _ := NewKIVI(d, 2, 32)
 	qjl, _ := NewQJL(d, 2*d, 7)
 	turbo5, _ := NewTurboMSE(d, 5, Options{Seed: 8})
+	q4h, _ := NewQ4_0H(d, false)
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, q := range []Quantizer{split, turbo, haar, q8, polar, prod, q4, kivi, qjl, turbo5} {
+	for _, q := range []Quantizer{split, turbo, haar, q8, polar, prod, q4, kivi, qjl, turbo5, q4h} {
 		xs := randomVectors(r, n, d, 0.3)
 		codes := make([]byte, n*q.Bytes())
 		if err := q.EncodeBatch(codes, xs); err != nil {
@@ -175,8 +176,9 @@ func TestGroupScorerMatchesScorer(t *testing.T) {
 	q4, _ := NewQ4_0(d)
 	kivi, _ := NewKIVI(d, 2, 32)
 	qjl, _ := NewQJL(d, 2*d, 7)
+	q4h, _ := NewQ4_0H(d, true)
 	r := rand.New(rand.NewPCG(8, 9))
-	for _, q := range []Quantizer{split, prod, turbo, polar, q8, q4, kivi, qjl} {
+	for _, q := range []Quantizer{split, prod, turbo, polar, q8, q4, kivi, qjl, q4h} {
 		xs := randomVectors(r, n, d, 1)
 		codes := make([]byte, n*q.Bytes())
 		if err := q.EncodeBatch(codes, xs); err != nil {

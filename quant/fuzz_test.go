@@ -82,6 +82,7 @@ func fuzzTargets(tb testing.TB) []fuzzTarget {
 	}})
 	ts = append(ts, fuzzTarget{q: must(NewQ8_0(64)), fields: func(size int) []fp16Field { return everyN(0, 34, size, false) }})
 	ts = append(ts, fuzzTarget{q: must(NewQ4_0(64)), fields: func(size int) []fp16Field { return everyN(0, 18, size, true) }})
+	ts = append(ts, fuzzTarget{q: must(NewQ4_0H(128, true)), fields: func(size int) []fp16Field { return everyN(0, 18, size, true) }})
 	return ts
 }
 

@@ -40,8 +40,15 @@ type turboReference struct {
 }
 
 func readTurboReference(t *testing.T) *turboReference {
+	var ref turboReference
+	readGzipJSON(t, "testdata/turbo_reference.json.gz", &ref)
+	return &ref
+}
+
+// readGzipJSON decodes the gzipped JSON file at path into v.
+func readGzipJSON(t *testing.T, path string, v any) {
 	t.Helper()
-	f, err := os.Open("testdata/turbo_reference.json.gz")
+	f, err := os.Open(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,11 +57,9 @@ func readTurboReference(t *testing.T) *turboReference {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var ref turboReference
-	if err := json.NewDecoder(z).Decode(&ref); err != nil {
+	if err := json.NewDecoder(z).Decode(v); err != nil {
 		t.Fatal(err)
 	}
-	return &ref
 }
 
 var corrections = map[string]Correction{"none": CorrectNone, "norm": CorrectNorm, "proj": CorrectProjection}

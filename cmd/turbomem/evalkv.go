@@ -18,11 +18,11 @@ import (
 )
 
 func evalKV(e *env, args []string) error {
-	fs := newFlagSet(e, "eval kv", "\n\nOne row per KV format: bits per coordinate, bytes per token and ratio to f16 at\n--ctx tokens (window included), perplexity, mean and p99 KL and top-1 agreement\nagainst the f16 cache on the same windows, and the needle score. With --models,\none table per model and a summary across them: per format its bits and mean KL\non each model, and the geometric mean over models of its KL relative to q4_0's.")
+	fs := newFlagSet(e, "eval kv", "\n\nOne row per KV format: bits per coordinate, bytes per token and ratio to f16 at\n--ctx tokens (window included), perplexity, mean and p99 KL and top-1 agreement\nagainst the f16 cache on the same windows, and the needle score. With --models,\none table per model and a summary across them: per format its bits and mean KL\non each model, and the geometric mean over models of its KL relative to q4_0's\nand to q4_0h's (q4_0 after llama.cpp's Walsh–Hadamard rotation).")
 	mf := addModelFlags(fs, "")
 	models := fs.String("models", "", "comma-separated models to measure one after another instead of -m: GGUF files, the model suite's names (large, mha64, qwen2; tools/train/README.md) or default (the embedded model); a file that is absent is skipped with a message")
 	file := fs.String("file", "", "text (default: the embedded held-out text)")
-	kvf := addKVListFlags(fs, "f16,q8_0,q4_0,kivi2,turbo2.5,turbo3,turbo3.5,turbo4,turbo3.5p,polar,turbo3.5:turbo2.5,turbo2.5:turbo3.5,auto:3,auto:3.5", "; auto:B a per-layer plan of B bits per coordinate measured on the text's end")
+	kvf := addKVListFlags(fs, "f16,q8_0,q4_0,q4_0h,kivi2,turbo2.5,turbo3,turbo3.5,turbo4,turbo3.5p,polar,turbo3.5:turbo2.5,turbo2.5:turbo3.5,auto:3,auto:3.5", "; auto:B a per-layer plan of B bits per coordinate measured on the text's end")
 	ctxLen := fs.Int("ctx", 1024, "window length in tokens")
 	chunks := fs.Int("chunks", 8, "windows scored per format (0: all)")
 	lengths := fs.String("needle-lengths", "1024,2048", "needle context lengths (empty: no needle test)")
@@ -161,6 +161,7 @@ func printKVTables(e *env, tables []eval.KVModelTable, ctxLen int, format, plotF
 		for i, r := range out.Summary {
 			out.Summary[i].Bits, out.Summary[i].KLMean = jsonValues(r.Bits), jsonValues(r.KLMean)
 			out.Summary[i].VsQ4 = jsonValue(r.VsQ4)
+			out.Summary[i].VsQ4H = jsonValue(r.VsQ4H)
 		}
 		return json.NewEncoder(e.stdout).Encode(out)
 	}
@@ -171,19 +172,19 @@ func printKVTables(e *env, tables []eval.KVModelTable, ctxLen int, format, plotF
 		}
 		fmt.Fprintln(e.stdout)
 	}
-	fmt.Fprintf(e.stdout, "== summary over %d models: mean KL against each model's f16; vs q4_0 the geometric mean over models of KL / q4_0's KL\n", len(tables))
+	fmt.Fprintf(e.stdout, "== summary over %d models: mean KL against each model's f16; vs q4_0 (q4_0h) the geometric mean over models of KL / q4_0's (q4_0h's) KL\n", len(tables))
 	tw := tabwriter.NewWriter(e.stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprint(tw, "format\tbits\t")
 	for _, t := range tables {
 		fmt.Fprintf(tw, "KL %s\t", t.Model)
 	}
-	fmt.Fprintln(tw, "vs q4_0\t")
+	fmt.Fprintln(tw, "vs q4_0\tvs q4_0h\t")
 	for _, r := range summary {
 		fmt.Fprintf(tw, "%s\t%s\t", r.Format, bitsRange(r.Bits))
 		for _, kl := range r.KLMean {
 			fmt.Fprintf(tw, "%s\t", orDash("%.5f", kl))
 		}
-		fmt.Fprintf(tw, "%s\t\n", orDash("%.3fx", r.VsQ4))
+		fmt.Fprintf(tw, "%s\t%s\t\n", orDash("%.3fx", r.VsQ4), orDash("%.3fx", r.VsQ4H))
 	}
 	return tw.Flush()
 }
