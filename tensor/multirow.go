@@ -68,6 +68,17 @@ func passStart(j, passes, n int) int { return n * j / passes }
 
 // setVector packs activation a as vector v.
 func (p *multiPack) setVector(v int, a *activation) {
+	if p.steps == 0 {
+		return
+	}
+	_ = a.qs[p.steps*multiStep-1]
+	_ = a.d[2*p.steps-1]
+	_ = p.b[((p.steps-1)*p.n+v+1)*multiVecBytes-1]
+	multiPackKernel(p, v, a)
+}
+
+// setVectorGo is setVector in Go: the twin of the assembly.
+func (p *multiPack) setVectorGo(v int, a *activation) {
 	for s := range p.steps {
 		o := (s*p.n + v) * multiVecBytes
 		dst := p.b[o : o+multiVecBytes]

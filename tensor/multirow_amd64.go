@@ -18,3 +18,16 @@ func dotQ8_0RowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32
 	}
 	dotQ8_0RowsVNNI(&w[0], rowBytes, rows, &p.b[0], p.n, p.steps, &out[0], stride)
 }
+
+//go:noescape
+func multiPackVNNI(dst *byte, qs *int8, d *float32, steps, stride int)
+
+// multiPackKernel is setVector's packing in use (its caller checked the
+// bounds).
+func multiPackKernel(p *multiPack, v int, a *activation) {
+	if !hasVNNI {
+		p.setVectorGo(v, a)
+		return
+	}
+	multiPackVNNI(&p.b[v*multiVecBytes], &a.qs[0], &a.d[0], p.steps, p.n*multiVecBytes)
+}

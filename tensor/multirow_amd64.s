@@ -144,3 +144,36 @@ rowdone:
 	JNZ row
 	VZEROUPPER
 	RET
+
+// func multiPackVNNI(dst *byte, qs *int8, d *float32, steps, stride int)
+// Packs one vector (multiPack.setVector): per step its 64 quants, the
+// lane offsets −128·Σ₄xq (VPDPBUSD of 128s with the quants, negated) and
+// the two block scales spread over lanes 0-7 and 8-15; stride bytes from
+// one step's vector to the next's. steps ≥ 1.
+TEXT ·multiPackVNNI(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ qs+8(FP), SI
+	MOVQ d+16(FP), DX
+	MOVQ steps+24(FP), CX
+	MOVQ stride+32(FP), BX
+	MOVL $0x80808080, AX
+	VPBROADCASTD AX, Z6
+	VMOVDQU32 multiperm<>+0(SB), Z7
+	VPXORD Z5, Z5, Z5
+pack:
+	VMOVDQU64 (SI), Z0
+	VMOVDQU64 Z0, (DI)
+	VPXORD Z1, Z1, Z1
+	VPDPBUSD Z0, Z6, Z1
+	VPSUBD Z1, Z5, Z1
+	VMOVDQU32 Z1, 64(DI)
+	VMOVSD (DX), X3
+	VPERMPS Z3, Z7, Z3
+	VMOVUPS Z3, 128(DI)
+	ADDQ $64, SI
+	ADDQ $8, DX
+	ADDQ BX, DI
+	DECQ CX
+	JNZ pack
+	VZEROUPPER
+	RET

@@ -9,3 +9,5 @@ const hasMultiRow = true
 func dotQ8_0RowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
 	dotQ8_0RowsGo(w, rowBytes, rows, p, out, stride)
 }
+
+func multiPackKernel(p *multiPack, v int, a *activation) { p.setVectorGo(v, a) }

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -22,8 +23,15 @@ func TestDotQ8_0Rows(t *testing.T) {
 				const rows, stride = 7, 9
 				w, acts, _ := gemmSetup(t, r, Q8_0, rows, cols, n)
 				rowBytes := len(w) / rows
-				var p multiPack
+				var p, twinPack multiPack
 				p.set(acts, cols)
+				twinPack.reset(acts, cols)
+				for v, a := range acts {
+					twinPack.setVectorGo(v, a)
+				}
+				if !slices.Equal(p.b, twinPack.b) {
+					t.Fatal("packed activations differ from the Go twin's")
+				}
 				got := make([]float32, (n-1)*stride+rows)
 				twin := make([]float32, len(got))
 				dotQ8_0Rows(w, rowBytes, rows, &p, got, stride)

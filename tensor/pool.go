@@ -12,7 +12,8 @@ import (
 // attention step. The workers live as long as the Pool, so a parallel
 // region costs a wake-up, not a goroutine start; between regions they
 // spin for a short while (spinFor) before they sleep, because a decode
-// step runs dozens of regions a few microseconds apart.
+// step runs dozens of regions a few microseconds apart, yielding their
+// CPU now and then to any other goroutine that is ready to run.
 //
 // A Pool is safe for concurrent use, but runs one region at a time:
 // concurrent Run calls take turns. A task must not call Run on the Pool
@@ -171,8 +172,14 @@ func (p *Pool) wait(w *worker, last *job) *job {
 		if j := p.cur.Load(); j != last {
 			return j
 		}
-		if i&63 == 63 && time.Since(start) > spinFor {
-			break
+		if i&63 == 63 {
+			if time.Since(start) > spinFor {
+				break
+			}
+			// Let a goroutine that waits for this CPU run (a server's
+			// connections between the steps of a batch): spinning
+			// workers would otherwise hold every P until they sleep.
+			runtime.Gosched()
 		}
 		spinPause()
 	}
