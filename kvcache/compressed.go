@@ -93,6 +93,7 @@ func newCompressed(s Spec, layer int, sh Shape) (*Compressed, error) {
 		corr: turboCorrection,
 		seed: s.seed() ^ uint64(layer+1)*0x9e3779b97f4a7c15,
 	}
+	c.shortest = compressedMinSlice
 	if s.corr != 0 {
 		c.corr = s.corr - 1
 	}
@@ -413,10 +414,11 @@ func (c *Compressed) Attend(out, q []float32, scale float32) {
 			}
 			tensor.WeightedSumF16(ws.accs[j][al:], ws.sc[j][mc:], wv)
 		}
-	}, func(hi, j int, p *Partial) {
+	}, func(ws *workspace, hi, j int, p *Partial) {
 		o := out[(hi*g+j)*d : (hi*g+j+1)*d]
 		if al > 0 {
-			c.heads[hi].values.finish(o, p.Acc[:al])
+			h := c.heads[hi]
+			h.values.finish(ws.accumulator(hi, len(c.heads), h.values), o, p.Acc[:al])
 			tensor.AxpyF32(o, 1, p.Acc[al:])
 		} else {
 			copy(o, p.Acc[al:])

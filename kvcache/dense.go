@@ -93,7 +93,7 @@ func (c *Dense) Attend(out, q []float32, scale float32) {
 	g := c.shape.Group()
 	c.run(c.shape, n, d, nil, func(ws *workspace, hi, t0, t1 int, parts []Partial) {
 		c.span(ws, q, hi, t0, t1, parts, scale)
-	}, func(hi, j int, p *Partial) {
+	}, func(_ *workspace, hi, j int, p *Partial) {
 		p.Result(out[(hi*g+j)*d : (hi*g+j+1)*d])
 	})
 }

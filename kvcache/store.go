@@ -27,14 +27,16 @@ type keyStore interface {
 type valueStore interface {
 	add(xs []float32) error
 	accLen() int
-	// newAccumulator returns the scratch that accumulate needs (nil if
-	// none); each goroutine uses its own.
+	// newAccumulator returns the scratch that accumulate and finish need
+	// (nil if none); each goroutine uses its own.
 	newAccumulator() quant.Accumulator
 	// accumulate adds Σ_i ws[j][i]·v_{t0+i} (internal basis) to accs[j],
 	// with a from newAccumulator.
 	accumulate(a quant.Accumulator, accs, ws [][]float32, t0 int)
-	// finish writes an internal-basis sum to dst in the original basis.
-	finish(dst, acc []float32)
+	// finish writes an internal-basis sum to dst in the original basis
+	// (acc may be overwritten), with a from newAccumulator: query heads
+	// finish on several goroutines at once.
+	finish(a quant.Accumulator, dst, acc []float32)
 	bytes() int
 }
 
@@ -317,12 +319,12 @@ func (s *codeValues) accumulate(a quant.Accumulator, accs, ws [][]float32, t0 in
 	}
 }
 
-func (s *codeValues) finish(dst, acc []float32) { s.acc.Finish(dst, acc) }
+func (s *codeValues) finish(a quant.Accumulator, dst, acc []float32) { a.Finish(dst, acc) }
 
 // laneValues holds the turbo formats' values 16 tokens to a block and
 // sums them with the tokens in SIMD lanes (quant.Lanes.Accumulate: four
 // query heads per pass), in the quantizer's internal basis; acc brings a
-// sum back (Finish).
+// sum back (Finish; on each goroutine its own, from newAccumulator).
 type laneValues struct {
 	l   *quant.Lanes
 	acc quant.Accumulator
@@ -331,8 +333,9 @@ type laneValues struct {
 func (s *laneValues) add(xs []float32) error            { return s.l.Append(xs) }
 func (s *laneValues) bytes() int                        { return s.l.Bytes() }
 func (s *laneValues) accLen() int                       { return s.acc.AccLen() }
-func (s *laneValues) newAccumulator() quant.Accumulator { return nil }
-func (s *laneValues) finish(dst, acc []float32)         { s.acc.Finish(dst, acc) }
+func (s *laneValues) newAccumulator() quant.Accumulator { return quant.NewAccumulator(s.l.Quantizer()) }
+
+func (s *laneValues) finish(a quant.Accumulator, dst, acc []float32) { a.Finish(dst, acc) }
 
 func (s *laneValues) accumulate(_ quant.Accumulator, accs, ws [][]float32, t0 int) {
 	if err := s.l.Accumulate(accs, ws, t0); err != nil {
@@ -349,7 +352,7 @@ type f16Values struct {
 func (s *f16Values) add(xs []float32) error { appendF16(&s.rows, xs); return nil }
 func (s *f16Values) bytes() int             { return 2 * len(s.rows) }
 func (s *f16Values) accLen() int            { return s.d }
-func (s *f16Values) finish(dst, acc []float32) {
+func (s *f16Values) finish(_ quant.Accumulator, dst, acc []float32) {
 	copy(dst, acc[:s.d])
 }
 
@@ -372,7 +375,7 @@ type f32Values struct {
 func (s *f32Values) add(xs []float32) error { s.rows = append(s.rows, xs...); return nil }
 func (s *f32Values) bytes() int             { return 4 * len(s.rows) }
 func (s *f32Values) accLen() int            { return s.d }
-func (s *f32Values) finish(dst, acc []float32) {
+func (s *f32Values) finish(_ quant.Accumulator, dst, acc []float32) {
 	copy(dst, acc[:s.d])
 }
 
