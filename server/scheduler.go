@@ -247,9 +247,15 @@ func (s *scheduler) start(j *job) (*sequence, error) {
 	var kv kvcache.Maker = s.m.KV
 	if p := s.prefix; p != nil {
 		chain = p.match(j.prompt)
-		if from, to := len(chain)*blockTokens, p.recordable(len(j.prompt)); to > from {
+		from, to := len(chain)*blockTokens, p.recordable(len(j.prompt))
+		if to > from {
 			rec = newRecorder(p.layers, p.width, from, to)
 		}
+		// Reserve only the rows the recorder will hold: the blocks after
+		// the reused ones (submit reserved them all).
+		rb := int64(max(to-from, 0)/blockTokens) * p.rowBytes()
+		j.reserve -= j.recBytes - rb
+		j.recBytes = rb
 	}
 	var sess *model.Session
 	var err error
