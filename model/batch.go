@@ -23,8 +23,9 @@ import (
 // differently. A Batch holds the step's buffers; it is not safe for
 // concurrent use.
 type Batch struct {
-	w    *Session // lends its buffers; holds no caches
-	rows batchRows
+	w      *Session // lends its buffers; holds no caches
+	rows   batchRows
+	logits []float32 // every session's logits of the last step
 }
 
 // batchRows maps the rows of a Batch chunk to their sessions.
@@ -44,15 +45,18 @@ func (r *batchRows) fail(i int, err error) { r.errs[i] = err }
 // NewBatch returns a Batch for the model's sessions.
 func (m *Model) NewBatch() *Batch { return &Batch{w: &Session{m: m}} }
 
-// ScratchBytes returns the bytes of the batch's working buffers.
-func (b *Batch) ScratchBytes() int64 { return b.w.ScratchBytes() }
+// ScratchBytes returns the bytes of the batch's working buffers, the
+// logits of its last step included.
+func (b *Batch) ScratchBytes() int64 { return b.w.ScratchBytes() + 4*int64(cap(b.logits)) }
 
 // Forward appends tokens[i] to seqs[i] for every i, in chunks of at most
 // MaxBatch rows in all, and returns each session's next-token logits
 // after its last token. A session that fails (a token outside the
 // vocabulary, its limit passed, a cache that refuses a value) gets its
 // error in errs and nil logits, and must not be used again; the others go
-// on. Sessions must be distinct.
+// on. Sessions must be distinct. The logits live in the batch's buffer:
+// they hold until the next Forward call, which reuses it (a step
+// allocates no logits).
 func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, errs []error) {
 	m := b.w.m
 	c := &m.Config
@@ -91,6 +95,8 @@ func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, 
 			all = append(all, row{i, j})
 		}
 	}
+	b.logits = grow(b.logits, len(seqs)*c.Vocab)
+	done := 0 // rows of b.logits filled by earlier chunks
 	for start := 0; start < len(all); start += MaxBatch {
 		chunk := all[start:min(len(all), start+MaxBatch)]
 		r := &b.rows
@@ -112,7 +118,8 @@ func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, 
 			}
 			continue
 		}
-		out, err := b.w.forward(len(chunk), 0, 0, len(r.logits) > 0, nil, r)
+		out, err := b.w.forward(len(chunk), 0, 0, len(r.logits) > 0, b.logits[done*c.Vocab:(done+len(r.logits))*c.Vocab], r)
+		done += len(r.logits)
 		for k, x := range chunk {
 			if e := r.errs[k]; e != nil && errs[x.seq] == nil {
 				errs[x.seq] = e

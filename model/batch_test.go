@@ -220,7 +220,11 @@ func TestBatchSideBySide(t *testing.T) {
 						t.Fatalf("%s, step %d, session %d: %v", kv, step, j, err)
 					}
 				}
-				logits[i] = append(logits[i], got)
+				kept := make([][]float32, len(got)) // the next step reuses got's buffer
+				for j := range got {
+					kept[j] = slices.Clone(got[j])
+				}
+				logits[i] = append(logits[i], kept)
 			}
 		}
 		for step := range steps {
