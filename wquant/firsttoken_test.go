@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"testing"
 	"time"
 
@@ -16,13 +17,17 @@ import (
 // BenchmarkFirstToken measures the first token's latency of the embedded
 // model, sealed with a manifest (a copy, its Q8_0 tensors as they are),
 // as `turbomem run` meets it: open the file with the check of a
-// --verify mode (wquant.OpenModel), load the tokenizer, run a prompt of
+// --verify mode (wquant.OpenModel), load the tokenizer, touch every page
+// of the weights (Model.Prefault, as run does), run a prompt of
 // 16 or 256 tokens, on 1 thread and on every CPU. Modes: off; lazy (the
 // background check, on the CPUs the model leaves free, one at least);
 // at-use (the check lazy used to be: each tensor hashed at its first use,
-// on every CPU); full (every hash before loading). ns/op is the wall
-// time, the latency; cpu-ms/op the process's CPU time per first token,
-// which the hashing raises by the same amount in every checking mode.
+// on every CPU); full (every hash before loading). Each iteration runs
+// every mode once (paired): MODE-ms is the median wall time, the
+// latency; MODE-cpu-ms the process's CPU time, which the hashing raises
+// by about the same amount in every checking mode (the first token uses
+// every tensor, so every hash is done by then); MODE-% the median of the
+// mode's latency over off's, less 1. ns/op is the sum of the modes.
 //
 // The request/ group times what a server's first request meets: the
 // model loaded and left idle for 100 ms (waiting for requests), then the
@@ -80,44 +85,84 @@ func BenchmarkFirstToken(b *testing.B) {
 			for i := range prompt {
 				prompt[i] = int32(100 + 7*i)
 			}
-			for _, mode := range []string{"off", "lazy", "at-use", "full"} {
-				b.Run(fmt.Sprintf("threads-%d/prompt-%d/%s", threads, n, mode), func(b *testing.B) {
-					defer cpuMetric(b)()
-					for b.Loop() {
-						m := open(b, mode, threads)
-						if _, err := model.LoadTokenizer(m.File()); err != nil {
-							b.Fatal(err)
-						}
-						first(b, m, prompt)
-						m.Close()
+			b.Run(fmt.Sprintf("threads-%d/prompt-%d", threads, n), func(b *testing.B) {
+				paired(b, []string{"off", "lazy", "at-use", "full"}, func(mode string) {
+					m := open(b, mode, threads)
+					if _, err := model.LoadTokenizer(m.File()); err != nil {
+						b.Fatal(err)
 					}
+					m.Prefault(nil)
+					first(b, m, prompt)
+					m.Close()
+				}, nil)
+			})
+			b.Run(fmt.Sprintf("request/threads-%d/prompt-%d", threads, n), func(b *testing.B) {
+				var m *model.Model
+				paired(b, []string{"off", "lazy"}, func(string) { first(b, m, prompt) }, func(mode string) func() {
+					m = open(b, mode, threads)
+					m.Prefault(nil)
+					time.Sleep(100 * time.Millisecond)
+					return func() { m.Close() }
 				})
-			}
-			for _, mode := range []string{"off", "lazy"} {
-				b.Run(fmt.Sprintf("request/threads-%d/prompt-%d/%s", threads, n, mode), func(b *testing.B) {
-					for b.Loop() {
-						b.StopTimer()
-						m := open(b, mode, threads)
-						time.Sleep(100 * time.Millisecond)
-						b.StartTimer()
-						first(b, m, prompt)
-						b.StopTimer()
-						m.Close()
-						b.StartTimer()
-					}
-				})
-			}
+			})
 		}
 	}
 }
 
-// cpuMetric starts counting the process's CPU time; the function it
-// returns reports it per op as cpu-ms/op.
-func cpuMetric(b *testing.B) func() {
-	cpu0, ok := wquant.CPUTime()
-	return func() {
-		if cpu1, _ := wquant.CPUTime(); ok {
-			b.ReportMetric(1000*(cpu1-cpu0).Seconds()/float64(b.N), "cpu-ms/op")
+// paired runs each mode once per iteration, in an order that rotates,
+// timing run(mode) (setup, if set, runs untimed before it and returns
+// what runs untimed after), and reports each mode's median wall time
+// (MODE-ms) and CPU time of the process (MODE-cpu-ms), and the median
+// over iterations of each mode's wall time over the first mode's, as a
+// percentage over it (MODE-%): on a machine shared with other work,
+// ratios within an iteration drift less than times across a run.
+func paired(b *testing.B, modes []string, run func(mode string), setup func(mode string) func()) {
+	wall := make([][]float64, len(modes))
+	cpu := make([][]float64, len(modes))
+	over := make([][]float64, len(modes))
+	it := 0
+	for b.Loop() {
+		got := make([]float64, len(modes))
+		for k := range modes {
+			i := (k + it) % len(modes)
+			done := func() {}
+			if setup != nil {
+				b.StopTimer()
+				done = setup(modes[i])
+				b.StartTimer()
+			}
+			c0, _ := wquant.CPUTime()
+			t0 := time.Now()
+			run(modes[i])
+			got[i] = float64(time.Since(t0).Microseconds()) / 1000
+			c1, _ := wquant.CPUTime()
+			if setup != nil {
+				b.StopTimer()
+				done()
+				b.StartTimer()
+			}
+			wall[i] = append(wall[i], got[i])
+			cpu[i] = append(cpu[i], 1000*(c1-c0).Seconds())
+		}
+		for i := 1; i < len(modes); i++ {
+			over[i] = append(over[i], 100*(got[i]/got[0]-1))
+		}
+		it++
+	}
+	for i, mode := range modes {
+		b.ReportMetric(median(wall[i]), mode+"-ms")
+		b.ReportMetric(median(cpu[i]), mode+"-cpu-ms")
+		if i > 0 {
+			b.ReportMetric(median(over[i]), mode+"-%")
 		}
 	}
+}
+
+// median returns the median of x (which it sorts).
+func median(x []float64) float64 {
+	slices.Sort(x)
+	if len(x)%2 == 1 {
+		return x[len(x)/2]
+	}
+	return (x[len(x)/2-1] + x[len(x)/2]) / 2
 }

@@ -58,8 +58,8 @@ type Choice struct {
 	Elements int64
 	Bytes    int64
 	// Loss is the measured KL of this choice alone less the tensor's
-	// floor (Sensitivity.Floors; 0 for the source's own type and for
-	// recipes).
+	// floor, or its weights' part where that is not positive
+	// (Sensitivity.Losses; 0 for the source's own type and for recipes).
 	Loss float64
 }
 
@@ -199,13 +199,53 @@ func (s *Sensitivity) Floors() []float64 {
 	return floors
 }
 
+// Losses returns the losses Allocate weighs, for each tensor of s and
+// each type (−1 where not measured): the measured loss less the tensor's
+// floor (Floors) where that is positive; where it is not (the type's
+// measured loss came out at or under the floor: the matrix's losses lie
+// level within their noise), the weights' part that the 4^−bits law,
+// fitted to all of the tensor's measured losses by least squares
+// (L = f + a·4^−bits, a ≥ 0), gives the type. Taken as 0, such a coarser
+// type would cost nothing and the allocator would take it even where the
+// budget holds a finer one, leaving bytes unspent.
+func (s *Sensitivity) Losses() [][]float64 {
+	floors := s.Floors()
+	out := make([][]float64, len(s.Loss))
+	for i, row := range s.Loss {
+		// Least squares of L on x = 4^−bits over the measured types.
+		var n, sx, sl, sxx, sxl float64
+		for j, l := range row {
+			if l >= 0 {
+				x := math.Pow(4, -s.Types[j].BitsPerWeight())
+				n, sx, sl, sxx, sxl = n+1, sx+x, sl+l, sxx+x*x, sxl+x*l
+			}
+		}
+		a := 0.0
+		if d := n*sxx - sx*sx; n >= 2 && d > 0 {
+			a = max(0, (n*sxl-sx*sl)/d)
+		}
+		out[i] = make([]float64, len(row))
+		for j, l := range row {
+			out[i][j] = -1
+			if l >= 0 {
+				out[i][j] = l - floors[i]
+				if out[i][j] <= 0 {
+					out[i][j] = a * math.Pow(4, -s.Types[j].BitsPerWeight())
+				}
+			}
+		}
+	}
+	return out
+}
+
 // allocSteps is the resolution of the budget in Allocate: costs are
 // rounded up to 1/allocSteps of it (at most one step lost per tensor).
 const allocSteps = 1 << 20
 
 // Allocate chooses a type for every tensor measured in s so that the
 // predicted loss (the sum of the chosen losses, each less its tensor's
-// floor: Floors) is least while the file's tensor data stay within
+// floor, or its weights' part where that is not positive: Losses) is
+// least while the file's tensor data stay within
 // budget bytes. Each tensor may also keep its
 // source type (loss 0); tensors not measured keep theirs and their bytes
 // count against the budget. The choice is exact up to the rounding of
@@ -222,7 +262,7 @@ func Allocate(src *gguf.File, sourceSHA256 string, s Sensitivity, budget int64) 
 		measured[n] = i
 	}
 	plan := &Plan{Source: sourceSHA256, Budget: budget, Sensitivity: &s}
-	floors := s.Floors()
+	losses := s.Losses()
 	var fixed int64
 	var items [][]Choice
 	for _, t := range src.Tensors {
@@ -240,8 +280,8 @@ func Allocate(src *gguf.File, sourceSHA256 string, s Sensitivity, budget int64) 
 		}
 		opts := []Choice{keep}
 		for j, typ := range s.Types {
-			if l := s.Loss[i][j]; l >= 0 && typ != t.Type && Fits(t.Shape, typ) {
-				c, err := choice(t, typ, max(0, l-floors[i]))
+			if l := losses[i][j]; l >= 0 && typ != t.Type && Fits(t.Shape, typ) {
+				c, err := choice(t, typ, l)
 				if err != nil {
 					return nil, err
 				}

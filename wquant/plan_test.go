@@ -15,7 +15,7 @@ import (
 
 // TestAllocateBruteForce: on the tiny model's matrices (of three sizes),
 // with random losses, Allocate's choice fits each budget and is the best
-// of all 4⁶ choices (each loss less its tensor's floor) up to the
+// of all 4⁶ choices (each loss as Losses weighs it) up to the
 // rounding of costs.
 func TestAllocateBruteForce(t *testing.T) {
 	src := openGGUF(t, tinyModel(t, false))
@@ -60,7 +60,7 @@ func TestAllocateBruteForce(t *testing.T) {
 		// fixed tensors, so the choice is at least as good as the best
 		// within one such step per tensor less, and no better than the
 		// best within the budget.
-		floors := s.Floors()
+		losses := s.Losses()
 		bestWithin := func(b int64) float64 {
 			best := math.Inf(1)
 			for code := range 1 << (2 * len(names)) {
@@ -69,7 +69,7 @@ func TestAllocateBruteForce(t *testing.T) {
 					o := code >> (2 * i) & 3
 					bytes += size[n][o]
 					if o > 0 {
-						loss += max(0, s.Loss[i][o-1]-floors[i])
+						loss += losses[i][o-1]
 					}
 				}
 				if bytes <= b {
@@ -185,6 +185,59 @@ func TestAllocateWithoutFloors(t *testing.T) {
 	}
 	if q := want.Types()["blk.0.attn_q.weight"]; q == tensor.F32 {
 		t.Errorf("the plan keeps attn_q in F32: the test needs it quantized")
+	}
+}
+
+// TestLosses: losses that follow the 4^−bits law come back less their
+// floor; a coarser type measured at or below the floor (noise) gets the
+// weights' part the law fitted to all of the row gives it, so it no
+// longer costs nothing; unmeasured types stay −1; and the allocator then
+// keeps the source's type rather than take a "free" coarser one.
+func TestLosses(t *testing.T) {
+	types := []tensor.DType{tensor.Q8_0, tensor.Q5_K, tensor.Q4_K, tensor.Q3_K, tensor.Q2_K}
+	x := func(typ tensor.DType) float64 { return math.Pow(4, -typ.BitsPerWeight()) }
+	law := make([]float64, len(types))
+	for j, typ := range types {
+		law[j] = 9e-4 + 0.05*x(typ)
+	}
+	// The suite-large probe of a Q6_K source's attn_q: level, Q4_K below Q8_0's.
+	noisy := []float64{0.00094, 0.00093, 0.00086, 0.00092, 0.00107}
+	s := Sensitivity{Tensors: []string{"a", "b"}, Types: types, Loss: [][]float64{law, noisy}}
+	got := s.Losses()
+	for j, typ := range types {
+		if want := 0.05 * x(typ); math.Abs(got[0][j]-want) > 1e-12 {
+			t.Errorf("law, %s: %g, want %g", typ, got[0][j], want)
+		}
+	}
+	for j := 1; j < len(types); j++ {
+		if !(got[1][j] > 0) || noisy[j] > noisy[0] && got[1][j] != noisy[j]-noisy[0] {
+			t.Errorf("noisy row: %s's loss %g (measured %g, floor %g)", types[j], got[1][j], noisy[j], noisy[0])
+		}
+	}
+	if !(got[1][2] < got[1][3]) {
+		t.Errorf("noisy row: Q4_K's loss %g not below Q3_K's %g", got[1][2], got[1][3])
+	}
+	s.Loss[1] = []float64{-1, 0.00093, -1, 0.00092, 0.00107}
+	if got := s.Losses()[1]; got[0] != -1 || got[2] != -1 || !(got[3] > got[1]) {
+		t.Errorf("unmeasured types: %v", got)
+	}
+
+	// A plan at the source's size keeps every matrix in the source's type.
+	src := openGGUF(t, tinyModel(t, false))
+	names := []string{"blk.0.attn_q.weight", "blk.1.attn_q.weight"}
+	s = Sensitivity{Tensors: names, Types: types, Loss: [][]float64{noisy, noisy}}
+	var all int64
+	for _, ti := range src.Tensors {
+		all += ti.Size
+	}
+	plan, err := Allocate(src, testSource, s, all)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range plan.Tensors {
+		if ti, _ := src.Tensor(c.Name); c.Type != ti.Type {
+			t.Errorf("%s: %s at the source's size, want its own %s", c.Name, c.Type, ti.Type)
+		}
 	}
 }
 
