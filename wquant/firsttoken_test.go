@@ -47,7 +47,7 @@ func BenchmarkFirstToken(b *testing.B) {
 	}
 	open := func(b *testing.B, mode string, threads int) *model.Model {
 		if mode == "at-use" {
-			m, err := wquant.OpenModel(path, "off", model.Options{Threads: threads}, nil)
+			m, err := wquant.OpenModel(path, model.Options{Threads: threads}, wquant.OpenOptions{Verify: "off"})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -64,7 +64,7 @@ func BenchmarkFirstToken(b *testing.B) {
 			}
 			return m
 		}
-		m, err := wquant.OpenModel(path, mode, model.Options{Threads: threads}, nil)
+		m, err := wquant.OpenModel(path, model.Options{Threads: threads}, wquant.OpenOptions{Verify: mode})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -13,8 +13,21 @@ import (
 // VerifyModes are the integrity checks OpenModel knows.
 var VerifyModes = []string{"full", "lazy", "off"}
 
+// OpenOptions configures OpenModel's integrity check.
+type OpenOptions struct {
+	// Verify is the check: "full", "lazy" or "off" (VerifyModes).
+	Verify string
+	// Progress, if set, is called as full verifies, with the bytes hashed
+	// so far and the total.
+	Progress func(done, total int64)
+	// Checked, if set, is called once when lazy's background check has
+	// compared every tensor, from another goroutine, with nil or the error
+	// that names each tensor that differs; not if the model closes first.
+	Checked func(err error)
+}
+
 // OpenModel opens the model at path, checking the file against its
-// integrity manifest as mode says:
+// integrity manifest as v.Verify says:
 //
 //   - full verifies every hash before loading (progress, if set, is
 //     called with the bytes hashed and the total);
@@ -29,7 +42,8 @@ var VerifyModes = []string{"full", "lazy", "off"}
 // A file without a manifest loads as it is. Either check hashes the
 // memory mapping the model reads; Close stops the background and closes
 // the file. An error from a check wraps ErrAltered.
-func OpenModel(path, mode string, o model.Options, progress func(done, total int64)) (*model.Model, error) {
+func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error) {
+	mode := v.Verify
 	switch mode {
 	case "off":
 		return model.Open(path, o)
@@ -48,7 +62,7 @@ func OpenModel(path, mode string, o model.Options, progress func(done, total int
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	if mode == "full" {
-		if _, err := Verify(context.Background(), f, VerifyOptions{Progress: progress}); err != nil && !errors.Is(err, ErrNoManifest) {
+		if _, err := Verify(context.Background(), f, VerifyOptions{Progress: v.Progress}); err != nil && !errors.Is(err, ErrNoManifest) {
 			return fail(err)
 		}
 	} else {
@@ -67,6 +81,13 @@ func OpenModel(path, mode string, o model.Options, progress func(done, total int
 			}
 			bg := m.Start(f, BackgroundOptions{Workers: runtime.NumCPU() - threads})
 			o.FirstUse, stop = bg.Check, bg.Stop
+			if v.Checked != nil {
+				go func() {
+					if err := bg.Wait(); !errors.Is(err, ErrStopped) {
+						v.Checked(err)
+					}
+				}()
+			}
 		}
 	}
 	then := o.OnClose

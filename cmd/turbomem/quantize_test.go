@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
 	"fmt"
+	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/gguf"
@@ -165,5 +169,55 @@ func TestQuantizeMeasured(t *testing.T) {
 	}
 	if got, err := tensorBytes(same); err != nil || got > want {
 		t.Errorf("--size-of a file of %d tensor bytes wrote %d (%v)", want, got, err)
+	}
+}
+
+// TestServeLazyCheck: a server started on a sealed file with a flipped
+// byte (--verify=lazy, the default) reports the tensor as soon as its
+// background check finds it, before any request; an intact file's check
+// reports that every tensor matches.
+func TestServeLazyCheck(t *testing.T) {
+	src := tinySource(t)
+	out := filepath.Join(t.TempDir(), "q.gguf")
+	if code, _, stderr := runCmd("quantize", src, out, "--recipe", "Q8_0"); code != 0 {
+		t.Fatalf("quantize: exit %d: %s", code, stderr)
+	}
+	for _, tt := range []struct{ path, want string }{
+		{flipped(t, out, "blk.1.ffn_up.weight"), "tensor blk.1.ffn_up.weight:"},
+		{out, "every tensor matches"},
+	} {
+		cmd := exec.Command(os.Args[0], "serve", "-m", tt.path, "--addr", "127.0.0.1:0", "--mem", "256MiB")
+		cmd.Env = append(os.Environ(), asMainEnv+"=1")
+		stderr, err := cmd.StderrPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		found := make(chan string, 1)
+		go func() {
+			var seen []string
+			sc := bufio.NewScanner(stderr)
+			for sc.Scan() {
+				seen = append(seen, sc.Text())
+				if strings.Contains(sc.Text(), "integrity check") {
+					found <- sc.Text()
+					io.Copy(io.Discard, stderr)
+					return
+				}
+			}
+			found <- "no integrity line in: " + strings.Join(seen, "\n")
+		}()
+		select {
+		case line := <-found:
+			if !strings.Contains(line, tt.want) {
+				t.Errorf("%s: %s; want %q", filepath.Base(tt.path), line, tt.want)
+			}
+		case <-time.After(2 * time.Minute):
+			t.Errorf("%s: no integrity report within 2 minutes", filepath.Base(tt.path))
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
 	}
 }

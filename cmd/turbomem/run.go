@@ -63,6 +63,9 @@ func (g genFlags) sampler() (model.SamplerConfig, error) {
 type loaded struct {
 	m   *model.Model
 	tok *tokenizer.Tokenizer
+	// checked receives the result of --verify=lazy's background check
+	// once every tensor is compared (nil channel: no such check).
+	checked <-chan error
 }
 
 // load opens the model named by the flags, paging its weights in with a
@@ -70,6 +73,7 @@ type loaded struct {
 func (g modelFlags) load(e *env) (*loaded, error) {
 	opts := model.Options{Threads: *g.threads}
 	var m *model.Model
+	var checked <-chan error
 	var err error
 	if *g.model == "" {
 		// The embedded reference model: checked against its SHA-256 first.
@@ -82,7 +86,7 @@ func (g modelFlags) load(e *env) (*loaded, error) {
 		if g.verify != nil {
 			mode = *g.verify
 		}
-		m, err = openChecked(e, *g.model, mode, opts)
+		m, checked, err = openChecked(e, *g.model, mode, opts)
 	}
 	if err != nil {
 		return nil, err
@@ -95,7 +99,7 @@ func (g modelFlags) load(e *env) (*loaded, error) {
 	bar := newBar(e, "loading weights", m.WeightBytes(), true)
 	m.Prefault(func(done, _ int64) { bar.set(done) })
 	bar.finish()
-	return &loaded{m: m, tok: tok}, nil
+	return &loaded{m: m, tok: tok, checked: checked}, nil
 }
 
 // isTerminal reports whether w is a terminal (progress is drawn only there).

@@ -115,10 +115,25 @@ func runServe(e *env, args []string) error {
 		servedName(l.m, *mf.model), ln.Addr(), kv, humanBytes(b.Total), humanBytes(b.Weights), humanBytes(b.Scratch), humanBytes(b.Reserve), humanBytes(b.Sequences),
 		b.Sequences/max(perSeq, 1), l.m.Config.Context, humanBytes(perSeq))
 
-	select {
-	case err := <-served:
-		return err
-	case <-ctx.Done():
+	// --verify=lazy's check hashes the weights while the server waits for
+	// requests; a tensor that differs fails every request that uses it,
+	// and is reported here as soon as it is found.
+	checked := l.checked
+wait:
+	for {
+		select {
+		case err := <-served:
+			return err
+		case err := <-checked:
+			checked = nil
+			if err != nil {
+				log.Error("integrity check: the weights differ from the file's manifest; requests fail", "err", err)
+			} else {
+				log.Info("integrity check: every tensor matches the file's manifest")
+			}
+		case <-ctx.Done():
+			break wait
+		}
 	}
 	stop() // a second signal ends the process at once
 	fmt.Fprintln(e.stderr, "draining: no new requests; waiting for the running ones")

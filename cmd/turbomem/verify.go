@@ -110,22 +110,30 @@ func checkVerify(mode string) error {
 }
 
 // openChecked opens the model at path with the integrity check of --verify
-// mode (wquant.OpenModel), a progress bar drawn while full verifies.
-func openChecked(e *env, path, mode string, o model.Options) (*model.Model, error) {
+// mode (wquant.OpenModel), a progress bar drawn while full verifies; with
+// lazy, checked receives the background check's result once every tensor
+// is compared.
+func openChecked(e *env, path, mode string, o model.Options) (m *model.Model, checked <-chan error, err error) {
 	var bar *progressBar
 	defer func() {
 		if bar != nil {
 			bar.finish()
 		}
 	}()
-	m, err := wquant.OpenModel(path, mode, o, func(done, total int64) {
-		if bar == nil {
-			bar = newBar(e, "verifying", total, true)
-		}
-		bar.set(done)
-	})
+	ch := make(chan error, 1)
+	m, err = wquant.OpenModel(path, o, wquant.OpenOptions{Verify: mode,
+		Progress: func(done, total int64) {
+			if bar == nil {
+				bar = newBar(e, "verifying", total, true)
+			}
+			bar.set(done)
+		},
+		Checked: func(err error) { ch <- err }})
 	if errors.Is(err, wquant.ErrAltered) {
-		return nil, fmt.Errorf("%s: %w (--verify=off loads it anyway)", path, err)
+		return nil, nil, fmt.Errorf("%s: %w (--verify=off loads it anyway)", path, err)
 	}
-	return m, err
+	if mode == "lazy" {
+		checked = ch
+	}
+	return m, checked, err
 }
