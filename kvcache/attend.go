@@ -30,9 +30,11 @@ const minParallelWork = 1 << 15
 // A slice of a compressed cache costs more to start and less per
 // position than an fp16 one. Measured on one goroutine (a 16k step cut
 // into 1, 16 and 64 slices, 4 query heads of 128, 2026-12-03): every
-// extra slice costs 2.5–4 µs of CPU with turbo3.5 (19 ns a position), 7
-// µs with q8_0 (48 ns a position), nothing measurable with f16; 512
-// positions keep that under a third of a turbo slice's time.
+// extra slice costs 1–2 µs of CPU with turbo3.5 (19 ns a position; its
+// queries are prepared once per step, and a slice sums the centring
+// term's nodes for its own chunks only), 7 µs with q8_0 (48 ns a
+// position), nothing measurable with f16; 512 positions keep that to a
+// fifth of a turbo slice's time or less.
 const (
 	minSlice           = 128
 	compressedMinSlice = 512

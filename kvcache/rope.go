@@ -33,7 +33,6 @@ type Rope struct {
 	exact, slow []int                         // pairs turned exactly and interpolated
 	nodes       [ropeNodes]float64            // node offsets within a chunk
 	basis       [ropeNodes][ropeChunk]float64 // Lagrange basis ℓ_k(j) at the chunk's positions
-	nodeTurn    [ropeNodes][]complex128       // per node k and slow pair s: e^(i·x_k·ω_s)
 	spanStep    []complex128                  // per exact pair: e^(i·ropeSpan·ω)
 	unrotated   bool                          // coordinates past the pairs exist
 	rows        int                           // rows of table
@@ -45,9 +44,11 @@ type Rope struct {
 	table []float32
 
 	// chunkTurns holds, per block of ropeChunk chunks, the slow pairs'
-	// turns at the chunks' starts: rows cos(c·ropeChunk·ω_s), then sin,
-	// ropeChunk columns (chunks c of the block). Made on first use and
-	// kept: they depend on nothing but the position.
+	// turns at the chunks' nodes: rows cos(p·ω_s), then sin, at the
+	// positions p = c·ropeChunk + x_k (block-relative, plus the block's
+	// start) in column ropeNodes·c + k, for the chunks c of the block and
+	// their nodes k (ropeNodes·ropeChunk columns a row). Made on first use
+	// and kept: they depend on nothing but the position.
 	chunkTurns atomic.Pointer[[][]float32]
 	grow       sync.Mutex
 	scratch    sync.Pool // *ropeScratch
@@ -63,6 +64,10 @@ const (
 	ropeSpan = 2 * ropeChunk
 	// ropeNodes is the number of interpolation nodes per chunk.
 	ropeNodes = 6
+	// nodeCols is the number of columns of a block's node turns
+	// (chunkTurns): a node of each chunk, a multiple of ropeChunk, so that
+	// the kernel's windows of ropeChunk columns tile it.
+	nodeCols = ropeNodes * ropeChunk
 	// ropeTol bounds the interpolation error of a slow pair:
 	// |e^(i·j·ω) − Σ_k ℓ_k(j)·e^(i·x_k·ω)| ≤ 2·(ω·(ropeChunk−1)/4)^N/N!
 	// for Chebyshev nodes (N = ropeNodes), which is at most ropeTol for
@@ -115,13 +120,6 @@ func NewRope(d int, freqs []float64, halves bool) (*Rope, error) {
 				}
 			}
 			r.basis[k][j] = l
-		}
-	}
-	for k, x := range r.nodes {
-		r.nodeTurn[k] = make([]complex128, len(r.slow))
-		for s, i := range r.slow {
-			sn, cs := math.Sincos(x * freqs[i])
-			r.nodeTurn[k][s] = complex(cs, sn)
 		}
 	}
 	pe := len(r.exact)
@@ -248,7 +246,7 @@ type meanPlan struct {
 	nq     int          // queries
 	groups int          // groups of four queries
 	z      []complex128 // per query (padded to fours) and pair: conj(q̃)·μ̃
-	y      []float32    // per group, node, query: the slow pairs' node weights (Re, then −Im)
+	y      []float32    // per group and query: the node sums' weights, Re z then −Im z of the slow pairs
 	base   []float32    // per query: ⟨q, μ⟩ over the unrotated coordinates (all of them without a Rope)
 }
 
@@ -258,14 +256,14 @@ type ropeScratch struct {
 	plan meanPlan
 	wr   []float64 // per query and exact pair: the span's weight z·e^(i·s·ω)
 	wi   []float64
-	n    []float32 // per group, node, query: the node sums of a block's chunks
+	n    []float32 // per group and query: the node sums of a block's chunks (chunkTurns' columns)
 	kw   []float32 // per query: the chunk kernel's weights (rows each)
 	out  []float32 // a partial chunk's sums, 4 queries
 }
 
-// blockTurns returns the slow pairs' turns at the starts of the chunks of
-// block b (rows cos, then sin, ropeChunk chunks each), making the blocks
-// up to b on first use.
+// blockTurns returns the slow pairs' turns at the nodes of the chunks of
+// block b (chunkTurns' layout: rows cos, then sin, nodeCols columns
+// each), making the blocks up to b on first use.
 func (r *Rope) blockTurns(b int) []float32 {
 	if bs := r.chunkTurns.Load(); bs != nil && b < len(*bs) {
 		return (*bs)[b]
@@ -282,12 +280,15 @@ func (r *Rope) blockTurns(b int) []float32 {
 	ps := len(r.slow)
 	next := append([][]float32(nil), bs...)
 	for len(next) <= b {
-		blk := make([]float32, 2*ps*ropeChunk)
+		blk := make([]float32, 2*ps*nodeCols)
 		c0 := len(next) * ropeChunk * ropeChunk // first position of the block
 		for s, i := range r.slow {
 			for c := range ropeChunk {
-				sn, cs := math.Sincos(float64(c0+c*ropeChunk) * r.freqs[i])
-				blk[s*ropeChunk+c], blk[(ps+s)*ropeChunk+c] = float32(cs), float32(sn)
+				for k, x := range r.nodes {
+					sn, cs := math.Sincos((float64(c0+c*ropeChunk) + x) * r.freqs[i])
+					col := ropeNodes*c + k
+					blk[s*nodeCols+col], blk[(ps+s)*nodeCols+col] = float32(cs), float32(sn)
+				}
 			}
 		}
 		next = append(next, blk)
@@ -318,9 +319,8 @@ func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
 
 // plan sets p up for the queries qs and the mean mu, reusing p's
 // storage. Queries go in fours (a short last group padded with zero
-// weights). Per query and pair, z = conj(q̃)·μ̃; per group, node k and
-// query, the slow pairs' weights Re and −Im of z·e^(i·x_k·ω) (add's node
-// sums).
+// weights). Per query and pair, z = conj(q̃)·μ̃; per query, the slow
+// pairs' Re z and −Im z, the weights of add's node sums.
 func (r *Rope) plan(p *meanPlan, qs [][]float32, mu []float32) {
 	p.r, p.nq = r, len(qs)
 	p.base = grown(p.base, len(qs))
@@ -333,7 +333,7 @@ func (r *Rope) plan(p *meanPlan, qs [][]float32, mu []float32) {
 	np, ps := len(r.freqs), len(r.slow)
 	p.groups = (len(qs) + 3) / 4
 	p.z = grown(p.z, 4*p.groups*np)
-	p.y = grown(p.y, p.groups*ropeNodes*4*2*ps)
+	p.y = grown(p.y, 4*p.groups*2*ps)
 	clear(p.z)
 	clear(p.base)
 	for j, q := range qs {
@@ -345,21 +345,11 @@ func (r *Rope) plan(p *meanPlan, qs [][]float32, mu []float32) {
 			p.base[j] = tensor.DotF32(q[2*np:], mu[2*np:])
 		}
 	}
-	for g := range p.groups {
-		for k := range ropeNodes {
-			turn := r.nodeTurn[k]
-			for jj := range 4 {
-				y := p.y[((g*ropeNodes+k)*4+jj)*2*ps:][:2*ps]
-				if 4*g+jj >= len(qs) {
-					clear(y)
-					continue
-				}
-				z := p.z[(4*g+jj)*np:]
-				for s, i := range r.slow {
-					v := z[i] * turn[s]
-					y[s], y[ps+s] = float32(real(v)), float32(-imag(v))
-				}
-			}
+	for j := range 4 * p.groups {
+		y := p.y[j*2*ps : (j+1)*2*ps]
+		z := p.z[j*np:] // zero for a padded query
+		for s, i := range r.slow {
+			y[s], y[ps+s] = float32(real(z[i])), float32(-imag(z[i]))
 		}
 	}
 }
@@ -370,8 +360,9 @@ func (r *Rope) plan(p *meanPlan, qs [][]float32, mu []float32) {
 //   - exact pair: u = Re w, v = −Im w, w = z·e^(i·s·ω) at the span start
 //     s (⟨q, R_t·μ⟩ = Σ cos(jω)·u + sin(jω)·v for t = s+j);
 //   - node k: N_k = Re Σ_slow z·e^(i·(c+x_k)·ω) at the chunk start c,
-//     itself one turnAdd4 call per block of ropeChunk chunks over the
-//     block's turns (blockTurns), with the plan's node weights;
+//     from turnAdd4 calls over the block's node turns (blockTurns), one
+//     per ropeChunk columns that the slice's chunks touch, with the
+//     plan's weights Re z, −Im z;
 //   - the row of ones: ⟨q, μ⟩ over the unrotated coordinates.
 //
 // Slices of one step call it at once, each with scratch of its own.
@@ -400,7 +391,7 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 	defer r.scratch.Put(sc)
 	sc.wr = grown(sc.wr, nq*pe)
 	sc.wi = grown(sc.wi, nq*pe)
-	sc.n = grown(sc.n, groups*ropeNodes*4*ropeChunk)
+	sc.n = grown(sc.n, nq*nodeCols)
 	sc.kw = grown(sc.kw, nq*r.rows)
 	sc.out = grown(sc.out, 4*ropeChunk)
 	end := t0 + n
@@ -409,12 +400,15 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 	for c := t0 - t0%ropeChunk; c < end; c += ropeChunk {
 		blockChunk := c / ropeChunk % ropeChunk // the chunk's column in its block
 		if ps > 0 && (c == t0-t0%ropeChunk || blockChunk == 0) {
-			turns := r.blockTurns(c / (ropeChunk * ropeChunk))
-			for g := range groups {
-				for k := range ropeNodes {
-					i := (g*ropeNodes + k) * 4
-					turnAdd4(&[4][]float32{sc.n[i*ropeChunk:], sc.n[(i+1)*ropeChunk:], sc.n[(i+2)*ropeChunk:], sc.n[(i+3)*ropeChunk:]},
-						p.y[i*2*ps:(i+4)*2*ps], 2*ps, turns, ropeChunk, true)
+			// the node sums of the block's chunks in [c, end)
+			block := c / (ropeChunk * ropeChunk)
+			turns := r.blockTurns(block)
+			last := min(ropeChunk, (end-1)/ropeChunk-block*ropeChunk+1) // past the last chunk, in the block
+			for col := ropeNodes * blockChunk / ropeChunk * ropeChunk; col < ropeNodes*last; col += ropeChunk {
+				for g := range groups {
+					n := sc.n[4*g*nodeCols:]
+					turnAdd4(&[4][]float32{n[col:], n[nodeCols+col:], n[2*nodeCols+col:], n[3*nodeCols+col:]},
+						p.y[4*g*2*ps:4*(g+1)*2*ps], 2*ps, turns[col:], nodeCols, true)
 				}
 			}
 		}
@@ -448,9 +442,7 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 			for jj := range 4 {
 				j := 4*g + jj
 				kw := sc.kw[j*r.rows : (j+1)*r.rows]
-				for k := range ropeNodes {
-					kw[2*pe+k] = sc.n[((g*ropeNodes+k)*4+jj)*ropeChunk+blockChunk]
-				}
+				copy(kw[2*pe:2*pe+ropeNodes], sc.n[j*nodeCols+ropeNodes*blockChunk:])
 				if r.unrotated {
 					kw[r.rows-1] = 0
 					if j < p.nq {
