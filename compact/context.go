@@ -82,6 +82,15 @@ func (m Method) Fits() bool { return m == AMHighest || m == AMOMPMethod }
 // under a prefill's time.
 const DefaultQueries = 2048
 
+// DefaultExtraShare is the share of the reference queries that the extra
+// ones (self-study, rereading) take at most when Options.ExtraShare is 0,
+// the context's own queries the rest. The extra queries are those of
+// retrieval (without them attention matching answered none of 48
+// multi-fact questions at 20x), the own ones keep the fitted values
+// right for reading on; on one model at 20x a quarter of own queries
+// answered the most (BENCHMARKS.md, "KV compaction").
+const DefaultExtraShare = 0.75
+
 // Options configures Compact.
 type Options struct {
 	Method Method
@@ -94,10 +103,14 @@ type Options struct {
 	// they are (0: none); compaction works on the tokens before them.
 	Window int
 	// Queries is the number of reference queries per KV head (0:
-	// DefaultQueries), drawn at random (Seed) from the context's own
-	// queries and the extra ones.
+	// DefaultQueries), drawn at random (Seed) from the extra ones (at
+	// most ExtraShare of them) and the context's own (the rest).
 	Queries int
 	Seed    uint64
+	// ExtraShare is the largest share of the reference queries that the
+	// extra ones take (0: DefaultExtraShare; 1: all, the context's own
+	// only where there are too few extra).
+	ExtraShare float64
 	// Share, if set, holds every layer's and KV head's share of the kept
 	// tokens ([layer][head], summing to 1; Shares makes them from
 	// measured losses); nil keeps as many per head everywhere. Methods
@@ -199,6 +212,9 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	}
 	if _, err := ParseMethod(string(o.Method)); err != nil {
 		return nil, err
+	}
+	if !(o.ExtraShare >= 0 && o.ExtraShare <= 1) {
+		return nil, fmt.Errorf("compact: extra query share %g: want a share in [0, 1] (0: the default)", o.ExtraShare)
 	}
 	if o.Window < 0 || o.Window >= n {
 		return nil, fmt.Errorf("compact: a context of %d tokens is not longer than the window of %d kept as is", n, o.Window)
@@ -336,11 +352,12 @@ func headRows(x []float32, heads, d, h, from, to int) []float32 {
 
 // referenceQueries returns the reference queries of layer l's KV head h:
 // rows of the query heads of its group, o.Queries of them (DefaultQueries
-// if 0), the extra queries first (drawn at random without replacement
-// where there are more), then, with own, the context's own queries for
-// the rest. The extra queries come from reading or writing about the
-// context after it (rereading, self-study): they ask what later tokens
-// will ask, so they take precedence over the prefill's own.
+// if 0), the extra queries first (at most o.ExtraShare of them with own,
+// drawn at random without replacement where there are more), then, with
+// own, the context's own queries for the rest. The extra queries come
+// from reading or writing about the context after it (rereading,
+// self-study): they ask what later tokens will ask, so they take
+// precedence over the prefill's own.
 func (o Options) referenceQueries(c Context, l, h int, own bool) []float32 {
 	tr := c.Layers[l]
 	sh := tr.Shape
@@ -360,7 +377,16 @@ func (o Options) referenceQueries(c Context, l, h int, own bool) []float32 {
 		}
 	}
 	if c.Extra != nil {
+		share := o.ExtraShare
+		if share == 0 {
+			share = DefaultExtraShare
+		}
+		all := want
+		if own {
+			want = int(math.Ceil(share * float64(all)))
+		}
 		take(c.Extra[l])
+		want = all
 	}
 	if own {
 		take(tr.Q)

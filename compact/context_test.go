@@ -2,6 +2,7 @@ package compact
 
 import (
 	"context"
+	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -166,6 +167,8 @@ func TestCompactErrors(t *testing.T) {
 		{"unknown method", Options{Method: "lru", Ratio: 4}, "unknown method"},
 		{"shares of too few layers", Options{Method: AMHighest, Ratio: 4, Share: [][]float64{{1}}}, "for 1 layers"},
 		{"bad shares", Options{Method: AMHighest, Ratio: 4, Share: [][]float64{{1}, {1}}}, "want 1"},
+		{"extra share above 1", Options{Method: AMHighest, Ratio: 4, ExtraShare: 1.5}, "extra query share"},
+		{"extra share NaN", Options{Method: AMHighest, Ratio: 4, ExtraShare: math.NaN()}, "extra query share"},
 	} {
 		t.Run(x.name, func(t *testing.T) {
 			_, err := Compact(context.Background(), c, x.o)
@@ -176,5 +179,60 @@ func TestCompactErrors(t *testing.T) {
 	}
 	if _, err := Compact(context.Background(), Context{}, Options{Method: AMHighest, Ratio: 2}); err == nil {
 		t.Error("an empty context was compacted")
+	}
+}
+
+// TestReferenceQueryShare: the extra queries take at most ExtraShare of
+// the reference queries (rounded up), the context's own the rest; fewer
+// extra ones leave more to the own; without own queries (KVzip) the
+// extra ones take all; every row is a row of the right KV head's group.
+func TestReferenceQueryShare(t *testing.T) {
+	sh := kvcache.Shape{QHeads: 4, KVHeads: 2, HeadDim: 2}
+	qd := sh.QHeads * sh.HeadDim
+	// Row values name their source: own queries 1000+token, extra
+	// 2000+token; coordinate 1 is the query head.
+	rows := func(tokens int, base float32) []float32 {
+		q := make([]float32, 0, tokens*qd)
+		for tok := range tokens {
+			for h := range sh.QHeads {
+				q = append(q, base+float32(tok), float32(h))
+			}
+		}
+		return q
+	}
+	for _, x := range []struct {
+		name             string
+		extraTokens      int
+		share            float64
+		own              bool
+		wantExtra, total int
+	}{
+		{"default share", 50, 0, true, 12, 16},
+		{"half", 50, 0.5, true, 8, 16},
+		{"all", 50, 1, true, 16, 16},
+		{"few extra", 1, 0.75, true, 2, 16},
+		{"extra alone", 50, 0.25, false, 16, 16},
+	} {
+		t.Run(x.name, func(t *testing.T) {
+			c := Context{Layers: []*kvcache.Trace{{Shape: sh, Q: rows(40, 1000)}}, Extra: [][]float32{rows(x.extraTokens, 2000)}}
+			o := Options{Queries: 16, ExtraShare: x.share, Seed: 3}
+			h := 1
+			q := o.referenceQueries(c, 0, h, x.own)
+			if len(q) != x.total*sh.HeadDim {
+				t.Fatalf("%d rows, want %d", len(q)/sh.HeadDim, x.total)
+			}
+			extra := 0
+			for i := 0; i < len(q); i += sh.HeadDim {
+				if g := int(q[i+1]); g/sh.Group() != h {
+					t.Errorf("row %d is query head %d's, not of KV head %d's group", i/sh.HeadDim, g, h)
+				}
+				if q[i] >= 2000 {
+					extra++
+				}
+			}
+			if extra != x.wantExtra {
+				t.Errorf("%d extra rows, want %d", extra, x.wantExtra)
+			}
+		})
 	}
 }

@@ -3,6 +3,7 @@ package compact
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/turbomem/turbomem/kvcache"
@@ -83,7 +84,10 @@ func CollectQueries(ctx context.Context, m *model.Model, tok *tokenizer.Tokenize
 			prompts[i] = p
 		}
 		sc := model.SamplerConfig{Temperature: 1, Seed: q.Seed}
-		if e.Self, err = SelfQueries(ctx, m, c, prompts, tokens, sc, limit); err != nil {
+		// A sample ends with its line: a question and its answer, not
+		// the next question's start, which every sample would repeat.
+		stop := func(t int32) bool { return strings.Contains(tok.Decode([]int32{t}), "\n") }
+		if e.Self, err = SelfQueries(ctx, m, c, prompts, tokens, sc, stop, limit); err != nil {
 			return e, err
 		}
 	}

@@ -3,6 +3,8 @@ package compact
 import (
 	"context"
 	"fmt"
+	"math"
+	"math/rand/v2"
 	"slices"
 
 	"github.com/turbomem/turbomem/kvcache"
@@ -168,17 +170,31 @@ func RepeatQueries(ctx context.Context, m *model.Model, c Context, ids, instr []
 
 // SelfQueries returns, per layer, the queries of the model writing about
 // the context: for each prompt (e.g. the tokens of "\nQuestion:"), it
-// reads the prompt after the context and samples tokens more with
-// sampler settings sc (the seed advanced per prompt), and keeps the
-// queries of the prompt and what it wrote, QHeads·HeadDim values each
-// (the paper's self-study, for a model that may not follow instructions).
-func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int32, tokens int, sc model.SamplerConfig, limit int) ([][]float32, error) {
+// reads the prompt after the context and writes up to tokens tokens more,
+// and keeps the queries of the prompt and what it wrote, QHeads·HeadDim
+// values each (the paper's self-study, for a model that may not follow
+// instructions). A sample ends early after a token for which stop (nil:
+// none) is true, that token's query kept.
+//
+// With sc.Temperature 0 each sample writes greedily. Otherwise samples
+// are drawn at that temperature (sc's other fields unused), the samples
+// that have written the same so far together (stratified, Seed the
+// seed): a group of g splits over the next tokens by systematic sampling
+// from the distribution, so each token gets ⌊g·p⌋ or ⌈g·p⌉ of them and
+// every sample alone still follows the model's distribution. Samples of
+// one prompt thus ask about different things where the model hesitates
+// (which fact to ask about) instead of repeating the likeliest, whose
+// queries would be copies.
+func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int32, tokens int, sc model.SamplerConfig, stop func(int32) bool, limit int) ([][]float32, error) {
 	_, n, err := c.validate()
 	if err != nil {
 		return nil, err
 	}
 	if limit <= 0 {
 		limit = m.Config.Context
+	}
+	if !(sc.Temperature >= 0) || math.IsInf(sc.Temperature, 0) {
+		return nil, fmt.Errorf("compact: self-study temperature %g: want a finite temperature ≥ 0", sc.Temperature)
 	}
 	shared, err := sharedContext(c)
 	if err != nil {
@@ -188,7 +204,7 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 	// batch: each step reads the weights once for all of them.
 	seqs := make([]*model.Session, len(prompts))
 	traces := make([][]*kvcache.Trace, len(prompts))
-	samplers := make([]*model.Sampler, len(prompts))
+	group := make([]int, len(prompts)) // samples that have written the same share a group
 	for i, p := range prompts {
 		if len(p) == 0 || n+len(p)+tokens > limit {
 			return nil, fmt.Errorf("compact: self-study prompt %d: %d tokens and %d to write after a context of %d exceed %d (or the prompt is empty)", i, len(p), tokens, n, limit)
@@ -196,30 +212,100 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 		if seqs[i], traces[i], err = forkRecording(m, shared, n, n, limit); err != nil {
 			return nil, fmt.Errorf("compact: self-study: %w", err)
 		}
-		sc.Seed++
-		if samplers[i], err = model.NewSampler(sc); err != nil {
-			return nil, err
+		group[i] = i
+		for j := range i {
+			if slices.Equal(p, prompts[j]) {
+				group[i] = group[j]
+				break
+			}
 		}
 	}
+	r := rand.New(rand.NewPCG(sc.Seed, 0x5e1f))
 	b := m.NewBatch()
-	next := prompts
-	for step := 0; ; step++ {
+	active := make([]int, len(prompts)) // the samples still writing
+	for i := range active {
+		active[i] = i
+	}
+	next := slices.Clone(prompts)
+	ended := make([]bool, len(prompts))
+	for step := 0; len(active) > 0; step++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		logits, err := forward(b, seqs, next)
+		in, toks := make([]*model.Session, len(active)), make([][]int32, len(active))
+		for k, i := range active {
+			in[k], toks[k] = seqs[i], next[i]
+		}
+		logits, err := forward(b, in, toks)
 		if err != nil {
 			return nil, fmt.Errorf("compact: self-study: %w", err)
 		}
 		if step == tokens {
-			break // what it wrote last is read too: its query counts
+			break // what they wrote last is read too: its query counts
 		}
-		next = make([][]int32, len(seqs))
-		for i, smp := range samplers {
-			t := smp.Sample(logits[i])
-			smp.Accept(t)
-			next[i] = []int32{t}
+		// The samples of one group draw their next tokens together.
+		members := map[int][]int{} // group → positions in active
+		var order []int
+		for k, i := range active {
+			if ended[i] {
+				continue
+			}
+			if members[group[i]] == nil {
+				order = append(order, group[i])
+			}
+			members[group[i]] = append(members[group[i]], k)
 		}
+		var still []int
+		regroup := map[[2]int]int{} // (group, token) → new group
+		for _, gr := range order {
+			ks := members[gr]
+			var drawn []int32
+			if sc.Temperature == 0 {
+				best := logits[ks[0]]
+				drawn = slices.Repeat([]int32{int32(slices.Index(best, slices.Max(best)))}, len(ks))
+			} else {
+				drawn = systematic(logits[ks[0]], sc.Temperature, len(ks), r)
+			}
+			for j, k := range ks {
+				i, t := active[k], drawn[j]
+				key := [2]int{gr, int(t)}
+				if _, ok := regroup[key]; !ok {
+					regroup[key] = len(regroup)
+				}
+				next[i], group[i] = []int32{t}, regroup[key]
+				ended[i] = stop != nil && stop(t)
+				still = append(still, i)
+			}
+		}
+		active = still
 	}
 	return queriesOf(traces, len(c.Layers)), nil
+}
+
+// systematic draws g tokens from softmax(logits/temp) by systematic
+// sampling: one uniform u, the points (u+k)/g for k < g, each taking the
+// token whose interval of the cumulative distribution holds it. Token j
+// is drawn ⌊g·p_j⌋ or ⌈g·p_j⌉ times, g·p_j on average; the draws come
+// shuffled, so that which sample gets which token is random too.
+func systematic(logits []float32, temp float64, g int, r *rand.Rand) []int32 {
+	top := float64(slices.Max(logits))
+	p := make([]float64, len(logits))
+	var sum float64
+	for j, x := range logits {
+		p[j] = math.Exp((float64(x) - top) / temp)
+		sum += p[j]
+	}
+	out := make([]int32, 0, g)
+	u := r.Float64()
+	cum, j := 0.0, 0
+	for k := range g {
+		at := (u + float64(k)) / float64(g) * sum
+		for j < len(p)-1 && cum+p[j] <= at {
+			cum += p[j]
+			j++
+		}
+		out = append(out, int32(j))
+	}
+	r.Shuffle(len(out), func(a, b int) { out[a], out[b] = out[b], out[a] })
+	return out
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"path/filepath"
 	"slices"
 	"testing"
@@ -136,11 +137,11 @@ func TestSelfQueries(t *testing.T) {
 	}
 	prompts := [][]int32{{40, 41}, {50}}
 	sc := model.SamplerConfig{Temperature: 1, Seed: 3}
-	a, err := SelfQueries(context.Background(), m, c, prompts, 6, sc, 0)
+	a, err := SelfQueries(context.Background(), m, c, prompts, 6, sc, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	b, err := SelfQueries(context.Background(), m, c, prompts, 6, sc, 0)
+	b, err := SelfQueries(context.Background(), m, c, prompts, 6, sc, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -156,7 +157,7 @@ func TestSelfQueries(t *testing.T) {
 			}
 		}
 	}
-	if _, err := SelfQueries(context.Background(), m, c, [][]int32{{1}}, m.Config.Context, sc, 0); err == nil {
+	if _, err := SelfQueries(context.Background(), m, c, [][]int32{{1}}, m.Config.Context, sc, nil, 0); err == nil {
 		t.Error("a self-study beyond the model's context, accepted")
 	}
 
@@ -169,7 +170,7 @@ func TestSelfQueries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := SelfQueries(context.Background(), fm, c, prompts, 5, model.SamplerConfig{}, 0)
+	got, err := SelfQueries(context.Background(), fm, c, prompts, 5, model.SamplerConfig{}, nil, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -196,4 +197,93 @@ func TestSelfQueries(t *testing.T) {
 		}
 	}
 	closeQueries(t, "greedy self-study", got, ref, 1e-4)
+}
+
+// TestSystematic: systematic sampling of g draws gives each token
+// ⌊g·p⌋ or ⌈g·p⌉ of them, with p the softmax of the logits over the
+// temperature (closed form), g·p on average, and each draw alone (the
+// first after the shuffle) follows p.
+func TestSystematic(t *testing.T) {
+	r := rand.New(rand.NewPCG(5, 6))
+	probs := []float64{0.5, 0.3, 0.12, 0.05, 0.03}
+	logits := make([]float32, len(probs))
+	for j, p := range probs {
+		logits[j] = float32(math.Log(p)) + 7 // a shift changes nothing
+	}
+	for _, temp := range []float64{1, 2} {
+		p := make([]float64, len(probs))
+		var sum float64
+		for j, q := range probs {
+			p[j] = math.Pow(q, 1/temp)
+			sum += p[j]
+		}
+		for j := range p {
+			p[j] /= sum
+		}
+		for _, g := range []int{1, 7, 16} {
+			const runs = 20000
+			mean := make([]float64, len(p))
+			first := make([]float64, len(p))
+			for range runs {
+				count := make([]int, len(p))
+				drawn := systematic(logits, temp, g, r)
+				if len(drawn) != g {
+					t.Fatalf("%d draws, want %d", len(drawn), g)
+				}
+				for _, tok := range drawn {
+					count[tok]++
+				}
+				first[drawn[0]]++
+				for j, c := range count {
+					if lo := math.Floor(float64(g)*p[j] + 1e-9); float64(c) < lo || float64(c) > math.Ceil(float64(g)*p[j]-1e-9) {
+						t.Fatalf("T=%g g=%d: token %d drawn %d times, want ⌊%g⌋ or ⌈%g⌉", temp, g, j, c, float64(g)*p[j], float64(g)*p[j])
+					}
+					mean[j] += float64(c) / runs
+				}
+			}
+			for j := range p {
+				sd := math.Sqrt(p[j] * (1 - p[j]) / runs)
+				if math.Abs(mean[j]-float64(g)*p[j]) > 5*sd*float64(g) || math.Abs(first[j]/runs-p[j]) > 5*sd {
+					t.Errorf("T=%g g=%d: token %d drawn %g times on average (first draw %g), want %g (%g)", temp, g, j, mean[j], first[j]/runs, float64(g)*p[j], p[j])
+				}
+			}
+		}
+	}
+}
+
+// TestSelfQueriesStop: a sample ends after a token for which stop is
+// true, that token's query kept: with every token a stop, each prompt
+// gives its own queries and one written token's.
+func TestSelfQueriesStop(t *testing.T) {
+	fm := floatModel(t)
+	ids := testIDs(30, 4)
+	for i := range ids {
+		ids[i] %= 500
+	}
+	_, c, _, err := Prefill(fm, kvcache.F32(), ids, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompts := [][]int32{{40, 41}, {40, 41}, {50}}
+	sh := fm.CacheShape()
+	for _, x := range []struct {
+		name string
+		sc   model.SamplerConfig
+		stop func(int32) bool
+		want int
+	}{
+		{"greedy, no stop", model.SamplerConfig{}, nil, 2 + 5 + 2 + 5 + 1 + 5},
+		{"greedy, every token a stop", model.SamplerConfig{}, func(int32) bool { return true }, 2 + 1 + 2 + 1 + 1 + 1},
+		{"sampled, every token a stop", model.SamplerConfig{Temperature: 1, Seed: 2}, func(int32) bool { return true }, 2 + 1 + 2 + 1 + 1 + 1},
+	} {
+		got, err := SelfQueries(context.Background(), fm, c, prompts, 5, x.sc, x.stop, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for l := range got {
+			if len(got[l]) != x.want*sh.QHeads*sh.HeadDim {
+				t.Fatalf("%s, layer %d: %d queries, want %d", x.name, l, len(got[l])/(sh.QHeads*sh.HeadDim), x.want)
+			}
+		}
+	}
 }

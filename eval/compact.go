@@ -31,6 +31,9 @@ type CompactOptions struct {
 	// seed is advanced per context).
 	Window, Queries int
 	Extra           compact.QueryOptions
+	// ExtraShare is the largest share of the reference queries the extra
+	// ones take (compact.Options.ExtraShare; 0: the default).
+	ExtraShare float64
 	// Select is the am method's key selection (0: compact.ByRMS).
 	Select compact.Selection
 	// Measured adds, for the attention-matching methods, rows with
@@ -324,7 +327,7 @@ func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, 
 		for ci, cf := range configs {
 			a := accs[uncompacted+ci]
 			meth := cf.method
-			opts := compact.Options{Method: meth, Ratio: cf.ratio, Window: o.Window, Queries: o.Queries, Seed: o.Seed, Share: cf.share, Select: o.Select, Workers: m.Threads()}
+			opts := compact.Options{Method: meth, Ratio: cf.ratio, Window: o.Window, Queries: o.Queries, ExtraShare: o.ExtraShare, Seed: o.Seed, Share: cf.share, Select: o.Select, Workers: m.Threads()}
 			use := extra
 			if !o.Extra.Repeat {
 				use.Repeat = nil // collected for KVzip alone

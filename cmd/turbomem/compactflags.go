@@ -22,6 +22,7 @@ type compactFlags struct {
 type compactFitFlags struct {
 	window         *int
 	queries        *int
+	extraShare     *float64
 	self, selfToks *int
 	repeat         *bool
 	sel            *string
@@ -46,12 +47,13 @@ func addCompactFlags(fs *flag.FlagSet) compactFlags {
 
 func addCompactFitFlags(fs *flag.FlagSet) compactFitFlags {
 	return compactFitFlags{
-		window:   fs.Int("compact-window", 16, "the context's last tokens kept as they are when compacting"),
-		queries:  fs.Int("compact-queries", compact.DefaultQueries, "reference queries per KV head for attention matching"),
-		self:     fs.Int("compact-self", 16, "self-study samples: the model writing about the context, whose queries attention matching fits to"),
-		selfToks: fs.Int("compact-self-tokens", 24, "tokens per self-study sample"),
-		sel:      fs.String("compact-select", "max+rms", "how attention matching (am) chooses the kept keys by their attention weight over the reference queries: max+rms (half by the largest, the rest by RMS), rms (the paper's), max, mean"),
-		repeat:   fs.Bool("compact-repeat", false, "add the queries of the model rereading the context (KVzip uses them always)"),
+		window:     fs.Int("compact-window", 16, "the context's last tokens kept as they are when compacting"),
+		queries:    fs.Int("compact-queries", compact.DefaultQueries, "reference queries per KV head for attention matching"),
+		extraShare: fs.Float64("compact-extra-share", compact.DefaultExtraShare, "the largest share of the reference queries taken by the self-study (and rereading) queries, the context's own the rest"),
+		self:       fs.Int("compact-self", 16, "self-study samples: the model writing about the context, whose queries attention matching fits to"),
+		selfToks:   fs.Int("compact-self-tokens", 24, "tokens per self-study sample"),
+		sel:        fs.String("compact-select", "max+rms", "how attention matching (am) chooses the kept keys by their attention weight over the reference queries: max+rms (half by the largest, the rest by RMS), rms (the paper's), max, mean"),
+		repeat:     fs.Bool("compact-repeat", false, "add the queries of the model rereading the context (KVzip uses them always)"),
 	}
 }
 
@@ -66,14 +68,14 @@ func parseRatio(s string) (float64, error) {
 
 // base returns the options the flags give for method m, without a ratio.
 func (c compactFitFlags) base(m compact.Method, seed uint64) (compact.Options, compact.QueryOptions, error) {
-	if *c.window < 0 || *c.queries < 1 || *c.self < 0 || *c.selfToks < 1 {
-		return compact.Options{}, compact.QueryOptions{}, usageError{errors.New("--compact-window must be ≥ 0, --compact-queries and --compact-self-tokens ≥ 1, --compact-self ≥ 0")}
+	if *c.window < 0 || *c.queries < 1 || *c.self < 0 || *c.selfToks < 1 || !(*c.extraShare > 0 && *c.extraShare <= 1) {
+		return compact.Options{}, compact.QueryOptions{}, usageError{errors.New("--compact-window must be ≥ 0, --compact-queries and --compact-self-tokens ≥ 1, --compact-self ≥ 0, --compact-extra-share in (0, 1]")}
 	}
 	sel, err := compact.ParseSelection(*c.sel)
 	if err != nil {
 		return compact.Options{}, compact.QueryOptions{}, usageError{err}
 	}
-	o := compact.Options{Method: m, Window: *c.window, Queries: *c.queries, Seed: seed, Select: sel}
+	o := compact.Options{Method: m, Window: *c.window, Queries: *c.queries, ExtraShare: *c.extraShare, Seed: seed, Select: sel}
 	q := compact.QueryOptions{Repeat: *c.repeat, SelfStudy: *c.self, SelfTokens: *c.selfToks, Seed: seed}
 	if !m.Fits() && m != compact.KVzip {
 		q = compact.QueryOptions{} // eviction scores the prefill's own attention

@@ -64,7 +64,7 @@ func evalCompact(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
-	o.Window, o.Queries, o.Extra, o.Select = base.Window, base.Queries, q, base.Select
+	o.Window, o.Queries, o.ExtraShare, o.Extra, o.Select = base.Window, base.Queries, base.ExtraShare, q, base.Select
 	l, kv, text, err := openText(e, *file, mf, kvf)
 	if err != nil {
 		return err
