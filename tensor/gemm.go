@@ -176,15 +176,19 @@ func repackQ4_K(p *gemmPanel, r int, row []byte) {
 	for b := range len(row) / q4_KBytes {
 		blk := row[b*q4_KBytes : (b+1)*q4_KBytes]
 		repackK45(p, r, b, blk)
-		for c := range 4 { // 64 elements: low nibbles, then high nibbles of 32 bytes
-			qs := blk[16+32*c : 48+32*c]
-			q := p.quants(r, b*QK_K+64*c, 64)
-			for i := 0; i < 32; i += 8 {
-				v := le64(qs[i:])
-				put64(q[i:], v&lowNibbles)
-				put64(q[32+i:], v>>4&lowNibbles)
-			}
+		for c := range 4 {
+			splitNibbles(p.quants(r, b*QK_K+64*c, 64), blk[16+32*c:48+32*c])
 		}
+	}
+}
+
+// splitNibbles writes Q4_K's 64 elements held in the 32 bytes qs to q:
+// the low nibbles, then the high nibbles.
+func splitNibbles(q, qs []byte) {
+	for i := 0; i < 32; i += 8 {
+		v := le64(qs[i:])
+		put64(q[i:], v&lowNibbles)
+		put64(q[32+i:], v>>4&lowNibbles)
 	}
 }
 

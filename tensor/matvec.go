@@ -19,6 +19,7 @@ type Scratch struct {
 	acts    [numActKinds][]actSet
 	groups  [numActKinds][]gemmActs // the activations packed for the tiled kernel
 	packs   []multiPack             // the Q8_0 activations packed for the multi-row kernel, per pass
+	amx     amxScratch              // the AMX kernel's, where it serves
 	workers []workerScratch         // per goroutine of the pool
 	preps   []prepared
 }
@@ -209,6 +210,10 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 		return fmt.Errorf("tensor: MatMul: x has %d elements, want %d×%d", len(x), n, cols)
 	}
 	if totalRows == 0 || n == 0 {
+		return nil
+	}
+	if amxServes(ps, cols, n) {
+		scr.amxMatMul(ps, preps, cols, x, n, opts, minBytes)
 		return nil
 	}
 	// Quantize x once per activation form the products need, and pack it

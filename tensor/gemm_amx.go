@@ -1,0 +1,268 @@
+package tensor
+
+// The AMX product for prefill: Intel's Advanced Matrix Extensions multiply
+// tiles of bytes (up to 16 rows of 64) in one instruction. A panel of 16
+// weight rows meets a group of 16 activation vectors one 32-element block
+// at a time: tile A holds the panel's 16 rows of the block's 32 quants
+// (read in place from Q8_0 rows, or from the panel unpacked to bytes for
+// Q4_K), tile B the block's quants of the 16 vectors in the layout the
+// instruction reads (four consecutive elements of one vector per 32-bit
+// word: 8 rows of 16 words), and the 16×16 integer sums C are stored and
+// scaled into float accumulators by the weight's and the activation's
+// block scales. Both change every 32 elements, which is why one integer
+// sum covers 32 elements, not the 64 one instruction could. Q4_K's
+// sub-block mins add a second term per block:
+//
+//	out[m][t] = Σ_b dw[b][m]·dx[b][t]·Σ_k A[m][32b+k]·x[t][32b+k]
+//	          + Σ_b mw[b][m]·xs[b][t],    xs[b][t] = −dx[b][t]·Σ_k x[t][32b+k],
+//
+// A signed (Q8_0 quants) or unsigned (Q4_K's 4-bit quants, with
+// mw = dmin·min of the sub-block and dw = d·scale). The activations are
+// quantized by the Q8_0 rule (8 bits per 32 elements) for both types.
+const (
+	amxRows  = 16                 // weight rows per panel: tile A's and C's rows
+	amxCols  = 16                 // vectors per group: tile B's and C's 32-bit columns
+	amxBlock = 32                 // elements per integer sum
+	amxBStep = amxBlock * amxCols // bytes of tile B per block
+)
+
+// amxActs is the activations of one call in tile B's layout: per group
+// of amxCols vectors and per block, 8 rows of amxCols 4-byte words (xb),
+// then the vectors' block scales dx and min terms xs.
+type amxActs struct {
+	xb             []int8
+	dx, xs         []float32
+	groups, blocks int
+}
+
+// size makes room for n vectors of cols elements.
+func (g *amxActs) size(n, cols int) {
+	g.groups, g.blocks = (n+amxCols-1)/amxCols, cols/amxBlock
+	g.xb = growI8(g.xb, g.groups*g.blocks*amxBStep)
+	g.dx = growF(g.dx, g.groups*g.blocks*amxCols)
+	g.xs = growF(g.xs, g.groups*g.blocks*amxCols)
+}
+
+// pack writes group gi from acts (at most amxCols Q8_0 activations;
+// missing vectors are zero).
+func (g *amxActs) pack(gi int, acts []*activation) {
+	for b := range g.blocks {
+		i := gi*g.blocks + b
+		xb := g.xb[i*amxBStep : (i+1)*amxBStep]
+		dx := g.dx[i*amxCols : (i+1)*amxCols]
+		xs := g.xs[i*amxCols : (i+1)*amxCols]
+		for t := range amxCols {
+			if t >= len(acts) {
+				for k4 := range amxBlock / 4 {
+					clear(xb[k4*4*amxCols+4*t : k4*4*amxCols+4*t+4])
+				}
+				dx[t], xs[t] = 0, 0
+				continue
+			}
+			a := acts[t]
+			q := a.qs[b*amxBlock : (b+1)*amxBlock]
+			var sum int32
+			for k4 := range amxBlock / 4 {
+				copy(xb[k4*4*amxCols+4*t:], q[4*k4:4*k4+4])
+			}
+			for _, v := range q {
+				sum += int32(v)
+			}
+			dx[t] = a.d[b]
+			xs[t] = -a.d[b] * float32(sum)
+		}
+	}
+}
+
+// amxPanel is one goroutine's working space for a weight panel: the tile
+// A operand where it is not read in place, the block scales and mins
+// dw, mw ([block][amxRows]), the results ([group][amxRows][amxCols]) and
+// the kernel's two stored C tiles.
+type amxPanel struct {
+	q      []byte
+	dw, mw []float32
+	out    []float32
+	tmp    []int32
+}
+
+// amxOperand is a panel as the kernel reads it: row m's quants of block
+// b are the 32 bytes at a[m·stride + b·step], signed or not; mw is nil
+// for a type without mins.
+type amxOperand struct {
+	a            []byte
+	stride, step int
+	signed       bool
+	dw, mw       []float32
+}
+
+// amxServes reports whether the AMX kernel runs a MatMulShared call: the
+// CPU has it, there are enough vectors to fill tiles, and every product
+// is of a type it serves over whole pairs of blocks (the kernel takes two
+// blocks per step).
+func amxServes(ps []Product, cols, n int) bool {
+	if !hasAMX || n < gemmMinVectors || cols <= 0 || cols%(2*amxBlock) != 0 {
+		return false
+	}
+	for _, p := range ps {
+		if p.Type != Q8_0 && p.Type != Q4_K {
+			return false
+		}
+	}
+	return true
+}
+
+// amxScratch is Scratch's part for the AMX product.
+type amxScratch struct {
+	acts    amxActs
+	workers []*amxPanel
+	panels  []amxJob
+}
+
+// amxJob is one panel of a call: product p's rows from r0.
+type amxJob struct{ p, r0 int }
+
+// amxMatMul is matMulShared on the AMX kernel (amxServes said yes;
+// the shapes are checked, preps holds the row sizes).
+func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float32, n int, opts Options, minBytes int) {
+	threads := opts.Pool.Threads()
+	acts := s.activations(actQ8_0, cols, n)
+	g := &s.amx.acts
+	g.size(n, cols)
+	tasks := min(g.groups, threads*tasksPerThread, max(1, n*cols/minBytes))
+	opts.Pool.Run(tasks, func(task, _ int) {
+		for gi := g.groups * task / tasks; gi < g.groups*(task+1)/tasks; gi++ {
+			vs := acts[gi*amxCols : min(n, (gi+1)*amxCols)]
+			for j, a := range vs {
+				v := gi*amxCols + j
+				a.set(actQ8_0, x[v*cols:(v+1)*cols])
+			}
+			g.pack(gi, vs)
+		}
+	})
+	jobs := s.amx.panels[:0]
+	for i, p := range ps {
+		for r0 := 0; r0 < p.Rows; r0 += amxRows {
+			jobs = append(jobs, amxJob{i, r0})
+		}
+	}
+	s.amx.panels = jobs
+	for len(s.amx.workers) < threads {
+		s.amx.workers = append(s.amx.workers, &amxPanel{})
+	}
+	tasks = min(len(jobs), threads*tasksPerThread)
+	opts.Pool.Run(tasks, func(task, w int) {
+		pan := s.amx.workers[w]
+		for _, j := range jobs[len(jobs)*task/tasks : len(jobs)*(task+1)/tasks] {
+			pan.product(&ps[j.p], preps[j.p].rowByte, cols, j.r0, g)
+		}
+	})
+}
+
+// product computes rows [r0, r0+amxRows) of p (those that exist) for
+// every vector of g.
+func (pan *amxPanel) product(p *Product, rowBytes, cols, r0 int, g *amxActs) {
+	rows := min(amxRows, p.Rows-r0)
+	op := pan.operand(p, rowBytes, cols, r0, rows)
+	pan.out = growF(pan.out, g.groups*amxRows*amxCols)
+	amxDot(&op, g, pan)
+	n := len(p.Out) / p.Rows
+	for gi := range g.groups {
+		res := pan.out[gi*amxRows*amxCols : (gi+1)*amxRows*amxCols]
+		for t := range min(amxCols, n-gi*amxCols) {
+			out := p.Out[(gi*amxCols+t)*p.Rows+r0:]
+			for m := range rows {
+				out[m] = res[m*amxCols+t]
+			}
+		}
+	}
+}
+
+// operand prepares the panel of rows rows from r0 (rows beyond are zero).
+func (pan *amxPanel) operand(p *Product, rowBytes, cols, r0, rows int) amxOperand {
+	blocks := cols / amxBlock
+	pan.dw = growF(pan.dw, blocks*amxRows)
+	if rows < amxRows {
+		clear(pan.dw)
+	}
+	w := p.W[r0*rowBytes : (r0+rows)*rowBytes]
+	switch p.Type {
+	case Q8_0:
+		for m := range rows {
+			row := w[m*rowBytes:]
+			for b := range blocks {
+				pan.dw[b*amxRows+m] = f16Scale(row[b*q8_0Bytes:])
+			}
+		}
+		if rows < amxRows { // copy the rows: the tile reads 16
+			pan.q = grown(pan.q, amxRows*rowBytes)
+			clear(pan.q[copy(pan.q, w):])
+			w = pan.q
+		}
+		return amxOperand{a: w[2:], stride: rowBytes, step: q8_0Bytes, signed: true, dw: pan.dw}
+	default: // Q4_K
+		pan.mw = growF(pan.mw, blocks*amxRows)
+		pan.q = grown(pan.q, amxRows*cols)
+		if rows < amxRows {
+			clear(pan.mw)
+			clear(pan.q)
+		}
+		for m := range rows {
+			unpackQ4_K(pan, m, w[m*rowBytes:(m+1)*rowBytes], cols)
+		}
+		return amxOperand{a: pan.q, stride: cols, step: amxBlock, dw: pan.dw, mw: pan.mw}
+	}
+}
+
+// unpackQ4_K writes row m of a Q4_K panel: its quants one byte each in
+// element order, d·scale and dmin·min per 32-element sub-block.
+func unpackQ4_K(pan *amxPanel, m int, row []byte, cols int) {
+	q := pan.q[m*cols : (m+1)*cols]
+	for b := range cols / QK_K {
+		blk := row[b*q4_KBytes : (b+1)*q4_KBytes]
+		d, dmin := f16Scale(blk[0:]), f16Scale(blk[2:])
+		scales := (*[12]byte)(blk[4:16])
+		for j := range QK_K / amxBlock {
+			sc, mn := scaleMinK4(j, scales)
+			pan.dw[(b*8+j)*amxRows+m] = d * float32(sc)
+			pan.mw[(b*8+j)*amxRows+m] = dmin * float32(mn)
+		}
+		for c := range 4 {
+			splitNibbles(q[b*QK_K+64*c:b*QK_K+64*c+64], blk[16+32*c:48+32*c])
+		}
+	}
+}
+
+// amxDotGo is the kernel's pure-Go twin, in its order of operations:
+// pan.out[g][m][t] for every group g of acts against op, per block the
+// integer sum converted, times dx, times dw added (then mw·xs).
+func amxDotGo(op *amxOperand, g *amxActs, pan *amxPanel) {
+	for gi := range g.groups {
+		var acc [amxRows][amxCols]float32
+		for b := range g.blocks {
+			i := gi*g.blocks + b
+			xb := g.xb[i*amxBStep : (i+1)*amxBStep]
+			dx, xs := g.dx[i*amxCols:], g.xs[i*amxCols:]
+			for m := range amxRows {
+				w := op.a[m*op.stride+b*op.step:][:amxBlock]
+				dw := op.dw[b*amxRows+m]
+				for t := range amxCols {
+					var sum int32
+					for e, v := range w {
+						wv := int32(v)
+						if op.signed {
+							wv = int32(int8(v))
+						}
+						sum += wv * int32(xb[e/4*4*amxCols+4*t+e%4])
+					}
+					acc[m][t] += float32(sum) * dx[t] * dw
+					if op.mw != nil {
+						acc[m][t] += op.mw[b*amxRows+m] * xs[t]
+					}
+				}
+			}
+		}
+		for m := range amxRows {
+			copy(pan.out[(gi*amxRows+m)*amxCols:], acc[m][:])
+		}
+	}
+}

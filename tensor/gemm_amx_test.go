@@ -1,0 +1,158 @@
+package tensor
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// amxSetup makes a Q8_0 and a Q4_K product of random weights (row counts
+// that leave a partial panel) over cols columns for n vectors, and the
+// weights dequantized.
+func amxSetup(t testing.TB, r *rand.Rand, rows []int, cols, n int) ([]Product, []prepared, [][]float32) {
+	var ps []Product
+	var preps []prepared
+	var mats [][]float32
+	for i, ty := range []DType{Q8_0, Q4_K} {
+		w, err := Encode(ty, randomVector(r, rows[i]*cols))
+		if err != nil {
+			t.Fatal(err)
+		}
+		deq := make([]float32, rows[i]*cols)
+		if err := Dequantize(ty, deq, w); err != nil {
+			t.Fatal(err)
+		}
+		ps = append(ps, Product{Out: make([]float32, n*rows[i]), W: w, Type: ty, Rows: rows[i]})
+		preps = append(preps, prepared{rowByte: len(w) / rows[i]})
+		mats = append(mats, deq)
+	}
+	return ps, preps, mats
+}
+
+// TestAMXMatMul: the AMX product (the assembly where the CPU has AMX,
+// else its pure-Go twin), on 1 and 3 goroutines, against an independent
+// float64 sum of the dequantized weights times the Q8_0-quantized
+// activations (the integer block sums are exact; the float scaling and
+// summation differ: 1e-5 of Σ|w·x|). Partial panels and a partial group
+// included.
+func TestAMXMatMul(t *testing.T) {
+	const cols, n = 512, 2*amxCols + 3
+	r := rand.New(rand.NewPCG(11, 12))
+	x := randomVector(r, n*cols)
+	ps, preps, mats := amxSetup(t, r, []int{21, 37}, cols, n)
+	xq := make([]float64, n*cols) // the activations as the kernel sees them
+	for v := range n {
+		a := newActivation(actQ8_0, cols)
+		a.set(actQ8_0, x[v*cols:(v+1)*cols])
+		for j := range cols {
+			xq[v*cols+j] = float64(a.d[j/qk0]) * float64(a.qs[j])
+		}
+	}
+	if got := amxServes(ps, cols, n); got != hasAMX {
+		t.Errorf("amxServes(Q8_0, Q4_K) = %v on a CPU with AMX %v", got, hasAMX)
+	}
+	if amxServes(ps, cols, gemmMinVectors-1) || amxServes([]Product{{Type: Q6_K}}, cols, n) {
+		t.Error("amxServes: yes to too few vectors or to Q6_K")
+	}
+	for _, threads := range []int{1, 3} {
+		pool := NewPool(threads)
+		var scr Scratch
+		scr.amxMatMul(ps, preps, cols, x, n, Options{Pool: pool}, 1)
+		pool.Close()
+		for i, p := range ps {
+			for v := range n {
+				for row := range p.Rows {
+					var want, mag float64
+					for j := range cols {
+						wx := float64(mats[i][row*cols+j]) * xq[v*cols+j]
+						want += wx
+						mag += math.Abs(wx)
+					}
+					if got := p.Out[v*p.Rows+row]; math.Abs(float64(got)-want) > 1e-5*mag {
+						t.Fatalf("threads %d %s vector %d row %d: %g, want %g", threads, p.Type, v, row, got, want)
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestAMXKernel: the assembly kernel against its pure-Go twin on the same
+// panels (full and partial, both types) and groups: 2e-6 of the sum of
+// magnitudes (fused and unfused multiply-adds). Skips where the CPU has
+// no AMX.
+func TestAMXKernel(t *testing.T) {
+	if !hasAMX {
+		t.Skip("no AMX on this CPU (or Linux refused the tile permission): only the twin runs (TestAMXMatMul)")
+	}
+	const cols, n = 1024, 3*amxCols
+	r := rand.New(rand.NewPCG(13, 14))
+	x := randomVector(r, n*cols)
+	ps, preps, _ := amxSetup(t, r, []int{16, 9}, cols, n)
+	var g amxActs
+	g.size(n, cols)
+	acts := make([]*activation, n)
+	for v := range acts {
+		acts[v] = newActivation(actQ8_0, cols)
+		acts[v].set(actQ8_0, x[v*cols:(v+1)*cols])
+	}
+	for gi := range g.groups {
+		g.pack(gi, acts[gi*amxCols:(gi+1)*amxCols])
+	}
+	for i, p := range ps {
+		var pan amxPanel
+		op := pan.operand(&p, preps[i].rowByte, cols, 0, p.Rows)
+		pan.out = growF(pan.out, g.groups*amxRows*amxCols)
+		amxDot(&op, &g, &pan)
+		got := append([]float32(nil), pan.out...)
+		amxDotGo(&op, &g, &pan)
+		for k, want := range pan.out {
+			var mag float64 // Σ|scaled block sums| bounds the rounding
+			m, tok := k/amxCols%amxRows, k/(amxRows*amxCols)*amxCols+k%amxCols
+			for b := range g.blocks {
+				var s float64
+				for e := range amxBlock {
+					wv := float64(op.a[m*op.stride+b*op.step+e])
+					if op.signed {
+						wv = float64(int8(op.a[m*op.stride+b*op.step+e]))
+					}
+					s += math.Abs(wv * float64(acts[tok].qs[b*amxBlock+e]))
+				}
+				mag += s*math.Abs(float64(op.dw[b*amxRows+m])*float64(acts[tok].d[b])) + 1e-30
+				if op.mw != nil {
+					mag += math.Abs(float64(op.mw[b*amxRows+m]) * float64(g.xs[(tok/amxCols*g.blocks+b)*amxCols+tok%amxCols]))
+				}
+			}
+			if math.Abs(float64(got[k]-want)) > 2e-6*mag {
+				t.Fatalf("%s: result %d (row %d, vector %d): kernel %g, twin %g", p.Type, k, m, tok, got[k], want)
+			}
+		}
+	}
+}
+
+// BenchmarkAMXMatMul times MatMul of a 2048×2048 matrix with 256 vectors
+// (one prefill chunk) on one goroutine, on the AMX kernel where the CPU
+// has it (GODEBUG=cpu.amxtile=off measures the kernel it replaces):
+// multiply-adds per second.
+func BenchmarkAMXMatMul(b *testing.B) {
+	const rows, cols, n = 2048, 2048, 256
+	r := rand.New(rand.NewPCG(15, 16))
+	x := randomVector(r, n*cols)
+	for _, ty := range []DType{Q8_0, Q4_K} {
+		b.Run(fmt.Sprintf("%s/amx=%v", ty, hasAMX), func(b *testing.B) {
+			w, err := Encode(ty, randomVector(r, rows*cols))
+			if err != nil {
+				b.Fatal(err)
+			}
+			out := make([]float32, n*rows)
+			opts := Options{Scratch: &Scratch{}}
+			for b.Loop() {
+				if err := MatMul(out, w, ty, rows, cols, x, n, opts); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(rows*cols*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
+		})
+	}
+}
