@@ -86,7 +86,7 @@ func TestAMXKernel(t *testing.T) {
 	if !hasAMX {
 		t.Skip("no AMX on this CPU (or Linux refused the tile permission): only the twin runs (TestAMXMatMul)")
 	}
-	const cols, n = 1024, 3*amxCols
+	const cols, n = 1024, 3 * amxCols
 	r := rand.New(rand.NewPCG(13, 14))
 	x := randomVector(r, n*cols)
 	ps, preps, _ := amxSetup(t, r, []int{16, 9}, cols, n)
