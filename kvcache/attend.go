@@ -17,6 +17,15 @@ func UsePool(c Cache, p *tensor.Pool) {
 	}
 }
 
+// SharesScratch reports whether c shares Attend scratch with other
+// caches (a compacted context and its forks, Compacted.Fork), so that it
+// must not attend at the same time as they do: callers that attend
+// several sessions' caches side by side check it.
+func SharesScratch(c Cache) bool {
+	s, ok := c.(interface{ SharesScratch() bool })
+	return ok && s.SharesScratch()
+}
+
 // minParallelWork is the number of multiply-adds per KV head below which
 // Attend runs on its caller: handing out tasks would cost more than it
 // saves.

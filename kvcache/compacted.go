@@ -30,6 +30,9 @@ type Compacted struct {
 	inner  Cache
 	// Attend scratch: the parts' outputs and log-sum-exps
 	po, pl, io, il []float32
+	// forked is set on a compacted context that has forks, and on them:
+	// their shared part's Attend scratch is one (SharesScratch).
+	forked bool
 }
 
 // lseAttender is a cache whose Attend can also give each query head's
@@ -158,8 +161,13 @@ func (c *Compacted) Fork(inner Cache) (*Compacted, error) {
 	if _, ok := inner.(lseAttender); !ok {
 		return nil, fmt.Errorf("kvcache: a %T cannot hold the tokens after a compacted context", inner)
 	}
-	return &Compacted{shape: c.shape, prefix: c.prefix, kept: c.kept, inner: inner}, nil
+	c.forked = true
+	return &Compacted{shape: c.shape, prefix: c.prefix, kept: c.kept, inner: inner, forked: true}, nil
 }
+
+// SharesScratch reports whether c has forks or is one: then it must not
+// attend at the same time as the other caches of its context.
+func (c *Compacted) SharesScratch() bool { return c.forked }
 
 // biasHolder is a cache whose positions can carry a logit bias (Dense and
 // Compressed, through their attention).

@@ -281,6 +281,12 @@ func TestCompactedFork(t *testing.T) {
 		}
 		forks, refs = append(forks, fk), append(refs, ref)
 	}
+	if !SharesScratch(base) || !SharesScratch(forks[1]) || !SharesScratch(NewRecorder(forks[0], sh)) {
+		t.Error("a compacted context with forks, a fork, or a recorder around one: SharesScratch false")
+	}
+	if unforked, _ := F32().NewCompacted(0, sh, keys, bias, values); SharesScratch(unforked) {
+		t.Error("a compacted context without forks: SharesScratch true")
+	}
 	if base.Len() != n || forks[0].Len() != n+3 {
 		t.Errorf("Len: context %d, fork %d; want %d and %d", base.Len(), forks[0].Len(), n, n+3)
 	}

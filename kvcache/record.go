@@ -35,6 +35,9 @@ type Recorder struct {
 // SetPool passes the pool on to the recorded cache (UsePool).
 func (r *Recorder) SetPool(p *tensor.Pool) { UsePool(r.Cache, p) }
 
+// SharesScratch reports whether the recorded cache does (SharesScratch).
+func (r *Recorder) SharesScratch() bool { return SharesScratch(r.Cache) }
+
 // NewRecorder returns a recorder around c, a cache of shape sh.
 func NewRecorder(c Cache, sh Shape) *Recorder {
 	return &Recorder{Cache: c, Trace: &Trace{Shape: sh}}

@@ -155,7 +155,8 @@ func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, 
 // (kvcache.LastAttender). When few single rows have long contexts, each
 // is attended in turn over the whole pool instead, as a lone session's
 // would be (flash-decoding across the pool beats two or three rows side
-// by side).
+// by side), and so is every row when a cache shares its scratch with
+// others (kvcache.SharesScratch: the forks of one compacted context).
 func (s *Session) attendRows(li, n int, rows *batchRows) {
 	c := &s.m.Config
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
@@ -164,7 +165,7 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 	// The chunk's rows are each session's rows one after another: cut
 	// them into spans of one session.
 	singles, multis := rows.singles[:0], rows.multis[:0]
-	longest := 0
+	longest, apart := 0, false
 	for i := 0; i < n; {
 		j := i + 1
 		for j < n && rows.seq[j] == rows.seq[i] {
@@ -173,6 +174,7 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 		if j == i+1 {
 			singles = append(singles, i)
 			longest = max(longest, rows.pos[i])
+			apart = apart || kvcache.SharesScratch(rows.seq[i].caches[li])
 		} else {
 			multis = append(multis, [2]int{i, j})
 		}
@@ -197,7 +199,7 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 		kvcache.UsePool(cache, seq.opts().Pool)
 	}
 	threads := pool.Threads()
-	if len(singles) >= 2 && (2*len(singles) >= threads || longest < sideBySideContext) {
+	if len(singles) >= 2 && !apart && (2*len(singles) >= threads || longest < sideBySideContext) {
 		pool.Run(len(singles), func(t, _ int) { one(singles[t], false) })
 	} else {
 		for _, i := range singles {
