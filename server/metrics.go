@@ -38,7 +38,7 @@ func newMetrics() *metrics {
 	m.kvInUse = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "turbomem_kv_bytes_in_use", Help: "Bytes the running sequences' KV caches hold, by KV format."}, []string{"format"})
 	m.kvReserved = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "turbomem_kv_bytes_reserved", Help: "Bytes reserved by admitted requests (KV at prompt + max_tokens, and buffers), by KV format."}, []string{"format"})
 	m.budget = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "turbomem_memory_budget_bytes", Help: "The memory budget (--mem) by part: total, weights, scratch, reserve (the process itself), and sequences (what admission shares out)."}, []string{"part"})
-	m.prefixBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "turbomem_prefix_cache_bytes", Help: "Bytes held by cached prompt-prefix KV blocks."})
+	m.prefixBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "turbomem_prefix_cache_bytes", Help: "Bytes held by cached prompt-prefix KV blocks, as stored (the KV format's codes; fp16 rows where a cached prefix can end), charged to the sequences' budget."})
 	m.prefixTokens = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "turbomem_prefix_tokens_total", Help: "Prompt tokens whose KV was reused from the prefix cache (reused) or computed (computed)."}, []string{"kind"})
 	for _, c := range []prometheus.Collector{m.promptTokens, m.genTokens, m.requests, m.rejected, m.running, m.queued, m.ttft, m.duration, m.stepSeconds, m.kvInUse, m.kvReserved, m.budget, m.prefixBytes, m.prefixTokens} {
 		f(c)

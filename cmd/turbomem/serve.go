@@ -111,7 +111,7 @@ func runServe(e *env, args []string) error {
 	// the weights, which live outside it (memory-mapped or in the binary).
 	debug.SetMemoryLimit(b.Total - b.Weights)
 	perSeq, _ := kv.BytesAt(l.m.Config.Context, l.m.Config.Layers, l.m.CacheShape())
-	fmt.Fprintf(e.stderr, "serving %s on http://%s: KV %s; memory %s = weights %s + scratch %s + reserve %s + %s for sequences (%d full-context sequences of %d tokens at %s each)\n",
+	fmt.Fprintf(e.stderr, "serving %s on http://%s: KV %s; memory %s = weights %s + scratch %s + reserve %s + %s for sequences and the prefix cache (%d full-context sequences of %d tokens at %s each; prefix blocks are charged at their bytes in the KV format, turbomem_prefix_cache_bytes)\n",
 		servedName(l.m, *mf.model), ln.Addr(), kv, humanBytes(b.Total), humanBytes(b.Weights), humanBytes(b.Scratch), humanBytes(b.Reserve), humanBytes(b.Sequences),
 		b.Sequences/max(perSeq, 1), l.m.Config.Context, humanBytes(perSeq))
 
