@@ -249,7 +249,8 @@ const allocSteps = 1 << 20
 // budget bytes. Each tensor may also keep its
 // source type (loss 0); tensors not measured keep theirs and their bytes
 // count against the budget. The choice is exact up to the rounding of
-// costs to 1/2²⁰ of the budget (alloc.Choose).
+// costs to 1/2²⁰ of the budget (alloc.Choose), and a choice whose bytes
+// fit the budget exactly is not lost to that rounding.
 func Allocate(src *gguf.File, sourceSHA256 string, s Sensitivity, budget int64) (*Plan, error) {
 	if err := s.validate(); err != nil {
 		return nil, fmt.Errorf("wquant: sensitivity: %w", err)
@@ -308,7 +309,22 @@ func Allocate(src *gguf.File, sourceSHA256 string, s Sensitivity, budget int64) 
 			costs[i] = append(costs[i], alloc.Option{Cost: u, Loss: c.Loss})
 		}
 	}
-	picks, loss, err := alloc.Choose(costs, int(float64(avail)/unit))
+	// Rounded up, the costs of a choice can exceed the budget by up to a
+	// unit per tensor when its bytes do not: a budget of exactly the
+	// source's size would not hold the source. So the choice is first
+	// made with that slack and kept if its bytes fit, else made again
+	// within the rounded budget.
+	capacity := int(float64(avail) / unit)
+	picks, loss, err := alloc.Choose(costs, capacity+len(items))
+	if err == nil {
+		var bytes int64
+		for i, k := range picks {
+			bytes += items[i][k].Bytes
+		}
+		if bytes > avail {
+			picks, loss, err = alloc.Choose(costs, capacity)
+		}
+	}
 	if errors.Is(err, alloc.ErrOverBudget) {
 		var least int64
 		for _, opts := range items {
