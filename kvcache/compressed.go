@@ -35,9 +35,11 @@ import (
 // bytes per head, counted in Bytes); the model's rotary embedding comes
 // with the Shape.
 //
-// Attend works on the compressed form, KV heads in parallel: per KV head,
-// each query head's query is prepared once (rotated, for the
-// rotation-based formats); the compressed keys are scored for the whole
+// Attend works on the compressed form, KV heads and slices of positions
+// in parallel: per KV head, the group's queries are prepared once per
+// step (rotated and interleaved for the lane kernel, and the centring
+// term's weights, for the turbo formats) and shared by the head's
+// slices; the compressed keys are scored for the whole
 // query-head group in one pass where a kernel allows (TurboMSE and its
 // splits: four queries per unpacked index, AVX-512; q8_0, q4_0, KIVI and
 // PolarQuant: a chunk of keys expanded once into fp32 and scored with the
