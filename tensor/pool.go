@@ -51,6 +51,10 @@ type worker struct {
 // idle Pool leaves the CPUs alone.
 const spinFor = 200 * time.Microsecond
 
+// yieldEvery is how often a spinning worker offers its CPU to other
+// goroutines (runtime.Gosched).
+const yieldEvery = 25 * time.Microsecond
+
 // NewPool starts a pool of threads goroutines in all, the caller of Run
 // counted as one of them (threads−1 workers). threads ≤ 0 means
 // runtime.NumCPU(). Close stops it.
@@ -168,18 +172,26 @@ func (p *Pool) loop(w *worker) {
 // wait returns the first job that is not last.
 func (p *Pool) wait(w *worker, last *job) *job {
 	start := time.Now()
+	yielded := start
 	for i := 0; ; i++ {
 		if j := p.cur.Load(); j != last {
 			return j
 		}
 		if i&63 == 63 {
-			if time.Since(start) > spinFor {
+			now := time.Now()
+			if now.Sub(start) > spinFor {
 				break
 			}
 			// Let a goroutine that waits for this CPU run (a server's
 			// connections between the steps of a batch): spinning
 			// workers would otherwise hold every P until they sleep.
-			runtime.Gosched()
+			// Rarely: each yield takes the scheduler's global lock,
+			// which fifteen workers yielding every few microseconds
+			// turn into the step's largest cost.
+			if now.Sub(yielded) > yieldEvery {
+				runtime.Gosched()
+				yielded = now
+			}
 		}
 		spinPause()
 	}
