@@ -203,19 +203,16 @@ func newTestCache(name string, spec Spec, sh Shape) (Cache, error) {
 	return spec.NewCache(0, sh)
 }
 
-// BenchmarkAttendThreads times one attention step of the embedded model's
-// shape (4 query heads, 1 KV head of 128, RoPE base 10⁴, keys turning
-// with a mean of 4 times their residual's energy, as real keys do) at 16k
-// tokens on 1 goroutine and on all CPUs: a single KV head is split over
-// threads by position.
-func BenchmarkAttendThreads(b *testing.B) {
+// step16k returns a query of the embedded model's shape (4 query heads,
+// 1 KV head of 128, RoPE base 10⁴) and a cache of each format named
+// holding 16k tokens of keys that turn with a mean of 4 times their
+// residual's energy, as real keys do.
+func step16k(b *testing.B, names []string) (q []float32, caches []Cache) {
 	sh := Shape{QHeads: 4, KVHeads: 1, HeadDim: 128}
 	sh.Rope = testRope(b, sh.HeadDim, sh.HeadDim, false)
 	r := rand.New(rand.NewPCG(1, 1))
 	ks, vs := rotatingKeys(r, sh, sh.Rope, 16384, 4)
-	q := randQuery(r, sh)
-	out := make([]float32, len(q))
-	for _, name := range []string{"f16", "q8_0", "turbo3.5"} {
+	for _, name := range names {
 		c, err := newTestCache(name, specFor(b, name, 0), sh)
 		if err != nil {
 			b.Fatal(err)
@@ -225,10 +222,23 @@ func BenchmarkAttendThreads(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+		caches = append(caches, c)
+	}
+	return randQuery(r, sh), caches
+}
+
+// BenchmarkAttendThreads times one attention step at 16k tokens
+// (step16k) on 1 goroutine and on all CPUs: a single KV head is split
+// over threads by position.
+func BenchmarkAttendThreads(b *testing.B) {
+	names := []string{"f16", "q8_0", "turbo3.5"}
+	q, caches := step16k(b, names)
+	out := make([]float32, len(q))
+	for i, c := range caches {
 		for _, threads := range []int{1, 0} {
 			p := tensor.NewPool(threads)
 			UsePool(c, p)
-			b.Run(fmt.Sprintf("%s/threads=%d", name, p.Threads()), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/threads=%d", names[i], p.Threads()), func(b *testing.B) {
 				for b.Loop() {
 					c.Attend(out, q, 0.088)
 				}
@@ -241,34 +251,22 @@ func BenchmarkAttendThreads(b *testing.B) {
 // att returns the attention a cache embeds (Dense, Compressed).
 func (a *attention) att() *attention { return a }
 
-// BenchmarkAttendSlices: one attention step of the embedded model's
-// shape at 16k tokens cut into the slices of 1 and of 16 threads, every
-// slice run on the one goroutine (attention.split): the difference is
-// what 15 more slices cost in all (the per-slice set-up, partial sums and
-// merges), which a 16-thread step pays on its critical path once per
-// slice it waits for. cpu-ns/op, the thread's CPU time, holds on a
-// loaded machine where the wall time does not.
+// BenchmarkAttendSlices: one attention step at 16k tokens (step16k) cut
+// into the slices of 1 and of 16 threads, every slice run on the one
+// goroutine (attention.split): the difference is what 15 more slices cost
+// in all (the per-slice set-up, partial sums and merges), which a
+// 16-thread step pays on its critical path once per slice it waits for.
+// cpu-ns/op, the thread's CPU time, holds on a loaded machine where the
+// wall time does not.
 func BenchmarkAttendSlices(b *testing.B) {
-	sh := Shape{QHeads: 4, KVHeads: 1, HeadDim: 128}
-	sh.Rope = testRope(b, sh.HeadDim, sh.HeadDim, false)
-	r := rand.New(rand.NewPCG(1, 1))
-	ks, vs := rotatingKeys(r, sh, sh.Rope, 16384, 4)
-	q := randQuery(r, sh)
+	names := []string{"f16", "turbo3.5", "turbo2.5"}
+	q, caches := step16k(b, names)
 	out := make([]float32, len(q))
-	for _, name := range []string{"f16", "turbo3.5", "turbo2.5"} {
-		c, err := newTestCache(name, specFor(b, name, 0), sh)
-		if err != nil {
-			b.Fatal(err)
-		}
-		for i := range ks {
-			if err := c.Append(ks[i], vs[i]); err != nil {
-				b.Fatal(err)
-			}
-		}
+	for i, c := range caches {
 		a := c.(interface{ att() *attention }).att()
 		for _, k := range []int{1, 16} {
 			a.split = k
-			b.Run(fmt.Sprintf("%s/slices=%d", name, k), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/slices=%d", names[i], k), func(b *testing.B) {
 				loopCPU(b, func() { c.Attend(out, q, 0.088) })
 			})
 		}
