@@ -34,8 +34,8 @@ func BenchmarkCompactHead(b *testing.B) {
 
 // BenchmarkCompactVsPrefill times, side by side on the same threads, the
 // recorded prefill of a 4000-token context of held-out text with the
-// embedded model, the self-study reference queries (16 samples of 24
-// tokens, the command line's default) and each attention-matching
+// embedded model, the self-study reference queries (32 samples of up to
+// 24 tokens, the command line's default) and each attention-matching
 // method's compaction to 20x (fits and caches), and reports each and
 // their times over the prefill's: the target is a compaction no
 // longer than the prefill.
@@ -57,7 +57,7 @@ func BenchmarkCompactVsPrefill(b *testing.B) {
 				}
 				prefill := time.Since(start)
 				start = time.Now()
-				extra, err := CollectQueries(context.Background(), m, tok, c, ids, QueryOptions{SelfStudy: 16}, 0)
+				extra, err := CollectQueries(context.Background(), m, tok, c, ids, QueryOptions{SelfStudy: 32}, 0)
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -78,9 +78,12 @@ func (m Method) Fits() bool { return m == AMHighest || m == AMOMPMethod }
 // DefaultQueries is the number of reference queries per KV head that the
 // fits use when Options.Queries is 0: enough that the value fit (t
 // unknowns per coordinate, t ≤ a few hundred at 20x on 4k tokens) is well
-// overdetermined, few enough that scoring them against 4k keys stays well
-// under a prefill's time.
-const DefaultQueries = 2048
+// overdetermined and takes every self-study query of 32 samples beside a
+// quarter of the context's own. On the embedded model at 20x (2048-token
+// contexts, 8 facts each, 32 self-study samples) 4096 answered 87 of 96
+// multi-fact questions where 2048 answered 64 (BENCHMARKS.md, "KV
+// compaction"); scoring them costs twice as much.
+const DefaultQueries = 4096
 
 // DefaultExtraShare is the share of the reference queries that the extra
 // ones (self-study, rereading) take at most when Options.ExtraShare is 0,

@@ -50,7 +50,7 @@ func addCompactFitFlags(fs *flag.FlagSet) compactFitFlags {
 		window:     fs.Int("compact-window", 16, "the context's last tokens kept as they are when compacting"),
 		queries:    fs.Int("compact-queries", compact.DefaultQueries, "reference queries per KV head for attention matching"),
 		extraShare: fs.Float64("compact-extra-share", compact.DefaultExtraShare, "the largest share of the reference queries taken by the self-study (and rereading) queries, the context's own the rest"),
-		self:       fs.Int("compact-self", 16, "self-study samples: the model writing about the context, whose queries attention matching fits to"),
+		self:       fs.Int("compact-self", 32, "self-study samples: the model writing about the context, whose queries attention matching fits to"),
 		selfToks:   fs.Int("compact-self-tokens", 24, "tokens per self-study sample"),
 		sel:        fs.String("compact-select", "max+rms", "how attention matching (am) chooses the kept keys by their attention weight over the reference queries: max+rms (half by the largest, the rest by RMS), rms (the paper's), max, mean"),
 		repeat:     fs.Bool("compact-repeat", false, "add the queries of the model rereading the context (KVzip uses them always)"),
