@@ -287,3 +287,42 @@ func TestSelfQueriesStop(t *testing.T) {
 		}
 	}
 }
+
+// TestSelfQueriesThreads: self-study samples written as one batch of
+// forks of the shared context give the same queries on a pool of several
+// threads as on one (float weights, greedy: within float32 rounding).
+// The forks share their context's attention scratch, so a batch step
+// that attended them side by side raced on it (and once stopped with an
+// index out of range); they must be attended one after another.
+func TestSelfQueriesThreads(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "tiny.gguf")
+	if err := tinymodel.Write(path, tinymodel.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	ids := testIDs(200, 5)
+	for i := range ids {
+		ids[i] %= 500
+	}
+	prompts := [][]int32{{40, 41}, {50}, {60, 61, 62}, {70}, {40, 41}, {80}}
+	var ref [][]float32
+	for _, threads := range []int{1, 4, 7} {
+		m, err := model.Open(path, model.Options{Threads: threads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, c, _, err := Prefill(m, kvcache.F32(), ids, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := SelfQueries(context.Background(), m, c, prompts, 12, model.SamplerConfig{}, nil, 0)
+		m.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ref == nil {
+			ref = got
+			continue
+		}
+		closeQueries(t, fmt.Sprintf("%d threads", threads), got, ref, 1e-4)
+	}
+}
