@@ -19,7 +19,7 @@ import (
 // as `turbomem run` meets it: open the file with the check of a
 // --verify mode (wquant.OpenModel), load the tokenizer, touch every page
 // of the weights (Model.Prefault, as run does), run a prompt of
-// 16 or 256 tokens, on 1 thread and on every CPU. Modes: off; lazy (the
+// 16 or 256 tokens, on 1 thread, 4 and every CPU. Modes: off; lazy (the
 // background check, on the CPUs the model leaves free, one at least);
 // at-use (the check lazy used to be: each tensor hashed at its first use,
 // on every CPU); full (every hash before loading). Each iteration runs
@@ -79,7 +79,13 @@ func BenchmarkFirstToken(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	for _, threads := range []int{1, runtime.NumCPU()} {
+	threads := []int{1}
+	for _, t := range []int{4, runtime.NumCPU()} {
+		if t > threads[len(threads)-1] {
+			threads = append(threads, t)
+		}
+	}
+	for _, threads := range threads {
 		for _, n := range []int{16, 256} {
 			prompt := make([]int32, n)
 			for i := range prompt {
