@@ -10,20 +10,32 @@ import (
 // Pool is a fixed set of worker goroutines that run the parallel parts of
 // a model step: the rows of a matrix product, the positions of an
 // attention step. The workers live as long as the Pool, so a parallel
-// region costs a wake-up, not a goroutine start; between regions they
-// spin for a short while (spinFor) before they sleep, because a decode
-// step runs dozens of regions a few microseconds apart, yielding their
-// CPU now and then to any other goroutine that is ready to run.
+// region costs a wake-up, not a goroutine start.
+//
+// Waiting is cheap both ways. Between regions an idle worker spins on the
+// PAUSE instruction for a short while (spinFor), because a decode step
+// runs dozens of regions a few microseconds apart, then parks on a
+// channel until Run wakes it; the caller of Run, once its own tasks are
+// done, spins likewise for the others' and then parks until the last
+// task's goroutine wakes it. Where the Pool has more goroutines than
+// GOMAXPROCS, nobody spins: a spinning goroutine would hold the processor
+// that a goroutine with a task needs. A spinning worker offers its CPU to
+// other goroutines (runtime.Gosched) at most once every yieldEvery, so
+// that a server's connections get to run between the steps of a batch
+// without the workers contending for the scheduler's lock.
 //
 // A Pool is safe for concurrent use, but runs one region at a time:
 // concurrent Run calls take turns. A task must not call Run on the Pool
 // running it.
 type Pool struct {
 	threads int
-	mu      sync.Mutex // one region at a time
+	spin    time.Duration // how long an idle goroutine spins: spinFor, or 0 when oversubscribed
+	mu      sync.Mutex    // one region at a time
 	cur     atomic.Pointer[job]
 	workers []*worker
 	closed  atomic.Bool
+	// finished wakes a parked caller of Run when its job's last task ends.
+	finished chan struct{}
 }
 
 // job is one Run call: n tasks handed out through next, done counting
@@ -32,28 +44,40 @@ type Pool struct {
 // leaves without touching anything else. next and done sit on cache
 // lines of their own: every goroutine of a region writes both.
 type job struct {
-	f    func(task, worker int)
-	n    int32
-	_    [64]byte
-	next atomic.Int32
-	_    [64]byte
-	done atomic.Int32
+	f        func(task, worker int)
+	n        int32
+	finished chan struct{}
+	_        [64]byte
+	next     atomic.Int32
+	_        [64]byte
+	done     atomic.Int32
+	// state says whether the caller parked to wait (jobParked) and
+	// whether the last task ended (jobOver): whoever comes second of the
+	// two knows, and the last task's goroutine then wakes the caller.
+	state atomic.Int32
 }
+
+const (
+	jobRunning int32 = iota
+	jobParked
+	jobOver
+)
 
 type worker struct {
 	id       int
 	sleeping atomic.Bool
 	wake     chan struct{}
+	yielded  time.Time // the last runtime.Gosched while spinning
 }
 
-// spinFor is how long an idle worker polls for the next region before it
-// sleeps: longer than the gaps inside a decode step, short enough that an
-// idle Pool leaves the CPUs alone.
-const spinFor = 200 * time.Microsecond
+// spinFor is how long an idle goroutine of a Pool polls before it parks:
+// longer than the gaps inside a decode step, short enough that an idle
+// Pool leaves the CPUs alone.
+const spinFor = 100 * time.Microsecond
 
-// yieldEvery is how often a spinning worker offers its CPU to other
-// goroutines (runtime.Gosched).
-const yieldEvery = 25 * time.Microsecond
+// yieldEvery is the least time between two runtime.Gosched calls of one
+// spinning worker: rare, because each takes the scheduler's global lock.
+const yieldEvery = time.Millisecond
 
 // NewPool starts a pool of threads goroutines in all, the caller of Run
 // counted as one of them (threads−1 workers). threads ≤ 0 means
@@ -62,7 +86,10 @@ func NewPool(threads int) *Pool {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	p := &Pool{threads: threads}
+	p := &Pool{threads: threads, spin: spinFor, finished: make(chan struct{}, 1)}
+	if runtime.GOMAXPROCS(0) < threads {
+		p.spin = 0
+	}
 	for i := 1; i < threads; i++ {
 		w := &worker{id: i, wake: make(chan struct{}, 1)}
 		p.workers = append(p.workers, w)
@@ -113,7 +140,7 @@ func (p *Pool) Run(n int, f func(task, worker int)) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	j := &job{f: f, n: int32(n)}
+	j := &job{f: f, n: int32(n), finished: p.finished}
 	p.cur.Store(j)
 	// Wake as many sleepers as there are tasks beyond the caller's first;
 	// spinning workers see the job by themselves.
@@ -128,25 +155,51 @@ func (p *Pool) Run(n int, f func(task, worker int)) {
 		need--
 	}
 	j.work(0)
-	// Wait for tasks other goroutines took: spin briefly, then yield so a
-	// worker that shares this goroutine's CPU gets to finish.
-	for i := 0; j.done.Load() != j.n; i++ {
-		if i < 1000 {
-			spinPause()
-		} else {
-			runtime.Gosched()
+	// Wait for the tasks other goroutines took: spin for a while, then
+	// park until the last of them wakes this goroutine.
+	if !spinUntil(p.spin, func() bool { return j.done.Load() == j.n }, nil) &&
+		j.state.CompareAndSwap(jobRunning, jobParked) {
+		<-j.finished
+	}
+}
+
+// spinUntil polls ready with PAUSE between polls for up to d and reports
+// whether it became true; every 64 polls it calls tick, if not nil, with
+// the time.
+func spinUntil(d time.Duration, ready func() bool, tick func(now time.Time)) bool {
+	if ready() {
+		return true
+	}
+	if d <= 0 {
+		return false
+	}
+	start := time.Now()
+	for i := 1; ; i++ {
+		spinPause()
+		if ready() {
+			return true
+		}
+		if i&63 == 0 {
+			now := time.Now()
+			if now.Sub(start) > d {
+				return false
+			}
+			if tick != nil {
+				tick(now)
+			}
 		}
 	}
 }
 
-// work runs tasks of j until none is left, then counts them done.
+// work runs tasks of j until none is left, then counts them done; the
+// goroutine that counts the last task wakes the caller if it parked.
 func (j *job) work(worker int) {
 	var ran int32
 	for {
 		i := j.next.Add(1) - 1
 		if i >= j.n {
-			if ran > 0 {
-				j.done.Add(ran)
+			if ran > 0 && j.done.Add(ran) == j.n && j.state.Swap(jobOver) == jobParked {
+				j.finished <- struct{}{}
 			}
 			return
 		}
@@ -156,7 +209,7 @@ func (j *job) work(worker int) {
 }
 
 // loop is a worker: it runs the tasks of each new job, polls for the next
-// one for spinFor, then sleeps until Run or Close wakes it.
+// one for spinFor, then parks until Run or Close wakes it.
 func (p *Pool) loop(w *worker) {
 	var last *job
 	for {
@@ -171,29 +224,22 @@ func (p *Pool) loop(w *worker) {
 
 // wait returns the first job that is not last.
 func (p *Pool) wait(w *worker, last *job) *job {
-	start := time.Now()
-	yielded := start
-	for i := 0; ; i++ {
-		if j := p.cur.Load(); j != last {
-			return j
+	var j *job
+	ready := func() bool {
+		j = p.cur.Load()
+		return j != last
+	}
+	// Let a goroutine that waits for this CPU run now and then (a
+	// server's connections between the steps of a batch): spinning
+	// workers would otherwise hold every P until they park.
+	yield := func(now time.Time) {
+		if now.Sub(w.yielded) > yieldEvery {
+			w.yielded = now
+			runtime.Gosched()
 		}
-		if i&63 == 63 {
-			now := time.Now()
-			if now.Sub(start) > spinFor {
-				break
-			}
-			// Let a goroutine that waits for this CPU run (a server's
-			// connections between the steps of a batch): spinning
-			// workers would otherwise hold every P until they sleep.
-			// Rarely: each yield takes the scheduler's global lock,
-			// which fifteen workers yielding every few microseconds
-			// turn into the step's largest cost.
-			if now.Sub(yielded) > yieldEvery {
-				runtime.Gosched()
-				yielded = now
-			}
-		}
-		spinPause()
+	}
+	if spinUntil(p.spin, ready, yield) {
+		return j
 	}
 	for {
 		w.sleeping.Store(true)

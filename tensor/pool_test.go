@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -8,23 +9,32 @@ import (
 )
 
 // TestPoolRun: every task runs exactly once, on a worker id in range,
-// never two at once on the same id; across pool sizes, task counts,
-// regions back to back (spinning workers) and after a pause longer than
-// spinFor (sleeping workers); a nil and a closed pool run on the caller.
+// never two at once on the same id; across pool sizes (more goroutines
+// than GOMAXPROCS among them), task counts, regions back to back
+// (spinning workers), after a pause longer than spinFor (parked workers)
+// and with tasks longer than spinFor (a parked caller); a nil and a
+// closed pool run on the caller.
 func TestPoolRun(t *testing.T) {
-	for _, threads := range []int{1, 2, 3, 8} {
+	for _, threads := range []int{1, 2, 3, 8, 2 * runtime.GOMAXPROCS(0)} {
 		p := NewPool(threads)
 		for round := range 40 {
 			if round == 20 {
 				time.Sleep(3 * spinFor) // the workers go to sleep
 			}
 			n := 1 + round*7%23
+			var slow time.Duration
+			if round >= 30 && round < 34 {
+				slow = 2 * spinFor // the caller parks for the others' tasks
+			}
 			hits := make([]atomic.Int32, n)
 			busy := make([]atomic.Int32, threads)
 			var bad atomic.Int32
 			p.Run(n, func(task, w int) {
 				if w < 0 || w >= threads || busy[w].Add(1) != 1 {
 					bad.Add(1)
+				}
+				if w != 0 {
+					time.Sleep(slow)
 				}
 				hits[task].Add(1)
 				busy[w].Add(-1)
