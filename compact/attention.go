@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"math"
 	"slices"
+	"sync"
+	"sync/atomic"
 
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/tensor"
 )
 
@@ -17,89 +20,127 @@ import (
 // same e^{−m_i} on both sides, so fitting them in this form fits the
 // original ones.
 type attention struct {
-	b    Block
-	n, t int       // queries, tokens
-	e    []float32 // n×t, query-major
-	mass []float64 // n
-	y    []float32 // n×d
+	b       Block
+	n, t    int       // queries, tokens
+	e       []float32 // n×t, query-major
+	mass    []float64 // n
+	y       []float32 // n×d
+	threads int       // goroutines for the products and passes over e
 }
 
-func newAttention(b Block) (*attention, error) {
+// attnRows is the number of reference queries newAttention takes at
+// once: four tiles of the float32 product, whose scores (48 × 4k keys,
+// 768 KiB) are still in cache when their exponentials and outputs are
+// taken.
+const attnRows = 48
+
+func newAttention(b Block, threads int) (*attention, error) {
 	d, t := b.Dim, b.Len()
 	n := len(b.Queries) / d
-	a := &attention{b: b, n: n, t: t, e: make([]float32, n*t), mass: make([]float64, n), y: make([]float32, n*d)}
-	// Scores in blocks of keys that stay in cache while every query
-	// passes over them.
-	for j0 := 0; j0 < t; j0 += attnBlock {
-		j1 := min(t, j0+attnBlock)
-		for i := range n {
-			tensor.DotRowsF32(a.e[i*t+j0:i*t+j1], b.Queries[i*d:(i+1)*d], b.Keys[j0*d:j1*d])
+	a := &attention{b: b, n: n, t: t, e: make([]float32, n*t), mass: make([]float64, n), y: make([]float32, n*d), threads: max(1, threads)}
+	// Scores E = Q·Kᵀ and outputs Y = softmax(E)·V as float32 products,
+	// a block of queries per task.
+	var keys, values tensor.Panels[float32]
+	keys.PackT(b.Keys, t, d, d)
+	values.Pack(b.Values, t, d, d)
+	var mu sync.Mutex
+	bad, badScore := n, float32(0)
+	parallel(a.threads, (n+attnRows-1)/attnRows, func(blk int) {
+		i0, i1 := blk*attnRows, min(n, (blk+1)*attnRows)
+		keys.Mul(a.e[i0*t:], t, b.Queries[i0*d:], i1-i0, d)
+		for i := i0; i < i1; i++ {
+			m, sum := kvcache.ExpShifted(a.e[i*t:(i+1)*t], b.Scale)
+			if math.IsInf(float64(m), 0) || math.IsNaN(float64(m)) {
+				mu.Lock()
+				if i < bad {
+					bad, badScore = i, m
+				}
+				mu.Unlock()
+			}
+			a.mass[i] = float64(sum)
 		}
-	}
-	s := float64(b.Scale)
-	for i := range n {
-		row := a.e[i*t : (i+1)*t]
-		m := slices.Max(row)
-		if math.IsInf(float64(m), 0) || math.IsNaN(float64(m)) {
-			return nil, fmt.Errorf("compact: query %d: attention score %g is not finite", i, m)
+		values.Mul(a.y[i0*d:], d, a.e[i0*t:], i1-i0, t)
+		for i := i0; i < i1; i++ {
+			inv := float32(1 / a.mass[i])
+			for k := range a.y[i*d : (i+1)*d] {
+				a.y[i*d+k] *= inv
+			}
 		}
-		var sum float64
-		for j, x := range row {
-			e := math.Exp(s * (float64(x) - float64(m)))
-			row[j] = float32(e)
-			sum += e
-		}
-		a.mass[i] = sum
-	}
-	// Outputs y_i = Σ_j e_ij·v_j / mass_i, the values in blocks likewise.
-	for j0 := 0; j0 < t; j0 += attnBlock {
-		j1 := min(t, j0+attnBlock)
-		for i := range n {
-			tensor.WeightedSumF32(a.y[i*d:(i+1)*d], a.e[i*t+j0:i*t+j1], b.Values[j0*d:j1*d])
-		}
-	}
-	for i := range n {
-		inv := float32(1 / a.mass[i])
-		for k := range a.y[i*d : (i+1)*d] {
-			a.y[i*d+k] *= inv
-		}
+	})
+	if bad < n {
+		return nil, fmt.Errorf("compact: query %d: attention score %g is not finite", bad, badScore)
 	}
 	return a, nil
 }
 
-// attnBlock is the number of keys (or values) newAttention works on at
-// once: 256 rows of head dimension 128 are 128 KiB, which stay in a
-// core's L2 cache while all the queries pass over them.
-const attnBlock = 256
+// parallel runs f(task) for every task in [0, tasks) on up to threads
+// goroutines, the caller's one of them, each taking the next task left.
+func parallel(threads, tasks int, f func(task int)) {
+	if threads <= 1 || tasks <= 1 {
+		for i := range tasks {
+			f(i)
+		}
+		return
+	}
+	var next atomic.Int64
+	work := func() {
+		for {
+			i := int(next.Add(1) - 1)
+			if i >= tasks {
+				return
+			}
+			f(i)
+		}
+	}
+	var wg sync.WaitGroup
+	for range min(threads, tasks) - 1 {
+		wg.Go(work)
+	}
+	work()
+	wg.Wait()
+}
+
+// keyBlock is the number of keys a task of keyScores sums over all the
+// queries: its running sums stay in cache.
+const keyBlock = 512
 
 // keyScores returns each key's attention weight over the reference
 // queries, summarised as sel says: root mean square, maximum or mean.
 func (a *attention) keyScores(sel Selection) []float64 {
 	sc := make([]float64, a.t)
-	for i := range a.n {
-		inv := 1 / a.mass[i]
-		for j, e := range a.e[i*a.t : (i+1)*a.t] {
-			w := float64(e) * inv
+	parallel(a.threads, (a.t+keyBlock-1)/keyBlock, func(blk int) {
+		j0, j1 := blk*keyBlock, min(a.t, (blk+1)*keyBlock)
+		part := sc[j0:j1]
+		for i := range a.n {
+			inv := 1 / a.mass[i]
+			row := a.e[i*a.t+j0 : i*a.t+j1]
 			switch sel {
 			case ByRMS:
-				sc[j] += w * w
+				for j, e := range row {
+					w := float64(e) * inv
+					part[j] += w * w
+				}
 			case ByMax:
-				sc[j] = max(sc[j], w)
+				for j, e := range row {
+					part[j] = max(part[j], float64(e)*inv)
+				}
 			default:
-				sc[j] += w
+				for j, e := range row {
+					part[j] += float64(e) * inv
+				}
 			}
 		}
-	}
-	switch sel {
-	case ByRMS:
-		for j := range sc {
-			sc[j] = math.Sqrt(sc[j] / float64(a.n))
+		switch sel {
+		case ByRMS:
+			for j := range part {
+				part[j] = math.Sqrt(part[j] / float64(a.n))
+			}
+		case ByMean:
+			for j := range part {
+				part[j] /= float64(a.n)
+			}
 		}
-	case ByMean:
-		for j := range sc {
-			sc[j] /= float64(a.n)
-		}
-	}
+	})
 	return sc
 }
 

@@ -78,7 +78,7 @@ func (o Options) kvzip(c Context, block, t int) (plan, error) {
 			if err := b.validate(); err != nil {
 				return plan{}, fmt.Errorf("compact: layer %d head %d: %w", l, h, err)
 			}
-			a, err := newAttention(b)
+			a, err := newAttention(b, o.workers())
 			if err != nil {
 				return plan{}, fmt.Errorf("compact: layer %d head %d: %w", l, h, err)
 			}

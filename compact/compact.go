@@ -161,6 +161,9 @@ type Fit struct {
 	// Ridge regularises the value fit: λ = Ridge·‖X‖₂², X the compacted
 	// attention weights (0: plain least squares).
 	Ridge float64
+	// Threads is the number of goroutines the head's products and passes
+	// use (0 or 1: the caller's alone).
+	Threads int
 }
 
 // AM returns the paper's highest-attention fit ("AM-HighestAttnKeys"):
@@ -211,6 +214,9 @@ func (f Fit) validate(n int) error {
 	if f.PGDIters < 0 || f.PGDIters > 10000 {
 		return fmt.Errorf("compact: %d projected-gradient steps out of range [0, 10000]", f.PGDIters)
 	}
+	if f.Threads < 0 || f.Threads > 1<<12 {
+		return fmt.Errorf("compact: %d threads out of range [0, 4096]", f.Threads)
+	}
 	if !(f.Ridge >= 0) || math.IsInf(f.Ridge, 0) {
 		return fmt.Errorf("compact: ridge %g: want a finite λ ≥ 0", f.Ridge)
 	}
@@ -250,7 +256,7 @@ func CompactHead(b Block, f Fit) (Result, error) {
 	if err := f.validate(b.Len()); err != nil {
 		return Result{}, err
 	}
-	a, err := newAttention(b)
+	a, err := newAttention(b, f.Threads)
 	if err != nil {
 		return Result{}, err
 	}

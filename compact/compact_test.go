@@ -421,3 +421,50 @@ func TestMaxRMSSelection(t *testing.T) {
 		t.Error("ParseSelection(omp): no error")
 	}
 }
+
+// TestRankDeficient: two copies of one key kept side by side make the
+// fits' matrices rank-deficient: the normal equations give way to QR,
+// whose failure gives way to the ridge fit, with a warning, and the
+// result is finite and reproduces the block's attention (the two copies
+// together carry the key's weight).
+func TestRankDeficient(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	const rest, d, n = 6, 8, 64
+	keys := gaussian(r, (rest+1)*d, 1)
+	keys = append(keys, keys[:d]...) // token rest+1 copies token 0
+	b := Block{Dim: d, Keys: keys, Values: gaussian(r, (rest+2)*d, 1), Queries: gaussian(r, n*d, 1), Scale: 0.5}
+	res, err := CompactHead(b, Fit{Keys: rest + 2, Select: Given, Index: []int{0, 1, 2, 3, 4, 5, 6, 7}, BiasMin: -3, BiasMax: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.ContainsFunc(res.Warnings, func(w string) bool { return strings.Contains(w, "ridge") }) {
+		t.Errorf("warnings %v: want a refit with ridge", res.Warnings)
+	}
+	if o, m := maxOutputErr(b, res, gaussian(r, 16*d, 1)); !(o < 1e-2 && m < 1e-2) {
+		t.Errorf("output error %g, log-mass error %g", o, m)
+	}
+}
+
+// TestThreads: a head's fit on several threads gives the same bits as
+// on one (each task writes its own part of every result).
+func TestThreads(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	const T, d, n = 700, 32, 300
+	b := Block{Dim: d, Keys: gaussian(r, T*d, 1), Values: gaussian(r, T*d, 1), Queries: gaussian(r, n*d, 1.5), Scale: 0.18}
+	var want Result
+	for _, threads := range []int{1, 3, 8} {
+		f := AM(40)
+		f.Select, f.Threads = ByMaxRMS, threads
+		got, err := CompactHead(b, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if threads == 1 {
+			want = got
+			continue
+		}
+		if !slices.Equal(got.Index, want.Index) || !slices.Equal(got.Bias, want.Bias) || !slices.Equal(got.Values, want.Values) {
+			t.Errorf("%d threads: another result than one thread's", threads)
+		}
+	}
+}

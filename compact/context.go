@@ -126,7 +126,9 @@ type Options struct {
 	// Select is AMHighest's key selection (0: ByMaxRMS): ByRMS (the
 	// paper's), ByMax, ByMean or ByMaxRMS. The other methods ignore it.
 	Select Selection
-	// Workers is the number of heads compacted at once (0: NumCPU).
+	// Workers is the number of goroutines Compact uses (0: NumCPU): as
+	// many heads compacted at once, up to the number of heads, and the
+	// rest sharing each fit's products.
 	Workers int
 }
 
@@ -238,19 +240,20 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	jobs := make(chan job)
 	var mu sync.Mutex
 	var first error
-	workers := o.Workers
-	if workers <= 0 {
-		workers = runtime.NumCPU()
-	}
+	// As many heads at once as there are workers (or heads), each fit's
+	// products shared by the workers left over.
+	workers := o.workers()
+	heads := min(workers, len(c.Layers)*sh.KVHeads)
+	threads := (workers + heads - 1) / heads
 	var wg sync.WaitGroup
-	for range min(workers, len(c.Layers)*sh.KVHeads) {
+	for range heads {
 		wg.Go(func() {
 			for j := range jobs {
 				var given []int
 				if p.index != nil {
 					given = p.index[j.l][j.h]
 				}
-				r, err := o.head(c, j.l, j.h, block, p.budgets[j.l][j.h], given)
+				r, err := o.head(c, j.l, j.h, block, p.budgets[j.l][j.h], given, threads)
 				mu.Lock()
 				if err != nil && first == nil {
 					first = fmt.Errorf("compact: layer %d head %d: %w", j.l, j.h, err)
@@ -301,9 +304,19 @@ func (o Options) perHead(n int) (int, error) {
 	return int(float64(n) / o.Ratio), nil
 }
 
+// workers returns the number of goroutines Compact uses: o.Workers, or
+// NumCPU if 0.
+func (o Options) workers() int {
+	if o.Workers > 0 {
+		return o.Workers
+	}
+	return runtime.NumCPU()
+}
+
 // head compacts one layer's KV head: the block's first block tokens into
-// t kept ones (those given, if not nil).
-func (o Options) head(c Context, l, h, block, t int, given []int) (Result, error) {
+// t kept ones (those given, if not nil), the fit's products on threads
+// goroutines.
+func (o Options) head(c Context, l, h, block, t int, given []int, threads int) (Result, error) {
 	tr := c.Layers[l]
 	sh := tr.Shape
 	d := sh.HeadDim
@@ -326,6 +339,7 @@ func (o Options) head(c Context, l, h, block, t int, given []int) (Result, error
 			}
 		}
 		b.Queries = o.referenceQueries(c, l, h, true)
+		f.Threads = threads
 		return CompactHead(b, f)
 	case KVzip:
 		evict.Index = given

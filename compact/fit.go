@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"math"
 
+	"gonum.org/v1/gonum/floats"
 	"gonum.org/v1/gonum/mat"
+
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // fp16Max is the largest finite fp16 value: fitted values beyond it
@@ -18,16 +21,139 @@ const fp16Max = 65504
 // make the normal matrix well conditioned in float64.
 const fallbackRidge = 1e-6
 
-// columns returns the n×len(idx) matrix of the chosen keys' exp-scores.
-func (a *attention) columns(idx []int) *mat.Dense {
-	m := mat.NewDense(a.n, len(idx), nil)
-	for i := range a.n {
-		row := a.e[i*a.t : (i+1)*a.t]
-		for k, j := range idx {
-			m.Set(i, k, float64(row[j]))
+// underflowed is the largest exp-score that counts as zero in the fits:
+// the softmax kernels' exponential gives 2⁻¹²⁶ for every exponent below
+// −87.3, a weight that underflowed.
+const underflowed = 0x1p-125
+
+// columnsT returns the transpose of the n×len(idx) matrix of the chosen
+// keys' exp-scores, each multiplied by w[k] (nil: 1) and divided by
+// rowScale[i] (nil: 1): row k holds key idx[k]'s column, n values.
+// Exp-scores that underflowed are zero.
+func (a *attention) columnsT(idx []int, w, rowScale []float64) []float64 {
+	n, t := a.n, len(idx)
+	out := make([]float64, t*n)
+	parallel(a.threads, (n+attnRows-1)/attnRows, func(blk int) {
+		for i := blk * attnRows; i < min(n, (blk+1)*attnRows); i++ {
+			row := a.e[i*a.t : (i+1)*a.t]
+			inv := 1.0
+			if rowScale != nil {
+				if !(rowScale[i] > 0) || math.IsInf(rowScale[i], 0) {
+					continue // the row is left out: zeros
+				}
+				inv = 1 / rowScale[i]
+			}
+			for k, j := range idx {
+				x := float64(row[j])
+				if x <= underflowed {
+					continue
+				}
+				if w != nil {
+					x *= w[k]
+				}
+				out[k*n+i] = x * inv
+			}
+		}
+	})
+	return out
+}
+
+// normal is the least-squares problem min ‖X·C − Y‖² + λ‖C‖² in the
+// form of its normal equations: the Gram matrix G = XᵀX (t×t) and XᵀY
+// (t×c), float64 products of X's float32 exp-scores (exact products,
+// float64 sums: G is as accurate as the data, and its squared condition
+// number costs nothing a QR of X in float64 would not), with X kept (as
+// Xᵀ, t rows of n) for a QR fallback.
+type normal struct {
+	t, n, c int
+	xt, y   []float64
+	g, xty  []float64
+	threads int
+}
+
+// newNormal forms the normal equations of X (given as xt, t×n) and Y
+// (n×c, row stride c).
+func newNormal(xt []float64, t, n int, y []float64, c, threads int) *normal {
+	p := &normal{t: t, n: n, c: c, xt: xt, y: y, threads: threads}
+	var b tensor.Panels[float64]
+	b.PackT(xt, t, n, n)
+	p.g = p.product(&b)
+	b.Pack(y, n, c, c)
+	p.xty = p.product(&b)
+	return p
+}
+
+// product returns Xᵀ·B (t rows of B's columns), rows of Xᵀ in tiles
+// over the threads.
+func (p *normal) product(b *tensor.Panels[float64]) []float64 {
+	cols := b.N
+	out := make([]float64, p.t*cols)
+	const rows = 24 // two tiles of the product
+	parallel(p.threads, (p.t+rows-1)/rows, func(blk int) {
+		i0, i1 := blk*rows, min(p.t, (blk+1)*rows)
+		b.Mul(out[i0*cols:], cols, p.xt[i0*p.n:], i1-i0, p.n)
+	})
+	return out
+}
+
+// sigmaMax2 returns ‖X‖₂², the largest eigenvalue of G.
+func (p *normal) sigmaMax2() float64 { return largestEigen(p.g, p.t) }
+
+// solve returns C minimising ‖X·C − Y‖² + λ‖C‖² (t×c, row-major): by a
+// Cholesky factorisation of G + λI, and where that fails (G is singular
+// or too ill-conditioned for its float32 products) or gives numbers that
+// are not finite or beyond bound, by QR of X (solveLS, with its ridge
+// fallback). nil where every fit fails; the string is a warning.
+func (p *normal) solve(lambda, bound float64) ([]float64, string) {
+	if c := choleskySolve(p.g, p.xty, p.t, p.c, lambda, bound); c != nil {
+		return c, ""
+	}
+	x := mat.NewDense(p.n, p.t, nil)
+	for k := range p.t {
+		for i, v := range p.xt[k*p.n : (k+1)*p.n] {
+			x.Set(i, k, v)
 		}
 	}
-	return m
+	c, warn := solveLS(x, mat.NewDense(p.n, p.c, p.y), lambda, bound)
+	if c == nil {
+		return nil, warn
+	}
+	return c.RawMatrix().Data, warn
+}
+
+// maxGramCond is the largest condition number of G + λI that the normal
+// equations are solved with: G = XᵀX squares X's, so this is X's 10⁵,
+// where float64 solves of G still give the solution to about 10⁻⁶;
+// beyond, QR of X takes over (and rank-deficient X gets its ridge).
+const maxGramCond = 1e10
+
+// choleskySolve returns the solution of (G + λI)·C = B for G t×t
+// symmetric and B t×c, or nil where G + λI is not positive definite,
+// conditioned beyond maxGramCond, or an entry of C is not finite or
+// beyond bound.
+func choleskySolve(g, b []float64, t, c int, lambda, bound float64) []float64 {
+	s := mat.NewSymDense(t, nil)
+	for i := range t {
+		for j := i; j < t; j++ {
+			s.SetSym(i, j, (g[i*t+j]+g[j*t+i])/2)
+		}
+		s.SetSym(i, i, g[i*t+i]+lambda)
+	}
+	var ch mat.Cholesky
+	if !ch.Factorize(s) || ch.Cond() > maxGramCond {
+		return nil
+	}
+	var x mat.Dense
+	if err := ch.SolveTo(&x, mat.NewDense(t, c, append([]float64(nil), b...))); err != nil {
+		return nil
+	}
+	out := x.RawMatrix().Data
+	for _, v := range out {
+		if !(math.Abs(v) <= bound) {
+			return nil
+		}
+	}
+	return out
 }
 
 // fitMass returns the weights B of the kept keys idx that fit the mass
@@ -38,31 +164,33 @@ func (a *attention) columns(idx []int) *mat.Dense {
 // problem). A least-squares failure is retried with a small ridge; the
 // warning says so.
 func (a *attention) fitMass(idx []int, lo, hi float64, iters int) ([]float64, string) {
-	m := a.columns(idx)
-	y := mat.NewDense(a.n, 1, append([]float64(nil), a.mass...))
-	x, warn := solveLS(m, y, 0, math.Inf(1))
+	p := newNormal(a.columnsT(idx, nil, nil), len(idx), a.n, a.mass, 1, a.threads)
+	x, warn := p.solve(0, math.Inf(1))
 	if x == nil {
 		return nil, warn
 	}
 	bl, bh := math.Exp(lo), math.Exp(hi)
 	b := make([]float64, len(idx))
 	for k := range b {
-		b[k] = clamp(x.At(k, 0), bl, bh)
+		b[k] = clamp(x[k], bl, bh)
 	}
 	if iters == 0 {
 		return b, warn
 	}
-	step := 1 / sigmaMax2(m)
-	bv := mat.NewVecDense(len(b), b)
-	r := mat.NewVecDense(a.n, nil)
-	g := mat.NewVecDense(len(b), nil)
-	yv := mat.NewVecDense(a.n, a.mass)
+	// The gradient of ½‖M·B − mass‖² is G·B − Mᵀ·mass.
+	t := len(idx)
+	step := 1 / p.sigmaMax2()
+	grad := make([]float64, t)
 	for range iters {
-		r.MulVec(m, bv)
-		r.SubVec(r, yv)
-		g.MulVec(m.T(), r)
+		for k := range t {
+			s := -p.xty[k]
+			for j, bj := range b {
+				s += p.g[k*t+j] * bj
+			}
+			grad[k] = s
+		}
 		for k := range b {
-			b[k] = clamp(b[k]-step*g.AtVec(k), bl, bh)
+			b[k] = clamp(b[k]-step*grad[k], bl, bh)
 		}
 	}
 	return b, warn
@@ -77,43 +205,40 @@ func (a *attention) fitMass(idx []int, lo, hi float64, iters int) ([]float64, st
 // storable (beyond fp16).
 func (a *attention) fitValues(idx []int, w []float64, ridge float64) ([]float32, string) {
 	d, t := a.b.Dim, len(idx)
-	var xs, ys []float64
+	sums := make([]float64, a.n)
 	rows := 0
 	for i := range a.n {
 		row := a.e[i*a.t : (i+1)*a.t]
 		var sum float64
 		for k, j := range idx {
-			sum += float64(row[j]) * w[k]
+			if x := float64(row[j]); x > underflowed {
+				sum += x * w[k]
+			}
 		}
-		if !(sum > 0) || math.IsInf(sum, 0) {
-			continue
+		if sum > 0 && !math.IsInf(sum, 0) {
+			sums[i] = sum
+			rows++
 		}
-		for k, j := range idx {
-			xs = append(xs, float64(row[j])*w[k]/sum)
-		}
-		for _, v := range a.y[i*d : (i+1)*d] {
-			ys = append(ys, float64(v))
-		}
-		rows++
 	}
 	if rows == 0 {
 		return nil, "no reference query attends to the kept keys: original values kept"
 	}
-	x := mat.NewDense(rows, t, xs)
-	y := mat.NewDense(rows, d, ys)
+	y := make([]float64, len(a.y))
+	for i, v := range a.y {
+		y[i] = float64(v)
+	}
+	p := newNormal(a.columnsT(idx, w, sums), t, a.n, y, d, a.threads)
 	lambda := 0.0
 	if ridge > 0 {
-		lambda = ridge * sigmaMax2(x)
+		lambda = ridge * p.sigmaMax2()
 	}
-	c, warn := solveLS(x, y, lambda, fp16Max)
+	c, warn := p.solve(lambda, fp16Max)
 	if c == nil {
 		return nil, warn + ": original values kept"
 	}
 	out := make([]float32, t*d)
-	for k := range t {
-		for j := range d {
-			out[k*d+j] = float32(c.At(k, j))
-		}
+	for i, v := range c {
+		out[i] = float32(v)
 	}
 	return out, warn
 }
@@ -177,30 +302,43 @@ func lstsq(a, b *mat.Dense, lambda, bound float64) (x *mat.Dense, err error) {
 	return x, nil
 }
 
-// sigmaMax2 returns ‖A‖₂², the largest eigenvalue of AᵀA, by power
-// iteration from the all-ones vector (the exp-score and attention
-// matrices are non-negative, so their Perron vector is too and the start
-// is never orthogonal to it), to a relative change below 10⁻¹².
+// sigmaMax2 returns ‖A‖₂², the largest eigenvalue of AᵀA.
 func sigmaMax2(a *mat.Dense) float64 {
-	m, k := a.Dims()
-	if m == 0 || k == 0 {
+	_, k := a.Dims()
+	var g mat.Dense
+	g.Mul(a.T(), a)
+	return largestEigen(g.RawMatrix().Data, k)
+}
+
+// largestEigen returns the largest eigenvalue of the k×k symmetric
+// positive semi-definite g by power iteration from the all-ones vector
+// (the Gram matrices here are of non-negative matrices, so their Perron
+// vector is non-negative too and the start is never orthogonal to it),
+// to a relative change below 10⁻¹².
+func largestEigen(g []float64, k int) float64 {
+	if k == 0 {
 		return 0
 	}
-	v := mat.NewVecDense(k, nil)
-	for i := range k {
-		v.SetVec(i, 1/math.Sqrt(float64(k)))
+	v, w := make([]float64, k), make([]float64, k)
+	for i := range v {
+		v[i] = 1 / math.Sqrt(float64(k))
 	}
-	t := mat.NewVecDense(m, nil)
-	w := mat.NewVecDense(k, nil)
 	lam := 0.0
 	for range 500 {
-		t.MulVec(a, v)
-		w.MulVec(a.T(), t)
-		nw := mat.Norm(w, 2)
+		for i := range k {
+			var s float64
+			for j, x := range v {
+				s += g[i*k+j] * x
+			}
+			w[i] = s
+		}
+		nw := floats.Norm(w, 2)
 		if nw == 0 {
 			return 0
 		}
-		v.ScaleVec(1/nw, w)
+		for i := range v {
+			v[i] = w[i] / nw
+		}
 		if math.Abs(nw-lam) <= 1e-12*nw {
 			return nw
 		}

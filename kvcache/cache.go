@@ -72,6 +72,16 @@ func softmax(s []float32, scale float32) {
 	scaleVec(s, 1/expSum(s, m, scale))
 }
 
+// ExpShifted replaces each s[i] (s not empty) by e^(scale·(s[i] − m)), m
+// the largest s[i], and returns m and the sum of the new s[i] (float32,
+// in lanes): softmax before its normalisation, on Attend's kernels
+// (package compact's reference attention reads the shifted weights and
+// their sum apart).
+func ExpShifted(s []float32, scale float32) (m, sum float32) {
+	m = maxOf(s)
+	return m, expSum(s, m, scale)
+}
+
 // softmaxGo is softmax with the pure-Go twins of its kernels.
 func softmaxGo(s []float32, scale float32) {
 	m := maxGo(s)

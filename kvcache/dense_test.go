@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -111,7 +112,8 @@ func TestSoftmaxLargeScores(t *testing.T) {
 // TestExpNeg: expNeg against math.Exp over [−87.3, 0]: relative error
 // within 4 float32 ulps (2.4e-7; Cephes quotes 2), and below it the
 // clamped value e^−87.3; softmax (SIMD where there is one) against the
-// Go twin and against float64.
+// Go twin and against float64, and ExpShifted's maximum, weights and sum
+// against them.
 func TestExpNeg(t *testing.T) {
 	for i := range 200001 {
 		x := -87.3 * float64(i) / 200000
@@ -132,8 +134,10 @@ func TestExpNeg(t *testing.T) {
 		}
 		a := append([]float32(nil), s...)
 		b := append([]float32(nil), s...)
+		e := append([]float32(nil), s...)
 		softmax(a, 0.7)
 		softmaxGo(b, 0.7)
+		top, esum := ExpShifted(e, 0.7)
 		m := math.Inf(-1)
 		for _, v := range s {
 			m = math.Max(m, 0.7*float64(v))
@@ -141,6 +145,19 @@ func TestExpNeg(t *testing.T) {
 		var sum float64
 		for _, v := range s {
 			sum += math.Exp(0.7*float64(v) - m)
+		}
+		// ExpShifted: the largest score and the weights before their
+		// normalisation, and their sum
+		if want := slices.Max(s); top != want {
+			t.Fatalf("n=%d: ExpShifted's maximum %g, want %g", n, top, want)
+		}
+		if math.Abs(float64(esum)-sum) > 1e-6*(1+float64(n)/100)*sum {
+			t.Fatalf("n=%d: ExpShifted's sum %g, want %g", n, esum, sum)
+		}
+		for i := range e {
+			if math.Abs(float64(e[i]/esum-a[i])) > 1e-6*float64(a[i])+1e-37 {
+				t.Fatalf("n=%d: ExpShifted's weight %d over the sum %g, softmax %g", n, i, e[i]/esum, a[i])
+			}
 		}
 		for i := range s {
 			want := math.Exp(0.7*float64(s[i])-m) / sum
