@@ -107,14 +107,18 @@ func (p *queryPrep) setQueries(q []float32, hi, g, d int) {
 	}
 }
 
-// workspace is one goroutine's scratch for Attend tasks.
+// workspace is one goroutine's scratch for Attend tasks. The
+// goroutines' workspaces sit side by side (attention.work): the padding
+// keeps each one's fields off the cache lines of its neighbours'.
 type workspace struct {
+	_      [64]byte
 	scores []float32 // g·(slice length)
 	// per query of the group: query, scores, value sums, and the
 	// compressed positions' part of the scores and sums
 	qs, sc, accs, cs, ca [][]float32
 	accum                []quant.Accumulator // Compressed: per KV head, made lazily
 	parts                []Partial           // runRows: the group's Partials
+	_                    [64]byte
 }
 
 // SetPool makes Attend share the goroutines of p (nil: the caller's

@@ -251,14 +251,19 @@ type meanPlan struct {
 }
 
 // ropeScratch is one slice's scratch for meanPlan.add (and meanScores'
-// plan).
+// plan). The slices of a step write their own at once, so the struct and
+// the arrays add writes keep a cache line apart from anything else
+// (apart): sharing a line with another goroutine's scratch made these
+// few writes a large part of a 16-thread step.
 type ropeScratch struct {
+	_    [64]byte
 	plan meanPlan
 	wr   []float64 // per query and exact pair: the span's weight z·e^(i·s·ω)
 	wi   []float64
 	n    []float32 // per group and query: the node sums of a block's chunks (chunkTurns' columns)
 	kw   []float32 // per query: the chunk kernel's weights (rows each)
 	out  []float32 // a partial chunk's sums, 4 queries
+	_    [64]byte
 }
 
 // blockTurns returns the slow pairs' turns at the nodes of the chunks of
@@ -389,11 +394,11 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 		sc = &ropeScratch{}
 	}
 	defer r.scratch.Put(sc)
-	sc.wr = grown(sc.wr, nq*pe)
-	sc.wi = grown(sc.wi, nq*pe)
-	sc.n = grown(sc.n, nq*nodeCols)
-	sc.kw = grown(sc.kw, nq*r.rows)
-	sc.out = grown(sc.out, 4*ropeChunk)
+	sc.wr = apart(sc.wr, nq*pe)
+	sc.wi = apart(sc.wi, nq*pe)
+	sc.n = apart(sc.n, nq*nodeCols)
+	sc.kw = apart(sc.kw, nq*r.rows)
+	sc.out = apart(sc.out, 4*ropeChunk)
 	end := t0 + n
 	span := -1
 	var dummy [ropeChunk]float32
@@ -483,6 +488,18 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 func grown[T any](s []T, n int) []T {
 	if cap(s) < n {
 		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// apart is grown for scratch that one goroutine writes while others
+// write theirs: a new array has a cache line's worth of room (64
+// elements, at least 64 bytes) on either side, so that no other
+// allocation shares a cache line with it (false sharing).
+func apart[T any](s []T, n int) []T {
+	if cap(s) < n {
+		const pad = 64
+		return make([]T, n+2*pad)[pad : pad+n : pad+n]
 	}
 	return s[:n]
 }
