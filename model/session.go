@@ -29,6 +29,23 @@ type Session struct {
 	pool                        *tensor.Pool     // nil: the model's
 	mm                          tensor.Scratch   // quantized activations
 	prods                       []tensor.Product // of one matmuls call
+
+	// The step's per-row work, done inside the products' parallel
+	// regions (tensor.Options.Prepare): the layer being run (ly), whether
+	// s.o holds the last layer's output not yet added to s.x (pending),
+	// the rows with logits (from lo, or a Batch's rows.logits), and the
+	// Prepare functions, made once.
+	ly      *layer
+	pending bool
+	lo      int
+	brows   *batchRows
+	rowPrep rowPreps
+}
+
+// rowPreps is a session's per-row Prepare functions (bound once: a
+// method value made per product would allocate at every step).
+type rowPreps struct {
+	attnIn, ffnIn, swiglu, outIn func(v int)
 }
 
 // NewSession starts an empty sequence whose layers keep their keys and
@@ -280,6 +297,10 @@ func (s *Session) forward(n, from, lo int, wantLogits bool, dst []float32, rows 
 	s.u = grow(s.u, n*c.FFN)
 
 	s.ropeTable(n, rows)
+	if s.rowPrep.attnIn == nil {
+		s.rowPrep = rowPreps{attnIn: s.attnIn, ffnIn: s.ffnIn, swiglu: s.swigluRow, outIn: s.outIn}
+	}
+	s.pending = false
 	for li := from; li < len(m.w.layers); li++ {
 		if err := s.layer(li, n, rows); err != nil {
 			return nil, err
@@ -291,43 +312,102 @@ func (s *Session) forward(n, from, lo int, wantLogits bool, dst []float32, rows 
 	if !wantLogits {
 		return nil, nil
 	}
-	first := lo
-	nl := n - first
+	nl := n - lo
+	s.lo, s.brows = lo, rows
 	if rows != nil {
-		// The rows that end a sequence's tokens, gathered together.
-		nl = len(rows.logits)
-		for j, r := range rows.logits {
-			copy(s.x[j*c.Hidden:(j+1)*c.Hidden], s.x[r*c.Hidden:(r+1)*c.Hidden])
-		}
-		first = 0
+		nl = len(rows.logits) // the rows that end a sequence's tokens
 	}
-	rmsNorm(s.h, s.x[first*c.Hidden:], m.w.outputNorm, c.RMSEps, nl)
-	s.observed(s.h[:nl*c.Hidden], m.w.output)
+	s.ly = nil
 	logits := dst
 	if logits == nil {
 		logits = make([]float32, nl*c.Vocab)
 	}
-	if err := s.matmul(logits, m.w.output, s.h, nl); err != nil {
+	prep := s.ahead(nl, c.Hidden, s.rowPrep.outIn, s.h[:nl*c.Hidden], m.w.output)
+	if err := s.matmul(logits, m.w.output, s.h, nl, prep); err != nil {
 		return nil, err
 	}
 	return logits, nil
 }
 
-// layer runs layer li on the n tokens whose hidden states are in s.x,
-// in place: the session's next tokens, or with rows the rows of a Batch
-// (RoPE from ropeTable).
+// outIn is the output projection's Prepare: row j of s.h is the final
+// norm of the j-th row with logits (s.lo + j, or with a Batch's rows
+// that row of rows.logits), the last layer's output added to it first.
+func (s *Session) outIn(j int) {
+	c := &s.m.Config
+	r := s.lo + j
+	if rows := s.brows; rows != nil {
+		r = rows.logits[j]
+	}
+	x := s.x[r*c.Hidden : (r+1)*c.Hidden]
+	if s.pending {
+		add(x, s.o[r*c.Hidden:])
+	}
+	rmsNorm(s.h[j*c.Hidden:], x, s.m.w.outputNorm, c.RMSEps, 1)
+}
+
+// attnIn is the Q, K, V products' Prepare: row v of s.h is the attention
+// norm of row v of s.x, the last layer's output added to it first.
+func (s *Session) attnIn(v int) { s.normIn(v, s.ly.attnNorm) }
+
+// ffnIn is the gate and up products' Prepare: row v of s.h is the
+// feed-forward norm of row v of s.x, the attention's output added first.
+func (s *Session) ffnIn(v int) { s.normIn(v, s.ly.ffnNorm) }
+
+func (s *Session) normIn(v int, w []float32) {
+	d := s.m.Config.Hidden
+	x := s.x[v*d : (v+1)*d]
+	if s.pending {
+		add(x, s.o[v*d:])
+	}
+	rmsNorm(s.h[v*d:], x, w, s.m.Config.RMSEps, 1)
+}
+
+// swigluRow is the down product's Prepare: row v of s.g becomes
+// SwiGLU(gate, up).
+func (s *Session) swigluRow(v int) {
+	f := s.m.Config.FFN
+	tensor.SwiGLU(s.g[v*f:(v+1)*f], s.u[v*f:(v+1)*f])
+}
+
+// ahead returns prep as the Prepare of a product whose input is the n
+// rows x, or, when an observer must see that input first, runs prep over
+// the rows now (width values each), reports x and returns nil.
+func (s *Session) ahead(n, width int, prep func(v int), x []float32, ws ...*matrix) func(int) {
+	if s.observe == nil {
+		return prep
+	}
+	s.rows(n, width, func(r0, r1 int) {
+		for v := r0; v < r1; v++ {
+			prep(v)
+		}
+	})
+	s.observed(x, ws...)
+	return nil
+}
+
+// layer runs layer li on the n tokens whose hidden states are in s.x
+// (with s.o still to be added where s.pending says so), in place: the
+// session's next tokens, or with rows the rows of a Batch (RoPE from
+// ropeTable). The per-row steps (the residual sums, the norms, SwiGLU)
+// run inside the products' parallel regions; the layer's own output is
+// left in s.o, pending, for the next products to add.
 func (s *Session) layer(li, n int, rows *batchRows) error {
 	m, c := s.m, &s.m.Config
 	qd := c.Heads * c.HeadDim
 	ly := &m.w.layers[li]
+	s.ly = ly
 	if s.capture != nil {
+		if s.pending {
+			s.add(s.x, s.o, n, c.Hidden)
+			s.pending = false
+		}
 		s.capture(li, s.x[:n*c.Hidden])
 	}
-	s.rmsNorm(s.h, s.x, ly.attnNorm, n)
-	s.observed(s.h[:n*c.Hidden], ly.q, ly.k, ly.v)
-	if err := s.matmuls(s.h, n, product{s.q, ly.q}, product{s.k, ly.k}, product{s.v, ly.v}); err != nil {
+	prep := s.ahead(n, c.Hidden, s.rowPrep.attnIn, s.h[:n*c.Hidden], ly.q, ly.k, ly.v)
+	if err := s.matmuls(s.h, n, prep, product{s.q, ly.q}, product{s.k, ly.k}, product{s.v, ly.v}); err != nil {
 		return err
 	}
+	s.pending = false // the norm has added it
 	addBias(s.q, ly.qBias, n)
 	addBias(s.k, ly.kBias, n)
 	addBias(s.v, ly.vBias, n)
@@ -335,21 +415,20 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 		return err
 	}
 	s.observed(s.att[:n*qd], ly.o)
-	if err := s.matmul(s.o, ly.o, s.att, n); err != nil {
+	if err := s.matmul(s.o, ly.o, s.att, n, nil); err != nil {
 		return err
 	}
-	s.add(s.x, s.o, n, c.Hidden)
-	s.rmsNorm(s.h, s.x, ly.ffnNorm, n)
-	s.observed(s.h[:n*c.Hidden], ly.gate, ly.up)
-	if err := s.matmuls(s.h, n, product{s.g, ly.gate}, product{s.u, ly.up}); err != nil {
+	s.pending = true
+	prep = s.ahead(n, c.Hidden, s.rowPrep.ffnIn, s.h[:n*c.Hidden], ly.gate, ly.up)
+	if err := s.matmuls(s.h, n, prep, product{s.g, ly.gate}, product{s.u, ly.up}); err != nil {
 		return err
 	}
-	s.rows(n, c.FFN, func(r0, r1 int) { tensor.SwiGLU(s.g[r0*c.FFN:r1*c.FFN], s.u[r0*c.FFN:]) })
-	s.observed(s.g[:n*c.FFN], ly.down)
-	if err := s.matmul(s.o, ly.down, s.g, n); err != nil {
+	s.pending = false
+	prep = s.ahead(n, c.FFN, s.rowPrep.swiglu, s.g[:n*c.FFN], ly.down)
+	if err := s.matmul(s.o, ly.down, s.g, n, prep); err != nil {
 		return err
 	}
-	s.add(s.x, s.o, n, c.Hidden)
+	s.pending = true
 	return nil
 }
 
@@ -394,7 +473,7 @@ type product struct {
 
 // matmuls computes several products of the same input x (n rows, the
 // matrices' shared column count) in one parallel region.
-func (s *Session) matmuls(x []float32, n int, prods ...product) error {
+func (s *Session) matmuls(x []float32, n int, prep func(v int), prods ...product) error {
 	ps := s.prods[:0]
 	cols := prods[0].w.cols
 	for _, p := range prods {
@@ -404,7 +483,9 @@ func (s *Session) matmuls(x []float32, n int, prods ...product) error {
 		ps = append(ps, tensor.Product{Out: p.out[:n*p.w.rows], W: p.w.data, Type: p.w.typ, Rows: p.w.rows})
 	}
 	s.prods = ps
-	if err := tensor.MatMulShared(ps, cols, x[:n*cols], n, s.opts()); err != nil {
+	o := s.opts()
+	o.Prepare = prep
+	if err := tensor.MatMulShared(ps, cols, x[:n*cols], n, o); err != nil {
 		return fmt.Errorf("model: layer products: %w", err)
 	}
 	return nil
@@ -432,11 +513,15 @@ func (s *Session) UsePool(p *tensor.Pool) {
 	}
 }
 
-func (s *Session) matmul(out []float32, w *matrix, x []float32, n int) error {
+// matmul computes out = w·x for n rows of x, prep (if not nil) writing
+// each row of x inside the product's region (tensor.Options.Prepare).
+func (s *Session) matmul(out []float32, w *matrix, x []float32, n int, prep func(v int)) error {
 	if err := w.use(); err != nil {
 		return err
 	}
-	if err := tensor.MatMul(out[:n*w.rows], w.data, w.typ, w.rows, w.cols, x[:n*w.cols], n, s.opts()); err != nil {
+	o := s.opts()
+	o.Prepare = prep
+	if err := tensor.MatMul(out[:n*w.rows], w.data, w.typ, w.rows, w.cols, x[:n*w.cols], n, o); err != nil {
 		return fmt.Errorf("model: %s: %w", w.name, err)
 	}
 	return nil
@@ -510,12 +595,6 @@ func (s *Session) rows(n, width int, f func(r0, r1 int)) {
 
 // minRowWork is the fewest values worth a task of their own in rows.
 const minRowWork = 16 << 10
-
-// rmsNorm is rmsNorm over the session's pool.
-func (s *Session) rmsNorm(dst, x, w []float32, n int) {
-	d := len(w)
-	s.rows(n, d, func(r0, r1 int) { rmsNorm(dst[r0*d:], x[r0*d:], w, s.m.Config.RMSEps, r1-r0) })
-}
 
 // add adds the n rows of width values of y to x, over the session's pool.
 func (s *Session) add(x, y []float32, n, width int) {

@@ -46,31 +46,42 @@ func (g *amxActs) size(n, cols int) {
 // pack writes group gi from acts (at most amxCols Q8_0 activations;
 // missing vectors are zero).
 func (g *amxActs) pack(gi int, acts []*activation) {
+	for t := range amxCols {
+		if t < len(acts) {
+			g.packOne(gi, t, acts[t])
+		} else {
+			g.clearOne(gi, t)
+		}
+	}
+}
+
+// packOne writes vector t of group gi from the Q8_0 activation a.
+func (g *amxActs) packOne(gi, t int, a *activation) {
 	for b := range g.blocks {
 		i := gi*g.blocks + b
 		xb := g.xb[i*amxBStep : (i+1)*amxBStep]
-		dx := g.dx[i*amxCols : (i+1)*amxCols]
-		xs := g.xs[i*amxCols : (i+1)*amxCols]
-		for t := range amxCols {
-			if t >= len(acts) {
-				for k4 := range amxBlock / 4 {
-					clear(xb[k4*4*amxCols+4*t : k4*4*amxCols+4*t+4])
-				}
-				dx[t], xs[t] = 0, 0
-				continue
-			}
-			a := acts[t]
-			q := a.qs[b*amxBlock : (b+1)*amxBlock]
-			var sum int32
-			for k4 := range amxBlock / 4 {
-				copy(xb[k4*4*amxCols+4*t:], q[4*k4:4*k4+4])
-			}
-			for _, v := range q {
-				sum += int32(v)
-			}
-			dx[t] = a.d[b]
-			xs[t] = -a.d[b] * float32(sum)
+		q := a.qs[b*amxBlock : (b+1)*amxBlock]
+		var sum int32
+		for k4 := range amxBlock / 4 {
+			copy(xb[k4*4*amxCols+4*t:], q[4*k4:4*k4+4])
 		}
+		for _, v := range q {
+			sum += int32(v)
+		}
+		g.dx[i*amxCols+t] = a.d[b]
+		g.xs[i*amxCols+t] = -a.d[b] * float32(sum)
+	}
+}
+
+// clearOne zeroes vector t of group gi (a group's missing vectors).
+func (g *amxActs) clearOne(gi, t int) {
+	for b := range g.blocks {
+		i := gi*g.blocks + b
+		xb := g.xb[i*amxBStep : (i+1)*amxBStep]
+		for k4 := range amxBlock / 4 {
+			clear(xb[k4*4*amxCols+4*t : k4*4*amxCols+4*t+4])
+		}
+		g.dx[i*amxCols+t], g.xs[i*amxCols+t] = 0, 0
 	}
 }
 
@@ -123,21 +134,24 @@ type amxJob struct{ p, r0 int }
 
 // amxMatMul is matMulShared on the AMX kernel (amxServes said yes;
 // the shapes are checked, preps holds the row sizes).
-func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float32, n int, opts Options, minBytes int) {
+func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float32, n int, opts Options) {
 	threads := opts.Pool.Threads()
 	acts := s.activations(actQ8_0, cols, n)
 	g := &s.amx.acts
 	g.size(n, cols)
-	tasks := min(g.groups, threads*tasksPerThread, max(1, n*cols/minBytes))
-	opts.Pool.Run(tasks, func(task, _ int) {
-		for gi := g.groups * task / tasks; gi < g.groups*(task+1)/tasks; gi++ {
-			vs := acts[gi*amxCols : min(n, (gi+1)*amxCols)]
-			for j, a := range vs {
-				v := gi*amxCols + j
-				a.set(actQ8_0, x[v*cols:(v+1)*cols])
-			}
-			g.pack(gi, vs)
+	for t := n % amxCols; t > 0 && t < amxCols; t++ {
+		g.clearOne(g.groups-1, t) // the last group's missing vectors
+	}
+	prepare := opts.Prepare
+	// Each vector is prepared, quantized and packed inside the panels'
+	// region (vectors).
+	s.vecs.start(n, func(v int) {
+		if prepare != nil {
+			prepare(v)
 		}
+		a := acts[v]
+		a.set(actQ8_0, x[v*cols:(v+1)*cols])
+		g.packOne(v/amxCols, v%amxCols, a)
 	})
 	jobs := s.amx.panels[:0]
 	for i, p := range ps {
@@ -149,8 +163,9 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	for len(s.amx.workers) < threads {
 		s.amx.workers = append(s.amx.workers, &amxPanel{})
 	}
-	tasks = min(len(jobs), threads*tasksPerThread)
+	tasks := min(len(jobs), threads*tasksPerThread)
 	opts.Pool.Run(tasks, func(task, w int) {
+		s.vecs.ready()
 		pan := s.amx.workers[w]
 		for _, j := range jobs[len(jobs)*task/tasks : len(jobs)*(task+1)/tasks] {
 			pan.product(&ps[j.p], preps[j.p].rowByte, cols, j.r0, g)

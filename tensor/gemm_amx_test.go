@@ -58,7 +58,7 @@ func TestAMXMatMul(t *testing.T) {
 	for _, threads := range []int{1, 3} {
 		pool := NewPool(threads)
 		var scr Scratch
-		scr.amxMatMul(ps, preps, cols, x, n, Options{Pool: pool}, 1)
+		scr.amxMatMul(ps, preps, cols, x, n, Options{Pool: pool})
 		pool.Close()
 		for i, p := range ps {
 			for v := range n {

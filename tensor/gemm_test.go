@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"slices"
+	"sync/atomic"
 	"testing"
 )
 
@@ -194,6 +195,65 @@ func TestMatMulBatched(t *testing.T) {
 						}
 						if d := math.Abs(float64(p.Out[v*p.Rows+row] - one[row])); d > 2e-5*mag {
 							t.Fatalf("n %d threads %d %s vector %d row %d: MatMul %g, MatVec %g", n, threads, p.Type, v, row, p.Out[v*p.Rows+row], one[row])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestMatMulPrepare: a product whose input rows are written by
+// Options.Prepare inside its region (x full of NaN until then) calls it
+// exactly once per vector and gives, bit for bit, what it gives with the
+// rows written beforehand, on every kernel path (one vector, the
+// multi-row kernel in one pass and in several, the tiled or AMX kernel,
+// a mix of types sharing the activations) and on one goroutine or four.
+func TestMatMulPrepare(t *testing.T) {
+	const cols = 512
+	r := rand.New(rand.NewPCG(9, 10))
+	sets := map[string][]DType{"Q8_0": {Q8_0, Q8_0}, "mixed": {Q4_K, Q8_0, F16, Q6_K}}
+	for name, types := range sets {
+		for _, n := range []int{1, 2, 5, multiRows, multiRows + 1, multiMax + 5} {
+			src := randomVector(r, n*cols)
+			var want, got []Product
+			for i, ty := range types {
+				rows := 40 + 8*i
+				w, err := Encode(ty, randomVector(r, rows*cols))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want = append(want, Product{Out: make([]float32, n*rows), W: w, Type: ty, Rows: rows})
+				got = append(got, Product{Out: make([]float32, n*rows), W: w, Type: ty, Rows: rows})
+			}
+			for _, threads := range []int{1, 4} {
+				pool := NewPool(threads)
+				if err := matMulShared(want, cols, slices.Clone(src), n, Options{Pool: pool, Scratch: &Scratch{}}, 1); err != nil {
+					t.Fatal(err)
+				}
+				x := make([]float32, n*cols)
+				for i := range x {
+					x[i] = float32(math.NaN())
+				}
+				calls := make([]atomic.Int32, n)
+				prep := func(v int) {
+					calls[v].Add(1)
+					copy(x[v*cols:(v+1)*cols], src[v*cols:(v+1)*cols])
+				}
+				err := matMulShared(got, cols, x, n, Options{Pool: pool, Scratch: &Scratch{}, Prepare: prep}, 1)
+				pool.Close()
+				if err != nil {
+					t.Fatal(err)
+				}
+				for v := range calls {
+					if c := calls[v].Load(); c != 1 {
+						t.Fatalf("%s n %d threads %d: Prepare(%d) called %d times", name, n, threads, v, c)
+					}
+				}
+				for i := range want {
+					for j, w := range want[i].Out {
+						if g := got[i].Out[j]; math.Float32bits(g) != math.Float32bits(w) {
+							t.Fatalf("%s n %d threads %d %s out %d: prepared %g, written before %g", name, n, threads, want[i].Type, j, g, w)
 						}
 					}
 				}

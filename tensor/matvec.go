@@ -1,6 +1,10 @@
 package tensor
 
-import "fmt"
+import (
+	"fmt"
+	"runtime"
+	"sync/atomic"
+)
 
 // Options configures MatVec and MatMul.
 type Options struct {
@@ -11,6 +15,12 @@ type Options struct {
 	// so that a decode step allocates nothing; one Scratch must not serve
 	// two calls at once.
 	Scratch *Scratch
+	// Prepare, if set, writes input vector v (x's row v) before the
+	// product reads it: MatMul and MatMulShared call it once for each
+	// vector, from the goroutines of the product's parallel region (for
+	// different vectors at once), so that the per-row work ahead of a
+	// product (a norm, a residual sum) needs no region of its own.
+	Prepare func(v int)
 }
 
 // Scratch holds MatMul's working buffers between calls (Options.Scratch).
@@ -22,6 +32,55 @@ type Scratch struct {
 	amx     amxScratch              // the AMX kernel's, where it serves
 	workers []workerScratch         // per goroutine of the pool
 	preps   []prepared
+	vecs    vectors
+}
+
+// vectors is the per-vector work of a product (Options.Prepare, then
+// the quantized forms its kernels read) done inside the product's
+// parallel region: every task first takes vectors to prepare until none
+// is left, then waits for those other goroutines are still preparing,
+// and only then computes its rows. A goroutine waits only once every
+// vector has been taken by a goroutine that is running it, so the region
+// cannot stall, and the vectors cost no region (and no barrier) of
+// their own. next and done sit on cache lines of their own.
+type vectors struct {
+	f    func(v int)
+	n    int32
+	_    [64]byte
+	next atomic.Int32
+	_    [64]byte
+	done atomic.Int32
+	_    [64]byte
+}
+
+// start makes the n vectors ready to be taken by ready.
+func (p *vectors) start(n int, f func(v int)) {
+	p.f, p.n = f, int32(n)
+	p.next.Store(0)
+	p.done.Store(0)
+}
+
+// ready prepares vectors until none is left to take and returns once all
+// are prepared.
+func (p *vectors) ready() {
+	if p.done.Load() == p.n {
+		return
+	}
+	for {
+		v := p.next.Add(1) - 1
+		if v >= p.n {
+			break
+		}
+		p.f(int(v))
+		p.done.Add(1)
+	}
+	for i := 0; p.done.Load() != p.n; i++ {
+		if i < 1000 {
+			spinPause()
+		} else {
+			runtime.Gosched() // a goroutine preparing a vector may need this CPU
+		}
+	}
 }
 
 // actSet is the activations of one kind kept for vectors of cols
@@ -213,85 +272,116 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 		return nil
 	}
 	if amxServes(ps, cols, n) {
-		scr.amxMatMul(ps, preps, cols, x, n, opts, minBytes)
+		scr.amxMatMul(ps, preps, cols, x, n, opts)
 		return nil
 	}
-	// Quantize x once per activation form the products need, and pack it
-	// once for the tiled kernel if a product uses that: by groups of
-	// vectors on the pool (a prefill chunk's activations are as much work
-	// as a small product).
+	// The activation forms the products read, quantized once per vector
+	// for all of them; packed by groups of vectors for the tiled kernel
+	// where a product takes it, and in passes for the multi-row kernel
+	// (from the activations of the kind its products share, actQ8_0).
 	tiled := hasGEMM && n >= gemmMinVectors
-	var made, packed [numActKinds]bool
+	var need, packed [numActKinds]bool
 	ng := (n + gemmCols - 1) / gemmCols
+	passes, multi, multiKind := multiPasses(n), false, actKind(0)
 	for i, p := range ps {
-		if k := preps[i].k.act; tiled && !useMulti(preps[i].k, n) && canGEMM(p.Type, cols) && !packed[k] {
+		k := preps[i].k.act
+		need[k] = true
+		switch {
+		case useMulti(preps[i].k, n):
+			multi, multiKind = true, k
+		case tiled && canGEMM(p.Type, cols) && !packed[k]:
 			packed[k] = true
 			scr.groups[k] = growGroups(scr.groups[k], ng)
-		}
-	}
-	// The multi-row kernel's passes: packed once, from the activations
-	// of the kind its products share (actQ8_0).
-	passes, multi, multiKind := multiPasses(n), false, actKind(0)
-	for i := range preps {
-		if useMulti(preps[i].k, n) {
-			multi, multiKind = true, preps[i].k.act
 		}
 	}
 	if multi && len(scr.packs) < passes {
 		scr.packs = append(scr.packs, make([]multiPack, passes-len(scr.packs))...)
 	}
+	var acts [numActKinds][]*activation
 	for i := range preps {
 		k := preps[i].k.act
-		preps[i].acts = scr.activations(k, cols, n)
+		if acts[k] == nil {
+			acts[k] = scr.activations(k, cols, n)
+		}
+		preps[i].acts = acts[k]
 		switch {
 		case useMulti(preps[i].k, n):
 			preps[i].packs = scr.packs[:passes]
 		case packed[k] && canGEMM(ps[i].Type, cols):
 			preps[i].groups = scr.groups[k][:ng]
 		}
-		if made[k] {
-			continue
+	}
+	var packs []multiPack
+	if multi {
+		packs = scr.packs[:passes]
+		for j := range packs {
+			packs[j].reset(acts[multiKind][passStart(j, passes, n):passStart(j+1, passes, n)], cols)
 		}
-		made[k] = true
-		acts, groups := preps[i].acts, scr.groups[k]
-		var packs []multiPack
-		if multi && k == multiKind {
-			packs = scr.packs[:passes]
-			for j := range packs {
-				packs[j].reset(acts[passStart(j, passes, n):passStart(j+1, passes, n)], cols)
+	}
+	prepare := opts.Prepare
+	vector := func(v int) {
+		if prepare != nil {
+			prepare(v)
+		}
+		xv := x[v*cols : (v+1)*cols]
+		for k, ok := range need {
+			if !ok {
+				continue
+			}
+			a := acts[k][v]
+			a.set(actKind(k), xv)
+			if packs != nil && actKind(k) == multiKind {
+				p := passOf(v, passes, n)
+				packs[p].setVector(v-passStart(p, passes, n), a)
 			}
 		}
-		tasks := min(ng, opts.Pool.Threads()*tasksPerThread, max(1, n*cols/minBytes))
-		opts.Pool.Run(tasks, func(task, _ int) {
-			for g := ng * task / tasks; g < ng*(task+1)/tasks; g++ {
-				vs := acts[g*gemmCols : min(n, (g+1)*gemmCols)]
-				for j, a := range vs {
-					v := g*gemmCols + j
-					a.set(k, x[v*cols:(v+1)*cols])
-					if packs != nil {
-						// the pass holding vector v
-						p := v * passes / n
-						for passStart(p+1, passes, n) <= v {
-							p++
-						}
-						packs[p].setVector(v-passStart(p, passes, n), a)
-					}
-				}
-				if packed[k] {
-					groups[g].set(k, vs, cols)
-				}
-			}
-		})
 	}
 	threads := opts.Pool.Threads()
 	if len(scr.workers) < threads {
 		scr.workers = append(scr.workers, make([]workerScratch, threads-len(scr.workers))...)
 	}
 	tasks := min(totalRows, threads*tasksPerThread, max(1, totalBytes*n/minBytes))
-	opts.Pool.Run(tasks, func(task, w int) {
+	product := func(task, w int) {
 		rowRange(ps, preps, taskStart(task, tasks, totalRows), taskStart(task+1, tasks, totalRows), cols, &scr.workers[w])
+	}
+	if packed != [numActKinds]bool{} {
+		// The tiled kernel's groups need all their vectors: a region of
+		// their own, by groups of vectors (a prefill chunk's activations
+		// are as much work as a small product), before the products'.
+		gt := min(ng, threads*tasksPerThread, max(1, n*cols/minBytes))
+		opts.Pool.Run(gt, func(task, _ int) {
+			for g := ng * task / gt; g < ng*(task+1)/gt; g++ {
+				v0, v1 := g*gemmCols, min(n, (g+1)*gemmCols)
+				for v := v0; v < v1; v++ {
+					vector(v)
+				}
+				for k, ok := range packed {
+					if ok {
+						scr.groups[k][g].set(actKind(k), acts[k][v0:v1], cols)
+					}
+				}
+			}
+		})
+		opts.Pool.Run(tasks, product)
+		return nil
+	}
+	// Otherwise the vectors are prepared inside the products' region.
+	vs := &scr.vecs
+	vs.start(n, vector)
+	opts.Pool.Run(tasks, func(task, w int) {
+		vs.ready()
+		product(task, w)
 	})
 	return nil
+}
+
+// passOf returns the multi-row pass that holds vector v of n.
+func passOf(v, passes, n int) int {
+	p := v * passes / n
+	for passStart(p+1, passes, n) <= v {
+		p++
+	}
+	return p
 }
 
 // taskStart returns the first row of task t of tasks over rows rows: a
