@@ -52,6 +52,74 @@ type codeStore interface {
 	exportCodes(t0, t1 int) ([]byte, error)
 	// putCodes appends n tokens' bytes that codes returned.
 	putCodes(b []byte, n int) error
+	// checkCodes returns an error if b, n tokens' bytes of the right
+	// length, holds a code the store's quantizer never writes (a
+	// non-finite or negative scale, say: quant's Check), decoding nothing.
+	checkCodes(b []byte, n int) error
+}
+
+func (s *codeKeys) checkCodes(b []byte, n int) error   { return checkEach(s.q, b, n) }
+func (s *groupKeys) checkCodes(b []byte, n int) error  { return checkEach(s.q, b, n) }
+func (s *blockKeys) checkCodes(b []byte, n int) error  { return checkEach(s.q, b, n) }
+func (s *codeValues) checkCodes(b []byte, n int) error { return checkEach(s.q, b, n) }
+func (s *laneKeys) checkCodes(b []byte, n int) error   { return checkEach(s.l.Quantizer(), b, n) }
+func (s *laneValues) checkCodes(b []byte, n int) error { return checkEach(s.l.Quantizer(), b, n) }
+
+// Rows of an uncompressed store: finite values (a model's keys and
+// values are; NaN would spread through every later attention).
+func (s *f16Keys) checkCodes(b []byte, _ int) error   { return finiteF16(b) }
+func (s *f16Values) checkCodes(b []byte, _ int) error { return finiteF16(b) }
+func (s *f32Keys) checkCodes(b []byte, _ int) error   { return finiteF32(b) }
+func (s *f32Values) checkCodes(b []byte, _ int) error { return finiteF32(b) }
+
+func finiteF16(b []byte) error {
+	for i := 0; i+2 <= len(b); i += 2 {
+		if binary.LittleEndian.Uint16(b[i:])&0x7c00 == 0x7c00 {
+			return fmt.Errorf("kvcache: fp16 row value %d is not finite", i/2)
+		}
+	}
+	return nil
+}
+
+func finiteF32(b []byte) error {
+	for i := 0; i+4 <= len(b); i += 4 {
+		if binary.LittleEndian.Uint32(b[i:])&0x7f800000 == 0x7f800000 {
+			return fmt.Errorf("kvcache: float32 row value %d is not finite", i/4)
+		}
+	}
+	return nil
+}
+
+func (s *kiviKeys) checkCodes(b []byte, n int) error {
+	if n%kiviBlock != 0 {
+		return fmt.Errorf("kvcache: kivi keys: %d tokens, not whole blocks of %d", n, kiviBlock)
+	}
+	size := s.k.ChannelBytes(kiviBlock)
+	if len(b) != n/kiviBlock*size {
+		return fmt.Errorf("kvcache: kivi keys: %d bytes of codes for %d tokens", len(b), n)
+	}
+	for i := range n / kiviBlock {
+		if err := s.k.CheckChannels(b[i*size:(i+1)*size], kiviBlock); err != nil {
+			return fmt.Errorf("tokens [%d, %d): %w", i*kiviBlock, (i+1)*kiviBlock, err)
+		}
+	}
+	return nil
+}
+
+func (s *centeredKeys) checkCodes(b []byte, n int) error { return storeCodes(s.inner).checkCodes(b, n) }
+
+// checkEach checks n codes of q, back to back in b.
+func checkEach(q quant.Quantizer, b []byte, n int) error {
+	size := q.Bytes()
+	if len(b) != n*size {
+		return fmt.Errorf("kvcache: %d bytes of codes for %d tokens of %d bytes", len(b), n, size)
+	}
+	for t := range n {
+		if err := q.Check(b[t*size : (t+1)*size]); err != nil {
+			return fmt.Errorf("token %d: %w", t, err)
+		}
+	}
+	return nil
 }
 
 func (s *codeKeys) exportCodes(t0, t1 int) ([]byte, error) {
@@ -129,6 +197,9 @@ func (b brokenStore) exportCodes(int, int) ([]byte, error) {
 	return nil, fmt.Errorf("kvcache: store %s cannot export its codes", b.name)
 }
 func (b brokenStore) putCodes([]byte, int) error {
+	return fmt.Errorf("kvcache: store %s cannot import codes", b.name)
+}
+func (b brokenStore) checkCodes([]byte, int) error {
 	return fmt.Errorf("kvcache: store %s cannot import codes", b.name)
 }
 
@@ -361,17 +432,34 @@ func (c *Compressed) Import(tag string, data []byte) error {
 			}
 		}
 	}
-	// Everything is checked: from here on only a bug can fail.
+	// The heads as they will be: calibrated by the export where the cache
+	// is not yet (copies, kept only if everything checks).
+	heads := c.heads
 	if !ready {
+		heads = make([]*head, len(c.heads))
 		for i, h := range c.heads {
 			var cal calibration
 			if e.cal != nil {
 				cal = e.cal[i]
 			}
-			if err := c.calibrate(i, h, cal, nil); err != nil {
+			nh := *h
+			if err := c.calibrate(i, &nh, cal, nil); err != nil {
 				return err
 			}
+			heads[i] = &nh
 		}
+	}
+	for i, h := range heads {
+		for j, s := range []any{h.keys, h.values} {
+			if err := storeCodes(s).checkCodes(e.codes[2*i+j], n); err != nil {
+				return fmt.Errorf("kvcache: import of tokens [%d, %d) into layer %d: head %d %s: %w",
+					e.from, e.to, c.layer, i, [2]string{"keys", "values"}[j], err)
+			}
+		}
+	}
+	// Everything is checked: from here on only a bug can fail.
+	for i := range heads {
+		*c.heads[i] = *heads[i]
 	}
 	for c.nc < c.n {
 		if err := c.compress(); err != nil {

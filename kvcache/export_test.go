@@ -190,6 +190,26 @@ func TestImportErrors(t *testing.T) {
 	version := append([]byte(nil), good...)
 	version[4] = 9
 	longer := withSum(append(append([]byte(nil), good[:len(good)-4]...), 0, 0, 0, 0, 0))
+	// Valid checksums over codes no encoder writes: the last head's
+	// values (the last section) with its first token's scale made NaN,
+	// then negative.
+	section := 64 * f16TurboBytes(t, sh.HeadDim)
+	scaled := func(h uint16) []byte {
+		b := append([]byte(nil), good...)
+		binary.LittleEndian.PutUint16(b[len(b)-4-section:], h)
+		return withSum(b)
+	}
+	// The same in the first block, which calibrates an empty cache: the
+	// refused import leaves it uncalibrated.
+	firstBlock, err := x.Export("m", 0, 64)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first := func(h uint16) []byte {
+		b := append([]byte(nil), firstBlock...)
+		binary.LittleEndian.PutUint16(b[len(b)-4-section:], h)
+		return withSum(b)
+	}
 	for _, c := range []struct {
 		name  string
 		into  func() *Compressed
@@ -224,6 +244,9 @@ func TestImportErrors(t *testing.T) {
 		{"version", func() *Compressed { return prefilled(t, spec, sh, ks[:64], vs[:64]) }, "m", version, "version 9"},
 		{"not an export", func() *Compressed { return prefilled(t, spec, sh, ks[:64], vs[:64]) }, "m", []byte("{}"), "TMKV"},
 		{"trailing bytes", func() *Compressed { return prefilled(t, spec, sh, ks[:64], vs[:64]) }, "m", longer, "past the codes"},
+		{"NaN scale", func() *Compressed { return prefilled(t, spec, sh, ks[:64], vs[:64]) }, "m", scaled(0x7e00), "head 1 values: token 0"},
+		{"negative scale", func() *Compressed { return prefilled(t, spec, sh, ks[:64], vs[:64]) }, "m", scaled(0xbc00), "corrupt code"},
+		{"NaN scale, uncalibrated", func() *Compressed { return newExportCache(t, spec, sh) }, "m", first(0x7e00), "corrupt code"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			y := c.into()
@@ -285,27 +308,38 @@ func prefilled(t testing.TB, spec Spec, sh Shape, ks, vs [][]float32) *Compresse
 }
 
 // FuzzImport feeds Import mutated exports with a valid checksum (a
-// damaged checksum is refused before anything is read): it must return
-// an error or import, never panic, and an import must leave a cache that
-// attends.
+// damaged checksum is refused before anything is read), of every
+// compressed format (sel picks it): it must return an error that leaves
+// the cache as it was, or import codes that attend to finite values;
+// never panic. The seeds are each format's exports of a first, a middle
+// and an empty range; the corpus under testdata/fuzz/FuzzImport adds
+// codes that no encoder writes (NaN, infinite, negative scales and fp16
+// rows), each with a valid checksum.
 func FuzzImport(f *testing.F) {
 	sh := exportShape(f)
-	spec := specFor(f, "turbo3.5", 0)
 	ks, vs := exportTokens(sh, 192, 1)
-	x := prefilled(f, spec, sh, ks, vs)
-	for _, r := range [][2]int{{0, 64}, {64, 128}, {64, 64}} {
-		b, err := x.Export("m", r[0], r[1])
-		if err != nil {
-			f.Fatal(err)
+	var specs []Spec
+	for _, name := range FormatNames() {
+		if ff, _ := ParseFormat(name); !ff.compressed() || ff.Check(sh.HeadDim, true) != nil {
+			continue
 		}
-		f.Add(b[:len(b)-4], r[0] == 0)
+		x := prefilled(f, specFor(f, name, 0), sh, ks, vs)
+		for _, r := range [][2]int{{0, 64}, {64, 128}, {64, 64}} {
+			b, err := x.Export("m", r[0], r[1])
+			if err != nil {
+				f.Fatal(err)
+			}
+			f.Add(uint8(len(specs)), b[:len(b)-4], r[0] == 0)
+		}
+		specs = append(specs, specFor(f, name, 0))
 	}
 	q := make([]float32, sh.QHeads*sh.HeadDim)
 	out := make([]float32, len(q))
 	for i := range q {
 		q[i] = 0.1
 	}
-	f.Fuzz(func(t *testing.T, body []byte, empty bool) {
+	f.Fuzz(func(t *testing.T, sel uint8, body []byte, empty bool) {
+		spec := specs[int(sel)%len(specs)]
 		data := binary.LittleEndian.AppendUint32(append([]byte(nil), body...), crc32.Checksum(body, castagnoli))
 		var y *Compressed
 		if empty {
@@ -313,8 +347,18 @@ func FuzzImport(f *testing.F) {
 		} else {
 			y = prefilled(t, spec, sh, ks[:64], vs[:64])
 		}
-		if err := y.Import("m", data); err == nil {
-			y.Attend(out, q, 0.125)
+		n, bytes := y.Len(), y.Bytes()
+		if err := y.Import("m", data); err != nil {
+			if y.Len() != n || y.Bytes() != bytes {
+				t.Fatalf("a refused import (%v) changed the cache", err)
+			}
+			return
+		}
+		y.Attend(out, q, 0.125)
+		for i, v := range out {
+			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+				t.Fatalf("imported codes attend to %g at %d", v, i)
+			}
 		}
 	})
 }

@@ -147,6 +147,14 @@ func (q *Q8_0) Decode(dst []float32, code []byte) error {
 	if err := checkLen("q8_0 output", len(dst), q.d); err != nil {
 		return err
 	}
+	if err := q.Check(code); err != nil {
+		return err
+	}
+	return tensor.Dequantize(tensor.Q8_0, dst, code)
+}
+
+// Check checks the code's length and every block's scale.
+func (q *Q8_0) Check(code []byte) error {
 	if err := checkLen("q8_0 code", len(code), q.Bytes()); err != nil {
 		return err
 	}
@@ -156,7 +164,7 @@ func (q *Q8_0) Decode(dst []float32, code []byte) error {
 			return fmt.Errorf("q8_0: block %d: %w", b/bb, err)
 		}
 	}
-	return tensor.Dequantize(tensor.Q8_0, dst, code)
+	return nil
 }
 
 // Decode reconstructs x̃ = (q − 8)·d per block. A non-finite scale is
@@ -166,6 +174,15 @@ func (q *Q4_0) Decode(dst []float32, code []byte) error {
 	if err := checkLen("q4_0 output", len(dst), q.d); err != nil {
 		return err
 	}
+	if err := q.Check(code); err != nil {
+		return err
+	}
+	return tensor.Dequantize(tensor.Q4_0, dst, code)
+}
+
+// Check checks the code's length and every block's scale (finite; its
+// sign is the quantizer's).
+func (q *Q4_0) Check(code []byte) error {
 	if err := checkLen("q4_0 code", len(code), q.Bytes()); err != nil {
 		return err
 	}
@@ -175,7 +192,7 @@ func (q *Q4_0) Decode(dst []float32, code []byte) error {
 			return fmt.Errorf("q4_0: block %d: %w: scale %g", b/bb, ErrCorrupt, half.F16ToF32(h))
 		}
 	}
-	return tensor.Dequantize(tensor.Q4_0, dst, code)
+	return nil
 }
 
 // Prepare keeps a copy of q: the blocks are scored in the original basis.

@@ -40,6 +40,10 @@ type Quantizer interface {
 	// Dim). A code that no Encode can produce (a non-finite scale, say)
 	// gives an error.
 	Decode(dst []float32, code []byte) error
+	// Check returns the error Decode would give for code (a wrong length,
+	// or ErrCorrupt: a field no Encode writes) without decoding it: the
+	// cheap test of codes read from outside (kvcache's Import).
+	Check(code []byte) error
 	// Prepare returns a scorer for the query q (len Dim): the work that
 	// depends on q alone (rotating it, building lookup tables) is done
 	// here, once.

@@ -101,7 +101,7 @@ func (t fuzzTarget) codeSize(n int) (size, tokens int) {
 // fail with ErrCorrupt exactly when an fp16 parameter is NaN or infinite,
 // or negative where the encoder never writes a negative value; otherwise
 // it must return finite values, and the scorer must agree with the
-// decoded vector.
+// decoded vector. Check must give Decode's error, without decoding.
 func FuzzDecode(f *testing.F) {
 	targets := fuzzTargets(f)
 	r := rand.New(rand.NewPCG(1, 2))
@@ -153,6 +153,15 @@ func FuzzDecode(f *testing.F) {
 		}
 		if err != nil && !errors.Is(err, ErrCorrupt) {
 			tt.Fatalf("%s: error %v does not wrap ErrCorrupt", t.q.Name(), err)
+		}
+		var cerr error
+		if t.channels {
+			cerr = t.q.(*KIVI).CheckChannels(code, tokens)
+		} else {
+			cerr = t.q.Check(code)
+		}
+		if (cerr == nil) != (err == nil) || err != nil && cerr.Error() != err.Error() {
+			tt.Fatalf("%s: code % x: Check %v, Decode %v", t.q.Name(), code, cerr, err)
 		}
 
 		q := make([]float32, d)

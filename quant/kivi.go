@@ -159,20 +159,31 @@ func (k *KIVI) Decode(dst []float32, code []byte) error {
 	if err := checkLen("kivi output", len(dst), k.d); err != nil {
 		return err
 	}
-	if err := checkLen("kivi code", len(code), k.Bytes()); err != nil {
+	if err := k.Check(code); err != nil {
 		return err
 	}
 	idx := make([]uint8, k.group)
 	gb := k.groupBytes()
 	for g := range k.d / k.group {
 		c := code[g*gb : (g+1)*gb]
-		s, m, err := readParams(c)
-		if err != nil {
-			return fmt.Errorf("%s: group %d: %w", k.name, g, err)
-		}
+		s, m, _ := readParams(c)
 		unpack(idx, c[4:], k.bits)
 		for j, q := range idx {
 			dst[g*k.group+j] = m + float32(s*float32(q))
+		}
+	}
+	return nil
+}
+
+// Check checks the code's length and every group's scale and min.
+func (k *KIVI) Check(code []byte) error {
+	if err := checkLen("kivi code", len(code), k.Bytes()); err != nil {
+		return err
+	}
+	gb := k.groupBytes()
+	for g := range k.d / k.group {
+		if _, _, err := readParams(code[g*gb:]); err != nil {
+			return fmt.Errorf("%s: group %d: %w", k.name, g, err)
 		}
 	}
 	return nil
@@ -306,23 +317,16 @@ func (k *KIVI) EncodeChannels(dst []byte, block []float32, tokens int) error {
 
 // DecodeChannels reconstructs the tokens×d block of a per-channel code.
 func (k *KIVI) DecodeChannels(dst []float32, code []byte, tokens int) error {
-	if tokens < 1 {
-		return fmt.Errorf("quant: %s: channel block of %d tokens", k.name, tokens)
-	}
-	if err := checkLen("kivi channel output", len(dst), tokens*k.d); err != nil {
+	if err := k.CheckChannels(code, tokens); err != nil {
 		return err
 	}
-	if err := checkLen("kivi channel code", len(code), k.ChannelBytes(tokens)); err != nil {
+	if err := checkLen("kivi channel output", len(dst), tokens*k.d); err != nil {
 		return err
 	}
 	scale := make([]float32, k.d)
 	mn := make([]float32, k.d)
 	for c := range k.d {
-		s, m, err := readParams(code[4*c:])
-		if err != nil {
-			return fmt.Errorf("%s: channel %d: %w", k.name, c, err)
-		}
-		scale[c], mn[c] = s, m
+		scale[c], mn[c], _ = readParams(code[4*c:])
 	}
 	row := packedLen(k.d, k.bits)
 	idx := make([]uint8, k.d)
@@ -331,6 +335,24 @@ func (k *KIVI) DecodeChannels(dst []float32, code []byte, tokens int) error {
 		out := dst[t*k.d : (t+1)*k.d]
 		for c, q := range idx {
 			out[c] = mn[c] + float32(scale[c]*float32(q))
+		}
+	}
+	return nil
+}
+
+// CheckChannels returns the error DecodeChannels would give for code
+// without decoding it: a wrong length, or a channel's scale or min that
+// EncodeChannels never writes (ErrCorrupt).
+func (k *KIVI) CheckChannels(code []byte, tokens int) error {
+	if tokens < 1 {
+		return fmt.Errorf("quant: %s: channel block of %d tokens", k.name, tokens)
+	}
+	if err := checkLen("kivi channel code", len(code), k.ChannelBytes(tokens)); err != nil {
+		return err
+	}
+	for c := range k.d {
+		if _, _, err := readParams(code[4*c:]); err != nil {
+			return fmt.Errorf("%s: channel %d: %w", k.name, c, err)
 		}
 	}
 	return nil

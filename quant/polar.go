@@ -383,16 +383,12 @@ func (p *Polar) Decode(dst []float32, code []byte) error {
 	if err := checkLen("polar output", len(dst), p.d); err != nil {
 		return err
 	}
-	if err := checkLen("polar code", len(code), p.bytes); err != nil {
+	if err := p.Check(code); err != nil {
 		return err
 	}
 	rho := make([]float32, p.d/2)
 	for j := range p.nb {
-		r, err := readScale(code[2*j:])
-		if err != nil {
-			return fmt.Errorf("%s: block %d radius: %w", p.name, j, err)
-		}
-		rho[j] = r
+		rho[j], _ = readScale(code[2*j:])
 	}
 	idx := make([]uint8, p.d-p.nb)
 	p.unpackAll(idx, code)
@@ -419,6 +415,19 @@ func (p *Polar) Decode(dst []float32, code []byte) error {
 
 // fusedMax bounds the per-query table that folds level 2 into level 1.
 const fusedMax = 1 << 14
+
+// Check checks the code's length and every block's radius.
+func (p *Polar) Check(code []byte) error {
+	if err := checkLen("polar code", len(code), p.bytes); err != nil {
+		return err
+	}
+	for j := range p.nb {
+		if _, err := readScale(code[2*j:]); err != nil {
+			return fmt.Errorf("%s: block %d radius: %w", p.name, j, err)
+		}
+	}
+	return nil
+}
 
 // Prepare rotates q once (q' = Πq) and tabulates, for every pair j and
 // level-1 centroid k, t1[j][k] = q'[2j]·cos c_k + q'[2j+1]·sin c_k: the

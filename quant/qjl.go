@@ -107,14 +107,22 @@ func (j *QJL) Decode(dst []float32, code []byte) error {
 	if err := checkLen("qjl output", len(dst), j.d); err != nil {
 		return err
 	}
+	if err := j.Check(code); err != nil {
+		return err
+	}
+	nx, _ := readScale(code)
+	j.unsketch(dst, code[2:], j.kappa*nx)
+	return nil
+}
+
+// Check checks the code's length and norm.
+func (j *QJL) Check(code []byte) error {
 	if err := checkLen("qjl code", len(code), j.Bytes()); err != nil {
 		return err
 	}
-	nx, err := readScale(code)
-	if err != nil {
+	if _, err := readScale(code); err != nil {
 		return fmt.Errorf("%s: %w", j.Name(), err)
 	}
-	j.unsketch(dst, code[2:], j.kappa*nx)
 	return nil
 }
 
@@ -275,7 +283,7 @@ func (t *TurboProd) EncodeBatch(dst []byte, xs []float32) error {
 // Decode returns x̃_mse plus the QJL reconstruction of the residual; its
 // inner product with q is the scorer's estimate.
 func (t *TurboProd) Decode(dst []float32, code []byte) error {
-	if err := checkLen("turbo-prod code", len(code), t.Bytes()); err != nil {
+	if err := t.Check(code); err != nil {
 		return err
 	}
 	if err := checkLen("turbo-prod output", len(dst), t.Dim()); err != nil {
@@ -293,6 +301,20 @@ func (t *TurboProd) Decode(dst []float32, code []byte) error {
 	}
 	for i := range dst {
 		dst[i] += m[i]
+	}
+	return nil
+}
+
+// Check checks the code's length and both parts'.
+func (t *TurboProd) Check(code []byte) error {
+	if err := checkLen("turbo-prod code", len(code), t.Bytes()); err != nil {
+		return err
+	}
+	if err := t.qjl.Check(code[t.mseBytes():]); err != nil {
+		return fmt.Errorf("%s: %w", t.Name(), err)
+	}
+	if t.mse != nil {
+		return t.mse.Check(code[:t.mseBytes()])
 	}
 	return nil
 }

@@ -175,7 +175,7 @@ func (s *Split) Decode(dst []float32, code []byte) error {
 	if err := checkLen(s.name+" output", len(dst), s.d); err != nil {
 		return err
 	}
-	if err := checkLen(s.name+" code", len(code), s.Bytes()); err != nil {
+	if err := s.Check(code); err != nil {
 		return err
 	}
 	a := make([]float32, len(s.outliers))
@@ -189,6 +189,17 @@ func (s *Split) Decode(dst []float32, code []byte) error {
 	scatter(dst, a, s.outliers)
 	scatter(dst, b, s.rest)
 	return nil
+}
+
+// Check checks the code's length and both parts'.
+func (s *Split) Check(code []byte) error {
+	if err := checkLen(s.name+" code", len(code), s.Bytes()); err != nil {
+		return err
+	}
+	if err := s.hi.Check(code[:s.hi.Bytes()]); err != nil {
+		return err
+	}
+	return s.lo.Check(code[s.hi.Bytes():])
 }
 
 // Prepare splits q like the data and prepares both parts.

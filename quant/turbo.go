@@ -222,17 +222,25 @@ func (t *TurboMSE) Decode(dst []float32, code []byte) error {
 	if err := checkLen("turbo-mse output", len(dst), t.d); err != nil {
 		return err
 	}
-	if err := checkLen("turbo-mse code", len(code), t.Bytes()); err != nil {
+	if err := t.Check(code); err != nil {
 		return err
 	}
-	scale, err := readScale(code)
-	if err != nil {
-		return fmt.Errorf("%s: %w", t.Name(), err)
-	}
+	scale, _ := readScale(code)
 	t.decodeRotated(dst, code[2:], scale)
 	y := make([]float32, t.d)
 	copy(y, dst)
 	t.rot.Invert(dst, y)
+	return nil
+}
+
+// Check checks the code's length and scale.
+func (t *TurboMSE) Check(code []byte) error {
+	if err := checkLen("turbo-mse code", len(code), t.Bytes()); err != nil {
+		return err
+	}
+	if _, err := readScale(code); err != nil {
+		return fmt.Errorf("%s: %w", t.Name(), err)
+	}
 	return nil
 }
 

@@ -128,6 +128,14 @@ func (r *Rotated) Decode(dst []float32, code []byte) error {
 	return nil
 }
 
+// Check is the inner quantizer's.
+func (r *Rotated) Check(code []byte) error {
+	if err := r.inner.Check(code); err != nil {
+		return fmt.Errorf("%s: %w", r.name, err)
+	}
+	return nil
+}
+
 // Prepare rotates q once and prepares the inner quantizer's scorer:
 // ⟨q, Πᵀy⟩ = ⟨Πq, y⟩.
 func (r *Rotated) Prepare(q []float32) (Scorer, error) {
