@@ -385,13 +385,17 @@ func passOf(v, passes, n int) int {
 }
 
 // taskStart returns the first row of task t of tasks over rows rows: a
-// multiple of four (where the products' row counts are, every task's
-// rows go four by four through the four-row kernels), rows for t = tasks.
+// multiple of sixteen, rows for t = tasks. Sixteen float32 outputs fill a
+// cache line, so two tasks on two goroutines write one line only where a
+// product's output does not start on one (cutting at multiples of four,
+// a decode step's small products had up to four tasks writing each
+// line); and where the products' row counts are multiples of four,
+// every task's rows go four by four through the four-row kernels.
 func taskStart(t, tasks, rows int) int {
 	if t == tasks {
 		return rows
 	}
-	return rows * t / tasks &^ 3
+	return rows * t / tasks &^ 15
 }
 
 // growGroups returns gs with at least n groups, reusing their buffers.
