@@ -33,6 +33,9 @@ type Compacted struct {
 	// forked is set on a compacted context that has forks, and on them:
 	// their shared part's Attend scratch is one (SharesScratch).
 	forked bool
+	// panels is the compacted part as float32 product panels, shared by
+	// the context and its forks and made on first use (AttendTogether).
+	panels *prefixPanels
 }
 
 // lseAttender is a cache whose Attend can also give each query head's
@@ -108,7 +111,7 @@ func (c Config) NewCompacted(layer int, sh Shape, keys, bias, values [][]float32
 	if err != nil {
 		return nil, err
 	}
-	cc := &Compacted{shape: sh, inner: inner}
+	cc := &Compacted{shape: sh, inner: inner, panels: &prefixPanels{}}
 	if _, ok := inner.(lseAttender); !ok {
 		return nil, fmt.Errorf("kvcache: a %T cannot hold the tokens after a compacted context", inner)
 	}
@@ -162,7 +165,7 @@ func (c *Compacted) Fork(inner Cache) (*Compacted, error) {
 		return nil, fmt.Errorf("kvcache: a %T cannot hold the tokens after a compacted context", inner)
 	}
 	c.forked = true
-	return &Compacted{shape: c.shape, prefix: c.prefix, kept: c.kept, inner: inner, forked: true}, nil
+	return &Compacted{shape: c.shape, prefix: c.prefix, kept: c.kept, inner: inner, forked: true, panels: c.panels}, nil
 }
 
 // SharesScratch reports whether c has forks or is one: then it must not
@@ -255,8 +258,16 @@ func (c *Compacted) attendLSE(out, lse, q []float32, scale float32) {
 		p.(lseAttender).attendLSE(c.po[h*g*d:(h+1)*g*d], c.pl[h*g:(h+1)*g], q[h*g*d:(h+1)*g*d], scale)
 	}
 	c.inner.(lseAttender).attendLSE(c.io, c.il, q, scale)
-	for i := range qh {
-		a, b := float64(c.pl[i]), float64(c.il[i])
+	merge(out, lse, c.po, c.pl, c.io, c.il, d)
+}
+
+// merge writes to out each query head's attention over two parts of a
+// cache from the parts' outputs (pa, pb; d values per head) and
+// log-sum-exps (la, lb): the outputs weighted by the parts' shares of the
+// total, and the total's log-sum-exp to lse (when not nil).
+func merge(out, lse, pa, la, pb, lb []float32, d int) {
+	for i := range la {
+		a, b := float64(la[i]), float64(lb[i])
 		m := math.Max(a, b)
 		if math.IsInf(m, -1) {
 			clear(out[i*d : (i+1)*d])
@@ -270,7 +281,7 @@ func (c *Compacted) attendLSE(out, lse, q []float32, scale float32) {
 		fa, fb := float32(wa/s), float32(wb/s)
 		o := out[i*d : (i+1)*d]
 		for k := range o {
-			o[k] = fa*c.po[i*d+k] + fb*c.io[i*d+k]
+			o[k] = fa*pa[i*d+k] + fb*pb[i*d+k]
 		}
 		if lse != nil {
 			lse[i] = float32(m + math.Log(s))

@@ -15,6 +15,8 @@ type rows interface {
 	scores(dst, q []float32, t0 int)
 	// weightedSum adds Σ_i w[i]·(row t0+i) to acc for i < len(w).
 	weightedSum(acc, w []float32, t0 int)
+	// rowsF32 writes the first t rows to dst as float32.
+	rowsF32(dst []float32, t int)
 	bytesPerElem() int
 }
 
@@ -152,6 +154,7 @@ func (r *f32Rows) scores(dst, q []float32, t0 int) {
 func (r *f32Rows) weightedSum(acc, w []float32, t0 int) {
 	tensor.WeightedSumF32(acc, w, r.data[t0*r.d:])
 }
+func (r *f32Rows) rowsF32(dst []float32, t int) { copy(dst, r.data[:t*r.d]) }
 
 // f16Rows holds IEEE fp16 bit patterns.
 type f16Rows struct {
@@ -170,4 +173,9 @@ func (r *f16Rows) scores(dst, q []float32, t0 int) {
 }
 func (r *f16Rows) weightedSum(acc, w []float32, t0 int) {
 	tensor.WeightedSumF16(acc, w, r.data[t0*r.d:])
+}
+func (r *f16Rows) rowsF32(dst []float32, t int) {
+	for i, x := range r.data[:t*r.d] {
+		dst[i] = half.F16ToF32(half.F16(x))
+	}
 }

@@ -38,6 +38,11 @@ type batchRows struct {
 	// chunk, and the [first, end) rows of the others
 	singles []int
 	multis  [][2]int
+	// attendWaves' sessions (spans of rows), the other sessions of
+	// several rows, and the caches, outputs and queries of a wave
+	spans, keep [][2]int
+	caches      []kvcache.Cache
+	outs, qs    [][]float32
 }
 
 func (r *batchRows) fail(i int, err error) { r.errs[i] = err }
@@ -155,8 +160,9 @@ func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, 
 // (kvcache.LastAttender). When few single rows have long contexts, each
 // is attended in turn over the whole pool instead, as a lone session's
 // would be (flash-decoding across the pool beats two or three rows side
-// by side), and so is every row when a cache shares its scratch with
-// others (kvcache.SharesScratch: the forks of one compacted context).
+// by side). Sessions whose caches share their scratch with others
+// (kvcache.SharesScratch: the forks of one compacted context) go first,
+// their rows in waves attended together (attendWaves).
 func (s *Session) attendRows(li, n int, rows *batchRows) {
 	c := &s.m.Config
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
@@ -177,6 +183,7 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 			apart = apart || kvcache.SharesScratch(rows.seq[i].caches[li])
 		} else {
 			multis = append(multis, [2]int{i, j})
+			apart = apart || kvcache.SharesScratch(rows.seq[i].caches[li])
 		}
 		i = j
 	}
@@ -199,7 +206,29 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 		kvcache.UsePool(cache, seq.opts().Pool)
 	}
 	threads := pool.Threads()
-	if len(singles) >= 2 && !apart && (2*len(singles) >= threads || longest < sideBySideContext) {
+	if apart {
+		// Forks of one context: their rows appended in waves (a
+		// session's first row, then its second, …) and each wave's
+		// rows attended together (kvcache.AttendTogether: the shared
+		// context read once for all of them).
+		spans := rows.spans[:0]
+		for _, i := range singles {
+			spans = append(spans, [2]int{i, i + 1})
+		}
+		keep := rows.keep[:0]
+		for _, sp := range multis {
+			cache := rows.seq[sp[0]].caches[li]
+			if _, last := cache.(kvcache.LastAttender); !last && kvcache.SharesScratch(cache) {
+				spans = append(spans, sp)
+			} else {
+				keep = append(keep, sp)
+			}
+		}
+		rows.spans, rows.keep = spans, keep
+		s.attendWaves(li, spans, rows, scale)
+		singles, multis = nil, keep
+	}
+	if len(singles) >= 2 && (2*len(singles) >= threads || longest < sideBySideContext) {
 		pool.Run(len(singles), func(t, _ int) { one(singles[t], false) })
 	} else {
 		for _, i := range singles {
@@ -233,6 +262,44 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 		if appended {
 			last.AttendLast(s.att[i0*qd:i1*qd], s.q[i0*qd:i1*qd], i1-i0, scale)
 		}
+	}
+}
+
+// attendWaves appends and attends the rows of the sessions spans (rows
+// [i0, i1) each) of layer li: wave w takes each session's row i0+w, the
+// rows of a wave attended together (kvcache.AttendTogether). A session
+// whose Append fails loses its later rows too.
+func (s *Session) attendWaves(li int, spans [][2]int, rows *batchRows, scale float32) {
+	c := &s.m.Config
+	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	for w := 0; ; w++ {
+		caches, outs, qs := rows.caches[:0], rows.outs[:0], rows.qs[:0]
+		more := false
+		for _, sp := range spans {
+			i := sp[0] + w
+			if i >= sp[1] {
+				continue
+			}
+			more = true
+			if rows.errs[i] != nil {
+				continue
+			}
+			s.ropeRows(i, i+1)
+			if err := rows.seq[i].caches[li].Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
+				for k := i; k < sp[1]; k++ {
+					rows.fail(k, err)
+				}
+				clear(s.att[i*qd : sp[1]*qd])
+				continue
+			}
+			caches = append(caches, rows.seq[i].caches[li])
+			outs, qs = append(outs, s.att[i*qd:(i+1)*qd]), append(qs, s.q[i*qd:(i+1)*qd])
+		}
+		rows.caches, rows.outs, rows.qs = caches, outs, qs
+		if !more {
+			return
+		}
+		kvcache.AttendTogether(caches, outs, qs, scale, s.opts().Pool)
 	}
 }
 
