@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/turbomem/turbomem/kvcache"
 )
@@ -26,7 +27,16 @@ type Batch struct {
 	w      *Session // lends its buffers; holds no caches
 	rows   batchRows
 	logits []float32 // every session's logits of the last step
+	// Forward's results and working lists, kept from step to step: a
+	// step allocates nothing.
+	outLogits [][]float32
+	outErrs   []error
+	all       []batchRow
+	ids       []int32
 }
+
+// batchRow is one row of a step: token tok of session seq.
+type batchRow struct{ seq, tok int }
 
 // batchRows maps the rows of a Batch chunk to their sessions.
 type batchRows struct {
@@ -59,13 +69,14 @@ func (b *Batch) ScratchBytes() int64 { return b.w.ScratchBytes() + 4*int64(cap(b
 // after its last token. A session that fails (a token outside the
 // vocabulary, its limit passed, a cache that refuses a value) gets its
 // error in errs and nil logits, and must not be used again; the others go
-// on. Sessions must be distinct. The logits live in the batch's buffer:
-// they hold until the next Forward call, which reuses it (a step
-// allocates no logits).
+// on. Sessions must be distinct. The results, logits and errs, live in
+// the batch's buffers: they hold until the next Forward call, which
+// reuses them (a step allocates nothing).
 func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, errs []error) {
 	m := b.w.m
 	c := &m.Config
-	logits, errs = make([][]float32, len(seqs)), make([]error, len(seqs))
+	b.outLogits, b.outErrs = resize(b.outLogits, len(seqs)), resize(b.outErrs, len(seqs))
+	logits, errs = b.outLogits, b.outErrs
 	if len(tokens) != len(seqs) {
 		for i := range errs {
 			errs[i] = fmt.Errorf("model: Batch.Forward of %d sessions and %d token lists", len(seqs), len(tokens))
@@ -73,14 +84,12 @@ func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, 
 		return
 	}
 	// The rows in order: every session's tokens, one after another.
-	type row struct{ seq, tok int }
-	var all []row
-	seen := map[*Session]bool{}
+	all := b.all[:0]
 	for i, s := range seqs {
 		switch {
 		case s == nil || s.m != m:
 			errs[i] = errors.New("model: Batch.Forward of a session of another model")
-		case seen[s]:
+		case slices.Contains(seqs[:i], s):
 			errs[i] = errors.New("model: Batch.Forward of one session twice")
 		case len(tokens[i]) == 0:
 			errs[i] = errors.New("model: Forward of no tokens")
@@ -95,18 +104,19 @@ func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, 
 		if errs[i] != nil {
 			continue
 		}
-		seen[s] = true
 		for j := range tokens[i] {
-			all = append(all, row{i, j})
+			all = append(all, batchRow{i, j})
 		}
 	}
+	b.all = all
 	b.logits = grow(b.logits, len(seqs)*c.Vocab)
 	done := 0 // rows of b.logits filled by earlier chunks
 	for start := 0; start < len(all); start += MaxBatch {
 		chunk := all[start:min(len(all), start+MaxBatch)]
 		r := &b.rows
 		r.seq, r.pos, r.logits, r.errs = r.seq[:0], r.pos[:0], r.logits[:0], r.errs[:0]
-		ids := make([]int32, len(chunk))
+		b.ids = slices.Grow(b.ids[:0], len(chunk))[:len(chunk)]
+		ids := b.ids
 		for k, x := range chunk {
 			s := seqs[x.seq]
 			ids[k] = tokens[x.seq][x.tok]
@@ -147,6 +157,13 @@ func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, 
 		}
 	}
 	return logits, errs
+}
+
+// resize returns b with n zero elements, reusing its array.
+func resize[T any](b []T, n int) []T {
+	b = slices.Grow(b[:0], n)[:n]
+	clear(b)
+	return b
 }
 
 // attendRows is attend for the rows of a Batch chunk (each row's own

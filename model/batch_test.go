@@ -2,6 +2,7 @@ package model_test
 
 import (
 	"slices"
+	"sync/atomic"
 	"testing"
 
 	"github.com/turbomem/turbomem/defaultmodel"
@@ -232,6 +233,25 @@ func TestBatchSideBySide(t *testing.T) {
 				if !slices.Equal(logits[0][step][j], logits[1][step][j]) {
 					t.Fatalf("%s, step %d, session %d: logits on four threads differ from one's", kv, step, j)
 				}
+			}
+		}
+	}
+}
+
+// TestParallel: Model.Parallel calls f once for every index, whatever the
+// count against the model's goroutines, and returns after all of them.
+func TestParallel(t *testing.T) {
+	m, err := model.Open("../testdata/llama-2-tiny-random.gguf", model.Options{Threads: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	for _, n := range []int{0, 1, 3, 4, 17} {
+		calls := make([]atomic.Int32, n)
+		m.Parallel(n, func(i int) { calls[i].Add(1) })
+		for i := range calls {
+			if c := calls[i].Load(); c != 1 {
+				t.Fatalf("n %d: f(%d) called %d times", n, i, c)
 			}
 		}
 	}

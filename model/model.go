@@ -95,6 +95,13 @@ func (m *Model) WeightBytes() int64 { return m.w.bytes }
 // Threads returns the number of goroutines that share the work of a step.
 func (m *Model) Threads() int { return m.pool.Threads() }
 
+// Parallel calls f(i) for every i in [0, n) on the goroutines that share
+// the model's steps, and returns when all have returned: per-sequence
+// work between steps (sampling each sequence's next token) runs side by
+// side instead of one sequence after another. It must not be called
+// from inside a step, or from f.
+func (m *Model) Parallel(n int, f func(i int)) { m.pool.Run(n, func(i, _ int) { f(i) }) }
+
 // Close stops the model's worker goroutines and releases the file if the
 // model opened it.
 func (m *Model) Close() error {

@@ -551,6 +551,11 @@ func (s *Session) ropeTable(n int, rows *batchRows) {
 func (s *Session) ropeRows(i0, i1 int) {
 	c := &s.m.Config
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	if i1 == i0+1 { // a decode row: on this goroutine, with no closure to allocate
+		s.rope(s.q[i0*qd:i1*qd], c.Heads, i0)
+		s.rope(s.k[i0*kd:i1*kd], c.KVHeads, i0)
+		return
+	}
 	s.rows(i1-i0, qd+kd, func(r0, r1 int) {
 		for i := i0 + r0; i < i0+r1; i++ {
 			s.rope(s.q[i*qd:(i+1)*qd], c.Heads, i)

@@ -62,8 +62,10 @@ func (s Serial) SeqBytes(n int) int64 { return s.M.PlanKV(n, 0).Scratch }
 // Batched is the Stepper that runs every sequence of a step through one
 // model.Batch: each weight matrix is read once per step for all of them.
 type Batched struct {
-	m *model.Model
-	b *model.Batch
+	m    *model.Model
+	b    *model.Batch
+	ss   []*model.Session // Step's lists, kept from step to step
+	toks [][]int32
 }
 
 // NewBatched returns a batched stepper for m's sessions.
@@ -71,12 +73,14 @@ func NewBatched(m *model.Model) *Batched { return &Batched{m: m, b: m.NewBatch()
 
 // Step runs the sequences' tokens as the rows of one batch.
 func (s *Batched) Step(seqs []*StepSeq) {
-	ss := make([]*model.Session, len(seqs))
-	toks := make([][]int32, len(seqs))
-	for i, q := range seqs {
-		ss[i], toks[i] = q.Session, q.Tokens
+	ss, toks := s.ss[:0], s.toks[:0]
+	for _, q := range seqs {
+		ss, toks = append(ss, q.Session), append(toks, q.Tokens)
 	}
+	s.ss, s.toks = ss, toks
 	logits, errs := s.b.Forward(ss, toks)
+	clear(ss) // hold no finished session
+	clear(toks)
 	for i, q := range seqs {
 		q.Logits, q.Err = logits[i], errs[i]
 	}

@@ -79,6 +79,8 @@ type sequence struct {
 	stop      stopMatcher
 	generated int
 	step      StepSeq
+	tok       int32     // the token sampled from the step's logits
+	one       [1]int32  // a decode step's token
 	chain     []*block  // prefix blocks held until the prompt is in
 	rec       *recorder // the prompt's new blocks, nil when none
 }
@@ -115,6 +117,11 @@ type scheduler struct {
 
 	active []*sequence  // the loop's only
 	prefix *prefixCache // nil: no prefix cache
+
+	// step's lists, kept from step to step
+	batch  []*StepSeq
+	fed    []*sequence
+	sample func(i int) // samples s.fed[i] (made once)
 }
 
 // submit queues j, or refuses it: a job that could never fit gets a 400
@@ -299,8 +306,7 @@ func (s *scheduler) start(j *job) (*sequence, error) {
 // step runs one step of every active sequence.
 func (s *scheduler) step() {
 	start := time.Now()
-	batch := make([]*StepSeq, 0, len(s.active))
-	fed := make([]*sequence, 0, len(s.active))
+	batch, fed := s.batch[:0], s.fed[:0]
 	left := s.prefill
 	for _, q := range s.active {
 		if q.j.ctx.Err() != nil {
@@ -310,7 +316,8 @@ func (s *scheduler) step() {
 		var toks []int32
 		switch {
 		case len(q.pending) == 0:
-			toks = []int32{q.next}
+			q.one[0] = q.next
+			toks = q.one[:]
 		case left > 0:
 			n := min(len(q.pending), left)
 			toks, q.pending = q.pending[:n], q.pending[n:]
@@ -322,11 +329,24 @@ func (s *scheduler) step() {
 		batch = append(batch, &q.step)
 		fed = append(fed, q)
 	}
+	s.batch, s.fed = batch, fed
 	s.sweep()
 	if len(batch) == 0 {
 		return
 	}
 	s.stepper.Step(batch)
+	// The next tokens, drawn side by side (argmax over the vocabulary is
+	// the step's largest serial part after the model's); what follows
+	// from each token (its text, the stop strings, the job's end) in
+	// order.
+	if s.sample == nil {
+		s.sample = func(i int) {
+			if q := s.fed[i]; q.step.Err == nil && len(q.pending) == 0 {
+				q.tok = q.sampler.Sample(q.step.Logits)
+			}
+		}
+	}
+	s.m.Model.Parallel(len(fed), s.sample)
 	var inUse int64
 	for _, q := range fed {
 		switch {
@@ -334,12 +354,14 @@ func (s *scheduler) step() {
 			s.finish(q, "", fmt.Errorf("server: step: %w", q.step.Err))
 		case len(q.pending) == 0:
 			s.promptDone(q)
-			s.sample(q)
+			s.take(q)
 		}
 		if q.sess != nil {
 			inUse += q.sess.CacheBytes()
 		}
 	}
+	clear(s.batch)
+	clear(s.fed)
 	s.sweep()
 	s.met.kvInUse.WithLabelValues(s.kvName).Set(float64(inUse))
 	s.met.stepSeconds.Observe(time.Since(start).Seconds())
@@ -367,11 +389,11 @@ func (s *scheduler) promptDone(q *sequence) {
 	q.chain, q.rec = nil, nil
 }
 
-// sample draws the next token of a sequence whose prompt has been fed
-// and hands its text to the job.
-func (s *scheduler) sample(q *sequence) {
+// take takes the token sampled for a sequence whose prompt has been fed
+// (q.tok) and hands its text to the job.
+func (s *scheduler) take(q *sequence) {
 	j := q.j
-	tok := q.sampler.Sample(q.step.Logits)
+	tok := q.tok
 	now := time.Now()
 	if q.generated == 0 {
 		j.mu.Lock()
