@@ -157,10 +157,13 @@ func (s *Sampler) Sample(logits []float32) int32 {
 
 // argmax returns the index of the largest value (the first, on ties).
 func argmax(x []float32) int {
-	best := 0
+	if len(x) == 0 {
+		return 0
+	}
+	best, top := 0, x[0]
 	for i, v := range x {
-		if v > x[best] {
-			best = i
+		if v > top {
+			best, top = i, v
 		}
 	}
 	return best
