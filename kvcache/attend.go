@@ -253,8 +253,11 @@ func (a *attention) runRows(s Shape, n, accLen int, limit func(i int) int, task 
 // values of the sums (a compressed cache's compressed positions).
 func (ws *workspace) group(q []float32, hi, g, d, m, mc, al int, parts []Partial) {
 	if cap(ws.scores) < g*m {
-		ws.scores = make([]float32, g*m)
+		// Room to grow: a decode step's context is one longer than the
+		// last's, which must not cost an array each step.
+		ws.scores = make([]float32, 0, 2*g*m)
 	}
+	ws.scores = ws.scores[:g*m]
 	ws.qs, ws.sc, ws.accs, ws.cs, ws.ca = ws.qs[:0], ws.sc[:0], ws.accs[:0], ws.cs[:0], ws.ca[:0]
 	for j := range g {
 		sc := ws.scores[j*m : (j+1)*m]

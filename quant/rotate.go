@@ -114,6 +114,19 @@ func (h *Hadamard) normalised(s []float32, p []int32) []float32 {
 	return out
 }
 
+// stackDim is the largest dimension whose permutation scratch Apply and
+// Invert keep on the stack (a head's 64 or 128, say): an encoded key or
+// value then allocates nothing here.
+const stackDim = 256
+
+// scratch returns d values for a permutation: buf's where they fit.
+func (h *Hadamard) scratch(buf *[stackDim]float32) []float32 {
+	if h.d <= stackDim {
+		return buf[:h.d]
+	}
+	return make([]float32, h.d)
+}
+
 // Dim returns the dimension of the rotation.
 func (h *Hadamard) Dim() int { return h.d }
 
@@ -121,6 +134,7 @@ func (h *Hadamard) Dim() int { return h.d }
 func (h *Hadamard) Apply(dst, src []float32) {
 	dst = dst[:h.d]
 	copy(dst, src[:h.d])
+	var buf [stackDim]float32
 	var tmp []float32
 	for r := range h.signs {
 		for i, s := range h.scale[r] {
@@ -128,7 +142,7 @@ func (h *Hadamard) Apply(dst, src []float32) {
 		}
 		if p := h.perm[r]; p != nil {
 			if tmp == nil {
-				tmp = make([]float32, h.d)
+				tmp = h.scratch(&buf)
 			}
 			for i, j := range p {
 				tmp[i] = dst[j]
@@ -143,12 +157,13 @@ func (h *Hadamard) Apply(dst, src []float32) {
 func (h *Hadamard) Invert(dst, src []float32) {
 	dst = dst[:h.d]
 	copy(dst, src[:h.d])
+	var buf [stackDim]float32
 	var tmp []float32
 	for r := len(h.signs) - 1; r >= 0; r-- {
 		h.transform(dst, true) // normalised H is its own inverse
 		if p := h.inv[r]; p != nil {
 			if tmp == nil {
-				tmp = make([]float32, h.d)
+				tmp = h.scratch(&buf)
 			}
 			for i, j := range p {
 				tmp[i] = dst[j]
