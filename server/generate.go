@@ -153,9 +153,10 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, e *engine, ep endpo
 	j := &job{id: newID(ep.idPrefix), ctx: r.Context(), prompt: prompt, p: p, kvBytes: kv,
 		arrived: time.Now(), notify: make(chan struct{}, 1)}
 	if pc := e.sched.prefix; pc != nil {
-		j.recBytes = int64(pc.recordable(len(prompt))/blockTokens) * pc.rowBytes()
+		j.recBytes = pc.recorderBytes(0, len(prompt))
 	}
-	j.reserve = kv + e.seqBytes(len(prompt), p) + j.recBytes
+	j.fixed = kv + e.seqBytes(len(prompt), p)
+	j.reserve = j.fixed + j.recBytes
 	info, _ := r.Context().Value(reqInfoKey{}).(*reqInfo)
 	defer func() {
 		if info != nil {

@@ -20,6 +20,7 @@ type metrics struct {
 	budget                  *prometheus.GaugeVec // by part
 	prefixBytes             prometheus.Gauge
 	prefixTokens            *prometheus.CounterVec // reused or computed
+	prefixDropped           prometheus.Counter
 }
 
 func newMetrics() *metrics {
@@ -40,7 +41,8 @@ func newMetrics() *metrics {
 	m.budget = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "turbomem_memory_budget_bytes", Help: "The memory budget (--mem) by part: total, weights, scratch, reserve (the process itself), and sequences (what admission shares out)."}, []string{"part"})
 	m.prefixBytes = prometheus.NewGauge(prometheus.GaugeOpts{Name: "turbomem_prefix_cache_bytes", Help: "Bytes held by cached prompt-prefix KV blocks, as stored (the KV format's codes; fp16 rows where a cached prefix can end), charged to the sequences' budget."})
 	m.prefixTokens = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "turbomem_prefix_tokens_total", Help: "Prompt tokens whose KV was reused from the prefix cache (reused) or computed (computed)."}, []string{"kind"})
-	for _, c := range []prometheus.Collector{m.promptTokens, m.genTokens, m.requests, m.rejected, m.running, m.queued, m.ttft, m.duration, m.stepSeconds, m.kvInUse, m.kvReserved, m.budget, m.prefixBytes, m.prefixTokens} {
+	m.prefixDropped = prometheus.NewCounter(prometheus.CounterOpts{Name: "turbomem_prefix_chains_refused_total", Help: "Cached prefix chains that failed to refill a session (a block's codes refused on import) and were dropped; their prompts were computed instead."})
+	for _, c := range []prometheus.Collector{m.promptTokens, m.genTokens, m.requests, m.rejected, m.running, m.queued, m.ttft, m.duration, m.stepSeconds, m.kvInUse, m.kvReserved, m.budget, m.prefixBytes, m.prefixTokens, m.prefixDropped} {
 		f(c)
 	}
 	f(collectors.NewGoCollector())

@@ -22,7 +22,7 @@ const blockTokens = 64
 // so that a later request starts from them instead of recomputing them.
 //
 // A block stands for blockTokens tokens, every layer, and holds them in
-// one or both of two forms. Codes: what a compressed cache holds for the
+// one of two forms. Codes: what a compressed cache holds for the
 // tokens once they have left its fp16 window (kvcache.Compressed.Export:
 // the session's own format, turbo3.5's 3.5 bits instead of 16, with the
 // layer's calibration where the block starts among the tokens it is
@@ -36,9 +36,11 @@ const blockTokens = 64
 // rows: the last block a request records keeps them, and so does a
 // block where a later request's prompt parts from the cached ones (a
 // system prompt's end, found when the second request differing after it
-// comes); the others keep codes alone where they can (a block whose
-// codes depend on tokens after it, the calibration's, or still in the
-// window when the prompt is in, keeps rows). (The prompt tokens after
+// comes: its codes are then replaced by rows, which serve the chains
+// that go on past it too); the others keep codes where they can (a block
+// whose codes depend on tokens after it, the calibration's, or still in
+// the window when the prompt is in, keeps rows). A block never holds
+// both: its size is what one form takes. (The prompt tokens after
 // the prefix are then computed as rows of another chunk; with quantized
 // weights that can move a logit by an activation-rounding step, as
 // batching can: see model.Batch.)
@@ -46,13 +48,18 @@ const blockTokens = 64
 // Blocks are content-addressed (SHA-256 of the parent block's key, the
 // block's token ids and the KV configuration, so a block stands for its
 // whole prefix), reference-counted (a block is held by its children in
-// the cache and by sequences being refilled from it; only unheld ones are
-// evicted, least recently used first), charged at their real bytes to
-// the same memory budget as the running sequences, and checksummed
-// (CRC-32C of both forms, checked before every reuse: a block that fails
-// is dropped with its descendants and the prefix is computed instead;
-// the codes carry their own, which Import checks, with their format,
-// model and shape).
+// the cache and by the sequences whose prompts it starts until their
+// prompts are in; only blocks with neither are evicted, least recently
+// used first), charged at their real bytes to the same memory budget as
+// the running sequences, and checksummed (CRC-32C of its form, checked
+// with its shape before every reuse: a block that fails is dropped with
+// its descendants and the prefix is computed instead; the codes carry
+// their own, which Import checks, with their format, model, shape and
+// every code's range, so that a block that would refill a cache wrongly
+// is refused with an error, and dropped, never used).
+//
+// The cache belongs to the scheduler's loop goroutine: only admit, step
+// and finish, which that goroutine alone runs, read or change it.
 type prefixCache struct {
 	kvName string
 	tag    string // the model's identity in exported codes
@@ -73,11 +80,14 @@ type block struct {
 	codes [][]byte
 	// k, v, per layer: blockTokens·width fp16 values, nil where not held.
 	k, v [][]uint16
-	rows bool // every layer's rows are held
+	rows bool // every layer's rows are held (then codes is nil)
 	sum  uint32
 	size int64 // bytes held
-	refs int
-	used uint64
+	// children counts the cached blocks whose parent this is; holds the
+	// sequences (and insert calls) holding it. Only a block with neither
+	// is evicted.
+	children, holds int
+	used            uint64
 }
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
@@ -103,6 +113,12 @@ func prefixable(kv kvcache.Config) bool { return !strings.Contains(kv.String(), 
 // rowBytes is the memory of one block's fp16 rows, every layer: what a
 // recorder holds per block.
 func (p *prefixCache) rowBytes() int64 { return int64(2 * 2 * p.layers * p.width * blockTokens) }
+
+// recorderBytes is what a recorder holds for a prompt of n tokens whose
+// first from are reused: the rows of the recordable blocks after them.
+func (p *prefixCache) recorderBytes(from, n int) int64 {
+	return int64(max(p.recordable(n)-from, 0)/blockTokens) * p.rowBytes()
+}
 
 // key returns the address of the block of ids that follows parent.
 func (p *prefixCache) key(parent *[32]byte, ids []int32) [32]byte {
@@ -141,11 +157,27 @@ func (b *block) seal() {
 	}
 }
 
-// intact reports whether the block's bytes still give its checksum.
-func (b *block) intact() bool {
-	sum := b.sum
+// intact reports whether the block's bytes still give its checksum and
+// its forms have their shapes: per layer, codes or rows of blockTokens
+// tokens (both for no layer; rows for every layer when rows is set).
+func (b *block) intact(p *prefixCache) bool {
+	sum, size := b.sum, b.size
 	b.seal()
-	return b.sum == sum
+	if b.sum != sum || b.size != size {
+		return false
+	}
+	n := p.width * blockTokens
+	if len(b.k) != p.layers || len(b.v) != p.layers || b.codes != nil && (len(b.codes) != p.layers || b.rows) {
+		return false
+	}
+	for l := range p.layers {
+		hasCodes := b.codes != nil && b.codes[l] != nil
+		hasRows := b.k[l] != nil || b.v[l] != nil
+		if hasCodes == hasRows || hasRows && (len(b.k[l]) != n || len(b.v[l]) != n) {
+			return false
+		}
+	}
+	return true
 }
 
 // hasCodes reports whether the block can be refilled from codes (an
@@ -155,7 +187,7 @@ func (b *block) hasCodes() bool { return b.codes != nil }
 // match returns the longest chain of cached blocks that prompt starts
 // with and that can end there (its last block has rows), leaving at least
 // one prompt token to compute (its logits start the generation). The
-// blocks are held (refs) until release.
+// blocks are held (holds) until release.
 func (p *prefixCache) match(prompt []int32) []*block {
 	var chain []*block
 	end := 0
@@ -166,7 +198,7 @@ func (p *prefixCache) match(prompt []int32) []*block {
 		if !ok {
 			break
 		}
-		if !b.intact() {
+		if !b.intact(p) {
 			p.drop(b)
 			break
 		}
@@ -179,15 +211,16 @@ func (p *prefixCache) match(prompt []int32) []*block {
 	chain = chain[:end]
 	p.clock++
 	for _, b := range chain {
-		b.refs++
+		b.holds++
 		b.used = p.clock
 	}
 	return chain
 }
 
+// release ends holds that match took (or insert).
 func (p *prefixCache) release(chain []*block) {
 	for _, b := range chain {
-		b.refs--
+		b.holds--
 	}
 }
 
@@ -198,16 +231,20 @@ func (p *prefixCache) drop(b *block) {
 			p.drop(c)
 		}
 	}
-	if _, ok := p.blocks[b.key]; ok {
+	if p.blocks[b.key] == b {
 		delete(p.blocks, b.key)
 		p.bytes -= b.size
 		if !b.root {
 			if parent, ok := p.blocks[b.parent]; ok {
-				parent.refs--
+				parent.children--
 			}
 		}
 	}
 }
+
+// cached reports whether b is still in the cache (not dropped since it
+// was found).
+func (p *prefixCache) cached(b *block) bool { return p.blocks[b.key] == b }
 
 // evict removes unheld blocks, least recently used first, until want
 // bytes are free or none is left to remove; it returns the bytes freed.
@@ -216,7 +253,7 @@ func (p *prefixCache) evict(want int64) int64 {
 	for freed < want {
 		var victim *block
 		for _, b := range p.blocks {
-			if b.refs == 0 && (victim == nil || b.used < victim.used) {
+			if b.children == 0 && b.holds == 0 && (victim == nil || b.used < victim.used) {
 				victim = b
 			}
 		}
@@ -228,6 +265,33 @@ func (p *prefixCache) evict(want int64) int64 {
 		freed += before - p.bytes
 	}
 	return freed
+}
+
+// evictable returns the bytes evict could free: every block's but those
+// held and their ancestors.
+func (p *prefixCache) evictable() int64 {
+	pinned := map[*block]bool{}
+	for _, b := range p.blocks {
+		if b.holds == 0 {
+			continue
+		}
+		for y := b; y != nil && !pinned[y]; y = p.parentOf(y) {
+			pinned[y] = true // a held block and its ancestors stay
+		}
+	}
+	free := p.bytes
+	for b := range pinned {
+		free -= b.size
+	}
+	return free
+}
+
+// parentOf returns b's parent in the cache, nil for a root.
+func (p *prefixCache) parentOf(b *block) *block {
+	if b.root {
+		return nil
+	}
+	return p.blocks[b.parent]
 }
 
 // restore returns a session holding the chain's tokens, its caches made
@@ -260,6 +324,9 @@ func (p *prefixCache) restore(m *model.Model, kv kvcache.Maker, rec *recorder, c
 					return nil, fmt.Errorf("server: prefix block: %w", err)
 				}
 			}
+		}
+		if n := c.Len(); n != len(chain)*blockTokens {
+			return nil, fmt.Errorf("server: prefix blocks refilled layer %d with %d tokens, want %d", l, n, len(chain)*blockTokens)
 		}
 		if rec != nil {
 			c = rec.wrap(l, c)
@@ -332,32 +399,41 @@ func (t *teeCache) Append(k, v []float32) error {
 func (t *teeCache) SetPool(p *tensor.Pool) { kvcache.UsePool(t.Cache, p) }
 
 // insert adds the recorded blocks of prompt (positions [r.from, done),
-// whole blocks) that follow the chain, each in codes where the
-// sequence's caches hold them final (else rows), the last one and any
-// cached block that a new one follows with rows too (see prefixCache),
-// and returns the bytes added. A form is added only while freeSpace
-// allows it.
+// whole blocks) that follow the chain: each in codes where the
+// sequence's caches hold them final, else in rows; in rows the last one
+// and any cached block that a new one follows (a chain parts there: see
+// prefixCache). It returns the bytes added. A block is added or changed
+// only while freeSpace allows it; the blocks it passes are held
+// meanwhile, so that making room never evicts them. It stops at a chain
+// whose blocks were dropped since the sequence matched them.
 func (p *prefixCache) insert(prompt []int32, chain []*block, r *recorder, done int, freeSpace func(int64) bool) int64 {
 	var parent *block
 	if len(chain) > 0 {
 		parent = chain[len(chain)-1]
 	}
+	var path []*block
+	defer func() { p.release(path) }()
+	hold := func(b *block) {
+		b.holds++
+		path = append(path, b)
+	}
 	var added int64
-	// grow adds to b (at positions [lo, lo+blockTokens)) its codes if it
-	// has none and the caches hold them, and rows where wanted or where
-	// the block would have no form; false if the budget has no room.
+	// grow gives b (positions [lo, lo+blockTokens)) the form it needs:
+	// rows with wantRows (replacing its codes), else codes if it has no
+	// form yet and the caches hold them (else rows); false if the budget
+	// has no room.
 	grow := func(b *block, wantRows bool, lo int) bool {
-		nb := block{codes: b.codes, rows: b.rows, k: slices.Clone(b.k), v: slices.Clone(b.v)}
-		if !b.hasCodes() {
-			nb.codes = p.export(r, lo)
-		}
-		p.addRows(&nb, r, lo, wantRows && !b.rows)
-		nb.seal()
-		delta := nb.size - b.size
-		if delta == 0 {
+		if b.rows || !wantRows && b.codes != nil {
 			return true
 		}
-		if !freeSpace(delta) {
+		var nb block
+		if !wantRows {
+			nb.codes = p.export(r, lo)
+		}
+		p.addRows(&nb, r, lo)
+		nb.seal()
+		delta := nb.size - b.size
+		if delta > 0 && !freeSpace(delta) {
 			return false
 		}
 		b.codes, b.k, b.v, b.rows, b.size, b.sum = nb.codes, nb.k, nb.v, nb.rows, nb.size, nb.sum
@@ -370,11 +446,15 @@ func (p *prefixCache) insert(prompt []int32, chain []*block, r *recorder, done i
 	for n := r.from + blockTokens; n <= end; n += blockTokens {
 		var pk *[32]byte
 		if parent != nil {
+			if !p.cached(parent) {
+				break
+			}
 			pk = &parent.key
 		}
 		k := p.key(pk, prompt[n-blockTokens:n])
 		lo := n - blockTokens
 		if b, ok := p.blocks[k]; ok { // cached before: add what it lacks
+			hold(b)
 			grow(b, n == end, lo)
 			parent, cached = b, true
 			continue
@@ -388,11 +468,12 @@ func (p *prefixCache) insert(prompt []int32, chain []*block, r *recorder, done i
 		}
 		if parent != nil {
 			b.parent = parent.key
-			parent.refs++
+			parent.children++
 		}
 		p.clock++
 		b.used = p.clock
 		p.blocks[k] = b
+		hold(b)
 		parent, cached = b, false
 	}
 	return added
@@ -400,10 +481,11 @@ func (p *prefixCache) insert(prompt []int32, chain []*block, r *recorder, done i
 
 // export returns the codes of positions [lo, lo+blockTokens) from the
 // recorded sequence's caches (an uncompressed layer: nil), or nil if a
-// compressed layer does not hold them final or they depend on tokens
-// after the block (its calibration's).
+// compressed layer does not hold them final, they depend on tokens after
+// the block (its calibration's), or no layer is compressed (rows are
+// then the block's one form).
 func (p *prefixCache) export(r *recorder, lo int) [][]byte {
-	codes := make([][]byte, p.layers)
+	var codes [][]byte
 	for l, c := range r.caches {
 		cc, ok := c.(*kvcache.Compressed)
 		if !ok {
@@ -416,24 +498,25 @@ func (p *prefixCache) export(r *recorder, lo int) [][]byte {
 		if err != nil {
 			return nil
 		}
+		if codes == nil {
+			codes = make([][]byte, p.layers)
+		}
 		codes[l] = b
 	}
 	return codes
 }
 
-// addRows copies the recorded rows of positions [lo, lo+blockTokens)
-// into b: every layer's with all true, else the uncompressed layers'
-// (their codes).
-func (p *prefixCache) addRows(b *block, r *recorder, lo int, all bool) {
-	if b.k == nil {
-		b.k, b.v = make([][]uint16, p.layers), make([][]uint16, p.layers)
-	}
+// addRows copies into b, which holds nothing yet, the recorded rows of
+// positions [lo, lo+blockTokens): every layer's if b has no codes (b then
+// holds rows), else the uncompressed layers' (their codes).
+func (p *prefixCache) addRows(b *block, r *recorder, lo int) {
+	b.k, b.v = make([][]uint16, p.layers), make([][]uint16, p.layers)
 	i, j := (lo-r.from)*p.width, (lo-r.from+blockTokens)*p.width
 	for l := range p.layers {
-		if b.k[l] == nil && (all || b.codes == nil || b.codes[l] == nil) {
+		if b.codes == nil || b.codes[l] == nil {
 			// copies: the recorder goes when its sequence does
 			b.k[l], b.v[l] = slices.Clone(r.k[l][i:j]), slices.Clone(r.v[l][i:j])
 		}
 	}
-	b.rows = b.rows || all || b.codes == nil
+	b.rows = b.codes == nil
 }

@@ -22,9 +22,11 @@ type job struct {
 	prompt  []int32
 	p       genParams
 	kvBytes int64 // the caches' bytes at prompt + max_tokens (BytesAt)
-	reserve int64 // kvBytes, the sequence's buffers and recBytes
-	// recBytes is the most the prefix recorder can hold for the prompt's
-	// whole blocks; released once the prompt is in and its blocks cached.
+	fixed   int64 // kvBytes and the sequence's buffers
+	reserve int64 // fixed and recBytes
+	// recBytes is what the prefix recorder holds: the fp16 rows of the
+	// prompt's whole blocks after those reused (all of them until the job
+	// is admitted); released once the prompt is in and its blocks cached.
 	recBytes int64
 	reused   int // prompt tokens refilled from the prefix cache
 	arrived  time.Time
@@ -208,33 +210,76 @@ func (s *scheduler) loop() {
 // admit starts queued jobs, oldest first, while a slot is free and the
 // oldest one's reservation fits beside those already admitted (first in,
 // first out: a large request is not overtaken by smaller ones forever).
+// A job's reservation is taken under s.mu together with its leaving the
+// queue (reserveNext), so that s.reserved never falls behind the
+// sessions that exist; its session, which a prefix refill takes
+// milliseconds to make, is made after, outside the lock, so that
+// handlers submitting meanwhile do not wait for it. Only this goroutine
+// touches the prefix cache and the active list.
 func (s *scheduler) admit() {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	for len(s.queue) > 0 && len(s.active) < s.parallel {
-		j := s.queue[0]
-		if over := s.reserved + s.prefixBytes() + j.reserve - s.budget; over > 0 {
-			if s.prefix == nil || s.prefix.evict(over) < over {
-				break
-			}
-			s.met.prefixBytes.Set(float64(s.prefix.bytes))
+	for len(s.active) < s.parallel {
+		j, chain, ok := s.reserveNext()
+		if !ok {
+			break
 		}
-		s.queue = s.queue[1:]
-		if j.ctx.Err() != nil {
-			j.end("", errCanceled, 0)
-			continue
+		if j == nil {
+			continue // canceled while queued
 		}
-		q, err := s.start(j)
+		q, err := s.start(j, chain)
 		if err != nil {
+			s.mu.Lock()
+			s.reserved -= j.reserve
+			s.mu.Unlock()
 			j.end("", err, 0)
 			continue
 		}
-		s.reserved += j.reserve
 		s.active = append(s.active, q)
 	}
+	s.mu.Lock()
 	s.met.queued.Set(float64(len(s.queue)))
-	s.met.running.Set(float64(len(s.active)))
 	s.met.kvReserved.WithLabelValues(s.kvName).Set(float64(s.reserved))
+	s.mu.Unlock()
+	s.met.running.Set(float64(len(s.active)))
+}
+
+// reserveNext takes the oldest queued job off the queue and reserves its
+// memory, if it fits: ok is false when none is queued or the oldest does
+// not fit yet; j is nil when it had been canceled. It first matches the
+// job's prompt against the prefix cache, holding the blocks it will
+// reuse, so that making room (evicting unheld blocks, least recently
+// used first, and only if that frees enough) never takes them, and the
+// reservation counts only the recorder rows of the blocks after them.
+func (s *scheduler) reserveNext() (j *job, chain []*block, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.queue) == 0 {
+		return nil, nil, false
+	}
+	j = s.queue[0]
+	if j.ctx.Err() != nil {
+		s.queue = s.queue[1:]
+		j.end("", errCanceled, 0)
+		return nil, nil, true
+	}
+	p := s.prefix
+	if p != nil {
+		chain = p.match(j.prompt)
+		j.recBytes = p.recorderBytes(len(chain)*blockTokens, len(j.prompt))
+		j.reserve = j.fixed + j.recBytes
+	}
+	if over := s.reserved + s.prefixBytes() + j.reserve - s.budget; over > 0 {
+		if p == nil || p.evictable() < over {
+			if p != nil {
+				p.release(chain)
+			}
+			return nil, nil, false
+		}
+		p.evict(over)
+		s.met.prefixBytes.Set(float64(p.bytes))
+	}
+	s.queue = s.queue[1:]
+	s.reserved += j.reserve
+	return j, chain, true
 }
 
 func (s *scheduler) prefixBytes() int64 {
@@ -245,30 +290,39 @@ func (s *scheduler) prefixBytes() int64 {
 }
 
 // start makes an admitted job's session, whose caches may hold exactly
-// prompt + max_tokens tokens: refilled from the prefix cache for as many
-// whole blocks of the prompt as it holds, recording the prompt's further
-// whole blocks for it.
-func (s *scheduler) start(j *job) (*sequence, error) {
-	var chain []*block
+// prompt + max_tokens tokens: refilled from the chain of prefix blocks
+// its prompt starts with (held by reserveNext), recording the prompt's
+// further whole blocks for the prefix cache. A chain that fails to
+// refill a cache (a block Import refuses) is dropped from the cache and
+// the prompt computed instead, unrecorded (the recorder's reservation
+// counted the blocks after the chain only).
+func (s *scheduler) start(j *job, chain []*block) (*sequence, error) {
 	var rec *recorder
-	var kv kvcache.Maker = s.m.KV
-	if p := s.prefix; p != nil {
-		chain = p.match(j.prompt)
-		from, to := len(chain)*blockTokens, p.recordable(len(j.prompt))
-		if to > from {
+	p := s.prefix
+	if p != nil {
+		if from, to := len(chain)*blockTokens, p.recordable(len(j.prompt)); to > from {
 			rec = newRecorder(p.layers, p.width, from, to)
 		}
-		// Reserve only the rows the recorder will hold: the blocks after
-		// the reused ones (submit reserved them all).
-		rb := int64(max(to-from, 0)/blockTokens) * p.rowBytes()
-		j.reserve -= j.recBytes - rb
-		j.recBytes = rb
 	}
+	limit := len(j.prompt) + j.p.maxTokens
 	var sess *model.Session
 	var err error
 	if len(chain) > 0 {
-		sess, err = s.prefix.restore(s.m.Model, kv, rec, chain, len(j.prompt)+j.p.maxTokens)
-	} else {
+		if sess, err = p.restore(s.m.Model, s.m.KV, rec, chain, limit); err != nil {
+			p.release(chain)
+			p.drop(chain[0])
+			s.met.prefixDropped.Inc()
+			s.met.prefixBytes.Set(float64(p.bytes))
+			chain, rec = nil, nil
+			s.mu.Lock()
+			s.reserved -= j.recBytes
+			j.reserve -= j.recBytes
+			j.recBytes = 0
+			s.mu.Unlock()
+		}
+	}
+	if sess == nil {
+		var kv kvcache.Maker = s.m.KV
 		if rec != nil {
 			kv = kvcache.NewCacheFunc(func(l int, sh kvcache.Shape) (kvcache.Cache, error) {
 				c, err := s.m.KV.NewCache(l, sh)
@@ -278,24 +332,26 @@ func (s *scheduler) start(j *job) (*sequence, error) {
 				return rec.wrap(l, c), nil
 			})
 		}
-		sess, err = s.m.Model.NewSession(kv, len(j.prompt)+j.p.maxTokens)
-	}
-	if err != nil {
-		if s.prefix != nil {
-			s.prefix.release(chain)
+		if sess, err = s.m.Model.NewSession(kv, limit); err != nil {
+			if p != nil {
+				p.release(chain)
+			}
+			return nil, fmt.Errorf("server: session: %w", err)
 		}
-		return nil, fmt.Errorf("server: session: %w", err)
 	}
 	reused := len(chain) * blockTokens
 	sm, err := model.NewSampler(j.p.sampler)
 	if err != nil {
+		if p != nil {
+			p.release(chain)
+		}
 		return nil, err
 	}
 	j.mu.Lock()
 	j.admitted, j.reused = time.Now(), reused
 	j.mu.Unlock()
 	s.met.promptTokens.Add(float64(len(j.prompt)))
-	if s.prefix != nil {
+	if p != nil {
 		s.met.prefixTokens.WithLabelValues("reused").Add(float64(reused))
 		s.met.prefixTokens.WithLabelValues("computed").Add(float64(len(j.prompt) - reused))
 	}
@@ -383,6 +439,7 @@ func (s *scheduler) promptDone(q *sequence) {
 		s.met.prefixBytes.Set(float64(s.prefix.bytes))
 		s.reserved -= q.j.recBytes
 		q.j.reserve -= q.j.recBytes
+		q.j.recBytes = 0
 		s.mu.Unlock()
 	}
 	s.prefix.release(q.chain)
