@@ -193,14 +193,7 @@ func TestPrefixAdmissionConcurrent(t *testing.T) {
 // computed prompt, the chain is dropped from the cache, and the refusal
 // is counted.
 func TestPrefixRefusedCodes(t *testing.T) {
-	if testing.Short() {
-		t.Skip("the compressed format without -short (slow with the pure-Go kernels)")
-	}
-	m := withKV(t, "turbo3.5")
-	o := Options{PrefillTokens: blockTokens}
-	srv, with := start(t, m, o)
-	o.NoPrefixCache = true
-	_, without := start(t, m, o)
+	m, srv, with, without := compressedServers(t)
 	p := "Notice. " + longPrompt() + longPrompt() + "When?"
 	complete(t, with.URL, p, 4)
 	pc := srv.eng.Load().sched.prefix

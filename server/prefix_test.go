@@ -5,6 +5,7 @@ import (
 	"io"
 	"math"
 	"net/http"
+	"net/http/httptest"
 	"regexp"
 	"strconv"
 	"strings"
@@ -175,6 +176,23 @@ func commonPrefix(a, b []int32) int {
 	return n
 }
 
+// compressedServers starts two servers of the embedded model in
+// turbo3.5 that feed prompts in chunks of one block, with and without
+// the prefix cache (the test is skipped with -short: slow with the
+// pure-Go kernels).
+func compressedServers(t *testing.T) (m *Model, srv *Server, with, without *httptest.Server) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("the compressed format without -short (slow with the pure-Go kernels)")
+	}
+	m = withKV(t, "turbo3.5")
+	o := Options{PrefillTokens: blockTokens}
+	srv, with = start(t, m, o)
+	o.NoPrefixCache = true
+	_, without = start(t, m, o)
+	return m, srv, with, without
+}
+
 // TestPrefixCompressed: requests sharing a system prompt in a compressed
 // format (turbo3.5) reuse it from blocks held as the session's own codes,
 // several times smaller than fp16 rows, and answer exactly (greedy) what
@@ -187,14 +205,7 @@ func commonPrefix(a, b []int32) int {
 // in chunks of one block, so reuse leaves the chunks where computing
 // them puts them.
 func TestPrefixCompressed(t *testing.T) {
-	if testing.Short() {
-		t.Skip("slow with the pure-Go kernels")
-	}
-	m := withKV(t, "turbo3.5")
-	o := Options{PrefillTokens: blockTokens}
-	srv, with := start(t, m, o)
-	o.NoPrefixCache = true
-	_, without := start(t, m, o)
+	m, srv, with, without := compressedServers(t)
 	pc := srv.eng.Load().sched.prefix
 	system := "You are a careful assistant for the city library. " + longPrompt() + longPrompt()
 	q := func(s string) string {
