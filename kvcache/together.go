@@ -101,9 +101,10 @@ func (p *prefixPanels) usable(c *Compacted) bool {
 	return p.ok
 }
 
-// togetherRows is the number of query rows (query heads of the caches
-// of one KV head) a task of prefixPanels.attend multiplies at once: four
-// tiles of the product.
+// togetherRows is the most query rows (query heads of the caches of one
+// KV head) a task of prefixPanels.attend multiplies at once: four tiles
+// of the product; fewer (down to one tile) where that leaves a thread of
+// the pool without a task.
 const togetherRows = 48
 
 // attend is AttendTogether for the forks fs of one context (fs[k] is
@@ -125,13 +126,17 @@ func (p *prefixPanels) attend(fs []*Compacted, idx []int, out, q [][]float32, sc
 			copy(qs[(h*rows+k*g)*d:(h*rows+(k+1)*g)*d], q[i][h*g*d:(h+1)*g*d])
 		}
 	}
-	blocks := (rows + togetherRows - 1) / togetherRows
+	per := togetherRows
+	for per > 12 && heads*((rows+per-1)/per) < pool.Threads() {
+		per -= 12
+	}
+	blocks := (rows + per - 1) / per
 	if len(p.work) < pool.Threads() {
 		p.work = make([][]float32, pool.Threads())
 	}
 	pool.Run(heads*blocks, func(task, w int) {
-		h, r0 := task/blocks, task%blocks*togetherRows
-		r1 := min(rows, r0+togetherRows)
+		h, r0 := task/blocks, task%blocks*per
+		r1 := min(rows, r0+per)
 		t := p.keys[h].N
 		if t == 0 {
 			for r := r0; r < r1; r++ {
