@@ -107,49 +107,72 @@ const keyBlock = 512
 // keyScores returns each key's attention weight over the reference
 // queries, summarised as sel says: root mean square, maximum or mean.
 func (a *attention) keyScores(sel Selection) []float64 {
-	sc := make([]float64, a.t)
+	return a.keyStats(sel)[0]
+}
+
+// keyStats returns keyScores of each selection in sels (ByRMS, ByMax or
+// ByMean), all from one pass over the weights.
+func (a *attention) keyStats(sels ...Selection) [][]float64 {
+	out := make([][]float64, len(sels))
+	var sum, sq, mx []float64
+	for i, sel := range sels {
+		out[i] = make([]float64, a.t)
+		switch sel {
+		case ByRMS:
+			sq = out[i]
+		case ByMax:
+			mx = out[i]
+		default:
+			sum = out[i]
+		}
+	}
 	parallel(a.threads, (a.t+keyBlock-1)/keyBlock, func(blk int) {
 		j0, j1 := blk*keyBlock, min(a.t, (blk+1)*keyBlock)
-		part := sc[j0:j1]
 		for i := range a.n {
 			inv := 1 / a.mass[i]
 			row := a.e[i*a.t+j0 : i*a.t+j1]
-			switch sel {
-			case ByRMS:
+			switch {
+			case sq != nil && mx != nil && sum == nil:
+				sq, mx := sq[j0:j1], mx[j0:j1]
 				for j, e := range row {
 					w := float64(e) * inv
-					part[j] += w * w
-				}
-			case ByMax:
-				for j, e := range row {
-					part[j] = max(part[j], float64(e)*inv)
+					sq[j] += w * w
+					mx[j] = max(mx[j], w)
 				}
 			default:
 				for j, e := range row {
-					part[j] += float64(e) * inv
+					w := float64(e) * inv
+					if sq != nil {
+						sq[j0+j] += w * w
+					}
+					if mx != nil {
+						mx[j0+j] = max(mx[j0+j], w)
+					}
+					if sum != nil {
+						sum[j0+j] += w
+					}
 				}
 			}
 		}
-		switch sel {
-		case ByRMS:
-			for j := range part {
-				part[j] = math.Sqrt(part[j] / float64(a.n))
+		for j := j0; j < j1; j++ {
+			if sq != nil {
+				sq[j] = math.Sqrt(sq[j] / float64(a.n))
 			}
-		case ByMean:
-			for j := range part {
-				part[j] /= float64(a.n)
+			if sum != nil {
+				sum[j] /= float64(a.n)
 			}
 		}
 	})
-	return sc
+	return out
 }
 
 // maxThenRMS returns k keys, ascending: the (k+1)/2 with the largest
 // attention weight from any reference query, then the rest by RMS
 // attention among the others.
 func (a *attention) maxThenRMS(k int) []int {
-	first := topK(a.keyScores(ByMax), (k+1)/2)
-	rms := a.keyScores(ByRMS)
+	st := a.keyStats(ByMax, ByRMS)
+	first := topK(st[0], (k+1)/2)
+	rms := st[1]
 	for _, j := range first {
 		rms[j] = math.Inf(-1)
 	}
