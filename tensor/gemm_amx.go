@@ -46,20 +46,26 @@ func (g *amxActs) size(n, cols int) {
 // pack writes group gi from acts (at most amxCols Q8_0 activations;
 // missing vectors are zero).
 func (g *amxActs) pack(gi int, acts []*activation) {
-	for t := range amxCols {
-		if t < len(acts) {
-			g.packOne(gi, t, acts[t])
-		} else {
-			g.clearOne(gi, t)
-		}
+	for b := range g.blocks {
+		g.packBlock(gi, b, acts)
 	}
 }
 
-// packOne writes vector t of group gi from the Q8_0 activation a.
-func (g *amxActs) packOne(gi, t int, a *activation) {
-	for b := range g.blocks {
-		i := gi*g.blocks + b
-		xb := g.xb[i*amxBStep : (i+1)*amxBStep]
+// packBlock writes block b of group gi from acts (as pack).
+func (g *amxActs) packBlock(gi, b int, acts []*activation) {
+	i := gi*g.blocks + b
+	xb := g.xb[i*amxBStep : (i+1)*amxBStep]
+	dx := g.dx[i*amxCols : (i+1)*amxCols]
+	xs := g.xs[i*amxCols : (i+1)*amxCols]
+	for t := range amxCols {
+		if t >= len(acts) {
+			for k4 := range amxBlock / 4 {
+				clear(xb[k4*4*amxCols+4*t : k4*4*amxCols+4*t+4])
+			}
+			dx[t], xs[t] = 0, 0
+			continue
+		}
+		a := acts[t]
 		q := a.qs[b*amxBlock : (b+1)*amxBlock]
 		var sum int32
 		for k4 := range amxBlock / 4 {
@@ -68,20 +74,8 @@ func (g *amxActs) packOne(gi, t int, a *activation) {
 		for _, v := range q {
 			sum += int32(v)
 		}
-		g.dx[i*amxCols+t] = a.d[b]
-		g.xs[i*amxCols+t] = -a.d[b] * float32(sum)
-	}
-}
-
-// clearOne zeroes vector t of group gi (a group's missing vectors).
-func (g *amxActs) clearOne(gi, t int) {
-	for b := range g.blocks {
-		i := gi*g.blocks + b
-		xb := g.xb[i*amxBStep : (i+1)*amxBStep]
-		for k4 := range amxBlock / 4 {
-			clear(xb[k4*4*amxCols+4*t : k4*4*amxCols+4*t+4])
-		}
-		g.dx[i*amxCols+t], g.xs[i*amxCols+t] = 0, 0
+		dx[t] = a.d[b]
+		xs[t] = -a.d[b] * float32(sum)
 	}
 }
 
@@ -139,19 +133,19 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	acts := s.activations(actQ8_0, cols, n)
 	g := &s.amx.acts
 	g.size(n, cols)
-	for t := n % amxCols; t > 0 && t < amxCols; t++ {
-		g.clearOne(g.groups-1, t) // the last group's missing vectors
-	}
 	prepare := opts.Prepare
-	// Each vector is prepared, quantized and packed inside the panels'
-	// region (vectors).
+	// Inside the panels' region (vectors): each vector prepared and
+	// quantized, then the group's tile operand packed block by block
+	// (a block's 16 vectors are whole cache lines, written by one
+	// goroutine).
 	s.vecs.start(n, func(v int) {
 		if prepare != nil {
 			prepare(v)
 		}
-		a := acts[v]
-		a.set(actQ8_0, x[v*cols:(v+1)*cols])
-		g.packOne(v/amxCols, v%amxCols, a)
+		acts[v].set(actQ8_0, x[v*cols:(v+1)*cols])
+	}, g.groups*g.blocks, func(i int) {
+		gi := i / g.blocks
+		g.packBlock(gi, i%g.blocks, acts[gi*amxCols:min(n, (gi+1)*amxCols)])
 	})
 	jobs := s.amx.panels[:0]
 	for i, p := range ps {

@@ -156,3 +156,44 @@ func BenchmarkAMXMatMul(b *testing.B) {
 		})
 	}
 }
+
+// TestAMXPrepare: the AMX product whose input rows Options.Prepare
+// writes inside its region (then quantized, then packed block by block)
+// calls it once per vector and gives, bit for bit, what it gives with
+// the rows written beforehand; a partial group included.
+func TestAMXPrepare(t *testing.T) {
+	const cols, n = 512, amxCols + 5
+	r := rand.New(rand.NewPCG(13, 14))
+	src := randomVector(r, n*cols)
+	want, preps, _ := amxSetup(t, r, []int{21, 37}, cols, n)
+	got := make([]Product, len(want))
+	for i, p := range want {
+		got[i] = p
+		got[i].Out = make([]float32, len(p.Out))
+	}
+	pool := NewPool(4)
+	defer pool.Close()
+	var s1, s2 Scratch
+	s1.amxMatMul(want, preps, cols, append([]float32(nil), src...), n, Options{Pool: pool})
+	x := make([]float32, n*cols)
+	for i := range x {
+		x[i] = float32(math.NaN())
+	}
+	calls := make([]int, n) // each v written by one goroutine
+	s2.amxMatMul(got, preps, cols, x, n, Options{Pool: pool, Prepare: func(v int) {
+		calls[v]++
+		copy(x[v*cols:(v+1)*cols], src[v*cols:(v+1)*cols])
+	}})
+	for v, c := range calls {
+		if c != 1 {
+			t.Fatalf("Prepare(%d) called %d times", v, c)
+		}
+	}
+	for i := range want {
+		for j, w := range want[i].Out {
+			if g := got[i].Out[j]; math.Float32bits(g) != math.Float32bits(w) {
+				t.Fatalf("%s out %d: prepared %g, written before %g", want[i].Type, j, g, w)
+			}
+		}
+	}
+}

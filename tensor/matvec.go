@@ -39,12 +39,20 @@ type Scratch struct {
 // the quantized forms its kernels read) done inside the product's
 // parallel region: every task first takes vectors to prepare until none
 // is left, then waits for those other goroutines are still preparing,
-// and only then computes its rows. A goroutine waits only once every
-// vector has been taken by a goroutine that is running it, so the region
-// cannot stall, and the vectors cost no region (and no barrier) of
-// their own. next and done sit on cache lines of their own.
+// and only then computes its rows. A second phase of items that need
+// every vector (packing them together for a kernel) can follow the same
+// way. A goroutine waits only once every item of a phase has been taken
+// by a goroutine that is running it, so the region cannot stall, and the
+// vectors cost no region (and no barrier) of their own.
 type vectors struct {
-	f    func(v int)
+	phases [2]phase
+	count  int // phases in use
+}
+
+// phase is n items f(0) … f(n−1); next and done sit on cache lines of
+// their own.
+type phase struct {
+	f    func(i int)
 	n    int32
 	_    [64]byte
 	next atomic.Int32
@@ -53,32 +61,48 @@ type vectors struct {
 	_    [64]byte
 }
 
-// start makes the n vectors ready to be taken by ready.
-func (p *vectors) start(n int, f func(v int)) {
-	p.f, p.n = f, int32(n)
-	p.next.Store(0)
-	p.done.Store(0)
+// start makes the n vectors ready to be taken by ready, f preparing one;
+// then, if not nil, runs over m items that need all of them.
+func (p *vectors) start(n int, f func(v int), m int, then func(i int)) {
+	p.count = 1
+	p.phases[0].set(n, f)
+	if then != nil {
+		p.count = 2
+		p.phases[1].set(m, then)
+	}
 }
 
-// ready prepares vectors until none is left to take and returns once all
-// are prepared.
+func (ph *phase) set(n int, f func(i int)) {
+	ph.f, ph.n = f, int32(n)
+	ph.next.Store(0)
+	ph.done.Store(0)
+}
+
+// ready does items of each phase until none is left to take and returns
+// once all are done.
 func (p *vectors) ready() {
-	if p.done.Load() == p.n {
+	for i := range p.count {
+		p.phases[i].run()
+	}
+}
+
+func (ph *phase) run() {
+	if ph.done.Load() == ph.n {
 		return
 	}
 	for {
-		v := p.next.Add(1) - 1
-		if v >= p.n {
+		i := ph.next.Add(1) - 1
+		if i >= ph.n {
 			break
 		}
-		p.f(int(v))
-		p.done.Add(1)
+		ph.f(int(i))
+		ph.done.Add(1)
 	}
-	for i := 0; p.done.Load() != p.n; i++ {
+	for i := 0; ph.done.Load() != ph.n; i++ {
 		if i < 1000 {
 			spinPause()
 		} else {
-			runtime.Gosched() // a goroutine preparing a vector may need this CPU
+			runtime.Gosched() // a goroutine doing an item may need this CPU
 		}
 	}
 }
@@ -367,7 +391,7 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	}
 	// Otherwise the vectors are prepared inside the products' region.
 	vs := &scr.vecs
-	vs.start(n, vector)
+	vs.start(n, vector, 0, nil)
 	opts.Pool.Run(tasks, func(task, w int) {
 		vs.ready()
 		product(task, w)
