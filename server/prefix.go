@@ -1,6 +1,7 @@
 package server
 
 import (
+	"container/heap"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -231,14 +232,17 @@ func (p *prefixCache) drop(b *block) {
 			p.drop(c)
 		}
 	}
+	p.remove(b)
+}
+
+// remove takes b, which no cached block follows, out of the cache.
+func (p *prefixCache) remove(b *block) {
 	if p.blocks[b.key] == b {
+		if parent := p.parentOf(b); parent != nil {
+			parent.children--
+		}
 		delete(p.blocks, b.key)
 		p.bytes -= b.size
-		if !b.root {
-			if parent, ok := p.blocks[b.parent]; ok {
-				parent.children--
-			}
-		}
 	}
 }
 
@@ -248,23 +252,42 @@ func (p *prefixCache) cached(b *block) bool { return p.blocks[b.key] == b }
 
 // evict removes unheld blocks, least recently used first, until want
 // bytes are free or none is left to remove; it returns the bytes freed.
+// A block is removable once no cached block follows it, so the
+// candidates are the unheld leaves, kept in a heap by last use; a parent
+// whose last child goes joins them.
 func (p *prefixCache) evict(want int64) int64 {
+	var h lruHeap
+	for _, b := range p.blocks {
+		if b.children == 0 && b.holds == 0 {
+			h = append(h, b)
+		}
+	}
+	heap.Init(&h)
 	var freed int64
-	for freed < want {
-		var victim *block
-		for _, b := range p.blocks {
-			if b.children == 0 && b.holds == 0 && (victim == nil || b.used < victim.used) {
-				victim = b
-			}
+	for freed < want && h.Len() > 0 {
+		b := heap.Pop(&h).(*block)
+		parent := p.parentOf(b)
+		freed += b.size
+		p.remove(b)
+		if parent != nil && parent.children == 0 && parent.holds == 0 {
+			heap.Push(&h, parent)
 		}
-		if victim == nil {
-			break
-		}
-		before := p.bytes
-		p.drop(victim)
-		freed += before - p.bytes
 	}
 	return freed
+}
+
+// lruHeap orders blocks by last use, least recent first.
+type lruHeap []*block
+
+func (h lruHeap) Len() int           { return len(h) }
+func (h lruHeap) Less(i, j int) bool { return h[i].used < h[j].used }
+func (h lruHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *lruHeap) Push(x any)        { *h = append(*h, x.(*block)) }
+func (h *lruHeap) Pop() any {
+	old := *h
+	b := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return b
 }
 
 // evictable returns the bytes evict could free: every block's but those

@@ -370,3 +370,64 @@ func BenchmarkPrefixRestore(b *testing.B) {
 		})
 	}
 }
+
+// syntheticChains returns a prefix cache of n chains of depth blocks of
+// size bytes each (no forms: eviction looks only at the links, holds and
+// last uses), chain c's blocks last used at c·depth + d.
+func syntheticChains(n, depth int, size int64) (*prefixCache, [][]*block) {
+	p := &prefixCache{blocks: map[[32]byte]*block{}}
+	chains := make([][]*block, n)
+	for c := range n {
+		var parent *block
+		for d := range depth {
+			var k [32]byte
+			k[0], k[1], k[2] = byte(c), byte(c>>8), byte(d)
+			b := &block{key: k, root: parent == nil, size: size, used: uint64(c*depth + d)}
+			if parent != nil {
+				b.parent = parent.key
+				parent.children++
+			}
+			p.blocks[k] = b
+			p.bytes += size
+			chains[c] = append(chains[c], b)
+			parent = b
+		}
+	}
+	return p, chains
+}
+
+// TestPrefixEvictOrder: eviction frees the least recently used unheld
+// leaves first, a parent once its children are gone, never a held block
+// or its ancestors, and stops once enough is free.
+func TestPrefixEvictOrder(t *testing.T) {
+	p, chains := syntheticChains(3, 3, 10)
+	chains[2][2].used = 0 // the newest chain's leaf, used least recently
+	chains[1][1].holds = 1
+	if got := p.evictable(); got != 70 {
+		t.Fatalf("evictable %d bytes, want 70 (all but chain 1's first two blocks)", got)
+	}
+	if freed := p.evict(15); freed != 20 || p.cached(chains[2][2]) || p.cached(chains[0][2]) || !p.cached(chains[0][1]) {
+		t.Fatalf("evict(15) freed %d; want chain 2's leaf (least recent), then chain 0's, and no more", freed)
+	}
+	if freed := p.evict(1000); freed != 50 || p.bytes != 20 || len(p.blocks) != 2 {
+		t.Fatalf("evict(all) freed %d, left %d bytes in %d blocks; want 50, and chain 1's held block and its parent", freed, p.bytes, len(p.blocks))
+	}
+	for _, b := range chains[1][:2] {
+		if !p.cached(b) {
+			t.Fatal("a held block or its ancestor was evicted")
+		}
+	}
+}
+
+// BenchmarkPrefixEvict: making room for 1000 blocks in a cache of 20,000
+// (2000 chains of 10), the scheduler's lock held meanwhile.
+func BenchmarkPrefixEvict(b *testing.B) {
+	for b.Loop() {
+		b.StopTimer()
+		p, _ := syntheticChains(2000, 10, 1000)
+		b.StartTimer()
+		if freed := p.evict(1000 * 1000); freed != 1000*1000 {
+			b.Fatalf("freed %d", freed)
+		}
+	}
+}

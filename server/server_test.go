@@ -521,15 +521,18 @@ func TestQueueFull429(t *testing.T) {
 	t.Cleanup(g.release)
 	body := `{"prompt":"one two three","max_tokens":2,"temperature":0}`
 	results := make(chan int, 2)
-	for range 2 { // one runs (held at the gate), one waits in the queue
+	// One runs (held at the gate), then one waits in the queue: the
+	// second is sent once the first is admitted, else both could reach
+	// the queue of one before the first leaves it.
+	for _, want := range []string{"turbomem_requests_queued 0", "turbomem_requests_queued 1"} {
 		go func() { results <- post(t, ts.URL+"/v1/completions", body).StatusCode }()
+		waitFor(t, func() bool {
+			r, _ := http.Get(ts.URL + "/metrics")
+			b, _ := io.ReadAll(r.Body)
+			r.Body.Close()
+			return strings.Contains(string(b), want) && strings.Contains(string(b), "turbomem_requests_running 1")
+		})
 	}
-	waitFor(t, func() bool {
-		r, _ := http.Get(ts.URL + "/metrics")
-		b, _ := io.ReadAll(r.Body)
-		r.Body.Close()
-		return strings.Contains(string(b), "turbomem_requests_queued 1") && strings.Contains(string(b), "turbomem_requests_running 1")
-	})
 	resp := post(t, ts.URL+"/v1/completions", body)
 	if e := decode[map[string]*apiError](t, resp)["error"]; resp.StatusCode != 429 || resp.Header.Get("Retry-After") == "" || e.Type != "rate_limit_error" {
 		t.Fatalf("third request: %d, Retry-After %q, %+v", resp.StatusCode, resp.Header.Get("Retry-After"), e)
