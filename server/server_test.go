@@ -664,3 +664,40 @@ func FuzzRequest(f *testing.F) {
 		}
 	})
 }
+
+// TestConcurrentGreedy: eight greedy completions at once, each stepped on
+// its own (the Serial stepper, so every sequence's logits are those of a
+// lone session) while the scheduler samples the step's tokens side by
+// side, each get the model's own greedy answer to their prompt.
+func TestConcurrentGreedy(t *testing.T) {
+	m := testModel(t)
+	_, ts := start(t, m, Options{PrefillTokens: 4096, Stepper: func(mm *model.Model) Stepper { return Serial{M: mm} }})
+	prompts := []string{"The river", "In the morning the", "A list of", "Python is", "The old house", "She said that", "Numbers such as", "Once upon a time"}
+	got := make([]string, len(prompts))
+	var wg sync.WaitGroup
+	for i, p := range prompts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(fmt.Sprintf(`{"prompt":%q,"max_tokens":12,"temperature":0}`, p)))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer resp.Body.Close()
+			var cr completionResponse
+			if err := json.NewDecoder(resp.Body).Decode(&cr); err != nil || len(cr.Choices) != 1 {
+				t.Errorf("prompt %q: %v, %+v", p, err, cr)
+				return
+			}
+			got[i] = cr.Choices[0].Text
+		}()
+	}
+	wg.Wait()
+	for i, p := range prompts {
+		if want, _ := greedy(t, m, m.Tokenizer.Encode(p, true), 12); got[i] != want {
+			t.Errorf("prompt %q: %q, want %q", p, got[i], want)
+		}
+	}
+}
