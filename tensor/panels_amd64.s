@@ -1,3 +1,5 @@
+//go:build amd64 && !purego
+
 #include "textflag.h"
 
 // The panel tile kernels: c[i·ldc+j] = Σ_p a[i·lda+p]·b[p·cols+j] for
