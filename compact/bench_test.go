@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 	"time"
 
@@ -32,52 +33,67 @@ func BenchmarkCompactHead(b *testing.B) {
 	}
 }
 
-// BenchmarkCompactVsPrefill times, side by side on the same threads, the
-// recorded prefill of a 4000-token context of held-out text with the
-// embedded model, the self-study reference queries (32 samples of up to
-// 24 tokens, the command line's default) and each attention-matching
-// method's compaction to 20x (fits and caches), and reports each and
-// their times over the prefill's: the target is a compaction no
-// longer than the prefill.
+// BenchmarkCompactVsPrefill times, side by side on the same threads (1
+// and all), the recorded prefill of a 4000-token context of held-out
+// text with the embedded model, the self-study reference queries (32
+// samples of up to 24 tokens, the command line's default) and each
+// attention-matching method's compaction to 20x (fits and caches), and
+// reports each and their times over the prefill's: the target is
+// a compaction no longer than the prefill. Each phase's CPU time (the
+// process's, Linux) is reported too (-cpu-s): on a shared machine, time
+// spent waiting for a CPU is left out.
 func BenchmarkCompactVsPrefill(b *testing.B) {
-	m := loadDefault(b)
-	tok, err := model.LoadTokenizer(m.File())
-	if err != nil {
-		b.Fatal(err)
-	}
-	held := tok.Encode(defaultmodel.HeldOut(), false)
-	ids := append([]int32{tok.BOS()}, held[:3999]...)
-	for _, meth := range []Method{AMHighest, AMOMPMethod} {
-		b.Run(string(meth), func(b *testing.B) {
-			for b.Loop() {
-				start := time.Now()
-				_, c, _, err := Prefill(m, nil, ids, 0)
-				if err != nil {
-					b.Fatal(err)
+	for _, threads := range []int{1, runtime.NumCPU()} {
+		m, err := defaultmodel.Load(model.Options{Threads: threads})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer m.Close()
+		tok, err := model.LoadTokenizer(m.File())
+		if err != nil {
+			b.Fatal(err)
+		}
+		held := tok.Encode(defaultmodel.HeldOut(), false)
+		ids := append([]int32{tok.BOS()}, held[:3999]...)
+		for _, meth := range []Method{AMHighest, AMOMPMethod} {
+			b.Run(fmt.Sprintf("%s/threads=%d", meth, threads), func(b *testing.B) {
+				for b.Loop() {
+					var wall, cpu [3]float64
+					phase := func(i int, f func() error) {
+						w, c := time.Now(), processCPU()
+						if err := f(); err != nil {
+							b.Fatal(err)
+						}
+						wall[i], cpu[i] = time.Since(w).Seconds(), processCPU()-c
+					}
+					var c Context
+					var extra Extra
+					phase(0, func() (err error) { _, c, _, err = Prefill(m, nil, ids, 0); return err })
+					phase(1, func() (err error) {
+						extra, err = CollectQueries(context.Background(), m, tok, c, ids, QueryOptions{SelfStudy: 32}, 0)
+						return err
+					})
+					c.Extra = extra.For(meth)
+					phase(2, func() error {
+						comp, err := Compact(context.Background(), c, Options{Method: meth, Ratio: 20, Window: 16, Workers: threads})
+						if err == nil {
+							_, err = Install(comp, kvcache.F16())
+						}
+						return err
+					})
+					for i, name := range []string{"prefill", "queries", "compact"} {
+						b.ReportMetric(wall[i], name+"-s")
+						if cpu[i] > 0 {
+							b.ReportMetric(cpu[i], name+"-cpu-s")
+						}
+					}
+					b.ReportMetric(wall[2]/wall[0], "compact/prefill")
+					b.ReportMetric((wall[1]+wall[2])/wall[0], "(queries+compact)/prefill")
+					if cpu[0] > 0 {
+						b.ReportMetric((cpu[1]+cpu[2])/cpu[0], "cpu:(queries+compact)/prefill")
+					}
 				}
-				prefill := time.Since(start)
-				start = time.Now()
-				extra, err := CollectQueries(context.Background(), m, tok, c, ids, QueryOptions{SelfStudy: 32}, 0)
-				if err != nil {
-					b.Fatal(err)
-				}
-				queries := time.Since(start)
-				c.Extra = extra.For(meth)
-				start = time.Now()
-				comp, err := Compact(context.Background(), c, Options{Method: meth, Ratio: 20, Window: 16})
-				if err != nil {
-					b.Fatal(err)
-				}
-				if _, err := Install(comp, kvcache.F16()); err != nil {
-					b.Fatal(err)
-				}
-				fit := time.Since(start)
-				b.ReportMetric(prefill.Seconds(), "prefill-s")
-				b.ReportMetric(queries.Seconds(), "queries-s")
-				b.ReportMetric(fit.Seconds(), "compact-s")
-				b.ReportMetric(fit.Seconds()/prefill.Seconds(), "compact/prefill")
-				b.ReportMetric((queries+fit).Seconds()/prefill.Seconds(), "(queries+compact)/prefill")
-			}
-		})
+			})
+		}
 	}
 }
