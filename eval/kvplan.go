@@ -9,6 +9,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/turbomem/turbomem/defaultmodel"
@@ -86,6 +87,10 @@ func (o KVPlanOptions) log(format string, a ...any) {
 // saved to o.File when it names one. Nothing is measured before every
 // check has passed.
 func PlanKV(ctx context.Context, m *model.Model, calib []int32, bos int32, c kvcache.Config, o KVPlanOptions) (kvcache.Config, error) {
+	c, err := withCovariances(ctx, m, calib, bos, c, o)
+	if err != nil {
+		return c, err
+	}
 	if !c.NeedsPlan() && o.File == "" {
 		return c, checkConfig(m, c)
 	}
@@ -102,7 +107,7 @@ func PlanKV(ctx context.Context, m *model.Model, calib []int32, bos int32, c kvc
 		return c, err
 	}
 	if p != nil {
-		return kvcache.Planned(p), nil
+		return withCovariances(ctx, m, calib, bos, kvcache.Planned(p), o)
 	}
 	if o.NoMeasure {
 		return c, fmt.Errorf("%w: no saved plan to read for %s; measure one first (--kv auto --kv-bits B --kv-plan FILE)", ErrKVRequest, c)
@@ -120,6 +125,32 @@ func PlanKV(ctx context.Context, m *model.Model, calib []int32, bos int32, c kvc
 		o.log("KV plan saved to %s", o.File)
 	}
 	return kvcache.Planned(p), nil
+}
+
+// withCovariances returns c with covariances measured on the last
+// CalibChunks windows of calib when it uses a klt format without them.
+// They are not saved with a plan: the same calibration text gives them
+// back bit for bit.
+func withCovariances(ctx context.Context, m *model.Model, calib []int32, bos int32, c kvcache.Config, o KVPlanOptions) (kvcache.Config, error) {
+	if !c.NeedsCovariances() {
+		return c, nil
+	}
+	if o.NoMeasure {
+		return c, fmt.Errorf("%w: %s needs K/V covariances measured on calibration text", ErrKVRequest, c)
+	}
+	ctxLen, chunks := o.CalibCtx, o.CalibChunks
+	if ctxLen == 0 {
+		ctxLen = 1024
+	}
+	if chunks == 0 {
+		chunks = 4
+	}
+	o.log("measuring K/V covariances for %s on %d windows of %d tokens", c, chunks, ctxLen)
+	cov, err := MeasureCovariances(ctx, m, calib, bos, ctxLen, chunks)
+	if err != nil {
+		return c, err
+	}
+	return c.WithCovariances(cov), nil
 }
 
 // checkConfig checks c against the model's layers and shape.
@@ -194,11 +225,11 @@ func MeasureKVPlan(ctx context.Context, m *model.Model, calib []int32, bos int32
 	if need := ctxLen * chunks; len(calib) > need {
 		calib = calib[len(calib)-need:] // the end: eval kv scores the start
 	}
-	s, err := measureKVSensitivity(ctx, m, calib, bos, c.Window(), ctxLen, cands, o)
+	s, cov, err := measureKVSensitivity(ctx, m, calib, bos, c.Window(), ctxLen, cands, o)
 	if err != nil {
 		return nil, err
 	}
-	p, err := allocateKV(s, c, m.Config.HeadDim)
+	p, err := allocateKV(s, cov, c, m.Config.HeadDim)
 	if err != nil {
 		return nil, err
 	}
@@ -236,20 +267,31 @@ func checkBudget(budget float64, cands []kvcache.Format, headDim int) error {
 }
 
 // measureKVSensitivity runs KVSensitivity over the windows of calib with
-// the candidates cands, logging what it does.
-func measureKVSensitivity(ctx context.Context, m *model.Model, calib []int32, bos int32, window, ctxLen int, cands []kvcache.Format, o KVPlanOptions) (kvcache.Sensitivity, error) {
+// the candidates cands, logging what it does; when a candidate is a klt
+// format, the covariances it is measured with (from the same windows)
+// come back too.
+func measureKVSensitivity(ctx context.Context, m *model.Model, calib []int32, bos int32, window, ctxLen int, cands []kvcache.Format, o KVPlanOptions) (kvcache.Sensitivity, *kvcache.Covariances, error) {
+	var cov *kvcache.Covariances
+	if slices.ContainsFunc(cands, kvcache.Format.Calibrated) {
+		o.log("measuring K/V covariances for the klt candidates on %d windows of %d tokens", len(calib)/ctxLen, ctxLen)
+		var err error
+		if cov, err = MeasureCovariances(ctx, m, calib, bos, ctxLen, len(calib)/ctxLen); err != nil {
+			return kvcache.Sensitivity{}, nil, err
+		}
+	}
 	o.log("measuring KV sensitivity: %d layers × keys/values × %d formats on %d windows of %d tokens", m.Config.Layers, len(cands), len(calib)/ctxLen, ctxLen)
-	return KVSensitivity(ctx, m, calib, bos, cands, SensitivityOptions{Ctx: ctxLen, Window: window, Progress: o.Progress})
+	s, err := KVSensitivity(ctx, m, calib, bos, cands, SensitivityOptions{Ctx: ctxLen, Window: window, Cov: cov, Progress: o.Progress})
+	return s, cov, err
 }
 
 // allocateKV allocates c's budget over measured sensitivities, with c's
-// window.
-func allocateKV(s kvcache.Sensitivity, c kvcache.Config, headDim int) (*kvcache.Plan, error) {
+// window and the covariances of klt candidates.
+func allocateKV(s kvcache.Sensitivity, cov *kvcache.Covariances, c kvcache.Config, headDim int) (*kvcache.Plan, error) {
 	p, err := kvcache.Allocate(s, c.Budget(), headDim)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrKVRequest, err)
 	}
-	p.Window = c.Window()
+	p.Window, p.Cov = c.Window(), cov
 	return p, nil
 }
 

@@ -124,17 +124,10 @@ func TestPlanKV(t *testing.T) {
 	}
 }
 
-// TestKVTable: the f16 row is its own reference, a fixed format's bytes
-// are BytesAt's, and an auto:B row is planned under its budget with a
-// predicted KL.
-func TestKVTable(t *testing.T) {
-	m := loadDefault(t)
-	tok, err := model.LoadTokenizer(m.File())
-	if err != nil {
-		t.Fatal(err)
-	}
+// tinyConfigs parses the names into configurations with the tiny window.
+func tinyConfigs(t *testing.T, names ...string) []kvcache.Config {
 	var configs []kvcache.Config
-	for _, name := range []string{"f16", "turbo4", "auto:3"} {
+	for _, name := range names {
 		c, err := kvcache.Parse(name)
 		if err != nil {
 			t.Fatal(err)
@@ -144,6 +137,19 @@ func TestKVTable(t *testing.T) {
 		}
 		configs = append(configs, c)
 	}
+	return configs
+}
+
+// TestKVTable: the f16 row is its own reference, a fixed format's bytes
+// are BytesAt's, and an auto:B row is planned under its budget with a
+// predicted KL.
+func TestKVTable(t *testing.T) {
+	m := loadDefault(t)
+	tok, err := model.LoadTokenizer(m.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	configs := tinyConfigs(t, "f16", "turbo4", "auto:3")
 	o := KVTableOptions{Ctx: tinyCtx(), Chunks: 1, Plan: tinyPlanOptions(t, "")}
 	var planned int
 	o.Planned = func(*kvcache.Plan) { planned++ }
@@ -224,5 +230,42 @@ func TestSummarizeKV(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestKVTableKLT: a klt row is calibrated on the text's end and scored
+// (3.5 bits, its bytes BytesAt's, KL above 0 and below turbo2.5's on the
+// same windows); an auto plan with a klt candidate carries the
+// covariances its caches need.
+func TestKVTableKLT(t *testing.T) {
+	m := loadDefault(t)
+	tok, err := model.LoadTokenizer(m.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := []string{"klt3.5", "turbo2.5"}
+	if !testing.Short() {
+		names = append(names, "auto:3")
+	}
+	configs := tinyConfigs(t, names...)
+	// enough calibration windows for 2·d tokens, the covariances' least
+	o := KVTableOptions{Ctx: tinyCtx(), Chunks: 1, Plan: tinyPlanOptions(t, "")}
+	o.Plan.CalibChunks = 2*m.Config.HeadDim/(tinyCtx()-1) + 1
+	if o.Plan.Candidates, err = ParseFormats("klt2.5,klt3.5"); err != nil {
+		t.Fatal(err)
+	}
+	var plan *kvcache.Plan
+	o.Planned = func(p *kvcache.Plan) { plan = p }
+	res, err := KVTable(context.Background(), m, tok, defaultmodel.HeldOut()[:4000], configs, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	klt, tq := res.Rows[0], res.Rows[1]
+	want, _ := configs[0].WithCovariances(&kvcache.Covariances{}).BytesAt(tinyCtx(), m.Config.Layers, m.CacheShape())
+	if klt.Bits != 3.5 || klt.BytesPerToken != float64(want)/float64(tinyCtx()) || !(klt.KLMean > 0) || klt.KLMean >= tq.KLMean {
+		t.Errorf("klt3.5 row %+v (%d bytes), turbo2.5 row %+v", klt, want, tq)
+	}
+	if !testing.Short() && (plan == nil || plan.Cov == nil || !(res.Rows[2].KLMean > 0)) {
+		t.Errorf("auto:3 with klt candidates: plan %v, row %+v", plan, res.Rows[2])
 	}
 }

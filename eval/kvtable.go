@@ -153,7 +153,7 @@ func klVs(tables []KVModelTable, kl []float64, ref string) float64 {
 func KVTable(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, text string, configs []kvcache.Config, o KVTableOptions) (KVTableResult, error) {
 	var res KVTableResult
 	for _, c := range configs {
-		if !c.NeedsPlan() {
+		if !c.NeedsPlan() && !c.NeedsCovariances() {
 			if err := checkConfig(m, c); err != nil {
 				return res, err
 			}
@@ -170,6 +170,10 @@ func KVTable(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, text
 	}
 	calib := calibChunks * o.Ctx
 	autos := slices.ContainsFunc(configs, kvcache.Config.NeedsPlan)
+	klts := slices.ContainsFunc(configs, kvcache.Config.NeedsCovariances)
+	if klts && (calibChunks < 1 || scored*o.Ctx+calib > len(ids)) {
+		return res, fmt.Errorf("%w: klt rows: %d calibration windows of %d tokens after the %d scored ones need %d tokens; the text has %d", ErrKVRequest, calibChunks, o.Ctx, scored, scored*o.Ctx+calib, len(ids))
+	}
 	cands, err := candidates(o.Plan)
 	if err != nil {
 		return res, err
@@ -197,25 +201,42 @@ func KVTable(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, text
 	configs = slices.Clone(configs)
 	if autos {
 		// One measurement serves every budget (of one window).
-		sens := map[int]kvcache.Sensitivity{}
+		type measured struct {
+			s   kvcache.Sensitivity
+			cov *kvcache.Covariances
+		}
+		sens := map[int]measured{}
 		for i, c := range configs {
 			if !c.NeedsPlan() {
 				continue
 			}
 			s, ok := sens[c.Window()]
 			if !ok {
-				if s, err = measureKVSensitivity(ctx, m, ids[len(ids)-calib:], tok.BOS(), c.Window(), o.Ctx, cands, o.Plan); err != nil {
+				if s.s, s.cov, err = measureKVSensitivity(ctx, m, ids[len(ids)-calib:], tok.BOS(), c.Window(), o.Ctx, cands, o.Plan); err != nil {
 					return res, err
 				}
 				sens[c.Window()] = s
 			}
-			p, err := allocateKV(s, c, m.Config.HeadDim)
+			p, err := allocateKV(s.s, s.cov, c, m.Config.HeadDim)
 			if err != nil {
 				return res, err
 			}
 			configs[i] = kvcache.Planned(p)
 			if o.Planned != nil {
 				o.Planned(p)
+			}
+		}
+	}
+	if klts {
+		// One calibration serves every klt row.
+		o.Plan.log("measuring K/V covariances for the klt formats on %d windows of %d tokens", calibChunks, o.Ctx)
+		cov, err := MeasureCovariances(ctx, m, ids[len(ids)-calib:], tok.BOS(), o.Ctx, calibChunks)
+		if err != nil {
+			return res, err
+		}
+		for i, c := range configs {
+			if c.NeedsCovariances() {
+				configs[i] = c.WithCovariances(cov)
 			}
 		}
 	}

@@ -18,6 +18,8 @@ type SensitivityOptions struct {
 	// Window and Seed are those of the compressed parts' Spec.
 	Window int
 	Seed   uint64
+	// Cov is the calibration of klt candidates (nil: none is one).
+	Cov *kvcache.Covariances
 	// Progress, if set, is called after each measurement.
 	Progress func(done, total int)
 }
@@ -59,7 +61,7 @@ func KVSensitivity(ctx context.Context, m *model.Model, ids []int32, bos int32, 
 			switch {
 			case measured(p, j):
 				// Every layer f16 but this part, in f.
-				only := &kvcache.Plan{Window: o.Window, Seed: o.Seed, Layers: slices.Repeat([]kvcache.LayerFormats{{K: f16, V: f16}}, layers)}
+				only := &kvcache.Plan{Window: o.Window, Seed: o.Seed, Cov: o.Cov, Layers: slices.Repeat([]kvcache.LayerFormats{{K: f16, V: f16}}, layers)}
 				if key {
 					only.Layers[layer].K = f
 				} else {

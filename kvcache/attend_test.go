@@ -139,7 +139,7 @@ func TestAttendParallel(t *testing.T) {
 		{QHeads: 6, KVHeads: 2, HeadDim: 64, Rope: testRope(t, 64, 64, false)}} {
 		ks, vs := kvData(r, sh, 1400, true)
 		for _, name := range names {
-			spec := specFor(t, name, 64)
+			spec := withCov(t, specFor(t, name, 64), sh)
 			if name == "f32" || name == "f16" {
 				spec.Window = 0
 			}

@@ -27,6 +27,7 @@ func TestBytesAt(t *testing.T) {
 	check := map[int]bool{0: true, 1: true, 5: true, 6: true, 31: true, 32: true, 33: true, 37: true, 40: true, 41: true, 64: true, 65: true, 72: true, 96: true, 97: true, 130: true, 160: true}
 	r := rand.New(rand.NewPCG(2, 3))
 	for _, s := range specs {
+		s = withCov(t, s, sh)
 		c, err := s.NewCache(0, sh)
 		if err != nil {
 			t.Fatal(err)

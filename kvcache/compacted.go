@@ -86,6 +86,11 @@ func (c Config) prefixSpec(layer int, sh Shape) (Spec, Shape, error) {
 	if err != nil {
 		return s, sh, err
 	}
+	if s.K.calibrated() || s.V.calibrated() {
+		// Each head's compacted tokens are a cache of one KV head without
+		// positions; a klt transform belongs to one head of one layer.
+		return s, sh, fmt.Errorf("kvcache: %s: a compacted context cannot be stored in a klt format; choose another for the compacted layers", s)
+	}
 	s.Window = -1
 	return s, Shape{QHeads: sh.Group(), KVHeads: 1, HeadDim: sh.HeadDim}, nil
 }

@@ -148,10 +148,16 @@ func TestCompactedAttendIsTheMath(t *testing.T) {
 			t.Fatal(err)
 		}
 		spec.Window = 8
-		cfg := Uniform(spec)
+		cfg := Uniform(withCov(t, spec, sh))
 		for _, kept := range [][]int{{20, 70}, {33, 1}} {
 			keys, bias, values := compactedInput(r, sh, kept)
 			c, err := cfg.NewCompacted(1, sh, keys, bias, values)
+			if spec.K.calibrated() {
+				if err == nil {
+					t.Fatalf("%s: a compacted context in a klt format: no error", name)
+				}
+				continue
+			}
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -105,23 +105,32 @@ func newCompressed(s Spec, layer int, sh Shape) (*Compressed, error) {
 	// keys' stores once their mean is.
 	var kq, vq quant.Quantizer
 	var err error
-	if !s.K.split() {
+	if !s.K.split() && !s.K.calibrated() {
 		if kq, err = s.K.quantizer(d, true, nil, c.seed^1, c.corr); err != nil {
 			return nil, err
 		}
 	}
-	if !s.V.split() {
+	if !s.V.split() && !s.V.calibrated() {
 		if vq, err = s.V.quantizer(d, false, nil, c.seed^2, c.corr); err != nil {
 			return nil, err
 		}
 	}
-	for range sh.KVHeads {
+	if s.K.calibrated() || s.V.calibrated() {
+		if err := s.Cov.check(layer, sh); err != nil {
+			return nil, err
+		}
+		c.seed ^= s.Cov.Fingerprint()
+	}
+	for i := range sh.KVHeads {
 		h := &head{}
-		if !s.K.split() && !s.K.center() {
+		if !s.K.split() && !s.K.center() && !s.K.calibrated() {
 			h.keys = s.K.keyStore(kq, d)
 		}
-		if !s.V.split() {
+		if !s.V.split() && !s.V.calibrated() {
 			h.values = s.V.valueStore(vq, d)
+		}
+		if err := c.kltStores(i, h); err != nil {
+			return nil, err
 		}
 		c.heads = append(c.heads, h)
 	}

@@ -95,6 +95,33 @@ func (c Config) String() string {
 	return c.uniform().String()
 }
 
+// NeedsCovariances reports whether the configuration uses a klt format
+// (for every layer, or in its plan) and has no covariances for it yet
+// (WithCovariances).
+func (c Config) NeedsCovariances() bool {
+	if c.plan != nil {
+		for i := range c.plan.Layers {
+			if c.plan.Spec(i).NeedsCovariances() {
+				return true
+			}
+		}
+		return false
+	}
+	return c.budget == 0 && c.uniform().NeedsCovariances()
+}
+
+// WithCovariances returns the configuration with cov as the calibration of
+// its klt formats (Spec.Cov; a plan's copy gets it too).
+func (c Config) WithCovariances(cov *Covariances) Config {
+	c.spec.Cov = cov
+	if c.plan != nil {
+		p := *c.plan
+		p.Cov = cov
+		c.plan = &p
+	}
+	return c
+}
+
 // NeedsPlan reports whether the configuration is auto:B without a plan
 // yet: it makes no caches until one is measured or read (Planned).
 func (c Config) NeedsPlan() bool { return c.budget > 0 && c.plan == nil }

@@ -182,7 +182,7 @@ func BenchmarkAttend(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 1))
 	for _, kind := range FormatNames() {
 		for _, n := range []int{1024, 4096, 16384} {
-			c, err := specFor(b, kind, 0).NewCache(0, s)
+			c, err := withCov(b, specFor(b, kind, 0), s).NewCache(0, s)
 			if err != nil {
 				b.Fatal(err)
 			}

@@ -37,7 +37,7 @@ func exportTokens(sh Shape, n int, seed uint64) (ks, vs [][]float32) {
 
 func newExportCache(t testing.TB, spec Spec, sh Shape) *Compressed {
 	t.Helper()
-	c, err := newCompressed(spec, 3, sh)
+	c, err := newCompressed(withCov(t, spec, sh), 3, sh)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,6 +31,10 @@ import (
 //	polar 3.875           PolarQuant [4,2,2,2] with fp16 block radii
 //	qjl 2.125             QJL, m = 2d sign bits and an fp16 norm (keys
 //	                      only)
+//	klt2.5 2.5, klt3.5 3.5  a transform coder calibrated per layer and KV
+//	                      head on calibration text (Spec.Cov): KLT basis,
+//	                      reverse water-filling of integer bits, one scale
+//	                      byte per vector (format_klt.go)
 //
 // The turbo formats store keys centred on their mean before RoPE
 // (centered.go), which the cache holds besides the codes (4·d bytes per
@@ -62,6 +66,10 @@ type codec struct {
 	// center marks the formats that store keys centred on their mean
 	// before RoPE, estimated from the first tokens (centered.go).
 	center bool
+	// rate, if not 0, marks a format calibrated per layer and KV head
+	// (klt): its bits per coordinate all in; its stores come from
+	// Spec.Cov (format_klt.go).
+	rate float64
 	// research marks the formats kept as baselines to measure against:
 	// they lost to the turbo formats on every model measured
 	// (BENCHMARKS.md, the model suite).
@@ -99,6 +107,8 @@ var formats = []Format{
 	{"turbo4", turboMSE(4)},
 	{"turbo5", turboMSE(5)},
 	{"turbo3.5p", turboSplit(3, true)},
+	{"klt2.5", kltFormat(2.5)},
+	{"klt3.5", kltFormat(3.5)},
 	{"polar", polarCodec},
 	{"qjl", qjlCodec},
 }
@@ -209,6 +219,9 @@ type Spec struct {
 	// tokens the outlier channels are chosen from) hold more as needed.
 	Window int
 	Seed   uint64
+	// Cov holds the calibration the klt formats are designed from (nil
+	// for every other format; Config.WithCovariances sets it).
+	Cov *Covariances
 	// corr, if not 0, overrides turboCorrection with corr−1 (tests
 	// measure the choice with it).
 	corr quant.Correction
@@ -272,7 +285,16 @@ func (s Spec) Check(sh Shape) error {
 	if err := s.V.Check(sh.HeadDim, false); err != nil {
 		return fmt.Errorf("%w (values)", err)
 	}
+	if s.NeedsCovariances() {
+		return s.Cov.check(-1, sh)
+	}
 	return nil
+}
+
+// NeedsCovariances reports whether a format of s is calibrated (klt) and
+// s has no covariances yet.
+func (s Spec) NeedsCovariances() bool {
+	return (s.K.Valid() && s.K.calibrated() || s.V.Valid() && s.V.calibrated()) && s.Cov == nil
 }
 
 // NewCache returns the cache of one layer; its signature is that of

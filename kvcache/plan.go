@@ -73,6 +73,9 @@ type Plan struct {
 	Window int
 	Seed   uint64
 	Layers []LayerFormats
+	// Cov is the calibration of the plan's klt formats (not saved with
+	// the plan; nil when it has none).
+	Cov *Covariances `json:"-"`
 	// Predicted is the sum of the chosen parts' measured losses: the
 	// predicted mean KL of the whole plan.
 	Predicted float64
@@ -150,7 +153,7 @@ func Allocate(s Sensitivity, budget float64, d int) (*Plan, error) {
 // Spec returns the spec of one layer.
 func (p *Plan) Spec(layer int) Spec {
 	l := p.Layers[layer]
-	return Spec{K: l.K, V: l.V, Window: p.Window, Seed: p.Seed}
+	return Spec{K: l.K, V: l.V, Window: p.Window, Seed: p.Seed, Cov: p.Cov}
 }
 
 // NewCache returns the cache of one layer, in the formats the plan gives

@@ -185,6 +185,8 @@ func expanderFor(q Quantizer) rowExpander {
 		e = ggmlExp{d: t.d, bytes: t.Bytes(), typ: tensor.Q8_0}
 	case *Q4_0:
 		e = ggmlExp{d: t.d, bytes: t.Bytes(), typ: tensor.Q4_0}
+	case *KLT:
+		e = kltExp{t}
 	case *Rotated:
 		e = &rotatedExp{inner: expanderFor(t.inner), rot: t.rot, tmp: make([]float32, t.Dim())}
 	default:

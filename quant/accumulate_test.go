@@ -28,7 +28,9 @@ func TestAccumulatorMatchesDecode(t *testing.T) {
 	turbo5, _ := NewTurboMSE(d, 5, Options{Seed: 8})
 	q4h, _ := NewQ4_0H(d, false)
 	r := rand.New(rand.NewPCG(1, 2))
-	for _, q := range []Quantizer{split, turbo, haar, q8, polar, prod, q4, kivi, qjl, turbo5, q4h} {
+	cov, mean := correlated(r, d, -3, 0)
+	klt := kltFor(t, cov, mean, d, 3.5)
+	for _, q := range []Quantizer{split, turbo, haar, q8, polar, prod, q4, kivi, qjl, turbo5, q4h, klt} {
 		xs := randomVectors(r, n, d, 0.3)
 		codes := make([]byte, n*q.Bytes())
 		if err := q.EncodeBatch(codes, xs); err != nil {

@@ -117,6 +117,8 @@ func BenchmarkScore(b *testing.B) {
 		b.Fatal(err)
 	}
 	benchScorer(b, s, xs, q)
+	cov, mean := correlated(r, d, -4, 1)
+	benchScorer(b, kltFor(b, cov, mean, d, 3.5), xs, q)
 }
 
 // benchTurbo times one kernel generation on TurboMSE codes.

@@ -213,6 +213,16 @@ func TestTurboMSEDistortionRandomNorms(t *testing.T) {
 // relativeErrors encodes and decodes each vector of xs and returns
 // ‖x − x̃‖²/‖x‖² for each.
 func relativeErrors(t *testing.T, q Quantizer, xs []float32) []float64 {
+	errs, norms := squaredErrors(t, q, xs)
+	for i := range errs {
+		errs[i] /= norms[i]
+	}
+	return errs
+}
+
+// squaredErrors encodes and decodes each vector of xs and returns
+// ‖x − x̃‖² and ‖x‖² for each.
+func squaredErrors(t *testing.T, q Quantizer, xs []float32) (errs, norms []float64) {
 	t.Helper()
 	d := q.Dim()
 	n := len(xs) / d
@@ -221,19 +231,17 @@ func relativeErrors(t *testing.T, q Quantizer, xs []float32) []float64 {
 		t.Fatal(err)
 	}
 	dec := make([]float32, d)
-	out := make([]float64, n)
+	errs, norms = make([]float64, n), make([]float64, n)
 	for i := range n {
 		if err := q.Decode(dec, codes[i*q.Bytes():(i+1)*q.Bytes()]); err != nil {
 			t.Fatal(err)
 		}
-		var e, s float64
 		for j, v := range xs[i*d : (i+1)*d] {
-			e += float64(v-dec[j]) * float64(v-dec[j])
-			s += float64(v) * float64(v)
+			errs[i] += float64(v-dec[j]) * float64(v-dec[j])
+			norms[i] += float64(v) * float64(v)
 		}
-		out[i] = e / s
 	}
-	return out
+	return errs, norms
 }
 
 func meanStderr(v []float64) (mean, stderr float64) {

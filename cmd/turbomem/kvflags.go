@@ -47,10 +47,10 @@ func addKVFlags(fs *flag.FlagSet, def string) kvFlags {
 		window:      fs.Int("kv-window", 0, fmt.Sprintf("recent tokens kept in fp16 by compressed formats (0: %d; -1: none)", kvcache.DefaultWindow)),
 		bits:        fs.Float64("kv-bits", 0, "with --kv auto: average bits per coordinate to allocate over layers' keys and values"),
 		plan:        fs.String("kv-plan", "", "per-layer KV plan file (JSON): used if it exists, else written by --kv auto"),
-		calib:       fs.String("kv-calib", "", "with --kv auto: calibration text (default: the embedded held-out text)"),
+		calib:       fs.String("kv-calib", "", "with --kv auto or a klt format: calibration text (default: the embedded held-out text)"),
 		candidates:  fs.String("kv-candidates", eval.DefaultKVCandidates, "with --kv auto: formats to choose among (f16 is always one)"),
-		calibCtx:    fs.Int("kv-calib-ctx", 1024, "with --kv auto: calibration window length in tokens"),
-		calibChunks: fs.Int("kv-calib-chunks", 4, "with --kv auto: calibration windows (taken from the end of the text)"),
+		calibCtx:    fs.Int("kv-calib-ctx", 1024, "with --kv auto or a klt format: calibration window length in tokens"),
+		calibChunks: fs.Int("kv-calib-chunks", 4, "with --kv auto or a klt format: calibration windows (taken from the end of the text)"),
 	}
 }
 
@@ -244,6 +244,8 @@ func (f kvFlags) config(e *env, l *loaded, modelPath string, measure bool) (kvca
 		if o.Candidates, err = parseFormats(*f.candidates); err != nil {
 			return c, err
 		}
+	}
+	if f.auto() || c.NeedsCovariances() {
 		text, err := readText(*f.calib)
 		if err != nil {
 			return c, err

@@ -1,0 +1,480 @@
+package quant
+
+import (
+	"container/heap"
+	"fmt"
+	"math"
+
+	"gonum.org/v1/gonum/mat"
+)
+
+// KLT is a transform coder calibrated on real data: a fixed orthogonal
+// transform T (the Karhunen–Loève basis of the calibration vectors, its
+// components of equal bits turned by a random rotation among themselves),
+// integer bits per component chosen by reverse water-filling (0 allowed),
+// and per component the Lloyd–Max codebook of a unit Gaussian scaled by
+// the component's calibrated standard deviation. A code is one byte of
+// per-vector scale and the packed indices:
+//
+//	y = T·x − off                 (off = T·mean)
+//	ρ = √(mean over coded i of yᵢ²/σᵢ²)   stored as e = round(8·log₂ρ) + 128, 1..255
+//	idxᵢ = nearest centroid of yᵢ/(ρ̂·σᵢ) in the bᵢ-bit codebook
+//	x̃ = Tᵀ·(off + ρ̂·σ∘c[idx])     ρ̂ = 2^((e−128)/8); e = 0: x̃ = mean
+//
+// The scale, a step of 1/8 octave, follows how far a vector is from the
+// calibration's spread (tokens differ in norm far more than Gaussian
+// vectors do); it costs 8 bits per vector. It is measured on the coded
+// components (bᵢ > 0) alone: the others are not stored, and a direction
+// the calibration barely saw (σᵢ tiny) must not decide the scale of the
+// rest. A query is turned once,
+// q' = T·q, and a score is ⟨q', off⟩ + ρ̂·Σᵢ q'ᵢσᵢ·c[idxᵢ]; values are summed
+// in the transformed basis and turned back once (docs/ALGORITHMS.md §1).
+type KLT struct {
+	d     int
+	t     []float32 // d×d row-major: row i is the i-th basis vector
+	off   []float32
+	sigma []float32
+	bits  []uint8
+	books [9][]float32 // unit-Gaussian centroids by bits (nil for 0)
+	bytes int
+	name  string
+}
+
+// KLTParams are a KLT's calibrated parameters.
+type KLTParams struct {
+	// Transform is the d×d orthogonal matrix T, row-major: y = T·x.
+	Transform []float32
+	// Offset is T·mean, the calibration mean in the transformed basis.
+	Offset []float32
+	// Sigma is each component's calibrated standard deviation (> 0).
+	Sigma []float32
+	// Bits is each component's index width, 0 to 8.
+	Bits []uint8
+}
+
+// kltScaleBias is the scale exponent byte of ρ = 1; kltScaleSteps the
+// steps per octave.
+const (
+	kltScaleBias  = 128
+	kltScaleSteps = 8
+	kltMaxBits    = 8
+	kltMaxDim     = 1024
+)
+
+// KLTBytes returns the code size of a KLT at bpc bits per coordinate all
+// in (scale byte and indices) for dimension d: ⌊bpc·d/8⌋ bytes, of which
+// all but one hold indices.
+func KLTBytes(d int, bpc float64) int { return int(math.Floor(bpc * float64(d) / 8)) }
+
+// NewKLT returns the coder of p; its code is 1 + ⌈Σ bits/8⌉ bytes.
+func NewKLT(p KLTParams) (*KLT, error) {
+	d := len(p.Sigma)
+	if d < 1 || d > kltMaxDim {
+		return nil, fmt.Errorf("quant: klt: dimension %d out of range [1, %d]", d, kltMaxDim)
+	}
+	if len(p.Transform) != d*d || len(p.Offset) != d || len(p.Bits) != d {
+		return nil, fmt.Errorf("quant: klt: transform %d, offset %d, bits %d values for dimension %d", len(p.Transform), len(p.Offset), len(p.Bits), d)
+	}
+	k := &KLT{d: d, t: append([]float32(nil), p.Transform...), off: append([]float32(nil), p.Offset...),
+		sigma: append([]float32(nil), p.Sigma...), bits: append([]uint8(nil), p.Bits...)}
+	total := 0
+	for i := range d {
+		s, o := float64(k.sigma[i]), float64(k.off[i])
+		if !(s > 0) || math.IsInf(s, 0) || math.IsNaN(o) || math.IsInf(o, 0) {
+			return nil, fmt.Errorf("quant: klt: component %d: sigma %g, offset %g", i, s, o)
+		}
+		b := int(k.bits[i])
+		if b > kltMaxBits {
+			return nil, fmt.Errorf("quant: klt: component %d has %d bits, at most %d", i, b, kltMaxBits)
+		}
+		total += b
+		if b > 0 && k.books[b] == nil {
+			cb, err := LloydMaxGaussian(b, 1)
+			if err != nil {
+				return nil, err
+			}
+			k.books[b] = cb.Centroids
+		}
+	}
+	// T must be orthogonal: TᵀT = I within float32 rounding.
+	for i := range d {
+		for j := i; j < d; j++ {
+			var s float64
+			for r := range d {
+				s += float64(k.t[r*d+i]) * float64(k.t[r*d+j])
+			}
+			if i == j {
+				s--
+			}
+			if math.Abs(s) > 1e-4 || math.IsNaN(s) {
+				return nil, fmt.Errorf("quant: klt: transform is not orthogonal (column %d·%d off by %.3g)", i, j, s)
+			}
+		}
+	}
+	k.bytes = 1 + (total+7)/8
+	k.name = fmt.Sprintf("klt/%d", total)
+	return k, nil
+}
+
+// Name returns "klt/B", B the index bits per vector.
+func (k *KLT) Name() string { return k.name }
+
+// Dim returns the vector dimension.
+func (k *KLT) Dim() int { return k.d }
+
+// Bytes returns the code size: one scale byte and the packed indices.
+func (k *KLT) Bytes() int { return k.bytes }
+
+// Params returns a copy of the coder's parameters.
+func (k *KLT) Params() KLTParams {
+	return KLTParams{Transform: append([]float32(nil), k.t...), Offset: append([]float32(nil), k.off...),
+		Sigma: append([]float32(nil), k.sigma...), Bits: append([]uint8(nil), k.bits...)}
+}
+
+// apply sets y = T·x.
+func (k *KLT) apply(y, x []float32) {
+	d := k.d
+	for i := range d {
+		y[i] = dot(k.t[i*d:(i+1)*d], x)
+	}
+}
+
+// invert sets x = Tᵀ·y.
+func (k *KLT) invert(x, y []float32) {
+	clear(x)
+	for i, v := range y {
+		if v != 0 {
+			axpy(x, v, k.t[i*k.d:(i+1)*k.d])
+		}
+	}
+}
+
+// Encode writes the code of x into dst.
+func (k *KLT) Encode(dst []byte, x []float32) error { return k.EncodeBatch(dst, x) }
+
+// EncodeBatch encodes the vectors of xs into consecutive codes of dst.
+func (k *KLT) EncodeBatch(dst []byte, xs []float32) error {
+	n, err := batchLen(k, dst, xs)
+	if err != nil {
+		return err
+	}
+	y := make([]float32, k.d)
+	for v := range n {
+		x := xs[v*k.d : (v+1)*k.d]
+		for _, f := range x {
+			if math.IsNaN(float64(f)) || math.IsInf(float64(f), 0) {
+				return fmt.Errorf("quant: %s: vector %d is not finite", k.name, v)
+			}
+		}
+		k.encode(dst[v*k.bytes:(v+1)*k.bytes], x, y)
+	}
+	return nil
+}
+
+func (k *KLT) encode(code []byte, x, y []float32) {
+	k.apply(y, x)
+	var m float64
+	coded := 0
+	for i := range y {
+		y[i] -= k.off[i]
+		if k.bits[i] > 0 {
+			z := float64(y[i]) / float64(k.sigma[i])
+			m += z * z
+			coded++
+		}
+	}
+	clear(code)
+	rho := math.Sqrt(m / float64(max(coded, 1)))
+	if !(rho > 0) {
+		return
+	}
+	e := math.Round(kltScaleSteps*math.Log2(rho)) + kltScaleBias
+	e = math.Max(1, math.Min(255, e))
+	code[0] = byte(e)
+	inv := 1 / kltScale(code[0])
+	w := bitWriter{buf: code[1:]}
+	for i, b := range k.bits {
+		if b == 0 {
+			continue
+		}
+		w.write(uint8(nearest(k.books[b], float32(float64(y[i])*inv/float64(k.sigma[i])))), int(b))
+	}
+	w.flush()
+}
+
+// kltScale returns ρ̂ of the scale byte e (0 for e = 0).
+func kltScale(e byte) float64 {
+	if e == 0 {
+		return 0
+	}
+	return math.Exp2(float64(int(e)-kltScaleBias) / kltScaleSteps)
+}
+
+// nearest returns the index of the centroid of c (ascending) nearest v.
+func nearest(c []float32, v float32) int {
+	lo, hi := 0, len(c)-1
+	for lo < hi { // first centroid whose upper boundary is ≥ v
+		mid := (lo + hi) / 2
+		if v <= (c[mid]+c[mid+1])/2 {
+			hi = mid
+		} else {
+			lo = mid + 1
+		}
+	}
+	return lo
+}
+
+// internal writes off + ρ̂·σ∘c[idx], the code in the transformed basis,
+// into y.
+func (k *KLT) internal(y []float32, code []byte) {
+	rho := float32(kltScale(code[0]))
+	r := bitReader{buf: code[1:]}
+	for i, b := range k.bits {
+		y[i] = k.off[i]
+		if b == 0 {
+			continue
+		}
+		y[i] += rho * k.sigma[i] * k.books[b][r.read(int(b))]
+	}
+}
+
+// Decode reconstructs the vector of code into dst.
+func (k *KLT) Decode(dst []float32, code []byte) error {
+	if err := checkLen(k.name+" output", len(dst), k.d); err != nil {
+		return err
+	}
+	if err := checkLen(k.name+" code", len(code), k.bytes); err != nil {
+		return err
+	}
+	y := make([]float32, k.d)
+	k.internal(y, code)
+	k.invert(dst, y)
+	return nil
+}
+
+// Prepare turns q once and tabulates q'ᵢσᵢ·c[j] per component.
+func (k *KLT) Prepare(q []float32) (Scorer, error) {
+	if err := checkLen(k.name+" query", len(q), k.d); err != nil {
+		return nil, err
+	}
+	qt := make([]float32, k.d)
+	k.apply(qt, q)
+	s := &kltScorer{k: k, base: dot(qt, k.off), at: make([]int, k.d)}
+	for i, b := range k.bits {
+		s.at[i] = len(s.table)
+		for _, c := range k.books[b] {
+			s.table = append(s.table, qt[i]*k.sigma[i]*c)
+		}
+	}
+	return s, nil
+}
+
+type kltScorer struct {
+	k     *KLT
+	base  float32
+	table []float32
+	at    []int
+}
+
+func (s *kltScorer) Score(dst []float32, codes []byte) {
+	k := s.k
+	for v := range dst {
+		code := codes[v*k.bytes : (v+1)*k.bytes]
+		r := bitReader{buf: code[1:]}
+		var acc float32
+		for i, b := range k.bits {
+			if b != 0 {
+				acc += s.table[s.at[i]+int(r.read(int(b)))]
+			}
+		}
+		dst[v] = s.base + float32(kltScale(code[0]))*acc
+	}
+}
+
+// kltExp expands KLT codes in the transformed basis.
+type kltExp struct{ k *KLT }
+
+func (e kltExp) internalLen() int { return e.k.d }
+
+func (e kltExp) expand(dst []float32, rowLen, col int, codes []byte, n, stride, off int) {
+	for v := range n {
+		e.k.internal(dst[v*rowLen+col:v*rowLen+col+e.k.d], codes[v*stride+off:v*stride+off+e.k.bytes])
+	}
+}
+
+func (e kltExp) finish(dst, acc []float32) { e.k.invert(dst, acc) }
+
+func (e kltExp) query(dst, q []float32) { e.k.apply(dst, q) }
+
+// bitReader reads fields of up to 8 bits from an LSB-first bit stream
+// (what polar.go's bitWriter writes).
+type bitReader struct {
+	buf []byte
+	pos int
+}
+
+func (r *bitReader) read(n int) uint32 {
+	i, sh := r.pos>>3, r.pos&7
+	w := uint32(r.buf[i])
+	if i+1 < len(r.buf) {
+		w |= uint32(r.buf[i+1]) << 8
+	}
+	r.pos += n
+	return w >> sh & (1<<n - 1)
+}
+
+// DesignKLT returns the parameters of a KLT for vectors of dimension d
+// with the calibration covariance cov (d×d, row-major) and mean, spending
+// codeBits index bits per vector: the eigenvectors of cov, by decreasing
+// eigenvalue λ; bits by reverse water-filling in integer steps (each bit
+// goes to the component whose expected squared error λᵢ·D(bᵢ) it lowers
+// most, D(b) the unit Gaussian Lloyd–Max error, D(0) = 1: optimal for
+// the convex D); then the components of equal bits turned among
+// themselves by a Haar rotation drawn from seed, which makes real
+// components, often far from Gaussian, closer to it (sums of several),
+// with σ² the mean of their eigenvalues. Eigenvalues below 1e-9 of the
+// largest are raised to it.
+func DesignKLT(cov, mean []float64, d, codeBits int, seed uint64) (KLTParams, error) {
+	if d < 1 || d > kltMaxDim || len(cov) != d*d || len(mean) != d {
+		return KLTParams{}, fmt.Errorf("quant: klt design: covariance %d and mean %d values for dimension %d", len(cov), len(mean), d)
+	}
+	if codeBits < 0 || codeBits > kltMaxBits*d {
+		return KLTParams{}, fmt.Errorf("quant: klt design: %d bits for dimension %d, want 0 to %d", codeBits, d, kltMaxBits*d)
+	}
+	for i, v := range cov {
+		if math.IsNaN(v) || math.IsInf(v, 0) || v != cov[(i%d)*d+i/d] {
+			return KLTParams{}, fmt.Errorf("quant: klt design: covariance is not finite and symmetric at %d", i)
+		}
+	}
+	var es mat.EigenSym
+	if !es.Factorize(mat.NewSymDense(d, append([]float64(nil), cov...)), true) {
+		return KLTParams{}, fmt.Errorf("quant: klt design: eigen-decomposition did not converge")
+	}
+	vals := es.Values(nil) // ascending
+	var vecs mat.Dense
+	es.VectorsTo(&vecs)
+	lam := make([]float64, d)
+	u := make([][]float64, d) // u[i]: eigenvector of the i-th largest
+	for i := range d {
+		j := d - 1 - i
+		lam[i] = vals[j]
+		u[i] = mat.Col(nil, j, &vecs)
+	}
+	floor := 1e-9 * math.Max(lam[0], 0)
+	if !(floor > 0) {
+		return KLTParams{}, fmt.Errorf("quant: klt design: covariance has no positive eigenvalue")
+	}
+	for i := range lam {
+		lam[i] = math.Max(lam[i], floor)
+	}
+	bits, err := AllocateBits(lam, codeBits)
+	if err != nil {
+		return KLTParams{}, err
+	}
+	p := KLTParams{Transform: make([]float32, d*d), Offset: make([]float32, d), Sigma: make([]float32, d), Bits: make([]uint8, d)}
+	t := make([][]float64, d)
+	for lo := 0; lo < d; {
+		hi := lo + 1
+		for hi < d && bits[hi] == bits[lo] {
+			hi++
+		}
+		n := hi - lo
+		var s float64
+		for i := lo; i < hi; i++ {
+			s += lam[i]
+		}
+		sigma := math.Sqrt(s / float64(n))
+		var rot *Dense
+		if n > 1 {
+			if rot, err = NewDense(n, seed^uint64(lo)<<32^uint64(bits[lo])); err != nil {
+				return KLTParams{}, err
+			}
+		}
+		for i := lo; i < hi; i++ {
+			row := make([]float64, d)
+			if rot == nil {
+				copy(row, u[i])
+			} else {
+				for j := lo; j < hi; j++ {
+					w := float64(rot.m[(i-lo)*n+(j-lo)])
+					for c := range d {
+						row[c] += w * u[j][c]
+					}
+				}
+			}
+			t[i] = row
+			p.Sigma[i] = float32(sigma)
+			p.Bits[i] = uint8(bits[i])
+		}
+		lo = hi
+	}
+	for i, row := range t {
+		var o float64
+		for c, v := range row {
+			p.Transform[i*d+c] = float32(v)
+			o += v * mean[c]
+		}
+		p.Offset[i] = float32(o)
+	}
+	return p, nil
+}
+
+// AllocateBits returns integer bits per component, 0 to 8, summing to
+// total, for components of variance lam: reverse water-filling in steps
+// of one bit, each to the component whose expected error λᵢ·D(bᵢ) it
+// lowers most (ties to the lower index), D the unit Gaussian Lloyd–Max
+// error.
+func AllocateBits(lam []float64, total int) ([]int, error) {
+	if total < 0 || total > kltMaxBits*len(lam) {
+		return nil, fmt.Errorf("quant: klt: %d bits for %d components", total, len(lam))
+	}
+	var dist [kltMaxBits + 1]float64
+	dist[0] = 1
+	for b := 1; b <= kltMaxBits; b++ {
+		cb, err := LloydMaxGaussian(b, 1)
+		if err != nil {
+			return nil, err
+		}
+		dist[b] = cb.MSE
+	}
+	bits := make([]int, len(lam))
+	h := make(gainHeap, len(lam))
+	for i, l := range lam {
+		if math.IsNaN(l) || l < 0 {
+			return nil, fmt.Errorf("quant: klt: component %d has variance %g", i, l)
+		}
+		h[i] = gain{l * (dist[0] - dist[1]), i}
+	}
+	heap.Init(&h)
+	for range total {
+		g := heap.Pop(&h).(gain)
+		bits[g.i]++
+		if b := bits[g.i]; b < kltMaxBits {
+			heap.Push(&h, gain{lam[g.i] * (dist[b] - dist[b+1]), g.i})
+		}
+	}
+	return bits, nil
+}
+
+type gain struct {
+	v float64
+	i int
+}
+
+type gainHeap []gain
+
+func (h gainHeap) Len() int { return len(h) }
+func (h gainHeap) Less(a, b int) bool {
+	if h[a].v != h[b].v {
+		return h[a].v > h[b].v
+	}
+	return h[a].i < h[b].i
+}
+func (h gainHeap) Swap(a, b int) { h[a], h[b] = h[b], h[a] }
+func (h *gainHeap) Push(x any)   { *h = append(*h, x.(gain)) }
+func (h *gainHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	*h = old[:len(old)-1]
+	return x
+}
