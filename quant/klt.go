@@ -238,12 +238,16 @@ func (k *KLT) internal(y []float32, code []byte) {
 	}
 }
 
+// Check returns the error Decode would give for code: only a wrong
+// length, since every scale byte and index decodes to a finite vector.
+func (k *KLT) Check(code []byte) error { return checkLen(k.name+" code", len(code), k.bytes) }
+
 // Decode reconstructs the vector of code into dst.
 func (k *KLT) Decode(dst []float32, code []byte) error {
 	if err := checkLen(k.name+" output", len(dst), k.d); err != nil {
 		return err
 	}
-	if err := checkLen(k.name+" code", len(code), k.bytes); err != nil {
+	if err := k.Check(code); err != nil {
 		return err
 	}
 	y := make([]float32, k.d)
