@@ -262,7 +262,12 @@ func TestKVTableKLT(t *testing.T) {
 	}
 	klt, tq := res.Rows[0], res.Rows[1]
 	want, _ := configs[0].WithCovariances(&kvcache.Covariances{}).BytesAt(tinyCtx(), m.Config.Layers, m.CacheShape())
-	if klt.Bits != 3.5 || klt.BytesPerToken != float64(want)/float64(tinyCtx()) || !(klt.KLMean > 0) || klt.KLMean >= tq.KLMean {
+	// At -short's 48-token context a single window scores ~20 tokens on
+	// covariances from a few windows: klt3.5 and turbo2.5 measure 0.046-0.051
+	// and 0.049 there (a coin flip), so the ordering is checked only at the
+	// full size, where they measure 0.018 and 0.049.
+	worse := !testing.Short() && klt.KLMean >= tq.KLMean
+	if klt.Bits != 3.5 || klt.BytesPerToken != float64(want)/float64(tinyCtx()) || !(klt.KLMean > 0) || worse {
 		t.Errorf("klt3.5 row %+v (%d bytes), turbo2.5 row %+v", klt, want, tq)
 	}
 	if !testing.Short() && (plan == nil || plan.Cov == nil || !(res.Rows[2].KLMean > 0)) {
