@@ -62,7 +62,26 @@ type ServeResult struct {
 	// after the first over the time after the first).
 	StreamTokPerSec float64  `json:"stream_tok_per_s_p50"`
 	PeakRSS         int64    `json:"server_peak_rss_bytes"`
+	// Decode is the server's aggregate decode throughput by batch size,
+	// from its /metrics (turbomem_decode_*_total, read before and after
+	// the run): the steps that fed no prompt tokens, so that prefill's
+	// share of the steps does not dilute it. Empty for a server without
+	// those series.
+	Decode []DecodeRate `json:"decode,omitempty"`
+	// DecodeTokPerSec is Decode's rate at the batch size that decoded the
+	// most tokens (FullBatch sequences).
+	DecodeTokPerSec float64  `json:"decode_tok_per_s"`
+	FullBatch       int      `json:"decode_sequences"`
 	Errors          []string `json:"errors,omitempty"` // the first few
+}
+
+// DecodeRate is the tokens and wall time of a server's decode-only steps
+// of one batch size.
+type DecodeRate struct {
+	Sequences int     `json:"sequences"`
+	Tokens    float64 `json:"tokens"`
+	Seconds   float64 `json:"seconds"`
+	TokPerSec float64 `json:"tok_per_s"`
 }
 
 // RunServeLoad runs the load and returns what it measured.
@@ -112,6 +131,7 @@ func RunServeLoad(ctx context.Context, l ServeLoad) (ServeResult, error) {
 			}
 		}
 	}()
+	decodeBefore := scrapeDecode(l.URL, l.APIKey)
 	start := time.Now()
 	var wg sync.WaitGroup
 	client := &http.Client{}
@@ -172,6 +192,12 @@ func RunServeLoad(ctx context.Context, l ServeLoad) (ServeResult, error) {
 	}
 	wg.Wait()
 	res.Seconds = time.Since(start).Seconds()
+	res.Decode = decodeRates(decodeBefore, scrapeDecode(l.URL, l.APIKey))
+	for _, d := range res.Decode {
+		if res.FullBatch == 0 || d.Tokens > res.Decode[res.FullBatch-1].Tokens {
+			res.FullBatch, res.DecodeTokPerSec = d.Sequences, d.TokPerSec
+		}
+	}
 	close(stopRSS)
 	<-rssDone
 	res.PeakRSS = rssPeak
@@ -302,29 +328,81 @@ func streamOnce(ctx context.Context, client *http.Client, l ServeLoad, prompt st
 	return a, 0, nil
 }
 
-var rssLine = regexp.MustCompile(`(?m)^process_resident_memory_bytes (\S+)$`)
+var (
+	rssLine    = regexp.MustCompile(`(?m)^process_resident_memory_bytes (\S+)$`)
+	decodeLine = regexp.MustCompile(`(?m)^turbomem_decode_(tokens|seconds)_total\{sequences="(\d+)"\} (\S+)$`)
+)
 
-// scrapeRSS reads the server's resident set from its /metrics.
-func scrapeRSS(url, key string) int64 {
+// scrapeMetrics returns the server's /metrics text, nil on any failure.
+func scrapeMetrics(url, key string) []byte {
 	req, err := http.NewRequest("GET", url+"/metrics", nil)
 	if err != nil {
-		return 0
+		return nil
 	}
 	if key != "" {
 		req.Header.Set("Authorization", "Bearer "+key)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		return 0
+		return nil
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	m := rssLine.FindSubmatch(b)
+	return b
+}
+
+// scrapeRSS reads the server's resident set from its /metrics.
+func scrapeRSS(url, key string) int64 {
+	m := rssLine.FindSubmatch(scrapeMetrics(url, key))
 	if m == nil {
 		return 0
 	}
 	v, _ := strconv.ParseFloat(string(m[1]), 64)
 	return int64(v)
+}
+
+// scrapeDecode reads the server's decode counters: [tokens, seconds] by
+// batch size (at most 4096 sequences).
+func scrapeDecode(url, key string) map[int][2]float64 {
+	out := map[int][2]float64{}
+	for _, m := range decodeLine.FindAllSubmatch(scrapeMetrics(url, key), -1) {
+		n, err1 := strconv.Atoi(string(m[2]))
+		v, err2 := strconv.ParseFloat(string(m[3]), 64)
+		if err1 != nil || err2 != nil || n < 1 || n > 4096 {
+			continue
+		}
+		c := out[n]
+		c[boolIndex(string(m[1]) == "seconds")] = v
+		out[n] = c
+	}
+	return out
+}
+
+func boolIndex(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// decodeRates returns the decode rate of each batch size between two
+// scrapes, by batch size; the slice is indexed by size-1 up to the
+// largest size seen.
+func decodeRates(before, after map[int][2]float64) []DecodeRate {
+	largest := 0
+	for n := range after {
+		largest = max(largest, n)
+	}
+	out := make([]DecodeRate, largest)
+	for i := range out {
+		a, b := after[i+1], before[i+1]
+		d := DecodeRate{Sequences: i + 1, Tokens: a[0] - b[0], Seconds: a[1] - b[1]}
+		if d.Seconds > 0 {
+			d.TokPerSec = d.Tokens / d.Seconds
+		}
+		out[i] = d
+	}
+	return out
 }
 
 // procPeakRSS returns the peak resident set (VmHWM) of process pid (a

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -120,6 +121,11 @@ type scheduler struct {
 	active []*sequence  // the loop's only
 	prefix *prefixCache // nil: no prefix cache
 
+	// lastEnd is when the previous step ended, zero when the loop has
+	// since waited or admitted a job: a decode step's time runs from it.
+	lastEnd time.Time
+	labels  []string // "1", "2", ... the decode counters' sequence labels
+
 	// step's lists, kept from step to step
 	batch  []*StepSeq
 	fed    []*sequence
@@ -189,8 +195,11 @@ func (s *scheduler) close() {
 func (s *scheduler) loop() {
 	defer close(s.done)
 	for {
-		s.admit()
+		if s.admit() > 0 {
+			s.lastEnd = time.Time{} // admission's time is the joining prompt's
+		}
 		if len(s.active) == 0 {
+			s.lastEnd = time.Time{}
 			s.mu.Lock()
 			idle := len(s.queue) == 0
 			finished := idle && s.closed
@@ -215,8 +224,9 @@ func (s *scheduler) loop() {
 // sessions that exist; its session, which a prefix refill takes
 // milliseconds to make, is made after, outside the lock, so that
 // handlers submitting meanwhile do not wait for it. Only this goroutine
-// touches the prefix cache and the active list.
-func (s *scheduler) admit() {
+// touches the prefix cache and the active list. It returns how many jobs
+// it started.
+func (s *scheduler) admit() (started int) {
 	for len(s.active) < s.parallel {
 		j, chain, ok := s.reserveNext()
 		if !ok {
@@ -234,12 +244,14 @@ func (s *scheduler) admit() {
 			continue
 		}
 		s.active = append(s.active, q)
+		started++
 	}
 	s.mu.Lock()
 	s.met.queued.Set(float64(len(s.queue)))
 	s.met.kvReserved.WithLabelValues(s.kvName).Set(float64(s.reserved))
 	s.mu.Unlock()
 	s.met.running.Set(float64(len(s.active)))
+	return started
 }
 
 // reserveNext takes the oldest queued job off the queue and reserves its
@@ -364,6 +376,7 @@ func (s *scheduler) step() {
 	start := time.Now()
 	batch, fed := s.batch[:0], s.fed[:0]
 	left := s.prefill
+	decodeOnly := true
 	for _, q := range s.active {
 		if q.j.ctx.Err() != nil {
 			s.finish(q, "", errCanceled)
@@ -375,10 +388,12 @@ func (s *scheduler) step() {
 			q.one[0] = q.next
 			toks = q.one[:]
 		case left > 0:
+			decodeOnly = false
 			n := min(len(q.pending), left)
 			toks, q.pending = q.pending[:n], q.pending[n:]
 			left -= n
 		default:
+			decodeOnly = false
 			continue // its prompt waits for a later step
 		}
 		q.step = StepSeq{Session: q.sess, Tokens: toks}
@@ -416,11 +431,29 @@ func (s *scheduler) step() {
 			inUse += q.sess.CacheBytes()
 		}
 	}
+	n := len(fed)
 	clear(s.batch)
 	clear(s.fed)
 	s.sweep()
 	s.met.kvInUse.WithLabelValues(s.kvName).Set(float64(inUse))
-	s.met.stepSeconds.Observe(time.Since(start).Seconds())
+	end := time.Now()
+	s.met.stepSeconds.Observe(end.Sub(start).Seconds())
+	if decodeOnly && !s.lastEnd.IsZero() {
+		s.countDecode(n, end.Sub(s.lastEnd))
+	}
+	s.lastEnd = end
+}
+
+// countDecode adds a step that decoded n sequences and fed no prompt
+// tokens, d from the previous step's end to its own, to the decode
+// counters: their ratio at n sequences against one is the aggregate
+// decode throughput of batching, apart from prefill's share of the steps.
+func (s *scheduler) countDecode(n int, d time.Duration) {
+	for len(s.labels) < n {
+		s.labels = append(s.labels, strconv.Itoa(len(s.labels)+1))
+	}
+	s.met.decodeSeconds.WithLabelValues(s.labels[n-1]).Add(d.Seconds())
+	s.met.decodeTokens.WithLabelValues(s.labels[n-1]).Add(float64(n))
 }
 
 // promptDone caches the prompt's recorded blocks, while the budget has

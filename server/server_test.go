@@ -545,10 +545,16 @@ func TestQueueFull429(t *testing.T) {
 	}
 	r, _ := http.Get(ts.URL + "/metrics")
 	b, _ := io.ReadAll(r.Body)
-	for _, series := range []string{`turbomem_requests_rejected_total{reason="queue_full"} 1`, `turbomem_generated_tokens_total 4`, `turbomem_memory_budget_bytes{part="weights"}`, `turbomem_kv_bytes_in_use{format="f16"}`, `turbomem_time_to_first_token_seconds_count 2`} {
+	for _, series := range []string{`turbomem_requests_rejected_total{reason="queue_full"} 1`, `turbomem_generated_tokens_total 4`, `turbomem_memory_budget_bytes{part="weights"}`, `turbomem_kv_bytes_in_use{format="f16"}`, `turbomem_time_to_first_token_seconds_count 2`,
+		// one request at a time: each a prefill step, then one decode
+		// step of one sequence; prefill steps are not decode steps
+		`turbomem_decode_tokens_total{sequences="1"} 2`, `turbomem_decode_seconds_total{sequences="1"}`} {
 		if !strings.Contains(string(b), series) {
 			t.Errorf("metrics lack %s", series)
 		}
+	}
+	if strings.Contains(string(b), `turbomem_decode_tokens_total{sequences="2"}`) {
+		t.Error("a decode step of two sequences with --parallel 1")
 	}
 }
 

@@ -88,6 +88,21 @@ func benchServe(e *env, args []string) error {
 	fmt.Fprintf(tw, "%d\t%d\t%d\t%d\t%d\t%d\t%.1f%%\t%.0f ms\t%.0f ms\t%d\t%.1f\t%.1f\t%s\t\n", res.Clients, res.Requests, res.OK, res.Lost, res.Corrupted, res.Rejected,
 		100*res.SameAsFirst, res.TTFTp50, res.TTFTp99, res.Tokens, res.TokPerSec, res.StreamTokPerSec, humanBytes(res.PeakRSS))
 	tw.Flush()
+	if res.FullBatch > 0 {
+		// The server's own count of its decode-only steps: prefill's steps
+		// and the idle time between requests left out.
+		fmt.Fprintf(e.stdout, "decode (steps without prompt tokens): %.1f tok/s at %d sequences", res.DecodeTokPerSec, res.FullBatch)
+		total := 0.0
+		for _, d := range res.Decode {
+			total += d.Tokens
+		}
+		for _, d := range res.Decode {
+			if d.Sequences != res.FullBatch && d.Tokens >= 0.05*total {
+				fmt.Fprintf(e.stdout, "; %.1f at %d", d.TokPerSec, d.Sequences)
+			}
+		}
+		fmt.Fprintf(e.stdout, " (%.0f%% of the tokens at %d)\n", 100*res.Decode[res.FullBatch-1].Tokens/max(total, 1), res.FullBatch)
+	}
 	if child != nil {
 		fmt.Fprintf(e.stdout, "server: --kv %s --mem %s --parallel %d --queue %d; %.1f s; drain on SIGTERM: %s\n", *kv, *mem, *parallel, *queue, res.Seconds, drain)
 	} else {

@@ -40,6 +40,9 @@ func TestBenchServe(t *testing.T) {
 		Rejected            int     `json:"rejected_429"`
 		PeakRSS             int64   `json:"server_peak_rss_bytes"`
 		TTFTp99             float64 `json:"ttft_p99_ms"`
+		Tokens              int     `json:"completion_tokens"`
+		Decode              []struct{ Tokens, Seconds float64 }
+		DecodeTokPerSec     float64 `json:"decode_tok_per_s"`
 		Drain               string
 	}
 	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
@@ -47,6 +50,15 @@ func TestBenchServe(t *testing.T) {
 	}
 	if r.OK < 64 || r.Lost != 0 || r.Corrupted != 0 || r.Rejected == 0 || r.PeakRSS <= 0 || r.PeakRSS > 256<<20 || !strings.HasPrefix(r.Drain, "ok") {
 		t.Fatalf("load test: %+v", r)
+	}
+	// Decode-only steps: each decodes one token per sequence, a
+	// completion's tokens after its first (or its end of text).
+	decoded := 0.0
+	for _, d := range r.Decode {
+		decoded += d.Tokens
+	}
+	if r.DecodeTokPerSec <= 0 || decoded <= 0 || decoded > float64(r.Tokens) {
+		t.Fatalf("decode counters: %g tokens of %d completion tokens, %g tok/s at the full batch", decoded, r.Tokens, r.DecodeTokPerSec)
 	}
 }
 
