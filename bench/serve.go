@@ -60,8 +60,8 @@ type ServeResult struct {
 	TokPerSec   float64 `json:"aggregate_tok_per_s"`
 	// StreamTokPerSec is the median per-request decode rate (tokens
 	// after the first over the time after the first).
-	StreamTokPerSec float64  `json:"stream_tok_per_s_p50"`
-	PeakRSS         int64    `json:"server_peak_rss_bytes"`
+	StreamTokPerSec float64 `json:"stream_tok_per_s_p50"`
+	PeakRSS         int64   `json:"server_peak_rss_bytes"`
 	// Decode is the server's aggregate decode throughput by batch size,
 	// from its /metrics (turbomem_decode_*_total, read before and after
 	// the run): the steps that fed no prompt tokens, so that prefill's

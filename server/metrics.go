@@ -20,11 +20,11 @@ type metrics struct {
 	// tokens, by how many sequences they decoded: aggregate decode
 	// throughput at a batch size, apart from prefill (scheduler.step).
 	decodeSeconds, decodeTokens *prometheus.CounterVec
-	kvInUse, kvReserved     *prometheus.GaugeVec // by KV format
-	budget                  *prometheus.GaugeVec // by part
-	prefixBytes             prometheus.Gauge
-	prefixTokens            *prometheus.CounterVec // reused or computed
-	prefixDropped           prometheus.Counter
+	kvInUse, kvReserved         *prometheus.GaugeVec // by KV format
+	budget                      *prometheus.GaugeVec // by part
+	prefixBytes                 prometheus.Gauge
+	prefixTokens                *prometheus.CounterVec // reused or computed
+	prefixDropped               prometheus.Counter
 }
 
 func newMetrics() *metrics {
