@@ -6,7 +6,6 @@ import (
 	"math"
 	"slices"
 	"sync"
-	"sync/atomic"
 
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/tensor"
@@ -20,12 +19,12 @@ import (
 // same e^{−m_i} on both sides, so fitting them in this form fits the
 // original ones.
 type attention struct {
-	b       Block
-	n, t    int       // queries, tokens
-	e       []float32 // n×t, query-major
-	mass    []float64 // n
-	y       []float32 // n×d
-	threads int       // goroutines for the products and passes over e
+	b    Block
+	n, t int          // queries, tokens
+	e    []float32    // n×t, query-major
+	mass []float64    // n
+	y    []float32    // n×d
+	pool *tensor.Pool // runs the products and passes over e (nil: the caller alone)
 }
 
 // attnRows is the number of reference queries newAttention takes at
@@ -34,10 +33,10 @@ type attention struct {
 // taken.
 const attnRows = 48
 
-func newAttention(b Block, threads int) (*attention, error) {
+func newAttention(b Block, pool *tensor.Pool) (*attention, error) {
 	d, t := b.Dim, b.Len()
 	n := len(b.Queries) / d
-	a := &attention{b: b, n: n, t: t, e: make([]float32, n*t), mass: make([]float64, n), y: make([]float32, n*d), threads: max(1, threads)}
+	a := &attention{b: b, n: n, t: t, e: make([]float32, n*t), mass: make([]float64, n), y: make([]float32, n*d), pool: pool}
 	// Scores E = Q·Kᵀ and outputs Y = softmax(E)·V as float32 products,
 	// a block of queries per task.
 	var keys, values tensor.Panels[float32]
@@ -45,7 +44,7 @@ func newAttention(b Block, threads int) (*attention, error) {
 	values.Pack(b.Values, t, d, d)
 	var mu sync.Mutex
 	bad, badScore := n, float32(0)
-	parallel(a.threads, (n+attnRows-1)/attnRows, func(blk int) {
+	a.pool.Run((n+attnRows-1)/attnRows, func(blk, _ int) {
 		i0, i1 := blk*attnRows, min(n, (blk+1)*attnRows)
 		keys.Mul(a.e[i0*t:], t, b.Queries[i0*d:], i1-i0, d)
 		for i := i0; i < i1; i++ {
@@ -71,33 +70,6 @@ func newAttention(b Block, threads int) (*attention, error) {
 		return nil, fmt.Errorf("compact: query %d: attention score %g is not finite", bad, badScore)
 	}
 	return a, nil
-}
-
-// parallel runs f(task) for every task in [0, tasks) on up to threads
-// goroutines, the caller's one of them, each taking the next task left.
-func parallel(threads, tasks int, f func(task int)) {
-	if threads <= 1 || tasks <= 1 {
-		for i := range tasks {
-			f(i)
-		}
-		return
-	}
-	var next atomic.Int64
-	work := func() {
-		for {
-			i := int(next.Add(1) - 1)
-			if i >= tasks {
-				return
-			}
-			f(i)
-		}
-	}
-	var wg sync.WaitGroup
-	for range min(threads, tasks) - 1 {
-		wg.Go(work)
-	}
-	work()
-	wg.Wait()
 }
 
 // keyBlock is the number of keys a task of keyScores sums over all the
@@ -126,7 +98,7 @@ func (a *attention) keyStats(sels ...Selection) [][]float64 {
 			sum = out[i]
 		}
 	}
-	parallel(a.threads, (a.t+keyBlock-1)/keyBlock, func(blk int) {
+	a.pool.Run((a.t+keyBlock-1)/keyBlock, func(blk, _ int) {
 		j0, j1 := blk*keyBlock, min(a.t, (blk+1)*keyBlock)
 		for i := range a.n {
 			inv := 1 / a.mass[i]

@@ -7,6 +7,7 @@ import (
 	"slices"
 
 	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // plan is how many of the block's tokens each layer's KV head keeps, and,
@@ -65,6 +66,8 @@ func (o Options) kvzip(c Context, block, t int) (plan, error) {
 	}
 	var all []cand
 	p := plan{budgets: make([][]int, len(c.Layers)), index: make([][][]int, len(c.Layers))}
+	pool := tensor.NewPool(o.workers())
+	defer pool.Close()
 	for l, tr := range c.Layers {
 		p.budgets[l] = make([]int, sh.KVHeads)
 		p.index[l] = make([][]int, sh.KVHeads)
@@ -78,7 +81,7 @@ func (o Options) kvzip(c Context, block, t int) (plan, error) {
 			if err := b.validate(); err != nil {
 				return plan{}, fmt.Errorf("compact: layer %d head %d: %w", l, h, err)
 			}
-			a, err := newAttention(b, o.workers())
+			a, err := newAttention(b, pool)
 			if err != nil {
 				return plan{}, fmt.Errorf("compact: layer %d head %d: %w", l, h, err)
 			}

@@ -21,6 +21,8 @@ package compact
 import (
 	"fmt"
 	"math"
+
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // Block is one KV head's keys and values to compact, and the reference
@@ -162,8 +164,13 @@ type Fit struct {
 	// attention weights (0: plain least squares).
 	Ridge float64
 	// Threads is the number of goroutines the head's products and passes
-	// use (0 or 1: the caller's alone).
+	// use (0 or 1: the caller's alone), on a pool CompactHead starts for
+	// the call; Pool, if not nil, runs them instead (Threads unused). A
+	// task of Pool must not call CompactHead with it (a Pool runs one
+	// region at a time): Compact gives each of its head workers a Pool
+	// of its own.
 	Threads int
+	Pool    *tensor.Pool
 }
 
 // AM returns the paper's highest-attention fit ("AM-HighestAttnKeys"):
@@ -256,7 +263,12 @@ func CompactHead(b Block, f Fit) (Result, error) {
 	if err := f.validate(b.Len()); err != nil {
 		return Result{}, err
 	}
-	a, err := newAttention(b, f.Threads)
+	pool := f.Pool
+	if pool == nil && f.Threads > 1 {
+		pool = tensor.NewPool(f.Threads)
+		defer pool.Close()
+	}
+	a, err := newAttention(b, pool)
 	if err != nil {
 		return Result{}, err
 	}

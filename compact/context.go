@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // Method names a way to compact a context.
@@ -236,47 +237,44 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 		out.WindowK = append(out.WindowK, append([]float32(nil), tr.K[block*kd:]...))
 		out.WindowV = append(out.WindowV, append([]float32(nil), tr.V[block*kd:]...))
 	}
-	type job struct{ l, h int }
-	jobs := make(chan job)
 	var mu sync.Mutex
 	var first error
-	// As many heads at once as there are workers (or heads), each fit's
-	// products shared by the workers left over.
+	// As many heads at once as there are workers (or heads), each head
+	// worker's fit products on a pool of its own holding the workers
+	// left over (a task of one Pool cannot run a region of it): the
+	// goroutines start once per call, not per product.
 	workers := o.workers()
 	heads := min(workers, len(c.Layers)*sh.KVHeads)
 	threads := (workers + heads - 1) / heads
-	var wg sync.WaitGroup
-	for range heads {
-		wg.Go(func() {
-			for j := range jobs {
-				var given []int
-				if p.index != nil {
-					given = p.index[j.l][j.h]
-				}
-				r, err := o.head(c, j.l, j.h, block, p.budgets[j.l][j.h], given, threads)
-				mu.Lock()
-				if err != nil && first == nil {
-					first = fmt.Errorf("compact: layer %d head %d: %w", j.l, j.h, err)
-				}
-				out.Heads[j.l][j.h] = r
-				for _, w := range r.Warnings {
-					out.Warnings = append(out.Warnings, fmt.Sprintf("layer %d head %d: %s", j.l, j.h, w))
-				}
-				mu.Unlock()
-			}
-		})
-	}
-feed:
-	for l := range c.Layers {
-		for h := range sh.KVHeads {
-			if ctx.Err() != nil {
-				break feed
-			}
-			jobs <- job{l, h}
+	outer := tensor.NewPool(heads)
+	defer outer.Close()
+	inner := make([]*tensor.Pool, heads)
+	if threads > 1 {
+		for w := range inner {
+			inner[w] = tensor.NewPool(threads)
+			defer inner[w].Close()
 		}
 	}
-	close(jobs)
-	wg.Wait()
+	outer.Run(len(c.Layers)*sh.KVHeads, func(task, w int) {
+		l, h := task/sh.KVHeads, task%sh.KVHeads
+		if ctx.Err() != nil {
+			return
+		}
+		var given []int
+		if p.index != nil {
+			given = p.index[l][h]
+		}
+		r, err := o.head(c, l, h, block, p.budgets[l][h], given, inner[w])
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil && first == nil {
+			first = fmt.Errorf("compact: layer %d head %d: %w", l, h, err)
+		}
+		out.Heads[l][h] = r
+		for _, warn := range r.Warnings {
+			out.Warnings = append(out.Warnings, fmt.Sprintf("layer %d head %d: %s", l, h, warn))
+		}
+	})
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -314,9 +312,9 @@ func (o Options) workers() int {
 }
 
 // head compacts one layer's KV head: the block's first block tokens into
-// t kept ones (those given, if not nil), the fit's products on threads
-// goroutines.
-func (o Options) head(c Context, l, h, block, t int, given []int, threads int) (Result, error) {
+// t kept ones (those given, if not nil), the fit's products on pool (nil:
+// the caller's goroutine).
+func (o Options) head(c Context, l, h, block, t int, given []int, pool *tensor.Pool) (Result, error) {
 	tr := c.Layers[l]
 	sh := tr.Shape
 	d := sh.HeadDim
@@ -339,7 +337,7 @@ func (o Options) head(c Context, l, h, block, t int, given []int, threads int) (
 			}
 		}
 		b.Queries = o.referenceQueries(c, l, h, true)
-		f.Threads = threads
+		f.Threads, f.Pool = 0, pool
 		return CompactHead(b, f)
 	case KVzip:
 		evict.Index = given

@@ -118,6 +118,36 @@ func TestCompactMethods(t *testing.T) {
 	}
 }
 
+// TestCompactWorkers: Compact on several workers (heads side by side,
+// and with more workers than heads, each head's products on a pool of
+// its own) gives one worker's bits, for both fits.
+func TestCompactWorkers(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	sh := kvcache.Shape{QHeads: 4, KVHeads: 2, HeadDim: 16}
+	c := synthContext(r, 2, 300, sh, []int{7, 150})
+	for _, m := range []Method{AMHighest, AMOMPMethod} {
+		var want *Compacted
+		for _, workers := range []int{1, 3, 4, 11} { // 4 heads: fewer, as many and more workers
+			got, err := Compact(context.Background(), c, Options{Method: m, Ratio: 10, Window: 4, Queries: 200, Workers: workers})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want == nil {
+				want = got
+				continue
+			}
+			for l := range got.Heads {
+				for h, g := range got.Heads[l] {
+					w := want.Heads[l][h]
+					if !slices.Equal(g.Index, w.Index) || !slices.Equal(g.Bias, w.Bias) || !slices.Equal(g.Values, w.Values) {
+						t.Errorf("%s, %d workers: layer %d head %d differs from one worker's", m, workers, l, h)
+					}
+				}
+			}
+		}
+	}
+}
+
 // TestEvictionClosedForms checks the positions of the methods that do not
 // look at attention, and PyramidKV's and share budgets.
 func TestEvictionClosedForms(t *testing.T) {

@@ -33,7 +33,7 @@ const underflowed = 0x1p-125
 func (a *attention) columnsT(idx []int, w, rowScale []float64) []float64 {
 	n, t := a.n, len(idx)
 	out := make([]float64, t*n)
-	parallel(a.threads, (n+attnRows-1)/attnRows, func(blk int) {
+	a.pool.Run((n+attnRows-1)/attnRows, func(blk, _ int) {
 		for i := blk * attnRows; i < min(n, (blk+1)*attnRows); i++ {
 			row := a.e[i*a.t : (i+1)*a.t]
 			inv := 1.0
@@ -68,13 +68,13 @@ type normal struct {
 	t, n, c int
 	xt, y   []float64
 	g, xty  []float64
-	threads int
+	pool    *tensor.Pool
 }
 
 // newNormal forms the normal equations of X (given as xt, t×n) and Y
 // (n×c, row stride c).
-func newNormal(xt []float64, t, n int, y []float64, c, threads int) *normal {
-	p := &normal{t: t, n: n, c: c, xt: xt, y: y, threads: threads}
+func newNormal(xt []float64, t, n int, y []float64, c int, pool *tensor.Pool) *normal {
+	p := &normal{t: t, n: n, c: c, xt: xt, y: y, pool: pool}
 	var b tensor.Panels[float64]
 	b.PackT(xt, t, n, n)
 	p.g = p.product(&b)
@@ -84,12 +84,12 @@ func newNormal(xt []float64, t, n int, y []float64, c, threads int) *normal {
 }
 
 // product returns Xᵀ·B (t rows of B's columns), rows of Xᵀ in tiles
-// over the threads.
+// over the pool.
 func (p *normal) product(b *tensor.Panels[float64]) []float64 {
 	cols := b.N
 	out := make([]float64, p.t*cols)
 	const rows = 24 // two tiles of the product
-	parallel(p.threads, (p.t+rows-1)/rows, func(blk int) {
+	p.pool.Run((p.t+rows-1)/rows, func(blk, _ int) {
 		i0, i1 := blk*rows, min(p.t, (blk+1)*rows)
 		b.Mul(out[i0*cols:], cols, p.xt[i0*p.n:], i1-i0, p.n)
 	})
@@ -164,7 +164,7 @@ func choleskySolve(g, b []float64, t, c int, lambda, bound float64) []float64 {
 // problem). A least-squares failure is retried with a small ridge; the
 // warning says so.
 func (a *attention) fitMass(idx []int, lo, hi float64, iters int) ([]float64, string) {
-	p := newNormal(a.columnsT(idx, nil, nil), len(idx), a.n, a.mass, 1, a.threads)
+	p := newNormal(a.columnsT(idx, nil, nil), len(idx), a.n, a.mass, 1, a.pool)
 	x, warn := p.solve(0, math.Inf(1))
 	if x == nil {
 		return nil, warn
@@ -227,7 +227,7 @@ func (a *attention) fitValues(idx []int, w []float64, ridge float64) ([]float32,
 	for i, v := range a.y {
 		y[i] = float64(v)
 	}
-	p := newNormal(a.columnsT(idx, w, sums), t, a.n, y, d, a.threads)
+	p := newNormal(a.columnsT(idx, w, sums), t, a.n, y, d, a.pool)
 	lambda := 0.0
 	if ridge > 0 {
 		lambda = ridge * p.sigmaMax2()

@@ -2,6 +2,7 @@ package compact
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -47,10 +48,13 @@ func Prefill(m *model.Model, kv kvcache.Maker, ids []int32, maxTokens int) (*mod
 // the f16 cache of a session holds it; every bias 0) as a compacted
 // context that the sessions reading after it fork
 // (kvcache.Compacted.Fork): one copy of the context however many
-// continuations read it.
-func sharedContext(c Context) ([]*kvcache.Compacted, error) {
+// continuations read it. The layers are converted side by side on m's
+// threads.
+func sharedContext(m *model.Model, c Context) ([]*kvcache.Compacted, error) {
 	out := make([]*kvcache.Compacted, len(c.Layers))
-	for l, tr := range c.Layers {
+	errs := make([]error, len(c.Layers))
+	m.Parallel(len(c.Layers), func(l int) {
+		tr := c.Layers[l]
 		sh, n := tr.Shape, tr.Len()
 		keys, values, bias := make([][]float32, sh.KVHeads), make([][]float32, sh.KVHeads), make([][]float32, sh.KVHeads)
 		for h := range sh.KVHeads {
@@ -58,20 +62,20 @@ func sharedContext(c Context) ([]*kvcache.Compacted, error) {
 			values[h] = headRows(tr.V, sh.KVHeads, sh.HeadDim, h, 0, n)
 			bias[h] = make([]float32, n)
 		}
-		cc, err := kvcache.F16().NewCompacted(l, sh, keys, bias, values)
-		if err != nil {
-			return nil, fmt.Errorf("layer %d: %w", l, err)
+		out[l], errs[l] = kvcache.F16().NewCompacted(l, sh, keys, bias, values)
+		if errs[l] != nil {
+			errs[l] = fmt.Errorf("layer %d: %w", l, errs[l])
 		}
-		out[l] = cc
-	}
-	return out, nil
+	})
+	return out, errors.Join(errs...)
 }
 
 // forkRecording returns a session that continues the shared context of n
 // tokens (its own tokens in f16 caches after it), each layer's cache
 // wrapped in a recorder that keeps the queries of positions from on, and
-// the recorders' traces.
-func forkRecording(m *model.Model, shared []*kvcache.Compacted, n, from, limit int) (*model.Session, []*kvcache.Trace, error) {
+// the recorders' traces, with room for rows tokens and queries (the
+// most the caller appends).
+func forkRecording(m *model.Model, shared []*kvcache.Compacted, n, from, rows, limit int) (*model.Session, []*kvcache.Trace, error) {
 	caches := make([]kvcache.Cache, len(shared))
 	traces := make([]*kvcache.Trace, len(shared))
 	sh := m.CacheShape()
@@ -86,6 +90,8 @@ func forkRecording(m *model.Model, shared []*kvcache.Compacted, n, from, limit i
 		}
 		r := kvcache.NewRecorder(f, sh)
 		r.KeepQuery = func(pos int) bool { return pos >= from-n }
+		kd, qd := sh.KVHeads*sh.HeadDim, sh.QHeads*sh.HeadDim
+		r.Trace.K, r.Trace.V, r.Trace.Q = make([]float32, 0, rows*kd), make([]float32, 0, rows*kd), make([]float32, 0, rows*qd)
 		caches[l], traces[l] = r.Recording(), r.Trace
 	}
 	s, err := m.Resume(caches, n, limit)
@@ -108,6 +114,13 @@ func forward(b *model.Batch, seqs []*model.Session, tokens [][]int32) ([][]float
 // after session.
 func queriesOf(traces [][]*kvcache.Trace, layers int) [][]float32 {
 	out := make([][]float32, layers)
+	for l := range out {
+		size := 0
+		for _, tr := range traces {
+			size += len(tr[l].Q)
+		}
+		out[l] = make([]float32, 0, size)
+	}
 	for _, tr := range traces {
 		for l := range out {
 			out[l] = append(out[l], tr[l].Q...)
@@ -143,7 +156,7 @@ func RepeatQueries(ctx context.Context, m *model.Model, c Context, ids, instr []
 	if chunk < 1 {
 		return nil, fmt.Errorf("compact: repeat: a context of %d tokens and an instruction of %d leave no room to reread it within %d", n, len(instr), limit)
 	}
-	shared, err := sharedContext(c)
+	shared, err := sharedContext(m, c)
 	if err != nil {
 		return nil, fmt.Errorf("compact: repeat: %w", err)
 	}
@@ -152,7 +165,7 @@ func RepeatQueries(ctx context.Context, m *model.Model, c Context, ids, instr []
 	var traces [][]*kvcache.Trace
 	var tokens [][]int32
 	for start := 0; start < len(text); start += chunk {
-		s, tr, err := forkRecording(m, shared, n, n+len(instr), limit)
+		s, tr, err := forkRecording(m, shared, n, n+len(instr), len(instr)+chunk, limit)
 		if err != nil {
 			return nil, fmt.Errorf("compact: repeat: %w", err)
 		}
@@ -196,7 +209,7 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 	if !(sc.Temperature >= 0) || math.IsInf(sc.Temperature, 0) {
 		return nil, fmt.Errorf("compact: self-study temperature %g: want a finite temperature ≥ 0", sc.Temperature)
 	}
-	shared, err := sharedContext(c)
+	shared, err := sharedContext(m, c)
 	if err != nil {
 		return nil, fmt.Errorf("compact: self-study: %w", err)
 	}
@@ -209,7 +222,7 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 		if len(p) == 0 || n+len(p)+tokens > limit {
 			return nil, fmt.Errorf("compact: self-study prompt %d: %d tokens and %d to write after a context of %d exceed %d (or the prompt is empty)", i, len(p), tokens, n, limit)
 		}
-		if seqs[i], traces[i], err = forkRecording(m, shared, n, n, limit); err != nil {
+		if seqs[i], traces[i], err = forkRecording(m, shared, n, n, len(p)+tokens+1, limit); err != nil {
 			return nil, fmt.Errorf("compact: self-study: %w", err)
 		}
 		group[i] = i
@@ -221,6 +234,7 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 		}
 	}
 	r := rand.New(rand.NewPCG(sc.Seed, 0x5e1f))
+	var scratch []float32 // systematic's weights
 	b := m.NewBatch()
 	active := make([]int, len(prompts)) // the samples still writing
 	for i := range active {
@@ -264,7 +278,7 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 				best := logits[ks[0]]
 				drawn = slices.Repeat([]int32{int32(slices.Index(best, slices.Max(best)))}, len(ks))
 			} else {
-				drawn = systematic(logits[ks[0]], sc.Temperature, len(ks), r)
+				drawn = systematic(logits[ks[0]], sc.Temperature, len(ks), r, &scratch)
 			}
 			for j, k := range ks {
 				i, t := active[k], drawn[j]
@@ -287,21 +301,25 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 // token whose interval of the cumulative distribution holds it. Token j
 // is drawn ⌊g·p_j⌋ or ⌈g·p_j⌉ times, g·p_j on average; the draws come
 // shuffled, so that which sample gets which token is random too.
-func systematic(logits []float32, temp float64, g int, r *rand.Rand) []int32 {
-	top := float64(slices.Max(logits))
-	p := make([]float64, len(logits))
+func systematic(logits []float32, temp float64, g int, r *rand.Rand, scratch *[]float32) []int32 {
+	// The weights e^((x − max)/temp) on the attention's exponential
+	// kernel (a step draws them for every group over the whole
+	// vocabulary), summed again in float64 in the order the walk below
+	// takes them, so that its last point falls inside the total.
+	p := append((*scratch)[:0], logits...)
+	*scratch = p
+	kvcache.ExpShifted(p, float32(min(1/temp, math.MaxFloat32)))
 	var sum float64
-	for j, x := range logits {
-		p[j] = math.Exp((float64(x) - top) / temp)
-		sum += p[j]
+	for _, x := range p {
+		sum += float64(x)
 	}
 	out := make([]int32, 0, g)
 	u := r.Float64()
 	cum, j := 0.0, 0
 	for k := range g {
 		at := (u + float64(k)) / float64(g) * sum
-		for j < len(p)-1 && cum+p[j] <= at {
-			cum += p[j]
+		for j < len(p)-1 && cum+float64(p[j]) <= at {
+			cum += float64(p[j])
 			j++
 		}
 		out = append(out, int32(j))

@@ -226,7 +226,7 @@ func TestSystematic(t *testing.T) {
 			first := make([]float64, len(p))
 			for range runs {
 				count := make([]int, len(p))
-				drawn := systematic(logits, temp, g, r)
+				drawn := systematic(logits, temp, g, r, new([]float32))
 				if len(drawn) != g {
 					t.Fatalf("%d draws, want %d", len(drawn), g)
 				}
