@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"fmt"
 	"math"
+	"sync"
 
 	"gonum.org/v1/gonum/mat"
 )
@@ -88,13 +89,13 @@ func NewKLT(p KLTParams) (*KLT, error) {
 			return nil, fmt.Errorf("quant: klt: component %d has %d bits, at most %d", i, b, kltMaxBits)
 		}
 		total += b
-		if b > 0 && k.books[b] == nil {
-			cb, err := LloydMaxGaussian(b, 1)
-			if err != nil {
-				return nil, err
-			}
-			k.books[b] = cb.Centroids
-		}
+	}
+	books, err := unitGaussianBooks()
+	if err != nil {
+		return nil, err
+	}
+	for b := 1; b <= kltMaxBits; b++ {
+		k.books[b] = books[b].Centroids
 	}
 	// T must be orthogonal: TᵀT = I within float32 rounding.
 	for i := range d {
@@ -432,14 +433,14 @@ func AllocateBits(lam []float64, total int) ([]int, error) {
 	if total < 0 || total > kltMaxBits*len(lam) {
 		return nil, fmt.Errorf("quant: klt: %d bits for %d components", total, len(lam))
 	}
+	books, err := unitGaussianBooks()
+	if err != nil {
+		return nil, err
+	}
 	var dist [kltMaxBits + 1]float64
 	dist[0] = 1
 	for b := 1; b <= kltMaxBits; b++ {
-		cb, err := LloydMaxGaussian(b, 1)
-		if err != nil {
-			return nil, err
-		}
-		dist[b] = cb.MSE
+		dist[b] = books[b].MSE
 	}
 	bits := make([]int, len(lam))
 	h := make(gainHeap, len(lam))
@@ -459,6 +460,19 @@ func AllocateBits(lam []float64, total int) ([]int, error) {
 	}
 	return bits, nil
 }
+
+// unitGaussianBooks memoises LloydMaxGaussian(b, 1) for b = 1..8, which
+// every KLT design and coder reads (the 8-bit one takes seconds to solve,
+// and a model's cache designs one KLT per layer, KV head and rate): a pure
+// function's results, not configuration. The coders only read them.
+var unitGaussianBooks = sync.OnceValues(func() (books [kltMaxBits + 1]*Codebook, err error) {
+	for b := 1; b <= kltMaxBits; b++ {
+		if books[b], err = LloydMaxGaussian(b, 1); err != nil {
+			return books, err
+		}
+	}
+	return books, nil
+})
 
 type gain struct {
 	v float64
