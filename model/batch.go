@@ -149,6 +149,13 @@ func (b *Batch) Forward(seqs []*Session, tokens [][]int32) (logits [][]float32, 
 			}
 		}
 	}
+	if err := m.settle(); err != nil {
+		for i := range errs {
+			if errs[i] == nil {
+				errs[i] = err
+			}
+		}
+	}
 	for i, s := range seqs {
 		if errs[i] == nil {
 			s.pos += len(tokens[i])

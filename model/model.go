@@ -20,7 +20,8 @@ type Model struct {
 	invFreq []float64     // RoPE inverse frequencies per rotated pair
 	kvRope  *kvcache.Rope // the same, for the caches (CacheShape)
 	pool    *tensor.Pool
-	onClose func() // Options.OnClose; nil in WithTensor's models
+	onClose func()       // Options.OnClose; nil in WithTensor's models
+	settled func() error // Options.Settled
 }
 
 // Options configures how a model runs.
@@ -35,6 +36,19 @@ type Options struct {
 	// and every later one that needs the tensor. It lets a file's
 	// integrity be checked lazily, as the weights are used.
 	FirstUse func(t gguf.TensorInfo, data []byte) error
+	// Settled, if set, is a check of every tensor that runs beside the
+	// model (hashing the weights in the background): it blocks until the
+	// check is complete and returns nil if every tensor passed. With it
+	// set, a step's products no longer wait for FirstUse at a matrix's
+	// first use; instead every Forward, ForwardTail, ForwardFrom and
+	// Batch.Forward calls Settled before it returns anything computed
+	// from the weights, and fails with its error (every later call fails
+	// too). So the first step's work overlaps the check, and no value
+	// derived from a tensor leaves the model before the tensor has
+	// passed. A session with a capture or an observer, whose callbacks
+	// see values inside the step, waits for FirstUse at each first use as
+	// without Settled. Vectors are still checked by FirstUse as they load.
+	Settled func() error
 	// OnClose, if set, is called once by Close after the model's workers
 	// have stopped and before it releases a file it opened: what reads
 	// the weights beside the model (a check hashing them in the
@@ -70,7 +84,7 @@ func New(f *gguf.File, o Options) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Model{Config: c, w: w, file: f, pool: tensor.NewPool(o.Threads), onClose: o.OnClose}
+	m := &Model{Config: c, w: w, file: f, pool: tensor.NewPool(o.Threads), onClose: o.OnClose, settled: o.Settled}
 	m.invFreq = make([]float64, c.RopeDim/2)
 	for i := range m.invFreq {
 		// θᵢ = base^(−2i/d); Llama-3 files divide it by rope_freqs[i].
@@ -101,6 +115,15 @@ func (m *Model) Threads() int { return m.pool.Threads() }
 // side instead of one sequence after another. It must not be called
 // from inside a step, or from f.
 func (m *Model) Parallel(n int, f func(i int)) { m.pool.Run(n, func(i, _ int) { f(i) }) }
+
+// settle returns the result of the check beside the model
+// (Options.Settled), waiting for it; nil without one.
+func (m *Model) settle() error {
+	if m.settled == nil {
+		return nil
+	}
+	return m.settled()
+}
 
 // Close stops the model's worker goroutines and releases the file if the
 // model opened it.

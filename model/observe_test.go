@@ -307,3 +307,78 @@ func TestOnClose(t *testing.T) {
 		t.Errorf("OnClose called %d times, want 1", calls)
 	}
 }
+
+// TestSettled: with Options.Settled the steps do not wait for FirstUse at
+// a matrix's first product (only the norms are checked, as they load)
+// and give the same logits; every Forward, ForwardFrom and Batch.Forward
+// calls Settled before returning, and its error fails them with nothing
+// returned. A session with a capture, whose callback sees values inside
+// the step, checks each matrix at first use as without Settled.
+func TestSettled(t *testing.T) {
+	f, err := defaultmodel.Open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain, err := model.New(f, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ps, _ := plain.NewSession(nil, 0)
+	want, err := ps.Forward(testIDs(5), false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := errors.New("tensor blk.2.ffn_gate.weight: altered")
+	for _, tt := range []struct {
+		name    string
+		result  error
+		capture bool
+	}{{"passed", nil, false}, {"failed", bad, false}, {"passed, captured", nil, true}} {
+		t.Run(tt.name, func(t *testing.T) {
+			checked, settled := map[string]bool{}, 0
+			m, err := model.New(f, model.Options{
+				FirstUse: func(ti gguf.TensorInfo, _ []byte) error { checked[ti.Name] = true; return nil },
+				Settled:  func() error { settled++; return tt.result },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			L := m.Config.Layers
+			s, _ := m.NewSession(nil, 0)
+			if tt.capture {
+				s.SetCapture(func(int, []float32) {})
+			}
+			got, err := s.Forward(testIDs(5), false)
+			if err != tt.result {
+				t.Fatalf("Forward: error %v, want %v", err, tt.result)
+			}
+			if settled != 1 {
+				t.Errorf("Forward called Settled %d times, want 1", settled)
+			}
+			wantChecked := 2*L + 1 // the norms
+			if tt.capture {
+				wantChecked = len(f.Tensors)
+			}
+			if len(checked) != wantChecked {
+				t.Errorf("FirstUse checked %d tensors, want %d", len(checked), wantChecked)
+			}
+			if tt.result != nil {
+				if got != nil {
+					t.Errorf("failed Forward returned %d logits", len(got))
+				}
+				if out, err := s.ForwardFrom(1, make([]float32, m.Config.Hidden), 1); err != bad || out != nil {
+					t.Errorf("ForwardFrom: %d logits, error %v", len(out), err)
+				}
+				s2, _ := m.NewSession(nil, 0)
+				logits, errs := m.NewBatch().Forward([]*model.Session{s2}, [][]int32{testIDs(2)})
+				if errs[0] != bad || logits[0] != nil || s2.Len() != 0 {
+					t.Errorf("Batch.Forward: %d logits, error %v, session at %d", len(logits[0]), errs[0], s2.Len())
+				}
+				return
+			}
+			if !slices.Equal(got, want) {
+				t.Errorf("logits differ from the model's without Settled")
+			}
+		})
+	}
+}

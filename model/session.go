@@ -254,7 +254,20 @@ func (s *Session) chunks(n, tail int, load func(start, n int) error, from int) (
 			out = logits
 		}
 	}
+	if err := s.m.settle(); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+// use runs w's first-use check (Options.FirstUse) before a product reads
+// it, unless the model checks its output instead (Options.Settled) and
+// no callback of s sees the step's inner values.
+func (s *Session) use(w *matrix) error {
+	if s.m.settled != nil && s.capture == nil && s.observe == nil {
+		return nil
+	}
+	return w.use()
 }
 
 // embed puts the embeddings of tokens in s.x.
@@ -265,7 +278,7 @@ func (s *Session) embed(tokens []int32) error {
 			return fmt.Errorf("model: token id %d outside the vocabulary of %d", t, c.Vocab)
 		}
 	}
-	if err := m.w.embed.use(); err != nil {
+	if err := s.use(m.w.embed); err != nil {
 		return err
 	}
 	s.x = grow(s.x, len(tokens)*c.Hidden)
@@ -477,7 +490,7 @@ func (s *Session) matmuls(x []float32, n int, prep func(v int), prods ...product
 	ps := s.prods[:0]
 	cols := prods[0].w.cols
 	for _, p := range prods {
-		if err := p.w.use(); err != nil {
+		if err := s.use(p.w); err != nil {
 			return err
 		}
 		ps = append(ps, tensor.Product{Out: p.out[:n*p.w.rows], W: p.w.data, Type: p.w.typ, Rows: p.w.rows})
@@ -516,7 +529,7 @@ func (s *Session) UsePool(p *tensor.Pool) {
 // matmul computes out = w·x for n rows of x, prep (if not nil) writing
 // each row of x inside the product's region (tensor.Options.Prepare).
 func (s *Session) matmul(out []float32, w *matrix, x []float32, n int, prep func(v int)) error {
-	if err := w.use(); err != nil {
+	if err := s.use(w); err != nil {
 		return err
 	}
 	o := s.opts()

@@ -19,13 +19,21 @@ var ErrStopped = errors.New("wquant: the background check was stopped")
 
 // Background checks a file's tensors against its manifest on background
 // goroutines, in the order a model first uses them, while the model
-// loads, runs and waits for work. Its Check is a model.Options.FirstUse:
-// a tensor's first use waits only for what is left of that tensor's hash
-// (hashing its unclaimed pieces itself, on every CPU) and fails, naming
-// the tensor, if the hash differs from the manifest's; no product reads
-// a tensor before its hash has been compared. The hashes are of the very
-// bytes the model reads (the file's memory mapping). Create it with
-// Manifest.Start; Stop it before the file is closed.
+// loads, runs and waits for work. It gates a model in one of two ways:
+//
+//   - Settled (model.Options.Settled) holds back the model's output: the
+//     steps compute on the weights as they are being checked, and each
+//     Forward waits, before it returns, for the whole check (hashing
+//     what is left of it itself, on every CPU), failing with the error
+//     that names each tensor that differs. No value derived from a
+//     tensor leaves the model before the tensor has passed.
+//   - Check (model.Options.FirstUse) holds back each product: a tensor's
+//     first use waits for what is left of that tensor's hash, so no
+//     product reads a tensor before its hash has been compared.
+//
+// The hashes are of the very bytes the model reads (the file's memory
+// mapping). Create it with Manifest.Start; Stop it before the file is
+// closed.
 type Background struct {
 	m       *Manifest
 	byName  map[string]*pending
@@ -39,6 +47,8 @@ type Background struct {
 	wg      sync.WaitGroup
 	mu      sync.Mutex
 	failed  []error // mismatches, in the order found
+	once    sync.Once
+	result  error // Wait's result once every tensor is checked
 }
 
 // pending is one tensor's check: its pieces, who claimed each, and the
@@ -62,7 +72,8 @@ type pieceRef struct {
 // BackgroundOptions configures Manifest.Start.
 type BackgroundOptions struct {
 	// Workers is the number of goroutines that hash in the background
-	// (0: one). Give it the CPUs the model does not use.
+	// (0: one). They yield the CPU every YieldEvery bytes, so that a
+	// model's goroutines waiting to run are not held up behind a hash.
 	Workers int
 	// Helpers is the number of goroutines a first use hashes the rest of
 	// its tensor on while the model waits for it (0: all CPUs).
@@ -113,10 +124,14 @@ func (m *Manifest) Start(f *gguf.File, o BackgroundOptions) *Background {
 		b.finish(p)
 	}
 	for range max(o.Workers, 1) {
-		b.wg.Go(b.work)
+		b.wg.Go(func() { b.work(b.stop, true) })
 	}
 	return b
 }
+
+// YieldEvery is how many bytes a background worker hashes between
+// yields of its CPU (runtime.Gosched): about 40 µs of SHA-256.
+const YieldEvery = 64 << 10
 
 // useRank orders tensors as a transformer first uses them: the token
 // embedding, then the blocks in order, then the rest (the output norm
@@ -136,11 +151,12 @@ func useRank(name string) int {
 }
 
 // work hashes the queue's unclaimed pieces in order until it is done or
-// the check is stopped.
-func (b *Background) work() {
+// stop is closed (a nil stop never is), yielding the CPU as it goes if
+// yield is set.
+func (b *Background) work(stop <-chan struct{}, yield bool) {
 	for {
 		select {
-		case <-b.stop:
+		case <-stop:
 			return
 		default:
 		}
@@ -150,15 +166,28 @@ func (b *Background) work() {
 		}
 		r := b.queue[k]
 		if r.p.claimed[r.i].CompareAndSwap(false, true) {
-			b.hash(r.p, r.i)
+			b.hash(r.p, r.i, yield)
 		}
 	}
 }
 
-// hash hashes piece i of p; the last piece's hasher compares the
-// tensor's hash with the manifest's.
-func (b *Background) hash(p *pending, i int) {
-	p.sums[i] = sha256.Sum256(p.data[i*HashChunk : min((i+1)*HashChunk, len(p.data))])
+// hash hashes piece i of p, yielding the CPU every YieldEvery bytes if
+// yield is set; the last piece's hasher compares the tensor's hash with
+// the manifest's.
+func (b *Background) hash(p *pending, i int, yield bool) {
+	data := p.data[i*HashChunk : min((i+1)*HashChunk, len(p.data))]
+	if !yield {
+		p.sums[i] = sha256.Sum256(data)
+	} else {
+		h := sha256.New()
+		for len(data) > 0 {
+			n := min(len(data), YieldEvery)
+			h.Write(data[:n])
+			data = data[n:]
+			runtime.Gosched()
+		}
+		h.Sum(p.sums[i][:0])
+	}
 	if p.left.Add(-1) == 0 {
 		b.finish(p)
 	}
@@ -198,7 +227,7 @@ func (b *Background) Check(t gguf.TensorInfo, data []byte) error {
 	help := func() {
 		for i := range p.claimed {
 			if p.claimed[i].CompareAndSwap(false, true) {
-				b.hash(p, i)
+				b.hash(p, i, false)
 			}
 		}
 	}
@@ -217,6 +246,29 @@ func sameBytes(x, y []byte) bool {
 	return len(x) == len(y) && (len(x) == 0 || &x[0] == &y[0])
 }
 
+// Settled is model.Options.Settled: it returns once every tensor is
+// checked, with Wait's result, hashing what the background has not yet
+// claimed on up to Helpers goroutines meanwhile (the model waits for it,
+// so its CPUs are free); ErrStopped if Stop came first. Once the check
+// is complete it costs a channel receive. It is safe for concurrent use.
+func (b *Background) Settled() error {
+	select {
+	case <-b.all:
+		return b.outcome()
+	case <-b.stop:
+		return b.Wait()
+	default:
+	}
+	var wg sync.WaitGroup
+	for range b.helpers - 1 {
+		wg.Go(func() { b.work(nil, false) })
+	}
+	b.work(nil, false)
+	wg.Wait()
+	<-b.all // pieces still being hashed by the background
+	return b.outcome()
+}
+
 // Wait returns once every tensor is checked: nil if all match, else an
 // error that wraps ErrAltered and names each tensor that differs; or
 // ErrStopped if Stop came first.
@@ -230,13 +282,22 @@ func (b *Background) Wait() error {
 			return ErrStopped
 		}
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var names []string
-	for _, err := range b.failed {
-		names = append(names, strings.TrimPrefix(err.Error(), ErrAltered.Error()+": "))
-	}
-	return altered(names)
+	return b.outcome()
+}
+
+// outcome returns the result of the complete check: nil, or the error
+// naming each tensor that differs.
+func (b *Background) outcome() error {
+	b.once.Do(func() {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		var names []string
+		for _, err := range b.failed {
+			names = append(names, strings.TrimPrefix(err.Error(), ErrAltered.Error()+": "))
+		}
+		b.result = altered(names)
+	})
+	return b.result
 }
 
 // Done returns a channel closed when every tensor is checked.

@@ -13,9 +13,10 @@ import (
 // startChecked opens path, starts its background check with workers and
 // loads the model with it, the model closing both; stopFirst stops the
 // background before anything is hashed, so that every first use hashes
-// its tensor itself. A load that fails returns its error (the background
+// its tensor itself; settled gates the model's output (Settled) instead
+// of each first use. A load that fails returns its error (the background
 // stopped).
-func startChecked(t *testing.T, path string, workers int, stopFirst bool) (*model.Model, *Background, error) {
+func startChecked(t *testing.T, path string, workers int, stopFirst, settled bool) (*model.Model, *Background, error) {
 	t.Helper()
 	f, err := gguf.Open(path)
 	if err != nil {
@@ -33,7 +34,11 @@ func startChecked(t *testing.T, path string, workers int, stopFirst bool) (*mode
 	if stopFirst {
 		bg.Stop()
 	}
-	mod, err := model.New(f, model.Options{FirstUse: bg.Check, OnClose: func() { bg.Stop(); f.Close() }})
+	o := model.Options{FirstUse: bg.Check, OnClose: func() { bg.Stop(); f.Close() }}
+	if settled {
+		o.Settled = bg.Settled
+	}
+	mod, err := model.New(f, o)
 	if err != nil {
 		bg.Stop()
 		f.Close()
@@ -52,9 +57,10 @@ func TestBackgroundIntact(t *testing.T) {
 		name      string
 		workers   int
 		stopFirst bool
-	}{{"background first", 2, false}, {"first uses alone", 1, true}} {
+		settled   bool
+	}{{"background first", 2, false, false}, {"first uses alone", 1, true, false}, {"output held", 2, false, true}} {
 		t.Run(tt.name, func(t *testing.T) {
-			mod, bg, err := startChecked(t, path, tt.workers, tt.stopFirst)
+			mod, bg, err := startChecked(t, path, tt.workers, tt.stopFirst, tt.settled)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -82,7 +88,9 @@ func TestBackgroundIntact(t *testing.T) {
 // TestBackgroundFlippedByte flips one byte of one tensor of a real file:
 // the background check names that tensor and no other, and the model's
 // first use of it fails naming it, so no output is computed from it —
-// whether the background hashed it first or the first use did.
+// whether the background hashed it first or the first use did; with the
+// output held (Settled), every Forward fails naming it and returns
+// nothing, whichever goroutines hashed it.
 func TestBackgroundFlippedByte(t *testing.T) {
 	path := sealed(t)
 	good := readBytes(t, path)
@@ -95,40 +103,42 @@ func TestBackgroundFlippedByte(t *testing.T) {
 		b := append([]byte(nil), good...)
 		b[ti.Offset+ti.Size/3] ^= 0x04
 		p := writeBytes(t, b)
-		for _, stopFirst := range []bool{false, true} {
-			mod, bg, err := startChecked(t, p, 2, stopFirst)
+		for _, mode := range []struct{ stopFirst, settled bool }{{false, false}, {true, false}, {false, true}} {
+			stopFirst := mode.stopFirst
+			mod, bg, err := startChecked(t, p, 2, stopFirst, mode.settled)
 			if strings.HasSuffix(name, "_norm.weight") {
 				// A vector is used as it loads: the load fails.
 				if !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), name) {
-					t.Errorf("%s (stopped first: %v): load: %v", name, stopFirst, err)
+					t.Errorf("%s (%+v): load: %v", name, mode, err)
 				}
 				continue
 			}
 			if err != nil {
 				t.Fatalf("%s: %v", name, err)
 			}
-			if !stopFirst {
-				err := bg.Wait()
-				if !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), "tensor "+name+":") || strings.Count(err.Error(), "tensor ") != 1 {
-					t.Errorf("%s: background: %v", name, err)
-				}
-			}
 			s, err := mod.NewSession(nil, 0)
 			if err != nil {
 				t.Fatal(err)
 			}
+			// At once: the background may not have reached the tensor.
 			for range 2 {
 				logits, err := s.Forward([]int32{1, 2, 3}, false)
 				if !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), name) || logits != nil {
-					t.Errorf("%s (stopped first: %v): Forward: %d logits, %v", name, stopFirst, len(logits), err)
+					t.Errorf("%s (%+v): Forward: %d logits, %v", name, mode, len(logits), err)
+				}
+			}
+			if !stopFirst {
+				err := bg.Wait()
+				if !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), "tensor "+name+":") || strings.Count(err.Error(), "tensor ") != 1 {
+					t.Errorf("%s (%+v): background: %v", name, mode, err)
 				}
 			}
 		}
 	}
 }
 
-// TestBackgroundStopped: Wait after Stop, with tensors left unchecked,
-// says so.
+// TestBackgroundStopped: Wait and Settled after Stop, with tensors left
+// unchecked, say so.
 func TestBackgroundStopped(t *testing.T) {
 	f := openGGUF(t, sealed(t))
 	m, err := ReadManifest(f)
@@ -145,6 +155,9 @@ func TestBackgroundStopped(t *testing.T) {
 	}
 	if err := bg.Wait(); !errors.Is(err, ErrStopped) {
 		t.Errorf("Wait after Stop: %v", err)
+	}
+	if err := bg.Settled(); !errors.Is(err, ErrStopped) {
+		t.Errorf("Settled after Stop: %v", err)
 	}
 }
 
@@ -194,5 +207,44 @@ func TestUseRank(t *testing.T) {
 		if useRank(odd) != useRank("output_norm.weight") {
 			t.Errorf("useRank(%s) = %d, want the rest's", odd, useRank(odd))
 		}
+	}
+}
+
+// TestBackgroundSettled: Settled, called at once, hashes what the one
+// background worker has not claimed and returns the complete check's
+// result, the same on every call and for concurrent callers.
+func TestBackgroundSettled(t *testing.T) {
+	path := sealed(t)
+	good := readBytes(t, path)
+	f := openGGUF(t, path)
+	ti, _ := f.Tensor("blk.1.attn_v.weight")
+	b := append([]byte(nil), good...)
+	b[ti.Offset+7] ^= 0x80
+	for _, tt := range []struct {
+		name string
+		file string
+		want string // "" for nil
+	}{{"intact", path, ""}, {"flipped", writeBytes(t, b), "tensor blk.1.attn_v.weight:"}} {
+		t.Run(tt.name, func(t *testing.T) {
+			f := openGGUF(t, tt.file)
+			m, err := ReadManifest(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bg := m.Start(f, BackgroundOptions{Workers: 1, Helpers: 3})
+			defer bg.Stop()
+			errs := make([]error, 4)
+			var wg sync.WaitGroup
+			for i := range errs {
+				wg.Go(func() { errs[i] = bg.Settled() })
+			}
+			wg.Wait()
+			errs = append(errs, bg.Settled(), bg.Wait())
+			for i, err := range errs {
+				if tt.want == "" && err != nil || tt.want != "" && (!errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), tt.want)) {
+					t.Errorf("call %d: %v, want %q", i, err, tt.want)
+				}
+			}
+		})
 	}
 }

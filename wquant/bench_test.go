@@ -2,6 +2,7 @@ package wquant
 
 import (
 	"context"
+	"crypto/sha256"
 	"math/rand/v2"
 	"path/filepath"
 	"runtime"
@@ -56,5 +57,19 @@ func BenchmarkVerify(b *testing.B) {
 				b.ReportMetric(float64(b.N)*(8*32<<20)/(cpu1-cpu0).Seconds()/1e6, "MB/cpu-s")
 			}
 		})
+	}
+}
+
+// BenchmarkSHA256 hashes a 1 MiB buffer that stays in cache: the rate of
+// Go's crypto/sha256 on one core, the ceiling of Verify's. Run it with
+// GODEBUG=cpu.sha=off to see the rate without the SHA extensions.
+func BenchmarkSHA256(b *testing.B) {
+	buf := make([]byte, HashChunk)
+	for i := range buf {
+		buf[i] = byte(i * 7)
+	}
+	b.SetBytes(int64(len(buf)))
+	for b.Loop() {
+		sha256.Sum256(buf)
 	}
 }

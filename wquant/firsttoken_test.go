@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/gguf"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/wquant"
 )
@@ -20,14 +21,17 @@ import (
 // --verify mode (wquant.OpenModel), load the tokenizer, touch every page
 // of the weights (Model.Prefault, as run does), run a prompt of
 // 16 or 256 tokens, on 1 thread, 4 and every CPU. Modes: off; lazy (the
-// background check, on the CPUs the model leaves free, one at least);
-// at-use (the check lazy used to be: each tensor hashed at its first use,
-// on every CPU); full (every hash before loading). Each iteration runs
-// every mode once (paired): MODE-ms is the median wall time, the
-// latency; MODE-cpu-ms the process's CPU time, which the hashing raises
-// by about the same amount in every checking mode (the first token uses
-// every tensor, so every hash is done by then); MODE-% the median of the
-// mode's latency over off's, less 1. ns/op is the sum of the modes.
+// background check on one yielding goroutine per CPU, the output held
+// until every tensor has passed: model.Options.Settled); lazy-spare (the
+// same on the CPUs the model leaves free, one at least); first-use (the
+// check lazy was before: the background on the spare CPUs, each
+// tensor's first product waiting for its hash); full (every hash before
+// loading). Each iteration runs every mode once (paired): MODE-ms is the
+// median wall time, the latency; MODE-cpu-ms the process's CPU time,
+// which the hashing raises by about the same amount in every checking
+// mode (the first token uses every tensor, so every hash is done by
+// then); MODE-% the median of the mode's latency over off's, less 1.
+// ns/op is the sum of the modes.
 //
 // The request/ group times what a server's first request meets: the
 // model loaded and left idle for 100 ms (waiting for requests), then the
@@ -46,25 +50,30 @@ func BenchmarkFirstToken(b *testing.B) {
 		b.Fatal(err)
 	}
 	open := func(b *testing.B, mode string, threads int) *model.Model {
-		if mode == "at-use" {
-			m, err := wquant.OpenModel(path, model.Options{Threads: threads}, wquant.OpenOptions{Verify: "off"})
+		if mode == "off" || mode == "lazy" || mode == "full" {
+			m, err := wquant.OpenModel(path, model.Options{Threads: threads}, wquant.OpenOptions{Verify: mode})
 			if err != nil {
-				b.Fatal(err)
-			}
-			man, err := wquant.ReadManifest(m.File())
-			if err == nil {
-				err = man.CheckMetadata(m.File())
-			}
-			m.Close()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if m, err = model.Open(path, model.Options{Threads: threads, FirstUse: man.Lazy()}); err != nil {
 				b.Fatal(err)
 			}
 			return m
 		}
-		m, err := wquant.OpenModel(path, model.Options{Threads: threads}, wquant.OpenOptions{Verify: mode})
+		f, err := gguf.Open(path)
+		if err != nil {
+			b.Fatal(err)
+		}
+		man, err := wquant.ReadManifest(f)
+		if err == nil {
+			err = man.CheckMetadata(f)
+		}
+		if err != nil {
+			b.Fatal(err)
+		}
+		bg := man.Start(f, wquant.BackgroundOptions{Workers: max(runtime.NumCPU()-threads, 1)})
+		o := model.Options{Threads: threads, FirstUse: bg.Check, OnClose: func() { bg.Stop(); f.Close() }}
+		if mode == "lazy-spare" {
+			o.Settled = bg.Settled
+		}
+		m, err := model.New(f, o)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -92,7 +101,7 @@ func BenchmarkFirstToken(b *testing.B) {
 				prompt[i] = int32(100 + 7*i)
 			}
 			b.Run(fmt.Sprintf("threads-%d/prompt-%d", threads, n), func(b *testing.B) {
-				paired(b, []string{"off", "lazy", "at-use", "full"}, func(mode string) {
+				paired(b, []string{"off", "lazy", "lazy-spare", "first-use", "full"}, func(mode string) {
 					m := open(b, mode, threads)
 					if _, err := model.LoadTokenizer(m.File()); err != nil {
 						b.Fatal(err)

@@ -33,10 +33,14 @@ type OpenOptions struct {
 //     called with the bytes hashed and the total);
 //   - lazy checks the manifest and the metadata now and hashes the
 //     tensors in the background (Manifest.Start), in the order the model
-//     first uses them, on the CPUs the model's o.Threads leave free (one
-//     at least), while it loads, runs and waits for requests: a tensor's
-//     first use waits only for what is left of its own hash, and fails,
-//     naming the tensor, if the hash differs;
+//     first uses them, on one goroutine per CPU that yield to the model's
+//     (Background), while it loads, runs and waits for requests. The
+//     model computes on the weights as they are checked and holds back
+//     its output (model.Options.Settled): each Forward returns only once
+//     every tensor has passed, and fails, naming each tensor that
+//     differs, if one has not. Sessions whose callbacks see values inside
+//     a step (captures, observers), and files that are not memory-mapped,
+//     wait instead at each tensor's first use for its own hash;
 //   - off checks nothing.
 //
 // A file without a manifest loads as it is. Either check hashes the
@@ -75,12 +79,11 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 			if err := m.CheckMetadata(f); err != nil {
 				return fail(err)
 			}
-			threads := o.Threads
-			if threads <= 0 {
-				threads = runtime.NumCPU()
-			}
-			bg := m.Start(f, BackgroundOptions{Workers: runtime.NumCPU() - threads})
+			bg := m.Start(f, BackgroundOptions{Workers: runtime.NumCPU()})
 			o.FirstUse, stop = bg.Check, bg.Stop
+			if f.Mapped() {
+				o.Settled = bg.Settled
+			}
 			if v.Checked != nil {
 				go func() {
 					if err := bg.Wait(); !errors.Is(err, ErrStopped) {

@@ -24,7 +24,7 @@ type modelFlags struct {
 
 // addVerifyFlag adds --verify to the model flags.
 func (f *modelFlags) addVerifyFlag(fs *flag.FlagSet) {
-	f.verify = fs.String("verify", "lazy", "check a turbomem file's integrity manifest: full (every tensor before loading), lazy (hashed in the background as the model loads and runs, on the CPUs --threads leaves free; a tensor's first use waits for its own hash) or off; files without a manifest load as they are")
+	f.verify = fs.String("verify", "lazy", "check a turbomem file's integrity manifest: full (every tensor before loading), lazy (hashed in the background on every CPU as the model loads and runs; no token is shown before every tensor has passed) or off; files without a manifest load as they are")
 }
 
 // addModelFlags adds -m and --threads (threadsHelp: what more to say of

@@ -116,8 +116,9 @@ func runServe(e *env, args []string) error {
 		b.Sequences/max(perSeq, 1), l.m.Config.Context, humanBytes(perSeq))
 
 	// --verify=lazy's check hashes the weights while the server waits for
-	// requests; a tensor that differs fails every request that uses it,
-	// and is reported here as soon as it is found.
+	// requests; a request answers only once every tensor has passed, a
+	// tensor that differs fails every request, and the check's result is
+	// reported here as soon as it is complete.
 	checked := l.checked
 wait:
 	for {
