@@ -40,6 +40,10 @@ type CompactOptions struct {
 	// non-uniform budgets per layer and KV head chosen from measured loss
 	// (CompactShares) on the end of the held-out text.
 	Measured bool
+	// Shares, if set, adds for the attention-matching methods rows with
+	// its budgets per layer and KV head (measured before, on another
+	// run; Budgets "file").
+	Shares *compact.BudgetShares
 	// Length is the context's length in tokens (0: 2048), questions and
 	// continuations not counted.
 	Length int
@@ -68,8 +72,8 @@ type CompactOptions struct {
 type CompactRow struct {
 	Method string  `json:"method"` // "none" for the uncompacted caches
 	Ratio  float64 `json:"ratio"`  // asked for (1: none)
-	// Budgets is "uniform" (as many tokens per head everywhere) or
-	// "measured" (CompactShares).
+	// Budgets is "uniform" (as many tokens per head everywhere),
+	// "measured" (CompactShares) or "file" (CompactOptions.Shares).
 	Budgets string `json:"budgets"`
 	// Plan is what CompactShares measured and chose, for measured
 	// budgets.
@@ -185,7 +189,16 @@ func CompactEval(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, 
 			a := newAcc(string(meth), r, o.KV)
 			a.row.Budgets = "uniform"
 			accs = append(accs, a)
-			if !o.Measured || !meth.Fits() {
+			if !meth.Fits() {
+				continue
+			}
+			if o.Shares != nil {
+				configs = append(configs, config{method: meth, ratio: r, share: o.Shares.Shares})
+				a = newAcc(string(meth), r, o.KV)
+				a.row.Budgets = "file"
+				accs = append(accs, a)
+			}
+			if !o.Measured {
 				continue
 			}
 			plan, err := CompactShares(ctx, m, tok, heldout, CompactPlanOptions{Method: meth, Ratio: r, Window: o.Window, Queries: o.Queries, Extra: o.Extra, KV: o.KV, Length: o.Length, Seed: o.Seed})

@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/turbomem/turbomem/compact"
 	"github.com/turbomem/turbomem/eval"
 )
 
@@ -42,6 +43,48 @@ func TestRunCompact(t *testing.T) {
 				t.Errorf("%s: stderr lacks %q: %s", m, want, errOut)
 			}
 		}
+	}
+}
+
+// TestRunCompactBudgets: run --compact-budgets splits the kept tokens
+// as its file says (a file eval compact --save-budgets writes); a file
+// for another shape, or not a budget file, is refused with a clear error.
+func TestRunCompactBudgets(t *testing.T) {
+	const fixture = "../../testdata/llama-2-tiny-random.gguf" // 1 layer, 2 KV heads
+	dir := t.TempDir()
+	write := func(name string, b compact.BudgetShares) string {
+		path := filepath.Join(dir, name)
+		if err := eval.SaveFile(path, b); err != nil {
+			t.Fatal(err)
+		}
+		return path
+	}
+	good := write("good.json", compact.BudgetShares{Method: compact.AMHighest, Ratio: 2, Shares: [][]float64{{0.25, 0.75}}})
+	other := write("other.json", compact.BudgetShares{Method: compact.AMHighest, Ratio: 2, Shares: [][]float64{{0.5, 0.5}, {0, 0}}})
+	garbage := filepath.Join(dir, "garbage.json")
+	if err := os.WriteFile(garbage, []byte(`{"version": 1, "shares": [[1]]}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(file string) (int, string) {
+		code, _, errOut := runCmd("run", "-m", fixture, "-n", "2", "--temp", "0", "--compact", "2x", "--compact-window", "0", "--compact-self", "1", "--compact-self-tokens", "2", "--compact-budgets", file, "Once upon a time there was a")
+		return code, errOut
+	}
+	// 8 tokens at 2x: 4 per head on average however they are split
+	// (the split itself: compact's TestEvictionClosedForms).
+	if code, errOut := run(good); code != 0 || !strings.Contains(errOut, "compacted 8 tokens to 4.0 per layer and KV head") {
+		t.Errorf("good budgets: exit %d, %s", code, errOut)
+	}
+	for _, tt := range []struct{ file, want string }{
+		{other, "budget shares for 2 layers, the context has 1"},
+		{garbage, "checksum"},
+		{filepath.Join(dir, "missing.json"), "no such file"},
+	} {
+		if code, errOut := run(tt.file); code == 0 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%s: exit %d, stderr %q; want ∋ %q", tt.file, code, errOut, tt.want)
+		}
+	}
+	if code, _, errOut := runCmd("eval", "compact", "--save-budgets", filepath.Join(dir, "x.json")); code != 2 || !strings.Contains(errOut, "give both") {
+		t.Errorf("--save-budgets alone: exit %d, %s", code, errOut)
 	}
 }
 

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"os"
 	"strconv"
 	"strings"
 
@@ -26,6 +27,7 @@ type compactFitFlags struct {
 	self, selfToks *int
 	repeat         *bool
 	sel            *string
+	budgets        *string
 }
 
 // methodNames lists the compaction methods for help texts.
@@ -54,7 +56,25 @@ func addCompactFitFlags(fs *flag.FlagSet) compactFitFlags {
 		selfToks:   fs.Int("compact-self-tokens", 24, "tokens per self-study sample"),
 		sel:        fs.String("compact-select", "max+rms", "how attention matching (am) chooses the kept keys by their attention weight over the reference queries: max+rms (half by the largest, the rest by RMS), rms (the paper's), max, mean"),
 		repeat:     fs.Bool("compact-repeat", false, "add the queries of the model rereading the context (KVzip uses them always)"),
+		budgets:    fs.String("compact-budgets", "", "split the kept tokens over the layers and KV heads as this file says, measured once per model (eval compact --measured-budgets --save-budgets FILE) instead of as many per head everywhere"),
 	}
+}
+
+// shares reads the --compact-budgets file, or returns nil without one.
+func (c compactFitFlags) shares() (*compact.BudgetShares, error) {
+	if *c.budgets == "" {
+		return nil, nil
+	}
+	f, err := os.Open(*c.budgets)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := compact.ReadBudgetShares(f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", *c.budgets, err)
+	}
+	return &b, nil
 }
 
 // parseRatio reads a compaction ratio, "20" or "20x".
@@ -97,7 +117,14 @@ func (c compactFlags) options(seed uint64) (*compact.Options, compact.QueryOptio
 		return nil, compact.QueryOptions{}, usageError{err}
 	}
 	o, q, err := c.base(m, seed)
+	if err != nil {
+		return nil, q, err
+	}
 	o.Ratio = r
+	b, err := c.shares()
+	if b != nil {
+		o.Share = b.Shares
+	}
 	return &o, q, err
 }
 

@@ -28,6 +28,7 @@ func evalCompact(e *env, args []string) error {
 	klCtx := fs.Int("kl-contexts", 2, "held-out contexts whose continuations score the KL divergence")
 	klTokens := fs.Int("kl-tokens", 256, "continuation tokens per KL context")
 	measured := fs.Bool("measured-budgets", false, "also run the attention-matching methods with budgets per layer and KV head chosen from measured loss (KL of a held-out continuation with one head compacted at a time, exact allocation)")
+	saveBudgets := fs.String("save-budgets", "", "with --measured-budgets: save the first measured budgets (the first attention-matching method at the first ratio) to this file, for --compact-budgets")
 	seed := seedFlag(fs, "the contexts, needles and reference queries")
 	kvf := addKVFlags(fs, "f16")
 	cf := addCompactFitFlags(fs)
@@ -65,6 +66,12 @@ func evalCompact(e *env, args []string) error {
 		return err
 	}
 	o.Window, o.Queries, o.ExtraShare, o.Extra, o.Select = base.Window, base.Queries, base.ExtraShare, q, base.Select
+	if o.Shares, err = cf.shares(); err != nil {
+		return err
+	}
+	if *saveBudgets != "" && !*measured {
+		return usageError{errors.New("--save-budgets saves what --measured-budgets measures: give both")}
+	}
 	l, kv, text, err := openText(e, *file, mf, kvf)
 	if err != nil {
 		return err
@@ -83,6 +90,11 @@ func evalCompact(e *env, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *saveBudgets != "" {
+		if err := saveCompactBudgets(e, *saveBudgets, l, res); err != nil {
+			return err
+		}
+	}
 	if *plotFile != "" {
 		if err := writeCompactPlot(*plotFile, res); err != nil {
 			return err
@@ -99,6 +111,23 @@ func evalCompact(e *env, args []string) error {
 		fmt.Fprintf(tw, "%s\t%s\t%g\t%s\t%.1f\t%.0f\t%.1fx\t%.3f\t%.3f\t%.4f\t%.3f\t%.2f\t%d\t\n", r.Method, r.Budgets, r.Ratio, r.KV, r.Kept, r.Bytes, r.Reduction, r.Needle, r.Facts, r.KL, r.Top1, r.Seconds, r.Warnings)
 	}
 	return tw.Flush()
+}
+
+// saveCompactBudgets saves the first measured budgets of res to path.
+func saveCompactBudgets(e *env, path string, l *loaded, res eval.CompactResult) error {
+	for _, r := range res.Rows {
+		if r.Plan == nil {
+			continue
+		}
+		name, _ := l.m.File().String("general.name")
+		b := compact.BudgetShares{Model: name, Method: compact.Method(r.Method), Ratio: r.Ratio, Shares: r.Plan.Shares}
+		if err := eval.SaveFile(path, b); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stderr, "budgets of %s at %gx saved to %s\n", r.Method, r.Ratio, path)
+		return nil
+	}
+	return errors.New("eval compact: no measured budgets to save (no attention-matching method?)")
 }
 
 // writeCompactPlot draws each method's needle (solid) and multi-fact
@@ -121,8 +150,8 @@ func writeCompactPlot(path string, res eval.CompactResult) error {
 		switch {
 		case k.method == "none":
 			name = "uncompacted"
-		case k.budgets == "measured":
-			name += " (measured budgets)"
+		case k.budgets != "" && k.budgets != "uniform":
+			name += " (" + k.budgets + " budgets)"
 		}
 		name += " " + k.kv
 		needle, facts := plot.Series{Name: name + " needle"}, plot.Series{Name: name + " facts", Dashed: true}
