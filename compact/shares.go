@@ -12,10 +12,11 @@ import (
 // and KV heads, kept in a file: measured once per model (eval's
 // CompactShares: the loss of each head compacted alone at several
 // budgets, allocated exactly as --kv auto allocates formats) and given to
-// every later compaction as Options.Share. On the embedded model such a
-// split answered at 20x as many multi-fact questions as the uncompacted
-// cache, where the uniform one answered 0.85 of them (BENCHMARKS.md, "KV
-// compaction").
+// every later compaction as Options.Share. On the small models measured
+// the last layer's heads lose the most when compacted and get the most
+// tokens, and at 20x attention matching answers more multi-fact
+// questions with such a split than with as many tokens per head
+// everywhere (BENCHMARKS.md, "KV compaction").
 type BudgetShares struct {
 	// Model names the model the shares were measured on (its
 	// general.name), Method and Ratio the compaction: for messages; a
