@@ -11,7 +11,16 @@
 //
 // The first generator is the reference. Each argument is NAME=SOURCE: an
 // http URL is a llama-server (its /completion endpoint, given the prompt's
-// token ids), anything else a KV format for our engine (kvcache.Parse).
+// token ids), anything else a KV configuration for our engine
+// (kvcache.Parse: a format, K/V formats or auto:B; klt formats and auto
+// plans are calibrated on the held-out text's last windows, as serve's
+// --kv does), optionally followed by how the server would run it:
+// ",tN" with N threads, ",cN" the prompt fed in chunks of N tokens (the
+// server's --prefill-tokens, 128), ",bK" every decode step taken in a
+// batch beside K other sequences decoding their own short prompts (a
+// server with K+1 running requests). "f16,t16" against "f16" or
+// "f16,c128,b15" against "f16" is f16 against itself, only the float
+// order changed: the floor under any KV format's agreement.
 // Prompts are windows of W words of the embedded held-out text, at the
 // same offsets as tools/serve_greedy_compare.py, tokenized by our tokenizer
 // (BOS as the model asks); the end-of-text token is not a stop for anyone.
@@ -19,7 +28,9 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -28,6 +39,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -96,9 +108,11 @@ func post(url string, in, out any) error {
 
 // ours runs our engine with one KV configuration.
 type ours struct {
-	m   *model.Model
-	kv  kvcache.Config
-	eos int32
+	m     *model.Model
+	kv    kvcache.Config
+	eos   int32
+	chunk int       // prompt tokens per Forward (0: all at once)
+	mates [][]int32 // prompts of the sequences decoding beside (none: alone)
 }
 
 func (g ours) greedy(prompt []int32, n int) ([]step, error) { return g.run(prompt, n, nil) }
@@ -110,10 +124,34 @@ func (g ours) run(prompt []int32, n int, forced []int32) ([]step, error) {
 	if err != nil {
 		return nil, err
 	}
-	logits, err := s.Forward(prompt, false)
-	if err != nil {
-		return nil, err
+	var logits []float32
+	for rest := prompt; len(rest) > 0; {
+		k := len(rest)
+		if g.chunk > 0 {
+			k = min(k, g.chunk)
+		}
+		if logits, err = s.Forward(rest[:k], false); err != nil {
+			return nil, err
+		}
+		rest = rest[k:]
 	}
+	// The sequences beside: prompts fed, then each step feeds its own
+	// greedy token with ours, in one Batch.
+	seqs := []*model.Session{s}
+	toks := [][]int32{nil}
+	for _, p := range g.mates {
+		ms, err := g.m.NewSession(g.kv, len(p)+n)
+		if err != nil {
+			return nil, err
+		}
+		ml, err := ms.Forward(p, false)
+		if err != nil {
+			return nil, err
+		}
+		seqs = append(seqs, ms)
+		toks = append(toks, []int32{topOf(ml, g.eos).Token})
+	}
+	b := g.m.NewBatch()
 	var steps []step
 	for i := range n {
 		st := topOf(logits, g.eos)
@@ -125,11 +163,33 @@ func (g ours) run(prompt []int32, n int, forced []int32) ([]step, error) {
 		if forced != nil {
 			next = forced[i]
 		}
-		if logits, err = s.Forward([]int32{next}, false); err != nil {
+		if len(seqs) == 1 {
+			if logits, err = s.Forward([]int32{next}, false); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		toks[0] = []int32{next}
+		out, errs := b.Forward(seqs, toks)
+		if err := errors.Join(errs...); err != nil {
 			return nil, err
+		}
+		logits = slices.Clone(out[0])
+		for j := 1; j < len(seqs); j++ {
+			toks[j] = []int32{argmax(out[j])}
 		}
 	}
 	return steps, nil
+}
+
+func argmax(xs []float32) int32 {
+	best := 0
+	for i, x := range xs {
+		if x > xs[best] {
+			best = i
+		}
+	}
+	return int32(best)
 }
 
 // topOf returns the argmax of logits other than the banned end-of-text
@@ -243,27 +303,36 @@ func main() {
 	n := flag.Int("n", 22, "prompts")
 	w := flag.Int("w", 1300, "words per prompt")
 	m := flag.Int("m", 32, "greedy tokens per answer")
-	threads := flag.Int("threads", 1, "our engine's threads")
-	path := flag.String("model", "", "GGUF file (default: the embedded model)")
+	threads := flag.Int("threads", 1, "our engine's threads (unless a generator says ,tN)")
+	// The embedded model's own file, not defaultmodel.Load: the binary
+	// then holds no copy of it (it travels light to a benchmark machine).
+	path := flag.String("model", "defaultmodel/turbomem-default.gguf", "GGUF file (the default is the embedded model's, from the repository's root)")
 	out := flag.String("json", "", "write every prompt's steps here")
+	vsFirst := flag.Bool("vs-first", false, "compare each generator with the first only (else every pair)")
+	budget := flag.Duration("for", 0, "start no prompt after this long (0: no bound); the tables cover the prompts done")
 	flag.Parse()
 	if flag.NArg() < 2 {
 		log.Fatal("want at least two NAME=SOURCE generators")
 	}
-	var mod *model.Model
-	var err error
-	if *path == "" {
-		mod, err = defaultmodel.Load(model.Options{Threads: *threads})
-	} else {
-		mod, err = model.Open(*path, model.Options{Threads: *threads})
+	models := map[int]*model.Model{} // by thread count
+	load := func(t int) *model.Model {
+		if mod, ok := models[t]; ok {
+			return mod
+		}
+		mod, err := model.Open(*path, model.Options{Threads: t})
+		if err != nil {
+			log.Fatal(err)
+		}
+		models[t] = mod
+		return mod
 	}
-	if err != nil {
-		log.Fatal(err)
-	}
+	mod := load(*threads)
 	tok, err := model.LoadTokenizer(mod.File())
 	if err != nil {
 		log.Fatal(err)
 	}
+	words := strings.Fields(defaultmodel.HeldOut())
+	calib := tok.Encode(defaultmodel.HeldOut(), true)
 	var names []string
 	var gens []generator
 	for _, a := range flag.Args() {
@@ -276,24 +345,61 @@ func main() {
 			gens = append(gens, llama{strings.TrimSuffix(src, "/"), tok.EOS()})
 			continue
 		}
-		kv, err := kvcache.Parse(src)
+		format, opts, _ := strings.Cut(src, ",")
+		g := ours{m: mod, eos: tok.EOS()}
+		for _, o := range strings.Split(opts, ",") {
+			if o == "" {
+				continue
+			}
+			v, err := strconv.Atoi(o[1:])
+			if err != nil || v < 1 || v > 4096 {
+				log.Fatalf("%q: option %q: want tN, cN or bK with a number in 1..4096", a, o)
+			}
+			switch o[0] {
+			case 't':
+				g.m = load(v)
+			case 'c':
+				g.chunk = v
+			case 'b':
+				for k := range v {
+					at := (k*4099 + 101) % (len(words) - 12)
+					g.mates = append(g.mates, tok.Encode(strings.Join(words[at:at+12], " "), true))
+				}
+			default:
+				log.Fatalf("%q: option %q: want tN, cN or bK", a, o)
+			}
+		}
+		kv, err := kvcache.Parse(format)
 		if err != nil {
 			log.Fatal(err)
 		}
-		gens = append(gens, ours{mod, kv, tok.EOS()})
+		if kv.NeedsPlan() || kv.NeedsCovariances() {
+			if kv, err = eval.PlanKV(context.Background(), g.m, calib, tok.BOS(), kv, eval.KVPlanOptions{}); err != nil {
+				log.Fatalf("%s: %v", name, err)
+			}
+		}
+		g.kv = kv
+		gens = append(gens, g)
 	}
 	var pairs []*pair
 	for i := range names {
 		for j := i + 1; j < len(names); j++ {
+			if *vsFirst && i > 0 {
+				break
+			}
 			pairs = append(pairs, &pair{A: names[i], B: names[j]})
 		}
 	}
-	words := strings.Fields(defaultmodel.HeldOut())
 	sameIDs := 0                   // prompts llama.cpp tokenizes as we do
 	teacher := map[string][2]int{} // steps agreeing with the first's answer, steps
 	var gaps []float64             // the first generator's top-2 gap at every step
 	var all []map[string]any
+	began := time.Now()
 	for i := range *n {
+		if *budget > 0 && time.Since(began) > *budget {
+			fmt.Fprintf(os.Stderr, "-for %v passed: %d of %d prompts\n", *budget, i, *n)
+			break
+		}
 		at := (i * 7919 * 37) % (len(words) - *w)
 		ids := tok.Encode(strings.Join(words[at:at+*w], " "), true)
 		if len(ids)+*m > mod.Config.Context {
@@ -327,7 +433,8 @@ func main() {
 			gaps = append(gaps, s.gap())
 		}
 		// Our engines again, each fed the first generator's answer: how
-		// often a step's choice agrees when the history is the same.
+		// often a step's choice agrees when the history is the same (every
+		// step where the answers are equal).
 		ref := got[names[0]]
 		forced := make([]int32, len(ref))
 		for k, s := range ref {
@@ -338,9 +445,11 @@ func main() {
 			if !ok {
 				continue
 			}
-			steps, err := o.run(ids, *m, forced)
-			if err != nil {
-				log.Fatalf("prompt %d, %s: %v", i, names[j+1], err)
+			steps := got[names[j+1]]
+			if !slices.EqualFunc(steps, ref, func(a, b step) bool { return a.Token == b.Token }) {
+				if steps, err = o.run(ids, *m, forced); err != nil {
+					log.Fatalf("prompt %d, %s: %v", i, names[j+1], err)
+				}
 			}
 			f := teacher[names[j+1]]
 			for k, s := range steps {
@@ -368,9 +477,49 @@ func main() {
 		fmt.Printf("| %s | %s | %d/%d | %d/%d | %.1f | %s | %s | %.3f | %s | %s |\n", p.A, p.B, p.NextEqual, p.Prompts, p.AnswerEqual, p.Prompts,
 			mean(p.Common), quantile(p.MarginA, 0.5), quantile(p.MarginB, 0.5), mx, quantile(p.Drift, 0.5), quantile(p.Drift, 0.99))
 	}
+	// Agreement against answer length: the share of prompts whose first
+	// k tokens are equal.
+	var lens []int
+	for k := 1; k < *m; k *= 2 {
+		lens = append(lens, k)
+	}
+	lens = append(lens, *m)
+	fmt.Printf("\n| A | B |")
+	for _, k := range lens {
+		fmt.Printf(" first %d equal |", k)
+	}
+	fmt.Printf("\n|---|---|%s\n", strings.Repeat("---|", len(lens)))
+	for _, p := range pairs {
+		fmt.Printf("| %s | %s |", p.A, p.B)
+		for _, k := range lens {
+			c := 0
+			for _, d := range p.Common {
+				c += boolInt(d >= k)
+			}
+			fmt.Printf(" %d/%d (%.0f%%) |", c, p.Prompts, 100*float64(c)/float64(max(1, p.Prompts)))
+		}
+		fmt.Println()
+	}
+	fmt.Println()
 	for _, name := range names[1:] {
 		if f, ok := teacher[name]; ok {
 			fmt.Printf("%s fed %s's answers: the same choice at %d of %d steps (%.1f%%)\n", name, names[0], f[0], f[1], 100*float64(f[0])/float64(f[1]))
+		}
+	}
+	// What each configuration of ours holds at a 4096-token conversation,
+	// against f16: the sessions a memory budget admits scale with it.
+	sh := mod.CacheShape()
+	ref, err := kvcache.F16().BytesAt(4096, mod.Config.Layers, sh)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for j, g := range gens {
+		if o, ok := g.(ours); ok {
+			b, err := o.kv.BytesAt(4096, mod.Config.Layers, sh)
+			if err != nil {
+				log.Fatal(err)
+			}
+			fmt.Printf("%s: %s, KV at 4096 tokens %d B, f16's / its = %.2fx\n", names[j], o.kv, b, float64(ref)/float64(b))
 		}
 	}
 	slices.Sort(gaps)
