@@ -14,9 +14,11 @@ import (
 // measured on calibration text: per layer and KV head, the keys' mean
 // before RoPE (the cache takes it out, turned to each position, as for
 // the turbo formats: centered.go) and the mean and covariance of the
-// centred keys (after RoPE, as the cache stores them), and of the values.
-// The KLTs of a rate are designed once (quant.DesignKLT, the seed drawn
-// from the layer and head) and shared by every cache made with them.
+// centred keys (after RoPE, as the cache stores them), and of the values,
+// and the second moment of the queries that read the keys (the keys' bits
+// go where the queries look). The KLTs of a rate are designed once
+// (quant.DesignWeightedKLT, the seed drawn from the layer and head) and
+// shared by every cache made with them.
 type Covariances struct {
 	// Layers[l][h] is layer l's KV head h.
 	Layers [][]HeadCovariance
@@ -55,6 +57,7 @@ func (c *Covariances) Fingerprint() uint64 {
 			put(hc.K.Cov)
 			put(hc.V.Mean)
 			put(hc.V.Cov)
+			put(hc.Q)
 		}
 	}
 	c.sum = binary.LittleEndian.Uint64(h.Sum(nil)) | 1
@@ -67,6 +70,11 @@ type HeadCovariance struct {
 	RopeMean []float32
 	// K and V are the moments of the centred keys and of the values.
 	K, V Moments
+	// Q is the second moment E[q·qᵀ] (d×d, row-major) of the queries
+	// that attend to the head (every query head of its group, after
+	// RoPE), which weighs the keys' error (quant.DesignWeightedKLT); nil
+	// when no queries were recorded.
+	Q []float32
 }
 
 // Moments are a mean and a covariance (row-major, d×d).
@@ -151,9 +159,49 @@ func EstimateCovariances(windows [][]*Trace) (*Covariances, error) {
 				}
 			}
 			hc.K, hc.V = km.result(), vm.result()
+			hc.Q = querySecondMoment(windows, l, h)
 		}
 	}
 	return c, nil
+}
+
+// querySecondMoment returns E[q·qᵀ] over the recorded queries of layer
+// l's query heads that attend to KV head h (the first position of each
+// window left out, as in the moments), or nil if there are none.
+func querySecondMoment(windows [][]*Trace, l, h int) []float32 {
+	var m moments
+	for _, w := range windows {
+		tr := w[l]
+		sh := tr.Shape
+		d, g := sh.HeadDim, sh.Group()
+		if m.d == 0 {
+			m.init(d)
+		}
+		for i := range tr.Queries() {
+			pos := i
+			if tr.QPos != nil {
+				pos = tr.QPos[i]
+			}
+			if pos == 0 {
+				continue
+			}
+			q := tr.Q[i*sh.QHeads*d : (i+1)*sh.QHeads*d]
+			for j := h * g; j < (h+1)*g; j++ {
+				m.add(q[j*d : (j+1)*d])
+			}
+		}
+	}
+	if m.n == 0 {
+		return nil
+	}
+	r := m.result()
+	d := m.d
+	for i := range d { // the second moment: covariance + mean·meanᵀ
+		for j := range d {
+			r.Cov[i*d+j] += r.Mean[i] * r.Mean[j]
+		}
+	}
+	return r.Cov
 }
 
 // minCovTokens is the fewest calibration tokens per coordinate: below
@@ -212,7 +260,7 @@ func (c *Covariances) check(layer int, sh Shape) error {
 	}
 	d := sh.HeadDim
 	for h, hc := range hs {
-		if len(hc.RopeMean) != d || len(hc.K.Mean) != d || len(hc.V.Mean) != d || len(hc.K.Cov) != d*d || len(hc.V.Cov) != d*d {
+		if len(hc.RopeMean) != d || len(hc.K.Mean) != d || len(hc.V.Mean) != d || len(hc.K.Cov) != d*d || len(hc.V.Cov) != d*d || hc.Q != nil && len(hc.Q) != d*d {
 			return fmt.Errorf("kvcache: covariances of layer %d head %d are not of head dimension %d", layer, h, d)
 		}
 	}
@@ -244,7 +292,14 @@ func (c *Covariances) klt(layer, h int, key bool, bits int, seed uint64) (*quant
 	for i, v := range m.Mean {
 		mean[i] = float64(v)
 	}
-	p, err := quant.DesignKLT(cov, mean, d, bits, seed)
+	var weight []float64 // keys: the error that moves the logits, E[(qᵀ·Δk)²]
+	if key && hc.Q != nil {
+		weight = make([]float64, d*d)
+		for i, v := range hc.Q {
+			weight[i] = float64(v)
+		}
+	}
+	p, err := quant.DesignWeightedKLT(cov, weight, mean, d, bits, seed)
 	if err != nil {
 		return nil, fmt.Errorf("kvcache: layer %d head %d: %w", layer, h, err)
 	}

@@ -1,7 +1,9 @@
 package kvcache
 
 import (
+	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 )
 
@@ -69,5 +71,83 @@ func TestKLTCacheImportOtherCovariances(t *testing.T) {
 		if err := y.Import("m", data); (err == nil) != c.ok {
 			t.Fatalf("import with the same covariances %v: error %v", c.ok, err)
 		}
+	}
+}
+
+// TestQuerySecondMoment: EstimateCovariances' Q of each KV head is
+// E[q·qᵀ] over the queries of its group's heads (heads 2h and 2h+1 of 4
+// here) at every recorded position but the first of each window (in
+// float64 here), whether every position's query is recorded or only some
+// (QPos); the keys' KLT is designed with it, and a Q of another size is
+// refused.
+func TestQuerySecondMoment(t *testing.T) {
+	sh := Shape{QHeads: 4, KVHeads: 2, HeadDim: 16}
+	d, g := sh.HeadDim, sh.Group()
+	r := rand.New(rand.NewPCG(8, 8))
+	var windows [][]*Trace
+	for w := range 2 {
+		ks, vs := kvData(r, sh, 40, true)
+		tr := &Trace{Shape: sh}
+		for i := range ks {
+			tr.K = append(tr.K, ks[i]...)
+			tr.V = append(tr.V, vs[i]...)
+		}
+		n := len(ks)
+		if w == 1 { // only some positions' queries, position 0 not among them
+			tr.QPos = []int{3, 5, 6, 30}
+			n = len(tr.QPos)
+		}
+		for range n {
+			q := randQuery(r, sh)
+			for i := range q {
+				q[i] += float32(i%3) - 1 // a mean, which the second moment keeps
+			}
+			tr.Q = append(tr.Q, q...)
+		}
+		windows = append(windows, []*Trace{tr})
+	}
+	cov, err := EstimateCovariances(windows)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for h := range sh.KVHeads {
+		want := make([]float64, d*d)
+		n := 0
+		for w, win := range windows {
+			tr := win[0]
+			for i := range tr.Queries() {
+				if w == 0 && i == 0 { // position 0
+					continue
+				}
+				for j := h * g; j < (h+1)*g; j++ {
+					q := tr.Q[(i*sh.QHeads+j)*d : (i*sh.QHeads+j+1)*d]
+					for a := range d {
+						for b := range d {
+							want[a*d+b] += float64(q[a]) * float64(q[b])
+						}
+					}
+					n++
+				}
+			}
+		}
+		got := cov.Layers[0][h].Q
+		if len(got) != d*d {
+			t.Fatalf("head %d: Q of %d values, want %d", h, len(got), d*d)
+		}
+		for i := range want {
+			// float32 moments of sums of about 100 terms: 1e-5 of the scale
+			if w := want[i] / float64(n); math.Abs(float64(got[i])-w) > 1e-5*(1+math.Abs(w)) {
+				t.Fatalf("head %d: Q[%d] = %g, want %g", h, i, got[i], w)
+			}
+		}
+	}
+	spec := specFor(t, "klt3.5", 0)
+	spec.Cov = cov
+	if _, err := spec.NewCache(0, sh); err != nil {
+		t.Fatal(err)
+	}
+	cov.Layers[0][1].Q = cov.Layers[0][1].Q[1:]
+	if _, err := spec.NewCache(0, sh); err == nil || !strings.Contains(err.Error(), "head 1") {
+		t.Errorf("a Q of %d values: error %v", d*d-1, err)
 	}
 }

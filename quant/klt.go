@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"fmt"
 	"math"
+	"sort"
 	"sync"
 
 	"gonum.org/v1/gonum/mat"
@@ -340,6 +341,18 @@ func (r *bitReader) read(n int) uint32 {
 // with σ² the mean of their eigenvalues. Eigenvalues below 1e-9 of the
 // largest are raised to it.
 func DesignKLT(cov, mean []float64, d, codeBits int, seed uint64) (KLTParams, error) {
+	return DesignWeightedKLT(cov, nil, mean, d, codeBits, seed)
+}
+
+// DesignWeightedKLT is DesignKLT for an error measured through weight
+// (d×d, symmetric positive semi-definite, row-major; nil: the identity):
+// E[(x − x̃)ᵀ·W·(x − x̃)] rather than E‖x − x̃‖². For keys W is the
+// queries' second moment E[q·qᵀ], and the error E[(qᵀ(k − k̃))²] is what
+// moves the attention logits. The basis stays the covariance's
+// eigenvectors uᵢ; the bits go by reverse water-filling on wᵢ·λᵢ, wᵢ =
+// uᵢᵀ·W·uᵢ (normalised to mean 1): a component's error λᵢ·D(bᵢ) costs
+// wᵢ times as much, the errors of the components being uncorrelated.
+func DesignWeightedKLT(cov, weight, mean []float64, d, codeBits int, seed uint64) (KLTParams, error) {
 	if d < 1 || d > kltMaxDim || len(cov) != d*d || len(mean) != d {
 		return KLTParams{}, fmt.Errorf("quant: klt design: covariance %d and mean %d values for dimension %d", len(cov), len(mean), d)
 	}
@@ -372,7 +385,48 @@ func DesignKLT(cov, mean []float64, d, codeBits int, seed uint64) (KLTParams, er
 	for i := range lam {
 		lam[i] = math.Max(lam[i], floor)
 	}
-	bits, err := AllocateBits(lam, codeBits)
+	alloc := lam
+	if weight != nil {
+		if len(weight) != d*d {
+			return KLTParams{}, fmt.Errorf("quant: klt design: weight %d values for dimension %d", len(weight), d)
+		}
+		w := make([]float64, d)
+		var sum float64
+		for i, ui := range u {
+			for r := range d {
+				var s float64
+				for c := range d {
+					s += weight[r*d+c] * ui[c]
+				}
+				w[i] += ui[r] * s
+			}
+			if math.IsNaN(w[i]) || math.IsInf(w[i], 0) || w[i] < -1e-9*math.Abs(sum+w[i]) {
+				return KLTParams{}, fmt.Errorf("quant: klt design: weight is not positive semi-definite and finite (component %d: %g)", i, w[i])
+			}
+			w[i] = math.Max(w[i], 0)
+			sum += w[i]
+		}
+		if !(sum > 0) {
+			return KLTParams{}, fmt.Errorf("quant: klt design: weight is zero")
+		}
+		alloc = make([]float64, d)
+		for i := range lam {
+			alloc[i] = lam[i] * w[i] * float64(d) / sum
+		}
+		// By decreasing weighted variance, so that the bits decrease
+		// along the components and equal ones are neighbours.
+		order := make([]int, d)
+		for i := range order {
+			order[i] = i
+		}
+		sort.SliceStable(order, func(a, b int) bool { return alloc[order[a]] > alloc[order[b]] })
+		l2, u2, a2 := make([]float64, d), make([][]float64, d), make([]float64, d)
+		for i, j := range order {
+			l2[i], u2[i], a2[i] = lam[j], u[j], alloc[j]
+		}
+		lam, u, alloc = l2, u2, a2
+	}
+	bits, err := AllocateBits(alloc, codeBits)
 	if err != nil {
 		return KLTParams{}, err
 	}
