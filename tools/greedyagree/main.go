@@ -18,7 +18,8 @@
 // ",tN" with N threads, ",cN" the prompt fed in chunks of N tokens (the
 // server's --prefill-tokens, 128), ",bK" every decode step taken in a
 // batch beside K other sequences decoding their own short prompts (a
-// server with K+1 running requests). "f16,t16" against "f16" or
+// server with K+1 running requests); ",wN" sets a compressed format's
+// fp16 window of recent tokens to N (kvcache's default is 64). "f16,t16" against "f16" or
 // "f16,c128,b15" against "f16" is f16 against itself, only the float
 // order changed: the floor under any KV format's agreement.
 // Prompts are windows of W words of the embedded held-out text, at the
@@ -347,13 +348,14 @@ func main() {
 		}
 		format, opts, _ := strings.Cut(src, ",")
 		g := ours{m: mod, eos: tok.EOS()}
+		window := 0
 		for _, o := range strings.Split(opts, ",") {
 			if o == "" {
 				continue
 			}
 			v, err := strconv.Atoi(o[1:])
 			if err != nil || v < 1 || v > 4096 {
-				log.Fatalf("%q: option %q: want tN, cN or bK with a number in 1..4096", a, o)
+				log.Fatalf("%q: option %q: want tN, cN, bK or wN with a number in 1..4096", a, o)
 			}
 			switch o[0] {
 			case 't':
@@ -365,11 +367,16 @@ func main() {
 					at := (k*4099 + 101) % (len(words) - 12)
 					g.mates = append(g.mates, tok.Encode(strings.Join(words[at:at+12], " "), true))
 				}
+			case 'w':
+				window = v
 			default:
-				log.Fatalf("%q: option %q: want tN, cN or bK", a, o)
+				log.Fatalf("%q: option %q: want tN, cN, bK or wN", a, o)
 			}
 		}
 		kv, err := kvcache.Parse(format)
+		if err == nil && window > 0 {
+			kv, err = kv.WithWindow(window)
+		}
 		if err != nil {
 			log.Fatal(err)
 		}
