@@ -77,14 +77,14 @@ func weightedSumF32(acc, w, rows []float32) {
 }
 
 // hasAVX512VL selects the four-query fp16 attention kernels, which keep
-// sixteen accumulators in Y16-Y31.
+// sixteen 16-lane accumulators in Z16-Z31.
 var hasAVX512VL = hasAVX2 && cpu.X86.HasAVX512F && cpu.X86.HasAVX512VL
 
 //go:noescape
 func dotRowsF16x4AVX512(dst *float32, stride int, n int, q *float32, d int, rows *uint16)
 
 //go:noescape
-func weightedSumF16x4AVX512(a0, a1, a2, a3 *float32, w *float32, wstride int, n int, rows *uint16, rowStride int)
+func weightedSumF16x4AVX512(acc *[4]*float32, w *float32, wstride int, n int, rows *uint16, d int)
 
 func dotRowsF16x4(dst []float32, stride, n int, q []float32, rows []uint16) {
 	d := len(q) / 4
@@ -101,7 +101,6 @@ func weightedSumF16x4(acc *[4][]float32, w []float32, stride, n int, rows []uint
 		weightedSumF16x4Go(acc, w, stride, n, rows)
 		return
 	}
-	for c := 0; c < d; c += 32 {
-		weightedSumF16x4AVX512(&acc[0][c], &acc[1][c], &acc[2][c], &acc[3][c], &w[0], stride, n, &rows[c], 2*d)
-	}
+	a := [4]*float32{&acc[0][0], &acc[1][0], &acc[2][0], &acc[3][0]}
+	weightedSumF16x4AVX512(&a, &w[0], stride, n, &rows[0], d)
 }

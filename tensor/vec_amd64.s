@@ -238,30 +238,40 @@ doneWF32:
 	VZEROUPPER
 	RET
 
-// GROUP4 adds the 32 fp16 elements at (BX), converted (Y4-Y7), times the
-// 32 query elements at AX into query q's four accumulators A0-A3.
-#define GROUP4(Q, A0, A1, A2, A3) \
-	VFMADD231PS (Q)(AX*1), Y4, A0; \
-	VFMADD231PS 32(Q)(AX*1), Y5, A1; \
-	VFMADD231PS 64(Q)(AX*1), Y6, A2; \
-	VFMADD231PS 96(Q)(AX*1), Y7, A3
+// DOT2 adds query Q's 32 elements (QLO, QHI) times the two rows' converted
+// 32 elements (Z0-Z1 row 0, Z2-Z3 row 1) into the query's accumulators:
+// RA/RB row 0's, SA/SB row 1's.
+#define DOT2(QLO, QHI, RA, RB, SA, SB) \
+	VFMADD231PS QLO, Z0, RA; \
+	VFMADD231PS QHI, Z1, RB; \
+	VFMADD231PS QLO, Z2, SA; \
+	VFMADD231PS QHI, Z3, SB
 
-// STOREDOT writes HSUM4 of the accumulators A0-A3 to off(DI).
-#define STOREDOT(A0, A1, A2, A3, off) \
-	VMOVAPS A0, Y0; \
-	VMOVAPS A1, Y1; \
-	VMOVAPS A2, Y2; \
-	VMOVAPS A3, Y3; \
-	HSUM4; \
-	VMOVSS X0, off
+// PAIRSUM leaves in S, for one query, [row 0's | row 1's] sum of its
+// accumulators as HSUM4 adds them before it folds the lanes: (a0 + a1) +
+// (a2 + a3), RA holding [a0 | a1] and RB [a2 | a3] of row 0, SA and SB
+// row 1's (Z0-Z3 scratch).
+#define PAIRSUM(RA, RB, SA, SB, S) \
+	VSHUFF64X2 $0x44, SA, RA, Z0; \
+	VSHUFF64X2 $0xEE, SA, RA, Z1; \
+	VADDPS     Z1, Z0, Z0; \
+	VSHUFF64X2 $0x44, SB, RB, Z2; \
+	VSHUFF64X2 $0xEE, SB, RB, Z3; \
+	VADDPS     Z3, Z2, Z2; \
+	VADDPS     Z2, Z0, S
 
 // func dotRowsF16x4AVX512(dst *float32, stride int, n int, q *float32, d int, rows *uint16)
 // dst[j·stride + t] = <q[j·d:(j+1)·d], row t> for four queries and n
 // fp16 rows of d elements (d a multiple of 32): one pass over the rows
-// for the four query heads of a KV head, each dot product summed exactly
-// as dotRowsF16AVX2 sums it (four accumulators over 32-element columns,
-// HSUM4), so the results are the same bits. The sixteen accumulators are
-// Y16-Y31 (EVEX).
+// for the four query heads of a KV head, two rows at a time, each dot
+// product summed exactly as dotRowsF16AVX2 sums it, so the results are
+// the same bits. Each of its four 8-lane accumulators is half of a
+// 16-lane one here (Z16-Z31: query j's [a0 | a1] and [a2 | a3] of the
+// two rows), and HSUM4's additions are made for the eight dot products
+// at once: the halves (a0 + a1, a2 + a3) paired by VSHUFF64X2, then the
+// 128-bit halves, the pairs and the last two lanes of every sum, in
+// HSUM4's order, by shuffles that keep the eight sums apart. A last odd
+// row is run as a pair with itself (row stride 0), its first sums kept.
 TEXT ·dotRowsF16x4AVX512(SB), NOSPLIT, $0-48
 	MOVQ dst+0(FP), DI
 	MOVQ stride+8(FP), DX
@@ -274,116 +284,281 @@ TEXT ·dotRowsF16x4AVX512(SB), NOSPLIT, $0-48
 	LEAQ (R9)(R8*4), R10
 	LEAQ (R10)(R8*4), R11
 	LEAQ (DX)(DX*2), R12
+	LEAQ (R8)(R8*1), R14 // row bytes: the second row's offset
+	SHLQ $2, R8          // query bytes
 	TESTQ CX, CX
-	JE g4done
-g4row:
-	VPXORD Y16, Y16, Y16
-	VPXORD Y17, Y17, Y17
-	VPXORD Y18, Y18, Y18
-	VPXORD Y19, Y19, Y19
-	VPXORD Y20, Y20, Y20
-	VPXORD Y21, Y21, Y21
-	VPXORD Y22, Y22, Y22
-	VPXORD Y23, Y23, Y23
-	VPXORD Y24, Y24, Y24
-	VPXORD Y25, Y25, Y25
-	VPXORD Y26, Y26, Y26
-	VPXORD Y27, Y27, Y27
-	VPXORD Y28, Y28, Y28
-	VPXORD Y29, Y29, Y29
-	VPXORD Y30, Y30, Y30
-	VPXORD Y31, Y31, Y31
+	JE   d2done
+	CMPQ CX, $1
+	JNE  d2pair
+	XORQ R14, R14
+
+d2pair:
+	VPXORD Z16, Z16, Z16
+	VPXORD Z17, Z17, Z17
+	VPXORD Z18, Z18, Z18
+	VPXORD Z19, Z19, Z19
+	VPXORD Z20, Z20, Z20
+	VPXORD Z21, Z21, Z21
+	VPXORD Z22, Z22, Z22
+	VPXORD Z23, Z23, Z23
+	VPXORD Z24, Z24, Z24
+	VPXORD Z25, Z25, Z25
+	VPXORD Z26, Z26, Z26
+	VPXORD Z27, Z27, Z27
+	VPXORD Z28, Z28, Z28
+	VPXORD Z29, Z29, Z29
+	VPXORD Z30, Z30, Z30
+	VPXORD Z31, Z31, Z31
 	XORQ AX, AX
-	MOVQ R8, R13
-g4col:
-	VCVTPH2PS (BX), Y4
-	VCVTPH2PS 16(BX), Y5
-	VCVTPH2PS 32(BX), Y6
-	VCVTPH2PS 48(BX), Y7
-	GROUP4(SI, Y16, Y17, Y18, Y19)
-	GROUP4(R9, Y20, Y21, Y22, Y23)
-	GROUP4(R10, Y24, Y25, Y26, Y27)
-	GROUP4(R11, Y28, Y29, Y30, Y31)
-	ADDQ $64, BX
+	MOVQ BX, R13
+
+d2col:
+	VCVTPH2PS (R13), Z0
+	VCVTPH2PS 32(R13), Z1
+	VCVTPH2PS (R13)(R14*1), Z2
+	VCVTPH2PS 32(R13)(R14*1), Z3
+	VMOVUPS   (SI)(AX*1), Z4
+	VMOVUPS   64(SI)(AX*1), Z5
+	VMOVUPS   (R9)(AX*1), Z6
+	VMOVUPS   64(R9)(AX*1), Z7
+	VMOVUPS   (R10)(AX*1), Z8
+	VMOVUPS   64(R10)(AX*1), Z9
+	VMOVUPS   (R11)(AX*1), Z10
+	VMOVUPS   64(R11)(AX*1), Z11
+	DOT2(Z4, Z5, Z16, Z17, Z18, Z19)
+	DOT2(Z6, Z7, Z20, Z21, Z22, Z23)
+	DOT2(Z8, Z9, Z24, Z25, Z26, Z27)
+	DOT2(Z10, Z11, Z28, Z29, Z30, Z31)
+	ADDQ $64, R13
 	ADDQ $128, AX
-	SUBQ $32, R13
-	JNE g4col
-	STOREDOT(Y16, Y17, Y18, Y19, (DI))
-	STOREDOT(Y20, Y21, Y22, Y23, (DI)(DX*1))
-	STOREDOT(Y24, Y25, Y26, Y27, (DI)(DX*2))
-	STOREDOT(Y28, Y29, Y30, Y31, (DI)(R12*1))
-	ADDQ $4, DI
-	DECQ CX
-	JNE g4row
-g4done:
+	CMPQ AX, R8
+	JNE  d2col
+
+	// S_j = [u(j, row 0) | u(j, row 1)], u the 8 lanes HSUM folds
+	PAIRSUM(Z16, Z17, Z18, Z19, Z4)
+	PAIRSUM(Z20, Z21, Z22, Z23, Z5)
+	PAIRSUM(Z24, Z25, Z26, Z27, Z6)
+	PAIRSUM(Z28, Z29, Z30, Z31, Z7)
+	// 128-bit halves added: [v(0,0) v(0,1) v(1,0) v(1,1)], queries 2-3 likewise
+	VSHUFF32X4 $0x88, Z5, Z4, Z0
+	VSHUFF32X4 $0xDD, Z5, Z4, Z1
+	VADDPS     Z1, Z0, Z0
+	VSHUFF32X4 $0x88, Z7, Z6, Z2
+	VSHUFF32X4 $0xDD, Z7, Z6, Z3
+	VADDPS     Z3, Z2, Z2
+	// lanes 0+2 and 1+3, then their sum, per 128-bit block: queries 0-1
+	// in element 0, queries 2-3 in element 2
+	VSHUFPS   $0x44, Z2, Z0, Z1
+	VSHUFPS   $0xEE, Z2, Z0, Z3
+	VADDPS    Z3, Z1, Z1
+	VSHUFPS   $0xB1, Z1, Z1, Z3
+	VADDPS    Z3, Z1, Z1
+	VMOVDQU32 dot2perm<>(SB), Z2
+	VPERMPS   Z1, Z2, Z12 // [q0r0 q0r1 q1r0 q1r1 q2r0 q2r1 q3r0 q3r1]
+	VEXTRACTF128 $1, Y12, X13
+	CMPQ CX, $1
+	JE   d2single
+	VMOVLPS X12, (DI)
+	VMOVHPS X12, (DI)(DX*1)
+	VMOVLPS X13, (DI)(DX*2)
+	VMOVHPS X13, (DI)(R12*1)
+	ADDQ $8, DI
+	LEAQ (BX)(R14*2), BX
+	SUBQ $2, CX
+	JE   d2done
+	CMPQ CX, $1
+	JNE  d2pair
+	XORQ R14, R14
+	JMP  d2pair
+
+d2single:
+	VMOVSS     X12, (DI)
+	VEXTRACTPS $2, X12, (DI)(DX*1)
+	VMOVSS     X13, (DI)(DX*2)
+	VEXTRACTPS $2, X13, (DI)(R12*1)
+
+d2done:
 	VZEROUPPER
 	RET
 
-// WROW4 adds weight (W)(R12) times the converted row chunk (Y4-Y7) to
-// query accumulators A0-A3, B the broadcast register.
-#define WROW4(W, B, A0, A1, A2, A3) \
-	VBROADCASTSS (W)(R12*1), B; \
-	VFMADD231PS Y4, B, A0; \
-	VFMADD231PS Y5, B, A1; \
-	VFMADD231PS Y6, B, A2; \
-	VFMADD231PS Y7, B, A3
+// where the eight dot products of a pair of rows are after the folding
+DATA dot2perm<>+0(SB)/4, $0
+DATA dot2perm<>+4(SB)/4, $4
+DATA dot2perm<>+8(SB)/4, $8
+DATA dot2perm<>+12(SB)/4, $12
+DATA dot2perm<>+16(SB)/4, $2
+DATA dot2perm<>+20(SB)/4, $6
+DATA dot2perm<>+24(SB)/4, $10
+DATA dot2perm<>+28(SB)/4, $14
+DATA dot2perm<>+32(SB)/4, $0
+DATA dot2perm<>+36(SB)/4, $0
+DATA dot2perm<>+40(SB)/4, $0
+DATA dot2perm<>+44(SB)/4, $0
+DATA dot2perm<>+48(SB)/4, $0
+DATA dot2perm<>+52(SB)/4, $0
+DATA dot2perm<>+56(SB)/4, $0
+DATA dot2perm<>+60(SB)/4, $0
+GLOBL dot2perm<>(SB), RODATA|NOPTR, $64
 
-// LOADACC/STOREACC move query accumulator chunk P (a pointer in memory,
-// at the argument offset) to and from A0-A3.
-#define LOADACC(P, A0, A1, A2, A3) \
-	MOVQ P, AX; \
-	VMOVUPS (AX), A0; \
-	VMOVUPS 32(AX), A1; \
-	VMOVUPS 64(AX), A2; \
-	VMOVUPS 96(AX), A3
+// LOADACC4/STOREACC4 move 64 columns (from column R9) of the accumulator
+// at offset P of the [4]*float32 at R8 to and from A0-A3, AX scratch;
+// LOADACC2/STOREACC2 32 columns to and from A0-A1.
+#define LOADACC4(P, A0, A1, A2, A3) \
+	MOVQ    P(R8), AX; \
+	VMOVUPS (AX)(R9*4), A0; \
+	VMOVUPS 64(AX)(R9*4), A1; \
+	VMOVUPS 128(AX)(R9*4), A2; \
+	VMOVUPS 192(AX)(R9*4), A3
 
-#define STOREACC(P, A0, A1, A2, A3) \
-	MOVQ P, AX; \
-	VMOVUPS A0, (AX); \
-	VMOVUPS A1, 32(AX); \
-	VMOVUPS A2, 64(AX); \
-	VMOVUPS A3, 96(AX)
+#define STOREACC4(P, A0, A1, A2, A3) \
+	MOVQ    P(R8), AX; \
+	VMOVUPS A0, (AX)(R9*4); \
+	VMOVUPS A1, 64(AX)(R9*4); \
+	VMOVUPS A2, 128(AX)(R9*4); \
+	VMOVUPS A3, 192(AX)(R9*4)
 
-// func weightedSumF16x4AVX512(a0, a1, a2, a3 *float32, w *float32, wstride int, n int, rows *uint16, rowStride int)
-// For one 32-element column chunk: a_j[0:32] += Σ_t w[j·wstride + t]·row t
-// (fp16 rows rowStride bytes apart, rows pointing at the chunk) for four
-// queries: each row chunk converted once for the four, each sum taken
-// in weightedSumF16AVX2's order (one FMA per row into the chunk's four
-// accumulators), so the results are the same bits.
-TEXT ·weightedSumF16x4AVX512(SB), NOSPLIT, $0-72
-	LOADACC(a0+0(FP), Y16, Y17, Y18, Y19)
-	LOADACC(a1+8(FP), Y20, Y21, Y22, Y23)
-	LOADACC(a2+16(FP), Y24, Y25, Y26, Y27)
-	LOADACC(a3+24(FP), Y28, Y29, Y30, Y31)
-	MOVQ w+32(FP), SI
-	MOVQ wstride+40(FP), DX
+#define LOADACC2(P, A0, A1) \
+	MOVQ    P(R8), AX; \
+	VMOVUPS (AX)(R9*4), A0; \
+	VMOVUPS 64(AX)(R9*4), A1
+
+#define STOREACC2(P, A0, A1) \
+	MOVQ    P(R8), AX; \
+	VMOVUPS A0, (AX)(R9*4); \
+	VMOVUPS A1, 64(AX)(R9*4)
+
+// WEIGHTS broadcasts the current row's weight of each query to Z4-Z7.
+#define WEIGHTS \
+	VBROADCASTSS (SI), Z4; \
+	VBROADCASTSS (SI)(DX*1), Z5; \
+	VBROADCASTSS (SI)(DX*2), Z6; \
+	VBROADCASTSS (SI)(R12*1), Z7
+
+// RESTOREW moves the weight pointer back over the block's R14 rows.
+#define RESTOREW \
+	MOVQ R14, AX; \
+	SHLQ $2, AX; \
+	SUBQ AX, SI
+
+// func weightedSumF16x4AVX512(acc *[4]*float32, w *float32, wstride int, n int, rows *uint16, d int)
+// acc[j][c] += Σ_t w[j·wstride + t]·row t[c] over n fp16 rows of d
+// elements (d a multiple of 32) for four queries: each row converted
+// once for the four, every element's sum taken in weightedSumF16AVX2's
+// order (one multiply-add per row, rows in order), so the results are the
+// same bits. The rows go by blocks of 32, and each block by 64 columns
+// (16 accumulators, Z16-Z31; a last 32 in half of them): the block's
+// later column chunks read rows still in L1, so the values stream from
+// memory once.
+TEXT ·weightedSumF16x4AVX512(SB), NOSPLIT, $0-48
+	MOVQ acc+0(FP), R8
+	MOVQ w+8(FP), SI
+	MOVQ wstride+16(FP), DX
 	SHLQ $2, DX
-	LEAQ (SI)(DX*1), R8
-	LEAQ (R8)(DX*1), R9
-	LEAQ (R9)(DX*1), R10
-	MOVQ n+48(FP), CX
-	MOVQ rows+56(FP), R11
-	MOVQ rowStride+64(FP), BX
-	XORQ R12, R12
+	LEAQ (DX)(DX*2), R12
+	MOVQ n+24(FP), CX
+	MOVQ rows+32(FP), DI
+	MOVQ d+40(FP), R10
+	LEAQ (R10)(R10*1), BX // row bytes
 	TESTQ CX, CX
-	JE ws4done
-ws4row:
-	VCVTPH2PS (R11), Y4
-	VCVTPH2PS 16(R11), Y5
-	VCVTPH2PS 32(R11), Y6
-	VCVTPH2PS 48(R11), Y7
-	WROW4(SI, Y8, Y16, Y17, Y18, Y19)
-	WROW4(R8, Y9, Y20, Y21, Y22, Y23)
-	WROW4(R9, Y10, Y24, Y25, Y26, Y27)
-	WROW4(R10, Y11, Y28, Y29, Y30, Y31)
-	ADDQ BX, R11
-	ADDQ $4, R12
-	DECQ CX
-	JNE ws4row
-ws4done:
-	STOREACC(a0+0(FP), Y16, Y17, Y18, Y19)
-	STOREACC(a1+8(FP), Y20, Y21, Y22, Y23)
-	STOREACC(a2+16(FP), Y24, Y25, Y26, Y27)
-	STOREACC(a3+24(FP), Y28, Y29, Y30, Y31)
+	JE   wsdone
+
+wsblock:
+	MOVQ   $32, R14
+	CMPQ   CX, R14
+	CMOVQLT CX, R14
+	XORQ   R9, R9
+
+wschunk:
+	MOVQ R10, AX
+	SUBQ R9, AX
+	CMPQ AX, $64
+	JLT  wshalf
+	LOADACC4(0, Z16, Z17, Z18, Z19)
+	LOADACC4(8, Z20, Z21, Z22, Z23)
+	LOADACC4(16, Z24, Z25, Z26, Z27)
+	LOADACC4(24, Z28, Z29, Z30, Z31)
+	LEAQ (DI)(R9*2), AX
+	MOVQ R14, R13
+
+wsrow:
+	VCVTPH2PS   (AX), Z0
+	VCVTPH2PS   32(AX), Z1
+	VCVTPH2PS   64(AX), Z2
+	VCVTPH2PS   96(AX), Z3
+	WEIGHTS
+	VFMADD231PS Z4, Z0, Z16
+	VFMADD231PS Z4, Z1, Z17
+	VFMADD231PS Z4, Z2, Z18
+	VFMADD231PS Z4, Z3, Z19
+	VFMADD231PS Z5, Z0, Z20
+	VFMADD231PS Z5, Z1, Z21
+	VFMADD231PS Z5, Z2, Z22
+	VFMADD231PS Z5, Z3, Z23
+	VFMADD231PS Z6, Z0, Z24
+	VFMADD231PS Z6, Z1, Z25
+	VFMADD231PS Z6, Z2, Z26
+	VFMADD231PS Z6, Z3, Z27
+	VFMADD231PS Z7, Z0, Z28
+	VFMADD231PS Z7, Z1, Z29
+	VFMADD231PS Z7, Z2, Z30
+	VFMADD231PS Z7, Z3, Z31
+	ADDQ        BX, AX
+	ADDQ        $4, SI
+	DECQ        R13
+	JNE         wsrow
+
+	RESTOREW
+	STOREACC4(0, Z16, Z17, Z18, Z19)
+	STOREACC4(8, Z20, Z21, Z22, Z23)
+	STOREACC4(16, Z24, Z25, Z26, Z27)
+	STOREACC4(24, Z28, Z29, Z30, Z31)
+	ADDQ $64, R9
+	CMPQ R9, R10
+	JNE  wschunk
+	JMP  wsnext
+
+wshalf:
+	LOADACC2(0, Z16, Z17)
+	LOADACC2(8, Z20, Z21)
+	LOADACC2(16, Z24, Z25)
+	LOADACC2(24, Z28, Z29)
+	LEAQ (DI)(R9*2), AX
+	MOVQ R14, R13
+
+wshrow:
+	VCVTPH2PS   (AX), Z0
+	VCVTPH2PS   32(AX), Z1
+	WEIGHTS
+	VFMADD231PS Z4, Z0, Z16
+	VFMADD231PS Z4, Z1, Z17
+	VFMADD231PS Z5, Z0, Z20
+	VFMADD231PS Z5, Z1, Z21
+	VFMADD231PS Z6, Z0, Z24
+	VFMADD231PS Z6, Z1, Z25
+	VFMADD231PS Z7, Z0, Z28
+	VFMADD231PS Z7, Z1, Z29
+	ADDQ        BX, AX
+	ADDQ        $4, SI
+	DECQ        R13
+	JNE         wshrow
+
+	RESTOREW
+	STOREACC2(0, Z16, Z17)
+	STOREACC2(8, Z20, Z21)
+	STOREACC2(16, Z24, Z25)
+	STOREACC2(24, Z28, Z29)
+
+wsnext:
+	// the next block: weights and rows R14 further on
+	MOVQ  R14, AX
+	SHLQ  $2, AX
+	ADDQ  AX, SI
+	MOVQ  R14, AX
+	IMULQ BX, AX
+	ADDQ  AX, DI
+	SUBQ  R14, CX
+	JNE   wsblock
+
+wsdone:
 	VZEROUPPER
 	RET

@@ -106,15 +106,17 @@ func TestRowKernels(t *testing.T) {
 // and their Go twins likewise, at row counts with and without tails.
 func TestGroupF16Kernels(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
-	for _, d := range []int{32, 64, 128} {
-		for _, n := range []int{1, 7, 33} {
+	// d: one 32-column chunk, 64-column chunks, both; n: a single row, an
+	// odd row after pairs, blocks of 32 rows and a part of one
+	for _, d := range []int{32, 64, 96, 128} {
+		for _, n := range []int{1, 2, 7, 33, 70} {
 			q := randomVector(r, 4*d)
 			vals := randomVector(r, n*d)
 			rows := make([]uint16, n*d)
 			for i, v := range vals {
 				rows[i] = uint16(half.F32ToF16(v))
 			}
-			const stride = 40
+			stride := n + 7 // the four queries' scores apart, with a gap
 			got := make([]float32, 3*stride+n)
 			twin := make([]float32, len(got))
 			DotRowsF16x4(got, stride, n, q, rows)
@@ -149,5 +151,39 @@ func TestGroupF16Kernels(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// BenchmarkGroupF16Kernels times the four-query fp16 attention kernels
+// over the 16k keys or values of one KV head of 128 (the embedded model's
+// layer at 16k tokens), and their Go twins; ns/row is per position.
+func BenchmarkGroupF16Kernels(b *testing.B) {
+	const d, n = 128, 16384
+	r := rand.New(rand.NewPCG(3, 4))
+	q := randomVector(r, 4*d)
+	rows := make([]uint16, n*d)
+	for i := range rows {
+		rows[i] = uint16(half.F32ToF16(float32(r.NormFloat64())))
+	}
+	scores := make([]float32, 4*n)
+	var acc [4][]float32
+	for j := range acc {
+		acc[j] = make([]float32, d)
+	}
+	for _, k := range []struct {
+		name string
+		run  func()
+	}{
+		{"dot", func() { DotRowsF16x4(scores, n, n, q, rows) }},
+		{"dot/go", func() { dotRowsF16x4Go(scores, n, n, q, rows) }},
+		{"sum", func() { WeightedSumF16x4(&acc, scores, n, n, rows) }},
+		{"sum/go", func() { weightedSumF16x4Go(&acc, scores, n, n, rows) }},
+	} {
+		b.Run(k.name, func(b *testing.B) {
+			for b.Loop() {
+				k.run()
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/row")
+		})
 	}
 }
