@@ -2,6 +2,7 @@ package kvcache
 
 import (
 	"math"
+	"sync/atomic"
 
 	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/quant"
@@ -57,8 +58,9 @@ const (
 // order, so the result does not depend on which goroutine ran what.
 type attention struct {
 	pool  *tensor.Pool
-	parts []Partial   // per (KV head, slice, query of the group)
-	work  []workspace // per goroutine of the pool
+	parts []Partial    // per (KV head, slice, query of the group)
+	work  []workspace  // per goroutine of the pool
+	left  []slicesLeft // per KV head: its slices not yet done
 	// bias, if set, holds a logit bias (fp16, natural-log units added to
 	// the scaled score) for the first positions of each KV head: a
 	// compacted context's (Compacted).
@@ -167,8 +169,9 @@ func bounds(i, k, n int) (t0, t1 int) {
 //
 // With one slice per head, a head's task makes its own set-up and
 // finishes its heads. With more, the set-up runs first (the heads on the
-// pool, a single head on the caller), then the slices, then one task per
-// query head merges its slices' Partials in slice order and finishes.
+// pool, a single head on the caller), then the slices; the task that ends
+// a KV head's last slice merges its slices' Partials in slice order and
+// finishes the group's query heads.
 func (a *attention) run(s Shape, n, accLen int, prep func(hi int), task func(ws *workspace, hi, t0, t1 int, parts []Partial), finish func(ws *workspace, hi, j int, p *Partial)) {
 	g := s.Group()
 	if lse := a.lse; lse != nil {
@@ -192,6 +195,12 @@ func (a *attention) run(s Shape, n, accLen int, prep func(hi int), task func(ws 
 	if prep != nil && k > 1 {
 		pool.Run(s.KVHeads, func(hi, _ int) { prep(hi) })
 	}
+	if len(a.left) < s.KVHeads {
+		a.left = make([]slicesLeft, s.KVHeads)
+	}
+	for hi := range s.KVHeads {
+		a.left[hi].n.Store(int32(k))
+	}
 	pool.Run(s.KVHeads*k, func(ti, w int) {
 		hi, si := ti/k, ti%k
 		t0, t1 := bounds(si, k, n)
@@ -202,24 +211,29 @@ func (a *attention) run(s Shape, n, accLen int, prep func(hi int), task func(ws 
 		if prep != nil && k == 1 {
 			prep(hi)
 		}
-		task(&a.work[w], hi, t0, t1, parts)
-		if k == 1 {
-			for j := range parts {
-				finish(&a.work[w], hi, j, &parts[j])
+		ws := &a.work[w]
+		task(ws, hi, t0, t1, parts)
+		if k > 1 && a.left[hi].n.Add(-1) != 0 {
+			return
+		}
+		// The head's last slice to finish merges them all, in slice
+		// order: a region of merges of its own would cost the step
+		// another wait at its end for a few hundred multiply-adds.
+		for j := range g {
+			p := &a.parts[hi*k*g+j]
+			for si := 1; si < k; si++ {
+				p.Merge(&a.parts[(hi*k+si)*g+j])
 			}
+			finish(ws, hi, j, p)
 		}
 	})
-	if k == 1 {
-		return
-	}
-	pool.Run(s.KVHeads*g, func(qi, w int) {
-		hi, j := qi/g, qi%g
-		p := &a.parts[hi*k*g+j]
-		for si := 1; si < k; si++ {
-			p.Merge(&a.parts[(hi*k+si)*g+j])
-		}
-		finish(&a.work[w], hi, j, p)
-	})
+}
+
+// slicesLeft counts a KV head's slices still running in an attention
+// step, on a cache line of its own: every slice's goroutine writes it.
+type slicesLeft struct {
+	n atomic.Int32
+	_ [60]byte
 }
 
 // runRows computes attention for n query rows at once: row i over the
