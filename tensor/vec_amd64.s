@@ -446,9 +446,9 @@ GLOBL dot2perm<>(SB), RODATA|NOPTR, $64
 // once for the four, every element's sum taken in weightedSumF16AVX2's
 // order (one multiply-add per row, rows in order), so the results are the
 // same bits. The rows go by blocks of 32, and each block by 64 columns
-// (16 accumulators, Z16-Z31; a last 32 in half of them): the block's
-// later column chunks read rows still in L1, so the values stream from
-// memory once.
+// (16 accumulators, Z16-Z31; a last 32 in half of them), so that the
+// values are read block by block, in order, rather than in one strided
+// pass over all n rows per 32 columns.
 TEXT ·weightedSumF16x4AVX512(SB), NOSPLIT, $0-48
 	MOVQ acc+0(FP), R8
 	MOVQ w+8(FP), SI
