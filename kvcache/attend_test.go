@@ -213,7 +213,7 @@ func step16k(b *testing.B, names []string) (q []float32, caches []Cache) {
 	r := rand.New(rand.NewPCG(1, 1))
 	ks, vs := rotatingKeys(r, sh, sh.Rope, 16384, 4)
 	for _, name := range names {
-		c, err := newTestCache(name, specFor(b, name, 0), sh)
+		c, err := newTestCache(name, withCov(b, specFor(b, name, 0), sh), sh)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -259,7 +259,7 @@ func (a *attention) att() *attention { return a }
 // cpu-ns/op, the thread's CPU time, holds on a loaded machine where the
 // wall time does not.
 func BenchmarkAttendSlices(b *testing.B) {
-	names := []string{"f16", "turbo3.5", "turbo2.5"}
+	names := []string{"f16", "turbo3.5", "turbo2.5", "klt3.5"}
 	q, caches := step16k(b, names)
 	out := make([]float32, len(q))
 	for i, c := range caches {

@@ -180,7 +180,9 @@ func TestGroupScorerMatchesScorer(t *testing.T) {
 	qjl, _ := NewQJL(d, 2*d, 7)
 	q4h, _ := NewQ4_0H(d, true)
 	r := rand.New(rand.NewPCG(8, 9))
-	for _, q := range []Quantizer{split, prod, turbo, polar, q8, q4, kivi, qjl, q4h} {
+	cov, mean := correlated(r, d, -3, 0)
+	klt := kltFor(t, cov, mean, d, 3.5)
+	for _, q := range []Quantizer{split, prod, turbo, polar, q8, q4, kivi, qjl, q4h, klt} {
 		xs := randomVectors(r, n, d, 1)
 		codes := make([]byte, n*q.Bytes())
 		if err := q.EncodeBatch(codes, xs); err != nil {

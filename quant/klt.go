@@ -40,6 +40,32 @@ type KLT struct {
 	books [9][]float32 // unit-Gaussian centroids by bits (nil for 0)
 	bytes int
 	name  string
+	// fields locate each coded component's index in a code (after the
+	// scale byte), in component order; scales[e] is ρ̂ of scale byte e;
+	// levels[fields[j].base+idx] is σᵢ·c[idx], the component's levels.
+	fields []kltField
+	scales [256]float32
+	levels []float32
+}
+
+// kltField is where component comp's index lies in a code's index bytes:
+// bits [shift, shift+bits) of the little-endian 16-bit word at byte off
+// (one byte when the field ends the code); base is its first entry in a
+// per-component table (KLT.levels, a scorer's table).
+type kltField struct {
+	off, base   int
+	comp        int
+	shift, mask uint16
+	one         bool
+}
+
+// index reads the field's index from idx, a code's index bytes.
+func (f *kltField) index(idx []byte) int {
+	w := uint16(idx[f.off])
+	if !f.one {
+		w |= uint16(idx[f.off+1]) << 8
+	}
+	return int(w >> f.shift & f.mask)
 }
 
 // KLTParams are a KLT's calibrated parameters.
@@ -115,6 +141,22 @@ func NewKLT(p KLTParams) (*KLT, error) {
 	}
 	k.bytes = 1 + (total+7)/8
 	k.name = fmt.Sprintf("klt/%d", total)
+	for e := range k.scales {
+		k.scales[e] = float32(kltScale(byte(e)))
+	}
+	pos := 0
+	for i, b := range k.bits {
+		if b == 0 {
+			continue
+		}
+		f := kltField{off: pos / 8, base: len(k.levels), comp: i, shift: uint16(pos % 8), mask: 1<<b - 1}
+		f.one = f.off+1 >= k.bytes-1
+		k.fields = append(k.fields, f)
+		for _, c := range k.books[b] {
+			k.levels = append(k.levels, k.sigma[i]*c)
+		}
+		pos += int(b)
+	}
 	return k, nil
 }
 
@@ -229,14 +271,12 @@ func nearest(c []float32, v float32) int {
 // internal writes off + ρ̂·σ∘c[idx], the code in the transformed basis,
 // into y.
 func (k *KLT) internal(y []float32, code []byte) {
-	rho := float32(kltScale(code[0]))
-	r := bitReader{buf: code[1:]}
-	for i, b := range k.bits {
-		y[i] = k.off[i]
-		if b == 0 {
-			continue
-		}
-		y[i] += rho * k.sigma[i] * k.books[b][r.read(int(b))]
+	rho := k.scales[code[0]]
+	idx := code[1:]
+	copy(y, k.off)
+	for j := range k.fields {
+		f := &k.fields[j]
+		y[f.comp] += rho * k.levels[f.base+f.index(idx)]
 	}
 }
 
@@ -265,11 +305,11 @@ func (k *KLT) Prepare(q []float32) (Scorer, error) {
 	}
 	qt := make([]float32, k.d)
 	k.apply(qt, q)
-	s := &kltScorer{k: k, base: dot(qt, k.off), at: make([]int, k.d)}
-	for i, b := range k.bits {
-		s.at[i] = len(s.table)
-		for _, c := range k.books[b] {
-			s.table = append(s.table, qt[i]*k.sigma[i]*c)
+	s := &kltScorer{k: k, base: dot(qt, k.off), table: make([]float32, len(k.levels))}
+	for _, f := range k.fields {
+		n := 1 << k.bits[f.comp]
+		for j, l := range k.levels[f.base : f.base+n] {
+			s.table[f.base+j] = qt[f.comp] * l
 		}
 	}
 	return s, nil
@@ -278,22 +318,29 @@ func (k *KLT) Prepare(q []float32) (Scorer, error) {
 type kltScorer struct {
 	k     *KLT
 	base  float32
-	table []float32
-	at    []int
+	table []float32 // q'ᵢσᵢ·c[j], laid out as KLT.levels
 }
 
 func (s *kltScorer) Score(dst []float32, codes []byte) {
 	k := s.k
+	fields, table := k.fields, s.table
 	for v := range dst {
 		code := codes[v*k.bytes : (v+1)*k.bytes]
-		r := bitReader{buf: code[1:]}
-		var acc float32
-		for i, b := range k.bits {
-			if b != 0 {
-				acc += s.table[s.at[i]+int(r.read(int(b)))]
-			}
+		idx := code[1:]
+		// Four sums: one would wait on each addition's latency.
+		var a0, a1, a2, a3 float32
+		j := 0
+		for ; j+4 <= len(fields); j += 4 {
+			f := fields[j : j+4 : j+4]
+			a0 += table[f[0].base+f[0].index(idx)]
+			a1 += table[f[1].base+f[1].index(idx)]
+			a2 += table[f[2].base+f[2].index(idx)]
+			a3 += table[f[3].base+f[3].index(idx)]
 		}
-		dst[v] = s.base + float32(kltScale(code[0]))*acc
+		for ; j < len(fields); j++ {
+			a0 += table[fields[j].base+fields[j].index(idx)]
+		}
+		dst[v] = s.base + k.scales[code[0]]*((a0+a1)+(a2+a3))
 	}
 }
 
