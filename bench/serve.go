@@ -361,11 +361,16 @@ func scrapeRSS(url, key string) int64 {
 	return int64(v)
 }
 
-// scrapeDecode reads the server's decode counters: [tokens, seconds] by
-// batch size (at most 4096 sequences).
+// scrapeDecode reads the server's decode counters (parseDecode).
 func scrapeDecode(url, key string) map[int][2]float64 {
+	return parseDecode(scrapeMetrics(url, key))
+}
+
+// parseDecode reads the decode counters of /metrics text: [tokens,
+// seconds] by batch size (at most 4096 sequences).
+func parseDecode(metrics []byte) map[int][2]float64 {
 	out := map[int][2]float64{}
-	for _, m := range decodeLine.FindAllSubmatch(scrapeMetrics(url, key), -1) {
+	for _, m := range decodeLine.FindAllSubmatch(metrics, -1) {
 		n, err1 := strconv.Atoi(string(m[2]))
 		v, err2 := strconv.ParseFloat(string(m[3]), 64)
 		if err1 != nil || err2 != nil || n < 1 || n > 4096 {

@@ -1,0 +1,36 @@
+package bench
+
+import (
+	"reflect"
+	"testing"
+)
+
+// TestDecodeRates reads the server's decode counters from /metrics text
+// (other series, malformed values and sizes out of range ignored) and
+// takes the rates of the run from two reads.
+func TestDecodeRates(t *testing.T) {
+	before := parseDecode([]byte(`# HELP turbomem_decode_tokens_total Tokens decoded.
+turbomem_decode_seconds_total{sequences="1"} 0.5
+turbomem_decode_tokens_total{sequences="1"} 100
+turbomem_generated_tokens_total 700
+`))
+	after := parseDecode([]byte(`turbomem_decode_seconds_total{sequences="1"} 1.5
+turbomem_decode_tokens_total{sequences="1"} 300
+turbomem_decode_seconds_total{sequences="3"} 2
+turbomem_decode_tokens_total{sequences="3"} 600
+turbomem_decode_tokens_total{sequences="0"} 5
+turbomem_decode_tokens_total{sequences="5000"} 5
+turbomem_decode_tokens_total{sequences="2"} NaNx
+`))
+	want := []DecodeRate{
+		{Sequences: 1, Tokens: 200, Seconds: 1, TokPerSec: 200},
+		{Sequences: 2},
+		{Sequences: 3, Tokens: 600, Seconds: 2, TokPerSec: 300},
+	}
+	if got := decodeRates(before, after); !reflect.DeepEqual(got, want) {
+		t.Errorf("decodeRates = %+v, want %+v", got, want)
+	}
+	if got := decodeRates(nil, parseDecode(nil)); len(got) != 0 {
+		t.Errorf("no counters: %+v", got)
+	}
+}
