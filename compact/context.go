@@ -242,20 +242,33 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	// As many heads at once as there are workers (or heads), each head
 	// worker's fit products on a pool of its own holding the workers
 	// left over (a task of one Pool cannot run a region of it): the
-	// goroutines start once per call, not per product.
+	// goroutines start once per call, not per product. When every head
+	// has a worker of its own, the workers split by the heads' budgets,
+	// so that a head kept 4x larger (measured budgets give the last
+	// layer that) is not the one left running on a few threads.
 	workers := o.workers()
-	heads := min(workers, len(c.Layers)*sh.KVHeads)
-	threads := (workers + heads - 1) / heads
+	tasks := len(c.Layers) * sh.KVHeads
+	heads := min(workers, tasks)
 	outer := tensor.NewPool(heads)
 	defer outer.Close()
-	inner := make([]*tensor.Pool, heads)
-	if threads > 1 {
-		for w := range inner {
-			inner[w] = tensor.NewPool(threads)
-			defer inner[w].Close()
+	var shares []int // threads per worker (heads < tasks) or per task
+	if heads == tasks {
+		costs := make([]int, tasks)
+		for task := range costs {
+			costs[task] = p.budgets[task/sh.KVHeads][task%sh.KVHeads]
+		}
+		shares = threadShares(costs, workers)
+	} else {
+		shares = slices.Repeat([]int{(workers + heads - 1) / heads}, heads)
+	}
+	inner := make([]*tensor.Pool, len(shares))
+	for i, n := range shares {
+		if n > 1 {
+			inner[i] = tensor.NewPool(n)
+			defer inner[i].Close()
 		}
 	}
-	outer.Run(len(c.Layers)*sh.KVHeads, func(task, w int) {
+	outer.Run(tasks, func(task, w int) {
 		l, h := task/sh.KVHeads, task%sh.KVHeads
 		if ctx.Err() != nil {
 			return
@@ -264,7 +277,11 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 		if p.index != nil {
 			given = p.index[l][h]
 		}
-		r, err := o.head(c, l, h, block, p.budgets[l][h], given, inner[w])
+		pool := inner[w]
+		if heads == tasks {
+			pool = inner[task]
+		}
+		r, err := o.head(c, l, h, block, p.budgets[l][h], given, pool)
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil && first == nil {
@@ -282,6 +299,41 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 		return nil, first
 	}
 	return out, nil
+}
+
+// threadShares splits workers threads over tasks in proportion to their
+// costs (each at least one thread; the threads left after rounding down
+// go to the largest remainders, ties to the earlier task).
+func threadShares(costs []int, workers int) []int {
+	shares := make([]int, len(costs))
+	total := 0
+	for _, c := range costs {
+		total += max(c, 0)
+	}
+	if total == 0 || workers <= len(costs) {
+		for i := range shares {
+			shares[i] = max(1, workers/max(len(costs), 1))
+		}
+		return shares
+	}
+	spare := workers - len(costs) // one thread each first
+	left := spare
+	rem := make([]int, len(costs))
+	for i, c := range costs {
+		q := spare * max(c, 0)
+		shares[i] = 1 + q/total
+		rem[i] = q % total
+		left -= q / total
+	}
+	order := make([]int, len(costs))
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return cmp.Compare(rem[b], rem[a]) })
+	for _, i := range order[:left] {
+		shares[i]++
+	}
+	return shares
 }
 
 // perHead returns the tokens kept per KV head, the window included, that

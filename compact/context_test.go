@@ -125,10 +125,15 @@ func TestCompactWorkers(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
 	sh := kvcache.Shape{QHeads: 4, KVHeads: 2, HeadDim: 16}
 	c := synthContext(r, 2, 300, sh, []int{7, 150})
-	for _, m := range []Method{AMHighest, AMOMPMethod} {
+	uneven := [][]float64{{0.1, 0.1}, {0.2, 0.6}} // more threads to the heavy head when every head has a worker
+	for _, tc := range []struct {
+		m     Method
+		share [][]float64
+	}{{AMHighest, nil}, {AMOMPMethod, nil}, {AMHighest, uneven}} {
+		m := tc.m
 		var want *Compacted
 		for _, workers := range []int{1, 3, 4, 11} { // 4 heads: fewer, as many and more workers
-			got, err := Compact(context.Background(), c, Options{Method: m, Ratio: 10, Window: 4, Queries: 200, Workers: workers})
+			got, err := Compact(context.Background(), c, Options{Method: m, Ratio: 10, Window: 4, Queries: 200, Workers: workers, Share: tc.share})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -264,5 +269,35 @@ func TestReferenceQueryShare(t *testing.T) {
 				t.Errorf("%d extra rows, want %d", extra, x.wantExtra)
 			}
 		})
+	}
+}
+
+// TestThreadShares checks the split of the workers over heads by cost:
+// every head gets a thread, the rest go by cost, and the shares add up to
+// the workers.
+func TestThreadShares(t *testing.T) {
+	for _, c := range []struct {
+		costs   []int
+		workers int
+		want    []int
+	}{
+		{[]int{198, 198, 198, 198, 198, 198}, 16, []int{3, 3, 3, 3, 2, 2}},
+		{[]int{100, 100, 100, 100, 100, 400}, 16, []int{2, 2, 2, 2, 2, 6}},
+		{[]int{1, 1000}, 16, []int{1, 15}},
+		{[]int{5, 5, 5}, 3, []int{1, 1, 1}},
+		{[]int{0, 0}, 8, []int{4, 4}},
+		{[]int{3}, 1, []int{1}},
+	} {
+		got := threadShares(c.costs, c.workers)
+		if !slices.Equal(got, c.want) {
+			t.Errorf("threadShares(%v, %d) = %v, want %v", c.costs, c.workers, got, c.want)
+		}
+		sum := 0
+		for _, n := range got {
+			sum += n
+		}
+		if sum != max(c.workers, len(c.costs)) && slices.Max(c.costs) > 0 {
+			t.Errorf("threadShares(%v, %d): %d threads in all", c.costs, c.workers, sum)
+		}
 	}
 }
