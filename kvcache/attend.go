@@ -97,6 +97,7 @@ func (a *attention) biasScores(s []float32, hi, t0 int, scale float32) {
 type queryPrep struct {
 	qs    [][]float32 // the group's queries
 	lanes quant.LaneQueries
+	klt   quant.KLTQueries
 	mean  meanPlan
 }
 

@@ -207,6 +207,8 @@ func decodeKey(t testing.TB, keys keyStore, tok, d int, dk []float32) {
 		if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
 			t.Fatal(err)
 		}
+	case *kltKeys:
+		decodeKey(t, &st.codeKeys, tok, d, dk)
 	case *codeKeys:
 		b := st.q.Bytes()
 		if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {

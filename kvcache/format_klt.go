@@ -46,7 +46,7 @@ func (c *Compressed) kltStores(i int, h *head) error {
 			return err
 		}
 		ck := centeredOn(c.shape.Rope, s.Cov.Layers[c.layer][i].RopeMean)
-		ck.inner = s.K.keyStore(q, d)
+		ck.inner = &kltKeys{codeKeys: codeKeys{q: q}, k: q}
 		h.keys = ck // the mean is the calibration's, shared: not in Bytes
 	}
 	if s.V.calibrated() {
@@ -57,4 +57,33 @@ func (c *Compressed) kltStores(i int, h *head) error {
 		h.values = s.V.valueStore(q, d)
 	}
 	return nil
+}
+
+// kltKeys holds klt keys as codes back to back. An attention step turns
+// the group's queries once (quant.KLT.PrepareQueries) and every slice of
+// positions scores them on the codes, each chunk unpacked once for the
+// whole group (quant.KLT.ScoreQueries); codeKeys.score, each query's own
+// scorer, is the reference the tests compare with.
+type kltKeys struct {
+	codeKeys
+	k *quant.KLT
+}
+
+func (s *kltKeys) prepare(p *queryPrep) {
+	if err := s.k.PrepareQueries(&p.klt, p.qs); err != nil {
+		panic(err) // lengths are the cache's own: a bug
+	}
+}
+
+func (s *kltKeys) scoreWith(dst [][]float32, p *queryPrep, t0 int) {
+	if err := s.k.ScoreQueries(dst, &p.klt, s.codes[t0*s.k.Bytes():]); err != nil {
+		panic(err)
+	}
+}
+
+// score is scoreWith with queries set up for this call alone.
+func (s *kltKeys) score(dst, qs [][]float32, t0 int) {
+	p := queryPrep{qs: qs}
+	s.prepare(&p)
+	s.scoreWith(dst, &p, t0)
 }

@@ -60,6 +60,9 @@ type rowExpander interface {
 // kernel: each group of 16 indices is unpacked once and added, scaled,
 // to the four heads' sums (segAcc).
 func NewAccumulator(q Quantizer) Accumulator {
+	if k, ok := q.(*KLT); ok {
+		return newKLTAcc(k) // klt_group.go
+	}
 	e := expanderFor(q)
 	c := chunkAcc{e: e, n: e.internalLen(), stride: q.Bytes()}
 	if !hasGroup4() {
@@ -214,6 +217,13 @@ func PrepareGroup(q Quantizer, qs [][]float32) (GroupScorer, error) {
 		if err := checkLen(q.Name()+" query", len(v), q.Dim()); err != nil {
 			return nil, err
 		}
+	}
+	if k, ok := q.(*KLT); ok {
+		g := &kltGroup{k: k}
+		if err := k.PrepareQueries(&g.p, qs); err != nil {
+			return nil, err
+		}
+		return g, nil
 	}
 	if s := newTurboGroup(q, qs); s != nil {
 		return s, nil

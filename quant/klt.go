@@ -46,6 +46,10 @@ type KLT struct {
 	fields []kltField
 	scales [256]float32
 	levels []float32
+	// runs are the fields cut into runs of equal bits and levels, which
+	// the grouped scorer and the accumulator unpack a word at a time
+	// (klt_group.go).
+	runs []kltRun
 }
 
 // kltField is where component comp's index lies in a code's index bytes:
@@ -157,6 +161,7 @@ func NewKLT(p KLTParams) (*KLT, error) {
 		}
 		pos += int(b)
 	}
+	k.runs = kltRuns(k)
 	return k, nil
 }
 

@@ -1,0 +1,285 @@
+package quant
+
+import (
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"testing"
+)
+
+// randomKLT returns a KLT of dimension d whose components have random
+// bits (0 to 8, in no order) and σ each its own: runs of one field,
+// 8-bit fields and fields at every bit offset, unlike a designed one.
+func randomKLT(t testing.TB, r *rand.Rand, d int) *KLT {
+	t.Helper()
+	p := KLTParams{Transform: make([]float32, d*d), Offset: make([]float32, d), Sigma: make([]float32, d), Bits: make([]uint8, d)}
+	rot, err := NewDense(d, r.Uint64())
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(p.Transform, rot.m)
+	for i := range d {
+		p.Offset[i] = float32(r.NormFloat64())
+		p.Sigma[i] = float32(0.1 + 2*r.Float64())
+		p.Bits[i] = uint8(r.IntN(9))
+	}
+	k, err := NewKLT(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// kltCases are the KLTs the fast path is tested on: designed ones at both
+// rates (runs of equal bits sharing σ) and random ones.
+func kltCases(t testing.TB) []struct {
+	name string
+	k    *KLT
+} {
+	r := rand.New(rand.NewPCG(21, 22))
+	var out []struct {
+		name string
+		k    *KLT
+	}
+	for _, d := range []int{16, 64, 96, 128} {
+		cov, mean := correlated(r, d, -4, 1)
+		for _, bpc := range []float64{2.5, 3.5} {
+			out = append(out, struct {
+				name string
+				k    *KLT
+			}{fmt.Sprintf("d%d/%g", d, bpc), kltFor(t, cov, mean, d, bpc)})
+		}
+	}
+	for _, d := range []int{16, 40, 128} {
+		out = append(out, struct {
+			name string
+			k    *KLT
+		}{fmt.Sprintf("d%d/random", d), randomKLT(t, r, d)})
+	}
+	return out
+}
+
+// kltCodes encodes n vectors of k's dimension with random norms (the
+// scale byte spans octaves; every 5th vector zero, scale byte 0): exactly
+// n codes, so the last code ends the slice.
+func kltCodes(t testing.TB, r *rand.Rand, k *KLT, n int) []byte {
+	t.Helper()
+	d := k.Dim()
+	xs := make([]float32, n*d)
+	for v := range n {
+		if v%5 == 4 {
+			continue
+		}
+		s := math.Exp(2 * r.NormFloat64())
+		for i := range d {
+			xs[v*d+i] = float32(s * r.NormFloat64())
+		}
+	}
+	codes := make([]byte, n*k.Bytes())
+	if err := k.EncodeBatch(codes, xs); err != nil {
+		t.Fatal(err)
+	}
+	return codes[:n*k.Bytes():n*k.Bytes()]
+}
+
+// TestKLTScoreQueries: the grouped scorer (and PrepareGroup) gives each
+// query's own scorer's scores, and the float64 ⟨q, Decode(code)⟩, within
+// float32 rounding, for 1 to 8 queries and odd numbers of codes.
+func TestKLTScoreQueries(t *testing.T) {
+	r := rand.New(rand.NewPCG(1, 2))
+	for _, c := range kltCases(t) {
+		k, d := c.k, c.k.Dim()
+		for _, n := range []int{1, 7, 33, 131} {
+			codes := kltCodes(t, r, k, n)
+			dec := make([]float32, n*d)
+			for v := range n {
+				if err := k.Decode(dec[v*d:(v+1)*d], codes[v*k.Bytes():(v+1)*k.Bytes()]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, g := range []int{1, 3, 4, 8} {
+				qs := make([][]float32, g)
+				for j := range qs {
+					qs[j] = make([]float32, d)
+					for i := range qs[j] {
+						qs[j][i] = float32(r.NormFloat64())
+					}
+				}
+				var p KLTQueries
+				if err := k.PrepareQueries(&p, qs); err != nil {
+					t.Fatal(err)
+				}
+				got, grp := rows(g, n), rows(g, n)
+				if err := k.ScoreQueries(got, &p, codes); err != nil {
+					t.Fatal(err)
+				}
+				gs, err := PrepareGroup(k, qs)
+				if err != nil {
+					t.Fatal(err)
+				}
+				gs.Score(grp, codes)
+				for j, q := range qs {
+					sc, err := k.Prepare(q)
+					if err != nil {
+						t.Fatal(err)
+					}
+					ref := make([]float32, n)
+					sc.Score(ref, codes)
+					for v := range n {
+						var exact, mag float64
+						for i, x := range dec[v*d : (v+1)*d] {
+							exact += float64(q[i]) * float64(x)
+							mag += math.Abs(float64(q[i]) * float64(x))
+						}
+						tol := 1e-5 * (mag + 1)
+						if e := math.Abs(float64(got[j][v]) - float64(ref[v])); e > tol || got[j][v] != grp[j][v] {
+							t.Fatalf("%s n %d g %d: query %d code %d: %g, group scorer %g, own scorer %g", c.name, n, g, j, v, got[j][v], grp[j][v], ref[v])
+						}
+						if e := math.Abs(float64(got[j][v]) - exact); e > tol {
+							t.Fatalf("%s n %d g %d: query %d code %d: %g, ⟨q, decoded⟩ %g", c.name, n, g, j, v, got[j][v], exact)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+func rows(g, n int) [][]float32 {
+	out := make([][]float32, g)
+	for j := range out {
+		out[j] = make([]float32, n)
+	}
+	return out
+}
+
+// TestKLTAccumulator: the accumulator's finished sums equal the decoding
+// expander's (chunkAcc over kltExp, the reference) and the float64
+// Σ w·Decode(code), within float32 rounding, summed over two calls.
+func TestKLTAccumulator(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, c := range kltCases(t) {
+		k, d := c.k, c.k.Dim()
+		for _, n := range []int{1, 7, 33, 131} {
+			codes := kltCodes(t, r, k, n)
+			for _, g := range []int{1, 4, 5} {
+				ws := rows(g, n)
+				for j := range ws {
+					for v := range ws[j] {
+						ws[j][v] = float32(r.Float64())
+					}
+				}
+				fast := NewAccumulator(k)
+				if _, ok := fast.(*kltAcc); !ok {
+					t.Fatalf("NewAccumulator(klt) is %T", fast)
+				}
+				ref := &chunkAcc{e: kltExp{k}, n: d, stride: k.Bytes()}
+				accF, accR := rows(g, fast.AccLen()), rows(g, d)
+				h := n / 2 // two calls: sums carry over
+				for _, part := range [][2]int{{0, h}, {h, n}} {
+					wp := make([][]float32, g)
+					for j := range wp {
+						wp[j] = ws[j][part[0]:part[1]]
+					}
+					fast.Accumulate(accF, wp, codes[part[0]*k.Bytes():])
+					ref.Accumulate(accR, wp, codes[part[0]*k.Bytes():])
+				}
+				x := make([]float32, d)
+				for j := range g {
+					want := make([]float64, d)
+					for v := range n {
+						if err := k.Decode(x, codes[v*k.Bytes():(v+1)*k.Bytes()]); err != nil {
+							t.Fatal(err)
+						}
+						for i := range d {
+							want[i] += float64(ws[j][v]) * float64(x[i])
+						}
+					}
+					gotF, gotR := make([]float32, d), make([]float32, d)
+					fast.Finish(gotF, accF[j])
+					ref.Finish(gotR, accR[j])
+					var norm float64
+					for _, w := range want {
+						norm += w * w
+					}
+					tol := 1e-5*math.Sqrt(norm) + 1e-6
+					for i := range d {
+						if math.Abs(float64(gotF[i])-want[i]) > tol || math.Abs(float64(gotF[i]-gotR[i])) > 2*tol {
+							t.Fatalf("%s n %d g %d: head %d [%d] = %g, reference %g, float64 %g", c.name, n, g, j, i, gotF[i], gotR[i], want[i])
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestKLTScoreQueriesErrors: mismatched lengths are errors, not panics.
+func TestKLTScoreQueriesErrors(t *testing.T) {
+	k := kltCases(t)[0].k
+	var p KLTQueries
+	if err := k.PrepareQueries(&p, [][]float32{make([]float32, k.Dim()+1)}); err == nil {
+		t.Error("a query of the wrong length: no error")
+	}
+	if err := k.PrepareQueries(&p, [][]float32{make([]float32, k.Dim())}); err != nil {
+		t.Fatal(err)
+	}
+	if err := k.ScoreQueries(rows(2, 3), &p, make([]byte, 3*k.Bytes())); err == nil {
+		t.Error("two score rows for one query: no error")
+	}
+	if err := k.ScoreQueries(rows(1, 3), &p, make([]byte, 3*k.Bytes()-1)); err == nil {
+		t.Error("short codes: no error")
+	}
+}
+
+// BenchmarkKLTAttend: scoring four queries and summing values for four
+// heads over 4096 klt3.5 codes at d = 128, the grouped path against the
+// reference one (each query's own scorer; codes decoded to the
+// transformed basis and summed by the row kernel).
+func BenchmarkKLTAttend(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	cov, mean := correlated(r, 128, -4, 1)
+	k := kltFor(b, cov, mean, 128, 3.5)
+	const n = 4096
+	codes := kltCodes(b, r, k, n)
+	qs, ws := rows(4, 128), rows(4, n)
+	for j := range qs {
+		for i := range qs[j] {
+			qs[j][i] = float32(r.NormFloat64())
+		}
+		for i := range ws[j] {
+			ws[j][i] = float32(r.Float64())
+		}
+	}
+	dst := rows(4, n)
+	b.Run("score/group", func(b *testing.B) {
+		var p KLTQueries
+		for b.Loop() {
+			if err := k.PrepareQueries(&p, qs); err != nil {
+				b.Fatal(err)
+			}
+			if err := k.ScoreQueries(dst, &p, codes); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("score/reference", func(b *testing.B) {
+		for b.Loop() {
+			for j, q := range qs {
+				sc, _ := k.Prepare(q)
+				sc.Score(dst[j], codes)
+			}
+		}
+	})
+	for _, c := range []struct {
+		name string
+		a    Accumulator
+	}{{"group", NewAccumulator(k)}, {"reference", &chunkAcc{e: kltExp{k}, n: 128, stride: k.Bytes()}}} {
+		accs := rows(4, c.a.AccLen())
+		b.Run("acc/"+c.name, func(b *testing.B) {
+			for b.Loop() {
+				c.a.Accumulate(accs, ws, codes)
+			}
+		})
+	}
+}
