@@ -61,7 +61,7 @@ type rowExpander interface {
 // to the four heads' sums (segAcc).
 func NewAccumulator(q Quantizer) Accumulator {
 	if k, ok := q.(*KLT); ok {
-		return newKLTAcc(k) // klt_group.go
+		return newKLTAcc(k, true) // klt_group.go
 	}
 	e := expanderFor(q)
 	c := chunkAcc{e: e, n: e.internalLen(), stride: q.Bytes()}

@@ -20,8 +20,16 @@ import (
 //
 // so a query is turned once per attention step and a value sum once per
 // head, and each index is unpacked once per step, not once per query head.
-// Kept beside the per-query scorer (Prepare) and the decoding expander
-// (kltExp), which the tests compare it with.
+// Where the CPU has AVX2 (klt_amd64.s), eight codes go through at once,
+// one in each lane: each field's 4-byte window is gathered from the eight
+// codes, shifted and masked, and its level looked up by a permute (up to
+// 32 levels) or a gather; scores sum level × query per field for four
+// queries, value sums keep eight per-lane sums per field (the
+// accumulator is 8·m + 1 long) that Finish adds up. The row path is the
+// kernels' pure-Go twin (the tests compare them) and takes the last
+// codes, whose gathers would read past the end of the codes. The
+// per-query scorer (Prepare) and the decoding expander (kltExp) are the
+// reference both are tested against.
 
 // kltRun is a run of n fields of equal bits and levels, from field first
 // on, starting at bit pos of a code's index bytes.
@@ -52,6 +60,64 @@ func kltRuns(k *KLT) []kltRun {
 		runs = append(runs, r)
 	}
 	return runs
+}
+
+// kltStep is one field as the lane kernels read it (24 bytes; the
+// assembly knows the layout).
+type kltStep struct {
+	off   int32    // byte of the code whose 4 bytes hold the field, or −1: the last step's
+	shift uint32   // of the field in those 4 bytes
+	mask  uint32   // 2^bits − 1
+	kind  uint32   // levels: 0 up to 8 (one permute), 1 16 (two), 2 32 (four), 3 more (a gather)
+	tab   *float32 // the run's levels
+}
+
+// kltSteps lists k's fields as the lane kernels read them: a new 4-byte
+// window where a field does not lie inside the last one.
+func kltSteps(k *KLT) []kltStep {
+	var steps []kltStep
+	win := -1 << 20 // first index bit of the window
+	for _, r := range k.runs {
+		for i := range r.n {
+			p := r.pos + i*r.bits
+			st := kltStep{off: -1, mask: 1<<r.bits - 1, tab: &r.levels[0]}
+			if p < win || p+r.bits > win+32 {
+				win = p &^ 7
+				st.off = int32(1 + p/8)
+			}
+			st.shift = uint32(p - win)
+			switch {
+			case r.bits <= 3:
+				st.kind = 0
+			case r.bits <= 5:
+				st.kind = uint32(r.bits - 3)
+			default:
+				st.kind = 3
+			}
+			steps = append(steps, st)
+		}
+	}
+	return steps
+}
+
+// laneBlocks returns how many blocks of eight of the n codes at the start
+// of codes (stride bytes each) the lane kernels may read: their gathers
+// read up to 3 bytes past a block's last code.
+func laneBlocks(n, stride, have int) int {
+	b := n / 8
+	for b > 0 && 8*b*stride+3 > have {
+		b--
+	}
+	return b
+}
+
+// laneOffsets returns the byte offsets of eight codes stride apart.
+func laneOffsets(stride int) *[8]int32 {
+	var l [8]int32
+	for i := range l {
+		l[i] = int32(i * stride)
+	}
+	return &l
 }
 
 // load64 returns the little-endian 64-bit word at b[i:], zero past its
@@ -114,6 +180,7 @@ func (k *KLT) expandChunk(rows, rho []float32, codes []byte, n int) {
 // slices of the same step share it.
 type KLTQueries struct {
 	qs   [][]float32 // per query, q' = T·q at the coded components, in field order
+	q4   [][]float32 // per four queries, their qs interleaved per field (zero past the last)
 	base []float32   // per query, ⟨q', off⟩
 	tmp  []float32
 }
@@ -145,6 +212,24 @@ func (k *KLT) PrepareQueries(p *KLTQueries, qs [][]float32) error {
 		p.qs[j] = qc
 		p.base = append(p.base, dot(t, k.off))
 	}
+	quads := (len(qs) + 3) / 4
+	for len(p.q4) < quads {
+		p.q4 = append(p.q4, nil)
+	}
+	p.q4 = p.q4[:quads]
+	for u := range p.q4 {
+		if cap(p.q4[u]) < 4*m {
+			p.q4[u] = make([]float32, 4*m)
+		}
+		q4 := p.q4[u][:4*m]
+		clear(q4)
+		for j := 4 * u; j < min(4*u+4, len(qs)); j++ {
+			for f, v := range p.qs[j] {
+				q4[4*f+j-4*u] = v
+			}
+		}
+		p.q4[u] = q4
+	}
 	return nil
 }
 
@@ -163,13 +248,47 @@ func (k *KLT) ScoreQueries(dst [][]float32, p *KLTQueries, codes []byte) error {
 	if len(codes) < n*k.bytes {
 		return fmt.Errorf("quant: %s: %d code bytes for %d codes", k.name, len(codes), n)
 	}
-	m := len(k.fields)
+	k.scoreQueries(true, dst, p, codes)
+	return nil
+}
+
+// kltLaneChunk is the blocks of eight codes the lane scorer does at once.
+const kltLaneChunk = 64
+
+// scoreQueries is ScoreQueries, on the lane kernel if lanes is set and
+// the CPU has it, and the row path (its pure-Go twin) for what the
+// kernel does not take.
+func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []byte) {
+	n, m, b := len(dst[0]), len(k.fields), k.bytes
+	done := 0
+	if lanes && hasKLTLanes() && m > 0 {
+		blocks := laneBlocks(n, b, len(codes))
+		offs := laneOffsets(b)
+		var raw [kltLaneChunk * 32]float32
+		for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
+			c := min(kltLaneChunk, blocks-c0)
+			for u, q4 := range p.q4 {
+				kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.steps[0], len(k.steps), &q4[0], offs)
+				for j := 4 * u; j < min(4*u+4, len(dst)); j++ {
+					base, out := p.base[j], dst[j][8*c0:8*(c0+c)]
+					for v := range out {
+						r := raw[32*(v/8)+8*(j-4*u)+v%8]
+						out[v] = base + k.scales[codes[(8*c0+v)*b]]*r
+					}
+				}
+			}
+		}
+		done = 8 * blocks
+	}
+	if done == n {
+		return
+	}
 	var buf [kltChunk]float32
 	var rho [kltChunk]float32
 	per := max(1, kltChunk/max(m, 1))
-	for i := 0; i < n; i += per {
+	for i := done; i < n; i += per {
 		c := min(per, n-i)
-		k.expandChunk(buf[:c*m], rho[:c], codes[i*k.bytes:], c)
+		k.expandChunk(buf[:c*m], rho[:c], codes[i*b:], c)
 		for j, d := range dst {
 			out := d[i : i+c]
 			if m > 0 {
@@ -183,7 +302,6 @@ func (k *KLT) ScoreQueries(dst [][]float32, p *KLTQueries, codes []byte) error {
 			}
 		}
 	}
-	return nil
 }
 
 // kltGroup is the GroupScorer of a KLT (PrepareGroup).
@@ -198,47 +316,112 @@ func (g *kltGroup) Score(dst [][]float32, codes []byte) {
 	}
 }
 
-// kltAcc is the Accumulator of a KLT: per head, the sum of the weighted
-// expanded rows (m values, each row's weights times its scale) and, last,
-// the sum of the weights (the offset's share), turned back once by
-// Finish.
+// kltAcc is the Accumulator of a KLT: per head, the sums of the weighted
+// levels of each coded component (each code's weight times its scale),
+// lanes of them per component (8 on the lane kernel, else 1), and, last,
+// the sum of the weights (the offset's share); Finish adds the lanes up
+// and turns the sum back once.
 type kltAcc struct {
-	k    *KLT
-	rows []float32
-	rho  []float32
-	w    []float32
-	y    []float32
+	k     *KLT
+	lanes int
+	rows  []float32
+	rho   []float32
+	w     []float32
+	y     []float32
+	spare []float32 // the sums of missing heads of a group of four
 }
 
-func newKLTAcc(k *KLT) *kltAcc { return &kltAcc{k: k} }
+func newKLTAcc(k *KLT, lanes bool) *kltAcc {
+	a := &kltAcc{k: k, lanes: 1}
+	if lanes && hasKLTLanes() && len(k.fields) > 0 {
+		a.lanes = 8
+	}
+	return a
+}
 
-func (a *kltAcc) AccLen() int { return len(a.k.fields) + 1 }
+func (a *kltAcc) AccLen() int { return a.lanes*len(a.k.fields) + 1 }
 
 func (a *kltAcc) Accumulate(accs, ws [][]float32, codes []byte) {
 	if len(accs) == 0 || len(ws[0]) == 0 {
 		return
 	}
 	k := a.k
-	m := len(k.fields)
+	m, b, total := len(k.fields), k.bytes, len(ws[0])
+	sumw := func(h, i0, i1 int) {
+		var s float32
+		for _, x := range ws[h][i0:i1] {
+			s += x
+		}
+		accs[h][a.lanes*m] += s
+	}
+	done := 0
+	if a.lanes == 8 {
+		blocks := laneBlocks(total, b, len(codes))
+		if a.w == nil || len(a.w) < 32*kltLaneChunk {
+			a.w = make([]float32, 32*kltLaneChunk)
+		}
+		if a.spare == nil {
+			a.spare = make([]float32, 8*m)
+		}
+		offs := laneOffsets(b)
+		for h0 := 0; h0 < len(accs); h0 += 4 {
+			var ptrs [4]*float32
+			for j := range ptrs {
+				ptrs[j] = &a.spare[0]
+				if h0+j < len(accs) {
+					ptrs[j] = &accs[h0+j][0]
+				}
+			}
+			for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
+				c := min(kltLaneChunk, blocks-c0)
+				w := a.w[:32*c]
+				for j := range 4 {
+					for v := range 8 * c {
+						x := float32(0)
+						if h0+j < len(accs) {
+							x = ws[h0+j][8*c0+v] * k.scales[codes[(8*c0+v)*b]]
+						}
+						w[32*(v/8)+8*j+v%8] = x
+					}
+				}
+				kltAcc4AVX2(&ptrs, &w[0], c, &codes[8*c0*b], b, &k.steps[0], len(k.steps), offs)
+			}
+		}
+		done = 8 * blocks
+		for h := range accs {
+			sumw(h, 0, done)
+		}
+	}
+	if done == total {
+		return
+	}
 	per := max(1, kltChunk/max(m, 1))
 	if a.rows == nil {
-		a.rows, a.rho, a.w = make([]float32, kltChunk), make([]float32, per), make([]float32, per)
+		a.rows, a.rho = make([]float32, kltChunk), make([]float32, per)
+		if len(a.w) < per {
+			a.w = make([]float32, per)
+		}
 	}
-	total := len(ws[0])
-	for i := 0; i < total; i += per {
+	for i := done; i < total; i += per {
 		c := min(per, total-i)
-		k.expandChunk(a.rows[:c*m], a.rho[:c], codes[i*k.bytes:], c)
+		k.expandChunk(a.rows[:c*m], a.rho[:c], codes[i*b:], c)
 		for h, acc := range accs {
-			w := ws[h][i : i+c]
-			var sum float32
-			for v, x := range w {
-				a.w[v] = x * a.rho[v]
-				sum += x
+			w := a.w[:c]
+			for v, x := range ws[h][i : i+c] {
+				w[v] = x * a.rho[v]
 			}
-			if m > 0 {
-				tensor.WeightedSumF32(acc[:m], a.w[:c], a.rows[:c*m])
+			switch {
+			case m == 0:
+			case a.lanes == 1:
+				tensor.WeightedSumF32(acc[:m], w, a.rows[:c*m])
+			default: // lane 0 of each component's lanes
+				for v, x := range w {
+					for f, l := range a.rows[v*m : (v+1)*m] {
+						acc[a.lanes*f] += x * l
+					}
+				}
 			}
-			acc[m] += sum
+			sumw(h, i, i+c)
 		}
 	}
 }
@@ -249,12 +432,16 @@ func (a *kltAcc) Finish(dst, acc []float32) {
 		a.y = make([]float32, k.d)
 	}
 	m := len(k.fields)
-	s := acc[m]
+	s := acc[a.lanes*m]
 	for i, o := range k.off {
 		a.y[i] = s * o
 	}
 	for f := range k.fields {
-		a.y[k.fields[f].comp] += acc[f]
+		var sum float32
+		for _, x := range acc[a.lanes*f : a.lanes*(f+1)] {
+			sum += x
+		}
+		a.y[k.fields[f].comp] += sum
 	}
 	k.invert(dst, a.y)
 }

@@ -79,12 +79,14 @@ func kltCodes(t testing.TB, r *rand.Rand, k *KLT, n int) []byte {
 	if err := k.EncodeBatch(codes, xs); err != nil {
 		t.Fatal(err)
 	}
-	return codes[:n*k.Bytes():n*k.Bytes()]
+	return codes[: n*k.Bytes() : n*k.Bytes()]
 }
 
-// TestKLTScoreQueries: the grouped scorer (and PrepareGroup) gives each
-// query's own scorer's scores, and the float64 ⟨q, Decode(code)⟩, within
-// float32 rounding, for 1 to 8 queries and odd numbers of codes.
+// TestKLTScoreQueries: the grouped scorer (and PrepareGroup), on the lane
+// kernel where there is one and on its Go twin, gives each query's own
+// scorer's scores, and the float64 ⟨q, Decode(code)⟩, within float32
+// rounding, for 1 to 8 queries and odd numbers of codes (the last code
+// ending the slice).
 func TestKLTScoreQueries(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, c := range kltCases(t) {
@@ -109,10 +111,11 @@ func TestKLTScoreQueries(t *testing.T) {
 				if err := k.PrepareQueries(&p, qs); err != nil {
 					t.Fatal(err)
 				}
-				got, grp := rows(g, n), rows(g, n)
+				got, grp, twin := rows(g, n), rows(g, n), rows(g, n)
 				if err := k.ScoreQueries(got, &p, codes); err != nil {
 					t.Fatal(err)
 				}
+				k.scoreQueries(false, twin, &p, codes) // the kernel's Go twin
 				gs, err := PrepareGroup(k, qs)
 				if err != nil {
 					t.Fatal(err)
@@ -132,8 +135,8 @@ func TestKLTScoreQueries(t *testing.T) {
 							mag += math.Abs(float64(q[i]) * float64(x))
 						}
 						tol := 1e-5 * (mag + 1)
-						if e := math.Abs(float64(got[j][v]) - float64(ref[v])); e > tol || got[j][v] != grp[j][v] {
-							t.Fatalf("%s n %d g %d: query %d code %d: %g, group scorer %g, own scorer %g", c.name, n, g, j, v, got[j][v], grp[j][v], ref[v])
+						if e := math.Abs(float64(got[j][v]) - float64(ref[v])); e > tol || got[j][v] != grp[j][v] || math.Abs(float64(got[j][v]-twin[j][v])) > tol {
+							t.Fatalf("%s n %d g %d: query %d code %d: %g, group scorer %g, Go twin %g, own scorer %g", c.name, n, g, j, v, got[j][v], grp[j][v], twin[j][v], ref[v])
 						}
 						if e := math.Abs(float64(got[j][v]) - exact); e > tol {
 							t.Fatalf("%s n %d g %d: query %d code %d: %g, ⟨q, decoded⟩ %g", c.name, n, g, j, v, got[j][v], exact)
@@ -169,46 +172,59 @@ func TestKLTAccumulator(t *testing.T) {
 						ws[j][v] = float32(r.Float64())
 					}
 				}
-				fast := NewAccumulator(k)
-				if _, ok := fast.(*kltAcc); !ok {
-					t.Fatalf("NewAccumulator(klt) is %T", fast)
+				if _, ok := NewAccumulator(k).(*kltAcc); !ok {
+					t.Fatalf("NewAccumulator(klt) is %T", NewAccumulator(k))
 				}
-				ref := &chunkAcc{e: kltExp{k}, n: d, stride: k.Bytes()}
-				accF, accR := rows(g, fast.AccLen()), rows(g, d)
-				h := n / 2 // two calls: sums carry over
-				for _, part := range [][2]int{{0, h}, {h, n}} {
-					wp := make([][]float32, g)
-					for j := range wp {
-						wp[j] = ws[j][part[0]:part[1]]
+				for _, lanes := range []bool{false, true} {
+					fast := newKLTAcc(k, lanes)
+					if want := lanes && hasKLTLanes(); (fast.lanes == 8) != want {
+						t.Fatalf("%s: %d lanes, want the lane kernel %v", c.name, fast.lanes, want)
 					}
-					fast.Accumulate(accF, wp, codes[part[0]*k.Bytes():])
-					ref.Accumulate(accR, wp, codes[part[0]*k.Bytes():])
+					ref := &chunkAcc{e: kltExp{k}, n: d, stride: k.Bytes()}
+					accF, accR := rows(g, fast.AccLen()), rows(g, d)
+					h := n / 2 // two calls: sums carry over
+					for _, part := range [][2]int{{0, h}, {h, n}} {
+						wp := make([][]float32, g)
+						for j := range wp {
+							wp[j] = ws[j][part[0]:part[1]]
+						}
+						fast.Accumulate(accF, wp, codes[part[0]*k.Bytes():])
+						ref.Accumulate(accR, wp, codes[part[0]*k.Bytes():])
+					}
+					checkKLTSums(t, fmt.Sprintf("%s n %d g %d lanes %v", c.name, n, g, lanes), k, codes, ws, fast, ref, accF, accR)
 				}
-				x := make([]float32, d)
-				for j := range g {
-					want := make([]float64, d)
-					for v := range n {
-						if err := k.Decode(x, codes[v*k.Bytes():(v+1)*k.Bytes()]); err != nil {
-							t.Fatal(err)
-						}
-						for i := range d {
-							want[i] += float64(ws[j][v]) * float64(x[i])
-						}
-					}
-					gotF, gotR := make([]float32, d), make([]float32, d)
-					fast.Finish(gotF, accF[j])
-					ref.Finish(gotR, accR[j])
-					var norm float64
-					for _, w := range want {
-						norm += w * w
-					}
-					tol := 1e-5*math.Sqrt(norm) + 1e-6
-					for i := range d {
-						if math.Abs(float64(gotF[i])-want[i]) > tol || math.Abs(float64(gotF[i]-gotR[i])) > 2*tol {
-							t.Fatalf("%s n %d g %d: head %d [%d] = %g, reference %g, float64 %g", c.name, n, g, j, i, gotF[i], gotR[i], want[i])
-						}
-					}
-				}
+			}
+		}
+	}
+}
+
+// checkKLTSums compares the finished sums of fast and ref with the
+// float64 Σ w·Decode(code).
+func checkKLTSums(t *testing.T, name string, k *KLT, codes []byte, ws [][]float32, fast, ref Accumulator, accF, accR [][]float32) {
+	t.Helper()
+	d, n := k.Dim(), len(ws[0])
+	x := make([]float32, d)
+	for j := range ws {
+		want := make([]float64, d)
+		for v := range n {
+			if err := k.Decode(x, codes[v*k.Bytes():(v+1)*k.Bytes()]); err != nil {
+				t.Fatal(err)
+			}
+			for i := range d {
+				want[i] += float64(ws[j][v]) * float64(x[i])
+			}
+		}
+		gotF, gotR := make([]float32, d), make([]float32, d)
+		fast.Finish(gotF, accF[j])
+		ref.Finish(gotR, accR[j])
+		var norm float64
+		for _, w := range want {
+			norm += w * w
+		}
+		tol := 1e-5*math.Sqrt(norm) + 1e-6
+		for i := range d {
+			if math.Abs(float64(gotF[i])-want[i]) > tol || math.Abs(float64(gotF[i]-gotR[i])) > 2*tol {
+				t.Fatalf("%s: head %d [%d] = %g, reference %g, float64 %g", name, j, i, gotF[i], gotR[i], want[i])
 			}
 		}
 	}
@@ -233,8 +249,9 @@ func TestKLTScoreQueriesErrors(t *testing.T) {
 }
 
 // BenchmarkKLTAttend: scoring four queries and summing values for four
-// heads over 4096 klt3.5 codes at d = 128, the grouped path against the
-// reference one (each query's own scorer; codes decoded to the
+// heads over 4096 klt3.5 codes at d = 128: the grouped path (the lane
+// kernels where the CPU has them), its row path (the kernels' Go twin),
+// and the reference (each query's own scorer; codes decoded to the
 // transformed basis and summed by the row kernel).
 func BenchmarkKLTAttend(b *testing.B) {
 	r := rand.New(rand.NewPCG(5, 6))
@@ -263,6 +280,15 @@ func BenchmarkKLTAttend(b *testing.B) {
 			}
 		}
 	})
+	b.Run("score/rows", func(b *testing.B) {
+		var p KLTQueries
+		for b.Loop() {
+			if err := k.PrepareQueries(&p, qs); err != nil {
+				b.Fatal(err)
+			}
+			k.scoreQueries(false, dst, &p, codes)
+		}
+	})
 	b.Run("score/reference", func(b *testing.B) {
 		for b.Loop() {
 			for j, q := range qs {
@@ -274,7 +300,7 @@ func BenchmarkKLTAttend(b *testing.B) {
 	for _, c := range []struct {
 		name string
 		a    Accumulator
-	}{{"group", NewAccumulator(k)}, {"reference", &chunkAcc{e: kltExp{k}, n: 128, stride: k.Bytes()}}} {
+	}{{"group", NewAccumulator(k)}, {"rows", newKLTAcc(k, false)}, {"reference", &chunkAcc{e: kltExp{k}, n: 128, stride: k.Bytes()}}} {
 		accs := rows(4, c.a.AccLen())
 		b.Run("acc/"+c.name, func(b *testing.B) {
 			for b.Loop() {

@@ -1,0 +1,13 @@
+//go:build !amd64 || purego
+
+package quant
+
+func hasKLTLanes() bool { return false }
+
+func kltScore4AVX2(*float32, int, *byte, int, *kltStep, int, *float32, *[8]int32) {
+	panic("quant: no KLT lane kernel")
+}
+
+func kltAcc4AVX2(*[4]*float32, *float32, int, *byte, int, *kltStep, int, *[8]int32) {
+	panic("quant: no KLT lane kernel")
+}
