@@ -1,10 +1,13 @@
 package kvcache
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // withCov returns spec with covariances for caches of shape sh (layers 0
@@ -149,5 +152,66 @@ func TestQuerySecondMoment(t *testing.T) {
 	cov.Layers[0][1].Q = cov.Layers[0][1].Q[1:]
 	if _, err := spec.NewCache(0, sh); err == nil || !strings.Contains(err.Error(), "head 1") {
 		t.Errorf("a Q of %d values: error %v", d*d-1, err)
+	}
+}
+
+// TestKLTAttendIsTheMath: a klt cache's Attend (the grouped scorer and
+// accumulator, on the lane kernels where the CPU has them) equals float64
+// attention over the cache's own reconstructions (decoded: the quantizer's
+// Decode, independent of the attention path), for both rates, klt keys or
+// values alone, groups of 1, 3 and 4 query heads, with the default
+// window and none, at odd lengths, on the caller and on a pool with the
+// positions cut into slices. Tolerance as TestCompressedAttendIsTheMath's.
+func TestKLTAttendIsTheMath(t *testing.T) {
+	pool := tensor.NewPool(3)
+	defer pool.Close()
+	for _, sh := range []Shape{{QHeads: 8, KVHeads: 2, HeadDim: 128}, {QHeads: 6, KVHeads: 2, HeadDim: 64}, {QHeads: 2, KVHeads: 2, HeadDim: 64}} {
+		sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
+		for _, kv := range [][2]string{{"klt3.5", "klt3.5"}, {"klt2.5", "klt2.5"}, {"klt3.5", "f16"}, {"q8_0", "klt2.5"}} {
+			for _, window := range []int{0, -1} {
+				name := fmt.Sprintf("%d-%d-%d/%s:%s/window%d", sh.QHeads, sh.KVHeads, sh.HeadDim, kv[0], kv[1], window)
+				t.Run(name, func(t *testing.T) {
+					spec, err := ParseSpec(kv[0], kv[1])
+					if err != nil {
+						t.Fatal(err)
+					}
+					spec.Window = window
+					r := rand.New(rand.NewPCG(uint64(sh.QHeads), uint64(sh.HeadDim)))
+					ks, vs := rotatingKeys(r, sh, sh.Rope, 1100, 4)
+					c, err := withCovFrom(t, spec, sh, ks[:400], vs[:400]).NewCache(0, sh)
+					if err != nil {
+						t.Fatal(err)
+					}
+					cc := c.(*Compressed)
+					n := 0
+					for _, at := range []int{1, 33, 131, 517, 1100} {
+						appendAll(t, c, ks[n:at], vs[n:at])
+						n = at
+						dk, dv := decoded(t, cc)
+						q := randQuery(r, sh)
+						want := naiveAttention(sh, dk, dv, q, 0.088)
+						var rms float64
+						for _, w := range want {
+							rms += w * w
+						}
+						rms = math.Sqrt(rms / float64(len(want)))
+						for _, p := range []*tensor.Pool{nil, pool} {
+							UsePool(c, p)
+							cc.split, cc.shortest = 0, compressedMinSlice
+							if p != nil {
+								cc.split, cc.shortest = 12, 128 // up to 6 slices per KV head
+							}
+							got := make([]float32, len(q))
+							c.Attend(got, q, 0.088)
+							for i := range got {
+								if math.Abs(float64(got[i])-want[i]) > 2e-3*rms {
+									t.Fatalf("n=%d pool %d: out[%d] = %g, want %g (rms %g)", n, p.Threads(), i, got[i], want[i], rms)
+								}
+							}
+						}
+					}
+				})
+			}
+		}
 	}
 }
