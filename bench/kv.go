@@ -183,7 +183,7 @@ func KV(m *model.Model, o KVOptions) (KVReport, error) {
 	rep.Recorded = rec.tokens()
 	pool := tensor.NewPool(o.Threads)
 	defer pool.Close()
-	if rep.Attention, err = timeAttention(configs, sh, rec, o.Contexts, o.Iters, rounds, o.Seed, pool, progress); err != nil {
+	if rep.Attention, err = timeAttention(configs, sh, statsLayer, rec, o.Contexts, o.Iters, rounds, o.Seed, pool, progress); err != nil {
 		return rep, err
 	}
 	var peerErr error
@@ -360,13 +360,14 @@ func (s *tokenSource) fill(k, v []float32) {
 	s.next++
 }
 
-// timeAttention fills one cache per spec with the same tokens, context
+// timeAttention fills one cache per spec (of layer layer, whose tokens
+// rec holds) with the same tokens, context
 // after context, and times Attend at each: all formats at one context
 // interleaved call by call, so that load from elsewhere falls on each
 // alike, each Attend spread over pool. The queries are the recorded ones,
 // in turn. Each row is the median over rounds rounds of the median of
 // iters calls, with the range of the rounds.
-func timeAttention(specs []kvcache.Config, sh kvcache.Shape, rec *kvRecording, ctxs []int, iters, rounds int, seed uint64, pool *tensor.Pool, progress func(string, ...any)) ([]AttnRow, error) {
+func timeAttention(specs []kvcache.Config, sh kvcache.Shape, layer int, rec *kvRecording, ctxs []int, iters, rounds int, seed uint64, pool *tensor.Pool, progress func(string, ...any)) ([]AttnRow, error) {
 	type bench struct {
 		spec   kvcache.Config
 		cache  kvcache.Cache
@@ -376,7 +377,7 @@ func timeAttention(specs []kvcache.Config, sh kvcache.Shape, rec *kvRecording, c
 	}
 	bs := make([]*bench, len(specs))
 	for i, s := range specs {
-		c, err := s.NewCache(0, sh)
+		c, err := s.NewCache(layer, sh) // the recorded layer's (a klt format's transforms)
 		if err != nil {
 			return nil, fmt.Errorf("bench: %s: %w", s, err)
 		}

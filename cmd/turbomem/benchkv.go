@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,6 +15,8 @@ import (
 
 	"github.com/turbomem/turbomem/bench"
 	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/eval"
+	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/plot"
 )
 
@@ -55,6 +58,7 @@ func benchKV(e *env, args []string) error {
 	plotFile := plotFlag(fs, "attention µs against context")
 	jsonFile := fs.String("json", "", "also write the report as JSON to this file")
 	seed := seedFlag(fs, "the synthetic tokens")
+	calibChunks := calibChunksFlag(fs, "klt formats: calibration windows of 1024 tokens, from the end of the embedded held-out text")
 	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
@@ -121,6 +125,13 @@ func benchKV(e *env, args []string) error {
 		return err
 	}
 	defer l.m.Close()
+	if *calibChunks < 1 || *calibChunks > 1024 {
+		return usageError{fmt.Errorf("--kv-calib-chunks %d out of range [1, 1024]", *calibChunks)}
+	}
+	text := l.tok.Encode(defaultmodel.HeldOut(), true)
+	if err := benchCovariances(e, l, configs, text, *calibChunks); err != nil {
+		return err
+	}
 	if err := checkConfigs(l.m, configs...); err != nil {
 		return err
 	}
@@ -129,7 +140,7 @@ func benchKV(e *env, args []string) error {
 	}
 	o := bench.KVOptions{
 		Name: modelName(*mf.model), Configs: configs, Contexts: ctxs, DecodeContexts: decodeCtxs, N: *n, Iters: *iters, Repeat: *repeat,
-		Text: l.tok.Encode(defaultmodel.HeldOut(), true), Record: *record, Layer: *layer, Threads: mf.threadCount(), Seed: *seed,
+		Text: text, Record: *record, Layer: *layer, Threads: mf.threadCount(), Seed: *seed,
 		Llama: llamaTypes, LlamaBench: *llamaBench, Peer: *peer, ModelPath: *mf.model,
 	}
 	if isTerminal(e.stderr) {
@@ -161,6 +172,26 @@ func benchKV(e *env, args []string) error {
 		return fmt.Errorf("bench kv: %w; the measurements above are turbomem's alone", runErr)
 	}
 	return err
+}
+
+// benchCovariances gives the configurations that need them (the klt
+// formats) K/V covariances measured once on chunks windows of 1024 tokens
+// from the end of text, as run's --kv-calib does with the embedded text.
+func benchCovariances(e *env, l *loaded, configs []kvcache.Config, text []int32, chunks int) error {
+	if !slices.ContainsFunc(configs, kvcache.Config.NeedsCovariances) {
+		return nil
+	}
+	fmt.Fprintf(e.stderr, "measuring K/V covariances on %d windows of 1024 tokens\n", chunks)
+	cov, err := eval.MeasureCovariances(context.Background(), l.m, text, l.tok.BOS(), 1024, chunks)
+	if err != nil {
+		return fmt.Errorf("bench kv: %w", err)
+	}
+	for i, c := range configs {
+		if c.NeedsCovariances() {
+			configs[i] = c.WithCovariances(cov)
+		}
+	}
+	return nil
 }
 
 // writeJSONFile writes v to path as indented JSON.

@@ -31,6 +31,7 @@ func TestBenchKVErrors(t *testing.T) {
 		{[]string{"--llama-bench", "/no/such/llama-bench"}, "--llama-bench"},
 		{[]string{"--record", "1"}, "--record"},
 		{[]string{"--layer", "99"}, "--layer"},
+		{[]string{"--kv", "klt3.5", "--kv-calib-chunks", "0"}, "--kv-calib-chunks"},
 		{[]string{"--format", "csv"}, "--format"},
 		{[]string{"--llama", "--llama-kv", "q9"}, "--llama-kv"},
 		{[]string{"--llama", "--decode-ctx", ""}, "--decode-ctx"},
@@ -102,6 +103,26 @@ func TestBenchKVJSON(t *testing.T) {
 	}
 	if b, err := os.ReadFile(plotPath); err != nil || !bytes.Contains(b, []byte("<svg")) || !bytes.Contains(b, []byte("turbo3.5")) {
 		t.Errorf("plot not written: %v", err)
+	}
+}
+
+// TestBenchKVKLT: a klt format is timed with covariances measured on the
+// held-out text first (what it cannot do without), beside f16.
+func TestBenchKVKLT(t *testing.T) {
+	code, out, errOut := runCmd("bench", "kv", "--kv", "klt3.5", "--ctx", "160", "--decode-ctx", "",
+		"--iters", "1", "--record", "64", "--kv-calib-chunks", "1", "--format", "json")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut)
+	}
+	var rep bench.KVReport
+	if err := json.Unmarshal([]byte(out), &rep); err != nil {
+		t.Fatalf("output is not the report: %v\n%s", err, out)
+	}
+	if len(rep.Attention) != 2 || rep.Attention[1].Format != "klt3.5" || rep.Attention[1].Micros <= 0 || rep.Attention[1].Bytes >= rep.Attention[0].Bytes {
+		t.Errorf("attention rows %+v", rep.Attention)
+	}
+	if !strings.Contains(errOut, "covariances") {
+		t.Errorf("stderr %q does not say the covariances are measured", errOut)
 	}
 }
 
