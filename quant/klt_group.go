@@ -318,9 +318,10 @@ func (g *kltGroup) Score(dst [][]float32, codes []byte) {
 
 // kltAcc is the Accumulator of a KLT: per head, the sums of the weighted
 // levels of each coded component (each code's weight times its scale),
-// lanes of them per component (8 on the lane kernel, else 1), and, last,
-// the sum of the weights (the offset's share); Finish adds the lanes up
-// and turns the sum back once.
+// lanes of them per component (8 on the lane kernel, else 1), room for d
+// components whatever the number coded (a cache's KV heads share one
+// length), and, last, the sum of the weights (the offset's share); Finish
+// adds the lanes up and turns the sum back once.
 type kltAcc struct {
 	k     *KLT
 	lanes int
@@ -339,7 +340,7 @@ func newKLTAcc(k *KLT, lanes bool) *kltAcc {
 	return a
 }
 
-func (a *kltAcc) AccLen() int { return a.lanes*len(a.k.fields) + 1 }
+func (a *kltAcc) AccLen() int { return a.lanes*a.k.d + 1 }
 
 func (a *kltAcc) Accumulate(accs, ws [][]float32, codes []byte) {
 	if len(accs) == 0 || len(ws[0]) == 0 {
@@ -352,7 +353,7 @@ func (a *kltAcc) Accumulate(accs, ws [][]float32, codes []byte) {
 		for _, x := range ws[h][i0:i1] {
 			s += x
 		}
-		accs[h][a.lanes*m] += s
+		accs[h][a.lanes*k.d] += s
 	}
 	done := 0
 	if a.lanes == 8 {
@@ -431,8 +432,7 @@ func (a *kltAcc) Finish(dst, acc []float32) {
 	if a.y == nil {
 		a.y = make([]float32, k.d)
 	}
-	m := len(k.fields)
-	s := acc[a.lanes*m]
+	s := acc[a.lanes*k.d]
 	for i, o := range k.off {
 		a.y[i] = s * o
 	}
