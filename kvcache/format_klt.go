@@ -15,7 +15,9 @@ import (
 // (centered.go). The transforms come from Spec.Cov (Covariances), shared
 // by every cache of a model like its weights: per layer and KV head, two
 // d×d float32 matrices and a few vectors, which Bytes does not count
-// (Covariances.Bytes does).
+// (Covariances.Bytes does). Attention reads the codes directly: the
+// queries turned once per step, each chunk of codes unpacked once for the
+// whole query group (kltKeys; the values by quant's KLT accumulator).
 func kltFormat(rate float64) *codec {
 	return &codec{
 		multiple:   16,
