@@ -208,10 +208,15 @@ func newTestCache(name string, spec Spec, sh Shape) (Cache, error) {
 // holding 16k tokens of keys that turn with a mean of 4 times their
 // residual's energy, as real keys do.
 func step16k(b *testing.B, names []string) (q []float32, caches []Cache) {
-	sh := Shape{QHeads: 4, KVHeads: 1, HeadDim: 128}
+	return stepAt(b, names, Shape{QHeads: 4, KVHeads: 1, HeadDim: 128}, 16384)
+}
+
+// stepAt is step16k for the shape sh (given a RoPE of base 10⁴) and n
+// tokens.
+func stepAt(b *testing.B, names []string, sh Shape, n int) (q []float32, caches []Cache) {
 	sh.Rope = testRope(b, sh.HeadDim, sh.HeadDim, false)
 	r := rand.New(rand.NewPCG(1, 1))
-	ks, vs := rotatingKeys(r, sh, sh.Rope, 16384, 4)
+	ks, vs := rotatingKeys(r, sh, sh.Rope, n, 4)
 	for _, name := range names {
 		c, err := newTestCache(name, withCov(b, specFor(b, name, 0), sh), sh)
 		if err != nil {
@@ -244,6 +249,27 @@ func BenchmarkAttendThreads(b *testing.B) {
 				}
 			})
 			p.Close()
+		}
+	}
+}
+
+// BenchmarkAttendPosition times one attention step of the reference
+// model's shape (4 query heads, 2 KV heads of 128: two queries per KV
+// head) on one goroutine at 4k and 16k tokens, and reports ns/pos, the
+// step's time per cached position (both KV heads). cpu-ns/op is the
+// thread's CPU time, which holds on a loaded machine where the wall time
+// does not.
+func BenchmarkAttendPosition(b *testing.B) {
+	names := []string{"f16", "turbo3.5", "turbo2.5"}
+	sh := Shape{QHeads: 4, KVHeads: 2, HeadDim: 128}
+	for _, n := range []int{4096, 16384} {
+		q, caches := stepAt(b, names, sh, n)
+		out := make([]float32, len(q))
+		for i, c := range caches {
+			b.Run(fmt.Sprintf("%s/ctx=%d", names[i], n), func(b *testing.B) {
+				loopCPU(b, func() { c.Attend(out, q, 0.088) })
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/pos")
+			})
 		}
 	}
 }

@@ -288,14 +288,14 @@ func laneScore4Go(out *[4][]float32, nq, blocks int, qi []float32, parts []laneP
 				plane := blk[p.planes+k*p.step:]
 				for s := range laneBlock {
 					v := p.table[getBits(plane, s*p.bits, p.bits)]
-					for j := range 4 {
+					for j := range nq {
 						acc[j][s] += q[4*k+j] * v
 					}
 				}
 			}
 			for s := range laneBlock {
 				scale := half.F16ToF32(half.F16(binary.LittleEndian.Uint16(blk[p.scales+2*s:])))
-				for j := range 4 {
+				for j := range nq {
 					sum[j][s] += scale * acc[j][s]
 				}
 			}
@@ -381,7 +381,7 @@ func laneAcc4Go(acc *[4][]float32, nq int, w *[4][]float32, wbuf []float32, nb i
 			plane := data[b*block+p.planes+k*p.step:]
 			for s := range laneBlock {
 				v := p.table[getBits(plane, s*p.bits, p.bits)]
-				for j := range 4 {
+				for j := range nq {
 					sum[j] += wbuf[(4*b+j)*laneBlock+s] * v
 				}
 			}
