@@ -1,6 +1,7 @@
 package kvcache
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -122,7 +123,7 @@ func TestCenteredKeys(t *testing.T) {
 }
 
 // BenchmarkCenteredScore: scoring 16k compressed turbo3.5 keys for a group
-// of 4 query heads, without and with the mean's share added back
+// of 2 and of 4 query heads, without and with the mean's share added back
 // (Rope.meanScores), the cost centring adds to each decode step.
 func BenchmarkCenteredScore(b *testing.B) {
 	rope := testRope(b, 128, 128, false)
@@ -146,14 +147,21 @@ func BenchmarkCenteredScore(b *testing.B) {
 		qs[j] = randQuery(r, Shape{QHeads: 1, KVHeads: 1, HeadDim: 128})
 		dst[j] = make([]float32, n)
 	}
-	b.Run("codes", func(b *testing.B) {
-		for b.Loop() {
-			ck.inner.score(dst, qs, 0)
-		}
-	})
-	b.Run("codes+mean", func(b *testing.B) {
-		for b.Loop() {
-			ck.score(dst, qs, 0)
-		}
-	})
+	for _, g := range []int{2, 4} {
+		b.Run(fmt.Sprintf("g=%d/codes", g), func(b *testing.B) {
+			for b.Loop() {
+				ck.inner.score(dst[:g], qs[:g], 0)
+			}
+		})
+		b.Run(fmt.Sprintf("g=%d/codes+mean", g), func(b *testing.B) {
+			for b.Loop() {
+				ck.score(dst[:g], qs[:g], 0)
+			}
+		})
+		b.Run(fmt.Sprintf("g=%d/mean", g), func(b *testing.B) {
+			for b.Loop() {
+				rope.meanScores(dst[:g], qs[:g], ck.mu, 0)
+			}
+		})
+	}
 }

@@ -261,9 +261,11 @@ type ropeScratch struct {
 	wr   []float64 // per query and exact pair: the span's weight z·e^(i·s·ω)
 	wi   []float64
 	n    []float32 // per group and query: the node sums of a block's chunks (chunkTurns' columns)
-	kw   []float32 // per query: the chunk kernel's weights (rows each)
-	out  []float32 // a partial chunk's sums, 4 queries
-	_    [64]byte
+	kw   []float32 // the batches' weights and sums
+	// per column a chunk can start at in the table (ropeSpan/ropeChunk):
+	// the slots waiting for a chunk kernel call
+	batch [ropeSpan / ropeChunk]meanBatch
+	_     [64]byte
 }
 
 // blockTurns returns the slow pairs' turns at the nodes of the chunks of
@@ -360,8 +362,9 @@ func (r *Rope) plan(p *meanPlan, qs [][]float32, mu []float32) {
 }
 
 // add adds the mean's share of the scores of p's queries at the
-// positions t0, t0+1, … to dst (a row per query). A chunk's terms are
-// one turnAdd4 call over the rows of the table, with weights
+// positions t0, t0+1, … to dst (a row per query). A chunk's terms for
+// one query are a slot of a turnAdd4 call over the rows of the table,
+// with weights
 //   - exact pair: u = Re w, v = −Im w, w = z·e^(i·s·ω) at the span start
 //     s (⟨q, R_t·μ⟩ = Σ cos(jω)·u + sin(jω)·v for t = s+j);
 //   - node k: N_k = Re Σ_slow z·e^(i·(c+x_k)·ω) at the chunk start c,
@@ -369,6 +372,11 @@ func (r *Rope) plan(p *meanPlan, qs [][]float32, mu []float32) {
 //     per ropeChunk columns that the slice's chunks touch, with the
 //     plan's weights Re z, −Im z;
 //   - the row of ones: ⟨q, μ⟩ over the unrotated coordinates.
+//
+// A call's four slots are any (query, chunk) pairs whose chunks sit at
+// the same columns of the table (meanBatch): with fewer than four
+// queries (GQA groups of one or two) the chunks a span apart fill them,
+// so no slot is spent on a padded query but the last few.
 //
 // Slices of one step call it at once, each with scratch of its own.
 func (p *meanPlan) add(dst [][]float32, t0 int) {
@@ -397,11 +405,13 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 	sc.wr = apart(sc.wr, nq*pe)
 	sc.wi = apart(sc.wi, nq*pe)
 	sc.n = apart(sc.n, nq*nodeCols)
-	sc.kw = apart(sc.kw, nq*r.rows)
-	sc.out = apart(sc.out, 4*ropeChunk)
+	sc.kw = apart(sc.kw, len(sc.batch)*4*(r.rows+ropeChunk))
+	for b := range sc.batch {
+		at := sc.kw[b*4*(r.rows+ropeChunk):]
+		sc.batch[b] = meanBatch{kw: at[:4*r.rows], sums: at[4*r.rows : 4*(r.rows+ropeChunk)], table: r.table[b*ropeChunk:]}
+	}
 	end := t0 + n
 	span := -1
-	var dummy [ropeChunk]float32
 	for c := t0 - t0%ropeChunk; c < end; c += ropeChunk {
 		blockChunk := c / ropeChunk % ropeChunk // the chunk's column in its block
 		if ps > 0 && (c == t0-t0%ropeChunk || blockChunk == 0) {
@@ -420,7 +430,7 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 		if s := c - c%ropeSpan; s != span {
 			// The exact pairs' weights at the span's start: from the
 			// first span's turns, then turned on by a span at a time in
-			// float64 (no drift), written to every query's kernel weights.
+			// float64 (no drift).
 			for e, i := range r.exact {
 				st := r.spanStep[e]
 				if span < 0 {
@@ -428,60 +438,79 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 					st = complex(cs, sn)
 				}
 				sr, si := real(st), imag(st)
-				for j := range nq {
+				for j := range p.nq {
 					wr, wi := sc.wr[j*pe+e], sc.wi[j*pe+e]
 					if span < 0 {
 						wr, wi = real(p.z[j*np+i]), imag(p.z[j*np+i])
 					}
-					wr, wi = wr*sr-wi*si, wr*si+wi*sr
-					sc.wr[j*pe+e], sc.wi[j*pe+e] = wr, wi
-					kw := sc.kw[j*r.rows:]
-					kw[e], kw[pe+e] = float32(wr), float32(-wi)
+					sc.wr[j*pe+e], sc.wi[j*pe+e] = wr*sr-wi*si, wr*si+wi*sr
 				}
 			}
 			span = s
 		}
-		col := c % ropeSpan
+		b := &sc.batch[c%ropeSpan/ropeChunk]
 		lo, hi := max(c, t0), min(c+ropeChunk, end)
-		for g := range groups {
-			for jj := range 4 {
-				j := 4*g + jj
-				kw := sc.kw[j*r.rows : (j+1)*r.rows]
-				copy(kw[2*pe:2*pe+ropeNodes], sc.n[j*nodeCols+ropeNodes*blockChunk:])
-				if r.unrotated {
-					kw[r.rows-1] = 0
-					if j < p.nq {
-						kw[r.rows-1] = p.base[j]
-					}
-				}
+		for j := range p.nq {
+			k := b.n
+			kw := b.kw[k*r.rows : (k+1)*r.rows]
+			for e := range pe {
+				kw[e], kw[pe+e] = float32(sc.wr[j*pe+e]), float32(-sc.wi[j*pe+e])
 			}
-			kw := sc.kw[4*g*r.rows : 4*(g+1)*r.rows]
-			var out [4][]float32
+			copy(kw[2*pe:2*pe+ropeNodes], sc.n[j*nodeCols+ropeNodes*blockChunk:])
+			if r.unrotated {
+				kw[r.rows-1] = p.base[j]
+			}
+			b.dst[k] = nil
 			if lo == c && hi == c+ropeChunk {
-				for jj := range 4 {
-					if j := 4*g + jj; j < p.nq {
-						out[jj] = dst[j][c-t0:]
-					} else {
-						out[jj] = dummy[:]
-					}
-				}
-				turnAdd4(&out, kw, r.rows, r.table[col:], ropeSpan, false)
-				continue
+				b.out[k] = dst[j][c-t0:]
+			} else {
+				// a chunk the slice covers in part: its sums from zero,
+				// then the slice's positions added
+				b.out[k] = b.sums[k*ropeChunk : (k+1)*ropeChunk]
+				clear(b.out[k])
+				b.dst[k], b.from[k] = dst[j][lo-t0:hi-t0], lo-c
 			}
-			for jj := range 4 {
-				out[jj] = sc.out[jj*ropeChunk : (jj+1)*ropeChunk]
-			}
-			turnAdd4(&out, kw, r.rows, r.table[col:], ropeSpan, true)
-			for jj := range 4 {
-				if j := 4*g + jj; j < p.nq {
-					d := dst[j][lo-t0 : hi-t0]
-					for i, v := range out[jj][lo-c : hi-c] {
-						d[i] += v
-					}
-				}
+			if b.n++; b.n == 4 {
+				b.flush(r.rows)
 			}
 		}
 	}
+	for b := range sc.batch {
+		sc.batch[b].flush(r.rows)
+	}
+}
+
+// meanBatch gathers meanPlan.add's (query, chunk) slots whose chunks
+// start at the same column of the table, four to a turnAdd4 call.
+type meanBatch struct {
+	n     int          // slots filled
+	kw    []float32    // per slot: the kernel's weights (rows each)
+	out   [4][]float32 // per slot: where the kernel adds
+	sums  []float32    // per slot: a partial chunk's sums (ropeChunk each)
+	dst   [4][]float32 // per slot of a partial chunk: the positions it adds to
+	from  [4]int       // and the first of them within the chunk
+	table []float32    // the table from the batch's column on
+}
+
+// flush makes the kernel call for the slots filled (the rest get zero
+// weights and sums of their own to add to) and empties the batch.
+func (b *meanBatch) flush(rows int) {
+	if b.n == 0 {
+		return
+	}
+	for k := b.n; k < 4; k++ {
+		clear(b.kw[k*rows : (k+1)*rows])
+		b.out[k], b.dst[k] = b.sums[k*ropeChunk:(k+1)*ropeChunk], nil
+	}
+	turnAdd4(&b.out, b.kw, rows, b.table, ropeSpan, false)
+	for k := range b.n {
+		if d := b.dst[k]; d != nil {
+			for i, v := range b.out[k][b.from[k] : b.from[k]+len(d)] {
+				d[i] += v
+			}
+		}
+	}
+	b.n = 0
 }
 
 // grown returns s with length n, reusing its array when it can.

@@ -177,10 +177,11 @@ func TestMeanTurns(t *testing.T) {
 // TestMeanScores checks the chunked, tabulated ⟨q, m_t⟩ against the
 // float64 product with the subtracted vector m_t (meanTurns) at every
 // position, across chunk, span and block boundaries, far positions and
-// groups of queries padded to four. Tolerance 2e-5·‖q‖∞·√d·‖μ‖: float32
-// tables and products over d = 64 terms (each within 2^-24 relative,
-// sums of |terms| ≤ ‖q‖‖μ‖, node sums weighed by a basis of Lebesgue
-// constant below 3).
+// one to five queries (a kernel call's four slots filled by chunks a
+// span apart, or a group of four and a short one). Tolerance
+// 2e-5·‖q‖∞·√d·‖μ‖: float32 tables and products over d = 64 terms (each
+// within 2^-24 relative, sums of |terms| ≤ ‖q‖‖μ‖, node sums weighed by
+// a basis of Lebesgue constant below 3).
 func TestMeanScores(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, c := range append(ropeCases, struct {
@@ -213,7 +214,7 @@ func TestMeanScores(t *testing.T) {
 			turns := newMeanTurns(rope, mu64)
 			for _, span := range [][2]int{{0, 150}, {64, 150}, {70, 150}, {4000, 300}, {99991, 150}, {0, 8200}} {
 				t0, n := span[0], span[1]
-				for _, nq := range []int{3, 5} {
+				for _, nq := range []int{1, 2, 3, 4, 5} {
 					dst := make([][]float32, nq)
 					for j := range dst {
 						dst[j] = make([]float32, n)
