@@ -408,3 +408,313 @@ lqnext:
 
 	VZEROUPPER
 	RET
+
+// func laneScore2AVX2(out *[2]*float32, blocks int, q *float32, parts *lanePart, nparts int, data *byte, block int)
+//
+// laneScore4AVX512 on 256-bit registers for two queries (q points at the
+// first one's coordinate 0 in the four-per-coordinate interleaving; the
+// second follows it): a block's 16 tokens are two halves of 8 lanes.
+// A half's indices of a coordinate are one 4-byte broadcast (token 8h at
+// byte h·b of the coordinate's 2b bytes), shifted right per lane by the
+// first 8 dwords of the VPMULTISHIFTQB controls (0, b, …, 7b) and looked
+// up with VPERMPS in the table's first 8 entries, which is the whole
+// codebook replicated for b ≤ 3; 4-bit indices take the second 8
+// entries where their bit 3 is set (VBLENDVPS on the index shifted to the
+// sign). Sums per part: queries × halves in Y4–Y7, and for b ≤ 3 the odd
+// coordinates apart in Y8–Y11 (two chains); scaled by the 16 fp16 scales
+// into Y0–Y3 (query 1 halves 0, 1; query 2 halves 0, 1). out[1] nil:
+// one query stored. dim is even; a load may read up to 3 bytes past a
+// coordinate's indices (laneSlack).
+TEXT ·laneScore2AVX2(SB), NOSPLIT, $0-56
+	MOVQ out+0(FP), DI
+	MOVQ blocks+8(FP), CX
+	MOVQ q+16(FP), SI
+	MOVQ data+40(FP), BX
+	MOVQ block+48(FP), R10
+	XORQ R8, R8
+
+sblock:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	MOVQ   parts+24(FP), AX
+	MOVQ   nparts+32(FP), DX
+
+spart:
+	VXORPS  Y4, Y4, Y4
+	VXORPS  Y5, Y5, Y5
+	VXORPS  Y6, Y6, Y6
+	VXORPS  Y7, Y7, Y7
+	VXORPS  Y8, Y8, Y8
+	VXORPS  Y9, Y9, Y9
+	VXORPS  Y10, Y10, Y10
+	VXORPS  Y11, Y11, Y11
+	VMOVDQU 112(AX), Y15
+	MOVQ    8(AX), R11
+	ADDQ    BX, R11
+	MOVQ    32(AX), R12
+	ADDQ    SI, R12
+	MOVQ    16(AX), R13
+	MOVQ    24(AX), R14
+	MOVQ    R14, R9
+	SHRQ    $1, R9
+	CMPQ    R9, $4
+	JEQ     s4bit
+
+s3bit:
+	VPBROADCASTD (R11), Y12
+	VPSRLVD      Y15, Y12, Y12
+	VPERMPS      48(AX), Y12, Y12
+	VPBROADCASTD (R11)(R9*1), Y13
+	VPSRLVD      Y15, Y13, Y13
+	VPERMPS      48(AX), Y13, Y13
+	VBROADCASTSS (R12), Y14
+	VFMADD231PS  Y14, Y12, Y4
+	VFMADD231PS  Y14, Y13, Y5
+	VBROADCASTSS 4(R12), Y14
+	VFMADD231PS  Y14, Y12, Y6
+	VFMADD231PS  Y14, Y13, Y7
+	ADDQ         R14, R11
+	VPBROADCASTD (R11), Y12
+	VPSRLVD      Y15, Y12, Y12
+	VPERMPS      48(AX), Y12, Y12
+	VPBROADCASTD (R11)(R9*1), Y13
+	VPSRLVD      Y15, Y13, Y13
+	VPERMPS      48(AX), Y13, Y13
+	VBROADCASTSS 16(R12), Y14
+	VFMADD231PS  Y14, Y12, Y8
+	VFMADD231PS  Y14, Y13, Y9
+	VBROADCASTSS 20(R12), Y14
+	VFMADD231PS  Y14, Y12, Y10
+	VFMADD231PS  Y14, Y13, Y11
+	ADDQ         R14, R11
+	ADDQ         $32, R12
+	SUBQ         $2, R13
+	JNE          s3bit
+	VADDPS       Y8, Y4, Y4
+	VADDPS       Y9, Y5, Y5
+	VADDPS       Y10, Y6, Y6
+	VADDPS       Y11, Y7, Y7
+	JMP          sscale
+
+s4bit:
+	VPBROADCASTD (R11), Y12
+	VPSRLVD      Y15, Y12, Y12
+	VPERMPS      80(AX), Y12, Y13
+	VPSLLD       $28, Y12, Y14
+	VPERMPS      48(AX), Y12, Y12
+	VBLENDVPS    Y14, Y13, Y12, Y12
+	VPBROADCASTD (R11)(R9*1), Y8
+	VPSRLVD      Y15, Y8, Y8
+	VPERMPS      80(AX), Y8, Y13
+	VPSLLD       $28, Y8, Y14
+	VPERMPS      48(AX), Y8, Y8
+	VBLENDVPS    Y14, Y13, Y8, Y8
+	VBROADCASTSS (R12), Y14
+	VFMADD231PS  Y14, Y12, Y4
+	VFMADD231PS  Y14, Y8, Y5
+	VBROADCASTSS 4(R12), Y14
+	VFMADD231PS  Y14, Y12, Y6
+	VFMADD231PS  Y14, Y8, Y7
+	ADDQ         R14, R11
+	ADDQ         $16, R12
+	DECQ         R13
+	JNE          s4bit
+
+sscale:
+	MOVQ        0(AX), R11
+	VCVTPH2PS   (BX)(R11*1), Y12
+	VCVTPH2PS   16(BX)(R11*1), Y13
+	VFMADD231PS Y12, Y4, Y0
+	VFMADD231PS Y13, Y5, Y1
+	VFMADD231PS Y12, Y6, Y2
+	VFMADD231PS Y13, Y7, Y3
+	ADDQ        $200, AX
+	DECQ        DX
+	JNE         spart
+
+	MOVQ    0(DI), R11
+	VMOVUPS Y0, (R11)(R8*1)
+	VMOVUPS Y1, 32(R11)(R8*1)
+	MOVQ    8(DI), R11
+	TESTQ   R11, R11
+	JEQ     snext
+	VMOVUPS Y2, (R11)(R8*1)
+	VMOVUPS Y3, 32(R11)(R8*1)
+
+snext:
+	ADDQ $64, R8
+	ADDQ R10, BX
+	DECQ CX
+	JNE  sblock
+
+	VZEROUPPER
+	RET
+
+// LANE3 adds the two halves of one coordinate's block of b-bit indices
+// (b ≤ 3; at R12, the second half R9 = b bytes on), looked up in the
+// part's table (AX), times head 1's (Y8, Y9) and head 2's (Y10, Y11)
+// weighted scales to A and B (laneAcc2AVX2).
+#define LANE3(A, B) \
+	VPBROADCASTD (R12), Y12; \
+	VPSRLVD      Y15, Y12, Y12; \
+	VPERMPS      48(AX), Y12, Y12; \
+	VPBROADCASTD (R12)(R9*1), Y13; \
+	VPSRLVD      Y15, Y13, Y13; \
+	VPERMPS      48(AX), Y13, Y13; \
+	VFMADD231PS  Y8, Y12, A; \
+	VFMADD231PS  Y10, Y12, B; \
+	VFMADD231PS  Y9, Y13, A; \
+	VFMADD231PS  Y11, Y13, B
+
+// LANE4 is LANE3 for 4-bit indices: the table's second 8 entries where
+// an index's bit 3 is set (VBLENDVPS on the index shifted to the sign).
+#define LANE4(A, B) \
+	VPBROADCASTD (R12), Y12; \
+	VPSRLVD      Y15, Y12, Y12; \
+	VPERMPS      80(AX), Y12, Y13; \
+	VPSLLD       $28, Y12, Y14; \
+	VPERMPS      48(AX), Y12, Y12; \
+	VBLENDVPS    Y14, Y13, Y12, Y12; \
+	VFMADD231PS  Y8, Y12, A; \
+	VFMADD231PS  Y10, Y12, B; \
+	VPBROADCASTD (R12)(R9*1), Y12; \
+	VPSRLVD      Y15, Y12, Y12; \
+	VPERMPS      80(AX), Y12, Y13; \
+	VPSLLD       $28, Y12, Y14; \
+	VPERMPS      48(AX), Y12, Y12; \
+	VBLENDVPS    Y14, Y13, Y12, Y12; \
+	VFMADD231PS  Y9, Y12, A; \
+	VFMADD231PS  Y11, Y12, B
+
+// func laneAcc2AVX2(acc *[2]*float32, w *[2]*float32, wbuf *float32, nb int, part *lanePart, data *byte, block int)
+//
+// laneAcc4AVX512 on 256-bit registers for two heads. First the weights
+// times the tokens' scales, wbuf[32b:32b+32] = head 1's halves 0 and 1,
+// then head 2's, of block b. Then per four coordinates (Y0–Y3: head 1,
+// Y4–Y7: head 2), each coordinate's two halves of 8 indices of a block
+// are unpacked and looked up as in laneScore2AVX2 and multiplied into
+// both heads' lanes by their wbuf rows (Y8–Y11); after the last block,
+// each head's four coordinates are summed across the lanes and added to
+// acc[j] (acc[1] nil: one head). dim is a multiple of 4.
+TEXT ·laneAcc2AVX2(SB), NOSPLIT, $0-56
+	MOVQ part+32(FP), AX
+	MOVQ data+40(FP), BX
+	MOVQ block+48(FP), R10
+	MOVQ w+8(FP), SI
+	MOVQ wbuf+16(FP), DI
+	MOVQ nb+24(FP), CX
+	MOVQ 0(SI), R11
+	MOVQ 8(SI), R12
+	MOVQ 0(AX), DX
+	ADDQ BX, DX
+
+aprep:
+	VCVTPH2PS (DX), Y0
+	VCVTPH2PS 16(DX), Y1
+	VMULPS    (R11), Y0, Y2
+	VMOVUPS   Y2, (DI)
+	VMULPS    32(R11), Y1, Y2
+	VMOVUPS   Y2, 32(DI)
+	VMULPS    (R12), Y0, Y2
+	VMOVUPS   Y2, 64(DI)
+	VMULPS    32(R12), Y1, Y2
+	VMOVUPS   Y2, 96(DI)
+	ADDQ      $64, R11
+	ADDQ      $64, R12
+	ADDQ      $128, DI
+	ADDQ      R10, DX
+	DECQ      CX
+	JNE       aprep
+
+	VMOVDQU 112(AX), Y15
+	MOVQ    24(AX), R14
+	MOVQ    R14, R9
+	SHRQ    $1, R9
+	MOVQ    8(AX), R8
+	ADDQ    BX, R8
+	MOVQ    16(AX), SI
+	XORQ    R13, R13
+
+aquad:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	MOVQ   R8, R11
+	MOVQ   wbuf+16(FP), DI
+	MOVQ   nb+24(FP), CX
+	CMPQ   R9, $4
+	JEQ    ablk4
+
+ablk3:
+	VMOVUPS (DI), Y8
+	VMOVUPS 32(DI), Y9
+	VMOVUPS 64(DI), Y10
+	VMOVUPS 96(DI), Y11
+	MOVQ    R11, R12
+	LANE3(Y0, Y4)
+	ADDQ    R14, R12
+	LANE3(Y1, Y5)
+	ADDQ    R14, R12
+	LANE3(Y2, Y6)
+	ADDQ    R14, R12
+	LANE3(Y3, Y7)
+	ADDQ         $128, DI
+	ADDQ         R10, R11
+	DECQ         CX
+	JNE          ablk3
+	JMP          ahsum
+
+ablk4:
+	VMOVUPS      (DI), Y8
+	VMOVUPS      32(DI), Y9
+	VMOVUPS      64(DI), Y10
+	VMOVUPS      96(DI), Y11
+	MOVQ         R11, R12
+	LANE4(Y0, Y4)
+	ADDQ         R14, R12
+	LANE4(Y1, Y5)
+	ADDQ         R14, R12
+	LANE4(Y2, Y6)
+	ADDQ         R14, R12
+	LANE4(Y3, Y7)
+	ADDQ         $128, DI
+	ADDQ         R10, R11
+	DECQ         CX
+	JNE          ablk4
+
+ahsum:
+	VHADDPS      Y1, Y0, Y0
+	VHADDPS      Y3, Y2, Y2
+	VHADDPS      Y2, Y0, Y0
+	VEXTRACTF128 $1, Y0, X1
+	VADDPS       X1, X0, X0
+	VHADDPS      Y5, Y4, Y4
+	VHADDPS      Y7, Y6, Y6
+	VHADDPS      Y6, Y4, Y4
+	VEXTRACTF128 $1, Y4, X5
+	VADDPS       X5, X4, X4
+	MOVQ         acc+0(FP), DX
+	MOVQ         0(DX), R11
+	VADDPS       (R11)(R13*1), X0, X0
+	VMOVUPS      X0, (R11)(R13*1)
+	MOVQ         8(DX), R11
+	TESTQ        R11, R11
+	JEQ          anext
+	VADDPS       (R11)(R13*1), X4, X4
+	VMOVUPS      X4, (R11)(R13*1)
+
+anext:
+	ADDQ $16, R13
+	LEAQ (R8)(R14*4), R8
+	SUBQ $4, SI
+	JNE  aquad
+
+	VZEROUPPER
+	RET

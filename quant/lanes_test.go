@@ -186,33 +186,57 @@ func TestLanesScoreErrors(t *testing.T) {
 	}
 }
 
-// TestLaneScoreKernel: the kernel in use against its pure-Go twin on
-// random blocks of both turbo3.5 parts, for 1 to 4 queries. Tolerance
-// 8e-5·(1 + |score|): the same terms summed with fused multiply-adds in
-// two chains per query, against the twin's one.
-func TestLaneScoreKernel(t *testing.T) {
-	r := rand.New(rand.NewPCG(25, 26))
-	q, _ := NewTurboSplit(128, firstChannels(32), 4, 3, false, Options{Seed: 2})
-	l := NewLanes(q)
-	if err := l.Append(randomVectors(r, 3*laneBlock, 128, 1)); err != nil {
+// laneKernelQuantizers are the quantizers whose lane layouts the kernel
+// tests run on: turbo3.5's two parts (4 and 3 bits), turbo2.5's (3 and
+// 2) and turbo4 (4 bits alone), 128 coordinates.
+func laneKernelQuantizers(t *testing.T) []Quantizer {
+	t.Helper()
+	var qs []Quantizer
+	for _, bits := range [][2]int{{4, 3}, {3, 2}} {
+		q, err := NewTurboSplit(128, firstChannels(32), bits[0], bits[1], false, Options{Seed: 2})
+		if err != nil {
+			t.Fatal(err)
+		}
+		qs = append(qs, q)
+	}
+	q, err := NewTurboMSE(128, 4, Options{Seed: 3})
+	if err != nil {
 		t.Fatal(err)
 	}
-	qi := make([]float32, 4*128)
-	for i := range qi {
-		qi[i] = float32(r.NormFloat64())
-	}
-	for nq := 1; nq <= 4; nq++ {
-		var got, want [4][]float32
-		for j := range nq {
-			got[j] = make([]float32, 3*laneBlock)
-			want[j] = make([]float32, 3*laneBlock)
-		}
-		laneScore4(&got, nq, 3, qi, l.parts, l.data, l.block)
-		laneScore4Go(&want, nq, 3, qi, l.parts, l.data, l.block)
-		for j := range nq {
-			for i := range got[j] {
-				if math.Abs(float64(got[j][i]-want[j][i])) > 1e-5*(1+math.Abs(float64(want[j][i])))*8 {
-					t.Fatalf("%d queries: query %d token %d: %g, twin %g", nq, j, i, got[j][i], want[j][i])
+	return append(qs, q)
+}
+
+// TestLaneScoreKernel: each kernel level the CPU has against the pure-Go
+// twin on random blocks of turbo3.5's, turbo2.5's and turbo4's parts,
+// for 1 to 4 queries. Tolerance 8e-5·(1 + |score|): the same terms
+// summed with fused multiply-adds in two chains per query, against the
+// twin's one.
+func TestLaneScoreKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(25, 26))
+	for _, level := range levels() {
+		for _, q := range laneKernelQuantizers(t) {
+			l := NewLanes(q)
+			if err := l.Append(randomVectors(r, 3*laneBlock, 128, 1)); err != nil {
+				t.Fatal(err)
+			}
+			qi := make([]float32, 4*128)
+			for i := range qi {
+				qi[i] = float32(r.NormFloat64())
+			}
+			for nq := 1; nq <= 4; nq++ {
+				var got, want [4][]float32
+				for j := range nq {
+					got[j] = make([]float32, 3*laneBlock)
+					want[j] = make([]float32, 3*laneBlock)
+				}
+				laneScore4At(level, &got, nq, 3, qi, l.parts, l.data, l.block)
+				laneScore4Go(&want, nq, 3, qi, l.parts, l.data, l.block)
+				for j := range nq {
+					for i := range got[j] {
+						if math.Abs(float64(got[j][i]-want[j][i])) > 1e-5*(1+math.Abs(float64(want[j][i])))*8 {
+							t.Fatalf("%s, %s, %d queries: query %d token %d: %g, twin %g", level, q.Name(), nq, j, i, got[j][i], want[j][i])
+						}
+					}
 				}
 			}
 		}
@@ -277,17 +301,13 @@ func TestLanesAccumulate(t *testing.T) {
 	}
 }
 
-// TestLaneAccKernel: the value kernel in use against its pure-Go twin on
-// random blocks and weights of both turbo3.5 parts, for 1 to 4 heads.
+// TestLaneAccKernel: each kernel level the CPU has against the pure-Go
+// twin on random blocks and weights of turbo3.5's, turbo2.5's and
+// turbo4's parts, for 1 to 4 heads, added to what the sums hold.
 // Tolerance 1e-5 of the sum of |terms|.
 func TestLaneAccKernel(t *testing.T) {
 	r := rand.New(rand.NewPCG(29, 30))
-	q, _ := NewTurboSplit(128, firstChannels(32), 4, 3, false, Options{Seed: 2})
-	l := NewLanes(q)
 	const nb = 5
-	if err := l.Append(randomVectors(r, nb*laneBlock, 128, 1)); err != nil {
-		t.Fatal(err)
-	}
 	var w [4][]float32
 	for j := range w {
 		w[j] = make([]float32, nb*laneBlock)
@@ -295,28 +315,39 @@ func TestLaneAccKernel(t *testing.T) {
 			w[j][i] = float32(r.NormFloat64())
 		}
 	}
-	for nq := 1; nq <= 4; nq++ {
-		for pi := range l.parts {
-			p := &l.parts[pi]
-			var got, want [4][]float32
-			for j := range nq {
-				got[j] = make([]float32, p.dim)
-				want[j] = make([]float32, p.dim)
+	for _, level := range levels() {
+		for _, q := range laneKernelQuantizers(t) {
+			l := NewLanes(q)
+			if err := l.Append(randomVectors(r, nb*laneBlock, 128, 1)); err != nil {
+				t.Fatal(err)
 			}
-			wb1 := make([]float32, 4*nb*laneBlock)
-			wb2 := make([]float32, 4*nb*laneBlock)
-			laneAcc4(&got, nq, &w, wb1, nb, p, l.data, l.block)
-			laneAcc4Go(&want, nq, &w, wb2, nb, p, l.data, l.block)
-			for j := range nq {
-				for k := range got[j] {
-					var abs float64
-					for b := range nb {
-						for s := range laneBlock {
-							abs += math.Abs(float64(wb2[(4*b+j)*laneBlock+s])) * 4
+			for nq := 1; nq <= 4; nq++ {
+				for pi := range l.parts {
+					p := &l.parts[pi]
+					var got, want [4][]float32
+					for j := range nq {
+						got[j] = make([]float32, p.dim)
+						want[j] = make([]float32, p.dim)
+						for k := range p.dim {
+							got[j][k], want[j][k] = float32(k), float32(k)
 						}
 					}
-					if math.Abs(float64(got[j][k]-want[j][k])) > 1e-5*abs {
-						t.Fatalf("%d heads, part %d: head %d value %d: %g, twin %g", nq, pi, j, k, got[j][k], want[j][k])
+					wb1 := make([]float32, 4*nb*laneBlock)
+					wb2 := make([]float32, 4*nb*laneBlock)
+					laneAcc4At(level, &got, nq, &w, wb1, nb, p, l.data, l.block)
+					laneAcc4Go(&want, nq, &w, wb2, nb, p, l.data, l.block)
+					for j := range nq {
+						abs := float64(p.dim)
+						for b := range nb {
+							for s := range laneBlock {
+								abs += math.Abs(float64(wb2[(4*b+j)*laneBlock+s])) * 4
+							}
+						}
+						for k := range got[j] {
+							if math.Abs(float64(got[j][k]-want[j][k])) > 1e-5*abs {
+								t.Fatalf("%s, %s, %d heads, part %d: head %d value %d: %g, twin %g", level, q.Name(), nq, pi, j, k, got[j][k], want[j][k])
+							}
+						}
 					}
 				}
 			}
