@@ -241,45 +241,47 @@ func TestMeanScores(t *testing.T) {
 	}
 }
 
-// TestTurnAdd4 compares the kernel in use with its pure-Go twin on
+// TestTurnAdd4 compares each kernel the CPU has with its pure-Go twin on
 // random weights over 1, 7 and 128 rows of a table wider than a chunk,
 // adding to what out holds and writing over it. Tolerance 1e-5 of the sum
 // of |terms|: fused multiply-adds round once per term, the twin twice.
 func TestTurnAdd4(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 9))
 	const stride = ropeChunk + 40
-	for _, rows := range []int{1, 7, 128} {
-		for _, set := range []bool{false, true} {
-			w := make([]float32, 4*rows)
-			table := make([]float32, rows*stride)
-			for i := range w {
-				w[i] = float32(r.NormFloat64())
-			}
-			for i := range table {
-				table[i] = float32(r.NormFloat64())
-			}
-			var got, want [4][]float32
-			for q := range 4 {
-				got[q] = make([]float32, ropeChunk+1)
-				want[q] = make([]float32, ropeChunk+1)
-				for j := range got[q] {
-					got[q][j] = float32(j)
-					want[q][j] = float32(j)
+	for _, k := range turnKernels() {
+		for _, rows := range []int{1, 7, 128} {
+			for _, set := range []bool{false, true} {
+				w := make([]float32, 4*rows)
+				table := make([]float32, rows*stride)
+				for i := range w {
+					w[i] = float32(r.NormFloat64())
 				}
-			}
-			turnAdd4(&got, w, rows, table, stride, set)
-			turnAdd4Go(&want, w, rows, table, stride, set)
-			for q := range 4 {
-				if got[q][ropeChunk] != ropeChunk {
-					t.Fatalf("rows %d: the kernel wrote past the chunk", rows)
+				for i := range table {
+					table[i] = float32(r.NormFloat64())
 				}
-				for j := range ropeChunk {
-					abs := float64(j)
-					for k := range rows {
-						abs += math.Abs(float64(w[q*rows+k]) * float64(table[k*stride+j]))
+				var got, want [4][]float32
+				for q := range 4 {
+					got[q] = make([]float32, ropeChunk+1)
+					want[q] = make([]float32, ropeChunk+1)
+					for j := range got[q] {
+						got[q][j] = float32(j)
+						want[q][j] = float32(j)
 					}
-					if math.Abs(float64(got[q][j]-want[q][j])) > 1e-5*abs {
-						t.Fatalf("rows %d set %v, query %d, position %d: %g, twin %g", rows, set, q, j, got[q][j], want[q][j])
+				}
+				turnAdd4With(k, &got, w, rows, table, stride, set)
+				turnAdd4Go(&want, w, rows, table, stride, set)
+				for q := range 4 {
+					if got[q][ropeChunk] != ropeChunk {
+						t.Fatalf("kernel %d, rows %d: the kernel wrote past the chunk", k, rows)
+					}
+					for j := range ropeChunk {
+						abs := float64(j)
+						for k := range rows {
+							abs += math.Abs(float64(w[q*rows+k]) * float64(table[k*stride+j]))
+						}
+						if math.Abs(float64(got[q][j]-want[q][j])) > 1e-5*abs {
+							t.Fatalf("kernel %d, rows %d set %v, query %d, position %d: %g, twin %g", k, rows, set, q, j, got[q][j], want[q][j])
+						}
 					}
 				}
 			}

@@ -4,19 +4,53 @@ package kvcache
 
 import "golang.org/x/sys/cpu"
 
-// hasAVX512 selects turnAdd4's kernel; read-only after initialisation.
+// hasAVX512 selects turnAdd4's kernel (hasAVX2 next); read-only after
+// initialisation.
 var hasAVX512 = cpu.X86.HasAVX512F
 
 //go:noescape
 func turnAdd4AVX512(out *[4]*float32, w *float32, rows int, table *float32, stride int, set int)
 
+//go:noescape
+func turnAdd4AVX2(out *[4]*float32, w *float32, rows int, table *float32, stride int, set int)
+
+// turnKernel names one of turnAdd4's kernels.
+type turnKernel int
+
+const (
+	turnGo turnKernel = iota
+	turnAVX2
+	turnAVX512
+)
+
+// bestTurn is the kernel turnAdd4 uses; read-only after initialisation.
+var bestTurn = turnKernels()[len(turnKernels())-1]
+
+// turnKernels returns the kernels the CPU can run, the pure-Go twin
+// first and the best last.
+func turnKernels() []turnKernel {
+	k := []turnKernel{turnGo}
+	if hasAVX2 {
+		k = append(k, turnAVX2)
+	}
+	if hasAVX512 {
+		k = append(k, turnAVX512)
+	}
+	return k
+}
+
 // turnAdd4 adds (or, with set, writes) to out[q][j] the sum
 // Σ_{k<rows} w[q·rows + k]·table[k·stride + j] for four queries q and the
 // ropeChunk positions j of a chunk: the rows of the table weighed for
-// four queries at once, the 16 sums of 16 positions in registers while
-// the rows stream by.
+// four queries at once, the sums of 16 positions (AVX-512: all 64) in
+// registers while the rows stream by.
 func turnAdd4(out *[4][]float32, w []float32, rows int, table []float32, stride int, set bool) {
-	if !hasAVX512 || rows == 0 {
+	turnAdd4With(bestTurn, out, w, rows, table, stride, set)
+}
+
+// turnAdd4With is turnAdd4 on kernel k.
+func turnAdd4With(k turnKernel, out *[4][]float32, w []float32, rows int, table []float32, stride int, set bool) {
+	if k == turnGo || rows == 0 {
 		turnAdd4Go(out, w, rows, table, stride, set)
 		return
 	}
@@ -30,5 +64,9 @@ func turnAdd4(out *[4][]float32, w []float32, rows int, table []float32, stride 
 	if set {
 		s = 1
 	}
-	turnAdd4AVX512(&p, &w[0], rows, &table[0], stride, s)
+	if k == turnAVX512 {
+		turnAdd4AVX512(&p, &w[0], rows, &table[0], stride, s)
+		return
+	}
+	turnAdd4AVX2(&p, &w[0], rows, &table[0], stride, s)
 }

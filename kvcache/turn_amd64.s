@@ -119,3 +119,95 @@ loop:
 	VMOVUPS Z15, 192(R12)
 	VZEROUPPER
 	RET
+
+// func turnAdd4AVX2(out *[4]*float32, w *float32, rows int, table *float32, stride int, set int)
+//
+// turnAdd4AVX512 on 256-bit registers: the 64 positions of the chunk in
+// four passes of 16, each keeping the four queries' sums in Y0–Y7 while
+// the table's rows stream by (two 8-float loads a row, shared by the four
+// queries' broadcast weights). rows ≥ 1.
+TEXT ·turnAdd4AVX2(SB), NOSPLIT, $0-48
+	MOVQ out+0(FP), DI
+	MOVQ w+8(FP), SI
+	MOVQ rows+16(FP), CX
+	MOVQ table+24(FP), DX
+	MOVQ stride+32(FP), BX
+	SHLQ $2, BX
+	MOVQ CX, R8
+	SHLQ $2, R8
+	LEAQ (SI)(R8*1), R9
+	LEAQ (R9)(R8*1), R10
+	LEAQ (R10)(R8*1), R11
+	XORQ AX, AX
+
+tpass:
+	MOVQ  set+40(FP), R12
+	TESTQ R12, R12
+	JNE   tzero
+	MOVQ    0(DI), R12
+	VMOVUPS (R12)(AX*1), Y0
+	VMOVUPS 32(R12)(AX*1), Y1
+	MOVQ    8(DI), R12
+	VMOVUPS (R12)(AX*1), Y2
+	VMOVUPS 32(R12)(AX*1), Y3
+	MOVQ    16(DI), R12
+	VMOVUPS (R12)(AX*1), Y4
+	VMOVUPS 32(R12)(AX*1), Y5
+	MOVQ    24(DI), R12
+	VMOVUPS (R12)(AX*1), Y6
+	VMOVUPS 32(R12)(AX*1), Y7
+	JMP     trows
+
+tzero:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+
+trows:
+	LEAQ (DX)(AX*1), R12
+	XORQ R13, R13
+	MOVQ CX, R14
+
+trow:
+	VMOVUPS      (R12), Y8
+	VMOVUPS      32(R12), Y9
+	VBROADCASTSS (SI)(R13*1), Y10
+	VFMADD231PS  Y10, Y8, Y0
+	VFMADD231PS  Y10, Y9, Y1
+	VBROADCASTSS (R9)(R13*1), Y11
+	VFMADD231PS  Y11, Y8, Y2
+	VFMADD231PS  Y11, Y9, Y3
+	VBROADCASTSS (R10)(R13*1), Y12
+	VFMADD231PS  Y12, Y8, Y4
+	VFMADD231PS  Y12, Y9, Y5
+	VBROADCASTSS (R11)(R13*1), Y13
+	VFMADD231PS  Y13, Y8, Y6
+	VFMADD231PS  Y13, Y9, Y7
+	ADDQ         BX, R12
+	ADDQ         $4, R13
+	DECQ         R14
+	JNE          trow
+
+	MOVQ    0(DI), R12
+	VMOVUPS Y0, (R12)(AX*1)
+	VMOVUPS Y1, 32(R12)(AX*1)
+	MOVQ    8(DI), R12
+	VMOVUPS Y2, (R12)(AX*1)
+	VMOVUPS Y3, 32(R12)(AX*1)
+	MOVQ    16(DI), R12
+	VMOVUPS Y4, (R12)(AX*1)
+	VMOVUPS Y5, 32(R12)(AX*1)
+	MOVQ    24(DI), R12
+	VMOVUPS Y6, (R12)(AX*1)
+	VMOVUPS Y7, 32(R12)(AX*1)
+	ADDQ    $64, AX
+	CMPQ    AX, $256
+	JNE     tpass
+
+	VZEROUPPER
+	RET

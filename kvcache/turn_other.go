@@ -2,6 +2,17 @@
 
 package kvcache
 
+// turnKernel names one of turnAdd4's kernels: here only the pure-Go one.
+type turnKernel int
+
+const turnGo turnKernel = 0
+
+func turnKernels() []turnKernel { return []turnKernel{turnGo} }
+
 func turnAdd4(out *[4][]float32, w []float32, rows int, table []float32, stride int, set bool) {
+	turnAdd4Go(out, w, rows, table, stride, set)
+}
+
+func turnAdd4With(_ turnKernel, out *[4][]float32, w []float32, rows int, table []float32, stride int, set bool) {
 	turnAdd4Go(out, w, rows, table, stride, set)
 }
