@@ -253,23 +253,24 @@ func BenchmarkAttendThreads(b *testing.B) {
 	}
 }
 
-// BenchmarkAttendPosition times one attention step of the reference
-// model's shape (4 query heads, 2 KV heads of 128: two queries per KV
-// head) on one goroutine at 4k and 16k tokens, and reports ns/pos, the
-// step's time per cached position (both KV heads). cpu-ns/op is the
-// thread's CPU time, which holds on a loaded machine where the wall time
-// does not.
+// BenchmarkAttendPosition times one attention step on one goroutine at
+// 4k and 16k tokens, for the embedded model's shape (4 query heads, 1 KV
+// head of 128: g=4) and a GQA group of two (4 query heads, 2 KV heads:
+// g=2), and reports ns/pos, the step's time per cached position (every KV
+// head's). cpu-ns/op is the thread's CPU time, which holds on a loaded
+// machine where the wall time does not.
 func BenchmarkAttendPosition(b *testing.B) {
 	names := []string{"f16", "turbo3.5", "turbo2.5"}
-	sh := Shape{QHeads: 4, KVHeads: 2, HeadDim: 128}
-	for _, n := range []int{4096, 16384} {
-		q, caches := stepAt(b, names, sh, n)
-		out := make([]float32, len(q))
-		for i, c := range caches {
-			b.Run(fmt.Sprintf("%s/ctx=%d", names[i], n), func(b *testing.B) {
-				loopCPU(b, func() { c.Attend(out, q, 0.088) })
-				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/pos")
-			})
+	for _, sh := range []Shape{{QHeads: 4, KVHeads: 1, HeadDim: 128}, {QHeads: 4, KVHeads: 2, HeadDim: 128}} {
+		for _, n := range []int{4096, 16384} {
+			q, caches := stepAt(b, names, sh, n)
+			out := make([]float32, len(q))
+			for i, c := range caches {
+				b.Run(fmt.Sprintf("g=%d/%s/ctx=%d", sh.Group(), names[i], n), func(b *testing.B) {
+					loopCPU(b, func() { c.Attend(out, q, 0.088) })
+					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(n), "ns/pos")
+				})
+			}
 		}
 	}
 }
