@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"encoding/binary"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -194,6 +195,73 @@ func TestAMXPrepare(t *testing.T) {
 			if g := got[i].Out[j]; math.Float32bits(g) != math.Float32bits(w) {
 				t.Fatalf("%s out %d: prepared %g, written before %g", want[i].Type, j, g, w)
 			}
+		}
+	}
+}
+
+// TestPanelScalesQ8_0: a panel's block scales as the AMX kernel reads
+// them ([block][row]), from the assembly's gathers where they run,
+// against the Go loop, over every fp16 bit pattern (NaNs need only stay
+// NaN: F16C quiets a signalling one) and panels of 1–16 rows, 1–64
+// blocks, rows longer than their blocks.
+func TestPanelScalesQ8_0(t *testing.T) {
+	r := rand.New(rand.NewPCG(17, 18))
+	next := 0 // the next fp16 pattern to place
+	for _, c := range []struct{ rows, blocks, extra int }{
+		{16, 16, 0}, {16, 40, 0}, {16, 1, 0}, {16, 2, 34}, {16, 64, 0}, {16, 3, 5}, {15, 16, 0}, {1, 8, 0}, {7, 40, 0},
+	} {
+		reps := 1
+		if next == 0 { // the first case places every pattern
+			reps = (1<<16 + c.rows*c.blocks - 1) / (c.rows * c.blocks)
+		}
+		for range reps {
+			rowBytes := c.blocks*q8_0Bytes + c.extra
+			w := make([]byte, c.rows*rowBytes)
+			for i := range w {
+				w[i] = byte(r.Uint32())
+			}
+			for m := range c.rows {
+				for b := range c.blocks {
+					binary.LittleEndian.PutUint16(w[m*rowBytes+b*q8_0Bytes:], uint16(next))
+					next = (next + 1) % (1 << 16)
+				}
+			}
+			got := make([]float32, c.blocks*amxRows)
+			want := make([]float32, c.blocks*amxRows)
+			panelScalesQ8_0(got, w, rowBytes, c.rows, c.blocks)
+			panelScalesQ8_0Go(want, w, rowBytes, c.rows, c.blocks)
+			for i := range want {
+				g, x := got[i], want[i]
+				if math.Float32bits(g) != math.Float32bits(x) && !(g != g && x != x) {
+					t.Fatalf("%d rows of %d blocks (+%d bytes): scale %d (block %d row %d) = %g (%#x), want %g (%#x)",
+						c.rows, c.blocks, c.extra, i, i/amxRows, i%amxRows, g, math.Float32bits(g), x, math.Float32bits(x))
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkPanelScalesQ8_0 times a 16-row panel's scales (512 and 1280
+// columns, the default model's), the assembly where it runs against the
+// Go loop.
+func BenchmarkPanelScalesQ8_0(b *testing.B) {
+	r := rand.New(rand.NewPCG(19, 20))
+	for _, cols := range []int{512, 1280} {
+		w, err := Encode(Q8_0, randomVector(r, amxRows*cols))
+		if err != nil {
+			b.Fatal(err)
+		}
+		blocks, rowBytes := cols/qk0, len(w)/amxRows
+		dw := make([]float32, blocks*amxRows)
+		for _, f := range []struct {
+			name string
+			f    func([]float32, []byte, int, int, int)
+		}{{"go", panelScalesQ8_0Go}, {"dispatch", panelScalesQ8_0}} {
+			b.Run(fmt.Sprintf("cols=%d/%s", cols, f.name), func(b *testing.B) {
+				for b.Loop() {
+					f.f(dw, w, rowBytes, amxRows, blocks)
+				}
+			})
 		}
 	}
 }

@@ -217,3 +217,19 @@ func dotRowsF16R4(w []byte, rowBytes int, a *activation, out *[4]float32) {
 		}
 	}
 }
+
+// scalesQ8_0AVX2 writes dw[b·16+m] = the fp16 scale of block b of row m
+// (rowBytes bytes apart from w) for 16 rows and blocks blocks.
+//
+//go:noescape
+func scalesQ8_0AVX2(dw *float32, w *byte, rowBytes, blocks int)
+
+// scalesGather is panelScalesQ8_0 for a whole panel (16 rows) on AVX2
+// gathers; it reports false, doing nothing, where it cannot run.
+func scalesGather(dw []float32, w []byte, rowBytes, blocks int) bool {
+	if !hasAVX2 || rowBytes*amxRows >= 1<<31 || blocks*q8_0Bytes > rowBytes {
+		return false
+	}
+	scalesQ8_0AVX2(&dw[0], &w[0], rowBytes, blocks)
+	return true
+}

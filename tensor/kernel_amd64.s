@@ -821,3 +821,56 @@ f16r4done:
 	F16R4OUT(Y28, Y29, Y30, Y31, 12)
 	VZEROUPPER
 	RET
+
+// The row numbers 0 … 7, for the gathers of scalesQ8_0AVX2.
+DATA scalesramp<>+0(SB)/4, $0
+DATA scalesramp<>+4(SB)/4, $1
+DATA scalesramp<>+8(SB)/4, $2
+DATA scalesramp<>+12(SB)/4, $3
+DATA scalesramp<>+16(SB)/4, $4
+DATA scalesramp<>+20(SB)/4, $5
+DATA scalesramp<>+24(SB)/4, $6
+DATA scalesramp<>+28(SB)/4, $7
+GLOBL scalesramp<>(SB), RODATA|NOPTR, $32
+
+// func scalesQ8_0AVX2(dw *float32, w *byte, rowBytes, blocks int)
+//
+// Per block: two gathers of the 32-bit words at the block's start in rows
+// 0–7 and 8–15 (the fp16 scale, then two quants of the same block), their
+// low halves packed in row order, converted with F16C and stored as the
+// block's 16 floats.
+TEXT ·scalesQ8_0AVX2(SB), NOSPLIT, $0-32
+	MOVQ dw+0(FP), DI
+	MOVQ w+8(FP), SI
+	MOVQ rowBytes+16(FP), AX
+	MOVQ blocks+24(FP), CX
+	MOVQ AX, X0
+	VPBROADCASTD X0, Y0
+	VPMULLD scalesramp<>(SB), Y0, Y14 // rows 0–7: m·rowBytes
+	VPSLLD $3, Y0, Y1
+	VPADDD Y1, Y14, Y15               // rows 8–15
+	VPCMPEQD Y12, Y12, Y12
+	VPSRLD $16, Y12, Y12              // 0x0000ffff in each word
+
+scalesloop:
+	VPCMPEQD Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	VPGATHERDD Y2, (SI)(Y14*1), Y3
+	VPCMPEQD Y4, Y4, Y4
+	VPXOR Y5, Y5, Y5
+	VPGATHERDD Y4, (SI)(Y15*1), Y5
+	VPAND Y12, Y3, Y3
+	VPAND Y12, Y5, Y5
+	VPACKUSDW Y5, Y3, Y6 // lanes: rows 0–3, 8–11 | 4–7, 12–15
+	VPERMQ $0xD8, Y6, Y6 // rows 0–15 in order
+	VCVTPH2PS X6, Y7
+	VEXTRACTI128 $1, Y6, X8
+	VCVTPH2PS X8, Y9
+	VMOVUPS Y7, (DI)
+	VMOVUPS Y9, 32(DI)
+	ADDQ $34, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ scalesloop
+	VZEROUPPER
+	RET

@@ -60,3 +60,6 @@ func dotRowsF16x4(dst []float32, stride, n int, q []float32, rows []uint16) {
 func weightedSumF16x4(acc *[4][]float32, w []float32, stride, n int, rows []uint16) {
 	weightedSumF16x4Go(acc, w, stride, n, rows)
 }
+
+// scalesGather needs the assembly: the Go loop runs instead.
+func scalesGather(dw []float32, w []byte, rowBytes, blocks int) bool { return false }
