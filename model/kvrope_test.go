@@ -39,7 +39,8 @@ func TestKVRopeMatchesModel(t *testing.T) {
 				}
 				m.kvRope.Rotate(got, x64, pos)
 				s.pos = pos
-				s.ropeTable(1, nil)
+				s.ropeTable(1)
+				s.ropeRow(0)
 				s.rope(x, 1, 0)
 				for i := range x {
 					if math.Abs(got[i]-float64(x[i])) > 1e-5*(1+math.Abs(got[i])) {

@@ -37,6 +37,7 @@ type Session struct {
 	// Prepare functions, made once.
 	ly      *layer
 	pending bool
+	ropeDue bool // s.rs's rows are still to be filled by attnIn
 	lo      int
 	brows   *batchRows
 	rowPrep rowPreps
@@ -309,7 +310,8 @@ func (s *Session) forward(n, from, lo int, wantLogits bool, dst []float32, rows 
 	s.g = grow(s.g, n*c.FFN)
 	s.u = grow(s.u, n*c.FFN)
 
-	s.ropeTable(n, rows)
+	s.brows = rows
+	s.ropeTable(n)
 	if s.rowPrep.attnIn == nil {
 		s.rowPrep = rowPreps{attnIn: s.attnIn, ffnIn: s.ffnIn, swiglu: s.swigluRow, outIn: s.outIn}
 	}
@@ -359,8 +361,14 @@ func (s *Session) outIn(j int) {
 }
 
 // attnIn is the Q, K, V products' Prepare: row v of s.h is the attention
-// norm of row v of s.x, the last layer's output added to it first.
-func (s *Session) attnIn(v int) { s.normIn(v, s.ly.attnNorm) }
+// norm of row v of s.x, the last layer's output added to it first; in
+// the chunk's first layer it also fills row v of the RoPE table.
+func (s *Session) attnIn(v int) {
+	if s.ropeDue {
+		s.ropeRow(v)
+	}
+	s.normIn(v, s.ly.attnNorm)
+}
 
 // ffnIn is the gate and up products' Prepare: row v of s.h is the
 // feed-forward norm of row v of s.x, the attention's output added first.
@@ -421,6 +429,7 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 		return err
 	}
 	s.pending = false // the norm has added it
+	s.ropeDue = false // and the RoPE table is filled
 	addBias(s.q, ly.qBias, n)
 	addBias(s.k, ly.kBias, n)
 	addBias(s.v, ly.vBias, n)
@@ -540,22 +549,29 @@ func (s *Session) matmul(out []float32, w *matrix, x []float32, n int, prep func
 	return nil
 }
 
-// ropeTable fills s.rs with cos and sin of every rotated pair's angle
-// for the n positions from s.pos (with rows: the rows' positions):
-// computed once per token, used by every layer's queries and keys.
-func (s *Session) ropeTable(n int, rows *batchRows) {
+// ropeTable makes room in s.rs for cos and sin of every rotated pair's
+// angle at the chunk's n positions, computed once per token and used by
+// every layer's queries and keys; the first layer's Q, K, V product
+// fills its rows (ropeRow) inside its parallel region, as it prepares
+// its input rows: a 16-row decode step's 1024 Sincos calls would
+// otherwise run on one goroutine while the others wait.
+func (s *Session) ropeTable(n int) {
+	s.rs = grow(s.rs, n*s.m.Config.RopeDim)
+	s.ropeDue = true
+}
+
+// ropeRow fills row i of the RoPE table: the chunk's token i, at s.pos+i
+// (with Batch rows: that row's position).
+func (s *Session) ropeRow(i int) {
 	f := s.m.invFreq
-	s.rs = grow(s.rs, 2*n*len(f))
-	for i := range n {
-		pos := s.pos + i
-		if rows != nil {
-			pos = rows.pos[i]
-		}
-		cs := s.rs[2*i*len(f) : 2*(i+1)*len(f)]
-		for j, fr := range f {
-			sin, cos := math.Sincos(float64(pos) * fr)
-			cs[2*j], cs[2*j+1] = float32(cos), float32(sin)
-		}
+	pos := s.pos + i
+	if rows := s.brows; rows != nil {
+		pos = rows.pos[i]
+	}
+	cs := s.rs[2*i*len(f) : 2*(i+1)*len(f)]
+	for j, fr := range f {
+		sin, cos := math.Sincos(float64(pos) * fr)
+		cs[2*j], cs[2*j+1] = float32(cos), float32(sin)
 	}
 }
 
