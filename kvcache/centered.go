@@ -1,10 +1,6 @@
 package kvcache
 
-import (
-	"fmt"
-
-	"github.com/turbomem/turbomem/half"
-)
+import "fmt"
 
 // Centered keys. Real keys are far from centred: per KV head, a fixed
 // vector μ (before RoPE) carries much of their energy, and after RoPE it
@@ -46,9 +42,11 @@ func newCenteredKeys(inner keyStore, rope *Rope, rows []uint16, d int) *centered
 	n := len(rows) / d
 	first := min(1, n-1)
 	sum := make([]float64, d)
+	row := make([]float32, d)
 	for t := first; t < n; t++ {
-		for i, v := range rows[t*d : (t+1)*d] {
-			s.x[i] = float64(half.F16ToF32(half.F16(v)))
+		toF32(row, rows[t*d:(t+1)*d])
+		for i, v := range row {
+			s.x[i] = float64(v)
 		}
 		rope.Rotate(s.m, s.x, -t)
 		for i, v := range s.m {

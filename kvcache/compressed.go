@@ -6,7 +6,6 @@ import (
 	"math"
 	"slices"
 
-	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/quant"
 	"github.com/turbomem/turbomem/tensor"
 )
@@ -353,11 +352,10 @@ func topChannels(rows []float32, d, k int) []int {
 	return slices.Clip(out)
 }
 
-func toF32(dst []float32, src []uint16) {
-	for i, v := range src {
-		dst[i] = half.F16ToF32(half.F16(v))
-	}
-}
+// toF32 converts fp16 rows to float32 (F16C where the CPU has it):
+// every compression step converts a token's keys and values, and the
+// first one the window's rows.
+func toF32(dst []float32, src []uint16) { tensor.FromF16(dst[:len(src)], src) }
 
 // Attend computes attention of every query head over all tokens, on
 // the compressed keys and values and the fp16 window (see Compressed).

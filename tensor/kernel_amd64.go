@@ -233,3 +233,17 @@ func scalesGather(dw []float32, w []byte, rowBytes, blocks int) bool {
 	scalesQ8_0AVX2(&dw[0], &w[0], rowBytes, blocks)
 	return true
 }
+
+//go:noescape
+func fromF16AVX2(dst *float32, src *uint16, n int)
+
+func fromF16(dst []float32, src []uint16) {
+	src = src[:len(dst)]
+	n := len(dst) &^ 7
+	if !hasAVX2 || n == 0 {
+		fromF16Go(dst, src)
+		return
+	}
+	fromF16AVX2(&dst[0], &src[0], n)
+	fromF16Go(dst[n:], src[n:])
+}

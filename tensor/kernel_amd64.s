@@ -874,3 +874,41 @@ scalesloop:
 	JNZ scalesloop
 	VZEROUPPER
 	RET
+
+// func fromF16AVX2(dst *float32, src *uint16, n int): n a positive
+// multiple of 8.
+TEXT ·fromF16AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	CMPQ CX, $32
+	JLT  from8
+
+from32:
+	VCVTPH2PS (SI), Y0
+	VCVTPH2PS 16(SI), Y1
+	VCVTPH2PS 32(SI), Y2
+	VCVTPH2PS 48(SI), Y3
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	VMOVUPS Y2, 64(DI)
+	VMOVUPS Y3, 96(DI)
+	ADDQ $64, SI
+	ADDQ $128, DI
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE  from32
+	TESTQ CX, CX
+	JZ   fromdone
+
+from8:
+	VCVTPH2PS (SI), Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $16, SI
+	ADDQ $32, DI
+	SUBQ $8, CX
+	JNZ  from8
+
+fromdone:
+	VZEROUPPER
+	RET

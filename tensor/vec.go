@@ -34,6 +34,19 @@ func axpyF16Go(y []float32, a float32, w []uint16) {
 	}
 }
 
+// FromF16 sets dst[i] = float32(src[i]) over len(dst) for fp16 src (every
+// binary16 value is exact in float32; a signalling NaN may come out
+// quiet); src must be at least as long.
+func FromF16(dst []float32, src []uint16) { fromF16(dst, src) }
+
+func fromF16Go(dst []float32, src []uint16) {
+	src = src[:len(dst)]
+	tab := f16Table
+	for i, v := range src {
+		dst[i] = tab[v]
+	}
+}
+
 // DotRowsF16 sets dst[t] = <q, rows[t·d:(t+1)·d]> for t < len(dst), for
 // fp16 rows of d = len(q) elements: one pass over a head's keys.
 func DotRowsF16(dst, q []float32, rows []uint16) {

@@ -49,6 +49,36 @@ func TestVecKernels(t *testing.T) {
 	}
 }
 
+// TestFromF16: FromF16 (assembly where available) gives half.F16ToF32 of
+// every fp16 bit pattern, bit for bit (NaNs need only stay NaN), at
+// lengths around its blocks of 8 and 32, from any offset.
+func TestFromF16(t *testing.T) {
+	all := make([]uint16, 1<<16)
+	for i := range all {
+		all[i] = uint16(i)
+	}
+	for _, n := range []int{1 << 16, 1, 7, 8, 9, 31, 32, 33, 40, 128, 300} {
+		for _, off := range []int{0, 1, 3} {
+			if off+n > len(all) {
+				continue
+			}
+			src := all[off : off+n]
+			dst := make([]float32, n+1)
+			dst[n] = 42 // past the end: untouched
+			FromF16(dst[:n], src)
+			for i, h := range src {
+				g, w := dst[i], half.F16ToF32(half.F16(h))
+				if math.Float32bits(g) != math.Float32bits(w) && !(g != g && w != w) {
+					t.Fatalf("n=%d off=%d: FromF16(%#04x) = %g (%#x), want %g (%#x)", n, off, h, g, math.Float32bits(g), w, math.Float32bits(w))
+				}
+			}
+			if dst[n] != 42 {
+				t.Fatalf("n=%d off=%d: wrote past the end", n, off)
+			}
+		}
+	}
+}
+
 // TestRowKernels compares the batched row kernels with float64 sums.
 func TestRowKernels(t *testing.T) {
 	r := rand.New(rand.NewPCG(6, 7))
