@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -214,6 +215,31 @@ func BenchmarkGroupF16Kernels(b *testing.B) {
 				k.run()
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/n, "ns/row")
+		})
+	}
+}
+
+// BenchmarkFromF16 converts a head's row (128 values) and a 64-token
+// window of them (8192), FromF16 against half's per-value conversion
+// (what a compressed cache used before).
+func BenchmarkFromF16(b *testing.B) {
+	for _, n := range []int{128, 8192} {
+		src := make([]uint16, n)
+		for i := range src {
+			src[i] = uint16(half.F32ToF16(float32(i%97) / 7))
+		}
+		dst := make([]float32, n)
+		b.Run(fmt.Sprintf("n=%d/FromF16", n), func(b *testing.B) {
+			for b.Loop() {
+				FromF16(dst, src)
+			}
+		})
+		b.Run(fmt.Sprintf("n=%d/half", n), func(b *testing.B) {
+			for b.Loop() {
+				for i, v := range src {
+					dst[i] = half.F16ToF32(half.F16(v))
+				}
+			}
 		})
 	}
 }
