@@ -201,7 +201,7 @@ func (k *KLT) PrepareQueries(p *KLTQueries, qs [][]float32) error {
 		if err := checkLen(k.name+" query", len(q), k.d); err != nil {
 			return err
 		}
-		k.apply(t, q)
+		tensor.DotRowsF32(t, q, k.t) // T·q in one pass of the row kernel
 		if cap(p.qs[j]) < m {
 			p.qs[j] = make([]float32, m)
 		}
@@ -443,5 +443,6 @@ func (a *kltAcc) Finish(dst, acc []float32) {
 		}
 		a.y[k.fields[f].comp] += sum
 	}
-	k.invert(dst, a.y)
+	clear(dst[:k.d]) // Tᵀ·y in one pass of the row kernel
+	tensor.WeightedSumF32(dst[:k.d], a.y, k.t)
 }
