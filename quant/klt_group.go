@@ -24,8 +24,8 @@ import (
 // one in each lane: each field's 4-byte window is gathered from the eight
 // codes, shifted and masked, and its level looked up by a permute (up to
 // 32 levels) or a gather; scores sum level × query per field for four
-// queries, value sums keep eight per-lane sums per field (the
-// accumulator is 8·m + 1 long) that Finish adds up. The row path is the
+// queries, value sums keep eight per-lane sums per field in scratch,
+// added up into the accumulator at the end of each call. The row path is the
 // kernels' pure-Go twin (the tests compare them) and takes the last
 // codes, whose gathers would read past the end of the codes. The
 // per-query scorer (Prepare) and the decoding expander (kltExp) are the
@@ -318,29 +318,26 @@ func (g *kltGroup) Score(dst [][]float32, codes []byte) {
 
 // kltAcc is the Accumulator of a KLT: per head, the sums of the weighted
 // levels of each coded component (each code's weight times its scale),
-// lanes of them per component (8 on the lane kernel, else 1), room for d
-// components whatever the number coded (a cache's KV heads share one
-// length), and, last, the sum of the weights (the offset's share); Finish
-// adds the lanes up and turns the sum back once.
+// with room for d components whatever the number coded (a cache's KV
+// heads share one length), and, last, the sum of the weights (the
+// offset's share); Finish turns the sum back once. On the lane kernel the
+// sums go by lane into scratch first (8 per component and head), added
+// up at the end of each Accumulate.
 type kltAcc struct {
 	k     *KLT
-	lanes int
+	lanes bool
 	rows  []float32
 	rho   []float32
 	w     []float32
 	y     []float32
-	spare []float32 // the sums of missing heads of a group of four
+	buf   [4][]float32 // the lane kernel's sums, 8 per coded component, of four heads
 }
 
 func newKLTAcc(k *KLT, lanes bool) *kltAcc {
-	a := &kltAcc{k: k, lanes: 1}
-	if lanes && hasKLTLanes() && len(k.fields) > 0 {
-		a.lanes = 8
-	}
-	return a
+	return &kltAcc{k: k, lanes: lanes && hasKLTLanes() && len(k.fields) > 0}
 }
 
-func (a *kltAcc) AccLen() int { return a.lanes*a.k.d + 1 }
+func (a *kltAcc) AccLen() int { return a.k.d + 1 }
 
 func (a *kltAcc) Accumulate(accs, ws [][]float32, codes []byte) {
 	if len(accs) == 0 || len(ws[0]) == 0 {
@@ -348,60 +345,26 @@ func (a *kltAcc) Accumulate(accs, ws [][]float32, codes []byte) {
 	}
 	k := a.k
 	m, b, total := len(k.fields), k.bytes, len(ws[0])
-	sumw := func(h, i0, i1 int) {
+	done := 0
+	if a.lanes {
+		done = 8 * a.accumulateLanes(accs, ws, codes)
+	}
+	for h := range accs {
 		var s float32
-		for _, x := range ws[h][i0:i1] {
+		for _, x := range ws[h] {
 			s += x
 		}
-		accs[h][a.lanes*k.d] += s
+		accs[h][k.d] += s
 	}
-	done := 0
-	if a.lanes == 8 {
-		blocks := laneBlocks(total, b, len(codes))
-		if a.w == nil || len(a.w) < 32*kltLaneChunk {
-			a.w = make([]float32, 32*kltLaneChunk)
-		}
-		if a.spare == nil {
-			a.spare = make([]float32, 8*m)
-		}
-		offs := laneOffsets(b)
-		for h0 := 0; h0 < len(accs); h0 += 4 {
-			var ptrs [4]*float32
-			for j := range ptrs {
-				ptrs[j] = &a.spare[0]
-				if h0+j < len(accs) {
-					ptrs[j] = &accs[h0+j][0]
-				}
-			}
-			for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
-				c := min(kltLaneChunk, blocks-c0)
-				w := a.w[:32*c]
-				for j := range 4 {
-					for v := range 8 * c {
-						x := float32(0)
-						if h0+j < len(accs) {
-							x = ws[h0+j][8*c0+v] * k.scales[codes[(8*c0+v)*b]]
-						}
-						w[32*(v/8)+8*j+v%8] = x
-					}
-				}
-				kltAcc4AVX2(&ptrs, &w[0], c, &codes[8*c0*b], b, &k.steps[0], len(k.steps), offs)
-			}
-		}
-		done = 8 * blocks
-		for h := range accs {
-			sumw(h, 0, done)
-		}
-	}
-	if done == total {
+	if done == total || m == 0 {
 		return
 	}
-	per := max(1, kltChunk/max(m, 1))
+	per := max(1, kltChunk/m)
 	if a.rows == nil {
 		a.rows, a.rho = make([]float32, kltChunk), make([]float32, per)
-		if len(a.w) < per {
-			a.w = make([]float32, per)
-		}
+	}
+	if len(a.w) < per {
+		a.w = make([]float32, per)
 	}
 	for i := done; i < total; i += per {
 		c := min(per, total-i)
@@ -411,20 +374,61 @@ func (a *kltAcc) Accumulate(accs, ws [][]float32, codes []byte) {
 			for v, x := range ws[h][i : i+c] {
 				w[v] = x * a.rho[v]
 			}
-			switch {
-			case m == 0:
-			case a.lanes == 1:
-				tensor.WeightedSumF32(acc[:m], w, a.rows[:c*m])
-			default: // lane 0 of each component's lanes
-				for v, x := range w {
-					for f, l := range a.rows[v*m : (v+1)*m] {
-						acc[a.lanes*f] += x * l
-					}
-				}
-			}
-			sumw(h, i, i+c)
+			tensor.WeightedSumF32(acc[:m], w, a.rows[:c*m])
 		}
 	}
+}
+
+// accumulateLanes sums the codes of the blocks of eight the lane kernel
+// may read, four heads at a time, and returns the number of blocks.
+func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
+	k := a.k
+	m, b := len(k.fields), k.bytes
+	blocks := laneBlocks(len(ws[0]), b, len(codes))
+	if blocks == 0 {
+		return 0
+	}
+	if a.buf[0] == nil {
+		for j := range a.buf {
+			a.buf[j] = make([]float32, 8*m)
+		}
+	}
+	if len(a.w) < 32*kltLaneChunk {
+		a.w = make([]float32, 32*kltLaneChunk)
+	}
+	offs := laneOffsets(b)
+	var ptrs [4]*float32
+	for j := range ptrs {
+		ptrs[j] = &a.buf[j][0]
+	}
+	for h0 := 0; h0 < len(accs); h0 += 4 {
+		heads := min(4, len(accs)-h0)
+		for j := range heads {
+			clear(a.buf[j])
+		}
+		for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
+			c := min(kltLaneChunk, blocks-c0)
+			w := a.w[:32*c]
+			for j := range 4 {
+				for v := range 8 * c {
+					x := float32(0)
+					if j < heads {
+						x = ws[h0+j][8*c0+v] * k.scales[codes[(8*c0+v)*b]]
+					}
+					w[32*(v/8)+8*j+v%8] = x
+				}
+			}
+			kltAcc4AVX2(&ptrs, &w[0], c, &codes[8*c0*b], b, &k.steps[0], len(k.steps), offs)
+		}
+		for j := range heads {
+			acc, lanes := accs[h0+j], a.buf[j]
+			for f := range m {
+				l := lanes[8*f : 8*f+8 : 8*f+8]
+				acc[f] += ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+			}
+		}
+	}
+	return blocks
 }
 
 func (a *kltAcc) Finish(dst, acc []float32) {
@@ -432,16 +436,12 @@ func (a *kltAcc) Finish(dst, acc []float32) {
 	if a.y == nil {
 		a.y = make([]float32, k.d)
 	}
-	s := acc[a.lanes*k.d]
+	s := acc[k.d]
 	for i, o := range k.off {
 		a.y[i] = s * o
 	}
 	for f := range k.fields {
-		var sum float32
-		for _, x := range acc[a.lanes*f : a.lanes*(f+1)] {
-			sum += x
-		}
-		a.y[k.fields[f].comp] += sum
+		a.y[k.fields[f].comp] += acc[f]
 	}
 	clear(dst[:k.d]) // Tᵀ·y in one pass of the row kernel
 	tensor.WeightedSumF32(dst[:k.d], a.y, k.t)
