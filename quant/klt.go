@@ -49,8 +49,8 @@ type KLT struct {
 	// runs are the fields cut into runs of equal bits and levels, which
 	// the grouped scorer and the accumulator unpack a word at a time
 	// (klt_group.go).
-	runs  []kltRun
-	steps []kltStep
+	runs []kltRun
+	segs []kltSeg
 }
 
 // kltField is where component comp's index lies in a code's index bytes:
@@ -163,7 +163,7 @@ func NewKLT(p KLTParams) (*KLT, error) {
 		pos += int(b)
 	}
 	k.runs = kltRuns(k)
-	k.steps = kltSteps(k)
+	k.segs = kltSegs(k)
 	return k, nil
 }
 

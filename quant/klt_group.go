@@ -21,13 +21,15 @@ import (
 // so a query is turned once per attention step and a value sum once per
 // head, and each index is unpacked once per step, not once per query head.
 // Where the CPU has AVX2 (klt_amd64.s), eight codes go through at once,
-// one in each lane: each field's 4-byte window is gathered from the eight
-// codes, shifted and masked, and its level looked up by a permute (up to
-// 32 levels) or a gather; scores sum level × query per field for four
-// queries, value sums keep eight per-lane sums per field in scratch,
-// added up into the accumulator at the end of each call. The row path is the
-// kernels' pure-Go twin (the tests compare them) and takes the last
-// codes, whose gathers would read past the end of the codes. The
+// one in each lane, segment by segment (the fields of a run inside one
+// 4-byte window, kltSeg): the window is gathered from the eight codes
+// once, then each field is a mask, a shift and a lookup of its level by a
+// permute (up to 32 levels) or a gather; scores sum level × query per
+// field for four queries, value sums keep eight per-lane sums per field
+// in scratch, added up into the accumulator at the end of each call. The
+// row path is the kernels' pure-Go twin (the tests compare them) and
+// takes the last codes, whose gathers would read past the end of the
+// codes. The
 // per-query scorer (Prepare) and the decoding expander (kltExp) are the
 // reference both are tested against.
 
@@ -62,42 +64,53 @@ func kltRuns(k *KLT) []kltRun {
 	return runs
 }
 
-// kltStep is one field as the lane kernels read it (24 bytes; the
+// kltSeg is a segment of fields as the lane kernels read them: n fields
+// of one run lying in one 4-byte window of the code (80 bytes; the
 // assembly knows the layout).
-type kltStep struct {
-	off   int32    // byte of the code whose 4 bytes hold the field, or −1: the last step's
-	shift uint32   // of the field in those 4 bytes
-	mask  uint32   // 2^bits − 1
-	kind  uint32   // levels: 0 up to 8 (one permute), 1 16 (two), 2 32 (four), 3 more (a gather)
+type kltSeg struct {
+	off   int32    // byte of the code whose 4 bytes are the window, or −1: the last segment's window goes on
+	kind  int32    // levels: 0 up to 8 (one permute), 1 16 (two), 2 32 (four), 3 more (a gather)
+	bits  uint64   // of each field
+	shift uint64   // of the first field in a new window
+	n     int64    // fields
 	tab   *float32 // the run's levels
+	_     uint64
+	mask  [8]uint32 // 2^bits − 1, once per lane
 }
 
-// kltSteps lists k's fields as the lane kernels read them: a new 4-byte
-// window where a field does not lie inside the last one.
-func kltSteps(k *KLT) []kltStep {
-	var steps []kltStep
+// kltSegs cuts k's runs into segments: a new one where a run starts or a
+// field does not lie inside the last window.
+func kltSegs(k *KLT) []kltSeg {
+	var segs []kltSeg
 	win := -1 << 20 // first index bit of the window
 	for _, r := range k.runs {
 		for i := range r.n {
 			p := r.pos + i*r.bits
-			st := kltStep{off: -1, mask: 1<<r.bits - 1, tab: &r.levels[0]}
-			if p < win || p+r.bits > win+32 {
-				win = p &^ 7
-				st.off = int32(1 + p/8)
+			fits := p >= win && p+r.bits <= win+32
+			if i > 0 && fits {
+				segs[len(segs)-1].n++
+				continue
 			}
-			st.shift = uint32(p - win)
+			sg := kltSeg{off: -1, bits: uint64(r.bits), n: 1, tab: &r.levels[0]}
+			if !fits {
+				win = p &^ 7
+				sg.off, sg.shift = int32(1+p/8), uint64(p-win)
+			}
 			switch {
 			case r.bits <= 3:
-				st.kind = 0
+				sg.kind = 0
 			case r.bits <= 5:
-				st.kind = uint32(r.bits - 3)
+				sg.kind = int32(r.bits - 3)
 			default:
-				st.kind = 3
+				sg.kind = 3
 			}
-			steps = append(steps, st)
+			for l := range sg.mask {
+				sg.mask[l] = 1<<r.bits - 1
+			}
+			segs = append(segs, sg)
 		}
 	}
-	return steps
+	return segs
 }
 
 // laneBlocks returns how many blocks of eight of the n codes at the start
@@ -268,7 +281,7 @@ func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []b
 		for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
 			c := min(kltLaneChunk, blocks-c0)
 			for u, q4 := range p.q4 {
-				kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.steps[0], len(k.steps), &q4[0], offs)
+				kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], offs)
 				for j := 4 * u; j < min(4*u+4, len(dst)); j++ {
 					base, out := p.base[j], dst[j][8*c0:8*(c0+c)]
 					for v := range out {
@@ -418,7 +431,7 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 					w[32*(v/8)+8*j+v%8] = x
 				}
 			}
-			kltAcc4AVX2(&ptrs, &w[0], c, &codes[8*c0*b], b, &k.steps[0], len(k.steps), offs)
+			kltAcc4AVX2(&ptrs, &w[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), offs)
 		}
 		for j := range heads {
 			acc, lanes := accs[h0+j], a.buf[j]
