@@ -6,7 +6,7 @@ package quant
 func kltScore4AVX2(dst *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, lanes *[8]int32)
 
 //go:noescape
-func kltAcc4AVX2(accs *[4]*float32, w *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[8]int32)
+func kltAcc4AVX2(accs *[4]*float32, w *float32, pairs int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[8]int32, last int)
 
 // hasKLTLanes reports whether the KLT lane kernels (klt_amd64.s) run.
 func hasKLTLanes() bool { return simd.avx2 }

@@ -163,38 +163,51 @@ snext:
 	VZEROUPPER
 	RET
 
-// KLTACC4 adds Y6 times the four heads' weights (Y0–Y3) to their sums at
-// R13 from the bases R8, R9, R10, DI and moves R13 to the next field's.
-#define KLTACC4 \
+// KLTACC8 adds Y8 times the four heads' weights of block A (Y0–Y3) and
+// Y6 times those of block B (at 128(R15)) to their sums at R13 from the
+// bases R8, R9, R10, DI, and moves R13 to the next field's.
+#define KLTACC8 \
 	VMOVUPS     (R8)(R13*1), Y14; \
-	VFMADD231PS Y0, Y6, Y14; \
+	VFMADD231PS Y0, Y8, Y14; \
+	VFMADD231PS 128(R15), Y6, Y14; \
 	VMOVUPS     Y14, (R8)(R13*1); \
 	VMOVUPS     (R9)(R13*1), Y14; \
-	VFMADD231PS Y1, Y6, Y14; \
+	VFMADD231PS Y1, Y8, Y14; \
+	VFMADD231PS 160(R15), Y6, Y14; \
 	VMOVUPS     Y14, (R9)(R13*1); \
 	VMOVUPS     (R10)(R13*1), Y14; \
-	VFMADD231PS Y2, Y6, Y14; \
+	VFMADD231PS Y2, Y8, Y14; \
+	VFMADD231PS 192(R15), Y6, Y14; \
 	VMOVUPS     Y14, (R10)(R13*1); \
 	VMOVUPS     (DI)(R13*1), Y14; \
-	VFMADD231PS Y3, Y6, Y14; \
+	VFMADD231PS Y3, Y8, Y14; \
+	VFMADD231PS 224(R15), Y6, Y14; \
 	VMOVUPS     Y14, (DI)(R13*1); \
 	ADDQ        $32, R13
 
+// AFIELDS(LOOK, lloop) sums the CX fields of the segment with lookup LOOK
+// for the two blocks: A's window in Y12, B's in Y4.
 #define AFIELDS(LOOK, lloop) \
 lloop: \
 	KLTNEXT; \
 	LOOK; \
-	KLTACC4; \
+	VMOVAPS Y6, Y8; \
+	VPAND   48(R11), Y4, Y5; \
+	VPSRLD  8(R11), Y4, Y4; \
+	LOOK; \
+	KLTACC8; \
 	DECQ CX; \
 	JNZ  lloop; \
 	JMP  anext
 
-// func kltAcc4AVX2(accs *[4]*float32, w *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[8]int32)
+// func kltAcc4AVX2(accs *[4]*float32, w *float32, pairs int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[8]int32, last int)
 //
-// For each block of eight codes, with w its four heads' eight weights
-// (32 floats per block, head by head), adds w_j·level_f lane by lane to
-// accs[j][8f:8f+8], for every field f.
-TEXT ·kltAcc4AVX2(SB), NOSPLIT, $0-64
+// For each pair of blocks of eight codes (A, then B 8·stride bytes on;
+// B is A again in the last pair when last is 1, its weights zero), with
+// w their four heads' eight weights (32 floats per block, head by head,
+// A's then B's), adds w_j·level_f lane by lane to accs[j][8f:8f+8], for
+// every field f: each sum loaded and stored once per field and pair.
+TEXT ·kltAcc4AVX2(SB), NOSPLIT, $0-72
 	MOVQ    accs+0(FP), AX
 	MOVQ    0(AX), R8
 	MOVQ    8(AX), R9
@@ -206,24 +219,45 @@ TEXT ·kltAcc4AVX2(SB), NOSPLIT, $0-64
 	MOVQ    lanes+56(FP), AX
 	VMOVDQU (AX), Y15
 	SHLQ    $3, DX
+	MOVQ    DX, stride+32(FP) // now the offset of block B
 
-ablock:
+apair:
+	CMPQ    pairs+16(FP), $1
+	JNE     afull
+	CMPQ    last+64(FP), $1
+	JNE     afull
+	MOVQ    $0, stride+32(FP)
+
+afull:
 	VMOVUPS 0(R15), Y0
 	VMOVUPS 32(R15), Y1
 	VMOVUPS 64(R15), Y2
 	VMOVUPS 96(R15), Y3
-	ADDQ    $128, R15
 	MOVQ    segs+40(FP), R11
 	MOVQ    nsegs+48(FP), R12
 	XORQ    R13, R13
 
 aseg:
-	KLTWINDOW(akeep)
-	MOVQ 24(R11), CX
-	MOVQ 32(R11), R14
-	MOVL 4(R11), AX
+	MOVLQSX    0(R11), AX
+	TESTQ      AX, AX
+	JS         akeep
+	VPCMPEQD   Y13, Y13, Y13
+	VPXOR      Y12, Y12, Y12
+	LEAQ       (SI)(AX*1), BX
+	VPGATHERDD Y13, (BX)(Y15*1), Y12
+	VPSRLD     16(R11), Y12, Y12
+	VPCMPEQD   Y13, Y13, Y13
+	VPXOR      Y4, Y4, Y4
+	ADDQ       stride+32(FP), BX
+	VPGATHERDD Y13, (BX)(Y15*1), Y4
+	VPSRLD     16(R11), Y4, Y4
+
+akeep:
+	MOVQ  24(R11), CX
+	MOVQ  32(R11), R14
+	MOVL  4(R11), AX
 	TESTL AX, AX
-	JNE  a16
+	JNE   a16
 	AFIELDS(LOOK8, a8loop)
 
 a16:
@@ -244,8 +278,9 @@ anext:
 	DECQ R12
 	JNZ  aseg
 
-	ADDQ DX, SI
-	DECQ blocks+16(FP)
-	JNZ  ablock
+	LEAQ (SI)(DX*2), SI
+	ADDQ $256, R15
+	DECQ pairs+16(FP)
+	JNZ  apair
 	VZEROUPPER
 	RET

@@ -26,7 +26,8 @@ import (
 // once, then each field is a mask, a shift and a lookup of its level by a
 // permute (up to 32 levels) or a gather; scores sum level × query per
 // field for four queries, value sums keep eight per-lane sums per field
-// in scratch, added up into the accumulator at the end of each call. The
+// in scratch (two blocks of eight codes a pass), added up into the
+// accumulator at the end of each call. The
 // row path is the kernels' pure-Go twin (the tests compare them) and
 // takes the last codes, whose gathers would read past the end of the
 // codes. The
@@ -406,8 +407,8 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 			a.buf[j] = make([]float32, 8*m)
 		}
 	}
-	if len(a.w) < 32*kltLaneChunk {
-		a.w = make([]float32, 32*kltLaneChunk)
+	if len(a.w) < 32*(kltLaneChunk+1) {
+		a.w = make([]float32, 32*(kltLaneChunk+1))
 	}
 	offs := laneOffsets(b)
 	var ptrs [4]*float32
@@ -431,7 +432,11 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 					w[32*(v/8)+8*j+v%8] = x
 				}
 			}
-			kltAcc4AVX2(&ptrs, &w[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), offs)
+			// Blocks go in pairs; an odd last one is paired with itself,
+			// the second time with zero weights.
+			odd := c % 2
+			clear(a.w[32*c : 32*(c+odd)])
+			kltAcc4AVX2(&ptrs, &w[0], (c+1)/2, &codes[8*c0*b], b, &k.segs[0], len(k.segs), offs, odd)
 		}
 		for j := range heads {
 			acc, lanes := accs[h0+j], a.buf[j]

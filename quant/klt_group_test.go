@@ -91,7 +91,7 @@ func TestKLTScoreQueries(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, c := range kltCases(t) {
 		k, d := c.k, c.k.Dim()
-		for _, n := range []int{1, 7, 33, 131} {
+		for _, n := range []int{1, 7, 13, 33, 45, 131, 600} {
 			codes := kltCodes(t, r, k, n)
 			dec := make([]float32, n*d)
 			for v := range n {
@@ -163,7 +163,7 @@ func TestKLTAccumulator(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, c := range kltCases(t) {
 		k, d := c.k, c.k.Dim()
-		for _, n := range []int{1, 7, 33, 131} {
+		for _, n := range []int{1, 7, 13, 33, 45, 131, 600} {
 			codes := kltCodes(t, r, k, n)
 			for _, g := range []int{1, 4, 5} {
 				ws := rows(g, n)
@@ -182,7 +182,7 @@ func TestKLTAccumulator(t *testing.T) {
 					}
 					ref := &chunkAcc{e: kltExp{k}, n: d, stride: k.Bytes()}
 					accF, accR := rows(g, fast.AccLen()), rows(g, d)
-					h := n / 2 // two calls: sums carry over
+					h := 2 * n / 3 // two calls: sums carry over, and the first leaves weights in scratch
 					for _, part := range [][2]int{{0, h}, {h, n}} {
 						wp := make([][]float32, g)
 						for j := range wp {

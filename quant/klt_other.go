@@ -8,6 +8,6 @@ func kltScore4AVX2(*float32, int, *byte, int, *kltSeg, int, *float32, *[8]int32)
 	panic("quant: no KLT lane kernel")
 }
 
-func kltAcc4AVX2(*[4]*float32, *float32, int, *byte, int, *kltSeg, int, *[8]int32) {
+func kltAcc4AVX2(*[4]*float32, *float32, int, *byte, int, *kltSeg, int, *[8]int32, int) {
 	panic("quant: no KLT lane kernel")
 }
