@@ -298,9 +298,32 @@ q6kdone:
 	VBROADCASTSS X6, Y6; \
 	VFMADD231PS Y5, Y6, ACC
 
+// Q8X4STEP runs one weight block against the four activations into the
+// accumulators A0–A3 and moves every pointer to the next block.
+#define Q8X4STEP(A0, A1, A2, A3) \
+	MOVWLZX (SI), AX; \
+	VMOVD AX, X1; \
+	VCVTPH2PS X1, X1; \
+	VMOVDQU 2(SI), Y2; \
+	VPSIGNB Y2, Y2, Y4; \
+	Q8ACT(R8, R12, A0); \
+	Q8ACT(R9, R13, A1); \
+	Q8ACT(R10, DX, A2); \
+	Q8ACT(R11, DI, A3); \
+	ADDQ $34, SI; \
+	ADDQ $32, BX; \
+	ADDQ $4, R12; \
+	ADDQ $4, R13; \
+	ADDQ $4, DX; \
+	ADDQ $4, DI
+
 // func dotQ8_0x4AVX2(w *byte, xq *[4]*int8, xd *[4]*float32, nb int, out *[4]float32)
 // Four activations against one Q8_0 row: each weight block is loaded,
 // made absolute and its scale converted once for all four (prefill).
+// Each activation's sum is kept as dotQ8_0AVX2 keeps it (even blocks in
+// one accumulator, odd ones in another, the last odd block with the
+// even ones, the two added at the end), so that a vector gets the same
+// bits whether it goes alone or four at a time.
 TEXT ·dotQ8_0x4AVX2(SB), NOSPLIT, $0-40
 	MOVQ w+0(FP), SI
 	MOVQ xq+8(FP), AX
@@ -318,31 +341,31 @@ TEXT ·dotQ8_0x4AVX2(SB), NOSPLIT, $0-40
 	VXORPS Y8, Y8, Y8
 	VXORPS Y9, Y9, Y9
 	VXORPS Y10, Y10, Y10
+	VXORPS Y11, Y11, Y11
+	VXORPS Y12, Y12, Y12
+	VXORPS Y13, Y13, Y13
+	VXORPS Y14, Y14, Y14
 	MOVL $0x00010001, AX
 	VMOVD AX, X7
 	VPBROADCASTD X7, Y7
 	XORQ BX, BX // byte offset into the activation quants
+	CMPQ CX, $2
+	JB q8x4tail
+q8x4loop:
+	Q8X4STEP(Y0, Y8, Y9, Y10)
+	Q8X4STEP(Y11, Y12, Y13, Y14)
+	SUBQ $2, CX
+	CMPQ CX, $2
+	JAE q8x4loop
+q8x4tail:
 	TESTQ CX, CX
 	JZ q8x4done
-q8x4loop:
-	MOVWLZX (SI), AX
-	VMOVD AX, X1
-	VCVTPH2PS X1, X1
-	VMOVDQU 2(SI), Y2
-	VPSIGNB Y2, Y2, Y4
-	Q8ACT(R8, R12, Y0)
-	Q8ACT(R9, R13, Y8)
-	Q8ACT(R10, DX, Y9)
-	Q8ACT(R11, DI, Y10)
-	ADDQ $34, SI
-	ADDQ $32, BX
-	ADDQ $4, R12
-	ADDQ $4, R13
-	ADDQ $4, DX
-	ADDQ $4, DI
-	DECQ CX
-	JNZ q8x4loop
+	Q8X4STEP(Y0, Y8, Y9, Y10)
 q8x4done:
+	VADDPS Y11, Y0, Y0
+	VADDPS Y12, Y8, Y8
+	VADDPS Y13, Y9, Y9
+	VADDPS Y14, Y10, Y10
 	MOVQ out+32(FP), AX
 	HSUM
 	VMOVSS X0, 0(AX)

@@ -236,3 +236,23 @@ func TestDotRowsF16R4(t *testing.T) {
 		}
 	}
 }
+
+// TestDotQ8_0x4SameBits: the kernel that serves four activations per
+// pass over a Q8_0 row gives each of them the bits of the one-activation
+// kernel, for odd and even block counts, so a product's vector does not
+// change with the number of vectors beside it (MatMul serves a prefill
+// chunk's vectors four at a time and the rest one by one).
+func TestDotQ8_0x4SameBits(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for _, nb := range []int{1, 2, 3, 8, 17} {
+		cols := nb * qk0
+		w, acts, _ := gemmSetup(t, r, Q8_0, 1, cols, 4)
+		var four [4]float32
+		dotRowQ8_0x4(w, (*[4]*activation)(acts), &four)
+		for k, a := range acts {
+			if one := dotRowQ8_0(w, a); math.Float32bits(one) != math.Float32bits(four[k]) {
+				t.Errorf("%d blocks, activation %d: four at a time %v, alone %v", nb, k, four[k], one)
+			}
+		}
+	}
+}
