@@ -263,13 +263,25 @@ func solveLS(a, b *mat.Dense, lambda, bound float64) (*mat.Dense, string) {
 	return nil, fmt.Sprintf("least squares %v; with ridge %.3g: %v", err, fb, err2)
 }
 
-var errOutOfRange = errors.New("solution is not finite or out of range")
+var (
+	errOutOfRange     = errors.New("solution is not finite or out of range")
+	errIllConditioned = errors.New("ill-conditioned for float32 data")
+)
+
+// maxDataCond is the largest condition number of a fit's matrix (of
+// float32 exp-scores, about seven significant digits) that least squares
+// solves without a ridge: beyond it the smallest directions are the
+// scores' rounding (two equal keys whose scores came out of kernels that
+// round differently), and the plain fit would follow them with weights
+// at their bounds.
+const maxDataCond = 1e6
 
 // lstsq returns X minimising ‖A·X − B‖² + λ‖X‖²: for λ = 0 by QR of A
 // (LQ and the minimum-norm solution when A is wide), else by QR of A
 // stacked on √λ·I (which never squares A's condition number, as the
-// normal equations would). It fails where A is rank-deficient (λ = 0) or
-// an entry of X is not finite or larger than bound in magnitude.
+// normal equations would). It fails where A is rank-deficient or
+// conditioned beyond maxDataCond (λ = 0), or an entry of X is not finite
+// or larger than bound in magnitude.
 func lstsq(a, b *mat.Dense, lambda, bound float64) (x *mat.Dense, err error) {
 	defer func() {
 		// gonum panics on degenerate shapes; report them as failures.
@@ -291,7 +303,19 @@ func lstsq(a, b *mat.Dense, lambda, bound float64) (x *mat.Dense, err error) {
 		a, b = aa, bb
 	}
 	x = new(mat.Dense)
-	if err := x.Solve(a, b); err != nil {
+	if lambda == 0 && m >= k {
+		// A's columns are float32 data: directions below maxDataCond
+		// of its largest are rounding, not data, and a fit along them
+		// (two keys whose columns differ by a rounding) is noise.
+		var qr mat.QR
+		qr.Factorize(a)
+		if c := qr.Cond(); !(c <= maxDataCond) {
+			return nil, fmt.Errorf("condition number %.3g beyond %.0g: %w", c, maxDataCond, errIllConditioned)
+		}
+		if err := qr.SolveTo(x, false, b); err != nil {
+			return nil, err
+		}
+	} else if err := x.Solve(a, b); err != nil {
 		return nil, err
 	}
 	for _, v := range x.RawMatrix().Data {
