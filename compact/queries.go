@@ -74,11 +74,15 @@ func sharedContext(m *model.Model, c Context) ([]*kvcache.Compacted, error) {
 // tokens (its own tokens in f16 caches after it), each layer's cache
 // wrapped in a recorder that keeps the queries of positions from on, and
 // the recorders' traces, with room for rows tokens and queries (the
-// most the caller appends).
-func forkRecording(m *model.Model, shared []*kvcache.Compacted, n, from, rows, limit int) (*model.Session, []*kvcache.Trace, error) {
+// most the caller appends). With past (traces of such a session, one per
+// layer), the new session starts where that one stands: its tokens'
+// keys and values appended as they were recorded (nothing recomputed)
+// and its queries copied, so that the two go on alike.
+func forkRecording(m *model.Model, shared []*kvcache.Compacted, n, from, rows, limit int, past []*kvcache.Trace) (*model.Session, []*kvcache.Trace, error) {
 	caches := make([]kvcache.Cache, len(shared))
 	traces := make([]*kvcache.Trace, len(shared))
 	sh := m.CacheShape()
+	pos := n
 	for l, cc := range shared {
 		inner, err := kvcache.NewF16(sh)
 		if err != nil {
@@ -92,9 +96,21 @@ func forkRecording(m *model.Model, shared []*kvcache.Compacted, n, from, rows, l
 		r.KeepQuery = func(pos int) bool { return pos >= from-n }
 		kd, qd := sh.KVHeads*sh.HeadDim, sh.QHeads*sh.HeadDim
 		r.Trace.K, r.Trace.V, r.Trace.Q = make([]float32, 0, rows*kd), make([]float32, 0, rows*kd), make([]float32, 0, rows*qd)
+		if past != nil {
+			p := past[l]
+			for i := range p.Len() {
+				if err := r.Append(p.K[i*kd:(i+1)*kd], p.V[i*kd:(i+1)*kd]); err != nil {
+					return nil, nil, err
+				}
+			}
+			r.Trace.Q = append(r.Trace.Q, p.Q...)
+			r.Trace.QPos = append(r.Trace.QPos, p.QPos...)
+			r.Trace.Scale = p.Scale
+			pos = n + p.Len()
+		}
 		caches[l], traces[l] = r.Recording(), r.Trace
 	}
-	s, err := m.Resume(caches, n, limit)
+	s, err := m.Resume(caches, pos, limit)
 	return s, traces, err
 }
 
@@ -165,7 +181,7 @@ func RepeatQueries(ctx context.Context, m *model.Model, c Context, ids, instr []
 	var traces [][]*kvcache.Trace
 	var tokens [][]int32
 	for start := 0; start < len(text); start += chunk {
-		s, tr, err := forkRecording(m, shared, n, n+len(instr), len(instr)+chunk, limit)
+		s, tr, err := forkRecording(m, shared, n, n+len(instr), len(instr)+chunk, limit, nil)
 		if err != nil {
 			return nil, fmt.Errorf("compact: repeat: %w", err)
 		}
@@ -198,7 +214,23 @@ func RepeatQueries(ctx context.Context, m *model.Model, c Context, ids, instr []
 // one prompt thus ask about different things where the model hesitates
 // (which fact to ask about) instead of repeating the likeliest, whose
 // queries would be copies.
+//
+// The samples of a group are one session (a writer) until they write
+// different tokens: a group's next step is computed once, and its
+// queries are copied to each of its samples. (Samples of one prompt
+// write the same first tokens for a while: on the embedded model, 32
+// samples after DefaultSelfPrompt are 1 to 3 groups for their first 9
+// steps, half of all the rows the samples write.) A group that splits
+// hands its session to its first part and a copy of it to each other
+// part (kvcache keys, values and queries copied, nothing recomputed).
 func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int32, tokens int, sc model.SamplerConfig, stop func(int32) bool, limit int) ([][]float32, error) {
+	return selfQueries(ctx, m, c, prompts, tokens, sc, stop, limit, true)
+}
+
+// selfQueries is SelfQueries; with share false every sample writes in a
+// session of its own (each group's step computed once per sample), as a
+// reference for the shared writers.
+func selfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int32, tokens int, sc model.SamplerConfig, stop func(int32) bool, limit int, share bool) ([][]float32, error) {
 	_, n, err := c.validate()
 	if err != nil {
 		return nil, err
@@ -209,21 +241,10 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 	if !(sc.Temperature >= 0) || math.IsInf(sc.Temperature, 0) {
 		return nil, fmt.Errorf("compact: self-study temperature %g: want a finite temperature ≥ 0", sc.Temperature)
 	}
-	shared, err := sharedContext(m, c)
-	if err != nil {
-		return nil, fmt.Errorf("compact: self-study: %w", err)
-	}
-	// The prompts are sessions of their own, written together as one
-	// batch: each step reads the weights once for all of them.
-	seqs := make([]*model.Session, len(prompts))
-	traces := make([][]*kvcache.Trace, len(prompts))
 	group := make([]int, len(prompts)) // samples that have written the same share a group
 	for i, p := range prompts {
 		if len(p) == 0 || n+len(p)+tokens > limit {
 			return nil, fmt.Errorf("compact: self-study prompt %d: %d tokens and %d to write after a context of %d exceed %d (or the prompt is empty)", i, len(p), tokens, n, limit)
-		}
-		if seqs[i], traces[i], err = forkRecording(m, shared, n, n, len(p)+tokens+1, limit); err != nil {
-			return nil, fmt.Errorf("compact: self-study: %w", err)
 		}
 		group[i] = i
 		for j := range i {
@@ -231,6 +252,33 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 				group[i] = group[j]
 				break
 			}
+		}
+	}
+	shared, err := sharedContext(m, c)
+	if err != nil {
+		return nil, fmt.Errorf("compact: self-study: %w", err)
+	}
+	// The writers are sessions of their own, written together as one
+	// batch: each step reads the weights once for all of them. writer[i]
+	// is sample i's; a writer's samples have written the same.
+	var seqs []*model.Session
+	var traces [][]*kvcache.Trace
+	newWriter := func(rows int, past []*kvcache.Trace) (int, error) {
+		s, tr, err := forkRecording(m, shared, n, n, rows, limit, past)
+		if err != nil {
+			return 0, fmt.Errorf("compact: self-study: %w", err)
+		}
+		seqs, traces = append(seqs, s), append(traces, tr)
+		return len(seqs) - 1, nil
+	}
+	writer := make([]int, len(prompts))
+	for i, p := range prompts {
+		if share && group[i] != i {
+			writer[i] = writer[group[i]]
+			continue
+		}
+		if writer[i], err = newWriter(len(p)+tokens+1, nil); err != nil {
+			return nil, err
 		}
 	}
 	r := rand.New(rand.NewPCG(sc.Seed, 0x5e1f))
@@ -242,13 +290,22 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 	}
 	next := slices.Clone(prompts)
 	ended := make([]bool, len(prompts))
+	var row []int // writer → its row of the step (-1: none)
 	for step := 0; len(active) > 0; step++ {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		in, toks := make([]*model.Session, len(active)), make([][]int32, len(active))
-		for k, i := range active {
-			in[k], toks[k] = seqs[i], next[i]
+		row = row[:0]
+		for range seqs {
+			row = append(row, -1)
+		}
+		var in []*model.Session
+		var toks [][]int32
+		for _, i := range active {
+			if w := writer[i]; row[w] < 0 {
+				row[w] = len(in)
+				in, toks = append(in, seqs[w]), append(toks, next[i])
+			}
 		}
 		logits, err := forward(b, in, toks)
 		if err != nil {
@@ -271,15 +328,17 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 		}
 		var still []int
 		regroup := map[[2]int]int{} // (group, token) → new group
+		kept := map[int]bool{}      // writers that went on with a part of their group
 		for _, gr := range order {
 			ks := members[gr]
 			var drawn []int32
+			lg := logits[row[writer[active[ks[0]]]]]
 			if sc.Temperature == 0 {
-				best := logits[ks[0]]
-				drawn = slices.Repeat([]int32{int32(slices.Index(best, slices.Max(best)))}, len(ks))
+				drawn = slices.Repeat([]int32{int32(slices.Index(lg, slices.Max(lg)))}, len(ks))
 			} else {
-				drawn = systematic(logits[ks[0]], sc.Temperature, len(ks), r, &scratch)
+				drawn = systematic(lg, sc.Temperature, len(ks), r, &scratch)
 			}
+			parts := map[int]int{} // new group → its writer
 			for j, k := range ks {
 				i, t := active[k], drawn[j]
 				key := [2]int{gr, int(t)}
@@ -289,11 +348,30 @@ func SelfQueries(ctx context.Context, m *model.Model, c Context, prompts [][]int
 				next[i], group[i] = []int32{t}, regroup[key]
 				ended[i] = stop != nil && stop(t)
 				still = append(still, i)
+				if !share {
+					continue
+				}
+				w, ok := parts[group[i]]
+				switch {
+				case ok:
+				case !kept[writer[i]]:
+					w, kept[writer[i]] = writer[i], true
+				default:
+					// A new part of the group: a copy of its writer.
+					if w, err = newWriter(len(prompts[i])+tokens+1, traces[writer[i]]); err != nil {
+						return nil, err
+					}
+				}
+				parts[group[i]], writer[i] = w, w
 			}
 		}
 		active = still
 	}
-	return queriesOf(traces, len(c.Layers)), nil
+	out := make([][]*kvcache.Trace, len(prompts))
+	for i := range out {
+		out[i] = traces[writer[i]]
+	}
+	return queriesOf(out, len(c.Layers)), nil
 }
 
 // systematic draws g tokens from softmax(logits/temp) by systematic

@@ -199,6 +199,46 @@ func TestSelfQueries(t *testing.T) {
 	closeQueries(t, "greedy self-study", got, ref, 1e-4)
 }
 
+// TestSelfQueriesShared: samples of a group written as one session
+// (split into copies as they draw apart) give the queries of every sample
+// written in a session of its own: greedy, with groups that never split
+// (the random model at temperature 1 gives each group's samples one
+// token), and with groups that split over the first three steps
+// (temperatures 20 and 30), stop tokens or not (float weights: within
+// float32 rounding, the same draws).
+func TestSelfQueriesShared(t *testing.T) {
+	fm := floatModel(t)
+	ids := testIDs(80, 6)
+	for i := range ids {
+		ids[i] %= 500
+	}
+	_, c, _, err := Prefill(fm, kvcache.F32(), ids, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	prompts := [][]int32{{40, 41}, {40, 41}, {50}, {40, 41}, {50}, {40, 41}, {40, 41}, {60, 61, 62}}
+	for _, x := range []struct {
+		sc   model.SamplerConfig
+		stop func(int32) bool
+	}{
+		{model.SamplerConfig{}, nil},
+		{model.SamplerConfig{Temperature: 1, Seed: 1}, nil},
+		{model.SamplerConfig{Temperature: 20, Seed: 1}, nil},
+		{model.SamplerConfig{Temperature: 30, Seed: 4}, nil},
+		{model.SamplerConfig{Temperature: 30, Seed: 5}, func(t int32) bool { return t%3 == 0 }},
+	} {
+		ref, err := selfQueries(context.Background(), fm, c, prompts, 7, x.sc, x.stop, 0, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := SelfQueries(context.Background(), fm, c, prompts, 7, x.sc, x.stop, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		closeQueries(t, fmt.Sprintf("T=%g seed %d, stop %t", x.sc.Temperature, x.sc.Seed, x.stop != nil), got, ref, 1e-4)
+	}
+}
+
 // TestSystematic: systematic sampling of g draws gives each token
 // ⌊g·p⌋ or ⌈g·p⌉ of them, with p the softmax of the logits over the
 // temperature (closed form), g·p on average, and each draw alone (the
