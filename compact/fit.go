@@ -75,12 +75,48 @@ type normal struct {
 // (n×c, row stride c).
 func newNormal(xt []float64, t, n int, y []float64, c int, pool *tensor.Pool) *normal {
 	p := &normal{t: t, n: n, c: c, xt: xt, y: y, pool: pool}
+	p.g = p.gram()
 	var b tensor.Panels[float64]
-	b.PackT(xt, t, n, n)
-	p.g = p.product(&b)
 	b.Pack(y, n, c, c)
 	p.xty = p.product(&b)
 	return p
+}
+
+// gramBlock is the side of the square blocks of G that gram computes a
+// task at a time: four tiles of the product by three panels.
+const gramBlock = 48
+
+// gram returns G = XᵀX, the blocks on and above the diagonal as products
+// of Xᵀ's rows with X's packed columns over the pool and those below
+// copied from them: half the products of the whole, and the same matrix
+// bit for bit (entry (i, j) and (j, i) are the same products summed in
+// the same order).
+func (p *normal) gram() []float64 {
+	t, n := p.t, p.n
+	g := make([]float64, t*t)
+	blocks := (t + gramBlock - 1) / gramBlock
+	cols := make([]tensor.Panels[float64], blocks)
+	p.pool.Run(blocks, func(j, _ int) {
+		j0, j1 := j*gramBlock, min(t, (j+1)*gramBlock)
+		cols[j].PackT(p.xt[j0*n:], j1-j0, n, n)
+	})
+	pairs := make([][2]int, 0, blocks*(blocks+1)/2)
+	for i := range blocks {
+		for j := i; j < blocks; j++ {
+			pairs = append(pairs, [2]int{i, j})
+		}
+	}
+	p.pool.Run(len(pairs), func(k, _ int) {
+		i, j := pairs[k][0], pairs[k][1]
+		i0, i1 := i*gramBlock, min(t, (i+1)*gramBlock)
+		cols[j].Mul(g[i0*t+j*gramBlock:], t, p.xt[i0*n:], i1-i0, n)
+	})
+	for i := range t {
+		for j := range i {
+			g[i*t+j] = g[j*t+i]
+		}
+	}
+	return g
 }
 
 // product returns Xᵀ·B (t rows of B's columns), rows of Xᵀ in tiles
