@@ -49,7 +49,9 @@ func Prefill(m *model.Model, kv kvcache.Maker, ids []int32, maxTokens int) (*mod
 // context that the sessions reading after it fork
 // (kvcache.Compacted.Fork): one copy of the context however many
 // continuations read it. The layers are converted side by side on m's
-// threads.
+// threads, each with the float32 panels its forks read it from
+// (kvcache.Compacted.PreparePanels: made on the forks' first step, they
+// were made one layer after another).
 func sharedContext(m *model.Model, c Context) ([]*kvcache.Compacted, error) {
 	out := make([]*kvcache.Compacted, len(c.Layers))
 	errs := make([]error, len(c.Layers))
@@ -65,7 +67,9 @@ func sharedContext(m *model.Model, c Context) ([]*kvcache.Compacted, error) {
 		out[l], errs[l] = kvcache.F16().NewCompacted(l, sh, keys, bias, values)
 		if errs[l] != nil {
 			errs[l] = fmt.Errorf("layer %d: %w", l, errs[l])
+			return
 		}
+		out[l].PreparePanels()
 	})
 	return out, errors.Join(errs...)
 }

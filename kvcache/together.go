@@ -101,6 +101,13 @@ func (p *prefixPanels) usable(c *Compacted) bool {
 	return p.ok
 }
 
+// PreparePanels makes the float32 panels of c's compacted part, which
+// its forks' AttendTogether reads, now instead of on their first
+// attention (where the layers of a model step make theirs one after
+// another): a caller holding several contexts can make theirs side by
+// side. It reports whether the part can be read so (held uncompressed).
+func (c *Compacted) PreparePanels() bool { return c.panels != nil && c.panels.usable(c) }
+
 // togetherRows is the most query rows (query heads of the caches of one
 // KV head) a task of prefixPanels.attend multiplies at once: four tiles
 // of the product; fewer (down to one tile) where that leaves a thread of

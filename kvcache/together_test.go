@@ -17,13 +17,18 @@ import (
 // (1e-5 relative: the products sum in another order), and the recorders
 // record the same queries; for forks of a turbo3.5 context, whose part is
 // compressed, exactly what their own Attend gives. On one thread and on a
-// pool of 3.
+// pool of 3, the f16 part's panels made on the first attention or before
+// the forks (PreparePanels, which a compressed part refuses).
 func TestAttendTogether(t *testing.T) {
 	r := rand.New(rand.NewPCG(31, 32))
 	sh := Shape{QHeads: 8, KVHeads: 2, HeadDim: 64}
 	for _, format := range []string{"f16", "turbo3.5"} {
-		for _, threads := range []int{1, 3} {
-			t.Run(fmt.Sprintf("%s/%d", format, threads), func(t *testing.T) {
+		for _, x := range []struct {
+			threads int
+			prepare bool // the panels made before the forks (PreparePanels)
+		}{{1, false}, {3, false}, {3, true}} {
+			threads := x.threads
+			t.Run(fmt.Sprintf("%s/%d/prepare=%t", format, threads, x.prepare), func(t *testing.T) {
 				pool := tensor.NewPool(threads)
 				defer pool.Close()
 				spec, err := ParseSpec(format, format)
@@ -39,6 +44,11 @@ func TestAttendTogether(t *testing.T) {
 				base, err := cfg.NewCompacted(0, sh, keys, bias, values)
 				if err != nil {
 					t.Fatal(err)
+				}
+				if x.prepare {
+					if ok := base.PreparePanels(); ok != (format == "f16") {
+						t.Fatalf("PreparePanels of a %s part: %t", format, ok)
+					}
 				}
 				var caches, refs []Cache
 				var recs []*Recorder
