@@ -446,25 +446,31 @@ func TestRankDeficient(t *testing.T) {
 }
 
 // TestThreads: a head's fit on several threads gives the same bits as
-// on one (each task writes its own part of every result).
+// on one (each task writes its own part of every result), with budgets
+// of one block of the Gram matrix and of several, ridge or not.
 func TestThreads(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
 	const T, d, n = 700, 32, 300
 	b := Block{Dim: d, Keys: gaussian(r, T*d, 1), Values: gaussian(r, T*d, 1), Queries: gaussian(r, n*d, 1.5), Scale: 0.18}
-	var want Result
-	for _, threads := range []int{1, 3, 8} {
-		f := AM(40)
-		f.Select, f.Threads = ByMaxRMS, threads
-		got, err := CompactHead(b, f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if threads == 1 {
-			want = got
-			continue
-		}
-		if !slices.Equal(got.Index, want.Index) || !slices.Equal(got.Bias, want.Bias) || !slices.Equal(got.Values, want.Values) {
-			t.Errorf("%d threads: another result than one thread's", threads)
+	for _, x := range []struct {
+		keys  int
+		ridge float64
+	}{{40, 0}, {150, 0}, {150, 1e-3}} {
+		var want Result
+		for _, threads := range []int{1, 3, 8} {
+			f := AM(x.keys)
+			f.Select, f.Threads, f.Ridge = ByMaxRMS, threads, x.ridge
+			got, err := CompactHead(b, f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if threads == 1 {
+				want = got
+				continue
+			}
+			if !slices.Equal(got.Index, want.Index) || !slices.Equal(got.Bias, want.Bias) || !slices.Equal(got.Values, want.Values) {
+				t.Errorf("%d keys, ridge %g, %d threads: another result than one thread's", x.keys, x.ridge, threads)
+			}
 		}
 	}
 }

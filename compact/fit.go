@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 
 	"gonum.org/v1/gonum/floats"
 	"gonum.org/v1/gonum/mat"
@@ -133,7 +134,7 @@ func (p *normal) product(b *tensor.Panels[float64]) []float64 {
 }
 
 // sigmaMax2 returns ‖X‖₂², the largest eigenvalue of G.
-func (p *normal) sigmaMax2() float64 { return largestEigen(p.g, p.t) }
+func (p *normal) sigmaMax2() float64 { return largestEigen(p.g, p.t, p.pool) }
 
 // solve returns C minimising ‖X·C − Y‖² + λ‖C‖² (t×c, row-major): by a
 // Cholesky factorisation of G + λI, and where that fails (G is singular
@@ -241,27 +242,29 @@ func (a *attention) fitMass(idx []int, lo, hi float64, iters int) ([]float64, st
 // storable (beyond fp16).
 func (a *attention) fitValues(idx []int, w []float64, ridge float64) ([]float32, string) {
 	d, t := a.b.Dim, len(idx)
+	// Each row's sum over the kept keys and its outputs in float64, rows
+	// in blocks over the pool.
 	sums := make([]float64, a.n)
-	rows := 0
-	for i := range a.n {
-		row := a.e[i*a.t : (i+1)*a.t]
-		var sum float64
-		for k, j := range idx {
-			if x := float64(row[j]); x > underflowed {
-				sum += x * w[k]
+	y := make([]float64, len(a.y))
+	a.pool.Run((a.n+attnRows-1)/attnRows, func(blk, _ int) {
+		for i := blk * attnRows; i < min(a.n, (blk+1)*attnRows); i++ {
+			row := a.e[i*a.t : (i+1)*a.t]
+			var sum float64
+			for k, j := range idx {
+				if x := float64(row[j]); x > underflowed {
+					sum += x * w[k]
+				}
+			}
+			if sum > 0 && !math.IsInf(sum, 0) {
+				sums[i] = sum
+			}
+			for c, v := range a.y[i*d : (i+1)*d] {
+				y[i*d+c] = float64(v)
 			}
 		}
-		if sum > 0 && !math.IsInf(sum, 0) {
-			sums[i] = sum
-			rows++
-		}
-	}
-	if rows == 0 {
+	})
+	if !slices.ContainsFunc(sums, func(s float64) bool { return s > 0 }) {
 		return nil, "no reference query attends to the kept keys: original values kept"
-	}
-	y := make([]float64, len(a.y))
-	for i, v := range a.y {
-		y[i] = float64(v)
 	}
 	p := newNormal(a.columnsT(idx, w, sums), t, a.n, y, d, a.pool)
 	lambda := 0.0
@@ -367,15 +370,16 @@ func sigmaMax2(a *mat.Dense) float64 {
 	_, k := a.Dims()
 	var g mat.Dense
 	g.Mul(a.T(), a)
-	return largestEigen(g.RawMatrix().Data, k)
+	return largestEigen(g.RawMatrix().Data, k, nil)
 }
 
 // largestEigen returns the largest eigenvalue of the k×k symmetric
 // positive semi-definite g by power iteration from the all-ones vector
 // (the Gram matrices here are of non-negative matrices, so their Perron
 // vector is non-negative too and the start is never orthogonal to it),
-// to a relative change below 10⁻¹².
-func largestEigen(g []float64, k int) float64 {
+// to a relative change below 10⁻¹², each product's rows in blocks over
+// pool (nil: the caller's goroutine).
+func largestEigen(g []float64, k int, pool *tensor.Pool) float64 {
 	if k == 0 {
 		return 0
 	}
@@ -383,15 +387,18 @@ func largestEigen(g []float64, k int) float64 {
 	for i := range v {
 		v[i] = 1 / math.Sqrt(float64(k))
 	}
+	const rows = 64
 	lam := 0.0
 	for range 500 {
-		for i := range k {
-			var s float64
-			for j, x := range v {
-				s += g[i*k+j] * x
+		pool.Run((k+rows-1)/rows, func(blk, _ int) {
+			for i := blk * rows; i < min(k, (blk+1)*rows); i++ {
+				var s float64
+				for j, x := range v {
+					s += g[i*k+j] * x
+				}
+				w[i] = s
 			}
-			w[i] = s
-		}
+		})
 		nw := floats.Norm(w, 2)
 		if nw == 0 {
 			return 0
