@@ -243,9 +243,10 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	// worker's fit products on a pool of its own holding the workers
 	// left over (a task of one Pool cannot run a region of it): the
 	// goroutines start once per call, not per product. When every head
-	// has a worker of its own, the workers split by the heads' budgets,
-	// so that a head kept 4x larger (measured budgets give the last
-	// layer that) is not the one left running on a few threads.
+	// has a worker of its own, the workers split by the heads' work
+	// (headCost), so that a head kept 4x larger (measured budgets give
+	// the last layer that) is not the one left running on a few threads,
+	// nor the small heads, whose reference attention costs as much as its.
 	workers := o.workers()
 	tasks := len(c.Layers) * sh.KVHeads
 	heads := min(workers, tasks)
@@ -255,7 +256,7 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	if heads == tasks {
 		costs := make([]int, tasks)
 		for task := range costs {
-			costs[task] = p.budgets[task/sh.KVHeads][task%sh.KVHeads]
+			costs[task] = headCost(block, p.budgets[task/sh.KVHeads][task%sh.KVHeads], sh.HeadDim)
 		}
 		shares = threadShares(costs, workers)
 	} else {
@@ -300,6 +301,17 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	}
 	return out, nil
 }
+
+// headCost is the work of a head's fit per reference query, for
+// splitting the threads over the heads: its reference attention over the
+// block's tokens (scores and outputs, float32 products: 2·block·d) and
+// its fits of t kept keys (the β and value fits' Gram matrices, half of
+// each, and XᵀY: t·(t + d) float64 multiply-adds, weighed 3 for float64
+// products at about a third of the float32 rate). The attention is the
+// same for every head: with budgets of 0.5x to 4x the uniform one on a
+// 4k-token context, a budget alone would leave the small heads a thread
+// each for it while the largest head's fit had half the threads.
+func headCost(block, t, d int) int { return 2*block*d + 3*t*(t+d) }
 
 // threadShares splits workers threads over tasks in proportion to their
 // costs (each at least one thread; the threads left after rounding down

@@ -275,6 +275,30 @@ func TestReferenceQueryShare(t *testing.T) {
 // TestThreadShares checks the split of the workers over heads by cost:
 // every head gets a thread, the rest go by cost, and the shares add up to
 // the workers.
+// TestHeadCost: the embedded model's measured budgets at 20x on a
+// 4k-token context (4x the uniform budget in the last layer, 0.25x to
+// 0.5x elsewhere) give every head at least two of 16 threads (by budget
+// alone, [2 2 2 1 1 8]: two heads of the same attention on one thread)
+// and the largest the most; uniform budgets, as many to each head.
+func TestHeadCost(t *testing.T) {
+	const block, d = 3957, 128
+	for _, c := range []struct {
+		budgets []int
+		want    []int
+	}{
+		{[]int{95, 95, 48, 48, 48, 758}, []int{3, 2, 2, 2, 2, 5}},
+		{[]int{182, 182, 182, 182, 182, 182}, []int{3, 3, 3, 3, 2, 2}},
+	} {
+		costs := make([]int, len(c.budgets))
+		for i, b := range c.budgets {
+			costs[i] = headCost(block, b, d)
+		}
+		if got := threadShares(costs, 16); !slices.Equal(got, c.want) {
+			t.Errorf("budgets %v: threads %v, want %v", c.budgets, got, c.want)
+		}
+	}
+}
+
 func TestThreadShares(t *testing.T) {
 	for _, c := range []struct {
 		costs   []int
