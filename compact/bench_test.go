@@ -3,6 +3,7 @@ package compact
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"runtime"
 	"testing"
@@ -11,6 +12,7 @@ import (
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // BenchmarkCompactHead compacts one KV head of a 4096-token context with
@@ -94,6 +96,81 @@ func BenchmarkCompactVsPrefill(b *testing.B) {
 					}
 				}
 			})
+		}
+	}
+}
+
+// BenchmarkFitHead compacts one KV head of a 4096-token context with
+// 2048 reference queries at head dimension 128 to 758 keys (the embedded
+// model's largest measured budget at 20x, 4x the others) on 1 and 2
+// threads, and reports the CPU time (-cpu-s, Linux) with the wall.
+func BenchmarkFitHead(b *testing.B) {
+	r := rand.New(rand.NewPCG(9, 10))
+	const T, d, n = 4096, 128, 2048
+	blk := Block{Dim: d, Keys: gaussian(r, T*d, 1), Values: gaussian(r, T*d, 1), Queries: gaussian(r, n*d, 1.5), Scale: 0.0884}
+	for _, threads := range []int{1, 2} {
+		b.Run(fmt.Sprintf("keys=758/threads=%d", threads), func(b *testing.B) {
+			f := AM(758)
+			f.Threads = threads
+			c := processCPU()
+			for b.Loop() {
+				if _, err := CompactHead(blk, f); err != nil {
+					b.Fatal(err)
+				}
+			}
+			if c := processCPU() - c; c > 0 {
+				b.ReportMetric(c/float64(b.N), "cpu-s/op")
+			}
+		})
+	}
+}
+
+// BenchmarkCholeskySolve solves the normal equations of a 758-key fit
+// (G = XᵀX of 2048 rows of exp-scores) for 1 and 128 right-hand sides
+// (the mass fit and the values' columns) by gonum's mat.Cholesky and by
+// choleskySolve on 1 and 2 threads, side by side.
+func BenchmarkCholeskySolve(b *testing.B) {
+	r := rand.New(rand.NewPCG(5, 6))
+	const t, n = 758, 2048
+	xt := make([]float64, t*n)
+	for i := range xt {
+		xt[i] = math.Exp(2 * r.NormFloat64())
+	}
+	g := (&normal{t: t, n: n, xt: xt}).gram()
+	for _, c := range []int{1, 128} {
+		rhs := gaussian(r, t*c, 1)
+		y := make([]float64, len(rhs))
+		for i, v := range rhs {
+			y[i] = float64(v)
+		}
+		for _, threads := range []int{1, 2} {
+			for _, impl := range []string{"gonum", "blocked"} {
+				if impl == "gonum" && threads > 1 {
+					continue
+				}
+				b.Run(fmt.Sprintf("c=%d/%s/threads=%d", c, impl, threads), func(b *testing.B) {
+					var pool *tensor.Pool
+					if threads > 1 {
+						pool = tensor.NewPool(threads)
+						defer pool.Close()
+					}
+					cpu := processCPU()
+					for b.Loop() {
+						var x []float64
+						if impl == "gonum" {
+							x = gonumCholeskySolve(g, y, t, c)
+						} else {
+							x = choleskySolve(g, y, t, c, 0, math.Inf(1), pool)
+						}
+						if x == nil {
+							b.Fatal("no solution")
+						}
+					}
+					if c := processCPU() - cpu; c > 0 {
+						b.ReportMetric(c/float64(b.N), "cpu-s/op")
+					}
+				})
+			}
 		}
 	}
 }

@@ -142,7 +142,7 @@ func (p *normal) sigmaMax2() float64 { return largestEigen(p.g, p.t, p.pool) }
 // are not finite or beyond bound, by QR of X (solveLS, with its ridge
 // fallback). nil where every fit fails; the string is a warning.
 func (p *normal) solve(lambda, bound float64) ([]float64, string) {
-	if c := choleskySolve(p.g, p.xty, p.t, p.c, lambda, bound); c != nil {
+	if c := choleskySolve(p.g, p.xty, p.t, p.c, lambda, bound, p.pool); c != nil {
 		return c, ""
 	}
 	x := mat.NewDense(p.n, p.t, nil)
@@ -167,24 +167,21 @@ const maxGramCond = 1e10
 // choleskySolve returns the solution of (G + λI)·C = B for G t×t
 // symmetric and B t×c, or nil where G + λI is not positive definite,
 // conditioned beyond maxGramCond, or an entry of C is not finite or
-// beyond bound.
-func choleskySolve(g, b []float64, t, c int, lambda, bound float64) []float64 {
-	s := mat.NewSymDense(t, nil)
+// beyond bound: by factorCholesky and its solve, over the pool.
+func choleskySolve(g, b []float64, t, c int, lambda, bound float64, pool *tensor.Pool) []float64 {
+	a := make([]float64, t*t)
 	for i := range t {
 		for j := i; j < t; j++ {
-			s.SetSym(i, j, (g[i*t+j]+g[j*t+i])/2)
+			a[i*t+j] = (g[i*t+j] + g[j*t+i]) / 2
 		}
-		s.SetSym(i, i, g[i*t+i]+lambda)
+		a[i*t+i] = g[i*t+i] + lambda
 	}
-	var ch mat.Cholesky
-	if !ch.Factorize(s) || ch.Cond() > maxGramCond {
+	ch, ok := factorCholesky(a, t, pool)
+	if !ok || !(ch.cond <= maxGramCond) {
 		return nil
 	}
-	var x mat.Dense
-	if err := ch.SolveTo(&x, mat.NewDense(t, c, append([]float64(nil), b...))); err != nil {
-		return nil
-	}
-	out := x.RawMatrix().Data
+	out := append([]float64(nil), b...)
+	ch.solve(out, c)
 	for _, v := range out {
 		if !(math.Abs(v) <= bound) {
 			return nil
