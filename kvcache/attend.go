@@ -73,6 +73,13 @@ type attention struct {
 	split int
 	// shortest is the fewest positions of a slice (0: minSlice).
 	shortest int
+	// run's call: its step and sizes, read by its tasks, and the tasks
+	// as func values, made once for this attention (of)
+	cur                 attendStep
+	g, k, n, accLen     int
+	prep                bool
+	of                  *attention
+	prepTask, sliceTask func(task, worker int)
 }
 
 // setBias gives the first len(b[h]) positions of KV head h the logit
@@ -160,28 +167,31 @@ func bounds(i, k, n int) (t0, t1 int) {
 	return at(i), at(i + 1)
 }
 
-// run computes attention for all query heads: prep(hi), if prep is not
-// nil, sets up what KV head hi's tasks share (the group's queries
-// prepared for its key store), once per head and before any of them;
-// task(ws, hi, t0, t1, parts) fills one Partial per query head of KV head
-// hi's group (each Reset to accLen) from positions [t0, t1), scratch in
-// ws; finish(ws, hi, j, p) writes query head hi·g+j's output from its
-// merged Partial.
+// attendStep is one Attend call's work, as attention.run hands it out:
+// prep(hi) sets up what KV head hi's tasks share (the group's queries
+// prepared for its key store), once per head and before any of them, if
+// the run is told to; task(ws, hi, t0, t1, parts) fills one Partial per
+// query head of KV head hi's group (each Reset to accLen) from positions
+// [t0, t1), scratch in ws; finish(ws, hi, j, p) writes query head
+// hi·g+j's output from its merged Partial. A cache keeps its attendStep
+// with the call's arguments in its own fields, so that a step makes no
+// closures.
+type attendStep interface {
+	prep(hi int)
+	task(ws *workspace, hi, t0, t1 int, parts []Partial)
+	finish(ws *workspace, hi, j int, p *Partial)
+}
+
+// run computes attention for all query heads with step (see
+// attendStep), calling step.prep where prep is set.
 //
 // With one slice per head, a head's task makes its own set-up and
 // finishes its heads. With more, the set-up runs first (the heads on the
 // pool, a single head on the caller), then the slices; the task that ends
 // a KV head's last slice merges its slices' Partials in slice order and
 // finishes the group's query heads.
-func (a *attention) run(s Shape, n, accLen int, prep func(hi int), task func(ws *workspace, hi, t0, t1 int, parts []Partial), finish func(ws *workspace, hi, j int, p *Partial)) {
+func (a *attention) run(s Shape, n, accLen int, step attendStep, prep bool) {
 	g := s.Group()
-	if lse := a.lse; lse != nil {
-		out := finish
-		finish = func(ws *workspace, hi, j int, p *Partial) {
-			out(ws, hi, j, p)
-			lse[hi*g+j] = p.Max + float32(math.Log(float64(p.Sum)))
-		}
-	}
 	k := a.slices(s, n)
 	pool := a.pool
 	if s.KVHeads*k == 1 || (k == 1 && n*g*s.HeadDim < minParallelWork) {
@@ -193,8 +203,12 @@ func (a *attention) run(s Shape, n, accLen int, prep func(hi int), task func(ws 
 	if need := pool.Threads(); len(a.work) < need {
 		a.work = append(a.work, make([]workspace, need-len(a.work))...)
 	}
-	if prep != nil && k > 1 {
-		pool.Run(s.KVHeads, func(hi, _ int) { prep(hi) })
+	if a.of != a { // made once: a step's regions make no closures
+		a.of, a.prepTask, a.sliceTask = a, a.prepHead, a.runSlice
+	}
+	a.cur, a.g, a.k, a.n, a.accLen, a.prep = step, g, k, n, accLen, prep
+	if prep && k > 1 {
+		pool.Run(s.KVHeads, a.prepTask)
 	}
 	if len(a.left) < s.KVHeads {
 		a.left = make([]slicesLeft, s.KVHeads)
@@ -202,32 +216,43 @@ func (a *attention) run(s Shape, n, accLen int, prep func(hi int), task func(ws 
 	for hi := range s.KVHeads {
 		a.left[hi].n.Store(int32(k))
 	}
-	pool.Run(s.KVHeads*k, func(ti, w int) {
-		hi, si := ti/k, ti%k
-		t0, t1 := bounds(si, k, n)
-		parts := a.parts[ti*g : (ti+1)*g]
-		for j := range parts {
-			parts[j].Reset(accLen)
+	pool.Run(s.KVHeads*k, a.sliceTask)
+	a.cur = nil
+}
+
+// prepHead is run's set-up of KV head hi.
+func (a *attention) prepHead(hi, _ int) { a.cur.prep(hi) }
+
+// runSlice is run's task ti (slice ti%k of KV head ti/k) on goroutine w.
+func (a *attention) runSlice(ti, w int) {
+	g, k, step := a.g, a.k, a.cur
+	hi, si := ti/k, ti%k
+	t0, t1 := bounds(si, k, a.n)
+	parts := a.parts[ti*g : (ti+1)*g]
+	for j := range parts {
+		parts[j].Reset(a.accLen)
+	}
+	if a.prep && k == 1 {
+		step.prep(hi)
+	}
+	ws := &a.work[w]
+	step.task(ws, hi, t0, t1, parts)
+	if k > 1 && a.left[hi].n.Add(-1) != 0 {
+		return
+	}
+	// The head's last slice to finish merges them all, in slice
+	// order: a region of merges of its own would cost the step
+	// another wait at its end for a few hundred multiply-adds.
+	for j := range g {
+		p := &a.parts[hi*k*g+j]
+		for si := 1; si < k; si++ {
+			p.Merge(&a.parts[(hi*k+si)*g+j])
 		}
-		if prep != nil && k == 1 {
-			prep(hi)
+		step.finish(ws, hi, j, p)
+		if a.lse != nil {
+			a.lse[hi*g+j] = p.Max + float32(math.Log(float64(p.Sum)))
 		}
-		ws := &a.work[w]
-		task(ws, hi, t0, t1, parts)
-		if k > 1 && a.left[hi].n.Add(-1) != 0 {
-			return
-		}
-		// The head's last slice to finish merges them all, in slice
-		// order: a region of merges of its own would cost the step
-		// another wait at its end for a few hundred multiply-adds.
-		for j := range g {
-			p := &a.parts[hi*k*g+j]
-			for si := 1; si < k; si++ {
-				p.Merge(&a.parts[(hi*k+si)*g+j])
-			}
-			finish(ws, hi, j, p)
-		}
-	})
+	}
 }
 
 // slicesLeft counts a KV head's slices still running in an attention

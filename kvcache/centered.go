@@ -32,6 +32,7 @@ type centeredKeys struct {
 	n     int        // keys added: the position of the next
 	x     []float64  // scratch
 	m     []float64
+	c     []float32 // add's centred keys
 }
 
 // newCenteredKeys returns keys centred on the pre-RoPE mean of the fp16
@@ -77,7 +78,10 @@ func (s *centeredKeys) add(xs []float32) error {
 	if len(xs)%d != 0 {
 		return fmt.Errorf("kvcache: centered keys: %d values, not a multiple of %d", len(xs), d)
 	}
-	c := make([]float32, len(xs))
+	if cap(s.c) < len(xs) {
+		s.c = make([]float32, len(xs))
+	}
+	c := s.c[:len(xs)]
 	for t := 0; t < len(xs)/d; t++ {
 		s.center(c[t*d:(t+1)*d], xs[t*d:(t+1)*d], s.n+t)
 	}

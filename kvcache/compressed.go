@@ -61,8 +61,9 @@ type Compressed struct {
 	corr    quant.Correction
 	n, nc   int
 	heads   []*head
-	scratch []float32   // f16 → f32 conversion when moving tokens
-	preps   []queryPrep // per KV head: Attend's queries set up for its keys
+	scratch []float32      // f16 → f32 conversion when moving tokens
+	preps   []queryPrep    // per KV head: Attend's queries set up for its keys
+	call    compressedStep // Attend's call
 	attention
 }
 
@@ -365,7 +366,7 @@ func toF32(dst []float32, src []uint16) { tensor.FromF16(dst[:len(src)], src) }
 // side in one Partial (accLen + HeadDim values), and the merged sum is
 // brought back to the original basis once per query head.
 func (c *Compressed) Attend(out, q []float32, scale float32) {
-	d, g, n, nc := c.shape.HeadDim, c.shape.Group(), c.n, c.nc
+	d, n, nc := c.shape.HeadDim, c.n, c.nc
 	if n == 0 {
 		clear(out[:c.shape.QHeads*d])
 		return
@@ -377,63 +378,81 @@ func (c *Compressed) Attend(out, q []float32, scale float32) {
 	if len(c.preps) < len(c.heads) {
 		c.preps = make([]queryPrep, len(c.heads))
 	}
-	var prep func(hi int)
-	if nc > 0 {
-		prep = func(hi int) {
-			p := &c.preps[hi]
-			p.setQueries(q, hi, g, d)
-			prepareKeys(c.heads[hi].keys, p)
-		}
+	c.call = compressedStep{c: c, out: out, q: q, scale: scale, al: al}
+	c.run(c.shape, n, al+d, &c.call, nc > 0)
+	c.call = compressedStep{}
+}
+
+// compressedStep is the attendStep of a Compressed's Attend call: al
+// values of the compressed values' sum come first in a Partial.
+type compressedStep struct {
+	c      *Compressed
+	out, q []float32
+	scale  float32
+	al     int
+}
+
+func (s *compressedStep) prep(hi int) {
+	c := s.c
+	p := &c.preps[hi]
+	p.setQueries(s.q, hi, c.shape.Group(), c.shape.HeadDim)
+	prepareKeys(c.heads[hi].keys, p)
+}
+
+func (s *compressedStep) task(ws *workspace, hi, t0, t1 int, parts []Partial) {
+	c, q, scale, al := s.c, s.q, s.scale, s.al
+	d, g, nc := c.shape.HeadDim, c.shape.Group(), c.nc
+	h := c.heads[hi]
+	mc := max(0, min(t1, nc)-t0) // compressed positions in the slice
+	ws.group(q, hi, g, d, t1-t0, mc, al, parts)
+	if mc > 0 {
+		scorePrepared(h.keys, ws.cs, &c.preps[hi], t0)
 	}
-	c.run(c.shape, n, al+d, prep, func(ws *workspace, hi, t0, t1 int, parts []Partial) {
+	// the slice's window rows (fp16), if it reaches the window
+	w0, w1 := h.off+max(t0, nc)-nc, h.off+max(t1, nc)-nc
+	wk, wv := h.wk[w0*d:w1*d], h.wv[w0*d:w1*d]
+	m, nw := t1-t0, w1-w0
+	for j := 0; j < g && nw > 0; j++ { // four query heads per pass where there are four
+		if j%4 == 0 && j+4 <= g {
+			tensor.DotRowsF16x4(ws.scores[j*m+mc:], m, nw, q[(hi*g+j)*d:(hi*g+j+4)*d], wk)
+			j += 3
+			continue
+		}
+		tensor.DotRowsF16(ws.sc[j][mc:], ws.qs[j], wk)
+	}
+	for j := range g {
+		c.biasScores(ws.sc[j], hi, t0, scale)
+		parts[j].Weigh(ws.sc[j], scale)
+	}
+	if mc > 0 {
+		h.values.accumulate(ws.accumulator(hi, len(c.heads), h.values), ws.ca, ws.cs, t0)
+	}
+	for j := 0; j < g && nw > 0; j++ {
+		if j%4 == 0 && j+4 <= g {
+			var accs [4][]float32
+			for i := range accs {
+				accs[i] = ws.accs[j+i][al:]
+			}
+			tensor.WeightedSumF16x4(&accs, ws.scores[j*m+mc:], m, nw, wv)
+			j += 3
+			continue
+		}
+		tensor.WeightedSumF16(ws.accs[j][al:], ws.sc[j][mc:], wv)
+	}
+}
+
+func (s *compressedStep) finish(ws *workspace, hi, j int, p *Partial) {
+	c, al := s.c, s.al
+	d, g := c.shape.HeadDim, c.shape.Group()
+	o := s.out[(hi*g+j)*d : (hi*g+j+1)*d]
+	if al > 0 {
 		h := c.heads[hi]
-		mc := max(0, min(t1, nc)-t0) // compressed positions in the slice
-		ws.group(q, hi, g, d, t1-t0, mc, al, parts)
-		if mc > 0 {
-			scorePrepared(h.keys, ws.cs, &c.preps[hi], t0)
-		}
-		// the slice's window rows (fp16), if it reaches the window
-		w0, w1 := h.off+max(t0, nc)-nc, h.off+max(t1, nc)-nc
-		wk, wv := h.wk[w0*d:w1*d], h.wv[w0*d:w1*d]
-		m, nw := t1-t0, w1-w0
-		for j := 0; j < g && nw > 0; j++ { // four query heads per pass where there are four
-			if j%4 == 0 && j+4 <= g {
-				tensor.DotRowsF16x4(ws.scores[j*m+mc:], m, nw, q[(hi*g+j)*d:(hi*g+j+4)*d], wk)
-				j += 3
-				continue
-			}
-			tensor.DotRowsF16(ws.sc[j][mc:], ws.qs[j], wk)
-		}
-		for j := range g {
-			c.biasScores(ws.sc[j], hi, t0, scale)
-			parts[j].Weigh(ws.sc[j], scale)
-		}
-		if mc > 0 {
-			h.values.accumulate(ws.accumulator(hi, len(c.heads), h.values), ws.ca, ws.cs, t0)
-		}
-		for j := 0; j < g && nw > 0; j++ {
-			if j%4 == 0 && j+4 <= g {
-				var accs [4][]float32
-				for i := range accs {
-					accs[i] = ws.accs[j+i][al:]
-				}
-				tensor.WeightedSumF16x4(&accs, ws.scores[j*m+mc:], m, nw, wv)
-				j += 3
-				continue
-			}
-			tensor.WeightedSumF16(ws.accs[j][al:], ws.sc[j][mc:], wv)
-		}
-	}, func(ws *workspace, hi, j int, p *Partial) {
-		o := out[(hi*g+j)*d : (hi*g+j+1)*d]
-		if al > 0 {
-			h := c.heads[hi]
-			h.values.finish(ws.accumulator(hi, len(c.heads), h.values), o, p.Acc[:al])
-			tensor.AxpyF32(o, 1, p.Acc[al:])
-		} else {
-			copy(o, p.Acc[al:])
-		}
-		if p.Sum > 0 {
-			scaleVec(o, 1/p.Sum)
-		}
-	})
+		h.values.finish(ws.accumulator(hi, len(c.heads), h.values), o, p.Acc[:al])
+		tensor.AxpyF32(o, 1, p.Acc[al:])
+	} else {
+		copy(o, p.Acc[al:])
+	}
+	if p.Sum > 0 {
+		scaleVec(o, 1/p.Sum)
+	}
 }

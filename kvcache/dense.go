@@ -29,6 +29,7 @@ type Dense struct {
 	values []rows
 	elem   int
 	name   string
+	call   denseStep // Attend's call
 	attention
 }
 
@@ -92,12 +93,27 @@ func (c *Dense) Attend(out, q []float32, scale float32) {
 		clear(out[:c.shape.QHeads*d])
 		return
 	}
-	g := c.shape.Group()
-	c.run(c.shape, n, d, nil, func(ws *workspace, hi, t0, t1 int, parts []Partial) {
-		c.span(ws, q, hi, t0, t1, parts, scale)
-	}, func(_ *workspace, hi, j int, p *Partial) {
-		p.Result(out[(hi*g+j)*d : (hi*g+j+1)*d])
-	})
+	c.call = denseStep{c: c, out: out, q: q, scale: scale}
+	c.run(c.shape, n, d, &c.call, false)
+	c.call = denseStep{}
+}
+
+// denseStep is the attendStep of a Dense's Attend call.
+type denseStep struct {
+	c      *Dense
+	out, q []float32
+	scale  float32
+}
+
+func (s *denseStep) prep(int) {}
+
+func (s *denseStep) task(ws *workspace, hi, t0, t1 int, parts []Partial) {
+	s.c.span(ws, s.q, hi, t0, t1, parts, s.scale)
+}
+
+func (s *denseStep) finish(_ *workspace, hi, j int, p *Partial) {
+	d, g := s.c.shape.HeadDim, s.c.shape.Group()
+	p.Result(s.out[(hi*g+j)*d : (hi*g+j+1)*d])
 }
 
 // AttendLast computes, for each of the last n tokens appended, attention

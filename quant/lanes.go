@@ -31,6 +31,7 @@ type Lanes struct {
 	data  []byte    // whole blocks, then laneSlack bytes
 	n     int       // tokens held
 	tmp   []byte    // codes being added
+	sc    Scratch   // the encoder's buffers
 }
 
 // lanePart is one segment in a block, as the kernel reads it (176
@@ -116,7 +117,7 @@ func (l *Lanes) Append(xs []float32) error {
 		l.tmp = make([]byte, m*l.code)
 	}
 	codes := l.tmp[:m*l.code]
-	if err := l.q.EncodeBatch(codes, xs); err != nil {
+	if err := EncodeBatchScratch(l.q, codes, xs, &l.sc); err != nil {
 		return err
 	}
 	return l.AppendCodes(codes)
@@ -185,8 +186,8 @@ func (lq *LaneQueries) Len() int { return lq.n }
 // dimension) in the kernel's layout, reusing lq's storage.
 func (l *Lanes) PrepareQueries(lq *LaneQueries, qs [][]float32) error {
 	for _, q := range qs {
-		if err := checkLen(l.q.Name()+" query", len(q), l.q.Dim()); err != nil {
-			return err
+		if len(q) != l.q.Dim() { // the name is made only for the error
+			return checkLen(l.q.Name()+" query", len(q), l.q.Dim())
 		}
 	}
 	size := 0

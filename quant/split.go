@@ -140,26 +140,29 @@ func scatter(dst, src []float32, idx []int) {
 func (s *Split) Encode(dst []byte, x []float32) error { return s.EncodeBatch(dst, x) }
 
 // EncodeBatch encodes each vector of xs into consecutive codes of dst.
-func (s *Split) EncodeBatch(dst []byte, xs []float32) error {
+func (s *Split) EncodeBatch(dst []byte, xs []float32) error { return s.encodeBatch(dst, xs, nil) }
+
+// encodeBatch is EncodeBatch with its buffers taken from sc.
+func (s *Split) encodeBatch(dst []byte, xs []float32, sc *Scratch) error {
 	n, err := batchLen(s, dst, xs)
 	if err != nil {
 		return err
 	}
 	// Gather all vectors' parts, then encode each part as one batch.
 	k := len(s.outliers)
-	a := make([]float32, n*k)
-	b := make([]float32, n*(s.d-k))
+	a := sc.floats(n * k)
+	b := sc.floats(n * (s.d - k))
 	for i := range n {
 		x := xs[i*s.d : (i+1)*s.d]
 		gather(a[i*k:(i+1)*k], x, s.outliers)
 		gather(b[i*(s.d-k):(i+1)*(s.d-k)], x, s.rest)
 	}
-	ca := make([]byte, n*s.hi.Bytes())
-	cb := make([]byte, n*s.lo.Bytes())
-	if err := s.hi.EncodeBatch(ca, a); err != nil {
+	ca := sc.bytes(n * s.hi.Bytes())
+	cb := sc.bytes(n * s.lo.Bytes())
+	if err := encodeBatch(s.hi, ca, a, sc); err != nil {
 		return err
 	}
-	if err := s.lo.EncodeBatch(cb, b); err != nil {
+	if err := encodeBatch(s.lo, cb, b, sc); err != nil {
 		return err
 	}
 	for i := range n {

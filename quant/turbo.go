@@ -146,13 +146,16 @@ func (t *TurboMSE) Encode(dst []byte, x []float32) error { return t.EncodeBatch(
 
 // EncodeBatch encodes the len(xs)/d vectors in xs into consecutive codes
 // in dst, with one scratch allocation for the whole batch.
-func (t *TurboMSE) EncodeBatch(dst []byte, xs []float32) error {
+func (t *TurboMSE) EncodeBatch(dst []byte, xs []float32) error { return t.encodeBatch(dst, xs, nil) }
+
+// encodeBatch is EncodeBatch with its scratch taken from sc.
+func (t *TurboMSE) encodeBatch(dst []byte, xs []float32, sc *Scratch) error {
 	n, err := batchLen(t, dst, xs)
 	if err != nil {
 		return err
 	}
-	y := make([]float32, t.d)
-	idx := make([]uint8, t.d)
+	y := sc.floats(t.d)
+	idx := sc.bytes(t.d)
 	for i := range n {
 		code := dst[i*t.Bytes() : (i+1)*t.Bytes()]
 		scale, err := t.encode(code[2:], xs[i*t.d:(i+1)*t.d], y, idx)
