@@ -53,6 +53,13 @@ type batchRows struct {
 	spans, keep [][2]int
 	caches      []kvcache.Cache
 	outs, qs    [][]float32
+	// attendRows's call, for its tasks: the session lending its buffers,
+	// the layer and the scale, and the side-by-side task made once (of)
+	s     *Session
+	li    int
+	scale float32
+	of    *batchRows
+	side  func(t, w int)
 }
 
 func (r *batchRows) fail(i int, err error) { r.errs[i] = err }
@@ -212,22 +219,9 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 		i = j
 	}
 	rows.singles, rows.multis = singles, multis
-	one := func(i int, alone bool) {
-		s.ropeRows(i, i+1) // one row: on this goroutine
-		seq := rows.seq[i]
-		cache := seq.caches[li]
-		if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
-			rows.fail(i, err)
-			clear(s.att[i*qd : (i+1)*qd])
-			return
-		}
-		if alone {
-			cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
-			return
-		}
-		kvcache.UsePool(cache, nil)
-		cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
-		kvcache.UsePool(cache, seq.opts().Pool)
+	rows.s, rows.li, rows.scale = s, li, scale
+	if rows.of != rows { // made once: a step's regions make no closures
+		rows.of, rows.side = rows, rows.sideTask
 	}
 	threads := pool.Threads()
 	if apart {
@@ -253,10 +247,10 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 		singles, multis = nil, keep
 	}
 	if len(singles) >= 2 && (2*len(singles) >= threads || longest < sideBySideContext) {
-		pool.Run(len(singles), func(t, _ int) { one(singles[t], false) })
+		pool.Run(len(singles), rows.side)
 	} else {
 		for _, i := range singles {
-			one(i, true)
+			rows.one(i, true)
 		}
 	}
 	for _, sp := range multis {
@@ -266,7 +260,7 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 		last, whole := cache.(kvcache.LastAttender)
 		if !whole {
 			for i := i0; i < i1; i++ {
-				one(i, true)
+				rows.one(i, true)
 			}
 			continue
 		}
@@ -288,6 +282,33 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 		}
 	}
 }
+
+// one rotates, appends and attends row i of the chunk (attendRows's
+// call), on the caches' own pools if alone, else on this goroutine.
+func (rows *batchRows) one(i int, alone bool) {
+	s, li, scale := rows.s, rows.li, rows.scale
+	c := &s.m.Config
+	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
+	s.ropeRows(i, i+1) // one row: on this goroutine
+	seq := rows.seq[i]
+	cache := seq.caches[li]
+	if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
+		rows.fail(i, err)
+		clear(s.att[i*qd : (i+1)*qd])
+		return
+	}
+	if alone {
+		cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
+		return
+	}
+	kvcache.UsePool(cache, nil)
+	cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
+	kvcache.UsePool(cache, seq.opts().Pool)
+}
+
+// sideTask is attendRows's task t: single row t, side by side with the
+// others.
+func (rows *batchRows) sideTask(t, _ int) { rows.one(rows.singles[t], false) }
 
 // attendWaves appends and attends the rows of the sessions spans (rows
 // [i0, i1) each) of layer li: wave w takes each session's row i0+w, the

@@ -33,6 +33,30 @@ type Scratch struct {
 	workers []workerScratch         // per goroutine of the pool
 	preps   []prepared
 	vecs    vectors
+	// matMulShared's call, read by its tasks, and the tasks as func
+	// values made once for this Scratch (of): a product makes no
+	// closures
+	call                        matCall
+	of                          *Scratch
+	vector                      func(v int)
+	product, productVecs, group func(task, worker int)
+	one                         [1]Product // MatMul's
+}
+
+// matCall is what a matMulShared call's tasks read.
+type matCall struct {
+	ps               []Product
+	preps            []prepared
+	x                []float32
+	cols, n          int
+	prepare          func(v int)
+	need, packed     [numActKinds]bool
+	acts             [numActKinds][]*activation
+	packs            []multiPack
+	passes           int
+	multiKind        actKind
+	tasks, totalRows int
+	ng, gt           int
 }
 
 // vectors is the per-vector work of a product (Options.Prepare, then
@@ -205,8 +229,15 @@ func MatVec(out []float32, w []byte, t DType, rows, cols int, x []float32, opts 
 // row is read once for all n vectors, which is what makes prefill faster
 // than n calls to MatVec.
 func MatMul(out []float32, w []byte, t DType, rows, cols int, x []float32, n int, opts Options) error {
-	ps := [1]Product{{Out: out, W: w, Type: t, Rows: rows}}
-	return matMulShared(ps[:], cols, x, n, opts, minTaskBytes)
+	p := Product{Out: out, W: w, Type: t, Rows: rows}
+	if opts.Scratch == nil {
+		return matMulShared([]Product{p}, cols, x, n, opts, minTaskBytes)
+	}
+	ps := opts.Scratch.one[:]
+	ps[0] = p
+	err := matMulShared(ps, cols, x, n, opts, minTaskBytes)
+	ps[0] = Product{}
+	return err
 }
 
 // Product is one matrix of a MatMulShared call: Out (n·Rows values, as
@@ -342,61 +373,82 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 			packs[j].reset(acts[multiKind][passStart(j, passes, n):passStart(j+1, passes, n)], cols)
 		}
 	}
-	prepare := opts.Prepare
-	vector := func(v int) {
-		if prepare != nil {
-			prepare(v)
-		}
-		xv := x[v*cols : (v+1)*cols]
-		for k, ok := range need {
-			if !ok {
-				continue
-			}
-			a := acts[k][v]
-			a.set(actKind(k), xv)
-			if packs != nil && actKind(k) == multiKind {
-				p := passOf(v, passes, n)
-				packs[p].setVector(v-passStart(p, passes, n), a)
-			}
-		}
-	}
 	threads := opts.Pool.Threads()
 	if len(scr.workers) < threads {
 		scr.workers = append(scr.workers, make([]workerScratch, threads-len(scr.workers))...)
 	}
 	tasks := min(totalRows, threads*tasksPerThread, max(1, totalBytes*n/minBytes))
-	product := func(task, w int) {
-		rowRange(ps, preps, taskStart(task, tasks, totalRows), taskStart(task+1, tasks, totalRows), cols, &scr.workers[w])
+	if scr.of != scr {
+		scr.of = scr
+		scr.vector, scr.product, scr.productVecs, scr.group = scr.vectorTask, scr.productTask, scr.productVecsTask, scr.groupTask
 	}
+	scr.call = matCall{ps: ps, preps: preps, x: x, cols: cols, n: n, prepare: opts.Prepare, need: need, packed: packed,
+		acts: acts, packs: packs, passes: passes, multiKind: multiKind, tasks: tasks, totalRows: totalRows, ng: ng}
+	defer func() { scr.call = matCall{} }()
 	if packed != [numActKinds]bool{} {
 		// The tiled kernel's groups need all their vectors: a region of
 		// their own, by groups of vectors (a prefill chunk's activations
 		// are as much work as a small product), before the products'.
-		gt := min(ng, threads*tasksPerThread, max(1, n*cols/minBytes))
-		opts.Pool.Run(gt, func(task, _ int) {
-			for g := ng * task / gt; g < ng*(task+1)/gt; g++ {
-				v0, v1 := g*gemmCols, min(n, (g+1)*gemmCols)
-				for v := v0; v < v1; v++ {
-					vector(v)
-				}
-				for k, ok := range packed {
-					if ok {
-						scr.groups[k][g].set(actKind(k), acts[k][v0:v1], cols)
-					}
-				}
-			}
-		})
-		opts.Pool.Run(tasks, product)
+		scr.call.gt = min(ng, threads*tasksPerThread, max(1, n*cols/minBytes))
+		opts.Pool.Run(scr.call.gt, scr.group)
+		opts.Pool.Run(tasks, scr.product)
 		return nil
 	}
 	// Otherwise the vectors are prepared inside the products' region.
-	vs := &scr.vecs
-	vs.start(n, vector, 0, nil)
-	opts.Pool.Run(tasks, func(task, w int) {
-		vs.ready()
-		product(task, w)
-	})
+	scr.vecs.start(n, scr.vector, 0, nil)
+	opts.Pool.Run(tasks, scr.productVecs)
 	return nil
+}
+
+// vectorTask prepares vector v of the call: Options.Prepare, then its
+// activation forms, and its place in the multi-row kernel's passes.
+func (scr *Scratch) vectorTask(v int) {
+	c := &scr.call
+	if c.prepare != nil {
+		c.prepare(v)
+	}
+	xv := c.x[v*c.cols : (v+1)*c.cols]
+	for k, ok := range c.need {
+		if !ok {
+			continue
+		}
+		a := c.acts[k][v]
+		a.set(actKind(k), xv)
+		if c.packs != nil && actKind(k) == c.multiKind {
+			p := passOf(v, c.passes, c.n)
+			c.packs[p].setVector(v-passStart(p, c.passes, c.n), a)
+		}
+	}
+}
+
+// productTask computes the rows of task of the call on goroutine w.
+func (scr *Scratch) productTask(task, w int) {
+	c := &scr.call
+	rowRange(c.ps, c.preps, taskStart(task, c.tasks, c.totalRows), taskStart(task+1, c.tasks, c.totalRows), c.cols, &scr.workers[w])
+}
+
+// productVecsTask is productTask once the vectors are ready (taking some
+// to prepare while any is left).
+func (scr *Scratch) productVecsTask(task, w int) {
+	scr.vecs.ready()
+	scr.productTask(task, w)
+}
+
+// groupTask prepares the vectors of task's groups (of gt) for the tiled
+// kernel, and packs them.
+func (scr *Scratch) groupTask(task, _ int) {
+	c := &scr.call
+	for g := c.ng * task / c.gt; g < c.ng*(task+1)/c.gt; g++ {
+		v0, v1 := g*gemmCols, min(c.n, (g+1)*gemmCols)
+		for v := v0; v < v1; v++ {
+			scr.vectorTask(v)
+		}
+		for k, ok := range c.packed {
+			if ok {
+				scr.groups[k][g].set(actKind(k), c.acts[k][v0:v1], c.cols)
+			}
+		}
+	}
 }
 
 // passOf returns the multi-row pass that holds vector v of n.
