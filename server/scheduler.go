@@ -82,10 +82,16 @@ type sequence struct {
 	stop      stopMatcher
 	generated int
 	step      StepSeq
-	tok       int32     // the token sampled from the step's logits
-	one       [1]int32  // a decode step's token
-	chain     []*block  // prefix blocks held until the prompt is in
-	rec       *recorder // the prompt's new blocks, nil when none
+	tok       int32 // the token sampled from the step's logits
+	// what decode made of tok for take: its text, whether it was an
+	// end-of-generation token, and the job's end it brings ("stop",
+	// "length", or "" when the job goes on)
+	text  string
+	eog   bool
+	end   string
+	one   [1]int32  // a decode step's token
+	chain []*block  // prefix blocks held until the prompt is in
+	rec   *recorder // the prompt's new blocks, nil when none
 }
 
 // Errors the handlers turn into responses.
@@ -407,13 +413,14 @@ func (s *scheduler) step() {
 	}
 	s.stepper.Step(batch)
 	// The next tokens, drawn side by side (argmax over the vocabulary is
-	// the step's largest serial part after the model's); what follows
-	// from each token (its text, the stop strings, the job's end) in
-	// order.
+	// the step's largest serial part after the model's) with what each
+	// sequence alone makes of its token (its text, the stop strings:
+	// decode); what reaches the jobs (take) in order.
 	if s.sample == nil {
 		s.sample = func(i int) {
 			if q := s.fed[i]; q.step.Err == nil && len(q.pending) == 0 {
 				q.tok = q.sampler.Sample(q.step.Logits)
+				s.decode(q)
 			}
 		}
 	}
@@ -479,47 +486,57 @@ func (s *scheduler) promptDone(q *sequence) {
 	q.chain, q.rec = nil, nil
 }
 
-// take takes the token sampled for a sequence whose prompt has been fed
-// (q.tok) and hands its text to the job.
+// decode does the work of the token sampled for a sequence whose prompt
+// has been fed (q.tok) that touches the sequence alone, so that the
+// step's sequences do it side by side: the sampler's history, the
+// token's text and the stop strings, and whether the job ends (q.text,
+// q.eog, q.end, for take).
+func (s *scheduler) decode(q *sequence) {
+	tok := q.tok
+	q.eog = s.m.Tokenizer.IsEOG(tok)
+	if q.eog {
+		q.text, q.end = q.stop.flush()+q.dec.Flush(), "stop"
+		return
+	}
+	q.sampler.Accept(tok)
+	q.generated++
+	text, stopped := q.stop.feed(q.dec.Next(tok))
+	q.text, q.end = text, ""
+	switch {
+	case stopped:
+		q.end = "stop"
+	case q.generated >= q.j.p.maxTokens:
+		tail, stopped := q.stop.feed(q.dec.Flush())
+		q.end = "length"
+		if stopped {
+			q.end = "stop"
+		} else {
+			tail += q.stop.flush()
+		}
+		q.text += tail
+	}
+}
+
+// take hands the text of the token decode went through to the job, and
+// ends the job where the token ends it.
 func (s *scheduler) take(q *sequence) {
 	j := q.j
-	tok := q.tok
 	now := time.Now()
-	if q.generated == 0 {
+	if q.generated == 0 || q.generated == 1 && !q.eog { // the job's first token
 		j.mu.Lock()
 		j.first = now
 		j.mu.Unlock()
 		s.met.ttft.Observe(now.Sub(j.arrived).Seconds())
 	}
-	if s.m.Tokenizer.IsEOG(tok) {
-		s.emit(q, q.stop.flush()+q.dec.Flush())
-		s.finish(q, "stop", nil)
+	if !q.eog {
+		s.met.genTokens.Inc()
+	}
+	s.emit(q, q.text)
+	if q.end != "" {
+		s.finish(q, q.end, nil)
 		return
 	}
-	q.sampler.Accept(tok)
-	q.generated++
-	s.met.genTokens.Inc()
-	text, stopped := q.stop.feed(q.dec.Next(tok))
-	if stopped {
-		s.emit(q, text)
-		s.finish(q, "stop", nil)
-		return
-	}
-	if q.generated >= j.p.maxTokens {
-		tail, stopped := q.stop.feed(q.dec.Flush())
-		if !stopped {
-			tail += q.stop.flush()
-		}
-		s.emit(q, text+tail)
-		reason := "length"
-		if stopped {
-			reason = "stop"
-		}
-		s.finish(q, reason, nil)
-		return
-	}
-	s.emit(q, text)
-	q.next = tok
+	q.next = q.tok
 }
 
 func (s *scheduler) emit(q *sequence, text string) {

@@ -674,18 +674,30 @@ func FuzzRequest(f *testing.F) {
 // TestConcurrentGreedy: eight greedy completions at once, each stepped on
 // its own (the Serial stepper, so every sequence's logits are those of a
 // lone session) while the scheduler samples the step's tokens side by
-// side, each get the model's own greedy answer to their prompt.
+// side and detokenises them and matches the stop strings side by side,
+// each get the model's own greedy answer to their prompt: the whole of
+// it ("length") or, for every other prompt, what comes before a stop
+// string taken from its middle ("stop").
 func TestConcurrentGreedy(t *testing.T) {
 	m := testModel(t)
 	_, ts := start(t, m, Options{PrefillTokens: 4096, Stepper: func(mm *model.Model) Stepper { return Serial{M: mm} }})
 	prompts := []string{"The river", "In the morning the", "A list of", "Python is", "The old house", "She said that", "Numbers such as", "Once upon a time"}
-	got := make([]string, len(prompts))
+	want, wantEnd, stops := make([]string, len(prompts)), make([]string, len(prompts)), make([]string, len(prompts))
+	for i, p := range prompts {
+		full, _ := greedy(t, m, m.Tokenizer.Encode(p, true), 12)
+		want[i], wantEnd[i], stops[i] = full, "length", "zzzzqqq"
+		if mid := strings.TrimSpace(full[len(full)/2:]); i%2 == 1 && len(mid) >= 3 {
+			stops[i] = mid[:3]
+			want[i], wantEnd[i] = full[:strings.Index(full, stops[i])], "stop"
+		}
+	}
+	got, gotEnd := make([]string, len(prompts)), make([]string, len(prompts))
 	var wg sync.WaitGroup
 	for i, p := range prompts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			req, _ := http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(fmt.Sprintf(`{"prompt":%q,"max_tokens":12,"temperature":0}`, p)))
+			req, _ := http.NewRequest("POST", ts.URL+"/v1/completions", strings.NewReader(fmt.Sprintf(`{"prompt":%q,"max_tokens":12,"temperature":0,"stop":[%q]}`, p, stops[i])))
 			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Error(err)
@@ -693,17 +705,17 @@ func TestConcurrentGreedy(t *testing.T) {
 			}
 			defer resp.Body.Close()
 			var cr completionResponse
-			if err := json.NewDecoder(resp.Body).Decode(&cr); err != nil || len(cr.Choices) != 1 {
+			if err := json.NewDecoder(resp.Body).Decode(&cr); err != nil || len(cr.Choices) != 1 || cr.Choices[0].FinishReason == nil {
 				t.Errorf("prompt %q: %v, %+v", p, err, cr)
 				return
 			}
-			got[i] = cr.Choices[0].Text
+			got[i], gotEnd[i] = cr.Choices[0].Text, *cr.Choices[0].FinishReason
 		}()
 	}
 	wg.Wait()
 	for i, p := range prompts {
-		if want, _ := greedy(t, m, m.Tokenizer.Encode(p, true), 12); got[i] != want {
-			t.Errorf("prompt %q: %q, want %q", p, got[i], want)
+		if got[i] != want[i] || gotEnd[i] != wantEnd[i] {
+			t.Errorf("prompt %q, stop %q: %q (%s), want %q (%s)", p, stops[i], got[i], gotEnd[i], want[i], wantEnd[i])
 		}
 	}
 }
