@@ -2,6 +2,27 @@
 
 #include "textflag.h"
 
+// LSCOORD4 scores one coordinate for four queries: its 16 tokens'
+// indices (at R11) turned into levels in Z by the part's codebook (Z13,
+// field shifts in Z15), multiplied into the chains A0–A3 by the queries'
+// values at off(R12) … off+12(R12); R11 moves on one coordinate.
+#define LSCOORD4(Z, off, A0, A1, A2, A3) \
+	VPMULTISHIFTQB.BCST (R11), Z15, Z; \
+	VPERMPS             Z13, Z, Z; \
+	VFMADD231PS.BCST    (off)(R12), Z, A0; \
+	VFMADD231PS.BCST    (off+4)(R12), Z, A1; \
+	VFMADD231PS.BCST    (off+8)(R12), Z, A2; \
+	VFMADD231PS.BCST    (off+12)(R12), Z, A3; \
+	ADDQ                R14, R11
+
+// LSCOORD2 is LSCOORD4 for the first two queries only.
+#define LSCOORD2(Z, off, A0, A1) \
+	VPMULTISHIFTQB.BCST (R11), Z15, Z; \
+	VPERMPS             Z13, Z, Z; \
+	VFMADD231PS.BCST    (off)(R12), Z, A0; \
+	VFMADD231PS.BCST    (off+4)(R12), Z, A1; \
+	ADDQ                R14, R11
+
 // func laneScore4AVX512(out *[4]*float32, nq int, blocks int, q *float32, parts *lanePart, nparts int, data *byte, block int)
 //
 // Scores blocks of 16 tokens laid out by Lanes against four queries, the
@@ -66,65 +87,25 @@ lpart:
 	JLE       lcoord2
 
 lcoord:
-	VPMULTISHIFTQB.BCST (R11), Z15, Z12
-	VPERMPS             Z13, Z12, Z12
-	VFMADD231PS.BCST    (R12), Z12, Z4
-	VFMADD231PS.BCST    4(R12), Z12, Z5
-	VFMADD231PS.BCST    8(R12), Z12, Z6
-	VFMADD231PS.BCST    12(R12), Z12, Z7
-	ADDQ                R14, R11
-	VPMULTISHIFTQB.BCST (R11), Z15, Z14
-	VPERMPS             Z13, Z14, Z14
-	VFMADD231PS.BCST    16(R12), Z14, Z8
-	VFMADD231PS.BCST    20(R12), Z14, Z9
-	VFMADD231PS.BCST    24(R12), Z14, Z10
-	VFMADD231PS.BCST    28(R12), Z14, Z11
-	ADDQ                R14, R11
-	VPMULTISHIFTQB.BCST (R11), Z15, Z24
-	VPERMPS             Z13, Z24, Z24
-	VFMADD231PS.BCST    32(R12), Z24, Z16
-	VFMADD231PS.BCST    36(R12), Z24, Z17
-	VFMADD231PS.BCST    40(R12), Z24, Z18
-	VFMADD231PS.BCST    44(R12), Z24, Z19
-	ADDQ                R14, R11
-	VPMULTISHIFTQB.BCST (R11), Z15, Z25
-	VPERMPS             Z13, Z25, Z25
-	VFMADD231PS.BCST    48(R12), Z25, Z20
-	VFMADD231PS.BCST    52(R12), Z25, Z21
-	VFMADD231PS.BCST    56(R12), Z25, Z22
-	VFMADD231PS.BCST    60(R12), Z25, Z23
-	ADDQ                R14, R11
-	ADDQ                $64, R12
-	SUBQ                $4, R13
-	JNE                 lcoord
-	JMP                 lsum
+	LSCOORD4(Z12, 0, Z4, Z5, Z6, Z7)
+	LSCOORD4(Z14, 16, Z8, Z9, Z10, Z11)
+	LSCOORD4(Z24, 32, Z16, Z17, Z18, Z19)
+	LSCOORD4(Z25, 48, Z20, Z21, Z22, Z23)
+	ADDQ $64, R12
+	SUBQ $4, R13
+	JNE  lcoord
+	JMP  lsum
 
 	// One or two queries: lcoord without the multiply-adds of queries
 	// 3 and 4, whose chains stay zero.
 lcoord2:
-	VPMULTISHIFTQB.BCST (R11), Z15, Z12
-	VPERMPS             Z13, Z12, Z12
-	VFMADD231PS.BCST    (R12), Z12, Z4
-	VFMADD231PS.BCST    4(R12), Z12, Z5
-	ADDQ                R14, R11
-	VPMULTISHIFTQB.BCST (R11), Z15, Z14
-	VPERMPS             Z13, Z14, Z14
-	VFMADD231PS.BCST    16(R12), Z14, Z8
-	VFMADD231PS.BCST    20(R12), Z14, Z9
-	ADDQ                R14, R11
-	VPMULTISHIFTQB.BCST (R11), Z15, Z24
-	VPERMPS             Z13, Z24, Z24
-	VFMADD231PS.BCST    32(R12), Z24, Z16
-	VFMADD231PS.BCST    36(R12), Z24, Z17
-	ADDQ                R14, R11
-	VPMULTISHIFTQB.BCST (R11), Z15, Z25
-	VPERMPS             Z13, Z25, Z25
-	VFMADD231PS.BCST    48(R12), Z25, Z20
-	VFMADD231PS.BCST    52(R12), Z25, Z21
-	ADDQ                R14, R11
-	ADDQ                $64, R12
-	SUBQ                $4, R13
-	JNE                 lcoord2
+	LSCOORD2(Z12, 0, Z4, Z5)
+	LSCOORD2(Z14, 16, Z8, Z9)
+	LSCOORD2(Z24, 32, Z16, Z17)
+	LSCOORD2(Z25, 48, Z20, Z21)
+	ADDQ $64, R12
+	SUBQ $4, R13
+	JNE  lcoord2
 
 lsum:
 	VADDPS      Z8, Z4, Z4
@@ -173,6 +154,32 @@ lnext:
 
 	VZEROUPPER
 	RET
+
+// LQLOOK turns the four coordinates' indices of a block's 16 tokens (at
+// R11, R14 bytes apart) into levels in Z18–Z21 (codebook Z16, field
+// shifts Z17).
+#define LQLOOK \
+	MOVQ                R11, R12; \
+	VPMULTISHIFTQB.BCST (R12), Z17, Z18; \
+	VPERMPS             Z16, Z18, Z18; \
+	ADDQ                R14, R12; \
+	VPMULTISHIFTQB.BCST (R12), Z17, Z19; \
+	VPERMPS             Z16, Z19, Z19; \
+	ADDQ                R14, R12; \
+	VPMULTISHIFTQB.BCST (R12), Z17, Z20; \
+	VPERMPS             Z16, Z20, Z20; \
+	ADDQ                R14, R12; \
+	VPMULTISHIFTQB.BCST (R12), Z17, Z21; \
+	VPERMPS             Z16, Z21, Z21
+
+// LQFMA loads one head's weights of the 16 tokens (off(DI)) into W and
+// adds their products with the four coordinates' levels to A0–A3.
+#define LQFMA(off, W, A0, A1, A2, A3) \
+	VMOVUPS     (off)(DI), W; \
+	VFMADD231PS W, Z18, A0; \
+	VFMADD231PS W, Z19, A1; \
+	VFMADD231PS W, Z20, A2; \
+	VFMADD231PS W, Z21, A3
 
 // func laneAcc4AVX512(acc *[4]*float32, nq int, w *[4]*float32, wbuf *float32, nb int, part *lanePart, data *byte, block int)
 //
@@ -252,73 +259,27 @@ lquad:
 	JLE    lqblock2
 
 lqblock:
-	MOVQ                R11, R12
-	VPMULTISHIFTQB.BCST (R12), Z17, Z18
-	VPERMPS             Z16, Z18, Z18
-	ADDQ                R14, R12
-	VPMULTISHIFTQB.BCST (R12), Z17, Z19
-	VPERMPS             Z16, Z19, Z19
-	ADDQ                R14, R12
-	VPMULTISHIFTQB.BCST (R12), Z17, Z20
-	VPERMPS             Z16, Z20, Z20
-	ADDQ                R14, R12
-	VPMULTISHIFTQB.BCST (R12), Z17, Z21
-	VPERMPS             Z16, Z21, Z21
-	VMOVUPS             (DI), Z22
-	VFMADD231PS         Z22, Z18, Z0
-	VFMADD231PS         Z22, Z19, Z1
-	VFMADD231PS         Z22, Z20, Z2
-	VFMADD231PS         Z22, Z21, Z3
-	VMOVUPS             64(DI), Z23
-	VFMADD231PS         Z23, Z18, Z4
-	VFMADD231PS         Z23, Z19, Z5
-	VFMADD231PS         Z23, Z20, Z6
-	VFMADD231PS         Z23, Z21, Z7
-	VMOVUPS             128(DI), Z24
-	VFMADD231PS         Z24, Z18, Z8
-	VFMADD231PS         Z24, Z19, Z9
-	VFMADD231PS         Z24, Z20, Z10
-	VFMADD231PS         Z24, Z21, Z11
-	VMOVUPS             192(DI), Z25
-	VFMADD231PS         Z25, Z18, Z12
-	VFMADD231PS         Z25, Z19, Z13
-	VFMADD231PS         Z25, Z20, Z14
-	VFMADD231PS         Z25, Z21, Z15
-	ADDQ                $256, DI
-	ADDQ                R10, R11
-	DECQ                CX
-	JNE                 lqblock
-	JMP                 lqsum
+	LQLOOK
+	LQFMA(0, Z22, Z0, Z1, Z2, Z3)
+	LQFMA(64, Z23, Z4, Z5, Z6, Z7)
+	LQFMA(128, Z24, Z8, Z9, Z10, Z11)
+	LQFMA(192, Z25, Z12, Z13, Z14, Z15)
+	ADDQ $256, DI
+	ADDQ R10, R11
+	DECQ CX
+	JNE  lqblock
+	JMP  lqsum
 
 	// One or two heads: lqblock without the multiply-adds of heads 3
 	// and 4, whose sums stay zero.
 lqblock2:
-	MOVQ                R11, R12
-	VPMULTISHIFTQB.BCST (R12), Z17, Z18
-	VPERMPS             Z16, Z18, Z18
-	ADDQ                R14, R12
-	VPMULTISHIFTQB.BCST (R12), Z17, Z19
-	VPERMPS             Z16, Z19, Z19
-	ADDQ                R14, R12
-	VPMULTISHIFTQB.BCST (R12), Z17, Z20
-	VPERMPS             Z16, Z20, Z20
-	ADDQ                R14, R12
-	VPMULTISHIFTQB.BCST (R12), Z17, Z21
-	VPERMPS             Z16, Z21, Z21
-	VMOVUPS             (DI), Z22
-	VFMADD231PS         Z22, Z18, Z0
-	VFMADD231PS         Z22, Z19, Z1
-	VFMADD231PS         Z22, Z20, Z2
-	VFMADD231PS         Z22, Z21, Z3
-	VMOVUPS             64(DI), Z23
-	VFMADD231PS         Z23, Z18, Z4
-	VFMADD231PS         Z23, Z19, Z5
-	VFMADD231PS         Z23, Z20, Z6
-	VFMADD231PS         Z23, Z21, Z7
-	ADDQ                $256, DI
-	ADDQ                R10, R11
-	DECQ                CX
-	JNE                 lqblock2
+	LQLOOK
+	LQFMA(0, Z22, Z0, Z1, Z2, Z3)
+	LQFMA(64, Z23, Z4, Z5, Z6, Z7)
+	ADDQ $256, DI
+	ADDQ R10, R11
+	DECQ CX
+	JNE  lqblock2
 
 lqsum:
 	// Per head j, the four coordinates' lanes summed into [c0 c1 c2 c3]:
