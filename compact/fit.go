@@ -305,8 +305,8 @@ var (
 )
 
 // maxDataCond is the largest condition number of a fit's matrix (of
-// float32 exp-scores, about seven significant digits) that least squares
-// solves without a ridge: beyond it the smallest directions are the
+// float32 exp-scores, about seven significant digits; its columns scaled
+// to unit norm) that least squares solves without a ridge: beyond it the smallest directions are the
 // scores' rounding (two equal keys whose scores came out of kernels that
 // round differently), and the plain fit would follow them with weights
 // at their bounds.
@@ -340,15 +340,7 @@ func lstsq(a, b *mat.Dense, lambda, bound float64) (x *mat.Dense, err error) {
 	}
 	x = new(mat.Dense)
 	if lambda == 0 && m >= k {
-		// A's columns are float32 data: directions below maxDataCond
-		// of its largest are rounding, not data, and a fit along them
-		// (two keys whose columns differ by a rounding) is noise.
-		var qr mat.QR
-		qr.Factorize(a)
-		if c := qr.Cond(); !(c <= maxDataCond) {
-			return nil, fmt.Errorf("condition number %.3g beyond %.0g: %w", c, maxDataCond, errIllConditioned)
-		}
-		if err := qr.SolveTo(x, false, b); err != nil {
+		if err := solveScaled(x, a, b); err != nil {
 			return nil, err
 		}
 	} else if err := x.Solve(a, b); err != nil {
@@ -360,6 +352,43 @@ func lstsq(a, b *mat.Dense, lambda, bound float64) (x *mat.Dense, err error) {
 		}
 	}
 	return x, nil
+}
+
+// solveScaled sets x to the least-squares solution of A·x ≈ B (A tall)
+// by QR of A with its columns scaled to unit norm, and fails where that
+// scaled matrix is conditioned beyond maxDataCond: A's columns are
+// float32 data, so directions below maxDataCond of the largest are
+// rounding (two keys whose columns differ by a rounding), and a fit along
+// them is noise. The scaling keeps a column that is merely small (a key
+// the queries attend little) from counting as such a direction. A zero or
+// non-finite column fails too.
+func solveScaled(x, a, b *mat.Dense) error {
+	m, k := a.Dims()
+	as := mat.NewDense(m, k, nil)
+	norms := make([]float64, k)
+	col := make([]float64, m)
+	for j := range k {
+		mat.Col(col, j, a)
+		n := floats.Norm(col, 2)
+		if !(n > 0) || math.IsInf(n, 0) {
+			return fmt.Errorf("column %d has norm %g: %w", j, n, errIllConditioned)
+		}
+		norms[j] = n
+		floats.Scale(1/n, col)
+		as.SetCol(j, col)
+	}
+	var qr mat.QR
+	qr.Factorize(as)
+	if c := qr.Cond(); !(c <= maxDataCond) {
+		return fmt.Errorf("condition number %.3g (columns scaled) beyond %.0g: %w", c, maxDataCond, errIllConditioned)
+	}
+	if err := qr.SolveTo(x, false, b); err != nil {
+		return err
+	}
+	for j, n := range norms {
+		floats.Scale(1/n, x.RawRowView(j))
+	}
+	return nil
 }
 
 // sigmaMax2 returns ‖A‖₂², the largest eigenvalue of AᵀA.
