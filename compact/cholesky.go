@@ -47,7 +47,6 @@ func factorCholesky(a []float64, t int, pool *tensor.Pool) (ch *cholesky, ok boo
 	norm := lapack64.Lansy(lapack.MaxColumnSum, sym, work)
 	ch = &cholesky{t: t, u: a, pool: pool}
 	buf := make([][]float64, pool.Threads())
-	var pairs [][2]int
 	for k0 := 0; k0 < t; k0 += cholBlock {
 		k1 := min(t, k0+cholBlock)
 		nb := k1 - k0
@@ -88,18 +87,7 @@ func factorCholesky(a []float64, t int, pool *tensor.Pool) (ch *cholesky, ok boo
 				w[i*nb+p-k0] = v
 			}
 		}
-		blocks := (m + cholBlock - 1) / cholBlock
-		cols := make([]tensor.Panels[float64], blocks)
-		pool.Run(blocks, func(j, _ int) {
-			j0, j1 := j*cholBlock, min(m, (j+1)*cholBlock)
-			cols[j].PackT(w[j0*nb:], j1-j0, nb, nb)
-		})
-		pairs = pairs[:0]
-		for i := range blocks {
-			for j := i; j < blocks; j++ {
-				pairs = append(pairs, [2]int{i, j})
-			}
-		}
+		cols, pairs := upperBlocks(w, m, nb, pool)
 		pool.Run(len(pairs), func(q, worker int) {
 			i, j := pairs[q][0], pairs[q][1]
 			i0, i1 := i*cholBlock, min(m, (i+1)*cholBlock)

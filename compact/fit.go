@@ -95,18 +95,7 @@ const gramBlock = 48
 func (p *normal) gram() []float64 {
 	t, n := p.t, p.n
 	g := make([]float64, t*t)
-	blocks := (t + gramBlock - 1) / gramBlock
-	cols := make([]tensor.Panels[float64], blocks)
-	p.pool.Run(blocks, func(j, _ int) {
-		j0, j1 := j*gramBlock, min(t, (j+1)*gramBlock)
-		cols[j].PackT(p.xt[j0*n:], j1-j0, n, n)
-	})
-	pairs := make([][2]int, 0, blocks*(blocks+1)/2)
-	for i := range blocks {
-		for j := i; j < blocks; j++ {
-			pairs = append(pairs, [2]int{i, j})
-		}
-	}
+	cols, pairs := upperBlocks(p.xt, t, n, p.pool)
 	p.pool.Run(len(pairs), func(k, _ int) {
 		i, j := pairs[k][0], pairs[k][1]
 		i0, i1 := i*gramBlock, min(t, (i+1)*gramBlock)
@@ -118,6 +107,26 @@ func (p *normal) gram() []float64 {
 		}
 	}
 	return g
+}
+
+// upperBlocks prepares the products W_i·W_jᵀ of the blocks of gramBlock
+// rows of w (m rows of k values) on and above the diagonal: each block
+// packed as the panel of a product's columns (over the pool), and the
+// pairs (i, j), i ≤ j, to compute.
+func upperBlocks(w []float64, m, k int, pool *tensor.Pool) ([]tensor.Panels[float64], [][2]int) {
+	blocks := (m + gramBlock - 1) / gramBlock
+	cols := make([]tensor.Panels[float64], blocks)
+	pool.Run(blocks, func(j, _ int) {
+		j0, j1 := j*gramBlock, min(m, (j+1)*gramBlock)
+		cols[j].PackT(w[j0*k:], j1-j0, k, k)
+	})
+	pairs := make([][2]int, 0, blocks*(blocks+1)/2)
+	for i := range blocks {
+		for j := i; j < blocks; j++ {
+			pairs = append(pairs, [2]int{i, j})
+		}
+	}
+	return cols, pairs
 }
 
 // product returns Xᵀ·B (t rows of B's columns), rows of Xᵀ in tiles
