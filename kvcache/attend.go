@@ -3,6 +3,7 @@ package kvcache
 import (
 	"math"
 	"sync/atomic"
+	"time"
 
 	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/quant"
@@ -51,6 +52,12 @@ const (
 	sliceAlign         = 64
 )
 
+// helpFor is how long a goroutine that would help with a KV head's
+// merges waits for its last slice before it leaves them to that slice:
+// about what the slices of a 16-thread step at 16k differ by, a few
+// microseconds, with room.
+const helpFor = 20 * time.Microsecond
+
 // attention is the part of Attend that every cache type shares:
 // flash-decoding over a pool. The positions [0, n) of each KV head are
 // cut into slices; one task per (KV head, slice) fills a Partial for each
@@ -58,9 +65,9 @@ const (
 // order, so the result does not depend on which goroutine ran what.
 type attention struct {
 	pool  *tensor.Pool
-	parts []Partial    // per (KV head, slice, query of the group)
-	work  []workspace  // per goroutine of the pool
-	left  []slicesLeft // per KV head: its slices not yet done
+	parts []Partial   // per (KV head, slice, query of the group)
+	work  []workspace // per goroutine of the pool
+	left  []headLeft  // per KV head: its set-up and slices not yet done
 	// bias, if set, holds a logit bias (fp16, natural-log units added to
 	// the scaled score) for the first positions of each KV head: a
 	// compacted context's (Compacted).
@@ -73,13 +80,15 @@ type attention struct {
 	split int
 	// shortest is the fewest positions of a slice (0: minSlice).
 	shortest int
-	// run's call: its step and sizes, read by its tasks, and the tasks
-	// as func values, made once for this attention (of)
-	cur                 attendStep
-	g, k, n, accLen     int
-	prep                bool
-	of                  *attention
-	prepTask, sliceTask func(task, worker int)
+	// run's call: its step and sizes, read by its tasks, and the task
+	// as a func value, made once for this attention (of)
+	cur             attendStep
+	pool1           *tensor.Pool // the pool of the call (nil: the caller's alone)
+	g, k, n, accLen int
+	heads, np       int
+	prep            bool
+	of              *attention
+	taskFunc        func(task, worker int)
 }
 
 // setBias gives the first len(b[h]) positions of KV head h the logit
@@ -168,98 +177,160 @@ func bounds(i, k, n int) (t0, t1 int) {
 }
 
 // attendStep is one Attend call's work, as attention.run hands it out:
-// prep(hi) sets up what KV head hi's tasks share (the group's queries
-// prepared for its key store), once per head and before any of them, if
-// the run is told to; task(ws, hi, t0, t1, parts) fills one Partial per
-// query head of KV head hi's group (each Reset to accLen) from positions
-// [t0, t1), scratch in ws; finish(ws, hi, j, p) writes query head
-// hi·g+j's output from its merged Partial. A cache keeps its attendStep
-// with the call's arguments in its own fields, so that a step makes no
-// closures.
+// where the run is told to prepare, begin(hi) sizes what KV head hi's
+// tasks share (the group's queries prepared for its key store) and
+// prep(hi, j) fills in query j's part of it (calls for different j may
+// run at once), before any of the head's tasks; task(ws, hi, t0, t1,
+// parts) fills one Partial per query head of KV head hi's group (each
+// Reset to accLen) from positions [t0, t1), scratch in ws; finish(ws, hi,
+// j, p) writes query head hi·g+j's output from its merged Partial. A
+// cache keeps its attendStep with the call's arguments in its own fields,
+// so that a step makes no closures.
 type attendStep interface {
-	prep(hi int)
+	begin(hi int)
+	prep(hi, j int)
 	task(ws *workspace, hi, t0, t1 int, parts []Partial)
 	finish(ws *workspace, hi, j int, p *Partial)
 }
 
 // run computes attention for all query heads with step (see
-// attendStep), calling step.prep where prep is set.
+// attendStep), preparing the queries where prep is set.
 //
 // With one slice per head, a head's task makes its own set-up and
-// finishes its heads. With more, the set-up runs first (the heads on the
-// pool, a single head on the caller), then the slices; the task that ends
-// a KV head's last slice merges its slices' Partials in slice order and
-// finishes the group's query heads.
+// finishes its heads. With more, one region of the pool runs the slices,
+// then g−1 helper tasks per KV head. A KV head's set-up is made by its
+// first slices to start, a query each (the others wait for it:
+// tensor.Pool.Wait); its merges and finishes, a query at a time, by the
+// goroutine that ends its last slice and by the helpers, which wait for
+// that (spinning, as the pool's idle goroutines do) and leave when it
+// takes long, the last slice then doing what is left. The set-up and the
+// step's tail are so shared by up to g goroutines instead of holding up
+// all of them on one, in one region; each query head's Partials merge in
+// slice order, so the results are those of the same slicing on one
+// goroutine, bit for bit.
 func (a *attention) run(s Shape, n, accLen int, step attendStep, prep bool) {
-	g := s.Group()
+	g, heads := s.Group(), s.KVHeads
 	k := a.slices(s, n)
 	pool := a.pool
-	if s.KVHeads*k == 1 || (k == 1 && n*g*s.HeadDim < minParallelWork) {
+	if heads*k == 1 || (k == 1 && n*g*s.HeadDim < minParallelWork) {
 		pool = nil // too little to share: every task on the caller
 	}
-	if need := s.KVHeads * k * g; len(a.parts) < need {
+	if need := heads * k * g; len(a.parts) < need {
 		a.parts = append(a.parts, make([]Partial, need-len(a.parts))...)
 	}
 	if need := pool.Threads(); len(a.work) < need {
 		a.work = append(a.work, make([]workspace, need-len(a.work))...)
 	}
+	if len(a.left) < heads {
+		a.left = make([]headLeft, heads)
+	}
 	if a.of != a { // made once: a step's regions make no closures
-		a.of, a.prepTask, a.sliceTask = a, a.prepHead, a.runSlice
+		a.of, a.taskFunc = a, a.runTask
 	}
-	a.cur, a.g, a.k, a.n, a.accLen, a.prep = step, g, k, n, accLen, prep
-	if prep && k > 1 {
-		pool.Run(s.KVHeads, a.prepTask)
+	a.cur, a.pool1, a.g, a.k, a.n, a.accLen, a.heads, a.prep = step, pool, g, k, n, accLen, heads, prep
+	tasks := heads * k
+	if k > 1 {
+		for hi := range heads {
+			l := &a.left[hi]
+			if prep {
+				step.begin(hi)
+				l.prepNext.Store(0)
+				l.prep.Set(g)
+			}
+			l.slices.Store(int32(k))
+			l.finNext.Store(0)
+			l.gaveUp.Store(false)
+		}
+		tasks += heads * (g - 1)
 	}
-	if len(a.left) < s.KVHeads {
-		a.left = make([]slicesLeft, s.KVHeads)
-	}
-	for hi := range s.KVHeads {
-		a.left[hi].n.Store(int32(k))
-	}
-	pool.Run(s.KVHeads*k, a.sliceTask)
-	a.cur = nil
+	pool.Run(tasks, a.taskFunc)
+	a.cur, a.pool1 = nil, nil
 }
 
-// prepHead is run's set-up of KV head hi.
-func (a *attention) prepHead(hi, _ int) { a.cur.prep(hi) }
-
-// runSlice is run's task ti (slice ti%k of KV head ti/k) on goroutine w.
-func (a *attention) runSlice(ti, w int) {
+// runTask is run's task ti on goroutine w: slice ti%k of KV head ti/k,
+// or, past the slices, a helper of KV head (ti − heads·k)/(g−1).
+func (a *attention) runTask(ti, w int) {
 	g, k, step := a.g, a.k, a.cur
+	ws := &a.work[w]
+	if ti >= a.heads*k {
+		hi := (ti - a.heads*k) / (g - 1)
+		l := &a.left[hi]
+		done := func() bool { return l.slices.Load() == 0 }
+		// Once a helper has given up on the head, the next ones (on the
+		// same goroutine, often) look once and leave.
+		if l.gaveUp.Load() && !done() || !l.gaveUp.Load() && !a.pool1.Spin(helpFor, done) {
+			l.gaveUp.Store(true)
+			return
+		}
+		a.finishHead(ws, hi)
+		return
+	}
 	hi, si := ti/k, ti%k
+	l := &a.left[hi]
+	if a.prep {
+		if k == 1 {
+			step.begin(hi)
+			for j := range g {
+				step.prep(hi, j)
+			}
+		} else {
+			for j := int(l.prepNext.Add(1) - 1); j < g; j = int(l.prepNext.Add(1) - 1) {
+				step.prep(hi, j)
+				l.prep.Done()
+			}
+			a.pool1.Wait(&l.prep)
+		}
+	}
 	t0, t1 := bounds(si, k, a.n)
 	parts := a.parts[ti*g : (ti+1)*g]
 	for j := range parts {
 		parts[j].Reset(a.accLen)
 	}
-	if a.prep && k == 1 {
-		step.prep(hi)
-	}
-	ws := &a.work[w]
 	step.task(ws, hi, t0, t1, parts)
-	if k > 1 && a.left[hi].n.Add(-1) != 0 {
+	if k == 1 {
+		for j := range parts {
+			a.finishQuery(ws, hi, j, &parts[j])
+		}
 		return
 	}
-	// The head's last slice to finish merges them all, in slice
-	// order: a region of merges of its own would cost the step
-	// another wait at its end for a few hundred multiply-adds.
-	for j := range g {
+	if l.slices.Add(-1) == 0 {
+		a.finishHead(ws, hi)
+	}
+}
+
+// finishHead merges, in slice order, and finishes KV head hi's query
+// heads that no other goroutine has taken, one at a time, once all its
+// slices are done.
+func (a *attention) finishHead(ws *workspace, hi int) {
+	g, k := a.g, a.k
+	l := &a.left[hi]
+	for j := int(l.finNext.Add(1) - 1); j < g; j = int(l.finNext.Add(1) - 1) {
 		p := &a.parts[hi*k*g+j]
 		for si := 1; si < k; si++ {
 			p.Merge(&a.parts[(hi*k+si)*g+j])
 		}
-		step.finish(ws, hi, j, p)
-		if a.lse != nil {
-			a.lse[hi*g+j] = p.Max + float32(math.Log(float64(p.Sum)))
-		}
+		a.finishQuery(ws, hi, j, p)
 	}
 }
 
-// slicesLeft counts a KV head's slices still running in an attention
-// step, on a cache line of its own: every slice's goroutine writes it.
-type slicesLeft struct {
-	n atomic.Int32
-	_ [60]byte
+// finishQuery writes query head hi·g+j's output from its merged Partial
+// p (and its log-sum-exp, where a.lse asks for it).
+func (a *attention) finishQuery(ws *workspace, hi, j int, p *Partial) {
+	a.cur.finish(ws, hi, j, p)
+	if a.lse != nil {
+		a.lse[hi*a.g+j] = p.Max + float32(math.Log(float64(p.Sum)))
+	}
+}
+
+// headLeft is a KV head's progress in an attention step, on cache lines
+// of its own: every task's goroutine writes it.
+type headLeft struct {
+	_        [64]byte
+	prepNext atomic.Int32 // queries whose set-up is taken
+	prep     tensor.Latch // queries whose set-up is not done
+	slices   atomic.Int32 // slices not done
+	finNext  atomic.Int32 // queries whose merge is taken
+	gaveUp   atomic.Bool  // a helper left before the slices were done
 }
 
 // runRows computes attention for n query rows at once: row i over the

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 
 	"github.com/turbomem/turbomem/tensor"
@@ -183,6 +184,62 @@ func TestAttendParallel(t *testing.T) {
 					for j := range got {
 						if math.Abs(float64(got[j]-want[j])) > 1e-5*(rms+math.Abs(float64(want[j]))) {
 							t.Fatalf("%s %v n=%d pool %d: out[%d] = %g, one goroutine %g (rms %g)", name, sh, n, pools[i].Threads(), j, got[j], want[j], rms)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestAttendSplitExact: on a pool, Attend's one region (each query's
+// set-up, the slices, each query's merge, tasks waiting for the ones
+// before them) gives bit for bit what the same slicing gives with every
+// task on the caller, in task order: for f16, the turbo formats (queries
+// set up per query: lanes and the centring term) and klt3.5 (set up per
+// group), 1 and 2 KV heads, groups of 4 and 3, on pools smaller and
+// larger than GOMAXPROCS (whose waits yield the processor).
+func TestAttendSplitExact(t *testing.T) {
+	r := rand.New(rand.NewPCG(13, 14))
+	pools := []*tensor.Pool{tensor.NewPool(2), tensor.NewPool(5), tensor.NewPool(2*runtime.GOMAXPROCS(0) + 3)}
+	defer func() {
+		for _, p := range pools {
+			p.Close()
+		}
+	}()
+	for _, sh := range []Shape{{QHeads: 4, KVHeads: 1, HeadDim: 128}, {QHeads: 6, KVHeads: 2, HeadDim: 64}} {
+		sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
+		ks, vs := kvData(r, sh, 1500, true)
+		for _, name := range []string{"f16", "turbo3.5", "turbo2.5", "klt3.5"} {
+			spec := withCov(t, specFor(t, name, 64), sh)
+			var caches []Cache // one per pool, then one per pool's slicing on the caller
+			for range 2 * len(pools) {
+				c, err := newTestCache(name, spec, sh)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for i := range ks {
+					if err := c.Append(ks[i], vs[i]); err != nil {
+						t.Fatal(err)
+					}
+				}
+				a := c.(interface{ att() *attention }).att()
+				a.shortest = minSlice
+				caches = append(caches, c)
+			}
+			for i, p := range pools {
+				UsePool(caches[i], p)
+				caches[len(pools)+i].(interface{ att() *attention }).att().split = p.Threads()
+			}
+			for range 3 {
+				q := randQuery(r, sh)
+				for i, p := range pools {
+					want, got := make([]float32, len(q)), make([]float32, len(q))
+					caches[len(pools)+i].Attend(want, q, 0.088)
+					caches[i].Attend(got, q, 0.088)
+					for j := range got {
+						if got[j] != want[j] {
+							t.Fatalf("%s %d KV heads, pool of %d: out[%d] = %g, on the caller %g", name, sh.KVHeads, p.Threads(), j, got[j], want[j])
 						}
 					}
 				}

@@ -98,10 +98,16 @@ func (s *centeredKeys) score(dst, qs [][]float32, t0 int) {
 	s.rope.meanScores(dst, qs, s.mu, t0)
 }
 
-// prepare sets up the inner store's queries and the mean's share.
-func (s *centeredKeys) prepare(p *queryPrep) {
-	prepareKeys(s.inner, p)
-	s.rope.plan(&p.mean, p.qs, s.mu)
+// begin sizes the inner store's set-up and the mean's share.
+func (s *centeredKeys) begin(p *queryPrep) {
+	beginKeys(s.inner, p)
+	s.rope.beginPlan(&p.mean, len(p.qs))
+}
+
+// prepare sets up query j for the inner store and the mean's share.
+func (s *centeredKeys) prepare(p *queryPrep, j int) {
+	prepareQuery(s.inner, p, j)
+	s.rope.planQuery(&p.mean, j, p.qs[j], s.mu)
 }
 
 // scoreWith is score with the set-up prepare made.

@@ -392,11 +392,15 @@ type compressedStep struct {
 	al     int
 }
 
-func (s *compressedStep) prep(hi int) {
+func (s *compressedStep) begin(hi int) {
 	c := s.c
 	p := &c.preps[hi]
 	p.setQueries(s.q, hi, c.shape.Group(), c.shape.HeadDim)
-	prepareKeys(c.heads[hi].keys, p)
+	beginKeys(c.heads[hi].keys, p)
+}
+
+func (s *compressedStep) prep(hi, j int) {
+	prepareQuery(s.c.heads[hi].keys, &s.c.preps[hi], j)
 }
 
 func (s *compressedStep) task(ws *workspace, hi, t0, t1 int, parts []Partial) {

@@ -105,7 +105,8 @@ type denseStep struct {
 	scale  float32
 }
 
-func (s *denseStep) prep(int) {}
+func (s *denseStep) begin(int)     {}
+func (s *denseStep) prep(int, int) {}
 
 func (s *denseStep) task(ws *workspace, hi, t0, t1 int, parts []Partial) {
 	s.c.span(ws, s.q, hi, t0, t1, parts, s.scale)

@@ -71,7 +71,13 @@ type kltKeys struct {
 	k *quant.KLT
 }
 
-func (s *kltKeys) prepare(p *queryPrep) {
+func (s *kltKeys) begin(*queryPrep) {}
+
+// prepare turns the whole group's queries for j = 0.
+func (s *kltKeys) prepare(p *queryPrep, j int) {
+	if j > 0 {
+		return
+	}
 	if err := s.k.PrepareQueries(&p.klt, p.qs); err != nil {
 		panic(err) // lengths are the cache's own: a bug
 	}
@@ -86,6 +92,6 @@ func (s *kltKeys) scoreWith(dst [][]float32, p *queryPrep, t0 int) {
 // score is scoreWith with queries set up for this call alone.
 func (s *kltKeys) score(dst, qs [][]float32, t0 int) {
 	p := queryPrep{qs: qs}
-	s.prepare(&p)
+	prepareKeys(s, &p)
 	s.scoreWith(dst, &p, t0)
 }

@@ -325,39 +325,52 @@ func (r *Rope) meanScores(dst, qs [][]float32, mu []float32, t0 int) {
 }
 
 // plan sets p up for the queries qs and the mean mu, reusing p's
-// storage. Queries go in fours (a short last group padded with zero
-// weights). Per query and pair, z = conj(q̃)·μ̃; per query, the slow
-// pairs' Re z and −Im z, the weights of add's node sums.
+// storage: beginPlan, then planQuery for each query.
 func (r *Rope) plan(p *meanPlan, qs [][]float32, mu []float32) {
-	p.r, p.nq = r, len(qs)
-	p.base = grown(p.base, len(qs))
+	r.beginPlan(p, len(qs))
+	for j, q := range qs {
+		r.planQuery(p, j, q, mu)
+	}
+}
+
+// beginPlan sizes p for nq queries, reusing p's storage. Queries go in
+// fours (a short last group padded with zero weights, set here).
+func (r *Rope) beginPlan(p *meanPlan, nq int) {
+	p.r, p.nq = r, nq
+	p.base = grown(p.base, nq)
 	if r == nil {
-		for j, q := range qs {
-			p.base[j] = tensor.DotF32(q, mu)
-		}
 		return
 	}
 	np, ps := len(r.freqs), len(r.slow)
-	p.groups = (len(qs) + 3) / 4
+	p.groups = (nq + 3) / 4
 	p.z = grown(p.z, 4*p.groups*np)
 	p.y = grown(p.y, 4*p.groups*2*ps)
-	clear(p.z)
-	clear(p.base)
-	for j, q := range qs {
-		for i := range np {
-			a, b := r.pair(i)
-			p.z[j*np+i] = complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b]))
-		}
-		if r.unrotated {
-			p.base[j] = tensor.DotF32(q[2*np:], mu[2*np:])
-		}
+	clear(p.z[nq*np:])
+	clear(p.y[nq*2*ps:])
+}
+
+// planQuery sets query j of p (beginPlan) to q, for the mean mu: per
+// pair, z = conj(q̃)·μ̃; the slow pairs' Re z and −Im z, the weights of
+// add's node sums; ⟨q, μ⟩ over the unrotated coordinates. Calls for
+// different j may run at once.
+func (r *Rope) planQuery(p *meanPlan, j int, q, mu []float32) {
+	if r == nil {
+		p.base[j] = tensor.DotF32(q, mu)
+		return
 	}
-	for j := range 4 * p.groups {
-		y := p.y[j*2*ps : (j+1)*2*ps]
-		z := p.z[j*np:] // zero for a padded query
-		for s, i := range r.slow {
-			y[s], y[ps+s] = float32(real(z[i])), float32(-imag(z[i]))
-		}
+	np, ps := len(r.freqs), len(r.slow)
+	z := p.z[j*np : (j+1)*np]
+	for i := range z {
+		a, b := r.pair(i)
+		z[i] = complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b]))
+	}
+	p.base[j] = 0
+	if r.unrotated {
+		p.base[j] = tensor.DotF32(q[2*np:], mu[2*np:])
+	}
+	y := p.y[j*2*ps : (j+1)*2*ps]
+	for s, i := range r.slow {
+		y[s], y[ps+s] = float32(real(z[i])), float32(-imag(z[i]))
 	}
 }
 

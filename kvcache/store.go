@@ -44,8 +44,12 @@ type valueStore interface {
 // queries, the centring term's weights) can be made once per attention
 // step and shared by every slice of positions scored with it.
 type preparedKeys interface {
-	// prepare sets p up for the queries p.qs.
-	prepare(p *queryPrep)
+	// begin sizes p for the queries p.qs, before any prepare.
+	begin(p *queryPrep)
+	// prepare sets query j of p.qs up; calls for different j may run at
+	// once. A set-up that does not split by query is made whole for j =
+	// 0 (and nothing for j > 0).
+	prepare(p *queryPrep, j int)
 	// scoreWith is score with the queries prepare set up; slices of one
 	// step call it at once.
 	scoreWith(dst [][]float32, p *queryPrep, t0 int)
@@ -54,8 +58,23 @@ type preparedKeys interface {
 // prepareKeys sets p up for k's scoring of the queries p.qs, where k
 // has a set-up to share.
 func prepareKeys(k keyStore, p *queryPrep) {
+	beginKeys(k, p)
+	for j := range p.qs {
+		prepareQuery(k, p, j)
+	}
+}
+
+// beginKeys is preparedKeys.begin, where k has a set-up to share.
+func beginKeys(k keyStore, p *queryPrep) {
 	if pk, ok := k.(preparedKeys); ok {
-		pk.prepare(p)
+		pk.begin(p)
+	}
+}
+
+// prepareQuery is preparedKeys.prepare, where k has a set-up to share.
+func prepareQuery(k keyStore, p *queryPrep, j int) {
+	if pk, ok := k.(preparedKeys); ok {
+		pk.prepare(p, j)
 	}
 }
 
@@ -158,8 +177,10 @@ func (s *laneKeys) score(dst, qs [][]float32, t0 int) {
 	}
 }
 
-func (s *laneKeys) prepare(p *queryPrep) {
-	if err := s.l.PrepareQueries(&p.lanes, p.qs); err != nil {
+func (s *laneKeys) begin(p *queryPrep) { s.l.BeginQueries(&p.lanes, len(p.qs)) }
+
+func (s *laneKeys) prepare(p *queryPrep, j int) {
+	if err := s.l.PrepareQuery(&p.lanes, j, p.qs[j]); err != nil {
 		panic(err) // lengths are the cache's own: a bug
 	}
 }

@@ -170,13 +170,17 @@ func setBits(dst []byte, bit, b int, v uint32) {
 // LaneQueries holds queries set up for Lanes' scoring kernel: turned into
 // each segment's basis and interleaved four to a coordinate, per group of
 // four queries (a short last group padded with zeros). PrepareQueries
-// fills it once; every range of tokens ScorePrepared scores with it then
-// shares that work, as the slices of one attention step do.
+// fills it once (or BeginQueries, then PrepareQuery for each query,
+// several at once if need be); every range of tokens ScorePrepared
+// scores with it then shares that work, as the slices of one attention
+// step do.
 type LaneQueries struct {
 	qi   []float32 // per group of four: 4·dim values per segment
 	n    int       // queries
 	size int       // values per group
-	x, y []float32 // scratch: a segment's turned and gathered query
+	// per query, 2·scratch values: a segment's turned and gathered query
+	buf     []float32
+	scratch int
 }
 
 // Len returns the number of queries lq holds.
@@ -185,42 +189,58 @@ func (lq *LaneQueries) Len() int { return lq.n }
 // PrepareQueries sets lq to the queries qs (each of the quantizer's
 // dimension) in the kernel's layout, reusing lq's storage.
 func (l *Lanes) PrepareQueries(lq *LaneQueries, qs [][]float32) error {
-	for _, q := range qs {
-		if len(q) != l.q.Dim() { // the name is made only for the error
-			return checkLen(l.q.Name()+" query", len(q), l.q.Dim())
+	l.BeginQueries(lq, len(qs))
+	for j, q := range qs {
+		if err := l.PrepareQuery(lq, j, q); err != nil {
+			return err
 		}
 	}
-	size := 0
-	for _, p := range l.parts {
+	return nil
+}
+
+// BeginQueries sizes lq for n queries, reusing its storage; PrepareQuery
+// then sets each of them.
+func (l *Lanes) BeginQueries(lq *LaneQueries, n int) {
+	size, scratch := 0, l.q.Dim()
+	for pi, p := range l.parts {
 		size += 4 * p.dim
+		scratch = max(scratch, p.dim, len(l.segs[pi].sel))
 	}
-	groups := (len(qs) + 3) / 4
-	lq.n, lq.size = len(qs), size
+	groups := (n + 3) / 4
+	lq.n, lq.size, lq.scratch = n, size, scratch
 	if cap(lq.qi) < groups*size {
 		lq.qi = make([]float32, groups*size)
 	}
 	lq.qi = lq.qi[:groups*size]
-	clear(lq.qi)
+	if cap(lq.buf) < 2*n*scratch {
+		lq.buf = make([]float32, 2*n*scratch)
+	}
+	if n%4 != 0 {
+		clear(lq.qi[(groups-1)*size:]) // the padded queries' zeros
+	}
+}
+
+// PrepareQuery sets query j of lq (sized by BeginQueries) to q, of the
+// quantizer's dimension. Calls for different j may run at once.
+func (l *Lanes) PrepareQuery(lq *LaneQueries, j int, q []float32) error {
+	if len(q) != l.q.Dim() { // the name is made only for the error
+		return checkLen(l.q.Name()+" query", len(q), l.q.Dim())
+	}
+	if j < 0 || j >= lq.n {
+		return fmt.Errorf("quant: lanes: query %d of %d", j, lq.n)
+	}
+	buf := lq.buf[2*j*lq.scratch : 2*(j+1)*lq.scratch]
 	for pi, p := range l.parts {
 		sg := l.segs[pi]
-		if cap(lq.x) < p.dim {
-			lq.x = make([]float32, p.dim)
+		x, src := buf[:p.dim], q
+		if sg.sel != nil {
+			src = buf[lq.scratch : lq.scratch+len(sg.sel)]
+			gather(src, q, sg.sel)
 		}
-		x := lq.x[:p.dim]
-		for j, q := range qs {
-			if sg.sel != nil {
-				if cap(lq.y) < len(sg.sel) {
-					lq.y = make([]float32, len(sg.sel))
-				}
-				y := lq.y[:len(sg.sel)]
-				gather(y, q, sg.sel)
-				q = y
-			}
-			sg.apply(x, q)
-			qi := lq.qi[j/4*size+p.qoff/4:]
-			for k, v := range x {
-				qi[4*k+j%4] = v
-			}
+		sg.apply(x, src)
+		qi := lq.qi[j/4*lq.size+p.qoff/4:]
+		for k, v := range x {
+			qi[4*k+j%4] = v
 		}
 	}
 	return nil

@@ -123,8 +123,9 @@ func (p *Pool) Close() {
 }
 
 // Run calls f(task, worker) for every task in [0, n) and returns when all
-// have finished. Tasks are handed out one at a time to whichever goroutine
-// is free, so uneven tasks balance; worker ∈ [0, Threads()) names the
+// have finished. Tasks are handed out one at a time, in the order of their
+// numbers, to whichever goroutine is free, so uneven tasks balance (and a
+// task may wait, with Wait, for tasks numbered before it); worker ∈ [0, Threads()) names the
 // goroutine running the task (0 is the caller), for per-goroutine scratch:
 // no two tasks with the same worker run at once. A nil Pool runs every
 // task on the caller.
@@ -161,6 +162,72 @@ func (p *Pool) Run(n int, f func(task, worker int)) {
 		j.state.CompareAndSwap(jobRunning, jobParked) {
 		<-j.finished
 	}
+}
+
+// Latch is a count of tasks that other tasks of a region wait for
+// (Pool.Wait) until it reaches zero: a region's later stage waiting on its
+// earlier one, without a region of its own. Set it before the region;
+// each task it counts calls Done once. Its zero value counts nothing.
+type Latch struct {
+	n       atomic.Int32
+	waiters atomic.Int32 // goroutines parked or about to park
+	mu      sync.Mutex
+	cond    *sync.Cond
+}
+
+// Set makes l count n tasks. It must not be called while a Wait on l or
+// its tasks are running.
+func (l *Latch) Set(n int) {
+	if l.cond == nil {
+		l.cond = sync.NewCond(&l.mu)
+	}
+	l.n.Store(int32(n))
+}
+
+// Done counts one of l's tasks finished, waking those who wait where it
+// is the last.
+func (l *Latch) Done() {
+	if l.n.Add(-1) == 0 && l.waiters.Load() > 0 {
+		l.mu.Lock()
+		l.cond.Broadcast()
+		l.mu.Unlock()
+	}
+}
+
+// Wait returns once every task l counts is done. It is for a task of a
+// region of p that waits for tasks numbered before it, which Run has
+// handed out already, so that goroutines are running them; on a nil
+// Pool, whose Run runs its tasks one after another, they are done
+// already. It spins on PAUSE as p's goroutines do between regions (not
+// at all where p has more goroutines than GOMAXPROCS), then parks until
+// the last of l's tasks wakes it.
+func (p *Pool) Wait(l *Latch) {
+	var spin time.Duration
+	if p != nil {
+		spin = p.spin
+	}
+	if spinUntil(spin, func() bool { return l.n.Load() <= 0 }, nil) {
+		return
+	}
+	l.mu.Lock()
+	l.waiters.Add(1)
+	for l.n.Load() > 0 {
+		l.cond.Wait()
+	}
+	l.waiters.Add(-1)
+	l.mu.Unlock()
+}
+
+// Spin polls ready for up to d, spinning on PAUSE as p's goroutines do
+// between regions (not at all where p has more goroutines than
+// GOMAXPROCS, or is nil), and reports whether it became true: for a task
+// that would help with work other tasks of its region are finishing, and
+// can leave it to them when that takes long.
+func (p *Pool) Spin(d time.Duration, ready func() bool) bool {
+	if p == nil {
+		return ready()
+	}
+	return spinUntil(min(d, p.spin), ready, nil)
 }
 
 // spinUntil polls ready with PAUSE between polls for up to d and reports

@@ -89,6 +89,47 @@ func TestPoolConcurrentRun(t *testing.T) {
 	wg.Wait()
 }
 
+// TestPoolWait: tasks that wait (Wait on a Latch) for tasks numbered
+// before them finish, and see those tasks' writes, on pools with fewer
+// and with more goroutines than GOMAXPROCS (where nobody spins) and on a
+// nil pool; a chain of stages, each task waiting for the whole stage
+// before it, as Attend's set-up, slices and merges do, with tasks slow
+// enough now and then that the waiters park.
+func TestPoolWait(t *testing.T) {
+	for _, threads := range []int{1, 3, 2*runtime.GOMAXPROCS(0) + 1} {
+		for _, p := range []*Pool{NewPool(threads), nil} {
+			const stages, width = 4, 5
+			var left [stages]Latch
+			for round := range 20 {
+				for s := range left {
+					left[s].Set(width)
+				}
+				var vals [stages * width]int
+				p.Run(stages*width, func(task, _ int) {
+					s := task / width
+					if s > 0 {
+						p.Wait(&left[s-1])
+						for i := range width {
+							if vals[(s-1)*width+i] != s {
+								t.Errorf("threads %d: task %d saw value %d of stage %d", p.Threads(), task, vals[(s-1)*width+i], s-1)
+							}
+						}
+					}
+					if s == 0 && !p.Spin(time.Millisecond, func() bool { return true }) {
+						t.Errorf("threads %d: Spin on a ready condition reports false", p.Threads())
+					}
+					if round%5 == 4 && task%width == 0 {
+						time.Sleep(2 * spinFor)
+					}
+					vals[task] = s + 1
+					left[s].Done()
+				})
+			}
+			p.Close()
+		}
+	}
+}
+
 // BenchmarkPoolRun measures one parallel region of trivial tasks: the
 // fixed cost a matrix product or an attention step pays to use the pool.
 func BenchmarkPoolRun(b *testing.B) {
