@@ -187,8 +187,22 @@ func (h *Hadamard) transform(x []float32, normalise bool) {
 }
 
 // fwht applies the fast Walsh–Hadamard transform in place, normalised
-// (orthogonal) if normalise is set; len(x) must be a power of two.
+// (orthogonal) if normalise is set; len(x) must be a power of two. The
+// butterflies run on the best kernel the CPU has (fwhtAt).
 func fwht(x []float32, normalise bool) {
+	fwhtAt(bestLevel(), x)
+	if !normalise {
+		return
+	}
+	s := float32(1 / math.Sqrt(float64(len(x))))
+	for i := range x {
+		x[i] *= s
+	}
+}
+
+// fwhtGo is the unnormalised transform's pure-Go twin: butterflies of
+// stride 1, 2, 4, … in that order (the first two fused).
+func fwhtGo(x []float32) {
 	n := len(x)
 	// First two butterfly stages fused (radix-4) for small strides.
 	if n >= 4 {
@@ -209,13 +223,6 @@ func fwht(x []float32, normalise bool) {
 				lo[j], hi[j] = a+b, a-b
 			}
 		}
-	}
-	if !normalise {
-		return
-	}
-	s := float32(1 / math.Sqrt(float64(n)))
-	for i := range x {
-		x[i] *= s
 	}
 }
 

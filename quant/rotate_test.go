@@ -106,3 +106,35 @@ func TestHaarUniform(t *testing.T) {
 		t.Errorf("variance of Q[0,0] ×d = %g, want 1", variance*d)
 	}
 }
+
+// TestFWHTKernel: the Walsh–Hadamard butterflies on every kernel the CPU
+// has give fwhtGo's float32 sums bit for bit, for every power of two up
+// to 512, on values of every scale with zeros of both signs among them.
+func TestFWHTKernel(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	for _, level := range levels() {
+		for n := 1; n <= 512; n *= 2 {
+			for trial := range 20 {
+				x := make([]float32, n)
+				for i := range x {
+					x[i] = float32(r.NormFloat64() * math.Pow(10, float64(r.IntN(7)-3)))
+					switch r.IntN(8) {
+					case 0:
+						x[i] = 0
+					case 1:
+						x[i] = float32(math.Copysign(0, -1))
+					}
+				}
+				want := append([]float32(nil), x...)
+				fwhtGo(want)
+				got := append([]float32(nil), x...)
+				fwhtAt(level, got)
+				for i := range got {
+					if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+						t.Fatalf("level %d, n %d, trial %d: x[%d] = %g, fwhtGo %g", level, n, trial, i, got[i], want[i])
+					}
+				}
+			}
+		}
+	}
+}
