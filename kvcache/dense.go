@@ -179,11 +179,7 @@ type f16Rows struct {
 	data []uint16
 }
 
-func (r *f16Rows) appendRow(x []float32) {
-	for _, v := range x {
-		r.data = append(r.data, uint16(half.F32ToF16(v)))
-	}
-}
+func (r *f16Rows) appendRow(x []float32) { appendF16(&r.data, x) }
 func (r *f16Rows) bytesPerElem() int { return 2 }
 func (r *f16Rows) scores(dst, q []float32, t0 int) {
 	tensor.DotRowsF16(dst, q, r.data[t0*r.d:])

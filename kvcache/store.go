@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"slices"
 
-	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/quant"
 	"github.com/turbomem/turbomem/tensor"
 )
@@ -112,10 +111,12 @@ func appendCodes(q quant.Quantizer, codes *[]byte, xs []float32) error {
 	return nil
 }
 
+// appendF16 appends xs to rows as fp16 (tensor.ToF16: F16C where the
+// CPU has it; every decode step of a compressed cache's window).
 func appendF16(rows *[]uint16, xs []float32) {
-	for _, v := range xs {
-		*rows = append(*rows, uint16(half.F32ToF16(v)))
-	}
+	n := len(*rows)
+	*rows = slices.Grow(*rows, len(xs))[:n+len(xs)]
+	tensor.ToF16((*rows)[n:], xs)
 }
 
 func (s *codeKeys) bytes() int { return len(s.codes) }

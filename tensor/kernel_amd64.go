@@ -237,6 +237,20 @@ func scalesGather(dw []float32, w []byte, rowBytes, blocks int) bool {
 //go:noescape
 func fromF16AVX2(dst *float32, src *uint16, n int)
 
+//go:noescape
+func toF16AVX2(dst *uint16, src *float32, n int)
+
+func toF16(dst []uint16, src []float32) {
+	src = src[:len(dst)]
+	n := len(dst) &^ 7
+	if !hasAVX2 || n == 0 {
+		toF16Go(dst, src)
+		return
+	}
+	toF16AVX2(&dst[0], &src[0], n)
+	toF16Go(dst[n:], src[n:])
+}
+
 func fromF16(dst []float32, src []uint16) {
 	src = src[:len(dst)]
 	n := len(dst) &^ 7

@@ -900,6 +900,44 @@ scalesloop:
 
 // func fromF16AVX2(dst *float32, src *uint16, n int): n a positive
 // multiple of 8.
+// func toF16AVX2(dst *uint16, src *float32, n int)
+// n > 0 a multiple of 8; VCVTPS2PH rounding to nearest even (imm8 0).
+TEXT ·toF16AVX2(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	CMPQ CX, $32
+	JLT  to8
+
+to32:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS 64(SI), Y2
+	VMOVUPS 96(SI), Y3
+	VCVTPS2PH $0, Y0, (DI)
+	VCVTPS2PH $0, Y1, 16(DI)
+	VCVTPS2PH $0, Y2, 32(DI)
+	VCVTPS2PH $0, Y3, 48(DI)
+	ADDQ $128, SI
+	ADDQ $64, DI
+	SUBQ $32, CX
+	CMPQ CX, $32
+	JGE  to32
+	TESTQ CX, CX
+	JZ   todone
+
+to8:
+	VMOVUPS (SI), Y0
+	VCVTPS2PH $0, Y0, (DI)
+	ADDQ $32, SI
+	ADDQ $16, DI
+	SUBQ $8, CX
+	JNZ  to8
+
+todone:
+	VZEROUPPER
+	RET
+
 TEXT ·fromF16AVX2(SB), NOSPLIT, $0-24
 	MOVQ dst+0(FP), DI
 	MOVQ src+8(FP), SI

@@ -18,6 +18,7 @@ func dotRowQ6_K(w []byte, a *activation) float32 { return dotRowQ6_KGo(w, a) }
 func axpyF32(y []float32, a float32, x []float32) { axpyF32Go(y, a, x) }
 func axpyF16(y []float32, a float32, w []uint16)  { axpyF16Go(y, a, w) }
 func fromF16(dst []float32, src []uint16)         { fromF16Go(dst, src) }
+func toF16(dst []uint16, src []float32)           { toF16Go(dst, src) }
 
 func dotRowsF16(dst, q []float32, rows []uint16)     { dotRowsF16Go(dst, q, rows) }
 func dotRowsF32(dst, q, rows []float32)              { dotRowsF32Go(dst, q, rows) }

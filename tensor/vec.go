@@ -1,5 +1,7 @@
 package tensor
 
+import "github.com/turbomem/turbomem/half"
+
 // Vector kernels on uncompressed rows, for attention over a full-precision
 // KV cache: dot products of a float32 query with float32 or fp16 keys, and
 // weighted sums of float32 or fp16 values. fp16 values are IEEE binary16
@@ -38,6 +40,18 @@ func axpyF16Go(y []float32, a float32, w []uint16) {
 // binary16 value is exact in float32; a signalling NaN may come out
 // quiet); src must be at least as long.
 func FromF16(dst []float32, src []uint16) { fromF16(dst, src) }
+
+// ToF16 sets dst[i] to the fp16 value nearest to src[i] (ties to even;
+// half.F32ToF16: beyond the fp16 range ±Inf, NaN quiet NaN) over
+// len(dst), with F16C where the CPU has it; src must be at least as long.
+func ToF16(dst []uint16, src []float32) { toF16(dst, src) }
+
+func toF16Go(dst []uint16, src []float32) {
+	src = src[:len(dst)]
+	for i, v := range src {
+		dst[i] = uint16(half.F32ToF16(v))
+	}
+}
 
 func fromF16Go(dst []float32, src []uint16) {
 	src = src[:len(dst)]

@@ -80,6 +80,50 @@ func TestFromF16(t *testing.T) {
 	}
 }
 
+// TestToF16: ToF16 gives half.F32ToF16 bit for bit (NaNs: a NaN), at
+// lengths around the kernel's 8 and 32, on every fp16 value, the
+// float32 values either side of every midpoint between two fp16 values
+// and the midpoints themselves (ties), the subnormals, beyond the range,
+// infinities and NaNs, and float32 patterns at a stride over all of them.
+func TestToF16(t *testing.T) {
+	var src []float32
+	for h := range 1 << 16 {
+		f := half.F16ToF32(half.F16(h))
+		src = append(src, f)
+		if h&0x7c00 == 0x7c00 || h&0x3ff == 0x3ff {
+			continue
+		}
+		mid := (float64(f) + float64(half.F16ToF32(half.F16(h+1)))) / 2
+		m := float32(mid)
+		src = append(src, m, math.Nextafter32(m, float32(math.Inf(1))), math.Nextafter32(m, float32(math.Inf(-1))))
+	}
+	for b := uint64(0); b < 1<<32; b += 65521 {
+		src = append(src, math.Float32frombits(uint32(b)))
+	}
+	src = append(src, 65504, 65519.99, 65520, 1e6, float32(math.Inf(-1)), float32(math.NaN()))
+	for _, n := range []int{len(src), 1, 7, 8, 9, 31, 32, 33, 40, 300} {
+		for _, off := range []int{0, 1, 3} {
+			if off+n > len(src) {
+				continue
+			}
+			in := src[off : off+n]
+			dst := make([]uint16, n+1)
+			dst[n] = 42 // past the end: untouched
+			ToF16(dst[:n], in)
+			for i, f := range in {
+				g, w := dst[i], uint16(half.F32ToF16(f))
+				nan := func(h uint16) bool { return h&0x7c00 == 0x7c00 && h&0x3ff != 0 }
+				if g != w && !(nan(g) && nan(w)) {
+					t.Fatalf("n=%d off=%d: ToF16(%g, %#x) = %#04x, want %#04x", n, off, f, math.Float32bits(f), g, w)
+				}
+			}
+			if dst[n] != 42 {
+				t.Fatalf("n=%d off=%d: wrote past the end", n, off)
+			}
+		}
+	}
+}
+
 // TestRowKernels compares the batched row kernels with float64 sums.
 func TestRowKernels(t *testing.T) {
 	r := rand.New(rand.NewPCG(6, 7))
