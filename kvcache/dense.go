@@ -180,7 +180,7 @@ type f16Rows struct {
 }
 
 func (r *f16Rows) appendRow(x []float32) { appendF16(&r.data, x) }
-func (r *f16Rows) bytesPerElem() int { return 2 }
+func (r *f16Rows) bytesPerElem() int     { return 2 }
 func (r *f16Rows) scores(dst, q []float32, t0 int) {
 	tensor.DotRowsF16(dst, q, r.data[t0*r.d:])
 }
