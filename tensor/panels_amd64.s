@@ -234,65 +234,73 @@ gemmF64TileAVX512Loop:
 	VZEROUPPER
 	RET
 
-// func gemmF64TileAVX2(a *float64, lda int, b *float64, k int, c *float64, ldc int)
-//
-// The float64 tile kernel for AVX2 and FMA (16 registers): six passes of
-// two rows, each over the whole panel: row p of the panel in Y0-Y3,
-// a[i·lda+p] and a[(i+1)·lda+p] broadcast into Y4 and Y13, the rows'
-// sums in Y5-Y8 and Y9-Y12: one FMA per element and p, p in order, the
-// AVX-512 kernel's operations (and bits).
-TEXT ·gemmF64TileAVX2(SB), NOSPLIT, $0-48
-	MOVQ a+0(FP), SI
-	MOVQ lda+8(FP), R8
-	SHLQ $3, R8
-	MOVQ b+16(FP), R12
-	MOVQ k+24(FP), R13
-	MOVQ c+32(FP), DI
-	MOVQ ldc+40(FP), DX
-	SHLQ $3, DX
-	MOVQ $6, R14
-gemmF64TileAVX2Pair:
-	VXORPD Y5, Y5, Y5
-	VXORPD Y6, Y6, Y6
-	VXORPD Y7, Y7, Y7
-	VXORPD Y8, Y8, Y8
-	VXORPD Y9, Y9, Y9
-	VXORPD Y10, Y10, Y10
-	VXORPD Y11, Y11, Y11
-	VXORPD Y12, Y12, Y12
-	MOVQ R12, BX
-	MOVQ SI, AX
-	MOVQ R13, CX
-gemmF64TileAVX2Loop:
-	VMOVUPD (BX), Y0
-	VMOVUPD 32(BX), Y1
-	VMOVUPD 64(BX), Y2
-	VMOVUPD 96(BX), Y3
-	VBROADCASTSD (AX), Y4
-	VBROADCASTSD (AX)(R8*1), Y13
-	VFMADD231PD Y0, Y4, Y5
-	VFMADD231PD Y1, Y4, Y6
-	VFMADD231PD Y2, Y4, Y7
-	VFMADD231PD Y3, Y4, Y8
-	VFMADD231PD Y0, Y13, Y9
-	VFMADD231PD Y1, Y13, Y10
-	VFMADD231PD Y2, Y13, Y11
-	VFMADD231PD Y3, Y13, Y12
-	ADDQ $8, AX
-	ADDQ $128, BX
-	DECQ CX
-	JNE gemmF64TileAVX2Loop
-	VMOVUPD Y5, (DI)
-	VMOVUPD Y6, 32(DI)
-	VMOVUPD Y7, 64(DI)
-	VMOVUPD Y8, 96(DI)
-	VMOVUPD Y9, (DI)(DX*1)
-	VMOVUPD Y10, 32(DI)(DX*1)
-	VMOVUPD Y11, 64(DI)(DX*1)
-	VMOVUPD Y12, 96(DI)(DX*1)
-	LEAQ (SI)(R8*2), SI
-	LEAQ (DI)(DX*2), DI
-	DECQ R14
-	JNE gemmF64TileAVX2Pair
-	VZEROUPPER
+// PANELAVX2 is the tile kernel for AVX2 and FMA (16 registers), of
+// float32 (SIZE 2: 4-byte elements, the PS instructions) or float64
+// (SIZE 3, PD): six passes of two rows, each over the whole panel: row p
+// of the panel (128 bytes) in Y0-Y3, a[i·lda+p] and a[(i+1)·lda+p]
+// broadcast into Y4 and Y13, the rows' sums in Y5-Y8 and Y9-Y12: one
+// FMA per element and p, p in order, the AVX-512 kernel's operations
+// (and bits). PAIR and LOOP are the kernel's labels.
+#define PANELAVX2(SIZE, XOR, MOV, BCAST, FMA, PAIR, LOOP) \
+	MOVQ a+0(FP), SI; \
+	MOVQ lda+8(FP), R8; \
+	SHLQ $SIZE, R8; \
+	MOVQ b+16(FP), R12; \
+	MOVQ k+24(FP), R13; \
+	MOVQ c+32(FP), DI; \
+	MOVQ ldc+40(FP), DX; \
+	SHLQ $SIZE, DX; \
+	MOVQ $6, R14; \
+PAIR: \
+	XOR Y5, Y5, Y5; \
+	XOR Y6, Y6, Y6; \
+	XOR Y7, Y7, Y7; \
+	XOR Y8, Y8, Y8; \
+	XOR Y9, Y9, Y9; \
+	XOR Y10, Y10, Y10; \
+	XOR Y11, Y11, Y11; \
+	XOR Y12, Y12, Y12; \
+	MOVQ R12, BX; \
+	MOVQ SI, AX; \
+	MOVQ R13, CX; \
+LOOP: \
+	MOV (BX), Y0; \
+	MOV 32(BX), Y1; \
+	MOV 64(BX), Y2; \
+	MOV 96(BX), Y3; \
+	BCAST (AX), Y4; \
+	BCAST (AX)(R8*1), Y13; \
+	FMA Y0, Y4, Y5; \
+	FMA Y1, Y4, Y6; \
+	FMA Y2, Y4, Y7; \
+	FMA Y3, Y4, Y8; \
+	FMA Y0, Y13, Y9; \
+	FMA Y1, Y13, Y10; \
+	FMA Y2, Y13, Y11; \
+	FMA Y3, Y13, Y12; \
+	ADDQ $(1<<SIZE), AX; \
+	ADDQ $128, BX; \
+	DECQ CX; \
+	JNE LOOP; \
+	MOV Y5, (DI); \
+	MOV Y6, 32(DI); \
+	MOV Y7, 64(DI); \
+	MOV Y8, 96(DI); \
+	MOV Y9, (DI)(DX*1); \
+	MOV Y10, 32(DI)(DX*1); \
+	MOV Y11, 64(DI)(DX*1); \
+	MOV Y12, 96(DI)(DX*1); \
+	LEAQ (SI)(R8*2), SI; \
+	LEAQ (DI)(DX*2), DI; \
+	DECQ R14; \
+	JNE PAIR; \
+	VZEROUPPER; \
 	RET
+
+// func gemmF32TileAVX2(a *float32, lda int, b *float32, k int, c *float32, ldc int)
+TEXT ·gemmF32TileAVX2(SB), NOSPLIT, $0-48
+	PANELAVX2(2, VXORPS, VMOVUPS, VBROADCASTSS, VFMADD231PS, gemmF32TileAVX2Pair, gemmF32TileAVX2Loop)
+
+// func gemmF64TileAVX2(a *float64, lda int, b *float64, k int, c *float64, ldc int)
+TEXT ·gemmF64TileAVX2(SB), NOSPLIT, $0-48
+	PANELAVX2(3, VXORPD, VMOVUPD, VBROADCASTSD, VFMADD231PD, gemmF64TileAVX2Pair, gemmF64TileAVX2Loop)
