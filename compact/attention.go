@@ -18,37 +18,78 @@ import (
 // softmax(s·q_i·Kᵀ)·V. The mass equations of a row are scaled by the
 // same e^{−m_i} on both sides, so fitting them in this form fits the
 // original ones.
+//
+// The n×T exp-scores are held only where asked for (OMP reads every
+// key's column); otherwise each block of queries' scores lives in a
+// worker's scratch while its outputs and the keys' statistics are taken,
+// and the fits recompute the kept keys' columns (keptScores): a 4k-token
+// context's 4096 reference queries would hold 65 MB a head.
 type attention struct {
-	b    Block
-	n, t int          // queries, tokens
-	e    []float32    // n×t, query-major
-	mass []float64    // n
-	y    []float32    // n×d
-	pool *tensor.Pool // runs the products and passes over e (nil: the caller alone)
+	b     Block
+	n, t  int          // queries, tokens
+	e     []float32    // n×t, query-major; nil unless asked for
+	max   []float32    // n: each row's largest score q_i·k_j (unscaled)
+	mass  []float64    // n
+	y     []float32    // n×d
+	stats [][]float64  // the key statistics asked for, in order
+	pool  *tensor.Pool // runs the products and passes (nil: the caller alone)
 }
 
 // attnRows is the number of reference queries newAttention takes at
 // once: four tiles of the float32 product, whose scores (48 × 4k keys,
-// 768 KiB) are still in cache when their exponentials and outputs are
-// taken.
+// 768 KiB) are still in cache when their exponentials, outputs and
+// statistics are taken.
 const attnRows = 48
 
-func newAttention(b Block, pool *tensor.Pool) (*attention, error) {
+// keyBlock is the number of keys a task sums the blocks' statistics of.
+const keyBlock = 512
+
+// newAttention computes b's reference attention on pool, with each
+// key's attention weight over the reference queries summarised as each
+// of sels says (ByRMS, ByMax or ByMean: root mean square, maximum or
+// mean; attention.stats in that order), and keeps every exp-score with
+// keep. A statistic's sums are taken over each block of attnRows queries
+// and the blocks' sums added in order: the same bits on any number of
+// threads.
+func newAttention(b Block, pool *tensor.Pool, keep bool, sels ...Selection) (*attention, error) {
 	d, t := b.Dim, b.Len()
 	n := len(b.Queries) / d
-	a := &attention{b: b, n: n, t: t, e: make([]float32, n*t), mass: make([]float64, n), y: make([]float32, n*d), pool: pool}
+	a := &attention{b: b, n: n, t: t, max: make([]float32, n), mass: make([]float64, n), y: make([]float32, n*d), pool: pool}
+	if keep {
+		a.e = make([]float32, n*t)
+	}
+	blocks := (n + attnRows - 1) / attnRows
+	// The statistics' parts: per block of queries, sums (RMS: of squared
+	// weights; mean: of weights) and maxima, t each.
+	parts := make([][]float64, len(sels))
+	for i := range sels {
+		parts[i] = make([]float64, blocks*t)
+	}
 	// Scores E = Q·Kᵀ and outputs Y = softmax(E)·V as float32 products,
 	// a block of queries per task.
 	var keys, values tensor.Panels[float32]
 	keys.PackT(b.Keys, t, d, d)
 	values.Pack(b.Values, t, d, d)
+	var scratch [][]float32
+	if !keep {
+		scratch = make([][]float32, pool.Threads())
+	}
 	var mu sync.Mutex
 	bad, badScore := n, float32(0)
-	a.pool.Run((n+attnRows-1)/attnRows, func(blk, _ int) {
+	a.pool.Run(blocks, func(blk, w int) {
 		i0, i1 := blk*attnRows, min(n, (blk+1)*attnRows)
-		keys.Mul(a.e[i0*t:], t, b.Queries[i0*d:], i1-i0, d)
+		var e []float32
+		if keep {
+			e = a.e[i0*t : i1*t]
+		} else {
+			if scratch[w] == nil {
+				scratch[w] = make([]float32, attnRows*t)
+			}
+			e = scratch[w][:(i1-i0)*t]
+		}
+		keys.Mul(e, t, b.Queries[i0*d:], i1-i0, d)
 		for i := i0; i < i1; i++ {
-			m, sum := kvcache.ExpShifted(a.e[i*t:(i+1)*t], b.Scale)
+			m, sum := kvcache.ExpShifted(e[(i-i0)*t:(i-i0+1)*t], b.Scale)
 			if math.IsInf(float64(m), 0) || math.IsNaN(float64(m)) {
 				mu.Lock()
 				if i < bad {
@@ -56,83 +97,130 @@ func newAttention(b Block, pool *tensor.Pool) (*attention, error) {
 				}
 				mu.Unlock()
 			}
-			a.mass[i] = float64(sum)
+			a.max[i], a.mass[i] = m, float64(sum)
 		}
-		values.Mul(a.y[i0*d:], d, a.e[i0*t:], i1-i0, t)
+		values.Mul(a.y[i0*d:], d, e, i1-i0, t)
 		for i := i0; i < i1; i++ {
 			inv := float32(1 / a.mass[i])
 			for k := range a.y[i*d : (i+1)*d] {
 				a.y[i*d+k] *= inv
 			}
 		}
+		mine := make([][]float64, len(sels))
+		for s := range sels {
+			mine[s] = parts[s][blk*t : (blk+1)*t]
+		}
+		a.blockStats(sels, mine, e, i0, i1)
 	})
 	if bad < n {
 		return nil, fmt.Errorf("compact: query %d: attention score %g is not finite", bad, badScore)
 	}
+	// Each statistic: its blocks' parts added in order, keys in blocks
+	// over the pool.
+	a.stats = make([][]float64, len(sels))
+	for s := range sels {
+		a.stats[s] = make([]float64, t)
+	}
+	a.pool.Run((t+keyBlock-1)/keyBlock, func(kb, _ int) {
+		j0, j1 := kb*keyBlock, min(t, (kb+1)*keyBlock)
+		for s, sel := range sels {
+			out := a.stats[s][j0:j1]
+			for blk := range blocks {
+				part := parts[s][blk*t+j0 : blk*t+j1]
+				for j, v := range part {
+					if sel == ByMax {
+						out[j] = max(out[j], v)
+					} else {
+						out[j] += v
+					}
+				}
+			}
+			for j := range out {
+				switch sel {
+				case ByRMS:
+					out[j] = math.Sqrt(out[j] / float64(n))
+				case ByMean:
+					out[j] /= float64(n)
+				}
+			}
+		}
+	})
 	return a, nil
 }
 
-// keyBlock is the number of keys a task of keyScores sums over all the
-// queries: its running sums stay in cache.
-const keyBlock = 512
-
-// keyScores returns each key's attention weight over the reference
-// queries, summarised as sel says: root mean square, maximum or mean.
-func (a *attention) keyScores(sel Selection) []float64 {
-	return a.keyStats(sel)[0]
-}
-
-// keyStats returns keyScores of each selection in sels (ByRMS, ByMax or
-// ByMean), all from one pass over the weights.
-func (a *attention) keyStats(sels ...Selection) [][]float64 {
-	out := make([][]float64, len(sels))
-	var sum, sq, mx []float64
-	for i, sel := range sels {
-		out[i] = make([]float64, a.t)
-		switch sel {
-		case ByRMS:
-			sq = out[i]
-		case ByMax:
-			mx = out[i]
-		default:
-			sum = out[i]
-		}
-	}
-	a.pool.Run((a.t+keyBlock-1)/keyBlock, func(blk, _ int) {
-		j0, j1 := blk*keyBlock, min(a.t, (blk+1)*keyBlock)
-		for i := range a.n {
-			inv := 1 / a.mass[i]
-			row := a.e[i*a.t+j0 : i*a.t+j1]
-			switch {
-			case sq != nil && mx != nil && sum == nil:
-				sq, mx := sq[j0:j1], mx[j0:j1]
-				for j, e := range row {
-					w := float64(e) * inv
-					sq[j] += w * w
-					mx[j] = max(mx[j], w)
+// blockStats sets parts[s] to the statistic sels[s] of the exp-scores e
+// of the queries i0…i1−1 (rows of t), each weight e_ij/mass_i: the sum of
+// squares (ByRMS), the maximum (ByMax) or the sum (ByMean) over the
+// rows, in row order.
+func (a *attention) blockStats(sels []Selection, parts [][]float64, e []float32, i0, i1 int) {
+	t := a.t
+	for i := i0; i < i1; i++ {
+		inv := 1 / a.mass[i]
+		row := e[(i-i0)*t : (i-i0+1)*t]
+		for s, sel := range sels {
+			part := parts[s][:t]
+			switch sel {
+			case ByRMS:
+				for j, x := range row {
+					w := float64(x) * inv
+					part[j] += w * w
+				}
+			case ByMax:
+				for j, x := range row {
+					part[j] = max(part[j], float64(x)*inv)
 				}
 			default:
-				for j, e := range row {
-					w := float64(e) * inv
-					if sq != nil {
-						sq[j0+j] += w * w
-					}
-					if mx != nil {
-						mx[j0+j] = max(mx[j0+j], w)
-					}
-					if sum != nil {
-						sum[j0+j] += w
-					}
+				for j, x := range row {
+					part[j] += float64(x) * inv
 				}
 			}
 		}
-		for j := j0; j < j1; j++ {
-			if sq != nil {
-				sq[j] = math.Sqrt(sq[j] / float64(a.n))
+	}
+}
+
+// statsFor returns the key statistics that a selection reads.
+func statsFor(sel Selection) []Selection {
+	switch sel {
+	case ByRMS, ByMax, ByMean:
+		return []Selection{sel}
+	case ByMaxRMS:
+		return []Selection{ByMax, ByRMS}
+	}
+	return nil
+}
+
+// keptScores returns the exp-scores of the keys idx (n rows of
+// len(idx)): gathered from the held ones, or computed again, the kept
+// keys' scores as a float32 product of their own (each entry the same
+// sum as in the whole product) shifted by each row's largest score.
+func (a *attention) keptScores(idx []int) []float32 {
+	n, t, d := a.n, len(idx), a.b.Dim
+	out := make([]float32, n*t)
+	if t == 0 {
+		return out
+	}
+	if a.e != nil {
+		a.pool.Run((n+attnRows-1)/attnRows, func(blk, _ int) {
+			for i := blk * attnRows; i < min(n, (blk+1)*attnRows); i++ {
+				row := a.e[i*a.t : (i+1)*a.t]
+				for k, j := range idx {
+					out[i*t+k] = row[j]
+				}
 			}
-			if sum != nil {
-				sum[j] /= float64(a.n)
-			}
+		})
+		return out
+	}
+	kk := make([]float32, t*d)
+	for k, j := range idx {
+		copy(kk[k*d:(k+1)*d], a.b.Keys[j*d:(j+1)*d])
+	}
+	var keys tensor.Panels[float32]
+	keys.PackT(kk, t, d, d)
+	a.pool.Run((n+attnRows-1)/attnRows, func(blk, _ int) {
+		i0, i1 := blk*attnRows, min(n, (blk+1)*attnRows)
+		keys.Mul(out[i0*t:], t, a.b.Queries[i0*d:], i1-i0, d)
+		for i := i0; i < i1; i++ {
+			kvcache.ExpShiftedBy(out[i*t:(i+1)*t], a.max[i], a.b.Scale)
 		}
 	})
 	return out
@@ -141,10 +229,10 @@ func (a *attention) keyStats(sels ...Selection) [][]float64 {
 // maxThenRMS returns k keys, ascending: the (k+1)/2 with the largest
 // attention weight from any reference query, then the rest by RMS
 // attention among the others.
+// newAttention must have computed statsFor(ByMaxRMS).
 func (a *attention) maxThenRMS(k int) []int {
-	st := a.keyStats(ByMax, ByRMS)
-	first := topK(st[0], (k+1)/2)
-	rms := st[1]
+	first := topK(a.stats[0], (k+1)/2)
+	rms := slices.Clone(a.stats[1])
 	for _, j := range first {
 		rms[j] = math.Inf(-1)
 	}

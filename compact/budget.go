@@ -81,11 +81,11 @@ func (o Options) kvzip(c Context, block, t int) (plan, error) {
 			if err := b.validate(); err != nil {
 				return plan{}, fmt.Errorf("compact: layer %d head %d: %w", l, h, err)
 			}
-			a, err := newAttention(b, pool)
+			a, err := newAttention(b, pool, false, ByMax)
 			if err != nil {
 				return plan{}, fmt.Errorf("compact: layer %d head %d: %w", l, h, err)
 			}
-			sc := a.keyScores(ByMax)
+			sc := a.stats[0]
 			best := topK(sc, 1)[0]
 			p.index[l][h] = []int{best}
 			for j, s := range sc {

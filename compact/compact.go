@@ -21,6 +21,7 @@ package compact
 import (
 	"fmt"
 	"math"
+	"slices"
 
 	"github.com/turbomem/turbomem/tensor"
 )
@@ -268,7 +269,7 @@ func CompactHead(b Block, f Fit) (Result, error) {
 		pool = tensor.NewPool(f.Threads)
 		defer pool.Close()
 	}
-	a, err := newAttention(b, pool)
+	a, err := newAttention(b, pool, f.Select == ByOMP, statsFor(f.Select)...)
 	if err != nil {
 		return Result{}, err
 	}
@@ -277,16 +278,22 @@ func CompactHead(b Block, f Fit) (Result, error) {
 	switch f.Select {
 	case ByOMP:
 		res.Index, weights = a.omp(f)
+		sortByIndex(res.Index, weights)
 	case Given:
-		res.Index = append([]int(nil), f.Index...)
+		res.Index = slices.Sorted(slices.Values(f.Index))
 	case ByMaxRMS:
 		res.Index = a.maxThenRMS(f.Keys)
 	default:
-		res.Index = topK(a.keyScores(f.Select), f.Keys)
+		res.Index = topK(a.stats[0], f.Keys)
+	}
+	// The kept keys' exp-scores, for the fits.
+	var x []float32
+	if (weights == nil && !f.NoBias) || !f.DirectValues {
+		x = a.keptScores(res.Index)
 	}
 	if weights == nil && !f.NoBias {
 		var warn string
-		weights, warn = a.fitMass(res.Index, f.BiasMin, f.BiasMax, f.PGDIters)
+		weights, warn = a.fitMass(x, len(res.Index), f.BiasMin, f.BiasMax, f.PGDIters)
 		if warn != "" {
 			res.Warnings = append(res.Warnings, "mass fit: "+warn)
 		}
@@ -301,7 +308,6 @@ func CompactHead(b Block, f Fit) (Result, error) {
 		res.Warnings = append(res.Warnings, "mass fit is not finite: β = 0")
 		weights = ones(len(res.Index))
 	}
-	sortByIndex(res.Index, weights)
 	d, t := b.Dim, len(res.Index)
 	res.Keys = make([]float32, t*d)
 	res.Bias = make([]float32, t)
@@ -312,7 +318,7 @@ func CompactHead(b Block, f Fit) (Result, error) {
 		res.Bias[j] = float32(math.Log(weights[j]))
 	}
 	if !f.DirectValues {
-		v, warn := a.fitValues(res.Index, weights, f.Ridge)
+		v, warn := a.fitValues(x, len(res.Index), weights, f.Ridge)
 		if warn != "" {
 			res.Warnings = append(res.Warnings, "value fit: "+warn)
 		}

@@ -27,32 +27,41 @@ const fallbackRidge = 1e-6
 // −87.3, a weight that underflowed.
 const underflowed = 0x1p-125
 
-// columnsT returns the transpose of the n×len(idx) matrix of the chosen
-// keys' exp-scores, each multiplied by w[k] (nil: 1) and divided by
-// rowScale[i] (nil: 1): row k holds key idx[k]'s column, n values.
-// Exp-scores that underflowed are zero.
-func (a *attention) columnsT(idx []int, w, rowScale []float64) []float64 {
-	n, t := a.n, len(idx)
+// columnsT returns the transpose of x (n rows of t kept keys'
+// exp-scores, from keptScores), each column multiplied by w[k] (nil: 1)
+// and each row divided by rowScale[i] (nil: 1; a row whose scale is not
+// positive and finite is left out: zeros): row k holds key k's column, n
+// values. Exp-scores that underflowed are zero. Blocks of rows over the
+// pool, each writing a stretch of every output row.
+func columnsT(x []float32, n, t int, w, rowScale []float64, pool *tensor.Pool) []float64 {
 	out := make([]float64, t*n)
-	a.pool.Run((n+attnRows-1)/attnRows, func(blk, _ int) {
-		for i := blk * attnRows; i < min(n, (blk+1)*attnRows); i++ {
-			row := a.e[i*a.t : (i+1)*a.t]
-			inv := 1.0
+	pool.Run((n+attnRows-1)/attnRows, func(blk, _ int) {
+		i0, i1 := blk*attnRows, min(n, (blk+1)*attnRows)
+		var inv [attnRows]float64
+		for i := i0; i < i1; i++ {
+			inv[i-i0] = 1
 			if rowScale != nil {
-				if !(rowScale[i] > 0) || math.IsInf(rowScale[i], 0) {
-					continue // the row is left out: zeros
+				inv[i-i0] = 0
+				if rowScale[i] > 0 && !math.IsInf(rowScale[i], 0) {
+					inv[i-i0] = 1 / rowScale[i]
 				}
-				inv = 1 / rowScale[i]
 			}
-			for k, j := range idx {
-				x := float64(row[j])
-				if x <= underflowed {
+		}
+		for k := range t {
+			wk := 1.0
+			if w != nil {
+				wk = w[k]
+			}
+			dst := out[k*n+i0 : k*n+i1]
+			for i := range dst {
+				v := float64(x[(i0+i)*t+k])
+				if v <= underflowed || inv[i] == 0 {
 					continue
 				}
 				if w != nil {
-					x *= w[k]
+					v *= wk
 				}
-				out[k*n+i] = x * inv
+				dst[i] = v * inv[i]
 			}
 		}
 	})
@@ -199,29 +208,29 @@ func choleskySolve(g, b []float64, t, c int, lambda, bound float64, pool *tensor
 	return out
 }
 
-// fitMass returns the weights B of the kept keys idx that fit the mass
-// equations M·B ≈ mass in least squares (M the kept keys' exp-scores),
+// fitMass returns the weights B of t kept keys that fit the mass
+// equations M·B ≈ mass in least squares (M = x, the kept keys'
+// exp-scores from keptScores),
 // clamped to [e^lo, e^hi], followed by iters projected-gradient steps of
 // size 1/‖M‖₂² (the paper's code: least squares, clamp, and optionally a
 // few steps of projected gradient descent on the box-constrained
 // problem). A least-squares failure is retried with a small ridge; the
 // warning says so.
-func (a *attention) fitMass(idx []int, lo, hi float64, iters int) ([]float64, string) {
-	p := newNormal(a.columnsT(idx, nil, nil), len(idx), a.n, a.mass, 1, a.pool)
-	x, warn := p.solve(0, math.Inf(1))
-	if x == nil {
+func (a *attention) fitMass(x []float32, t int, lo, hi float64, iters int) ([]float64, string) {
+	p := newNormal(columnsT(x, a.n, t, nil, nil, a.pool), t, a.n, a.mass, 1, a.pool)
+	sol, warn := p.solve(0, math.Inf(1))
+	if sol == nil {
 		return nil, warn
 	}
 	bl, bh := math.Exp(lo), math.Exp(hi)
-	b := make([]float64, len(idx))
+	b := make([]float64, t)
 	for k := range b {
-		b[k] = clamp(x[k], bl, bh)
+		b[k] = clamp(sol[k], bl, bh)
 	}
 	if iters == 0 {
 		return b, warn
 	}
 	// The gradient of ½‖M·B − mass‖² is G·B − Mᵀ·mass.
-	t := len(idx)
 	step := 1 / p.sigmaMax2()
 	grad := make([]float64, t)
 	for range iters {
@@ -239,26 +248,26 @@ func (a *attention) fitMass(idx []int, lo, hi float64, iters int) ([]float64, st
 	return b, warn
 }
 
-// fitValues returns the values C₂ (t rows of d) that make the compacted
+// fitValues returns the values C₂ (t rows of d) of t kept keys (x: their
+// exp-scores from keptScores; w: their weights B) that make the compacted
 // attention reproduce the reference outputs in least squares:
 // X·C₂ ≈ Y, X = softmax(s·Q·C₁ᵀ + β) (row i: e_ij·B_j normalised over
 // the kept keys j), Y the original outputs, with λ = ridge·‖X‖₂². Rows
 // whose kept keys all underflowed to zero carry no information and are
 // left out. It returns nil and a warning where no fit is finite and
 // storable (beyond fp16).
-func (a *attention) fitValues(idx []int, w []float64, ridge float64) ([]float32, string) {
-	d, t := a.b.Dim, len(idx)
+func (a *attention) fitValues(x []float32, t int, w []float64, ridge float64) ([]float32, string) {
+	d := a.b.Dim
 	// Each row's sum over the kept keys and its outputs in float64, rows
 	// in blocks over the pool.
 	sums := make([]float64, a.n)
 	y := make([]float64, len(a.y))
 	a.pool.Run((a.n+attnRows-1)/attnRows, func(blk, _ int) {
 		for i := blk * attnRows; i < min(a.n, (blk+1)*attnRows); i++ {
-			row := a.e[i*a.t : (i+1)*a.t]
 			var sum float64
-			for k, j := range idx {
-				if x := float64(row[j]); x > underflowed {
-					sum += x * w[k]
+			for k, v := range x[i*t : (i+1)*t] {
+				if v := float64(v); v > underflowed {
+					sum += v * w[k]
 				}
 			}
 			if sum > 0 && !math.IsInf(sum, 0) {
@@ -272,7 +281,7 @@ func (a *attention) fitValues(idx []int, w []float64, ridge float64) ([]float32,
 	if !slices.ContainsFunc(sums, func(s float64) bool { return s > 0 }) {
 		return nil, "no reference query attends to the kept keys: original values kept"
 	}
-	p := newNormal(a.columnsT(idx, w, sums), t, a.n, y, d, a.pool)
+	p := newNormal(columnsT(x, a.n, t, w, sums, a.pool), t, a.n, y, d, a.pool)
 	lambda := 0.0
 	if ridge > 0 {
 		lambda = ridge * p.sigmaMax2()

@@ -82,6 +82,13 @@ func ExpShifted(s []float32, scale float32) (m, sum float32) {
 	return m, expSum(s, m, scale)
 }
 
+// ExpShiftedBy is ExpShifted with the shift m given (s[i] ≤ m): each
+// s[i] becomes e^(scale·(s[i] − m)) on the same kernels, and the sum is
+// returned. An entry's value depends on its place in s only through the
+// kernel that takes it (the last len(s) mod 8 on a scalar twin where the
+// vector kernel runs the rest).
+func ExpShiftedBy(s []float32, m, scale float32) float32 { return expSum(s, m, scale) }
+
 // softmaxGo is softmax with the pure-Go twins of its kernels.
 func softmaxGo(s []float32, scale float32) {
 	m := maxGo(s)
