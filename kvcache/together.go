@@ -2,6 +2,7 @@ package kvcache
 
 import (
 	"math"
+	"slices"
 	"sync"
 
 	"github.com/turbomem/turbomem/half"
@@ -58,16 +59,26 @@ func unwrapRecorder(c Cache) (Cache, *Recorder) {
 }
 
 // prefixPanels is a compacted context's part, per KV head, as float32
-// panels of its keys (transposed) and values, with its biases over the
-// attention scale, made once (the part is read only).
+// panels of its keys (transposed) and values, a pair per chunk of
+// togetherKeys positions, with its biases, made once (the part is read
+// only).
 type prefixPanels struct {
 	once   sync.Once
 	ok     bool
-	keys   []tensor.Panels[float32]
-	values []tensor.Panels[float32]
+	keys   [][]tensor.Panels[float32] // [head][chunk]
+	values [][]tensor.Panels[float32]
 	bias   [][]float32 // β per position, natural-log units
 	work   [][]float32 // attend's scratch per goroutine of the pool
+	parts  []float32   // attend's chunks' results (the forks attend one after another)
 }
+
+// togetherKeys is the number of positions of the shared part that a task
+// of prefixPanels.attend reads (the last chunk of a head takes the
+// rest): a few forks' queries are then still a task per chunk for each
+// thread (the part of a 4k-token context is 16 chunks), and many forks'
+// scores stay in cache. It does not depend on the threads, so neither
+// do the results.
+const togetherKeys = 256
 
 // usable reports whether c's compacted part is held uncompressed, so
 // that it can be read as panels (made here on first use).
@@ -83,9 +94,13 @@ func (p *prefixPanels) usable(c *Compacted) bool {
 			k, v := make([]float32, t*d), make([]float32, t*d)
 			dense.keys[0].rowsF32(k, t)
 			dense.values[0].rowsF32(v, t)
-			var kp, vp tensor.Panels[float32]
-			kp.PackT(k, t, d, d)
-			vp.Pack(v, t, d, d)
+			chunks := (t + togetherKeys - 1) / togetherKeys
+			kp, vp := make([]tensor.Panels[float32], chunks), make([]tensor.Panels[float32], chunks)
+			for c := range chunks {
+				j0, j1 := c*togetherKeys, min(t, (c+1)*togetherKeys)
+				kp[c].PackT(k[j0*d:], j1-j0, d, d)
+				vp[c].Pack(v[j0*d:], j1-j0, d, d)
+			}
 			p.keys, p.values = append(p.keys, kp), append(p.values, vp)
 			var b []float32
 			if dense.bias != nil {
@@ -116,71 +131,96 @@ const togetherRows = 48
 
 // attend is AttendTogether for the forks fs of one context (fs[k] is
 // caches[idx[k]]): per KV head, the queries of every fork's group as the
-// rows of one product with the shared part's keys and values (scores
-// with the biases, their softmax weights and sums, the weighted values),
-// then each fork's own tokens, then the merge.
+// rows of products with the shared part's keys and values, a task per
+// block of rows and chunk of positions (scores with the biases, their
+// largest, their exponentials' sum and the weighted values), the chunks
+// merged in order by their log-sum-exps (as flash-decoding does), then
+// each fork's own tokens, then the merge of the two.
 func (p *prefixPanels) attend(fs []*Compacted, idx []int, out, q [][]float32, scale float32, pool *tensor.Pool) {
 	sh := fs[0].shape
 	d, g, heads := sh.HeadDim, sh.Group(), sh.KVHeads
 	rows := len(fs) * g // per KV head
 	qd := sh.QHeads * d
-	// The shared part: outputs po and log-sum-exps pl, [fork][query head].
-	po := make([]float32, len(fs)*qd)
-	pl := make([]float32, len(fs)*sh.QHeads)
 	qs := make([]float32, heads*rows*d)
 	for h := range heads {
 		for k, i := range idx {
 			copy(qs[(h*rows+k*g)*d:(h*rows+(k+1)*g)*d], q[i][h*g*d:(h+1)*g*d])
 		}
 	}
+	chunks := 0 // the most of any head; a head's chunk c at (h·rows + r)·chunks + c
+	tasks := 0
+	for h := range heads {
+		chunks = max(chunks, len(p.keys[h]))
+		tasks += len(p.keys[h])
+	}
 	per := togetherRows
-	for per > 12 && heads*((rows+per-1)/per) < pool.Threads() {
+	for per > 12 && tasks*((rows+per-1)/per) < pool.Threads() {
 		per -= 12
 	}
 	blocks := (rows + per - 1) / per
+	// Each chunk's largest score (scaled, with the bias), exponentials'
+	// sum and weighted values (unnormalised).
+	size := heads * rows * chunks
+	p.parts = growF32(p.parts, size*(d+2))
+	cm, cl, co := p.parts[:size], p.parts[size:2*size], p.parts[2*size:]
 	if len(p.work) < pool.Threads() {
 		p.work = make([][]float32, pool.Threads())
 	}
-	pool.Run(heads*blocks, func(task, w int) {
-		h, r0 := task/blocks, task%blocks*per
-		r1 := min(rows, r0+per)
-		t := p.keys[h].N
-		if t == 0 {
-			for r := r0; r < r1; r++ {
-				k, j := r/g, r%g
-				clear(po[k*qd+(h*g+j)*d : k*qd+(h*g+j+1)*d])
-				pl[k*sh.QHeads+h*g+j] = float32(math.Inf(-1))
-			}
+	pool.Run(heads*blocks*chunks, func(task, w int) {
+		h, rest := task/(blocks*chunks), task%(blocks*chunks)
+		r0, c := rest/chunks*per, rest%chunks
+		if c >= len(p.keys[h]) {
 			return
 		}
-		need := (r1 - r0) * (t + d + 1)
-		if cap(p.work[w]) < need {
-			p.work[w] = make([]float32, togetherRows*(t+d+1))
+		r1 := min(rows, r0+per)
+		keys, values := &p.keys[h][c], &p.values[h][c]
+		n := keys.N
+		if cap(p.work[w]) < (r1-r0)*n {
+			p.work[w] = make([]float32, togetherRows*togetherKeys)
 		}
-		s := p.work[w][:(r1-r0)*t]
-		o := p.work[w][(r1-r0)*t : (r1-r0)*(t+d)]
-		sums := p.work[w][(r1-r0)*(t+d) : need]
-		p.keys[h].Mul(s, t, qs[(h*rows+r0)*d:], r1-r0, d)
+		s := p.work[w][:(r1-r0)*n]
+		keys.Mul(s, n, qs[(h*rows+r0)*d:], r1-r0, d)
 		for r := range r1 - r0 {
-			row := s[r*t : (r+1)*t]
+			row := s[r*n : (r+1)*n]
 			if b := p.bias[h]; b != nil {
-				for i, x := range b {
+				for i, x := range b[c*togetherKeys : c*togetherKeys+n] {
 					row[i] += x / scale
 				}
 			}
 			m, sum := ExpShifted(row, scale)
-			k, j := (r0+r)/g, (r0+r)%g
-			pl[k*sh.QHeads+h*g+j] = scale*m + float32(math.Log(float64(sum)))
-			sums[r] = sum
+			at := (h*rows+r0+r)*chunks + c
+			cm[at], cl[at] = scale*m, sum
 		}
-		p.values[h].Mul(o, d, s, r1-r0, t)
-		for r := range r1 - r0 {
-			k, j := (r0+r)/g, (r0+r)%g
+		values.Mul(co[((h*rows+r0)*chunks+c)*d:], chunks*d, s, r1-r0, n)
+	})
+	// The shared part: outputs po and log-sum-exps pl, [fork][query head],
+	// each row's chunks merged in order.
+	po := make([]float32, len(fs)*qd)
+	pl := make([]float32, len(fs)*sh.QHeads)
+	const mergeRows = 8
+	mblocks := (rows + mergeRows - 1) / mergeRows
+	pool.Run(heads*mblocks, func(task, _ int) {
+		h := task / mblocks
+		r0 := task % mblocks * mergeRows
+		n := len(p.keys[h])
+		for r := r0; r < min(rows, r0+mergeRows); r++ {
+			k, j := r/g, r%g
 			dst := po[k*qd+(h*g+j)*d : k*qd+(h*g+j+1)*d]
-			inv := 1 / sums[r]
-			for c, x := range o[r*d : (r+1)*d] {
-				dst[c] = x * inv
+			clear(dst)
+			at := (h*rows + r) * chunks
+			if n == 0 {
+				pl[k*sh.QHeads+h*g+j] = float32(math.Inf(-1))
+				continue
 			}
+			m := slices.Max(cm[at : at+n])
+			var sum float32
+			for c := range n {
+				f := expNeg(cm[at+c] - m)
+				sum += f * cl[at+c]
+				tensor.AxpyF32(dst, f, co[(at+c)*d:(at+c+1)*d])
+			}
+			scaleVec(dst, 1/sum)
+			pl[k*sh.QHeads+h*g+j] = m + float32(math.Log(float64(sum)))
 		}
 	})
 	// Each fork's own tokens, side by side (their caches are their own).

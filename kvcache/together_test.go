@@ -119,3 +119,108 @@ func TestAttendTogether(t *testing.T) {
 		}
 	}
 }
+
+// TestAttendTogetherThreads: forks of one f16 context whose heads keep
+// several chunks of positions (and one a chunk and a bit) get the same
+// bits from AttendTogether on any number of threads (the chunks merge in
+// a fixed order), few forks (a task per chunk) or many, and agree with
+// their own Attend within float32 rounding.
+func TestAttendTogetherThreads(t *testing.T) {
+	r := rand.New(rand.NewPCG(41, 42))
+	sh := Shape{QHeads: 4, KVHeads: 2, HeadDim: 32}
+	keys, bias, values := compactedInput(r, sh, []int{3*togetherKeys + 17, togetherKeys + 1})
+	base, err := F16().NewCompacted(0, sh, keys, bias, values)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, forks := range []int{1, 13} {
+		var caches []Cache
+		for f := range forks {
+			inner, _ := NewF16(sh)
+			fk, err := base.Fork(inner)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ks, vs := kvData(r, sh, f%3+1, false)
+			for i := range ks {
+				if err := fk.Append(ks[i], vs[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			caches = append(caches, fk)
+		}
+		qs := make([][]float32, forks)
+		for i := range qs {
+			qs[i] = randQuery(r, sh)
+		}
+		var ref [][]float32
+		for _, threads := range []int{1, 2, 5} {
+			pool := tensor.NewPool(threads)
+			got := make([][]float32, forks)
+			for i := range got {
+				got[i] = make([]float32, sh.QHeads*sh.HeadDim)
+			}
+			AttendTogether(caches, got, qs, 0.2, pool)
+			pool.Close()
+			if ref == nil {
+				ref = got
+				for i, c := range caches {
+					want := make([]float32, len(got[i]))
+					c.Attend(want, qs[i], 0.2)
+					w64 := make([]float64, len(want))
+					for j, x := range want {
+						w64[j] = float64(x)
+					}
+					if e := relErr(got[i], w64); !(e <= 1e-5) {
+						t.Errorf("%d forks: fork %d: relative error %g from its own Attend", forks, i, e)
+					}
+				}
+				continue
+			}
+			for i := range got {
+				if !slices.Equal(got[i], ref[i]) {
+					t.Errorf("%d forks, %d threads: fork %d differs from one thread's", forks, threads, i)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkAttendTogether: one step of forks of a 3957-token f16 context
+// (the embedded model's shape: 4 query heads on one KV head of 128) on
+// the machine's threads, 1, 3 and 32 forks (the self-study's groups
+// early and late), each fork with 8 tokens of its own.
+func BenchmarkAttendTogether(b *testing.B) {
+	r := rand.New(rand.NewPCG(51, 52))
+	sh := Shape{QHeads: 4, KVHeads: 1, HeadDim: 128}
+	keys, bias, values := compactedInput(r, sh, []int{3957})
+	base, err := F16().NewCompacted(0, sh, keys, bias, values)
+	if err != nil {
+		b.Fatal(err)
+	}
+	base.PreparePanels()
+	pool := tensor.NewPool(0)
+	defer pool.Close()
+	for _, forks := range []int{1, 3, 32} {
+		b.Run(fmt.Sprintf("forks=%d", forks), func(b *testing.B) {
+			caches, qs, out := make([]Cache, forks), make([][]float32, forks), make([][]float32, forks)
+			for f := range caches {
+				inner, _ := NewF16(sh)
+				fk, err := base.Fork(inner)
+				if err != nil {
+					b.Fatal(err)
+				}
+				ks, vs := kvData(r, sh, 8, false)
+				for i := range ks {
+					if err := fk.Append(ks[i], vs[i]); err != nil {
+						b.Fatal(err)
+					}
+				}
+				caches[f], qs[f], out[f] = fk, randQuery(r, sh), make([]float32, sh.QHeads*sh.HeadDim)
+			}
+			for b.Loop() {
+				AttendTogether(caches, out, qs, 0.0884, pool)
+			}
+		})
+	}
+}
