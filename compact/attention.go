@@ -68,8 +68,13 @@ func newAttention(b Block, pool *tensor.Pool, keep bool, sels ...Selection) (*at
 	// Scores E = Q·Kᵀ and outputs Y = softmax(E)·V as float32 products,
 	// a block of queries per task.
 	var keys, values tensor.Panels[float32]
-	keys.PackT(b.Keys, t, d, d)
-	values.Pack(b.Values, t, d, d)
+	pool.Run(2, func(i, _ int) {
+		if i == 0 {
+			keys.PackT(b.Keys, t, d, d)
+		} else {
+			values.Pack(b.Values, t, d, d)
+		}
+	})
 	var scratch [][]float32
 	if !keep {
 		scratch = make([][]float32, pool.Threads())
@@ -158,7 +163,7 @@ func (a *attention) blockStats(sels []Selection, parts [][]float64, e []float32,
 		inv := 1 / a.mass[i]
 		row := e[(i-i0)*t : (i-i0+1)*t]
 		for s, sel := range sels {
-			part := parts[s][:t]
+			part := parts[s][:len(row)]
 			switch sel {
 			case ByRMS:
 				for j, x := range row {

@@ -78,7 +78,7 @@ func (o Options) kvzip(c Context, block, t int) (plan, error) {
 			if len(b.Queries) == 0 {
 				return plan{}, fmt.Errorf("compact: %s: layer %d has no extra reference queries", KVzip, l)
 			}
-			if err := b.validate(); err != nil {
+			if err := b.validate(pool); err != nil {
 				return plan{}, fmt.Errorf("compact: layer %d head %d: %w", l, h, err)
 			}
 			a, err := newAttention(b, pool, false, ByMax)

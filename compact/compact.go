@@ -49,8 +49,10 @@ func (b Block) Len() int {
 	return len(b.Keys) / b.Dim
 }
 
-// validate checks the block's shape and that every number in it is finite.
-func (b Block) validate() error {
+// validate checks the block's shape and that every number in it is
+// finite, that check's values in chunks over pool (nil: the caller's
+// goroutine).
+func (b Block) validate(pool *tensor.Pool) error {
 	if b.Dim <= 0 || b.Dim > 1<<14 {
 		return fmt.Errorf("compact: head dimension %d out of range", b.Dim)
 	}
@@ -63,15 +65,45 @@ func (b Block) validate() error {
 	if len(b.Queries) == 0 || len(b.Queries)%b.Dim != 0 {
 		return fmt.Errorf("compact: %d query values are not a positive whole number of rows of %d", len(b.Queries), b.Dim)
 	}
-	for _, part := range []struct {
+	parts := []struct {
 		name string
 		x    []float32
-	}{{"key", b.Keys}, {"value", b.Values}, {"query", b.Queries}} {
-		for i, v := range part.x {
-			if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
-				return fmt.Errorf("compact: %s %d, coordinate %d is %g", part.name, i/b.Dim, i%b.Dim, v)
+	}{{"key", b.Keys}, {"value", b.Values}, {"query", b.Queries}}
+	// Each chunk's first value that is not finite (−1: none); the first
+	// of all is reported.
+	const chunk = 1 << 16
+	var starts []int // the first chunk of each part
+	chunks := 0
+	for _, p := range parts {
+		starts = append(starts, chunks)
+		chunks += (len(p.x) + chunk - 1) / chunk
+	}
+	partOf := func(c int) int {
+		part := len(starts) - 1
+		for starts[part] > c {
+			part--
+		}
+		return part
+	}
+	first := make([]int, chunks)
+	pool.Run(chunks, func(c, _ int) {
+		part := partOf(c)
+		x := parts[part].x
+		i0 := (c - starts[part]) * chunk
+		first[c] = -1
+		for i, v := range x[i0:min(len(x), i0+chunk)] {
+			if math.Float32bits(v)&0x7f800000 == 0x7f800000 { // NaN or ±Inf
+				first[c] = i0 + i
+				break
 			}
 		}
+	})
+	for c, i := range first {
+		if i < 0 {
+			continue
+		}
+		p := parts[partOf(c)]
+		return fmt.Errorf("compact: %s %d, coordinate %d is %g", p.name, i/b.Dim, i%b.Dim, p.x[i])
 	}
 	return nil
 }
@@ -258,16 +290,19 @@ func (r Result) Len() int { return len(r.Index) }
 // fallback (β = 0; the original values) and reported in Warnings; the
 // result never holds NaN or Inf.
 func CompactHead(b Block, f Fit) (Result, error) {
-	if err := b.validate(); err != nil {
-		return Result{}, err
-	}
 	if err := f.validate(b.Len()); err != nil {
+		if berr := b.validate(nil); berr != nil {
+			return Result{}, berr
+		}
 		return Result{}, err
 	}
 	pool := f.Pool
 	if pool == nil && f.Threads > 1 {
 		pool = tensor.NewPool(f.Threads)
 		defer pool.Close()
+	}
+	if err := b.validate(pool); err != nil {
+		return Result{}, err
 	}
 	a, err := newAttention(b, pool, f.Select == ByOMP, statsFor(f.Select)...)
 	if err != nil {
