@@ -24,11 +24,11 @@ const solveCols = 32
 
 // cholesky is the factorisation A = UᵀU of a t×t symmetric positive
 // definite matrix, U upper triangular (row-major, the lower triangle
-// unused), and A's condition number estimate in the 1-norm.
+// unused), and A's 1-norm for the condition estimate.
 type cholesky struct {
 	t    int
 	u    []float64
-	cond float64
+	norm float64
 	pool *tensor.Pool
 }
 
@@ -39,13 +39,10 @@ type cholesky struct {
 // the trailing matrix less their products, tiles over the pool. Every
 // entry's operations are in a fixed order whatever the pool's threads:
 // the same bits on any. ok is false where a is not positive definite (a
-// pivot not positive or not finite). The condition estimate is LAPACK's
-// (dpocon, as gonum's mat.Cholesky.Cond).
+// pivot not positive or not finite).
 func factorCholesky(a []float64, t int, pool *tensor.Pool) (ch *cholesky, ok bool) {
 	sym := blas64.Symmetric{Uplo: blas.Upper, N: t, Stride: max(t, 1), Data: a}
-	work := make([]float64, 3*t)
-	norm := lapack64.Lansy(lapack.MaxColumnSum, sym, work)
-	ch = &cholesky{t: t, u: a, pool: pool}
+	ch = &cholesky{t: t, u: a, pool: pool, norm: lapack64.Lansy(lapack.MaxColumnSum, sym, make([]float64, t))}
 	buf := make([][]float64, pool.Threads())
 	for k0 := 0; k0 < t; k0 += cholBlock {
 		k1 := min(t, k0+cholBlock)
@@ -105,8 +102,15 @@ func factorCholesky(a []float64, t int, pool *tensor.Pool) (ch *cholesky, ok boo
 			}
 		})
 	}
-	ch.cond = 1 / lapack64.Pocon(sym, norm, work, make([]int, t))
 	return ch, true
+}
+
+// cond returns the factored matrix's condition number estimate in the
+// 1-norm: LAPACK's (dpocon, as gonum's mat.Cholesky.Cond), serial.
+func (ch *cholesky) cond() float64 {
+	t := ch.t
+	sym := blas64.Symmetric{Uplo: blas.Upper, N: t, Stride: max(t, 1), Data: ch.u}
+	return 1 / lapack64.Pocon(sym, ch.norm, make([]float64, 3*t), make([]int, t))
 }
 
 // forward solves U[k0:k1, k0:k1]ᵀ·X = B in place for B the rows k0:k1,

@@ -94,7 +94,7 @@ func TestCholesky(t *testing.T) {
 				if !ok || !wantAccept {
 					continue // rounding decides the numbers
 				}
-				if c, w := ch.cond, want.Cond(); !(math.Abs(c-w) <= 1e-6*w) {
+				if c, w := ch.cond(), want.Cond(); !(math.Abs(c-w) <= 1e-6*w) {
 					t.Errorf("%d threads: condition %.10g, gonum %.10g", threads, c, w)
 				}
 				var u mat.TriDense

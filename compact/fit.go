@@ -185,7 +185,9 @@ const maxGramCond = 1e10
 // choleskySolve returns the solution of (G + λI)·C = B for G t×t
 // symmetric and B t×c, or nil where G + λI is not positive definite,
 // conditioned beyond maxGramCond, or an entry of C is not finite or
-// beyond bound: by factorCholesky and its solve, over the pool.
+// beyond bound: by factorCholesky and its solve, over the pool, the
+// condition estimate (serial: 2-7 ms for 758 keys on the 2-core AMD EPYC
+// box, a tenth of the fit) on a goroutine of its own beside the solve.
 func choleskySolve(g, b []float64, t, c int, lambda, bound float64, pool *tensor.Pool) []float64 {
 	a := make([]float64, t*t)
 	for i := range t {
@@ -195,11 +197,16 @@ func choleskySolve(g, b []float64, t, c int, lambda, bound float64, pool *tensor
 		a[i*t+i] = g[i*t+i] + lambda
 	}
 	ch, ok := factorCholesky(a, t, pool)
-	if !ok || !(ch.cond <= maxGramCond) {
+	if !ok {
 		return nil
 	}
+	cond := make(chan float64, 1)
+	go func() { cond <- ch.cond() }()
 	out := append([]float64(nil), b...)
 	ch.solve(out, c)
+	if !(<-cond <= maxGramCond) {
+		return nil
+	}
 	for _, v := range out {
 		if !(math.Abs(v) <= bound) {
 			return nil
