@@ -3,7 +3,6 @@ package kvcache
 import (
 	"fmt"
 
-	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/tensor"
 )
 
@@ -187,8 +186,4 @@ func (r *f16Rows) scores(dst, q []float32, t0 int) {
 func (r *f16Rows) weightedSum(acc, w []float32, t0 int) {
 	tensor.WeightedSumF16(acc, w, r.data[t0*r.d:])
 }
-func (r *f16Rows) rowsF32(dst []float32, t int) {
-	for i, x := range r.data[:t*r.d] {
-		dst[i] = half.F16ToF32(half.F16(x))
-	}
-}
+func (r *f16Rows) rowsF32(dst []float32, t int) { tensor.FromF16(dst[:t*r.d], r.data[:t*r.d]) }
