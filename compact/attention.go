@@ -134,7 +134,9 @@ func newAttention(b Block, pool *tensor.Pool, keep bool, sels ...Selection) (*at
 				part := parts[s][blk*t+j0 : blk*t+j1]
 				for j, v := range part {
 					if sel == ByMax {
-						out[j] = max(out[j], v)
+						if v > out[j] {
+							out[j] = v
+						}
 					} else {
 						out[j] += v
 					}
@@ -156,12 +158,24 @@ func newAttention(b Block, pool *tensor.Pool, keep bool, sels ...Selection) (*at
 // blockStats sets parts[s] to the statistic sels[s] of the exp-scores e
 // of the queries i0…i1−1 (rows of t), each weight e_ij/mass_i: the sum of
 // squares (ByRMS), the maximum (ByMax) or the sum (ByMean) over the
-// rows, in row order.
+// rows, in row order. The weights are finite and not negative, so the
+// maximum needs no NaN rule; max+rms takes both in one loop.
 func (a *attention) blockStats(sels []Selection, parts [][]float64, e []float32, i0, i1 int) {
 	t := a.t
 	for i := i0; i < i1; i++ {
 		inv := 1 / a.mass[i]
 		row := e[(i-i0)*t : (i-i0+1)*t]
+		if len(sels) == 2 && sels[0] == ByMax && sels[1] == ByRMS {
+			mx, sq := parts[0][:len(row)], parts[1][:len(row)]
+			for j, x := range row {
+				w := float64(x) * inv
+				sq[j] += w * w
+				if w > mx[j] {
+					mx[j] = w
+				}
+			}
+			continue
+		}
 		for s, sel := range sels {
 			part := parts[s][:len(row)]
 			switch sel {
@@ -172,7 +186,9 @@ func (a *attention) blockStats(sels []Selection, parts [][]float64, e []float32,
 				}
 			case ByMax:
 				for j, x := range row {
-					part[j] = max(part[j], float64(x)*inv)
+					if w := float64(x) * inv; w > part[j] {
+						part[j] = w
+					}
 				}
 			default:
 				for j, x := range row {
