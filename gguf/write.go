@@ -493,17 +493,27 @@ func (e *encoder) value(v Value) {
 // AppendBinary appends v's encoding in a GGUF file, its type id and then
 // its payload, to b: what a checksum of metadata covers.
 func (v Value) AppendBinary(b []byte) ([]byte, error) {
-	var buf bytes.Buffer
-	e := &encoder{w: bufio.NewWriter(&buf)}
+	buf := bytes.NewBuffer(b)
+	if err := v.WriteBinary(buf); err != nil {
+		return b, err
+	}
+	return buf.Bytes(), nil
+}
+
+// WriteBinary writes v's encoding in a GGUF file (AppendBinary's bytes)
+// to w, through a buffer of its own: a checksum of a large value (a
+// vocabulary) streams it instead of holding its encoding.
+func (v Value) WriteBinary(w io.Writer) error {
+	e := &encoder{w: bufio.NewWriter(w)}
 	e.u32(uint32(v.typ))
 	e.value(v)
 	if e.err == nil {
 		e.err = e.w.Flush()
 	}
 	if e.err != nil {
-		return b, fmt.Errorf("gguf: encoding a %s value: %w", v.typ, e.err)
+		return fmt.Errorf("gguf: encoding a %s value: %w", v.typ, e.err)
 	}
-	return append(b, buf.Bytes()...), nil
+	return nil
 }
 
 // limitWriter passes at most left bytes to the encoder and notes any

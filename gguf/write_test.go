@@ -421,8 +421,9 @@ func TestConcurrentReads(t *testing.T) {
 	}
 }
 
-// TestAppendBinary: every value's AppendBinary is exactly the bytes that
-// follow its key in a written file, and decodes back to the value.
+// TestAppendBinary: every value's AppendBinary (WriteBinary's bytes) is
+// exactly the bytes that follow its key in a written file, and decodes
+// back to the value.
 func TestAppendBinary(t *testing.T) {
 	b := NewBuilder()
 	for _, kv := range sampleKVs() {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"sync"
@@ -73,11 +74,13 @@ var ErrAltered = errors.New("wquant: the file differs from its manifest")
 // keyHash returns the SHA-256 of a metadata value's GGUF encoding (its
 // type id and payload; the key is the manifest's own entry).
 func keyHash(v gguf.Value) ([sha256.Size]byte, error) {
-	b, err := v.AppendBinary(nil)
-	if err != nil {
-		return [sha256.Size]byte{}, err
+	var s [sha256.Size]byte
+	h := sha256.New()
+	if err := v.WriteBinary(h); err != nil {
+		return s, err
 	}
-	return sha256.Sum256(b), nil
+	h.Sum(s[:0])
+	return s, nil
 }
 
 // tensorHeader returns the bytes that precede a tensor's data in its
@@ -224,13 +227,11 @@ func (m *Manifest) fields() []gguf.KV {
 func selfHash(fields []gguf.KV) ([sha256.Size]byte, error) {
 	h := sha256.New()
 	for _, kv := range fields {
-		b := binary.LittleEndian.AppendUint64(nil, uint64(len(kv.Key)))
-		b = append(b, kv.Key...)
-		b, err := kv.Value.AppendBinary(b)
-		if err != nil {
+		h.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(kv.Key))))
+		io.WriteString(h, kv.Key)
+		if err := kv.Value.WriteBinary(h); err != nil {
 			return [sha256.Size]byte{}, err
 		}
-		h.Write(b)
 	}
 	var s [sha256.Size]byte
 	h.Sum(s[:0])
