@@ -31,11 +31,18 @@ var ErrStopped = errors.New("wquant: the background check was stopped")
 //     first use waits for what is left of that tensor's hash, so no
 //     product reads a tensor before its hash has been compared.
 //
+// With BackgroundOptions.Metadata it also compares the file's metadata
+// and tensor directory with the manifest (CheckMetadata), first, beside
+// the model's load instead of before it: Settled and Wait include what
+// differs there, Metadata waits for that comparison alone, and Check does
+// not wait for it.
+//
 // The hashes are of the very bytes the model reads (the file's memory
 // mapping). Create it with Manifest.Start; Stop it before the file is
 // closed.
 type Background struct {
 	m       *Manifest
+	f       *gguf.File
 	byName  map[string]*pending
 	queue   []pieceRef // every piece of every tensor, in first-use order
 	next    atomic.Int64
@@ -49,6 +56,12 @@ type Background struct {
 	failed  []error // mismatches, in the order found
 	once    sync.Once
 	result  error // Wait's result once every tensor is checked
+
+	// The metadata comparison (BackgroundOptions.Metadata), claimed once
+	// by a worker or by Metadata: metaErr is set before metaDone closes.
+	metaClaimed atomic.Bool
+	metaDone    chan struct{}
+	metaErr     error
 }
 
 // pending is one tensor's check: its pieces, who claimed each, and the
@@ -63,7 +76,8 @@ type pending struct {
 	err     error // set before done is closed
 }
 
-// pieceRef names piece i of a tensor.
+// pieceRef names piece i of a tensor; a nil p is the metadata
+// comparison.
 type pieceRef struct {
 	p *pending
 	i int
@@ -78,27 +92,56 @@ type BackgroundOptions struct {
 	// Helpers is the number of goroutines a first use hashes the rest of
 	// its tensor on while the model waits for it (0: all CPUs).
 	Helpers int
+	// Metadata has the background compare f's metadata and tensor
+	// directory with the manifest (CheckMetadata) before any tensor, so
+	// that the caller need not wait for it before loading the model;
+	// unset, the caller has checked them.
+	Metadata bool
 }
 
-// Start begins checking the tensors of f, whose metadata the caller has
-// checked (CheckMetadata), in the background. A file whose tensors are
-// not memory-mapped gets no background work: its Check hashes the bytes
-// it is given, at first use.
+// Start begins checking the tensors of f in the background (and its
+// metadata, with o.Metadata). A file whose tensors are not memory-mapped
+// gets no background hashing: its Check hashes the bytes it is given, at
+// first use.
 func (m *Manifest) Start(f *gguf.File, o BackgroundOptions) *Background {
-	b := &Background{m: m, byName: make(map[string]*pending, len(f.Tensors)), helpers: o.Helpers,
-		all: make(chan struct{}), stop: make(chan struct{})}
+	b := &Background{m: m, f: f, byName: make(map[string]*pending, len(f.Tensors)), helpers: o.Helpers,
+		all: make(chan struct{}), stop: make(chan struct{}), metaDone: make(chan struct{})}
 	if b.helpers <= 0 {
 		b.helpers = runtime.NumCPU()
 	}
-	if !f.Mapped() {
-		close(b.all)
-		return b
+	jobs := 0
+	if o.Metadata {
+		b.queue = append(b.queue, pieceRef{}) // first, before any piece
+		jobs++
+	} else {
+		b.metaClaimed.Store(true)
+		close(b.metaDone)
 	}
+	var trivial []*pending
+	if f.Mapped() {
+		trivial = b.queueTensors(f)
+	}
+	jobs += len(b.byName)
+	b.left.Store(int64(jobs))
+	if jobs == 0 {
+		close(b.all)
+	}
+	for _, p := range trivial {
+		b.finish(p)
+	}
+	for range min(max(o.Workers, 1), len(b.queue)) {
+		b.wg.Go(func() { b.work(b.stop, true) })
+	}
+	return b
+}
+
+// queueTensors queues the pieces of f's tensors that the manifest lists,
+// in first-use order, and returns those with no data (nothing to hash).
+func (b *Background) queueTensors(f *gguf.File) (trivial []*pending) {
 	order := slices.Clone(f.Tensors)
 	slices.SortStableFunc(order, func(x, y gguf.TensorInfo) int { return useRank(x.Name) - useRank(y.Name) })
-	var trivial []*pending
 	for _, t := range order {
-		if _, ok := m.tensorIndex(t.Name); !ok {
+		if _, ok := b.m.tensorIndex(t.Name); !ok {
 			continue // Check reports it
 		}
 		data, err := f.ReadTensor(t)
@@ -116,17 +159,7 @@ func (m *Manifest) Start(f *gguf.File, o BackgroundOptions) *Background {
 			trivial = append(trivial, p)
 		}
 	}
-	b.left.Store(int64(len(b.byName)))
-	if len(b.byName) == 0 {
-		close(b.all)
-	}
-	for _, p := range trivial {
-		b.finish(p)
-	}
-	for range max(o.Workers, 1) {
-		b.wg.Go(func() { b.work(b.stop, true) })
-	}
-	return b
+	return trivial
 }
 
 // YieldEvery is how many bytes a background worker hashes between
@@ -164,11 +197,36 @@ func (b *Background) work(stop <-chan struct{}, yield bool) {
 		if k >= int64(len(b.queue)) {
 			return
 		}
-		r := b.queue[k]
-		if r.p.claimed[r.i].CompareAndSwap(false, true) {
+		switch r := b.queue[k]; {
+		case r.p == nil:
+			b.checkMetadata()
+		case r.p.claimed[r.i].CompareAndSwap(false, true):
 			b.hash(r.p, r.i, yield)
 		}
 	}
+}
+
+// checkMetadata compares the file's metadata with the manifest unless
+// someone has claimed that already, and publishes the result.
+func (b *Background) checkMetadata() {
+	if !b.metaClaimed.CompareAndSwap(false, true) {
+		return
+	}
+	b.metaErr = b.m.CheckMetadata(b.f)
+	close(b.metaDone)
+	b.done(b.metaErr)
+}
+
+// Metadata returns the comparison of the file's metadata and tensor
+// directory with the manifest (BackgroundOptions.Metadata), running it
+// here if no worker has begun it, else waiting for it: nil, or an error
+// that wraps ErrAltered and names each key and tensor that differs. It is
+// nil at once without BackgroundOptions.Metadata, and safe for
+// concurrent use.
+func (b *Background) Metadata() error {
+	b.checkMetadata()
+	<-b.metaDone
+	return b.metaErr
 }
 
 // hash hashes piece i of p, yielding the CPU every YieldEvery bytes if
@@ -197,12 +255,18 @@ func (b *Background) hash(p *pending, i int, yield bool) {
 func (b *Background) finish(p *pending) {
 	sum := combine(p.t.Type, p.t.Shape, p.sums)
 	p.err = b.m.compare(p.t.Name, sum[:])
-	if p.err != nil {
+	close(p.done)
+	b.done(p.err)
+}
+
+// done records the result of one of the check's jobs (a tensor's hash
+// or the metadata) and closes all after the last.
+func (b *Background) done(err error) {
+	if err != nil {
 		b.mu.Lock()
-		b.failed = append(b.failed, p.err)
+		b.failed = append(b.failed, err)
 		b.mu.Unlock()
 	}
-	close(p.done)
 	if b.left.Add(-1) == 0 {
 		close(b.all)
 	}
@@ -212,8 +276,8 @@ func (b *Background) finish(p *pending) {
 // with the manifest's (hashing whatever pieces no one has claimed yet on
 // up to Helpers goroutines), with an error that wraps ErrAltered and
 // names the tensor if it differs. Bytes other than those hashed in the
-// background (another copy, another view) are hashed here. It is safe
-// for concurrent use.
+// background (another copy, another view) are hashed here. It does not
+// wait for the metadata (Metadata does). It is safe for concurrent use.
 func (b *Background) Check(t gguf.TensorInfo, data []byte) error {
 	p, ok := b.byName[t.Name]
 	if !ok || !sameBytes(p.data, data) || p.t.Type != t.Type || !slices.Equal(p.t.Shape, t.Shape) {
@@ -246,8 +310,9 @@ func sameBytes(x, y []byte) bool {
 	return len(x) == len(y) && (len(x) == 0 || &x[0] == &y[0])
 }
 
-// Settled is model.Options.Settled: it returns once every tensor is
-// checked, with Wait's result, hashing what the background has not yet
+// Settled is model.Options.Settled: it returns once every tensor (and
+// the metadata, with BackgroundOptions.Metadata) is checked, with Wait's
+// result, hashing what the background has not yet
 // claimed on up to Helpers goroutines meanwhile (the model waits for it,
 // so its CPUs are free); ErrStopped if Stop came first. Once the check
 // is complete it costs a channel receive. It is safe for concurrent use.
@@ -269,8 +334,9 @@ func (b *Background) Settled() error {
 	return b.outcome()
 }
 
-// Wait returns once every tensor is checked: nil if all match, else an
-// error that wraps ErrAltered and names each tensor that differs; or
+// Wait returns once every tensor (and the metadata, with
+// BackgroundOptions.Metadata) is checked: nil if all match, else an error
+// that wraps ErrAltered and names each key and tensor that differs; or
 // ErrStopped if Stop came first.
 func (b *Background) Wait() error {
 	select {

@@ -31,7 +31,12 @@ import (
 // which the hashing raises by about the same amount in every checking
 // mode (the first token uses every tensor, so every hash is done by
 // then); MODE-% the median of the mode's latency over off's, less 1.
-// ns/op is the sum of the modes.
+// ns/op is the sum of the modes. For off and lazy, MODE-open-ms,
+// MODE-load-ms and MODE-prompt-ms split the latency into the open (with
+// the check's start), the tokenizer and page-in, and the prompt (the
+// Forward, which for lazy includes waiting for what is left of the
+// check); lazy-checked-ms is when the whole check (metadata and every
+// tensor) was complete, from the open's start.
 //
 // The request/ group times what a server's first request meets: the
 // model loaded and left idle for 100 ms (waiting for requests), then the
@@ -49,9 +54,13 @@ func BenchmarkFirstToken(b *testing.B) {
 	if err := wquant.NewQuantizer(src, nil, 0).Write(context.Background(), path, plan, wquant.WriteOptions{Tool: "bench"}); err != nil {
 		b.Fatal(err)
 	}
-	open := func(b *testing.B, mode string, threads int) *model.Model {
+	open := func(b *testing.B, mode string, threads int, checked func()) *model.Model {
 		if mode == "off" || mode == "lazy" || mode == "full" {
-			m, err := wquant.OpenModel(path, model.Options{Threads: threads}, wquant.OpenOptions{Verify: mode})
+			m, err := wquant.OpenModel(path, model.Options{Threads: threads}, wquant.OpenOptions{Verify: mode, Checked: func(error) {
+				if checked != nil {
+					checked()
+				}
+			}})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -101,20 +110,40 @@ func BenchmarkFirstToken(b *testing.B) {
 				prompt[i] = int32(100 + 7*i)
 			}
 			b.Run(fmt.Sprintf("threads-%d/prompt-%d", threads, n), func(b *testing.B) {
+				phases := map[string][]float64{}
 				paired(b, []string{"off", "lazy", "lazy-spare", "first-use", "full"}, func(mode string) {
-					m := open(b, mode, threads)
+					t0 := time.Now()
+					checked := make(chan float64, 1)
+					m := open(b, mode, threads, func() { checked <- msSince(t0) })
+					t1 := time.Now()
 					if _, err := model.LoadTokenizer(m.File()); err != nil {
 						b.Fatal(err)
 					}
 					m.Prefault(nil)
+					t2 := time.Now()
 					first(b, m, prompt)
+					t3 := time.Now()
 					m.Close()
+					if mode == "off" || mode == "lazy" {
+						for _, ph := range []struct {
+							name     string
+							from, to time.Time
+						}{{"open", t0, t1}, {"load", t1, t2}, {"prompt", t2, t3}} {
+							phases[mode+"-"+ph.name+"-ms"] = append(phases[mode+"-"+ph.name+"-ms"], float64(ph.to.Sub(ph.from).Microseconds())/1000)
+						}
+					}
+					if mode == "lazy" {
+						phases["lazy-checked-ms"] = append(phases["lazy-checked-ms"], <-checked)
+					}
 				}, nil)
+				for name, x := range phases {
+					b.ReportMetric(median(x), name)
+				}
 			})
 			b.Run(fmt.Sprintf("request/threads-%d/prompt-%d", threads, n), func(b *testing.B) {
 				var m *model.Model
 				paired(b, []string{"off", "lazy"}, func(string) { first(b, m, prompt) }, func(mode string) func() {
-					m = open(b, mode, threads)
+					m = open(b, mode, threads, nil)
 					m.Prefault(nil)
 					time.Sleep(100 * time.Millisecond)
 					return func() { m.Close() }
@@ -172,6 +201,9 @@ func paired(b *testing.B, modes []string, run func(mode string), setup func(mode
 		}
 	}
 }
+
+// msSince returns the milliseconds since t.
+func msSince(t time.Time) float64 { return float64(time.Since(t).Microseconds()) / 1000 }
 
 // median returns the median of x (which it sorts).
 func median(x []float64) float64 {

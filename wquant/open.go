@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync/atomic"
 
 	"github.com/turbomem/turbomem/gguf"
 	"github.com/turbomem/turbomem/model"
@@ -20,9 +21,15 @@ type OpenOptions struct {
 	// Progress, if set, is called as full verifies, with the bytes hashed
 	// so far and the total.
 	Progress func(done, total int64)
+	// MetadataFirst has lazy compare the metadata and tensor directory
+	// before loading, as full does, instead of beside the load: for a
+	// caller that shows values from the metadata (a model's name) before
+	// its first output.
+	MetadataFirst bool
 	// Checked, if set, is called once when lazy's background check has
-	// compared every tensor, from another goroutine, with nil or the error
-	// that names each tensor that differs; not if the model closes first.
+	// compared the metadata and every tensor, from another goroutine, with
+	// nil or the error that names each key and tensor that differs; not if
+	// the model closes first.
 	Checked func(err error)
 }
 
@@ -31,16 +38,21 @@ type OpenOptions struct {
 //
 //   - full verifies every hash before loading (progress, if set, is
 //     called with the bytes hashed and the total);
-//   - lazy checks the manifest and the metadata now and hashes the
-//     tensors in the background (Manifest.Start), in the order the model
-//     first uses them, on one goroutine per CPU that yield to the model's
+//   - lazy checks the manifest's own checksum now, and compares the
+//     metadata and hashes the tensors in the background (Manifest.Start
+//     with BackgroundOptions.Metadata), the metadata first and then the
+//     tensors in the order the model first uses them, on one goroutine
+//     per CPU but one (at least one) that yield to the model's
 //     (Background), while it loads, runs and waits for requests. The
 //     model computes on the weights as they are checked and holds back
 //     its output (model.Options.Settled): each Forward returns only once
-//     every tensor has passed, and fails, naming each tensor that
-//     differs, if one has not. Sessions whose callbacks see values inside
-//     a step (captures, observers), and files that are not memory-mapped,
-//     wait instead at each tensor's first use for its own hash;
+//     the metadata and every tensor have passed, and fails, naming each
+//     key and tensor that differs, if one has not; a load that fails (on
+//     altered metadata, say) reports what the metadata comparison found
+//     if it differs. Sessions whose callbacks see values inside a step
+//     (captures, observers) wait instead at each tensor's first use for
+//     the metadata and its own hash; files that are not memory-mapped
+//     compare the metadata before loading and wait at each first use;
 //   - off checks nothing.
 //
 // A file without a manifest loads as it is. Either check hashes the
@@ -60,6 +72,7 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 		return nil, err
 	}
 	stop := func() {}
+	var bg *Background // lazy's check, if the file has a manifest
 	fail := func(err error) (*model.Model, error) {
 		stop()
 		f.Close()
@@ -76,11 +89,30 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 		case err != nil:
 			return fail(err)
 		default:
-			if err := m.CheckMetadata(f); err != nil {
-				return fail(err)
+			beside := f.Mapped() && !v.MetadataFirst // the metadata compared beside the load
+			if !beside {
+				if err := m.CheckMetadata(f); err != nil {
+					return fail(err)
+				}
 			}
-			bg := m.Start(f, BackgroundOptions{Workers: runtime.NumCPU()})
-			o.FirstUse, stop = bg.Check, bg.Stop
+			// One hasher per CPU but one: the load (open, tokenizer,
+			// page-in) is serial, and its goroutine keeps a CPU of its own.
+			bg = m.Start(f, BackgroundOptions{Workers: max(runtime.NumCPU()-1, 1), Metadata: beside})
+			stop = bg.Stop
+			// The vectors are checked as they load (their values are
+			// seen only through the held output); a product's first use
+			// after the load (a session that sees values inside a step)
+			// waits for the metadata too.
+			var loaded atomic.Bool
+			o.FirstUse = func(t gguf.TensorInfo, data []byte) error {
+				if loaded.Load() {
+					if err := bg.Metadata(); err != nil {
+						return err
+					}
+				}
+				return bg.Check(t, data)
+			}
+			defer loaded.Store(true)
 			if f.Mapped() {
 				o.Settled = bg.Settled
 			}
@@ -103,6 +135,11 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 	}
 	mod, err := model.New(f, o)
 	if err != nil {
+		if bg != nil {
+			if merr := bg.Metadata(); merr != nil {
+				err = merr // what the load tripped on was altered
+			}
+		}
 		return fail(err)
 	}
 	return mod, nil

@@ -20,6 +20,10 @@ type modelFlags struct {
 	threads *int
 	// verify is --verify, for the commands that have it (nil: off).
 	verify *string
+	// metadataFirst has --verify=lazy compare the metadata before the
+	// load rather than beside it (a server, whose start nobody waits on,
+	// shows nothing from unchecked metadata).
+	metadataFirst bool
 }
 
 // addVerifyFlag adds --verify to the model flags.

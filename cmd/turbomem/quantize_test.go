@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -103,6 +104,71 @@ func TestQuantizeVerifyRun(t *testing.T) {
 	os.WriteFile(edited, []byte(strings.Replace(string(plan), `"type": "F16"`, `"type": "Q4_0"`, 1)), 0o644)
 	if code, _, stderr = runCmd("quantize", src, filepath.Join(dir, "x.gguf"), "--plan", edited); code != 1 || !strings.Contains(stderr, "checksum") {
 		t.Errorf("edited plan: exit %d: %s", code, stderr)
+	}
+}
+
+// TestRunLazyMetadata: with --verify=lazy the metadata is compared beside
+// the load, so a changed value fails where it is first read — the
+// tokenizer's load (tokenizer.ggml.model), the model's load
+// (llama.embedding_length), or nowhere before the first output
+// (llama.rope.freq_base) — and each is refused naming the key, with no
+// continuation printed; serve compares the metadata first and does not
+// start.
+func TestRunLazyMetadata(t *testing.T) {
+	src := tinySource(t)
+	out := filepath.Join(t.TempDir(), "q.gguf")
+	if code, _, stderr := runCmd("quantize", src, out, "--recipe", "Q8_0"); code != 0 {
+		t.Fatalf("quantize: exit %d: %s", code, stderr)
+	}
+	good, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// edit flips bits x of byte at of key's value (its encoding after the
+	// key) and returns the file's path.
+	edit := func(key string, at int, x byte) string {
+		b := append([]byte(nil), good...)
+		i := bytes.Index(b, []byte(key))
+		if i < 0 {
+			t.Fatalf("no key %s", key)
+		}
+		b[i+len(key)+at] ^= x
+		p := filepath.Join(t.TempDir(), "edited.gguf")
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	for _, tt := range []struct {
+		key string
+		at  int // byte of the value after the key: type id (4 bytes), then the payload
+		x   byte
+	}{
+		{"tokenizer.ggml.model", 4 + 8 + 3, '2' ^ '3'}, // "gpt2" -> "gpt3"
+		{"llama.embedding_length", 4, 0x40},
+		{"llama.rope.freq_base", 4 + 1, 0x01},
+	} {
+		p := edit(tt.key, tt.at, tt.x)
+		want := "metadata key " + tt.key + ": value differs"
+		code, stdout, stderr := runCmd("run", "-m", p, "--verify", "lazy", "-n", "2", "--temp", "0", "hello")
+		if code != 1 || !strings.Contains(stderr, want) || strings.TrimSpace(stdout) != "" {
+			t.Errorf("%s changed: exit %d, stdout %q, stderr %s", tt.key, code, stdout, stderr)
+		}
+		// A server compares the metadata before it loads: it does not
+		// start.
+		done := make(chan string, 1)
+		go func() {
+			code, _, stderr := runCmd("serve", "-m", p, "--addr", "127.0.0.1:0", "--mem", "256MiB")
+			done <- fmt.Sprintf("exit %d: %s", code, stderr)
+		}()
+		select {
+		case got := <-done:
+			if !strings.HasPrefix(got, "exit 1:") || !strings.Contains(got, want) {
+				t.Errorf("serve, %s changed: %s", tt.key, got)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("serve, %s changed: started anyway", tt.key)
+		}
 	}
 }
 

@@ -86,13 +86,14 @@ func (g modelFlags) load(e *env) (*loaded, error) {
 		if g.verify != nil {
 			mode = *g.verify
 		}
-		m, checked, err = openChecked(e, *g.model, mode, opts)
+		m, checked, err = openChecked(e, *g.model, mode, g.metadataFirst, opts)
 	}
 	if err != nil {
 		return nil, err
 	}
 	tok, err := model.LoadTokenizer(m.File())
 	if err != nil {
+		err = checkedFirst(*g.model, m, checked != nil, err)
 		m.Close()
 		return nil, err
 	}

@@ -87,6 +87,7 @@ func runServe(e *env, args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	mf.metadataFirst = true // nothing from unchecked metadata is served
 	l, err := mf.load(e)
 	if err != nil {
 		hs.Close()

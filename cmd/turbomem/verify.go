@@ -110,10 +110,10 @@ func checkVerify(mode string) error {
 }
 
 // openChecked opens the model at path with the integrity check of --verify
-// mode (wquant.OpenModel), a progress bar drawn while full verifies; with
-// lazy, checked receives the background check's result once every tensor
-// is compared.
-func openChecked(e *env, path, mode string, o model.Options) (m *model.Model, checked <-chan error, err error) {
+// mode (wquant.OpenModel; metadataFirst: OpenOptions.MetadataFirst), a
+// progress bar drawn while full verifies; with lazy, checked receives the
+// background check's result once every tensor is compared.
+func openChecked(e *env, path, mode string, metadataFirst bool, o model.Options) (m *model.Model, checked <-chan error, err error) {
 	var bar *progressBar
 	defer func() {
 		if bar != nil {
@@ -121,7 +121,7 @@ func openChecked(e *env, path, mode string, o model.Options) (m *model.Model, ch
 		}
 	}()
 	ch := make(chan error, 1)
-	m, err = wquant.OpenModel(path, o, wquant.OpenOptions{Verify: mode,
+	m, err = wquant.OpenModel(path, o, wquant.OpenOptions{Verify: mode, MetadataFirst: metadataFirst,
 		Progress: func(done, total int64) {
 			if bar == nil {
 				bar = newBar(e, "verifying", total, true)
@@ -130,10 +130,33 @@ func openChecked(e *env, path, mode string, o model.Options) (m *model.Model, ch
 		},
 		Checked: func(err error) { ch <- err }})
 	if errors.Is(err, wquant.ErrAltered) {
-		return nil, nil, fmt.Errorf("%s: %w (--verify=off loads it anyway)", path, err)
+		return nil, nil, refused(path, err)
 	}
 	if mode == "lazy" {
 		checked = ch
 	}
 	return m, checked, err
+}
+
+// refused is the error of a file that differs from its manifest.
+func refused(path string, err error) error {
+	return fmt.Errorf("%s: %w (--verify=off loads it anyway)", path, err)
+}
+
+// checkedFirst returns err, the failure of a step that read the model's
+// metadata before --verify=lazy (lazy set) had compared it with the
+// manifest in the background (the tokenizer's load), unless the metadata
+// differs from the manifest: then the error that names each key.
+func checkedFirst(path string, m *model.Model, lazy bool, err error) error {
+	if !lazy {
+		return err
+	}
+	man, merr := wquant.ReadManifest(m.File())
+	if merr == nil {
+		merr = man.CheckMetadata(m.File())
+	}
+	if errors.Is(merr, wquant.ErrAltered) {
+		return refused(path, merr)
+	}
+	return err
 }

@@ -1,0 +1,133 @@
+package wquant
+
+import (
+	"errors"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/model"
+)
+
+// firstOutput opens path with the check of mode and runs a prompt through
+// it, returning the logits and the first error: the open's or the
+// Forward's.
+func firstOutput(t *testing.T, path, mode string) ([]float32, error) {
+	t.Helper()
+	mod, err := OpenModel(path, model.Options{Threads: 2}, OpenOptions{Verify: mode})
+	if err != nil {
+		return nil, err
+	}
+	defer mod.Close()
+	s, err := mod.NewSession(nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Forward([]int32{1, 2, 3}, false)
+}
+
+// TestOpenModelRefuses: with --verify=lazy (the metadata compared in the
+// background beside the load) and =full, a file with a flipped byte in
+// any tensor, a changed metadata value (one the load trips on, one it
+// does not), a forged manifest and a truncated file give no output: the
+// open or the first Forward fails with an error naming the tensor, key or
+// field; the intact file runs.
+func TestOpenModelRefuses(t *testing.T) {
+	path := sealed(t)
+	good := readBytes(t, path)
+	f := openGGUF(t, path)
+	setKV := func(key string, v any) func(kv gguf.KV) *gguf.KV {
+		return func(kv gguf.KV) *gguf.KV {
+			if kv.Key == key {
+				kv.Value, _ = gguf.ValueOf(v)
+			}
+			return &kv
+		}
+	}
+	type bad struct{ name, path, want string }
+	cases := []bad{
+		{"rope base changed (loads)", rewrite(t, path, setKV("llama.rope.freq_base", float32(10001))), "metadata key llama.rope.freq_base: value differs"},
+		{"width changed (load fails)", rewrite(t, path, setKV("llama.embedding_length", uint32(48))), "metadata key llama.embedding_length: value differs"},
+		{"forged tensor hash", rewrite(t, path, func(kv gguf.KV) *gguf.KV {
+			if kv.Key == keyTensorHashes {
+				hs := append([]string(nil), kv.Value.Interface().([]string)...)
+				hs[1] = strings.Repeat("0", 64)
+				kv.Value, _ = gguf.ValueOf(hs)
+			}
+			return &kv
+		}), "manifest field turbomem.manifest.sha256 does not match"},
+	}
+	last := f.Tensors[len(f.Tensors)-1]
+	cases = append(cases, bad{"truncated", writeBytes(t, good[:last.Offset+last.Size/2]), last.Name})
+	for i, ti := range f.Tensors {
+		if testing.Short() && i%3 != 0 {
+			continue
+		}
+		b := append([]byte(nil), good...)
+		b[ti.Offset+int64(i*7919)%ti.Size] ^= 0x10
+		cases = append(cases, bad{"flip in " + ti.Name, writeBytes(t, b), "tensor " + ti.Name + ":"})
+	}
+	for _, mode := range []string{"lazy", "full"} {
+		if logits, err := firstOutput(t, path, mode); err != nil || len(logits) == 0 {
+			t.Fatalf("intact file, --verify=%s: %d logits, %v", mode, len(logits), err)
+		}
+		for _, c := range cases {
+			logits, err := firstOutput(t, c.path, mode)
+			if logits != nil || err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s, --verify=%s: %d logits, %v; want an error naming %q", c.name, mode, len(logits), err, c.want)
+			}
+			if strings.HasPrefix(c.name, "flip") && strings.Count(err.Error(), "tensor ") != 1 {
+				t.Errorf("%s, --verify=%s: %v names another tensor too", c.name, mode, err)
+			}
+			if !errors.Is(err, ErrAltered) && !errors.Is(err, gguf.ErrTruncated) {
+				t.Errorf("%s, --verify=%s: %v is neither ErrAltered nor ErrTruncated", c.name, mode, err)
+			}
+		}
+	}
+}
+
+// TestBackgroundMetadata: with BackgroundOptions.Metadata the background
+// compares the metadata first; Metadata, Settled and Wait report a
+// changed key, and Check (a tensor's first use) does not wait for it.
+func TestBackgroundMetadata(t *testing.T) {
+	path := rewrite(t, sealed(t), func(kv gguf.KV) *gguf.KV {
+		if kv.Key == "general.name" {
+			kv.Value, _ = gguf.ValueOf("tiny randon")
+		}
+		return &kv
+	})
+	for _, workers := range []int{0, 1, 3, -1} {
+		f := openGGUF(t, path)
+		if workers < 0 {
+			// Not memory-mapped: no tensor hashed in the background, the
+			// metadata still compared there.
+			fh, err := os.Open(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer fh.Close()
+			st, _ := fh.Stat()
+			if f, err = gguf.Decode(fh, st.Size()); err != nil || f.Mapped() {
+				t.Fatalf("decoded from a reader: mapped %v, %v", f != nil && f.Mapped(), err)
+			}
+		}
+		m, err := ReadManifest(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bg := m.Start(f, BackgroundOptions{Workers: workers, Metadata: true})
+		ti, _ := f.Tensor("blk.0.attn_q.weight")
+		data, _ := f.ReadTensor(ti)
+		if err := bg.Check(ti, data); err != nil {
+			t.Errorf("%d workers: Check of an intact tensor: %v", workers, err)
+		}
+		const want = "metadata key general.name: value differs"
+		for name, check := range map[string]func() error{"Metadata": bg.Metadata, "Settled": bg.Settled, "Wait": bg.Wait} {
+			if err := check(); !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "tensor ") {
+				t.Errorf("%d workers: %s: %v, want %q alone", workers, name, err, want)
+			}
+		}
+		bg.Stop()
+	}
+}
