@@ -45,6 +45,7 @@ type Background struct {
 	f       *gguf.File
 	byName  map[string]*pending
 	queue   []pieceRef // every piece of every tensor, in first-use order
+	jobs    [][2]int   // queue's pieces in ones and twos (pairUp)
 	next    atomic.Int64
 	helpers int
 	left    atomic.Int64 // tensors whose hash is not yet compared
@@ -81,6 +82,11 @@ type pending struct {
 type pieceRef struct {
 	p *pending
 	i int
+}
+
+// data returns the piece's bytes.
+func (r pieceRef) data() []byte {
+	return r.p.data[r.i*HashChunk : min((r.i+1)*HashChunk, len(r.p.data))]
 }
 
 // BackgroundOptions configures Manifest.Start.
@@ -129,7 +135,13 @@ func (m *Manifest) Start(f *gguf.File, o BackgroundOptions) *Background {
 	for _, p := range trivial {
 		b.finish(p)
 	}
-	for range min(max(o.Workers, 1), len(b.queue)) {
+	b.jobs = pairUp(len(b.queue), func(i int) int {
+		if r := b.queue[i]; r.p != nil {
+			return len(r.data())
+		}
+		return -1 // the metadata
+	})
+	for range min(max(o.Workers, 1), len(b.jobs)) {
 		b.wg.Go(func() { b.work(b.stop, true) })
 	}
 	return b
@@ -162,8 +174,9 @@ func (b *Background) queueTensors(f *gguf.File) (trivial []*pending) {
 	return trivial
 }
 
-// YieldEvery is how many bytes a background worker hashes between
-// yields of its CPU (runtime.Gosched): about 40 µs of SHA-256.
+// YieldEvery is how many bytes of each of its pieces a background worker
+// hashes between yields of its CPU (runtime.Gosched): about 40 µs of
+// SHA-256 on two pieces.
 const YieldEvery = 64 << 10
 
 // useRank orders tensors as a transformer first uses them: the token
@@ -183,9 +196,9 @@ func useRank(name string) int {
 	return 1<<30 + 1
 }
 
-// work hashes the queue's unclaimed pieces in order until it is done or
-// stop is closed (a nil stop never is), yielding the CPU as it goes if
-// yield is set.
+// work hashes the queue's unclaimed pieces in order, a job (one or two
+// pieces) at a time, until it is done or stop is closed (a nil stop never
+// is), yielding the CPU as it goes if yield is set.
 func (b *Background) work(stop <-chan struct{}, yield bool) {
 	for {
 		select {
@@ -194,15 +207,22 @@ func (b *Background) work(stop <-chan struct{}, yield bool) {
 		default:
 		}
 		k := b.next.Add(1) - 1
-		if k >= int64(len(b.queue)) {
+		if k >= int64(len(b.jobs)) {
 			return
 		}
-		switch r := b.queue[k]; {
-		case r.p == nil:
-			b.checkMetadata()
-		case r.p.claimed[r.i].CompareAndSwap(false, true):
-			b.hash(r.p, r.i, yield)
+		var got []pieceRef
+		for _, i := range b.jobs[k] {
+			if i < 0 {
+				continue
+			}
+			switch r := b.queue[i]; {
+			case r.p == nil:
+				b.checkMetadata()
+			case r.p.claimed[r.i].CompareAndSwap(false, true):
+				got = append(got, r)
+			}
 		}
+		b.hash(got, yield)
 	}
 }
 
@@ -229,25 +249,24 @@ func (b *Background) Metadata() error {
 	return b.metaErr
 }
 
-// hash hashes piece i of p, yielding the CPU every YieldEvery bytes if
-// yield is set; the last piece's hasher compares the tensor's hash with
-// the manifest's.
-func (b *Background) hash(p *pending, i int, yield bool) {
-	data := p.data[i*HashChunk : min((i+1)*HashChunk, len(p.data))]
-	if !yield {
-		p.sums[i] = sha256.Sum256(data)
-	} else {
-		h := sha256.New()
-		for len(data) > 0 {
-			n := min(len(data), YieldEvery)
-			h.Write(data[:n])
-			data = data[n:]
-			runtime.Gosched()
-		}
-		h.Sum(p.sums[i][:0])
+// hash hashes the pieces rs (claimed, at most two: side by side, as
+// sumPieces does), yielding the CPU every YieldEvery bytes of each if
+// yield is set; a tensor's last piece's hasher compares the tensor's
+// hash with the manifest's.
+func (b *Background) hash(rs []pieceRef, yield bool) {
+	ps := make([]piece, len(rs))
+	for k, r := range rs {
+		ps[k] = piece{data: r.data(), sum: &r.p.sums[r.i]}
 	}
-	if p.left.Add(-1) == 0 {
-		b.finish(p)
+	if yield {
+		sumPieces(ps, YieldEvery, runtime.Gosched)
+	} else {
+		sumPieces(ps, 0, nil)
+	}
+	for _, r := range rs {
+		if r.p.left.Add(-1) == 0 {
+			b.finish(r.p)
+		}
 	}
 }
 
@@ -289,11 +308,16 @@ func (b *Background) Check(t gguf.TensorInfo, data []byte) error {
 	default:
 	}
 	help := func() {
+		var got []pieceRef
 		for i := range p.claimed {
 			if p.claimed[i].CompareAndSwap(false, true) {
-				b.hash(p, i, false)
+				if got = append(got, pieceRef{p, i}); len(got) == 2 {
+					b.hash(got, false)
+					got = got[:0]
+				}
 			}
 		}
+		b.hash(got, false)
 	}
 	var wg sync.WaitGroup
 	for range min(b.helpers, len(p.claimed)) - 1 {

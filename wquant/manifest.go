@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 
 	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/internal/sha256x2"
 	"github.com/turbomem/turbomem/tensor"
 )
 
@@ -110,35 +111,82 @@ type piece struct {
 	sum  *[sha256.Size]byte
 }
 
-// hashPieces hashes the pieces on up to workers goroutines, calling
-// progress (if set) with each piece's bytes once it is done; it stops
-// early when ctx is done.
+// hashPieces hashes the pieces on up to workers goroutines, two of the
+// same length at a time where it can (pairUp, sumPieces), calling
+// progress (if set) with their bytes once they are done; it stops early
+// when ctx is done.
 func hashPieces(ctx context.Context, ps []piece, workers int, progress func(int64)) {
-	one := func(p piece) {
+	jobs := pairUp(len(ps), func(i int) int { return len(ps[i].data) })
+	one := func(job [2]int) {
 		if ctx.Err() != nil {
 			return
 		}
-		*p.sum = sha256.Sum256(p.data)
+		pair := []piece{ps[job[0]]}
+		if job[1] >= 0 {
+			pair = append(pair, ps[job[1]])
+		}
+		sumPieces(pair, 0, nil)
 		if progress != nil {
-			progress(int64(len(p.data)))
+			for _, p := range pair {
+				progress(int64(len(p.data)))
+			}
 		}
 	}
-	if workers <= 1 || len(ps) < 2 {
-		for _, p := range ps {
-			one(p)
+	if workers <= 1 || len(jobs) < 2 {
+		for _, job := range jobs {
+			one(job)
 		}
 		return
 	}
 	var next atomic.Int64
 	var wg sync.WaitGroup
-	for range min(workers, len(ps)) {
+	for range min(workers, len(jobs)) {
 		wg.Go(func() {
-			for i := next.Add(1) - 1; i < int64(len(ps)); i = next.Add(1) - 1 {
-				one(ps[i])
+			for i := next.Add(1) - 1; i < int64(len(jobs)); i = next.Add(1) - 1 {
+				one(jobs[i])
 			}
 		})
 	}
 	wg.Wait()
+}
+
+// pairWindow is how many jobs back pairUp looks for a partner.
+const pairWindow = 16
+
+// pairUp groups n pieces, in order, into jobs of one or two (the second
+// index -1 if none): each piece joins the earliest of the last pairWindow
+// jobs that holds one piece of its length (a length below 0 never pairs),
+// so that pieces of the same length are hashed side by side and none
+// later than its turn.
+func pairUp(n int, length func(i int) int) [][2]int {
+	var jobs [][2]int
+	open := map[int]int{} // a length's job with one piece, if any
+	for i := range n {
+		l := length(i)
+		if j, ok := open[l]; ok && len(jobs)-j <= pairWindow {
+			jobs[j][1] = i
+			delete(open, l)
+			continue
+		}
+		if l >= 0 {
+			open[l] = len(jobs)
+		}
+		jobs = append(jobs, [2]int{i, -1})
+	}
+	return jobs
+}
+
+// sumPieces hashes one or two pieces, two of the same length side by
+// side on one core (sha256x2), every bytes of each at a time with between
+// called after each part but the last (every ≤ 0: at once).
+func sumPieces(ps []piece, every int, between func()) {
+	if len(ps) == 2 {
+		*ps[0].sum, *ps[1].sum = sha256x2.Sum2Every(ps[0].data, ps[1].data, every, between)
+		return
+	}
+	for _, p := range ps {
+		*p.sum, _ = sha256x2.Sum2Every(p.data, nil, every, between) // with nothing beside it
+	}
 }
 
 // split appends data's pieces to ps, their hashes going to sums (which

@@ -396,3 +396,34 @@ func TestVerifyTruncated(t *testing.T) {
 		}
 	}
 }
+
+// TestPairUp: pieces of the same length pair within pairWindow jobs, in
+// order, none later than its turn; negative lengths stay alone; every
+// piece is in exactly one job.
+func TestPairUp(t *testing.T) {
+	for _, tt := range []struct {
+		lengths []int
+		want    [][2]int
+	}{
+		{nil, nil},
+		{[]int{5}, [][2]int{{0, -1}}},
+		{[]int{-1, 8, 8, 8, 3}, [][2]int{{0, -1}, {1, 2}, {3, -1}, {4, -1}}},
+		{[]int{1, 2, 3, 1, 2, 3}, [][2]int{{0, 3}, {1, 4}, {2, 5}}},
+		{[]int{-1, -1}, [][2]int{{0, -1}, {1, -1}}},
+	} {
+		got := pairUp(len(tt.lengths), func(i int) int { return tt.lengths[i] })
+		if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+			t.Errorf("pairUp(%v) = %v, want %v", tt.lengths, got, tt.want)
+		}
+	}
+	// Beyond the window: a piece does not reach back more than pairWindow jobs.
+	lengths := []int{7}
+	for i := range pairWindow {
+		lengths = append(lengths, 100+i)
+	}
+	lengths = append(lengths, 7)
+	got := pairUp(len(lengths), func(i int) int { return lengths[i] })
+	if got[0] != [2]int{0, -1} || got[len(got)-1] != [2]int{len(lengths) - 1, -1} {
+		t.Errorf("a partner %d jobs back was taken: %v", pairWindow+1, got)
+	}
+}
