@@ -357,6 +357,71 @@ func BenchmarkAttendSlices(b *testing.B) {
 	}
 }
 
+// BenchmarkAttendParts times, on one goroutine, the parts of a turbo3.5
+// attention step at 16k (step16k: 4 query heads on one KV head) that a
+// 16-thread step runs as its critical path: one query's set-up (each of
+// the first slices to start makes one), one slice of 1024 positions
+// (16 threads' share; its codes stay in cache from call to call, as a
+// lone layer's do), one query's merge of 16 slices and rotation back
+// (the tail, a query per goroutine), and the Append of one token (on the
+// caller, before the step). cpu-ns/op is the thread's CPU time.
+func BenchmarkAttendParts(b *testing.B) {
+	q, caches := step16k(b, []string{"turbo3.5"})
+	c := caches[0].(*Compressed)
+	out := make([]float32, len(q))
+	c.Attend(out, q, 0.088)
+	al := c.heads[0].values.accLen()
+	c.call = compressedStep{c: c, out: out, q: q, scale: 0.088, al: al}
+	c.call.begin(0)
+	b.Run("setup/query", func(b *testing.B) { loopCPU(b, func() { c.call.prep(0, 1) }) })
+	for j := range 4 {
+		c.call.prep(0, j)
+	}
+	const slices, m = 16, 1024
+	g := c.shape.Group()
+	parts := make([]Partial, slices*g)
+	ws := &workspace{}
+	for si := range slices {
+		for j := range g {
+			parts[si*g+j].Reset(al + c.shape.HeadDim)
+		}
+		c.call.task(ws, 0, si*m, (si+1)*m, parts[si*g:(si+1)*g])
+	}
+	b.Run("slice=1024", func(b *testing.B) {
+		p := make([]Partial, g)
+		loopCPU(b, func() {
+			for j := range p {
+				p[j].Reset(al + c.shape.HeadDim)
+			}
+			c.call.task(ws, 0, 0, m, p)
+		})
+	})
+	b.Run("tail/query", func(b *testing.B) {
+		var p Partial
+		loopCPU(b, func() {
+			p.Reset(al + c.shape.HeadDim)
+			p.Max, p.Sum = parts[0].Max, parts[0].Sum
+			copy(p.Acc, parts[0].Acc)
+			for si := 1; si < slices; si++ {
+				p.Merge(&parts[si*g])
+			}
+			c.call.finish(ws, 0, 0, &p)
+		})
+	})
+	c.call = compressedStep{}
+	k, v := make([]float32, c.shape.HeadDim), make([]float32, c.shape.HeadDim)
+	for i := range k {
+		k[i], v[i] = float32(i%7)*0.1, float32(i%5)*0.1
+	}
+	b.Run("append", func(b *testing.B) {
+		loopCPU(b, func() {
+			if err := c.Append(k, v); err != nil {
+				b.Fatal(err)
+			}
+		})
+	})
+}
+
 // TestAttendLast: Dense's AttendLast over a chunk of tokens just appended
 // gives, bit for bit, what Attend after each Append gives on one
 // goroutine, for chunks at the start and after earlier tokens, with and
