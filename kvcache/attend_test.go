@@ -97,6 +97,36 @@ func TestPartialMerge(t *testing.T) {
 	}
 }
 
+// TestSlices: the slice count is what the old rule gave (a slice per
+// thread, none shorter than the shortest) wherever the KV heads divide
+// the threads or the threads the heads evenly, and otherwise the count
+// of least ⌈heads·k/threads⌉/k (the fewest among equals) from there to
+// four times it: never more rounds of tasks per position than the old
+// rule. One slice on one thread or below minParallelWork.
+func TestSlices(t *testing.T) {
+	sh := func(heads int) Shape { return Shape{QHeads: 4 * heads, KVHeads: heads, HeadDim: 128} }
+	for _, c := range []struct{ heads, threads, n, want int }{
+		{1, 1, 16384, 1}, {1, 16, 16384, 16}, {2, 16, 16384, 8}, {4, 16, 16384, 4}, {4, 4, 16384, 1},
+		{1, 16, 2048, 4},   // no shorter than 512 positions
+		{3, 16, 16384, 16}, // 48 slices in three rounds, not 18 in two
+		{2, 3, 16384, 3}, {4, 6, 16384, 3}, {8, 6, 16384, 3}, {2, 5, 16384, 5},
+		{1, 16, 40, 1}, // below minParallelWork
+	} {
+		a := &attention{split: c.threads, shortest: compressedMinSlice}
+		got := a.slices(sh(c.heads), c.n)
+		if got != c.want {
+			t.Errorf("%d KV heads, %d threads, %d positions: %d slices, want %d", c.heads, c.threads, c.n, got, c.want)
+		}
+		old := 1
+		if c.threads > c.heads && c.n*4*128 >= minParallelWork {
+			old = max(1, min((c.threads+c.heads-1)/c.heads, c.n/compressedMinSlice))
+		}
+		if rounds(c.heads*got, c.threads)*old > rounds(c.heads*old, c.threads)*got {
+			t.Errorf("%d KV heads, %d threads: %d slices take longer than the old rule's %d", c.heads, c.threads, got, old)
+		}
+	}
+}
+
 // TestBounds: slices cover [0, n) in order, start on multiples of
 // sliceAlign and are never empty for n ≥ k·minSlice.
 func TestBounds(t *testing.T) {
