@@ -27,7 +27,8 @@
 //	                                          key length, key, and its value's GGUF encoding
 //
 // Tensors are hashed as lists of piece hashes so that every core checks
-// at once, even a single large tensor. The keys under turbomem.manifest.
+// at once, even a single large tensor, and each core two pieces of the
+// same length side by side (internal/sha256x2). The keys under turbomem.manifest.
 // are hashed by the last field only;
 // tensor offsets and alignment padding are not hashed (the data are,
 // wherever they lie). A file whose manifest checksum, any key's value,
