@@ -52,59 +52,94 @@ const keyBlock = 512
 // and the blocks' sums added in order: the same bits on any number of
 // threads.
 func newAttention(b Block, pool *tensor.Pool, keep bool, sels ...Selection) (*attention, error) {
-	d, t := b.Dim, b.Len()
-	n := len(b.Queries) / d
-	a := &attention{b: b, n: n, t: t, max: make([]float32, n), mass: make([]float64, n), y: make([]float32, n*d), pool: pool}
-	if keep {
-		a.e = make([]float32, n*t)
+	as, _, err := newAttentions([]Block{b}, pool, keep, sels...)
+	if err != nil {
+		return nil, err
 	}
-	blocks := (n + attnRows - 1) / attnRows
-	// The statistics' parts: per block of queries, sums (RMS: of squared
-	// weights; mean: of weights) and maxima, t each.
-	parts := make([][]float64, len(sels))
-	for i := range sels {
-		parts[i] = make([]float64, blocks*t)
+	return as[0], nil
+}
+
+// newAttentions is newAttention for several blocks at once, their
+// blocks of queries as the tasks of one region of pool (so that no
+// thread waits for another block's last task while it has none), each
+// attention's later passes on pool too. Where a block's scores are not
+// finite it returns that block's index (the first such) and the error.
+func newAttentions(bs []Block, pool *tensor.Pool, keep bool, sels ...Selection) ([]*attention, int, error) {
+	type head struct {
+		keys, values tensor.Panels[float32]
+		parts        [][]float64 // per statistic: per block of queries, t each
+		bad          int         // the first query whose scores are not finite (n: none)
+		badScore     float32
 	}
-	// Scores E = Q·Kᵀ and outputs Y = softmax(E)·V as float32 products,
-	// a block of queries per task.
-	var keys, values tensor.Panels[float32]
-	pool.Run(2, func(i, _ int) {
-		if i == 0 {
-			keys.PackT(b.Keys, t, d, d)
+	as, hs := make([]*attention, len(bs)), make([]head, len(bs))
+	starts := make([]int, len(bs)+1) // the first task of each block
+	maxT := 0
+	for h, b := range bs {
+		d, t := b.Dim, b.Len()
+		n := len(b.Queries) / d
+		a := &attention{b: b, n: n, t: t, max: make([]float32, n), mass: make([]float64, n), y: make([]float32, n*d), pool: pool}
+		if keep {
+			a.e = make([]float32, n*t)
+		}
+		as[h] = a
+		blocks := (n + attnRows - 1) / attnRows
+		hs[h].parts = make([][]float64, len(sels))
+		for i := range sels {
+			hs[h].parts[i] = make([]float64, blocks*t)
+		}
+		hs[h].bad = n
+		starts[h+1] = starts[h] + blocks
+		maxT = max(maxT, t)
+	}
+	// headOf returns the block a task of a region over starts belongs to.
+	headOf := func(task int, starts []int) int {
+		h, _ := slices.BinarySearch(starts, task+1)
+		return h - 1
+	}
+	// The keys (transposed) and values as panels, side by side.
+	pool.Run(2*len(bs), func(i, _ int) {
+		b := bs[i/2]
+		if i%2 == 0 {
+			hs[i/2].keys.PackT(b.Keys, b.Len(), b.Dim, b.Dim)
 		} else {
-			values.Pack(b.Values, t, d, d)
+			hs[i/2].values.Pack(b.Values, b.Len(), b.Dim, b.Dim)
 		}
 	})
+	// Scores E = Q·Kᵀ and outputs Y = softmax(E)·V as float32 products,
+	// a block of queries per task.
 	var scratch [][]float32
 	if !keep {
 		scratch = make([][]float32, pool.Threads())
 	}
 	var mu sync.Mutex
-	bad, badScore := n, float32(0)
-	a.pool.Run(blocks, func(blk, w int) {
+	pool.Run(starts[len(bs)], func(task, w int) {
+		h := headOf(task, starts)
+		a, hd, b := as[h], &hs[h], bs[h]
+		d, t, n := b.Dim, a.t, a.n
+		blk := task - starts[h]
 		i0, i1 := blk*attnRows, min(n, (blk+1)*attnRows)
 		var e []float32
 		if keep {
 			e = a.e[i0*t : i1*t]
 		} else {
 			if scratch[w] == nil {
-				scratch[w] = make([]float32, attnRows*t)
+				scratch[w] = make([]float32, attnRows*maxT)
 			}
 			e = scratch[w][:(i1-i0)*t]
 		}
-		keys.Mul(e, t, b.Queries[i0*d:], i1-i0, d)
+		hd.keys.Mul(e, t, b.Queries[i0*d:], i1-i0, d)
 		for i := i0; i < i1; i++ {
 			m, sum := kvcache.ExpShifted(e[(i-i0)*t:(i-i0+1)*t], b.Scale)
 			if math.IsInf(float64(m), 0) || math.IsNaN(float64(m)) {
 				mu.Lock()
-				if i < bad {
-					bad, badScore = i, m
+				if i < hd.bad {
+					hd.bad, hd.badScore = i, m
 				}
 				mu.Unlock()
 			}
 			a.max[i], a.mass[i] = m, float64(sum)
 		}
-		values.Mul(a.y[i0*d:], d, e, i1-i0, t)
+		hd.values.Mul(a.y[i0*d:], d, e, i1-i0, t)
 		for i := i0; i < i1; i++ {
 			inv := float32(1 / a.mass[i])
 			for k := range a.y[i*d : (i+1)*d] {
@@ -113,25 +148,35 @@ func newAttention(b Block, pool *tensor.Pool, keep bool, sels ...Selection) (*at
 		}
 		mine := make([][]float64, len(sels))
 		for s := range sels {
-			mine[s] = parts[s][blk*t : (blk+1)*t]
+			mine[s] = hd.parts[s][blk*t : (blk+1)*t]
 		}
 		a.blockStats(sels, mine, e, i0, i1)
 	})
-	if bad < n {
-		return nil, fmt.Errorf("compact: query %d: attention score %g is not finite", bad, badScore)
+	for h := range bs {
+		if hs[h].bad < as[h].n {
+			return nil, h, fmt.Errorf("compact: query %d: attention score %g is not finite", hs[h].bad, hs[h].badScore)
+		}
 	}
 	// Each statistic: its blocks' parts added in order, keys in blocks
 	// over the pool.
-	a.stats = make([][]float64, len(sels))
-	for s := range sels {
-		a.stats[s] = make([]float64, t)
+	kstarts := make([]int, len(bs)+1)
+	for h, a := range as {
+		a.stats = make([][]float64, len(sels))
+		for s := range sels {
+			a.stats[s] = make([]float64, a.t)
+		}
+		kstarts[h+1] = kstarts[h] + (a.t+keyBlock-1)/keyBlock
 	}
-	a.pool.Run((t+keyBlock-1)/keyBlock, func(kb, _ int) {
-		j0, j1 := kb*keyBlock, min(t, (kb+1)*keyBlock)
+	pool.Run(kstarts[len(bs)], func(task, _ int) {
+		h := headOf(task, kstarts)
+		a, parts := as[h], hs[h].parts
+		kb := task - kstarts[h]
+		j0, j1 := kb*keyBlock, min(a.t, (kb+1)*keyBlock)
+		blocks := starts[h+1] - starts[h]
 		for s, sel := range sels {
 			out := a.stats[s][j0:j1]
 			for blk := range blocks {
-				part := parts[s][blk*t+j0 : blk*t+j1]
+				part := parts[s][blk*a.t+j0 : blk*a.t+j1]
 				for j, v := range part {
 					if sel == ByMax {
 						if v > out[j] {
@@ -145,14 +190,14 @@ func newAttention(b Block, pool *tensor.Pool, keep bool, sels ...Selection) (*at
 			for j := range out {
 				switch sel {
 				case ByRMS:
-					out[j] = math.Sqrt(out[j] / float64(n))
+					out[j] = math.Sqrt(out[j] / float64(a.n))
 				case ByMean:
-					out[j] /= float64(n)
+					out[j] /= float64(a.n)
 				}
 			}
 		}
 	})
-	return a, nil
+	return as, 0, nil
 }
 
 // blockStats sets parts[s] to the statistic sels[s] of the exp-scores e

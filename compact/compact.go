@@ -290,24 +290,38 @@ func (r Result) Len() int { return len(r.Index) }
 // fallback (β = 0; the original values) and reported in Warnings; the
 // result never holds NaN or Inf.
 func CompactHead(b Block, f Fit) (Result, error) {
-	if err := f.validate(b.Len()); err != nil {
-		if berr := b.validate(nil); berr != nil {
-			return Result{}, berr
-		}
-		return Result{}, err
-	}
 	pool := f.Pool
-	if pool == nil && f.Threads > 1 {
+	if pool == nil && f.Threads > 1 && f.Threads <= 1<<12 {
 		pool = tensor.NewPool(f.Threads)
 		defer pool.Close()
 	}
-	if err := b.validate(pool); err != nil {
+	if err := check(b, f, pool); err != nil {
 		return Result{}, err
 	}
 	a, err := newAttention(b, pool, f.Select == ByOMP, statsFor(f.Select)...)
 	if err != nil {
 		return Result{}, err
 	}
+	return a.compact(f), nil
+}
+
+// check returns the error CompactHead gives for b and f before any work:
+// the block's shape and numbers first (those on pool), then the fit's.
+func check(b Block, f Fit, pool *tensor.Pool) error {
+	if err := f.validate(b.Len()); err != nil {
+		if berr := b.validate(nil); berr != nil {
+			return berr
+		}
+		return err
+	}
+	return b.validate(pool)
+}
+
+// compact is CompactHead after the reference attention a (computed with
+// the statistics f.Select reads and, for OMP, every exp-score): it
+// chooses the keys and fits β and the values on a.pool.
+func (a *attention) compact(f Fit) Result {
+	b := a.b
 	var res Result
 	var weights []float64 // B = exp(β)
 	switch f.Select {
@@ -361,7 +375,7 @@ func CompactHead(b Block, f Fit) (Result, error) {
 			res.Values = v
 		}
 	}
-	return res, nil
+	return res
 }
 
 func ones(n int) []float64 {

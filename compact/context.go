@@ -239,16 +239,30 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	}
 	var mu sync.Mutex
 	var first error
-	// As many heads at once as there are workers (or heads), each head
-	// worker's fit products on a pool of its own holding the workers
-	// left over (a task of one Pool cannot run a region of it): the
-	// goroutines start once per call, not per product. When every head
-	// has a worker of its own, the workers split by the heads' work
-	// (headCost), so that a head kept 4x larger (measured budgets give
-	// the last layer that) is not the one left running on a few threads,
-	// nor the small heads, whose reference attention costs as much as its.
 	workers := o.workers()
 	tasks := len(c.Layers) * sh.KVHeads
+	// Attention matching with a worker for every head computes every
+	// head's reference attention first, the blocks of queries of all
+	// heads as the tasks of one region on all the workers: with the
+	// threads split over the heads (16 over 6 heads: some 3, some 2) the
+	// heads with fewer threads kept the others waiting. (With more heads
+	// than workers, the heads take turns on the workers, each as much
+	// memory at once as before.)
+	var atts []*attention
+	var fits []Fit
+	if o.Method.Fits() && tasks <= workers {
+		if atts, fits, err = o.attentions(c, p, block, workers); err != nil {
+			return nil, err
+		}
+	}
+	// Then (or, for the other methods, at once) as many heads at once as
+	// there are workers (or heads), each head worker's fit products on a
+	// pool of its own holding the workers left over (a task of one Pool
+	// cannot run a region of it): the goroutines start once per call, not
+	// per product. When every head has a worker of its own, the workers
+	// split by the heads' work (fitCost after the attention, headCost
+	// with it), so that a head kept 4x larger (measured budgets give the
+	// last layer that) is not the one left running on a few threads.
 	heads := min(workers, tasks)
 	outer := tensor.NewPool(heads)
 	defer outer.Close()
@@ -256,7 +270,12 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	if heads == tasks {
 		costs := make([]int, tasks)
 		for task := range costs {
-			costs[task] = headCost(block, p.budgets[task/sh.KVHeads][task%sh.KVHeads], sh.HeadDim)
+			t := p.budgets[task/sh.KVHeads][task%sh.KVHeads]
+			if atts != nil {
+				costs[task] = fitCost(t, sh.HeadDim)
+			} else {
+				costs[task] = headCost(block, t, sh.HeadDim)
+			}
 		}
 		shares = threadShares(costs, workers)
 	} else {
@@ -282,7 +301,14 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 		if heads == tasks {
 			pool = inner[task]
 		}
-		r, err := o.head(c, l, h, block, p.budgets[l][h], given, pool)
+		var r Result
+		var err error
+		if atts != nil {
+			atts[task].pool = pool
+			r = atts[task].compact(fits[task])
+		} else {
+			r, err = o.head(c, l, h, block, p.budgets[l][h], given, pool)
+		}
 		mu.Lock()
 		defer mu.Unlock()
 		if err != nil && first == nil {
@@ -301,6 +327,43 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	}
 	return out, nil
 }
+
+// attentions returns the reference attention of every layer's KV heads
+// for attention matching (the statistics its key selection reads, every
+// exp-score for OMP) and their fits, the blocks of queries of all heads
+// as the tasks of one region on workers threads.
+func (o Options) attentions(c Context, p plan, block, workers int) ([]*attention, []Fit, error) {
+	sh := c.Layers[0].Shape
+	tasks := len(c.Layers) * sh.KVHeads
+	bs, fits, errs := make([]Block, tasks), make([]Fit, tasks), make([]error, tasks)
+	pool := tensor.NewPool(workers)
+	defer pool.Close()
+	pool.Run(tasks, func(task, _ int) {
+		l, h := task/sh.KVHeads, task%sh.KVHeads
+		bs[task] = headBlock(c, l, h, block)
+		bs[task].Queries = o.referenceQueries(c, l, h, true)
+		fits[task] = o.fit(p.budgets[l][h])
+		errs[task] = check(bs[task], fits[task], nil)
+	})
+	for task, err := range errs {
+		if err != nil {
+			return nil, nil, fmt.Errorf("compact: layer %d head %d: %w", task/sh.KVHeads, task%sh.KVHeads, err)
+		}
+	}
+	sel := fits[0].Select
+	atts, bad, err := newAttentions(bs, pool, sel == ByOMP, statsFor(sel)...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("compact: layer %d head %d: %w", bad/sh.KVHeads, bad%sh.KVHeads, err)
+	}
+	return atts, fits, nil
+}
+
+// fitCost is the work of a head's fits of t kept keys per reference
+// query, for splitting the threads over the heads after their reference
+// attention: the β and value fits' Gram matrices (half of each) and XᵀY,
+// t·(t + d) float64 multiply-adds, and recomputing the kept keys' scores,
+// t·d float32 ones (weighed a third of a float64 one).
+func fitCost(t, d int) int { return 3*t*(t+d) + t*d }
 
 // headCost is the work of a head's fit per reference query, for
 // splitting the threads over the heads: its reference attention over the
@@ -380,28 +443,14 @@ func (o Options) workers() int {
 // the caller's goroutine).
 func (o Options) head(c Context, l, h, block, t int, given []int, pool *tensor.Pool) (Result, error) {
 	tr := c.Layers[l]
-	sh := tr.Shape
-	d := sh.HeadDim
-	b := Block{Dim: d, Keys: headRows(tr.K, sh.KVHeads, d, h, 0, block), Values: headRows(tr.V, sh.KVHeads, d, h, 0, block), Scale: tr.Scale}
+	d := tr.Shape.HeadDim
+	b := headBlock(c, l, h, block)
 	evict := Fit{Keys: t, Select: Given, NoBias: true, DirectValues: true}
 	switch o.Method {
 	case AMHighest, AMOMPMethod:
-		f := AM(t)
-		if o.Method == AMOMPMethod {
-			f = AMOMP(t)
-		} else {
-			f.Select = cmp.Or(o.Select, ByMaxRMS)
-		}
-		if o.Fit.Keys != 0 {
-			sel := f.Select
-			f = o.Fit
-			f.Keys = t
-			if f.Select == 0 || f.Select == Given {
-				f.Select = sel
-			}
-		}
+		f := o.fit(t)
 		b.Queries = o.referenceQueries(c, l, h, true)
-		f.Threads, f.Pool = 0, pool
+		f.Pool = pool
 		return CompactHead(b, f)
 	case KVzip:
 		evict.Index = given
@@ -417,6 +466,36 @@ func (o Options) head(c Context, l, h, block, t int, given []int, pool *tensor.P
 	// Eviction needs no reference queries; one row makes a valid block.
 	b.Queries = make([]float32, d)
 	return CompactHead(b, evict)
+}
+
+// headBlock returns layer l's KV head h's first block tokens as a block,
+// without reference queries.
+func headBlock(c Context, l, h, block int) Block {
+	tr := c.Layers[l]
+	sh := tr.Shape
+	d := sh.HeadDim
+	return Block{Dim: d, Keys: headRows(tr.K, sh.KVHeads, d, h, 0, block), Values: headRows(tr.V, sh.KVHeads, d, h, 0, block), Scale: tr.Scale}
+}
+
+// fit returns the fit of attention matching (o.Method AMHighest or
+// AMOMPMethod) for t kept keys, on the caller's goroutine.
+func (o Options) fit(t int) Fit {
+	f := AM(t)
+	if o.Method == AMOMPMethod {
+		f = AMOMP(t)
+	} else {
+		f.Select = cmp.Or(o.Select, ByMaxRMS)
+	}
+	if o.Fit.Keys != 0 {
+		sel := f.Select
+		f = o.Fit
+		f.Keys = t
+		if f.Select == 0 || f.Select == Given {
+			f.Select = sel
+		}
+	}
+	f.Threads, f.Pool = 0, nil
+	return f
 }
 
 // headRows returns KV head h's rows of tokens [from, to) of x (tokens of

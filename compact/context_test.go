@@ -118,9 +118,10 @@ func TestCompactMethods(t *testing.T) {
 	}
 }
 
-// TestCompactWorkers: Compact on several workers (heads side by side,
-// and with more workers than heads, each head's products on a pool of
-// its own) gives one worker's bits, for both fits.
+// TestCompactWorkers: Compact on several workers (heads side by side;
+// with a worker for every head, their reference attentions first as one
+// region, then each head's fits on a pool of its own) gives one worker's
+// bits, for both fits.
 func TestCompactWorkers(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
 	sh := kvcache.Shape{QHeads: 4, KVHeads: 2, HeadDim: 16}
