@@ -121,6 +121,24 @@ type amxScratch struct {
 	acts    amxActs
 	workers []*amxPanel
 	panels  []amxJob
+	// amxMatMul's call, read by its tasks, and the tasks as func values
+	// made once for this Scratch (of): a 16-row decode step's 31
+	// products make no closures (three each before)
+	call        amxCall
+	of          *Scratch
+	vector, pck func(i int)
+	task        func(task, worker int)
+}
+
+// amxCall is what an amxMatMul call's tasks read.
+type amxCall struct {
+	ps      []Product
+	preps   []prepared
+	x       []float32
+	cols, n int
+	tasks   int
+	prepare func(v int)
+	acts    []*activation
 }
 
 // amxJob is one panel of a call: product p's rows from r0.
@@ -130,41 +148,63 @@ type amxJob struct{ p, r0 int }
 // the shapes are checked, preps holds the row sizes).
 func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float32, n int, opts Options) {
 	threads := opts.Pool.Threads()
+	a := &s.amx
 	acts := s.activations(actQ8_0, cols, n)
-	g := &s.amx.acts
+	g := &a.acts
 	g.size(n, cols)
-	prepare := opts.Prepare
+	if a.of != s {
+		a.of = s
+		a.vector, a.pck, a.task = s.amxVector, s.amxPack, s.amxTask
+	}
 	// Inside the panels' region (vectors): each vector prepared and
-	// quantized, then the group's tile operand packed block by block
-	// (a block's 16 vectors are whole cache lines, written by one
-	// goroutine).
-	s.vecs.start(n, func(v int) {
-		if prepare != nil {
-			prepare(v)
-		}
-		acts[v].set(actQ8_0, x[v*cols:(v+1)*cols])
-	}, g.groups*g.blocks, func(i int) {
-		gi := i / g.blocks
-		g.packBlock(gi, i%g.blocks, acts[gi*amxCols:min(n, (gi+1)*amxCols)])
-	})
-	jobs := s.amx.panels[:0]
+	// quantized (amxVector), then the group's tile operand packed block
+	// by block (amxPack: a block's 16 vectors are whole cache lines,
+	// written by one goroutine).
+	s.vecs.start(n, a.vector, g.groups*g.blocks, a.pck)
+	jobs := a.panels[:0]
 	for i, p := range ps {
 		for r0 := 0; r0 < p.Rows; r0 += amxRows {
 			jobs = append(jobs, amxJob{i, r0})
 		}
 	}
-	s.amx.panels = jobs
-	for len(s.amx.workers) < threads {
-		s.amx.workers = append(s.amx.workers, &amxPanel{})
+	a.panels = jobs
+	for len(a.workers) < threads {
+		a.workers = append(a.workers, &amxPanel{})
 	}
-	tasks := min(len(jobs), threads*tasksPerThread)
-	opts.Pool.Run(tasks, func(task, w int) {
-		s.vecs.ready()
-		pan := s.amx.workers[w]
-		for _, j := range jobs[len(jobs)*task/tasks : len(jobs)*(task+1)/tasks] {
-			pan.product(&ps[j.p], preps[j.p].rowByte, cols, j.r0, g)
-		}
-	})
+	a.call = amxCall{ps: ps, preps: preps, x: x, cols: cols, n: n, tasks: min(len(jobs), threads*tasksPerThread),
+		prepare: opts.Prepare, acts: acts}
+	opts.Pool.Run(a.call.tasks, a.task)
+	a.call = amxCall{}
+}
+
+// amxVector prepares vector v of the AMX call (Options.Prepare) and
+// quantizes it.
+func (s *Scratch) amxVector(v int) {
+	c := &s.amx.call
+	if c.prepare != nil {
+		c.prepare(v)
+	}
+	c.acts[v].set(actQ8_0, c.x[v*c.cols:(v+1)*c.cols])
+}
+
+// amxPack packs item i of the AMX call's tile operand: block i%blocks of
+// group i/blocks.
+func (s *Scratch) amxPack(i int) {
+	c, g := &s.amx.call, &s.amx.acts
+	gi := i / g.blocks
+	g.packBlock(gi, i%g.blocks, c.acts[gi*amxCols:min(c.n, (gi+1)*amxCols)])
+}
+
+// amxTask computes task's share of the AMX call's panels on goroutine
+// w, once the vectors are ready (taking some to prepare while any is
+// left).
+func (s *Scratch) amxTask(task, w int) {
+	s.vecs.ready()
+	c, jobs := &s.amx.call, s.amx.panels
+	pan := s.amx.workers[w]
+	for _, j := range jobs[len(jobs)*task/c.tasks : len(jobs)*(task+1)/c.tasks] {
+		pan.product(&c.ps[j.p], c.preps[j.p].rowByte, c.cols, j.r0, &s.amx.acts)
+	}
 }
 
 // product computes rows [r0, r0+amxRows) of p (those that exist) for
