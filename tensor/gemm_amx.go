@@ -66,13 +66,14 @@ func (g *amxActs) packBlock(gi, b int, acts []*activation) {
 			continue
 		}
 		a := acts[t]
-		q := a.qs[b*amxBlock : (b+1)*amxBlock]
+		q := (*[amxBlock]int8)(a.qs[b*amxBlock:])
 		var sum int32
 		for k4 := range amxBlock / 4 {
-			copy(xb[k4*4*amxCols+4*t:], q[4*k4:4*k4+4])
-		}
-		for _, v := range q {
-			sum += int32(v)
+			// four quants as one word: a call of copy each was the
+			// packing's main cost
+			w := (*[4]int8)(xb[k4*4*amxCols+4*t:])
+			w[0], w[1], w[2], w[3] = q[4*k4], q[4*k4+1], q[4*k4+2], q[4*k4+3]
+			sum += int32(w[0]) + int32(w[1]) + int32(w[2]) + int32(w[3])
 		}
 		dx[t] = a.d[b]
 		xs[t] = -a.d[b] * float32(sum)

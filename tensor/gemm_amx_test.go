@@ -286,3 +286,65 @@ func BenchmarkPanelScalesQ8_0(b *testing.B) {
 		}
 	}
 }
+
+// TestAMXPack: the tile operand of a group (full and partial) against
+// its definition: vector t's quants k of block b at word row k/4, column
+// t, byte k%4; its block scale and min term; zeros past the vectors.
+func TestAMXPack(t *testing.T) {
+	const cols = 256
+	r := rand.New(rand.NewPCG(17, 18))
+	for _, n := range []int{amxCols, 5} {
+		acts := make([]*activation, n)
+		for v := range acts {
+			acts[v] = newActivation(actQ8_0, cols)
+			acts[v].set(actQ8_0, randomVector(r, cols))
+		}
+		var g amxActs
+		g.size(n, cols)
+		for i := range g.xb {
+			g.xb[i] = 99 // stale bytes: a partial group's must become zero
+		}
+		g.pack(0, acts)
+		for b := range g.blocks {
+			xb := g.xb[b*amxBStep : (b+1)*amxBStep]
+			for tc := range amxCols {
+				var want [amxBlock]int8
+				var d, xs float32
+				if tc < n {
+					var sum int32
+					for k := range amxBlock {
+						want[k] = acts[tc].qs[b*amxBlock+k]
+						sum += int32(want[k])
+					}
+					d = acts[tc].d[b]
+					xs = -d * float32(sum)
+				}
+				for k := range amxBlock {
+					if got := xb[(k/4)*4*amxCols+4*tc+k%4]; got != want[k] {
+						t.Fatalf("n %d block %d vector %d quant %d: %d, want %d", n, b, tc, k, got, want[k])
+					}
+				}
+				if g.dx[b*amxCols+tc] != d || g.xs[b*amxCols+tc] != xs {
+					t.Fatalf("n %d block %d vector %d: scale %g min %g, want %g %g", n, b, tc, g.dx[b*amxCols+tc], g.xs[b*amxCols+tc], d, xs)
+				}
+			}
+		}
+	}
+}
+
+// BenchmarkAMXPack times packing one group of 16 vectors of 512
+// elements (a decode step's products' operand) into tile B's layout.
+func BenchmarkAMXPack(b *testing.B) {
+	const cols = 512
+	r := rand.New(rand.NewPCG(19, 20))
+	acts := make([]*activation, amxCols)
+	for v := range acts {
+		acts[v] = newActivation(actQ8_0, cols)
+		acts[v].set(actQ8_0, randomVector(r, cols))
+	}
+	var g amxActs
+	g.size(amxCols, cols)
+	for b.Loop() {
+		g.pack(0, acts)
+	}
+}
