@@ -11,6 +11,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime/debug"
+	"runtime/pprof"
 	"strconv"
 	"strings"
 	"syscall"
@@ -35,6 +36,7 @@ func runServe(e *env, args []string) error {
 	logJSON := fs.Bool("log-json", false, "log one JSON object per request instead of text")
 	prefixTokens := fs.Int("prefix-cache-tokens", 1024, "prompt tokens per request kept in the prefix cache for reuse by later requests sharing them (0: no prefix cache)")
 	serial := fs.Bool("serial", false, "step the sequences one after another instead of batching them (for comparison)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of the server from when it is ready until it has drained to this file")
 	kvf := addKVFlags(fs, recommendedKV)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -57,6 +59,13 @@ func runServe(e *env, args []string) error {
 	}
 	if err := mf.check(); err != nil {
 		return err
+	}
+	var prof *os.File
+	if *cpuProfile != "" {
+		if prof, err = os.Create(*cpuProfile); err != nil {
+			return usageError{fmt.Errorf("--cpuprofile cannot be written: %w", err)}
+		}
+		defer prof.Close()
 	}
 	key := *apiKey
 	if key == "" {
@@ -115,6 +124,15 @@ func runServe(e *env, args []string) error {
 	fmt.Fprintf(e.stderr, "serving %s on http://%s: KV %s; memory %s = weights %s + scratch %s + reserve %s + %s for sequences and the prefix cache (%d full-context sequences of %d tokens at %s each; prefix blocks are charged at their bytes in the KV format, turbomem_prefix_cache_bytes)\n",
 		servedName(l.m, *mf.model), ln.Addr(), kv, humanBytes(b.Total), humanBytes(b.Weights), humanBytes(b.Scratch), humanBytes(b.Reserve), humanBytes(b.Sequences),
 		b.Sequences/max(perSeq, 1), l.m.Config.Context, humanBytes(perSeq))
+	if prof != nil {
+		// Serving only: the model's loading is left out; the step loop,
+		// the handlers and a --verify=lazy check are in.
+		if err := pprof.StartCPUProfile(prof); err != nil {
+			hs.Close()
+			return fmt.Errorf("--cpuprofile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 
 	// --verify=lazy's check hashes the weights while the server waits for
 	// requests; a request answers only once every tensor has passed, a

@@ -102,6 +102,42 @@ func TestServeRefuses(t *testing.T) {
 	}
 }
 
+// TestBenchServeCPUProfile: --server-cpuprofile has the server that
+// bench serve starts write a CPU profile that pprof reads (a gzip
+// stream) by the time it has drained; serve --cpuprofile to a path that
+// cannot be written, and --server-cpuprofile with --url, are refused
+// before any work.
+func TestBenchServeCPUProfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "serve.prof")
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"serve", "--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir", "p")}, "cannot be written"},
+		{[]string{"bench", "serve", "--url", "http://127.0.0.1:1", "--server-cpuprofile", path}, "--server-cpuprofile"},
+	} {
+		code, _, errOut := runCmd(tt.args...)
+		if code != 2 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: code %d, stderr %q; want 2, ∋ %q", tt.args, code, errOut, tt.want)
+		}
+	}
+	if testing.Short() {
+		t.Skip("starts a server; run without -short")
+	}
+	code, out, errOut := runCmd("bench", "serve", "--clients", "2", "--requests", "4", "--duration", "20s", "--max-tokens", "4",
+		"--prompt-words", "10", "--mem", "256MiB", "--parallel", "2", "--threads", "2", "--kv", "f16", "--server-cpuprofile", path)
+	if code != 0 {
+		t.Fatalf("bench serve --server-cpuprofile: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(b) < 2 || b[0] != 0x1f || b[1] != 0x8b {
+		t.Errorf("profile of %d bytes does not start with the gzip magic", len(b))
+	}
+}
+
 // TestOpenAIClient runs the official openai npm client (tests/openai)
 // against a real 'turbomem serve' process: a streamed chat completion,
 // a streamed and a whole text completion, the model list, an error.
@@ -115,7 +151,7 @@ func TestOpenAIClient(t *testing.T) {
 		t.Skipf("the openai client is not installed: run (cd %s && npm ci)", dir)
 	}
 	var errb bytes.Buffer
-	srv, logPath, url, err := startServer(&env{stdout: io.Discard, stderr: &errb}, "", 0, "turbo3.5", "256MiB", 4, 8, false)
+	srv, logPath, url, err := startServer(&env{stdout: io.Discard, stderr: &errb}, "", 0, "turbo3.5", "256MiB", 4, 8, false, "")
 	if err != nil {
 		t.Fatal(err)
 	}
