@@ -26,8 +26,14 @@ var codeBytes128 = map[string]int{
 	"turbo3.5":  56,     // (2 + 32·4/8) + (2 + 96·3/8)
 	"turbo4":    66,     // 2 + 128·4/8
 	"turbo5":    82,     // 2 + 128·5/8
+	"klt2":      32,     // 1 scale byte + 248 index bits
 	"klt2.5":    40,     // 1 scale byte + 312 index bits
+	"klt3":      48,     // 1 scale byte + 376 index bits
 	"klt3.5":    56,     // 1 scale byte + 440 index bits
+	"klt4":      64,     // 1 scale byte + 504 index bits
+	"klt4.5":    72,     // 1 scale byte + 568 index bits
+	"klt5":      80,     // 1 scale byte + 632 index bits
+	"klt6":      96,     // 1 scale byte + 760 index bits
 	"turbo3.5p": 60,     // prod parts: (2+12 + 2+4) + (2+24 + 2+12)
 	"polar":     62,     // 8 fp16 radii + 46·8/8 angle bytes
 	"qjl":       34,     // fp16 norm + 256 sign bits
@@ -376,8 +382,10 @@ func TestAttendError(t *testing.T) {
 		"turbo2": 1.35, "turbo2.5": 0.75, "turbo3": 0.95, "turbo3.5": 0.6, "turbo4": 0.5, "turbo5": 0.21,
 		"turbo3.5p": 1.05, "polar": 0.95, "qjl": 1.9,
 		// On data without structure a klt format is a Gaussian scalar coder
-		// at its rate, like the turbo format of that rate: their bounds.
-		"klt2.5": 0.75, "klt3.5": 0.6,
+		// at its rate, like the turbo format of that rate: their bounds
+		// (klt4.5 turbo4's; klt6 turbo5's halved, one bit more halving
+		// the error's norm).
+		"klt2": 1.35, "klt2.5": 0.75, "klt3": 0.95, "klt3.5": 0.6, "klt4": 0.5, "klt4.5": 0.5, "klt5": 0.21, "klt6": 0.105,
 	}
 	mean := map[string]float64{}
 	for _, s := range []Shape{{QHeads: 32, KVHeads: 8, HeadDim: 128}, {QHeads: 4, KVHeads: 4, HeadDim: 64}} {
@@ -394,7 +402,8 @@ func TestAttendError(t *testing.T) {
 			t.Logf("%+v outliers=%v:%s", s, outliers, row.String())
 		}
 	}
-	for _, order := range [][]string{{"f16", "q8_0", "turbo5", "turbo4", "turbo3.5", "turbo2.5"}, {"turbo3", "turbo2"}, {"q8_0", "q4_0h", "q4_0"}, {"turbo3.5", "turbo3.5p"}} {
+	for _, order := range [][]string{{"f16", "q8_0", "turbo5", "turbo4", "turbo3.5", "turbo2.5"}, {"turbo3", "turbo2"}, {"q8_0", "q4_0h", "q4_0"}, {"turbo3.5", "turbo3.5p"},
+		{"klt6", "klt5", "klt4.5", "klt4", "klt3.5", "klt3", "klt2.5", "klt2"}} {
 		for i := 1; i < len(order); i++ {
 			if mean[order[i-1]] >= mean[order[i]] {
 				t.Errorf("mean error of %s (%.4f) not below %s's (%.4f)", order[i-1], mean[order[i-1]], order[i], mean[order[i]])

@@ -31,10 +31,11 @@ import (
 //	polar 3.875           PolarQuant [4,2,2,2] with fp16 block radii
 //	qjl 2.125             QJL, m = 2d sign bits and an fp16 norm (keys
 //	                      only)
-//	klt2.5 2.5, klt3.5 3.5  a transform coder calibrated per layer and KV
-//	                      head on calibration text (Spec.Cov): KLT basis,
-//	                      reverse water-filling of integer bits, one scale
-//	                      byte per vector (format_klt.go)
+//	klt2 2, klt2.5 2.5,   a transform coder calibrated per layer and KV
+//	klt3 3, klt3.5 3.5,   head on calibration text (Spec.Cov): KLT basis,
+//	klt4 4, klt4.5 4.5,   reverse water-filling of integer bits, one scale
+//	klt5 5, klt6 6        byte per vector (format_klt.go); the rates
+//	                      besides 2.5 and 3.5 are steps for per-layer plans
 //
 // The turbo formats store keys centred on their mean before RoPE
 // (centered.go), which the cache holds besides the codes (4·d bytes per
@@ -107,8 +108,14 @@ var formats = []Format{
 	{"turbo4", turboMSE(4)},
 	{"turbo5", turboMSE(5)},
 	{"turbo3.5p", turboSplit(3, true)},
+	{"klt2", kltFormat(2)},
 	{"klt2.5", kltFormat(2.5)},
+	{"klt3", kltFormat(3)},
 	{"klt3.5", kltFormat(3.5)},
+	{"klt4", kltFormat(4)},
+	{"klt4.5", kltFormat(4.5)},
+	{"klt5", kltFormat(5)},
+	{"klt6", kltFormat(6)},
 	{"polar", polarCodec},
 	{"qjl", qjlCodec},
 }

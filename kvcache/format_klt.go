@@ -6,12 +6,14 @@ import (
 	"github.com/turbomem/turbomem/quant"
 )
 
-// klt2.5 and klt3.5: a transform coder calibrated per layer and KV head
-// (quant.KLT: the Karhunen–Loève basis of the calibration keys or values,
-// reverse water-filling of integer bits, Gaussian Lloyd–Max codebooks
-// scaled by each component's spread, one scale byte per vector): rate
-// bits per coordinate all in, ⌊rate·d/8⌋ bytes per vector, so d is a
-// multiple of 16. Keys are centred on their calibrated mean before RoPE
+// klt2, klt2.5, klt3, klt3.5, klt4, klt4.5, klt5 and klt6: a transform
+// coder calibrated per layer and KV head (quant.KLT: the Karhunen–Loève
+// basis of the calibration keys or values, reverse water-filling of
+// integer bits, Gaussian Lloyd–Max codebooks scaled by each component's
+// spread, one scale byte per vector): rate bits per coordinate all in,
+// ⌊rate·d/8⌋ bytes per vector, so d is a multiple of 16. The rate is only
+// the bits the water-filling hands out; the rates besides 2.5 and 3.5 are
+// the steps per-layer plans choose among. Keys are centred on their calibrated mean before RoPE
 // (centered.go). The transforms come from Spec.Cov (Covariances), shared
 // by every cache of a model like its weights: per layer and KV head, two
 // d×d float32 matrices and a few vectors, which Bytes does not count

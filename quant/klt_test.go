@@ -266,7 +266,8 @@ func TestKLTBytes(t *testing.T) {
 		d    int
 		bpc  float64
 		want int
-	}{{64, 3.5, 28}, {128, 3.5, 56}, {64, 2.5, 20}, {128, 2.5, 40}, {96, 3.5, 42}} {
+	}{{64, 3.5, 28}, {128, 3.5, 56}, {64, 2.5, 20}, {128, 2.5, 40}, {96, 3.5, 42},
+		{64, 2, 16}, {64, 3, 24}, {128, 3, 48}, {64, 4, 32}, {64, 4.5, 36}, {128, 4.5, 72}, {16, 4.5, 9}, {64, 5, 40}, {128, 6, 96}} {
 		cov, mean := correlated(r, c.d, -4, 1)
 		if got := KLTBytes(c.d, c.bpc); got != c.want {
 			t.Fatalf("KLTBytes(%d, %g) = %d, want %d", c.d, c.bpc, got, c.want)
@@ -300,7 +301,7 @@ func TestKLTDistortion(t *testing.T) {
 	for _, c := range []struct {
 		d   int
 		bpc float64
-	}{{64, 3.5}, {64, 2.5}, {128, 3.5}} {
+	}{{64, 3.5}, {64, 2.5}, {128, 3.5}, {64, 2}, {64, 3}, {64, 4.5}, {64, 6}} {
 		cov, mean := correlated(r, c.d, -5, 1)
 		k := kltFor(t, cov, mean, c.d, c.bpc)
 		var pred float64
@@ -489,7 +490,7 @@ func TestWeightedKLT(t *testing.T) {
 	for _, c := range []struct {
 		d   int
 		bpc float64
-	}{{64, 3.5}, {64, 2.5}, {128, 3.5}} {
+	}{{64, 3.5}, {64, 2.5}, {128, 3.5}, {64, 2}, {64, 3}, {64, 4.5}, {64, 6}} {
 		d := c.d
 		cov, mean := correlated(r, d, -3, 1)
 		var es mat.EigenSym

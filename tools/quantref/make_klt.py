@@ -20,7 +20,7 @@ quant/klt_test.go compares the Go code with:
                 e = clip(round(8 log2 rho) + 128, 1, 255), indices the nearest
                 centroid of y_i / (2^((e-128)/8) sigma_i), decoded
                 T^T (off + rho_hat sigma c[idx])
-  cases         d = 8, 16 and 64, covariances with a spread spectrum (some
+  cases         d = 8, 16 and 64 at the formats' rates (2 to 6 bits), covariances with a spread spectrum (some
                 components far below the water level: 0 bits), Gaussian
                 vectors of random scale; vectors with a coordinate within 1e-3
                 (relative) of a cell boundary or 8 log2 rho within 1e-3 of a
@@ -159,6 +159,10 @@ def case(d, total, rng):
 def main():
     rng = np.random.default_rng(20261203)
     cases = [case(8, 20, rng), case(16, 40, rng), case(16, 56, rng), case(64, 216, rng), case(64, 152, rng)]
+    # The plan steps' rates at d = 64 (klt2, klt3, klt4.5, klt6: 8 * (floor(rate * 8) - 1)
+    # index bits) and klt4.5 at d = 16, drawn after the first five so that those stay
+    # what they were.
+    cases += [case(64, 120, rng), case(64, 184, rng), case(64, 280, rng), case(64, 376, rng), case(16, 64, rng)]
     books = {str(b): {"centroids": BOOKS[b][0].tolist(), "mse": BOOKS[b][1]} for b in range(1, 9)}
     with gzip.GzipFile(OUT, "wb", mtime=0) as f:
         f.write(json.dumps({"books": books, "cases": cases}).encode())
