@@ -19,15 +19,18 @@ import (
 
 // DefaultKVCandidates are the formats a per-layer plan chooses among
 // unless told otherwise (f16 always is one too): the turbo rates in steps
-// of about half a bit from 2.1 to 5.1 bits and q8_0 for the most
-// sensitive parts. turbo2 and turbo5 give the allocator the steps below
-// turbo2.5 and between turbo4 and q8_0: on suite-qwen2 (8 windows, fp16
-// window 64) they lower auto:3's KL from 0.00123 to 0.00072 and
-// auto:3.5's from 0.00055 to 0.00045 (BENCHMARKS.md). kivi2, polar,
-// q4_0 and turbo3.5p lose to a turbo format of fewer bits, and plans
-// with centred keys no longer chose kivi2 for any layer, so they are
-// left out.
-const DefaultKVCandidates = "turbo2,turbo2.5,turbo3,turbo3.5,turbo4,turbo5,q8_0"
+// of about half a bit from 2.1 to 5.1 bits, q8_0 for the most sensitive
+// parts, and the klt rates from 2 to 6 bits (calibrated: a plan with them
+// measures the K/V covariances on its calibration windows first, and
+// its sensitivities take about twice as long as with the turbo rates
+// alone). With the klt rates, on the model suite's 8M models (2 scored
+// windows, fp16 window 64, 2 calibration windows) auto:3 has 0.49–0.52x
+// and auto:3.5 0.54–0.62x the KL of the turbo candidates' plans; on the
+// embedded model 1.11x and 1.04x (BENCHMARKS.md, "klt rates as plan
+// candidates"). kivi2, polar, q4_0 and turbo3.5p lose to a turbo format
+// of fewer bits, and plans with centred keys no longer chose kivi2 for
+// any layer, so they are left out.
+const DefaultKVCandidates = "turbo2,turbo2.5,turbo3,turbo3.5,turbo4,turbo5,q8_0,klt2,klt2.5,klt3,klt3.5,klt4,klt4.5,klt5,klt6"
 
 // ParseFormats parses a comma-separated list of KV format names.
 func ParseFormats(list string) ([]kvcache.Format, error) {

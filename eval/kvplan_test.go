@@ -6,6 +6,7 @@ import (
 	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -272,5 +273,58 @@ func TestKVTableKLT(t *testing.T) {
 	}
 	if !testing.Short() && (plan == nil || plan.Cov == nil || !(res.Rows[2].KLMean > 0)) {
 		t.Errorf("auto:3 with klt candidates: plan %v, row %+v", plan, res.Rows[2])
+	}
+}
+
+// TestDefaultKVCandidates: the formats a plan chooses among by default
+// parse, are listed once, serve keys and values at the model suite's head
+// dimensions (64 and 128), include q8_0 for the most sensitive parts and
+// the klt formats (calibrated: a plan measures covariances for them), and
+// step by at most one bit from the cheapest (at most 2.125 bits, so that
+// auto:2.5 has room to choose) to 6 bits.
+func TestDefaultKVCandidates(t *testing.T) {
+	cands, err := candidates(KVPlanOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := map[kvcache.Format]bool{}
+	klt := 0
+	for _, f := range cands {
+		if seen[f] {
+			t.Errorf("%s listed twice", f)
+		}
+		seen[f] = true
+		if f.Calibrated() {
+			klt++
+		}
+		for _, d := range []int{64, 128} {
+			for _, key := range []bool{true, false} {
+				if err := f.Check(d, key); err != nil {
+					t.Errorf("%s at head dimension %d: %v", f, d, err)
+				}
+			}
+		}
+	}
+	if q8, _ := kvcache.ParseFormat("q8_0"); !seen[q8] || klt < 2 {
+		t.Errorf("candidates %s: q8_0 %v, %d klt formats", DefaultKVCandidates, seen[q8], klt)
+	}
+	for _, d := range []int{64, 128} {
+		var bits []float64
+		for _, f := range cands {
+			b, err := f.Bits(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bits = append(bits, b)
+		}
+		slices.Sort(bits)
+		if bits[0] > 2.125 {
+			t.Errorf("head dimension %d: the cheapest candidate has %g bits", d, bits[0])
+		}
+		for i := 1; i < len(bits) && bits[i] <= 6; i++ {
+			if bits[i]-bits[i-1] > 1 {
+				t.Errorf("head dimension %d: no candidate between %g and %g bits", d, bits[i-1], bits[i])
+			}
+		}
 	}
 }
