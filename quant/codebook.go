@@ -100,6 +100,35 @@ func (c *Codebook) Index(v float32) int {
 	return lo
 }
 
+// scaleIndex scales y by inv in place and writes each scaled value's
+// centroid index (Index) into idx: an encoder's inner loop, with Index's
+// grid lookup in the loop rather than a call per value.
+func (c *Codebook) scaleIndex(idx []uint8, y []float32, inv float32) {
+	idx = idx[:len(y)]
+	if c.grid == nil {
+		for j := range y {
+			v := float32(y[j] * inv)
+			y[j] = v
+			idx[j] = uint8(c.Index(v))
+		}
+		return
+	}
+	grid, sent := c.grid, c.sentinel
+	lo, ginv, last := c.gridLo, c.gridInv, len(c.grid)-1
+	for j := range y {
+		v := float32(y[j] * inv)
+		y[j] = v
+		g := int(grid[min(max(int(float32(v-lo)*ginv), 0), last)])
+		if v > sent[g] {
+			g++
+			if v > sent[g] {
+				g++
+			}
+		}
+		idx[j] = uint8(g)
+	}
+}
+
 // moments gives the cumulative integrals of a density over (-inf, t]:
 // mass ∫f, first moment ∫t·f and second moment ∫t²·f.
 type moments func(t float64) (m0, m1, m2 float64)

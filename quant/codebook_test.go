@@ -3,6 +3,7 @@ package quant
 import (
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -156,6 +157,18 @@ func TestCodebookIndex(t *testing.T) {
 			// Values on a boundary are ties up to float32 rounding.
 			if math.Abs(float64(v-cb.Centroids[got])) > bestD+1e-7 {
 				t.Fatalf("b=%d: Index(%g) = %d, want %d", b, v, got, best)
+			}
+		}
+		// scaleIndex: Index of each value times inv, and the scaled
+		// values, the same bits as the loop it replaces.
+		for _, inv := range []float32{1, 0.37, 3} {
+			y, idx := slices.Clone(vals), make([]uint8, len(vals))
+			cb.scaleIndex(idx, y, inv)
+			for i, v := range vals {
+				w := v * inv
+				if math.Float32bits(y[i]) != math.Float32bits(w) || int(idx[i]) != cb.Index(w) {
+					t.Fatalf("b=%d inv %g: scaleIndex of %g gives %g and %d, want %g and %d", b, inv, v, y[i], idx[i], w, cb.Index(w))
+				}
 			}
 		}
 	}

@@ -123,15 +123,46 @@ func (l *Lanes) Append(xs []float32) error {
 	return l.AppendCodes(codes)
 }
 
-// put writes a code into slot s of a block.
+// put writes a code into slot s of a block: each coordinate's b-bit
+// index at bits [s·b, (s+1)·b) of its 2b bytes. The code's indices are
+// read 16 at a time (2b bytes, one word), and the slot's byte and shift
+// are the same for every coordinate (Code is the bit-by-bit inverse that
+// the tests compare with).
 func (l *Lanes) put(blk []byte, s int, code []byte) {
 	for _, p := range l.parts {
 		copy(blk[p.scales+2*s:p.scales+2*s+2], code[p.off:p.off+2])
-		idx := code[p.off+2:]
-		for k := range p.dim {
-			setBits(blk[p.planes+k*p.step:], s*p.bits, p.bits, getBits(idx, k*p.bits, p.bits))
+		b, step := p.bits, p.step
+		idx := code[p.off+2 : p.off+2+p.dim*b/8]
+		at, sh := p.planes+s*b>>3, uint(s*b&7)
+		cross := s*b&7+b > 8
+		mask := uint64(1)<<b - 1
+		for k := 0; k < p.dim; k, idx = k+16, idx[2*b:] {
+			w := loadLE(idx[:2*b])
+			for i := range 16 {
+				x := uint32(w>>(uint(i*b))&mask) << sh
+				j := at + (k+i)*step
+				blk[j] |= byte(x)
+				if cross {
+					blk[j+1] |= byte(x >> 8)
+				}
+			}
 		}
 	}
+}
+
+// loadLE returns the little-endian number in src (at most 8 bytes).
+func loadLE(src []byte) uint64 {
+	switch len(src) {
+	case 8:
+		return binary.LittleEndian.Uint64(src)
+	case 4:
+		return uint64(binary.LittleEndian.Uint32(src))
+	}
+	var w uint64
+	for i, c := range src {
+		w |= uint64(c) << (8 * i)
+	}
+	return w
 }
 
 // Code writes the code of token t (its quantizer's layout) into dst.

@@ -181,11 +181,7 @@ func (t *TurboMSE) encode(dst []byte, x, y []float32, idx []uint8) (float32, err
 		inv = float32(1 / n)
 	}
 	idx = idx[:len(y)]
-	for j := range y {
-		v := y[j] * inv
-		y[j] = v
-		idx[j] = uint8(t.cb.Index(v))
-	}
+	t.cb.scaleIndex(idx, y, inv)
 	pack(dst, idx, t.bits)
 	scale := n
 	if n > 0 && t.corr != CorrectNone {
