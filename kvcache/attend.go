@@ -176,6 +176,16 @@ func (a *attention) slices(s Shape, n int) int {
 	return best
 }
 
+// stepPool returns the pool a step over n positions cut into k slices
+// per KV head runs on: nil (the caller alone) where the work is too
+// little to share.
+func (a *attention) stepPool(s Shape, n, k int) *tensor.Pool {
+	if s.KVHeads*k == 1 || (k == 1 && n*s.Group()*s.HeadDim < minParallelWork) {
+		return nil
+	}
+	return a.pool
+}
+
 // rounds returns ⌈tasks/threads⌉.
 func rounds(tasks, threads int) int { return (tasks + threads - 1) / threads }
 
@@ -226,10 +236,7 @@ type attendStep interface {
 func (a *attention) run(s Shape, n, accLen int, step attendStep, prep bool) {
 	g, heads := s.Group(), s.KVHeads
 	k := a.slices(s, n)
-	pool := a.pool
-	if heads*k == 1 || (k == 1 && n*g*s.HeadDim < minParallelWork) {
-		pool = nil // too little to share: every task on the caller
-	}
+	pool := a.stepPool(s, n, k)
 	if need := heads * k * g; len(a.parts) < need {
 		a.parts = append(a.parts, make([]Partial, need-len(a.parts))...)
 	}

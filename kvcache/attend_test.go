@@ -394,7 +394,9 @@ func BenchmarkAttendSlices(b *testing.B) {
 // (16 threads' share; its codes stay in cache from call to call, as a
 // lone layer's do), one query's merge of 16 slices and rotation back
 // (the tail, a query per goroutine), and the Append of one token (on the
-// caller, before the step). cpu-ns/op is the thread's CPU time.
+// caller, before the step; with a pool, the move of the token leaving the
+// window is two tasks, timed here each). cpu-ns/op is the thread's CPU
+// time.
 func BenchmarkAttendParts(b *testing.B) {
 	q, caches := step16k(b, []string{"turbo3.5"})
 	c := caches[0].(*Compressed)
@@ -450,6 +452,17 @@ func BenchmarkAttendParts(b *testing.B) {
 			}
 		})
 	})
+	// With a pool, the token leaving the window is two tasks (compress):
+	// its key (centred, encoded, put into its block) and its value; the
+	// caller's part of Append is the rest.
+	for t, name := range []string{"keys", "values"} {
+		b.Run("append/move="+name, func(b *testing.B) {
+			loopCPU(b, func() { c.moveTask(t, 0) })
+			if err := c.moveErrs[t]; err != nil {
+				b.Fatal(err)
+			}
+		})
+	}
 }
 
 // TestAttendLast: Dense's AttendLast over a chunk of tokens just appended

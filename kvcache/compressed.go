@@ -51,19 +51,22 @@ import (
 // added. Nothing larger than a chunk (32–256 tokens) is ever held in
 // fp32.
 type Compressed struct {
-	spec    Spec
-	shape   Shape
-	layer   int
-	seed    uint64 // this layer's
-	window  int    // R
-	step    int    // tokens moved at once: kiviBlock for KIVI keys, else 1
-	calib   int    // tokens needed before outliers can be chosen (0: none)
-	corr    quant.Correction
-	n, nc   int
-	heads   []*head
-	scratch []float32      // f16 → f32 conversion when moving tokens
-	preps   []queryPrep    // per KV head: Attend's queries set up for its keys
-	call    compressedStep // Attend's call
+	spec     Spec
+	shape    Shape
+	layer    int
+	seed     uint64 // this layer's
+	window   int    // R
+	step     int    // tokens moved at once: kiviBlock for KIVI keys, else 1
+	calib    int    // tokens needed before outliers can be chosen (0: none)
+	corr     quant.Correction
+	n, nc    int
+	heads    []*head
+	scratch  []float32   // f16 → f32 conversion when moving tokens, per task
+	moveErrs []error     // per task of compress
+	moveOf   *Compressed // the Compressed that moveFunc is of
+	moveFunc func(task, worker int)
+	preps    []queryPrep    // per KV head: Attend's queries set up for its keys
+	call     compressedStep // Attend's call
 	attention
 }
 
@@ -227,27 +230,44 @@ func (h *head) ready() bool { return h.keys != nil && h.values != nil }
 
 // compress moves the oldest step tokens of every head from the window to
 // the compressed stores, choosing outliers first where still needed.
+// Where Attend runs on the pool (stepPool: enough positions), each head's
+// keys and its values are encoded as tasks of their own (moveTask) on
+// its goroutines, which would otherwise wait for this step's attention;
+// where the pool is busy (a task of it appending) they run on the
+// caller, as they do for short caches (a region's cost, an allocation,
+// would outweigh them: a batch step of short sequences then makes no more
+// regions). The stores are the same either way: each task writes its
+// own.
 func (c *Compressed) compress() error {
 	d := c.shape.HeadDim
 	m := c.step * d
-	if cap(c.scratch) < m {
-		c.scratch = make([]float32, m)
-	}
-	x := c.scratch[:m]
 	for i, h := range c.heads {
 		if !h.ready() {
 			if err := c.prime(i, h); err != nil {
 				return err
 			}
 		}
-		toF32(x, h.wk[h.off*d:h.off*d+m])
-		if err := h.keys.add(x); err != nil {
-			return fmt.Errorf("kvcache: layer %d head %d: key of token %d: %w", c.layer, i, c.nc, err)
+	}
+	tasks := 2 * len(c.heads)
+	if len(c.scratch) < tasks*m {
+		c.scratch = make([]float32, tasks*m)
+	}
+	if len(c.moveErrs) < tasks {
+		c.moveErrs = make([]error, tasks)
+	}
+	if c.moveOf != c { // made once: an Append makes no closure
+		c.moveOf, c.moveFunc = c, c.moveTask
+	}
+	c.stepPool(c.shape, c.n, c.slices(c.shape, c.n)).TryRun(tasks, c.moveFunc)
+	// The first error in the order of the tasks: head by head, the key
+	// before the value, as a serial move would meet them.
+	for t, err := range c.moveErrs[:tasks] {
+		if err != nil {
+			clear(c.moveErrs)
+			return fmt.Errorf("kvcache: layer %d head %d: %s of token %d: %w", c.layer, t/2, [2]string{"key", "value"}[t%2], c.nc, err)
 		}
-		toF32(x, h.wv[h.off*d:h.off*d+m])
-		if err := h.values.add(x); err != nil {
-			return fmt.Errorf("kvcache: layer %d head %d: value of token %d: %w", c.layer, i, c.nc, err)
-		}
+	}
+	for _, h := range c.heads {
 		h.off += c.step
 		// Drop the moved rows once they are half the buffer: amortised
 		// O(1) copying per token.
@@ -259,6 +279,22 @@ func (c *Compressed) compress() error {
 	}
 	c.nc += c.step
 	return nil
+}
+
+// moveTask is compress's task t: the oldest step keys (t even) or values
+// (t odd) of head t/2 into its store, in scratch of its own.
+func (c *Compressed) moveTask(t, _ int) {
+	d := c.shape.HeadDim
+	m := c.step * d
+	h := c.heads[t/2]
+	x := c.scratch[t*m : (t+1)*m]
+	if t%2 == 0 {
+		toF32(x, h.wk[h.off*d:h.off*d+m])
+		c.moveErrs[t] = h.keys.add(x)
+	} else {
+		toF32(x, h.wv[h.off*d:h.off*d+m])
+		c.moveErrs[t] = h.values.add(x)
+	}
 }
 
 // prime makes head i's stores that depend on the sequence's first tokens

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/turbomem/turbomem/quant"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // codeBytes128 is each format's code size for one 128-dimensional vector
@@ -701,6 +702,89 @@ func TestResearchFormats(t *testing.T) {
 		}
 		if f.Research() != want[name] {
 			t.Errorf("%s: Research() = %v, want %v", name, f.Research(), want[name])
+		}
+	}
+}
+
+// TestAppendPoolExact: a cache whose Appends move tokens out of the
+// window as tasks on a pool (compress) holds what one appended on the
+// caller holds: after every Append, attention on the caller is the same,
+// bit for bit, for every compressed format, with a window and without
+// one (--kv-window -1), on the caller while the cache is short, on the
+// pool from then on, also where the Append runs inside a task of the
+// cache's own pool (tensor.Pool.TryRun's fallback: on the caller).
+func TestAppendPoolExact(t *testing.T) {
+	pool := tensor.NewPool(3)
+	defer pool.Close()
+	sh := Shape{QHeads: 4, KVHeads: 2, HeadDim: 64}
+	sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
+	r := rand.New(rand.NewPCG(21, 22))
+	// From 256 tokens on, the caches' steps (so their moves) run on the
+	// pool (stepPool).
+	ks, vs := kvData(r, sh, 300, true)
+	qs := make([][]float32, len(ks))
+	for i := range qs {
+		qs[i] = randQuery(r, sh)
+	}
+	var tested []string
+	for _, name := range FormatNames() {
+		for _, window := range []int{16, -1} {
+			spec := withCov(t, specFor(t, name, window), sh)
+			if spec.Check(sh) != nil {
+				continue
+			}
+			ref, err := spec.NewCache(0, sh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := ref.(*Compressed); !ok {
+				continue
+			}
+			c, err := spec.NewCache(0, sh)
+			if err != nil {
+				t.Fatal(err)
+			}
+			UsePool(c, pool)
+			if cc := c.(*Compressed); cc.stepPool(sh, len(ks), cc.slices(sh, len(ks))) == nil {
+				t.Fatalf("%s: %d tokens do not make a step on the pool", name, len(ks))
+			}
+			tested = append(tested, fmt.Sprintf("%s/%d", name, window))
+			want, got := make([]float32, len(qs[0])), make([]float32, len(qs[0]))
+			for i := range ks {
+				if err := ref.Append(ks[i], vs[i]); err != nil {
+					t.Fatal(err)
+				}
+				if i%3 == 2 { // inside a region of the cache's pool
+					pool.Run(2, func(task, _ int) {
+						if task == 0 {
+							err = c.Append(ks[i], vs[i])
+						}
+					})
+				} else {
+					err = c.Append(ks[i], vs[i])
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				ref.Attend(want, qs[i], 0.125)
+				UsePool(c, nil)
+				c.Attend(got, qs[i], 0.125)
+				UsePool(c, pool)
+				for j := range got {
+					if got[j] != want[j] {
+						t.Fatalf("%s window %d, token %d: out[%d] = %g, appended on the caller %g", name, window, i, j, got[j], want[j])
+					}
+				}
+				if c.Bytes() != ref.Bytes() {
+					t.Fatalf("%s window %d, token %d: %d bytes, appended on the caller %d", name, window, i, c.Bytes(), ref.Bytes())
+				}
+			}
+		}
+	}
+	t.Logf("formats/windows: %v", tested)
+	for _, name := range []string{"turbo3.5", "klt3.5", "q8_0", "q4_0"} {
+		if !slices.Contains(tested, name+"/-1") {
+			t.Errorf("%s not tested", name)
 		}
 	}
 }

@@ -141,6 +141,31 @@ func (p *Pool) Run(n int, f func(task, worker int)) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	p.run(n, f)
+}
+
+// TryRun is Run where the Pool runs no region now; where one runs (the
+// caller is a task of this Pool, or another goroutine's region holds it)
+// it calls every task on the caller instead of waiting, with worker 0.
+// It lets work that may be called from inside a region (a cache's Append
+// from a task of the Pool that its Attend uses) share the Pool's
+// goroutines where they are free, without deadlock.
+func (p *Pool) TryRun(n int, f func(task, worker int)) {
+	if n <= 0 {
+		return
+	}
+	if p == nil || p.threads == 1 || n == 1 || p.closed.Load() || !p.mu.TryLock() {
+		for i := range n {
+			f(i, 0)
+		}
+		return
+	}
+	defer p.mu.Unlock()
+	p.run(n, f)
+}
+
+// run is Run's region, the Pool's lock held.
+func (p *Pool) run(n int, f func(task, worker int)) {
 	j := &job{f: f, n: int32(n), finished: p.finished}
 	p.cur.Store(j)
 	// Wake as many sleepers as there are tasks beyond the caller's first;

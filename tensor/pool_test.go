@@ -89,6 +89,44 @@ func TestPoolConcurrentRun(t *testing.T) {
 	wg.Wait()
 }
 
+// TestPoolTryRun: TryRun runs every task once, on the pool where it is
+// free, on the caller (worker 0) from inside a task of the same pool
+// (where Run would wait for itself), and on a nil pool.
+func TestPoolTryRun(t *testing.T) {
+	p := NewPool(3)
+	defer p.Close()
+	for _, pool := range []*Pool{nil, p} {
+		counts := make([]atomic.Int32, 7)
+		pool.TryRun(len(counts), func(task, w int) {
+			if w < 0 || w >= pool.Threads() {
+				t.Errorf("task %d on worker %d of %d", task, w, pool.Threads())
+			}
+			counts[task].Add(1)
+		})
+		for i := range counts {
+			if n := counts[i].Load(); n != 1 {
+				t.Errorf("pool of %d: task %d ran %d times", pool.Threads(), i, n)
+			}
+		}
+	}
+	var inner [2][5]atomic.Int32
+	p.Run(2, func(task, _ int) {
+		p.TryRun(5, func(i, w int) {
+			if w != 0 {
+				t.Errorf("inside a region: task %d on worker %d", i, w)
+			}
+			inner[task][i].Add(1)
+		})
+	})
+	for task := range inner {
+		for i := range inner[task] {
+			if n := inner[task][i].Load(); n != 1 {
+				t.Errorf("inside task %d: task %d ran %d times", task, i, n)
+			}
+		}
+	}
+}
+
 // TestPoolWait: tasks that wait (Wait on a Latch) for tasks numbered
 // before them finish, and see those tasks' writes, on pools with fewer
 // and with more goroutines than GOMAXPROCS (where nobody spins) and on a
