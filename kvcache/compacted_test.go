@@ -230,11 +230,7 @@ func TestCompactedBias(t *testing.T) {
 		got := make([]float32, len(q))
 		ref.Attend(want, q, 0.3)
 		c.Attend(got, q, 0.3)
-		w64 := make([]float64, len(want))
-		for j, x := range want {
-			w64[j] = float64(x)
-		}
-		if e := relErr(got, w64); e > 1e-3 {
+		if e := relErr32(got, want); e > 1e-3 {
 			t.Fatalf("after %d tokens: relative error %g from %d copies", i, e, m)
 		}
 	}
@@ -301,11 +297,7 @@ func TestCompactedFork(t *testing.T) {
 		got, want := make([]float32, len(q)), make([]float32, len(q))
 		fk.Attend(got, q, 0.2)
 		refs[i].Attend(want, q, 0.2)
-		w64 := make([]float64, len(want))
-		for j, x := range want {
-			w64[j] = float64(x)
-		}
-		if e := relErr(got, w64); !(e <= 1e-5) {
+		if e := relErr32(got, want); !(e <= 1e-5) {
 			t.Errorf("fork %d: relative error %g from one f32 cache", i, e)
 		}
 	}

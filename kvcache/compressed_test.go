@@ -248,6 +248,15 @@ func relErr(got []float32, want []float64) float64 {
 	return math.Sqrt(num / den)
 }
 
+// relErr32 is relErr against a float32 reference.
+func relErr32(got, want []float32) float64 {
+	w64 := make([]float64, len(want))
+	for j, x := range want {
+		w64[j] = float64(x)
+	}
+	return relErr(got, w64)
+}
+
 // TestCompressedAttendIsTheMath: tokens arrive one by one; at several
 // lengths (before, at and after the window fills, across KIVI blocks),
 // Attend equals float64 attention over the cache's own reconstructions.

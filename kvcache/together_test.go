@@ -98,15 +98,11 @@ func TestAttendTogether(t *testing.T) {
 				for i, c := range refs {
 					want := make([]float32, len(got[i]))
 					c.Attend(want, qs[i], 0.125)
-					w64 := make([]float64, len(want))
-					for j, x := range want {
-						w64[j] = float64(x)
-					}
 					tol := 1e-5
 					if format != "f16" {
 						tol = 0
 					}
-					if e := relErr(got[i], w64); !(e <= tol) {
+					if e := relErr32(got[i], want); !(e <= tol) {
 						t.Errorf("cache %d: relative error %g from its own Attend", i, e)
 					}
 				}
@@ -167,11 +163,7 @@ func TestAttendTogetherThreads(t *testing.T) {
 				for i, c := range caches {
 					want := make([]float32, len(got[i]))
 					c.Attend(want, qs[i], 0.2)
-					w64 := make([]float64, len(want))
-					for j, x := range want {
-						w64[j] = float64(x)
-					}
-					if e := relErr(got[i], w64); !(e <= 1e-5) {
+					if e := relErr32(got[i], want); !(e <= 1e-5) {
 						t.Errorf("%d forks: fork %d: relative error %g from its own Attend", forks, i, e)
 					}
 				}
