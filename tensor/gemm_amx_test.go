@@ -93,11 +93,7 @@ func TestAMXKernel(t *testing.T) {
 	ps, preps, _ := amxSetup(t, r, []int{16, 9}, cols, n)
 	var g amxActs
 	g.size(n, cols)
-	acts := make([]*activation, n)
-	for v := range acts {
-		acts[v] = newActivation(actQ8_0, cols)
-		acts[v].set(actQ8_0, x[v*cols:(v+1)*cols])
-	}
+	acts := q8Activations(x, n, cols)
 	for gi := range g.groups {
 		g.pack(gi, acts[gi*amxCols:(gi+1)*amxCols])
 	}
@@ -294,11 +290,7 @@ func TestAMXPack(t *testing.T) {
 	const cols = 256
 	r := rand.New(rand.NewPCG(17, 18))
 	for _, n := range []int{amxCols, 5} {
-		acts := make([]*activation, n)
-		for v := range acts {
-			acts[v] = newActivation(actQ8_0, cols)
-			acts[v].set(actQ8_0, randomVector(r, cols))
-		}
+		acts := q8Activations(randomVector(r, n*cols), n, cols)
 		var g amxActs
 		g.size(n, cols)
 		for i := range g.xb {
@@ -337,14 +329,21 @@ func TestAMXPack(t *testing.T) {
 func BenchmarkAMXPack(b *testing.B) {
 	const cols = 512
 	r := rand.New(rand.NewPCG(19, 20))
-	acts := make([]*activation, amxCols)
-	for v := range acts {
-		acts[v] = newActivation(actQ8_0, cols)
-		acts[v].set(actQ8_0, randomVector(r, cols))
-	}
+	acts := q8Activations(randomVector(r, amxCols*cols), amxCols, cols)
 	var g amxActs
 	g.size(amxCols, cols)
 	for b.Loop() {
 		g.pack(0, acts)
 	}
+}
+
+// q8Activations quantizes the n vectors of cols elements laid end to end
+// in x as Q8_0 activations.
+func q8Activations(x []float32, n, cols int) []*activation {
+	acts := make([]*activation, n)
+	for v := range acts {
+		acts[v] = newActivation(actQ8_0, cols)
+		acts[v].set(actQ8_0, x[v*cols:(v+1)*cols])
+	}
+	return acts
 }
