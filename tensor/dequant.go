@@ -12,20 +12,21 @@ import (
 // Every kernel is handed a whole number of blocks (src) and exactly the
 // matching number of elements (dst); Dequantize checks both.
 var dequantizers = map[DType]func(dst []float32, src []byte){
-	F32:  dequantF32,
-	F16:  dequantF16,
-	BF16: dequantBF16,
-	Q4_0: dequantQ4_0Fast,
-	Q4_1: dequantQ4_1,
-	Q5_0: dequantQ5_0,
-	Q5_1: dequantQ5_1,
-	Q8_0: dequantQ8_0Fast,
-	Q2_K: dequantQ2_K,
-	Q3_K: dequantQ3_K,
-	Q4_K: dequantQ4_K,
-	Q5_K: dequantQ5_K,
-	Q6_K: dequantQ6_K,
-	Q8_K: dequantQ8_K,
+	F32:   dequantF32,
+	F16:   dequantF16,
+	BF16:  dequantBF16,
+	Q4_0:  dequantQ4_0Fast,
+	Q4_1:  dequantQ4_1,
+	Q5_0:  dequantQ5_0,
+	Q5_1:  dequantQ5_1,
+	Q8_0:  dequantQ8_0Fast,
+	Q2_K:  dequantQ2_K,
+	Q3_K:  dequantQ3_K,
+	Q4_K:  dequantQ4_K,
+	Q5_K:  dequantQ5_K,
+	Q6_K:  dequantQ6_K,
+	Q8_K:  dequantQ8_K,
+	TQ2_0: dequantTQ2_0,
 }
 
 // CanDequantize reports whether Dequantize supports t.

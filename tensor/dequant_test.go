@@ -75,6 +75,12 @@ func TestDequantizeHandBlocks(t *testing.T) {
 			map[int]float32{0: -5, 1: 32, 32: -25.5, 33: -48, 64: 0}, nil},
 		// d = 0.25 (float32); q3 = -5, q255 = 127.
 		{"Q8_K", Q8_K, q8k, map[int]float32{3: -1.25, 255: 31.75}, ptr(0)},
+		// d = 0.5 (bytes 64-65); byte 0 = 0b10_01_00_10 holds elements 0,
+		// 32, 64, 96 (codes 2, 0, 1, 2: d·(q−1)); byte 33 (second half,
+		// m = 1) holds element 129 in its low bits: code 3 → 2·d; its
+		// other codes, and every other byte's, are 0 → −d.
+		{"TQ2_0", TQ2_0, blockOf(66, map[int]byte{0: 0x92, 33: 0x03, 65: 0x38}),
+			map[int]float32{0: 0.5, 32: -0.5, 64: 0, 96: 0.5, 129: 1, 161: -0.5}, ptr(-0.5)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -132,6 +138,7 @@ func FuzzDequantize(f *testing.F) {
 	f.Add(uint8(Q4_K), []byte{1, 2, 3})
 	f.Add(uint8(Q8_0), make([]byte, 34))
 	f.Add(uint8(Q6_K), make([]byte, 420))
+	f.Add(uint8(TQ2_0), make([]byte, 67))
 	f.Fuzz(func(t *testing.T, id uint8, data []byte) {
 		ty := DType(id)
 		if !CanDequantize(ty) {

@@ -192,20 +192,21 @@ type rowKernel struct {
 }
 
 var rowKernels = map[DType]rowKernel{
-	F32:  {act: actF32, dot: dotRowF32},
-	F16:  {act: actF32, dot: dotRowF16, rows4: dotRowsF16R4},
-	BF16: {act: actF32, dot: dotRowBF16},
-	Q4_0: {act: actQ8_0, dot: dotRowQ4_0},
-	Q4_1: {act: actQ8_1, dot: dotRowQ4_1},
-	Q5_0: {act: actQ8_0, dot: dotRowQ5_0},
-	Q5_1: {act: actQ8_1, dot: dotRowQ5_1},
-	Q8_0: {act: actQ8_0, dot: dotRowQ8_0, dot4: dotRowQ8_0x4, rows4: dotRowsQ8_0x4, multi: dotQ8_0Rows},
-	Q2_K: {act: actQ8_K, dot: dotRowQ2_K},
-	Q3_K: {act: actQ8_K, dot: dotRowQ3_K},
-	Q4_K: {act: actQ8_K, dot: dotRowQ4_K},
-	Q5_K: {act: actQ8_K, dot: dotRowQ5_K},
-	Q6_K: {act: actQ8_K, dot: dotRowQ6_K},
-	Q8_K: {act: actQ8_K, dot: dotRowQ8_K},
+	F32:   {act: actF32, dot: dotRowF32},
+	F16:   {act: actF32, dot: dotRowF16, rows4: dotRowsF16R4},
+	BF16:  {act: actF32, dot: dotRowBF16},
+	Q4_0:  {act: actQ8_0, dot: dotRowQ4_0},
+	Q4_1:  {act: actQ8_1, dot: dotRowQ4_1},
+	Q5_0:  {act: actQ8_0, dot: dotRowQ5_0},
+	Q5_1:  {act: actQ8_1, dot: dotRowQ5_1},
+	Q8_0:  {act: actQ8_0, dot: dotRowQ8_0, dot4: dotRowQ8_0x4, rows4: dotRowsQ8_0x4, multi: dotQ8_0Rows},
+	Q2_K:  {act: actQ8_K, dot: dotRowQ2_K},
+	Q3_K:  {act: actQ8_K, dot: dotRowQ3_K},
+	Q4_K:  {act: actQ8_K, dot: dotRowQ4_K},
+	Q5_K:  {act: actQ8_K, dot: dotRowQ5_K},
+	Q6_K:  {act: actQ8_K, dot: dotRowQ6_K},
+	Q8_K:  {act: actQ8_K, dot: dotRowQ8_K},
+	TQ2_0: {act: actQ8_K, dot: dotRowTQ2_0},
 }
 
 // CanMatVec reports whether MatVec and MatMul support weights of type t.

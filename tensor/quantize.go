@@ -17,17 +17,18 @@ import (
 // quantizers maps each type that Quantize supports to its row kernel,
 // handed a whole number of blocks.
 var quantizers = map[DType]func(dst []byte, src []float32){
-	Q4_0: quantQ4_0,
-	Q4_1: quantQ4_1,
-	Q5_0: quantQ5_0,
-	Q5_1: quantQ5_1,
-	Q8_0: quantQ8_0,
-	Q2_K: quantQ2_K,
-	Q3_K: quantQ3_K,
-	Q4_K: quantQ4_K,
-	Q5_K: quantQ5_K,
-	Q6_K: quantQ6_K,
-	Q8_K: quantQ8_K,
+	Q4_0:  quantQ4_0,
+	Q4_1:  quantQ4_1,
+	Q5_0:  quantQ5_0,
+	Q5_1:  quantQ5_1,
+	Q8_0:  quantQ8_0,
+	Q2_K:  quantQ2_K,
+	Q3_K:  quantQ3_K,
+	Q4_K:  quantQ4_K,
+	Q5_K:  quantQ5_K,
+	Q6_K:  quantQ6_K,
+	Q8_K:  quantQ8_K,
+	TQ2_0: quantTQ2_0,
 }
 
 // CanQuantize reports whether Quantize supports t.

@@ -33,13 +33,14 @@ import (
 // kernel, which encodes whole blocks of x with importance imp (same
 // length).
 var weightedKernels = map[DType]func(dst []byte, x, imp []float32){
-	Q8_0: func(dst []byte, x, imp []float32) { weightedSingle(Q8_0, dst, x, imp, -128, 127, 0) },
-	Q4_0: func(dst []byte, x, imp []float32) { weightedSingle(Q4_0, dst, x, imp, -8, 7, 8) },
-	Q2_K: func(dst []byte, x, imp []float32) { weightedK(&specQ2_K, dst, x, imp) },
-	Q3_K: func(dst []byte, x, imp []float32) { weightedK(&specQ3_K, dst, x, imp) },
-	Q4_K: func(dst []byte, x, imp []float32) { weightedK(&specQ4_K, dst, x, imp) },
-	Q5_K: func(dst []byte, x, imp []float32) { weightedK(&specQ5_K, dst, x, imp) },
-	Q6_K: func(dst []byte, x, imp []float32) { weightedK(&specQ6_K, dst, x, imp) },
+	Q8_0:  func(dst []byte, x, imp []float32) { weightedSingle(Q8_0, dst, x, imp, -128, 127, 0) },
+	Q4_0:  func(dst []byte, x, imp []float32) { weightedSingle(Q4_0, dst, x, imp, -8, 7, 8) },
+	Q2_K:  func(dst []byte, x, imp []float32) { weightedK(&specQ2_K, dst, x, imp) },
+	Q3_K:  func(dst []byte, x, imp []float32) { weightedK(&specQ3_K, dst, x, imp) },
+	Q4_K:  func(dst []byte, x, imp []float32) { weightedK(&specQ4_K, dst, x, imp) },
+	Q5_K:  func(dst []byte, x, imp []float32) { weightedK(&specQ5_K, dst, x, imp) },
+	Q6_K:  func(dst []byte, x, imp []float32) { weightedK(&specQ6_K, dst, x, imp) },
+	TQ2_0: weightedTQ2_0,
 }
 
 // CanQuantizeWeighted reports whether QuantizeWeighted supports t.

@@ -186,6 +186,9 @@ func TestQuantizeRoundTrip(t *testing.T) {
 		{Q5_K, 0.047, nil},
 		{Q6_K, 0.023, nil},
 		{Q8_K, 0.014, nil}, // one 256-block holds the outlier 9
+		// TQ2_0's reference scale is max|x|: everything below half of it
+		// rounds to 0.
+		{TQ2_0, 1.0, nil},
 	}
 	for _, tt := range tests {
 		n, _ := tt.t.RowBytes(int64(len(x)))
