@@ -2,6 +2,7 @@ package wquant
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"math"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/turbomem/turbomem/gguf"
+	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/tensor"
 )
 
@@ -468,4 +470,95 @@ func TestRecipeRules(t *testing.T) {
 	if _, err := Recipe(recipeFile(t, 2, false, 256), testSource, "Q4_K_S"); err == nil {
 		t.Error("unknown recipe: no error")
 	}
+}
+
+// TestAllocateTernary: with TQ2_0 (2.0625 bits per weight) among the
+// types, a budget below what Q2_K alone reaches is met, with some
+// matrices (the embeddings among the candidates) in TQ2_0; the file
+// written from that plan has those types, its manifest's plan reads back,
+// and it loads and runs as a model.
+func TestAllocateTernary(t *testing.T) {
+	srcPath := tinyModel(t, false)
+	src := openGGUF(t, srcPath)
+	var names []string
+	for _, ti := range src.Tensors {
+		if Quantizable(ti) {
+			names = append(names, ti.Name)
+		}
+	}
+	sens := func(types ...tensor.DType) Sensitivity {
+		s := Sensitivity{Tensors: names, Types: types}
+		for i := range names {
+			row := make([]float64, len(types))
+			for j, typ := range types {
+				// Coarser types cost more; the matrices differ.
+				row[j] = float64(1+i%3) * math.Pow(4, -typ.BitsPerWeight())
+			}
+			s.Loss = append(s.Loss, row)
+		}
+		return s
+	}
+	var fixed, leastQ2 int64
+	for _, ti := range src.Tensors {
+		if !Quantizable(ti) {
+			fixed += ti.Size
+			continue
+		}
+		c, _ := choice(ti, tensor.Q2_K, 0)
+		leastQ2 += min(c.Bytes, ti.Size)
+	}
+	budget := fixed + leastQ2 - 1
+	if _, err := Allocate(src, testSource, sens(tensor.Q4_K, tensor.Q2_K), budget); err == nil || !strings.Contains(err.Error(), "below the smallest choice") {
+		t.Fatalf("budget below Q2_K's least without TQ2_0: %v", err)
+	}
+	plan, err := Allocate(src, testSource, sens(tensor.Q4_K, tensor.Q2_K, tensor.TQ2_0), budget)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.Bytes() > budget {
+		t.Errorf("plan has %d bytes, budget %d", plan.Bytes(), budget)
+	}
+	ternary := 0
+	for _, c := range plan.Tensors {
+		if c.Type == tensor.TQ2_0 {
+			ternary++
+		}
+	}
+	if ternary == 0 {
+		t.Fatalf("no matrix in TQ2_0:\n%s", plan.Describe())
+	}
+	out := filepath.Join(t.TempDir(), "tq.gguf")
+	if err := NewQuantizer(src, nil, 2).Write(context.Background(), out, plan, WriteOptions{Tool: "turbomem test", SourceSHA256: testSource}); err != nil {
+		t.Fatal(err)
+	}
+	f := openGGUF(t, out)
+	m, err := ReadManifest(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ReadPlan(strings.NewReader(m.Plan))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range back.Tensors {
+		if ti, ok := f.Tensor(c.Name); !ok || ti.Type != c.Type || ti.Size != c.Bytes {
+			t.Errorf("%s: %s of %d bytes in the file, %s of %d in the plan", c.Name, ti.Type, ti.Size, c.Type, c.Bytes)
+		}
+	}
+	mod, err := model.Open(out, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mod.Close()
+	s, _ := mod.NewSession(nil, 0)
+	logits, err := s.Forward([]int32{5, 6, 7, 8}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range logits {
+		if math.IsNaN(float64(v)) || math.IsInf(float64(v), 0) {
+			t.Fatalf("logit %d is %g", i, v)
+		}
+	}
+	t.Logf("%d of %d matrices in TQ2_0, %.3f bits per weight", ternary, len(names), plan.BPW())
 }

@@ -34,7 +34,7 @@ func TestQuantizerEncode(t *testing.T) {
 	}
 	for _, threads := range []int{1, 3} {
 		q := NewQuantizer(src, im, threads)
-		types := []tensor.DType{tensor.Q4_K, tensor.Q6_K, tensor.Q8_0}
+		types := []tensor.DType{tensor.Q4_K, tensor.Q6_K, tensor.Q8_0, tensor.TQ2_0}
 		if threads == 1 {
 			types = types[:1]
 		}

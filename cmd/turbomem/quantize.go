@@ -24,7 +24,7 @@ func runQuantize(e *env, args []string) error {
 	sizeOf := flags.String("size-of", "", "as many bytes of tensor data as this GGUF file holds (another quantization of the model, e.g. llama.cpp's Q4_K_M)")
 	recipe := flags.String("recipe", "", "llama.cpp's fixed recipe instead of measuring: "+strings.Join(wquant.Recipes(), ", "))
 	imPath := flags.String("imatrix", "", "importance matrix (turbomem imatrix, or llama.cpp's imatrix file)")
-	typeList := flags.String("types", "Q8_0,Q6_K,Q5_K,Q4_K,Q3_K,Q2_K", "candidate types (each tensor may also keep its own)")
+	typeList := flags.String("types", typeNames(eval.DefaultWeightTypes), "candidate types (each tensor may also keep its own)")
 	planPath := flags.String("plan", "", "plan file: used when it exists (allocated again for --bpw/--size), else the plan made is saved there (default: OUT with .plan.json)")
 	calib := flags.String("calib", "", "calibration text (default: the embedded held-out text; windows from its end)")
 	calibCtx := flags.Int("calib-ctx", 512, "calibration window length in tokens")
@@ -156,6 +156,15 @@ func tensorBytes(path string) (int64, error) {
 	return n, nil
 }
 
+// typeNames returns the types as a --types list.
+func typeNames(types []tensor.DType) string {
+	names := make([]string, len(types))
+	for i, t := range types {
+		names[i] = t.String()
+	}
+	return strings.Join(names, ",")
+}
+
 // parseTypes parses the --types list.
 func parseTypes(list string) ([]tensor.DType, error) {
 	var out []tensor.DType
@@ -261,5 +270,5 @@ func fileType(p *wquant.Plan) uint32 {
 	}
 	// LLAMA_FTYPE_* of a file mostly in that type (llama.h).
 	return map[tensor.DType]uint32{tensor.F32: 0, tensor.F16: 1, tensor.Q4_0: 2, tensor.Q8_0: 7, tensor.Q2_K: 10,
-		tensor.Q3_K: 11, tensor.Q4_K: 14, tensor.Q5_K: 16, tensor.Q6_K: 18, tensor.BF16: 32}[most]
+		tensor.Q3_K: 11, tensor.Q4_K: 14, tensor.Q5_K: 16, tensor.Q6_K: 18, tensor.BF16: 32, tensor.TQ2_0: 37}[most]
 }
