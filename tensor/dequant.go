@@ -26,6 +26,7 @@ var dequantizers = map[DType]func(dst []float32, src []byte){
 	Q5_K:  dequantQ5_K,
 	Q6_K:  dequantQ6_K,
 	Q8_K:  dequantQ8_K,
+	TQ1_0: dequantTQ1_0,
 	TQ2_0: dequantTQ2_0,
 }
 

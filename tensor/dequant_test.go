@@ -81,6 +81,15 @@ func TestDequantizeHandBlocks(t *testing.T) {
 		// other codes, and every other byte's, are 0 → −d.
 		{"TQ2_0", TQ2_0, blockOf(66, map[int]byte{0: 0x92, 33: 0x03, 65: 0x38}),
 			map[int]float32{0: 0.5, 32: -0.5, 64: 0, 96: 0.5, 129: 1, 161: -0.5}, ptr(-0.5)},
+		// d = 0.5 (bytes 52-53). qs[0] = 187: code n is ((187·3ⁿ mod
+		// 256)·3) >> 8 = 2, 0, 1, 2, 0 for n = 0…4 (561>>8; 49·3>>8;
+		// 147·3>>8; 185·3>>8; 43·3>>8): elements 0, 32, 64, 96, 128.
+		// qs[33] = 255 (codes 2, 2, 2, 2, 2): elements 160 + 16n + 1.
+		// qh[2] = 255: elements 240 + 4n + 2, n = 0…3. Byte 0 elsewhere:
+		// codes 0 → −d.
+		{"TQ1_0", TQ1_0, blockOf(54, map[int]byte{0: 187, 33: 255, 50: 255, 53: 0x38}),
+			map[int]float32{0: 0.5, 32: -0.5, 64: 0, 96: 0.5, 128: -0.5, 161: 0.5, 177: 0.5, 193: 0.5, 209: 0.5, 225: 0.5,
+				242: 0.5, 246: 0.5, 250: 0.5, 254: 0.5}, ptr(-0.5)},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -139,6 +148,7 @@ func FuzzDequantize(f *testing.F) {
 	f.Add(uint8(Q8_0), make([]byte, 34))
 	f.Add(uint8(Q6_K), make([]byte, 420))
 	f.Add(uint8(TQ2_0), make([]byte, 67))
+	f.Add(uint8(TQ1_0), make([]byte, 108))
 	f.Fuzz(func(t *testing.T, id uint8, data []byte) {
 		ty := DType(id)
 		if !CanDequantize(ty) {

@@ -206,6 +206,7 @@ var rowKernels = map[DType]rowKernel{
 	Q5_K:  {act: actQ8_K, dot: dotRowQ5_K},
 	Q6_K:  {act: actQ8_K, dot: dotRowQ6_K},
 	Q8_K:  {act: actQ8_K, dot: dotRowQ8_K},
+	TQ1_0: {act: actQ8_K, dot: dotRowTQ1_0},
 	TQ2_0: {act: actQ8_K, dot: dotRowTQ2_0},
 }
 

@@ -28,7 +28,7 @@ func dequantActivation(k actKind, a *activation, n int) []float64 {
 	return y
 }
 
-var matVecTypes = []DType{F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, TQ2_0}
+var matVecTypes = []DType{F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K, TQ1_0, TQ2_0}
 
 // TestMatVecReference compares MatVec with a float64 dot product of the
 // dequantized weights, two ways:

@@ -28,6 +28,7 @@ var quantizers = map[DType]func(dst []byte, src []float32){
 	Q5_K:  quantQ5_K,
 	Q6_K:  quantQ6_K,
 	Q8_K:  quantQ8_K,
+	TQ1_0: quantTQ1_0,
 	TQ2_0: quantTQ2_0,
 }
 

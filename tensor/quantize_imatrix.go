@@ -40,6 +40,7 @@ var weightedKernels = map[DType]func(dst []byte, x, imp []float32){
 	Q4_K:  func(dst []byte, x, imp []float32) { weightedK(&specQ4_K, dst, x, imp) },
 	Q5_K:  func(dst []byte, x, imp []float32) { weightedK(&specQ5_K, dst, x, imp) },
 	Q6_K:  func(dst []byte, x, imp []float32) { weightedK(&specQ6_K, dst, x, imp) },
+	TQ1_0: weightedTQ1_0,
 	TQ2_0: weightedTQ2_0,
 }
 

@@ -10,7 +10,7 @@ import (
 	"github.com/turbomem/turbomem/half"
 )
 
-var weightedTypes = []DType{Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, TQ2_0}
+var weightedTypes = []DType{Q8_0, Q4_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, TQ1_0, TQ2_0}
 
 // weightLike returns rows×cols values shaped like a model's weights:
 // Gaussian with scale 0.02, one in a hundred six times larger, and
@@ -51,7 +51,7 @@ func encodedErr(t *testing.T, typ DType, x, imp []float32, b []byte) (weighted, 
 // reference quantizer's and below the unweighted fit's, and the
 // unweighted fit (imp nil) has less plain squared error than the
 // reference. The bounds leave a margin over what was measured (weighted:
-// 0.27–0.56 of the reference; plain: 0.72–0.97). TQ2_0 has one scale per
+// 0.27–0.56 of the reference; plain: 0.72–0.97). TQ1_0 and TQ2_0 have one scale per
 // 256 elements and no levels to spare, so the importance moves less
 // (measured: 0.82 of the unweighted fit's weighted error; bound 0.9).
 func TestQuantizeWeightedBeatsReference(t *testing.T) {
@@ -74,7 +74,7 @@ func TestQuantizeWeightedBeatsReference(t *testing.T) {
 		wImp, _ := encodedErr(t, typ, x, imp, withImp)
 		wPlain, pPlain := encodedErr(t, typ, x, imp, plainFit)
 		vsPlain := 0.8
-		if typ == TQ2_0 {
+		if typ == TQ1_0 || typ == TQ2_0 {
 			vsPlain = 0.9
 		}
 		if wImp > 0.65*wRef || wImp > vsPlain*wPlain {

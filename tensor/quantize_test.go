@@ -188,6 +188,7 @@ func TestQuantizeRoundTrip(t *testing.T) {
 		{Q8_K, 0.014, nil}, // one 256-block holds the outlier 9
 		// TQ2_0's reference scale is max|x|: everything below half of it
 		// rounds to 0.
+		{TQ1_0, 1.0, nil},
 		{TQ2_0, 1.0, nil},
 	}
 	for _, tt := range tests {

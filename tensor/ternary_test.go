@@ -34,6 +34,36 @@ func TestQuantizeTQ2_0Hand(t *testing.T) {
 	}
 }
 
+// TestQuantizeTQ1_0Hand: as TQ2_0's, for TQ1_0's base-3 bytes
+// (quantize_row_tq1_0_ref: codes c₀…c₄ of a byte, c₀ first, stored as
+// ⌈256·Σ cₙ·3^(4−n) / 243⌉; qh's bytes hold four codes and a 0).
+func TestQuantizeTQ1_0Hand(t *testing.T) {
+	x := make([]float32, QK_K)
+	// d = 2. Byte 0 holds elements 0, 32, 64, 96, 128: 2 → 2, -1 → 0,
+	// 0.99 → 1, 1 → 2, 0 → 1: q = 162 + 0 + 9 + 6 + 1 = 178 → ⌈187.5⌉.
+	x[0], x[32], x[64], x[96] = 2, -1, 0.99, 1
+	// Element 255 = 240 + 4·3 + 3: qh[3], code 3: -2 → 0: q = 81 + 27 +
+	// 9 = 117 → ⌈123.3⌉.
+	x[255] = -2
+	want := bytes.Repeat([]byte{128}, tq1_0Bytes) // all codes 1: q = 121 → ⌈127.5⌉
+	want[0] = 188
+	for j := 48; j < 52; j++ {
+		want[j] = 127 // 81 + 27 + 9 + 3 = 120 → ⌈126.4⌉
+	}
+	want[51] = 124
+	want[52], want[53] = 0x00, 0x40 // fp16 2
+	got := make([]byte, tq1_0Bytes)
+	if err := Quantize(TQ1_0, got, x); err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Errorf("got  % x\nwant % x", got, want)
+	}
+}
+
+// ternaryTypes are the ternary formats.
+var ternaryTypes = []DType{TQ1_0, TQ2_0}
+
 // gaussianTernaryMSE returns the least mean squared error of a ternary
 // quantizer {−a, 0, a} with threshold τ on N(0, 1), in closed form:
 // E = 1 − 2a·E[|x|; |x| > τ] + a²·P(|x| > τ), with E[|x|; |x| > τ] =
@@ -76,34 +106,36 @@ func TestQuantizeWeightedTQ2_0Gaussian(t *testing.T) {
 	for i := range x {
 		x[i] = float32(sigma * r.NormFloat64())
 	}
-	mse := func(b []byte) float64 {
-		y := make([]float32, len(x))
-		if err := Dequantize(TQ2_0, y, b); err != nil {
+	for _, typ := range ternaryTypes {
+		mse := func(b []byte) float64 {
+			y := make([]float32, len(x))
+			if err := Dequantize(typ, y, b); err != nil {
+				t.Fatal(err)
+			}
+			var se float64
+			for i := range x {
+				d := float64(x[i]) - float64(y[i])
+				se += d * d
+			}
+			return se / float64(len(x)) / (sigma * sigma)
+		}
+		b := make([]byte, blocks*typ.BlockBytes())
+		if err := QuantizeWeighted(typ, b, x, nil); err != nil {
 			t.Fatal(err)
 		}
-		var se float64
-		for i := range x {
-			d := float64(x[i]) - float64(y[i])
-			se += d * d
+		got := mse(b)
+		if got > opt*1.005 || got < opt*0.96 {
+			t.Errorf("%s: MSE %.5fσ², want within [0.96, 1.005]× the closed form %.5fσ²", typ, got, opt)
 		}
-		return se / float64(len(x)) / (sigma * sigma)
+		ref, err := Encode(typ, x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := mse(ref); r < 1.5*got {
+			t.Errorf("%s: reference quantizer MSE %.5fσ², weighted %.5fσ²: want the reference ≥ 1.5× worse", typ, r, got)
+		}
+		t.Logf("%s: closed form %.5fσ², weighted %.5fσ² (%.4f×), reference %.5fσ²", typ, opt, got, got/opt, mse(ref))
 	}
-	b := make([]byte, blocks*tq2_0Bytes)
-	if err := QuantizeWeighted(TQ2_0, b, x, nil); err != nil {
-		t.Fatal(err)
-	}
-	got := mse(b)
-	if got > opt*1.005 || got < opt*0.96 {
-		t.Errorf("MSE %.5fσ², want within [0.96, 1.005]× the closed form %.5fσ²", got, opt)
-	}
-	ref, err := Encode(TQ2_0, x)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r := mse(ref); r < 1.5*got {
-		t.Errorf("reference quantizer MSE %.5fσ², weighted %.5fσ²: want the reference ≥ 1.5× worse", r, got)
-	}
-	t.Logf("closed form %.5fσ², weighted %.5fσ² (%.4f×), reference %.5fσ²", opt, got, got/opt, mse(ref))
 }
 
 // TestQuantizeWeightedTQ2_0BruteForce compares the weighted quantizer
@@ -115,12 +147,13 @@ func TestQuantizeWeightedTQ2_0Gaussian(t *testing.T) {
 func TestQuantizeWeightedTQ2_0BruteForce(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for trial := range 12 {
+		typ := ternaryTypes[trial%2]
 		x, imp := weightLike(r, 1, QK_K)
 		if trial%3 == 0 {
 			imp = nil
 		}
-		b := make([]byte, tq2_0Bytes)
-		if err := QuantizeWeighted(TQ2_0, b, x, imp); err != nil {
+		b := make([]byte, typ.BlockBytes())
+		if err := QuantizeWeighted(typ, b, x, imp); err != nil {
 			t.Fatal(err)
 		}
 		w := make([]float32, QK_K)
@@ -130,7 +163,7 @@ func TestQuantizeWeightedTQ2_0BruteForce(t *testing.T) {
 				w[i] = imp[i]
 			}
 		}
-		got, _ := encodedErr(t, TQ2_0, x, w, b)
+		got, _ := encodedErr(t, typ, x, w, b)
 		var amax float64
 		for _, v := range x {
 			amax = math.Max(amax, math.Abs(float64(v)))
@@ -156,7 +189,7 @@ func TestQuantizeWeightedTQ2_0BruteForce(t *testing.T) {
 			best = math.Min(best, e)
 		}
 		if got > best*(1+1e-6) {
-			t.Errorf("trial %d: error %.6g, brute force %.6g", trial, got, best)
+			t.Errorf("%s, trial %d: error %.6g, brute force %.6g", typ, trial, got, best)
 		}
 	}
 }
@@ -165,80 +198,123 @@ func TestQuantizeWeightedTQ2_0BruteForce(t *testing.T) {
 // them, which dequantizes to 2·d) equals the float64 dot product of the
 // dequantized row with the activation as the kernel quantized it, within
 // float32 rounding of the per-block products.
-func TestDotTQ2_0AnyBytes(t *testing.T) {
+func TestDotTernaryAnyBytes(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
 	const cols = 4 * QK_K
-	w := make([]byte, cols/QK_K*tq2_0Bytes)
-	for i := range w {
-		w[i] = byte(r.Uint32())
-	}
-	for b := range cols / QK_K {
-		putF16(w[b*tq2_0Bytes+64:], float32(r.NormFloat64()))
-	}
 	x := randomVector(r, cols)
 	a := newActivation(actQ8_K, cols)
 	a.set(actQ8_K, x)
 	xq := dequantActivation(actQ8_K, a, cols)
-	deq := make([]float32, cols)
-	if err := Dequantize(TQ2_0, deq, w); err != nil {
-		t.Fatal(err)
-	}
-	var ref, abs float64
-	for i, v := range deq {
-		ref += float64(v) * xq[i]
-		abs += math.Abs(float64(v) * xq[i])
-	}
-	if got := float64(dotRowTQ2_0(w, a)); math.Abs(got-ref) > 1e-5*abs {
-		t.Errorf("dot %g, dequantized %g (Σ|w·x| %g)", got, ref, abs)
+	for _, typ := range ternaryTypes {
+		bs := typ.BlockBytes()
+		w := make([]byte, cols/QK_K*bs)
+		for i := range w {
+			w[i] = byte(r.Uint32())
+		}
+		for b := range cols / QK_K {
+			putF16(w[(b+1)*bs-2:], float32(r.NormFloat64()))
+		}
+		deq := make([]float32, cols)
+		if err := Dequantize(typ, deq, w); err != nil {
+			t.Fatal(err)
+		}
+		var ref, abs float64
+		for i, v := range deq {
+			ref += float64(v) * xq[i]
+			abs += math.Abs(float64(v) * xq[i])
+		}
+		if got := float64(rowKernels[typ].dot(w, a)); math.Abs(got-ref) > 1e-5*abs {
+			t.Errorf("%s: dot %g, dequantized %g (Σ|w·x| %g)", typ, got, ref, abs)
+		}
 	}
 }
 
 // TestTQ2_0BadSizes: wrong lengths are errors from every entry point.
-func TestTQ2_0BadSizes(t *testing.T) {
+func TestTernaryBadSizes(t *testing.T) {
 	x := make([]float32, 2*QK_K)
-	for _, n := range []int{0, 65, 67, 131} {
-		if err := Dequantize(TQ2_0, x, make([]byte, n)); err == nil {
-			t.Errorf("Dequantize: %d bytes for 512 elements accepted", n)
+	for _, typ := range ternaryTypes {
+		bs := typ.BlockBytes()
+		for _, n := range []int{0, bs - 1, bs + 1, 2*bs - 1} {
+			if err := Dequantize(typ, x, make([]byte, n)); err == nil {
+				t.Errorf("%s: Dequantize: %d bytes for 512 elements accepted", typ, n)
+			}
+			if err := Quantize(typ, make([]byte, n), x); err == nil {
+				t.Errorf("%s: Quantize: %d bytes for 512 elements accepted", typ, n)
+			}
+			if err := QuantizeWeighted(typ, make([]byte, n), x, nil); err == nil {
+				t.Errorf("%s: QuantizeWeighted: %d bytes for 512 elements accepted", typ, n)
+			}
+			out := make([]float32, 2)
+			if err := MatVec(out, make([]byte, n), typ, 2, QK_K, x[:QK_K], Options{}); err == nil {
+				t.Errorf("%s: MatVec: %d bytes for 2×256 accepted", typ, n)
+			}
 		}
-		if err := Quantize(TQ2_0, make([]byte, n), x); err == nil {
-			t.Errorf("Quantize: %d bytes for 512 elements accepted", n)
+		if err := Dequantize(typ, make([]float32, 100), make([]byte, bs)); err == nil {
+			t.Errorf("%s: Dequantize: 100 elements accepted", typ)
 		}
-		if err := QuantizeWeighted(TQ2_0, make([]byte, n), x, nil); err == nil {
-			t.Errorf("QuantizeWeighted: %d bytes for 512 elements accepted", n)
+		if err := QuantizeWeighted(typ, make([]byte, 2*bs), x, make([]float32, 100)); err == nil {
+			t.Errorf("%s: QuantizeWeighted: 100 importance weights accepted", typ)
 		}
-		out := make([]float32, 2)
-		if err := MatVec(out, make([]byte, n), TQ2_0, 2, QK_K, x[:QK_K], Options{}); err == nil {
-			t.Errorf("MatVec: %d bytes for 2×256 accepted", n)
-		}
-	}
-	if err := Dequantize(TQ2_0, make([]float32, 100), make([]byte, 66)); err == nil {
-		t.Error("Dequantize: 100 elements accepted")
-	}
-	if err := QuantizeWeighted(TQ2_0, make([]byte, 132), x, make([]float32, 100)); err == nil {
-		t.Error("QuantizeWeighted: 100 importance weights accepted")
 	}
 }
 
-func BenchmarkTQ2_0(b *testing.B) {
+func BenchmarkTernary(b *testing.B) {
 	r := rand.New(rand.NewPCG(1, 1))
 	x, imp := weightLike(r, 16, 1024)
-	q := make([]byte, 16*4*tq2_0Bytes)
-	b.Run("weighted", func(b *testing.B) {
-		b.SetBytes(int64(4 * len(x)))
-		for b.Loop() {
-			if err := QuantizeWeighted(TQ2_0, q, x, imp); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
 	a := newActivation(actQ8_K, 1024)
 	a.set(actQ8_K, randomVector(r, 1024))
-	b.Run("dot", func(b *testing.B) {
-		b.SetBytes(int64(len(q) / 16))
-		var s float32
-		for b.Loop() {
-			s += dotRowTQ2_0(q[:4*tq2_0Bytes], a)
+	for _, typ := range ternaryTypes {
+		q := make([]byte, 16*4*typ.BlockBytes())
+		b.Run(typ.String()+"/weighted", func(b *testing.B) {
+			b.SetBytes(int64(4 * len(x)))
+			for b.Loop() {
+				if err := QuantizeWeighted(typ, q, x, imp); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run(typ.String()+"/dot", func(b *testing.B) {
+			b.SetBytes(int64(len(q) / 16))
+			var s float32
+			for b.Loop() {
+				s += rowKernels[typ].dot(q[:len(q)/16], a)
+			}
+			_ = s
+		})
+	}
+}
+
+// TestTernaryTypesAgree: TQ1_0 and TQ2_0 hold the same values (d·{−1, 0,
+// 1}), and both quantizers (reference and weighted) choose the same
+// ones, so the two formats decode a tensor to identical floats: TQ1_0 is
+// TQ2_0 in 18% fewer bytes.
+func TestTernaryTypesAgree(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	x, imp := weightLike(r, 4, 512)
+	decode := func(typ DType, weighted bool) []float32 {
+		n, _ := typ.RowBytes(int64(len(x)))
+		b := make([]byte, n)
+		var err error
+		if weighted {
+			err = QuantizeWeighted(typ, b, x, imp)
+		} else {
+			err = Quantize(typ, b, x)
 		}
-		_ = s
-	})
+		if err != nil {
+			t.Fatal(err)
+		}
+		y := make([]float32, len(x))
+		if err := Dequantize(typ, y, b); err != nil {
+			t.Fatal(err)
+		}
+		return y
+	}
+	for _, weighted := range []bool{false, true} {
+		a, b := decode(TQ1_0, weighted), decode(TQ2_0, weighted)
+		for i := range a {
+			if math.Float32bits(a[i]) != math.Float32bits(b[i]) {
+				t.Fatalf("weighted %v: element %d: TQ1_0 %g, TQ2_0 %g", weighted, i, a[i], b[i])
+			}
+		}
+	}
 }
