@@ -973,3 +973,72 @@ from8:
 fromdone:
 	VZEROUPPER
 	RET
+
+// TQ2PART adds the products of the 32 codes in bits 2l..2l+1 of Y4 (a
+// half block's bytes) with the 32 activation quants at off(DI) to the
+// int16 lanes of Y8: VPMADDUBSW multiplies the unsigned codes (0..3) by
+// the signed quants, pairs at most 2·3·128 apart, and eight such sums
+// stay within int16.
+#define TQ2PART(shift, off) \
+	VPSRLW     $shift, Y4, Y5; \
+	VPAND      Y15, Y5, Y5; \
+	VMOVDQU    off(DI), Y6; \
+	VPMADDUBSW Y6, Y5, Y5; \
+	VPADDW     Y5, Y8, Y8
+
+// func dotTQ2_0AVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
+// TQ2_0 row against a Q8_K activation: per block Σ q·x over the 2-bit
+// codes q (int16 lanes, widened to int32 by VPMADDWD), less the
+// activation's 32-element sums bs (Σ (q − 1)·x, lane by lane), times
+// d·dx, summed in float32 lanes.
+TEXT ·dotTQ2_0AVX2(SB), NOSPLIT, $0-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), DX
+	MOVQ bs+24(FP), BX
+	MOVQ nb+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	MOVL $0x03030303, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	MOVL $0x00010001, AX
+	VMOVD AX, X7
+	VPBROADCASTD X7, Y7
+	TESTQ CX, CX
+	JZ tq2done
+
+tq2loop:
+	PREFETCHT0 264(SI)
+	MOVWLZX   64(SI), AX
+	VMOVD     AX, X3
+	VCVTPH2PS X3, X3
+	VMULSS    (DX), X3, X3
+	VBROADCASTSS X3, Y3
+	VPXOR   Y8, Y8, Y8
+	VMOVDQU (SI), Y4
+	TQ2PART(0, 0)
+	TQ2PART(2, 32)
+	TQ2PART(4, 64)
+	TQ2PART(6, 96)
+	VMOVDQU 32(SI), Y4
+	TQ2PART(0, 128)
+	TQ2PART(2, 160)
+	TQ2PART(4, 192)
+	TQ2PART(6, 224)
+	VPMADDWD  Y7, Y8, Y8
+	VPSUBD    (BX), Y8, Y8
+	VCVTDQ2PS Y8, Y8
+	VFMADD231PS Y8, Y3, Y0
+
+	ADDQ $66, SI
+	ADDQ $256, DI
+	ADDQ $4, DX
+	ADDQ $32, BX
+	DECQ CX
+	JNZ  tq2loop
+
+tq2done:
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
+	RET

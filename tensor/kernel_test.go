@@ -93,6 +93,16 @@ func TestKernelsMatchGoTwins(t *testing.T) {
 		}
 		check("dotRowQ6_K", dotRowQ6_K(w, a), dotRowQ6_KGo(w, a), absDot(t, Q6_K, w, actQ8_K, a, n))
 
+		// TQ2_0: random codes (3 among them), sane d.
+		w = make([]byte, blocks*tq2_0Bytes)
+		for i := range w {
+			w[i] = byte(r.Uint32())
+		}
+		for b := range blocks {
+			w[b*tq2_0Bytes+64], w[b*tq2_0Bytes+65] = byte(r.Uint32()), 0x1c
+		}
+		check("dotRowTQ2_0", dotRowTQ2_0(w, a), dotRowTQ2_0Go(w, a), absDot(t, TQ2_0, w, actQ8_K, a, n))
+
 		// Q4_0: random nibbles, sane d.
 		n = blocks * qk0
 		w = make([]byte, blocks*q4_0Bytes)

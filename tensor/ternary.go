@@ -37,11 +37,12 @@ func dequantTQ2_0(dst []float32, src []byte) {
 	}
 }
 
-// dotRowTQ2_0 is the dot product of a TQ2_0 row with a Q8_K activation:
+// dotRowTQ2_0Go is the dot product of a TQ2_0 row with a Q8_K activation:
 // per block the exact integer sum Σ (q − 1)·a = Σ q·a − Σ a (the last
 // from the activation's 16-element sums), times d·d_a, as
 // ggml_vec_dot_tq2_0_q8_K computes it.
-func dotRowTQ2_0(w []byte, a *activation) float32 {
+// (dotRowTQ2_0 runs it, or its assembly twin where the CPU has AVX2.)
+func dotRowTQ2_0Go(w []byte, a *activation) float32 {
 	var sum float32
 	for b := range len(w) / tq2_0Bytes {
 		blk := (*[tq2_0Bytes]byte)(w[b*tq2_0Bytes:])
