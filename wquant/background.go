@@ -48,6 +48,7 @@ type Background struct {
 	jobs    [][2]int   // queue's pieces in ones and twos (pairUp)
 	next    atomic.Int64
 	helpers int
+	v       variant      // the hashers' scheduling (the default: zero)
 	left    atomic.Int64 // tensors whose hash is not yet compared
 	all     chan struct{}
 	stop    chan struct{}
@@ -103,6 +104,16 @@ type BackgroundOptions struct {
 	// that the caller need not wait for it before loading the model;
 	// unset, the caller has checked them.
 	Metadata bool
+
+	v variant // for benchmarks only (export_test.go): zero in use
+}
+
+// variant changes how the background hashers are scheduled, for an A/B
+// of BenchmarkFirstTokenLazy; the zero variant is what Start does.
+type variant struct {
+	direct   bool // Start itself starts every worker (not the first worker)
+	noYield  bool // the workers never yield their CPU
+	populate bool // each job's pages are mapped in one madvise before hashing
 }
 
 // Start begins checking the tensors of f in the background (and its
@@ -110,7 +121,7 @@ type BackgroundOptions struct {
 // gets no background hashing: its Check hashes the bytes it is given, at
 // first use.
 func (m *Manifest) Start(f *gguf.File, o BackgroundOptions) *Background {
-	b := &Background{m: m, f: f, byName: make(map[string]*pending, len(f.Tensors)), helpers: o.Helpers,
+	b := &Background{m: m, f: f, byName: make(map[string]*pending, len(f.Tensors)), helpers: o.Helpers, v: o.v,
 		all: make(chan struct{}), stop: make(chan struct{}), metaDone: make(chan struct{})}
 	if b.helpers <= 0 {
 		b.helpers = runtime.NumCPU()
@@ -141,10 +152,36 @@ func (m *Manifest) Start(f *gguf.File, o BackgroundOptions) *Background {
 		}
 		return -1 // the metadata
 	})
-	for range min(max(o.Workers, 1), len(b.jobs)) {
-		b.wg.Go(func() { b.work(b.stop, true) })
-	}
+	b.startWorkers(min(max(o.Workers, 1), len(b.jobs)))
 	return b
+}
+
+// startWorkers starts n background workers. The caller (a model's
+// loader, on its way to load the model) starts only the first, which
+// starts the others: each start of a goroutine may wake an idle CPU's
+// thread (a futex call, and in a virtual machine an interrupt to the
+// host), which the loader would otherwise pay for n times.
+func (b *Background) startWorkers(n int) {
+	if n <= 0 {
+		return
+	}
+	work := func() {
+		defer b.wg.Done()
+		b.work(b.stop, !b.v.noYield)
+	}
+	b.wg.Add(n)
+	if b.v.direct {
+		for range n {
+			go work()
+		}
+		return
+	}
+	go func() {
+		for range n - 1 {
+			go work()
+		}
+		work()
+	}()
 }
 
 // queueTensors queues the pieces of f's tensors that the manifest lists,
@@ -257,6 +294,9 @@ func (b *Background) hash(rs []pieceRef, yield bool) {
 	ps := make([]piece, len(rs))
 	for k, r := range rs {
 		ps[k] = piece{data: r.data(), sum: &r.p.sums[r.i]}
+		if b.v.populate {
+			populate(ps[k].data)
+		}
 	}
 	if yield {
 		sumPieces(ps, YieldEvery, runtime.Gosched)

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -42,18 +43,7 @@ import (
 // model loaded and left idle for 100 ms (waiting for requests), then the
 // prompt alone.
 func BenchmarkFirstToken(b *testing.B) {
-	src, err := defaultmodel.Open()
-	if err != nil {
-		b.Fatal(err)
-	}
-	plan, err := wquant.Recipe(src, defaultmodel.SHA256, "Q8_0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	path := filepath.Join(b.TempDir(), "sealed.gguf")
-	if err := wquant.NewQuantizer(src, nil, 0).Write(context.Background(), path, plan, wquant.WriteOptions{Tool: "bench"}); err != nil {
-		b.Fatal(err)
-	}
+	path := sealedModel(b)
 	open := func(b *testing.B, mode string, threads int, checked func()) *model.Model {
 		if mode == "off" || mode == "lazy" || mode == "full" {
 			m, err := wquant.OpenModel(path, model.Options{Threads: threads}, wquant.OpenOptions{Verify: mode, Checked: func(error) {
@@ -88,49 +78,25 @@ func BenchmarkFirstToken(b *testing.B) {
 		}
 		return m
 	}
-	first := func(b *testing.B, m *model.Model, prompt []int32) {
-		s, err := m.NewSession(nil, 512)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := s.Forward(prompt, false); err != nil {
-			b.Fatal(err)
-		}
-	}
-	threads := []int{1}
-	for _, t := range []int{4, runtime.NumCPU()} {
-		if t > threads[len(threads)-1] {
-			threads = append(threads, t)
-		}
-	}
-	for _, threads := range threads {
+	for _, threads := range benchThreads() {
 		for _, n := range []int{16, 256} {
-			prompt := make([]int32, n)
-			for i := range prompt {
-				prompt[i] = int32(100 + 7*i)
-			}
+			prompt := benchPrompt(n)
 			b.Run(fmt.Sprintf("threads-%d/prompt-%d", threads, n), func(b *testing.B) {
 				phases := map[string][]float64{}
 				paired(b, []string{"off", "lazy", "lazy-spare", "first-use", "full"}, func(mode string) {
-					t0 := time.Now()
-					checked := make(chan float64, 1)
-					m := open(b, mode, threads, func() { checked <- msSince(t0) })
-					t1 := time.Now()
-					if _, err := model.LoadTokenizer(m.File()); err != nil {
-						b.Fatal(err)
+					var checked chan float64
+					if mode == "lazy" {
+						checked = make(chan float64, 1)
 					}
-					m.Prefault(nil)
-					t2 := time.Now()
-					first(b, m, prompt)
-					t3 := time.Now()
-					m.Close()
+					split := coldFirst(b, func(t0 time.Time) *model.Model {
+						return open(b, mode, threads, func() {
+							if checked != nil {
+								checked <- msSince(t0)
+							}
+						})
+					}, prompt)
 					if mode == "off" || mode == "lazy" {
-						for _, ph := range []struct {
-							name     string
-							from, to time.Time
-						}{{"open", t0, t1}, {"load", t1, t2}, {"prompt", t2, t3}} {
-							phases[mode+"-"+ph.name+"-ms"] = append(phases[mode+"-"+ph.name+"-ms"], float64(ph.to.Sub(ph.from).Microseconds())/1000)
-						}
+						split.add(phases, mode)
 					}
 					if mode == "lazy" {
 						phases["lazy-checked-ms"] = append(phases["lazy-checked-ms"], <-checked)
@@ -150,6 +116,131 @@ func BenchmarkFirstToken(b *testing.B) {
 				})
 			})
 		}
+	}
+}
+
+// BenchmarkFirstTokenLazy is BenchmarkFirstToken's cold first token of a
+// 16-token prompt (open, tokenizer, page-in, prompt) for off, lazy, and
+// lazy with its background hashers scheduled as each of
+// wquant.LazyVariants says (lazy-VARIANT), for an A/B of where lazy's
+// cost comes from on a machine with CPUs to spare. Every run is preceded,
+// untimed, by a garbage collection (runtime.GC), as a fresh process has
+// no earlier iteration's garbage to collect. It reports, per mode, what
+// BenchmarkFirstToken reports for off and lazy: MODE-ms, MODE-cpu-ms,
+// MODE-% (over off) and the split MODE-open-ms, MODE-load-ms and
+// MODE-prompt-ms.
+func BenchmarkFirstTokenLazy(b *testing.B) {
+	path := sealedModel(b)
+	modes := []string{"off"}
+	for _, v := range wquant.LazyVariants {
+		modes = append(modes, strings.TrimSuffix("lazy-"+v, "-"))
+	}
+	prompt := benchPrompt(16)
+	for _, threads := range benchThreads() {
+		b.Run(fmt.Sprintf("threads-%d/prompt-16", threads), func(b *testing.B) {
+			phases := map[string][]float64{}
+			paired(b, modes, func(mode string) {
+				coldFirst(b, func(time.Time) *model.Model {
+					verify, variant, _ := strings.Cut(mode, "-")
+					m, err := wquant.OpenModelVariant(path, model.Options{Threads: threads}, wquant.OpenOptions{Verify: verify}, variant)
+					if err != nil {
+						b.Fatal(err)
+					}
+					return m
+				}, prompt).add(phases, mode)
+			}, func(string) func() {
+				runtime.GC()
+				return func() {}
+			})
+			for name, x := range phases {
+				b.ReportMetric(median(x), name)
+			}
+		})
+	}
+}
+
+// sealedModel writes the embedded model sealed with a manifest (a copy,
+// its Q8_0 tensors as they are) into a temporary directory and returns
+// its path.
+func sealedModel(b *testing.B) string {
+	src, err := defaultmodel.Open()
+	if err != nil {
+		b.Fatal(err)
+	}
+	plan, err := wquant.Recipe(src, defaultmodel.SHA256, "Q8_0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	path := filepath.Join(b.TempDir(), "sealed.gguf")
+	if err := wquant.NewQuantizer(src, nil, 0).Write(context.Background(), path, plan, wquant.WriteOptions{Tool: "bench"}); err != nil {
+		b.Fatal(err)
+	}
+	return path
+}
+
+// benchThreads returns the thread counts the first-token benchmarks run
+// on: 1, 4 and every CPU, those the machine has.
+func benchThreads() []int {
+	threads := []int{1}
+	for _, t := range []int{4, runtime.NumCPU()} {
+		if t > threads[len(threads)-1] {
+			threads = append(threads, t)
+		}
+	}
+	return threads
+}
+
+// benchPrompt returns a prompt of n tokens.
+func benchPrompt(n int) []int32 {
+	prompt := make([]int32, n)
+	for i := range prompt {
+		prompt[i] = int32(100 + 7*i)
+	}
+	return prompt
+}
+
+// first runs prompt in a new session of m.
+func first(b *testing.B, m *model.Model, prompt []int32) {
+	s, err := m.NewSession(nil, 512)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := s.Forward(prompt, false); err != nil {
+		b.Fatal(err)
+	}
+}
+
+// split is a cold first token's time in milliseconds: the open (with the
+// check's start), the load (tokenizer, page-in) and the prompt.
+type split struct{ open, load, prompt float64 }
+
+// coldFirst opens a model with open (given the time it is called), loads
+// its tokenizer, pages its weights in (Model.Prefault, as `turbomem run`
+// does), runs prompt, closes the model and returns the split.
+func coldFirst(b *testing.B, open func(t0 time.Time) *model.Model, prompt []int32) split {
+	t0 := time.Now()
+	m := open(t0)
+	t1 := time.Now()
+	if _, err := model.LoadTokenizer(m.File()); err != nil {
+		b.Fatal(err)
+	}
+	m.Prefault(nil)
+	t2 := time.Now()
+	first(b, m, prompt)
+	t3 := time.Now()
+	m.Close()
+	ms := func(from, to time.Time) float64 { return float64(to.Sub(from).Microseconds()) / 1000 }
+	return split{ms(t0, t1), ms(t1, t2), ms(t2, t3)}
+}
+
+// add appends s to phases as MODE-open-ms, MODE-load-ms and
+// MODE-prompt-ms.
+func (s split) add(phases map[string][]float64, mode string) {
+	for _, ph := range []struct {
+		name string
+		ms   float64
+	}{{"open", s.open}, {"load", s.load}, {"prompt", s.prompt}} {
+		phases[mode+"-"+ph.name+"-ms"] = append(phases[mode+"-"+ph.name+"-ms"], ph.ms)
 	}
 }
 

@@ -59,6 +59,12 @@ type OpenOptions struct {
 // memory mapping the model reads; Close stops the background and closes
 // the file. An error from a check wraps ErrAltered.
 func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error) {
+	return openModel(path, o, v, nil)
+}
+
+// openModel is OpenModel with lazy's background options changed by tune,
+// if set (for benchmarks: export_test.go).
+func openModel(path string, o model.Options, v OpenOptions, tune func(*BackgroundOptions)) (*model.Model, error) {
 	mode := v.Verify
 	switch mode {
 	case "off":
@@ -97,7 +103,11 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 			}
 			// One hasher per CPU but one: the load (open, tokenizer,
 			// page-in) is serial, and its goroutine keeps a CPU of its own.
-			bg = m.Start(f, BackgroundOptions{Workers: max(runtime.NumCPU()-1, 1), Metadata: beside})
+			bo := BackgroundOptions{Workers: max(runtime.NumCPU()-1, 1), Metadata: beside}
+			if tune != nil {
+				tune(&bo)
+			}
+			bg = m.Start(f, bo)
 			stop = bg.Stop
 			// The vectors are checked as they load (their values are
 			// seen only through the held output); a product's first use
