@@ -113,6 +113,7 @@ type BackgroundOptions struct {
 type variant struct {
 	direct   bool // Start itself starts every worker (not the first worker)
 	noYield  bool // the workers never yield their CPU
+	every    int  // the workers yield every this many bytes (0: YieldEvery)
 	populate bool // each job's pages are mapped in one madvise before hashing
 }
 
@@ -299,7 +300,11 @@ func (b *Background) hash(rs []pieceRef, yield bool) {
 		}
 	}
 	if yield {
-		sumPieces(ps, YieldEvery, runtime.Gosched)
+		every := YieldEvery
+		if b.v.every > 0 {
+			every = b.v.every
+		}
+		sumPieces(ps, every, runtime.Gosched)
 	} else {
 		sumPieces(ps, 0, nil)
 	}

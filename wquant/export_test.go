@@ -17,8 +17,11 @@ import (
 // the CPU; "populate" maps each job's pages in one madvise before
 // hashing them; "cores" runs one hasher per physical core but one (SMT
 // siblings counted once); "half" one per two CPUs; "quarter" one per
-// four.
-var LazyVariants = []string{"", "direct", "noyield", "populate", "cores", "half", "quarter"}
+// four; "yield16k" and "yield256k" yield every 16 or 256 KiB instead of
+// every YieldEvery (64 KiB): how long a stop of the world (a garbage
+// collection's start and end) may wait for a hasher against how often
+// the hashers enter the scheduler.
+var LazyVariants = []string{"", "direct", "noyield", "populate", "cores", "half", "quarter", "yield16k", "yield256k"}
 
 // OpenModelVariant is OpenModel whose lazy check schedules its hashers as
 // variant (one of LazyVariants) says.
@@ -36,6 +39,10 @@ func OpenModelVariant(path string, o model.Options, v OpenOptions, variant strin
 		tune = func(bo *BackgroundOptions) { bo.Workers = max(physicalCores()-1, 1) }
 	case "half":
 		tune = func(bo *BackgroundOptions) { bo.Workers = max(runtime.NumCPU()/2, 1) }
+	case "yield16k":
+		tune = func(bo *BackgroundOptions) { bo.v.every = 16 << 10 }
+	case "yield256k":
+		tune = func(bo *BackgroundOptions) { bo.v.every = 256 << 10 }
 	case "quarter":
 		tune = func(bo *BackgroundOptions) { bo.Workers = max(runtime.NumCPU()/4, 1) }
 	default:

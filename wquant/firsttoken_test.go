@@ -304,3 +304,51 @@ func median(x []float64) float64 {
 	}
 	return (x[len(x)/2-1] + x[len(x)/2]) / 2
 }
+
+// BenchmarkLazyOpen times what --verify=lazy adds to the loader's own
+// path before the prompt, on the embedded model sealed: start-ms is
+// ReadManifest and Manifest.Start (with the metadata; its hashers stopped
+// untimed right after), new-ms model.New without a check and
+// new-checked-ms with the vectors' first-use checks (Background.Check,
+// the background stopped first, so that the loader hashes every vector
+// itself, as it does when it reaches one before the hashers).
+func BenchmarkLazyOpen(b *testing.B) {
+	f, err := gguf.Open(sealedModel(b))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	var start, plain, checked time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		m, err := wquant.ReadManifest(f)
+		if err != nil {
+			b.Fatal(err)
+		}
+		bg := m.Start(f, wquant.BackgroundOptions{Workers: 1, Metadata: true})
+		start += time.Since(t0)
+		b.StopTimer()
+		bg.Stop()
+		b.StartTimer()
+		for _, check := range []bool{false, true} {
+			o := model.Options{Threads: 1}
+			if check {
+				o.FirstUse = bg.Check
+			}
+			t0 := time.Now()
+			mod, err := model.New(f, o)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if check {
+				checked += time.Since(t0)
+			} else {
+				plain += time.Since(t0)
+			}
+			mod.Close()
+		}
+	}
+	for name, d := range map[string]time.Duration{"start-ms": start, "new-ms": plain, "new-checked-ms": checked} {
+		b.ReportMetric(float64(d.Microseconds())/1000/float64(b.N), name)
+	}
+}
