@@ -16,9 +16,11 @@ import (
 
 // DefaultWeightTypes are the types a weight plan chooses among unless told
 // otherwise (each tensor may also keep its source type): the K-quants,
-// Q8_0, and TQ2_0 (ternary, 2.0625 bits per weight) below Q2_K's 2.625,
-// which lets budgets under 2.7 bits per weight be met.
-var DefaultWeightTypes = []tensor.DType{tensor.Q8_0, tensor.Q6_K, tensor.Q5_K, tensor.Q4_K, tensor.Q3_K, tensor.Q2_K, tensor.TQ2_0}
+// Q8_0, and TQ1_0 (ternary, 1.6875 bits per weight) below Q2_K's 2.625,
+// which lets budgets under 2.7 bits per weight be met. TQ2_0 holds the
+// same values as TQ1_0 (tensor.TestTernaryTypesAgree) in 22% more bytes,
+// so it is not among them: with both, the allocator would never take it.
+var DefaultWeightTypes = []tensor.DType{tensor.Q8_0, tensor.Q6_K, tensor.Q5_K, tensor.Q4_K, tensor.Q3_K, tensor.Q2_K, tensor.TQ1_0}
 
 // WeightPlanOptions configures PlanWeights.
 type WeightPlanOptions struct {

@@ -77,6 +77,20 @@ func dotRowTQ2_0(w []byte, a *activation) float32 {
 	return dotTQ2_0AVX2(&w[0], &a.qs[0], &a.d[0], &a.bsum32[0], nb)
 }
 
+func dotRowTQ1_0(w []byte, a *activation) float32 {
+	nb := len(w) / tq1_0Bytes
+	if !hasAVX2 || nb == 0 {
+		return dotRowTQ1_0Go(w, a)
+	}
+	_ = a.qs[nb*QK_K-1]
+	_ = a.d[nb-1]
+	_ = a.bsum32[nb*8-1]
+	return dotTQ1_0AVX2(&w[0], &a.qs[0], &a.d[0], &a.bsum32[0], nb)
+}
+
+//go:noescape
+func dotTQ1_0AVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
+
 //go:noescape
 func dotTQ2_0AVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
 

@@ -1042,3 +1042,108 @@ tq2done:
 	VZEROUPPER
 	MOVSS X0, ret+40(FP)
 	RET
+
+// The multipliers of TQ1_0's qh codes: word k (element 240 + k) takes
+// code k/4 of byte k%4, brought to the top by 3^(k/4).
+DATA tq1qhpow<>+0(SB)/8, $0x0001000100010001
+DATA tq1qhpow<>+8(SB)/8, $0x0003000300030003
+DATA tq1qhpow<>+16(SB)/8, $0x0009000900090009
+DATA tq1qhpow<>+24(SB)/8, $0x001b001b001b001b
+GLOBL tq1qhpow<>(SB), RODATA|NOPTR, $32
+
+// TQ1MUL sets the 16 words of Y5 to the bytes in the words of Y4 times
+// POW, mod 256: the code wanted is then in the top trit.
+#define TQ1MUL(POW) \
+	VPMULLW POW, Y4, Y5; \
+	VPAND   Y13, Y5, Y5
+
+// TQ1ACC takes the top trit of the 16 words of Y5 ((y·3) >> 8: the code
+// 0..2) times the 16 activation quants at off(DI) into the int32 lanes
+// of Y8.
+#define TQ1ACC(off) \
+	VPADDW    Y5, Y5, Y6; \
+	VPADDW    Y6, Y5, Y5; \
+	VPSRLW    $8, Y5, Y5; \
+	VPMOVSXBW off(DI), Y6; \
+	VPMADDWD  Y6, Y5, Y5; \
+	VPADDD    Y5, Y8, Y8
+
+// TQ1BYTES takes the five codes of the 16 bytes at boff(SI), whose code
+// n is element base + n·stride + m (m the byte's place).
+#define TQ1BYTES(boff, base, stride) \
+	VPMOVZXBW boff(SI), Y4; \
+	VMOVDQU   Y4, Y5; \
+	TQ1ACC(base); \
+	TQ1MUL(Y9); \
+	TQ1ACC(base+stride); \
+	TQ1MUL(Y10); \
+	TQ1ACC(base+2*stride); \
+	TQ1MUL(Y11); \
+	TQ1ACC(base+3*stride); \
+	TQ1MUL(Y12); \
+	TQ1ACC(base+4*stride)
+
+// func dotTQ1_0AVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
+// TQ1_0 row against a Q8_K activation: the base-3 codes decoded in 16-bit
+// lanes (code n of byte b is ((b·3ⁿ mod 256)·3) >> 8), multiplied with the
+// quants by VPMADDWD; per block Σ q·x less the activation's 32-element
+// sums bs, times d·dx, summed in float32 lanes.
+TEXT ·dotTQ1_0AVX2(SB), NOSPLIT, $0-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), DX
+	MOVQ bs+24(FP), BX
+	MOVQ nb+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	MOVL $0x00030003, AX
+	VMOVD AX, X9
+	VPBROADCASTD X9, Y9
+	MOVL $0x00090009, AX
+	VMOVD AX, X10
+	VPBROADCASTD X10, Y10
+	MOVL $0x001b001b, AX
+	VMOVD AX, X11
+	VPBROADCASTD X11, Y11
+	MOVL $0x00510051, AX
+	VMOVD AX, X12
+	VPBROADCASTD X12, Y12
+	MOVL $0x00ff00ff, AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+	VMOVDQU tq1qhpow<>(SB), Y14
+	TESTQ CX, CX
+	JZ tq1done
+
+tq1loop:
+	PREFETCHT0 216(SI)
+	MOVWLZX   52(SI), AX
+	VMOVD     AX, X3
+	VCVTPH2PS X3, X3
+	VMULSS    (DX), X3, X3
+	VBROADCASTSS X3, Y3
+	VPXOR Y8, Y8, Y8
+	TQ1BYTES(0, 0, 32)
+	TQ1BYTES(16, 16, 32)
+	TQ1BYTES(32, 160, 16)
+	MOVL 48(SI), AX
+	VMOVD AX, X4
+	VPBROADCASTD X4, X4
+	VPMOVZXBW X4, Y4
+	TQ1MUL(Y14)
+	TQ1ACC(240)
+	VPSUBD    (BX), Y8, Y8
+	VCVTDQ2PS Y8, Y8
+	VFMADD231PS Y8, Y3, Y0
+
+	ADDQ $54, SI
+	ADDQ $256, DI
+	ADDQ $4, DX
+	ADDQ $32, BX
+	DECQ CX
+	JNZ  tq1loop
+
+tq1done:
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
+	RET

@@ -103,6 +103,16 @@ func TestKernelsMatchGoTwins(t *testing.T) {
 		}
 		check("dotRowTQ2_0", dotRowTQ2_0(w, a), dotRowTQ2_0Go(w, a), absDot(t, TQ2_0, w, actQ8_K, a, n))
 
+		// TQ1_0: random bytes (every base-3 code decodes to 0..2), sane d.
+		w = make([]byte, blocks*tq1_0Bytes)
+		for i := range w {
+			w[i] = byte(r.Uint32())
+		}
+		for b := range blocks {
+			w[b*tq1_0Bytes+52], w[b*tq1_0Bytes+53] = byte(r.Uint32()), 0x1c
+		}
+		check("dotRowTQ1_0", dotRowTQ1_0(w, a), dotRowTQ1_0Go(w, a), absDot(t, TQ1_0, w, actQ8_K, a, n))
+
 		// Q4_0: random nibbles, sane d.
 		n = blocks * qk0
 		w = make([]byte, blocks*q4_0Bytes)

@@ -232,9 +232,10 @@ func dequantTQ1_0(dst []float32, src []byte) {
 	}
 }
 
-// dotRowTQ1_0 is the dot product of a TQ1_0 row with a Q8_K activation:
-// the exact integer sum Σ (q − 1)·a per block, times d·d_a.
-func dotRowTQ1_0(w []byte, a *activation) float32 {
+// dotRowTQ1_0Go is the dot product of a TQ1_0 row with a Q8_K activation:
+// the exact integer sum Σ (q − 1)·a per block, times d·d_a. (dotRowTQ1_0
+// runs it, or its assembly twin where the CPU has AVX2.)
+func dotRowTQ1_0Go(w []byte, a *activation) float32 {
 	var sum float32
 	var t [QK_K]int8
 	for b := range len(w) / tq1_0Bytes {

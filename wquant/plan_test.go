@@ -472,12 +472,18 @@ func TestRecipeRules(t *testing.T) {
 	}
 }
 
-// TestAllocateTernary: with TQ2_0 (2.0625 bits per weight) among the
-// types, a budget below what Q2_K alone reaches is met, with some
-// matrices (the embeddings among the candidates) in TQ2_0; the file
+// TestAllocateTernary: with TQ1_0 or TQ2_0 (1.6875, 2.0625 bits per
+// weight) among the types, a budget below what Q2_K alone reaches is met, with some
+// matrices (the embeddings among the candidates) in the ternary type; the file
 // written from that plan has those types, its manifest's plan reads back,
 // and it loads and runs as a model.
 func TestAllocateTernary(t *testing.T) {
+	for _, tern := range []tensor.DType{tensor.TQ1_0, tensor.TQ2_0} {
+		t.Run(tern.String(), func(t *testing.T) { testAllocateTernary(t, tern) })
+	}
+}
+
+func testAllocateTernary(t *testing.T, tern tensor.DType) {
 	srcPath := tinyModel(t, false)
 	src := openGGUF(t, srcPath)
 	var names []string
@@ -509,9 +515,9 @@ func TestAllocateTernary(t *testing.T) {
 	}
 	budget := fixed + leastQ2 - 1
 	if _, err := Allocate(src, testSource, sens(tensor.Q4_K, tensor.Q2_K), budget); err == nil || !strings.Contains(err.Error(), "below the smallest choice") {
-		t.Fatalf("budget below Q2_K's least without TQ2_0: %v", err)
+		t.Fatalf("budget below Q2_K's least without a ternary type: %v", err)
 	}
-	plan, err := Allocate(src, testSource, sens(tensor.Q4_K, tensor.Q2_K, tensor.TQ2_0), budget)
+	plan, err := Allocate(src, testSource, sens(tensor.Q4_K, tensor.Q2_K, tern), budget)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -520,12 +526,12 @@ func TestAllocateTernary(t *testing.T) {
 	}
 	ternary := 0
 	for _, c := range plan.Tensors {
-		if c.Type == tensor.TQ2_0 {
+		if c.Type == tern {
 			ternary++
 		}
 	}
 	if ternary == 0 {
-		t.Fatalf("no matrix in TQ2_0:\n%s", plan.Describe())
+		t.Fatalf("no matrix in %s:\n%s", tern, plan.Describe())
 	}
 	out := filepath.Join(t.TempDir(), "tq.gguf")
 	if err := NewQuantizer(src, nil, 2).Write(context.Background(), out, plan, WriteOptions{Tool: "turbomem test", SourceSHA256: testSource}); err != nil {
@@ -560,5 +566,5 @@ func TestAllocateTernary(t *testing.T) {
 			t.Fatalf("logit %d is %g", i, v)
 		}
 	}
-	t.Logf("%d of %d matrices in TQ2_0, %.3f bits per weight", ternary, len(names), plan.BPW())
+	t.Logf("%d of %d matrices in %s, %.3f bits per weight", ternary, len(names), tern, plan.BPW())
 }

@@ -270,5 +270,5 @@ func fileType(p *wquant.Plan) uint32 {
 	}
 	// LLAMA_FTYPE_* of a file mostly in that type (llama.h).
 	return map[tensor.DType]uint32{tensor.F32: 0, tensor.F16: 1, tensor.Q4_0: 2, tensor.Q8_0: 7, tensor.Q2_K: 10,
-		tensor.Q3_K: 11, tensor.Q4_K: 14, tensor.Q5_K: 16, tensor.Q6_K: 18, tensor.BF16: 32, tensor.TQ2_0: 37}[most]
+		tensor.Q3_K: 11, tensor.Q4_K: 14, tensor.Q5_K: 16, tensor.Q6_K: 18, tensor.BF16: 32, tensor.TQ1_0: 36, tensor.TQ2_0: 37}[most]
 }
