@@ -36,6 +36,35 @@
 // naming each key or tensor. The manifest detects damage and edits by
 // anyone who does not recompute it; it is not a signature.
 //
+// # Checked cache
+//
+// With OpenOptions.CheckedCache (`--verify-cache`), --verify=lazy
+// remembers the files whose complete check passed, as git's index
+// remembers clean files: one small entry per file (device and inode) in
+// the cache directory, holding the file's device, inode, size,
+// modification and status-change times (nanoseconds) and its manifest's
+// SHA-256, and a SHA-256 of that record. A later lazy open of a file
+// whose record is unchanged skips the hashing. A file that changed less
+// than 2 s before its check began is not remembered: a change within
+// one tick of the kernel's clock can leave its times as they were
+// ("racily clean" in git).
+//
+// What it covers: any change made through the file system — a write, a
+// truncation, a write through a shared mapping once written back, a
+// touch, another file renamed or copied over it — sets the file's
+// status-change time (ctime) to the current time, which no program can
+// set, or gives another inode, so the file is hashed again and a flipped
+// byte is refused as without the cache. What it does not cover, and a
+// check at every open does: damage that bypasses the file system (the
+// storage's own bit rot, a failing disk, controller or cable, writes to
+// the block device, a file system repaired under the file), a system
+// clock set back to the moment of the check, file systems that do not
+// keep ctime faithfully (some network and FUSE ones), and anyone who can
+// write the cache directory (its entries are checksummed against damage,
+// not signed). It is therefore off unless asked for; --verify=full never
+// uses it, and it is kept only where the system says a file's identity
+// (Linux).
+//
 // # Importance matrix file
 //
 // An imatrix file is a GGUF file in llama.cpp's imatrix layout, so that

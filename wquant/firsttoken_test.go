@@ -3,6 +3,7 @@ package wquant_test
 import (
 	"context"
 	"fmt"
+	"os"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -129,12 +130,33 @@ func BenchmarkFirstToken(b *testing.B) {
 // BenchmarkFirstToken reports for off and lazy: MODE-ms, MODE-cpu-ms,
 // MODE-% (over off) and the split MODE-open-ms, MODE-load-ms and
 // MODE-prompt-ms.
+//
+// Two more modes time lazy with the checked cache
+// (OpenOptions.CheckedCache), apart from lazy's own cost: lazy-cache-first
+// is a file's first open (an empty cache: the whole check, then its
+// entry written; Close waits for that), lazy-cache-hit a later one (the
+// file remembered: no hashing). The file is left alone for the cache's
+// racy margin (2 s) before the first iteration.
 func BenchmarkFirstTokenLazy(b *testing.B) {
 	path := sealedModel(b)
 	modes := []string{"off"}
 	for _, v := range wquant.LazyVariants {
 		modes = append(modes, strings.TrimSuffix("lazy-"+v, "-"))
 	}
+	modes = append(modes, "lazy-cache-first", "lazy-cache-hit")
+	time.Sleep(2 * time.Second) // a file changed within 2 s of its check is not remembered
+	caches := b.TempDir()
+	hit := filepath.Join(caches, "hit")
+	m, err := wquant.OpenModel(path, model.Options{}, wquant.OpenOptions{Verify: "lazy", CheckedCache: hit})
+	if err != nil {
+		b.Fatal(err)
+	}
+	first(b, m, benchPrompt(1))
+	m.Close()
+	if entries, _ := os.ReadDir(hit); len(entries) != 1 {
+		b.Fatalf("the checked cache holds %d entries after a check, want 1", len(entries))
+	}
+	runs := 0
 	prompt := benchPrompt(16)
 	for _, threads := range benchThreads() {
 		b.Run(fmt.Sprintf("threads-%d/prompt-16", threads), func(b *testing.B) {
@@ -142,7 +164,15 @@ func BenchmarkFirstTokenLazy(b *testing.B) {
 			paired(b, modes, func(mode string) {
 				coldFirst(b, func(time.Time) *model.Model {
 					verify, variant, _ := strings.Cut(mode, "-")
-					m, err := wquant.OpenModelVariant(path, model.Options{Threads: threads}, wquant.OpenOptions{Verify: verify}, variant)
+					v := wquant.OpenOptions{Verify: verify}
+					switch variant {
+					case "cache-first":
+						runs++
+						v.CheckedCache, variant = filepath.Join(caches, fmt.Sprint(runs)), ""
+					case "cache-hit":
+						v.CheckedCache, variant = hit, ""
+					}
+					m, err := wquant.OpenModelVariant(path, model.Options{Threads: threads}, v, variant)
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -1,11 +1,14 @@
 package wquant
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"runtime"
 	"sync/atomic"
+	"time"
 
 	"github.com/turbomem/turbomem/gguf"
 	"github.com/turbomem/turbomem/model"
@@ -31,6 +34,18 @@ type OpenOptions struct {
 	// nil or the error that names each key and tensor that differs; not if
 	// the model closes first.
 	Checked func(err error)
+	// CheckedCache, if set, is a directory where lazy remembers each file
+	// whose complete check passed, by its identity (device, inode, size,
+	// and modification and status-change times in nanoseconds) and its
+	// manifest's SHA-256, and skips the check of a file it remembers
+	// unchanged (Checked is then called with nil at once). It covers
+	// changes made through the file system, not damage that bypasses it
+	// (the storage's own bit rot): see DefaultCheckedCache. Full ignores
+	// it; so does lazy where the system does not say a file's identity
+	// (only Linux does here).
+	CheckedCache string
+
+	racyMargin time.Duration // for tests: checkedRacyMargin if 0
 }
 
 // OpenModel opens the model at path, checking the file against its
@@ -62,6 +77,49 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 	return openModel(path, o, v, nil)
 }
 
+// startLazy starts lazy's check of f against m (the metadata compared
+// before it returns if f is not mapped or v.MetadataFirst), setting o's
+// FirstUse and Settled to it; loaded is set once the model has loaded;
+// tune, if set, changes the check's options.
+func startLazy(f *gguf.File, m *Manifest, o *model.Options, v OpenOptions, loaded *atomic.Bool, tune func(*BackgroundOptions)) (*Background, error) {
+	beside := f.Mapped() && !v.MetadataFirst // the metadata compared beside the load
+	if !beside {
+		if err := m.CheckMetadata(f); err != nil {
+			return nil, err
+		}
+	}
+	// One hasher per CPU but one: the load (open, tokenizer, page-in) is
+	// serial, and its goroutine keeps a CPU of its own.
+	bo := BackgroundOptions{Workers: max(runtime.NumCPU()-1, 1), Metadata: beside}
+	if tune != nil {
+		tune(&bo)
+	}
+	bg := m.Start(f, bo)
+	// The vectors are checked as they load (their values are seen only
+	// through the held output); a product's first use after the load (a
+	// session that sees values inside a step) waits for the metadata too.
+	o.FirstUse = func(t gguf.TensorInfo, data []byte) error {
+		if loaded.Load() {
+			if err := bg.Metadata(); err != nil {
+				return err
+			}
+		}
+		return bg.Check(t, data)
+	}
+	if f.Mapped() {
+		o.Settled = bg.Settled
+	}
+	return bg, nil
+}
+
+// sameFile reports whether the file at path has identity id (its
+// manifest aside).
+func sameFile(path string, id fileID) bool {
+	now, err := statID(path)
+	now.manifest = id.manifest
+	return err == nil && now == id
+}
+
 // openModel is OpenModel with lazy's background options changed by tune,
 // if set (for benchmarks: export_test.go).
 func openModel(path string, o model.Options, v OpenOptions, tune func(*BackgroundOptions)) (*model.Model, error) {
@@ -72,6 +130,13 @@ func openModel(path string, o model.Options, v OpenOptions, tune func(*Backgroun
 	case "full", "lazy":
 	default:
 		return nil, fmt.Errorf("wquant: verify mode %q: want full, lazy or off", mode)
+	}
+	var id fileID // the file's identity before it was opened (CheckedCache)
+	remember := mode == "lazy" && v.CheckedCache != ""
+	if remember {
+		var err error
+		id, err = statID(path)
+		remember = err == nil
 	}
 	f, err := gguf.Open(path)
 	if err != nil {
@@ -95,44 +160,46 @@ func openModel(path string, o model.Options, v OpenOptions, tune func(*Backgroun
 		case err != nil:
 			return fail(err)
 		default:
-			beside := f.Mapped() && !v.MetadataFirst // the metadata compared beside the load
-			if !beside {
-				if err := m.CheckMetadata(f); err != nil {
-					return fail(err)
+			if remember {
+				id.manifest, err = f.String(keySelf)
+				remember = err == nil && f.Mapped() && sameFile(path, id)
+				if remember && isChecked(v.CheckedCache, id) {
+					if v.Checked != nil {
+						go v.Checked(nil)
+					}
+					break // checked before, and unchanged since
 				}
 			}
-			// One hasher per CPU but one: the load (open, tokenizer,
-			// page-in) is serial, and its goroutine keeps a CPU of its own.
-			bo := BackgroundOptions{Workers: max(runtime.NumCPU()-1, 1), Metadata: beside}
-			if tune != nil {
-				tune(&bo)
-			}
-			bg = m.Start(f, bo)
-			stop = bg.Stop
-			// The vectors are checked as they load (their values are
-			// seen only through the held output); a product's first use
-			// after the load (a session that sees values inside a step)
-			// waits for the metadata too.
+			began := time.Now()
 			var loaded atomic.Bool
-			o.FirstUse = func(t gguf.TensorInfo, data []byte) error {
-				if loaded.Load() {
-					if err := bg.Metadata(); err != nil {
-						return err
+			defer loaded.Store(true)
+			if bg, err = startLazy(f, m, &o, v, &loaded, tune); err != nil {
+				return fail(err)
+			}
+			stop = bg.Stop
+			if !remember && v.Checked == nil {
+				break
+			}
+			// Once the check is complete: remember a file that passed
+			// (CheckedCache) and report (Checked). Stop waits for the
+			// first, not for the report.
+			recorded := make(chan struct{})
+			stop = func() {
+				bg.Stop()
+				<-recorded
+			}
+			go func() {
+				err := bg.Wait()
+				if err == nil && remember && sameFile(path, id) {
+					if rerr := rememberChecked(v.CheckedCache, id, began, cmp.Or(v.racyMargin, checkedRacyMargin)); rerr != nil {
+						slog.Debug("wquant: the checked cache", "file", path, "err", rerr)
 					}
 				}
-				return bg.Check(t, data)
-			}
-			defer loaded.Store(true)
-			if f.Mapped() {
-				o.Settled = bg.Settled
-			}
-			if v.Checked != nil {
-				go func() {
-					if err := bg.Wait(); !errors.Is(err, ErrStopped) {
-						v.Checked(err)
-					}
-				}()
-			}
+				close(recorded)
+				if v.Checked != nil && !errors.Is(err, ErrStopped) {
+					v.Checked(err)
+				}
+			}()
 		}
 	}
 	then := o.OnClose

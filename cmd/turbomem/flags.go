@@ -10,6 +10,7 @@ import (
 
 	"github.com/turbomem/turbomem/eval"
 	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/wquant"
 )
 
 // The flags several commands share are declared here, once.
@@ -20,15 +21,27 @@ type modelFlags struct {
 	threads *int
 	// verify is --verify, for the commands that have it (nil: off).
 	verify *string
+	// verifyCache is --verify-cache (nil: off).
+	verifyCache *bool
 	// metadataFirst has --verify=lazy compare the metadata before the
 	// load rather than beside it (a server, whose start nobody waits on,
 	// shows nothing from unchecked metadata).
 	metadataFirst bool
 }
 
-// addVerifyFlag adds --verify to the model flags.
+// addVerifyFlag adds --verify and --verify-cache to the model flags.
 func (f *modelFlags) addVerifyFlag(fs *flag.FlagSet) {
 	f.verify = fs.String("verify", "lazy", "check a turbomem file's integrity manifest: full (every tensor before loading), lazy (hashed in the background on every CPU as the model loads and runs; no token is shown before every tensor has passed) or off; files without a manifest load as they are")
+	f.verifyCache = fs.Bool("verify-cache", false, "with --verify=lazy, remember in the user's cache directory each file whose check passed (device, inode, size, mtime, ctime, manifest) and skip the hashing while it is unchanged: catches any change made through the file system, not the storage's own bit rot (see the wquant package documentation)")
+}
+
+// checkedCache returns the checked cache's directory with --verify-cache,
+// "" without.
+func (f modelFlags) checkedCache() (string, error) {
+	if f.verifyCache == nil || !*f.verifyCache {
+		return "", nil
+	}
+	return wquant.DefaultCheckedCache()
 }
 
 // addModelFlags adds -m and --threads (threadsHelp: what more to say of

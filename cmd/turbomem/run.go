@@ -86,7 +86,11 @@ func (g modelFlags) load(e *env) (*loaded, error) {
 		if g.verify != nil {
 			mode = *g.verify
 		}
-		m, checked, err = openChecked(e, *g.model, mode, g.metadataFirst, opts)
+		var cache string
+		if cache, err = g.checkedCache(); err != nil {
+			return nil, err
+		}
+		m, checked, err = openChecked(e, *g.model, mode, g.metadataFirst, cache, opts)
 	}
 	if err != nil {
 		return nil, err

@@ -110,10 +110,11 @@ func checkVerify(mode string) error {
 }
 
 // openChecked opens the model at path with the integrity check of --verify
-// mode (wquant.OpenModel; metadataFirst: OpenOptions.MetadataFirst), a
-// progress bar drawn while full verifies; with lazy, checked receives the
-// background check's result once every tensor is compared.
-func openChecked(e *env, path, mode string, metadataFirst bool, o model.Options) (m *model.Model, checked <-chan error, err error) {
+// mode (wquant.OpenModel; metadataFirst: OpenOptions.MetadataFirst; cache:
+// OpenOptions.CheckedCache), a progress bar drawn while full verifies;
+// with lazy, checked receives the background check's result once every
+// tensor is compared.
+func openChecked(e *env, path, mode string, metadataFirst bool, cache string, o model.Options) (m *model.Model, checked <-chan error, err error) {
 	var bar *progressBar
 	defer func() {
 		if bar != nil {
@@ -121,7 +122,7 @@ func openChecked(e *env, path, mode string, metadataFirst bool, o model.Options)
 		}
 	}()
 	ch := make(chan error, 1)
-	m, err = wquant.OpenModel(path, o, wquant.OpenOptions{Verify: mode, MetadataFirst: metadataFirst,
+	m, err = wquant.OpenModel(path, o, wquant.OpenOptions{Verify: mode, MetadataFirst: metadataFirst, CheckedCache: cache,
 		Progress: func(done, total int64) {
 			if bar == nil {
 				bar = newBar(e, "verifying", total, true)
