@@ -13,8 +13,9 @@ import (
 // through the layers as the rows of one chunk, so each weight matrix is
 // read once per step for all of them (a matrix product over every row),
 // while each row attends with its own session's caches at its own
-// position; the step's one-row sessions attend side by side, one
-// parallel region for all of them (attendRows). It is the same layer
+// position; the step's one-row sessions attend side by side, each row's
+// attention the preparation of its vector in the parallel region of the
+// attention's output projection (attendRows). It is the same layer
 // code as Session.Forward's: with float weights the logits are Forward's
 // bit for bit; with quantized weights the products take other kernels for
 // several rows than for one (Q8_0 weights: a pass over each weight row
@@ -54,12 +55,14 @@ type batchRows struct {
 	caches      []kvcache.Cache
 	outs, qs    [][]float32
 	// attendRows's call, for its tasks: the session lending its buffers,
-	// the layer and the scale, and the side-by-side task made once (of)
+	// the layer and the scale, and the side-by-side task and Prepare
+	// made once (of)
 	s     *Session
 	li    int
 	scale float32
 	of    *batchRows
 	side  func(t, w int)
+	late  func(v int)
 }
 
 func (r *batchRows) fail(i int, err error) { r.errs[i] = err }
@@ -185,7 +188,11 @@ func resize[T any](b []T, n int) []T {
 // chunk (a decode step) is a task of one parallel region that rotates,
 // appends and attends its row on one goroutine, its caches' own pools set
 // aside: one region for the whole step's attention instead of one or
-// none per row, the rows' caches working side by side. A session with
+// none per row, the rows' caches working side by side. Where every row
+// of the chunk is such a row (a step that feeds no prompt), that region
+// is the output projection's: attendRows does nothing and reports late,
+// and the caller passes rows.late, row v's attention, as the projection's
+// Prepare of vector v (a region and its barrier fewer per layer). A session with
 // several rows (a prompt joining the step) goes after, its rows appended
 // in order and attended over the pool, at once where its cache can
 // (kvcache.LastAttender). When few single rows have long contexts, each
@@ -194,7 +201,7 @@ func resize[T any](b []T, n int) []T {
 // by side). Sessions whose caches share their scratch with others
 // (kvcache.SharesScratch: the forks of one compacted context) go first,
 // their rows in waves attended together (attendWaves).
-func (s *Session) attendRows(li, n int, rows *batchRows) {
+func (s *Session) attendRows(li, n int, rows *batchRows) (late bool) {
 	c := &s.m.Config
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
@@ -221,7 +228,7 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 	rows.singles, rows.multis = singles, multis
 	rows.s, rows.li, rows.scale = s, li, scale
 	if rows.of != rows { // made once: a step's regions make no closures
-		rows.of, rows.side = rows, rows.sideTask
+		rows.of, rows.side, rows.late = rows, rows.sideTask, rows.lateTask
 	}
 	threads := pool.Threads()
 	if apart {
@@ -246,7 +253,11 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 		s.attendWaves(li, spans, rows, scale)
 		singles, multis = nil, keep
 	}
-	if len(singles) >= 2 && (2*len(singles) >= threads || longest < sideBySideContext) {
+	side := len(singles) >= 2 && (2*len(singles) >= threads || longest < sideBySideContext)
+	if side && !apart && len(singles) == n {
+		return true
+	}
+	if side {
 		pool.Run(len(singles), rows.side)
 	} else {
 		for _, i := range singles {
@@ -281,6 +292,7 @@ func (s *Session) attendRows(li, n int, rows *batchRows) {
 			last.AttendLast(s.att[i0*qd:i1*qd], s.q[i0*qd:i1*qd], i1-i0, scale)
 		}
 	}
+	return false
 }
 
 // one rotates, appends and attends row i of the chunk (attendRows's
@@ -309,6 +321,11 @@ func (rows *batchRows) one(i int, alone bool) {
 // sideTask is attendRows's task t: single row t, side by side with the
 // others.
 func (rows *batchRows) sideTask(t, _ int) { rows.one(rows.singles[t], false) }
+
+// lateTask is the Prepare of vector v of the output projection when
+// attendRows reported late: row v's attention, side by side with the
+// others'.
+func (rows *batchRows) lateTask(v int) { rows.one(v, false) }
 
 // attendWaves appends and attends the rows of the sessions spans (rows
 // [i0, i1) each) of layer li: wave w takes each session's row i0+w, the

@@ -256,3 +256,53 @@ func TestParallel(t *testing.T) {
 		}
 	}
 }
+
+// TestBatchStepRegions: a decode step of sixteen sessions runs the
+// parallel regions one session's step does, four a layer and one for the
+// logits (the rows' attention inside the output projection's region),
+// for f16 and turbo3.5 caches on two threads: each region ends with a
+// wait for its slowest task.
+func TestBatchStepRegions(t *testing.T) {
+	m, err := defaultmodel.Load(model.Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	prompt := make([]int32, 20)
+	for i := range prompt {
+		prompt[i] = int32(7 + 31*i%1000)
+	}
+	want := int64(4*m.Config.Layers + 1)
+	for _, kv := range []string{"f16", "turbo3.5"} {
+		cfg, err := kvcache.Parse(kv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{1, 16} {
+			b := m.NewBatch()
+			seqs := make([]*model.Session, n)
+			toks := make([][]int32, n)
+			for j := range seqs {
+				if seqs[j], err = m.NewSession(cfg, len(prompt)+4); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := seqs[j].Forward(prompt, false); err != nil {
+					t.Fatal(err)
+				}
+				toks[j] = []int32{int32(42 + j)}
+			}
+			for step := range 3 {
+				r0 := model.PoolRegions(m)
+				_, errs := b.Forward(seqs, toks)
+				for _, err := range errs {
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				if got := model.PoolRegions(m) - r0; got != want {
+					t.Errorf("%s, %d rows, step %d: %d regions, want %d", kv, n, step, got, want)
+				}
+			}
+		}
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 	"testing"
+	"time"
 
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
@@ -87,55 +88,106 @@ func BenchmarkPrefill(b *testing.B) {
 // step costs far less than 16 one-sequence steps (the weights are read
 // once per step for every sequence).
 func BenchmarkBatchDecode(b *testing.B) {
-	ids := make([]int32, 64)
-	for i := range ids {
-		ids[i] = int32(7 + 31*i%1000)
-	}
 	for _, threads := range []int{1, 2, 16} {
 		if threads > 2 && threads > runtime.NumCPU() {
 			continue
 		}
 		m := benchModel(b, threads)
 		for _, kv := range []string{"f16", "turbo3.5"} {
-			cfg, err := kvcache.Parse(kv)
-			if err != nil {
-				b.Fatal(err)
-			}
 			for _, n := range []int{1, 4, 16} {
 				b.Run(fmt.Sprintf("threads=%d/kv=%s/seqs=%d", threads, kv, n), func(b *testing.B) {
-					const steps = 256 // per session; fresh ones then start, untimed
-					batch := m.NewBatch()
-					seqs := make([]*model.Session, n)
-					toks := make([][]int32, n)
-					for i := range toks {
-						toks[i] = []int32{int32(42 + i)}
-					}
+					d := newBatchDecoder(b, m, kv, n)
 					b.ReportAllocs()
 					for b.Loop() {
-						if seqs[0] == nil || seqs[0].Len() == len(ids)+steps {
-							b.StopTimer()
-							for i := range seqs {
-								var err error
-								if seqs[i], err = m.NewSession(cfg, len(ids)+steps); err != nil {
-									b.Fatal(err)
-								}
-								if _, err := seqs[i].Forward(ids, false); err != nil {
-									b.Fatal(err)
-								}
-							}
-							b.StartTimer()
-						}
-						if _, errs := batch.Forward(seqs, toks); errs != nil {
-							for _, err := range errs {
-								if err != nil {
-									b.Fatal(err)
-								}
-							}
-						}
+						d.step(b)
 					}
 					b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/token")
 				})
 			}
 		}
 	}
+}
+
+// BenchmarkBatchDecodeRatio times decode steps of one sequence and of
+// sixteen, one of each per iteration (both see the machine in the same
+// state), on two and (where the machine has them) sixteen threads, and
+// reports each one's tokens per second and their ratio, "16:1": the
+// aggregate decode throughput of 16 sequences against one's, the
+// server's batching target without the server around the steps.
+func BenchmarkBatchDecodeRatio(b *testing.B) {
+	for _, threads := range []int{2, 16} {
+		if threads > 2 && threads > runtime.NumCPU() {
+			continue
+		}
+		m := benchModel(b, threads)
+		for _, kv := range []string{"f16", "turbo3.5"} {
+			b.Run(fmt.Sprintf("threads=%d/kv=%s", threads, kv), func(b *testing.B) {
+				one, sixteen := newBatchDecoder(b, m, kv, 1), newBatchDecoder(b, m, kv, 16)
+				var t1, t16 time.Duration
+				for b.Loop() {
+					t1 += one.step(b)
+					t16 += sixteen.step(b)
+				}
+				r1, r16 := float64(b.N)/t1.Seconds(), float64(16*b.N)/t16.Seconds()
+				b.ReportMetric(r1, "tok/s-1")
+				b.ReportMetric(r16, "tok/s-16")
+				b.ReportMetric(r16/r1, "16:1")
+			})
+		}
+	}
+}
+
+// batchDecoder steps n sessions of a model together, one token each
+// per step, after a 64-token prompt; they start again (untimed) every
+// 256 steps.
+type batchDecoder struct {
+	m     *model.Model
+	cfg   kvcache.Config
+	batch *model.Batch
+	seqs  []*model.Session
+	toks  [][]int32
+	ids   []int32
+}
+
+func newBatchDecoder(b *testing.B, m *model.Model, kv string, n int) *batchDecoder {
+	cfg, err := kvcache.Parse(kv)
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := &batchDecoder{m: m, cfg: cfg, batch: m.NewBatch(), seqs: make([]*model.Session, n), toks: make([][]int32, n), ids: make([]int32, 64)}
+	for i := range d.ids {
+		d.ids[i] = int32(7 + 31*i%1000)
+	}
+	for i := range d.toks {
+		d.toks[i] = []int32{int32(42 + i)}
+	}
+	return d
+}
+
+// step runs one step and returns its time, the sessions' restart (with
+// the benchmark's timer stopped) not counted.
+func (d *batchDecoder) step(b *testing.B) time.Duration {
+	const steps = 256 // per session; fresh ones then start, untimed
+	if d.seqs[0] == nil || d.seqs[0].Len() == len(d.ids)+steps {
+		b.StopTimer()
+		for i := range d.seqs {
+			var err error
+			if d.seqs[i], err = d.m.NewSession(d.cfg, len(d.ids)+steps); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := d.seqs[i].Forward(d.ids, false); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.StartTimer()
+	}
+	start := time.Now()
+	_, errs := d.batch.Forward(d.seqs, d.toks)
+	t := time.Since(start)
+	for _, err := range errs {
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	return t
 }

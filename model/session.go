@@ -433,11 +433,17 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 	addBias(s.q, ly.qBias, n)
 	addBias(s.k, ly.kBias, n)
 	addBias(s.v, ly.vBias, n)
-	if err := s.attend(li, n, rows); err != nil {
+	late, err := s.attend(li, n, rows)
+	if err != nil {
 		return err
 	}
-	s.observed(s.att[:n*qd], ly.o)
-	if err := s.matmul(s.o, ly.o, s.att, n, nil); err != nil {
+	prep = nil
+	if late { // the rows attend inside the output projection's region
+		prep = s.ahead(n, qd, rows.late, s.att[:n*qd], ly.o)
+	} else {
+		s.observed(s.att[:n*qd], ly.o)
+	}
+	if err := s.matmul(s.o, ly.o, s.att, n, prep); err != nil {
 		return err
 	}
 	s.pending = true
@@ -458,11 +464,12 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 // and values to layer li's cache and writes each token's attention over
 // its sequence up to it to s.att: for the whole chunk at once where the
 // cache can (kvcache.LastAttender), else token by token. With rows (a
-// Batch chunk) attendRows does it, with each row's own session's caches.
-func (s *Session) attend(li, n int, rows *batchRows) error {
+// Batch chunk) attendRows does it, with each row's own session's caches,
+// or leaves it, reporting late, to the output projection's Prepare
+// (rows.late).
+func (s *Session) attend(li, n int, rows *batchRows) (late bool, err error) {
 	if rows != nil {
-		s.attendRows(li, n, rows)
-		return nil
+		return s.attendRows(li, n, rows), nil
 	}
 	c := &s.m.Config
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
@@ -475,7 +482,7 @@ func (s *Session) attend(li, n int, rows *batchRows) error {
 	cache := s.caches[li]
 	for i := range n {
 		if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
-			return err
+			return false, err
 		}
 		if last == nil {
 			cache.Attend(s.att[i*qd:(i+1)*qd], s.q[i*qd:(i+1)*qd], scale)
@@ -484,7 +491,7 @@ func (s *Session) attend(li, n int, rows *batchRows) error {
 	if last != nil {
 		last.AttendLast(s.att[:n*qd], s.q[:n*qd], n, scale)
 	}
-	return nil
+	return false, nil
 }
 
 // product pairs an output buffer with the matrix that fills it.

@@ -34,6 +34,7 @@ type Pool struct {
 	cur     atomic.Pointer[job]
 	workers []*worker
 	closed  atomic.Bool
+	regions atomic.Int64 // regions run on the workers (Regions)
 	// finished wakes a parked caller of Run when its job's last task ends.
 	finished chan struct{}
 }
@@ -107,6 +108,17 @@ func (p *Pool) Threads() int {
 	return p.threads
 }
 
+// Regions returns how many parallel regions the Pool has run on its
+// goroutines so far: the Run and TryRun calls that handed tasks to the
+// workers (not those it ran on the caller alone). A step's count is a
+// measure of its barriers: each region ends when its slowest task does.
+func (p *Pool) Regions() int64 {
+	if p == nil {
+		return 0
+	}
+	return p.regions.Load()
+}
+
 // Close stops the workers; Run then runs everything on its caller.
 func (p *Pool) Close() {
 	if p == nil || p.closed.Swap(true) {
@@ -167,6 +179,7 @@ func (p *Pool) TryRun(n int, f func(task, worker int)) {
 // run is Run's region, the Pool's lock held.
 func (p *Pool) run(n int, f func(task, worker int)) {
 	j := &job{f: f, n: int32(n), finished: p.finished}
+	p.regions.Add(1)
 	p.cur.Store(j)
 	// Wake as many sleepers as there are tasks beyond the caller's first;
 	// spinning workers see the job by themselves.

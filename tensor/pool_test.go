@@ -178,3 +178,36 @@ func BenchmarkPoolRun(b *testing.B) {
 		p.Run(p.Threads(), func(task, _ int) { sink.Add(int64(task)) })
 	}
 }
+
+// TestPoolRegions: Regions counts the Run and TryRun calls that used the
+// workers, not those run on the caller alone (one task, one thread, a
+// nil or closed pool, TryRun inside a region).
+func TestPoolRegions(t *testing.T) {
+	var nilPool *Pool
+	nilPool.Run(3, func(_, _ int) {})
+	if got := nilPool.Regions(); got != 0 {
+		t.Errorf("nil pool: %d regions", got)
+	}
+	for _, tc := range []struct {
+		threads int
+		want    int64
+	}{{1, 0}, {4, 3}} {
+		p := NewPool(tc.threads)
+		p.Run(5, func(_, _ int) {})
+		p.Run(1, func(_, _ int) {}) // on the caller
+		p.TryRun(4, func(_, _ int) {})
+		p.Run(2, func(task, _ int) {
+			if task == 0 {
+				p.TryRun(3, func(_, _ int) {}) // the pool is busy: on the caller
+			}
+		})
+		if got := p.Regions(); got != tc.want {
+			t.Errorf("pool of %d: %d regions, want %d", tc.threads, got, tc.want)
+		}
+		p.Close()
+		p.Run(5, func(_, _ int) {})
+		if got := p.Regions(); got != tc.want {
+			t.Errorf("closed pool of %d: %d regions, want %d", tc.threads, got, tc.want)
+		}
+	}
+}
