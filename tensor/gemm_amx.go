@@ -161,7 +161,7 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	// quantized (amxVector), then the group's tile operand packed block
 	// by block (amxPack: a block's 16 vectors are whole cache lines,
 	// written by one goroutine).
-	s.vecs.start(n, a.vector, g.groups*g.blocks, a.pck)
+	s.vecs.start(n, a.vector, (g.groups*g.blocks+amxPackBlocks-1)/amxPackBlocks, a.pck)
 	jobs := a.panels[:0]
 	for i, p := range ps {
 		for r0 := 0; r0 < p.Rows; r0 += amxRows {
@@ -188,13 +188,23 @@ func (s *Scratch) amxVector(v int) {
 	c.acts[v].set(actQ8_0, c.x[v*c.cols:(v+1)*c.cols])
 }
 
-// amxPack packs item i of the AMX call's tile operand: block i%blocks of
-// group i/blocks.
+// amxPack packs item i of the AMX call's tile operand: amxPackBlocks
+// blocks from block i·amxPackBlocks, counting the blocks of each group
+// after the last group's (block k is block k%blocks of group k/blocks).
 func (s *Scratch) amxPack(i int) {
 	c, g := &s.amx.call, &s.amx.acts
-	gi := i / g.blocks
-	g.packBlock(gi, i%g.blocks, c.acts[gi*amxCols:min(c.n, (gi+1)*amxCols)])
+	for k := i * amxPackBlocks; k < min((i+1)*amxPackBlocks, g.groups*g.blocks); k++ {
+		gi := k / g.blocks
+		g.packBlock(gi, k%g.blocks, c.acts[gi*amxCols:min(c.n, (gi+1)*amxCols)])
+	}
 }
+
+// amxPackBlocks is the blocks of the tile operand one item of the AMX
+// call's packing phase packs: a block (16 vectors' 32 quants) is less
+// work than taking an item costs where 16 goroutines share the item
+// counters; four give a 16-vector step's 512-column product 4 items and
+// its 1280-column one 10.
+const amxPackBlocks = 4
 
 // amxTask computes task's share of the AMX call's panels on goroutine
 // w, once the vectors are ready (taking some to prepare while any is

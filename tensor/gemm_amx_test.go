@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
@@ -346,4 +347,49 @@ func q8Activations(x []float32, n, cols int) []*activation {
 		acts[v].set(actQ8_0, x[v*cols:(v+1)*cols])
 	}
 	return acts
+}
+
+// TestAMXPackItems: the AMX product's packing phase, amxPackBlocks blocks
+// an item, writes every block of every group of the tile operand (its
+// buffers full of garbage before) as packing each group whole does, for
+// block counts that are and are not a multiple of the item's and partial
+// groups.
+func TestAMXPackItems(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, tc := range []struct{ cols, n int }{{64, 5}, {320, 2*amxCols + 3}, {512, amxCols}, {1280, amxCols}} {
+		w, err := Encode(Q8_0, randomVector(r, 20*tc.cols))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rowBytes, _ := Q8_0.RowBytes(int64(tc.cols))
+		ps := []Product{{Out: make([]float32, tc.n*20), W: w, Type: Q8_0, Rows: 20}}
+		preps := []prepared{{rowByte: int(rowBytes)}}
+		x := randomVector(r, tc.n*tc.cols)
+		var s Scratch
+		g := &s.amx.acts
+		g.size(tc.n, tc.cols)
+		for i := range g.xb {
+			g.xb[i] = 0x55
+		}
+		for i := range g.dx {
+			g.dx[i], g.xs[i] = float32(math.NaN()), float32(math.NaN())
+		}
+		pool := NewPool(4)
+		s.amxMatMul(ps, preps, tc.cols, x, tc.n, Options{Pool: pool})
+		pool.Close()
+		var want amxActs
+		want.size(tc.n, tc.cols)
+		acts := q8Activations(x, tc.n, tc.cols)
+		for gi := range want.groups {
+			want.pack(gi, acts[gi*amxCols:min(tc.n, (gi+1)*amxCols)])
+		}
+		if !slices.Equal(g.xb, want.xb) {
+			t.Errorf("cols %d, n %d: quants packed by items differ from whole groups'", tc.cols, tc.n)
+		}
+		for i := range want.dx {
+			if math.Float32bits(g.dx[i]) != math.Float32bits(want.dx[i]) || math.Float32bits(g.xs[i]) != math.Float32bits(want.xs[i]) {
+				t.Fatalf("cols %d, n %d: scales %d packed by items differ from whole groups'", tc.cols, tc.n, i)
+			}
+		}
+	}
 }

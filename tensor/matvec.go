@@ -19,7 +19,9 @@ type Options struct {
 	// product reads it: MatMul and MatMulShared call it once for each
 	// vector, from the goroutines of the product's parallel region (for
 	// different vectors at once), so that the per-row work ahead of a
-	// product (a norm, a residual sum) needs no region of its own.
+	// product (a norm, a residual sum) needs no region of its own. Each
+	// vector is an item of its own, taken by whichever goroutine is free,
+	// so Prepare may be as much work as a row's attention.
 	Prepare func(v int)
 }
 
@@ -36,11 +38,11 @@ type Scratch struct {
 	// matMulShared's call, read by its tasks, and the tasks as func
 	// values made once for this Scratch (of): a product makes no
 	// closures
-	call                        matCall
-	of                          *Scratch
-	vector                      func(v int)
-	product, productVecs, group func(task, worker int)
-	one                         [1]Product // MatMul's
+	call          matCall
+	of            *Scratch
+	vector, group func(i int)
+	productVecs   func(task, worker int)
+	one           [1]Product // MatMul's
 }
 
 // matCall is what a matMulShared call's tasks read.
@@ -56,7 +58,6 @@ type matCall struct {
 	passes           int
 	multiKind        actKind
 	tasks, totalRows int
-	ng, gt           int
 }
 
 // vectors is the per-vector work of a product (Options.Prepare, then
@@ -110,17 +111,25 @@ func (p *vectors) ready() {
 	}
 }
 
+// run does items of ph until none is left to take, counts them done
+// once (one write to the shared count per goroutine, not per item: the
+// goroutines of a 16-thread region would take turns on its cache line)
+// and waits until every item is done.
 func (ph *phase) run() {
 	if ph.done.Load() == ph.n {
 		return
 	}
+	var ran int32
 	for {
 		i := ph.next.Add(1) - 1
 		if i >= ph.n {
 			break
 		}
 		ph.f(int(i))
-		ph.done.Add(1)
+		ran++
+	}
+	if ran > 0 {
+		ph.done.Add(ran)
 	}
 	for i := 0; ph.done.Load() != ph.n; i++ {
 		if i < 1000 {
@@ -382,22 +391,20 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	tasks := min(totalRows, threads*tasksPerThread, max(1, totalBytes*n/minBytes))
 	if scr.of != scr {
 		scr.of = scr
-		scr.vector, scr.product, scr.productVecs, scr.group = scr.vectorTask, scr.productTask, scr.productVecsTask, scr.groupTask
+		scr.vector, scr.productVecs, scr.group = scr.vectorTask, scr.productVecsTask, scr.groupTask
 	}
 	scr.call = matCall{ps: ps, preps: preps, x: x, cols: cols, n: n, prepare: opts.Prepare, need: need, packed: packed,
-		acts: acts, packs: packs, passes: passes, multiKind: multiKind, tasks: tasks, totalRows: totalRows, ng: ng}
+		acts: acts, packs: packs, passes: passes, multiKind: multiKind, tasks: tasks, totalRows: totalRows}
 	defer func() { scr.call = matCall{} }()
+	// The vectors are prepared inside the products' region, one item
+	// each (a Prepare may be a row's attention), then packed by groups
+	// where a product takes the tiled kernel (a group needs all its
+	// vectors).
+	var pack func(g int)
 	if packed != [numActKinds]bool{} {
-		// The tiled kernel's groups need all their vectors: a region of
-		// their own, by groups of vectors (a prefill chunk's activations
-		// are as much work as a small product), before the products'.
-		scr.call.gt = min(ng, threads*tasksPerThread, max(1, n*cols/minBytes))
-		opts.Pool.Run(scr.call.gt, scr.group)
-		opts.Pool.Run(tasks, scr.product)
-		return nil
+		pack = scr.group
 	}
-	// Otherwise the vectors are prepared inside the products' region.
-	scr.vecs.start(n, scr.vector, 0, nil)
+	scr.vecs.start(n, scr.vector, ng, pack)
 	opts.Pool.Run(tasks, scr.productVecs)
 	return nil
 }
@@ -436,19 +443,14 @@ func (scr *Scratch) productVecsTask(task, w int) {
 	scr.productTask(task, w)
 }
 
-// groupTask prepares the vectors of task's groups (of gt) for the tiled
-// kernel, and packs them.
-func (scr *Scratch) groupTask(task, _ int) {
+// groupTask packs group g of the call's vectors (prepared already) for
+// the tiled kernel.
+func (scr *Scratch) groupTask(g int) {
 	c := &scr.call
-	for g := c.ng * task / c.gt; g < c.ng*(task+1)/c.gt; g++ {
-		v0, v1 := g*gemmCols, min(c.n, (g+1)*gemmCols)
-		for v := v0; v < v1; v++ {
-			scr.vectorTask(v)
-		}
-		for k, ok := range c.packed {
-			if ok {
-				scr.groups[k][g].set(actKind(k), c.acts[k][v0:v1], c.cols)
-			}
+	v0, v1 := g*gemmCols, min(c.n, (g+1)*gemmCols)
+	for k, ok := range c.packed {
+		if ok {
+			scr.groups[k][g].set(actKind(k), c.acts[k][v0:v1], c.cols)
 		}
 	}
 }
