@@ -157,11 +157,6 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 		a.of = s
 		a.vector, a.pck, a.task = s.amxVector, s.amxPack, s.amxTask
 	}
-	// Inside the panels' region (vectors): each vector prepared and
-	// quantized (amxVector), then the group's tile operand packed block
-	// by block (amxPack: a block's 16 vectors are whole cache lines,
-	// written by one goroutine).
-	s.vecs.start(n, a.vector, (g.groups*g.blocks+amxPackBlocks-1)/amxPackBlocks, a.pck)
 	jobs := a.panels[:0]
 	for i, p := range ps {
 		for r0 := 0; r0 < p.Rows; r0 += amxRows {
@@ -172,9 +167,14 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	for len(a.workers) < threads {
 		a.workers = append(a.workers, &amxPanel{})
 	}
-	a.call = amxCall{ps: ps, preps: preps, x: x, cols: cols, n: n, tasks: min(len(jobs), threads*tasksPerThread),
-		prepare: opts.Prepare, acts: acts}
-	opts.Pool.Run(a.call.tasks, a.task)
+	tasks := min(len(jobs), threads*tasksPerThread)
+	// Inside the panels' region (vectors): each vector prepared and
+	// quantized (amxVector), then the group's tile operand packed block
+	// by block (amxPack: a block's 16 vectors are whole cache lines,
+	// written by one goroutine).
+	s.vecs.start(threads, tasks, n, a.vector, (g.groups*g.blocks+amxPackBlocks-1)/amxPackBlocks, a.pck)
+	a.call = amxCall{ps: ps, preps: preps, x: x, cols: cols, n: n, tasks: tasks, prepare: opts.Prepare, acts: acts}
+	opts.Pool.Run(tasks, a.task)
 	a.call = amxCall{}
 }
 
@@ -210,7 +210,7 @@ const amxPackBlocks = 4
 // w, once the vectors are ready (taking some to prepare while any is
 // left).
 func (s *Scratch) amxTask(task, w int) {
-	s.vecs.ready()
+	s.vecs.ready(w)
 	c, jobs := &s.amx.call, s.amx.panels
 	pan := s.amx.workers[w]
 	for _, j := range jobs[len(jobs)*task/c.tasks : len(jobs)*(task+1)/c.tasks] {

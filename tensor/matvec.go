@@ -74,68 +74,91 @@ type vectors struct {
 	count  int // phases in use
 }
 
-// phase is n items f(0) … f(n−1); next and done sit on cache lines of
-// their own.
+// phase is n items f(0) … f(n−1), dealt in T shares, one for each
+// goroutine that may run it, at most one an item (share s is items
+// [n·s/T, n·(s+1)/T)): goroutine w takes the items of share w mod T
+// first, then those left in the others' shares, and waits for every
+// share's items to be done. Each
+// share counts its items taken and done on a cache line of its own, so
+// that goroutines meet on one line only when they take over another's
+// items: with one count of each for all the items, the goroutines of a
+// 16-thread region took turns on its two lines for every item.
 type phase struct {
-	f    func(i int)
-	n    int32
-	_    [64]byte
-	next atomic.Int32
-	_    [64]byte
-	done atomic.Int32
-	_    [64]byte
+	f      func(i int)
+	shares []phaseShare
 }
 
-// start makes the n vectors ready to be taken by ready, f preparing one;
-// then, if not nil, runs over m items that need all of them.
-func (p *vectors) start(n int, f func(v int), m int, then func(i int)) {
+// phaseShare is one goroutine's share of a phase: items next … end−1
+// are left to take, done of its size are done; 64 bytes.
+type phaseShare struct {
+	next, done atomic.Int32
+	end, size  int32
+	_          [48]byte
+}
+
+// start makes the n vectors ready to be taken by ready, f preparing one,
+// for a region of tasks tasks on threads goroutines; then, if not nil,
+// runs over m items that need all of them.
+func (p *vectors) start(threads, tasks, n int, f func(v int), m int, then func(i int)) {
+	g := min(threads, tasks) // the goroutines that may run the items
 	p.count = 1
-	p.phases[0].set(n, f)
+	p.phases[0].set(min(g, n), n, f)
 	if then != nil {
 		p.count = 2
-		p.phases[1].set(m, then)
+		p.phases[1].set(min(g, m), m, then)
 	}
 }
 
-func (ph *phase) set(n int, f func(i int)) {
-	ph.f, ph.n = f, int32(n)
-	ph.next.Store(0)
-	ph.done.Store(0)
+// set makes ph the n items f(0) … f(n−1) in t shares.
+func (ph *phase) set(t, n int, f func(i int)) {
+	ph.f = f
+	t = max(t, 1)
+	if cap(ph.shares) < t {
+		ph.shares = make([]phaseShare, t)
+	}
+	ph.shares = ph.shares[:t]
+	for w := range ph.shares {
+		sh := &ph.shares[w]
+		lo, hi := n*w/t, n*(w+1)/t
+		sh.end, sh.size = int32(hi), int32(hi-lo)
+		sh.next.Store(int32(lo))
+		sh.done.Store(0)
+	}
 }
 
-// ready does items of each phase until none is left to take and returns
-// once all are done.
-func (p *vectors) ready() {
+// ready does items of each phase until none is left to take, goroutine w
+// starting with its own shares, and returns once all are done.
+func (p *vectors) ready(w int) {
 	for i := range p.count {
-		p.phases[i].run()
+		p.phases[i].run(w)
 	}
 }
 
-// run does items of ph until none is left to take, counts them done
-// once (one write to the shared count per goroutine, not per item: the
-// goroutines of a 16-thread region would take turns on its cache line)
-// and waits until every item is done.
-func (ph *phase) run() {
-	if ph.done.Load() == ph.n {
-		return
-	}
-	var ran int32
-	for {
-		i := ph.next.Add(1) - 1
-		if i >= ph.n {
-			break
+// run does items of ph until none is left to take, from share w on (a
+// share's count read before it is written: once its items are taken,
+// a look costs no write), and waits until every share's items are done.
+func (ph *phase) run(w int) {
+	t := len(ph.shares)
+	w %= t
+	for k := range t {
+		sh := &ph.shares[(w+k)%t]
+		for sh.next.Load() < sh.end {
+			i := sh.next.Add(1) - 1
+			if i >= sh.end {
+				break
+			}
+			ph.f(int(i))
+			sh.done.Add(1)
 		}
-		ph.f(int(i))
-		ran++
 	}
-	if ran > 0 {
-		ph.done.Add(ran)
-	}
-	for i := 0; ph.done.Load() != ph.n; i++ {
-		if i < 1000 {
-			spinPause()
-		} else {
-			runtime.Gosched() // a goroutine doing an item may need this CPU
+	for k := range t {
+		sh := &ph.shares[(w+k)%t]
+		for i := 0; sh.done.Load() != sh.size; i++ {
+			if i < 1000 {
+				spinPause()
+			} else {
+				runtime.Gosched() // a goroutine doing an item may need this CPU
+			}
 		}
 	}
 }
@@ -404,7 +427,7 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	if packed != [numActKinds]bool{} {
 		pack = scr.group
 	}
-	scr.vecs.start(n, scr.vector, ng, pack)
+	scr.vecs.start(threads, tasks, n, scr.vector, ng, pack)
 	opts.Pool.Run(tasks, scr.productVecs)
 	return nil
 }
@@ -439,7 +462,7 @@ func (scr *Scratch) productTask(task, w int) {
 // productVecsTask is productTask once the vectors are ready (taking some
 // to prepare while any is left).
 func (scr *Scratch) productVecsTask(task, w int) {
-	scr.vecs.ready()
+	scr.vecs.ready(w)
 	scr.productTask(task, w)
 }
 

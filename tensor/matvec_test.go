@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -313,5 +314,54 @@ func BenchmarkMatVecSmall(b *testing.B) {
 		if err := MatVec(out, w, Q8_0, rows, cols, x, Options{Scratch: scr}); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestVectorsShares: a product's phases, their items dealt in shares
+// among the region's goroutines, run every item exactly once and the
+// second phase's only after all of the first's, for item counts below,
+// at and above the goroutines' (odd ones among them), more and fewer
+// tasks than goroutines, and pools of one to sixteen goroutines (more
+// than GOMAXPROCS among them).
+func TestVectorsShares(t *testing.T) {
+	for _, threads := range []int{1, 2, 3, 16} {
+		pool := NewPool(threads)
+		for _, tasks := range []int{1, 2, threads, 4 * threads} {
+			for _, n := range []int{0, 1, 3, 16, 17, 41} {
+				for _, m := range []int{0, 1, 4, 10} {
+					var v vectors
+					first := make([]atomic.Int32, n)
+					second := make([]atomic.Int32, m)
+					var early atomic.Int32
+					var then func(i int)
+					if m > 0 {
+						then = func(i int) {
+							for j := range first {
+								if first[j].Load() != 1 {
+									early.Add(1)
+								}
+							}
+							second[i].Add(1)
+						}
+					}
+					v.start(threads, tasks, n, func(i int) { first[i].Add(1) }, m, then)
+					pool.Run(tasks, func(_, w int) { v.ready(w) })
+					for i := range first {
+						if c := first[i].Load(); c != 1 {
+							t.Fatalf("threads %d tasks %d n %d m %d: item %d of the first phase ran %d times", threads, tasks, n, m, i, c)
+						}
+					}
+					for i := range second {
+						if c := second[i].Load(); c != 1 {
+							t.Fatalf("threads %d tasks %d n %d m %d: item %d of the second phase ran %d times", threads, tasks, n, m, i, c)
+						}
+					}
+					if early.Load() != 0 {
+						t.Fatalf("threads %d tasks %d n %d m %d: the second phase began before the first ended", threads, tasks, n, m)
+					}
+				}
+			}
+		}
+		pool.Close()
 	}
 }
