@@ -187,10 +187,18 @@ func (b *Background) startWorkers(n int) {
 
 // queueTensors queues the pieces of f's tensors that the manifest lists,
 // in first-use order, and returns those with no data (nothing to hash).
+// It runs on the loader's path: the tensors' states are allocated
+// together, and each name is ranked once.
 func (b *Background) queueTensors(f *gguf.File) (trivial []*pending) {
-	order := slices.Clone(f.Tensors)
-	slices.SortStableFunc(order, func(x, y gguf.TensorInfo) int { return useRank(x.Name) - useRank(y.Name) })
-	for _, t := range order {
+	type listed struct {
+		t     gguf.TensorInfo
+		data  []byte
+		rank  int
+		start int // its first piece's index in the sums and claims
+	}
+	ts := make([]listed, 0, len(f.Tensors))
+	pieces := 0
+	for _, t := range f.Tensors {
 		if _, ok := b.m.tensorIndex(t.Name); !ok {
 			continue // Check reports it
 		}
@@ -198,10 +206,20 @@ func (b *Background) queueTensors(f *gguf.File) (trivial []*pending) {
 		if err != nil {
 			continue // Check hashes what the model reads, or the model fails to read it
 		}
-		n := numPieces(len(data))
-		p := &pending{t: t, data: data, sums: make([][sha256.Size]byte, n), claimed: make([]atomic.Bool, n), done: make(chan struct{})}
+		ts = append(ts, listed{t: t, data: data, rank: useRank(t.Name), start: pieces})
+		pieces += numPieces(len(data))
+	}
+	slices.SortStableFunc(ts, func(x, y listed) int { return x.rank - y.rank })
+	states := make([]pending, len(ts))
+	sums := make([][sha256.Size]byte, pieces)
+	claimed := make([]atomic.Bool, pieces)
+	b.queue = slices.Grow(b.queue, pieces)
+	for k, l := range ts {
+		n := numPieces(len(l.data))
+		p := &states[k]
+		*p = pending{t: l.t, data: l.data, sums: sums[l.start : l.start+n : l.start+n], claimed: claimed[l.start : l.start+n : l.start+n], done: make(chan struct{})}
 		p.left.Store(int64(n))
-		b.byName[t.Name] = p
+		b.byName[l.t.Name] = p
 		for i := range n {
 			b.queue = append(b.queue, pieceRef{p, i})
 		}
@@ -292,7 +310,8 @@ func (b *Background) Metadata() error {
 // yield is set; a tensor's last piece's hasher compares the tensor's
 // hash with the manifest's.
 func (b *Background) hash(rs []pieceRef, yield bool) {
-	ps := make([]piece, len(rs))
+	var two [2]piece
+	ps := two[:len(rs)]
 	for k, r := range rs {
 		ps[k] = piece{data: r.data(), sum: &r.p.sums[r.i]}
 		if b.v.populate {

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"testing"
 
+	"github.com/turbomem/turbomem/gguf"
 	"github.com/turbomem/turbomem/model"
 )
 
@@ -76,3 +77,8 @@ func TestPhysicalCores(t *testing.T) {
 		t.Errorf("physicalCores() = %d, want 1..%d", n, runtime.NumCPU())
 	}
 }
+
+// ReadManifestUnchecked is ReadManifest without the check against the
+// manifest's own SHA-256, as lazy reads it (CheckMetadata makes that
+// check, beside the load).
+func ReadManifestUnchecked(f *gguf.File) (*Manifest, error) { return readManifest(f, false) }

@@ -1,6 +1,7 @@
 package wquant
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
@@ -8,7 +9,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
+	"hash"
 	"runtime"
 	"strings"
 	"sync"
@@ -55,6 +56,7 @@ type Manifest struct {
 	TensorHashes [][sha256.Size]byte
 
 	index map[string]int // Tensors' positions
+	self  *selfCheck     // the check against its own SHA-256, for one read from a file
 }
 
 // Tensor is one tensor as written: its name, type, GGML shape and bytes.
@@ -75,12 +77,31 @@ var ErrAltered = errors.New("wquant: the file differs from its manifest")
 // keyHash returns the SHA-256 of a metadata value's GGUF encoding (its
 // type id and payload; the key is the manifest's own entry).
 func keyHash(v gguf.Value) ([sha256.Size]byte, error) {
-	var s [sha256.Size]byte
+	return newValueHasher().hash(v)
+}
+
+// valueHasher hashes values' encodings (keyHash) with one hash and one
+// buffer for all.
+type valueHasher struct {
+	h hash.Hash
+	w *bufio.Writer
+}
+
+// newValueHasher returns a valueHasher.
+func newValueHasher() *valueHasher {
 	h := sha256.New()
-	if err := v.WriteBinary(h); err != nil {
+	return &valueHasher{h: h, w: bufio.NewWriter(h)}
+}
+
+// hash returns keyHash(v).
+func (vh *valueHasher) hash(v gguf.Value) ([sha256.Size]byte, error) {
+	var s [sha256.Size]byte
+	vh.h.Reset()
+	vh.w.Reset(vh.h)
+	if err := v.WriteBinary(vh.w); err != nil { // the buffer, taken as its own
 		return s, err
 	}
-	h.Sum(s[:0])
+	vh.h.Sum(s[:0])
 	return s, nil
 }
 
@@ -185,6 +206,10 @@ func sumPieces(ps []piece, every int, between func()) {
 		return
 	}
 	for _, p := range ps {
+		if every <= 0 || len(p.data) <= every {
+			*p.sum = sha256.Sum256(p.data) // no yield within it: no state to keep
+			continue
+		}
 		*p.sum, _ = sha256x2.Sum2Every(p.data, nil, every, between) // with nothing beside it
 	}
 }
@@ -274,14 +299,18 @@ func (m *Manifest) fields() []gguf.KV {
 // value's GGUF encoding.
 func selfHash(fields []gguf.KV) ([sha256.Size]byte, error) {
 	h := sha256.New()
+	w := bufio.NewWriter(h) // one buffer, which WriteBinary takes as its own
 	for _, kv := range fields {
-		h.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(kv.Key))))
-		io.WriteString(h, kv.Key)
-		if err := kv.Value.WriteBinary(h); err != nil {
+		w.Write(binary.LittleEndian.AppendUint64(nil, uint64(len(kv.Key))))
+		w.WriteString(kv.Key)
+		if err := kv.Value.WriteBinary(w); err != nil {
 			return [sha256.Size]byte{}, err
 		}
 	}
 	var s [sha256.Size]byte
+	if err := w.Flush(); err != nil {
+		return s, err
+	}
 	h.Sum(s[:0])
 	return s, nil
 }
@@ -301,7 +330,12 @@ func (m *Manifest) KVs() []gguf.KV {
 // ReadManifest reads the manifest of f and checks it against its own
 // SHA-256: an edited manifest is an error wrapping ErrAltered that names
 // the field. A file without one gives ErrNoManifest.
-func ReadManifest(f *gguf.File) (*Manifest, error) {
+func ReadManifest(f *gguf.File) (*Manifest, error) { return readManifest(f, true) }
+
+// readManifest is ReadManifest, without the check against its own
+// SHA-256 unless self is set: m.checkSelf (and CheckMetadata, first) does
+// it then, for a caller that compares the metadata off its critical path.
+func readManifest(f *gguf.File, self bool) (*Manifest, error) {
 	if _, ok := f.Lookup(keySelf); !ok {
 		for _, kv := range f.KV {
 			if strings.HasPrefix(kv.Key, ManifestPrefix) {
@@ -339,29 +373,26 @@ func ReadManifest(f *gguf.File) (*Manifest, error) {
 		}
 		return s, nil
 	}
-	var fields []gguf.KV
+	m := &Manifest{self: &selfCheck{}}
 	for _, k := range manifestKeys {
 		v, err := field(k)
 		if err != nil {
 			return nil, err
 		}
-		fields = append(fields, gguf.KV{Key: k, Value: v})
+		m.self.fields = append(m.self.fields, gguf.KV{Key: k, Value: v})
 	}
-	self, err := selfHash(fields)
-	if err != nil {
-		return nil, fmt.Errorf("wquant: manifest: %w", err)
-	}
-	want, err := str(keySelf)
-	if err != nil {
+	var err error
+	if m.self.want, err = str(keySelf); err != nil {
 		return nil, err
 	}
-	if hex.EncodeToString(self[:]) != want {
-		return nil, fmt.Errorf("%w: manifest field %s does not match the manifest's fields (a field of the manifest was edited)", ErrAltered, keySelf)
+	if self {
+		if err := m.checkSelf(); err != nil {
+			return nil, err
+		}
 	}
 	if v, _ := f.Lookup(keyVersion); v.Interface() != any(uint32(manifestVersion)) {
 		return nil, fmt.Errorf("wquant: manifest version %v, this turbomem reads version %d", v, manifestVersion)
 	}
-	m := &Manifest{}
 	if m.Tool, err = str(keyTool); err != nil {
 		return nil, err
 	}
@@ -406,17 +437,50 @@ func ReadManifest(f *gguf.File) (*Manifest, error) {
 	return m, nil
 }
 
+// selfCheck is the comparison of a manifest read from a file with its
+// own SHA-256 (keySelf), done once.
+type selfCheck struct {
+	fields []gguf.KV // the manifest's fields, as selfHash takes them
+	want   string    // keySelf's value
+	once   sync.Once
+	err    error
+}
+
+// checkSelf compares the manifest read from a file with its own SHA-256,
+// once: nil, or an error wrapping ErrAltered. A manifest made here
+// (NewManifest) has nothing to check.
+func (m *Manifest) checkSelf() error {
+	c := m.self
+	if c == nil {
+		return nil
+	}
+	c.once.Do(func() {
+		self, err := selfHash(c.fields)
+		switch {
+		case err != nil:
+			c.err = fmt.Errorf("wquant: manifest: %w", err)
+		case hex.EncodeToString(self[:]) != c.want:
+			c.err = fmt.Errorf("%w: manifest field %s does not match the manifest's fields (a field of the manifest was edited)", ErrAltered, keySelf)
+		}
+	})
+	return c.err
+}
+
 // CheckMetadata compares f's metadata and tensor directory with the
 // manifest: every key's value, the keys themselves, and the set of
 // tensors. It returns nil or an error wrapping ErrAltered that names each
 // key or tensor that differs. Tensor data is CheckTensor's.
 func (m *Manifest) CheckMetadata(f *gguf.File) error {
+	if err := m.checkSelf(); err != nil {
+		return err // what the manifest says cannot be trusted
+	}
 	var problems []string
 	want := make(map[string][sha256.Size]byte, len(m.Keys))
 	for i, k := range m.Keys {
 		want[k] = m.KeyHashes[i]
 	}
 	seen := map[string]bool{}
+	vh := newValueHasher()
 	for _, kv := range f.KV {
 		if strings.HasPrefix(kv.Key, ManifestPrefix) {
 			continue
@@ -427,7 +491,7 @@ func (m *Manifest) CheckMetadata(f *gguf.File) error {
 			problems = append(problems, fmt.Sprintf("metadata key %s is not in the manifest (added)", kv.Key))
 			continue
 		}
-		if got, err := keyHash(kv.Value); err != nil || got != h {
+		if got, err := vh.hash(kv.Value); err != nil || got != h {
 			problems = append(problems, fmt.Sprintf("metadata key %s: value differs from the manifest's (SHA-256 %.16x…, recorded %.16x…)", kv.Key, got, h))
 		}
 	}

@@ -154,7 +154,9 @@ func openModel(path string, o model.Options, v OpenOptions, tune func(*Backgroun
 			return fail(err)
 		}
 	} else {
-		m, err := ReadManifest(f)
+		// The manifest's own checksum is compared with the metadata
+		// (CheckMetadata), beside the load where that is.
+		m, err := readManifest(f, false)
 		switch {
 		case errors.Is(err, ErrNoManifest):
 		case err != nil:
