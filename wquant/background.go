@@ -206,7 +206,11 @@ func (b *Background) queueTensors(f *gguf.File) (trivial []*pending) {
 		if err != nil {
 			continue // Check hashes what the model reads, or the model fails to read it
 		}
-		ts = append(ts, listed{t: t, data: data, rank: useRank(t.Name), start: pieces})
+		rank := useRank(t.Name)
+		if len(t.Shape) == 1 {
+			rank = vectorRank // the load reads them
+		}
+		ts = append(ts, listed{t: t, data: data, rank: rank, start: pieces})
 		pieces += numPieces(len(data))
 	}
 	slices.SortStableFunc(ts, func(x, y listed) int { return x.rank - y.rank })
@@ -234,6 +238,11 @@ func (b *Background) queueTensors(f *gguf.File) (trivial []*pending) {
 // hashes between yields of its CPU (runtime.Gosched): about 40 µs of
 // SHA-256 on two pieces.
 const YieldEvery = 64 << 10
+
+// vectorRank is the first-use rank of a vector (a one-dimensional
+// tensor: a norm's weights, a bias): before any matrix, as a model's load
+// reads each of them while it takes only the matrices' places.
+const vectorRank = -2
 
 // useRank orders tensors as a transformer first uses them: the token
 // embedding, then the blocks in order, then the rest (the output norm

@@ -7,7 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
-	"sync/atomic"
+	"sync"
 	"time"
 
 	"github.com/turbomem/turbomem/gguf"
@@ -79,13 +79,19 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 
 // startLazy starts lazy's check of f against m (the metadata compared
 // before it returns if f is not mapped or v.MetadataFirst), setting o's
-// FirstUse and Settled to it; loaded is set once the model has loaded;
-// tune, if set, changes the check's options.
-func startLazy(f *gguf.File, m *Manifest, o *model.Options, v OpenOptions, loaded *atomic.Bool, tune func(*BackgroundOptions)) (*Background, error) {
+// FirstUse and Settled to it; tune, if set, changes the check's options.
+// The tensors the load reads (the vectors) are checked not as they load
+// but by loaded, which the caller calls once model.New has returned: the
+// background hashes them first (a few KB a layer), so the loader seldom
+// has any left to hash, and until loaded has returned nothing is shown.
+// loaded returns the first vector's error; from then on each tensor's
+// first use waits for the metadata too (a session that sees values
+// inside a step).
+func startLazy(f *gguf.File, m *Manifest, o *model.Options, v OpenOptions, tune func(*BackgroundOptions)) (bg *Background, loaded func() error, err error) {
 	beside := f.Mapped() && !v.MetadataFirst // the metadata compared beside the load
 	if !beside {
 		if err := m.CheckMetadata(f); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 	}
 	// One hasher per CPU but one: the load (open, tokenizer, page-in) is
@@ -94,22 +100,44 @@ func startLazy(f *gguf.File, m *Manifest, o *model.Options, v OpenOptions, loade
 	if tune != nil {
 		tune(&bo)
 	}
-	bg := m.Start(f, bo)
-	// The vectors are checked as they load (their values are seen only
-	// through the held output); a product's first use after the load (a
-	// session that sees values inside a step) waits for the metadata too.
+	bg = m.Start(f, bo)
+	type use struct {
+		t    gguf.TensorInfo
+		data []byte
+	}
+	var (
+		mu   sync.Mutex
+		done bool  // loaded has been called
+		read []use // what the load read, checked by loaded
+	)
 	o.FirstUse = func(t gguf.TensorInfo, data []byte) error {
-		if loaded.Load() {
-			if err := bg.Metadata(); err != nil {
+		mu.Lock()
+		if !done {
+			read = append(read, use{t, data})
+			mu.Unlock()
+			return nil
+		}
+		mu.Unlock()
+		if err := bg.Metadata(); err != nil {
+			return err
+		}
+		return bg.Check(t, data)
+	}
+	loaded = func() error {
+		mu.Lock()
+		done = true
+		mu.Unlock()
+		for _, u := range read {
+			if err := bg.Check(u.t, u.data); err != nil {
 				return err
 			}
 		}
-		return bg.Check(t, data)
+		return nil
 	}
 	if f.Mapped() {
 		o.Settled = bg.Settled
 	}
-	return bg, nil
+	return bg, loaded, nil
 }
 
 // sameFile reports whether the file at path has identity id (its
@@ -143,7 +171,8 @@ func openModel(path string, o model.Options, v OpenOptions, tune func(*Backgroun
 		return nil, err
 	}
 	stop := func() {}
-	var bg *Background // lazy's check, if the file has a manifest
+	var bg *Background                    // lazy's check, if the file has a manifest
+	loaded := func() error { return nil } // its check of what the load read
 	fail := func(err error) (*model.Model, error) {
 		stop()
 		f.Close()
@@ -173,9 +202,7 @@ func openModel(path string, o model.Options, v OpenOptions, tune func(*Backgroun
 				}
 			}
 			began := time.Now()
-			var loaded atomic.Bool
-			defer loaded.Store(true)
-			if bg, err = startLazy(f, m, &o, v, &loaded, tune); err != nil {
+			if bg, loaded, err = startLazy(f, m, &o, v, tune); err != nil {
 				return fail(err)
 			}
 			stop = bg.Stop
@@ -213,13 +240,20 @@ func openModel(path string, o model.Options, v OpenOptions, tune func(*Backgroun
 		}
 	}
 	mod, err := model.New(f, o)
-	if err != nil {
-		if bg != nil {
-			if merr := bg.Metadata(); merr != nil {
-				err = merr // what the load tripped on was altered
-			}
-		}
-		return fail(err)
+	if verr := loaded(); verr != nil {
+		err = verr // what the load read was altered
 	}
-	return mod, nil
+	if err != nil && bg != nil {
+		if merr := bg.Metadata(); merr != nil {
+			err = merr // the metadata (or the manifest itself) was
+		}
+	}
+	switch {
+	case err == nil:
+		return mod, nil
+	case mod != nil:
+		mod.Close() // stops the check, closes the file
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return fail(err)
 }
