@@ -128,8 +128,9 @@ func BenchmarkFirstToken(b *testing.B) {
 // untimed, by a garbage collection (runtime.GC), as a fresh process has
 // no earlier iteration's garbage to collect. It reports, per mode, what
 // BenchmarkFirstToken reports for off and lazy: MODE-ms, MODE-cpu-ms,
-// MODE-% (over off) and the split MODE-open-ms, MODE-load-ms and
-// MODE-prompt-ms.
+// MODE-% (over off), the split MODE-open-ms, MODE-load-ms and
+// MODE-prompt-ms, and for the lazy modes MODE-checked-ms, when the whole
+// check was complete, from the open's start.
 //
 // Two more modes time lazy with the checked cache
 // (OpenOptions.CheckedCache), apart from lazy's own cost: lazy-cache-first
@@ -162,8 +163,9 @@ func BenchmarkFirstTokenLazy(b *testing.B) {
 		b.Run(fmt.Sprintf("threads-%d/prompt-16", threads), func(b *testing.B) {
 			phases := map[string][]float64{}
 			paired(b, modes, func(mode string) {
-				coldFirst(b, func(time.Time) *model.Model {
-					verify, variant, _ := strings.Cut(mode, "-")
+				verify, variant, _ := strings.Cut(mode, "-")
+				var checked chan float64
+				coldFirst(b, func(t0 time.Time) *model.Model {
 					v := wquant.OpenOptions{Verify: verify}
 					switch variant {
 					case "cache-first":
@@ -172,12 +174,19 @@ func BenchmarkFirstTokenLazy(b *testing.B) {
 					case "cache-hit":
 						v.CheckedCache, variant = hit, ""
 					}
+					if verify == "lazy" {
+						checked = make(chan float64, 1)
+						v.Checked = func(error) { checked <- msSince(t0) } // as turbomem run has
+					}
 					m, err := wquant.OpenModelVariant(path, model.Options{Threads: threads}, v, variant)
 					if err != nil {
 						b.Fatal(err)
 					}
 					return m
 				}, prompt).add(phases, mode)
+				if checked != nil {
+					phases[mode+"-checked-ms"] = append(phases[mode+"-checked-ms"], <-checked)
+				}
 			}, func(string) func() {
 				runtime.GC()
 				return func() {}
