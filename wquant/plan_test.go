@@ -436,6 +436,33 @@ func TestRecipeRules(t *testing.T) {
 			}
 			return tensor.Q3_K
 		}},
+		// The ternary recipes: output (and tied embeddings) Q6_K, untied
+		// embeddings Q4_K, the rest ternary; rows of 96 fall back to Q8_0
+		// (output), Q5_0 (Q4_K's fallback) and Q4_0 (the ternary types').
+		{"TQ2_0", 6, false, 256, func(n string, _ int) tensor.DType {
+			if n == "token_embd.weight" {
+				return tensor.Q6_K
+			}
+			return tensor.TQ2_0
+		}},
+		{"TQ1_0", 32, true, 512, func(n string, _ int) tensor.DType {
+			switch n {
+			case "output.weight":
+				return tensor.Q6_K
+			case "token_embd.weight":
+				return tensor.Q4_K
+			}
+			return tensor.TQ1_0
+		}},
+		{"TQ2_0", 6, true, 96, func(n string, _ int) tensor.DType {
+			switch n {
+			case "output.weight":
+				return tensor.Q8_0
+			case "token_embd.weight":
+				return tensor.Q5_0
+			}
+			return tensor.Q4_0
+		}},
 		// The plain recipes: every weight matrix in one type.
 		{"Q8_0", 6, false, 256, func(string, int) tensor.DType { return tensor.Q8_0 }},
 		{"F16", 32, true, 96, func(string, int) tensor.DType { return tensor.F16 }},

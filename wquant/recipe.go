@@ -25,7 +25,12 @@ var recipes = map[string]recipe{
 	"Q3_K_M": {tensor.Q3_K, 12},
 	"Q4_K_M": {tensor.Q4_K, 15},
 	"Q5_K_M": {tensor.Q5_K, 17},
+	"TQ1_0":  {tensor.TQ1_0, 36},
+	"TQ2_0":  {tensor.TQ2_0, 37},
 }
+
+// ternary reports whether t is one of GGML's ternary types.
+func ternary(t tensor.DType) bool { return t == tensor.TQ1_0 || t == tensor.TQ2_0 }
 
 // Recipes returns the names of the recipes Recipe reproduces.
 func Recipes() []string {
@@ -55,7 +60,7 @@ func fallback(shape []int64, t tensor.DType) tensor.DType {
 	}
 	var f tensor.DType
 	switch t {
-	case tensor.Q2_K, tensor.Q3_K:
+	case tensor.Q2_K, tensor.Q3_K, tensor.TQ1_0, tensor.TQ2_0:
 		f = tensor.Q4_0
 	case tensor.Q4_K:
 		f = tensor.Q5_0
@@ -83,7 +88,9 @@ func layerOf(name string) int {
 
 // Recipe returns the plan that llama-quantize's fixed recipe name makes of
 // src. F32, F16, BF16 and Q8_0 store every weight matrix in that type
-// (llama.cpp's rules change nothing for them); Q3_K_M, Q4_K_M and Q5_K_M
+// (llama.cpp's rules change nothing for them); TQ1_0 and TQ2_0 store the
+// output projection (and tied embeddings) in Q6_K, untied embeddings in
+// Q4_K and every other weight matrix in the ternary type; Q3_K_M, Q4_K_M and Q5_K_M
 // follow the per-tensor rules
 // of llama.cpp's llama_tensor_get_type for dense models that are not
 // Falcon (src/llama-quant.cpp): the output projection (and tied
@@ -138,6 +145,11 @@ func Recipe(src *gguf.File, sourceSHA256, name string) (*Plan, error) {
 				typ = tensor.Q6_K
 			}
 		case n == "token_embd.weight":
+			if ternary(r.base) {
+				typ = tensor.Q4_K
+			}
+		case ternary(r.base):
+			// llama.cpp's other rules leave the ternary types alone.
 		case strings.Contains(n, "attn_v.weight") || strings.Contains(n, "attn_qkv.weight") || strings.Contains(n, "attn_kv_b.weight"):
 			switch {
 			case name == "Q3_K_M" && iAttnV < 2:
