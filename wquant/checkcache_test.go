@@ -155,7 +155,12 @@ func TestOpenModelCheckedCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	altered.manifest = id.manifest
-	if altered == id || isChecked(dir, altered) {
+	if altered == id {
+		// Only where the file system keeps times coarser than the 20 ms
+		// slept: what the 2 s racy margin (set aside here) is for.
+		t.Skipf("the file's identity %v did not change with a write 20 ms on", id)
+	}
+	if isChecked(dir, altered) {
 		t.Fatalf("the altered file's identity %v (was %v) is remembered", altered, id)
 	}
 
