@@ -1,6 +1,7 @@
 package wquant
 
 import (
+	"cmp"
 	"crypto/sha256"
 	"errors"
 	"runtime"
@@ -111,10 +112,11 @@ type BackgroundOptions struct {
 // variant changes how the background hashers are scheduled, for an A/B
 // of BenchmarkFirstTokenLazy; the zero variant is what Start does.
 type variant struct {
-	direct   bool // Start itself starts every worker (not the first worker)
-	noYield  bool // the workers never yield their CPU
-	every    int  // the workers yield every this many bytes (0: YieldEvery)
-	populate bool // each job's pages are mapped in one madvise before hashing
+	direct    bool // Start itself starts every worker (not the first worker)
+	noYield   bool // the workers never yield their CPU
+	noPreempt bool // the workers can be stopped only where they yield
+	every     int  // the workers yield every this many bytes (0: YieldEvery)
+	populate  bool // each job's pages are mapped in one madvise before hashing
 }
 
 // Start begins checking the tensors of f in the background (and its
@@ -239,6 +241,24 @@ func (b *Background) queueTensors(f *gguf.File) (trivial []*pending) {
 // SHA-256 on two pieces.
 const YieldEvery = 64 << 10
 
+// PreemptEvery is how many bytes of each of its pieces a background
+// worker hashes between points where it can be stopped: a stop of the
+// world (a garbage collection's start and end, which the model's loader
+// waits for as well) waits for every running goroutine to reach a
+// function call, and the SHA-256 loop (assembly) makes none: about 10 µs
+// of SHA-256 on two pieces.
+const PreemptEvery = 16 << 10
+
+// preemptible is a point where a goroutine can be stopped: its prologue,
+// as that of every function that calls another (not inlined), checks
+// for a pending preemption.
+//
+//go:noinline
+func preemptible() { preemptibleLeaf() }
+
+//go:noinline
+func preemptibleLeaf() {}
+
 // vectorRank is the first-use rank of a vector (a one-dimensional
 // tensor: a norm's weights, a bias): before any matrix, as a model's load
 // reads each of them while it takes only the matrices' places.
@@ -328,11 +348,19 @@ func (b *Background) hash(rs []pieceRef, yield bool) {
 		}
 	}
 	if yield {
-		every := YieldEvery
-		if b.v.every > 0 {
-			every = b.v.every
+		every := cmp.Or(b.v.every, YieldEvery)
+		step := every
+		if !b.v.noPreempt {
+			step = min(every, PreemptEvery)
 		}
-		sumPieces(ps, every, runtime.Gosched)
+		parts, per := 0, max(every/step, 1)
+		sumPieces(ps, step, func() {
+			if parts++; parts%per == 0 {
+				runtime.Gosched()
+			} else {
+				preemptible()
+			}
+		})
 	} else {
 		sumPieces(ps, 0, nil)
 	}

@@ -21,8 +21,10 @@ import (
 // four; "yield16k" and "yield256k" yield every 16 or 256 KiB instead of
 // every YieldEvery (64 KiB): how long a stop of the world (a garbage
 // collection's start and end) may wait for a hasher against how often
-// the hashers enter the scheduler.
-var LazyVariants = []string{"", "direct", "noyield", "populate", "cores", "half", "quarter", "yield16k", "yield256k"}
+// the hashers enter the scheduler; "nopreempt" lets a stop of the world
+// stop a hasher only where it yields (every 64 KiB; lazy: every
+// PreemptEvery, 16 KiB, at a function call).
+var LazyVariants = []string{"", "direct", "noyield", "populate", "cores", "half", "quarter", "yield16k", "yield256k", "nopreempt"}
 
 // OpenModelVariant is OpenModel whose lazy check schedules its hashers as
 // variant (one of LazyVariants) says.
@@ -40,6 +42,8 @@ func OpenModelVariant(path string, o model.Options, v OpenOptions, variant strin
 		tune = func(bo *BackgroundOptions) { bo.Workers = max(physicalCores()-1, 1) }
 	case "half":
 		tune = func(bo *BackgroundOptions) { bo.Workers = max(runtime.NumCPU()/2, 1) }
+	case "nopreempt":
+		tune = func(bo *BackgroundOptions) { bo.v.noPreempt = true }
 	case "yield16k":
 		tune = func(bo *BackgroundOptions) { bo.v.every = 16 << 10 }
 	case "yield256k":
