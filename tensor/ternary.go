@@ -151,7 +151,16 @@ func refTernary(x []float32, t *[QK_K]int8) float32 {
 		id = 1 / amax
 	}
 	for i, v := range x {
-		t[i] = int8(roundAway(v * id))
+		// |v·id| ≤ 1 for finite blocks; NaN and ±Inf (which make amax
+		// NaN or ∞) still get a level.
+		switch r := roundAway(v * id); {
+		case r >= 1:
+			t[i] = 1
+		case r <= -1:
+			t[i] = -1
+		default:
+			t[i] = 0
+		}
 	}
 	return amax
 }

@@ -255,6 +255,28 @@ func TestTernaryBadSizes(t *testing.T) {
 		if err := QuantizeWeighted(typ, make([]byte, 2*bs), x, make([]float32, 100)); err == nil {
 			t.Errorf("%s: QuantizeWeighted: 100 importance weights accepted", typ)
 		}
+		// Non-finite values encode without a panic, every code a level.
+		bad := make([]float32, QK_K)
+		bad[3], bad[9], bad[200] = float32(math.NaN()), float32(math.Inf(1)), float32(math.Inf(-1))
+		for _, weighted := range []bool{false, true} {
+			b := make([]byte, bs)
+			var err error
+			if weighted {
+				err = QuantizeWeighted(typ, b, bad, nil)
+			} else {
+				err = Quantize(typ, b, bad)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if typ == TQ2_0 {
+				for i, c := range b[:64] {
+					if c&0x55&(c>>1) != 0 {
+						t.Errorf("%s weighted %v: byte %d (%#x) holds code 3", typ, weighted, i, c)
+					}
+				}
+			}
+		}
 	}
 }
 
