@@ -10,7 +10,9 @@ import (
 // terms taken from the activation's 16-element sums (bsums), as
 // llama.cpp's ggml_vec_dot_q*_K_q8_K do.
 
-func dotRowQ2_K(w []byte, a *activation) float32 {
+// dotRowQ2_KGo: dotRowQ2_K runs it, or its assembly twin where the CPU has
+// AVX2.
+func dotRowQ2_KGo(w []byte, a *activation) float32 {
 	var sum float32
 	for b := range len(w) / q2_KBytes {
 		blk := (*[q2_KBytes]byte)(w[b*q2_KBytes:])

@@ -1147,3 +1147,125 @@ tq1done:
 	VZEROUPPER
 	MOVSS X0, ret+40(FP)
 	RET
+
+// The VPSHUFB controls that spread Q2_K's scales over a chunk's 16 int16
+// lanes: chunk k (32 elements: sub-blocks 2k and 2k+1) takes scale byte 2k
+// into words 0-7 (the low 128-bit lane) and 2k+1 into words 8-15 (the
+// high lane), each zero-extended (0x80 clears the byte).
+DATA q2kshuf<>+0(SB)/8, $0x8000800080008000
+DATA q2kshuf<>+8(SB)/8, $0x8000800080008000
+DATA q2kshuf<>+16(SB)/8, $0x8001800180018001
+DATA q2kshuf<>+24(SB)/8, $0x8001800180018001
+DATA q2kshuf<>+32(SB)/8, $0x8002800280028002
+DATA q2kshuf<>+40(SB)/8, $0x8002800280028002
+DATA q2kshuf<>+48(SB)/8, $0x8003800380038003
+DATA q2kshuf<>+56(SB)/8, $0x8003800380038003
+DATA q2kshuf<>+64(SB)/8, $0x8004800480048004
+DATA q2kshuf<>+72(SB)/8, $0x8004800480048004
+DATA q2kshuf<>+80(SB)/8, $0x8005800580058005
+DATA q2kshuf<>+88(SB)/8, $0x8005800580058005
+DATA q2kshuf<>+96(SB)/8, $0x8006800680068006
+DATA q2kshuf<>+104(SB)/8, $0x8006800680068006
+DATA q2kshuf<>+112(SB)/8, $0x8007800780078007
+DATA q2kshuf<>+120(SB)/8, $0x8007800780078007
+DATA q2kshuf<>+128(SB)/8, $0x8008800880088008
+DATA q2kshuf<>+136(SB)/8, $0x8008800880088008
+DATA q2kshuf<>+144(SB)/8, $0x8009800980098009
+DATA q2kshuf<>+152(SB)/8, $0x8009800980098009
+DATA q2kshuf<>+160(SB)/8, $0x800a800a800a800a
+DATA q2kshuf<>+168(SB)/8, $0x800a800a800a800a
+DATA q2kshuf<>+176(SB)/8, $0x800b800b800b800b
+DATA q2kshuf<>+184(SB)/8, $0x800b800b800b800b
+DATA q2kshuf<>+192(SB)/8, $0x800c800c800c800c
+DATA q2kshuf<>+200(SB)/8, $0x800c800c800c800c
+DATA q2kshuf<>+208(SB)/8, $0x800d800d800d800d
+DATA q2kshuf<>+216(SB)/8, $0x800d800d800d800d
+DATA q2kshuf<>+224(SB)/8, $0x800e800e800e800e
+DATA q2kshuf<>+232(SB)/8, $0x800e800e800e800e
+DATA q2kshuf<>+240(SB)/8, $0x800f800f800f800f
+DATA q2kshuf<>+248(SB)/8, $0x800f800f800f800f
+GLOBL q2kshuf<>(SB), RODATA|NOPTR, $256
+
+// Q2CHUNK adds chunk k's Σ sc·Σ q·x (codes in bits 2j of Y4, the
+// activation's 32 quants at off(DI)) to the int32 lanes of Y8.
+#define Q2CHUNK(shift, off, k) \
+	VPSRLW     $shift, Y4, Y5; \
+	VPAND      Y14, Y5, Y5; \
+	VMOVDQU    off(DI), Y6; \
+	VPMADDUBSW Y6, Y5, Y5; \
+	VPSHUFB    q2kshuf<>+(32*k)(SB), Y2, Y6; \
+	VPMADDWD   Y6, Y5, Y5; \
+	VPADDD     Y5, Y8, Y8
+
+// func dotQ2_KAVX2(w *byte, xq *int8, xd *float32, bs *int16, nb int) float32
+// Q2_K row against a Q8_K activation: per block the 2-bit codes times the
+// quants (VPMADDUBSW), weighted by the 4-bit sub-block scales (VPMADDWD
+// with the scales spread over the lanes), and the 4-bit mins times the
+// activation's 16-element sums bs; d·dx·Σ − dmin·dx·Σ, summed in float32
+// lanes (the mins' part in Y10, taken off at the end).
+TEXT ·dotQ2_KAVX2(SB), NOSPLIT, $0-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), DX
+	MOVQ bs+24(FP), BX
+	MOVQ nb+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	VXORPS Y10, Y10, Y10
+	MOVL $0x0f0f0f0f, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	MOVL $0x03030303, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	TESTQ CX, CX
+	JZ q2kdone
+
+q2kloop:
+	PREFETCHT0 336(SI)
+	VMOVDQU   (SI), X1
+	VPAND     X15, X1, X2
+	VPSRLW    $4, X1, X3
+	VPAND     X15, X3, X3
+	VINSERTI128 $1, X2, Y2, Y2
+	VPMOVZXBW X3, Y3
+	VPMADDWD  (BX), Y3, Y3
+	VCVTDQ2PS Y3, Y3
+	MOVWLZX   82(SI), AX
+	VMOVD     AX, X1
+	VCVTPH2PS X1, X1
+	VMULSS    (DX), X1, X1
+	VBROADCASTSS X1, Y1
+	VFMADD231PS Y3, Y1, Y10
+
+	VPXOR   Y8, Y8, Y8
+	VMOVDQU 16(SI), Y4
+	Q2CHUNK(0, 0, 0)
+	Q2CHUNK(2, 32, 1)
+	Q2CHUNK(4, 64, 2)
+	Q2CHUNK(6, 96, 3)
+	VMOVDQU 48(SI), Y4
+	Q2CHUNK(0, 128, 4)
+	Q2CHUNK(2, 160, 5)
+	Q2CHUNK(4, 192, 6)
+	Q2CHUNK(6, 224, 7)
+	VCVTDQ2PS Y8, Y8
+	MOVWLZX   80(SI), AX
+	VMOVD     AX, X1
+	VCVTPH2PS X1, X1
+	VMULSS    (DX), X1, X1
+	VBROADCASTSS X1, Y1
+	VFMADD231PS Y8, Y1, Y0
+
+	ADDQ $84, SI
+	ADDQ $256, DI
+	ADDQ $4, DX
+	ADDQ $32, BX
+	DECQ CX
+	JNZ  q2kloop
+
+q2kdone:
+	VSUBPS Y10, Y0, Y0
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
+	RET

@@ -93,6 +93,16 @@ func TestKernelsMatchGoTwins(t *testing.T) {
 		}
 		check("dotRowQ6_K", dotRowQ6_K(w, a), dotRowQ6_KGo(w, a), absDot(t, Q6_K, w, actQ8_K, a, n))
 
+		// Q2_K: random codes, scales and mins, sane d and dmin.
+		w = make([]byte, blocks*q2_KBytes)
+		for i := range w {
+			w[i] = byte(r.Uint32())
+		}
+		for b := range blocks {
+			w[b*q2_KBytes+81], w[b*q2_KBytes+83] = 0x20, 0x1c // d, dmin ≈ 2^-7, 2^-8
+		}
+		check("dotRowQ2_K", dotRowQ2_K(w, a), dotRowQ2_KGo(w, a), absDot(t, Q2_K, w, actQ8_K, a, n))
+
 		// TQ2_0: random codes (3 among them), sane d.
 		w = make([]byte, blocks*tq2_0Bytes)
 		for i := range w {
