@@ -44,7 +44,9 @@ func dotRowQ2_KGo(w []byte, a *activation) float32 {
 	return sum
 }
 
-func dotRowQ3_K(w []byte, a *activation) float32 {
+// dotRowQ3_KGo: dotRowQ3_K runs it, or its assembly twin where the CPU has
+// AVX2.
+func dotRowQ3_KGo(w []byte, a *activation) float32 {
 	var sum float32
 	for b := range len(w) / q3_KBytes {
 		blk := (*[q3_KBytes]byte)(w[b*q3_KBytes:])

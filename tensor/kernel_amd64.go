@@ -91,6 +91,20 @@ func dotRowQ2_K(w []byte, a *activation) float32 {
 //go:noescape
 func dotQ2_KAVX2(w *byte, xq *int8, xd *float32, bs *int16, nb int) float32
 
+func dotRowQ3_K(w []byte, a *activation) float32 {
+	nb := len(w) / q3_KBytes
+	if !hasAVX2 || nb == 0 {
+		return dotRowQ3_KGo(w, a)
+	}
+	_ = a.qs[nb*QK_K-1]
+	_ = a.d[nb-1]
+	_ = a.bsums[nb*16-1]
+	return dotQ3_KAVX2(&w[0], &a.qs[0], &a.d[0], &a.bsums[0], nb)
+}
+
+//go:noescape
+func dotQ3_KAVX2(w *byte, xq *int8, xd *float32, bs *int16, nb int) float32
+
 func dotRowTQ1_0(w []byte, a *activation) float32 {
 	nb := len(w) / tq1_0Bytes
 	if !hasAVX2 || nb == 0 {

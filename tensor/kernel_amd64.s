@@ -1269,3 +1269,156 @@ q2kdone:
 	VZEROUPPER
 	MOVSS X0, ret+40(FP)
 	RET
+
+// The VPSHUFB controls that spread Q3_K's signed scale bytes over a
+// chunk's 16 int16 lanes: chunk k takes byte 2k into the high byte of
+// words 0-7 and 2k+1 into that of words 8-15 (the low bytes cleared), so
+// that VPSRAW $8 leaves each scale sign-extended.
+DATA q3kshuf<>+0(SB)/8, $0x0080008000800080
+DATA q3kshuf<>+8(SB)/8, $0x0080008000800080
+DATA q3kshuf<>+16(SB)/8, $0x0180018001800180
+DATA q3kshuf<>+24(SB)/8, $0x0180018001800180
+DATA q3kshuf<>+32(SB)/8, $0x0280028002800280
+DATA q3kshuf<>+40(SB)/8, $0x0280028002800280
+DATA q3kshuf<>+48(SB)/8, $0x0380038003800380
+DATA q3kshuf<>+56(SB)/8, $0x0380038003800380
+DATA q3kshuf<>+64(SB)/8, $0x0480048004800480
+DATA q3kshuf<>+72(SB)/8, $0x0480048004800480
+DATA q3kshuf<>+80(SB)/8, $0x0580058005800580
+DATA q3kshuf<>+88(SB)/8, $0x0580058005800580
+DATA q3kshuf<>+96(SB)/8, $0x0680068006800680
+DATA q3kshuf<>+104(SB)/8, $0x0680068006800680
+DATA q3kshuf<>+112(SB)/8, $0x0780078007800780
+DATA q3kshuf<>+120(SB)/8, $0x0780078007800780
+DATA q3kshuf<>+128(SB)/8, $0x0880088008800880
+DATA q3kshuf<>+136(SB)/8, $0x0880088008800880
+DATA q3kshuf<>+144(SB)/8, $0x0980098009800980
+DATA q3kshuf<>+152(SB)/8, $0x0980098009800980
+DATA q3kshuf<>+160(SB)/8, $0x0a800a800a800a80
+DATA q3kshuf<>+168(SB)/8, $0x0a800a800a800a80
+DATA q3kshuf<>+176(SB)/8, $0x0b800b800b800b80
+DATA q3kshuf<>+184(SB)/8, $0x0b800b800b800b80
+DATA q3kshuf<>+192(SB)/8, $0x0c800c800c800c80
+DATA q3kshuf<>+200(SB)/8, $0x0c800c800c800c80
+DATA q3kshuf<>+208(SB)/8, $0x0d800d800d800d80
+DATA q3kshuf<>+216(SB)/8, $0x0d800d800d800d80
+DATA q3kshuf<>+224(SB)/8, $0x0e800e800e800e80
+DATA q3kshuf<>+232(SB)/8, $0x0e800e800e800e80
+DATA q3kshuf<>+240(SB)/8, $0x0f800f800f800f80
+DATA q3kshuf<>+248(SB)/8, $0x0f800f800f800f80
+GLOBL q3kshuf<>(SB), RODATA|NOPTR, $256
+
+// Q3CHUNK adds chunk k's Σ sc·Σ (q + 4h)·x to the int32 lanes of Y8: the
+// low two bits of its 32 codes are bits shift..shift+1 of Y4, the high
+// bit h the bit of hmask (Y9) that Y12 holds in every byte (it doubles
+// after each chunk); its two sub-blocks' scales come from the signed
+// scale bytes in both lanes of Y2. (q + 4h) is 0..7, so VPMADDUBSW takes
+// it unsigned; the −4 of every code is taken off per block (Σ 4·sc·bsum).
+#define Q3CHUNK(shift, off, k) \
+	VPSRLW     $shift, Y4, Y5; \
+	VPAND      Y14, Y5, Y5; \
+	VPAND      Y12, Y9, Y7; \
+	VPCMPEQB   Y12, Y7, Y7; \
+	VPAND      Y13, Y7, Y7; \
+	VPOR       Y7, Y5, Y5; \
+	VPADDB     Y12, Y12, Y12; \
+	VMOVDQU    off(DI), Y6; \
+	VPMADDUBSW Y6, Y5, Y5; \
+	VPSHUFB    q3kshuf<>+(32*k)(SB), Y2, Y6; \
+	VPSRAW     $8, Y6, Y6; \
+	VPMADDWD   Y6, Y5, Y5; \
+	VPADDD     Y5, Y8, Y8
+
+// Q3SCALES sets AX to the four 6-bit scales (as bytes) of sub-blocks
+// 4g..4g+3: low nibbles from R8 (bytes 0..7 of the scales, shifted to the
+// group), high bits from R9 (bytes 8..11) shifted by 2g.
+#define Q3SCALES(loshift, hishift) \
+	MOVQ R8, AX; \
+	SHRQ $loshift, AX; \
+	ANDL $0x0f0f0f0f, AX; \
+	MOVL R9, R10; \
+	SHRL $hishift, R10; \
+	ANDL $0x03030303, R10; \
+	SHLL $4, R10; \
+	ORL  R10, AX
+
+// func dotQ3_KAVX2(w *byte, xq *int8, xd *float32, bs *int16, nb int) float32
+// Q3_K row against a Q8_K activation: per block the codes (q + 4h, 0..7)
+// times the quants (VPMADDUBSW), weighted by the sixteen 6-bit scales
+// (unpacked here, less 32, spread over the lanes by VPSHUFB), less
+// 4·Σ sc·bsum for the codes' −4 (bs: the activation's 16-element sums),
+// an exact int32 sum per lane; times d·dx in float32 lanes.
+TEXT ·dotQ3_KAVX2(SB), NOSPLIT, $0-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), DX
+	MOVQ bs+24(FP), BX
+	MOVQ nb+32(FP), CX
+	VXORPS Y0, Y0, Y0
+	MOVL $0x01010101, AX
+	VMOVD AX, X11
+	VPBROADCASTD X11, Y11
+	MOVL $0x04040404, AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+	MOVL $0x03030303, AX
+	VMOVD AX, X14
+	VPBROADCASTD X14, Y14
+	MOVL $0x20202020, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, X15
+	TESTQ CX, CX
+	JZ q3kdone
+
+q3kloop:
+	PREFETCHT0 440(SI)
+	MOVQ 96(SI), R8
+	MOVL 104(SI), R9
+	Q3SCALES(0, 0)
+	VMOVD AX, X2
+	Q3SCALES(32, 2)
+	VPINSRD $1, AX, X2, X2
+	Q3SCALES(4, 4)
+	VPINSRD $2, AX, X2, X2
+	Q3SCALES(36, 6)
+	VPINSRD $3, AX, X2, X2
+	VPSUBB  X15, X2, X2
+	VPMOVSXBW X2, Y3
+	VPMADDWD  (BX), Y3, Y3
+	VPSLLD    $2, Y3, Y3
+	VINSERTI128 $1, X2, Y2, Y2
+
+	VMOVDQU (SI), Y9
+	VMOVDQU Y11, Y12
+	VPXOR   Y8, Y8, Y8
+	VPSUBD  Y3, Y8, Y8
+	VMOVDQU 32(SI), Y4
+	Q3CHUNK(0, 0, 0)
+	Q3CHUNK(2, 32, 1)
+	Q3CHUNK(4, 64, 2)
+	Q3CHUNK(6, 96, 3)
+	VMOVDQU 64(SI), Y4
+	Q3CHUNK(0, 128, 4)
+	Q3CHUNK(2, 160, 5)
+	Q3CHUNK(4, 192, 6)
+	Q3CHUNK(6, 224, 7)
+	VCVTDQ2PS Y8, Y8
+	MOVWLZX   108(SI), AX
+	VMOVD     AX, X1
+	VCVTPH2PS X1, X1
+	VMULSS    (DX), X1, X1
+	VBROADCASTSS X1, Y1
+	VFMADD231PS Y8, Y1, Y0
+
+	ADDQ $110, SI
+	ADDQ $256, DI
+	ADDQ $4, DX
+	ADDQ $32, BX
+	DECQ CX
+	JNZ  q3kloop
+
+q3kdone:
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
+	RET

@@ -103,6 +103,17 @@ func TestKernelsMatchGoTwins(t *testing.T) {
 		}
 		check("dotRowQ2_K", dotRowQ2_K(w, a), dotRowQ2_KGo(w, a), absDot(t, Q2_K, w, actQ8_K, a, n))
 
+		// Q3_K: random codes, high bits and scales, sane d; 40 blocks
+		// cross the 16-block chunk boundary.
+		w = make([]byte, blocks*q3_KBytes)
+		for i := range w {
+			w[i] = byte(r.Uint32())
+		}
+		for b := range blocks {
+			w[b*q3_KBytes+108], w[b*q3_KBytes+109] = byte(r.Uint32()), 0x1c
+		}
+		check("dotRowQ3_K", dotRowQ3_K(w, a), dotRowQ3_KGo(w, a), absDot(t, Q3_K, w, actQ8_K, a, n))
+
 		// TQ2_0: random codes (3 among them), sane d.
 		w = make([]byte, blocks*tq2_0Bytes)
 		for i := range w {
