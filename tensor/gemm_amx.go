@@ -174,7 +174,7 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	// written by one goroutine).
 	s.vecs.start(threads, tasks, n, a.vector, (g.groups*g.blocks+amxPackBlocks-1)/amxPackBlocks, a.pck)
 	a.call = amxCall{ps: ps, preps: preps, x: x, cols: cols, n: n, tasks: tasks, prepare: opts.Prepare, acts: acts}
-	opts.Pool.Run(tasks, a.task)
+	opts.Pool.RunDealt(tasks, a.task)
 	a.call = amxCall{}
 }
 

@@ -428,7 +428,7 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 		pack = scr.group
 	}
 	scr.vecs.start(threads, tasks, n, scr.vector, ng, pack)
-	opts.Pool.Run(tasks, scr.productVecs)
+	opts.Pool.RunDealt(tasks, scr.productVecs)
 	return nil
 }
 

@@ -35,6 +35,8 @@ type Pool struct {
 	workers []*worker
 	closed  atomic.Bool
 	regions atomic.Int64 // regions run on the workers (Regions)
+	gen     uint32       // the last region's number, under mu: a dealt job's tag
+	shares  []dealShare  // RunDealt's, one per goroutine
 	// finished wakes a parked caller of Run when its job's last task ends.
 	finished chan struct{}
 }
@@ -47,6 +49,8 @@ type Pool struct {
 type job struct {
 	f        func(task, worker int)
 	n        int32
+	gen      uint32
+	shares   []dealShare // RunDealt's; nil: tasks handed out in order (next)
 	finished chan struct{}
 	_        [64]byte
 	next     atomic.Int32
@@ -56,6 +60,14 @@ type job struct {
 	// whether the last task ended (jobOver): whoever comes second of the
 	// two knows, and the last task's goroutine then wakes the caller.
 	state atomic.Int32
+}
+
+// dealShare is one goroutine's share of a RunDealt job: word holds the
+// number of the job (gen) that last took from it, in its high 32 bits,
+// and the share's next task to take, in its low ones; 64 bytes.
+type dealShare struct {
+	word atomic.Uint64
+	_    [56]byte
 }
 
 const (
@@ -87,7 +99,7 @@ func NewPool(threads int) *Pool {
 	if threads <= 0 {
 		threads = runtime.NumCPU()
 	}
-	p := &Pool{threads: threads, spin: spinFor, finished: make(chan struct{}, 1)}
+	p := &Pool{threads: threads, spin: spinFor, finished: make(chan struct{}, 1), shares: make([]dealShare, threads)}
 	if runtime.GOMAXPROCS(0) < threads {
 		p.spin = 0
 	}
@@ -153,7 +165,31 @@ func (p *Pool) Run(n int, f func(task, worker int)) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.run(n, f)
+	p.run(n, f, false)
+}
+
+// RunDealt is Run with the tasks dealt in shares, one for each goroutine
+// (share w is tasks [n·w/T, n·(w+1)/T) of T = Threads()): goroutine w
+// runs the tasks of its own share first, in order, then takes over what
+// is left of the others'. From one call to the next of the same n, a task
+// goes to the same goroutine (and its data stays in that core's caches)
+// unless another goroutine is held up, and the goroutines meet on a
+// shared count only when they take over tasks, where Run's hand out every
+// task from one count. The tasks are not handed out in order: a task must
+// not Wait for others.
+func (p *Pool) RunDealt(n int, f func(task, worker int)) {
+	if n <= 0 {
+		return
+	}
+	if p == nil || p.threads == 1 || n == 1 || p.closed.Load() {
+		for i := range n {
+			f(i, 0)
+		}
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.run(n, f, true)
 }
 
 // TryRun is Run where the Pool runs no region now; where one runs (the
@@ -173,12 +209,16 @@ func (p *Pool) TryRun(n int, f func(task, worker int)) {
 		return
 	}
 	defer p.mu.Unlock()
-	p.run(n, f)
+	p.run(n, f, false)
 }
 
-// run is Run's region, the Pool's lock held.
-func (p *Pool) run(n int, f func(task, worker int)) {
-	j := &job{f: f, n: int32(n), finished: p.finished}
+// run is Run's region, the Pool's lock held; RunDealt's with dealt.
+func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
+	p.gen++
+	j := &job{f: f, n: int32(n), gen: p.gen, finished: p.finished}
+	if dealt {
+		j.shares = p.shares
+	}
 	p.regions.Add(1)
 	p.cur.Store(j)
 	// Wake as many sleepers as there are tasks beyond the caller's first;
@@ -300,17 +340,62 @@ func spinUntil(d time.Duration, ready func() bool, tick func(now time.Time)) boo
 // goroutine that counts the last task wakes the caller if it parked.
 func (j *job) work(worker int) {
 	var ran int32
-	for {
-		i := j.next.Add(1) - 1
-		if i >= j.n {
-			if ran > 0 && j.done.Add(ran) == j.n && j.state.Swap(jobOver) == jobParked {
-				j.finished <- struct{}{}
+	if j.shares != nil {
+		ran = j.dealt(worker)
+	} else {
+		for {
+			i := j.next.Add(1) - 1
+			if i >= j.n {
+				break
 			}
-			return
+			j.f(int(i), worker)
+			ran++
 		}
-		j.f(int(i), worker)
-		ran++
 	}
+	if ran > 0 && j.done.Add(ran) == j.n && j.state.Swap(jobOver) == jobParked {
+		j.finished <- struct{}{}
+	}
+}
+
+// dealt runs tasks of a RunDealt job on goroutine w, from its own share
+// on, and returns how many. A share whose word names an earlier job is
+// not started in this one: its first taker sets it to the share's first
+// task. One that names a later job means this job is over (a later one
+// starts only once every task of this one is counted done, so this
+// goroutine has run none of them): the goroutine leaves.
+func (j *job) dealt(w int) (ran int32) {
+	t, n := len(j.shares), int(j.n)
+	for k := range t {
+		s := (w + k) % t
+		lo, hi := n*s/t, n*(s+1)/t
+		if lo == hi {
+			continue
+		}
+		word := &j.shares[s].word
+		for {
+			v := word.Load()
+			if g := uint32(v >> 32); g != j.gen {
+				if int32(g-j.gen) > 0 {
+					return ran
+				}
+				start := uint64(j.gen)<<32 | uint64(lo)
+				if !word.CompareAndSwap(v, start) {
+					continue
+				}
+				v = start
+			}
+			i := int(uint32(v))
+			if i >= hi {
+				break
+			}
+			if !word.CompareAndSwap(v, v+1) {
+				continue
+			}
+			j.f(i, w)
+			ran++
+		}
+	}
+	return ran
 }
 
 // loop is a worker: it runs the tasks of each new job, polls for the next

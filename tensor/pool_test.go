@@ -211,3 +211,68 @@ func TestPoolRegions(t *testing.T) {
 		}
 	}
 }
+
+// TestPoolRunDealt: RunDealt runs every task exactly once, on a worker id
+// in range, never two at once on the same id; for task counts below, at
+// and above the goroutines' (odd ones among them), regions back to back
+// and interleaved with Run's (goroutines that see a region late find
+// shares of later regions), after a pause longer than spinFor (parked
+// workers), with tasks longer than spinFor (a parked caller) and with
+// goroutines slowed at random (their shares taken over); a nil and a
+// closed pool run on the caller.
+func TestPoolRunDealt(t *testing.T) {
+	for _, threads := range []int{1, 2, 3, 8, 2 * runtime.GOMAXPROCS(0)} {
+		p := NewPool(threads)
+		for round := range 60 {
+			if round == 20 {
+				time.Sleep(3 * spinFor)
+			}
+			n := 1 + round*7%23
+			hits := make([]atomic.Int32, n)
+			busy := make([]atomic.Int32, threads)
+			var bad atomic.Int32
+			task := func(task, w int) {
+				if w < 0 || w >= threads || busy[w].Add(1) != 1 {
+					bad.Add(1)
+				}
+				switch {
+				case round >= 30 && round < 34 && w != 0:
+					time.Sleep(2 * spinFor) // the caller parks
+				case round >= 40 && (task+round)%5 == 0:
+					time.Sleep(time.Duration(task%3) * 20 * time.Microsecond)
+				}
+				hits[task].Add(1)
+				busy[w].Add(-1)
+			}
+			if round%3 == 2 {
+				p.Run(n, task)
+			} else {
+				p.RunDealt(n, task)
+			}
+			if bad.Load() != 0 {
+				t.Fatalf("threads %d round %d: worker id out of range or shared", threads, round)
+			}
+			for i := range hits {
+				if hits[i].Load() != 1 {
+					t.Fatalf("threads %d round %d: task %d ran %d times", threads, round, i, hits[i].Load())
+				}
+			}
+		}
+		p.Close()
+		ran := 0
+		p.RunDealt(5, func(_, w int) {
+			if w == 0 {
+				ran++
+			}
+		})
+		if ran != 5 {
+			t.Errorf("closed pool of %d: %d of 5 tasks on the caller", threads, ran)
+		}
+	}
+	var nilPool *Pool
+	ran := 0
+	nilPool.RunDealt(3, func(int, int) { ran++ })
+	if ran != 3 {
+		t.Errorf("nil pool: ran %d", ran)
+	}
+}
