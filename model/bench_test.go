@@ -113,7 +113,9 @@ func BenchmarkBatchDecode(b *testing.B) {
 // state), on two and (where the machine has them) sixteen threads, and
 // reports each one's tokens per second and their ratio, "16:1": the
 // aggregate decode throughput of 16 sequences against one's, the
-// server's batching target without the server around the steps.
+// server's batching target without the server around the steps; and the
+// parallel regions of a 16-row step (each ends with a wait for its
+// slowest task).
 func BenchmarkBatchDecodeRatio(b *testing.B) {
 	for _, threads := range []int{2, 16} {
 		if threads > 2 && threads > runtime.NumCPU() {
@@ -132,6 +134,7 @@ func BenchmarkBatchDecodeRatio(b *testing.B) {
 				b.ReportMetric(r1, "tok/s-1")
 				b.ReportMetric(r16, "tok/s-16")
 				b.ReportMetric(r16/r1, "16:1")
+				b.ReportMetric(float64(sixteen.regions)/float64(b.N), "regions/step-16")
 			})
 		}
 	}
@@ -147,6 +150,8 @@ type batchDecoder struct {
 	seqs  []*model.Session
 	toks  [][]int32
 	ids   []int32
+	// regions counts the model pool's regions in the timed steps.
+	regions int64
 }
 
 func newBatchDecoder(b *testing.B, m *model.Model, kv string, n int) *batchDecoder {
@@ -181,9 +186,11 @@ func (d *batchDecoder) step(b *testing.B) time.Duration {
 		}
 		b.StartTimer()
 	}
+	r0 := model.PoolRegions(d.m)
 	start := time.Now()
 	_, errs := d.batch.Forward(d.seqs, d.toks)
 	t := time.Since(start)
+	d.regions += model.PoolRegions(d.m) - r0
 	for _, err := range errs {
 		if err != nil {
 			b.Fatal(err)
