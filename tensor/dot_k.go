@@ -113,7 +113,9 @@ func dotRowQ4_KGo(w []byte, a *activation) float32 {
 	return sum
 }
 
-func dotRowQ5_K(w []byte, a *activation) float32 {
+// dotRowQ5_KGo: dotRowQ5_K runs it, or its assembly twin where the CPU has
+// AVX2.
+func dotRowQ5_KGo(w []byte, a *activation) float32 {
 	var sum float32
 	for b := range len(w) / q5_KBytes {
 		blk := (*[q5_KBytes]byte)(w[b*q5_KBytes:])

@@ -122,6 +122,20 @@ func dotTQ1_0AVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
 //go:noescape
 func dotTQ2_0AVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
 
+func dotRowQ5_K(w []byte, a *activation) float32 {
+	nb := len(w) / q5_KBytes
+	if !hasAVX2 || nb == 0 {
+		return dotRowQ5_KGo(w, a)
+	}
+	_ = a.qs[nb*QK_K-1]
+	_ = a.d[nb-1]
+	_ = a.bsum32[nb*8-1]
+	return dotQ5_KFullAVX2(&w[0], &a.qs[0], &a.d[0], &a.bsum32[0], nb)
+}
+
+//go:noescape
+func dotQ5_KFullAVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
+
 //go:noescape
 func dotQ4_KFullAVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
 

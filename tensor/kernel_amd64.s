@@ -381,6 +381,53 @@ q8x4done:
 	VZEROUPPER
 	RET
 
+// K45HEAD unpacks the 6-bit scales and mins of the Q4_K/Q5_K block at SI
+// (the 12-byte layout scaleMinK4 reads) with word operations: the scales
+// as int16s at (R8) for Q4K_HALF, the mins against the activation's
+// 32-element sums (BX) into the float32 lanes of Y10 (times dmin·dx), and
+// d·dx broadcast in Y4.
+#define K45HEAD \
+	MOVL 4(SI), AX; \
+	MOVL 8(SI), R9; \
+	MOVL 12(SI), R10; \
+	MOVL AX, R11; \
+	ANDL $0x3f3f3f3f, R11; \
+	MOVL R10, R12; \
+	ANDL $0x0f0f0f0f, R12; \
+	MOVL AX, R13; \
+	SHRL $6, R13; \
+	ANDL $0x03030303, R13; \
+	SHLL $4, R13; \
+	ORL  R13, R12; \
+	MOVL R9, R13; \
+	ANDL $0x3f3f3f3f, R13; \
+	SHRL $4, R10; \
+	ANDL $0x0f0f0f0f, R10; \
+	SHRL $6, R9; \
+	ANDL $0x03030303, R9; \
+	SHLL $4, R9; \
+	ORL  R9, R10; \
+	VMOVD     R11, X1; \
+	VPINSRD   $1, R12, X1, X1; \
+	VPMOVZXBW X1, X1; \
+	VMOVDQU   X1, (R8); \
+	VMOVD     R13, X2; \
+	VPINSRD   $1, R10, X2, X2; \
+	VPMOVZXBD X2, Y2; \
+	VPMULLD   (BX), Y2, Y2; \
+	VCVTDQ2PS Y2, Y2; \
+	MOVWLZX   2(SI), AX; \
+	VMOVD     AX, X3; \
+	VCVTPH2PS X3, X3; \
+	VMULSS    (DX), X3, X3; \
+	VBROADCASTSS X3, Y3; \
+	VFMADD231PS Y2, Y3, Y10; \
+	MOVWLZX   (SI), AX; \
+	VMOVD     AX, X4; \
+	VCVTPH2PS X4, X4; \
+	VMULSS    (DX), X4, X4; \
+	VBROADCASTSS X4, Y4
+
 // func dotQ4_KFullAVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
 // The whole Q4_K row in assembly: per 144-byte block, the 6-bit scales
 // and mins are unpacked with word operations (the 12-byte layout scaleMinK4 reads), the
@@ -408,49 +455,7 @@ q4kfloop:
 	PREFETCHT0 576(SI)
 	PREFETCHT0 640(SI)
 	PREFETCHT0 704(SI)
-	MOVL 4(SI), AX
-	MOVL 8(SI), R9
-	MOVL 12(SI), R10
-	MOVL AX, R11
-	ANDL $0x3f3f3f3f, R11 // scales 0..3
-	MOVL R10, R12
-	ANDL $0x0f0f0f0f, R12
-	MOVL AX, R13
-	SHRL $6, R13
-	ANDL $0x03030303, R13
-	SHLL $4, R13
-	ORL  R13, R12 // scales 4..7
-	MOVL R9, R13
-	ANDL $0x3f3f3f3f, R13 // mins 0..3
-	SHRL $4, R10
-	ANDL $0x0f0f0f0f, R10
-	SHRL $6, R9
-	ANDL $0x03030303, R9
-	SHLL $4, R9
-	ORL  R9, R10 // mins 4..7
-
-	VMOVD     R11, X1
-	VPINSRD   $1, R12, X1, X1
-	VPMOVZXBW X1, X1
-	VMOVDQU   X1, (R8)
-
-	VMOVD     R13, X2
-	VPINSRD   $1, R10, X2, X2
-	VPMOVZXBD X2, Y2
-	VPMULLD   (BX), Y2, Y2
-	VCVTDQ2PS Y2, Y2
-	MOVWLZX   2(SI), AX
-	VMOVD     AX, X3
-	VCVTPH2PS X3, X3
-	VMULSS    (DX), X3, X3
-	VBROADCASTSS X3, Y3
-	VFMADD231PS Y2, Y3, Y10
-
-	MOVWLZX   (SI), AX
-	VMOVD     AX, X4
-	VCVTPH2PS X4, X4
-	VMULSS    (DX), X4, X4
-	VBROADCASTSS X4, Y4
+	K45HEAD
 
 	VPXOR Y8, Y8, Y8
 	ADDQ  $16, SI
@@ -1418,6 +1423,80 @@ q3kloop:
 	JNZ  q3kloop
 
 q3kdone:
+	HSUM
+	VZEROUPPER
+	MOVSS X0, ret+40(FP)
+	RET
+
+// Q5K_HI adds the fifth bit of the 32 codes in Y3 (the bit of qh, Y6,
+// that Y12 holds in every byte; it doubles after each sub-block) as 16.
+#define Q5K_HI \
+	VPAND    Y12, Y6, Y14; \
+	VPCMPEQB Y12, Y14, Y14; \
+	VPAND    Y13, Y14, Y14; \
+	VPOR     Y14, Y3, Y3; \
+	VPADDB   Y12, Y12, Y12
+
+#define Q5K_CHUNK(c) \
+	VMOVDQU (32*c)(SI), Y2; \
+	VPAND Y15, Y2, Y3; \
+	Q5K_HI; \
+	Q4K_HALF(64*c, 4*c); \
+	VPSRLW $4, Y2, Y3; \
+	VPAND Y15, Y3, Y3; \
+	Q5K_HI; \
+	Q4K_HALF(64*c+32, 4*c+2)
+
+// func dotQ5_KFullAVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
+// As dotQ4_KFullAVX2, each 4-bit code gaining its fifth bit from qh
+// (bit 2c of qh[l] for element 64c + l, bit 2c+1 for 64c + 32 + l):
+// Σ_b d·dx·Σ_j sc_j·(q·x)_j − dmin·dx·Σ_j m_j·bs_j over 176-byte blocks.
+TEXT ·dotQ5_KFullAVX2(SB), NOSPLIT, $16-44
+	MOVQ w+0(FP), SI
+	MOVQ xq+8(FP), DI
+	MOVQ xd+16(FP), DX
+	MOVQ bs+24(FP), BX
+	MOVQ nb+32(FP), CX
+	LEAQ sc-16(SP), R8
+	VXORPS Y0, Y0, Y0
+	VXORPS Y10, Y10, Y10
+	MOVL $0x0f0f0f0f, AX
+	VMOVD AX, X15
+	VPBROADCASTD X15, Y15
+	MOVL $0x01010101, AX
+	VMOVD AX, X11
+	VPBROADCASTD X11, Y11
+	MOVL $0x10101010, AX
+	VMOVD AX, X13
+	VPBROADCASTD X13, Y13
+	TESTQ CX, CX
+	JZ q5kfdone
+
+q5kfloop:
+	PREFETCHT0 704(SI)
+	PREFETCHT0 768(SI)
+	PREFETCHT0 832(SI)
+	K45HEAD
+	VMOVDQU 16(SI), Y6
+	VMOVDQU Y11, Y12
+	VPXOR Y8, Y8, Y8
+	ADDQ  $48, SI
+	Q5K_CHUNK(0)
+	Q5K_CHUNK(1)
+	Q5K_CHUNK(2)
+	Q5K_CHUNK(3)
+	ADDQ  $128, SI
+	VCVTDQ2PS Y8, Y8
+	VFMADD231PS Y8, Y4, Y0
+
+	ADDQ $256, DI
+	ADDQ $4, DX
+	ADDQ $32, BX
+	DECQ CX
+	JNZ  q5kfloop
+
+q5kfdone:
+	VSUBPS Y10, Y0, Y0
 	HSUM
 	VZEROUPPER
 	MOVSS X0, ret+40(FP)

@@ -17,6 +17,7 @@ func dotRowQ6_K(w []byte, a *activation) float32  { return dotRowQ6_KGo(w, a) }
 func dotRowTQ2_0(w []byte, a *activation) float32 { return dotRowTQ2_0Go(w, a) }
 func dotRowQ2_K(w []byte, a *activation) float32  { return dotRowQ2_KGo(w, a) }
 func dotRowQ3_K(w []byte, a *activation) float32  { return dotRowQ3_KGo(w, a) }
+func dotRowQ5_K(w []byte, a *activation) float32  { return dotRowQ5_KGo(w, a) }
 func dotRowTQ1_0(w []byte, a *activation) float32 { return dotRowTQ1_0Go(w, a) }
 
 func axpyF32(y []float32, a float32, x []float32) { axpyF32Go(y, a, x) }

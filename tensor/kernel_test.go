@@ -83,6 +83,16 @@ func TestKernelsMatchGoTwins(t *testing.T) {
 		a.set(actQ8_K, x)
 		check("dotRowQ4_K", dotRowQ4_K(w, a), dotRowQ4_KGo(w, a), absDot(t, Q4_K, w, actQ8_K, a, n))
 
+		// Q5_K: as Q4_K, with random fifth bits.
+		w = make([]byte, blocks*q5_KBytes)
+		for i := range w {
+			w[i] = byte(r.Uint32())
+		}
+		for b := range blocks {
+			w[b*q5_KBytes+1], w[b*q5_KBytes+3] = 0x20, 0x1c
+		}
+		check("dotRowQ5_K", dotRowQ5_K(w, a), dotRowQ5_KGo(w, a), absDot(t, Q5_K, w, actQ8_K, a, n))
+
 		// Q6_K: random quants and int8 scales, sane d.
 		w = make([]byte, blocks*q6_KBytes)
 		for i := range w {
