@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -70,6 +71,11 @@ type dealShare struct {
 	_    [56]byte
 }
 
+// restamp is how often (in regions) run marks every share as the
+// previous job's: a share no job has taken from for 2³¹ regions would
+// otherwise look like a later job's.
+const restamp = 1 << 30
+
 const (
 	jobRunning int32 = iota
 	jobParked
@@ -121,8 +127,8 @@ func (p *Pool) Threads() int {
 }
 
 // Regions returns how many parallel regions the Pool has run on its
-// goroutines so far: the Run and TryRun calls that handed tasks to the
-// workers (not those it ran on the caller alone). A step's count is a
+// goroutines so far: the Run, RunDealt and TryRun calls that handed tasks
+// to the workers (not those it ran on the caller alone). A step's count is a
 // measure of its barriers: each region ends when its slowest task does.
 func (p *Pool) Regions() int64 {
 	if p == nil {
@@ -215,6 +221,14 @@ func (p *Pool) TryRun(n int, f func(task, worker int)) {
 // run is Run's region, the Pool's lock held; RunDealt's with dealt.
 func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
 	p.gen++
+	if p.gen%restamp == 0 {
+		// Every share then names a job at most restamp regions old, so
+		// that dealt's signed difference of numbers (mod 2³²) tells an
+		// earlier job from a later one: the previous job's, all taken.
+		for i := range p.shares {
+			p.shares[i].word.Store(uint64(p.gen-1)<<32 | math.MaxUint32)
+		}
+	}
 	j := &job{f: f, n: int32(n), gen: p.gen, finished: p.finished}
 	if dealt {
 		j.shares = p.shares

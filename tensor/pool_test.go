@@ -1,6 +1,7 @@
 package tensor
 
 import (
+	"math"
 	"runtime"
 	"sync"
 	"sync/atomic"
@@ -274,5 +275,42 @@ func TestPoolRunDealt(t *testing.T) {
 	nilPool.RunDealt(3, func(int, int) { ran++ })
 	if ran != 3 {
 		t.Errorf("nil pool: ran %d", ran)
+	}
+}
+
+// TestPoolRunDealtNumbers: RunDealt's region numbers through their wrap
+// past 2³² and across restamps, every task runs exactly once; a region
+// whose number is a multiple of restamp finds shares no region has taken
+// from for longer than dealt's comparison can tell (set by hand) as an
+// earlier region's.
+func TestPoolRunDealtNumbers(t *testing.T) {
+	for _, tc := range []struct {
+		last    uint32 // the region before the test's
+		ancient bool   // shares last taken from 2³¹ + 7 regions before
+	}{{restamp - 1, true}, {math.MaxUint32 - 3, false}, {2*restamp - 2, false}} {
+		// A new pool: no goroutine is late for a region numbered before
+		// the numbers set here.
+		p := NewPool(4)
+		p.mu.Lock()
+		p.gen = tc.last
+		g := tc.last
+		if tc.ancient {
+			g = tc.last - 1<<31 - 7
+		}
+		for i := range p.shares {
+			p.shares[i].word.Store(uint64(g)<<32 | 3)
+		}
+		p.mu.Unlock()
+		for round := range 8 {
+			n := 2 + round*5%13
+			hits := make([]atomic.Int32, n)
+			p.RunDealt(n, func(task, _ int) { hits[task].Add(1) })
+			for i := range hits {
+				if c := hits[i].Load(); c != 1 {
+					t.Fatalf("after region %d, round %d: task %d of %d ran %d times", tc.last, round, i, n, c)
+				}
+			}
+		}
+		p.Close()
 	}
 }
