@@ -17,14 +17,15 @@ import (
 // before the first hasher started the others); "noyield" never yields
 // the CPU; "populate" maps each job's pages in one madvise before
 // hashing them; "cores" runs one hasher per physical core but one (SMT
-// siblings counted once); "half" one per two CPUs; "quarter" one per
-// four; "yield16k" and "yield256k" yield every 16 or 256 KiB instead of
+// siblings counted once); "all" one per CPU but one (the default before
+// the 16-core A/B); "half" one per two CPUs (OpenModel's own: one per
+// four, LazyWorkers); "yield16k" and "yield256k" yield every 16 or 256 KiB instead of
 // every YieldEvery (64 KiB): how long a stop of the world (a garbage
 // collection's start and end) may wait for a hasher against how often
 // the hashers enter the scheduler; "nopreempt" lets a stop of the world
 // stop a hasher only where it yields (every 64 KiB; lazy: every
 // PreemptEvery, 16 KiB, at a function call).
-var LazyVariants = []string{"", "direct", "noyield", "populate", "cores", "half", "quarter", "yield16k", "yield256k", "nopreempt"}
+var LazyVariants = []string{"", "direct", "noyield", "populate", "cores", "all", "half", "yield16k", "yield256k", "nopreempt"}
 
 // OpenModelVariant is OpenModel whose lazy check schedules its hashers as
 // variant (one of LazyVariants) says.
@@ -48,8 +49,8 @@ func OpenModelVariant(path string, o model.Options, v OpenOptions, variant strin
 		tune = func(bo *BackgroundOptions) { bo.v.every = 16 << 10 }
 	case "yield256k":
 		tune = func(bo *BackgroundOptions) { bo.v.every = 256 << 10 }
-	case "quarter":
-		tune = func(bo *BackgroundOptions) { bo.Workers = max(runtime.NumCPU()/4, 1) }
+	case "all":
+		tune = func(bo *BackgroundOptions) { bo.Workers = max(runtime.NumCPU()-1, 1) }
 	default:
 		return nil, fmt.Errorf("lazy variant %q: want one of %q", variant, LazyVariants)
 	}
@@ -86,3 +87,12 @@ func TestPhysicalCores(t *testing.T) {
 // manifest's own SHA-256, as lazy reads it (CheckMetadata makes that
 // check, beside the load).
 func ReadManifestUnchecked(f *gguf.File) (*Manifest, error) { return readManifest(f, false) }
+
+// TestLazyWorkers: one hasher per four CPUs, never none.
+func TestLazyWorkers(t *testing.T) {
+	for _, c := range []struct{ cpus, want int }{{1, 1}, {2, 1}, {4, 1}, {7, 1}, {8, 2}, {16, 4}, {64, 16}} {
+		if got := LazyWorkers(c.cpus); got != c.want {
+			t.Errorf("LazyWorkers(%d) = %d, want %d", c.cpus, got, c.want)
+		}
+	}
+}

@@ -94,9 +94,13 @@ func startLazy(f *gguf.File, m *Manifest, o *model.Options, v OpenOptions, tune 
 			return nil, nil, err
 		}
 	}
-	// One hasher per CPU but one: the load (open, tokenizer, page-in) is
-	// serial, and its goroutine keeps a CPU of its own.
-	bo := BackgroundOptions{Workers: max(runtime.NumCPU()-1, 1), Metadata: beside}
+	// One hasher per four CPUs: the load (open, tokenizer, page-in) is
+	// serial and leaves the others idle, and fewer hashers disturb it and
+	// the prompt's workers less. On the 16-core Xeon (BENCHMARKS.md,
+	// "Lazy's hashers on 16 cores") four hashers cost the embedded
+	// model's first token 1.4-1.7% at 16 threads where fifteen cost
+	// 2.5-4.6%, and still finish before the prompt does.
+	bo := BackgroundOptions{Workers: LazyWorkers(runtime.NumCPU()), Metadata: beside}
 	if tune != nil {
 		tune(&bo)
 	}
@@ -257,3 +261,7 @@ func openModel(path string, o model.Options, v OpenOptions, tune func(*Backgroun
 	}
 	return fail(err)
 }
+
+// LazyWorkers returns how many background hashers a lazy check runs on a
+// machine of cpus CPUs: one per four, at least one.
+func LazyWorkers(cpus int) int { return max(cpus/4, 1) }
