@@ -55,83 +55,74 @@ func dotRowQ8_0(w []byte, a *activation) float32 {
 	return dotQ8_0AVX2(&w[0], &a.qs[0], &a.d[0], nb)
 }
 
-func dotRowQ4_K(w []byte, a *activation) float32 {
-	nb := len(w) / q4_KBytes
+// kernelK32 is an AVX2 row kernel of a 256-element block type that takes
+// the Q8_K activation's sums per 32 elements (Q4_K, Q5_K, TQ1_0, TQ2_0).
+type kernelK32 func(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
+
+// kernelK16 is one that takes the sums per 16 elements (Q2_K, Q3_K).
+type kernelK16 func(w *byte, xq *int8, xd *float32, bs *int16, nb int) float32
+
+// dotRowK32 is the dot product of the row w of blocks of blockBytes with
+// a: asm where AVX2 is present (its bounds checked once here), goTwin
+// elsewhere and for an empty row.
+func dotRowK32(w []byte, a *activation, blockBytes int, asm kernelK32, goTwin func([]byte, *activation) float32) float32 {
+	nb := len(w) / blockBytes
 	if !hasAVX2 || nb == 0 {
-		return dotRowQ4_KGo(w, a)
+		return goTwin(w, a)
 	}
 	_ = a.qs[nb*QK_K-1]
 	_ = a.d[nb-1]
 	_ = a.bsum32[nb*8-1]
-	return dotQ4_KFullAVX2(&w[0], &a.qs[0], &a.d[0], &a.bsum32[0], nb)
+	return asm(&w[0], &a.qs[0], &a.d[0], &a.bsum32[0], nb)
 }
 
-func dotRowTQ2_0(w []byte, a *activation) float32 {
-	nb := len(w) / tq2_0Bytes
+// dotRowK16 is dotRowK32 for the kernels of the sums per 16 elements.
+func dotRowK16(w []byte, a *activation, blockBytes int, asm kernelK16, goTwin func([]byte, *activation) float32) float32 {
+	nb := len(w) / blockBytes
 	if !hasAVX2 || nb == 0 {
-		return dotRowTQ2_0Go(w, a)
-	}
-	_ = a.qs[nb*QK_K-1]
-	_ = a.d[nb-1]
-	_ = a.bsum32[nb*8-1]
-	return dotTQ2_0AVX2(&w[0], &a.qs[0], &a.d[0], &a.bsum32[0], nb)
-}
-
-func dotRowQ2_K(w []byte, a *activation) float32 {
-	nb := len(w) / q2_KBytes
-	if !hasAVX2 || nb == 0 {
-		return dotRowQ2_KGo(w, a)
+		return goTwin(w, a)
 	}
 	_ = a.qs[nb*QK_K-1]
 	_ = a.d[nb-1]
 	_ = a.bsums[nb*16-1]
-	return dotQ2_KAVX2(&w[0], &a.qs[0], &a.d[0], &a.bsums[0], nb)
+	return asm(&w[0], &a.qs[0], &a.d[0], &a.bsums[0], nb)
+}
+
+func dotRowQ4_K(w []byte, a *activation) float32 {
+	return dotRowK32(w, a, q4_KBytes, dotQ4_KFullAVX2, dotRowQ4_KGo)
+}
+
+func dotRowQ5_K(w []byte, a *activation) float32 {
+	return dotRowK32(w, a, q5_KBytes, dotQ5_KFullAVX2, dotRowQ5_KGo)
+}
+
+func dotRowTQ1_0(w []byte, a *activation) float32 {
+	return dotRowK32(w, a, tq1_0Bytes, dotTQ1_0AVX2, dotRowTQ1_0Go)
+}
+
+func dotRowTQ2_0(w []byte, a *activation) float32 {
+	return dotRowK32(w, a, tq2_0Bytes, dotTQ2_0AVX2, dotRowTQ2_0Go)
+}
+
+func dotRowQ2_K(w []byte, a *activation) float32 {
+	return dotRowK16(w, a, q2_KBytes, dotQ2_KAVX2, dotRowQ2_KGo)
+}
+
+func dotRowQ3_K(w []byte, a *activation) float32 {
+	return dotRowK16(w, a, q3_KBytes, dotQ3_KAVX2, dotRowQ3_KGo)
 }
 
 //go:noescape
 func dotQ2_KAVX2(w *byte, xq *int8, xd *float32, bs *int16, nb int) float32
 
-func dotRowQ3_K(w []byte, a *activation) float32 {
-	nb := len(w) / q3_KBytes
-	if !hasAVX2 || nb == 0 {
-		return dotRowQ3_KGo(w, a)
-	}
-	_ = a.qs[nb*QK_K-1]
-	_ = a.d[nb-1]
-	_ = a.bsums[nb*16-1]
-	return dotQ3_KAVX2(&w[0], &a.qs[0], &a.d[0], &a.bsums[0], nb)
-}
-
 //go:noescape
 func dotQ3_KAVX2(w *byte, xq *int8, xd *float32, bs *int16, nb int) float32
-
-func dotRowTQ1_0(w []byte, a *activation) float32 {
-	nb := len(w) / tq1_0Bytes
-	if !hasAVX2 || nb == 0 {
-		return dotRowTQ1_0Go(w, a)
-	}
-	_ = a.qs[nb*QK_K-1]
-	_ = a.d[nb-1]
-	_ = a.bsum32[nb*8-1]
-	return dotTQ1_0AVX2(&w[0], &a.qs[0], &a.d[0], &a.bsum32[0], nb)
-}
 
 //go:noescape
 func dotTQ1_0AVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
 
 //go:noescape
 func dotTQ2_0AVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32
-
-func dotRowQ5_K(w []byte, a *activation) float32 {
-	nb := len(w) / q5_KBytes
-	if !hasAVX2 || nb == 0 {
-		return dotRowQ5_KGo(w, a)
-	}
-	_ = a.qs[nb*QK_K-1]
-	_ = a.d[nb-1]
-	_ = a.bsum32[nb*8-1]
-	return dotQ5_KFullAVX2(&w[0], &a.qs[0], &a.d[0], &a.bsum32[0], nb)
-}
 
 //go:noescape
 func dotQ5_KFullAVX2(w *byte, xq *int8, xd *float32, bs *int32, nb int) float32

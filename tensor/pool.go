@@ -159,20 +159,7 @@ func (p *Pool) Close() {
 // goroutine running the task (0 is the caller), for per-goroutine scratch:
 // no two tasks with the same worker run at once. A nil Pool runs every
 // task on the caller.
-func (p *Pool) Run(n int, f func(task, worker int)) {
-	if n <= 0 {
-		return
-	}
-	if p == nil || p.threads == 1 || n == 1 || p.closed.Load() {
-		for i := range n {
-			f(i, 0)
-		}
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.run(n, f, false)
-}
+func (p *Pool) Run(n int, f func(task, worker int)) { p.runTasks(n, f, false) }
 
 // RunDealt is Run with the tasks dealt in shares, one for each goroutine
 // (share w is tasks [n·w/T, n·(w+1)/T) of T = Threads()): goroutine w
@@ -183,7 +170,10 @@ func (p *Pool) Run(n int, f func(task, worker int)) {
 // shared count only when they take over tasks, where Run's hand out every
 // task from one count. The tasks are not handed out in order: a task must
 // not Wait for others.
-func (p *Pool) RunDealt(n int, f func(task, worker int)) {
+func (p *Pool) RunDealt(n int, f func(task, worker int)) { p.runTasks(n, f, true) }
+
+// runTasks is Run (dealt false) and RunDealt (dealt true).
+func (p *Pool) runTasks(n int, f func(task, worker int), dealt bool) {
 	if n <= 0 {
 		return
 	}
@@ -195,7 +185,7 @@ func (p *Pool) RunDealt(n int, f func(task, worker int)) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.run(n, f, true)
+	p.run(n, f, dealt)
 }
 
 // TryRun is Run where the Pool runs no region now; where one runs (the
