@@ -68,81 +68,41 @@ func TestKernelsMatchGoTwins(t *testing.T) {
 			}
 		}
 
-		// Q4_K: random bytes for quants and scales, sane d and dmin;
-		// 40 blocks cross the 16-block chunk boundary.
+		// The 256-element types: random bytes for codes, high bits and
+		// scales, then each float16 scale's high byte set to 0x1c (≈ 2^-8)
+		// so that the sums stay sane; 40 blocks cross the kernels' 16-block
+		// chunk boundary. TQ2_0's random codes include 3, TQ1_0's every
+		// byte decodes to codes 0..2.
 		n = blocks * QK_K
-		w = make([]byte, blocks*q4_KBytes)
-		for i := range w {
-			w[i] = byte(r.Uint32())
-		}
-		for b := range blocks {
-			w[b*q4_KBytes+1], w[b*q4_KBytes+3] = 0x20, 0x1c // d, dmin ≈ 2^-7, 2^-8
-		}
 		x = randomVector(r, n)
 		a = newActivation(actQ8_K, n)
 		a.set(actQ8_K, x)
-		check("dotRowQ4_K", dotRowQ4_K(w, a), dotRowQ4_KGo(w, a), absDot(t, Q4_K, w, actQ8_K, a, n))
-
-		// Q5_K: as Q4_K, with random fifth bits.
-		w = make([]byte, blocks*q5_KBytes)
-		for i := range w {
-			w[i] = byte(r.Uint32())
+		for _, k := range []struct {
+			name      string
+			dt        DType
+			size      int
+			hi        []int // offsets in a block of the scales' high bytes
+			dot, twin func([]byte, *activation) float32
+		}{
+			{"dotRowQ4_K", Q4_K, q4_KBytes, []int{1, 3}, dotRowQ4_K, dotRowQ4_KGo}, // d, dmin
+			{"dotRowQ5_K", Q5_K, q5_KBytes, []int{1, 3}, dotRowQ5_K, dotRowQ5_KGo},
+			{"dotRowQ6_K", Q6_K, q6_KBytes, []int{209}, dotRowQ6_K, dotRowQ6_KGo},
+			{"dotRowQ2_K", Q2_K, q2_KBytes, []int{81, 83}, dotRowQ2_K, dotRowQ2_KGo},
+			{"dotRowQ3_K", Q3_K, q3_KBytes, []int{109}, dotRowQ3_K, dotRowQ3_KGo},
+			{"dotRowTQ2_0", TQ2_0, tq2_0Bytes, []int{65}, dotRowTQ2_0, dotRowTQ2_0Go},
+			{"dotRowTQ1_0", TQ1_0, tq1_0Bytes, []int{53}, dotRowTQ1_0, dotRowTQ1_0Go},
+		} {
+			w = make([]byte, blocks*k.size)
+			for i := range w {
+				w[i] = byte(r.Uint32())
+			}
+			for b := range blocks {
+				for _, o := range k.hi {
+					w[b*k.size+o] = 0x1c
+				}
+			}
+			check(k.name, k.dot(w, a), k.twin(w, a), absDot(t, k.dt, w, actQ8_K, a, n))
 		}
-		for b := range blocks {
-			w[b*q5_KBytes+1], w[b*q5_KBytes+3] = 0x20, 0x1c
-		}
-		check("dotRowQ5_K", dotRowQ5_K(w, a), dotRowQ5_KGo(w, a), absDot(t, Q5_K, w, actQ8_K, a, n))
-
-		// Q6_K: random quants and int8 scales, sane d.
-		w = make([]byte, blocks*q6_KBytes)
-		for i := range w {
-			w[i] = byte(r.Uint32())
-		}
-		for b := range blocks {
-			w[b*q6_KBytes+208], w[b*q6_KBytes+209] = byte(r.Uint32()), 0x1c
-		}
-		check("dotRowQ6_K", dotRowQ6_K(w, a), dotRowQ6_KGo(w, a), absDot(t, Q6_K, w, actQ8_K, a, n))
-
-		// Q2_K: random codes, scales and mins, sane d and dmin.
-		w = make([]byte, blocks*q2_KBytes)
-		for i := range w {
-			w[i] = byte(r.Uint32())
-		}
-		for b := range blocks {
-			w[b*q2_KBytes+81], w[b*q2_KBytes+83] = 0x20, 0x1c // d, dmin ≈ 2^-7, 2^-8
-		}
-		check("dotRowQ2_K", dotRowQ2_K(w, a), dotRowQ2_KGo(w, a), absDot(t, Q2_K, w, actQ8_K, a, n))
-
-		// Q3_K: random codes, high bits and scales, sane d; 40 blocks
-		// cross the 16-block chunk boundary.
-		w = make([]byte, blocks*q3_KBytes)
-		for i := range w {
-			w[i] = byte(r.Uint32())
-		}
-		for b := range blocks {
-			w[b*q3_KBytes+108], w[b*q3_KBytes+109] = byte(r.Uint32()), 0x1c
-		}
-		check("dotRowQ3_K", dotRowQ3_K(w, a), dotRowQ3_KGo(w, a), absDot(t, Q3_K, w, actQ8_K, a, n))
-
-		// TQ2_0: random codes (3 among them), sane d.
-		w = make([]byte, blocks*tq2_0Bytes)
-		for i := range w {
-			w[i] = byte(r.Uint32())
-		}
-		for b := range blocks {
-			w[b*tq2_0Bytes+64], w[b*tq2_0Bytes+65] = byte(r.Uint32()), 0x1c
-		}
-		check("dotRowTQ2_0", dotRowTQ2_0(w, a), dotRowTQ2_0Go(w, a), absDot(t, TQ2_0, w, actQ8_K, a, n))
-
-		// TQ1_0: random bytes (every base-3 code decodes to 0..2), sane d.
-		w = make([]byte, blocks*tq1_0Bytes)
-		for i := range w {
-			w[i] = byte(r.Uint32())
-		}
-		for b := range blocks {
-			w[b*tq1_0Bytes+52], w[b*tq1_0Bytes+53] = byte(r.Uint32()), 0x1c
-		}
-		check("dotRowTQ1_0", dotRowTQ1_0(w, a), dotRowTQ1_0Go(w, a), absDot(t, TQ1_0, w, actQ8_K, a, n))
 
 		// Q4_0: random nibbles, sane d.
 		n = blocks * qk0
