@@ -10,13 +10,17 @@
 //
 // Each file argument is "SERIES NAME=PATH" (the series is the first word:
 // points of one series are joined in the plot) or just a path. Results
-// already in -json are kept, so a long run can be resumed.
+// already in -json are kept, so a long run can be resumed. A file that
+// turbomem cannot read (a type it does not implement, such as llama.cpp's
+// IQ2 types) is scored by llama.cpp alone when -llama is given: its row
+// says why, and its turbomem columns are empty.
 package main
 
 import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"os"
@@ -48,6 +52,7 @@ type row struct {
 	PPL         float64 `json:"ppl_turbomem"`
 	LlamaKL     float64 `json:"kl_llamacpp"`
 	LlamaPPL    float64 `json:"ppl_llamacpp"`
+	Unread      string  `json:"turbomem_unread,omitempty"` // why turbomem could not score the file
 }
 
 func main() {
@@ -142,7 +147,10 @@ func run(src, textPath string, ctxLen, chunks int, llama string, threads int, sv
 		}
 		start := time.Now()
 		if err := measure(ctx, &r, ids, tok.BOS(), base.Dists, ctxLen, chunks, threads); err != nil {
-			return fmt.Errorf("%s: %w", r.Path, err)
+			if !errors.Is(err, model.ErrUnsupported) || llama == "" {
+				return fmt.Errorf("%s: %w", r.Path, err)
+			}
+			r.Unread = err.Error() // llama.cpp's figures only
 		}
 		if llama != "" {
 			out, err := llamaPerplexity(llama, r.Path, "", ctxLen, chunks, threads, "--kl-divergence-base", kld, "--kl-divergence")
@@ -154,7 +162,11 @@ func run(src, textPath string, ctxLen, chunks int, llama string, threads int, sv
 			}
 			r.LlamaPPL, _ = grabFloat(out, `Mean PPL\(Q\)\s+:\s+([0-9.]+)`)
 		}
-		fmt.Fprintf(os.Stderr, "%s: %.3f bpw, KL %.5f (llama.cpp %.5f), %.0f s\n", r.Name, r.BPW, r.KL, r.LlamaKL, time.Since(start).Seconds())
+		if r.Unread != "" {
+			fmt.Fprintf(os.Stderr, "%s: %.3f bpw, KL by llama.cpp only %.5f (%s), %.0f s\n", r.Name, r.BPW, r.LlamaKL, r.Unread, time.Since(start).Seconds())
+		} else {
+			fmt.Fprintf(os.Stderr, "%s: %.3f bpw, KL %.5f (llama.cpp %.5f), %.0f s\n", r.Name, r.BPW, r.KL, r.LlamaKL, time.Since(start).Seconds())
+		}
 		rows = append(rows, r)
 		if jsonOut != "" {
 			if err := writeJSON(jsonOut, rows); err != nil {
@@ -195,7 +207,7 @@ func measure(ctx context.Context, r *row, ids []int32, bos int32, ref *eval.Dist
 	r.BPW = 8 * float64(r.TensorBytes) / float64(elems)
 	m, err := model.New(f, model.Options{Threads: threads})
 	if err != nil {
-		return err
+		return err // the sizes are filled
 	}
 	res, err := eval.Perplexity(ctx, m, ids, bos, eval.PPLOptions{Ctx: ctxLen, MaxChunks: chunks, Ref: ref})
 	if err != nil {
@@ -250,7 +262,11 @@ func printTable(rows []row) {
 	fmt.Fprintln(w, "| file | tensor bytes | file bytes | bpw | mean KL (turbomem) | p99 KL | top-1 | ppl | mean KL (llama.cpp) | ppl (llama.cpp) |")
 	fmt.Fprintln(w, "|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range rows {
-		fmt.Fprintf(w, "| %s | %d | %d | %.3f | %.5f | %.4f | %.4f | %.4f | %.5f | %.4f |\n", r.Name, r.TensorBytes, r.FileBytes, r.BPW, r.KL, r.KLP99, r.Top1, r.PPL, r.LlamaKL, r.LlamaPPL)
+		ours := fmt.Sprintf("%.5f | %.4f | %.4f | %.4f", r.KL, r.KLP99, r.Top1, r.PPL)
+		if r.Unread != "" {
+			ours = "— | — | — | —"
+		}
+		fmt.Fprintf(w, "| %s | %d | %d | %.3f | %s | %.5f | %.4f |\n", r.Name, r.TensorBytes, r.FileBytes, r.BPW, ours, r.LlamaKL, r.LlamaPPL)
 	}
 }
 
@@ -267,15 +283,20 @@ func draw(path, title string, rows []row, llama bool) error {
 		bySeries[r.Series] = append(bySeries[r.Series], r)
 	}
 	for _, s := range order {
-		var x, y, ly []float64
+		var x, y, lx, ly []float64
 		for _, r := range bySeries[s] {
-			if r.KL > 0 {
-				x, y, ly = append(x, r.BPW), append(y, r.KL), append(ly, r.LlamaKL)
+			if r.KL > 0 && r.Unread == "" {
+				x, y = append(x, r.BPW), append(y, r.KL)
+			}
+			if r.LlamaKL > 0 {
+				lx, ly = append(lx, r.BPW), append(ly, r.LlamaKL)
 			}
 		}
-		c.Series = append(c.Series, plot.Series{Name: s + " (turbomem KL)", X: x, Y: y})
-		if llama {
-			c.Series = append(c.Series, plot.Series{Name: s + " (llama.cpp KL)", X: x, Y: ly, Dashed: true})
+		if len(x) > 0 {
+			c.Series = append(c.Series, plot.Series{Name: s + " (turbomem KL)", X: x, Y: y})
+		}
+		if llama && len(lx) > 0 {
+			c.Series = append(c.Series, plot.Series{Name: s + " (llama.cpp KL)", X: lx, Y: ly, Dashed: true})
 		}
 	}
 	f, err := os.Create(path)
