@@ -3,6 +3,7 @@ package gguf
 import (
 	"fmt"
 	"io"
+	"io/fs"
 	"math"
 	"slices"
 
@@ -61,6 +62,7 @@ type File struct {
 	data  []byte      // the whole file when it is in memory (mapped or given)
 	src   io.ReaderAt // otherwise the source of tensor data
 	close func() error
+	info  fs.FileInfo // the opened file's description (Open), else nil
 }
 
 // Close releases the file's mapping and descriptor, if any. Slices returned
@@ -73,6 +75,13 @@ func (f *File) Close() error {
 	f.close, f.data, f.src = nil, nil, nil
 	return c()
 }
+
+// Info returns the description of the file that Open opened (as the
+// descriptor it mapped or reads saw it, at the open), or nil for a File
+// from Decode or DecodeBytes. A caller that opens the file again by its
+// path can tell whether it got the same file with os.SameFile. It stays
+// valid after Close.
+func (f *File) Info() fs.FileInfo { return f.info }
 
 // Mapped reports whether tensor data is served from memory (a memory map or
 // the byte slice given to DecodeBytes) without copying.

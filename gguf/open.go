@@ -35,7 +35,7 @@ func open(path string, tryMap bool) (*File, error) {
 			if err != nil {
 				return nil, errors.Join(fmt.Errorf("%s: %w", path, err), unmap())
 			}
-			f.close = unmap
+			f.close, f.info = unmap, st
 			return f, nil
 		}
 	}
@@ -44,6 +44,6 @@ func open(path string, tryMap bool) (*File, error) {
 		fh.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	f.close = fh.Close
+	f.close, f.info = fh.Close, st
 	return f, nil
 }

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"math"
+	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
@@ -281,5 +283,52 @@ func TestClose(t *testing.T) {
 	}
 	if _, err := f.TensorData(sampleTensors[0].name); err != nil {
 		t.Fatalf("Decode's File has nothing to close, so data stays readable: %v", err)
+	}
+}
+
+// TestInfo: a File from Open, mapped or read through its descriptor,
+// describes the file at the path (os.SameFile, its size) even after
+// Close; one from Decode or DecodeBytes describes none.
+func TestInfo(t *testing.T) {
+	b := sampleFile(t)
+	path := filepath.Join(t.TempDir(), "s.gguf")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(t.TempDir(), "copy.gguf")
+	if err := os.WriteFile(other, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ost, err := os.Stat(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tryMap := range []bool{true, false} {
+		f, err := open(path, tryMap)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		info := f.Info()
+		if info == nil || !os.SameFile(info, st) || info.Size() != int64(len(b)) || os.SameFile(info, ost) {
+			t.Errorf("open(map %v): Info() = %v, want the file at the path (%d bytes), not its copy", tryMap, info, len(b))
+		}
+	}
+	f, err := DecodeBytes(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f.Info() != nil {
+		t.Errorf("DecodeBytes: Info() = %v, want nil", f.Info())
+	}
+	if f, err = Decode(bytes.NewReader(b), int64(len(b))); err != nil {
+		t.Fatal(err)
+	}
+	if f.Info() != nil {
+		t.Errorf("Decode: Info() = %v, want nil", f.Info())
 	}
 }
