@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"crypto/sha256"
 	"errors"
+	"log/slog"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -59,6 +61,10 @@ type Background struct {
 	failed  []error // mismatches, in the order found
 	once    sync.Once
 	result  error // Wait's result once every tensor is checked
+
+	// read counts the bytes the background hashers read through
+	// descriptors of their own (variant pread), for tests.
+	read atomic.Int64
 
 	// The metadata comparison (BackgroundOptions.Metadata), claimed once
 	// by a worker or by Metadata: metaErr is set before metaDone closes.
@@ -117,6 +123,11 @@ type variant struct {
 	noPreempt bool // the workers can be stopped only where they yield
 	every     int  // the workers yield every this many bytes (0: YieldEvery)
 	populate  bool // each job's pages are mapped in one madvise before hashing
+	// pread, if set, is the path of the file: each background hasher
+	// opens it (checking it is the mapped file) and reads its pieces
+	// with pread into buffers of its own instead of reading the mapping.
+	pread   string
+	fadvise bool // with pread: the hashers' descriptors are advised sequential
 }
 
 // Start begins checking the tensors of f in the background (and its
@@ -170,7 +181,9 @@ func (b *Background) startWorkers(n int) {
 	}
 	work := func() {
 		defer b.wg.Done()
-		b.work(b.stop, !b.v.noYield)
+		rd := b.openReader()
+		defer rd.close()
+		b.work(b.stop, !b.v.noYield, rd)
 	}
 	b.wg.Add(n)
 	if b.v.direct {
@@ -283,8 +296,9 @@ func useRank(name string) int {
 
 // work hashes the queue's unclaimed pieces in order, a job (one or two
 // pieces) at a time, until it is done or stop is closed (a nil stop never
-// is), yielding the CPU as it goes if yield is set.
-func (b *Background) work(stop <-chan struct{}, yield bool) {
+// is), yielding the CPU as it goes if yield is set, reading the pieces
+// with rd if it is not nil.
+func (b *Background) work(stop <-chan struct{}, yield bool, rd *pieceReader) {
 	for {
 		select {
 		case <-stop:
@@ -307,7 +321,7 @@ func (b *Background) work(stop <-chan struct{}, yield bool) {
 				got = append(got, r)
 			}
 		}
-		b.hash(got, yield)
+		b.hash(got, yield, rd)
 	}
 }
 
@@ -335,14 +349,15 @@ func (b *Background) Metadata() error {
 }
 
 // hash hashes the pieces rs (claimed, at most two: side by side, as
-// sumPieces does), yielding the CPU every YieldEvery bytes of each if
-// yield is set; a tensor's last piece's hasher compares the tensor's
-// hash with the manifest's.
-func (b *Background) hash(rs []pieceRef, yield bool) {
+// sumPieces does), read with rd if it is not nil (else from the
+// mapping), yielding the CPU every YieldEvery bytes of each if yield is
+// set; a tensor's last piece's hasher compares the tensor's hash with
+// the manifest's.
+func (b *Background) hash(rs []pieceRef, yield bool, rd *pieceReader) {
 	var two [2]piece
 	ps := two[:len(rs)]
 	for k, r := range rs {
-		ps[k] = piece{data: r.data(), sum: &r.p.sums[r.i]}
+		ps[k] = piece{data: rd.read(b, r, k), sum: &r.p.sums[r.i]}
 		if b.v.populate {
 			populate(ps[k].data)
 		}
@@ -413,12 +428,12 @@ func (b *Background) Check(t gguf.TensorInfo, data []byte) error {
 		for i := range p.claimed {
 			if p.claimed[i].CompareAndSwap(false, true) {
 				if got = append(got, pieceRef{p, i}); len(got) == 2 {
-					b.hash(got, false)
+					b.hash(got, false, nil)
 					got = got[:0]
 				}
 			}
 		}
-		b.hash(got, false)
+		b.hash(got, false, nil)
 	}
 	var wg sync.WaitGroup
 	for range min(b.helpers, len(p.claimed)) - 1 {
@@ -451,9 +466,9 @@ func (b *Background) Settled() error {
 	}
 	var wg sync.WaitGroup
 	for range b.helpers - 1 {
-		wg.Go(func() { b.work(nil, false) })
+		wg.Go(func() { b.work(nil, false, nil) })
 	}
-	b.work(nil, false)
+	b.work(nil, false, nil)
 	wg.Wait()
 	<-b.all // pieces still being hashed by the background
 	return b.outcome()
@@ -500,4 +515,65 @@ func (b *Background) Done() <-chan struct{} { return b.all }
 func (b *Background) Stop() {
 	b.stopped.Do(func() { close(b.stop) })
 	b.wg.Wait()
+}
+
+// pieceReader reads pieces of a background's file through a descriptor
+// of its own into buffers of its own (variant pread), so that its hasher
+// does not fault the mapping's pages in beside the model's loader. A nil
+// *pieceReader reads the mapping.
+type pieceReader struct {
+	fh   *os.File
+	bufs [2][]byte // one piece each, allocated at first use
+}
+
+// openReader opens the background's file for one hasher if its variant
+// says pread, checking that the path still names the mapped file (the
+// same device, inode and size); nil otherwise, or if it cannot, and the
+// hasher reads the mapping.
+func (b *Background) openReader() *pieceReader {
+	if b.v.pread == "" {
+		return nil
+	}
+	fh, err := os.Open(b.v.pread)
+	if err != nil {
+		slog.Debug("wquant: the hashers read the mapping", "err", err)
+		return nil
+	}
+	st, err := fh.Stat()
+	if info := b.f.Info(); err != nil || info == nil || !os.SameFile(info, st) || st.Size() != b.f.Size {
+		slog.Debug("wquant: the hashers read the mapping: not the mapped file", "path", b.v.pread, "err", err)
+		fh.Close()
+		return nil
+	}
+	if b.v.fadvise {
+		adviseSequential(fh)
+	}
+	return &pieceReader{fh: fh}
+}
+
+// read returns the bytes of piece r, read into buffer k (0 or 1) with
+// pread, or the mapping's if rd is nil or the read fails (the mapping
+// then shows what the model reads: a file cut short faults there too).
+func (rd *pieceReader) read(b *Background, r pieceRef, k int) []byte {
+	data := r.data() // the mapping's bytes (not touched here)
+	if rd == nil {
+		return data
+	}
+	if rd.bufs[k] == nil {
+		rd.bufs[k] = make([]byte, HashChunk)
+	}
+	buf := rd.bufs[k][:len(data)]
+	if _, err := rd.fh.ReadAt(buf, r.p.t.Offset+int64(r.i)*HashChunk); err != nil {
+		slog.Debug("wquant: a hasher's read; hashing the mapping", "tensor", r.p.t.Name, "err", err)
+		return data
+	}
+	b.read.Add(int64(len(buf)))
+	return buf
+}
+
+// close closes rd's descriptor, if any.
+func (rd *pieceReader) close() {
+	if rd != nil {
+		rd.fh.Close()
+	}
 }

@@ -248,3 +248,48 @@ func TestBackgroundSettled(t *testing.T) {
 		})
 	}
 }
+
+// TestBackgroundPread: with variant pread the background hashers read
+// every tensor through descriptors of their own (none from the mapping)
+// and name the one tensor with a flipped byte, whichever it is; given a
+// path to another file (an intact copy) or to none, they read the
+// mapping instead, and still name it.
+func TestBackgroundPread(t *testing.T) {
+	path := sealed(t)
+	good := readBytes(t, path)
+	f := openGGUF(t, path)
+	var total int64
+	for _, ti := range f.Tensors {
+		total += ti.Size
+	}
+	type tc struct{ name, file, want string }
+	cases := []tc{{"intact", path, ""}}
+	for i, ti := range f.Tensors {
+		b := append([]byte(nil), good...)
+		b[ti.Offset+int64(i*7919)%ti.Size] ^= 0x10
+		cases = append(cases, tc{"flip in " + ti.Name, writeBytes(t, b), "tensor " + ti.Name + ":"})
+	}
+	for _, c := range cases {
+		for _, src := range []struct {
+			name, path string
+			reads      bool
+		}{{"same file", c.file, true}, {"intact copy", writeBytes(t, good), false}, {"no file", c.file + ".missing", false}} {
+			f := openGGUF(t, c.file)
+			m, err := ReadManifest(f)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, fadvise := range []bool{false, true} {
+				bg := m.Start(f, BackgroundOptions{Workers: 2, v: variant{pread: src.path, fadvise: fadvise}})
+				err := bg.Wait()
+				bg.Stop()
+				if c.want == "" && err != nil || c.want != "" && (!errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), c.want) || strings.Count(err.Error(), "tensor ") != 1) {
+					t.Errorf("%s, pread from %s (fadvise %v): %v, want %q", c.name, src.name, fadvise, err, c.want)
+				}
+				if got, want := bg.read.Load(), map[bool]int64{true: total, false: 0}[src.reads]; got != want {
+					t.Errorf("%s, pread from %s (fadvise %v): %d bytes read through the hashers' descriptors, want %d", c.name, src.name, fadvise, got, want)
+				}
+			}
+		}
+	}
+}

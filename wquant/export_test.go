@@ -24,8 +24,14 @@ import (
 // collection's start and end) may wait for a hasher against how often
 // the hashers enter the scheduler; "nopreempt" lets a stop of the world
 // stop a hasher only where it yields (every 64 KiB; lazy: every
-// PreemptEvery, 16 KiB, at a function call).
-var LazyVariants = []string{"", "direct", "noyield", "populate", "cores", "all", "half", "yield16k", "yield256k", "nopreempt"}
+// PreemptEvery, 16 KiB, at a function call); "pread" has each hasher
+// read its pieces through a descriptor of its own (the file opened again
+// by its path, checked to be the mapped one: gguf.File.Info) with pread
+// into buffers of its own instead of reading the mapping the loader pages
+// in, so that the hashers' page faults do not contend with the loader's;
+// "pread-fadvise" is pread with the descriptors advised sequential
+// (POSIX_FADV_SEQUENTIAL).
+var LazyVariants = []string{"", "direct", "noyield", "populate", "cores", "all", "half", "yield16k", "yield256k", "nopreempt", "pread", "pread-fadvise"}
 
 // OpenModelVariant is OpenModel whose lazy check schedules its hashers as
 // variant (one of LazyVariants) says.
@@ -51,6 +57,8 @@ func OpenModelVariant(path string, o model.Options, v OpenOptions, variant strin
 		tune = func(bo *BackgroundOptions) { bo.v.every = 256 << 10 }
 	case "all":
 		tune = func(bo *BackgroundOptions) { bo.Workers = max(runtime.NumCPU()-1, 1) }
+	case "pread", "pread-fadvise":
+		tune = func(bo *BackgroundOptions) { bo.v.pread, bo.v.fadvise = path, variant == "pread-fadvise" }
 	default:
 		return nil, fmt.Errorf("lazy variant %q: want one of %q", variant, LazyVariants)
 	}

@@ -1,6 +1,7 @@
 package wquant
 
 import (
+	"os"
 	"runtime"
 	"unsafe"
 
@@ -20,4 +21,11 @@ func populate(b []byte) {
 	off := start % uintptr(unix.Getpagesize()) // madvise takes whole pages
 	unix.Syscall(unix.SYS_MADVISE, start-off, uintptr(len(b))+off, unix.MADV_POPULATE_READ)
 	runtime.KeepAlive(b)
+}
+
+// adviseSequential tells the kernel that fh will be read from start to
+// end (POSIX_FADV_SEQUENTIAL: a larger readahead for its reads of pages
+// not yet in the page cache); on error it does nothing.
+func adviseSequential(fh *os.File) {
+	unix.Fadvise(int(fh.Fd()), 0, 0, unix.FADV_SEQUENTIAL)
 }
