@@ -2,6 +2,7 @@ package wquant_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -138,6 +139,9 @@ func BenchmarkFirstToken(b *testing.B) {
 // entry written; Close waits for that), lazy-cache-hit a later one (the
 // file remembered: no hashing). The file is left alone for the cache's
 // racy margin (2 s) before the first iteration.
+//
+// The flag -lazymodes (comma-separated, off first) runs only the modes it
+// lists, for more iterations of an A/B in the same time.
 func BenchmarkFirstTokenLazy(b *testing.B) {
 	path := sealedModel(b)
 	modes := []string{"off"}
@@ -145,17 +149,31 @@ func BenchmarkFirstTokenLazy(b *testing.B) {
 		modes = append(modes, strings.TrimSuffix("lazy-"+v, "-"))
 	}
 	modes = append(modes, "lazy-cache-first", "lazy-cache-hit")
-	time.Sleep(2 * time.Second) // a file changed within 2 s of its check is not remembered
+	if *lazyModes != "" {
+		chosen := strings.Split(*lazyModes, ",")
+		for _, m := range chosen {
+			if !slices.Contains(modes, m) {
+				b.Fatalf("-lazymodes: %q: want some of %q", m, modes)
+			}
+		}
+		if chosen[0] != "off" {
+			b.Fatalf("-lazymodes %q: want off first (the modes are timed against it)", *lazyModes)
+		}
+		modes = chosen
+	}
 	caches := b.TempDir()
 	hit := filepath.Join(caches, "hit")
-	m, err := wquant.OpenModel(path, model.Options{}, wquant.OpenOptions{Verify: "lazy", CheckedCache: hit})
-	if err != nil {
-		b.Fatal(err)
-	}
-	first(b, m, benchPrompt(1))
-	m.Close()
-	if entries, _ := os.ReadDir(hit); len(entries) != 1 {
-		b.Fatalf("the checked cache holds %d entries after a check, want 1", len(entries))
+	if slices.Contains(modes, "lazy-cache-hit") {
+		time.Sleep(2 * time.Second) // a file changed within 2 s of its check is not remembered
+		m, err := wquant.OpenModel(path, model.Options{}, wquant.OpenOptions{Verify: "lazy", CheckedCache: hit})
+		if err != nil {
+			b.Fatal(err)
+		}
+		first(b, m, benchPrompt(1))
+		m.Close()
+		if entries, _ := os.ReadDir(hit); len(entries) != 1 {
+			b.Fatalf("the checked cache holds %d entries after a check, want 1", len(entries))
+		}
 	}
 	runs := 0
 	prompt := benchPrompt(16)
@@ -197,6 +215,9 @@ func BenchmarkFirstTokenLazy(b *testing.B) {
 		})
 	}
 }
+
+// lazyModes is BenchmarkFirstTokenLazy's -lazymodes.
+var lazyModes = flag.String("lazymodes", "", "BenchmarkFirstTokenLazy's modes to run, comma-separated, off first (default: all)")
 
 // sealedModel writes the embedded model sealed with a manifest (a copy,
 // its Q8_0 tensors as they are) into a temporary directory and returns
