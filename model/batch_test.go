@@ -1,6 +1,7 @@
 package model_test
 
 import (
+	"fmt"
 	"slices"
 	"sync/atomic"
 	"testing"
@@ -8,6 +9,7 @@ import (
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // TestBatchMatchesSessions: several sessions stepped together by a Batch
@@ -303,6 +305,82 @@ func TestBatchStepRegions(t *testing.T) {
 					t.Errorf("%s, %d rows, step %d: %d regions, want %d", kv, n, step, got, want)
 				}
 			}
+		}
+	}
+}
+
+// TestBatchStepTrace: with the pool traced (tensor.RegionTrace), a
+// 16-row decode step's regions are labelled by what they compute, one
+// region each: a layer's Q, K and V products, its output projection with
+// the rows' attention inside, its gate and up products, its down
+// product, and the logits; and the step's logits are an untraced
+// step's.
+func TestBatchStepTrace(t *testing.T) {
+	m, err := defaultmodel.Load(model.Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	prompt := make([]int32, 20)
+	for i := range prompt {
+		prompt[i] = int32(7 + 31*i%1000)
+	}
+	var want []string
+	for li := range m.Config.Layers {
+		for _, name := range []string{"attn_qkv", "attn_out+attention", "ffn_gate+up", "ffn_down"} {
+			want = append(want, fmt.Sprintf("L%d %s", li, name))
+		}
+	}
+	want = append(want, "output")
+	const n = 16
+	var logits [2][][]float32
+	for pass, traced := range []bool{false, true} {
+		b := m.NewBatch()
+		seqs, toks := make([]*model.Session, n), make([][]int32, n)
+		for j := range seqs {
+			if seqs[j], err = m.NewSession(nil, len(prompt)+1); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := seqs[j].Forward(prompt, false); err != nil {
+				t.Fatal(err)
+			}
+			toks[j] = []int32{int32(42 + j)}
+		}
+		var tr tensor.RegionTrace
+		if traced {
+			model.SetPoolTrace(m, &tr)
+		}
+		out, errs := b.Forward(seqs, toks)
+		model.SetPoolTrace(m, nil)
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		for _, l := range out {
+			logits[pass] = append(logits[pass], slices.Clone(l))
+		}
+		if !traced {
+			continue
+		}
+		var got []string
+		for _, s := range tr.Stats() {
+			got = append(got, s.Label.String())
+			if s.Regions != 1 || s.Threads != 2 || s.Tasks < 1 {
+				t.Errorf("%s: %d regions, %d threads, %d tasks; want 1, 2, ≥ 1", s.Label, s.Regions, s.Threads, s.Tasks)
+			}
+			if s.Busy > 2*s.Wall || s.Busy+s.Late+s.Tail > 2*s.Wall || s.Items+s.PhaseWait > s.Busy {
+				t.Errorf("%s: busy %v, late %v, tail %v, items %v, phase wait %v over 2×%v",
+					s.Label, s.Busy, s.Late, s.Tail, s.Items, s.PhaseWait, s.Wall)
+			}
+		}
+		if !slices.Equal(got, want) {
+			t.Errorf("regions\n%q\nwant\n%q", got, want)
+		}
+	}
+	for j := range logits[0] {
+		if !slices.Equal(logits[0][j], logits[1][j]) {
+			t.Errorf("session %d: traced step's logits differ", j)
 		}
 	}
 }

@@ -1,15 +1,19 @@
 package model_test
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"runtime"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // benchModel returns the embedded model, or the GGUF file named by
@@ -140,6 +144,79 @@ func BenchmarkBatchDecodeRatio(b *testing.B) {
 	}
 }
 
+// BenchmarkBatchDecodeRegions times 16-row decode steps (as
+// BenchmarkBatchDecode's seqs=16) with the model pool's regions traced
+// (tensor.RegionTrace), and logs a table of them, the longest first: per
+// region (a layer's product, its label saying what else runs inside it)
+// the wall time a step, the goroutines' wait share 1 − busy/(threads·
+// wall), and where the waits are (the wake-up, the phases of a product's
+// tasks, the region's end) and how uneven the goroutines' busy times
+// are. The clock is read around every task: steps run slower than
+// untraced ones.
+func BenchmarkBatchDecodeRegions(b *testing.B) {
+	for _, threads := range []int{2, 16} {
+		if threads > 2 && threads > runtime.NumCPU() {
+			continue
+		}
+		m := benchModel(b, threads)
+		for _, kv := range []string{"f16", "turbo3.5"} {
+			b.Run(fmt.Sprintf("threads=%d/kv=%s", threads, kv), func(b *testing.B) {
+				d := newBatchDecoder(b, m, kv, 16)
+				d.trace = new(tensor.RegionTrace)
+				for b.Loop() {
+					d.step(b)
+				}
+				st := d.trace.Stats()
+				wall, wait, idle := logRegions(b, st, b.N)
+				b.ReportMetric(float64(wall.Microseconds())/float64(b.N), "µs-regions/step")
+				b.ReportMetric(wait, "wait-share")
+				b.ReportMetric(idle, "idle-share")
+			})
+		}
+	}
+}
+
+// logRegions logs a table of a RegionTrace's stats over steps steps,
+// the longest regions first, and returns their wall time and the
+// goroutines' wait and idle shares over all of them.
+func logRegions(b *testing.B, st []tensor.RegionStat, steps int) (wall time.Duration, wait, idle float64) {
+	slices.SortStableFunc(st, func(x, y tensor.RegionStat) int { return cmp.Compare(y.Wall, x.Wall) })
+	var all tensor.RegionStat
+	us := func(d time.Duration, per int) float64 { return float64(d.Nanoseconds()) / 1e3 / float64(max(per, 1)) }
+	var tb strings.Builder
+	// wait: 1 − busy/(threads·wall); idle: the phases' waits inside
+	// the tasks counted too; items (the vectors' preparation: norms,
+	// attention, packing), late (to the first task), phase (waiting for
+	// others' items), tail (after the last task), gaps (between tasks):
+	// µs a step per goroutine; slow/mean: the busiest goroutine's time
+	// in tasks over the mean.
+	fmt.Fprintf(&tb, "%d steps; µs a step (items, late, phase, tail, gaps: per goroutine)\n", steps)
+	fmt.Fprintf(&tb, "%-24s %7s %8s %6s %6s %7s %7s %7s %7s %7s %9s\n", "region", "regions", "wall", "wait", "idle", "items", "late", "phase", "tail", "gaps", "slow/mean")
+	for _, s := range st {
+		t := s.Threads * steps
+		mean := float64(s.Busy) / float64(s.Threads)
+		fmt.Fprintf(&tb, "%-24s %7.2f %8.1f %5.1f%% %5.1f%% %7.1f %7.1f %7.1f %7.1f %7.1f %9.2f\n", s.Label,
+			float64(s.Regions)/float64(steps), us(s.Wall, steps), 100*s.WaitShare(), 100*s.IdleShare(),
+			us(s.Items, t), us(s.Late, t), us(s.PhaseWait, t), us(s.Tail, t), us(s.Gaps(), t), float64(s.Slowest)/max(mean, 1))
+		all.Threads = s.Threads
+		all.Regions += s.Regions
+		all.Wall += s.Wall
+		all.Busy += s.Busy
+		all.Items += s.Items
+		all.Late += s.Late
+		all.PhaseWait += s.PhaseWait
+		all.Tail += s.Tail
+		all.Slowest += s.Slowest
+	}
+	t := all.Threads * steps
+	fmt.Fprintf(&tb, "%-24s %7.2f %8.1f %5.1f%% %5.1f%% %7.1f %7.1f %7.1f %7.1f %7.1f %9.2f\n", "all",
+		float64(all.Regions)/float64(steps), us(all.Wall, steps), 100*all.WaitShare(), 100*all.IdleShare(),
+		us(all.Items, t), us(all.Late, t), us(all.PhaseWait, t), us(all.Tail, t), us(all.Gaps(), t),
+		float64(all.Slowest)/max(float64(all.Busy)/float64(max(all.Threads, 1)), 1))
+	b.Log("\n" + tb.String())
+	return all.Wall, all.WaitShare(), all.IdleShare()
+}
+
 // batchDecoder steps n sessions of a model together, one token each
 // per step, after a 64-token prompt; they start again (untimed) every
 // 256 steps.
@@ -152,6 +229,9 @@ type batchDecoder struct {
 	ids   []int32
 	// regions counts the model pool's regions in the timed steps.
 	regions int64
+	// trace, if set, records the timed steps' regions (not the
+	// sessions' prompts).
+	trace *tensor.RegionTrace
 }
 
 func newBatchDecoder(b *testing.B, m *model.Model, kv string, n int) *batchDecoder {
@@ -187,6 +267,10 @@ func (d *batchDecoder) step(b *testing.B) time.Duration {
 		b.StartTimer()
 	}
 	r0 := model.PoolRegions(d.m)
+	if d.trace != nil {
+		model.SetPoolTrace(d.m, d.trace)
+		defer model.SetPoolTrace(d.m, nil)
+	}
 	start := time.Now()
 	_, errs := d.batch.Forward(d.seqs, d.toks)
 	t := time.Since(start)

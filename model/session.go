@@ -338,6 +338,7 @@ func (s *Session) forward(n, from, lo int, wantLogits bool, dst []float32, rows 
 		logits = make([]float32, nl*c.Vocab)
 	}
 	prep := s.ahead(nl, c.Hidden, s.rowPrep.outIn, s.h[:nl*c.Hidden], m.w.output)
+	s.opts().Pool.Label("output", -1)
 	if err := s.matmul(logits, m.w.output, s.h, nl, prep); err != nil {
 		return nil, err
 	}
@@ -417,6 +418,7 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 	qd := c.Heads * c.HeadDim
 	ly := &m.w.layers[li]
 	s.ly = ly
+	pool := s.opts().Pool // its regions labelled for a RegionTrace
 	if s.capture != nil {
 		if s.pending {
 			s.add(s.x, s.o, n, c.Hidden)
@@ -425,6 +427,7 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 		s.capture(li, s.x[:n*c.Hidden])
 	}
 	prep := s.ahead(n, c.Hidden, s.rowPrep.attnIn, s.h[:n*c.Hidden], ly.q, ly.k, ly.v)
+	pool.Label("attn_qkv", li)
 	if err := s.matmuls(s.h, n, prep, product{s.q, ly.q}, product{s.k, ly.k}, product{s.v, ly.v}); err != nil {
 		return err
 	}
@@ -433,6 +436,7 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 	addBias(s.q, ly.qBias, n)
 	addBias(s.k, ly.kBias, n)
 	addBias(s.v, ly.vBias, n)
+	pool.Label("attention", li)
 	late, err := s.attend(li, n, rows)
 	if err != nil {
 		return err
@@ -440,19 +444,23 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 	prep = nil
 	if late { // the rows attend inside the output projection's region
 		prep = s.ahead(n, qd, rows.late, s.att[:n*qd], ly.o)
+		pool.Label("attn_out+attention", li)
 	} else {
 		s.observed(s.att[:n*qd], ly.o)
+		pool.Label("attn_out", li)
 	}
 	if err := s.matmul(s.o, ly.o, s.att, n, prep); err != nil {
 		return err
 	}
 	s.pending = true
 	prep = s.ahead(n, c.Hidden, s.rowPrep.ffnIn, s.h[:n*c.Hidden], ly.gate, ly.up)
+	pool.Label("ffn_gate+up", li)
 	if err := s.matmuls(s.h, n, prep, product{s.g, ly.gate}, product{s.u, ly.up}); err != nil {
 		return err
 	}
 	s.pending = false
 	prep = s.ahead(n, c.FFN, s.rowPrep.swiglu, s.g[:n*c.FFN], ly.down)
+	pool.Label("ffn_down", li)
 	if err := s.matmul(s.o, ly.down, s.g, n, prep); err != nil {
 		return err
 	}

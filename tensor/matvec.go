@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"runtime"
 	"sync/atomic"
+	"time"
 )
 
 // Options configures MatVec and MatMul.
@@ -72,6 +73,9 @@ type matCall struct {
 type vectors struct {
 	phases [2]phase
 	count  int // phases in use
+	// trace is the region's Pool's RegionTrace, nil where none is set:
+	// ready then counts each goroutine's time in items and waiting.
+	trace *RegionTrace
 }
 
 // phase is n items f(0) … f(n−1), dealt in T shares, one for each
@@ -129,17 +133,23 @@ func (ph *phase) set(t, n int, f func(i int)) {
 // ready does items of each phase until none is left to take, goroutine w
 // starting with its own shares, and returns once all are done.
 func (p *vectors) ready(w int) {
+	var acct *traceSlot
+	if p.trace != nil {
+		acct = &p.trace.slots[w]
+	}
 	for i := range p.count {
-		p.phases[i].run(w)
+		p.phases[i].run(w, acct)
 	}
 }
 
 // run does items of ph until none is left to take, from share w on (a
 // share's count read before it is written: once its items are taken,
-// a look costs no write), and waits until every share's items are done.
-func (ph *phase) run(w int) {
+// a look costs no write), and waits until every share's items are done;
+// where acct is not nil, it adds the time in items and waiting to it.
+func (ph *phase) run(w int, acct *traceSlot) {
 	t := len(ph.shares)
 	w %= t
+	var t0 time.Time
 	for k := range t {
 		sh := &ph.shares[(w+k)%t]
 		for sh.next.Load() < sh.end {
@@ -147,9 +157,18 @@ func (ph *phase) run(w int) {
 			if i >= sh.end {
 				break
 			}
+			if acct != nil {
+				t0 = time.Now()
+			}
 			ph.f(int(i))
+			if acct != nil {
+				acct.items += time.Since(t0)
+			}
 			sh.done.Add(1)
 		}
+	}
+	if acct != nil {
+		t0 = time.Now()
 	}
 	for k := range t {
 		sh := &ph.shares[(w+k)%t]
@@ -160,6 +179,9 @@ func (ph *phase) run(w int) {
 				runtime.Gosched() // a goroutine doing an item may need this CPU
 			}
 		}
+	}
+	if acct != nil {
+		acct.wait += time.Since(t0)
 	}
 }
 
@@ -427,6 +449,7 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	if packed != [numActKinds]bool{} {
 		pack = scr.group
 	}
+	scr.vecs.trace = opts.Pool.regionTrace()
 	scr.vecs.start(threads, tasks, n, scr.vector, ng, pack)
 	opts.Pool.RunDealt(tasks, scr.productVecs)
 	return nil

@@ -35,9 +35,10 @@ type Pool struct {
 	cur     atomic.Pointer[job]
 	workers []*worker
 	closed  atomic.Bool
-	regions atomic.Int64 // regions run on the workers (Regions)
-	gen     uint32       // the last region's number, under mu: a dealt job's tag
-	shares  []dealShare  // RunDealt's, one per goroutine
+	regions atomic.Int64                // regions run on the workers (Regions)
+	gen     uint32                      // the last region's number, under mu: a dealt job's tag
+	shares  []dealShare                 // RunDealt's, one per goroutine
+	trace   atomic.Pointer[RegionTrace] // SetTrace's; nil: no clock read
 	// finished wakes a parked caller of Run when its job's last task ends.
 	finished chan struct{}
 }
@@ -53,10 +54,14 @@ type job struct {
 	gen      uint32
 	shares   []dealShare // RunDealt's; nil: tasks handed out in order (next)
 	finished chan struct{}
-	_        [64]byte
-	next     atomic.Int32
-	_        [64]byte
-	done     atomic.Int32
+	// slots, where the Pool has a RegionTrace, are its goroutines'
+	// accounts of the job, times since start; nil: no clock read.
+	slots []traceSlot
+	start time.Time
+	_     [64]byte
+	next  atomic.Int32
+	_     [64]byte
+	done  atomic.Int32
 	// state says whether the caller parked to wait (jobParked) and
 	// whether the last task ended (jobOver): whoever comes second of the
 	// two knows, and the last task's goroutine then wakes the caller.
@@ -223,6 +228,11 @@ func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
 	if dealt {
 		j.shares = p.shares
 	}
+	tr := p.trace.Load()
+	if tr != nil {
+		tr.begin()
+		j.slots, j.start = tr.slots, time.Now()
+	}
 	p.regions.Add(1)
 	p.cur.Store(j)
 	// Wake as many sleepers as there are tasks beyond the caller's first;
@@ -243,6 +253,9 @@ func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
 	if !spinUntil(p.spin, func() bool { return j.done.Load() == j.n }, nil) &&
 		j.state.CompareAndSwap(jobRunning, jobParked) {
 		<-j.finished
+	}
+	if tr != nil {
+		tr.end(time.Since(j.start))
 	}
 }
 
@@ -352,7 +365,7 @@ func (j *job) work(worker int) {
 			if i >= j.n {
 				break
 			}
-			j.f(int(i), worker)
+			j.call(int(i), worker)
 			ran++
 		}
 	}
@@ -395,11 +408,30 @@ func (j *job) dealt(w int) (ran int32) {
 			if !word.CompareAndSwap(v, v+1) {
 				continue
 			}
-			j.f(i, w)
+			j.call(i, w)
 			ran++
 		}
 	}
 	return ran
+}
+
+// call runs task i of j on goroutine w, and where the Pool has a
+// RegionTrace counts it in w's account.
+func (j *job) call(i, w int) {
+	if j.slots == nil {
+		j.f(i, w)
+		return
+	}
+	s := &j.slots[w]
+	t0 := time.Since(j.start)
+	j.f(i, w)
+	t1 := time.Since(j.start)
+	if s.tasks == 0 {
+		s.first = t0
+	}
+	s.tasks++
+	s.busy += t1 - t0
+	s.last = t1
 }
 
 // loop is a worker: it runs the tasks of each new job, polls for the next
