@@ -131,25 +131,34 @@ func (ph *phase) set(t, n int, f func(i int)) {
 }
 
 // ready does items of each phase until none is left to take, goroutine w
-// starting with its own shares, and returns once all are done.
+// starting with its own shares, and returns once all are done; with a
+// RegionTrace, it counts w's time taking and doing items and waiting for
+// the others' in w's account.
 func (p *vectors) ready(w int) {
-	var acct *traceSlot
-	if p.trace != nil {
-		acct = &p.trace.slots[w]
+	if p.trace == nil {
+		for i := range p.count {
+			p.phases[i].take(w)
+			p.phases[i].await(w)
+		}
+		return
 	}
+	acct := &p.trace.slots[w]
 	for i := range p.count {
-		p.phases[i].run(w, acct)
+		t0 := time.Now()
+		p.phases[i].take(w)
+		t1 := time.Now()
+		p.phases[i].await(w)
+		acct.items += t1.Sub(t0)
+		acct.wait += time.Since(t1)
 	}
 }
 
-// run does items of ph until none is left to take, from share w on (a
+// take does items of ph until none is left to take, from share w on (a
 // share's count read before it is written: once its items are taken,
-// a look costs no write), and waits until every share's items are done;
-// where acct is not nil, it adds the time in items and waiting to it.
-func (ph *phase) run(w int, acct *traceSlot) {
+// a look costs no write).
+func (ph *phase) take(w int) {
 	t := len(ph.shares)
 	w %= t
-	var t0 time.Time
 	for k := range t {
 		sh := &ph.shares[(w+k)%t]
 		for sh.next.Load() < sh.end {
@@ -157,19 +166,16 @@ func (ph *phase) run(w int, acct *traceSlot) {
 			if i >= sh.end {
 				break
 			}
-			if acct != nil {
-				t0 = time.Now()
-			}
 			ph.f(int(i))
-			if acct != nil {
-				acct.items += time.Since(t0)
-			}
 			sh.done.Add(1)
 		}
 	}
-	if acct != nil {
-		t0 = time.Now()
-	}
+}
+
+// await waits until every share's items of ph are done, from share w on.
+func (ph *phase) await(w int) {
+	t := len(ph.shares)
+	w %= t
 	for k := range t {
 		sh := &ph.shares[(w+k)%t]
 		for i := 0; sh.done.Load() != sh.size; i++ {
@@ -179,9 +185,6 @@ func (ph *phase) run(w int, acct *traceSlot) {
 				runtime.Gosched() // a goroutine doing an item may need this CPU
 			}
 		}
-	}
-	if acct != nil {
-		acct.wait += time.Since(t0)
 	}
 }
 

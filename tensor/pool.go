@@ -365,7 +365,11 @@ func (j *job) work(worker int) {
 			if i >= j.n {
 				break
 			}
-			j.call(int(i), worker)
+			if j.slots == nil {
+				j.f(int(i), worker)
+			} else {
+				j.call(int(i), worker)
+			}
 			ran++
 		}
 	}
@@ -408,20 +412,20 @@ func (j *job) dealt(w int) (ran int32) {
 			if !word.CompareAndSwap(v, v+1) {
 				continue
 			}
-			j.call(i, w)
+			if j.slots == nil {
+				j.f(i, w)
+			} else {
+				j.call(i, w)
+			}
 			ran++
 		}
 	}
 	return ran
 }
 
-// call runs task i of j on goroutine w, and where the Pool has a
-// RegionTrace counts it in w's account.
+// call runs task i of j on goroutine w and counts it in w's account of
+// the Pool's RegionTrace (j.slots).
 func (j *job) call(i, w int) {
-	if j.slots == nil {
-		j.f(i, w)
-		return
-	}
 	s := &j.slots[w]
 	t0 := time.Since(j.start)
 	j.f(i, w)
