@@ -265,15 +265,7 @@ func TestParallel(t *testing.T) {
 // for f16 and turbo3.5 caches on two threads: each region ends with a
 // wait for its slowest task.
 func TestBatchStepRegions(t *testing.T) {
-	m, err := defaultmodel.Load(model.Options{Threads: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	prompt := make([]int32, 20)
-	for i := range prompt {
-		prompt[i] = int32(7 + 31*i%1000)
-	}
+	m, prompt := twoThreadModel(t)
 	want := int64(4*m.Config.Layers + 1)
 	for _, kv := range []string{"f16", "turbo3.5"} {
 		cfg, err := kvcache.Parse(kv)
@@ -316,15 +308,8 @@ func TestBatchStepRegions(t *testing.T) {
 // product, and the logits; and the step's logits are an untraced
 // step's.
 func TestBatchStepTrace(t *testing.T) {
-	m, err := defaultmodel.Load(model.Options{Threads: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	prompt := make([]int32, 20)
-	for i := range prompt {
-		prompt[i] = int32(7 + 31*i%1000)
-	}
+	m, prompt := twoThreadModel(t)
+	var err error
 	var want []string
 	for li := range m.Config.Layers {
 		for _, name := range []string{"attn_qkv", "attn_out+attention", "ffn_gate+up", "ffn_down"} {
@@ -383,4 +368,20 @@ func TestBatchStepTrace(t *testing.T) {
 			t.Errorf("session %d: traced step's logits differ", j)
 		}
 	}
+}
+
+// twoThreadModel loads the embedded model on two threads (closed when the
+// test ends) and makes a 20-token prompt for its sessions.
+func twoThreadModel(t *testing.T) (*model.Model, []int32) {
+	t.Helper()
+	m, err := defaultmodel.Load(model.Options{Threads: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	prompt := make([]int32, 20)
+	for i := range prompt {
+		prompt[i] = int32(7 + 31*i%1000)
+	}
+	return m, prompt
 }

@@ -121,27 +121,19 @@ func BenchmarkBatchDecode(b *testing.B) {
 // parallel regions of a 16-row step (each ends with a wait for its
 // slowest task).
 func BenchmarkBatchDecodeRatio(b *testing.B) {
-	for _, threads := range []int{2, 16} {
-		if threads > 2 && threads > runtime.NumCPU() {
-			continue
+	forThreadsKV(b, func(b *testing.B, m *model.Model, kv string) {
+		one, sixteen := newBatchDecoder(b, m, kv, 1), newBatchDecoder(b, m, kv, 16)
+		var t1, t16 time.Duration
+		for b.Loop() {
+			t1 += one.step(b)
+			t16 += sixteen.step(b)
 		}
-		m := benchModel(b, threads)
-		for _, kv := range []string{"f16", "turbo3.5"} {
-			b.Run(fmt.Sprintf("threads=%d/kv=%s", threads, kv), func(b *testing.B) {
-				one, sixteen := newBatchDecoder(b, m, kv, 1), newBatchDecoder(b, m, kv, 16)
-				var t1, t16 time.Duration
-				for b.Loop() {
-					t1 += one.step(b)
-					t16 += sixteen.step(b)
-				}
-				r1, r16 := float64(b.N)/t1.Seconds(), float64(16*b.N)/t16.Seconds()
-				b.ReportMetric(r1, "tok/s-1")
-				b.ReportMetric(r16, "tok/s-16")
-				b.ReportMetric(r16/r1, "16:1")
-				b.ReportMetric(float64(sixteen.regions)/float64(b.N), "regions/step-16")
-			})
-		}
-	}
+		r1, r16 := float64(b.N)/t1.Seconds(), float64(16*b.N)/t16.Seconds()
+		b.ReportMetric(r1, "tok/s-1")
+		b.ReportMetric(r16, "tok/s-16")
+		b.ReportMetric(r16/r1, "16:1")
+		b.ReportMetric(float64(sixteen.regions)/float64(b.N), "regions/step-16")
+	})
 }
 
 // BenchmarkBatchDecodeRegions times 16-row decode steps (as
@@ -154,26 +146,18 @@ func BenchmarkBatchDecodeRatio(b *testing.B) {
 // are. The clock is read around every task: steps run slower than
 // untraced ones.
 func BenchmarkBatchDecodeRegions(b *testing.B) {
-	for _, threads := range []int{2, 16} {
-		if threads > 2 && threads > runtime.NumCPU() {
-			continue
+	forThreadsKV(b, func(b *testing.B, m *model.Model, kv string) {
+		d := newBatchDecoder(b, m, kv, 16)
+		d.trace = new(tensor.RegionTrace)
+		for b.Loop() {
+			d.step(b)
 		}
-		m := benchModel(b, threads)
-		for _, kv := range []string{"f16", "turbo3.5"} {
-			b.Run(fmt.Sprintf("threads=%d/kv=%s", threads, kv), func(b *testing.B) {
-				d := newBatchDecoder(b, m, kv, 16)
-				d.trace = new(tensor.RegionTrace)
-				for b.Loop() {
-					d.step(b)
-				}
-				st := d.trace.Stats()
-				wall, wait, idle := logRegions(b, st, b.N)
-				b.ReportMetric(float64(wall.Microseconds())/float64(b.N), "µs-regions/step")
-				b.ReportMetric(wait, "wait-share")
-				b.ReportMetric(idle, "idle-share")
-			})
-		}
-	}
+		st := d.trace.Stats()
+		wall, wait, idle := logRegions(b, st, b.N)
+		b.ReportMetric(float64(wall.Microseconds())/float64(b.N), "µs-regions/step")
+		b.ReportMetric(wait, "wait-share")
+		b.ReportMetric(idle, "idle-share")
+	})
 }
 
 // logRegions logs a table of a RegionTrace's stats over steps steps,
@@ -281,4 +265,19 @@ func (d *batchDecoder) step(b *testing.B) time.Duration {
 		}
 	}
 	return t
+}
+
+// forThreadsKV runs f as sub-benchmarks "threads=T/kv=K" for two and
+// (where the machine has them) sixteen threads and the f16 and turbo3.5
+// caches, with the embedded model loaded once per thread count.
+func forThreadsKV(b *testing.B, f func(b *testing.B, m *model.Model, kv string)) {
+	for _, threads := range []int{2, 16} {
+		if threads > 2 && threads > runtime.NumCPU() {
+			continue
+		}
+		m := benchModel(b, threads)
+		for _, kv := range []string{"f16", "turbo3.5"} {
+			b.Run(fmt.Sprintf("threads=%d/kv=%s", threads, kv), func(b *testing.B) { f(b, m, kv) })
+		}
+	}
 }
