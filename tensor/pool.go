@@ -164,7 +164,7 @@ func (p *Pool) Close() {
 // goroutine running the task (0 is the caller), for per-goroutine scratch:
 // no two tasks with the same worker run at once. A nil Pool runs every
 // task on the caller.
-func (p *Pool) Run(n int, f func(task, worker int)) { p.runTasks(n, f, false) }
+func (p *Pool) Run(n int, f func(task, worker int)) { p.runTasks(n, f, false, false) }
 
 // RunDealt is Run with the tasks dealt in shares, one for each goroutine
 // (share w is tasks [n·w/T, n·(w+1)/T) of T = Threads()): goroutine w
@@ -175,20 +175,24 @@ func (p *Pool) Run(n int, f func(task, worker int)) { p.runTasks(n, f, false) }
 // shared count only when they take over tasks, where Run's hand out every
 // task from one count. The tasks are not handed out in order: a task must
 // not Wait for others.
-func (p *Pool) RunDealt(n int, f func(task, worker int)) { p.runTasks(n, f, true) }
+func (p *Pool) RunDealt(n int, f func(task, worker int)) { p.runTasks(n, f, true, false) }
 
-// runTasks is Run (dealt false) and RunDealt (dealt true).
-func (p *Pool) runTasks(n int, f func(task, worker int), dealt bool) {
+// runTasks is Run (dealt false) and RunDealt (dealt true); with try
+// (TryRun) it runs every task on the caller where the Pool's lock is
+// held instead of waiting for it.
+func (p *Pool) runTasks(n int, f func(task, worker int), dealt, try bool) {
 	if n <= 0 {
 		return
 	}
-	if p == nil || p.threads == 1 || n == 1 || p.closed.Load() {
+	if p == nil || p.threads == 1 || n == 1 || p.closed.Load() || try && !p.mu.TryLock() {
 		for i := range n {
 			f(i, 0)
 		}
 		return
 	}
-	p.mu.Lock()
+	if !try {
+		p.mu.Lock()
+	}
 	defer p.mu.Unlock()
 	p.run(n, f, dealt)
 }
@@ -199,19 +203,7 @@ func (p *Pool) runTasks(n int, f func(task, worker int), dealt bool) {
 // It lets work that may be called from inside a region (a cache's Append
 // from a task of the Pool that its Attend uses) share the Pool's
 // goroutines where they are free, without deadlock.
-func (p *Pool) TryRun(n int, f func(task, worker int)) {
-	if n <= 0 {
-		return
-	}
-	if p == nil || p.threads == 1 || n == 1 || p.closed.Load() || !p.mu.TryLock() {
-		for i := range n {
-			f(i, 0)
-		}
-		return
-	}
-	defer p.mu.Unlock()
-	p.run(n, f, false)
-}
+func (p *Pool) TryRun(n int, f func(task, worker int)) { p.runTasks(n, f, false, true) }
 
 // run is Run's region, the Pool's lock held; RunDealt's with dealt.
 func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
