@@ -172,8 +172,7 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	// quantized (amxVector), then the group's tile operand packed block
 	// by block (amxPack: a block's 16 vectors are whole cache lines,
 	// written by one goroutine).
-	s.vecs.trace = opts.Pool.regionTrace()
-	s.vecs.start(threads, tasks, n, a.vector, (g.groups*g.blocks+amxPackBlocks-1)/amxPackBlocks, a.pck)
+	s.vecs.start(opts.Pool, threads, tasks, n, a.vector, (g.groups*g.blocks+amxPackBlocks-1)/amxPackBlocks, a.pck)
 	a.call = amxCall{ps: ps, preps: preps, x: x, cols: cols, n: n, tasks: tasks, prepare: opts.Prepare, acts: acts}
 	opts.Pool.RunDealt(tasks, a.task)
 	a.call = amxCall{}

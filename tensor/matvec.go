@@ -101,10 +101,16 @@ type phaseShare struct {
 }
 
 // start makes the n vectors ready to be taken by ready, f preparing one,
-// for a region of tasks tasks on threads goroutines; then, if not nil,
-// runs over m items that need all of them.
-func (p *vectors) start(threads, tasks, n int, f func(v int), m int, then func(i int)) {
+// for a region of tasks tasks on threads goroutines of pool; then, if not
+// nil, runs over m items that need all of them. The items are counted in
+// pool's RegionTrace only where the region runs on its goroutines (a
+// product run on the caller alone is no region of the pool's).
+func (p *vectors) start(pool *Pool, threads, tasks, n int, f func(v int), m int, then func(i int)) {
 	g := min(threads, tasks) // the goroutines that may run the items
+	p.trace = nil
+	if g > 1 {
+		p.trace = pool.regionTrace()
+	}
 	p.count = 1
 	p.phases[0].set(min(g, n), n, f)
 	if then != nil {
@@ -452,8 +458,7 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	if packed != [numActKinds]bool{} {
 		pack = scr.group
 	}
-	scr.vecs.trace = opts.Pool.regionTrace()
-	scr.vecs.start(threads, tasks, n, scr.vector, ng, pack)
+	scr.vecs.start(opts.Pool, threads, tasks, n, scr.vector, ng, pack)
 	opts.Pool.RunDealt(tasks, scr.productVecs)
 	return nil
 }

@@ -344,7 +344,7 @@ func TestVectorsShares(t *testing.T) {
 							second[i].Add(1)
 						}
 					}
-					v.start(threads, tasks, n, func(i int) { first[i].Add(1) }, m, then)
+					v.start(nil, threads, tasks, n, func(i int) { first[i].Add(1) }, m, then)
 					pool.Run(tasks, func(_, w int) { v.ready(w) })
 					for i := range first {
 						if c := first[i].Load(); c != 1 {
