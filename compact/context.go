@@ -254,6 +254,11 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 		if atts, fits, err = o.attentions(c, p, block, workers); err != nil {
 			return nil, err
 		}
+		// The heads' attentions ran as one region: a cancellation while
+		// they ran is seen here, before any fit.
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 	}
 	// Then (or, for the other methods, at once) as many heads at once as
 	// there are workers (or heads), each head worker's fit products on a
