@@ -254,7 +254,7 @@ func (s *Session) attendRows(li, n int, rows *batchRows) (late bool) {
 		singles, multis = nil, keep
 	}
 	side := len(singles) >= 2 && (2*len(singles) >= threads || longest < sideBySideContext)
-	if side && !apart && len(singles) == n {
+	if side && len(singles) == n { // never after apart: it leaves no singles
 		return true
 	}
 	if side {
