@@ -194,8 +194,8 @@ func TestQuantizeWeightedTQ2_0BruteForce(t *testing.T) {
 	}
 }
 
-// TestDotTQ2_0AnyBytes: the kernel on arbitrary blocks (code 3 among
-// them, which dequantizes to 2·d) equals the float64 dot product of the
+// TestDotTernaryAnyBytes: the kernels on arbitrary blocks (code 3 among
+// TQ2_0's, which dequantizes to 2·d) equal the float64 dot product of the
 // dequantized row with the activation as the kernel quantized it, within
 // float32 rounding of the per-block products.
 func TestDotTernaryAnyBytes(t *testing.T) {
@@ -229,7 +229,7 @@ func TestDotTernaryAnyBytes(t *testing.T) {
 	}
 }
 
-// TestTQ2_0BadSizes: wrong lengths are errors from every entry point.
+// TestTernaryBadSizes: wrong lengths are errors from every entry point.
 func TestTernaryBadSizes(t *testing.T) {
 	x := make([]float32, 2*QK_K)
 	for _, typ := range ternaryTypes {
