@@ -176,12 +176,15 @@ func logRegions(b *testing.B, st []tensor.RegionStat, steps int) (wall time.Dura
 	// in tasks over the mean.
 	fmt.Fprintf(&tb, "%d steps; µs a step (items, late, phase, tail, gaps: per goroutine)\n", steps)
 	fmt.Fprintf(&tb, "%-24s %7s %8s %6s %6s %7s %7s %7s %7s %7s %9s\n", "region", "regions", "wall", "wait", "idle", "items", "late", "phase", "tail", "gaps", "slow/mean")
-	for _, s := range st {
+	row := func(name string, s tensor.RegionStat) {
 		t := s.Threads * steps
-		mean := float64(s.Busy) / float64(s.Threads)
-		fmt.Fprintf(&tb, "%-24s %7.2f %8.1f %5.1f%% %5.1f%% %7.1f %7.1f %7.1f %7.1f %7.1f %9.2f\n", s.Label,
+		mean := float64(s.Busy) / float64(max(s.Threads, 1))
+		fmt.Fprintf(&tb, "%-24s %7.2f %8.1f %5.1f%% %5.1f%% %7.1f %7.1f %7.1f %7.1f %7.1f %9.2f\n", name,
 			float64(s.Regions)/float64(steps), us(s.Wall, steps), 100*s.WaitShare(), 100*s.IdleShare(),
 			us(s.Items, t), us(s.Late, t), us(s.PhaseWait, t), us(s.Tail, t), us(s.Gaps(), t), float64(s.Slowest)/max(mean, 1))
+	}
+	for _, s := range st {
+		row(s.Label.String(), s)
 		all.Threads = s.Threads
 		all.Regions += s.Regions
 		all.Wall += s.Wall
@@ -192,11 +195,7 @@ func logRegions(b *testing.B, st []tensor.RegionStat, steps int) (wall time.Dura
 		all.Tail += s.Tail
 		all.Slowest += s.Slowest
 	}
-	t := all.Threads * steps
-	fmt.Fprintf(&tb, "%-24s %7.2f %8.1f %5.1f%% %5.1f%% %7.1f %7.1f %7.1f %7.1f %7.1f %9.2f\n", "all",
-		float64(all.Regions)/float64(steps), us(all.Wall, steps), 100*all.WaitShare(), 100*all.IdleShare(),
-		us(all.Items, t), us(all.Late, t), us(all.PhaseWait, t), us(all.Tail, t), us(all.Gaps(), t),
-		float64(all.Slowest)/max(float64(all.Busy)/float64(max(all.Threads, 1)), 1))
+	row("all", all)
 	b.Log("\n" + tb.String())
 	return all.Wall, all.WaitShare(), all.IdleShare()
 }
