@@ -146,11 +146,8 @@ func run(src, textPath string, ctxLen, chunks int, llama string, threads int, sv
 			return err
 		}
 		start := time.Now()
-		if err := measure(ctx, &r, ids, tok.BOS(), base.Dists, ctxLen, chunks, threads); err != nil {
-			if !errors.Is(err, model.ErrUnsupported) || llama == "" {
-				return fmt.Errorf("%s: %w", r.Path, err)
-			}
-			r.Unread = err.Error() // llama.cpp's figures only
+		if err := measure(ctx, &r, ids, tok.BOS(), base.Dists, ctxLen, chunks, threads, llama != ""); err != nil {
+			return fmt.Errorf("%s: %w", r.Path, err)
 		}
 		if llama != "" {
 			out, err := llamaPerplexity(llama, r.Path, "", ctxLen, chunks, threads, "--kl-divergence-base", kld, "--kl-divergence")
@@ -187,8 +184,10 @@ func run(src, textPath string, ctxLen, chunks int, llama string, threads int, sv
 	return nil
 }
 
-// measure fills r's sizes and turbomem's figures.
-func measure(ctx context.Context, r *row, ids []int32, bos int32, ref *eval.Dists, ctxLen, chunks, threads int) error {
+// measure fills r's sizes and turbomem's figures; with orLlama, a file
+// whose tensors turbomem does not read gets its sizes and the reason
+// (r.Unread) instead, for llama.cpp's figures alone.
+func measure(ctx context.Context, r *row, ids []int32, bos int32, ref *eval.Dists, ctxLen, chunks, threads int, orLlama bool) error {
 	st, err := os.Stat(r.Path)
 	if err != nil {
 		return err
@@ -206,8 +205,12 @@ func measure(ctx context.Context, r *row, ids []int32, bos int32, ref *eval.Dist
 	}
 	r.BPW = 8 * float64(r.TensorBytes) / float64(elems)
 	m, err := model.New(f, model.Options{Threads: threads})
+	if orLlama && errors.Is(err, model.ErrUnsupported) {
+		r.Unread = err.Error()
+		return nil
+	}
 	if err != nil {
-		return err // the sizes are filled
+		return err
 	}
 	res, err := eval.Perplexity(ctx, m, ids, bos, eval.PPLOptions{Ctx: ctxLen, MaxChunks: chunks, Ref: ref})
 	if err != nil {
@@ -285,7 +288,7 @@ func draw(path, title string, rows []row, llama bool) error {
 	for _, s := range order {
 		var x, y, lx, ly []float64
 		for _, r := range bySeries[s] {
-			if r.KL > 0 && r.Unread == "" {
+			if r.KL > 0 {
 				x, y = append(x, r.BPW), append(y, r.KL)
 			}
 			if r.LlamaKL > 0 {
