@@ -18,9 +18,9 @@ import (
 // the CPU; "populate" maps each job's pages in one madvise before
 // hashing them; "cores" runs one hasher per physical core but one (SMT
 // siblings counted once); "all" one per CPU but one (the default before
-// the 16-core A/B); "half" one per two CPUs (OpenModel's own: one per
-// four, LazyWorkers); "yield16k" and "yield256k" yield every 16 or 256 KiB instead of
-// every YieldEvery (64 KiB): how long a stop of the world (a garbage
+// the 16-core A/B; OpenModel's own is one per four CPUs, LazyWorkers);
+// "half" one per two CPUs; "yield16k" and "yield256k" yield every 16 or
+// 256 KiB instead of every YieldEvery (64 KiB): how long a stop of the world (a garbage
 // collection's start and end) may wait for a hasher against how often
 // the hashers enter the scheduler; "nopreempt" lets a stop of the world
 // stop a hasher only where it yields (every 64 KiB; lazy: every

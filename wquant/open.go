@@ -57,7 +57,7 @@ type OpenOptions struct {
 //     metadata and hashes the tensors in the background (Manifest.Start
 //     with BackgroundOptions.Metadata), the metadata first and then the
 //     tensors in the order the model first uses them, on one goroutine
-//     per CPU but one (at least one) that yield to the model's
+//     per four CPUs (at least one, LazyWorkers) that yield to the model's
 //     (Background), while it loads, runs and waits for requests. The
 //     model computes on the weights as they are checked and holds back
 //     its output (model.Options.Settled): each Forward returns only once

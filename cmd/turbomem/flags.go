@@ -31,7 +31,7 @@ type modelFlags struct {
 
 // addVerifyFlag adds --verify and --verify-cache to the model flags.
 func (f *modelFlags) addVerifyFlag(fs *flag.FlagSet) {
-	f.verify = fs.String("verify", "lazy", "check a turbomem file's integrity manifest: full (every tensor before loading), lazy (hashed in the background on every CPU as the model loads and runs; no token is shown before every tensor has passed) or off; files without a manifest load as they are")
+	f.verify = fs.String("verify", "lazy", "check a turbomem file's integrity manifest: full (every tensor before loading), lazy (hashed in the background, on one CPU in four, as the model loads and runs; no token is shown before every tensor has passed) or off; files without a manifest load as they are")
 	f.verifyCache = fs.Bool("verify-cache", false, "with --verify=lazy, remember in the user's cache directory each file whose check passed (device, inode, size, mtime, ctime, manifest) and skip the hashing while it is unchanged: catches any change made through the file system, not the storage's own bit rot (see the wquant package documentation)")
 }
 
