@@ -118,11 +118,8 @@ type BackgroundOptions struct {
 // variant changes how the background hashers are scheduled, for an A/B
 // of BenchmarkFirstTokenLazy; the zero variant is what Start does.
 type variant struct {
-	direct    bool // Start itself starts every worker (not the first worker)
-	noYield   bool // the workers never yield their CPU
 	noPreempt bool // the workers can be stopped only where they yield
 	every     int  // the workers yield every this many bytes (0: YieldEvery)
-	populate  bool // each job's pages are mapped in one madvise before hashing
 	// pread, if set, is the path of the file: each background hasher
 	// opens it (checking it is the mapped file) and reads its pieces
 	// with pread into buffers of its own instead of reading the mapping.
@@ -183,15 +180,9 @@ func (b *Background) startWorkers(n int) {
 		defer b.wg.Done()
 		rd := b.openReader()
 		defer rd.close()
-		b.work(b.stop, !b.v.noYield, rd)
+		b.work(b.stop, true, rd)
 	}
 	b.wg.Add(n)
-	if b.v.direct {
-		for range n {
-			go work()
-		}
-		return
-	}
 	go func() {
 		for range n - 1 {
 			go work()
@@ -358,9 +349,6 @@ func (b *Background) hash(rs []pieceRef, yield bool, rd *pieceReader) {
 	ps := two[:len(rs)]
 	for k, r := range rs {
 		ps[k] = piece{data: rd.read(b, r, k), sum: &r.p.sums[r.i]}
-		if b.v.populate {
-			populate(ps[k].data)
-		}
 	}
 	if yield {
 		every := cmp.Or(b.v.every, YieldEvery)
