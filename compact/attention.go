@@ -92,10 +92,6 @@ func newAttentions(bs []Block, pool *tensor.Pool, keep bool, sels ...Selection) 
 		maxT = max(maxT, t)
 	}
 	// headOf returns the block a task of a region over starts belongs to.
-	headOf := func(task int, starts []int) int {
-		h, _ := slices.BinarySearch(starts, task+1)
-		return h - 1
-	}
 	// The keys (transposed) and values as panels, side by side.
 	pool.Run(2*len(bs), func(i, _ int) {
 		b := bs[i/2]
@@ -113,7 +109,7 @@ func newAttentions(bs []Block, pool *tensor.Pool, keep bool, sels ...Selection) 
 	}
 	var mu sync.Mutex
 	pool.Run(starts[len(bs)], func(task, w int) {
-		h := headOf(task, starts)
+		h := rangeOf(starts, task)
 		a, hd, b := as[h], &hs[h], bs[h]
 		d, t, n := b.Dim, a.t, a.n
 		blk := task - starts[h]
@@ -168,7 +164,7 @@ func newAttentions(bs []Block, pool *tensor.Pool, keep bool, sels ...Selection) 
 		kstarts[h+1] = kstarts[h] + (a.t+keyBlock-1)/keyBlock
 	}
 	pool.Run(kstarts[len(bs)], func(task, _ int) {
-		h := headOf(task, kstarts)
+		h := rangeOf(kstarts, task)
 		a, parts := as[h], hs[h].parts
 		kb := task - kstarts[h]
 		j0, j1 := kb*keyBlock, min(a.t, (kb+1)*keyBlock)
@@ -347,4 +343,13 @@ func sortByIndex(idx []int, w []float64) {
 	}
 	copy(idx, i2)
 	copy(w, w2)
+}
+
+// rangeOf returns which of the consecutive ranges beginning at starts
+// (ascending, starts[0] ≤ i) holds i: the last one that begins at or
+// before it (of ranges that begin at the same place, the last: the
+// others are empty).
+func rangeOf(starts []int, i int) int {
+	r, _ := slices.BinarySearch(starts, i+1)
+	return r - 1
 }

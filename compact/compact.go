@@ -78,16 +78,9 @@ func (b Block) validate(pool *tensor.Pool) error {
 		starts = append(starts, chunks)
 		chunks += (len(p.x) + chunk - 1) / chunk
 	}
-	partOf := func(c int) int {
-		part := len(starts) - 1
-		for starts[part] > c {
-			part--
-		}
-		return part
-	}
 	first := make([]int, chunks)
 	pool.Run(chunks, func(c, _ int) {
-		part := partOf(c)
+		part := rangeOf(starts, c)
 		x := parts[part].x
 		i0 := (c - starts[part]) * chunk
 		first[c] = -1
@@ -102,7 +95,7 @@ func (b Block) validate(pool *tensor.Pool) error {
 		if i < 0 {
 			continue
 		}
-		p := parts[partOf(c)]
+		p := parts[rangeOf(starts, c)]
 		return fmt.Errorf("compact: %s %d, coordinate %d is %g", p.name, i/b.Dim, i%b.Dim, p.x[i])
 	}
 	return nil
