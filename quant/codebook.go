@@ -70,20 +70,7 @@ func (c *Codebook) buildGrid() {
 // Index returns the index of the centroid nearest to v (v not NaN).
 func (c *Codebook) Index(v float32) int {
 	if c.grid != nil {
-		// Out-of-range cells clamp in integers (CMOV, no branch); v is
-		// finite and |v| ≤ 1 for rotated unit vectors, so the conversion
-		// cannot overflow.
-		i := min(max(int((v-c.gridLo)*c.gridInv), 0), len(c.grid)-1)
-		g := int(c.grid[i])
-		// The cell holds at most one boundary, sentinel[g]; rounding of f
-		// can land one cell early, so step at most twice.
-		if v > c.sentinel[g] {
-			g++
-			if v > c.sentinel[g] {
-				g++
-			}
-		}
-		return g
+		return gridIndex(c.grid, c.sentinel, c.gridLo, c.gridInv, v)
 	}
 	// Binary search over the sorted boundaries.
 	b := c.Bounds
@@ -113,20 +100,32 @@ func (c *Codebook) scaleIndex(idx []uint8, y []float32, inv float32) {
 		}
 		return
 	}
-	grid, sent := c.grid, c.sentinel
-	lo, ginv, last := c.gridLo, c.gridInv, len(c.grid)-1
+	grid, sent, lo, ginv := c.grid, c.sentinel, c.gridLo, c.gridInv
 	for j := range y {
 		v := float32(y[j] * inv)
 		y[j] = v
-		g := int(grid[min(max(int(float32(v-lo)*ginv), 0), last)])
-		if v > sent[g] {
-			g++
-			if v > sent[g] {
-				g++
-			}
-		}
-		idx[j] = uint8(g)
+		idx[j] = uint8(gridIndex(grid, sent, lo, ginv, v))
 	}
+}
+
+// gridIndex is Index by the grid (grid, sentinel, gridLo and gridInv of
+// a codebook that has one), as a function of them alone so that
+// scaleIndex's loop keeps them in registers instead of reloading them
+// from the codebook per value.
+func gridIndex(grid []uint8, sentinel []float32, lo, inv, v float32) int {
+	// Out-of-range cells clamp in integers (CMOV, no branch); v is finite
+	// and |v| ≤ 1 for rotated unit vectors, so the conversion cannot
+	// overflow.
+	g := int(grid[min(max(int((v-lo)*inv), 0), len(grid)-1)])
+	// The cell holds at most one boundary, sentinel[g]; rounding of the
+	// product can land one cell early, so step at most twice.
+	if v > sentinel[g] {
+		g++
+		if v > sentinel[g] {
+			g++
+		}
+	}
+	return g
 }
 
 // moments gives the cumulative integrals of a density over (-inf, t]:

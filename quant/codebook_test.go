@@ -160,14 +160,23 @@ func TestCodebookIndex(t *testing.T) {
 			}
 		}
 		// scaleIndex: Index of each value times inv, and the scaled
-		// values, the same bits as the loop it replaces.
+		// values, the same bits as the loop it replaces; and the same
+		// indices from the codebook without its grid (the binary search),
+		// which both fall back to.
+		search := *cb
+		search.grid = nil
 		for _, inv := range []float32{1, 0.37, 3} {
 			y, idx := slices.Clone(vals), make([]uint8, len(vals))
 			cb.scaleIndex(idx, y, inv)
+			ys, idxs := slices.Clone(vals), make([]uint8, len(vals))
+			search.scaleIndex(idxs, ys, inv)
 			for i, v := range vals {
 				w := v * inv
 				if math.Float32bits(y[i]) != math.Float32bits(w) || int(idx[i]) != cb.Index(w) {
 					t.Fatalf("b=%d inv %g: scaleIndex of %g gives %g and %d, want %g and %d", b, inv, v, y[i], idx[i], w, cb.Index(w))
+				}
+				if math.Float32bits(ys[i]) != math.Float32bits(w) || idxs[i] != idx[i] || search.Index(w) != cb.Index(w) {
+					t.Fatalf("b=%d inv %g: %g: the search gives %g and %d (Index %d), the grid %d (Index %d)", b, inv, v, ys[i], idxs[i], search.Index(w), idx[i], cb.Index(w))
 				}
 			}
 		}
