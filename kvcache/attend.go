@@ -1,7 +1,6 @@
 package kvcache
 
 import (
-	"math"
 	"sync/atomic"
 	"time"
 
@@ -340,7 +339,7 @@ func (a *attention) finishHead(ws *workspace, hi int) {
 func (a *attention) finishQuery(ws *workspace, hi, j int, p *Partial) {
 	a.cur.finish(ws, hi, j, p)
 	if a.lse != nil {
-		a.lse[hi*a.g+j] = p.Max + float32(math.Log(float64(p.Sum)))
+		a.lse[hi*a.g+j] = p.logSumExp()
 	}
 }
 

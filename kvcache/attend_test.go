@@ -45,6 +45,7 @@ func TestPartialMerge(t *testing.T) {
 	for c := range want {
 		want[c] /= sum
 	}
+	wantLSE := m + math.Log(sum)
 	weigh := func(p *Partial, t0, t1 int) {
 		w := append([]float32(nil), s[t0:t1]...)
 		p.Weigh(w, scale)
@@ -60,6 +61,10 @@ func TestPartialMerge(t *testing.T) {
 			if math.Abs(float64(got[c])-want[c]) > 1e-5 {
 				t.Errorf("%s: out[%d] = %g, want %g", name, c, got[c], want[c])
 			}
+		}
+		// Max + log Sum: float32 rounding of a value near 90.
+		if lse := p.logSumExp(); math.Abs(float64(lse)-wantLSE) > 1e-5*math.Abs(wantLSE) {
+			t.Errorf("%s: log-sum-exp %g, want %g", name, lse, wantLSE)
 		}
 	}
 	cuts := [][]int{{0, n}, {0, 100, 200, 220, n}, {0, 7, 7, 150, 299, n}, {0, 210, n}}
@@ -86,14 +91,25 @@ func TestPartialMerge(t *testing.T) {
 		}
 		check("merged forwards", &fwd)
 		check("merged backwards", &bwd)
+		// merged into one that starts at their largest maximum (as
+		// AttendTogether merges its chunks: no merge rescales)
+		var top Partial
+		top.Reset(d)
+		for i := range parts {
+			top.Max = max(top.Max, parts[i].Max)
+		}
+		for i := range parts {
+			top.Merge(&parts[i])
+		}
+		check("merged from the largest maximum", &top)
 	}
 	var empty Partial
 	empty.Reset(d)
 	got := make([]float32, d)
 	got[0] = 7
 	empty.Result(got)
-	if empty.Sum != 0 || !math.IsInf(float64(empty.Max), -1) || got[0] != 0 {
-		t.Errorf("empty Partial: Sum %g, Max %g, result %g", empty.Sum, empty.Max, got[0])
+	if empty.Sum != 0 || !math.IsInf(float64(empty.Max), -1) || got[0] != 0 || !math.IsInf(float64(empty.logSumExp()), -1) {
+		t.Errorf("empty Partial: Sum %g, Max %g, result %g, log-sum-exp %g", empty.Sum, empty.Max, got[0], empty.logSumExp())
 	}
 }
 

@@ -88,3 +88,9 @@ func (p *Partial) Result(dst []float32) {
 		dst[i] = v * inv
 	}
 }
+
+// logSumExp returns the log-sum-exp of p's scaled scores, log Σ_t e^(s_t)
+// = Max + log Sum (−Inf while empty).
+func (p *Partial) logSumExp() float32 {
+	return p.Max + float32(math.Log(float64(p.Sum)))
+}

@@ -134,7 +134,7 @@ const togetherRows = 48
 // rows of products with the shared part's keys and values, a task per
 // block of rows and chunk of positions (scores with the biases, their
 // largest, their exponentials' sum and the weighted values), the chunks
-// merged in order by their log-sum-exps (as flash-decoding does), then
+// merged in order as Partials (as flash-decoding does), then
 // each fork's own tokens, then the merge of the two.
 func (p *prefixPanels) attend(fs []*Compacted, idx []int, out, q [][]float32, scale float32, pool *tensor.Pool) {
 	sh := fs[0].shape
@@ -207,20 +207,19 @@ func (p *prefixPanels) attend(fs []*Compacted, idx []int, out, q [][]float32, sc
 			k, j := r/g, r%g
 			dst := po[k*qd+(h*g+j)*d : k*qd+(h*g+j+1)*d]
 			clear(dst)
+			// The chunks as Partials, merged in order into one that
+			// starts at their largest score, so that no merge rescales
+			// (each chunk weighed once, as a two-pass log-sum-exp does).
 			at := (h*rows + r) * chunks
-			if n == 0 {
-				pl[k*sh.QHeads+h*g+j] = float32(math.Inf(-1))
-				continue
+			part := Partial{Max: float32(math.Inf(-1)), Acc: dst}
+			if n > 0 {
+				part.Max = slices.Max(cm[at : at+n])
 			}
-			m := slices.Max(cm[at : at+n])
-			var sum float32
 			for c := range n {
-				f := expNeg(cm[at+c] - m)
-				sum += f * cl[at+c]
-				tensor.AxpyF32(dst, f, co[(at+c)*d:(at+c+1)*d])
+				part.Merge(&Partial{Max: cm[at+c], Sum: cl[at+c], Acc: co[(at+c)*d : (at+c+1)*d]})
 			}
-			scaleVec(dst, 1/sum)
-			pl[k*sh.QHeads+h*g+j] = m + float32(math.Log(float64(sum)))
+			part.Result(dst)
+			pl[k*sh.QHeads+h*g+j] = part.logSumExp()
 		}
 	})
 	// Each fork's own tokens, side by side (their caches are their own).
