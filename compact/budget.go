@@ -68,12 +68,11 @@ func (o Options) kvzip(c Context, block, t int) (plan, error) {
 	p := plan{budgets: make([][]int, len(c.Layers)), index: make([][][]int, len(c.Layers))}
 	pool := tensor.NewPool(o.workers())
 	defer pool.Close()
-	for l, tr := range c.Layers {
+	for l := range c.Layers {
 		p.budgets[l] = make([]int, sh.KVHeads)
 		p.index[l] = make([][]int, sh.KVHeads)
 		for h := range sh.KVHeads {
-			d := sh.HeadDim
-			b := Block{Dim: d, Keys: headRows(tr.K, sh.KVHeads, d, h, 0, block), Values: headRows(tr.V, sh.KVHeads, d, h, 0, block), Scale: tr.Scale}
+			b := headBlock(c, l, h, block)
 			b.Queries = o.referenceQueries(c, l, h, false)
 			if len(b.Queries) == 0 {
 				return plan{}, fmt.Errorf("compact: %s: layer %d has no extra reference queries", KVzip, l)

@@ -49,26 +49,40 @@ func (b Block) Len() int {
 	return len(b.Keys) / b.Dim
 }
 
-// validate checks the block's shape and that every number in it is
-// finite, that check's values in chunks over pool (nil: the caller's
-// goroutine).
+// validate checks the block's shape, then that every number in it is
+// finite (in chunks over pool; nil: the caller's goroutine).
 func (b Block) validate(pool *tensor.Pool) error {
+	if err := b.validateShape(); err != nil {
+		return err
+	}
+	return b.validateFinite(pool)
+}
+
+// validateShape checks the block's parameters and lengths (cheap: it
+// reads no keys, values or queries).
+func (b Block) validateShape() error {
 	if b.Dim <= 0 || b.Dim > 1<<14 {
-		return fmt.Errorf("compact: head dimension %d out of range", b.Dim)
+		return fmt.Errorf("compact: Block.Dim %d: want a head dimension in [1, %d]", b.Dim, 1<<14)
 	}
 	if !(b.Scale > 0) || math.IsInf(float64(b.Scale), 0) {
-		return fmt.Errorf("compact: attention scale %g is not positive and finite", b.Scale)
+		return fmt.Errorf("compact: Block.Scale %g: want a positive, finite attention scale", b.Scale)
 	}
 	if len(b.Keys) == 0 || len(b.Keys)%b.Dim != 0 || len(b.Values) != len(b.Keys) {
-		return fmt.Errorf("compact: %d keys and %d values are not the same whole number of rows of %d", len(b.Keys), len(b.Values), b.Dim)
+		return fmt.Errorf("compact: Block.Keys and Block.Values hold %d and %d values: want the same whole number of rows of %d (Block.Dim)", len(b.Keys), len(b.Values), b.Dim)
 	}
 	if len(b.Queries) == 0 || len(b.Queries)%b.Dim != 0 {
-		return fmt.Errorf("compact: %d query values are not a positive whole number of rows of %d", len(b.Queries), b.Dim)
+		return fmt.Errorf("compact: Block.Queries holds %d values: want a positive whole number of rows of %d (Block.Dim)", len(b.Queries), b.Dim)
 	}
+	return nil
+}
+
+// validateFinite checks that every number of a block of valid shape is
+// finite, the values in chunks over pool (nil: the caller's goroutine).
+func (b Block) validateFinite(pool *tensor.Pool) error {
 	parts := []struct {
 		name string
 		x    []float32
-	}{{"key", b.Keys}, {"value", b.Values}, {"query", b.Queries}}
+	}{{"Block.Keys", b.Keys}, {"Block.Values", b.Values}, {"Block.Queries", b.Queries}}
 	// Each chunk's first value that is not finite (−1: none); the first
 	// of all is reported.
 	const chunk = 1 << 16
@@ -96,7 +110,7 @@ func (b Block) validate(pool *tensor.Pool) error {
 			continue
 		}
 		p := parts[rangeOf(starts, c)]
-		return fmt.Errorf("compact: %s %d, coordinate %d is %g", p.name, i/b.Dim, i%b.Dim, p.x[i])
+		return fmt.Errorf("compact: %s row %d, coordinate %d is %g", p.name, i/b.Dim, i%b.Dim, p.x[i])
 	}
 	return nil
 }
@@ -213,49 +227,58 @@ func AMOMP(t int) Fit {
 	return Fit{Keys: t, Select: ByOMP, BiasMin: math.Log(1e-12), BiasMax: 7, DropBelow: -7}
 }
 
-// validate checks the fit against a block of n tokens.
+// validate checks the fit against a block of n tokens: its parameters
+// (validateParams), then its budget and given keys.
 func (f Fit) validate(n int) error {
-	if f.Keys < 1 {
-		return fmt.Errorf("compact: a budget of %d keys: want at least 1", f.Keys)
+	if err := f.validateParams(); err != nil {
+		return err
 	}
 	if f.Keys > n {
-		return fmt.Errorf("compact: a budget of %d keys is larger than the block's %d tokens", f.Keys, n)
-	}
-	if _, ok := selectionNames[f.Select]; !ok {
-		return fmt.Errorf("compact: unknown key selection %d", f.Select)
+		return fmt.Errorf("compact: Fit.Keys %d is larger than the block's %d tokens", f.Keys, n)
 	}
 	if f.Select == Given {
 		if len(f.Index) != f.Keys {
-			return fmt.Errorf("compact: %d given keys for a budget of %d", len(f.Index), f.Keys)
+			return fmt.Errorf("compact: Fit.Index holds %d keys for Fit.Keys %d", len(f.Index), f.Keys)
 		}
 		seen := make(map[int]bool, len(f.Index))
 		for _, i := range f.Index {
 			if i < 0 || i >= n || seen[i] {
-				return fmt.Errorf("compact: given key %d is outside [0, %d) or repeated", i, n)
+				return fmt.Errorf("compact: Fit.Index: key %d is outside [0, %d) or repeated", i, n)
 			}
 			seen[i] = true
 		}
 	}
+	return nil
+}
+
+// validateParams checks what of the fit does not depend on a block.
+func (f Fit) validateParams() error {
+	if f.Keys < 1 {
+		return fmt.Errorf("compact: Fit.Keys %d: want a budget of at least 1 key", f.Keys)
+	}
+	if _, ok := selectionNames[f.Select]; !ok {
+		return fmt.Errorf("compact: Fit.Select %d: unknown key selection", f.Select)
+	}
 	if !f.NoBias {
 		if math.IsNaN(f.BiasMin) || math.IsNaN(f.BiasMax) || f.BiasMin > f.BiasMax || f.BiasMin < -60 || f.BiasMax > 60 {
-			return fmt.Errorf("compact: β bounds [%g, %g]: want −60 ≤ min ≤ max ≤ 60", f.BiasMin, f.BiasMax)
+			return fmt.Errorf("compact: Fit.BiasMin, Fit.BiasMax: β bounds [%g, %g]: want −60 ≤ min ≤ max ≤ 60", f.BiasMin, f.BiasMax)
 		}
 	}
 	if !(f.DropBelow <= 0) {
-		return fmt.Errorf("compact: OMP drop cutoff β < %g: want a negative cutoff, or 0 for none", f.DropBelow)
+		return fmt.Errorf("compact: Fit.DropBelow %g: want a negative cutoff, or 0 for none", f.DropBelow)
 	}
 	if f.PGDIters < 0 || f.PGDIters > 10000 {
-		return fmt.Errorf("compact: %d projected-gradient steps out of range [0, 10000]", f.PGDIters)
+		return fmt.Errorf("compact: Fit.PGDIters %d: want projected-gradient steps in [0, 10000]", f.PGDIters)
 	}
 	if f.Threads < 0 || f.Threads > 1<<12 {
-		return fmt.Errorf("compact: %d threads out of range [0, 4096]", f.Threads)
+		return fmt.Errorf("compact: Fit.Threads %d: want threads in [0, 4096]", f.Threads)
 	}
 	if !(f.Ridge >= 0) || math.IsInf(f.Ridge, 0) {
-		return fmt.Errorf("compact: ridge %g: want a finite λ ≥ 0", f.Ridge)
+		return fmt.Errorf("compact: Fit.Ridge %g: want a finite λ ≥ 0", f.Ridge)
 	}
 	for i, s := range f.Schedule {
 		if s.PerStep < 1 || s.Refit < 1 || s.Until < 0 || (s.Until == 0 && i != len(f.Schedule)-1) {
-			return fmt.Errorf("compact: schedule step %d %+v: want PerStep, Refit ≥ 1 and Until 0 only last", i, s)
+			return fmt.Errorf("compact: Fit.Schedule[%d] %+v: want PerStep, Refit ≥ 1 and Until 0 only last", i, s)
 		}
 	}
 	return nil
@@ -299,15 +322,17 @@ func CompactHead(b Block, f Fit) (Result, error) {
 }
 
 // check returns the error CompactHead gives for b and f before any work:
-// the block's shape and numbers first (those on pool), then the fit's.
+// the cheap checks of what the caller chose first (the block's shape,
+// then the fit against it), then the scan of the block's numbers (on
+// pool), which a bad parameter need not wait for.
 func check(b Block, f Fit, pool *tensor.Pool) error {
-	if err := f.validate(b.Len()); err != nil {
-		if berr := b.validate(nil); berr != nil {
-			return berr
-		}
+	if err := b.validateShape(); err != nil {
 		return err
 	}
-	return b.validate(pool)
+	if err := f.validate(b.Len()); err != nil {
+		return err
+	}
+	return b.validateFinite(pool)
 }
 
 // compact is CompactHead after the reference attention a (computed with

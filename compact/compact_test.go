@@ -297,7 +297,9 @@ func TestFitBeatsEviction(t *testing.T) {
 	}
 }
 
-// TestDegenerate: bad input is refused with a clear error; a fit that
+// TestDegenerate: bad input is refused with a clear error that names
+// the parameter (Block's or Fit's field), the cheap checks of the block's
+// shape and the fit before the scan of the block's numbers; a fit that
 // cannot be made (every kept key's weight underflows for every query) is
 // replaced by a fallback with a warning, and nothing in the result is NaN
 // or Inf.
@@ -314,15 +316,27 @@ func TestDegenerate(t *testing.T) {
 		f    Fit
 		want string
 	}{
-		{"budget above context", ok, AM(T + 1), "larger than the block"},
-		{"no budget", ok, AM(0), "at least 1"},
-		{"NaN value", nan, AM(4), "value 1, coordinate 1 is NaN"},
-		{"no queries", Block{Dim: d, Keys: ok.Keys, Values: ok.Values, Scale: 1}, AM(4), "query values"},
-		{"ragged", Block{Dim: d, Keys: ok.Keys[:7], Values: ok.Values[:7], Queries: ok.Queries, Scale: 1}, AM(1), "rows of 4"},
-		{"bad scale", Block{Dim: d, Keys: ok.Keys, Values: ok.Values, Queries: ok.Queries}, AM(4), "scale"},
-		{"bounds", ok, Fit{Keys: 4, Select: ByRMS, BiasMin: 3, BiasMax: -3}, "β bounds"},
-		{"given repeated", ok, Fit{Keys: 2, Select: Given, Index: []int{1, 1}}, "repeated"},
-		{"drop positive", ok, Fit{Keys: 2, Select: ByOMP, DropBelow: 1}, "negative cutoff"},
+		{"budget above context", ok, AM(T + 1), "Fit.Keys 17 is larger than the block's 16 tokens"},
+		{"no budget", ok, AM(0), "Fit.Keys 0: want a budget of at least 1"},
+		{"NaN value", nan, AM(4), "Block.Values row 1, coordinate 1 is NaN"},
+		{"no queries", Block{Dim: d, Keys: ok.Keys, Values: ok.Values, Scale: 1}, AM(4), "Block.Queries holds 0 values"},
+		{"ragged", Block{Dim: d, Keys: ok.Keys[:7], Values: ok.Values[:7], Queries: ok.Queries, Scale: 1}, AM(1), "rows of 4 (Block.Dim)"},
+		{"bad dimension", Block{Keys: ok.Keys, Values: ok.Values, Queries: ok.Queries, Scale: 1}, AM(1), "Block.Dim 0"},
+		{"bad scale", Block{Dim: d, Keys: ok.Keys, Values: ok.Values, Queries: ok.Queries}, AM(4), "Block.Scale 0"},
+		{"bounds", ok, Fit{Keys: 4, Select: ByRMS, BiasMin: 3, BiasMax: -3}, "Fit.BiasMin, Fit.BiasMax: β bounds [3, -3]"},
+		{"unknown selection", ok, Fit{Keys: 4, Select: 99}, "Fit.Select 99"},
+		{"given too few", ok, Fit{Keys: 2, Select: Given, Index: []int{1}}, "Fit.Index holds 1 keys for Fit.Keys 2"},
+		{"given repeated", ok, Fit{Keys: 2, Select: Given, Index: []int{1, 1}}, "Fit.Index: key 1 is outside [0, 16) or repeated"},
+		{"drop positive", ok, Fit{Keys: 2, Select: ByOMP, DropBelow: 1}, "Fit.DropBelow 1: want a negative cutoff"},
+		{"PGD steps", ok, Fit{Keys: 2, Select: ByRMS, PGDIters: -1}, "Fit.PGDIters -1"},
+		{"threads", ok, Fit{Keys: 2, Select: ByRMS, Threads: -1}, "Fit.Threads -1"},
+		{"ridge", ok, Fit{Keys: 2, Select: ByRMS, Ridge: math.Inf(1)}, "Fit.Ridge +Inf"},
+		{"schedule", ok, Fit{Keys: 2, Select: ByOMP, Schedule: []Step{{0, 1, 1}, {4, 1, 1}}}, "Fit.Schedule[0]"},
+		// The cheap checks come first: the block's shape, then the fit,
+		// then the scan of the block's numbers.
+		{"ragged with no budget", Block{Dim: d, Keys: ok.Keys[:7], Values: ok.Values[:7], Queries: ok.Queries, Scale: 1}, AM(0), "Block.Keys and Block.Values hold 7 and 7 values"},
+		{"NaN value with no budget", nan, AM(0), "Fit.Keys 0"},
+		{"NaN value with bad bounds", nan, Fit{Keys: 4, Select: ByRMS, BiasMin: 3, BiasMax: -3}, "Fit.BiasMin"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			_, err := CompactHead(c.b, c.f)

@@ -225,6 +225,13 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	if o.Window < 0 || o.Window >= n {
 		return nil, fmt.Errorf("compact: a context of %d tokens is not longer than the window of %d kept as is", n, o.Window)
 	}
+	// The fit's parameters before any head's work (plan's KVzip scores
+	// every head): a bad Options.Fit or Options.Select fails at once.
+	if o.Method.Fits() {
+		if err := o.fit(1).validateParams(); err != nil {
+			return nil, err
+		}
+	}
 	block := n - o.Window
 	p, err := o.plan(c, sh, n)
 	if err != nil {

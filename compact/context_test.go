@@ -205,6 +205,8 @@ func TestCompactErrors(t *testing.T) {
 		{"bad shares", Options{Method: AMHighest, Ratio: 4, Share: [][]float64{{1}, {1}}}, "want 1"},
 		{"extra share above 1", Options{Method: AMHighest, Ratio: 4, ExtraShare: 1.5}, "extra query share"},
 		{"extra share NaN", Options{Method: AMHighest, Ratio: 4, ExtraShare: math.NaN()}, "extra query share"},
+		{"bad selection", Options{Method: AMHighest, Ratio: 4, Select: 99}, "Fit.Select 99"},
+		{"bad fit", Options{Method: AMOMPMethod, Ratio: 4, Fit: Fit{Keys: 1, Ridge: -1}}, "Fit.Ridge -1"},
 	} {
 		t.Run(x.name, func(t *testing.T) {
 			_, err := Compact(context.Background(), c, x.o)
