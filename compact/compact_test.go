@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // biasedScores returns scale·q·k_j + bias_j for every key (bias nil: 0)
@@ -486,5 +488,70 @@ func TestThreads(t *testing.T) {
 				t.Errorf("%d keys, ridge %g, %d threads: another result than one thread's", x.keys, x.ridge, threads)
 			}
 		}
+	}
+}
+
+// TestKeyStatistics: each key's attention statistic from newAttention
+// (ByRMS, ByMax, ByMean; max+rms's two in one loop) against the weights
+// computed here in float64 from the definition, key by key, on blocks of
+// queries that do not divide into attnRows, on one thread and on three,
+// with the exp-scores kept (OMP) or not. Tolerance: the weights are
+// float32 exponentials (within 2 ulp) over a float32 sum, so 1e-5
+// relative. max+rms must give each key the same bits as ByMax and ByRMS
+// alone (one loop for both, the same operations).
+func TestKeyStatistics(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	const T, d, n = 300, 16, 130
+	b := Block{Dim: d, Keys: gaussian(r, T*d, 1), Values: gaussian(r, T*d, 1), Queries: gaussian(r, n*d, 1.5), Scale: 0.25}
+	for j := range 5 { // keys that one query attends to sharply: the maximum and the RMS rank them apart
+		copy(b.Keys[(40*j+3)*d:(40*j+4)*d], b.Queries[(25*j)*d:(25*j+1)*d])
+	}
+	want := map[Selection][]float64{ByRMS: make([]float64, T), ByMax: make([]float64, T), ByMean: make([]float64, T)}
+	for i := range n {
+		s := biasedScores(b.Queries[i*d:(i+1)*d], b.Keys, nil, d, b.Scale)
+		m := slices.Max(s)
+		var sum float64
+		for j := range s {
+			s[j] = math.Exp(s[j] - m)
+			sum += s[j]
+		}
+		for j := range s {
+			w := s[j] / sum
+			want[ByMax][j] = max(want[ByMax][j], w)
+			want[ByRMS][j] += w * w / n
+			want[ByMean][j] += w / n
+		}
+	}
+	for j := range want[ByRMS] {
+		want[ByRMS][j] = math.Sqrt(want[ByRMS][j])
+	}
+	for _, threads := range []int{1, 3} {
+		pool := tensor.NewPool(threads)
+		for _, keep := range []bool{false, true} {
+			alone := map[Selection][]float64{}
+			for _, sels := range [][]Selection{{ByRMS}, {ByMax}, {ByMean}, statsFor(ByMaxRMS)} {
+				a, err := newAttention(b, pool, keep, sels...)
+				if err != nil {
+					t.Fatal(err)
+				}
+				for s, sel := range sels {
+					got := a.stats[s]
+					if len(got) != T {
+						t.Fatalf("%d threads, keep %t, %v: %d statistics of %v, want %d", threads, keep, sels, len(got), sel, T)
+					}
+					for j, w := range want[sel] {
+						if math.Abs(got[j]-w) > 1e-5*w+1e-12 {
+							t.Errorf("%d threads, keep %t, %v: key %d's %v %g, want %g", threads, keep, sels, j, sel, got[j], w)
+						}
+					}
+					if len(sels) == 1 {
+						alone[sel] = got
+					} else if !slices.Equal(got, alone[sel]) {
+						t.Errorf("%d threads, keep %t: max+rms's %v differ from %v alone", threads, keep, sel, sel)
+					}
+				}
+			}
+		}
+		pool.Close()
 	}
 }
