@@ -2,6 +2,7 @@ package compact
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -33,6 +34,7 @@ type attention struct {
 	y     []float32    // n×d
 	stats [][]float64  // the key statistics asked for, in order
 	pool  *tensor.Pool // runs the products and passes (nil: the caller alone)
+	ctx   context.Context
 }
 
 // attnRows is the number of reference queries newAttention takes at
@@ -44,15 +46,16 @@ const attnRows = 48
 // keyBlock is the number of keys a task sums the blocks' statistics of.
 const keyBlock = 512
 
-// newAttention computes b's reference attention on pool, with each
+// newAttention computes b's reference attention on pool (or stops, with
+// an error that wraps ctx's, once ctx is done), with each
 // key's attention weight over the reference queries summarised as each
 // of sels says (ByRMS, ByMax or ByMean: root mean square, maximum or
 // mean; attention.stats in that order), and keeps every exp-score with
 // keep. A statistic's sums are taken over each block of attnRows queries
 // and the blocks' sums added in order: the same bits on any number of
 // threads.
-func newAttention(b Block, pool *tensor.Pool, keep bool, sels ...Selection) (*attention, error) {
-	as, _, err := newAttentions([]Block{b}, pool, keep, sels...)
+func newAttention(ctx context.Context, b Block, pool *tensor.Pool, keep bool, sels ...Selection) (*attention, error) {
+	as, _, err := newAttentions(ctx, []Block{b}, pool, keep, sels...)
 	if err != nil {
 		return nil, err
 	}
@@ -63,8 +66,11 @@ func newAttention(b Block, pool *tensor.Pool, keep bool, sels ...Selection) (*at
 // blocks of queries as the tasks of one region of pool (so that no
 // thread waits for another block's last task while it has none), each
 // attention's later passes on pool too. Where a block's scores are not
-// finite it returns that block's index (the first such) and the error.
-func newAttentions(bs []Block, pool *tensor.Pool, keep bool, sels ...Selection) ([]*attention, int, error) {
+// finite it returns that block's index (the first such) and the error;
+// once ctx is done, −1 and an error that wraps ctx's (each task looks at
+// ctx before its block of queries, so the region ends within a block's
+// time on each thread; the attentions keep ctx for their fits).
+func newAttentions(ctx context.Context, bs []Block, pool *tensor.Pool, keep bool, sels ...Selection) ([]*attention, int, error) {
 	type head struct {
 		keys, values tensor.Panels[float32]
 		parts        [][]float64 // per statistic: per block of queries, t each
@@ -77,7 +83,7 @@ func newAttentions(bs []Block, pool *tensor.Pool, keep bool, sels ...Selection) 
 	for h, b := range bs {
 		d, t := b.Dim, b.Len()
 		n := len(b.Queries) / d
-		a := &attention{b: b, n: n, t: t, max: make([]float32, n), mass: make([]float64, n), y: make([]float32, n*d), pool: pool}
+		a := &attention{b: b, n: n, t: t, max: make([]float32, n), mass: make([]float64, n), y: make([]float32, n*d), pool: pool, ctx: ctx}
 		if keep {
 			a.e = make([]float32, n*t)
 		}
@@ -109,6 +115,9 @@ func newAttentions(bs []Block, pool *tensor.Pool, keep bool, sels ...Selection) 
 	}
 	var mu sync.Mutex
 	pool.Run(starts[len(bs)], func(task, w int) {
+		if ctx.Err() != nil {
+			return
+		}
 		h := rangeOf(starts, task)
 		a, hd, b := as[h], &hs[h], bs[h]
 		d, t, n := b.Dim, a.t, a.n
@@ -148,6 +157,9 @@ func newAttentions(bs []Block, pool *tensor.Pool, keep bool, sels ...Selection) 
 		}
 		a.blockStats(sels, mine, e, i0, i1)
 	})
+	if err := ctx.Err(); err != nil {
+		return nil, -1, fmt.Errorf("compact: reference attention: %w", err)
+	}
 	for h := range bs {
 		if hs[h].bad < as[h].n {
 			return nil, h, fmt.Errorf("compact: query %d: attention score %g is not finite", hs[h].bad, hs[h].badScore)

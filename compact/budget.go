@@ -2,6 +2,7 @@ package compact
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -17,8 +18,9 @@ type plan struct {
 	index   [][][]int // [layer][head]: kept positions, or nil
 }
 
-// plan returns the budgets o asks for in a context of n tokens.
-func (o Options) plan(c Context, sh kvcache.Shape, n int) (plan, error) {
+// plan returns the budgets o asks for in a context of n tokens (KVzip's
+// scores stop once ctx is done).
+func (o Options) plan(ctx context.Context, c Context, sh kvcache.Shape, n int) (plan, error) {
 	keep, err := o.perHead(n)
 	if err != nil {
 		return plan{}, err
@@ -33,7 +35,7 @@ func (o Options) plan(c Context, sh kvcache.Shape, n int) (plan, error) {
 	case o.Method == PyramidKV:
 		return plan{budgets: pyramid(layers, sh.KVHeads, t, block)}, nil
 	case o.Method == KVzip:
-		return o.kvzip(c, block, t)
+		return o.kvzip(ctx, c, block, t)
 	case o.Share != nil:
 		if len(o.Share) != layers {
 			return plan{}, fmt.Errorf("compact: budget shares for %d layers, the context has %d", len(o.Share), layers)
@@ -55,7 +57,7 @@ func (o Options) plan(c Context, sh kvcache.Shape, n int) (plan, error) {
 // head's key with the largest score, then the largest scores of all the
 // rest, t per head on average; a key's score is the largest attention
 // weight any extra reference query gives it (KVzip's importance).
-func (o Options) kvzip(c Context, block, t int) (plan, error) {
+func (o Options) kvzip(ctx context.Context, c Context, block, t int) (plan, error) {
 	if c.Extra == nil {
 		return plan{}, fmt.Errorf("compact: %s needs extra reference queries (repeat-prefill)", KVzip)
 	}
@@ -80,7 +82,7 @@ func (o Options) kvzip(c Context, block, t int) (plan, error) {
 			if err := b.validate(pool); err != nil {
 				return plan{}, fmt.Errorf("compact: layer %d head %d: %w", l, h, err)
 			}
-			a, err := newAttention(b, pool, false, ByMax)
+			a, err := newAttention(ctx, b, pool, false, ByMax)
 			if err != nil {
 				return plan{}, fmt.Errorf("compact: layer %d head %d: %w", l, h, err)
 			}

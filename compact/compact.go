@@ -19,6 +19,7 @@
 package compact
 
 import (
+	"context"
 	"fmt"
 	"math"
 	"slices"
@@ -306,6 +307,13 @@ func (r Result) Len() int { return len(r.Index) }
 // fallback (β = 0; the original values) and reported in Warnings; the
 // result never holds NaN or Inf.
 func CompactHead(b Block, f Fit) (Result, error) {
+	return CompactHeadContext(context.Background(), b, f)
+}
+
+// CompactHeadContext is CompactHead that stops once ctx is done: its
+// reference attention between blocks of queries, OMP between steps and
+// the fits between stages, returning an error that wraps ctx's.
+func CompactHeadContext(ctx context.Context, b Block, f Fit) (Result, error) {
 	pool := f.Pool
 	if pool == nil && f.Threads > 1 && f.Threads <= 1<<12 {
 		pool = tensor.NewPool(f.Threads)
@@ -314,11 +322,11 @@ func CompactHead(b Block, f Fit) (Result, error) {
 	if err := check(b, f, pool); err != nil {
 		return Result{}, err
 	}
-	a, err := newAttention(b, pool, f.Select == ByOMP, statsFor(f.Select)...)
+	a, err := newAttention(ctx, b, pool, f.Select == ByOMP, statsFor(f.Select)...)
 	if err != nil {
 		return Result{}, err
 	}
-	return a.compact(f), nil
+	return a.compact(f)
 }
 
 // check returns the error CompactHead gives for b and f before any work:
@@ -337,8 +345,10 @@ func check(b Block, f Fit, pool *tensor.Pool) error {
 
 // compact is CompactHead after the reference attention a (computed with
 // the statistics f.Select reads and, for OMP, every exp-score): it
-// chooses the keys and fits β and the values on a.pool.
-func (a *attention) compact(f Fit) Result {
+// chooses the keys and fits β and the values on a.pool, and stops with
+// an error that wraps a.ctx's once that is done (looked at between the
+// stages and OMP's steps).
+func (a *attention) compact(f Fit) (Result, error) {
 	b := a.b
 	var res Result
 	var weights []float64 // B = exp(β)
@@ -353,10 +363,16 @@ func (a *attention) compact(f Fit) Result {
 	default:
 		res.Index = topK(a.stats[0], f.Keys)
 	}
+	if err := a.cancelled(); err != nil {
+		return Result{}, err
+	}
 	// The kept keys' exp-scores, for the fits.
 	var x []float32
 	if (weights == nil && !f.NoBias) || !f.DirectValues {
 		x = a.keptScores(res.Index)
+	}
+	if err := a.cancelled(); err != nil {
+		return Result{}, err
 	}
 	if weights == nil && !f.NoBias {
 		var warn string
@@ -384,6 +400,9 @@ func (a *attention) compact(f Fit) Result {
 		copy(res.Values[j*d:(j+1)*d], b.Values[i*d:(i+1)*d])
 		res.Bias[j] = float32(math.Log(weights[j]))
 	}
+	if err := a.cancelled(); err != nil {
+		return Result{}, err
+	}
 	if !f.DirectValues {
 		v, warn := a.fitValues(x, len(res.Index), weights, f.Ridge)
 		if warn != "" {
@@ -393,7 +412,15 @@ func (a *attention) compact(f Fit) Result {
 			res.Values = v
 		}
 	}
-	return res
+	return res, nil
+}
+
+// cancelled returns an error that wraps a.ctx's once that is done.
+func (a *attention) cancelled() error {
+	if err := a.ctx.Err(); err != nil {
+		return fmt.Errorf("compact: fit: %w", err)
+	}
+	return nil
 }
 
 func ones(n int) []float64 {

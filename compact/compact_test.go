@@ -1,6 +1,7 @@
 package compact
 
 import (
+	"context"
 	"encoding/json"
 	"math"
 	"math/rand/v2"
@@ -530,7 +531,7 @@ func TestKeyStatistics(t *testing.T) {
 		for _, keep := range []bool{false, true} {
 			alone := map[Selection][]float64{}
 			for _, sels := range [][]Selection{{ByRMS}, {ByMax}, {ByMean}, statsFor(ByMaxRMS)} {
-				a, err := newAttention(b, pool, keep, sels...)
+				a, err := newAttention(context.Background(), b, pool, keep, sels...)
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -210,7 +210,10 @@ func (c *Compacted) Kept() int {
 
 // Compact compacts a prefilled context as o says: per layer and KV head,
 // the tokens before the window are replaced by the method's kept (and,
-// for attention matching, fitted) ones; the window's tokens stay.
+// for attention matching, fitted) ones; the window's tokens stay. Once
+// ctx is done it stops (the reference attentions between blocks of
+// queries, the fits between stages and OMP steps, the heads between
+// heads) and returns an error that wraps ctx's.
 func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	sh, n, err := c.validate()
 	if err != nil {
@@ -233,7 +236,7 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 		}
 	}
 	block := n - o.Window
-	p, err := o.plan(c, sh, n)
+	p, err := o.plan(ctx, c, sh, n)
 	if err != nil {
 		return nil, err
 	}
@@ -258,12 +261,9 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 	var atts []*attention
 	var fits []Fit
 	if o.Method.Fits() && tasks <= workers {
-		if atts, fits, err = o.attentions(c, p, block, workers); err != nil {
-			return nil, err
-		}
-		// The heads' attentions ran as one region: a cancellation while
-		// they ran is seen here, before any fit.
-		if err := ctx.Err(); err != nil {
+		// The heads' attentions run as one region whose tasks stop once
+		// ctx is done.
+		if atts, fits, err = o.attentions(ctx, c, p, block, workers); err != nil {
 			return nil, err
 		}
 	}
@@ -317,9 +317,9 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 		var err error
 		if atts != nil {
 			atts[task].pool = pool
-			r = atts[task].compact(fits[task])
+			r, err = atts[task].compact(fits[task])
 		} else {
-			r, err = o.head(c, l, h, block, p.budgets[l][h], given, pool)
+			r, err = o.head(ctx, c, l, h, block, p.budgets[l][h], given, pool)
 		}
 		mu.Lock()
 		defer mu.Unlock()
@@ -332,7 +332,7 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 		}
 	})
 	if err := ctx.Err(); err != nil {
-		return nil, err
+		return nil, fmt.Errorf("compact: %w", err)
 	}
 	if first != nil {
 		return nil, first
@@ -343,8 +343,9 @@ func Compact(ctx context.Context, c Context, o Options) (*Compacted, error) {
 // attentions returns the reference attention of every layer's KV heads
 // for attention matching (the statistics its key selection reads, every
 // exp-score for OMP) and their fits, the blocks of queries of all heads
-// as the tasks of one region on workers threads.
-func (o Options) attentions(c Context, p plan, block, workers int) ([]*attention, []Fit, error) {
+// as the tasks of one region on workers threads; once ctx is done, an
+// error that wraps ctx's.
+func (o Options) attentions(ctx context.Context, c Context, p plan, block, workers int) ([]*attention, []Fit, error) {
 	sh := c.Layers[0].Shape
 	tasks := len(c.Layers) * sh.KVHeads
 	bs, fits, errs := make([]Block, tasks), make([]Fit, tasks), make([]error, tasks)
@@ -363,7 +364,10 @@ func (o Options) attentions(c Context, p plan, block, workers int) ([]*attention
 		}
 	}
 	sel := fits[0].Select
-	atts, bad, err := newAttentions(bs, pool, sel == ByOMP, statsFor(sel)...)
+	atts, bad, err := newAttentions(ctx, bs, pool, sel == ByOMP, statsFor(sel)...)
+	if bad < 0 {
+		return nil, nil, err
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("compact: layer %d head %d: %w", bad/sh.KVHeads, bad%sh.KVHeads, err)
 	}
@@ -452,8 +456,8 @@ func (o Options) workers() int {
 
 // head compacts one layer's KV head: the block's first block tokens into
 // t kept ones (those given, if not nil), the fit's products on pool (nil:
-// the caller's goroutine).
-func (o Options) head(c Context, l, h, block, t int, given []int, pool *tensor.Pool) (Result, error) {
+// the caller's goroutine), stopping once ctx is done.
+func (o Options) head(ctx context.Context, c Context, l, h, block, t int, given []int, pool *tensor.Pool) (Result, error) {
 	tr := c.Layers[l]
 	d := tr.Shape.HeadDim
 	b := headBlock(c, l, h, block)
@@ -463,7 +467,7 @@ func (o Options) head(c Context, l, h, block, t int, given []int, pool *tensor.P
 		f := o.fit(t)
 		b.Queries = o.referenceQueries(c, l, h, true)
 		f.Pool = pool
-		return CompactHead(b, f)
+		return CompactHeadContext(ctx, b, f)
 	case KVzip:
 		evict.Index = given
 	case SnapKV, PyramidKV:
@@ -477,7 +481,7 @@ func (o Options) head(c Context, l, h, block, t int, given []int, pool *tensor.P
 	}
 	// Eviction needs no reference queries; one row makes a valid block.
 	b.Queries = make([]float32, d)
-	return CompactHead(b, evict)
+	return CompactHeadContext(ctx, b, evict)
 }
 
 // headBlock returns layer l's KV head h's first block tokens as a block,

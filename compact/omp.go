@@ -28,7 +28,8 @@ const maxDropRounds = 3
 // The least-squares fits use a QR factorisation of the kept columns that
 // grows by one Gram–Schmidt step (twice, for orthogonality in floating
 // point) per key, so a refit costs O(n·t) instead of a new O(n·t²)
-// factorisation.
+// factorisation. Once a.ctx is done it stops at the next step and
+// returns nothing.
 func (a *attention) omp(f Fit) ([]int, []float64) {
 	sched := f.Schedule
 	if sched == nil {
@@ -54,6 +55,9 @@ func (a *attention) omp(f Fit) ([]int, []float64) {
 	rounds := 0
 	exhausted := false // every key is kept or excluded
 	for step := 0; ; {
+		if a.ctx.Err() != nil {
+			return nil, nil // compact reports it
+		}
 		if len(idx) < f.Keys && !exhausted {
 			per, refit := scheduleAt(sched, len(idx))
 			for i := range n {
