@@ -368,6 +368,33 @@ func TestDegenerate(t *testing.T) {
 	})
 }
 
+// referenceStatistics returns each key's attention weight over b's
+// queries, computed in float64 from the definition: its largest, its
+// root mean square and its mean.
+func referenceStatistics(b Block) (maxW, rms, mean []float64) {
+	d, t, n := b.Dim, b.Len(), len(b.Queries)/b.Dim
+	maxW, rms, mean = make([]float64, t), make([]float64, t), make([]float64, t)
+	for i := range n {
+		s := biasedScores(b.Queries[i*d:(i+1)*d], b.Keys, nil, d, b.Scale)
+		m := slices.Max(s)
+		var sum float64
+		for j := range s {
+			s[j] = math.Exp(s[j] - m)
+			sum += s[j]
+		}
+		for j := range s {
+			w := s[j] / sum
+			maxW[j] = max(maxW[j], w)
+			rms[j] += w * w / float64(n)
+			mean[j] += w / float64(n)
+		}
+	}
+	for j := range rms {
+		rms[j] = math.Sqrt(rms[j])
+	}
+	return maxW, rms, mean
+}
+
 // TestMaxRMSSelection: ByMaxRMS keeps the ⌈t/2⌉ keys with the largest
 // weight from any query, then the rest by RMS weight among the others,
 // checked against the weights computed here in float64 from the
@@ -395,21 +422,7 @@ func TestMaxRMSSelection(t *testing.T) {
 			b.Queries[(j*40)*d+c] = 2 * b.Keys[key*d+c]
 		}
 	}
-	maxW, rms := make([]float64, T), make([]float64, T)
-	for i := range n {
-		s := biasedScores(b.Queries[i*d:(i+1)*d], b.Keys, nil, d, b.Scale)
-		m := slices.Max(s)
-		var sum float64
-		for j := range s {
-			s[j] = math.Exp(s[j] - m)
-			sum += s[j]
-		}
-		for j := range s {
-			w := s[j] / sum
-			maxW[j] = max(maxW[j], w)
-			rms[j] += w * w / n
-		}
-	}
+	maxW, rms, _ := referenceStatistics(b)
 	want := topK(maxW, (keep+1)/2)
 	for _, j := range want {
 		rms[j] = math.Inf(-1)
@@ -507,25 +520,8 @@ func TestKeyStatistics(t *testing.T) {
 	for j := range 5 { // keys that one query attends to sharply: the maximum and the RMS rank them apart
 		copy(b.Keys[(40*j+3)*d:(40*j+4)*d], b.Queries[(25*j)*d:(25*j+1)*d])
 	}
-	want := map[Selection][]float64{ByRMS: make([]float64, T), ByMax: make([]float64, T), ByMean: make([]float64, T)}
-	for i := range n {
-		s := biasedScores(b.Queries[i*d:(i+1)*d], b.Keys, nil, d, b.Scale)
-		m := slices.Max(s)
-		var sum float64
-		for j := range s {
-			s[j] = math.Exp(s[j] - m)
-			sum += s[j]
-		}
-		for j := range s {
-			w := s[j] / sum
-			want[ByMax][j] = max(want[ByMax][j], w)
-			want[ByRMS][j] += w * w / n
-			want[ByMean][j] += w / n
-		}
-	}
-	for j := range want[ByRMS] {
-		want[ByRMS][j] = math.Sqrt(want[ByRMS][j])
-	}
+	want := map[Selection][]float64{}
+	want[ByMax], want[ByRMS], want[ByMean] = referenceStatistics(b)
 	for _, threads := range []int{1, 3} {
 		pool := tensor.NewPool(threads)
 		for _, keep := range []bool{false, true} {
