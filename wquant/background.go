@@ -1,11 +1,8 @@
 package wquant
 
 import (
-	"cmp"
 	"crypto/sha256"
 	"errors"
-	"log/slog"
-	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -51,7 +48,6 @@ type Background struct {
 	jobs    [][2]int   // queue's pieces in ones and twos (pairUp)
 	next    atomic.Int64
 	helpers int
-	v       variant      // the hashers' scheduling (the default: zero)
 	left    atomic.Int64 // tensors whose hash is not yet compared
 	all     chan struct{}
 	stop    chan struct{}
@@ -61,10 +57,6 @@ type Background struct {
 	failed  []error // mismatches, in the order found
 	once    sync.Once
 	result  error // Wait's result once every tensor is checked
-
-	// read counts the bytes the background hashers read through
-	// descriptors of their own (variant pread), for tests.
-	read atomic.Int64
 
 	// The metadata comparison (BackgroundOptions.Metadata), claimed once
 	// by a worker or by Metadata: metaErr is set before metaDone closes.
@@ -111,20 +103,6 @@ type BackgroundOptions struct {
 	// that the caller need not wait for it before loading the model;
 	// unset, the caller has checked them.
 	Metadata bool
-
-	v variant // for benchmarks only (export_test.go): zero in use
-}
-
-// variant changes how the background hashers are scheduled, for an A/B
-// of BenchmarkFirstTokenLazy; the zero variant is what Start does.
-type variant struct {
-	noPreempt bool // the workers can be stopped only where they yield
-	every     int  // the workers yield every this many bytes (0: YieldEvery)
-	// pread, if set, is the path of the file: each background hasher
-	// opens it (checking it is the mapped file) and reads its pieces
-	// with pread into buffers of its own instead of reading the mapping.
-	pread   string
-	fadvise bool // with pread: the hashers' descriptors are advised sequential
 }
 
 // Start begins checking the tensors of f in the background (and its
@@ -132,7 +110,7 @@ type variant struct {
 // gets no background hashing: its Check hashes the bytes it is given, at
 // first use.
 func (m *Manifest) Start(f *gguf.File, o BackgroundOptions) *Background {
-	b := &Background{m: m, f: f, byName: make(map[string]*pending, len(f.Tensors)), helpers: o.Helpers, v: o.v,
+	b := &Background{m: m, f: f, byName: make(map[string]*pending, len(f.Tensors)), helpers: o.Helpers,
 		all: make(chan struct{}), stop: make(chan struct{}), metaDone: make(chan struct{})}
 	if b.helpers <= 0 {
 		b.helpers = runtime.NumCPU()
@@ -178,9 +156,7 @@ func (b *Background) startWorkers(n int) {
 	}
 	work := func() {
 		defer b.wg.Done()
-		rd := b.openReader()
-		defer rd.close()
-		b.work(b.stop, true, rd)
+		b.work(b.stop, true)
 	}
 	b.wg.Add(n)
 	go func() {
@@ -287,9 +263,8 @@ func useRank(name string) int {
 
 // work hashes the queue's unclaimed pieces in order, a job (one or two
 // pieces) at a time, until it is done or stop is closed (a nil stop never
-// is), yielding the CPU as it goes if yield is set, reading the pieces
-// with rd if it is not nil.
-func (b *Background) work(stop <-chan struct{}, yield bool, rd *pieceReader) {
+// is), yielding the CPU as it goes if yield is set.
+func (b *Background) work(stop <-chan struct{}, yield bool) {
 	for {
 		select {
 		case <-stop:
@@ -312,7 +287,7 @@ func (b *Background) work(stop <-chan struct{}, yield bool, rd *pieceReader) {
 				got = append(got, r)
 			}
 		}
-		b.hash(got, yield, rd)
+		b.hash(got, yield)
 	}
 }
 
@@ -340,24 +315,19 @@ func (b *Background) Metadata() error {
 }
 
 // hash hashes the pieces rs (claimed, at most two: side by side, as
-// sumPieces does), read with rd if it is not nil (else from the
-// mapping), yielding the CPU every YieldEvery bytes of each if yield is
-// set; a tensor's last piece's hasher compares the tensor's hash with
-// the manifest's.
-func (b *Background) hash(rs []pieceRef, yield bool, rd *pieceReader) {
+// sumPieces does), making a point where it can be stopped every
+// PreemptEvery bytes of each and yielding the CPU every YieldEvery bytes
+// if yield is set; a tensor's last piece's hasher compares the tensor's
+// hash with the manifest's.
+func (b *Background) hash(rs []pieceRef, yield bool) {
 	var two [2]piece
 	ps := two[:len(rs)]
 	for k, r := range rs {
-		ps[k] = piece{data: rd.read(b, r, k), sum: &r.p.sums[r.i]}
+		ps[k] = piece{data: r.data(), sum: &r.p.sums[r.i]}
 	}
 	if yield {
-		every := cmp.Or(b.v.every, YieldEvery)
-		step := every
-		if !b.v.noPreempt {
-			step = min(every, PreemptEvery)
-		}
-		parts, per := 0, max(every/step, 1)
-		sumPieces(ps, step, func() {
+		parts, per := 0, YieldEvery/PreemptEvery
+		sumPieces(ps, PreemptEvery, func() {
 			if parts++; parts%per == 0 {
 				runtime.Gosched()
 			} else {
@@ -416,12 +386,12 @@ func (b *Background) Check(t gguf.TensorInfo, data []byte) error {
 		for i := range p.claimed {
 			if p.claimed[i].CompareAndSwap(false, true) {
 				if got = append(got, pieceRef{p, i}); len(got) == 2 {
-					b.hash(got, false, nil)
+					b.hash(got, false)
 					got = got[:0]
 				}
 			}
 		}
-		b.hash(got, false, nil)
+		b.hash(got, false)
 	}
 	var wg sync.WaitGroup
 	for range min(b.helpers, len(p.claimed)) - 1 {
@@ -454,9 +424,9 @@ func (b *Background) Settled() error {
 	}
 	var wg sync.WaitGroup
 	for range b.helpers - 1 {
-		wg.Go(func() { b.work(nil, false, nil) })
+		wg.Go(func() { b.work(nil, false) })
 	}
-	b.work(nil, false, nil)
+	b.work(nil, false)
 	wg.Wait()
 	<-b.all // pieces still being hashed by the background
 	return b.outcome()
@@ -503,65 +473,4 @@ func (b *Background) Done() <-chan struct{} { return b.all }
 func (b *Background) Stop() {
 	b.stopped.Do(func() { close(b.stop) })
 	b.wg.Wait()
-}
-
-// pieceReader reads pieces of a background's file through a descriptor
-// of its own into buffers of its own (variant pread), so that its hasher
-// does not fault the mapping's pages in beside the model's loader. A nil
-// *pieceReader reads the mapping.
-type pieceReader struct {
-	fh   *os.File
-	bufs [2][]byte // one piece each, allocated at first use
-}
-
-// openReader opens the background's file for one hasher if its variant
-// says pread, checking that the path still names the mapped file (the
-// same device, inode and size); nil otherwise, or if it cannot, and the
-// hasher reads the mapping.
-func (b *Background) openReader() *pieceReader {
-	if b.v.pread == "" {
-		return nil
-	}
-	fh, err := os.Open(b.v.pread)
-	if err != nil {
-		slog.Debug("wquant: the hashers read the mapping", "err", err)
-		return nil
-	}
-	st, err := fh.Stat()
-	if info := b.f.Info(); err != nil || info == nil || !os.SameFile(info, st) || st.Size() != b.f.Size {
-		slog.Debug("wquant: the hashers read the mapping: not the mapped file", "path", b.v.pread, "err", err)
-		fh.Close()
-		return nil
-	}
-	if b.v.fadvise {
-		adviseSequential(fh)
-	}
-	return &pieceReader{fh: fh}
-}
-
-// read returns the bytes of piece r, read into buffer k (0 or 1) with
-// pread, or the mapping's if rd is nil or the read fails (the mapping
-// then shows what the model reads: a file cut short faults there too).
-func (rd *pieceReader) read(b *Background, r pieceRef, k int) []byte {
-	data := r.data() // the mapping's bytes (not touched here)
-	if rd == nil {
-		return data
-	}
-	if rd.bufs[k] == nil {
-		rd.bufs[k] = make([]byte, HashChunk)
-	}
-	buf := rd.bufs[k][:len(data)]
-	if _, err := rd.fh.ReadAt(buf, r.p.t.Offset+int64(r.i)*HashChunk); err != nil {
-		slog.Debug("wquant: a hasher's read; hashing the mapping", "tensor", r.p.t.Name, "err", err)
-		return data
-	}
-	b.read.Add(int64(len(buf)))
-	return buf
-}
-
-// close closes rd's descriptor, if any.
-func (rd *pieceReader) close() {
-	if rd != nil {
-		rd.fh.Close()
-	}
 }

@@ -122,16 +122,14 @@ func BenchmarkFirstToken(b *testing.B) {
 }
 
 // BenchmarkFirstTokenLazy is BenchmarkFirstToken's cold first token of a
-// 16-token prompt (open, tokenizer, page-in, prompt) for off, lazy, and
-// lazy with its background hashers scheduled as each of
-// wquant.LazyVariants says (lazy-VARIANT), for an A/B of where lazy's
-// cost comes from on a machine with CPUs to spare. Every run is preceded,
-// untimed, by a garbage collection (runtime.GC), as a fresh process has
-// no earlier iteration's garbage to collect. It reports, per mode, what
-// BenchmarkFirstToken reports for off and lazy: MODE-ms, MODE-cpu-ms,
-// MODE-% (over off), the split MODE-open-ms, MODE-load-ms and
-// MODE-prompt-ms, and for the lazy modes MODE-checked-ms, when the whole
-// check was complete, from the open's start.
+// 16-token prompt (open, tokenizer, page-in, prompt) for off and lazy,
+// for an A/B of lazy's cost on a machine with CPUs to spare. Every run
+// is preceded, untimed, by a garbage collection (runtime.GC), as a fresh
+// process has no earlier iteration's garbage to collect. It reports, per
+// mode, what BenchmarkFirstToken reports for off and lazy: MODE-ms,
+// MODE-cpu-ms, MODE-% (over off), the split MODE-open-ms, MODE-load-ms
+// and MODE-prompt-ms, and for the lazy modes MODE-checked-ms, when the
+// whole check was complete, from the open's start.
 //
 // Two more modes time lazy with the checked cache
 // (OpenOptions.CheckedCache), apart from lazy's own cost: lazy-cache-first
@@ -144,11 +142,7 @@ func BenchmarkFirstToken(b *testing.B) {
 // lists, for more iterations of an A/B in the same time.
 func BenchmarkFirstTokenLazy(b *testing.B) {
 	path := sealedModel(b)
-	modes := []string{"off"}
-	for _, v := range wquant.LazyVariants {
-		modes = append(modes, strings.TrimSuffix("lazy-"+v, "-"))
-	}
-	modes = append(modes, "lazy-cache-first", "lazy-cache-hit")
+	modes := []string{"off", "lazy", "lazy-cache-first", "lazy-cache-hit"}
 	if *lazyModes != "" {
 		chosen := strings.Split(*lazyModes, ",")
 		for _, m := range chosen {
@@ -181,22 +175,22 @@ func BenchmarkFirstTokenLazy(b *testing.B) {
 		b.Run(fmt.Sprintf("threads-%d/prompt-16", threads), func(b *testing.B) {
 			phases := map[string][]float64{}
 			paired(b, modes, func(mode string) {
-				verify, variant, _ := strings.Cut(mode, "-")
+				verify, cache, _ := strings.Cut(mode, "-")
 				var checked chan float64
 				coldFirst(b, func(t0 time.Time) *model.Model {
 					v := wquant.OpenOptions{Verify: verify}
-					switch variant {
+					switch cache {
 					case "cache-first":
 						runs++
-						v.CheckedCache, variant = filepath.Join(caches, fmt.Sprint(runs)), ""
+						v.CheckedCache = filepath.Join(caches, fmt.Sprint(runs))
 					case "cache-hit":
-						v.CheckedCache, variant = hit, ""
+						v.CheckedCache = hit
 					}
 					if verify == "lazy" {
 						checked = make(chan float64, 1)
 						v.Checked = func(error) { checked <- msSince(t0) } // as turbomem run has
 					}
-					m, err := wquant.OpenModelVariant(path, model.Options{Threads: threads}, v, variant)
+					m, err := wquant.OpenModel(path, model.Options{Threads: threads}, v)
 					if err != nil {
 						b.Fatal(err)
 					}

@@ -74,87 +74,6 @@ type OpenOptions struct {
 // memory mapping the model reads; Close stops the background and closes
 // the file. An error from a check wraps ErrAltered.
 func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error) {
-	return openModel(path, o, v, nil)
-}
-
-// startLazy starts lazy's check of f against m (the metadata compared
-// before it returns if f is not mapped or v.MetadataFirst), setting o's
-// FirstUse and Settled to it; tune, if set, changes the check's options.
-// The tensors the load reads (the vectors) are checked not as they load
-// but by loaded, which the caller calls once model.New has returned: the
-// background hashes them first (a few KB a layer), so the loader seldom
-// has any left to hash, and until loaded has returned nothing is shown.
-// loaded returns the first vector's error; from then on each tensor's
-// first use waits for the metadata too (a session that sees values
-// inside a step).
-func startLazy(f *gguf.File, m *Manifest, o *model.Options, v OpenOptions, tune func(*BackgroundOptions)) (bg *Background, loaded func() error, err error) {
-	beside := f.Mapped() && !v.MetadataFirst // the metadata compared beside the load
-	if !beside {
-		if err := m.CheckMetadata(f); err != nil {
-			return nil, nil, err
-		}
-	}
-	// One hasher per four CPUs: the load (open, tokenizer, page-in) is
-	// serial and leaves the others idle, and fewer hashers disturb it and
-	// the prompt's workers less. On the 16-core Xeon (BENCHMARKS.md,
-	// "Lazy's hashers on 16 cores") four hashers cost the embedded
-	// model's first token 1.4-1.7% at 16 threads where fifteen cost
-	// 2.5-4.6%, and still finish before the prompt does.
-	bo := BackgroundOptions{Workers: LazyWorkers(runtime.NumCPU()), Metadata: beside}
-	if tune != nil {
-		tune(&bo)
-	}
-	bg = m.Start(f, bo)
-	type use struct {
-		t    gguf.TensorInfo
-		data []byte
-	}
-	var (
-		mu   sync.Mutex
-		done bool  // loaded has been called
-		read []use // what the load read, checked by loaded
-	)
-	o.FirstUse = func(t gguf.TensorInfo, data []byte) error {
-		mu.Lock()
-		if !done {
-			read = append(read, use{t, data})
-			mu.Unlock()
-			return nil
-		}
-		mu.Unlock()
-		if err := bg.Metadata(); err != nil {
-			return err
-		}
-		return bg.Check(t, data)
-	}
-	loaded = func() error {
-		mu.Lock()
-		done = true
-		mu.Unlock()
-		for _, u := range read {
-			if err := bg.Check(u.t, u.data); err != nil {
-				return err
-			}
-		}
-		return nil
-	}
-	if f.Mapped() {
-		o.Settled = bg.Settled
-	}
-	return bg, loaded, nil
-}
-
-// sameFile reports whether the file at path has identity id (its
-// manifest aside).
-func sameFile(path string, id fileID) bool {
-	now, err := statID(path)
-	now.manifest = id.manifest
-	return err == nil && now == id
-}
-
-// openModel is OpenModel with lazy's background options changed by tune,
-// if set (for benchmarks: export_test.go).
-func openModel(path string, o model.Options, v OpenOptions, tune func(*BackgroundOptions)) (*model.Model, error) {
 	mode := v.Verify
 	switch mode {
 	case "off":
@@ -206,7 +125,7 @@ func openModel(path string, o model.Options, v OpenOptions, tune func(*Backgroun
 				}
 			}
 			began := time.Now()
-			if bg, loaded, err = startLazy(f, m, &o, v, tune); err != nil {
+			if bg, loaded, err = startLazy(f, m, &o, v); err != nil {
 				return fail(err)
 			}
 			stop = bg.Stop
@@ -260,6 +179,76 @@ func openModel(path string, o model.Options, v OpenOptions, tune func(*Backgroun
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return fail(err)
+}
+
+// startLazy starts lazy's check of f against m (the metadata compared
+// before it returns if f is not mapped or v.MetadataFirst), setting o's
+// FirstUse and Settled to it. The tensors the load reads (the vectors) are checked not as they load
+// but by loaded, which the caller calls once model.New has returned: the
+// background hashes them first (a few KB a layer), so the loader seldom
+// has any left to hash, and until loaded has returned nothing is shown.
+// loaded returns the first vector's error; from then on each tensor's
+// first use waits for the metadata too (a session that sees values
+// inside a step).
+func startLazy(f *gguf.File, m *Manifest, o *model.Options, v OpenOptions) (bg *Background, loaded func() error, err error) {
+	beside := f.Mapped() && !v.MetadataFirst // the metadata compared beside the load
+	if !beside {
+		if err := m.CheckMetadata(f); err != nil {
+			return nil, nil, err
+		}
+	}
+	// One hasher per four CPUs: the load (open, tokenizer, page-in) is
+	// serial and leaves the others idle, and fewer hashers disturb it and
+	// the prompt's workers less. On the 16-core Xeon (BENCHMARKS.md,
+	// "Lazy's hashers on 16 cores") four hashers cost the embedded
+	// model's first token 1.4-1.7% at 16 threads where fifteen cost
+	// 2.5-4.6%, and still finish before the prompt does.
+	bg = m.Start(f, BackgroundOptions{Workers: LazyWorkers(runtime.NumCPU()), Metadata: beside})
+	type use struct {
+		t    gguf.TensorInfo
+		data []byte
+	}
+	var (
+		mu   sync.Mutex
+		done bool  // loaded has been called
+		read []use // what the load read, checked by loaded
+	)
+	o.FirstUse = func(t gguf.TensorInfo, data []byte) error {
+		mu.Lock()
+		if !done {
+			read = append(read, use{t, data})
+			mu.Unlock()
+			return nil
+		}
+		mu.Unlock()
+		if err := bg.Metadata(); err != nil {
+			return err
+		}
+		return bg.Check(t, data)
+	}
+	loaded = func() error {
+		mu.Lock()
+		done = true
+		mu.Unlock()
+		for _, u := range read {
+			if err := bg.Check(u.t, u.data); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if f.Mapped() {
+		o.Settled = bg.Settled
+	}
+	return bg, loaded, nil
+}
+
+// sameFile reports whether the file at path has identity id (its
+// manifest aside).
+func sameFile(path string, id fileID) bool {
+	now, err := statID(path)
+	now.manifest = id.manifest
+	return err == nil && now == id
 }
 
 // LazyWorkers returns how many background hashers a lazy check runs on a

@@ -10,13 +10,12 @@ import (
 	"github.com/turbomem/turbomem/model"
 )
 
-// firstOutput opens path with the check of mode (lazy/VARIANT: lazy with
-// a variant of LazyVariants) and runs a prompt through it, returning the
-// logits and the first error: the open's or the Forward's.
+// firstOutput opens path with the check of mode and runs a prompt
+// through it, returning the logits and the first error: the open's or
+// the Forward's.
 func firstOutput(t *testing.T, path, mode string) ([]float32, error) {
 	t.Helper()
-	mode, variant, _ := strings.Cut(mode, "/")
-	mod, err := OpenModelVariant(path, model.Options{Threads: 2}, OpenOptions{Verify: mode}, variant)
+	mod, err := OpenModel(path, model.Options{Threads: 2}, OpenOptions{Verify: mode})
 	if err != nil {
 		return nil, err
 	}
@@ -33,8 +32,7 @@ func firstOutput(t *testing.T, path, mode string) ([]float32, error) {
 // any tensor, a changed metadata value (one the load trips on, one it
 // does not), a forged manifest and a truncated file give no output: the
 // open or the first Forward fails with an error naming the tensor, key or
-// field; the intact file runs. So do lazy's variants of scheduling
-// (LazyVariants, lazy/VARIANT).
+// field; the intact file runs.
 func TestOpenModelRefuses(t *testing.T) {
 	path := sealed(t)
 	good := readBytes(t, path)
@@ -70,11 +68,7 @@ func TestOpenModelRefuses(t *testing.T) {
 		b[ti.Offset+int64(i*7919)%ti.Size] ^= 0x10
 		cases = append(cases, bad{"flip in " + ti.Name, writeBytes(t, b), "tensor " + ti.Name + ":"})
 	}
-	modes := []string{"lazy", "full"}
-	for _, v := range LazyVariants[1:] {
-		modes = append(modes, "lazy/"+v)
-	}
-	for _, mode := range modes {
+	for _, mode := range []string{"lazy", "full"} {
 		if logits, err := firstOutput(t, path, mode); err != nil || len(logits) == 0 {
 			t.Fatalf("intact file, --verify=%s: %d logits, %v", mode, len(logits), err)
 		}
