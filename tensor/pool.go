@@ -35,10 +35,12 @@ type Pool struct {
 	cur     atomic.Pointer[job]
 	workers []*worker
 	closed  atomic.Bool
-	regions atomic.Int64                // regions run on the workers (Regions)
-	gen     uint32                      // the last region's number, under mu: a dealt job's tag
-	shares  []dealShare                 // RunDealt's, one per goroutine
-	trace   atomic.Pointer[RegionTrace] // SetTrace's; nil: no clock read
+	// gen is the number of the last region run on the workers, which is
+	// also how many there have been (Regions); written under mu, read
+	// atomically by Regions. Its low 32 bits tag a dealt job.
+	gen    atomic.Uint64
+	shares []dealShare                 // RunDealt's, one per goroutine
+	trace  atomic.Pointer[RegionTrace] // SetTrace's; nil: no clock read
 	// finished wakes a parked caller of Run when its job's last task ends.
 	finished chan struct{}
 }
@@ -139,7 +141,7 @@ func (p *Pool) Regions() int64 {
 	if p == nil {
 		return 0
 	}
-	return p.regions.Load()
+	return int64(p.gen.Load())
 }
 
 // Close stops the workers; Run then runs everything on its caller.
@@ -207,16 +209,16 @@ func (p *Pool) TryRun(n int, f func(task, worker int)) { p.runTasks(n, f, false,
 
 // run is Run's region, the Pool's lock held; RunDealt's with dealt.
 func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
-	p.gen++
-	if p.gen%restamp == 0 {
+	gen := uint32(p.gen.Add(1))
+	if gen%restamp == 0 {
 		// Every share then names a job at most restamp regions old, so
 		// that dealt's signed difference of numbers (mod 2³²) tells an
 		// earlier job from a later one: the previous job's, all taken.
 		for i := range p.shares {
-			p.shares[i].word.Store(uint64(p.gen-1)<<32 | math.MaxUint32)
+			p.shares[i].word.Store(uint64(gen-1)<<32 | math.MaxUint32)
 		}
 	}
-	j := &job{f: f, n: int32(n), gen: p.gen, finished: p.finished}
+	j := &job{f: f, n: int32(n), gen: gen, finished: p.finished}
 	if dealt {
 		j.shares = p.shares
 	}
@@ -225,7 +227,6 @@ func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
 		tr.begin()
 		j.slots, j.start = tr.slots, time.Now()
 	}
-	p.regions.Add(1)
 	p.cur.Store(j)
 	// Wake as many sleepers as there are tasks beyond the caller's first;
 	// spinning workers see the job by themselves.

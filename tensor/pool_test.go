@@ -180,35 +180,52 @@ func BenchmarkPoolRun(b *testing.B) {
 	}
 }
 
-// TestPoolRegions: Regions counts the Run and TryRun calls that used the
-// workers, not those run on the caller alone (one task, one thread, a
-// nil or closed pool, TryRun inside a region).
+// TestPoolRegions: Regions counts the Run, RunDealt and TryRun calls that
+// used the workers, not those run on the caller alone (one task, one
+// thread, a nil or closed pool, TryRun inside a region).
 func TestPoolRegions(t *testing.T) {
 	var nilPool *Pool
 	nilPool.Run(3, func(_, _ int) {})
 	if got := nilPool.Regions(); got != 0 {
 		t.Errorf("nil pool: %d regions", got)
 	}
+	nop := func(_, _ int) {}
 	for _, tc := range []struct {
+		name    string
 		threads int
-		want    int64
-	}{{1, 0}, {4, 3}} {
-		p := NewPool(tc.threads)
-		p.Run(5, func(_, _ int) {})
-		p.Run(1, func(_, _ int) {}) // on the caller
-		p.TryRun(4, func(_, _ int) {})
-		p.Run(2, func(task, _ int) {
-			if task == 0 {
-				p.TryRun(3, func(_, _ int) {}) // the pool is busy: on the caller
+		call    func(p *Pool)
+		want    int64 // regions counted
+	}{
+		{"Run", 4, func(p *Pool) { p.Run(5, nop) }, 1},
+		{"RunDealt", 4, func(p *Pool) { p.RunDealt(5, nop) }, 1},
+		{"TryRun", 4, func(p *Pool) { p.TryRun(4, nop) }, 1},
+		{"one task", 4, func(p *Pool) { p.Run(1, nop); p.RunDealt(1, nop); p.TryRun(1, nop) }, 0},
+		{"no task", 4, func(p *Pool) { p.Run(0, nop); p.RunDealt(-1, nop) }, 0},
+		{"one thread", 1, func(p *Pool) { p.Run(5, nop); p.RunDealt(5, nop); p.TryRun(5, nop) }, 0},
+		{"TryRun inside", 4, func(p *Pool) {
+			p.Run(2, func(task, _ int) {
+				if task == 0 {
+					p.TryRun(3, nop) // the pool is busy: on the caller
+				}
+			})
+		}, 1},
+		{"closed", 4, func(p *Pool) { p.Close(); p.Run(5, nop); p.RunDealt(5, nop) }, 0},
+		{"mixed", 3, func(p *Pool) {
+			for i := range 10 {
+				p.Run(2+i%3, nop)
+				p.RunDealt(1+i%2, nop)
 			}
-		})
+		}, 15},
+	} {
+		p := NewPool(tc.threads)
+		tc.call(p)
 		if got := p.Regions(); got != tc.want {
-			t.Errorf("pool of %d: %d regions, want %d", tc.threads, got, tc.want)
+			t.Errorf("%s (pool of %d): %d regions, want %d", tc.name, tc.threads, got, tc.want)
 		}
 		p.Close()
-		p.Run(5, func(_, _ int) {})
+		p.Run(5, nop)
 		if got := p.Regions(); got != tc.want {
-			t.Errorf("closed pool of %d: %d regions, want %d", tc.threads, got, tc.want)
+			t.Errorf("%s (pool of %d), closed: %d regions, want %d", tc.name, tc.threads, got, tc.want)
 		}
 	}
 }
@@ -292,7 +309,7 @@ func TestPoolRunDealtNumbers(t *testing.T) {
 		// the numbers set here.
 		p := NewPool(4)
 		p.mu.Lock()
-		p.gen = tc.last
+		p.gen.Store(uint64(tc.last))
 		g := tc.last
 		if tc.ancient {
 			g = tc.last - 1<<31 - 7
@@ -310,6 +327,10 @@ func TestPoolRunDealtNumbers(t *testing.T) {
 					t.Fatalf("after region %d, round %d: task %d of %d ran %d times", tc.last, round, i, n, c)
 				}
 			}
+		}
+		// The count goes on past the tag's wrap.
+		if got, want := p.Regions(), int64(tc.last)+8; got != want {
+			t.Errorf("after region %d: Regions %d, want %d", tc.last, got, want)
 		}
 		p.Close()
 	}
