@@ -122,24 +122,13 @@ type amxScratch struct {
 	acts    amxActs
 	workers []*amxPanel
 	panels  []amxJob
-	// amxMatMul's call, read by its tasks, and the tasks as func values
-	// made once for this Scratch (of): a 16-row decode step's 31
-	// products make no closures (three each before)
-	call        amxCall
-	of          *Scratch
-	vector, pck func(i int)
-	task        func(task, worker int)
-}
-
-// amxCall is what an amxMatMul call's tasks read.
-type amxCall struct {
-	ps      []Product
-	preps   []prepared
-	x       []float32
-	cols, n int
-	tasks   int
-	prepare func(v int)
-	acts    []*activation
+	// amxMatMul's packing and panel tasks as func values made once for
+	// this Scratch (of), as bind makes Scratch's: a 16-row decode step's
+	// 31 products make no closures (three each before). They read
+	// Scratch's call; its vectors are prepared by Scratch's vectorTask.
+	of   *Scratch
+	pck  func(i int)
+	task func(task, worker int)
 }
 
 // amxJob is one panel of a call: product p's rows from r0.
@@ -153,9 +142,10 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	acts := s.activations(actQ8_0, cols, n)
 	g := &a.acts
 	g.size(n, cols)
+	s.bind()
 	if a.of != s {
 		a.of = s
-		a.vector, a.pck, a.task = s.amxVector, s.amxPack, s.amxTask
+		a.pck, a.task = s.amxPack, s.amxTask
 	}
 	jobs := a.panels[:0]
 	for i, p := range ps {
@@ -169,33 +159,25 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	}
 	tasks := min(len(jobs), threads*tasksPerThread)
 	// Inside the panels' region (vectors): each vector prepared and
-	// quantized (amxVector), then the group's tile operand packed block
-	// by block (amxPack: a block's 16 vectors are whole cache lines,
-	// written by one goroutine).
-	s.vecs.start(opts.Pool, threads, tasks, n, a.vector, (g.groups*g.blocks+amxPackBlocks-1)/amxPackBlocks, a.pck)
-	a.call = amxCall{ps: ps, preps: preps, x: x, cols: cols, n: n, tasks: tasks, prepare: opts.Prepare, acts: acts}
+	// quantized (vectorTask, the one form the call needs), then the
+	// group's tile operand packed block by block (amxPack: a block's 16
+	// vectors are whole cache lines, written by one goroutine).
+	s.vecs.start(opts.Pool, threads, tasks, n, s.vector, (g.groups*g.blocks+amxPackBlocks-1)/amxPackBlocks, a.pck)
+	s.call = matCall{ps: ps, preps: preps, x: x, cols: cols, n: n, prepare: opts.Prepare, tasks: tasks}
+	s.call.need[actQ8_0], s.call.acts[actQ8_0] = true, acts
 	opts.Pool.RunDealt(tasks, a.task)
-	a.call = amxCall{}
-}
-
-// amxVector prepares vector v of the AMX call (Options.Prepare) and
-// quantizes it.
-func (s *Scratch) amxVector(v int) {
-	c := &s.amx.call
-	if c.prepare != nil {
-		c.prepare(v)
-	}
-	c.acts[v].set(actQ8_0, c.x[v*c.cols:(v+1)*c.cols])
+	s.call = matCall{}
 }
 
 // amxPack packs item i of the AMX call's tile operand: amxPackBlocks
 // blocks from block i·amxPackBlocks, counting the blocks of each group
 // after the last group's (block k is block k%blocks of group k/blocks).
 func (s *Scratch) amxPack(i int) {
-	c, g := &s.amx.call, &s.amx.acts
+	c, g := &s.call, &s.amx.acts
+	acts := c.acts[actQ8_0]
 	for k := i * amxPackBlocks; k < min((i+1)*amxPackBlocks, g.groups*g.blocks); k++ {
 		gi := k / g.blocks
-		g.packBlock(gi, k%g.blocks, c.acts[gi*amxCols:min(c.n, (gi+1)*amxCols)])
+		g.packBlock(gi, k%g.blocks, acts[gi*amxCols:min(c.n, (gi+1)*amxCols)])
 	}
 }
 
@@ -211,7 +193,7 @@ const amxPackBlocks = 4
 // left).
 func (s *Scratch) amxTask(task, w int) {
 	s.vecs.ready(w)
-	c, jobs := &s.amx.call, s.amx.panels
+	c, jobs := &s.call, s.amx.panels
 	pan := s.amx.workers[w]
 	for _, j := range jobs[len(jobs)*task/c.tasks : len(jobs)*(task+1)/c.tasks] {
 		pan.product(&c.ps[j.p], c.preps[j.p].rowByte, c.cols, j.r0, &s.amx.acts)

@@ -393,3 +393,46 @@ func TestAMXPackItems(t *testing.T) {
 		}
 	}
 }
+
+// TestAMXScratchShared: the AMX product and the generic one share a
+// Scratch's call; one Scratch taking turns between them (the generic one
+// with Prepare, on the multi-row kernel and on one vector) gives, bit for
+// bit, what a fresh Scratch gives each call.
+func TestAMXScratchShared(t *testing.T) {
+	const cols = 512
+	r := rand.New(rand.NewPCG(21, 22))
+	pool := NewPool(3)
+	defer pool.Close()
+	var kept Scratch
+	for _, tc := range []struct {
+		name string
+		amx  bool
+		n    int
+	}{{"amx", true, amxCols + 3}, {"multi-row", false, 5}, {"amx again", true, amxCols}, {"one vector", false, 1}, {"amx last", true, 2 * amxCols}} {
+		src := randomVector(r, tc.n*cols)
+		ps, preps, _ := amxSetup(t, r, []int{21, 37}, cols, tc.n)
+		run := func(scr *Scratch) [][]float32 {
+			x := make([]float32, len(src))
+			opts := Options{Pool: pool, Scratch: scr, Prepare: func(v int) { copy(x[v*cols:(v+1)*cols], src[v*cols:(v+1)*cols]) }}
+			if tc.amx {
+				scr.amxMatMul(ps, preps, cols, x, tc.n, opts)
+			} else if err := matMulShared(ps, cols, x, tc.n, opts, 1); err != nil {
+				t.Fatal(err)
+			}
+			var outs [][]float32
+			for i := range ps {
+				outs = append(outs, slices.Clone(ps[i].Out))
+				clear(ps[i].Out)
+			}
+			return outs
+		}
+		got, want := run(&kept), run(&Scratch{})
+		for i := range want {
+			for j := range want[i] {
+				if math.Float32bits(got[i][j]) != math.Float32bits(want[i][j]) {
+					t.Fatalf("%s: %s out %d: kept Scratch %g, fresh %g", tc.name, ps[i].Type, j, got[i][j], want[i][j])
+				}
+			}
+		}
+	}
+}

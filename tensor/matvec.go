@@ -36,9 +36,9 @@ type Scratch struct {
 	workers []workerScratch         // per goroutine of the pool
 	preps   []prepared
 	vecs    vectors
-	// matMulShared's call, read by its tasks, and the tasks as func
-	// values made once for this Scratch (of): a product makes no
-	// closures
+	// matMulShared's (or amxMatMul's) call, read by its tasks, and the
+	// tasks as func values made once for this Scratch (of, bind): a
+	// product makes no closures
 	call          matCall
 	of            *Scratch
 	vector, group func(i int)
@@ -46,7 +46,9 @@ type Scratch struct {
 	one           [1]Product // MatMul's
 }
 
-// matCall is what a matMulShared call's tasks read.
+// matCall is what a matMulShared call's tasks read, and an amxMatMul
+// call's (which sets ps, preps, x, cols, n, prepare, tasks and the one
+// activation form it needs, actQ8_0).
 type matCall struct {
 	ps               []Product
 	preps            []prepared
@@ -443,10 +445,7 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 		scr.workers = append(scr.workers, make([]workerScratch, threads-len(scr.workers))...)
 	}
 	tasks := min(totalRows, threads*tasksPerThread, max(1, totalBytes*n/minBytes))
-	if scr.of != scr {
-		scr.of = scr
-		scr.vector, scr.productVecs, scr.group = scr.vectorTask, scr.productVecsTask, scr.groupTask
-	}
+	scr.bind()
 	scr.call = matCall{ps: ps, preps: preps, x: x, cols: cols, n: n, prepare: opts.Prepare, need: need, packed: packed,
 		acts: acts, packs: packs, passes: passes, multiKind: multiKind, tasks: tasks, totalRows: totalRows}
 	defer func() { scr.call = matCall{} }()
@@ -461,6 +460,14 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	scr.vecs.start(opts.Pool, threads, tasks, n, scr.vector, ng, pack)
 	opts.Pool.RunDealt(tasks, scr.productVecs)
 	return nil
+}
+
+// bind makes scr's tasks as func values, once for this Scratch (of).
+func (scr *Scratch) bind() {
+	if scr.of != scr {
+		scr.of = scr
+		scr.vector, scr.productVecs, scr.group = scr.vectorTask, scr.productVecsTask, scr.groupTask
+	}
 }
 
 // vectorTask prepares vector v of the call: Options.Prepare, then its
