@@ -77,8 +77,7 @@ type pending struct {
 	err     error // set before done is closed
 }
 
-// pieceRef names piece i of a tensor; a nil p is the metadata
-// comparison.
+// pieceRef names piece i of a tensor.
 type pieceRef struct {
 	p *pending
 	i int
@@ -115,10 +114,9 @@ func (m *Manifest) Start(f *gguf.File, o BackgroundOptions) *Background {
 	if b.helpers <= 0 {
 		b.helpers = runtime.NumCPU()
 	}
-	jobs := 0
+	meta := 0 // the metadata comparison, which the workers begin with (work)
 	if o.Metadata {
-		b.queue = append(b.queue, pieceRef{}) // first, before any piece
-		jobs++
+		meta = 1
 	} else {
 		b.metaClaimed.Store(true)
 		close(b.metaDone)
@@ -127,21 +125,15 @@ func (m *Manifest) Start(f *gguf.File, o BackgroundOptions) *Background {
 	if f.Mapped() {
 		trivial = b.queueTensors(f)
 	}
-	jobs += len(b.byName)
-	b.left.Store(int64(jobs))
-	if jobs == 0 {
+	b.left.Store(int64(meta + len(b.byName)))
+	if meta+len(b.byName) == 0 {
 		close(b.all)
 	}
 	for _, p := range trivial {
 		b.finish(p)
 	}
-	b.jobs = pairUp(len(b.queue), func(i int) int {
-		if r := b.queue[i]; r.p != nil {
-			return len(r.data())
-		}
-		return -1 // the metadata
-	})
-	b.startWorkers(min(max(o.Workers, 1), len(b.jobs)))
+	b.jobs = pairUp(len(b.queue), func(i int) int { return len(b.queue[i].data()) })
+	b.startWorkers(min(max(o.Workers, 1), meta+len(b.jobs)))
 	return b
 }
 
@@ -261,16 +253,16 @@ func useRank(name string) int {
 	return 1<<30 + 1
 }
 
-// work hashes the queue's unclaimed pieces in order, a job (one or two
+// work compares the metadata unless someone has claimed that, then
+// hashes the queue's unclaimed pieces in order, a job (one or two
 // pieces) at a time, until it is done or stop is closed (a nil stop never
 // is), yielding the CPU as it goes if yield is set.
 func (b *Background) work(stop <-chan struct{}, yield bool) {
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
+	if closed(stop) {
+		return
+	}
+	b.checkMetadata()
+	for !closed(stop) {
 		k := b.next.Add(1) - 1
 		if k >= int64(len(b.jobs)) {
 			return
@@ -278,16 +270,23 @@ func (b *Background) work(stop <-chan struct{}, yield bool) {
 		var got []pieceRef
 		for _, i := range b.jobs[k] {
 			if i < 0 {
-				continue
+				continue // a job of one piece
 			}
-			switch r := b.queue[i]; {
-			case r.p == nil:
-				b.checkMetadata()
-			case r.p.claimed[r.i].CompareAndSwap(false, true):
+			if r := b.queue[i]; r.p.claimed[r.i].CompareAndSwap(false, true) {
 				got = append(got, r)
 			}
 		}
 		b.hash(got, yield)
+	}
+}
+
+// closed reports whether c is closed; a nil c never is.
+func closed(c <-chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -176,8 +176,7 @@ const pairWindow = 16
 
 // pairUp groups n pieces, in order, into jobs of one or two (the second
 // index -1 if none): each piece joins the earliest of the last pairWindow
-// jobs that holds one piece of its length (a length below 0 never pairs),
-// so that pieces of the same length are hashed side by side and none
+// jobs that holds one piece of its length, so that pieces of the same length are hashed side by side and none
 // later than its turn.
 func pairUp(n int, length func(i int) int) [][2]int {
 	var jobs [][2]int
@@ -189,9 +188,7 @@ func pairUp(n int, length func(i int) int) [][2]int {
 			delete(open, l)
 			continue
 		}
-		if l >= 0 {
-			open[l] = len(jobs)
-		}
+		open[l] = len(jobs)
 		jobs = append(jobs, [2]int{i, -1})
 	}
 	return jobs

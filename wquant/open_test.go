@@ -131,3 +131,34 @@ func TestBackgroundMetadata(t *testing.T) {
 		bg.Stop()
 	}
 }
+
+// TestBackgroundMetadataStopped: the metadata comparison is a step of its
+// own, begun by whichever worker or caller comes first: stopped before
+// the workers began, Metadata still compares it (here), every time with
+// the same result, and Wait reports the stop unless the check was done.
+func TestBackgroundMetadataStopped(t *testing.T) {
+	path := rewrite(t, sealed(t), func(kv gguf.KV) *gguf.KV {
+		if kv.Key == "general.name" {
+			kv.Value, _ = gguf.ValueOf("tiny randon")
+		}
+		return &kv
+	})
+	f := openGGUF(t, path)
+	m, err := ReadManifest(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 20 {
+		bg := m.Start(f, BackgroundOptions{Workers: 2, Metadata: true})
+		bg.Stop()
+		const want = "metadata key general.name: value differs"
+		for range 2 {
+			if err := bg.Metadata(); !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Metadata after Stop: %v, want %q", err, want)
+			}
+		}
+		if err := bg.Wait(); !errors.Is(err, ErrStopped) && (!errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), want)) {
+			t.Errorf("Wait after Stop: %v", err)
+		}
+	}
+}
