@@ -183,3 +183,36 @@ func fmtErr(err error) string {
 	}
 	return err.Error()
 }
+
+// TestOpenedFileID: the identity the checked cache compares is the
+// opened file's, as the open found it (infoID of gguf.File.Info): the
+// path's own (statID) while the path names it, and still the opened
+// file's once another file is renamed over the path.
+func TestOpenedFileID(t *testing.T) {
+	if _, err := statID(os.Args[0]); errors.Is(err, errNoFileID) {
+		t.Skip("no file identity on this system")
+	}
+	path := sealed(t)
+	f := openGGUF(t, path)
+	opened, err := infoID(f.Info())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if now, err := statID(path); err != nil || now != opened {
+		t.Fatalf("statID(path) = %v, %v; the opened file's identity is %v", now, err, opened)
+	}
+	other := writeBytes(t, readBytes(t, path))
+	if err := os.Rename(other, path); err != nil {
+		t.Fatal(err)
+	}
+	now, err := statID(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := infoID(f.Info()); again != opened || now.ino == opened.ino {
+		t.Errorf("another file renamed over the path: the opened identity %v (was %v), the path's %v", again, opened, now)
+	}
+	if _, err := infoID(nil); !errors.Is(err, errNoFileID) {
+		t.Errorf("infoID(nil): %v, want errNoFileID", err)
+	}
+}

@@ -3,6 +3,7 @@
 package wquant
 
 import (
+	"io/fs"
 	"os"
 	"syscall"
 )
@@ -13,6 +14,15 @@ func statID(path string) (fileID, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return fileID{}, err
+	}
+	return infoID(fi)
+}
+
+// infoID returns the identity of the file fi describes (its manifest
+// left empty).
+func infoID(fi fs.FileInfo) (fileID, error) {
+	if fi == nil {
+		return fileID{}, errNoFileID
 	}
 	st, ok := fi.Sys().(*syscall.Stat_t)
 	if !ok {

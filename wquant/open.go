@@ -82,16 +82,17 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 	default:
 		return nil, fmt.Errorf("wquant: verify mode %q: want full, lazy or off", mode)
 	}
-	var id fileID // the file's identity before it was opened (CheckedCache)
-	remember := mode == "lazy" && v.CheckedCache != ""
-	if remember {
-		var err error
-		id, err = statID(path)
-		remember = err == nil
-	}
 	f, err := gguf.Open(path)
 	if err != nil {
 		return nil, err
+	}
+	// The checked cache (CheckedCache) knows a file by the identity of
+	// what was opened, as the open found it (gguf.File.Info).
+	var id fileID
+	remember := mode == "lazy" && v.CheckedCache != "" && f.Mapped()
+	if remember {
+		id, err = infoID(f.Info())
+		remember = err == nil
 	}
 	stop := func() {}
 	var bg *Background                    // lazy's check, if the file has a manifest
@@ -116,7 +117,7 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 		default:
 			if remember {
 				id.manifest, err = f.String(keySelf)
-				remember = err == nil && f.Mapped() && sameFile(path, id)
+				remember = err == nil
 				if remember && isChecked(v.CheckedCache, id) {
 					if v.Checked != nil {
 						go v.Checked(nil)
