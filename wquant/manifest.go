@@ -74,13 +74,7 @@ var ErrNoManifest = errors.New("wquant: the file has no integrity manifest")
 // file and its manifest.
 var ErrAltered = errors.New("wquant: the file differs from its manifest")
 
-// keyHash returns the SHA-256 of a metadata value's GGUF encoding (its
-// type id and payload; the key is the manifest's own entry).
-func keyHash(v gguf.Value) ([sha256.Size]byte, error) {
-	return newValueHasher().hash(v)
-}
-
-// valueHasher hashes values' encodings (keyHash) with one hash and one
+// valueHasher hashes values' encodings (hash) with one hash and one
 // buffer for all.
 type valueHasher struct {
 	h hash.Hash
@@ -93,7 +87,8 @@ func newValueHasher() *valueHasher {
 	return &valueHasher{h: h, w: bufio.NewWriter(h)}
 }
 
-// hash returns keyHash(v).
+// hash returns the SHA-256 of a metadata value's GGUF encoding (its type
+// id and payload; the key is the manifest's own entry).
 func (vh *valueHasher) hash(v gguf.Value) ([sha256.Size]byte, error) {
 	var s [sha256.Size]byte
 	vh.h.Reset()
@@ -246,12 +241,15 @@ func tensorHash(t tensor.DType, shape []int64, data []byte, workers int) [sha256
 // NewManifest returns the manifest of a file with metadata kvs (any keys
 // under ManifestPrefix are left out) and tensors, in file order.
 func NewManifest(kvs []gguf.KV, tensors []Tensor, tool, source, plan string) (*Manifest, error) {
-	m := &Manifest{Tool: tool, Source: source, Plan: plan}
+	m := &Manifest{Tool: tool, Source: source, Plan: plan,
+		Keys: make([]string, 0, len(kvs)), KeyHashes: make([][sha256.Size]byte, 0, len(kvs)),
+		Tensors: make([]string, 0, len(tensors)), TensorHashes: make([][sha256.Size]byte, 0, len(tensors))}
+	vh := newValueHasher() // one hash and buffer for every value
 	for _, kv := range kvs {
 		if strings.HasPrefix(kv.Key, ManifestPrefix) {
 			continue
 		}
-		h, err := keyHash(kv.Value)
+		h, err := vh.hash(kv.Value)
 		if err != nil {
 			return nil, fmt.Errorf("wquant: manifest: key %q: %w", kv.Key, err)
 		}

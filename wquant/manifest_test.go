@@ -426,3 +426,29 @@ func TestPairUp(t *testing.T) {
 		t.Errorf("a partner %d jobs back was taken: %v", pairWindow+1, got)
 	}
 }
+
+// TestNewManifestAllocs: NewManifest hashes every key with one hash and
+// one buffer: per key it allocates no more than the value's encoding
+// (gguf.Value.WriteBinary) does by itself.
+func TestNewManifestAllocs(t *testing.T) {
+	var kvs []gguf.KV
+	for i := range 400 {
+		v, err := gguf.ValueOf(fmt.Sprint("value ", i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		kvs = append(kvs, gguf.KV{Key: fmt.Sprint("test.key.", i), Value: v})
+	}
+	allocs := func(n int) float64 {
+		return testing.AllocsPerRun(10, func() {
+			if _, err := NewManifest(kvs[:n], nil, "test", "", ""); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	vh := newValueHasher()
+	encoding := testing.AllocsPerRun(10, func() { vh.hash(kvs[0].Value) })
+	if perKey := (allocs(400) - allocs(200)) / 200; perKey > encoding {
+		t.Errorf("NewManifest: %.2f allocations per key, the value's encoding %.0f", perKey, encoding)
+	}
+}
