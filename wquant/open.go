@@ -44,6 +44,13 @@ type OpenOptions struct {
 	// it; so does lazy where the system does not say a file's identity
 	// (only Linux does here).
 	CheckedCache string
+	// AfterLoad, if set, is called with the model once it has loaded, for
+	// a step of the open that reads the file's metadata (a tokenizer's
+	// load). Its error fails the open (the model closed), replaced, as a
+	// failed load's is, by what lazy's comparison of the metadata found
+	// if that differs: lazy compares the metadata beside the load, so a
+	// value the step trips on may be one that was altered.
+	AfterLoad func(m *model.Model) error
 
 	racyMargin time.Duration // for tests: checkedRacyMargin if 0
 }
@@ -77,7 +84,14 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 	mode := v.Verify
 	switch mode {
 	case "off":
-		return model.Open(path, o)
+		mod, err := model.Open(path, o)
+		if err == nil && v.AfterLoad != nil {
+			if err = v.AfterLoad(mod); err != nil {
+				mod.Close()
+				return nil, fmt.Errorf("%s: %w", path, err)
+			}
+		}
+		return mod, err
 	case "full", "lazy":
 	default:
 		return nil, fmt.Errorf("wquant: verify mode %q: want full, lazy or off", mode)
@@ -166,6 +180,9 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 	mod, err := model.New(f, o)
 	if verr := loaded(); verr != nil {
 		err = verr // what the load read was altered
+	}
+	if err == nil && v.AfterLoad != nil {
+		err = v.AfterLoad(mod)
 	}
 	if err != nil && bg != nil {
 		if merr := bg.Metadata(); merr != nil {

@@ -2,6 +2,7 @@ package wquant
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -159,6 +160,66 @@ func TestBackgroundMetadataStopped(t *testing.T) {
 		}
 		if err := bg.Wait(); !errors.Is(err, ErrStopped) && (!errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), want)) {
 			t.Errorf("Wait after Stop: %v", err)
+		}
+	}
+}
+
+// TestOpenModelAfterLoad: AfterLoad runs once with the loaded model in
+// every mode; its error fails the open, closing the model, and with
+// --verify=lazy is replaced by the metadata comparison's when a value
+// differs (a step that read an altered value), as a failed load's is,
+// without a second comparison by the caller.
+func TestOpenModelAfterLoad(t *testing.T) {
+	intact := sealed(t)
+	altered := rewrite(t, intact, func(kv gguf.KV) *gguf.KV {
+		if kv.Key == "general.name" {
+			kv.Value, _ = gguf.ValueOf("tiny randon")
+		}
+		return &kv
+	})
+	stepErr := errors.New("the step failed")
+	for _, tt := range []struct {
+		mode, file string
+		fail       bool
+		want       string // in the error; "" for none
+	}{
+		{"off", "intact", false, ""},
+		{"full", "intact", false, ""},
+		{"lazy", "intact", false, ""},
+		{"off", "intact", true, stepErr.Error()},
+		{"lazy", "intact", true, stepErr.Error()},
+		{"off", "altered", true, stepErr.Error()},
+		{"lazy", "altered", true, "metadata key general.name: value differs"},
+	} {
+		path := map[string]string{"intact": intact, "altered": altered}[tt.file]
+		calls, closed := 0, 0
+		mod, err := OpenModel(path, model.Options{Threads: 2, OnClose: func() { closed++ }}, OpenOptions{Verify: tt.mode,
+			AfterLoad: func(m *model.Model) error {
+				if calls++; m == nil || m.File() == nil {
+					t.Errorf("%s: AfterLoad got no model", tt.mode)
+				}
+				if tt.fail {
+					return stepErr
+				}
+				return nil
+			}})
+		name := fmt.Sprintf("--verify=%s, %s file, step fails %v", tt.mode, tt.file, tt.fail)
+		if calls != 1 {
+			t.Errorf("%s: AfterLoad called %d times", name, calls)
+		}
+		if tt.want == "" {
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+				continue
+			}
+			mod.Close()
+			continue
+		}
+		if mod != nil || err == nil || !strings.Contains(err.Error(), tt.want) || !strings.Contains(err.Error(), path) {
+			t.Errorf("%s: model %v, %v; want an error naming the file and %q", name, mod != nil, err, tt.want)
+		}
+		if closed != 1 {
+			t.Errorf("%s: the model closed %d times", name, closed)
 		}
 	}
 }

@@ -73,14 +73,23 @@ type loaded struct {
 func (g modelFlags) load(e *env) (*loaded, error) {
 	opts := model.Options{Threads: *g.threads}
 	var m *model.Model
+	var tok *tokenizer.Tokenizer
 	var checked <-chan error
 	var err error
+	loadTokenizer := func(m *model.Model) (err error) {
+		tok, err = model.LoadTokenizer(m.File())
+		return err
+	}
 	if *g.model == "" {
 		// The embedded reference model: checked against its SHA-256 first.
 		if err := defaultmodel.Verify(); err != nil {
 			return nil, err
 		}
-		m, err = defaultmodel.Load(opts)
+		if m, err = defaultmodel.Load(opts); err == nil {
+			if err = loadTokenizer(m); err != nil {
+				m.Close()
+			}
+		}
 	} else {
 		mode := "off"
 		if g.verify != nil {
@@ -90,15 +99,11 @@ func (g modelFlags) load(e *env) (*loaded, error) {
 		if cache, err = g.checkedCache(); err != nil {
 			return nil, err
 		}
-		m, checked, err = openChecked(e, *g.model, mode, g.metadataFirst, cache, opts)
+		// The tokenizer's load reads the metadata, which lazy may still
+		// be comparing: OpenModel reports what differs there if it fails.
+		m, checked, err = openChecked(e, *g.model, mode, g.metadataFirst, cache, opts, loadTokenizer)
 	}
 	if err != nil {
-		return nil, err
-	}
-	tok, err := model.LoadTokenizer(m.File())
-	if err != nil {
-		err = checkedFirst(*g.model, m, checked != nil, err)
-		m.Close()
 		return nil, err
 	}
 	bar := newBar(e, "loading weights", m.WeightBytes(), true)

@@ -111,10 +111,10 @@ func checkVerify(mode string) error {
 
 // openChecked opens the model at path with the integrity check of --verify
 // mode (wquant.OpenModel; metadataFirst: OpenOptions.MetadataFirst; cache:
-// OpenOptions.CheckedCache), a progress bar drawn while full verifies;
-// with lazy, checked receives the background check's result once every
-// tensor is compared.
-func openChecked(e *env, path, mode string, metadataFirst bool, cache string, o model.Options) (m *model.Model, checked <-chan error, err error) {
+// OpenOptions.CheckedCache; then, if set: OpenOptions.AfterLoad), a
+// progress bar drawn while full verifies; with lazy, checked receives the
+// background check's result once every tensor is compared.
+func openChecked(e *env, path, mode string, metadataFirst bool, cache string, o model.Options, then func(*model.Model) error) (m *model.Model, checked <-chan error, err error) {
 	var bar *progressBar
 	defer func() {
 		if bar != nil {
@@ -122,7 +122,7 @@ func openChecked(e *env, path, mode string, metadataFirst bool, cache string, o 
 		}
 	}()
 	ch := make(chan error, 1)
-	m, err = wquant.OpenModel(path, o, wquant.OpenOptions{Verify: mode, MetadataFirst: metadataFirst, CheckedCache: cache,
+	m, err = wquant.OpenModel(path, o, wquant.OpenOptions{Verify: mode, MetadataFirst: metadataFirst, CheckedCache: cache, AfterLoad: then,
 		Progress: func(done, total int64) {
 			if bar == nil {
 				bar = newBar(e, "verifying", total, true)
@@ -131,33 +131,11 @@ func openChecked(e *env, path, mode string, metadataFirst bool, cache string, o 
 		},
 		Checked: func(err error) { ch <- err }})
 	if errors.Is(err, wquant.ErrAltered) {
-		return nil, nil, refused(path, err)
+		// The error names the file (OpenModel's errors do).
+		return nil, nil, fmt.Errorf("%w (--verify=off loads it anyway)", err)
 	}
 	if mode == "lazy" {
 		checked = ch
 	}
 	return m, checked, err
-}
-
-// refused is the error of a file that differs from its manifest.
-func refused(path string, err error) error {
-	return fmt.Errorf("%s: %w (--verify=off loads it anyway)", path, err)
-}
-
-// checkedFirst returns err, the failure of a step that read the model's
-// metadata before --verify=lazy (lazy set) had compared it with the
-// manifest in the background (the tokenizer's load), unless the metadata
-// differs from the manifest: then the error that names each key.
-func checkedFirst(path string, m *model.Model, lazy bool, err error) error {
-	if !lazy {
-		return err
-	}
-	man, merr := wquant.ReadManifest(m.File())
-	if merr == nil {
-		merr = man.CheckMetadata(m.File())
-	}
-	if errors.Is(merr, wquant.ErrAltered) {
-		return refused(path, merr)
-	}
-	return err
 }
