@@ -20,14 +20,14 @@ import (
 
 // BenchmarkFirstToken measures the first token's latency of the embedded
 // model, sealed with a manifest (a copy, its Q8_0 tensors as they are),
-// as `turbomem run` meets it: open the file with the check of a
-// --verify mode (wquant.OpenModel), load the tokenizer, touch every page
-// of the weights (Model.Prefault, as run does), run a prompt of
-// 16 or 256 tokens, on 1 thread, 4 and every CPU. Modes: off; lazy (the
-// background check on one yielding goroutine per CPU, the output held
-// until every tensor has passed: model.Options.Settled); lazy-spare (the
-// same on the CPUs the model leaves free, one at least); first-use (the
-// check lazy was before: the background on the spare CPUs, each
+// as `turbomem run` meets it: open the file with the check of a --verify
+// mode (wquant.OpenModel), load the tokenizer, touch every page of the
+// weights (Model.Prefault, as run does), run a prompt of 16 or 256
+// tokens, on 1 thread, 4 and every CPU. Modes: off; lazy (the background
+// check on one yielding goroutine per four CPUs, LazyWorkers, the output
+// held until every tensor has passed: model.Options.Settled); lazy-spare
+// (the same on the CPUs the model leaves free, one at least); first-use
+// (the check lazy was before: the background on the spare CPUs, each
 // tensor's first product waiting for its hash); full (every hash before
 // loading). Each iteration runs every mode once (paired): MODE-ms is the
 // median wall time, the latency; MODE-cpu-ms the process's CPU time,

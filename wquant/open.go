@@ -60,21 +60,27 @@ type OpenOptions struct {
 //
 //   - full verifies every hash before loading (progress, if set, is
 //     called with the bytes hashed and the total);
-//   - lazy checks the manifest's own checksum now, and compares the
-//     metadata and hashes the tensors in the background (Manifest.Start
-//     with BackgroundOptions.Metadata), the metadata first and then the
-//     tensors in the order the model first uses them, on one goroutine
-//     per four CPUs (at least one, LazyWorkers) that yield to the model's
-//     (Background), while it loads, runs and waits for requests. The
-//     model computes on the weights as they are checked and holds back
-//     its output (model.Options.Settled): each Forward returns only once
-//     the metadata and every tensor have passed, and fails, naming each
-//     key and tensor that differs, if one has not; a load that fails (on
-//     altered metadata, say) reports what the metadata comparison found
-//     if it differs. Sessions whose callbacks see values inside a step
-//     (captures, observers) wait instead at each tensor's first use for
-//     the metadata and its own hash; files that are not memory-mapped
-//     compare the metadata before loading and wait at each first use;
+//   - lazy reads the manifest now, and compares the manifest's own
+//     checksum and the metadata and hashes the tensors in the background
+//     (Manifest.Start with BackgroundOptions.Metadata), the metadata
+//     first and then the tensors in the order the model first uses them,
+//     on one goroutine per four CPUs (at least one, LazyWorkers) that
+//     yield to the model's (Background), while it loads, runs and waits
+//     for requests. The model computes on the weights as they are
+//     checked and holds back its output (model.Options.Settled): each
+//     Forward returns only once the metadata and every tensor have
+//     passed, and fails, naming each key and tensor that differs, if one
+//     has not. The vectors the load reads (norm weights), which
+//     model.Options.FirstUse would check as they load, are checked once
+//     model.New has returned, before OpenModel returns (the background
+//     hashes them first): one that differs fails the open. A load that
+//     fails (on altered metadata, say), or v.AfterLoad's step, reports
+//     what the metadata comparison found if it differs. Sessions whose
+//     callbacks see values inside a step (captures, observers) wait
+//     instead at each tensor's first use for the metadata and its own
+//     hash; files that are not memory-mapped compare the metadata
+//     before loading (as v.MetadataFirst has any file do) and wait at
+//     each first use;
 //   - off checks nothing.
 //
 // A file without a manifest loads as it is. Either check hashes the

@@ -223,3 +223,43 @@ func TestOpenModelAfterLoad(t *testing.T) {
 		}
 	}
 }
+
+// TestOpenModelLazyVectors: under --verify=lazy a vector the load reads
+// (a norm's weights) is checked before OpenModel returns, so one that
+// differs fails the open itself, naming it; a weight matrix that differs
+// lets the open succeed and fails the first Forward instead (the output
+// held until it has passed).
+func TestOpenModelLazyVectors(t *testing.T) {
+	path := sealed(t)
+	good := readBytes(t, path)
+	f := openGGUF(t, path)
+	for _, tt := range []struct {
+		name   string
+		atOpen bool
+	}{{"blk.0.attn_norm.weight", true}, {"output_norm.weight", true}, {"blk.1.ffn_down.weight", false}} {
+		ti, ok := f.Tensor(tt.name)
+		if !ok {
+			t.Fatalf("no tensor %s", tt.name)
+		}
+		b := append([]byte(nil), good...)
+		b[ti.Offset+ti.Size/2] ^= 0x08
+		mod, err := OpenModel(writeBytes(t, b), model.Options{Threads: 2}, OpenOptions{Verify: "lazy"})
+		if tt.atOpen {
+			if mod != nil || !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), "tensor "+tt.name+":") {
+				t.Errorf("%s altered: open: model %v, %v; want the open to fail naming it", tt.name, mod != nil, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s altered: open: %v; want it to succeed", tt.name, err)
+		}
+		s, err := mod.NewSession(nil, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if logits, err := s.Forward([]int32{1, 2, 3}, false); logits != nil || !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), "tensor "+tt.name+":") {
+			t.Errorf("%s altered: Forward: %d logits, %v", tt.name, len(logits), err)
+		}
+		mod.Close()
+	}
+}
