@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"time"
+	"unicode/utf8"
 )
 
 // endpoint is what differs between chat and text completions: how a
@@ -191,9 +193,8 @@ func (s *Server) run(w http.ResponseWriter, r *http.Request, e *engine, ep endpo
 			e.sched.abandon(j)
 			return
 		}
-		t, done := j.take()
-		text = append(text, t...)
-		if done {
+		var done bool
+		if text, done = j.take(text); done {
 			break
 		}
 	}
@@ -214,21 +215,28 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, e *engine, ep en
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	rc := http.NewResponseController(w)
+	var buf []byte // a chunk's event, kept from token to token
+	write := func(b []byte) bool {
+		if _, err := w.Write(b); err != nil {
+			return false
+		}
+		return rc.Flush() == nil
+	}
 	send := func(v any) bool {
 		b, err := json.Marshal(v)
 		if err != nil {
 			return false
 		}
-		if _, err := fmt.Fprintf(w, "data: %s\n\n", b); err != nil {
-			return false
-		}
-		return rc.Flush() == nil
+		buf = append(append(append(buf[:0], "data: "...), b...), "\n\n"...)
+		return write(buf)
 	}
 	first := ep.idPrefix == chatEndpoint.idPrefix // a chat stream opens with the role
 	if first && !send(ep.chunk(j.id, created, e.m.Name, "", true, nil)) {
 		e.sched.abandon(j)
 		return
 	}
+	tc := newTextChunk(ep.chunk(j.id, created, e.m.Name, textSentinel, false, nil))
+	var text []byte
 	for {
 		select {
 		case <-j.notify:
@@ -236,10 +244,18 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, e *engine, ep en
 			e.sched.abandon(j)
 			return
 		}
-		t, done := j.take()
-		if t != "" && !send(ep.chunk(j.id, created, e.m.Name, t, false, nil)) {
-			e.sched.abandon(j)
-			return
+		var done bool
+		text, done = j.take(text[:0])
+		if len(text) > 0 {
+			if tc == nil { // the template did not split: marshal each chunk
+				if !send(ep.chunk(j.id, created, e.m.Name, string(text), false, nil)) {
+					e.sched.abandon(j)
+					return
+				}
+			} else if buf = tc.event(buf[:0], text); !write(buf) {
+				e.sched.abandon(j)
+				return
+			}
 		}
 		if done {
 			break
@@ -256,6 +272,54 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request, e *engine, ep en
 	}
 	fmt.Fprint(w, "data: [DONE]\n\n")
 	rc.Flush()
+}
+
+// textSentinel is the text of the chunk a stream's textChunk is cut from:
+// a character encoding/json escapes (as \u0000), which no id, model name
+// or fixed field of a chunk holds.
+const textSentinel = "\x00"
+
+// textChunk is a stream's text chunk cut around its text: every token's
+// event is the JSON that json.Marshal makes of the endpoint's chunk with
+// that text, byte for byte, without marshalling the chunk again.
+type textChunk struct{ head, tail []byte }
+
+// newTextChunk cuts the JSON of chunk, whose text is textSentinel, at the
+// sentinel; nil if it is not there exactly once.
+func newTextChunk(chunk any) *textChunk {
+	b, err := json.Marshal(chunk)
+	if err != nil {
+		return nil
+	}
+	const enc = `"\u0000"`
+	i := bytes.Index(b, []byte(enc))
+	if i < 0 || bytes.Count(b, []byte(enc)) != 1 {
+		return nil
+	}
+	return &textChunk{head: b[:i], tail: b[i+len(enc):]}
+}
+
+// event appends the server-sent event of the chunk with text to dst.
+func (c *textChunk) event(dst, text []byte) []byte {
+	dst = append(append(dst, "data: "...), c.head...)
+	dst = appendJSONString(dst, text)
+	return append(append(dst, c.tail...), "\n\n"...)
+}
+
+// appendJSONString appends text as encoding/json writes a string (HTML
+// characters, control characters, invalid UTF-8 and U+2028/U+2029
+// escaped): text of plain printable ASCII directly, anything else
+// through json.Marshal.
+func appendJSONString(dst, text []byte) []byte {
+	for _, c := range text {
+		if c < 0x20 || c >= utf8.RuneSelf || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, _ := json.Marshal(string(text)) // a string always marshals
+			return append(dst, b...)
+		}
+	}
+	dst = append(dst, '"')
+	dst = append(dst, text...)
+	return append(dst, '"')
 }
 
 // jobError is the response to a job that ended in error.

@@ -5,8 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -35,7 +35,7 @@ type job struct {
 	notify chan struct{} // a token of 1: something new under mu
 
 	mu          sync.Mutex
-	text        strings.Builder // produced, not yet taken by the handler
+	text        []byte // produced, not yet taken by the handler
 	done        bool
 	finish      string // "stop" or "length"
 	err         error
@@ -53,13 +53,14 @@ func (j *job) signal() {
 	}
 }
 
-// take returns the text produced since the last call and whether the job
-// has ended.
-func (j *job) take() (text string, done bool) {
+// take appends the text produced since the last call to dst and reports
+// whether the job has ended. The job keeps its buffer: a token's hand-off
+// allocates nothing once it has grown.
+func (j *job) take(dst []byte) (text []byte, done bool) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	text = j.text.String()
-	j.text.Reset()
+	text = append(dst, j.text...)
+	j.text = j.text[:0]
 	return text, j.done
 }
 
@@ -415,29 +416,36 @@ func (s *scheduler) step() {
 	// The next tokens, drawn side by side (argmax over the vocabulary is
 	// the step's largest serial part after the model's) with what each
 	// sequence alone makes of its token (its text, the stop strings:
-	// decode); what reaches the jobs (take) in order.
+	// decode) and the hand-off of that text to its job (handOff); what
+	// touches the scheduler's state (take) in order.
 	if s.sample == nil {
 		s.sample = func(i int) {
 			if q := s.fed[i]; q.step.Err == nil && len(q.pending) == 0 {
 				q.tok = q.sampler.Sample(q.step.Logits)
 				s.decode(q)
+				s.handOff(q, len(s.fed) > 1)
 			}
 		}
 	}
 	s.m.Model.Parallel(len(fed), s.sample)
 	var inUse int64
+	generated := 0
 	for _, q := range fed {
 		switch {
 		case q.step.Err != nil:
 			s.finish(q, "", fmt.Errorf("server: step: %w", q.step.Err))
 		case len(q.pending) == 0:
 			s.promptDone(q)
+			if !q.eog {
+				generated++
+			}
 			s.take(q)
 		}
 		if q.sess != nil {
 			inUse += q.sess.CacheBytes()
 		}
 	}
+	s.met.genTokens.Add(float64(generated))
 	n := len(fed)
 	clear(s.batch)
 	clear(s.fed)
@@ -517,37 +525,52 @@ func (s *scheduler) decode(q *sequence) {
 	}
 }
 
-// take hands the text of the token decode went through to the job, and
-// ends the job where the token ends it.
-func (s *scheduler) take(q *sequence) {
+// handOff gives a sequence's job the text of the token decode went
+// through, and wakes its handler. It touches the job alone, so that the
+// step's sequences do it side by side (in the step's Parallel); with
+// yield, the goroutine then offers its processor to the handler it woke
+// (runtime.Gosched: a woken goroutine waits on the waker's processor),
+// so that the step's handlers format and write their tokens side by
+// side, one on each of the pool's processors, while the pool waits for
+// them anyway at the end of this region. Without it they would wait
+// until the loop's goroutine gives its processor up (every processor is
+// the pool's while steps run back to back) and then run one after
+// another, or take a processor from a worker in the middle of a later
+// step's region, which every other goroutine of that region then waits
+// for.
+func (s *scheduler) handOff(q *sequence, yield bool) {
 	j := q.j
-	now := time.Now()
-	if q.generated == 0 || q.generated == 1 && !q.eog { // the job's first token
-		j.mu.Lock()
+	first := q.generated == 0 || q.generated == 1 && !q.eog
+	var now time.Time
+	if first {
+		now = time.Now()
+	}
+	j.mu.Lock()
+	if first {
 		j.first = now
-		j.mu.Unlock()
+	}
+	j.text = append(j.text, q.text...)
+	j.completion = q.generated
+	j.mu.Unlock()
+	if first {
 		s.met.ttft.Observe(now.Sub(j.arrived).Seconds())
 	}
-	if !q.eog {
-		s.met.genTokens.Inc()
+	if q.text != "" {
+		j.signal()
+		if yield {
+			runtime.Gosched()
+		}
 	}
-	s.emit(q, q.text)
+}
+
+// take ends the job where the token handed off ends it, and otherwise
+// feeds the token at the next step.
+func (s *scheduler) take(q *sequence) {
 	if q.end != "" {
 		s.finish(q, q.end, nil)
 		return
 	}
 	q.next = q.tok
-}
-
-func (s *scheduler) emit(q *sequence, text string) {
-	j := q.j
-	j.mu.Lock()
-	j.text.WriteString(text)
-	j.completion = q.generated
-	j.mu.Unlock()
-	if text != "" {
-		j.signal()
-	}
 }
 
 // finish ends a sequence and frees its reservation; sweep drops it from

@@ -719,3 +719,118 @@ func TestConcurrentGreedy(t *testing.T) {
 		}
 	}
 }
+
+// TestConcurrentStreamsMatchAlone streams 16 requests at once, greedy and
+// seeded sampled ones, through both endpoints, and checks that each
+// client gets, event by event joined, the text, finish reason and usage
+// it gets when it runs alone: the step's sampling, detokenising and
+// hand-off side by side (on the model's goroutines, handlers woken
+// there) mix up no sequences. The sequences are stepped one after
+// another (Serial), whose logits do not depend on the others in the
+// step (a batch's Q8_0 products may round a row differently with the
+// number of rows beside it).
+func TestConcurrentStreamsMatchAlone(t *testing.T) {
+	m := testModel(t)
+	_, ts := start(t, m, Options{PrefillTokens: 4096, Stepper: func(mm *model.Model) Stepper { return Serial{M: mm} }})
+	words := strings.Fields("The river ran past the old mill and the town where the people of the valley met each market day to trade grain wool and news")
+	type answer struct {
+		text, finish string
+		tokens       int
+	}
+	run := func(i int) (answer, error) {
+		prompt := strings.Join(words[i%7:i%7+3+i%5], " ")
+		sampling := `"temperature":0`
+		if i%2 == 1 {
+			sampling = fmt.Sprintf(`"temperature":0.9,"top_p":0.95,"seed":%d`, 100+i)
+		}
+		path, body := "/v1/completions", fmt.Sprintf(`{"prompt":%q,"max_tokens":%d,%s,"stream":true,"stream_options":{"include_usage":true}}`, prompt, 8+i%9, sampling)
+		if i%3 == 2 {
+			path, body = "/v1/chat/completions", fmt.Sprintf(`{"messages":[{"role":"user","content":%q}],"max_tokens":%d,%s,"stream":true,"stream_options":{"include_usage":true}}`, prompt, 8+i%9, sampling)
+		}
+		resp, err := http.Post(ts.URL+path, "application/json", strings.NewReader(body))
+		if err != nil {
+			return answer{}, err
+		}
+		defer resp.Body.Close()
+		var a answer
+		sc := bufio.NewScanner(resp.Body)
+		for sc.Scan() {
+			data, ok := strings.CutPrefix(sc.Text(), "data: ")
+			if !ok || data == "[DONE]" {
+				continue
+			}
+			var c struct {
+				Choices []struct {
+					Text         string
+					Delta        struct{ Content string }
+					FinishReason *string `json:"finish_reason"`
+				}
+				Usage *usage
+			}
+			if err := json.Unmarshal([]byte(data), &c); err != nil {
+				return a, fmt.Errorf("%s: %w", data, err)
+			}
+			for _, ch := range c.Choices {
+				a.text += ch.Text + ch.Delta.Content
+				if ch.FinishReason != nil {
+					a.finish = *ch.FinishReason
+				}
+			}
+			if c.Usage != nil {
+				a.tokens = c.Usage.CompletionTokens
+			}
+		}
+		return a, sc.Err()
+	}
+	const clients = 16
+	alone := make([]answer, clients)
+	for i := range alone {
+		var err error
+		if alone[i], err = run(i); err != nil || alone[i].finish == "" || alone[i].tokens == 0 {
+			t.Fatalf("request %d alone: %+v, %v", i, alone[i], err)
+		}
+	}
+	got := make([]answer, clients)
+	var wg sync.WaitGroup
+	for i := range got {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if got[i], err = run(i); err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	for i := range got {
+		if got[i] != alone[i] {
+			t.Errorf("request %d: %+v with %d others, %+v alone", i, got[i], clients-1, alone[i])
+		}
+	}
+}
+
+// TestTextChunk checks a stream's text events against json.Marshal of
+// the endpoint's chunk, byte for byte, for text that is plain ASCII and
+// text that JSON escapes.
+func TestTextChunk(t *testing.T) {
+	texts := []string{"", "hello", " world.", `a"b\c`, "<b> & </b>", "naïve 日本", "line\nbreak\ttab\r", "\x00\x1f", "\xff\xfe", "\u2028\u2029", "🙂"}
+	for _, ep := range []endpoint{completionEndpoint, chatEndpoint} {
+		tc := newTextChunk(ep.chunk("cmpl-abc", 1700000000, "some-model", textSentinel, false, nil))
+		if tc == nil {
+			t.Fatalf("%s: the chunk does not cut at the sentinel", ep.idPrefix)
+		}
+		for _, text := range texts {
+			want, err := json.Marshal(ep.chunk("cmpl-abc", 1700000000, "some-model", text, false, nil))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := tc.event(nil, []byte(text)); string(got) != "data: "+string(want)+"\n\n" {
+				t.Errorf("%s %q: %s, want data: %s", ep.idPrefix, text, got, want)
+			}
+		}
+	}
+	if newTextChunk(completionEndpoint.chunk("cmpl-abc", 1, textSentinel, textSentinel, false, nil)) != nil {
+		t.Error("a chunk with the sentinel twice was cut")
+	}
+}
