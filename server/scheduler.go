@@ -10,6 +10,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 	"github.com/turbomem/turbomem/tokenizer"
@@ -84,6 +86,8 @@ type sequence struct {
 	generated int
 	step      StepSeq
 	tok       int32 // the token sampled from the step's logits
+	held      int64 // the session's cache bytes after the step
+	ended     bool  // handOff ended the job (finish then only frees)
 	// what decode made of tok for take: its text, whether it was an
 	// end-of-generation token, and the job's end it brings ("stop",
 	// "length", or "" when the job goes on)
@@ -131,7 +135,10 @@ type scheduler struct {
 	// lastEnd is when the previous step ended, zero when the loop has
 	// since waited or admitted a job: a decode step's time runs from it.
 	lastEnd time.Time
-	labels  []string // "1", "2", ... the decode counters' sequence labels
+	// the series a step updates, looked up once: the KV gauges of
+	// kvName, and the decode counters of 1, 2, ... sequences
+	kvInUse, kvReserved      prometheus.Gauge
+	decodeSecs, decodeTokens []prometheus.Counter
 
 	// step's lists, kept from step to step
 	batch  []*StepSeq
@@ -255,7 +262,7 @@ func (s *scheduler) admit() (started int) {
 	}
 	s.mu.Lock()
 	s.met.queued.Set(float64(len(s.queue)))
-	s.met.kvReserved.WithLabelValues(s.kvName).Set(float64(s.reserved))
+	s.kvReservedGauge().Set(float64(s.reserved))
 	s.mu.Unlock()
 	s.met.running.Set(float64(len(s.active)))
 	return started
@@ -416,11 +423,16 @@ func (s *scheduler) step() {
 	// The next tokens, drawn side by side (argmax over the vocabulary is
 	// the step's largest serial part after the model's) with what each
 	// sequence alone makes of its token (its text, the stop strings:
-	// decode) and the hand-off of that text to its job (handOff); what
-	// touches the scheduler's state (take) in order.
+	// decode), the hand-off of that text to its job (handOff) and its
+	// caches' bytes; what touches the scheduler's state (take) in order.
 	if s.sample == nil {
 		s.sample = func(i int) {
-			if q := s.fed[i]; q.step.Err == nil && len(q.pending) == 0 {
+			q := s.fed[i]
+			if q.step.Err != nil {
+				return
+			}
+			q.held = q.sess.CacheBytes()
+			if len(q.pending) == 0 {
 				q.tok = q.sampler.Sample(q.step.Logits)
 				s.decode(q)
 				s.handOff(q, len(s.fed) > 1)
@@ -442,7 +454,7 @@ func (s *scheduler) step() {
 			s.take(q)
 		}
 		if q.sess != nil {
-			inUse += q.sess.CacheBytes()
+			inUse += q.held
 		}
 	}
 	s.met.genTokens.Add(float64(generated))
@@ -450,7 +462,10 @@ func (s *scheduler) step() {
 	clear(s.batch)
 	clear(s.fed)
 	s.sweep()
-	s.met.kvInUse.WithLabelValues(s.kvName).Set(float64(inUse))
+	if s.kvInUse == nil {
+		s.kvInUse = s.met.kvInUse.WithLabelValues(s.kvName)
+	}
+	s.kvInUse.Set(float64(inUse))
 	end := time.Now()
 	s.met.stepSeconds.Observe(end.Sub(start).Seconds())
 	if decodeOnly && !s.lastEnd.IsZero() {
@@ -464,11 +479,13 @@ func (s *scheduler) step() {
 // counters: their ratio at n sequences against one is the aggregate
 // decode throughput of batching, apart from prefill's share of the steps.
 func (s *scheduler) countDecode(n int, d time.Duration) {
-	for len(s.labels) < n {
-		s.labels = append(s.labels, strconv.Itoa(len(s.labels)+1))
+	for k := len(s.decodeSecs) + 1; k <= n; k++ {
+		label := strconv.Itoa(k)
+		s.decodeSecs = append(s.decodeSecs, s.met.decodeSeconds.WithLabelValues(label))
+		s.decodeTokens = append(s.decodeTokens, s.met.decodeTokens.WithLabelValues(label))
 	}
-	s.met.decodeSeconds.WithLabelValues(s.labels[n-1]).Add(d.Seconds())
-	s.met.decodeTokens.WithLabelValues(s.labels[n-1]).Add(float64(n))
+	s.decodeSecs[n-1].Add(d.Seconds())
+	s.decodeTokens[n-1].Add(float64(n))
 }
 
 // promptDone caches the prompt's recorded blocks, while the budget has
@@ -526,7 +543,7 @@ func (s *scheduler) decode(q *sequence) {
 }
 
 // handOff gives a sequence's job the text of the token decode went
-// through, and wakes its handler. It touches the job alone, so that the
+// through, ends the job where the token ends it, and wakes its handler. It touches the job alone, so that the
 // step's sequences do it side by side (in the step's Parallel); with
 // yield, the goroutine then offers its processor to the handler it woke
 // (runtime.Gosched: a woken goroutine waits on the waker's processor),
@@ -541,8 +558,9 @@ func (s *scheduler) decode(q *sequence) {
 func (s *scheduler) handOff(q *sequence, yield bool) {
 	j := q.j
 	first := q.generated == 0 || q.generated == 1 && !q.eog
+	q.ended = q.end != ""
 	var now time.Time
-	if first {
+	if first || q.ended {
 		now = time.Now()
 	}
 	j.mu.Lock()
@@ -551,11 +569,14 @@ func (s *scheduler) handOff(q *sequence, yield bool) {
 	}
 	j.text = append(j.text, q.text...)
 	j.completion = q.generated
+	if q.ended {
+		j.done, j.finish, j.kvHeld, j.last = true, q.end, q.held, now
+	}
 	j.mu.Unlock()
 	if first {
 		s.met.ttft.Observe(now.Sub(j.arrived).Seconds())
 	}
-	if q.text != "" {
+	if q.text != "" || q.ended {
 		j.signal()
 		if yield {
 			runtime.Gosched()
@@ -563,7 +584,8 @@ func (s *scheduler) handOff(q *sequence, yield bool) {
 	}
 }
 
-// take ends the job where the token handed off ends it, and otherwise
+// take finishes the sequence where the token handed off ended its job
+// (its reservation and the rest of the scheduler's part), and otherwise
 // feeds the token at the next step.
 func (s *scheduler) take(q *sequence) {
 	if q.end != "" {
@@ -579,7 +601,9 @@ func (s *scheduler) finish(q *sequence, reason string, err error) {
 	if q.sess == nil {
 		return // already finished in this step
 	}
-	q.j.end(reason, err, q.sess.CacheBytes())
+	if !q.ended { // handOff has not ended the job already
+		q.j.end(reason, err, q.sess.CacheBytes())
+	}
 	q.sess = nil
 	if s.prefix != nil {
 		s.prefix.release(q.chain) // a prompt that never finished caches nothing
@@ -611,8 +635,17 @@ func (s *scheduler) sweep() {
 	s.active = kept
 	s.met.running.Set(float64(len(s.active)))
 	s.mu.Lock()
-	s.met.kvReserved.WithLabelValues(s.kvName).Set(float64(s.reserved))
+	s.kvReservedGauge().Set(float64(s.reserved))
 	s.mu.Unlock()
+}
+
+// kvReservedGauge is the kv_bytes_reserved series of the scheduler's
+// format (under s.mu).
+func (s *scheduler) kvReservedGauge() prometheus.Gauge {
+	if s.kvReserved == nil {
+		s.kvReserved = s.met.kvReserved.WithLabelValues(s.kvName)
+	}
+	return s.kvReserved
 }
 
 // fmtBytes writes n in binary units.
