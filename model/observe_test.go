@@ -110,6 +110,18 @@ func TestObserver(t *testing.T) {
 // replaced by data of type typ.
 func copyWith(t *testing.T, f *gguf.File, name string, typ tensor.DType, data []byte) string {
 	t.Helper()
+	return copyReplacing(t, f, func(ti gguf.TensorInfo, d []byte) (tensor.DType, []byte) {
+		if ti.Name == name {
+			return typ, data
+		}
+		return ti.Type, d
+	})
+}
+
+// copyReplacing writes f to a temporary file with each tensor's type and
+// data what replace returns for them, and returns its path.
+func copyReplacing(t *testing.T, f *gguf.File, replace func(ti gguf.TensorInfo, data []byte) (tensor.DType, []byte)) string {
+	t.Helper()
 	b := gguf.NewBuilder()
 	for _, kv := range f.KV {
 		if err := b.Set(kv.Key, kv.Value); err != nil {
@@ -121,10 +133,7 @@ func copyWith(t *testing.T, f *gguf.File, name string, typ tensor.DType, data []
 		if err != nil {
 			t.Fatal(err)
 		}
-		ty := ti.Type
-		if ti.Name == name {
-			d, ty = data, typ
-		}
+		ty, d := replace(ti, d)
 		if err := b.AddTensor(ti.Name, ty, ti.Shape, d); err != nil {
 			t.Fatal(err)
 		}
@@ -212,6 +221,75 @@ func TestWithTensor(t *testing.T) {
 		if _, err := m.WithTensor(tt.name, tt.typ, make([]byte, tt.n)); err == nil {
 			t.Errorf("WithTensor(%s, %s, %d bytes): no error", tt.name, tt.typ, tt.n)
 		}
+	}
+}
+
+// TestWithFloatWeights: the embedded model (Q8_0) with float weights
+// gives the logits of a file written with every quantized tensor
+// dequantized and stored as F16, bit for bit, and holds its bytes; the
+// original model is untouched.
+func TestWithFloatWeights(t *testing.T) {
+	m, err := defaultmodel.Load(model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ids := testIDs(40)
+	if testing.Short() {
+		ids = ids[:16]
+	}
+	logitsOf := func(mm *model.Model) []float32 {
+		s, err := mm.NewSession(nil, len(ids))
+		if err != nil {
+			t.Fatal(err)
+		}
+		l, err := s.Forward(ids, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	base := logitsOf(m)
+	converted := 0
+	path := copyReplacing(t, m.File(), func(ti gguf.TensorInfo, d []byte) (tensor.DType, []byte) {
+		if !tensor.QuantizesActivations(ti.Type) {
+			return ti.Type, d
+		}
+		v := make([]float32, ti.Elements())
+		if err := tensor.Dequantize(ti.Type, v, d); err != nil {
+			t.Fatal(err)
+		}
+		q, err := tensor.Encode(tensor.F16, v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		converted++
+		return tensor.F16, q
+	})
+	if converted == 0 {
+		t.Fatal("the embedded model has no quantized tensor to convert")
+	}
+	fm, err := m.WithFloatWeights()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := model.Open(path, model.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ref.Close()
+	got := logitsOf(fm)
+	if want := logitsOf(ref); !slices.Equal(got, want) {
+		t.Error("logits differ from the rewritten file's")
+	}
+	if slices.Equal(got, base) {
+		t.Error("logits did not change")
+	}
+	if fm.WeightBytes() != ref.WeightBytes() {
+		t.Errorf("WeightBytes %d, the rewritten file's %d", fm.WeightBytes(), ref.WeightBytes())
+	}
+	if !slices.Equal(logitsOf(m), base) {
+		t.Error("the original model changed")
 	}
 }
 

@@ -258,14 +258,61 @@ func (m *Model) WithTensor(name string, typ tensor.DType, data []byte) (*Model, 
 	if err != nil || int64(len(data)) != rb*int64(old.rows) {
 		return nil, fmt.Errorf("model: tensor %q in %s: %d bytes, want %d rows of %d", name, typ, len(data), old.rows, rb)
 	}
-	repl := &matrix{name: name, typ: typ, rows: old.rows, cols: old.cols, data: data}
+	return m.withMatrices(map[*matrix]*matrix{old: {name: name, typ: typ, rows: old.rows, cols: old.cols, data: data}}), nil
+}
+
+// WithFloatWeights returns a model that shares everything with m except
+// that every weight matrix whose products quantize their input to 8 bits
+// (tensor.QuantizesActivations: the quantized types) is dequantized and
+// held as F16, whose products take the input as it is. It computes what
+// m computes within the f16 rounding of the weights and the 8-bit
+// rounding of m's activations, but smoothly: where any change to m's
+// input, however small, rounds some activations the other way (a change
+// of the next-token distributions that does not shrink with the change),
+// the returned model's output changes in proportion. It holds 2 bytes
+// per element of each converted matrix, and products with them are
+// slower; closing it does nothing. The first-use checks of m's matrices
+// (Options.FirstUse) run before their data are read.
+func (m *Model) WithFloatWeights() (*Model, error) {
+	repl := map[*matrix]*matrix{}
+	var err error
+	m.eachMatrix(func(x *matrix) {
+		if err != nil || !tensor.QuantizesActivations(x.typ) {
+			return
+		}
+		if err = x.use(); err != nil {
+			return
+		}
+		v := make([]float32, x.rows*x.cols)
+		if err = tensor.Dequantize(x.typ, v, x.data); err != nil {
+			err = fmt.Errorf("model: tensor %q: %w", x.name, err)
+			return
+		}
+		var data []byte
+		if data, err = tensor.Encode(tensor.F16, v); err != nil {
+			err = fmt.Errorf("model: tensor %q: %w", x.name, err)
+			return
+		}
+		repl[x] = &matrix{name: x.name, typ: tensor.F16, rows: x.rows, cols: x.cols, data: data}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return m.withMatrices(repl), nil
+}
+
+// withMatrices returns a model that shares everything with m except the
+// weight matrices that are keys of repl, each replaced by its value.
+func (m *Model) withMatrices(repl map[*matrix]*matrix) *Model {
 	w := *m.w
 	w.layers = append([]layer(nil), m.w.layers...)
-	w.bytes += int64(len(data)) - int64(len(old.data))
 	swap := func(x **matrix) {
-		if *x == old {
-			*x = repl
+		if r, ok := repl[*x]; ok {
+			*x = r
 		}
+	}
+	for old, r := range repl {
+		w.bytes += int64(len(r.data)) - int64(len(old.data))
 	}
 	swap(&w.embed)
 	swap(&w.output)
@@ -277,7 +324,7 @@ func (m *Model) WithTensor(name string, typ tensor.DType, data []byte) (*Model, 
 	}
 	c := *m
 	c.w, c.owned, c.onClose = &w, false, nil
-	return &c, nil
+	return &c
 }
 
 // eachMatrix calls f for every weight matrix once (tied embeddings once).

@@ -278,6 +278,14 @@ var rowKernels = map[DType]rowKernel{
 // CanMatVec reports whether MatVec and MatMul support weights of type t.
 func CanMatVec(t DType) bool { _, ok := rowKernels[t]; return ok }
 
+// QuantizesActivations reports whether MatVec and MatMul quantize their
+// input to 8 bits for weights of type t (the quantized types, as
+// llama.cpp does), rather than taking it as it is (F32, F16, BF16).
+func QuantizesActivations(t DType) bool {
+	k, ok := rowKernels[t]
+	return ok && k.act != actF32
+}
+
 // MatVec computes out = W·x for a row-major weight matrix W of rows×cols
 // elements of type t, stored as rows consecutive rows of t.RowBytes(cols)
 // bytes each. For the quantized types x is first quantized to 8 bits per

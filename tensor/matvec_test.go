@@ -365,3 +365,16 @@ func TestVectorsShares(t *testing.T) {
 		pool.Close()
 	}
 }
+
+// TestQuantizesActivations: the float types take MatVec's input as it is,
+// the quantized ones round it to 8 bits, a type without kernels neither.
+func TestQuantizesActivations(t *testing.T) {
+	for _, tt := range []struct {
+		t    DType
+		want bool
+	}{{F32, false}, {F16, false}, {BF16, false}, {Q8_0, true}, {Q4_0, true}, {Q4_1, true}, {Q4_K, true}, {Q6_K, true}, {TQ2_0, true}, {IQ2_XXS, false}} {
+		if got := QuantizesActivations(tt.t); got != tt.want {
+			t.Errorf("QuantizesActivations(%s) = %v, want %v", tt.t, got, tt.want)
+		}
+	}
+}

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -349,6 +350,40 @@ func TestEvalKV(t *testing.T) {
 	}
 	if rows[1]["bits"] != 4.125 || rows[1]["ratio"] <= 1 || rows[1]["kl_mean"] <= 0 || rows[1]["top1"] < 0.8 {
 		t.Errorf("turbo4 row %v", loose[1])
+	}
+}
+
+// TestEvalKVFloatWeights: with --float-weights the embedded model (Q8_0)
+// runs on F16 weights whose products take their input unrounded, so the
+// exact f32 cache is next to the f16 reference (the KV rounding alone)
+// where, as run, the 8-bit rounding of the activations puts it as far as
+// q8_0; the formats then order by their bits.
+func TestEvalKVFloatWeights(t *testing.T) {
+	kl := map[bool]map[string]float64{}
+	for _, float := range []bool{false, true} {
+		code, out, errOut := runCmd("eval", "kv", "--kv", "f32,q8_0,turbo4", "--ctx", "128", "--chunks", "1", "--needle-lengths", "",
+			"--float-weights="+strconv.FormatBool(float), "--format", "json")
+		if code != 0 {
+			t.Fatalf("--float-weights=%v: exit %d: %s", float, code, errOut)
+		}
+		var rows []struct {
+			Format string  `json:"format"`
+			KL     float64 `json:"kl_mean"`
+		}
+		if err := json.Unmarshal([]byte(out), &rows); err != nil || len(rows) != 3 {
+			t.Fatalf("output %q: %v", out, err)
+		}
+		kl[float] = map[string]float64{}
+		for _, r := range rows {
+			kl[float][r.Format] = r.KL
+		}
+	}
+	as, fw := kl[false], kl[true]
+	if !(fw["f32"] < 1e-5 && fw["f32"] < fw["q8_0"] && fw["q8_0"] < fw["turbo4"]) {
+		t.Errorf("float weights: KL f32 %g, q8_0 %g, turbo4 %g", fw["f32"], fw["q8_0"], fw["turbo4"])
+	}
+	if as["f32"] < 100*fw["f32"] {
+		t.Errorf("as run, the f32 cache's KL %g; with float weights %g", as["f32"], fw["f32"])
 	}
 }
 
