@@ -29,6 +29,29 @@ type Sensitivity struct {
 // Layers returns the number of layers measured.
 func (s *Sensitivity) Layers() int { return len(s.Loss) / 2 }
 
+// Floor returns what Allocate charges f16 for part p: the least loss
+// measured for the part, less one part in 10⁹ (so that f16, the
+// reference, wins the tie with the best format where the budget pays for
+// it); 0 when no format was measured for it. Measured on a model whose
+// products round their input to 8 bits (quantized weights), every change
+// to a part, however small, costs about the same floor (on the model
+// suite's 8M models up to 0.00007 for an exact f32 part, more than what
+// q8_0 adds to it), and f16 at a loss of 0 would win that floor for 16
+// bits: plans of 4.5 bits bought f16 for a layer's values and did worse
+// than plans of 4 (BENCHMARKS.md, "auto:3.5 against q8_0").
+func (s *Sensitivity) Floor(p int) float64 {
+	floor := math.Inf(1)
+	for j, l := range s.Loss[p] {
+		if l >= 0 && s.Formats[j].name != "f16" {
+			floor = min(floor, l)
+		}
+	}
+	if math.IsInf(floor, 1) {
+		return 0
+	}
+	return floor * (1 - 1e-9)
+}
+
 // validate checks the shape and values of s.
 func (s *Sensitivity) validate() error {
 	if len(s.Formats) == 0 || len(s.Formats) > 64 {
@@ -87,8 +110,11 @@ type Plan struct {
 // Allocate chooses a format for every part measured in s so that the
 // predicted loss (the sum of the parts' losses) is least while the
 // average bits per coordinate at head dimension d (Format.Bits, every
-// part the same size) stays within budget. f16 is always a candidate
-// with loss 0. The choice is exact (alloc.Choose): a dynamic program over
+// part the same size) stays within budget. f16 is always a candidate,
+// charged its part's floor (Sensitivity.Floor): a measured loss holds
+// what any change to the part costs besides what its format adds, and
+// f16, the reference, is not measured, so a loss of 0 would buy it the
+// whole floor. The choice is exact (alloc.Choose): a dynamic program over
 // the total bits in units of 1/64 bit, in which every format's rate is a
 // whole number.
 func Allocate(s Sensitivity, budget float64, d int) (*Plan, error) {
@@ -114,7 +140,7 @@ func Allocate(s Sensitivity, budget float64, d int) (*Plan, error) {
 	items := make([][]alloc.Option, parts)
 	formats := make([][]Format, parts) // the format of each option
 	for p := range parts {
-		items[p] = append(items[p], alloc.Option{Cost: 16 * 64})
+		items[p] = append(items[p], alloc.Option{Cost: 16 * 64, Loss: s.Floor(p)})
 		formats[p] = append(formats[p], f16)
 		for j, f := range s.Formats {
 			l := s.Loss[p][j]
@@ -223,11 +249,17 @@ func (p *Plan) Describe() string {
 	return b.String()
 }
 
-// loss returns the measured loss of format f for part i (0 for formats
-// not measured, f16).
+// loss returns the measured loss of format f for part i: its floor for
+// f16 (Sensitivity.Floor), 0 for a format not measured.
 func (p *Plan) loss(i int, f Format) float64 {
+	if i >= len(p.Sensitivity.Loss) {
+		return 0
+	}
+	if f.name == "f16" {
+		return p.Sensitivity.Floor(i)
+	}
 	for j, g := range p.Sensitivity.Formats {
-		if g == f && i < len(p.Sensitivity.Loss) {
+		if g == f {
 			return p.Sensitivity.Loss[i][j]
 		}
 	}

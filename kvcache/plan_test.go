@@ -69,7 +69,7 @@ func bruteForce(t testing.TB, s Sensitivity, budget float64) float64 {
 		for j := -1; j < len(s.Formats); j++ {
 			if j < 0 {
 				choice[p] = j
-				walk(p+1, total+16, loss)
+				walk(p+1, total+16, loss+floorOf(s.Loss[p]))
 				continue
 			}
 			if s.Loss[p][j] < 0 {
@@ -81,6 +81,21 @@ func bruteForce(t testing.TB, s Sensitivity, budget float64) float64 {
 	}
 	walk(0, 0, 0)
 	return best
+}
+
+// floorOf is Sensitivity.Floor written out: the least non-negative loss
+// of a part, less one part in 10⁹; 0 if there is none.
+func floorOf(row []float64) float64 {
+	least := -1.0
+	for _, l := range row {
+		if l >= 0 && (least < 0 || l < least) {
+			least = l
+		}
+	}
+	if least < 0 {
+		return 0
+	}
+	return least - least*1e-9
 }
 
 // TestAllocateIsOptimal compares the dynamic program with trying every
@@ -110,10 +125,61 @@ func TestAllocateIsOptimal(t *testing.T) {
 			if math.Abs(sum-p.Predicted) > 1e-12 {
 				t.Errorf("seed %d budget %g: parts sum to %g, predicted %g", seed, budget, sum, p.Predicted)
 			}
-			if budget == 16 && (p.Predicted != 0 || p.Bits() != 16) {
-				t.Errorf("budget 16: want all f16, got %s", p.Describe())
+			if budget == 16 {
+				var floors float64
+				for _, row := range s.Loss {
+					floors += floorOf(row)
+				}
+				if math.Abs(p.Predicted-floors) > 1e-12 || p.Bits() != 16 {
+					t.Errorf("budget 16: want all f16 at the floors' %g, got %s", floors, p.Describe())
+				}
 			}
 		}
+	}
+}
+
+// TestSensitivityFloor: f16 is charged the least loss measured for the
+// part (formats that cannot serve it, −1, left out), a hair less.
+func TestSensitivityFloor(t *testing.T) {
+	s := Sensitivity{Formats: mustFormats(t, "turbo2.5", "q8_0", "qjl", "f16")}
+	for _, tt := range []struct {
+		row  []float64
+		want float64
+	}{
+		{[]float64{0.5, 0.25, 2, 0}, 0.25 * (1 - 1e-9)}, // f16's own 0 is not a measurement
+		{[]float64{0.5, 0.75, -1, 0}, 0.5 * (1 - 1e-9)},
+		{[]float64{0, 0.1, 0.2, 0}, 0},
+		{[]float64{-1, -1, -1, 0}, 0},
+	} {
+		s.Loss = [][]float64{tt.row}
+		if got := s.Floor(0); got != tt.want {
+			t.Errorf("losses %v: floor %g, want %g", tt.row, got, tt.want)
+		}
+	}
+}
+
+// TestAllocateF16PaysTheFloor: measured losses that all carry a floor
+// (what any change to the part costs: layer 0's here) do not buy f16 for
+// the part with the floor, as a loss of 0 for f16 would: two parts at
+// 10.0625 bits, where f16 + turbo4 fits as well as q8_0 + q8_0.
+func TestAllocateF16PaysTheFloor(t *testing.T) {
+	s := Sensitivity{Formats: mustFormats(t, "turbo4", "q8_0"), Loss: [][]float64{
+		{1.01, 1.001}, // layer 0 keys: floor 1
+		{0.5, 0.0001}, // layer 0 values: no floor
+	}}
+	p, err := Allocate(s, (16+4.125)/2, 128)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, v := p.Layers[0].K.name, p.Layers[0].V.name; k != "q8_0" || v != "q8_0" {
+		t.Errorf("plan %s/%s, want q8_0/q8_0 (f16 for the keys would cost their floor too)", k, v)
+	}
+	if want := 1.001 + 0.0001; math.Abs(p.Predicted-want) > 1e-12 {
+		t.Errorf("predicted %g, want %g", p.Predicted, want)
+	}
+	// With the budget for f16 on both parts, f16 wins the tie.
+	if p, err = Allocate(s, 16, 128); err != nil || p.Bits() != 16 {
+		t.Errorf("budget 16: %v, %s", err, p.Describe())
 	}
 }
 
