@@ -145,21 +145,22 @@ func copyReplacing(t *testing.T, f *gguf.File, replace func(ti gguf.TensorInfo, 
 	return path
 }
 
-// TestWithTensor: a model with one matrix replaced gives the logits of a
-// file written with that matrix replaced, bit for bit, for a layer matrix
-// and for the tied embeddings; the original model is untouched; bad
-// replacements are refused.
-func TestWithTensor(t *testing.T) {
+// defaultWithLogits loads the embedded model, closed when t ends, and
+// returns it with a function that gives a model's logits at every
+// position of the same test prompt (40 tokens, 16 in -short: the pure-Go
+// CI pass, where the model is slow).
+func defaultWithLogits(t *testing.T) (*model.Model, func(*model.Model) []float32) {
+	t.Helper()
 	m, err := defaultmodel.Load(model.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer m.Close()
+	t.Cleanup(func() { m.Close() })
 	ids := testIDs(40)
-	if testing.Short() { // the pure-Go CI pass, where the model is slow
+	if testing.Short() {
 		ids = ids[:16]
 	}
-	logitsOf := func(mm *model.Model) []float32 {
+	return m, func(mm *model.Model) []float32 {
 		s, err := mm.NewSession(nil, len(ids))
 		if err != nil {
 			t.Fatal(err)
@@ -170,6 +171,14 @@ func TestWithTensor(t *testing.T) {
 		}
 		return l
 	}
+}
+
+// TestWithTensor: a model with one matrix replaced gives the logits of a
+// file written with that matrix replaced, bit for bit, for a layer matrix
+// and for the tied embeddings; the original model is untouched; bad
+// replacements are refused.
+func TestWithTensor(t *testing.T) {
+	m, logitsOf := defaultWithLogits(t)
 	base := logitsOf(m)
 	f := m.File()
 	for _, tt := range []struct {
@@ -229,26 +238,7 @@ func TestWithTensor(t *testing.T) {
 // dequantized and stored as F16, bit for bit, and holds its bytes; the
 // original model is untouched.
 func TestWithFloatWeights(t *testing.T) {
-	m, err := defaultmodel.Load(model.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	ids := testIDs(40)
-	if testing.Short() {
-		ids = ids[:16]
-	}
-	logitsOf := func(mm *model.Model) []float32 {
-		s, err := mm.NewSession(nil, len(ids))
-		if err != nil {
-			t.Fatal(err)
-		}
-		l, err := s.Forward(ids, true)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return l
-	}
+	m, logitsOf := defaultWithLogits(t)
 	base := logitsOf(m)
 	converted := 0
 	path := copyReplacing(t, m.File(), func(ti gguf.TensorInfo, d []byte) (tensor.DType, []byte) {
