@@ -19,7 +19,8 @@ type Codebook struct {
 
 	// A uniform grid over [Bounds[0], Bounds[last]] fine enough that each
 	// grid cell holds at most one boundary: grid[i] is the centroid index
-	// at the cell's start, so Index needs one lookup and one comparison
+	// at the cell's start (the boundaries the lookup puts in earlier
+	// cells: gridCell), so Index needs one lookup and one comparison
 	// (with a +Inf sentinel in sentinel). Nil when the cells are too
 	// uneven for a small grid; Index then searches.
 	grid     []uint8
@@ -55,21 +56,26 @@ func (c *Codebook) buildGrid() {
 	}
 	h := (hi - lo) / float64(cells)
 	c.grid = make([]uint8, cells+1)
+	c.gridLo, c.gridInv = float32(lo), float32(1/h)
+	// A cell's count is of the boundaries in earlier cells as the lookup
+	// itself places them (in float32, monotone in v), not by the cells'
+	// exact starts: a boundary just below a start can land in the later
+	// cell, and a value below it with it, past a count that holds it.
 	k := 0
 	for i := range c.grid {
-		start := float32(lo + float64(i)*h)
-		for k < nb && c.Bounds[k] < start {
+		for k < nb && gridCell(len(c.grid), c.gridLo, c.gridInv, c.Bounds[k]) < i {
 			k++
 		}
 		c.grid[i] = uint8(k)
 	}
-	c.gridLo, c.gridInv = float32(lo), float32(1/h)
 	c.sentinel = append(append([]float32(nil), c.Bounds...), float32(math.Inf(1)))
 }
 
 // Index returns the index of the centroid nearest to v (v not NaN).
 func (c *Codebook) Index(v float32) int {
-	if c.grid != nil {
+	// Beyond the last boundary (+Inf, or far enough that the grid's cell
+	// number overflows an int) the search answers.
+	if c.grid != nil && !(v > c.Bounds[len(c.Bounds)-1]) {
 		return gridIndex(c.grid, c.sentinel, c.gridLo, c.gridInv, v)
 	}
 	// Binary search over the sorted boundaries.
@@ -113,12 +119,9 @@ func (c *Codebook) scaleIndex(idx []uint8, y []float32, inv float32) {
 // scaleIndex's loop keeps them in registers instead of reloading them
 // from the codebook per value.
 func gridIndex(grid []uint8, sentinel []float32, lo, inv, v float32) int {
-	// Out-of-range cells clamp in integers (CMOV, no branch); v is finite
-	// and |v| ≤ 1 for rotated unit vectors, so the conversion cannot
-	// overflow.
-	g := int(grid[min(max(int((v-lo)*inv), 0), len(grid)-1)])
-	// The cell holds at most one boundary, sentinel[g]; rounding of the
-	// product can land one cell early, so step at most twice.
+	g := int(grid[gridCell(len(grid), lo, inv, v)])
+	// The cell holds at most one boundary, sentinel[g] (grid counts the
+	// boundaries by this lookup's own cells); step at most twice.
 	if v > sentinel[g] {
 		g++
 		if v > sentinel[g] {
@@ -126,6 +129,15 @@ func gridIndex(grid []uint8, sentinel []float32, lo, inv, v float32) int {
 		}
 	}
 	return g
+}
+
+// gridCell returns the cell of a grid of n cells (from lo, inv cells per
+// unit) that v falls in, as gridIndex looks it up. Out-of-range cells
+// clamp in integers (CMOV, no branch); v is finite and |v| ≤ 1 for
+// rotated unit vectors, so the conversion cannot overflow (Index leaves
+// values past the last boundary to its search).
+func gridCell(n int, lo, inv, v float32) int {
+	return min(max(int(float32(v-lo)*inv), 0), n-1)
 }
 
 // moments gives the cumulative integrals of a density over (-inf, t]:

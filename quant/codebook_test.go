@@ -183,6 +183,49 @@ func TestCodebookIndex(t *testing.T) {
 	}
 }
 
+// TestCodebookIndexGrid: Index by the grid gives the search's index (the
+// codebook without its grid) for each boundary and each grid cell's
+// start and their float32 neighbours, where the lookup's rounding can
+// put a value a cell early or late, and for values far beyond the outer
+// boundaries, where the grid's cell number would overflow an int.
+func TestCodebookIndexGrid(t *testing.T) {
+	for _, tt := range []struct{ bits, d int }{
+		{6, 256}, // its middle boundary lies just below a cell's start
+		{4, 128},
+		{8, 128},
+	} {
+		cb, err := LloydMax(tt.bits, tt.d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cb.grid == nil {
+			t.Fatalf("b=%d d=%d: no grid", tt.bits, tt.d)
+		}
+		search := *cb
+		search.grid = nil
+		inf := float32(math.Inf(1))
+		vals := []float32{inf, -inf, math.MaxFloat32, -math.MaxFloat32, 1e30, -1e30, 1e15}
+		near := func(x float32) {
+			lo, hi := x, x
+			for range 8 {
+				vals = append(vals, lo, hi)
+				lo, hi = math.Nextafter32(lo, -inf), math.Nextafter32(hi, inf)
+			}
+		}
+		for _, bd := range cb.Bounds {
+			near(bd)
+		}
+		for i := range cb.grid {
+			near(float32(float64(cb.gridLo) + float64(i)/float64(cb.gridInv)))
+		}
+		for _, v := range vals {
+			if got, want := cb.Index(v), search.Index(v); got != want {
+				t.Fatalf("b=%d d=%d: Index(%g) = %d by the grid, %d by the search", tt.bits, tt.d, v, got, want)
+			}
+		}
+	}
+}
+
 func TestCodebookErrors(t *testing.T) {
 	for _, b := range []int{0, 9} {
 		if _, err := LloydMax(b, 128); err == nil {
