@@ -88,16 +88,26 @@ func TestOpenModelRefuses(t *testing.T) {
 	}
 }
 
-// TestBackgroundMetadata: with BackgroundOptions.Metadata the background
-// compares the metadata first; Metadata, Settled and Wait report a
-// changed key, and Check (a tensor's first use) does not wait for it.
-func TestBackgroundMetadata(t *testing.T) {
-	path := rewrite(t, sealed(t), func(kv gguf.KV) *gguf.KV {
+// renamed returns a sealed file whose metadata value general.name
+// differs from its manifest's (nameDiffers).
+func renamed(t *testing.T) string {
+	t.Helper()
+	return rewrite(t, sealed(t), func(kv gguf.KV) *gguf.KV {
 		if kv.Key == "general.name" {
 			kv.Value, _ = gguf.ValueOf("tiny randon")
 		}
 		return &kv
 	})
+}
+
+// nameDiffers is what a check of renamed's file reports.
+const nameDiffers = "metadata key general.name: value differs"
+
+// TestBackgroundMetadata: with BackgroundOptions.Metadata the background
+// compares the metadata first; Metadata, Settled and Wait report a
+// changed key, and Check (a tensor's first use) does not wait for it.
+func TestBackgroundMetadata(t *testing.T) {
+	path := renamed(t)
 	for _, workers := range []int{0, 1, 3, -1} {
 		f := openGGUF(t, path)
 		if workers < 0 {
@@ -123,10 +133,9 @@ func TestBackgroundMetadata(t *testing.T) {
 		if err := bg.Check(ti, data); err != nil {
 			t.Errorf("%d workers: Check of an intact tensor: %v", workers, err)
 		}
-		const want = "metadata key general.name: value differs"
 		for name, check := range map[string]func() error{"Metadata": bg.Metadata, "Settled": bg.Settled, "Wait": bg.Wait} {
-			if err := check(); !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), want) || strings.Contains(err.Error(), "tensor ") {
-				t.Errorf("%d workers: %s: %v, want %q alone", workers, name, err, want)
+			if err := check(); !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), nameDiffers) || strings.Contains(err.Error(), "tensor ") {
+				t.Errorf("%d workers: %s: %v, want %q alone", workers, name, err, nameDiffers)
 			}
 		}
 		bg.Stop()
@@ -138,12 +147,7 @@ func TestBackgroundMetadata(t *testing.T) {
 // the workers began, Metadata still compares it (here), every time with
 // the same result, and Wait reports the stop unless the check was done.
 func TestBackgroundMetadataStopped(t *testing.T) {
-	path := rewrite(t, sealed(t), func(kv gguf.KV) *gguf.KV {
-		if kv.Key == "general.name" {
-			kv.Value, _ = gguf.ValueOf("tiny randon")
-		}
-		return &kv
-	})
+	path := renamed(t)
 	f := openGGUF(t, path)
 	m, err := ReadManifest(f)
 	if err != nil {
@@ -152,13 +156,12 @@ func TestBackgroundMetadataStopped(t *testing.T) {
 	for range 20 {
 		bg := m.Start(f, BackgroundOptions{Workers: 2, Metadata: true})
 		bg.Stop()
-		const want = "metadata key general.name: value differs"
 		for range 2 {
-			if err := bg.Metadata(); !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), want) {
-				t.Fatalf("Metadata after Stop: %v, want %q", err, want)
+			if err := bg.Metadata(); !errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), nameDiffers) {
+				t.Fatalf("Metadata after Stop: %v, want %q", err, nameDiffers)
 			}
 		}
-		if err := bg.Wait(); !errors.Is(err, ErrStopped) && (!errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), want)) {
+		if err := bg.Wait(); !errors.Is(err, ErrStopped) && (!errors.Is(err, ErrAltered) || !strings.Contains(err.Error(), nameDiffers)) {
 			t.Errorf("Wait after Stop: %v", err)
 		}
 	}
@@ -171,12 +174,7 @@ func TestBackgroundMetadataStopped(t *testing.T) {
 // without a second comparison by the caller.
 func TestOpenModelAfterLoad(t *testing.T) {
 	intact := sealed(t)
-	altered := rewrite(t, intact, func(kv gguf.KV) *gguf.KV {
-		if kv.Key == "general.name" {
-			kv.Value, _ = gguf.ValueOf("tiny randon")
-		}
-		return &kv
-	})
+	altered := renamed(t)
 	stepErr := errors.New("the step failed")
 	for _, tt := range []struct {
 		mode, file string
@@ -189,7 +187,7 @@ func TestOpenModelAfterLoad(t *testing.T) {
 		{"off", "intact", true, stepErr.Error()},
 		{"lazy", "intact", true, stepErr.Error()},
 		{"off", "altered", true, stepErr.Error()},
-		{"lazy", "altered", true, "metadata key general.name: value differs"},
+		{"lazy", "altered", true, nameDiffers},
 	} {
 		path := map[string]string{"intact": intact, "altered": altered}[tt.file]
 		calls, closed := 0, 0
