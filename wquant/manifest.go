@@ -171,8 +171,8 @@ const pairWindow = 16
 
 // pairUp groups n pieces, in order, into jobs of one or two (the second
 // index -1 if none): each piece joins the earliest of the last pairWindow
-// jobs that holds one piece of its length, so that pieces of the same length are hashed side by side and none
-// later than its turn.
+// jobs that holds one piece of its length, so that pieces of the same
+// length are hashed side by side and none later than its turn.
 func pairUp(n int, length func(i int) int) [][2]int {
 	var jobs [][2]int
 	open := map[int]int{} // a length's job with one piece, if any

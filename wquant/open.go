@@ -207,13 +207,13 @@ func OpenModel(path string, o model.Options, v OpenOptions) (*model.Model, error
 
 // startLazy starts lazy's check of f against m (the metadata compared
 // before it returns if f is not mapped or v.MetadataFirst), setting o's
-// FirstUse and Settled to it. The tensors the load reads (the vectors) are checked not as they load
-// but by loaded, which the caller calls once model.New has returned: the
-// background hashes them first (a few KB a layer), so the loader seldom
-// has any left to hash, and until loaded has returned nothing is shown.
-// loaded returns the first vector's error; from then on each tensor's
-// first use waits for the metadata too (a session that sees values
-// inside a step).
+// FirstUse and Settled to it. The tensors the load reads (the vectors)
+// are checked not as they load but by loaded, which the caller calls
+// once model.New has returned: the background hashes them first (a few
+// KB a layer), so the loader seldom has any left to hash, and until
+// loaded has returned nothing is shown. loaded returns the first
+// vector's error; from then on each tensor's first use waits for the
+// metadata too (a session that sees values inside a step).
 func startLazy(f *gguf.File, m *Manifest, o *model.Options, v OpenOptions) (bg *Background, loaded func() error, err error) {
 	beside := f.Mapped() && !v.MetadataFirst // the metadata compared beside the load
 	if !beside {
