@@ -77,9 +77,9 @@ func TestCompactHeadCancel(t *testing.T) {
 // heads' attentions are one region, and with fewer workers), and of
 // KVzip's scoring, returns an error that wraps context.Canceled; and a
 // real cancellation a fifth of the way into a long OMP compaction
-// returns within a third of the time the whole takes (the longest
-// stretch between looks is a block of 48 queries' attention or a fit's
-// stage, milliseconds here).
+// returns such an error too, logging how soon (the longest stretch
+// between looks is a block of 48 queries' attention or a fit's stage,
+// milliseconds here; the counted looks check promptness).
 func TestCompactCancel(t *testing.T) {
 	r := rand.New(rand.NewPCG(19, 20))
 	sh := kvcache.Shape{QHeads: 4, KVHeads: 2, HeadDim: 16}
