@@ -441,23 +441,18 @@ func (s *scheduler) step() {
 	}
 	s.m.Model.Parallel(len(fed), s.sample)
 	var inUse int64
-	generated := 0
 	for _, q := range fed {
 		switch {
 		case q.step.Err != nil:
 			s.finish(q, "", fmt.Errorf("server: step: %w", q.step.Err))
 		case len(q.pending) == 0:
 			s.promptDone(q)
-			if !q.eog {
-				generated++
-			}
 			s.take(q)
 		}
 		if q.sess != nil {
 			inUse += q.held
 		}
 	}
-	s.met.genTokens.Add(float64(generated))
 	n := len(fed)
 	clear(s.batch)
 	clear(s.fed)
@@ -542,8 +537,10 @@ func (s *scheduler) decode(q *sequence) {
 	}
 }
 
-// handOff gives a sequence's job the text of the token decode went
-// through, ends the job where the token ends it, and wakes its handler. It touches the job alone, so that the
+// handOff counts the token decode went through (a token the job's
+// handler has seen is counted: its client may read /metrics next), gives
+// its text to the sequence's job, ends the job where the token ends it,
+// and wakes its handler. It touches the job alone, so that the
 // step's sequences do it side by side (in the step's Parallel); with
 // yield, the goroutine then offers its processor to the handler it woke
 // (runtime.Gosched: a woken goroutine waits on the waker's processor),
@@ -562,6 +559,9 @@ func (s *scheduler) handOff(q *sequence, yield bool) {
 	var now time.Time
 	if first || q.ended {
 		now = time.Now()
+	}
+	if !q.eog {
+		s.met.genTokens.Inc()
 	}
 	j.mu.Lock()
 	if first {

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
@@ -832,5 +834,50 @@ func TestTextChunk(t *testing.T) {
 	}
 	if newTextChunk(completionEndpoint.chunk("cmpl-abc", 1, textSentinel, textSentinel, false, nil)) != nil {
 		t.Error("a chunk with the sentinel twice was cut")
+	}
+}
+
+// TestGeneratedCountedBeforeEnd: by the time a job's end reaches its
+// handler, turbomem_generated_tokens_total counts every token of it, so
+// that a client that has its answer and then reads /metrics finds them.
+// The job ends in a step beside a prompt still being fed (chunks of 8
+// tokens), whose hand-off gives the woken handler (the test here) its
+// processor in the middle of the step's sampling region.
+func TestGeneratedCountedBeforeEnd(t *testing.T) {
+	m := testModel(t)
+	s, _ := start(t, m, Options{PrefillTokens: 8, NoPrefixCache: true})
+	sc := s.eng.Load().sched
+	submit := func(prompt string, maxTokens int) *job {
+		ids := m.Tokenizer.Encode(prompt, true)
+		r := reservation(t, s, m, ids, maxTokens, 0)
+		j := &job{id: "cmpl-test", ctx: context.Background(), prompt: ids, p: genParams{maxTokens: maxTokens},
+			fixed: r, reserve: r, arrived: time.Now(), notify: make(chan struct{}, 1)}
+		if err := sc.submit(j); err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	wait := func(j *job) {
+		for {
+			<-j.notify
+			if _, done := j.take(nil); done {
+				return
+			}
+		}
+	}
+	short := submit("one two three", 4)
+	long := submit(longPrompt(), 1) // fed 8 tokens a step while short decodes
+	wait(short)
+	var c dto.Metric
+	if err := sc.met.genTokens.Write(&c); err != nil {
+		t.Fatal(err)
+	}
+	want := short.usage().CompletionTokens
+	wait(long)
+	if short.err != nil || want == 0 {
+		t.Fatalf("short job: %v, %d tokens", short.err, want)
+	}
+	if got := c.GetCounter().GetValue(); got != float64(want) {
+		t.Errorf("generated tokens counted when the job ended: %g, want its %d", got, want)
 	}
 }
