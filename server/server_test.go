@@ -519,7 +519,7 @@ func TestAdmissionByMemory(t *testing.T) {
 func TestQueueFull429(t *testing.T) {
 	m := testModel(t)
 	g := &gate{inner: NewBatched(m.Model), open: make(chan struct{})}
-	_, ts := start(t, m, Options{Parallel: 1, Queue: 1, Stepper: func(*model.Model) Stepper { return g }})
+	s, ts := start(t, m, Options{Parallel: 1, Queue: 1, Stepper: func(*model.Model) Stepper { return g }})
 	t.Cleanup(g.release)
 	body := `{"prompt":"one two three","max_tokens":2,"temperature":0}`
 	results := make(chan int, 2)
@@ -544,6 +544,12 @@ func TestQueueFull429(t *testing.T) {
 		if st := <-results; st != 200 {
 			t.Fatalf("queued request ended with %d", st)
 		}
+	}
+	// A step's decode counters are added at its end, after its jobs have
+	// ended and their answers may have been read: the metrics are read
+	// once the scheduler's loop has stopped.
+	if err := s.Drain(context.Background()); err != nil {
+		t.Fatal(err)
 	}
 	r, _ := http.Get(ts.URL + "/metrics")
 	b, _ := io.ReadAll(r.Body)
