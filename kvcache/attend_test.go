@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"runtime"
+	"slices"
 	"testing"
 
 	"github.com/turbomem/turbomem/tensor"
@@ -56,6 +57,11 @@ func TestPartialMerge(t *testing.T) {
 	check := func(name string, p *Partial) {
 		got := make([]float32, d)
 		p.Result(got)
+		// in place, as AttendTogether writes its rows: the same bits
+		in := Partial{Max: p.Max, Sum: p.Sum, Acc: slices.Clone(p.Acc)}
+		if in.Result(in.Acc); !slices.Equal(in.Acc, got) {
+			t.Errorf("%s: result in place %v, into another slice %v", name, in.Acc, got)
+		}
 		for c := range d {
 			// float32 sums of 300 terms of magnitude ≤ 1 (weights ≤ 1)
 			if math.Abs(float64(got[c])-want[c]) > 1e-5 {

@@ -74,19 +74,21 @@ func (p *Partial) Merge(o *Partial) {
 	if o.Max > p.Max {
 		p.rescale(o.Max)
 	}
-	tensor.AxpyF32(p.Acc, expNeg(o.Max-p.Max), o.Acc)
-	p.Sum += expNeg(o.Max-p.Max) * o.Sum
+	f := expNeg(o.Max - p.Max)
+	tensor.AxpyF32(p.Acc, f, o.Acc)
+	p.Sum += f * o.Sum
 }
 
-// Result writes the attention output Acc/Sum to dst (len(Acc) values).
+// Result writes the attention output Acc/Sum to dst (len(Acc) values;
+// dst may be Acc itself).
 func (p *Partial) Result(dst []float32) {
 	inv := float32(0)
 	if p.Sum > 0 {
 		inv = 1 / p.Sum
 	}
-	for i, v := range p.Acc {
-		dst[i] = v * inv
-	}
+	dst = dst[:len(p.Acc)]
+	copy(dst, p.Acc)
+	scaleVec(dst, inv)
 }
 
 // logSumExp returns the log-sum-exp of p's scaled scores, log Σ_t e^(s_t)
