@@ -1,0 +1,453 @@
+// Command kvcoding measures how much better than the klt formats' coder
+// other scalar coders of the same transformed K/V would do, on a model's
+// own keys and values: a feasibility study for the klt formats at low
+// rates, not a format.
+//
+//	go run ./tools/kvcoding [-m model.gguf] [-ctx 2048] [-bpc 2.5,3.5]
+//
+// The model runs over two windows of ctx tokens of the embedded held-out
+// text: the first calibrates (kvcache.EstimateCovariances, then the klt
+// design of each layer and KV head at the rate, as a cache would make
+// it: keys centred on their mean before RoPE and weighted by the
+// queries' second moment), the second is coded. For every layer, keys
+// and values, it prints the coder's error on the second window (keys:
+// E[Δkᵀ·Q·Δk], the logit error; values: E‖Δv‖²; first token of each
+// window left out) and, beside it, as ratios or rates:
+//
+//   - books: each coded component's Lloyd–Max codebook trained on the
+//     calibration window's normalised coefficients (yᵢ/(ρ̂·σᵢ)), one per
+//     component, instead of the unit Gaussian's; same bits, same code;
+//   - shared: one trained codebook per index width (the components of a
+//     width share one table, as the lane kernels' runs do);
+//   - ecsq: a uniform quantizer on yᵢ/ρ̂ of one step for every coded
+//     component, its indices entropy-coded with probabilities counted on
+//     the calibration window (cross-entropy on the coded one): the bits
+//     per coordinate, the scale byte included, at the coder's error.
+//
+// A ratio below 1 is less error at the same bits; an ecsq rate below the
+// format's is bits saved at the same error (variable-length codes: an
+// estimate of what entropy coding could give, not a layout).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/turbomem/turbomem/defaultmodel"
+	"github.com/turbomem/turbomem/eval"
+	"github.com/turbomem/turbomem/kvcache"
+	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/quant"
+)
+
+func main() {
+	path := flag.String("m", "", "GGUF model (default: the embedded reference model)")
+	ctx := flag.Int("ctx", 2048, "tokens per window (calibration, then coded)")
+	rates := flag.String("bpc", "2.5,3.5", "comma-separated klt rates, bits per coordinate all in")
+	flag.Parse()
+	if err := run(*path, *ctx, *rates); err != nil {
+		slog.Error("kvcoding", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(path string, n int, rates string) error {
+	var bpcs []float64
+	for _, s := range strings.Split(rates, ",") {
+		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || !(v > 1 && v <= 8) {
+			return fmt.Errorf("-bpc: %q is not a rate in (1, 8]", s)
+		}
+		bpcs = append(bpcs, v)
+	}
+	if n < 256 {
+		return fmt.Errorf("-ctx %d: want at least 256 tokens", n)
+	}
+	var (
+		m   *model.Model
+		err error
+	)
+	if path == "" {
+		m, err = defaultmodel.Load(model.Options{})
+	} else {
+		m, err = model.Open(path, model.Options{})
+	}
+	if err != nil {
+		return err
+	}
+	defer m.Close()
+	tok, err := model.LoadTokenizer(m.File())
+	if err != nil {
+		return err
+	}
+	ids := tok.Encode(defaultmodel.HeldOut(), false)
+	if len(ids) < 2*n {
+		return fmt.Errorf("-ctx %d: the held-out text has %d tokens, two windows need %d", n, len(ids), 2*n)
+	}
+	if n > m.Config.Context {
+		return fmt.Errorf("-ctx %d: the model's context is %d", n, m.Config.Context)
+	}
+	cal, err := eval.RecordKV(m, ids[:n], -1)
+	if err != nil {
+		return err
+	}
+	test, err := eval.RecordKV(m, ids[n:2*n], -1)
+	if err != nil {
+		return err
+	}
+	cov, err := kvcache.EstimateCovariances([][]*kvcache.Trace{cal})
+	if err != nil {
+		return err
+	}
+	for _, bpc := range bpcs {
+		fmt.Printf("\nklt at %g bits per coordinate, %d + %d tokens\n", bpc, n, n)
+		fmt.Printf("%-6s %-4s %12s %8s %8s %10s\n", "layer", "part", "error", "books", "shared", "ecsq bpc")
+		var logBooks, logShared, saved float64
+		cnt := 0
+		for l := range cal {
+			for h := range cal[l].Shape.KVHeads {
+				for _, key := range []bool{true, false} {
+					r, err := measure(cal[l], test[l], cov.Layers[l][h], h, key, bpc)
+					if err != nil {
+						return fmt.Errorf("layer %d head %d: %w", l, h, err)
+					}
+					part := "V"
+					if key {
+						part = "K"
+					}
+					if cal[l].Shape.KVHeads > 1 {
+						part += strconv.Itoa(h)
+					}
+					fmt.Printf("%-6d %-4s %12.4g %8.3f %8.3f %10.3f\n", l, part, r.err, r.books, r.shared, r.ecsq)
+					logBooks += math.Log(r.books)
+					logShared += math.Log(r.shared)
+					saved += r.bpc - r.ecsq
+					cnt++
+				}
+			}
+		}
+		fmt.Printf("geometric mean: books %.3f, shared %.3f; ecsq saves %.3f bits per coordinate on average (format %.3f)\n",
+			math.Exp(logBooks/float64(cnt)), math.Exp(logShared/float64(cnt)), saved/float64(cnt), bpc)
+	}
+	return nil
+}
+
+type result struct {
+	err, books, shared, ecsq, bpc float64
+}
+
+// coded is one vector in the KLT's basis: y = T·x − off, and its scale.
+type coded struct {
+	y   []float64
+	rho float64
+}
+
+// measure codes head h's keys (key) or values of test with the klt at
+// bpc designed on hc, and the alternatives trained on cal.
+func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key bool, bpc float64) (result, error) {
+	mo := hc.V
+	if key {
+		mo = hc.K
+	}
+	d := len(mo.Mean)
+	cov, mean := toF64(mo.Cov), toF64(mo.Mean)
+	var weight []float64
+	if key && hc.Q != nil {
+		weight = toF64(hc.Q)
+	}
+	bytes := quant.KLTBytes(d, bpc)
+	p, err := quant.DesignWeightedKLT(cov, weight, mean, d, (bytes-1)*8, 1)
+	if err != nil {
+		return result{}, err
+	}
+	k, err := quant.NewKLT(p)
+	if err != nil {
+		return result{}, err
+	}
+	gauss := map[int][]float64{}
+	for _, b := range p.Bits {
+		if b > 0 && gauss[int(b)] == nil {
+			cb, err := quant.LloydMaxGaussian(int(b), 1)
+			if err != nil {
+				return result{}, err
+			}
+			gauss[int(b)] = toF64(cb.Centroids)
+		}
+	}
+	// The error's metric in the KLT basis: keys weigh Δk by Q (Δkᵀ·Q·Δk
+	// = Δyᵀ·(T·Q·Tᵀ)·Δy), values by the identity.
+	var metric []float64
+	if weight != nil {
+		metric = make([]float64, d*d)
+		tq := make([]float64, d*d) // T·Q
+		for i := range d {
+			for j := range d {
+				var s float64
+				for r := range d {
+					s += float64(p.Transform[i*d+r]) * weight[r*d+j]
+				}
+				tq[i*d+j] = s
+			}
+		}
+		for i := range d {
+			for j := range d {
+				var s float64
+				for r := range d {
+					s += tq[i*d+r] * float64(p.Transform[j*d+r])
+				}
+				metric[i*d+j] = s
+			}
+		}
+	}
+	vecs := func(tr *kvcache.Trace) []coded {
+		sh := tr.Shape
+		heads := sh.KVHeads
+		src := tr.V
+		if key {
+			src = tr.K
+		}
+		var out []coded
+		x, rm := make([]float64, d), make([]float64, d)
+		for t := 1; t < tr.Len(); t++ {
+			for i, v := range src[(t*heads+h)*d : (t*heads+h+1)*d] {
+				x[i] = float64(v)
+			}
+			if key { // centred on the mean before RoPE, turned to t
+				sh.Rope.Rotate(rm, toF64(hc.RopeMean), t)
+				for i := range x {
+					x[i] -= rm[i]
+				}
+			}
+			y := make([]float64, d)
+			var mm float64
+			nc := 0
+			for r := range d {
+				var s float64
+				for c := range d {
+					s += float64(p.Transform[r*d+c]) * x[c]
+				}
+				y[r] = s - float64(p.Offset[r])
+				if p.Bits[r] > 0 {
+					z := y[r] / float64(p.Sigma[r])
+					mm += z * z
+					nc++
+				}
+			}
+			rho := 0.0
+			if r := math.Sqrt(mm / float64(max(nc, 1))); r > 0 {
+				e := math.Max(1, math.Min(255, math.Round(8*math.Log2(r))+128))
+				rho = math.Exp2((e - 128) / 8)
+			}
+			out = append(out, coded{y, rho})
+		}
+		return out
+	}
+	cv, tv := vecs(cal), vecs(test)
+	errOf := func(dy []float64) float64 {
+		if metric == nil {
+			var s float64
+			for _, v := range dy {
+				s += v * v
+			}
+			return s
+		}
+		var s float64
+		for i := range d {
+			var r float64
+			for j := range d {
+				r += metric[i*d+j] * dy[j]
+			}
+			s += dy[i] * r
+		}
+		return s
+	}
+	// total is the mean error of the test vectors coded with book(r) for
+	// component r (ascending centroids of the normalised coefficient).
+	total := func(book func(r int) []float64) float64 {
+		var s float64
+		dy := make([]float64, d)
+		for _, v := range tv {
+			for r := range d {
+				dy[r] = v.y[r]
+				if p.Bits[r] == 0 || v.rho == 0 {
+					continue
+				}
+				sc := v.rho * float64(p.Sigma[r])
+				cb := book(r)
+				dy[r] -= cb[nearest(cb, v.y[r]/sc)] * sc
+			}
+			s += errOf(dy)
+		}
+		return s / float64(len(tv))
+	}
+	base := total(func(r int) []float64 { return gauss[int(p.Bits[r])] })
+	// The simulation must be the coder: check it against Encode/Decode.
+	if real, err := realError(k, tv, p, errOf); err != nil {
+		return result{}, err
+	} else if math.Abs(real-base) > 1e-3*base {
+		return result{}, fmt.Errorf("simulated error %.6g, the coder's %.6g", base, real)
+	}
+	norm := func(vs []coded, r int) []float64 {
+		zs := make([]float64, 0, len(vs))
+		for _, v := range vs {
+			if v.rho > 0 {
+				zs = append(zs, v.y[r]/(v.rho*float64(p.Sigma[r])))
+			}
+		}
+		return zs
+	}
+	per := make([][]float64, d)
+	byWidth := map[int][]float64{}
+	for r := range d {
+		if b := int(p.Bits[r]); b > 0 {
+			zs := norm(cv, r)
+			per[r] = lloyd(zs, gauss[b])
+			byWidth[b] = append(byWidth[b], zs...)
+		}
+	}
+	shared := map[int][]float64{}
+	for b, zs := range byWidth {
+		shared[b] = lloyd(zs, gauss[b])
+	}
+	books := total(func(r int) []float64 { return per[r] })
+	sh := total(func(r int) []float64 { return shared[int(p.Bits[r])] })
+	rate := ecsqRate(cv, tv, p, errOf, base)
+	return result{err: base, books: books / base, shared: sh / base,
+		ecsq: rate + 8/float64(d), bpc: float64(bytes*8) / float64(d)}, nil
+}
+
+// realError is the mean error of the test vectors through the coder
+// itself (Encode, then Decode), in the basis of p.
+func realError(k *quant.KLT, tv []coded, p quant.KLTParams, errOf func([]float64) float64) (float64, error) {
+	d := len(p.Sigma)
+	code := make([]byte, k.Bytes())
+	x, dec := make([]float32, d), make([]float32, d)
+	dy := make([]float64, d)
+	var s float64
+	for _, v := range tv {
+		// x = Tᵀ·(y + off): back to the cache's basis.
+		for c := range d {
+			var t float64
+			for r := range d {
+				t += float64(p.Transform[r*d+c]) * (v.y[r] + float64(p.Offset[r]))
+			}
+			x[c] = float32(t)
+		}
+		if err := k.Encode(code, x); err != nil {
+			return 0, err
+		}
+		if err := k.Decode(dec, code); err != nil {
+			return 0, err
+		}
+		for r := range d {
+			var t float64
+			for c := range d {
+				t += float64(p.Transform[r*d+c]) * float64(dec[c]-x[c])
+			}
+			dy[r] = -t
+		}
+		s += errOf(dy)
+	}
+	return s / float64(len(tv)), nil
+}
+
+// ecsqRate returns the bits per coordinate (indices only) of one uniform
+// step on yᵢ/ρ̂ for every coded component, entropy-coded with the
+// calibration's counts, at the step whose error on the test vectors is
+// target.
+func ecsqRate(cv, tv []coded, p quant.KLTParams, errOf func([]float64) float64, target float64) float64 {
+	d := len(p.Sigma)
+	at := func(step float64) (errMean, bpc float64) {
+		counts := make([]map[int]float64, d)
+		for r := range d {
+			if p.Bits[r] == 0 {
+				continue
+			}
+			counts[r] = map[int]float64{}
+			for _, v := range cv {
+				if v.rho > 0 {
+					counts[r][int(math.Round(v.y[r]/v.rho/step))]++
+				}
+			}
+		}
+		dy := make([]float64, d)
+		var e, bits float64
+		for _, v := range tv {
+			for r := range d {
+				dy[r] = v.y[r]
+				if p.Bits[r] == 0 || v.rho == 0 {
+					continue
+				}
+				q := int(math.Round(v.y[r] / v.rho / step))
+				dy[r] -= float64(q) * step * v.rho
+				c := counts[r]
+				pr := (c[q] + 0.5) / (float64(len(cv)) + 0.5*float64(len(c)+1))
+				bits -= math.Log2(pr)
+			}
+			e += errOf(dy)
+		}
+		return e / float64(len(tv)), bits / float64(len(tv)) / float64(d)
+	}
+	lo, hi := 1e-4, 1e2
+	var rate float64
+	for range 50 {
+		step := math.Sqrt(lo * hi)
+		e, r := at(step)
+		rate = r
+		if e > target {
+			hi = step
+		} else {
+			lo = step
+		}
+	}
+	return rate
+}
+
+// lloyd returns the Lloyd–Max codebook of the samples zs, started from
+// init (ascending) and kept ascending.
+func lloyd(zs, init []float64) []float64 {
+	cb := slices.Clone(init)
+	sum, num := make([]float64, len(cb)), make([]float64, len(cb))
+	for range 40 {
+		clear(sum)
+		clear(num)
+		for _, z := range zs {
+			i := nearest(cb, z)
+			sum[i] += z
+			num[i]++
+		}
+		for i := range cb {
+			if num[i] > 0 {
+				cb[i] = sum[i] / num[i]
+			}
+		}
+		slices.Sort(cb)
+	}
+	return cb
+}
+
+// nearest returns the index of the centroid of cb (ascending) nearest v.
+func nearest(cb []float64, v float64) int {
+	i, _ := slices.BinarySearch(cb, v)
+	switch {
+	case i == len(cb):
+		return i - 1
+	case i > 0 && v-cb[i-1] < cb[i]-v:
+		return i - 1
+	}
+	return i
+}
+
+func toF64[T float32 | float64](xs []T) []float64 {
+	out := make([]float64, len(xs))
+	for i, x := range xs {
+		out[i] = float64(x)
+	}
+	return out
+}
