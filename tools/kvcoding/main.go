@@ -19,6 +19,9 @@
 //     component, instead of the unit Gaussian's; same bits, same code;
 //   - shared: one trained codebook per index width (the components of a
 //     width share one table, as the lane kernels' runs do);
+//   - pred: the bits per coded component that predicting each
+//     coefficient from the previous token's (one factor per component,
+//     fitted on the calibration window) would save at high rate;
 //   - ecsq: a uniform quantizer on yᵢ/ρ̂ of one step for every coded
 //     component, its indices entropy-coded with probabilities counted on
 //     the calibration window (cross-entropy on the coded one): the bits
@@ -107,8 +110,8 @@ func run(path string, n int, rates string) error {
 	}
 	for _, bpc := range bpcs {
 		fmt.Printf("\nklt at %g bits per coordinate, %d + %d tokens\n", bpc, n, n)
-		fmt.Printf("%-6s %-4s %12s %8s %8s %10s\n", "layer", "part", "error", "books", "shared", "ecsq bpc")
-		var logBooks, logShared, saved float64
+		fmt.Printf("%-6s %-4s %12s %8s %8s %10s %8s\n", "layer", "part", "error", "books", "shared", "ecsq bpc", "pred")
+		var logBooks, logShared, saved, pred float64
 		cnt := 0
 		for l := range cal {
 			for h := range cal[l].Shape.KVHeads {
@@ -124,22 +127,23 @@ func run(path string, n int, rates string) error {
 					if cal[l].Shape.KVHeads > 1 {
 						part += strconv.Itoa(h)
 					}
-					fmt.Printf("%-6d %-4s %12.4g %8.3f %8.3f %10.3f\n", l, part, r.err, r.books, r.shared, r.ecsq)
+					fmt.Printf("%-6d %-4s %12.4g %8.3f %8.3f %10.3f %8.3f\n", l, part, r.err, r.books, r.shared, r.ecsq, r.pred)
 					logBooks += math.Log(r.books)
 					logShared += math.Log(r.shared)
 					saved += r.bpc - r.ecsq
+					pred += r.pred
 					cnt++
 				}
 			}
 		}
-		fmt.Printf("geometric mean: books %.3f, shared %.3f; ecsq saves %.3f bits per coordinate on average (format %.3f)\n",
-			math.Exp(logBooks/float64(cnt)), math.Exp(logShared/float64(cnt)), saved/float64(cnt), bpc)
+		fmt.Printf("geometric mean: books %.3f, shared %.3f; on average ecsq saves %.3f bits per coordinate (format %.3f), pred %.3f per coded component\n",
+			math.Exp(logBooks/float64(cnt)), math.Exp(logShared/float64(cnt)), saved/float64(cnt), bpc, pred/float64(cnt))
 	}
 	return nil
 }
 
 type result struct {
-	err, books, shared, ecsq, bpc float64
+	err, books, shared, ecsq, bpc, pred float64
 }
 
 // coded is one vector in the KLT's basis: y = T·x − off, and its scale.
@@ -319,7 +323,7 @@ func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key boo
 	sh := total(func(r int) []float64 { return shared[int(p.Bits[r])] })
 	rate := ecsqRate(cv, tv, p, errOf, base)
 	return result{err: base, books: books / base, shared: sh / base,
-		ecsq: rate + 8/float64(d), bpc: float64(bytes*8) / float64(d)}, nil
+		ecsq: rate + 8/float64(d), bpc: float64(bytes*8) / float64(d), pred: predictionGain(cv, tv, p)}, nil
 }
 
 // realError is the mean error of the test vectors through the coder
@@ -407,6 +411,40 @@ func ecsqRate(cv, tv []coded, p quant.KLTParams, errOf func([]float64) float64, 
 		}
 	}
 	return rate
+}
+
+// predictionGain returns the bits per coded component that predicting
+// each coefficient from the previous token's (yᵢ − aᵢ·yᵢ', aᵢ fitted on
+// the calibration window) would save at high rate on the test window:
+// the mean over coded components of ½·log₂(var yᵢ / var residualᵢ),
+// negative where the prediction adds error.
+func predictionGain(cv, tv []coded, p quant.KLTParams) float64 {
+	var sum float64
+	n := 0
+	for r, b := range p.Bits {
+		if b == 0 {
+			continue
+		}
+		var xy, yy float64
+		for t := 1; t < len(cv); t++ {
+			xy += cv[t].y[r] * cv[t-1].y[r]
+			yy += cv[t-1].y[r] * cv[t-1].y[r]
+		}
+		a := xy / yy
+		var v, e, mean float64
+		for _, c := range tv {
+			mean += c.y[r] / float64(len(tv))
+		}
+		for t := 1; t < len(tv); t++ {
+			dv := tv[t].y[r] - mean
+			de := tv[t].y[r] - a*tv[t-1].y[r] - (1-a)*mean
+			v += dv * dv
+			e += de * de
+		}
+		sum += 0.5 * math.Log2(v/e)
+		n++
+	}
+	return sum / float64(max(n, 1))
 }
 
 // lloyd returns the Lloyd–Max codebook of the samples zs, started from
