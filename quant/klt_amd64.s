@@ -284,3 +284,267 @@ anext:
 	JNZ  apair
 	VZEROUPPER
 	RET
+
+// The AVX-512 kernels: sixteen codes (two blocks of eight, A's in the
+// low lanes) in the lanes of a zmm register, over the same segments. A
+// window gather takes the lanes of a k-mask of the blocks left (KMASK),
+// so the partner of an odd last block is not read and its lanes are
+// zero; a field's mask is the segment's first one broadcast, and its
+// level one permute of 16 entries (kinds 0 and 1), the two halves of a
+// 32-entry table in one VPERMT2PS (kind 2), or a gather (kind 3).
+
+// KMASK(k) sets k to the lanes of the blocks left in AX: none (AX ≤ 0),
+// the low eight (one block) or all sixteen; AX, BX, CX scratch.
+#define KMASK(k) \
+	XORL    BX, BX; \
+	TESTQ   AX, AX; \
+	CMOVQLT BX, AX; \
+	MOVL    $2, BX; \
+	CMPQ    AX, BX; \
+	CMOVQGT BX, AX; \
+	SHLQ    $3, AX; \
+	MOVQ    AX, CX; \
+	MOVL    $1, BX; \
+	SHLL    CX, BX; \
+	DECL    BX; \
+	KMOVW   BX, k
+
+// ZGATHER(z, k) gathers into z the 4 bytes at BX of the codes of the
+// lanes of k (byte offsets in Z15), the other lanes zero, and shifts them
+// to segment R11's first field; K1 scratch.
+#define ZGATHER(z, k) \
+	KMOVW      k, K1; \
+	VPXORD     z, z, z; \
+	VPGATHERDD (BX)(Z15*1), K1, z; \
+	VPSRLD     16(R11), z, z
+
+// ZNEXT(z) leaves the indices of the next field of segment R11 in window
+// z in Z5 and moves z on to the one after it.
+#define ZNEXT(z) \
+	VPANDD.BCST 48(R11), z, Z5; \
+	VPSRLD      8(R11), z, z
+
+// The lookups of the levels of Z5 from the table at R14 into Z6.
+#define ZLOOK16 \
+	VPERMPS (R14), Z5, Z6
+
+#define ZLOOK32 \
+	VMOVUPS   (R14), Z6; \
+	VPERMT2PS 64(R14), Z5, Z6
+
+#define ZLOOKG \
+	KXNORW     K2, K2, K2; \
+	VPXORD     Z6, Z6, Z6; \
+	VGATHERDPS (R14)(Z5*4), K2, Z6
+
+// ZQ4(a0, a1, a2, a3) adds Z6 times the four queries' floats at R13 to
+// a0–a3 and moves R13 to the next field's.
+#define ZQ4(a0, a1, a2, a3) \
+	VFMADD231PS.BCST 0(R13), Z6, a0; \
+	VFMADD231PS.BCST 4(R13), Z6, a1; \
+	VFMADD231PS.BCST 8(R13), Z6, a2; \
+	VFMADD231PS.BCST 12(R13), Z6, a3; \
+	ADDQ             $16, R13
+
+// ZSFIELDS(LOOK, lloop) is SFIELDS for sixteen lanes: two sets of sums,
+// Z0–Z3 and Z8–Z11.
+#define ZSFIELDS(LOOK, lloop) \
+lloop: \
+	ZNEXT(Z12); \
+	LOOK; \
+	ZQ4(Z0, Z1, Z2, Z3); \
+	DECQ CX; \
+	JZ   zsnext; \
+	ZNEXT(Z12); \
+	LOOK; \
+	ZQ4(Z8, Z9, Z10, Z11); \
+	DECQ CX; \
+	JNZ  lloop; \
+	JMP  zsnext
+
+// func kltScore4AVX512(dst *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, lanes *[16]int32)
+//
+// kltScore4AVX2's sums, two blocks of eight codes a pass, stored as it
+// stores them (32 floats per block); for an odd number of blocks the
+// last pass stores the 32 floats of a block past the last (garbage: dst
+// has room) and reads none of its codes.
+TEXT ·kltScore4AVX512(SB), NOSPLIT, $0-64
+	MOVQ      dst+0(FP), DI
+	MOVQ      blocks+8(FP), R8
+	MOVQ      codes+16(FP), SI
+	MOVQ      stride+24(FP), DX
+	MOVQ      lanes+56(FP), AX
+	VMOVDQU32 (AX), Z15
+	SHLQ      $4, DX
+
+zsblock:
+	MOVQ   R8, AX
+	KMASK(K3)
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   segs+32(FP), R11
+	MOVQ   nsegs+40(FP), R12
+	MOVQ   q+48(FP), R13
+
+zsseg:
+	MOVLQSX 0(R11), AX
+	TESTQ   AX, AX
+	JS      zskeep
+	LEAQ    (SI)(AX*1), BX
+	ZGATHER(Z12, K3)
+
+zskeep:
+	MOVQ 24(R11), CX
+	MOVQ 32(R11), R14
+	MOVL 4(R11), AX
+	CMPL AX, $1
+	JGT  zs32
+	ZSFIELDS(ZLOOK16, zs16loop)
+
+zs32:
+	CMPL AX, $2
+	JNE  zsg
+	ZSFIELDS(ZLOOK32, zs32loop)
+
+zsg:
+	ZSFIELDS(ZLOOKG, zsgloop)
+
+zsnext:
+	ADDQ $80, R11
+	DECQ R12
+	JNZ  zsseg
+
+	VADDPS        Z8, Z0, Z0
+	VADDPS        Z9, Z1, Z1
+	VADDPS        Z10, Z2, Z2
+	VADDPS        Z11, Z3, Z3
+	VMOVUPS       Y0, 0(DI)
+	VMOVUPS       Y1, 32(DI)
+	VMOVUPS       Y2, 64(DI)
+	VMOVUPS       Y3, 96(DI)
+	VEXTRACTF64X4 $1, Z0, 128(DI)
+	VEXTRACTF64X4 $1, Z1, 160(DI)
+	VEXTRACTF64X4 $1, Z2, 192(DI)
+	VEXTRACTF64X4 $1, Z3, 224(DI)
+	ADDQ          $256, DI
+	ADDQ          DX, SI
+	SUBQ          $2, R8
+	JGT           zsblock
+	VZEROUPPER
+	RET
+
+// ZACC(base, t, wa, wb) adds Z7 times group A's weights wa and Z6 times
+// group B's wb to the sixteen sums at R13 from base (t scratch).
+#define ZACC(base, t, wa, wb) \
+	VMOVUPS     (base)(R13*1), t; \
+	VFMADD231PS wa, Z7, t; \
+	VFMADD231PS wb, Z6, t; \
+	VMOVUPS     t, (base)(R13*1)
+
+// ZAFIELDS(LOOK, lloop) sums the CX fields of the segment with lookup
+// LOOK for the two groups of sixteen codes, A's window in Z12, B's in Z4.
+#define ZAFIELDS(LOOK, lloop) \
+lloop: \
+	ZNEXT(Z12); \
+	LOOK; \
+	VMOVAPS Z6, Z7; \
+	ZNEXT(Z4); \
+	LOOK; \
+	ZACC(R8, Z20, Z0, Z16); \
+	ZACC(R9, Z21, Z1, Z17); \
+	ZACC(R10, Z22, Z2, Z18); \
+	ZACC(DI, Z23, Z3, Z19); \
+	ADDQ $64, R13; \
+	DECQ CX; \
+	JNZ  lloop; \
+	JMP  zanext
+
+// func kltAcc4AVX512(accs *[4]*float32, w *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[16]int32)
+//
+// For each four blocks of eight codes (group A the first two, B the
+// next two; blocks past the last are not read, their weights zero), with
+// w their four heads' weights (32 floats per block as for kltAcc4AVX2,
+// up to a multiple of four blocks), adds w_j·level_f lane by lane to
+// accs[j][16f:16f+16], for every field f: each sum loaded and stored once
+// per field and 32 codes.
+TEXT ·kltAcc4AVX512(SB), NOSPLIT, $0-64
+	MOVQ      accs+0(FP), AX
+	MOVQ      0(AX), R8
+	MOVQ      8(AX), R9
+	MOVQ      16(AX), R10
+	MOVQ      24(AX), DI
+	MOVQ      codes+24(FP), SI
+	MOVQ      stride+32(FP), DX
+	MOVQ      w+8(FP), R15
+	MOVQ      lanes+56(FP), AX
+	VMOVDQU32 (AX), Z15
+	SHLQ      $4, DX // the offset of group B
+
+zaquad:
+	MOVQ         blocks+16(FP), AX
+	KMASK(K3)
+	MOVQ         blocks+16(FP), AX
+	SUBQ         $2, AX
+	KMASK(K4)
+	VMOVUPS      0(R15), Y0
+	VINSERTF64X4 $1, 128(R15), Z0, Z0
+	VMOVUPS      32(R15), Y1
+	VINSERTF64X4 $1, 160(R15), Z1, Z1
+	VMOVUPS      64(R15), Y2
+	VINSERTF64X4 $1, 192(R15), Z2, Z2
+	VMOVUPS      96(R15), Y3
+	VINSERTF64X4 $1, 224(R15), Z3, Z3
+	VMOVUPS      256(R15), Y16
+	VINSERTF64X4 $1, 384(R15), Z16, Z16
+	VMOVUPS      288(R15), Y17
+	VINSERTF64X4 $1, 416(R15), Z17, Z17
+	VMOVUPS      320(R15), Y18
+	VINSERTF64X4 $1, 448(R15), Z18, Z18
+	VMOVUPS      352(R15), Y19
+	VINSERTF64X4 $1, 480(R15), Z19, Z19
+	MOVQ         segs+40(FP), R11
+	MOVQ         nsegs+48(FP), R12
+	XORQ         R13, R13
+
+zaseg:
+	MOVLQSX 0(R11), AX
+	TESTQ   AX, AX
+	JS      zakeep
+	LEAQ    (SI)(AX*1), BX
+	ZGATHER(Z12, K3)
+	ADDQ    DX, BX
+	ZGATHER(Z4, K4)
+
+zakeep:
+	MOVQ 24(R11), CX
+	MOVQ 32(R11), R14
+	MOVL 4(R11), AX
+	CMPL AX, $1
+	JGT  za32
+	ZAFIELDS(ZLOOK16, za16loop)
+
+za32:
+	CMPL AX, $2
+	JNE  zag
+	ZAFIELDS(ZLOOK32, za32loop)
+
+zag:
+	ZAFIELDS(ZLOOKG, zagloop)
+
+zanext:
+	ADDQ $80, R11
+	DECQ R12
+	JNZ  zaseg
+
+	LEAQ (SI)(DX*2), SI
+	ADDQ $512, R15
+	SUBQ $4, blocks+16(FP)
+	JGT  zaquad
+	VZEROUPPER
+	RET

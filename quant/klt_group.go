@@ -21,13 +21,14 @@ import (
 // so a query is turned once per attention step and a value sum once per
 // head, and each index is unpacked once per step, not once per query head.
 // Where the CPU has AVX2 (klt_amd64.s), eight codes go through at once,
-// one in each lane, segment by segment (the fields of a run inside one
+// sixteen with AVX-512, one in each lane, segment by segment (the fields of a run inside one
 // 4-byte window, kltSeg): the window is gathered from the eight codes
 // once, then each field is a mask, a shift and a lookup of its level by a
 // permute (up to 32 levels) or a gather; scores sum level × query per
-// field for four queries, value sums keep eight per-lane sums per field
-// in scratch (two blocks of eight codes a pass), added up into the
-// accumulator at the end of each call. The
+// field for four queries, value sums keep eight (AVX2) or sixteen
+// (AVX-512) per-lane sums per field in scratch (two blocks of eight codes
+// a pass, four with AVX-512), added up into the accumulator at the end of
+// each call. The
 // row path is the kernels' pure-Go twin (the tests compare them) and
 // takes the last codes, whose gathers would read past the end of the
 // codes. The
@@ -125,9 +126,14 @@ func laneBlocks(n, stride, have int) int {
 	return b
 }
 
-// laneOffsets returns the byte offsets of eight codes stride apart.
-func laneOffsets(stride int) *[8]int32 {
-	var l [8]int32
+// kltAVX2Only keeps the KLT lane kernels to the AVX2 ones on a CPU with
+// AVX-512: a switch for the tests and benchmarks that compare the two.
+var kltAVX2Only bool
+
+// laneOffsets returns the byte offsets of sixteen codes stride apart
+// (the AVX2 kernels take the first eight).
+func laneOffsets(stride int) *[16]int32 {
+	var l [16]int32
 	for i := range l {
 		l[i] = int32(i * stride)
 	}
@@ -277,12 +283,16 @@ func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []b
 	done := 0
 	if lanes && hasKLTLanes() && m > 0 {
 		blocks := laneBlocks(n, b, len(codes))
-		offs := laneOffsets(b)
-		var raw [kltLaneChunk * 32]float32
+		offs, wide := laneOffsets(b), hasKLTLanes512()
+		var raw [(kltLaneChunk + 1) * 32]float32 // the AVX-512 kernel's pass past an odd last block
 		for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
 			c := min(kltLaneChunk, blocks-c0)
 			for u, q4 := range p.q4 {
-				kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], offs)
+				if wide {
+					kltScore4AVX512(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], offs)
+				} else {
+					kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], (*[8]int32)(offs[:8]))
+				}
 				for j := 4 * u; j < min(4*u+4, len(dst)); j++ {
 					base, out := p.base[j], dst[j][8*c0:8*(c0+c)]
 					for v := range out {
@@ -335,20 +345,23 @@ func (g *kltGroup) Score(dst [][]float32, codes []byte) {
 // with room for d components whatever the number coded (a cache's KV
 // heads share one length), and, last, the sum of the weights (the
 // offset's share); Finish turns the sum back once. On the lane kernel the
-// sums go by lane into scratch first (8 per component and head), added
-// up at the end of each Accumulate.
+// sums go by lane into scratch first (8 per component and head, 16 on
+// the AVX-512 one), added up at the end of each Accumulate.
 type kltAcc struct {
 	k     *KLT
 	lanes bool
+	wide  bool // the AVX-512 lane kernel
 	rows  []float32
 	rho   []float32
 	w     []float32
 	y     []float32
-	buf   [4][]float32 // the lane kernel's sums, 8 per coded component, of four heads
+	buf   [4][]float32 // the lane kernel's sums, 8 or 16 per coded component, of four heads
 }
 
 func newKLTAcc(k *KLT, lanes bool) *kltAcc {
-	return &kltAcc{k: k, lanes: lanes && hasKLTLanes() && len(k.fields) > 0}
+	a := &kltAcc{k: k, lanes: lanes && hasKLTLanes() && len(k.fields) > 0}
+	a.wide = a.lanes && hasKLTLanes512()
+	return a
 }
 
 func (a *kltAcc) AccLen() int { return a.k.d + 1 }
@@ -402,13 +415,17 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 	if blocks == 0 {
 		return 0
 	}
+	width := 8
+	if a.wide {
+		width = 16
+	}
 	if a.buf[0] == nil {
 		for j := range a.buf {
-			a.buf[j] = make([]float32, 8*m)
+			a.buf[j] = make([]float32, width*m)
 		}
 	}
-	if len(a.w) < 32*(kltLaneChunk+1) {
-		a.w = make([]float32, 32*(kltLaneChunk+1))
+	if len(a.w) < 32*(kltLaneChunk+3) {
+		a.w = make([]float32, 32*(kltLaneChunk+3))
 	}
 	offs := laneOffsets(b)
 	var ptrs [4]*float32
@@ -432,17 +449,29 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 					w[32*(v/8)+8*j+v%8] = x
 				}
 			}
+			if a.wide {
+				// Blocks go in fours, the weights of those past the last
+				// zero (their codes not read).
+				clear(a.w[32*c : 32*((c+3)&^3)])
+				kltAcc4AVX512(&ptrs, &w[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), offs)
+				continue
+			}
 			// Blocks go in pairs; an odd last one is paired with itself,
 			// the second time with zero weights.
 			odd := c % 2
 			clear(a.w[32*c : 32*(c+odd)])
-			kltAcc4AVX2(&ptrs, &w[0], (c+1)/2, &codes[8*c0*b], b, &k.segs[0], len(k.segs), offs, odd)
+			kltAcc4AVX2(&ptrs, &w[0], (c+1)/2, &codes[8*c0*b], b, &k.segs[0], len(k.segs), (*[8]int32)(offs[:8]), odd)
 		}
 		for j := range heads {
 			acc, lanes := accs[h0+j], a.buf[j]
 			for f := range m {
-				l := lanes[8*f : 8*f+8 : 8*f+8]
-				acc[f] += ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+				l := lanes[width*f : width*f+8 : width*f+8]
+				s := ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+				if a.wide {
+					l = lanes[16*f+8 : 16*f+16 : 16*f+16]
+					s += ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+				}
+				acc[f] += s
 			}
 		}
 	}
