@@ -130,6 +130,14 @@ func laneBlocks(n, stride, have int) int {
 // AVX-512: a switch for the tests and benchmarks that compare the two.
 var kltAVX2Only bool
 
+// laneScales sets rho[v] to the scale of code v of codes (stride bytes
+// each), for v < len(rho).
+func (k *KLT) laneScales(rho []float32, codes []byte, stride int) {
+	for v := range rho {
+		rho[v] = k.scales[codes[v*stride]]
+	}
+}
+
 // laneOffsets returns the byte offsets of sixteen codes stride apart
 // (the AVX2 kernels take the first eight).
 func laneOffsets(stride int) *[16]int32 {
@@ -285,8 +293,10 @@ func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []b
 		blocks := laneBlocks(n, b, len(codes))
 		offs, wide := laneOffsets(b), hasKLTLanes512()
 		var raw [(kltLaneChunk + 1) * 32]float32 // the AVX-512 kernel's pass past an odd last block
+		var rho [kltLaneChunk * 8]float32
 		for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
 			c := min(kltLaneChunk, blocks-c0)
+			k.laneScales(rho[:8*c], codes[8*c0*b:], b)
 			for u, q4 := range p.q4 {
 				if wide {
 					kltScore4AVX512(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], offs)
@@ -295,9 +305,13 @@ func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []b
 				}
 				for j := 4 * u; j < min(4*u+4, len(dst)); j++ {
 					base, out := p.base[j], dst[j][8*c0:8*(c0+c)]
-					for v := range out {
-						r := raw[32*(v/8)+8*(j-4*u)+v%8]
-						out[v] = base + k.scales[codes[(8*c0+v)*b]]*r
+					for blk := range c {
+						o := out[8*blk : 8*blk+8 : 8*blk+8]
+						r := raw[32*blk+8*(j-4*u) : 32*blk+8*(j-4*u)+8 : 32*blk+8*(j-4*u)+8]
+						s := rho[8*blk : 8*blk+8 : 8*blk+8]
+						for i := range o {
+							o[i] = base + s[i]*r[i]
+						}
 					}
 				}
 			}
@@ -355,6 +369,7 @@ type kltAcc struct {
 	rho   []float32
 	w     []float32
 	y     []float32
+	scale []float32    // the scales of a chunk of the lane kernel's codes
 	buf   [4][]float32 // the lane kernel's sums, 8 or 16 per coded component, of four heads
 }
 
@@ -427,6 +442,9 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 	if len(a.w) < 32*(kltLaneChunk+3) {
 		a.w = make([]float32, 32*(kltLaneChunk+3))
 	}
+	if a.scale == nil {
+		a.scale = make([]float32, 8*kltLaneChunk)
+	}
 	offs := laneOffsets(b)
 	var ptrs [4]*float32
 	for j := range ptrs {
@@ -439,14 +457,23 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 		}
 		for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
 			c := min(kltLaneChunk, blocks-c0)
-			w := a.w[:32*c]
+			w, rho := a.w[:32*c], a.scale[:8*c]
+			k.laneScales(rho, codes[8*c0*b:], b)
 			for j := range 4 {
-				for v := range 8 * c {
-					x := float32(0)
-					if j < heads {
-						x = ws[h0+j][8*c0+v] * k.scales[codes[(8*c0+v)*b]]
+				var src []float32
+				if j < heads {
+					src = ws[h0+j][8*c0 : 8*(c0+c)]
+				}
+				for blk := range c {
+					o := w[32*blk+8*j : 32*blk+8*j+8 : 32*blk+8*j+8]
+					if src == nil {
+						clear(o)
+						continue
 					}
-					w[32*(v/8)+8*j+v%8] = x
+					x, s := src[8*blk:8*blk+8:8*blk+8], rho[8*blk:8*blk+8:8*blk+8]
+					for i := range o {
+						o[i] = x[i] * s[i]
+					}
 				}
 			}
 			if a.wide {
