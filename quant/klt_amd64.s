@@ -289,9 +289,10 @@ anext:
 // low lanes) in the lanes of a zmm register, over the same segments. A
 // window gather takes the lanes of a k-mask of the blocks left (KMASK),
 // so the partner of an odd last block is not read and its lanes are
-// zero; a field's mask is the segment's first one broadcast, and its
-// level one permute of 16 entries (kinds 0 and 1), the two halves of a
-// 32-entry table in one VPERMT2PS (kind 2), or a gather (kind 3).
+// zero. Per segment its mask (broadcast), shift and the first 32 entries
+// of its table go into registers (ZSEG); a field's level is then one
+// permute of 16 entries (kinds 0 and 1), the two halves of the table in
+// one VPERMT2PS (kind 2), or a gather (kind 3).
 
 // KMASK(k) sets k to the lanes of the blocks left in AX: none (AX ≤ 0),
 // the low eight (one block) or all sixteen; AX, BX, CX scratch.
@@ -318,19 +319,27 @@ anext:
 	VPGATHERDD (BX)(Z15*1), K1, z; \
 	VPSRLD     16(R11), z, z
 
-// ZNEXT(z) leaves the indices of the next field of segment R11 in window
+// ZSEG loads segment R11's mask into the lanes of Z24, its bits into
+// X25 and the first 32 levels of its table at R14 into Z26 and Z27.
+#define ZSEG \
+	VPBROADCASTD 48(R11), Z24; \
+	VMOVQ        8(R11), X25; \
+	VMOVUPS      (R14), Z26; \
+	VMOVUPS      64(R14), Z27
+
+// ZNEXT(z) leaves the indices of the next field of the segment in window
 // z in Z5 and moves z on to the one after it.
 #define ZNEXT(z) \
-	VPANDD.BCST 48(R11), z, Z5; \
-	VPSRLD      8(R11), z, z
+	VPANDD Z24, z, Z5; \
+	VPSRLD X25, z, z
 
-// The lookups of the levels of Z5 from the table at R14 into Z6.
+// The lookups of the levels of Z5 from the segment's table into Z6.
 #define ZLOOK16 \
-	VPERMPS (R14), Z5, Z6
+	VPERMPS Z26, Z5, Z6
 
 #define ZLOOK32 \
-	VMOVUPS   (R14), Z6; \
-	VPERMT2PS 64(R14), Z5, Z6
+	VMOVAPS   Z26, Z6; \
+	VPERMT2PS Z27, Z5, Z6
 
 #define ZLOOKG \
 	KXNORW     K2, K2, K2; \
@@ -402,6 +411,7 @@ zsseg:
 zskeep:
 	MOVQ 24(R11), CX
 	MOVQ 32(R11), R14
+	ZSEG
 	MOVL 4(R11), AX
 	CMPL AX, $1
 	JGT  zs32
@@ -524,6 +534,7 @@ zaseg:
 zakeep:
 	MOVQ 24(R11), CX
 	MOVQ 32(R11), R14
+	ZSEG
 	MOVL 4(R11), AX
 	CMPL AX, $1
 	JGT  za32
