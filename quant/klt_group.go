@@ -392,11 +392,7 @@ func (a *kltAcc) Accumulate(accs, ws [][]float32, codes []byte) {
 		done = 8 * a.accumulateLanes(accs, ws, codes)
 	}
 	for h := range accs {
-		var s float32
-		for _, x := range ws[h] {
-			s += x
-		}
-		accs[h][k.d] += s
+		accs[h][k.d] += sumF32(ws[h])
 	}
 	if done == total || m == 0 {
 		return
@@ -419,6 +415,22 @@ func (a *kltAcc) Accumulate(accs, ws [][]float32, codes []byte) {
 			tensor.WeightedSumF32(acc[:m], w, a.rows[:c*m])
 		}
 	}
+}
+
+// sumF32 returns the sum of x in eight interleaved partial sums (one
+// chain of adds would wait on each add's latency).
+func sumF32(x []float32) float32 {
+	var s0, s1, s2, s3, s4, s5, s6, s7 float32
+	for ; len(x) >= 8; x = x[8:] {
+		y := x[:8:8]
+		s0, s1, s2, s3 = s0+y[0], s1+y[1], s2+y[2], s3+y[3]
+		s4, s5, s6, s7 = s4+y[4], s5+y[5], s6+y[6], s7+y[7]
+	}
+	s := ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+	for _, v := range x {
+		s += v
+	}
+	return s
 }
 
 // accumulateLanes sums the codes of the blocks of eight the lane kernel
