@@ -12,7 +12,7 @@ func kltAcc4AVX2(accs *[4]*float32, w *float32, pairs int, codes *byte, stride i
 func kltScore4AVX512(dst *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, lanes *[16]int32)
 
 //go:noescape
-func kltAcc4AVX512(accs *[4]*float32, w *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[16]int32)
+func kltAcc4AVX512(accs *[4]*float32, ws *[4]*float32, rho *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[16]int32)
 
 // hasKLTLanes reports whether the KLT lane kernels (klt_amd64.s) run.
 func hasKLTLanes() bool { return simd.avx2 }

@@ -475,52 +475,53 @@ lloop: \
 	JNZ  lloop; \
 	JMP  zanext
 
-// func kltAcc4AVX512(accs *[4]*float32, w *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[16]int32)
+// ZWEIGHTS(i, wa, wb) sets wa and wb to the weights of head i/8 (its
+// pointer at i(AX)) at R15 times the codes' scales: those of group A
+// (Z28) and of group B, 16 floats on (Z29); lanes outside K3, K4 zero,
+// not read.
+#define ZWEIGHTS(i, wa, wb) \
+	MOVQ     i(AX), BX; \
+	VMULPS.Z (BX)(R15*1), Z28, K3, wa; \
+	VMULPS.Z 64(BX)(R15*1), Z29, K4, wb
+
+// func kltAcc4AVX512(accs *[4]*float32, ws *[4]*float32, rho *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[16]int32)
 //
 // For each four blocks of eight codes (group A the first two, B the
-// next two; blocks past the last are not read, their weights zero), with
-// w their four heads' weights (32 floats per block as for kltAcc4AVX2,
-// up to a multiple of four blocks), adds w_j·level_f lane by lane to
+// next two; blocks past the last are not read), with ws[j] the codes'
+// weights for head j and rho their scales (a float per code each, read
+// under the same masks), adds ws[j][v]·rho[v]·level_f lane by lane to
 // accs[j][16f:16f+16], for every field f: each sum loaded and stored once
 // per field and 32 codes.
-TEXT ·kltAcc4AVX512(SB), NOSPLIT, $0-64
+TEXT ·kltAcc4AVX512(SB), NOSPLIT, $0-72
 	MOVQ      accs+0(FP), AX
 	MOVQ      0(AX), R8
 	MOVQ      8(AX), R9
 	MOVQ      16(AX), R10
 	MOVQ      24(AX), DI
-	MOVQ      codes+24(FP), SI
-	MOVQ      stride+32(FP), DX
-	MOVQ      w+8(FP), R15
-	MOVQ      lanes+56(FP), AX
+	MOVQ      codes+32(FP), SI
+	MOVQ      stride+40(FP), DX
+	MOVQ      lanes+64(FP), AX
 	VMOVDQU32 (AX), Z15
 	SHLQ      $4, DX // the offset of group B
+	XORQ      R15, R15
 
 zaquad:
-	MOVQ         blocks+16(FP), AX
+	MOVQ      blocks+24(FP), AX
 	KMASK(K3)
-	MOVQ         blocks+16(FP), AX
-	SUBQ         $2, AX
+	MOVQ      blocks+24(FP), AX
+	SUBQ      $2, AX
 	KMASK(K4)
-	VMOVUPS      0(R15), Y0
-	VINSERTF64X4 $1, 128(R15), Z0, Z0
-	VMOVUPS      32(R15), Y1
-	VINSERTF64X4 $1, 160(R15), Z1, Z1
-	VMOVUPS      64(R15), Y2
-	VINSERTF64X4 $1, 192(R15), Z2, Z2
-	VMOVUPS      96(R15), Y3
-	VINSERTF64X4 $1, 224(R15), Z3, Z3
-	VMOVUPS      256(R15), Y16
-	VINSERTF64X4 $1, 384(R15), Z16, Z16
-	VMOVUPS      288(R15), Y17
-	VINSERTF64X4 $1, 416(R15), Z17, Z17
-	VMOVUPS      320(R15), Y18
-	VINSERTF64X4 $1, 448(R15), Z18, Z18
-	VMOVUPS      352(R15), Y19
-	VINSERTF64X4 $1, 480(R15), Z19, Z19
-	MOVQ         segs+40(FP), R11
-	MOVQ         nsegs+48(FP), R12
-	XORQ         R13, R13
+	MOVQ      rho+16(FP), BX
+	VMOVUPS.Z (BX)(R15*1), K3, Z28
+	VMOVUPS.Z 64(BX)(R15*1), K4, Z29
+	MOVQ      ws+8(FP), AX
+	ZWEIGHTS(0, Z0, Z16)
+	ZWEIGHTS(8, Z1, Z17)
+	ZWEIGHTS(16, Z2, Z18)
+	ZWEIGHTS(24, Z3, Z19)
+	MOVQ      segs+48(FP), R11
+	MOVQ      nsegs+56(FP), R12
+	XORQ      R13, R13
 
 zaseg:
 	MOVLQSX 0(R11), AX
@@ -554,8 +555,8 @@ zanext:
 	JNZ  zaseg
 
 	LEAQ (SI)(DX*2), SI
-	ADDQ $512, R15
-	SUBQ $4, blocks+16(FP)
+	ADDQ $128, R15
+	SUBQ $4, blocks+24(FP)
 	JGT  zaquad
 	VZEROUPPER
 	RET

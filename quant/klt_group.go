@@ -369,7 +369,7 @@ type kltAcc struct {
 	rho   []float32
 	w     []float32
 	y     []float32
-	scale []float32    // the scales of a chunk of the lane kernel's codes
+	scale []float32    // the scales of a chunk of the lane kernel's codes, then zeros: an absent head's weights on AVX-512
 	buf   [4][]float32 // the lane kernel's sums, 8 or 16 per coded component, of four heads
 }
 
@@ -451,11 +451,11 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 			a.buf[j] = make([]float32, width*m)
 		}
 	}
-	if len(a.w) < 32*(kltLaneChunk+3) {
-		a.w = make([]float32, 32*(kltLaneChunk+3))
+	if len(a.w) < 32*(kltLaneChunk+1) {
+		a.w = make([]float32, 32*(kltLaneChunk+1))
 	}
 	if a.scale == nil {
-		a.scale = make([]float32, 8*kltLaneChunk)
+		a.scale = make([]float32, 2*8*kltLaneChunk) // and as many zeros, the weights of absent heads
 	}
 	offs := laneOffsets(b)
 	var ptrs [4]*float32
@@ -471,6 +471,19 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 			c := min(kltLaneChunk, blocks-c0)
 			w, rho := a.w[:32*c], a.scale[:8*c]
 			k.laneScales(rho, codes[8*c0*b:], b)
+			if a.wide {
+				// The kernel reads the weights and scales as they are,
+				// the blocks in fours, none past the last.
+				var wp [4]*float32
+				for j := range wp {
+					wp[j] = &a.scale[8*kltLaneChunk] // zeros
+					if j < heads {
+						wp[j] = &ws[h0+j][8*c0]
+					}
+				}
+				kltAcc4AVX512(&ptrs, &wp, &rho[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), offs)
+				continue
+			}
 			for j := range 4 {
 				var src []float32
 				if j < heads {
@@ -487,13 +500,6 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 						o[i] = x[i] * s[i]
 					}
 				}
-			}
-			if a.wide {
-				// Blocks go in fours, the weights of those past the last
-				// zero (their codes not read).
-				clear(a.w[32*c : 32*((c+3)&^3)])
-				kltAcc4AVX512(&ptrs, &w[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), offs)
-				continue
 			}
 			// Blocks go in pairs; an odd last one is paired with itself,
 			// the second time with zero weights.

@@ -6,23 +6,34 @@ import (
 	"math/rand/v2"
 	"syscall"
 	"testing"
+	"unsafe"
 )
 
-// TestKLTLanesStayInCodes: the lane kernels read nothing past the codes
-// they are given: each count's codes end where a page that cannot be
-// read begins (a read past them would fault), on each kernel the CPU
-// has; the results as TestKLTScoreQueries and TestKLTAccumulator check
-// them there, here only the reads.
-func TestKLTLanesStayInCodes(t *testing.T) {
+// guarded returns n bytes that end where a page that cannot be read
+// begins (unmapped when the test ends).
+func guarded(t *testing.T, n int) []byte {
+	t.Helper()
 	page := syscall.Getpagesize()
-	mem, err := syscall.Mmap(-1, 0, 64*page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
+	pages := (n+page-1)/page + 1
+	mem, err := syscall.Mmap(-1, 0, pages*page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
 	if err != nil {
 		t.Fatalf("mmap: %v", err)
 	}
-	defer syscall.Munmap(mem)
-	if err := syscall.Mprotect(mem[63*page:], syscall.PROT_NONE); err != nil {
+	t.Cleanup(func() { syscall.Munmap(mem) })
+	end := (pages - 1) * page
+	if err := syscall.Mprotect(mem[end:], syscall.PROT_NONE); err != nil {
 		t.Fatalf("mprotect: %v", err)
 	}
+	return mem[end-n : end : end]
+}
+
+// TestKLTLanesStayInCodes: the lane kernels read nothing past the codes
+// and the weights they are given: each count's codes, and each head's
+// weights, end where a page that cannot be read begins (a read past them
+// would fault), on each kernel the CPU has; the results as
+// TestKLTScoreQueries and TestKLTAccumulator check them there, here only
+// the reads.
+func TestKLTLanesStayInCodes(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	for _, kn := range kltKernels() {
 		t.Run(kn.name, func(t *testing.T) {
@@ -30,10 +41,7 @@ func TestKLTLanesStayInCodes(t *testing.T) {
 			for _, c := range kltCases(t) {
 				k := c.k
 				for _, n := range kltCounts {
-					if n*k.Bytes() > 63*page {
-						continue
-					}
-					codes := mem[63*page-n*k.Bytes() : 63*page : 63*page]
+					codes := guarded(t, n*k.Bytes())
 					copy(codes, kltCodes(t, r, k, n))
 					qs := rows(5, k.Dim())
 					var p KLTQueries
@@ -43,8 +51,12 @@ func TestKLTLanesStayInCodes(t *testing.T) {
 					if err := k.ScoreQueries(rows(5, n), &p, codes); err != nil {
 						t.Fatal(err)
 					}
+					ws := make([][]float32, 5)
+					for h := range ws {
+						ws[h] = unsafe.Slice((*float32)(unsafe.Pointer(&guarded(t, 4*n)[0])), n)
+					}
 					a := newKLTAcc(k, true)
-					a.Accumulate(rows(5, a.AccLen()), rows(5, n), codes)
+					a.Accumulate(rows(5, a.AccLen()), ws, codes)
 				}
 			}
 		})

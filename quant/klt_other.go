@@ -18,6 +18,6 @@ func kltScore4AVX512(*float32, int, *byte, int, *kltSeg, int, *float32, *[16]int
 	panic("quant: no KLT lane kernel")
 }
 
-func kltAcc4AVX512(*[4]*float32, *float32, int, *byte, int, *kltSeg, int, *[16]int32) {
+func kltAcc4AVX512(*[4]*float32, *[4]*float32, *float32, int, *byte, int, *kltSeg, int, *[16]int32) {
 	panic("quant: no KLT lane kernel")
 }
