@@ -371,20 +371,32 @@ lloop: \
 	JNZ  lloop; \
 	JMP  zsnext
 
-// func kltScore4AVX512(dst *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, lanes *[16]int32)
+// ZOUT(i, z) sets the 16 floats of query i/8's row (its pointer at
+// i(DI)) at R15 to its base (at i/2(R9)) plus the codes' scales (Z28)
+// times its sums z, in the lanes of K3.
+#define ZOUT(i, z) \
+	VBROADCASTSS i/2(R9), Z29; \
+	VFMADD213PS  Z29, Z28, z; \
+	MOVQ         i(DI), BX; \
+	VMOVUPS      z, K3, (BX)(R15*1)
+
+// func kltScore4AVX512(dst *[4]*float32, base *[4]float32, rho *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, lanes *[16]int32)
 //
-// kltScore4AVX2's sums, two blocks of eight codes a pass, stored as it
-// stores them (32 floats per block); for an odd number of blocks the
-// last pass stores the 32 floats of a block past the last (garbage: dst
-// has room) and reads none of its codes.
-TEXT ·kltScore4AVX512(SB), NOSPLIT, $0-64
+// kltScore4AVX2's sums, two blocks of eight codes a pass, finished in
+// place: dst[j][v] = base[j] + rho[v]·Σ_f q[4f+j]·level_f(v) for v <
+// 8·blocks (rho the codes' scales); nothing past the last block is read
+// or written.
+TEXT ·kltScore4AVX512(SB), NOSPLIT, $0-80
 	MOVQ      dst+0(FP), DI
-	MOVQ      blocks+8(FP), R8
-	MOVQ      codes+16(FP), SI
-	MOVQ      stride+24(FP), DX
-	MOVQ      lanes+56(FP), AX
+	MOVQ      base+8(FP), R9
+	MOVQ      rho+16(FP), R10
+	MOVQ      blocks+24(FP), R8
+	MOVQ      codes+32(FP), SI
+	MOVQ      stride+40(FP), DX
+	MOVQ      lanes+72(FP), AX
 	VMOVDQU32 (AX), Z15
 	SHLQ      $4, DX
+	XORQ      R15, R15
 
 zsblock:
 	MOVQ   R8, AX
@@ -397,9 +409,9 @@ zsblock:
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
-	MOVQ   segs+32(FP), R11
-	MOVQ   nsegs+40(FP), R12
-	MOVQ   q+48(FP), R13
+	MOVQ   segs+48(FP), R11
+	MOVQ   nsegs+56(FP), R12
+	MOVQ   q+64(FP), R13
 
 zsseg:
 	MOVLQSX 0(R11), AX
@@ -430,22 +442,19 @@ zsnext:
 	DECQ R12
 	JNZ  zsseg
 
-	VADDPS        Z8, Z0, Z0
-	VADDPS        Z9, Z1, Z1
-	VADDPS        Z10, Z2, Z2
-	VADDPS        Z11, Z3, Z3
-	VMOVUPS       Y0, 0(DI)
-	VMOVUPS       Y1, 32(DI)
-	VMOVUPS       Y2, 64(DI)
-	VMOVUPS       Y3, 96(DI)
-	VEXTRACTF64X4 $1, Z0, 128(DI)
-	VEXTRACTF64X4 $1, Z1, 160(DI)
-	VEXTRACTF64X4 $1, Z2, 192(DI)
-	VEXTRACTF64X4 $1, Z3, 224(DI)
-	ADDQ          $256, DI
-	ADDQ          DX, SI
-	SUBQ          $2, R8
-	JGT           zsblock
+	VADDPS    Z8, Z0, Z0
+	VADDPS    Z9, Z1, Z1
+	VADDPS    Z10, Z2, Z2
+	VADDPS    Z11, Z3, Z3
+	VMOVUPS.Z (R10)(R15*1), K3, Z28
+	ZOUT(0, Z0)
+	ZOUT(8, Z1)
+	ZOUT(16, Z2)
+	ZOUT(24, Z3)
+	ADDQ      $64, R15
+	ADDQ      DX, SI
+	SUBQ      $2, R8
+	JGT       zsblock
 	VZEROUPPER
 	RET
 

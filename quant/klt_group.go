@@ -292,17 +292,27 @@ func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []b
 	if lanes && hasKLTLanes() && m > 0 {
 		blocks := laneBlocks(n, b, len(codes))
 		offs, wide := laneOffsets(b), hasKLTLanes512()
-		var raw [(kltLaneChunk + 1) * 32]float32 // the AVX-512 kernel's pass past an odd last block
-		var rho [kltLaneChunk * 8]float32
+		var raw [kltLaneChunk * 32]float32
+		var rho, spare [kltLaneChunk * 8]float32
 		for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
 			c := min(kltLaneChunk, blocks-c0)
 			k.laneScales(rho[:8*c], codes[8*c0*b:], b)
 			for u, q4 := range p.q4 {
 				if wide {
-					kltScore4AVX512(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], offs)
-				} else {
-					kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], (*[8]int32)(offs[:8]))
+					// The kernel finishes the scores in place; spare
+					// takes those of absent queries.
+					var rows [4]*float32
+					var base [4]float32
+					for j := range rows {
+						rows[j] = &spare[0]
+						if 4*u+j < len(dst) {
+							rows[j], base[j] = &dst[4*u+j][8*c0], p.base[4*u+j]
+						}
+					}
+					kltScore4AVX512(&rows, &base, &rho[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], offs)
+					continue
 				}
+				kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], (*[8]int32)(offs[:8]))
 				for j := 4 * u; j < min(4*u+4, len(dst)); j++ {
 					base, out := p.base[j], dst[j][8*c0:8*(c0+c)]
 					for blk := range c {

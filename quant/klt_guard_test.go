@@ -27,12 +27,18 @@ func guarded(t *testing.T, n int) []byte {
 	return mem[end-n : end : end]
 }
 
-// TestKLTLanesStayInCodes: the lane kernels read nothing past the codes
-// and the weights they are given: each count's codes, and each head's
-// weights, end where a page that cannot be read begins (a read past them
-// would fault), on each kernel the CPU has; the results as
+// guardedF32 is guarded for n float32s.
+func guardedF32(t *testing.T, n int) []float32 {
+	return unsafe.Slice((*float32)(unsafe.Pointer(&guarded(t, 4*n)[0])), n)
+}
+
+// TestKLTLanesStayInCodes: the lane kernels touch nothing past the codes,
+// weights and score rows they are given: each count's codes, each head's
+// weights and each query's scores end where a page that cannot be read
+// or written begins (an access past them would fault), on each kernel the
+// CPU has; the results as
 // TestKLTScoreQueries and TestKLTAccumulator check them there, here only
-// the reads.
+// the accesses.
 func TestKLTLanesStayInCodes(t *testing.T) {
 	r := rand.New(rand.NewPCG(7, 8))
 	for _, kn := range kltKernels() {
@@ -48,12 +54,16 @@ func TestKLTLanesStayInCodes(t *testing.T) {
 					if err := k.PrepareQueries(&p, qs); err != nil {
 						t.Fatal(err)
 					}
-					if err := k.ScoreQueries(rows(5, n), &p, codes); err != nil {
+					dst := make([][]float32, 5)
+					for j := range dst {
+						dst[j] = guardedF32(t, n)
+					}
+					if err := k.ScoreQueries(dst, &p, codes); err != nil {
 						t.Fatal(err)
 					}
 					ws := make([][]float32, 5)
 					for h := range ws {
-						ws[h] = unsafe.Slice((*float32)(unsafe.Pointer(&guarded(t, 4*n)[0])), n)
+						ws[h] = guardedF32(t, n)
 					}
 					a := newKLTAcc(k, true)
 					a.Accumulate(rows(5, a.AccLen()), ws, codes)

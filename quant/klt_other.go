@@ -14,7 +14,7 @@ func kltAcc4AVX2(*[4]*float32, *float32, int, *byte, int, *kltSeg, int, *[8]int3
 	panic("quant: no KLT lane kernel")
 }
 
-func kltScore4AVX512(*float32, int, *byte, int, *kltSeg, int, *float32, *[16]int32) {
+func kltScore4AVX512(*[4]*float32, *[4]float32, *float32, int, *byte, int, *kltSeg, int, *float32, *[16]int32) {
 	panic("quant: no KLT lane kernel")
 }
 
