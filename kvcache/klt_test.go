@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 
@@ -163,7 +165,10 @@ func TestQuerySecondMoment(t *testing.T) {
 // values alone, groups of 1, 3 and 4 query heads, with the default
 // window and none, at odd lengths, on the caller and on a pool with the
 // positions cut into slices. Tolerance as TestCompressedAttendIsTheMath's.
+// The lane kernels are the AVX-512 ones where quant.SIMDLevel() says
+// avx512 (TestKLTAttendIsTheMathAVX2 runs the AVX2 ones there too).
 func TestKLTAttendIsTheMath(t *testing.T) {
+	t.Logf("kernels: %s", quant.SIMDLevel())
 	pool := tensor.NewPool(3)
 	defer pool.Close()
 	for _, sh := range []Shape{{QHeads: 8, KVHeads: 2, HeadDim: 128}, {QHeads: 6, KVHeads: 2, HeadDim: 64}, {QHeads: 2, KVHeads: 2, HeadDim: 64}} {
@@ -227,6 +232,27 @@ func TestKLTAttendIsTheMath(t *testing.T) {
 				})
 			}
 		}
+	}
+}
+
+// TestKLTAttendIsTheMathAVX2: on a CPU with AVX-512, TestKLTAttendIsTheMath
+// again in a test binary that GODEBUG=cpu.avx512f=off keeps to the AVX2
+// kernels (golang.org/x/sys/cpu honours it).
+func TestKLTAttendIsTheMathAVX2(t *testing.T) {
+	if quant.SIMDLevel() != "avx512" {
+		t.Skipf("kernels %s: TestKLTAttendIsTheMath runs them", quant.SIMDLevel())
+	}
+	if testing.Short() {
+		t.Skip("short")
+	}
+	cmd := exec.Command(os.Args[0], "-test.run", "^TestKLTAttendIsTheMath$", "-test.v", "-test.count", "1")
+	cmd.Env = append(os.Environ(), "GODEBUG=cpu.avx512f=off")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("TestKLTAttendIsTheMath on AVX2: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "kernels: avx2") || !strings.Contains(string(out), "--- PASS: TestKLTAttendIsTheMath ") {
+		t.Fatalf("TestKLTAttendIsTheMath with GODEBUG=cpu.avx512f=off did not run on the AVX2 kernels:\n%s", out)
 	}
 }
 

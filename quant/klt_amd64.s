@@ -284,3 +284,288 @@ anext:
 	JNZ  apair
 	VZEROUPPER
 	RET
+
+// The AVX-512 kernels: sixteen codes (two blocks of eight, A's in the
+// low lanes) in the lanes of a zmm register, over the same segments. A
+// window gather takes the lanes of a k-mask of the blocks left (KMASK),
+// so the partner of an odd last block is not read and its lanes are
+// zero. Per segment its mask (broadcast), shift and the first 32 entries
+// of its table go into registers (ZSEG); a field's level is then one
+// permute of 16 entries (kinds 0 and 1), the two halves of the table in
+// one VPERMT2PS (kind 2), or a gather (kind 3).
+
+// KMASK(k) sets k to the lanes of the blocks left in AX: none (AX ≤ 0),
+// the low eight (one block) or all sixteen; AX, BX, CX scratch.
+#define KMASK(k) \
+	XORL    BX, BX; \
+	TESTQ   AX, AX; \
+	CMOVQLT BX, AX; \
+	MOVL    $2, BX; \
+	CMPQ    AX, BX; \
+	CMOVQGT BX, AX; \
+	SHLQ    $3, AX; \
+	MOVQ    AX, CX; \
+	MOVL    $1, BX; \
+	SHLL    CX, BX; \
+	DECL    BX; \
+	KMOVW   BX, k
+
+// ZGATHER(z, k) gathers into z the 4 bytes at BX of the codes of the
+// lanes of k (byte offsets in Z15), the other lanes zero, and shifts them
+// to segment R11's first field; K1 scratch.
+#define ZGATHER(z, k) \
+	KMOVW      k, K1; \
+	VPXORD     z, z, z; \
+	VPGATHERDD (BX)(Z15*1), K1, z; \
+	VPSRLD     16(R11), z, z
+
+// ZSEG loads segment R11's mask into the lanes of Z24, its bits into
+// X25 and the first 32 levels of its table at R14 into Z26 and Z27.
+#define ZSEG \
+	VPBROADCASTD 48(R11), Z24; \
+	VMOVQ        8(R11), X25; \
+	VMOVUPS      (R14), Z26; \
+	VMOVUPS      64(R14), Z27
+
+// ZNEXT(z) leaves the indices of the next field of the segment in window
+// z in Z5 and moves z on to the one after it.
+#define ZNEXT(z) \
+	VPANDD Z24, z, Z5; \
+	VPSRLD X25, z, z
+
+// The lookups of the levels of Z5 from the segment's table into Z6.
+#define ZLOOK16 \
+	VPERMPS Z26, Z5, Z6
+
+#define ZLOOK32 \
+	VMOVAPS   Z26, Z6; \
+	VPERMT2PS Z27, Z5, Z6
+
+#define ZLOOKG \
+	KXNORW     K2, K2, K2; \
+	VPXORD     Z6, Z6, Z6; \
+	VGATHERDPS (R14)(Z5*4), K2, Z6
+
+// ZQ4(a0, a1, a2, a3) adds Z6 times the four queries' floats at R13 to
+// a0–a3 and moves R13 to the next field's.
+#define ZQ4(a0, a1, a2, a3) \
+	VFMADD231PS.BCST 0(R13), Z6, a0; \
+	VFMADD231PS.BCST 4(R13), Z6, a1; \
+	VFMADD231PS.BCST 8(R13), Z6, a2; \
+	VFMADD231PS.BCST 12(R13), Z6, a3; \
+	ADDQ             $16, R13
+
+// ZSFIELDS(LOOK, lloop) is SFIELDS for sixteen lanes: two sets of sums,
+// Z0–Z3 and Z8–Z11.
+#define ZSFIELDS(LOOK, lloop) \
+lloop: \
+	ZNEXT(Z12); \
+	LOOK; \
+	ZQ4(Z0, Z1, Z2, Z3); \
+	DECQ CX; \
+	JZ   zsnext; \
+	ZNEXT(Z12); \
+	LOOK; \
+	ZQ4(Z8, Z9, Z10, Z11); \
+	DECQ CX; \
+	JNZ  lloop; \
+	JMP  zsnext
+
+// ZOUT(i, z) sets the 16 floats of query i/8's row (its pointer at
+// i(DI)) at R15 to its base (at i/2(R9)) plus the codes' scales (Z28)
+// times its sums z, in the lanes of K3.
+#define ZOUT(i, z) \
+	VBROADCASTSS i/2(R9), Z29; \
+	VFMADD213PS  Z29, Z28, z; \
+	MOVQ         i(DI), BX; \
+	VMOVUPS      z, K3, (BX)(R15*1)
+
+// func kltScore4AVX512(dst *[4]*float32, base *[4]float32, rho *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, lanes *[16]int32)
+//
+// kltScore4AVX2's sums, two blocks of eight codes a pass, finished in
+// place: dst[j][v] = base[j] + rho[v]·Σ_f q[4f+j]·level_f(v) for v <
+// 8·blocks (rho the codes' scales); nothing past the last block is read
+// or written.
+TEXT ·kltScore4AVX512(SB), NOSPLIT, $0-80
+	MOVQ      dst+0(FP), DI
+	MOVQ      base+8(FP), R9
+	MOVQ      rho+16(FP), R10
+	MOVQ      blocks+24(FP), R8
+	MOVQ      codes+32(FP), SI
+	MOVQ      stride+40(FP), DX
+	MOVQ      lanes+72(FP), AX
+	VMOVDQU32 (AX), Z15
+	SHLQ      $4, DX
+	XORQ      R15, R15
+
+zsblock:
+	MOVQ   R8, AX
+	KMASK(K3)
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	MOVQ   segs+48(FP), R11
+	MOVQ   nsegs+56(FP), R12
+	MOVQ   q+64(FP), R13
+
+zsseg:
+	MOVLQSX 0(R11), AX
+	TESTQ   AX, AX
+	JS      zskeep
+	LEAQ    (SI)(AX*1), BX
+	ZGATHER(Z12, K3)
+
+zskeep:
+	MOVQ 24(R11), CX
+	MOVQ 32(R11), R14
+	ZSEG
+	MOVL 4(R11), AX
+	CMPL AX, $1
+	JGT  zs32
+	ZSFIELDS(ZLOOK16, zs16loop)
+
+zs32:
+	CMPL AX, $2
+	JNE  zsg
+	ZSFIELDS(ZLOOK32, zs32loop)
+
+zsg:
+	ZSFIELDS(ZLOOKG, zsgloop)
+
+zsnext:
+	ADDQ $80, R11
+	DECQ R12
+	JNZ  zsseg
+
+	VADDPS    Z8, Z0, Z0
+	VADDPS    Z9, Z1, Z1
+	VADDPS    Z10, Z2, Z2
+	VADDPS    Z11, Z3, Z3
+	VMOVUPS.Z (R10)(R15*1), K3, Z28
+	ZOUT(0, Z0)
+	ZOUT(8, Z1)
+	ZOUT(16, Z2)
+	ZOUT(24, Z3)
+	ADDQ      $64, R15
+	ADDQ      DX, SI
+	SUBQ      $2, R8
+	JGT       zsblock
+	VZEROUPPER
+	RET
+
+// ZACC(base, t, wa, wb) adds Z7 times group A's weights wa and Z6 times
+// group B's wb to the sixteen sums at R13 from base (t scratch).
+#define ZACC(base, t, wa, wb) \
+	VMOVUPS     (base)(R13*1), t; \
+	VFMADD231PS wa, Z7, t; \
+	VFMADD231PS wb, Z6, t; \
+	VMOVUPS     t, (base)(R13*1)
+
+// ZAFIELDS(LOOK, lloop) sums the CX fields of the segment with lookup
+// LOOK for the two groups of sixteen codes, A's window in Z12, B's in Z4.
+#define ZAFIELDS(LOOK, lloop) \
+lloop: \
+	ZNEXT(Z12); \
+	LOOK; \
+	VMOVAPS Z6, Z7; \
+	ZNEXT(Z4); \
+	LOOK; \
+	ZACC(R8, Z20, Z0, Z16); \
+	ZACC(R9, Z21, Z1, Z17); \
+	ZACC(R10, Z22, Z2, Z18); \
+	ZACC(DI, Z23, Z3, Z19); \
+	ADDQ $64, R13; \
+	DECQ CX; \
+	JNZ  lloop; \
+	JMP  zanext
+
+// ZWEIGHTS(i, wa, wb) sets wa and wb to the weights of head i/8 (its
+// pointer at i(AX)) at R15 times the codes' scales: those of group A
+// (Z28) and of group B, 16 floats on (Z29); lanes outside K3, K4 zero,
+// not read.
+#define ZWEIGHTS(i, wa, wb) \
+	MOVQ     i(AX), BX; \
+	VMULPS.Z (BX)(R15*1), Z28, K3, wa; \
+	VMULPS.Z 64(BX)(R15*1), Z29, K4, wb
+
+// func kltAcc4AVX512(accs *[4]*float32, ws *[4]*float32, rho *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[16]int32)
+//
+// For each four blocks of eight codes (group A the first two, B the
+// next two; blocks past the last are not read), with ws[j] the codes'
+// weights for head j and rho their scales (a float per code each, read
+// under the same masks), adds ws[j][v]·rho[v]·level_f lane by lane to
+// accs[j][16f:16f+16], for every field f: each sum loaded and stored once
+// per field and 32 codes.
+TEXT ·kltAcc4AVX512(SB), NOSPLIT, $0-72
+	MOVQ      accs+0(FP), AX
+	MOVQ      0(AX), R8
+	MOVQ      8(AX), R9
+	MOVQ      16(AX), R10
+	MOVQ      24(AX), DI
+	MOVQ      codes+32(FP), SI
+	MOVQ      stride+40(FP), DX
+	MOVQ      lanes+64(FP), AX
+	VMOVDQU32 (AX), Z15
+	SHLQ      $4, DX // the offset of group B
+	XORQ      R15, R15
+
+zaquad:
+	MOVQ      blocks+24(FP), AX
+	KMASK(K3)
+	MOVQ      blocks+24(FP), AX
+	SUBQ      $2, AX
+	KMASK(K4)
+	MOVQ      rho+16(FP), BX
+	VMOVUPS.Z (BX)(R15*1), K3, Z28
+	VMOVUPS.Z 64(BX)(R15*1), K4, Z29
+	MOVQ      ws+8(FP), AX
+	ZWEIGHTS(0, Z0, Z16)
+	ZWEIGHTS(8, Z1, Z17)
+	ZWEIGHTS(16, Z2, Z18)
+	ZWEIGHTS(24, Z3, Z19)
+	MOVQ      segs+48(FP), R11
+	MOVQ      nsegs+56(FP), R12
+	XORQ      R13, R13
+
+zaseg:
+	MOVLQSX 0(R11), AX
+	TESTQ   AX, AX
+	JS      zakeep
+	LEAQ    (SI)(AX*1), BX
+	ZGATHER(Z12, K3)
+	ADDQ    DX, BX
+	ZGATHER(Z4, K4)
+
+zakeep:
+	MOVQ 24(R11), CX
+	MOVQ 32(R11), R14
+	ZSEG
+	MOVL 4(R11), AX
+	CMPL AX, $1
+	JGT  za32
+	ZAFIELDS(ZLOOK16, za16loop)
+
+za32:
+	CMPL AX, $2
+	JNE  zag
+	ZAFIELDS(ZLOOK32, za32loop)
+
+zag:
+	ZAFIELDS(ZLOOKG, zagloop)
+
+zanext:
+	ADDQ $80, R11
+	DECQ R12
+	JNZ  zaseg
+
+	LEAQ (SI)(DX*2), SI
+	ADDQ $128, R15
+	SUBQ $4, blocks+24(FP)
+	JGT  zaquad
+	VZEROUPPER
+	RET

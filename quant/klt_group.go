@@ -21,13 +21,14 @@ import (
 // so a query is turned once per attention step and a value sum once per
 // head, and each index is unpacked once per step, not once per query head.
 // Where the CPU has AVX2 (klt_amd64.s), eight codes go through at once,
-// one in each lane, segment by segment (the fields of a run inside one
+// sixteen with AVX-512, one in each lane, segment by segment (the fields of a run inside one
 // 4-byte window, kltSeg): the window is gathered from the eight codes
 // once, then each field is a mask, a shift and a lookup of its level by a
 // permute (up to 32 levels) or a gather; scores sum level × query per
-// field for four queries, value sums keep eight per-lane sums per field
-// in scratch (two blocks of eight codes a pass), added up into the
-// accumulator at the end of each call. The
+// field for four queries, value sums keep eight (AVX2) or sixteen
+// (AVX-512) per-lane sums per field in scratch (two blocks of eight codes
+// a pass, four with AVX-512), added up into the accumulator at the end of
+// each call. The
 // row path is the kernels' pure-Go twin (the tests compare them) and
 // takes the last codes, whose gathers would read past the end of the
 // codes. The
@@ -125,9 +126,22 @@ func laneBlocks(n, stride, have int) int {
 	return b
 }
 
-// laneOffsets returns the byte offsets of eight codes stride apart.
-func laneOffsets(stride int) *[8]int32 {
-	var l [8]int32
+// kltAVX2Only keeps the KLT lane kernels to the AVX2 ones on a CPU with
+// AVX-512: a switch for the tests and benchmarks that compare the two.
+var kltAVX2Only bool
+
+// laneScales sets rho[v] to the scale of code v of codes (stride bytes
+// each), for v < len(rho).
+func (k *KLT) laneScales(rho []float32, codes []byte, stride int) {
+	for v := range rho {
+		rho[v] = k.scales[codes[v*stride]]
+	}
+}
+
+// laneOffsets returns the byte offsets of sixteen codes stride apart
+// (the AVX2 kernels take the first eight).
+func laneOffsets(stride int) *[16]int32 {
+	var l [16]int32
 	for i := range l {
 		l[i] = int32(i * stride)
 	}
@@ -277,17 +291,37 @@ func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []b
 	done := 0
 	if lanes && hasKLTLanes() && m > 0 {
 		blocks := laneBlocks(n, b, len(codes))
-		offs := laneOffsets(b)
+		offs, wide := laneOffsets(b), hasKLTLanes512()
 		var raw [kltLaneChunk * 32]float32
+		var rho, spare [kltLaneChunk * 8]float32
 		for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
 			c := min(kltLaneChunk, blocks-c0)
+			k.laneScales(rho[:8*c], codes[8*c0*b:], b)
 			for u, q4 := range p.q4 {
-				kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], offs)
+				if wide {
+					// The kernel finishes the scores in place; spare
+					// takes those of absent queries.
+					var rows [4]*float32
+					var base [4]float32
+					for j := range rows {
+						rows[j] = &spare[0]
+						if 4*u+j < len(dst) {
+							rows[j], base[j] = &dst[4*u+j][8*c0], p.base[4*u+j]
+						}
+					}
+					kltScore4AVX512(&rows, &base, &rho[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], offs)
+					continue
+				}
+				kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], (*[8]int32)(offs[:8]))
 				for j := 4 * u; j < min(4*u+4, len(dst)); j++ {
 					base, out := p.base[j], dst[j][8*c0:8*(c0+c)]
-					for v := range out {
-						r := raw[32*(v/8)+8*(j-4*u)+v%8]
-						out[v] = base + k.scales[codes[(8*c0+v)*b]]*r
+					for blk := range c {
+						o := out[8*blk : 8*blk+8 : 8*blk+8]
+						r := raw[32*blk+8*(j-4*u) : 32*blk+8*(j-4*u)+8 : 32*blk+8*(j-4*u)+8]
+						s := rho[8*blk : 8*blk+8 : 8*blk+8]
+						for i := range o {
+							o[i] = base + s[i]*r[i]
+						}
 					}
 				}
 			}
@@ -335,20 +369,24 @@ func (g *kltGroup) Score(dst [][]float32, codes []byte) {
 // with room for d components whatever the number coded (a cache's KV
 // heads share one length), and, last, the sum of the weights (the
 // offset's share); Finish turns the sum back once. On the lane kernel the
-// sums go by lane into scratch first (8 per component and head), added
-// up at the end of each Accumulate.
+// sums go by lane into scratch first (8 per component and head, 16 on
+// the AVX-512 one), added up at the end of each Accumulate.
 type kltAcc struct {
 	k     *KLT
 	lanes bool
+	wide  bool // the AVX-512 lane kernel
 	rows  []float32
 	rho   []float32
 	w     []float32
 	y     []float32
-	buf   [4][]float32 // the lane kernel's sums, 8 per coded component, of four heads
+	scale []float32    // the scales of a chunk of the lane kernel's codes, then zeros: an absent head's weights on AVX-512
+	buf   [4][]float32 // the lane kernel's sums, 8 or 16 per coded component, of four heads
 }
 
 func newKLTAcc(k *KLT, lanes bool) *kltAcc {
-	return &kltAcc{k: k, lanes: lanes && hasKLTLanes() && len(k.fields) > 0}
+	a := &kltAcc{k: k, lanes: lanes && hasKLTLanes() && len(k.fields) > 0}
+	a.wide = a.lanes && hasKLTLanes512()
+	return a
 }
 
 func (a *kltAcc) AccLen() int { return a.k.d + 1 }
@@ -364,11 +402,7 @@ func (a *kltAcc) Accumulate(accs, ws [][]float32, codes []byte) {
 		done = 8 * a.accumulateLanes(accs, ws, codes)
 	}
 	for h := range accs {
-		var s float32
-		for _, x := range ws[h] {
-			s += x
-		}
-		accs[h][k.d] += s
+		accs[h][k.d] += sumF32(ws[h])
 	}
 	if done == total || m == 0 {
 		return
@@ -393,6 +427,22 @@ func (a *kltAcc) Accumulate(accs, ws [][]float32, codes []byte) {
 	}
 }
 
+// sumF32 returns the sum of x in eight interleaved partial sums (one
+// chain of adds would wait on each add's latency).
+func sumF32(x []float32) float32 {
+	var s0, s1, s2, s3, s4, s5, s6, s7 float32
+	for ; len(x) >= 8; x = x[8:] {
+		y := x[:8:8]
+		s0, s1, s2, s3 = s0+y[0], s1+y[1], s2+y[2], s3+y[3]
+		s4, s5, s6, s7 = s4+y[4], s5+y[5], s6+y[6], s7+y[7]
+	}
+	s := ((s0 + s1) + (s2 + s3)) + ((s4 + s5) + (s6 + s7))
+	for _, v := range x {
+		s += v
+	}
+	return s
+}
+
 // accumulateLanes sums the codes of the blocks of eight the lane kernel
 // may read, four heads at a time, and returns the number of blocks.
 func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
@@ -402,13 +452,20 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 	if blocks == 0 {
 		return 0
 	}
+	width := 8
+	if a.wide {
+		width = 16
+	}
 	if a.buf[0] == nil {
 		for j := range a.buf {
-			a.buf[j] = make([]float32, 8*m)
+			a.buf[j] = make([]float32, width*m)
 		}
 	}
 	if len(a.w) < 32*(kltLaneChunk+1) {
 		a.w = make([]float32, 32*(kltLaneChunk+1))
+	}
+	if a.scale == nil {
+		a.scale = make([]float32, 2*8*kltLaneChunk) // and as many zeros, the weights of absent heads
 	}
 	offs := laneOffsets(b)
 	var ptrs [4]*float32
@@ -422,27 +479,54 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 		}
 		for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
 			c := min(kltLaneChunk, blocks-c0)
-			w := a.w[:32*c]
-			for j := range 4 {
-				for v := range 8 * c {
-					x := float32(0)
+			w, rho := a.w[:32*c], a.scale[:8*c]
+			k.laneScales(rho, codes[8*c0*b:], b)
+			if a.wide {
+				// The kernel reads the weights and scales as they are,
+				// the blocks in fours, none past the last.
+				var wp [4]*float32
+				for j := range wp {
+					wp[j] = &a.scale[8*kltLaneChunk] // zeros
 					if j < heads {
-						x = ws[h0+j][8*c0+v] * k.scales[codes[(8*c0+v)*b]]
+						wp[j] = &ws[h0+j][8*c0]
 					}
-					w[32*(v/8)+8*j+v%8] = x
+				}
+				kltAcc4AVX512(&ptrs, &wp, &rho[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), offs)
+				continue
+			}
+			for j := range 4 {
+				var src []float32
+				if j < heads {
+					src = ws[h0+j][8*c0 : 8*(c0+c)]
+				}
+				for blk := range c {
+					o := w[32*blk+8*j : 32*blk+8*j+8 : 32*blk+8*j+8]
+					if src == nil {
+						clear(o)
+						continue
+					}
+					x, s := src[8*blk:8*blk+8:8*blk+8], rho[8*blk:8*blk+8:8*blk+8]
+					for i := range o {
+						o[i] = x[i] * s[i]
+					}
 				}
 			}
 			// Blocks go in pairs; an odd last one is paired with itself,
 			// the second time with zero weights.
 			odd := c % 2
 			clear(a.w[32*c : 32*(c+odd)])
-			kltAcc4AVX2(&ptrs, &w[0], (c+1)/2, &codes[8*c0*b], b, &k.segs[0], len(k.segs), offs, odd)
+			kltAcc4AVX2(&ptrs, &w[0], (c+1)/2, &codes[8*c0*b], b, &k.segs[0], len(k.segs), (*[8]int32)(offs[:8]), odd)
 		}
 		for j := range heads {
 			acc, lanes := accs[h0+j], a.buf[j]
 			for f := range m {
-				l := lanes[8*f : 8*f+8 : 8*f+8]
-				acc[f] += ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+				l := lanes[width*f : width*f+8 : width*f+8]
+				s := ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+				if a.wide {
+					l = lanes[16*f+8 : 16*f+16 : 16*f+16]
+					s += ((l[0] + l[1]) + (l[2] + l[3])) + ((l[4] + l[5]) + (l[6] + l[7]))
+				}
+				acc[f] += s
 			}
 		}
 	}

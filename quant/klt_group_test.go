@@ -82,16 +82,60 @@ func kltCodes(t testing.TB, r *rand.Rand, k *KLT, n int) []byte {
 	return codes[: n*k.Bytes() : n*k.Bytes()]
 }
 
-// TestKLTScoreQueries: the grouped scorer (and PrepareGroup), on the lane
-// kernel where there is one and on its Go twin, gives each query's own
+// kltKernels returns the lane kernels to test on this CPU, by their name
+// and the value of kltAVX2Only that picks them: the AVX-512 and the AVX2
+// ones where it has both, else the one it runs (or the row path, "rows").
+func kltKernels() []struct {
+	name string
+	avx2 bool
+} {
+	k := []struct {
+		name string
+		avx2 bool
+	}{{"avx2", true}}
+	if !hasKLTLanes() {
+		k[0].name = "rows"
+	}
+	if hasKLTLanes512() {
+		k = append([]struct {
+			name string
+			avx2 bool
+		}{{"avx512", false}}, k...)
+	}
+	return k
+}
+
+// useKernel sets kltAVX2Only for the rest of the test.
+func useKernel(t testing.TB, avx2 bool) {
+	old := kltAVX2Only
+	kltAVX2Only = avx2
+	t.Cleanup(func() { kltAVX2Only = old })
+}
+
+// kltCounts are the numbers of codes the fast path is tested on: odd,
+// whole blocks of eight 1 to 5 and 75 (a full chunk of the lanes, then
+// 11) and 125 (then 61), each remainder of pairs and fours of blocks,
+// tails of 1 to 7 codes (the last code ending the slice).
+var kltCounts = []int{1, 7, 13, 17, 25, 33, 45, 131, 600, 1003}
+
+// TestKLTScoreQueries: the grouped scorer (and PrepareGroup), on each lane
+// kernel the CPU has and on their Go twin, gives each query's own
 // scorer's scores, and the float64 ⟨q, Decode(code)⟩, within float32
-// rounding, for 1 to 8 queries and odd numbers of codes (the last code
-// ending the slice).
+// rounding, for 1 to 8 queries and odd numbers of codes (kltCounts).
 func TestKLTScoreQueries(t *testing.T) {
+	for _, kn := range kltKernels() {
+		t.Run(kn.name, func(t *testing.T) {
+			useKernel(t, kn.avx2)
+			testKLTScoreQueries(t)
+		})
+	}
+}
+
+func testKLTScoreQueries(t *testing.T) {
 	r := rand.New(rand.NewPCG(1, 2))
 	for _, c := range kltCases(t) {
 		k, d := c.k, c.k.Dim()
-		for _, n := range []int{1, 7, 13, 33, 45, 131, 600} {
+		for _, n := range kltCounts {
 			codes := kltCodes(t, r, k, n)
 			dec := make([]float32, n*d)
 			for v := range n {
@@ -156,14 +200,24 @@ func rows(g, n int) [][]float32 {
 	return out
 }
 
-// TestKLTAccumulator: the accumulator's finished sums equal the decoding
-// expander's (chunkAcc over kltExp, the reference) and the float64
-// Σ w·Decode(code), within float32 rounding, summed over two calls.
+// TestKLTAccumulator: the accumulator's finished sums, on each lane
+// kernel the CPU has and on their Go twin, equal the decoding expander's
+// (chunkAcc over kltExp, the reference) and the float64 Σ w·Decode(code),
+// within float32 rounding, summed over two calls.
 func TestKLTAccumulator(t *testing.T) {
+	for _, kn := range kltKernels() {
+		t.Run(kn.name, func(t *testing.T) {
+			useKernel(t, kn.avx2)
+			testKLTAccumulator(t)
+		})
+	}
+}
+
+func testKLTAccumulator(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, c := range kltCases(t) {
 		k, d := c.k, c.k.Dim()
-		for _, n := range []int{1, 7, 13, 33, 45, 131, 600} {
+		for _, n := range kltCounts {
 			codes := kltCodes(t, r, k, n)
 			for _, g := range []int{1, 4, 5} {
 				ws := rows(g, n)
@@ -177,8 +231,8 @@ func TestKLTAccumulator(t *testing.T) {
 				}
 				for _, lanes := range []bool{false, true} {
 					fast := newKLTAcc(k, lanes)
-					if want := lanes && hasKLTLanes(); fast.lanes != want {
-						t.Fatalf("%s: lane kernel %v, want %v", c.name, fast.lanes, want)
+					if want := lanes && hasKLTLanes(); fast.lanes != want || fast.wide != (want && hasKLTLanes512()) {
+						t.Fatalf("%s: lane kernel %v (AVX-512 %v), want %v", c.name, fast.lanes, fast.wide, want)
 					}
 					ref := &chunkAcc{e: kltExp{k}, n: d, stride: k.Bytes()}
 					accF, accR := rows(g, fast.AccLen()), rows(g, d)
@@ -249,9 +303,9 @@ func TestKLTScoreQueriesErrors(t *testing.T) {
 }
 
 // BenchmarkKLTAttend: scoring four queries and summing values for four
-// heads over 4096 klt3.5 codes at d = 128: the grouped path (the lane
-// kernels where the CPU has them), its row path (the kernels' Go twin),
-// and the reference (each query's own scorer; codes decoded to the
+// heads over 4096 klt3.5 codes at d = 128: the grouped path on each lane
+// kernel the CPU has (group/avx512, group/avx2, kltKernels), its row path
+// (the kernels' Go twin), and the reference (each query's own scorer; codes decoded to the
 // transformed basis and summed by the row kernel).
 func BenchmarkKLTAttend(b *testing.B) {
 	r := rand.New(rand.NewPCG(5, 6))
@@ -269,17 +323,20 @@ func BenchmarkKLTAttend(b *testing.B) {
 		}
 	}
 	dst := rows(4, n)
-	b.Run("score/group", func(b *testing.B) {
-		var p KLTQueries
-		for b.Loop() {
-			if err := k.PrepareQueries(&p, qs); err != nil {
-				b.Fatal(err)
+	for _, kn := range kltKernels() {
+		b.Run("score/group/"+kn.name, func(b *testing.B) {
+			useKernel(b, kn.avx2)
+			var p KLTQueries
+			for b.Loop() {
+				if err := k.PrepareQueries(&p, qs); err != nil {
+					b.Fatal(err)
+				}
+				if err := k.ScoreQueries(dst, &p, codes); err != nil {
+					b.Fatal(err)
+				}
 			}
-			if err := k.ScoreQueries(dst, &p, codes); err != nil {
-				b.Fatal(err)
-			}
-		}
-	})
+		})
+	}
 	b.Run("score/rows", func(b *testing.B) {
 		var p KLTQueries
 		for b.Loop() {
@@ -297,10 +354,20 @@ func BenchmarkKLTAttend(b *testing.B) {
 			}
 		}
 	})
+	for _, kn := range kltKernels() {
+		b.Run("acc/group/"+kn.name, func(b *testing.B) {
+			useKernel(b, kn.avx2)
+			a := NewAccumulator(k)
+			accs := rows(4, a.AccLen())
+			for b.Loop() {
+				a.Accumulate(accs, ws, codes)
+			}
+		})
+	}
 	for _, c := range []struct {
 		name string
 		a    Accumulator
-	}{{"group", NewAccumulator(k)}, {"rows", newKLTAcc(k, false)}, {"reference", &chunkAcc{e: kltExp{k}, n: 128, stride: k.Bytes()}}} {
+	}{{"rows", newKLTAcc(k, false)}, {"reference", &chunkAcc{e: kltExp{k}, n: 128, stride: k.Bytes()}}} {
 		accs := rows(4, c.a.AccLen())
 		b.Run("acc/"+c.name, func(b *testing.B) {
 			for b.Loop() {

@@ -4,10 +4,20 @@ package quant
 
 func hasKLTLanes() bool { return false }
 
+func hasKLTLanes512() bool { return false }
+
 func kltScore4AVX2(*float32, int, *byte, int, *kltSeg, int, *float32, *[8]int32) {
 	panic("quant: no KLT lane kernel")
 }
 
 func kltAcc4AVX2(*[4]*float32, *float32, int, *byte, int, *kltSeg, int, *[8]int32, int) {
+	panic("quant: no KLT lane kernel")
+}
+
+func kltScore4AVX512(*[4]*float32, *[4]float32, *float32, int, *byte, int, *kltSeg, int, *float32, *[16]int32) {
+	panic("quant: no KLT lane kernel")
+}
+
+func kltAcc4AVX512(*[4]*float32, *[4]*float32, *float32, int, *byte, int, *kltSeg, int, *[16]int32) {
 	panic("quant: no KLT lane kernel")
 }
