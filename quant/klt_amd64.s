@@ -286,10 +286,14 @@ anext:
 	RET
 
 // The AVX-512 kernels: sixteen codes (two blocks of eight, A's in the
-// low lanes) in the lanes of a zmm register, over the same segments. A
-// window gather takes the lanes of a k-mask of the blocks left (KMASK),
-// so the partner of an odd last block is not read and its lanes are
-// zero. Per segment its mask (broadcast), shift and the first 32 entries
+// low lanes) in the lanes of a zmm register, over the same segments.
+// The codes are not gathered window by window: each pass first loads the
+// sixteen codes 64 bytes at a time and transposes them into scratch
+// (ZTRANS, 64 bytes a dword of the codes), under a k-mask of the blocks
+// left (KMASK) and of the code's bytes, so nothing past the codes nor the
+// partner of an odd last block is read (its lanes are zero); a window is
+// then two plain loads of that dword and the next and two shifts
+// (ZWINPOS, ZWINLOAD). Per segment its mask (broadcast), shift and the first 32 entries
 // of its table go into registers (ZSEG); a field's level is then one
 // permute of 16 entries (kinds 0 and 1), the two halves of the table in
 // one VPERMT2PS (kind 2), or a gather (kind 3).
@@ -310,14 +314,178 @@ anext:
 	DECL    BX; \
 	KMOVW   BX, k
 
-// ZGATHER(z, k) gathers into z the 4 bytes at BX of the codes of the
-// lanes of k (byte offsets in Z15), the other lanes zero, and shifts them
-// to segment R11's first field; K1 scratch.
-#define ZGATHER(z, k) \
-	KMOVW      k, K1; \
-	VPXORD     z, z, z; \
-	VPGATHERDD (BX)(Z15*1), K1, z; \
-	VPSRLD     16(R11), z, z
+// ZTRANS(k, lloop, lfull) loads the codes of the lanes of k (BX the
+// first's, CX the stride), a chunk of 64 bytes of each at a time (masked
+// loads: nothing past a code's stride bytes is read, nor the codes of the
+// lanes outside k, whose bytes are zero), and transposes them: dword d of
+// the sixteen codes goes to the 64 bytes at R13 + 64·d. AX, BX, R11–R14,
+// K5–K7 and all the zmm registers scratch.
+#define ZTRANS(k, lloop, lfull) \
+	KMOVW   k, AX; \
+	MOVQ    AX, R12; \
+	ANDQ    $1, R12; \
+	NEGQ    R12; \
+	SHRQ    $8, AX; \
+	ANDQ    $1, AX; \
+	NEGQ    AX; \
+	MOVQ    AX, R11; \
+	MOVQ    CX, R14; \
+lloop: \
+	MOVQ    $-1, AX; \
+	CMPQ    R14, $64; \
+	JGE     lfull; \
+	MOVL    $1, AX; \
+	SHLXQ   R14, AX, AX; \
+	DECQ    AX; \
+lfull: \
+	KMOVQ   AX, K7; \
+	KMOVQ   R12, K5; \
+	KANDQ   K7, K5, K5; \
+	KMOVQ   R11, K6; \
+	KANDQ   K7, K6, K6; \
+	MOVQ    BX, AX; \
+	VMOVDQU8.Z (AX), K5, Z0; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K5, Z1; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K5, Z2; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K5, Z3; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K5, Z4; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K5, Z5; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K5, Z6; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K5, Z7; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K6, Z8; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K6, Z9; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K6, Z10; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K6, Z11; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K6, Z12; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K6, Z13; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K6, Z14; \
+	ADDQ CX, AX; \
+	VMOVDQU8.Z (AX), K6, Z15; \
+	ADDQ CX, AX; \
+	VPUNPCKLDQ Z1, Z0, Z16; \
+	VPUNPCKHDQ Z1, Z0, Z17; \
+	VPUNPCKLDQ Z3, Z2, Z18; \
+	VPUNPCKHDQ Z3, Z2, Z19; \
+	VPUNPCKLDQ Z5, Z4, Z20; \
+	VPUNPCKHDQ Z5, Z4, Z21; \
+	VPUNPCKLDQ Z7, Z6, Z22; \
+	VPUNPCKHDQ Z7, Z6, Z23; \
+	VPUNPCKLDQ Z9, Z8, Z24; \
+	VPUNPCKHDQ Z9, Z8, Z25; \
+	VPUNPCKLDQ Z11, Z10, Z26; \
+	VPUNPCKHDQ Z11, Z10, Z27; \
+	VPUNPCKLDQ Z13, Z12, Z28; \
+	VPUNPCKHDQ Z13, Z12, Z29; \
+	VPUNPCKLDQ Z15, Z14, Z30; \
+	VPUNPCKHDQ Z15, Z14, Z31; \
+	VPUNPCKLQDQ Z18, Z16, Z0; \
+	VPUNPCKHQDQ Z18, Z16, Z1; \
+	VPUNPCKLQDQ Z19, Z17, Z2; \
+	VPUNPCKHQDQ Z19, Z17, Z3; \
+	VPUNPCKLQDQ Z22, Z20, Z4; \
+	VPUNPCKHQDQ Z22, Z20, Z5; \
+	VPUNPCKLQDQ Z23, Z21, Z6; \
+	VPUNPCKHQDQ Z23, Z21, Z7; \
+	VPUNPCKLQDQ Z26, Z24, Z8; \
+	VPUNPCKHQDQ Z26, Z24, Z9; \
+	VPUNPCKLQDQ Z27, Z25, Z10; \
+	VPUNPCKHQDQ Z27, Z25, Z11; \
+	VPUNPCKLQDQ Z30, Z28, Z12; \
+	VPUNPCKHQDQ Z30, Z28, Z13; \
+	VPUNPCKLQDQ Z31, Z29, Z14; \
+	VPUNPCKHQDQ Z31, Z29, Z15; \
+	VSHUFI32X4 $0x44, Z4, Z0, Z16; \
+	VSHUFI32X4 $0xEE, Z4, Z0, Z17; \
+	VSHUFI32X4 $0x44, Z12, Z8, Z18; \
+	VSHUFI32X4 $0xEE, Z12, Z8, Z19; \
+	VSHUFI32X4 $0x44, Z5, Z1, Z20; \
+	VSHUFI32X4 $0xEE, Z5, Z1, Z21; \
+	VSHUFI32X4 $0x44, Z13, Z9, Z22; \
+	VSHUFI32X4 $0xEE, Z13, Z9, Z23; \
+	VSHUFI32X4 $0x44, Z6, Z2, Z24; \
+	VSHUFI32X4 $0xEE, Z6, Z2, Z25; \
+	VSHUFI32X4 $0x44, Z14, Z10, Z26; \
+	VSHUFI32X4 $0xEE, Z14, Z10, Z27; \
+	VSHUFI32X4 $0x44, Z7, Z3, Z28; \
+	VSHUFI32X4 $0xEE, Z7, Z3, Z29; \
+	VSHUFI32X4 $0x44, Z15, Z11, Z30; \
+	VSHUFI32X4 $0xEE, Z15, Z11, Z31; \
+	VSHUFI32X4 $0x88, Z18, Z16, Z0; \
+	VMOVDQU32 Z0, 0(R13); \
+	VSHUFI32X4 $0xDD, Z18, Z16, Z4; \
+	VMOVDQU32 Z4, 256(R13); \
+	VSHUFI32X4 $0x88, Z19, Z17, Z8; \
+	VMOVDQU32 Z8, 512(R13); \
+	VSHUFI32X4 $0xDD, Z19, Z17, Z12; \
+	VMOVDQU32 Z12, 768(R13); \
+	VSHUFI32X4 $0x88, Z22, Z20, Z1; \
+	VMOVDQU32 Z1, 64(R13); \
+	VSHUFI32X4 $0xDD, Z22, Z20, Z5; \
+	VMOVDQU32 Z5, 320(R13); \
+	VSHUFI32X4 $0x88, Z23, Z21, Z9; \
+	VMOVDQU32 Z9, 576(R13); \
+	VSHUFI32X4 $0xDD, Z23, Z21, Z13; \
+	VMOVDQU32 Z13, 832(R13); \
+	VSHUFI32X4 $0x88, Z26, Z24, Z2; \
+	VMOVDQU32 Z2, 128(R13); \
+	VSHUFI32X4 $0xDD, Z26, Z24, Z6; \
+	VMOVDQU32 Z6, 384(R13); \
+	VSHUFI32X4 $0x88, Z27, Z25, Z10; \
+	VMOVDQU32 Z10, 640(R13); \
+	VSHUFI32X4 $0xDD, Z27, Z25, Z14; \
+	VMOVDQU32 Z14, 896(R13); \
+	VSHUFI32X4 $0x88, Z30, Z28, Z3; \
+	VMOVDQU32 Z3, 192(R13); \
+	VSHUFI32X4 $0xDD, Z30, Z28, Z7; \
+	VMOVDQU32 Z7, 448(R13); \
+	VSHUFI32X4 $0x88, Z31, Z29, Z11; \
+	VMOVDQU32 Z11, 704(R13); \
+	VSHUFI32X4 $0xDD, Z31, Z29, Z15; \
+	VMOVDQU32 Z15, 960(R13); \
+	ADDQ    $1024, R13; \
+	ADDQ    $64, BX; \
+	SUBQ    $64, R14; \
+	JGT     lloop
+
+// ZWINPOS leaves, for segment R11 with a window (its off in AX), the
+// offset of the window's first dword in the transposed codes (64 bytes
+// a dword) in BX and the shifts that take its bits from that dword and
+// the next to the segment's first field in X13 (right) and X14 (left);
+// AX, CX scratch.
+#define ZWINPOS \
+	SHLQ  $3, AX; \
+	ADDQ  16(R11), AX; \
+	MOVQ  AX, BX; \
+	ANDQ  $31, AX; \
+	SHRQ  $5, BX; \
+	SHLQ  $6, BX; \
+	VMOVQ AX, X13; \
+	MOVL  $32, CX; \
+	SUBQ  AX, CX; \
+	VMOVQ CX, X14
+
+// ZWINLOAD(z) sets z to the sixteen codes' window at BX in the
+// transposed codes (ZWINPOS), shifted to its first field; Z30 scratch.
+#define ZWINLOAD(z) \
+	VMOVDQU32 (BX), z; \
+	VPSRLD    X13, z, z; \
+	VMOVDQU32 64(BX), Z30; \
+	VPSLLD    X14, Z30, Z30; \
+	VPORD     Z30, z, z
 
 // ZSEG loads segment R11's mask into the lanes of Z24, its bits into
 // X25 and the first 32 levels of its table at R14 into Z26 and Z27.
@@ -380,7 +548,7 @@ lloop: \
 	MOVQ         i(DI), BX; \
 	VMOVUPS      z, K3, (BX)(R15*1)
 
-// func kltScore4AVX512(dst *[4]*float32, base *[4]float32, rho *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, lanes *[16]int32)
+// func kltScore4AVX512(dst *[4]*float32, base *[4]float32, rho *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, tr *byte)
 //
 // kltScore4AVX2's sums, two blocks of eight codes a pass, finished in
 // place: dst[j][v] = base[j] + rho[v]·Σ_f q[4f+j]·level_f(v) for v <
@@ -389,18 +557,22 @@ lloop: \
 TEXT ·kltScore4AVX512(SB), NOSPLIT, $0-80
 	MOVQ      dst+0(FP), DI
 	MOVQ      base+8(FP), R9
-	MOVQ      rho+16(FP), R10
 	MOVQ      blocks+24(FP), R8
 	MOVQ      codes+32(FP), SI
 	MOVQ      stride+40(FP), DX
-	MOVQ      lanes+72(FP), AX
-	VMOVDQU32 (AX), Z15
+	MOVQ      tr+72(FP), R10
+	ADDQ      $63, R10
+	ANDQ      $-64, R10 // the transposed codes, 64-byte aligned
 	SHLQ      $4, DX
 	XORQ      R15, R15
 
 zsblock:
 	MOVQ   R8, AX
 	KMASK(K3)
+	MOVQ   SI, BX
+	MOVQ   stride+40(FP), CX
+	MOVQ   R10, R13
+	ZTRANS(K3, zstloop, zstfull)
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -417,8 +589,9 @@ zsseg:
 	MOVLQSX 0(R11), AX
 	TESTQ   AX, AX
 	JS      zskeep
-	LEAQ    (SI)(AX*1), BX
-	ZGATHER(Z12, K3)
+	ZWINPOS
+	ADDQ    R10, BX
+	ZWINLOAD(Z12)
 
 zskeep:
 	MOVQ 24(R11), CX
@@ -446,7 +619,8 @@ zsnext:
 	VADDPS    Z9, Z1, Z1
 	VADDPS    Z10, Z2, Z2
 	VADDPS    Z11, Z3, Z3
-	VMOVUPS.Z (R10)(R15*1), K3, Z28
+	MOVQ      rho+16(FP), BX
+	VMOVUPS.Z (BX)(R15*1), K3, Z28
 	ZOUT(0, Z0)
 	ZOUT(8, Z1)
 	ZOUT(16, Z2)
@@ -493,7 +667,7 @@ lloop: \
 	VMULPS.Z (BX)(R15*1), Z28, K3, wa; \
 	VMULPS.Z 64(BX)(R15*1), Z29, K4, wb
 
-// func kltAcc4AVX512(accs *[4]*float32, ws *[4]*float32, rho *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[16]int32)
+// func kltAcc4AVX512(accs *[4]*float32, ws *[4]*float32, rho *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, tr *byte)
 //
 // For each four blocks of eight codes (group A the first two, B the
 // next two; blocks past the last are not read), with ws[j] the codes'
@@ -509,8 +683,15 @@ TEXT ·kltAcc4AVX512(SB), NOSPLIT, $0-72
 	MOVQ      24(AX), DI
 	MOVQ      codes+32(FP), SI
 	MOVQ      stride+40(FP), DX
-	MOVQ      lanes+64(FP), AX
-	VMOVDQU32 (AX), Z15
+	MOVQ      tr+64(FP), AX
+	ADDQ      $63, AX
+	ANDQ      $-64, AX
+	MOVQ      AX, tr+64(FP) // group A's transposed codes, 64-byte aligned
+	LEAQ      63(DX), AX
+	SHRQ      $6, AX
+	SHLQ      $10, AX
+	ADDQ      $64, AX
+	MOVQ      AX, codes+32(FP) // now the offset of group B's
 	SHLQ      $4, DX // the offset of group B
 	XORQ      R15, R15
 
@@ -520,6 +701,15 @@ zaquad:
 	MOVQ      blocks+24(FP), AX
 	SUBQ      $2, AX
 	KMASK(K4)
+	MOVQ      SI, BX
+	MOVQ      stride+40(FP), CX
+	MOVQ      tr+64(FP), R13
+	ZTRANS(K3, zatA, zatAfull)
+	LEAQ      (SI)(DX*1), BX
+	MOVQ      stride+40(FP), CX
+	MOVQ      tr+64(FP), R13
+	ADDQ      codes+32(FP), R13
+	ZTRANS(K4, zatB, zatBfull)
 	MOVQ      rho+16(FP), BX
 	VMOVUPS.Z (BX)(R15*1), K3, Z28
 	VMOVUPS.Z 64(BX)(R15*1), K4, Z29
@@ -536,10 +726,11 @@ zaseg:
 	MOVLQSX 0(R11), AX
 	TESTQ   AX, AX
 	JS      zakeep
-	LEAQ    (SI)(AX*1), BX
-	ZGATHER(Z12, K3)
-	ADDQ    DX, BX
-	ZGATHER(Z4, K4)
+	ZWINPOS
+	ADDQ    tr+64(FP), BX
+	ZWINLOAD(Z12)
+	ADDQ    codes+32(FP), BX
+	ZWINLOAD(Z4)
 
 zakeep:
 	MOVQ 24(R11), CX

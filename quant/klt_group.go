@@ -23,7 +23,7 @@ import (
 // Where the CPU has AVX2 (klt_amd64.s), eight codes go through at once,
 // sixteen with AVX-512, one in each lane, segment by segment (the fields of a run inside one
 // 4-byte window, kltSeg): the window is gathered from the eight codes
-// once, then each field is a mask, a shift and a lookup of its level by a
+// once (AVX-512: loaded from the sixteen codes transposed once a pass), then each field is a mask, a shift and a lookup of its level by a
 // permute (up to 32 levels) or a gather; scores sum level × query per
 // field for four queries, value sums keep eight (AVX2) or sixteen
 // (AVX-512) per-lane sums per field in scratch (two blocks of eight codes
@@ -124,6 +124,14 @@ func laneBlocks(n, stride, have int) int {
 		b--
 	}
 	return b
+}
+
+// kltTrLen returns the bytes of scratch the AVX-512 lane kernels need
+// for the transposed codes of groups groups of sixteen codes of stride
+// bytes: 64 bytes a dword of the codes, a dword more (a window's next
+// dword), and room to align them to 64 bytes.
+func kltTrLen(stride, groups int) int {
+	return groups*(1024*((stride+63)/64)+64) + 63
 }
 
 // kltAVX2Only keeps the KLT lane kernels to the AVX2 ones on a CPU with
@@ -294,6 +302,11 @@ func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []b
 		offs, wide := laneOffsets(b), hasKLTLanes512()
 		var raw [kltLaneChunk * 32]float32
 		var rho, spare [kltLaneChunk * 8]float32
+		var trBuf [2*1024 + 128]byte // the AVX-512 kernel's transposed codes
+		tr := trBuf[:]
+		if l := kltTrLen(b, 1); wide && l > len(tr) {
+			tr = make([]byte, l)
+		}
 		for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
 			c := min(kltLaneChunk, blocks-c0)
 			k.laneScales(rho[:8*c], codes[8*c0*b:], b)
@@ -309,7 +322,7 @@ func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []b
 							rows[j], base[j] = &dst[4*u+j][8*c0], p.base[4*u+j]
 						}
 					}
-					kltScore4AVX512(&rows, &base, &rho[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], offs)
+					kltScore4AVX512(&rows, &base, &rho[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], &tr[0])
 					continue
 				}
 				kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], (*[8]int32)(offs[:8]))
@@ -380,6 +393,7 @@ type kltAcc struct {
 	w     []float32
 	y     []float32
 	scale []float32    // the scales of a chunk of the lane kernel's codes, then zeros: an absent head's weights on AVX-512
+	tr    []byte       // the AVX-512 lane kernel's transposed codes (kltTrLen)
 	buf   [4][]float32 // the lane kernel's sums, 8 or 16 per coded component, of four heads
 }
 
@@ -467,6 +481,9 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 	if a.scale == nil {
 		a.scale = make([]float32, 2*8*kltLaneChunk) // and as many zeros, the weights of absent heads
 	}
+	if l := kltTrLen(b, 2); a.wide && len(a.tr) < l {
+		a.tr = make([]byte, l)
+	}
 	offs := laneOffsets(b)
 	var ptrs [4]*float32
 	for j := range ptrs {
@@ -491,7 +508,7 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 						wp[j] = &ws[h0+j][8*c0]
 					}
 				}
-				kltAcc4AVX512(&ptrs, &wp, &rho[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), offs)
+				kltAcc4AVX512(&ptrs, &wp, &rho[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &a.tr[0])
 				continue
 			}
 			for j := range 4 {

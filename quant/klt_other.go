@@ -14,10 +14,10 @@ func kltAcc4AVX2(*[4]*float32, *float32, int, *byte, int, *kltSeg, int, *[8]int3
 	panic("quant: no KLT lane kernel")
 }
 
-func kltScore4AVX512(*[4]*float32, *[4]float32, *float32, int, *byte, int, *kltSeg, int, *float32, *[16]int32) {
+func kltScore4AVX512(*[4]*float32, *[4]float32, *float32, int, *byte, int, *kltSeg, int, *float32, *byte) {
 	panic("quant: no KLT lane kernel")
 }
 
-func kltAcc4AVX512(*[4]*float32, *[4]*float32, *float32, int, *byte, int, *kltSeg, int, *[16]int32) {
+func kltAcc4AVX512(*[4]*float32, *[4]*float32, *float32, int, *byte, int, *kltSeg, int, *byte) {
 	panic("quant: no KLT lane kernel")
 }
