@@ -3,10 +3,10 @@
 package quant
 
 //go:noescape
-func kltScore4AVX2(dst *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, lanes *[8]int32)
+func kltScore4AVX2(dst *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, tr *byte)
 
 //go:noescape
-func kltAcc4AVX2(accs *[4]*float32, w *float32, pairs int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[8]int32, last int)
+func kltAcc4AVX2(accs *[4]*float32, w *float32, pairs int, codes *byte, stride int, segs *kltSeg, nsegs int, tr *byte, last int)
 
 //go:noescape
 func kltScore4AVX512(dst *[4]*float32, base *[4]float32, rho *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, tr *byte)

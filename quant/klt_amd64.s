@@ -5,16 +5,112 @@
 // The KLT lane kernels: eight codes (stride bytes apart) in the lanes of
 // a ymm register, their fields in order, segment by segment (kltSeg, 80
 // bytes: off, kind at 0 and 4, bits at 8, shift at 16, n at 24, the
-// levels table at 32, the mask repeated eight times at 48). A segment is
-// n fields of one run lying in one 4-byte window; where its off is not
-// negative, the window's 4 bytes at off of each of the eight codes are
-// first gathered into Y12 (Y15: the codes' byte offsets 0, stride, …,
-// 7·stride) and shifted to the segment's first field. Each field is then
+// levels table at 32, the mask repeated eight times at 48). Each pass
+// first transposes its eight codes into scratch (YTRANS: 32 bytes a dword
+// of the codes); a segment whose off is not negative then loads its
+// window, the 4 bytes at off of each of the eight codes, from there (two
+// plain loads of a dword and the next and two shifts, YWINPOS and
+// YWINLOAD), shifted to the segment's first field. Each field is then
 // Y12 & mask, Y12 shifted on by bits, and its level looked up in the
 // run's table: one permute of 8 entries (kind 0), two and a blend of 16
 // (kind 1), four and three blends of 32 (kind 2), or a gather (kind 3).
-// Each gather may read 3 bytes past the last code's index bytes (the
-// caller keeps that inside the codes).
+// The transpose may read up to 3 bytes past the last code's index bytes
+// (the caller keeps that inside the codes).
+
+// kltdw: the byte offsets of the dwords of 16 bytes.
+DATA kltdw<>+0(SB)/4, $0
+DATA kltdw<>+4(SB)/4, $4
+DATA kltdw<>+8(SB)/4, $8
+DATA kltdw<>+12(SB)/4, $12
+GLOBL kltdw<>(SB), RODATA|NOPTR, $16
+
+// YTRANS(lloop, lmask, ltr) transposes the eight codes at BX (CX the
+// stride) into the scratch at R13: dword d of the eight codes goes to the
+// 32 bytes at R13 + 32·d, 16 bytes of each code at a time (the low half
+// of a ymm codes 0–3, the high half 4–7). A chunk's loads are plain
+// while they end at most 3 bytes past the code's bytes, else masked by
+// dword (VPMASKMOVD: a dword is read if it starts inside the code, so
+// nothing more than 3 bytes past it; the others are zero). AX, BX, R13,
+// R14 and Y0–Y8, Y15 scratch.
+#define YTRANS(lloop, lmask, ltr) \
+	MOVQ        CX, R14; \
+lloop: \
+	MOVQ        BX, AX; \
+	CMPQ        R14, $13; \
+	JLT         lmask; \
+	VMOVDQU     (AX), X0; \
+	VINSERTI128 $1, (AX)(CX*4), Y0, Y0; \
+	ADDQ        CX, AX; \
+	VMOVDQU     (AX), X1; \
+	VINSERTI128 $1, (AX)(CX*4), Y1, Y1; \
+	ADDQ        CX, AX; \
+	VMOVDQU     (AX), X2; \
+	VINSERTI128 $1, (AX)(CX*4), Y2, Y2; \
+	ADDQ        CX, AX; \
+	VMOVDQU     (AX), X3; \
+	VINSERTI128 $1, (AX)(CX*4), Y3, Y3; \
+	JMP         ltr; \
+lmask: \
+	VMOVQ        R14, X15; \
+	VPBROADCASTD X15, X15; \
+	VPCMPGTD     kltdw<>(SB), X15, X15; \
+	VPMASKMOVD   (AX), X15, X0; \
+	VPMASKMOVD   (AX)(CX*4), X15, X4; \
+	VINSERTI128  $1, X4, Y0, Y0; \
+	ADDQ         CX, AX; \
+	VPMASKMOVD   (AX), X15, X1; \
+	VPMASKMOVD   (AX)(CX*4), X15, X4; \
+	VINSERTI128  $1, X4, Y1, Y1; \
+	ADDQ         CX, AX; \
+	VPMASKMOVD   (AX), X15, X2; \
+	VPMASKMOVD   (AX)(CX*4), X15, X4; \
+	VINSERTI128  $1, X4, Y2, Y2; \
+	ADDQ         CX, AX; \
+	VPMASKMOVD   (AX), X15, X3; \
+	VPMASKMOVD   (AX)(CX*4), X15, X4; \
+	VINSERTI128  $1, X4, Y3, Y3; \
+ltr: \
+	VPUNPCKLDQ  Y1, Y0, Y4; \
+	VPUNPCKHDQ  Y1, Y0, Y5; \
+	VPUNPCKLDQ  Y3, Y2, Y6; \
+	VPUNPCKHDQ  Y3, Y2, Y7; \
+	VPUNPCKLQDQ Y6, Y4, Y8; \
+	VMOVDQU     Y8, 0(R13); \
+	VPUNPCKHQDQ Y6, Y4, Y8; \
+	VMOVDQU     Y8, 32(R13); \
+	VPUNPCKLQDQ Y7, Y5, Y8; \
+	VMOVDQU     Y8, 64(R13); \
+	VPUNPCKHQDQ Y7, Y5, Y8; \
+	VMOVDQU     Y8, 96(R13); \
+	ADDQ        $128, R13; \
+	ADDQ        $16, BX; \
+	SUBQ        $16, R14; \
+	JGT         lloop
+
+// YWINPOS leaves, for segment R11 with a window (its off in AX), the
+// offset of the window's first dword in the transposed codes (32 bytes
+// a dword) in BX and the shifts that take its bits from that dword and
+// the next to the segment's first field in X13 (right) and X14 (left);
+// AX, CX scratch.
+#define YWINPOS \
+	SHLQ  $3, AX; \
+	ADDQ  16(R11), AX; \
+	MOVQ  AX, BX; \
+	ANDQ  $31, AX; \
+	ANDQ  $-32, BX; \
+	VMOVQ AX, X13; \
+	MOVL  $32, CX; \
+	SUBQ  AX, CX; \
+	VMOVQ CX, X14
+
+// YWINLOAD(y) sets y to the eight codes' window at BX in the transposed
+// codes (YWINPOS), shifted to its first field; Y15 scratch.
+#define YWINLOAD(y) \
+	VMOVDQU (BX), y; \
+	VPSRLD  X13, y, y; \
+	VMOVDQU 32(BX), Y15; \
+	VPSLLD  X14, Y15, Y15; \
+	VPOR    Y15, y, y
 
 // KLTNEXT leaves the indices of the next field of segment R11 in Y5 and
 // moves Y12 on to the one after it.
@@ -49,19 +145,16 @@
 	VXORPS     Y6, Y6, Y6; \
 	VGATHERDPS Y13, (R14)(Y5*4), Y6
 
-// KLTWINDOW gathers segment R11's window of the eight codes at SI into
-// Y12 where it has one (Y12 zeroed first: a gather merges into its
-// destination and would wait for the last one), shifted to its first
-// field; AX, BX, Y13 scratch.
+// KLTWINDOW loads segment R11's window of the eight codes transposed at
+// R10 into Y12 where it has one, shifted to its first field; AX, BX, CX,
+// Y13–Y15 scratch.
 #define KLTWINDOW(lkeep) \
-	MOVLQSX    0(R11), AX; \
-	TESTQ      AX, AX; \
-	JS         lkeep; \
-	VPCMPEQD   Y13, Y13, Y13; \
-	VPXOR      Y12, Y12, Y12; \
-	LEAQ       (SI)(AX*1), BX; \
-	VPGATHERDD Y13, (BX)(Y15*1), Y12; \
-	VPSRLD     16(R11), Y12, Y12; \
+	MOVLQSX 0(R11), AX; \
+	TESTQ   AX, AX; \
+	JS      lkeep; \
+	YWINPOS; \
+	ADDQ    R10, BX; \
+	YWINLOAD(Y12); \
 lkeep:
 
 // KLTQ4(a0, a1, a2, a3) adds Y6 times the four queries' floats at R13 to
@@ -94,7 +187,7 @@ lloop: \
 	JNZ  lloop; \
 	JMP  snext
 
-// func kltScore4AVX2(dst *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, lanes *[8]int32)
+// func kltScore4AVX2(dst *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, tr *byte)
 //
 // For each block of eight codes, the four sums Σ_f q[4f+j]·level_f (j <
 // 4, q the four queries interleaved per field) are stored at dst, 32
@@ -104,11 +197,16 @@ TEXT ·kltScore4AVX2(SB), NOSPLIT, $0-64
 	MOVQ    blocks+8(FP), R8
 	MOVQ    codes+16(FP), SI
 	MOVQ    stride+24(FP), DX
-	MOVQ    lanes+56(FP), AX
-	VMOVDQU (AX), Y15
+	MOVQ    tr+56(FP), R10
+	ADDQ    $31, R10
+	ANDQ    $-32, R10 // the transposed codes, 32-byte aligned
 	SHLQ    $3, DX
 
 sblock:
+	MOVQ   SI, BX
+	MOVQ   stride+24(FP), CX
+	MOVQ   R10, R13
+	YTRANS(stloop, stmask, sttr)
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -200,7 +298,7 @@ lloop: \
 	JNZ  lloop; \
 	JMP  anext
 
-// func kltAcc4AVX2(accs *[4]*float32, w *float32, pairs int, codes *byte, stride int, segs *kltSeg, nsegs int, lanes *[8]int32, last int)
+// func kltAcc4AVX2(accs *[4]*float32, w *float32, pairs int, codes *byte, stride int, segs *kltSeg, nsegs int, tr *byte, last int)
 //
 // For each pair of blocks of eight codes (A, then B 8·stride bytes on;
 // B is A again in the last pair when last is 1, its weights zero), with
@@ -216,17 +314,35 @@ TEXT ·kltAcc4AVX2(SB), NOSPLIT, $0-72
 	MOVQ    codes+24(FP), SI
 	MOVQ    stride+32(FP), DX
 	MOVQ    w+8(FP), R15
-	MOVQ    lanes+56(FP), AX
-	VMOVDQU (AX), Y15
-	SHLQ    $3, DX
-	MOVQ    DX, stride+32(FP) // now the offset of block B
+	MOVQ    tr+56(FP), AX
+	ADDQ    $31, AX
+	ANDQ    $-32, AX
+	MOVQ    AX, tr+56(FP) // block A's transposed codes, 32-byte aligned
+	LEAQ    15(DX), AX
+	SHRQ    $4, AX
+	SHLQ    $7, AX
+	ADDQ    $32, AX
+	MOVQ    AX, codes+24(FP) // now the offset of block B's
+	SHLQ    $3, DX // the offset of block B
 
 apair:
+	MOVQ    SI, BX
+	MOVQ    stride+32(FP), CX
+	MOVQ    tr+56(FP), R13
+	YTRANS(atA, atAmask, atAtr)
 	CMPQ    pairs+16(FP), $1
-	JNE     afull
+	JNE     atrB
 	CMPQ    last+64(FP), $1
-	JNE     afull
-	MOVQ    $0, stride+32(FP)
+	JNE     atrB
+	MOVQ    $0, codes+24(FP) // B is A: its transposed codes too
+	JMP     afull
+
+atrB:
+	LEAQ    (SI)(DX*1), BX
+	MOVQ    stride+32(FP), CX
+	MOVQ    tr+56(FP), R13
+	ADDQ    codes+24(FP), R13
+	YTRANS(atB, atBmask, atBtr)
 
 afull:
 	VMOVUPS 0(R15), Y0
@@ -241,16 +357,11 @@ aseg:
 	MOVLQSX    0(R11), AX
 	TESTQ      AX, AX
 	JS         akeep
-	VPCMPEQD   Y13, Y13, Y13
-	VPXOR      Y12, Y12, Y12
-	LEAQ       (SI)(AX*1), BX
-	VPGATHERDD Y13, (BX)(Y15*1), Y12
-	VPSRLD     16(R11), Y12, Y12
-	VPCMPEQD   Y13, Y13, Y13
-	VPXOR      Y4, Y4, Y4
-	ADDQ       stride+32(FP), BX
-	VPGATHERDD Y13, (BX)(Y15*1), Y4
-	VPSRLD     16(R11), Y4, Y4
+	YWINPOS
+	ADDQ       tr+56(FP), BX
+	YWINLOAD(Y12)
+	ADDQ       codes+24(FP), BX
+	YWINLOAD(Y4)
 
 akeep:
 	MOVQ  24(R11), CX

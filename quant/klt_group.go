@@ -22,15 +22,15 @@ import (
 // head, and each index is unpacked once per step, not once per query head.
 // Where the CPU has AVX2 (klt_amd64.s), eight codes go through at once,
 // sixteen with AVX-512, one in each lane, segment by segment (the fields of a run inside one
-// 4-byte window, kltSeg): the window is gathered from the eight codes
-// once (AVX-512: loaded from the sixteen codes transposed once a pass), then each field is a mask, a shift and a lookup of its level by a
+// 4-byte window, kltSeg): the window is loaded once from the codes,
+// transposed once a pass (32 or 64 bytes a dword of the eight or sixteen codes), then each field is a mask, a shift and a lookup of its level by a
 // permute (up to 32 levels) or a gather; scores sum level × query per
 // field for four queries, value sums keep eight (AVX2) or sixteen
 // (AVX-512) per-lane sums per field in scratch (two blocks of eight codes
 // a pass, four with AVX-512), added up into the accumulator at the end of
 // each call. The
 // row path is the kernels' pure-Go twin (the tests compare them) and
-// takes the last codes, whose gathers would read past the end of the
+// takes the last codes, whose loads would read past the end of the
 // codes. The
 // per-query scorer (Prepare) and the decoding expander (kltExp) are the
 // reference both are tested against.
@@ -116,8 +116,8 @@ func kltSegs(k *KLT) []kltSeg {
 }
 
 // laneBlocks returns how many blocks of eight of the n codes at the start
-// of codes (stride bytes each) the lane kernels may read: their gathers
-// read up to 3 bytes past a block's last code.
+// of codes (stride bytes each) the lane kernels may read: their loads
+// (the AVX2 kernels' transposes) read up to 3 bytes past a block's last code.
 func laneBlocks(n, stride, have int) int {
 	b := n / 8
 	for b > 0 && 8*b*stride+3 > have {
@@ -134,6 +134,13 @@ func kltTrLen(stride, groups int) int {
 	return groups*(1024*((stride+63)/64)+64) + 63
 }
 
+// kltTrLen2 is kltTrLen for the AVX2 lane kernels, groups of eight
+// codes: 32 bytes a dword of the codes (16 bytes of each at a time), a
+// dword more, and room to align them to 32 bytes.
+func kltTrLen2(stride, groups int) int {
+	return groups*(128*((stride+15)/16)+32) + 31
+}
+
 // kltAVX2Only keeps the KLT lane kernels to the AVX2 ones on a CPU with
 // AVX-512: a switch for the tests and benchmarks that compare the two.
 var kltAVX2Only bool
@@ -144,16 +151,6 @@ func (k *KLT) laneScales(rho []float32, codes []byte, stride int) {
 	for v := range rho {
 		rho[v] = k.scales[codes[v*stride]]
 	}
-}
-
-// laneOffsets returns the byte offsets of sixteen codes stride apart
-// (the AVX2 kernels take the first eight).
-func laneOffsets(stride int) *[16]int32 {
-	var l [16]int32
-	for i := range l {
-		l[i] = int32(i * stride)
-	}
-	return &l
 }
 
 // load64 returns the little-endian 64-bit word at b[i:], zero past its
@@ -299,12 +296,16 @@ func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []b
 	done := 0
 	if lanes && hasKLTLanes() && m > 0 {
 		blocks := laneBlocks(n, b, len(codes))
-		offs, wide := laneOffsets(b), hasKLTLanes512()
+		wide := hasKLTLanes512()
 		var raw [kltLaneChunk * 32]float32
 		var rho, spare [kltLaneChunk * 8]float32
-		var trBuf [2*1024 + 128]byte // the AVX-512 kernel's transposed codes
+		var trBuf [2*1024 + 128]byte // the kernel's transposed codes
 		tr := trBuf[:]
-		if l := kltTrLen(b, 1); wide && l > len(tr) {
+		l := kltTrLen2(b, 1)
+		if wide {
+			l = kltTrLen(b, 1)
+		}
+		if l > len(tr) {
 			tr = make([]byte, l)
 		}
 		for c0 := 0; c0 < blocks; c0 += kltLaneChunk {
@@ -325,7 +326,7 @@ func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []b
 					kltScore4AVX512(&rows, &base, &rho[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], &tr[0])
 					continue
 				}
-				kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], (*[8]int32)(offs[:8]))
+				kltScore4AVX2(&raw[0], c, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &q4[0], &tr[0])
 				for j := 4 * u; j < min(4*u+4, len(dst)); j++ {
 					base, out := p.base[j], dst[j][8*c0:8*(c0+c)]
 					for blk := range c {
@@ -393,7 +394,7 @@ type kltAcc struct {
 	w     []float32
 	y     []float32
 	scale []float32    // the scales of a chunk of the lane kernel's codes, then zeros: an absent head's weights on AVX-512
-	tr    []byte       // the AVX-512 lane kernel's transposed codes (kltTrLen)
+	tr    []byte       // the lane kernel's transposed codes (kltTrLen, kltTrLen2)
 	buf   [4][]float32 // the lane kernel's sums, 8 or 16 per coded component, of four heads
 }
 
@@ -481,10 +482,13 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 	if a.scale == nil {
 		a.scale = make([]float32, 2*8*kltLaneChunk) // and as many zeros, the weights of absent heads
 	}
-	if l := kltTrLen(b, 2); a.wide && len(a.tr) < l {
+	l := kltTrLen2(b, 2)
+	if a.wide {
+		l = kltTrLen(b, 2)
+	}
+	if len(a.tr) < l {
 		a.tr = make([]byte, l)
 	}
-	offs := laneOffsets(b)
 	var ptrs [4]*float32
 	for j := range ptrs {
 		ptrs[j] = &a.buf[j][0]
@@ -532,7 +536,7 @@ func (a *kltAcc) accumulateLanes(accs, ws [][]float32, codes []byte) int {
 			// the second time with zero weights.
 			odd := c % 2
 			clear(a.w[32*c : 32*(c+odd)])
-			kltAcc4AVX2(&ptrs, &w[0], (c+1)/2, &codes[8*c0*b], b, &k.segs[0], len(k.segs), (*[8]int32)(offs[:8]), odd)
+			kltAcc4AVX2(&ptrs, &w[0], (c+1)/2, &codes[8*c0*b], b, &k.segs[0], len(k.segs), &a.tr[0], odd)
 		}
 		for j := range heads {
 			acc, lanes := accs[h0+j], a.buf[j]
