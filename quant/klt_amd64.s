@@ -5,12 +5,13 @@
 // The KLT lane kernels: eight codes (stride bytes apart) in the lanes of
 // a ymm register, their fields in order, segment by segment (kltSeg, 80
 // bytes: off, kind at 0 and 4, bits at 8, shift at 16, n at 24, the
-// levels table at 32, the mask repeated eight times at 48). Each pass
-// first transposes its eight codes into scratch (YTRANS: 32 bytes a dword
-// of the codes); a segment whose off is not negative then loads its
-// window, the 4 bytes at off of each of the eight codes, from there (two
-// plain loads of a dword and the next and two shifts, YWINPOS and
-// YWINLOAD), shifted to the segment's first field. Each field is then
+// levels table at 32, the mask repeated eight times at 48), two blocks
+// of eight codes a pass. Each pass first transposes each block's codes
+// into scratch (YTRANS: 32 bytes a dword of the codes); a segment whose
+// off is not negative then loads its window, the 4 bytes at off of each
+// of the eight codes, from there (two plain loads of a dword and the
+// next and two shifts, YWINPOS and YWINLOAD), shifted to the segment's
+// first field. Each field is then
 // Y12 & mask, Y12 shifted on by bits, and its level looked up in the
 // run's table: one permute of 8 entries (kind 0), two and a blend of 16
 // (kind 1), four and three blends of 32 (kind 2), or a gather (kind 3).
@@ -145,44 +146,36 @@ ltr: \
 	VXORPS     Y6, Y6, Y6; \
 	VGATHERDPS Y13, (R14)(Y5*4), Y6
 
-// KLTWINDOW loads segment R11's window of the eight codes transposed at
-// R10 into Y12 where it has one, shifted to its first field; AX, BX, CX,
-// Y13–Y15 scratch.
-#define KLTWINDOW(lkeep) \
-	MOVLQSX 0(R11), AX; \
-	TESTQ   AX, AX; \
-	JS      lkeep; \
-	YWINPOS; \
-	ADDQ    R10, BX; \
-	YWINLOAD(Y12); \
-lkeep:
-
-// KLTQ4(a0, a1, a2, a3) adds Y6 times the four queries' floats at R13 to
-// a0–a3 and moves R13 to the next field's.
-#define KLTQ4(a0, a1, a2, a3) \
+// KLTQ4(a0, a1, a2, a3, b0, b1, b2, b3) adds Y15 times the four
+// queries' floats at R13 to a0–a3 and Y6 times them to b0–b3 (one
+// broadcast for both blocks), and moves R13 to the next field's.
+#define KLTQ4(a0, a1, a2, a3, b0, b1, b2, b3) \
 	VBROADCASTSS 0(R13), Y14; \
-	VFMADD231PS  Y14, Y6, a0; \
+	VFMADD231PS  Y14, Y15, a0; \
+	VFMADD231PS  Y14, Y6, b0; \
 	VBROADCASTSS 4(R13), Y14; \
-	VFMADD231PS  Y14, Y6, a1; \
+	VFMADD231PS  Y14, Y15, a1; \
+	VFMADD231PS  Y14, Y6, b1; \
 	VBROADCASTSS 8(R13), Y14; \
-	VFMADD231PS  Y14, Y6, a2; \
+	VFMADD231PS  Y14, Y15, a2; \
+	VFMADD231PS  Y14, Y6, b2; \
 	VBROADCASTSS 12(R13), Y14; \
-	VFMADD231PS  Y14, Y6, a3; \
+	VFMADD231PS  Y14, Y15, a3; \
+	VFMADD231PS  Y14, Y6, b3; \
 	ADDQ         $16, R13
 
-// SFIELDS(LOOK, lloop, ldone) scores the CX fields of the segment with
-// lookup LOOK, two a turn into the two sets of sums (Y0–Y3, Y8–Y11: one
-// chain of multiply-adds per query would wait on their latency).
+// SFIELDS(LOOK, lloop) scores the CX fields of the segment with lookup
+// LOOK for the two blocks (A's window in Y12, B's in Y4) into their sums
+// (Y0–Y3, Y8–Y11).
 #define SFIELDS(LOOK, lloop) \
 lloop: \
 	KLTNEXT; \
 	LOOK; \
-	KLTQ4(Y0, Y1, Y2, Y3); \
-	DECQ CX; \
-	JZ   snext; \
-	KLTNEXT; \
+	VMOVAPS Y6, Y15; \
+	VPAND   48(R11), Y4, Y5; \
+	VPSRLD  8(R11), Y4, Y4; \
 	LOOK; \
-	KLTQ4(Y8, Y9, Y10, Y11); \
+	KLTQ4(Y0, Y1, Y2, Y3, Y8, Y9, Y10, Y11); \
 	DECQ CX; \
 	JNZ  lloop; \
 	JMP  snext
@@ -191,7 +184,9 @@ lloop: \
 //
 // For each block of eight codes, the four sums Σ_f q[4f+j]·level_f (j <
 // 4, q the four queries interleaved per field) are stored at dst, 32
-// floats per block: query 0's eight codes, then 1's, 2's, 3's.
+// floats per block: query 0's eight codes, then 1's, 2's, 3's. Two
+// blocks a pass (A, then B 8·stride bytes on; an odd last block's pass
+// takes it as both and stores A's sums only).
 TEXT ·kltScore4AVX2(SB), NOSPLIT, $0-64
 	MOVQ    dst+0(FP), DI
 	MOVQ    blocks+8(FP), R8
@@ -199,14 +194,31 @@ TEXT ·kltScore4AVX2(SB), NOSPLIT, $0-64
 	MOVQ    stride+24(FP), DX
 	MOVQ    tr+56(FP), R10
 	ADDQ    $31, R10
-	ANDQ    $-32, R10 // the transposed codes, 32-byte aligned
-	SHLQ    $3, DX
+	ANDQ    $-32, R10 // block A's transposed codes, 32-byte aligned
+	LEAQ    15(DX), R9
+	SHRQ    $4, R9
+	SHLQ    $7, R9
+	ADDQ    $32, R9 // the offset of block B's
+	SHLQ    $3, DX // the offset of block B
 
-sblock:
-	MOVQ   SI, BX
-	MOVQ   stride+24(FP), CX
-	MOVQ   R10, R13
-	YTRANS(stloop, stmask, sttr)
+spair:
+	MOVQ    SI, BX
+	MOVQ    stride+24(FP), CX
+	MOVQ    R10, R13
+	YTRANS(stA, stAmask, stAtr)
+	MOVQ    R9, R15
+	CMPQ    R8, $1
+	JNE     stB
+	XORQ    R15, R15 // B is A
+	JMP     sfull
+
+stB:
+	LEAQ    (SI)(DX*1), BX
+	MOVQ    stride+24(FP), CX
+	LEAQ    (R10)(R9*1), R13
+	YTRANS(stBl, stBmask, stBtr)
+
+sfull:
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -220,7 +232,16 @@ sblock:
 	MOVQ   q+48(FP), R13
 
 sseg:
-	KLTWINDOW(skeep)
+	MOVLQSX 0(R11), AX
+	TESTQ   AX, AX
+	JS      skeep
+	YWINPOS
+	ADDQ    R10, BX
+	YWINLOAD(Y12)
+	ADDQ    R15, BX
+	YWINLOAD(Y4)
+
+skeep:
 	MOVQ 24(R11), CX
 	MOVQ 32(R11), R14
 	MOVL 4(R11), AX
@@ -246,18 +267,22 @@ snext:
 	DECQ R12
 	JNZ  sseg
 
-	VADDPS  Y8, Y0, Y0
-	VADDPS  Y9, Y1, Y1
-	VADDPS  Y10, Y2, Y2
-	VADDPS  Y11, Y3, Y3
 	VMOVUPS Y0, 0(DI)
 	VMOVUPS Y1, 32(DI)
 	VMOVUPS Y2, 64(DI)
 	VMOVUPS Y3, 96(DI)
-	ADDQ    $128, DI
-	ADDQ    DX, SI
-	DECQ    R8
-	JNZ     sblock
+	CMPQ    R8, $1
+	JEQ     sdone
+	VMOVUPS Y8, 128(DI)
+	VMOVUPS Y9, 160(DI)
+	VMOVUPS Y10, 192(DI)
+	VMOVUPS Y11, 224(DI)
+	ADDQ    $256, DI
+	LEAQ    (SI)(DX*2), SI
+	SUBQ    $2, R8
+	JGT     spair
+
+sdone:
 	VZEROUPPER
 	RET
 

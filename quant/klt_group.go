@@ -301,7 +301,7 @@ func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []b
 		var rho, spare [kltLaneChunk * 8]float32
 		var trBuf [2*1024 + 128]byte // the kernel's transposed codes
 		tr := trBuf[:]
-		l := kltTrLen2(b, 1)
+		l := kltTrLen2(b, 2)
 		if wide {
 			l = kltTrLen(b, 1)
 		}
