@@ -10,7 +10,7 @@
 // into scratch (YTRANS: 32 bytes a dword of the codes); a segment whose
 // off is not negative then loads its window, the 4 bytes at off of each
 // of the eight codes, from there (two plain loads of a dword and the
-// next and two shifts, YWINPOS and YWINLOAD), shifted to the segment's
+// next and two shifts, WINPOS(5) and YWINLOAD), shifted to the segment's
 // first field. Each field is then
 // Y12 & mask, Y12 shifted on by bits, and its level looked up in the
 // run's table: one permute of 8 entries (kind 0), two and a blend of 16
@@ -88,24 +88,26 @@ ltr: \
 	SUBQ        $16, R14; \
 	JGT         lloop
 
-// YWINPOS leaves, for segment R11 with a window (its off in AX), the
-// offset of the window's first dword in the transposed codes (32 bytes
-// a dword) in BX and the shifts that take its bits from that dword and
-// the next to the segment's first field in X13 (right) and X14 (left);
-// AX, CX scratch.
-#define YWINPOS \
+// WINPOS(lg) leaves, for segment R11 with a window (its off in AX), the
+// offset of the window's first dword in the transposed codes (1<<lg
+// bytes a dword: 32 for the AVX2 kernels' eight codes, 64 for the
+// AVX-512 ones' sixteen) in BX and the shifts that take its bits from
+// that dword and the next to the segment's first field in X13 (right)
+// and X14 (left); AX, CX scratch.
+#define WINPOS(lg) \
 	SHLQ  $3, AX; \
 	ADDQ  16(R11), AX; \
 	MOVQ  AX, BX; \
 	ANDQ  $31, AX; \
-	ANDQ  $-32, BX; \
+	SHRQ  $5, BX; \
+	SHLQ  $lg, BX; \
 	VMOVQ AX, X13; \
 	MOVL  $32, CX; \
 	SUBQ  AX, CX; \
 	VMOVQ CX, X14
 
 // YWINLOAD(y) sets y to the eight codes' window at BX in the transposed
-// codes (YWINPOS), shifted to its first field; Y15 scratch.
+// codes (WINPOS(5)), shifted to its first field; Y15 scratch.
 #define YWINLOAD(y) \
 	VMOVDQU (BX), y; \
 	VPSRLD  X13, y, y; \
@@ -235,7 +237,7 @@ sseg:
 	MOVLQSX 0(R11), AX
 	TESTQ   AX, AX
 	JS      skeep
-	YWINPOS
+	WINPOS(5)
 	ADDQ    R10, BX
 	YWINLOAD(Y12)
 	ADDQ    R15, BX
@@ -382,7 +384,7 @@ aseg:
 	MOVLQSX    0(R11), AX
 	TESTQ      AX, AX
 	JS         akeep
-	YWINPOS
+	WINPOS(5)
 	ADDQ       tr+56(FP), BX
 	YWINLOAD(Y12)
 	ADDQ       codes+24(FP), BX
@@ -429,7 +431,7 @@ anext:
 // left (KMASK) and of the code's bytes, so nothing past the codes nor the
 // partner of an odd last block is read (its lanes are zero); a window is
 // then two plain loads of that dword and the next and two shifts
-// (ZWINPOS, ZWINLOAD). Per segment its mask (broadcast), shift and the first 32 entries
+// (WINPOS(6), ZWINLOAD). Per segment its mask (broadcast), shift and the first 32 entries
 // of its table go into registers (ZSEG); a field's level is then one
 // permute of 16 entries (kinds 0 and 1), the two halves of the table in
 // one VPERMT2PS (kind 2), or a gather (kind 3).
@@ -597,25 +599,8 @@ lfull: \
 	SUBQ    $64, R14; \
 	JGT     lloop
 
-// ZWINPOS leaves, for segment R11 with a window (its off in AX), the
-// offset of the window's first dword in the transposed codes (64 bytes
-// a dword) in BX and the shifts that take its bits from that dword and
-// the next to the segment's first field in X13 (right) and X14 (left);
-// AX, CX scratch.
-#define ZWINPOS \
-	SHLQ  $3, AX; \
-	ADDQ  16(R11), AX; \
-	MOVQ  AX, BX; \
-	ANDQ  $31, AX; \
-	SHRQ  $5, BX; \
-	SHLQ  $6, BX; \
-	VMOVQ AX, X13; \
-	MOVL  $32, CX; \
-	SUBQ  AX, CX; \
-	VMOVQ CX, X14
-
 // ZWINLOAD(z) sets z to the sixteen codes' window at BX in the
-// transposed codes (ZWINPOS), shifted to its first field; Z30 scratch.
+// transposed codes (WINPOS(6)), shifted to its first field; Z30 scratch.
 #define ZWINLOAD(z) \
 	VMOVDQU32 (BX), z; \
 	VPSRLD    X13, z, z; \
@@ -725,7 +710,7 @@ zsseg:
 	MOVLQSX 0(R11), AX
 	TESTQ   AX, AX
 	JS      zskeep
-	ZWINPOS
+	WINPOS(6)
 	ADDQ    R10, BX
 	ZWINLOAD(Z12)
 
@@ -862,7 +847,7 @@ zaseg:
 	MOVLQSX 0(R11), AX
 	TESTQ   AX, AX
 	JS      zakeep
-	ZWINPOS
+	WINPOS(6)
 	ADDQ    tr+64(FP), BX
 	ZWINLOAD(Z12)
 	ADDQ    codes+32(FP), BX
