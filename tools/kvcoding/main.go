@@ -146,8 +146,10 @@ type result struct {
 	err, books, shared, ecsq, bpc, pred float64
 }
 
-// coded is one vector in the KLT's basis: y = T·x − off, and its scale.
+// coded is one vector as the cache takes it (x: keys centred) and in the
+// KLT's basis (y = T·x − off), with its scale.
 type coded struct {
+	x   []float32
 	y   []float64
 	rho float64
 }
@@ -217,13 +219,13 @@ func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key boo
 			src = tr.K
 		}
 		var out []coded
-		x, rm := make([]float64, d), make([]float64, d)
+		x, rm, ropeMean := make([]float64, d), make([]float64, d), toF64(hc.RopeMean)
 		for t := 1; t < tr.Len(); t++ {
 			for i, v := range src[(t*heads+h)*d : (t*heads+h+1)*d] {
 				x[i] = float64(v)
 			}
 			if key { // centred on the mean before RoPE, turned to t
-				sh.Rope.Rotate(rm, toF64(hc.RopeMean), t)
+				sh.Rope.Rotate(rm, ropeMean, t)
 				for i := range x {
 					x[i] -= rm[i]
 				}
@@ -248,7 +250,11 @@ func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key boo
 				e := math.Max(1, math.Min(255, math.Round(8*math.Log2(r))+128))
 				rho = math.Exp2((e - 128) / 8)
 			}
-			out = append(out, coded{y, rho})
+			x32 := make([]float32, d)
+			for i, v := range x {
+				x32[i] = float32(v)
+			}
+			out = append(out, coded{x32, y, rho})
 		}
 		return out
 	}
@@ -331,18 +337,11 @@ func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key boo
 func realError(k *quant.KLT, tv []coded, p quant.KLTParams, errOf func([]float64) float64) (float64, error) {
 	d := len(p.Sigma)
 	code := make([]byte, k.Bytes())
-	x, dec := make([]float32, d), make([]float32, d)
+	dec := make([]float32, d)
 	dy := make([]float64, d)
 	var s float64
 	for _, v := range tv {
-		// x = Tᵀ·(y + off): back to the cache's basis.
-		for c := range d {
-			var t float64
-			for r := range d {
-				t += float64(p.Transform[r*d+c]) * (v.y[r] + float64(p.Offset[r]))
-			}
-			x[c] = float32(t)
-		}
+		x := v.x
 		if err := k.Encode(code, x); err != nil {
 			return 0, err
 		}
