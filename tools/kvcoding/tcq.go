@@ -23,7 +23,7 @@ import (
 // share z₀ (both in D0 ∪ D2 or both in D1 ∪ D3) and so do the two that
 // enter one; the state is the last nu path bits, so each component's
 // subset is a function of a window of nu+1 stored bits (no recursion
-// over the whole path).
+// over the whole path; cyclic over a sequence, which is tail-biting).
 type trellis struct {
 	nu     int
 	h0, h1 uint32 // bit k: coefficient of Dᵏ
@@ -75,6 +75,15 @@ type tcq struct {
 	sub  [4][]float64 // sub[j][i] = book[4i+j]
 	// lbl[s*2+v] is the subset of the branch from s with path bit v.
 	lbl []int
+	// tailBiting makes a path end in the state it starts in (see
+	// encode); otherwise it starts in state 0, as in Marcellin and
+	// Fischer's long sequences.
+	tailBiting bool
+	// steps, when set, are the subsets of each step of a sequence (of
+	// as many steps), for sequences whose components differ in width
+	// and so in codebook (one trellis path through them all); nil: sub
+	// at every step.
+	steps []*[4][]float64
 	// Viterbi scratch.
 	cost, next []float64
 	back       []uint8 // per step and state: which predecessor (0, 1)
@@ -113,19 +122,94 @@ func (q *tcq) setBook(book []float64) {
 	}
 }
 
+// tailBitingSearch is how many start states the tail-biting encoder of
+// a trellis of more than 32 states tries: the end states of the best
+// paths from any start read cyclically, and state 0 (smaller trellises try every state;
+// a larger one may then miss the best path, never by much).
+const tailBitingSearch = 8
+
 // encode codes x (weights w, nil: all 1) and writes each component's path
 // bit to v and index in its subset to idx; it returns the weighted
-// squared error Σ wₙ·(xₙ − x̂ₙ)².
+// squared error Σ wₙ·(xₙ − x̂ₙ)². With tailBiting the path starts in the
+// state it ends in, its last nu path bits, so that no component sees
+// half a codebook (a path from state 0 starts in D0 ∪ D2, lopsided) and
+// no bit is spent on the start; the decoder reads the window cyclically.
+// Otherwise the path starts in state 0 and ends anywhere.
 func (q *tcq) encode(x, w []float64, v, idx []int) float64 {
+	ns := q.tr.states()
+	if !q.tailBiting {
+		q.viterbi(x, w, 0)
+		end := 0
+		for s := range ns {
+			if q.cost[s] < q.cost[end] {
+				end = s
+			}
+		}
+		c := q.cost[end]
+		q.traceback(len(x), end, v, idx)
+		return c
+	}
+	var starts []int
+	if ns <= 32 {
+		starts = make([]int, ns)
+		for s := range starts {
+			starts[s] = s
+		}
+	} else {
+		q.viterbi(x, w, -1)
+		order := make([]int, ns)
+		for s := range order {
+			order[s] = s
+		}
+		slices.SortFunc(order, func(a, b int) int { return cmpFloat(q.cost[a], q.cost[b]) })
+		// The cyclic state of each of the best free paths (its end
+		// state, or for a path shorter than nu its bits repeated), and
+		// state 0, which always has a tail-biting path (all zeros).
+		starts = []int{0}
+		for _, e := range order[:tailBitingSearch] {
+			q.traceback(len(x), e, v, idx)
+			if s0 := q.state(v, 0); !slices.Contains(starts, s0) {
+				starts = append(starts, s0)
+			}
+		}
+	}
+	best, bestCost := -1, math.Inf(1)
+	for _, s0 := range starts {
+		q.viterbi(x, w, s0)
+		if c := q.cost[s0]; c < bestCost {
+			best, bestCost = s0, c
+		}
+	}
+	q.viterbi(x, w, best)
+	q.traceback(len(x), best, v, idx)
+	return q.cost[best]
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// viterbi runs the add–compare–select over x from state start (−1: from
+// every state at no cost), leaving the path costs by end state in q.cost
+// and the decisions in q.back and q.pick.
+func (q *tcq) viterbi(x, w []float64, start int) {
 	n, ns := len(x), q.tr.states()
 	if cap(q.back) < n*ns {
 		q.back, q.pick = make([]uint8, n*ns), make([]int32, n*ns)
 	}
 	back, pick := q.back[:n*ns], q.pick[:n*ns]
 	for s := range q.cost {
-		q.cost[s] = math.Inf(1)
+		q.cost[s] = 0
+		if start >= 0 && s != start {
+			q.cost[s] = math.Inf(1)
+		}
 	}
-	q.cost[0] = 0
 	half := ns >> 1
 	for t, xt := range x {
 		// The nearest level of each subset: four scalar quantizations a step.
@@ -135,13 +219,14 @@ func (q *tcq) encode(x, w []float64, v, idx []int) float64 {
 		if w != nil {
 			wt = w[t]
 		}
+		sub := q.subsAt(t)
 		for j := range 4 {
-			i := nearest(q.sub[j], xt)
-			e := xt - q.sub[j][i]
+			i := nearest(sub[j], xt)
+			e := xt - sub[j][i]
 			dist[j], at[j] = wt*e*e, int32(i)
 		}
-		// Add–compare–select: state s' is entered from s'>>1 and
-		// s'>>1 | 1<<(nu−1), with path bit s'&1.
+		// State s' is entered from s'>>1 and s'>>1 | 1<<(nu−1), with
+		// path bit s'&1.
 		for s2 := range ns {
 			p0, vb := s2>>1, s2&1
 			p1 := p0 | half
@@ -155,30 +240,46 @@ func (q *tcq) encode(x, w []float64, v, idx []int) float64 {
 		}
 		q.cost, q.next = q.next, q.cost
 	}
-	best := 0
-	for s := range ns {
-		if q.cost[s] < q.cost[best] {
-			best = s
+}
+
+// traceback writes the path of n steps that ends in state end.
+func (q *tcq) traceback(n, end int, v, idx []int) {
+	ns := q.tr.states()
+	half := ns >> 1
+	for t, s := n-1, end; t >= 0; t-- {
+		v[t], idx[t] = s&1, int(q.pick[t*ns+s])
+		s = s>>1 | int(q.back[t*ns+s])*half
+	}
+}
+
+// state returns the state before component t of path v: the path bits
+// t−1 … t−nu, read cyclically (tail-biting) or zero before the start.
+func (q *tcq) state(v []int, t int) int {
+	s, n := 0, len(v)
+	for k := 1; k <= q.tr.nu; k++ {
+		if q.tailBiting {
+			s |= v[((t-k)%n+n)%n] << (k - 1)
+		} else if t-k >= 0 {
+			s |= v[t-k] << (k - 1)
 		}
 	}
-	total := q.cost[best]
-	for t, s := n-1, best; t >= 0; t-- {
-		v[t], idx[t] = s&1, int(pick[t*ns+s])
-		s = s>>1 | int(back[t*ns+s])*half
+	return s
+}
+
+// subsAt returns the subsets of step t.
+func (q *tcq) subsAt(t int) *[4][]float64 {
+	if q.steps != nil {
+		return q.steps[t]
 	}
-	return total
+	return &q.sub
 }
 
 // decode writes the reconstruction of the path bits v and subset indices
-// idx to out. Each component is read on its own from the window of the
-// last nu+1 path bits, as a scorer would read it.
+// idx to out. Each component is read on its own from the window of
+// nu+1 path bits that ends at it, as a scorer would read it.
 func (q *tcq) decode(out []float64, v, idx []int) {
 	for t := range out {
-		s := 0 // state before t: path bits t−1 … t−nu, zero before the start
-		for k := 1; k <= q.tr.nu && t-k >= 0; k++ {
-			s |= v[t-k] << (k - 1)
-		}
-		out[t] = q.sub[q.lbl[s*2+v[t]]][idx[t]]
+		out[t] = q.subsAt(t)[q.lbl[q.state(v, t)*2+v[t]]][idx[t]]
 	}
 }
 
@@ -242,11 +343,7 @@ func (q *tcq) train(seqs, ws [][]float64, iters int) float64 {
 			e += q.encode(x, w, v, idx)
 			cnt += float64(len(x))
 			for t := range x {
-				s := 0
-				for j := 1; j <= q.tr.nu && t-j >= 0; j++ {
-					s |= v[t-j] << (j - 1)
-				}
-				l := 4*idx[t] + q.lbl[s*2+v[t]]
+				l := 4*idx[t] + q.lbl[q.state(v, t)*2+v[t]]
 				wt := 1.0
 				if w != nil {
 					wt = w[t]

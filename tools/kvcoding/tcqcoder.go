@@ -2,6 +2,7 @@ package main
 
 import (
 	"math/rand/v2"
+	"slices"
 
 	"github.com/turbomem/turbomem/quant"
 )
@@ -16,8 +17,7 @@ const (
 	// are few and carry little of the error).
 	tcqMaxBits = 7
 	// tcqMinRun is the shortest run of equal bits coded by TCQ; shorter
-	// runs keep the scalar code (the trellis starts in state 0, so its
-	// first components see half the union codebook).
+	// runs keep the scalar code.
 	tcqMinRun = 4
 )
 
@@ -38,6 +38,7 @@ func gaussianTCQBooks(trs []trellis) (map[tcqKey][]float64, error) {
 			if err != nil {
 				return nil, err
 			}
+			q.tailBiting = true
 			r := rand.New(rand.NewPCG(uint64(tr.states()), uint64(b)))
 			seqs := make([][]float64, max(600, 4<<(b+1)))
 			for i := range seqs {
@@ -53,74 +54,125 @@ func gaussianTCQBooks(trs []trellis) (map[tcqKey][]float64, error) {
 	return out, nil
 }
 
-// tcqCoder codes a klt design's normalised coefficients with TCQ along
+// tcqCoder codes a klt design's normalised coefficients with TCQ, each
+// vector alone as the cache appends it, and the components it leaves
+// with the scalar code. Per run (whole false), the trellis runs along
 // each run of components of equal bits (1 to tcqMaxBits, at least
-// tcqMinRun long) of one vector, the rest with the scalar code; each
-// vector is coded alone, as the cache appends it.
+// tcqMinRun long); whole, one trellis path runs along all the vector's
+// components of 1 to tcqMaxBits bits in order, each step with its
+// width's union codebook (the trellis only picks subsets, so widths may
+// change from step to step; still b bits a component).
 type tcqCoder struct {
 	p quant.KLTParams
 	// diag is the error metric's diagonal in the KLT basis (keys: the
 	// queries' second moment turned; values: 1), the Viterbi weights.
 	diag  []float64
 	gauss map[int][]float64 // scalar Lloyd–Max codebooks by bits
+	whole bool
 }
 
-type bitRun struct{ lo, hi, b int }
-
-// runs returns the runs of components that TCQ codes.
-func (c tcqCoder) runs() []bitRun {
-	var out []bitRun
+// seqs returns the sequences TCQ codes, as component indices.
+func (c tcqCoder) seqs() [][]int {
+	var out [][]int
 	bs := c.p.Bits
+	if c.whole {
+		var all []int
+		for r, b := range bs {
+			if b >= 1 && b <= tcqMaxBits {
+				all = append(all, r)
+			}
+		}
+		if len(all) > 0 {
+			out = append(out, all)
+		}
+		return out
+	}
 	for lo := 0; lo < len(bs); {
 		hi := lo + 1
 		for hi < len(bs) && bs[hi] == bs[lo] {
 			hi++
 		}
 		if b := int(bs[lo]); b >= 1 && b <= tcqMaxBits && hi-lo >= tcqMinRun {
-			out = append(out, bitRun{lo, hi, b})
+			run := make([]int, 0, hi-lo)
+			for r := lo; r < hi; r++ {
+				run = append(run, r)
+			}
+			out = append(out, run)
 		}
 		lo = hi
 	}
 	return out
 }
 
-// quantizers returns a TCQ of trellis tr for each width the runs code,
-// with the Gaussian union codebooks books.
-func (c tcqCoder) quantizers(tr trellis, books map[tcqKey][]float64) (map[int]*tcq, error) {
-	qs := map[int]*tcq{}
-	for _, rn := range c.runs() {
-		if qs[rn.b] != nil {
-			continue
+// tcqSet is a coder's quantizers: one per width (its union codebook) and
+// one to drive each sequence.
+type tcqSet struct {
+	byWidth map[int]*tcq
+	drivers []*tcq
+}
+
+// quantizers returns the tail-biting TCQs of trellis tr for the
+// sequences, with the Gaussian union codebooks books.
+func (c tcqCoder) quantizers(tr trellis, books map[tcqKey][]float64) (tcqSet, error) {
+	set := tcqSet{byWidth: map[int]*tcq{}}
+	width := func(b int) (*tcq, error) {
+		if q := set.byWidth[b]; q != nil {
+			return q, nil
 		}
-		q, err := newTCQ(tr, rn.b, books[tcqKey{tr.states(), rn.b}])
+		q, err := newTCQ(tr, b, books[tcqKey{tr.states(), b}])
 		if err != nil {
 			return nil, err
 		}
-		qs[rn.b] = q
+		q.tailBiting = true
+		set.byWidth[b] = q
+		return q, nil
 	}
-	return qs, nil
+	for _, seq := range c.seqs() {
+		first, err := width(int(c.p.Bits[seq[0]]))
+		if err != nil {
+			return tcqSet{}, err
+		}
+		if !c.whole {
+			set.drivers = append(set.drivers, first)
+			continue
+		}
+		d, err := newTCQ(tr, first.b, first.book)
+		if err != nil {
+			return tcqSet{}, err
+		}
+		d.tailBiting = true
+		for _, r := range seq {
+			q, err := width(int(c.p.Bits[r]))
+			if err != nil {
+				return tcqSet{}, err
+			}
+			d.steps = append(d.steps, &q.sub)
+		}
+		set.drivers = append(set.drivers, d)
+	}
+	return set, nil
 }
 
-// seq writes run rn of vector v, normalised (yᵢ/(ρ̂·σᵢ)), to x and its
-// Viterbi weights (the metric's diagonal times the squared scale) to w.
-func (c tcqCoder) seq(v coded, rn bitRun, x, w []float64) {
-	for i := range x {
-		r := rn.lo + i
+// fill writes the components seq of vector v, normalised (yᵢ/(ρ̂·σᵢ)), to
+// x and their Viterbi weights (the metric's diagonal times the squared
+// scale) to w.
+func (c tcqCoder) fill(v coded, seq []int, x, w []float64) {
+	for i, r := range seq {
 		sc := v.rho * float64(c.p.Sigma[r])
 		x[i] = v.y[r] / sc
 		w[i] = c.diag[r] * sc * sc
 	}
 }
 
-// total is the mean error of the test vectors coded with the TCQs qs on
-// the runs and the scalar code elsewhere.
-func (c tcqCoder) total(tv []coded, qs map[int]*tcq, errOf func([]float64) float64) float64 {
+// total is the mean error of the test vectors coded with the TCQs of set
+// on the sequences and the scalar code elsewhere.
+func (c tcqCoder) total(tv []coded, set tcqSet, errOf func([]float64) float64) float64 {
 	d := len(c.p.Sigma)
-	runs := c.runs()
-	inRun := make([]bool, d)
-	for _, rn := range runs {
-		for r := rn.lo; r < rn.hi; r++ {
-			inRun[r] = true
+	seqs := c.seqs()
+	inSeq := make([]bool, d)
+	for _, seq := range seqs {
+		for _, r := range seq {
+			inSeq[r] = true
 		}
 	}
 	dy := make([]float64, d)
@@ -130,7 +182,7 @@ func (c tcqCoder) total(tv []coded, qs map[int]*tcq, errOf func([]float64) float
 	for _, v := range tv {
 		for r := range d {
 			dy[r] = v.y[r]
-			if c.p.Bits[r] == 0 || v.rho == 0 || inRun[r] {
+			if c.p.Bits[r] == 0 || v.rho == 0 || inSeq[r] {
 				continue
 			}
 			sc := v.rho * float64(c.p.Sigma[r])
@@ -138,16 +190,15 @@ func (c tcqCoder) total(tv []coded, qs map[int]*tcq, errOf func([]float64) float
 			dy[r] -= cb[nearest(cb, v.y[r]/sc)] * sc
 		}
 		if v.rho > 0 {
-			for _, rn := range runs {
-				n := rn.hi - rn.lo
+			for k, seq := range seqs {
+				n := len(seq)
 				x, w, dec = resize(x, n), resize(w, n), resize(dec, n)
 				pv, idx = resize(pv, n), resize(idx, n)
-				c.seq(v, rn, x, w)
-				q := qs[rn.b]
+				c.fill(v, seq, x, w)
+				q := set.drivers[k]
 				q.encode(x, w, pv, idx)
 				q.decode(dec, pv, idx)
-				for i := range n {
-					r := rn.lo + i
+				for i, r := range seq {
 					dy[r] -= dec[i] * v.rho * float64(c.p.Sigma[r])
 				}
 			}
@@ -157,24 +208,45 @@ func (c tcqCoder) total(tv []coded, qs map[int]*tcq, errOf func([]float64) float
 	return s / float64(len(tv))
 }
 
-// train refines each width's union codebook on the calibration vectors'
-// runs of that width (the TCQ Lloyd iteration, weighted as the encoder
-// weighs): one codebook per width, as "shared" is for the scalar code.
-func (c tcqCoder) train(cv []coded, qs map[int]*tcq) {
-	seqs, ws := map[int][][]float64{}, map[int][][]float64{}
-	for _, v := range cv {
-		if v.rho == 0 {
-			continue
+// train refines each width's union codebook on the calibration vectors
+// (the TCQ Lloyd iteration, iters times, weighted as the encoder weighs):
+// one codebook per width, as "shared" is for the scalar code.
+func (c tcqCoder) train(cv []coded, set tcqSet, iters int) {
+	seqs := c.seqs()
+	var x, w []float64
+	var pv, idx []int
+	for range iters {
+		sum, num := map[int][]float64{}, map[int][]float64{}
+		for b, q := range set.byWidth {
+			sum[b], num[b] = make([]float64, len(q.book)), make([]float64, len(q.book))
 		}
-		for _, rn := range c.runs() {
-			n := rn.hi - rn.lo
-			x, w := make([]float64, n), make([]float64, n)
-			c.seq(v, rn, x, w)
-			seqs[rn.b] = append(seqs[rn.b], x)
-			ws[rn.b] = append(ws[rn.b], w)
+		for _, v := range cv {
+			if v.rho == 0 {
+				continue
+			}
+			for k, seq := range seqs {
+				n := len(seq)
+				x, w, pv, idx = resize(x, n), resize(w, n), resize(pv, n), resize(idx, n)
+				c.fill(v, seq, x, w)
+				q := set.drivers[k]
+				q.encode(x, w, pv, idx)
+				for i, r := range seq {
+					b := int(c.p.Bits[r])
+					l := 4*idx[i] + q.lbl[q.state(pv, i)*2+pv[i]]
+					sum[b][l] += w[i] * x[i]
+					num[b][l] += w[i]
+				}
+			}
 		}
-	}
-	for b, q := range qs {
-		q.train(seqs[b], ws[b], 6)
+		for b, q := range set.byWidth {
+			book := slices.Clone(q.book)
+			for l := range book {
+				if num[b][l] > 0 {
+					book[l] = sum[b][l] / num[b][l]
+				}
+			}
+			slices.Sort(book)
+			q.setBook(book)
+		}
 	}
 }
