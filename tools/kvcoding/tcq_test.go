@@ -3,6 +3,7 @@ package main
 import (
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 
 	"github.com/turbomem/turbomem/quant"
@@ -142,6 +143,7 @@ func TestTCQUniform(t *testing.T) {
 	}
 	got := 10 * math.Log10(1.0/12/q.train(seqs, nil, 1))
 	gap := 6.0206*b + 10*math.Log10(2*math.Pi*math.E/12) - got
+	t.Logf("%.3f dB below the bound", gap)
 	if math.Abs(gap-0.21) > 0.1 {
 		t.Errorf("%.2f dB, %.2f dB below the bound, want 0.21 ± 0.1", got, gap)
 	}
@@ -300,5 +302,29 @@ func TestTCQMixedWidths(t *testing.T) {
 		if math.Abs(e-e2) > 1e-9*e2 || math.Abs(e-best) > 1e-9*best {
 			t.Errorf("trial %d: encoder %.9g, decoded %.9g, best path %.9g", trial, e, e2, best)
 		}
+	}
+}
+
+// BenchmarkTCQEncode: one vector's 125 coded components (the embedded
+// model's keys at 2.5 bits), 2 bits each, tail-biting.
+func BenchmarkTCQEncode(b *testing.B) {
+	for _, states := range []int{8, 32, 256} {
+		b.Run(strconv.Itoa(states), func(b *testing.B) {
+			tr, _ := newTrellis(states)
+			cb, err := quant.LloydMaxGaussian(3, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			q, err := newTCQ(tr, 2, toF64(cb.Centroids))
+			if err != nil {
+				b.Fatal(err)
+			}
+			q.tailBiting = true
+			x := gaussianSeqs(15, 1, 125)[0]
+			v, idx := make([]int, len(x)), make([]int, len(x))
+			for b.Loop() {
+				q.encode(x, nil, v, idx)
+			}
+		})
 	}
 }
