@@ -3,7 +3,7 @@
 // own keys and values: a feasibility study for the klt formats at low
 // rates, not a format.
 //
-//	go run ./tools/kvcoding [-m model.gguf] [-ctx 2048] [-bpc 2.5,3.5]
+//	go run ./tools/kvcoding [-m model.gguf] [-ctx 2048] [-bpc 2.5,3.5] [-tcq 8,32,256]
 //
 // The model runs over two windows of ctx tokens of the embedded held-out
 // text: the first calibrates (kvcache.EstimateCovariances, then the klt
@@ -30,6 +30,29 @@
 // A ratio below 1 is less error at the same bits; an ecsq rate below the
 // format's is bits saved at the same error (variable-length codes: an
 // estimate of what entropy coding could give, not a layout).
+//
+// Then fixed-rate vector quantization at the same bits (-tcq, trellis
+// sizes; tcq.go, tcqcoder.go): trellis-coded quantization of each vector
+// alone, as the cache appends it, b bits a component exactly (a path bit
+// and b−1 bits of index in one of four subsets of a union codebook of
+// 2^(b+1) levels for a unit Gaussian: the doubled Lloyd–Max alphabet
+// refined by the TCQ Lloyd iteration on Gaussian samples); tail-biting
+// trellises, so no bit goes to a start state; components of 8 bits keep
+// the scalar code:
+//
+//   - tcq8run: 8 states, the trellis along each run of components of
+//     equal bits (at least 4) alone;
+//   - tcqN: N states, one trellis path along all the vector's coded
+//     components in order, each with its width's codebook;
+//   - tcq+sh: the largest, with one union codebook per width trained on
+//     the calibration window (as "shared");
+//   - +bpc: for tcq+sh, the bits per coordinate the scalar klt coder
+//     needs beyond the format's to reach the same error (designs a byte
+//     larger at a time, log-linear between them).
+//
+// The summary gives each column's geometric mean and −½·log₂ of it, the
+// bits per coded component the ratio is worth at high rate (an
+// approximation; +bpc is the measured equivalent).
 package main
 
 import (
@@ -38,6 +61,7 @@ import (
 	"log/slog"
 	"math"
 	"os"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -53,14 +77,30 @@ func main() {
 	path := flag.String("m", "", "GGUF model (default: the embedded reference model)")
 	ctx := flag.Int("ctx", 2048, "tokens per window (calibration, then coded)")
 	rates := flag.String("bpc", "2.5,3.5", "comma-separated klt rates, bits per coordinate all in")
+	states := flag.String("tcq", "8,32,256", "comma-separated trellis sizes for the TCQ columns (4 to 256 states; empty: none)")
 	flag.Parse()
-	if err := run(*path, *ctx, *rates); err != nil {
+	if err := run(*path, *ctx, *rates, *states); err != nil {
 		slog.Error("kvcoding", "err", err)
 		os.Exit(1)
 	}
 }
 
-func run(path string, n int, rates string) error {
+func run(path string, n int, rates, states string) error {
+	var trs []trellis
+	for _, s := range strings.Split(states, ",") {
+		if s = strings.TrimSpace(s); s == "" {
+			continue
+		}
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			return fmt.Errorf("-tcq: %q is not a number of states", s)
+		}
+		tr, err := newTrellis(v)
+		if err != nil {
+			return fmt.Errorf("-tcq: %w", err)
+		}
+		trs = append(trs, tr)
+	}
 	var bpcs []float64
 	for _, s := range strings.Split(rates, ",") {
 		v, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
@@ -108,42 +148,146 @@ func run(path string, n int, rates string) error {
 	if err != nil {
 		return err
 	}
+	books, err := gaussianTCQBooks(append([]trellis{ungerboeck[8]}, trs...))
+	if err != nil {
+		return err
+	}
 	for _, bpc := range bpcs {
 		fmt.Printf("\nklt at %g bits per coordinate, %d + %d tokens\n", bpc, n, n)
-		fmt.Printf("%-6s %-4s %12s %8s %8s %10s %8s\n", "layer", "part", "error", "books", "shared", "ecsq bpc", "pred")
+		fmt.Printf("%-6s %-4s %12s %8s %8s %10s %8s", "layer", "part", "error", "books", "shared", "ecsq bpc", "pred")
+		names := tcqColumns(trs)
+		for _, name := range names {
+			fmt.Printf(" %8s", name)
+		}
+		if len(trs) > 0 {
+			fmt.Printf(" %8s", "+bpc")
+		}
+		fmt.Println()
 		var logBooks, logShared, saved, pred float64
+		logTCQ, bitsTCQ := make([]float64, len(names)), make([]float64, len(names))
+		var runLens []int
+		scalar := 0
+		var logPart [2][]float64 // keys, values: log ratio of each TCQ column
+		logPart[0], logPart[1] = make([]float64, len(names)), make([]float64, len(names))
+		var cntPart [2]int
 		cnt := 0
+		// The layers, heads and parts are measured on all cores, printed
+		// in order.
+		type job struct {
+			l, h int
+			key  bool
+			r    result
+			err  error
+			done chan struct{}
+		}
+		var jobs []*job
 		for l := range cal {
 			for h := range cal[l].Shape.KVHeads {
 				for _, key := range []bool{true, false} {
-					r, err := measure(cal[l], test[l], cov.Layers[l][h], h, key, bpc)
-					if err != nil {
-						return fmt.Errorf("layer %d head %d: %w", l, h, err)
-					}
-					part := "V"
-					if key {
-						part = "K"
-					}
-					if cal[l].Shape.KVHeads > 1 {
-						part += strconv.Itoa(h)
-					}
-					fmt.Printf("%-6d %-4s %12.4g %8.3f %8.3f %10.3f %8.3f\n", l, part, r.err, r.books, r.shared, r.ecsq, r.pred)
-					logBooks += math.Log(r.books)
-					logShared += math.Log(r.shared)
-					saved += r.bpc - r.ecsq
-					pred += r.pred
-					cnt++
+					jobs = append(jobs, &job{l: l, h: h, key: key, done: make(chan struct{})})
 				}
 			}
 		}
+		queue := make(chan *job, len(jobs))
+		for _, j := range jobs {
+			queue <- j
+		}
+		close(queue)
+		for range min(runtime.GOMAXPROCS(0), len(jobs)) {
+			go func() {
+				for j := range queue {
+					j.r, j.err = measure(cal[j.l], test[j.l], cov.Layers[j.l][j.h], j.h, j.key, bpc, trs, books)
+					close(j.done)
+				}
+			}()
+		}
+		for _, j := range jobs {
+			<-j.done
+		}
+		for _, j := range jobs {
+			l, h, key := j.l, j.h, j.key
+			r, err := j.r, j.err
+			if err != nil {
+				return fmt.Errorf("layer %d head %d: %w", l, h, err)
+			}
+			part := "V"
+			if key {
+				part = "K"
+			}
+			if cal[l].Shape.KVHeads > 1 {
+				part += strconv.Itoa(h)
+			}
+			fmt.Printf("%-6d %-4s %12.4g %8.3f %8.3f %10.3f %8.3f", l, part, r.err, r.books, r.shared, r.ecsq, r.pred)
+			pi := 1
+			if key {
+				pi = 0
+			}
+			for i, t := range r.tcq {
+				fmt.Printf(" %8.3f", t)
+				logTCQ[i] += math.Log(t)
+				logPart[pi][i] += math.Log(t)
+				bitsTCQ[i] += r.tcqBits[i]
+			}
+			if len(r.tcqBits) > 0 {
+				fmt.Printf(" %8.3f", r.tcqBits[len(r.tcqBits)-1])
+			}
+			cntPart[pi]++
+			runLens = append(runLens, r.runs...)
+			scalar += r.scalar
+			fmt.Println()
+			logBooks += math.Log(r.books)
+			logShared += math.Log(r.shared)
+			saved += r.bpc - r.ecsq
+			pred += r.pred
+			cnt++
+		}
 		fmt.Printf("geometric mean: books %.3f, shared %.3f; on average ecsq saves %.3f bits per coordinate (format %.3f), pred %.3f per coded component\n",
 			math.Exp(logBooks/float64(cnt)), math.Exp(logShared/float64(cnt)), saved/float64(cnt), bpc, pred/float64(cnt))
+		if len(trs) > 0 && len(runLens) > 0 {
+			slices.Sort(runLens)
+			fmt.Printf("TCQ along a whole vector codes %.1f sequences a vector, %d to %d components (median %d); %.1f coded components a vector left to the scalar code\n",
+				float64(len(runLens))/float64(cnt), runLens[0], runLens[len(runLens)-1], runLens[len(runLens)/2], float64(scalar)/float64(cnt))
+		}
+		if len(trs) > 0 {
+			// High-rate equivalence: error ∝ 2^(−2b), so a ratio r is
+			// worth Δb = −½·log₂ r bits per coded component (an
+			// approximation at these rates).
+			fmt.Printf("TCQ error ratio, geometric mean (keys; values); the bits per coded component it is worth at high rate, -1/2*log2(ratio) (an approximation); the mean bits per coordinate the scalar klt needs beyond %g for the same error (+bpc):\n", bpc)
+			for i, name := range names {
+				g := math.Exp(logTCQ[i] / float64(cnt))
+				fmt.Printf("  %-7s %.3f (K %.3f; V %.3f)  %.3f bit  +bpc %.3f\n", name, g,
+					math.Exp(logPart[0][i]/float64(max(cntPart[0], 1))), math.Exp(logPart[1][i]/float64(max(cntPart[1], 1))), -0.5*math.Log2(g), bitsTCQ[i]/float64(cnt))
+			}
+		}
 	}
 	return nil
 }
 
+// tcqColumns names the TCQ columns: 8 states per run of equal bits,
+// each trellis along the whole vector, the largest with union codebooks
+// trained per width.
+func tcqColumns(trs []trellis) []string {
+	if len(trs) == 0 {
+		return nil
+	}
+	names := []string{"tcq8run"}
+	for _, tr := range trs {
+		names = append(names, fmt.Sprintf("tcq%d", tr.states()))
+	}
+	return append(names, "tcq+sh")
+}
+
 type result struct {
 	err, books, shared, ecsq, bpc, pred float64
+	// tcq is the error ratio of each TCQ column (tcqColumns).
+	tcq []float64
+	// tcqBits is, for each, the bits per coordinate the scalar klt coder
+	// needs beyond the format's to reach the same error.
+	tcqBits []float64
+	// runs are the lengths of the sequences TCQ codes along a whole
+	// vector; scalar the coded components it leaves to the scalar code.
+	runs   []int
+	scalar int
 }
 
 // coded is one vector as the cache takes it (x: keys centred) and in the
@@ -156,7 +300,17 @@ type coded struct {
 
 // measure codes head h's keys (key) or values of test with the klt at
 // bpc designed on hc, and the alternatives trained on cal.
-func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key bool, bpc float64) (result, error) {
+func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key bool, bpc float64, trs []trellis, gbooks map[tcqKey][]float64) (result, error) {
+	d := len(hc.V.Mean)
+	if key {
+		d = len(hc.K.Mean)
+	}
+	return measureBytes(cal, test, hc, h, key, quant.KLTBytes(d, bpc), trs, gbooks, true)
+}
+
+// measureBytes is measure for a code of bytes bytes; with full false it
+// returns the klt coder's error alone.
+func measureBytes(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key bool, bytes int, trs []trellis, gbooks map[tcqKey][]float64, full bool) (result, error) {
 	mo := hc.V
 	if key {
 		mo = hc.K
@@ -167,7 +321,6 @@ func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key boo
 	if key && hc.Q != nil {
 		weight = toF64(hc.Q)
 	}
-	bytes := quant.KLTBytes(d, bpc)
 	p, err := quant.DesignWeightedKLT(cov, weight, mean, d, (bytes-1)*8, 1)
 	if err != nil {
 		return result{}, err
@@ -303,6 +456,9 @@ func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key boo
 	} else if math.Abs(real-base) > 1e-3*base {
 		return result{}, fmt.Errorf("simulated error %.6g, the coder's %.6g", base, real)
 	}
+	if !full {
+		return result{err: base}, nil
+	}
 	norm := func(vs []coded, r int) []float64 {
 		zs := make([]float64, 0, len(vs))
 		for _, v := range vs {
@@ -328,8 +484,86 @@ func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key boo
 	books := total(func(r int) []float64 { return per[r] })
 	sh := total(func(r int) []float64 { return shared[int(p.Bits[r])] })
 	rate := ecsqRate(cv, tv, p, errOf, base)
-	return result{err: base, books: books / base, shared: sh / base,
-		ecsq: rate + 8/float64(d), bpc: float64(bytes*8) / float64(d), pred: predictionGain(cv, tv, p)}, nil
+	res := result{err: base, books: books / base, shared: sh / base,
+		ecsq: rate + 8/float64(d), bpc: float64(bytes*8) / float64(d), pred: predictionGain(cv, tv, p)}
+	if len(trs) > 0 {
+		diag := make([]float64, d)
+		for r := range d {
+			diag[r] = 1
+			if metric != nil {
+				diag[r] = metric[r*d+r]
+			}
+		}
+		tc := tcqCoder{p: p, diag: diag, gauss: gauss}
+		// First 8 states per run of equal bits, then each trellis along
+		// the whole vector.
+		cols := []struct {
+			tr    trellis
+			whole bool
+		}{{ungerboeck[8], false}}
+		for _, tr := range trs {
+			cols = append(cols, struct {
+				tr    trellis
+				whole bool
+			}{tr, true})
+		}
+		for _, col := range cols {
+			tc.whole = col.whole
+			set, err := tc.quantizers(col.tr, gbooks)
+			if err != nil {
+				return result{}, err
+			}
+			res.tcq = append(res.tcq, tc.total(tv, set, errOf)/base)
+		}
+		tc.whole = true
+		for _, seq := range tc.seqs() {
+			res.runs = append(res.runs, len(seq))
+		}
+		for _, b := range p.Bits {
+			if b > 0 {
+				res.scalar++
+			}
+		}
+		for _, n := range res.runs {
+			res.scalar -= n
+		}
+		set, err := tc.quantizers(trs[len(trs)-1], gbooks)
+		if err != nil {
+			return result{}, err
+		}
+		tc.train(cv, set, 6)
+		res.tcq = append(res.tcq, tc.total(tv, set, errOf)/base)
+		// The klt rate of equal error: the scalar coder's error a byte
+		// at a time above the format, log-linear between bytes.
+		errs := []float64{base}
+		for k := 1; k <= 16 && errs[k-1] > base*slices.Min(res.tcq) && bytes+k <= quant.KLTBytes(d, 8); k++ {
+			r, err := measureBytes(cal, test, hc, h, key, bytes+k, nil, nil, false)
+			if err != nil {
+				return result{}, err
+			}
+			errs = append(errs, r.err)
+		}
+		for _, ratio := range res.tcq {
+			res.tcqBits = append(res.tcqBits, equalRate(errs, base*ratio)*8/float64(d))
+		}
+	}
+	return res, nil
+}
+
+// equalRate returns the bytes above the first of errs (the scalar coder's
+// error at 0, 1, … bytes more, decreasing) at which the error is target,
+// interpolating log-linearly; the last step is extrapolated beyond the
+// end.
+func equalRate(errs []float64, target float64) float64 {
+	if len(errs) < 2 || target >= errs[0] {
+		return 0
+	}
+	k := 1
+	for k < len(errs)-1 && errs[k] > target {
+		k++
+	}
+	l0, l1 := math.Log(errs[k-1]), math.Log(errs[k])
+	return float64(k-1) + (l0-math.Log(target))/(l0-l1)
 }
 
 // realError is the mean error of the test vectors through the coder

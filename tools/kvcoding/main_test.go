@@ -93,14 +93,14 @@ func TestRun(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the embedded model")
 	}
-	if err := run("", 512, "2.5"); err != nil {
+	if err := run("", 512, "2.5", "8"); err != nil {
 		t.Fatal(err)
 	}
 	for _, tt := range []struct {
 		n     int
 		rates string
 	}{{256, "x"}, {256, "0.5"}, {100, "2.5"}, {1 << 20, "2.5"}} {
-		if err := run("", tt.n, tt.rates); err == nil {
+		if err := run("", tt.n, tt.rates, "8"); err == nil {
 			t.Errorf("run(-ctx %d, -bpc %s): no error", tt.n, tt.rates)
 		}
 	}
