@@ -13,6 +13,8 @@
 # suite-qwen2.gguf, suite-large.gguf.partNN (15 MiB pieces: cat them together)
 # and logs.tgz. The large model's full checkpoint from before its learning-rate
 # decay stays in /tmp/suite/large-full.pt for suite-resume.sh.
+# LARGE_DECAY=0 trains the large model at the constant rate to the end and
+# saves that state as its full checkpoint, for a longer suite-resume.sh run.
 # SMOKE=1 runs the same steps on the CPU in a minute (tiny batches, 2 steps).
 set -u
 D=$1 O=$2 BUDGET=${3:-585} SMALL=${SMALL_SECONDS:-110}
@@ -41,7 +43,7 @@ small() { # config, lr
 }
 small mha64 3e-3 &
 small qwen2 3e-3 &
-python3 $D/train.py --config large $C --lr 1.5e-3 --train-until $((T0 + BUDGET - 80)) --decay-frac 0.25 --eval-scale 0.5 \
+python3 $D/train.py --config large $C --lr 1.5e-3 --train-until $((T0 + BUDGET - 80)) --decay-frac ${LARGE_DECAY:-0.25} --eval-scale 0.5 \
 	--save-full $W/large-full.pt --out $W/large $X >"$W/large.log" 2>&1 &&
 	$D/export -ckpt $W/large -vocab $D/vocab.json -type q6_k -name turbomem-suite-large -out $W/suite-large.gguf >>"$W/large.log" 2>&1 &&
 	split -b 15M -d $W/suite-large.gguf "$O/suite-large.gguf.part"
