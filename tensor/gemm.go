@@ -218,19 +218,24 @@ func repackQ6_K(p *gemmPanel, r int, row []byte) {
 			p.setScale(r, b*QK_K+16*g, 16, s)
 			p.setMin(r, b*16+g, 32*s)
 		}
-		for n := range 2 { // 128 elements: 64 bytes of ql, 32 of qh
-			ql := blk[64*n : 64*n+64]
-			qh := blk[128+32*n : 160+32*n]
-			q0 := p.quants(r, b*QK_K+128*n, 64)
-			q1 := p.quants(r, b*QK_K+128*n+64, 64)
-			for i := 0; i < 32; i += 8 {
-				lo, hi, h := le64(ql[i:]), le64(ql[32+i:]), le64(qh[i:])
-				put64(q0[i:], lo&lowNibbles|(h&lowPairs)<<4)
-				put64(q0[32+i:], hi&lowNibbles|(h>>2&lowPairs)<<4)
-				put64(q1[i:], lo>>4&lowNibbles|(h>>4&lowPairs)<<4)
-				put64(q1[32+i:], hi>>4&lowNibbles|(h>>6&lowPairs)<<4)
-			}
+		for n := range 2 {
+			q6_KHalf(p.quants(r, b*QK_K+128*n, 64), p.quants(r, b*QK_K+128*n+64, 64), blk, n)
 		}
+	}
+}
+
+// q6_KHalf writes the unsigned 6-bit quants of half n (128 elements: 64
+// bytes of ql, 32 of qh) of the Q6_K block blk in element order: the
+// first 64 to q0, the next 64 to q1.
+func q6_KHalf(q0, q1, blk []byte, n int) {
+	ql := blk[64*n : 64*n+64]
+	qh := blk[128+32*n : 160+32*n]
+	for i := 0; i < 32; i += 8 {
+		lo, hi, h := le64(ql[i:]), le64(ql[32+i:]), le64(qh[i:])
+		put64(q0[i:], lo&lowNibbles|(h&lowPairs)<<4)
+		put64(q0[32+i:], hi&lowNibbles|(h>>2&lowPairs)<<4)
+		put64(q1[i:], lo>>4&lowNibbles|(h>>4&lowPairs)<<4)
+		put64(q1[32+i:], hi>>4&lowNibbles|(h>>6&lowPairs)<<4)
 	}
 }
 

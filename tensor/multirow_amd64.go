@@ -31,3 +31,14 @@ func multiPackKernel(p *multiPack, v int, a *activation) {
 	}
 	multiPackVNNI(&p.b[v*multiVecBytes], &a.qs[0], &a.d[0], p.steps, p.n*multiVecBytes)
 }
+
+// dotQ6_KRowsKernel is the kernel in use for dotQ6_KRows (its caller
+// checked the bounds).
+func dotQ6_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	dotQ6_KRowsGo(w, rowBytes, rows, p, out, stride)
+}
+
+// dotQ4_KRowsKernel is the kernel in use for dotQ4_KRows.
+func dotQ4_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	dotQ4_KRowsGo(w, rowBytes, rows, p, out, stride)
+}

@@ -2,9 +2,80 @@ package tensor
 
 import (
 	"fmt"
+	"math"
 	"math/rand/v2"
 	"testing"
 )
+
+// multiKTypes are the K-quants with a multi-row kernel, beside their
+// pure-Go twins and one-row dot products.
+var multiKTypes = []struct {
+	ty           DType
+	kernel, twin func([]byte, int, int, *multiPack, []float32, int)
+	dot          func([]byte, *activation) float32
+}{
+	{Q4_K, dotQ4_KRows, dotQ4_KRowsGo, dotRowQ4_KGo},
+	{Q6_K, dotQ6_KRows, dotQ6_KRowsGo, dotRowQ6_KGo},
+}
+
+// TestDotKRows: the K-quant multi-row products (the kernel in use,
+// assembly where the CPU has AVX-512 VNNI, and its pure-Go twin) against
+// the pure-Go one-row dot of each row and vector, for 1 to 16 vectors,
+// rows of one, three and five blocks, an output stride wider than the
+// rows, and against a float64 sum over the dequantized weights and the
+// activations' own quants times scales. Both compute the same exact
+// integer sums and differ only in float rounding: per block the dot
+// rounds dw·dx·Σ once, the kernels round each of 16 lane terms and add
+// the lanes, so each result is within 2e-6 of Σ|w·x| of the other
+// (about 16 roundings of 2⁻²⁴ each, relative to the largest terms) and
+// within 2e-5 of the reference, the bound of TestDotQ8_0Rows.
+func TestDotKRows(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for _, k := range multiKTypes {
+		for _, cols := range []int{256, 768, 1280} {
+			for n := 1; n <= multiRows; n++ {
+				t.Run(fmt.Sprintf("%s/cols=%d/n=%d", k.ty, cols, n), func(t *testing.T) {
+					const rows, stride = 7, 9
+					w, acts, _ := gemmSetup(t, r, k.ty, rows, cols, n)
+					rowBytes := len(w) / rows
+					var p multiPack
+					p.set(actQ8_K, acts, cols)
+					got := make([]float32, (n-1)*stride+rows)
+					twin := make([]float32, len(got))
+					k.kernel(w, rowBytes, rows, &p, got, stride)
+					k.twin(w, rowBytes, rows, &p, twin, stride)
+					deq := make([]float32, cols)
+					for i := range rows {
+						row := w[i*rowBytes : (i+1)*rowBytes]
+						if err := Dequantize(k.ty, deq, row); err != nil {
+							t.Fatal(err)
+						}
+						for v, a := range acts {
+							var want, mag float64
+							for j, wv := range deq {
+								x := float64(a.qs[j]) * float64(a.d[j/QK_K])
+								want += float64(wv) * x
+								mag += math.Abs(float64(wv) * x)
+							}
+							one := float64(k.dot(row, a))
+							for _, c := range []struct {
+								name string
+								v    float32
+							}{{"kernel", got[v*stride+i]}, {"twin", twin[v*stride+i]}} {
+								if d := math.Abs(float64(c.v) - one); d > 2e-6*mag {
+									t.Errorf("row %d vector %d: %s %g, one-row dot %g (%.2g of Σ|w·x|)", i, v, c.name, c.v, one, d/mag)
+								}
+								if d := math.Abs(float64(c.v) - want); d > 2e-5*mag {
+									t.Errorf("row %d vector %d: %s %g, reference %g", i, v, c.name, c.v, want)
+								}
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
 
 // BenchmarkMatMulDecodeK times MatMul of a K-quant matrix against n = 1,
 // 4 and 16 activation vectors (a batched decode step's products: the

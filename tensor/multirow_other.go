@@ -11,3 +11,11 @@ func dotQ8_0RowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32
 }
 
 func multiPackKernel(p *multiPack, v int, a *activation) { p.setVectorGo(v, a) }
+
+func dotQ6_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	dotQ6_KRowsGo(w, rowBytes, rows, p, out, stride)
+}
+
+func dotQ4_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	dotQ4_KRowsGo(w, rowBytes, rows, p, out, stride)
+}

@@ -24,8 +24,8 @@ func TestDotQ8_0Rows(t *testing.T) {
 				w, acts, _ := gemmSetup(t, r, Q8_0, rows, cols, n)
 				rowBytes := len(w) / rows
 				var p, twinPack multiPack
-				p.set(acts, cols)
-				twinPack.reset(acts, cols)
+				p.set(actQ8_0, acts, cols)
+				twinPack.reset(actQ8_0, acts, cols)
 				for v, a := range acts {
 					twinPack.setVectorGo(v, a)
 				}
@@ -74,7 +74,7 @@ func BenchmarkDotQ8_0Rows(b *testing.B) {
 		w, acts, _ := gemmSetup(b, r, Q8_0, rows, cols, n)
 		rowBytes := len(w) / rows
 		var p multiPack
-		p.set(acts, cols)
+		p.set(actQ8_0, acts, cols)
 		out := make([]float32, n*rows)
 		report := func(b *testing.B) {
 			b.ReportMetric(float64(rows*cols*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")
