@@ -30,10 +30,10 @@ type Options struct {
 // The zero value is ready to use.
 type Scratch struct {
 	acts    [numActKinds][]actSet
-	groups  [numActKinds][]gemmActs // the activations packed for the tiled kernel
+	groups  [numActKinds][]gemmActs  // the activations packed for the tiled kernel
 	packs   [numActKinds][]multiPack // the activations packed for the multi-row kernels, per pass
-	amx     amxScratch              // the AMX kernel's, where it serves
-	workers []workerScratch         // per goroutine of the pool
+	amx     amxScratch               // the AMX kernel's, where it serves
+	workers []workerScratch          // per goroutine of the pool
 	preps   []prepared
 	vecs    vectors
 	// matMulShared's (or amxMatMul's) call, read by its tasks, and the
