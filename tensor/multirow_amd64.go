@@ -35,10 +35,24 @@ func multiPackKernel(p *multiPack, v int, a *activation) {
 // dotQ6_KRowsKernel is the kernel in use for dotQ6_KRows (its caller
 // checked the bounds).
 func dotQ6_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
-	dotQ6_KRowsGo(w, rowBytes, rows, p, out, stride)
+	if !hasVNNI {
+		dotQ6_KRowsGo(w, rowBytes, rows, p, out, stride)
+		return
+	}
+	dotQ6_KRowsVNNI(&w[0], rowBytes, rows, &p.b[0], p.n, p.steps, &out[0], stride)
 }
 
 // dotQ4_KRowsKernel is the kernel in use for dotQ4_KRows.
 func dotQ4_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
-	dotQ4_KRowsGo(w, rowBytes, rows, p, out, stride)
+	if !hasVNNI {
+		dotQ4_KRowsGo(w, rowBytes, rows, p, out, stride)
+		return
+	}
+	dotQ4_KRowsVNNI(&w[0], rowBytes, rows, &p.b[0], p.n, p.steps, &out[0], stride)
 }
+
+//go:noescape
+func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int)
+
+//go:noescape
+func dotQ4_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int)

@@ -2,6 +2,7 @@
 
 #include "textflag.h"
 #include "hsum_amd64.h"
+#include "multirow_amd64.h"
 
 // The multi-row decode kernel (multirow.go) with AVX-512 VNNI: for each
 // weight row, per step of two Q8_0 blocks the 64 quants are loaded once
@@ -23,16 +24,6 @@
 	VFMADD231PS S, I, ACC; \
 	CMPQ DX, $(v+1); \
 	JEQ stepdone
-
-// OUT stores the sum of ACC's 16 lanes (halves, quarters, pairs) at
-// (AX), moves AX to the next vector's output and leaves after the pass's
-// last vector.
-#define OUT(v, Z, Y, X) \
-	SUM16(Z, Y, X, Y2, X2); \
-	VMOVSS X, (AX); \
-	ADDQ R13, AX; \
-	CMPQ DX, $(v+1); \
-	JEQ rowdone
 
 // the VPERMPS indices that spread two scales over lanes 0-7 and 8-15
 DATA multiperm<>+0(SB)/4, $0
@@ -69,22 +60,7 @@ TEXT ·dotQ8_0RowsVNNI(SB), NOSPLIT, $0-64
 	VPBROADCASTD AX, Z6
 	VMOVDQU32 multiperm<>+0(SB), Z7
 row:
-	VPXORD Z16, Z16, Z16
-	VPXORD Z17, Z17, Z17
-	VPXORD Z18, Z18, Z18
-	VPXORD Z19, Z19, Z19
-	VPXORD Z20, Z20, Z20
-	VPXORD Z21, Z21, Z21
-	VPXORD Z22, Z22, Z22
-	VPXORD Z23, Z23, Z23
-	VPXORD Z24, Z24, Z24
-	VPXORD Z25, Z25, Z25
-	VPXORD Z26, Z26, Z26
-	VPXORD Z27, Z27, Z27
-	VPXORD Z28, Z28, Z28
-	VPXORD Z29, Z29, Z29
-	VPXORD Z30, Z30, Z30
-	VPXORD Z31, Z31, Z31
+	ZERO16
 	MOVQ R14, SI
 	MOVQ DI, R9
 	MOVQ steps+40(FP), CX
@@ -120,23 +96,7 @@ stepdone:
 	ADDQ R10, R9
 	DECQ CX
 	JNZ step
-	MOVQ R12, AX
-	OUT(0, Z16, Y16, X16)
-	OUT(1, Z17, Y17, X17)
-	OUT(2, Z18, Y18, X18)
-	OUT(3, Z19, Y19, X19)
-	OUT(4, Z20, Y20, X20)
-	OUT(5, Z21, Y21, X21)
-	OUT(6, Z22, Y22, X22)
-	OUT(7, Z23, Y23, X23)
-	OUT(8, Z24, Y24, X24)
-	OUT(9, Z25, Y25, X25)
-	OUT(10, Z26, Y26, X26)
-	OUT(11, Z27, Y27, X27)
-	OUT(12, Z28, Y28, X28)
-	OUT(13, Z29, Y29, X29)
-	OUT(14, Z30, Y30, X30)
-	OUT(15, Z31, Y31, X31)
+	OUTS
 rowdone:
 	ADDQ $4, R12
 	ADDQ BX, R14
