@@ -349,7 +349,11 @@ type prepared struct {
 // useMulti reports whether a product with kernel k over n vectors takes
 // the multi-row kernel: a batched decode step's few vectors.
 func useMulti(k rowKernel, n int) bool {
-	return hasMultiRow && k.multi != nil && n >= 2 && n <= multiMax
+	has := hasMultiRow
+	if k.act == actQ8_K {
+		has = hasMultiRowK
+	}
+	return has && k.multi != nil && n >= 2 && n <= multiMax
 }
 
 // gemmMinVectors is the fewest activation vectors for which MatMul uses

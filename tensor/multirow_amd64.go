@@ -6,6 +6,10 @@ package tensor
 // AVX-512 VNNI kernel; without it the row kernels serve.
 var hasMultiRow = hasVNNI
 
+// hasMultiRowK selects the K-quant multi-row products (multirow_k.go),
+// with the same kernels.
+var hasMultiRowK = hasVNNI
+
 //go:noescape
 func dotQ8_0RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int)
 

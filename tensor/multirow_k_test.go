@@ -111,3 +111,47 @@ func BenchmarkMatMulDecodeK(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDotKRows times the K-quant multi-row products of 64 weight
+// rows of 1024 columns against 1, 4 and 16 vectors (the kernel in use
+// and its pure-Go twin) beside the one-row dot products MatMul used
+// before for so few vectors, in ns per (row·vector).
+func BenchmarkDotKRows(b *testing.B) {
+	const rows, cols = 64, 1024
+	r := rand.New(rand.NewPCG(23, 24))
+	for _, k := range multiKTypes {
+		for _, n := range []int{1, 4, multiRows} {
+			w, acts, _ := gemmSetup(b, r, k.ty, rows, cols, n)
+			rowBytes := len(w) / rows
+			var p multiPack
+			p.set(actQ8_K, acts, cols)
+			out := make([]float32, n*rows)
+			report := func(b *testing.B) {
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*rows*n), "ns/row·vec")
+			}
+			b.Run(fmt.Sprintf("%s/n=%d/kernel", k.ty, n), func(b *testing.B) {
+				for b.Loop() {
+					k.kernel(w, rowBytes, rows, &p, out, rows)
+				}
+				report(b)
+			})
+			b.Run(fmt.Sprintf("%s/n=%d/go", k.ty, n), func(b *testing.B) {
+				for b.Loop() {
+					k.twin(w, rowBytes, rows, &p, out, rows)
+				}
+				report(b)
+			})
+			b.Run(fmt.Sprintf("%s/n=%d/rowdot", k.ty, n), func(b *testing.B) {
+				dot := rowKernels[k.ty].dot
+				for b.Loop() {
+					for i := range rows {
+						for v, a := range acts {
+							out[v*rows+i] = dot(w[i*rowBytes:(i+1)*rowBytes], a)
+						}
+					}
+				}
+				report(b)
+			})
+		}
+	}
+}
