@@ -347,13 +347,15 @@ type prepared struct {
 }
 
 // useMulti reports whether a product with kernel k over n vectors takes
-// the multi-row kernel: a batched decode step's few vectors.
+// the multi-row kernel: a batched decode step's few vectors, and for the
+// K-quants one vector too (their multi-row kernels unpack a block's
+// scales in a few vector instructions, where the one-row dots prepare
+// them in Go: Q6_K's costs 7 times the kernel's at 1024 columns).
 func useMulti(k rowKernel, n int) bool {
-	has := hasMultiRow
 	if k.act == actQ8_K {
-		has = hasMultiRowK
+		return hasMultiRowK && k.multi != nil && n >= 1 && n <= multiMax
 	}
-	return has && k.multi != nil && n >= 2 && n <= multiMax
+	return hasMultiRow && k.multi != nil && n >= 2 && n <= multiMax
 }
 
 // gemmMinVectors is the fewest activation vectors for which MatMul uses
