@@ -196,16 +196,22 @@ func repackQ5_K(p *gemmPanel, r int, row []byte) {
 	for b := range len(row) / q5_KBytes {
 		blk := row[b*q5_KBytes : (b+1)*q5_KBytes]
 		repackK45(p, r, b, blk)
-		qh := blk[16:48]
 		for c := range 4 {
-			ql := blk[48+32*c : 80+32*c]
-			q := p.quants(r, b*QK_K+64*c, 64)
-			for i := 0; i < 32; i += 8 {
-				v, h := le64(ql[i:]), le64(qh[i:])
-				put64(q[i:], v&lowNibbles|(h>>(2*c)&lowBits)<<4)
-				put64(q[32+i:], v>>4&lowNibbles|(h>>(2*c+1)&lowBits)<<4)
-			}
+			q5_KStep(p.quants(r, b*QK_K+64*c, 64), blk, c)
 		}
+	}
+}
+
+// q5_KStep writes the unsigned 5-bit quants of step c (64 elements: 32
+// bytes of qs and bits 2c, 2c+1 of qh) of the Q5_K block blk to q in
+// element order.
+func q5_KStep(q, blk []byte, c int) {
+	qh := blk[16:48]
+	ql := blk[48+32*c : 80+32*c]
+	for i := 0; i < 32; i += 8 {
+		v, h := le64(ql[i:]), le64(qh[i:])
+		put64(q[i:], v&lowNibbles|(h>>(2*c)&lowBits)<<4)
+		put64(q[32+i:], v>>4&lowNibbles|(h>>(2*c+1)&lowBits)<<4)
 	}
 }
 

@@ -267,7 +267,7 @@ var rowKernels = map[DType]rowKernel{
 	Q2_K:  {act: actQ8_K, dot: dotRowQ2_K},
 	Q3_K:  {act: actQ8_K, dot: dotRowQ3_K},
 	Q4_K:  {act: actQ8_K, dot: dotRowQ4_K, multi: dotQ4_KRows},
-	Q5_K:  {act: actQ8_K, dot: dotRowQ5_K},
+	Q5_K:  {act: actQ8_K, dot: dotRowQ5_K, multi: dotQ5_KRows},
 	Q6_K:  {act: actQ8_K, dot: dotRowQ6_K, multi: dotQ6_KRows},
 	Q8_K:  {act: actQ8_K, dot: dotRowQ8_K},
 	TQ1_0: {act: actQ8_K, dot: dotRowTQ1_0},

@@ -52,11 +52,20 @@ func dotQ4_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32
 		dotQ4_KRowsGo(w, rowBytes, rows, p, out, stride)
 		return
 	}
-	dotQ4_KRowsVNNI(&w[0], rowBytes, rows, &p.b[0], p.n, p.steps, &out[0], stride)
+	dotK45RowsVNNI(&w[0], rowBytes, rows, &p.b[0], p.n, p.steps, &out[0], stride, q4_KBytes)
+}
+
+// dotQ5_KRowsKernel is the kernel in use for dotQ5_KRows.
+func dotQ5_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	if !hasVNNI {
+		dotQ5_KRowsGo(w, rowBytes, rows, p, out, stride)
+		return
+	}
+	dotK45RowsVNNI(&w[0], rowBytes, rows, &p.b[0], p.n, p.steps, &out[0], stride, q5_KBytes)
 }
 
 //go:noescape
 func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int)
 
 //go:noescape
-func dotQ4_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int)
+func dotK45RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int, blockBytes int)

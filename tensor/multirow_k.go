@@ -7,7 +7,7 @@ import (
 )
 
 // The multi-row product of a batched decode step (multirow.go) for the
-// K-quants Q4_K and Q6_K, against Q8_K activations. Each super-block of
+// K-quants Q4_K, Q5_K and Q6_K, against Q8_K activations. Each super-block of
 // a weight row (256 elements) is read and unpacked once, its quants to
 // 256 unsigned bytes in element order and its sub-block scales to int16
 // words, and dotted with every vector of the pass, with llama.cpp's
@@ -17,7 +17,7 @@ import (
 // sub-block scale and adds them to one int32 lane, so that each lane of
 // four elements holds Σ scale·q·xq exactly. The block's constant terms
 // come from the activation's 16-element sums bsums: Q6_K's −32 offset
-// (−32·scale·bsum per 16 elements) starts the lanes; Q4_K's mins
+// (−32·scale·bsum per 16 elements) starts the lanes; Q4_K's and Q5_K's mins
 // (m·(bsum+bsum) per 32 elements) take lanes of their own, scaled by
 // dmin. The lanes are converted and accumulated, times dw·dx (and dmin·dx),
 // per vector; at the end each vector's 16 lanes are summed. The integer
@@ -81,6 +81,11 @@ func dotQ4_KRows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stri
 	dotKRows(w, rowBytes, rows, p, out, stride, dotQ4_KRowsKernel)
 }
 
+// dotQ5_KRows is dotQ6_KRows for Q5_K weights.
+func dotQ5_KRows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	dotKRows(w, rowBytes, rows, p, out, stride, dotQ5_KRowsKernel)
+}
+
 // laneOf is the int32 lane (of 16) that holds element e of a block: the
 // kernel takes 64 elements a step, four a lane.
 func laneOf(e int) int { return e % 64 / 4 }
@@ -125,20 +130,33 @@ func dotQ6_KRowsGo(w []byte, rowBytes, rows int, p *multiPack, out []float32, st
 	}
 }
 
-// dotQ4_KRowsGo is the pure-Go twin of the Q4_K assembly kernel, in its
-// order of operations: per block and vector, the integer lane sums of
-// scale·q·xq and of the mins m·bsum (exact), converted, the first times
-// dw·dx added to the lanes, the second times dmin·dx subtracted; the
-// lanes summed by halves last.
+// dotQ4_KRowsGo is the pure-Go twin of the Q4_K assembly kernel.
 func dotQ4_KRowsGo(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	dotK45RowsGo(w, rowBytes, rows, p, out, stride, q4_KBytes, func(q, blk []byte, c int) {
+		splitNibbles(q, blk[16+32*c:48+32*c])
+	})
+}
+
+// dotQ5_KRowsGo is the pure-Go twin of the Q5_K assembly kernel.
+func dotQ5_KRowsGo(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	dotK45RowsGo(w, rowBytes, rows, p, out, stride, q5_KBytes, q5_KStep)
+}
+
+// dotK45RowsGo is the pure-Go twin of the Q4_K and Q5_K assembly
+// kernels, for blocks of blockBytes whose step c of 64 quants step
+// writes in element order, in the kernels' order of operations: per
+// block and vector, the integer lane sums of scale·q·xq and of the mins
+// m·bsum (exact), converted, the first times dw·dx added to the lanes,
+// the second times dmin·dx subtracted; the lanes summed by halves last.
+func dotK45RowsGo(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int, blockBytes int, step func(q, blk []byte, c int)) {
 	var q [QK_K]byte
 	for r := range rows {
 		row := w[r*rowBytes : (r+1)*rowBytes]
 		var acc [multiRows][16]float32
 		for b := range p.steps {
-			blk := row[b*q4_KBytes : (b+1)*q4_KBytes]
+			blk := row[b*blockBytes : (b+1)*blockBytes]
 			for c := range 4 {
-				splitNibbles(q[64*c:64*(c+1)], blk[16+32*c:48+32*c])
+				step(q[64*c:64*(c+1)], blk, c)
 			}
 			sc, m := kScales((*[12]byte)(blk[4:16]))
 			dw, dmin := f16Scale(blk[0:]), f16Scale(blk[2:])

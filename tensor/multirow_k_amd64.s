@@ -21,6 +21,44 @@
 // subtracted. The vectors of a block lie one after another in the pack,
 // multiKVecBytes (320) each: quants, bsums, scale.
 
+// ARGS loads a kernel's arguments: the rows at R14, rowBytes in BX, rows
+// in R8, the pack at DI, nv in DX, the outputs at R12, stride·4 in R13, a
+// block of the pack's size (nv·multiKVecBytes) in R10.
+#define ARGS \
+	MOVQ w+0(FP), R14; \
+	MOVQ rowBytes+8(FP), BX; \
+	MOVQ rows+16(FP), R8; \
+	MOVQ x+24(FP), DI; \
+	MOVQ nv+32(FP), DX; \
+	MOVQ out+48(FP), R12; \
+	MOVQ stride+56(FP), R13; \
+	SHLQ $2, R13; \
+	IMUL3Q $320, DX, R10
+
+// ROWSTART clears the accumulators and points SI at the row's first
+// block, R9 at the pack's, CX counting the blocks.
+#define ROWSTART \
+	ZERO16; \
+	MOVQ R14, SI; \
+	MOVQ DI, R9; \
+	MOVQ blocks+40(FP), CX
+
+// BLOCKEND moves R9 to the pack's next block (SI moved by the caller)
+// and loops over the row's blocks.
+#define BLOCKEND \
+	ADDQ R10, R9; \
+	DECQ CX; \
+	JNZ block
+
+// ROWEND moves to the next row and its outputs, and loops over the rows.
+#define ROWEND \
+	ADDQ $4, R12; \
+	ADDQ BX, R14; \
+	DECQ R8; \
+	JNZ row; \
+	VZEROUPPER; \
+	RET
+
 // VPERMW indices: for Q6_K step c (64 elements, four sub-blocks of 16),
 // word w takes scale 4c + w/8
 DATA q6kperm<>+0(SB)/8, $0x0000000000000000
@@ -156,24 +194,13 @@ GLOBL q4kmask2<>(SB), RODATA|NOPTR, $16
 // func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int)
 // rows ≥ 1, 1 ≤ nv ≤ 16, blocks ≥ 1; out[v·stride + r] for row r, vector v.
 TEXT ·dotQ6_KRowsVNNI(SB), NOSPLIT, $0-64
-	MOVQ w+0(FP), R14
-	MOVQ rowBytes+8(FP), BX
-	MOVQ rows+16(FP), R8
-	MOVQ x+24(FP), DI
-	MOVQ nv+32(FP), DX
-	MOVQ out+48(FP), R12
-	MOVQ stride+56(FP), R13
-	SHLQ $2, R13
-	IMUL3Q $320, DX, R10
+	ARGS
 	MOVL $0x0f0f0f0f, AX
 	VPBROADCASTD AX, Z10
 	MOVL $0x30303030, AX
 	VPBROADCASTD AX, Z11
 row:
-	ZERO16
-	MOVQ R14, SI
-	MOVQ DI, R9
-	MOVQ blocks+40(FP), CX
+	ROWSTART
 block:
 	Q6HALF(0, Z0, Z1)
 	Q6HALF(1, Z2, Z3)
@@ -211,17 +238,10 @@ block:
 	VECQ6(15, Z31)
 blockdone:
 	ADDQ $210, SI
-	ADDQ R10, R9
-	DECQ CX
-	JNZ block
+	BLOCKEND
 	OUTS
 rowdone:
-	ADDQ $4, R12
-	ADDQ BX, R14
-	DECQ R8
-	JNZ row
-	VZEROUPPER
-	RET
+	ROWEND
 
 // VECQ4 adds vector v of the block (at 320v(R9)) to ACC (Z12-Z15
 // scratch); it leaves the block after the pass's last vector.
@@ -252,30 +272,52 @@ rowdone:
 	VINSERTI64X4 $1, Y14, Z13, Z13; \
 	VPANDD Z11, Z13, Q
 
-// func dotQ4_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int)
-// rows ≥ 1, 1 ≤ nv ≤ 16, blocks ≥ 1; out[v·stride + r] for row r, vector v.
-TEXT ·dotQ4_KRowsVNNI(SB), NOSPLIT, $0-64
-	MOVQ w+0(FP), R14
-	MOVQ rowBytes+8(FP), BX
-	MOVQ rows+16(FP), R8
-	MOVQ x+24(FP), DI
-	MOVQ nv+32(FP), DX
-	MOVQ out+48(FP), R12
-	MOVQ stride+56(FP), R13
-	SHLQ $2, R13
-	IMUL3Q $320, DX, R10
+// Q5STEP unpacks step c of a Q5_K block at SI (32 bytes of qs at
+// 48+32c, and bit 2c of qh for the first 32 elements, 2c+1 for the
+// next) into Q, Z10 holding qh in its low half and qh>>1 in its high
+// half: the nibbles, then bit 2c of Z10 shifted to bit 4 (SHIFT by N)
+// and ORed in
+// (VPTERNLOGD 0xf8: Q | (shifted & 0x10)).
+#define Q5STEP(c, Q, SHIFT, N) \
+	VMOVDQU (48+32*c)(SI), Y13; \
+	VPSRLW $4, Y13, Y14; \
+	VINSERTI64X4 $1, Y14, Z13, Z13; \
+	VPANDD Z11, Z13, Q; \
+	SHIFT $N, Z10, Z14; \
+	VPTERNLOGD.BCST $0xf8, q5kbit<>+0(SB), Z14, Q
+
+// the bit Q5STEP keeps
+DATA q5kbit<>+0(SB)/4, $0x10101010
+GLOBL q5kbit<>(SB), RODATA|NOPTR, $4
+
+// func dotK45RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int, blockBytes int)
+// Q4_K rows (blockBytes 144) or Q5_K rows (176): the same but for the
+// quants' unpacking. rows ≥ 1, 1 ≤ nv ≤ 16, blocks ≥ 1; out[v·stride + r]
+// for row r, vector v.
+TEXT ·dotK45RowsVNNI(SB), NOSPLIT, $0-72
+	ARGS
+	MOVQ blockBytes+64(FP), R11
 	MOVL $0x0f0f0f0f, AX
 	VPBROADCASTD AX, Z11
 row:
-	ZERO16
-	MOVQ R14, SI
-	MOVQ DI, R9
-	MOVQ blocks+40(FP), CX
+	ROWSTART
 block:
+	CMPQ R11, $144
+	JNE q5
 	Q4STEP(0, Z0)
 	Q4STEP(1, Z1)
 	Q4STEP(2, Z2)
 	Q4STEP(3, Z3)
+	JMP scales
+q5:
+	VMOVDQU 16(SI), Y10
+	VPSRLW $1, Y10, Y14
+	VINSERTI64X4 $1, Y14, Z10, Z10
+	Q5STEP(0, Z0, VPSLLW, 4)
+	Q5STEP(1, Z1, VPSLLW, 2)
+	Q5STEP(2, Z2, VPSLLW, 0)
+	Q5STEP(3, Z3, VPSRLW, 2)
+scales:
 	VMOVDQU 4(SI), X12
 	VPSHUFD $0x98, X12, X13
 	VPSRLVD q4kshift<>+0(SB), X13, X13
@@ -318,15 +360,8 @@ block:
 	VECQ4(14, Z30)
 	VECQ4(15, Z31)
 blockdone:
-	ADDQ $144, SI
-	ADDQ R10, R9
-	DECQ CX
-	JNZ block
+	ADDQ R11, SI
+	BLOCKEND
 	OUTS
 rowdone:
-	ADDQ $4, R12
-	ADDQ BX, R14
-	DECQ R8
-	JNZ row
-	VZEROUPPER
-	RET
+	ROWEND

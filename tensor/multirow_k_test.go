@@ -15,6 +15,7 @@ var multiKTypes = []struct {
 	dot          func([]byte, *activation) float32
 }{
 	{Q4_K, dotQ4_KRows, dotQ4_KRowsGo, dotRowQ4_KGo},
+	{Q5_K, dotQ5_KRows, dotQ5_KRowsGo, dotRowQ5_KGo},
 	{Q6_K, dotQ6_KRows, dotQ6_KRowsGo, dotRowQ6_KGo},
 }
 
@@ -86,8 +87,8 @@ func TestDotKRows(t *testing.T) {
 // every vector costs the same at every n. Q8_0, which has the multi-row
 // kernel, is the reference.
 func BenchmarkMatMulDecodeK(b *testing.B) {
-	for _, ty := range []DType{Q8_0, Q4_K, Q6_K} {
-		for _, shape := range [][2]int{{1024, 1024}, {1536, 1024}} {
+	for _, ty := range []DType{Q8_0, Q4_K, Q5_K, Q6_K} {
+		for _, shape := range [][2]int{{1024, 1024}, {1536, 1024}, {12288, 1024}} {
 			rows, cols := shape[0], shape[1]
 			w := benchWeights(b, ty, rows, cols)
 			for _, threads := range []int{1, 2} {

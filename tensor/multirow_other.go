@@ -24,3 +24,7 @@ func dotQ6_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32
 func dotQ4_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
 	dotQ4_KRowsGo(w, rowBytes, rows, p, out, stride)
 }
+
+func dotQ5_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	dotQ5_KRowsGo(w, rowBytes, rows, p, out, stride)
+}
