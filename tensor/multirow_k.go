@@ -90,44 +90,52 @@ func dotQ5_KRows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stri
 // kernel takes 64 elements a step, four a lane.
 func laneOf(e int) int { return e % 64 / 4 }
 
-// dotQ6_KRowsGo is the pure-Go twin of the Q6_K assembly kernel, in its
-// order of operations: per block and vector, the integer lane sums
-// (exact), converted, times dw·dx, accumulated per lane; the lanes summed
-// by halves last.
-func dotQ6_KRowsGo(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
-	var q [QK_K]byte
+// dotKRowsGo runs the rows and blocks of blockBytes of a pure-Go twin
+// of the K-quant kernels: block adds block blk (of index b) of a row to
+// the lanes of every vector in acc; each vector's lanes are summed by
+// halves last, as the kernels do.
+func dotKRowsGo(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int, blockBytes int, block func(blk []byte, b int, acc *[multiRows][16]float32)) {
 	for r := range rows {
 		row := w[r*rowBytes : (r+1)*rowBytes]
 		var acc [multiRows][16]float32
 		for b := range p.steps {
-			blk := row[b*q6_KBytes : (b+1)*q6_KBytes]
-			for n := range 2 {
-				q6_KHalf(q[128*n:128*n+64], q[128*n+64:128*(n+1)], blk, n)
-			}
-			var sc [16]int32
-			for g := range sc {
-				sc[g] = int32(int8(blk[192+g]))
-			}
-			dw := f16Scale(blk[208:])
-			for v := range p.n {
-				xq, bs, dx := p.packedK(b, v)
-				var lanes [16]int32
-				for l := range 8 { // the −32 offset, by pairs of sub-blocks
-					lanes[l] = -32*sc[2*l]*bs[2*l] - 32*sc[2*l+1]*bs[2*l+1]
-				}
-				for e, qe := range q {
-					lanes[laneOf(e)] += sc[e/16] * int32(qe) * int32(xq[e])
-				}
-				s := dw * dx
-				for l, i := range lanes {
-					acc[v][l] += float32(i) * s
-				}
-			}
+			block(row[b*blockBytes:(b+1)*blockBytes], b, &acc)
 		}
 		for v := range p.n {
 			out[v*stride+r] = sumLanes(&acc[v])
 		}
 	}
+}
+
+// dotQ6_KRowsGo is the pure-Go twin of the Q6_K assembly kernel, in its
+// order of operations: per block and vector, the integer lane sums
+// (exact), converted, times dw·dx, accumulated per lane.
+func dotQ6_KRowsGo(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	var q [QK_K]byte
+	dotKRowsGo(w, rowBytes, rows, p, out, stride, q6_KBytes, func(blk []byte, b int, acc *[multiRows][16]float32) {
+		for n := range 2 {
+			q6_KHalf(q[128*n:128*n+64], q[128*n+64:128*(n+1)], blk, n)
+		}
+		var sc [16]int32
+		for g := range sc {
+			sc[g] = int32(int8(blk[192+g]))
+		}
+		dw := f16Scale(blk[208:])
+		for v := range p.n {
+			xq, bs, dx := p.packedK(b, v)
+			var lanes [16]int32
+			for l := range 8 { // the −32 offset, by pairs of sub-blocks
+				lanes[l] = -32*sc[2*l]*bs[2*l] - 32*sc[2*l+1]*bs[2*l+1]
+			}
+			for e, qe := range q {
+				lanes[laneOf(e)] += sc[e/16] * int32(qe) * int32(xq[e])
+			}
+			s := dw * dx
+			for l, i := range lanes {
+				acc[v][l] += float32(i) * s
+			}
+		}
+	})
 }
 
 // dotQ4_KRowsGo is the pure-Go twin of the Q4_K assembly kernel.
@@ -147,37 +155,29 @@ func dotQ5_KRowsGo(w []byte, rowBytes, rows int, p *multiPack, out []float32, st
 // writes in element order, in the kernels' order of operations: per
 // block and vector, the integer lane sums of scale·q·xq and of the mins
 // m·bsum (exact), converted, the first times dw·dx added to the lanes,
-// the second times dmin·dx subtracted; the lanes summed by halves last.
+// the second times dmin·dx subtracted.
 func dotK45RowsGo(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int, blockBytes int, step func(q, blk []byte, c int)) {
 	var q [QK_K]byte
-	for r := range rows {
-		row := w[r*rowBytes : (r+1)*rowBytes]
-		var acc [multiRows][16]float32
-		for b := range p.steps {
-			blk := row[b*blockBytes : (b+1)*blockBytes]
-			for c := range 4 {
-				step(q[64*c:64*(c+1)], blk, c)
-			}
-			sc, m := kScales((*[12]byte)(blk[4:16]))
-			dw, dmin := f16Scale(blk[0:]), f16Scale(blk[2:])
-			for v := range p.n {
-				xq, bs, dx := p.packedK(b, v)
-				var lanes, mins [16]int32
-				for e, qe := range q {
-					lanes[laneOf(e)] += sc[e/32] * int32(qe) * int32(xq[e])
-				}
-				for j := range 8 {
-					mins[j] = m[j]*bs[2*j] + m[j]*bs[2*j+1]
-				}
-				s, sm := dw*dx, dmin*dx
-				for l := range lanes {
-					acc[v][l] += float32(lanes[l]) * s
-					acc[v][l] -= float32(mins[l]) * sm
-				}
-			}
+	dotKRowsGo(w, rowBytes, rows, p, out, stride, blockBytes, func(blk []byte, b int, acc *[multiRows][16]float32) {
+		for c := range 4 {
+			step(q[64*c:64*(c+1)], blk, c)
 		}
+		sc, m := kScales((*[12]byte)(blk[4:16]))
+		dw, dmin := f16Scale(blk[0:]), f16Scale(blk[2:])
 		for v := range p.n {
-			out[v*stride+r] = sumLanes(&acc[v])
+			xq, bs, dx := p.packedK(b, v)
+			var lanes, mins [16]int32
+			for e, qe := range q {
+				lanes[laneOf(e)] += sc[e/32] * int32(qe) * int32(xq[e])
+			}
+			for j := range 8 {
+				mins[j] = m[j]*bs[2*j] + m[j]*bs[2*j+1]
+			}
+			s, sm := dw*dx, dmin*dx
+			for l := range lanes {
+				acc[v][l] += float32(lanes[l]) * s
+				acc[v][l] -= float32(mins[l]) * sm
+			}
 		}
-	}
+	})
 }

@@ -156,10 +156,42 @@ DATA q4kmask2<>+8(SB)/4, $0x00000000
 DATA q4kmask2<>+12(SB)/4, $0x30303030
 GLOBL q4kmask2<>(SB), RODATA|NOPTR, $16
 
-// VECQ6 adds vector v of the block (at 320v(R9)) to ACC (Z12-Z15
-// scratch); it leaves the block after the pass's last vector.
-#define VECQ6(v, ACC) \
-	VPMADDWD (320*v+256)(R9), Y8, Y12; \
+// SCALEWORDS spreads the 16 scale words of Y12 over the four steps'
+// scale words Z4-Z7 by the VPERMW indices at perm (Z13 scratch).
+#define SCALEWORDS(perm) \
+	VMOVDQU64 perm<>+0(SB), Z13; \
+	VPERMW Z12, Z13, Z4; \
+	VMOVDQU64 perm<>+64(SB), Z13; \
+	VPERMW Z12, Z13, Z5; \
+	VMOVDQU64 perm<>+128(SB), Z13; \
+	VPERMW Z12, Z13, Z6; \
+	VMOVDQU64 perm<>+192(SB), Z13; \
+	VPERMW Z12, Z13, Z7
+
+// VECS adds each vector of the pass to its accumulator with VEC.
+#define VECS(VEC) \
+	VEC(0, Z16); \
+	VEC(1, Z17); \
+	VEC(2, Z18); \
+	VEC(3, Z19); \
+	VEC(4, Z20); \
+	VEC(5, Z21); \
+	VEC(6, Z22); \
+	VEC(7, Z23); \
+	VEC(8, Z24); \
+	VEC(9, Z25); \
+	VEC(10, Z26); \
+	VEC(11, Z27); \
+	VEC(12, Z28); \
+	VEC(13, Z29); \
+	VEC(14, Z30); \
+	VEC(15, Z31)
+
+// DOTS4 adds to the int32 lanes Z12 vector v's four steps of the block
+// (at 320v(R9)): per step VPMADDUBSW of the quants with the vector's
+// bytes, VPDPWSSD of those words with the scale words (Z13, Z14
+// scratch).
+#define DOTS4(v) \
 	VPMADDUBSW (320*v)(R9), Z0, Z13; \
 	VPDPWSSD Z4, Z13, Z12; \
 	VPMADDUBSW (320*v+64)(R9), Z1, Z14; \
@@ -167,10 +199,23 @@ GLOBL q4kmask2<>(SB), RODATA|NOPTR, $16
 	VPMADDUBSW (320*v+128)(R9), Z2, Z13; \
 	VPDPWSSD Z6, Z13, Z12; \
 	VPMADDUBSW (320*v+192)(R9), Z3, Z14; \
-	VPDPWSSD Z7, Z14, Z12; \
-	VCVTDQ2PS Z12, Z12; \
-	VMULPS.BCST (320*v+288)(R9), Z9, Z15; \
-	VFMADD231PS Z15, Z12, ACC; \
+	VPDPWSSD Z7, Z14, Z12
+
+// SCALED adds the int32 lanes I of vector v, converted and times D·dx
+// (D a register of the weights' scale, dx the vector's), to ACC with
+// FMA (T scratch).
+#define SCALED(v, I, D, T, ACC, FMA) \
+	VCVTDQ2PS I, I; \
+	VMULPS.BCST (320*v+288)(R9), D, T; \
+	FMA T, I, ACC
+
+// VECQ6 adds vector v of the block (at 320v(R9)) to ACC (Z12-Z15
+// scratch): the lanes start with its −32 offsets; it leaves the block
+// after the pass's last vector.
+#define VECQ6(v, ACC) \
+	VPMADDWD (320*v+256)(R9), Y8, Y12; \
+	DOTS4(v); \
+	SCALED(v, Z12, Z9, Z15, ACC, VFMADD231PS); \
 	CMPQ DX, $(v+1); \
 	JEQ blockdone
 
@@ -205,14 +250,7 @@ block:
 	Q6HALF(0, Z0, Z1)
 	Q6HALF(1, Z2, Z3)
 	VPMOVSXBW 192(SI), Y12
-	VMOVDQU64 q6kperm<>+0(SB), Z13
-	VPERMW Z12, Z13, Z4
-	VMOVDQU64 q6kperm<>+64(SB), Z13
-	VPERMW Z12, Z13, Z5
-	VMOVDQU64 q6kperm<>+128(SB), Z13
-	VPERMW Z12, Z13, Z6
-	VMOVDQU64 q6kperm<>+192(SB), Z13
-	VPERMW Z12, Z13, Z7
+	SCALEWORDS(q6kperm)
 	VPSLLW $5, Y12, Y13
 	VPXOR Y8, Y8, Y8
 	VPSUBW Y13, Y8, Y8
@@ -220,22 +258,7 @@ block:
 	VMOVD AX, X9
 	VCVTPH2PS X9, X9
 	VBROADCASTSS X9, Z9
-	VECQ6(0, Z16)
-	VECQ6(1, Z17)
-	VECQ6(2, Z18)
-	VECQ6(3, Z19)
-	VECQ6(4, Z20)
-	VECQ6(5, Z21)
-	VECQ6(6, Z22)
-	VECQ6(7, Z23)
-	VECQ6(8, Z24)
-	VECQ6(9, Z25)
-	VECQ6(10, Z26)
-	VECQ6(11, Z27)
-	VECQ6(12, Z28)
-	VECQ6(13, Z29)
-	VECQ6(14, Z30)
-	VECQ6(15, Z31)
+	VECS(VECQ6)
 blockdone:
 	ADDQ $210, SI
 	BLOCKEND
@@ -244,23 +267,14 @@ rowdone:
 	ROWEND
 
 // VECQ4 adds vector v of the block (at 320v(R9)) to ACC (Z12-Z15
-// scratch); it leaves the block after the pass's last vector.
+// scratch): the lanes times dw, less its mins' lanes (Z15) times dmin; it
+// leaves the block after the pass's last vector.
 #define VECQ4(v, ACC) \
-	VPMADDUBSW (320*v)(R9), Z0, Z13; \
-	VPMADDWD Z4, Z13, Z12; \
-	VPMADDUBSW (320*v+64)(R9), Z1, Z14; \
-	VPDPWSSD Z5, Z14, Z12; \
-	VPMADDUBSW (320*v+128)(R9), Z2, Z13; \
-	VPDPWSSD Z6, Z13, Z12; \
-	VPMADDUBSW (320*v+192)(R9), Z3, Z14; \
-	VPDPWSSD Z7, Z14, Z12; \
-	VPMADDWD (320*v+256)(R9), Y8, Y13; \
-	VCVTDQ2PS Z12, Z12; \
-	VMULPS.BCST (320*v+288)(R9), Z9, Z14; \
-	VFMADD231PS Z14, Z12, ACC; \
-	VCVTDQ2PS Z13, Z13; \
-	VMULPS.BCST (320*v+288)(R9), Z10, Z15; \
-	VFNMADD231PS Z15, Z13, ACC; \
+	VPXORD Z12, Z12, Z12; \
+	DOTS4(v); \
+	VPMADDWD (320*v+256)(R9), Y8, Y15; \
+	SCALED(v, Z12, Z9, Z14, ACC, VFMADD231PS); \
+	SCALED(v, Z15, Z10, Z14, ACC, VFNMADD231PS); \
 	CMPQ DX, $(v+1); \
 	JEQ blockdone
 
@@ -327,14 +341,7 @@ scales:
 	VPAND q4kmask2<>+0(SB), X14, X14
 	VPOR X14, X13, X13
 	VPMOVZXBW X13, Y12
-	VMOVDQU64 q4kperm<>+0(SB), Z13
-	VPERMW Z12, Z13, Z4
-	VMOVDQU64 q4kperm<>+64(SB), Z13
-	VPERMW Z12, Z13, Z5
-	VMOVDQU64 q4kperm<>+128(SB), Z13
-	VPERMW Z12, Z13, Z6
-	VMOVDQU64 q4kperm<>+192(SB), Z13
-	VPERMW Z12, Z13, Z7
+	SCALEWORDS(q4kperm)
 	VMOVDQU q4kperm<>+256(SB), Y13
 	VPERMW Y12, Y13, Y8
 	MOVL (SI), AX
@@ -343,22 +350,7 @@ scales:
 	VPSHUFD $0x55, X9, X10
 	VBROADCASTSS X10, Z10
 	VBROADCASTSS X9, Z9
-	VECQ4(0, Z16)
-	VECQ4(1, Z17)
-	VECQ4(2, Z18)
-	VECQ4(3, Z19)
-	VECQ4(4, Z20)
-	VECQ4(5, Z21)
-	VECQ4(6, Z22)
-	VECQ4(7, Z23)
-	VECQ4(8, Z24)
-	VECQ4(9, Z25)
-	VECQ4(10, Z26)
-	VECQ4(11, Z27)
-	VECQ4(12, Z28)
-	VECQ4(13, Z29)
-	VECQ4(14, Z30)
-	VECQ4(15, Z31)
+	VECS(VECQ4)
 blockdone:
 	ADDQ R11, SI
 	BLOCKEND

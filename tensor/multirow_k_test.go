@@ -52,12 +52,7 @@ func TestDotKRows(t *testing.T) {
 							t.Fatal(err)
 						}
 						for v, a := range acts {
-							var want, mag float64
-							for j, wv := range deq {
-								x := float64(a.qs[j]) * float64(a.d[j/QK_K])
-								want += float64(wv) * x
-								mag += math.Abs(float64(wv) * x)
-							}
+							want, mag := quantDotRef(deq, a, QK_K)
 							one := float64(k.dot(row, a))
 							for _, c := range []struct {
 								name string

@@ -43,12 +43,7 @@ func TestDotQ8_0Rows(t *testing.T) {
 						t.Fatal(err)
 					}
 					for v, a := range acts {
-						var want, mag float64
-						for j, wv := range deq {
-							x := float64(a.qs[j]) * float64(a.d[j/qk0])
-							want += float64(wv) * x
-							mag += math.Abs(float64(wv) * x)
-						}
+						want, mag := quantDotRef(deq, a, qk0)
 						k := v*stride + i
 						if d := math.Abs(float64(got[k]) - want); d > 2e-5*mag {
 							t.Errorf("row %d vector %d: kernel %g, reference %g", i, v, got[k], want)
@@ -61,6 +56,19 @@ func TestDotQ8_0Rows(t *testing.T) {
 			})
 		}
 	}
+}
+
+// quantDotRef returns the float64 dot product of the weights deq with
+// activation a's quants times their scales (one per block elements),
+// and the sum of its terms' magnitudes Σ|w·x|, the scale of the float
+// errors.
+func quantDotRef(deq []float32, a *activation, block int) (want, mag float64) {
+	for j, wv := range deq {
+		x := float64(a.qs[j]) * float64(a.d[j/block])
+		want += float64(wv) * x
+		mag += math.Abs(float64(wv) * x)
+	}
+	return want, mag
 }
 
 // BenchmarkDotQ8_0Rows times the multi-row product of 64 weight rows of
