@@ -347,13 +347,16 @@ type prepared struct {
 }
 
 // useMulti reports whether a product with kernel k over n vectors takes
-// the multi-row kernel: a batched decode step's few vectors, and for the
-// K-quants one vector too (their multi-row kernels unpack a block's
+// the multi-row kernel: a batched decode step's few vectors; and for the
+// K-quants any number: one (their multi-row kernels unpack a block's
 // scales in a few vector instructions, where the one-row dots prepare
-// them in Go: Q6_K's costs 7 times the kernel's at 1024 columns).
+// them in Go: Q6_K's costs 7 times the kernel's at 1024 columns), and
+// as many as prefill has (a task's rows, read again for each pass of 16
+// vectors, stay in its core's cache; the tiled kernel took twice as long
+// per row and vector at 49 to 64 vectors).
 func useMulti(k rowKernel, n int) bool {
 	if k.act == actQ8_K {
-		return hasMultiRowK && k.multi != nil && n >= 1 && n <= multiMax
+		return hasMultiRowK && k.multi != nil && n >= 1
 	}
 	return hasMultiRow && k.multi != nil && n >= 2 && n <= multiMax
 }

@@ -21,8 +21,9 @@ const (
 	multiRows     = 16 // most vectors per pass (one accumulator register each)
 	multiStep     = 64 // elements per step: two Q8_0 blocks
 	multiVecBytes = multiStep + 16*4 + 16*4
-	// multiMax is the most vectors a product takes this way: beyond it
-	// the tiled kernel's repacking pays for itself.
+	// multiMax is the most vectors a Q8_0 product takes this way: beyond
+	// it the tiled kernel's repacking pays for itself (not so for the
+	// K-quants' kernels, which take any number: useMulti).
 	multiMax = 3 * multiRows
 )
 
