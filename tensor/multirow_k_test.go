@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"runtime"
 	"testing"
 )
 
@@ -76,17 +77,21 @@ func TestDotKRows(t *testing.T) {
 // BenchmarkMatMulDecodeK times MatMul of a K-quant matrix against n = 1,
 // 4 and 16 activation vectors (a batched decode step's products: the
 // large suite model's 1024×1024 attention and 1536×1024 feed-forward
-// shapes) on one and two threads, and reports ns per (row·vector): a
-// product that reads each weight row once for all n vectors costs less
-// per vector the more there are; one that redoes each row's work for
-// every vector costs the same at every n. Q8_0, which has the multi-row
-// kernel, is the reference.
+// shapes, and the output projection's 12288×1024) on one, two and (where
+// the machine has them) sixteen threads, and reports ns per
+// (row·vector): a product that reads each weight row once for all n
+// vectors costs less per vector the more there are; one that redoes each
+// row's work for every vector costs the same at every n. Q8_0, whose
+// multi-row kernel came first, is the reference.
 func BenchmarkMatMulDecodeK(b *testing.B) {
 	for _, ty := range []DType{Q8_0, Q4_K, Q5_K, Q6_K} {
 		for _, shape := range [][2]int{{1024, 1024}, {1536, 1024}, {12288, 1024}} {
 			rows, cols := shape[0], shape[1]
 			w := benchWeights(b, ty, rows, cols)
-			for _, threads := range []int{1, 2} {
+			for _, threads := range []int{1, 2, 16} {
+				if threads > 2 && threads > runtime.NumCPU() {
+					continue
+				}
 				pool := NewPool(threads)
 				b.Cleanup(pool.Close)
 				for _, n := range []int{1, 4, 16} {
