@@ -39,7 +39,10 @@ const (
 // gemmPanel for the layout).
 type gemmRepack func(p *gemmPanel, r int, row []byte)
 
-// gemmRepacks lists the weight types the tiled product serves.
+// gemmRepacks lists the weight types the tiled product serves. MatMul
+// gives it Q8_0 and Q4_0 products of many vectors: the K-quants' go to
+// their multi-row kernels (multirow_k.go), on the same CPUs and faster,
+// so their repacks serve the tests and benchmarks here only.
 var gemmRepacks = map[DType]gemmRepack{
 	Q8_0: repackQ8_0,
 	Q4_0: repackQ4_0,

@@ -250,8 +250,9 @@ type rowKernel struct {
 	// row, for prefill.
 	dot4 func(w []byte, a *[4]*activation, out *[4]float32)
 	// multi, where present, serves rows rows against the (up to
-	// multiRows) packed activations of p, for a batched decode step
-	// (multirow.go).
+	// multiRows) packed activations of p: a batched decode step's
+	// (multirow.go), and for the K-quants every product (multirow_k.go,
+	// useMulti).
 	multi func(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int)
 }
 
