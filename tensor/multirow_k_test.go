@@ -74,6 +74,64 @@ func TestDotKRows(t *testing.T) {
 	}
 }
 
+// TestMatMulKQuants: MatMul of a K-quant matrix, odd row counts, 1 to
+// 100 vectors (one pass, several, a prefill's many), on one goroutine
+// and on three with tasks cut small, gives each vector what the pure-Go
+// one-row dot gives, within TestDotKRows's 2e-6 of Σ|w·x|; and where the
+// multi-row kernels serve, each vector's result is the same to the bit
+// as its product alone (every vector has its own accumulator, whatever
+// its pass).
+func TestMatMulKQuants(t *testing.T) {
+	const rows, cols = 37, 768
+	r := rand.New(rand.NewPCG(25, 26))
+	for _, k := range multiKTypes {
+		w, err := Encode(k.ty, randomVector(r, rows*cols))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rowBytes := len(w) / rows
+		deq := make([]float32, rows*cols)
+		if err := Dequantize(k.ty, deq, w); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []int{1, 2, 7, multiRows, multiRows + 1, 40, 100} {
+			x := randomVector(r, n*cols)
+			alone := make([]float32, n*rows)
+			for v := range n {
+				if err := MatMul(alone[v*rows:(v+1)*rows], w, k.ty, rows, cols, x[v*cols:(v+1)*cols], 1, Options{}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for _, threads := range []int{1, 3} {
+				t.Run(fmt.Sprintf("%s/n=%d/threads=%d", k.ty, n, threads), func(t *testing.T) {
+					pool := NewPool(threads)
+					defer pool.Close()
+					out := make([]float32, n*rows)
+					ps := []Product{{Out: out, W: w, Type: k.ty, Rows: rows}}
+					if err := matMulShared(ps, cols, x, n, Options{Pool: pool, Scratch: &Scratch{}}, 1); err != nil {
+						t.Fatal(err)
+					}
+					a := newActivation(actQ8_K, cols)
+					for v := range n {
+						a.set(actQ8_K, x[v*cols:(v+1)*cols])
+						for i := range rows {
+							_, mag := quantDotRef(deq[i*cols:(i+1)*cols], a, QK_K)
+							one := k.dot(w[i*rowBytes:(i+1)*rowBytes], a)
+							got := out[v*rows+i]
+							if d := math.Abs(float64(got - one)); d > 2e-6*mag {
+								t.Errorf("vector %d row %d: MatMul %g, one-row dot %g", v, i, got, one)
+							}
+							if useMulti(rowKernels[k.ty], n) && got != alone[v*rows+i] {
+								t.Errorf("vector %d row %d: %g among %d vectors, %g alone", v, i, got, n, alone[v*rows+i])
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
 // BenchmarkMatMulDecodeK times MatMul of a K-quant matrix against n = 1,
 // 4 and 16 activation vectors (a batched decode step's products: the
 // large suite model's 1024×1024 attention and 1536×1024 feed-forward
