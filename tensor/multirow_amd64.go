@@ -65,7 +65,7 @@ func dotQ5_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32
 }
 
 //go:noescape
-func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int)
+func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int)
 
 //go:noescape
-func dotK45RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int, blockBytes int)
+func dotK45RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int, blockBytes int)

@@ -2,6 +2,46 @@
 // multirow_k_amd64.s): each keeps one float32 accumulator of 16 lanes
 // per vector of the pass in Z16-Z31, and stores their sums for a row.
 
+// ARGS loads a kernel's arguments (w, rowBytes, rows, x, nv, out,
+// stride): the rows at R14, rowBytes in BX, rows in R8, the pack at DI,
+// nv in DX, the outputs at R12, stride·4 in R13, and a step of the pack
+// (nv vectors of VB bytes) in R10.
+#define ARGS(VB) \
+	MOVQ w+0(FP), R14; \
+	MOVQ rowBytes+8(FP), BX; \
+	MOVQ rows+16(FP), R8; \
+	MOVQ x+24(FP), DI; \
+	MOVQ nv+32(FP), DX; \
+	MOVQ out+48(FP), R12; \
+	MOVQ stride+56(FP), R13; \
+	SHLQ $2, R13; \
+	IMUL3Q $VB, DX, R10
+
+// ROWSTART clears the accumulators and points SI at the row's first
+// step, R9 at the pack's, CX counting the steps (a Q8_0 kernel's pairs
+// of blocks, a K-quant kernel's super-blocks).
+#define ROWSTART \
+	ZERO16; \
+	MOVQ R14, SI; \
+	MOVQ DI, R9; \
+	MOVQ steps+40(FP), CX
+
+// STEPEND moves R9 to the pack's next block (SI moved by the caller)
+// and loops over the row's blocks.
+#define STEPEND \
+	ADDQ R10, R9; \
+	DECQ CX; \
+	JNZ step
+
+// ROWEND moves to the next row and its outputs, and loops over the rows.
+#define ROWEND \
+	ADDQ $4, R12; \
+	ADDQ BX, R14; \
+	DECQ R8; \
+	JNZ row; \
+	VZEROUPPER; \
+	RET
+
 // ZERO16 clears the 16 accumulators.
 #define ZERO16 \
 	VPXORD Z16, Z16, Z16; \

@@ -47,23 +47,12 @@ GLOBL multiperm<>(SB), RODATA|NOPTR, $64
 // func dotQ8_0RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int)
 // rows ≥ 1, 1 ≤ nv ≤ 16, steps ≥ 1; out[v·stride + r] for row r, vector v.
 TEXT ·dotQ8_0RowsVNNI(SB), NOSPLIT, $0-64
-	MOVQ w+0(FP), R14
-	MOVQ rowBytes+8(FP), BX
-	MOVQ rows+16(FP), R8
-	MOVQ x+24(FP), DI
-	MOVQ nv+32(FP), DX
-	MOVQ out+48(FP), R12
-	MOVQ stride+56(FP), R13
-	SHLQ $2, R13
-	IMUL3Q $192, DX, R10
+	ARGS(192)
 	MOVL $0x80808080, AX
 	VPBROADCASTD AX, Z6
 	VMOVDQU32 multiperm<>+0(SB), Z7
 row:
-	ZERO16
-	MOVQ R14, SI
-	MOVQ DI, R9
-	MOVQ steps+40(FP), CX
+	ROWSTART
 step:
 	VMOVDQU 2(SI), Y0
 	VINSERTI64X4 $1, 36(SI), Z0, Z0
@@ -93,17 +82,10 @@ step:
 	VEC(15, Z4, Z5, Z31)
 stepdone:
 	ADDQ $68, SI
-	ADDQ R10, R9
-	DECQ CX
-	JNZ step
+	STEPEND
 	OUTS
 rowdone:
-	ADDQ $4, R12
-	ADDQ BX, R14
-	DECQ R8
-	JNZ row
-	VZEROUPPER
-	RET
+	ROWEND
 
 // func multiPackVNNI(dst *byte, qs *int8, d *float32, steps, stride int)
 // Packs one vector (multiPack.setVector): per step its 64 quants, the

@@ -21,44 +21,6 @@
 // subtracted. The vectors of a block lie one after another in the pack,
 // multiKVecBytes (320) each: quants, bsums, scale.
 
-// ARGS loads a kernel's arguments: the rows at R14, rowBytes in BX, rows
-// in R8, the pack at DI, nv in DX, the outputs at R12, stride·4 in R13, a
-// block of the pack's size (nv·multiKVecBytes) in R10.
-#define ARGS \
-	MOVQ w+0(FP), R14; \
-	MOVQ rowBytes+8(FP), BX; \
-	MOVQ rows+16(FP), R8; \
-	MOVQ x+24(FP), DI; \
-	MOVQ nv+32(FP), DX; \
-	MOVQ out+48(FP), R12; \
-	MOVQ stride+56(FP), R13; \
-	SHLQ $2, R13; \
-	IMUL3Q $320, DX, R10
-
-// ROWSTART clears the accumulators and points SI at the row's first
-// block, R9 at the pack's, CX counting the blocks.
-#define ROWSTART \
-	ZERO16; \
-	MOVQ R14, SI; \
-	MOVQ DI, R9; \
-	MOVQ blocks+40(FP), CX
-
-// BLOCKEND moves R9 to the pack's next block (SI moved by the caller)
-// and loops over the row's blocks.
-#define BLOCKEND \
-	ADDQ R10, R9; \
-	DECQ CX; \
-	JNZ block
-
-// ROWEND moves to the next row and its outputs, and loops over the rows.
-#define ROWEND \
-	ADDQ $4, R12; \
-	ADDQ BX, R14; \
-	DECQ R8; \
-	JNZ row; \
-	VZEROUPPER; \
-	RET
-
 // VPERMW indices: for Q6_K step c (64 elements, four sub-blocks of 16),
 // word w takes scale 4c + w/8
 DATA q6kperm<>+0(SB)/8, $0x0000000000000000
@@ -217,7 +179,7 @@ GLOBL q4kmask2<>(SB), RODATA|NOPTR, $16
 	DOTS4(v); \
 	SCALED(v, Z12, Z9, Z15, ACC, VFMADD231PS); \
 	CMPQ DX, $(v+1); \
-	JEQ blockdone
+	JEQ stepdone
 
 // Q6HALF unpacks half n of a Q6_K block at SI (ql at 64n, qh at 128+32n)
 // into the steps' quants A and B: q = ql nibble | qh pair << 4, the
@@ -236,17 +198,17 @@ GLOBL q4kmask2<>(SB), RODATA|NOPTR, $16
 	VPANDD Z11, Z13, Z15; \
 	VPORD Z15, Z14, B
 
-// func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int)
-// rows ≥ 1, 1 ≤ nv ≤ 16, blocks ≥ 1; out[v·stride + r] for row r, vector v.
+// func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int)
+// rows ≥ 1, 1 ≤ nv ≤ 16, steps ≥ 1; out[v·stride + r] for row r, vector v.
 TEXT ·dotQ6_KRowsVNNI(SB), NOSPLIT, $0-64
-	ARGS
+	ARGS(320)
 	MOVL $0x0f0f0f0f, AX
 	VPBROADCASTD AX, Z10
 	MOVL $0x30303030, AX
 	VPBROADCASTD AX, Z11
 row:
 	ROWSTART
-block:
+step:
 	Q6HALF(0, Z0, Z1)
 	Q6HALF(1, Z2, Z3)
 	VPMOVSXBW 192(SI), Y12
@@ -259,16 +221,16 @@ block:
 	VCVTPH2PS X9, X9
 	VBROADCASTSS X9, Z9
 	VECS(VECQ6)
-blockdone:
+stepdone:
 	ADDQ $210, SI
-	BLOCKEND
+	STEPEND
 	OUTS
 rowdone:
 	ROWEND
 
 // VECQ4 adds vector v of the block (at 320v(R9)) to ACC (Z12-Z15
 // scratch): the lanes times dw, less its mins' lanes (Z15) times dmin; it
-// leaves the block after the pass's last vector.
+// leaves the step after the pass's last vector.
 #define VECQ4(v, ACC) \
 	VPXORD Z12, Z12, Z12; \
 	DOTS4(v); \
@@ -276,7 +238,7 @@ rowdone:
 	SCALED(v, Z12, Z9, Z14, ACC, VFMADD231PS); \
 	SCALED(v, Z15, Z10, Z14, ACC, VFNMADD231PS); \
 	CMPQ DX, $(v+1); \
-	JEQ blockdone
+	JEQ stepdone
 
 // Q4STEP unpacks step c of a Q4_K block at SI (32 bytes of qs at
 // 16+32c) into Q: the low nibbles, then the high nibbles.
@@ -304,18 +266,18 @@ rowdone:
 DATA q5kbit<>+0(SB)/4, $0x10101010
 GLOBL q5kbit<>(SB), RODATA|NOPTR, $4
 
-// func dotK45RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, blocks int, out *float32, stride int, blockBytes int)
+// func dotK45RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int, blockBytes int)
 // Q4_K rows (blockBytes 144) or Q5_K rows (176): the same but for the
-// quants' unpacking. rows ≥ 1, 1 ≤ nv ≤ 16, blocks ≥ 1; out[v·stride + r]
+// quants' unpacking. rows ≥ 1, 1 ≤ nv ≤ 16, steps ≥ 1; out[v·stride + r]
 // for row r, vector v.
 TEXT ·dotK45RowsVNNI(SB), NOSPLIT, $0-72
-	ARGS
+	ARGS(320)
 	MOVQ blockBytes+64(FP), R11
 	MOVL $0x0f0f0f0f, AX
 	VPBROADCASTD AX, Z11
 row:
 	ROWSTART
-block:
+step:
 	CMPQ R11, $144
 	JNE q5
 	Q4STEP(0, Z0)
@@ -351,9 +313,9 @@ scales:
 	VBROADCASTSS X10, Z10
 	VBROADCASTSS X9, Z9
 	VECS(VECQ4)
-blockdone:
+stepdone:
 	ADDQ R11, SI
-	BLOCKEND
+	STEPEND
 	OUTS
 rowdone:
 	ROWEND
