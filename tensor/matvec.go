@@ -410,6 +410,12 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	if totalRows == 0 || n == 0 {
 		return nil
 	}
+	if cols == 0 { // empty rows: every product is 0 (and the kernels want a block)
+		for _, p := range ps {
+			clear(p.Out)
+		}
+		return nil
+	}
 	if amxServes(ps, cols, n) {
 		scr.amxMatMul(ps, preps, cols, x, n, opts)
 		return nil

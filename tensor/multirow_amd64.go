@@ -39,7 +39,7 @@ func multiPackKernel(p *multiPack, v int, a *activation) {
 // dotQ6_KRowsKernel is the kernel in use for dotQ6_KRows (its caller
 // checked the bounds).
 func dotQ6_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
-	if !hasVNNI {
+	if !hasVNNI || p.steps == 0 {
 		dotQ6_KRowsGo(w, rowBytes, rows, p, out, stride)
 		return
 	}
@@ -48,7 +48,7 @@ func dotQ6_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32
 
 // dotQ4_KRowsKernel is the kernel in use for dotQ4_KRows.
 func dotQ4_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
-	if !hasVNNI {
+	if !hasVNNI || p.steps == 0 {
 		dotQ4_KRowsGo(w, rowBytes, rows, p, out, stride)
 		return
 	}
@@ -57,7 +57,7 @@ func dotQ4_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32
 
 // dotQ5_KRowsKernel is the kernel in use for dotQ5_KRows.
 func dotQ5_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
-	if !hasVNNI {
+	if !hasVNNI || p.steps == 0 {
 		dotQ5_KRowsGo(w, rowBytes, rows, p, out, stride)
 		return
 	}

@@ -61,7 +61,7 @@ func (p *multiPack) packedK(b, v int) (xq *[QK_K]int8, bs [16]int32, dx float32)
 // dotKRows checks the bounds of a K-quant multi-row product and runs
 // kernel on it.
 func dotKRows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int, kernel func([]byte, int, int, *multiPack, []float32, int)) {
-	if rows == 0 || p.n == 0 || p.steps == 0 {
+	if rows == 0 || p.n == 0 {
 		return
 	}
 	_ = w[rows*rowBytes-1]

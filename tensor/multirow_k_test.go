@@ -132,6 +132,27 @@ func TestMatMulKQuants(t *testing.T) {
 	}
 }
 
+// TestMatMulNoColumns: rows of no elements give products of 0, on every
+// kernel path (one vector, a batch, a prefill), for every weight type.
+func TestMatMulNoColumns(t *testing.T) {
+	for ty := range rowKernels {
+		for _, n := range []int{1, 2, multiRows + 1, multiMax + 1} {
+			out := make([]float32, 3*n)
+			for i := range out {
+				out[i] = float32(math.NaN())
+			}
+			if err := MatMul(out, nil, ty, 3, 0, nil, n, Options{}); err != nil {
+				t.Fatalf("%s n=%d: %v", ty, n, err)
+			}
+			for i, v := range out {
+				if v != 0 {
+					t.Fatalf("%s n=%d: out[%d] = %g, want 0", ty, n, i, v)
+				}
+			}
+		}
+	}
+}
+
 // BenchmarkMatMulDecodeK times MatMul of a K-quant matrix against n = 1,
 // 4 and 16 activation vectors (a batched decode step's products: the
 // large suite model's 1024×1024 attention and 1536×1024 feed-forward
