@@ -13,17 +13,25 @@ import (
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/suite"
 	"github.com/turbomem/turbomem/tensor"
 )
 
-// benchModel returns the embedded model, or the GGUF file named by
-// $TURBOMEM_BENCH_MODEL (a bigger model from tools/randmodel, say).
+// benchModel returns the embedded model, or the one named by
+// $TURBOMEM_BENCH_MODEL as a model list names it (suite.Resolve): a
+// suite model ("large" for .models/suite-large.gguf, Q6_K) or a GGUF
+// file's path (a bigger model from tools/randmodel, say); the benchmark
+// is skipped, with a message that says so, where that file is absent.
 func benchModel(b *testing.B, threads int) *model.Model {
 	b.Helper()
 	o := model.Options{Threads: threads}
 	var m *model.Model
 	var err error
-	if p := os.Getenv("TURBOMEM_BENCH_MODEL"); p != "" {
+	p, ok := suite.Resolve(cmp.Or(os.Getenv("TURBOMEM_BENCH_MODEL"), suite.Default))
+	if !ok {
+		b.Skip(suite.Absent(p))
+	}
+	if p != "" {
 		m, err = model.Open(p, o)
 	} else {
 		m, err = defaultmodel.Load(o)

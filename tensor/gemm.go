@@ -39,7 +39,10 @@ const (
 // gemmPanel for the layout).
 type gemmRepack func(p *gemmPanel, r int, row []byte)
 
-// gemmRepacks lists the weight types the tiled product serves.
+// gemmRepacks lists the weight types the tiled product serves. MatMul
+// gives it Q8_0 and Q4_0 products of many vectors: the K-quants' go to
+// their multi-row kernels (multirow_k.go), on the same CPUs and faster,
+// so their repacks serve the tests and benchmarks here only.
 var gemmRepacks = map[DType]gemmRepack{
 	Q8_0: repackQ8_0,
 	Q4_0: repackQ4_0,
@@ -196,16 +199,22 @@ func repackQ5_K(p *gemmPanel, r int, row []byte) {
 	for b := range len(row) / q5_KBytes {
 		blk := row[b*q5_KBytes : (b+1)*q5_KBytes]
 		repackK45(p, r, b, blk)
-		qh := blk[16:48]
 		for c := range 4 {
-			ql := blk[48+32*c : 80+32*c]
-			q := p.quants(r, b*QK_K+64*c, 64)
-			for i := 0; i < 32; i += 8 {
-				v, h := le64(ql[i:]), le64(qh[i:])
-				put64(q[i:], v&lowNibbles|(h>>(2*c)&lowBits)<<4)
-				put64(q[32+i:], v>>4&lowNibbles|(h>>(2*c+1)&lowBits)<<4)
-			}
+			q5_KStep(p.quants(r, b*QK_K+64*c, 64), blk, c)
 		}
+	}
+}
+
+// q5_KStep writes the unsigned 5-bit quants of step c (64 elements: 32
+// bytes of qs and bits 2c, 2c+1 of qh) of the Q5_K block blk to q in
+// element order.
+func q5_KStep(q, blk []byte, c int) {
+	qh := blk[16:48]
+	ql := blk[48+32*c : 80+32*c]
+	for i := 0; i < 32; i += 8 {
+		v, h := le64(ql[i:]), le64(qh[i:])
+		put64(q[i:], v&lowNibbles|(h>>(2*c)&lowBits)<<4)
+		put64(q[32+i:], v>>4&lowNibbles|(h>>(2*c+1)&lowBits)<<4)
 	}
 }
 
@@ -218,19 +227,24 @@ func repackQ6_K(p *gemmPanel, r int, row []byte) {
 			p.setScale(r, b*QK_K+16*g, 16, s)
 			p.setMin(r, b*16+g, 32*s)
 		}
-		for n := range 2 { // 128 elements: 64 bytes of ql, 32 of qh
-			ql := blk[64*n : 64*n+64]
-			qh := blk[128+32*n : 160+32*n]
-			q0 := p.quants(r, b*QK_K+128*n, 64)
-			q1 := p.quants(r, b*QK_K+128*n+64, 64)
-			for i := 0; i < 32; i += 8 {
-				lo, hi, h := le64(ql[i:]), le64(ql[32+i:]), le64(qh[i:])
-				put64(q0[i:], lo&lowNibbles|(h&lowPairs)<<4)
-				put64(q0[32+i:], hi&lowNibbles|(h>>2&lowPairs)<<4)
-				put64(q1[i:], lo>>4&lowNibbles|(h>>4&lowPairs)<<4)
-				put64(q1[32+i:], hi>>4&lowNibbles|(h>>6&lowPairs)<<4)
-			}
+		for n := range 2 {
+			q6_KHalf(p.quants(r, b*QK_K+128*n, 64), p.quants(r, b*QK_K+128*n+64, 64), blk, n)
 		}
+	}
+}
+
+// q6_KHalf writes the unsigned 6-bit quants of half n (128 elements: 64
+// bytes of ql, 32 of qh) of the Q6_K block blk in element order: the
+// first 64 to q0, the next 64 to q1.
+func q6_KHalf(q0, q1, blk []byte, n int) {
+	ql := blk[64*n : 64*n+64]
+	qh := blk[128+32*n : 160+32*n]
+	for i := 0; i < 32; i += 8 {
+		lo, hi, h := le64(ql[i:]), le64(ql[32+i:]), le64(qh[i:])
+		put64(q0[i:], lo&lowNibbles|(h&lowPairs)<<4)
+		put64(q0[32+i:], hi&lowNibbles|(h>>2&lowPairs)<<4)
+		put64(q1[i:], lo>>4&lowNibbles|(h>>4&lowPairs)<<4)
+		put64(q1[32+i:], hi>>4&lowNibbles|(h>>6&lowPairs)<<4)
 	}
 }
 

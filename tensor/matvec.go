@@ -30,10 +30,10 @@ type Options struct {
 // The zero value is ready to use.
 type Scratch struct {
 	acts    [numActKinds][]actSet
-	groups  [numActKinds][]gemmActs // the activations packed for the tiled kernel
-	packs   []multiPack             // the Q8_0 activations packed for the multi-row kernel, per pass
-	amx     amxScratch              // the AMX kernel's, where it serves
-	workers []workerScratch         // per goroutine of the pool
+	groups  [numActKinds][]gemmActs  // the activations packed for the tiled kernel
+	packs   [numActKinds][]multiPack // the activations packed for the multi-row kernels, per pass
+	amx     amxScratch               // the AMX kernel's, where it serves
+	workers []workerScratch          // per goroutine of the pool
 	preps   []prepared
 	vecs    vectors
 	// matMulShared's (or amxMatMul's) call, read by its tasks, and the
@@ -57,9 +57,8 @@ type matCall struct {
 	prepare          func(v int)
 	need, packed     [numActKinds]bool
 	acts             [numActKinds][]*activation
-	packs            []multiPack
+	packs            [numActKinds][]multiPack
 	passes           int
-	multiKind        actKind
 	tasks, totalRows int
 }
 
@@ -251,8 +250,9 @@ type rowKernel struct {
 	// row, for prefill.
 	dot4 func(w []byte, a *[4]*activation, out *[4]float32)
 	// multi, where present, serves rows rows against the (up to
-	// multiRows) packed activations of p, for a batched decode step
-	// (multirow.go).
+	// multiRows) packed activations of p: a batched decode step's
+	// (multirow.go), and for the K-quants every product (multirow_k.go,
+	// useMulti).
 	multi func(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int)
 }
 
@@ -267,9 +267,9 @@ var rowKernels = map[DType]rowKernel{
 	Q8_0:  {act: actQ8_0, dot: dotRowQ8_0, dot4: dotRowQ8_0x4, rows4: dotRowsQ8_0x4, multi: dotQ8_0Rows},
 	Q2_K:  {act: actQ8_K, dot: dotRowQ2_K},
 	Q3_K:  {act: actQ8_K, dot: dotRowQ3_K},
-	Q4_K:  {act: actQ8_K, dot: dotRowQ4_K},
-	Q5_K:  {act: actQ8_K, dot: dotRowQ5_K},
-	Q6_K:  {act: actQ8_K, dot: dotRowQ6_K},
+	Q4_K:  {act: actQ8_K, dot: dotRowQ4_K, multi: dotQ4_KRows},
+	Q5_K:  {act: actQ8_K, dot: dotRowQ5_K, multi: dotQ5_KRows},
+	Q6_K:  {act: actQ8_K, dot: dotRowQ6_K, multi: dotQ6_KRows},
 	Q8_K:  {act: actQ8_K, dot: dotRowQ8_K},
 	TQ1_0: {act: actQ8_K, dot: dotRowTQ1_0},
 	TQ2_0: {act: actQ8_K, dot: dotRowTQ2_0},
@@ -348,8 +348,17 @@ type prepared struct {
 }
 
 // useMulti reports whether a product with kernel k over n vectors takes
-// the multi-row kernel: a batched decode step's few vectors.
+// the multi-row kernel: a batched decode step's few vectors; and for the
+// K-quants any number: one (their multi-row kernels unpack a block's
+// scales in a few vector instructions, where the one-row dots prepare
+// them in Go: Q6_K's costs 7 times the kernel's at 1024 columns), and
+// as many as prefill has (a task's rows, read again for each pass of 16
+// vectors, stay in its core's cache; the tiled kernel took twice as long
+// per row and vector at 49 to 64 vectors).
 func useMulti(k rowKernel, n int) bool {
+	if k.act == actQ8_K {
+		return hasMultiRowK && k.multi != nil && n >= 1
+	}
 	return hasMultiRow && k.multi != nil && n >= 2 && n <= multiMax
 }
 
@@ -401,31 +410,37 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	if totalRows == 0 || n == 0 {
 		return nil
 	}
+	if cols == 0 { // empty rows: every product is 0 (and the kernels want a block)
+		for _, p := range ps {
+			clear(p.Out)
+		}
+		return nil
+	}
 	if amxServes(ps, cols, n) {
 		scr.amxMatMul(ps, preps, cols, x, n, opts)
 		return nil
 	}
 	// The activation forms the products read, quantized once per vector
 	// for all of them; packed by groups of vectors for the tiled kernel
-	// where a product takes it, and in passes for the multi-row kernel
-	// (from the activations of the kind its products share, actQ8_0).
+	// where a product takes it, and in passes for the multi-row kernels
+	// (one set of passes per activation kind: Q8_0's, Q8_K's).
 	tiled := hasGEMM && n >= gemmMinVectors
-	var need, packed [numActKinds]bool
+	var need, packed, multi [numActKinds]bool
 	ng := (n + gemmCols - 1) / gemmCols
-	passes, multi, multiKind := multiPasses(n), false, actKind(0)
+	passes := multiPasses(n)
 	for i, p := range ps {
 		k := preps[i].k.act
 		need[k] = true
 		switch {
 		case useMulti(preps[i].k, n):
-			multi, multiKind = true, k
+			multi[k] = true
+			if len(scr.packs[k]) < passes {
+				scr.packs[k] = append(scr.packs[k], make([]multiPack, passes-len(scr.packs[k]))...)
+			}
 		case tiled && canGEMM(p.Type, cols) && !packed[k]:
 			packed[k] = true
 			scr.groups[k] = growGroups(scr.groups[k], ng)
 		}
-	}
-	if multi && len(scr.packs) < passes {
-		scr.packs = append(scr.packs, make([]multiPack, passes-len(scr.packs))...)
 	}
 	var acts [numActKinds][]*activation
 	for i := range preps {
@@ -436,16 +451,19 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 		preps[i].acts = acts[k]
 		switch {
 		case useMulti(preps[i].k, n):
-			preps[i].packs = scr.packs[:passes]
+			preps[i].packs = scr.packs[k][:passes]
 		case packed[k] && canGEMM(ps[i].Type, cols):
 			preps[i].groups = scr.groups[k][:ng]
 		}
 	}
-	var packs []multiPack
-	if multi {
-		packs = scr.packs[:passes]
-		for j := range packs {
-			packs[j].reset(acts[multiKind][passStart(j, passes, n):passStart(j+1, passes, n)], cols)
+	var packs [numActKinds][]multiPack
+	for k, ok := range multi {
+		if !ok {
+			continue
+		}
+		packs[k] = scr.packs[k][:passes]
+		for j := range packs[k] {
+			packs[k][j].reset(actKind(k), acts[k][passStart(j, passes, n):passStart(j+1, passes, n)], cols)
 		}
 	}
 	threads := opts.Pool.Threads()
@@ -455,7 +473,7 @@ func matMulShared(ps []Product, cols int, x []float32, n int, opts Options, minB
 	tasks := min(totalRows, threads*tasksPerThread, max(1, totalBytes*n/minBytes))
 	scr.bind()
 	scr.call = matCall{ps: ps, preps: preps, x: x, cols: cols, n: n, prepare: opts.Prepare, need: need, packed: packed,
-		acts: acts, packs: packs, passes: passes, multiKind: multiKind, tasks: tasks, totalRows: totalRows}
+		acts: acts, packs: packs, passes: passes, tasks: tasks, totalRows: totalRows}
 	defer func() { scr.call = matCall{} }()
 	// The vectors are prepared inside the products' region, one item
 	// each (a Prepare may be a row's attention), then packed by groups
@@ -492,9 +510,9 @@ func (scr *Scratch) vectorTask(v int) {
 		}
 		a := c.acts[k][v]
 		a.set(actKind(k), xv)
-		if c.packs != nil && actKind(k) == c.multiKind {
+		if c.packs[k] != nil {
 			p := passOf(v, c.passes, c.n)
-			c.packs[p].setVector(v-passStart(p, c.passes, c.n), a)
+			c.packs[k][p].setVector(v-passStart(p, c.passes, c.n), a)
 		}
 	}
 }

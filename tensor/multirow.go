@@ -21,17 +21,22 @@ const (
 	multiRows     = 16 // most vectors per pass (one accumulator register each)
 	multiStep     = 64 // elements per step: two Q8_0 blocks
 	multiVecBytes = multiStep + 16*4 + 16*4
-	// multiMax is the most vectors a product takes this way: beyond it
-	// the tiled kernel's repacking pays for itself.
+	// multiMax is the most vectors a Q8_0 product takes this way: beyond
+	// it the tiled kernel's repacking pays for itself (not so for the
+	// K-quants' kernels, which take any number: useMulti).
 	multiMax = 3 * multiRows
 )
 
-// multiPack is up to multiRows Q8_0 activations in the kernel's layout:
-// per step of 64 elements and per vector, multiVecBytes bytes: the 64
-// quants, 16 int32 lane offsets −128·Σ₄xq, and 16 float32 lane scales
-// (lanes 0–7 the first block's dx, 8–15 the second's).
+// multiPack is up to multiRows activations in a multi-row kernel's
+// layout, by steps (a step's vectors one after another). Q8_0's (kind
+// actQ8_0): per step of 64 elements and per vector, multiVecBytes bytes:
+// the 64 quants, 16 int32 lane offsets −128·Σ₄xq, and 16 float32 lane
+// scales (lanes 0–7 the first block's dx, 8–15 the second's). Q8_K's
+// (actQ8_K, for the K-quants): per block of 256 elements and per
+// vector, multiKVecBytes (multirow_k.go).
 type multiPack struct {
 	b     []byte
+	kind  actKind
 	n     int // vectors
 	steps int
 	// odd holds the vectors' activations when the row has an odd last
@@ -39,21 +44,27 @@ type multiPack struct {
 	odd []*activation
 }
 
-// set packs acts (at most multiRows, of kind actQ8_0) over cols elements
-// (a multiple of 32).
-func (p *multiPack) set(acts []*activation, cols int) {
-	p.reset(acts, cols)
+// set packs acts (at most multiRows, of kind k: actQ8_0 over cols
+// elements a multiple of 32, or actQ8_K over a multiple of 256).
+func (p *multiPack) set(k actKind, acts []*activation, cols int) {
+	p.reset(k, acts, cols)
 	for v, a := range acts {
 		p.setVector(v, a)
 	}
 }
 
-// reset sizes p for acts over cols elements; setVector then packs each
-// (once it holds its quants).
-func (p *multiPack) reset(acts []*activation, cols int) {
-	p.n, p.steps = len(acts), cols/multiStep
-	p.b = grown(p.b, p.steps*p.n*multiVecBytes)
+// reset sizes p for acts of kind k over cols elements; setVector then
+// packs each (once it holds its quants).
+func (p *multiPack) reset(k actKind, acts []*activation, cols int) {
+	p.kind, p.n = k, len(acts)
 	p.odd = p.odd[:0]
+	if k == actQ8_K {
+		p.steps = cols / QK_K
+		p.b = grown(p.b, p.steps*p.n*multiKVecBytes)
+		return
+	}
+	p.steps = cols / multiStep
+	p.b = grown(p.b, p.steps*p.n*multiVecBytes)
 	if cols%multiStep != 0 {
 		p.odd = append(p.odd, acts...)
 	}
@@ -69,6 +80,10 @@ func passStart(j, passes, n int) int { return n * j / passes }
 // setVector packs activation a as vector v.
 func (p *multiPack) setVector(v int, a *activation) {
 	if p.steps == 0 {
+		return
+	}
+	if p.kind == actQ8_K {
+		p.setVectorK(v, a)
 		return
 	}
 	_ = a.qs[p.steps*multiStep-1]

@@ -6,6 +6,10 @@ package tensor
 // AVX-512 VNNI kernel; without it the row kernels serve.
 var hasMultiRow = hasVNNI
 
+// hasMultiRowK selects the K-quant multi-row products (multirow_k.go),
+// with the same kernels.
+var hasMultiRowK = hasVNNI
+
 //go:noescape
 func dotQ8_0RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int)
 
@@ -31,3 +35,37 @@ func multiPackKernel(p *multiPack, v int, a *activation) {
 	}
 	multiPackVNNI(&p.b[v*multiVecBytes], &a.qs[0], &a.d[0], p.steps, p.n*multiVecBytes)
 }
+
+// dotQ6_KRowsKernel is the kernel in use for dotQ6_KRows (its caller
+// checked the bounds).
+func dotQ6_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	if !hasVNNI || p.steps == 0 {
+		dotQ6_KRowsGo(w, rowBytes, rows, p, out, stride)
+		return
+	}
+	dotQ6_KRowsVNNI(&w[0], rowBytes, rows, &p.b[0], p.n, p.steps, &out[0], stride)
+}
+
+// dotQ4_KRowsKernel is the kernel in use for dotQ4_KRows.
+func dotQ4_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	if !hasVNNI || p.steps == 0 {
+		dotQ4_KRowsGo(w, rowBytes, rows, p, out, stride)
+		return
+	}
+	dotK45RowsVNNI(&w[0], rowBytes, rows, &p.b[0], p.n, p.steps, &out[0], stride, q4_KBytes)
+}
+
+// dotQ5_KRowsKernel is the kernel in use for dotQ5_KRows.
+func dotQ5_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
+	if !hasVNNI || p.steps == 0 {
+		dotQ5_KRowsGo(w, rowBytes, rows, p, out, stride)
+		return
+	}
+	dotK45RowsVNNI(&w[0], rowBytes, rows, &p.b[0], p.n, p.steps, &out[0], stride, q5_KBytes)
+}
+
+//go:noescape
+func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int)
+
+//go:noescape
+func dotK45RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int, blockBytes int)

@@ -2,6 +2,7 @@
 
 #include "textflag.h"
 #include "hsum_amd64.h"
+#include "multirow_amd64.h"
 
 // The multi-row decode kernel (multirow.go) with AVX-512 VNNI: for each
 // weight row, per step of two Q8_0 blocks the 64 quants are loaded once
@@ -23,16 +24,6 @@
 	VFMADD231PS S, I, ACC; \
 	CMPQ DX, $(v+1); \
 	JEQ stepdone
-
-// OUT stores the sum of ACC's 16 lanes (halves, quarters, pairs) at
-// (AX), moves AX to the next vector's output and leaves after the pass's
-// last vector.
-#define OUT(v, Z, Y, X) \
-	SUM16(Z, Y, X, Y2, X2); \
-	VMOVSS X, (AX); \
-	ADDQ R13, AX; \
-	CMPQ DX, $(v+1); \
-	JEQ rowdone
 
 // the VPERMPS indices that spread two scales over lanes 0-7 and 8-15
 DATA multiperm<>+0(SB)/4, $0
@@ -56,38 +47,12 @@ GLOBL multiperm<>(SB), RODATA|NOPTR, $64
 // func dotQ8_0RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int)
 // rows ≥ 1, 1 ≤ nv ≤ 16, steps ≥ 1; out[v·stride + r] for row r, vector v.
 TEXT ·dotQ8_0RowsVNNI(SB), NOSPLIT, $0-64
-	MOVQ w+0(FP), R14
-	MOVQ rowBytes+8(FP), BX
-	MOVQ rows+16(FP), R8
-	MOVQ x+24(FP), DI
-	MOVQ nv+32(FP), DX
-	MOVQ out+48(FP), R12
-	MOVQ stride+56(FP), R13
-	SHLQ $2, R13
-	IMUL3Q $192, DX, R10
+	ARGS(192)
 	MOVL $0x80808080, AX
 	VPBROADCASTD AX, Z6
 	VMOVDQU32 multiperm<>+0(SB), Z7
 row:
-	VPXORD Z16, Z16, Z16
-	VPXORD Z17, Z17, Z17
-	VPXORD Z18, Z18, Z18
-	VPXORD Z19, Z19, Z19
-	VPXORD Z20, Z20, Z20
-	VPXORD Z21, Z21, Z21
-	VPXORD Z22, Z22, Z22
-	VPXORD Z23, Z23, Z23
-	VPXORD Z24, Z24, Z24
-	VPXORD Z25, Z25, Z25
-	VPXORD Z26, Z26, Z26
-	VPXORD Z27, Z27, Z27
-	VPXORD Z28, Z28, Z28
-	VPXORD Z29, Z29, Z29
-	VPXORD Z30, Z30, Z30
-	VPXORD Z31, Z31, Z31
-	MOVQ R14, SI
-	MOVQ DI, R9
-	MOVQ steps+40(FP), CX
+	ROWSTART
 step:
 	VMOVDQU 2(SI), Y0
 	VINSERTI64X4 $1, 36(SI), Z0, Z0
@@ -117,33 +82,10 @@ step:
 	VEC(15, Z4, Z5, Z31)
 stepdone:
 	ADDQ $68, SI
-	ADDQ R10, R9
-	DECQ CX
-	JNZ step
-	MOVQ R12, AX
-	OUT(0, Z16, Y16, X16)
-	OUT(1, Z17, Y17, X17)
-	OUT(2, Z18, Y18, X18)
-	OUT(3, Z19, Y19, X19)
-	OUT(4, Z20, Y20, X20)
-	OUT(5, Z21, Y21, X21)
-	OUT(6, Z22, Y22, X22)
-	OUT(7, Z23, Y23, X23)
-	OUT(8, Z24, Y24, X24)
-	OUT(9, Z25, Y25, X25)
-	OUT(10, Z26, Y26, X26)
-	OUT(11, Z27, Y27, X27)
-	OUT(12, Z28, Y28, X28)
-	OUT(13, Z29, Y29, X29)
-	OUT(14, Z30, Y30, X30)
-	OUT(15, Z31, Y31, X31)
+	STEPEND
+	OUTS
 rowdone:
-	ADDQ $4, R12
-	ADDQ BX, R14
-	DECQ R8
-	JNZ row
-	VZEROUPPER
-	RET
+	ROWEND
 
 // func multiPackVNNI(dst *byte, qs *int8, d *float32, steps, stride int)
 // Packs one vector (multiPack.setVector): per step its 64 quants, the

@@ -24,8 +24,8 @@ func TestDotQ8_0Rows(t *testing.T) {
 				w, acts, _ := gemmSetup(t, r, Q8_0, rows, cols, n)
 				rowBytes := len(w) / rows
 				var p, twinPack multiPack
-				p.set(acts, cols)
-				twinPack.reset(acts, cols)
+				p.set(actQ8_0, acts, cols)
+				twinPack.reset(actQ8_0, acts, cols)
 				for v, a := range acts {
 					twinPack.setVectorGo(v, a)
 				}
@@ -43,12 +43,7 @@ func TestDotQ8_0Rows(t *testing.T) {
 						t.Fatal(err)
 					}
 					for v, a := range acts {
-						var want, mag float64
-						for j, wv := range deq {
-							x := float64(a.qs[j]) * float64(a.d[j/qk0])
-							want += float64(wv) * x
-							mag += math.Abs(float64(wv) * x)
-						}
+						want, mag := quantDotRef(deq, a, qk0)
 						k := v*stride + i
 						if d := math.Abs(float64(got[k]) - want); d > 2e-5*mag {
 							t.Errorf("row %d vector %d: kernel %g, reference %g", i, v, got[k], want)
@@ -63,6 +58,19 @@ func TestDotQ8_0Rows(t *testing.T) {
 	}
 }
 
+// quantDotRef returns the float64 dot product of the weights deq with
+// activation a's quants times their scales (one per block elements),
+// and the sum of its terms' magnitudes Σ|w·x|, the scale of the float
+// errors.
+func quantDotRef(deq []float32, a *activation, block int) (want, mag float64) {
+	for j, wv := range deq {
+		x := float64(a.qs[j]) * float64(a.d[j/block])
+		want += float64(wv) * x
+		mag += math.Abs(float64(wv) * x)
+	}
+	return want, mag
+}
+
 // BenchmarkDotQ8_0Rows times the multi-row product of 64 weight rows of
 // 512 columns against 1, 4 and 16 vectors (the kernel in use and its
 // pure-Go twin), beside the row kernels MatMul used for so few vectors,
@@ -74,7 +82,7 @@ func BenchmarkDotQ8_0Rows(b *testing.B) {
 		w, acts, _ := gemmSetup(b, r, Q8_0, rows, cols, n)
 		rowBytes := len(w) / rows
 		var p multiPack
-		p.set(acts, cols)
+		p.set(actQ8_0, acts, cols)
 		out := make([]float32, n*rows)
 		report := func(b *testing.B) {
 			b.ReportMetric(float64(rows*cols*n)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GMAC/s")

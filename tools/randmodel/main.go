@@ -28,6 +28,9 @@ var shapes = map[string]shape{
 	"tinyllama-1.1b": {22, 2048, 32, 4, 5632},
 	"small-160m":     {12, 768, 12, 4, 2048},
 	"hd128-100m":     {8, 1024, 8, 2, 2816},
+	// the suite's large model (tools/train: 56.6 M parameters with its
+	// tied 12288-token embedding; untied here)
+	"suite-large": {6, 1024, 8, 2, 1536},
 }
 
 func main() {
