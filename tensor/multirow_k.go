@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 	"unsafe"
 )
@@ -58,11 +59,20 @@ func (p *multiPack) packedK(b, v int) (xq *[QK_K]int8, bs [16]int32, dx float32)
 	return xq, bs, math.Float32frombits(binary.LittleEndian.Uint32(x[multiKScale:]))
 }
 
-// dotKRows checks the bounds of a K-quant multi-row product and runs
-// kernel on it.
-func dotKRows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int, kernel func([]byte, int, int, *multiPack, []float32, int)) {
+// dotKRows checks the bounds of a K-quant multi-row product of blocks of
+// blockBytes and runs kernel on it. The assembly reads p.steps blocks of
+// each row and keeps one accumulator per vector, so rows shorter than
+// the pack's blocks, or more than multiRows vectors, would read past w
+// or drop vectors where the pure-Go twins panic: they panic here.
+func dotKRows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride, blockBytes int, kernel func([]byte, int, int, *multiPack, []float32, int)) {
 	if rows == 0 || p.n == 0 {
 		return
+	}
+	if p.n > multiRows {
+		panic(fmt.Sprintf("tensor: multi-row product of %d vectors, at most %d", p.n, multiRows))
+	}
+	if p.steps*blockBytes > rowBytes {
+		panic(fmt.Sprintf("tensor: multi-row product: rows of %d bytes, %d blocks of %d bytes", rowBytes, p.steps, blockBytes))
 	}
 	_ = w[rows*rowBytes-1]
 	_ = out[(p.n-1)*stride+rows-1]
@@ -73,17 +83,17 @@ func dotKRows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride 
 // dotQ6_KRows sets out[v·stride + r] to Q6_K weight row r of w (rows
 // rows of rowBytes) dotted with vector v of p, for every row and vector.
 func dotQ6_KRows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
-	dotKRows(w, rowBytes, rows, p, out, stride, dotQ6_KRowsKernel)
+	dotKRows(w, rowBytes, rows, p, out, stride, q6_KBytes, dotQ6_KRowsKernel)
 }
 
 // dotQ4_KRows is dotQ6_KRows for Q4_K weights.
 func dotQ4_KRows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
-	dotKRows(w, rowBytes, rows, p, out, stride, dotQ4_KRowsKernel)
+	dotKRows(w, rowBytes, rows, p, out, stride, q4_KBytes, dotQ4_KRowsKernel)
 }
 
 // dotQ5_KRows is dotQ6_KRows for Q5_K weights.
 func dotQ5_KRows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
-	dotKRows(w, rowBytes, rows, p, out, stride, dotQ5_KRowsKernel)
+	dotKRows(w, rowBytes, rows, p, out, stride, q5_KBytes, dotQ5_KRowsKernel)
 }
 
 // laneOf is the int32 lane (of 16) that holds element e of a block: the

@@ -235,3 +235,38 @@ func BenchmarkDotKRows(b *testing.B) {
 		}
 	}
 }
+
+// TestDotKRowsBounds: a multi-row product whose rows are shorter than
+// the pack's blocks, or whose pack holds more vectors than the kernels
+// have accumulators, panics, as the pure-Go twins do, where the
+// assembly would read past the weights or drop vectors silently.
+func TestDotKRowsBounds(t *testing.T) {
+	r := rand.New(rand.NewPCG(27, 28))
+	for _, k := range multiKTypes {
+		blockBytes := k.ty.BlockBytes()
+		cases := []struct {
+			name             string
+			rows, cols, n    int
+			rowBytes, wBytes int // w is wBytes of a longer slice
+		}{
+			// one row of one block against a pack of two: the kernel
+			// would read the second block past the end of w.
+			{"short rows", 1, 2 * QK_K, 1, blockBytes, blockBytes},
+			{"too many vectors", 2, QK_K, multiRows + 1, blockBytes, 2 * blockBytes},
+		}
+		for _, c := range cases {
+			t.Run(fmt.Sprintf("%s/%s", k.ty, c.name), func(t *testing.T) {
+				w, acts, _ := gemmSetup(t, r, k.ty, 2, c.cols, c.n)
+				var p multiPack
+				p.set(actQ8_K, acts, c.cols)
+				out := make([]float32, c.n*c.rows)
+				defer func() {
+					if recover() == nil {
+						t.Errorf("rows of %d bytes against %d blocks of %d vectors: no panic", c.rowBytes, p.steps, p.n)
+					}
+				}()
+				k.kernel(w[:c.wBytes], c.rowBytes, c.rows, &p, out, c.rows)
+			})
+		}
+	}
+}
