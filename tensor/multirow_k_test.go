@@ -80,7 +80,8 @@ func TestDotKRows(t *testing.T) {
 // one-row dot gives, within TestDotKRows's 2e-6 of Σ|w·x|; and where the
 // multi-row kernels serve, each vector's result is the same to the bit
 // as its product alone (every vector has its own accumulator, whatever
-// its pass).
+// its pass). Where AMX serves (Q4_K, 16 vectors or more), the AMX
+// product's own bound instead.
 func TestMatMulKQuants(t *testing.T) {
 	const rows, cols = 37, 768
 	r := rand.New(rand.NewPCG(25, 26))
@@ -111,13 +112,28 @@ func TestMatMulKQuants(t *testing.T) {
 					if err := matMulShared(ps, cols, x, n, Options{Pool: pool, Scratch: &Scratch{}}, 1); err != nil {
 						t.Fatal(err)
 					}
+					// Where the CPU has AMX, MatMul gives Q4_K products of
+					// 16 vectors or more to the AMX product (amxServes), on
+					// Q8_0 activations: its results are checked as
+					// TestAMXMatMul checks them, against the float64 sum
+					// over those activations within 1e-5 of Σ|w·x|.
+					amx := amxServes(ps, cols, n)
 					a := newActivation(actQ8_K, cols)
+					a0 := newActivation(actQ8_0, cols)
 					for v := range n {
 						a.set(actQ8_K, x[v*cols:(v+1)*cols])
+						a0.set(actQ8_0, x[v*cols:(v+1)*cols])
 						for i := range rows {
+							got := out[v*rows+i]
+							if amx {
+								want, mag := quantDotRef(deq[i*cols:(i+1)*cols], a0, qk0)
+								if d := math.Abs(float64(got) - want); d > 1e-5*mag {
+									t.Errorf("vector %d row %d: MatMul (AMX) %g, reference %g", v, i, got, want)
+								}
+								continue
+							}
 							_, mag := quantDotRef(deq[i*cols:(i+1)*cols], a, QK_K)
 							one := k.dot(w[i*rowBytes:(i+1)*rowBytes], a)
-							got := out[v*rows+i]
 							if d := math.Abs(float64(got - one)); d > 2e-6*mag {
 								t.Errorf("vector %d row %d: MatMul %g, one-row dot %g", v, i, got, one)
 							}
