@@ -2,6 +2,7 @@ package tensor
 
 import (
 	"encoding/binary"
+	"fmt"
 	"math"
 )
 
@@ -114,6 +115,15 @@ func (p *multiPack) setVectorGo(v int, a *activation) {
 func dotQ8_0Rows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
 	if rows == 0 || p.n == 0 {
 		return
+	}
+	// The assembly reads p.steps pairs of blocks of each row and keeps
+	// one accumulator per vector: shorter rows or more vectors would
+	// read past w or drop vectors.
+	if p.n > multiRows {
+		panic(fmt.Sprintf("tensor: multi-row product of %d vectors, at most %d", p.n, multiRows))
+	}
+	if p.steps*2*q8_0Bytes > rowBytes {
+		panic(fmt.Sprintf("tensor: multi-row product: rows of %d bytes, %d pairs of Q8_0 blocks", rowBytes, p.steps))
 	}
 	_ = w[rows*rowBytes-1]
 	_ = out[(p.n-1)*stride+rows-1]

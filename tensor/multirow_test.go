@@ -117,3 +117,32 @@ func BenchmarkDotQ8_0Rows(b *testing.B) {
 		})
 	}
 }
+
+// TestDotQ8_0RowsBounds: dotQ8_0Rows panics on rows shorter than the
+// pack's pairs of blocks, or a pack of more vectors than the kernel has
+// accumulators, where the assembly would read past the weights or drop
+// vectors silently (as TestDotKRowsBounds).
+func TestDotQ8_0RowsBounds(t *testing.T) {
+	r := rand.New(rand.NewPCG(15, 16))
+	for _, c := range []struct {
+		name             string
+		rows, cols, n    int
+		rowBytes, wBytes int
+	}{
+		{"short rows", 1, 4 * qk0, 1, 2 * q8_0Bytes, 2 * q8_0Bytes},
+		{"too many vectors", 2, 2 * qk0, multiRows + 1, 2 * q8_0Bytes, 4 * q8_0Bytes},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w, acts, _ := gemmSetup(t, r, Q8_0, 2, c.cols, c.n)
+			var p multiPack
+			p.set(actQ8_0, acts, c.cols)
+			out := make([]float32, c.n*c.rows)
+			defer func() {
+				if recover() == nil {
+					t.Errorf("rows of %d bytes against %d steps of %d vectors: no panic", c.rowBytes, p.steps, p.n)
+				}
+			}()
+			dotQ8_0Rows(w[:c.wBytes], c.rowBytes, c.rows, &p, out, c.rows)
+		})
+	}
+}
