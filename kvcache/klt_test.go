@@ -173,7 +173,7 @@ func TestKLTAttendIsTheMath(t *testing.T) {
 	defer pool.Close()
 	for _, sh := range []Shape{{QHeads: 8, KVHeads: 2, HeadDim: 128}, {QHeads: 6, KVHeads: 2, HeadDim: 64}, {QHeads: 2, KVHeads: 2, HeadDim: 64}} {
 		sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
-		for _, kv := range [][2]string{{"klt3.5", "klt3.5"}, {"klt2.5", "klt2.5"}, {"klt3.5", "f16"}, {"q8_0", "klt2.5"}} {
+		for _, kv := range [][2]string{{"klt3.5", "klt3.5"}, {"klt2.5", "klt2.5"}, {"klt3.5", "f16"}, {"q8_0", "klt2.5"}, {"tcq3.5", "tcq2.5"}, {"klt2.5", "tcq3.5"}} {
 			for _, window := range []int{0, -1} {
 				name := fmt.Sprintf("%d-%d-%d/%s:%s/window%d", sh.QHeads, sh.KVHeads, sh.HeadDim, kv[0], kv[1], window)
 				t.Run(name, func(t *testing.T) {
