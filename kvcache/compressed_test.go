@@ -43,9 +43,9 @@ var codeBytes128 = map[string]int{
 	"tcq4.5":    72,
 	"tcq5":      80,
 	"tcq6":      96,
-	"turbo3.5p": 60,     // prod parts: (2+12 + 2+4) + (2+24 + 2+12)
-	"polar":     62,     // 8 fp16 radii + 46·8/8 angle bytes
-	"qjl":       34,     // fp16 norm + 256 sign bits
+	"turbo3.5p": 60, // prod parts: (2+12 + 2+4) + (2+24 + 2+12)
+	"polar":     62, // 8 fp16 radii + 46·8/8 angle bytes
+	"qjl":       34, // fp16 norm + 256 sign bits
 }
 
 // specFor returns the spec that tests use for format name: the same
