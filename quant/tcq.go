@@ -177,7 +177,7 @@ func (q *TCQ) subsAt(t int) *[4][]float64 {
 // tailBitingSearch is how many start states the tail-biting encoder of a
 // trellis of more than 32 states tries: the cyclic states of the best
 // free paths, and state 0 (smaller trellises try every state; a larger
-// one may then miss the best path, never by much).
+// one may then miss the best path, by much on short sequences).
 const tailBitingSearch = 8
 
 // Encode codes x (weights w, nil: all 1) and writes each component's path

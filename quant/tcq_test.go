@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strconv"
 	"testing"
 )
 
@@ -225,19 +226,24 @@ func TestTCQErrors(t *testing.T) {
 }
 
 // BenchmarkTCQEncode is the Viterbi pass of a klt vector's coded
-// components: 125 of 2 bits, 8 states, tail-biting (every start).
+// components: 125 of 2 bits (the embedded model's keys at 2.5 bits),
+// tail-biting, with 8, 32 and 256 states.
 func BenchmarkTCQEncode(b *testing.B) {
-	tr, _ := NewTrellis(8)
-	book, _ := GaussianTCQBook(tr, 2)
-	q, _ := NewTCQ(tr, 2, book)
-	q.TailBiting = true
-	r := rand.New(rand.NewPCG(1, 2))
-	x, v, idx := make([]float64, 125), make([]int, 125), make([]int, 125)
-	for i := range x {
-		x[i] = r.NormFloat64()
-	}
-	for b.Loop() {
-		q.Encode(x, nil, v, idx)
+	for _, states := range []int{8, 32, 256} {
+		b.Run(strconv.Itoa(states), func(b *testing.B) {
+			tr, _ := NewTrellis(states)
+			cb, err := LloydMaxGaussian(3, 1)
+			if err != nil {
+				b.Fatal(err)
+			}
+			q, _ := NewTCQ(tr, 2, f64s(cb.Centroids))
+			q.TailBiting = true
+			x := gaussianSeqs(15, 1, 125)[0]
+			v, idx := make([]int, len(x)), make([]int, len(x))
+			for b.Loop() {
+				q.Encode(x, nil, v, idx)
+			}
+		})
 	}
 }
 
@@ -319,4 +325,159 @@ func TestTCQKLTError(t *testing.T) {
 			t.Errorf("%s: TCQ error %g, scalar %g: ratio %.3f, want ≤ %.3f", c.name, et, es, et/es, c.maxRat)
 		}
 	}
+}
+
+func tcqSNR(mse float64) float64 { return -10 * math.Log10(mse) }
+
+// TestTCQGaussian: on long i.i.d. unit Gaussian sequences, TCQ with
+// Marcellin and Fischer's doubled Lloyd–Max alphabet (the (b+1)-bit
+// codebook) and with that alphabet refined by the TCQ Lloyd iteration
+// beats the b-bit Lloyd–Max scalar quantizer (Max 1960: 4.40, 9.30 and
+// 14.62 dB at 1, 2, 3 bits, docs/ALGORITHMS.md §2), gains with the
+// number of states and stays below the rate–distortion bound 6.02·b dB.
+// Marcellin and Fischer (IEEE Trans. Commun. 38(1), 1990) report that at
+// 1 and 2 bits TCQ beats every fixed-rate code and entropy-coded scalar
+// quantization they compared with; optimum entropy-coded scalar
+// quantization of the Gaussian sits 1.53 dB below the bound at high rate,
+// so at 2 bits 8-state TCQ must pass 12.04 − 1.53 = 10.51 dB once its
+// alphabet is trained. This implementation gives, doubled / trained, 8
+// states: 4.77/5.17, 10.26/10.64, 15.90/16.23 dB; 256 states: 5.06/5.50,
+// 10.54/10.95, 16.18/16.51 dB (1e5 samples; standard error about 0.01 dB).
+func TestTCQGaussian(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement: 1e5 samples, 256 states")
+	}
+	seqs := gaussianSeqs(7, 100, 1000)
+	lloydMax := []float64{0, 4.40, 9.30, 14.62}
+	got := map[[3]int]float64{} // states, bits, trained
+	for _, states := range []int{8, 256} {
+		for b := 1; b <= 3; b++ {
+			tr, _ := NewTrellis(states)
+			cb, err := LloydMaxGaussian(b+1, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q, err := NewTCQ(tr, b, f64s(cb.Centroids))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got[[3]int{states, b, 0}] = tcqSNR(q.Train(seqs, nil, 1))
+			got[[3]int{states, b, 1}] = tcqSNR(q.Train(seqs, nil, 12))
+		}
+	}
+	for _, tt := range []struct {
+		states, b, trained int
+		min, max           float64
+	}{
+		// At least 0.3 dB over Lloyd–Max (8 states, doubled alphabet: the
+		// weakest), below the bound; tolerances 0.05 dB, five standard
+		// errors.
+		{8, 1, 0, lloydMax[1] + 0.3, 6.02},
+		{8, 2, 0, lloydMax[2] + 0.3, 12.04},
+		{8, 3, 0, lloydMax[3] + 0.3, 18.06},
+		{8, 2, 1, 10.51 + 0.05, 12.04},
+		{256, 1, 1, 5.3, 6.02},
+		{256, 2, 1, 10.8, 12.04},
+		{256, 3, 1, 16.3, 18.06},
+	} {
+		v := got[[3]int{tt.states, tt.b, tt.trained}]
+		if v < tt.min || v > tt.max {
+			t.Errorf("%d states, %d bits, trained %d: %.2f dB, want %.2f to %.2f", tt.states, tt.b, tt.trained, v, tt.min, tt.max)
+		}
+	}
+	for b := 1; b <= 3; b++ {
+		for tr := range 2 {
+			if got[[3]int{256, b, tr}] <= got[[3]int{8, b, tr}] {
+				t.Errorf("%d bits, trained %d: 256 states %.2f dB, not above 8 states %.2f", b, tr, got[[3]int{256, b, tr}], got[[3]int{8, b, tr}])
+			}
+		}
+	}
+}
+
+// TestTCQUniform: at high rate on a uniform source, with a uniform
+// alphabet of 2^(b+1) levels, 256-state TCQ is within 0.21 dB of the
+// distortion-rate bound (Marcellin and Fischer 1990, abstract: "within
+// 0.21 dB ... at all positive (integral) rates"); at b = 6 the bound is
+// the Shannon lower bound, 6.02·b + 1.53 dB (10·log₁₀(2πe/12)). This
+// implementation: 0.24 dB; allowed 0.21 ± 0.1 dB (the published figure
+// is for a trained alphabet; sampling error about 0.01 dB).
+func TestTCQUniform(t *testing.T) {
+	if testing.Short() {
+		t.Skip("measurement: 1e5 samples, 256 states")
+	}
+	const b = 6
+	r := rand.New(rand.NewPCG(9, 10))
+	seqs := make([][]float64, 100)
+	for i := range seqs {
+		seqs[i] = make([]float64, 1000)
+		for j := range seqs[i] {
+			seqs[i][j] = r.Float64()
+		}
+	}
+	tr, _ := NewTrellis(256)
+	book := make([]float64, 1<<(b+1))
+	for i := range book {
+		book[i] = (float64(i) + 0.5) / float64(len(book))
+	}
+	q, err := NewTCQ(tr, b, book)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := 10 * math.Log10(1.0/12/q.Train(seqs, nil, 1))
+	gap := 6.0206*b + 10*math.Log10(2*math.Pi*math.E/12) - got
+	t.Logf("%.3f dB below the bound", gap)
+	if math.Abs(gap-0.21) > 0.1 {
+		t.Errorf("%.2f dB, %.2f dB below the bound, want 0.21 ± 0.1", got, gap)
+	}
+}
+
+// TestTCQ256TailBiting: a tail-biting trellis of more than 32 states
+// tries only some start states (tailBitingSearch): its path is a
+// tail-biting path, never better than the best one (bruteTCQ), and may be
+// worse on short sequences (measured 1.0–1.6x here; the tcq formats use 8
+// states, every start tried).
+func TestTCQ256TailBiting(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	tr, _ := NewTrellis(256)
+	for _, c := range []struct{ b, n int }{{7, 12}, {1, 3}, {2, 10}} {
+		cb, err := LloydMaxGaussian(c.b+1, 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, err := NewTCQ(tr, c.b, f64s(cb.Centroids))
+		if err != nil {
+			t.Fatal(err)
+		}
+		q.TailBiting = true
+		x, w := make([]float64, c.n), make([]float64, c.n)
+		for i := range x {
+			x[i], w[i] = r.NormFloat64(), 0.5+r.Float64()
+		}
+		e := q.Encode(x, w, make([]int, c.n), make([]int, c.n))
+		best := bruteTCQ(q, x, w)
+		t.Logf("%+v: Viterbi %.4g, best path %.4g", c, e, best)
+		if e < best*(1-1e-9) {
+			t.Errorf("%+v: Viterbi %.9g, best path %.9g", c, e, best)
+		}
+	}
+}
+
+func gaussianSeqs(seed uint64, n, length int) [][]float64 {
+	r := rand.New(rand.NewPCG(seed, seed+1))
+	seqs := make([][]float64, n)
+	for i := range seqs {
+		seqs[i] = make([]float64, length)
+		for j := range seqs[i] {
+			seqs[i][j] = r.NormFloat64()
+		}
+	}
+	return seqs
+}
+
+func f64s(x []float32) []float64 {
+	out := make([]float64, len(x))
+	for i, v := range x {
+		out[i] = float64(v)
+	}
+	return out
 }
