@@ -320,7 +320,7 @@ func kltScale(e byte) float64 {
 }
 
 // nearest returns the index of the centroid of c (ascending) nearest v.
-func nearest(c []float32, v float32) int {
+func nearest[T float32 | float64](c []T, v T) int {
 	lo, hi := 0, len(c)-1
 	for lo < hi { // first centroid whose upper boundary is ≥ v
 		mid := (lo + hi) / 2
@@ -518,13 +518,7 @@ func DesignWeightedKLT(cov, weight, mean []float64, d, codeBits int, seed uint64
 		w := make([]float64, d)
 		var sum float64
 		for i, ui := range u {
-			for r := range d {
-				var s float64
-				for c := range d {
-					s += weight[r*d+c] * ui[c]
-				}
-				w[i] += ui[r] * s
-			}
+			w[i] = quadForm(weight, ui)
 			if math.IsNaN(w[i]) || math.IsInf(w[i], 0) || w[i] < -1e-9*math.Abs(sum+w[i]) {
 				return KLTParams{}, fmt.Errorf("quant: klt design: weight is not positive semi-definite and finite (component %d: %g)", i, w[i])
 			}
@@ -608,14 +602,7 @@ func DesignWeightedKLT(cov, weight, mean []float64, d, codeBits int, seed uint64
 		ws := make([]float64, d)
 		var sum float64
 		for i, row := range t {
-			for r := range d {
-				var s float64
-				for c := range d {
-					s += weight[r*d+c] * row[c]
-				}
-				ws[i] += row[r] * s
-			}
-			ws[i] = math.Max(ws[i], 0)
+			ws[i] = math.Max(quadForm(weight, row), 0)
 			sum += ws[i]
 		}
 		for i := range ws {
@@ -623,6 +610,20 @@ func DesignWeightedKLT(cov, weight, mean []float64, d, codeBits int, seed uint64
 		}
 	}
 	return p, nil
+}
+
+// quadForm returns uᵀ·W·u for W (len(u)² values, row-major).
+func quadForm(w, u []float64) float64 {
+	d := len(u)
+	var q float64
+	for r := range d {
+		var s float64
+		for c := range d {
+			s += w[r*d+c] * u[c]
+		}
+		q += u[r] * s
+	}
+	return q
 }
 
 // AllocateBits returns integer bits per component, 0 to 8, summing to

@@ -1,6 +1,7 @@
 package quant
 
 import (
+	"cmp"
 	"fmt"
 	"math"
 	"math/bits"
@@ -233,7 +234,7 @@ func (q *TCQ) encode(sc *tcqScratch, x, w []float64, v, idx []int) float64 {
 		for s := range order {
 			order[s] = s
 		}
-		slices.SortFunc(order, func(a, b int) int { return cmpFloat(sc.cost[a], sc.cost[b]) })
+		slices.SortFunc(order, func(a, b int) int { return cmp.Compare(sc.cost[a], sc.cost[b]) })
 		// The cyclic state of each of the best free paths (its end state,
 		// or for a path shorter than ν its bits repeated), and state 0,
 		// which always has a tail-biting path (all zeros).
@@ -257,16 +258,6 @@ func (q *TCQ) encode(sc *tcqScratch, x, w []float64, v, idx []int) float64 {
 	return bestCost
 }
 
-func cmpFloat(a, b float64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
-}
-
 // nearestLevels finds, for each step of x, each subset's nearest level
 // and its weighted error: four scalar quantizations a step, shared by
 // every start state's Viterbi pass.
@@ -283,25 +274,11 @@ func (q *TCQ) nearestLevels(sc *tcqScratch, x, w []float64) {
 		}
 		sub := q.subsAt(t)
 		for j := range 4 {
-			i := nearest64(sub[j], xt)
+			i := nearest(sub[j], xt)
 			e := xt - sub[j][i]
 			sc.dist[4*t+j], sc.at[4*t+j] = wt*e*e, int32(i)
 		}
 	}
-}
-
-// nearest64 returns the index of the level of c (ascending) nearest v.
-func nearest64(c []float64, v float64) int {
-	lo, hi := 0, len(c)-1
-	for lo < hi {
-		mid := (lo + hi) / 2
-		if v <= (c[mid]+c[mid+1])/2 {
-			hi = mid
-		} else {
-			lo = mid + 1
-		}
-	}
-	return lo
 }
 
 // viterbi runs the add–compare–select from state start (−1: from every

@@ -481,3 +481,69 @@ func f64s(x []float32) []float64 {
 	}
 	return out
 }
+
+// BenchmarkKLTTrellis compares klt3.5 with its trellis-coded twin at
+// d = 128 (the same design and bits): encode per vector, and score per
+// code for one query, by its own scorer (Prepare) and by the cache's
+// group path (ScoreQueries: the lane kernels for the scalar code, the Go
+// row path for TCQ).
+func BenchmarkKLTTrellis(b *testing.B) {
+	const d, n = 128, 1024
+	r := rand.New(rand.NewPCG(3, 4))
+	cov, mean := correlated(r, d, -4, 1)
+	xs := drawGaussian(r, cov, mean, n)
+	q := xs[:d]
+	for _, trellis := range []int{0, 8} {
+		p, err := DesignKLT(cov, mean, d, 8*(KLTBytes(d, 3.5)-1), 7)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.Trellis = trellis
+		k, err := NewKLT(p)
+		if err != nil {
+			b.Fatal(err)
+		}
+		codes := make([]byte, n*k.Bytes())
+		if err := k.EncodeBatch(codes, xs); err != nil {
+			b.Fatal(err)
+		}
+		name := "klt3.5"
+		if trellis != 0 {
+			name = "tcq3.5"
+		}
+		b.Run(name+"/encode", func(b *testing.B) {
+			code := make([]byte, k.Bytes())
+			i := 0
+			for b.Loop() {
+				if err := k.Encode(code, xs[i*d:(i+1)*d]); err != nil {
+					b.Fatal(err)
+				}
+				i = (i + 1) % n
+			}
+		})
+		b.Run(name+"/score", func(b *testing.B) {
+			sc, err := k.Prepare(q)
+			if err != nil {
+				b.Fatal(err)
+			}
+			dst := make([]float32, n)
+			for b.Loop() {
+				sc.Score(dst, codes)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/vector")
+		})
+		b.Run(name+"/scorequeries", func(b *testing.B) {
+			var pq KLTQueries
+			if err := k.PrepareQueries(&pq, [][]float32{q}); err != nil {
+				b.Fatal(err)
+			}
+			dst := [][]float32{make([]float32, n)}
+			for b.Loop() {
+				if err := k.ScoreQueries(dst, &pq, codes); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/vector")
+		})
+	}
+}
