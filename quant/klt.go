@@ -68,6 +68,9 @@ type kltField struct {
 	comp        int
 	shift, mask uint16
 	one         bool
+	// trellis marks a trellis-coded field (klt_tcq.go): path bit and
+	// subset index.
+	trellis bool
 }
 
 // index reads the field's index from idx, a code's index bytes.
@@ -182,6 +185,7 @@ func NewKLT(p KLTParams) (*KLT, error) {
 		}
 		f := kltField{off: pos / 8, base: base, comp: i, shift: uint16(pos % 8), mask: 1<<b - 1}
 		if p.Trellis != 0 && b <= TCQMaxBits {
+			f.trellis = true
 			base += 2 << b // the union codebook: 2^(b+1) levels
 		} else {
 			base += 1 << b

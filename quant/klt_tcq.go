@@ -127,27 +127,27 @@ func (k *KLT) encodeTCQ(idx []byte, y []float32, inv float64) {
 // a TCQ one, the subset from the path bits (bit 0 of each TCQ field),
 // read cyclically.
 func (k *KLT) entries(ent []int32, idx []byte) {
-	for j := range k.fields {
-		ent[j] = int32(k.fields[j].index(idx))
-	}
-	if t := k.tcq; t != nil && len(t.fields) > 0 {
-		n, nu := len(t.fields), t.tr.nu
+	t := k.tcq
+	s, mask := 0, 0
+	if n := len(t.fields); n > 0 {
 		// The state before the first step: the path bits of the last ν
-		// steps (tail-biting), bit k−1 that of step n−k.
-		s := 0
+		// steps (tail-biting), bit b−1 that of step n−b.
+		nu := t.tr.nu
 		for b := 1; b <= nu; b++ {
-			s |= int(ent[t.fields[((-b)%n+n)%n]]&1) << (b - 1)
+			s |= k.fields[t.fields[((-b)%n+n)%n]].index(idx) & 1 << (b - 1)
 		}
-		mask := 1<<nu - 1
-		for _, j := range t.fields {
-			u := int(ent[j])
+		mask = 1<<nu - 1
+	}
+	lbl := t.lbl
+	for j := range k.fields {
+		f := &k.fields[j]
+		u := f.index(idx)
+		if f.trellis {
 			v := u & 1
-			ent[j] = int32(u>>1<<2 | int(t.lbl[s*2+v]))
+			u = u>>1<<2 | int(lbl[s<<1|v])
 			s = (s<<1 | v) & mask
 		}
-	}
-	for j := range k.fields {
-		ent[j] += int32(k.fields[j].base)
+		ent[j] = int32(f.base + u)
 	}
 }
 
