@@ -47,12 +47,18 @@ func withCovFrom(t testing.TB, spec Spec, sh Shape, ks, vs [][]float32) Spec {
 	return spec
 }
 
-// TestKLTCacheImportOtherCovariances: codes exported from a klt cache do
+// TestKLTCacheImportOtherCovariances: codes exported from a klt (or tcq) cache do
 // not import into a cache made with other covariances (the transforms
 // that read them differ).
 func TestKLTCacheImportOtherCovariances(t *testing.T) {
+	for _, name := range []string{"klt3.5", "tcq3.5"} {
+		t.Run(name, func(t *testing.T) { testImportOtherCovariances(t, name) })
+	}
+}
+
+func testImportOtherCovariances(t *testing.T, name string) {
 	sh := exportShape(t)
-	spec := specFor(t, "klt3.5", 0)
+	spec := specFor(t, name, 0)
 	a := withCov(t, spec, sh)
 	r := rand.New(rand.NewPCG(5, 5))
 	ks, vs := kvData(r, sh, 300, true)
