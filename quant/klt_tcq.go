@@ -151,13 +151,23 @@ func (k *KLT) entries(ent []int32, idx []byte) {
 	}
 }
 
-// tcqEntryBuf is the entries of one code on the stack.
-type tcqEntryBuf [kltMaxDim]int32
+// tcqEntryBuf is room for the entries of one code on the stack, up to
+// head dimension 256 (zeroed per call: no larger than the usual code).
+type tcqEntryBuf [256]int32
+
+// entryRoom returns room for the entries of a code of k: in buf when it
+// fits.
+func (k *KLT) entryRoom(buf *tcqEntryBuf) []int32 {
+	if m := len(k.fields); m <= len(buf) {
+		return buf[:m]
+	}
+	return make([]int32, len(k.fields))
+}
 
 // internalTCQ is internal for a TCQ KLT.
 func (k *KLT) internalTCQ(y []float32, code []byte) {
-	var ent tcqEntryBuf
-	e := ent[:len(k.fields)]
+	var buf tcqEntryBuf
+	e := k.entryRoom(&buf)
 	k.entries(e, code[1:])
 	rho := k.scales[code[0]]
 	copy(y, k.off)
@@ -168,8 +178,8 @@ func (k *KLT) internalTCQ(y []float32, code []byte) {
 
 // expandCodedTCQ is expandCoded for a TCQ KLT.
 func (k *KLT) expandCodedTCQ(row []float32, idx []byte) {
-	var ent tcqEntryBuf
-	e := ent[:len(k.fields)]
+	var buf tcqEntryBuf
+	e := k.entryRoom(&buf)
 	k.entries(e, idx)
 	for j, x := range e {
 		row[j] = k.levels[x]
@@ -180,8 +190,8 @@ func (k *KLT) expandCodedTCQ(row []float32, idx []byte) {
 // of q'ᵢσᵢ·c[4·idx + subset].
 func (s *kltScorer) scoreTCQ(dst []float32, codes []byte) {
 	k := s.k
-	var ent tcqEntryBuf
-	e := ent[:len(k.fields)]
+	var buf tcqEntryBuf
+	e := k.entryRoom(&buf)
 	for v := range dst {
 		code := codes[v*k.bytes : (v+1)*k.bytes]
 		k.entries(e, code[1:])
