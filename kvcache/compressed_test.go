@@ -35,9 +35,17 @@ var codeBytes128 = map[string]int{
 	"klt4.5":    72,     // 1 scale byte + 568 index bits
 	"klt5":      80,     // 1 scale byte + 632 index bits
 	"klt6":      96,     // 1 scale byte + 760 index bits
-	"turbo3.5p": 60,     // prod parts: (2+12 + 2+4) + (2+24 + 2+12)
-	"polar":     62,     // 8 fp16 radii + 46·8/8 angle bytes
-	"qjl":       34,     // fp16 norm + 256 sign bits
+	"tcq2":      32,     // klt2's layout: path bits among the index bits
+	"tcq2.5":    40,
+	"tcq3":      48,
+	"tcq3.5":    56,
+	"tcq4":      64,
+	"tcq4.5":    72,
+	"tcq5":      80,
+	"tcq6":      96,
+	"turbo3.5p": 60, // prod parts: (2+12 + 2+4) + (2+24 + 2+12)
+	"polar":     62, // 8 fp16 radii + 46·8/8 angle bytes
+	"qjl":       34, // fp16 norm + 256 sign bits
 }
 
 // specFor returns the spec that tests use for format name: the same
@@ -396,6 +404,8 @@ func TestAttendError(t *testing.T) {
 		// (klt4.5 turbo4's; klt6 turbo5's halved, one bit more halving
 		// the error's norm).
 		"klt2": 1.35, "klt2.5": 0.75, "klt3": 0.95, "klt3.5": 0.6, "klt4": 0.5, "klt4.5": 0.5, "klt5": 0.21, "klt6": 0.105,
+		// tcq: klt's bounds (its error is below klt's: the order below).
+		"tcq2": 1.35, "tcq2.5": 0.75, "tcq3": 0.95, "tcq3.5": 0.6, "tcq4": 0.5, "tcq4.5": 0.5, "tcq5": 0.21, "tcq6": 0.105,
 	}
 	mean := map[string]float64{}
 	for _, s := range []Shape{{QHeads: 32, KVHeads: 8, HeadDim: 128}, {QHeads: 4, KVHeads: 4, HeadDim: 64}} {
@@ -413,7 +423,9 @@ func TestAttendError(t *testing.T) {
 		}
 	}
 	for _, order := range [][]string{{"f16", "q8_0", "turbo5", "turbo4", "turbo3.5", "turbo2.5"}, {"turbo3", "turbo2"}, {"q8_0", "q4_0h", "q4_0"}, {"turbo3.5", "turbo3.5p"},
-		{"klt6", "klt5", "klt4.5", "klt4", "klt3.5", "klt3", "klt2.5", "klt2"}} {
+		{"klt6", "klt5", "klt4.5", "klt4", "klt3.5", "klt3", "klt2.5", "klt2"},
+		{"tcq6", "tcq5", "tcq4.5", "tcq4", "tcq3.5", "tcq3", "tcq2.5", "tcq2"},
+		{"tcq2.5", "klt2.5"}, {"tcq3.5", "klt3.5"}} {
 		for i := 1; i < len(order); i++ {
 			if mean[order[i-1]] >= mean[order[i]] {
 				t.Errorf("mean error of %s (%.4f) not below %s's (%.4f)", order[i-1], mean[order[i-1]], order[i], mean[order[i]])
@@ -701,9 +713,10 @@ func TestOutlierChoice(t *testing.T) {
 
 // TestResearchFormats: the formats measured to lose to the turbo formats
 // on every model (BENCHMARKS.md, the model suite) are the research
-// baselines, and only they.
+// baselines, and with the tcq formats (slow to encode) only they.
 func TestResearchFormats(t *testing.T) {
-	want := map[string]bool{"kivi2": true, "turbo3.5p": true, "polar": true, "qjl": true}
+	want := map[string]bool{"kivi2": true, "turbo3.5p": true, "polar": true, "qjl": true,
+		"tcq2": true, "tcq2.5": true, "tcq3": true, "tcq3.5": true, "tcq4": true, "tcq4.5": true, "tcq5": true, "tcq6": true}
 	for _, name := range FormatNames() {
 		f, err := ParseFormat(name)
 		if err != nil {

@@ -86,6 +86,7 @@ type kltKey struct {
 	layer, head int
 	key         bool
 	bits        int
+	trellis     int
 }
 
 // EstimateCovariances returns the moments of the traces: windows[w][l] is
@@ -268,11 +269,12 @@ func (c *Covariances) check(layer int, sh Shape) error {
 }
 
 // klt returns the KLT of layer's head h for keys or values at bits index
-// bits per vector (designed once).
-func (c *Covariances) klt(layer, h int, key bool, bits int, seed uint64) (*quant.KLT, error) {
+// bits per vector, its components trellis-coded with trellis states if
+// not 0 (designed once).
+func (c *Covariances) klt(layer, h int, key bool, bits, trellis int, seed uint64) (*quant.KLT, error) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	k := kltKey{layer, h, key, bits}
+	k := kltKey{layer, h, key, bits, trellis}
 	if q, ok := c.designs[k]; ok {
 		return q, nil
 	}
@@ -303,6 +305,7 @@ func (c *Covariances) klt(layer, h int, key bool, bits int, seed uint64) (*quant
 	if err != nil {
 		return nil, fmt.Errorf("kvcache: layer %d head %d: %w", layer, h, err)
 	}
+	p.Trellis = trellis
 	q, err := quant.NewKLT(p)
 	if err != nil {
 		return nil, fmt.Errorf("kvcache: layer %d head %d: %w", layer, h, err)

@@ -36,6 +36,10 @@ import (
 //	klt4 4, klt4.5 4.5,   reverse water-filling of integer bits, one scale
 //	klt5 5, klt6 6        byte per vector (format_klt.go); the rates
 //	                      besides 2.5 and 3.5 are steps for per-layer plans
+//	tcq2 … tcq6           klt's design and bits, the components coded by
+//	(as klt)              8-state trellis-coded quantization (research:
+//	                      a Viterbi pass per token to encode, attention
+//	                      on the Go path)
 //
 // The turbo formats store keys centred on their mean before RoPE
 // (centered.go), which the cache holds besides the codes (4·d bytes per
@@ -71,9 +75,13 @@ type codec struct {
 	// (klt): its bits per coordinate all in; its stores come from
 	// Spec.Cov (format_klt.go).
 	rate float64
+	// trellis, if not 0, is the number of trellis states with which a
+	// calibrated format codes its components (tcq; quant.KLTParams.Trellis).
+	trellis int
 	// research marks the formats kept as baselines to measure against:
 	// they lost to the turbo formats on every model measured
-	// (BENCHMARKS.md, the model suite).
+	// (BENCHMARKS.md, the model suite); and the tcq formats, which win
+	// on error but encode slowly (format_klt.go).
 	research bool
 	// tokenBytes returns the bytes of one token of one head of dimension
 	// d in the compressed store, as keys (key true) or values: the
@@ -116,6 +124,14 @@ var formats = []Format{
 	{"klt4.5", kltFormat(4.5)},
 	{"klt5", kltFormat(5)},
 	{"klt6", kltFormat(6)},
+	{"tcq2", tcqFormat(2)},
+	{"tcq2.5", tcqFormat(2.5)},
+	{"tcq3", tcqFormat(3)},
+	{"tcq3.5", tcqFormat(3.5)},
+	{"tcq4", tcqFormat(4)},
+	{"tcq4.5", tcqFormat(4.5)},
+	{"tcq5", tcqFormat(5)},
+	{"tcq6", tcqFormat(6)},
 	{"polar", polarCodec},
 	{"qjl", qjlCodec},
 }
@@ -152,9 +168,9 @@ func (f Format) compressed() bool { return f.c.elem == 0 }
 // split reports whether the format splits outlier channels off.
 func (f Format) split() bool { return f.c.split }
 
-// Research reports whether the format is a research baseline: kept to
-// measure against, measured to lose to the turbo formats on every model
-// (BENCHMARKS.md).
+// Research reports whether the format is a research one: a baseline kept
+// to measure against, measured to lose to the turbo formats on every
+// model (BENCHMARKS.md), or a tcq format (calibrated, slow to encode).
 func (f Format) Research() bool { return f.c.research }
 
 // center reports whether the format centres keys (centered.go).

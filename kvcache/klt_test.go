@@ -47,12 +47,18 @@ func withCovFrom(t testing.TB, spec Spec, sh Shape, ks, vs [][]float32) Spec {
 	return spec
 }
 
-// TestKLTCacheImportOtherCovariances: codes exported from a klt cache do
+// TestKLTCacheImportOtherCovariances: codes exported from a klt (or tcq) cache do
 // not import into a cache made with other covariances (the transforms
 // that read them differ).
 func TestKLTCacheImportOtherCovariances(t *testing.T) {
+	for _, name := range []string{"klt3.5", "tcq3.5"} {
+		t.Run(name, func(t *testing.T) { testImportOtherCovariances(t, name) })
+	}
+}
+
+func testImportOtherCovariances(t *testing.T, name string) {
 	sh := exportShape(t)
-	spec := specFor(t, "klt3.5", 0)
+	spec := specFor(t, name, 0)
 	a := withCov(t, spec, sh)
 	r := rand.New(rand.NewPCG(5, 5))
 	ks, vs := kvData(r, sh, 300, true)
@@ -173,7 +179,7 @@ func TestKLTAttendIsTheMath(t *testing.T) {
 	defer pool.Close()
 	for _, sh := range []Shape{{QHeads: 8, KVHeads: 2, HeadDim: 128}, {QHeads: 6, KVHeads: 2, HeadDim: 64}, {QHeads: 2, KVHeads: 2, HeadDim: 64}} {
 		sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
-		for _, kv := range [][2]string{{"klt3.5", "klt3.5"}, {"klt2.5", "klt2.5"}, {"klt3.5", "f16"}, {"q8_0", "klt2.5"}} {
+		for _, kv := range [][2]string{{"klt3.5", "klt3.5"}, {"klt2.5", "klt2.5"}, {"klt3.5", "f16"}, {"q8_0", "klt2.5"}, {"tcq3.5", "tcq2.5"}, {"klt2.5", "tcq3.5"}} {
 			for _, window := range []int{0, -1} {
 				name := fmt.Sprintf("%d-%d-%d/%s:%s/window%d", sh.QHeads, sh.KVHeads, sh.HeadDim, kv[0], kv[1], window)
 				t.Run(name, func(t *testing.T) {

@@ -51,6 +51,12 @@ type KLT struct {
 	// (klt_group.go).
 	runs []kltRun
 	segs []kltSeg
+	// tcq, if set, is the trellis-coded option (KLTParams.Trellis;
+	// klt_tcq.go): fields hold path bits and subset indices, levels
+	// hold each TCQ component's union codebook, and attention takes the
+	// Go row path.
+	tcq    *kltTCQ
+	weight []float32
 }
 
 // kltField is where component comp's index lies in a code's index bytes:
@@ -62,6 +68,9 @@ type kltField struct {
 	comp        int
 	shift, mask uint16
 	one         bool
+	// trellis marks a trellis-coded field (klt_tcq.go): path bit and
+	// subset index.
+	trellis bool
 }
 
 // index reads the field's index from idx, a code's index bytes.
@@ -83,6 +92,17 @@ type KLTParams struct {
 	Sigma []float32
 	// Bits is each component's index width, 0 to 8.
 	Bits []uint8
+	// Trellis, if not 0, is the number of states of the trellis
+	// (NewTrellis; 8 is what the tcq formats use) with which the
+	// components of 1 to TCQMaxBits bits are coded instead of the
+	// scalar codebooks: trellis-coded quantization along the whole
+	// vector at the same bits (klt_tcq.go).
+	Trellis int
+	// Weight, if set, is each component's weight in the error the
+	// trellis encoder minimises (DesignWeightedKLT: uᵢᵀ·W·uᵢ, mean 1);
+	// nil: all 1. The scalar code does not read it: its nearest level
+	// is the best for any weight.
+	Weight []float32
 }
 
 // kltScaleBias is the scale exponent byte of ρ = 1; kltScaleSteps the
@@ -144,26 +164,57 @@ func NewKLT(p KLTParams) (*KLT, error) {
 			}
 		}
 	}
+	if err := checkWeight(p.Weight, d); err != nil {
+		return nil, err
+	}
+	if p.Weight != nil {
+		k.weight = append([]float32(nil), p.Weight...)
+	}
 	k.bytes = 1 + (total+7)/8
 	k.name = fmt.Sprintf("klt/%d", total)
+	if p.Trellis != 0 {
+		k.name = fmt.Sprintf("klt-tcq%d/%d", p.Trellis, total)
+	}
 	for e := range k.scales {
 		k.scales[e] = float32(kltScale(byte(e)))
 	}
-	pos := 0
+	pos, base := 0, 0
 	for i, b := range k.bits {
 		if b == 0 {
 			continue
 		}
-		f := kltField{off: pos / 8, base: len(k.levels), comp: i, shift: uint16(pos % 8), mask: 1<<b - 1}
+		f := kltField{off: pos / 8, base: base, comp: i, shift: uint16(pos % 8), mask: 1<<b - 1}
+		if p.Trellis != 0 && b <= TCQMaxBits {
+			f.trellis = true
+			base += 2 << b // the union codebook: 2^(b+1) levels
+		} else {
+			base += 1 << b
+		}
 		f.one = f.off+1 >= k.bytes-1
 		k.fields = append(k.fields, f)
-		for _, c := range k.books[b] {
-			k.levels = append(k.levels, k.sigma[i]*c)
-		}
 		pos += int(b)
 	}
-	k.runs = kltRuns(k)
-	k.segs = kltSegs(k)
+	if p.Trellis != 0 {
+		if k.tcq, err = newKLTTCQ(k, p.Trellis, p.Weight); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range k.fields {
+		b := int(k.bits[f.comp])
+		if k.tcq != nil && b <= TCQMaxBits {
+			for _, c := range k.tcq.levels(b) {
+				k.levels = append(k.levels, k.sigma[f.comp]*float32(c))
+			}
+			continue
+		}
+		for _, c := range k.books[b] {
+			k.levels = append(k.levels, k.sigma[f.comp]*c)
+		}
+	}
+	if k.tcq == nil { // the lane kernels and the word unpacker: scalar only
+		k.runs = kltRuns(k)
+		k.segs = kltSegs(k)
+	}
 	return k, nil
 }
 
@@ -178,8 +229,15 @@ func (k *KLT) Bytes() int { return k.bytes }
 
 // Params returns a copy of the coder's parameters.
 func (k *KLT) Params() KLTParams {
-	return KLTParams{Transform: append([]float32(nil), k.t...), Offset: append([]float32(nil), k.off...),
+	p := KLTParams{Transform: append([]float32(nil), k.t...), Offset: append([]float32(nil), k.off...),
 		Sigma: append([]float32(nil), k.sigma...), Bits: append([]uint8(nil), k.bits...)}
+	if k.tcq != nil {
+		p.Trellis = k.tcq.tr.States()
+	}
+	if k.weight != nil {
+		p.Weight = append([]float32(nil), k.weight...)
+	}
+	return p
 }
 
 // apply sets y = T·x.
@@ -243,6 +301,10 @@ func (k *KLT) encode(code []byte, x, y []float32) {
 	e = math.Max(1, math.Min(255, e))
 	code[0] = byte(e)
 	inv := 1 / kltScale(code[0])
+	if k.tcq != nil {
+		k.encodeTCQ(code[1:], y, inv)
+		return
+	}
 	w := bitWriter{buf: code[1:]}
 	for i, b := range k.bits {
 		if b == 0 {
@@ -262,7 +324,7 @@ func kltScale(e byte) float64 {
 }
 
 // nearest returns the index of the centroid of c (ascending) nearest v.
-func nearest(c []float32, v float32) int {
+func nearest[T float32 | float64](c []T, v T) int {
 	lo, hi := 0, len(c)-1
 	for lo < hi { // first centroid whose upper boundary is ≥ v
 		mid := (lo + hi) / 2
@@ -278,6 +340,10 @@ func nearest(c []float32, v float32) int {
 // internal writes off + ρ̂·σ∘c[idx], the code in the transformed basis,
 // into y.
 func (k *KLT) internal(y []float32, code []byte) {
+	if k.tcq != nil {
+		k.internalTCQ(y, code)
+		return
+	}
 	rho := k.scales[code[0]]
 	idx := code[1:]
 	copy(y, k.off)
@@ -315,6 +381,9 @@ func (k *KLT) Prepare(q []float32) (Scorer, error) {
 	s := &kltScorer{k: k, base: dot(qt, k.off), table: make([]float32, len(k.levels))}
 	for _, f := range k.fields {
 		n := 1 << k.bits[f.comp]
+		if k.tcq != nil && k.bits[f.comp] <= TCQMaxBits {
+			n *= 2
+		}
 		for j, l := range k.levels[f.base : f.base+n] {
 			s.table[f.base+j] = qt[f.comp] * l
 		}
@@ -330,6 +399,10 @@ type kltScorer struct {
 
 func (s *kltScorer) Score(dst []float32, codes []byte) {
 	k := s.k
+	if k.tcq != nil {
+		s.scoreTCQ(dst, codes)
+		return
+	}
 	fields, table := k.fields, s.table
 	for v := range dst {
 		code := codes[v*k.bytes : (v+1)*k.bytes]
@@ -406,6 +479,8 @@ func DesignKLT(cov, mean []float64, d, codeBits int, seed uint64) (KLTParams, er
 // eigenvectors uᵢ; the bits go by reverse water-filling on wᵢ·λᵢ, wᵢ =
 // uᵢᵀ·W·uᵢ (normalised to mean 1): a component's error λᵢ·D(bᵢ) costs
 // wᵢ times as much, the errors of the components being uncorrelated.
+// The final rows' weights tᵢᵀ·W·tᵢ go to KLTParams.Weight, for the
+// trellis option's encoder.
 func DesignWeightedKLT(cov, weight, mean []float64, d, codeBits int, seed uint64) (KLTParams, error) {
 	if d < 1 || d > kltMaxDim || len(cov) != d*d || len(mean) != d {
 		return KLTParams{}, fmt.Errorf("quant: klt design: covariance %d and mean %d values for dimension %d", len(cov), len(mean), d)
@@ -447,13 +522,7 @@ func DesignWeightedKLT(cov, weight, mean []float64, d, codeBits int, seed uint64
 		w := make([]float64, d)
 		var sum float64
 		for i, ui := range u {
-			for r := range d {
-				var s float64
-				for c := range d {
-					s += weight[r*d+c] * ui[c]
-				}
-				w[i] += ui[r] * s
-			}
+			w[i] = quadForm(weight, ui)
 			if math.IsNaN(w[i]) || math.IsInf(w[i], 0) || w[i] < -1e-9*math.Abs(sum+w[i]) {
 				return KLTParams{}, fmt.Errorf("quant: klt design: weight is not positive semi-definite and finite (component %d: %g)", i, w[i])
 			}
@@ -529,7 +598,36 @@ func DesignWeightedKLT(cov, weight, mean []float64, d, codeBits int, seed uint64
 		}
 		p.Offset[i] = float32(o)
 	}
+	if weight != nil {
+		// Each final row's weight tᵢᵀ·W·tᵢ (mean 1), for the trellis
+		// encoder (KLTParams.Weight): the rotation within a run of equal
+		// bits mixes the eigenvectors' weights.
+		p.Weight = make([]float32, d)
+		ws := make([]float64, d)
+		var sum float64
+		for i, row := range t {
+			ws[i] = math.Max(quadForm(weight, row), 0)
+			sum += ws[i]
+		}
+		for i := range ws {
+			p.Weight[i] = float32(ws[i] * float64(d) / sum)
+		}
+	}
 	return p, nil
+}
+
+// quadForm returns uᵀ·W·u for W (len(u)² values, row-major).
+func quadForm(w, u []float64) float64 {
+	d := len(u)
+	var q float64
+	for r := range d {
+		var s float64
+		for c := range d {
+			s += w[r*d+c] * u[c]
+		}
+		q += u[r] * s
+	}
+	return q
 }
 
 // AllocateBits returns integer bits per component, 0 to 8, summing to

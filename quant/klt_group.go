@@ -145,6 +145,10 @@ func kltTrLen2(stride, groups int) int {
 // AVX-512: a switch for the tests and benchmarks that compare the two.
 var kltAVX2Only bool
 
+// lanes reports whether the lane kernels take k's codes: the CPU has them
+// and the code is scalar (a TCQ code takes the row path).
+func (k *KLT) lanes() bool { return hasKLTLanes() && k.tcq == nil }
+
 // laneScales sets rho[v] to the scale of code v of codes (stride bytes
 // each), for v < len(rho).
 func (k *KLT) laneScales(rho []float32, codes []byte, stride int) {
@@ -170,6 +174,10 @@ func load64(b []byte, i int) uint64 {
 // code whose index bytes start idx (bytes of later codes may follow)
 // into row, in field order (len(k.fields) values).
 func (k *KLT) expandCoded(row []float32, idx []byte) {
+	if k.tcq != nil {
+		k.expandCodedTCQ(row, idx)
+		return
+	}
 	for ri := range k.runs {
 		r := &k.runs[ri]
 		out := row[r.first : r.first+r.n]
@@ -294,7 +302,7 @@ const kltLaneChunk = 64
 func (k *KLT) scoreQueries(lanes bool, dst [][]float32, p *KLTQueries, codes []byte) {
 	n, m, b := len(dst[0]), len(k.fields), k.bytes
 	done := 0
-	if lanes && hasKLTLanes() && m > 0 {
+	if lanes && k.lanes() && m > 0 {
 		blocks := laneBlocks(n, b, len(codes))
 		wide := hasKLTLanes512()
 		var raw [kltLaneChunk * 32]float32
@@ -399,7 +407,7 @@ type kltAcc struct {
 }
 
 func newKLTAcc(k *KLT, lanes bool) *kltAcc {
-	a := &kltAcc{k: k, lanes: lanes && hasKLTLanes() && len(k.fields) > 0}
+	a := &kltAcc{k: k, lanes: lanes && k.lanes() && len(k.fields) > 0}
 	a.wide = a.lanes && hasKLTLanes512()
 	return a
 }

@@ -56,6 +56,30 @@ func kltCases(t testing.TB) []struct {
 			k    *KLT
 		}{fmt.Sprintf("d%d/random", d), randomKLT(t, r, d)})
 	}
+	// The trellis-coded option (the Go row path): designed, weighted,
+	// and random bits (8-bit components stay scalar among TCQ ones).
+	for _, d := range []int{16, 128} {
+		cov, mean := correlated(r, d, -4, 1)
+		for _, bpc := range []float64{2.5, 3.5} {
+			out = append(out, struct {
+				name string
+				k    *KLT
+			}{fmt.Sprintf("d%d/%g/tcq", d, bpc), tcqKLTFor(t, cov, mean, nil, d, bpc)})
+		}
+	}
+	p := randomKLT(t, r, 40).Params()
+	p.Trellis, p.Weight = 8, make([]float32, 40)
+	for i := range p.Weight {
+		p.Weight[i] = float32(r.Float64())
+	}
+	k, err := NewKLT(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out = append(out, struct {
+		name string
+		k    *KLT
+	}{"d40/random/tcq", k})
 	return out
 }
 
@@ -231,7 +255,7 @@ func testKLTAccumulator(t *testing.T) {
 				}
 				for _, lanes := range []bool{false, true} {
 					fast := newKLTAcc(k, lanes)
-					if want := lanes && hasKLTLanes(); fast.lanes != want || fast.wide != (want && hasKLTLanes512()) {
+					if want := lanes && k.lanes(); fast.lanes != want || fast.wide != (want && hasKLTLanes512()) {
 						t.Fatalf("%s: lane kernel %v (AVX-512 %v), want %v", c.name, fast.lanes, fast.wide, want)
 					}
 					ref := &chunkAcc{e: kltExp{k}, n: d, stride: k.Bytes()}

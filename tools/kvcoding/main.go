@@ -86,7 +86,7 @@ func main() {
 }
 
 func run(path string, n int, rates, states string) error {
-	var trs []trellis
+	var trs []quant.Trellis
 	for _, s := range strings.Split(states, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
@@ -95,7 +95,7 @@ func run(path string, n int, rates, states string) error {
 		if err != nil {
 			return fmt.Errorf("-tcq: %q is not a number of states", s)
 		}
-		tr, err := newTrellis(v)
+		tr, err := quant.NewTrellis(v)
 		if err != nil {
 			return fmt.Errorf("-tcq: %w", err)
 		}
@@ -148,7 +148,7 @@ func run(path string, n int, rates, states string) error {
 	if err != nil {
 		return err
 	}
-	books, err := gaussianTCQBooks(append([]trellis{ungerboeck[8]}, trs...))
+	books, err := gaussianTCQBooks(append([]quant.Trellis{trellis8}, trs...))
 	if err != nil {
 		return err
 	}
@@ -266,13 +266,13 @@ func run(path string, n int, rates, states string) error {
 // tcqColumns names the TCQ columns: 8 states per run of equal bits,
 // each trellis along the whole vector, the largest with union codebooks
 // trained per width.
-func tcqColumns(trs []trellis) []string {
+func tcqColumns(trs []quant.Trellis) []string {
 	if len(trs) == 0 {
 		return nil
 	}
 	names := []string{"tcq8run"}
 	for _, tr := range trs {
-		names = append(names, fmt.Sprintf("tcq%d", tr.states()))
+		names = append(names, fmt.Sprintf("tcq%d", tr.States()))
 	}
 	return append(names, "tcq+sh")
 }
@@ -300,7 +300,7 @@ type coded struct {
 
 // measure codes head h's keys (key) or values of test with the klt at
 // bpc designed on hc, and the alternatives trained on cal.
-func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key bool, bpc float64, trs []trellis, gbooks map[tcqKey][]float64) (result, error) {
+func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key bool, bpc float64, trs []quant.Trellis, gbooks map[tcqKey][]float64) (result, error) {
 	d := len(hc.V.Mean)
 	if key {
 		d = len(hc.K.Mean)
@@ -310,7 +310,7 @@ func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key boo
 
 // measureBytes is measure for a code of bytes bytes; with full false it
 // returns the klt coder's error alone.
-func measureBytes(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key bool, bytes int, trs []trellis, gbooks map[tcqKey][]float64, full bool) (result, error) {
+func measureBytes(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key bool, bytes int, trs []quant.Trellis, gbooks map[tcqKey][]float64, full bool) (result, error) {
 	mo := hc.V
 	if key {
 		mo = hc.K
@@ -498,12 +498,12 @@ func measureBytes(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, ke
 		// First 8 states per run of equal bits, then each trellis along
 		// the whole vector.
 		cols := []struct {
-			tr    trellis
+			tr    quant.Trellis
 			whole bool
-		}{{ungerboeck[8], false}}
+		}{{trellis8, false}}
 		for _, tr := range trs {
 			cols = append(cols, struct {
-				tr    trellis
+				tr    quant.Trellis
 				whole bool
 			}{tr, true})
 		}

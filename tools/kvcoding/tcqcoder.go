@@ -1,54 +1,45 @@
 package main
 
 import (
-	"math/rand/v2"
 	"slices"
 
 	"github.com/turbomem/turbomem/quant"
 )
+
+// trellis8 is the 8-state trellis, the per-run column's.
+var trellis8 = func() quant.Trellis {
+	tr, err := quant.NewTrellis(8)
+	if err != nil {
+		panic(err)
+	}
+	return tr
+}()
 
 // tcqKey names a Gaussian TCQ union codebook: trellis size and bits.
 type tcqKey struct{ states, bits int }
 
 const (
 	// tcqMaxBits is the widest index a TCQ column codes; wider
-	// components keep the scalar code (the doubled alphabet of 8 bits
-	// would start from a 9-bit Lloyd–Max codebook, and such components
-	// are few and carry little of the error).
-	tcqMaxBits = 7
+	// components keep the scalar code (quant.TCQMaxBits).
+	tcqMaxBits = quant.TCQMaxBits
 	// tcqMinRun is the shortest run of equal bits coded by TCQ; shorter
 	// runs keep the scalar code.
 	tcqMinRun = 4
 )
 
 // gaussianTCQBooks returns, for each trellis and 1 to tcqMaxBits bits,
-// the TCQ union codebook for a unit Gaussian: Marcellin and Fischer's
-// doubled Lloyd–Max alphabet (the (b+1)-bit codebook) refined by the
-// TCQ Lloyd iteration on i.i.d. N(0, 1) sequences of 64 (a seeded
-// draw), the length of a typical run of equal bits.
-func gaussianTCQBooks(trs []trellis) (map[tcqKey][]float64, error) {
+// the TCQ union codebook for a unit Gaussian (quant.GaussianTCQBook:
+// Marcellin and Fischer's doubled Lloyd–Max alphabet refined by the TCQ
+// Lloyd iteration on i.i.d. N(0, 1) sequences of 64).
+func gaussianTCQBooks(trs []quant.Trellis) (map[tcqKey][]float64, error) {
 	out := map[tcqKey][]float64{}
 	for _, tr := range trs {
 		for b := 1; b <= tcqMaxBits; b++ {
-			cb, err := quant.LloydMaxGaussian(b+1, 1)
+			book, err := quant.GaussianTCQBook(tr, b)
 			if err != nil {
 				return nil, err
 			}
-			q, err := newTCQ(tr, b, toF64(cb.Centroids))
-			if err != nil {
-				return nil, err
-			}
-			q.tailBiting = true
-			r := rand.New(rand.NewPCG(uint64(tr.states()), uint64(b)))
-			seqs := make([][]float64, max(600, 4<<(b+1)))
-			for i := range seqs {
-				seqs[i] = make([]float64, 64)
-				for j := range seqs[i] {
-					seqs[i][j] = r.NormFloat64()
-				}
-			}
-			q.train(seqs, nil, 10)
-			out[tcqKey{tr.states(), b}] = q.book
+			out[tcqKey{tr.States(), b}] = book
 		}
 	}
 	return out, nil
@@ -107,23 +98,23 @@ func (c tcqCoder) seqs() [][]int {
 // tcqSet is a coder's quantizers: one per width (its union codebook) and
 // one to drive each sequence.
 type tcqSet struct {
-	byWidth map[int]*tcq
-	drivers []*tcq
+	byWidth map[int]*quant.TCQ
+	drivers []*quant.TCQ
 }
 
 // quantizers returns the tail-biting TCQs of trellis tr for the
 // sequences, with the Gaussian union codebooks books.
-func (c tcqCoder) quantizers(tr trellis, books map[tcqKey][]float64) (tcqSet, error) {
-	set := tcqSet{byWidth: map[int]*tcq{}}
-	width := func(b int) (*tcq, error) {
+func (c tcqCoder) quantizers(tr quant.Trellis, books map[tcqKey][]float64) (tcqSet, error) {
+	set := tcqSet{byWidth: map[int]*quant.TCQ{}}
+	width := func(b int) (*quant.TCQ, error) {
 		if q := set.byWidth[b]; q != nil {
 			return q, nil
 		}
-		q, err := newTCQ(tr, b, books[tcqKey{tr.states(), b}])
+		q, err := quant.NewTCQ(tr, b, books[tcqKey{tr.States(), b}])
 		if err != nil {
 			return nil, err
 		}
-		q.tailBiting = true
+		q.TailBiting = true
 		set.byWidth[b] = q
 		return q, nil
 	}
@@ -136,17 +127,19 @@ func (c tcqCoder) quantizers(tr trellis, books map[tcqKey][]float64) (tcqSet, er
 			set.drivers = append(set.drivers, first)
 			continue
 		}
-		d, err := newTCQ(tr, first.b, first.book)
+		d, err := quant.NewTCQ(tr, first.Bits(), first.Book())
 		if err != nil {
 			return tcqSet{}, err
 		}
-		d.tailBiting = true
-		for _, r := range seq {
-			q, err := width(int(c.p.Bits[r]))
-			if err != nil {
+		d.TailBiting = true
+		steps := make([]*quant.TCQ, len(seq))
+		for i, r := range seq {
+			if steps[i], err = width(int(c.p.Bits[r])); err != nil {
 				return tcqSet{}, err
 			}
-			d.steps = append(d.steps, &q.sub)
+		}
+		if err := d.SetSteps(steps); err != nil {
+			return tcqSet{}, err
 		}
 		set.drivers = append(set.drivers, d)
 	}
@@ -196,8 +189,8 @@ func (c tcqCoder) total(tv []coded, set tcqSet, errOf func([]float64) float64) f
 				pv, idx = resize(pv, n), resize(idx, n)
 				c.fill(v, seq, x, w)
 				q := set.drivers[k]
-				q.encode(x, w, pv, idx)
-				q.decode(dec, pv, idx)
+				q.Encode(x, w, pv, idx)
+				q.Decode(dec, pv, idx)
 				for i, r := range seq {
 					dy[r] -= dec[i] * v.rho * float64(c.p.Sigma[r])
 				}
@@ -218,7 +211,7 @@ func (c tcqCoder) train(cv []coded, set tcqSet, iters int) {
 	for range iters {
 		sum, num := map[int][]float64{}, map[int][]float64{}
 		for b, q := range set.byWidth {
-			sum[b], num[b] = make([]float64, len(q.book)), make([]float64, len(q.book))
+			sum[b], num[b] = make([]float64, 2<<q.Bits()), make([]float64, 2<<q.Bits())
 		}
 		for _, v := range cv {
 			if v.rho == 0 {
@@ -229,24 +222,31 @@ func (c tcqCoder) train(cv []coded, set tcqSet, iters int) {
 				x, w, pv, idx = resize(x, n), resize(w, n), resize(pv, n), resize(idx, n)
 				c.fill(v, seq, x, w)
 				q := set.drivers[k]
-				q.encode(x, w, pv, idx)
+				q.Encode(x, w, pv, idx)
 				for i, r := range seq {
 					b := int(c.p.Bits[r])
-					l := 4*idx[i] + q.lbl[q.state(pv, i)*2+pv[i]]
+					l := q.UnionLevel(pv, idx, i)
 					sum[b][l] += w[i] * x[i]
 					num[b][l] += w[i]
 				}
 			}
 		}
 		for b, q := range set.byWidth {
-			book := slices.Clone(q.book)
+			book := q.Book()
 			for l := range book {
 				if num[b][l] > 0 {
 					book[l] = sum[b][l] / num[b][l]
 				}
 			}
 			slices.Sort(book)
-			q.setBook(book)
+			q.SetBook(book)
 		}
 	}
+}
+
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
 }

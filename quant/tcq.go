@@ -1,0 +1,494 @@
+package quant
+
+import (
+	"cmp"
+	"fmt"
+	"math"
+	"math/bits"
+	"math/rand/v2"
+	"slices"
+	"sync"
+)
+
+// Trellis is a rate-1/2 feed-forward convolutional code of memory ν that
+// labels trellis-coded quantization's branches with one of four subsets
+// (Marcellin and Fischer 1990, after Ungerboeck's trellis-coded
+// modulation). The path bits v₀, v₁, … are what a code stores; the window
+// wₙ = (vₙ₋ᵥ … vₙ), bit k of wₙ being vₙ₋ₖ, gives the subset of step n:
+//
+//	z₁ = parity(wₙ & h0), z₀ = parity(wₙ & h1), subset = z₀ + 2·z₁
+//
+// The code is Ungerboeck's one-dimensional code of parity-check
+// polynomials (h0, h1) written in generator form, z₁ = h0(D)·v and
+// z₀ = h1(D)·v, which satisfies h0·z₀ + h1·z₁ = 0: the same label
+// sequences as the systematic feedback encoder, so the same distortion.
+// Since h1 has no D⁰ or Dᵛ term, the two branches that leave a state
+// share z₀ (both in D0 ∪ D2 or both in D1 ∪ D3) and so do the two that
+// enter one. The state is the last ν path bits, so each step's subset is
+// a function of a window of ν+1 stored bits, read cyclically over a
+// tail-biting path: a decoder reads any component on its own.
+type Trellis struct {
+	nu     int
+	h0, h1 uint32 // bit k: coefficient of Dᵏ
+}
+
+// ungerboeck are the codes by number of states (Ungerboeck 1987, table of
+// codes for one-dimensional amplitude modulation; octal, Dᵏ in bit k).
+var ungerboeck = map[int]Trellis{
+	4:   {2, 0o5, 0o2},
+	8:   {3, 0o13, 0o04},
+	16:  {4, 0o23, 0o04},
+	32:  {5, 0o45, 0o10},
+	64:  {6, 0o103, 0o024},
+	128: {7, 0o235, 0o126},
+	256: {8, 0o515, 0o362},
+}
+
+// NewTrellis returns Ungerboeck's code of the given number of states: 4,
+// 8, 16, 32, 64, 128 or 256.
+func NewTrellis(states int) (Trellis, error) {
+	t, ok := ungerboeck[states]
+	if !ok {
+		return Trellis{}, fmt.Errorf("quant: tcq: no %d-state trellis (4, 8, 16, 32, 64, 128 or 256)", states)
+	}
+	return t, nil
+}
+
+// States returns the number of states, 2^ν.
+func (t Trellis) States() int { return 1 << t.nu }
+
+// Memory returns ν, the path bits a state holds.
+func (t Trellis) Memory() int { return t.nu }
+
+// Subset returns the subset (0 to 3) of the branch that leaves state s
+// (the last ν path bits, bit k−1 = vₙ₋ₖ) with path bit v.
+func (t Trellis) Subset(s, v int) int {
+	w := uint32(s<<1 | v)
+	return bits.OnesCount32(w&t.h1)&1 | (bits.OnesCount32(w&t.h0)&1)<<1
+}
+
+// Next returns the state after the branch from s with path bit v.
+func (t Trellis) Next(s, v int) int { return (s<<1 | v) & (1<<t.nu - 1) }
+
+// TCQ is a trellis-coded quantizer at b bits per component: a union
+// codebook of 2^(b+1) ascending levels, level ℓ in subset ℓ mod 4, each
+// subset of 2^(b−1) levels. A component costs its path bit and b−1 bits
+// of index in its subset, exactly b bits; it reconstructs to level
+// 4·idx + subset, the subset given by the trellis from the path bits
+// (UnionLevel). The encoder (Viterbi) picks the path of least weighted
+// squared error over a sequence. A TCQ holds scratch for Encode: one
+// goroutine at a time.
+type TCQ struct {
+	tr   Trellis
+	b    int
+	book []float64    // union codebook, ascending, 2^(b+1) levels
+	sub  [4][]float64 // sub[j][i] = book[4i+j]
+	lbl  []int        // lbl[s*2+v]: the subset of the branch from s with path bit v
+	// TailBiting makes a path end in the state it starts in (see
+	// Encode); otherwise it starts in state 0, as in Marcellin and
+	// Fischer's long sequences.
+	TailBiting bool
+	// steps, when set, are the subsets of each step of a sequence (of as
+	// many steps), for sequences whose components differ in width and so
+	// in codebook; nil: sub at every step.
+	steps   []*[4][]float64
+	scratch tcqScratch
+}
+
+// tcqScratch is the Viterbi's working memory.
+type tcqScratch struct {
+	cost, next []float64
+	dist       []float64 // per step and subset: the weighted error of its nearest level
+	at         []int32   // per step and subset: that level's index in the subset
+	back, best []uint8   // per step and state: which predecessor (0, 1)
+}
+
+// NewTCQ returns the b-bit TCQ of trellis tr with the union codebook book
+// (2^(b+1) ascending levels).
+func NewTCQ(tr Trellis, b int, book []float64) (*TCQ, error) {
+	if tr.nu < 1 {
+		return nil, fmt.Errorf("quant: tcq: trellis not set (NewTrellis)")
+	}
+	if b < 1 || b > 8 || len(book) != 1<<(b+1) {
+		return nil, fmt.Errorf("quant: tcq: %d levels for %d bits, want %d", len(book), b, 1<<(b+1))
+	}
+	if !slices.IsSorted(book) {
+		return nil, fmt.Errorf("quant: tcq: codebook not ascending")
+	}
+	q := &TCQ{tr: tr, b: b, book: slices.Clone(book)}
+	q.SetBook(book)
+	n := tr.States()
+	q.lbl = make([]int, 2*n)
+	for s := range n {
+		for v := range 2 {
+			q.lbl[s*2+v] = tr.Subset(s, v)
+		}
+	}
+	return q, nil
+}
+
+// Bits returns b, the bits per component.
+func (q *TCQ) Bits() int { return q.b }
+
+// Trellis returns the quantizer's trellis.
+func (q *TCQ) Trellis() Trellis { return q.tr }
+
+// Book returns a copy of the union codebook.
+func (q *TCQ) Book() []float64 { return slices.Clone(q.book) }
+
+// SetBook replaces the union codebook by book (as many levels,
+// ascending; Train keeps them so).
+func (q *TCQ) SetBook(book []float64) {
+	copy(q.book, book)
+	for j := range 4 {
+		q.sub[j] = q.sub[j][:0]
+		for l := j; l < len(book); l += 4 {
+			q.sub[j] = append(q.sub[j], book[l])
+		}
+	}
+}
+
+// SetSteps makes q code sequences of len(widths) steps, step t with the
+// union codebook of widths[t] (one trellis path through components of
+// different widths: the trellis only picks subsets); nil restores q's
+// own codebook at every step. The quantizers are read, not copied.
+func (q *TCQ) SetSteps(widths []*TCQ) error {
+	q.steps = q.steps[:0]
+	if widths == nil {
+		q.steps = nil
+		return nil
+	}
+	for t, w := range widths {
+		if w.tr != q.tr {
+			return fmt.Errorf("quant: tcq: step %d has another trellis", t)
+		}
+		q.steps = append(q.steps, &w.sub)
+	}
+	return nil
+}
+
+// subsAt returns the subsets of step t.
+func (q *TCQ) subsAt(t int) *[4][]float64 {
+	if q.steps != nil {
+		return q.steps[t]
+	}
+	return &q.sub
+}
+
+// tailBitingSearch is how many start states the tail-biting encoder of a
+// trellis of more than 32 states tries: the cyclic states of the best
+// free paths, and state 0 (smaller trellises try every state; a larger
+// one may then miss the best path, by much on short sequences).
+const tailBitingSearch = 8
+
+// Encode codes x (weights w, nil: all 1) and writes each component's path
+// bit to v and index in its subset to idx; it returns the weighted squared
+// error Σ wₙ·(xₙ − x̂ₙ)². With TailBiting the path starts in the state it
+// ends in, its last ν path bits, so that no component sees half a
+// codebook (a path from state 0 starts in D0 ∪ D2, lopsided) and no bit
+// is spent on the start; the decoder reads the window cyclically. The
+// encoder tries every start state up to 32 states, so that the path it
+// returns is the least-error tail-biting path. Otherwise the path starts
+// in state 0 and ends anywhere.
+func (q *TCQ) Encode(x, w []float64, v, idx []int) float64 {
+	return q.encode(&q.scratch, x, w, v, idx)
+}
+
+func (q *TCQ) encode(sc *tcqScratch, x, w []float64, v, idx []int) float64 {
+	if q.steps != nil && len(q.steps) != len(x) {
+		panic(fmt.Sprintf("quant: tcq: %d values for a sequence of %d steps", len(x), len(q.steps)))
+	}
+	n, ns := len(x), q.tr.States()
+	if n == 0 {
+		return 0
+	}
+	q.nearestLevels(sc, x, w)
+	if cap(sc.back) < n*ns {
+		sc.back, sc.best = make([]uint8, n*ns), make([]uint8, n*ns)
+	}
+	sc.back, sc.best = sc.back[:n*ns], sc.best[:n*ns]
+	if len(sc.cost) != ns {
+		sc.cost, sc.next = make([]float64, ns), make([]float64, ns)
+	}
+	if !q.TailBiting {
+		q.viterbi(sc, 0)
+		end := 0
+		for s := range ns {
+			if sc.cost[s] < sc.cost[end] {
+				end = s
+			}
+		}
+		c := sc.cost[end]
+		q.traceback(sc, sc.back, end, v, idx)
+		return c
+	}
+	var starts []int
+	if ns <= 32 {
+		starts = make([]int, ns)
+		for s := range starts {
+			starts[s] = s
+		}
+	} else {
+		q.viterbi(sc, -1)
+		order := make([]int, ns)
+		for s := range order {
+			order[s] = s
+		}
+		slices.SortFunc(order, func(a, b int) int { return cmp.Compare(sc.cost[a], sc.cost[b]) })
+		// The cyclic state of each of the best free paths (its end state,
+		// or for a path shorter than ν its bits repeated), and state 0,
+		// which always has a tail-biting path (all zeros).
+		starts = []int{0}
+		for _, e := range order[:tailBitingSearch] {
+			q.traceback(sc, sc.back, e, v, idx)
+			if s0 := q.state(v, 0); !slices.Contains(starts, s0) {
+				starts = append(starts, s0)
+			}
+		}
+	}
+	best, bestCost := -1, math.Inf(1)
+	for _, s0 := range starts {
+		q.viterbi(sc, s0)
+		if c := sc.cost[s0]; c < bestCost || best < 0 {
+			best, bestCost = s0, c
+			sc.back, sc.best = sc.best, sc.back // keep the best start's decisions
+		}
+	}
+	q.traceback(sc, sc.best, best, v, idx)
+	return bestCost
+}
+
+// nearestLevels finds, for each step of x, each subset's nearest level
+// and its weighted error: four scalar quantizations a step, shared by
+// every start state's Viterbi pass.
+func (q *TCQ) nearestLevels(sc *tcqScratch, x, w []float64) {
+	n := len(x)
+	if cap(sc.dist) < 4*n {
+		sc.dist, sc.at = make([]float64, 4*n), make([]int32, 4*n)
+	}
+	sc.dist, sc.at = sc.dist[:4*n], sc.at[:4*n]
+	for t, xt := range x {
+		wt := 1.0
+		if w != nil {
+			wt = w[t]
+		}
+		sub := q.subsAt(t)
+		for j := range 4 {
+			i := nearest(sub[j], xt)
+			e := xt - sub[j][i]
+			sc.dist[4*t+j], sc.at[4*t+j] = wt*e*e, int32(i)
+		}
+	}
+}
+
+// viterbi runs the add–compare–select from state start (−1: from every
+// state at no cost), leaving the path costs by end state in sc.cost and
+// the decisions in sc.back.
+func (q *TCQ) viterbi(sc *tcqScratch, start int) {
+	ns := q.tr.States()
+	n := len(sc.dist) / 4
+	for s := range sc.cost {
+		sc.cost[s] = 0
+		if start >= 0 && s != start {
+			sc.cost[s] = math.Inf(1)
+		}
+	}
+	half := ns >> 1
+	cost, next := sc.cost, sc.next
+	for t := range n {
+		dist := sc.dist[4*t : 4*t+4 : 4*t+4]
+		back := sc.back[t*ns : (t+1)*ns : (t+1)*ns]
+		// State s' is entered from s'>>1 and s'>>1 | 1<<(ν−1), with path
+		// bit s'&1.
+		for s2 := range ns {
+			p0, vb := s2>>1, s2&1
+			p1 := p0 | half
+			c0, c1 := cost[p0]+dist[q.lbl[p0*2+vb]], cost[p1]+dist[q.lbl[p1*2+vb]]
+			if c1 < c0 {
+				next[s2], back[s2] = c1, 1
+			} else {
+				next[s2], back[s2] = c0, 0
+			}
+		}
+		cost, next = next, cost
+	}
+	sc.cost, sc.next = cost, next
+}
+
+// traceback writes the path that ends in state end, from the decisions
+// back.
+func (q *TCQ) traceback(sc *tcqScratch, back []uint8, end int, v, idx []int) {
+	ns := q.tr.States()
+	half := ns >> 1
+	n := len(sc.dist) / 4
+	for t, s := n-1, end; t >= 0; t-- {
+		p := s>>1 | int(back[t*ns+s])*half
+		v[t] = s & 1
+		idx[t] = int(sc.at[4*t+q.lbl[p*2+v[t]]])
+		s = p
+	}
+}
+
+// state returns the state before component t of path v: the path bits
+// t−1 … t−ν, read cyclically (tail-biting) or zero before the start.
+func (q *TCQ) state(v []int, t int) int {
+	s, n := 0, len(v)
+	for k := 1; k <= q.tr.nu; k++ {
+		if q.TailBiting {
+			s |= v[((t-k)%n+n)%n] << (k - 1)
+		} else if t-k >= 0 {
+			s |= v[t-k] << (k - 1)
+		}
+	}
+	return s
+}
+
+// UnionLevel returns the union codebook level, 4·idx[t] + subset, that
+// component t of the path v with subset indices idx reconstructs to.
+func (q *TCQ) UnionLevel(v, idx []int, t int) int {
+	return 4*idx[t] + q.lbl[q.state(v, t)*2+v[t]]
+}
+
+// Decode writes the reconstruction of the path bits v and subset indices
+// idx to out. Each component is read on its own from the window of ν+1
+// path bits that ends at it, as a scorer reads it.
+func (q *TCQ) Decode(out []float64, v, idx []int) {
+	for t := range out {
+		out[t] = q.subsAt(t)[q.lbl[q.state(v, t)*2+v[t]]][idx[t]]
+	}
+}
+
+// Pack returns the code of path bits v and indices idx, b bits a
+// component (the path bit, then b−1 index bits, LSB first), in ⌈n·b/8⌉
+// bytes; Unpack reads it back.
+func (q *TCQ) Pack(v, idx []int) []byte {
+	out := make([]byte, (len(v)*q.b+7)/8)
+	w := bitWriter{buf: out}
+	for t := range v {
+		w.write(uint8(v[t]&1|idx[t]<<1), q.b)
+	}
+	w.flush()
+	return out
+}
+
+// Unpack reads a code of len(v) components that Pack wrote.
+func (q *TCQ) Unpack(code []byte, v, idx []int) error {
+	if want := (len(v)*q.b + 7) / 8; len(code) != want {
+		return fmt.Errorf("quant: tcq: code of %d bytes for %d components of %d bits, want %d", len(code), len(v), q.b, want)
+	}
+	r := bitReader{buf: code}
+	for t := range v {
+		u := int(r.read(q.b))
+		v[t], idx[t] = u&1, u>>1
+	}
+	return nil
+}
+
+// Train runs the generalized Lloyd iteration of TCQ on the sequences seqs
+// (weights ws, nil for all 1), iters times: encode every sequence, move
+// each level to the weighted mean of the values coded by it, keep the
+// levels ascending. It returns the mean weighted error per component of
+// the last encoding.
+func (q *TCQ) Train(seqs, ws [][]float64, iters int) float64 {
+	sum, num := make([]float64, len(q.book)), make([]float64, len(q.book))
+	var v, idx []int
+	var mse float64
+	for range iters {
+		clear(sum)
+		clear(num)
+		var e, cnt float64
+		for k, x := range seqs {
+			var w []float64
+			if ws != nil {
+				w = ws[k]
+			}
+			v, idx = resize(v, len(x)), resize(idx, len(x))
+			e += q.Encode(x, w, v, idx)
+			cnt += float64(len(x))
+			for t := range x {
+				l := q.UnionLevel(v, idx, t)
+				wt := 1.0
+				if w != nil {
+					wt = w[t]
+				}
+				sum[l] += wt * x[t]
+				num[l] += wt
+			}
+		}
+		mse = e / cnt
+		book := slices.Clone(q.book)
+		for l := range book {
+			if num[l] > 0 {
+				book[l] = sum[l] / num[l]
+			}
+		}
+		slices.Sort(book)
+		q.SetBook(book)
+	}
+	return mse
+}
+
+func resize[T any](s []T, n int) []T {
+	if cap(s) < n {
+		return make([]T, n)
+	}
+	return s[:n]
+}
+
+// TCQMaxBits is the widest component a TCQ of GaussianTCQBook codes; a
+// KLT codes wider ones (8 bits) with the scalar code: the doubled alphabet
+// would start from a 9-bit Lloyd–Max codebook, and such components are
+// few and carry little of the error.
+const TCQMaxBits = 7
+
+// gaussianTCQSeqLen is the length of the unit-Gaussian sequences
+// GaussianTCQBook trains on: about a klt vector's coded components.
+const gaussianTCQSeqLen = 64
+
+// GaussianTCQBook returns the b-bit (1 to TCQMaxBits) tail-biting TCQ union
+// codebook of trellis tr for a unit Gaussian: Marcellin and Fischer's
+// doubled Lloyd–Max alphabet (the (b+1)-bit codebook) refined by ten TCQ
+// Lloyd iterations (TCQ.Train) on i.i.d. N(0, 1) sequences of 64 values
+// drawn from a seed fixed by the trellis and b. Results are memoised.
+func GaussianTCQBook(tr Trellis, b int) ([]float64, error) {
+	if b < 1 || b > TCQMaxBits {
+		return nil, fmt.Errorf("quant: tcq: %d bits, want 1 to %d", b, TCQMaxBits)
+	}
+	key := tcqBookKey{tr, b}
+	f, _ := gaussianTCQBooks.LoadOrStore(key, sync.OnceValues(func() ([]float64, error) {
+		cb, err := LloydMaxGaussian(b+1, 1)
+		if err != nil {
+			return nil, err
+		}
+		book := make([]float64, len(cb.Centroids))
+		for i, c := range cb.Centroids {
+			book[i] = float64(c)
+		}
+		q, err := NewTCQ(tr, b, book)
+		if err != nil {
+			return nil, err
+		}
+		q.TailBiting = true
+		r := rand.New(rand.NewPCG(uint64(tr.States()), uint64(b)))
+		seqs := make([][]float64, max(600, 4<<(b+1)))
+		for i := range seqs {
+			seqs[i] = make([]float64, gaussianTCQSeqLen)
+			for j := range seqs[i] {
+				seqs[i][j] = r.NormFloat64()
+			}
+		}
+		q.Train(seqs, nil, 10)
+		return q.book, nil
+	}))
+	book, err := f.(func() ([]float64, error))()
+	return slices.Clone(book), err
+}
+
+type tcqBookKey struct {
+	tr Trellis
+	b  int
+}
+
+// gaussianTCQBooks memoises GaussianTCQBook (a pure function's results,
+// which every TCQ KLT of a model reads; each takes up to a second).
+var gaussianTCQBooks sync.Map
