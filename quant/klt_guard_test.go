@@ -4,32 +4,15 @@ package quant
 
 import (
 	"math/rand/v2"
-	"syscall"
 	"testing"
 	"unsafe"
+
+	"github.com/turbomem/turbomem/internal/guardpage"
 )
 
-// guarded returns n bytes that end where a page that cannot be read
-// begins (unmapped when the test ends).
-func guarded(t *testing.T, n int) []byte {
-	t.Helper()
-	page := syscall.Getpagesize()
-	pages := (n+page-1)/page + 1
-	mem, err := syscall.Mmap(-1, 0, pages*page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
-	if err != nil {
-		t.Fatalf("mmap: %v", err)
-	}
-	t.Cleanup(func() { syscall.Munmap(mem) })
-	end := (pages - 1) * page
-	if err := syscall.Mprotect(mem[end:], syscall.PROT_NONE); err != nil {
-		t.Fatalf("mprotect: %v", err)
-	}
-	return mem[end-n : end : end]
-}
-
-// guardedF32 is guarded for n float32s.
+// guardedF32 is guardpage.Bytes for n float32s.
 func guardedF32(t *testing.T, n int) []float32 {
-	return unsafe.Slice((*float32)(unsafe.Pointer(&guarded(t, 4*n)[0])), n)
+	return unsafe.Slice((*float32)(unsafe.Pointer(&guardpage.Bytes(t, 4*n)[0])), n)
 }
 
 // TestKLTLanesStayInCodes: the lane kernels touch nothing past the codes,
@@ -47,7 +30,7 @@ func TestKLTLanesStayInCodes(t *testing.T) {
 			for _, c := range kltCases(t) {
 				k := c.k
 				for _, n := range kltCounts {
-					codes := guarded(t, n*k.Bytes())
+					codes := guardpage.Bytes(t, n*k.Bytes())
 					copy(codes, kltCodes(t, r, k, n))
 					qs := rows(5, k.Dim())
 					var p KLTQueries

@@ -5,27 +5,10 @@ package tensor
 import (
 	"fmt"
 	"math/rand/v2"
-	"os"
-	"syscall"
 	"testing"
-)
 
-// guarded returns a slice of n bytes that ends where an inaccessible page
-// begins, so that a kernel reading or writing one byte past it faults.
-func guarded(t *testing.T, n int) []byte {
-	t.Helper()
-	page := os.Getpagesize()
-	size := (n + page - 1) / page * page
-	mem, err := syscall.Mmap(-1, 0, size+page, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_ANON|syscall.MAP_PRIVATE)
-	if err != nil {
-		t.Skipf("mmap: %v", err)
-	}
-	t.Cleanup(func() { syscall.Munmap(mem) })
-	if err := syscall.Mprotect(mem[size:], syscall.PROT_NONE); err != nil {
-		t.Skipf("mprotect: %v", err)
-	}
-	return mem[size-n : size : size]
-}
+	"github.com/turbomem/turbomem/internal/guardpage"
+)
 
 // TestDotKRowsGuardPage: the K-quant multi-row products read no byte past
 // the weights or the pack and write none past the outputs, each placed
@@ -45,12 +28,12 @@ func TestDotKRowsGuardPage(t *testing.T) {
 						p.set(actQ8_K, acts, cols)
 						want := make([]float32, n*rows)
 						k.kernel(w, rowBytes, rows, &p, want, rows)
-						gw := guarded(t, len(w))
+						gw := guardpage.Bytes(t, len(w))
 						copy(gw, w)
-						gb := guarded(t, len(p.b))
+						gb := guardpage.Bytes(t, len(p.b))
 						copy(gb, p.b)
 						p.b = gb
-						got := guarded(t, 4*n*rows)
+						got := guardpage.Bytes(t, 4*n*rows)
 						out := bytesAsF32(got)
 						k.kernel(gw, rowBytes, rows, &p, out, rows)
 						for i := range want {
