@@ -113,22 +113,39 @@ func (p *multiPack) setVectorGo(v int, a *activation) {
 // dotQ8_0Rows sets out[v·stride + r] to weight row r of w (rows rows of
 // rowBytes) dotted with vector v of p, for every row and vector.
 func dotQ8_0Rows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
-	if rows == 0 || p.n == 0 {
-		return
+	if multiRowBounds(w, rowBytes, rows, p, out, stride, 2*q8_0Bytes) {
+		dotQ8_0RowsKernel(w, rowBytes, rows, p, out, stride)
+		p.addOdd(w, rowBytes, rows, out, stride)
 	}
-	// The assembly reads p.steps pairs of blocks of each row and keeps
-	// one accumulator per vector: shorter rows or more vectors would
-	// read past w or drop vectors.
+}
+
+// multiRowBounds checks a multi-row product of rows rows of rowBytes in
+// w against pack p (p.steps steps of stepBytes of each row) into out,
+// and reports whether there is anything to compute. The kernels read
+// p.steps steps of each row and keep one accumulator per vector, so rows
+// shorter than the pack's steps, or more than multiRows vectors, would
+// read past w or drop vectors where the pure-Go twins panic: they panic
+// here, as a slice out of bounds does.
+func multiRowBounds(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride, stepBytes int) bool {
+	if rows == 0 || p.n == 0 {
+		return false
+	}
 	if p.n > multiRows {
 		panic(fmt.Sprintf("tensor: multi-row product of %d vectors, at most %d", p.n, multiRows))
 	}
-	if p.steps*2*q8_0Bytes > rowBytes {
-		panic(fmt.Sprintf("tensor: multi-row product: rows of %d bytes, %d pairs of Q8_0 blocks", rowBytes, p.steps))
+	if p.steps*stepBytes > rowBytes {
+		panic(fmt.Sprintf("tensor: multi-row product: rows of %d bytes, %d steps of %d bytes", rowBytes, p.steps, stepBytes))
 	}
 	_ = w[rows*rowBytes-1]
 	_ = out[(p.n-1)*stride+rows-1]
-	dotQ8_0RowsKernel(w, rowBytes, rows, p, out, stride)
-	p.addOdd(w, rowBytes, rows, out, stride)
+	if p.steps > 0 { // none where a Q8_0 row is one odd block
+		vecBytes := multiVecBytes
+		if p.kind == actQ8_K {
+			vecBytes = multiKVecBytes
+		}
+		_ = p.b[p.steps*p.n*vecBytes-1]
+	}
+	return true
 }
 
 // addOdd adds the odd last block of each row, if the rows have one, to

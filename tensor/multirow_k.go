@@ -2,7 +2,6 @@ package tensor
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math"
 	"unsafe"
 )
@@ -60,24 +59,11 @@ func (p *multiPack) packedK(b, v int) (xq *[QK_K]int8, bs [16]int32, dx float32)
 }
 
 // dotKRows checks the bounds of a K-quant multi-row product of blocks of
-// blockBytes and runs kernel on it. The assembly reads p.steps blocks of
-// each row and keeps one accumulator per vector, so rows shorter than
-// the pack's blocks, or more than multiRows vectors, would read past w
-// or drop vectors where the pure-Go twins panic: they panic here.
+// blockBytes (multiRowBounds) and runs kernel on it.
 func dotKRows(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride, blockBytes int, kernel func([]byte, int, int, *multiPack, []float32, int)) {
-	if rows == 0 || p.n == 0 {
-		return
+	if multiRowBounds(w, rowBytes, rows, p, out, stride, blockBytes) {
+		kernel(w, rowBytes, rows, p, out, stride)
 	}
-	if p.n > multiRows {
-		panic(fmt.Sprintf("tensor: multi-row product of %d vectors, at most %d", p.n, multiRows))
-	}
-	if p.steps*blockBytes > rowBytes {
-		panic(fmt.Sprintf("tensor: multi-row product: rows of %d bytes, %d blocks of %d bytes", rowBytes, p.steps, blockBytes))
-	}
-	_ = w[rows*rowBytes-1]
-	_ = out[(p.n-1)*stride+rows-1]
-	_ = p.b[p.steps*p.n*multiKVecBytes-1]
-	kernel(w, rowBytes, rows, p, out, stride)
 }
 
 // dotQ6_KRows sets out[v·stride + r] to Q6_K weight row r of w (rows
