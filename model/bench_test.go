@@ -181,15 +181,16 @@ func logRegions(b *testing.B, st []tensor.RegionStat, steps int) (wall time.Dura
 	// attention, packing), late (to the first task), phase (waiting for
 	// others' items), tail (after the last task), gaps (between tasks):
 	// µs a step per goroutine; slow/mean: the busiest goroutine's time
-	// in tasks over the mean.
+	// in tasks over the mean; taskless: goroutines a region that ran no
+	// task.
 	fmt.Fprintf(&tb, "%d steps; µs a step (items, late, phase, tail, gaps: per goroutine)\n", steps)
-	fmt.Fprintf(&tb, "%-24s %7s %8s %6s %6s %7s %7s %7s %7s %7s %9s\n", "region", "regions", "wall", "wait", "idle", "items", "late", "phase", "tail", "gaps", "slow/mean")
+	fmt.Fprintf(&tb, "%-24s %7s %8s %6s %6s %7s %7s %7s %7s %7s %9s %8s\n", "region", "regions", "wall", "wait", "idle", "items", "late", "phase", "tail", "gaps", "slow/mean", "taskless")
 	row := func(name string, s tensor.RegionStat) {
 		t := s.Threads * steps
 		mean := float64(s.Busy) / float64(max(s.Threads, 1))
-		fmt.Fprintf(&tb, "%-24s %7.2f %8.1f %5.1f%% %5.1f%% %7.1f %7.1f %7.1f %7.1f %7.1f %9.2f\n", name,
+		fmt.Fprintf(&tb, "%-24s %7.2f %8.1f %5.1f%% %5.1f%% %7.1f %7.1f %7.1f %7.1f %7.1f %9.2f %8.2f\n", name,
 			float64(s.Regions)/float64(steps), us(s.Wall, steps), 100*s.WaitShare(), 100*s.IdleShare(),
-			us(s.Items, t), us(s.Late, t), us(s.PhaseWait, t), us(s.Tail, t), us(s.Gaps(), t), float64(s.Slowest)/max(mean, 1))
+			us(s.Items, t), us(s.Late, t), us(s.PhaseWait, t), us(s.Tail, t), us(s.Gaps(), t), float64(s.Slowest)/max(mean, 1), float64(s.Taskless)/float64(max(s.Regions, 1)))
 	}
 	for _, s := range st {
 		row(s.Label.String(), s)
@@ -202,6 +203,7 @@ func logRegions(b *testing.B, st []tensor.RegionStat, steps int) (wall time.Dura
 		all.PhaseWait += s.PhaseWait
 		all.Tail += s.Tail
 		all.Slowest += s.Slowest
+		all.Taskless += s.Taskless
 	}
 	row("all", all)
 	b.Log("\n" + tb.String())

@@ -58,6 +58,9 @@ type RegionStat struct {
 	// packing them), and PhaseWait the time tasks waited for other
 	// goroutines' items before computing their rows.
 	Items, PhaseWait time.Duration
+	// Taskless counts, over the regions, the goroutines that ran no task
+	// of theirs (all the tasks were taken before they came to them).
+	Taskless int
 }
 
 // Gaps is the goroutines' time between their tasks (taking the next
@@ -162,6 +165,7 @@ func (t *RegionTrace) end(wall time.Duration) {
 		s := &t.slots[i]
 		if s.tasks == 0 {
 			st.Tail += wall
+			st.Taskless++
 			continue
 		}
 		st.Tasks += int(s.tasks)
