@@ -19,6 +19,17 @@ package tensor
 // A signed (Q8_0 quants) or unsigned (Q4_K's 4-bit quants, with
 // mw = dmin·min of the sub-block and dw = d·scale). The activations are
 // quantized by the Q8_0 rule (8 bits per 32 elements) for both types.
+//
+// Q6_K's scales change every 16 elements, so its products (a call whose
+// products are all Q6_K) take one integer sum per 16-element sub-block:
+// the same kernel under a tile shape of 16-byte A rows and 4-row B tiles
+// (amxConfigK16), tile A the panel's quants less 32 (signed bytes,
+// unpacked once per panel for its 16 vectors), dw = d·scale of the
+// sub-block, and the activations quantized by llama.cpp's Q8_K rule (one
+// scale per 256 elements, the one-vector kernels' form), whose dx the
+// operand repeats for each sub-block:
+//
+//	out[m][t] = Σ_j d[m]·scale[j][m]·dx[j/16][t]·Σ_k (q[m][16j+k]−32)·x[t][16j+k]
 const (
 	amxRows  = 16                 // weight rows per panel: tile A's and C's rows
 	amxCols  = 16                 // vectors per group: tile B's and C's 32-bit columns
@@ -33,11 +44,14 @@ type amxActs struct {
 	xb             []int8
 	dx, xs         []float32
 	groups, blocks int
+	// k is the elements of a block: amxBlock, or 16 for Q6_K's
+	// sub-blocks (whose B tiles take the first 4 of a block's 8 rows).
+	k int
 }
 
-// size makes room for n vectors of cols elements.
-func (g *amxActs) size(n, cols int) {
-	g.groups, g.blocks = (n+amxCols-1)/amxCols, cols/amxBlock
+// size makes room for n vectors of cols elements in blocks of k.
+func (g *amxActs) size(n, cols, k int) {
+	g.groups, g.blocks, g.k = (n+amxCols-1)/amxCols, cols/k, k
 	g.xb = growI8(g.xb, g.groups*g.blocks*amxBStep)
 	g.dx = growF(g.dx, g.groups*g.blocks*amxCols)
 	g.xs = growF(g.xs, g.groups*g.blocks*amxCols)
@@ -59,24 +73,24 @@ func (g *amxActs) packBlock(gi, b int, acts []*activation) {
 	xs := g.xs[i*amxCols : (i+1)*amxCols]
 	for t := range amxCols {
 		if t >= len(acts) {
-			for k4 := range amxBlock / 4 {
+			for k4 := range g.k / 4 {
 				clear(xb[k4*4*amxCols+4*t : k4*4*amxCols+4*t+4])
 			}
 			dx[t], xs[t] = 0, 0
 			continue
 		}
 		a := acts[t]
-		q := (*[amxBlock]int8)(a.qs[b*amxBlock:])
+		q := a.qs[b*g.k : (b+1)*g.k]
 		var sum int32
-		for k4 := range amxBlock / 4 {
+		for k4 := range g.k / 4 {
 			// four quants as one word: a call of copy each was the
 			// packing's main cost
 			w := (*[4]int8)(xb[k4*4*amxCols+4*t:])
 			w[0], w[1], w[2], w[3] = q[4*k4], q[4*k4+1], q[4*k4+2], q[4*k4+3]
 			sum += int32(w[0]) + int32(w[1]) + int32(w[2]) + int32(w[3])
 		}
-		dx[t] = a.d[b]
-		xs[t] = -a.d[b] * float32(sum)
+		dx[t] = a.d[b*g.k/(len(a.qs)/len(a.d))] // Q8_0's block, or Q8_K's that holds the sub-block
+		xs[t] = -dx[t] * float32(sum)
 	}
 }
 
@@ -92,29 +106,50 @@ type amxPanel struct {
 }
 
 // amxOperand is a panel as the kernel reads it: row m's quants of block
-// b are the 32 bytes at a[m·stride + b·step], signed or not; mw is nil
-// for a type without mins.
+// b are the k bytes (32, or 16 for Q6_K) at a[m·stride + b·step], signed
+// or not; mw is nil for a type without mins.
 type amxOperand struct {
-	a            []byte
-	stride, step int
-	signed       bool
-	dw, mw       []float32
+	a               []byte
+	stride, step, k int
+	signed          bool
+	dw, mw          []float32
 }
 
 // amxServes reports whether the AMX kernel runs a MatMulShared call: the
 // CPU has it, there are enough vectors to fill tiles, and every product
 // is of a type it serves over whole pairs of blocks (the kernel takes two
-// blocks per step).
+// blocks per step): Q8_0 and Q4_K, or Q6_K alone (its activations are of
+// another form).
 func amxServes(ps []Product, cols, n int) bool {
-	if !hasAMX || n < gemmMinVectors || cols <= 0 || cols%(2*amxBlock) != 0 {
+	return hasAMX && amxTakes(ps, cols, n)
+}
+
+// amxTakes is amxServes on any CPU: whether the call's shapes and types
+// suit the AMX product.
+func amxTakes(ps []Product, cols, n int) bool {
+	if n < gemmMinVectors || cols <= 0 || cols%(2*amxBlock) != 0 || len(ps) == 0 {
 		return false
 	}
+	q6 := ps[0].Type == Q6_K
 	for _, p := range ps {
-		if p.Type != Q8_0 && p.Type != Q4_K {
+		switch {
+		case q6 && (p.Type != Q6_K || cols%QK_K != 0):
+			return false
+		case !q6 && p.Type != Q8_0 && p.Type != Q4_K:
 			return false
 		}
 	}
 	return true
+}
+
+// amxForm returns the activation form and block size of an AMX call of
+// products ps (amxServes said yes): Q8_K in 16-element sub-blocks for
+// Q6_K, else Q8_0 in 32-element blocks.
+func amxForm(ps []Product) (actKind, int) {
+	if ps[0].Type == Q6_K {
+		return actQ8_K, 16
+	}
+	return actQ8_0, amxBlock
 }
 
 // amxScratch is Scratch's part for the AMX product.
@@ -129,6 +164,7 @@ type amxScratch struct {
 	of   *Scratch
 	pck  func(i int)
 	task func(task, worker int)
+	kind actKind // the call's activation form (amxForm)
 }
 
 // amxJob is one panel of a call: product p's rows from r0.
@@ -139,9 +175,11 @@ type amxJob struct{ p, r0 int }
 func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float32, n int, opts Options) {
 	threads := opts.Pool.Threads()
 	a := &s.amx
-	acts := s.activations(actQ8_0, cols, n)
+	kind, k := amxForm(ps)
+	a.kind = kind
+	acts := s.activations(kind, cols, n)
 	g := &a.acts
-	g.size(n, cols)
+	g.size(n, cols, k)
 	s.bind()
 	if a.of != s {
 		a.of = s
@@ -162,20 +200,23 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	// quantized (vectorTask, the one form the call needs), then the
 	// group's tile operand packed block by block (amxPack: a block's 16
 	// vectors are whole cache lines, written by one goroutine).
-	s.vecs.start(opts.Pool, threads, tasks, n, s.vector, (g.groups*g.blocks+amxPackBlocks-1)/amxPackBlocks, a.pck)
+	per := amxPackBlocks * amxBlock / k
+	s.vecs.start(opts.Pool, threads, tasks, n, s.vector, (g.groups*g.blocks+per-1)/per, a.pck)
 	s.call = matCall{ps: ps, preps: preps, x: x, cols: cols, n: n, prepare: opts.Prepare, tasks: tasks}
-	s.call.need[actQ8_0], s.call.acts[actQ8_0] = true, acts
+	s.call.need[kind], s.call.acts[kind] = true, acts
 	opts.Pool.RunDealt(tasks, a.task)
 	s.call = matCall{}
 }
 
 // amxPack packs item i of the AMX call's tile operand: amxPackBlocks
-// blocks from block i·amxPackBlocks, counting the blocks of each group
-// after the last group's (block k is block k%blocks of group k/blocks).
+// blocks of 32 elements (twice as many of 16) from the item's first,
+// counting the blocks of each group after the last group's (block k is
+// block k%blocks of group k/blocks).
 func (s *Scratch) amxPack(i int) {
 	c, g := &s.call, &s.amx.acts
-	acts := c.acts[actQ8_0]
-	for k := i * amxPackBlocks; k < min((i+1)*amxPackBlocks, g.groups*g.blocks); k++ {
+	acts := c.acts[s.amx.kind]
+	per := amxPackBlocks * amxBlock / g.k
+	for k := i * per; k < min((i+1)*per, g.groups*g.blocks); k++ {
 		gi := k / g.blocks
 		g.packBlock(gi, k%g.blocks, acts[gi*amxCols:min(c.n, (gi+1)*amxCols)])
 	}
@@ -222,6 +263,9 @@ func (pan *amxPanel) product(p *Product, rowBytes, cols, r0 int, g *amxActs) {
 // operand prepares the panel of rows rows from r0 (rows beyond are zero).
 func (pan *amxPanel) operand(p *Product, rowBytes, cols, r0, rows int) amxOperand {
 	blocks := cols / amxBlock
+	if p.Type == Q6_K {
+		blocks = cols / 16
+	}
 	pan.dw = growF(pan.dw, blocks*amxRows)
 	if rows < amxRows {
 		clear(pan.dw)
@@ -235,7 +279,16 @@ func (pan *amxPanel) operand(p *Product, rowBytes, cols, r0, rows int) amxOperan
 			clear(pan.q[copy(pan.q, w):])
 			w = pan.q
 		}
-		return amxOperand{a: w[2:], stride: rowBytes, step: q8_0Bytes, signed: true, dw: pan.dw}
+		return amxOperand{a: w[2:], stride: rowBytes, step: q8_0Bytes, k: amxBlock, signed: true, dw: pan.dw}
+	case Q6_K:
+		pan.q = grown(pan.q, amxRows*cols)
+		if rows < amxRows {
+			clear(pan.q)
+		}
+		for m := range rows {
+			unpackQ6_K(pan, m, w[m*rowBytes:(m+1)*rowBytes], cols)
+		}
+		return amxOperand{a: pan.q, stride: cols, step: 16, k: 16, signed: true, dw: pan.dw}
 	default: // Q4_K
 		pan.mw = growF(pan.mw, blocks*amxRows)
 		pan.q = grown(pan.q, amxRows*cols)
@@ -246,7 +299,7 @@ func (pan *amxPanel) operand(p *Product, rowBytes, cols, r0, rows int) amxOperan
 		for m := range rows {
 			unpackQ4_K(pan, m, w[m*rowBytes:(m+1)*rowBytes], cols)
 		}
-		return amxOperand{a: pan.q, stride: cols, step: amxBlock, dw: pan.dw, mw: pan.mw}
+		return amxOperand{a: pan.q, stride: cols, step: amxBlock, k: amxBlock, dw: pan.dw, mw: pan.mw}
 	}
 }
 
@@ -291,6 +344,41 @@ func unpackQ4_K(pan *amxPanel, m int, row []byte, cols int) {
 	}
 }
 
+// unpackQ6_K writes row m of a Q6_K panel: its quants less 32, one
+// signed byte each in element order, and d·scale per 16-element
+// sub-block.
+func unpackQ6_K(pan *amxPanel, m int, row []byte, cols int) {
+	q := pan.q[m*cols : (m+1)*cols]
+	unpackQ6_KQuants(q, row, cols/QK_K)
+	for b := range cols / QK_K {
+		blk := row[b*q6_KBytes : (b+1)*q6_KBytes]
+		d := f16Scale(blk[208:])
+		for j := range QK_K / 16 {
+			pan.dw[(b*16+j)*amxRows+m] = d * float32(int8(blk[192+j]))
+		}
+	}
+}
+
+// unpackQ6_KQuantsGo is unpackQ6_KQuants' pure-Go twin: the quants of
+// blocks Q6_K blocks of src, less 32, to q in element order (llama.cpp's
+// layout: per 128 elements, 64 bytes of low nibbles and 32 of high bit
+// pairs).
+func unpackQ6_KQuantsGo(q []byte, src []byte, blocks int) {
+	for b := range blocks {
+		blk := src[b*q6_KBytes:]
+		out := q[b*QK_K:]
+		for h := range 2 {
+			ql, qh, o := blk[64*h:], blk[128+32*h:], out[128*h:]
+			for l := range 32 {
+				o[l] = byte(int8(ql[l]&0xf|(qh[l]&3)<<4) - 32)
+				o[l+32] = byte(int8(ql[l+32]&0xf|(qh[l]>>2&3)<<4) - 32)
+				o[l+64] = byte(int8(ql[l]>>4|(qh[l]>>4&3)<<4) - 32)
+				o[l+96] = byte(int8(ql[l+32]>>4|(qh[l]>>6&3)<<4) - 32)
+			}
+		}
+	}
+}
+
 // amxDotGo is the kernel's pure-Go twin, in its order of operations:
 // pan.out[g][m][t] for every group g of acts against op, per block the
 // integer sum converted, times dx, times dw added (then mw·xs).
@@ -302,7 +390,7 @@ func amxDotGo(op *amxOperand, g *amxActs, pan *amxPanel) {
 			xb := g.xb[i*amxBStep : (i+1)*amxBStep]
 			dx, xs := g.dx[i*amxCols:], g.xs[i*amxCols:]
 			for m := range amxRows {
-				w := op.a[m*op.stride+b*op.step:][:amxBlock]
+				w := op.a[m*op.stride+b*op.step:][:op.k]
 				dw := op.dw[b*amxRows+m]
 				for t := range amxCols {
 					var sum int32

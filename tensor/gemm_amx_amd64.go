@@ -32,14 +32,21 @@ func amxPermission() bool {
 // tiles (16 rows of 32 bytes), tmm2 and tmm5 the B tiles (8 rows of 64
 // bytes). Layout: byte 0 the palette, bytes 16+2i tile i's bytes per row,
 // byte 48+i its rows.
-var amxConfig = func() (c [64]byte) {
+var amxConfig = amxTiles(amxBlock)
+
+// amxConfigK16 is amxConfig for 16-element blocks (Q6_K's sub-blocks):
+// A tiles of 16 rows of 16 bytes, B tiles of 4 rows of 64 bytes.
+var amxConfigK16 = amxTiles(16)
+
+// amxTiles returns the tile configuration for blocks of k elements.
+func amxTiles(k int) (c [64]byte) {
 	c[0] = 1
-	for i, shape := range [6][2]int{{16, 64}, {16, 32}, {8, 64}, {16, 64}, {16, 32}, {8, 64}} {
+	for i, shape := range [6][2]int{{16, 64}, {16, k}, {k / 4, 64}, {16, 64}, {16, k}, {k / 4, 64}} {
 		c[16+2*i] = byte(shape[1])
 		c[48+i] = byte(shape[0])
 	}
 	return c
-}()
+}
 
 // The kernels: one panel against every group of acts, two blocks per
 // loop step (tiles 0-2 the even block, 3-5 the odd one), results to out
@@ -62,14 +69,17 @@ func amxDot(op *amxOperand, g *amxActs, pan *amxPanel) {
 	}
 	pan.tmp = growI32(pan.tmp, 2*amxRows*amxCols+16)
 	tmp := pan.tmp[(64-uintptr(unsafe.Pointer(&pan.tmp[0]))%64)/4%16:] // 64-byte aligned
-	f := amxDotQ4K
+	f, cfg := amxDotQ4K, &amxConfig
+	if op.k == 16 {
+		cfg = &amxConfigK16
+	}
 	var mw *float32
 	if op.signed {
 		f = amxDotQ8
 	} else {
 		mw = &op.mw[0]
 	}
-	f(&amxConfig, &op.a[0], op.stride, op.step, &op.dw[0], mw, &g.xb[0], &g.dx[0], &g.xs[0], g.blocks, g.groups, &tmp[0], &pan.out[0])
+	f(cfg, &op.a[0], op.stride, op.step, &op.dw[0], mw, &g.xb[0], &g.dx[0], &g.xs[0], g.blocks, g.groups, &tmp[0], &pan.out[0])
 }
 
 func growI32(b []int32, n int) []int32 {

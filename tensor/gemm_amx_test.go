@@ -9,14 +9,14 @@ import (
 	"testing"
 )
 
-// amxSetup makes a Q8_0 and a Q4_K product of random weights (row counts
-// that leave a partial panel) over cols columns for n vectors, and the
-// weights dequantized.
-func amxSetup(t testing.TB, r *rand.Rand, rows []int, cols, n int) ([]Product, []prepared, [][]float32) {
+// amxSetup makes a product of each type of types from random weights
+// (row counts rows, which leave a partial panel) over cols columns for n
+// vectors, and the weights dequantized.
+func amxSetup(t testing.TB, r *rand.Rand, types []DType, rows []int, cols, n int) ([]Product, []prepared, [][]float32) {
 	var ps []Product
 	var preps []prepared
 	var mats [][]float32
-	for i, ty := range []DType{Q8_0, Q4_K} {
+	for i, ty := range types {
 		w, err := Encode(ty, randomVector(r, rows[i]*cols))
 		if err != nil {
 			t.Fatal(err)
@@ -32,47 +32,71 @@ func amxSetup(t testing.TB, r *rand.Rand, rows []int, cols, n int) ([]Product, [
 	return ps, preps, mats
 }
 
+// amxCalls are the two kinds of AMX call: Q8_0 and Q4_K products on
+// Q8_0 activations in 32-element blocks, and Q6_K products on Q8_K
+// activations in 16-element sub-blocks.
+var amxCalls = []struct {
+	types []DType
+	kind  actKind
+	k     int
+}{
+	{[]DType{Q8_0, Q4_K}, actQ8_0, amxBlock},
+	{[]DType{Q6_K, Q6_K}, actQ8_K, 16},
+}
+
+// quantActs quantizes the n vectors of cols elements laid end to end in x
+// as activations of kind k.
+func quantActs(k actKind, x []float32, n, cols int) []*activation {
+	acts := make([]*activation, n)
+	for v := range acts {
+		acts[v] = newActivation(k, cols)
+		acts[v].set(k, x[v*cols:(v+1)*cols])
+	}
+	return acts
+}
+
+// actScale returns the scale of activation a that element j is quantized
+// with (its block's: 32 or 256 elements).
+func actScale(a *activation, j int) float32 { return a.d[j/(len(a.qs)/len(a.d))] }
+
 // TestAMXMatMul: the AMX product (the assembly where the CPU has AMX,
 // else its pure-Go twin), on 1 and 3 goroutines, against an independent
-// float64 sum of the dequantized weights times the Q8_0-quantized
-// activations (the integer block sums are exact; the float scaling and
-// summation differ: 1e-5 of Σ|w·x|). Partial panels and a partial group
-// included.
+// float64 sum of the dequantized weights times the quantized activations
+// (Q8_0's for Q8_0 and Q4_K, Q8_K's for Q6_K; the integer block sums are
+// exact; the float scaling and summation differ: 1e-5 of Σ|w·x|).
+// Partial panels and a partial group included.
 func TestAMXMatMul(t *testing.T) {
 	const cols, n = 512, 2*amxCols + 3
-	r := rand.New(rand.NewPCG(11, 12))
-	x := randomVector(r, n*cols)
-	ps, preps, mats := amxSetup(t, r, []int{21, 37}, cols, n)
-	xq := make([]float64, n*cols) // the activations as the kernel sees them
-	for v := range n {
-		a := newActivation(actQ8_0, cols)
-		a.set(actQ8_0, x[v*cols:(v+1)*cols])
-		for j := range cols {
-			xq[v*cols+j] = float64(a.d[j/qk0]) * float64(a.qs[j])
+	for ci, call := range amxCalls {
+		r := rand.New(rand.NewPCG(11, uint64(12+ci)))
+		x := randomVector(r, n*cols)
+		ps, preps, mats := amxSetup(t, r, call.types, []int{21, 37}, cols, n)
+		xq := make([]float64, n*cols) // the activations as the kernel sees them
+		for v, a := range quantActs(call.kind, x, n, cols) {
+			for j := range cols {
+				xq[v*cols+j] = float64(actScale(a, j)) * float64(a.qs[j])
+			}
 		}
-	}
-	if got := amxServes(ps, cols, n); got != hasAMX {
-		t.Errorf("amxServes(Q8_0, Q4_K) = %v on a CPU with AMX %v", got, hasAMX)
-	}
-	if amxServes(ps, cols, gemmMinVectors-1) || amxServes([]Product{{Type: Q6_K}}, cols, n) {
-		t.Error("amxServes: yes to too few vectors or to Q6_K")
-	}
-	for _, threads := range []int{1, 3} {
-		pool := NewPool(threads)
-		var scr Scratch
-		scr.amxMatMul(ps, preps, cols, x, n, Options{Pool: pool})
-		pool.Close()
-		for i, p := range ps {
-			for v := range n {
-				for row := range p.Rows {
-					var want, mag float64
-					for j := range cols {
-						wx := float64(mats[i][row*cols+j]) * xq[v*cols+j]
-						want += wx
-						mag += math.Abs(wx)
-					}
-					if got := p.Out[v*p.Rows+row]; math.Abs(float64(got)-want) > 1e-5*mag {
-						t.Fatalf("threads %d %s vector %d row %d: %g, want %g", threads, p.Type, v, row, got, want)
+		if got := amxServes(ps, cols, n); got != hasAMX {
+			t.Errorf("amxServes(%v) = %v on a CPU with AMX %v", call.types, got, hasAMX)
+		}
+		for _, threads := range []int{1, 3} {
+			pool := NewPool(threads)
+			var scr Scratch
+			scr.amxMatMul(ps, preps, cols, x, n, Options{Pool: pool})
+			pool.Close()
+			for i, p := range ps {
+				for v := range n {
+					for row := range p.Rows {
+						var want, mag float64
+						for j := range cols {
+							wx := float64(mats[i][row*cols+j]) * xq[v*cols+j]
+							want += wx
+							mag += math.Abs(wx)
+						}
+						if got := p.Out[v*p.Rows+row]; math.Abs(float64(got)-want) > 1e-5*mag {
+							t.Fatalf("threads %d %s vector %d row %d: %g, want %g", threads, p.Type, v, row, got, want)
+						}
 					}
 				}
 			}
@@ -80,8 +104,69 @@ func TestAMXMatMul(t *testing.T) {
 	}
 }
 
+// TestAMXTakes: the calls the AMX product takes: Q8_0 and Q4_K mixed, or
+// Q6_K alone over whole super-blocks, with enough vectors.
+func TestAMXTakes(t *testing.T) {
+	q8, q4, q6 := Product{Type: Q8_0}, Product{Type: Q4_K}, Product{Type: Q6_K}
+	for _, tc := range []struct {
+		ps   []Product
+		cols int
+		n    int
+		want bool
+	}{
+		{[]Product{q8, q4}, 512, gemmMinVectors, true},
+		{[]Product{q8, q4}, 512, gemmMinVectors - 1, false},
+		{[]Product{q8}, 96, 16, false}, // not whole pairs of blocks
+		{[]Product{q6, q6}, 512, 16, true},
+		{[]Product{q6}, 320, 16, false}, // not whole super-blocks
+		{[]Product{q6, q8}, 512, 16, false},
+		{[]Product{q8, q6}, 512, 16, false},
+		{[]Product{{Type: Q5_K}}, 512, 16, false},
+		{nil, 512, 16, false},
+	} {
+		if got := amxTakes(tc.ps, tc.cols, tc.n); got != tc.want {
+			var types []DType
+			for _, p := range tc.ps {
+				types = append(types, p.Type)
+			}
+			t.Errorf("amxTakes(%v, cols %d, n %d) = %v, want %v", types, tc.cols, tc.n, got, tc.want)
+		}
+	}
+}
+
+// TestUnpackQ6_KQuants: the Q6_K panel's quants (the assembly where the
+// CPU has it, and the pure-Go twin) against dequantQ6_K: d·scale·q equals
+// the dequantized weight exactly (the same float operations), and the
+// assembly's bytes are the twin's.
+func TestUnpackQ6_KQuants(t *testing.T) {
+	r := rand.New(rand.NewPCG(21, 22))
+	for _, blocks := range []int{1, 3} {
+		w, err := Encode(Q6_K, randomVector(r, blocks*QK_K))
+		if err != nil {
+			t.Fatal(err)
+		}
+		deq := make([]float32, blocks*QK_K)
+		if err := Dequantize(Q6_K, deq, w); err != nil {
+			t.Fatal(err)
+		}
+		got, twin := make([]byte, blocks*QK_K), make([]byte, blocks*QK_K)
+		unpackQ6_KQuants(got, w, blocks)
+		unpackQ6_KQuantsGo(twin, w, blocks)
+		if !slices.Equal(got, twin) {
+			t.Fatalf("%d blocks: kernel and twin differ", blocks)
+		}
+		for e, q := range twin {
+			blk := w[e/QK_K*q6_KBytes:]
+			ds := float32(f16At(blk[208:]) * float32(int8(blk[192+e%QK_K/16])))
+			if v := int8(q); v < -32 || v > 31 || ds*float32(v) != deq[e] {
+				t.Fatalf("%d blocks: element %d: quant %d, scale %g: %g, want %g", blocks, e, v, ds, ds*float32(v), deq[e])
+			}
+		}
+	}
+}
+
 // TestAMXKernel: the assembly kernel against its pure-Go twin on the same
-// panels (full and partial, both types) and groups: 2e-6 of the sum of
+// panels (full and partial, every type) and groups: 2e-6 of the sum of
 // magnitudes (fused and unfused multiply-adds). Skips where the CPU has
 // no AMX.
 func TestAMXKernel(t *testing.T) {
@@ -89,41 +174,43 @@ func TestAMXKernel(t *testing.T) {
 		t.Skip("no AMX on this CPU (or Linux refused the tile permission): only the twin runs (TestAMXMatMul)")
 	}
 	const cols, n = 1024, 3 * amxCols
-	r := rand.New(rand.NewPCG(13, 14))
-	x := randomVector(r, n*cols)
-	ps, preps, _ := amxSetup(t, r, []int{16, 9}, cols, n)
-	var g amxActs
-	g.size(n, cols)
-	acts := q8Activations(x, n, cols)
-	for gi := range g.groups {
-		g.pack(gi, acts[gi*amxCols:(gi+1)*amxCols])
-	}
-	for i, p := range ps {
-		var pan amxPanel
-		op := pan.operand(&p, preps[i].rowByte, cols, 0, p.Rows)
-		pan.out = growF(pan.out, g.groups*amxRows*amxCols)
-		amxDot(&op, &g, &pan)
-		got := append([]float32(nil), pan.out...)
-		amxDotGo(&op, &g, &pan)
-		for k, want := range pan.out {
-			var mag float64 // Σ|scaled block sums| bounds the rounding
-			m, tok := k/amxCols%amxRows, k/(amxRows*amxCols)*amxCols+k%amxCols
-			for b := range g.blocks {
-				var s float64
-				for e := range amxBlock {
-					wv := float64(op.a[m*op.stride+b*op.step+e])
-					if op.signed {
-						wv = float64(int8(op.a[m*op.stride+b*op.step+e]))
+	for ci, call := range amxCalls {
+		r := rand.New(rand.NewPCG(13, uint64(14+ci)))
+		x := randomVector(r, n*cols)
+		ps, preps, _ := amxSetup(t, r, call.types, []int{16, 9}, cols, n)
+		var g amxActs
+		g.size(n, cols, call.k)
+		acts := quantActs(call.kind, x, n, cols)
+		for gi := range g.groups {
+			g.pack(gi, acts[gi*amxCols:(gi+1)*amxCols])
+		}
+		for i, p := range ps {
+			var pan amxPanel
+			op := pan.operand(&p, preps[i].rowByte, cols, 0, p.Rows)
+			pan.out = growF(pan.out, g.groups*amxRows*amxCols)
+			amxDot(&op, &g, &pan)
+			got := append([]float32(nil), pan.out...)
+			amxDotGo(&op, &g, &pan)
+			for k, want := range pan.out {
+				var mag float64 // Σ|scaled block sums| bounds the rounding
+				m, tok := k/amxCols%amxRows, k/(amxRows*amxCols)*amxCols+k%amxCols
+				for b := range g.blocks {
+					var s float64
+					for e := range op.k {
+						wv := float64(op.a[m*op.stride+b*op.step+e])
+						if op.signed {
+							wv = float64(int8(op.a[m*op.stride+b*op.step+e]))
+						}
+						s += math.Abs(wv * float64(acts[tok].qs[b*op.k+e]))
 					}
-					s += math.Abs(wv * float64(acts[tok].qs[b*amxBlock+e]))
+					mag += s*math.Abs(float64(op.dw[b*amxRows+m])*float64(actScale(acts[tok], b*op.k))) + 1e-30
+					if op.mw != nil {
+						mag += math.Abs(float64(op.mw[b*amxRows+m]) * float64(g.xs[(tok/amxCols*g.blocks+b)*amxCols+tok%amxCols]))
+					}
 				}
-				mag += s*math.Abs(float64(op.dw[b*amxRows+m])*float64(acts[tok].d[b])) + 1e-30
-				if op.mw != nil {
-					mag += math.Abs(float64(op.mw[b*amxRows+m]) * float64(g.xs[(tok/amxCols*g.blocks+b)*amxCols+tok%amxCols]))
+				if math.Abs(float64(got[k]-want)) > 2e-6*mag {
+					t.Fatalf("%s: result %d (row %d, vector %d): kernel %g, twin %g", p.Type, k, m, tok, got[k], want)
 				}
-			}
-			if math.Abs(float64(got[k]-want)) > 2e-6*mag {
-				t.Fatalf("%s: result %d (row %d, vector %d): kernel %g, twin %g", p.Type, k, m, tok, got[k], want)
 			}
 		}
 	}
@@ -163,7 +250,7 @@ func TestAMXPrepare(t *testing.T) {
 	const cols, n = 512, amxCols + 5
 	r := rand.New(rand.NewPCG(13, 14))
 	src := randomVector(r, n*cols)
-	want, preps, _ := amxSetup(t, r, []int{21, 37}, cols, n)
+	want, preps, _ := amxSetup(t, r, amxCalls[0].types, []int{21, 37}, cols, n)
 	got := make([]Product, len(want))
 	for i, p := range want {
 		got[i] = p
@@ -204,7 +291,7 @@ func TestAMXMatMulAllocs(t *testing.T) {
 	const cols, n = 512, amxCols
 	r := rand.New(rand.NewPCG(15, 16))
 	src := randomVector(r, n*cols)
-	ps, preps, _ := amxSetup(t, r, []int{48, 32}, cols, n)
+	ps, preps, _ := amxSetup(t, r, amxCalls[0].types, []int{48, 32}, cols, n)
 	pool := NewPool(3)
 	defer pool.Close()
 	x := make([]float32, n*cols)
@@ -285,40 +372,44 @@ func BenchmarkPanelScalesQ8_0(b *testing.B) {
 }
 
 // TestAMXPack: the tile operand of a group (full and partial) against
-// its definition: vector t's quants k of block b at word row k/4, column
-// t, byte k%4; its block scale and min term; zeros past the vectors.
+// its definition, for blocks of 32 (Q8_0 activations) and 16 (Q8_K's):
+// vector t's quants k of block b at word row k/4, column t, byte k%4; its
+// block's scale (Q8_K's repeated for each sub-block) and min term; zeros
+// past the vectors.
 func TestAMXPack(t *testing.T) {
-	const cols = 256
+	const cols = 512
 	r := rand.New(rand.NewPCG(17, 18))
-	for _, n := range []int{amxCols, 5} {
-		acts := q8Activations(randomVector(r, n*cols), n, cols)
-		var g amxActs
-		g.size(n, cols)
-		for i := range g.xb {
-			g.xb[i] = 99 // stale bytes: a partial group's must become zero
-		}
-		g.pack(0, acts)
-		for b := range g.blocks {
-			xb := g.xb[b*amxBStep : (b+1)*amxBStep]
-			for tc := range amxCols {
-				var want [amxBlock]int8
-				var d, xs float32
-				if tc < n {
-					var sum int32
-					for k := range amxBlock {
-						want[k] = acts[tc].qs[b*amxBlock+k]
-						sum += int32(want[k])
+	for _, call := range amxCalls {
+		for _, n := range []int{amxCols, 5} {
+			acts := quantActs(call.kind, randomVector(r, n*cols), n, cols)
+			var g amxActs
+			g.size(n, cols, call.k)
+			for i := range g.xb {
+				g.xb[i] = 99 // stale bytes: a partial group's must become zero
+			}
+			g.pack(0, acts)
+			for b := range g.blocks {
+				xb := g.xb[b*amxBStep : (b+1)*amxBStep]
+				for tc := range amxCols {
+					want := make([]int8, call.k)
+					var d, xs float32
+					if tc < n {
+						var sum int32
+						for k := range call.k {
+							want[k] = acts[tc].qs[b*call.k+k]
+							sum += int32(want[k])
+						}
+						d = actScale(acts[tc], b*call.k)
+						xs = -d * float32(sum)
 					}
-					d = acts[tc].d[b]
-					xs = -d * float32(sum)
-				}
-				for k := range amxBlock {
-					if got := xb[(k/4)*4*amxCols+4*tc+k%4]; got != want[k] {
-						t.Fatalf("n %d block %d vector %d quant %d: %d, want %d", n, b, tc, k, got, want[k])
+					for k := range call.k {
+						if got := xb[(k/4)*4*amxCols+4*tc+k%4]; got != want[k] {
+							t.Fatalf("k %d n %d block %d vector %d quant %d: %d, want %d", call.k, n, b, tc, k, got, want[k])
+						}
 					}
-				}
-				if g.dx[b*amxCols+tc] != d || g.xs[b*amxCols+tc] != xs {
-					t.Fatalf("n %d block %d vector %d: scale %g min %g, want %g %g", n, b, tc, g.dx[b*amxCols+tc], g.xs[b*amxCols+tc], d, xs)
+					if g.dx[b*amxCols+tc] != d || g.xs[b*amxCols+tc] != xs {
+						t.Fatalf("k %d n %d block %d vector %d: scale %g min %g, want %g %g", call.k, n, b, tc, g.dx[b*amxCols+tc], g.xs[b*amxCols+tc], d, xs)
+					}
 				}
 			}
 		}
@@ -330,67 +421,11 @@ func TestAMXPack(t *testing.T) {
 func BenchmarkAMXPack(b *testing.B) {
 	const cols = 512
 	r := rand.New(rand.NewPCG(19, 20))
-	acts := q8Activations(randomVector(r, amxCols*cols), amxCols, cols)
+	acts := quantActs(actQ8_0, randomVector(r, amxCols*cols), amxCols, cols)
 	var g amxActs
-	g.size(amxCols, cols)
+	g.size(amxCols, cols, amxBlock)
 	for b.Loop() {
 		g.pack(0, acts)
-	}
-}
-
-// q8Activations quantizes the n vectors of cols elements laid end to end
-// in x as Q8_0 activations.
-func q8Activations(x []float32, n, cols int) []*activation {
-	acts := make([]*activation, n)
-	for v := range acts {
-		acts[v] = newActivation(actQ8_0, cols)
-		acts[v].set(actQ8_0, x[v*cols:(v+1)*cols])
-	}
-	return acts
-}
-
-// TestAMXPackItems: the AMX product's packing phase, amxPackBlocks blocks
-// an item, writes every block of every group of the tile operand (its
-// buffers full of garbage before) as packing each group whole does, for
-// block counts that are and are not a multiple of the item's and partial
-// groups.
-func TestAMXPackItems(t *testing.T) {
-	r := rand.New(rand.NewPCG(15, 16))
-	for _, tc := range []struct{ cols, n int }{{64, 5}, {320, 2*amxCols + 3}, {512, amxCols}, {1280, amxCols}} {
-		w, err := Encode(Q8_0, randomVector(r, 20*tc.cols))
-		if err != nil {
-			t.Fatal(err)
-		}
-		rowBytes, _ := Q8_0.RowBytes(int64(tc.cols))
-		ps := []Product{{Out: make([]float32, tc.n*20), W: w, Type: Q8_0, Rows: 20}}
-		preps := []prepared{{rowByte: int(rowBytes)}}
-		x := randomVector(r, tc.n*tc.cols)
-		var s Scratch
-		g := &s.amx.acts
-		g.size(tc.n, tc.cols)
-		for i := range g.xb {
-			g.xb[i] = 0x55
-		}
-		for i := range g.dx {
-			g.dx[i], g.xs[i] = float32(math.NaN()), float32(math.NaN())
-		}
-		pool := NewPool(4)
-		s.amxMatMul(ps, preps, tc.cols, x, tc.n, Options{Pool: pool})
-		pool.Close()
-		var want amxActs
-		want.size(tc.n, tc.cols)
-		acts := q8Activations(x, tc.n, tc.cols)
-		for gi := range want.groups {
-			want.pack(gi, acts[gi*amxCols:min(tc.n, (gi+1)*amxCols)])
-		}
-		if !slices.Equal(g.xb, want.xb) {
-			t.Errorf("cols %d, n %d: quants packed by items differ from whole groups'", tc.cols, tc.n)
-		}
-		for i := range want.dx {
-			if math.Float32bits(g.dx[i]) != math.Float32bits(want.dx[i]) || math.Float32bits(g.xs[i]) != math.Float32bits(want.xs[i]) {
-				t.Fatalf("cols %d, n %d: scales %d packed by items differ from whole groups'", tc.cols, tc.n, i)
-			}
-		}
 	}
 }
 
@@ -410,7 +445,7 @@ func TestAMXScratchShared(t *testing.T) {
 		n    int
 	}{{"amx", true, amxCols + 3}, {"multi-row", false, 5}, {"amx again", true, amxCols}, {"one vector", false, 1}, {"amx last", true, 2 * amxCols}} {
 		src := randomVector(r, tc.n*cols)
-		ps, preps, _ := amxSetup(t, r, []int{21, 37}, cols, tc.n)
+		ps, preps, _ := amxSetup(t, r, amxCalls[0].types, []int{21, 37}, cols, tc.n)
 		run := func(scr *Scratch) [][]float32 {
 			x := make([]float32, len(src))
 			opts := Options{Pool: pool, Scratch: scr, Prepare: func(v int) { copy(x[v*cols:(v+1)*cols], src[v*cols:(v+1)*cols]) }}

@@ -69,3 +69,17 @@ func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *f
 
 //go:noescape
 func dotK45RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int, blockBytes int)
+
+//go:noescape
+func unpackQ6_KQuantsVNNI(q *byte, src *byte, blocks int)
+
+// unpackQ6_KQuants writes the quants of blocks Q6_K blocks of src, less
+// 32, to q as signed bytes in element order (the AMX panel's operand).
+func unpackQ6_KQuants(q []byte, src []byte, blocks int) {
+	if !hasVNNI || blocks == 0 {
+		unpackQ6_KQuantsGo(q, src, blocks)
+		return
+	}
+	_, _ = q[blocks*QK_K-1], src[blocks*q6_KBytes-1]
+	unpackQ6_KQuantsVNNI(&q[0], &src[0], blocks)
+}

@@ -319,3 +319,34 @@ stepdone:
 	OUTS
 rowdone:
 	ROWEND
+
+// func unpackQ6_KQuantsVNNI(q *byte, src *byte, blocks int)
+// The quants of blocks Q6_K blocks at src, less 32, to q: 256 signed
+// bytes a block in element order (the AMX operand). blocks ≥ 1.
+TEXT ·unpackQ6_KQuantsVNNI(SB), NOSPLIT, $0-24
+	MOVQ q+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ blocks+16(FP), CX
+	MOVL $0x0f0f0f0f, AX
+	VPBROADCASTD AX, Z10
+	MOVL $0x30303030, AX
+	VPBROADCASTD AX, Z11
+	MOVL $0x20202020, AX
+	VPBROADCASTD AX, Z9
+unpackblock:
+	Q6HALF(0, Z0, Z1)
+	Q6HALF(1, Z2, Z3)
+	VPSUBB Z9, Z0, Z0
+	VPSUBB Z9, Z1, Z1
+	VPSUBB Z9, Z2, Z2
+	VPSUBB Z9, Z3, Z3
+	VMOVDQU64 Z0, 0(DI)
+	VMOVDQU64 Z1, 64(DI)
+	VMOVDQU64 Z2, 128(DI)
+	VMOVDQU64 Z3, 192(DI)
+	ADDQ $210, SI
+	ADDQ $256, DI
+	DECQ CX
+	JNZ unpackblock
+	VZEROUPPER
+	RET

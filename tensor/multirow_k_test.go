@@ -80,8 +80,8 @@ func TestDotKRows(t *testing.T) {
 // one-row dot gives, within TestDotKRows's 2e-6 of Σ|w·x|; and where the
 // multi-row kernels serve, each vector's result is the same to the bit
 // as its product alone (every vector has its own accumulator, whatever
-// its pass). Where AMX serves (Q4_K, 16 vectors or more), the AMX
-// product's own bound instead.
+// its pass). Where AMX serves (Q4_K and Q6_K, 16 vectors or more), the
+// AMX product's own bound instead.
 func TestMatMulKQuants(t *testing.T) {
 	const rows, cols = 37, 768
 	r := rand.New(rand.NewPCG(25, 26))
@@ -112,12 +112,14 @@ func TestMatMulKQuants(t *testing.T) {
 					if err := matMulShared(ps, cols, x, n, Options{Pool: pool, Scratch: &Scratch{}}, 1); err != nil {
 						t.Fatal(err)
 					}
-					// Where the CPU has AMX, MatMul gives Q4_K products of
-					// 16 vectors or more to the AMX product (amxServes), on
-					// Q8_0 activations: its results are checked as
-					// TestAMXMatMul checks them, against the float64 sum
-					// over those activations within 1e-5 of Σ|w·x|.
+					// Where the CPU has AMX, MatMul gives Q4_K and Q6_K
+					// products of 16 vectors or more to the AMX product
+					// (amxServes), on Q8_0 activations (Q4_K) or Q8_K's
+					// (Q6_K): its results are checked as TestAMXMatMul
+					// checks them, against the float64 sum over those
+					// activations within 1e-5 of Σ|w·x|.
 					amx := amxServes(ps, cols, n)
+					amxAct, amxBlockOf := amxRefForm(ps, amx)
 					a := newActivation(actQ8_K, cols)
 					a0 := newActivation(actQ8_0, cols)
 					for v := range n {
@@ -126,7 +128,11 @@ func TestMatMulKQuants(t *testing.T) {
 						for i := range rows {
 							got := out[v*rows+i]
 							if amx {
-								want, mag := quantDotRef(deq[i*cols:(i+1)*cols], a0, qk0)
+								ref := a0
+								if amxAct == actQ8_K {
+									ref = a
+								}
+								want, mag := quantDotRef(deq[i*cols:(i+1)*cols], ref, amxBlockOf)
 								if d := math.Abs(float64(got) - want); d > 1e-5*mag {
 									t.Errorf("vector %d row %d: MatMul (AMX) %g, reference %g", v, i, got, want)
 								}
@@ -285,4 +291,17 @@ func TestDotKRowsBounds(t *testing.T) {
 			})
 		}
 	}
+}
+
+// amxRefForm returns the activation form of an AMX call of ps and the
+// elements of its scale blocks (32 for Q8_0, 256 for Q8_K); nothing
+// where AMX does not serve.
+func amxRefForm(ps []Product, amx bool) (actKind, int) {
+	if !amx {
+		return actQ8_0, qk0
+	}
+	if k, _ := amxForm(ps); k == actQ8_K {
+		return k, QK_K
+	}
+	return actQ8_0, qk0
 }

@@ -28,3 +28,5 @@ func dotQ4_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32
 func dotQ5_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32, stride int) {
 	dotQ5_KRowsGo(w, rowBytes, rows, p, out, stride)
 }
+
+func unpackQ6_KQuants(q []byte, src []byte, blocks int) { unpackQ6_KQuantsGo(q, src, blocks) }
