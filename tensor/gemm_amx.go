@@ -20,16 +20,18 @@ package tensor
 // mw = dmin·min of the sub-block and dw = d·scale). The activations are
 // quantized by the Q8_0 rule (8 bits per 32 elements) for both types.
 //
-// Q6_K's scales change every 16 elements, so its products (a call whose
-// products are all Q6_K) take one integer sum per 16-element sub-block:
-// the same kernel under a tile shape of 16-byte A rows and 4-row B tiles
-// (amxConfigK16), tile A the panel's quants less 32 (signed bytes,
-// unpacked once per panel for its 16 vectors), dw = d·scale of the
-// sub-block, and the activations quantized by llama.cpp's Q8_K rule (one
-// scale per 256 elements, the one-vector kernels' form), whose dx the
-// operand repeats for each sub-block:
+// Q6_K's scales change every 16 elements, too often for one integer sum
+// per block, so its products (a call whose products are all Q6_K) take
+// the sub-block scales into the weights: w = (q−32)·scale, 13 bits,
+// split into two signed bytes w = 64·hi + lo (hi in [−64, 63], lo in
+// [0, 63]), unpacked once per panel for its 16 vectors. Tiles of hi and
+// of lo meet the same activation tile (llama.cpp's Q8_K quants: one scale
+// per 256 elements) 64 elements at a time, and the two integer sums of a
+// whole super-block are each row's exact Σ scale·(q−32)·xq, as the
+// one-vector kernels and llama.cpp compute it, scaled once per
+// super-block (amxDotQ6K):
 //
-//	out[m][t] = Σ_j d[m]·scale[j][m]·dx[j/16][t]·Σ_k (q[m][16j+k]−32)·x[t][16j+k]
+//	out[m][t] = Σ_s d[s][m]·dx[s][t]·(64·Σ_k hi[m][256s+k]·x[t][256s+k] + Σ_k lo[m][256s+k]·x[t][256s+k])
 const (
 	amxRows  = 16                 // weight rows per panel: tile A's and C's rows
 	amxCols  = 16                 // vectors per group: tile B's and C's 32-bit columns
@@ -44,15 +46,15 @@ type amxActs struct {
 	xb             []int8
 	dx, xs         []float32
 	groups, blocks int
-	// k is the elements of a block: amxBlock, or 16 for Q6_K's
-	// sub-blocks (whose B tiles take the first 4 of a block's 8 rows).
+	// k is the elements of a block: amxBlock, or amxQ6Chunk for Q6_K
+	// (B tiles of 16 rows).
 	k int
 }
 
 // size makes room for n vectors of cols elements in blocks of k.
 func (g *amxActs) size(n, cols, k int) {
 	g.groups, g.blocks, g.k = (n+amxCols-1)/amxCols, cols/k, k
-	g.xb = growI8(g.xb, g.groups*g.blocks*amxBStep)
+	g.xb = growI8(g.xb, g.groups*g.blocks*k*amxCols)
 	g.dx = growF(g.dx, g.groups*g.blocks*amxCols)
 	g.xs = growF(g.xs, g.groups*g.blocks*amxCols)
 }
@@ -68,7 +70,7 @@ func (g *amxActs) pack(gi int, acts []*activation) {
 // packBlock writes block b of group gi from acts (as pack).
 func (g *amxActs) packBlock(gi, b int, acts []*activation) {
 	i := gi*g.blocks + b
-	xb := g.xb[i*amxBStep : (i+1)*amxBStep]
+	xb := g.xb[i*g.k*amxCols : (i+1)*g.k*amxCols]
 	dx := g.dx[i*amxCols : (i+1)*amxCols]
 	xs := g.xs[i*amxCols : (i+1)*amxCols]
 	for t := range amxCols {
@@ -106,13 +108,16 @@ type amxPanel struct {
 }
 
 // amxOperand is a panel as the kernel reads it: row m's quants of block
-// b are the k bytes (32, or 16 for Q6_K) at a[m·stride + b·step], signed
-// or not; mw is nil for a type without mins.
+// b are the 32 bytes at a[m·stride + b·step], signed or not; mw is nil
+// for a type without mins. For Q6_K (hilo) a holds per super-block and
+// 64-element chunk c a tile of the rows' hi bytes (16 rows of 64, at
+// 2048c) and one of their lo bytes (at 2048c + 1024), 8 KiB a
+// super-block, and dw the rows' d per super-block.
 type amxOperand struct {
-	a               []byte
-	stride, step, k int
-	signed          bool
-	dw, mw          []float32
+	a            []byte
+	stride, step int
+	signed, hilo bool
+	dw, mw       []float32
 }
 
 // amxServes reports whether the AMX kernel runs a MatMulShared call: the
@@ -143,14 +148,17 @@ func amxTakes(ps []Product, cols, n int) bool {
 }
 
 // amxForm returns the activation form and block size of an AMX call of
-// products ps (amxServes said yes): Q8_K in 16-element sub-blocks for
-// Q6_K, else Q8_0 in 32-element blocks.
+// products ps (amxServes said yes): Q8_K in 64-element chunks for Q6_K,
+// else Q8_0 in 32-element blocks.
 func amxForm(ps []Product) (actKind, int) {
 	if ps[0].Type == Q6_K {
-		return actQ8_K, 16
+		return actQ8_K, amxQ6Chunk
 	}
 	return actQ8_0, amxBlock
 }
+
+// amxQ6Chunk is the elements of a Q6_K panel's tile: 64 bytes a row.
+const amxQ6Chunk = 64
 
 // amxScratch is Scratch's part for the AMX product.
 type amxScratch struct {
@@ -200,7 +208,7 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	// quantized (vectorTask, the one form the call needs), then the
 	// group's tile operand packed block by block (amxPack: a block's 16
 	// vectors are whole cache lines, written by one goroutine).
-	per := amxPackBlocks * amxBlock / k
+	per := max(1, amxPackBlocks*amxBlock/k)
 	s.vecs.start(opts.Pool, threads, tasks, n, s.vector, (g.groups*g.blocks+per-1)/per, a.pck)
 	s.call = matCall{ps: ps, preps: preps, x: x, cols: cols, n: n, prepare: opts.Prepare, tasks: tasks}
 	s.call.need[kind], s.call.acts[kind] = true, acts
@@ -209,13 +217,13 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 }
 
 // amxPack packs item i of the AMX call's tile operand: amxPackBlocks
-// blocks of 32 elements (twice as many of 16) from the item's first,
+// blocks of 32 elements (half as many of 64) from the item's first,
 // counting the blocks of each group after the last group's (block k is
 // block k%blocks of group k/blocks).
 func (s *Scratch) amxPack(i int) {
 	c, g := &s.call, &s.amx.acts
 	acts := c.acts[s.amx.kind]
-	per := amxPackBlocks * amxBlock / g.k
+	per := max(1, amxPackBlocks*amxBlock/g.k)
 	for k := i * per; k < min((i+1)*per, g.groups*g.blocks); k++ {
 		gi := k / g.blocks
 		g.packBlock(gi, k%g.blocks, acts[gi*amxCols:min(c.n, (gi+1)*amxCols)])
@@ -263,9 +271,6 @@ func (pan *amxPanel) product(p *Product, rowBytes, cols, r0 int, g *amxActs) {
 // operand prepares the panel of rows rows from r0 (rows beyond are zero).
 func (pan *amxPanel) operand(p *Product, rowBytes, cols, r0, rows int) amxOperand {
 	blocks := cols / amxBlock
-	if p.Type == Q6_K {
-		blocks = cols / 16
-	}
 	pan.dw = growF(pan.dw, blocks*amxRows)
 	if rows < amxRows {
 		clear(pan.dw)
@@ -279,16 +284,17 @@ func (pan *amxPanel) operand(p *Product, rowBytes, cols, r0, rows int) amxOperan
 			clear(pan.q[copy(pan.q, w):])
 			w = pan.q
 		}
-		return amxOperand{a: w[2:], stride: rowBytes, step: q8_0Bytes, k: amxBlock, signed: true, dw: pan.dw}
+		return amxOperand{a: w[2:], stride: rowBytes, step: q8_0Bytes, signed: true, dw: pan.dw}
 	case Q6_K:
-		pan.q = grown(pan.q, amxRows*cols)
+		pan.q = grown(pan.q, 2*amxRows*cols)
 		if rows < amxRows {
 			clear(pan.q)
+			clear(pan.dw)
 		}
 		for m := range rows {
-			unpackQ6_K(pan, m, w[m*rowBytes:(m+1)*rowBytes], cols)
+			unpackQ6_KHiLo(pan.q[m*amxQ6Chunk:], pan.dw[m:], w[m*rowBytes:(m+1)*rowBytes], cols/QK_K)
 		}
-		return amxOperand{a: pan.q, stride: cols, step: 16, k: 16, signed: true, dw: pan.dw}
+		return amxOperand{a: pan.q, signed: true, hilo: true, dw: pan.dw}
 	default: // Q4_K
 		pan.mw = growF(pan.mw, blocks*amxRows)
 		pan.q = grown(pan.q, amxRows*cols)
@@ -299,7 +305,7 @@ func (pan *amxPanel) operand(p *Product, rowBytes, cols, r0, rows int) amxOperan
 		for m := range rows {
 			unpackQ4_K(pan, m, w[m*rowBytes:(m+1)*rowBytes], cols)
 		}
-		return amxOperand{a: pan.q, stride: cols, step: amxBlock, k: amxBlock, dw: pan.dw, mw: pan.mw}
+		return amxOperand{a: pan.q, stride: cols, step: amxBlock, dw: pan.dw, mw: pan.mw}
 	}
 }
 
@@ -344,39 +350,71 @@ func unpackQ4_K(pan *amxPanel, m int, row []byte, cols int) {
 	}
 }
 
-// unpackQ6_K writes row m of a Q6_K panel: its quants less 32, one
-// signed byte each in element order, and d·scale per 16-element
-// sub-block.
-func unpackQ6_K(pan *amxPanel, m int, row []byte, cols int) {
-	q := pan.q[m*cols : (m+1)*cols]
-	unpackQ6_KQuants(q, row, cols/QK_K)
-	for b := range cols / QK_K {
-		blk := row[b*q6_KBytes : (b+1)*q6_KBytes]
-		d := f16Scale(blk[208:])
-		for j := range QK_K / 16 {
-			pan.dw[(b*16+j)*amxRows+m] = d * float32(int8(blk[192+j]))
+// unpackQ6_KHiLoGo is unpackQ6_KHiLo's pure-Go twin: row m of a Q6_K
+// panel from the supers super-blocks of row, q and dw from the row's
+// place (q = panel[64m:], dw = dw[m:]): per super-block and 64-element
+// chunk c, w = (q−32)·scale of each element split into hi = w>>6 (at
+// 2048c) and lo = w&63 (at 2048c + 1024), the row's 64 bytes of each
+// tile; d at dw[16s].
+func unpackQ6_KHiLoGo(q []byte, dw []float32, row []byte, supers int) {
+	for s := range supers {
+		blk := row[s*q6_KBytes:]
+		dw[s*amxRows] = f16Scale(blk[208:])
+		tiles := q[s*8*1024:]
+		for h := range 2 { // llama.cpp's layout: per 128 elements 64 bytes of low nibbles, 32 of high bit pairs
+			ql, qh := blk[64*h:], blk[128+32*h:]
+			for l := range 32 {
+				for k, v := range [4]byte{ql[l]&0xf | (qh[l]&3)<<4, ql[l+32]&0xf | (qh[l]>>2&3)<<4, ql[l]>>4 | (qh[l]>>4&3)<<4, ql[l+32]>>4 | (qh[l]>>6&3)<<4} {
+					e := 128*h + 32*k + l // element of the super-block
+					w := (int32(v) - 32) * int32(int8(blk[192+e/16]))
+					c := e / amxQ6Chunk
+					tiles[2048*c+e%amxQ6Chunk] = byte(int8(w >> 6))
+					tiles[2048*c+1024+e%amxQ6Chunk] = byte(w & 63)
+				}
+			}
 		}
 	}
 }
 
-// unpackQ6_KQuantsGo is unpackQ6_KQuants' pure-Go twin: the quants of
-// blocks Q6_K blocks of src, less 32, to q in element order (llama.cpp's
-// layout: per 128 elements, 64 bytes of low nibbles and 32 of high bit
-// pairs).
-func unpackQ6_KQuantsGo(q []byte, src []byte, blocks int) {
-	for b := range blocks {
-		blk := src[b*q6_KBytes:]
-		out := q[b*QK_K:]
-		for h := range 2 {
-			ql, qh, o := blk[64*h:], blk[128+32*h:], out[128*h:]
-			for l := range 32 {
-				o[l] = byte(int8(ql[l]&0xf|(qh[l]&3)<<4) - 32)
-				o[l+32] = byte(int8(ql[l+32]&0xf|(qh[l]>>2&3)<<4) - 32)
-				o[l+64] = byte(int8(ql[l]>>4|(qh[l]>>4&3)<<4) - 32)
-				o[l+96] = byte(int8(ql[l+32]>>4|(qh[l]>>6&3)<<4) - 32)
+// amxDotQ6KGo is the Q6_K kernel's pure-Go twin, in its order of
+// operations: per super-block the two integer sums combined, converted,
+// times dx, times d added.
+func amxDotQ6KGo(op *amxOperand, g *amxActs, pan *amxPanel) {
+	supers := g.blocks * g.k / QK_K
+	for gi := range g.groups {
+		var acc [amxRows][amxCols]float32
+		for s := range supers {
+			tiles := op.a[s*8*1024:]
+			for m := range amxRows {
+				for t := range amxCols {
+					var hi, lo int32
+					for c := range QK_K / amxQ6Chunk {
+						i := gi*g.blocks + s*4 + c
+						xb := g.xb[i*amxQ6Chunk*amxCols:]
+						for e := range amxQ6Chunk {
+							x := int32(xb[e/4*4*amxCols+4*t+e%4])
+							hi += int32(int8(tiles[2048*c+64*m+e])) * x
+							lo += int32(int8(tiles[2048*c+1024+64*m+e])) * x
+						}
+					}
+					dx := g.dx[(gi*g.blocks+s*4)*amxCols+t]
+					acc[m][t] += float32(64*hi+lo) * dx * op.dw[s*amxRows+m]
+				}
 			}
 		}
+		for m := range amxRows {
+			copy(pan.out[(gi*amxRows+m)*amxCols:], acc[m][:])
+		}
 	}
+}
+
+// amxDotTwin runs the pure-Go twin of op's kernel.
+func amxDotTwin(op *amxOperand, g *amxActs, pan *amxPanel) {
+	if op.hilo {
+		amxDotQ6KGo(op, g, pan)
+		return
+	}
+	amxDotGo(op, g, pan)
 }
 
 // amxDotGo is the kernel's pure-Go twin, in its order of operations:
@@ -387,10 +425,10 @@ func amxDotGo(op *amxOperand, g *amxActs, pan *amxPanel) {
 		var acc [amxRows][amxCols]float32
 		for b := range g.blocks {
 			i := gi*g.blocks + b
-			xb := g.xb[i*amxBStep : (i+1)*amxBStep]
+			xb := g.xb[i*amxBStep : (i+1)*amxBStep] // blocks of amxBlock
 			dx, xs := g.dx[i*amxCols:], g.xs[i*amxCols:]
 			for m := range amxRows {
-				w := op.a[m*op.stride+b*op.step:][:op.k]
+				w := op.a[m*op.stride+b*op.step:][:amxBlock]
 				dw := op.dw[b*amxRows+m]
 				for t := range amxCols {
 					var sum int32

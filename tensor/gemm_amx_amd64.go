@@ -34,9 +34,10 @@ func amxPermission() bool {
 // byte 48+i its rows.
 var amxConfig = amxTiles(amxBlock)
 
-// amxConfigK16 is amxConfig for 16-element blocks (Q6_K's sub-blocks):
-// A tiles of 16 rows of 16 bytes, B tiles of 4 rows of 64 bytes.
-var amxConfigK16 = amxTiles(16)
+// amxConfigQ6 is the Q6_K kernel's tile configuration: every tile 16
+// rows of 64 bytes (tmm0, tmm3 the hi and lo sums; tmm1, tmm4 the hi and
+// lo bytes; tmm2 the activations).
+var amxConfigQ6 = amxTiles(amxQ6Chunk)
 
 // amxTiles returns the tile configuration for blocks of k elements.
 func amxTiles(k int) (c [64]byte) {
@@ -58,21 +59,30 @@ func amxTiles(k int) (c [64]byte) {
 //go:noescape
 func amxDotQ8(cfg *[64]byte, a *byte, stride, step int, dw, mw *float32, xb *int8, dx, xs *float32, blocks, groups int, tmp *int32, out *float32)
 
+// amxDotQ6K is the Q6_K kernel (amxOperand's hilo layout): per
+// super-block of each group, four 64-element chunks of hi and lo tiles
+// against the chunk's activation tile, then per row 64·hi + lo converted,
+// times the group's dx of the super-block, times the row's d, added.
+//
+//go:noescape
+func amxDotQ6K(cfg *[64]byte, a *byte, dw *float32, xb *int8, dx *float32, supers, groups int, tmp *int32, out *float32)
+
 //go:noescape
 func amxDotQ4K(cfg *[64]byte, a *byte, stride, step int, dw, mw *float32, xb *int8, dx, xs *float32, blocks, groups int, tmp *int32, out *float32)
 
 // amxDot runs the kernel for op against every group of g into pan.out.
 func amxDot(op *amxOperand, g *amxActs, pan *amxPanel) {
 	if !hasAMX {
-		amxDotGo(op, g, pan)
+		amxDotTwin(op, g, pan)
 		return
 	}
 	pan.tmp = growI32(pan.tmp, 2*amxRows*amxCols+16)
 	tmp := pan.tmp[(64-uintptr(unsafe.Pointer(&pan.tmp[0]))%64)/4%16:] // 64-byte aligned
-	f, cfg := amxDotQ4K, &amxConfig
-	if op.k == 16 {
-		cfg = &amxConfigK16
+	if op.hilo {
+		amxDotQ6K(&amxConfigQ6, &op.a[0], &op.dw[0], &g.xb[0], &g.dx[0], g.blocks*g.k/QK_K, g.groups, &tmp[0], &pan.out[0])
+		return
 	}
+	f, cfg := amxDotQ4K, &amxConfig
 	var mw *float32
 	if op.signed {
 		f = amxDotQ8

@@ -162,3 +162,81 @@ q4kpair:
 	TILERELEASE
 	VZEROUPPER
 	RET
+
+// The Q6_K kernel's own tile instructions: the hi tile tmm1 at (SI) and
+// the lo tile tmm4 at 1024(SI), 64-byte rows (BX); the lo sums tmm3 from
+// tmm4 and the activation tile tmm2.
+//
+//	TILELOADD tmm1, (SI)(BX*1)       C4 E2 7B 4B 0C 1E
+//	TILELOADD tmm4, 1024(SI)(BX*1)   C4 E2 7B 4B A4 1E 00 04 00 00
+//	TDPBSSD tmm3, tmm4, tmm2         C4 E2 6B 5E DC
+#define TILELOAD_HI BYTE $0xC4; BYTE $0xE2; BYTE $0x7B; BYTE $0x4B; BYTE $0x0C; BYTE $0x1E
+#define TILELOAD_LO BYTE $0xC4; BYTE $0xE2; BYTE $0x7B; BYTE $0x4B; BYTE $0xA4; BYTE $0x1E; BYTE $0x00; BYTE $0x04; BYTE $0x00; BYTE $0x00
+#define TDPBSSD_LO BYTE $0xC4; BYTE $0xE2; BYTE $0x6B; BYTE $0x5E; BYTE $0xDC
+
+// Q6TILES adds a 64-element chunk: hi and lo tiles (SI) against the
+// activation tile (DI), then moves both on.
+#define Q6TILES \
+	TILELOAD_HI; \
+	TILELOAD_LO; \
+	TILELOAD_B0; \
+	TDPBSSD_C0; \
+	TDPBSSD_LO; \
+	ADDQ $2048, SI; \
+	ADDQ $1024, DI
+
+// ROWQ6 adds row m of the stored sums (hi at CX, lo at 1024(CX)):
+// 64·hi + lo, converted, times dx (Z16), times the row's d (R8), to Z.
+#define ROWQ6(m, Z) \
+	VMOVDQU32 (64*m)(CX), Z18; \
+	VPSLLD $6, Z18, Z18; \
+	VPADDD (1024+64*m)(CX), Z18, Z18; \
+	VCVTDQ2PS Z18, Z18; \
+	VMULPS Z16, Z18, Z18; \
+	VFMADD231PS.BCST (4*m)(R8), Z18, Z
+
+// func amxDotQ6K(cfg *[64]byte, a *byte, dw *float32, xb *int8, dx *float32, supers, groups int, tmp *int32, out *float32)
+TEXT ·amxDotQ6K(SB), NOSPLIT, $0-72
+	MOVQ cfg+0(FP), AX
+	LDTILECFG_AX
+	MOVQ xb+24(FP), DI
+	MOVQ dx+32(FP), R10
+	MOVQ tmp+56(FP), CX
+	MOVQ $64, BX
+q6group:
+	MOVQ a+8(FP), SI
+	MOVQ dw+16(FP), R8
+	MOVQ supers+40(FP), R12
+	VPXORD Z0, Z0, Z0; VPXORD Z1, Z1, Z1; VPXORD Z2, Z2, Z2; VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4; VPXORD Z5, Z5, Z5; VPXORD Z6, Z6, Z6; VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8; VPXORD Z9, Z9, Z9; VPXORD Z10, Z10, Z10; VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12; VPXORD Z13, Z13, Z13; VPXORD Z14, Z14, Z14; VPXORD Z15, Z15, Z15
+q6super:
+	TILEZERO_C
+	Q6TILES
+	Q6TILES
+	Q6TILES
+	Q6TILES
+	TILESTORE_C0
+	TILESTORE_C1
+	VMOVUPS (R10), Z16
+	ROWQ6(0, Z0); ROWQ6(1, Z1); ROWQ6(2, Z2); ROWQ6(3, Z3)
+	ROWQ6(4, Z4); ROWQ6(5, Z5); ROWQ6(6, Z6); ROWQ6(7, Z7)
+	ROWQ6(8, Z8); ROWQ6(9, Z9); ROWQ6(10, Z10); ROWQ6(11, Z11)
+	ROWQ6(12, Z12); ROWQ6(13, Z13); ROWQ6(14, Z14); ROWQ6(15, Z15)
+	ADDQ $64, R8
+	ADDQ $256, R10
+	DECQ R12
+	JNZ q6super
+	MOVQ out+64(FP), R12
+	VMOVUPS Z0, 0(R12); VMOVUPS Z1, 64(R12); VMOVUPS Z2, 128(R12); VMOVUPS Z3, 192(R12)
+	VMOVUPS Z4, 256(R12); VMOVUPS Z5, 320(R12); VMOVUPS Z6, 384(R12); VMOVUPS Z7, 448(R12)
+	VMOVUPS Z8, 512(R12); VMOVUPS Z9, 576(R12); VMOVUPS Z10, 640(R12); VMOVUPS Z11, 704(R12)
+	VMOVUPS Z12, 768(R12); VMOVUPS Z13, 832(R12); VMOVUPS Z14, 896(R12); VMOVUPS Z15, 960(R12)
+	ADDQ $1024, R12
+	MOVQ R12, out+64(FP)
+	DECQ groups+48(FP)
+	JNZ q6group
+	TILERELEASE
+	VZEROUPPER
+	RET

@@ -6,4 +6,4 @@ package tensor
 // kernels.
 const hasAMX = false
 
-func amxDot(op *amxOperand, g *amxActs, pan *amxPanel) { amxDotGo(op, g, pan) }
+func amxDot(op *amxOperand, g *amxActs, pan *amxPanel) { amxDotTwin(op, g, pan) }

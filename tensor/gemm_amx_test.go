@@ -34,14 +34,14 @@ func amxSetup(t testing.TB, r *rand.Rand, types []DType, rows []int, cols, n int
 
 // amxCalls are the two kinds of AMX call: Q8_0 and Q4_K products on
 // Q8_0 activations in 32-element blocks, and Q6_K products on Q8_K
-// activations in 16-element sub-blocks.
+// activations in 64-element chunks.
 var amxCalls = []struct {
 	types []DType
 	kind  actKind
 	k     int
 }{
 	{[]DType{Q8_0, Q4_K}, actQ8_0, amxBlock},
-	{[]DType{Q6_K, Q6_K}, actQ8_K, 16},
+	{[]DType{Q6_K, Q6_K}, actQ8_K, amxQ6Chunk},
 }
 
 // quantActs quantizes the n vectors of cols elements laid end to end in x
@@ -134,32 +134,37 @@ func TestAMXTakes(t *testing.T) {
 	}
 }
 
-// TestUnpackQ6_KQuants: the Q6_K panel's quants (the assembly where the
-// CPU has it, and the pure-Go twin) against dequantQ6_K: d·scale·q equals
-// the dequantized weight exactly (the same float operations), and the
-// assembly's bytes are the twin's.
-func TestUnpackQ6_KQuants(t *testing.T) {
+// TestUnpackQ6_KHiLo: a Q6_K panel row (the assembly where the CPU has
+// it, and the pure-Go twin) against dequantQ6_K: 64·hi + lo is the
+// element's w, hi in [−64, 63], lo in [0, 63], and d·w the dequantized
+// weight (to float32 rounding); the assembly's bytes and scales are the
+// twin's.
+func TestUnpackQ6_KHiLo(t *testing.T) {
 	r := rand.New(rand.NewPCG(21, 22))
-	for _, blocks := range []int{1, 3} {
-		w, err := Encode(Q6_K, randomVector(r, blocks*QK_K))
+	for _, supers := range []int{1, 3} {
+		cols := supers * QK_K
+		w, err := Encode(Q6_K, randomVector(r, cols))
 		if err != nil {
 			t.Fatal(err)
 		}
-		deq := make([]float32, blocks*QK_K)
+		deq := make([]float32, cols)
 		if err := Dequantize(Q6_K, deq, w); err != nil {
 			t.Fatal(err)
 		}
-		got, twin := make([]byte, blocks*QK_K), make([]byte, blocks*QK_K)
-		unpackQ6_KQuants(got, w, blocks)
-		unpackQ6_KQuantsGo(twin, w, blocks)
-		if !slices.Equal(got, twin) {
-			t.Fatalf("%d blocks: kernel and twin differ", blocks)
+		const m = 5 // the row's place in the panel
+		q, twin := make([]byte, 2*amxRows*cols), make([]byte, 2*amxRows*cols)
+		dw, dwTwin := make([]float32, supers*amxRows), make([]float32, supers*amxRows)
+		unpackQ6_KHiLo(q[m*amxQ6Chunk:], dw[m:], w, supers)
+		unpackQ6_KHiLoGo(twin[m*amxQ6Chunk:], dwTwin[m:], w, supers)
+		if !slices.Equal(q, twin) || !slices.Equal(dw, dwTwin) {
+			t.Fatalf("%d super-blocks: kernel and twin differ", supers)
 		}
-		for e, q := range twin {
-			blk := w[e/QK_K*q6_KBytes:]
-			ds := float32(f16At(blk[208:]) * float32(int8(blk[192+e%QK_K/16])))
-			if v := int8(q); v < -32 || v > 31 || ds*float32(v) != deq[e] {
-				t.Fatalf("%d blocks: element %d: quant %d, scale %g: %g, want %g", blocks, e, v, ds, ds*float32(v), deq[e])
+		for e := range cols {
+			s, c, k := e/QK_K, e%QK_K/amxQ6Chunk, e%amxQ6Chunk
+			hi, lo := int8(q[s*8*1024+2048*c+m*amxQ6Chunk+k]), int8(q[s*8*1024+2048*c+1024+m*amxQ6Chunk+k])
+			got := float64(dw[s*amxRows+m]) * float64(64*int32(hi)+int32(lo))
+			if hi < -64 || lo < 0 || math.Abs(got-float64(deq[e])) > 1e-6*math.Abs(float64(deq[e]))+1e-30 {
+				t.Fatalf("%d super-blocks: element %d: hi %d lo %d d %g: %g, want %g", supers, e, hi, lo, dw[s*amxRows+m], got, deq[e])
 			}
 		}
 	}
@@ -177,7 +182,7 @@ func TestAMXKernel(t *testing.T) {
 	for ci, call := range amxCalls {
 		r := rand.New(rand.NewPCG(13, uint64(14+ci)))
 		x := randomVector(r, n*cols)
-		ps, preps, _ := amxSetup(t, r, call.types, []int{16, 9}, cols, n)
+		ps, preps, mats := amxSetup(t, r, call.types, []int{16, 9}, cols, n)
 		var g amxActs
 		g.size(n, cols, call.k)
 		acts := quantActs(call.kind, x, n, cols)
@@ -190,24 +195,10 @@ func TestAMXKernel(t *testing.T) {
 			pan.out = growF(pan.out, g.groups*amxRows*amxCols)
 			amxDot(&op, &g, &pan)
 			got := append([]float32(nil), pan.out...)
-			amxDotGo(&op, &g, &pan)
+			amxDotTwin(&op, &g, &pan)
 			for k, want := range pan.out {
-				var mag float64 // Σ|scaled block sums| bounds the rounding
 				m, tok := k/amxCols%amxRows, k/(amxRows*amxCols)*amxCols+k%amxCols
-				for b := range g.blocks {
-					var s float64
-					for e := range op.k {
-						wv := float64(op.a[m*op.stride+b*op.step+e])
-						if op.signed {
-							wv = float64(int8(op.a[m*op.stride+b*op.step+e]))
-						}
-						s += math.Abs(wv * float64(acts[tok].qs[b*op.k+e]))
-					}
-					mag += s*math.Abs(float64(op.dw[b*amxRows+m])*float64(actScale(acts[tok], b*op.k))) + 1e-30
-					if op.mw != nil {
-						mag += math.Abs(float64(op.mw[b*amxRows+m]) * float64(g.xs[(tok/amxCols*g.blocks+b)*amxCols+tok%amxCols]))
-					}
-				}
+				mag := amxMagnitude(&op, &g, acts[tok], tok, m, mats[i], cols, p.Rows)
 				if math.Abs(float64(got[k]-want)) > 2e-6*mag {
 					t.Fatalf("%s: result %d (row %d, vector %d): kernel %g, twin %g", p.Type, k, m, tok, got[k], want)
 				}
@@ -216,15 +207,15 @@ func TestAMXKernel(t *testing.T) {
 	}
 }
 
-// BenchmarkAMXMatMul times MatMul of a 2048×2048 matrix with 256 vectors
-// (one prefill chunk) on one goroutine, on the AMX kernel where the CPU
-// has it (GODEBUG=cpu.amxtile=off measures the kernel it replaces):
+// BenchmarkAMXMatMul times MatMul of a 2048×2048 matrix (Q8_0, Q4_K,
+// Q6_K) with 256 vectors (one prefill chunk) on one goroutine, on the AMX
+// kernel where the CPU has it (GODEBUG=cpu.amxtile=off measures the kernel it replaces):
 // multiply-adds per second.
 func BenchmarkAMXMatMul(b *testing.B) {
 	const rows, cols, n = 2048, 2048, 256
 	r := rand.New(rand.NewPCG(15, 16))
 	x := randomVector(r, n*cols)
-	for _, ty := range []DType{Q8_0, Q4_K} {
+	for _, ty := range []DType{Q8_0, Q4_K, Q6_K} {
 		b.Run(fmt.Sprintf("%s/amx=%v", ty, hasAMX), func(b *testing.B) {
 			w, err := Encode(ty, randomVector(r, rows*cols))
 			if err != nil {
@@ -389,7 +380,7 @@ func TestAMXPack(t *testing.T) {
 			}
 			g.pack(0, acts)
 			for b := range g.blocks {
-				xb := g.xb[b*amxBStep : (b+1)*amxBStep]
+				xb := g.xb[b*call.k*amxCols : (b+1)*call.k*amxCols]
 				for tc := range amxCols {
 					want := make([]int8, call.k)
 					var d, xs float32
@@ -470,4 +461,33 @@ func TestAMXScratchShared(t *testing.T) {
 			}
 		}
 	}
+}
+
+// amxMagnitude bounds the rounding of result (row m, vector tok) of an
+// AMX kernel: Σ|scaled block sums| over op's blocks, or for a Q6_K panel
+// (whose blocks are not op's) Σ|w·x| over the dequantized row w (zero
+// rows beyond the product's rows).
+func amxMagnitude(op *amxOperand, g *amxActs, a *activation, tok, m int, w []float32, cols, rows int) float64 {
+	mag := 1e-30
+	if op.hilo {
+		for e := range cols * min(1, rows-m) {
+			mag += math.Abs(float64(w[m*cols+e]) * float64(actScale(a, e)) * float64(a.qs[e]))
+		}
+		return mag
+	}
+	for b := range g.blocks {
+		var s float64
+		for e := range amxBlock {
+			wv := float64(op.a[m*op.stride+b*op.step+e])
+			if op.signed {
+				wv = float64(int8(op.a[m*op.stride+b*op.step+e]))
+			}
+			s += math.Abs(wv * float64(a.qs[b*amxBlock+e]))
+		}
+		mag += s * math.Abs(float64(op.dw[b*amxRows+m])*float64(actScale(a, b*amxBlock)))
+		if op.mw != nil {
+			mag += math.Abs(float64(op.mw[b*amxRows+m]) * float64(g.xs[(tok/amxCols*g.blocks+b)*amxCols+tok%amxCols]))
+		}
+	}
+	return mag
 }

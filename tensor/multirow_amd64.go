@@ -71,15 +71,15 @@ func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *f
 func dotK45RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int, blockBytes int)
 
 //go:noescape
-func unpackQ6_KQuantsVNNI(q *byte, src *byte, blocks int)
+func unpackQ6_KHiLoVNNI(q *byte, dw *float32, src *byte, supers int)
 
-// unpackQ6_KQuants writes the quants of blocks Q6_K blocks of src, less
-// 32, to q as signed bytes in element order (the AMX panel's operand).
-func unpackQ6_KQuants(q []byte, src []byte, blocks int) {
-	if !hasVNNI || blocks == 0 {
-		unpackQ6_KQuantsGo(q, src, blocks)
+// unpackQ6_KHiLo writes row m of a Q6_K panel (q and dw from the row's
+// place) from the supers super-blocks of row: unpackQ6_KHiLoGo's layout.
+func unpackQ6_KHiLo(q []byte, dw []float32, row []byte, supers int) {
+	if !hasVNNI || supers == 0 {
+		unpackQ6_KHiLoGo(q, dw, row, supers)
 		return
 	}
-	_, _ = q[blocks*QK_K-1], src[blocks*q6_KBytes-1]
-	unpackQ6_KQuantsVNNI(&q[0], &src[0], blocks)
+	_, _, _ = q[(supers-1)*8*1024+7*1024+amxQ6Chunk-1], dw[(supers-1)*amxRows], row[supers*q6_KBytes-1]
+	unpackQ6_KHiLoVNNI(&q[0], &dw[0], &row[0], supers)
 }
