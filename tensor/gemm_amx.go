@@ -292,7 +292,12 @@ func (pan *amxPanel) operand(p *Product, rowBytes, cols, r0, rows int) amxOperan
 			clear(pan.dw)
 		}
 		for m := range rows {
-			unpackQ6_KHiLo(pan.q[m*amxQ6Chunk:], pan.dw[m:], w[m*rowBytes:(m+1)*rowBytes], cols/QK_K)
+			row := w[m*rowBytes : (m+1)*rowBytes]
+			ahead := row // the row a panel on, to prefetch; the row itself where there is none
+			if a := (r0 + amxRows + m) * rowBytes; a+rowBytes <= len(p.W) {
+				ahead = p.W[a : a+rowBytes]
+			}
+			unpackQ6_KHiLo(pan.q[m*amxQ6Chunk:], pan.dw[m:], row, ahead, cols/QK_K)
 		}
 		return amxOperand{a: pan.q, signed: true, hilo: true, dw: pan.dw}
 	default: // Q4_K

@@ -154,7 +154,7 @@ func TestUnpackQ6_KHiLo(t *testing.T) {
 		const m = 5 // the row's place in the panel
 		q, twin := make([]byte, 2*amxRows*cols), make([]byte, 2*amxRows*cols)
 		dw, dwTwin := make([]float32, supers*amxRows), make([]float32, supers*amxRows)
-		unpackQ6_KHiLo(q[m*amxQ6Chunk:], dw[m:], w, supers)
+		unpackQ6_KHiLo(q[m*amxQ6Chunk:], dw[m:], w, w, supers)
 		unpackQ6_KHiLoGo(twin[m*amxQ6Chunk:], dwTwin[m:], w, supers)
 		if !slices.Equal(q, twin) || !slices.Equal(dw, dwTwin) {
 			t.Fatalf("%d super-blocks: kernel and twin differ", supers)

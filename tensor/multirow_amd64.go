@@ -71,15 +71,17 @@ func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *f
 func dotK45RowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int, blockBytes int)
 
 //go:noescape
-func unpackQ6_KHiLoVNNI(q *byte, dw *float32, src *byte, supers int)
+func unpackQ6_KHiLoVNNI(q *byte, dw *float32, src *byte, supers int, ahead *byte)
 
 // unpackQ6_KHiLo writes row m of a Q6_K panel (q and dw from the row's
 // place) from the supers super-blocks of row: unpackQ6_KHiLoGo's layout.
-func unpackQ6_KHiLo(q []byte, dw []float32, row []byte, supers int) {
+// The assembly prefetches ahead (the row a panel on, where there is one:
+// the next panel of a task), which must hold as many super-blocks.
+func unpackQ6_KHiLo(q []byte, dw []float32, row, ahead []byte, supers int) {
 	if !hasVNNI || supers == 0 {
 		unpackQ6_KHiLoGo(q, dw, row, supers)
 		return
 	}
-	_, _, _ = q[(supers-1)*8*1024+7*1024+amxQ6Chunk-1], dw[(supers-1)*amxRows], row[supers*q6_KBytes-1]
-	unpackQ6_KHiLoVNNI(&q[0], &dw[0], &row[0], supers)
+	_, _, _, _ = q[(supers-1)*8*1024+7*1024+amxQ6Chunk-1], dw[(supers-1)*amxRows], row[supers*q6_KBytes-1], ahead[supers*q6_KBytes-1]
+	unpackQ6_KHiLoVNNI(&q[0], &dw[0], &row[0], supers, &ahead[0])
 }

@@ -198,6 +198,16 @@ GLOBL q4kmask2<>(SB), RODATA|NOPTR, $16
 	VPANDD Z11, Z13, Z15; \
 	VPORD Z15, Z14, B
 
+// AHEAD prefetches the step's block two rows on (BX the row's bytes): at
+// 16 vectors a row takes long enough that its weights' stream from memory
+// and the arithmetic only overlap where the loads are asked for early.
+// Prefetches do not fault past the matrix's end.
+#define AHEAD \
+	PREFETCHT0 0(SI)(BX*2); \
+	PREFETCHT0 64(SI)(BX*2); \
+	PREFETCHT0 128(SI)(BX*2); \
+	PREFETCHT0 192(SI)(BX*2)
+
 // func dotQ6_KRowsVNNI(w *byte, rowBytes, rows int, x *byte, nv, steps int, out *float32, stride int)
 // rows ≥ 1, 1 ≤ nv ≤ 16, steps ≥ 1; out[v·stride + r] for row r, vector v.
 TEXT ·dotQ6_KRowsVNNI(SB), NOSPLIT, $0-64
@@ -209,6 +219,7 @@ TEXT ·dotQ6_KRowsVNNI(SB), NOSPLIT, $0-64
 row:
 	ROWSTART
 step:
+	AHEAD
 	Q6HALF(0, Z0, Z1)
 	Q6HALF(1, Z2, Z3)
 	VPMOVSXBW 192(SI), Y12
@@ -278,6 +289,7 @@ TEXT ·dotK45RowsVNNI(SB), NOSPLIT, $0-72
 row:
 	ROWSTART
 step:
+	AHEAD
 	CMPQ R11, $144
 	JNE q5
 	Q4STEP(0, Z0)
@@ -410,15 +422,17 @@ GLOBL q6hl<>(SB), RODATA|NOPTR, $512
 	VPMOVWB Z16, (2048*c+1024)(DI); \
 	VPMOVWB Z17, (2048*c+1056)(DI)
 
-// func unpackQ6_KHiLoVNNI(q *byte, dw *float32, src *byte, supers int)
+// func unpackQ6_KHiLoVNNI(q *byte, dw *float32, src *byte, supers int, ahead *byte)
 // One row of a Q6_K AMX panel (unpackQ6_KHiLoGo's layout; q and dw at the
 // row's place): per super-block the four chunks' hi and lo bytes (8 KiB
-// apart a super-block) and d (64 bytes apart). supers ≥ 1.
-TEXT ·unpackQ6_KHiLoVNNI(SB), NOSPLIT, $0-32
+// apart a super-block) and d (64 bytes apart); each super-block of the
+// row at ahead (the next panel's) prefetched. supers ≥ 1.
+TEXT ·unpackQ6_KHiLoVNNI(SB), NOSPLIT, $0-40
 	MOVQ q+0(FP), DI
 	MOVQ dw+8(FP), R8
 	MOVQ src+16(FP), SI
 	MOVQ supers+24(FP), CX
+	MOVQ ahead+32(FP), DX
 	MOVL $0x0f0f0f0f, AX
 	VPBROADCASTD AX, Z10
 	MOVL $0x30303030, AX
@@ -436,6 +450,11 @@ TEXT ·unpackQ6_KHiLoVNNI(SB), NOSPLIT, $0-32
 	VMOVDQU64 q6hl<>+384(SB), Z30
 	VMOVDQU64 q6hl<>+448(SB), Z31
 hilosuper:
+	PREFETCHT0 0(DX)
+	PREFETCHT0 64(DX)
+	PREFETCHT0 128(DX)
+	PREFETCHT0 192(DX)
+	ADDQ $210, DX
 	Q6HALF(0, Z0, Z1)
 	Q6HALF(1, Z2, Z3)
 	VPMOVSXBW 192(SI), Y12

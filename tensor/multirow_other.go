@@ -29,6 +29,6 @@ func dotQ5_KRowsKernel(w []byte, rowBytes, rows int, p *multiPack, out []float32
 	dotQ5_KRowsGo(w, rowBytes, rows, p, out, stride)
 }
 
-func unpackQ6_KHiLo(q []byte, dw []float32, row []byte, supers int) {
+func unpackQ6_KHiLo(q []byte, dw []float32, row, _ []byte, supers int) {
 	unpackQ6_KHiLoGo(q, dw, row, supers)
 }
