@@ -486,8 +486,8 @@ func f64s(x []float32) []float64 {
 // BenchmarkKLTTrellis compares klt3.5 with its trellis-coded twin at
 // d = 128 (the same design and bits): encode per vector, and score per
 // code for one query, by its own scorer (Prepare) and by the cache's
-// group path (ScoreQueries: the lane kernels for the scalar code, the Go
-// row path for TCQ).
+// group path (ScoreQueries: the lane kernels, which read the trellis
+// state of TCQ codes lane by lane).
 func BenchmarkKLTTrellis(b *testing.B) {
 	const d, n = 128, 1024
 	r := rand.New(rand.NewPCG(3, 4))
