@@ -239,6 +239,48 @@ lloop: \
 	JNZ  lloop; \
 	JMP  snext
 
+// KINDS(FIELDS, NA, NB, L8, L16, L32, LG, l8, c16, l16, c32, l32, cg, lg)
+// runs FIELDS (SFIELDS, AFIELDS, ZSFIELDS or ZAFIELDS) with NA, NB and
+// the lookup of the segment's kind (L8 to LG), the labels its own.
+#define KINDS(FIELDS, NA, NB, L8, L16, L32, LG, l8, c16, l16, c32, l32, cg, lg) \
+	MOVL  4(R11), AX; \
+	TESTL AX, AX; \
+	JNE   c16; \
+	FIELDS(NA, NB, L8, l8); \
+c16: \
+	CMPL AX, $1; \
+	JNE  c32; \
+	FIELDS(NA, NB, L16, l16); \
+c32: \
+	CMPL AX, $2; \
+	JNE  cg; \
+	FIELDS(NA, NB, L32, l32); \
+cg: \
+	FIELDS(NA, NB, LG, lg)
+
+// SEGMENT(FIELDS, NA, NB, TA, TB, SEG, L8, L16, L32, LG, START) runs
+// FIELDS on segment R11 by its mode: scalar fields read by NA and NB,
+// trellis-coded ones by TA and TB, after SEG (the segment's registers)
+// and with the lookups of KINDS, or a kltStart segment (START); then on
+// to the label after it. Labels are the function's: once per kernel.
+#define SEGMENT(FIELDS, NA, NB, TA, TB, SEG, L8, L16, L32, LG, START) \
+	MOVQ 24(R11), CX; \
+	MOVQ 32(R11), R14; \
+	MOVQ 40(R11), AX; \
+	CMPQ AX, $1; \
+	JEQ  trellis; \
+	JGT  start; \
+	SEG; \
+	KINDS(FIELDS, NA, NB, L8, L16, L32, LG, s8loop, s16, s16loop, s32, s32loop, sg, sgloop); \
+trellis: \
+	SEG; \
+	KINDS(FIELDS, TA, TB, L8, L16, L32, LG, t8loop, t16, t16loop, t32, t32loop, tg, tgloop); \
+start: \
+	START
+
+// NOSEG: the AVX2 kernels read a segment from memory.
+#define NOSEG
+
 // func kltScore4AVX2(dst *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, tr *byte)
 //
 // For each block of eight codes, the four sums Σ_f q[4f+j]·level_f (j <
@@ -302,51 +344,7 @@ sseg:
 	YWINLOAD(Y4)
 
 skeep:
-	MOVQ 24(R11), CX
-	MOVQ 32(R11), R14
-	MOVQ 40(R11), AX
-	CMPQ AX, $1
-	JEQ  stcq
-	JGT  sstart
-	MOVL 4(R11), AX
-	TESTL AX, AX
-	JNE  s16
-	SFIELDS(KLTNEXT, KLTNEXTB, LOOK8, s8loop)
-
-s16:
-	CMPL AX, $1
-	JNE  s32
-	SFIELDS(KLTNEXT, KLTNEXTB, LOOK16, s16loop)
-
-s32:
-	CMPL AX, $2
-	JNE  sg
-	SFIELDS(KLTNEXT, KLTNEXTB, LOOK32, s32loop)
-
-sg:
-	SFIELDS(KLTNEXT, KLTNEXTB, LOOKG, sgloop)
-
-stcq:
-	MOVL 4(R11), AX
-	TESTL AX, AX
-	JNE  st16
-	SFIELDS(TNEXTA, TNEXTB, LOOK8, st8loop)
-
-st16:
-	CMPL AX, $1
-	JNE  st32
-	SFIELDS(TNEXTA, TNEXTB, LOOK16, st16loop)
-
-st32:
-	CMPL AX, $2
-	JNE  stg
-	SFIELDS(TNEXTA, TNEXTB, LOOK32, st32loop)
-
-stg:
-	SFIELDS(TNEXTA, TNEXTB, LOOKG, stgloop)
-
-sstart:
-	TSTARTS
+	SEGMENT(SFIELDS, KLTNEXT, KLTNEXTB, TNEXTA, TNEXTB, NOSEG, LOOK8, LOOK16, LOOK32, LOOKG, TSTARTS)
 
 snext:
 	ADDQ $80, R11
@@ -476,51 +474,7 @@ aseg:
 	YWINLOAD(Y4)
 
 akeep:
-	MOVQ  24(R11), CX
-	MOVQ  32(R11), R14
-	MOVQ  40(R11), AX
-	CMPQ  AX, $1
-	JEQ   atcq
-	JGT   astart
-	MOVL  4(R11), AX
-	TESTL AX, AX
-	JNE   a16
-	AFIELDS(KLTNEXT, KLTNEXTB, LOOK8, a8loop)
-
-a16:
-	CMPL AX, $1
-	JNE  a32
-	AFIELDS(KLTNEXT, KLTNEXTB, LOOK16, a16loop)
-
-a32:
-	CMPL AX, $2
-	JNE  ag
-	AFIELDS(KLTNEXT, KLTNEXTB, LOOK32, a32loop)
-
-ag:
-	AFIELDS(KLTNEXT, KLTNEXTB, LOOKG, agloop)
-
-atcq:
-	MOVL  4(R11), AX
-	TESTL AX, AX
-	JNE   at16
-	AFIELDS(TNEXTA, TNEXTB, LOOK8, at8loop)
-
-at16:
-	CMPL AX, $1
-	JNE  at32
-	AFIELDS(TNEXTA, TNEXTB, LOOK16, at16loop)
-
-at32:
-	CMPL AX, $2
-	JNE  atg
-	AFIELDS(TNEXTA, TNEXTB, LOOK32, at32loop)
-
-atg:
-	AFIELDS(TNEXTA, TNEXTB, LOOKG, atgloop)
-
-astart:
-	TSTARTS
+	SEGMENT(AFIELDS, KLTNEXT, KLTNEXTB, TNEXTA, TNEXTB, NOSEG, LOOK8, LOOK16, LOOK32, LOOKG, TSTARTS)
 
 anext:
 	ADDQ $80, R11
@@ -778,9 +732,10 @@ lfull: \
 	VFMADD231PS.BCST 12(R13), Z6, a3; \
 	ADDQ             $16, R13
 
-// ZSFIELDS(NEXT, LOOK, lloop) is SFIELDS for sixteen lanes, the fields
-// read by NEXT (ZSNEXT or ZSTNEXT): two sets of sums, Z0–Z3 and Z8–Z11.
-#define ZSFIELDS(NEXT, LOOK, lloop) \
+// ZSFIELDS(NEXT, unused, LOOK, lloop) is SFIELDS for sixteen lanes, the
+// fields read by NEXT (ZSNEXT or ZSTNEXT): two sets of sums, Z0–Z3 and
+// Z8–Z11.
+#define ZSFIELDS(NEXT, unused, LOOK, lloop) \
 lloop: \
 	NEXT; \
 	LOOK; \
@@ -799,6 +754,8 @@ lloop: \
 #define ZSNEXT ZNEXT(Z12)
 
 #define ZSTNEXT ZTNEXT(Z12, Z15, Z18, Z16, Z17)
+
+#define ZSSTART ZTSTART(Z12, Z15, Z16, Z17)
 
 // ZOUT(i, z) sets the 16 floats of query i/8's row (its pointer at
 // i(DI)) at R15 to its base (at i/2(R9)) plus the codes' scales (Z28)
@@ -856,43 +813,7 @@ zsseg:
 	ZWINLOAD(Z12)
 
 zskeep:
-	MOVQ 24(R11), CX
-	MOVQ 32(R11), R14
-	MOVQ 40(R11), AX
-	CMPQ AX, $1
-	JEQ  zstcq
-	JGT  zsstart
-	ZSEG
-	MOVL 4(R11), AX
-	CMPL AX, $1
-	JGT  zs32
-	ZSFIELDS(ZSNEXT, ZLOOK16, zs16loop)
-
-zs32:
-	CMPL AX, $2
-	JNE  zsg
-	ZSFIELDS(ZSNEXT, ZLOOK32, zs32loop)
-
-zsg:
-	ZSFIELDS(ZSNEXT, ZLOOKG, zsgloop)
-
-zstcq:
-	ZSEG
-	MOVL 4(R11), AX
-	CMPL AX, $1
-	JGT  zst32
-	ZSFIELDS(ZSTNEXT, ZLOOK16, zst16loop)
-
-zst32:
-	CMPL AX, $2
-	JNE  zstg
-	ZSFIELDS(ZSTNEXT, ZLOOK32, zst32loop)
-
-zstg:
-	ZSFIELDS(ZSTNEXT, ZLOOKG, zstgloop)
-
-zsstart:
-	ZTSTART(Z12, Z15, Z16, Z17)
+	SEGMENT(ZSFIELDS, ZSNEXT, -, ZSTNEXT, -, ZSEG, ZLOOK16, ZLOOK16, ZLOOK32, ZLOOKG, ZSSTART)
 
 zsnext:
 	ADDQ $80, R11
@@ -953,6 +874,10 @@ lloop: \
 #define ZATNEXTA ZTNEXT(Z12, Z8, Z15, Z10, Z11)
 
 #define ZATNEXTB ZTNEXT(Z4, Z9, Z15, Z10, Z11)
+
+#define ZASTART \
+	ZTSTART(Z12, Z8, Z10, Z11); \
+	ZTSTART(Z4, Z9, Z10, Z11)
 
 // ZWEIGHTS(i, wa, wb) sets wa and wb to the weights of head i/8 (its
 // pointer at i(AX)) at R15 times the codes' scales: those of group A
@@ -1031,44 +956,7 @@ zaseg:
 	ZWINLOAD(Z4)
 
 zakeep:
-	MOVQ 24(R11), CX
-	MOVQ 32(R11), R14
-	MOVQ 40(R11), AX
-	CMPQ AX, $1
-	JEQ  zatcq
-	JGT  zastart
-	ZSEG
-	MOVL 4(R11), AX
-	CMPL AX, $1
-	JGT  za32
-	ZAFIELDS(ZANEXTA, ZANEXTB, ZLOOK16, za16loop)
-
-za32:
-	CMPL AX, $2
-	JNE  zag
-	ZAFIELDS(ZANEXTA, ZANEXTB, ZLOOK32, za32loop)
-
-zag:
-	ZAFIELDS(ZANEXTA, ZANEXTB, ZLOOKG, zagloop)
-
-zatcq:
-	ZSEG
-	MOVL 4(R11), AX
-	CMPL AX, $1
-	JGT  zat32
-	ZAFIELDS(ZATNEXTA, ZATNEXTB, ZLOOK16, zat16loop)
-
-zat32:
-	CMPL AX, $2
-	JNE  zatg
-	ZAFIELDS(ZATNEXTA, ZATNEXTB, ZLOOK32, zat32loop)
-
-zatg:
-	ZAFIELDS(ZATNEXTA, ZATNEXTB, ZLOOKG, zatgloop)
-
-zastart:
-	ZTSTART(Z12, Z8, Z10, Z11)
-	ZTSTART(Z4, Z9, Z10, Z11)
+	SEGMENT(ZAFIELDS, ZANEXTA, ZANEXTB, ZATNEXTA, ZATNEXTB, ZSEG, ZLOOK16, ZLOOK16, ZLOOK32, ZLOOKG, ZASTART)
 
 zanext:
 	ADDQ $80, R11

@@ -487,7 +487,8 @@ func f64s(x []float32) []float64 {
 // d = 128 (the same design and bits): encode per vector, and score per
 // code for one query, by its own scorer (Prepare) and by the cache's
 // group path (ScoreQueries: the lane kernels, which read the trellis
-// state of TCQ codes lane by lane).
+// state of TCQ codes lane by lane), and the weighted sum of the codes
+// for one head (the accumulator, on the same kernels).
 func BenchmarkKLTTrellis(b *testing.B) {
 	const d, n = 128, 1024
 	r := rand.New(rand.NewPCG(3, 4))
@@ -543,6 +544,17 @@ func BenchmarkKLTTrellis(b *testing.B) {
 				if err := k.ScoreQueries(dst, &pq, codes); err != nil {
 					b.Fatal(err)
 				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/vector")
+		})
+		b.Run(name+"/accumulate", func(b *testing.B) {
+			a := NewAccumulator(k)
+			acc, ws := [][]float32{make([]float32, a.AccLen())}, [][]float32{make([]float32, n)}
+			for i := range ws[0] {
+				ws[0][i] = float32(r.Float64())
+			}
+			for b.Loop() {
+				a.Accumulate(acc, ws, codes)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/vector")
 		})
