@@ -382,7 +382,8 @@ func (q *TCQ) viterbi(sc *tcqScratch, start int) {
 
 // viterbi8 is viterbi for Ungerboeck's 8-state code (the tcq formats'
 // trellis), unrolled: the costs and the step's four errors stay in
-// registers. State s' is entered from p0 = s'>>1 and p0 | 4 with path
+// registers; with AVX-512, the eight costs in one (viterbi8AVX512, the
+// same float operations). State s' is entered from p0 = s'>>1 and p0 | 4 with path
 // bit s'&1, on branches of subsets (z₀ = bit 1 of p0, z₁ = (s'&1) ⊕
 // (p0&1)) and that with z₁ flipped: ungerboeck8Labels.
 func (q *TCQ) viterbi8(sc *tcqScratch, start int) {
@@ -392,8 +393,15 @@ func (q *TCQ) viterbi8(sc *tcqScratch, start int) {
 			c[s] = math.Inf(1)
 		}
 	}
-	c0, c1, c2, c3, c4, c5, c6, c7 := c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
 	back := sc.back[:len(sc.dist)/4]
+	if hasViterbi8AVX512() {
+		if len(back) > 0 {
+			viterbi8AVX512(&sc.dist[0], len(back), &c, &back[0])
+		}
+		*(*[8]float64)(sc.cost[:8]) = c
+		return
+	}
+	c0, c1, c2, c3, c4, c5, c6, c7 := c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
 	for t := range back {
 		d := (*[4]float64)(sc.dist[4*t:])
 		d0, d1, d2, d3 := d[0], d[1], d[2], d[3]
@@ -410,6 +418,10 @@ func (q *TCQ) viterbi8(sc *tcqScratch, start int) {
 	}
 	*(*[8]float64)(sc.cost[:8]) = [8]float64{c0, c1, c2, c3, c4, c5, c6, c7}
 }
+
+// tcqGoOnly keeps the tcq encoder to its Go code on a CPU with AVX-512:
+// a switch for the tests and benchmarks that compare the two.
+var tcqGoOnly bool
 
 // ungerboeck8Labels are the subsets of the branches into each state of
 // Ungerboeck's 8-state code, from p0 then p1, as viterbi8 has them.

@@ -6,6 +6,7 @@ import (
 	"math/rand/v2"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -228,10 +229,20 @@ func TestTCQErrors(t *testing.T) {
 
 // BenchmarkTCQEncode is the Viterbi pass of a klt vector's coded
 // components: 125 of 2 bits (the embedded model's keys at 2.5 bits),
-// tail-biting, with 8, 32 and 256 states.
+// tail-biting, with 8, 32 and 256 states, and 8 on the Go code alone
+// (8/go: no AVX-512 pass).
 func BenchmarkTCQEncode(b *testing.B) {
-	for _, states := range []int{8, 32, 256} {
-		b.Run(strconv.Itoa(states), func(b *testing.B) {
+	for _, states := range []int{8, 32, 256, -8} {
+		name := strconv.Itoa(states)
+		if states < 0 {
+			states, name = -states, name[1:]+"/go"
+		}
+		b.Run(name, func(b *testing.B) {
+			if strings.HasSuffix(name, "/go") {
+				old := tcqGoOnly
+				tcqGoOnly = true
+				b.Cleanup(func() { tcqGoOnly = old })
+			}
 			tr, _ := NewTrellis(states)
 			cb, err := LloydMaxGaussian(3, 1)
 			if err != nil {
@@ -635,8 +646,23 @@ func refTCQ(q *TCQ, x, w []float64) (v, idx []int, cost float64) {
 // same float operations in the same order, so no tolerance), for 4 to 32
 // states, tail-biting and not, weighted and not, widths 1 to 7 mixed
 // along the path, sequences of 1 to 130 steps, and values on the levels,
-// on the thresholds and at 0, where costs tie.
+// on the thresholds and at 0, where costs tie; with the AVX-512 pass
+// where the CPU has it, and the Go one.
 func TestTCQEncodeReference(t *testing.T) {
+	for _, goOnly := range []bool{false, true} {
+		if !goOnly && !hasViterbi8AVX512() {
+			continue
+		}
+		t.Run(fmt.Sprintf("go-only=%v", goOnly), func(t *testing.T) {
+			old := tcqGoOnly
+			tcqGoOnly = goOnly
+			t.Cleanup(func() { tcqGoOnly = old })
+			testTCQEncodeReference(t)
+		})
+	}
+}
+
+func testTCQEncodeReference(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for _, states := range []int{4, 8, 16, 32} {
 		tr, err := NewTrellis(states)
