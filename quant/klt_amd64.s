@@ -15,7 +15,8 @@
 // first field. Each field is then
 // Y12 & mask, Y12 shifted on by bits, and its level looked up in the
 // run's table: one permute of 8 entries (kind 0), two and a blend of 16
-// (kind 1), four and three blends of 32 (kind 2), or a gather (kind 3).
+// (kind 1), four and three blends of 32 (kind 2), or a gather (kinds 3
+// and 4).
 // The transpose may read up to 3 bytes past the last code's index bytes
 // (the caller keeps that inside the codes).
 //
@@ -239,10 +240,10 @@ lloop: \
 	JNZ  lloop; \
 	JMP  snext
 
-// KINDS(FIELDS, NA, NB, L8, L16, L32, LG, l8, c16, l16, c32, l32, cg, lg)
+// KINDS(FIELDS, NA, NB, L8, L16, L32, L64, LG, l8, c16, l16, c32, l32, c64, l64, cg, lg)
 // runs FIELDS (SFIELDS, AFIELDS, ZSFIELDS or ZAFIELDS) with NA, NB and
 // the lookup of the segment's kind (L8 to LG), the labels its own.
-#define KINDS(FIELDS, NA, NB, L8, L16, L32, LG, l8, c16, l16, c32, l32, cg, lg) \
+#define KINDS(FIELDS, NA, NB, L8, L16, L32, L64, LG, l8, c16, l16, c32, l32, c64, l64, cg, lg) \
 	MOVL  4(R11), AX; \
 	TESTL AX, AX; \
 	JNE   c16; \
@@ -253,17 +254,21 @@ c16: \
 	FIELDS(NA, NB, L16, l16); \
 c32: \
 	CMPL AX, $2; \
-	JNE  cg; \
+	JNE  c64; \
 	FIELDS(NA, NB, L32, l32); \
+c64: \
+	CMPL AX, $3; \
+	JNE  cg; \
+	FIELDS(NA, NB, L64, l64); \
 cg: \
 	FIELDS(NA, NB, LG, lg)
 
-// SEGMENT(FIELDS, NA, NB, TA, TB, SEG, L8, L16, L32, LG, START) runs
+// SEGMENT(FIELDS, NA, NB, TA, TB, SEG, L8, L16, L32, L64, LG, START) runs
 // FIELDS on segment R11 by its mode: scalar fields read by NA and NB,
 // trellis-coded ones by TA and TB, after SEG (the segment's registers)
 // and with the lookups of KINDS, or a kltStart segment (START); then on
 // to the label after it. Labels are the function's: once per kernel.
-#define SEGMENT(FIELDS, NA, NB, TA, TB, SEG, L8, L16, L32, LG, START) \
+#define SEGMENT(FIELDS, NA, NB, TA, TB, SEG, L8, L16, L32, L64, LG, START) \
 	MOVQ 24(R11), CX; \
 	MOVQ 32(R11), R14; \
 	MOVQ 40(R11), AX; \
@@ -271,10 +276,10 @@ cg: \
 	JEQ  trellis; \
 	JGT  start; \
 	SEG; \
-	KINDS(FIELDS, NA, NB, L8, L16, L32, LG, s8loop, s16, s16loop, s32, s32loop, sg, sgloop); \
+	KINDS(FIELDS, NA, NB, L8, L16, L32, L64, LG, s8loop, s16, s16loop, s32, s32loop, s64, s64loop, sg, sgloop); \
 trellis: \
 	SEG; \
-	KINDS(FIELDS, TA, TB, L8, L16, L32, LG, t8loop, t16, t16loop, t32, t32loop, tg, tgloop); \
+	KINDS(FIELDS, TA, TB, L8, L16, L32, L64, LG, t8loop, t16, t16loop, t32, t32loop, t64, t64loop, tg, tgloop); \
 start: \
 	START
 
@@ -344,7 +349,7 @@ sseg:
 	YWINLOAD(Y4)
 
 skeep:
-	SEGMENT(SFIELDS, KLTNEXT, KLTNEXTB, TNEXTA, TNEXTB, NOSEG, LOOK8, LOOK16, LOOK32, LOOKG, TSTARTS)
+	SEGMENT(SFIELDS, KLTNEXT, KLTNEXTB, TNEXTA, TNEXTB, NOSEG, LOOK8, LOOK16, LOOK32, LOOKG, LOOKG, TSTARTS)
 
 snext:
 	ADDQ $80, R11
@@ -474,7 +479,7 @@ aseg:
 	YWINLOAD(Y4)
 
 akeep:
-	SEGMENT(AFIELDS, KLTNEXT, KLTNEXTB, TNEXTA, TNEXTB, NOSEG, LOOK8, LOOK16, LOOK32, LOOKG, TSTARTS)
+	SEGMENT(AFIELDS, KLTNEXT, KLTNEXTB, TNEXTA, TNEXTB, NOSEG, LOOK8, LOOK16, LOOK32, LOOKG, LOOKG, TSTARTS)
 
 anext:
 	ADDQ $80, R11
@@ -496,10 +501,11 @@ anext:
 // left (KMASK) and of the code's bytes, so nothing past the codes nor the
 // partner of an odd last block is read (its lanes are zero); a window is
 // then two plain loads of that dword and the next and two shifts
-// (WINPOS(6), ZWINLOAD). Per segment its mask (broadcast), shift and the first 32 entries
+// (WINPOS(6), ZWINLOAD). Per segment its mask (broadcast), shift and the first 64 entries
 // of its table go into registers (ZSEG); a field's level is then one
 // permute of 16 entries (kinds 0 and 1), the two halves of the table in
-// one VPERMT2PS (kind 2), or a gather (kind 3).
+// one VPERMT2PS (kind 2), its four quarters in two and a blend (kind 3,
+// 64 entries: a trellis-coded field of 5 bits), or a gather (kind 4).
 
 // KMASK(k) sets k to the lanes of the blocks left in AX: none (AX ≤ 0),
 // the low eight (one block) or all sixteen; AX, BX, CX scratch.
@@ -674,12 +680,15 @@ lfull: \
 	VPORD     Z30, z, z
 
 // ZSEG loads segment R11's mask into the lanes of Z24, its bits into
-// X25 and the first 32 levels of its table at R14 into Z26 and Z27.
+// X25 and the first 64 levels of its table at R14 into Z26–Z29 (a run's
+// table has 256 entries; Z28 and Z29 are free while the fields are read).
 #define ZSEG \
 	VPBROADCASTD 48(R11), Z24; \
 	VMOVQ        8(R11), X25; \
 	VMOVUPS      (R14), Z26; \
-	VMOVUPS      64(R14), Z27
+	VMOVUPS      64(R14), Z27; \
+	VMOVUPS      128(R14), Z28; \
+	VMOVUPS      192(R14), Z29
 
 // ZNEXT(z) leaves the indices of the next field of the segment in window
 // z in Z5 and moves z on to the one after it.
@@ -717,6 +726,17 @@ lfull: \
 #define ZLOOK32 \
 	VMOVAPS   Z26, Z6; \
 	VPERMT2PS Z27, Z5, Z6
+
+// ZLOOK64: the halves in two VPERMT2PS, blended by bit 5 of the index
+// (Z13, Z14 and K2 scratch: the window shifts in X13 and X14 are spent).
+#define ZLOOK64 \
+	VMOVAPS   Z26, Z6; \
+	VPERMT2PS Z27, Z5, Z6; \
+	VMOVAPS   Z28, Z13; \
+	VPERMT2PS Z29, Z5, Z13; \
+	VPSRLD    $5, Z5, Z14; \
+	VPTESTMD  Z14, Z14, K2; \
+	VBLENDMPS Z13, Z6, K2, Z6
 
 #define ZLOOKG \
 	KXNORW     K2, K2, K2; \
@@ -813,7 +833,7 @@ zsseg:
 	ZWINLOAD(Z12)
 
 zskeep:
-	SEGMENT(ZSFIELDS, ZSNEXT, -, ZSTNEXT, -, ZSEG, ZLOOK16, ZLOOK16, ZLOOK32, ZLOOKG, ZSSTART)
+	SEGMENT(ZSFIELDS, ZSNEXT, -, ZSTNEXT, -, ZSEG, ZLOOK16, ZLOOK16, ZLOOK32, ZLOOK64, ZLOOKG, ZSSTART)
 
 zsnext:
 	ADDQ $80, R11
@@ -956,7 +976,7 @@ zaseg:
 	ZWINLOAD(Z4)
 
 zakeep:
-	SEGMENT(ZAFIELDS, ZANEXTA, ZANEXTB, ZATNEXTA, ZATNEXTB, ZSEG, ZLOOK16, ZLOOK16, ZLOOK32, ZLOOKG, ZASTART)
+	SEGMENT(ZAFIELDS, ZANEXTA, ZANEXTB, ZATNEXTA, ZATNEXTB, ZSEG, ZLOOK16, ZLOOK16, ZLOOK32, ZLOOK64, ZLOOKG, ZASTART)
 
 zanext:
 	ADDQ $80, R11

@@ -79,7 +79,7 @@ func kltRuns(k *KLT) []kltRun {
 // assembly knows the layout).
 type kltSeg struct {
 	off   int32     // byte of the code whose 4 bytes are the window, or −1: the last segment's window goes on
-	kind  int32     // levels: 0 up to 8 (one permute), 1 16 (two), 2 32 (four), 3 more (a gather)
+	kind  int32     // levels: 0 up to 8 (one permute), 1 16 (two), 2 32 (four), 3 64 (a gather; two permutes with AVX-512), 4 more (a gather)
 	bits  uint64    // of each field
 	shift uint64    // of the first field in a new window
 	n     int64     // fields
@@ -144,10 +144,10 @@ func kltSegs(k *KLT) []kltSeg {
 			switch {
 			case tb <= 3:
 				sg.kind = 0
-			case tb <= 5:
+			case tb <= 6:
 				sg.kind = int32(tb - 3)
 			default:
-				sg.kind = 3
+				sg.kind = 4
 			}
 			for l := range sg.mask {
 				sg.mask[l] = 1<<r.bits - 1
