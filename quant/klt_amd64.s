@@ -242,26 +242,26 @@ lloop: \
 
 // KINDS(FIELDS, NA, NB, L8, L16, L32, L64, LG, l8, c16, l16, c32, l32, c64, l64, cg, lg)
 // runs FIELDS (SFIELDS, AFIELDS, ZSFIELDS or ZAFIELDS) with NA, NB and
-// the lookup of the segment's kind (L8 to LG), the labels its own.
+// the lookup of the segment's kind (L8 to LG), the labels its own (cg
+// is kinds 0 and 1: AX −2 or −1 there).
 #define KINDS(FIELDS, NA, NB, L8, L16, L32, L64, LG, l8, c16, l16, c32, l32, c64, l64, cg, lg) \
-	MOVL  4(R11), AX; \
-	TESTL AX, AX; \
-	JNE   c16; \
+	MOVL 4(R11), AX; \
+	SUBL $2, AX; \
+	JLT  cg; \
+	JEQ  c32; \
+	DECL AX; \
+	JEQ  c64; \
+	FIELDS(NA, NB, LG, lg); \
+cg: \
+	INCL AX; \
+	JZ   c16; \
 	FIELDS(NA, NB, L8, l8); \
 c16: \
-	CMPL AX, $1; \
-	JNE  c32; \
 	FIELDS(NA, NB, L16, l16); \
 c32: \
-	CMPL AX, $2; \
-	JNE  c64; \
 	FIELDS(NA, NB, L32, l32); \
 c64: \
-	CMPL AX, $3; \
-	JNE  cg; \
-	FIELDS(NA, NB, L64, l64); \
-cg: \
-	FIELDS(NA, NB, LG, lg)
+	FIELDS(NA, NB, L64, l64)
 
 // SEGMENT(FIELDS, NA, NB, TA, TB, SEG, L8, L16, L32, L64, LG, START) runs
 // FIELDS on segment R11 by its mode: scalar fields read by NA and NB,
