@@ -37,8 +37,8 @@ func kltFormat(rate float64) *codec {
 // (quant.KLTParams.Trellis: one tail-biting Viterbi path along each
 // vector, unit-Gaussian union codebooks), about 0.7x the scalar code's
 // squared error. A research format: encoding is a Viterbi pass per token
-// (about 1.5x klt's time) and attention reads the codes on klt's lane
-// kernels (about 2x klt's time); not among auto's default candidates.
+// (about 1.2x klt's time) and attention reads the codes on klt's lane
+// kernels (1.3–1.8x klt's time); not among auto's default candidates.
 func tcqFormat(rate float64) *codec {
 	c := kltFormat(rate)
 	c.trellis = tcqStates
