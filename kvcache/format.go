@@ -81,7 +81,7 @@ type codec struct {
 	// research marks the formats kept as baselines to measure against:
 	// they lost to the turbo formats on every model measured
 	// (BENCHMARKS.md, the model suite); and the tcq formats, which win
-	// on error but encode slowly (format_klt.go).
+	// on error and are not yet among auto's candidates (format_klt.go).
 	research bool
 	// tokenBytes returns the bytes of one token of one head of dimension
 	// d in the compressed store, as keys (key true) or values: the
@@ -170,7 +170,8 @@ func (f Format) split() bool { return f.c.split }
 
 // Research reports whether the format is a research one: a baseline kept
 // to measure against, measured to lose to the turbo formats on every
-// model (BENCHMARKS.md), or a tcq format (calibrated, slow to encode).
+// model (BENCHMARKS.md), or a tcq format (calibrated, not yet among
+// auto's candidates).
 func (f Format) Research() bool { return f.c.research }
 
 // center reports whether the format centres keys (centered.go).

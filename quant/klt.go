@@ -54,7 +54,7 @@ type KLT struct {
 	// tcq, if set, is the trellis-coded option (KLTParams.Trellis;
 	// klt_tcq.go): fields hold path bits and subset indices, levels
 	// hold each TCQ component's union codebook, and attention takes the
-	// Go row path.
+	// lane kernels up to 8 states (kltSeg's modes), else the Go row path.
 	tcq    *kltTCQ
 	weight []float32
 }
@@ -211,7 +211,7 @@ func NewKLT(p KLTParams) (*KLT, error) {
 			k.levels = append(k.levels, k.sigma[f.comp]*c)
 		}
 	}
-	if k.tcq == nil { // the lane kernels and the word unpacker: scalar only
+	if k.tcq == nil || k.tcq.tr.States() <= 8 { // the lane kernels' (kltSeg; the word unpacker's, scalar only)
 		k.runs = kltRuns(k)
 		k.segs = kltSegs(k)
 	}

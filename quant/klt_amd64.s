@@ -5,7 +5,8 @@
 // The KLT lane kernels: eight codes (stride bytes apart) in the lanes of
 // a ymm register, their fields in order, segment by segment (kltSeg, 80
 // bytes: off, kind at 0 and 4, bits at 8, shift at 16, n at 24, the
-// levels table at 32, the mask repeated eight times at 48), two blocks
+// levels table at 32, the mode at 40, the mask repeated eight times at
+// 48), two blocks
 // of eight codes a pass. Each pass first transposes each block's codes
 // into scratch (YTRANS: 32 bytes a dword of the codes); a segment whose
 // off is not negative then loads its window, the 4 bytes at off of each
@@ -14,9 +15,16 @@
 // first field. Each field is then
 // Y12 & mask, Y12 shifted on by bits, and its level looked up in the
 // run's table: one permute of 8 entries (kind 0), two and a blend of 16
-// (kind 1), four and three blends of 32 (kind 2), or a gather (kind 3).
+// (kind 1), four and three blends of 32 (kind 2), or a gather (kinds 3
+// and 4).
 // The transpose may read up to 3 bytes past the last code's index bytes
 // (the caller keeps that inside the codes).
+//
+// Trellis-coded fields (kltSeg's modes, klt_tcq.go) are read the same way
+// and their entry is then 2u ⊕ X[s], s the lane's state, moved on to
+// 2s | (u&1): one permute of X by the state and a few integer ops a
+// field. The AVX2 kernels keep the states of blocks A and B and X in
+// their frame (0, 32 and 64(SP)): every ymm register is taken.
 
 // kltdw: the byte offsets of the dwords of 16 bytes.
 DATA kltdw<>+0(SB)/4, $0
@@ -121,6 +129,56 @@ ltr: \
 	VPAND  48(R11), Y12, Y5; \
 	VPSRLD 8(R11), Y12, Y12
 
+// KLTNEXTB is KLTNEXT for block B's window in Y4.
+#define KLTNEXTB \
+	VPAND  48(R11), Y4, Y5; \
+	VPSRLD 8(R11), Y4, Y4
+
+// TNEXT(win, so) is KLTNEXT for a trellis-coded field of window win, its
+// lanes' states at so(SP) and X at 64(SP): Y5 the field's entry 2u ⊕
+// X[s], the states moved on to 2s | (u&1); Y7, Y13, Y14 scratch.
+#define TNEXT(win, so) \
+	VPAND   48(R11), win, Y5; \
+	VPSRLD  8(R11), win, win; \
+	VMOVDQU so(SP), Y7; \
+	VPERMD  64(SP), Y7, Y13; \
+	VPADDD  Y7, Y7, Y7; \
+	VPSLLD  $31, Y5, Y14; \
+	VPSRLD  $31, Y14, Y14; \
+	VPOR    Y14, Y7, Y7; \
+	VMOVDQU Y7, so(SP); \
+	VPADDD  Y5, Y5, Y5; \
+	VPXOR   Y13, Y5, Y5
+
+#define TNEXTA TNEXT(Y12, 0)
+
+#define TNEXTB TNEXT(Y4, 32)
+
+// TSTART(win, so) moves the lanes' states at so(SP) on by the path bit
+// of window win's first field (a segment of mode kltStart); Y7, Y14
+// scratch.
+#define TSTART(win, so) \
+	VMOVDQU so(SP), Y7; \
+	VPADDD  Y7, Y7, Y7; \
+	VPSLLD  $31, win, Y14; \
+	VPSRLD  $31, Y14, Y14; \
+	VPOR    Y14, Y7, Y7; \
+	VMOVDQU Y7, so(SP)
+
+// TSTARTS is a kltStart segment for both blocks' states, and keeps its X
+// (at R14) at 64(SP).
+#define TSTARTS \
+	TSTART(Y12, 0); \
+	TSTART(Y4, 32); \
+	VMOVDQU (R14), Y7; \
+	VMOVDQU Y7, 64(SP)
+
+// TZERO sets both blocks' states to 0.
+#define TZERO \
+	VPXOR   Y7, Y7, Y7; \
+	VMOVDQU Y7, 0(SP); \
+	VMOVDQU Y7, 32(SP)
+
 // The lookups of the levels of Y5 from the table at R14 into Y6 (Y7,
 // Y13, Y14 scratch).
 #define LOOK8 \
@@ -166,21 +224,67 @@ ltr: \
 	VFMADD231PS  Y14, Y6, b3; \
 	ADDQ         $16, R13
 
-// SFIELDS(LOOK, lloop) scores the CX fields of the segment with lookup
+// SFIELDS(NA, NB, LOOK, lloop) scores the CX fields of the segment, read
+// by NA and NB (KLTNEXT and KLTNEXTB, or TNEXTA and TNEXTB), with lookup
 // LOOK for the two blocks (A's window in Y12, B's in Y4) into their sums
 // (Y0–Y3, Y8–Y11).
-#define SFIELDS(LOOK, lloop) \
+#define SFIELDS(NA, NB, LOOK, lloop) \
 lloop: \
-	KLTNEXT; \
+	NA; \
 	LOOK; \
 	VMOVAPS Y6, Y15; \
-	VPAND   48(R11), Y4, Y5; \
-	VPSRLD  8(R11), Y4, Y4; \
+	NB; \
 	LOOK; \
 	KLTQ4(Y0, Y1, Y2, Y3, Y8, Y9, Y10, Y11); \
 	DECQ CX; \
 	JNZ  lloop; \
 	JMP  snext
+
+// KINDS(FIELDS, NA, NB, L8, L16, L32, L64, LG, l8, c16, l16, c32, l32, c64, l64, cg, lg)
+// runs FIELDS (SFIELDS, AFIELDS, ZSFIELDS or ZAFIELDS) with NA, NB and
+// the lookup of the segment's kind (L8 to LG), the labels its own (cg
+// is kinds 0 and 1: AX −2 or −1 there).
+#define KINDS(FIELDS, NA, NB, L8, L16, L32, L64, LG, l8, c16, l16, c32, l32, c64, l64, cg, lg) \
+	MOVL 4(R11), AX; \
+	SUBL $2, AX; \
+	JLT  cg; \
+	JEQ  c32; \
+	DECL AX; \
+	JEQ  c64; \
+	FIELDS(NA, NB, LG, lg); \
+cg: \
+	INCL AX; \
+	JZ   c16; \
+	FIELDS(NA, NB, L8, l8); \
+c16: \
+	FIELDS(NA, NB, L16, l16); \
+c32: \
+	FIELDS(NA, NB, L32, l32); \
+c64: \
+	FIELDS(NA, NB, L64, l64)
+
+// SEGMENT(FIELDS, NA, NB, TA, TB, SEG, L8, L16, L32, L64, LG, START) runs
+// FIELDS on segment R11 by its mode: scalar fields read by NA and NB,
+// trellis-coded ones by TA and TB, after SEG (the segment's registers)
+// and with the lookups of KINDS, or a kltStart segment (START); then on
+// to the label after it. Labels are the function's: once per kernel.
+#define SEGMENT(FIELDS, NA, NB, TA, TB, SEG, L8, L16, L32, L64, LG, START) \
+	MOVQ 24(R11), CX; \
+	MOVQ 32(R11), R14; \
+	MOVQ 40(R11), AX; \
+	CMPQ AX, $1; \
+	JEQ  trellis; \
+	JGT  start; \
+	SEG; \
+	KINDS(FIELDS, NA, NB, L8, L16, L32, L64, LG, s8loop, s16, s16loop, s32, s32loop, s64, s64loop, sg, sgloop); \
+trellis: \
+	SEG; \
+	KINDS(FIELDS, TA, TB, L8, L16, L32, L64, LG, t8loop, t16, t16loop, t32, t32loop, t64, t64loop, tg, tgloop); \
+start: \
+	START
+
+// NOSEG: the AVX2 kernels read a segment from memory.
+#define NOSEG
 
 // func kltScore4AVX2(dst *float32, blocks int, codes *byte, stride int, segs *kltSeg, nsegs int, q *float32, tr *byte)
 //
@@ -189,7 +293,7 @@ lloop: \
 // floats per block: query 0's eight codes, then 1's, 2's, 3's. Two
 // blocks a pass (A, then B 8·stride bytes on; an odd last block's pass
 // takes it as both and stores A's sums only).
-TEXT ·kltScore4AVX2(SB), NOSPLIT, $0-64
+TEXT ·kltScore4AVX2(SB), NOSPLIT, $96-64
 	MOVQ    dst+0(FP), DI
 	MOVQ    blocks+8(FP), R8
 	MOVQ    codes+16(FP), SI
@@ -229,6 +333,7 @@ sfull:
 	VXORPS Y9, Y9, Y9
 	VXORPS Y10, Y10, Y10
 	VXORPS Y11, Y11, Y11
+	TZERO
 	MOVQ   segs+32(FP), R11
 	MOVQ   nsegs+40(FP), R12
 	MOVQ   q+48(FP), R13
@@ -244,25 +349,7 @@ sseg:
 	YWINLOAD(Y4)
 
 skeep:
-	MOVQ 24(R11), CX
-	MOVQ 32(R11), R14
-	MOVL 4(R11), AX
-	TESTL AX, AX
-	JNE  s16
-	SFIELDS(LOOK8, s8loop)
-
-s16:
-	CMPL AX, $1
-	JNE  s32
-	SFIELDS(LOOK16, s16loop)
-
-s32:
-	CMPL AX, $2
-	JNE  sg
-	SFIELDS(LOOK32, s32loop)
-
-sg:
-	SFIELDS(LOOKG, sgloop)
+	SEGMENT(SFIELDS, KLTNEXT, KLTNEXTB, TNEXTA, TNEXTB, NOSEG, LOOK8, LOOK16, LOOK32, LOOKG, LOOKG, TSTARTS)
 
 snext:
 	ADDQ $80, R11
@@ -310,15 +397,15 @@ sdone:
 	VMOVUPS     Y14, (DI)(R13*1); \
 	ADDQ        $32, R13
 
-// AFIELDS(LOOK, lloop) sums the CX fields of the segment with lookup LOOK
-// for the two blocks: A's window in Y12, B's in Y4.
-#define AFIELDS(LOOK, lloop) \
+// AFIELDS(NA, NB, LOOK, lloop) sums the CX fields of the segment, read by
+// NA and NB as in SFIELDS, with lookup LOOK for the two blocks: A's
+// window in Y12, B's in Y4.
+#define AFIELDS(NA, NB, LOOK, lloop) \
 lloop: \
-	KLTNEXT; \
+	NA; \
 	LOOK; \
 	VMOVAPS Y6, Y8; \
-	VPAND   48(R11), Y4, Y5; \
-	VPSRLD  8(R11), Y4, Y4; \
+	NB; \
 	LOOK; \
 	KLTACC8; \
 	DECQ CX; \
@@ -332,7 +419,7 @@ lloop: \
 // w their four heads' eight weights (32 floats per block, head by head,
 // A's then B's), adds w_j·level_f lane by lane to accs[j][8f:8f+8], for
 // every field f: each sum loaded and stored once per field and pair.
-TEXT ·kltAcc4AVX2(SB), NOSPLIT, $0-72
+TEXT ·kltAcc4AVX2(SB), NOSPLIT, $96-72
 	MOVQ    accs+0(FP), AX
 	MOVQ    0(AX), R8
 	MOVQ    8(AX), R9
@@ -376,6 +463,7 @@ afull:
 	VMOVUPS 32(R15), Y1
 	VMOVUPS 64(R15), Y2
 	VMOVUPS 96(R15), Y3
+	TZERO
 	MOVQ    segs+40(FP), R11
 	MOVQ    nsegs+48(FP), R12
 	XORQ    R13, R13
@@ -391,25 +479,7 @@ aseg:
 	YWINLOAD(Y4)
 
 akeep:
-	MOVQ  24(R11), CX
-	MOVQ  32(R11), R14
-	MOVL  4(R11), AX
-	TESTL AX, AX
-	JNE   a16
-	AFIELDS(LOOK8, a8loop)
-
-a16:
-	CMPL AX, $1
-	JNE  a32
-	AFIELDS(LOOK16, a16loop)
-
-a32:
-	CMPL AX, $2
-	JNE  ag
-	AFIELDS(LOOK32, a32loop)
-
-ag:
-	AFIELDS(LOOKG, agloop)
+	SEGMENT(AFIELDS, KLTNEXT, KLTNEXTB, TNEXTA, TNEXTB, NOSEG, LOOK8, LOOK16, LOOK32, LOOKG, LOOKG, TSTARTS)
 
 anext:
 	ADDQ $80, R11
@@ -431,10 +501,11 @@ anext:
 // left (KMASK) and of the code's bytes, so nothing past the codes nor the
 // partner of an odd last block is read (its lanes are zero); a window is
 // then two plain loads of that dword and the next and two shifts
-// (WINPOS(6), ZWINLOAD). Per segment its mask (broadcast), shift and the first 32 entries
+// (WINPOS(6), ZWINLOAD). Per segment its mask (broadcast), shift and the first 64 entries
 // of its table go into registers (ZSEG); a field's level is then one
 // permute of 16 entries (kinds 0 and 1), the two halves of the table in
-// one VPERMT2PS (kind 2), or a gather (kind 3).
+// one VPERMT2PS (kind 2), its four quarters in two and a blend (kind 3,
+// 64 entries: a trellis-coded field of 5 bits), or a gather (kind 4).
 
 // KMASK(k) sets k to the lanes of the blocks left in AX: none (AX ≤ 0),
 // the low eight (one block) or all sixteen; AX, BX, CX scratch.
@@ -609,18 +680,44 @@ lfull: \
 	VPORD     Z30, z, z
 
 // ZSEG loads segment R11's mask into the lanes of Z24, its bits into
-// X25 and the first 32 levels of its table at R14 into Z26 and Z27.
+// X25 and the first 64 levels of its table at R14 into Z26–Z29 (a run's
+// table has 256 entries; Z28 and Z29 are free while the fields are read).
 #define ZSEG \
 	VPBROADCASTD 48(R11), Z24; \
 	VMOVQ        8(R11), X25; \
 	VMOVUPS      (R14), Z26; \
-	VMOVUPS      64(R14), Z27
+	VMOVUPS      64(R14), Z27; \
+	VMOVUPS      128(R14), Z28; \
+	VMOVUPS      192(R14), Z29
 
 // ZNEXT(z) leaves the indices of the next field of the segment in window
 // z in Z5 and moves z on to the one after it.
 #define ZNEXT(z) \
 	VPANDD Z24, z, Z5; \
 	VPSRLD X25, z, z
+
+// ZTNEXT(z, st, x, tab, one) is ZNEXT for a trellis-coded field, the
+// lanes' states in st, X in tab and 1 in every lane of one: Z5 the
+// field's entry 2u ⊕ X[s], the states moved on to 2s | (u&1); x scratch.
+#define ZTNEXT(z, st, x, tab, one) \
+	VPANDD     Z24, z, Z5; \
+	VPSRLD     X25, z, z; \
+	VPERMD     tab, st, x; \
+	VPADDD     st, st, st; \
+	VPTERNLOGD $0xF8, one, Z5, st; \
+	VPADDD     Z5, Z5, Z5; \
+	VPXORD     x, Z5, Z5
+
+// ZTSTART(z, st, tab, one) is a segment of mode kltStart: it moves the
+// lanes' states st on by the path bit of window z's first field (st |=
+// z & one, VPTERNLOGD's A | B&C), after setting tab to X (at R14) and
+// one to 1 in every lane.
+#define ZTSTART(z, st, tab, one) \
+	VMOVDQU32  (R14), tab; \
+	VPTERNLOGD $0xFF, one, one, one; \
+	VPSRLD     $31, one, one; \
+	VPADDD     st, st, st; \
+	VPTERNLOGD $0xF8, one, z, st
 
 // The lookups of the levels of Z5 from the segment's table into Z6.
 #define ZLOOK16 \
@@ -629,6 +726,17 @@ lfull: \
 #define ZLOOK32 \
 	VMOVAPS   Z26, Z6; \
 	VPERMT2PS Z27, Z5, Z6
+
+// ZLOOK64: the halves in two VPERMT2PS, blended by bit 5 of the index
+// (Z13, Z14 and K2 scratch: the window shifts in X13 and X14 are spent).
+#define ZLOOK64 \
+	VMOVAPS   Z26, Z6; \
+	VPERMT2PS Z27, Z5, Z6; \
+	VMOVAPS   Z28, Z13; \
+	VPERMT2PS Z29, Z5, Z13; \
+	VPSRLD    $5, Z5, Z14; \
+	VPTESTMD  Z14, Z14, K2; \
+	VBLENDMPS Z13, Z6, K2, Z6
 
 #define ZLOOKG \
 	KXNORW     K2, K2, K2; \
@@ -644,21 +752,30 @@ lfull: \
 	VFMADD231PS.BCST 12(R13), Z6, a3; \
 	ADDQ             $16, R13
 
-// ZSFIELDS(LOOK, lloop) is SFIELDS for sixteen lanes: two sets of sums,
-// Z0–Z3 and Z8–Z11.
-#define ZSFIELDS(LOOK, lloop) \
+// ZSFIELDS(NEXT, unused, LOOK, lloop) is SFIELDS for sixteen lanes, the
+// fields read by NEXT (ZSNEXT or ZSTNEXT): two sets of sums, Z0–Z3 and
+// Z8–Z11.
+#define ZSFIELDS(NEXT, unused, LOOK, lloop) \
 lloop: \
-	ZNEXT(Z12); \
+	NEXT; \
 	LOOK; \
 	ZQ4(Z0, Z1, Z2, Z3); \
 	DECQ CX; \
 	JZ   zsnext; \
-	ZNEXT(Z12); \
+	NEXT; \
 	LOOK; \
 	ZQ4(Z8, Z9, Z10, Z11); \
 	DECQ CX; \
 	JNZ  lloop; \
 	JMP  zsnext
+
+// The score kernel's fields: the window in Z12, and for trellis-coded
+// ones the states in Z15, X in Z16, ones in Z17.
+#define ZSNEXT ZNEXT(Z12)
+
+#define ZSTNEXT ZTNEXT(Z12, Z15, Z18, Z16, Z17)
+
+#define ZSSTART ZTSTART(Z12, Z15, Z16, Z17)
 
 // ZOUT(i, z) sets the 16 floats of query i/8's row (its pointer at
 // i(DI)) at R15 to its base (at i/2(R9)) plus the codes' scales (Z28)
@@ -702,6 +819,7 @@ zsblock:
 	VPXORD Z9, Z9, Z9
 	VPXORD Z10, Z10, Z10
 	VPXORD Z11, Z11, Z11
+	VPXORD Z15, Z15, Z15
 	MOVQ   segs+48(FP), R11
 	MOVQ   nsegs+56(FP), R12
 	MOVQ   q+64(FP), R13
@@ -715,21 +833,7 @@ zsseg:
 	ZWINLOAD(Z12)
 
 zskeep:
-	MOVQ 24(R11), CX
-	MOVQ 32(R11), R14
-	ZSEG
-	MOVL 4(R11), AX
-	CMPL AX, $1
-	JGT  zs32
-	ZSFIELDS(ZLOOK16, zs16loop)
-
-zs32:
-	CMPL AX, $2
-	JNE  zsg
-	ZSFIELDS(ZLOOK32, zs32loop)
-
-zsg:
-	ZSFIELDS(ZLOOKG, zsgloop)
+	SEGMENT(ZSFIELDS, ZSNEXT, -, ZSTNEXT, -, ZSEG, ZLOOK16, ZLOOK16, ZLOOK32, ZLOOK64, ZLOOKG, ZSSTART)
 
 zsnext:
 	ADDQ $80, R11
@@ -761,14 +865,16 @@ zsnext:
 	VFMADD231PS wb, Z6, t; \
 	VMOVUPS     t, (base)(R13*1)
 
-// ZAFIELDS(LOOK, lloop) sums the CX fields of the segment with lookup
-// LOOK for the two groups of sixteen codes, A's window in Z12, B's in Z4.
-#define ZAFIELDS(LOOK, lloop) \
+// ZAFIELDS(NA, NB, LOOK, lloop) sums the CX fields of the segment, read
+// by NA and NB (ZANEXTA and ZANEXTB, or ZATNEXTA and ZATNEXTB), with
+// lookup LOOK for the two groups of sixteen codes, A's window in Z12,
+// B's in Z4.
+#define ZAFIELDS(NA, NB, LOOK, lloop) \
 lloop: \
-	ZNEXT(Z12); \
+	NA; \
 	LOOK; \
 	VMOVAPS Z6, Z7; \
-	ZNEXT(Z4); \
+	NB; \
 	LOOK; \
 	ZACC(R8, Z20, Z0, Z16); \
 	ZACC(R9, Z21, Z1, Z17); \
@@ -778,6 +884,20 @@ lloop: \
 	DECQ CX; \
 	JNZ  lloop; \
 	JMP  zanext
+
+// The accumulator kernel's fields: the windows in Z12 and Z4, and for
+// trellis-coded ones the states in Z8 and Z9, X in Z10, ones in Z11.
+#define ZANEXTA ZNEXT(Z12)
+
+#define ZANEXTB ZNEXT(Z4)
+
+#define ZATNEXTA ZTNEXT(Z12, Z8, Z15, Z10, Z11)
+
+#define ZATNEXTB ZTNEXT(Z4, Z9, Z15, Z10, Z11)
+
+#define ZASTART \
+	ZTSTART(Z12, Z8, Z10, Z11); \
+	ZTSTART(Z4, Z9, Z10, Z11)
 
 // ZWEIGHTS(i, wa, wb) sets wa and wb to the weights of head i/8 (its
 // pointer at i(AX)) at R15 times the codes' scales: those of group A
@@ -839,6 +959,8 @@ zaquad:
 	ZWEIGHTS(8, Z1, Z17)
 	ZWEIGHTS(16, Z2, Z18)
 	ZWEIGHTS(24, Z3, Z19)
+	VPXORD    Z8, Z8, Z8
+	VPXORD    Z9, Z9, Z9
 	MOVQ      segs+48(FP), R11
 	MOVQ      nsegs+56(FP), R12
 	XORQ      R13, R13
@@ -854,21 +976,7 @@ zaseg:
 	ZWINLOAD(Z4)
 
 zakeep:
-	MOVQ 24(R11), CX
-	MOVQ 32(R11), R14
-	ZSEG
-	MOVL 4(R11), AX
-	CMPL AX, $1
-	JGT  za32
-	ZAFIELDS(ZLOOK16, za16loop)
-
-za32:
-	CMPL AX, $2
-	JNE  zag
-	ZAFIELDS(ZLOOK32, za32loop)
-
-zag:
-	ZAFIELDS(ZLOOKG, zagloop)
+	SEGMENT(ZAFIELDS, ZANEXTA, ZANEXTB, ZATNEXTA, ZATNEXTB, ZSEG, ZLOOK16, ZLOOK16, ZLOOK32, ZLOOK64, ZLOOKG, ZASTART)
 
 zanext:
 	ADDQ $80, R11

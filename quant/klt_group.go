@@ -3,6 +3,7 @@ package quant
 import (
 	"encoding/binary"
 	"fmt"
+	"unsafe"
 
 	"github.com/turbomem/turbomem/tensor"
 )
@@ -28,7 +29,9 @@ import (
 // field for four queries, value sums keep eight (AVX2) or sixteen
 // (AVX-512) per-lane sums per field in scratch (two blocks of eight codes
 // a pass, four with AVX-512), added up into the accumulator at the end of
-// each call. The
+// each call. Trellis-coded fields (KLTParams.Trellis, up to 8 states) go
+// the same way, each field's entry in its table found from the lane's
+// trellis state (kltSeg's modes). The
 // row path is the kernels' pure-Go twin (the tests compare them) and
 // takes the last codes, whose loads would read past the end of the
 // codes. The
@@ -40,7 +43,8 @@ import (
 type kltRun struct {
 	pos, bits, n, first int
 	per                 int           // fields read from one 64-bit word
-	levels              *[256]float32 // σ·c[idx], zero past 2^bits
+	levels              *[256]float32 // σ·c[idx], zero past 2^bits (2^(bits+1) entries trellis-coded)
+	trellis             bool          // trellis-coded fields (klt_tcq.go)
 }
 
 // kltRuns cuts k's fields into runs.
@@ -50,8 +54,12 @@ func kltRuns(k *KLT) []kltRun {
 	for j := 0; j < len(k.fields); {
 		f := k.fields[j]
 		b := int(k.bits[f.comp])
-		r := kltRun{pos: pos, bits: b, first: j, per: (64 - 7) / b, levels: new([256]float32)}
-		copy(r.levels[:], k.levels[f.base:f.base+1<<b])
+		r := kltRun{pos: pos, bits: b, first: j, per: (64 - 7) / b, levels: new([256]float32), trellis: f.trellis}
+		entries := 1 << b
+		if f.trellis {
+			entries = 2 << b // the union codebook
+		}
+		copy(r.levels[:], k.levels[f.base:f.base+entries])
 		for j < len(k.fields) {
 			g := k.fields[j]
 			if int(k.bits[g.comp]) != b || k.sigma[g.comp] != k.sigma[f.comp] {
@@ -70,20 +78,51 @@ func kltRuns(k *KLT) []kltRun {
 // of one run lying in one 4-byte window of the code (80 bytes; the
 // assembly knows the layout).
 type kltSeg struct {
-	off   int32    // byte of the code whose 4 bytes are the window, or −1: the last segment's window goes on
-	kind  int32    // levels: 0 up to 8 (one permute), 1 16 (two), 2 32 (four), 3 more (a gather)
-	bits  uint64   // of each field
-	shift uint64   // of the first field in a new window
-	n     int64    // fields
-	tab   *float32 // the run's levels
-	_     uint64
+	off   int32     // byte of the code whose 4 bytes are the window, or −1: the last segment's window goes on
+	kind  int32     // levels: 0 up to 8 (one permute), 1 16 (two), 2 32 (four), 3 64 (a gather; two permutes with AVX-512), 4 more (a gather)
+	bits  uint64    // of each field
+	shift uint64    // of the first field in a new window
+	n     int64     // fields
+	tab   *float32  // the run's levels; with mode kltStart, the subsets X (kltTCQ.xtab)
+	mode  int64     // kltScalar, kltTrellis or kltStart
 	mask  [8]uint32 // 2^bits − 1, once per lane
 }
 
+// The modes of a kltSeg. A trellis-coded field (klt_tcq.go) of b bits u
+// = path bit | index<<1 has the entry 4·idx + subset = 2u ⊕ X[s] in its
+// run's table of 2^(b+1) levels, s the state before it (its lane's last
+// ν path bits, the last in bit 0) and X[s] the subset of the branch from
+// s with path bit 0: the two branches that leave a state differ only in
+// z₁, bit 1 of the subset, which is the path bit's parity with the
+// state's (Trellis: h0 has a D⁰ term, h1 none). The state then moves on
+// to 2s | (u&1), of which the kernels' lookup of X reads the low 3 bits
+// (4 with AVX-512): X repeats with period the number of states. A pass
+// starts each lane's state at 0 and moves it on through the segments of
+// mode kltStart, the path bits of the last ν trellis-coded fields, read
+// before the others: the state before the first (tail-biting).
+const (
+	kltScalar  = iota // scalar fields: the entry is the index
+	kltTrellis        // trellis-coded fields
+	kltStart          // one field, whose path bit only moves the state on
+)
+
 // kltSegs cuts k's runs into segments: a new one where a run starts or a
-// field does not lie inside the last window.
+// field does not lie inside the last window; a trellis-coded KLT's first
+// segments are those of mode kltStart.
 func kltSegs(k *KLT) []kltSeg {
 	var segs []kltSeg
+	if t := k.tcq; t != nil && len(t.fields) > 0 {
+		n := len(t.fields)
+		for b := t.tr.nu; b >= 1; b-- {
+			f := k.fields[t.fields[((n-b)%n+n)%n]]
+			p := 8*f.off + int(f.shift)
+			sg := kltSeg{off: int32(1 + p/8), shift: uint64(p % 8), bits: uint64(k.bits[f.comp]), n: 1, tab: (*float32)(unsafe.Pointer(&t.xtab[0])), mode: kltStart}
+			for l := range sg.mask {
+				sg.mask[l] = 1<<sg.bits - 1
+			}
+			segs = append(segs, sg)
+		}
+	}
 	win := -1 << 20 // first index bit of the window
 	for _, r := range k.runs {
 		for i := range r.n {
@@ -98,13 +137,17 @@ func kltSegs(k *KLT) []kltSeg {
 				win = p &^ 7
 				sg.off, sg.shift = int32(1+p/8), uint64(p-win)
 			}
+			tb := r.bits // the table's index bits
+			if r.trellis {
+				sg.mode, tb = kltTrellis, r.bits+1
+			}
 			switch {
-			case r.bits <= 3:
+			case tb <= 3:
 				sg.kind = 0
-			case r.bits <= 5:
-				sg.kind = int32(r.bits - 3)
+			case tb <= 6:
+				sg.kind = int32(tb - 3)
 			default:
-				sg.kind = 3
+				sg.kind = 4
 			}
 			for l := range sg.mask {
 				sg.mask[l] = 1<<r.bits - 1
@@ -146,8 +189,9 @@ func kltTrLen2(stride, groups int) int {
 var kltAVX2Only bool
 
 // lanes reports whether the lane kernels take k's codes: the CPU has them
-// and the code is scalar (a TCQ code takes the row path).
-func (k *KLT) lanes() bool { return hasKLTLanes() && k.tcq == nil }
+// and the code is scalar or trellis-coded on up to 8 states (kltSeg's
+// modes; a larger trellis takes the row path).
+func (k *KLT) lanes() bool { return hasKLTLanes() && k.segs != nil }
 
 // laneScales sets rho[v] to the scale of code v of codes (stride bytes
 // each), for v < len(rho).

@@ -56,7 +56,7 @@ func kltCases(t testing.TB) []struct {
 			k    *KLT
 		}{fmt.Sprintf("d%d/random", d), randomKLT(t, r, d)})
 	}
-	// The trellis-coded option (the Go row path): designed, weighted,
+	// The trellis-coded option: designed, weighted,
 	// and random bits (8-bit components stay scalar among TCQ ones).
 	for _, d := range []int{16, 128} {
 		cov, mean := correlated(r, d, -4, 1)
@@ -67,19 +67,43 @@ func kltCases(t testing.TB) []struct {
 			}{fmt.Sprintf("d%d/%g/tcq", d, bpc), tcqKLTFor(t, cov, mean, nil, d, bpc)})
 		}
 	}
-	p := randomKLT(t, r, 40).Params()
-	p.Trellis, p.Weight = 8, make([]float32, 40)
-	for i := range p.Weight {
-		p.Weight[i] = float32(r.Float64())
+	// On the lane kernels too (up to 8 states): random bits (every width
+	// 1 to 7, 8-bit scalar ones among them) at dimensions off the lanes,
+	// every width in turn, 4 states (X of period 4), 16 (the row path),
+	// and paths shorter than the trellis memory (the start state read
+	// cyclically from one or two fields).
+	for _, c := range []struct {
+		name   string
+		d      int
+		states int
+		bits   func(i int) uint8 // nil: randomKLT's
+	}{
+		{"d40/random/tcq", 40, 8, nil},
+		{"d13/random/tcq", 13, 8, nil},
+		{"d100/random/tcq", 100, 8, nil},
+		{"d69/widths/tcq", 69, 8, func(i int) uint8 { return uint8(1 + i%7) }},
+		{"d24/random/tcq4", 24, 4, nil},
+		{"d24/random/tcq16", 24, 16, nil},
+		{"d16/one/tcq", 16, 8, func(i int) uint8 { return uint8(3 * min(1, i%16/15)) }},
+		{"d16/two/tcq", 16, 8, func(i int) uint8 { return [16]uint8{5: 2, 9: 8, 11: 4}[i] }},
+	} {
+		p := randomKLT(t, r, c.d).Params()
+		p.Trellis, p.Weight = c.states, make([]float32, c.d)
+		for i := range p.Weight {
+			p.Weight[i] = float32(r.Float64())
+			if c.bits != nil {
+				p.Bits[i] = c.bits(i)
+			}
+		}
+		k, err := NewKLT(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, struct {
+			name string
+			k    *KLT
+		}{c.name, k})
 	}
-	k, err := NewKLT(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out = append(out, struct {
-		name string
-		k    *KLT
-	}{"d40/random/tcq", k})
 	return out
 }
 
@@ -398,5 +422,28 @@ func BenchmarkKLTAttend(b *testing.B) {
 				c.a.Accumulate(accs, ws, codes)
 			}
 		})
+	}
+}
+
+// TestKLTTrellisLanes: a trellis-coded KLT takes the lane kernels where
+// the CPU has them up to 8 states (kltSeg's modes), the row path above,
+// and its segments start with the ν kltStart ones.
+func TestKLTTrellisLanes(t *testing.T) {
+	for _, c := range kltCases(t) {
+		tc := c.k.tcq
+		if tc == nil {
+			continue
+		}
+		if want := hasKLTLanes() && tc.tr.States() <= 8; c.k.lanes() != want {
+			t.Errorf("%s: lane kernels %v, want %v", c.name, c.k.lanes(), want)
+		}
+		if c.k.segs == nil || len(tc.fields) == 0 {
+			continue
+		}
+		for i, sg := range c.k.segs {
+			if start := i < tc.tr.Memory(); (sg.mode == kltStart) != start || sg.mode == kltStart && sg.n != 1 {
+				t.Fatalf("%s: segment %d of mode %d, %d fields", c.name, i, sg.mode, sg.n)
+			}
+		}
 	}
 }

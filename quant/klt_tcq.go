@@ -23,7 +23,10 @@ type kltTCQ struct {
 	byWidth [TCQMaxBits + 1]*TCQ
 	w       []float64 // per TCQ field, the encoder's weight Weightᵢ·σᵢ²
 	lbl     []uint8   // lbl[s*2+v]: the subset of the branch from s with path bit v
-	pool    sync.Pool // *kltTCQScratch
+	// xtab[i] is the subset of the branch from state i mod 2^ν with
+	// path bit 0: the lane kernels' X (kltSeg; up to 8 states).
+	xtab [32]uint32
+	pool sync.Pool // *kltTCQScratch
 }
 
 // kltTCQScratch is one encoder's working memory: a driving TCQ with a
@@ -70,6 +73,9 @@ func newKLTTCQ(k *KLT, states int, weight []float32) (*kltTCQ, error) {
 		for v := range 2 {
 			t.lbl = append(t.lbl, uint8(tr.Subset(s, v)))
 		}
+	}
+	for i := range t.xtab {
+		t.xtab[i] = uint32(tr.Subset(i%tr.States(), 0))
 	}
 	n := len(t.fields)
 	t.pool.New = func() any {

@@ -83,24 +83,38 @@ type TCQ struct {
 	b    int
 	book []float64    // union codebook, ascending, 2^(b+1) levels
 	sub  [4][]float64 // sub[j][i] = book[4i+j]
-	lbl  []int        // lbl[s*2+v]: the subset of the branch from s with path bit v
+	// mid[j][i] is the decision threshold (sub[j][i]+sub[j][i+1])/2 of
+	// subset j: nearest's boundaries, for a branch-free search.
+	mid [4][]float64
+	// branch[s'] are the two branches that enter state s' (Trellis).
+	branch []tcqBranch
+	// unrolled: the trellis is Ungerboeck's of 8 states (viterbi8).
+	unrolled bool
 	// TailBiting makes a path end in the state it starts in (see
 	// Encode); otherwise it starts in state 0, as in Marcellin and
 	// Fischer's long sequences.
 	TailBiting bool
-	// steps, when set, are the subsets of each step of a sequence (of as
-	// many steps), for sequences whose components differ in width and so
-	// in codebook; nil: sub at every step.
-	steps   []*[4][]float64
+	// steps, when set, are the quantizers of each step of a sequence (of
+	// as many steps), for sequences whose components differ in width and
+	// so in codebook; nil: q at every step.
+	steps   []*TCQ
 	scratch tcqScratch
 }
 
+// tcqBranch are the two branches that enter a state: from p0 and p1
+// (p0 | 2^(ν−1)), of subsets l0 and l1.
+type tcqBranch struct{ p0, p1, l0, l1 uint8 }
+
 // tcqScratch is the Viterbi's working memory.
 type tcqScratch struct {
-	cost, next []float64
-	dist       []float64 // per step and subset: the weighted error of its nearest level
-	at         []int32   // per step and subset: that level's index in the subset
-	back, best []uint8   // per step and state: which predecessor (0, 1)
+	cost, next *[256]float64 // path costs by state (up to 256 states)
+	lower      [256]float64  // the free pass's costs by end state: each start's lower bound
+	order      [256]int      // start states by lower bound
+	dist       []float64     // per step and subset: the weighted error of its nearest level
+	at         []int32       // per step and subset: that level's index in the subset
+	// back and best hold, per step, a bit per state: set where the
+	// state was entered from p1 (words of 64 states).
+	back, best []uint64
 }
 
 // NewTCQ returns the b-bit TCQ of trellis tr with the union codebook book
@@ -118,11 +132,16 @@ func NewTCQ(tr Trellis, b int, book []float64) (*TCQ, error) {
 	q := &TCQ{tr: tr, b: b, book: slices.Clone(book)}
 	q.SetBook(book)
 	n := tr.States()
-	q.lbl = make([]int, 2*n)
-	for s := range n {
-		for v := range 2 {
-			q.lbl[s*2+v] = tr.Subset(s, v)
-		}
+	half := n >> 1
+	for s2 := range n {
+		// State s' is entered from s'>>1 and s'>>1 | 2^(ν−1), with path
+		// bit s'&1.
+		p0, v := s2>>1, s2&1
+		q.branch = append(q.branch, tcqBranch{uint8(p0), uint8(p0 | half), uint8(tr.Subset(p0, v)), uint8(tr.Subset(p0|half, v))})
+	}
+	q.unrolled = n == 8
+	for s2, br := range q.branch {
+		q.unrolled = q.unrolled && [2]uint8{br.l0, br.l1} == ungerboeck8Labels[s2]
 	}
 	return q, nil
 }
@@ -146,6 +165,17 @@ func (q *TCQ) SetBook(book []float64) {
 			q.sub[j] = append(q.sub[j], book[l])
 		}
 	}
+	q.setMids()
+}
+
+// setMids sets mid from sub.
+func (q *TCQ) setMids() {
+	for j, c := range q.sub {
+		q.mid[j] = q.mid[j][:0]
+		for i := range len(c) - 1 {
+			q.mid[j] = append(q.mid[j], (c[i]+c[i+1])/2)
+		}
+	}
 }
 
 // SetSteps makes q code sequences of len(widths) steps, step t with the
@@ -162,18 +192,21 @@ func (q *TCQ) SetSteps(widths []*TCQ) error {
 		if w.tr != q.tr {
 			return fmt.Errorf("quant: tcq: step %d has another trellis", t)
 		}
-		q.steps = append(q.steps, &w.sub)
+		q.steps = append(q.steps, w)
 	}
 	return nil
 }
 
-// subsAt returns the subsets of step t.
-func (q *TCQ) subsAt(t int) *[4][]float64 {
+// at returns the quantizer of step t.
+func (q *TCQ) at(t int) *TCQ {
 	if q.steps != nil {
 		return q.steps[t]
 	}
-	return &q.sub
+	return q
 }
+
+// subsAt returns the subsets of step t.
+func (q *TCQ) subsAt(t int) *[4][]float64 { return &q.at(t).sub }
 
 // tailBitingSearch is how many start states the tail-biting encoder of a
 // trellis of more than 32 states tries: the cyclic states of the best
@@ -187,13 +220,22 @@ const tailBitingSearch = 8
 // ends in, its last ν path bits, so that no component sees half a
 // codebook (a path from state 0 starts in D0 ∪ D2, lopsided) and no bit
 // is spent on the start; the decoder reads the window cyclically. The
-// encoder tries every start state up to 32 states, so that the path it
-// returns is the least-error tail-biting path. Otherwise the path starts
-// in state 0 and ends anywhere.
+// encoder finds the least-error tail-biting path up to 32 states (every
+// start state that could beat the best found; see encode). Otherwise the
+// path starts in state 0 and ends anywhere.
 func (q *TCQ) Encode(x, w []float64, v, idx []int) float64 {
 	return q.encode(&q.scratch, x, w, v, idx)
 }
 
+// encode is Encode. Up to 32 states, tail-biting, it is a branch and
+// bound over the start states: a free pass (every state a start at no
+// cost) gives each end state's least cost, a lower bound on the
+// tail-biting path through it (the free pass minimises over a superset of
+// paths, with the same float additions in the same order, and rounding
+// is monotone); the starts are then tried by ascending bound until the
+// bound passes the best cost found. The least cost, ties to the lowest
+// start state, is the search over every start state's, exactly: a start
+// left out costs more than the best.
 func (q *TCQ) encode(sc *tcqScratch, x, w []float64, v, idx []int) float64 {
 	if q.steps != nil && len(q.steps) != len(x) {
 		panic(fmt.Sprintf("quant: tcq: %d values for a sequence of %d steps", len(x), len(q.steps)))
@@ -203,12 +245,10 @@ func (q *TCQ) encode(sc *tcqScratch, x, w []float64, v, idx []int) float64 {
 		return 0
 	}
 	q.nearestLevels(sc, x, w)
-	if cap(sc.back) < n*ns {
-		sc.back, sc.best = make([]uint8, n*ns), make([]uint8, n*ns)
-	}
-	sc.back, sc.best = sc.back[:n*ns], sc.best[:n*ns]
-	if len(sc.cost) != ns {
-		sc.cost, sc.next = make([]float64, ns), make([]float64, ns)
+	words := (ns + 63) / 64
+	sc.back, sc.best = resize(sc.back, n*words), resize(sc.best, n*words)
+	if sc.cost == nil {
+		sc.cost, sc.next = new([256]float64), new([256]float64)
 	}
 	if !q.TailBiting {
 		q.viterbi(sc, 0)
@@ -222,34 +262,37 @@ func (q *TCQ) encode(sc *tcqScratch, x, w []float64, v, idx []int) float64 {
 		q.traceback(sc, sc.back, end, v, idx)
 		return c
 	}
-	var starts []int
-	if ns <= 32 {
-		starts = make([]int, ns)
-		for s := range starts {
-			starts[s] = s
-		}
-	} else {
-		q.viterbi(sc, -1)
-		order := make([]int, ns)
-		for s := range order {
-			order[s] = s
-		}
-		slices.SortFunc(order, func(a, b int) int { return cmp.Compare(sc.cost[a], sc.cost[b]) })
+	q.viterbi(sc, -1)
+	order := sc.order[:ns]
+	lower := sc.lower[:ns]
+	copy(lower, sc.cost[:ns])
+	for s := range order {
+		order[s] = s
+	}
+	slices.SortFunc(order, func(a, b int) int { return cmp.Compare(lower[a], lower[b]) })
+	if ns > 32 {
 		// The cyclic state of each of the best free paths (its end state,
 		// or for a path shorter than ν its bits repeated), and state 0,
-		// which always has a tail-biting path (all zeros).
-		starts = []int{0}
+		// which always has a tail-biting path (all zeros), tried in that
+		// order with no bound, ties to the first.
+		starts := []int{0}
 		for _, e := range order[:tailBitingSearch] {
 			q.traceback(sc, sc.back, e, v, idx)
 			if s0 := q.state(v, 0); !slices.Contains(starts, s0) {
 				starts = append(starts, s0)
 			}
 		}
+		order = starts
+		clear(lower)
 	}
+	exact := ns <= 32
 	best, bestCost := -1, math.Inf(1)
-	for _, s0 := range starts {
+	for _, s0 := range order {
+		if best >= 0 && lower[s0] > bestCost {
+			break // sorted: no later start can do better either
+		}
 		q.viterbi(sc, s0)
-		if c := sc.cost[s0]; c < bestCost || best < 0 {
+		if c := sc.cost[s0]; c < bestCost || best < 0 || exact && c == bestCost && s0 < best {
 			best, bestCost = s0, c
 			sc.back, sc.best = sc.best, sc.back // keep the best start's decisions
 		}
@@ -260,72 +303,155 @@ func (q *TCQ) encode(sc *tcqScratch, x, w []float64, v, idx []int) float64 {
 
 // nearestLevels finds, for each step of x, each subset's nearest level
 // and its weighted error: four scalar quantizations a step, shared by
-// every start state's Viterbi pass.
+// every start state's Viterbi pass. Each is nearest's search, branch
+// free: the index is the number of thresholds below the value (a subset
+// has 2^(b−1) levels), for values that are not NaN.
 func (q *TCQ) nearestLevels(sc *tcqScratch, x, w []float64) {
 	n := len(x)
-	if cap(sc.dist) < 4*n {
-		sc.dist, sc.at = make([]float64, 4*n), make([]int32, 4*n)
-	}
-	sc.dist, sc.at = sc.dist[:4*n], sc.at[:4*n]
+	sc.dist, sc.at = resize(sc.dist, 4*n), resize(sc.at, 4*n)
 	for t, xt := range x {
 		wt := 1.0
 		if w != nil {
 			wt = w[t]
 		}
-		sub := q.subsAt(t)
-		for j := range 4 {
-			i := nearest(sub[j], xt)
-			e := xt - sub[j][i]
-			sc.dist[4*t+j], sc.at[4*t+j] = wt*e*e, int32(i)
+		st := q.at(t)
+		half := len(st.sub[0]) >> 1
+		m0, m1, m2, m3 := st.mid[0], st.mid[1], st.mid[2], st.mid[3]
+		var i0, i1, i2, i3 int
+		for step := half; step > 0; step >>= 1 { // four searches side by side
+			i0 += above(m0[i0+step-1], xt, step)
+			i1 += above(m1[i1+step-1], xt, step)
+			i2 += above(m2[i2+step-1], xt, step)
+			i3 += above(m3[i3+step-1], xt, step)
 		}
+		e0, e1, e2, e3 := xt-st.sub[0][i0], xt-st.sub[1][i1], xt-st.sub[2][i2], xt-st.sub[3][i3]
+		*(*[4]float64)(sc.dist[4*t:]) = [4]float64{wt * e0 * e0, wt * e1 * e1, wt * e2 * e2, wt * e3 * e3}
+		*(*[4]int32)(sc.at[4*t:]) = [4]int32{int32(i0), int32(i1), int32(i2), int32(i3)}
 	}
+}
+
+// above returns step if x > mid, else 0, branch free: x > mid is the sign
+// of mid − x, exactly for values that are not NaN (a difference of
+// finite floats rounds to 0 only when they are equal; the thresholds are
+// finite).
+func above(mid, x float64, step int) int {
+	return step & -int(math.Float64bits(mid-x)>>63)
 }
 
 // viterbi runs the add–compare–select from state start (−1: from every
 // state at no cost), leaving the path costs by end state in sc.cost and
-// the decisions in sc.back.
+// the decisions in sc.back. The select is branch free (min; the costs
+// are not NaN for values that are not): the decisions are as random as
+// the data.
 func (q *TCQ) viterbi(sc *tcqScratch, start int) {
 	ns := q.tr.States()
+	if q.unrolled {
+		q.viterbi8(sc, start)
+		return
+	}
 	n := len(sc.dist) / 4
-	for s := range sc.cost {
-		sc.cost[s] = 0
+	words := (ns + 63) / 64
+	cost, next := sc.cost, sc.next
+	for s := range ns {
+		cost[s] = 0
 		if start >= 0 && s != start {
-			sc.cost[s] = math.Inf(1)
+			cost[s] = math.Inf(1)
 		}
 	}
-	half := ns >> 1
-	cost, next := sc.cost, sc.next
+	branch := q.branch
 	for t := range n {
-		dist := sc.dist[4*t : 4*t+4 : 4*t+4]
-		back := sc.back[t*ns : (t+1)*ns : (t+1)*ns]
-		// State s' is entered from s'>>1 and s'>>1 | 1<<(ν−1), with path
-		// bit s'&1.
-		for s2 := range ns {
-			p0, vb := s2>>1, s2&1
-			p1 := p0 | half
-			c0, c1 := cost[p0]+dist[q.lbl[p0*2+vb]], cost[p1]+dist[q.lbl[p1*2+vb]]
-			if c1 < c0 {
-				next[s2], back[s2] = c1, 1
-			} else {
-				next[s2], back[s2] = c0, 0
+		dist := (*[4]float64)(sc.dist[4*t:])
+		back := sc.back[t*words : (t+1)*words]
+		for wi := range back {
+			var dec uint64
+			for i, br := range branch[64*wi : min(ns, 64*wi+64)] {
+				c0, c1 := cost[br.p0]+dist[br.l0&3], cost[br.p1]+dist[br.l1&3]
+				var d uint64
+				if c1 < c0 {
+					d = 1
+				}
+				next[uint8(64*wi+i)] = min(c0, c1)
+				dec |= d << i
 			}
+			back[wi] = dec
 		}
 		cost, next = next, cost
 	}
 	sc.cost, sc.next = cost, next
 }
 
+// viterbi8 is viterbi for Ungerboeck's 8-state code (the tcq formats'
+// trellis), unrolled: the costs and the step's four errors stay in
+// registers; with AVX-512, the eight costs in one (viterbi8AVX512, the
+// same float operations). State s' is entered from p0 = s'>>1 and p0 | 4 with path
+// bit s'&1, on branches of subsets (z₀ = bit 1 of p0, z₁ = (s'&1) ⊕
+// (p0&1)) and that with z₁ flipped: ungerboeck8Labels.
+func (q *TCQ) viterbi8(sc *tcqScratch, start int) {
+	var c [8]float64
+	for s := range c {
+		if start >= 0 && s != start {
+			c[s] = math.Inf(1)
+		}
+	}
+	back := sc.back[:len(sc.dist)/4]
+	if hasViterbi8AVX512() {
+		if len(back) > 0 {
+			viterbi8AVX512(&sc.dist[0], len(back), &c, &back[0])
+		}
+		*(*[8]float64)(sc.cost[:8]) = c
+		return
+	}
+	c0, c1, c2, c3, c4, c5, c6, c7 := c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]
+	for t := range back {
+		d := (*[4]float64)(sc.dist[4*t:])
+		d0, d1, d2, d3 := d[0], d[1], d[2], d[3]
+		n0, k0 := acs(c0+d0, c4+d2)
+		n1, k1 := acs(c0+d2, c4+d0)
+		n2, k2 := acs(c1+d2, c5+d0)
+		n3, k3 := acs(c1+d0, c5+d2)
+		n4, k4 := acs(c2+d1, c6+d3)
+		n5, k5 := acs(c2+d3, c6+d1)
+		n6, k6 := acs(c3+d3, c7+d1)
+		n7, k7 := acs(c3+d1, c7+d3)
+		back[t] = k0 | k1<<1 | k2<<2 | k3<<3 | k4<<4 | k5<<5 | k6<<6 | k7<<7
+		c0, c1, c2, c3, c4, c5, c6, c7 = n0, n1, n2, n3, n4, n5, n6, n7
+	}
+	*(*[8]float64)(sc.cost[:8]) = [8]float64{c0, c1, c2, c3, c4, c5, c6, c7}
+}
+
+// tcqGoOnly keeps the tcq encoder to its Go code on a CPU with AVX-512:
+// a switch for the tests and benchmarks that compare the two.
+var tcqGoOnly bool
+
+// ungerboeck8Labels are the subsets of the branches into each state of
+// Ungerboeck's 8-state code, from p0 then p1, as viterbi8 has them.
+var ungerboeck8Labels = [8][2]uint8{{0, 2}, {2, 0}, {2, 0}, {0, 2}, {1, 3}, {3, 1}, {3, 1}, {1, 3}}
+
+// acs is one add–compare–select, branch free: the lesser of the costs
+// c0 and c1 and whether it is c1.
+func acs(c0, c1 float64) (float64, uint64) {
+	var k uint64
+	if c1 < c0 {
+		k = 1
+	}
+	return min(c0, c1), k
+}
+
 // traceback writes the path that ends in state end, from the decisions
 // back.
-func (q *TCQ) traceback(sc *tcqScratch, back []uint8, end int, v, idx []int) {
+func (q *TCQ) traceback(sc *tcqScratch, back []uint64, end int, v, idx []int) {
 	ns := q.tr.States()
-	half := ns >> 1
+	words := (ns + 63) / 64
 	n := len(sc.dist) / 4
 	for t, s := n-1, end; t >= 0; t-- {
-		p := s>>1 | int(back[t*ns+s])*half
+		br := q.branch[s]
+		p, l := br.p0, br.l0
+		if back[t*words+s>>6]>>(s&63)&1 != 0 {
+			p, l = br.p1, br.l1
+		}
 		v[t] = s & 1
-		idx[t] = int(sc.at[4*t+q.lbl[p*2+v[t]]])
-		s = p
+		idx[t] = int(sc.at[4*t+int(l)])
+		s = int(p)
 	}
 }
 
@@ -346,7 +472,7 @@ func (q *TCQ) state(v []int, t int) int {
 // UnionLevel returns the union codebook level, 4·idx[t] + subset, that
 // component t of the path v with subset indices idx reconstructs to.
 func (q *TCQ) UnionLevel(v, idx []int, t int) int {
-	return 4*idx[t] + q.lbl[q.state(v, t)*2+v[t]]
+	return 4*idx[t] + q.tr.Subset(q.state(v, t), v[t])
 }
 
 // Decode writes the reconstruction of the path bits v and subset indices
@@ -354,7 +480,7 @@ func (q *TCQ) UnionLevel(v, idx []int, t int) int {
 // path bits that ends at it, as a scorer reads it.
 func (q *TCQ) Decode(out []float64, v, idx []int) {
 	for t := range out {
-		out[t] = q.subsAt(t)[q.lbl[q.state(v, t)*2+v[t]]][idx[t]]
+		out[t] = q.subsAt(t)[q.tr.Subset(q.state(v, t), v[t])][idx[t]]
 	}
 }
 

@@ -4,7 +4,9 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"slices"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -227,10 +229,20 @@ func TestTCQErrors(t *testing.T) {
 
 // BenchmarkTCQEncode is the Viterbi pass of a klt vector's coded
 // components: 125 of 2 bits (the embedded model's keys at 2.5 bits),
-// tail-biting, with 8, 32 and 256 states.
+// tail-biting, with 8, 32 and 256 states, and 8 on the Go code alone
+// (8/go: no AVX-512 pass).
 func BenchmarkTCQEncode(b *testing.B) {
-	for _, states := range []int{8, 32, 256} {
-		b.Run(strconv.Itoa(states), func(b *testing.B) {
+	for _, states := range []int{8, 32, 256, -8} {
+		name := strconv.Itoa(states)
+		if states < 0 {
+			states, name = -states, name[1:]+"/go"
+		}
+		b.Run(name, func(b *testing.B) {
+			if strings.HasSuffix(name, "/go") {
+				old := tcqGoOnly
+				tcqGoOnly = true
+				b.Cleanup(func() { tcqGoOnly = old })
+			}
 			tr, _ := NewTrellis(states)
 			cb, err := LloydMaxGaussian(3, 1)
 			if err != nil {
@@ -485,8 +497,9 @@ func f64s(x []float32) []float64 {
 // BenchmarkKLTTrellis compares klt3.5 with its trellis-coded twin at
 // d = 128 (the same design and bits): encode per vector, and score per
 // code for one query, by its own scorer (Prepare) and by the cache's
-// group path (ScoreQueries: the lane kernels for the scalar code, the Go
-// row path for TCQ).
+// group path (ScoreQueries: the lane kernels, which read the trellis
+// state of TCQ codes lane by lane), and the weighted sum of the codes
+// for one head (the accumulator, on the same kernels).
 func BenchmarkKLTTrellis(b *testing.B) {
 	const d, n = 128, 1024
 	r := rand.New(rand.NewPCG(3, 4))
@@ -545,5 +558,171 @@ func BenchmarkKLTTrellis(b *testing.B) {
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/vector")
 		})
+		b.Run(name+"/accumulate", func(b *testing.B) {
+			a := NewAccumulator(k)
+			acc, ws := [][]float32{make([]float32, a.AccLen())}, [][]float32{make([]float32, n)}
+			for i := range ws[0] {
+				ws[0][i] = float32(r.Float64())
+			}
+			for b.Loop() {
+				a.Accumulate(acc, ws, codes)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*n), "ns/vector")
+		})
+	}
+}
+
+// refTCQ is the encoder as first written, the reference for the fast one:
+// each subset's nearest level by nearest, a Viterbi pass per start state
+// (every state; state 0 only without tail-biting), branches compared as
+// c1 < c0, the least cost with ties to the lowest start state. It returns
+// the path bits, indices and cost.
+func refTCQ(q *TCQ, x, w []float64) (v, idx []int, cost float64) {
+	n, ns, tr := len(x), q.tr.States(), q.tr
+	dist, at := make([]float64, 4*n), make([]int, 4*n)
+	for t, xt := range x {
+		wt := 1.0
+		if w != nil {
+			wt = w[t]
+		}
+		for j, sub := range q.subsAt(t) {
+			i := nearest(sub, xt)
+			e := xt - sub[i]
+			dist[4*t+j], at[4*t+j] = wt*e*e, i
+		}
+	}
+	starts := []int{0}
+	if q.TailBiting {
+		starts = make([]int, ns)
+		for s := range starts {
+			starts[s] = s
+		}
+	}
+	cost = math.Inf(1)
+	for _, s0 := range starts {
+		c := make([]float64, ns)
+		for s := range c {
+			if s != s0 {
+				c[s] = math.Inf(1)
+			}
+		}
+		back := make([][]int, n) // predecessor of each state at each step
+		for t := range n {
+			next := make([]float64, ns)
+			back[t] = make([]int, ns)
+			for s2 := range ns {
+				p0, p1 := s2>>1, s2>>1|ns>>1
+				c0, c1 := c[p0]+dist[4*t+tr.Subset(p0, s2&1)], c[p1]+dist[4*t+tr.Subset(p1, s2&1)]
+				next[s2], back[t][s2] = c0, p0
+				if c1 < c0 {
+					next[s2], back[t][s2] = c1, p1
+				}
+			}
+			c = next
+		}
+		end := s0
+		if !q.TailBiting {
+			for s := range ns {
+				if c[s] < c[end] {
+					end = s
+				}
+			}
+		}
+		if c[end] < cost || v == nil {
+			cost, v, idx = c[end], make([]int, n), make([]int, n)
+			for t, s := n-1, end; t >= 0; t-- {
+				p := back[t][s]
+				v[t], idx[t] = s&1, at[4*t+tr.Subset(p, s&1)]
+				s = p
+			}
+		}
+	}
+	return v, idx, cost
+}
+
+// TestTCQEncodeReference: the encoder (branch and bound over the start
+// states, branch-free searches, the unrolled 8-state pass) returns
+// exactly the reference encoder's path, indices and cost (refTCQ: the
+// same float operations in the same order, so no tolerance), for 4 to 32
+// states, tail-biting and not, weighted and not, widths 1 to 7 mixed
+// along the path, sequences of 1 to 130 steps, and values on the levels,
+// on the thresholds and at 0, where costs tie; with the AVX-512 pass
+// where the CPU has it, and the Go one.
+func TestTCQEncodeReference(t *testing.T) {
+	for _, goOnly := range []bool{false, true} {
+		if !goOnly && !hasViterbi8AVX512() {
+			continue
+		}
+		t.Run(fmt.Sprintf("go-only=%v", goOnly), func(t *testing.T) {
+			old := tcqGoOnly
+			tcqGoOnly = goOnly
+			t.Cleanup(func() { tcqGoOnly = old })
+			testTCQEncodeReference(t)
+		})
+	}
+}
+
+func testTCQEncodeReference(t *testing.T) {
+	r := rand.New(rand.NewPCG(11, 12))
+	for _, states := range []int{4, 8, 16, 32} {
+		tr, err := NewTrellis(states)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var byWidth []*TCQ
+		for b := 1; b <= TCQMaxBits; b++ {
+			book, err := GaussianTCQBook(tr, b)
+			if err != nil {
+				t.Fatal(err)
+			}
+			q, err := NewTCQ(tr, b, book)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byWidth = append(byWidth, q)
+		}
+		for _, n := range []int{1, 2, 3, 5, 17, 64, 130} {
+			for _, tail := range []bool{true, false} {
+				for trial := range 6 {
+					steps := make([]*TCQ, n)
+					for i := range steps {
+						steps[i] = byWidth[r.IntN(len(byWidth))]
+						if trial < 2 {
+							steps[i] = byWidth[trial+1] // one width: 2 or 3 bits
+						}
+					}
+					q, err := NewTCQ(tr, steps[0].b, steps[0].book)
+					if err != nil {
+						t.Fatal(err)
+					}
+					q.TailBiting = tail
+					if err := q.SetSteps(steps); err != nil {
+						t.Fatal(err)
+					}
+					x, w := make([]float64, n), make([]float64, n)
+					for i := range x {
+						x[i], w[i] = 1.3*r.NormFloat64(), r.Float64()
+						switch sub, j := steps[i].sub[r.IntN(4)], r.IntN(8); {
+						case trial == 5 && j == 0:
+							x[i] = 0
+						case trial == 5 && j < 4:
+							x[i] = sub[r.IntN(len(sub))]
+						case trial == 5 && j < 6 && len(sub) > 1:
+							k := r.IntN(len(sub) - 1)
+							x[i] = (sub[k] + sub[k+1]) / 2
+						}
+					}
+					for _, ww := range [][]float64{nil, w} {
+						v, idx := make([]int, n), make([]int, n)
+						got := q.Encode(x, ww, v, idx)
+						rv, ridx, want := refTCQ(q, x, ww)
+						if got != want || !slices.Equal(v, rv) || !slices.Equal(idx, ridx) {
+							t.Fatalf("%d states, n %d, tail-biting %v, trial %d, weighted %v: cost %v, path %v %v; reference %v, %v %v",
+								states, n, tail, trial, ww != nil, got, v, idx, want, rv, ridx)
+						}
+					}
+				}
+			}
+		}
 	}
 }

@@ -317,5 +317,5 @@ func formatHelp() string {
 		}
 	}
 	return strings.Join(use, ", ") + " (turbo3.5: 4.5x smaller than f16 at long context, less KL than q4_0); research baselines, measured to lose to the turbo formats: " + strings.Join(research, ", ") +
-		"; research, klt with trellis-coded components (less KL than klt at the same bits, a Viterbi pass per token to encode, attention on the Go path; --kv-candidates can add them to auto): " + strings.Join(slow, ", ")
+		"; research, klt with trellis-coded components (less KL than klt at the same bits, a Viterbi pass per token to encode (about 1.2x klt's time), attention on klt's lane kernels; --kv-candidates can add them to auto): " + strings.Join(slow, ", ")
 }
