@@ -435,6 +435,32 @@ func resize[T any](s []T, n int) []T {
 	return s[:n]
 }
 
+// TCQBookStates is the trellis size whose union codebooks are trained
+// (TCQBook): the tcq formats' 8 states.
+const TCQBookStates = 8
+
+// TCQBookVersion identifies the books TCQBook returns: 1 was
+// GaussianTCQBook's, 2 the trained books of tcq_books.go. A code decodes
+// only with the books it was written with, so whatever keeps codes
+// beyond a process (kvcache's exports) records it.
+const TCQBookVersion = 2
+
+// TCQBook returns the b-bit (1 to TCQMaxBits) union codebook with which
+// the tcq formats code a component of b bits on trellis tr: for the
+// TCQBookStates-state trellis the trained books of tcq_books.go (made by
+// tools/tcqbooks: the TCQ Lloyd iteration run to convergence on
+// unit-Gaussian sequences, symmetric about 0), for another trellis
+// GaussianTCQBook.
+func TCQBook(tr Trellis, b int) ([]float64, error) {
+	if b < 1 || b > TCQMaxBits {
+		return nil, fmt.Errorf("quant: tcq: %d bits, want 1 to %d", b, TCQMaxBits)
+	}
+	if tr.States() != TCQBookStates || tr != ungerboeck[TCQBookStates] {
+		return GaussianTCQBook(tr, b)
+	}
+	return slices.Clone(trainedTCQBooks[b]), nil
+}
+
 // TCQMaxBits is the widest component a TCQ of GaussianTCQBook codes; a
 // KLT codes wider ones (8 bits) with the scalar code: the doubled alphabet
 // would start from a 9-bit Lloyd–Max codebook, and such components are

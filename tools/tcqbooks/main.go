@@ -1,0 +1,229 @@
+// Command tcqbooks trains the union codebooks of the tcq formats'
+// 8-state tail-biting trellis (quant.TCQBook) and writes them as Go
+// source:
+//
+//	go run ./tools/tcqbooks -o quant/tcq_books.go
+//
+// (-o, not a redirection: the tool builds on package quant, so the file
+// must be whole while it compiles; it is written once the books are.)
+// Each width's book (1 to quant.TCQMaxBits bits, 2^(b+1) levels) starts
+// from quant.GaussianTCQBook and runs the TCQ Lloyd iteration (train.go)
+// to convergence on i.i.d. unit-Gaussian sequences of -len values drawn
+// from a fixed seed, symmetric about 0: a book that depends on no model.
+// The klt coder normalises each component by its calibrated spread and
+// each vector by its scale, so the Gaussian is the source it is designed
+// for; -m measures how far real keys and values are from it (data.go).
+//
+//	go run ./tools/tcqbooks -check            # the shipped books against the old, on fresh samples
+//	go run ./tools/tcqbooks -m default,.models/suite-qwen2.gguf -check   # and on models' K/V
+//
+// -check prints to stderr, per width, the mean squared error of the old
+// (GaussianTCQBook) and the new books on a fresh unit-Gaussian sample
+// (another seed), and with -m the weighted error on each model's keys and
+// values of the held-out text's first windows, with books trained on its
+// last (calibration) windows beside them (-source models ships those).
+package main
+
+import (
+	"flag"
+	"fmt"
+	"io"
+	"math"
+	"math/rand/v2"
+	"os"
+	"strings"
+
+	"github.com/turbomem/turbomem/quant"
+)
+
+// Training: the seed of the Gaussian samples; the check draws with
+// another.
+const (
+	trainSeed = 1
+	checkSeed = 2
+)
+
+func main() {
+	seqLen := flag.Int("len", 128, "values per training sequence (a klt vector's coded components)")
+	samples := flag.Int("samples", 1<<20, "Gaussian training values per width, at least 4096 per union level")
+	iters := flag.Int("iters", 200, "most Lloyd iterations per width")
+	check := flag.Bool("check", false, "print the books' errors against the old books to stderr")
+	models := flag.String("m", "", "comma-separated models (default: the embedded one; else GGUF paths) whose K/V -check measures")
+	source := flag.String("source", "gauss", "what the shipped books are trained on: gauss, or models (the -m models' calibration K/V)")
+	ctx := flag.Int("ctx", 1024, "tokens per window of -m's text")
+	chunks := flag.Int("chunks", 2, "windows of -m's text for training (its end) and for measuring (its start)")
+	output := flag.String("o", "", "file to write the Go source to (default: stdout)")
+	flag.Parse()
+	var b strings.Builder
+	err := run(&b, *seqLen, *samples, *iters, *check, *models, *source, *ctx, *chunks)
+	if err == nil {
+		if *output == "" {
+			_, err = io.WriteString(os.Stdout, b.String())
+		} else {
+			err = os.WriteFile(*output, []byte(b.String()), 0o644)
+		}
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "tcqbooks:", err)
+		os.Exit(1)
+	}
+}
+
+func run(out io.Writer, seqLen, samples, iters int, check bool, models, source string, ctx, chunks int) error {
+	tr, err := quant.NewTrellis(quant.TCQBookStates)
+	if err != nil {
+		return err
+	}
+	cfg := trainConfig{maxIters: iters, tol: 1e-6, symmetric: true}
+	old, err := gaussianBooks(tr)
+	if err != nil {
+		return err
+	}
+	gauss, err := trainGaussian(tr, old, seqLen, samples, cfg)
+	if err != nil {
+		return err
+	}
+	if check {
+		checkGaussian(tr, old, gauss, seqLen, samples)
+	}
+	ship, what := gauss, fmt.Sprintf("i.i.d. unit-Gaussian sequences of %d values, %d values per width (at least 4096 per level) from seed %d", seqLen, samples, trainSeed)
+	var sets []modelSet
+	if models != "" {
+		if sets, err = loadModels(strings.Split(models, ","), tr, ctx, chunks); err != nil {
+			return err
+		}
+		if check {
+			if err := checkModels(tr, sets, old, gauss, cfg); err != nil {
+				return err
+			}
+		}
+	}
+	switch source {
+	case "gauss":
+	case "models":
+		if len(sets) == 0 {
+			return fmt.Errorf("-source models: no -m models")
+		}
+		var all []sequence
+		var names []string
+		for _, s := range sets {
+			all = append(all, s.train...)
+			names = append(names, s.name)
+		}
+		ship, _, _ = train(tr, gauss, all, 0, cfg)
+		what = fmt.Sprintf("the calibration keys and values of %s", strings.Join(names, ", "))
+	default:
+		return fmt.Errorf("-source %q: want gauss or models", source)
+	}
+	return writeBooks(out, ship, what, cfg)
+}
+
+// gaussianBooks returns quant.GaussianTCQBook at every width, the books
+// the tcq formats shipped with first and the trainer's start.
+func gaussianBooks(tr quant.Trellis) (books, error) {
+	var bks books
+	for b := 1; b <= quant.TCQMaxBits; b++ {
+		bk, err := quant.GaussianTCQBook(tr, b)
+		if err != nil {
+			return bks, err
+		}
+		bks[b] = bk
+	}
+	return bks, nil
+}
+
+// gaussianSequences returns i.i.d. N(0, 1) sequences of seqLen values,
+// samples values in all (rounded up to whole sequences), from seed.
+func gaussianSequences(seqLen, samples int, seed uint64) []sequence {
+	r := rand.New(rand.NewPCG(seed, uint64(seqLen)))
+	seqs := make([]sequence, (samples+seqLen-1)/seqLen)
+	for i := range seqs {
+		x := make([]float64, seqLen)
+		for j := range x {
+			x[j] = r.NormFloat64()
+		}
+		seqs[i].x = x
+	}
+	return seqs
+}
+
+// trainGaussian trains each width's book from start on its own
+// unit-Gaussian sequences (seed trainSeed and the width), at least 4096
+// values per union level.
+func trainGaussian(tr quant.Trellis, start books, seqLen, samples int, cfg trainConfig) (books, error) {
+	var out books
+	for b := 1; b <= quant.TCQMaxBits; b++ {
+		n := max(samples, 4096<<(b+1))
+		seqs := gaussianSequences(seqLen, n, trainSeed<<8|uint64(b))
+		var one books
+		one[b] = start[b]
+		got, mse, it := train(tr, one, seqs, b, cfg)
+		fmt.Fprintf(os.Stderr, "width %d: %d values, %d iterations, MSE %.6f (%.3f dB)\n", b, n, it, mse, -10*math.Log10(mse))
+		out[b] = got[b]
+	}
+	return out, nil
+}
+
+// checkGaussian prints the old and new books' MSE on fresh unit-Gaussian
+// sequences (seed checkSeed), paired: the same sample for both.
+func checkGaussian(tr quant.Trellis, old, gauss books, seqLen, samples int) {
+	fmt.Fprintf(os.Stderr, "\nunit Gaussian, fresh sample (seed %d), sequences of %d:\n%5s %10s %10s %8s %9s %9s\n", checkSeed, seqLen, "bits", "old MSE", "new MSE", "ratio", "old dB", "new dB")
+	for b := 1; b <= quant.TCQMaxBits; b++ {
+		seqs := gaussianSequences(seqLen, max(samples, 4096<<(b+1)), checkSeed<<8|uint64(b))
+		var o, n books
+		o[b], n[b] = old[b], gauss[b]
+		_, eo := encodeAll(tr, o, seqs, b)
+		_, en := encodeAll(tr, n, seqs, b)
+		fmt.Fprintf(os.Stderr, "%5d %10.6f %10.6f %8.4f %9.3f %9.3f\n", b, eo, en, en/eo, -10*math.Log10(eo), -10*math.Log10(en))
+	}
+}
+
+// writeBooks writes the Go source of quant/tcq_books.go.
+func writeBooks(out io.Writer, bks books, what string, cfg trainConfig) error {
+	var sb strings.Builder
+	sb.WriteString("// Code generated by go run ./tools/tcqbooks; DO NOT EDIT.\n\npackage quant\n\n")
+	doc := fmt.Sprintf("trainedTCQBooks are TCQBook's union codebooks by width (index b: 2^(b+1) ascending levels, symmetric about 0) for the %d-state tail-biting trellis: the TCQ Lloyd iteration from GaussianTCQBook, until an iteration lowers the error by less than %g or for %d iterations, on %s.",
+		quant.TCQBookStates, cfg.tol, cfg.maxIters, what)
+	for _, line := range wrap(doc, 72) {
+		fmt.Fprintf(&sb, "// %s\n", line)
+	}
+	fmt.Fprintf(&sb, "var trainedTCQBooks = [TCQMaxBits + 1][]float64{\n")
+	for b := 1; b <= quant.TCQMaxBits; b++ {
+		fmt.Fprintf(&sb, "\t%d: {", b)
+		for l, v := range bks[b] {
+			if l%4 == 0 {
+				sb.WriteString("\n\t\t")
+			} else {
+				sb.WriteString(" ")
+			}
+			fmt.Fprintf(&sb, "%s,", formatLevel(v))
+		}
+		sb.WriteString("\n\t},\n")
+	}
+	sb.WriteString("}\n")
+	_, err := io.WriteString(out, sb.String())
+	return err
+}
+
+// wrap splits s into lines of at most width bytes at spaces.
+func wrap(s string, width int) []string {
+	var lines []string
+	line := ""
+	for _, w := range strings.Fields(s) {
+		if line != "" && len(line)+1+len(w) > width {
+			lines = append(lines, line)
+			line = ""
+		}
+		if line != "" {
+			line += " "
+		}
+		line += w
+	}
+	return append(lines, line)
+}
+
+// formatLevel prints v exactly (the shortest decimal that reads back as
+// v).
+func formatLevel(v float64) string {
+	return fmt.Sprintf("%v", v)
+}
