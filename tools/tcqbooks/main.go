@@ -14,14 +14,20 @@
 // each vector by its scale, so the Gaussian is the source it is designed
 // for; -m measures how far real keys and values are from it (data.go).
 //
-//	go run ./tools/tcqbooks -check            # the shipped books against the old, on fresh samples
-//	go run ./tools/tcqbooks -m default,.models/suite-qwen2.gguf -check   # and on models' K/V
+//	go run ./tools/tcqbooks -check            # the new books against the old, on fresh samples
+//	go run ./tools/tcqbooks -shipped -check -iters 40 -m default,.models/suite-qwen2.gguf   # on models' K/V
 //
 // -check prints to stderr, per width, the mean squared error of the old
 // (GaussianTCQBook) and the new books on a fresh unit-Gaussian sample
-// (another seed), and with -m the weighted error on each model's keys and
-// values of the held-out text's first windows, with books trained on its
-// last (calibration) windows beside them (-source models ships those).
+// (another seed); with -m, per model, the weighted error (the klt coder's
+// Viterbi metric) on the keys and values of the held-out text's first
+// windows, where eval kv scores, of the old books, the Gaussian ones,
+// books trained on the model's own calibration windows (the text's last,
+// where eval kv calibrates) and books trained on every -m model's, and
+// the kurtosis of each width's values (3 for a Gaussian). -shipped takes
+// quant's books for the Gaussian ones instead of training them again;
+// -source models ships the books trained on the -m models, -t NU books
+// trained on a heavier-tailed Student-t source.
 package main
 
 import (
@@ -53,9 +59,11 @@ func main() {
 	ctx := flag.Int("ctx", 1024, "tokens per window of -m's text")
 	chunks := flag.Int("chunks", 2, "windows of -m's text for training (its end) and for measuring (its start)")
 	output := flag.String("o", "", "file to write the Go source to (default: stdout)")
+	nu := flag.Int("t", 0, "train on a Student-t source of this many degrees of freedom (> 4; unit variance, kurtosis 3+6/(t−4)) instead of the Gaussian: a heavier-tailed family")
+	shipped := flag.Bool("shipped", false, "take quant's shipped books (quant.TCQBook) for the Gaussian ones instead of training them: for -m measurements")
 	flag.Parse()
 	var b strings.Builder
-	err := run(&b, *seqLen, *samples, *iters, *check, *models, *source, *ctx, *chunks)
+	err := run(&b, *seqLen, *samples, *iters, *nu, *check, *shipped, *models, *source, *ctx, *chunks)
 	if err == nil {
 		if *output == "" {
 			_, err = io.WriteString(os.Stdout, b.String())
@@ -69,7 +77,7 @@ func main() {
 	}
 }
 
-func run(out io.Writer, seqLen, samples, iters int, check bool, models, source string, ctx, chunks int) error {
+func run(out io.Writer, seqLen, samples, iters, nu int, check, shipped bool, models, source string, ctx, chunks int) error {
 	tr, err := quant.NewTrellis(quant.TCQBookStates)
 	if err != nil {
 		return err
@@ -79,14 +87,27 @@ func run(out io.Writer, seqLen, samples, iters int, check bool, models, source s
 	if err != nil {
 		return err
 	}
-	gauss, err := trainGaussian(tr, old, seqLen, samples, cfg)
-	if err != nil {
+	var gauss books
+	if shipped {
+		for b := 1; b <= quant.TCQMaxBits; b++ {
+			if gauss[b], err = quant.TCQBook(tr, b); err != nil {
+				return err
+			}
+		}
+	} else if gauss, err = trainGaussian(tr, old, seqLen, samples, nu, cfg); err != nil {
 		return err
 	}
 	if check {
 		checkGaussian(tr, old, gauss, seqLen, samples)
 	}
-	ship, what := gauss, fmt.Sprintf("i.i.d. unit-Gaussian sequences of %d values, %d values per width (at least 4096 per level) from seed %d", seqLen, samples, trainSeed)
+	if nu != 0 && nu <= 4 {
+		return fmt.Errorf("-t %d: want more than 4 degrees of freedom (a finite kurtosis)", nu)
+	}
+	src := "unit-Gaussian"
+	if nu > 0 {
+		src = fmt.Sprintf("unit-variance Student-t (%d degrees of freedom)", nu)
+	}
+	ship, what := gauss, fmt.Sprintf("i.i.d. %s sequences of %d values, %d values per width (at least 4096 per level) from seed %d", src, seqLen, samples, trainSeed)
 	var sets []modelSet
 	if models != "" {
 		if sets, err = loadModels(strings.Split(models, ","), tr, ctx, chunks); err != nil {
@@ -132,29 +153,40 @@ func gaussianBooks(tr quant.Trellis) (books, error) {
 	return bks, nil
 }
 
-// gaussianSequences returns i.i.d. N(0, 1) sequences of seqLen values,
-// samples values in all (rounded up to whole sequences), from seed.
-func gaussianSequences(seqLen, samples int, seed uint64) []sequence {
+// gaussianSequences returns i.i.d. sequences of seqLen values, samples
+// values in all (rounded up to whole sequences), from seed: N(0, 1), or
+// with nu > 0 Student-t of nu degrees of freedom scaled to unit variance
+// (a Gaussian over an independent √(χ²_ν/(ν−2)): a scale mixture, as
+// tokens' spreads vary).
+func gaussianSequences(seqLen, samples, nu int, seed uint64) []sequence {
 	r := rand.New(rand.NewPCG(seed, uint64(seqLen)))
 	seqs := make([]sequence, (samples+seqLen-1)/seqLen)
 	for i := range seqs {
 		x := make([]float64, seqLen)
 		for j := range x {
 			x[j] = r.NormFloat64()
+			if nu > 0 {
+				var chi float64
+				for range nu {
+					g := r.NormFloat64()
+					chi += g * g
+				}
+				x[j] *= math.Sqrt(float64(nu-2) / chi)
+			}
 		}
 		seqs[i].x = x
 	}
 	return seqs
 }
 
-// trainGaussian trains each width's book from start on its own
-// unit-Gaussian sequences (seed trainSeed and the width), at least 4096
+// trainGaussian trains each width's book from start on its own sequences
+// (gaussianSequences of nu, seed trainSeed and the width), at least 4096
 // values per union level.
-func trainGaussian(tr quant.Trellis, start books, seqLen, samples int, cfg trainConfig) (books, error) {
+func trainGaussian(tr quant.Trellis, start books, seqLen, samples, nu int, cfg trainConfig) (books, error) {
 	var out books
 	for b := 1; b <= quant.TCQMaxBits; b++ {
 		n := max(samples, 4096<<(b+1))
-		seqs := gaussianSequences(seqLen, n, trainSeed<<8|uint64(b))
+		seqs := gaussianSequences(seqLen, n, nu, trainSeed<<8|uint64(b))
 		var one books
 		one[b] = start[b]
 		got, mse, it := train(tr, one, seqs, b, cfg)
@@ -169,7 +201,7 @@ func trainGaussian(tr quant.Trellis, start books, seqLen, samples int, cfg train
 func checkGaussian(tr quant.Trellis, old, gauss books, seqLen, samples int) {
 	fmt.Fprintf(os.Stderr, "\nunit Gaussian, fresh sample (seed %d), sequences of %d:\n%5s %10s %10s %8s %9s %9s\n", checkSeed, seqLen, "bits", "old MSE", "new MSE", "ratio", "old dB", "new dB")
 	for b := 1; b <= quant.TCQMaxBits; b++ {
-		seqs := gaussianSequences(seqLen, max(samples, 4096<<(b+1)), checkSeed<<8|uint64(b))
+		seqs := gaussianSequences(seqLen, max(samples, 4096<<(b+1)), 0, checkSeed<<8|uint64(b))
 		var o, n books
 		o[b], n[b] = old[b], gauss[b]
 		_, eo := encodeAll(tr, o, seqs, b)
