@@ -28,7 +28,7 @@ import (
 // cache.
 //
 // Layout (little-endian): the magic "TMKV", version byte, then the
-// header (tag, key and value format names (Format.exportName), window, step, layer seed,
+// header (tag, key and value format names, window, step, layer seed,
 // correction, layer, query heads, KV heads, head dimension, rope
 // fingerprint, first and end position), a calibration flag and per head
 // its outlier lists and mean, then per head the keys' and the values'
@@ -315,7 +315,7 @@ type exportHeader struct {
 }
 
 func (c *Compressed) header(tag string, from, to int) exportHeader {
-	return exportHeader{tag: tag, k: c.spec.K.exportName(), v: c.spec.V.exportName(), window: c.window, step: c.step, seed: c.seed,
+	return exportHeader{tag: tag, k: c.spec.K.name, v: c.spec.V.name, window: c.window, step: c.step, seed: c.seed,
 		corr: int(c.corr), layer: c.layer, qHeads: c.shape.QHeads, kvHeads: c.shape.KVHeads, headDim: c.shape.HeadDim,
 		rope: c.shape.Rope.fingerprint(), from: from, to: to}
 }

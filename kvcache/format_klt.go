@@ -35,28 +35,15 @@ func kltFormat(rate float64) *codec {
 // format of the same rate (design, bits, scale byte, code size) with the
 // components of 1 to 7 bits coded by 8-state trellis-coded quantization
 // (quant.KLTParams.Trellis: one tail-biting Viterbi path along each
-// vector, union codebooks trained for a unit Gaussian: quant.TCQBook),
-// about 0.7x the scalar code's squared error. A research format: encoding
-// is a Viterbi pass per token and attention reads the codes on the Go
-// path (no lane kernel); not among auto's default candidates.
+// vector, unit-Gaussian union codebooks), about 0.7x the scalar code's
+// squared error. A research format: encoding is a Viterbi pass per token
+// and attention reads the codes on the Go path (no lane kernel); not
+// among auto's default candidates.
 func tcqFormat(rate float64) *codec {
 	c := kltFormat(rate)
 	c.trellis = tcqStates
 	c.research = true
 	return c
-}
-
-// exportName returns the name Export records for the format: a tcq
-// format's with the version of its union codebooks
-// (quant.TCQBookVersion), since its codes decode only with the books they
-// were written with and Import must refuse others' (the first tcq
-// formats' unit-Gaussian books, version 1, were recorded as the bare
-// name); any other format's name.
-func (f Format) exportName() string {
-	if f.c != nil && f.c.trellis != 0 {
-		return fmt.Sprintf("%s/books%d", f.name, quant.TCQBookVersion)
-	}
-	return f.name
 }
 
 // tcqStates is the tcq formats' trellis: 8 states, whose encoder tries

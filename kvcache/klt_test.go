@@ -1,9 +1,7 @@
 package kvcache
 
 import (
-	"encoding/binary"
 	"fmt"
-	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"os"
@@ -84,58 +82,6 @@ func testImportOtherCovariances(t *testing.T, name string) {
 		}
 		if err := y.Import("m", data); (err == nil) != c.ok {
 			t.Fatalf("import with the same covariances %v: error %v", c.ok, err)
-		}
-	}
-}
-
-// TestTCQImportOtherBooks: an export of a tcq cache records its format
-// with the codebooks' version (Format.exportName), so that codes written
-// with other books — the first tcq formats' unit-Gaussian books, whose
-// exports record the bare format name — are refused, not decoded with
-// these; the same export with the version imports.
-func TestTCQImportOtherBooks(t *testing.T) {
-	sh := exportShape(t)
-	spec := specFor(t, "tcq3.5", 0)
-	a := withCov(t, spec, sh)
-	r := rand.New(rand.NewPCG(6, 6))
-	ks, vs := kvData(r, sh, 200, true)
-	x, err := newCompressed(a, 3, sh)
-	if err != nil {
-		t.Fatal(err)
-	}
-	appendAll(t, x, ks, vs)
-	data, err := x.Export("m", 0, x.CompressedLen())
-	if err != nil {
-		t.Fatal(err)
-	}
-	named := fmt.Sprintf("tcq3.5/books%d", quant.TCQBookVersion)
-	for _, c := range []struct {
-		name string
-		ok   bool
-	}{{named, true}, {"tcq3.5", false}, {"tcq3.5/books1", false}} {
-		// The export with its key and value format names replaced: magic,
-		// version, the tag "m", then the names (a length byte each).
-		at := len(exportMagic) + 1 + 2
-		if got := string(data[at+1 : at+1+int(data[at])]); got != named {
-			t.Fatalf("export records key format %q, want %q", got, named)
-		}
-		rest := data[at+2*(1+len(named)) : len(data)-4]
-		b := append([]byte(nil), data[:at]...)
-		for range 2 {
-			b = append(append(b, byte(len(c.name))), c.name...)
-		}
-		b = append(b, rest...)
-		b = binary.LittleEndian.AppendUint32(b, crc32.Checksum(b, castagnoli))
-		y, err := newCompressed(a, 3, sh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		err = y.Import("m", b)
-		if (err == nil) != c.ok {
-			t.Fatalf("import of codes recorded as %s: error %v, want one: %v", c.name, err, !c.ok)
-		}
-		if err != nil && !strings.Contains(err.Error(), "format") {
-			t.Errorf("import of codes recorded as %s: error %q does not name the format", c.name, err)
 		}
 	}
 }

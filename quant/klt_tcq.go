@@ -9,8 +9,8 @@ import (
 // kltTCQ is the trellis-coded option of a KLT (KLTParams.Trellis): the
 // components of 1 to TCQMaxBits bits, in field order, are one tail-biting
 // trellis path through the whole vector (tools/kvcoding measured it ahead
-// of a path per run of equal bits), each step with the union codebook of
-// its width (TCQBook: trained for a unit Gaussian) scaled by σᵢ. A field of b bits
+// of a path per run of equal bits), each step with the unit-Gaussian union
+// codebook of its width (GaussianTCQBook) scaled by σᵢ. A field of b bits
 // holds the component's path bit (bit 0) and its b−1 bits of index in
 // its subset, so the code keeps the scalar layout and size; wider
 // components keep the scalar code. A component decodes on its own: its
@@ -49,7 +49,7 @@ func newKLTTCQ(k *KLT, states int, weight []float32) (*kltTCQ, error) {
 			continue
 		}
 		if t.byWidth[b] == nil {
-			book, err := TCQBook(tr, b)
+			book, err := GaussianTCQBook(tr, b)
 			if err != nil {
 				return nil, err
 			}

@@ -2,7 +2,7 @@
 
 package quant
 
-// trainedTCQBooks are TCQBook's union codebooks by width (index b: 2^(b+1)
+// trainedTCQBooks are TrainedTCQBook's union codebooks by width (index b: 2^(b+1)
 // ascending levels, symmetric about 0) for the 8-state tail-biting
 // trellis: the TCQ Lloyd iteration from GaussianTCQBook, until an
 // iteration lowers the error by less than 1e-06 or for 200 iterations, on
