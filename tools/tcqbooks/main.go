@@ -1,6 +1,7 @@
-// Command tcqbooks trains the union codebooks of the tcq formats'
-// 8-state tail-biting trellis (quant.TrainedTCQBook) and writes them as Go
-// source:
+// Command tcqbooks trains union codebooks for the tcq formats' 8-state
+// tail-biting trellis (quant.TrainedTCQBook; the formats keep
+// quant.GaussianTCQBook, which measured less KL: BENCHMARKS.md, "Trained
+// TCQ codebooks") and writes them as Go source:
 //
 //	go run ./tools/tcqbooks -o quant/tcq_books.go
 //
@@ -25,7 +26,9 @@
 // books trained on the model's own calibration windows (the text's last,
 // where eval kv calibrates) and books trained on every -m model's, and
 // the kurtosis of each width's values (3 for a Gaussian). -shipped takes
-// quant's books for the Gaussian ones instead of training them again;
+// quant's trained books for the Gaussian ones instead of training them
+// again; -unbias scales each book so that a decoded value's projection on
+// the value is unbiased;
 // -source models ships the books trained on the -m models, -t NU books
 // trained on a heavier-tailed Student-t source.
 package main
@@ -49,22 +52,31 @@ const (
 	checkSeed = 2
 )
 
+// options are the command's flags.
+type options struct {
+	seqLen, samples, iters, nu int
+	check, unbias, shipped     bool
+	models, source             string
+	ctx, chunks                int
+}
+
 func main() {
-	seqLen := flag.Int("len", 128, "values per training sequence (a klt vector's coded components)")
-	samples := flag.Int("samples", 1<<20, "Gaussian training values per width, at least 4096 per union level")
-	iters := flag.Int("iters", 200, "most Lloyd iterations per width")
-	check := flag.Bool("check", false, "print the books' errors against the old books to stderr")
-	models := flag.String("m", "", "comma-separated models (default: the embedded one; else GGUF paths) whose K/V -check measures")
-	source := flag.String("source", "gauss", "what the shipped books are trained on: gauss, or models (the -m models' calibration K/V)")
-	ctx := flag.Int("ctx", 1024, "tokens per window of -m's text")
-	chunks := flag.Int("chunks", 2, "windows of -m's text for training (its end) and for measuring (its start)")
+	var o options
+	flag.IntVar(&o.seqLen, "len", 128, "values per training sequence (a klt vector's coded components)")
+	flag.IntVar(&o.samples, "samples", 1<<20, "Gaussian training values per width, at least 4096 per union level")
+	flag.IntVar(&o.iters, "iters", 200, "most Lloyd iterations per width")
+	flag.BoolVar(&o.check, "check", false, "print the books' errors against the old books to stderr")
+	flag.StringVar(&o.models, "m", "", "comma-separated models whose K/V -check measures: default (the embedded one) or GGUF paths")
+	flag.StringVar(&o.source, "source", "gauss", "what the written books are trained on: gauss, or models (the -m models' calibration K/V)")
+	flag.IntVar(&o.ctx, "ctx", 1024, "tokens per window of -m's text")
+	flag.IntVar(&o.chunks, "chunks", 2, "windows of -m's text for training (its end) and for measuring (its start)")
+	flag.IntVar(&o.nu, "t", 0, "train on a Student-t source of this many degrees of freedom (> 4; unit variance, kurtosis 3+6/(t−4)) instead of the Gaussian: a heavier-tailed family")
+	flag.BoolVar(&o.unbias, "unbias", false, "scale each trained book so that a decoded value's projection on the value is unbiased, E[x·x̂] = E[x²] (the Lloyd books shrink by 1−MSE)")
+	flag.BoolVar(&o.shipped, "shipped", false, "take quant's trained books (quant.TrainedTCQBook) for the Gaussian ones instead of training them: for -m measurements")
 	output := flag.String("o", "", "file to write the Go source to (default: stdout)")
-	nu := flag.Int("t", 0, "train on a Student-t source of this many degrees of freedom (> 4; unit variance, kurtosis 3+6/(t−4)) instead of the Gaussian: a heavier-tailed family")
-	unbias := flag.Bool("unbias", false, "scale each trained book so that a decoded value's projection on the value is unbiased, E[x·x̂] = E[x²] (the Lloyd books shrink by 1−MSE)")
-	shipped := flag.Bool("shipped", false, "take quant's trained books (quant.TrainedTCQBook) for the Gaussian ones instead of training them: for -m measurements")
 	flag.Parse()
 	var b strings.Builder
-	err := run(&b, *seqLen, *samples, *iters, *nu, *check, *unbias, *shipped, *models, *source, *ctx, *chunks)
+	err := run(&b, o)
 	if err == nil {
 		if *output == "" {
 			_, err = io.WriteString(os.Stdout, b.String())
@@ -78,57 +90,59 @@ func main() {
 	}
 }
 
-func run(out io.Writer, seqLen, samples, iters, nu int, check, unbias, shipped bool, models, source string, ctx, chunks int) error {
+func run(out io.Writer, o options) error {
+	switch {
+	case o.nu != 0 && o.nu <= 4:
+		return fmt.Errorf("-t %d: want more than 4 degrees of freedom (a finite kurtosis)", o.nu)
+	case o.source != "gauss" && o.source != "models":
+		return fmt.Errorf("-source %q: want gauss or models", o.source)
+	case o.source == "models" && o.models == "":
+		return fmt.Errorf("-source models: no -m models")
+	}
 	tr, err := quant.NewTrellis(quant.TCQBookStates)
 	if err != nil {
 		return err
 	}
-	cfg := trainConfig{maxIters: iters, tol: 1e-6, symmetric: true}
+	cfg := trainConfig{maxIters: o.iters, tol: 1e-6, symmetric: true}
 	old, err := gaussianBooks(tr)
 	if err != nil {
 		return err
 	}
 	var gauss books
-	if shipped {
+	if o.shipped {
 		for b := 1; b <= quant.TCQMaxBits; b++ {
 			if gauss[b], err = quant.TrainedTCQBook(tr, b); err != nil {
 				return err
 			}
 		}
-	} else if gauss, err = trainGaussian(tr, old, seqLen, samples, nu, cfg); err != nil {
+	} else if gauss, err = trainGaussian(tr, old, o.seqLen, o.samples, o.nu, cfg); err != nil {
 		return err
 	}
-	if check {
-		checkGaussian(tr, old, gauss, seqLen, samples)
-	}
-	if unbias {
-		gauss = unbiased(tr, gauss, seqLen, samples, nu)
-	}
-	if nu != 0 && nu <= 4 {
-		return fmt.Errorf("-t %d: want more than 4 degrees of freedom (a finite kurtosis)", nu)
+	if o.check {
+		checkGaussian(tr, old, gauss, o.seqLen, o.samples)
 	}
 	src := "unit-Gaussian"
-	if nu > 0 {
-		src = fmt.Sprintf("unit-variance Student-t (%d degrees of freedom)", nu)
+	if o.nu > 0 {
+		src = fmt.Sprintf("unit-variance Student-t (%d degrees of freedom)", o.nu)
 	}
-	ship, what := gauss, fmt.Sprintf("i.i.d. %s sequences of %d values, %d values per width (at least 4096 per level) from seed %d", src, seqLen, samples, trainSeed)
+	what := fmt.Sprintf("i.i.d. %s sequences of %d values, %d values per width (at least 4096 per level) from seed %d", src, o.seqLen, o.samples, trainSeed)
+	if o.unbias {
+		gauss = unbiased(tr, gauss, o.seqLen, o.samples, o.nu)
+		what += "; each then scaled by E[x²]/E[x·x̂] on its training values"
+	}
+	ship := gauss
 	var sets []modelSet
-	if models != "" {
-		if sets, err = loadModels(strings.Split(models, ","), tr, ctx, chunks); err != nil {
+	if o.models != "" {
+		if sets, err = loadModels(strings.Split(o.models, ","), tr, o.ctx, o.chunks); err != nil {
 			return err
 		}
-		if check {
+		if o.check {
 			if err := checkModels(tr, sets, old, gauss, cfg); err != nil {
 				return err
 			}
 		}
 	}
-	switch source {
-	case "gauss":
-	case "models":
-		if len(sets) == 0 {
-			return fmt.Errorf("-source models: no -m models")
-		}
+	if o.source == "models" {
 		var all []sequence
 		var names []string
 		for _, s := range sets {
@@ -137,8 +151,6 @@ func run(out io.Writer, seqLen, samples, iters, nu int, check, unbias, shipped b
 		}
 		ship, _, _ = train(tr, gauss, all, 0, cfg)
 		what = fmt.Sprintf("the calibration keys and values of %s", strings.Join(names, ", "))
-	default:
-		return fmt.Errorf("-source %q: want gauss or models", source)
 	}
 	return writeBooks(out, ship, what, cfg)
 }
