@@ -2,8 +2,8 @@
 
 package quant
 
-// trainedTCQBooks are TrainedTCQBook's union codebooks by width (index b: 2^(b+1)
-// ascending levels, symmetric about 0) for the 8-state tail-biting
+// trainedTCQBooks are TrainedTCQBook's union codebooks by width (index b:
+// 2^(b+1) ascending levels, symmetric about 0) for the 8-state tail-biting
 // trellis: the TCQ Lloyd iteration from GaussianTCQBook, until an
 // iteration lowers the error by less than 1e-06 or for 200 iterations, on
 // i.i.d. unit-Gaussian sequences of 128 values, 1048576 values per width
