@@ -445,9 +445,10 @@ const TCQBookStates = 8
 // convergence on unit-Gaussian sequences, symmetric about 0. It has
 // 0.003–0.3 dB less squared error than GaussianTCQBook on a Gaussian and
 // 2–3% less on the klt components of models' keys and values, but its
-// levels sit closer to 0 (up to 15% at 4 bits), and the tcq formats
-// measured more KL with it on most models (BENCHMARKS.md, "Trained TCQ
-// codebooks"): they keep GaussianTCQBook.
+// levels sit closer to 0 (up to 19% at 4 bits), and tcq2.5 and tcq3.5
+// measured more KL with it on six of the suite's eight model-rates
+// (1.09x in geometric mean; auto:3.5's plans 0.93–0.99x; BENCHMARKS.md,
+// "Trained TCQ codebooks"): the formats keep GaussianTCQBook.
 func TrainedTCQBook(tr Trellis, b int) ([]float64, error) {
 	if b < 1 || b > TCQMaxBits {
 		return nil, fmt.Errorf("quant: tcq: %d bits, want 1 to %d", b, TCQMaxBits)
