@@ -561,6 +561,30 @@ func resize[T any](s []T, n int) []T {
 	return s[:n]
 }
 
+// TCQBookStates is the trellis size whose union codebooks are trained
+// (TrainedTCQBook): the tcq formats' 8 states.
+const TCQBookStates = 8
+
+// TrainedTCQBook returns the b-bit (1 to TCQMaxBits) union codebook of
+// tcq_books.go for the TCQBookStates-state trellis tr, made by
+// tools/tcqbooks: the TCQ Lloyd iteration run from GaussianTCQBook to
+// convergence on unit-Gaussian sequences, symmetric about 0. It has
+// 0.003–0.3 dB less squared error than GaussianTCQBook on a Gaussian and
+// 2–3% less on the klt components of models' keys and values, but its
+// levels sit closer to 0 (up to 19% at 4 bits), and tcq2.5 and tcq3.5
+// measured more KL with it on six of the suite's eight model-rates
+// (1.09x in geometric mean; auto:3.5's plans 0.93–0.99x; BENCHMARKS.md,
+// "Trained TCQ codebooks"): the formats keep GaussianTCQBook.
+func TrainedTCQBook(tr Trellis, b int) ([]float64, error) {
+	if b < 1 || b > TCQMaxBits {
+		return nil, fmt.Errorf("quant: tcq: %d bits, want 1 to %d", b, TCQMaxBits)
+	}
+	if tr != ungerboeck[TCQBookStates] {
+		return nil, fmt.Errorf("quant: tcq: trained books are for the %d-state trellis, not %d states", TCQBookStates, tr.States())
+	}
+	return slices.Clone(trainedTCQBooks[b]), nil
+}
+
 // TCQMaxBits is the widest component a TCQ of GaussianTCQBook codes; a
 // KLT codes wider ones (8 bits) with the scalar code: the doubled alphabet
 // would start from a 9-bit Lloyd–Max codebook, and such components are
