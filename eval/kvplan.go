@@ -20,17 +20,19 @@ import (
 // DefaultKVCandidates are the formats a per-layer plan chooses among
 // unless told otherwise (f16 always is one too): the turbo rates in steps
 // of about half a bit from 2.1 to 5.1 bits, q8_0 for the most sensitive
-// parts, and the klt rates from 2 to 6 bits (calibrated: a plan with them
-// measures the K/V covariances on its calibration windows first, and
-// its sensitivities take about twice as long as with the turbo rates
-// alone). With the klt rates, on the model suite's 8M models (2 scored
-// windows, fp16 window 64, 2 calibration windows) auto:3 has 0.49–0.52x
-// and auto:3.5 0.54–0.62x the KL of the turbo candidates' plans; on the
-// embedded model 1.11x and 1.04x (BENCHMARKS.md, "klt rates as plan
+// parts, and the tcq rates from 2 to 6 bits (klt's calibrated transform
+// coder with trellis-coded components: a plan with them measures the K/V
+// covariances on its calibration windows first, and its sensitivities
+// take about twice as long as with the turbo rates alone). The tcq rates
+// replaced the klt rates of the same bits, which lose to them at every
+// rate (0.52–0.64x klt's KL): on the model suite (2 scored windows of
+// 1024, fp16 window 64, 2 calibration windows) auto:3.5 has 1.6–2.1x
+// q8_0's KL with them against 1.8–2.6x with the klt rates, and auto:2.5
+// is below q4_0's on every model (BENCHMARKS.md, "tcq as auto's default
 // candidates"). kivi2, polar, q4_0 and turbo3.5p lose to a turbo format
 // of fewer bits, and plans with centred keys no longer chose kivi2 for
 // any layer, so they are left out.
-const DefaultKVCandidates = "turbo2,turbo2.5,turbo3,turbo3.5,turbo4,turbo5,q8_0,klt2,klt2.5,klt3,klt3.5,klt4,klt4.5,klt5,klt6"
+const DefaultKVCandidates = "turbo2,turbo2.5,turbo3,turbo3.5,turbo4,turbo5,q8_0,tcq2,tcq2.5,tcq3,tcq3.5,tcq4,tcq4.5,tcq5,tcq6"
 
 // ParseFormats parses a comma-separated list of KV format names.
 func ParseFormats(list string) ([]kvcache.Format, error) {

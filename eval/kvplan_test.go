@@ -284,7 +284,7 @@ func TestKVTableKLT(t *testing.T) {
 // TestDefaultKVCandidates: the formats a plan chooses among by default
 // parse, are listed once, serve keys and values at the model suite's head
 // dimensions (64 and 128), include q8_0 for the most sensitive parts and
-// the klt formats (calibrated: a plan measures covariances for them), and
+// calibrated formats (tcq: a plan measures covariances for them), and
 // step by at most one bit from the cheapest (at most 2.125 bits, so that
 // auto:2.5 has room to choose) to 6 bits.
 func TestDefaultKVCandidates(t *testing.T) {
@@ -311,7 +311,7 @@ func TestDefaultKVCandidates(t *testing.T) {
 		}
 	}
 	if q8, _ := kvcache.ParseFormat("q8_0"); !seen[q8] || klt < 2 {
-		t.Errorf("candidates %s: q8_0 %v, %d klt formats", DefaultKVCandidates, seen[q8], klt)
+		t.Errorf("candidates %s: q8_0 %v, %d calibrated formats", DefaultKVCandidates, seen[q8], klt)
 	}
 	for _, d := range []int{64, 128} {
 		var bits []float64

@@ -713,10 +713,9 @@ func TestOutlierChoice(t *testing.T) {
 
 // TestResearchFormats: the formats measured to lose to the turbo formats
 // on every model (BENCHMARKS.md, the model suite) are the research
-// baselines, and with the tcq formats (slow to encode) only they.
+// baselines, and only they.
 func TestResearchFormats(t *testing.T) {
-	want := map[string]bool{"kivi2": true, "turbo3.5p": true, "polar": true, "qjl": true,
-		"tcq2": true, "tcq2.5": true, "tcq3": true, "tcq3.5": true, "tcq4": true, "tcq4.5": true, "tcq5": true, "tcq6": true}
+	want := map[string]bool{"kivi2": true, "turbo3.5p": true, "polar": true, "qjl": true}
 	for _, name := range FormatNames() {
 		f, err := ParseFormat(name)
 		if err != nil {

@@ -37,9 +37,9 @@ import (
 //	klt5 5, klt6 6        byte per vector (format_klt.go); the rates
 //	                      besides 2.5 and 3.5 are steps for per-layer plans
 //	tcq2 … tcq6           klt's design and bits, the components coded by
-//	(as klt)              8-state trellis-coded quantization (research:
-//	                      a Viterbi pass per token to encode, attention
-//	                      on the Go path)
+//	(as klt)              8-state trellis-coded quantization (a Viterbi
+//	                      pass per token to encode; --kv auto's default
+//	                      candidates)
 //
 // The turbo formats store keys centred on their mean before RoPE
 // (centered.go), which the cache holds besides the codes (4·d bytes per
@@ -80,8 +80,7 @@ type codec struct {
 	trellis int
 	// research marks the formats kept as baselines to measure against:
 	// they lost to the turbo formats on every model measured
-	// (BENCHMARKS.md, the model suite); and the tcq formats, which win
-	// on error and are not yet among auto's candidates (format_klt.go).
+	// (BENCHMARKS.md, the model suite).
 	research bool
 	// tokenBytes returns the bytes of one token of one head of dimension
 	// d in the compressed store, as keys (key true) or values: the
@@ -170,8 +169,7 @@ func (f Format) split() bool { return f.c.split }
 
 // Research reports whether the format is a research one: a baseline kept
 // to measure against, measured to lose to the turbo formats on every
-// model (BENCHMARKS.md), or a tcq format (calibrated, not yet among
-// auto's candidates).
+// model (BENCHMARKS.md).
 func (f Format) Research() bool { return f.c.research }
 
 // center reports whether the format centres keys (centered.go).

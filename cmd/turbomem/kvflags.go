@@ -305,17 +305,14 @@ func openWithKV(e *env, g modelFlags, kvf kvFlags) (*loaded, kvcache.Config, err
 // formatHelp lists the KV formats for --help: the ones to use, then the
 // research baselines (kvcache.Format.Research) apart.
 func formatHelp() string {
-	var use, research, slow []string
+	var use, research []string
 	for _, name := range kvcache.FormatNames() {
 		switch f, err := kvcache.ParseFormat(name); {
-		case err == nil && f.Research() && f.Calibrated():
-			slow = append(slow, name)
 		case err == nil && f.Research():
 			research = append(research, name)
 		default:
 			use = append(use, name)
 		}
 	}
-	return strings.Join(use, ", ") + " (turbo3.5: 4.5x smaller than f16 at long context, less KL than q4_0); research baselines, measured to lose to the turbo formats: " + strings.Join(research, ", ") +
-		"; research, klt with trellis-coded components (less KL than klt at the same bits, a Viterbi pass per token to encode (about 1.2x klt's time), attention on klt's lane kernels; --kv-candidates can add them to auto): " + strings.Join(slow, ", ")
+	return strings.Join(use, ", ") + " (turbo3.5: 4.5x smaller than f16 at long context, less KL than q4_0; tcq: klt with trellis-coded components, less KL than klt at the same bits, auto's default candidates); research baselines, measured to lose to the turbo formats: " + strings.Join(research, ", ")
 }
