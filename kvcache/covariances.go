@@ -3,6 +3,7 @@ package kvcache
 import (
 	"crypto/sha256"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"math"
 	"sync"
@@ -278,30 +279,7 @@ func (c *Covariances) klt(layer, h int, key bool, bits, trellis int, seed uint64
 	if q, ok := c.designs[k]; ok {
 		return q, nil
 	}
-	hc := c.Layers[layer][h]
-	m := hc.V
-	if key {
-		m = hc.K
-	}
-	d := len(m.Mean)
-	cov, mean := make([]float64, d*d), make([]float64, d)
-	for i, v := range m.Cov {
-		cov[i] = float64(v)
-		if math.IsNaN(cov[i]) || math.IsInf(cov[i], 0) {
-			return nil, fmt.Errorf("kvcache: covariances of layer %d head %d are not finite", layer, h)
-		}
-	}
-	for i, v := range m.Mean {
-		mean[i] = float64(v)
-	}
-	var weight []float64 // keys: the error that moves the logits, E[(qᵀ·Δk)²]
-	if key && hc.Q != nil {
-		weight = make([]float64, d*d)
-		for i, v := range hc.Q {
-			weight[i] = float64(v)
-		}
-	}
-	p, err := quant.DesignWeightedKLT(cov, weight, mean, d, bits, seed)
+	p, err := c.Layers[layer][h].Design(key, bits, seed)
 	if err != nil {
 		return nil, fmt.Errorf("kvcache: layer %d head %d: %w", layer, h, err)
 	}
@@ -315,4 +293,37 @@ func (c *Covariances) klt(layer, h int, key bool, bits, trellis int, seed uint64
 	}
 	c.designs[k] = q
 	return q, nil
+}
+
+// Design returns the KLT design (quant.DesignWeightedKLT) of the head's
+// keys (key true) or values for codes of codeBits bits: their moments,
+// the keys' error weighed by the queries' second moment where it was
+// recorded (the error that moves the logits, E[(qᵀ·Δk)²]). Moments that
+// are not finite are an error.
+func (hc HeadCovariance) Design(key bool, codeBits int, seed uint64) (quant.KLTParams, error) {
+	m := hc.V
+	if key {
+		m = hc.K
+	}
+	d := len(m.Mean)
+	cov, mean := float64s(m.Cov), float64s(m.Mean)
+	for _, v := range cov {
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return quant.KLTParams{}, errors.New("covariances are not finite")
+		}
+	}
+	var weight []float64
+	if key && hc.Q != nil {
+		weight = float64s(hc.Q)
+	}
+	return quant.DesignWeightedKLT(cov, weight, mean, d, codeBits, seed)
+}
+
+// float64s returns xs as float64s.
+func float64s(xs []float32) []float64 {
+	out := make([]float64, len(xs))
+	for i, v := range xs {
+		out[i] = float64(v)
+	}
+	return out
 }

@@ -311,19 +311,14 @@ func measure(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key boo
 // measureBytes is measure for a code of bytes bytes; with full false it
 // returns the klt coder's error alone.
 func measureBytes(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, key bool, bytes int, trs []quant.Trellis, gbooks map[tcqKey][]float64, full bool) (result, error) {
-	mo := hc.V
-	if key {
-		mo = hc.K
-	}
-	d := len(mo.Mean)
-	cov, mean := toF64(mo.Cov), toF64(mo.Mean)
-	var weight []float64
-	if key && hc.Q != nil {
-		weight = toF64(hc.Q)
-	}
-	p, err := quant.DesignWeightedKLT(cov, weight, mean, d, (bytes-1)*8, 1)
+	d := len(hc.K.Mean)
+	p, err := hc.Design(key, (bytes-1)*8, 1)
 	if err != nil {
 		return result{}, err
+	}
+	var weight []float64 // the keys' metric, as the design weighed them
+	if key && hc.Q != nil {
+		weight = toF64(hc.Q)
 	}
 	k, err := quant.NewKLT(p)
 	if err != nil {

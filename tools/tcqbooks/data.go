@@ -126,17 +126,7 @@ type coderInput struct {
 }
 
 func newCoderInput(hc kvcache.HeadCovariance, key bool, rate float64) (*coderInput, error) {
-	mo := hc.V
-	if key {
-		mo = hc.K
-	}
-	d := len(mo.Mean)
-	cov, mean := f64(mo.Cov), f64(mo.Mean)
-	var weight []float64
-	if key && hc.Q != nil {
-		weight = f64(hc.Q)
-	}
-	p, err := quant.DesignWeightedKLT(cov, weight, mean, d, 8*(quant.KLTBytes(d, rate)-1), 1)
+	p, err := hc.Design(key, 8*(quant.KLTBytes(len(hc.K.Mean), rate)-1), 1)
 	if err != nil {
 		return nil, err
 	}
