@@ -278,7 +278,7 @@ func checkBudget(budget float64, cands []kvcache.Format, headDim int) error {
 func measureKVSensitivity(ctx context.Context, m *model.Model, calib []int32, bos int32, window, ctxLen int, cands []kvcache.Format, o KVPlanOptions) (kvcache.Sensitivity, *kvcache.Covariances, error) {
 	var cov *kvcache.Covariances
 	if slices.ContainsFunc(cands, kvcache.Format.Calibrated) {
-		o.log("measuring K/V covariances for the klt candidates on %d windows of %d tokens", len(calib)/ctxLen, ctxLen)
+		o.log("measuring K/V covariances for the calibrated candidates (klt, tcq) on %d windows of %d tokens", len(calib)/ctxLen, ctxLen)
 		var err error
 		if cov, err = MeasureCovariances(ctx, m, calib, bos, ctxLen, len(calib)/ctxLen); err != nil {
 			return kvcache.Sensitivity{}, nil, err
