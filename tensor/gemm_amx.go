@@ -23,7 +23,7 @@ package tensor
 // Q6_K's scales change every 16 elements, too often for one integer sum
 // per block, so its products (a call whose products are all Q6_K) take
 // the sub-block scales into the weights: w = (q−32)·scale, 13 bits,
-// split into two signed bytes w = 64·hi + lo (hi in [−64, 63], lo in
+// split into two signed bytes w = 64·hi + lo (hi in [−64, 64], lo in
 // [0, 63]), unpacked once per panel for its 16 vectors. Tiles of hi and
 // of lo meet the same activation tile (llama.cpp's Q8_K quants: one scale
 // per 256 elements) 64 elements at a time, and the two integer sums of a
@@ -288,8 +288,7 @@ func (pan *amxPanel) operand(p *Product, rowBytes, cols, r0, rows int) amxOperan
 	case Q6_K:
 		pan.q = grown(pan.q, 2*amxRows*cols)
 		if rows < amxRows {
-			clear(pan.q)
-			clear(pan.dw)
+			clear(pan.q) // the missing rows' tiles (their results are not kept)
 		}
 		for m := range rows {
 			row := w[m*rowBytes : (m+1)*rowBytes]

@@ -118,9 +118,15 @@ func TestAMXTakes(t *testing.T) {
 		{[]Product{q8, q4}, 512, gemmMinVectors - 1, false},
 		{[]Product{q8}, 96, 16, false}, // not whole pairs of blocks
 		{[]Product{q6, q6}, 512, 16, true},
+		{[]Product{q6, q6, q6}, 3 * QK_K, 16, true},
 		{[]Product{q6}, 320, 16, false}, // not whole super-blocks
+		{[]Product{q6}, 192, 16, false},
 		{[]Product{q6, q8}, 512, 16, false},
+		{[]Product{q6, q4}, 512, 16, false}, // Q6_K's call takes Q6_K alone
+		{[]Product{q6, q6, q4}, 512, 16, false},
+		{[]Product{q6, {Type: Q5_K}}, 512, 16, false},
 		{[]Product{q8, q6}, 512, 16, false},
+		{[]Product{q4, q6}, 512, 16, false},
 		{[]Product{{Type: Q5_K}}, 512, 16, false},
 		{nil, 512, 16, false},
 	} {
@@ -136,7 +142,8 @@ func TestAMXTakes(t *testing.T) {
 
 // TestUnpackQ6_KHiLo: a Q6_K panel row (the assembly where the CPU has
 // it, and the pure-Go twin) against dequantQ6_K: 64·hi + lo is the
-// element's w, hi in [−64, 63], lo in [0, 63], and d·w the dequantized
+// element's w, hi in [−64, 64] (64 where (q−32)·scale = (−32)·(−128)),
+// lo in [0, 63], and d·w the dequantized
 // weight (to float32 rounding); the assembly's bytes and scales are the
 // twin's.
 func TestUnpackQ6_KHiLo(t *testing.T) {
@@ -163,7 +170,7 @@ func TestUnpackQ6_KHiLo(t *testing.T) {
 			s, c, k := e/QK_K, e%QK_K/amxQ6Chunk, e%amxQ6Chunk
 			hi, lo := int8(q[s*8*1024+2048*c+m*amxQ6Chunk+k]), int8(q[s*8*1024+2048*c+1024+m*amxQ6Chunk+k])
 			got := float64(dw[s*amxRows+m]) * float64(64*int32(hi)+int32(lo))
-			if hi < -64 || lo < 0 || math.Abs(got-float64(deq[e])) > 1e-6*math.Abs(float64(deq[e]))+1e-30 {
+			if hi < -64 || hi > 64 || lo < 0 || lo > 63 || math.Abs(got-float64(deq[e])) > 1e-6*math.Abs(float64(deq[e]))+1e-30 {
 				t.Fatalf("%d super-blocks: element %d: hi %d lo %d d %g: %g, want %g", supers, e, hi, lo, dw[s*amxRows+m], got, deq[e])
 			}
 		}
