@@ -110,9 +110,8 @@ type amxPanel struct {
 // amxOperand is a panel as the kernel reads it: row m's quants of block
 // b are the 32 bytes at a[m·stride + b·step], signed or not; mw is nil
 // for a type without mins. For Q6_K (hilo) a holds per super-block and
-// 64-element chunk c a tile of the rows' hi bytes (16 rows of 64, at
-// 2048c) and one of their lo bytes (at 2048c + 1024), 8 KiB a
-// super-block, and dw the rows' d per super-block.
+// 64-element chunk c a tile of the rows' hi bytes and one of their lo
+// bytes (amxQ6Tile), and dw the rows' d per super-block.
 type amxOperand struct {
 	a            []byte
 	stride, step int
@@ -157,8 +156,14 @@ func amxForm(ps []Product) (actKind, int) {
 	return actQ8_0, amxBlock
 }
 
-// amxQ6Chunk is the elements of a Q6_K panel's tile: 64 bytes a row.
-const amxQ6Chunk = 64
+// The Q6_K panel's layout (amxOperand, hilo): a tile is its 16 rows of
+// one 64-element chunk, amxQ6Tile bytes; per chunk c the hi tile at
+// 2·amxQ6Tile·c and the lo tile after it; amxQ6Super bytes a super-block.
+const (
+	amxQ6Chunk = 64                                  // elements of a tile row
+	amxQ6Tile  = amxRows * amxQ6Chunk                // bytes of a tile
+	amxQ6Super = 2 * amxQ6Tile * (QK_K / amxQ6Chunk) // bytes of a super-block's tiles
+)
 
 // amxScratch is Scratch's part for the AMX product.
 type amxScratch struct {
@@ -357,25 +362,23 @@ func unpackQ4_K(pan *amxPanel, m int, row []byte, cols int) {
 // unpackQ6_KHiLoGo is unpackQ6_KHiLo's pure-Go twin: row m of a Q6_K
 // panel from the supers super-blocks of row, q and dw from the row's
 // place (q = panel[64m:], dw = dw[m:]): per super-block and 64-element
-// chunk c, w = (q−32)·scale of each element split into hi = w>>6 (at
-// 2048c) and lo = w&63 (at 2048c + 1024), the row's 64 bytes of each
-// tile; d at dw[16s].
+// chunk c, w = (q−32)·scale of each element split into hi = w>>6 and
+// lo = w&63, the row's 64 bytes of chunk c's hi and lo tiles; d at
+// dw[16s].
 func unpackQ6_KHiLoGo(q []byte, dw []float32, row []byte, supers int) {
+	var qs [QK_K]byte
 	for s := range supers {
 		blk := row[s*q6_KBytes:]
 		dw[s*amxRows] = f16Scale(blk[208:])
-		tiles := q[s*8*1024:]
-		for h := range 2 { // llama.cpp's layout: per 128 elements 64 bytes of low nibbles, 32 of high bit pairs
-			ql, qh := blk[64*h:], blk[128+32*h:]
-			for l := range 32 {
-				for k, v := range [4]byte{ql[l]&0xf | (qh[l]&3)<<4, ql[l+32]&0xf | (qh[l]>>2&3)<<4, ql[l]>>4 | (qh[l]>>4&3)<<4, ql[l+32]>>4 | (qh[l]>>6&3)<<4} {
-					e := 128*h + 32*k + l // element of the super-block
-					w := (int32(v) - 32) * int32(int8(blk[192+e/16]))
-					c := e / amxQ6Chunk
-					tiles[2048*c+e%amxQ6Chunk] = byte(int8(w >> 6))
-					tiles[2048*c+1024+e%amxQ6Chunk] = byte(w & 63)
-				}
-			}
+		for n := range 2 {
+			q6_KHalf(qs[128*n:128*n+64], qs[128*n+64:128*(n+1)], blk, n)
+		}
+		tiles := q[s*amxQ6Super:]
+		for e, v := range qs {
+			w := (int32(v) - 32) * int32(int8(blk[192+e/16]))
+			hi := 2*amxQ6Tile*(e/amxQ6Chunk) + e%amxQ6Chunk
+			tiles[hi] = byte(int8(w >> 6))
+			tiles[hi+amxQ6Tile] = byte(w & 63)
 		}
 	}
 }
@@ -388,17 +391,18 @@ func amxDotQ6KGo(op *amxOperand, g *amxActs, pan *amxPanel) {
 	for gi := range g.groups {
 		var acc [amxRows][amxCols]float32
 		for s := range supers {
-			tiles := op.a[s*8*1024:]
+			tiles := op.a[s*amxQ6Super:]
 			for m := range amxRows {
 				for t := range amxCols {
 					var hi, lo int32
 					for c := range QK_K / amxQ6Chunk {
 						i := gi*g.blocks + s*4 + c
 						xb := g.xb[i*amxQ6Chunk*amxCols:]
+						tile := tiles[2*amxQ6Tile*c+amxQ6Chunk*m:]
 						for e := range amxQ6Chunk {
 							x := int32(xb[e/4*4*amxCols+4*t+e%4])
-							hi += int32(int8(tiles[2048*c+64*m+e])) * x
-							lo += int32(int8(tiles[2048*c+1024+64*m+e])) * x
+							hi += int32(int8(tile[e])) * x
+							lo += int32(int8(tile[amxQ6Tile+e])) * x
 						}
 					}
 					dx := g.dx[(gi*g.blocks+s*4)*amxCols+t]

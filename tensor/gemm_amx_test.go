@@ -168,7 +168,8 @@ func TestUnpackQ6_KHiLo(t *testing.T) {
 		}
 		for e := range cols {
 			s, c, k := e/QK_K, e%QK_K/amxQ6Chunk, e%amxQ6Chunk
-			hi, lo := int8(q[s*8*1024+2048*c+m*amxQ6Chunk+k]), int8(q[s*8*1024+2048*c+1024+m*amxQ6Chunk+k])
+			at := s*amxQ6Super + 2*amxQ6Tile*c + m*amxQ6Chunk + k
+			hi, lo := int8(q[at]), int8(q[at+amxQ6Tile])
 			got := float64(dw[s*amxRows+m]) * float64(64*int32(hi)+int32(lo))
 			if hi < -64 || hi > 64 || lo < 0 || lo > 63 || math.Abs(got-float64(deq[e])) > 1e-6*math.Abs(float64(deq[e]))+1e-30 {
 				t.Fatalf("%d super-blocks: element %d: hi %d lo %d d %g: %g, want %g", supers, e, hi, lo, dw[s*amxRows+m], got, deq[e])

@@ -82,6 +82,6 @@ func unpackQ6_KHiLo(q []byte, dw []float32, row, ahead []byte, supers int) {
 		unpackQ6_KHiLoGo(q, dw, row, supers)
 		return
 	}
-	_, _, _, _ = q[(supers-1)*8*1024+7*1024+amxQ6Chunk-1], dw[(supers-1)*amxRows], row[supers*q6_KBytes-1], ahead[supers*q6_KBytes-1]
+	_, _, _, _ = q[supers*amxQ6Super-amxQ6Tile+amxQ6Chunk-1], dw[(supers-1)*amxRows], row[supers*q6_KBytes-1], ahead[supers*q6_KBytes-1]
 	unpackQ6_KHiLoVNNI(&q[0], &dw[0], &row[0], supers, &ahead[0])
 }
