@@ -177,7 +177,6 @@ type amxScratch struct {
 	of   *Scratch
 	pck  func(i int)
 	task func(task, worker int)
-	kind actKind // the call's activation form (amxForm)
 }
 
 // amxJob is one panel of a call: product p's rows from r0.
@@ -189,7 +188,6 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	threads := opts.Pool.Threads()
 	a := &s.amx
 	kind, k := amxForm(ps)
-	a.kind = kind
 	acts := s.activations(kind, cols, n)
 	g := &a.acts
 	g.size(n, cols, k)
@@ -213,7 +211,7 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 	// quantized (vectorTask, the one form the call needs), then the
 	// group's tile operand packed block by block (amxPack: a block's 16
 	// vectors are whole cache lines, written by one goroutine).
-	per := max(1, amxPackBlocks*amxBlock/k)
+	per := g.itemBlocks()
 	s.vecs.start(opts.Pool, threads, tasks, n, s.vector, (g.groups*g.blocks+per-1)/per, a.pck)
 	s.call = matCall{ps: ps, preps: preps, x: x, cols: cols, n: n, prepare: opts.Prepare, tasks: tasks}
 	s.call.need[kind], s.call.acts[kind] = true, acts
@@ -227,13 +225,18 @@ func (s *Scratch) amxMatMul(ps []Product, preps []prepared, cols int, x []float3
 // block k%blocks of group k/blocks).
 func (s *Scratch) amxPack(i int) {
 	c, g := &s.call, &s.amx.acts
-	acts := c.acts[s.amx.kind]
-	per := max(1, amxPackBlocks*amxBlock/g.k)
+	kind, _ := amxForm(c.ps)
+	acts := c.acts[kind]
+	per := g.itemBlocks()
 	for k := i * per; k < min((i+1)*per, g.groups*g.blocks); k++ {
 		gi := k / g.blocks
 		g.packBlock(gi, k%g.blocks, acts[gi*amxCols:min(c.n, (gi+1)*amxCols)])
 	}
 }
+
+// itemBlocks is the blocks one item of the packing phase packs:
+// amxPackBlocks of 32 elements, or as many bytes of larger blocks.
+func (g *amxActs) itemBlocks() int { return max(1, amxPackBlocks*amxBlock/g.k) }
 
 // amxPackBlocks is the blocks of the tile operand one item of the AMX
 // call's packing phase packs: a block (16 vectors' 32 quants) is less
