@@ -136,6 +136,7 @@ type workspace struct {
 	qs, sc, accs, cs, ca [][]float32
 	accum                []quant.Accumulator // Compressed: per KV head, made lazily
 	parts                []Partial           // runRows: the group's Partials
+	prep                 queryPrep           // runRows: the group's queries set up
 	_                    [64]byte
 }
 
@@ -355,26 +356,28 @@ type headLeft struct {
 }
 
 // runRows computes attention for n query rows at once: row i over the
-// positions [0, limit(i)), one task per (row, KV head) on the pool, each
-// on a single slice. task and finish are as for run, with the row added.
-func (a *attention) runRows(s Shape, n, accLen int, limit func(i int) int, task func(ws *workspace, i, hi, t0, t1 int, parts []Partial), finish func(i, hi, j int, p *Partial)) {
+// positions [0, limit(i)), its Partials of accLen(i) values, one task per
+// (row, KV head) on the pool, each on a single slice, the last rows (the
+// longest, in a prompt's chunk) handed out first. task and finish are as
+// for run, with the row added.
+func (a *attention) runRows(s Shape, n int, accLen, limit func(i int) int, task func(ws *workspace, i, hi, t0, t1 int, parts []Partial), finish func(ws *workspace, i, hi, j int, p *Partial)) {
 	g := s.Group()
 	if need := a.pool.Threads(); len(a.work) < need {
 		a.work = append(a.work, make([]workspace, need-len(a.work))...)
 	}
 	a.pool.Run(n*s.KVHeads, func(ti, w int) {
-		i, hi := ti/s.KVHeads, ti%s.KVHeads
+		i, hi := n-1-ti/s.KVHeads, ti%s.KVHeads
 		ws := &a.work[w]
 		if len(ws.parts) < g {
 			ws.parts = make([]Partial, g)
 		}
 		parts := ws.parts[:g]
 		for j := range parts {
-			parts[j].Reset(accLen)
+			parts[j].Reset(accLen(i))
 		}
 		task(ws, i, hi, 0, limit(i), parts)
 		for j := range parts {
-			finish(i, hi, j, &parts[j])
+			finish(ws, i, hi, j, &parts[j])
 		}
 	})
 }

@@ -65,10 +65,14 @@ func newCenteredKeys(inner keyStore, rope *Rope, rows []uint16, d int) *centered
 
 // center sets dst = x − m_t, m_t the mean turned to position t
 // (meanTurns; dst may alias x).
-func (s *centeredKeys) center(dst, x []float32, t int) {
-	s.turns.turned(s.m, t)
+func (s *centeredKeys) center(dst, x []float32, t int) { centerOn(s.turns, s.m, dst, x, t) }
+
+// centerOn sets dst = x − m_t with the turns of a mean, m (length d) its
+// scratch.
+func centerOn(turns *meanTurns, m []float64, dst, x []float32, t int) {
+	turns.turned(m, t)
 	for i, v := range x {
-		dst[i] = v - float32(s.m[i])
+		dst[i] = v - float32(m[i])
 	}
 }
 

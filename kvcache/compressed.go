@@ -203,10 +203,8 @@ func (c *Compressed) Append(k, v []float32) error {
 	if len(k) != w || len(v) != w {
 		return fmt.Errorf("kvcache: %s: append of %d keys and %d values, want %d each", c.spec, len(k), len(v), w)
 	}
-	for i := range k {
-		if !(math.Abs(float64(k[i])) <= 65504) || !(math.Abs(float64(v[i])) <= 65504) {
-			return fmt.Errorf("kvcache: %s: token %d: key %g or value %g at %d is not finite or beyond the fp16 range", c.spec, c.n, k[i], v[i], i)
-		}
+	if err := c.checkRows(k, v); err != nil {
+		return err
 	}
 	for i, h := range c.heads {
 		appendF16(&h.wk, k[i*d:(i+1)*d])
@@ -219,6 +217,19 @@ func (c *Compressed) Append(k, v []float32) error {
 		}
 		if err := c.compress(); err != nil {
 			return err
+		}
+	}
+	return nil
+}
+
+// checkRows refuses tokens (rows of KVHeads·HeadDim keys k and values
+// v, the first of them the cache's next) with a value that is not finite
+// or beyond the fp16 range, which the window cannot hold.
+func (c *Compressed) checkRows(k, v []float32) error {
+	w := c.shape.KVHeads * c.shape.HeadDim
+	for i := range k {
+		if !(math.Abs(float64(k[i])) <= 65504) || !(math.Abs(float64(v[i])) <= 65504) {
+			return fmt.Errorf("kvcache: %s: token %d: key %g or value %g at %d is not finite or beyond the fp16 range", c.spec, c.n+i/w, k[i], v[i], i%w)
 		}
 	}
 	return nil
@@ -243,7 +254,7 @@ func (c *Compressed) compress() error {
 	m := c.step * d
 	for i, h := range c.heads {
 		if !h.ready() {
-			if err := c.prime(i, h); err != nil {
+			if err := c.prime(i, h, c.n-c.nc); err != nil {
 				return err
 			}
 		}
@@ -298,11 +309,13 @@ func (c *Compressed) moveTask(t, _ int) {
 }
 
 // prime makes head i's stores that depend on the sequence's first tokens
-// (the rows in its window): the keys' mean of a centring format, then the
-// outlier channels of split formats (of the centred keys).
-func (c *Compressed) prime(i int, h *head) error {
+// (the first held rows of its window, tokens [nc, nc+held)): the keys'
+// mean of a centring format, then the outlier channels of split formats
+// (of the centred keys).
+func (c *Compressed) prime(i int, h *head, held int) error {
 	d := c.shape.HeadDim
-	wk := h.wk[h.off*d:]
+	wk := h.wk[h.off*d : (h.off+held)*d]
+	wv := h.wv[h.off*d : (h.off+held)*d]
 	var cal calibration
 	var ck *centeredKeys
 	if c.spec.K.center() || c.spec.K.split() {
@@ -320,8 +333,8 @@ func (c *Compressed) prime(i int, h *head) error {
 		}
 	}
 	if c.spec.V.split() {
-		rows := make([]float32, len(h.wv)-h.off*d)
-		toF32(rows, h.wv[h.off*d:])
+		rows := make([]float32, len(wv))
+		toF32(rows, wv)
 		cal.vOut = topChannels(rows, d, d/4)
 	}
 	return c.calibrate(i, h, cal, ck)
@@ -414,18 +427,21 @@ func (c *Compressed) Attend(out, q []float32, scale float32) {
 	if len(c.preps) < len(c.heads) {
 		c.preps = make([]queryPrep, len(c.heads))
 	}
-	c.call = compressedStep{c: c, out: out, q: q, scale: scale, al: al}
+	c.call = compressedStep{c: c, out: out, q: q, scale: scale, al: al, nc: nc}
 	c.run(c.shape, n, al+d, &c.call, nc > 0)
 	c.call = compressedStep{}
 }
 
 // compressedStep is the attendStep of a Compressed's Attend call: al
-// values of the compressed values' sum come first in a Partial.
+// values of the compressed values' sum come first in a Partial; the
+// positions before nc are read from the compressed stores, the others
+// from the window's rows (AppendAttend's queries see the boundary each
+// had when it came).
 type compressedStep struct {
 	c      *Compressed
 	out, q []float32
 	scale  float32
-	al     int
+	al, nc int
 }
 
 func (s *compressedStep) begin(hi int) {
@@ -440,16 +456,25 @@ func (s *compressedStep) prep(hi, j int) {
 }
 
 func (s *compressedStep) task(ws *workspace, hi, t0, t1 int, parts []Partial) {
-	c, q, scale, al := s.c, s.q, s.scale, s.al
-	d, g, nc := c.shape.HeadDim, c.shape.Group(), c.nc
+	s.c.span(ws, &s.c.preps[hi], s.q, hi, t0, t1, s.nc, s.al, parts, s.scale)
+}
+
+// span fills the Partials of KV head hi's query group (queries from q,
+// set up in p for its key store where the span reaches before nc) with
+// positions [t0, t1): those before nc from the compressed stores, the
+// rest from the window's rows, the compressed values' sum in the first al
+// values of each Partial.
+func (c *Compressed) span(ws *workspace, p *queryPrep, q []float32, hi, t0, t1, nc, al int, parts []Partial, scale float32) {
+	d, g := c.shape.HeadDim, c.shape.Group()
 	h := c.heads[hi]
 	mc := max(0, min(t1, nc)-t0) // compressed positions in the slice
 	ws.group(q, hi, g, d, t1-t0, mc, al, parts)
 	if mc > 0 {
-		scorePrepared(h.keys, ws.cs, &c.preps[hi], t0)
+		scorePrepared(h.keys, ws.cs, p, t0)
 	}
-	// the slice's window rows (fp16), if it reaches the window
-	w0, w1 := h.off+max(t0, nc)-nc, h.off+max(t1, nc)-nc
+	// the slice's window rows (fp16), if it reaches the window: token t
+	// is row h.off + t − c.nc of the buffer
+	w0, w1 := h.off+max(t0, nc)-c.nc, h.off+max(t1, nc)-c.nc
 	wk, wv := h.wk[w0*d:w1*d], h.wv[w0*d:w1*d]
 	m, nw := t1-t0, w1-w0
 	for j := 0; j < g && nw > 0; j++ { // four query heads per pass where there are four
@@ -482,9 +507,14 @@ func (s *compressedStep) task(ws *workspace, hi, t0, t1 int, parts []Partial) {
 }
 
 func (s *compressedStep) finish(ws *workspace, hi, j int, p *Partial) {
-	c, al := s.c, s.al
+	c := s.c
 	d, g := c.shape.HeadDim, c.shape.Group()
-	o := s.out[(hi*g+j)*d : (hi*g+j+1)*d]
+	c.finishOut(ws, hi, s.al, p, s.out[(hi*g+j)*d:(hi*g+j+1)*d])
+}
+
+// finishOut writes to o the output of a query head of KV head hi from its
+// merged Partial p, whose first al values are the compressed values' sum.
+func (c *Compressed) finishOut(ws *workspace, hi, al int, p *Partial, o []float32) {
 	if al > 0 {
 		h := c.heads[hi]
 		h.values.finish(ws.accumulator(hi, len(c.heads), h.values), o, p.Acc[:al])

@@ -124,9 +124,9 @@ func (s *denseStep) finish(_ *workspace, hi, j int, p *Partial) {
 func (c *Dense) AttendLast(out, q []float32, n int, scale float32) {
 	d, g, qd := c.shape.HeadDim, c.shape.Group(), c.shape.QHeads*c.shape.HeadDim
 	first := c.n - n
-	c.runRows(c.shape, n, d, func(i int) int { return first + i + 1 }, func(ws *workspace, i, hi, t0, t1 int, parts []Partial) {
+	c.runRows(c.shape, n, func(int) int { return d }, func(i int) int { return first + i + 1 }, func(ws *workspace, i, hi, t0, t1 int, parts []Partial) {
 		c.span(ws, q[i*qd:(i+1)*qd], hi, t0, t1, parts, scale)
-	}, func(i, hi, j int, p *Partial) {
+	}, func(_ *workspace, i, hi, j int, p *Partial) {
 		p.Result(out[i*qd+(hi*g+j)*d : i*qd+(hi*g+j+1)*d])
 	})
 }

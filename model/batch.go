@@ -195,7 +195,7 @@ func resize[T any](b []T, n int) []T {
 // Prepare of vector v (a region and its barrier fewer per layer). A session with
 // several rows (a prompt joining the step) goes after, its rows appended
 // in order and attended over the pool, at once where its cache can
-// (kvcache.LastAttender). When few single rows have long contexts, each
+// (kvcache.ChunkAttender, kvcache.LastAttender). When few single rows have long contexts, each
 // is attended in turn over the whole pool instead, as a lone session's
 // would be (flash-decoding across the pool beats two or three rows side
 // by side). Sessions whose caches share their scratch with others
@@ -268,6 +268,18 @@ func (s *Session) attendRows(li, n int, rows *batchRows) (late bool) {
 		i0, i1 := sp[0], sp[1]
 		seq := rows.seq[i0]
 		cache := seq.caches[li]
+		if ca, ok := cache.(kvcache.ChunkAttender); ok {
+			s.ropeRows(i0, i1)
+			if err := ca.AppendAttend(s.att[i0*qd:i1*qd], s.q[i0*qd:i1*qd], s.k[i0*kd:i1*kd], s.v[i0*kd:i1*kd], i1-i0, scale); err != nil {
+				// The session is lost (Forward drops it): its rows fail
+				// with it.
+				for k := i0; k < i1; k++ {
+					rows.fail(k, err)
+				}
+				clear(s.att[i0*qd : i1*qd])
+			}
+			continue
+		}
 		last, whole := cache.(kvcache.LastAttender)
 		if !whole {
 			for i := i0; i < i1; i++ {

@@ -471,7 +471,8 @@ func (s *Session) layer(li, n int, rows *batchRows) error {
 // attend rotates the n tokens' queries and keys (s.q, s.k), appends keys
 // and values to layer li's cache and writes each token's attention over
 // its sequence up to it to s.att: for the whole chunk at once where the
-// cache can (kvcache.LastAttender), else token by token. With rows (a
+// cache can (kvcache.ChunkAttender, kvcache.LastAttender), else token by
+// token. With rows (a
 // Batch chunk) attendRows does it, with each row's own session's caches,
 // or leaves it, reporting late, to the output projection's Prepare
 // (rows.late).
@@ -483,11 +484,14 @@ func (s *Session) attend(li, n int, rows *batchRows) (late bool, err error) {
 	qd, kd := c.Heads*c.HeadDim, c.KVHeads*c.HeadDim
 	scale := float32(1 / math.Sqrt(float64(c.HeadDim)))
 	var last kvcache.LastAttender
-	if n > 1 {
-		last, _ = s.caches[li].(kvcache.LastAttender)
-	}
 	s.ropeRows(0, n)
 	cache := s.caches[li]
+	if n > 1 {
+		if ca, ok := cache.(kvcache.ChunkAttender); ok {
+			return false, ca.AppendAttend(s.att[:n*qd], s.q[:n*qd], s.k[:n*kd], s.v[:n*kd], n, scale)
+		}
+		last, _ = cache.(kvcache.LastAttender)
+	}
 	for i := range n {
 		if err := cache.Append(s.k[i*kd:(i+1)*kd], s.v[i*kd:(i+1)*kd]); err != nil {
 			return false, err

@@ -1,0 +1,333 @@
+package kvcache
+
+import (
+	"fmt"
+
+	"github.com/turbomem/turbomem/quant"
+)
+
+// tokenEncoder is a store whose tokens can be encoded apart from being
+// stored: encode may run for different tokens on several goroutines at
+// once, each with its own encScratch, and putCodes then stores the codes
+// in order. A prompt's chunk encodes the tokens that leave the window so
+// (Compressed.AppendAttend). Stores without it (KIVI keys, rows kept in
+// fp16 or float32) add their tokens on one goroutine.
+type tokenEncoder interface {
+	codeStore
+	// codeBytes returns the bytes of one token's code (0: the store
+	// cannot encode apart after all; a centred store over one that
+	// cannot).
+	codeBytes() int
+	// encode writes to dst the codes of the tokens xs (a multiple of d
+	// values), the first of them at position t of the store.
+	encode(dst []byte, xs []float32, t int, sc *encScratch) error
+}
+
+// encScratch is one goroutine's working memory for tokenEncoder.encode.
+type encScratch struct {
+	q     quant.Scratch
+	x, c  []float32  // the tokens in float32; centred keys
+	m     []float64  // the mean turned to a position
+	turns meanTurns  // the turned means of the store turnsOf
+	of    *meanTurns // the centred store's turns that turns copies
+}
+
+// encoderOf returns s as a tokenEncoder, or nil where it cannot encode
+// apart.
+func encoderOf(s any) tokenEncoder {
+	if e, ok := s.(tokenEncoder); ok && e.codeBytes() > 0 {
+		return e
+	}
+	return nil
+}
+
+func (s *codeKeys) codeBytes() int   { return s.q.Bytes() }
+func (s *groupKeys) codeBytes() int  { return s.q.Bytes() }
+func (s *blockKeys) codeBytes() int  { return s.q.Bytes() }
+func (s *codeValues) codeBytes() int { return s.q.Bytes() }
+func (s *laneKeys) codeBytes() int   { return s.l.Quantizer().Bytes() }
+func (s *laneValues) codeBytes() int { return s.l.Quantizer().Bytes() }
+
+func (s *codeKeys) encode(dst []byte, xs []float32, _ int, sc *encScratch) error {
+	return quant.EncodeBatchScratch(s.q, dst, xs, &sc.q)
+}
+func (s *groupKeys) encode(dst []byte, xs []float32, _ int, sc *encScratch) error {
+	return quant.EncodeBatchScratch(s.q, dst, xs, &sc.q)
+}
+func (s *blockKeys) encode(dst []byte, xs []float32, _ int, sc *encScratch) error {
+	return quant.EncodeBatchScratch(s.q, dst, xs, &sc.q)
+}
+func (s *codeValues) encode(dst []byte, xs []float32, _ int, sc *encScratch) error {
+	return quant.EncodeBatchScratch(s.q, dst, xs, &sc.q)
+}
+func (s *laneKeys) encode(dst []byte, xs []float32, _ int, sc *encScratch) error {
+	return quant.EncodeBatchScratch(s.l.Quantizer(), dst, xs, &sc.q)
+}
+func (s *laneValues) encode(dst []byte, xs []float32, _ int, sc *encScratch) error {
+	return quant.EncodeBatchScratch(s.l.Quantizer(), dst, xs, &sc.q)
+}
+
+func (s *centeredKeys) codeBytes() int {
+	if e := encoderOf(s.inner); e != nil {
+		return e.codeBytes()
+	}
+	return 0
+}
+
+// encode centres each key on the mean turned to its position, as add
+// does, with turns of sc's own (the same node vectors: they depend on
+// the position's chunk alone), then encodes them with the inner store.
+func (s *centeredKeys) encode(dst []byte, xs []float32, t int, sc *encScratch) error {
+	d := len(s.mu)
+	if sc.of != s.turns {
+		sc.turns, sc.of = meanTurns{r: s.turns.r, mu: s.turns.mu, chunk: -1}, s.turns
+		for k := range sc.turns.at {
+			sc.turns.at[k] = make([]complex128, len(s.turns.at[k]))
+		}
+		sc.m = make([]float64, d)
+	}
+	sc.c = grow(sc.c, len(xs))
+	for i := 0; i < len(xs)/d; i++ {
+		centerOn(&sc.turns, sc.m, sc.c[i*d:(i+1)*d], xs[i*d:(i+1)*d], t+i)
+	}
+	return encoderOf(s.inner).encode(dst, sc.c, t, sc)
+}
+
+// grow returns b with n values (its contents not kept).
+func grow(b []float32, n int) []float32 {
+	if cap(b) < n {
+		return make([]float32, n)
+	}
+	return b[:n]
+}
+
+// ChunkAttender is implemented by caches that append a prompt's chunk of
+// tokens and attend its queries in one call, faster than token by token
+// (Compressed). AppendAttend(out, q, k, v, n, scale) appends the n
+// tokens' keys and values (k, v: n rows of KVHeads·HeadDim) and writes,
+// for each token, the attention of its queries (q: n rows of
+// QHeads·HeadDim) over the tokens up to and including it to its row of
+// out: what Append and then Attend for each token in turn give, up to
+// the order of the sums.
+type ChunkAttender interface {
+	AppendAttend(out, q, k, v []float32, n int, scale float32) error
+}
+
+// encodeRun is the number of tokens of a key or value stream that one
+// task of AppendAttend's encoding region encodes.
+const encodeRun = 16
+
+// AppendAttend appends n tokens and attends their queries
+// (ChunkAttender): the same tokens leave the window at the same points as
+// with n Appends, and each query sees the compressed and fp16 tokens it
+// would have seen after its own Append (the moved tokens' fp16 rows are
+// kept until every query is done). The tokens that leave the window are
+// encoded side by side on the pool (per KV head, keys and values, runs of
+// encodeRun tokens each a task), and the queries attended together: one
+// task per token and KV head where the chunk has enough of them to keep
+// the pool busy, else each token in turn over the pool's slices. On an
+// error the cache holds none of the chunk's tokens; the stores of a head
+// calibrated on the chunk's first tokens (outliers, centred keys' mean)
+// stay made, as after a failed Append.
+func (c *Compressed) AppendAttend(out, q, k, v []float32, n int, scale float32) error {
+	d := c.shape.HeadDim
+	w, qd := c.shape.KVHeads*d, c.shape.QHeads*d
+	if n < 0 || len(k) < n*w || len(v) < n*w || len(q) < n*qd || len(out) < n*qd {
+		return fmt.Errorf("kvcache: %s: append and attend %d tokens with %d keys, %d values, %d queries and %d outputs", c.spec, n, len(k), len(v), len(q), len(out))
+	}
+	if err := c.checkRows(k[:n*w], v[:n*w]); err != nil {
+		return err
+	}
+	n0, nc0 := c.n, c.nc
+	held := make([][2]int, len(c.heads))
+	for i, h := range c.heads {
+		held[i] = [2]int{len(h.wk), len(h.wv)}
+		for t := range n {
+			appendF16(&h.wk, k[t*w+i*d:t*w+(i+1)*d])
+			appendF16(&h.wv, v[t*w+i*d:t*w+(i+1)*d])
+		}
+	}
+	undo := func(err error) error {
+		c.n, c.nc = n0, nc0
+		for i, h := range c.heads {
+			h.wk, h.wv = h.wk[:held[i][0]], h.wv[:held[i][1]]
+		}
+		return err
+	}
+	// The window's boundary after each token's Append, as Append moves
+	// tokens: the first move calibrates the heads on the tokens then held.
+	ncs := make([]int, n)
+	for t := range n {
+		c.n++
+		for c.n-c.nc-c.step >= c.window {
+			if !c.heads[0].ready() {
+				if c.calib > 0 && c.n-c.nc < c.calib {
+					break
+				}
+				for i, h := range c.heads {
+					if err := c.prime(i, h, c.n-c.nc); err != nil {
+						return undo(err)
+					}
+				}
+			}
+			c.nc += c.step
+		}
+		ncs[t] = c.nc
+	}
+	if err := c.encodeMoved(nc0, c.nc-nc0); err != nil {
+		return undo(err)
+	}
+	for _, h := range c.heads {
+		h.off += c.nc - nc0
+	}
+	c.attendChunk(out, q, n, n0, ncs, scale)
+	for _, h := range c.heads {
+		// Drop the moved rows once they are half the buffer, as compress
+		// does.
+		if live := len(h.wk)/d - h.off; h.off >= live {
+			h.wk = append(h.wk[:0], h.wk[h.off*d:]...)
+			h.wv = append(h.wv[:0], h.wv[h.off*d:]...)
+			h.off = 0
+		}
+	}
+	return nil
+}
+
+// moveStream is one KV head's keys or values of the tokens a chunk moves
+// out of the window: its encoder (nil: added whole on one goroutine), the
+// codes or float32 rows made for it, and the first error.
+type moveStream struct {
+	enc   tokenEncoder
+	codes []byte
+	rows  []float32
+	err   error
+}
+
+// encodeMoved moves the m tokens from nc0 on (the oldest in each head's
+// window, at its offset) to the compressed stores: encoded on the pool
+// first, stored only when every code is made.
+func (c *Compressed) encodeMoved(nc0, m int) error {
+	if m == 0 {
+		return nil
+	}
+	d := c.shape.HeadDim
+	streams := make([]moveStream, 2*len(c.heads))
+	runs := (m + encodeRun - 1) / encodeRun
+	var tasks []int // per task: its stream, and its run where the stream encodes apart
+	for si := range streams {
+		st := &streams[si]
+		h := c.heads[si/2]
+		if si%2 == 0 {
+			st.enc = encoderOf(h.keys)
+		} else {
+			st.enc = encoderOf(h.values)
+		}
+		if st.enc == nil {
+			st.rows = make([]float32, m*d)
+			tasks = append(tasks, si*runs)
+			continue
+		}
+		st.codes = make([]byte, m*st.enc.codeBytes())
+		for r := range runs {
+			tasks = append(tasks, si*runs+r)
+		}
+	}
+	pool := c.pool
+	if len(tasks) == 1 {
+		pool = nil
+	}
+	scratch := make([]encScratch, pool.Threads())
+	errs := make([]error, len(tasks))
+	pool.TryRun(len(tasks), func(ti, wk int) {
+		si, r := tasks[ti]/runs, tasks[ti]%runs
+		st, h := &streams[si], c.heads[si/2]
+		rows := h.wk
+		if si%2 == 1 {
+			rows = h.wv
+		}
+		at := h.off // the buffer row of token nc0
+		if st.enc == nil {
+			toF32(st.rows, rows[at*d:(at+m)*d])
+			return
+		}
+		t0, t1 := r*encodeRun, min(m, (r+1)*encodeRun)
+		sc := &scratch[wk]
+		sc.x = grow(sc.x, (t1-t0)*d)
+		toF32(sc.x, rows[(at+t0)*d:(at+t1)*d])
+		b := st.enc.codeBytes()
+		if err := st.enc.encode(st.codes[t0*b:t1*b], sc.x, nc0+t0, sc); err != nil {
+			errs[ti] = fmt.Errorf("kvcache: layer %d head %d: %s of tokens %d to %d: %w", c.layer, si/2, [2]string{"key", "value"}[si%2], nc0+t0, nc0+t1-1, err)
+		}
+	})
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	for si := range streams {
+		st, h := &streams[si], c.heads[si/2]
+		var err error
+		switch {
+		case st.enc != nil:
+			err = st.enc.putCodes(st.codes, m)
+		case si%2 == 0:
+			err = addSteps(h.keys.add, st.rows, c.step*d)
+		default:
+			err = addSteps(h.values.add, st.rows, c.step*d)
+		}
+		if err != nil {
+			return fmt.Errorf("kvcache: layer %d head %d: %s of tokens %d to %d: %w", c.layer, si/2, [2]string{"key", "value"}[si%2], nc0, nc0+m-1, err)
+		}
+	}
+	return nil
+}
+
+// addSteps adds rows to a store step values at a time (a KIVI key block
+// per call).
+func addSteps(add func([]float32) error, rows []float32, step int) error {
+	for i := 0; i < len(rows); i += step {
+		if err := add(rows[i : i+step]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// attendChunk writes the attention of the chunk's n queries, token i at
+// position n0+i seeing the compressed positions before ncs[i] and the
+// window's rows after them, to the rows of out.
+func (c *Compressed) attendChunk(out, q []float32, n, n0 int, ncs []int, scale float32) {
+	d, g := c.shape.HeadDim, c.shape.Group()
+	qd := c.shape.QHeads * d
+	al := func(i int) int { // the compressed values' sum comes first
+		if ncs[i] > 0 {
+			return c.heads[0].values.accLen()
+		}
+		return 0
+	}
+	if len(c.preps) < len(c.heads) {
+		c.preps = make([]queryPrep, len(c.heads))
+	}
+	if threads := c.pool.Threads(); threads > 1 && n*c.shape.KVHeads < 2*threads {
+		// Too few (token, KV head) pairs to share the pool: each token
+		// over the pool's slices.
+		for i := range n {
+			c.call = compressedStep{c: c, out: out[i*qd : (i+1)*qd], q: q[i*qd : (i+1)*qd], scale: scale, al: al(i), nc: ncs[i]}
+			c.run(c.shape, n0+i+1, al(i)+d, &c.call, ncs[i] > 0)
+		}
+		c.call = compressedStep{}
+		return
+	}
+	c.runRows(c.shape, n, func(i int) int { return al(i) + d }, func(i int) int { return n0 + i + 1 }, func(ws *workspace, i, hi, t0, t1 int, parts []Partial) {
+		qi := q[i*qd : (i+1)*qd]
+		if ncs[i] > 0 {
+			ws.prep = queryPrep{}
+			ws.prep.setQueries(qi, hi, g, d)
+			prepareKeys(c.heads[hi].keys, &ws.prep)
+		}
+		c.span(ws, &ws.prep, qi, hi, t0, t1, ncs[i], al(i), parts, scale)
+	}, func(ws *workspace, i, hi, j int, p *Partial) {
+		o := out[i*qd+(hi*g+j)*d : i*qd+(hi*g+j+1)*d]
+		c.finishOut(ws, hi, al(i), p, o)
+	})
+}
