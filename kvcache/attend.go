@@ -44,10 +44,15 @@ const minParallelWork = 1 << 15
 // queries are prepared once per step, and a slice sums the centring
 // term's nodes for its own chunks only), 7 µs with q8_0 (48 ns a
 // position), nothing measurable with f16; 512 positions keep that to a
-// fifth of a turbo slice's time or less.
+// fifth of a turbo slice's time or less. On 16 threads, though, the
+// formats on lane kernels (turbo, klt, tcq: laneMinSlice) decode faster
+// with slices of 128 (the embedded model at 1024 and 4096 tokens:
+// turbo3.5 0.71–0.81x f16's tok/s against 0.62–0.71x with 512; q8_0 and
+// q4_0 slower, so they keep 512; BENCHMARKS.md, 2026-12-04).
 const (
 	minSlice           = 128
 	compressedMinSlice = 512
+	laneMinSlice       = 128
 	sliceAlign         = 64
 )
 

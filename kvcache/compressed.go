@@ -98,7 +98,7 @@ func newCompressed(s Spec, layer int, sh Shape) (*Compressed, error) {
 		corr: turboCorrection,
 		seed: s.seed() ^ uint64(layer+1)*0x9e3779b97f4a7c15,
 	}
-	c.shortest = compressedMinSlice
+	c.shortest = max(s.K.minSlice(), s.V.minSlice())
 	if s.corr != 0 {
 		c.corr = s.corr - 1
 	}

@@ -78,6 +78,11 @@ type codec struct {
 	// trellis, if not 0, is the number of trellis states with which a
 	// calibrated format codes its components (tcq; quant.KLTParams.Trellis).
 	trellis int
+	// slice is the fewest positions worth a slice of an attention step
+	// of their own (0: compressedMinSlice): less for the formats whose
+	// slices share the step's set-up of the queries and start their lane
+	// kernels at once (turbo, klt, tcq).
+	slice int
 	// research marks the formats kept as baselines to measure against:
 	// they lost to the turbo formats on every model measured
 	// (BENCHMARKS.md, the model suite).
@@ -184,6 +189,15 @@ func (f Format) keyBlock() int { return max(f.c.keyBlock, 1) }
 // the outlier channels of a split format), drawn from seed.
 func (f Format) quantizer(d int, key bool, outliers []int, seed uint64, corr quant.Correction) (quant.Quantizer, error) {
 	return f.c.quantizer(d, key, outliers, quant.Options{Seed: seed, Correction: corr})
+}
+
+// minSlice returns the fewest positions worth an attention slice of
+// their own (codec.slice).
+func (f Format) minSlice() int {
+	if f.c.slice > 0 {
+		return f.c.slice
+	}
+	return compressedMinSlice
 }
 
 // keyStore returns a head's key store over q (nil for f32 and f16).

@@ -22,6 +22,7 @@ import (
 // whole query group (kltKeys; the values by quant's KLT accumulator).
 func kltFormat(rate float64) *codec {
 	return &codec{
+		slice:      laneMinSlice,
 		multiple:   16,
 		rate:       rate,
 		tokenBytes: func(d int, _ bool) int { return quant.KLTBytes(d, rate) },

@@ -11,6 +11,7 @@ import "github.com/turbomem/turbomem/quant"
 // multiple of 8.
 func turboMSE(bits int) *codec {
 	return &codec{
+		slice:      laneMinSlice,
 		multiple:   8,
 		center:     true,
 		tokenBytes: func(d int, _ bool) int { return quant.TurboMSEBytes(d, bits) },
@@ -48,6 +49,7 @@ func laneValueStore(q quant.Quantizer, _ int) valueStore {
 // packed-index kernels, so d is a multiple of 32.
 func turboSplit(bits int, prod bool) *codec {
 	return &codec{
+		slice:    laneMinSlice,
 		multiple: 32,
 		split:    true,
 		center:   true,
