@@ -79,6 +79,12 @@ type attention struct {
 	// lse, if set, receives each query head's log-sum-exp of its scaled
 	// scores when Attend finishes it (Compacted's attendLSE).
 	lse []float32
+	// early, if earlyN > 0, is work of the cache's own that a step's
+	// region runs first, beside the slices, as its tasks 0 to earlyN−1
+	// (early(i, worker)): a compressed cache encoding the token due to
+	// leave its window next.
+	early  func(i, worker int)
+	earlyN int
 	// split, if set, is the thread count slices are cut for in place of
 	// the pool's: a pool's slicing measured on one goroutine.
 	split int
@@ -270,13 +276,18 @@ func (a *attention) run(s Shape, n, accLen int, step attendStep, prep bool) {
 		}
 		tasks += heads * (g - 1)
 	}
-	pool.Run(tasks, a.taskFunc)
+	pool.Run(a.earlyN+tasks, a.taskFunc)
 	a.cur, a.pool1 = nil, nil
 }
 
 // runTask is run's task ti on goroutine w: slice ti%k of KV head ti/k,
 // or, past the slices, a helper of KV head (ti − heads·k)/(g−1).
 func (a *attention) runTask(ti, w int) {
+	if ti < a.earlyN {
+		a.early(ti, w)
+		return
+	}
+	ti -= a.earlyN
 	g, k, step := a.g, a.k, a.cur
 	ws := &a.work[w]
 	if ti >= a.heads*k {

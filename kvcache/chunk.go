@@ -138,6 +138,7 @@ func (c *Compressed) AppendAttend(out, q, k, v []float32, n int, scale float32) 
 	if err := c.checkRows(k[:n*w], v[:n*w]); err != nil {
 		return err
 	}
+	c.ahead.at = 0 // the chunk moves its tokens itself
 	n0, nc0 := c.n, c.nc
 	held := make([][2]int, len(c.heads))
 	for i, h := range c.heads {
@@ -182,13 +183,7 @@ func (c *Compressed) AppendAttend(out, q, k, v []float32, n int, scale float32) 
 	}
 	c.attendChunk(out, q, n, n0, ncs, scale)
 	for _, h := range c.heads {
-		// Drop the moved rows once they are half the buffer, as compress
-		// does.
-		if live := len(h.wk)/d - h.off; h.off >= live {
-			h.wk = append(h.wk[:0], h.wk[h.off*d:]...)
-			h.wv = append(h.wv[:0], h.wv[h.off*d:]...)
-			h.off = 0
-		}
+		h.dropMoved(d)
 	}
 	return nil
 }
@@ -330,4 +325,102 @@ func (c *Compressed) attendChunk(out, q []float32, n, n0 int, ncs []int, scale f
 		o := out[i*qd+(hi*g+j)*d : i*qd+(hi*g+j+1)*d]
 		c.finishOut(ws, hi, al(i), p, o)
 	})
+}
+
+// aheadCodes holds the codes of the token due to leave a compressed
+// cache's window at its next Append, made by the attention step before
+// it: a decode step's encoding runs beside the step's slices on the
+// pool's idle goroutines, instead of in a region of its own at the
+// Append (compress takes the codes made; they are the ones it would
+// make).
+type aheadCodes struct {
+	at    int            // the token whose codes are held, plus one (0: none)
+	codes [][]byte       // per stream (KV head i's keys 2i, values 2i+1)
+	errs  []error        // per stream: its encoding's error (then not used)
+	scr   []encScratch   // per stream
+	enc   []tokenEncoder // per stream
+	of    *Compressed    // the cache aheadFunc is of
+	f     func(i, worker int)
+}
+
+// planAhead returns how many tasks an attention step on the pool adds to
+// encode the token due to leave the window at the next Append (one per
+// stream), and sets them up; 0 where it would not run on the pool, where
+// that token is not known to leave (the window not full, stores still to
+// calibrate, KIVI's blocks) or a store cannot encode apart, or where its
+// codes are made already.
+func (c *Compressed) planAhead() int {
+	a := &c.ahead
+	if c.step != 1 || c.n-c.nc < c.window || a.at == c.nc+1 || c.stepPool(c.shape, c.n, c.slices(c.shape, c.n)) == nil {
+		return 0
+	}
+	streams := 2 * len(c.heads)
+	if len(a.enc) < streams {
+		a.codes, a.errs = make([][]byte, streams), make([]error, streams)
+		a.scr, a.enc = make([]encScratch, streams), make([]tokenEncoder, streams)
+	}
+	for i, h := range c.heads {
+		if !h.ready() {
+			return 0
+		}
+		a.enc[2*i], a.enc[2*i+1] = encoderOf(h.keys), encoderOf(h.values)
+		if a.enc[2*i] == nil || a.enc[2*i+1] == nil {
+			return 0
+		}
+	}
+	if a.of != c { // made once: a step makes no closure
+		a.of, a.f = c, c.encodeAhead
+	}
+	c.early = a.f
+	a.at = c.nc + 1
+	return streams
+}
+
+// encodeAhead is early task i of an attention step: stream i's codes of
+// token c.nc (planAhead).
+func (c *Compressed) encodeAhead(i, _ int) {
+	a := &c.ahead
+	d := c.shape.HeadDim
+	h := c.heads[i/2]
+	rows := h.wk
+	if i%2 == 1 {
+		rows = h.wv
+	}
+	sc := &a.scr[i]
+	sc.x = grow(sc.x, d)
+	toF32(sc.x, rows[h.off*d:(h.off+1)*d])
+	e := a.enc[i]
+	if b := e.codeBytes(); len(a.codes[i]) != b {
+		a.codes[i] = make([]byte, b)
+	}
+	a.errs[i] = e.encode(a.codes[i], sc.x, c.nc, sc)
+}
+
+// putAhead stores the codes an attention step made of token c.nc, the
+// one compress moves now, and reports whether it did; where they are not
+// made (or an encoding failed: compress's own then reports it) it stores
+// nothing.
+func (c *Compressed) putAhead() bool {
+	a := &c.ahead
+	if a.at != c.nc+1 || c.step != 1 {
+		a.at = 0
+		return false
+	}
+	a.at = 0
+	for _, err := range a.errs[:2*len(c.heads)] {
+		if err != nil {
+			return false
+		}
+	}
+	for i := range 2 * len(c.heads) {
+		if err := a.enc[i].putCodes(a.codes[i], 1); err != nil {
+			panic(err) // one code of the store's own size: a bug
+		}
+	}
+	for _, h := range c.heads {
+		h.off++
+		h.dropMoved(c.shape.HeadDim)
+	}
+	c.nc++
+	return true
 }

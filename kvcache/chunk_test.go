@@ -180,3 +180,82 @@ func TestAppendAttendError(t *testing.T) {
 		}
 	}
 }
+
+// TestAttendEncodesAhead: a decode step on the pool encodes the token
+// due to leave the window next beside its slices, and the Append after
+// it stores those codes: for every compressed format the stores hold,
+// code for code, what a cache that encodes at each Append holds, and the
+// step's attention is the same within rounding.
+func TestAttendEncodesAhead(t *testing.T) {
+	pool := tensor.NewPool(3)
+	defer pool.Close()
+	sh := Shape{QHeads: 4, KVHeads: 2, HeadDim: 64}
+	sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
+	r := rand.New(rand.NewPCG(51, 52))
+	ks, vs := kvData(r, sh, 400, true)
+	q := randQuery(r, sh)
+	qd := sh.QHeads * sh.HeadDim
+	ahead := map[string]int{}
+	for _, name := range FormatNames() {
+		spec := withCov(t, specFor(t, name, 16), sh)
+		if spec.Check(sh) != nil {
+			continue
+		}
+		ref, err := spec.NewCache(0, sh)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rc, ok := ref.(*Compressed)
+		if !ok {
+			continue
+		}
+		c, _ := spec.NewCache(0, sh)
+		cc := c.(*Compressed)
+		UsePool(c, pool)
+		a, b := make([]float32, qd), make([]float32, qd)
+		for i := range ks {
+			if err := ref.Append(ks[i], vs[i]); err != nil {
+				t.Fatal(err)
+			}
+			if err := c.Append(ks[i], vs[i]); err != nil {
+				t.Fatal(err)
+			}
+			c.Attend(a, q, 0.125)
+			if cc.ahead.at == cc.nc+1 {
+				ahead[name]++
+			}
+			if i%50 == 49 {
+				ref.Attend(b, q, 0.125)
+				for j := range a {
+					if math.Abs(float64(a[j]-b[j])) > 1e-4*(1+math.Abs(float64(b[j]))) {
+						t.Fatalf("%s, token %d: out[%d] = %g, encoding at each Append %g", name, i, j, a[j], b[j])
+					}
+				}
+			}
+		}
+		for h := range sh.KVHeads {
+			for kv, st := range [2][2]any{{cc.heads[h].keys, rc.heads[h].keys}, {cc.heads[h].values, rc.heads[h].values}} {
+				x, err := storeCodes(st[0]).exportCodes(0, cc.nc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				y, err := storeCodes(st[1]).exportCodes(0, rc.nc)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if cc.nc != rc.nc || !slices.Equal(x, y) {
+					t.Fatalf("%s head %d %s: the codes differ from those made at each Append", name, h, [2]string{"keys", "values"}[kv])
+				}
+			}
+		}
+		if c.Bytes() != ref.Bytes() {
+			t.Fatalf("%s: %d bytes, %d encoding at each Append", name, c.Bytes(), ref.Bytes())
+		}
+	}
+	t.Logf("steps that encoded ahead: %v", ahead)
+	for _, name := range []string{"turbo3.5", "klt3.5", "tcq3.5", "q8_0", "q4_0"} {
+		if ahead[name] < 100 {
+			t.Errorf("%s: %d steps encoded ahead", name, ahead[name])
+		}
+	}
+}

@@ -67,6 +67,7 @@ type Compressed struct {
 	moveFunc func(task, worker int)
 	preps    []queryPrep    // per KV head: Attend's queries set up for its keys
 	call     compressedStep // Attend's call
+	ahead    aheadCodes     // the next token to leave the window, encoded by Attend
 	attention
 }
 
@@ -259,6 +260,9 @@ func (c *Compressed) compress() error {
 			}
 		}
 	}
+	if c.putAhead() {
+		return nil
+	}
 	tasks := 2 * len(c.heads)
 	if len(c.scratch) < tasks*m {
 		c.scratch = make([]float32, tasks*m)
@@ -280,16 +284,20 @@ func (c *Compressed) compress() error {
 	}
 	for _, h := range c.heads {
 		h.off += c.step
-		// Drop the moved rows once they are half the buffer: amortised
-		// O(1) copying per token.
-		if live := len(h.wk)/d - h.off; h.off >= live {
-			h.wk = append(h.wk[:0], h.wk[h.off*d:]...)
-			h.wv = append(h.wv[:0], h.wv[h.off*d:]...)
-			h.off = 0
-		}
+		h.dropMoved(d)
 	}
 	c.nc += c.step
 	return nil
+}
+
+// dropMoved drops the window's rows of tokens moved to the stores once
+// they are half its buffer: amortised O(1) copying per token.
+func (h *head) dropMoved(d int) {
+	if live := len(h.wk)/d - h.off; h.off >= live {
+		h.wk = append(h.wk[:0], h.wk[h.off*d:]...)
+		h.wv = append(h.wv[:0], h.wv[h.off*d:]...)
+		h.off = 0
+	}
 }
 
 // moveTask is compress's task t: the oldest step keys (t even) or values
@@ -428,8 +436,9 @@ func (c *Compressed) Attend(out, q []float32, scale float32) {
 		c.preps = make([]queryPrep, len(c.heads))
 	}
 	c.call = compressedStep{c: c, out: out, q: q, scale: scale, al: al, nc: nc}
+	c.earlyN = c.planAhead()
 	c.run(c.shape, n, al+d, &c.call, nc > 0)
-	c.call = compressedStep{}
+	c.call, c.earlyN = compressedStep{}, 0
 }
 
 // compressedStep is the attendStep of a Compressed's Attend call: al

@@ -475,7 +475,7 @@ func (c *Compressed) Import(tag string, data []byte) error {
 		}
 		h.wk, h.wv, h.off = h.wk[:0], h.wv[:0], 0
 	}
-	c.n, c.nc = e.to, e.to
+	c.n, c.nc, c.ahead.at = e.to, e.to, 0
 	return nil
 }
 
