@@ -425,7 +425,7 @@ func BenchmarkAttendParts(b *testing.B) {
 	out := make([]float32, len(q))
 	c.Attend(out, q, 0.088)
 	al := c.heads[0].values.accLen()
-	c.call = compressedStep{c: c, out: out, q: q, scale: 0.088, al: al}
+	c.call = compressedStep{c: c, out: out, q: q, scale: 0.088, al: al, nc: c.nc}
 	c.call.begin(0)
 	b.Run("setup/query", func(b *testing.B) { loopCPU(b, func() { c.call.prep(0, 1) }) })
 	for j := range 4 {
