@@ -316,7 +316,6 @@ func (c *Compressed) attendChunk(out, q []float32, n, n0 int, ncs []int, scale f
 	c.runRows(c.shape, n, func(i int) int { return al(i) + d }, func(i int) int { return n0 + i + 1 }, func(ws *workspace, i, hi, t0, t1 int, parts []Partial) {
 		qi := q[i*qd : (i+1)*qd]
 		if ncs[i] > 0 {
-			ws.prep = queryPrep{}
 			ws.prep.setQueries(qi, hi, g, d)
 			prepareKeys(c.heads[hi].keys, &ws.prep)
 		}

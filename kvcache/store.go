@@ -3,6 +3,7 @@ package kvcache
 import (
 	"fmt"
 	"slices"
+	"sync"
 
 	"github.com/turbomem/turbomem/quant"
 	"github.com/turbomem/turbomem/tensor"
@@ -220,6 +221,7 @@ type blockKeys struct {
 	q     quant.Quantizer
 	typ   tensor.DType
 	codes []byte
+	rows  sync.Pool // *[]float32: a chunk of dequantized keys, per slice at once
 }
 
 // blockChunk is the number of tokens dequantized at once (32 KiB at
@@ -232,7 +234,13 @@ func (s *blockKeys) bytes() int             { return len(s.codes) }
 func (s *blockKeys) score(dst, qs [][]float32, t0 int) {
 	n, d, b := len(dst[0]), s.q.Dim(), s.q.Bytes()
 	codes := s.codes[t0*b:]
-	rows := make([]float32, blockChunk*d)
+	buf, _ := s.rows.Get().(*[]float32)
+	if buf == nil {
+		buf = new([]float32)
+		*buf = make([]float32, blockChunk*d)
+	}
+	defer s.rows.Put(buf)
+	rows := *buf
 	for t := 0; t < n; t += blockChunk {
 		m := min(blockChunk, n-t)
 		if err := tensor.Dequantize(s.typ, rows[:m*d], codes[t*b:(t+m)*b]); err != nil {

@@ -73,24 +73,35 @@ func BenchmarkDecode(b *testing.B) {
 	}
 }
 
-// BenchmarkPrefill times a 512-token prompt (llama-bench's pp512).
+// BenchmarkPrefill times a 512-token prompt (llama-bench's pp512) into
+// an f16 cache and into compressed ones (turbo3.5, the default of run and
+// serve; q8_0), whose chunks append and attend together
+// (kvcache.ChunkAttender).
 func BenchmarkPrefill(b *testing.B) {
 	m := benchModel(b, 0)
 	ids := make([]int32, 512)
 	for i := range ids {
 		ids[i] = int32(7 + 31*i%1000)
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		s, err := m.NewSession(nil, len(ids))
+	for _, kv := range []string{"f16", "turbo3.5", "q8_0"} {
+		cfg, err := kvcache.Parse(kv)
 		if err != nil {
 			b.Fatal(err)
 		}
-		if _, err := s.Forward(ids, false); err != nil {
-			b.Fatal(err)
-		}
+		b.Run("kv="+kv, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				s, err := m.NewSession(cfg, len(ids))
+				if err != nil {
+					b.Fatal(err)
+				}
+				if _, err := s.Forward(ids, false); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(len(ids))*float64(b.N)/b.Elapsed().Seconds(), "tok/s")
+		})
 	}
-	b.ReportMetric(float64(len(ids))*float64(b.N)/b.Elapsed().Seconds(), "tok/s")
 }
 
 // BenchmarkBatchDecode times one Batch decode step of 1, 4 and 16
