@@ -389,10 +389,19 @@ func newRecorder(layers, width, from, to int) *recorder {
 // bytes is the recorder's memory.
 func (r *recorder) bytes(layers, width int) int64 { return int64(4 * layers * width * (r.to - r.from)) }
 
-// wrap returns c, recording what layer l appends.
+// wrap returns c, recording what layer l appends; the wrapper attends a
+// prompt's chunk at once where c can (kvcache.ChunkAttender,
+// kvcache.LastAttender), as c alone would.
 func (r *recorder) wrap(l int, c kvcache.Cache) kvcache.Cache {
 	r.caches[l] = c
-	return &teeCache{Cache: c, r: r, l: l}
+	t := &teeCache{Cache: c, r: r, l: l}
+	switch c.(type) {
+	case kvcache.ChunkAttender:
+		return teeChunk{t}
+	case kvcache.LastAttender:
+		return teeLast{t}
+	}
+	return t
 }
 
 type teeCache struct {
@@ -405,6 +414,13 @@ func (t *teeCache) Append(k, v []float32) error {
 	if err := t.Cache.Append(k, v); err != nil {
 		return err
 	}
+	t.record(k, v)
+	return nil
+}
+
+// record keeps one appended token's keys and values, while the recorded
+// positions last.
+func (t *teeCache) record(k, v []float32) {
 	r := t.r
 	if r.pos[t.l] < r.to {
 		for _, x := range k {
@@ -415,7 +431,31 @@ func (t *teeCache) Append(k, v []float32) error {
 		}
 	}
 	r.pos[t.l]++
+}
+
+// teeChunk is a teeCache over a kvcache.ChunkAttender.
+type teeChunk struct{ *teeCache }
+
+// AppendAttend appends and attends a chunk with the wrapped cache, then
+// records its tokens.
+func (t teeChunk) AppendAttend(out, q, k, v []float32, n int, scale float32) error {
+	if err := t.Cache.(kvcache.ChunkAttender).AppendAttend(out, q, k, v, n, scale); err != nil {
+		return err
+	}
+	w := len(k) / max(n, 1)
+	for i := range n {
+		t.record(k[i*w:(i+1)*w], v[i*w:(i+1)*w])
+	}
 	return nil
+}
+
+// teeLast is a teeCache over a kvcache.LastAttender.
+type teeLast struct{ *teeCache }
+
+// AttendLast attends the chunk that Append recorded with the wrapped
+// cache.
+func (t teeLast) AttendLast(out, q []float32, n int, scale float32) {
+	t.Cache.(kvcache.LastAttender).AttendLast(out, q, n, scale)
 }
 
 // SetPool passes the model's pool on to the wrapped cache.

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/turbomem/turbomem/half"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
 )
@@ -428,6 +429,56 @@ func BenchmarkPrefixEvict(b *testing.B) {
 		b.StartTimer()
 		if freed := p.evict(1000 * 1000); freed != 1000*1000 {
 			b.Fatalf("freed %d", freed)
+		}
+	}
+}
+
+// TestRecorderKeepsChunks: the prefix recorder's wrapper attends a
+// prompt's chunk at once where its cache can (kvcache.ChunkAttender for
+// compressed caches, kvcache.LastAttender for f16), and records the
+// chunk's keys and values as a wrapper that appends token by token does
+// (within the rounding the two attention orders give the later layers).
+func TestRecorderKeepsChunks(t *testing.T) {
+	for _, kv := range []string{"f16", "turbo3.5"} {
+		m := withKV(t, kv)
+		pc := newPrefixCache(m.Model, m.KV, m.Name, 1024)
+		ids := m.Tokenizer.Encode(longPrompt()+longPrompt(), true)[:3*blockTokens]
+		record := func(chunked bool) *recorder {
+			rec := newRecorder(pc.layers, pc.width, 0, len(ids))
+			s, err := m.Model.NewSession(kvcache.NewCacheFunc(func(l int, sh kvcache.Shape) (kvcache.Cache, error) {
+				c, err := m.KV.NewCache(l, sh)
+				if !chunked {
+					rec.caches[l] = c
+					return &teeCache{Cache: c, r: rec, l: l}, err
+				}
+				w := rec.wrap(l, c)
+				_, chunk := w.(kvcache.ChunkAttender)
+				_, last := w.(kvcache.LastAttender)
+				if chunk != (kv != "f16") || last != (kv == "f16") {
+					t.Errorf("%s: the wrapper attends chunks %v, last rows %v", kv, chunk, last)
+				}
+				return w, err
+			}), len(ids))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Forward(ids, false); err != nil {
+				t.Fatal(err)
+			}
+			return rec
+		}
+		a, b := record(true), record(false)
+		for l := range pc.layers {
+			if a.pos[l] != len(ids) || len(a.k[l]) != len(b.k[l]) || len(a.v[l]) != len(b.v[l]) || len(a.k[l]) != len(ids)*pc.width {
+				t.Fatalf("%s layer %d: %d positions, %d and %d values recorded, want %d", kv, l, a.pos[l], len(a.k[l]), len(b.k[l]), len(ids)*pc.width)
+			}
+			for i := range a.k[l] {
+				x, y := half.F16ToF32(half.F16(a.k[l][i])), half.F16ToF32(half.F16(b.k[l][i]))
+				p, q := half.F16ToF32(half.F16(a.v[l][i])), half.F16ToF32(half.F16(b.v[l][i]))
+				if math.Abs(float64(x-y)) > 0.02*(1+math.Abs(float64(y))) || math.Abs(float64(p-q)) > 0.02*(1+math.Abs(float64(q))) {
+					t.Fatalf("%s layer %d value %d: recorded %g, %g chunked; %g, %g token by token", kv, l, i, x, p, y, q)
+				}
+			}
 		}
 	}
 }
