@@ -343,9 +343,11 @@ func stepAt(b *testing.B, names []string, sh Shape, n int) (q []float32, caches 
 
 // BenchmarkAttendThreads times one attention step at 16k tokens
 // (step16k) on 1 goroutine and on all CPUs: a single KV head is split
-// over threads by position.
+// over threads by position; and at 4k tokens on all CPUs (ctx=4096),
+// where the step's fixed costs (its region, the queries' set-up, the
+// tail) weigh more.
 func BenchmarkAttendThreads(b *testing.B) {
-	names := []string{"f16", "q8_0", "turbo3.5"}
+	names := []string{"f16", "q8_0", "turbo3.5", "tcq3.5"}
 	q, caches := step16k(b, names)
 	out := make([]float32, len(q))
 	for i, c := range caches {
@@ -359,6 +361,17 @@ func BenchmarkAttendThreads(b *testing.B) {
 			})
 			p.Close()
 		}
+	}
+	q, caches = stepAt(b, names, Shape{QHeads: 4, KVHeads: 1, HeadDim: 128}, 4096)
+	p := tensor.NewPool(0)
+	defer p.Close()
+	for i, c := range caches {
+		UsePool(c, p)
+		b.Run(fmt.Sprintf("%s/ctx=4096/threads=%d", names[i], p.Threads()), func(b *testing.B) {
+			for b.Loop() {
+				c.Attend(out, q, 0.088)
+			}
+		})
 	}
 }
 
