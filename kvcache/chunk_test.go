@@ -1,7 +1,6 @@
 package kvcache
 
 import (
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
@@ -33,73 +32,62 @@ func TestAppendAttendMatchesTokens(t *testing.T) {
 	}
 	w, qd := sh.KVHeads*sh.HeadDim, sh.QHeads*sh.HeadDim
 	var tested []string
-	for _, name := range FormatNames() {
-		for _, window := range []int{16, -1} {
-			spec := withCov(t, specFor(t, name, window), sh)
-			if spec.Check(sh) != nil {
-				continue
+	for _, ns := range compressedSpecs(t, sh, 16, -1) {
+		name, window, spec := ns.name, ns.window, ns.spec
+		ref := newCache(t, spec, sh)
+		tested = append(tested, ns.String())
+		want := make([]float32, len(ks)*qd)
+		for i := range ks {
+			if err := ref.Append(ks[i], vs[i]); err != nil {
+				t.Fatal(err)
 			}
-			ref, err := spec.NewCache(0, sh)
+			ref.Attend(want[i*qd:(i+1)*qd], qs[i], 0.125)
+		}
+		for _, p := range []*tensor.Pool{nil, pool} {
+			c, err := spec.NewCache(0, sh)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := ref.(*Compressed); !ok {
-				continue
+			UsePool(c, p)
+			got := make([]float32, len(ks)*qd)
+			at := 0
+			for _, n := range chunkSizes {
+				k, v := slices.Concat(ks[at:at+n]...), slices.Concat(vs[at:at+n]...)
+				q := slices.Concat(qs[at : at+n]...)
+				if err := c.(ChunkAttender).AppendAttend(got[at*qd:], q, k, v, n, 0.125); err != nil {
+					t.Fatalf("%s window %d: chunk at %d: %v", name, window, at, err)
+				}
+				at += n
+				if c.Len() != at || len(k) != n*w {
+					t.Fatalf("%s window %d: Len %d after %d tokens", name, window, c.Len(), at)
+				}
 			}
-			tested = append(tested, fmt.Sprintf("%s/%d", name, window))
-			want := make([]float32, len(ks)*qd)
-			for i := range ks {
-				if err := ref.Append(ks[i], vs[i]); err != nil {
-					t.Fatal(err)
-				}
-				ref.Attend(want[i*qd:(i+1)*qd], qs[i], 0.125)
+			if at != len(ks) {
+				t.Fatalf("chunks cover %d of %d tokens", at, len(ks))
 			}
-			for _, p := range []*tensor.Pool{nil, pool} {
-				c, err := spec.NewCache(0, sh)
-				if err != nil {
-					t.Fatal(err)
+			// Within rounding even on the caller alone: a kernel may
+			// take a block of codes where the chunk's later tokens
+			// already stand, and a scalar tail where they did not.
+			tol := 1e-5
+			if p != nil {
+				tol = 1e-4
+			}
+			for i, x := range got {
+				if math.Abs(float64(x-want[i])) > tol*(1+math.Abs(float64(want[i]))) {
+					t.Fatalf("%s window %d, pool %v: token %d: out[%d] = %g, token by token %g", name, window, p != nil, i/qd, i%qd, x, want[i])
 				}
-				UsePool(c, p)
-				got := make([]float32, len(ks)*qd)
-				at := 0
-				for _, n := range chunkSizes {
-					k, v := slices.Concat(ks[at:at+n]...), slices.Concat(vs[at:at+n]...)
-					q := slices.Concat(qs[at : at+n]...)
-					if err := c.(ChunkAttender).AppendAttend(got[at*qd:], q, k, v, n, 0.125); err != nil {
-						t.Fatalf("%s window %d: chunk at %d: %v", name, window, at, err)
-					}
-					at += n
-					if c.Len() != at || len(k) != n*w {
-						t.Fatalf("%s window %d: Len %d after %d tokens", name, window, c.Len(), at)
-					}
-				}
-				if at != len(ks) {
-					t.Fatalf("chunks cover %d of %d tokens", at, len(ks))
-				}
-				// Within rounding even on the caller alone: a kernel may
-				// take a block of codes where the chunk's later tokens
-				// already stand, and a scalar tail where they did not.
-				tol := 1e-5
-				if p != nil {
-					tol = 1e-4
-				}
-				for i, x := range got {
-					if math.Abs(float64(x-want[i])) > tol*(1+math.Abs(float64(want[i]))) {
-						t.Fatalf("%s window %d, pool %v: token %d: out[%d] = %g, token by token %g", name, window, p != nil, i/qd, i%qd, x, want[i])
-					}
-				}
-				cc, rc := c.(*Compressed), ref.(*Compressed)
-				if c.Bytes() != ref.Bytes() || cc.Window() != rc.Window() {
-					t.Fatalf("%s window %d: %d bytes, window %d; token by token %d, %d", name, window, c.Bytes(), cc.Window(), ref.Bytes(), rc.Window())
-				}
-				// The same cache from here on: a decode step's attention.
-				UsePool(c, nil)
-				a, b := make([]float32, qd), make([]float32, qd)
-				c.Attend(a, qs[len(ks)], 0.125)
-				ref.Attend(b, qs[len(ks)], 0.125)
-				if !slices.Equal(a, b) {
-					t.Fatalf("%s window %d, pool %v: the next step's attention differs", name, window, p != nil)
-				}
+			}
+			cc, rc := c.(*Compressed), ref.(*Compressed)
+			if c.Bytes() != ref.Bytes() || cc.Window() != rc.Window() {
+				t.Fatalf("%s window %d: %d bytes, window %d; token by token %d, %d", name, window, c.Bytes(), cc.Window(), ref.Bytes(), rc.Window())
+			}
+			// The same cache from here on: a decode step's attention.
+			UsePool(c, nil)
+			a, b := make([]float32, qd), make([]float32, qd)
+			c.Attend(a, qs[len(ks)], 0.125)
+			ref.Attend(b, qs[len(ks)], 0.125)
+			if !slices.Equal(a, b) {
+				t.Fatalf("%s window %d, pool %v: the next step's attention differs", name, window, p != nil)
 			}
 		}
 	}
@@ -196,21 +184,10 @@ func TestAttendEncodesAhead(t *testing.T) {
 	q := randQuery(r, sh)
 	qd := sh.QHeads * sh.HeadDim
 	ahead := map[string]int{}
-	for _, name := range FormatNames() {
-		spec := withCov(t, specFor(t, name, 16), sh)
-		if spec.Check(sh) != nil {
-			continue
-		}
-		ref, err := spec.NewCache(0, sh)
-		if err != nil {
-			t.Fatal(err)
-		}
-		rc, ok := ref.(*Compressed)
-		if !ok {
-			continue
-		}
-		c, _ := spec.NewCache(0, sh)
-		cc := c.(*Compressed)
+	for _, ns := range compressedSpecs(t, sh, 16) {
+		name := ns.name
+		ref, c := newCache(t, ns.spec, sh), newCache(t, ns.spec, sh)
+		rc, cc := ref.(*Compressed), c.(*Compressed)
 		UsePool(c, pool)
 		a, b := make([]float32, qd), make([]float32, qd)
 		for i := range ks {

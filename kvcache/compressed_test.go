@@ -727,6 +727,45 @@ func TestResearchFormats(t *testing.T) {
 	}
 }
 
+// namedSpec is a compressed format's spec, with its name and window.
+type namedSpec struct {
+	name   string
+	window int
+	spec   Spec
+}
+
+func (n namedSpec) String() string { return fmt.Sprintf("%s/%d", n.name, n.window) }
+
+// compressedSpecs returns, for each window, the spec of every format
+// whose caches of shape sh are Compressed (klt formats with covariances:
+// withCov).
+func compressedSpecs(t *testing.T, sh Shape, windows ...int) []namedSpec {
+	t.Helper()
+	var out []namedSpec
+	for _, name := range FormatNames() {
+		for _, window := range windows {
+			spec := withCov(t, specFor(t, name, window), sh)
+			if spec.Check(sh) != nil {
+				continue
+			}
+			if _, ok := newCache(t, spec, sh).(*Compressed); ok {
+				out = append(out, namedSpec{name, window, spec})
+			}
+		}
+	}
+	return out
+}
+
+// newCache returns spec's cache of layer 0 and shape sh.
+func newCache(t *testing.T, spec Spec, sh Shape) Cache {
+	t.Helper()
+	c, err := spec.NewCache(0, sh)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
 // TestAppendPoolExact: a cache whose Appends move tokens out of the
 // window as tasks on a pool (compress) holds what one appended on the
 // caller holds: after every Append, attention on the caller is the same,
@@ -748,57 +787,43 @@ func TestAppendPoolExact(t *testing.T) {
 		qs[i] = randQuery(r, sh)
 	}
 	var tested []string
-	for _, name := range FormatNames() {
-		for _, window := range []int{16, -1} {
-			spec := withCov(t, specFor(t, name, window), sh)
-			if spec.Check(sh) != nil {
-				continue
-			}
-			ref, err := spec.NewCache(0, sh)
-			if err != nil {
+	for _, ns := range compressedSpecs(t, sh, 16, -1) {
+		name, window := ns.name, ns.window
+		var err error
+		ref, c := newCache(t, ns.spec, sh), newCache(t, ns.spec, sh)
+		UsePool(c, pool)
+		if cc := c.(*Compressed); cc.stepPool(sh, len(ks), cc.slices(sh, len(ks))) == nil {
+			t.Fatalf("%s: %d tokens do not make a step on the pool", name, len(ks))
+		}
+		tested = append(tested, ns.String())
+		want, got := make([]float32, len(qs[0])), make([]float32, len(qs[0]))
+		for i := range ks {
+			if err := ref.Append(ks[i], vs[i]); err != nil {
 				t.Fatal(err)
 			}
-			if _, ok := ref.(*Compressed); !ok {
-				continue
-			}
-			c, err := spec.NewCache(0, sh)
-			if err != nil {
-				t.Fatal(err)
-			}
-			UsePool(c, pool)
-			if cc := c.(*Compressed); cc.stepPool(sh, len(ks), cc.slices(sh, len(ks))) == nil {
-				t.Fatalf("%s: %d tokens do not make a step on the pool", name, len(ks))
-			}
-			tested = append(tested, fmt.Sprintf("%s/%d", name, window))
-			want, got := make([]float32, len(qs[0])), make([]float32, len(qs[0]))
-			for i := range ks {
-				if err := ref.Append(ks[i], vs[i]); err != nil {
-					t.Fatal(err)
-				}
-				if i%3 == 2 { // inside a region of the cache's pool
-					pool.Run(2, func(task, _ int) {
-						if task == 0 {
-							err = c.Append(ks[i], vs[i])
-						}
-					})
-				} else {
-					err = c.Append(ks[i], vs[i])
-				}
-				if err != nil {
-					t.Fatal(err)
-				}
-				ref.Attend(want, qs[i], 0.125)
-				UsePool(c, nil)
-				c.Attend(got, qs[i], 0.125)
-				UsePool(c, pool)
-				for j := range got {
-					if got[j] != want[j] {
-						t.Fatalf("%s window %d, token %d: out[%d] = %g, appended on the caller %g", name, window, i, j, got[j], want[j])
+			if i%3 == 2 { // inside a region of the cache's pool
+				pool.Run(2, func(task, _ int) {
+					if task == 0 {
+						err = c.Append(ks[i], vs[i])
 					}
+				})
+			} else {
+				err = c.Append(ks[i], vs[i])
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			ref.Attend(want, qs[i], 0.125)
+			UsePool(c, nil)
+			c.Attend(got, qs[i], 0.125)
+			UsePool(c, pool)
+			for j := range got {
+				if got[j] != want[j] {
+					t.Fatalf("%s window %d, token %d: out[%d] = %g, appended on the caller %g", name, window, i, j, got[j], want[j])
 				}
-				if c.Bytes() != ref.Bytes() {
-					t.Fatalf("%s window %d, token %d: %d bytes, appended on the caller %d", name, window, i, c.Bytes(), ref.Bytes())
-				}
+			}
+			if c.Bytes() != ref.Bytes() {
+				t.Fatalf("%s window %d, token %d: %d bytes, appended on the caller %d", name, window, i, c.Bytes(), ref.Bytes())
 			}
 		}
 	}
