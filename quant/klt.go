@@ -19,16 +19,18 @@ import (
 // per-vector scale and the packed indices:
 //
 //	y = T·x − off                 (off = T·mean)
-//	ρ = √(mean over coded i of yᵢ²/σᵢ²)   stored as e = round(8·log₂ρ) + 128, 1..255
+//	ρ = √(mean over coded i of yᵢ²/σᵢ²)   e₀ = round(8·log₂ρ) + 128, 1..255
 //	idxᵢ = nearest centroid of yᵢ/(ρ̂·σᵢ) in the bᵢ-bit codebook
 //	x̃ = Tᵀ·(off + ρ̂·σ∘c[idx])     ρ̂ = 2^((e−128)/8); e = 0: x̃ = mean
 //
 // The scale, a step of 1/8 octave, follows how far a vector is from the
 // calibration's spread (tokens differ in norm far more than Gaussian
-// vectors do); it costs 8 bits per vector. It is measured on the coded
-// components (bᵢ > 0) alone: the others are not stored, and a direction
-// the calibration barely saw (σᵢ tiny) must not decide the scale of the
-// rest. A query is turned once,
+// vectors do); it costs 8 bits per vector. Its search starts from e₀,
+// measured on the coded components (bᵢ > 0) alone: the others are not
+// stored, and a direction the calibration barely saw (σᵢ tiny) must not
+// decide the scale of the rest. The stored byte and indices are then
+// the pair of least error found around e₀, the byte fitted to the
+// indices by least squares (fitScale). A query is turned once,
 // q' = T·q, and a score is ⟨q', off⟩ + ρ̂·Σᵢ q'ᵢσᵢ·c[idxᵢ]; values are summed
 // in the transformed basis and turned back once (docs/ALGORITHMS.md §1).
 type KLT struct {
@@ -100,8 +102,8 @@ type KLTParams struct {
 	Trellis int
 	// Weight, if set, is each component's weight in the error the
 	// trellis encoder minimises (DesignWeightedKLT: uᵢᵀ·W·uᵢ, mean 1);
-	// nil: all 1. The scalar code does not read it: its nearest level
-	// is the best for any weight.
+	// nil: all 1. The scalar code reads it only for the scale byte
+	// (fitScale): its nearest level is the best for any weight.
 	Weight []float32
 }
 
@@ -268,6 +270,7 @@ func (k *KLT) EncodeBatch(dst []byte, xs []float32) error {
 		return err
 	}
 	y := make([]float32, k.d)
+	sc := k.newScaleScratch()
 	for v := range n {
 		x := xs[v*k.d : (v+1)*k.d]
 		for _, f := range x {
@@ -275,32 +278,51 @@ func (k *KLT) EncodeBatch(dst []byte, xs []float32) error {
 				return fmt.Errorf("quant: %s: vector %d is not finite", k.name, v)
 			}
 		}
-		k.encode(dst[v*k.bytes:(v+1)*k.bytes], x, y)
+		k.encode(dst[v*k.bytes:(v+1)*k.bytes], x, y, sc)
 	}
 	return nil
 }
 
-func (k *KLT) encode(code []byte, x, y []float32) {
+func (k *KLT) encode(code []byte, x, y []float32, sc *kltScaleScratch) {
 	k.apply(y, x)
-	var m float64
-	coded := 0
 	for i := range y {
 		y[i] -= k.off[i]
-		if k.bits[i] > 0 {
+	}
+	clear(code)
+	e, ok := k.rmsByte(y)
+	if !ok {
+		return
+	}
+	k.encodeAt(code, y, e)
+	k.fitScale(code, y, sc)
+}
+
+// rmsByte returns the scale byte of ρ, the RMS of yᵢ/σᵢ over the coded
+// components of y (turned and centred), where the encoder's search
+// starts (fitScale); false if ρ is 0 (the code of all zero bytes, which
+// decodes to the offset).
+func (k *KLT) rmsByte(y []float32) (byte, bool) {
+	var m float64
+	coded := 0
+	for i, b := range k.bits {
+		if b > 0 {
 			z := float64(y[i]) / float64(k.sigma[i])
 			m += z * z
 			coded++
 		}
 	}
-	clear(code)
 	rho := math.Sqrt(m / float64(max(coded, 1)))
 	if !(rho > 0) {
-		return
+		return 0, false
 	}
-	e := math.Round(kltScaleSteps*math.Log2(rho)) + kltScaleBias
-	e = math.Max(1, math.Min(255, e))
-	code[0] = byte(e)
-	inv := 1 / kltScale(code[0])
+	return clampByte(math.Round(kltScaleSteps*math.Log2(rho)) + kltScaleBias), true
+}
+
+// encodeAt writes the code of y (turned and centred) with the scale byte
+// e: e and the indices of y/ρ̂(e).
+func (k *KLT) encodeAt(code []byte, y []float32, e byte) {
+	code[0] = e
+	inv := 1 / kltScale(e)
 	if k.tcq != nil {
 		k.encodeTCQ(code[1:], y, inv)
 		return

@@ -209,10 +209,20 @@ func TestKLTReference(t *testing.T) {
 		}
 		code := make([]byte, k.Bytes())
 		dec := make([]float32, d)
+		y := make([]float32, d)
 		for v, x := range c.X {
-			if err := k.Encode(code, f32s(x)); err != nil {
-				t.Fatal(err)
+			// The fixture pins the code at the RMS scale byte, where
+			// the encoder's search starts (fitScale); the stored code
+			// must do at least as well (TestKLTScaleFit checks the rest).
+			k.apply(y, f32s(x))
+			for i := range y {
+				y[i] -= k.off[i]
 			}
+			e, ok := k.rmsByte(y)
+			if !ok {
+				t.Fatalf("case %d vector %d: no scale", ci, v)
+			}
+			k.encodeAt(code, y, e)
 			if int(code[0]) != c.Scale[v] {
 				t.Fatalf("case %d vector %d: scale byte %d, want %d", ci, v, code[0], c.Scale[v])
 			}
@@ -239,6 +249,23 @@ func TestKLTReference(t *testing.T) {
 				if math.Abs(float64(dec[i])-w) > tol {
 					t.Fatalf("case %d vector %d: decoded[%d] = %g, want %g", ci, v, i, dec[i], w)
 				}
+			}
+			if err := k.Encode(code, f32s(x)); err != nil {
+				t.Fatal(err)
+			}
+			if err := k.Decode(dec, code); err != nil {
+				t.Fatal(err)
+			}
+			var got, ref, energy float64
+			for i, w := range c.Decoded[v] {
+				got += sq(float64(dec[i]) - x[i])
+				ref += sq(w - x[i])
+				energy += sq(x[i])
+			}
+			// float32 decoding (6e-8 of each coordinate) against the
+			// fixture's float64: 1e-6 of ‖x‖²
+			if got > ref+1e-6*energy {
+				t.Fatalf("case %d vector %d: error %g, the fixture's code at the RMS byte %g", ci, v, got, ref)
 			}
 		}
 	}
@@ -479,10 +506,13 @@ func weightedErr(t *testing.T, q Quantizer, xs []float32, w []float64) float64 {
 // the keys' eigenvectors (as after RoPE, where both are nearly diagonal
 // in the rotary pairs) but weighs them independently of the keys'
 // variances (e^U(−4,2)), the weighted design codes Gaussian keys with an
-// error E[(qᵀ·Δk)²] = E[ΔkᵀWΔk] within 0.8–1.1 of its prediction
+// error E[(qᵀ·Δk)²] = E[ΔkᵀWΔk] within 0.65–1.1 of its prediction
 // Σᵢ (tᵢᵀWtᵢ)·σᵢ²·D(bᵢ) (tᵢ the transform's rows: the components' errors
-// are uncorrelated; the bounds as in TestKLTDistortion), and under 0.85x
-// the unweighted design's (measured 0.49–0.79x), which spends its bits on
+// are uncorrelated; the upper bound as in TestKLTDistortion; measured
+// 0.74–0.88 since the scale byte is fitted to each vector's weighted error,
+// fitScale, which pays most where a few heavy weights leave few
+// components to average the scale's misfit over), and under 0.85x
+// the unweighted design's (measured 0.49–0.81x), which spends its bits on
 // directions the queries barely read (a weight left unused fails here). A weight of nil
 // is DesignKLT; bad weights are errors.
 func TestWeightedKLT(t *testing.T) {
@@ -542,7 +572,7 @@ func TestWeightedKLT(t *testing.T) {
 		got := weightedErr(t, weighted, xs, w)
 		plain := weightedErr(t, kltFor(t, cov, mean, d, c.bpc), xs, w)
 		t.Logf("d %d at %g bits: weighted error %.4g (predicted %.4g), unweighted design %.4g", d, c.bpc, got, pred, plain)
-		if got > 1.1*pred || got < 0.8*pred {
+		if got > 1.1*pred || got < 0.65*pred {
 			t.Errorf("d %d at %g bits: weighted error %g, predicted %g", d, c.bpc, got, pred)
 		}
 		if got > 0.85*plain {
