@@ -17,18 +17,18 @@ func TestF32ToF16(t *testing.T) {
 		{1, 0x3c00},
 		{-2, 0xc000},
 		{0.5, 0x3800},
-		{65504, 0x7bff},                 // largest finite
-		{65520, 0x7c00},                 // rounds up to Inf (tie to even)
-		{65519, 0x7bff},                 // just below the tie
-		{float32(math.Inf(1)), 0x7c00},  // +Inf
-		{float32(math.Inf(-1)), 0xfc00}, // -Inf
-		{6.103515625e-05, 0x0400},       // smallest normal 2^-14
-		{5.960464477539063e-08, 0x0001}, // smallest subnormal 2^-24
+		{65504, 0x7bff},                  // largest finite
+		{65520, 0x7c00},                  // rounds up to Inf (tie to even)
+		{65519, 0x7bff},                  // just below the tie
+		{float32(math.Inf(1)), 0x7c00},   // +Inf
+		{float32(math.Inf(-1)), 0xfc00},  // -Inf
+		{6.103515625e-05, 0x0400},        // smallest normal 2^-14
+		{5.960464477539063e-08, 0x0001},  // smallest subnormal 2^-24
 		{2.9802322387695312e-08, 0x0000}, // 2^-25: tie, rounds to even (0)
-		{4.470348358154297e-08, 0x0001}, // 1.5*2^-25 rounds up to 2^-24
-		{1.0009765625, 0x3c01},          // 1 + 2^-10 exact
-		{1.00048828125, 0x3c00},         // 1 + 2^-11: tie, to even
-		{1.00146484375, 0x3c02},         // 1 + 3*2^-11: tie, to even (up)
+		{4.470348358154297e-08, 0x0001},  // 1.5*2^-25 rounds up to 2^-24
+		{1.0009765625, 0x3c01},           // 1 + 2^-10 exact
+		{1.00048828125, 0x3c00},          // 1 + 2^-11: tie, to even
+		{1.00146484375, 0x3c02},          // 1 + 3*2^-11: tie, to even (up)
 		{0.333333343, 0x3555},
 		{-3.140625, 0xc248},
 		{6.097555160522461e-05, 0x03ff}, // largest subnormal
@@ -80,9 +80,9 @@ func TestBF16(t *testing.T) {
 		want BF16
 	}{
 		{1, 0x3f80}, {-2, 0xc000}, {3.140625, 0x4049},
-		{1.00390625, 0x3f80},  // 1 + 2^-8: tie, to even
-		{1.01171875, 0x3f82},  // 1 + 3*2^-8: tie, to even (up)
-		{1.0078125, 0x3f81},   // exact
+		{1.00390625, 0x3f80}, // 1 + 2^-8: tie, to even
+		{1.01171875, 0x3f82}, // 1 + 3*2^-8: tie, to even (up)
+		{1.0078125, 0x3f81},  // exact
 		{float32(math.Inf(1)), 0x7f80},
 	}
 	for _, tt := range tests {
