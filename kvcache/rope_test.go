@@ -1,6 +1,7 @@
 package kvcache
 
 import (
+	"fmt"
 	"math"
 	"math/rand/v2"
 	"testing"
@@ -285,6 +286,55 @@ func TestTurnAdd4(t *testing.T) {
 					}
 				}
 			}
+		}
+	}
+}
+
+// BenchmarkMeanScores times the mean's share of one attention step on
+// one goroutine (Rope.beginPlan, planQuery per query, meanPlan.add per
+// slice), d = 128 fully rotated (base 10⁴: 17 exact pairs, 47 slow), for
+// a group of 4 and of 2 queries: 4k positions in the 16 slices of a
+// 16-thread step, 16k in 16 slices and in one. cpu-ns/op is the thread's
+// CPU time, which holds on a loaded machine where the wall time does
+// not; ns/pos is the wall time per position.
+func BenchmarkMeanScores(b *testing.B) {
+	rope := testRope(b, 128, 128, false)
+	r := rand.New(rand.NewPCG(7, 8))
+	mu := make([]float32, 128)
+	for i := range mu {
+		mu[i] = float32(r.NormFloat64())
+	}
+	qs := make([][]float32, 4)
+	for j := range qs {
+		qs[j] = make([]float32, 128)
+		for i := range qs[j] {
+			qs[j][i] = float32(r.NormFloat64())
+		}
+	}
+	for _, g := range []int{4, 2} {
+		for _, c := range []struct{ n, slices int }{{4096, 16}, {16384, 16}, {16384, 1}} {
+			dst := make([][]float32, g)
+			for j := range dst {
+				dst[j] = make([]float32, c.n)
+			}
+			part := make([][]float32, g)
+			var p meanPlan
+			b.Run(fmt.Sprintf("g=%d/ctx=%d/slices=%d", g, c.n, c.slices), func(b *testing.B) {
+				loopCPU(b, func() {
+					rope.beginPlan(&p, g)
+					for j := range g {
+						rope.planQuery(&p, j, qs[j], mu)
+					}
+					for s := range c.slices {
+						t0, t1 := bounds(s, c.slices, c.n)
+						for j := range part {
+							part[j] = dst[j][t0:t1]
+						}
+						p.add(part, t0)
+					}
+				})
+				b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N)/float64(c.n), "ns/pos")
+			})
 		}
 	}
 }
