@@ -33,25 +33,34 @@ type Rope struct {
 	exact, slow []int                         // pairs turned exactly and interpolated
 	nodes       [ropeNodes]float64            // node offsets within a chunk
 	basis       [ropeNodes][ropeChunk]float64 // Lagrange basis ℓ_k(j) at the chunk's positions
-	spanStep    []complex128                  // per exact pair: e^(i·ropeSpan·ω)
 	unrotated   bool                          // coordinates past the pairs exist
 	rows        int                           // rows of table
-	// table holds the rows the chunk kernel weighs (turnAdd4), ropeSpan
+	// table holds the rows the chunk kernel weighs (meanAdd4), ropeSpan
 	// columns each (positions j of a span): cos(j·ω) of every exact pair,
-	// then sin(j·ω), then the ropeNodes rows ℓ_k(j mod ropeChunk), then
-	// (if there are unrotated coordinates) a row of ones. Shared by every
-	// layer and head.
+	// then sin(j·ω), then the ropeNodes rows ℓ_k(j mod ropeChunk). Shared
+	// by every layer and head.
 	table []float32
 
-	// chunkTurns holds, per block of ropeChunk chunks, the slow pairs'
-	// turns at the chunks' nodes: rows cos(p·ω_s), then sin, at the
-	// positions p = c·ropeChunk + x_k (block-relative, plus the block's
-	// start) in column ropeNodes·c + k, for the chunks c of the block and
-	// their nodes k (ropeNodes·ropeChunk columns a row). Made on first use
+	// blocks holds, per block of ropeChunk chunks, the turns that do not
+	// depend on the queries or the mean (ropeBlock). Made on first use
 	// and kept: they depend on nothing but the position.
-	chunkTurns atomic.Pointer[[][]float32]
-	grow       sync.Mutex
-	scratch    sync.Pool // *ropeScratch
+	blocks  atomic.Pointer[[]*ropeBlock]
+	grow    sync.Mutex
+	scratch sync.Pool // *ropeScratch
+}
+
+// ropeBlock is what meanPlan.add reads of a block of ropeChunk chunks
+// (blockLen positions), besides the Rope's table.
+type ropeBlock struct {
+	// nodes holds the slow pairs' turns at the chunks' nodes: rows
+	// cos(p·ω_s), then sin, at the positions p = c·ropeChunk + x_k
+	// (block-relative, plus the block's start) in column ropeNodes·c + k,
+	// for the chunks c of the block and their nodes k (nodeCols columns
+	// of nodeStride a row, the rest zero).
+	nodes []float32
+	// spans holds, per span of the block and exact pair, e^(i·s·ω) at
+	// the span's start s: the turn of the pair's weight (pe a span).
+	spans []complex128
 }
 
 const (
@@ -65,9 +74,16 @@ const (
 	// ropeNodes is the number of interpolation nodes per chunk.
 	ropeNodes = 6
 	// nodeCols is the number of columns of a block's node turns
-	// (chunkTurns): a node of each chunk, a multiple of ropeChunk, so that
-	// the kernel's windows of ropeChunk columns tile it.
+	// (ropeBlock.nodes): a node of each chunk.
 	nodeCols = ropeNodes * ropeChunk
+	// nodeStride is the length of a row of a block's node turns: the
+	// columns and room for a window of ropeChunk columns that starts at
+	// the last multiple of 16 before nodeCols (the node sums of a slice's
+	// chunks are made in such windows, from the 16-column group of its
+	// first chunk's first node on).
+	nodeStride = nodeCols + ropeChunk - 16
+	// blockLen is the number of positions of a block (ropeBlock).
+	blockLen = ropeChunk * ropeChunk
 	// ropeTol bounds the interpolation error of a slow pair:
 	// |e^(i·j·ω) − Σ_k ℓ_k(j)·e^(i·x_k·ω)| ≤ 2·(ω·(ropeChunk−1)/4)^N/N!
 	// for Chebyshev nodes (N = ropeNodes), which is at most ropeTol for
@@ -124,29 +140,17 @@ func NewRope(d int, freqs []float64, halves bool) (*Rope, error) {
 	}
 	pe := len(r.exact)
 	r.rows = 2*pe + ropeNodes
-	if r.unrotated {
-		r.rows++
-	}
 	r.table = make([]float32, r.rows*ropeSpan)
-	r.spanStep = make([]complex128, pe)
 	for e, i := range r.exact {
 		for j := range ropeSpan {
 			sn, cs := math.Sincos(float64(j) * freqs[i])
 			r.table[e*ropeSpan+j], r.table[(pe+e)*ropeSpan+j] = float32(cs), float32(sn)
 		}
-		sn, cs := math.Sincos(ropeSpan * freqs[i])
-		r.spanStep[e] = complex(cs, sn)
 	}
 	for k := range ropeNodes {
 		row := r.table[(2*pe+k)*ropeSpan : (2*pe+k+1)*ropeSpan]
 		for j := range row {
 			row[j] = float32(r.basis[k][j%ropeChunk])
-		}
-	}
-	if r.unrotated {
-		row := r.table[(r.rows-1)*ropeSpan:]
-		for j := range row {
-			row[j] = 1
 		}
 	}
 	return r, nil
@@ -245,7 +249,7 @@ type meanPlan struct {
 	r      *Rope
 	nq     int          // queries
 	groups int          // groups of four queries
-	z      []complex128 // per query (padded to fours) and pair: conj(q̃)·μ̃
+	z      []complex128 // per query and exact pair: conj(q̃)·μ̃
 	y      []float32    // per group and query: the node sums' weights, Re z then −Im z of the slow pairs
 	base   []float32    // per query: ⟨q, μ⟩ over the unrotated coordinates (all of them without a Rope)
 }
@@ -258,49 +262,62 @@ type meanPlan struct {
 type ropeScratch struct {
 	_    [64]byte
 	plan meanPlan
-	wr   []float64 // per query and exact pair: the span's weight z·e^(i·s·ω)
-	wi   []float64
-	n    []float32 // per group and query: the node sums of a block's chunks (chunkTurns' columns)
-	kw   []float32 // the batches' weights and sums
+	// w holds, for the last spanRing spans, per query and exact pair the
+	// span's weights u = Re w, then v = −Im w, w = z·e^(i·s·ω): as many
+	// spans as a batch can hold slots of.
+	w    []float32
+	n    []float32 // per group and query: the node sums of a block's chunks (ropeBlock.nodes' columns)
+	sums []float32 // the batches' partial chunks
+	zero []float32 // the weights of an empty slot
 	// per column a chunk can start at in the table (ropeSpan/ropeChunk):
 	// the slots waiting for a chunk kernel call
 	batch [ropeSpan / ropeChunk]meanBatch
 	_     [64]byte
 }
 
-// blockTurns returns the slow pairs' turns at the nodes of the chunks of
-// block b (chunkTurns' layout: rows cos, then sin, nodeCols columns
-// each), making the blocks up to b on first use.
-func (r *Rope) blockTurns(b int) []float32 {
-	if bs := r.chunkTurns.Load(); bs != nil && b < len(*bs) {
+// spanRing is the number of spans whose weights meanPlan.add keeps: a
+// batch's four slots come from at most four spans (each span the slice
+// covers in whole gives every batch a slot or more).
+const spanRing = 4
+
+// block returns block b's turns (ropeBlock), making the blocks up to b
+// on first use.
+func (r *Rope) block(b int) *ropeBlock {
+	if bs := r.blocks.Load(); bs != nil && b < len(*bs) {
 		return (*bs)[b]
 	}
 	r.grow.Lock()
 	defer r.grow.Unlock()
-	var bs [][]float32
-	if p := r.chunkTurns.Load(); p != nil {
+	var bs []*ropeBlock
+	if p := r.blocks.Load(); p != nil {
 		bs = *p
 	}
 	if b < len(bs) {
 		return bs[b]
 	}
-	ps := len(r.slow)
-	next := append([][]float32(nil), bs...)
+	ps, pe := len(r.slow), len(r.exact)
+	next := append([]*ropeBlock(nil), bs...)
 	for len(next) <= b {
-		blk := make([]float32, 2*ps*nodeCols)
-		c0 := len(next) * ropeChunk * ropeChunk // first position of the block
+		blk := &ropeBlock{nodes: make([]float32, 2*ps*nodeStride), spans: make([]complex128, blockLen/ropeSpan*pe)}
+		c0 := len(next) * blockLen // first position of the block
 		for s, i := range r.slow {
 			for c := range ropeChunk {
 				for k, x := range r.nodes {
 					sn, cs := math.Sincos((float64(c0+c*ropeChunk) + x) * r.freqs[i])
 					col := ropeNodes*c + k
-					blk[s*nodeCols+col], blk[(ps+s)*nodeCols+col] = float32(cs), float32(sn)
+					blk.nodes[s*nodeStride+col], blk.nodes[(ps+s)*nodeStride+col] = float32(cs), float32(sn)
 				}
+			}
+		}
+		for sp := range blockLen / ropeSpan {
+			for e, i := range r.exact {
+				sn, cs := math.Sincos(float64(c0+sp*ropeSpan) * r.freqs[i])
+				blk.spans[sp*pe+e] = complex(cs, sn)
 			}
 		}
 		next = append(next, blk)
 	}
-	r.chunkTurns.Store(&next)
+	r.blocks.Store(&next)
 	return next[b]
 }
 
@@ -341,11 +358,10 @@ func (r *Rope) beginPlan(p *meanPlan, nq int) {
 	if r == nil {
 		return
 	}
-	np, ps := len(r.freqs), len(r.slow)
+	pe, ps := len(r.exact), len(r.slow)
 	p.groups = (nq + 3) / 4
-	p.z = grown(p.z, 4*p.groups*np)
+	p.z = grown(p.z, nq*pe)
 	p.y = grown(p.y, 4*p.groups*2*ps)
-	clear(p.z[nq*np:])
 	clear(p.y[nq*2*ps:])
 }
 
@@ -358,11 +374,14 @@ func (r *Rope) planQuery(p *meanPlan, j int, q, mu []float32) {
 		p.base[j] = tensor.DotF32(q, mu)
 		return
 	}
-	np, ps := len(r.freqs), len(r.slow)
-	z := p.z[j*np : (j+1)*np]
-	for i := range z {
+	np, pe, ps := len(r.freqs), len(r.exact), len(r.slow)
+	turn := func(i int) complex128 {
 		a, b := r.pair(i)
-		z[i] = complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b]))
+		return complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b]))
+	}
+	z := p.z[j*pe : (j+1)*pe]
+	for e, i := range r.exact {
+		z[e] = turn(i)
 	}
 	p.base[j] = 0
 	if r.unrotated {
@@ -370,21 +389,25 @@ func (r *Rope) planQuery(p *meanPlan, j int, q, mu []float32) {
 	}
 	y := p.y[j*2*ps : (j+1)*2*ps]
 	for s, i := range r.slow {
-		y[s], y[ps+s] = float32(real(z[i])), float32(-imag(z[i]))
+		z := turn(i)
+		y[s], y[ps+s] = float32(real(z)), float32(-imag(z))
 	}
 }
 
 // add adds the mean's share of the scores of p's queries at the
 // positions t0, t0+1, … to dst (a row per query). A chunk's terms for
-// one query are a slot of a turnAdd4 call over the rows of the table,
+// one query are a slot of a meanAdd4 call over the rows of the table,
 // with weights
 //   - exact pair: u = Re w, v = −Im w, w = z·e^(i·s·ω) at the span start
-//     s (⟨q, R_t·μ⟩ = Σ cos(jω)·u + sin(jω)·v for t = s+j);
+//     s (⟨q, R_t·μ⟩ = Σ cos(jω)·u + sin(jω)·v for t = s+j), made once a
+//     span from the block's turns at its spans' starts (no sincos, no
+//     drift) and read by the slots of the span's chunks in place;
 //   - node k: N_k = Re Σ_slow z·e^(i·(c+x_k)·ω) at the chunk start c,
-//     from turnAdd4 calls over the block's node turns (blockTurns), one
-//     per ropeChunk columns that the slice's chunks touch, with the
-//     plan's weights Re z, −Im z;
-//   - the row of ones: ⟨q, μ⟩ over the unrotated coordinates.
+//     from turnAdd4 calls over the block's node turns, one per window of
+//     ropeChunk columns from the 16-column group of the slice's first
+//     node on, with the plan's weights Re z, −Im z; plus ⟨q, μ⟩ over the
+//     unrotated coordinates, which the basis adds to every position as it
+//     is (Σ_k ℓ_k(j) = 1).
 //
 // A call's four slots are any (query, chunk) pairs whose chunks sit at
 // the same columns of the table (meanBatch): with fewer than four
@@ -407,75 +430,58 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 		}
 		return
 	}
-	np, pe, ps := len(r.freqs), len(r.exact), len(r.slow)
+	pe := len(r.exact)
 	groups := p.groups
-	nq := 4 * groups
 	sc, _ := r.scratch.Get().(*ropeScratch)
 	if sc == nil {
 		sc = &ropeScratch{}
 	}
 	defer r.scratch.Put(sc)
-	sc.wr = apart(sc.wr, nq*pe)
-	sc.wi = apart(sc.wi, nq*pe)
-	sc.n = apart(sc.n, nq*nodeCols)
-	sc.kw = apart(sc.kw, len(sc.batch)*4*(r.rows+ropeChunk))
+	sc.w = apart(sc.w, spanRing*p.nq*2*pe)
+	sc.n = apart(sc.n, 4*groups*nodeStride)
+	sc.sums = apart(sc.sums, len(sc.batch)*4*ropeChunk)
+	sc.zero = apart(sc.zero, max(2*pe, ropeNodes)) // never written
 	for b := range sc.batch {
-		at := sc.kw[b*4*(r.rows+ropeChunk):]
-		sc.batch[b] = meanBatch{kw: at[:4*r.rows], sums: at[4*r.rows : 4*(r.rows+ropeChunk)], table: r.table[b*ropeChunk:]}
+		sc.batch[b] = meanBatch{sums: sc.sums[b*4*ropeChunk : (b+1)*4*ropeChunk], zero: sc.zero, erows: 2 * pe, table: r.table[b*ropeChunk:]}
 	}
 	end := t0 + n
-	span := -1
+	span, block := -1, -1
+	var blk *ropeBlock
 	for c := t0 - t0%ropeChunk; c < end; c += ropeChunk {
 		blockChunk := c / ropeChunk % ropeChunk // the chunk's column in its block
-		if ps > 0 && (c == t0-t0%ropeChunk || blockChunk == 0) {
-			// the node sums of the block's chunks in [c, end)
-			block := c / (ropeChunk * ropeChunk)
-			turns := r.blockTurns(block)
-			last := min(ropeChunk, (end-1)/ropeChunk-block*ropeChunk+1) // past the last chunk, in the block
-			for col := ropeNodes * blockChunk / ropeChunk * ropeChunk; col < ropeNodes*last; col += ropeChunk {
-				for g := range groups {
-					n := sc.n[4*g*nodeCols:]
-					turnAdd4(&[4][]float32{n[col:], n[nodeCols+col:], n[2*nodeCols+col:], n[3*nodeCols+col:]},
-						p.y[4*g*2*ps:4*(g+1)*2*ps], 2*ps, turns[col:], nodeCols, true)
-				}
+		if b := c / blockLen; b != block {
+			// the node sums of the block's chunks in [c, end): the slots
+			// waiting read the last block's
+			for i := range sc.batch {
+				sc.batch[i].flush()
 			}
+			block, blk = b, r.block(b)
+			last := min(ropeChunk, (end-1)/ropeChunk-b*ropeChunk+1) // past the last chunk, in the block
+			p.nodeSums(sc.n, blk, ropeNodes*blockChunk/16*16, ropeNodes*last)
 		}
 		if s := c - c%ropeSpan; s != span {
-			// The exact pairs' weights at the span's start: from the
-			// first span's turns, then turned on by a span at a time in
-			// float64 (no drift).
-			for e, i := range r.exact {
-				st := r.spanStep[e]
-				if span < 0 {
-					sn, cs := math.Sincos(float64(s) * r.freqs[i])
-					st = complex(cs, sn)
-				}
-				sr, si := real(st), imag(st)
-				for j := range p.nq {
-					wr, wi := sc.wr[j*pe+e], sc.wi[j*pe+e]
-					if span < 0 {
-						wr, wi = real(p.z[j*np+i]), imag(p.z[j*np+i])
-					}
-					sc.wr[j*pe+e], sc.wi[j*pe+e] = wr*sr-wi*si, wr*si+wi*sr
+			span = s
+			turns := blk.spans[s%blockLen/ropeSpan*pe : (s%blockLen/ropeSpan+1)*pe]
+			w := sc.w[s/ropeSpan%spanRing*p.nq*2*pe:]
+			for j := range p.nq {
+				z, u := p.z[j*pe:(j+1)*pe], w[j*2*pe:(j+1)*2*pe]
+				v := u[pe:]
+				for e, t := range turns {
+					x := z[e] * t
+					u[e], v[e] = float32(real(x)), float32(-imag(x))
 				}
 			}
-			span = s
 		}
 		b := &sc.batch[c%ropeSpan/ropeChunk]
 		lo, hi := max(c, t0), min(c+ropeChunk, end)
+		w := sc.w[span/ropeSpan%spanRing*p.nq*2*pe:]
 		for j := range p.nq {
 			k := b.n
-			kw := b.kw[k*r.rows : (k+1)*r.rows]
-			for e := range pe {
-				kw[e], kw[pe+e] = float32(sc.wr[j*pe+e]), float32(-sc.wi[j*pe+e])
-			}
-			copy(kw[2*pe:2*pe+ropeNodes], sc.n[j*nodeCols+ropeNodes*blockChunk:])
-			if r.unrotated {
-				kw[r.rows-1] = p.base[j]
-			}
+			b.ew[k] = w[j*2*pe : (j+1)*2*pe]
+			b.nw[k] = sc.n[j*nodeStride+ropeNodes*blockChunk : j*nodeStride+ropeNodes*(blockChunk+1)]
 			b.dst[k] = nil
 			if lo == c && hi == c+ropeChunk {
-				b.out[k] = dst[j][c-t0:]
+				b.out[k] = dst[j][c-t0 : c-t0+ropeChunk]
 			} else {
 				// a chunk the slice covers in part: its sums from zero,
 				// then the slice's positions added
@@ -484,38 +490,74 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 				b.dst[k], b.from[k] = dst[j][lo-t0:hi-t0], lo-c
 			}
 			if b.n++; b.n == 4 {
-				b.flush(r.rows)
+				b.flush()
 			}
 		}
 	}
 	for b := range sc.batch {
-		sc.batch[b].flush(r.rows)
+		sc.batch[b].flush()
+	}
+}
+
+// nodeSums sets the node sums of p's queries (with their ⟨q, μ⟩ over the
+// unrotated coordinates added) in the columns [from, to) of n (a row of
+// nodeStride per query, groups of four), from block blk's node turns;
+// from is a multiple of 16. Columns past to may be set too.
+func (p *meanPlan) nodeSums(n []float32, blk *ropeBlock, from, to int) {
+	r := p.r
+	ps := len(r.slow)
+	if ps == 0 {
+		for j := range p.nq {
+			row := n[j*nodeStride+from : j*nodeStride+to]
+			for i := range row {
+				row[i] = p.base[j]
+			}
+		}
+		return
+	}
+	for col := from; col < to; col += ropeChunk {
+		for g := range p.groups {
+			m := n[4*g*nodeStride:]
+			turnAdd4(&[4][]float32{m[col:], m[nodeStride+col:], m[2*nodeStride+col:], m[3*nodeStride+col:]},
+				p.y[4*g*2*ps:4*(g+1)*2*ps], 2*ps, blk.nodes[col:], nodeStride, true)
+		}
+	}
+	if r.unrotated {
+		for j := range p.nq {
+			row := n[j*nodeStride+from : j*nodeStride+to]
+			for i := range row {
+				row[i] += p.base[j]
+			}
+		}
 	}
 }
 
 // meanBatch gathers meanPlan.add's (query, chunk) slots whose chunks
-// start at the same column of the table, four to a turnAdd4 call.
+// start at the same column of the table, four to a meanAdd4 call.
 type meanBatch struct {
 	n     int          // slots filled
-	kw    []float32    // per slot: the kernel's weights (rows each)
+	ew    [4][]float32 // per slot: the exact pairs' weights (erows)
+	nw    [4][]float32 // per slot: the node sums (ropeNodes)
 	out   [4][]float32 // per slot: where the kernel adds
 	sums  []float32    // per slot: a partial chunk's sums (ropeChunk each)
 	dst   [4][]float32 // per slot of a partial chunk: the positions it adds to
 	from  [4]int       // and the first of them within the chunk
+	zero  []float32    // the weights of an empty slot
+	erows int          // rows of exact pairs
 	table []float32    // the table from the batch's column on
 }
 
 // flush makes the kernel call for the slots filled (the rest get zero
 // weights and sums of their own to add to) and empties the batch.
-func (b *meanBatch) flush(rows int) {
+func (b *meanBatch) flush() {
 	if b.n == 0 {
 		return
 	}
 	for k := b.n; k < 4; k++ {
-		clear(b.kw[k*rows : (k+1)*rows])
+		b.ew[k], b.nw[k] = b.zero[:b.erows], b.zero[:ropeNodes]
 		b.out[k], b.dst[k] = b.sums[k*ropeChunk:(k+1)*ropeChunk], nil
 	}
-	turnAdd4(&b.out, b.kw, rows, b.table, ropeSpan, false)
+	meanAdd4(&b.out, &b.ew, &b.nw, b.erows, b.table, ropeSpan)
 	for k := range b.n {
 		if d := b.dst[k]; d != nil {
 			for i, v := range b.out[k][b.from[k] : b.from[k]+len(d)] {
@@ -544,6 +586,23 @@ func apart[T any](s []T, n int) []T {
 		return make([]T, n+2*pad)[pad : pad+n : pad+n]
 	}
 	return s[:n]
+}
+
+// meanAdd4Go is meanAdd4's pure-Go twin.
+func meanAdd4Go(out, ew, nw *[4][]float32, erows int, table []float32, stride int) {
+	for q := range 4 {
+		o := out[q][:ropeChunk]
+		for k, wk := range ew[q][:erows] {
+			for j, t := range table[k*stride : k*stride+ropeChunk] {
+				o[j] += wk * t
+			}
+		}
+		for k, wk := range nw[q][:ropeNodes] {
+			for j, t := range table[(erows+k)*stride : (erows+k)*stride+ropeChunk] {
+				o[j] += wk * t
+			}
+		}
+	}
 }
 
 // turnAdd4Go is turnAdd4's pure-Go twin.

@@ -70,3 +70,40 @@ func turnAdd4With(k turnKernel, out *[4][]float32, w []float32, rows int, table 
 	}
 	turnAdd4AVX2(&p, &w[0], rows, &table[0], stride, s)
 }
+
+//go:noescape
+func meanAdd4AVX512(out, ew *[4]*float32, erows int, nw *[4]*float32, table *float32, stride int)
+
+//go:noescape
+func meanAdd4AVX2(out, ew *[4]*float32, erows int, nw *[4]*float32, table *float32, stride int)
+
+// meanAdd4 adds to out[q][j] the sum Σ_{k<erows} ew[q][k]·table[k·stride
+// + j] + Σ_{k<ropeNodes} nw[q][k]·table[(erows+k)·stride + j] for four
+// slots q and the ropeChunk positions j of a chunk: turnAdd4 with each
+// slot's weights in two pieces of its own (a span's exact pairs and a
+// chunk's node sums), read where they are.
+func meanAdd4(out, ew, nw *[4][]float32, erows int, table []float32, stride int) {
+	meanAdd4With(bestTurn, out, ew, nw, erows, table, stride)
+}
+
+// meanAdd4With is meanAdd4 on kernel k.
+func meanAdd4With(k turnKernel, out, ew, nw *[4][]float32, erows int, table []float32, stride int) {
+	if k == turnGo {
+		meanAdd4Go(out, ew, nw, erows, table, stride)
+		return
+	}
+	_ = table[(erows+ropeNodes-1)*stride+ropeChunk-1]
+	var o, e, n [4]*float32
+	for q := range o {
+		o[q] = &out[q][:ropeChunk][0]
+		n[q] = &nw[q][:ropeNodes][0]
+		if erows > 0 {
+			e[q] = &ew[q][:erows][0]
+		}
+	}
+	if k == turnAVX512 {
+		meanAdd4AVX512(&o, &e, erows, &n, &table[0], stride)
+		return
+	}
+	meanAdd4AVX2(&o, &e, erows, &n, &table[0], stride)
+}

@@ -16,3 +16,11 @@ func turnAdd4(out *[4][]float32, w []float32, rows int, table []float32, stride 
 func turnAdd4With(_ turnKernel, out *[4][]float32, w []float32, rows int, table []float32, stride int, set bool) {
 	turnAdd4Go(out, w, rows, table, stride, set)
 }
+
+func meanAdd4(out, ew, nw *[4][]float32, erows int, table []float32, stride int) {
+	meanAdd4Go(out, ew, nw, erows, table, stride)
+}
+
+func meanAdd4With(_ turnKernel, out, ew, nw *[4][]float32, erows int, table []float32, stride int) {
+	meanAdd4Go(out, ew, nw, erows, table, stride)
+}
