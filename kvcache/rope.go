@@ -58,9 +58,9 @@ type ropeBlock struct {
 	// for the chunks c of the block and their nodes k (nodeCols columns
 	// of nodeStride a row, the rest zero).
 	nodes []float32
-	// spans holds, per span of the block and exact pair, e^(i·s·ω) at
-	// the span's start s: the turn of the pair's weight (pe a span).
-	spans []complex128
+	// spans holds, per span of the block, the exact pairs' turns at the
+	// span's start s: cos(s·ω) of each, then sin(s·ω) (2·pe a span).
+	spans []float32
 }
 
 const (
@@ -247,11 +247,11 @@ func (m *meanTurns) turned(dst []float64, t int) {
 // (Rope.plan) and shared, read-only, by every slice of positions.
 type meanPlan struct {
 	r      *Rope
-	nq     int          // queries
-	groups int          // groups of four queries
-	z      []complex128 // per query and exact pair: conj(q̃)·μ̃
-	y      []float32    // per group and query: the node sums' weights, Re z then −Im z of the slow pairs
-	base   []float32    // per query: ⟨q, μ⟩ over the unrotated coordinates (all of them without a Rope)
+	nq     int       // queries
+	groups int       // groups of four queries
+	z      []float32 // per query: z = conj(q̃)·μ̃ of each exact pair, Re z of each, then Im z
+	y      []float32 // per group and query: the node sums' weights, Re z then −Im z of the slow pairs
+	base   []float32 // per query: ⟨q, μ⟩ over the unrotated coordinates (all of them without a Rope)
 }
 
 // ropeScratch is one slice's scratch for meanPlan.add (and meanScores'
@@ -298,7 +298,7 @@ func (r *Rope) block(b int) *ropeBlock {
 	ps, pe := len(r.slow), len(r.exact)
 	next := append([]*ropeBlock(nil), bs...)
 	for len(next) <= b {
-		blk := &ropeBlock{nodes: make([]float32, 2*ps*nodeStride), spans: make([]complex128, blockLen/ropeSpan*pe)}
+		blk := &ropeBlock{nodes: make([]float32, 2*ps*nodeStride), spans: make([]float32, blockLen/ropeSpan*2*pe)}
 		c0 := len(next) * blockLen // first position of the block
 		for s, i := range r.slow {
 			for c := range ropeChunk {
@@ -312,7 +312,7 @@ func (r *Rope) block(b int) *ropeBlock {
 		for sp := range blockLen / ropeSpan {
 			for e, i := range r.exact {
 				sn, cs := math.Sincos(float64(c0+sp*ropeSpan) * r.freqs[i])
-				blk.spans[sp*pe+e] = complex(cs, sn)
+				blk.spans[sp*2*pe+e], blk.spans[sp*2*pe+pe+e] = float32(cs), float32(sn)
 			}
 		}
 		next = append(next, blk)
@@ -360,7 +360,7 @@ func (r *Rope) beginPlan(p *meanPlan, nq int) {
 	}
 	pe, ps := len(r.exact), len(r.slow)
 	p.groups = (nq + 3) / 4
-	p.z = grown(p.z, nq*pe)
+	p.z = grown(p.z, nq*2*pe)
 	p.y = grown(p.y, 4*p.groups*2*ps)
 	clear(p.y[nq*2*ps:])
 }
@@ -379,9 +379,10 @@ func (r *Rope) planQuery(p *meanPlan, j int, q, mu []float32) {
 		a, b := r.pair(i)
 		return complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b]))
 	}
-	z := p.z[j*pe : (j+1)*pe]
+	z := p.z[j*2*pe : (j+1)*2*pe]
 	for e, i := range r.exact {
-		z[e] = turn(i)
+		x := turn(i)
+		z[e], z[pe+e] = float32(real(x)), float32(imag(x))
 	}
 	p.base[j] = 0
 	if r.unrotated {
@@ -461,16 +462,8 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 		}
 		if s := c - c%ropeSpan; s != span {
 			span = s
-			turns := blk.spans[s%blockLen/ropeSpan*pe : (s%blockLen/ropeSpan+1)*pe]
-			w := sc.w[s/ropeSpan%spanRing*p.nq*2*pe:]
-			for j := range p.nq {
-				z, u := p.z[j*pe:(j+1)*pe], w[j*2*pe:(j+1)*2*pe]
-				v := u[pe:]
-				for e, t := range turns {
-					x := z[e] * t
-					u[e], v[e] = float32(real(x)), float32(-imag(x))
-				}
-			}
+			sp := s % blockLen / ropeSpan
+			spanWeights(sc.w[s/ropeSpan%spanRing*p.nq*2*pe:], p.z, blk.spans[sp*2*pe:(sp+1)*2*pe], pe, p.nq)
 		}
 		b := &sc.batch[c%ropeSpan/ropeChunk]
 		lo, hi := max(c, t0), min(c+ropeChunk, end)
@@ -601,6 +594,19 @@ func meanAdd4Go(out, ew, nw *[4][]float32, erows int, table []float32, stride in
 			for j, t := range table[(erows+k)*stride : (erows+k)*stride+ropeChunk] {
 				o[j] += wk * t
 			}
+		}
+	}
+}
+
+// spanWeightsGo is spanWeights' pure-Go twin.
+func spanWeightsGo(w, z, turns []float32, pe, nq int) {
+	cs, sn := turns[:pe], turns[pe:2*pe]
+	for j := range nq {
+		zr, zi := z[j*2*pe:j*2*pe+pe], z[j*2*pe+pe:(j+1)*2*pe]
+		u, v := w[j*2*pe:j*2*pe+pe], w[j*2*pe+pe:(j+1)*2*pe]
+		for e := range pe {
+			u[e] = zr[e]*cs[e] - zi[e]*sn[e]
+			v[e] = -zr[e]*sn[e] - zi[e]*cs[e]
 		}
 	}
 }

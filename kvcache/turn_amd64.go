@@ -107,3 +107,19 @@ func meanAdd4With(k turnKernel, out, ew, nw *[4][]float32, erows int, table []fl
 	}
 	meanAdd4AVX2(&o, &e, erows, &n, &table[0], stride)
 }
+
+//go:noescape
+func spanWeightsAVX512(w, z, turns *float32, pe, nq int)
+
+// spanWeights sets, for nq queries, the exact pairs' weights of a span
+// from the plan's z (per query Re z of pe pairs, then Im z) and the
+// span's turns (cos(s·ω) of each pair, then sin(s·ω)): w = z·e^(i·s·ω),
+// per query u = Re w of each pair, then v = −Im w.
+func spanWeights(w, z, turns []float32, pe, nq int) {
+	if !hasAVX512 || pe == 0 || nq == 0 {
+		spanWeightsGo(w, z, turns, pe, nq)
+		return
+	}
+	_, _, _ = w[nq*2*pe-1], z[nq*2*pe-1], turns[2*pe-1]
+	spanWeightsAVX512(&w[0], &z[0], &turns[0], pe, nq)
+}

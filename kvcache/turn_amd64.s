@@ -454,3 +454,59 @@ anode:
 
 	VZEROUPPER
 	RET
+
+// func spanWeightsAVX512(w, z, turns *float32, pe, nq int)
+//
+// For nq queries j and pe pairs e (pe ≥ 1, nq ≥ 1), with zr, zi the
+// query's Re z and Im z (2·pe floats a query from z) and c, s the
+// turns' cos and sin: w[j][e] = zr·c − zi·s and w[j][pe+e] = −zr·s −
+// zi·c (spanWeights; the pure-Go twin is spanWeightsGo), 16 pairs a
+// step, the last step masked.
+TEXT ·spanWeightsAVX512(SB), NOSPLIT, $0-40
+	MOVQ w+0(FP), DI
+	MOVQ z+8(FP), SI
+	MOVQ turns+16(FP), DX
+	MOVQ pe+24(FP), BX
+	MOVQ nq+32(FP), R8
+	MOVQ BX, R9
+	SHLQ $2, R9 // pe in bytes
+
+wquery:
+	XORQ AX, AX
+
+wpairs:
+	MOVQ         BX, CX
+	SUBQ         AX, CX
+	CMPQ         CX, $16
+	JLE          wmask
+	MOVQ         $16, CX
+
+wmask:
+	MOVL         $1, R10
+	SHLL         CX, R10
+	DECL         R10
+	KMOVW        R10, K1
+	LEAQ         (SI)(AX*4), R11
+	VMOVUPS.Z    (R11), K1, Z0
+	VMOVUPS.Z    (R11)(R9*1), K1, Z1
+	LEAQ         (DX)(AX*4), R12
+	VMOVUPS.Z    (R12), K1, Z2
+	VMOVUPS.Z    (R12)(R9*1), K1, Z3
+	VMULPS       Z1, Z3, Z4
+	VFMSUB231PS  Z0, Z2, Z4
+	VMULPS       Z1, Z2, Z5
+	VFNMSUB231PS Z0, Z3, Z5
+	LEAQ         (DI)(AX*4), R13
+	VMOVUPS      Z4, K1, (R13)
+	VMOVUPS      Z5, K1, (R13)(R9*1)
+	ADDQ         $16, AX
+	CMPQ         AX, BX
+	JLT          wpairs
+
+	LEAQ (SI)(R9*2), SI
+	LEAQ (DI)(R9*2), DI
+	DECQ R8
+	JNZ  wquery
+
+	VZEROUPPER
+	RET

@@ -24,3 +24,5 @@ func meanAdd4(out, ew, nw *[4][]float32, erows int, table []float32, stride int)
 func meanAdd4With(_ turnKernel, out, ew, nw *[4][]float32, erows int, table []float32, stride int) {
 	meanAdd4Go(out, ew, nw, erows, table, stride)
 }
+
+func spanWeights(w, z, turns []float32, pe, nq int) { spanWeightsGo(w, z, turns, pe, nq) }
