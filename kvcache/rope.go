@@ -262,9 +262,8 @@ type meanPlan struct {
 type ropeScratch struct {
 	_    [64]byte
 	plan meanPlan
-	// w holds, for the last spanRing spans, per query and exact pair the
-	// span's weights u = Re w, then v = −Im w, w = z·e^(i·s·ω): as many
-	// spans as a batch can hold slots of.
+	// w holds, for the spans of a block's chunks, per query and exact
+	// pair the span's weights u = Re w, then v = −Im w, w = z·e^(i·s·ω).
 	w    []float32
 	n    []float32 // per group and query: the node sums of a block's chunks (ropeBlock.nodes' columns)
 	sums []float32 // the batches' partial chunks
@@ -274,11 +273,6 @@ type ropeScratch struct {
 	batch [ropeSpan / ropeChunk]meanBatch
 	_     [64]byte
 }
-
-// spanRing is the number of spans whose weights meanPlan.add keeps: a
-// batch's four slots come from at most four spans (each span the slice
-// covers in whole gives every batch a slot or more).
-const spanRing = 4
 
 // block returns block b's turns (ropeBlock), making the blocks up to b
 // on first use.
@@ -400,9 +394,9 @@ func (r *Rope) planQuery(p *meanPlan, j int, q, mu []float32) {
 // one query are a slot of a meanAdd4 call over the rows of the table,
 // with weights
 //   - exact pair: u = Re w, v = −Im w, w = z·e^(i·s·ω) at the span start
-//     s (⟨q, R_t·μ⟩ = Σ cos(jω)·u + sin(jω)·v for t = s+j), made once a
-//     span from the block's turns at its spans' starts (no sincos, no
-//     drift) and read by the slots of the span's chunks in place;
+//     s (⟨q, R_t·μ⟩ = Σ cos(jω)·u + sin(jω)·v for t = s+j), made for the
+//     spans of a block at once from the block's turns at their starts
+//     (spanWeights: no sincos, no drift) and read in place;
 //   - node k: N_k = Re Σ_slow z·e^(i·(c+x_k)·ω) at the chunk start c,
 //     from turnAdd4 calls over the block's node turns, one per window of
 //     ropeChunk columns from the 16-column group of the slice's first
@@ -410,10 +404,12 @@ func (r *Rope) planQuery(p *meanPlan, j int, q, mu []float32) {
 //     unrotated coordinates, which the basis adds to every position as it
 //     is (Σ_k ℓ_k(j) = 1).
 //
-// A call's four slots are any (query, chunk) pairs whose chunks sit at
-// the same columns of the table (meanBatch): with fewer than four
-// queries (GQA groups of one or two) the chunks a span apart fill them,
-// so no slot is spent on a padded query but the last few.
+// With the queries in whole groups of four, the chunks the slice covers
+// in whole go to meanRun, a group and a block's run of chunks a call.
+// The others are slots of meanAdd4 calls, any (query, chunk) pairs whose
+// chunks sit at the same columns of the table (meanBatch): with fewer
+// than four queries (GQA groups of one or two) the chunks a span apart
+// fill them, so no slot is spent on a padded query but the last few.
 //
 // Slices of one step call it at once, each with scratch of its own.
 func (p *meanPlan) add(dst [][]float32, t0 int) {
@@ -431,64 +427,77 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 		}
 		return
 	}
-	pe := len(r.exact)
-	groups := p.groups
+	pe, nq := len(r.exact), p.nq
 	sc, _ := r.scratch.Get().(*ropeScratch)
 	if sc == nil {
 		sc = &ropeScratch{}
 	}
 	defer r.scratch.Put(sc)
-	sc.w = apart(sc.w, spanRing*p.nq*2*pe)
-	sc.n = apart(sc.n, 4*groups*nodeStride)
+	sc.w = apart(sc.w, (blockLen/ropeSpan+1)*nq*2*pe) // a block's spans and the next one's first
+	sc.n = apart(sc.n, 4*p.groups*nodeStride)
 	sc.sums = apart(sc.sums, len(sc.batch)*4*ropeChunk)
 	sc.zero = apart(sc.zero, max(2*pe, ropeNodes)) // never written
 	for b := range sc.batch {
 		sc.batch[b] = meanBatch{sums: sc.sums[b*4*ropeChunk : (b+1)*4*ropeChunk], zero: sc.zero, erows: 2 * pe, table: r.table[b*ropeChunk:]}
 	}
 	end := t0 + n
-	span, block := -1, -1
-	var blk *ropeBlock
-	for c := t0 - t0%ropeChunk; c < end; c += ropeChunk {
-		blockChunk := c / ropeChunk % ropeChunk // the chunk's column in its block
-		if b := c / blockLen; b != block {
-			// the node sums of the block's chunks in [c, end): the slots
-			// waiting read the last block's
-			for i := range sc.batch {
-				sc.batch[i].flush()
-			}
-			block, blk = b, r.block(b)
-			last := min(ropeChunk, (end-1)/ropeChunk-b*ropeChunk+1) // past the last chunk, in the block
-			p.nodeSums(sc.n, blk, ropeNodes*blockChunk/16*16, ropeNodes*last)
+	runs := nq%4 == 0
+	for c := t0 - t0%ropeChunk; c < end; {
+		// the block's chunks in [c, end): their node sums and their
+		// spans' weights (the slots waiting read the last block's)
+		b := c / blockLen
+		blk := r.block(b)
+		segEnd := min(end, (b+1)*blockLen)
+		last := (segEnd-1)/ropeChunk - b*ropeChunk + 1 // past the last chunk, in the block
+		p.nodeSums(sc.n, blk, ropeNodes*(c/ropeChunk%ropeChunk)/16*16, ropeNodes*last)
+		s0 := c - c%ropeSpan
+		sp0 := s0 % blockLen / ropeSpan
+		for i := range (segEnd - s0 + ropeSpan - 1) / ropeSpan {
+			spanWeights(sc.w[i*nq*2*pe:], p.z, blk.spans[(sp0+i)*2*pe:(sp0+i+1)*2*pe], pe, nq)
 		}
-		if s := c - c%ropeSpan; s != span {
-			span = s
-			sp := s % blockLen / ropeSpan
-			spanWeights(sc.w[s/ropeSpan%spanRing*p.nq*2*pe:], p.z, blk.spans[sp*2*pe:(sp+1)*2*pe], pe, p.nq)
-		}
-		b := &sc.batch[c%ropeSpan/ropeChunk]
-		lo, hi := max(c, t0), min(c+ropeChunk, end)
-		w := sc.w[span/ropeSpan%spanRing*p.nq*2*pe:]
-		for j := range p.nq {
-			k := b.n
-			b.ew[k] = w[j*2*pe : (j+1)*2*pe]
-			b.nw[k] = sc.n[j*nodeStride+ropeNodes*blockChunk : j*nodeStride+ropeNodes*(blockChunk+1)]
-			b.dst[k] = nil
-			if lo == c && hi == c+ropeChunk {
-				b.out[k] = dst[j][c-t0 : c-t0+ropeChunk]
-			} else {
-				// a chunk the slice covers in part: its sums from zero,
-				// then the slice's positions added
-				b.out[k] = b.sums[k*ropeChunk : (k+1)*ropeChunk]
-				clear(b.out[k])
-				b.dst[k], b.from[k] = dst[j][lo-t0:hi-t0], lo-c
-			}
-			if b.n++; b.n == 4 {
-				b.flush()
+		fc := (max(c, t0) + ropeChunk - 1) / ropeChunk * ropeChunk // the whole chunks [fc, lc)
+		lc := segEnd / ropeChunk * ropeChunk
+		if runs && lc > fc {
+			for g := range p.groups {
+				var out [4][]float32
+				for q := range out {
+					out[q] = dst[4*g+q][fc-t0 : lc-t0]
+				}
+				meanRun(&out, sc.w[((fc-s0)/ropeSpan*nq+4*g)*2*pe:], nq*2*pe, 2*pe,
+					sc.n[4*g*nodeStride+ropeNodes*(fc/ropeChunk%ropeChunk):], nodeStride,
+					r.table, fc%ropeSpan/ropeChunk, (lc-fc)/ropeChunk)
 			}
 		}
-	}
-	for b := range sc.batch {
-		sc.batch[b].flush()
+		for ; c < segEnd; c += ropeChunk {
+			lo, hi := max(c, t0), min(c+ropeChunk, end)
+			if runs && lo == c && hi == c+ropeChunk {
+				continue
+			}
+			bt := &sc.batch[c%ropeSpan/ropeChunk]
+			w := sc.w[(c-s0)/ropeSpan*nq*2*pe:]
+			col := ropeNodes * (c / ropeChunk % ropeChunk)
+			for j := range nq {
+				k := bt.n
+				bt.ew[k] = w[j*2*pe : (j+1)*2*pe]
+				bt.nw[k] = sc.n[j*nodeStride+col : j*nodeStride+col+ropeNodes]
+				bt.dst[k] = nil
+				if lo == c && hi == c+ropeChunk {
+					bt.out[k] = dst[j][c-t0 : c-t0+ropeChunk]
+				} else {
+					// a chunk the slice covers in part: its sums from
+					// zero, then the slice's positions added
+					bt.out[k] = bt.sums[k*ropeChunk : (k+1)*ropeChunk]
+					clear(bt.out[k])
+					bt.dst[k], bt.from[k] = dst[j][lo-t0:hi-t0], lo-c
+				}
+				if bt.n++; bt.n == 4 {
+					bt.flush()
+				}
+			}
+		}
+		for i := range sc.batch {
+			sc.batch[i].flush()
+		}
 	}
 }
 
@@ -595,6 +604,20 @@ func meanAdd4Go(out, ew, nw *[4][]float32, erows int, table []float32, stride in
 				o[j] += wk * t
 			}
 		}
+	}
+}
+
+// meanRunGo is meanRun's pure-Go twin.
+func meanRunGo(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, nwStride int, table []float32, col0, chunks int) {
+	for i := range chunks {
+		sp, col := (col0+i)/(ropeSpan/ropeChunk), (col0+i)%(ropeSpan/ropeChunk)
+		var o, e, w [4][]float32
+		for q := range 4 {
+			o[q] = out[q][i*ropeChunk : (i+1)*ropeChunk]
+			e[q] = ew[sp*ewStep+q*erows : sp*ewStep+(q+1)*erows]
+			w[q] = nw[q*nwStride+i*ropeNodes : q*nwStride+(i+1)*ropeNodes]
+		}
+		meanAdd4Go(&o, &e, &w, erows, table[col*ropeChunk:], ropeSpan)
 	}
 }
 

@@ -123,3 +123,42 @@ func spanWeights(w, z, turns []float32, pe, nq int) {
 	_, _, _ = w[nq*2*pe-1], z[nq*2*pe-1], turns[2*pe-1]
 	spanWeightsAVX512(&w[0], &z[0], &turns[0], pe, nq)
 }
+
+//go:noescape
+func meanRunAVX512(out *[4]*float32, ew *float32, ewStep, erows int, nw *float32, nwStride int, table *float32, col0, chunks int)
+
+// meanRun is meanAdd4 over a run of chunks for the four queries of a
+// group: chunk i adds to out[q][64i:64i+64], at column col0+i of the
+// spans from the table's start (the columns of the table taken in turn),
+// with the exact weights of span (col0+i)/2, ew[span·ewStep + q·erows:]
+// (erows of them), and the node sums nw[q·nwStride + ropeNodes·i:].
+func meanRun(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, nwStride int, table []float32, col0, chunks int) {
+	if !hasAVX512 {
+		for i := range chunks {
+			sp, col := (col0+i)/(ropeSpan/ropeChunk), (col0+i)%(ropeSpan/ropeChunk)
+			var o, e, w [4][]float32
+			for q := range 4 {
+				o[q] = out[q][i*ropeChunk : (i+1)*ropeChunk]
+				e[q] = ew[sp*ewStep+q*erows : sp*ewStep+(q+1)*erows]
+				w[q] = nw[q*nwStride+i*ropeNodes : q*nwStride+(i+1)*ropeNodes]
+			}
+			meanAdd4(&o, &e, &w, erows, table[col*ropeChunk:], ropeSpan)
+		}
+		return
+	}
+	if chunks <= 0 {
+		return
+	}
+	if col0 < 0 || col0 >= ropeSpan/ropeChunk {
+		panic("kvcache: meanRun: column out of range")
+	}
+	spans := (col0 + chunks + 1) / (ropeSpan / ropeChunk)
+	_ = ew[(spans-1)*ewStep+4*erows-1]
+	_ = nw[3*nwStride+chunks*ropeNodes-1]
+	_ = table[(erows+ropeNodes-1)*ropeSpan+ropeSpan-1]
+	var o [4]*float32
+	for q := range o {
+		o[q] = &out[q][:chunks*ropeChunk][0]
+	}
+	meanRunAVX512(&o, &ew[0], ewStep, erows, &nw[0], nwStride, &table[0], col0, chunks)
+}

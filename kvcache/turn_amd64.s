@@ -510,3 +510,167 @@ wmask:
 
 	VZEROUPPER
 	RET
+
+// func meanRunAVX512(out *[4]*float32, ew *float32, ewStep, erows int, nw *float32, nwStride int, table *float32, col0, chunks int)
+//
+// meanAdd4AVX512 over a run of chunks ≥ 1 of one group of four queries
+// (meanRun; the pure-Go twin is meanRunGo): chunk i adds to
+// out[q][64i:64i+64] the table's rows at column col0+i of the span
+// (taken in turn, 0 or 1; rows of ropeSpan = 128 floats) weighed by the
+// exact weights of its span (ew, the next span's ewStep floats on; a
+// query's erows after the last's) and its node sums (nw, 6 floats on per
+// chunk; a query's nwStride floats after the last's).
+TEXT ·meanRunAVX512(SB), NOSPLIT, $0-72
+	MOVQ out+0(FP), DI
+	MOVQ ew+8(FP), R8
+	MOVQ nw+32(FP), R13
+	MOVQ col0+56(FP), BX
+	MOVQ chunks+64(FP), AX
+	XORQ R14, R14
+
+rchunk:
+	MOVQ    0(DI), R12
+	VMOVUPS (R12)(R14*1), Z0
+	VMOVUPS 64(R12)(R14*1), Z1
+	VMOVUPS 128(R12)(R14*1), Z2
+	VMOVUPS 192(R12)(R14*1), Z3
+	MOVQ    8(DI), R12
+	VMOVUPS (R12)(R14*1), Z4
+	VMOVUPS 64(R12)(R14*1), Z5
+	VMOVUPS 128(R12)(R14*1), Z6
+	VMOVUPS 192(R12)(R14*1), Z7
+	MOVQ    16(DI), R12
+	VMOVUPS (R12)(R14*1), Z8
+	VMOVUPS 64(R12)(R14*1), Z9
+	VMOVUPS 128(R12)(R14*1), Z10
+	VMOVUPS 192(R12)(R14*1), Z11
+	MOVQ    24(DI), R12
+	VMOVUPS (R12)(R14*1), Z12
+	VMOVUPS 64(R12)(R14*1), Z13
+	VMOVUPS 128(R12)(R14*1), Z14
+	VMOVUPS 192(R12)(R14*1), Z15
+	MOVQ table+48(FP), DX
+	MOVQ BX, R12
+	SHLQ $8, R12
+	ADDQ R12, DX
+	MOVQ  erows+24(FP), CX
+	TESTQ CX, CX
+	JZ    rnodes
+	MOVQ  CX, R12
+	SHLQ  $2, R12
+	MOVQ  R8, SI
+	LEAQ  (SI)(R12*1), R9
+	LEAQ  (R9)(R12*1), R10
+	LEAQ  (R10)(R12*1), R11
+
+rexact:
+	VMOVUPS      (DX), Z16
+	VMOVUPS      64(DX), Z17
+	VMOVUPS      128(DX), Z18
+	VMOVUPS      192(DX), Z19
+	VBROADCASTSS (SI), Z20
+	VBROADCASTSS (R9), Z21
+	VBROADCASTSS (R10), Z22
+	VBROADCASTSS (R11), Z23
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z18, Z20, Z2
+	VFMADD231PS  Z19, Z20, Z3
+	VFMADD231PS  Z16, Z21, Z4
+	VFMADD231PS  Z17, Z21, Z5
+	VFMADD231PS  Z18, Z21, Z6
+	VFMADD231PS  Z19, Z21, Z7
+	VFMADD231PS  Z16, Z22, Z8
+	VFMADD231PS  Z17, Z22, Z9
+	VFMADD231PS  Z18, Z22, Z10
+	VFMADD231PS  Z19, Z22, Z11
+	VFMADD231PS  Z16, Z23, Z12
+	VFMADD231PS  Z17, Z23, Z13
+	VFMADD231PS  Z18, Z23, Z14
+	VFMADD231PS  Z19, Z23, Z15
+	ADDQ         $512, DX
+	ADDQ         $4, SI
+	ADDQ         $4, R9
+	ADDQ         $4, R10
+	ADDQ         $4, R11
+	DECQ         CX
+	JNZ          rexact
+
+rnodes:
+	MOVQ nwStride+40(FP), R12
+	SHLQ $2, R12
+	MOVQ R13, SI
+	LEAQ (SI)(R12*1), R9
+	LEAQ (R9)(R12*1), R10
+	LEAQ (R10)(R12*1), R11
+	MOVQ $6, CX
+
+rnode:
+	VMOVUPS      (DX), Z16
+	VMOVUPS      64(DX), Z17
+	VMOVUPS      128(DX), Z18
+	VMOVUPS      192(DX), Z19
+	VBROADCASTSS (SI), Z20
+	VBROADCASTSS (R9), Z21
+	VBROADCASTSS (R10), Z22
+	VBROADCASTSS (R11), Z23
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z18, Z20, Z2
+	VFMADD231PS  Z19, Z20, Z3
+	VFMADD231PS  Z16, Z21, Z4
+	VFMADD231PS  Z17, Z21, Z5
+	VFMADD231PS  Z18, Z21, Z6
+	VFMADD231PS  Z19, Z21, Z7
+	VFMADD231PS  Z16, Z22, Z8
+	VFMADD231PS  Z17, Z22, Z9
+	VFMADD231PS  Z18, Z22, Z10
+	VFMADD231PS  Z19, Z22, Z11
+	VFMADD231PS  Z16, Z23, Z12
+	VFMADD231PS  Z17, Z23, Z13
+	VFMADD231PS  Z18, Z23, Z14
+	VFMADD231PS  Z19, Z23, Z15
+	ADDQ         $512, DX
+	ADDQ         $4, SI
+	ADDQ         $4, R9
+	ADDQ         $4, R10
+	ADDQ         $4, R11
+	DECQ         CX
+	JNZ          rnode
+
+	MOVQ    0(DI), R12
+	VMOVUPS Z0, (R12)(R14*1)
+	VMOVUPS Z1, 64(R12)(R14*1)
+	VMOVUPS Z2, 128(R12)(R14*1)
+	VMOVUPS Z3, 192(R12)(R14*1)
+	MOVQ    8(DI), R12
+	VMOVUPS Z4, (R12)(R14*1)
+	VMOVUPS Z5, 64(R12)(R14*1)
+	VMOVUPS Z6, 128(R12)(R14*1)
+	VMOVUPS Z7, 192(R12)(R14*1)
+	MOVQ    16(DI), R12
+	VMOVUPS Z8, (R12)(R14*1)
+	VMOVUPS Z9, 64(R12)(R14*1)
+	VMOVUPS Z10, 128(R12)(R14*1)
+	VMOVUPS Z11, 192(R12)(R14*1)
+	MOVQ    24(DI), R12
+	VMOVUPS Z12, (R12)(R14*1)
+	VMOVUPS Z13, 64(R12)(R14*1)
+	VMOVUPS Z14, 128(R12)(R14*1)
+	VMOVUPS Z15, 192(R12)(R14*1)
+	ADDQ $256, R14
+	ADDQ $24, R13
+	INCQ BX
+	CMPQ BX, $2
+	JNE  rnext
+	XORQ BX, BX
+	MOVQ ewStep+16(FP), R12
+	SHLQ $2, R12
+	ADDQ R12, R8
+
+rnext:
+	DECQ AX
+	JNZ  rchunk
+
+	VZEROUPPER
+	RET

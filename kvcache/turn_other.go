@@ -26,3 +26,7 @@ func meanAdd4With(_ turnKernel, out, ew, nw *[4][]float32, erows int, table []fl
 }
 
 func spanWeights(w, z, turns []float32, pe, nq int) { spanWeightsGo(w, z, turns, pe, nq) }
+
+func meanRun(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, nwStride int, table []float32, col0, chunks int) {
+	meanRunGo(out, ew, ewStep, erows, nw, nwStride, table, col0, chunks)
+}
