@@ -152,13 +152,17 @@ func meanRun(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, n
 	if col0 < 0 || col0 >= ropeSpan/ropeChunk {
 		panic("kvcache: meanRun: column out of range")
 	}
-	spans := (col0 + chunks + 1) / (ropeSpan / ropeChunk)
-	_ = ew[(spans-1)*ewStep+4*erows-1]
+	var e *float32
+	if erows > 0 {
+		spans := (col0 + chunks + 1) / (ropeSpan / ropeChunk)
+		_ = ew[(spans-1)*ewStep+4*erows-1]
+		e = &ew[0]
+	}
 	_ = nw[3*nwStride+chunks*ropeNodes-1]
 	_ = table[(erows+ropeNodes-1)*ropeSpan+ropeSpan-1]
 	var o [4]*float32
 	for q := range o {
 		o[q] = &out[q][:chunks*ropeChunk][0]
 	}
-	meanRunAVX512(&o, &ew[0], ewStep, erows, &nw[0], nwStride, &table[0], col0, chunks)
+	meanRunAVX512(&o, e, ewStep, erows, &nw[0], nwStride, &table[0], col0, chunks)
 }
