@@ -404,12 +404,14 @@ func (r *Rope) planQuery(p *meanPlan, j int, q, mu []float32) {
 //     unrotated coordinates, which the basis adds to every position as it
 //     is (Σ_k ℓ_k(j) = 1).
 //
-// With the queries in whole groups of four, the chunks the slice covers
-// in whole go to meanRun, a group and a block's run of chunks a call.
-// The others are slots of meanAdd4 calls, any (query, chunk) pairs whose
-// chunks sit at the same columns of the table (meanBatch): with fewer
-// than four queries (GQA groups of one or two) the chunks a span apart
-// fill them, so no slot is spent on a padded query but the last few.
+// For each group of four queries, the chunks the slice covers in whole
+// go to meanRun, a group and a block's run of chunks a call. The rest
+// (the queries past the last four, the chunks the slice covers in part)
+// are slots of meanAdd4 calls, any (query, chunk) pairs whose chunks sit
+// at the same columns of the table (meanBatch): with fewer than four
+// queries left (GQA groups of one to three, or of six or seven) the
+// chunks a span apart fill them, so no slot is spent on a padded query
+// but the last few.
 //
 // Slices of one step call it at once, each with scratch of its own.
 func (p *meanPlan) add(dst [][]float32, t0 int) {
@@ -441,7 +443,7 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 		sc.batch[b] = meanBatch{sums: sc.sums[b*4*ropeChunk : (b+1)*4*ropeChunk], zero: sc.zero, erows: 2 * pe, table: r.table[b*ropeChunk:]}
 	}
 	end := t0 + n
-	runs := nq%4 == 0
+	whole := nq / 4 // groups of four queries whose whole chunks go to meanRun
 	for c := t0 - t0%ropeChunk; c < end; {
 		// the block's chunks in [c, end): their node sums and their
 		// spans' weights (the slots waiting read the last block's)
@@ -457,8 +459,8 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 		}
 		fc := (max(c, t0) + ropeChunk - 1) / ropeChunk * ropeChunk // the whole chunks [fc, lc)
 		lc := segEnd / ropeChunk * ropeChunk
-		if runs && lc > fc {
-			for g := range p.groups {
+		if lc > fc {
+			for g := range whole {
 				var out [4][]float32
 				for q := range out {
 					out[q] = dst[4*g+q][fc-t0 : lc-t0]
@@ -470,13 +472,14 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 		}
 		for ; c < segEnd; c += ropeChunk {
 			lo, hi := max(c, t0), min(c+ropeChunk, end)
-			if runs && lo == c && hi == c+ropeChunk {
-				continue
+			j0 := 0 // the first query of the chunk not done
+			if lo == c && hi == c+ropeChunk {
+				j0 = 4 * whole
 			}
 			bt := &sc.batch[c%ropeSpan/ropeChunk]
 			w := sc.w[(c-s0)/ropeSpan*nq*2*pe:]
 			col := ropeNodes * (c / ropeChunk % ropeChunk)
-			for j := range nq {
+			for j := j0; j < nq; j++ {
 				k := bt.n
 				bt.ew[k] = w[j*2*pe : (j+1)*2*pe]
 				bt.nw[k] = sc.n[j*nodeStride+col : j*nodeStride+col+ropeNodes]

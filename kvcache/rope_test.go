@@ -369,7 +369,7 @@ func TestMeanScoresFar(t *testing.T) {
 			}
 			var worst float64
 			for _, span := range [][2]int{{0, 200}, {37, 300}, {4000, 300}, {8190, 70}, {65530, 131}, {99_872, 300}, {99_999, 1}} {
-				for _, nq := range []int{1, 2, 3, 4, 5, 8} {
+				for _, nq := range []int{1, 2, 3, 4, 5, 7, 8} {
 					t0, n := span[0], span[1]
 					w := check(scores(nq, t0, n, 0), t0)
 					if w > 1 {
