@@ -523,8 +523,14 @@ func (p *meanPlan) nodeSums(n []float32, blk *ropeBlock, from, to int) {
 	for col := from; col < to; col += ropeChunk {
 		for g := range p.groups {
 			m := n[4*g*nodeStride:]
-			turnAdd4(&[4][]float32{m[col:], m[nodeStride+col:], m[2*nodeStride+col:], m[3*nodeStride+col:]},
-				p.y[4*g*2*ps:4*(g+1)*2*ps], 2*ps, blk.nodes[col:], nodeStride, true)
+			out := [4][]float32{m[col:], m[nodeStride+col:], m[2*nodeStride+col:], m[3*nodeStride+col:]}
+			if to-col <= ropeChunk/2 {
+				// the slice's last few nodes (a slice of a few chunks
+				// has no more)
+				turnHalf4(&out, p.y[4*g*2*ps:4*(g+1)*2*ps], 2*ps, blk.nodes[col:], nodeStride)
+				continue
+			}
+			turnAdd4(&out, p.y[4*g*2*ps:4*(g+1)*2*ps], 2*ps, blk.nodes[col:], nodeStride, true)
 		}
 	}
 	if r.unrotated {
@@ -637,7 +643,7 @@ func spanWeightsGo(w, z, turns []float32, pe, nq int) {
 	}
 }
 
-// turnAdd4Go is turnAdd4's pure-Go twin.
+// turnAdd4Go is turnAdd4's pure-Go twin (and turnHalf4's, with set).
 func turnAdd4Go(out *[4][]float32, w []float32, rows int, table []float32, stride int, set bool) {
 	for q := range 4 {
 		o := out[q][:ropeChunk]

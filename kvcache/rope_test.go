@@ -387,8 +387,9 @@ func TestMeanScoresFar(t *testing.T) {
 	}
 }
 
-// TestMeanKernels compares meanAdd4 on each kernel the CPU has, meanRun
-// and spanWeights with their pure-Go twins on random weights and tables,
+// TestMeanKernels compares meanAdd4 on each kernel the CPU has, meanRun,
+// turnHalf4 (its first half chunk) and spanWeights with their pure-Go
+// twins on random weights and tables,
 // over 0, 7 and 34 exact rows, runs of chunks from either column of a
 // span, and 1, 16, 17 and 40 pairs. Tolerance 1e-5 of the sum of |terms|,
 // as TestTurnAdd4.
@@ -450,6 +451,23 @@ func TestMeanKernels(t *testing.T) {
 							t.Fatalf("meanRun, %d rows, column %d, %d chunks, query %d, position %d: %g, twin %g", erows, col0, chunks, q, j, got[q][j], want[q][j])
 						}
 					}
+				}
+			}
+		}
+	}
+	for _, rows := range []int{1, 7, 94} {
+		const stride = ropeChunk + 40
+		w, table := fill(4*rows), fill(rows*stride)
+		var got, want [4][]float32
+		for q := range 4 {
+			got[q], want[q] = fill(ropeChunk), make([]float32, ropeChunk)
+		}
+		turnHalf4(&got, w, rows, table, stride)
+		turnAdd4Go(&want, w, rows, table, stride, true)
+		for q := range 4 {
+			for j := range ropeChunk / 2 {
+				if !near(float64(got[q][j]), float64(want[q][j]), 10*float64(rows)) {
+					t.Fatalf("turnHalf4, %d rows, slot %d, position %d: %g, twin %g", rows, q, j, got[q][j], want[q][j])
 				}
 			}
 		}

@@ -166,3 +166,23 @@ func meanRun(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, n
 	}
 	meanRunAVX512(&o, e, ewStep, erows, &nw[0], nwStride, &table[0], col0, chunks)
 }
+
+//go:noescape
+func turnHalf4AVX512(out *[4]*float32, w *float32, rows int, table *float32, stride int)
+
+// turnHalf4 is turnAdd4 with set over the first half of a chunk, where
+// a kernel does it in half the time (AVX-512); elsewhere it sets the
+// whole chunk.
+func turnHalf4(out *[4][]float32, w []float32, rows int, table []float32, stride int) {
+	if !hasAVX512 || rows == 0 {
+		turnAdd4(out, w, rows, table, stride, true)
+		return
+	}
+	_ = w[4*rows-1]
+	_ = table[(rows-1)*stride+ropeChunk/2-1]
+	var p [4]*float32
+	for q := range p {
+		p[q] = &out[q][:ropeChunk/2][0]
+	}
+	turnHalf4AVX512(&p, &w[0], rows, &table[0], stride)
+}

@@ -674,3 +674,67 @@ rnext:
 
 	VZEROUPPER
 	RET
+
+// func turnHalf4AVX512(out *[4]*float32, w *float32, rows int, table *float32, stride int)
+//
+// turnAdd4AVX512 with set, over 32 positions (half a chunk): out[q][j] =
+// Σ_{k<rows} w[q·rows + k]·table[k·stride + j] for j < 32, the sums in
+// Z0–Z7. rows ≥ 1.
+TEXT ·turnHalf4AVX512(SB), NOSPLIT, $0-40
+	MOVQ out+0(FP), DI
+	MOVQ w+8(FP), SI
+	MOVQ rows+16(FP), CX
+	MOVQ table+24(FP), DX
+	MOVQ stride+32(FP), BX
+	SHLQ $2, BX
+	MOVQ CX, R8
+	SHLQ $2, R8
+	LEAQ (SI)(R8*1), R9
+	LEAQ (R9)(R8*1), R10
+	LEAQ (R10)(R8*1), R11
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+
+hloop:
+	VMOVUPS      (DX), Z16
+	VMOVUPS      64(DX), Z17
+	VBROADCASTSS (SI), Z20
+	VBROADCASTSS (R9), Z21
+	VBROADCASTSS (R10), Z22
+	VBROADCASTSS (R11), Z23
+	VFMADD231PS  Z16, Z20, Z0
+	VFMADD231PS  Z17, Z20, Z1
+	VFMADD231PS  Z16, Z21, Z2
+	VFMADD231PS  Z17, Z21, Z3
+	VFMADD231PS  Z16, Z22, Z4
+	VFMADD231PS  Z17, Z22, Z5
+	VFMADD231PS  Z16, Z23, Z6
+	VFMADD231PS  Z17, Z23, Z7
+	ADDQ         BX, DX
+	ADDQ         $4, SI
+	ADDQ         $4, R9
+	ADDQ         $4, R10
+	ADDQ         $4, R11
+	DECQ         CX
+	JNZ          hloop
+
+	MOVQ    0(DI), R12
+	VMOVUPS Z0, (R12)
+	VMOVUPS Z1, 64(R12)
+	MOVQ    8(DI), R12
+	VMOVUPS Z2, (R12)
+	VMOVUPS Z3, 64(R12)
+	MOVQ    16(DI), R12
+	VMOVUPS Z4, (R12)
+	VMOVUPS Z5, 64(R12)
+	MOVQ    24(DI), R12
+	VMOVUPS Z6, (R12)
+	VMOVUPS Z7, 64(R12)
+	VZEROUPPER
+	RET

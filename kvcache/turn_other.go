@@ -30,3 +30,7 @@ func spanWeights(w, z, turns []float32, pe, nq int) { spanWeightsGo(w, z, turns,
 func meanRun(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, nwStride int, table []float32, col0, chunks int) {
 	meanRunGo(out, ew, ewStep, erows, nw, nwStride, table, col0, chunks)
 }
+
+func turnHalf4(out *[4][]float32, w []float32, rows int, table []float32, stride int) {
+	turnAdd4Go(out, w, rows, table, stride, true)
+}
