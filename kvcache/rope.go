@@ -55,8 +55,10 @@ type ropeBlock struct {
 	// nodes holds the slow pairs' turns at the chunks' nodes: rows
 	// cos(p·ω_s), then sin, at the positions p = c·ropeChunk + x_k
 	// (block-relative, plus the block's start) in column ropeNodes·c + k,
-	// for the chunks c of the block and their nodes k (nodeCols columns
-	// of nodeStride a row, the rest zero).
+	// for the chunks c of the block and their nodes k; in tiles of
+	// nodeTile columns, a tile's rows together (a slice's node sums read
+	// a few tiles from end to end, not a few columns of every row), and a
+	// tile of zeros past the last.
 	nodes []float32
 	// spans holds, per span of the block, the exact pairs' turns at the
 	// span's start s: cos(s·ω) of each, then sin(s·ω) (2·pe a span).
@@ -76,12 +78,15 @@ const (
 	// nodeCols is the number of columns of a block's node turns
 	// (ropeBlock.nodes): a node of each chunk.
 	nodeCols = ropeNodes * ropeChunk
-	// nodeStride is the length of a row of a block's node turns: the
-	// columns and room for a window of ropeChunk columns that starts at
-	// the last multiple of 16 before nodeCols (the node sums of a slice's
-	// chunks are made in such windows, from the 16-column group of its
-	// first chunk's first node on).
-	nodeStride = nodeCols + ropeChunk - 16
+	// nodeTile is the number of columns of a tile of a block's node
+	// turns (ropeBlock.nodes); the node sums of a slice's chunks are made
+	// two tiles at a time, from the tile of its first chunk's first node
+	// on.
+	nodeTile = 16
+	// nodeStride is the length of a query's row of node sums
+	// (meanPlan.add's scratch): a block's columns and room for a last
+	// pair of tiles that starts at the last tile.
+	nodeStride = nodeCols + nodeTile
 	// blockLen is the number of positions of a block (ropeBlock).
 	blockLen = ropeChunk * ropeChunk
 	// ropeTol bounds the interpolation error of a slow pair:
@@ -292,14 +297,15 @@ func (r *Rope) block(b int) *ropeBlock {
 	ps, pe := len(r.slow), len(r.exact)
 	next := append([]*ropeBlock(nil), bs...)
 	for len(next) <= b {
-		blk := &ropeBlock{nodes: make([]float32, 2*ps*nodeStride), spans: make([]float32, blockLen/ropeSpan*2*pe)}
+		blk := &ropeBlock{nodes: make([]float32, (nodeCols/nodeTile+1)*2*ps*nodeTile), spans: make([]float32, blockLen/ropeSpan*2*pe)}
 		c0 := len(next) * blockLen // first position of the block
 		for s, i := range r.slow {
 			for c := range ropeChunk {
 				for k, x := range r.nodes {
 					sn, cs := math.Sincos((float64(c0+c*ropeChunk) + x) * r.freqs[i])
 					col := ropeNodes*c + k
-					blk.nodes[s*nodeStride+col], blk.nodes[(ps+s)*nodeStride+col] = float32(cs), float32(sn)
+					tile := blk.nodes[col/nodeTile*2*ps*nodeTile:]
+					tile[s*nodeTile+col%nodeTile], tile[(ps+s)*nodeTile+col%nodeTile] = float32(cs), float32(sn)
 				}
 			}
 		}
@@ -398,9 +404,9 @@ func (r *Rope) planQuery(p *meanPlan, j int, q, mu []float32) {
 //     spans of a block at once from the block's turns at their starts
 //     (spanWeights: no sincos, no drift) and read in place;
 //   - node k: N_k = Re Σ_slow z·e^(i·(c+x_k)·ω) at the chunk start c,
-//     from turnAdd4 calls over the block's node turns, one per window of
-//     ropeChunk columns from the 16-column group of the slice's first
-//     node on, with the plan's weights Re z, −Im z; plus ⟨q, μ⟩ over the
+//     from turnTiles4 calls over the block's node turns, one per two
+//     tiles from the tile of the slice's first node on, with the plan's
+//     weights Re z, −Im z; plus ⟨q, μ⟩ over the
 //     unrotated coordinates, which the basis adds to every position as it
 //     is (Σ_k ℓ_k(j) = 1).
 //
@@ -451,7 +457,7 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 		blk := r.block(b)
 		segEnd := min(end, (b+1)*blockLen)
 		last := (segEnd-1)/ropeChunk - b*ropeChunk + 1 // past the last chunk, in the block
-		p.nodeSums(sc.n, blk, ropeNodes*(c/ropeChunk%ropeChunk)/16*16, ropeNodes*last)
+		p.nodeSums(sc.n, blk, ropeNodes*(c/ropeChunk%ropeChunk)/nodeTile*nodeTile, ropeNodes*last)
 		s0 := c - c%ropeSpan
 		sp0 := s0 % blockLen / ropeSpan
 		for i := range (segEnd - s0 + ropeSpan - 1) / ropeSpan {
@@ -507,7 +513,7 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 // nodeSums sets the node sums of p's queries (with their ⟨q, μ⟩ over the
 // unrotated coordinates added) in the columns [from, to) of n (a row of
 // nodeStride per query, groups of four), from block blk's node turns;
-// from is a multiple of 16. Columns past to may be set too.
+// from is a multiple of nodeTile. Columns past to may be set too.
 func (p *meanPlan) nodeSums(n []float32, blk *ropeBlock, from, to int) {
 	r := p.r
 	ps := len(r.slow)
@@ -520,17 +526,11 @@ func (p *meanPlan) nodeSums(n []float32, blk *ropeBlock, from, to int) {
 		}
 		return
 	}
-	for col := from; col < to; col += ropeChunk {
+	for col := from; col < to; col += 2 * nodeTile {
 		for g := range p.groups {
 			m := n[4*g*nodeStride:]
 			out := [4][]float32{m[col:], m[nodeStride+col:], m[2*nodeStride+col:], m[3*nodeStride+col:]}
-			if to-col <= ropeChunk/2 {
-				// the slice's last few nodes (a slice of a few chunks
-				// has no more)
-				turnHalf4(&out, p.y[4*g*2*ps:4*(g+1)*2*ps], 2*ps, blk.nodes[col:], nodeStride)
-				continue
-			}
-			turnAdd4(&out, p.y[4*g*2*ps:4*(g+1)*2*ps], 2*ps, blk.nodes[col:], nodeStride, true)
+			turnTiles4(&out, p.y[4*g*2*ps:4*(g+1)*2*ps], 2*ps, blk.nodes[col/nodeTile*2*ps*nodeTile:])
 		}
 	}
 	if r.unrotated {
@@ -643,7 +643,22 @@ func spanWeightsGo(w, z, turns []float32, pe, nq int) {
 	}
 }
 
-// turnAdd4Go is turnAdd4's pure-Go twin (and turnHalf4's, with set).
+// turnTiles4Go is turnTiles4's pure-Go twin.
+func turnTiles4Go(out *[4][]float32, w []float32, rows int, tiles []float32) {
+	for q := range 4 {
+		o := out[q][:2*nodeTile]
+		clear(o)
+		for k, wk := range w[q*rows : (q+1)*rows] {
+			for t := range 2 {
+				for j, v := range tiles[(t*rows+k)*nodeTile : (t*rows+k+1)*nodeTile] {
+					o[t*nodeTile+j] += wk * v
+				}
+			}
+		}
+	}
+}
+
+// turnAdd4Go is turnAdd4's pure-Go twin.
 func turnAdd4Go(out *[4][]float32, w []float32, rows int, table []float32, stride int, set bool) {
 	for q := range 4 {
 		o := out[q][:ropeChunk]

@@ -387,9 +387,8 @@ func TestMeanScoresFar(t *testing.T) {
 	}
 }
 
-// TestMeanKernels compares meanAdd4 on each kernel the CPU has, meanRun,
-// turnHalf4 (its first half chunk) and spanWeights with their pure-Go
-// twins on random weights and tables,
+// TestMeanKernels compares meanAdd4 and turnTiles4 on each kernel the
+// CPU has, meanRun and spanWeights with their pure-Go twins on random weights and tables,
 // over 0, 7 and 34 exact rows, runs of chunks from either column of a
 // span, and 1, 16, 17 and 40 pairs. Tolerance 1e-5 of the sum of |terms|,
 // as TestTurnAdd4.
@@ -455,19 +454,21 @@ func TestMeanKernels(t *testing.T) {
 			}
 		}
 	}
-	for _, rows := range []int{1, 7, 94} {
-		const stride = ropeChunk + 40
-		w, table := fill(4*rows), fill(rows*stride)
-		var got, want [4][]float32
-		for q := range 4 {
-			got[q], want[q] = fill(ropeChunk), make([]float32, ropeChunk)
-		}
-		turnHalf4(&got, w, rows, table, stride)
-		turnAdd4Go(&want, w, rows, table, stride, true)
-		for q := range 4 {
-			for j := range ropeChunk / 2 {
-				if !near(float64(got[q][j]), float64(want[q][j]), 10*float64(rows)) {
-					t.Fatalf("turnHalf4, %d rows, slot %d, position %d: %g, twin %g", rows, q, j, got[q][j], want[q][j])
+	for _, k := range turnKernels() {
+		for _, rows := range []int{1, 7, 94} {
+			w, tiles := fill(4*rows), fill(2*rows*nodeTile)
+			var got, want [4][]float32
+			for q := range 4 {
+				got[q], want[q] = fill(2*nodeTile+1), make([]float32, 2*nodeTile+1)
+				want[q][2*nodeTile] = got[q][2*nodeTile]
+			}
+			turnTiles4With(k, &got, w, rows, tiles)
+			turnTiles4Go(&want, w, rows, tiles)
+			for q := range 4 {
+				for j := range 2*nodeTile + 1 {
+					if !near(float64(got[q][j]), float64(want[q][j]), 10*float64(rows)) {
+						t.Fatalf("turnTiles4 kernel %d, %d rows, query %d, column %d: %g, twin %g", k, rows, q, j, got[q][j], want[q][j])
+					}
 				}
 			}
 		}

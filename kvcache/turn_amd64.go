@@ -168,21 +168,34 @@ func meanRun(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, n
 }
 
 //go:noescape
-func turnHalf4AVX512(out *[4]*float32, w *float32, rows int, table *float32, stride int)
+func turnTiles4AVX512(out *[4]*float32, w *float32, rows int, tiles *float32)
 
-// turnHalf4 is turnAdd4 with set over the first half of a chunk, where
-// a kernel does it in half the time (AVX-512); elsewhere it sets the
-// whole chunk.
-func turnHalf4(out *[4][]float32, w []float32, rows int, table []float32, stride int) {
-	if !hasAVX512 || rows == 0 {
-		turnAdd4(out, w, rows, table, stride, true)
+//go:noescape
+func turnTiles4AVX2(out *[4]*float32, w *float32, rows int, tiles *float32)
+
+// turnTiles4 sets out[q][16t + j] = Σ_{k<rows} w[q·rows + k]·tiles[(t·rows
+// + k)·nodeTile + j] for four queries q and the nodeTile columns j of two
+// tiles t < 2 of a block's node turns: turnAdd4 with set over 32
+// columns whose rows lie together, a tile's after another.
+func turnTiles4(out *[4][]float32, w []float32, rows int, tiles []float32) {
+	turnTiles4With(bestTurn, out, w, rows, tiles)
+}
+
+// turnTiles4With is turnTiles4 on kernel k.
+func turnTiles4With(k turnKernel, out *[4][]float32, w []float32, rows int, tiles []float32) {
+	if k == turnGo || rows == 0 {
+		turnTiles4Go(out, w, rows, tiles)
 		return
 	}
 	_ = w[4*rows-1]
-	_ = table[(rows-1)*stride+ropeChunk/2-1]
+	_ = tiles[2*rows*nodeTile-1]
 	var p [4]*float32
 	for q := range p {
-		p[q] = &out[q][:ropeChunk/2][0]
+		p[q] = &out[q][:2*nodeTile][0]
 	}
-	turnHalf4AVX512(&p, &w[0], rows, &table[0], stride)
+	if k == turnAVX512 {
+		turnTiles4AVX512(&p, &w[0], rows, &tiles[0])
+		return
+	}
+	turnTiles4AVX2(&p, &w[0], rows, &tiles[0])
 }

@@ -675,23 +675,25 @@ rnext:
 	VZEROUPPER
 	RET
 
-// func turnHalf4AVX512(out *[4]*float32, w *float32, rows int, table *float32, stride int)
+// func turnTiles4AVX512(out *[4]*float32, w *float32, rows int, tiles *float32)
 //
-// turnAdd4AVX512 with set, over 32 positions (half a chunk): out[q][j] =
-// Σ_{k<rows} w[q·rows + k]·table[k·stride + j] for j < 32, the sums in
-// Z0–Z7. rows ≥ 1.
-TEXT ·turnHalf4AVX512(SB), NOSPLIT, $0-40
+// out[q][16t + j] = Σ_{k<rows} w[q·rows + k]·tiles[(t·rows + k)·16 + j]
+// for the four queries q and the 16 columns j of two tiles t (turnTiles4;
+// the pure-Go twin is turnTiles4Go): the 8 sums in Z0–Z7 while both
+// tiles' rows stream by, one 16-float load each a row. rows ≥ 1.
+TEXT ·turnTiles4AVX512(SB), NOSPLIT, $0-32
 	MOVQ out+0(FP), DI
 	MOVQ w+8(FP), SI
 	MOVQ rows+16(FP), CX
-	MOVQ table+24(FP), DX
-	MOVQ stride+32(FP), BX
-	SHLQ $2, BX
+	MOVQ tiles+24(FP), DX
 	MOVQ CX, R8
 	SHLQ $2, R8
 	LEAQ (SI)(R8*1), R9
 	LEAQ (R9)(R8*1), R10
 	LEAQ (R10)(R8*1), R11
+	MOVQ CX, R12
+	SHLQ $6, R12
+	ADDQ DX, R12 // the second tile
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -701,9 +703,9 @@ TEXT ·turnHalf4AVX512(SB), NOSPLIT, $0-40
 	VPXORD Z6, Z6, Z6
 	VPXORD Z7, Z7, Z7
 
-hloop:
+tloop:
 	VMOVUPS      (DX), Z16
-	VMOVUPS      64(DX), Z17
+	VMOVUPS      (R12), Z17
 	VBROADCASTSS (SI), Z20
 	VBROADCASTSS (R9), Z21
 	VBROADCASTSS (R10), Z22
@@ -716,13 +718,14 @@ hloop:
 	VFMADD231PS  Z17, Z22, Z5
 	VFMADD231PS  Z16, Z23, Z6
 	VFMADD231PS  Z17, Z23, Z7
-	ADDQ         BX, DX
+	ADDQ         $64, DX
+	ADDQ         $64, R12
 	ADDQ         $4, SI
 	ADDQ         $4, R9
 	ADDQ         $4, R10
 	ADDQ         $4, R11
 	DECQ         CX
-	JNZ          hloop
+	JNZ          tloop
 
 	MOVQ    0(DI), R12
 	VMOVUPS Z0, (R12)
@@ -736,5 +739,72 @@ hloop:
 	MOVQ    24(DI), R12
 	VMOVUPS Z6, (R12)
 	VMOVUPS Z7, 64(R12)
+	VZEROUPPER
+	RET
+
+// func turnTiles4AVX2(out *[4]*float32, w *float32, rows int, tiles *float32)
+//
+// turnTiles4AVX512 on 256-bit registers: a tile a pass, the four queries'
+// sums of its 16 columns in Y0–Y7 while its rows stream by. rows ≥ 1.
+TEXT ·turnTiles4AVX2(SB), NOSPLIT, $0-32
+	MOVQ out+0(FP), DI
+	MOVQ w+8(FP), SI
+	MOVQ rows+16(FP), CX
+	MOVQ tiles+24(FP), DX
+	MOVQ CX, R8
+	SHLQ $2, R8
+	LEAQ (SI)(R8*1), R9
+	LEAQ (R9)(R8*1), R10
+	LEAQ (R10)(R8*1), R11
+	XORQ AX, AX // the pass's byte offset in out
+
+upass:
+	VXORPS Y0, Y0, Y0
+	VXORPS Y1, Y1, Y1
+	VXORPS Y2, Y2, Y2
+	VXORPS Y3, Y3, Y3
+	VXORPS Y4, Y4, Y4
+	VXORPS Y5, Y5, Y5
+	VXORPS Y6, Y6, Y6
+	VXORPS Y7, Y7, Y7
+	XORQ R13, R13
+	MOVQ CX, R14
+
+urow:
+	VMOVUPS      (DX), Y8
+	VMOVUPS      32(DX), Y9
+	VBROADCASTSS (SI)(R13*1), Y10
+	VFMADD231PS  Y10, Y8, Y0
+	VFMADD231PS  Y10, Y9, Y1
+	VBROADCASTSS (R9)(R13*1), Y11
+	VFMADD231PS  Y11, Y8, Y2
+	VFMADD231PS  Y11, Y9, Y3
+	VBROADCASTSS (R10)(R13*1), Y12
+	VFMADD231PS  Y12, Y8, Y4
+	VFMADD231PS  Y12, Y9, Y5
+	VBROADCASTSS (R11)(R13*1), Y13
+	VFMADD231PS  Y13, Y8, Y6
+	VFMADD231PS  Y13, Y9, Y7
+	ADDQ         $64, DX
+	ADDQ         $4, R13
+	DECQ         R14
+	JNE          urow
+
+	MOVQ    0(DI), R12
+	VMOVUPS Y0, (R12)(AX*1)
+	VMOVUPS Y1, 32(R12)(AX*1)
+	MOVQ    8(DI), R12
+	VMOVUPS Y2, (R12)(AX*1)
+	VMOVUPS Y3, 32(R12)(AX*1)
+	MOVQ    16(DI), R12
+	VMOVUPS Y4, (R12)(AX*1)
+	VMOVUPS Y5, 32(R12)(AX*1)
+	MOVQ    24(DI), R12
+	VMOVUPS Y6, (R12)(AX*1)
+	VMOVUPS Y7, 32(R12)(AX*1)
+	ADDQ    $64, AX
+	CMPQ    AX, $128
+	JNE     upass
+
 	VZEROUPPER
 	RET

@@ -31,6 +31,10 @@ func meanRun(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, n
 	meanRunGo(out, ew, ewStep, erows, nw, nwStride, table, col0, chunks)
 }
 
-func turnHalf4(out *[4][]float32, w []float32, rows int, table []float32, stride int) {
-	turnAdd4Go(out, w, rows, table, stride, true)
+func turnTiles4(out *[4][]float32, w []float32, rows int, tiles []float32) {
+	turnTiles4Go(out, w, rows, tiles)
+}
+
+func turnTiles4With(_ turnKernel, out *[4][]float32, w []float32, rows int, tiles []float32) {
+	turnTiles4Go(out, w, rows, tiles)
 }
