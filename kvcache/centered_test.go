@@ -125,6 +125,7 @@ func TestCenteredKeys(t *testing.T) {
 // BenchmarkCenteredScore: scoring 16k compressed turbo3.5 keys for a group
 // of 2 and of 4 query heads, without and with the mean's share added back
 // (Rope.meanScores), the cost centring adds to each decode step.
+// cpu-ns/op is the thread's CPU time.
 func BenchmarkCenteredScore(b *testing.B) {
 	rope := testRope(b, 128, 128, false)
 	s := Shape{QHeads: 4, KVHeads: 1, HeadDim: 128, Rope: rope}
@@ -149,19 +150,13 @@ func BenchmarkCenteredScore(b *testing.B) {
 	}
 	for _, g := range []int{2, 4} {
 		b.Run(fmt.Sprintf("g=%d/codes", g), func(b *testing.B) {
-			for b.Loop() {
-				ck.inner.score(dst[:g], qs[:g], 0)
-			}
+			loopCPU(b, func() { ck.inner.score(dst[:g], qs[:g], 0) })
 		})
 		b.Run(fmt.Sprintf("g=%d/codes+mean", g), func(b *testing.B) {
-			for b.Loop() {
-				ck.score(dst[:g], qs[:g], 0)
-			}
+			loopCPU(b, func() { ck.score(dst[:g], qs[:g], 0) })
 		})
 		b.Run(fmt.Sprintf("g=%d/mean", g), func(b *testing.B) {
-			for b.Loop() {
-				rope.meanScores(dst[:g], qs[:g], ck.mu, 0)
-			}
+			loopCPU(b, func() { rope.meanScores(dst[:g], qs[:g], ck.mu, 0) })
 		})
 	}
 }

@@ -33,25 +33,36 @@ type Rope struct {
 	exact, slow []int                         // pairs turned exactly and interpolated
 	nodes       [ropeNodes]float64            // node offsets within a chunk
 	basis       [ropeNodes][ropeChunk]float64 // Lagrange basis ℓ_k(j) at the chunk's positions
-	spanStep    []complex128                  // per exact pair: e^(i·ropeSpan·ω)
 	unrotated   bool                          // coordinates past the pairs exist
 	rows        int                           // rows of table
-	// table holds the rows the chunk kernel weighs (turnAdd4), ropeSpan
+	// table holds the rows the chunk kernel weighs (meanAdd4), ropeSpan
 	// columns each (positions j of a span): cos(j·ω) of every exact pair,
-	// then sin(j·ω), then the ropeNodes rows ℓ_k(j mod ropeChunk), then
-	// (if there are unrotated coordinates) a row of ones. Shared by every
-	// layer and head.
+	// then sin(j·ω), then the ropeNodes rows ℓ_k(j mod ropeChunk). Shared
+	// by every layer and head.
 	table []float32
 
-	// chunkTurns holds, per block of ropeChunk chunks, the slow pairs'
-	// turns at the chunks' nodes: rows cos(p·ω_s), then sin, at the
-	// positions p = c·ropeChunk + x_k (block-relative, plus the block's
-	// start) in column ropeNodes·c + k, for the chunks c of the block and
-	// their nodes k (ropeNodes·ropeChunk columns a row). Made on first use
+	// blocks holds, per block of ropeChunk chunks, the turns that do not
+	// depend on the queries or the mean (ropeBlock). Made on first use
 	// and kept: they depend on nothing but the position.
-	chunkTurns atomic.Pointer[[][]float32]
-	grow       sync.Mutex
-	scratch    sync.Pool // *ropeScratch
+	blocks  atomic.Pointer[[]*ropeBlock]
+	grow    sync.Mutex
+	scratch sync.Pool // *ropeScratch
+}
+
+// ropeBlock is what meanPlan.add reads of a block of ropeChunk chunks
+// (blockLen positions), besides the Rope's table.
+type ropeBlock struct {
+	// nodes holds the slow pairs' turns at the chunks' nodes: rows
+	// cos(p·ω_s), then sin, at the positions p = c·ropeChunk + x_k
+	// (block-relative, plus the block's start) in column ropeNodes·c + k,
+	// for the chunks c of the block and their nodes k; in tiles of
+	// nodeTile columns, a tile's rows together (a slice's node sums read
+	// a few tiles from end to end, not a few columns of every row), and a
+	// tile of zeros past the last.
+	nodes []float32
+	// spans holds, per span of the block, the exact pairs' turns at the
+	// span's start s: cos(s·ω) of each, then sin(s·ω) (2·pe a span).
+	spans []float32
 }
 
 const (
@@ -65,9 +76,19 @@ const (
 	// ropeNodes is the number of interpolation nodes per chunk.
 	ropeNodes = 6
 	// nodeCols is the number of columns of a block's node turns
-	// (chunkTurns): a node of each chunk, a multiple of ropeChunk, so that
-	// the kernel's windows of ropeChunk columns tile it.
+	// (ropeBlock.nodes): a node of each chunk.
 	nodeCols = ropeNodes * ropeChunk
+	// nodeTile is the number of columns of a tile of a block's node
+	// turns (ropeBlock.nodes); the node sums of a slice's chunks are made
+	// two tiles at a time, from the tile of its first chunk's first node
+	// on.
+	nodeTile = 16
+	// nodeStride is the length of a query's row of node sums
+	// (meanPlan.add's scratch): a block's columns and room for a last
+	// pair of tiles that starts at the last tile.
+	nodeStride = nodeCols + nodeTile
+	// blockLen is the number of positions of a block (ropeBlock).
+	blockLen = ropeChunk * ropeChunk
 	// ropeTol bounds the interpolation error of a slow pair:
 	// |e^(i·j·ω) − Σ_k ℓ_k(j)·e^(i·x_k·ω)| ≤ 2·(ω·(ropeChunk−1)/4)^N/N!
 	// for Chebyshev nodes (N = ropeNodes), which is at most ropeTol for
@@ -124,29 +145,17 @@ func NewRope(d int, freqs []float64, halves bool) (*Rope, error) {
 	}
 	pe := len(r.exact)
 	r.rows = 2*pe + ropeNodes
-	if r.unrotated {
-		r.rows++
-	}
 	r.table = make([]float32, r.rows*ropeSpan)
-	r.spanStep = make([]complex128, pe)
 	for e, i := range r.exact {
 		for j := range ropeSpan {
 			sn, cs := math.Sincos(float64(j) * freqs[i])
 			r.table[e*ropeSpan+j], r.table[(pe+e)*ropeSpan+j] = float32(cs), float32(sn)
 		}
-		sn, cs := math.Sincos(ropeSpan * freqs[i])
-		r.spanStep[e] = complex(cs, sn)
 	}
 	for k := range ropeNodes {
 		row := r.table[(2*pe+k)*ropeSpan : (2*pe+k+1)*ropeSpan]
 		for j := range row {
 			row[j] = float32(r.basis[k][j%ropeChunk])
-		}
-	}
-	if r.unrotated {
-		row := r.table[(r.rows-1)*ropeSpan:]
-		for j := range row {
-			row[j] = 1
 		}
 	}
 	return r, nil
@@ -243,11 +252,11 @@ func (m *meanTurns) turned(dst []float64, t int) {
 // (Rope.plan) and shared, read-only, by every slice of positions.
 type meanPlan struct {
 	r      *Rope
-	nq     int          // queries
-	groups int          // groups of four queries
-	z      []complex128 // per query (padded to fours) and pair: conj(q̃)·μ̃
-	y      []float32    // per group and query: the node sums' weights, Re z then −Im z of the slow pairs
-	base   []float32    // per query: ⟨q, μ⟩ over the unrotated coordinates (all of them without a Rope)
+	nq     int       // queries
+	groups int       // groups of four queries
+	z      []float32 // per query: z = conj(q̃)·μ̃ of each exact pair, Re z of each, then Im z
+	y      []float32 // per group and query: the node sums' weights, Re z then −Im z of the slow pairs
+	base   []float32 // per query: ⟨q, μ⟩ over the unrotated coordinates (all of them without a Rope)
 }
 
 // ropeScratch is one slice's scratch for meanPlan.add (and meanScores'
@@ -258,49 +267,57 @@ type meanPlan struct {
 type ropeScratch struct {
 	_    [64]byte
 	plan meanPlan
-	wr   []float64 // per query and exact pair: the span's weight z·e^(i·s·ω)
-	wi   []float64
-	n    []float32 // per group and query: the node sums of a block's chunks (chunkTurns' columns)
-	kw   []float32 // the batches' weights and sums
+	// w holds, for the spans of a block's chunks, per query and exact
+	// pair the span's weights u = Re w, then v = −Im w, w = z·e^(i·s·ω).
+	w    []float32
+	n    []float32 // per group and query: the node sums of a block's chunks (ropeBlock.nodes' columns)
+	sums []float32 // the batches' partial chunks
+	zero []float32 // the weights of an empty slot
 	// per column a chunk can start at in the table (ropeSpan/ropeChunk):
 	// the slots waiting for a chunk kernel call
 	batch [ropeSpan / ropeChunk]meanBatch
 	_     [64]byte
 }
 
-// blockTurns returns the slow pairs' turns at the nodes of the chunks of
-// block b (chunkTurns' layout: rows cos, then sin, nodeCols columns
-// each), making the blocks up to b on first use.
-func (r *Rope) blockTurns(b int) []float32 {
-	if bs := r.chunkTurns.Load(); bs != nil && b < len(*bs) {
+// block returns block b's turns (ropeBlock), making the blocks up to b
+// on first use.
+func (r *Rope) block(b int) *ropeBlock {
+	if bs := r.blocks.Load(); bs != nil && b < len(*bs) {
 		return (*bs)[b]
 	}
 	r.grow.Lock()
 	defer r.grow.Unlock()
-	var bs [][]float32
-	if p := r.chunkTurns.Load(); p != nil {
+	var bs []*ropeBlock
+	if p := r.blocks.Load(); p != nil {
 		bs = *p
 	}
 	if b < len(bs) {
 		return bs[b]
 	}
-	ps := len(r.slow)
-	next := append([][]float32(nil), bs...)
+	ps, pe := len(r.slow), len(r.exact)
+	next := append([]*ropeBlock(nil), bs...)
 	for len(next) <= b {
-		blk := make([]float32, 2*ps*nodeCols)
-		c0 := len(next) * ropeChunk * ropeChunk // first position of the block
+		blk := &ropeBlock{nodes: make([]float32, (nodeCols/nodeTile+1)*2*ps*nodeTile), spans: make([]float32, blockLen/ropeSpan*2*pe)}
+		c0 := len(next) * blockLen // first position of the block
 		for s, i := range r.slow {
 			for c := range ropeChunk {
 				for k, x := range r.nodes {
 					sn, cs := math.Sincos((float64(c0+c*ropeChunk) + x) * r.freqs[i])
 					col := ropeNodes*c + k
-					blk[s*nodeCols+col], blk[(ps+s)*nodeCols+col] = float32(cs), float32(sn)
+					tile := blk.nodes[col/nodeTile*2*ps*nodeTile:]
+					tile[s*nodeTile+col%nodeTile], tile[(ps+s)*nodeTile+col%nodeTile] = float32(cs), float32(sn)
 				}
+			}
+		}
+		for sp := range blockLen / ropeSpan {
+			for e, i := range r.exact {
+				sn, cs := math.Sincos(float64(c0+sp*ropeSpan) * r.freqs[i])
+				blk.spans[sp*2*pe+e], blk.spans[sp*2*pe+pe+e] = float32(cs), float32(sn)
 			}
 		}
 		next = append(next, blk)
 	}
-	r.chunkTurns.Store(&next)
+	r.blocks.Store(&next)
 	return next[b]
 }
 
@@ -341,11 +358,10 @@ func (r *Rope) beginPlan(p *meanPlan, nq int) {
 	if r == nil {
 		return
 	}
-	np, ps := len(r.freqs), len(r.slow)
+	pe, ps := len(r.exact), len(r.slow)
 	p.groups = (nq + 3) / 4
-	p.z = grown(p.z, 4*p.groups*np)
+	p.z = grown(p.z, nq*2*pe)
 	p.y = grown(p.y, 4*p.groups*2*ps)
-	clear(p.z[nq*np:])
 	clear(p.y[nq*2*ps:])
 }
 
@@ -358,11 +374,15 @@ func (r *Rope) planQuery(p *meanPlan, j int, q, mu []float32) {
 		p.base[j] = tensor.DotF32(q, mu)
 		return
 	}
-	np, ps := len(r.freqs), len(r.slow)
-	z := p.z[j*np : (j+1)*np]
-	for i := range z {
+	np, pe, ps := len(r.freqs), len(r.exact), len(r.slow)
+	turn := func(i int) complex128 {
 		a, b := r.pair(i)
-		z[i] = complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b]))
+		return complex(float64(q[a]), -float64(q[b])) * complex(float64(mu[a]), float64(mu[b]))
+	}
+	z := p.z[j*2*pe : (j+1)*2*pe]
+	for e, i := range r.exact {
+		x := turn(i)
+		z[e], z[pe+e] = float32(real(x)), float32(imag(x))
 	}
 	p.base[j] = 0
 	if r.unrotated {
@@ -370,26 +390,34 @@ func (r *Rope) planQuery(p *meanPlan, j int, q, mu []float32) {
 	}
 	y := p.y[j*2*ps : (j+1)*2*ps]
 	for s, i := range r.slow {
-		y[s], y[ps+s] = float32(real(z[i])), float32(-imag(z[i]))
+		z := turn(i)
+		y[s], y[ps+s] = float32(real(z)), float32(-imag(z))
 	}
 }
 
 // add adds the mean's share of the scores of p's queries at the
 // positions t0, t0+1, … to dst (a row per query). A chunk's terms for
-// one query are a slot of a turnAdd4 call over the rows of the table,
+// one query are a slot of a meanAdd4 call over the rows of the table,
 // with weights
 //   - exact pair: u = Re w, v = −Im w, w = z·e^(i·s·ω) at the span start
-//     s (⟨q, R_t·μ⟩ = Σ cos(jω)·u + sin(jω)·v for t = s+j);
+//     s (⟨q, R_t·μ⟩ = Σ cos(jω)·u + sin(jω)·v for t = s+j), made for the
+//     spans of a block at once from the block's turns at their starts
+//     (spanWeights: no sincos, no drift) and read in place;
 //   - node k: N_k = Re Σ_slow z·e^(i·(c+x_k)·ω) at the chunk start c,
-//     from turnAdd4 calls over the block's node turns (blockTurns), one
-//     per ropeChunk columns that the slice's chunks touch, with the
-//     plan's weights Re z, −Im z;
-//   - the row of ones: ⟨q, μ⟩ over the unrotated coordinates.
+//     from turnTiles4 calls over the block's node turns, one per two
+//     tiles from the tile of the slice's first node on, with the plan's
+//     weights Re z, −Im z; plus ⟨q, μ⟩ over the
+//     unrotated coordinates, which the basis adds to every position as it
+//     is (Σ_k ℓ_k(j) = 1).
 //
-// A call's four slots are any (query, chunk) pairs whose chunks sit at
-// the same columns of the table (meanBatch): with fewer than four
-// queries (GQA groups of one or two) the chunks a span apart fill them,
-// so no slot is spent on a padded query but the last few.
+// For each group of four queries, the chunks the slice covers in whole
+// go to meanRun, a group and a block's run of chunks a call. The rest
+// (the queries past the last four, the chunks the slice covers in part)
+// are slots of meanAdd4 calls, any (query, chunk) pairs whose chunks sit
+// at the same columns of the table (meanBatch): with fewer than four
+// queries left (GQA groups of one to three, or of six or seven) the
+// chunks a span apart fill them, so no slot is spent on a padded query
+// but the last few.
 //
 // Slices of one step call it at once, each with scratch of its own.
 func (p *meanPlan) add(dst [][]float32, t0 int) {
@@ -407,115 +435,140 @@ func (p *meanPlan) add(dst [][]float32, t0 int) {
 		}
 		return
 	}
-	np, pe, ps := len(r.freqs), len(r.exact), len(r.slow)
-	groups := p.groups
-	nq := 4 * groups
+	pe, nq := len(r.exact), p.nq
 	sc, _ := r.scratch.Get().(*ropeScratch)
 	if sc == nil {
 		sc = &ropeScratch{}
 	}
 	defer r.scratch.Put(sc)
-	sc.wr = apart(sc.wr, nq*pe)
-	sc.wi = apart(sc.wi, nq*pe)
-	sc.n = apart(sc.n, nq*nodeCols)
-	sc.kw = apart(sc.kw, len(sc.batch)*4*(r.rows+ropeChunk))
+	sc.w = apart(sc.w, (blockLen/ropeSpan+1)*nq*2*pe) // a block's spans and the next one's first
+	sc.n = apart(sc.n, 4*p.groups*nodeStride)
+	sc.sums = apart(sc.sums, len(sc.batch)*4*ropeChunk)
+	sc.zero = apart(sc.zero, max(2*pe, ropeNodes)) // never written
 	for b := range sc.batch {
-		at := sc.kw[b*4*(r.rows+ropeChunk):]
-		sc.batch[b] = meanBatch{kw: at[:4*r.rows], sums: at[4*r.rows : 4*(r.rows+ropeChunk)], table: r.table[b*ropeChunk:]}
+		sc.batch[b] = meanBatch{sums: sc.sums[b*4*ropeChunk : (b+1)*4*ropeChunk], zero: sc.zero, erows: 2 * pe, table: r.table[b*ropeChunk:]}
 	}
 	end := t0 + n
-	span := -1
-	for c := t0 - t0%ropeChunk; c < end; c += ropeChunk {
-		blockChunk := c / ropeChunk % ropeChunk // the chunk's column in its block
-		if ps > 0 && (c == t0-t0%ropeChunk || blockChunk == 0) {
-			// the node sums of the block's chunks in [c, end)
-			block := c / (ropeChunk * ropeChunk)
-			turns := r.blockTurns(block)
-			last := min(ropeChunk, (end-1)/ropeChunk-block*ropeChunk+1) // past the last chunk, in the block
-			for col := ropeNodes * blockChunk / ropeChunk * ropeChunk; col < ropeNodes*last; col += ropeChunk {
-				for g := range groups {
-					n := sc.n[4*g*nodeCols:]
-					turnAdd4(&[4][]float32{n[col:], n[nodeCols+col:], n[2*nodeCols+col:], n[3*nodeCols+col:]},
-						p.y[4*g*2*ps:4*(g+1)*2*ps], 2*ps, turns[col:], nodeCols, true)
+	whole := nq / 4 // groups of four queries whose whole chunks go to meanRun
+	for c := t0 - t0%ropeChunk; c < end; {
+		// the block's chunks in [c, end): their node sums and their
+		// spans' weights (the slots waiting read the last block's)
+		b := c / blockLen
+		blk := r.block(b)
+		segEnd := min(end, (b+1)*blockLen)
+		last := (segEnd-1)/ropeChunk - b*ropeChunk + 1 // past the last chunk, in the block
+		p.nodeSums(sc.n, blk, ropeNodes*(c/ropeChunk%ropeChunk)/nodeTile*nodeTile, ropeNodes*last)
+		s0 := c - c%ropeSpan
+		sp0 := s0 % blockLen / ropeSpan
+		for i := range (segEnd - s0 + ropeSpan - 1) / ropeSpan {
+			spanWeights(sc.w[i*nq*2*pe:], p.z, blk.spans[(sp0+i)*2*pe:(sp0+i+1)*2*pe], pe, nq)
+		}
+		fc := (max(c, t0) + ropeChunk - 1) / ropeChunk * ropeChunk // the whole chunks [fc, lc)
+		lc := segEnd / ropeChunk * ropeChunk
+		if lc > fc {
+			for g := range whole {
+				var out [4][]float32
+				for q := range out {
+					out[q] = dst[4*g+q][fc-t0 : lc-t0]
 				}
+				meanRun(&out, sc.w[((fc-s0)/ropeSpan*nq+4*g)*2*pe:], nq*2*pe, 2*pe,
+					sc.n[4*g*nodeStride+ropeNodes*(fc/ropeChunk%ropeChunk):], nodeStride,
+					r.table, fc%ropeSpan/ropeChunk, (lc-fc)/ropeChunk)
 			}
 		}
-		if s := c - c%ropeSpan; s != span {
-			// The exact pairs' weights at the span's start: from the
-			// first span's turns, then turned on by a span at a time in
-			// float64 (no drift).
-			for e, i := range r.exact {
-				st := r.spanStep[e]
-				if span < 0 {
-					sn, cs := math.Sincos(float64(s) * r.freqs[i])
-					st = complex(cs, sn)
-				}
-				sr, si := real(st), imag(st)
-				for j := range p.nq {
-					wr, wi := sc.wr[j*pe+e], sc.wi[j*pe+e]
-					if span < 0 {
-						wr, wi = real(p.z[j*np+i]), imag(p.z[j*np+i])
-					}
-					sc.wr[j*pe+e], sc.wi[j*pe+e] = wr*sr-wi*si, wr*si+wi*sr
-				}
-			}
-			span = s
-		}
-		b := &sc.batch[c%ropeSpan/ropeChunk]
-		lo, hi := max(c, t0), min(c+ropeChunk, end)
-		for j := range p.nq {
-			k := b.n
-			kw := b.kw[k*r.rows : (k+1)*r.rows]
-			for e := range pe {
-				kw[e], kw[pe+e] = float32(sc.wr[j*pe+e]), float32(-sc.wi[j*pe+e])
-			}
-			copy(kw[2*pe:2*pe+ropeNodes], sc.n[j*nodeCols+ropeNodes*blockChunk:])
-			if r.unrotated {
-				kw[r.rows-1] = p.base[j]
-			}
-			b.dst[k] = nil
+		for ; c < segEnd; c += ropeChunk {
+			lo, hi := max(c, t0), min(c+ropeChunk, end)
+			j0 := 0 // the first query of the chunk not done
 			if lo == c && hi == c+ropeChunk {
-				b.out[k] = dst[j][c-t0:]
-			} else {
-				// a chunk the slice covers in part: its sums from zero,
-				// then the slice's positions added
-				b.out[k] = b.sums[k*ropeChunk : (k+1)*ropeChunk]
-				clear(b.out[k])
-				b.dst[k], b.from[k] = dst[j][lo-t0:hi-t0], lo-c
+				j0 = 4 * whole
 			}
-			if b.n++; b.n == 4 {
-				b.flush(r.rows)
+			bt := &sc.batch[c%ropeSpan/ropeChunk]
+			w := sc.w[(c-s0)/ropeSpan*nq*2*pe:]
+			col := ropeNodes * (c / ropeChunk % ropeChunk)
+			for j := j0; j < nq; j++ {
+				k := bt.n
+				bt.ew[k] = w[j*2*pe : (j+1)*2*pe]
+				bt.nw[k] = sc.n[j*nodeStride+col : j*nodeStride+col+ropeNodes]
+				bt.dst[k] = nil
+				if lo == c && hi == c+ropeChunk {
+					bt.out[k] = dst[j][c-t0 : c-t0+ropeChunk]
+				} else {
+					// a chunk the slice covers in part: its sums from
+					// zero, then the slice's positions added
+					bt.out[k] = bt.sums[k*ropeChunk : (k+1)*ropeChunk]
+					clear(bt.out[k])
+					bt.dst[k], bt.from[k] = dst[j][lo-t0:hi-t0], lo-c
+				}
+				if bt.n++; bt.n == 4 {
+					bt.flush()
+				}
 			}
+		}
+		for i := range sc.batch {
+			sc.batch[i].flush()
 		}
 	}
-	for b := range sc.batch {
-		sc.batch[b].flush(r.rows)
+}
+
+// nodeSums sets the node sums of p's queries (with their ⟨q, μ⟩ over the
+// unrotated coordinates added) in the columns [from, to) of n (a row of
+// nodeStride per query, groups of four), from block blk's node turns;
+// from is a multiple of nodeTile. Columns past to may be set too.
+func (p *meanPlan) nodeSums(n []float32, blk *ropeBlock, from, to int) {
+	r := p.r
+	ps := len(r.slow)
+	if ps == 0 {
+		for j := range p.nq {
+			row := n[j*nodeStride+from : j*nodeStride+to]
+			for i := range row {
+				row[i] = p.base[j]
+			}
+		}
+		return
+	}
+	for col := from; col < to; col += 2 * nodeTile {
+		for g := range p.groups {
+			m := n[4*g*nodeStride:]
+			out := [4][]float32{m[col:], m[nodeStride+col:], m[2*nodeStride+col:], m[3*nodeStride+col:]}
+			turnTiles4(&out, p.y[4*g*2*ps:4*(g+1)*2*ps], 2*ps, blk.nodes[col/nodeTile*2*ps*nodeTile:])
+		}
+	}
+	if r.unrotated {
+		for j := range p.nq {
+			row := n[j*nodeStride+from : j*nodeStride+to]
+			for i := range row {
+				row[i] += p.base[j]
+			}
+		}
 	}
 }
 
 // meanBatch gathers meanPlan.add's (query, chunk) slots whose chunks
-// start at the same column of the table, four to a turnAdd4 call.
+// start at the same column of the table, four to a meanAdd4 call.
 type meanBatch struct {
 	n     int          // slots filled
-	kw    []float32    // per slot: the kernel's weights (rows each)
+	ew    [4][]float32 // per slot: the exact pairs' weights (erows)
+	nw    [4][]float32 // per slot: the node sums (ropeNodes)
 	out   [4][]float32 // per slot: where the kernel adds
 	sums  []float32    // per slot: a partial chunk's sums (ropeChunk each)
 	dst   [4][]float32 // per slot of a partial chunk: the positions it adds to
 	from  [4]int       // and the first of them within the chunk
+	zero  []float32    // the weights of an empty slot
+	erows int          // rows of exact pairs
 	table []float32    // the table from the batch's column on
 }
 
 // flush makes the kernel call for the slots filled (the rest get zero
 // weights and sums of their own to add to) and empties the batch.
-func (b *meanBatch) flush(rows int) {
+func (b *meanBatch) flush() {
 	if b.n == 0 {
 		return
 	}
 	for k := b.n; k < 4; k++ {
-		clear(b.kw[k*rows : (k+1)*rows])
+		b.ew[k], b.nw[k] = b.zero[:b.erows], b.zero[:ropeNodes]
 		b.out[k], b.dst[k] = b.sums[k*ropeChunk:(k+1)*ropeChunk], nil
 	}
-	turnAdd4(&b.out, b.kw, rows, b.table, ropeSpan, false)
+	meanAdd4(&b.out, &b.ew, &b.nw, b.erows, b.table, ropeSpan)
 	for k := range b.n {
 		if d := b.dst[k]; d != nil {
 			for i, v := range b.out[k][b.from[k] : b.from[k]+len(d)] {
@@ -544,6 +597,65 @@ func apart[T any](s []T, n int) []T {
 		return make([]T, n+2*pad)[pad : pad+n : pad+n]
 	}
 	return s[:n]
+}
+
+// meanAdd4Go is meanAdd4's pure-Go twin.
+func meanAdd4Go(out, ew, nw *[4][]float32, erows int, table []float32, stride int) {
+	for q := range 4 {
+		o := out[q][:ropeChunk]
+		for k, wk := range ew[q][:erows] {
+			for j, t := range table[k*stride : k*stride+ropeChunk] {
+				o[j] += wk * t
+			}
+		}
+		for k, wk := range nw[q][:ropeNodes] {
+			for j, t := range table[(erows+k)*stride : (erows+k)*stride+ropeChunk] {
+				o[j] += wk * t
+			}
+		}
+	}
+}
+
+// meanRunGo is meanRun's pure-Go twin.
+func meanRunGo(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, nwStride int, table []float32, col0, chunks int) {
+	for i := range chunks {
+		sp, col := (col0+i)/(ropeSpan/ropeChunk), (col0+i)%(ropeSpan/ropeChunk)
+		var o, e, w [4][]float32
+		for q := range 4 {
+			o[q] = out[q][i*ropeChunk : (i+1)*ropeChunk]
+			e[q] = ew[sp*ewStep+q*erows : sp*ewStep+(q+1)*erows]
+			w[q] = nw[q*nwStride+i*ropeNodes : q*nwStride+(i+1)*ropeNodes]
+		}
+		meanAdd4Go(&o, &e, &w, erows, table[col*ropeChunk:], ropeSpan)
+	}
+}
+
+// spanWeightsGo is spanWeights' pure-Go twin.
+func spanWeightsGo(w, z, turns []float32, pe, nq int) {
+	cs, sn := turns[:pe], turns[pe:2*pe]
+	for j := range nq {
+		zr, zi := z[j*2*pe:j*2*pe+pe], z[j*2*pe+pe:(j+1)*2*pe]
+		u, v := w[j*2*pe:j*2*pe+pe], w[j*2*pe+pe:(j+1)*2*pe]
+		for e := range pe {
+			u[e] = zr[e]*cs[e] - zi[e]*sn[e]
+			v[e] = -zr[e]*sn[e] - zi[e]*cs[e]
+		}
+	}
+}
+
+// turnTiles4Go is turnTiles4's pure-Go twin.
+func turnTiles4Go(out *[4][]float32, w []float32, rows int, tiles []float32) {
+	for q := range 4 {
+		o := out[q][:2*nodeTile]
+		clear(o)
+		for k, wk := range w[q*rows : (q+1)*rows] {
+			for t := range 2 {
+				for j, v := range tiles[(t*rows+k)*nodeTile : (t*rows+k+1)*nodeTile] {
+					o[t*nodeTile+j] += wk * v
+				}
+			}
+		}
+	}
 }
 
 // turnAdd4Go is turnAdd4's pure-Go twin.
