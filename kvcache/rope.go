@@ -618,6 +618,12 @@ func meanAdd4Go(out, ew, nw *[4][]float32, erows int, table []float32, stride in
 
 // meanRunGo is meanRun's pure-Go twin.
 func meanRunGo(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, nwStride int, table []float32, col0, chunks int) {
+	meanRunEach(meanAdd4Go, out, ew, ewStep, erows, nw, nwStride, table, col0, chunks)
+}
+
+// meanRunEach is meanRun as one call of add (meanAdd4 or its pure-Go
+// twin) per chunk.
+func meanRunEach(add func(out, ew, nw *[4][]float32, erows int, table []float32, stride int), out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, nwStride int, table []float32, col0, chunks int) {
 	for i := range chunks {
 		sp, col := (col0+i)/(ropeSpan/ropeChunk), (col0+i)%(ropeSpan/ropeChunk)
 		var o, e, w [4][]float32
@@ -626,7 +632,7 @@ func meanRunGo(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32,
 			e[q] = ew[sp*ewStep+q*erows : sp*ewStep+(q+1)*erows]
 			w[q] = nw[q*nwStride+i*ropeNodes : q*nwStride+(i+1)*ropeNodes]
 		}
-		meanAdd4Go(&o, &e, &w, erows, table[col*ropeChunk:], ropeSpan)
+		add(&o, &e, &w, erows, table[col*ropeChunk:], ropeSpan)
 	}
 }
 

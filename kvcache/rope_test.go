@@ -182,6 +182,26 @@ func TestMeanTurns(t *testing.T) {
 // span apart, or a group of four and a short one). Tolerance
 // 2e-5·‖q‖∞·√d·‖μ‖: float32 tables and products over d = 64 terms (each
 // within 2^-24 relative, sums of |terms| ≤ ‖q‖‖μ‖, node sums weighed by
+
+// meanCase returns a mean μ (entries of spread 3) and nq queries of
+// dimension d, and the mean scores' tolerance: 2e-5·‖q‖∞·√d·‖μ‖.
+func meanCase(r *rand.Rand, d, nq int) (mu []float32, qs [][]float32, tol float64) {
+	mu = make([]float32, d)
+	for i := range mu {
+		mu[i] = float32(r.NormFloat64() * 3)
+	}
+	qs = make([][]float32, nq)
+	var qn float64
+	for j := range qs {
+		qs[j] = make([]float32, d)
+		for i := range qs[j] {
+			qs[j][i] = float32(r.NormFloat64())
+			qn = math.Max(qn, math.Abs(float64(qs[j][i])))
+		}
+	}
+	return mu, qs, 2e-5 * qn * math.Sqrt(float64(d)) * float64(norm64(mu))
+}
+
 // a basis of Lebesgue constant below 3).
 func TestMeanScores(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
@@ -195,22 +215,11 @@ func TestMeanScores(t *testing.T) {
 			if c.dim > 0 {
 				rope = testRope(t, c.d, c.dim, c.halves)
 			}
-			mu := make([]float32, c.d)
+			mu, qs, tol := meanCase(r, c.d, 5)
 			mu64 := make([]float64, c.d)
 			for i := range mu {
-				mu[i] = float32(r.NormFloat64() * 3)
 				mu64[i] = float64(mu[i])
 			}
-			qs := make([][]float32, 5)
-			var qn float64
-			for j := range qs {
-				qs[j] = make([]float32, c.d)
-				for i := range qs[j] {
-					qs[j][i] = float32(r.NormFloat64())
-					qn = math.Max(qn, math.Abs(float64(qs[j][i])))
-				}
-			}
-			tol := 2e-5 * qn * math.Sqrt(float64(c.d)) * float64(norm64(mu))
 			m := make([]float64, c.d)
 			turns := newMeanTurns(rope, mu64)
 			for _, span := range [][2]int{{0, 150}, {64, 150}, {70, 150}, {4000, 300}, {99991, 150}, {0, 8200}} {
@@ -294,20 +303,7 @@ func TestMeanScoresFar(t *testing.T) {
 				}
 				return l
 			}
-			mu := make([]float32, c.d)
-			for i := range mu {
-				mu[i] = float32(r.NormFloat64() * 3)
-			}
-			qs := make([][]float32, 8)
-			var qn float64
-			for j := range qs {
-				qs[j] = make([]float32, c.d)
-				for i := range qs[j] {
-					qs[j][i] = float32(r.NormFloat64())
-					qn = math.Max(qn, math.Abs(float64(qs[j][i])))
-				}
-			}
-			tol := 2e-5 * qn * math.Sqrt(float64(c.d)) * float64(norm64(mu))
+			mu, qs, tol := meanCase(r, c.d, 8)
 			// want returns ⟨q, m_t⟩ and ⟨q, R_t·μ⟩, and the interpolation
 			// bound on their difference.
 			want := func(q []float32, pos int) (m, exact, bound float64) {

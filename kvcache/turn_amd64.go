@@ -134,16 +134,7 @@ func meanRunAVX512(out *[4]*float32, ew *float32, ewStep, erows int, nw *float32
 // (erows of them), and the node sums nw[q·nwStride + ropeNodes·i:].
 func meanRun(out *[4][]float32, ew []float32, ewStep, erows int, nw []float32, nwStride int, table []float32, col0, chunks int) {
 	if !hasAVX512 {
-		for i := range chunks {
-			sp, col := (col0+i)/(ropeSpan/ropeChunk), (col0+i)%(ropeSpan/ropeChunk)
-			var o, e, w [4][]float32
-			for q := range 4 {
-				o[q] = out[q][i*ropeChunk : (i+1)*ropeChunk]
-				e[q] = ew[sp*ewStep+q*erows : sp*ewStep+(q+1)*erows]
-				w[q] = nw[q*nwStride+i*ropeNodes : q*nwStride+(i+1)*ropeNodes]
-			}
-			meanAdd4(&o, &e, &w, erows, table[col*ropeChunk:], ropeSpan)
-		}
+		meanRunEach(meanAdd4, out, ew, ewStep, erows, nw, nwStride, table, col0, chunks)
 		return
 	}
 	if chunks <= 0 {
