@@ -445,11 +445,14 @@ func measureBytes(cal, test *kvcache.Trace, hc kvcache.HeadCovariance, h int, ke
 		return s / float64(len(tv))
 	}
 	base := total(func(r int) []float64 { return gauss[int(p.Bits[r])] })
-	// The simulation must be the coder: check it against Encode/Decode.
+	// The simulation is the coder at each vector's RMS scale byte, where
+	// the coder's search for the best byte starts (quant's fitted scale):
+	// check that Encode/Decode is no worse, and not far better (the
+	// search gains 5-15% of the error on real keys and values).
 	if real, err := realError(k, tv, p, errOf); err != nil {
 		return result{}, err
-	} else if math.Abs(real-base) > 1e-3*base {
-		return result{}, fmt.Errorf("simulated error %.6g, the coder's %.6g", base, real)
+	} else if real > base*(1+1e-3) || real < 0.7*base {
+		return result{}, fmt.Errorf("simulated error %.6g at the RMS scale byte, the coder's %.6g", base, real)
 	}
 	if !full {
 		return result{err: base}, nil
