@@ -128,7 +128,10 @@ const encodeRun = 16
 // the pool busy, else each token in turn over the pool's slices. On an
 // error the cache holds none of the chunk's tokens; the stores of a head
 // calibrated on the chunk's first tokens (outliers, centred keys' mean)
-// stay made, as after a failed Append.
+// stay made, as after a failed Append. (Stores that cannot encode apart,
+// KIVI keys and fp16 or float32 rows, add their tokens once every other
+// code is made; their adds cannot fail on tokens checkRows passed, and
+// one that did would leave the cache unusable.)
 func (c *Compressed) AppendAttend(out, q, k, v []float32, n int, scale float32) error {
 	d := c.shape.HeadDim
 	w, qd := c.shape.KVHeads*d, c.shape.QHeads*d
