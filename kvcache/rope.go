@@ -636,15 +636,19 @@ func meanRunEach(add func(out, ew, nw *[4][]float32, erows int, table []float32,
 	}
 }
 
-// spanWeightsGo is spanWeights' pure-Go twin.
+// spanWeightsGo is spanWeights' pure-Go twin. Its products are summed
+// in float64: the two terms of each weight can cancel, and in float32
+// without the kernel's fused multiply-adds the weights lost enough that
+// a model's next-token logits moved by 0.18 between one slice and two
+// (TestCompressedPromptChunks under -tags purego).
 func spanWeightsGo(w, z, turns []float32, pe, nq int) {
 	cs, sn := turns[:pe], turns[pe:2*pe]
 	for j := range nq {
 		zr, zi := z[j*2*pe:j*2*pe+pe], z[j*2*pe+pe:(j+1)*2*pe]
 		u, v := w[j*2*pe:j*2*pe+pe], w[j*2*pe+pe:(j+1)*2*pe]
 		for e := range pe {
-			u[e] = zr[e]*cs[e] - zi[e]*sn[e]
-			v[e] = -zr[e]*sn[e] - zi[e]*cs[e]
+			u[e] = float32(float64(zr[e])*float64(cs[e]) - float64(zi[e])*float64(sn[e]))
+			v[e] = float32(-float64(zr[e])*float64(sn[e]) - float64(zi[e])*float64(cs[e]))
 		}
 	}
 }
