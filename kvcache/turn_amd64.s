@@ -3,12 +3,13 @@
 #include "textflag.h"
 
 // The 512-bit kernels keep four queries' sums of 64 positions in
-// Z0–Z15 (query j in Z(4j)…Z(4j+3)). ROW4Z adds the row of 64 floats at
-// (DX) times each query's weight at (SI), (R9), (R10), (R11) and steps
-// the row by BX bytes and the weights by one (Z16–Z23 scratch); LOAD4Z
+// Z0–Z15 (query j in Z(4j)…Z(4j+3)). ROW4Z(step) adds the row of 64
+// floats at (DX) times each query's weight at (SI), (R9), (R10), (R11)
+// and steps the row by step bytes and the weights by one (Z16–Z23
+// scratch); LOAD4Z
 // and STORE4Z read and write the sums at the four outputs *DI (R12
 // scratch).
-#define ROW4Z \
+#define ROW4Z(step) \
 	VMOVUPS      (DX), Z16; \
 	VMOVUPS      64(DX), Z17; \
 	VMOVUPS      128(DX), Z18; \
@@ -33,7 +34,7 @@
 	VFMADD231PS  Z17, Z23, Z13; \
 	VFMADD231PS  Z18, Z23, Z14; \
 	VFMADD231PS  Z19, Z23, Z15; \
-	ADDQ         BX, DX; \
+	ADDQ         step, DX; \
 	ADDQ         $4, SI; \
 	ADDQ         $4, R9; \
 	ADDQ         $4, R10; \
@@ -206,7 +207,7 @@ zero:
 	VPXORD Z15, Z15, Z15
 
 loop:
-	ROW4Z
+	ROW4Z(BX)
 	DECQ         CX
 	JNZ          loop
 
@@ -289,7 +290,7 @@ TEXT ·meanAdd4AVX512(SB), NOSPLIT, $0-48
 	MOVQ 24(AX), R11
 
 mexact:
-	ROW4Z
+	ROW4Z(BX)
 	DECQ         CX
 	JNZ          mexact
 
@@ -301,7 +302,7 @@ mnodes:
 	MOVQ $6, CX
 
 mnode:
-	ROW4Z
+	ROW4Z(BX)
 	DECQ         CX
 	JNZ          mnode
 
@@ -474,35 +475,7 @@ rchunk:
 	LEAQ  (R10)(R12*1), R11
 
 rexact:
-	VMOVUPS      (DX), Z16
-	VMOVUPS      64(DX), Z17
-	VMOVUPS      128(DX), Z18
-	VMOVUPS      192(DX), Z19
-	VBROADCASTSS (SI), Z20
-	VBROADCASTSS (R9), Z21
-	VBROADCASTSS (R10), Z22
-	VBROADCASTSS (R11), Z23
-	VFMADD231PS  Z16, Z20, Z0
-	VFMADD231PS  Z17, Z20, Z1
-	VFMADD231PS  Z18, Z20, Z2
-	VFMADD231PS  Z19, Z20, Z3
-	VFMADD231PS  Z16, Z21, Z4
-	VFMADD231PS  Z17, Z21, Z5
-	VFMADD231PS  Z18, Z21, Z6
-	VFMADD231PS  Z19, Z21, Z7
-	VFMADD231PS  Z16, Z22, Z8
-	VFMADD231PS  Z17, Z22, Z9
-	VFMADD231PS  Z18, Z22, Z10
-	VFMADD231PS  Z19, Z22, Z11
-	VFMADD231PS  Z16, Z23, Z12
-	VFMADD231PS  Z17, Z23, Z13
-	VFMADD231PS  Z18, Z23, Z14
-	VFMADD231PS  Z19, Z23, Z15
-	ADDQ         $512, DX
-	ADDQ         $4, SI
-	ADDQ         $4, R9
-	ADDQ         $4, R10
-	ADDQ         $4, R11
+	ROW4Z($512)
 	DECQ         CX
 	JNZ          rexact
 
@@ -516,35 +489,7 @@ rnodes:
 	MOVQ $6, CX
 
 rnode:
-	VMOVUPS      (DX), Z16
-	VMOVUPS      64(DX), Z17
-	VMOVUPS      128(DX), Z18
-	VMOVUPS      192(DX), Z19
-	VBROADCASTSS (SI), Z20
-	VBROADCASTSS (R9), Z21
-	VBROADCASTSS (R10), Z22
-	VBROADCASTSS (R11), Z23
-	VFMADD231PS  Z16, Z20, Z0
-	VFMADD231PS  Z17, Z20, Z1
-	VFMADD231PS  Z18, Z20, Z2
-	VFMADD231PS  Z19, Z20, Z3
-	VFMADD231PS  Z16, Z21, Z4
-	VFMADD231PS  Z17, Z21, Z5
-	VFMADD231PS  Z18, Z21, Z6
-	VFMADD231PS  Z19, Z21, Z7
-	VFMADD231PS  Z16, Z22, Z8
-	VFMADD231PS  Z17, Z22, Z9
-	VFMADD231PS  Z18, Z22, Z10
-	VFMADD231PS  Z19, Z22, Z11
-	VFMADD231PS  Z16, Z23, Z12
-	VFMADD231PS  Z17, Z23, Z13
-	VFMADD231PS  Z18, Z23, Z14
-	VFMADD231PS  Z19, Z23, Z15
-	ADDQ         $512, DX
-	ADDQ         $4, SI
-	ADDQ         $4, R9
-	ADDQ         $4, R10
-	ADDQ         $4, R11
+	ROW4Z($512)
 	DECQ         CX
 	JNZ          rnode
 
