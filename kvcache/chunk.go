@@ -80,25 +80,14 @@ func (s *centeredKeys) codeBytes() int {
 func (s *centeredKeys) encode(dst []byte, xs []float32, t int, sc *encScratch) error {
 	d := len(s.mu)
 	if sc.of != s.turns {
-		sc.turns, sc.of = meanTurns{r: s.turns.r, mu: s.turns.mu, chunk: -1}, s.turns
-		for k := range sc.turns.at {
-			sc.turns.at[k] = make([]complex128, len(s.turns.at[k]))
-		}
+		sc.turns, sc.of = *newMeanTurns(s.turns.r, s.turns.mu), s.turns
 		sc.m = make([]float64, d)
 	}
-	sc.c = grow(sc.c, len(xs))
+	sc.c = grown(sc.c, len(xs))
 	for i := 0; i < len(xs)/d; i++ {
 		centerOn(&sc.turns, sc.m, sc.c[i*d:(i+1)*d], xs[i*d:(i+1)*d], t+i)
 	}
 	return encoderOf(s.inner).encode(dst, sc.c, t, sc)
-}
-
-// grow returns b with n values (its contents not kept).
-func grow(b []float32, n int) []float32 {
-	if cap(b) < n {
-		return make([]float32, n)
-	}
-	return b[:n]
 }
 
 // ChunkAttender is implemented by caches that append a prompt's chunk of
@@ -239,10 +228,7 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 	pool.TryRun(len(tasks), func(ti, wk int) {
 		si, r := tasks[ti]/runs, tasks[ti]%runs
 		st, h := &streams[si], c.heads[si/2]
-		rows := h.wk
-		if si%2 == 1 {
-			rows = h.wv
-		}
+		rows := h.stream(si)
 		at := h.off // the buffer row of token nc0
 		if st.enc == nil {
 			toF32(st.rows, rows[at*d:(at+m)*d])
@@ -250,11 +236,11 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 		}
 		t0, t1 := r*encodeRun, min(m, (r+1)*encodeRun)
 		sc := &scratch[wk]
-		sc.x = grow(sc.x, (t1-t0)*d)
+		sc.x = grown(sc.x, (t1-t0)*d)
 		toF32(sc.x, rows[(at+t0)*d:(at+t1)*d])
 		b := st.enc.codeBytes()
 		if err := st.enc.encode(st.codes[t0*b:t1*b], sc.x, nc0+t0, sc); err != nil {
-			errs[ti] = fmt.Errorf("kvcache: layer %d head %d: %s of tokens %d to %d: %w", c.layer, si/2, [2]string{"key", "value"}[si%2], nc0+t0, nc0+t1-1, err)
+			errs[ti] = c.moveError(si, nc0+t0, nc0+t1, err)
 		}
 	})
 	for _, err := range errs {
@@ -274,10 +260,25 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 			err = addSteps(h.values.add, st.rows, c.step*d)
 		}
 		if err != nil {
-			return fmt.Errorf("kvcache: layer %d head %d: %s of tokens %d to %d: %w", c.layer, si/2, [2]string{"key", "value"}[si%2], nc0, nc0+m-1, err)
+			return c.moveError(si, nc0, nc0+m, err)
 		}
 	}
 	return nil
+}
+
+// stream returns the window's fp16 rows of stream i (KV head i/2's keys
+// for i even, its values for i odd).
+func (h *head) stream(i int) []uint16 {
+	if i%2 == 1 {
+		return h.wv
+	}
+	return h.wk
+}
+
+// moveError is the error of moving tokens [t0, t1) of stream si (KV
+// head si/2's keys or values) to its store.
+func (c *Compressed) moveError(si, t0, t1 int, err error) error {
+	return fmt.Errorf("kvcache: layer %d head %d: %s of tokens %d to %d: %w", c.layer, si/2, [2]string{"key", "value"}[si%2], t0, t1-1, err)
 }
 
 // addSteps adds rows to a store step values at a time (a KIVI key block
@@ -384,12 +385,9 @@ func (c *Compressed) encodeAhead(i, _ int) {
 	a := &c.ahead
 	d := c.shape.HeadDim
 	h := c.heads[i/2]
-	rows := h.wk
-	if i%2 == 1 {
-		rows = h.wv
-	}
+	rows := h.stream(i)
 	sc := &a.scr[i]
-	sc.x = grow(sc.x, d)
+	sc.x = grown(sc.x, d)
 	toF32(sc.x, rows[h.off*d:(h.off+1)*d])
 	e := a.enc[i]
 	if b := e.codeBytes(); len(a.codes[i]) != b {

@@ -307,11 +307,10 @@ func (c *Compressed) moveTask(t, _ int) {
 	m := c.step * d
 	h := c.heads[t/2]
 	x := c.scratch[t*m : (t+1)*m]
+	toF32(x, h.stream(t)[h.off*d:h.off*d+m])
 	if t%2 == 0 {
-		toF32(x, h.wk[h.off*d:h.off*d+m])
 		c.moveErrs[t] = h.keys.add(x)
 	} else {
-		toF32(x, h.wv[h.off*d:h.off*d+m])
 		c.moveErrs[t] = h.values.add(x)
 	}
 }
