@@ -55,7 +55,7 @@ func Prefill(m *model.Model, kv kvcache.Maker, ids []int32, maxTokens int) (*mod
 func sharedContext(m *model.Model, c Context) ([]*kvcache.Compacted, error) {
 	out := make([]*kvcache.Compacted, len(c.Layers))
 	errs := make([]error, len(c.Layers))
-	m.Parallel(len(c.Layers), func(l int) {
+	m.Parallel(len(c.Layers), func(l, _ int) {
 		tr := c.Layers[l]
 		sh, n := tr.Shape, tr.Len()
 		keys, values, bias := make([][]float32, sh.KVHeads), make([][]float32, sh.KVHeads), make([][]float32, sh.KVHeads)

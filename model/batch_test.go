@@ -5,6 +5,7 @@ import (
 	"slices"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
@@ -241,16 +242,34 @@ func TestBatchSideBySide(t *testing.T) {
 }
 
 // TestParallel: Model.Parallel calls f once for every index, whatever the
-// count against the model's goroutines, and returns after all of them.
+// count against the model's goroutines, and returns after all of them;
+// the goroutine numbers it passes are in [0, Threads()), and one number
+// is never in two calls at once (it names one goroutine).
 func TestParallel(t *testing.T) {
 	m, err := model.Open("../testdata/llama-2-tiny-random.gguf", model.Options{Threads: 4})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer m.Close()
-	for _, n := range []int{0, 1, 3, 4, 17} {
+	for _, n := range []int{0, 1, 3, 4, 17, 200} {
 		calls := make([]atomic.Int32, n)
-		m.Parallel(n, func(i int) { calls[i].Add(1) })
+		busy := make([]atomic.Int32, m.Threads())
+		var bad atomic.Int32
+		m.Parallel(n, func(i, w int) {
+			calls[i].Add(1)
+			if w < 0 || w >= len(busy) {
+				bad.Store(int32(w) + 1000)
+				return
+			}
+			if busy[w].Add(1) != 1 {
+				bad.Store(int32(w) + 1)
+			}
+			time.Sleep(10 * time.Microsecond)
+			busy[w].Add(-1)
+		})
+		if b := bad.Load(); b != 0 {
+			t.Fatalf("n %d: goroutine number %d out of range or in two calls at once", n, b-1)
+		}
 		for i := range calls {
 			if c := calls[i].Load(); c != 1 {
 				t.Fatalf("n %d: f(%d) called %d times", n, i, c)

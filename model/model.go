@@ -109,12 +109,16 @@ func (m *Model) WeightBytes() int64 { return m.w.bytes }
 // Threads returns the number of goroutines that share the work of a step.
 func (m *Model) Threads() int { return m.pool.Threads() }
 
-// Parallel calls f(i) for every i in [0, n) on the goroutines that share
-// the model's steps, and returns when all have returned: per-sequence
+// Parallel calls f(i, w) for every i in [0, n) on the goroutines that
+// share the model's steps, and returns when all have returned: per-sequence
 // work between steps (sampling each sequence's next token) runs side by
-// side instead of one sequence after another. It must not be called
-// from inside a step, or from f.
-func (m *Model) Parallel(n int, f func(i int)) { m.pool.Run(n, func(i, _ int) { f(i) }) }
+// side instead of one sequence after another. w numbers the goroutine
+// that runs the call, in [0, Threads()). The caller waits while the
+// model's other goroutines run f (w ≥ 1), so f may give its processor
+// to a goroutine it wakes without holding up the next step; it runs
+// every call itself, with w = 0, where there are no others (one thread,
+// or n = 1). It must not be called from inside a step, or from f.
+func (m *Model) Parallel(n int, f func(i, w int)) { m.pool.RunAside(n, f) }
 
 // settle returns the result of the check beside the model
 // (Options.Settled), waiting for it; nil without one.

@@ -143,7 +143,7 @@ type scheduler struct {
 	// step's lists, kept from step to step
 	batch  []*StepSeq
 	fed    []*sequence
-	sample func(i int) // samples s.fed[i] (made once)
+	sample func(i, w int) // samples s.fed[i] on the model's goroutine w (made once)
 }
 
 // submit queues j, or refuses it: a job that could never fit gets a 400
@@ -425,8 +425,15 @@ func (s *scheduler) step() {
 	// sequence alone makes of its token (its text, the stop strings:
 	// decode), the hand-off of that text to its job (handOff) and its
 	// caches' bytes; what touches the scheduler's state (take) in order.
+	// Parallel leaves the loop's goroutine out of the sampling (it waits):
+	// where it took a sequence and yielded to that job's handler, it went
+	// to the back of the global run queue, and the next step with it,
+	// while the workers spun and then parked waiting for that step; had it
+	// not yielded, the handler it woke waited on its processor until a
+	// step's end. w = 0 is the loop's goroutine running every sequence
+	// itself (one thread): no yield then.
 	if s.sample == nil {
-		s.sample = func(i int) {
+		s.sample = func(i, w int) {
 			q := s.fed[i]
 			if q.step.Err != nil {
 				return
@@ -435,7 +442,7 @@ func (s *scheduler) step() {
 			if len(q.pending) == 0 {
 				q.tok = q.sampler.Sample(q.step.Logits)
 				s.decode(q)
-				s.handOff(q, len(s.fed) > 1)
+				s.handOff(q, len(s.fed) > 1 && w != 0)
 			}
 		}
 	}

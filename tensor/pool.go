@@ -41,6 +41,7 @@ type Pool struct {
 	gen    atomic.Uint64
 	shares []dealShare                 // RunDealt's, one per goroutine
 	trace  atomic.Pointer[RegionTrace] // SetTrace's; nil: no clock read
+	aside  bool                        // the region runs for RunAside (mu held)
 	// finished wakes a parked caller of Run when its job's last task ends.
 	finished chan struct{}
 }
@@ -168,6 +169,26 @@ func (p *Pool) Close() {
 // task on the caller.
 func (p *Pool) Run(n int, f func(task, worker int)) { p.runTasks(n, f, false, false) }
 
+// RunAside is Run where the caller takes no task while the Pool has other
+// goroutines: it waits, and the workers (1 to Threads()−1) run every
+// task. Where it runs every task itself (a nil or closed Pool, one
+// thread, one task) they run with worker 0, as Run's would. It is for
+// tasks that wake other goroutines and give them their processor
+// (runtime.Gosched): a caller that yields waits behind them in the
+// global run queue, and the goroutines that wait for the caller (the
+// Pool's next region) with it.
+func (p *Pool) RunAside(n int, f func(task, worker int)) {
+	if n <= 1 || p == nil || p.threads == 1 || p.closed.Load() {
+		p.runTasks(n, f, false, false)
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.aside = true
+	p.run(n, f, false)
+	p.aside = false
+}
+
 // RunDealt is Run with the tasks dealt in shares, one for each goroutine
 // (share w is tasks [n·w/T, n·(w+1)/T) of T = Threads()): goroutine w
 // runs the tasks of its own share first, in order, then takes over what
@@ -228,9 +249,13 @@ func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
 		j.slots, j.start = tr.slots, time.Now()
 	}
 	p.cur.Store(j)
-	// Wake as many sleepers as there are tasks beyond the caller's first;
-	// spinning workers see the job by themselves.
+	// Wake as many sleepers as there are tasks beyond the caller's first
+	// (every task, for RunAside); spinning workers see the job by
+	// themselves.
 	need := n - 1
+	if p.aside {
+		need = n
+	}
 	for _, w := range p.workers {
 		if need == 0 {
 			break
@@ -240,7 +265,9 @@ func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
 		}
 		need--
 	}
-	j.work(0)
+	if !p.aside {
+		j.work(0)
+	}
 	// Wait for the tasks other goroutines took: spin for a while, then
 	// park until the last of them wakes this goroutine.
 	if !spinUntil(p.spin, func() bool { return j.done.Load() == j.n }, nil) &&

@@ -14,10 +14,31 @@ import (
 // than GOMAXPROCS among them), task counts, regions back to back
 // (spinning workers), after a pause longer than spinFor (parked workers)
 // and with tasks longer than spinFor (a parked caller); a nil and a
-// closed pool run on the caller.
+// closed pool run on the caller. RunAside the same, its tasks never on
+// the caller (worker 0) where the pool has other goroutines and more than
+// one task, always on it where it has none.
 func TestPoolRun(t *testing.T) {
-	for _, threads := range []int{1, 2, 3, 8, 2 * runtime.GOMAXPROCS(0)} {
+	for _, aside := range []bool{false, true} {
+		for _, threads := range []int{1, 2, 3, 8, 2 * runtime.GOMAXPROCS(0)} {
+			testPoolRun(t, threads, aside)
+		}
+	}
+	var nilPool *Pool
+	ran := 0
+	nilPool.Run(3, func(int, int) { ran++ })
+	nilPool.RunAside(2, func(int, int) { ran++ })
+	if ran != 5 || nilPool.Threads() != 1 {
+		t.Errorf("nil pool: ran %d, threads %d", ran, nilPool.Threads())
+	}
+}
+
+func testPoolRun(t *testing.T, threads int, aside bool) {
+	{
 		p := NewPool(threads)
+		run := p.Run
+		if aside {
+			run = p.RunAside
+		}
 		for round := range 40 {
 			if round == 20 {
 				time.Sleep(3 * spinFor) // the workers go to sleep
@@ -30,8 +51,9 @@ func TestPoolRun(t *testing.T) {
 			hits := make([]atomic.Int32, n)
 			busy := make([]atomic.Int32, threads)
 			var bad atomic.Int32
-			p.Run(n, func(task, w int) {
-				if w < 0 || w >= threads || busy[w].Add(1) != 1 {
+			onCaller := threads == 1 || n == 1
+			run(n, func(task, w int) {
+				if w < 0 || w >= threads || busy[w].Add(1) != 1 || aside && (w == 0) != onCaller {
 					bad.Add(1)
 				}
 				if w != 0 {
@@ -41,31 +63,25 @@ func TestPoolRun(t *testing.T) {
 				busy[w].Add(-1)
 			})
 			if bad.Load() != 0 {
-				t.Fatalf("threads %d round %d: worker id out of range or shared", threads, round)
+				t.Fatalf("threads %d round %d aside %v: worker id out of range, shared, or the caller's where it should not be", threads, round, aside)
 			}
 			for i := range hits {
 				if hits[i].Load() != 1 {
-					t.Fatalf("threads %d round %d: task %d ran %d times", threads, round, i, hits[i].Load())
+					t.Fatalf("threads %d round %d aside %v: task %d ran %d times", threads, round, aside, i, hits[i].Load())
 				}
 			}
 		}
 		p.Close()
 		p.Close() // twice is harmless
 		ran := 0
-		p.Run(5, func(_, w int) {
+		run(5, func(_, w int) {
 			if w == 0 {
 				ran++
 			}
 		})
 		if ran != 5 {
-			t.Errorf("closed pool of %d: %d of 5 tasks on the caller", threads, ran)
+			t.Errorf("closed pool of %d (aside %v): %d of 5 tasks on the caller", threads, aside, ran)
 		}
-	}
-	var nilPool *Pool
-	ran := 0
-	nilPool.Run(3, func(int, int) { ran++ })
-	if ran != 3 || nilPool.Threads() != 1 {
-		t.Errorf("nil pool: ran %d, threads %d", ran, nilPool.Threads())
 	}
 }
 

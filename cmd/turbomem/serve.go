@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime/debug"
 	"runtime/pprof"
+	"runtime/trace"
 	"strconv"
 	"strings"
 	"syscall"
@@ -37,6 +38,7 @@ func runServe(e *env, args []string) error {
 	prefixTokens := fs.Int("prefix-cache-tokens", 1024, "prompt tokens per request kept in the prefix cache for reuse by later requests sharing them (0: no prefix cache)")
 	serial := fs.Bool("serial", false, "step the sequences one after another instead of batching them (for comparison)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of the server from when it is ready until it has drained to this file")
+	traceFile := fs.String("trace", "", "write an execution trace (go tool trace: goroutines, processors, scheduling latency) of the server from when it is ready until it has drained to this file")
 	kvf := addKVFlags(fs, recommendedKV)
 	if err := parseFlags(fs, args); err != nil {
 		return err
@@ -66,6 +68,13 @@ func runServe(e *env, args []string) error {
 			return usageError{fmt.Errorf("--cpuprofile cannot be written: %w", err)}
 		}
 		defer prof.Close()
+	}
+	var tracef *os.File
+	if *traceFile != "" {
+		if tracef, err = os.Create(*traceFile); err != nil {
+			return usageError{fmt.Errorf("--trace cannot be written: %w", err)}
+		}
+		defer tracef.Close()
 	}
 	key := *apiKey
 	if key == "" {
@@ -132,6 +141,13 @@ func runServe(e *env, args []string) error {
 			return fmt.Errorf("--cpuprofile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	if tracef != nil {
+		if err := trace.Start(tracef); err != nil {
+			hs.Close()
+			return fmt.Errorf("--trace: %w", err)
+		}
+		defer trace.Stop()
 	}
 
 	// --verify=lazy's check hashes the weights while the server waits for
