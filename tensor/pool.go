@@ -147,11 +147,17 @@ func (p *Pool) Regions() int64 {
 
 // Close stops the workers; Run then runs everything on its caller.
 func (p *Pool) Close() {
-	if p == nil || p.closed.Swap(true) {
+	if p == nil {
 		return
 	}
+	// Closed only between regions (they hold mu): a worker sees it only
+	// when it looks for the next job, so every region's tasks are run,
+	// RunAside's too, which have no caller to take them.
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed.Swap(true) {
+		return
+	}
 	p.cur.Store(&job{}) // an empty job wakes spinners; they see closed
 	for _, w := range p.workers {
 		if w.sleeping.CompareAndSwap(true, false) {
@@ -184,6 +190,12 @@ func (p *Pool) RunAside(n int, f func(task, worker int)) {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.closed.Load() { // closed while this waited for the lock
+		for i := range n {
+			f(i, 0)
+		}
+		return
+	}
 	p.aside = true
 	p.run(n, f, false)
 	p.aside = false

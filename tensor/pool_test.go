@@ -106,6 +106,43 @@ func TestPoolConcurrentRun(t *testing.T) {
 	wg.Wait()
 }
 
+// TestPoolCloseDuringRegions: Close while other goroutines run regions
+// back to back, RunAside's among them (whose caller takes no task), ends
+// with every task of every region run and nothing left waiting.
+func TestPoolCloseDuringRegions(t *testing.T) {
+	for round := range 20 {
+		p := NewPool(4)
+		var wg sync.WaitGroup
+		for g := range 3 {
+			wg.Go(func() {
+				for i := range 200 {
+					n := 2 + (g+i)%9
+					var hits atomic.Int32
+					f := func(int, int) { hits.Add(1) }
+					if g%2 == 0 {
+						p.RunAside(n, f)
+					} else {
+						p.Run(n, f)
+					}
+					if hits.Load() != int32(n) {
+						t.Errorf("round %d goroutine %d: %d of %d tasks ran", round, g, hits.Load(), n)
+						return
+					}
+				}
+			})
+		}
+		time.Sleep(time.Duration(round%5) * 100 * time.Microsecond)
+		p.Close()
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			t.Fatalf("round %d: regions still waiting 20 s after Close", round)
+		}
+	}
+}
+
 // TestPoolTryRun: TryRun runs every task once, on the pool where it is
 // free, on the caller (worker 0) from inside a task of the same pool
 // (where Run would wait for itself), and on a nil pool.
