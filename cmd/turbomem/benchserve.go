@@ -35,6 +35,7 @@ func benchServe(e *env, args []string) error {
 	queue := fs.Int("queue", 64, "server: most requests waiting")
 	serial := fs.Bool("serial", false, "server: step sequences one after another instead of batching them")
 	serverProfile := fs.String("server-cpuprofile", "", "server: write a CPU profile (go tool pprof) of the started server, ready to drained, to this file (its serve --cpuprofile)")
+	serverTrace := fs.String("server-trace", "", "server: write an execution trace (go tool trace) of the started server, ready to drained, to this file (its serve --trace)")
 	clients := fs.Int("clients", 64, "concurrent streaming clients")
 	duration := fs.Duration("duration", 30*time.Second, "how long clients start new requests")
 	requests := fs.Int("requests", 0, "most requests in all (0: until --duration)")
@@ -47,8 +48,8 @@ func benchServe(e *env, args []string) error {
 	if err := checkFormat(*format); err != nil {
 		return err
 	}
-	if *url != "" && *serverProfile != "" {
-		return usageError{errors.New("--server-cpuprofile profiles the server that bench serve starts, not --url's")}
+	if *url != "" && (*serverProfile != "" || *serverTrace != "") {
+		return usageError{errors.New("--server-cpuprofile and --server-trace watch the server that bench serve starts, not --url's")}
 	}
 	if *clients < 1 || *clients > 4096 || *maxTokens < 1 || *promptWords < 1 || *duration <= 0 || *duration > 24*time.Hour || *requests < 0 {
 		return usageError{errors.New("--clients 1..4096, --max-tokens and --prompt-words ≥ 1, --duration in (0, 24h], --requests ≥ 0")}
@@ -65,7 +66,7 @@ func benchServe(e *env, args []string) error {
 	var logPath string
 	if *url == "" {
 		var err error
-		child, logPath, load.URL, err = startServer(e, *modelPath, *threads, *kv, *mem, *parallel, *queue, *serial, *serverProfile)
+		child, logPath, load.URL, err = startServer(e, *modelPath, *threads, *kv, *mem, *parallel, *queue, *serial, *serverProfile, *serverTrace)
 		if err != nil {
 			return err
 		}
@@ -123,8 +124,9 @@ func benchServe(e *env, args []string) error {
 
 // startServer starts 'turbomem serve' on a free loopback port and waits
 // until /health answers 200; its log goes to a temporary file.
-// profile, if not empty, is the file of the server's CPU profile.
-func startServer(e *env, modelPath string, threads int, kv, mem string, parallel, queue int, serial bool, profile string) (*exec.Cmd, string, string, error) {
+// profile and trace, if not empty, are the files of the server's CPU
+// profile and execution trace.
+func startServer(e *env, modelPath string, threads int, kv, mem string, parallel, queue int, serial bool, profile, trace string) (*exec.Cmd, string, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", "", err
@@ -144,6 +146,9 @@ func startServer(e *env, modelPath string, threads int, kv, mem string, parallel
 	}
 	if profile != "" {
 		args = append(args, "--cpuprofile", profile)
+	}
+	if trace != "" {
+		args = append(args, "--trace", trace)
 	}
 	logf, err := os.CreateTemp("", "turbomem-bench-serve-*.log")
 	if err != nil {

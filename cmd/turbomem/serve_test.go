@@ -102,19 +102,23 @@ func TestServeRefuses(t *testing.T) {
 	}
 }
 
-// TestBenchServeCPUProfile: --server-cpuprofile has the server that
-// bench serve starts write a CPU profile that pprof reads (a gzip
-// stream) by the time it has drained; serve --cpuprofile to a path that
-// cannot be written, and --server-cpuprofile with --url, are refused
-// before any work.
+// TestBenchServeCPUProfile: --server-cpuprofile and --server-trace have
+// the server that bench serve starts write a CPU profile that pprof reads
+// (a gzip stream) and an execution trace (go tool trace's header) by the
+// time it has drained; serve --cpuprofile or --trace to a path that
+// cannot be written, and either bench flag with --url, are refused before
+// any work.
 func TestBenchServeCPUProfile(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "serve.prof")
+	tracePath := filepath.Join(t.TempDir(), "serve.trace")
 	for _, tt := range []struct {
 		args []string
 		want string
 	}{
 		{[]string{"serve", "--cpuprofile", filepath.Join(t.TempDir(), "no", "such", "dir", "p")}, "cannot be written"},
+		{[]string{"serve", "--trace", filepath.Join(t.TempDir(), "no", "such", "dir", "t")}, "--trace cannot be written"},
 		{[]string{"bench", "serve", "--url", "http://127.0.0.1:1", "--server-cpuprofile", path}, "--server-cpuprofile"},
+		{[]string{"bench", "serve", "--url", "http://127.0.0.1:1", "--server-trace", tracePath}, "--server-trace"},
 	} {
 		code, _, errOut := runCmd(tt.args...)
 		if code != 2 || !strings.Contains(errOut, tt.want) {
@@ -125,9 +129,16 @@ func TestBenchServeCPUProfile(t *testing.T) {
 		t.Skip("starts a server; run without -short")
 	}
 	code, out, errOut := runCmd("bench", "serve", "--clients", "2", "--requests", "4", "--duration", "20s", "--max-tokens", "4",
-		"--prompt-words", "10", "--mem", "256MiB", "--parallel", "2", "--threads", "2", "--kv", "f16", "--server-cpuprofile", path)
+		"--prompt-words", "10", "--mem", "256MiB", "--parallel", "2", "--threads", "2", "--kv", "f16", "--server-cpuprofile", path, "--server-trace", tracePath)
 	if code != 0 {
-		t.Fatalf("bench serve --server-cpuprofile: code %d, stdout %q, stderr %q", code, out, errOut)
+		t.Fatalf("bench serve --server-cpuprofile --server-trace: code %d, stdout %q, stderr %q", code, out, errOut)
+	}
+	tr, err := os.ReadFile(tracePath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasPrefix(tr, []byte("go 1.")) || !bytes.Contains(tr[:min(len(tr), 16)], []byte(" trace")) {
+		t.Errorf("trace of %d bytes does not start with the execution trace header: %q", len(tr), tr[:min(len(tr), 16)])
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -151,7 +162,7 @@ func TestOpenAIClient(t *testing.T) {
 		t.Skipf("the openai client is not installed: run (cd %s && npm ci)", dir)
 	}
 	var errb bytes.Buffer
-	srv, logPath, url, err := startServer(&env{stdout: io.Discard, stderr: &errb}, "", 0, "turbo3.5", "256MiB", 4, 8, false, "")
+	srv, logPath, url, err := startServer(&env{stdout: io.Discard, stderr: &errb}, "", 0, "turbo3.5", "256MiB", 4, 8, false, "", "")
 	if err != nil {
 		t.Fatal(err)
 	}
