@@ -41,7 +41,6 @@ type Pool struct {
 	gen    atomic.Uint64
 	shares []dealShare                 // RunDealt's, one per goroutine
 	trace  atomic.Pointer[RegionTrace] // SetTrace's; nil: no clock read
-	aside  bool                        // the region runs for RunAside (mu held)
 	// finished wakes a parked caller of Run when its job's last task ends.
 	finished chan struct{}
 }
@@ -196,9 +195,7 @@ func (p *Pool) RunAside(n int, f func(task, worker int)) {
 		}
 		return
 	}
-	p.aside = true
-	p.run(n, f, false)
-	p.aside = false
+	p.run(n, f, false, true)
 }
 
 // RunDealt is Run with the tasks dealt in shares, one for each goroutine
@@ -229,7 +226,7 @@ func (p *Pool) runTasks(n int, f func(task, worker int), dealt, try bool) {
 		p.mu.Lock()
 	}
 	defer p.mu.Unlock()
-	p.run(n, f, dealt)
+	p.run(n, f, dealt, false)
 }
 
 // TryRun is Run where the Pool runs no region now; where one runs (the
@@ -240,8 +237,9 @@ func (p *Pool) runTasks(n int, f func(task, worker int), dealt, try bool) {
 // goroutines where they are free, without deadlock.
 func (p *Pool) TryRun(n int, f func(task, worker int)) { p.runTasks(n, f, false, true) }
 
-// run is Run's region, the Pool's lock held; RunDealt's with dealt.
-func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
+// run is Run's region, the Pool's lock held; RunDealt's with dealt,
+// RunAside's with aside (the caller takes no task).
+func (p *Pool) run(n int, f func(task, worker int), dealt, aside bool) {
 	gen := uint32(p.gen.Add(1))
 	if gen%restamp == 0 {
 		// Every share then names a job at most restamp regions old, so
@@ -265,7 +263,7 @@ func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
 	// (every task, for RunAside); spinning workers see the job by
 	// themselves.
 	need := n - 1
-	if p.aside {
+	if aside {
 		need = n
 	}
 	for _, w := range p.workers {
@@ -277,7 +275,7 @@ func (p *Pool) run(n int, f func(task, worker int), dealt bool) {
 		}
 		need--
 	}
-	if !p.aside {
+	if !aside {
 		j.work(0)
 	}
 	// Wait for the tasks other goroutines took: spin for a while, then
