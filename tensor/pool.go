@@ -172,7 +172,7 @@ func (p *Pool) Close() {
 // goroutine running the task (0 is the caller), for per-goroutine scratch:
 // no two tasks with the same worker run at once. A nil Pool runs every
 // task on the caller.
-func (p *Pool) Run(n int, f func(task, worker int)) { p.runTasks(n, f, false, false) }
+func (p *Pool) Run(n int, f func(task, worker int)) { p.runTasks(n, f, false, false, false) }
 
 // RunAside is Run where the caller takes no task while the Pool has other
 // goroutines: it waits, and the workers (1 to Threads()−1) run every
@@ -182,21 +182,7 @@ func (p *Pool) Run(n int, f func(task, worker int)) { p.runTasks(n, f, false, fa
 // (runtime.Gosched): a caller that yields waits behind them in the
 // global run queue, and the goroutines that wait for the caller (the
 // Pool's next region) with it.
-func (p *Pool) RunAside(n int, f func(task, worker int)) {
-	if n <= 1 || p == nil || p.threads == 1 || p.closed.Load() {
-		p.runTasks(n, f, false, false)
-		return
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.closed.Load() { // closed while this waited for the lock
-		for i := range n {
-			f(i, 0)
-		}
-		return
-	}
-	p.run(n, f, false, true)
-}
+func (p *Pool) RunAside(n int, f func(task, worker int)) { p.runTasks(n, f, false, false, true) }
 
 // RunDealt is Run with the tasks dealt in shares, one for each goroutine
 // (share w is tasks [n·w/T, n·(w+1)/T) of T = Threads()): goroutine w
@@ -207,26 +193,33 @@ func (p *Pool) RunAside(n int, f func(task, worker int)) {
 // shared count only when they take over tasks, where Run's hand out every
 // task from one count. The tasks are not handed out in order: a task must
 // not Wait for others.
-func (p *Pool) RunDealt(n int, f func(task, worker int)) { p.runTasks(n, f, true, false) }
+func (p *Pool) RunDealt(n int, f func(task, worker int)) { p.runTasks(n, f, true, false, false) }
 
-// runTasks is Run (dealt false) and RunDealt (dealt true); with try
-// (TryRun) it runs every task on the caller where the Pool's lock is
-// held instead of waiting for it.
-func (p *Pool) runTasks(n int, f func(task, worker int), dealt, try bool) {
-	if n <= 0 {
-		return
-	}
-	if p == nil || p.threads == 1 || n == 1 || p.closed.Load() || try && !p.mu.TryLock() {
-		for i := range n {
-			f(i, 0)
+// runTasks is Run (dealt false), RunDealt (dealt true) and RunAside
+// (aside); with try (TryRun) it runs every task on the caller where the
+// Pool's lock is held instead of waiting for it. Where the Pool has no
+// other goroutine for the tasks (nil, one thread, one task, closed, also
+// while this waited for the lock: Close marks it closed holding the lock)
+// the caller runs them all.
+func (p *Pool) runTasks(n int, f func(task, worker int), dealt, try, aside bool) {
+	if p != nil && p.threads > 1 && n > 1 && !p.closed.Load() {
+		locked := true
+		if try {
+			locked = p.mu.TryLock()
+		} else {
+			p.mu.Lock()
 		}
-		return
+		if locked {
+			defer p.mu.Unlock()
+			if !p.closed.Load() {
+				p.run(n, f, dealt, aside)
+				return
+			}
+		}
 	}
-	if !try {
-		p.mu.Lock()
+	for i := range n {
+		f(i, 0)
 	}
-	defer p.mu.Unlock()
-	p.run(n, f, dealt, false)
 }
 
 // TryRun is Run where the Pool runs no region now; where one runs (the
@@ -235,7 +228,7 @@ func (p *Pool) runTasks(n int, f func(task, worker int), dealt, try bool) {
 // It lets work that may be called from inside a region (a cache's Append
 // from a task of the Pool that its Attend uses) share the Pool's
 // goroutines where they are free, without deadlock.
-func (p *Pool) TryRun(n int, f func(task, worker int)) { p.runTasks(n, f, false, true) }
+func (p *Pool) TryRun(n int, f func(task, worker int)) { p.runTasks(n, f, false, true, false) }
 
 // run is Run's region, the Pool's lock held; RunDealt's with dealt,
 // RunAside's with aside (the caller takes no task).
