@@ -431,7 +431,7 @@ func (s *scheduler) step() {
 	// while the workers spun and then parked waiting for that step; had it
 	// not yielded, the handler it woke waited on its processor until a
 	// step's end. w = 0 is the loop's goroutine running every sequence
-	// itself (one thread): no yield then.
+	// itself (one thread, or one sequence, as before): no yield then.
 	if s.sample == nil {
 		s.sample = func(i, w int) {
 			q := s.fed[i]
@@ -442,7 +442,7 @@ func (s *scheduler) step() {
 			if len(q.pending) == 0 {
 				q.tok = q.sampler.Sample(q.step.Logits)
 				s.decode(q)
-				s.handOff(q, len(s.fed) > 1 && w != 0)
+				s.handOff(q, w != 0)
 			}
 		}
 	}
