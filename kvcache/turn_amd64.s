@@ -6,9 +6,9 @@
 // Z0–Z15 (query j in Z(4j)…Z(4j+3)). ROW4Z(step) adds the row of 64
 // floats at (DX) times each query's weight at (SI), (R9), (R10), (R11)
 // and steps the row by step bytes and the weights by one (Z16–Z23
-// scratch); LOAD4Z
-// and STORE4Z read and write the sums at the four outputs *DI (R12
-// scratch).
+// scratch); LOAD4Z(x)
+// and STORE4Z(x) read and write the sums at byte offset x of the four
+// outputs *DI (R12 scratch).
 #define ROW4Z(step) \
 	VMOVUPS      (DX), Z16; \
 	VMOVUPS      64(DX), Z17; \
@@ -40,49 +40,49 @@
 	ADDQ         $4, R10; \
 	ADDQ         $4, R11
 
-#define LOAD4Z \
+#define LOAD4Z(x) \
 	MOVQ    0(DI), R12; \
-	VMOVUPS (R12), Z0; \
-	VMOVUPS 64(R12), Z1; \
-	VMOVUPS 128(R12), Z2; \
-	VMOVUPS 192(R12), Z3; \
+	VMOVUPS (R12)(x*1), Z0; \
+	VMOVUPS 64(R12)(x*1), Z1; \
+	VMOVUPS 128(R12)(x*1), Z2; \
+	VMOVUPS 192(R12)(x*1), Z3; \
 	MOVQ    8(DI), R12; \
-	VMOVUPS (R12), Z4; \
-	VMOVUPS 64(R12), Z5; \
-	VMOVUPS 128(R12), Z6; \
-	VMOVUPS 192(R12), Z7; \
+	VMOVUPS (R12)(x*1), Z4; \
+	VMOVUPS 64(R12)(x*1), Z5; \
+	VMOVUPS 128(R12)(x*1), Z6; \
+	VMOVUPS 192(R12)(x*1), Z7; \
 	MOVQ    16(DI), R12; \
-	VMOVUPS (R12), Z8; \
-	VMOVUPS 64(R12), Z9; \
-	VMOVUPS 128(R12), Z10; \
-	VMOVUPS 192(R12), Z11; \
+	VMOVUPS (R12)(x*1), Z8; \
+	VMOVUPS 64(R12)(x*1), Z9; \
+	VMOVUPS 128(R12)(x*1), Z10; \
+	VMOVUPS 192(R12)(x*1), Z11; \
 	MOVQ    24(DI), R12; \
-	VMOVUPS (R12), Z12; \
-	VMOVUPS 64(R12), Z13; \
-	VMOVUPS 128(R12), Z14; \
-	VMOVUPS 192(R12), Z15
+	VMOVUPS (R12)(x*1), Z12; \
+	VMOVUPS 64(R12)(x*1), Z13; \
+	VMOVUPS 128(R12)(x*1), Z14; \
+	VMOVUPS 192(R12)(x*1), Z15
 
-#define STORE4Z \
+#define STORE4Z(x) \
 	MOVQ    0(DI), R12; \
-	VMOVUPS Z0, (R12); \
-	VMOVUPS Z1, 64(R12); \
-	VMOVUPS Z2, 128(R12); \
-	VMOVUPS Z3, 192(R12); \
+	VMOVUPS Z0, (R12)(x*1); \
+	VMOVUPS Z1, 64(R12)(x*1); \
+	VMOVUPS Z2, 128(R12)(x*1); \
+	VMOVUPS Z3, 192(R12)(x*1); \
 	MOVQ    8(DI), R12; \
-	VMOVUPS Z4, (R12); \
-	VMOVUPS Z5, 64(R12); \
-	VMOVUPS Z6, 128(R12); \
-	VMOVUPS Z7, 192(R12); \
+	VMOVUPS Z4, (R12)(x*1); \
+	VMOVUPS Z5, 64(R12)(x*1); \
+	VMOVUPS Z6, 128(R12)(x*1); \
+	VMOVUPS Z7, 192(R12)(x*1); \
 	MOVQ    16(DI), R12; \
-	VMOVUPS Z8, (R12); \
-	VMOVUPS Z9, 64(R12); \
-	VMOVUPS Z10, 128(R12); \
-	VMOVUPS Z11, 192(R12); \
+	VMOVUPS Z8, (R12)(x*1); \
+	VMOVUPS Z9, 64(R12)(x*1); \
+	VMOVUPS Z10, 128(R12)(x*1); \
+	VMOVUPS Z11, 192(R12)(x*1); \
 	MOVQ    24(DI), R12; \
-	VMOVUPS Z12, (R12); \
-	VMOVUPS Z13, 64(R12); \
-	VMOVUPS Z14, 128(R12); \
-	VMOVUPS Z15, 192(R12)
+	VMOVUPS Z12, (R12)(x*1); \
+	VMOVUPS Z13, 64(R12)(x*1); \
+	VMOVUPS Z14, 128(R12)(x*1); \
+	VMOVUPS Z15, 192(R12)(x*1)
 
 // The 256-bit kernels keep four queries' sums of 16 positions in Y0–Y7
 // (query j in Y(2j), Y(2j+1)) and share these steps. ROW4Y(r) adds the
@@ -163,29 +163,11 @@ TEXT ·turnAdd4AVX512(SB), NOSPLIT, $0-48
 	LEAQ (SI)(R8*1), R9
 	LEAQ (R9)(R8*1), R10
 	LEAQ (R10)(R8*1), R11
+	XORQ R14, R14 // LOAD4Z's and STORE4Z's offset
 	MOVQ set+40(FP), AX
 	TESTQ AX, AX
 	JNE  zero
-	MOVQ 0(DI), R12
-	VMOVUPS (R12), Z0
-	VMOVUPS 64(R12), Z1
-	VMOVUPS 128(R12), Z2
-	VMOVUPS 192(R12), Z3
-	MOVQ 8(DI), R12
-	VMOVUPS (R12), Z4
-	VMOVUPS 64(R12), Z5
-	VMOVUPS 128(R12), Z6
-	VMOVUPS 192(R12), Z7
-	MOVQ 16(DI), R12
-	VMOVUPS (R12), Z8
-	VMOVUPS 64(R12), Z9
-	VMOVUPS 128(R12), Z10
-	VMOVUPS 192(R12), Z11
-	MOVQ 24(DI), R12
-	VMOVUPS (R12), Z12
-	VMOVUPS 64(R12), Z13
-	VMOVUPS 128(R12), Z14
-	VMOVUPS 192(R12), Z15
+	LOAD4Z(R14)
 	JMP  loop
 
 zero:
@@ -211,7 +193,7 @@ loop:
 	DECQ         CX
 	JNZ          loop
 
-	STORE4Z
+	STORE4Z(R14)
 	VZEROUPPER
 	RET
 
@@ -281,7 +263,8 @@ TEXT ·meanAdd4AVX512(SB), NOSPLIT, $0-48
 	MOVQ table+32(FP), DX
 	MOVQ stride+40(FP), BX
 	SHLQ $2, BX
-	LOAD4Z
+	XORQ R14, R14 // LOAD4Z's and STORE4Z's offset
+	LOAD4Z(R14)
 	TESTQ CX, CX
 	JZ    mnodes
 	MOVQ 0(AX), SI
@@ -306,7 +289,7 @@ mnode:
 	DECQ         CX
 	JNZ          mnode
 
-	STORE4Z
+	STORE4Z(R14)
 	VZEROUPPER
 	RET
 
@@ -440,26 +423,7 @@ TEXT ·meanRunAVX512(SB), NOSPLIT, $0-72
 	XORQ R14, R14
 
 rchunk:
-	MOVQ    0(DI), R12
-	VMOVUPS (R12)(R14*1), Z0
-	VMOVUPS 64(R12)(R14*1), Z1
-	VMOVUPS 128(R12)(R14*1), Z2
-	VMOVUPS 192(R12)(R14*1), Z3
-	MOVQ    8(DI), R12
-	VMOVUPS (R12)(R14*1), Z4
-	VMOVUPS 64(R12)(R14*1), Z5
-	VMOVUPS 128(R12)(R14*1), Z6
-	VMOVUPS 192(R12)(R14*1), Z7
-	MOVQ    16(DI), R12
-	VMOVUPS (R12)(R14*1), Z8
-	VMOVUPS 64(R12)(R14*1), Z9
-	VMOVUPS 128(R12)(R14*1), Z10
-	VMOVUPS 192(R12)(R14*1), Z11
-	MOVQ    24(DI), R12
-	VMOVUPS (R12)(R14*1), Z12
-	VMOVUPS 64(R12)(R14*1), Z13
-	VMOVUPS 128(R12)(R14*1), Z14
-	VMOVUPS 192(R12)(R14*1), Z15
+	LOAD4Z(R14)
 	MOVQ table+48(FP), DX
 	MOVQ BX, R12
 	SHLQ $8, R12
@@ -493,26 +457,7 @@ rnode:
 	DECQ         CX
 	JNZ          rnode
 
-	MOVQ    0(DI), R12
-	VMOVUPS Z0, (R12)(R14*1)
-	VMOVUPS Z1, 64(R12)(R14*1)
-	VMOVUPS Z2, 128(R12)(R14*1)
-	VMOVUPS Z3, 192(R12)(R14*1)
-	MOVQ    8(DI), R12
-	VMOVUPS Z4, (R12)(R14*1)
-	VMOVUPS Z5, 64(R12)(R14*1)
-	VMOVUPS Z6, 128(R12)(R14*1)
-	VMOVUPS Z7, 192(R12)(R14*1)
-	MOVQ    16(DI), R12
-	VMOVUPS Z8, (R12)(R14*1)
-	VMOVUPS Z9, 64(R12)(R14*1)
-	VMOVUPS Z10, 128(R12)(R14*1)
-	VMOVUPS Z11, 192(R12)(R14*1)
-	MOVQ    24(DI), R12
-	VMOVUPS Z12, (R12)(R14*1)
-	VMOVUPS Z13, 64(R12)(R14*1)
-	VMOVUPS Z14, 128(R12)(R14*1)
-	VMOVUPS Z15, 192(R12)(R14*1)
+	STORE4Z(R14)
 	ADDQ $256, R14
 	ADDQ $24, R13
 	INCQ BX
