@@ -179,6 +179,20 @@ func checkOutputs(paths ...string) error {
 	return nil
 }
 
+// createFlagFile creates the file that flag --name names: nil where path
+// is empty (closing a nil *os.File only returns an error), a usage error
+// where it cannot be made.
+func createFlagFile(name, path string) (*os.File, error) {
+	if path == "" {
+		return nil, nil
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, usageError{fmt.Errorf("--%s cannot be written: %w", name, err)}
+	}
+	return f, nil
+}
+
 // unwrapPath drops the path from a *fs.PathError (the message names it).
 func unwrapPath(err error) error {
 	var pe *fs.PathError

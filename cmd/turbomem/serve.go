@@ -62,20 +62,16 @@ func runServe(e *env, args []string) error {
 	if err := mf.check(); err != nil {
 		return err
 	}
-	var prof *os.File
-	if *cpuProfile != "" {
-		if prof, err = os.Create(*cpuProfile); err != nil {
-			return usageError{fmt.Errorf("--cpuprofile cannot be written: %w", err)}
-		}
-		defer prof.Close()
+	prof, err := createFlagFile("cpuprofile", *cpuProfile)
+	if err != nil {
+		return err
 	}
-	var tracef *os.File
-	if *traceFile != "" {
-		if tracef, err = os.Create(*traceFile); err != nil {
-			return usageError{fmt.Errorf("--trace cannot be written: %w", err)}
-		}
-		defer tracef.Close()
+	defer prof.Close()
+	tracef, err := createFlagFile("trace", *traceFile)
+	if err != nil {
+		return err
 	}
+	defer tracef.Close()
 	key := *apiKey
 	if key == "" {
 		key = os.Getenv("TURBOMEM_API_KEY")
