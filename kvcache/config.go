@@ -247,6 +247,27 @@ func (c Config) BytesAt(n, layers int, sh Shape) (int64, error) {
 // that ratios are taken against.
 func F16() Config { return Config{} }
 
+// Recommended returns the KV format pair to use where none is named for a
+// model whose caches have shape sh, chosen by measurement on the model
+// suite with the default window (BENCHMARKS.md, "The recommended format
+// by head dimension"): turbo3.5 where the head dimension is 128 or more
+// (3.5 bits all in, less KL than q4_0 there), turbo4 below it (at 64,
+// turbo3.5 takes 3.75 bits with its norms and has 1.03–1.42x q4_0's KL,
+// turbo4 4.25 bits and 0.45–0.77x), f16 where neither can store the
+// head. Neither needs calibration. The window and seed are Spec's
+// defaults.
+func Recommended(sh Shape) Spec {
+	name := "turbo4"
+	if sh.HeadDim >= 128 {
+		name = "turbo3.5"
+	}
+	s, err := ParseSpec(name, "")
+	if err != nil || s.Check(sh) != nil {
+		return F16().uniform()
+	}
+	return s
+}
+
 // Bits returns the average bits per coordinate of the configuration's
 // compressed tokens at head dimension d (Format.Bits, keys and values and
 // every layer alike).

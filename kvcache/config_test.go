@@ -263,3 +263,29 @@ func TestPlannedConfigRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestRecommended: the measured choice by head dimension, and f16 where
+// the turbo formats cannot store the head.
+func TestRecommended(t *testing.T) {
+	for _, tt := range []struct {
+		headDim int
+		want    string
+	}{
+		{4, "f16"},
+		{8, "turbo4"},
+		{64, "turbo4"},
+		{80, "turbo4"},
+		{96, "turbo4"},
+		{128, "turbo3.5"},
+		{256, "turbo3.5"},
+	} {
+		sh := Shape{QHeads: 4, KVHeads: 2, HeadDim: tt.headDim}
+		s := Recommended(sh)
+		if s.K.String() != tt.want || s.V.String() != tt.want || s.Window != 0 || s.Cov != nil {
+			t.Errorf("head dimension %d: %s/%s window %d, want %s", tt.headDim, s.K, s.V, s.Window, tt.want)
+		}
+		if err := s.Check(sh); err != nil {
+			t.Errorf("head dimension %d: %s cannot serve it: %v", tt.headDim, s.K, err)
+		}
+	}
+}

@@ -27,21 +27,20 @@ type kvFlags struct {
 	calibChunks *int
 }
 
-// recommendedKV is the default KV format of the commands that generate
-// (run, chat, serve), chosen by measurement on the model suite
-// (BENCHMARKS.md, "Centred keys on the model suite"): without an fp16
-// window it has less KL than q4_0 on every model, with the default window
-// on the head_dim-128 models, at 3.5 bits (4.5x smaller than f16 at long
-// context), and it found as many needles as f16 on the embedded model.
-// The eval and bench commands keep f16, the reference.
-const recommendedKV = "turbo3.5"
+// recommendedKV is the --kv default of the commands that generate (run,
+// chat, serve), a name for kvcache.Recommended's choice for the model's
+// head dimension (turbo3.5 from 128 up, turbo4 below, f16 where neither
+// fits): chosen by measurement on the model suite (BENCHMARKS.md, "The
+// recommended format by head dimension"). It is also accepted for --kv-k
+// and --kv-v. The eval and bench commands keep f16, the reference.
+const recommendedKV = "recommended"
 
 // addKVFlags declares the KV flags, def the --kv default.
 func addKVFlags(fs *flag.FlagSet, def string) kvFlags {
 	return kvFlags{
 		fs:          fs,
 		def:         def,
-		kv:          fs.String("kv", def, "KV cache format for keys and values: "+formatHelp()+"; or auto (per layer, see --kv-bits)"),
+		kv:          fs.String("kv", def, "KV cache format for keys and values: "+formatHelp()+"; or auto (per layer, see --kv-bits); or "+recommendedKV+" (turbo3.5 at head dimension 128 and up, turbo4 below, f16 where neither fits)"),
 		k:           fs.String("kv-k", "", "key format (overrides --kv)"),
 		v:           fs.String("kv-v", "", "value format (overrides --kv)"),
 		window:      fs.Int("kv-window", 0, fmt.Sprintf("recent tokens kept in fp16 by compressed formats (0: %d; -1: none)", kvcache.DefaultWindow)),
@@ -54,30 +53,25 @@ func addKVFlags(fs *flag.FlagSet, def string) kvFlags {
 	}
 }
 
-// chosen reports whether the command line set --kv, --kv-k or --kv-v
-// (after parsing).
-func (f kvFlags) chosen() bool {
-	set := false
-	f.fs.Visit(func(fl *flag.Flag) {
-		if fl.Name == "kv" || fl.Name == "kv-k" || fl.Name == "kv-v" {
-			set = true
-		}
-	})
-	return set
-}
-
 // auto reports whether the flags ask for a per-layer plan.
 func (f kvFlags) auto() bool { return *f.kv == "auto" || *f.plan != "" }
 
 // spec returns the cache configuration the flags name when they name one
-// format pair for every layer.
-func (f kvFlags) spec() (kvcache.Config, error) {
+// format pair for every layer, recommendedKV standing for rec's key or
+// value format.
+func (f kvFlags) spec(rec kvcache.Spec) (kvcache.Config, error) {
 	k, v := *f.k, *f.v
 	if k == "" {
 		k = *f.kv
 	}
 	if v == "" {
 		v = *f.kv
+	}
+	if k == recommendedKV {
+		k = rec.K.String()
+	}
+	if v == recommendedKV {
+		v = rec.V.String()
 	}
 	s, err := kvcache.ParseSpec(k, v)
 	if err != nil {
@@ -101,7 +95,7 @@ func (f kvFlags) validate() error {
 		if *f.bits != 0 {
 			return usageError{errors.New("--kv-bits needs --kv auto")}
 		}
-		_, err := f.spec()
+		_, err := f.spec(kvcache.Recommended(kvcache.Shape{QHeads: 1, KVHeads: 1, HeadDim: 128}))
 		return err
 	}
 	if *f.kv != "auto" && *f.kv != f.def || *f.k != "" || *f.v != "" {
@@ -222,16 +216,13 @@ func (f kvFlags) config(e *env, l *loaded, modelPath string, measure bool) (kvca
 			return c, err
 		}
 	default:
-		if c, err = f.spec(); err != nil {
+		sh := l.m.CacheShape()
+		rec := kvcache.Recommended(sh)
+		if c, err = f.spec(rec); err != nil {
 			return c, err
 		}
-		if !f.chosen() && c.Check(l.m.Config.Layers, l.m.CacheShape()) != nil {
-			// The recommended default cannot serve this head dimension.
-			fmt.Fprintf(e.stderr, "KV format %s does not fit this model (head dimension %d): using f16\n", c, l.m.Config.HeadDim)
-			c, err = withWindow(kvcache.F16(), *f.window)
-			if err != nil {
-				return c, err
-			}
+		if (*f.kv == recommendedKV || *f.k == recommendedKV || *f.v == recommendedKV) && rec.K.String() == "f16" {
+			fmt.Fprintf(e.stderr, "KV format %s: no compressed format fits this model's head dimension %d: using f16\n", recommendedKV, sh.HeadDim)
 		}
 	}
 	o := eval.KVPlanOptions{File: *f.plan, NoMeasure: !measure, CalibCtx: *f.calibCtx, CalibChunks: *f.calibChunks,

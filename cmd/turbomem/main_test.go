@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"github.com/turbomem/turbomem/internal/tinymodel"
 	"io"
 	"math"
 	"os"
@@ -167,18 +168,31 @@ func TestRun(t *testing.T) {
 	if out != "ernalrightarrow попуdevelopment\n" {
 		t.Errorf("output %q", out)
 	}
-	// The recommended default, turbo3.5, cannot serve head dimension 4:
-	// the run says so and uses f16.
+	// The recommended default has no compressed format for head
+	// dimension 4: the run says so and uses f16.
 	for _, want := range []string{"stopped: 4 tokens generated (-n)", "prompt 5 tokens", "generated 4 tokens", "weights", "KV cache now 288 B (9 tokens)",
-		"KV format turbo3.5 does not fit this model (head dimension 4): using f16",
+		"KV format recommended: no compressed format fits this model's head dimension 4: using f16",
 		"KV cache f16 at 4096 tokens: 128.00 KiB (131072 B), 32 B/token, 1.00x smaller than f16"} {
 		if !strings.Contains(errOut, want) {
 			t.Errorf("stderr lacks %q: %s", want, errOut)
 		}
 	}
-	// Without --kv the embedded model runs the recommended turbo3.5.
-	if code, _, errOut := runCmd("run", "-n", "2", "hi"); code != 0 || !strings.Contains(errOut, "KV cache turbo3.5 at 4096 tokens") {
-		t.Errorf("default KV format: code %d, %s", code, errOut)
+	// Without --kv the embedded model (head dimension 128) runs
+	// turbo3.5, a model of head dimension 64 turbo4, as does --kv-v
+	// recommended beside another key format.
+	hd64 := tinyModel(t, tinymodel.Options{HeadDim: 64})
+	for _, tt := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"run", "-n", "2", "hi"}, "KV cache turbo3.5 at 4096 tokens"},
+		{[]string{"run", "-m", hd64, "-n", "2", "hi"}, "KV cache turbo4 at 256 tokens"},
+		{[]string{"run", "-m", hd64, "--kv-k", "q8_0", "-n", "2", "hi"}, "KV cache q8_0/turbo4 at 256 tokens"},
+		{[]string{"run", "--kv", "recommended", "--kv-v", "f16", "-n", "2", "hi"}, "KV cache turbo3.5/f16 at 4096 tokens"},
+	} {
+		if code, _, errOut := runCmd(tt.args...); code != 0 || !strings.Contains(errOut, tt.want) {
+			t.Errorf("%v: code %d, want %q in %s", tt.args, code, tt.want, errOut)
+		}
 	}
 	// A format the model's head dimension (4) cannot serve, asked for, is
 	// refused before any work, and values cannot be QJL sketches.

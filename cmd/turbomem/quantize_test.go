@@ -21,12 +21,20 @@ import (
 // tokenizer and returns its path.
 func tinySource(t *testing.T) string {
 	t.Helper()
+	return tinyModel(t, tinymodel.Options{})
+}
+
+// tinyModel writes the tiny random model of options o with the embedded
+// model's tokenizer and returns its path.
+func tinyModel(t *testing.T, o tinymodel.Options) string {
+	t.Helper()
 	tok, err := defaultmodel.Open()
 	if err != nil {
 		t.Fatal(err)
 	}
+	o.VocabFrom = tok
 	path := filepath.Join(t.TempDir(), "src.gguf")
-	if err := tinymodel.Write(path, tinymodel.Options{VocabFrom: tok}); err != nil {
+	if err := tinymodel.Write(path, o); err != nil {
 		t.Fatal(err)
 	}
 	return path

@@ -1,6 +1,7 @@
 // Package tinymodel writes small llama GGUF files with random F32
 // weights, for tests that need a whole model file but not a trained one:
-// 2 layers, hidden 256, 2 query heads and 1 KV head of 128, SwiGLU 512,
+// 2 layers, hidden 256, 2 query heads and 1 KV head of 128 (or another
+// head dimension, Options.HeadDim), SwiGLU 512,
 // vocabulary 512 (or a tokenizer's), context 256. The weights are
 // Gaussian (scale 1/√fan-in, embeddings 1), the norms 1 ± 0.1, from a
 // fixed seed.
@@ -34,12 +35,23 @@ type Options struct {
 	// VocabFrom, if set, gives the tokenizer metadata (tokenizer.*) to
 	// copy, and the vocabulary size.
 	VocabFrom *gguf.File
+	// HeadDim, if set, replaces the head dimension: a divisor of Hidden
+	// below it, with Hidden/HeadDim query heads and half as many KV heads.
+	HeadDim int
 }
 
 // Write writes the model to path.
 func Write(path string, o Options) error {
 	b := gguf.NewBuilder()
 	vocab := Vocab
+	heads, kvHeads, headDim := Heads, KVHeads, HeadDim
+	if o.HeadDim != 0 {
+		if o.HeadDim < 1 || o.HeadDim >= Hidden || Hidden%(2*o.HeadDim) != 0 {
+			return fmt.Errorf("tinymodel: head dimension %d: want a divisor of %d, at most half of it", o.HeadDim, Hidden)
+		}
+		headDim = o.HeadDim
+		heads, kvHeads = Hidden/headDim, Hidden/headDim/2
+	}
 	if o.VocabFrom != nil {
 		for _, kv := range o.VocabFrom.KV {
 			if strings.HasPrefix(kv.Key, "tokenizer.") {
@@ -61,8 +73,8 @@ func Write(path string, o Options) error {
 		{"llama.block_count", uint32(Layers)},
 		{"llama.embedding_length", uint32(Hidden)},
 		{"llama.feed_forward_length", uint32(FFN)},
-		{"llama.attention.head_count", uint32(Heads)},
-		{"llama.attention.head_count_kv", uint32(KVHeads)},
+		{"llama.attention.head_count", uint32(heads)},
+		{"llama.attention.head_count_kv", uint32(kvHeads)},
 		{"llama.context_length", uint32(256)},
 		{"llama.rope.freq_base", float32(10000)},
 		{"llama.attention.layer_norm_rms_epsilon", float32(1e-5)},
@@ -104,10 +116,10 @@ func Write(path string, o Options) error {
 	for l := range Layers {
 		p := fmt.Sprintf("blk.%d.", l)
 		add(p+"attn_norm.weight", []int64{Hidden}, 0)
-		add(p+"attn_q.weight", []int64{Hidden, Heads * HeadDim}, s)
-		add(p+"attn_k.weight", []int64{Hidden, KVHeads * HeadDim}, s)
-		add(p+"attn_v.weight", []int64{Hidden, KVHeads * HeadDim}, s)
-		add(p+"attn_output.weight", []int64{Heads * HeadDim, Hidden}, s)
+		add(p+"attn_q.weight", []int64{Hidden, int64(heads * headDim)}, s)
+		add(p+"attn_k.weight", []int64{Hidden, int64(kvHeads * headDim)}, s)
+		add(p+"attn_v.weight", []int64{Hidden, int64(kvHeads * headDim)}, s)
+		add(p+"attn_output.weight", []int64{int64(heads * headDim), Hidden}, s)
 		add(p+"ffn_norm.weight", []int64{Hidden}, 0)
 		add(p+"ffn_gate.weight", []int64{Hidden, FFN}, s)
 		add(p+"ffn_up.weight", []int64{Hidden, FFN}, s)
