@@ -56,17 +56,24 @@ func addKVFlags(fs *flag.FlagSet, def string) kvFlags {
 // auto reports whether the flags ask for a per-layer plan.
 func (f kvFlags) auto() bool { return *f.kv == "auto" || *f.plan != "" }
 
-// spec returns the cache configuration the flags name when they name one
-// format pair for every layer, recommendedKV standing for rec's key or
-// value format.
-func (f kvFlags) spec(rec kvcache.Spec) (kvcache.Config, error) {
-	k, v := *f.k, *f.v
+// names returns the key and value format names the flags give (--kv-k
+// and --kv-v, else --kv).
+func (f kvFlags) names() (k, v string) {
+	k, v = *f.k, *f.v
 	if k == "" {
 		k = *f.kv
 	}
 	if v == "" {
 		v = *f.kv
 	}
+	return k, v
+}
+
+// spec returns the cache configuration the flags name when they name one
+// format pair for every layer, recommendedKV standing for rec's key or
+// value format.
+func (f kvFlags) spec(rec kvcache.Spec) (kvcache.Config, error) {
+	k, v := f.names()
 	if k == recommendedKV {
 		k = rec.K.String()
 	}
@@ -221,7 +228,7 @@ func (f kvFlags) config(e *env, l *loaded, modelPath string, measure bool) (kvca
 		if c, err = f.spec(rec); err != nil {
 			return c, err
 		}
-		if (*f.kv == recommendedKV || *f.k == recommendedKV || *f.v == recommendedKV) && rec.K.String() == "f16" {
+		if k, v := f.names(); (k == recommendedKV || v == recommendedKV) && rec.K.String() == "f16" {
 			fmt.Fprintf(e.stderr, "KV format %s: no compressed format fits this model's head dimension %d: using f16\n", recommendedKV, sh.HeadDim)
 		}
 	}
