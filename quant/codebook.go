@@ -146,8 +146,11 @@ type moments func(t float64) (m0, m1, m2 float64)
 
 // lloydMax solves for the 2^bits-level Lloyd–Max quantizer of the density
 // described by mom on [lo, hi]. quantile gives a starting point: the
-// inverse of the cumulative mass.
-func lloydMax(bits int, lo, hi float64, mom moments, quantile func(p float64) float64) *Codebook {
+// inverse of the cumulative mass. Where pdf (the density itself) is
+// given, Newton's method first brings the centroids to the fixed point
+// (newtonLloyd), and Lloyd's iteration then only confirms it: for 256
+// levels Lloyd's iteration alone takes seconds.
+func lloydMax(bits int, lo, hi float64, mom moments, pdf func(float64) float64, quantile func(p float64) float64) *Codebook {
 	n := 1 << bits
 	c := make([]float64, n)
 	for i := range c {
@@ -155,6 +158,9 @@ func lloydMax(bits int, lo, hi float64, mom moments, quantile func(p float64) fl
 	}
 	t := make([]float64, n+1)
 	t[0], t[n] = lo, hi
+	if pdf != nil {
+		newtonLloyd(c, t, mom, pdf)
+	}
 	const maxIter = 200000
 	for iter := 0; iter < maxIter; iter++ {
 		for i := 1; i < n; i++ {
@@ -194,6 +200,90 @@ func lloydMax(bits int, lo, hi float64, mom moments, quantile func(p float64) fl
 	return cb
 }
 
+// newtonLloyd moves the centroids c (ascending) towards the fixed point
+// of Lloyd's map L (each centroid the mean of its cell, the cells' bounds
+// t[1:n] midway between centroids; t[0] and t[n] fixed) by Newton steps on
+// c − L(c) = 0, whose Jacobian is tridiagonal: with mᵢ a cell's mass,
+// ∂Lᵢ/∂tᵢ = f(tᵢ)·(Lᵢ − tᵢ)/mᵢ and ∂Lᵢ/∂tᵢ₊₁ = f(tᵢ₊₁)·(tᵢ₊₁ − Lᵢ)/mᵢ,
+// each bound half of each neighbouring centroid. A step is kept only
+// where it shrinks the largest |L(c) − c| and leaves c ascending; it
+// stops when that is below 1e-14 of the centroids' range or stalls,
+// leaving the rest to Lloyd's iteration.
+func newtonLloyd(c, t []float64, mom moments, pdf func(float64) float64) {
+	n := len(c)
+	lc := make([]float64, n)
+	lower, diag, upper, rhs := make([]float64, n), make([]float64, n), make([]float64, n), make([]float64, n)
+	next := make([]float64, n)
+	// residual sets t from x, writes L(x) to lc and returns max |L(x) − x|,
+	// or +Inf where a cell is empty.
+	residual := func(x []float64) float64 {
+		for i := 1; i < n; i++ {
+			t[i] = (x[i-1] + x[i]) / 2
+		}
+		var r float64
+		pm0, pm1, _ := mom(t[0])
+		for i := range n {
+			m0, m1, _ := mom(t[i+1])
+			mass := m0 - pm0
+			if !(mass > 0) {
+				return math.Inf(1)
+			}
+			lc[i] = (m1 - pm1) / mass
+			r = math.Max(r, math.Abs(lc[i]-x[i]))
+			pm0, pm1 = m0, m1
+		}
+		return r
+	}
+	r := residual(c)
+	for range 100 {
+		if !(r > 1e-14*(c[n-1]-c[0])) {
+			return
+		}
+		// (I − J)·δ = L(c) − c, J's rows from the cells at c (t and lc as
+		// residual(c) left them).
+		pm0, _, _ := mom(t[0])
+		for i := range n {
+			m0, _, _ := mom(t[i+1])
+			mass := m0 - pm0
+			pm0 = m0
+			var a, b float64
+			if i > 0 {
+				a = pdf(t[i]) * (lc[i] - t[i]) / mass
+			}
+			if i < n-1 {
+				b = pdf(t[i+1]) * (t[i+1] - lc[i]) / mass
+			}
+			lower[i], diag[i], upper[i] = -a/2, 1-(a+b)/2, -b/2
+			rhs[i] = lc[i] - c[i]
+		}
+		// Thomas's algorithm.
+		for i := 1; i < n; i++ {
+			w := lower[i] / diag[i-1]
+			diag[i] -= w * upper[i-1]
+			rhs[i] -= w * rhs[i-1]
+		}
+		next[n-1] = rhs[n-1] / diag[n-1]
+		for i := n - 2; i >= 0; i-- {
+			next[i] = (rhs[i] - upper[i]*next[i+1]) / diag[i]
+		}
+		for i := range n {
+			next[i] += c[i]
+		}
+		for i := 1; i < n; i++ {
+			if !(next[i] > next[i-1]) {
+				return
+			}
+		}
+		nr := residual(next)
+		if !(nr < r) {
+			residual(c) // t and lc back at c
+			return
+		}
+		copy(c, next)
+		r = nr
+	}
+}
+
 // LloydMaxGaussian returns the b-bit Lloyd–Max codebook for N(0, sigma²),
 // computed from the closed-form moments of the normal distribution.
 func LloydMaxGaussian(bits int, sigma float64) (*Codebook, error) {
@@ -215,8 +305,12 @@ func LloydMaxGaussian(bits int, sigma float64) (*Codebook, error) {
 		cdf := 0.5 * math.Erfc(-z/math.Sqrt2)
 		return cdf, -sigma * phi, sigma * sigma * (cdf - z*phi)
 	}
+	pdf := func(t float64) float64 {
+		z := t / sigma
+		return math.Exp(-z*z/2) / (sigma * math.Sqrt(2*math.Pi))
+	}
 	quantile := func(p float64) float64 { return sigma * math.Sqrt2 * math.Erfinv(2*p-1) }
-	return lloydMax(bits, math.Inf(-1), math.Inf(1), mom, quantile), nil
+	return lloydMax(bits, math.Inf(-1), math.Inf(1), mom, pdf, quantile), nil
 }
 
 // LloydMax returns the b-bit Lloyd–Max codebook for one coordinate of a
@@ -287,5 +381,5 @@ func tabulated(bits int, lo, hi float64, f func(float64) float64) *Codebook {
 		i := sort.SearchFloat64s(m0, p)
 		return lo + float64(i)*h
 	}
-	return lloydMax(bits, lo, hi, mom, quantile)
+	return lloydMax(bits, lo, hi, mom, nil, quantile)
 }
