@@ -2,7 +2,13 @@ package eval
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"io"
+	"io/fs"
+	"os"
 
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
@@ -32,4 +38,81 @@ func MeasureCovariances(ctx context.Context, m *model.Model, calib []int32, bos 
 		windows[i] = tr
 	}
 	return kvcache.EstimateCovariances(windows)
+}
+
+// covariances returns MeasureCovariances' moments of the last chunks
+// windows of ctxLen tokens of calib, read from o.CovFile where that file
+// exists and holds the moments of the same model (o.Model) and tokens;
+// else measured (what says what for, in the log line) and, where
+// o.CovFile names a file, saved there. A file of another model or text
+// is refused (ErrKVRequest), an altered one is an error
+// (kvcache.ErrCovFile).
+func covariances(ctx context.Context, m *model.Model, calib []int32, bos int32, ctxLen, chunks int, o KVPlanOptions, what string) (*kvcache.Covariances, error) {
+	ctxLen = min(ctxLen, m.Config.Context)
+	var source string
+	if o.CovFile != "" {
+		if o.Model == "" {
+			return nil, fmt.Errorf("eval: a covariance file needs the model's SHA-256 (KVPlanOptions.Model) to be checked against")
+		}
+		if len(calib) < ctxLen*chunks {
+			return nil, fmt.Errorf("%w: klt calibration: %d windows of %d tokens need %d tokens of calibration text; it has %d", ErrKVRequest, chunks, ctxLen, ctxLen*chunks, len(calib))
+		}
+		h := sha256.New()
+		for _, t := range append([]int32{bos}, calib[len(calib)-ctxLen*chunks:]...) {
+			h.Write(binary.LittleEndian.AppendUint32(nil, uint32(t)))
+		}
+		source = fmt.Sprintf("model sha256 %s; %d windows of %d tokens; tokens sha256 %x", o.Model, chunks, ctxLen, h.Sum(nil))
+		f, err := os.Open(o.CovFile)
+		switch {
+		case err == nil:
+			defer f.Close()
+			cov, got, err := kvcache.ReadCovariances(f)
+			if err != nil {
+				return nil, fmt.Errorf("eval: %s: %w", o.CovFile, err)
+			}
+			if got != source {
+				return nil, fmt.Errorf("%w: %s holds K/V covariances of another model or calibration (%s), not of %s: remove it or name another file", ErrKVRequest, o.CovFile, got, source)
+			}
+			o.log("K/V covariances read from %s", o.CovFile)
+			return cov, nil
+		case !errors.Is(err, fs.ErrNotExist):
+			return nil, fmt.Errorf("eval: %w", err)
+		}
+	}
+	o.log("measuring K/V covariances for %s on %d windows of %d tokens", what, chunks, ctxLen)
+	cov, err := MeasureCovariances(ctx, m, calib, bos, ctxLen, chunks)
+	if err != nil {
+		return nil, err
+	}
+	if o.CovFile != "" {
+		if err := SaveFile(o.CovFile, covFile{cov, source}); err != nil {
+			return nil, err
+		}
+		o.log("K/V covariances saved to %s", o.CovFile)
+	}
+	return cov, nil
+}
+
+// covFile writes covariances and their source (kvcache.WriteCovariances).
+type covFile struct {
+	c      *kvcache.Covariances
+	source string
+}
+
+func (f covFile) WriteTo(w io.Writer) (int64, error) {
+	cw := &countingWriter{w: w}
+	err := kvcache.WriteCovariances(cw, f.c, f.source)
+	return cw.n, err
+}
+
+// countingWriter counts the bytes written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
 }

@@ -70,11 +70,29 @@ type KVPlanOptions struct {
 	// most the model's context) and CalibChunks the number of windows
 	// (0: 4), taken from the end of the calibration tokens.
 	CalibCtx, CalibChunks int
+	// CovFile names a saved calibration of the klt and tcq formats (K/V
+	// covariances, kvcache.WriteCovariances): read when it exists and
+	// holds the same model's (Model, which it needs) moments of the same
+	// calibration tokens, else written once they are measured ("" none).
+	CovFile string
 	// Progress, if set, is called after each sensitivity measurement.
 	Progress func(done, total int)
 	// Log, if set, receives one line for each step that takes time or
 	// writes a file (measuring, saving).
 	Log func(msg string)
+}
+
+// calib returns the calibration window length and number of windows,
+// the defaults where o leaves them 0.
+func (o KVPlanOptions) calib() (ctxLen, chunks int) {
+	ctxLen, chunks = o.CalibCtx, o.CalibChunks
+	if ctxLen == 0 {
+		ctxLen = 1024
+	}
+	if chunks == 0 {
+		chunks = 4
+	}
+	return ctxLen, chunks
 }
 
 func (o KVPlanOptions) log(format string, a ...any) {
@@ -143,15 +161,8 @@ func withCovariances(ctx context.Context, m *model.Model, calib []int32, bos int
 	if o.NoMeasure {
 		return c, fmt.Errorf("%w: %s needs K/V covariances measured on calibration text", ErrKVRequest, c)
 	}
-	ctxLen, chunks := o.CalibCtx, o.CalibChunks
-	if ctxLen == 0 {
-		ctxLen = 1024
-	}
-	if chunks == 0 {
-		chunks = 4
-	}
-	o.log("measuring K/V covariances for %s on %d windows of %d tokens", c, chunks, ctxLen)
-	cov, err := MeasureCovariances(ctx, m, calib, bos, ctxLen, chunks)
+	ctxLen, chunks := o.calib()
+	cov, err := covariances(ctx, m, calib, bos, ctxLen, chunks, o, c.String())
 	if err != nil {
 		return c, err
 	}
@@ -209,13 +220,7 @@ func LoadKVPlan(path string, m *model.Model, hash string, c kvcache.Config) (*kv
 // to each candidate format on the last CalibChunks windows of calib and
 // allocates c's budget over them (kvcache.Allocate), with c's window.
 func MeasureKVPlan(ctx context.Context, m *model.Model, calib []int32, bos int32, c kvcache.Config, o KVPlanOptions) (*kvcache.Plan, error) {
-	ctxLen, chunks := o.CalibCtx, o.CalibChunks
-	if ctxLen == 0 {
-		ctxLen = 1024
-	}
-	if chunks == 0 {
-		chunks = 4
-	}
+	ctxLen, chunks := o.calib()
 	ctxLen = min(ctxLen, m.Config.Context)
 	if err := CheckCalibWindow(ctxLen, c.Window()); err != nil {
 		return nil, err
@@ -278,9 +283,8 @@ func checkBudget(budget float64, cands []kvcache.Format, headDim int) error {
 func measureKVSensitivity(ctx context.Context, m *model.Model, calib []int32, bos int32, window, ctxLen int, cands []kvcache.Format, o KVPlanOptions) (kvcache.Sensitivity, *kvcache.Covariances, error) {
 	var cov *kvcache.Covariances
 	if slices.ContainsFunc(cands, kvcache.Format.Calibrated) {
-		o.log("measuring K/V covariances for the calibrated candidates (klt, tcq) on %d windows of %d tokens", len(calib)/ctxLen, ctxLen)
 		var err error
-		if cov, err = MeasureCovariances(ctx, m, calib, bos, ctxLen, len(calib)/ctxLen); err != nil {
+		if cov, err = covariances(ctx, m, calib, bos, ctxLen, len(calib)/ctxLen, o, "the calibrated candidates (klt, tcq)"); err != nil {
 			return kvcache.Sensitivity{}, nil, err
 		}
 	}

@@ -333,3 +333,68 @@ func TestDefaultKVCandidates(t *testing.T) {
 		}
 	}
 }
+
+// TestPlanKVCovFile: a klt format's calibration is measured once and
+// saved, read back without measuring (the same covariances: the same
+// fingerprint), and refused for another model or other calibration
+// tokens; a damaged file is an error of the run.
+func TestPlanKVCovFile(t *testing.T) {
+	m := loadDefault(t)
+	tok, err := model.LoadTokenizer(m.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	calib := tok.Encode(defaultmodel.HeldOut()[:8000], true)
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "cov.bin")
+	var logs []string
+	o := KVPlanOptions{Model: defaultmodel.SHA256, CovFile: file, CalibCtx: 4 * 128, CalibChunks: 1, Log: func(msg string) { logs = append(logs, msg) }}
+	tcq, err := kvcache.Parse("tcq3.5")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := PlanKV(ctx, m, calib, tok.BOS(), tcq, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec, _ := c.Spec()
+	if spec.Cov == nil || len(logs) != 2 || !strings.Contains(logs[0], "measuring K/V covariances for tcq3.5") || !strings.Contains(logs[1], "saved to") {
+		t.Fatalf("first: cov %v, log %q", spec.Cov != nil, logs)
+	}
+	logs = nil
+	again, err := PlanKV(ctx, m, calib, tok.BOS(), tcq, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec2, _ := again.Spec()
+	if spec2.Cov == nil || spec2.Cov.Fingerprint() != spec.Cov.Fingerprint() || len(logs) != 1 || !strings.Contains(logs[0], "read from") {
+		t.Fatalf("read back: log %q", logs)
+	}
+	for _, tc := range []struct {
+		name  string
+		o     KVPlanOptions
+		calib []int32
+	}{
+		{"another model", KVPlanOptions{Model: strings.Repeat("0", 64), CovFile: file, CalibCtx: 4 * 128, CalibChunks: 1}, calib},
+		{"other tokens", o, calib[:len(calib)-1]},
+		{"another window length", KVPlanOptions{Model: defaultmodel.SHA256, CovFile: file, CalibCtx: 3 * 128, CalibChunks: 1}, calib},
+	} {
+		if _, err := PlanKV(ctx, m, tc.calib, tok.BOS(), tcq, tc.o); !errors.Is(err, ErrKVRequest) || !strings.Contains(err.Error(), "another model or calibration") {
+			t.Errorf("%s: %v, want ErrKVRequest", tc.name, err)
+		}
+	}
+	if _, err := PlanKV(ctx, m, calib, tok.BOS(), tcq, KVPlanOptions{CovFile: file}); err == nil || !strings.Contains(err.Error(), "SHA-256") {
+		t.Errorf("no model hash: %v", err)
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b[len(b)/2] ^= 1
+	if err := os.WriteFile(file, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := PlanKV(ctx, m, calib, tok.BOS(), tcq, o); !errors.Is(err, kvcache.ErrCovFile) || errors.Is(err, ErrKVRequest) {
+		t.Errorf("altered file: %v", err)
+	}
+}

@@ -229,8 +229,7 @@ func KVTable(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, text
 	}
 	if klts {
 		// One calibration serves every klt row.
-		o.Plan.log("measuring K/V covariances for the klt formats on %d windows of %d tokens", calibChunks, o.Ctx)
-		cov, err := MeasureCovariances(ctx, m, ids[len(ids)-calib:], tok.BOS(), o.Ctx, calibChunks)
+		cov, err := covariances(ctx, m, ids[len(ids)-calib:], tok.BOS(), o.Ctx, calibChunks, o.Plan, "the klt formats")
 		if err != nil {
 			return res, err
 		}

@@ -22,6 +22,7 @@ type kvFlags struct {
 	window      *int
 	bits        *float64
 	plan, calib *string
+	calibFile   *string
 	candidates  *string
 	calibCtx    *int
 	calibChunks *int
@@ -47,6 +48,7 @@ func addKVFlags(fs *flag.FlagSet, def string) kvFlags {
 		bits:        fs.Float64("kv-bits", 0, "with --kv auto: average bits per coordinate to allocate over layers' keys and values"),
 		plan:        fs.String("kv-plan", "", "per-layer KV plan file (JSON): used if it exists, else written by --kv auto"),
 		calib:       fs.String("kv-calib", "", "with --kv auto or a klt format: calibration text (default: the embedded held-out text)"),
+		calibFile:   fs.String("kv-calib-file", "", "with --kv auto or a klt format: the calibration (K/V covariances) saved in this file: read when it exists and was measured on this model and calibration text (checksummed), else measured and written there, so that later runs skip measuring"),
 		candidates:  fs.String("kv-candidates", eval.DefaultKVCandidates, "with --kv auto: formats to choose among (f16 is always one)"),
 		calibCtx:    fs.Int("kv-calib-ctx", 1024, "with --kv auto or a klt format: calibration window length in tokens"),
 		calibChunks: fs.Int("kv-calib-chunks", 4, "with --kv auto or a klt format: calibration windows (taken from the end of the text)"),
@@ -98,6 +100,9 @@ func withWindow(c kvcache.Config, w int) (kvcache.Config, error) {
 
 // validate checks the flags before any work.
 func (f kvFlags) validate() error {
+	if err := checkSaveTarget(*f.calibFile); err != nil {
+		return err
+	}
 	if !f.auto() {
 		if *f.bits != 0 {
 			return usageError{errors.New("--kv-bits needs --kv auto")}
@@ -122,18 +127,25 @@ func (f kvFlags) validate() error {
 			return usageError{fmt.Errorf("--kv-plan %s does not exist and no --kv-bits was given to measure one: %w", *f.plan, err)}
 		}
 	}
-	if _, err := os.Stat(*f.plan); *f.plan != "" && errors.Is(err, fs.ErrNotExist) {
-		// The plan will be measured and saved there: hours on a large
-		// model, not to be lost to an unwritable path.
-		if err := checkOutputs(*f.plan); err != nil {
-			return err
-		}
+	if err := checkSaveTarget(*f.plan); err != nil {
+		return err
 	}
 	if *f.calibCtx < 16 || *f.calibChunks < 1 || *f.calibChunks > 1024 {
 		return usageError{fmt.Errorf("--kv-calib-ctx %d / --kv-calib-chunks %d out of range (≥ 16, 1..1024)", *f.calibCtx, *f.calibChunks)}
 	}
 	_, err := parseFormats(*f.candidates)
 	return err
+}
+
+// checkSaveTarget checks that a file to be written once its contents are
+// measured (a plan, a calibration: hours on a large model, not to be
+// lost to an unwritable path) can be written, where path names one that
+// does not exist yet.
+func checkSaveTarget(path string) error {
+	if _, err := os.Stat(path); path != "" && errors.Is(err, fs.ErrNotExist) {
+		return checkOutputs(path)
+	}
+	return nil
 }
 
 // parseKVList parses a comma-separated list of the eval and bench
@@ -232,13 +244,15 @@ func (f kvFlags) config(e *env, l *loaded, modelPath string, measure bool) (kvca
 			fmt.Fprintf(e.stderr, "KV format %s: no compressed format fits this model's head dimension %d: using f16\n", recommendedKV, sh.HeadDim)
 		}
 	}
-	o := eval.KVPlanOptions{File: *f.plan, NoMeasure: !measure, CalibCtx: *f.calibCtx, CalibChunks: *f.calibChunks,
+	o := eval.KVPlanOptions{File: *f.plan, CovFile: *f.calibFile, NoMeasure: !measure, CalibCtx: *f.calibCtx, CalibChunks: *f.calibChunks,
 		Log: func(msg string) { fmt.Fprintln(e.stderr, msg) }}
 	var calib []int32
-	if f.auto() {
+	if f.auto() || *f.calibFile != "" && c.NeedsCovariances() {
 		if o.Model, err = eval.ModelSHA256(modelPath); err != nil {
 			return c, err
 		}
+	}
+	if f.auto() {
 		if o.Candidates, err = parseFormats(*f.candidates); err != nil {
 			return c, err
 		}

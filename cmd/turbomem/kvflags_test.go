@@ -34,6 +34,29 @@ func TestKVAutoFlags(t *testing.T) {
 	}
 }
 
+// TestKVCalibFile: a tcq run measures its calibration once and saves it;
+// the next run reads it and measures nothing; a file of other
+// calibration text is refused, an unwritable path before any work.
+func TestKVCalibFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "cov.bin")
+	args := []string{"run", "The kernel", "-n", "2", "--temp", "0", "--kv", "tcq3.5", "--kv-calib-file", file, "--kv-calib-ctx", "512", "--kv-calib-chunks", "1"}
+	code, out1, errOut := runCmd(args...)
+	if code != 0 || !strings.Contains(errOut, "measuring K/V covariances for tcq3.5") || !strings.Contains(errOut, "saved to "+file) {
+		t.Fatalf("measuring: code %d, %s", code, errOut)
+	}
+	code, out2, errOut := runCmd(args...)
+	if code != 0 || strings.Contains(errOut, "measuring") || !strings.Contains(errOut, "read from "+file) || out2 != out1 {
+		t.Fatalf("reusing: code %d, %q against %q, %s", code, out2, out1, errOut)
+	}
+	if code, _, errOut := runCmd(append(args, "--kv-calib-ctx", "600")...); code != 2 || !strings.Contains(errOut, "another model or calibration") {
+		t.Errorf("other calibration: code %d, %s", code, errOut)
+	}
+	bad := filepath.Join(t.TempDir(), "absent", "cov.bin")
+	if code, _, errOut := runCmd("run", "hi", "--kv", "tcq3.5", "--kv-calib-file", bad); code != 2 || strings.Contains(errOut, "measuring") {
+		t.Errorf("unwritable: code %d, %s", code, errOut)
+	}
+}
+
 // TestKVAutoPlan measures a plan on the embedded model, saves it, uses it
 // again without measuring, re-allocates it for another budget, and
 // refuses it for another model.
