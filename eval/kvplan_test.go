@@ -398,3 +398,43 @@ func TestPlanKVCovFile(t *testing.T) {
 		t.Errorf("altered file: %v", err)
 	}
 }
+
+// TestPlanKVCalibratedPlan: a saved plan whose formats are calibrated
+// (the default candidates are tcq rates) is read back with its
+// calibration file, nothing measured, and serves caches; without the
+// calibration it is calibrated again.
+func TestPlanKVCalibratedPlan(t *testing.T) {
+	m := loadDefault(t)
+	tok, err := model.LoadTokenizer(m.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	calib := tok.Encode(defaultmodel.HeldOut()[:8000], true)
+	ctx := context.Background()
+	dir := t.TempDir()
+	var logs []string
+	o := tinyPlanOptions(t, filepath.Join(dir, "plan.json"))
+	o.CalibCtx, o.CovFile, o.Log = 4*128, filepath.Join(dir, "cov.bin"), func(msg string) { logs = append(logs, msg) }
+	if o.Candidates, err = ParseFormats("tcq2.5,tcq3.5"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := PlanKV(ctx, m, calib, tok.BOS(), autoConfig(t, 3, tinyWindow()), o); err != nil {
+		t.Fatal(err)
+	}
+	logs = nil
+	c, err := PlanKV(ctx, m, calib, tok.BOS(), autoConfig(t, 3, 0), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(logs) != 1 || !strings.Contains(logs[0], "read from") || c.Plan() == nil || c.NeedsCovariances() {
+		t.Fatalf("read back: %v, log %q", c, logs)
+	}
+	if err := c.Check(m.Config.Layers, m.CacheShape()); err != nil {
+		t.Fatal(err)
+	}
+	logs = nil
+	o.CovFile = ""
+	if c, err = PlanKV(ctx, m, calib, tok.BOS(), autoConfig(t, 3, 0), o); err != nil || c.NeedsCovariances() || len(logs) != 1 || !strings.Contains(logs[0], "measuring K/V covariances") {
+		t.Fatalf("without the calibration file: %v, log %q", err, logs)
+	}
+}

@@ -309,6 +309,18 @@ func (s Spec) seed() uint64 {
 // Check reports whether the spec can serve layers of shape sh, before any
 // cache is made.
 func (s Spec) Check(sh Shape) error {
+	if err := s.checkFormats(sh); err != nil {
+		return err
+	}
+	if s.NeedsCovariances() {
+		return s.Cov.check(-1, sh)
+	}
+	return nil
+}
+
+// checkFormats is Check without the covariances of calibrated formats,
+// which a saved plan gets after it is read (Config.WithCovariances).
+func (s Spec) checkFormats(sh Shape) error {
 	if err := sh.Validate(); err != nil {
 		return err
 	}
@@ -320,9 +332,6 @@ func (s Spec) Check(sh Shape) error {
 	}
 	if err := s.V.Check(sh.HeadDim, false); err != nil {
 		return fmt.Errorf("%w (values)", err)
-	}
-	if s.NeedsCovariances() {
-		return s.Cov.check(-1, sh)
 	}
 	return nil
 }

@@ -197,6 +197,9 @@ var ErrOtherModel = errors.New("kvcache: plan was measured on another model")
 
 // Check reports whether the plan can serve a model whose file has the
 // hex SHA-256 modelHash and whose layers, all of shape sh, number layers.
+// The covariances of its calibrated formats, which a plan read from a
+// file gets afterwards (Config.WithCovariances), are checked when its
+// caches are made.
 func (p *Plan) Check(modelHash string, layers int, sh Shape) error {
 	if !strings.EqualFold(p.Model, modelHash) {
 		return fmt.Errorf("%w: the plan is for the model with SHA-256 %.16s…, this one's is %.16s…; measure a plan for this model with --kv auto", ErrOtherModel, p.Model, modelHash)
@@ -208,7 +211,7 @@ func (p *Plan) Check(modelHash string, layers int, sh Shape) error {
 		return fmt.Errorf("kvcache: plan counts bits at head dimension %d, the model's is %d", p.HeadDim, sh.HeadDim)
 	}
 	for i := range p.Layers {
-		if err := p.Spec(i).Check(sh); err != nil {
+		if err := p.Spec(i).checkFormats(sh); err != nil {
 			return fmt.Errorf("layer %d: %w", i, err)
 		}
 	}
