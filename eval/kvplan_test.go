@@ -13,6 +13,7 @@ import (
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/tokenizer"
 )
 
 // tinyPlanOptions measure on one window of tinyCtx tokens with two
@@ -49,17 +50,24 @@ func autoConfig(t *testing.T, budget float64, window int) kvcache.Config {
 	return c
 }
 
-// TestPlanKV: a plan is measured once and saved with the model's hash,
-// read back without measuring, re-allocated for another budget from its
-// measurements, and refused for another model, another window, or where
-// measuring is not allowed; a fixed configuration passes through.
-func TestPlanKV(t *testing.T) {
+// planText loads the embedded model and its tokenizer and returns them
+// with the tokens of the held-out text's first n bytes.
+func planText(t *testing.T, n int) (*model.Model, *tokenizer.Tokenizer, []int32) {
+	t.Helper()
 	m := loadDefault(t)
 	tok, err := model.LoadTokenizer(m.File())
 	if err != nil {
 		t.Fatal(err)
 	}
-	calib := tok.Encode(defaultmodel.HeldOut()[:4000], true)
+	return m, tok, tok.Encode(defaultmodel.HeldOut()[:n], true)
+}
+
+// TestPlanKV: a plan is measured once and saved with the model's hash,
+// read back without measuring, re-allocated for another budget from its
+// measurements, and refused for another model, another window, or where
+// measuring is not allowed; a fixed configuration passes through.
+func TestPlanKV(t *testing.T) {
+	m, tok, calib := planText(t, 4000)
 	ctx := context.Background()
 	file := filepath.Join(t.TempDir(), "plan.json")
 	o := tinyPlanOptions(t, file)
@@ -339,12 +347,8 @@ func TestDefaultKVCandidates(t *testing.T) {
 // fingerprint), and refused for another model or other calibration
 // tokens; a damaged file is an error of the run.
 func TestPlanKVCovFile(t *testing.T) {
-	m := loadDefault(t)
-	tok, err := model.LoadTokenizer(m.File())
-	if err != nil {
-		t.Fatal(err)
-	}
-	calib := tok.Encode(defaultmodel.HeldOut()[:8000], true)
+	m, tok, calib := planText(t, 8000)
+	var err error
 	ctx := context.Background()
 	file := filepath.Join(t.TempDir(), "cov.bin")
 	var logs []string
@@ -404,12 +408,8 @@ func TestPlanKVCovFile(t *testing.T) {
 // calibration file, nothing measured, and serves caches; without the
 // calibration it is calibrated again.
 func TestPlanKVCalibratedPlan(t *testing.T) {
-	m := loadDefault(t)
-	tok, err := model.LoadTokenizer(m.File())
-	if err != nil {
-		t.Fatal(err)
-	}
-	calib := tok.Encode(defaultmodel.HeldOut()[:8000], true)
+	m, tok, calib := planText(t, 8000)
+	var err error
 	ctx := context.Background()
 	dir := t.TempDir()
 	var logs []string

@@ -115,6 +115,7 @@ func WriteCovariances(w io.Writer, c *Covariances, source string) error {
 func ReadCovariances(r io.Reader) (*Covariances, string, error) {
 	h := sha256.New()
 	cr := &covReader{r: io.TeeReader(bufio.NewReader(r), h)}
+	cr.fields = fields{cr.bytes}
 	magic := cr.bytes(len(covMagic))
 	if cr.err == nil && string(magic) != covMagic {
 		return nil, "", fmt.Errorf("%w: not one (magic %q)", ErrCovFile, magic)
@@ -136,17 +137,17 @@ func ReadCovariances(r io.Reader) (*Covariances, string, error) {
 	for range layers {
 		hs := make([]HeadCovariance, heads)
 		for i := range hs {
-			flags := cr.bytes(1)
+			flags := cr.u8()
 			if cr.err != nil {
 				return nil, "", cr.fail()
 			}
-			if flags[0]&^1 != 0 {
-				return nil, "", fmt.Errorf("%w: layer %d head %d: flags %#x", ErrCovFile, len(c.Layers), i, flags[0])
+			if flags&^1 != 0 {
+				return nil, "", fmt.Errorf("%w: layer %d head %d: flags %#x", ErrCovFile, len(c.Layers), i, flags)
 			}
 			hc := &hs[i]
 			hc.RopeMean, hc.K.Mean, hc.K.Cov = cr.f32s(dd), cr.f32s(dd), cr.f32s(dd*dd)
 			hc.V.Mean, hc.V.Cov = cr.f32s(dd), cr.f32s(dd*dd)
-			if flags[0]&1 != 0 {
+			if flags&1 != 0 {
 				hc.Q = cr.f32s(dd * dd)
 			}
 			if cr.err != nil {
@@ -183,6 +184,7 @@ func ReadCovariances(r io.Reader) (*Covariances, string, error) {
 
 // covReader reads a covariance file's fields, keeping the first error.
 type covReader struct {
+	fields
 	r   io.Reader
 	err error
 }
@@ -197,20 +199,6 @@ func (cr *covReader) bytes(n int) []byte {
 		return nil
 	}
 	return b
-}
-
-func (cr *covReader) u32() uint32 {
-	if b := cr.bytes(4); b != nil {
-		return binary.LittleEndian.Uint32(b)
-	}
-	return 0
-}
-
-func (cr *covReader) u64() uint64 {
-	if b := cr.bytes(8); b != nil {
-		return binary.LittleEndian.Uint64(b)
-	}
-	return 0
 }
 
 func (cr *covReader) f32s(n int) []float32 {

@@ -561,7 +561,8 @@ func parseExport(data []byte) (*export, error) {
 	if sum := binary.LittleEndian.Uint32(data[len(data)-4:]); sum != crc32.Checksum(body, castagnoli) {
 		return nil, errors.New("kvcache: import: checksum mismatch (the exported codes are corrupted)")
 	}
-	r := exportReader{b: body[len(exportMagic)+1:]}
+	r := &exportReader{b: body[len(exportMagic)+1:]}
+	r.fields = fields{r.take}
 	e := &export{}
 	h := &e.exportHeader
 	h.tag = r.str()
@@ -644,8 +645,34 @@ func (w *exportWriter) header(h exportHeader) {
 // exportReader reads the layout's fields; the first failure sticks in err
 // and every later read returns zero values.
 type exportReader struct {
+	fields
 	b   []byte
 	err error
+}
+
+// fields reads little-endian fields through take, which returns nil for
+// a read that fails and for every read after it (keeping the error).
+type fields struct{ take func(n int) []byte }
+
+func (f fields) u8() byte {
+	if b := f.take(1); b != nil {
+		return b[0]
+	}
+	return 0
+}
+
+func (f fields) u32() uint32 {
+	if b := f.take(4); b != nil {
+		return binary.LittleEndian.Uint32(b)
+	}
+	return 0
+}
+
+func (f fields) u64() uint64 {
+	if b := f.take(8); b != nil {
+		return binary.LittleEndian.Uint64(b)
+	}
+	return 0
 }
 
 func (r *exportReader) take(n int) []byte {
@@ -659,27 +686,6 @@ func (r *exportReader) take(n int) []byte {
 	b := r.b[:n]
 	r.b = r.b[n:]
 	return b
-}
-
-func (r *exportReader) u8() byte {
-	if b := r.take(1); b != nil {
-		return b[0]
-	}
-	return 0
-}
-
-func (r *exportReader) u32() uint32 {
-	if b := r.take(4); b != nil {
-		return binary.LittleEndian.Uint32(b)
-	}
-	return 0
-}
-
-func (r *exportReader) u64() uint64 {
-	if b := r.take(8); b != nil {
-		return binary.LittleEndian.Uint64(b)
-	}
-	return 0
 }
 
 // int reads a field that must lie in [0, 2³¹).

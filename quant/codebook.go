@@ -163,21 +163,7 @@ func lloydMax(bits int, lo, hi float64, mom moments, pdf func(float64) float64, 
 	}
 	const maxIter = 200000
 	for iter := 0; iter < maxIter; iter++ {
-		for i := 1; i < n; i++ {
-			t[i] = (c[i-1] + c[i]) / 2
-		}
-		var delta float64
-		pm0, pm1, _ := mom(t[0])
-		for i := range n {
-			m0, m1, _ := mom(t[i+1])
-			if mass := m0 - pm0; mass > 0 {
-				nc := (m1 - pm1) / mass
-				delta = math.Max(delta, math.Abs(nc-c[i]))
-				c[i] = nc
-			}
-			pm0, pm1 = m0, m1
-		}
-		if delta < 1e-12*(c[n-1]-c[0]) {
+		if delta, _ := lloydStep(c, c, t, mom); delta < 1e-12*(c[n-1]-c[0]) {
 			break
 		}
 	}
@@ -200,6 +186,31 @@ func lloydMax(bits int, lo, hi float64, mom moments, pdf func(float64) float64, 
 	return cb
 }
 
+// lloydStep is Lloyd's map: it sets the bounds t[1:n] midway between
+// the centroids x and writes to dst (which may be x) each cell's mean, x's
+// centroid where a cell has no mass (empty then reports it). It returns
+// the largest move, max |dst − x|.
+func lloydStep(dst, x, t []float64, mom moments) (delta float64, empty bool) {
+	n := len(x)
+	for i := 1; i < n; i++ {
+		t[i] = (x[i-1] + x[i]) / 2
+	}
+	pm0, pm1, _ := mom(t[0])
+	for i := range n {
+		m0, m1, _ := mom(t[i+1])
+		nc := x[i]
+		if mass := m0 - pm0; mass > 0 {
+			nc = (m1 - pm1) / mass
+		} else {
+			empty = true
+		}
+		delta = math.Max(delta, math.Abs(nc-x[i]))
+		dst[i] = nc
+		pm0, pm1 = m0, m1
+	}
+	return delta, empty
+}
+
 // newtonLloyd moves the centroids c (ascending) towards the fixed point
 // of Lloyd's map L (each centroid the mean of its cell, the cells' bounds
 // t[1:n] midway between centroids; t[0] and t[n] fixed) by Newton steps on
@@ -217,22 +228,10 @@ func newtonLloyd(c, t []float64, mom moments, pdf func(float64) float64) {
 	// residual sets t from x, writes L(x) to lc and returns max |L(x) − x|,
 	// or +Inf where a cell is empty.
 	residual := func(x []float64) float64 {
-		for i := 1; i < n; i++ {
-			t[i] = (x[i-1] + x[i]) / 2
+		if r, empty := lloydStep(lc, x, t, mom); !empty {
+			return r
 		}
-		var r float64
-		pm0, pm1, _ := mom(t[0])
-		for i := range n {
-			m0, m1, _ := mom(t[i+1])
-			mass := m0 - pm0
-			if !(mass > 0) {
-				return math.Inf(1)
-			}
-			lc[i] = (m1 - pm1) / mass
-			r = math.Max(r, math.Abs(lc[i]-x[i]))
-			pm0, pm1 = m0, m1
-		}
-		return r
+		return math.Inf(1)
 	}
 	r := residual(c)
 	for range 100 {
