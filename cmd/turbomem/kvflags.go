@@ -48,7 +48,7 @@ func addKVFlags(fs *flag.FlagSet, def string) kvFlags {
 		bits:        fs.Float64("kv-bits", 0, "with --kv auto: average bits per coordinate to allocate over layers' keys and values"),
 		plan:        fs.String("kv-plan", "", "per-layer KV plan file (JSON): used if it exists, else written by --kv auto"),
 		calib:       fs.String("kv-calib", "", "with --kv auto or a klt format: calibration text (default: the embedded held-out text)"),
-		calibFile:   fs.String("kv-calib-file", "", "with --kv auto or a klt format: the calibration (K/V covariances) saved in this file: read when it exists and was measured on this model and calibration text (checksummed), else measured and written there, so that later runs skip measuring"),
+		calibFile:   fs.String("kv-calib-file", "", "with --kv auto or a klt or tcq format: the calibration (K/V covariances) saved in this file: read when it exists and was measured on this model and calibration text (checksummed), else measured and written there, so that later runs skip measuring"),
 		candidates:  fs.String("kv-candidates", eval.DefaultKVCandidates, "with --kv auto: formats to choose among (f16 is always one)"),
 		calibCtx:    fs.Int("kv-calib-ctx", 1024, "with --kv auto or a klt format: calibration window length in tokens"),
 		calibChunks: fs.Int("kv-calib-chunks", 4, "with --kv auto or a klt format: calibration windows (taken from the end of the text)"),
@@ -326,5 +326,5 @@ func formatHelp() string {
 			use = append(use, name)
 		}
 	}
-	return strings.Join(use, ", ") + " (turbo3.5: 4.5x smaller than f16 at long context, less KL than q4_0; tcq: klt with trellis-coded components, less KL than klt at the same bits, auto's default candidates); research baselines, measured to lose to the turbo formats: " + strings.Join(research, ", ")
+	return strings.Join(use, ", ") + " (turbo3.5: 4.5x smaller than f16 at long context, less KL than q4_0 at head dimension 128; turbo4: less KL than q4_0 on every model measured; tcq: klt with trellis-coded components, less KL than klt at the same bits, auto's default candidates); research baselines, measured to lose to the turbo formats: " + strings.Join(research, ", ")
 }
