@@ -1,0 +1,152 @@
+package kvcache
+
+import (
+	"math"
+
+	"github.com/turbomem/turbomem/quant"
+)
+
+// tierScreen is a screening cache (not a format) for codes re-made at a
+// lower rate as tokens age: a token that leaves the fp16 window is
+// coded at rates[0] (a tcq design from the covariances), one that
+// reaches age bands[i] re-coded at rates[i+1] from its decoded vector,
+// as a cache holding only codes would. It keeps the decoded vectors in
+// float32 and attends them directly, which is what attention on the
+// codes computes.
+type tierScreen struct {
+	sh     Shape
+	window int
+	bands  []int
+	qk, qv [][]*quant.KLT // [tier][head]
+	mu     [][]float64    // per head: the keys' pre-RoPE mean
+	k, v   []float32
+	n      int
+}
+
+// TierMaker makes tierScreen caches (screening only).
+func TierMaker(cov *Covariances, window int, rates []float64, bands []int) NewCacheFunc {
+	return func(layer int, sh Shape) (Cache, error) {
+		c := &tierScreen{sh: sh, window: window, bands: bands}
+		d := sh.HeadDim
+		for _, r := range rates {
+			var ks, vs []*quant.KLT
+			for h := range sh.KVHeads {
+				bits := 8 * (quant.KLTBytes(d, r) - 1)
+				k, err := cov.klt(layer, h, true, bits, tcqStates, uint64(layer*131+h)^1)
+				if err != nil {
+					return nil, err
+				}
+				v, err := cov.klt(layer, h, false, bits, tcqStates, uint64(layer*131+h)^2)
+				if err != nil {
+					return nil, err
+				}
+				ks, vs = append(ks, k), append(vs, v)
+			}
+			c.qk, c.qv = append(c.qk, ks), append(c.qv, vs)
+		}
+		for h := range sh.KVHeads {
+			mu := make([]float64, d)
+			for i, x := range cov.Layers[layer][h].RopeMean {
+				mu[i] = float64(x)
+			}
+			c.mu = append(c.mu, mu)
+		}
+		return c, nil
+	}
+}
+
+func (c *tierScreen) Len() int   { return c.n }
+func (c *tierScreen) Bytes() int { return 0 }
+
+func (c *tierScreen) Append(k, v []float32) error {
+	c.k, c.v = append(c.k, k...), append(c.v, v...)
+	c.n++
+	if t := c.n - 1 - c.window; t >= 0 {
+		if err := c.code(t, 0); err != nil {
+			return err
+		}
+	}
+	for i, b := range c.bands {
+		if t := c.n - 1 - b; t >= 0 {
+			if err := c.code(t, i+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// code replaces token t's key and value by their tier's decoded codes.
+func (c *tierScreen) code(t, tier int) error {
+	d := c.sh.HeadDim
+	turned := make([]float64, d)
+	x := make([]float32, d)
+	for h := range c.sh.KVHeads {
+		off := (t*c.sh.KVHeads + h) * d
+		c.sh.Rope.Rotate(turned, c.mu[h], t)
+		k := c.k[off : off+d]
+		for i := range x {
+			x[i] = k[i] - float32(turned[i])
+		}
+		for _, s := range []struct {
+			q   *quant.KLT
+			row []float32
+			key bool
+		}{{c.qk[tier][h], k, true}, {c.qv[tier][h], c.v[off : off+d], false}} {
+			src := s.row
+			if s.key {
+				src = x
+			}
+			code := make([]byte, s.q.Bytes())
+			if err := s.q.Encode(code, src); err != nil {
+				return err
+			}
+			if err := s.q.Decode(s.row, code); err != nil {
+				return err
+			}
+			if s.key {
+				for i := range s.row {
+					s.row[i] += float32(turned[i])
+				}
+			}
+		}
+	}
+	return nil
+}
+
+func (c *tierScreen) Attend(out, q []float32, scale float32) {
+	d, g := c.sh.HeadDim, c.sh.Group()
+	s := make([]float64, c.n)
+	for j := range c.sh.QHeads {
+		h := j / g
+		qj := q[j*d : (j+1)*d]
+		mx := math.Inf(-1)
+		for t := range c.n {
+			row := c.k[(t*c.sh.KVHeads+h)*d:][:d]
+			var dot float64
+			for i, a := range qj {
+				dot += float64(a) * float64(row[i])
+			}
+			s[t] = dot * float64(scale)
+			mx = math.Max(mx, s[t])
+		}
+		var z float64
+		for t := range c.n {
+			s[t] = math.Exp(s[t] - mx)
+			z += s[t]
+		}
+		o := out[j*d : (j+1)*d]
+		acc := make([]float64, d)
+		for t := range c.n {
+			row := c.v[(t*c.sh.KVHeads+h)*d:][:d]
+			w := s[t] / z
+			for i, a := range row {
+				acc[i] += w * float64(a)
+			}
+		}
+		for i := range o {
+			o[i] = float32(acc[i])
+		}
+	}
+}
+
