@@ -2,6 +2,8 @@ package kvcache_test
 
 import (
 	"context"
+	"fmt"
+	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -84,5 +86,96 @@ func TestTierScreen(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Logf("%s %s: KL %.6f top1 %.4f", name, v, r.Agreement.KLMean, r.Agreement.Top1)
+	}
+}
+
+// TestTierAges measures where the attention beyond the fp16 window goes
+// by the token's age (BENCHMARKS.md, "Codes re-made at lower rates as
+// tokens age"): for the queries at positions 512–1023 of the held-out
+// text's first 1024 tokens, every layer and query head, exact attention
+// over the recorded keys, the share of the mass beyond the window and of
+// its squares in each age band. TURBOMEM_TIER_AGES names the models
+// (comma-separated; suite.Resolve).
+func TestTierAges(t *testing.T) {
+	names := os.Getenv("TURBOMEM_TIER_AGES")
+	if names == "" {
+		t.Skip("TURBOMEM_TIER_AGES not set")
+	}
+	bands := []int{kvcache.DefaultWindow, 128, 256, 384, 1024}
+	for _, name := range strings.Split(names, ",") {
+		path, ok := suite.Resolve(name)
+		if !ok {
+			t.Log(suite.Absent(path))
+			continue
+		}
+		var m *model.Model
+		var err error
+		if path == "" {
+			m, err = defaultmodel.Load(model.Options{Threads: 1})
+		} else {
+			m, err = model.Open(path, model.Options{Threads: 1})
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		tok, err := model.LoadTokenizer(m.File())
+		if err != nil {
+			t.Fatal(err)
+		}
+		trs, err := eval.RecordKV(m, tok.Encode(defaultmodel.HeldOut(), true)[:1024], -1)
+		m.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		mass, sq := make([]float64, len(bands)), make([]float64, len(bands))
+		var window float64
+		for _, tr := range trs {
+			sh := tr.Shape
+			d, g := sh.HeadDim, sh.Group()
+			s := make([]float64, tr.Len())
+			for p := 512; p < tr.Len(); p++ {
+				for j := range sh.QHeads {
+					q := tr.Q[(p*sh.QHeads+j)*d:][:d]
+					mx := math.Inf(-1)
+					for u := 0; u <= p; u++ {
+						k := tr.K[(u*sh.KVHeads+j/g)*d:][:d]
+						var dot float64
+						for i := range d {
+							dot += float64(q[i]) * float64(k[i])
+						}
+						s[u] = dot * float64(tr.Scale)
+						mx = math.Max(mx, s[u])
+					}
+					var z float64
+					for u := 0; u <= p; u++ {
+						s[u] = math.Exp(s[u] - mx)
+						z += s[u]
+					}
+					for u := 0; u <= p; u++ {
+						w, age := s[u]/z, p-u
+						if age < bands[0] {
+							window += w
+							continue
+						}
+						b := 1
+						for age >= bands[b] {
+							b++
+						}
+						mass[b] += w
+						sq[b] += w * w
+					}
+				}
+			}
+		}
+		var beyond, beyondSq float64
+		for b := range mass {
+			beyond += mass[b]
+			beyondSq += sq[b]
+		}
+		line := fmt.Sprintf("%s: in the window %.3f of the mass; beyond it by age:", name, window/(window+beyond))
+		for b := 1; b < len(bands); b++ {
+			line += fmt.Sprintf(" [%d, %d) mass %.3f, squares %.3f;", bands[b-1], bands[b], mass[b]/beyond, sq[b]/beyondSq)
+		}
+		t.Log(line)
 	}
 }

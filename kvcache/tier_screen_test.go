@@ -149,4 +149,3 @@ func (c *tierScreen) Attend(out, q []float32, scale float32) {
 		}
 	}
 }
-
