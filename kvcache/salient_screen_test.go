@@ -1,18 +1,13 @@
 package kvcache_test
 
 import (
-	"context"
 	"fmt"
 	"os"
 	"strconv"
 	"strings"
 	"testing"
 
-	"github.com/turbomem/turbomem/defaultmodel"
-	"github.com/turbomem/turbomem/eval"
 	"github.com/turbomem/turbomem/kvcache"
-	"github.com/turbomem/turbomem/model"
-	"github.com/turbomem/turbomem/suite"
 )
 
 // TestSalientScreen measures token-level mixed precision chosen by the
@@ -35,44 +30,13 @@ func TestSalientScreen(t *testing.T) {
 	if name == "" {
 		t.Skip("TURBOMEM_SALIENT not set")
 	}
-	path, ok := suite.Resolve(name)
+	m, tok, ok := screenModel(t, name, 2)
 	if !ok {
-		t.Skip(suite.Absent(path))
-	}
-	var m *model.Model
-	var err error
-	if path == "" {
-		m, err = defaultmodel.Load(model.Options{Threads: 2})
-	} else {
-		m, err = model.Open(path, model.Options{Threads: 2})
-	}
-	if err != nil {
-		t.Fatal(err)
+		t.Skip("model absent")
 	}
 	defer m.Close()
-	tok, err := model.LoadTokenizer(m.File())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	const ctxLen, chunks = 1024, 2
-	ids := tok.Encode(defaultmodel.HeldOut(), true)
-	ref, err := eval.Perplexity(ctx, m, ids, tok.BOS(), eval.PPLOptions{Ctx: ctxLen, MaxChunks: chunks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cov, err := eval.MeasureCovariances(ctx, m, ids[len(ids)-chunks*ctxLen:], tok.BOS(), ctxLen, chunks)
-	if err != nil {
-		t.Fatal(err)
-	}
-	d := m.Config.HeadDim
-	run := func(kv kvcache.Maker) *eval.Agreement {
-		r, err := eval.Perplexity(ctx, m, ids, tok.BOS(), eval.PPLOptions{Ctx: ctxLen, MaxChunks: chunks, KV: kv, Ref: ref.Dists})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return r.Agreement
-	}
+	sr := newScreenRun(t, m, tok, 1024, 2)
+	cov, run, d := sr.cov, sr.run, m.Config.HeadDim
 	if os.Getenv("TURBOMEM_SALIENT_CAPTURE") != "" {
 		for _, hi := range []int{2, 4, 8} {
 			o := kvcache.SalientOptions{Window: 1 << 30, Block: 16, Hi: hi, HiBytes: d / 8, LoBytes: d / 8, Select: "mass", MinDist: 24}

@@ -1,7 +1,6 @@
 package kvcache_test
 
 import (
-	"context"
 	"fmt"
 	"math"
 	"os"
@@ -12,8 +11,6 @@ import (
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/eval"
 	"github.com/turbomem/turbomem/kvcache"
-	"github.com/turbomem/turbomem/model"
-	"github.com/turbomem/turbomem/suite"
 )
 
 // TestTierScreen scores codes re-made at lower rates as tokens age
@@ -28,39 +25,16 @@ func TestTierScreen(t *testing.T) {
 	if name == "" {
 		t.Skip("TURBOMEM_TIER not set")
 	}
-	path, ok := suite.Resolve(name)
+	m, tok, ok := screenModel(t, name, 1)
 	if !ok {
-		t.Skip(suite.Absent(path))
-	}
-	var m *model.Model
-	var err error
-	if path == "" {
-		m, err = defaultmodel.Load(model.Options{Threads: 1})
-	} else {
-		m, err = model.Open(path, model.Options{Threads: 1})
-	}
-	if err != nil {
-		t.Fatal(err)
+		t.Skip("model absent")
 	}
 	defer m.Close()
-	tok, err := model.LoadTokenizer(m.File())
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	ctxLen, chunks := 1024, 2
+	ctxLen := 1024
 	if v, err := strconv.Atoi(os.Getenv("TURBOMEM_TIER_CTX")); err == nil {
 		ctxLen = v
 	}
-	ids := tok.Encode(defaultmodel.HeldOut(), true)
-	ref, err := eval.Perplexity(ctx, m, ids, tok.BOS(), eval.PPLOptions{Ctx: ctxLen, MaxChunks: chunks})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cov, err := eval.MeasureCovariances(ctx, m, ids[len(ids)-chunks*ctxLen:], tok.BOS(), ctxLen, chunks)
-	if err != nil {
-		t.Fatal(err)
-	}
+	sr := newScreenRun(t, m, tok, ctxLen, 2)
 	for _, v := range strings.Split(os.Getenv("TURBOMEM_TIER_VARIANTS"), ";") {
 		rs, bs, _ := strings.Cut(v, "@")
 		var rates []float64
@@ -81,11 +55,8 @@ func TestTierScreen(t *testing.T) {
 				bands = append(bands, b)
 			}
 		}
-		r, err := eval.Perplexity(ctx, m, ids, tok.BOS(), eval.PPLOptions{Ctx: ctxLen, MaxChunks: chunks, KV: kvcache.TierMaker(cov, kvcache.DefaultWindow, rates, bands), Ref: ref.Dists})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Logf("%s %s: KL %.6f top1 %.4f", name, v, r.Agreement.KLMean, r.Agreement.Top1)
+		a := sr.run(kvcache.TierMaker(sr.cov, kvcache.DefaultWindow, rates, bands))
+		t.Logf("%s %s: KL %.6f top1 %.4f", name, v, a.KLMean, a.Top1)
 	}
 }
 
@@ -103,24 +74,9 @@ func TestTierAges(t *testing.T) {
 	}
 	bands := []int{kvcache.DefaultWindow, 128, 256, 384, 1024}
 	for _, name := range strings.Split(names, ",") {
-		path, ok := suite.Resolve(name)
+		m, tok, ok := screenModel(t, name, 1)
 		if !ok {
-			t.Log(suite.Absent(path))
 			continue
-		}
-		var m *model.Model
-		var err error
-		if path == "" {
-			m, err = defaultmodel.Load(model.Options{Threads: 1})
-		} else {
-			m, err = model.Open(path, model.Options{Threads: 1})
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		tok, err := model.LoadTokenizer(m.File())
-		if err != nil {
-			t.Fatal(err)
 		}
 		trs, err := eval.RecordKV(m, tok.Encode(defaultmodel.HeldOut(), true)[:1024], -1)
 		m.Close()
