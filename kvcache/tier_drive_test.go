@@ -19,7 +19,9 @@ import (
 // last 2 (BENCHMARKS.md, "Codes re-made at lower rates as tokens age").
 // TURBOMEM_TIER names the model; TURBOMEM_TIER_VARIANTS is
 // semicolon-separated rate0,rate1,…@band1,…: a token leaving the fp16
-// window is coded at rate0, and re-coded at rate i+1 at age band i.
+// window is coded at rate0, and re-coded at rate i+1 at age band i;
+// TURBOMEM_TIER_KEYS=R codes the keys once at rate R, the values alone
+// tiered (TURBOMEM_TIER_VALUES=R the other way round).
 func TestTierScreen(t *testing.T) {
 	name := os.Getenv("TURBOMEM_TIER")
 	if name == "" {
@@ -55,7 +57,13 @@ func TestTierScreen(t *testing.T) {
 				bands = append(bands, b)
 			}
 		}
-		a := sr.run(kvcache.TierMaker(sr.cov, kvcache.DefaultWindow, rates, bands))
+		once, onceKeys := 0.0, true
+		if r, err := strconv.ParseFloat(os.Getenv("TURBOMEM_TIER_KEYS"), 64); err == nil {
+			once = r
+		} else if r, err := strconv.ParseFloat(os.Getenv("TURBOMEM_TIER_VALUES"), 64); err == nil {
+			once, onceKeys = r, false
+		}
+		a := sr.run(kvcache.TierMaker(sr.cov, kvcache.DefaultWindow, rates, bands, once, onceKeys))
 		t.Logf("%s %s: KL %.6f top1 %.4f", name, v, a.KLMean, a.Top1)
 	}
 }

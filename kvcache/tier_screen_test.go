@@ -21,14 +21,23 @@ type tierScreen struct {
 	mu     [][]float64    // per head: the keys' pre-RoPE mean
 	k, v   []float32
 	n      int
+	// once: tier 0 is the one rate of the keys (onceKeys) or values, the
+	// other part's tiers follow
+	once, onceKeys bool
 }
 
-// TierMaker makes tierScreen caches (screening only).
-func TierMaker(cov *Covariances, window int, rates []float64, bands []int) NewCacheFunc {
+// TierMaker makes tierScreen caches (screening only); once, if not 0,
+// codes the keys (onceKeys) or the values once at that rate instead, the
+// other part alone tiered.
+func TierMaker(cov *Covariances, window int, rates []float64, bands []int, once float64, onceKeys bool) NewCacheFunc {
 	return func(layer int, sh Shape) (Cache, error) {
-		c := &tierScreen{sh: sh, window: window, bands: bands}
+		c := &tierScreen{sh: sh, window: window, bands: bands, once: once != 0, onceKeys: onceKeys}
 		d := sh.HeadDim
-		for _, r := range rates {
+		tiers := rates
+		if once != 0 {
+			tiers = append([]float64{once}, rates...) // tier 0: the part coded once
+		}
+		for _, r := range tiers {
 			var ks, vs []*quant.KLT
 			for h := range sh.KVHeads {
 				bits := 8 * (quant.KLTBytes(d, r) - 1)
@@ -61,14 +70,23 @@ func (c *tierScreen) Bytes() int { return 0 }
 func (c *tierScreen) Append(k, v []float32) error {
 	c.k, c.v = append(c.k, k...), append(c.v, v...)
 	c.n++
+	first, keys, values := 0, true, true // the tiered parts
+	if c.once {
+		first, keys, values = 1, !c.onceKeys, c.onceKeys
+	}
 	if t := c.n - 1 - c.window; t >= 0 {
-		if err := c.code(t, 0); err != nil {
+		if c.once {
+			if err := c.code(t, 0, c.onceKeys, !c.onceKeys); err != nil {
+				return err
+			}
+		}
+		if err := c.code(t, first, keys, values); err != nil {
 			return err
 		}
 	}
 	for i, b := range c.bands {
 		if t := c.n - 1 - b; t >= 0 {
-			if err := c.code(t, i+1); err != nil {
+			if err := c.code(t, first+i+1, keys, values); err != nil {
 				return err
 			}
 		}
@@ -76,8 +94,9 @@ func (c *tierScreen) Append(k, v []float32) error {
 	return nil
 }
 
-// code replaces token t's key and value by their tier's decoded codes.
-func (c *tierScreen) code(t, tier int) error {
+// code replaces token t's key (keys) and value (values) by their tier's
+// decoded codes.
+func (c *tierScreen) code(t, tier int, keys, values bool) error {
 	d := c.sh.HeadDim
 	turned := make([]float64, d)
 	x := make([]float32, d)
@@ -93,6 +112,9 @@ func (c *tierScreen) code(t, tier int) error {
 			row []float32
 			key bool
 		}{{c.qk[tier][h], k, true}, {c.qv[tier][h], c.v[off : off+d], false}} {
+			if s.key && !keys || !s.key && !values {
+				continue
+			}
 			src := s.row
 			if s.key {
 				src = x
