@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 
@@ -57,24 +56,25 @@ func covariances(ctx context.Context, m *model.Model, calib []int32, bos int32, 
 		if len(calib) < ctxLen*chunks {
 			return nil, fmt.Errorf("%w: klt calibration: %d windows of %d tokens need %d tokens of calibration text; it has %d", ErrKVRequest, chunks, ctxLen, ctxLen*chunks, len(calib))
 		}
-		h := sha256.New()
-		for _, t := range append([]int32{bos}, calib[len(calib)-ctxLen*chunks:]...) {
-			h.Write(binary.LittleEndian.AppendUint32(nil, uint32(t)))
+		b := binary.LittleEndian.AppendUint32(nil, uint32(bos))
+		for _, t := range calib[len(calib)-ctxLen*chunks:] {
+			b = binary.LittleEndian.AppendUint32(b, uint32(t))
 		}
-		source = fmt.Sprintf("model sha256 %s; %d windows of %d tokens; tokens sha256 %x", o.Model, chunks, ctxLen, h.Sum(nil))
+		sum := sha256.Sum256(b)
+		source = fmt.Sprintf("model sha256 %s; %d windows of %d tokens; tokens sha256 %x", o.Model, chunks, ctxLen, sum)
 		f, err := os.Open(o.CovFile)
 		switch {
 		case err == nil:
 			defer f.Close()
-			cov, got, err := kvcache.ReadCovariances(f)
+			got, err := kvcache.ReadCovariances(f)
 			if err != nil {
 				return nil, fmt.Errorf("eval: %s: %w", o.CovFile, err)
 			}
-			if got != source {
-				return nil, fmt.Errorf("%w: %s holds K/V covariances of another model or calibration (%s), not of %s: remove it or name another file", ErrKVRequest, o.CovFile, got, source)
+			if got.Source != source {
+				return nil, fmt.Errorf("%w: %s holds K/V covariances of another model or calibration (%s), not of %s: remove it or name another file", ErrKVRequest, o.CovFile, got.Source, source)
 			}
 			o.log("K/V covariances read from %s", o.CovFile)
-			return cov, nil
+			return got.Cov, nil
 		case !errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("eval: %w", err)
 		}
@@ -85,34 +85,10 @@ func covariances(ctx context.Context, m *model.Model, calib []int32, bos int32, 
 		return nil, err
 	}
 	if o.CovFile != "" {
-		if err := SaveFile(o.CovFile, covFile{cov, source}); err != nil {
+		if err := SaveFile(o.CovFile, kvcache.CovarianceFile{Cov: cov, Source: source}); err != nil {
 			return nil, err
 		}
 		o.log("K/V covariances saved to %s", o.CovFile)
 	}
 	return cov, nil
-}
-
-// covFile writes covariances and their source (kvcache.WriteCovariances).
-type covFile struct {
-	c      *kvcache.Covariances
-	source string
-}
-
-func (f covFile) WriteTo(w io.Writer) (int64, error) {
-	cw := &countingWriter{w: w}
-	err := kvcache.WriteCovariances(cw, f.c, f.source)
-	return cw.n, err
-}
-
-// countingWriter counts the bytes written through it.
-type countingWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countingWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
 }

@@ -71,7 +71,7 @@ type KVPlanOptions struct {
 	// (0: 4), taken from the end of the calibration tokens.
 	CalibCtx, CalibChunks int
 	// CovFile names a saved calibration of the klt and tcq formats (K/V
-	// covariances, kvcache.WriteCovariances): read when it exists and
+	// covariances, kvcache.CovarianceFile): read when it exists and
 	// holds the same model's (Model, which it needs) moments of the same
 	// calibration tokens, else written once they are measured ("" none).
 	CovFile string

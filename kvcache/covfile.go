@@ -39,41 +39,46 @@ const (
 	covMaxDim    = 1024
 )
 
-// ErrCovFile marks a covariance file that is not one WriteCovariances
+// ErrCovFile marks a covariance file that is not one CovarianceFile.WriteTo
 // wrote: a wrong magic, a header out of bounds, a truncated body, a
 // checksum that does not match, or moments that are not finite.
 var ErrCovFile = errors.New("kvcache: covariance file")
 
-// WriteCovariances writes c to w in the covariance file format, with
-// source (at most 4096 bytes) saying what they were measured on, for the
-// reader to check.
-func WriteCovariances(w io.Writer, c *Covariances, source string) error {
+// CovarianceFile is the contents of a covariance file: the covariances
+// and their source (at most 4096 bytes), what they were measured on, for
+// the reader to check.
+type CovarianceFile struct {
+	Cov    *Covariances
+	Source string
+}
+
+// WriteTo writes f in the covariance file format.
+func (f CovarianceFile) WriteTo(w io.Writer) (int64, error) {
+	c, source := f.Cov, f.Source
 	if len(source) > covMaxSource {
-		return fmt.Errorf("kvcache: covariance file: source of %d bytes, at most %d", len(source), covMaxSource)
+		return 0, fmt.Errorf("kvcache: covariance file: source of %d bytes, at most %d", len(source), covMaxSource)
 	}
 	if c == nil || len(c.Layers) == 0 || len(c.Layers) > maxPlanLayers || len(c.Layers[0]) == 0 || len(c.Layers[0]) > covMaxHeads {
-		return fmt.Errorf("kvcache: covariance file: nothing to write, or layers and heads out of bounds")
+		return 0, fmt.Errorf("kvcache: covariance file: nothing to write, or layers and heads out of bounds")
 	}
 	heads, d := len(c.Layers[0]), len(c.Layers[0][0].K.Mean)
 	if d < 1 || d > covMaxDim {
-		return fmt.Errorf("kvcache: covariance file: head dimension %d out of bounds", d)
-	}
-	for l, hs := range c.Layers {
-		if len(hs) != heads {
-			return fmt.Errorf("kvcache: covariance file: layer %d has %d KV heads, layer 0 %d", l, len(hs), heads)
-		}
+		return 0, fmt.Errorf("kvcache: covariance file: head dimension %d out of bounds", d)
 	}
 	for l := range c.Layers {
 		if err := c.check(l, Shape{QHeads: heads, KVHeads: heads, HeadDim: d}); err != nil {
-			return err
+			return 0, err
 		}
 	}
 	h := sha256.New()
 	bw := bufio.NewWriter(io.MultiWriter(w, h))
+	var n int64
 	var err error
 	put := func(v any) {
 		if err == nil {
-			err = binary.Write(bw, binary.LittleEndian, v)
+			if err = binary.Write(bw, binary.LittleEndian, v); err == nil {
+				n += int64(binary.Size(v))
+			}
 		}
 	}
 	put([]byte(covMagic))
@@ -101,36 +106,38 @@ func WriteCovariances(w io.Writer, c *Covariances, source string) error {
 		err = bw.Flush()
 	}
 	if err == nil {
-		_, err = w.Write(h.Sum(nil))
+		var k int
+		k, err = w.Write(h.Sum(nil))
+		n += int64(k)
 	}
 	if err != nil {
-		return fmt.Errorf("kvcache: covariance file: %w", err)
+		return n, fmt.Errorf("kvcache: covariance file: %w", err)
 	}
-	return nil
+	return n, nil
 }
 
-// ReadCovariances reads a covariance file that WriteCovariances wrote and
-// returns the covariances and their source. Anything else, altered or
-// cut short, is an error wrapping ErrCovFile.
-func ReadCovariances(r io.Reader) (*Covariances, string, error) {
+// ReadCovariances reads a covariance file that CovarianceFile.WriteTo
+// wrote. Anything else, altered or cut short, is an error wrapping
+// ErrCovFile.
+func ReadCovariances(r io.Reader) (CovarianceFile, error) {
 	h := sha256.New()
 	cr := &covReader{r: io.TeeReader(bufio.NewReader(r), h)}
 	cr.fields = fields{cr.bytes}
 	magic := cr.bytes(len(covMagic))
 	if cr.err == nil && string(magic) != covMagic {
-		return nil, "", fmt.Errorf("%w: not one (magic %q)", ErrCovFile, magic)
+		return CovarianceFile{}, fmt.Errorf("%w: not one (magic %q)", ErrCovFile, magic)
 	}
 	n := cr.u32()
 	if cr.err == nil && n > covMaxSource {
-		return nil, "", fmt.Errorf("%w: source of %d bytes, at most %d", ErrCovFile, n, covMaxSource)
+		return CovarianceFile{}, fmt.Errorf("%w: source of %d bytes, at most %d", ErrCovFile, n, covMaxSource)
 	}
 	source := string(cr.bytes(int(n)))
 	layers, heads, d, tokens := cr.u32(), cr.u32(), cr.u32(), cr.u64()
 	if cr.err != nil {
-		return nil, "", cr.fail()
+		return CovarianceFile{}, cr.fail()
 	}
 	if layers < 1 || layers > maxPlanLayers || heads < 1 || heads > covMaxHeads || d < 1 || d > covMaxDim || tokens < 1 || tokens > math.MaxInt32 {
-		return nil, "", fmt.Errorf("%w: %d layers of %d KV heads of dimension %d from %d tokens: out of bounds", ErrCovFile, layers, heads, d, tokens)
+		return CovarianceFile{}, fmt.Errorf("%w: %d layers of %d KV heads of dimension %d from %d tokens: out of bounds", ErrCovFile, layers, heads, d, tokens)
 	}
 	c := &Covariances{Layers: make([][]HeadCovariance, 0, min(layers, 64)), Tokens: int(tokens)}
 	dd := int(d)
@@ -139,10 +146,10 @@ func ReadCovariances(r io.Reader) (*Covariances, string, error) {
 		for i := range hs {
 			flags := cr.u8()
 			if cr.err != nil {
-				return nil, "", cr.fail()
+				return CovarianceFile{}, cr.fail()
 			}
 			if flags&^1 != 0 {
-				return nil, "", fmt.Errorf("%w: layer %d head %d: flags %#x", ErrCovFile, len(c.Layers), i, flags)
+				return CovarianceFile{}, fmt.Errorf("%w: layer %d head %d: flags %#x", ErrCovFile, len(c.Layers), i, flags)
 			}
 			hc := &hs[i]
 			hc.RopeMean, hc.K.Mean, hc.K.Cov = cr.f32s(dd), cr.f32s(dd), cr.f32s(dd*dd)
@@ -151,7 +158,7 @@ func ReadCovariances(r io.Reader) (*Covariances, string, error) {
 				hc.Q = cr.f32s(dd * dd)
 			}
 			if cr.err != nil {
-				return nil, "", cr.fail()
+				return CovarianceFile{}, cr.fail()
 			}
 		}
 		c.Layers = append(c.Layers, hs)
@@ -160,26 +167,26 @@ func ReadCovariances(r io.Reader) (*Covariances, string, error) {
 	sum := make([]byte, sha256.Size+1)
 	switch n, err := io.ReadFull(cr.r, sum); {
 	case n < sha256.Size:
-		return nil, "", fmt.Errorf("%w: cut short before its checksum", ErrCovFile)
+		return CovarianceFile{}, fmt.Errorf("%w: cut short before its checksum", ErrCovFile)
 	case n > sha256.Size:
-		return nil, "", fmt.Errorf("%w: bytes after its checksum", ErrCovFile)
+		return CovarianceFile{}, fmt.Errorf("%w: bytes after its checksum", ErrCovFile)
 	case !bytes.Equal(sum[:sha256.Size], want):
-		return nil, "", fmt.Errorf("%w: checksum does not match: the file was altered", ErrCovFile)
+		return CovarianceFile{}, fmt.Errorf("%w: checksum does not match: the file was altered", ErrCovFile)
 	case err != nil && !errors.Is(err, io.ErrUnexpectedEOF):
-		return nil, "", fmt.Errorf("%w: %w", ErrCovFile, err)
+		return CovarianceFile{}, fmt.Errorf("%w: %w", ErrCovFile, err)
 	}
 	for l, hs := range c.Layers {
 		for i, hc := range hs {
 			for _, xs := range [][]float32{hc.RopeMean, hc.K.Mean, hc.K.Cov, hc.V.Mean, hc.V.Cov, hc.Q} {
 				for _, x := range xs {
 					if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
-						return nil, "", fmt.Errorf("%w: layer %d head %d: a moment is not finite", ErrCovFile, l, i)
+						return CovarianceFile{}, fmt.Errorf("%w: layer %d head %d: a moment is not finite", ErrCovFile, l, i)
 					}
 				}
 			}
 		}
 	}
-	return c, source, nil
+	return CovarianceFile{c, source}, nil
 }
 
 // covReader reads a covariance file's fields, keeping the first error.

@@ -37,8 +37,12 @@ func testCovariances(layers, heads, d int) *Covariances {
 func writeCov(t testing.TB, c *Covariances, source string) []byte {
 	t.Helper()
 	var b bytes.Buffer
-	if err := WriteCovariances(&b, c, source); err != nil {
+	n, err := CovarianceFile{c, source}.WriteTo(&b)
+	if err != nil {
 		t.Fatal(err)
+	}
+	if n != int64(b.Len()) {
+		t.Fatalf("WriteTo counted %d bytes, wrote %d", n, b.Len())
 	}
 	return b.Bytes()
 }
@@ -49,10 +53,11 @@ func writeCov(t testing.TB, c *Covariances, source string) []byte {
 func TestCovarianceFileRoundTrip(t *testing.T) {
 	for _, tt := range []struct{ layers, heads, d int }{{1, 1, 1}, {2, 3, 8}, {3, 2, 64}} {
 		c := testCovariances(tt.layers, tt.heads, tt.d)
-		got, source, err := ReadCovariances(bytes.NewReader(writeCov(t, c, "model abc; 4 windows")))
+		f, err := ReadCovariances(bytes.NewReader(writeCov(t, c, "model abc; 4 windows")))
 		if err != nil {
 			t.Fatalf("%+v: %v", tt, err)
 		}
+		got, source := f.Cov, f.Source
 		if source != "model abc; 4 windows" || got.Tokens != c.Tokens || !reflect.DeepEqual(got.Layers, c.Layers) {
 			t.Errorf("%+v: read back %q, tokens %d, layers equal %v", tt, source, got.Tokens, reflect.DeepEqual(got.Layers, c.Layers))
 		}
@@ -69,7 +74,7 @@ func TestCovarianceFileRefusesDamage(t *testing.T) {
 	good := writeCov(t, testCovariances(2, 2, 4), "src")
 	refused := func(what string, b []byte) {
 		t.Helper()
-		if _, _, err := ReadCovariances(bytes.NewReader(b)); !errors.Is(err, ErrCovFile) {
+		if _, err := ReadCovariances(bytes.NewReader(b)); !errors.Is(err, ErrCovFile) {
 			t.Errorf("%s: err %v, want ErrCovFile", what, err)
 		}
 	}
@@ -108,8 +113,8 @@ func TestCovarianceFileRefusesDamage(t *testing.T) {
 	}
 }
 
-// TestWriteCovariancesRefuses: shapes a file cannot hold are errors.
-func TestWriteCovariancesRefuses(t *testing.T) {
+// TestCovarianceFileWriteRefuses: shapes a file cannot hold are errors.
+func TestCovarianceFileWriteRefuses(t *testing.T) {
 	uneven := testCovariances(2, 2, 4)
 	uneven.Layers[1] = uneven.Layers[1][:1]
 	short := testCovariances(1, 1, 4)
@@ -124,7 +129,7 @@ func TestWriteCovariancesRefuses(t *testing.T) {
 		"short":       {short, ""},
 		"long source": {testCovariances(1, 1, 4), string(make([]byte, covMaxSource+1))},
 	} {
-		if err := WriteCovariances(&bytes.Buffer{}, tt.c, tt.source); err == nil {
+		if _, err := (CovarianceFile{tt.c, tt.source}).WriteTo(&bytes.Buffer{}); err == nil {
 			t.Errorf("%s: written", name)
 		}
 	}
@@ -137,14 +142,14 @@ func FuzzReadCovariances(f *testing.F) {
 	f.Add(writeCov(f, testCovariances(2, 2, 4), ""))
 	f.Add([]byte(covMagic))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		c, source, err := ReadCovariances(bytes.NewReader(b))
+		f, err := ReadCovariances(bytes.NewReader(b))
 		if err != nil {
 			if !errors.Is(err, ErrCovFile) {
 				t.Fatalf("error %v does not wrap ErrCovFile", err)
 			}
 			return
 		}
-		if again := writeCov(t, c, source); !bytes.Equal(again, b) {
+		if again := writeCov(t, f.Cov, f.Source); !bytes.Equal(again, b) {
 			t.Fatalf("read %d bytes, wrote back %d different ones", len(b), len(again))
 		}
 	})
