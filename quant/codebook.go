@@ -292,6 +292,7 @@ func LloydMaxGaussian(bits int, sigma float64) (*Codebook, error) {
 	if !(sigma > 0) || math.IsInf(sigma, 0) {
 		return nil, fmt.Errorf("quant: Gaussian codebook sigma %g is not positive and finite", sigma)
 	}
+	phi := func(z float64) float64 { return math.Exp(-z*z/2) / math.Sqrt(2*math.Pi) }
 	mom := func(t float64) (float64, float64, float64) {
 		z := t / sigma
 		if math.IsInf(z, 0) {
@@ -300,14 +301,10 @@ func LloydMaxGaussian(bits int, sigma float64) (*Codebook, error) {
 			}
 			return 1, 0, sigma * sigma
 		}
-		phi := math.Exp(-z*z/2) / math.Sqrt(2*math.Pi)
-		cdf := 0.5 * math.Erfc(-z/math.Sqrt2)
-		return cdf, -sigma * phi, sigma * sigma * (cdf - z*phi)
+		f, cdf := phi(z), 0.5*math.Erfc(-z/math.Sqrt2)
+		return cdf, -sigma * f, sigma * sigma * (cdf - z*f)
 	}
-	pdf := func(t float64) float64 {
-		z := t / sigma
-		return math.Exp(-z*z/2) / (sigma * math.Sqrt(2*math.Pi))
-	}
+	pdf := func(t float64) float64 { return phi(t/sigma) / sigma }
 	quantile := func(p float64) float64 { return sigma * math.Sqrt2 * math.Erfinv(2*p-1) }
 	return lloydMax(bits, math.Inf(-1), math.Inf(1), mom, pdf, quantile), nil
 }
