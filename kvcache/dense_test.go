@@ -13,30 +13,42 @@ import (
 func naiveAttention(s Shape, ks, vs [][]float32, q []float32, scale float64) []float64 {
 	d, g := s.HeadDim, s.Group()
 	out := make([]float64, s.QHeads*d)
+	w := make([]float64, len(ks))
 	for h := range s.QHeads {
 		kh := h / g
-		scores := make([]float64, len(ks))
-		m := math.Inf(-1)
-		for t := range ks {
-			var dot float64
-			for i := range d {
-				dot += float64(q[h*d+i]) * float64(ks[t][kh*d+i])
-			}
-			scores[t] = dot * scale
-			m = math.Max(m, scores[t])
-		}
-		var sum float64
-		for t := range scores {
-			scores[t] = math.Exp(scores[t] - m)
-			sum += scores[t]
-		}
+		AttentionWeights(w, q[h*d:(h+1)*d], ks, kh, scale)
 		for t := range ks {
 			for i := range d {
-				out[h*d+i] += scores[t] / sum * float64(vs[t][kh*d+i])
+				out[h*d+i] += w[t] * float64(vs[t][kh*d+i])
 			}
 		}
 	}
 	return out
+}
+
+// AttentionWeights writes to w[t] the softmax weight, in float64, of the
+// query q (one head's) on the key of KV head kh in token row ks[t] (each
+// row the KV heads' keys back to back), the scores scaled by scale:
+// naiveAttention's weights, which the screening tests read too.
+func AttentionWeights(w []float64, q []float32, ks [][]float32, kh int, scale float64) {
+	d := len(q)
+	m := math.Inf(-1)
+	for t := range w {
+		var dot float64
+		for i := range d {
+			dot += float64(q[i]) * float64(ks[t][kh*d+i])
+		}
+		w[t] = dot * scale
+		m = math.Max(m, w[t])
+	}
+	var sum float64
+	for t := range w {
+		w[t] = math.Exp(w[t] - m)
+		sum += w[t]
+	}
+	for t := range w {
+		w[t] /= sum
+	}
 }
 
 func TestDenseAttendMatchesNaive(t *testing.T) {

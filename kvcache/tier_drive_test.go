@@ -2,7 +2,6 @@ package kvcache_test
 
 import (
 	"fmt"
-	"math"
 	"os"
 	"strconv"
 	"strings"
@@ -96,27 +95,15 @@ func TestTierAges(t *testing.T) {
 		for _, tr := range trs {
 			sh := tr.Shape
 			d, g := sh.HeadDim, sh.Group()
-			s := make([]float64, tr.Len())
+			s, ks := make([]float64, tr.Len()), make([][]float32, tr.Len())
+			for u := range ks {
+				ks[u] = tr.K[u*sh.KVHeads*d:][:sh.KVHeads*d]
+			}
 			for p := 512; p < tr.Len(); p++ {
 				for j := range sh.QHeads {
-					q := tr.Q[(p*sh.QHeads+j)*d:][:d]
-					mx := math.Inf(-1)
-					for u := 0; u <= p; u++ {
-						k := tr.K[(u*sh.KVHeads+j/g)*d:][:d]
-						var dot float64
-						for i := range d {
-							dot += float64(q[i]) * float64(k[i])
-						}
-						s[u] = dot * float64(tr.Scale)
-						mx = math.Max(mx, s[u])
-					}
-					var z float64
-					for u := 0; u <= p; u++ {
-						s[u] = math.Exp(s[u] - mx)
-						z += s[u]
-					}
-					for u := 0; u <= p; u++ {
-						w, age := s[u]/z, p-u
+					kvcache.AttentionWeights(s[:p+1], tr.Q[(p*sh.QHeads+j)*d:][:d], ks[:p+1], j/g, float64(tr.Scale))
+					for u, w := range s[:p+1] {
+						age := p - u
 						if age < bands[0] {
 							window += w
 							continue

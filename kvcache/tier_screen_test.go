@@ -1,10 +1,6 @@
 package kvcache
 
-import (
-	"math"
-
-	"github.com/turbomem/turbomem/quant"
-)
+import "github.com/turbomem/turbomem/quant"
 
 // tierScreen is a screening cache (not a format) for codes re-made at a
 // lower rate as tokens age: a token that leaves the fp16 window is
@@ -136,38 +132,14 @@ func (c *tierScreen) code(t, tier int, keys, values bool) error {
 	return nil
 }
 
+// Attend is naiveAttention over the vectors as they are now coded.
 func (c *tierScreen) Attend(out, q []float32, scale float32) {
-	d, g := c.sh.HeadDim, c.sh.Group()
-	s := make([]float64, c.n)
-	for j := range c.sh.QHeads {
-		h := j / g
-		qj := q[j*d : (j+1)*d]
-		mx := math.Inf(-1)
-		for t := range c.n {
-			row := c.k[(t*c.sh.KVHeads+h)*d:][:d]
-			var dot float64
-			for i, a := range qj {
-				dot += float64(a) * float64(row[i])
-			}
-			s[t] = dot * float64(scale)
-			mx = math.Max(mx, s[t])
-		}
-		var z float64
-		for t := range c.n {
-			s[t] = math.Exp(s[t] - mx)
-			z += s[t]
-		}
-		o := out[j*d : (j+1)*d]
-		acc := make([]float64, d)
-		for t := range c.n {
-			row := c.v[(t*c.sh.KVHeads+h)*d:][:d]
-			w := s[t] / z
-			for i, a := range row {
-				acc[i] += w * float64(a)
-			}
-		}
-		for i := range o {
-			o[i] = float32(acc[i])
-		}
+	w := c.sh.KVHeads * c.sh.HeadDim
+	ks, vs := make([][]float32, c.n), make([][]float32, c.n)
+	for t := range c.n {
+		ks[t], vs[t] = c.k[t*w:(t+1)*w], c.v[t*w:(t+1)*w]
+	}
+	for i, x := range naiveAttention(c.sh, ks, vs, q, float64(scale)) {
+		out[i] = float32(x)
 	}
 }
