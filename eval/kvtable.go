@@ -246,7 +246,7 @@ func KVTable(ctx context.Context, m *model.Model, tok *tokenizer.Tokenizer, text
 	}
 	for _, c := range configs {
 		row := KVRow{Format: c.String(), Predicted: math.NaN(), Needle: math.NaN()}
-		if row.Bits, err = c.Bits(sh.HeadDim); err != nil {
+		if row.Bits, err = c.BitsAt(sh.HeadDim, o.Ctx); err != nil {
 			return res, err
 		}
 		if p := c.Plan(); p != nil {

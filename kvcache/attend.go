@@ -125,6 +125,11 @@ type queryPrep struct {
 	lanes quant.LaneQueries
 	klt   quant.KLTQueries
 	mean  meanPlan
+	// nc is the number of compressed positions the queries see (a
+	// tiered store reads them at the rates they had then).
+	nc int
+	// tier is the set-up of a tiered store's low-rate keys.
+	tier *queryPrep
 }
 
 // setQueries points p.qs at the g queries of KV head hi's group in q (d

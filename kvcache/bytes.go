@@ -44,7 +44,7 @@ func (s Spec) bytesAt(n int, sh Shape) (int64, error) {
 		return int64(n) * heads * (kb + vb), nil
 	}
 	nc := int64(s.compressedAt(n))
-	perHead := nc*(kb+vb) + 4*d*(int64(n)-nc)
+	perHead := s.K.codeBytesAt(sh.HeadDim, true, int(nc), s.window()) + s.V.codeBytesAt(sh.HeadDim, false, int(nc), s.window()) + 4*d*(int64(n)-nc)
 	if nc > 0 {
 		for _, f := range []Format{s.K, s.V} {
 			if f.split() {

@@ -17,14 +17,19 @@ func TestBytesAt(t *testing.T) {
 			specs = append(specs, specFor(t, name, w))
 		}
 	}
-	for _, kv := range [][2]string{{"kivi2", "turbo3.5"}, {"f16", "turbo2.5"}, {"turbo3.5p", "q4_0"}, {"f32", "f16"}, {"qjl", "kivi2"}} {
+	for _, name := range tieredTestFormats {
+		for _, w := range []int{-1, 5, 40} {
+			specs = append(specs, specFor(t, name, w))
+		}
+	}
+	for _, kv := range [][2]string{{"tcq3.5>2@100", "turbo3.5"}, {"f16", "klt4>3@70"}, {"kivi2", "turbo3.5"}, {"f16", "turbo2.5"}, {"turbo3.5p", "q4_0"}, {"f32", "f16"}, {"qjl", "kivi2"}} {
 		s, err := ParseSpec(kv[0], kv[1])
 		if err != nil {
 			t.Fatal(err)
 		}
 		specs = append(specs, s)
 	}
-	check := map[int]bool{0: true, 1: true, 5: true, 6: true, 31: true, 32: true, 33: true, 37: true, 40: true, 41: true, 64: true, 65: true, 72: true, 96: true, 97: true, 130: true, 160: true}
+	check := map[int]bool{0: true, 1: true, 5: true, 6: true, 31: true, 32: true, 33: true, 37: true, 40: true, 41: true, 42: true, 60: true, 61: true, 64: true, 65: true, 72: true, 96: true, 97: true, 100: true, 101: true, 130: true, 160: true}
 	r := rand.New(rand.NewPCG(2, 3))
 	for _, s := range specs {
 		s = withCov(t, s, sh)

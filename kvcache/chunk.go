@@ -321,6 +321,7 @@ func (c *Compressed) attendChunk(out, q []float32, n, n0 int, ncs []int, scale f
 		qi := q[i*qd : (i+1)*qd]
 		if ncs[i] > 0 {
 			ws.prep.setQueries(qi, hi, g, d)
+			ws.prep.nc = ncs[i]
 			prepareKeys(c.heads[hi].keys, &ws.prep)
 		}
 		c.span(ws, &ws.prep, qi, hi, t0, t1, ncs[i], al(i), parts, scale)

@@ -92,7 +92,7 @@ func TestAppendAttendMatchesTokens(t *testing.T) {
 		}
 	}
 	t.Logf("formats/windows: %v", tested)
-	for _, name := range []string{"turbo3.5", "klt3.5", "tcq3.5", "q8_0", "q4_0", "kivi2"} {
+	for _, name := range append([]string{"turbo3.5", "klt3.5", "tcq3.5", "q8_0", "q4_0", "kivi2"}, tieredTestFormats...) {
 		for _, w := range []string{"16", "-1"} {
 			if !slices.Contains(tested, name+"/"+w) {
 				t.Errorf("%s/%s not tested", name, w)
@@ -212,14 +212,7 @@ func TestAttendEncodesAhead(t *testing.T) {
 		}
 		for h := range sh.KVHeads {
 			for kv, st := range [2][2]any{{cc.heads[h].keys, rc.heads[h].keys}, {cc.heads[h].values, rc.heads[h].values}} {
-				x, err := storeCodes(st[0]).exportCodes(0, cc.nc)
-				if err != nil {
-					t.Fatal(err)
-				}
-				y, err := storeCodes(st[1]).exportCodes(0, rc.nc)
-				if err != nil {
-					t.Fatal(err)
-				}
+				x, y := heldCodes(t, st[0], cc.nc), heldCodes(t, st[1], rc.nc)
 				if cc.nc != rc.nc || !slices.Equal(x, y) {
 					t.Fatalf("%s head %d %s: the codes differ from those made at each Append", name, h, [2]string{"keys", "values"}[kv])
 				}

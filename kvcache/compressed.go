@@ -82,6 +82,8 @@ type head struct {
 	kOut, vOut []int
 	// the keys' mean, when the key format centres them (nil until chosen)
 	kMean []float32
+	// the tiers of tiered key and value stores (nil where untiered)
+	tk, tv *tiers
 }
 
 // turboCorrection is the scale the turbo formats store instead of ‖x‖
@@ -291,8 +293,14 @@ func (c *Compressed) compress() error {
 }
 
 // dropMoved drops the window's rows of tokens moved to the stores once
-// they are half its buffer: amortised O(1) copying per token.
+// they are half its buffer, and tiered stores' high-rate codes of tokens
+// re-coded: amortised O(1) copying per token.
 func (h *head) dropMoved(d int) {
+	for _, t := range []*tiers{h.tk, h.tv} {
+		if t != nil {
+			t.trim()
+		}
+	}
 	if live := len(h.wk)/d - h.off; h.off >= live {
 		h.wk = append(h.wk[:0], h.wk[h.off*d:]...)
 		h.wv = append(h.wv[:0], h.wv[h.off*d:]...)
@@ -456,6 +464,7 @@ func (s *compressedStep) begin(hi int) {
 	c := s.c
 	p := &c.preps[hi]
 	p.setQueries(s.q, hi, c.shape.Group(), c.shape.HeadDim)
+	p.nc = s.nc
 	beginKeys(c.heads[hi].keys, p)
 }
 
@@ -498,7 +507,7 @@ func (c *Compressed) span(ws *workspace, p *queryPrep, q []float32, hi, t0, t1, 
 		parts[j].Weigh(ws.sc[j], scale)
 	}
 	if mc > 0 {
-		h.values.accumulate(ws.accumulator(hi, len(c.heads), h.values), ws.ca, ws.cs, t0)
+		h.values.accumulate(ws.accumulator(hi, len(c.heads), h.values), ws.ca, ws.cs, t0, nc)
 	}
 	for j := 0; j < g && nw > 0; j++ {
 		if j%4 == 0 && j+4 <= g {

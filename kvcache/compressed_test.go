@@ -162,10 +162,16 @@ func decoded(t testing.TB, c *Compressed) (ks, vs [][]float32) {
 			dk := ks[tok][hi*d : (hi+1)*d]
 			dv := vs[tok][hi*d : (hi+1)*d]
 			decodeKey(t, h.keys, tok, d, dk)
-			switch st := h.values.(type) {
+			vals, at := h.values, tok // the store and the token's place in it
+			if st, ok := vals.(*tieredValues); ok {
+				if vals = st.lv; tok >= st.bound(st.n()) {
+					vals, at = st.hv, tok-st.hiAt
+				}
+			}
+			switch st := vals.(type) {
 			case *codeValues:
 				b := st.q.Bytes()
-				if err := st.q.Decode(dv, st.codes[tok*b:(tok+1)*b]); err != nil {
+				if err := st.q.Decode(dv, st.codes[at*b:(at+1)*b]); err != nil {
 					t.Fatal(err)
 				}
 			case *laneValues:
@@ -224,6 +230,12 @@ func decodeKey(t testing.TB, keys keyStore, tok, d int, dk []float32) {
 		}
 	case *kltKeys:
 		decodeKey(t, &st.codeKeys, tok, d, dk)
+	case *tieredKeys:
+		if tok < st.bound(st.n()) {
+			decodeKey(t, st.lk, tok, d, dk)
+		} else {
+			decodeKey(t, st.hk, tok-st.hiAt, d, dk)
+		}
 	case *codeKeys:
 		b := st.q.Bytes()
 		if err := st.q.Decode(dk, st.codes[tok*b:(tok+1)*b]); err != nil {
@@ -742,7 +754,7 @@ func (n namedSpec) String() string { return fmt.Sprintf("%s/%d", n.name, n.windo
 func compressedSpecs(t *testing.T, sh Shape, windows ...int) []namedSpec {
 	t.Helper()
 	var out []namedSpec
-	for _, name := range FormatNames() {
+	for _, name := range append(FormatNames(), tieredTestFormats...) {
 		for _, window := range windows {
 			spec := withCov(t, specFor(t, name, window), sh)
 			if spec.Check(sh) != nil {

@@ -146,7 +146,7 @@ func (c Config) Spec() (Spec, bool) {
 func (c Config) uniform() Spec {
 	s := c.spec
 	if !s.K.Valid() && !s.V.Valid() {
-		f16 := Format{"f16", f16Codec}
+		f16 := Format{name: "f16", c: f16Codec}
 		s.K, s.V = f16, f16
 	}
 	return s
@@ -293,9 +293,28 @@ func (c Config) Bits(d int) (float64, error) {
 	return (kb + vb) / 2, nil
 }
 
+// BitsAt is Bits for caches of n tokens: the bits of a tiered format
+// (format_tier.go) depend on how many of its tokens have aged; every other
+// format's are Bits. While no token is compressed it counts the first.
+func (c Config) BitsAt(d, n int) (float64, error) {
+	s := c.uniform()
+	if c.plan != nil || c.NeedsPlan() || !s.K.tiered() && !s.V.tiered() {
+		return c.Bits(d)
+	}
+	if err := s.K.Check(d, true); err != nil {
+		return 0, err
+	}
+	if err := s.V.Check(d, false); err != nil {
+		return 0, err
+	}
+	nc := max(s.compressedAt(n), 1)
+	b := s.K.codeBytesAt(d, true, nc, s.window()) + s.V.codeBytesAt(d, false, nc, s.window())
+	return float64(8*b) / float64(2*nc*d), nil
+}
+
 // F32 returns the configuration of float32 keys and values: the exact
 // reference.
 func F32() Config {
-	f32 := Format{"f32", f32Codec}
+	f32 := Format{name: "f32", c: f32Codec}
 	return Uniform(Spec{K: f32, V: f32})
 }

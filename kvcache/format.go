@@ -47,6 +47,10 @@ import (
 type Format struct {
 	name string
 	c    *codec
+	// lo and age make a tiered format (format_tier.go): a token is
+	// re-coded with lo once it is age tokens old; nil and 0 otherwise.
+	lo  *codec
+	age int
 }
 
 // codec is what a format does: how big its codes are, how it encodes
@@ -107,37 +111,37 @@ type codec struct {
 // FormatNames show them. Bits per coordinate at head dimension 128 are in
 // Format's comment.
 var formats = []Format{
-	{"f32", f32Codec},
-	{"f16", f16Codec},
-	{"q8_0", q8_0Codec},
-	{"q4_0", q4_0Codec},
-	{"q4_0h", q4_0hCodec},
-	{"kivi2", kivi2Codec},
-	{"turbo2", turboMSE(2)},
-	{"turbo2.5", turboSplit(2, false)},
-	{"turbo3", turboMSE(3)},
-	{"turbo3.5", turboSplit(3, false)},
-	{"turbo4", turboMSE(4)},
-	{"turbo5", turboMSE(5)},
-	{"turbo3.5p", turboSplit(3, true)},
-	{"klt2", kltFormat(2)},
-	{"klt2.5", kltFormat(2.5)},
-	{"klt3", kltFormat(3)},
-	{"klt3.5", kltFormat(3.5)},
-	{"klt4", kltFormat(4)},
-	{"klt4.5", kltFormat(4.5)},
-	{"klt5", kltFormat(5)},
-	{"klt6", kltFormat(6)},
-	{"tcq2", tcqFormat(2)},
-	{"tcq2.5", tcqFormat(2.5)},
-	{"tcq3", tcqFormat(3)},
-	{"tcq3.5", tcqFormat(3.5)},
-	{"tcq4", tcqFormat(4)},
-	{"tcq4.5", tcqFormat(4.5)},
-	{"tcq5", tcqFormat(5)},
-	{"tcq6", tcqFormat(6)},
-	{"polar", polarCodec},
-	{"qjl", qjlCodec},
+	{name: "f32", c: f32Codec},
+	{name: "f16", c: f16Codec},
+	{name: "q8_0", c: q8_0Codec},
+	{name: "q4_0", c: q4_0Codec},
+	{name: "q4_0h", c: q4_0hCodec},
+	{name: "kivi2", c: kivi2Codec},
+	{name: "turbo2", c: turboMSE(2)},
+	{name: "turbo2.5", c: turboSplit(2, false)},
+	{name: "turbo3", c: turboMSE(3)},
+	{name: "turbo3.5", c: turboSplit(3, false)},
+	{name: "turbo4", c: turboMSE(4)},
+	{name: "turbo5", c: turboMSE(5)},
+	{name: "turbo3.5p", c: turboSplit(3, true)},
+	{name: "klt2", c: kltFormat(2)},
+	{name: "klt2.5", c: kltFormat(2.5)},
+	{name: "klt3", c: kltFormat(3)},
+	{name: "klt3.5", c: kltFormat(3.5)},
+	{name: "klt4", c: kltFormat(4)},
+	{name: "klt4.5", c: kltFormat(4.5)},
+	{name: "klt5", c: kltFormat(5)},
+	{name: "klt6", c: kltFormat(6)},
+	{name: "tcq2", c: tcqFormat(2)},
+	{name: "tcq2.5", c: tcqFormat(2.5)},
+	{name: "tcq3", c: tcqFormat(3)},
+	{name: "tcq3.5", c: tcqFormat(3.5)},
+	{name: "tcq4", c: tcqFormat(4)},
+	{name: "tcq4.5", c: tcqFormat(4.5)},
+	{name: "tcq5", c: tcqFormat(5)},
+	{name: "tcq6", c: tcqFormat(6)},
+	{name: "polar", c: polarCodec},
+	{name: "qjl", c: qjlCodec},
 }
 
 // FormatNames returns the known format names.
@@ -155,6 +159,9 @@ func ParseFormat(name string) (Format, error) {
 		if f.name == name {
 			return f, nil
 		}
+	}
+	if strings.Contains(name, ">") {
+		return parseTiered(name)
 	}
 	return Format{}, fmt.Errorf("kvcache: unknown KV format %q; known formats: %s", name, strings.Join(FormatNames(), ", "))
 }
@@ -327,6 +334,11 @@ func (s Spec) checkFormats(sh Shape) error {
 	if err := checkWindow(s.Window); err != nil {
 		return err
 	}
+	for _, f := range []Format{s.K, s.V} {
+		if err := f.checkTier(s.window()); err != nil {
+			return err
+		}
+	}
 	if err := s.K.Check(sh.HeadDim, true); err != nil {
 		return fmt.Errorf("%w (keys)", err)
 	}
@@ -359,10 +371,14 @@ func (s Spec) NewCache(layer int, sh Shape) (Cache, error) {
 // everything in a token's code counted (indices, scales, norms; for
 // kivi2 keys, the per-channel parameters of a 32-token block shared out),
 // as the compressed part of a cache stores it: the closed form, no
-// quantizer built.
+// quantizer built. A tiered format's bits depend on the cache's length
+// (Config.BitsAt): Bits refuses it.
 func (f Format) Bits(d int) (float64, error) {
 	if err := f.Check(d, true); err != nil {
 		return 0, err
+	}
+	if f.tiered() {
+		return 0, fmt.Errorf("kvcache: format %s holds a mix of rates that depends on the cache's length; count its bits at a length", f)
 	}
 	return float64(8*f.c.tokenBytes(d, true)) / float64(d), nil
 }

@@ -66,21 +66,40 @@ func (f Format) Calibrated() bool { return f.Valid() && f.calibrated() }
 func (c *Compressed) kltStores(i int, h *head) error {
 	s, d := c.spec, c.shape.HeadDim
 	seed := c.seed ^ uint64(i+1)*0xbf58476d1ce4e5b9
+	design := func(cd *codec, key bool, seed uint64) (*quant.KLT, error) {
+		return s.Cov.klt(c.layer, i, key, 8*(cd.tokenBytes(d, key)-1), cd.trellis, seed)
+	}
 	if s.K.calibrated() {
-		q, err := s.Cov.klt(c.layer, i, true, 8*(s.K.c.tokenBytes(d, true)-1), s.K.c.trellis, seed^1)
+		q, err := design(s.K.c, true, seed^1)
 		if err != nil {
 			return err
 		}
 		ck := centeredOn(c.shape.Rope, s.Cov.Layers[c.layer][i].RopeMean)
 		ck.inner = &kltKeys{codeKeys: codeKeys{q: q}, k: q}
+		if s.K.tiered() {
+			lq, err := design(s.K.lo, true, seed^3)
+			if err != nil {
+				return err
+			}
+			tk := newTieredKeys(q, lq, s.K.span(c.window))
+			ck.inner, h.tk = tk, &tk.tiers
+		}
 		h.keys = ck // the mean is the calibration's, shared: not in Bytes
 	}
 	if s.V.calibrated() {
-		q, err := s.Cov.klt(c.layer, i, false, 8*(s.V.c.tokenBytes(d, false)-1), s.V.c.trellis, seed^2)
+		q, err := design(s.V.c, false, seed^2)
 		if err != nil {
 			return err
 		}
 		h.values = s.V.valueStore(q, d)
+		if s.V.tiered() {
+			lq, err := design(s.V.lo, false, seed^4)
+			if err != nil {
+				return err
+			}
+			tv := newTieredValues(q, lq, s.V.span(c.window))
+			h.values, h.tv = tv, &tv.tiers
+		}
 	}
 	return nil
 }

@@ -65,7 +65,7 @@ func SalientMaker(cov *Covariances, o SalientOptions) NewCacheFunc {
 			sc := &salientHead{}
 			for i, b := range []int{o.HiBytes, o.LoBytes, o.LoBytes + 1} {
 				r := float64(8*b) / float64(sh.HeadDim)
-				f := Format{fmt.Sprintf("tcq%g", r), tcqFormat(r)}
+				f := Format{name: fmt.Sprintf("tcq%g", r), c: tcqFormat(r)}
 				x, err := newCompressed(Spec{K: f, V: f, Window: -1, Cov: perHead[h], Seed: o.Seed}, layer, one)
 				if err != nil {
 					return nil, fmt.Errorf("salient: layer %d head %d: %w", layer, h, err)

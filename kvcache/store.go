@@ -31,8 +31,9 @@ type valueStore interface {
 	// (nil if none); each goroutine uses its own.
 	newAccumulator() quant.Accumulator
 	// accumulate adds Σ_i ws[j][i]·v_{t0+i} (internal basis) to accs[j],
-	// with a from newAccumulator.
-	accumulate(a quant.Accumulator, accs, ws [][]float32, t0 int)
+	// with a from newAccumulator, for queries that see nc compressed
+	// positions (a tiered store's rates depend on it).
+	accumulate(a quant.Accumulator, accs, ws [][]float32, t0, nc int)
 	// finish writes an internal-basis sum to dst in the original basis
 	// (acc may be overwritten), with a from newAccumulator: query heads
 	// finish on several goroutines at once.
@@ -343,7 +344,7 @@ func (s *codeValues) accLen() int { return s.acc.AccLen() }
 
 func (s *codeValues) newAccumulator() quant.Accumulator { return quant.NewAccumulator(s.q) }
 
-func (s *codeValues) accumulate(a quant.Accumulator, accs, ws [][]float32, t0 int) {
+func (s *codeValues) accumulate(a quant.Accumulator, accs, ws [][]float32, t0, _ int) {
 	if len(ws[0]) > 0 {
 		a.Accumulate(accs, ws, s.codes[t0*s.q.Bytes():])
 	}
@@ -367,7 +368,7 @@ func (s *laneValues) newAccumulator() quant.Accumulator { return quant.NewAccumu
 
 func (s *laneValues) finish(a quant.Accumulator, dst, acc []float32) { a.Finish(dst, acc) }
 
-func (s *laneValues) accumulate(_ quant.Accumulator, accs, ws [][]float32, t0 int) {
+func (s *laneValues) accumulate(_ quant.Accumulator, accs, ws [][]float32, t0, _ int) {
 	if err := s.l.Accumulate(accs, ws, t0); err != nil {
 		panic(err) // positions and lengths are the cache's own: a bug
 	}
@@ -388,7 +389,7 @@ func (s *f16Values) finish(_ quant.Accumulator, dst, acc []float32) {
 
 func (s *f16Values) newAccumulator() quant.Accumulator { return nil }
 
-func (s *f16Values) accumulate(_ quant.Accumulator, accs, ws [][]float32, t0 int) {
+func (s *f16Values) accumulate(_ quant.Accumulator, accs, ws [][]float32, t0, _ int) {
 	if n := len(ws[0]); n > 0 {
 		for j, acc := range accs {
 			tensor.WeightedSumF16(acc, ws[j], s.rows[t0*s.d:(t0+n)*s.d])
@@ -411,7 +412,7 @@ func (s *f32Values) finish(_ quant.Accumulator, dst, acc []float32) {
 
 func (s *f32Values) newAccumulator() quant.Accumulator { return nil }
 
-func (s *f32Values) accumulate(_ quant.Accumulator, accs, ws [][]float32, t0 int) {
+func (s *f32Values) accumulate(_ quant.Accumulator, accs, ws [][]float32, t0, _ int) {
 	if n := len(ws[0]); n > 0 {
 		for j, acc := range accs {
 			tensor.WeightedSumF32(acc, ws[j], s.rows[t0*s.d:(t0+n)*s.d])

@@ -1,0 +1,319 @@
+package kvcache
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+
+	"github.com/turbomem/turbomem/quant"
+)
+
+// Tiered formats. Attention beyond the fp16 window falls off with a
+// token's age: measured on the model suite (BENCHMARKS.md, "Codes re-made
+// at lower rates as tokens age"), the 320 tokens just past a 64-token
+// window carry 83–89% of the squared attention weights beyond it. A
+// tiered format spends its bits there. "tcq3.5>2@384" codes a token that
+// leaves the window as tcq3.5 and, once it is 384 tokens old (383 newer
+// ones held), re-codes it as tcq2 from its decoded vector: what a cache
+// that holds only codes can do. Both codes are calibrated designs of the
+// same family (klt or tcq), the keys centred on the calibration's mean
+// like every klt key.
+//
+// The bits are those of the mix a cache holds, so they depend on its
+// length: with the default window, tcq3.5>2@384 holds 2.5 bits per
+// coordinate at 1024 tokens, 2.12 at 4096, and tends to 2 (Config.BitsAt
+// and BytesAt give the closed form at any length; Format.Bits gives the
+// rate a token ends at).
+//
+// A query sees a token in the tier it was in when the query came: a
+// prompt's chunk attends each of its queries on the codes it would have
+// had token by token (the high-rate codes of tokens re-coded within the
+// chunk are kept until its queries are done). Tiered caches cannot export
+// their codes (a token's code changes as it ages): a prefix cache keeps
+// their rows instead.
+
+// maxTierAge bounds the age a tiered format re-codes at.
+const maxTierAge = 1 << 20
+
+// parseTiered returns the tiered format called name, HIGH>LOW@AGE: HIGH a
+// calibrated format, LOW a lower rate of its family, AGE a token count.
+func parseTiered(name string) (Format, error) {
+	bad := func(why string, args ...any) (Format, error) {
+		return Format{}, fmt.Errorf("kvcache: tiered KV format %q (HIGH>LOW@AGE, e.g. tcq3.5>2@384): %s", name, fmt.Sprintf(why, args...))
+	}
+	hiName, rest, _ := strings.Cut(name, ">")
+	loRate, ageText, ok := strings.Cut(rest, "@")
+	if !ok {
+		return bad("no @AGE")
+	}
+	hi, err := ParseFormat(hiName)
+	if err != nil || strings.ContainsAny(hiName, ">@") {
+		return bad("%q is not a format", hiName)
+	}
+	if !hi.calibrated() {
+		return bad("%s is not a calibrated format (klt or tcq)", hiName)
+	}
+	family := strings.TrimRight(hiName, "0123456789.")
+	rate, err := strconv.ParseFloat(loRate, 64)
+	if err != nil {
+		return bad("%q is not a rate of the %s family", loRate, family)
+	}
+	lo, err := ParseFormat(family + strconv.FormatFloat(rate, 'g', -1, 64))
+	if err != nil {
+		return bad("%s%s is not a format of the %s family", family, loRate, family)
+	}
+	if lo.c.rate >= hi.c.rate {
+		return bad("the later rate %s is not below %s", lo, hi)
+	}
+	age, err := strconv.Atoi(ageText)
+	if err != nil || age < 1 || age > maxTierAge {
+		return bad("age %q is not a whole number of tokens from 1 to %d", ageText, maxTierAge)
+	}
+	canon := fmt.Sprintf("%s>%s@%d", hi, strings.TrimPrefix(lo.name, family), age)
+	return Format{name: canon, c: hi.c, lo: lo.c, age: age}, nil
+}
+
+// tiered reports whether the format re-codes tokens as they age.
+func (f Format) tiered() bool { return f.lo != nil }
+
+// checkTier reports whether a tiered format's age lies beyond the fp16
+// window (a token must have left it to be re-coded).
+func (f Format) checkTier(window int) error {
+	if f.tiered() && f.age <= window {
+		return fmt.Errorf("kvcache: format %s re-codes tokens at age %d, inside the fp16 window of %d: choose an age above it", f, f.age, window)
+	}
+	return nil
+}
+
+// span returns how many of the newest compressed tokens a tiered format
+// holds at its high rate, with a window of the given length.
+func (f Format) span(window int) int { return f.age - window }
+
+// codeBytesAt returns the bytes of one head's codes of nc compressed
+// tokens (keys when key is true), with a window of the given length: the
+// closed form of the stores' bytes.
+func (f Format) codeBytesAt(d int, key bool, nc, window int) int64 {
+	if !f.tiered() {
+		return int64(nc) * int64(f.c.tokenBytes(d, key))
+	}
+	hi := min(nc, f.span(window))
+	return int64(hi)*int64(f.c.tokenBytes(d, key)) + int64(nc-hi)*int64(f.lo.tokenBytes(d, key))
+}
+
+// tiers is the part of a tiered key or value store that moves tokens
+// from the high rate to the low: tokens [0, nlo) held as low-rate codes
+// (*lo), [hiAt, n) as high-rate ones (*hi), hiAt ≤ nlo; the high-rate
+// codes of tokens before nlo are dropped by trim.
+type tiers struct {
+	hq, lq *quant.KLT
+	hi, lo *[]byte // the codes of the two stores
+	span   int     // tokens held at the high rate
+	hiAt   int
+	x      []float32
+	sc     quant.Scratch
+}
+
+// n returns the number of tokens held.
+func (t *tiers) n() int { return t.hiAt + len(*t.hi)/t.hq.Bytes() }
+
+// nlo returns the number of tokens held at the low rate.
+func (t *tiers) nlo() int { return len(*t.lo) / t.lq.Bytes() }
+
+// settle re-codes at the low rate, from their decoded high-rate codes,
+// the tokens that are more than span from the newest.
+func (t *tiers) settle() error {
+	hb := t.hq.Bytes()
+	for p := t.nlo(); p < t.n()-t.span; p++ {
+		t.x = grown(t.x, t.hq.Dim())
+		i := (p - t.hiAt) * hb
+		if err := t.hq.Decode(t.x, (*t.hi)[i:i+hb]); err != nil {
+			return fmt.Errorf("kvcache: re-coding token %d: %w", p, err)
+		}
+		k := len(*t.lo)
+		*t.lo = append(*t.lo, make([]byte, t.lq.Bytes())...)
+		if err := quant.EncodeBatchScratch(t.lq, (*t.lo)[k:], t.x, &t.sc); err != nil {
+			*t.lo = (*t.lo)[:k]
+			return fmt.Errorf("kvcache: re-coding token %d: %w", p, err)
+		}
+	}
+	return nil
+}
+
+// trim drops the high-rate codes of tokens held at the low rate once
+// they are as many as the live ones: amortised O(1) copying per token.
+func (t *tiers) trim() {
+	hb := t.hq.Bytes()
+	if dead := t.nlo() - t.hiAt; dead > 0 && dead >= t.n()-t.nlo() {
+		*t.hi = append((*t.hi)[:0], (*t.hi)[dead*hb:]...)
+		t.hiAt += dead
+	}
+}
+
+// bound returns the first position a query that sees nc compressed
+// tokens reads at the high rate.
+func (t *tiers) bound(nc int) int { return max(0, nc-t.span) }
+
+// bytes returns the live codes' bytes: each token once, in its tier.
+func (t *tiers) bytes() int { return len(*t.lo) + (t.n()-t.nlo())*t.hq.Bytes() }
+
+// put appends n high-rate codes and re-codes what has aged.
+func (t *tiers) put(b []byte, n int) error {
+	if err := putSized(t.hi, b, n, t.hq.Bytes()); err != nil {
+		return err
+	}
+	return t.settle()
+}
+
+// cut returns the views of rows[j][a:b] for every j, in buf's room.
+func cut(buf *[8][]float32, rows [][]float32, a, b int) [][]float32 {
+	out := buf[:0]
+	for _, r := range rows {
+		out = append(out, r[a:b])
+	}
+	return out
+}
+
+// tieredKeys holds a tiered format's (centred) keys: klt keys at each
+// rate.
+type tieredKeys struct {
+	tiers
+	hk, lk *kltKeys
+}
+
+func newTieredKeys(hq, lq *quant.KLT, span int) *tieredKeys {
+	s := &tieredKeys{hk: &kltKeys{codeKeys: codeKeys{q: hq}, k: hq}, lk: &kltKeys{codeKeys: codeKeys{q: lq}, k: lq}}
+	s.tiers = tiers{hq: hq, lq: lq, hi: &s.hk.codes, lo: &s.lk.codes, span: span}
+	return s
+}
+
+func (s *tieredKeys) add(xs []float32) error {
+	if err := s.hk.add(xs); err != nil {
+		return err
+	}
+	return s.settle()
+}
+
+// begin sizes the set-up of both rates' queries (the low rate's in
+// p.tier).
+func (s *tieredKeys) begin(p *queryPrep) {
+	if p.tier == nil {
+		p.tier = new(queryPrep)
+	}
+	p.tier.qs = p.qs
+	s.hk.begin(p)
+	s.lk.begin(p.tier)
+}
+
+func (s *tieredKeys) prepare(p *queryPrep, j int) {
+	s.hk.prepare(p, j)
+	s.lk.prepare(p.tier, j)
+}
+
+// scoreWith scores positions before the query's bound (p.nc) on the
+// low-rate codes, the rest on the high-rate ones.
+func (s *tieredKeys) scoreWith(dst [][]float32, p *queryPrep, t0 int) {
+	m := len(dst[0])
+	b := min(max(s.bound(p.nc), t0), t0+m) // the first position at the high rate
+	var buf [8][]float32
+	if b > t0 {
+		s.lk.scoreWith(cut(&buf, dst, 0, b-t0), p.tier, t0)
+	}
+	if b < t0+m {
+		s.hk.scoreWith(cut(&buf, dst, b-t0, m), p, b-s.hiAt)
+	}
+}
+
+// score is scoreWith with queries set up for this call alone, as a query
+// after the last token sees them.
+func (s *tieredKeys) score(dst, qs [][]float32, t0 int) {
+	p := queryPrep{qs: qs, nc: s.n()}
+	prepareKeys(s, &p)
+	s.scoreWith(dst, &p, t0)
+}
+
+func (s *tieredKeys) bytes() int { return s.tiers.bytes() }
+
+// tieredValues holds a tiered format's values: klt values at each rate,
+// summed side by side (the low rate's sum first) and brought back by
+// each rate's accumulator.
+type tieredValues struct {
+	tiers
+	hv, lv *codeValues
+}
+
+func newTieredValues(hq, lq *quant.KLT, span int) *tieredValues {
+	s := &tieredValues{hv: &codeValues{q: hq, acc: quant.NewAccumulator(hq)}, lv: &codeValues{q: lq, acc: quant.NewAccumulator(lq)}}
+	s.tiers = tiers{hq: hq, lq: lq, hi: &s.hv.codes, lo: &s.lv.codes, span: span}
+	return s
+}
+
+func (s *tieredValues) add(xs []float32) error {
+	if err := s.hv.add(xs); err != nil {
+		return err
+	}
+	return s.settle()
+}
+
+func (s *tieredValues) bytes() int  { return s.tiers.bytes() }
+func (s *tieredValues) accLen() int { return s.lv.accLen() + s.hv.accLen() }
+
+// tierAcc is a tiered value store's accumulator: the high rate's (which
+// it is, for quant.Accumulator's sake), the low rate's, and a sum's
+// scratch.
+type tierAcc struct {
+	quant.Accumulator
+	lo  quant.Accumulator
+	out []float32
+}
+
+func (s *tieredValues) newAccumulator() quant.Accumulator {
+	return &tierAcc{Accumulator: s.hv.newAccumulator(), lo: s.lv.newAccumulator(), out: make([]float32, s.hq.Dim())}
+}
+
+func (s *tieredValues) accumulate(a quant.Accumulator, accs, ws [][]float32, t0, nc int) {
+	ta := a.(*tierAcc)
+	m := len(ws[0])
+	b := min(max(s.bound(nc), t0), t0+m)
+	la := s.lv.accLen()
+	var wb, ab [8][]float32
+	if b > t0 {
+		s.lv.accumulate(ta.lo, cut(&ab, accs, 0, la), cut(&wb, ws, 0, b-t0), t0, nc)
+	}
+	if b < t0+m {
+		s.hv.accumulate(ta.Accumulator, cut(&ab, accs, la, len(accs[0])), cut(&wb, ws, b-t0, m), b-s.hiAt, nc)
+	}
+}
+
+// finish brings both rates' sums back and adds them.
+func (s *tieredValues) finish(a quant.Accumulator, dst, acc []float32) {
+	ta := a.(*tierAcc)
+	la := s.lv.accLen()
+	ta.lo.Finish(dst, acc[:la])
+	ta.Accumulator.Finish(ta.out, acc[la:])
+	for i, v := range ta.out {
+		dst[i] += v
+	}
+}
+
+// Tiered stores encode apart at the high rate (chunk.go) and re-code as
+// they put the codes; they export nothing (their codes change with age).
+
+func (s *tieredKeys) codeBytes() int   { return s.hq.Bytes() }
+func (s *tieredValues) codeBytes() int { return s.hq.Bytes() }
+
+func (s *tieredKeys) encode(dst []byte, xs []float32, t int, sc *encScratch) error {
+	return s.hk.encode(dst, xs, t, sc)
+}
+func (s *tieredValues) encode(dst []byte, xs []float32, t int, sc *encScratch) error {
+	return s.hv.encode(dst, xs, t, sc)
+}
+
+func (s *tieredKeys) putCodes(b []byte, n int) error   { return s.put(b, n) }
+func (s *tieredValues) putCodes(b []byte, n int) error { return s.put(b, n) }
+
+func (s *tieredKeys) checkCodes(b []byte, n int) error   { return checkEach(s.hq, b, n) }
+func (s *tieredValues) checkCodes(b []byte, n int) error { return checkEach(s.hq, b, n) }
+
+func (t *tiers) exportCodes(int, int) ([]byte, error) {
+	return nil, fmt.Errorf("kvcache: a tiered format's codes change as its tokens age: they cannot be exported")
+}

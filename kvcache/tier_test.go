@@ -1,0 +1,264 @@
+package kvcache
+
+import (
+	"bytes"
+	"fmt"
+	"math"
+	"math/rand/v2"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/turbomem/turbomem/tensor"
+)
+
+// tieredTestFormats are the tiered formats the tests that go through
+// every format (compressedSpecs) add to FormatNames.
+var tieredTestFormats = []string{"tcq3.5>2@100", "klt3.5>2.5@41"}
+
+func TestParseTiered(t *testing.T) {
+	for _, tc := range []struct {
+		name, canon string
+		span        int // at the default window
+		err         string
+	}{
+		{"tcq3.5>2@384", "tcq3.5>2@384", 320, ""},
+		{"tcq3.5>2.0@0384", "tcq3.5>2@384", 320, ""},
+		{"klt4>2.5@65", "klt4>2.5@65", 1, ""},
+		{"tcq3.5>2@64", "tcq3.5>2@64", 0, "inside the fp16 window"},
+		{"tcq3.5>4@384", "", 0, "not below"},
+		{"tcq3.5>3.5@384", "", 0, "not below"},
+		{"turbo3.5>2@384", "", 0, "not a calibrated format"},
+		{"tcq3.5>7@384", "", 0, "not a format of the tcq family"},
+		{"tcq3.5>@384", "", 0, "not a rate of the tcq family"},
+		{"tcq3.5>2", "", 0, "no @AGE"},
+		{"tcq3.5>2@0", "", 0, "age"},
+		{"tcq3.5>2@-5", "", 0, "age"},
+		{"tcq3.5>2@x", "", 0, "age"},
+		{"tcq3.5>2@2000000", "", 0, "age"},
+		{"tcq3.5>2.5>2@384", "", 0, "not a rate"},
+		{"tcq3.5>2@384@9", "", 0, "age"},
+		{">2@384", "", 0, "not a format"},
+	} {
+		f, err := ParseFormat(tc.name)
+		if err == nil {
+			err = Spec{K: f, V: f}.checkFormats(Shape{QHeads: 2, KVHeads: 1, HeadDim: 128})
+		}
+		switch {
+		case tc.err == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%s: error %v, want one saying %q", tc.name, err, tc.err)
+		case tc.err == "" && (f.String() != tc.canon || f.span(DefaultWindow) != tc.span || !f.Calibrated()):
+			t.Errorf("%s: %s, span %d, calibrated %v; want %s, %d", tc.name, f, f.span(DefaultWindow), f.Calibrated(), tc.canon, tc.span)
+		}
+	}
+	a, _ := ParseFormat("tcq3.5>2@384")
+	b, _ := ParseFormat("tcq3.5>2.0@384")
+	if a != b {
+		t.Error("two spellings of one tiered format are different Formats")
+	}
+	if _, err := a.Bits(128); err == nil {
+		t.Error("Bits of a tiered format: no error")
+	}
+}
+
+// TestTieredBitsAt: the closed form's bits for tcq3.5>2@384 at head
+// dimension 128 with the default window: 56-byte codes for the 320
+// newest compressed tokens, 32-byte ones for the rest.
+func TestTieredBitsAt(t *testing.T) {
+	s, err := ParseSpec("tcq3.5>2@384", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := Uniform(s)
+	for _, tc := range []struct {
+		n    int
+		bits float64
+	}{
+		{10, 3.5}, {65, 3.5}, {384, 3.5},
+		{1024, 2.5},                         // (320·3.5 + 640·2) / 960
+		{4096, (320*3.5 + 3712*2) / 4032.0}, // 2.119
+		{1 << 20, (320*3.5 + (1<<20-384)*2) / float64(1<<20-64)},
+	} {
+		got, err := c.BitsAt(128, tc.n)
+		if err != nil || math.Abs(got-tc.bits) > 1e-9 {
+			t.Errorf("BitsAt(128, %d) = %g, %v; want %g", tc.n, got, err, tc.bits)
+		}
+	}
+	plain := Uniform(Spec{K: s.K, V: mustFormat(t, "tcq3.5")})
+	if _, err := plain.Bits(128); err == nil {
+		t.Error("Bits of a configuration with tiered keys: no error")
+	}
+	u, _ := ParseSpec("tcq3.5", "")
+	if got, err := Uniform(u).BitsAt(128, 4096); err != nil || got != 3.5 {
+		t.Errorf("tcq3.5: BitsAt %g, %v", got, err)
+	}
+}
+
+// TestTieredCodes: a tiered cache holds, for each token, the code a
+// cache of its high rate alone holds while the token is young, and once
+// it is age tokens old the low rate's code of that code's decoded vector
+// (quant's own Encode and Decode, on the designs the plain caches use).
+func TestTieredCodes(t *testing.T) {
+	sh := Shape{QHeads: 4, KVHeads: 2, HeadDim: 64}
+	sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
+	r := rand.New(rand.NewPCG(5, 6))
+	ks, vs := rotatingKeys(r, sh, sh.Rope, 700, 4)
+	for _, window := range []int{0, -1, 10} {
+		tiered := withCovFrom(t, specFor(t, "tcq3.5>2@100", window), sh, ks[:300], vs[:300])
+		plain := tiered
+		plain.K, plain.V = mustFormat(t, "tcq3.5"), mustFormat(t, "tcq3.5")
+		tc, pc := newCache(t, tiered, sh).(*Compressed), newCache(t, plain, sh).(*Compressed)
+		for i := range ks {
+			for _, c := range []*Compressed{tc, pc} {
+				if err := c.Append(ks[i], vs[i]); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if i%97 != 0 && i != len(ks)-1 {
+				continue
+			}
+			n := i + 1
+			for hi := range sh.KVHeads {
+				tk := tc.heads[hi].keys.(*centeredKeys).inner.(*tieredKeys)
+				tv := tc.heads[hi].values.(*tieredValues)
+				pk := pc.heads[hi].keys.(*centeredKeys).inner.(*kltKeys).codes
+				pv := pc.heads[hi].values.(*codeValues).codes
+				for _, part := range []struct {
+					name  string
+					tr    *tiers
+					plain []byte
+				}{{"keys", &tk.tiers, pk}, {"values", &tv.tiers, pv}} {
+					tr, hb, lb := part.tr, part.tr.hq.Bytes(), part.tr.lq.Bytes()
+					if tr.n() != tc.nc || tr.nlo() != max(0, n-100) {
+						t.Fatalf("window %d, %d tokens: %s hold %d, %d of them re-coded; want %d, %d", window, n, part.name, tr.n(), tr.nlo(), tc.nc, max(0, n-100))
+					}
+					if tr.n()-tr.hiAt > 2*(tr.n()-tr.nlo())+1 {
+						t.Fatalf("window %d, %d tokens: %s keep %d high-rate codes for %d live", window, n, part.name, tr.n()-tr.hiAt, tr.n()-tr.nlo())
+					}
+					x := make([]float32, sh.HeadDim)
+					lo := make([]byte, lb)
+					for p := range tr.n() {
+						want := part.plain[p*hb : (p+1)*hb]
+						if p >= tr.hiAt && !bytes.Equal((*tr.hi)[(p-tr.hiAt)*hb:(p-tr.hiAt+1)*hb], want) {
+							t.Fatalf("window %d: %s: token %d's high-rate code differs from tcq3.5's", window, part.name, p)
+						}
+						if p >= tr.nlo() {
+							continue
+						}
+						if err := tr.hq.Decode(x, want); err != nil {
+							t.Fatal(err)
+						}
+						if err := tr.lq.Encode(lo, x); err != nil {
+							t.Fatal(err)
+						}
+						if !bytes.Equal((*tr.lo)[p*lb:(p+1)*lb], lo) {
+							t.Fatalf("window %d: %s: token %d's low-rate code is not tcq2's of its decoded tcq3.5 code", window, part.name, p)
+						}
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestTieredAttendIsTheMath: attention on a tiered cache is the exact
+// attention over its decoded tokens, each at the rate it now holds
+// (decoded), on the caller and on the pool's slices, for tiered keys
+// and values together and apart.
+func TestTieredAttendIsTheMath(t *testing.T) {
+	pool := tensor.NewPool(3)
+	defer pool.Close()
+	for _, sh := range []Shape{{QHeads: 8, KVHeads: 2, HeadDim: 128}, {QHeads: 6, KVHeads: 2, HeadDim: 64}} {
+		sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
+		for _, kv := range [][2]string{{"tcq3.5>2@200", ""}, {"tcq3.5>2@200", "tcq3.5"}, {"tcq3", "klt4>2@150"}, {"klt3.5>2.5@150", "f16"}} {
+			for _, window := range []int{0, -1} {
+				name := fmt.Sprintf("%d-%d-%d/%s:%s/window%d", sh.QHeads, sh.KVHeads, sh.HeadDim, kv[0], kv[1], window)
+				t.Run(name, func(t *testing.T) {
+					spec, err := ParseSpec(kv[0], kv[1])
+					if err != nil {
+						t.Fatal(err)
+					}
+					spec.Window = window
+					r := rand.New(rand.NewPCG(uint64(sh.QHeads), 9))
+					ks, vs := rotatingKeys(r, sh, sh.Rope, 1100, 4)
+					c := newCache(t, withCovFrom(t, spec, sh, ks[:400], vs[:400]), sh)
+					cc := c.(*Compressed)
+					n := 0
+					for _, at := range []int{1, 150, 260, 517, 1100} {
+						appendAll(t, c, ks[n:at], vs[n:at])
+						n = at
+						dk, dv := decoded(t, cc)
+						q := randQuery(r, sh)
+						want := naiveAttention(sh, dk, dv, q, 0.088)
+						var rms float64
+						for _, w := range want {
+							rms += w * w
+						}
+						rms = math.Sqrt(rms / float64(len(want)))
+						for _, p := range []*tensor.Pool{nil, pool} {
+							UsePool(c, p)
+							cc.split, cc.shortest = 0, compressedMinSlice
+							if p != nil {
+								cc.split, cc.shortest = 12, 64 // slices that cut across the tiers' boundary
+							}
+							got := make([]float32, len(q))
+							c.Attend(got, q, 0.088)
+							for i := range got {
+								if math.Abs(float64(got[i])-want[i]) > 2e-3*rms {
+									t.Fatalf("n=%d pool %d: out[%d] = %g, want %g (rms %g)", n, p.Threads(), i, got[i], want[i], rms)
+								}
+							}
+						}
+					}
+				})
+			}
+		}
+	}
+}
+
+// heldCodes returns the codes of a store's n tokens as it holds them:
+// exportCodes, or for a tiered store its low-rate codes and then the
+// live high-rate ones.
+func heldCodes(t *testing.T, s any, n int) []byte {
+	t.Helper()
+	if c, ok := s.(*centeredKeys); ok {
+		s = c.inner
+	}
+	var tr *tiers
+	switch st := s.(type) {
+	case *tieredKeys:
+		tr = &st.tiers
+	case *tieredValues:
+		tr = &st.tiers
+	default:
+		b, err := storeCodes(s).exportCodes(0, n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	if tr.n() != n {
+		t.Fatalf("a tiered store holds %d tokens, want %d", tr.n(), n)
+	}
+	return append(slices.Clone(*tr.lo), (*tr.hi)[(tr.nlo()-tr.hiAt)*tr.hq.Bytes():]...)
+}
+
+// TestTieredExportRefused: a tiered cache neither exports nor imports
+// codes (a prefix cache keeps its rows instead).
+func TestTieredExportRefused(t *testing.T) {
+	sh := Shape{QHeads: 2, KVHeads: 1, HeadDim: 64}
+	sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
+	spec := withCov(t, specFor(t, "tcq3.5>2@100", 8), sh)
+	c := newCache(t, spec, sh).(*Compressed)
+	r := rand.New(rand.NewPCG(1, 2))
+	ks, vs := kvData(r, sh, 40, true)
+	appendAll(t, c, ks, vs)
+	if _, err := c.Export("m", 0, 16); err == nil || !strings.Contains(err.Error(), "tiered") {
+		t.Errorf("Export: %v", err)
+	}
+	if err := c.Import("m", []byte("TMKV")); err == nil || !strings.Contains(err.Error(), "tiered") {
+		t.Errorf("Import: %v", err)
+	}
+}
