@@ -13,6 +13,7 @@ import (
 	"github.com/turbomem/turbomem/defaultmodel"
 	"github.com/turbomem/turbomem/kvcache"
 	"github.com/turbomem/turbomem/model"
+	"github.com/turbomem/turbomem/quant"
 	"github.com/turbomem/turbomem/tokenizer"
 )
 
@@ -185,6 +186,33 @@ func TestKVTable(t *testing.T) {
 	}
 	if auto.Format != "auto:3" || auto.Bits > 3 || !(auto.Predicted > 0) || !(auto.KLMean > 0) {
 		t.Errorf("auto:3 row %+v", auto)
+	}
+}
+
+// TestKVTableTiered: a tiered format's row counts its bits at the
+// window's length (kvcache.Config.BitsAt): of the ctx − w compressed
+// tokens, the 40 − w newest at 3.5 bits and the rest at 2; its bytes are
+// BytesAt's.
+func TestKVTableTiered(t *testing.T) {
+	m := loadDefault(t)
+	tok, err := model.LoadTokenizer(m.File())
+	if err != nil {
+		t.Fatal(err)
+	}
+	configs := tinyConfigs(t, "tcq3.5>2@40")
+	o := KVTableOptions{Ctx: tinyCtx(), Chunks: 1, Plan: KVPlanOptions{Model: defaultmodel.SHA256, CalibChunks: 6}}
+	res, err := KVTable(context.Background(), m, tok, defaultmodel.HeldOut()[:6000], configs, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	row, n, w := res.Rows[0], tinyCtx(), tinyWindow()
+	wantBits := (float64(40-w)*3.5 + float64(n-40)*2) / float64(n-w)
+	sh := m.CacheShape()
+	d := sh.HeadDim
+	perHead := 2*((40-w)*quant.KLTBytes(d, 3.5)+(n-40)*quant.KLTBytes(d, 2)) + 4*d*w
+	want := m.Config.Layers * sh.KVHeads * perHead
+	if row.Format != "tcq3.5>2@40" || math.Abs(row.Bits-wantBits) > 1e-9 || row.BytesPerToken != float64(want)/float64(n) || !(row.KLMean > 0) {
+		t.Errorf("tiered row %+v, want %g bits and %d bytes", row, wantBits, want)
 	}
 }
 
