@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -50,7 +51,10 @@ func testModel(t testing.TB) *Model {
 	return embedded
 }
 
-// withKV returns the embedded model served with another cache format.
+// withKV returns the embedded model served with another cache format; a
+// calibrated one (klt, tcq, tiered) gets the covariances of Gaussian keys
+// and values of the model's shape: codes of no quality, but the cache's
+// every path.
 func withKV(t testing.TB, format string) *Model {
 	c, err := kvcache.Parse(format)
 	if err != nil {
@@ -58,6 +62,25 @@ func withKV(t testing.TB, format string) *Model {
 	}
 	m := *testModel(t)
 	m.KV = c
+	if !c.NeedsCovariances() {
+		return &m
+	}
+	sh := m.Model.CacheShape()
+	r := rand.New(rand.NewPCG(3, 4))
+	tr := &kvcache.Trace{Shape: sh}
+	for range 400 * sh.KVHeads * sh.HeadDim {
+		tr.K = append(tr.K, float32(r.NormFloat64()))
+		tr.V = append(tr.V, float32(r.NormFloat64()))
+	}
+	layers := make([]*kvcache.Trace, m.Model.Config.Layers)
+	for i := range layers {
+		layers[i] = tr
+	}
+	cov, err := kvcache.EstimateCovariances([][]*kvcache.Trace{layers})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.KV = c.WithCovariances(cov)
 	return &m
 }
 
