@@ -47,10 +47,13 @@ import (
 type Format struct {
 	name string
 	c    *codec
-	// lo and age make a tiered format (format_tier.go): a token is
-	// re-coded with lo once it is age tokens old; nil and 0 otherwise.
-	lo  *codec
-	age int
+	// lo and age or share make a tiered format (format_tier.go): a token
+	// is re-coded with lo once it is age tokens old, or once it is not
+	// among the newest share of the compressed tokens; nil and 0
+	// otherwise.
+	lo    *codec
+	age   int
+	share float64 // the share of compressed tokens held high, instead of an age
 }
 
 // codec is what a format does: how big its codes are, how it encodes

@@ -2,6 +2,7 @@ package kvcache
 
 import (
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 
@@ -25,6 +26,12 @@ import (
 // and BytesAt give the closed form at any length; Format.Bits gives the
 // rate a token ends at).
 //
+// "tcq3.5>2~2.5" holds the newest third of the compressed tokens at
+// tcq3.5 and the rest at tcq2: a band that grows with the context, sized
+// so that the codes average 2.5 bits at every length (to within one
+// token's rounding). At 1024 tokens with the default window it is
+// tcq3.5>2@384; at 4096 its band is 1344 tokens.
+//
 // A query sees a token in the tier it was in when the query came: a
 // prompt's chunk attends each of its queries on the codes it would have
 // had token by token (the high-rate codes of tokens re-coded within the
@@ -35,16 +42,21 @@ import (
 // maxTierAge bounds the age a tiered format re-codes at.
 const maxTierAge = 1 << 20
 
-// parseTiered returns the tiered format called name, HIGH>LOW@AGE: HIGH a
-// calibrated format, LOW a lower rate of its family, AGE a token count.
+// parseTiered returns the tiered format called name, HIGH>LOW@AGE or
+// HIGH>LOW~BITS: HIGH a calibrated format, LOW a lower rate of its
+// family, AGE a token count, BITS an average rate between them.
 func parseTiered(name string) (Format, error) {
 	bad := func(why string, args ...any) (Format, error) {
-		return Format{}, fmt.Errorf("kvcache: tiered KV format %q (HIGH>LOW@AGE, e.g. tcq3.5>2@384): %s", name, fmt.Sprintf(why, args...))
+		return Format{}, fmt.Errorf("kvcache: tiered KV format %q (HIGH>LOW@AGE or HIGH>LOW~BITS, e.g. tcq3.5>2@384, tcq3.5>2~2.5): %s", name, fmt.Sprintf(why, args...))
 	}
 	hiName, rest, _ := strings.Cut(name, ">")
-	loRate, ageText, ok := strings.Cut(rest, "@")
+	sep := "@"
+	if strings.Contains(rest, "~") {
+		sep = "~"
+	}
+	loRate, ageText, ok := strings.Cut(rest, sep)
 	if !ok {
-		return bad("no @AGE")
+		return bad("no @AGE or ~BITS")
 	}
 	hi, err := ParseFormat(hiName)
 	if err != nil || strings.ContainsAny(hiName, ">@") {
@@ -65,12 +77,20 @@ func parseTiered(name string) (Format, error) {
 	if lo.c.rate >= hi.c.rate {
 		return bad("the later rate %s is not below %s", lo, hi)
 	}
+	loShort := strings.TrimPrefix(lo.name, family)
+	if sep == "~" {
+		bits, err := strconv.ParseFloat(ageText, 64)
+		if err != nil || !(bits > lo.c.rate && bits < hi.c.rate) {
+			return bad("the average rate %q is not between %g and %g", ageText, lo.c.rate, hi.c.rate)
+		}
+		canon := fmt.Sprintf("%s>%s~%s", hi, loShort, strconv.FormatFloat(bits, 'g', -1, 64))
+		return Format{name: canon, c: hi.c, lo: lo.c, share: (bits - lo.c.rate) / (hi.c.rate - lo.c.rate)}, nil
+	}
 	age, err := strconv.Atoi(ageText)
 	if err != nil || age < 1 || age > maxTierAge {
 		return bad("age %q is not a whole number of tokens from 1 to %d", ageText, maxTierAge)
 	}
-	canon := fmt.Sprintf("%s>%s@%d", hi, strings.TrimPrefix(lo.name, family), age)
-	return Format{name: canon, c: hi.c, lo: lo.c, age: age}, nil
+	return Format{name: fmt.Sprintf("%s>%s@%d", hi, loShort, age), c: hi.c, lo: lo.c, age: age}, nil
 }
 
 // tiered reports whether the format re-codes tokens as they age.
@@ -79,15 +99,21 @@ func (f Format) tiered() bool { return f.lo != nil }
 // checkTier reports whether a tiered format's age lies beyond the fp16
 // window (a token must have left it to be re-coded).
 func (f Format) checkTier(window int) error {
-	if f.tiered() && f.age <= window {
+	if f.tiered() && f.share == 0 && f.age <= window {
 		return fmt.Errorf("kvcache: format %s re-codes tokens at age %d, inside the fp16 window of %d: choose an age above it", f, f.age, window)
 	}
 	return nil
 }
 
-// span returns how many of the newest compressed tokens a tiered format
-// holds at its high rate, with a window of the given length.
-func (f Format) span(window int) int { return f.age - window }
+// span returns how many of the newest of nc compressed tokens a tiered
+// format holds at its high rate, with a window of the given length: its
+// share of them (rounded down), or those younger than its age.
+func (f Format) span(window, nc int) int {
+	if f.share > 0 {
+		return int(math.Floor(float64(nc)*f.share + 1e-9))
+	}
+	return f.age - window
+}
 
 // codeBytesAt returns the bytes of one head's codes of nc compressed
 // tokens (keys when key is true), with a window of the given length: the
@@ -96,7 +122,7 @@ func (f Format) codeBytesAt(d int, key bool, nc, window int) int64 {
 	if !f.tiered() {
 		return int64(nc) * int64(f.c.tokenBytes(d, key))
 	}
-	hi := min(nc, f.span(window))
+	hi := min(nc, f.span(window, nc))
 	return int64(hi)*int64(f.c.tokenBytes(d, key)) + int64(nc-hi)*int64(f.lo.tokenBytes(d, key))
 }
 
@@ -107,7 +133,7 @@ func (f Format) codeBytesAt(d int, key bool, nc, window int) int64 {
 type tiers struct {
 	hq, lq *quant.KLT
 	hi, lo *[]byte // the codes of the two stores
-	span   int     // tokens held at the high rate
+	span   func(nc int) int // of nc tokens, how many are held at the high rate
 	hiAt   int
 	x      []float32
 	sc     quant.Scratch
@@ -123,7 +149,7 @@ func (t *tiers) nlo() int { return len(*t.lo) / t.lq.Bytes() }
 // the tokens that are more than span from the newest.
 func (t *tiers) settle() error {
 	hb := t.hq.Bytes()
-	for p := t.nlo(); p < t.n()-t.span; p++ {
+	for p := t.nlo(); p < t.bound(t.n()); p++ {
 		t.x = grown(t.x, t.hq.Dim())
 		i := (p - t.hiAt) * hb
 		if err := t.hq.Decode(t.x, (*t.hi)[i:i+hb]); err != nil {
@@ -151,7 +177,7 @@ func (t *tiers) trim() {
 
 // bound returns the first position a query that sees nc compressed
 // tokens reads at the high rate.
-func (t *tiers) bound(nc int) int { return max(0, nc-t.span) }
+func (t *tiers) bound(nc int) int { return max(0, nc-t.span(nc)) }
 
 // bytes returns the live codes' bytes: each token once, in its tier.
 func (t *tiers) bytes() int { return len(*t.lo) + (t.n()-t.nlo())*t.hq.Bytes() }
@@ -180,7 +206,7 @@ type tieredKeys struct {
 	hk, lk *kltKeys
 }
 
-func newTieredKeys(hq, lq *quant.KLT, span int) *tieredKeys {
+func newTieredKeys(hq, lq *quant.KLT, span func(int) int) *tieredKeys {
 	s := &tieredKeys{hk: &kltKeys{codeKeys: codeKeys{q: hq}, k: hq}, lk: &kltKeys{codeKeys: codeKeys{q: lq}, k: lq}}
 	s.tiers = tiers{hq: hq, lq: lq, hi: &s.hk.codes, lo: &s.lk.codes, span: span}
 	return s
@@ -241,7 +267,7 @@ type tieredValues struct {
 	hv, lv *codeValues
 }
 
-func newTieredValues(hq, lq *quant.KLT, span int) *tieredValues {
+func newTieredValues(hq, lq *quant.KLT, span func(int) int) *tieredValues {
 	s := &tieredValues{hv: &codeValues{q: hq, acc: quant.NewAccumulator(hq)}, lv: &codeValues{q: lq, acc: quant.NewAccumulator(lq)}}
 	s.tiers = tiers{hq: hq, lq: lq, hi: &s.hv.codes, lo: &s.lv.codes, span: span}
 	return s

@@ -14,14 +14,22 @@ import (
 
 // tieredTestFormats are the tiered formats the tests that go through
 // every format (compressedSpecs) add to FormatNames.
-var tieredTestFormats = []string{"tcq3.5>2@100", "klt3.5>2.5@41"}
+var tieredTestFormats = []string{"tcq3.5>2@100", "klt3.5>2.5@41", "tcq3.5>2~2.5"}
 
 func TestParseTiered(t *testing.T) {
 	for _, tc := range []struct {
 		name, canon string
-		span        int // at the default window
+		span        int // of 960 compressed tokens, at the default window
 		err         string
 	}{
+		{"tcq3.5>2~2.5", "tcq3.5>2~2.5", 320, ""},
+		{"tcq3.5>2.0~2.50", "tcq3.5>2~2.5", 320, ""},
+		{"klt4>2~3", "klt4>2~3", 480, ""},
+		{"tcq3.5>2~3.5", "", 0, "not between"},
+		{"tcq3.5>2~2", "", 0, "not between"},
+		{"tcq3.5>2~x", "", 0, "not between"},
+		{"tcq3.5>2~NaN", "", 0, "not between"},
+		{"tcq3.5>2~2.5@9", "", 0, "not between"},
 		{"tcq3.5>2@384", "tcq3.5>2@384", 320, ""},
 		{"tcq3.5>2.0@0384", "tcq3.5>2@384", 320, ""},
 		{"klt4>2.5@65", "klt4>2.5@65", 1, ""},
@@ -31,7 +39,7 @@ func TestParseTiered(t *testing.T) {
 		{"turbo3.5>2@384", "", 0, "not a calibrated format"},
 		{"tcq3.5>7@384", "", 0, "not a format of the tcq family"},
 		{"tcq3.5>@384", "", 0, "not a rate of the tcq family"},
-		{"tcq3.5>2", "", 0, "no @AGE"},
+		{"tcq3.5>2", "", 0, "no @AGE or ~BITS"},
 		{"tcq3.5>2@0", "", 0, "age"},
 		{"tcq3.5>2@-5", "", 0, "age"},
 		{"tcq3.5>2@x", "", 0, "age"},
@@ -49,8 +57,8 @@ func TestParseTiered(t *testing.T) {
 			t.Errorf("%s: %v", tc.name, err)
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 			t.Errorf("%s: error %v, want one saying %q", tc.name, err, tc.err)
-		case tc.err == "" && (f.String() != tc.canon || f.span(DefaultWindow) != tc.span || !f.Calibrated()):
-			t.Errorf("%s: %s, span %d, calibrated %v; want %s, %d", tc.name, f, f.span(DefaultWindow), f.Calibrated(), tc.canon, tc.span)
+		case tc.err == "" && (f.String() != tc.canon || f.span(DefaultWindow, 960) != tc.span || !f.Calibrated()):
+			t.Errorf("%s: %s, span %d, calibrated %v; want %s, %d", tc.name, f, f.span(DefaultWindow, 960), f.Calibrated(), tc.canon, tc.span)
 		}
 	}
 	a, _ := ParseFormat("tcq3.5>2@384")
@@ -86,6 +94,25 @@ func TestTieredBitsAt(t *testing.T) {
 			t.Errorf("BitsAt(128, %d) = %g, %v; want %g", tc.n, got, err, tc.bits)
 		}
 	}
+	s, err = ParseSpec("tcq3.5>2~2.5", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		n    int
+		bits float64
+	}{
+		// 1 or 2 compressed tokens: none in the newest third (rounded
+		// down); 3 tokens: one
+		{65, 2}, {66, 2}, {67, 2.5}, {68, (3.5 + 3*2) / 4},
+		{1000, 2.5}, {1024, 2.5}, {4096, 2.5},
+		{1001, (312*3.5 + 625*2) / 937.0},
+	} {
+		got, err := Uniform(s).BitsAt(128, tc.n)
+		if err != nil || math.Abs(got-tc.bits) > 1e-9 {
+			t.Errorf("%s: BitsAt(128, %d) = %g, %v; want %g", s, tc.n, got, err, tc.bits)
+		}
+	}
 	plain := Uniform(Spec{K: s.K, V: mustFormat(t, "tcq3.5")})
 	if _, err := plain.Bits(128); err == nil {
 		t.Error("Bits of a configuration with tiered keys: no error")
@@ -105,8 +132,12 @@ func TestTieredCodes(t *testing.T) {
 	sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
 	r := rand.New(rand.NewPCG(5, 6))
 	ks, vs := rotatingKeys(r, sh, sh.Rope, 700, 4)
-	for _, window := range []int{0, -1, 10} {
-		tiered := withCovFrom(t, specFor(t, "tcq3.5>2@100", window), sh, ks[:300], vs[:300])
+	for _, tw := range []struct {
+		format string
+		window int
+	}{{"tcq3.5>2@100", 0}, {"tcq3.5>2@100", -1}, {"tcq3.5>2@100", 10}, {"tcq3.5>2~2.5", 0}, {"tcq3.5>2~2.5", -1}} {
+		format, window, share := tw.format, tw.window, strings.Contains(tw.format, "~")
+		tiered := withCovFrom(t, specFor(t, format, window), sh, ks[:300], vs[:300])
 		plain := tiered
 		plain.K, plain.V = mustFormat(t, "tcq3.5"), mustFormat(t, "tcq3.5")
 		tc, pc := newCache(t, tiered, sh).(*Compressed), newCache(t, plain, sh).(*Compressed)
@@ -131,18 +162,22 @@ func TestTieredCodes(t *testing.T) {
 					plain []byte
 				}{{"keys", &tk.tiers, pk}, {"values", &tv.tiers, pv}} {
 					tr, hb, lb := part.tr, part.tr.hq.Bytes(), part.tr.lq.Bytes()
-					if tr.n() != tc.nc || tr.nlo() != max(0, n-100) {
-						t.Fatalf("window %d, %d tokens: %s hold %d, %d of them re-coded; want %d, %d", window, n, part.name, tr.n(), tr.nlo(), tc.nc, max(0, n-100))
+					wantLo := max(0, n-100) // older than 100 tokens
+					if share {
+						wantLo = tc.nc - tc.nc/3 // all but the newest third
+					}
+					if tr.n() != tc.nc || tr.nlo() != wantLo {
+						t.Fatalf("%s window %d, %d tokens: %s hold %d, %d of them re-coded; want %d, %d", format, window, n, part.name, tr.n(), tr.nlo(), tc.nc, wantLo)
 					}
 					if tr.n()-tr.hiAt > 2*(tr.n()-tr.nlo())+1 {
-						t.Fatalf("window %d, %d tokens: %s keep %d high-rate codes for %d live", window, n, part.name, tr.n()-tr.hiAt, tr.n()-tr.nlo())
+						t.Fatalf("%s window %d, %d tokens: %s keep %d high-rate codes for %d live", format, window, n, part.name, tr.n()-tr.hiAt, tr.n()-tr.nlo())
 					}
 					x := make([]float32, sh.HeadDim)
 					lo := make([]byte, lb)
 					for p := range tr.n() {
 						want := part.plain[p*hb : (p+1)*hb]
 						if p >= tr.hiAt && !bytes.Equal((*tr.hi)[(p-tr.hiAt)*hb:(p-tr.hiAt+1)*hb], want) {
-							t.Fatalf("window %d: %s: token %d's high-rate code differs from tcq3.5's", window, part.name, p)
+							t.Fatalf("%s window %d: %s: token %d's high-rate code differs from tcq3.5's", format, window, part.name, p)
 						}
 						if p >= tr.nlo() {
 							continue
@@ -154,7 +189,7 @@ func TestTieredCodes(t *testing.T) {
 							t.Fatal(err)
 						}
 						if !bytes.Equal((*tr.lo)[p*lb:(p+1)*lb], lo) {
-							t.Fatalf("window %d: %s: token %d's low-rate code is not tcq2's of its decoded tcq3.5 code", window, part.name, p)
+							t.Fatalf("%s window %d: %s: token %d's low-rate code is not tcq2's of its decoded tcq3.5 code", format, window, part.name, p)
 						}
 					}
 				}
@@ -172,7 +207,7 @@ func TestTieredAttendIsTheMath(t *testing.T) {
 	defer pool.Close()
 	for _, sh := range []Shape{{QHeads: 8, KVHeads: 2, HeadDim: 128}, {QHeads: 6, KVHeads: 2, HeadDim: 64}} {
 		sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
-		for _, kv := range [][2]string{{"tcq3.5>2@200", ""}, {"tcq3.5>2@200", "tcq3.5"}, {"tcq3", "klt4>2@150"}, {"klt3.5>2.5@150", "f16"}} {
+		for _, kv := range [][2]string{{"tcq3.5>2@200", ""}, {"tcq3.5>2@200", "tcq3.5"}, {"tcq3", "klt4>2@150"}, {"klt3.5>2.5@150", "f16"}, {"tcq3.5>2~2.5", ""}} {
 			for _, window := range []int{0, -1} {
 				name := fmt.Sprintf("%d-%d-%d/%s:%s/window%d", sh.QHeads, sh.KVHeads, sh.HeadDim, kv[0], kv[1], window)
 				t.Run(name, func(t *testing.T) {
