@@ -132,7 +132,7 @@ func (f Format) codeBytesAt(d int, key bool, nc, window int) int64 {
 // codes of tokens before nlo are dropped by trim.
 type tiers struct {
 	hq, lq *quant.KLT
-	hi, lo *[]byte // the codes of the two stores
+	hi, lo *[]byte          // the codes of the two stores
 	span   func(nc int) int // of nc tokens, how many are held at the high rate
 	hiAt   int
 	x      []float32
