@@ -248,17 +248,21 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 			return err
 		}
 	}
-	for si := range streams {
+	// Each stream's store takes its codes on a task of its own: a tiered
+	// store re-codes the tokens that age as it does.
+	putErrs := make([]error, len(streams))
+	c.pool.TryRun(len(streams), func(si, _ int) {
 		st, h := &streams[si], c.heads[si/2]
-		var err error
 		switch {
 		case st.enc != nil:
-			err = st.enc.putCodes(st.codes, m)
+			putErrs[si] = st.enc.putCodes(st.codes, m)
 		case si%2 == 0:
-			err = addSteps(h.keys.add, st.rows, c.step*d)
+			putErrs[si] = addSteps(h.keys.add, st.rows, c.step*d)
 		default:
-			err = addSteps(h.values.add, st.rows, c.step*d)
+			putErrs[si] = addSteps(h.values.add, st.rows, c.step*d)
 		}
+	})
+	for si, err := range putErrs {
 		if err != nil {
 			return c.moveError(si, nc0, nc0+m, err)
 		}
@@ -395,6 +399,9 @@ func (c *Compressed) encodeAhead(i, _ int) {
 		a.codes[i] = make([]byte, b)
 	}
 	a.errs[i] = e.encode(a.codes[i], sc.x, c.nc, sc)
+	if tr := h.tier(i); tr != nil {
+		tr.recodeAhead(sc)
+	}
 }
 
 // putAhead stores the codes an attention step made of token c.nc, the

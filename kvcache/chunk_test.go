@@ -183,7 +183,7 @@ func TestAttendEncodesAhead(t *testing.T) {
 	ks, vs := kvData(r, sh, 400, true)
 	q := randQuery(r, sh)
 	qd := sh.QHeads * sh.HeadDim
-	ahead := map[string]int{}
+	ahead, recoded := map[string]int{}, map[string]int{}
 	for _, ns := range compressedSpecs(t, sh, 16) {
 		name := ns.name
 		ref, c := newCache(t, ns.spec, sh), newCache(t, ns.spec, sh)
@@ -200,6 +200,9 @@ func TestAttendEncodesAhead(t *testing.T) {
 			c.Attend(a, q, 0.125)
 			if cc.ahead.at == cc.nc+1 {
 				ahead[name]++
+			}
+			if tr := cc.heads[0].tk; tr != nil && tr.pendAt >= 0 {
+				recoded[name]++ // the next Append's re-coding made ahead too
 			}
 			if i%50 == 49 {
 				ref.Attend(b, q, 0.125)
@@ -222,10 +225,15 @@ func TestAttendEncodesAhead(t *testing.T) {
 			t.Fatalf("%s: %d bytes, %d encoding at each Append", name, c.Bytes(), ref.Bytes())
 		}
 	}
-	t.Logf("steps that encoded ahead: %v", ahead)
-	for _, name := range []string{"turbo3.5", "klt3.5", "tcq3.5", "q8_0", "q4_0"} {
+	t.Logf("steps that encoded ahead: %v; re-coded ahead: %v", ahead, recoded)
+	for _, name := range append([]string{"turbo3.5", "klt3.5", "tcq3.5", "q8_0", "q4_0"}, tieredTestFormats...) {
 		if ahead[name] < 100 {
 			t.Errorf("%s: %d steps encoded ahead", name, ahead[name])
+		}
+	}
+	for _, name := range tieredTestFormats { // ~2.5 re-codes at two steps of three
+		if recoded[name] < 90 {
+			t.Errorf("%s: %d steps re-coded ahead", name, recoded[name])
 		}
 	}
 }

@@ -292,6 +292,15 @@ func (c *Compressed) compress() error {
 	return nil
 }
 
+// tier returns the tiers of stream i (keys for i even, values for i
+// odd), nil where its store is not tiered.
+func (h *head) tier(i int) *tiers {
+	if i%2 == 1 {
+		return h.tv
+	}
+	return h.tk
+}
+
 // dropMoved drops the window's rows of tokens moved to the stores once
 // they are half its buffer, and tiered stores' high-rate codes of tokens
 // re-coded: amortised O(1) copying per token.

@@ -137,6 +137,10 @@ type tiers struct {
 	hiAt   int
 	x      []float32
 	sc     quant.Scratch
+	// pend is the low-rate code of token pendAt (−1: none), made by an
+	// attention step ahead of the put that re-codes it (recodeAhead).
+	pend   []byte
+	pendAt int
 }
 
 // n returns the number of tokens held.
@@ -146,23 +150,55 @@ func (t *tiers) n() int { return t.hiAt + len(*t.hi)/t.hq.Bytes() }
 func (t *tiers) nlo() int { return len(*t.lo) / t.lq.Bytes() }
 
 // settle re-codes at the low rate, from their decoded high-rate codes,
-// the tokens that are more than span from the newest.
+// the tokens that are no longer among the newest span (a code made
+// ahead taken as it is).
 func (t *tiers) settle() error {
-	hb := t.hq.Bytes()
 	for p := t.nlo(); p < t.bound(t.n()); p++ {
-		t.x = grown(t.x, t.hq.Dim())
-		i := (p - t.hiAt) * hb
-		if err := t.hq.Decode(t.x, (*t.hi)[i:i+hb]); err != nil {
-			return fmt.Errorf("kvcache: re-coding token %d: %w", p, err)
-		}
 		k := len(*t.lo)
 		*t.lo = append(*t.lo, make([]byte, t.lq.Bytes())...)
-		if err := quant.EncodeBatchScratch(t.lq, (*t.lo)[k:], t.x, &t.sc); err != nil {
+		if p == t.pendAt {
+			copy((*t.lo)[k:], t.pend)
+			continue
+		}
+		if err := t.recode((*t.lo)[k:], p, &t.x, &t.sc); err != nil {
 			*t.lo = (*t.lo)[:k]
-			return fmt.Errorf("kvcache: re-coding token %d: %w", p, err)
+			return err
 		}
 	}
+	t.pendAt = -1
 	return nil
+}
+
+// recode writes to dst the low-rate code of held token p's decoded
+// high-rate code, with scratch x and sc.
+func (t *tiers) recode(dst []byte, p int, x *[]float32, sc *quant.Scratch) error {
+	hb := t.hq.Bytes()
+	*x = grown(*x, t.hq.Dim())
+	i := (p - t.hiAt) * hb
+	if err := t.hq.Decode(*x, (*t.hi)[i:i+hb]); err != nil {
+		return fmt.Errorf("kvcache: re-coding token %d: %w", p, err)
+	}
+	if err := quant.EncodeBatchScratch(t.lq, dst, *x, sc); err != nil {
+		return fmt.Errorf("kvcache: re-coding token %d: %w", p, err)
+	}
+	return nil
+}
+
+// recodeAhead makes the low-rate code of the token that the put of one
+// more token will re-code, if the store holds it, with scratch sc: an
+// attention step's early task (Compressed.encodeAhead), beside its
+// slices, which read the high-rate codes alone. A failure leaves the
+// re-coding to settle, which reports it.
+func (t *tiers) recodeAhead(sc *encScratch) {
+	t.pendAt = -1
+	p := t.bound(t.n()+1) - 1
+	if p < t.nlo() || p >= t.n() {
+		return
+	}
+	t.pend = grown(t.pend, t.lq.Bytes())
+	if t.recode(t.pend, p, &sc.x, &sc.q) == nil {
+		t.pendAt = p
+	}
 }
 
 // trim drops the high-rate codes of tokens held at the low rate once
@@ -208,7 +244,7 @@ type tieredKeys struct {
 
 func newTieredKeys(hq, lq *quant.KLT, span func(int) int) *tieredKeys {
 	s := &tieredKeys{hk: &kltKeys{codeKeys: codeKeys{q: hq}, k: hq}, lk: &kltKeys{codeKeys: codeKeys{q: lq}, k: lq}}
-	s.tiers = tiers{hq: hq, lq: lq, hi: &s.hk.codes, lo: &s.lk.codes, span: span}
+	s.tiers = tiers{hq: hq, lq: lq, hi: &s.hk.codes, lo: &s.lk.codes, span: span, pendAt: -1}
 	return s
 }
 
@@ -269,7 +305,7 @@ type tieredValues struct {
 
 func newTieredValues(hq, lq *quant.KLT, span func(int) int) *tieredValues {
 	s := &tieredValues{hv: &codeValues{q: hq, acc: quant.NewAccumulator(hq)}, lv: &codeValues{q: lq, acc: quant.NewAccumulator(lq)}}
-	s.tiers = tiers{hq: hq, lq: lq, hi: &s.hv.codes, lo: &s.lv.codes, span: span}
+	s.tiers = tiers{hq: hq, lq: lq, hi: &s.hv.codes, lo: &s.lv.codes, span: span, pendAt: -1}
 	return s
 }
 
