@@ -251,7 +251,11 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 	// Each stream's store takes its codes on a task of its own: a tiered
 	// store re-codes the tokens that age as it does.
 	putErrs := make([]error, len(streams))
-	c.pool.TryRun(len(streams), func(si, _ int) {
+	putPool := c.pool
+	if c.heads[0].tk == nil && c.heads[0].tv == nil {
+		putPool = nil // appends alone: not worth a region
+	}
+	putPool.TryRun(len(streams), func(si, _ int) {
 		st, h := &streams[si], c.heads[si/2]
 		switch {
 		case st.enc != nil:

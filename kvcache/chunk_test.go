@@ -202,7 +202,12 @@ func TestAttendEncodesAhead(t *testing.T) {
 				ahead[name]++
 			}
 			if tr := cc.heads[0].tk; tr != nil && tr.pendAt >= 0 {
-				recoded[name]++ // the next Append's re-coding made ahead too
+				// the next Append's re-coding made ahead too: of the
+				// oldest token still at the high rate
+				if tr.pendAt != tr.nlo() {
+					t.Fatalf("%s, token %d: re-coded token %d ahead, the next to re-code is %d", name, i, tr.pendAt, tr.nlo())
+				}
+				recoded[name]++
 			}
 			if i%50 == 49 {
 				ref.Attend(b, q, 0.125)

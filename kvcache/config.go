@@ -307,6 +307,11 @@ func (c Config) BitsAt(d, n int) (float64, error) {
 	if err := s.V.Check(d, false); err != nil {
 		return 0, err
 	}
+	for _, f := range []Format{s.K, s.V} {
+		if err := f.checkTier(s.window()); err != nil {
+			return 0, err
+		}
+	}
 	nc := max(s.compressedAt(n), 1)
 	b := s.K.codeBytesAt(d, true, nc, s.window()) + s.V.codeBytesAt(d, false, nc, s.window())
 	return float64(8*b) / float64(2*nc*d), nil

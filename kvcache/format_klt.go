@@ -77,7 +77,7 @@ func (c *Compressed) kltStores(i int, h *head) error {
 		ck := centeredOn(c.shape.Rope, s.Cov.Layers[c.layer][i].RopeMean)
 		ck.inner = &kltKeys{codeKeys: codeKeys{q: q}, k: q}
 		if s.K.tiered() {
-			lq, err := design(s.K.lo, true, seed^3)
+			lq, err := design(s.K.lo, true, seed^1) // the plain format's seed: one design per rate
 			if err != nil {
 				return err
 			}
@@ -93,7 +93,7 @@ func (c *Compressed) kltStores(i int, h *head) error {
 		}
 		h.values = s.V.valueStore(q, d)
 		if s.V.tiered() {
-			lq, err := design(s.V.lo, false, seed^4)
+			lq, err := design(s.V.lo, false, seed^2)
 			if err != nil {
 				return err
 			}

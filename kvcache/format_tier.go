@@ -14,8 +14,8 @@ import (
 // at lower rates as tokens age"), the 320 tokens just past a 64-token
 // window carry 83–89% of the squared attention weights beyond it. A
 // tiered format spends its bits there. "tcq3.5>2@384" codes a token that
-// leaves the window as tcq3.5 and, once it is 384 tokens old (383 newer
-// ones held), re-codes it as tcq2 from its decoded vector: what a cache
+// leaves the window as tcq3.5 and, once 384 newer tokens are held,
+// re-codes it as tcq2 from its decoded vector: what a cache
 // that holds only codes can do. Both codes are calibrated designs of the
 // same family (klt or tcq), the keys centred on the calibration's mean
 // like every klt key.
@@ -201,11 +201,18 @@ func (t *tiers) recodeAhead(sc *encScratch) {
 	}
 }
 
+// trimSlack is the number of re-coded tokens' high-rate codes a store
+// keeps beyond the count of Bytes before it drops them: memory the
+// count leaves out stays under 64 codes per store, at the price of
+// copying the live high-rate codes once every 64 re-codings (a ~ format
+// holds a third of a long context's tokens there).
+const trimSlack = 64
+
 // trim drops the high-rate codes of tokens held at the low rate once
-// they are as many as the live ones: amortised O(1) copying per token.
+// there are trimSlack of them.
 func (t *tiers) trim() {
 	hb := t.hq.Bytes()
-	if dead := t.nlo() - t.hiAt; dead > 0 && dead >= t.n()-t.nlo() {
+	if dead := t.nlo() - t.hiAt; dead >= trimSlack {
 		*t.hi = append((*t.hi)[:0], (*t.hi)[dead*hb:]...)
 		t.hiAt += dead
 	}
@@ -220,10 +227,23 @@ func (t *tiers) bytes() int { return len(*t.lo) + (t.n()-t.nlo())*t.hq.Bytes() }
 
 // put appends n high-rate codes and re-codes what has aged.
 func (t *tiers) put(b []byte, n int) error {
-	if err := putSized(t.hi, b, n, t.hq.Bytes()); err != nil {
+	return t.added(func() error { return putSized(t.hi, b, n, t.hq.Bytes()) })
+}
+
+// added runs add, which appends high-rate codes, and re-codes what has
+// aged; if the re-coding fails the new codes go again (tokens re-coded
+// before the failure stay: the bound decides which code a query reads,
+// and their high-rate codes are still held).
+func (t *tiers) added(add func() error) error {
+	n0 := len(*t.hi)
+	if err := add(); err != nil {
 		return err
 	}
-	return t.settle()
+	if err := t.settle(); err != nil {
+		*t.hi = (*t.hi)[:n0]
+		return err
+	}
+	return nil
 }
 
 // cut returns the views of rows[j][a:b] for every j, in buf's room.
@@ -249,10 +269,7 @@ func newTieredKeys(hq, lq *quant.KLT, span func(int) int) *tieredKeys {
 }
 
 func (s *tieredKeys) add(xs []float32) error {
-	if err := s.hk.add(xs); err != nil {
-		return err
-	}
-	return s.settle()
+	return s.added(func() error { return s.hk.add(xs) })
 }
 
 // begin sizes the set-up of both rates' queries (the low rate's in
@@ -310,10 +327,7 @@ func newTieredValues(hq, lq *quant.KLT, span func(int) int) *tieredValues {
 }
 
 func (s *tieredValues) add(xs []float32) error {
-	if err := s.hv.add(xs); err != nil {
-		return err
-	}
-	return s.settle()
+	return s.added(func() error { return s.hv.add(xs) })
 }
 
 func (s *tieredValues) bytes() int  { return s.tiers.bytes() }

@@ -347,6 +347,9 @@ func ReadPlan(r io.Reader) (*Plan, error) {
 		if err != nil {
 			return nil, fmt.Errorf("kvcache: plan: layer %d: %w", i, err)
 		}
+		if k.tiered() || v.tiered() {
+			return nil, fmt.Errorf("kvcache: plan: layer %d: a tiered format's rate depends on the cache's length; a plan's formats have fixed rates", i)
+		}
 		p.Layers = append(p.Layers, LayerFormats{K: k, V: v})
 	}
 	for _, name := range f.Sensitivity.Formats {

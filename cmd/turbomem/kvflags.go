@@ -326,5 +326,5 @@ func formatHelp() string {
 			use = append(use, name)
 		}
 	}
-	return strings.Join(use, ", ") + " (turbo3.5: 4.5x smaller than f16 at long context, less KL than q4_0 at head dimension 128; turbo4: less KL than q4_0 on every model measured; tcq: klt with trellis-coded components, less KL than klt at the same bits, auto's default candidates; HIGH>LOW@AGE, a tiered klt or tcq format: tcq3.5>2@384 codes a token tcq3.5 and re-codes it tcq2 once it is 384 tokens old, 2.5 bits at 1024 tokens and 2.1 at 4096, less KL than q4_0 with the window on every model measured at 1024); research baselines, measured to lose to the turbo formats: " + strings.Join(research, ", ")
+	return strings.Join(use, ", ") + " (turbo3.5: 4.5x smaller than f16 at long context, less KL than q4_0 at head dimension 128; turbo4: less KL than q4_0 on every model measured; tcq: klt with trellis-coded components, less KL than klt at the same bits, auto's default candidates; HIGH>LOW~BITS or HIGH>LOW@AGE, tiered klt or tcq formats: tcq3.5>2~2.5 holds the newest third of the compressed tokens as tcq3.5 and re-codes the rest as tcq2, 2.5 bits at every length, 0.36–0.81x q4_0's KL at 4096 tokens on every model measured; tcq3.5>2@384 re-codes a token once 384 newer ones are held); research baselines, measured to lose to the turbo formats: " + strings.Join(research, ", ")
 }
