@@ -212,30 +212,39 @@ func TestKLTAttendIsTheMath(t *testing.T) {
 					for _, at := range []int{1, 33, 131, 517, 1100} {
 						appendAll(t, c, ks[n:at], vs[n:at])
 						n = at
-						dk, dv := decoded(t, cc)
-						q := randQuery(r, sh)
-						want := naiveAttention(sh, dk, dv, q, 0.088)
-						var rms float64
-						for _, w := range want {
-							rms += w * w
-						}
-						rms = math.Sqrt(rms / float64(len(want)))
-						for _, p := range []*tensor.Pool{nil, pool} {
-							UsePool(c, p)
-							cc.split, cc.shortest = 0, compressedMinSlice
-							if p != nil {
-								cc.split, cc.shortest = 12, 128 // up to 6 slices per KV head
-							}
-							got := make([]float32, len(q))
-							c.Attend(got, q, 0.088)
-							for i := range got {
-								if math.Abs(float64(got[i])-want[i]) > 2e-3*rms {
-									t.Fatalf("n=%d pool %d: out[%d] = %g, want %g (rms %g)", n, p.Threads(), i, got[i], want[i], rms)
-								}
-							}
-						}
+						checkAttendDecoded(t, cc, r, pool, 128) // up to 6 slices per KV head
 					}
 				})
+			}
+		}
+	}
+}
+
+// checkAttendDecoded checks the attention of a random query on cc
+// against exact attention over its decoded tokens (decoded), to 2e-3 of
+// the output's rms: on the caller, and on pool's slices of at least
+// shortest positions (split 12).
+func checkAttendDecoded(t *testing.T, cc *Compressed, r *rand.Rand, pool *tensor.Pool, shortest int) {
+	t.Helper()
+	dk, dv := decoded(t, cc)
+	q := randQuery(r, cc.shape)
+	want := naiveAttention(cc.shape, dk, dv, q, 0.088)
+	var rms float64
+	for _, w := range want {
+		rms += w * w
+	}
+	rms = math.Sqrt(rms / float64(len(want)))
+	for _, p := range []*tensor.Pool{nil, pool} {
+		UsePool(cc, p)
+		cc.split, cc.shortest = 0, compressedMinSlice
+		if p != nil {
+			cc.split, cc.shortest = 12, shortest
+		}
+		got := make([]float32, len(q))
+		cc.Attend(got, q, 0.088)
+		for i := range got {
+			if math.Abs(float64(got[i])-want[i]) > 2e-3*rms {
+				t.Fatalf("n=%d pool %d: out[%d] = %g, want %g (rms %g)", cc.n, p.Threads(), i, got[i], want[i], rms)
 			}
 		}
 	}

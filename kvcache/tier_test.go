@@ -228,28 +228,7 @@ func TestTieredAttendIsTheMath(t *testing.T) {
 					for _, at := range []int{1, 150, 260, 517, 1100} {
 						appendAll(t, c, ks[n:at], vs[n:at])
 						n = at
-						dk, dv := decoded(t, cc)
-						q := randQuery(r, sh)
-						want := naiveAttention(sh, dk, dv, q, 0.088)
-						var rms float64
-						for _, w := range want {
-							rms += w * w
-						}
-						rms = math.Sqrt(rms / float64(len(want)))
-						for _, p := range []*tensor.Pool{nil, pool} {
-							UsePool(c, p)
-							cc.split, cc.shortest = 0, compressedMinSlice
-							if p != nil {
-								cc.split, cc.shortest = 12, 64 // slices that cut across the tiers' boundary
-							}
-							got := make([]float32, len(q))
-							c.Attend(got, q, 0.088)
-							for i := range got {
-								if math.Abs(float64(got[i])-want[i]) > 2e-3*rms {
-									t.Fatalf("n=%d pool %d: out[%d] = %g, want %g (rms %g)", n, p.Threads(), i, got[i], want[i], rms)
-								}
-							}
-						}
+						checkAttendDecoded(t, cc, r, pool, 64) // slices that cut across the tiers' boundary
 					}
 				})
 			}
