@@ -214,7 +214,7 @@ func putSized(dst *[]byte, b []byte, n, size int) error {
 	if len(b) != n*size {
 		return fmt.Errorf("kvcache: %d bytes of codes for %d units of %d bytes", len(b), n, size)
 	}
-	*dst = append(*dst, b...)
+	*dst = append(slices.Grow(*dst, len(b)+codeSlack), b...)
 	return nil
 }
 

@@ -127,7 +127,7 @@ func (s *kltKeys) prepare(p *queryPrep, j int) {
 }
 
 func (s *kltKeys) scoreWith(dst [][]float32, p *queryPrep, t0 int) {
-	if err := s.k.ScoreQueries(dst, &p.klt, s.codes[t0*s.k.Bytes():]); err != nil {
+	if err := s.k.ScoreQueries(dst, &p.klt, withSlack(s.codes, t0*s.k.Bytes())); err != nil {
 		panic(err)
 	}
 }

@@ -3,6 +3,7 @@ package kvcache
 import (
 	"fmt"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -155,7 +156,7 @@ func (t *tiers) nlo() int { return len(*t.lo) / t.lq.Bytes() }
 func (t *tiers) settle() error {
 	for p := t.nlo(); p < t.bound(t.n()); p++ {
 		k := len(*t.lo)
-		*t.lo = append(*t.lo, make([]byte, t.lq.Bytes())...)
+		*t.lo = slices.Grow(*t.lo, t.lq.Bytes()+codeSlack)[:k+t.lq.Bytes()]
 		if p == t.pendAt {
 			copy((*t.lo)[k:], t.pend)
 			continue

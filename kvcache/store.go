@@ -102,10 +102,22 @@ type codeKeys struct {
 
 func (s *codeKeys) add(xs []float32) error { return appendCodes(s.q, &s.codes, xs) }
 
+// codeSlack is the room stores keep after their last code: the klt lane
+// kernels read a dword past a block of codes, and take the last block of
+// a slice of codes (its end) on their slower row path unless the slice
+// reaches that far (withSlack).
+const codeSlack = 4
+
+// withSlack returns codes[from:] reaching over the room after the last
+// code (its contents unread by any result; see codeSlack).
+func withSlack(codes []byte, from int) []byte {
+	return codes[from:min(len(codes)+codeSlack, cap(codes))]
+}
+
 // appendCodes encodes the vectors of xs at the end of *codes.
 func appendCodes(q quant.Quantizer, codes *[]byte, xs []float32) error {
 	n := len(*codes)
-	*codes = slices.Grow(*codes, len(xs)/q.Dim()*q.Bytes())[:n+len(xs)/q.Dim()*q.Bytes()]
+	*codes = slices.Grow(*codes, len(xs)/q.Dim()*q.Bytes()+codeSlack)[:n+len(xs)/q.Dim()*q.Bytes()]
 	if err := q.EncodeBatch((*codes)[n:], xs); err != nil {
 		*codes = (*codes)[:n]
 		return err
@@ -346,7 +358,7 @@ func (s *codeValues) newAccumulator() quant.Accumulator { return quant.NewAccumu
 
 func (s *codeValues) accumulate(a quant.Accumulator, accs, ws [][]float32, t0, _ int) {
 	if len(ws[0]) > 0 {
-		a.Accumulate(accs, ws, s.codes[t0*s.q.Bytes():])
+		a.Accumulate(accs, ws, withSlack(s.codes, t0*s.q.Bytes()))
 	}
 }
 
