@@ -170,7 +170,8 @@ func TestQuerySecondMoment(t *testing.T) {
 // Decode, independent of the attention path), for both rates, klt keys or
 // values alone, groups of 1, 3 and 4 query heads, with the default
 // window and none, at odd lengths, on the caller and on a pool with the
-// positions cut into slices. Tolerance as TestCompressedAttendIsTheMath's.
+// positions cut into slices; and for tiered formats, each token decoded
+// at the rate it now holds. Tolerance as TestCompressedAttendIsTheMath's.
 // The lane kernels are the AVX-512 ones where quant.SIMDLevel() says
 // avx512 (TestKLTAttendIsTheMathAVX2 runs the AVX2 ones there too).
 func TestKLTAttendIsTheMath(t *testing.T) {
@@ -179,7 +180,10 @@ func TestKLTAttendIsTheMath(t *testing.T) {
 	defer pool.Close()
 	for _, sh := range []Shape{{QHeads: 8, KVHeads: 2, HeadDim: 128}, {QHeads: 6, KVHeads: 2, HeadDim: 64}, {QHeads: 2, KVHeads: 2, HeadDim: 64}} {
 		sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
-		for _, kv := range [][2]string{{"klt3.5", "klt3.5"}, {"klt2.5", "klt2.5"}, {"klt3.5", "f16"}, {"q8_0", "klt2.5"}, {"tcq3.5", "tcq2.5"}, {"klt2.5", "tcq3.5"}} {
+		// The tiered pairs re-code from 150 or 200 tokens on: at 517 and
+		// 1100 tokens the slices cut across the tiers' boundary.
+		for _, kv := range [][2]string{{"klt3.5", "klt3.5"}, {"klt2.5", "klt2.5"}, {"klt3.5", "f16"}, {"q8_0", "klt2.5"}, {"tcq3.5", "tcq2.5"}, {"klt2.5", "tcq3.5"},
+			{"tcq3.5>2@200", "tcq3.5>2@200"}, {"tcq3.5>2@200", "tcq3.5"}, {"tcq3", "klt2.5>2@150"}, {"klt3.5>2.5@150", "f16"}, {"tcq3.5>2~2.5", "tcq3.5>2~2.5"}} {
 			for _, window := range []int{0, -1} {
 				name := fmt.Sprintf("%d-%d-%d/%s:%s/window%d", sh.QHeads, sh.KVHeads, sh.HeadDim, kv[0], kv[1], window)
 				t.Run(name, func(t *testing.T) {
@@ -275,6 +279,9 @@ func TestKLTAttendIsTheMathAVX2(t *testing.T) {
 // gives bits.
 func codedComponents(t *testing.T, v valueStore) int {
 	t.Helper()
+	if tv, ok := v.(*tieredValues); ok {
+		v = tv.hv // the high rate's
+	}
 	cv, ok := v.(*codeValues)
 	if !ok {
 		t.Fatalf("value store %T", v)

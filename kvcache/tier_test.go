@@ -2,14 +2,11 @@ package kvcache
 
 import (
 	"bytes"
-	"fmt"
 	"math"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
-
-	"github.com/turbomem/turbomem/tensor"
 )
 
 // tieredTestFormats are the tiered formats the tests that go through
@@ -197,40 +194,6 @@ func TestTieredCodes(t *testing.T) {
 						}
 					}
 				}
-			}
-		}
-	}
-}
-
-// TestTieredAttendIsTheMath: attention on a tiered cache is the exact
-// attention over its decoded tokens, each at the rate it now holds
-// (decoded), on the caller and on the pool's slices, for tiered keys
-// and values together and apart.
-func TestTieredAttendIsTheMath(t *testing.T) {
-	pool := tensor.NewPool(3)
-	defer pool.Close()
-	for _, sh := range []Shape{{QHeads: 8, KVHeads: 2, HeadDim: 128}, {QHeads: 6, KVHeads: 2, HeadDim: 64}} {
-		sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
-		for _, kv := range [][2]string{{"tcq3.5>2@200", ""}, {"tcq3.5>2@200", "tcq3.5"}, {"tcq3", "klt4>2@150"}, {"klt3.5>2.5@150", "f16"}, {"tcq3.5>2~2.5", ""}} {
-			for _, window := range []int{0, -1} {
-				name := fmt.Sprintf("%d-%d-%d/%s:%s/window%d", sh.QHeads, sh.KVHeads, sh.HeadDim, kv[0], kv[1], window)
-				t.Run(name, func(t *testing.T) {
-					spec, err := ParseSpec(kv[0], kv[1])
-					if err != nil {
-						t.Fatal(err)
-					}
-					spec.Window = window
-					r := rand.New(rand.NewPCG(uint64(sh.QHeads), 9))
-					ks, vs := rotatingKeys(r, sh, sh.Rope, 1100, 4)
-					c := newCache(t, withCovFrom(t, spec, sh, ks[:400], vs[:400]), sh)
-					cc := c.(*Compressed)
-					n := 0
-					for _, at := range []int{1, 150, 260, 517, 1100} {
-						appendAll(t, c, ks[n:at], vs[n:at])
-						n = at
-						checkAttendDecoded(t, cc, r, pool, 64) // slices that cut across the tiers' boundary
-					}
-				})
 			}
 		}
 	}
