@@ -24,8 +24,8 @@ import (
 // The bits are those of the mix a cache holds, so they depend on its
 // length: with the default window, tcq3.5>2@384 holds 2.5 bits per
 // coordinate at 1024 tokens, 2.12 at 4096, and tends to 2 (Config.BitsAt
-// and BytesAt give the closed form at any length; Format.Bits gives the
-// rate a token ends at).
+// and BytesAt give the closed form at any length; Format.Bits, which has
+// one rate to give, refuses a tiered format).
 //
 // "tcq3.5>2~2.5" holds the newest third of the compressed tokens at
 // tcq3.5 and the rest at tcq2: a band that grows with the context, sized
