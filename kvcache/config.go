@@ -298,19 +298,11 @@ func (c Config) Bits(d int) (float64, error) {
 // format's are Bits. While no token is compressed it counts the first.
 func (c Config) BitsAt(d, n int) (float64, error) {
 	s := c.uniform()
-	if c.plan != nil || c.NeedsPlan() || !s.K.tiered() && !s.V.tiered() {
+	if c.plan != nil || c.NeedsPlan() || !s.tiered() {
 		return c.Bits(d)
 	}
-	if err := s.K.Check(d, true); err != nil {
+	if err := s.checkDim(d); err != nil {
 		return 0, err
-	}
-	if err := s.V.Check(d, false); err != nil {
-		return 0, err
-	}
-	for _, f := range []Format{s.K, s.V} {
-		if err := f.checkTier(s.window()); err != nil {
-			return 0, err
-		}
 	}
 	nc := max(s.compressedAt(n), 1)
 	b := s.K.codeBytesAt(d, true, nc, s.window()) + s.V.codeBytesAt(d, false, nc, s.window())

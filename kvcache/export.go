@@ -346,7 +346,7 @@ func (r *Rope) fingerprint() uint64 {
 // fp16 window (to ≤ CompressedLen()); a range that starts before
 // CalibrationTokens carries each head's calibration.
 func (c *Compressed) Export(tag string, from, to int) ([]byte, error) {
-	if c.spec.K.tiered() || c.spec.V.tiered() {
+	if c.spec.tiered() {
 		return nil, fmt.Errorf("kvcache: export of %s: a tiered format's codes change as its tokens age", c.spec)
 	}
 	if len(tag) > maxExportTag {
@@ -395,7 +395,7 @@ func (c *Compressed) Export(tag string, from, to int) ([]byte, error) {
 // cache has none yet. Anything that does not match or check gives an
 // error and leaves the cache as it was.
 func (c *Compressed) Import(tag string, data []byte) error {
-	if c.spec.K.tiered() || c.spec.V.tiered() {
+	if c.spec.tiered() {
 		return fmt.Errorf("kvcache: import into %s: a tiered format's codes change as its tokens age", c.spec)
 	}
 	e, err := parseExport(data)

@@ -338,6 +338,11 @@ func (s Spec) checkFormats(sh Shape) error {
 	if err := sh.Validate(); err != nil {
 		return err
 	}
+	return s.checkDim(sh.HeadDim)
+}
+
+// checkDim is checkFormats for head dimension d, with no shape to check.
+func (s Spec) checkDim(d int) error {
 	if err := checkWindow(s.Window); err != nil {
 		return err
 	}
@@ -346,10 +351,10 @@ func (s Spec) checkFormats(sh Shape) error {
 			return err
 		}
 	}
-	if err := s.K.Check(sh.HeadDim, true); err != nil {
+	if err := s.K.Check(d, true); err != nil {
 		return fmt.Errorf("%w (keys)", err)
 	}
-	if err := s.V.Check(sh.HeadDim, false); err != nil {
+	if err := s.V.Check(d, false); err != nil {
 		return fmt.Errorf("%w (values)", err)
 	}
 	return nil

@@ -97,6 +97,9 @@ func parseTiered(name string) (Format, error) {
 // tiered reports whether the format re-codes tokens as they age.
 func (f Format) tiered() bool { return f.lo != nil }
 
+// tiered reports whether the key or the value format is tiered.
+func (s Spec) tiered() bool { return s.K.tiered() || s.V.tiered() }
+
 // checkTier reports whether a tiered format's age lies beyond the fp16
 // window (a token must have left it to be re-coded).
 func (f Format) checkTier(window int) error {
@@ -223,13 +226,14 @@ func (t *tiers) trim() {
 // tokens reads at the high rate.
 func (t *tiers) bound(nc int) int { return max(0, nc-t.span(nc)) }
 
+// add encodes the tokens of xs at the high rate and re-codes what has
+// aged.
+func (t *tiers) add(xs []float32) error {
+	return t.added(func() error { return appendCodes(t.hq, t.hi, xs) })
+}
+
 // bytes returns the live codes' bytes: each token once, in its tier.
 func (t *tiers) bytes() int { return len(*t.lo) + (t.n()-t.nlo())*t.hq.Bytes() }
-
-// put appends n high-rate codes and re-codes what has aged.
-func (t *tiers) put(b []byte, n int) error {
-	return t.added(func() error { return putSized(t.hi, b, n, t.hq.Bytes()) })
-}
 
 // added runs add, which appends high-rate codes, and re-codes what has
 // aged; if the re-coding fails the new codes go again (tokens re-coded
@@ -267,10 +271,6 @@ func newTieredKeys(hq, lq *quant.KLT, span func(int) int) *tieredKeys {
 	s := &tieredKeys{hk: &kltKeys{codeKeys: codeKeys{q: hq}, k: hq}, lk: &kltKeys{codeKeys: codeKeys{q: lq}, k: lq}}
 	s.tiers = tiers{hq: hq, lq: lq, hi: &s.hk.codes, lo: &s.lk.codes, span: span, pendAt: -1}
 	return s
-}
-
-func (s *tieredKeys) add(xs []float32) error {
-	return s.added(func() error { return s.hk.add(xs) })
 }
 
 // begin sizes the set-up of both rates' queries (the low rate's in
@@ -311,8 +311,6 @@ func (s *tieredKeys) score(dst, qs [][]float32, t0 int) {
 	s.scoreWith(dst, &p, t0)
 }
 
-func (s *tieredKeys) bytes() int { return s.tiers.bytes() }
-
 // tieredValues holds a tiered format's values: klt values at each rate,
 // summed side by side (the low rate's sum first) and brought back by
 // each rate's accumulator.
@@ -327,11 +325,6 @@ func newTieredValues(hq, lq *quant.KLT, span func(int) int) *tieredValues {
 	return s
 }
 
-func (s *tieredValues) add(xs []float32) error {
-	return s.added(func() error { return s.hv.add(xs) })
-}
-
-func (s *tieredValues) bytes() int  { return s.tiers.bytes() }
 func (s *tieredValues) accLen() int { return s.lv.accLen() + s.hv.accLen() }
 
 // tierAcc is a tiered value store's accumulator: the high rate's (which
@@ -372,24 +365,22 @@ func (s *tieredValues) finish(a quant.Accumulator, dst, acc []float32) {
 	}
 }
 
-// Tiered stores encode apart at the high rate (chunk.go) and re-code as
-// they put the codes; they export nothing (their codes change with age).
+// Tiered stores (keys and values alike, through tiers) encode apart at
+// the high rate (chunk.go) and re-code as they put the codes; they export
+// nothing (their codes change with age).
 
-func (s *tieredKeys) codeBytes() int   { return s.hq.Bytes() }
-func (s *tieredValues) codeBytes() int { return s.hq.Bytes() }
+func (t *tiers) codeBytes() int { return t.hq.Bytes() }
 
-func (s *tieredKeys) encode(dst []byte, xs []float32, t int, sc *encScratch) error {
-	return s.hk.encode(dst, xs, t, sc)
-}
-func (s *tieredValues) encode(dst []byte, xs []float32, t int, sc *encScratch) error {
-	return s.hv.encode(dst, xs, t, sc)
+func (t *tiers) encode(dst []byte, xs []float32, _ int, sc *encScratch) error {
+	return quant.EncodeBatchScratch(t.hq, dst, xs, &sc.q)
 }
 
-func (s *tieredKeys) putCodes(b []byte, n int) error   { return s.put(b, n) }
-func (s *tieredValues) putCodes(b []byte, n int) error { return s.put(b, n) }
+// putCodes appends n high-rate codes and re-codes what has aged.
+func (t *tiers) putCodes(b []byte, n int) error {
+	return t.added(func() error { return putSized(t.hi, b, n, t.hq.Bytes()) })
+}
 
-func (s *tieredKeys) checkCodes(b []byte, n int) error   { return checkEach(s.hq, b, n) }
-func (s *tieredValues) checkCodes(b []byte, n int) error { return checkEach(s.hq, b, n) }
+func (t *tiers) checkCodes(b []byte, n int) error { return checkEach(t.hq, b, n) }
 
 func (t *tiers) exportCodes(int, int) ([]byte, error) {
 	return nil, fmt.Errorf("kvcache: a tiered format's codes change as its tokens age: they cannot be exported")
