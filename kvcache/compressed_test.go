@@ -663,6 +663,9 @@ func FuzzParseFormat(f *testing.F) {
 	}
 	f.Add("turbo3.5 ")
 	f.Add("")
+	for _, n := range []string{"tcq3.5>2@384", "tcq3.5>2.0@384", "tcq3.5>2~2.5", "klt4>2~3", "tcq3.5>2.5>2@384", "tcq3.5>2~NaN", ">@", "q4_0>2@9"} {
+		f.Add(n) // tiered names, and names that are not
+	}
 	f.Fuzz(func(t *testing.T, name string) {
 		fm, err := ParseFormat(name)
 		if err != nil {
@@ -673,6 +676,9 @@ func FuzzParseFormat(f *testing.F) {
 		}
 		if fm.String() != name || !fm.Valid() {
 			t.Fatalf("ParseFormat(%q) = %v", name, fm)
+		}
+		if fm.tiered() && !(fm.lo.rate < fm.c.rate && (fm.age > 0) != (fm.share > 0) && fm.share < 1) {
+			t.Fatalf("%q: tiered with rates %g > %g, age %d, share %g", name, fm.c.rate, fm.lo.rate, fm.age, fm.share)
 		}
 	})
 }

@@ -84,14 +84,24 @@ func parseTiered(name string) (Format, error) {
 		if err != nil || !(bits > lo.c.rate && bits < hi.c.rate) {
 			return bad("the average rate %q is not between %g and %g", ageText, lo.c.rate, hi.c.rate)
 		}
-		canon := fmt.Sprintf("%s>%s~%s", hi, loShort, strconv.FormatFloat(bits, 'g', -1, 64))
-		return Format{name: canon, c: hi.c, lo: lo.c, share: (bits - lo.c.rate) / (hi.c.rate - lo.c.rate)}, nil
+		f := Format{name: fmt.Sprintf("%s>%s~%s", hi, loShort, strconv.FormatFloat(bits, 'g', -1, 64)), c: hi.c, lo: lo.c, share: (bits - lo.c.rate) / (hi.c.rate - lo.c.rate)}
+		return canonical(f, name, bad)
 	}
 	age, err := strconv.Atoi(ageText)
 	if err != nil || age < 1 || age > maxTierAge {
 		return bad("age %q is not a whole number of tokens from 1 to %d", ageText, maxTierAge)
 	}
-	return Format{name: fmt.Sprintf("%s>%s@%d", hi, loShort, age), c: hi.c, lo: lo.c, age: age}, nil
+	return canonical(Format{name: fmt.Sprintf("%s>%s@%d", hi, loShort, age), c: hi.c, lo: lo.c, age: age}, name, bad)
+}
+
+// canonical returns f if name is its one spelling, else bad's error
+// naming it: a format's name is what its String gives (cache exports,
+// plans and metrics label caches by it).
+func canonical(f Format, name string, bad func(string, ...any) (Format, error)) (Format, error) {
+	if f.name != name {
+		return bad("write it %s", f.name)
+	}
+	return f, nil
 }
 
 // tiered reports whether the format re-codes tokens as they age.

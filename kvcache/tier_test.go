@@ -20,7 +20,7 @@ func TestParseTiered(t *testing.T) {
 		err         string
 	}{
 		{"tcq3.5>2~2.5", "tcq3.5>2~2.5", 320, ""},
-		{"tcq3.5>2.0~2.50", "tcq3.5>2~2.5", 320, ""},
+		{"tcq3.5>2.0~2.50", "", 0, "write it tcq3.5>2~2.5"},
 		{"klt4>2~3", "klt4>2~3", 480, ""},
 		{"tcq3.5>2~3.5", "", 0, "not between"},
 		{"tcq3.5>2~2", "", 0, "not between"},
@@ -28,7 +28,7 @@ func TestParseTiered(t *testing.T) {
 		{"tcq3.5>2~NaN", "", 0, "not between"},
 		{"tcq3.5>2~2.5@9", "", 0, "not between"},
 		{"tcq3.5>2@384", "tcq3.5>2@384", 320, ""},
-		{"tcq3.5>2.0@0384", "tcq3.5>2@384", 320, ""},
+		{"tcq3.5>2.0@0384", "", 0, "write it tcq3.5>2@384"},
 		{"klt4>2.5@65", "klt4>2.5@65", 1, ""},
 		{"tcq3.5>2@64", "tcq3.5>2@64", 0, "inside the fp16 window"},
 		{"tcq3.5>4@384", "", 0, "not below"},
@@ -59,9 +59,8 @@ func TestParseTiered(t *testing.T) {
 		}
 	}
 	a, _ := ParseFormat("tcq3.5>2@384")
-	b, _ := ParseFormat("tcq3.5>2.0@384")
-	if a != b {
-		t.Error("two spellings of one tiered format are different Formats")
+	if b, _ := ParseFormat("tcq3.5>2@384"); a != b {
+		t.Error("two parses of one tiered format are different Formats")
 	}
 	if _, err := a.Bits(128); err == nil {
 		t.Error("Bits of a tiered format: no error")
