@@ -344,11 +344,54 @@ func (r *Rope) fingerprint() uint64 {
 // needs (see the layout above), tagged with tag (at most 255 bytes: a
 // model's identity, checked by Import). The tokens must have left the
 // fp16 window (to ≤ CompressedLen()); a range that starts before
-// CalibrationTokens carries each head's calibration.
+// CalibrationTokens carries each head's calibration. A tiered format's
+// tokens are exported in their high-rate codes, which its stores keep
+// only for the newest tokens (ExportRows writes the others).
 func (c *Compressed) Export(tag string, from, to int) ([]byte, error) {
-	if c.spec.tiered() {
-		return nil, fmt.Errorf("kvcache: export of %s: a tiered format's codes change as its tokens age", c.spec)
+	return c.export(tag, from, to, func(_ int, s any) ([]byte, error) { return storeCodes(s).exportCodes(from, to) })
+}
+
+// ExportRows is Export for a caller that kept the tokens' fp16 rows (k,
+// v: to − from rows of KVHeads·HeadDim values each, as Append took them,
+// rounded to fp16 as the window holds them). A tiered store re-codes its
+// tokens at the low rate as they age and then drops their high-rate
+// codes, which Export writes and Import starts from; ExportRows encodes
+// those streams' rows at the high rate as the cache did when they left
+// its window (the keys centred at their own positions), so that its bytes
+// are the ones Export wrote while the codes were held. Streams of other
+// formats are written from the codes held, as Export writes them.
+func (c *Compressed) ExportRows(tag string, from, to int, k, v []uint16) ([]byte, error) {
+	d, w := c.shape.HeadDim, c.shape.KVHeads*c.shape.HeadDim
+	if to >= from && (len(k) != (to-from)*w || len(v) != len(k)) {
+		return nil, fmt.Errorf("kvcache: export of tokens [%d, %d) from rows: %d and %d values, want %d each", from, to, len(k), len(v), (to-from)*w)
 	}
+	var sc encScratch
+	var x []float32
+	return c.export(tag, from, to, func(i int, s any) ([]byte, error) {
+		if c.heads[i/2].tier(i) == nil {
+			return storeCodes(s).exportCodes(from, to)
+		}
+		rows := k
+		if i%2 == 1 {
+			rows = v
+		}
+		n, h := to-from, i/2
+		x = grown(x, n*d)
+		for t := range n {
+			toF32(x[t*d:(t+1)*d], rows[t*w+h*d:t*w+(h+1)*d])
+		}
+		e := encoderOf(s)
+		b := make([]byte, n*e.codeBytes())
+		if err := e.encode(b, x, from, &sc); err != nil {
+			return nil, err
+		}
+		return b, nil
+	})
+}
+
+// export writes Export's bytes for tokens [from, to), codes(i, s) giving
+// stream i's (head i/2, keys for i even, values for i odd; s its store).
+func (c *Compressed) export(tag string, from, to int, codes func(i int, s any) ([]byte, error)) ([]byte, error) {
 	if len(tag) > maxExportTag {
 		return nil, fmt.Errorf("kvcache: export tag of %d bytes, at most %d", len(tag), maxExportTag)
 	}
@@ -372,11 +415,11 @@ func (c *Compressed) Export(tag string, from, to int) ([]byte, error) {
 		}
 	}
 	for i, h := range c.heads {
-		for _, s := range []any{h.keys, h.values} {
+		for j, s := range []any{h.keys, h.values} {
 			var b []byte
 			if to > from {
 				var err error
-				if b, err = storeCodes(s).exportCodes(from, to); err != nil {
+				if b, err = codes(2*i+j, s); err != nil {
 					return nil, fmt.Errorf("kvcache: export layer %d head %d: %w", c.layer, i, err)
 				}
 			}
@@ -395,9 +438,6 @@ func (c *Compressed) Export(tag string, from, to int) ([]byte, error) {
 // cache has none yet. Anything that does not match or check gives an
 // error and leaves the cache as it was.
 func (c *Compressed) Import(tag string, data []byte) error {
-	if c.spec.tiered() {
-		return fmt.Errorf("kvcache: import into %s: a tiered format's codes change as its tokens age", c.spec)
-	}
 	e, err := parseExport(data)
 	if err != nil {
 		return err

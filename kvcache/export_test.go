@@ -1,12 +1,15 @@
 package kvcache
 
 import (
+	"bytes"
 	"encoding/binary"
 	"hash/crc32"
 	"math"
 	"math/rand/v2"
 	"strings"
 	"testing"
+
+	"github.com/turbomem/turbomem/half"
 )
 
 // exportShape is the shape the export tests use: grouped queries, a
@@ -77,22 +80,47 @@ func sameAttention(t *testing.T, a, b Cache, sh Shape, seed uint64) {
 	}
 }
 
-// TestExportRoundTrip: for every compressed format, a cache rebuilt from
-// exported codes (in prefix-cache blocks of 64 tokens: the first block's
-// rows appended, the next blocks' codes imported, the last block's rows
-// appended, as a session refilled from blocks is) attends bit for bit as
-// the cache that exported them, holds the same bytes, and stays so as
-// both take more tokens.
+// TestExportRoundTrip: for every compressed format, tiered ones too, a
+// cache rebuilt from exported codes (in prefix-cache blocks of 64 tokens:
+// the first block's rows appended, the next blocks' codes imported, the
+// last block's rows appended, as a session refilled from blocks is)
+// attends bit for bit as the cache that exported them, holds the same
+// bytes, and stays so as both take more tokens. The blocks come from
+// ExportRows, whose bytes equal Export's wherever the cache still holds
+// the codes (every block of a format that is not tiered; a tiered one
+// drops the high-rate codes of the tokens it has re-coded, and Export
+// then says so).
 func TestExportRoundTrip(t *testing.T) {
 	sh := exportShape(t)
-	for _, name := range FormatNames() {
-		f, _ := ParseFormat(name)
-		if !f.compressed() || f.Check(sh.HeadDim, true) != nil {
+	for _, name := range append(FormatNames(), tieredTestFormats...) {
+		f, err := ParseFormat(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !f.compressed() || f.Check(sh.HeadDim, true) != nil || f.checkTier(DefaultWindow) != nil {
 			continue
 		}
 		t.Run(name, func(t *testing.T) {
 			spec := specFor(t, name, 0)
 			ks, vs := exportTokens(sh, 320, 1)
+			dropped := 0
+			export := func(c *Compressed, from, to int) []byte {
+				t.Helper()
+				b, err := c.ExportRows("m", from, to, fp16Rows(ks[from:to]), fp16Rows(vs[from:to]))
+				if err != nil {
+					t.Fatal(err)
+				}
+				held, err := c.Export("m", from, to)
+				switch {
+				case err == nil && !bytes.Equal(b, held):
+					t.Fatalf("ExportRows of [%d, %d) differs from Export", from, to)
+				case err != nil && (!f.tiered() || !strings.Contains(err.Error(), "rows")):
+					t.Fatalf("Export of [%d, %d): %v", from, to, err)
+				case err != nil:
+					dropped++
+				}
+				return b
+			}
 			x := newExportCache(t, spec, sh)
 			appendAll(t, x, ks[:256], vs[:256])
 			if x.CompressedLen() != 192 {
@@ -101,11 +129,7 @@ func TestExportRoundTrip(t *testing.T) {
 			y := newExportCache(t, spec, sh)
 			appendAll(t, y, ks[:64], vs[:64])
 			for from := 64; from < 192; from += 64 {
-				b, err := x.Export("m", from, from+64)
-				if err != nil {
-					t.Fatal(err)
-				}
-				if err := y.Import("m", b); err != nil {
+				if err := y.Import("m", export(x, from, from+64)); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -117,17 +141,28 @@ func TestExportRoundTrip(t *testing.T) {
 
 			// The whole compressed part at once into an empty cache.
 			z := newExportCache(t, spec, sh)
-			b, err := x.Export("m", 0, x.CompressedLen())
-			if err != nil {
-				t.Fatal(err)
-			}
-			if err := z.Import("m", b); err != nil {
+			if err := z.Import("m", export(x, 0, x.CompressedLen())); err != nil {
 				t.Fatal(err)
 			}
 			appendAll(t, z, ks[x.CompressedLen():], vs[x.CompressedLen():])
 			sameAttention(t, x, z, sh, 3)
+			if f.tiered() && dropped == 0 {
+				t.Error("Export wrote every block: the rows were never needed")
+			}
 		})
 	}
+}
+
+// fp16Rows returns rows rounded to fp16 and laid end to end, as a
+// caller that keeps a cache's rows (a prefix cache) holds them.
+func fp16Rows(rows [][]float32) []uint16 {
+	var out []uint16
+	for _, r := range rows {
+		for _, x := range r {
+			out = append(out, uint16(half.F32ToF16(x)))
+		}
+	}
+	return out
 }
 
 // TestExportSize: a block of turbo3.5 codes is its tokens' code bytes

@@ -36,9 +36,11 @@ import (
 // A query sees a token in the tier it was in when the query came: a
 // prompt's chunk attends each of its queries on the codes it would have
 // had token by token (the high-rate codes of tokens re-coded within the
-// chunk are kept until its queries are done). Tiered caches cannot export
-// their codes (a token's code changes as it ages): a prefix cache keeps
-// their rows instead.
+// chunk are kept until its queries are done). Export and Import carry a
+// tiered stream's tokens in their high-rate codes: an importing cache
+// re-codes what has aged at its own length, as computing did, so it holds
+// the exporter's bytes (ExportRows makes the high-rate codes again from
+// the rows where the stores have dropped them).
 
 // maxTierAge bounds the age a tiered format re-codes at.
 const maxTierAge = 1 << 20
@@ -376,8 +378,8 @@ func (s *tieredValues) finish(a quant.Accumulator, dst, acc []float32) {
 }
 
 // Tiered stores (keys and values alike, through tiers) encode apart at
-// the high rate (chunk.go) and re-code as they put the codes; they export
-// nothing (their codes change with age).
+// the high rate (chunk.go), re-code as they put the codes, and export
+// the high-rate codes they still hold.
 
 func (t *tiers) codeBytes() int { return t.hq.Bytes() }
 
@@ -392,6 +394,12 @@ func (t *tiers) putCodes(b []byte, n int) error {
 
 func (t *tiers) checkCodes(b []byte, n int) error { return checkEach(t.hq, b, n) }
 
-func (t *tiers) exportCodes(int, int) ([]byte, error) {
-	return nil, fmt.Errorf("kvcache: a tiered format's codes change as its tokens age: they cannot be exported")
+// exportCodes returns the high-rate codes of tokens [t0, t1), which
+// putCodes takes back; those of tokens re-coded at the low rate are held
+// only until trim drops them (Compressed.ExportRows encodes them again).
+func (t *tiers) exportCodes(t0, t1 int) ([]byte, error) {
+	if t0 < t.hiAt {
+		return nil, fmt.Errorf("kvcache: the high-rate codes of tokens before %d are dropped (re-coded at the low rate): tokens [%d, %d) export from their rows", t.hiAt, t0, t1)
+	}
+	return sliceCodes(*t.hi, t.hq.Bytes(), t0-t.hiAt, t1-t.hiAt)
 }

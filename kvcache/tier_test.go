@@ -225,20 +225,3 @@ func heldCodes(t *testing.T, s any, n int) []byte {
 	return append(slices.Clone(*tr.lo), (*tr.hi)[(tr.nlo()-tr.hiAt)*tr.hq.Bytes():]...)
 }
 
-// TestTieredExportRefused: a tiered cache neither exports nor imports
-// codes (a prefix cache keeps its rows instead).
-func TestTieredExportRefused(t *testing.T) {
-	sh := Shape{QHeads: 2, KVHeads: 1, HeadDim: 64}
-	sh.Rope = testRope(t, sh.HeadDim, sh.HeadDim, false)
-	spec := withCov(t, specFor(t, "tcq3.5>2@100", 8), sh)
-	c := newCache(t, spec, sh).(*Compressed)
-	r := rand.New(rand.NewPCG(1, 2))
-	ks, vs := kvData(r, sh, 40, true)
-	appendAll(t, c, ks, vs)
-	if _, err := c.Export("m", 0, 16); err == nil || !strings.Contains(err.Error(), "tiered") {
-		t.Errorf("Export: %v", err)
-	}
-	if err := c.Import("m", []byte("TMKV")); err == nil || !strings.Contains(err.Error(), "tiered") {
-		t.Errorf("Import: %v", err)
-	}
-}

@@ -546,7 +546,9 @@ func (p *prefixCache) insert(prompt []int32, chain []*block, r *recorder, done i
 // recorded sequence's caches (an uncompressed layer: nil), or nil if a
 // compressed layer does not hold them final, they depend on tokens after
 // the block (its calibration's), or no layer is compressed (rows are
-// then the block's one form).
+// then the block's one form). A tiered format's tokens go in their
+// high-rate codes, made again from the recorded rows where the cache has
+// re-coded them (kvcache.Compressed.ExportRows).
 func (p *prefixCache) export(r *recorder, lo int) [][]byte {
 	var codes [][]byte
 	for l, c := range r.caches {
@@ -557,7 +559,8 @@ func (p *prefixCache) export(r *recorder, lo int) [][]byte {
 		if lo+blockTokens > cc.CompressedLen() || lo+blockTokens < cc.CalibrationTokens() {
 			return nil
 		}
-		b, err := cc.Export(p.tag, lo, lo+blockTokens)
+		i, j := (lo-r.from)*p.width, (lo-r.from+blockTokens)*p.width
+		b, err := cc.ExportRows(p.tag, lo, lo+blockTokens, r.k[l][i:j], r.v[l][i:j])
 		if err != nil {
 			return nil
 		}

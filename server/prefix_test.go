@@ -56,9 +56,9 @@ func complete(t testing.TB, url, prompt string, n int) string {
 // rest; with it, the 128 refilled tokens are skipped and the rest fed as
 // one chunk too).
 //
-// A tiered format's blocks hold rows (its codes change as tokens age and
-// cannot be exported): refilled, they are encoded again, to the same
-// answers.
+// A tiered format's blocks hold its high-rate codes (made again from the
+// recorded rows for the tokens the cache has re-coded), and a refilled
+// cache re-codes them at its own length, to the same answers.
 func TestPrefixCache(t *testing.T) {
 	for _, kv := range []string{"f16", "turbo3.5", "tcq3.5>2@100"} {
 		t.Run(kv, func(t *testing.T) {
@@ -84,6 +84,9 @@ func TestPrefixCache(t *testing.T) {
 			if got := metric(t, with.URL, "turbomem_prefix_cache_bytes"); got != float64(pc.bytes) || pc.bytes != heldBytes(pc) {
 				t.Fatalf("prefix cache reports %g bytes, counts %d, holds %d", got, pc.bytes, heldBytes(pc))
 			}
+			if coded := codedBlocks(pc); strings.Contains(kv, ">") && coded == 0 {
+				t.Fatalf("no block of %d holds codes", len(pc.blocks))
+			}
 			for _, q := range []string{"Question two, a longer one?", "Question one?"} {
 				got := complete(t, with.URL, shared+q, 12)
 				if want := complete(t, without.URL, shared+q, 12); got != want {
@@ -95,6 +98,17 @@ func TestPrefixCache(t *testing.T) {
 			}
 		})
 	}
+}
+
+// codedBlocks returns how many of pc's blocks hold codes.
+func codedBlocks(pc *prefixCache) int {
+	n := 0
+	for _, b := range pc.blocks {
+		if b.codes != nil {
+			n++
+		}
+	}
+	return n
 }
 
 // TestPrefixChecksum: a block whose rows changed is not reused: it is
