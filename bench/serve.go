@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"os"
 	"regexp"
@@ -62,6 +63,15 @@ type ServeResult struct {
 	// after the first over the time after the first).
 	StreamTokPerSec float64 `json:"stream_tok_per_s_p50"`
 	PeakRSS         int64   `json:"server_peak_rss_bytes"`
+	// ServerCPUSeconds is the server's CPU time over the run (its
+	// process_cpu_seconds_total, which counts its pool's spinning between
+	// regions too), 0 where /metrics has no such series.
+	ServerCPUSeconds float64 `json:"server_cpu_seconds"`
+	// ClientCPUSeconds is this process's CPU time over the run: the load
+	// clients' (reading and checking every streamed chunk), which on the
+	// server's machine takes CPUs from it; 0 where the system does not
+	// say.
+	ClientCPUSeconds float64 `json:"client_cpu_seconds"`
 	// Decode is the server's aggregate decode throughput by batch size,
 	// from its /metrics (turbomem_decode_*_total, read before and after
 	// the run): the steps that fed no prompt tokens, so that prefill's
@@ -131,7 +141,8 @@ func RunServeLoad(ctx context.Context, l ServeLoad) (ServeResult, error) {
 			}
 		}
 	}()
-	decodeBefore := scrapeDecode(l.URL, l.APIKey)
+	before := scrapeMetrics(l.URL, l.APIKey)
+	cpu0, cpuOK := processCPU()
 	start := time.Now()
 	var wg sync.WaitGroup
 	client := &http.Client{}
@@ -192,7 +203,14 @@ func RunServeLoad(ctx context.Context, l ServeLoad) (ServeResult, error) {
 	}
 	wg.Wait()
 	res.Seconds = time.Since(start).Seconds()
-	res.Decode = decodeRates(decodeBefore, scrapeDecode(l.URL, l.APIKey))
+	after := scrapeMetrics(l.URL, l.APIKey)
+	if cpu1, ok := processCPU(); ok && cpuOK {
+		res.ClientCPUSeconds = (cpu1 - cpu0).Seconds()
+	}
+	if c0, c1 := metricValue(cpuLine, before), metricValue(cpuLine, after); c1 > 0 {
+		res.ServerCPUSeconds = c1 - c0
+	}
+	res.Decode = decodeRates(parseDecode(before), parseDecode(after))
 	for _, d := range res.Decode {
 		if res.FullBatch == 0 || d.Tokens > res.Decode[res.FullBatch-1].Tokens {
 			res.FullBatch, res.DecodeTokPerSec = d.Sequences, d.TokPerSec
@@ -330,6 +348,7 @@ func streamOnce(ctx context.Context, client *http.Client, l ServeLoad, prompt st
 
 var (
 	rssLine    = regexp.MustCompile(`(?m)^process_resident_memory_bytes (\S+)$`)
+	cpuLine    = regexp.MustCompile(`(?m)^process_cpu_seconds_total (\S+)$`)
 	decodeLine = regexp.MustCompile(`(?m)^turbomem_decode_(tokens|seconds)_total\{sequences="(\d+)"\} (\S+)$`)
 )
 
@@ -352,18 +371,21 @@ func scrapeMetrics(url, key string) []byte {
 }
 
 // scrapeRSS reads the server's resident set from its /metrics.
-func scrapeRSS(url, key string) int64 {
-	m := rssLine.FindSubmatch(scrapeMetrics(url, key))
+func scrapeRSS(url, key string) int64 { return int64(metricValue(rssLine, scrapeMetrics(url, key))) }
+
+// metricValue returns the value of the unlabelled series that re matches
+// in /metrics text (its one group), 0 where there is none or it is not a
+// finite number.
+func metricValue(re *regexp.Regexp, metrics []byte) float64 {
+	m := re.FindSubmatch(metrics)
 	if m == nil {
 		return 0
 	}
-	v, _ := strconv.ParseFloat(string(m[1]), 64)
-	return int64(v)
-}
-
-// scrapeDecode reads the server's decode counters (parseDecode).
-func scrapeDecode(url, key string) map[int][2]float64 {
-	return parseDecode(scrapeMetrics(url, key))
+	v, err := strconv.ParseFloat(string(m[1]), 64)
+	if err != nil || math.IsInf(v, 0) || math.IsNaN(v) {
+		return 0
+	}
+	return v
 }
 
 // parseDecode reads the decode counters of /metrics text: [tokens,

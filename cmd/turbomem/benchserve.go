@@ -108,6 +108,13 @@ func benchServe(e *env, args []string) error {
 		}
 		fmt.Fprintf(e.stdout, " (%.0f%% of the tokens at %d)\n", 100*res.Decode[res.FullBatch-1].Tokens/max(total, 1), res.FullBatch)
 	}
+	if res.ServerCPUSeconds > 0 || res.ClientCPUSeconds > 0 {
+		// The load clients run on the server's machine: what they take
+		// is CPU the server's steps do not get.
+		perTok := func(s float64) float64 { return 1e6 * s / float64(max(res.Tokens, 1)) }
+		fmt.Fprintf(e.stdout, "cpu: server %.2f s (%.0f µs a token, its pool's spinning included), load clients %.2f s (%.0f µs a token)\n",
+			res.ServerCPUSeconds, perTok(res.ServerCPUSeconds), res.ClientCPUSeconds, perTok(res.ClientCPUSeconds))
+	}
 	if child != nil {
 		fmt.Fprintf(e.stdout, "server: --kv %s --mem %s --parallel %d --queue %d; %.1f s; drain on SIGTERM: %s\n", *kv, *mem, *parallel, *queue, res.Seconds, drain)
 	} else {
