@@ -32,6 +32,9 @@ type job struct {
 	// is admitted); released once the prompt is in and its blocks cached.
 	recBytes int64
 	reused   int // prompt tokens refilled from the prefix cache
+	// woken is when handOff last woke the handler for text (touched by
+	// the step's goroutine of the job's sequence alone).
+	woken time.Time
 	arrived  time.Time
 
 	notify chan struct{} // a token of 1: something new under mu
@@ -119,6 +122,9 @@ type scheduler struct {
 
 	parallel, queueCap, prefill int
 	budget                      int64 // bytes for every admitted job's reservation
+	// interval is the least time between a stream's wake-ups after its
+	// first token (Options.StreamInterval).
+	interval time.Duration
 
 	mu       sync.Mutex
 	queue    []*job
@@ -547,7 +553,11 @@ func (s *scheduler) decode(q *sequence) {
 // handOff counts the token decode went through (a token the job's
 // handler has seen is counted: its client may read /metrics next), gives
 // its text to the sequence's job, ends the job where the token ends it,
-// and wakes its handler. It touches the job alone, so that the
+// and wakes its handler where the handler has something to do with it:
+// a streaming handler for its first text, then at most once per
+// s.interval (it sends what has come meanwhile in one event), and every
+// handler when its job ends (a request that does not stream has nothing
+// to send before). It touches the job alone, so that the
 // step's sequences do it side by side (in the step's Parallel); with
 // yield, the goroutine then offers its processor to the handler it woke
 // (runtime.Gosched: a woken goroutine waits on the waker's processor),
@@ -564,7 +574,7 @@ func (s *scheduler) handOff(q *sequence, yield bool) {
 	first := q.generated == 0 || q.generated == 1 && !q.eog
 	q.ended = q.end != ""
 	var now time.Time
-	if first || q.ended {
+	if first || q.ended || s.interval > 0 {
 		now = time.Now()
 	}
 	if !q.eog {
@@ -583,7 +593,9 @@ func (s *scheduler) handOff(q *sequence, yield bool) {
 	if first {
 		s.met.ttft.Observe(now.Sub(j.arrived).Seconds())
 	}
-	if q.text != "" || q.ended {
+	wake := q.ended || j.p.stream && q.text != "" && (first || s.interval == 0 || now.Sub(j.woken) >= s.interval)
+	if wake {
+		j.woken = now
 		j.signal()
 		if yield {
 			runtime.Gosched()

@@ -65,6 +65,11 @@ type Options struct {
 	// while its prompt is read, a request reserves their fp16 rows beside
 	// its KV cache. 1024.
 	PrefixTokens int
+	// StreamInterval is the least time between a stream's text events
+	// after its first token: the tokens made meanwhile go out together
+	// in one event, so that a batch of sequences wakes fewer handlers per
+	// step. 0: every token in an event of its own, as it is made.
+	StreamInterval time.Duration
 	// Stepper makes the stepper that runs the sequences; NewBatched if
 	// nil.
 	Stepper func(*model.Model) Stepper
@@ -156,7 +161,7 @@ func (s *Server) Load(m *Model) (Budget, error) {
 			fmtBytes(b.Total), fmtBytes(b.Weights), fmtBytes(b.Scratch), fmtBytes(b.Reserve))
 	}
 	sc := &scheduler{m: m, stepper: st, met: s.met, kvName: m.KV.String(),
-		parallel: s.o.Parallel, queueCap: s.o.Queue, prefill: s.o.PrefillTokens, budget: b.Sequences,
+		parallel: s.o.Parallel, queueCap: s.o.Queue, prefill: s.o.PrefillTokens, budget: b.Sequences, interval: s.o.StreamInterval,
 		wake: make(chan struct{}, 1), done: make(chan struct{})}
 	for part, v := range map[string]int64{"weights": b.Weights, "scratch": b.Scratch, "reserve": b.Reserve, "sequences": b.Sequences} {
 		s.met.budget.WithLabelValues(part).Set(float64(v))

@@ -296,6 +296,57 @@ func TestCompletionStream(t *testing.T) {
 	}
 }
 
+// slowStepper is a Stepper whose steps take at least d: a handler woken
+// for a token then reads it before the next one is made.
+type slowStepper struct {
+	Stepper
+	d time.Duration
+}
+
+func (s slowStepper) Step(seqs []*StepSeq) {
+	s.Stepper.Step(seqs)
+	time.Sleep(s.d)
+}
+
+// TestStreamInterval: with Options.StreamInterval a stream's first token
+// goes out at once and later ones together, at most once per interval
+// (here an hour: all of them with the end); without it every token has
+// an event of its own (steps slowed to 2 ms, so that the handler reads
+// each token before the next). The text is what greedy decoding gives,
+// streamed or not.
+func TestStreamInterval(t *testing.T) {
+	m := testModel(t)
+	const prompt = "The history of the city begins"
+	want, n := greedy(t, m, m.Tokenizer.Encode(prompt, true), 24)
+	for _, interval := range []time.Duration{0, time.Hour} {
+		_, ts := start(t, m, Options{StreamInterval: interval,
+			Stepper: func(m *model.Model) Stepper { return slowStepper{NewBatched(m), 2 * time.Millisecond} }})
+		body := fmt.Sprintf(`{"prompt":%q,"max_tokens":24,"temperature":0,"stream":true}`, prompt)
+		var text strings.Builder
+		events := 0
+		for _, raw := range sse(t, post(t, ts.URL+"/v1/completions", body)) {
+			var c completionResponse
+			if err := json.Unmarshal(raw, &c); err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Choices) > 0 && c.Choices[0].Text != "" {
+				events++
+				text.WriteString(c.Choices[0].Text)
+			}
+		}
+		if text.String() != want {
+			t.Fatalf("interval %s: streamed %q, want %q", interval, text.String(), want)
+		}
+		if interval == 0 && events < n*3/4 || interval > 0 && events != 2 {
+			t.Fatalf("interval %s: %d text events for %d tokens", interval, events, n)
+		}
+		resp := post(t, ts.URL+"/v1/completions", fmt.Sprintf(`{"prompt":%q,"max_tokens":24,"temperature":0}`, prompt))
+		if got := decode[completionResponse](t, resp).Choices[0].Text; got != want {
+			t.Fatalf("interval %s: answered %q, want %q", interval, got, want)
+		}
+	}
+}
+
 func mustID(t testing.TB, raw json.RawMessage) string {
 	var v struct{ ID string }
 	if err := json.Unmarshal(raw, &v); err != nil {

@@ -34,6 +34,7 @@ func benchServe(e *env, args []string) error {
 	parallel := fs.Int("parallel", 16, "server: most sequences at once")
 	queue := fs.Int("queue", 64, "server: most requests waiting")
 	serial := fs.Bool("serial", false, "server: step sequences one after another instead of batching them")
+	interval := fs.Duration("stream-interval", 0, "server: least time between a stream's text events (its serve --stream-interval)")
 	serverProfile := fs.String("server-cpuprofile", "", "server: write a CPU profile (go tool pprof) of the started server, ready to drained, to this file (its serve --cpuprofile)")
 	serverTrace := fs.String("server-trace", "", "server: write an execution trace (go tool trace) of the started server, ready to drained, to this file (its serve --trace)")
 	clients := fs.Int("clients", 64, "concurrent streaming clients")
@@ -66,7 +67,17 @@ func benchServe(e *env, args []string) error {
 	var logPath string
 	if *url == "" {
 		var err error
-		child, logPath, load.URL, err = startServer(e, *modelPath, *threads, *kv, *mem, *parallel, *queue, *serial, *serverProfile, *serverTrace)
+		args := []string{"--kv", *kv, "--mem", *mem, "--parallel", fmt.Sprint(*parallel), "--queue", fmt.Sprint(*queue), "--threads", fmt.Sprint(*threads),
+			"--stream-interval", interval.String()}
+		for _, f := range []struct{ flag, v string }{{"-m", *modelPath}, {"--cpuprofile", *serverProfile}, {"--trace", *serverTrace}} {
+			if f.v != "" {
+				args = append(args, f.flag, f.v)
+			}
+		}
+		if *serial {
+			args = append(args, "--serial")
+		}
+		child, logPath, load.URL, err = startServer(e, args)
 		if err != nil {
 			return err
 		}
@@ -129,11 +140,10 @@ func benchServe(e *env, args []string) error {
 	return nil
 }
 
-// startServer starts 'turbomem serve' on a free loopback port and waits
-// until /health answers 200; its log goes to a temporary file.
-// profile and trace, if not empty, are the files of the server's CPU
-// profile and execution trace.
-func startServer(e *env, modelPath string, threads int, kv, mem string, parallel, queue int, serial bool, profile, trace string) (*exec.Cmd, string, string, error) {
+// startServer starts 'turbomem serve' with the flags args on a free
+// loopback port and waits until /health answers 200; its log goes to a
+// temporary file.
+func startServer(e *env, flags []string) (*exec.Cmd, string, string, error) {
 	exe, err := os.Executable()
 	if err != nil {
 		return nil, "", "", err
@@ -144,19 +154,7 @@ func startServer(e *env, modelPath string, threads int, kv, mem string, parallel
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	args := []string{"serve", "--addr", addr, "--kv", kv, "--mem", mem, "--parallel", fmt.Sprint(parallel), "--queue", fmt.Sprint(queue), "--threads", fmt.Sprint(threads)}
-	if modelPath != "" {
-		args = append(args, "-m", modelPath)
-	}
-	if serial {
-		args = append(args, "--serial")
-	}
-	if profile != "" {
-		args = append(args, "--cpuprofile", profile)
-	}
-	if trace != "" {
-		args = append(args, "--trace", trace)
-	}
+	args := append([]string{"serve", "--addr", addr}, flags...)
 	logf, err := os.CreateTemp("", "turbomem-bench-serve-*.log")
 	if err != nil {
 		return nil, "", "", err

@@ -37,6 +37,7 @@ func runServe(e *env, args []string) error {
 	logJSON := fs.Bool("log-json", false, "log one JSON object per request instead of text")
 	prefixTokens := fs.Int("prefix-cache-tokens", 1024, "prompt tokens per request kept in the prefix cache for reuse by later requests sharing them (0: no prefix cache)")
 	serial := fs.Bool("serial", false, "step the sequences one after another instead of batching them (for comparison)")
+	interval := fs.Duration("stream-interval", 0, "least time between a stream's text events after its first token; the tokens made meanwhile go out in one event (0: an event per token)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (go tool pprof) of the server from when it is ready until it has drained to this file")
 	traceFile := fs.String("trace", "", "write an execution trace (go tool trace: goroutines, processors, scheduling latency) of the server from when it is ready until it has drained to this file")
 	kvf := addKVFlags(fs, recommendedKV)
@@ -49,6 +50,9 @@ func runServe(e *env, args []string) error {
 	}
 	if *parallel < 1 || *queue < 0 || *maxTokens < 1 || *prefixTokens < 0 {
 		return usageError{errors.New("--parallel and --max-tokens must be ≥ 1, --queue and --prefix-cache-tokens ≥ 0")}
+	}
+	if *interval < 0 || *interval > time.Minute {
+		return usageError{fmt.Errorf("--stream-interval %s: from 0 to 1m", *interval)}
 	}
 	var tmpl model.ChatTemplate
 	if *tmplName != "" {
@@ -82,7 +86,7 @@ func runServe(e *env, args []string) error {
 	}
 	log := slog.New(h)
 	o := server.Options{Mem: budget, Parallel: *parallel, Queue: max(*queue, 1), APIKey: key, DefaultMaxTokens: *maxTokens, Logger: log,
-		PrefixTokens: *prefixTokens, NoPrefixCache: *prefixTokens == 0}
+		PrefixTokens: *prefixTokens, NoPrefixCache: *prefixTokens == 0, StreamInterval: *interval}
 	if *serial {
 		o.Stepper = func(m *model.Model) server.Stepper { return server.Serial{M: m} }
 	}

@@ -162,7 +162,7 @@ func TestOpenAIClient(t *testing.T) {
 		t.Skipf("the openai client is not installed: run (cd %s && npm ci)", dir)
 	}
 	var errb bytes.Buffer
-	srv, logPath, url, err := startServer(&env{stdout: io.Discard, stderr: &errb}, "", 0, "turbo3.5", "256MiB", 4, 8, false, "", "")
+	srv, logPath, url, err := startServer(&env{stdout: io.Discard, stderr: &errb}, []string{"--kv", "turbo3.5", "--mem", "256MiB", "--parallel", "4", "--queue", "8", "--threads", "0"})
 	if err != nil {
 		t.Fatal(err)
 	}
