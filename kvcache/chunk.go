@@ -248,8 +248,10 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 			return err
 		}
 	}
+	c.recodeMoved(streams, m, scratch)
 	// Each stream's store takes its codes on a task of its own: a tiered
-	// store re-codes the tokens that age as it does.
+	// store re-codes the tokens that age as it does (with the codes
+	// recodeMoved made).
 	putErrs := make([]error, len(streams))
 	putPool := c.pool
 	if c.heads[0].tk == nil && c.heads[0].tv == nil {
@@ -272,6 +274,56 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 		}
 	}
 	return nil
+}
+
+// recodeMoved re-codes at the low rate, side by side on the pool in runs
+// of encodeRun tokens, the tokens that the tiered streams' puts of m
+// codes will re-code, from their high-rate codes (held, or the streams'
+// new ones), and leaves them to the puts (tiers.pend): a prompt's chunk
+// re-codes hundreds of tokens a stream, which one task a stream would
+// run one after another. A run that fails leaves its stream's
+// re-coding to the put, which reports the error. scratch is per worker,
+// grown if the pool has more.
+func (c *Compressed) recodeMoved(streams []moveStream, m int, scratch []encScratch) {
+	type run struct{ si, p0, p1 int }
+	var runs []run
+	for si := range streams {
+		t := c.heads[si/2].tier(si)
+		if t == nil || streams[si].enc == nil {
+			continue
+		}
+		p0, p1 := t.recodeChunk(m)
+		if p1 <= p0 {
+			continue
+		}
+		t.pend, t.pendAt = grown(t.pend, (p1-p0)*t.lq.Bytes()), p0
+		for a := p0; a < p1; a += encodeRun {
+			runs = append(runs, run{si, a, min(p1, a+encodeRun)})
+		}
+	}
+	if len(runs) == 0 {
+		return
+	}
+	pool := c.pool
+	if len(runs) == 1 {
+		pool = nil
+	}
+	for len(scratch) < pool.Threads() {
+		scratch = append(scratch, encScratch{})
+	}
+	failed := make([]bool, len(runs))
+	pool.TryRun(len(runs), func(ri, wk int) {
+		r := runs[ri]
+		t := c.heads[r.si/2].tier(r.si)
+		lb := t.lq.Bytes()
+		dst := t.pend[(r.p0-t.pendAt)*lb : (r.p1-t.pendAt)*lb]
+		failed[ri] = t.preRecode(dst, r.p0, r.p1, streams[r.si].codes, &scratch[wk]) != nil
+	})
+	for ri, f := range failed {
+		if f {
+			c.heads[runs[ri].si/2].tier(runs[ri].si).pendAt = -1
+		}
+	}
 }
 
 // stream returns the window's fp16 rows of stream i (KV head i/2's keys
@@ -357,19 +409,24 @@ type aheadCodes struct {
 
 // planAhead returns how many tasks an attention step on the pool adds to
 // encode the token due to leave the window at the next Append (one per
-// stream), and sets them up; 0 where it would not run on the pool, where
-// that token is not known to leave (the window not full, stores still to
-// calibrate, KIVI's blocks) or a store cannot encode apart, or where its
-// codes are made already.
+// stream; a tiered store's re-coding of the token that Append ages, a
+// task of its own beside it), and sets them up; 0 where it would not run
+// on the pool, where that token is not known to leave (the window not
+// full, stores still to calibrate, KIVI's blocks) or a store cannot
+// encode apart, or where its codes are made already.
 func (c *Compressed) planAhead() int {
 	a := &c.ahead
 	if c.step != 1 || c.n-c.nc < c.window || a.at == c.nc+1 || c.stepPool(c.shape, c.n, c.slices(c.shape, c.n)) == nil {
 		return 0
 	}
 	streams := 2 * len(c.heads)
-	if len(a.enc) < streams {
+	tasks := streams
+	if h := c.heads[0]; h.tk != nil || h.tv != nil {
+		tasks = 2 * streams
+	}
+	if len(a.enc) < streams || len(a.scr) < tasks {
 		a.codes, a.errs = make([][]byte, streams), make([]error, streams)
-		a.scr, a.enc = make([]encScratch, streams), make([]tokenEncoder, streams)
+		a.scr, a.enc = make([]encScratch, tasks), make([]tokenEncoder, streams)
 	}
 	for i, h := range c.heads {
 		if !h.ready() {
@@ -385,13 +442,20 @@ func (c *Compressed) planAhead() int {
 	}
 	c.early = a.f
 	a.at = c.nc + 1
-	return streams
+	return tasks
 }
 
 // encodeAhead is early task i of an attention step: stream i's codes of
-// token c.nc (planAhead).
+// token c.nc, or for i past the streams, the re-coding ahead of stream
+// i − 2·KVHeads's tiered store (planAhead).
 func (c *Compressed) encodeAhead(i, _ int) {
 	a := &c.ahead
+	if streams := 2 * len(c.heads); i >= streams {
+		if tr := c.heads[(i-streams)/2].tier(i - streams); tr != nil {
+			tr.recodeAhead(&a.scr[i])
+		}
+		return
+	}
 	d := c.shape.HeadDim
 	h := c.heads[i/2]
 	rows := h.stream(i)
@@ -403,9 +467,6 @@ func (c *Compressed) encodeAhead(i, _ int) {
 		a.codes[i] = make([]byte, b)
 	}
 	a.errs[i] = e.encode(a.codes[i], sc.x, c.nc, sc)
-	if tr := h.tier(i); tr != nil {
-		tr.recodeAhead(sc)
-	}
 }
 
 // putAhead stores the codes an attention step made of token c.nc, the

@@ -153,8 +153,10 @@ type tiers struct {
 	hiAt   int
 	x      []float32
 	sc     quant.Scratch
-	// pend is the low-rate code of token pendAt (−1: none), made by an
-	// attention step ahead of the put that re-codes it (recodeAhead).
+	// pend holds the low-rate codes of tokens from pendAt on (−1: none),
+	// made ahead of the put that re-codes them: by an attention step for
+	// the next token (recodeAhead), by a chunk's region for its tokens
+	// (Compressed.encodeMoved).
 	pend   []byte
 	pendAt int
 }
@@ -166,14 +168,15 @@ func (t *tiers) n() int { return t.hiAt + len(*t.hi)/t.hq.Bytes() }
 func (t *tiers) nlo() int { return len(*t.lo) / t.lq.Bytes() }
 
 // settle re-codes at the low rate, from their decoded high-rate codes,
-// the tokens that are no longer among the newest span (a code made
-// ahead taken as it is).
+// the tokens that are no longer among the newest span (codes made ahead
+// taken as they are).
 func (t *tiers) settle() error {
+	lb := t.lq.Bytes()
 	for p := t.nlo(); p < t.bound(t.n()); p++ {
 		k := len(*t.lo)
-		*t.lo = slices.Grow(*t.lo, t.lq.Bytes()+codeSlack)[:k+t.lq.Bytes()]
-		if p == t.pendAt {
-			copy((*t.lo)[k:], t.pend)
+		*t.lo = slices.Grow(*t.lo, lb+codeSlack)[:k+lb]
+		if i := p - t.pendAt; t.pendAt >= 0 && i >= 0 && (i+1)*lb <= len(t.pend) {
+			copy((*t.lo)[k:], t.pend[i*lb:])
 			continue
 		}
 		if err := t.recode((*t.lo)[k:], p, &t.x, &t.sc); err != nil {
@@ -189,13 +192,45 @@ func (t *tiers) settle() error {
 // high-rate code, with scratch x and sc.
 func (t *tiers) recode(dst []byte, p int, x *[]float32, sc *quant.Scratch) error {
 	hb := t.hq.Bytes()
-	*x = grown(*x, t.hq.Dim())
 	i := (p - t.hiAt) * hb
-	if err := t.hq.Decode(*x, (*t.hi)[i:i+hb]); err != nil {
+	return t.recodeFrom(dst, (*t.hi)[i:i+hb], p, x, sc)
+}
+
+// recodeFrom writes to dst the low-rate code of token p, whose
+// high-rate code is hi.
+func (t *tiers) recodeFrom(dst, hi []byte, p int, x *[]float32, sc *quant.Scratch) error {
+	*x = grown(*x, t.hq.Dim())
+	if err := t.hq.Decode(*x, hi); err != nil {
 		return fmt.Errorf("kvcache: re-coding token %d: %w", p, err)
 	}
 	if err := quant.EncodeBatchScratch(t.lq, dst, *x, sc); err != nil {
 		return fmt.Errorf("kvcache: re-coding token %d: %w", p, err)
+	}
+	return nil
+}
+
+// recodeChunk returns the tokens [p0, p1) that the put of m more
+// high-rate codes re-codes: the re-codings a chunk makes ahead, side by
+// side (preRecode), before its puts.
+func (t *tiers) recodeChunk(m int) (p0, p1 int) {
+	return t.nlo(), t.bound(t.n() + m)
+}
+
+// preRecode writes to dst the low-rate codes of tokens [p0, p1), each
+// from its held high-rate code or, from n() on, from codes, the high-rate
+// codes of the tokens to be put.
+func (t *tiers) preRecode(dst []byte, p0, p1 int, codes []byte, sc *encScratch) error {
+	hb, lb, n := t.hq.Bytes(), t.lq.Bytes(), t.n()
+	for p := p0; p < p1; p++ {
+		var hi []byte
+		if p < n {
+			hi = (*t.hi)[(p-t.hiAt)*hb : (p-t.hiAt+1)*hb]
+		} else {
+			hi = codes[(p-n)*hb : (p-n+1)*hb]
+		}
+		if err := t.recodeFrom(dst[(p-p0)*lb:(p-p0+1)*lb], hi, p, &sc.x, &sc.q); err != nil {
+			return err
+		}
 	}
 	return nil
 }
