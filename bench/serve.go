@@ -207,7 +207,7 @@ func RunServeLoad(ctx context.Context, l ServeLoad) (ServeResult, error) {
 	if cpu1, ok := processCPU(); ok && cpuOK {
 		res.ClientCPUSeconds = (cpu1 - cpu0).Seconds()
 	}
-	if c0, c1 := metricValue(cpuLine, before), metricValue(cpuLine, after); c1 > 0 {
+	if c0, c1 := metricValue(cpuLine, before), metricValue(cpuLine, after); c0 > 0 && c1 >= c0 {
 		res.ServerCPUSeconds = c1 - c0
 	}
 	res.Decode = decodeRates(parseDecode(before), parseDecode(after))

@@ -401,7 +401,7 @@ type aheadCodes struct {
 	at    int            // the token whose codes are held, plus one (0: none)
 	codes [][]byte       // per stream (KV head i's keys 2i, values 2i+1)
 	errs  []error        // per stream: its encoding's error (then not used)
-	scr   []encScratch   // per stream
+	scr   []encScratch   // per task (planAhead)
 	enc   []tokenEncoder // per stream
 	of    *Compressed    // the cache aheadFunc is of
 	f     func(i, worker int)

@@ -356,50 +356,101 @@ func (c *Compressed) Export(tag string, from, to int) ([]byte, error) {
 // rounded to fp16 as the window holds them). A tiered store re-codes its
 // tokens at the low rate as they age and then drops their high-rate
 // codes, which Export writes and Import starts from; ExportRows encodes
-// those streams' rows at the high rate as the cache did when they left
-// its window (the keys centred at their own positions), so that its bytes
-// are the ones Export wrote while the codes were held. Streams of other
-// formats are written from the codes held, as Export writes them.
+// the dropped ones from their rows at the high rate as the cache did
+// when they left its window (the keys centred at their own positions),
+// side by side on the cache's pool in runs of encodeRun tokens, so that
+// its bytes are the ones Export wrote while the codes were held. Codes
+// still held, and every stream of other formats, are written as Export
+// writes them. Like Append, it uses the cache's pool: not while another
+// call on the cache runs.
 func (c *Compressed) ExportRows(tag string, from, to int, k, v []uint16) ([]byte, error) {
 	d, w := c.shape.HeadDim, c.shape.KVHeads*c.shape.HeadDim
-	if to >= from && (len(k) != (to-from)*w || len(v) != len(k)) {
+	if err := c.checkExport(tag, from, to); err != nil {
+		return nil, err
+	}
+	if len(k) != (to-from)*w || len(v) != len(k) {
 		return nil, fmt.Errorf("kvcache: export of tokens [%d, %d) from rows: %d and %d values, want %d each", from, to, len(k), len(v), (to-from)*w)
 	}
-	var sc encScratch
-	var x []float32
-	return c.export(tag, from, to, func(i int, s any) ([]byte, error) {
-		if c.heads[i/2].tier(i) == nil {
-			return storeCodes(s).exportCodes(from, to)
+	// Per stream, the high-rate codes of the tokens [from, held) that its
+	// store has dropped, encoded from the rows.
+	type run struct{ si, t0, t1 int }
+	var runs []run
+	made := make([][]byte, 2*len(c.heads))
+	held := make([]int, 2*len(c.heads))
+	for si := range made {
+		held[si] = from
+		tr := c.heads[si/2].tier(si)
+		if tr == nil {
+			continue
 		}
+		held[si] = min(max(from, tr.hiAt), to)
+		made[si] = make([]byte, (held[si]-from)*tr.hq.Bytes())
+		for t := from; t < held[si]; t += encodeRun {
+			runs = append(runs, run{si, t, min(held[si], t+encodeRun)})
+		}
+	}
+	pool := c.pool
+	if len(runs) <= 1 {
+		pool = nil
+	}
+	scratch := make([]encScratch, pool.Threads())
+	errs := make([]error, len(runs))
+	pool.TryRun(len(runs), func(ri, wk int) {
+		r := runs[ri]
 		rows := k
-		if i%2 == 1 {
+		if r.si%2 == 1 {
 			rows = v
 		}
-		n, h := to-from, i/2
-		x = grown(x, n*d)
-		for t := range n {
-			toF32(x[t*d:(t+1)*d], rows[t*w+h*d:t*w+(h+1)*d])
+		sc, h := &scratch[wk], r.si/2
+		sc.x = grown(sc.x, (r.t1-r.t0)*d)
+		for t := r.t0; t < r.t1; t++ {
+			i := (t - from) * w
+			toF32(sc.x[(t-r.t0)*d:(t-r.t0+1)*d], rows[i+h*d:i+(h+1)*d])
 		}
-		e := encoderOf(s)
-		b := make([]byte, n*e.codeBytes())
-		if err := e.encode(b, x, from, &sc); err != nil {
+		e := c.heads[h].tier(r.si).hq.Bytes()
+		var s any = c.heads[h].keys
+		if r.si%2 == 1 {
+			s = c.heads[h].values
+		}
+		errs[ri] = encoderOf(s).encode(made[r.si][(r.t0-from)*e:(r.t1-from)*e], sc.x, r.t0, sc)
+	})
+	for ri, err := range errs {
+		if err != nil {
+			return nil, c.moveError(runs[ri].si, runs[ri].t0, runs[ri].t1, err)
+		}
+	}
+	return c.export(tag, from, to, func(i int, s any) ([]byte, error) {
+		if held[i] == to {
+			return made[i], nil
+		}
+		rest, err := storeCodes(s).exportCodes(held[i], to)
+		if err != nil {
 			return nil, err
 		}
-		return b, nil
+		return append(made[i], rest...), nil
 	})
+}
+
+// checkExport returns an error if Export cannot write tokens [from, to)
+// tagged tag.
+func (c *Compressed) checkExport(tag string, from, to int) error {
+	if len(tag) > maxExportTag {
+		return fmt.Errorf("kvcache: export tag of %d bytes, at most %d", len(tag), maxExportTag)
+	}
+	if from < 0 || to < from || to > c.nc {
+		return fmt.Errorf("kvcache: export of tokens [%d, %d): the cache holds %d compressed (the %d after them are in the fp16 window)", from, to, c.nc, c.n-c.nc)
+	}
+	if from%c.step != 0 || to%c.step != 0 {
+		return fmt.Errorf("kvcache: export of tokens [%d, %d): not whole key blocks of %d", from, to, c.step)
+	}
+	return nil
 }
 
 // export writes Export's bytes for tokens [from, to), codes(i, s) giving
 // stream i's (head i/2, keys for i even, values for i odd; s its store).
 func (c *Compressed) export(tag string, from, to int, codes func(i int, s any) ([]byte, error)) ([]byte, error) {
-	if len(tag) > maxExportTag {
-		return nil, fmt.Errorf("kvcache: export tag of %d bytes, at most %d", len(tag), maxExportTag)
-	}
-	if from < 0 || to < from || to > c.nc {
-		return nil, fmt.Errorf("kvcache: export of tokens [%d, %d): the cache holds %d compressed (the %d after them are in the fp16 window)", from, to, c.nc, c.n-c.nc)
-	}
-	if from%c.step != 0 || to%c.step != 0 {
-		return nil, fmt.Errorf("kvcache: export of tokens [%d, %d): not whole key blocks of %d", from, to, c.step)
+	if err := c.checkExport(tag, from, to); err != nil {
+		return nil, err
 	}
 	var w exportWriter
 	w.bytes(exportMagic)

@@ -156,7 +156,7 @@ type tiers struct {
 	// pend holds the low-rate codes of tokens from pendAt on (−1: none),
 	// made ahead of the put that re-codes them: by an attention step for
 	// the next token (recodeAhead), by a chunk's region for its tokens
-	// (Compressed.encodeMoved).
+	// (Compressed.recodeMoved).
 	pend   []byte
 	pendAt int
 }
@@ -289,10 +289,12 @@ func (t *tiers) bytes() int { return len(*t.lo) + (t.n()-t.nlo())*t.hq.Bytes() }
 func (t *tiers) added(add func() error) error {
 	n0 := len(*t.hi)
 	if err := add(); err != nil {
+		t.pendAt = -1 // made for tokens that did not come
 		return err
 	}
 	if err := t.settle(); err != nil {
 		*t.hi = (*t.hi)[:n0]
+		t.pendAt = -1
 		return err
 	}
 	return nil

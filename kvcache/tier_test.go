@@ -224,4 +224,3 @@ func heldCodes(t *testing.T, s any, n int) []byte {
 	}
 	return append(slices.Clone(*tr.lo), (*tr.hi)[(tr.nlo()-tr.hiAt)*tr.hq.Bytes():]...)
 }
-

@@ -550,14 +550,16 @@ func (p *prefixCache) insert(prompt []int32, chain []*block, r *recorder, done i
 // high-rate codes, made again from the recorded rows where the cache has
 // re-coded them (kvcache.Compressed.ExportRows).
 func (p *prefixCache) export(r *recorder, lo int) [][]byte {
+	for _, c := range r.caches { // every layer checked before any works
+		if cc, ok := c.(*kvcache.Compressed); ok && (lo+blockTokens > cc.CompressedLen() || lo+blockTokens < cc.CalibrationTokens()) {
+			return nil
+		}
+	}
 	var codes [][]byte
 	for l, c := range r.caches {
 		cc, ok := c.(*kvcache.Compressed)
 		if !ok {
 			continue
-		}
-		if lo+blockTokens > cc.CompressedLen() || lo+blockTokens < cc.CalibrationTokens() {
-			return nil
 		}
 		i, j := (lo-r.from)*p.width, (lo-r.from+blockTokens)*p.width
 		b, err := cc.ExportRows(p.tag, lo, lo+blockTokens, r.k[l][i:j], r.v[l][i:j])

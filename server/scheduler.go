@@ -34,8 +34,8 @@ type job struct {
 	reused   int // prompt tokens refilled from the prefix cache
 	// woken is when handOff last woke the handler for text (touched by
 	// the step's goroutine of the job's sequence alone).
-	woken time.Time
-	arrived  time.Time
+	woken   time.Time
+	arrived time.Time
 
 	notify chan struct{} // a token of 1: something new under mu
 

@@ -49,8 +49,8 @@ func benchServe(e *env, args []string) error {
 	if err := checkFormat(*format); err != nil {
 		return err
 	}
-	if *url != "" && (*serverProfile != "" || *serverTrace != "") {
-		return usageError{errors.New("--server-cpuprofile and --server-trace watch the server that bench serve starts, not --url's")}
+	if *url != "" && (*serverProfile != "" || *serverTrace != "" || *interval != 0) {
+		return usageError{errors.New("--server-cpuprofile, --server-trace and --stream-interval are for the server that bench serve starts, not --url's")}
 	}
 	if *clients < 1 || *clients > 4096 || *maxTokens < 1 || *promptWords < 1 || *duration <= 0 || *duration > 24*time.Hour || *requests < 0 {
 		return usageError{errors.New("--clients 1..4096, --max-tokens and --prompt-words ≥ 1, --duration in (0, 24h], --requests ≥ 0")}
@@ -140,7 +140,7 @@ func benchServe(e *env, args []string) error {
 	return nil
 }
 
-// startServer starts 'turbomem serve' with the flags args on a free
+// startServer starts 'turbomem serve' with flags on a free
 // loopback port and waits until /health answers 200; its log goes to a
 // temporary file.
 func startServer(e *env, flags []string) (*exec.Cmd, string, string, error) {
