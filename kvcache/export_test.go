@@ -3,6 +3,7 @@ package kvcache
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"math"
 	"math/rand/v2"
@@ -10,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/turbomem/turbomem/half"
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // exportShape is the shape the export tests use: grouped queries, a
@@ -399,4 +401,31 @@ func FuzzImport(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkExportRows times a prefix cache's export of one 64-token block
+// of a tiered cache (8 KV heads of 128, tcq3.5>2~2.5, 1024 tokens held):
+// the first block, whose high-rate codes the stores have dropped (encoded
+// again from the rows), and the last whole one, still held (copied), on
+// one thread and on every CPU.
+func BenchmarkExportRows(b *testing.B) {
+	sh := Shape{QHeads: 32, KVHeads: 8, HeadDim: 128, Rope: testRope(b, 128, 128, false)}
+	ks, vs := exportTokens(sh, 1024, 1)
+	c := newExportCache(b, specFor(b, "tcq3.5>2~2.5", 0), sh)
+	appendAll(b, c, ks, vs)
+	for _, threads := range []int{1, 0} {
+		p := tensor.NewPool(threads)
+		UsePool(c, p)
+		for _, from := range []int{0, c.CompressedLen() - 64} {
+			k, v := fp16Rows(ks[from:from+64]), fp16Rows(vs[from:from+64])
+			b.Run(fmt.Sprintf("from=%d/threads=%d", from, p.Threads()), func(b *testing.B) {
+				for b.Loop() {
+					if _, err := c.ExportRows("m", from, from+64, k, v); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+		p.Close()
+	}
 }
