@@ -203,12 +203,7 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 	var tasks []int // per task: its stream, and its run where the stream encodes apart
 	for si := range streams {
 		st := &streams[si]
-		h := c.heads[si/2]
-		if si%2 == 0 {
-			st.enc = encoderOf(h.keys)
-		} else {
-			st.enc = encoderOf(h.values)
-		}
+		st.enc = encoderOf(c.heads[si/2].store(si))
 		if st.enc == nil {
 			st.rows = make([]float32, m*d)
 			tasks = append(tasks, si*runs)
@@ -219,13 +214,8 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 			tasks = append(tasks, si*runs+r)
 		}
 	}
-	pool := c.pool
-	if len(tasks) == 1 {
-		pool = nil
-	}
-	scratch := make([]encScratch, pool.Threads())
 	errs := make([]error, len(tasks))
-	pool.TryRun(len(tasks), func(ti, wk int) {
+	scratch := c.encodeOnPool(len(tasks), nil, func(ti int, sc *encScratch) {
 		si, r := tasks[ti]/runs, tasks[ti]%runs
 		st, h := &streams[si], c.heads[si/2]
 		rows := h.stream(si)
@@ -235,7 +225,6 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 			return
 		}
 		t0, t1 := r*encodeRun, min(m, (r+1)*encodeRun)
-		sc := &scratch[wk]
 		sc.x = grown(sc.x, (t1-t0)*d)
 		toF32(sc.x, rows[(at+t0)*d:(at+t1)*d])
 		b := st.enc.codeBytes()
@@ -249,31 +238,40 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 		}
 	}
 	c.recodeMoved(streams, m, scratch)
-	// Each stream's store takes its codes on a task of its own: a tiered
-	// store re-codes the tokens that age as it does (with the codes
-	// recodeMoved made).
-	putErrs := make([]error, len(streams))
-	putPool := c.pool
-	if c.heads[0].tk == nil && c.heads[0].tv == nil {
-		putPool = nil // appends alone: not worth a region
-	}
-	putPool.TryRun(len(streams), func(si, _ int) {
+	// The stores take their codes, appends alone: a tiered store's
+	// re-codings are made (recodeMoved).
+	for si := range streams {
 		st, h := &streams[si], c.heads[si/2]
+		var err error
 		switch {
 		case st.enc != nil:
-			putErrs[si] = st.enc.putCodes(st.codes, m)
+			err = st.enc.putCodes(st.codes, m)
 		case si%2 == 0:
-			putErrs[si] = addSteps(h.keys.add, st.rows, c.step*d)
+			err = addSteps(h.keys.add, st.rows, c.step*d)
 		default:
-			putErrs[si] = addSteps(h.values.add, st.rows, c.step*d)
+			err = addSteps(h.values.add, st.rows, c.step*d)
 		}
-	})
-	for si, err := range putErrs {
 		if err != nil {
 			return c.moveError(si, nc0, nc0+m, err)
 		}
 	}
 	return nil
+}
+
+// encodeOnPool runs n encoding tasks on the cache's pool (on the caller
+// where there is one), task(i, sc) with the scratch of the goroutine
+// that runs it, and returns scratch grown to the pool's goroutines, for
+// a later region to use again.
+func (c *Compressed) encodeOnPool(n int, scratch []encScratch, task func(i int, sc *encScratch)) []encScratch {
+	pool := c.pool
+	if n <= 1 {
+		pool = nil
+	}
+	for len(scratch) < pool.Threads() {
+		scratch = append(scratch, encScratch{})
+	}
+	pool.TryRun(n, func(i, wk int) { task(i, &scratch[wk]) })
+	return scratch
 }
 
 // recodeMoved re-codes at the low rate, side by side on the pool in runs
@@ -282,8 +280,8 @@ func (c *Compressed) encodeMoved(nc0, m int) error {
 // new ones), and leaves them to the puts (tiers.pend): a prompt's chunk
 // re-codes hundreds of tokens a stream, which one task a stream would
 // run one after another. A run that fails leaves its stream's
-// re-coding to the put, which reports the error. scratch is per worker,
-// grown if the pool has more.
+// re-coding to the put, which reports the error. scratch is the
+// encoding region's (encodeOnPool).
 func (c *Compressed) recodeMoved(streams []moveStream, m int, scratch []encScratch) {
 	type run struct{ si, p0, p1 int }
 	var runs []run
@@ -304,26 +302,28 @@ func (c *Compressed) recodeMoved(streams []moveStream, m int, scratch []encScrat
 	if len(runs) == 0 {
 		return
 	}
-	pool := c.pool
-	if len(runs) == 1 {
-		pool = nil
-	}
-	for len(scratch) < pool.Threads() {
-		scratch = append(scratch, encScratch{})
-	}
 	failed := make([]bool, len(runs))
-	pool.TryRun(len(runs), func(ri, wk int) {
+	c.encodeOnPool(len(runs), scratch, func(ri int, sc *encScratch) {
 		r := runs[ri]
 		t := c.heads[r.si/2].tier(r.si)
 		lb := t.lq.Bytes()
 		dst := t.pend[(r.p0-t.pendAt)*lb : (r.p1-t.pendAt)*lb]
-		failed[ri] = t.preRecode(dst, r.p0, r.p1, streams[r.si].codes, &scratch[wk]) != nil
+		failed[ri] = t.preRecode(dst, r.p0, r.p1, streams[r.si].codes, sc) != nil
 	})
 	for ri, f := range failed {
 		if f {
 			c.heads[runs[ri].si/2].tier(runs[ri].si).pendAt = -1
 		}
 	}
+}
+
+// store returns the store of stream i (KV head i/2's keys for i even,
+// its values for i odd).
+func (h *head) store(i int) any {
+	if i%2 == 1 {
+		return h.values
+	}
+	return h.keys
 }
 
 // stream returns the window's fp16 rows of stream i (KV head i/2's keys
@@ -421,7 +421,7 @@ func (c *Compressed) planAhead() int {
 	}
 	streams := 2 * len(c.heads)
 	tasks := streams
-	if h := c.heads[0]; h.tk != nil || h.tv != nil {
+	if c.spec.tiered() {
 		tasks = 2 * streams
 	}
 	if len(a.enc) < streams || len(a.scr) < tasks {

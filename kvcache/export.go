@@ -389,30 +389,22 @@ func (c *Compressed) ExportRows(tag string, from, to int, k, v []uint16) ([]byte
 			runs = append(runs, run{si, t, min(held[si], t+encodeRun)})
 		}
 	}
-	pool := c.pool
-	if len(runs) <= 1 {
-		pool = nil
-	}
-	scratch := make([]encScratch, pool.Threads())
 	errs := make([]error, len(runs))
-	pool.TryRun(len(runs), func(ri, wk int) {
+	c.encodeOnPool(len(runs), nil, func(ri int, sc *encScratch) {
 		r := runs[ri]
 		rows := k
 		if r.si%2 == 1 {
 			rows = v
 		}
-		sc, h := &scratch[wk], r.si/2
+		h := r.si / 2
 		sc.x = grown(sc.x, (r.t1-r.t0)*d)
 		for t := r.t0; t < r.t1; t++ {
 			i := (t - from) * w
 			toF32(sc.x[(t-r.t0)*d:(t-r.t0+1)*d], rows[i+h*d:i+(h+1)*d])
 		}
-		e := c.heads[h].tier(r.si).hq.Bytes()
-		var s any = c.heads[h].keys
-		if r.si%2 == 1 {
-			s = c.heads[h].values
-		}
-		errs[ri] = encoderOf(s).encode(made[r.si][(r.t0-from)*e:(r.t1-from)*e], sc.x, r.t0, sc)
+		e := encoderOf(c.heads[h].store(r.si))
+		b := e.codeBytes()
+		errs[ri] = e.encode(made[r.si][(r.t0-from)*b:(r.t1-from)*b], sc.x, r.t0, sc)
 	})
 	for ri, err := range errs {
 		if err != nil {
@@ -424,8 +416,8 @@ func (c *Compressed) ExportRows(tag string, from, to int, k, v []uint16) ([]byte
 			return made[i], nil
 		}
 		rest, err := storeCodes(s).exportCodes(held[i], to)
-		if err != nil {
-			return nil, err
+		if err != nil || len(made[i]) == 0 {
+			return rest, err // exportCodes returns a copy
 		}
 		return append(made[i], rest...), nil
 	})
@@ -465,12 +457,12 @@ func (c *Compressed) export(tag string, from, to int, codes func(i int, s any) (
 			w.floats(h.kMean)
 		}
 	}
-	for i, h := range c.heads {
-		for j, s := range []any{h.keys, h.values} {
+	for i := range c.heads {
+		for j := range 2 {
 			var b []byte
 			if to > from {
 				var err error
-				if b, err = codes(2*i+j, s); err != nil {
+				if b, err = codes(2*i+j, c.heads[i].store(2*i+j)); err != nil {
 					return nil, fmt.Errorf("kvcache: export layer %d head %d: %w", c.layer, i, err)
 				}
 			}
