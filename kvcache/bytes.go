@@ -28,10 +28,10 @@ func (s Spec) compressedAt(n int) int {
 	return (n - w) / step * step
 }
 
-// bytesAt returns what Bytes of one layer's cache of shape sh returns
-// after n tokens, without making the cache (Config.BytesAt counts every
+// bytesAt returns what Bytes of layer's cache of shape sh returns after
+// n tokens, without making the cache (Config.BytesAt counts every
 // layer).
-func (s Spec) bytesAt(n int, sh Shape) (int64, error) {
+func (s Spec) bytesAt(n int, sh Shape, layer int) (int64, error) {
 	if err := s.Check(sh); err != nil {
 		return 0, err
 	}
@@ -44,7 +44,7 @@ func (s Spec) bytesAt(n int, sh Shape) (int64, error) {
 		return int64(n) * heads * (kb + vb), nil
 	}
 	nc := int64(s.compressedAt(n))
-	perHead := s.K.codeBytesAt(sh.HeadDim, true, int(nc), s.window()) + s.V.codeBytesAt(sh.HeadDim, false, int(nc), s.window()) + 4*d*(int64(n)-nc)
+	perHead := 4 * d * (int64(n) - nc)
 	if nc > 0 {
 		for _, f := range []Format{s.K, s.V} {
 			if f.split() {
@@ -55,7 +55,17 @@ func (s Spec) bytesAt(n int, sh Shape) (int64, error) {
 			perHead += 4 * d // the keys' mean
 		}
 	}
-	return heads * perHead, nil
+	total := heads * perHead
+	for h := range sh.KVHeads {
+		total += s.codeBytesAt(sh.HeadDim, int(nc), layer, h)
+	}
+	return total, nil
+}
+
+// codeBytesAt returns the bytes of the codes of nc compressed tokens of
+// layer's KV head h, keys and values.
+func (s Spec) codeBytesAt(d, nc, layer, h int) int64 {
+	return s.K.codeBytes(d, true, nc, s.spanOf(s.K, layer, h, nc)) + s.V.codeBytes(d, false, nc, s.spanOf(s.V, layer, h, nc))
 }
 
 // BytesAt returns the bytes of all the plan's layers (of shape sh) after
@@ -63,7 +73,7 @@ func (s Spec) bytesAt(n int, sh Shape) (int64, error) {
 func (p *Plan) BytesAt(n int, sh Shape) (int64, error) {
 	var total int64
 	for i := range p.Layers {
-		b, err := p.Spec(i).bytesAt(n, sh)
+		b, err := p.Spec(i).bytesAt(n, sh, i)
 		if err != nil {
 			return 0, fmt.Errorf("layer %d: %w", i, err)
 		}

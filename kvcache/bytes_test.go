@@ -47,7 +47,7 @@ func TestBytesAt(t *testing.T) {
 			if !check[n] {
 				continue
 			}
-			got, err := s.bytesAt(n, sh)
+			got, err := s.bytesAt(n, sh, 0)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -236,9 +236,15 @@ func TestAttendEncodesAhead(t *testing.T) {
 			t.Errorf("%s: %d steps encoded ahead", name, ahead[name])
 		}
 	}
-	for _, name := range tieredTestFormats { // ~2.5 re-codes at two steps of three
-		if recoded[name] < 90 {
-			t.Errorf("%s: %d steps re-coded ahead", name, recoded[name])
+	for _, name := range tieredTestFormats {
+		// ~2.5's head 0 holds 13/24 of its tokens high (TestTierSharesOf):
+		// it re-codes at 11 steps of 24
+		want := 90
+		if name == "tcq3.5>2~2.5" {
+			want = 90 * 11 / 24
+		}
+		if recoded[name] < want {
+			t.Errorf("%s: %d steps re-coded ahead, want %d", name, recoded[name], want)
 		}
 	}
 }

@@ -239,8 +239,19 @@ func (c Config) BytesAt(n, layers int, sh Shape) (int64, error) {
 	if c.plan != nil {
 		return c.plan.BytesAt(n, sh)
 	}
-	b, err := c.uniform().bytesAt(n, sh)
-	return int64(layers) * b, err
+	s := c.uniform()
+	var total int64
+	for l := range layers {
+		b, err := s.bytesAt(n, sh, l)
+		if err != nil {
+			return 0, err
+		}
+		total += b
+		if s.Cov == nil || !s.tiered() {
+			return int64(layers) * b, nil // every layer alike
+		}
+	}
+	return total, nil
 }
 
 // F16 returns the configuration of fp16 keys and values: the baseline
@@ -305,8 +316,17 @@ func (c Config) BitsAt(d, n int) (float64, error) {
 		return 0, err
 	}
 	nc := max(s.compressedAt(n), 1)
-	b := s.K.codeBytesAt(d, true, nc, s.window()) + s.V.codeBytesAt(d, false, nc, s.window())
-	return float64(8*b) / float64(2*nc*d), nil
+	if s.Cov == nil {
+		return float64(8*s.codeBytesAt(d, nc, 0, 0)) / float64(2*nc*d), nil
+	}
+	var b, heads int64 // each head's share its own (tierShares)
+	for l, hs := range s.Cov.Layers {
+		for h := range hs {
+			b += s.codeBytesAt(d, nc, l, h)
+			heads++
+		}
+	}
+	return float64(8*b) / float64(2*int64(nc)*int64(d)*heads), nil
 }
 
 // F32 returns the configuration of float32 keys and values: the exact

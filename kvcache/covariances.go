@@ -29,6 +29,7 @@ type Covariances struct {
 
 	mu      sync.Mutex
 	designs map[kltKey]*quant.KLT
+	shares  map[tierShareKey][][]float64
 	sum     uint64 // Fingerprint, once computed (0: not yet)
 }
 
@@ -59,6 +60,7 @@ func (c *Covariances) Fingerprint() uint64 {
 			put(hc.V.Mean)
 			put(hc.V.Cov)
 			put(hc.Q)
+			put(hc.Attn)
 		}
 	}
 	c.sum = binary.LittleEndian.Uint64(h.Sum(nil)) | 1
@@ -76,6 +78,12 @@ type HeadCovariance struct {
 	// RoPE), which weighs the keys' error (quant.DesignWeightedKLT); nil
 	// when no queries were recorded.
 	Q []float32
+	// Attn is the head's attention profile: Attn[a] is the sum of the
+	// squared attention weights on the key of age a (positions back) of
+	// the recorded queries from the middle of each calibration window on
+	// (attentionProfile), which sizes the head's share of a tiered
+	// format's high rate (tierShares); nil when no queries were recorded.
+	Attn []float32
 }
 
 // Moments are a mean and a covariance (row-major, d×d).
@@ -162,6 +170,7 @@ func EstimateCovariances(windows [][]*Trace) (*Covariances, error) {
 			}
 			hc.K, hc.V = km.result(), vm.result()
 			hc.Q = querySecondMoment(windows, l, h)
+			hc.Attn = attentionProfile(windows, l, h)
 		}
 	}
 	return c, nil
@@ -262,7 +271,7 @@ func (c *Covariances) check(layer int, sh Shape) error {
 	}
 	d := sh.HeadDim
 	for h, hc := range hs {
-		if len(hc.RopeMean) != d || len(hc.K.Mean) != d || len(hc.V.Mean) != d || len(hc.K.Cov) != d*d || len(hc.V.Cov) != d*d || hc.Q != nil && len(hc.Q) != d*d {
+		if len(hc.RopeMean) != d || len(hc.K.Mean) != d || len(hc.V.Mean) != d || len(hc.K.Cov) != d*d || len(hc.V.Cov) != d*d || hc.Q != nil && len(hc.Q) != d*d || len(hc.Attn) > maxProfileAge {
 			return fmt.Errorf("kvcache: covariances of layer %d head %d are not of head dimension %d", layer, h, d)
 		}
 	}

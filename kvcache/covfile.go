@@ -23,9 +23,11 @@ import (
 //	d        uint32 head dimension (1 … covMaxDim)
 //	tokens   uint64 calibration tokens per layer
 //	per layer, per KV head:
-//	         flags uint8 (bit 0: the queries' second moment follows)
+//	         flags uint8 (bit 0: the queries' second moment follows;
+//	         bit 1: the attention profile follows)
 //	         RopeMean, K.Mean [d]float32; K.Cov [d·d]float32;
-//	         V.Mean [d]float32; V.Cov [d·d]float32; Q [d·d]float32 if flagged
+//	         V.Mean [d]float32; V.Cov [d·d]float32; Q [d·d]float32 if flagged;
+//	         if flagged, ages uint32 (1 … maxProfileAge), Attn [ages]float32
 //	sum      [32]byte SHA-256 of every byte before it
 //
 // A reader allocates as it reads (one head at a time), so a header that
@@ -94,11 +96,18 @@ func (f CovarianceFile) WriteTo(w io.Writer) (int64, error) {
 			if hc.Q != nil {
 				flags = 1
 			}
+			if hc.Attn != nil {
+				flags |= 2
+			}
 			put(flags)
 			for _, xs := range [][]float32{hc.RopeMean, hc.K.Mean, hc.K.Cov, hc.V.Mean, hc.V.Cov, hc.Q} {
 				if xs != nil {
 					put(xs)
 				}
+			}
+			if hc.Attn != nil {
+				put(uint32(len(hc.Attn)))
+				put(hc.Attn)
 			}
 		}
 	}
@@ -148,7 +157,7 @@ func ReadCovariances(r io.Reader) (CovarianceFile, error) {
 			if cr.err != nil {
 				return CovarianceFile{}, cr.fail()
 			}
-			if flags&^1 != 0 {
+			if flags&^3 != 0 {
 				return CovarianceFile{}, fmt.Errorf("%w: layer %d head %d: flags %#x", ErrCovFile, len(c.Layers), i, flags)
 			}
 			hc := &hs[i]
@@ -156,6 +165,13 @@ func ReadCovariances(r io.Reader) (CovarianceFile, error) {
 			hc.V.Mean, hc.V.Cov = cr.f32s(dd), cr.f32s(dd*dd)
 			if flags&1 != 0 {
 				hc.Q = cr.f32s(dd * dd)
+			}
+			if flags&2 != 0 {
+				ages := cr.u32()
+				if cr.err == nil && (ages < 1 || ages > maxProfileAge) {
+					return CovarianceFile{}, fmt.Errorf("%w: layer %d head %d: an attention profile of %d ages, want 1 to %d", ErrCovFile, len(c.Layers), i, ages, maxProfileAge)
+				}
+				hc.Attn = cr.f32s(int(ages))
 			}
 			if cr.err != nil {
 				return CovarianceFile{}, cr.fail()
@@ -182,6 +198,11 @@ func ReadCovariances(r io.Reader) (CovarianceFile, error) {
 					if math.IsNaN(float64(x)) || math.IsInf(float64(x), 0) {
 						return CovarianceFile{}, fmt.Errorf("%w: layer %d head %d: a moment is not finite", ErrCovFile, l, i)
 					}
+				}
+			}
+			for _, x := range hc.Attn {
+				if !(x >= 0) || math.IsInf(float64(x), 0) {
+					return CovarianceFile{}, fmt.Errorf("%w: layer %d head %d: the attention profile holds %g, want finite weights of 0 or more", ErrCovFile, l, i, x)
 				}
 			}
 		}

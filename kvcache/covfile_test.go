@@ -2,7 +2,10 @@ package kvcache
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"strings"
 	"math"
 	"math/rand/v2"
 	"reflect"
@@ -10,7 +13,8 @@ import (
 )
 
 // testCovariances returns covariances of the given shape with random
-// moments, the queries' second moment left out of every third head.
+// moments, the queries' second moment left out of every third head, an
+// attention profile (of differing lengths) in every other.
 func testCovariances(layers, heads, d int) *Covariances {
 	r := rand.New(rand.NewPCG(3, 4))
 	vec := func(n int) []float32 {
@@ -27,6 +31,12 @@ func testCovariances(layers, heads, d int) *Covariances {
 			hc := HeadCovariance{RopeMean: vec(d), K: Moments{vec(d), vec(d * d)}, V: Moments{vec(d), vec(d * d)}}
 			if (l*heads+h)%3 != 2 {
 				hc.Q = vec(d * d)
+			}
+			if (l*heads+h)%2 == 0 {
+				hc.Attn = vec(5 + l + h)
+				for i, x := range hc.Attn {
+					hc.Attn[i] = x * x
+				}
 			}
 			c.Layers[l][h] = hc
 		}
@@ -91,6 +101,23 @@ func TestCovarianceFileRefusesDamage(t *testing.T) {
 	nan := testCovariances(1, 1, 4)
 	nan.Layers[0][0].V.Cov[5] = float32(math.NaN())
 	refused("NaN", writeCov(t, nan, ""))
+	for _, x := range []float64{-1, math.NaN(), math.Inf(1)} {
+		neg := testCovariances(1, 1, 4)
+		neg.Layers[0][0].Attn[2] = float32(x)
+		refused("attention weight "+fmt.Sprint(x), writeCov(t, neg, ""))
+	}
+	// A profile claiming more ages than a profile may hold (its length
+	// field after the header's 32 bytes, the flags and 60 floats of
+	// moments), refused before it allocates.
+	long := writeCov(t, testCovariances(1, 1, 4), "")
+	at := 32 + 1 + 4*(4+4+16+4+16+16)
+	if got := binary.LittleEndian.Uint32(long[at:]); got != 5 {
+		t.Fatalf("the profile's length field reads %d, want 5", got)
+	}
+	binary.LittleEndian.PutUint32(long[at:], maxProfileAge+1)
+	if _, err := ReadCovariances(bytes.NewReader(long)); !errors.Is(err, ErrCovFile) || !strings.Contains(err.Error(), "attention profile of") {
+		t.Errorf("a profile of %d ages: err %v", maxProfileAge+1, err)
+	}
 
 	// A header claiming the most layers, heads and dimension, then
 	// nothing: refused as cut short, having allocated one head at most.

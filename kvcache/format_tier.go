@@ -27,11 +27,15 @@ import (
 // and BytesAt give the closed form at any length; Format.Bits, which has
 // one rate to give, refuses a tiered format).
 //
-// "tcq3.5>2~2.5" holds the newest third of the compressed tokens at
-// tcq3.5 and the rest at tcq2: a band that grows with the context, sized
-// so that the codes average 2.5 bits at every length (to within one
-// token's rounding). At 1024 tokens with the default window it is
-// tcq3.5>2@384; at 4096 its band is 1344 tokens.
+// "tcq3.5>2~2.5" holds a share of each head's compressed tokens, the
+// newest, at tcq3.5 and the rest at tcq2: a band that grows with the
+// context, sized so that the codes average at most 2.5 bits at every
+// length. The shares are the heads' own, from the calibration's attention
+// profiles (tier_shares.go), and average a third: a head whose attention
+// stays in the window keeps few tokens at the high rate, one that spreads
+// it far keeps many. Without profiles (covariances measured before they
+// were recorded) every head holds the newest third (at 1024 tokens with
+// the default window, tcq3.5>2@384; at 4096 a band of 1344 tokens).
 //
 // A query sees a token in the tier it was in when the query came: a
 // prompt's chunk attends each of its queries on the codes it would have
@@ -131,14 +135,27 @@ func (f Format) span(window, nc int) int {
 	return f.age - window
 }
 
-// codeBytesAt returns the bytes of one head's codes of nc compressed
-// tokens (keys when key is true), with a window of the given length: the
-// closed form of the stores' bytes.
-func (f Format) codeBytesAt(d int, key bool, nc, window int) int64 {
+// spanOf returns how many of nc compressed tokens layer's KV head h
+// holds at the high rate of f, one of s's formats: for a HIGH>LOW~BITS
+// format whose covariances hold attention profiles the head's own share
+// (tierShares), else f.span.
+func (s Spec) spanOf(f Format, layer, h, nc int) int {
+	if f.share > 0 && s.Cov != nil {
+		if sh := s.Cov.tierShares(s.window(), f.share); layer < len(sh) && h < len(sh[layer]) {
+			return int(math.Floor(float64(nc)*sh[layer][h] + 1e-9))
+		}
+	}
+	return f.span(s.window(), nc)
+}
+
+// codeBytes returns the bytes of one head's codes of nc compressed
+// tokens (keys when key is true), hi of them at a tiered format's high
+// rate: the closed form of the stores' bytes.
+func (f Format) codeBytes(d int, key bool, nc, hi int) int64 {
 	if !f.tiered() {
 		return int64(nc) * int64(f.c.tokenBytes(d, key))
 	}
-	hi := min(nc, f.span(window, nc))
+	hi = min(nc, hi)
 	return int64(hi)*int64(f.c.tokenBytes(d, key)) + int64(nc-hi)*int64(f.lo.tokenBytes(d, key))
 }
 

@@ -43,8 +43,25 @@ func withCovFrom(t testing.TB, spec Spec, sh Shape, ks, vs [][]float32) Spec {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, hs := range cov.Layers {
+		for h := range hs {
+			hs[h].Attn = testProfile(h, len(ks))
+		}
+	}
 	spec.Cov = cov
 	return spec
+}
+
+// testProfile is an attention profile of n ages for KV head h (the trace
+// has no queries to measure one from): 1/(1 + a·(h+1)²/32), slower to
+// fall the lower the head, so that tiered formats give the heads
+// different shares.
+func testProfile(h, n int) []float32 {
+	p := make([]float32, n)
+	for a := range p {
+		p[a] = float32(1 / (1 + float64(a*(h+1)*(h+1))/32))
+	}
+	return p
 }
 
 // TestKLTCacheImportOtherCovariances: codes exported from a klt (or tcq) cache do

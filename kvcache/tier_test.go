@@ -163,8 +163,8 @@ func TestTieredCodes(t *testing.T) {
 				}{{"keys", &tk.tiers, pk}, {"values", &tv.tiers, pv}} {
 					tr, hb, lb := part.tr, part.tr.hq.Bytes(), part.tr.lq.Bytes()
 					wantLo := max(0, n-100) // older than 100 tokens
-					if share {
-						wantLo = tc.nc - tc.nc/3 // all but the newest third
+					if share {              // all but the head's share (tierShares; its own test)
+						wantLo = tc.nc - int(math.Floor(float64(tc.nc)*tiered.Cov.tierShares(tiered.window(), tiered.K.share)[0][hi]+1e-9))
 					}
 					if tr.n() != tc.nc || tr.nlo() != wantLo {
 						t.Fatalf("%s window %d, %d tokens: %s hold %d, %d of them re-coded; want %d, %d", format, window, n, part.name, tr.n(), tr.nlo(), tc.nc, wantLo)
