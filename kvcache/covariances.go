@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"runtime"
 	"sync"
 
 	"github.com/turbomem/turbomem/quant"
@@ -170,9 +171,24 @@ func EstimateCovariances(windows [][]*Trace) (*Covariances, error) {
 			}
 			hc.K, hc.V = km.result(), vm.result()
 			hc.Q = querySecondMoment(windows, l, h)
-			hc.Attn = attentionProfile(windows, l, h)
 		}
 	}
+	// The attention profiles, the heads side by side: exact attention of
+	// the sampled queries, the calibration's largest part.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, runtime.GOMAXPROCS(0))
+	for l := range layers {
+		for h := range heads {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() {
+				defer wg.Done()
+				c.Layers[l][h].Attn = attentionProfile(windows, l, h)
+				<-sem
+			}()
+		}
+	}
+	wg.Wait()
 	return c, nil
 }
 
