@@ -65,7 +65,7 @@ func (s Spec) bytesAt(n int, sh Shape, layer int) (int64, error) {
 // codeBytesAt returns the bytes of the codes of nc compressed tokens of
 // layer's KV head h, keys and values.
 func (s Spec) codeBytesAt(d, nc, layer, h int) int64 {
-	return s.K.codeBytes(d, true, nc, s.spanOf(s.K, layer, h, nc)) + s.V.codeBytes(d, false, nc, s.spanOf(s.V, layer, h, nc))
+	return s.K.codeBytes(d, true, nc, s.headSpan(s.K, layer, h)(nc)) + s.V.codeBytes(d, false, nc, s.headSpan(s.V, layer, h)(nc))
 }
 
 // BytesAt returns the bytes of all the plan's layers (of shape sh) after

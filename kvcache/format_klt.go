@@ -81,7 +81,7 @@ func (c *Compressed) kltStores(i int, h *head) error {
 			if err != nil {
 				return err
 			}
-			tk := newTieredKeys(q, lq, func(nc int) int { return s.spanOf(s.K, c.layer, i, nc) })
+			tk := newTieredKeys(q, lq, s.headSpan(s.K, c.layer, i))
 			ck.inner, h.tk = tk, &tk.tiers
 		}
 		h.keys = ck // the mean is the calibration's, shared: not in Bytes
@@ -97,7 +97,7 @@ func (c *Compressed) kltStores(i int, h *head) error {
 			if err != nil {
 				return err
 			}
-			tv := newTieredValues(q, lq, func(nc int) int { return s.spanOf(s.V, c.layer, i, nc) })
+			tv := newTieredValues(q, lq, s.headSpan(s.V, c.layer, i))
 			h.values, h.tv = tv, &tv.tiers
 		}
 	}

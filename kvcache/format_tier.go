@@ -135,17 +135,19 @@ func (f Format) span(window, nc int) int {
 	return f.age - window
 }
 
-// spanOf returns how many of nc compressed tokens layer's KV head h
-// holds at the high rate of f, one of s's formats: for a HIGH>LOW~BITS
-// format whose covariances hold attention profiles the head's own share
-// (tierShares), else f.span.
-func (s Spec) spanOf(f Format, layer, h, nc int) int {
+// headSpan returns the function that says how many of nc compressed
+// tokens layer's KV head h holds at the high rate of f, one of s's
+// formats: for a HIGH>LOW~BITS format whose covariances hold attention
+// profiles the head's own share of them (tierShares), else f.span.
+func (s Spec) headSpan(f Format, layer, h int) func(nc int) int {
 	if f.share > 0 && s.Cov != nil {
 		if sh := s.Cov.tierShares(s.window(), f.share); layer < len(sh) && h < len(sh[layer]) {
-			return int(math.Floor(float64(nc)*sh[layer][h] + 1e-9))
+			share := sh[layer][h]
+			return func(nc int) int { return int(math.Floor(float64(nc)*share + 1e-9)) }
 		}
 	}
-	return f.span(s.window(), nc)
+	window := s.window()
+	return func(nc int) int { return f.span(window, nc) }
 }
 
 // codeBytes returns the bytes of one head's codes of nc compressed
