@@ -73,8 +73,11 @@ func covariances(ctx context.Context, m *model.Model, calib []int32, bos int32, 
 			if got.Source != source {
 				return nil, fmt.Errorf("%w: %s holds K/V covariances of another model or calibration (%s), not of %s: remove it or name another file", ErrKVRequest, o.CovFile, got.Source, source)
 			}
-			o.log("K/V covariances read from %s", o.CovFile)
-			return got.Cov, nil
+			if got.Cov.Profiled() {
+				o.log("K/V covariances read from %s", o.CovFile)
+				return got.Cov, nil
+			}
+			o.log("%s holds no attention profiles (written before they were measured): measuring again", o.CovFile)
 		case !errors.Is(err, fs.ErrNotExist):
 			return nil, fmt.Errorf("eval: %w", err)
 		}

@@ -402,6 +402,36 @@ func TestPlanKVCovFile(t *testing.T) {
 	if spec2.Cov == nil || spec2.Cov.Fingerprint() != spec.Cov.Fingerprint() || len(logs) != 1 || !strings.Contains(logs[0], "read from") {
 		t.Fatalf("read back: log %q", logs)
 	}
+	// A file written before attention profiles were measured: measured
+	// again and saved, then read.
+	f, err := os.Open(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := kvcache.ReadCovariances(f)
+	f.Close()
+	if err != nil || !old.Cov.Profiled() {
+		t.Fatalf("the saved file: %v, profiled %v", err, err == nil && old.Cov.Profiled())
+	}
+	for _, hs := range old.Cov.Layers {
+		for h := range hs {
+			hs[h].Attn = nil
+		}
+	}
+	if err := SaveFile(file, old); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"holds no attention profiles", "read from"} {
+		logs = nil
+		c, err := PlanKV(ctx, m, calib, tok.BOS(), tcq, o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s, _ := c.Spec()
+		if !s.Cov.Profiled() || len(logs) == 0 || !strings.Contains(logs[0], want) {
+			t.Fatalf("a file without profiles: log %q, want %q first", logs, want)
+		}
+	}
 	for _, tc := range []struct {
 		name  string
 		o     KVPlanOptions

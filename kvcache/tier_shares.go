@@ -104,6 +104,20 @@ func softmaxScores(w []float64, q, keys []float32, heads, h int, scale float64) 
 	}
 }
 
+// Profiled reports whether every head's calibration holds an attention
+// profile (covariances measured before profiles were recorded hold
+// none; their tiered formats give every head the same share).
+func (c *Covariances) Profiled() bool {
+	for _, hs := range c.Layers {
+		for _, hc := range hs {
+			if hc.Attn == nil {
+				return false
+			}
+		}
+	}
+	return len(c.Layers) > 0
+}
+
 // tierShareKey names a set of per-head shares.
 type tierShareKey struct {
 	window int
