@@ -204,7 +204,7 @@ func (c Config) CompactedBytesAt(layer int, kept []int, n int, sh Shape) (int64,
 		if t < 0 {
 			return 0, fmt.Errorf("kvcache: %d compacted tokens", t)
 		}
-		b, err := spec.bytesAt(t, psh, 0)
+		b, err := spec.bytesAt(t, psh, layer)
 		if err != nil {
 			return 0, err
 		}

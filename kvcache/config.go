@@ -215,7 +215,21 @@ func (c Config) Check(layers int, sh Shape) error {
 	if layers < 1 {
 		return fmt.Errorf("kvcache: a model of %d layers", layers)
 	}
-	return c.uniform().Check(sh)
+	s := c.uniform()
+	if err := s.Check(sh); err != nil {
+		return err
+	}
+	if s.Cov != nil && s.tiered() { // the heads' shares (BytesAt, BitsAt) are the covariances'
+		if len(s.Cov.Layers) != layers {
+			return fmt.Errorf("kvcache: covariances of %d layers, the model %d", len(s.Cov.Layers), layers)
+		}
+		for l := range layers {
+			if err := s.Cov.check(l, sh); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // NewCache returns the cache of one layer: a Config is a Maker.
@@ -307,6 +321,8 @@ func (c Config) Bits(d int) (float64, error) {
 // BitsAt is Bits for caches of n tokens: the bits of a tiered format
 // (format_tier.go) depend on how many of its tokens have aged; every other
 // format's are Bits. While no token is compressed it counts the first.
+// A ~ format's heads hold shares of their own (tier_shares.go): its bits
+// are the average over every layer's and head's of the covariances.
 func (c Config) BitsAt(d, n int) (float64, error) {
 	s := c.uniform()
 	if c.plan != nil || c.NeedsPlan() || !s.tiered() {

@@ -287,8 +287,11 @@ func (c *Covariances) check(layer int, sh Shape) error {
 	}
 	d := sh.HeadDim
 	for h, hc := range hs {
-		if len(hc.RopeMean) != d || len(hc.K.Mean) != d || len(hc.V.Mean) != d || len(hc.K.Cov) != d*d || len(hc.V.Cov) != d*d || hc.Q != nil && len(hc.Q) != d*d || len(hc.Attn) > maxProfileAge {
+		if len(hc.RopeMean) != d || len(hc.K.Mean) != d || len(hc.V.Mean) != d || len(hc.K.Cov) != d*d || len(hc.V.Cov) != d*d || hc.Q != nil && len(hc.Q) != d*d {
 			return fmt.Errorf("kvcache: covariances of layer %d head %d are not of head dimension %d", layer, h, d)
+		}
+		if len(hc.Attn) > maxProfileAge {
+			return fmt.Errorf("kvcache: covariances of layer %d head %d: an attention profile of %d ages, at most %d", layer, h, len(hc.Attn), maxProfileAge)
 		}
 	}
 	return nil

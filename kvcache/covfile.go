@@ -96,7 +96,7 @@ func (f CovarianceFile) WriteTo(w io.Writer) (int64, error) {
 			if hc.Q != nil {
 				flags = 1
 			}
-			if hc.Attn != nil {
+			if len(hc.Attn) > 0 {
 				flags |= 2
 			}
 			put(flags)
@@ -105,7 +105,7 @@ func (f CovarianceFile) WriteTo(w io.Writer) (int64, error) {
 					put(xs)
 				}
 			}
-			if hc.Attn != nil {
+			if len(hc.Attn) > 0 {
 				put(uint32(len(hc.Attn)))
 				put(hc.Attn)
 			}

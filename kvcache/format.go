@@ -40,9 +40,11 @@ import (
 //	(as klt)              8-state trellis-coded quantization (a Viterbi
 //	                      pass per token to encode; --kv auto's default
 //	                      candidates)
-//	tcq3.5>2~2.5 2.5      tiered (format_tier.go): the newest third of
-//	                      the compressed tokens tcq3.5, older ones
-//	                      re-coded tcq2; HIGH>LOW~BITS for other rates,
+//	tcq3.5>2~2.5 2.5      tiered (format_tier.go): the newest of each
+//	                      head's compressed tokens tcq3.5 (its share
+//	                      from the calibration, a third on average),
+//	                      older ones re-coded tcq2; HIGH>LOW~BITS for
+//	                      other rates,
 //	                      HIGH>LOW@AGE to re-code at a fixed age
 //
 // The turbo formats store keys centred on their mean before RoPE

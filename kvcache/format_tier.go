@@ -275,7 +275,8 @@ func (t *tiers) recodeAhead(sc *encScratch) {
 // keeps beyond the count of Bytes before it drops them: memory the
 // count leaves out stays under 64 codes per store, at the price of
 // copying the live high-rate codes once every 64 re-codings (a ~ format
-// holds a third of a long context's tokens there).
+// holds its head's share of a long context's tokens there, a third on
+// average).
 const trimSlack = 64
 
 // trim drops the high-rate codes of tokens held at the low rate once

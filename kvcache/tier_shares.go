@@ -28,7 +28,11 @@ const maxProfileAge = 1 << 17
 // squared attention weights of the recorded queries at positions from
 // the middle of each window on (every fourth; every query head of the
 // group; exact softmax over the window's keys) on the key of each age,
-// or nil if no queries were recorded.
+// or nil if no queries were recorded. It is a sum, not a mean per query:
+// ages beyond half the window are seen by fewer of the sampled queries,
+// as by the queries that eval's perplexity windows score (BENCHMARKS.md,
+// "Tiered shares per head"), so heads that look that far back rank a
+// little lower than a mean per query would put them.
 func attentionProfile(windows [][]*Trace, l, h int) []float32 {
 	var prof []float64
 	var w []float64

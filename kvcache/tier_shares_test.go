@@ -2,6 +2,7 @@ package kvcache
 
 import (
 	"math"
+	"strings"
 	"testing"
 )
 
@@ -135,5 +136,15 @@ func TestTieredShareBytes(t *testing.T) {
 		if bits, err := Uniform(spec).BitsAt(sh.HeadDim, n); err != nil || bits > 2.5 {
 			t.Fatalf("%d tokens: BitsAt %g, %v; want at most 2.5", n, bits, err)
 		}
+	}
+	// The shares are the covariances' (4 layers, withCov's): a model of
+	// another depth is refused, not counted with them.
+	for _, layers := range []int{3, 5} {
+		if _, err := Uniform(spec).BytesAt(100, layers, sh); err == nil || !strings.Contains(err.Error(), "covariances of 4 layers") {
+			t.Errorf("BytesAt for %d layers: %v", layers, err)
+		}
+	}
+	if _, err := Uniform(spec).BytesAt(100, 4, sh); err != nil {
+		t.Error(err)
 	}
 }
