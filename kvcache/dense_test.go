@@ -32,23 +32,14 @@ func naiveAttention(s Shape, ks, vs [][]float32, q []float32, scale float64) []f
 // naiveAttention's weights, which the screening tests read too.
 func AttentionWeights(w []float64, q []float32, ks [][]float32, kh int, scale float64) {
 	d := len(q)
-	m := math.Inf(-1)
 	for t := range w {
 		var dot float64
 		for i := range d {
 			dot += float64(q[i]) * float64(ks[t][kh*d+i])
 		}
 		w[t] = dot * scale
-		m = math.Max(m, w[t])
 	}
-	var sum float64
-	for t := range w {
-		w[t] = math.Exp(w[t] - m)
-		sum += w[t]
-	}
-	for t := range w {
-		w[t] /= sum
-	}
+	softmax64(w)
 }
 
 func TestDenseAttendMatchesNaive(t *testing.T) {

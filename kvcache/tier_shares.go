@@ -81,7 +81,6 @@ func attentionProfile(windows [][]*Trace, l, h int) []float32 {
 // u < len(w): the exact softmax of the scaled dot products.
 func softmaxScores(w []float64, q, keys []float32, heads, h int, scale float64) {
 	d := len(q)
-	m := math.Inf(-1)
 	for u := range w {
 		k := keys[(u*heads+h)*d:][:d]
 		var s0, s1, s2, s3 float32 // four chains: a quarter of the latency
@@ -96,7 +95,15 @@ func softmaxScores(w []float64, q, keys []float32, heads, h int, scale float64) 
 			s0 += q[i] * k[i]
 		}
 		w[u] = float64(s0+s1+s2+s3) * scale
-		m = max(m, w[u])
+	}
+	softmax64(w)
+}
+
+// softmax64 replaces the scores w by their softmax weights.
+func softmax64(w []float64) {
+	m := math.Inf(-1)
+	for _, x := range w {
+		m = max(m, x)
 	}
 	var z float64
 	for u := range w {
