@@ -332,15 +332,17 @@ func (c Config) BitsAt(d, n int) (float64, error) {
 		return 0, err
 	}
 	nc := max(s.compressedAt(n), 1)
-	if s.Cov == nil {
-		return float64(8*s.codeBytesAt(d, nc, 0, 0)) / float64(2*nc*d), nil
-	}
 	var b, heads int64 // each head's share its own (tierShares)
-	for l, hs := range s.Cov.Layers {
-		for h := range hs {
-			b += s.codeBytesAt(d, nc, l, h)
-			heads++
+	if s.Cov != nil {
+		for l, hs := range s.Cov.Layers {
+			for h := range hs {
+				b += s.codeBytesAt(d, nc, l, h)
+				heads++
+			}
 		}
+	}
+	if heads == 0 { // no covariances: every head the format's share
+		b, heads = s.codeBytesAt(d, nc, 0, 0), 1
 	}
 	return float64(8*b) / float64(2*int64(nc)*int64(d)*heads), nil
 }
