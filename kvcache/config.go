@@ -254,16 +254,17 @@ func (c Config) BytesAt(n, layers int, sh Shape) (int64, error) {
 		return c.plan.BytesAt(n, sh)
 	}
 	s := c.uniform()
-	var total int64
+	if s.Cov == nil || !s.tiered() { // every layer alike
+		b, err := s.bytesAt(n, sh, 0)
+		return int64(layers) * b, err
+	}
+	var total int64 // each head's share its own (tierShares)
 	for l := range layers {
 		b, err := s.bytesAt(n, sh, l)
 		if err != nil {
 			return 0, err
 		}
 		total += b
-		if s.Cov == nil || !s.tiered() {
-			return int64(layers) * b, nil // every layer alike
-		}
 	}
 	return total, nil
 }

@@ -3,13 +3,15 @@ package kvcache
 import (
 	"math"
 	"slices"
+
+	"github.com/turbomem/turbomem/tensor"
 )
 
 // Where a tiered format spends its high rate. The attention beyond the
 // fp16 window falls off with age at very different speeds in different
 // layers and heads: on the model suite some heads keep 90% of their mass
 // in the window, others 11–28% and spread the rest over hundreds of
-// tokens (BENCHMARKS.md, "Tiered bands per head"). A HIGH>LOW~BITS format
+// tokens (BENCHMARKS.md, "Tiered shares per head"). A HIGH>LOW~BITS format
 // therefore gives each KV head of each layer a share of its own, from the
 // calibration's attention profile (HeadCovariance.Attn): the bands of
 // ages past the window that carry the most squared attention weight over
@@ -82,19 +84,7 @@ func attentionProfile(windows [][]*Trace, l, h int) []float32 {
 func softmaxScores(w []float64, q, keys []float32, heads, h int, scale float64) {
 	d := len(q)
 	for u := range w {
-		k := keys[(u*heads+h)*d:][:d]
-		var s0, s1, s2, s3 float32 // four chains: a quarter of the latency
-		i := 0
-		for ; i+4 <= d; i += 4 {
-			s0 += q[i] * k[i]
-			s1 += q[i+1] * k[i+1]
-			s2 += q[i+2] * k[i+2]
-			s3 += q[i+3] * k[i+3]
-		}
-		for ; i < d; i++ {
-			s0 += q[i] * k[i]
-		}
-		w[u] = float64(s0+s1+s2+s3) * scale
+		w[u] = float64(tensor.DotF32(q, keys[(u*heads+h)*d:][:d])) * scale
 	}
 	softmax64(w)
 }
